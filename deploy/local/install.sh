@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Installs the local infrastructure the mesh runs on (Redis, FerretDB, Jaeger, grpc-health-probe,
+# Chromium for UI tests), idempotently. Binaries built from Go are cached in $MESH_CACHE/bin so a
+# second run does not rebuild them.
+set -euo pipefail
+CACHE="${MESH_CACHE:-$HOME/.cache/agent-mesh}"
+BIN="$CACHE/bin"
+mkdir -p "$BIN"
+log() { printf '[install] %s\n' "$*" >&2; }
+
+apt_pkgs=()
+command -v redis-server >/dev/null || apt_pkgs+=(redis-server)
+if [ "${MESH_WITH_BROWSER:-1}" = 1 ] && [ ! -x /usr/bin/chromium ]; then apt_pkgs+=(chromium); fi
+if [ ${#apt_pkgs[@]} -gt 0 ]; then
+  log "apt-get install ${apt_pkgs[*]}"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${apt_pkgs[@]}" >/dev/null
+fi
+
+build_tool() { # name module@version [extra go mod edits...]
+  local name=$1 modver=$2; shift 2
+  [ -x "$BIN/$name" ] && return 0
+  log "building $name from the Go module proxy (one time; cached in $BIN)"
+  local d="$CACHE/build/$name"
+  rm -rf "$d" && mkdir -p "$d"
+  ( cd "$d" && go mod init "local/$name-tool" >/dev/null 2>&1 \
+    && go get -tool "$modver" >/dev/null 2>&1 \
+    && { [ $# -eq 0 ] || { go mod edit "$@" && go mod tidy >/dev/null 2>&1; }; } \
+    && CGO_ENABLED=0 go build -trimpath -o "$BIN/$name.tmp" "${modver%@*}" \
+    && mv "$BIN/$name.tmp" "$BIN/$name" )
+}
+
+build_tool ferretdb github.com/FerretDB/FerretDB/cmd/ferretdb@v1.24.2 &
+p1=$!
+build_tool grpc-health-probe github.com/grpc-ecosystem/grpc-health-probe@v0.4.62 &
+p2=$!
+wait $p1; wait $p2
+build_tool jaeger github.com/jaegertracing/jaeger/cmd/jaeger@v1.76.0 \
+  -replace github.com/Shopify/sarama=github.com/Shopify/sarama@v1.33.0
+log "infrastructure binaries ready in $BIN"

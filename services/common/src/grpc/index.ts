@@ -1,0 +1,4 @@
+export * from './channel';
+export * from './client';
+export * from './errors';
+export * from './server';

@@ -1,0 +1,43 @@
+// Prometheus metrics per process, served on a small HTTP side channel: `/metrics` (text, for
+// Prometheus) and `/metrics.json` (for the edge's /api/metrics summary).
+import http from 'node:http';
+import { collectDefaultMetrics, Registry } from 'prom-client';
+import type { Logger } from '../logging';
+
+export { Counter, Gauge, Histogram, Registry, Summary } from 'prom-client';
+
+export function createRegistry(service: string): Registry {
+  const registry = new Registry();
+  registry.setDefaultLabels({ service });
+  collectDefaultMetrics({ register: registry });
+  return registry;
+}
+
+export async function startMetricsServer(
+  registry: Registry,
+  port: number,
+  logger: Logger,
+  host = '0.0.0.0',
+): Promise<{ port: number; close: () => Promise<void> }> {
+  const server = http.createServer((req, res) => {
+    const done = (code: number, type: string, body: string) => {
+      res.writeHead(code, { 'content-type': type });
+      res.end(body);
+    };
+    if (req.url === '/metrics') {
+      registry.metrics().then((t) => done(200, registry.contentType, t), (e: Error) => done(500, 'text/plain', e.message));
+    } else if (req.url === '/metrics.json') {
+      registry.getMetricsAsJSON().then((j) => done(200, 'application/json', JSON.stringify(j)), (e: Error) => done(500, 'text/plain', e.message));
+    } else {
+      done(404, 'text/plain', 'not found');
+    }
+  });
+  await new Promise<void>((resolve, reject) => server.once('error', reject).listen(port, host, resolve));
+  const addr = server.address();
+  const bound = typeof addr === 'object' && addr ? addr.port : port;
+  logger.info({ port: bound }, 'metrics listening');
+  return {
+    port: bound,
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}
