@@ -18,7 +18,9 @@ if [ ${#apt_pkgs[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${apt_pkgs[@]}" >/dev/null
 fi
 
-build_tool() { # name module@version [extra go mod edits...]
+# Builds a Go program as a tool of a small wrapper module (go install refuses both FerretDB's and
+# Jaeger's modules as they are). Extra args are `go mod edit` flags.
+build_tool() { # name module@version [go mod edit flags...]
   local name=$1 modver=$2; shift 2
   [ -x "$BIN/$name" ] && return 0
   log "building $name from the Go module proxy (one time; cached in $BIN)"
@@ -27,8 +29,19 @@ build_tool() { # name module@version [extra go mod edits...]
   ( cd "$d" && go mod init "local/$name-tool" >/dev/null 2>&1 \
     && go get -tool "$modver" >/dev/null 2>&1 \
     && { [ $# -eq 0 ] || { go mod edit "$@" && go mod tidy >/dev/null 2>&1; }; } \
-    && CGO_ENABLED=0 go build -trimpath -o "$BIN/$name.tmp" "${modver%@*}" \
+    && build_hook "$name" \
+    && CGO_ENABLED=0 go build $GOFLAGS_EXTRA -trimpath -o "$BIN/$name.tmp" "${modver%@*}" \
     && mv "$BIN/$name.tmp" "$BIN/$name" )
+}
+
+# FerretDB embeds build/version/version.txt, which its published module lacks (it panics at start
+# without it, upstream issue #2982): vendor the module and write the file.
+build_hook() {
+  GOFLAGS_EXTRA=""
+  if [ "$1" = ferretdb ]; then
+    go mod vendor && echo v1.24.2 > vendor/github.com/FerretDB/FerretDB/build/version/version.txt
+    GOFLAGS_EXTRA="-mod=vendor"
+  fi
 }
 
 build_tool ferretdb github.com/FerretDB/FerretDB/cmd/ferretdb@v1.24.2 &
@@ -38,4 +51,6 @@ p2=$!
 wait $p1; wait $p2
 build_tool jaeger github.com/jaegertracing/jaeger/cmd/jaeger@v1.76.0 \
   -replace github.com/Shopify/sarama=github.com/Shopify/sarama@v1.33.0
+# A binary that cannot start is worse than none: check each once.
+"$BIN/ferretdb" --version >/dev/null
 log "infrastructure binaries ready in $BIN"

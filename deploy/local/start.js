@@ -1,0 +1,116 @@
+// Runs the local system: infrastructure (reusing what already listens on the default ports),
+// the upstream emulator (unless LLM_BASE_URL is set), and the five services on their default
+// ports; prints the web address and a dev token; Ctrl-C stops everything it started.
+'use strict';
+const crypto = require('node:crypto');
+const fs = require('node:fs');
+const path = require('node:path');
+const stack = require('./stack');
+
+const env = process.env;
+const dataDir = path.join(stack.ROOT, '.mesh');
+const logDir = path.join(dataDir, 'logs');
+fs.mkdirSync(logDir, { recursive: true });
+
+function devSecret() {
+  if (env.AUTH_JWT_SECRET) return env.AUTH_JWT_SECRET;
+  const file = path.join(dataDir, 'dev-jwt-secret');
+  if (!fs.existsSync(file)) fs.writeFileSync(file, crypto.randomBytes(32).toString('hex'), { mode: 0o600 });
+  return fs.readFileSync(file, 'utf8').trim();
+}
+
+const port = (name, dflt) => Number(env[name] || dflt);
+
+async function main() {
+  const started = [];
+  const stopAll = async () => {
+    for (const p of started.reverse()) await p.stop().catch(() => undefined);
+  };
+  let stopping = false;
+  const onSignal = () => {
+    if (stopping) return;
+    stopping = true;
+    console.log('\nstopping…');
+    stopAll().then(() => process.exit(0));
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+
+  try {
+    const use = async (what, p, startIt) => {
+      if (await stack.portOpen(p)) {
+        console.log(`[start] ${what}: already running on ${p}, using it`);
+        return undefined;
+      }
+      const h = await startIt();
+      started.push(h);
+      console.log(`[start] ${what}: started on ${p}`);
+      return h;
+    };
+    const redisPort = port('REDIS_PORT', 6379);
+    const mongoPort = port('MONGO_PORT', 27017);
+    fs.mkdirSync(path.join(dataDir, 'redis'), { recursive: true });
+    await use('redis', redisPort, () => stack.startRedis({ port: redisPort, logDir, appendOnly: true, dataDir: path.join(dataDir, 'redis') }));
+    await use('ferretdb', mongoPort, () => stack.startFerret({ port: mongoPort, logDir, dataDir: path.join(dataDir, 'ferretdb') }));
+    await use('jaeger', 16686, () => stack.startJaeger({ otlpHttpPort: 4318, otlpGrpcPort: 4317, queryPort: 16686, logDir }));
+
+    let llmBaseUrl = env.LLM_BASE_URL;
+    if (!llmBaseUrl) {
+      const emuPort = port('EMULATOR_PORT', 8090);
+      await use('emulator', emuPort, () => stack.startEmulator({ port: emuPort, logDir }));
+      llmBaseUrl = `http://127.0.0.1:${emuPort}/v1`;
+    } else {
+      console.log(`[start] upstream: ${llmBaseUrl} (no emulator)`);
+    }
+
+    const secret = devSecret();
+    const mesh = await stack.startMesh({
+      logDir,
+      redisUrl: env.REDIS_URL || `redis://127.0.0.1:${redisPort}`,
+      mongoUri: env.MONGODB_URI || `mongodb://127.0.0.1:${mongoPort}/agentmesh`,
+      otlpEndpoint: env.OTEL_EXPORTER_OTLP_ENDPOINT || 'http://127.0.0.1:4318',
+      llmBaseUrl,
+      llmApiKey: env.LLM_API_KEY || 'local-dev-key',
+      jwtSecret: secret,
+      ports: {
+        edge: port('EDGE_PORT', 8080),
+        orchestrator: port('ORCHESTRATOR_PORT', 50051),
+        'llm-broker': port('LLM_BROKER_PORT', 50052),
+        'tool-service': port('TOOL_SERVICE_PORT', 50053),
+        store: port('STORE_PORT', 50054),
+      },
+    });
+    started.push(...mesh.all);
+    const token = await stack.mintToken(secret, env.DEV_USER || 'dev-user', { expiresIn: '7d' });
+    const url = mesh.edge.url.replace('127.0.0.1', 'localhost');
+    console.log(`
+agent mesh is running.
+  web UI:      ${url}/
+  API docs:    ${url}/docs
+  traces:      http://localhost:16686/api/traces?service=edge (Jaeger query API)
+  logs:        ${logDir}
+  dev token (user "${env.DEV_USER || 'dev-user'}", valid 7 days):
+
+${token}
+
+  try it:
+    export TOKEN=${token}
+    curl -s -X POST -H "Authorization: Bearer $TOKEN" ${url}/api/conversations
+    curl -N -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \\
+         -d '{"content":"Plan a weekend trip to Lisbon"}' ${url}/api/conversations/<id>/messages
+
+Ctrl-C stops everything started here.`);
+    // Stay up; report a crashed service.
+    for (const s of mesh.all) {
+      s.proc.once('exit', (code, signal) => {
+        if (!stopping) console.error(`[start] ${s.name} exited (${code ?? signal}); see ${s.logFile}`);
+      });
+    }
+  } catch (err) {
+    console.error(`[start] failed: ${err.message}`);
+    await stopAll();
+    process.exit(1);
+  }
+}
+
+main();

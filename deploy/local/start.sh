@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# `npm start`: installs what a fresh machine lacks, builds, then runs the whole local system.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+bash deploy/local/install.sh
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  echo "[start] npm ci" >&2
+  npm ci --no-audit --no-fund
+fi
+echo "[start] building" >&2
+npx tsc -b
+exec node deploy/local/start.js
