@@ -1,0 +1,145 @@
+// The whole mesh as separate processes on real infrastructure: a user message streams through
+// edge → orchestrator → broker → emulator, is stored through the store, calls a tool, and shows
+// up in Jaeger as one trace.
+import { execFileSync } from 'node:child_process';
+import path from 'node:path';
+import os from 'node:os';
+import {
+  mintToken, readSse, startEmulator, startFerret, startJaeger, startMesh, startRedis, testDir, waitFor,
+  type EmulatorProc, type FerretProc, type JaegerProc, type Mesh, type RedisProc, type SseEvent,
+} from '../support';
+
+jest.setTimeout(180_000);
+
+const SECRET = 'e2e-secret-that-is-long-enough-for-hs256';
+let dir: string;
+let redis: RedisProc, ferret: FerretProc, jaeger: JaegerProc, emulator: EmulatorProc, mesh: Mesh;
+let token: string;
+
+beforeAll(async () => {
+  dir = testDir('e2e');
+  [redis, ferret, jaeger, emulator] = await Promise.all([
+    startRedis({ logDir: dir }),
+    startFerret({ logDir: dir }),
+    startJaeger({ logDir: dir }),
+    startEmulator({
+      logDir: dir,
+      env: { EMULATOR_TIME_SCALE: '0.2', EMULATOR_COMPLETION_TOKENS: '30', EMULATOR_REVISE_RATE: '0' },
+    }),
+  ]);
+  mesh = await startMesh({
+    logDir: dir,
+    redisUrl: redis.url,
+    mongoUri: ferret.uri,
+    otlpEndpoint: jaeger.otlpEndpoint,
+    llmBaseUrl: `${emulator.url}/v1`,
+    jwtSecret: SECRET,
+  });
+  token = await mintToken(SECRET, 'e2e-user');
+});
+
+afterAll(async () => {
+  await mesh?.stop();
+  await Promise.all([emulator, jaeger, ferret, redis].map((p) => p?.stop()));
+});
+
+const api = (p: string, init: RequestInit = {}) =>
+  fetch(`${mesh.edge.url}${p}`, {
+    ...init,
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', ...(init.headers ?? {}) },
+  });
+
+const TERMINAL = new Set(['run.completed', 'run.failed', 'run.cancelled', 'degraded']);
+
+test('every gRPC service answers SERVING to grpc-health-probe', () => {
+  const probe = path.join(process.env.MESH_CACHE ?? path.join(os.homedir(), '.cache/agent-mesh'), 'bin/grpc-health-probe');
+  for (const s of [mesh.store, mesh.broker, mesh.tools, mesh.orchestrator]) {
+    const out = execFileSync(probe, [`-addr=${s.addr}`]).toString();
+    expect(out).toContain('SERVING');
+  }
+});
+
+describe('a user message', () => {
+  let events: SseEvent[];
+  let conversationId: string;
+  let runId: string;
+
+  beforeAll(async () => {
+    const created = await api('/api/conversations', { method: 'POST', body: JSON.stringify({ title: 'e2e' }) });
+    expect(created.status).toBe(201);
+    conversationId = ((await created.json()) as { id: string }).id;
+    const res = await api(`/api/conversations/${conversationId}/messages`, {
+      method: 'POST',
+      body: JSON.stringify({ content: 'Search the latest news about solar panels and plan a short summary' }),
+    });
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-type')).toMatch(/^text\/event-stream/);
+    events = await readSse(res.body!, (e) => TERMINAL.has(e.event));
+    runId = (events[0]?.data as { runId: string }).runId;
+  });
+
+  test('streams the run from run.started to run.completed with strictly increasing ids', () => {
+    expect(events[0]?.event).toBe('run.started');
+    expect(events.at(-1)?.event).toBe('run.completed');
+    const seqs = events.map((e) => {
+      const [rid, seq] = (e.id ?? '').split(':');
+      expect(rid).toBe(runId);
+      return Number(seq);
+    });
+    seqs.forEach((s, i) => expect(s).toBe(i + 1));
+  });
+
+  test('all four agents stream tokens, each between its agent.started and agent.completed', () => {
+    for (const agent of ['planner', 'critic', 'host', 'reporter']) {
+      const idx = (type: string) => events.findIndex((e) => e.event === type && e.data.agent === agent);
+      const started = idx('agent.started');
+      const completed = events.findIndex((e) => e.event === 'agent.completed' && e.data.agent === agent);
+      const tokens = events.filter((e) => e.event === 'token' && e.data.agent === agent);
+      expect(started).toBeGreaterThanOrEqual(0);
+      expect(completed).toBeGreaterThan(started);
+      expect(tokens.length).toBeGreaterThan(0);
+    }
+    const reporterDone = events.findIndex((e) => e.event === 'agent.completed' && e.data.agent === 'reporter');
+    const plannerStart = events.findIndex((e) => e.event === 'agent.started' && e.data.agent === 'planner');
+    expect(plannerStart).toBeLessThan(reporterDone);
+    expect(events.some((e) => e.event === 'round.completed' && e.data.verdict === 'approve')).toBe(true);
+    const done = events.at(-1)!.data;
+    expect(typeof done.answer).toBe('string');
+    expect(done.answer.length).toBeGreaterThan(0);
+    expect(done.usage.totalTokens).toBeGreaterThan(0);
+  });
+
+  test('the host called search_web and its result is in the stream', () => {
+    const called = events.find((e) => e.event === 'tool.called');
+    const result = events.find((e) => e.event === 'tool.result');
+    expect(called?.data.tool).toBe('search_web');
+    expect(result?.data.ok).toBe(true);
+  });
+
+  test("the user's message and the agents' outputs are stored", async () => {
+    const res = await api(`/api/conversations/${conversationId}?pageSize=200`);
+    expect(res.status).toBe(200);
+    const conv = (await res.json()) as { messages: { role: string; agent?: string; content: string }[] };
+    expect(conv.messages[0]).toMatchObject({ role: 'user' });
+    const agents = new Set(conv.messages.filter((m) => m.role !== 'user').map((m) => m.agent));
+    expect([...agents].sort()).toEqual(['critic', 'host', 'planner', 'reporter']);
+    const answers = conv.messages.filter((m) => m.agent === 'reporter');
+    expect(answers).toHaveLength(1);
+  });
+
+  test('Jaeger holds the run as one trace with spans from every service', async () => {
+    type Trace = { spans: { processID: string; tags: { key: string; value: unknown }[] }[]; processes: Record<string, { serviceName: string }> };
+    const tags = encodeURIComponent(JSON.stringify({ 'mesh.run_id': runId }));
+    let trace: Trace | undefined;
+    await waitFor('the run trace in jaeger', async () => {
+      const r = await fetch(`${jaeger.queryUrl}/api/traces?service=orchestrator&tags=${tags}&lookback=1h&limit=5`);
+      const body = (await r.json()) as { data: Trace[] };
+      trace = body.data[0];
+      if (!trace) return false;
+      const services = new Set(trace.spans.map((s) => trace!.processes[s.processID]?.serviceName));
+      return ['edge', 'orchestrator', 'llm-broker', 'store', 'tool-service'].every((s) => services.has(s));
+    }, { timeoutMs: 30_000, intervalMs: 1_000 });
+    const services = new Set(trace!.spans.map((s) => trace!.processes[s.processID]?.serviceName));
+    expect([...services].sort()).toEqual(expect.arrayContaining(['edge', 'llm-broker', 'orchestrator', 'store', 'tool-service']));
+  });
+});
