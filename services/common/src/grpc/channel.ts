@@ -39,6 +39,10 @@ export const SERVER_OPTIONS: ChannelOptions = {
   // Ping clients too, so half-open connections from dead clients are closed.
   'grpc.keepalive_time_ms': 60_000,
   'grpc.keepalive_timeout_ms': 10_000,
+  // Behind a plain Kubernetes Service, gRPC balances per connection: recycle connections every
+  // 5 minutes so new replicas get traffic. Open streams (WatchRun, Generate) get 30 minutes to end.
+  'grpc.max_connection_age_ms': 300_000,
+  'grpc.max_connection_age_grace_ms': 1_800_000,
 };
 
 /** Default deadline of a unary call between services. */
