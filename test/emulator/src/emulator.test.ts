@@ -1,0 +1,386 @@
+// The emulator over HTTP, started in-process on a free port and spoken to with fetch and the OpenAI SDK.
+import { getEncoding } from 'js-tiktoken';
+import OpenAI from 'openai';
+import { startEmulator, type EmulatorOptions, type EmulatorStats, type RunningEmulator } from './index';
+
+const FAST: EmulatorOptions = { port: 0, timeScale: 0.02, seed: 42 };
+const AUTH = { authorization: 'Bearer test-key', 'content-type': 'application/json' };
+const SEARCH_TOOL = { type: 'function', function: { name: 'search_web', description: 'Search the web', parameters: { type: 'object', properties: { query: { type: 'string' } } } } };
+
+interface Chunk {
+  id: string;
+  object: string;
+  created: number;
+  model: string;
+  choices: { index: number; delta: Record<string, unknown> & { role?: string; content?: string | null; tool_calls?: ToolCallDelta[] }; finish_reason: string | null }[];
+  usage?: { prompt_tokens: number; completion_tokens: number; total_tokens: number } | null;
+}
+interface ToolCallDelta {
+  index: number;
+  id?: string;
+  type?: string;
+  function?: { name?: string; arguments?: string };
+}
+
+let emulator: RunningEmulator;
+
+beforeEach(async () => {
+  emulator = await startEmulator(FAST);
+});
+afterEach(async () => {
+  await emulator.close();
+});
+
+function chat(body: unknown, init: { headers?: Record<string, string>; signal?: AbortSignal } = {}): Promise<Response> {
+  return fetch(`${emulator.url}/v1/chat/completions`, {
+    method: 'POST',
+    headers: init.headers ?? AUTH,
+    body: typeof body === 'string' ? body : JSON.stringify(body),
+    signal: init.signal,
+  });
+}
+
+/** The `data:` payloads of an SSE body, in order. */
+function events(body: string): string[] {
+  return body
+    .split('\n\n')
+    .filter((block) => block.trim() !== '')
+    .map((block) => {
+      expect(block.startsWith('data: ')).toBe(true);
+      return block.slice('data: '.length);
+    });
+}
+
+async function waitForStats(predicate: (s: EmulatorStats) => boolean): Promise<EmulatorStats> {
+  for (let i = 0; i < 200; i++) {
+    const stats = emulator.stats();
+    if (predicate(stats)) return stats;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  return emulator.stats();
+}
+
+const messages = [
+  { role: 'system', content: 'You are the Host. Answer the question.' },
+  { role: 'user', content: 'How does a token bucket rate limiter work?' },
+];
+
+describe('POST /v1/chat/completions, streamed', () => {
+  it('sends role first, one token per chunk, finish_reason, the usage chunk and [DONE] last', async () => {
+    const res = await chat({ model: 'gpt-test', messages, stream: true, stream_options: { include_usage: true } });
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-type')).toMatch(/^text\/event-stream/);
+    const payloads = events(await res.text());
+    expect(payloads.at(-1)).toBe('[DONE]');
+    const chunks = payloads.slice(0, -1).map((p) => JSON.parse(p) as Chunk);
+    for (const c of chunks) {
+      expect(c.object).toBe('chat.completion.chunk');
+      expect(c.model).toBe('gpt-test');
+      expect(c.id).toBe(chunks[0]?.id);
+    }
+    expect(chunks[0]?.choices[0]?.delta.role).toBe('assistant');
+    const usageChunk = chunks.at(-1);
+    const finishChunk = chunks.at(-2);
+    expect(usageChunk?.choices).toEqual([]);
+    expect(finishChunk?.choices[0]?.finish_reason).toBe('stop');
+    const text = chunks.map((c) => c.choices[0]?.delta.content ?? '').join('');
+    const enc = getEncoding('cl100k_base');
+    const usage = usageChunk?.usage;
+    expect(usage?.completion_tokens).toBe(enc.encode(text).length);
+    expect(usage?.total_tokens).toBe((usage?.prompt_tokens ?? 0) + (usage?.completion_tokens ?? 0));
+    // Content chunks carry one token each.
+    const contentChunks = chunks.filter((c) => (c.choices[0]?.delta.content ?? '') !== '');
+    expect(contentChunks.length).toBe(usage?.completion_tokens);
+  });
+
+  it('leaves the usage chunk out unless asked', async () => {
+    const payloads = events(await (await chat({ model: 'm', messages, stream: true })).text());
+    const chunks = payloads.slice(0, -1).map((p) => JSON.parse(p) as Chunk);
+    expect(chunks.every((c) => c.usage === undefined && c.choices.length === 1)).toBe(true);
+  });
+
+  it('is read by the OpenAI SDK, usage included', async () => {
+    const client = new OpenAI({ baseURL: `${emulator.url}/v1`, apiKey: 'test-key', maxRetries: 0 });
+    const stream = await client.chat.completions.create({
+      model: 'gpt-test',
+      messages: [{ role: 'system', content: 'You are the Reporter.' }, { role: 'user', content: 'Summarize the plan' }],
+      stream: true,
+      stream_options: { include_usage: true },
+    });
+    let text = '';
+    let completionTokens = 0;
+    for await (const chunk of stream) {
+      text += chunk.choices[0]?.delta.content ?? '';
+      completionTokens = chunk.usage?.completion_tokens ?? completionTokens;
+    }
+    expect(text.startsWith('Final answer:')).toBe(true);
+    expect(completionTokens).toBeGreaterThan(0);
+    const models = await client.models.list();
+    expect(models.data.map((m) => m.id)).toEqual(['emulator-1']);
+  });
+});
+
+describe('POST /v1/chat/completions, not streamed', () => {
+  it('bills exactly the tokens js-tiktoken counts', async () => {
+    const body = { model: 'm', messages, tools: [SEARCH_TOOL] };
+    const res = await chat(body);
+    expect(res.status).toBe(200);
+    const completion = (await res.json()) as {
+      object: string;
+      choices: { message: { role: string; content: string }; finish_reason: string }[];
+      usage: { prompt_tokens: number; completion_tokens: number; total_tokens: number };
+    };
+    expect(completion.object).toBe('chat.completion');
+    const enc = getEncoding('cl100k_base');
+    // OpenAI's accounting: 4 tokens around each message, 3 priming the reply, the tools' JSON.
+    const expectedPrompt = 3 + messages.reduce((sum, m) => sum + 4 + enc.encode(m.content).length, 0) + enc.encode(JSON.stringify(body.tools)).length;
+    const choice = completion.choices[0];
+    expect(choice?.finish_reason).toBe('stop');
+    expect(completion.usage.prompt_tokens).toBe(expectedPrompt);
+    expect(completion.usage.completion_tokens).toBe(enc.encode(choice?.message.content ?? '').length);
+    expect(completion.usage.total_tokens).toBe(completion.usage.prompt_tokens + completion.usage.completion_tokens);
+    const stats = emulator.stats();
+    expect(stats).toMatchObject({ requests: 1, completed: 1, promptTokens: expectedPrompt, completionTokens: completion.usage.completion_tokens, inFlight: 0 });
+    expect(stats.byRole.host).toBe(1);
+  });
+
+  it('stops at max_tokens with finish_reason "length"', async () => {
+    const completion = (await (await chat({ model: 'm', messages, max_tokens: 5 })).json()) as {
+      choices: { finish_reason: string }[];
+      usage: { completion_tokens: number };
+    };
+    expect(completion.choices[0]?.finish_reason).toBe('length');
+    expect(completion.usage.completion_tokens).toBe(5);
+  });
+
+  it('ends the Critic with a VERDICT line that follows the round', async () => {
+    emulator.configure({ reviseRate: 1 });
+    const critique = async (round: number): Promise<string> => {
+      const res = await chat({ model: 'm', messages: [{ role: 'system', content: `You are the Critic. Round: ${round}` }, { role: 'user', content: 'Plan:\n1. Measure\n2. Fix' }] });
+      const body = (await res.json()) as { choices: { message: { content: string } }[] };
+      return body.choices[0]?.message.content ?? '';
+    };
+    expect((await critique(1)).split('\n').at(-1)).toBe('VERDICT: REVISE');
+    expect((await critique(3)).split('\n').at(-1)).toBe('VERDICT: APPROVE');
+    expect(emulator.stats().verdicts).toEqual({ approve: 1, revise: 1 });
+  });
+});
+
+describe('tool calls', () => {
+  it('streams a search_web call for a search question, then answers from the tool result', async () => {
+    const conversation: Record<string, unknown>[] = [
+      { role: 'system', content: 'You are the Host.' },
+      { role: 'user', content: 'Search for the latest news about Postgres 17 performance' },
+    ];
+    const res = await chat({ model: 'm', messages: conversation, tools: [SEARCH_TOOL], stream: true });
+    const chunks = events(await res.text())
+      .slice(0, -1)
+      .map((p) => JSON.parse(p) as Chunk);
+    const calls = chunks.flatMap((c) => c.choices[0]?.delta.tool_calls ?? []);
+    const first = calls[0];
+    expect(first).toMatchObject({ index: 0, type: 'function', function: { name: 'search_web' } });
+    expect(first?.id).toMatch(/^call_/);
+    expect(calls.length).toBeGreaterThan(2); // the arguments come in pieces
+    const args = calls.map((c) => c.function?.arguments ?? '').join('');
+    const { query } = JSON.parse(args) as { query: string };
+    expect(query).toMatch(/Postgres/i);
+    expect(chunks.at(-1)?.choices[0]?.finish_reason).toBe('tool_calls');
+
+    conversation.push(
+      { role: 'assistant', content: null, tool_calls: [{ id: first?.id, type: 'function', function: { name: 'search_web', arguments: args } }] },
+      { role: 'tool', tool_call_id: first?.id, content: 'Postgres 17 speeds up vacuum and bulk loading.' },
+    );
+    const answer = (await (await chat({ model: 'm', messages: conversation, tools: [SEARCH_TOOL] })).json()) as {
+      choices: { message: { content: string; tool_calls?: unknown }; finish_reason: string }[];
+    };
+    expect(answer.choices[0]?.finish_reason).toBe('stop');
+    expect(answer.choices[0]?.message.tool_calls).toBeUndefined();
+    expect(answer.choices[0]?.message.content).toContain('"Postgres 17 speeds up vacuum and bulk loading."');
+    expect(emulator.stats().toolCalls).toBe(1);
+  });
+});
+
+describe('provider limits', () => {
+  it('answers 429 with Retry-After and x-ratelimit headers over the RPM, and admits again once the window slid', async () => {
+    // A 1.2 s window (60 s × 0.02) and near-instant answers.
+    emulator.configure({ rpm: 2, timeScale: 0.02, ttftMs: 1, tokensPerSec: 100_000 });
+    const first = await chat({ model: 'm', messages });
+    expect(first.status).toBe(200);
+    expect(first.headers.get('x-ratelimit-limit-requests')).toBe('2');
+    expect(first.headers.get('x-ratelimit-remaining-requests')).toBe('1');
+    expect(first.headers.get('x-ratelimit-reset-requests')).toMatch(/^\d+(\.\d+)?m?s$/);
+    expect(first.headers.get('x-ratelimit-limit-tokens')).toBeNull(); // TPM is off
+    await first.text();
+    await (await chat({ model: 'm', messages })).text();
+
+    const refused = await chat({ model: 'm', messages });
+    expect(refused.status).toBe(429);
+    const body = (await refused.json()) as { error: { type: string; code: string; message: string } };
+    expect(body.error).toMatchObject({ type: 'rate_limit_exceeded', code: 'rate_limit_exceeded' });
+    expect(Number(refused.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
+    const retryAfterMs = Number(refused.headers.get('retry-after-ms'));
+    expect(retryAfterMs).toBeGreaterThan(0);
+    expect(retryAfterMs).toBeLessThanOrEqual(1200);
+    expect(refused.headers.get('x-ratelimit-remaining-requests')).toBe('0');
+    expect(emulator.stats()).toMatchObject({ requests: 3, completed: 2, rateLimited: 1 });
+
+    await new Promise((r) => setTimeout(r, retryAfterMs + 20));
+    const again = await chat({ model: 'm', messages });
+    expect(again.status).toBe(200);
+    await again.text();
+  });
+
+  it('answers 429 over the TPM with the token headers', async () => {
+    emulator.configure({ tpm: 300, ttftMs: 1, tokensPerSec: 100_000 });
+    const first = await chat({ model: 'm', messages, max_tokens: 200 });
+    expect(first.status).toBe(200);
+    expect(Number(first.headers.get('x-ratelimit-remaining-tokens'))).toBeLessThan(100);
+    await first.text();
+    const refused = await chat({ model: 'm', messages, max_tokens: 200 });
+    expect(refused.status).toBe(429);
+    expect(refused.headers.get('x-ratelimit-limit-tokens')).toBe('300');
+    expect(((await refused.json()) as { error: { message: string } }).error.message).toMatch(/tokens per min/);
+  });
+
+  it('refuses requests beyond the concurrency limit and frees slots when clients abort', async () => {
+    emulator.configure({ maxConcurrent: 2, timeScale: 1, ttftMs: 60_000 });
+    const controllers = [new AbortController(), new AbortController()];
+    // Streamed answers send their headers at admission, so both hold a slot once fetch resolves.
+    const held = await Promise.all(controllers.map((c) => chat({ model: 'm', messages, stream: true }, { signal: c.signal })));
+    expect(held.map((r) => r.status)).toEqual([200, 200]);
+    expect(emulator.stats()).toMatchObject({ inFlight: 2, maxInFlight: 2 });
+
+    const refused = await chat({ model: 'm', messages });
+    expect(refused.status).toBe(429);
+    expect(((await refused.json()) as { error: { code: string } }).error.code).toBe('rate_limit_exceeded');
+    expect(Number(refused.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
+
+    controllers.forEach((c) => c.abort());
+    const stats = await waitForStats((s) => s.aborted === 2);
+    expect(stats).toMatchObject({ aborted: 2, inFlight: 0, completed: 0 });
+    emulator.configure({ timeScale: 0.02, ttftMs: 1 });
+    expect((await chat({ model: 'm', messages })).status).toBe(200);
+  });
+});
+
+describe('client aborts and injected failures', () => {
+  it('stops a stream the client abandons and counts it as aborted', async () => {
+    emulator.configure({ timeScale: 1, ttftMs: 1, tokensPerSec: 20 });
+    const controller = new AbortController();
+    const res = await chat({ model: 'm', messages, stream: true }, { signal: controller.signal });
+    const reader = res.body?.getReader();
+    const first = await reader?.read();
+    expect(new TextDecoder().decode(first?.value)).toContain('"role":"assistant"');
+    controller.abort();
+    const stats = await waitForStats((s) => s.aborted === 1);
+    expect(stats).toMatchObject({ aborted: 1, completed: 0, inFlight: 0 });
+    expect(stats.completionTokens).toBeLessThan(60); // billed only what was generated
+  });
+
+  it('fails with an OpenAI-style 5xx at the failure rate', async () => {
+    emulator.configure({ failureRate: 1 });
+    const res = await chat({ model: 'm', messages, stream: true });
+    expect([500, 503]).toContain(res.status);
+    const body = (await res.json()) as { error: { type: string; message: string } };
+    expect(body.error.type).toBe('server_error');
+    expect(emulator.stats()).toMatchObject({ failed: 1, inFlight: 0 });
+  });
+
+  it('cuts a stream midway without [DONE]', async () => {
+    emulator.configure({ cutRate: 1 });
+    const res = await chat({ model: 'm', messages, stream: true });
+    expect(res.status).toBe(200);
+    let received = '';
+    const error = await (async () => {
+      try {
+        const reader = res.body?.getReader();
+        for (;;) {
+          const part = await reader?.read();
+          if (part === undefined || part.done) return undefined;
+          received += new TextDecoder().decode(part.value);
+        }
+      } catch (err) {
+        return err;
+      }
+    })();
+    expect(error).toBeDefined();
+    expect(received).toContain('"role":"assistant"');
+    expect(received).not.toContain('[DONE]');
+    expect(emulator.stats()).toMatchObject({ failed: 1, cut: 1, inFlight: 0 });
+  });
+
+  it('never answers a hung request until the client gives up', async () => {
+    emulator.configure({ hangRate: 1 });
+    const controller = new AbortController();
+    const pending = chat({ model: 'm', messages }, { signal: controller.signal });
+    await waitForStats((s) => s.inFlight === 1);
+    await new Promise((r) => setTimeout(r, 50)); // far longer than a scaled answer takes
+    expect(emulator.stats()).toMatchObject({ hung: 1, inFlight: 1, completed: 0 });
+    controller.abort();
+    await expect(pending).rejects.toThrow();
+    expect(await waitForStats((s) => s.aborted === 1)).toMatchObject({ aborted: 1, inFlight: 0 });
+  });
+});
+
+describe('request validation', () => {
+  it('answers 400 to a malformed JSON body', async () => {
+    const res = await chat('{"model": "m", "messages": [');
+    expect(res.status).toBe(400);
+    const body = (await res.json()) as { error: { type: string; code: string; message: string } };
+    expect(body.error).toMatchObject({ type: 'invalid_request_error', code: 'invalid_json' });
+  });
+
+  it('answers 400 when messages are missing or empty', async () => {
+    const missing = await chat({ model: 'm' });
+    expect(missing.status).toBe(400);
+    expect(((await missing.json()) as { error: { param: string } }).error.param).toBe('messages');
+    const empty = await chat({ model: 'm', messages: [] });
+    expect(((await empty.json()) as { error: { code: string } }).error.code).toBe('empty_array');
+  });
+
+  it('answers 401 without a bearer token', async () => {
+    const res = await chat({ model: 'm', messages }, { headers: { 'content-type': 'application/json' } });
+    expect(res.status).toBe(401);
+    expect(((await res.json()) as { error: { type: string } }).error.type).toBe('invalid_request_error');
+    const empty = await chat({ model: 'm', messages }, { headers: { authorization: 'Bearer ' } });
+    expect(empty.status).toBe(401);
+    expect(emulator.stats()).toMatchObject({ requests: 2, invalid: 2, completed: 0 });
+  });
+
+  it('answers 404 to an unknown route, OpenAI-style', async () => {
+    const res = await fetch(`${emulator.url}/v1/embeddings`, { method: 'POST', headers: AUTH, body: '{}' });
+    expect(res.status).toBe(404);
+    expect(((await res.json()) as { error: { message: string } }).error.message).toBe('Invalid URL (POST /v1/embeddings)');
+  });
+});
+
+describe('admin endpoints', () => {
+  it('reports stats, applies config live, resets, and answers health', async () => {
+    expect((await fetch(`${emulator.url}/health`)).status).toBe(200);
+    await (await chat({ model: 'm', messages })).text();
+    const stats = (await (await fetch(`${emulator.url}/_emulator/stats`)).json()) as EmulatorStats;
+    expect(stats).toMatchObject({ requests: 1, completed: 1 });
+    expect(stats.admissions).toHaveLength(1);
+
+    const configured = await fetch(`${emulator.url}/_emulator/config`, { method: 'POST', body: JSON.stringify({ rpm: 7, failureRate: 0.1 }) });
+    expect(configured.status).toBe(200);
+    expect(emulator.config()).toMatchObject({ rpm: 7, failureRate: 0.1 });
+    const refused = await fetch(`${emulator.url}/_emulator/config`, { method: 'POST', body: JSON.stringify({ rmp: 7 }) });
+    expect(refused.status).toBe(400);
+    const outOfRange = await fetch(`${emulator.url}/_emulator/config`, { method: 'POST', body: JSON.stringify({ failureRate: 2 }) });
+    expect(outOfRange.status).toBe(400);
+
+    expect((await fetch(`${emulator.url}/_emulator/reset`, { method: 'POST' })).status).toBe(200);
+    expect(emulator.stats()).toMatchObject({ requests: 0, completed: 0, admissions: [] });
+  });
+
+  it('replays the same answers for the same seed', async () => {
+    const answer = async (): Promise<string> => {
+      const body = (await (await chat({ model: 'm', messages })).json()) as { choices: { message: { content: string } }[] };
+      return body.choices[0]?.message.content ?? '';
+    };
+    const first = [await answer(), await answer()];
+    emulator.configure({ seed: 42 });
+    expect([await answer(), await answer()]).toEqual(first);
+  });
+});

@@ -1,0 +1,83 @@
+import { formatDuration, ProviderLimits, type LimitSettings } from './limits';
+
+function setup(settings: Partial<LimitSettings>) {
+  const clock = { now: 1_000_000 };
+  const limits = new ProviderLimits(
+    () => ({ rpm: 0, tpm: 0, maxConcurrent: 0, windowMs: 60_000, ...settings }),
+    () => clock.now,
+  );
+  return { clock, limits };
+}
+
+describe('ProviderLimits', () => {
+  it('admits RPM requests per sliding window and says when the next one fits', () => {
+    const { clock, limits } = setup({ rpm: 2 });
+    expect(limits.admit(10, 100).admitted).toBe(true);
+    clock.now += 10_000;
+    expect(limits.admit(10, 100).admitted).toBe(true);
+    const refused = limits.admit(10, 100);
+    expect(refused).toMatchObject({ admitted: false, limit: 'requests' });
+    // The first admission leaves the window 50 s later.
+    expect(refused.admitted === false && refused.retryAfterMs).toBe(50_000);
+    clock.now += 50_000;
+    expect(limits.admit(10, 100).admitted).toBe(true);
+  });
+
+  it('charges TPM at admission and corrects the charge to the actual usage', () => {
+    const { limits } = setup({ tpm: 1000 });
+    const first = limits.admit(600, 100);
+    if (!first.admitted) throw new Error('first request refused');
+    expect(limits.admit(600, 100)).toMatchObject({ admitted: false, limit: 'tokens' });
+    first.ticket.settle(200); // used far less than reserved
+    expect(limits.headers()['x-ratelimit-remaining-tokens']).toBe('800');
+    expect(limits.admit(600, 100).admitted).toBe(true);
+  });
+
+  it('refuses a request larger than the whole TPM', () => {
+    const { limits } = setup({ tpm: 100 });
+    const refused = limits.admit(101, 10);
+    expect(refused.admitted === false && refused.message).toMatch(/Request too large/);
+  });
+
+  it('holds a concurrency slot until the ticket is settled', () => {
+    const { limits } = setup({ maxConcurrent: 1 });
+    const first = limits.admit(1, 500);
+    if (!first.admitted) throw new Error('first request refused');
+    const refused = limits.admit(1, 500);
+    expect(refused).toMatchObject({ admitted: false, limit: 'concurrency', retryAfterMs: 500 });
+    first.ticket.settle(1);
+    first.ticket.settle(1); // idempotent
+    expect(limits.inFlight).toBe(0);
+    expect(limits.admit(1, 500).admitted).toBe(true);
+  });
+
+  it('reports x-ratelimit headers only for the limits that are set', () => {
+    const { clock, limits } = setup({ rpm: 10 });
+    limits.admit(5, 10);
+    clock.now += 1500;
+    const headers = limits.headers();
+    expect(headers).toEqual({
+      'x-ratelimit-limit-requests': '10',
+      'x-ratelimit-remaining-requests': '9',
+      'x-ratelimit-reset-requests': '58.5s',
+    });
+  });
+
+  it('forgets the windows on reset', () => {
+    const { limits } = setup({ rpm: 1, tpm: 50 });
+    const admitted = limits.admit(40, 10);
+    limits.reset();
+    expect(limits.admit(40, 10).admitted).toBe(true);
+    if (admitted.admitted) admitted.ticket.settle(45); // settling a forgotten charge changes nothing
+    expect(limits.headers()['x-ratelimit-remaining-tokens']).toBe('10');
+  });
+});
+
+describe('formatDuration', () => {
+  it('formats like OpenAI reset headers', () => {
+    expect(formatDuration(12)).toBe('12ms');
+    expect(formatDuration(1200)).toBe('1.2s');
+    expect(formatDuration(90_000)).toBe('1m30s');
+    expect(formatDuration(-5)).toBe('0ms');
+  });
+});

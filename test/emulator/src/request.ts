@@ -1,0 +1,281 @@
+// The chat completions request: its wire types and OpenAI's validation rules and messages.
+
+export interface ContentPart {
+  type: string;
+  text?: string;
+  [key: string]: unknown;
+}
+
+export interface ToolCall {
+  id: string;
+  type: 'function';
+  function: { name: string; arguments: string };
+}
+
+export type ChatRole = 'system' | 'developer' | 'user' | 'assistant' | 'tool' | 'function';
+
+export interface ChatMessage {
+  role: ChatRole;
+  content: string | ContentPart[] | null;
+  name?: string;
+  tool_calls?: ToolCall[];
+  tool_call_id?: string;
+}
+
+export interface ToolDefinition {
+  type: 'function';
+  function: { name: string; description?: string; parameters?: unknown; [key: string]: unknown };
+}
+
+export type ToolChoice = 'none' | 'auto' | 'required' | { type: 'function'; function: { name: string } };
+
+/** A validated request; `tools` keeps the objects exactly as sent (their JSON is billed). */
+export interface ChatCompletionRequest {
+  model: string;
+  messages: ChatMessage[];
+  stream: boolean;
+  includeUsage: boolean;
+  /** `max_completion_tokens`, else `max_tokens`. */
+  maxTokens: number | undefined;
+  tools: ToolDefinition[] | undefined;
+  toolChoice: ToolChoice | undefined;
+  temperature: number | undefined;
+}
+
+/** A 400 in OpenAI's words: message, offending parameter, machine-readable code. */
+export class InvalidRequestError extends Error {
+  override readonly name = 'InvalidRequestError';
+  constructor(
+    message: string,
+    readonly param: string | null,
+    readonly code: string,
+  ) {
+    super(message);
+  }
+}
+
+const ROLES: readonly ChatRole[] = ['system', 'developer', 'user', 'assistant', 'tool', 'function'];
+const FUNCTION_NAME = /^[a-zA-Z0-9_-]{1,64}$/;
+
+function typeName(value: unknown): string {
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'an array';
+  if (typeof value === 'number') return Number.isInteger(value) ? 'an integer' : 'a decimal';
+  if (typeof value === 'object') return 'an object';
+  return `a ${typeof value}`;
+}
+
+function invalidType(param: string, expected: string, value: unknown): InvalidRequestError {
+  return new InvalidRequestError(
+    `Invalid type for '${param}': expected ${expected}, but got ${typeName(value)} instead.`,
+    param,
+    'invalid_type',
+  );
+}
+
+function missing(param: string): InvalidRequestError {
+  return new InvalidRequestError(`Missing required parameter: '${param}'.`, param, 'missing_required_parameter');
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+/** Absent and `null` mean the same for optional parameters, as with OpenAI. */
+function optional(body: Record<string, unknown>, key: string): unknown {
+  const value = body[key];
+  return value === null ? undefined : value;
+}
+
+function parseMessage(raw: unknown, index: number): ChatMessage {
+  const at = `messages[${index}]`;
+  if (!isObject(raw)) throw invalidType(at, 'an object', raw);
+  const role = raw['role'];
+  if (role === undefined) throw missing(`${at}.role`);
+  if (typeof role !== 'string' || !(ROLES as readonly string[]).includes(role)) {
+    throw new InvalidRequestError(
+      `Invalid value: '${String(role)}'. Supported values are: 'system', 'assistant', 'user', 'function', 'tool', and 'developer'.`,
+      `${at}.role`,
+      'invalid_value',
+    );
+  }
+  const message: ChatMessage = { role: role as ChatRole, content: null };
+
+  const content = raw['content'];
+  const toolCalls = raw['tool_calls'];
+  if (content === undefined || content === null) {
+    const mayOmit = role === 'assistant' && (toolCalls !== undefined || raw['function_call'] !== undefined);
+    if (!mayOmit) throw missing(`${at}.content`);
+  } else if (typeof content === 'string') {
+    message.content = content;
+  } else if (Array.isArray(content)) {
+    content.forEach((part, i) => {
+      if (!isObject(part) || typeof part['type'] !== 'string') {
+        throw invalidType(`${at}.content[${i}]`, 'an object with a type', part);
+      }
+      if (part['type'] === 'text' && typeof part['text'] !== 'string') throw missing(`${at}.content[${i}].text`);
+    });
+    message.content = content as ContentPart[];
+  } else {
+    throw invalidType(`${at}.content`, 'one of a string or array of objects', content);
+  }
+
+  const name = raw['name'];
+  if (name !== undefined && name !== null) {
+    if (typeof name !== 'string') throw invalidType(`${at}.name`, 'a string', name);
+    message.name = name;
+  }
+  if (toolCalls !== undefined && toolCalls !== null) {
+    if (role !== 'assistant') {
+      throw new InvalidRequestError(`Invalid parameter: '${at}.tool_calls' is only allowed for messages with role 'assistant'.`, `${at}.tool_calls`, 'invalid_value');
+    }
+    if (!Array.isArray(toolCalls)) throw invalidType(`${at}.tool_calls`, 'an array', toolCalls);
+    toolCalls.forEach((call, i) => {
+      const fn = isObject(call) ? call['function'] : undefined;
+      if (!isObject(call) || typeof call['id'] !== 'string') throw missing(`${at}.tool_calls[${i}].id`);
+      if (!isObject(fn) || typeof fn['name'] !== 'string') throw missing(`${at}.tool_calls[${i}].function.name`);
+      if (typeof fn['arguments'] !== 'string') throw missing(`${at}.tool_calls[${i}].function.arguments`);
+    });
+    message.tool_calls = toolCalls as ToolCall[];
+  }
+  if (role === 'tool') {
+    const id = raw['tool_call_id'];
+    if (typeof id !== 'string' || id === '') throw missing(`${at}.tool_call_id`);
+    message.tool_call_id = id;
+  }
+  return message;
+}
+
+function parseTools(raw: unknown): ToolDefinition[] | undefined {
+  if (raw === undefined) return undefined;
+  if (!Array.isArray(raw)) throw invalidType('tools', 'an array', raw);
+  raw.forEach((tool, i) => {
+    if (!isObject(tool)) throw invalidType(`tools[${i}]`, 'an object', tool);
+    if (tool['type'] !== 'function') {
+      throw new InvalidRequestError(`Invalid value: '${String(tool['type'])}'. Supported values are: 'function'.`, `tools[${i}].type`, 'invalid_value');
+    }
+    const fn = tool['function'];
+    if (!isObject(fn)) throw missing(`tools[${i}].function`);
+    const name = fn['name'];
+    if (typeof name !== 'string') throw missing(`tools[${i}].function.name`);
+    if (!FUNCTION_NAME.test(name)) {
+      throw new InvalidRequestError(
+        `Invalid 'tools[${i}].function.name': string does not match pattern. Expected a string that matches the pattern '^[a-zA-Z0-9_-]+$'.`,
+        `tools[${i}].function.name`,
+        'invalid_value',
+      );
+    }
+  });
+  return raw as ToolDefinition[];
+}
+
+function parseToolChoice(raw: unknown, tools: ToolDefinition[] | undefined): ToolChoice | undefined {
+  if (raw === undefined) return undefined;
+  if (tools === undefined || tools.length === 0) {
+    throw new InvalidRequestError(
+      "Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' are specified.",
+      'tool_choice',
+      'invalid_value',
+    );
+  }
+  if (raw === 'none' || raw === 'auto' || raw === 'required') return raw;
+  if (isObject(raw) && raw['type'] === 'function' && isObject(raw['function']) && typeof raw['function']['name'] === 'string') {
+    const name = raw['function']['name'];
+    if (!tools.some((tool) => tool.function.name === name)) {
+      throw new InvalidRequestError(
+        `Invalid value for 'tool_choice': tool choice '${name}' not found in 'tools' parameter.`,
+        'tool_choice',
+        'invalid_value',
+      );
+    }
+    return { type: 'function', function: { name } };
+  }
+  throw new InvalidRequestError(
+    "Invalid value for 'tool_choice': expected 'none', 'auto', 'required' or a named function.",
+    'tool_choice',
+    'invalid_value',
+  );
+}
+
+function parseMaxTokens(body: Record<string, unknown>): number | undefined {
+  for (const key of ['max_completion_tokens', 'max_tokens']) {
+    const value = optional(body, key);
+    if (value === undefined) continue;
+    if (typeof value !== 'number' || !Number.isInteger(value)) throw invalidType(key, 'an integer', value);
+    if (value < 1) {
+      throw new InvalidRequestError(
+        `Invalid '${key}': integer below minimum value. Expected a value >= 1, but got ${value} instead.`,
+        key,
+        'integer_below_min_value',
+      );
+    }
+    return value;
+  }
+  return undefined;
+}
+
+/** Validates a parsed JSON body as OpenAI does; throws InvalidRequestError on the first problem. */
+export function parseChatCompletionRequest(body: unknown): ChatCompletionRequest {
+  if (!isObject(body)) throw new InvalidRequestError(`Invalid body: expected an object, but got ${typeName(body)} instead.`, null, 'invalid_type');
+
+  const model = body['model'];
+  if (model === undefined || model === null) {
+    throw new InvalidRequestError('you must provide a model parameter', 'model', 'missing_required_parameter');
+  }
+  if (typeof model !== 'string' || model === '') throw invalidType('model', 'a non-empty string', model);
+
+  const rawMessages = body['messages'];
+  if (rawMessages === undefined || rawMessages === null) throw missing('messages');
+  if (!Array.isArray(rawMessages)) throw invalidType('messages', 'an array', rawMessages);
+  if (rawMessages.length === 0) {
+    throw new InvalidRequestError(
+      "Invalid 'messages': empty array. Expected an array with minimum length 1, but got an empty array instead.",
+      'messages',
+      'empty_array',
+    );
+  }
+  const messages = rawMessages.map(parseMessage);
+
+  const stream = optional(body, 'stream') ?? false;
+  if (typeof stream !== 'boolean') throw invalidType('stream', 'a boolean', stream);
+
+  let includeUsage = false;
+  const streamOptions = optional(body, 'stream_options');
+  if (streamOptions !== undefined) {
+    if (!stream) {
+      throw new InvalidRequestError("The 'stream_options' parameter is only allowed when 'stream' is enabled.", 'stream_options', 'invalid_value');
+    }
+    if (!isObject(streamOptions)) throw invalidType('stream_options', 'an object', streamOptions);
+    const flag = streamOptions['include_usage'];
+    if (flag !== undefined && typeof flag !== 'boolean') throw invalidType('stream_options.include_usage', 'a boolean', flag);
+    includeUsage = flag === true;
+  }
+
+  const temperature = optional(body, 'temperature');
+  if (temperature !== undefined) {
+    if (typeof temperature !== 'number') throw invalidType('temperature', 'a decimal', temperature);
+    if (temperature < 0 || temperature > 2) {
+      const side = temperature < 0 ? 'below minimum' : 'above maximum';
+      const bound = temperature < 0 ? '>= 0' : '<= 2';
+      throw new InvalidRequestError(
+        `Invalid 'temperature': decimal ${side} value. Expected a value ${bound}, but got ${temperature} instead.`,
+        'temperature',
+        temperature < 0 ? 'decimal_below_min_value' : 'decimal_above_max_value',
+      );
+    }
+  }
+
+  const tools = parseTools(optional(body, 'tools'));
+  const toolChoice = parseToolChoice(optional(body, 'tool_choice'), tools);
+
+  return {
+    model,
+    messages,
+    stream,
+    includeUsage,
+    maxTokens: parseMaxTokens(body),
+    tools: tools !== undefined && tools.length > 0 ? tools : undefined,
+    toolChoice,
+    temperature: temperature as number | undefined,
+  };
+}

@@ -1,0 +1,245 @@
+// The HTTP face of the emulator: routes, authentication, validation, admission, admin endpoints.
+import { randomBytes } from 'node:crypto';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { composeAnswer } from './answers';
+import { deliverCompletion, type Fate } from './completion';
+import { ConfigError, validateConfigPatch, type EmulatorConfig, type LiveConfig } from './config';
+import { BodyTooLargeError, openAiError, pathOf, readBody, sendJson } from './http';
+import { ProviderLimits } from './limits';
+import { SeededRandom } from './random';
+import { InvalidRequestError, parseChatCompletionRequest, type ChatCompletionRequest } from './request';
+import { StatsRecorder, type EmulatorStats } from './stats';
+import { countPromptTokens, tokenizer } from './tokens';
+
+export const MODEL_ID = 'emulator-1';
+const MODEL_CREATED = 1_700_000_000;
+const MAX_BODY_BYTES = 16 * 1024 * 1024;
+const MINUTE_MS = 60_000;
+
+function requestId(): string {
+  return `req_${randomBytes(16).toString('hex')}`;
+}
+
+export class ProviderEmulator {
+  private config: EmulatorConfig;
+  private rng: SeededRandom;
+  private readonly limits: ProviderLimits;
+  private readonly recorder = new StatsRecorder();
+  private readonly server: Server;
+
+  constructor(config: EmulatorConfig) {
+    this.config = { ...config };
+    this.rng = new SeededRandom(config.seed);
+    this.limits = new ProviderLimits(() => ({
+      rpm: this.config.rpm,
+      tpm: this.config.tpm,
+      maxConcurrent: this.config.maxConcurrent,
+      windowMs: MINUTE_MS * this.config.timeScale,
+    }));
+    tokenizer(); // load the ranks now rather than on the first request
+    this.server = createServer({ keepAlive: true, noDelay: true }, (req, res) => {
+      this.route(req, res).catch((err: unknown) => {
+        const message = err instanceof Error ? err.message : String(err);
+        sendJson(res, 500, openAiError(`emulator error: ${message}`, 'server_error', 'internal_error'));
+      });
+    });
+    // Clients (undici, the OpenAI SDKs) keep connections open between calls; outlive their idle timeouts.
+    this.server.keepAliveTimeout = 65_000;
+    this.server.headersTimeout = 66_000;
+  }
+
+  listen(): Promise<{ host: string; port: number }> {
+    return new Promise((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(this.config.port, this.config.host, () => {
+        this.server.off('error', reject);
+        const address = this.server.address() as AddressInfo;
+        resolve({ host: this.config.host, port: address.port });
+      });
+    });
+  }
+
+  /** Stops listening and drops every connection, hung and streaming ones included. */
+  close(): Promise<void> {
+    return new Promise((resolve, reject) => {
+      if (!this.server.listening) {
+        resolve();
+        return;
+      }
+      this.server.close((err) => (err === undefined ? resolve() : reject(err)));
+      this.server.closeAllConnections();
+    });
+  }
+
+  stats(): EmulatorStats {
+    return this.recorder.snapshot();
+  }
+
+  currentConfig(): EmulatorConfig {
+    return { ...this.config };
+  }
+
+  /** Applies a partial configuration live; a new seed restarts the random sequence. */
+  configure(patch: Partial<LiveConfig>): EmulatorConfig {
+    const checked = validateConfigPatch(patch, false);
+    this.config = { ...this.config, ...checked };
+    if (checked.seed !== undefined) this.rng = new SeededRandom(checked.seed);
+    return this.currentConfig();
+  }
+
+  /** Clears the statistics and the rate-limit windows. */
+  reset(): void {
+    this.recorder.reset();
+    this.limits.reset();
+  }
+
+  private async route(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const path = pathOf(req);
+    const method = req.method ?? 'GET';
+    const key = `${method} ${path}`;
+    switch (key) {
+      case 'POST /v1/chat/completions':
+        return this.chatCompletions(req, res);
+      case 'GET /v1/models':
+        if (!this.authorized(req, res)) return;
+        return sendJson(res, 200, { object: 'list', data: [this.model()] });
+      case `GET /v1/models/${MODEL_ID}`:
+        if (!this.authorized(req, res)) return;
+        return sendJson(res, 200, this.model());
+      case 'GET /health':
+        return sendJson(res, 200, { status: 'ok' });
+      case 'GET /_emulator/stats':
+        return sendJson(res, 200, this.stats());
+      case 'GET /_emulator/config':
+        return sendJson(res, 200, this.currentConfig());
+      case 'POST /_emulator/config':
+        return this.configureFromRequest(req, res);
+      case 'POST /_emulator/reset':
+        this.reset();
+        return sendJson(res, 200, { reset: true });
+      default:
+        req.resume();
+        return sendJson(res, 404, openAiError(`Invalid URL (${method} ${path})`, 'invalid_request_error', 'unknown_url'));
+    }
+  }
+
+  private model(): Record<string, unknown> {
+    return { id: MODEL_ID, object: 'model', created: MODEL_CREATED, owned_by: 'emulator' };
+  }
+
+  private authorized(req: IncomingMessage, res: ServerResponse, headers: Record<string, string> = {}): boolean {
+    if (/^Bearer\s+\S+/i.test(req.headers.authorization ?? '')) return true;
+    sendJson(
+      res,
+      401,
+      openAiError(
+        "You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
+        'invalid_request_error',
+        'invalid_api_key',
+      ),
+      headers,
+    );
+    return false;
+  }
+
+  private async configureFromRequest(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    try {
+      const patch: unknown = JSON.parse(await readBody(req, MAX_BODY_BYTES));
+      sendJson(res, 200, this.configure(patch as Partial<LiveConfig>));
+    } catch (err) {
+      const message = err instanceof ConfigError || err instanceof SyntaxError ? err.message : String(err);
+      sendJson(res, 400, openAiError(message, 'invalid_request_error', 'invalid_config'));
+    }
+  }
+
+  private async chatCompletions(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    this.recorder.received();
+    const headers: Record<string, string> = { 'x-request-id': requestId(), 'openai-version': '2020-10-01' };
+    const refuse = (status: number, message: string, code: string, param: string | null = null): void => {
+      this.recorder.invalid();
+      sendJson(res, status, openAiError(message, 'invalid_request_error', code, param), { ...headers, ...this.limits.headers() });
+    };
+
+    let raw: string;
+    try {
+      raw = await readBody(req, MAX_BODY_BYTES);
+    } catch (err) {
+      if (err instanceof BodyTooLargeError) return refuse(413, 'Request body too large.', 'request_too_large');
+      return; // the client is gone
+    }
+    if (!this.authorized(req, res, { ...headers, ...this.limits.headers() })) {
+      this.recorder.invalid();
+      return;
+    }
+    let body: unknown;
+    try {
+      body = JSON.parse(raw);
+    } catch {
+      return refuse(
+        400,
+        "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP library correctly. The OpenAI API expects a JSON payload, but what was sent was not valid JSON.)",
+        'invalid_json',
+      );
+    }
+    let request: ChatCompletionRequest;
+    try {
+      request = parseChatCompletionRequest(body);
+    } catch (err) {
+      if (err instanceof InvalidRequestError) return refuse(400, err.message, err.code, err.param);
+      throw err;
+    }
+
+    const config = this.config;
+    const scale = config.timeScale;
+    const expectedCompletion = request.maxTokens ?? config.completionTokens;
+    const msPerToken = (1000 / config.tokensPerSec) * scale;
+    let promptTokens = 0;
+    const cost = (): number => {
+      promptTokens = countPromptTokens(request);
+      return promptTokens + expectedCompletion;
+    };
+    const admission = this.limits.admit(cost, config.ttftMs * scale + expectedCompletion * msPerToken);
+    if (!admission.admitted) {
+      this.recorder.rateLimited();
+      sendJson(res, 429, openAiError(admission.message, 'rate_limit_exceeded', 'rate_limit_exceeded'), {
+        ...headers,
+        ...this.limits.headers(),
+        'retry-after': String(Math.max(1, Math.ceil(admission.retryAfterMs / 1000))),
+        'retry-after-ms': String(admission.retryAfterMs),
+      });
+      return;
+    }
+    const rateHeaders = this.limits.headers();
+
+    // Everything random about this request comes from its own generator, seeded in arrival order.
+    const rng = new SeededRandom(this.rng.seed());
+    const draw = rng.next();
+    const fate: Fate =
+      draw < config.failureRate ? 'fail' : draw < config.failureRate + config.hangRate ? 'hang' : draw < config.failureRate + config.hangRate + config.cutRate ? 'cut' : 'answer';
+    const answer = composeAnswer(request, rng, config);
+    this.recorder.admitted(Date.now(), answer.role, promptTokens);
+    if (fate === 'hang') this.recorder.hung();
+    else if (fate !== 'fail') this.recorder.answered(answer.kind, answer.kind === 'text' ? answer.verdict : undefined);
+
+    deliverCompletion(
+      res,
+      {
+        id: `chatcmpl-${randomBytes(15).toString('base64url')}`,
+        created: Math.floor(Date.now() / 1000),
+        request,
+        answer,
+        promptTokens,
+        fate,
+        rng,
+        ttftMs: config.ttftMs * scale * (0.85 + 0.3 * rng.next()),
+        msPerToken,
+        headers: { ...headers, ...rateHeaders },
+      },
+      (outcome, completionTokens) => {
+        admission.ticket.settle(promptTokens + completionTokens);
+        this.recorder.finished(outcome, completionTokens);
+      },
+    );
+  }
+}

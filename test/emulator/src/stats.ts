@@ -1,0 +1,126 @@
+// What the emulator saw, for tests and benchmarks (`GET /_emulator/stats`).
+import type { AgentRole } from './answers';
+
+export interface EmulatorStats {
+  /** Every `POST /v1/chat/completions`, whatever became of it. */
+  requests: number;
+  /** Answered in full (200, stream ended with `[DONE]`). */
+  completed: number;
+  /** Answered 429 by the RPM, TPM or concurrency limit. */
+  rateLimited: number;
+  /** Injected failures: 5xx answers and cut responses. */
+  failed: number;
+  /** The client closed the connection before the response ended (hung requests included). */
+  aborted: number;
+  /** Refused with 400 or 401. */
+  invalid: number;
+  /** Of `failed`, the responses cut midway. */
+  cut: number;
+  /** Requests chosen to never be answered. */
+  hung: number;
+  /** Answers that were tool calls. */
+  toolCalls: number;
+  /** Admitted requests not yet finished. */
+  inFlight: number;
+  maxInFlight: number;
+  /** Billed prompt tokens of admitted requests. */
+  promptTokens: number;
+  /** Completion tokens generated (in full, or up to the abort or cut). */
+  completionTokens: number;
+  /** Admission times (ms since the epoch), oldest first, the last 100,000 at most. */
+  admissions: number[];
+  /** Admitted requests by the agent that sent them. */
+  byRole: Record<AgentRole, number>;
+  /** `VERDICT:` lines written by the Critic. */
+  verdicts: { approve: number; revise: number };
+}
+
+export type Outcome = 'completed' | 'failed' | 'cut' | 'aborted' | 'hung';
+
+const MAX_ADMISSIONS = 100_000;
+
+function emptyStats(inFlight: number): EmulatorStats {
+  return {
+    requests: 0,
+    completed: 0,
+    rateLimited: 0,
+    failed: 0,
+    aborted: 0,
+    invalid: 0,
+    cut: 0,
+    hung: 0,
+    toolCalls: 0,
+    inFlight,
+    maxInFlight: inFlight,
+    promptTokens: 0,
+    completionTokens: 0,
+    admissions: [],
+    byRole: { planner: 0, critic: 0, host: 0, reporter: 0, other: 0 },
+    verdicts: { approve: 0, revise: 0 },
+  };
+}
+
+export class StatsRecorder {
+  private stats = emptyStats(0);
+
+  received(): void {
+    this.stats.requests++;
+  }
+
+  invalid(): void {
+    this.stats.invalid++;
+  }
+
+  rateLimited(): void {
+    this.stats.rateLimited++;
+  }
+
+  admitted(at: number, role: AgentRole, promptTokens: number): void {
+    const s = this.stats;
+    s.inFlight++;
+    s.maxInFlight = Math.max(s.maxInFlight, s.inFlight);
+    s.promptTokens += promptTokens;
+    s.byRole[role]++;
+    s.admissions.push(at);
+    // Trim in batches so that the cap costs O(1) amortised.
+    if (s.admissions.length > MAX_ADMISSIONS * 1.1) s.admissions = s.admissions.slice(-MAX_ADMISSIONS);
+  }
+
+  answered(kind: 'text' | 'tool_call', verdict: 'APPROVE' | 'REVISE' | undefined): void {
+    if (kind === 'tool_call') this.stats.toolCalls++;
+    if (verdict === 'APPROVE') this.stats.verdicts.approve++;
+    if (verdict === 'REVISE') this.stats.verdicts.revise++;
+  }
+
+  /** A request chosen to hang; it still ends, as `aborted`, when the client gives up. */
+  hung(): void {
+    this.stats.hung++;
+  }
+
+  finished(outcome: Exclude<Outcome, 'hung'>, completionTokens: number): void {
+    const s = this.stats;
+    s.inFlight = Math.max(0, s.inFlight - 1);
+    s.completionTokens += completionTokens;
+    if (outcome === 'completed') s.completed++;
+    else if (outcome === 'aborted') s.aborted++;
+    else {
+      s.failed++;
+      if (outcome === 'cut') s.cut++;
+    }
+  }
+
+  snapshot(): EmulatorStats {
+    const s = this.stats;
+    return {
+      ...s,
+      admissions: s.admissions.slice(-MAX_ADMISSIONS),
+      byRole: { ...s.byRole },
+      verdicts: { ...s.verdicts },
+    };
+  }
+
+  /** Zeroes the counters; requests still in flight stay counted in `inFlight`. */
+  reset(): void {
+    this.stats = emptyStats(this.stats.inFlight);
+  }
+}
