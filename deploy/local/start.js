@@ -81,7 +81,7 @@ async function main() {
       },
     });
     started.push(...mesh.all);
-    const token = await stack.mintToken(secret, env.DEV_USER || 'dev-user', { expiresIn: '7d' });
+    const token = await stack.mintToken(secret, env.DEV_USER || 'dev-user', { expiresInS: 7 * 86400 });
     const url = mesh.edge.url.replace('127.0.0.1', 'localhost');
     console.log(`
 agent mesh is running.

@@ -42,7 +42,7 @@ export const startMesh: (o: {
   logDir: string; redisUrl: string; mongoUri: string; otlpEndpoint?: string; llmBaseUrl: string; jwtSecret: string;
   env?: Record<string, string>; perService?: Record<string, Record<string, string>>;
 }) => Promise<Mesh> = stack.startMesh;
-export const mintToken: (secret: string, sub: string, o?: { expiresIn?: string | number }) => Promise<string> = stack.mintToken;
+export const mintToken: (secret: string, sub: string, o?: { expiresInS?: number }) => Promise<string> = stack.mintToken;
 
 /** Reads an SSE response body into events until `until` returns true or the stream ends. */
 export async function readSse(
