@@ -1,0 +1,74 @@
+// The documents as stored. `_id` is the client-generated UUID; times are Unix ms (numbers rather
+// than Dates: they cross the wire as int64 ms and sort the same on MongoDB and FerretDB).
+
+export interface ConversationDoc {
+  _id: string;
+  userId: string;
+  title: string;
+  createdAt: number;
+  /** Time of the last message: retention deletes conversations idle for RETENTION_DAYS. */
+  updatedAt: number;
+  lastRunId?: string;
+  /** Per-conversation message counter: gives messages of the same millisecond a stable order. */
+  messageSeq: number;
+}
+
+export interface MessageDoc {
+  _id: string;
+  conversationId: string;
+  runId?: string;
+  role: string;
+  agent?: string;
+  round: number;
+  content: string;
+  status: string;
+  createdAt: number;
+  /** Position in the conversation at insert time (tie-break within one millisecond). */
+  seq: number;
+}
+
+export interface UsageDoc {
+  promptTokens: number;
+  completionTokens: number;
+  totalTokens: number;
+}
+
+export const RUN_STATUSES = ['running', 'completed', 'failed', 'cancelled', 'degraded'] as const;
+export type RunStatus = (typeof RUN_STATUSES)[number];
+export const TERMINAL_RUN_STATUSES: readonly RunStatus[] = ['completed', 'failed', 'cancelled', 'degraded'];
+
+export interface RunDoc {
+  _id: string;
+  conversationId: string;
+  userId: string;
+  messageId?: string;
+  status: RunStatus;
+  /** JSON kept as a string: its keys may contain `.` or `$`, which FerretDB cannot store as fields. */
+  checkpoint?: string;
+  usage: UsageDoc;
+  costUsd: number;
+  createdAt: number;
+  updatedAt: number;
+  completedAt?: number;
+  error?: string;
+}
+
+export const PLAN_STATUSES = ['draft', 'active', 'done'] as const;
+export type PlanStatus = (typeof PLAN_STATUSES)[number];
+
+export interface PlanDoc {
+  _id: string;
+  userId: string;
+  conversationId?: string;
+  title: string;
+  steps: string[];
+  status: PlanStatus;
+  createdAt: number;
+  updatedAt: number;
+}
+
+/** A page of items and the token of the next page (undefined on the last page). */
+export interface Page<T> {
+  items: T[];
+  nextPageToken?: string;
+}

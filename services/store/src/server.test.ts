@@ -1,0 +1,96 @@
+import { createLogger, status, type MeshError } from '@agent-mesh/common';
+import type { Message, Run } from '@agent-mesh/common/dist/gen/store/v1/store';
+import type { Repos } from './repos';
+import { createStoreServer } from './server';
+
+const CONV = '0b6f3c1e-2a4d-4c8e-9f10-1234567890ab';
+const RUN = '1b6f3c1e-2a4d-4c8e-9f10-1234567890ab';
+const MSG = '2b6f3c1e-2a4d-4c8e-9f10-1234567890ab';
+const NOW = 1_800_000_000_000;
+
+function fakeRepos() {
+  const calls: Record<string, unknown[][]> = {};
+  const rec = (name: string, result: unknown) => (...args: unknown[]) => {
+    (calls[name] ??= []).push(args);
+    return Promise.resolve(typeof result === 'function' ? (result as (...a: unknown[]) => unknown)(...args) : result);
+  };
+  const runDoc = { _id: RUN, conversationId: CONV, userId: 'u', status: 'running', usage: { promptTokens: 0, completionTokens: 0, totalTokens: 0 }, costUsd: 0, createdAt: NOW, updatedAt: NOW };
+  let created = true;
+  const repos = {
+    conversations: { reserveMessageSeq: rec('reserveMessageSeq', 7), assertOwned: rec('assertOwned', undefined), setLastRun: rec('setLastRun', undefined) },
+    messages: { append: rec('append', (_c: unknown, msgs: unknown[]) => msgs.length) },
+    runs: { save: rec('save', () => ({ run: runDoc, created })) },
+    plans: {},
+  } as unknown as Repos;
+  return { repos, calls, setCreated: (v: boolean) => { created = v; } };
+}
+
+/** Calls a unary handler the way grpc-js does and returns its response or error. */
+function invoke<Req, Res>(handler: unknown, request: Req): Promise<{ err: Partial<MeshError> | null; res: Res | null }> {
+  return new Promise((resolve) => {
+    (handler as (call: { request: Req }, cb: (err: Partial<MeshError> | null, res: Res | null) => void) => void)(
+      { request },
+      (err, res) => resolve({ err, res }),
+    );
+  });
+}
+
+const logger = createLogger('store-test', 'silent');
+const msg = (over: Partial<Message>): Message => ({
+  id: MSG, conversationId: '', runId: '', role: 'agent', agent: 'planner', round: 1, content: 'hi', status: '', createdAtMs: 0, ...over,
+});
+
+describe('AppendMessages', () => {
+  it('stamps messages, reserves their seq and moves lastRunId to the user message’s run', async () => {
+    const f = fakeRepos();
+    const server = createStoreServer({ repos: f.repos, logger, now: () => NOW });
+    const { err, res } = await invoke(server.appendMessages, {
+      userId: 'u', conversationId: CONV, messages: [msg({ role: 'user', agent: '', runId: RUN })],
+    });
+    expect(err).toBeNull();
+    expect(res).toEqual({ inserted: 1 });
+    expect(f.calls.reserveMessageSeq![0]).toEqual(['u', CONV, 1, NOW, RUN]);
+    const [conversationId, stored, firstSeq] = f.calls.append![0]!;
+    expect(conversationId).toBe(CONV);
+    expect(firstSeq).toBe(7);
+    expect(stored).toEqual([{ _id: MSG, conversationId: CONV, role: 'user', round: 1, content: 'hi', status: 'complete', createdAt: NOW, runId: RUN }]);
+  });
+
+  it('refuses an agent message without an agent, and a message of another conversation', async () => {
+    const f = fakeRepos();
+    const server = createStoreServer({ repos: f.repos, logger });
+    const a = await invoke(server.appendMessages, { userId: 'u', conversationId: CONV, messages: [msg({ agent: '' })] });
+    expect(a.err?.code).toBe(status.INVALID_ARGUMENT);
+    expect(a.err && (a.err as { details?: string }).details).toContain('messages[0].agent');
+    const b = await invoke(server.appendMessages, { userId: 'u', conversationId: CONV, messages: [msg({ conversationId: RUN })] });
+    expect(b.err?.code).toBe(status.INVALID_ARGUMENT);
+    expect(f.calls.append).toBeUndefined();
+  });
+});
+
+describe('SaveRun', () => {
+  const run = (over: Partial<Run> = {}): Run => ({
+    id: RUN, conversationId: CONV, userId: '', messageId: '', status: 'running', checkpointJson: '', usage: undefined,
+    costUsd: 0, createdAtMs: 0, updatedAtMs: 0, completedAtMs: 0, error: '', ...over,
+  });
+
+  it('checks ownership first and moves lastRunId only when the run is new', async () => {
+    const f = fakeRepos();
+    const server = createStoreServer({ repos: f.repos, logger, now: () => NOW });
+    expect((await invoke(server.saveRun, { userId: 'u', run: run() })).err).toBeNull();
+    expect(f.calls.assertOwned![0]).toEqual(['u', CONV]);
+    expect(f.calls.setLastRun).toEqual([[CONV, RUN]]);
+    f.setCreated(false);
+    await invoke(server.saveRun, { userId: 'u', run: run({ status: 'completed' }) });
+    expect(f.calls.setLastRun).toHaveLength(1);
+  });
+
+  it('refuses a run claimed for another user and an unknown status', async () => {
+    const f = fakeRepos();
+    const server = createStoreServer({ repos: f.repos, logger });
+    expect((await invoke(server.saveRun, { userId: 'u', run: run({ userId: 'someone-else' }) })).err?.code).toBe(status.INVALID_ARGUMENT);
+    expect((await invoke(server.saveRun, { userId: 'u', run: run({ status: 'paused' }) })).err?.code).toBe(status.INVALID_ARGUMENT);
+    expect((await invoke(server.saveRun, { userId: 'u', run: run({ costUsd: Number.NaN }) })).err?.code).toBe(status.INVALID_ARGUMENT);
+    expect(f.calls.save).toBeUndefined();
+  });
+});

@@ -1,0 +1,254 @@
+// gRPC handlers of store.v1.StoreService: validate the request, call the repositories, map the
+// stored documents back to the wire. No query is built here.
+import { annotate, ATTR, invalidArgument, unaryHandler, type Logger } from '@agent-mesh/common';
+import type {
+  Conversation,
+  Message,
+  Plan,
+  Run,
+  StoreServiceServer,
+} from '@agent-mesh/common/dist/gen/store/v1/store';
+import type { ConversationView } from './repos/conversations';
+import type { NewMessage } from './repos/messages';
+import { PLAN_STATUSES, RUN_STATUSES, type MessageDoc, type PlanDoc, type Repos, type RunDoc } from './repos';
+import {
+  count,
+  LIMITS,
+  oneOf,
+  optionalId,
+  pageSize,
+  requireId,
+  requireUserId,
+  text,
+  timestamp,
+} from './validation';
+
+export const MESSAGE_ROLES = ['user', 'agent'] as const;
+export const AGENTS = ['planner', 'critic', 'host', 'reporter'] as const;
+export const MESSAGE_STATUSES = ['complete', 'cancelled', 'degraded'] as const;
+
+// ——— domain → wire ———
+
+function toConversation(d: ConversationView): Conversation {
+  return {
+    id: d._id,
+    userId: d.userId,
+    title: d.title ?? '',
+    createdAtMs: d.createdAt,
+    updatedAtMs: d.updatedAt,
+    lastRunId: d.lastRunId ?? '',
+  };
+}
+
+function toMessage(d: MessageDoc): Message {
+  return {
+    id: d._id,
+    conversationId: d.conversationId,
+    runId: d.runId ?? '',
+    role: d.role,
+    agent: d.agent ?? '',
+    round: d.round ?? 0,
+    content: d.content,
+    status: d.status,
+    createdAtMs: d.createdAt,
+  };
+}
+
+function toRun(d: RunDoc): Run {
+  return {
+    id: d._id,
+    conversationId: d.conversationId,
+    userId: d.userId,
+    messageId: d.messageId ?? '',
+    status: d.status,
+    checkpointJson: d.checkpoint ?? '',
+    usage: {
+      promptTokens: d.usage?.promptTokens ?? 0,
+      completionTokens: d.usage?.completionTokens ?? 0,
+      totalTokens: d.usage?.totalTokens ?? 0,
+    },
+    costUsd: d.costUsd ?? 0,
+    createdAtMs: d.createdAt,
+    updatedAtMs: d.updatedAt,
+    completedAtMs: d.completedAt ?? 0,
+    error: d.error ?? '',
+  };
+}
+
+function toPlan(d: PlanDoc): Plan {
+  return {
+    id: d._id,
+    userId: d.userId,
+    conversationId: d.conversationId ?? '',
+    title: d.title,
+    steps: d.steps ?? [],
+    status: d.status,
+    createdAtMs: d.createdAt,
+    updatedAtMs: d.updatedAt,
+  };
+}
+
+// ——— wire → domain (validated) ———
+
+function parseMessage(m: Message, i: number, conversationId: string, now: number): NewMessage {
+  const f = (name: string) => `messages[${i}].${name}`;
+  if (m.conversationId && m.conversationId !== conversationId) {
+    throw invalidArgument('invalid_argument', `${f('conversation_id')} must be empty or equal conversation_id`);
+  }
+  const role = oneOf(f('role'), m.role, MESSAGE_ROLES);
+  const agent = m.agent ? oneOf(f('agent'), m.agent, AGENTS) : undefined;
+  if (role === 'agent' && !agent) throw invalidArgument('invalid_argument', `${f('agent')} is required for agent messages`);
+  if (!Number.isInteger(m.round) || m.round < 0 || m.round > 100) throw invalidArgument('invalid_argument', `${f('round')} must be between 0 and 100`);
+  const msg: NewMessage = {
+    _id: requireId(f('id'), m.id),
+    conversationId,
+    role,
+    round: m.round,
+    content: text(f('content'), m.content, LIMITS.contentChars),
+    status: oneOf(f('status'), m.status, MESSAGE_STATUSES, 'complete'),
+    createdAt: timestamp(f('created_at_ms'), m.createdAtMs, now),
+  };
+  const runId = optionalId(f('run_id'), m.runId);
+  if (runId) msg.runId = runId;
+  if (agent) msg.agent = agent;
+  return msg;
+}
+
+export interface ServerDeps {
+  repos: Repos;
+  logger: Logger;
+  /** Injectable clock. @default Date.now */
+  now?: () => number;
+}
+
+export function createStoreServer({ repos, logger, now = Date.now }: ServerDeps): StoreServiceServer {
+  const h = <Req, Res>(method: string, fn: (req: Req) => Promise<Res>) => unaryHandler<Req, Res>(logger, method, (req) => fn(req));
+
+  return {
+    createConversation: h('CreateConversation', async (req) => {
+      const userId = requireUserId(req.userId);
+      const id = requireId('conversation_id', req.conversationId);
+      const title = text('title', req.title, LIMITS.titleChars);
+      annotate({ [ATTR.conversationId]: id });
+      return { conversation: toConversation(await repos.conversations.create(userId, id, title, now())) };
+    }),
+
+    listConversations: h('ListConversations', async (req) => {
+      const userId = requireUserId(req.userId);
+      const size = pageSize('page_size', req.pageSize, 20, 100);
+      const page = await repos.conversations.list(userId, size, req.pageToken);
+      return { conversations: page.items.map(toConversation), nextPageToken: page.nextPageToken ?? '' };
+    }),
+
+    getConversation: h('GetConversation', async (req) => {
+      const userId = requireUserId(req.userId);
+      const id = requireId('conversation_id', req.conversationId);
+      const size = pageSize('message_page_size', req.messagePageSize, 50, 200);
+      annotate({ [ATTR.conversationId]: id });
+      const conversation = await repos.conversations.get(userId, id);
+      const page = await repos.messages.page(id, size, req.messagePageToken);
+      return {
+        conversation: toConversation(conversation),
+        messages: page.items.map(toMessage),
+        nextMessagePageToken: page.nextPageToken ?? '',
+      };
+    }),
+
+    appendMessages: h('AppendMessages', async (req) => {
+      const userId = requireUserId(req.userId);
+      const id = requireId('conversation_id', req.conversationId);
+      if (req.messages.length > LIMITS.messagesPerAppend) {
+        throw invalidArgument('too_many', `messages must hold at most ${LIMITS.messagesPerAppend} messages`);
+      }
+      const t = now();
+      const messages = req.messages.map((m, i) => parseMessage(m, i, id, t));
+      annotate({ [ATTR.conversationId]: id });
+      // The user's message names the run it started: that run is now the conversation's last.
+      const lastRunId = [...messages].reverse().find((m) => m.role === 'user' && m.runId)?.runId;
+      const firstSeq = await repos.conversations.reserveMessageSeq(userId, id, messages.length, t, lastRunId);
+      return { inserted: await repos.messages.append(id, messages, firstSeq) };
+    }),
+
+    listMessages: h('ListMessages', async (req) => {
+      const userId = requireUserId(req.userId);
+      const id = requireId('conversation_id', req.conversationId);
+      const limit = pageSize('limit', req.limit, 50, 200);
+      await repos.conversations.assertOwned(userId, id);
+      return { messages: (await repos.messages.recent(id, limit)).map(toMessage) };
+    }),
+
+    saveRun: h('SaveRun', async (req) => {
+      const userId = requireUserId(req.userId);
+      const run = req.run;
+      if (!run) throw invalidArgument('invalid_argument', 'run is required');
+      if (run.userId && run.userId !== userId) throw invalidArgument('invalid_argument', 'run.user_id must be empty or equal user_id');
+      const id = requireId('run.id', run.id);
+      const conversationId = requireId('run.conversation_id', run.conversationId);
+      const t = now();
+      const usage = {
+        promptTokens: count('run.usage.prompt_tokens', run.usage?.promptTokens),
+        completionTokens: count('run.usage.completion_tokens', run.usage?.completionTokens),
+        totalTokens: count('run.usage.total_tokens', run.usage?.totalTokens),
+      };
+      if (!Number.isFinite(run.costUsd) || run.costUsd < 0) throw invalidArgument('invalid_argument', 'run.cost_usd must be a non-negative number');
+      const update = {
+        id,
+        conversationId,
+        userId,
+        messageId: optionalId('run.message_id', run.messageId),
+        status: oneOf('run.status', run.status, RUN_STATUSES),
+        checkpoint: text('run.checkpoint_json', run.checkpointJson, LIMITS.checkpointChars) || undefined,
+        usage,
+        costUsd: run.costUsd,
+        createdAt: timestamp('run.created_at_ms', run.createdAtMs, t),
+        completedAt: run.completedAtMs ? timestamp('run.completed_at_ms', run.completedAtMs, t) : undefined,
+        error: text('run.error', run.error, LIMITS.errorChars) || undefined,
+      };
+      annotate({ [ATTR.runId]: id, [ATTR.conversationId]: conversationId });
+      await repos.conversations.assertOwned(userId, conversationId);
+      const saved = await repos.runs.save(update, t);
+      // Only a run's first save moves lastRunId, so a late save of an older run cannot move it back.
+      if (saved.created) await repos.conversations.setLastRun(conversationId, id);
+      return { run: toRun(saved.run) };
+    }),
+
+    getRun: h('GetRun', async (req) => {
+      const userId = requireUserId(req.userId);
+      const id = requireId('run_id', req.runId);
+      annotate({ [ATTR.runId]: id });
+      return { run: toRun(await repos.runs.get(userId, id)) };
+    }),
+
+    savePlan: h('SavePlan', async (req) => {
+      const userId = requireUserId(req.userId);
+      const plan = req.plan;
+      if (!plan) throw invalidArgument('invalid_argument', 'plan is required');
+      if (plan.userId && plan.userId !== userId) throw invalidArgument('invalid_argument', 'plan.user_id must be empty or equal user_id');
+      if (plan.steps.length > LIMITS.planSteps) throw invalidArgument('too_many', `plan.steps must hold at most ${LIMITS.planSteps} steps`);
+      const saved = await repos.plans.save(
+        {
+          id: requireId('plan.id', plan.id),
+          userId,
+          conversationId: optionalId('plan.conversation_id', plan.conversationId),
+          title: text('plan.title', plan.title, LIMITS.titleChars),
+          steps: plan.steps.map((s, i) => text(`plan.steps[${i}]`, s, LIMITS.planStepChars)),
+          status: oneOf('plan.status', plan.status, PLAN_STATUSES, 'draft'),
+        },
+        now(),
+      );
+      return { plan: toPlan(saved) };
+    }),
+
+    getPlan: h('GetPlan', async (req) => {
+      const userId = requireUserId(req.userId);
+      return { plan: toPlan(await repos.plans.get(userId, requireId('plan_id', req.planId))) };
+    }),
+
+    listPlans: h('ListPlans', async (req) => {
+      const userId = requireUserId(req.userId);
+      const size = pageSize('page_size', req.pageSize, 20, 100);
+      const page = await repos.plans.list(userId, size, req.pageToken);
+      return { plans: page.items.map(toPlan), nextPageToken: page.nextPageToken ?? '' };
+    }),
+  };
+}
