@@ -1,0 +1,98 @@
+import { burstOf, pace, settle, type PacingRate } from './gcra';
+import { LocalAdmission, shareOf, NOTHING } from './local';
+
+const rate: PacingRate = { limit: 100, windowMs: 60_000, burstFraction: 0.02 };
+
+/** Admits greedily, one attempt per ms, and returns the admission times. */
+function simulate(r: PacingRate, durationMs: number, cost = 1): number[] {
+  let tat = 0;
+  const admitted: number[] = [];
+  for (let now = 1; now <= durationMs; now += 1) {
+    for (let d = pace(tat, now, cost, r); d.ok; d = pace(tat, now, cost, r)) {
+      if (r.limit <= 0 && admitted.at(-1) === now) break;
+      tat = d.tat;
+      admitted.push(now);
+    }
+  }
+  return admitted;
+}
+
+describe('GCRA pacing', () => {
+  it('admits the burst at once, then paces smoothly', () => {
+    const times = simulate(rate, 5_000);
+    expect(burstOf(rate)).toBe(2);
+    expect(times.filter((t) => t <= 1)).toHaveLength(2);
+    expect(times.length).toBeLessThan(2 + 5_000 / (60_000 / 98) + 1);
+  });
+
+  it('never admits more than the limit in any sliding window', () => {
+    const times = simulate(rate, 180_000);
+    let worst = 0;
+    for (let i = 0, j = 0; i < times.length; i += 1) {
+      while ((times[j] ?? 0) <= (times[i] ?? 0) - 60_000) j += 1;
+      worst = Math.max(worst, i - j + 1);
+    }
+    expect(worst).toBeLessThanOrEqual(100);
+    expect(times.length).toBeGreaterThanOrEqual(0.97 * 300);
+  });
+
+  it('reports how long to wait', () => {
+    let tat = 0;
+    for (let i = 0; i < 2; i += 1) {
+      const d = pace(tat, 1000, 1, rate);
+      if (!d.ok) throw new Error('burst refused');
+      tat = d.tat;
+    }
+    const refused = pace(tat, 1000, 1, rate);
+    expect(refused.ok).toBe(false);
+    if (!refused.ok) expect(refused.retryAfterMs).toBeCloseTo(60_000 / 98, 0);
+  });
+
+  it('admits a request larger than the burst only on a full bucket', () => {
+    const tokens: PacingRate = { limit: 10_000, windowMs: 60_000, burstFraction: 0.02 };
+    const first = pace(0, 1000, 1_000, tokens);
+    expect(first.ok).toBe(true);
+    if (first.ok) expect(pace(first.tat, 1000, 1_000, tokens).ok).toBe(false);
+  });
+
+  it('refunds give units back but never beyond a full bucket, and overuse charges more', () => {
+    const d = pace(0, 1000, 100, { ...rate, limit: 10_000 });
+    if (!d.ok) throw new Error('refused');
+    const r = { ...rate, limit: 10_000 };
+    expect(settle(d.tat, 1000, -100, r)).toBe(1000);
+    expect(settle(d.tat, 1000, -1_000, r)).toBe(1000);
+    expect(settle(d.tat, 1000, 50, r)).toBeGreaterThan(d.tat);
+  });
+
+  it('treats a limit of 0 as unlimited', () => {
+    expect(simulate({ ...rate, limit: 0 }, 100)).toHaveLength(100);
+  });
+});
+
+describe('local fallback', () => {
+  it('divides the quota between live replicas and never rounds up', () => {
+    expect(shareOf(50, 3)).toBe(16);
+    expect(shareOf(0, 3)).toBe(0);
+    expect(shareOf(2, 3)).toBe(NOTHING);
+  });
+
+  it('enforces concurrency, pause and refunds in process', () => {
+    let now = 1_000;
+    const local = new LocalAdmission({ maxConcurrent: 2, requestsPerMinute: 0, tokensPerMinute: 0 }, 60_000, 0.02, () => now);
+    expect(local.tryAcquire('a', 1).ok).toBe(true);
+    expect(local.tryAcquire('b', 1).ok).toBe(true);
+    expect(local.tryAcquire('c', 1)).toMatchObject({ ok: false, reason: 'concurrency' });
+    local.release('a', 0);
+    expect(local.tryAcquire('c', 1).ok).toBe(true);
+    local.pause(500);
+    local.release('b', 0);
+    expect(local.tryAcquire('d', 1)).toMatchObject({ ok: false, reason: 'paused' });
+    now += 501;
+    expect(local.tryAcquire('d', 1).ok).toBe(true);
+  });
+
+  it('admits nothing when the share rounds down to nothing', () => {
+    const local = new LocalAdmission({ maxConcurrent: NOTHING, requestsPerMinute: 0, tokensPerMinute: 0 }, 60_000, 0.02);
+    expect(local.tryAcquire('a', 1).ok).toBe(false);
+  });
+});

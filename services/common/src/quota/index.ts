@@ -1,0 +1,4 @@
+export * from './gcra';
+export * from './limiter';
+export { LocalAdmission, shareOf } from './local';
+export * from './types';

@@ -1,0 +1,281 @@
+// Global admission shared by every replica through Redis: concurrency leases, smooth RPM/TPM
+// pacing with reservations settled after the call, and a provider pause. Falls back to this
+// replica's share of the quota (limit ÷ live replicas) while Redis is unreachable.
+import { randomUUID } from 'node:crypto';
+import type Redis from 'ioredis';
+import type { Logger } from '../logging';
+import { DEFAULT_BURST_FRACTION } from './gcra';
+import { LocalAdmission, shareOf } from './local';
+import { ACQUIRE, HEARTBEAT, MERGE, PAUSE, RELEASE, RENEW } from './scripts';
+import {
+  WINDOW_MS,
+  type AcquireRequest,
+  type AcquireResult,
+  type AdmissionLimits,
+  type Lease,
+  type LimiterOptions,
+  type RefusalReason,
+} from './types';
+
+type Reply = [number, string, number];
+interface QuotaCommands {
+  meshQuotaAcquire(...args: (string | number)[]): Promise<Reply>;
+  meshQuotaRenew(...args: (string | number)[]): Promise<number>;
+  meshQuotaRelease(...args: (string | number)[]): Promise<number>;
+  meshQuotaPause(...args: (string | number)[]): Promise<number>;
+  meshQuotaHeartbeat(...args: (string | number)[]): Promise<number>;
+  meshQuotaMerge(...args: (string | number)[]): Promise<number>;
+}
+
+function defineCommands(redis: Redis): QuotaCommands {
+  redis.defineCommand('meshQuotaAcquire', { numberOfKeys: 4, lua: ACQUIRE });
+  redis.defineCommand('meshQuotaRenew', { numberOfKeys: 1, lua: RENEW });
+  redis.defineCommand('meshQuotaRelease', { numberOfKeys: 2, lua: RELEASE });
+  redis.defineCommand('meshQuotaPause', { numberOfKeys: 1, lua: PAUSE });
+  redis.defineCommand('meshQuotaHeartbeat', { numberOfKeys: 1, lua: HEARTBEAT });
+  redis.defineCommand('meshQuotaMerge', { numberOfKeys: 2, lua: MERGE });
+  return redis as unknown as QuotaCommands;
+}
+
+const norm = (l: AdmissionLimits): Required<AdmissionLimits> => ({
+  maxConcurrent: Math.max(0, l.maxConcurrent ?? 0),
+  requestsPerMinute: Math.max(0, l.requestsPerMinute ?? 0),
+  tokensPerMinute: Math.max(0, l.tokensPerMinute ?? 0),
+});
+
+class RedisUnavailable extends Error {}
+
+export class GlobalLimiter {
+  private readonly cmd: QuotaCommands;
+  private readonly keys: { leases: string; rpm: string; tpm: string; pause: string; replicas: string };
+  private limits: Required<AdmissionLimits>;
+  private readonly leaseMs: number;
+  private readonly windowMs: number;
+  private readonly burstFraction: number;
+  private readonly replicaId: string;
+  private readonly heartbeatMs: number;
+  private readonly redisTimeoutMs: number;
+  private readonly local: LocalAdmission;
+  private replicas: number;
+  private degraded = false;
+  private heartbeat?: NodeJS.Timeout;
+  /** Observers of mode changes (metrics, logs). */
+  onModeChange?: (mode: 'shared' | 'local') => void;
+
+  constructor(
+    private readonly redis: Redis,
+    keyPrefix: string,
+    options: LimiterOptions = {},
+    private readonly logger?: Logger,
+  ) {
+    this.cmd = defineCommands(redis);
+    // One hash tag so every key of a limiter lands on one cluster slot (scripts touch several).
+    const p = `${keyPrefix}:{q}`;
+    this.keys = { leases: `${p}:leases`, rpm: `${p}:rpm`, tpm: `${p}:tpm`, pause: `${p}:pause`, replicas: `${p}:replicas` };
+    this.limits = norm(options);
+    this.leaseMs = options.leaseMs ?? 15_000;
+    this.windowMs = WINDOW_MS * (options.windowScale ?? 1);
+    this.burstFraction = options.burstFraction ?? DEFAULT_BURST_FRACTION;
+    this.replicaId = options.replicaId ?? randomUUID();
+    this.heartbeatMs = options.heartbeatMs ?? 2_000;
+    this.redisTimeoutMs = options.redisTimeoutMs ?? 500;
+    this.replicas = Math.max(1, options.fallbackReplicas ?? 1);
+    this.local = new LocalAdmission(this.localLimits(), this.windowMs, this.burstFraction);
+  }
+
+  /** Starts the heartbeat that tells every replica how many share the quota. */
+  start(): void {
+    if (this.heartbeat) return;
+    void this.beat();
+    this.heartbeat = setInterval(() => void this.beat(), this.heartbeatMs);
+    this.heartbeat.unref();
+  }
+
+  stop(): void {
+    if (this.heartbeat) clearInterval(this.heartbeat);
+    this.heartbeat = undefined;
+  }
+
+  /** 'local' while Redis is unreachable. */
+  get mode(): 'shared' | 'local' {
+    return this.degraded ? 'local' : 'shared';
+  }
+
+  get liveReplicas(): number {
+    return this.replicas;
+  }
+
+  get currentLimits(): Required<AdmissionLimits> {
+    return { ...this.limits };
+  }
+
+  /** Changes the effective limits (adaptation to the provider); takes effect on the next decision. */
+  setLimits(limits: AdmissionLimits): void {
+    this.limits = norm(limits);
+    this.local.setLimits(this.localLimits());
+  }
+
+  async tryAcquire(req: AcquireRequest): Promise<AcquireResult> {
+    const id = randomUUID();
+    const tokens = Math.max(0, Math.ceil(req.tokens));
+    if (!this.degraded || this.redis.status === 'ready') {
+      try {
+        const [ok, reason, retryAfterMs] = await this.call(() =>
+          this.cmd.meshQuotaAcquire(
+            this.keys.leases, this.keys.rpm, this.keys.tpm, this.keys.pause,
+            id, this.leaseMs, this.limits.maxConcurrent, this.limits.requestsPerMinute,
+            this.limits.tokensPerMinute, tokens, this.windowMs, this.burstFraction,
+          ),
+        );
+        return ok === 1
+          ? { ok: true, lease: this.lease(id, req.holder, tokens, 'shared') }
+          : { ok: false, reason: reason as RefusalReason, retryAfterMs: Number(retryAfterMs) };
+      } catch (err) {
+        if (!(err instanceof RedisUnavailable)) throw err;
+      }
+    }
+    const d = this.local.tryAcquire(id, tokens);
+    return d.ok ? { ok: true, lease: this.lease(id, req.holder, tokens, 'local') } : d;
+  }
+
+  /** Pauses admission on every replica for `ms` (a provider 429 with Retry-After). */
+  async pauseFor(ms: number): Promise<void> {
+    this.local.pause(ms);
+    try {
+      await this.call(() => this.cmd.meshQuotaPause(this.keys.pause, Math.ceil(ms)));
+    } catch (err) {
+      if (!(err instanceof RedisUnavailable)) throw err;
+    }
+  }
+
+  private localLimits(): Required<AdmissionLimits> {
+    return {
+      maxConcurrent: shareOf(this.limits.maxConcurrent, this.replicas),
+      requestsPerMinute: shareOf(this.limits.requestsPerMinute, this.replicas),
+      tokensPerMinute: shareOf(this.limits.tokensPerMinute, this.replicas),
+    };
+  }
+
+  private lease(id: string, holder: string, tokens: number, mode: 'shared' | 'local'): Lease {
+    let currentMode = mode;
+    let done = false;
+    let timer: NodeJS.Timeout | undefined;
+    const stopTimer = () => {
+      if (timer) clearInterval(timer);
+      timer = undefined;
+    };
+    const settle = async (delta: number) => {
+      if (done) return;
+      done = true;
+      stopTimer();
+      if (currentMode === 'shared') {
+        try {
+          await this.call(() =>
+            this.cmd.meshQuotaRelease(this.keys.leases, this.keys.tpm, id, delta, this.limits.tokensPerMinute, this.windowMs, this.burstFraction),
+          );
+          return;
+        } catch (err) {
+          if (!(err instanceof RedisUnavailable)) throw err;
+          // The shared slot expires on its own after leaseMs; settle what we can locally.
+        }
+      }
+      this.local.release(id, delta);
+    };
+    const renew = async (): Promise<boolean> => {
+      if (done) return false;
+      try {
+        const held = await this.call(() => this.cmd.meshQuotaRenew(this.keys.leases, id, this.leaseMs, this.limits.maxConcurrent));
+        if (held === 1 && currentMode === 'local') {
+          // Redis is back: the lease now counts in the shared set, not in the local share.
+          currentMode = 'shared';
+          this.local.forget(id);
+        }
+        return held === 1 || currentMode === 'local';
+      } catch (err) {
+        if (!(err instanceof RedisUnavailable)) throw err;
+        return true; // a local lease stays valid while Redis is down; a shared one expires there on its own
+      }
+    };
+    return {
+      id,
+      holder,
+      tokens,
+      get mode() {
+        return currentMode;
+      },
+      renew,
+      keepAlive: (intervalMs = Math.max(50, Math.floor(this.leaseMs / 3))) => {
+        stopTimer();
+        timer = setInterval(() => {
+          renew().then(
+            (held) => {
+              if (!held) this.logger?.warn({ lease: id, holder }, 'lease lost: it expired before renewal');
+            },
+            (err: unknown) => this.logger?.warn({ err, lease: id }, 'lease renewal failed'),
+          );
+        }, intervalMs);
+        timer.unref();
+        return stopTimer;
+      },
+      release: (opts = {}) => settle(opts.actualTokens === undefined ? 0 : Math.ceil(opts.actualTokens) - tokens),
+      refund: () => settle(-tokens),
+    };
+  }
+
+  private async beat(): Promise<void> {
+    try {
+      const n = await this.call(() => this.cmd.meshQuotaHeartbeat(this.keys.replicas, this.replicaId, this.heartbeatMs * 3));
+      if (n > 0 && n !== this.replicas) {
+        this.replicas = n;
+        this.local.setLimits(this.localLimits());
+      }
+    } catch {
+      // call() already switched to the local share.
+    }
+  }
+
+  /** Runs a Redis call with a time limit; a connection failure switches to the local share. */
+  private async call<T>(fn: () => Promise<T>): Promise<T> {
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      if (this.redis.status !== 'ready') throw new RedisUnavailable(`redis ${this.redis.status}`);
+      const result = await Promise.race([
+        fn(),
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new RedisUnavailable('redis timeout')), this.redisTimeoutMs);
+        }),
+      ]);
+      if (this.degraded) await this.recover();
+      return result;
+    } catch (err) {
+      const e = err instanceof RedisUnavailable ? err : isConnectionError(err) ? new RedisUnavailable((err as Error).message) : err;
+      if (e instanceof RedisUnavailable && !this.degraded) {
+        this.degraded = true;
+        this.logger?.warn({ replicas: this.replicas, err: e.message }, 'quota: redis unavailable, using this replica\'s share');
+        this.onModeChange?.('local');
+      }
+      throw e;
+    } finally {
+      if (timer) clearTimeout(timer);
+    }
+  }
+
+  /** Back to shared state: carry the local pacing debt into Redis so nothing is granted twice. */
+  private async recover(): Promise<void> {
+    this.degraded = false;
+    const debt = this.local.debtMs();
+    this.local.resetDebt();
+    try {
+      await this.cmd.meshQuotaMerge(this.keys.rpm, this.keys.tpm, debt.rpm, debt.tpm);
+    } catch (err) {
+      this.logger?.warn({ err }, 'quota: could not merge local state');
+    }
+    this.logger?.info('quota: redis available again, shared state restored');
+    this.onModeChange?.('shared');
+  }
+}
+
+function isConnectionError(err: unknown): boolean {
+  const m = err instanceof Error ? err.message : '';
+  return /Connection is closed|Stream isn't writeable|ECONNREFUSED|ECONNRESET|EPIPE|ETIMEDOUT|max retries|enableOfflineQueue/i.test(m);
+}

@@ -1,0 +1,121 @@
+// The Lua scripts behind global admission. Each decision is one script, so it is atomic in Redis,
+// and uses Redis's own clock (TIME), never a caller's. The pacing arithmetic mirrors gcra.ts.
+
+const CLOCK_AND_PACE = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local function interval(limit, window, frac)
+  local burst = math.max(1, math.floor(limit * frac))
+  return window / math.max(limit - burst, 1), burst
+end
+-- returns wait (0 = fits), newTat
+local function pace(key, limit, cost, window, frac)
+  if limit <= 0 or cost <= 0 then return 0, nil end
+  local ti, burst = interval(limit, window, frac)
+  local tat = tonumber(redis.call('GET', key) or '0')
+  if tat < now then tat = now end
+  local newTat = tat + cost * ti
+  local excess = newTat - now - math.max(burst, cost) * ti
+  if excess > 0 then return excess, nil end
+  return 0, newTat
+end
+local function store(key, tat)
+  redis.call('SET', key, string.format('%.3f', tat), 'PX', math.max(1, math.ceil(tat - now) + 1000))
+end
+`;
+
+/**
+ * KEYS: leases (zset id → expiry), rpm tat, tpm tat, pause-until.
+ * ARGV: leaseId, leaseMs, maxConcurrent, rpm, tpm, tokens, windowMs, burstFraction.
+ * Returns {1, 'ok', 0} or {0, reason, retryAfterMs}.
+ */
+export const ACQUIRE = `${CLOCK_AND_PACE}
+local leaseId, leaseMs = ARGV[1], tonumber(ARGV[2])
+local maxc, rpm, tpm, tokens = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local window, frac = tonumber(ARGV[7]), tonumber(ARGV[8])
+local paused = tonumber(redis.call('GET', KEYS[4]) or '0')
+if paused > now then return {0, 'paused', math.ceil(paused - now)} end
+if maxc > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+  if redis.call('ZCARD', KEYS[1]) >= maxc then
+    local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+    return {0, 'concurrency', math.max(1, math.ceil(tonumber(first[2]) - now))}
+  end
+end
+local rwait, rtat = pace(KEYS[2], rpm, 1, window, frac)
+if rwait > 0 then return {0, 'rpm', math.ceil(rwait)} end
+local twait, ttat = pace(KEYS[3], tpm, tokens, window, frac)
+if twait > 0 then return {0, 'tpm', math.ceil(twait)} end
+if rtat then store(KEYS[2], rtat) end
+if ttat then store(KEYS[3], ttat) end
+if maxc > 0 then redis.call('ZADD', KEYS[1], now + leaseMs, leaseId) end
+return {1, 'ok', 0}
+`;
+
+/**
+ * Extends a lease; re-registers it when it is missing and a slot is free (a lease taken during a
+ * Redis outage joins the shared set this way).
+ * KEYS: leases. ARGV: leaseId, leaseMs, maxConcurrent. Returns 1 (held) or 0 (lost).
+ */
+export const RENEW = `${CLOCK_AND_PACE}
+local maxc = tonumber(ARGV[3])
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) then
+  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+  return 1
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if maxc > 0 and redis.call('ZCARD', KEYS[1]) >= maxc then return 0 end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+return 1
+`;
+
+/**
+ * Frees a lease and settles its tokens (delta < 0 refunds, > 0 charges more).
+ * KEYS: leases, tpm tat. ARGV: leaseId, deltaTokens, tpm, windowMs, burstFraction.
+ */
+export const RELEASE = `${CLOCK_AND_PACE}
+redis.call('ZREM', KEYS[1], ARGV[1])
+local delta, tpm = tonumber(ARGV[2]), tonumber(ARGV[3])
+if tpm > 0 and delta ~= 0 then
+  local ti = interval(tpm, tonumber(ARGV[4]), tonumber(ARGV[5]))
+  local tat = tonumber(redis.call('GET', KEYS[2]) or '0')
+  if delta < 0 then tat = math.max(now, tat + delta * ti) else tat = math.max(tat, now) + delta * ti end
+  store(KEYS[2], tat)
+end
+return 1
+`;
+
+/** Pauses admission for ARGV[1] ms unless already paused longer. KEYS: pause-until. Returns the pause left (ms). */
+export const PAUSE = `${CLOCK_AND_PACE}
+local untilMs = now + tonumber(ARGV[1])
+local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
+if cur > untilMs then return math.ceil(cur - now) end
+redis.call('SET', KEYS[1], string.format('%.3f', untilMs), 'PX', math.max(1, math.ceil(tonumber(ARGV[1]))))
+return math.ceil(tonumber(ARGV[1]))
+`;
+
+/**
+ * Refreshes this replica's heartbeat and counts the live ones.
+ * KEYS: replicas (zset id → expiry). ARGV: replicaId, ttlMs. Returns the live count.
+ */
+export const HEARTBEAT = `${CLOCK_AND_PACE}
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+redis.call('PEXPIRE', KEYS[1], math.ceil(tonumber(ARGV[2]) * 2))
+return redis.call('ZCARD', KEYS[1])
+`;
+
+/**
+ * After an outage: pushes the shared pacing state at least `debt` ms ahead, so the admissions made
+ * locally meanwhile are not granted a second time. KEYS: rpm tat, tpm tat. ARGV: rpmDebtMs, tpmDebtMs.
+ */
+export const MERGE = `${CLOCK_AND_PACE}
+for i = 1, 2 do
+  local debt = tonumber(ARGV[i])
+  if debt > 0 then
+    local tat = tonumber(redis.call('GET', KEYS[i]) or '0')
+    if tat < now + debt then store(KEYS[i], now + debt) end
+  end
+end
+return 1
+`;

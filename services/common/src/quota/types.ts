@@ -1,0 +1,59 @@
+// The admission contract shared by the Redis-backed limiter and its in-process fallback.
+
+export interface AdmissionLimits {
+  /** Calls in flight at once; 0/undefined = unlimited. */
+  maxConcurrent?: number;
+  /** Requests per (scaled) minute; 0/undefined = unlimited. */
+  requestsPerMinute?: number;
+  /** Tokens per (scaled) minute; 0/undefined = unlimited. */
+  tokensPerMinute?: number;
+}
+
+export interface LimiterOptions extends AdmissionLimits {
+  /** A lease not renewed for this long is freed. @default 15000 */
+  leaseMs?: number;
+  /** Multiplies the 60 s window (0.1 → a 6 s "minute"), for benchmarks. @default 1 */
+  windowScale?: number;
+  /** Share of each rate limit that may arrive as one burst (see gcra.ts). @default 0.02 */
+  burstFraction?: number;
+  /** This replica's id in the heartbeat set. @default a random UUID */
+  replicaId?: string;
+  /** How often this replica refreshes its heartbeat. @default 2000 */
+  heartbeatMs?: number;
+  /** Replicas assumed before any heartbeat was read (a replica that starts during an outage). @default 1 */
+  fallbackReplicas?: number;
+  /** Longest wait for a Redis answer before falling back. @default 500 */
+  redisTimeoutMs?: number;
+}
+
+export type RefusalReason = 'concurrency' | 'rpm' | 'tpm' | 'paused';
+
+export type AcquireResult =
+  | { ok: true; lease: Lease }
+  | { ok: false; reason: RefusalReason; retryAfterMs: number };
+
+export interface AcquireRequest {
+  /** Who holds the lease (for logs; the lease id is unique anyway). */
+  holder: string;
+  /** TPM units to reserve (prompt + max completion). */
+  tokens: number;
+}
+
+export interface Lease {
+  readonly id: string;
+  readonly holder: string;
+  /** Tokens reserved at admission. */
+  readonly tokens: number;
+  /** 'shared' when held in Redis, 'local' when taken from the fallback. */
+  readonly mode: 'shared' | 'local';
+  /** Extends the lease; false when it had expired and could not be taken back. */
+  renew(): Promise<boolean>;
+  /** Renews on a timer (every leaseMs/3 by default) until released; returns a stop function. */
+  keepAlive(intervalMs?: number): () => void;
+  /** Frees the slot and settles TPM to the actual usage (reserved when omitted). */
+  release(opts?: { actualTokens?: number }): Promise<void>;
+  /** Frees the slot and gives every reserved token back (cancel, failure). */
+  refund(): Promise<void>;
+}
+
+export const WINDOW_MS = 60_000;

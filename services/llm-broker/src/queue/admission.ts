@@ -1,0 +1,239 @@
+// The replica's waiting room in front of the global admission: calls wait in fair order, the head
+// asks the global limiter for a lease, every waiting call hears its position and estimated wait,
+// and a call that cannot be admitted before its deadline is refused early.
+import type { AcquireResult, Lease, RefusalReason } from '@agent-mesh/common';
+import { FairQueue, type QueueEntry } from './fair-queue';
+import { WaitEstimator } from './estimate';
+
+export interface Admitter {
+  tryAcquire(req: { holder: string; tokens: number }): Promise<AcquireResult>;
+}
+
+export type QueueRefusalReason = 'queue_full' | 'deadline_unreachable';
+
+/** The queue refuses a call (both map to RESOURCE_EXHAUSTED on the wire). */
+export class QueueRefusal extends Error {
+  override name = 'QueueRefusal';
+  constructor(
+    readonly reason: QueueRefusalReason,
+    message: string,
+    readonly retryAfterMs: number,
+  ) {
+    super(message);
+  }
+}
+
+export interface AdmissionRequest extends QueueEntry {
+  holder: string;
+  tokens: number;
+  /** Absolute time (ms) by which the call must be admitted; undefined = none. */
+  deadline?: number;
+  signal: AbortSignal;
+  /** Position and estimated wait, on entry and whenever the position changes (throttled). */
+  onQueued?: (position: number, estimatedWaitMs: number) => void;
+}
+
+export interface Admitted {
+  lease: Lease;
+  waitedMs: number;
+}
+
+interface Waiting extends QueueEntry {
+  req: AdmissionRequest;
+  enqueuedAt: number;
+  resolve(a: Admitted): void;
+  reject(e: Error): void;
+  lastPosition: number;
+  lastSentAt: number;
+  onAbort: () => void;
+}
+
+export interface AdmissionHooks {
+  onAdmitted?(waitedMs: number): void;
+  onRefused?(reason: QueueRefusalReason | RefusalReason): void;
+}
+
+export interface AdmissionQueueOptions {
+  maxLength: number;
+  /** Least time between two `queued` updates to one caller. @default 500 */
+  updateIntervalMs?: number;
+  /** Longest sleep between two admission attempts while refused. @default 250 */
+  maxPollMs?: number;
+  /** Fallback admission interval (ms per call) before any was measured. */
+  nominalIntervalMs: () => number;
+  now?: () => number;
+}
+
+export class AdmissionQueue {
+  private readonly queue = new FairQueue<Waiting>();
+  private running = false;
+  private wake?: () => void;
+  private blockedUntil = 0;
+  private readonly estimator: WaitEstimator;
+  private readonly now: () => number;
+  private updater?: NodeJS.Timeout;
+  private closed = false;
+
+  constructor(
+    private readonly admitter: Admitter,
+    private readonly opts: AdmissionQueueOptions,
+    private readonly hooks: AdmissionHooks = {},
+  ) {
+    this.now = opts.now ?? Date.now;
+    this.estimator = new WaitEstimator(opts.nominalIntervalMs, this.now);
+  }
+
+  get depth(): number {
+    return this.queue.size;
+  }
+
+  /** Estimated wait for a call at `position` (1 = next). */
+  estimateWaitMs(position: number): number {
+    return this.estimator.waitFor(position, Math.max(0, this.blockedUntil - this.now()));
+  }
+
+  /** Waits for a lease; rejects with QueueRefusal, or with the signal's reason when cancelled. */
+  admit(req: AdmissionRequest): Promise<Admitted> {
+    if (req.signal.aborted) return Promise.reject(req.signal.reason as Error);
+    if (this.closed) return Promise.reject(new QueueRefusal('queue_full', 'the broker is shutting down', 1_000));
+    if (this.queue.size >= this.opts.maxLength) {
+      this.hooks.onRefused?.('queue_full');
+      return Promise.reject(new QueueRefusal('queue_full', `the LLM queue is full (${this.opts.maxLength} waiting)`, this.estimateWaitMs(this.queue.size)));
+    }
+    return new Promise<Admitted>((resolve, reject) => {
+      const w: Waiting = {
+        userId: req.userId,
+        priority: req.priority,
+        started: req.started,
+        req,
+        enqueuedAt: this.now(),
+        resolve,
+        reject,
+        lastPosition: 0,
+        lastSentAt: 0,
+        onAbort: () => {
+          if (this.queue.remove(w)) reject(req.signal.reason as Error);
+          this.kick();
+        },
+      };
+      req.signal.addEventListener('abort', w.onAbort, { once: true });
+      this.queue.push(w);
+      // A call the estimate says cannot make its deadline is refused now, not when it expires.
+      const position = this.queue.positions().get(w) ?? this.queue.size;
+      if (position > 1 && this.refuseIfLate(w, position)) return;
+      this.kick();
+      this.ensureUpdater();
+    });
+  }
+
+  /** Another call finished here: a slot may be free. */
+  kick(): void {
+    this.blockedUntil = 0;
+    if (this.wake) {
+      this.wake();
+      return;
+    }
+    if (!this.running) void this.run();
+  }
+
+  close(): void {
+    this.closed = true;
+    if (this.updater) clearInterval(this.updater);
+    for (let w = this.queue.shift(); w; w = this.queue.shift()) {
+      w.req.signal.removeEventListener('abort', w.onAbort);
+      w.reject(new QueueRefusal('queue_full', 'the broker is shutting down', 1_000));
+    }
+  }
+
+  private refuseIfLate(w: Waiting, position: number): boolean {
+    if (w.req.deadline === undefined) return false;
+    const estimate = this.estimateWaitMs(position);
+    if (this.now() + estimate <= w.req.deadline) return false;
+    this.queue.remove(w);
+    w.req.signal.removeEventListener('abort', w.onAbort);
+    this.hooks.onRefused?.('deadline_unreachable');
+    w.reject(new QueueRefusal('deadline_unreachable', `cannot be admitted before the deadline (estimated wait ${Math.round(estimate)} ms)`, estimate));
+    return true;
+  }
+
+  /** The dispatcher: one admission attempt at a time, for the head of the queue. */
+  private async run(): Promise<void> {
+    this.running = true;
+    try {
+      while (this.queue.size > 0 && !this.closed) {
+        const head = this.queue.peek()!;
+        let result: AcquireResult;
+        try {
+          result = await this.admitter.tryAcquire({ holder: head.req.holder, tokens: head.req.tokens });
+        } catch (err) {
+          // Neither Redis nor the local share could decide: fail the head rather than spin.
+          this.queue.remove(head);
+          head.reject(err as Error);
+          continue;
+        }
+        if (result.ok) {
+          // The head may have been cancelled while we asked: then the lease is given back.
+          if (this.queue.peek() === head) {
+            this.queue.shift(); // shift, not remove: the user moves to the back of the round robin
+            this.grant(head, result.lease);
+          } else if (this.queue.remove(head)) this.grant(head, result.lease);
+          else await result.lease.refund();
+          continue;
+        }
+        this.hooks.onRefused?.(result.reason);
+        this.estimator.onBlocked();
+        const sleep = Math.max(5, Math.min(result.retryAfterMs, this.opts.maxPollMs ?? 250));
+        this.blockedUntil = this.now() + result.retryAfterMs;
+        this.publishPositions(true);
+        await new Promise<void>((resolve) => {
+          const t = setTimeout(() => {
+            this.wake = undefined;
+            resolve();
+          }, sleep);
+          this.wake = () => {
+            clearTimeout(t);
+            this.wake = undefined;
+            resolve();
+          };
+        });
+      }
+    } finally {
+      this.running = false;
+    }
+  }
+
+  private grant(w: Waiting, lease: Lease): void {
+    w.req.signal.removeEventListener('abort', w.onAbort);
+    const waitedMs = this.now() - w.enqueuedAt;
+    this.estimator.onAdmitted(this.queue.size > 0);
+    this.hooks.onAdmitted?.(waitedMs);
+    w.resolve({ lease, waitedMs });
+  }
+
+  private ensureUpdater(): void {
+    if (this.updater || this.closed) return;
+    this.updater = setInterval(() => {
+      if (this.queue.size === 0) {
+        clearInterval(this.updater);
+        this.updater = undefined;
+        return;
+      }
+      this.publishPositions(false);
+    }, Math.max(50, Math.floor((this.opts.updateIntervalMs ?? 500) / 2)));
+    this.updater.unref();
+  }
+
+  /** Sends `queued` to every caller whose position changed (at most every updateIntervalMs each). */
+  private publishPositions(announceNew: boolean): void {
+    const now = this.now();
+    const interval = this.opts.updateIntervalMs ?? 500;
+    for (const [w, position] of this.queue.positions()) {
+      if (position > 1 && this.refuseIfLate(w, position)) continue;
+      const fresh = w.lastPosition === 0;
+      if (fresh ? !announceNew && position === 1 : position === w.lastPosition || now - w.lastSentAt < interval) continue;
+      w.lastPosition = position;
+      w.lastSentAt = now;
+      w.req.onQueued?.(position, Math.round(this.estimateWaitMs(position)));
+    }
+  }
+}

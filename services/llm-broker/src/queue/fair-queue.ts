@@ -1,0 +1,108 @@
+// The order in which waiting calls are admitted: by class (a started run first, then the role's
+// priority), and round robin between users within a class, so that one user with a hundred
+// waiting calls cannot starve another with one (deficit round robin with equal costs).
+
+export interface QueueEntry {
+  readonly userId: string;
+  readonly priority: number;
+  /** The run already had a call admitted: finish what is begun. */
+  readonly started: boolean;
+}
+
+interface Band<T> {
+  rank: number;
+  /** Per user, their calls in arrival order. */
+  users: Map<string, T[]>;
+  /** Users with waiting calls, in the order they are served next. */
+  ring: string[];
+}
+
+export class FairQueue<T extends QueueEntry> {
+  /** Bands by rank, highest first. */
+  private bands: Band<T>[] = [];
+  private count = 0;
+
+  get size(): number {
+    return this.count;
+  }
+
+  private static rank(e: QueueEntry): number {
+    return (e.started ? 1_000_000 : 0) + e.priority;
+  }
+
+  push(entry: T): void {
+    const rank = FairQueue.rank(entry);
+    let band = this.bands.find((b) => b.rank === rank);
+    if (!band) {
+      band = { rank, users: new Map(), ring: [] };
+      this.bands.push(band);
+      this.bands.sort((a, b) => b.rank - a.rank);
+    }
+    const list = band.users.get(entry.userId);
+    if (list) list.push(entry);
+    else {
+      band.users.set(entry.userId, [entry]);
+      band.ring.push(entry.userId);
+    }
+    this.count += 1;
+  }
+
+  peek(): T | undefined {
+    const band = this.bands[0];
+    if (!band) return undefined;
+    return band.users.get(band.ring[0]!)?.[0];
+  }
+
+  /** Takes the next call; its user goes to the back of the band's ring. */
+  shift(): T | undefined {
+    const band = this.bands[0];
+    if (!band) return undefined;
+    const user = band.ring.shift()!;
+    const list = band.users.get(user)!;
+    const entry = list.shift();
+    if (list.length > 0) band.ring.push(user);
+    else band.users.delete(user);
+    if (band.ring.length === 0) this.bands.shift();
+    this.count -= 1;
+    return entry;
+  }
+
+  /** Removes a waiting call (cancelled, refused); false when it was not queued. */
+  remove(entry: T): boolean {
+    const band = this.bands.find((b) => b.rank === FairQueue.rank(entry));
+    const list = band?.users.get(entry.userId);
+    const i = list ? list.indexOf(entry) : -1;
+    if (!band || !list || i < 0) return false;
+    list.splice(i, 1);
+    if (list.length === 0) {
+      band.users.delete(entry.userId);
+      band.ring.splice(band.ring.indexOf(entry.userId), 1);
+      if (band.ring.length === 0) this.bands.splice(this.bands.indexOf(band), 1);
+    }
+    this.count -= 1;
+    return true;
+  }
+
+  /** Every waiting call's place in the admission order (1 = next), in O(n). */
+  positions(): Map<T, number> {
+    const out = new Map<T, number>();
+    let pos = 0;
+    for (const band of this.bands) {
+      let active = band.ring.map((u) => band.users.get(u)!);
+      for (let round = 0; active.length > 0; round += 1) {
+        const next: T[][] = [];
+        for (const list of active) {
+          out.set(list[round]!, (pos += 1));
+          if (list.length > round + 1) next.push(list);
+        }
+        active = next;
+      }
+    }
+    return out;
+  }
+
+  /** The admission order (for tests and debugging). */
+  order(): T[] {
+    return [...this.positions().entries()].sort((a, b) => a[1] - b[1]).map(([e]) => e);
+  }
+}

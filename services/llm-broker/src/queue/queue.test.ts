@@ -1,0 +1,162 @@
+import type { AcquireResult, Lease } from '@agent-mesh/common';
+import { AdaptiveLimits, limitKindOf } from './adaptive';
+import { AdmissionQueue, QueueRefusal, type Admitter } from './admission';
+import { FairQueue } from './fair-queue';
+
+const e = (userId: string, priority = 2, started = false, tag = '') => ({ userId, priority, started, tag });
+
+describe('FairQueue', () => {
+  it('serves higher priority first, and a started run before a new one', () => {
+    const q = new FairQueue<ReturnType<typeof e>>();
+    q.push(e('u1', 2, false, 'planner'));
+    q.push(e('u2', 4, false, 'host'));
+    q.push(e('u3', 2, true, 'critic-started'));
+    q.push(e('u4', 3, false, 'reporter'));
+    expect(q.order().map((x) => x.tag)).toEqual(['critic-started', 'host', 'reporter', 'planner']);
+    expect(q.shift()?.tag).toBe('critic-started');
+    expect(q.size).toBe(3);
+  });
+
+  it('does not let a heavy user starve a light one', () => {
+    const q = new FairQueue<ReturnType<typeof e>>();
+    for (let i = 0; i < 100; i += 1) q.push(e('heavy'));
+    q.push(e('light'));
+    expect(q.positions().get(q.order().find((x) => x.userId === 'light')!)).toBe(2);
+    const served = [q.shift()!, q.shift()!].map((x) => x.userId);
+    expect(served).toEqual(['heavy', 'light']);
+  });
+
+  it('keeps positions consistent with the order in which calls are taken, after removals', () => {
+    const q = new FairQueue<ReturnType<typeof e>>();
+    const items = ['a', 'a', 'b', 'c', 'a', 'b'].map((u, i) => e(u, 2, false, String(i)));
+    items.forEach((x) => q.push(x));
+    q.remove(items[2]!);
+    const predicted = q.order();
+    const taken = [];
+    for (let x = q.shift(); x; x = q.shift()) taken.push(x);
+    expect(taken).toEqual(predicted);
+    expect(taken.map((x) => x.tag)).toEqual(['0', '5', '3', '1', '4']);
+  });
+});
+
+function lease(tokens = 1): Lease & { released: boolean; refunded: boolean } {
+  const l = {
+    id: Math.random().toString(),
+    holder: 'h',
+    tokens,
+    mode: 'shared' as const,
+    released: false,
+    refunded: false,
+    renew: async () => true,
+    keepAlive: () => () => undefined,
+    release: async () => void (l.released = true),
+    refund: async () => void (l.refunded = true),
+  };
+  return l;
+}
+
+/** Grants `slots` leases; more only after `free()`. */
+function fakeAdmitter(slots: number): Admitter & { free(): void; held: number } {
+  const a = {
+    held: 0,
+    free: () => void (a.held -= 1),
+    tryAcquire: async (): Promise<AcquireResult> => {
+      if (a.held >= slots) return { ok: false, reason: 'concurrency', retryAfterMs: 20 };
+      a.held += 1;
+      return { ok: true, lease: lease() };
+    },
+  };
+  return a;
+}
+
+describe('AdmissionQueue', () => {
+  it('admits at once when there is room, without a queued update', async () => {
+    const q = new AdmissionQueue(fakeAdmitter(1), { maxLength: 10, nominalIntervalMs: () => 100 });
+    const updates: number[] = [];
+    const a = await q.admit({ ...e('u'), holder: 'x', tokens: 1, signal: new AbortController().signal, onQueued: (p) => updates.push(p) });
+    expect(a.lease).toBeDefined();
+    expect(updates).toEqual([]);
+  });
+
+  it('queues in fair order, streams positions, and admits as slots free', async () => {
+    const admitter = fakeAdmitter(1);
+    const q = new AdmissionQueue(admitter, { maxLength: 10, nominalIntervalMs: () => 100, updateIntervalMs: 50 });
+    const order: string[] = [];
+    const updates: Record<string, number[]> = {};
+    const admit = (user: string, priority = 2) =>
+      q
+        .admit({ ...e(user, priority), holder: user, tokens: 1, signal: new AbortController().signal, onQueued: (p) => (updates[user] ??= []).push(p) })
+        .then(() => order.push(user));
+    const all = [admit('first'), admit('heavy'), admit('heavy'), admit('light'), admit('host', 4)];
+    await new Promise((r) => setTimeout(r, 60));
+    expect(updates.host?.[0]).toBe(1);
+    expect(updates.light?.[0]).toBeGreaterThan(1);
+    for (let i = 0; i < 4; i += 1) {
+      await new Promise((r) => setTimeout(r, 30));
+      admitter.free();
+      q.kick();
+    }
+    await Promise.all(all);
+    expect(order).toEqual(['first', 'host', 'heavy', 'light', 'heavy']);
+  });
+
+  it('refuses a full queue and a call that cannot make its deadline', async () => {
+    const q = new AdmissionQueue(fakeAdmitter(0), { maxLength: 2, nominalIntervalMs: () => 1_000 });
+    const c = new AbortController();
+    const p1 = q.admit({ ...e('a'), holder: 'a', tokens: 1, signal: c.signal });
+    const p2 = q.admit({ ...e('b'), holder: 'b', tokens: 1, signal: c.signal, deadline: Date.now() + 60_000 });
+    await expect(q.admit({ ...e('c'), holder: 'c', tokens: 1, signal: c.signal })).rejects.toMatchObject({ reason: 'queue_full' });
+    c.abort(new Error('cancelled'));
+    await expect(p1).rejects.toThrow('cancelled');
+    await expect(p2).rejects.toThrow('cancelled');
+    const blocker = new AbortController();
+    const p3 = q.admit({ ...e('a'), holder: 'a', tokens: 1, signal: blocker.signal });
+    const late = q.admit({ ...e('b'), holder: 'b', tokens: 1, signal: new AbortController().signal, deadline: Date.now() + 200 });
+    await expect(late).rejects.toBeInstanceOf(QueueRefusal);
+    await expect(late).rejects.toMatchObject({ reason: 'deadline_unreachable' });
+    blocker.abort(new Error('done'));
+    await expect(p3).rejects.toThrow('done');
+    q.close();
+  });
+
+  it('gives the lease back when the head is cancelled during the admission attempt', async () => {
+    const l = lease();
+    let release!: () => void;
+    const admitter: Admitter = {
+      tryAcquire: () => new Promise((resolve) => (release = () => resolve({ ok: true, lease: l }))),
+    };
+    const q = new AdmissionQueue(admitter, { maxLength: 2, nominalIntervalMs: () => 100 });
+    const c = new AbortController();
+    const p = q.admit({ ...e('a'), holder: 'a', tokens: 1, signal: c.signal });
+    c.abort(new Error('gone'));
+    release();
+    await expect(p).rejects.toThrow('gone');
+    await new Promise((r) => setTimeout(r, 10));
+    expect(l.refunded).toBe(true);
+  });
+});
+
+describe('AdaptiveLimits', () => {
+  it('cuts on a 429, creeps back to the configured value, and respects the provider ceiling', () => {
+    let now = 0;
+    const a = new AdaptiveLimits({ maxConcurrent: 50, requestsPerMinute: 100, tokensPerMinute: 0 }, { holdMs: 1_000 }, () => now);
+    expect(a.onRateLimited('requests')).toBe(true);
+    expect(a.limits.requestsPerMinute).toBe(70);
+    now += 500;
+    expect(a.tick()).toBe(false); // holding after a cut
+    now += 20_000;
+    a.tick();
+    expect(a.limits.requestsPerMinute).toBe(100);
+    a.onHeaders({ limitRequests: 80, limitTokens: 5_000 });
+    expect(a.limits).toEqual({ maxConcurrent: 50, requestsPerMinute: 80, tokensPerMinute: 5_000 });
+    now += 10_000;
+    a.tick();
+    expect(a.limits.requestsPerMinute).toBe(80);
+  });
+
+  it('tells which limit a 429 was about', () => {
+    expect(limitKindOf({ remainingRequests: 0, remainingTokens: 10 })).toBe('requests');
+    expect(limitKindOf({}, 'Rate limit reached on tokens per min (TPM)')).toBe('tokens');
+    expect(limitKindOf({}, 'Too many concurrent requests')).toBe('concurrency');
+  });
+});

@@ -1,0 +1,90 @@
+// gRPC side of the broker: translates GenerateRequest to the domain call and domain events and
+// refusals back to GenerateResponse messages and status codes.
+import { status, type ServerWritableStream } from '@grpc/grpc-js';
+import { annotate, ATTR, MeshError, streamHandler, type Logger } from '@agent-mesh/common';
+import {
+  LlmBrokerServiceService,
+  type GenerateRequest,
+  type GenerateResponse,
+  type LlmBrokerServiceServer,
+} from '@agent-mesh/common/dist/gen/llmbroker/v1/llm_broker';
+import { BrokerRefusal, type GenerateEvent, type GenerateInput, type LlmBroker } from './broker';
+import { QueueRefusal } from './queue/admission';
+
+export const SERVICE_NAME = 'llmbroker.v1.LlmBrokerService';
+export const PROTO_FILES = ['llmbroker/v1/llm_broker.proto'];
+
+export function toInput(req: GenerateRequest): GenerateInput {
+  return {
+    userId: req.userId,
+    runId: req.runId,
+    agentRole: req.agentRole || 'direct',
+    runStarted: req.runStarted,
+    model: req.model,
+    messages: req.messages.map((m) => ({
+      role: m.role,
+      content: m.content,
+      name: m.name || undefined,
+      toolCallId: m.toolCallId || undefined,
+      toolCalls: m.toolCalls,
+    })),
+    toolsJson: req.toolsJson,
+    maxTokens: req.maxTokens,
+    temperature: req.hasTemperature ? req.temperature : undefined,
+  };
+}
+
+export function toResponse(e: GenerateEvent): GenerateResponse {
+  switch (e.type) {
+    case 'queued':
+      return { update: { $case: 'queued', queued: { position: e.position, estimatedWaitMs: e.estimatedWaitMs } } };
+    case 'delta':
+      return { update: { $case: 'delta', delta: { content: e.content } } };
+    case 'done':
+      return {
+        update: {
+          $case: 'done',
+          done: { finishReason: e.finishReason, usage: e.usage, toolCalls: e.toolCalls, model: e.model, queueWaitMs: e.queueWaitMs },
+        },
+      };
+  }
+}
+
+/** Domain refusals → status codes with a machine-readable reason (the orchestrator's "degraded"). */
+export function toMeshError(err: unknown): unknown {
+  if (err instanceof QueueRefusal) return new MeshError(status.RESOURCE_EXHAUSTED, err.reason, err.message, err.retryAfterMs);
+  if (err instanceof BrokerRefusal) {
+    const code = {
+      breaker_open: status.UNAVAILABLE,
+      upstream_rate_limited: status.RESOURCE_EXHAUSTED,
+      upstream_error: status.UNAVAILABLE,
+      upstream_rejected: status.FAILED_PRECONDITION,
+      invalid_request: status.INVALID_ARGUMENT,
+    }[err.reason];
+    return new MeshError(code, err.reason, err.message, err.retryAfterMs);
+  }
+  return err;
+}
+
+function deadlineOf(call: ServerWritableStream<GenerateRequest, GenerateResponse>): number | undefined {
+  const d = call.getDeadline();
+  const ms = d instanceof Date ? d.getTime() : d;
+  return Number.isFinite(ms) && ms > 0 ? ms : undefined;
+}
+
+export function brokerService(broker: LlmBroker, logger: Logger) {
+  const implementation: LlmBrokerServiceServer = {
+    generate: streamHandler<GenerateRequest, GenerateResponse>(logger, 'Generate', async function* (req, signal, call) {
+      annotate({ [ATTR.runId]: req.runId, [ATTR.agentRole]: req.agentRole, [ATTR.userId]: req.userId });
+      try {
+        for await (const e of broker.generate(toInput(req), signal, deadlineOf(call))) yield toResponse(e);
+      } catch (err) {
+        const mapped = toMeshError(err);
+        if (mapped instanceof MeshError && !signal.aborted) logger.info({ reason: mapped.reason, role: req.agentRole }, 'generate refused');
+        throw mapped;
+      }
+    }),
+  };
+  return { name: SERVICE_NAME, definition: LlmBrokerServiceService, implementation };
+}
+

@@ -1,0 +1,69 @@
+// What stands between a request and the provider: a circuit breaker (opossum) around opening the
+// stream, and retries before the first token with backoff, jitter and a retry budget.
+import CircuitBreaker from 'opossum';
+import { UpstreamError } from './openai';
+
+export interface BreakerOptions {
+  /** Failure percentage that opens the breaker. @default 50 */
+  errorThresholdPercentage?: number;
+  /** Calls in the rolling window before it may open. @default 10 */
+  volumeThreshold?: number;
+  /** How long it stays open before a half-open probe. @default 5000 */
+  resetTimeoutMs?: number;
+  /** Time to the response headers that counts as a failure. @default 30000 */
+  timeoutMs?: number;
+}
+
+export type BreakerState = 'closed' | 'open' | 'half_open';
+
+/** Wraps `fn` in a breaker. Rate limiting (429) and caller cancels are not failures of the upstream. */
+export function createBreaker<A extends unknown[], R>(
+  fn: (...args: A) => Promise<R>,
+  opts: BreakerOptions = {},
+): CircuitBreaker<A, R> {
+  return new CircuitBreaker(fn, {
+    errorThresholdPercentage: opts.errorThresholdPercentage ?? 50,
+    volumeThreshold: opts.volumeThreshold ?? 10,
+    resetTimeout: opts.resetTimeoutMs ?? 5_000,
+    timeout: opts.timeoutMs ?? 30_000,
+    rollingCountTimeout: 10_000,
+    rollingCountBuckets: 10,
+    // true = "not a failure": 429s are handled by the global pause, aborts by the caller.
+    errorFilter: (err: unknown) =>
+      (err instanceof UpstreamError && err.rateLimited) || (err as Error)?.name === 'AbortError' || (err as { code?: string })?.code === 'UND_ERR_ABORTED',
+  });
+}
+
+export function breakerState(b: CircuitBreaker): BreakerState {
+  return b.opened ? 'open' : b.halfOpen ? 'half_open' : 'closed';
+}
+
+/**
+ * Retries may add at most `ratio` of the requests' volume (a storm of failures never multiplies
+ * the load): each request deposits `ratio`, each retry withdraws 1, the balance is capped.
+ */
+export class RetryBudget {
+  private balance: number;
+  constructor(
+    private readonly ratio = 0.1,
+    private readonly cap = 10,
+  ) {
+    this.balance = cap;
+  }
+
+  onRequest(): void {
+    this.balance = Math.min(this.cap, this.balance + this.ratio);
+  }
+
+  tryWithdraw(): boolean {
+    if (this.balance < 1) return false;
+    this.balance -= 1;
+    return true;
+  }
+}
+
+/** Exponential backoff with full jitter, at least `floorMs` (a provider's Retry-After). */
+export function backoffMs(attempt: number, floorMs = 0, baseMs = 200, maxMs = 5_000, random = Math.random): number {
+  const ceiling = Math.min(maxMs, baseMs * 2 ** attempt);
+  return Math.max(floorMs, Math.round(random() * ceiling));
+}

@@ -1,0 +1,186 @@
+// The admission Lua scripts against a real Redis: several limiter instances (and a second process)
+// never exceed the concurrency, RPM and TPM limits; leases of a killed holder expire; refunds work.
+import { spawn } from 'node:child_process';
+import path from 'node:path';
+import Redis from 'ioredis';
+import { GlobalLimiter, type Lease } from '@agent-mesh/common';
+import { startRedis, testDir, waitFor, type RedisProc } from '../support';
+
+jest.setTimeout(90_000);
+
+const ROOT = path.resolve(__dirname, '../..');
+let redis: RedisProc;
+const clients: Redis[] = [];
+const client = () => {
+  const c = new Redis(redis.url, { maxRetriesPerRequest: 1 });
+  clients.push(c);
+  return c;
+};
+const ready = async (c: Redis) => waitFor('redis client', () => c.status === 'ready', { timeoutMs: 10_000 });
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+let prefixN = 0;
+const prefix = () => `test${(prefixN += 1)}`;
+
+/** Most events inside any window of `windowMs` (weighted by `weight`). */
+function worstWindow(events: { t: number; weight: number }[], windowMs: number): number {
+  const s = [...events].sort((a, b) => a.t - b.t);
+  let worst = 0;
+  let sum = 0;
+  for (let i = 0, j = 0; i < s.length; i += 1) {
+    sum += s[i]!.weight;
+    while (s[j]!.t <= s[i]!.t - windowMs) sum -= s[j++]!.weight;
+    worst = Math.max(worst, sum);
+  }
+  return worst;
+}
+
+beforeAll(async () => {
+  redis = await startRedis({ logDir: testDir('broker-quota') });
+});
+
+afterAll(async () => {
+  await Promise.all(clients.map((c) => c.quit().catch(() => undefined)));
+  await redis?.stop();
+});
+
+async function limiters(n: number, p: string, opts: ConstructorParameters<typeof GlobalLimiter>[2]) {
+  const out: GlobalLimiter[] = [];
+  for (let i = 0; i < n; i += 1) {
+    const c = client();
+    await ready(c);
+    out.push(new GlobalLimiter(c, p, opts));
+  }
+  return out;
+}
+
+it('never exceeds maxConcurrent across instances under a concurrent burst', async () => {
+  const ls = await limiters(4, prefix(), { maxConcurrent: 5, leaseMs: 5_000 });
+  let inFlight = 0;
+  let worst = 0;
+  let admitted = 0;
+  const until = Date.now() + 2_500;
+  await Promise.all(
+    Array.from({ length: 40 }, async (_, i) => {
+      const l = ls[i % ls.length]!;
+      while (Date.now() < until) {
+        const r = await l.tryAcquire({ holder: `w${i}`, tokens: 1 });
+        if (!r.ok) {
+          expect(r.reason).toBe('concurrency');
+          await sleep(5);
+          continue;
+        }
+        inFlight += 1;
+        admitted += 1;
+        worst = Math.max(worst, inFlight);
+        await sleep(10 + (i % 5) * 5);
+        inFlight -= 1; // counted out before the slot is freed in Redis
+        await r.lease.release();
+      }
+    }),
+  );
+  expect(worst).toBeLessThanOrEqual(5);
+  expect(worst).toBe(5);
+  expect(admitted).toBeGreaterThan(50);
+});
+
+it('paces RPM and TPM smoothly with no window over the limit', async () => {
+  const windowScale = 0.05; // a 3 s "minute"
+  const ls = await limiters(3, prefix(), { requestsPerMinute: 60, tokensPerMinute: 2_000, windowScale });
+  const admissions: { t: number; weight: number; tokens: number }[] = [];
+  const until = Date.now() + 7_000;
+  await Promise.all(
+    Array.from({ length: 30 }, async (_, i) => {
+      const l = ls[i % ls.length]!;
+      while (Date.now() < until) {
+        const tokens = 20 + (i % 4) * 10;
+        const r = await l.tryAcquire({ holder: `w${i}`, tokens });
+        if (r.ok) {
+          admissions.push({ t: Date.now(), weight: 1, tokens });
+          await r.lease.release();
+        } else {
+          expect(['rpm', 'tpm']).toContain(r.reason);
+          await sleep(Math.min(r.retryAfterMs, 50));
+        }
+      }
+    }),
+  );
+  const W = 3_000 - 60; // a little less than the window: local clocks see replies a few ms late
+  expect(worstWindow(admissions, W)).toBeLessThanOrEqual(60);
+  expect(worstWindow(admissions.map((a) => ({ t: a.t, weight: a.tokens })), W)).toBeLessThanOrEqual(2_000);
+  // goodput: 7 s at ≥ 98 % pacing of the binding limit (TPM: 2000/3 s at ~35 tokens each ≈ 19/s vs 20/s RPM)
+  const tokens = admissions.reduce((s, a) => s + a.tokens, 0);
+  expect(tokens).toBeGreaterThan(0.75 * (2_000 * 7_000) / 3_000);
+});
+
+it('refund gives the reserved tokens back; release settles to actual usage', async () => {
+  const [l] = await limiters(1, prefix(), { tokensPerMinute: 1_000, windowScale: 10 });
+  const a = await l!.tryAcquire({ holder: 'a', tokens: 1_000 });
+  expect(a.ok).toBe(true);
+  expect(await l!.tryAcquire({ holder: 'b', tokens: 100 })).toMatchObject({ ok: false, reason: 'tpm' });
+  if (a.ok) await a.lease.refund();
+  const b = await l!.tryAcquire({ holder: 'b', tokens: 500 });
+  expect(b.ok).toBe(true);
+  if (b.ok) await b.lease.release({ actualTokens: 0 }); // all 500 back: the bucket is full again
+  const c = await l!.tryAcquire({ holder: 'c', tokens: 1_000 });
+  expect(c.ok).toBe(true);
+  const T = 600_000 / 980; // ms per token at this window
+  if (c.ok) await c.lease.release({ actualTokens: 400 }); // 600 back: 400 still in the bucket
+  const d = await l!.tryAcquire({ holder: 'd', tokens: 600 });
+  expect(d).toMatchObject({ ok: false, reason: 'tpm' });
+  if (!d.ok) expect(d.retryAfterMs).toBeGreaterThan(350 * T);
+  if (!d.ok) expect(d.retryAfterMs).toBeLessThan(450 * T);
+  const f = await l!.tryAcquire({ holder: 'f', tokens: 1_000 });
+  expect(f).toMatchObject({ ok: false, reason: 'tpm' });
+});
+
+it('a pause set by one instance stops every instance until it ends', async () => {
+  const [a, b] = await limiters(2, prefix(), { maxConcurrent: 10 });
+  await a!.pauseFor(400);
+  const r = await b!.tryAcquire({ holder: 'x', tokens: 1 });
+  expect(r).toMatchObject({ ok: false, reason: 'paused' });
+  if (!r.ok) expect(r.retryAfterMs).toBeLessThanOrEqual(400);
+  await sleep(450);
+  expect((await b!.tryAcquire({ holder: 'x', tokens: 1 })).ok).toBe(true);
+});
+
+it('frees the slots of a holder killed with SIGKILL after leaseMs, and renewals keep a lease alive', async () => {
+  const p = prefix();
+  const leaseMs = 1_500;
+  const [l] = await limiters(1, p, { maxConcurrent: 3, leaseMs });
+  // A renewed lease held here outlives several lease periods.
+  const kept = await l!.tryAcquire({ holder: 'kept', tokens: 1 });
+  if (!kept.ok) throw new Error('refused');
+  const stopRenew = kept.lease.keepAlive(300);
+  // Another process takes the two remaining slots and dies without releasing them.
+  const script = `
+    const Redis = require('ioredis');
+    const { GlobalLimiter } = require(${JSON.stringify(path.join(ROOT, 'services/common/dist'))});
+    const c = new Redis(${JSON.stringify(redis.url)});
+    c.once('ready', async () => {
+      const l = new GlobalLimiter(c, ${JSON.stringify(p)}, { maxConcurrent: 3, leaseMs: ${leaseMs} });
+      const a = await l.tryAcquire({ holder: 'child', tokens: 1 });
+      const b = await l.tryAcquire({ holder: 'child', tokens: 1 });
+      console.log(JSON.stringify([a.ok, b.ok]));
+    });`;
+  const child = spawn(process.execPath, ['-e', script], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
+  const line = await new Promise<string>((resolve) => child.stdout!.once('data', (d: Buffer) => resolve(d.toString())));
+  expect(JSON.parse(line)).toEqual([true, true]);
+  const killedAt = Date.now();
+  child.kill('SIGKILL');
+  expect(await l!.tryAcquire({ holder: 'me', tokens: 1 })).toMatchObject({ ok: false, reason: 'concurrency' });
+  let mine: Lease | undefined;
+  await waitFor('slot freed', async () => {
+    const r = await l!.tryAcquire({ holder: 'me', tokens: 1 });
+    if (r.ok) mine = r.lease;
+    return r.ok;
+  }, { timeoutMs: leaseMs * 4, intervalMs: 50 });
+  expect(Date.now() - killedAt).toBeLessThan(leaseMs + 1_500);
+  // The renewed lease is still held: with it and `mine`, one slot is left.
+  const third = await l!.tryAcquire({ holder: 'third', tokens: 1 });
+  expect(third.ok).toBe(true);
+  expect(await l!.tryAcquire({ holder: 'fourth', tokens: 1 })).toMatchObject({ ok: false, reason: 'concurrency' });
+  stopRenew();
+  await kept.lease.release();
+  await mine?.release();
+  if (third.ok) await third.lease.release();
+});

@@ -1,0 +1,192 @@
+// The llm-broker as real processes against real Redis and the provider emulator: streaming,
+// no overshoot across replicas, cancellation reaching the upstream, provider 429s pausing every
+// replica, leases of a killed broker expiring, and the local fallback while Redis is down.
+import { Metadata, type ServiceError } from '@grpc/grpc-js';
+import Redis from 'ioredis';
+import { createClient } from '@agent-mesh/common';
+import {
+  LlmBrokerServiceClient,
+  type GenerateRequest,
+  type GenerateResponse,
+} from '@agent-mesh/common/dist/gen/llmbroker/v1/llm_broker';
+import { countPromptTokens } from '../../services/llm-broker/dist/tokens';
+import { startEmulator, startRedis, startService, testDir, waitFor, type EmulatorProc, type RedisProc, type ServiceProc } from '../support';
+
+jest.setTimeout(120_000);
+
+const LIMIT = 4;
+let dir: string;
+let redis: RedisProc;
+let emulator: EmulatorProc;
+const brokers: ServiceProc[] = [];
+const clients: LlmBrokerServiceClient[] = [];
+let rc: Redis;
+
+const request = (over: Partial<GenerateRequest> = {}): GenerateRequest => ({
+  userId: '00000000-0000-4000-8000-000000000001',
+  runId: '',
+  agentRole: 'planner',
+  runStarted: false,
+  model: '',
+  messages: [
+    { role: 'system', content: 'You are the Planner. Round: 1', name: '', toolCallId: '', toolCalls: [] },
+    { role: 'user', content: 'How should a city plan for heat waves in summer?', name: '', toolCallId: '', toolCalls: [] },
+  ],
+  toolsJson: '',
+  maxTokens: 0,
+  temperature: 0,
+  hasTemperature: false,
+  ...over,
+});
+
+async function generate(client: LlmBrokerServiceClient, req: GenerateRequest, opts: { timeoutMs?: number; onMessage?: (m: GenerateResponse, cancel: () => void) => void } = {}) {
+  const call = client.generate(req, new Metadata(), { deadline: Date.now() + (opts.timeoutMs ?? 60_000) });
+  const messages: GenerateResponse[] = [];
+  for await (const m of call as AsyncIterable<GenerateResponse>) {
+    messages.push(m);
+    opts.onMessage?.(m, () => call.cancel());
+  }
+  return messages;
+}
+
+const stats = async () => (await (await fetch(`${emulator.url}/_emulator/stats`)).json()) as {
+  requests: number; completed: number; rateLimited: number; aborted: number; maxInFlight: number; inFlight: number; promptTokens: number;
+};
+const configureEmulator = async (patch: Record<string, number>) =>
+  fetch(`${emulator.url}/_emulator/config`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(patch) });
+const metric = async (b: ServiceProc, name: string, labels = ''): Promise<number> => {
+  const text = await (await fetch(`http://127.0.0.1:${b.metricsPort}/metrics`)).text();
+  const line = text.split('\n').find((l) => l.startsWith(`${name}{`) && l.includes(labels));
+  return line ? Number(line.split(' ').pop()) : 0;
+};
+
+async function startBroker(env: Record<string, string> = {}) {
+  const b = await startService('llm-broker', {
+    logDir: dir,
+    instance: String(brokers.length),
+    env: {
+      REDIS_URL: redis.url,
+      LLM_BASE_URL: `${emulator.url}/v1`,
+      LLM_API_KEY: 'k',
+      LLM_MAX_CONCURRENT: String(LIMIT),
+      LLM_RPM: '100000',
+      LLM_TIME_SCALE: '0.25', // the emulator's scale: both see the same "minute"
+      OTEL_SDK_DISABLED: 'true',
+      ...env,
+    },
+  });
+  brokers.push(b);
+  clients.push(createClient(LlmBrokerServiceClient, b.addr));
+  return b;
+}
+
+beforeAll(async () => {
+  dir = testDir('broker');
+  redis = await startRedis({ logDir: dir });
+  emulator = await startEmulator({
+    logDir: dir,
+    env: { EMULATOR_MAX_CONCURRENT: String(LIMIT), EMULATOR_TIME_SCALE: '0.25', EMULATOR_COMPLETION_TOKENS: '40', EMULATOR_SEED: '7' },
+  });
+  await Promise.all([startBroker(), startBroker(), startBroker()]);
+  rc = new Redis(redis.url);
+});
+
+afterAll(async () => {
+  clients.forEach((c) => c.close());
+  await rc?.quit().catch(() => undefined);
+  for (const b of brokers) await b.stop().catch(() => undefined);
+  await emulator?.stop();
+  await redis?.stop();
+});
+
+it('streams deltas and ends with usage; the tokenizer agrees with the provider', async () => {
+  const req = request();
+  const messages = await generate(clients[0]!, req);
+  const deltas = messages.filter((m) => m.update?.$case === 'delta');
+  const done = messages.at(-1)?.update;
+  expect(deltas.length).toBeGreaterThan(3);
+  expect(done?.$case).toBe('done');
+  if (done?.$case !== 'done') return;
+  expect(done.done.usage?.completionTokens).toBeGreaterThan(0);
+  expect(done.done.finishReason).toBe('stop');
+  const ours = countPromptTokens(req.messages.map((m) => ({ role: m.role, content: m.content })));
+  const theirs = done.done.usage!.promptTokens;
+  expect(Math.abs(ours - theirs) / theirs).toBeLessThan(0.05);
+});
+
+it('does not overshoot the provider\'s concurrency limit with three brokers under a burst', async () => {
+  const before = await stats();
+  const results = await Promise.all(
+    Array.from({ length: 24 }, (_, i) =>
+      generate(clients[i % 3]!, request({ userId: `00000000-0000-4000-8000-${String(i % 6).padStart(12, '0')}` })),
+    ),
+  );
+  const after = await stats();
+  expect(results.every((r) => r.at(-1)?.update?.$case === 'done')).toBe(true);
+  expect(results.some((r) => r.some((m) => m.update?.$case === 'queued'))).toBe(true);
+  expect(after.rateLimited - before.rateLimited).toBe(0);
+  expect(after.maxInFlight).toBeLessThanOrEqual(LIMIT);
+});
+
+it('cancelling mid-stream aborts the upstream request and refunds the reservation', async () => {
+  const before = await stats();
+  const refundedBefore = await metric(brokers[0]!, 'llm_tokens_total', 'kind="refunded"');
+  let deltas = 0;
+  await expect(
+    generate(clients[0]!, request(), {
+      onMessage: (m, cancel) => {
+        if (m.update?.$case === 'delta' && (deltas += 1) === 2) cancel();
+      },
+    }),
+  ).rejects.toMatchObject({ code: 1 }); // CANCELLED
+  await waitFor('upstream abort', async () => (await stats()).aborted > before.aborted, { timeoutMs: 5_000 });
+  await waitFor('refund', async () => (await metric(brokers[0]!, 'llm_tokens_total', 'kind="refunded"')) > refundedBefore, { timeoutMs: 5_000 });
+  expect(await metric(brokers[0]!, 'llm_in_flight')).toBe(0);
+});
+
+it('a provider 429 with Retry-After pauses every replica', async () => {
+  await configureEmulator({ rpm: 1 }); // one request per (scaled) 15 s minute
+  const pausedBefore = await metric(brokers[1]!, 'llm_refusals_total', 'reason="paused"');
+  await generate(clients[0]!, request()); // takes the provider's only slot
+  // The next one is refused by the provider: broker 0 pauses everyone and retries after Retry-After.
+  const second = generate(clients[0]!, request(), { timeoutMs: 60_000 }).catch((e: ServiceError) => e);
+  await waitFor('pause set in Redis', async () => (await rc.pttl('mesh:llm:{q}:pause')) > 0, { timeoutMs: 10_000, intervalMs: 20 });
+  const third = generate(clients[1]!, request(), { timeoutMs: 60_000 });
+  await waitFor('broker 1 paused', async () => (await metric(brokers[1]!, 'llm_refusals_total', 'reason="paused"')) > pausedBefore, { timeoutMs: 10_000 });
+  await configureEmulator({ rpm: 0 });
+  const [r2, r3] = await Promise.all([second, third]);
+  expect(Array.isArray(r2) ? r2.at(-1)?.update?.$case : (r2 as ServiceError).code).toBe('done');
+  expect(r3.at(-1)?.update?.$case).toBe('done');
+  expect(await metric(brokers[0]!, 'llm_upstream_rate_limited_total')).toBeGreaterThan(0);
+});
+
+it('a broker killed with SIGKILL leaks its slot no longer than the lease', async () => {
+  const victim = await startBroker({ LLM_LEASE_MS: '2000' });
+  const client = clients.at(-1)!;
+  await configureEmulator({ ttftMs: 20_000 });
+  const pending = generate(client, request(), { timeoutMs: 60_000 }).catch(() => undefined);
+  await waitFor('lease taken', async () => (await rc.zcard('mesh:llm:{q}:leases')) === 1, { timeoutMs: 10_000, intervalMs: 20 });
+  const killedAt = Date.now();
+  await victim.kill();
+  await configureEmulator({ ttftMs: 400 });
+  await waitFor('lease expired', async () => {
+    const now = Number((await rc.time())[0]) * 1000;
+    return (await rc.zcount('mesh:llm:{q}:leases', now, '+inf')) === 0;
+  }, { timeoutMs: 10_000, intervalMs: 50 });
+  expect(Date.now() - killedAt).toBeLessThan(2_000 + 1_500);
+  await pending;
+});
+
+it('serves from the local share while Redis is down, and returns to shared state after', async () => {
+  const port = redis.port;
+  await redis.stop();
+  const results = await Promise.all(Array.from({ length: 6 }, (_, i) => generate(clients[i % 3]!, request())));
+  expect(results.every((r) => r.at(-1)?.update?.$case === 'done')).toBe(true);
+  expect(await metric(brokers[0]!, 'llm_quota_shared')).toBe(0);
+  const s = await stats();
+  expect(s.maxInFlight).toBeLessThanOrEqual(LIMIT);
+  redis = await startRedis({ logDir: dir, port });
+  await waitFor('shared again', async () => (await metric(brokers[0]!, 'llm_quota_shared')) === 1, { timeoutMs: 20_000, intervalMs: 200 });
+  const after = await generate(clients[0]!, request());
+  expect(after.at(-1)?.update?.$case).toBe('done');
+});
