@@ -133,7 +133,9 @@ export function streamHandler<Req, Res>(
         if (!abort.signal.aborted) call.end();
       } catch (err) {
         if (abort.signal.aborted) return;
-        call.destroy(Object.assign(new Error('stream failed'), toStatus(err, logger, method)));
+        // grpc-js sends a server stream's status on 'error' (destroy() would leave the client
+        // waiting until its deadline).
+        call.emit('error', toStatus(err, logger, method));
       }
     })();
   };

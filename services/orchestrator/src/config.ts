@@ -1,0 +1,65 @@
+// Every environment variable the orchestrator reads, with its default and validation.
+import { config } from '@agent-mesh/common';
+
+export interface OrchestratorConfig {
+  /** gRPC port. @default 50051 (ORCHESTRATOR_PORT) */
+  port: number;
+  /** Prometheus side channel. @default port + 1000 (METRICS_PORT) */
+  metricsPort: number;
+  /** @default redis://127.0.0.1:6379 (REDIS_URL) */
+  redisUrl: string;
+  /** @default 127.0.0.1:50052 (LLM_BROKER_ADDR) */
+  brokerAddr: string;
+  /** @default 127.0.0.1:50053 (TOOL_SERVICE_ADDR) */
+  toolServiceAddr: string;
+  /** @default 127.0.0.1:50054 (STORE_ADDR) */
+  storeAddr: string;
+  /** Rounds at most (a REVISE in the last round is ignored). @default 3 (MAX_ROUNDS) */
+  maxRounds: number;
+  /** Pipelined agents (false: strictly sequential, for comparison). @default true (AGENT_OVERLAP) */
+  agentOverlap: boolean;
+  /** max_tokens of each agent call. @default 512 (AGENT_MAX_TOKENS) */
+  agentMaxTokens: number;
+  /** Deadline of one broker call, queueing included. @default 120000 (AGENT_CALL_TIMEOUT_MS) */
+  agentCallTimeoutMs: number;
+  /** Tokens of conversation history agents see. @default 2000 (HISTORY_TOKEN_BUDGET) */
+  historyTokenBudget: number;
+  /** Lease of a run's owner; renewed every lease/3. @default 5000 (RUN_LEASE_MS) */
+  runLeaseMs: number;
+  /** Events kept per run log (older ones are trimmed). @default 10000 (RUN_LOG_MAX_EVENTS) */
+  runLogMaxEvents: number;
+  /** How long a finished run's log stays readable. @default 3600 (RUN_LOG_RETENTION_S) */
+  runLogRetentionS: number;
+  /** @default 0.0005 (PRICE_PER_1K_PROMPT_TOKENS) */
+  pricePer1kPrompt: number;
+  /** @default 0.0015 (PRICE_PER_1K_COMPLETION_TOKENS) */
+  pricePer1kCompletion: number;
+  /** Deadline of a tool call. @default 15000 (TOOL_CALL_TIMEOUT_MS) */
+  toolCallTimeoutMs: number;
+}
+
+type Env = Record<string, string | undefined>;
+
+export function loadConfig(env: Env = process.env): OrchestratorConfig {
+  const port = config.int({ env: 'ORCHESTRATOR_PORT', default: config.DEFAULT_PORTS.ORCHESTRATOR, min: 0, max: 65535 }, env);
+  const runLeaseMs = config.int({ env: 'RUN_LEASE_MS', default: 5000, min: 300 }, env);
+  return {
+    port,
+    metricsPort: config.int({ env: 'METRICS_PORT', default: config.metricsPortFor(port), min: 0, max: 65535 }, env),
+    redisUrl: config.infra.redisUrl(env),
+    brokerAddr: config.infra.peer('LLM_BROKER', env),
+    toolServiceAddr: config.infra.peer('TOOL_SERVICE', env),
+    storeAddr: config.infra.peer('STORE', env),
+    maxRounds: config.int({ env: 'MAX_ROUNDS', default: 3, min: 1, max: 10 }, env),
+    agentOverlap: config.bool({ env: 'AGENT_OVERLAP', default: true }, env),
+    agentMaxTokens: config.int({ env: 'AGENT_MAX_TOKENS', default: 512, min: 1 }, env),
+    agentCallTimeoutMs: config.int({ env: 'AGENT_CALL_TIMEOUT_MS', default: 120_000, min: 100 }, env),
+    historyTokenBudget: config.int({ env: 'HISTORY_TOKEN_BUDGET', default: 2000, min: 0 }, env),
+    runLeaseMs,
+    runLogMaxEvents: config.int({ env: 'RUN_LOG_MAX_EVENTS', default: 10_000, min: 10 }, env),
+    runLogRetentionS: config.int({ env: 'RUN_LOG_RETENTION_S', default: 3600, min: 1 }, env),
+    pricePer1kPrompt: config.num({ env: 'PRICE_PER_1K_PROMPT_TOKENS', default: 0.0005, min: 0 }, env),
+    pricePer1kCompletion: config.num({ env: 'PRICE_PER_1K_COMPLETION_TOKENS', default: 0.0015, min: 0 }, env),
+    toolCallTimeoutMs: config.int({ env: 'TOOL_CALL_TIMEOUT_MS', default: 15_000, min: 100 }, env),
+  };
+}

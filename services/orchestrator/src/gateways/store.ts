@@ -1,0 +1,39 @@
+// The store behind promises: conversation ownership, messages and runs. Deadlines always set.
+import { createClient, unary, type CallOpts } from '@agent-mesh/common';
+import { StoreServiceClient, type Message, type Run } from '@agent-mesh/common/dist/gen/store/v1/store';
+
+export type { Message, Run };
+
+export class StoreGateway {
+  readonly client: StoreServiceClient;
+  constructor(addr: string) {
+    this.client = createClient(StoreServiceClient, addr);
+  }
+
+  /** Resolves when the conversation exists and belongs to the user; NOT_FOUND otherwise. */
+  async assertConversation(userId: string, conversationId: string, opts: CallOpts = {}): Promise<void> {
+    await unary(this.client.getConversation.bind(this.client), { userId, conversationId, messagePageSize: 1, messagePageToken: '' }, opts);
+  }
+
+  async listMessages(userId: string, conversationId: string, limit: number, opts: CallOpts = {}): Promise<Message[]> {
+    const res = await unary(this.client.listMessages.bind(this.client), { userId, conversationId, limit }, opts);
+    return res.messages;
+  }
+
+  async appendMessages(userId: string, conversationId: string, messages: Message[], opts: CallOpts = {}): Promise<void> {
+    await unary(this.client.appendMessages.bind(this.client), { userId, conversationId, messages }, opts);
+  }
+
+  async saveRun(userId: string, run: Run, opts: CallOpts = {}): Promise<void> {
+    await unary(this.client.saveRun.bind(this.client), { userId, run }, opts);
+  }
+
+  async getRun(userId: string, runId: string, opts: CallOpts = {}): Promise<Run | undefined> {
+    const res = await unary(this.client.getRun.bind(this.client), { userId, runId }, opts);
+    return res.run;
+  }
+
+  close(): void {
+    this.client.close();
+  }
+}

@@ -1,0 +1,44 @@
+// The orchestrator's Prometheus metrics.
+import { Counter, createRegistry, Gauge, Histogram, type Registry } from '@agent-mesh/common';
+
+export interface OrchestratorMetrics {
+  registry: Registry;
+  runsStarted: Counter;
+  runsEnded: Counter<'outcome'>;
+  activeRuns: Gauge;
+  runDuration: Histogram<'outcome'>;
+  takeovers: Counter;
+  agentStep: Histogram<'agent'>;
+  missingVerdicts: Counter;
+}
+
+export function createMetrics(registry: Registry = createRegistry('orchestrator')): OrchestratorMetrics {
+  const r = [registry];
+  return {
+    registry,
+    runsStarted: new Counter({ name: 'orchestrator_runs_started_total', help: 'Runs started', registers: r }),
+    runsEnded: new Counter({
+      name: 'orchestrator_runs_ended_total',
+      help: 'Runs ended, by outcome (completed, failed, cancelled, degraded)',
+      labelNames: ['outcome'],
+      registers: r,
+    }),
+    activeRuns: new Gauge({ name: 'orchestrator_active_runs', help: 'Runs this replica executes now', registers: r }),
+    runDuration: new Histogram({
+      name: 'orchestrator_run_duration_seconds',
+      help: 'Wall time of a run, by outcome',
+      labelNames: ['outcome'],
+      buckets: [1, 2, 5, 10, 20, 30, 45, 60, 90, 120, 300],
+      registers: r,
+    }),
+    takeovers: new Counter({ name: 'orchestrator_takeovers_total', help: 'Runs taken over from a replica whose lease expired', registers: r }),
+    agentStep: new Histogram({
+      name: 'orchestrator_agent_step_seconds',
+      help: 'Duration of one agent step (queueing, streaming and tools)',
+      labelNames: ['agent'],
+      buckets: [0.25, 0.5, 1, 2, 5, 10, 20, 30, 60],
+      registers: r,
+    }),
+    missingVerdicts: new Counter({ name: 'orchestrator_missing_verdicts_total', help: 'Critic answers without a VERDICT line (APPROVE assumed)', registers: r }),
+  };
+}

@@ -1,0 +1,131 @@
+// One agent step: a broker call streamed into `token` events, with the OpenAI function-calling
+// loop for agents that may use tools.
+import type { AgentRole, ChatMessage, Emit, LlmGateway, ToolDefinition, ToolGateway, Usage } from './types';
+import { addUsage, emptyUsage } from './types';
+import { chat } from './prompts';
+
+export const MAX_TOOL_ITERATIONS = 3;
+
+export interface AgentEnv {
+  runId: string;
+  userId: string;
+  llm: LlmGateway;
+  tools: ToolGateway;
+  maxTokens: number;
+  callTimeoutMs: number;
+  toolTimeoutMs: number;
+  /** Shared by the run's calls: true once one call was admitted (the broker finishes begun runs first). */
+  admitted: { value: boolean };
+}
+
+export interface AgentStep {
+  agent: AgentRole;
+  round: number;
+  messages: ChatMessage[];
+  emit: Emit;
+  signal: AbortSignal;
+  tools?: ToolDefinition[];
+  /** Called with the text so far after each delta. */
+  onText?: (text: string) => void;
+}
+
+export interface AgentOutput {
+  content: string;
+  usage: Usage;
+}
+
+function toolsJson(defs: ToolDefinition[]): string {
+  if (defs.length === 0) return '';
+  return JSON.stringify(
+    defs.map((d) => ({
+      type: 'function',
+      function: { name: d.name, description: d.description, parameters: safeJson(d.parametersJsonSchema) ?? { type: 'object' } },
+    })),
+  );
+}
+
+function safeJson(text: string): unknown {
+  if (!text) return undefined;
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    return undefined;
+  }
+}
+
+export async function runAgent(env: AgentEnv, step: AgentStep): Promise<AgentOutput> {
+  const { agent, round, emit, signal } = step;
+  const usage = emptyUsage();
+  const messages = [...step.messages];
+  let text = '';
+  await emit('agent.started', { agent, round });
+  for (let iteration = 0; ; iteration++) {
+    const offerTools = step.tools !== undefined && step.tools.length > 0 && iteration < MAX_TOOL_ITERATIONS;
+    const request = {
+      userId: env.userId,
+      runId: env.runId,
+      agentRole: agent,
+      runStarted: env.admitted.value,
+      model: '',
+      messages,
+      toolsJson: offerTools ? toolsJson(step.tools ?? []) : '',
+      maxTokens: env.maxTokens,
+      temperature: 0,
+      hasTemperature: false,
+    };
+    let toolCalls: { id: string; name: string; argumentsJson: string }[] = [];
+    let callText = '';
+    for await (const update of env.llm.generate(request, { signal, timeoutMs: env.callTimeoutMs })) {
+      const u = update.update;
+      if (!u) continue;
+      if (u.$case === 'queued') {
+        await emit('queued', { agent, round, position: u.queued.position, estimatedWaitMs: u.queued.estimatedWaitMs });
+        continue;
+      }
+      env.admitted.value = true;
+      if (u.$case === 'delta') {
+        if (!u.delta.content) continue;
+        callText += u.delta.content;
+        text += u.delta.content;
+        step.onText?.(text);
+        await emit('token', { agent, round, text: u.delta.content });
+      } else {
+        addUsage(usage, u.done.usage);
+        toolCalls = u.done.toolCalls;
+      }
+    }
+    if (toolCalls.length === 0 || !offerTools) break;
+    // The model asked for tools: run them, show both sides in the event log, and ask again.
+    messages.push({ ...chat('assistant', callText), toolCalls });
+    for (const call of toolCalls) {
+      const args = safeJson(call.argumentsJson) ?? call.argumentsJson;
+      await emit('tool.called', { agent, round, callId: call.id, tool: call.name, arguments: args });
+      let content: string;
+      try {
+        const res = await env.tools.invoke(
+          { userId: env.userId, runId: env.runId, callId: call.id, toolName: call.name, argumentsJson: call.argumentsJson },
+          { signal, timeoutMs: env.toolTimeoutMs },
+        );
+        const result = res.ok ? (safeJson(res.resultJson) ?? res.resultJson) : undefined;
+        await emit('tool.result', {
+          agent, round, callId: call.id, tool: call.name, ok: res.ok,
+          ...(res.ok ? { result } : { error: { code: res.error?.code ?? 'failed', message: res.error?.message ?? 'tool failed' } }),
+          cached: res.cached, degraded: res.degraded,
+        });
+        content = res.ok ? res.resultJson : JSON.stringify({ error: res.error ?? { code: 'failed' } });
+      } catch (err) {
+        if (signal.aborted) throw err;
+        // A tool-service failure is the model's problem to work around, not the run's end.
+        const message = err instanceof Error ? err.message : String(err);
+        await emit('tool.result', {
+          agent, round, callId: call.id, tool: call.name, ok: false,
+          error: { code: 'unavailable', message: `tool service unavailable: ${message}` }, cached: false, degraded: true,
+        });
+        content = JSON.stringify({ error: { code: 'unavailable', message: 'tool service unavailable' } });
+      }
+      messages.push({ ...chat('tool', content), toolCallId: call.id });
+    }
+  }
+  await emit('agent.completed', { agent, round, tokens: usage.completionTokens, content: text });
+  return { content: text, usage };
+}

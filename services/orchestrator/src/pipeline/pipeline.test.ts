@@ -1,0 +1,192 @@
+import { DegradedError, RunStopped } from './errors';
+import { interruptedAgent, runPipeline, type PipelineSettings } from './pipeline';
+import type { RolePrompts } from './prompts';
+import { initialCheckpoint, type GenerateRequest, type GenerateResponse, type LlmGateway, type ToolGateway } from './types';
+
+const prompts: RolePrompts = { planner: 'You are the Planner.', critic: 'You are the Critic.', host: 'You are the Host.', reporter: 'You are the Reporter.' };
+const sleep = (ms: number, signal?: AbortSignal) =>
+  new Promise<void>((resolve, reject) => {
+    const onAbort = () => { clearTimeout(t); reject(signal!.reason); };
+    const t = setTimeout(() => { signal?.removeEventListener('abort', onAbort); resolve(); }, ms);
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+
+interface CallLog { role: string; start: number; end?: number; doneAt?: number; aborted?: boolean; request: GenerateRequest }
+
+/** A broker that answers by role, in chunks, with a delay per chunk. */
+class FakeLlm implements LlmGateway {
+  calls: CallLog[] = [];
+  constructor(
+    private readonly opts: {
+      verdicts?: string[];
+      chunkMs?: number;
+      toolCallOnce?: boolean;
+      fail?: (role: string) => Error | undefined;
+    } = {},
+  ) {}
+  private criticCalls = 0;
+  async *generate(request: GenerateRequest, { signal }: { signal: AbortSignal }): AsyncIterable<GenerateResponse> {
+    const log: CallLog = { role: request.agentRole, start: Date.now(), request };
+    this.calls.push(log);
+    const err = this.opts.fail?.(request.agentRole);
+    if (err) throw err;
+    yield { update: { $case: 'queued', queued: { position: 1, estimatedWaitMs: 5 } } };
+    let text: string[];
+    const role = request.agentRole;
+    if (role === 'host' && this.opts.toolCallOnce && request.toolsJson && !request.messages.some((m) => m.role === 'tool')) {
+      yield { update: { $case: 'done', done: { finishReason: 'tool_calls', usage: { promptTokens: 5, completionTokens: 1, totalTokens: 6 }, toolCalls: [{ id: 'c1', name: 'search_web', argumentsJson: '{"query":"x"}' }], model: 'm', queueWaitMs: 0 } } };
+      log.end = Date.now();
+      return;
+    }
+    if (role === 'planner') text = ['1. First step\n', '2. Second step\n', '3. Third step\n', '4. Fourth step'];
+    else if (role === 'critic') {
+      const v = this.opts.verdicts?.[this.criticCalls] ?? 'APPROVE';
+      this.criticCalls++;
+      text = ['Critique. ', 'Fine.\n', `VERDICT: ${v}`];
+    } else if (role === 'host') text = ['Host ', 'answer.'];
+    else text = ['Final ', 'answer: ', 'done.'];
+    try {
+      for (const chunk of text) {
+        await sleep(this.opts.chunkMs ?? 5, signal);
+        yield { update: { $case: 'delta', delta: { content: chunk } } };
+      }
+    } catch (e) {
+      log.aborted = true;
+      throw e;
+    }
+    log.doneAt = Date.now();
+    yield { update: { $case: 'done', done: { finishReason: 'stop', usage: { promptTokens: 10, completionTokens: text.length, totalTokens: 10 + text.length }, toolCalls: [], model: 'm', queueWaitMs: 0 } } };
+    log.end = Date.now();
+  }
+}
+
+const tools: ToolGateway = {
+  listTools: async () => [{ name: 'search_web', description: 'search', parametersJsonSchema: '{"type":"object"}' }],
+  invoke: async (req) => ({ ok: true, resultJson: JSON.stringify({ results: ['r'] }), cached: false, degraded: false, degradedReason: '', durationMs: 1, error: undefined }),
+};
+
+function harness(llm: LlmGateway, settings: Partial<PipelineSettings> = {}, signal = new AbortController().signal) {
+  const events: { type: string; data: Record<string, any> }[] = [];
+  const stored: string[] = [];
+  const checkpoint = initialCheckpoint();
+  const run = runPipeline(
+    { llm, tools, prompts, settings: { maxRounds: 3, overlap: false, maxTokens: 100, callTimeoutMs: 1000, toolTimeoutMs: 1000, ...settings } },
+    {
+      runId: 'run-1', userId: 'u1', question: 'What is up?', history: [], checkpoint, emit: async (type, data) => { events.push({ type, data }); },
+      signal, saveCheckpoint: async () => undefined, storeOutput: async (agent, round) => { stored.push(`${agent}:${round}`); },
+    },
+  );
+  return { run, events, stored, checkpoint };
+}
+
+const types = (events: { type: string; data: Record<string, any> }[], agent?: string) =>
+  events.filter((e) => agent === undefined || e.data.agent === agent).map((e) => e.type);
+
+describe.each([false, true])('pipeline (overlap %s)', (overlap) => {
+  it('approve in round 1 → one round, then Host and Reporter', async () => {
+    const llm = new FakeLlm({ verdicts: ['APPROVE'] });
+    const h = harness(llm, { overlap });
+    const res = await h.run;
+    expect(res.rounds).toBe(1);
+    expect(res.answer).toBe('Final answer: done.');
+    expect(h.events.filter((e) => e.type === 'round.completed').map((e) => e.data)).toEqual([{ round: 1, verdict: 'approve' }]);
+    expect(h.stored).toEqual(expect.arrayContaining(['planner:1', 'critic:1', 'host:1', 'reporter:1']));
+    expect(h.stored.filter((s) => s.startsWith('reporter'))).toHaveLength(1);
+    expect(res.usage.totalTokens).toBeGreaterThan(0);
+  });
+
+  it('revise, revise → 3 rounds; never more than MAX_ROUNDS', async () => {
+    const h = harness(new FakeLlm({ verdicts: ['REVISE', 'REVISE', 'REVISE', 'REVISE'] }), { overlap });
+    const res = await h.run;
+    expect(res.rounds).toBe(3);
+    expect(h.events.filter((e) => e.type === 'round.completed').map((e) => e.data.verdict)).toEqual(['revise', 'revise', 'revise']);
+    expect(h.events.filter((e) => e.type === 'agent.started' && e.data.agent === 'planner').map((e) => e.data.round)).toEqual([1, 2, 3]);
+    expect(h.events.filter((e) => e.type === 'agent.completed' && e.data.agent === 'reporter')).toHaveLength(1);
+    const h2 = harness(new FakeLlm({ verdicts: ['REVISE', 'REVISE'] }), { overlap, maxRounds: 2 });
+    expect((await h2.run).rounds).toBe(2);
+  });
+
+  it("keeps each agent's events in order", async () => {
+    const h = harness(new FakeLlm({ verdicts: ['REVISE', 'APPROVE'] }), { overlap });
+    await h.run;
+    for (const agent of ['planner', 'critic', 'host', 'reporter']) {
+      const byRound = new Map<number, string[]>();
+      for (const e of h.events.filter((x) => x.data.agent === agent)) byRound.set(e.data.round, [...(byRound.get(e.data.round) ?? []), e.type]);
+      for (const seq of byRound.values()) {
+        expect(seq[0]).toBe('agent.started');
+        expect(seq.at(-1)).toBe('agent.completed');
+        expect(seq.slice(1, -1).every((t) => t === 'token' || t === 'queued' || t.startsWith('tool.'))).toBe(true);
+      }
+    }
+    // the Host is announced only after the round was approved
+    const approved = h.events.findIndex((e) => e.type === 'round.completed' && e.data.verdict === 'approve');
+    const hostStart = h.events.findIndex((e) => e.type === 'agent.started' && e.data.agent === 'host');
+    expect(hostStart).toBeGreaterThan(approved);
+  });
+
+  it('tool calls produce tool.called and tool.result, then the model is asked again', async () => {
+    const llm = new FakeLlm({ toolCallOnce: true });
+    const h = harness(llm, { overlap });
+    await h.run;
+    const called = h.events.find((e) => e.type === 'tool.called');
+    const result = h.events.find((e) => e.type === 'tool.result');
+    expect(called?.data).toEqual({ agent: 'host', round: 1, callId: 'c1', tool: 'search_web', arguments: { query: 'x' } });
+    expect(result?.data).toMatchObject({ agent: 'host', callId: 'c1', tool: 'search_web', ok: true, result: { results: ['r'] }, cached: false, degraded: false });
+    const second = llm.calls.filter((c) => c.role === 'host').at(-1)!;
+    expect(second.request.messages.map((m) => m.role).slice(-2)).toEqual(['assistant', 'tool']);
+    expect(second.request.messages.at(-2)?.toolCalls[0]?.id).toBe('c1');
+  });
+
+  it('degraded: a broker refusal ends the pipeline with DegradedError', async () => {
+    const h = harness(new FakeLlm({ fail: (r) => (r === 'critic' ? new DegradedError('breaker_open', 'open') : undefined) }), { overlap });
+    await expect(h.run).rejects.toBeInstanceOf(DegradedError);
+  });
+
+  it('cancel aborts the in-flight call', async () => {
+    const ac = new AbortController();
+    const llm = new FakeLlm({ chunkMs: 50 });
+    const h = harness(llm, { overlap }, ac.signal);
+    setTimeout(() => ac.abort(new RunStopped('cancelled')), 80);
+    await expect(h.run).rejects.toBeInstanceOf(RunStopped);
+    expect(llm.calls.some((c) => c.aborted)).toBe(true);
+    expect(llm.calls.some((c) => c.role === 'reporter')).toBe(false);
+  });
+});
+
+it('overlap: the Critic starts before the Planner is done and every call carries its role', async () => {
+  const llm = new FakeLlm({ chunkMs: 20 });
+  const h = harness(llm, { overlap: true });
+  await h.run;
+  const planner = llm.calls.find((c) => c.role === 'planner')!;
+  const critic = llm.calls.find((c) => c.role === 'critic')!;
+  expect(critic.start).toBeLessThan(planner.doneAt!);
+  expect(critic.request.messages.at(-1)?.content).toContain('still being written');
+  expect(llm.calls.map((c) => c.request.agentRole)).toEqual(expect.arrayContaining(['planner', 'critic', 'host', 'reporter']));
+  expect(planner.request.runStarted).toBe(false);
+  expect(llm.calls.find((c) => c.role === 'reporter')!.request.runStarted).toBe(true);
+  expect(llm.calls.every((c) => /Round: \d/.test(c.request.messages.at(-1)!.content))).toBe(true);
+});
+
+it('overlap: a speculative Host is discarded on REVISE and its events never appear', async () => {
+  const llm = new FakeLlm({ chunkMs: 20, verdicts: ['REVISE', 'APPROVE'] });
+  const h = harness(llm, { overlap: true });
+  await h.run;
+  const hosts = llm.calls.filter((c) => c.role === 'host');
+  expect(hosts.length).toBeGreaterThanOrEqual(1);
+  expect(h.events.filter((e) => e.type === 'agent.started' && e.data.agent === 'host').map((e) => e.data.round)).toEqual([2]);
+});
+
+it('resume: the interrupted agent is announced and finished work is not repeated', async () => {
+  const llm = new FakeLlm();
+  const events: string[] = [];
+  const checkpoint = { ...initialCheckpoint(), plan: '1. a', critique: 'ok\nVERDICT: APPROVE', rounds: [{ round: 1, plan: '1. a', critique: 'ok', verdict: 'approve' as const }] };
+  expect(interruptedAgent(checkpoint)).toBe('host');
+  const res = await runPipeline(
+    { llm, tools, prompts, settings: { maxRounds: 3, overlap: true, maxTokens: 100, callTimeoutMs: 1000, toolTimeoutMs: 1000 } },
+    { runId: 'r', userId: 'u', question: 'q', history: [], checkpoint, resumed: true, emit: async (t, d) => { events.push(`${t}:${String(d.agent ?? '')}`); },
+      signal: new AbortController().signal, saveCheckpoint: async () => undefined, storeOutput: async () => undefined },
+  );
+  expect(events[0]).toBe('agent.restarted:host');
+  expect(llm.calls.map((c) => c.role)).toEqual(['host', 'reporter']);
+  expect(res.answer).toBe('Final answer: done.');
+});

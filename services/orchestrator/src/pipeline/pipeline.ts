@@ -1,0 +1,269 @@
+// The multi-agent run: Planner → Critic per round until the Critic approves (or MAX_ROUNDS),
+// then Host → Reporter. With overlap on, agents are pipelined (see planAndCritique); events of
+// each agent stay in order either way. Resumable from a Checkpoint (takeover after a crash).
+import { runAgent, type AgentEnv } from './agent';
+import { agentMessages, type RolePrompts } from './prompts';
+import { parseVerdict } from './verdict';
+import type { AgentRole, Checkpoint, Emit, HistoryTurn, LlmGateway, ToolDefinition, ToolGateway, Usage, Verdict } from './types';
+import { addUsage } from './types';
+
+export interface PipelineSettings {
+  maxRounds: number;
+  overlap: boolean;
+  maxTokens: number;
+  callTimeoutMs: number;
+  toolTimeoutMs: number;
+}
+
+export interface PipelineDeps {
+  llm: LlmGateway;
+  tools: ToolGateway;
+  prompts: RolePrompts;
+  settings: PipelineSettings;
+  /** Reports a Critic answer without a verdict line (assumed APPROVE). */
+  onMissingVerdict?: (round: number) => void;
+  /** Observes each agent step's duration. */
+  onStepDone?: (agent: AgentRole, ms: number) => void;
+}
+
+export interface PipelineRun {
+  runId: string;
+  userId: string;
+  question: string;
+  history: HistoryTurn[];
+  /** Where to start (a fresh run: initialCheckpoint()). Mutated as steps complete. */
+  checkpoint: Checkpoint;
+  /** True when resuming another replica's run: the interrupted agent is announced as restarted. */
+  resumed?: boolean;
+  emit: Emit;
+  signal: AbortSignal;
+  /** Persists the state after a completed agent step. */
+  saveCheckpoint: (c: Checkpoint) => Promise<void>;
+  /** Stores an agent's final output (idempotent per run/agent/round). */
+  storeOutput: (agent: AgentRole, round: number, content: string) => Promise<void>;
+  /** The text of the agent streaming right now (for a cancel's partial output). */
+  progress?: { agent?: AgentRole; text: string };
+}
+
+export interface PipelineResult {
+  answer: string;
+  rounds: number;
+  usage: Usage;
+}
+
+/**
+ * The Critic starts once the plan has this many complete steps. Why this is sound: a plan's
+ * direction is fixed by its first steps, and that is what a critique judges; the Critic's prompt
+ * says the plan may still be being written, and its verdict is applied to the full plan (which the
+ * Host then receives complete). Critiquing step by step instead would cost one LLM call per step
+ * against the quota that is the system's bottleneck.
+ */
+export const CRITIC_START_AFTER_STEPS = 1;
+/** Without recognisable steps, the Critic starts after this much plan text. */
+export const CRITIC_START_AFTER_CHARS = 240;
+
+export function planReadyForCritic(text: string): boolean {
+  const lines = text.split('\n');
+  lines.pop(); // the line being written is not complete yet
+  const steps = lines.filter((l) => /^\s*(\d+[.)]|[-*•])\s+\S/.test(l)).length;
+  return steps >= CRITIC_START_AFTER_STEPS || text.length >= CRITIC_START_AFTER_CHARS;
+}
+
+/** The first agent a resumed run runs again (the one that was interrupted). */
+export function interruptedAgent(c: Checkpoint): AgentRole {
+  if (c.reporter !== undefined) return 'reporter';
+  if (c.host !== undefined) return 'reporter';
+  if (c.critique !== undefined) return 'host';
+  if (c.plan !== undefined) return 'critic';
+  return 'planner';
+}
+
+/**
+ * An agent started before we know it is wanted (the Host while the Critic judges the plan).
+ * Its events are held back until release(), so a discarded speculation never reaches clients.
+ */
+class Speculation<T> {
+  private readonly held: [string, Record<string, unknown>][] = [];
+  private released = false;
+  readonly abort = new AbortController();
+  promise!: Promise<T>;
+
+  constructor(private readonly emit: Emit, parent: AbortSignal) {
+    if (parent.aborted) this.abort.abort(parent.reason);
+    else parent.addEventListener('abort', () => this.abort.abort(parent.reason), { once: true });
+  }
+
+  readonly bufferedEmit: Emit = async (type, data) => {
+    if (this.released) return this.emit(type, data);
+    this.held.push([type, data]);
+  };
+
+  async release(): Promise<T> {
+    while (this.held.length > 0) {
+      const [type, data] = this.held.shift()!;
+      await this.emit(type, data);
+    }
+    this.released = true;
+    return this.promise;
+  }
+
+  discard(): void {
+    this.abort.abort(new Error('speculation discarded'));
+    this.promise.catch(() => undefined);
+  }
+}
+
+export async function runPipeline(deps: PipelineDeps, run: PipelineRun): Promise<PipelineResult> {
+  const { settings, prompts } = deps;
+  const ckpt = run.checkpoint;
+  const env: AgentEnv = {
+    runId: run.runId,
+    userId: run.userId,
+    llm: deps.llm,
+    tools: deps.tools,
+    maxTokens: settings.maxTokens,
+    callTimeoutMs: settings.callTimeoutMs,
+    toolTimeoutMs: settings.toolTimeoutMs,
+    admitted: { value: run.resumed === true || ckpt.rounds.length > 0 || ckpt.plan !== undefined },
+  };
+  const progress = run.progress ?? { text: '' };
+  const input = (extra: { plan?: string; planPartial?: boolean; hostAnswer?: string } = {}) => ({
+    round: ckpt.round,
+    question: run.question,
+    history: run.history,
+    previous: ckpt.rounds,
+    ...extra,
+  });
+  const step = async (
+    agent: AgentRole,
+    opts: { plan?: string; planPartial?: boolean; hostAnswer?: string; emit?: Emit; signal?: AbortSignal; tools?: ToolDefinition[]; track?: boolean; onText?: (t: string) => void },
+  ) => {
+    const started = Date.now();
+    const out = await runAgent(env, {
+      agent,
+      round: ckpt.round,
+      messages: agentMessages(prompts, agent, input(opts)),
+      emit: opts.emit ?? run.emit,
+      signal: opts.signal ?? run.signal,
+      tools: opts.tools,
+      onText: (t) => {
+        if (opts.track !== false) {
+          progress.agent = agent;
+          progress.text = t;
+        }
+        opts.onText?.(t);
+      },
+    });
+    addUsage(ckpt.usage, out.usage);
+    deps.onStepDone?.(agent, Date.now() - started);
+    return out.content;
+  };
+  const listTools = async (): Promise<ToolDefinition[]> => {
+    try {
+      return await deps.tools.listTools({ signal: run.signal, timeoutMs: 5_000 });
+    } catch (err) {
+      if (run.signal.aborted) throw err;
+      return []; // the Host answers without tools rather than failing the run
+    }
+  };
+  const hostStep = async (plan: string, emit?: Emit, signal?: AbortSignal) =>
+    step('host', { plan, emit, signal, tools: await listTools(), track: emit === undefined });
+
+  if (run.resumed && ckpt.reporter === undefined) {
+    await run.emit('agent.restarted', { agent: interruptedAgent(ckpt), round: ckpt.round, reason: 'takeover' });
+  }
+
+  let speculativeHost: Speculation<string> | undefined;
+  while (ckpt.critique === undefined) {
+    let critique: string;
+    if (ckpt.plan === undefined) {
+      const pair = await planAndCritique();
+      critique = pair.critique;
+      speculativeHost = pair.host;
+    } else {
+      critique = await step('critic', { plan: ckpt.plan });
+    }
+    await run.storeOutput('critic', ckpt.round, critique);
+    const parsed = parseVerdict(critique);
+    if (!parsed.explicit) deps.onMissingVerdict?.(ckpt.round);
+    const verdict: Verdict = parsed.verdict;
+    await run.emit('round.completed', { round: ckpt.round, verdict });
+    ckpt.rounds.push({ round: ckpt.round, plan: ckpt.plan ?? '', critique, verdict });
+    if (verdict === 'revise' && ckpt.round < settings.maxRounds) {
+      speculativeHost?.discard();
+      speculativeHost = undefined;
+      ckpt.round += 1;
+      delete ckpt.plan;
+    } else {
+      ckpt.critique = critique;
+    }
+    await run.saveCheckpoint(ckpt);
+  }
+
+  const plan = ckpt.plan ?? '';
+  if (ckpt.host === undefined) {
+    const host = speculativeHost ? await speculativeHost.release() : await hostStep(plan);
+    await run.storeOutput('host', ckpt.round, host);
+    ckpt.host = host;
+    await run.saveCheckpoint(ckpt);
+  }
+  if (ckpt.reporter === undefined) {
+    const answer = await step('reporter', { plan, hostAnswer: ckpt.host });
+    await run.storeOutput('reporter', ckpt.round, answer);
+    ckpt.reporter = answer;
+    await run.saveCheckpoint(ckpt);
+  }
+  return { answer: ckpt.reporter, rounds: ckpt.round, usage: ckpt.usage };
+
+  /** Planner, then Critic: overlapped (Critic on the partial plan, Host speculatively) or sequential. */
+  async function planAndCritique(): Promise<{ critique: string; host?: Speculation<string> }> {
+    if (!settings.overlap) {
+      const plan = await step('planner', {});
+      await completePlan(plan);
+      return { critique: await step('critic', { plan }) };
+    }
+    // Planner and Critic share a controller: when one fails, the other is stopped too.
+    const pair = new AbortController();
+    const onRunAbort = () => pair.abort(run.signal.reason);
+    run.signal.addEventListener('abort', onRunAbort, { once: true });
+    let critic: Promise<string> | undefined;
+    const startCritic = (plan: string, partial: boolean) => {
+      critic ??= step('critic', { plan, planPartial: partial, signal: pair.signal, track: false });
+      critic.catch((err: unknown) => pair.abort(err)); // the planner then fails with the critic's error
+    };
+    let host: Speculation<string> | undefined;
+    try {
+      const planner = step('planner', {
+        signal: pair.signal,
+        onText: (t) => {
+          if (planReadyForCritic(t)) startCritic(t, true);
+        },
+      });
+      const plan = await planner;
+      await completePlan(plan);
+      if (!critic) startCritic(plan, false);
+      // The Host needs the complete plan and an approval; starting it now, with its events held
+      // back, hides its queueing and first-token latency behind the Critic. A REVISE discards it
+      // (the cancel reaches the upstream call, so few tokens are paid for nothing).
+      host = new Speculation<string>(run.emit, run.signal);
+      const spec = host;
+      spec.promise = hostStep(plan, spec.bufferedEmit, spec.abort.signal);
+      spec.promise.catch(() => undefined);
+      const critique = await critic!;
+      return { critique, host };
+    } catch (err) {
+      pair.abort(err);
+      host?.discard();
+      await critic?.catch(() => undefined);
+      throw err;
+    } finally {
+      run.signal.removeEventListener('abort', onRunAbort);
+    }
+  }
+
+  async function completePlan(plan: string): Promise<void> {
+    await run.storeOutput('planner', ckpt.round, plan);
+    ckpt.plan = plan;
+    await run.saveCheckpoint(ckpt);
+  }
+}

@@ -1,0 +1,48 @@
+// Role prompts come from files (services/orchestrator/prompts/*.md), so that they can be tuned
+// without touching code; this module turns them and the run's state into chat messages.
+import fs from 'node:fs';
+import path from 'node:path';
+import type { AgentRole, ChatMessage, HistoryTurn, RoundRecord } from './types';
+
+export type RolePrompts = Record<AgentRole, string>;
+
+export const PROMPTS_DIR = process.env.PROMPTS_DIR ?? path.resolve(__dirname, '../../prompts');
+
+export function loadPrompts(dir = PROMPTS_DIR): RolePrompts {
+  const read = (role: AgentRole) => fs.readFileSync(path.join(dir, `${role}.md`), 'utf8').trim();
+  return { planner: read('planner'), critic: read('critic'), host: read('host'), reporter: read('reporter') };
+}
+
+export function chat(role: string, content: string): ChatMessage {
+  return { role, content, name: '', toolCallId: '', toolCalls: [] };
+}
+
+export interface PromptInput {
+  round: number;
+  question: string;
+  history: HistoryTurn[];
+  /** Rounds already judged (for a revised plan). */
+  previous: RoundRecord[];
+  plan?: string;
+  /** True when the plan is still being written (overlapped Critic). */
+  planPartial?: boolean;
+  hostAnswer?: string;
+}
+
+export function agentMessages(prompts: RolePrompts, agent: AgentRole, input: PromptInput): ChatMessage[] {
+  const msgs: ChatMessage[] = [chat('system', prompts[agent])];
+  if (agent === 'planner' || agent === 'host') {
+    for (const t of input.history) msgs.push(chat(t.role, t.content));
+  }
+  const parts = [`Round: ${input.round}`, `Question:\n${input.question}`];
+  const last = input.previous.at(-1);
+  if (agent === 'planner' && last) {
+    parts.push(`Previous plan:\n${last.plan}`, `Critic's critique:\n${last.critique}`);
+  }
+  if ((agent === 'critic' || agent === 'host' || agent === 'reporter') && input.plan !== undefined) {
+    parts.push(`${input.planPartial ? 'Plan (still being written, first steps)' : 'Plan'}:\n${input.plan}`);
+  }
+  if (agent === 'reporter' && input.hostAnswer !== undefined) parts.push(`Host's answer:\n${input.hostAnswer}`);
+  msgs.push(chat('user', parts.join('\n\n')));
+  return msgs;
+}

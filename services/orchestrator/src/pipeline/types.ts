@@ -1,0 +1,74 @@
+// The pipeline's view of its surroundings: the peers it calls and the event sink it writes to.
+// No gRPC here: gateways adapt the generated clients to these shapes, tests fake them.
+import type { ChatMessage, GenerateRequest, GenerateResponse } from '@agent-mesh/common/dist/gen/llmbroker/v1/llm_broker';
+import type { InvokeResponse, ToolDefinition } from '@agent-mesh/common/dist/gen/tools/v1/tools';
+import type { Message } from '@agent-mesh/common/dist/gen/store/v1/store';
+
+export type { ChatMessage, GenerateRequest, GenerateResponse, InvokeResponse, ToolDefinition, Message };
+
+export type AgentRole = 'planner' | 'critic' | 'host' | 'reporter';
+export type Verdict = 'approve' | 'revise';
+
+export interface CallOptions {
+  signal: AbortSignal;
+  timeoutMs: number;
+}
+
+export interface LlmGateway {
+  /** Streams queue updates, deltas and the final `done` of one completion. */
+  generate(request: GenerateRequest, opts: CallOptions): AsyncIterable<GenerateResponse>;
+}
+
+export interface ToolGateway {
+  listTools(opts: CallOptions): Promise<ToolDefinition[]>;
+  invoke(
+    req: { userId: string; runId: string; callId: string; toolName: string; argumentsJson: string },
+    opts: CallOptions,
+  ): Promise<InvokeResponse>;
+}
+
+export interface Usage {
+  promptTokens: number;
+  completionTokens: number;
+  totalTokens: number;
+}
+
+export const emptyUsage = (): Usage => ({ promptTokens: 0, completionTokens: 0, totalTokens: 0 });
+
+export function addUsage(into: Usage, u: Partial<Usage> | undefined): void {
+  if (!u) return;
+  into.promptTokens += u.promptTokens ?? 0;
+  into.completionTokens += u.completionTokens ?? 0;
+  into.totalTokens += u.totalTokens ?? (u.promptTokens ?? 0) + (u.completionTokens ?? 0);
+}
+
+/** Writes one event to the run's log; resolves when it is durable. */
+export type Emit = (type: string, data: Record<string, unknown>) => Promise<void>;
+
+/** A completed round: what the Critic said about which plan. */
+export interface RoundRecord {
+  round: number;
+  plan: string;
+  critique: string;
+  verdict: Verdict;
+}
+
+/** The run's state after its last completed agent step: enough to resume it elsewhere. */
+export interface Checkpoint {
+  round: number;
+  rounds: RoundRecord[];
+  /** This round's completed outputs. */
+  plan?: string;
+  critique?: string;
+  host?: string;
+  reporter?: string;
+  usage: Usage;
+}
+
+export const initialCheckpoint = (): Checkpoint => ({ round: 1, rounds: [], usage: emptyUsage() });
+
+/** A previous turn of the conversation, as the agents see it. */
+export interface HistoryTurn {
+  role: 'user' | 'assistant';
+  content: string;
+}

@@ -1,0 +1,154 @@
+// The run's ordered event log: a bounded Redis stream per run, entries `<seq>-0`. Appends are
+// batched, fenced by the run's lease (a replica that lost the run can no longer write to it) and
+// idempotent by seq (a retried append of the same seq is a no-op), all in one Lua script.
+import type { Redis } from '@agent-mesh/common';
+import type { RunEvent } from '@agent-mesh/common/dist/gen/orchestrator/v1/orchestrator';
+import { RunStopped } from '../pipeline/errors';
+import { keys, TERMINAL_EVENTS } from '../runs/keys';
+
+// KEYS: log seq lease meta ckpt cancel leases convActive convRun messageRun
+// ARGV: owner maxlen channel retentionS runId firstSeq [type data]...
+const APPEND = `
+local owner = redis.call('GET', KEYS[3])
+if owner and owner ~= ARGV[1] then return -1 end
+local cur = tonumber(redis.call('GET', KEYS[2]) or '0')
+local first = tonumber(ARGV[6])
+local n = (#ARGV - 6) / 2
+local last = first + n - 1
+if first > cur + 1 then return -2 end
+if last > cur then
+  for i = 0, n - 1 do
+    local seq = first + i
+    if seq > cur then
+      redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[2], seq .. '-0', 't', ARGV[7 + 2 * i], 'd', ARGV[8 + 2 * i])
+    end
+  end
+  redis.call('SET', KEYS[2], last)
+  redis.call('PUBLISH', ARGV[3], last)
+end
+local retention = tonumber(ARGV[4])
+if retention > 0 then
+  for i = 1, 6 do if i ~= 3 then redis.call('EXPIRE', KEYS[i], retention) end end
+  redis.call('DEL', KEYS[3])
+  redis.call('ZREM', KEYS[7], ARGV[5])
+  if redis.call('GET', KEYS[8]) == ARGV[5] then redis.call('DEL', KEYS[8]) end
+  redis.call('EXPIRE', KEYS[9], retention)
+  redis.call('EXPIRE', KEYS[10], retention)
+end
+return last
+`;
+
+export interface RunLogSettings {
+  maxEvents: number;
+  retentionS: number;
+}
+
+export interface RunRef {
+  runId: string;
+  conversationId: string;
+  messageId: string;
+}
+
+type Pending = { type: string; dataJson: string; resolve: () => void; reject: (e: unknown) => void };
+
+export class RunLog {
+  constructor(private readonly redis: Redis, private readonly settings: RunLogSettings) {
+    redis.defineCommand('meshRunAppend', { numberOfKeys: 10, lua: APPEND });
+  }
+
+  /** The last seq written to a run's log (0 when none). */
+  async lastSeq(runId: string): Promise<number> {
+    return Number((await this.redis.get(keys.seq(runId))) ?? 0);
+  }
+
+  /**
+   * Appends events with consecutive seqs from `firstSeq`; already written seqs are skipped.
+   * Returns the last seq, or throws RunStopped('lease_lost') when another replica owns the run.
+   */
+  async append(run: RunRef, owner: string, firstSeq: number, events: { type: string; dataJson: string }[]): Promise<number> {
+    const terminal = events.some((e) => TERMINAL_EVENTS.has(e.type));
+    const argv = [owner, String(this.settings.maxEvents), keys.notify(run.runId), String(terminal ? this.settings.retentionS : 0), run.runId, String(firstSeq)];
+    for (const e of events) argv.push(e.type, e.dataJson);
+    const r = run.runId;
+    const res = Number(
+      await (this.redis as unknown as { meshRunAppend(...a: string[]): Promise<number> }).meshRunAppend(
+        keys.log(r), keys.seq(r), keys.lease(r), keys.meta(r), keys.checkpoint(r), keys.cancel(r), keys.leases,
+        keys.convActive(run.conversationId), keys.convRun(run.conversationId), keys.messageRun(run.messageId), ...argv,
+      ),
+    );
+    if (res === -1) throw new RunStopped('lease_lost');
+    if (res === -2) throw new Error(`run log gap: seq ${firstSeq} after ${await this.lastSeq(run.runId)}`);
+    return res;
+  }
+
+  /** Events with seq > afterSeq, oldest first (at most `count`). */
+  async read(runId: string, afterSeq: number, count = 500): Promise<RunEvent[]> {
+    const entries = await this.redis.xrange(keys.log(runId), `${afterSeq + 1}-0`, '+', 'COUNT', count);
+    return entries.map(([id, fields]) => {
+      const f: Record<string, string> = {};
+      for (let i = 0; i + 1 < fields.length; i += 2) f[fields[i]!] = fields[i + 1]!;
+      return { runId, seq: Number(id.split('-')[0]), type: f.t ?? '', dataJson: f.d ?? '{}' };
+    });
+  }
+}
+
+/**
+ * One run's writer: assigns the next seq to each event and writes them in order, batching the
+ * events that pile up while a write is in flight into one round trip.
+ */
+export class RunEmitter {
+  private pending: Pending[] = [];
+  private flushing = false;
+  private failed?: unknown;
+
+  constructor(
+    private readonly log: RunLog,
+    private readonly run: RunRef,
+    private readonly owner: string,
+    private nextSeq: number,
+    private readonly onAppended?: (n: number) => void,
+  ) {}
+
+  get lastSeq(): number {
+    return this.nextSeq - 1;
+  }
+
+  emit = (type: string, data: Record<string, unknown>): Promise<void> => {
+    if (this.failed) return Promise.reject(this.failed);
+    return new Promise<void>((resolve, reject) => {
+      this.pending.push({ type, dataJson: JSON.stringify(data), resolve, reject });
+      if (!this.flushing) void this.flush();
+    });
+  };
+
+  private async flush(): Promise<void> {
+    this.flushing = true;
+    while (this.pending.length > 0 && !this.failed) {
+      const batch = this.pending.splice(0, 200);
+      try {
+        await this.appendWithRetry(batch);
+        this.nextSeq += batch.length;
+        this.onAppended?.(batch.length);
+        batch.forEach((p) => p.resolve());
+      } catch (err) {
+        this.failed = err;
+        batch.forEach((p) => p.reject(err));
+        this.pending.splice(0).forEach((p) => p.reject(err));
+      }
+    }
+    this.flushing = false;
+  }
+
+  /** Idempotent by seq, so a write whose answer was lost can simply be sent again. */
+  private async appendWithRetry(batch: Pending[]): Promise<void> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await this.log.append(this.run, this.owner, this.nextSeq, batch);
+        return;
+      } catch (err) {
+        if (err instanceof RunStopped || attempt >= 4) throw err;
+        await new Promise((r) => setTimeout(r, 100 * 2 ** attempt));
+      }
+    }
+  }
+}

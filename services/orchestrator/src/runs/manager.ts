@@ -1,0 +1,328 @@
+// Runs as this replica sees them: starting one (in the background, detached from the caller),
+// executing it under a renewed lease, taking over runs whose owner died, cancelling from any
+// replica, and ending every run with exactly one terminal event.
+import os from 'node:os';
+import {
+  ATTR, captureTraceContext, invalidArgument, isId, isUserId, MeshError, newId, notFound, status, withSpan, withTraceContext,
+  type Logger,
+} from '@agent-mesh/common';
+import type { Message, Run } from '@agent-mesh/common/dist/gen/store/v1/store';
+import type { OrchestratorConfig } from '../config';
+import type { StoreGateway } from '../gateways/store';
+import type { OrchestratorMetrics } from '../metrics';
+import { DegradedError, RunStopped, StepFailure, stopReasonOf } from '../pipeline/errors';
+import { historyWithinBudget } from '../pipeline/history';
+import { runPipeline, type PipelineDeps } from '../pipeline/pipeline';
+import type { RolePrompts } from '../pipeline/prompts';
+import { initialCheckpoint, type AgentRole, type Checkpoint, type HistoryTurn, type LlmGateway, type ToolGateway, type Usage } from '../pipeline/types';
+import { RunEmitter, type RunLog } from '../runlog/runlog';
+import { outputMessageId } from './ids';
+import { TERMINAL_EVENTS } from './keys';
+import type { RunMeta, RunRegistry } from './registry';
+
+export const BUSY_MESSAGE = 'Service busy, please try again shortly.';
+/** Longest user message accepted (characters). */
+export const MAX_CONTENT_CHARS = 32_000;
+
+export interface RunManagerDeps {
+  config: OrchestratorConfig;
+  logger: Logger;
+  metrics: OrchestratorMetrics;
+  registry: RunRegistry;
+  log: RunLog;
+  store: StoreGateway;
+  llm: LlmGateway;
+  tools: ToolGateway;
+  prompts: RolePrompts;
+}
+
+interface OwnedRun {
+  meta: RunMeta;
+  abort: AbortController;
+  done: Promise<void>;
+}
+
+export interface StartRequest {
+  userId: string;
+  conversationId: string;
+  messageId: string;
+  content: string;
+}
+
+export class RunManager {
+  /** This replica's identity as a lease owner. */
+  readonly owner = `${os.hostname()}:${process.pid}:${newId().slice(0, 8)}`;
+  private readonly owned = new Map<string, OwnedRun>();
+  private timers: NodeJS.Timeout[] = [];
+  private stopping = false;
+
+  constructor(private readonly d: RunManagerDeps) {}
+
+  get activeRunIds(): string[] {
+    return [...this.owned.keys()];
+  }
+
+  /** Renews this replica's leases and takes over orphaned runs, until stop(). */
+  startBackground(): void {
+    const lease = this.d.config.runLeaseMs;
+    this.timers.push(setInterval(() => void this.renewLeases(), Math.max(100, Math.floor(lease / 3))));
+    // Jitter spreads the replicas' scans so they do not race for the same runs in lockstep.
+    this.timers.push(setInterval(() => void this.scanForOrphans(), Math.max(100, Math.floor(lease / 2 + Math.random() * 200))));
+  }
+
+  /**
+   * Starts a run for the user's message and returns its id. One active run per conversation: a
+   * second message while a run is active is refused (FAILED_PRECONDITION, reason run_in_progress;
+   * the edge answers 409) rather than queued, so the user decides — wait, or cancel and resend.
+   * Idempotent on message_id: a retried StartRun gets the run its first attempt started.
+   */
+  async start(req: StartRequest): Promise<string> {
+    if (!isUserId(req.userId)) throw invalidArgument('invalid_user_id', 'user_id is not a valid user id');
+    if (!isId(req.conversationId)) throw invalidArgument('invalid_conversation_id', 'conversation_id must be a UUID');
+    if (!isId(req.messageId)) throw invalidArgument('invalid_message_id', 'message_id must be a UUID');
+    if (!req.content.trim()) throw invalidArgument('empty_content', 'content must not be empty');
+    if (req.content.length > MAX_CONTENT_CHARS) throw invalidArgument('content_too_long', `content is longer than ${MAX_CONTENT_CHARS} characters`);
+    await this.d.store.assertConversation(req.userId, req.conversationId, { timeoutMs: 5_000 });
+    const meta: RunMeta = { ...req, runId: newId(), createdAtMs: Date.now(), trace: captureTraceContext() };
+    const outcome = await this.d.registry.create(meta, this.owner);
+    if (outcome.kind === 'existing') {
+      const existing = await this.d.registry.meta(outcome.runId);
+      if (!existing || existing.userId !== req.userId || existing.conversationId !== req.conversationId) throw notFound('run');
+      return outcome.runId;
+    }
+    if (outcome.kind === 'busy') {
+      throw new MeshError(status.FAILED_PRECONDITION, 'run_in_progress',
+        'a run is already in progress on this conversation: wait for it to finish or cancel it');
+    }
+    this.d.metrics.runsStarted.inc();
+    const emitter = this.emitterFor(meta, 1);
+    await emitter.emit('run.started', { runId: meta.runId, conversationId: meta.conversationId, messageId: meta.messageId });
+    this.launch(meta, initialCheckpoint(), emitter, false);
+    return meta.runId;
+  }
+
+  /** The run a watcher may see: the given one, or the conversation's current/last run. */
+  async resolveWatch(userId: string, conversationId: string, runId: string, afterSeq: number): Promise<string> {
+    if (!isUserId(userId)) throw invalidArgument('invalid_user_id', 'user_id is not a valid user id');
+    if (!isId(conversationId)) throw invalidArgument('invalid_conversation_id', 'conversation_id must be a UUID');
+    if (runId && !isId(runId)) throw invalidArgument('invalid_run_id', 'run_id must be a UUID');
+    if (!Number.isInteger(afterSeq) || afterSeq < 0) throw invalidArgument('invalid_after_seq', 'after_seq must be >= 0');
+    const id = runId || (await this.d.registry.currentRun(conversationId));
+    const meta = id ? await this.d.registry.meta(id) : undefined;
+    if (!meta || meta.userId !== userId || meta.conversationId !== conversationId) throw notFound('run');
+    return meta.runId;
+  }
+
+  /** Cancels the conversation's active run wherever it executes. */
+  async cancel(userId: string, conversationId: string): Promise<{ runId: string; cancelled: boolean }> {
+    if (!isUserId(userId)) throw invalidArgument('invalid_user_id', 'user_id is not a valid user id');
+    if (!isId(conversationId)) throw invalidArgument('invalid_conversation_id', 'conversation_id must be a UUID');
+    const active = await this.d.registry.activeRun(conversationId);
+    if (!active) {
+      await this.d.store.assertConversation(userId, conversationId, { timeoutMs: 5_000 });
+      return { runId: (await this.d.registry.currentRun(conversationId)) ?? '', cancelled: false };
+    }
+    const meta = await this.d.registry.meta(active);
+    if (!meta || meta.userId !== userId) throw notFound('conversation');
+    await this.d.registry.requestCancel(active, 'user_cancelled');
+    this.onCancelNotice(active);
+    return { runId: active, cancelled: true };
+  }
+
+  /** A cancel published by any replica: abort the run if this replica executes it. */
+  onCancelNotice(runId: string): void {
+    this.owned.get(runId)?.abort.abort(new RunStopped('cancelled'));
+  }
+
+  /** Stops executing (runs are handed over to other replicas, not ended). */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    this.timers.forEach(clearInterval);
+    const runs = [...this.owned.values()];
+    for (const r of runs) r.abort.abort(new RunStopped('shutdown'));
+    await Promise.all(runs.map((r) => r.done.catch(() => undefined)));
+    for (const r of runs) await this.d.registry.release(r.meta.runId, this.owner).catch(() => undefined);
+  }
+
+  private emitterFor(meta: RunMeta, nextSeq: number): RunEmitter {
+    return new RunEmitter(this.d.log, meta, this.owner, nextSeq);
+  }
+
+  private async renewLeases(): Promise<void> {
+    for (const [runId, run] of this.owned) {
+      try {
+        if (!(await this.d.registry.renew(runId, this.owner))) {
+          this.d.logger.warn({ runId }, 'lease lost: another replica owns the run now');
+          run.abort.abort(new RunStopped('lease_lost'));
+        }
+      } catch (err) {
+        this.d.logger.warn({ runId, err: (err as Error).message }, 'lease renewal failed');
+      }
+    }
+  }
+
+  private async scanForOrphans(): Promise<void> {
+    if (this.stopping) return;
+    try {
+      const claimed = await this.d.registry.claimExpired(this.owner, 5);
+      for (const runId of claimed) await this.takeOver(runId);
+    } catch (err) {
+      this.d.logger.warn({ err: (err as Error).message }, 'takeover scan failed');
+    }
+  }
+
+  /** Resumes a run whose owner died, from its last checkpoint. */
+  async takeOver(runId: string): Promise<void> {
+    const meta = await this.d.registry.meta(runId);
+    if (!meta) {
+      await this.d.registry.forget(runId);
+      return;
+    }
+    const lastSeq = await this.d.log.lastSeq(runId);
+    const [last] = lastSeq > 0 ? await this.d.log.read(runId, lastSeq - 1, 1) : [];
+    if (last && TERMINAL_EVENTS.has(last.type)) {
+      await this.d.registry.forget(runId, meta.conversationId); // it ended; only the clean-up was lost
+      return;
+    }
+    let ckpt = await this.d.registry.checkpoint(runId);
+    if (!ckpt) {
+      const stored = await this.d.store.getRun(meta.userId, runId, { timeoutMs: 5_000 }).catch(() => undefined);
+      ckpt = stored?.checkpointJson ? (JSON.parse(stored.checkpointJson) as Checkpoint) : initialCheckpoint();
+    }
+    this.d.metrics.takeovers.inc();
+    this.d.logger.info({ runId, round: ckpt.round, lastSeq }, 'taking over run');
+    this.launch(meta, ckpt, this.emitterFor(meta, lastSeq + 1), true);
+  }
+
+  private launch(meta: RunMeta, ckpt: Checkpoint, emitter: RunEmitter, resumed: boolean): void {
+    const abort = new AbortController();
+    const owned: OwnedRun = { meta, abort, done: Promise.resolve() };
+    this.owned.set(meta.runId, owned);
+    this.d.metrics.activeRuns.inc();
+    // Not tied to the StartRun call: a client that disconnects does not cancel the run. It runs
+    // in the StartRun call's trace (saved in the run's meta, so a takeover continues it too).
+    owned.done = withTraceContext(meta.trace, () => this.execute(meta, ckpt, emitter, resumed, abort))
+      .catch((err: unknown) => this.d.logger.error({ err, runId: meta.runId }, 'run crashed'))
+      .finally(() => {
+        this.owned.delete(meta.runId);
+        this.d.metrics.activeRuns.dec();
+      });
+  }
+
+  private async execute(meta: RunMeta, ckpt: Checkpoint, emitter: RunEmitter, resumed: boolean, abort: AbortController): Promise<void> {
+    const { config, logger, metrics, store } = this.d;
+    const attrs = { [ATTR.runId]: meta.runId, [ATTR.conversationId]: meta.conversationId, [ATTR.userId]: meta.userId };
+    const started = Date.now();
+    const progress: { agent?: AgentRole; text: string } = { text: '' };
+    await withSpan(resumed ? 'orchestrator.run.resume' : 'orchestrator.run', attrs, async (span) => {
+      const end = (outcome: string) => {
+        metrics.runsEnded.inc({ outcome });
+        metrics.runDuration.observe({ outcome }, (Date.now() - started) / 1000);
+        span.setAttribute('mesh.run_outcome', outcome);
+      };
+      const run = (status: string, extra: Partial<Run> = {}): Run => ({
+        id: meta.runId, conversationId: meta.conversationId, userId: meta.userId, messageId: meta.messageId, status,
+        checkpointJson: JSON.stringify(ckpt), usage: ckpt.usage, costUsd: this.cost(ckpt.usage), createdAtMs: meta.createdAtMs,
+        updatedAtMs: Date.now(), completedAtMs: status === 'running' ? 0 : Date.now(), error: '', ...extra,
+      });
+      const message = (agent: string, round: number, content: string, status: string): Message => ({
+        id: outputMessageId(meta.runId, agent, round), conversationId: meta.conversationId, runId: meta.runId, role: 'agent',
+        agent, round, content, status, createdAtMs: Date.now(),
+      });
+      const storeMessages = (messages: Message[]) =>
+        retry(() => store.appendMessages(meta.userId, meta.conversationId, messages, { timeoutMs: 5_000, signal: abort.signal }));
+      const bestEffort = async (what: string, fn: () => Promise<unknown>) => {
+        try {
+          await fn();
+        } catch (err) {
+          logger.warn({ runId: meta.runId, what, err: (err as Error).message }, 'store write failed at run end');
+        }
+      };
+      try {
+        if (await this.d.registry.cancelRequested(meta.runId)) throw new RunStopped('cancelled');
+        let history: HistoryTurn[] = [];
+        if (!resumed) {
+          await storeMessages([{ id: meta.messageId, conversationId: meta.conversationId, runId: meta.runId, role: 'user', agent: '', round: 0, content: meta.content, status: 'complete', createdAtMs: meta.createdAtMs }]);
+          await retry(() => store.saveRun(meta.userId, run('running'), { timeoutMs: 5_000 }));
+        }
+        try {
+          const msgs = await store.listMessages(meta.userId, meta.conversationId, 50, { timeoutMs: 5_000, signal: abort.signal });
+          history = historyWithinBudget(msgs, meta.runId, config.historyTokenBudget);
+        } catch (err) {
+          if (abort.signal.aborted) throw err;
+          logger.warn({ runId: meta.runId, err: (err as Error).message }, 'history unavailable: agents answer without it');
+        }
+        const deps: PipelineDeps = {
+          llm: this.d.llm, tools: this.d.tools, prompts: this.d.prompts,
+          settings: {
+            maxRounds: config.maxRounds, overlap: config.agentOverlap, maxTokens: config.agentMaxTokens,
+            callTimeoutMs: config.agentCallTimeoutMs, toolTimeoutMs: config.toolCallTimeoutMs,
+          },
+          onMissingVerdict: (round) => {
+            metrics.missingVerdicts.inc();
+            logger.warn({ runId: meta.runId, round }, 'critic gave no VERDICT line: assuming APPROVE');
+          },
+          onStepDone: (agent, ms) => metrics.agentStep.observe({ agent }, ms / 1000),
+        };
+        const result = await runPipeline(deps, {
+          runId: meta.runId, userId: meta.userId, question: meta.content, history, checkpoint: ckpt, resumed,
+          emit: emitter.emit, signal: abort.signal, progress,
+          saveCheckpoint: async (c) => {
+            await this.d.registry.saveCheckpoint(meta.runId, c);
+            await retry(() => store.saveRun(meta.userId, run('running'), { timeoutMs: 5_000 }));
+          },
+          storeOutput: (agent, round, content) => storeMessages([message(agent, round, content, 'complete')]),
+        });
+        const cost = { usd: this.cost(result.usage) };
+        await bestEffort('run', () => store.saveRun(meta.userId, run('completed'), { timeoutMs: 5_000 }));
+        await emitter.emit('run.completed', { runId: meta.runId, answer: result.answer, rounds: result.rounds, usage: result.usage, cost });
+        end('completed');
+      } catch (err) {
+        const stop = abort.signal.aborted ? stopReasonOf(abort.signal) : err instanceof RunStopped ? err.reason : undefined;
+        if (stop === 'lease_lost' || stop === 'shutdown') {
+          logger.info({ runId: meta.runId, reason: stop }, 'run handed over');
+          return;
+        }
+        if (stop === 'cancelled') {
+          const partial = progress.text || ckpt.reporter || ckpt.host || ckpt.plan || '';
+          const agent = progress.agent ?? 'reporter';
+          await bestEffort('partial', () => store.appendMessages(meta.userId, meta.conversationId, [message(agent, ckpt.round, partial, 'cancelled')], { timeoutMs: 5_000 }));
+          await bestEffort('run', () => store.saveRun(meta.userId, run('cancelled'), { timeoutMs: 5_000 }));
+          await emitter.emit('run.cancelled', { reason: 'user_cancelled', partial });
+          end('cancelled');
+        } else if (err instanceof DegradedError) {
+          logger.warn({ runId: meta.runId, reason: err.reason }, 'run degraded: broker refused');
+          await bestEffort('answer', () => store.appendMessages(meta.userId, meta.conversationId, [message('reporter', ckpt.round, BUSY_MESSAGE, 'degraded')], { timeoutMs: 5_000 }));
+          await bestEffort('run', () => store.saveRun(meta.userId, run('degraded', { error: err.reason }), { timeoutMs: 5_000 }));
+          await emitter.emit('degraded', { reason: err.reason, message: BUSY_MESSAGE, retryable: true });
+          end('degraded');
+        } else {
+          const failure = err instanceof StepFailure ? err : new StepFailure('internal', 'the run failed unexpectedly', true);
+          if (!(err instanceof StepFailure)) logger.error({ err, runId: meta.runId }, 'run failed');
+          await bestEffort('run', () => store.saveRun(meta.userId, run('failed', { error: failure.message }), { timeoutMs: 5_000 }));
+          await emitter.emit('run.failed', { code: failure.code, message: failure.message, retryable: failure.retryable });
+          end('failed');
+        }
+      }
+    });
+  }
+
+  private cost(u: Usage): number {
+    const c = (u.promptTokens / 1000) * this.d.config.pricePer1kPrompt + (u.completionTokens / 1000) * this.d.config.pricePer1kCompletion;
+    return Math.round(c * 1e8) / 1e8;
+  }
+}
+
+/** Retries an idempotent write a few times (store writes are upserts by client-made ids). */
+async function retry<T>(fn: () => Promise<T>, attempts = 3): Promise<T> {
+  for (let i = 0; ; i++) {
+    try {
+      return await fn();
+    } catch (err) {
+      const code = (err as { code?: unknown }).code;
+      const transient = code === status.UNAVAILABLE || code === status.DEADLINE_EXCEEDED || code === undefined;
+      if (!transient || i + 1 >= attempts || err instanceof RunStopped) throw err;
+      await new Promise((r) => setTimeout(r, 200 * 2 ** i));
+    }
+  }
+}

@@ -1,0 +1,161 @@
+// Run ownership in Redis: creating a run (one active run per conversation, idempotent per
+// message), leases renewed by the owner, atomic takeover of runs whose lease expired, cancel flags.
+import type { Redis } from '@agent-mesh/common';
+import type { Checkpoint } from '../pipeline/types';
+import { keys } from './keys';
+
+export interface RunMeta {
+  runId: string;
+  userId: string;
+  conversationId: string;
+  messageId: string;
+  content: string;
+  createdAtMs: number;
+  /** W3C trace context of the StartRun call, so that a takeover continues the same trace. */
+  trace: Record<string, string>;
+}
+
+export type StartOutcome = { kind: 'created'; runId: string } | { kind: 'existing'; runId: string } | { kind: 'busy'; runId: string };
+
+// KEYS: messageRun convActive convRun meta lease leases
+// ARGV: runId owner leaseMs now userId conversationId messageId content createdAt trace
+const START = `
+local existing = redis.call('GET', KEYS[1])
+if existing then return {'existing', existing} end
+local active = redis.call('GET', KEYS[2])
+if active then return {'busy', active} end
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('SET', KEYS[2], ARGV[1])
+redis.call('SET', KEYS[3], ARGV[1])
+redis.call('HSET', KEYS[4], 'runId', ARGV[1], 'userId', ARGV[5], 'conversationId', ARGV[6], 'messageId', ARGV[7], 'content', ARGV[8], 'createdAtMs', ARGV[9], 'trace', ARGV[10])
+redis.call('SET', KEYS[5], ARGV[2], 'PX', ARGV[3])
+redis.call('ZADD', KEYS[6], tonumber(ARGV[4]) + tonumber(ARGV[3]), ARGV[1])
+return {'created', ARGV[1]}
+`;
+
+// KEYS: lease leases; ARGV: owner leaseMs now runId
+const RENEW = `
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('ZADD', KEYS[2], tonumber(ARGV[3]) + tonumber(ARGV[2]), ARGV[4])
+return 1
+`;
+
+// KEYS: leases; ARGV: now owner leaseMs limit
+// Claims runs whose lease expired. The lease key's absence is the proof: a live owner renews it.
+const CLAIM = `
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[4]))
+local out = {}
+for _, id in ipairs(ids) do
+  local lk = 'run:{' .. id .. '}:lease'
+  if redis.call('EXISTS', lk) == 0 then
+    redis.call('SET', lk, ARGV[2], 'PX', ARGV[3])
+    redis.call('ZADD', KEYS[1], tonumber(ARGV[1]) + tonumber(ARGV[3]), id)
+    table.insert(out, id)
+  else
+    -- the owner is alive but its score is stale: bring the score up to date
+    redis.call('ZADD', KEYS[1], tonumber(ARGV[1]) + redis.call('PTTL', lk), id)
+  end
+end
+return out
+`;
+
+// KEYS: lease leases; ARGV: owner runId. Gives a run back (at shutdown) so another replica takes it at once.
+const RELEASE = `
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('ZADD', KEYS[2], 0, ARGV[2])
+return 1
+`;
+
+type Scripted = Redis & {
+  meshRunStart(...a: string[]): Promise<[string, string]>;
+  meshRunRenew(...a: string[]): Promise<number>;
+  meshRunClaim(...a: string[]): Promise<string[]>;
+  meshRunRelease(...a: string[]): Promise<number>;
+};
+
+export class RunRegistry {
+  private readonly redis: Scripted;
+  constructor(redis: Redis, private readonly leaseMs: number) {
+    redis.defineCommand('meshRunStart', { numberOfKeys: 6, lua: START });
+    redis.defineCommand('meshRunRenew', { numberOfKeys: 2, lua: RENEW });
+    redis.defineCommand('meshRunClaim', { numberOfKeys: 1, lua: CLAIM });
+    redis.defineCommand('meshRunRelease', { numberOfKeys: 2, lua: RELEASE });
+    this.redis = redis as Scripted;
+  }
+
+  async create(meta: RunMeta, owner: string): Promise<StartOutcome> {
+    const [kind, runId] = await this.redis.meshRunStart(
+      keys.messageRun(meta.messageId), keys.convActive(meta.conversationId), keys.convRun(meta.conversationId),
+      keys.meta(meta.runId), keys.lease(meta.runId), keys.leases,
+      meta.runId, owner, String(this.leaseMs), String(Date.now()), meta.userId, meta.conversationId, meta.messageId,
+      meta.content, String(meta.createdAtMs), JSON.stringify(meta.trace),
+    );
+    return { kind: kind as StartOutcome['kind'], runId };
+  }
+
+  async meta(runId: string): Promise<RunMeta | undefined> {
+    const h = await this.redis.hgetall(keys.meta(runId));
+    if (!h.runId || !h.userId || !h.conversationId) return undefined;
+    let trace: Record<string, string> = {};
+    try {
+      trace = JSON.parse(h.trace ?? '{}') as Record<string, string>;
+    } catch {
+      /* a run without a saved trace context starts a new trace */
+    }
+    return {
+      runId: h.runId, userId: h.userId, conversationId: h.conversationId, messageId: h.messageId ?? '',
+      content: h.content ?? '', createdAtMs: Number(h.createdAtMs ?? Date.now()), trace,
+    };
+  }
+
+  currentRun(conversationId: string): Promise<string | null> {
+    return this.redis.get(keys.convRun(conversationId));
+  }
+
+  activeRun(conversationId: string): Promise<string | null> {
+    return this.redis.get(keys.convActive(conversationId));
+  }
+
+  async renew(runId: string, owner: string): Promise<boolean> {
+    return (await this.redis.meshRunRenew(keys.lease(runId), keys.leases, owner, String(this.leaseMs), String(Date.now()), runId)) === 1;
+  }
+
+  claimExpired(owner: string, limit: number): Promise<string[]> {
+    return this.redis.meshRunClaim(keys.leases, String(Date.now()), owner, String(this.leaseMs), String(limit));
+  }
+
+  async release(runId: string, owner: string): Promise<void> {
+    await this.redis.meshRunRelease(keys.lease(runId), keys.leases, owner, runId);
+  }
+
+  /** Drops a run from the takeover set (its log already ended, or its state is gone). */
+  async forget(runId: string, conversationId?: string): Promise<void> {
+    await this.redis.zrem(keys.leases, runId);
+    await this.redis.del(keys.lease(runId));
+    if (conversationId) {
+      const active = await this.redis.get(keys.convActive(conversationId));
+      if (active === runId) await this.redis.del(keys.convActive(conversationId));
+    }
+  }
+
+  async saveCheckpoint(runId: string, c: Checkpoint): Promise<void> {
+    await this.redis.set(keys.checkpoint(runId), JSON.stringify(c));
+  }
+
+  async checkpoint(runId: string): Promise<Checkpoint | undefined> {
+    const raw = await this.redis.get(keys.checkpoint(runId));
+    return raw ? (JSON.parse(raw) as Checkpoint) : undefined;
+  }
+
+  /** Marks a run cancelled (seen by a takeover too) and tells its owner, wherever it runs. */
+  async requestCancel(runId: string, reason: string): Promise<void> {
+    await this.redis.set(keys.cancel(runId), reason, 'EX', 86_400);
+    await this.redis.publish(keys.cancelChannel, runId);
+  }
+
+  async cancelRequested(runId: string): Promise<string | null> {
+    return this.redis.get(keys.cancel(runId));
+  }
+}
