@@ -10,6 +10,8 @@ log() { printf '[install] %s\n' "$*" >&2; }
 
 apt_pkgs=()
 command -v redis-server >/dev/null || apt_pkgs+=(redis-server)
+# WordNet: the default corpus of the search_web tool.
+[ -d /usr/share/wordnet ] || apt_pkgs+=(wordnet-base)
 if [ "${MESH_WITH_BROWSER:-1}" = 1 ] && [ ! -x /usr/bin/chromium ]; then apt_pkgs+=(chromium); fi
 if [ ${#apt_pkgs[@]} -gt 0 ]; then
   log "apt-get install ${apt_pkgs[*]}"

@@ -1,0 +1,418 @@
+// The public API against in-memory peers: auth, validation, the bad-input batch, run streams,
+// resume, the SSE limiter, slow consumers, drain and the OpenAI facade.
+import http from 'node:http';
+import OpenAI from 'openai';
+import { createLogger } from '@agent-mesh/common';
+import { buildApp, type EdgeApp } from './app';
+import { signToken } from './auth';
+import type { AppConfig } from './context';
+import { memoryRequestLimiter } from './ratelimit';
+import { fakeGateways } from './testing/fakes';
+
+jest.setTimeout(30_000);
+
+const SECRET = 'test-secret-of-sufficient-length';
+const cfg = (over: Partial<AppConfig['sse']> = {}): AppConfig => ({
+  jwtSecret: SECRET,
+  sse: { maxStreams: 50, heartbeatMs: 15_000, bufferMaxEvents: 1000, bufferMaxBytes: 1 << 20, retryMs: 2000, ...over },
+  maxMessageChars: 8000,
+  bodyLimitBytes: 65_536,
+  corsOrigins: [],
+  llmModel: 'upstream',
+});
+
+async function token(sub: string, exp?: number, secret = SECRET): Promise<string> {
+  return signToken(secret, sub, exp !== undefined ? { exp } : {});
+}
+
+interface Sse {
+  id?: string;
+  event: string;
+  data: any;
+  retry?: number;
+}
+
+function parseBlocks(text: string): { events: Sse[]; rest: string; comments: string[] } {
+  const events: Sse[] = [];
+  const comments: string[] = [];
+  let rest = text;
+  let i: number;
+  while ((i = rest.indexOf('\n\n')) >= 0) {
+    const block = rest.slice(0, i);
+    rest = rest.slice(i + 2);
+    const e: Sse = { event: 'message', data: undefined };
+    const data: string[] = [];
+    for (const line of block.split('\n')) {
+      if (line.startsWith(':')) comments.push(line);
+      else if (line.startsWith('id: ')) e.id = line.slice(4);
+      else if (line.startsWith('event: ')) e.event = line.slice(7);
+      else if (line.startsWith('data: ')) data.push(line.slice(6));
+      else if (line.startsWith('retry: ')) e.retry = Number(line.slice(7));
+    }
+    if (data.length) {
+      e.data = JSON.parse(data.join('\n'));
+      events.push(e);
+    } else if (e.retry !== undefined) events.push({ event: 'retry', data: null, retry: e.retry });
+  }
+  return { events, rest, comments };
+}
+
+/** Reads an SSE response until `until` matches or the stream ends; returns the events. */
+async function readEvents(res: Response, until: (e: Sse) => boolean = () => false): Promise<Sse[]> {
+  const reader = res.body!.getReader();
+  const dec = new TextDecoder();
+  let buf = '';
+  const all: Sse[] = [];
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return all;
+      buf += dec.decode(value, { stream: true });
+      const p = parseBlocks(buf);
+      buf = p.rest;
+      for (const e of p.events) {
+        all.push(e);
+        if (until(e)) return all;
+      }
+    }
+  } finally {
+    await reader.cancel().catch(() => undefined);
+  }
+}
+
+describe('edge app (fake peers)', () => {
+  let edge: EdgeApp;
+  let gw: ReturnType<typeof fakeGateways>;
+  let base: string;
+  let alice: string;
+  let bob: string;
+
+  const setup = async (over: Partial<AppConfig['sse']> = {}, perMinute = 0) => {
+    gw = fakeGateways();
+    edge = await buildApp({ cfg: cfg(over), gateways: gw, logger: createLogger('edge-test', 'silent'), requestLimiter: memoryRequestLimiter(perMinute), publicDir: '/nonexistent' });
+    await edge.app.listen({ port: 0, host: '127.0.0.1' });
+    const a = edge.app.server.address() as { port: number };
+    base = `http://127.0.0.1:${a.port}`;
+    alice = await token('alice');
+    bob = await token('bob');
+  };
+  const teardown = async () => {
+    edge.drain();
+    await edge.app.close();
+  };
+  const auth = (t: string, extra: Record<string, string> = {}) => ({ authorization: `Bearer ${t}`, ...extra });
+  const json = (t: string) => auth(t, { 'content-type': 'application/json' });
+  const createConversation = async (t = alice): Promise<string> => {
+    const res = await fetch(`${base}/api/conversations`, { method: 'POST', headers: json(t), body: JSON.stringify({ title: 't' }) });
+    expect(res.status).toBe(201);
+    return ((await res.json()) as { id: string }).id;
+  };
+  const send = (id: string, content = 'hello', t = alice, headers: Record<string, string> = {}) =>
+    fetch(`${base}/api/conversations/${id}/messages`, { method: 'POST', headers: { ...json(t), ...headers }, body: JSON.stringify({ content }) });
+
+  describe('contract', () => {
+    beforeAll(() => setup());
+    afterAll(() => teardown());
+
+    test('401 without, with a forged and with an expired token, each saying which', async () => {
+      const none = await fetch(`${base}/api/conversations`);
+      expect(none.status).toBe(401);
+      expect(((await none.json()) as any).error.message).toMatch(/missing/);
+      const forged = await fetch(`${base}/api/conversations`, { headers: auth(await token('alice', undefined, 'another-secret-entirely')) });
+      expect(forged.status).toBe(401);
+      expect(((await forged.json()) as any).error.message).toMatch(/signature/);
+      const expired = await fetch(`${base}/api/conversations`, { headers: auth(await token('alice', Math.floor(Date.now() / 1000) - 60)) });
+      expect(expired.status).toBe(401);
+      expect(((await expired.json()) as any).error.message).toMatch(/expired/);
+      const garbage = await fetch(`${base}/api/conversations`, { headers: auth('not.a.jwt') });
+      expect(garbage.status).toBe(401);
+    });
+
+    test('create, list, read; another user gets 404', async () => {
+      const id = await createConversation();
+      const list = (await (await fetch(`${base}/api/conversations`, { headers: auth(alice) })).json()) as any;
+      expect(list.conversations.map((c: any) => c.id)).toContain(id);
+      const one = await fetch(`${base}/api/conversations/${id}`, { headers: auth(alice) });
+      expect(one.status).toBe(200);
+      expect(((await one.json()) as any).messages).toEqual([]);
+      const other = await fetch(`${base}/api/conversations/${id}`, { headers: auth(bob) });
+      expect(other.status).toBe(404);
+      const otherMsg = await send(id, 'hi', bob);
+      expect(otherMsg.status).toBe(404);
+    });
+
+    test('the bad-input batch answers 4xx with a message, and health stays 200', async () => {
+      const id = await createConversation();
+      const url = `${base}/api/conversations/${id}/messages`;
+      const cases: [string, RequestInit, number, RegExp][] = [
+        ['malformed JSON', { body: '{"content": ', headers: json(alice) }, 400, /JSON/i],
+        ['wrong type', { body: JSON.stringify({ content: 123 }), headers: json(alice) }, 400, /body\/content must be string/],
+        ['missing content', { body: JSON.stringify({}), headers: json(alice) }, 400, /content/],
+        ['empty content', { body: JSON.stringify({ content: '' }), headers: json(alice) }, 400, /content/],
+        ['blank content', { body: JSON.stringify({ content: '   ' }), headers: json(alice) }, 400, /empty/],
+        ['content over the limit', { body: JSON.stringify({ content: 'x'.repeat(8001) }), headers: json(alice) }, 400, /content/],
+        ['oversized body', { body: JSON.stringify({ content: 'x'.repeat(70_000) }), headers: json(alice) }, 413, /large/i],
+        ['invalid UTF-8', { body: Buffer.from([0x7b, 0x22, 0x63, 0x6f, 0x6e, 0x74, 0x65, 0x6e, 0x74, 0x22, 0x3a, 0x22, 0xff, 0xfe, 0x22, 0x7d]), headers: json(alice) }, 400, /UTF-8/],
+        ['wrong content type', { body: 'content=hi', headers: auth(alice, { 'content-type': 'application/x-www-form-urlencoded' }) }, 415, /.+/],
+        ['NUL in content', { body: JSON.stringify({ content: 'a\u0000b' }), headers: json(alice) }, 400, /NUL/],
+        ['array body', { body: '[1,2]', headers: json(alice) }, 400, /body/],
+        ['bad messageId', { body: JSON.stringify({ content: 'hi', messageId: { $ne: 1 } }), headers: json(alice) }, 400, /messageId/],
+      ];
+      for (const [name, init, code, msg] of cases) {
+        const res = await fetch(url, { method: 'POST', ...init });
+        const body = (await res.json()) as any;
+        expect([name, res.status]).toEqual([name, code]);
+        expect([name, body.error.message]).toEqual([name, expect.stringMatching(msg)]);
+      }
+      for (const bad of ['%7B%22%24ne%22%3A1%7D', '%24gt', 'not-a-uuid', '1', `${id}x`]) {
+        const res = await fetch(`${base}/api/conversations/${bad}`, { headers: auth(alice) });
+        expect([bad, res.status]).toEqual([bad, 400]);
+        expect(((await res.json()) as any).error.message).toBe('invalid conversation id');
+      }
+      const q = await fetch(`${base}/api/conversations?pageSize=abc`, { headers: auth(alice) });
+      expect(q.status).toBe(400);
+      const health = await fetch(`${base}/api/health`);
+      expect(health.status).toBe(200);
+      expect(((await health.json()) as any).checks.llm.status).toBe('up');
+    });
+
+    test('a message streams every event with <runId>:<seq> ids to run.completed', async () => {
+      const id = await createConversation();
+      const res = await send(id);
+      expect(res.status).toBe(200);
+      expect(res.headers.get('content-type')).toMatch(/^text\/event-stream/);
+      expect(res.headers.get('cache-control')).toBe('no-cache, no-transform');
+      expect(res.headers.get('x-accel-buffering')).toBe('no');
+      expect(res.headers.get('content-encoding')).toBeNull();
+      const events = await readEvents(res);
+      expect(events[0]).toEqual({ event: 'retry', data: null, retry: 2000 });
+      const run = events.slice(1);
+      expect(run[0]!.event).toBe('run.started');
+      expect(run.at(-1)!.event).toBe('run.completed');
+      const runId = run[0]!.data.runId;
+      expect(run.map((e) => e.id)).toEqual(run.map((_, i) => `${runId}:${i + 1}`));
+      const agents = new Set(run.filter((e) => e.event === 'token').map((e) => e.data.agent));
+      expect([...agents]).toEqual(['planner', 'critic', 'host', 'reporter']);
+    });
+
+    test('a second message while a run is active is refused with 409', async () => {
+      gw.fakeOrchestrator.intervalMs = 50;
+      const id = await createConversation();
+      const first = await send(id);
+      expect(first.status).toBe(200);
+      const second = await send(id, 'again');
+      expect(second.status).toBe(409);
+      expect(((await second.json()) as any).error.code).toBe('run_in_progress');
+      await first.body!.cancel();
+      gw.fakeOrchestrator.intervalMs = 5;
+    });
+
+    test('resume after the client connection is killed gives exactly the next event; disconnect is not cancel', async () => {
+      gw.fakeOrchestrator.intervalMs = 20;
+      const id = await createConversation();
+      const res = await send(id);
+      const before = (await readEvents(res, (e) => e.id?.endsWith(':5') ?? false)).filter((e) => e.id);
+      expect(before).toHaveLength(5);
+      const lastId = before.at(-1)!.id!;
+      // The watch of the dropped client ends; the run does not.
+      await new Promise((r) => setTimeout(r, 100));
+      const runId = lastId.split(':')[0]!;
+      expect(gw.fakeOrchestrator.cancelled).not.toContain(runId);
+      const resumed = await fetch(`${base}/api/conversations/${id}/events`, { headers: auth(alice, { 'last-event-id': lastId }) });
+      expect(resumed.status).toBe(200);
+      const after = (await readEvents(resumed)).filter((e) => e.id);
+      expect(after[0]!.id).toBe(`${runId}:6`);
+      const seqs = [...before, ...after].map((e) => Number(e.id!.split(':')[1]));
+      expect(seqs).toEqual(seqs.map((_, i) => i + 1));
+      expect(after.at(-1)!.event).toBe('run.completed');
+      expect(gw.fakeOrchestrator.openWatches).toBe(0);
+      gw.fakeOrchestrator.intervalMs = 5;
+    });
+
+    test('EventSource style: ?access_token= and ?lastEventId= on the events route; invalid Last-Event-ID is 400', async () => {
+      const id = await createConversation();
+      await readEvents(await send(id));
+      const run = gw.fakeStore.conversations.get(id)!.lastRunId;
+      const res = await fetch(`${base}/api/conversations/${id}/events?access_token=${alice}&lastEventId=${run}:20`);
+      expect(res.status).toBe(200);
+      const evs = (await readEvents(res)).filter((e) => e.id);
+      expect(evs[0]!.id).toBe(`${run}:21`);
+      const bad = await fetch(`${base}/api/conversations/${id}/events`, { headers: auth(alice, { 'last-event-id': 'garbage' }) });
+      expect(bad.status).toBe(400);
+      // The query token is accepted on the SSE routes only.
+      const list = await fetch(`${base}/api/conversations?access_token=${alice}`);
+      expect(list.status).toBe(401);
+    });
+
+    test('events.lost is forwarded explicitly before the retained events', async () => {
+      const id = await createConversation();
+      await readEvents(await send(id));
+      gw.fakeOrchestrator.retainedFromSeq = 10;
+      const res = await fetch(`${base}/api/conversations/${id}/events`, { headers: auth(alice) });
+      const evs = (await readEvents(res)).filter((e) => e.id);
+      gw.fakeOrchestrator.retainedFromSeq = 1;
+      expect(evs[0]!.event).toBe('events.lost');
+      expect(evs[0]!.data).toEqual({ afterSeq: 0, firstAvailableSeq: 10 });
+      expect(evs[1]!.id!.endsWith(':10')).toBe(true);
+    });
+
+    test('cancel answers 202 with the run id', async () => {
+      gw.fakeOrchestrator.intervalMs = 50;
+      const id = await createConversation();
+      const res = await send(id);
+      const cancel = await fetch(`${base}/api/conversations/${id}/cancel`, { method: 'POST', headers: auth(alice) });
+      expect(cancel.status).toBe(202);
+      const body = (await cancel.json()) as any;
+      expect(body.cancelled).toBe(true);
+      const evs = await readEvents(res);
+      expect(evs.at(-1)!.event).toBe('run.cancelled');
+      gw.fakeOrchestrator.intervalMs = 5;
+    });
+
+    test('docs, metrics and models', async () => {
+      const docs = (await (await fetch(`${base}/docs/json`)).json()) as any;
+      expect(Object.keys(docs.paths)).toEqual(expect.arrayContaining(['/api/conversations', '/api/conversations/{id}/messages', '/v1/chat/completions']));
+      expect((await fetch(`${base}/docs`)).headers.get('content-type')).toMatch(/html/);
+      const prom = await (await fetch(`${base}/metrics`)).text();
+      expect(prom).toMatch(/edge_http_requests_total/);
+      expect(prom).toMatch(/edge_sse_open_streams/);
+      const m = (await (await fetch(`${base}/api/metrics`, { headers: auth(alice) })).json()) as any;
+      expect(m.requests.total).toBeGreaterThan(0);
+      expect(m.llm.available).toBe(false);
+      expect(m).toHaveProperty('cpu.processPercent');
+      expect(m).toHaveProperty('memory.rssBytes');
+    });
+
+    test('the OpenAI client works against the facade, streamed and not, both models', async () => {
+      const client = new OpenAI({ apiKey: alice, baseURL: `${base}/v1`, maxRetries: 0 });
+      const models = await client.models.list();
+      expect(models.data.map((m) => m.id)).toEqual(['agent-mesh', 'upstream']);
+      const direct = await client.chat.completions.create({ model: 'upstream', messages: [{ role: 'user', content: 'hi' }] });
+      expect(direct.choices[0]!.message.content).toBe('Hello from the broker');
+      expect(direct.usage!.total_tokens).toBe(9);
+      const stream = await client.chat.completions.create({ model: 'upstream', messages: [{ role: 'user', content: 'hi' }], stream: true, stream_options: { include_usage: true } });
+      let text = '';
+      let usage;
+      for await (const c of stream) {
+        text += c.choices[0]?.delta?.content ?? '';
+        if (c.usage) usage = c.usage;
+      }
+      expect(text).toBe('Hello from the broker');
+      expect(usage).toEqual({ prompt_tokens: 5, completion_tokens: 4, total_tokens: 9 });
+      const mesh = await client.chat.completions.create({ model: 'agent-mesh', messages: [{ role: 'user', content: 'plan my week' }] });
+      expect(mesh.choices[0]!.message.content).toBe('reporter-0 reporter-1 reporter-2 ');
+      expect(mesh.usage!.total_tokens).toBe(22);
+      const meshStream = await client.chat.completions.create({ model: 'agent-mesh', messages: [{ role: 'user', content: 'plan' }], stream: true });
+      let meshText = '';
+      for await (const c of meshStream) meshText += c.choices[0]?.delta?.content ?? '';
+      expect(meshText).toBe('reporter-0 reporter-1 reporter-2 ');
+      const unauth = new OpenAI({ apiKey: 'nope', baseURL: `${base}/v1`, maxRetries: 0 });
+      await expect(unauth.models.list()).rejects.toBeInstanceOf(OpenAI.AuthenticationError);
+      await expect(client.chat.completions.create({ model: 'upstream', messages: [] })).rejects.toBeInstanceOf(OpenAI.BadRequestError);
+    });
+  });
+
+  describe('SSE limiter', () => {
+    beforeAll(() => setup({ maxStreams: 1 }));
+    afterAll(() => teardown());
+
+    test('over the limit: 503 with Retry-After and a queue token; tokens are served in order', async () => {
+      gw.fakeOrchestrator.intervalMs = 30;
+      const a = await createConversation();
+      const b = await createConversation();
+      const c = await createConversation();
+      const first = await send(a);
+      expect(first.status).toBe(200);
+      const q1 = await send(b);
+      expect(q1.status).toBe(503);
+      expect(Number(q1.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
+      const t1 = (await q1.json()) as any;
+      expect(t1).toMatchObject({ position: 1, queueToken: expect.any(String), estimatedWaitMs: expect.any(Number) });
+      const q2 = await send(c);
+      const t2 = (await q2.json()) as any;
+      expect(t2.position).toBe(2);
+      await readEvents(first); // the first stream ends: a slot frees
+      // The second in line may not overtake the first.
+      const early = await send(c, 'hello', alice, { 'x-queue-token': t2.queueToken });
+      expect(early.status).toBe(503);
+      expect(((await early.json()) as any).position).toBe(2);
+      const served = await send(b, 'hello', alice, { 'x-queue-token': t1.queueToken });
+      expect(served.status).toBe(200);
+      await readEvents(served);
+      const next = await send(c, 'hello', alice, { 'x-queue-token': t2.queueToken });
+      expect(next.status).toBe(200);
+      await readEvents(next);
+      gw.fakeOrchestrator.intervalMs = 5;
+    });
+  });
+
+  describe('slow consumers and drain', () => {
+    beforeAll(() => setup({ bufferMaxEvents: 50, bufferMaxBytes: 64 * 1024 }));
+    afterAll(() => teardown());
+
+    test('a client that stops reading is disconnected with stream.overflow; another is unaffected', async () => {
+      const big = 'x'.repeat(4096);
+      gw.fakeOrchestrator.intervalMs = 0;
+      gw.fakeOrchestrator.script = (runId, conversationId, messageId) => [
+        { type: 'run.started', data: { runId, conversationId, messageId } },
+        ...Array.from({ length: 3000 }, () => ({ type: 'token', data: { agent: 'reporter', round: 1, text: big } })),
+        { type: 'run.completed', data: { runId, answer: '', rounds: 1, usage: {}, cost: {} } },
+      ];
+      const slowId = await createConversation();
+      const fastId = await createConversation();
+      // The slow client: a raw request whose response is never read.
+      const slow = http.request(`${base}/api/conversations/${slowId}/messages`, { method: 'POST', headers: json(alice) });
+      slow.end(JSON.stringify({ content: 'flood me' }));
+      const slowRes = await new Promise<http.IncomingMessage>((resolve) => slow.once('response', resolve));
+      slowRes.pause();
+      const fast = await send(fastId);
+      const fastEvents = await readEvents(fast);
+      expect(fastEvents.at(-1)!.event).toBe('run.completed');
+      expect(fastEvents.filter((e) => e.event === 'token')).toHaveLength(3000);
+      // The slow one was cut off on the edge's side …
+      const overflows = async () => (await edge.ctx.stats.sseOverflows.get()).values[0]?.value ?? 0;
+      for (let i = 0; i < 100 && (await overflows()) < 1; i++) await new Promise((r) => setTimeout(r, 100));
+      expect(await overflows()).toBe(1);
+      // … and what it eventually reads ends without the run's end (it must resume instead).
+      let received = '';
+      slowRes.on('data', (d: Buffer) => (received += d.toString()));
+      slowRes.resume();
+      await new Promise<void>((resolve) => {
+        slowRes.once('close', () => resolve());
+        slowRes.once('error', () => resolve());
+      });
+      expect(received).not.toContain('event: run.completed');
+      expect(edge.ctx.streams.size).toBe(0);
+    });
+
+    test('drain tells open streams to reconnect with a jittered retry, then refuses new requests', async () => {
+      gw.fakeOrchestrator.intervalMs = 200;
+      gw.fakeOrchestrator.script = (r, c, m) => [{ type: 'run.started', data: { runId: r, conversationId: c, messageId: m } }, { type: 'token', data: {} }, { type: 'token', data: {} }];
+      const id = await createConversation();
+      const res = await send(id);
+      const reading = readEvents(res);
+      await new Promise((r) => setTimeout(r, 300));
+      edge.drain();
+      const evs = await reading;
+      const last = evs.at(-1)!;
+      expect(last.event).toBe('reconnect');
+      expect(last.data.retryMs).toBeGreaterThanOrEqual(500);
+      expect(last.data.retryMs).toBeLessThanOrEqual(5000);
+      const refused = await fetch(`${base}/api/conversations`, { headers: auth(alice) });
+      expect(refused.status).toBe(503);
+    });
+  });
+
+  describe('per-user rate limit', () => {
+    beforeAll(() => setup({}, 3));
+    afterAll(() => teardown());
+
+    test('over the limit: 429 with Retry-After, per user', async () => {
+      for (let i = 0; i < 3; i++) expect((await fetch(`${base}/api/conversations`, { headers: auth(alice) })).status).toBe(200);
+      const res = await fetch(`${base}/api/conversations`, { headers: auth(alice) });
+      expect(res.status).toBe(429);
+      expect(Number(res.headers.get('retry-after'))).toBeGreaterThan(0);
+      expect((await fetch(`${base}/api/conversations`, { headers: auth(bob) })).status).toBe(200);
+    });
+  });
+});

@@ -1,0 +1,211 @@
+// Builds the fastify app of the public API from injectable parts (gateways, limiters), so tests
+// build it with fakes and main.ts with the real gRPC peers.
+import fs from 'node:fs';
+import path from 'node:path';
+import { isUtf8 } from 'node:buffer';
+import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import cors from '@fastify/cors';
+import helmet from '@fastify/helmet';
+import swagger from '@fastify/swagger';
+import type { Logger } from '@agent-mesh/common';
+import { bearerOf, TokenVerifier } from './auth';
+import type { AppConfig, EdgeContext } from './context';
+import { fromGrpc, HttpError, isGrpcError } from './errors';
+import type { Gateways } from './gateways/types';
+import { memoryRequestLimiter, type RequestLimiter } from './ratelimit';
+import { conversationRoutes } from './routes/conversations';
+import { docsRoutes } from './routes/docs';
+import { eventRoutes } from './routes/events';
+import { healthRoutes } from './routes/health';
+import { metricsRoutes } from './routes/metrics';
+import { openaiRoutes } from './routes/openai';
+import { frame } from './sse/frame';
+import { HeartbeatHub } from './sse/heartbeat';
+import { StreamLimiter } from './sse/limiter';
+import type { SseStream } from './sse/stream';
+import { EdgeStats } from './stats';
+
+export interface AppDeps {
+  cfg: AppConfig;
+  gateways: Gateways;
+  logger: Logger;
+  requestLimiter?: RequestLimiter;
+  /** Folder of the web UI (default: services/edge/public). */
+  publicDir?: string;
+  /** For tests: a load average source for the heartbeat interval. */
+  loadAvg?: () => number;
+}
+
+export interface EdgeApp {
+  app: FastifyInstance;
+  ctx: EdgeContext;
+  /** Graceful drain: refuse new work, tell open streams to reconnect (jittered), close them. */
+  drain(): void;
+}
+
+export async function buildApp(deps: AppDeps): Promise<EdgeApp> {
+  const { cfg, logger } = deps;
+  const ctx: EdgeContext = {
+    cfg,
+    gw: deps.gateways,
+    logger,
+    requestLimiter: deps.requestLimiter ?? memoryRequestLimiter(0),
+    sseLimiter: new StreamLimiter({ maxStreams: cfg.sse.maxStreams }),
+    hub: new HeartbeatHub(cfg.sse.heartbeatMs, deps.loadAvg),
+    stats: new EdgeStats(),
+    streams: new Set<SseStream>(),
+    state: { draining: false },
+  };
+  const verifier = new TokenVerifier(cfg.jwtSecret);
+
+  const app = Fastify({
+    loggerInstance: logger as unknown as FastifyBaseLogger,
+    disableRequestLogging: true,
+    bodyLimit: cfg.bodyLimitBytes,
+    // Ids and bodies never reach a query unchecked: no type coercion (a number is not a string).
+    ajv: { customOptions: { coerceTypes: false, removeAdditional: true, allErrors: false } },
+    return503OnClosing: true,
+    forceCloseConnections: true,
+  });
+  app.decorateRequest('userId', '');
+
+  // JSON bodies: refuse invalid UTF-8 instead of letting it turn into U+FFFD silently.
+  const parseJson = app.getDefaultJsonParser('error', 'error');
+  app.removeContentTypeParser('application/json');
+  // JSON only: any other body type is 415, not a string that fails validation later.
+  app.removeContentTypeParser('text/plain');
+  app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (req, body, done) => {
+    const buf = body as Buffer;
+    if (buf.length === 0) return done(null, undefined);
+    if (!isUtf8(buf)) return done(new HttpError(400, 'invalid_utf8', 'request body is not valid UTF-8'), undefined);
+    parseJson(req, buf.toString('utf8'), done);
+  });
+
+  await app.register(swagger, {
+    openapi: {
+      info: { title: 'agent mesh — public API', version: '1.0.0', description: 'Multi-agent runs streamed over SSE, and an OpenAI-compatible facade.' },
+      components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT' } } },
+      security: [{ bearer: [] }],
+    },
+  });
+  await app.register(helmet, {
+    contentSecurityPolicy: {
+      directives: {
+        defaultSrc: ["'self'"],
+        scriptSrc: ["'self'"],
+        styleSrc: ["'self'", "'unsafe-inline'"],
+        imgSrc: ["'self'", 'data:'],
+        connectSrc: ["'self'"],
+      },
+    },
+    // The UI is same-origin; cross-origin API clients are governed by CORS_ORIGINS.
+    crossOriginResourcePolicy: { policy: 'same-site' },
+  });
+  await app.register(cors, {
+    origin: cfg.corsOrigins.length > 0 ? cfg.corsOrigins : false,
+    exposedHeaders: ['Retry-After', 'X-Queue-Token'],
+    allowedHeaders: ['Authorization', 'Content-Type', 'Last-Event-ID', 'X-Queue-Token'],
+  });
+
+  // Draining: new requests are refused so the balancer sends them to another replica.
+  app.addHook('onRequest', async (req) => {
+    if (ctx.state.draining) throw new HttpError(503, 'draining', 'this instance is shutting down: retry', 1);
+  });
+
+  // Authentication (before the body is read) and the per-user request limit.
+  app.addHook('onRequest', async (req: FastifyRequest) => {
+    const auth = req.routeOptions.config.auth ?? 'public';
+    if (auth === 'public') return;
+    let token = bearerOf(req.headers.authorization);
+    if (!token && auth === 'sse') {
+      const q = req.query as Record<string, unknown> | undefined;
+      if (typeof q?.['access_token'] === 'string') token = q['access_token'];
+    }
+    req.userId = await verifier.userIdOf(token);
+    const decision = await ctx.requestLimiter.check(req.userId);
+    if (!decision.ok) {
+      ctx.stats.rateLimited.inc();
+      throw new HttpError(429, 'rate_limited', 'too many requests: slow down', Math.ceil(decision.retryAfterMs / 1000));
+    }
+  });
+
+  // Measurements: every request, by route pattern.
+  app.addHook('onRequest', async () => {
+    ctx.stats.active.inc();
+  });
+  app.addHook('onResponse', async (req, reply) => {
+    // Streams are counted when they close (a client that goes away never 'finishes' a response).
+    if (String(reply.raw.getHeader('content-type') ?? '').startsWith('text/event-stream')) return;
+    ctx.stats.active.dec();
+    ctx.stats.observe(req.method, routeOf(req), reply.statusCode, reply.elapsedTime / 1000, false);
+  });
+
+  app.setErrorHandler((err: FastifyError | Error, req: FastifyRequest, reply: FastifyReply) => {
+    const e = toHttpError(err, logger, req);
+    if (e.retryAfterS !== undefined) void reply.header('retry-after', String(e.retryAfterS));
+    if (req.url.startsWith('/v1/')) {
+      return reply.code(e.statusCode).send({ error: { message: e.message, type: openAiType(e.statusCode), param: null, code: e.code } });
+    }
+    return reply.code(e.statusCode).send({ error: { code: e.code, message: e.message }, ...e.extra });
+  });
+  app.setNotFoundHandler((req, reply) => {
+    const body = req.url.startsWith('/v1/')
+      ? { error: { message: `unknown route ${req.method} ${req.url.split('?')[0]}`, type: 'invalid_request_error', param: null, code: 'not_found' } }
+      : { error: { code: 'not_found', message: `unknown route ${req.method} ${req.url.split('?')[0]}` } };
+    return reply.code(404).send(body);
+  });
+
+  await app.register(async (api) => {
+    healthRoutes(api, ctx);
+    metricsRoutes(api, ctx);
+    conversationRoutes(api, ctx);
+    eventRoutes(api, ctx);
+    openaiRoutes(api, ctx);
+    docsRoutes(api);
+  });
+
+  const publicDir = deps.publicDir ?? path.resolve(__dirname, '../public');
+  if (fs.existsSync(publicDir)) {
+    // Loaded only when there is a UI to serve (its dependency tree is ESM that jest cannot load).
+    const { default: fastifyStatic } = await import('@fastify/static');
+    await app.register(fastifyStatic, { root: publicDir, prefix: '/', index: ['index.html'], wildcard: true });
+  }
+
+  const drain = () => {
+    if (ctx.state.draining) return;
+    ctx.state.draining = true;
+    ctx.sseLimiter.drain();
+    for (const s of [...ctx.streams]) {
+      // Spread the reconnects over a few seconds so they do not arrive as one wave.
+      const retryMs = 500 + Math.floor(Math.random() * 4_500);
+      s.endWith({ event: 'reconnect', retryMs, data: JSON.stringify({ reason: 'draining', retryMs, lastEventId: s.lastId ?? null }) }, 'draining');
+    }
+    ctx.hub.stop();
+  };
+  return { app, ctx, drain };
+}
+
+function routeOf(req: FastifyRequest): string {
+  return req.routeOptions.url ?? 'unmatched';
+}
+
+function toHttpError(err: FastifyError | Error, logger: Logger, req: FastifyRequest): HttpError {
+  if (err instanceof HttpError) return err;
+  const fe = err as FastifyError;
+  if (fe.validation) return new HttpError(400, 'invalid_argument', fe.message);
+  if (isGrpcError(err)) return fromGrpc(err);
+  if (typeof fe.statusCode === 'number' && fe.statusCode >= 400 && fe.statusCode < 500) {
+    return new HttpError(fe.statusCode, (fe.code ?? 'bad_request').toLowerCase(), fe.message);
+  }
+  logger.error({ err, route: req.routeOptions.url }, 'unhandled error');
+  return new HttpError(500, 'internal', 'internal error');
+}
+
+function openAiType(statusCode: number): string {
+  if (statusCode === 401) return 'authentication_error';
+  if (statusCode === 404) return 'not_found_error';
+  if (statusCode === 429) return 'rate_limit_error';
+  if (statusCode >= 500) return 'server_error';
+  return 'invalid_request_error';
+}
+

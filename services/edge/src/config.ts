@@ -1,0 +1,80 @@
+// Every environment variable the edge reads, with its default and validation. A missing required
+// variable (AUTH_JWT_SECRET) stops the process at start with a message naming it.
+import { config } from '@agent-mesh/common';
+
+type Env = Record<string, string | undefined>;
+
+export interface EdgeConfig {
+  port: number;
+  host: string;
+  jwtSecret: string;
+  peers: { orchestrator: string; store: string; broker: string; tools: string };
+  /** host:port of each gRPC service's metrics side channel (`/metrics.json`). */
+  metricsAddrs: { orchestrator: string; store: string; broker: string; tools: string };
+  redisUrl: string;
+  sse: {
+    maxStreams: number;
+    heartbeatMs: number;
+    bufferMaxEvents: number;
+    bufferMaxBytes: number;
+    /** `retry:` hint sent first on every stream. */
+    retryMs: number;
+  };
+  maxMessageChars: number;
+  bodyLimitBytes: number;
+  rateLimitPerMinute: number;
+  corsOrigins: string[];
+  shutdownGraceMs: number;
+  /** The broker's upstream model, listed by GET /v1/models ("upstream" = whatever the broker is configured with). */
+  llmModel: string;
+}
+
+function metricsAddr(env: Env, name: 'ORCHESTRATOR' | 'STORE' | 'LLM_BROKER' | 'TOOL_SERVICE', peer: string): string {
+  // Default: the peer's host with its gRPC port + 1000 (config.metricsPortFor).
+  const [host, port] = splitHostPort(peer);
+  return config.addr({ env: `${name}_METRICS_ADDR`, default: `${host}:${config.metricsPortFor(port)}` }, env);
+}
+
+function splitHostPort(addr: string): [string, number] {
+  const i = addr.lastIndexOf(':');
+  return [addr.slice(0, i), Number(addr.slice(i + 1))];
+}
+
+export function loadConfig(env: Env = process.env): EdgeConfig {
+  const peers = {
+    orchestrator: config.infra.peer('ORCHESTRATOR', env),
+    store: config.infra.peer('STORE', env),
+    broker: config.infra.peer('LLM_BROKER', env),
+    tools: config.infra.peer('TOOL_SERVICE', env),
+  };
+  return {
+    port: config.int({ env: 'EDGE_PORT', default: config.DEFAULT_PORTS.EDGE, min: 0, max: 65535 }, env),
+    host: config.str({ env: 'EDGE_HOST', default: '0.0.0.0' }, env),
+    jwtSecret: config.str({ env: 'AUTH_JWT_SECRET', doc: 'HS256 secret that signs user tokens' }, env),
+    peers,
+    metricsAddrs: {
+      orchestrator: metricsAddr(env, 'ORCHESTRATOR', peers.orchestrator),
+      store: metricsAddr(env, 'STORE', peers.store),
+      broker: metricsAddr(env, 'LLM_BROKER', peers.broker),
+      tools: metricsAddr(env, 'TOOL_SERVICE', peers.tools),
+    },
+    redisUrl: config.infra.redisUrl(env),
+    sse: {
+      maxStreams: config.int({ env: 'SSE_MAX_STREAMS', default: 200, min: 1 }, env),
+      heartbeatMs: config.int({ env: 'SSE_HEARTBEAT_MS', default: 15_000, min: 100 }, env),
+      bufferMaxEvents: config.int({ env: 'SSE_BUFFER_MAX_EVENTS', default: 1_000, min: 1 }, env),
+      bufferMaxBytes: config.int({ env: 'SSE_BUFFER_MAX_BYTES', default: 1_048_576, min: 1024 }, env),
+      retryMs: config.int({ env: 'SSE_RETRY_MS', default: 2_000, min: 0 }, env),
+    },
+    maxMessageChars: config.int({ env: 'MAX_MESSAGE_CHARS', default: 8_000, min: 1 }, env),
+    bodyLimitBytes: config.int({ env: 'BODY_LIMIT_BYTES', default: 65_536, min: 1024 }, env),
+    rateLimitPerMinute: config.int({ env: 'RATE_LIMIT_PER_MINUTE', default: 120, min: 0 }, env),
+    corsOrigins: config
+      .str({ env: 'CORS_ORIGINS', default: '' }, env)
+      .split(',')
+      .map((s) => s.trim())
+      .filter(Boolean),
+    shutdownGraceMs: config.int({ env: 'SHUTDOWN_GRACE_MS', default: 10_000, min: 0 }, env),
+    llmModel: config.str({ env: 'LLM_MODEL', default: 'upstream' }, env),
+  };
+}

@@ -1,0 +1,38 @@
+// What the route modules share: configuration, peers, limiters, open streams and measurements.
+import type { Logger } from '@agent-mesh/common';
+import type { EdgeConfig } from './config';
+import type { Gateways } from './gateways/types';
+import type { RequestLimiter } from './ratelimit';
+import type { HeartbeatHub } from './sse/heartbeat';
+import type { StreamLimiter } from './sse/limiter';
+import type { SseStream } from './sse/stream';
+import type { EdgeStats } from './stats';
+
+/** The part of the configuration the app itself uses (tests build it without env). */
+export type AppConfig = Pick<EdgeConfig, 'sse' | 'maxMessageChars' | 'bodyLimitBytes' | 'corsOrigins' | 'llmModel' | 'jwtSecret'>;
+
+export interface EdgeContext {
+  cfg: AppConfig;
+  gw: Gateways;
+  logger: Logger;
+  requestLimiter: RequestLimiter;
+  sseLimiter: StreamLimiter;
+  hub: HeartbeatHub;
+  stats: EdgeStats;
+  /** Open SSE streams (to tell them to reconnect on drain). */
+  streams: Set<SseStream>;
+  state: { draining: boolean };
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** The authenticated user (the token's `sub`); '' on public routes. */
+    userId: string;
+  }
+  interface FastifyContextConfig {
+    /** Who may call the route: `public`, `bearer` (header), or `sse` (header or ?access_token=). */
+    auth?: 'public' | 'bearer' | 'sse';
+    /** The route answers with a stream (its duration is not a response time). */
+    stream?: boolean;
+  }
+}

@@ -1,0 +1,61 @@
+// What the edge needs from its peers, as interfaces: the app is built against these so tests can
+// inject fakes; the gRPC implementations live beside this file, one module per peer.
+import type { RunEvent, StartRunRequest, WatchRunRequest, CancelRunRequest, CancelRunResponse } from '@agent-mesh/common/dist/gen/orchestrator/v1/orchestrator';
+import type {
+  CreateConversationRequest,
+  CreateConversationResponse,
+  GetConversationRequest,
+  GetConversationResponse,
+  ListConversationsRequest,
+  ListConversationsResponse,
+} from '@agent-mesh/common/dist/gen/store/v1/store';
+import type { GenerateRequest, GenerateResponse } from '@agent-mesh/common/dist/gen/llmbroker/v1/llm_broker';
+
+export type { RunEvent };
+
+/** A stream of a run's events; abort the signal to cancel the watch (never the run). */
+export interface OrchestratorGateway {
+  startRun(req: StartRunRequest, signal: AbortSignal): AsyncIterable<RunEvent>;
+  watchRun(req: WatchRunRequest, signal: AbortSignal): AsyncIterable<RunEvent>;
+  cancelRun(req: CancelRunRequest): Promise<CancelRunResponse>;
+}
+
+export interface StoreGateway {
+  createConversation(req: CreateConversationRequest): Promise<CreateConversationResponse>;
+  listConversations(req: ListConversationsRequest): Promise<ListConversationsResponse>;
+  getConversation(req: GetConversationRequest): Promise<GetConversationResponse>;
+}
+
+export interface BrokerGateway {
+  generate(req: GenerateRequest, signal: AbortSignal): AsyncIterable<GenerateResponse>;
+}
+
+export type DependencyName = 'llm' | 'database' | 'cache' | 'orchestrator' | 'toolService';
+
+export interface DependencyCheck {
+  status: 'up' | 'down';
+  latencyMs: number;
+  detail?: string;
+}
+
+/** Checks one dependency (gRPC health, Redis PING) within a short timeout. */
+export type HealthProbe = () => Promise<DependencyCheck>;
+
+/** A peer's prom-client metrics as JSON (`/metrics.json`), or why it could not be read. */
+export interface PeerMetric {
+  name: string;
+  help?: string;
+  type: string;
+  values: { value: number; labels: Record<string, string | number>; metricName?: string }[];
+}
+export type PeerMetricsReader = () => Promise<PeerMetric[]>;
+
+export interface Gateways {
+  orchestrator: OrchestratorGateway;
+  store: StoreGateway;
+  broker: BrokerGateway;
+  health: Record<DependencyName, HealthProbe>;
+  metrics: Partial<Record<'orchestrator' | 'store' | 'broker' | 'tools', PeerMetricsReader>>;
+  /** Closes channels and connections. */
+  close(): Promise<void>;
+}

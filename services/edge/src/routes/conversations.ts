@@ -1,0 +1,157 @@
+// Conversations: create, list, read with messages, and cancel the active run.
+import type { FastifyInstance } from 'fastify';
+import { annotate, ATTR, newId } from '@agent-mesh/common';
+import type { Conversation, Message } from '@agent-mesh/common/dist/gen/store/v1/store';
+import type { EdgeContext } from '../context';
+import { badRequest, HttpError } from '../errors';
+import { conversationBody, conversationIdOf, errorBody, idParams, iso, pageQuery, pageSizeOf } from './schemas';
+
+export function conversationView(c: Conversation) {
+  return {
+    id: c.id,
+    title: c.title,
+    createdAt: iso(c.createdAtMs),
+    updatedAt: iso(c.updatedAtMs || c.createdAtMs),
+    lastRunId: c.lastRunId || null,
+  };
+}
+
+function messageView(m: Message) {
+  return {
+    id: m.id,
+    runId: m.runId || null,
+    role: m.role,
+    agent: m.agent || null,
+    round: m.round || null,
+    content: m.content,
+    status: m.status || 'complete',
+    createdAt: iso(m.createdAtMs),
+  };
+}
+
+export function conversationRoutes(app: FastifyInstance, ctx: EdgeContext): void {
+  app.post(
+    '/api/conversations',
+    {
+      config: { auth: 'bearer' },
+      schema: {
+        tags: ['conversations'],
+        summary: 'Create a conversation',
+        body: {
+          type: ['object', 'null'],
+          additionalProperties: false,
+          properties: { title: { type: 'string', maxLength: 200 } },
+        },
+        response: { 201: conversationBody, '4xx': errorBody },
+      },
+    },
+    async (req, reply) => {
+      const title = ((req.body as { title?: string } | null | undefined)?.title ?? '').trim() || 'New conversation';
+      if (title.includes('\u0000')) throw badRequest('body/title must not contain NUL characters');
+      const id = newId();
+      annotate({ [ATTR.userId]: req.userId, [ATTR.conversationId]: id });
+      const res = await ctx.gw.store.createConversation({ userId: req.userId, conversationId: id, title });
+      const c = res.conversation;
+      return reply.code(201).send(c ? conversationView(c) : { id, title, createdAt: iso(Date.now()), updatedAt: iso(Date.now()), lastRunId: null });
+    },
+  );
+
+  app.get(
+    '/api/conversations',
+    {
+      config: { auth: 'bearer' },
+      schema: {
+        tags: ['conversations'],
+        summary: "The caller's conversations, newest first",
+        querystring: pageQuery,
+        response: {
+          200: { type: 'object', properties: { conversations: { type: 'array', items: conversationBody }, nextPageToken: { type: ['string', 'null'] } } },
+          '4xx': errorBody,
+        },
+      },
+    },
+    async (req) => {
+      const res = await ctx.gw.store.listConversations({
+        userId: req.userId,
+        pageSize: pageSizeOf(req.query, 100),
+        pageToken: (req.query as { pageToken?: string }).pageToken ?? '',
+      });
+      return { conversations: res.conversations.map(conversationView), nextPageToken: res.nextPageToken || null };
+    },
+  );
+
+  app.get(
+    '/api/conversations/:id',
+    {
+      config: { auth: 'bearer' },
+      schema: {
+        tags: ['conversations'],
+        summary: 'One conversation with a page of its messages (oldest first)',
+        params: idParams,
+        querystring: pageQuery,
+        response: {
+          200: {
+            type: 'object',
+            properties: {
+              ...conversationBody.properties,
+              messages: {
+                type: 'array',
+                items: {
+                  type: 'object',
+                  properties: {
+                    id: { type: 'string' },
+                    runId: { type: ['string', 'null'] },
+                    role: { type: 'string' },
+                    agent: { type: ['string', 'null'] },
+                    round: { type: ['integer', 'null'] },
+                    content: { type: 'string' },
+                    status: { type: 'string' },
+                    createdAt: { type: 'string' },
+                  },
+                },
+              },
+              nextPageToken: { type: ['string', 'null'] },
+            },
+          },
+          '4xx': errorBody,
+        },
+      },
+    },
+    async (req) => {
+      const id = conversationIdOf(req.params);
+      annotate({ [ATTR.userId]: req.userId, [ATTR.conversationId]: id });
+      const res = await ctx.gw.store.getConversation({
+        userId: req.userId,
+        conversationId: id,
+        messagePageSize: pageSizeOf(req.query, 200),
+        messagePageToken: (req.query as { pageToken?: string }).pageToken ?? '',
+      });
+      if (!res.conversation) throw new HttpError(404, 'not_found', 'conversation not found');
+      return {
+        ...conversationView(res.conversation),
+        messages: res.messages.map(messageView),
+        nextPageToken: res.nextMessagePageToken || null,
+      };
+    },
+  );
+
+  app.post(
+    '/api/conversations/:id/cancel',
+    {
+      config: { auth: 'bearer' },
+      schema: {
+        tags: ['runs'],
+        summary: "Cancel the conversation's active run (the cancel reaches the upstream LLM call)",
+        params: idParams,
+        response: { 202: { type: 'object', properties: { runId: { type: ['string', 'null'] }, cancelled: { type: 'boolean' } } }, '4xx': errorBody },
+      },
+    },
+    async (req, reply) => {
+      const id = conversationIdOf(req.params);
+      annotate({ [ATTR.userId]: req.userId, [ATTR.conversationId]: id });
+      const res = await ctx.gw.orchestrator.cancelRun({ userId: req.userId, conversationId: id });
+      if (res.runId) annotate({ [ATTR.runId]: res.runId });
+      return reply.code(202).send({ runId: res.runId || null, cancelled: res.cancelled });
+    },
+  );
+}

@@ -1,0 +1,101 @@
+// The run streams: POST a message (starts a run, answers with its SSE stream) and GET the
+// conversation's events (join or resume with Last-Event-ID).
+import type { FastifyInstance } from 'fastify';
+import { annotate, ATTR, isId, newId } from '@agent-mesh/common';
+import type { EdgeContext } from '../context';
+import { badRequest } from '../errors';
+import { parseLastEventId } from '../sse/frame';
+import { relayRun } from '../sse/relay';
+import { conversationIdOf, errorBody, idParams } from './schemas';
+
+const sseResponse = {
+  200: { description: 'text/event-stream of the run events (id: <runId>:<seq>)', type: 'string' },
+  503: {
+    description: 'SSE limiter full: retry after Retry-After with header X-Queue-Token to keep your place',
+    type: 'object',
+    properties: {
+      error: errorBody.properties.error,
+      queueToken: { type: 'string' },
+      position: { type: 'integer' },
+      estimatedWaitMs: { type: 'integer' },
+    },
+  },
+  '4xx': errorBody,
+};
+
+export function eventRoutes(app: FastifyInstance, ctx: EdgeContext): void {
+  app.post(
+    '/api/conversations/:id/messages',
+    {
+      config: { auth: 'bearer', stream: true },
+      schema: {
+        tags: ['runs'],
+        summary: 'Send a message: starts a run and answers with its SSE stream',
+        params: idParams,
+        body: {
+          type: 'object',
+          required: ['content'],
+          additionalProperties: false,
+          properties: {
+            content: { type: 'string', minLength: 1, maxLength: ctx.cfg.maxMessageChars },
+            messageId: { type: 'string', maxLength: 64, description: 'client-generated UUID (idempotency key)' },
+          },
+        },
+        response: sseResponse,
+      },
+    },
+    async (req, reply) => {
+      const conversationId = conversationIdOf(req.params);
+      const body = req.body as { content: string; messageId?: string };
+      const content = body.content.trim();
+      if (content.length === 0) throw badRequest('body/content must not be empty');
+      if (content.includes('\u0000')) throw badRequest('body/content must not contain NUL characters');
+      if (body.messageId !== undefined && !isId(body.messageId)) throw badRequest('body/messageId must be a UUID');
+      const messageId = body.messageId ?? newId();
+      const userId = req.userId;
+      annotate({ [ATTR.userId]: userId, [ATTR.conversationId]: conversationId });
+      await relayRun(ctx, req, reply, {
+        open: (signal) => ctx.gw.orchestrator.startRun({ userId, conversationId, messageId, content }, signal),
+        reopen: (runId, afterSeq, signal) => ctx.gw.orchestrator.watchRun({ userId, conversationId, runId, afterSeq }, signal),
+        onTerminal: (type, ms) => ctx.stats.observeRun(type, ms),
+        // Refusals (404, 409) come before run.started: wait for them so they stay HTTP statuses.
+        firstEventWaitMs: 15_000,
+      });
+    },
+  );
+
+  app.get(
+    '/api/conversations/:id/events',
+    {
+      config: { auth: 'sse', stream: true },
+      schema: {
+        tags: ['runs'],
+        summary: "Join or resume the conversation's current or last run (Last-Event-ID: <runId>:<seq>)",
+        params: idParams,
+        querystring: {
+          type: 'object',
+          properties: {
+            lastEventId: { type: 'string', maxLength: 100, description: 'like the Last-Event-ID header' },
+            access_token: { type: 'string', maxLength: 4096, description: 'the bearer token, for EventSource' },
+          },
+        },
+        response: sseResponse,
+      },
+    },
+    async (req, reply) => {
+      const conversationId = conversationIdOf(req.params);
+      const header = req.headers['last-event-id'];
+      // The header wins: EventSource sends it on reconnect, newer than the URL's parameter.
+      const rawId = (Array.isArray(header) ? header[0] : header) || (req.query as { lastEventId?: string }).lastEventId;
+      const from = parseLastEventId(rawId);
+      if (from === null) throw badRequest('invalid Last-Event-ID: expected <runId>:<seq>');
+      const userId = req.userId;
+      annotate({ [ATTR.userId]: userId, [ATTR.conversationId]: conversationId, ...(from ? { [ATTR.runId]: from.runId } : {}) });
+      await relayRun(ctx, req, reply, {
+        open: (signal) =>
+          ctx.gw.orchestrator.watchRun({ userId, conversationId, runId: from?.runId ?? '', afterSeq: from?.seq ?? 0 }, signal),
+        reopen: (runId, afterSeq, signal) => ctx.gw.orchestrator.watchRun({ userId, conversationId, runId, afterSeq }, signal),
+      });
+    },
+  );
+}

@@ -1,0 +1,55 @@
+// GET /api/health: 200 when every dependency answers, 503 otherwise, with a per-dependency
+// breakdown (llm = broker, database = store, cache = Redis). Cached briefly so that a flood of
+// probes does not become a flood of checks.
+import type { FastifyInstance } from 'fastify';
+import type { EdgeContext } from '../context';
+import type { DependencyCheck, DependencyName } from '../gateways/types';
+
+const CACHE_MS = 1_500;
+const TIMEOUT_MS = 1_000;
+
+type Report = { status: 'healthy' | 'unhealthy'; checks: Record<DependencyName, DependencyCheck>; checkedAt: string };
+
+export function healthRoutes(app: FastifyInstance, ctx: EdgeContext): void {
+  let cached: { at: number; report: Promise<Report> } | undefined;
+
+  const check = async (): Promise<Report> => {
+    const entries = await Promise.all(
+      (Object.entries(ctx.gw.health) as [DependencyName, () => Promise<DependencyCheck>][]).map(async ([name, probe]) => {
+        const started = performance.now();
+        const timeout = new Promise<DependencyCheck>((resolve) =>
+          setTimeout(() => resolve({ status: 'down', latencyMs: TIMEOUT_MS, detail: `no answer within ${TIMEOUT_MS} ms` }), TIMEOUT_MS).unref(),
+        );
+        const result = await Promise.race([
+          probe().catch((err: Error) => ({ status: 'down' as const, latencyMs: Math.round(performance.now() - started), detail: err.message })),
+          timeout,
+        ]);
+        return [name, result] as const;
+      }),
+    );
+    const checks = Object.fromEntries(entries) as Record<DependencyName, DependencyCheck>;
+    const healthy = entries.every(([, c]) => c.status === 'up');
+    return { status: healthy ? 'healthy' : 'unhealthy', checks, checkedAt: new Date().toISOString() };
+  };
+
+  app.get(
+    '/api/health',
+    {
+      config: { auth: 'public' },
+      schema: {
+        tags: ['operations'],
+        summary: 'Health with a per-dependency breakdown (200 healthy, 503 not)',
+        security: [],
+      },
+    },
+    async (_req, reply) => {
+      const now = Date.now();
+      if (!cached || now - cached.at > CACHE_MS) cached = { at: now, report: check() };
+      const report = await cached.report;
+      return reply
+        .code(report.status === 'healthy' ? 200 : 503)
+        .header('cache-control', 'no-store')
+        .send({ ...report, edge: { openStreams: ctx.streams.size, draining: ctx.state.draining } });
+    },
+  );
+}

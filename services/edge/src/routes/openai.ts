@@ -1,0 +1,272 @@
+// OpenAI-compatible facade: POST /v1/chat/completions (streamed or not, usage included) and
+// GET /v1/models. `agent-mesh` runs the multi-agent pipeline and answers with the Reporter's
+// output; any other model is one Generate call through the broker's queue and quota.
+import { once } from 'node:events';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { annotate, ATTR, newId } from '@agent-mesh/common';
+import type { ChatMessage, GenerateRequest } from '@agent-mesh/common/dist/gen/llmbroker/v1/llm_broker';
+import type { EdgeContext } from '../context';
+import { badRequest, fromGrpc, HttpError, isGrpcError } from '../errors';
+import type { RunEvent } from '../gateways/types';
+
+export const PIPELINE_MODEL = 'agent-mesh';
+const CREATED = Math.floor(Date.now() / 1000);
+
+interface ChatBody {
+  model: string;
+  messages: { role: string; content?: string | { type: string; text?: string }[] | null; name?: string; tool_call_id?: string }[];
+  stream?: boolean;
+  stream_options?: { include_usage?: boolean } | null;
+  max_tokens?: number | null;
+  max_completion_tokens?: number | null;
+  temperature?: number | null;
+  tools?: unknown[];
+  user?: string;
+}
+
+interface Usage {
+  prompt_tokens: number;
+  completion_tokens: number;
+  total_tokens: number;
+}
+
+/** What one completion produces, pipeline or direct: content deltas, then the end. */
+type Piece = { delta: string } | { done: true; finishReason: string; usage: Usage; model: string } | { queued: number; estimatedWaitMs: number };
+
+const messageSchema = {
+  type: 'object',
+  required: ['role'],
+  properties: {
+    role: { type: 'string', enum: ['system', 'developer', 'user', 'assistant', 'tool'] },
+    content: {
+      anyOf: [
+        { type: 'string', maxLength: 200_000 },
+        { type: 'null' },
+        { type: 'array', maxItems: 100, items: { type: 'object', required: ['type'], properties: { type: { type: 'string' }, text: { type: 'string' } } } },
+      ],
+    },
+    name: { type: 'string', maxLength: 64 },
+    tool_call_id: { type: 'string', maxLength: 128 },
+  },
+} as const;
+
+export function openaiRoutes(app: FastifyInstance, ctx: EdgeContext): void {
+  app.get('/v1/models', { config: { auth: 'bearer' }, schema: { tags: ['openai'], summary: 'OpenAI-compatible model list' } }, async () => ({
+    object: 'list',
+    data: [PIPELINE_MODEL, ctx.cfg.llmModel].map((id) => ({ id, object: 'model', created: CREATED, owned_by: 'agent-mesh' })),
+  }));
+
+  app.post(
+    '/v1/chat/completions',
+    {
+      config: { auth: 'bearer' },
+      schema: {
+        tags: ['openai'],
+        summary: 'OpenAI-compatible chat completions (stream true or false)',
+        body: {
+          type: 'object',
+          required: ['model', 'messages'],
+          properties: {
+            model: { type: 'string', minLength: 1, maxLength: 200 },
+            messages: { type: 'array', minItems: 1, maxItems: 500, items: messageSchema },
+            stream: { type: ['boolean', 'null'] },
+            stream_options: { type: ['object', 'null'], properties: { include_usage: { type: 'boolean' } } },
+            max_tokens: { type: ['integer', 'null'], minimum: 1 },
+            max_completion_tokens: { type: ['integer', 'null'], minimum: 1 },
+            temperature: { type: ['number', 'null'], minimum: 0, maximum: 2 },
+            tools: { type: 'array', maxItems: 128 },
+            user: { type: 'string', maxLength: 256 },
+          },
+        },
+      },
+    },
+    async (req, reply) => {
+      const body = req.body as ChatBody;
+      const messages = body.messages.map(toChatMessage);
+      const abort = new AbortController();
+      // The response's close (not the request's, which fires once the body is read) means the client left.
+      reply.raw.once('close', () => abort.abort());
+      annotate({ [ATTR.userId]: req.userId });
+      const pieces = body.model === PIPELINE_MODEL ? pipeline(ctx, req.userId, messages, abort.signal) : direct(ctx, req.userId, body, messages, abort.signal);
+      const id = `chatcmpl-${newId()}`;
+      if (body.stream) return streamCompletion(ctx, req, reply, id, body, pieces, abort);
+      let content = '';
+      for await (const p of pieces) {
+        if ('delta' in p) content += p.delta;
+        else if ('done' in p) {
+          return {
+            id,
+            object: 'chat.completion',
+            created: Math.floor(Date.now() / 1000),
+            model: p.model || body.model,
+            choices: [{ index: 0, message: { role: 'assistant', content, refusal: null }, logprobs: null, finish_reason: p.finishReason || 'stop' }],
+            usage: p.usage,
+          };
+        }
+      }
+      throw new HttpError(502, 'incomplete', 'the completion ended without a result');
+    },
+  );
+}
+
+function toChatMessage(m: ChatBody['messages'][number]): ChatMessage {
+  const content = typeof m.content === 'string' ? m.content : Array.isArray(m.content) ? m.content.map((p) => p.text ?? '').join('') : '';
+  if (content.includes('\u0000')) throw badRequest('body/messages content must not contain NUL characters');
+  return { role: m.role === 'developer' ? 'system' : m.role, content, name: m.name ?? '', toolCallId: m.tool_call_id ?? '', toolCalls: [] };
+}
+
+async function* direct(ctx: EdgeContext, userId: string, body: ChatBody, messages: ChatMessage[], signal: AbortSignal): AsyncGenerator<Piece> {
+  const maxTokens = body.max_completion_tokens ?? body.max_tokens ?? 0;
+  const req: GenerateRequest = {
+    userId,
+    runId: '',
+    agentRole: 'direct',
+    runStarted: false,
+    // "upstream" (the default LLM_MODEL alias) means: whatever model the broker is configured with.
+    model: body.model === 'upstream' ? '' : body.model,
+    messages,
+    toolsJson: body.tools ? JSON.stringify(body.tools) : '',
+    maxTokens,
+    temperature: body.temperature ?? 0,
+    hasTemperature: body.temperature !== undefined && body.temperature !== null,
+  };
+  for await (const msg of ctx.gw.broker.generate(req, signal)) {
+    const u = msg.update;
+    if (!u) continue;
+    if (u.$case === 'queued') yield { queued: u.queued.position, estimatedWaitMs: u.queued.estimatedWaitMs };
+    else if (u.$case === 'delta') {
+      if (u.delta.content) yield { delta: u.delta.content };
+    } else {
+      const usage = u.done.usage;
+      yield {
+        done: true,
+        finishReason: u.done.finishReason || 'stop',
+        model: u.done.model || body.model,
+        usage: { prompt_tokens: usage?.promptTokens ?? 0, completion_tokens: usage?.completionTokens ?? 0, total_tokens: usage?.totalTokens ?? 0 },
+      };
+      return;
+    }
+  }
+}
+
+async function* pipeline(ctx: EdgeContext, userId: string, messages: ChatMessage[], signal: AbortSignal): AsyncGenerator<Piece> {
+  const question = [...messages].reverse().find((m) => m.role === 'user')?.content.trim() ?? '';
+  if (!question) throw badRequest('body/messages must contain a user message with content');
+  if (question.length > ctx.cfg.maxMessageChars) throw badRequest(`the user message must be at most ${ctx.cfg.maxMessageChars} characters`);
+  // One conversation per call: the facade is stateless, like the API it imitates.
+  const conversationId = newId();
+  await ctx.gw.store.createConversation({ userId, conversationId, title: question.slice(0, 60) });
+  annotate({ [ATTR.conversationId]: conversationId });
+  let reporterText = '';
+  const events = ctx.gw.orchestrator.startRun({ userId, conversationId, messageId: newId(), content: question }, signal);
+  for await (const ev of events) {
+    const data = parse(ev);
+    switch (ev.type) {
+      case 'queued':
+        yield { queued: Number(data['position'] ?? 0), estimatedWaitMs: Number(data['estimatedWaitMs'] ?? 0) };
+        break;
+      case 'agent.started':
+        if (data['agent'] === 'reporter') reporterText = '';
+        break;
+      case 'agent.restarted':
+        // An interrupted Reporter starts over; a streaming client already has its first words, so
+        // only the non-streamed answer (from run.completed) is exact in that case.
+        break;
+      case 'token':
+        if (data['agent'] === 'reporter' && typeof data['text'] === 'string') {
+          reporterText += data['text'];
+          yield { delta: data['text'] };
+        }
+        break;
+      case 'run.completed': {
+        const answer = typeof data['answer'] === 'string' ? data['answer'] : reporterText;
+        if (answer.startsWith(reporterText) && answer.length > reporterText.length) yield { delta: answer.slice(reporterText.length) };
+        const u = (data['usage'] ?? {}) as Record<string, unknown>;
+        yield {
+          done: true,
+          finishReason: 'stop',
+          model: PIPELINE_MODEL,
+          usage: { prompt_tokens: Number(u['promptTokens'] ?? 0), completion_tokens: Number(u['completionTokens'] ?? 0), total_tokens: Number(u['totalTokens'] ?? 0) },
+        };
+        return;
+      }
+      case 'run.failed':
+        throw new HttpError(data['retryable'] ? 503 : 502, String(data['code'] ?? 'run_failed'), String(data['message'] ?? 'the run failed'));
+      case 'degraded':
+        throw new HttpError(503, String(data['reason'] ?? 'degraded'), String(data['message'] ?? 'Service busy, please try again shortly.'), 5);
+      case 'run.cancelled':
+        throw new HttpError(409, 'cancelled', 'the run was cancelled');
+      default:
+        break;
+    }
+  }
+  throw new HttpError(502, 'incomplete', 'the run ended without an answer');
+}
+
+function parse(ev: RunEvent): Record<string, unknown> {
+  try {
+    const v: unknown = JSON.parse(ev.dataJson);
+    return typeof v === 'object' && v !== null ? (v as Record<string, unknown>) : {};
+  } catch {
+    return {};
+  }
+}
+
+/** Streams chat.completion.chunk objects; errors before the first piece are HTTP errors. */
+async function streamCompletion(
+  ctx: EdgeContext,
+  req: FastifyRequest,
+  reply: FastifyReply,
+  id: string,
+  body: ChatBody,
+  pieces: AsyncGenerator<Piece>,
+  abort: AbortController,
+): Promise<void> {
+  const started = Date.now();
+  const first = await pieces.next(); // throws → the error handler answers with a status
+  void reply.hijack();
+  const raw = reply.raw;
+  raw.writeHead(200, {
+    'content-type': 'text/event-stream; charset=utf-8',
+    'cache-control': 'no-cache, no-transform',
+    connection: 'keep-alive',
+    'x-accel-buffering': 'no',
+  });
+  ctx.stats.openStreams.inc();
+  const created = Math.floor(Date.now() / 1000);
+  const chunk = (delta: Record<string, unknown>, finishReason: string | null, model = body.model) =>
+    JSON.stringify({ id, object: 'chat.completion.chunk', created, model, choices: [{ index: 0, delta, logprobs: null, finish_reason: finishReason }] });
+  // Pull-based: the next piece is read only once the client took the last one (gRPC flow control
+  // holds the rest), so a slow client costs no memory here.
+  const write = async (text: string) => {
+    if (raw.destroyed) return;
+    if (!raw.write(text)) await Promise.race([once(raw, 'drain'), once(abort.signal, 'abort')]);
+  };
+  try {
+    await write(`data: ${chunk({ role: 'assistant', content: '' }, null)}\n\n`);
+    let result = first;
+    while (!result.done && !abort.signal.aborted) {
+      const p = result.value;
+      if ('delta' in p) await write(`data: ${chunk({ content: p.delta }, null)}\n\n`);
+      else if ('queued' in p) await write(`: queued position=${p.queued} estimatedWaitMs=${p.estimatedWaitMs}\n\n`);
+      else {
+        await write(`data: ${chunk({}, p.finishReason, p.model)}\n\n`);
+        if (body.stream_options?.include_usage) {
+          await write(`data: ${JSON.stringify({ id, object: 'chat.completion.chunk', created, model: p.model, choices: [], usage: p.usage })}\n\n`);
+        }
+        await write('data: [DONE]\n\n');
+        break;
+      }
+      result = await pieces.next();
+    }
+  } catch (err) {
+    const e = err instanceof HttpError ? err : isGrpcError(err) ? fromGrpc(err) : new HttpError(502, 'stream_failed', 'the completion failed');
+    if (!abort.signal.aborted) await write(`data: ${JSON.stringify({ error: { message: e.message, type: 'server_error', param: null, code: e.code } })}\n\n`);
+  } finally {
+    await pieces.return(undefined).catch(() => undefined);
+    raw.end();
+    ctx.stats.openStreams.dec();
+    ctx.stats.active.dec();
+    ctx.stats.observe('POST', '/v1/chat/completions', 200, (Date.now() - started) / 1000, true);
+  }
+}

@@ -1,0 +1,155 @@
+// One SSE response: frames events, sends heartbeats, and keeps memory bounded. While the socket
+// accepts writes, events go straight through; once it pushes back, events wait in a bounded
+// buffer (events + bytes, counting what the socket itself still holds). A client that falls
+// further behind is sent `stream.overflow` and disconnected: it resumes with Last-Event-ID.
+import type { Writable } from 'node:stream';
+import { frame, HEARTBEAT, retryHint, type SseMessage } from './frame';
+import type { Beating } from './heartbeat';
+
+export interface SseStreamOptions {
+  maxBufferedEvents: number;
+  maxBufferedBytes: number;
+  /** How long an overflowed or drained stream may take to flush before its socket is destroyed. */
+  closeTimeoutMs?: number;
+}
+
+export type CloseReason = 'completed' | 'client_closed' | 'overflow' | 'draining' | 'error';
+
+export class SseStream implements Beating {
+  private readonly queue: string[] = [];
+  private queuedBytes = 0;
+  private blocked = false;
+  private ended = false;
+  private closeReason?: CloseReason;
+  private readonly closeListeners: ((reason: CloseReason) => void)[] = [];
+  /** Id of the last event handed to the socket. */
+  lastId?: string;
+
+  constructor(
+    private readonly sink: Writable,
+    private readonly opts: SseStreamOptions,
+  ) {
+    sink.on('drain', () => this.flush());
+    sink.once('close', () => this.finish('client_closed'));
+    sink.on('error', () => this.finish('client_closed'));
+  }
+
+  /** Writes the `retry:` hint (the first thing on every stream). */
+  begin(retryMs: number): void {
+    this.write(retryHint(retryMs));
+  }
+
+  get closed(): boolean {
+    return this.ended;
+  }
+
+  get reason(): CloseReason | undefined {
+    return this.closeReason;
+  }
+
+  /** Bytes this stream holds in memory (its buffer and the socket's). */
+  get bufferedBytes(): number {
+    return this.queuedBytes + this.sink.writableLength;
+  }
+
+  get bufferedEvents(): number {
+    return this.queue.length;
+  }
+
+  onClose(fn: (reason: CloseReason) => void): void {
+    if (this.closeReason) fn(this.closeReason);
+    else this.closeListeners.push(fn);
+  }
+
+  /** Sends one event; false when the stream is closed (or just overflowed and was closed). */
+  send(msg: SseMessage): boolean {
+    if (this.ended) return false;
+    const text = frame(msg);
+    if (msg.id !== undefined) this.lastId = msg.id;
+    if (!this.blocked) {
+      this.write(text);
+      return true;
+    }
+    this.queue.push(text);
+    this.queuedBytes += Buffer.byteLength(text);
+    if (this.queue.length > this.opts.maxBufferedEvents || this.bufferedBytes > this.opts.maxBufferedBytes) {
+      this.overflow();
+      return false;
+    }
+    return true;
+  }
+
+  heartbeat(): void {
+    // A blocked socket is not idle: no heartbeat needed, and none should add to the backlog.
+    if (!this.ended && !this.blocked) this.write(HEARTBEAT);
+  }
+
+  /** Ends the stream after what is buffered (a terminal event was sent). */
+  end(reason: CloseReason = 'completed'): void {
+    if (this.ended) return;
+    this.flush();
+    this.ended = true;
+    this.sink.end();
+    this.destroyLater();
+    this.finish(reason);
+  }
+
+  /** Sends a last control event and ends (used for overflow and drain). */
+  endWith(msg: SseMessage, reason: CloseReason): void {
+    if (this.ended) return;
+    // Control events jump the backlog: the client must learn why, and will resume from its own
+    // Last-Event-ID anyway.
+    this.queue.length = 0;
+    this.queuedBytes = 0;
+    this.sink.write(frame(msg));
+    this.ended = true;
+    this.sink.end();
+    this.destroyLater();
+    this.finish(reason);
+  }
+
+  private overflow(): void {
+    this.endWith(
+      {
+        event: 'stream.overflow',
+        data: JSON.stringify({
+          reason: 'slow_consumer',
+          message: 'the client fell too far behind; reconnect with Last-Event-ID to resume',
+          lastEventId: this.lastId ?? null,
+        }),
+      },
+      'overflow',
+    );
+  }
+
+  private write(text: string): void {
+    if (!this.sink.write(text)) this.blocked = true;
+  }
+
+  private flush(): void {
+    if (this.ended) return;
+    this.blocked = false;
+    if (this.queue.length === 0) return;
+    const text = this.queue.join('');
+    this.queue.length = 0;
+    this.queuedBytes = 0;
+    this.write(text);
+  }
+
+  private destroyLater(): void {
+    const t = setTimeout(() => {
+      if (!this.sink.destroyed) this.sink.destroy();
+    }, this.opts.closeTimeoutMs ?? 2_000);
+    t.unref();
+    this.sink.once('finish', () => clearTimeout(t));
+  }
+
+  private finish(reason: CloseReason): void {
+    if (this.closeReason) return;
+    this.ended = true;
+    this.closeReason = reason;
+    this.queue.length = 0;
+    this.queuedBytes = 0;
+    for (const fn of this.closeListeners.splice(0)) fn(reason);
+  }
+}

@@ -1,0 +1,207 @@
+// In-memory peers for tests and benchmarks: an orchestrator that plays a scripted run into a
+// per-run log (served to StartRun/WatchRun like the real one), a store, a broker and probes.
+import { MeshError, status } from '@agent-mesh/common';
+import type { RunEvent } from '@agent-mesh/common/dist/gen/orchestrator/v1/orchestrator';
+import type { Conversation } from '@agent-mesh/common/dist/gen/store/v1/store';
+import type { GenerateResponse } from '@agent-mesh/common/dist/gen/llmbroker/v1/llm_broker';
+import { randomUUID } from 'node:crypto';
+import type { BrokerGateway, Gateways, OrchestratorGateway, StoreGateway } from '../gateways/types';
+
+export interface ScriptedEvent {
+  type: string;
+  data: Record<string, unknown>;
+}
+
+/** A small but complete run: four agents, tokens, one round, run.completed. */
+export function defaultScript(runId: string, conversationId: string, messageId: string, tokensPerAgent = 3): ScriptedEvent[] {
+  const out: ScriptedEvent[] = [{ type: 'run.started', data: { runId, conversationId, messageId } }];
+  for (const agent of ['planner', 'critic', 'host', 'reporter']) {
+    out.push({ type: 'agent.started', data: { agent, round: 1 } });
+    let content = '';
+    for (let i = 0; i < tokensPerAgent; i++) {
+      const text = `${agent}-${i} `;
+      content += text;
+      out.push({ type: 'token', data: { agent, round: 1, text } });
+    }
+    if (agent === 'critic') content += '\nVERDICT: APPROVE';
+    out.push({ type: 'agent.completed', data: { agent, round: 1, tokens: tokensPerAgent, content } });
+    if (agent === 'critic') out.push({ type: 'round.completed', data: { round: 1, verdict: 'approve' } });
+  }
+  const answer = Array.from({ length: tokensPerAgent }, (_, i) => `reporter-${i} `).join('');
+  out.push({ type: 'run.completed', data: { runId, answer, rounds: 1, usage: { promptTokens: 10, completionTokens: 12, totalTokens: 22 }, cost: { usd: 0.0001 } } });
+  return out;
+}
+
+interface FakeRun {
+  runId: string;
+  userId: string;
+  conversationId: string;
+  log: RunEvent[];
+  done: boolean;
+  wake: Set<() => void>;
+}
+
+export class FakeOrchestrator implements OrchestratorGateway {
+  readonly runs = new Map<string, FakeRun>();
+  readonly lastRunOf = new Map<string, string>();
+  readonly cancelled: string[] = [];
+  /** Milliseconds between two scripted events. */
+  intervalMs = 5;
+  script: (runId: string, conversationId: string, messageId: string) => ScriptedEvent[] = defaultScript;
+  /** Events older than this seq are "no longer retained" (tests events.lost). */
+  retainedFromSeq = 1;
+  /** Open watch streams (to check that disconnect cancels the watch). */
+  openWatches = 0;
+
+  constructor(private readonly store: FakeStore) {}
+
+  startRun(req: { userId: string; conversationId: string; messageId: string; content: string }, signal: AbortSignal): AsyncIterable<RunEvent> {
+    this.store.mustOwn(req.userId, req.conversationId);
+    const active = this.lastRunOf.get(req.conversationId);
+    if (active && !this.runs.get(active)!.done) {
+      throw new MeshError(status.FAILED_PRECONDITION, 'run_in_progress', 'a run is already in progress');
+    }
+    const runId = randomUUID();
+    const run: FakeRun = { runId, userId: req.userId, conversationId: req.conversationId, log: [], done: false, wake: new Set() };
+    this.runs.set(runId, run);
+    this.lastRunOf.set(req.conversationId, runId);
+    this.store.setLastRun(req.conversationId, runId);
+    void this.play(run, this.script(runId, req.conversationId, req.messageId));
+    return this.follow(run, 0, signal);
+  }
+
+  watchRun(req: { userId: string; conversationId: string; runId: string; afterSeq: number }, signal: AbortSignal): AsyncIterable<RunEvent> {
+    this.store.mustOwn(req.userId, req.conversationId);
+    const runId = req.runId || this.lastRunOf.get(req.conversationId);
+    const run = runId ? this.runs.get(runId) : undefined;
+    if (!run || run.conversationId !== req.conversationId) throw new MeshError(status.NOT_FOUND, 'not_found', 'run not found');
+    return this.follow(run, req.afterSeq, signal);
+  }
+
+  async cancelRun(req: { userId: string; conversationId: string }) {
+    this.store.mustOwn(req.userId, req.conversationId);
+    const runId = this.lastRunOf.get(req.conversationId) ?? '';
+    const run = this.runs.get(runId);
+    if (!run || run.done) return { runId, cancelled: false };
+    this.cancelled.push(runId);
+    this.append(run, 'run.cancelled', { reason: 'user', partial: '' });
+    run.done = true;
+    return { runId, cancelled: true };
+  }
+
+  private append(run: FakeRun, type: string, data: Record<string, unknown>): void {
+    run.log.push({ runId: run.runId, seq: run.log.length + 1, type, dataJson: JSON.stringify(data) });
+    for (const w of run.wake) w();
+  }
+
+  private async play(run: FakeRun, script: ScriptedEvent[]): Promise<void> {
+    for (const ev of script) {
+      if (run.done) return;
+      await new Promise((r) => setTimeout(r, this.intervalMs));
+      if (run.done) return;
+      this.append(run, ev.type, ev.data);
+    }
+    run.done = true;
+    for (const w of run.wake) w();
+  }
+
+  private async *follow(run: FakeRun, afterSeq: number, signal: AbortSignal): AsyncGenerator<RunEvent> {
+    this.openWatches += 1;
+    try {
+      let next = afterSeq + 1;
+      if (next < this.retainedFromSeq) {
+        yield { runId: run.runId, seq: this.retainedFromSeq - 1, type: 'events.lost', dataJson: JSON.stringify({ afterSeq, firstAvailableSeq: this.retainedFromSeq }) };
+        next = this.retainedFromSeq;
+      }
+      for (;;) {
+        while (next <= run.log.length) {
+          if (signal.aborted) return;
+          yield run.log[next - 1]!;
+          next += 1;
+        }
+        if (run.done || signal.aborted) return;
+        await new Promise<void>((resolve) => {
+          const w = () => {
+            run.wake.delete(w);
+            signal.removeEventListener('abort', w);
+            resolve();
+          };
+          run.wake.add(w);
+          signal.addEventListener('abort', w, { once: true });
+        });
+      }
+    } finally {
+      this.openWatches -= 1;
+    }
+  }
+}
+
+export class FakeStore implements StoreGateway {
+  readonly conversations = new Map<string, Conversation>();
+
+  mustOwn(userId: string, conversationId: string): Conversation {
+    const c = this.conversations.get(conversationId);
+    if (!c || c.userId !== userId) throw new MeshError(status.NOT_FOUND, 'not_found', 'conversation not found');
+    return c;
+  }
+
+  setLastRun(conversationId: string, runId: string): void {
+    const c = this.conversations.get(conversationId);
+    if (c) c.lastRunId = runId;
+  }
+
+  async createConversation(req: { userId: string; conversationId: string; title: string }) {
+    const existing = this.conversations.get(req.conversationId);
+    if (existing) return { conversation: existing };
+    const now = Date.now();
+    const c: Conversation = { id: req.conversationId, userId: req.userId, title: req.title, createdAtMs: now, updatedAtMs: now, lastRunId: '' };
+    this.conversations.set(c.id, c);
+    return { conversation: c };
+  }
+
+  async listConversations(req: { userId: string; pageSize: number; pageToken: string }) {
+    const all = [...this.conversations.values()].filter((c) => c.userId === req.userId).sort((a, b) => b.createdAtMs - a.createdAtMs);
+    return { conversations: all.slice(0, req.pageSize || 20), nextPageToken: '' };
+  }
+
+  async getConversation(req: { userId: string; conversationId: string }) {
+    return { conversation: this.mustOwn(req.userId, req.conversationId), messages: [], nextMessagePageToken: '' };
+  }
+}
+
+export class FakeBroker implements BrokerGateway {
+  calls = 0;
+  async *generate(req: { model: string }, signal: AbortSignal): AsyncGenerator<GenerateResponse> {
+    this.calls += 1;
+    yield { update: { $case: 'queued', queued: { position: 1, estimatedWaitMs: 0 } } };
+    for (const word of ['Hello', ' from', ' the', ' broker']) {
+      if (signal.aborted) return;
+      await new Promise((r) => setTimeout(r, 2));
+      yield { update: { $case: 'delta', delta: { content: word } } };
+    }
+    yield {
+      update: {
+        $case: 'done',
+        done: { finishReason: 'stop', usage: { promptTokens: 5, completionTokens: 4, totalTokens: 9 }, toolCalls: [], model: req.model || 'upstream', queueWaitMs: 0 },
+      },
+    };
+  }
+}
+
+export function fakeGateways(): Gateways & { fakeStore: FakeStore; fakeOrchestrator: FakeOrchestrator; fakeBroker: FakeBroker } {
+  const store = new FakeStore();
+  const orchestrator = new FakeOrchestrator(store);
+  const broker = new FakeBroker();
+  const up = async () => ({ status: 'up' as const, latencyMs: 0 });
+  return {
+    store,
+    orchestrator,
+    broker,
+    fakeStore: store,
+    fakeOrchestrator: orchestrator,
+    fakeBroker: broker,
+    health: { llm: up, database: up, cache: up, orchestrator: up, toolService: up },
+    metrics: {},
+    close: async () => undefined,
+  };
+}

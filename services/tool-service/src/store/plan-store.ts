@@ -1,0 +1,50 @@
+// The store service as the plan tool sees it: one gateway module per downstream service, so the
+// tool's logic never touches gRPC.
+import { codeOf, createClient, detailsOf, status, unary } from '@agent-mesh/common';
+import { StoreServiceClient, type Plan } from '@agent-mesh/common/dist/gen/store/v1/store';
+
+export type { Plan };
+
+export interface PlanStore {
+  save(userId: string, plan: Plan, signal: AbortSignal): Promise<Plan>;
+  /** undefined when the user has no plan with that id. */
+  get(userId: string, planId: string, signal: AbortSignal): Promise<Plan | undefined>;
+  list(userId: string, pageSize: number, signal: AbortSignal): Promise<Plan[]>;
+  close(): void;
+}
+
+export class GrpcPlanStore implements PlanStore {
+  private readonly client: StoreServiceClient;
+
+  constructor(
+    address: string,
+    private readonly timeoutMs = 5_000,
+  ) {
+    this.client = createClient(StoreServiceClient, address);
+  }
+
+  async save(userId: string, plan: Plan, signal: AbortSignal): Promise<Plan> {
+    const res = await unary(this.client.savePlan.bind(this.client), { userId, plan }, { timeoutMs: this.timeoutMs, signal });
+    if (!res.plan) throw new Error('store answered SavePlan without a plan');
+    return res.plan;
+  }
+
+  async get(userId: string, planId: string, signal: AbortSignal): Promise<Plan | undefined> {
+    try {
+      const res = await unary(this.client.getPlan.bind(this.client), { userId, planId }, { timeoutMs: this.timeoutMs, signal });
+      return res.plan;
+    } catch (err) {
+      if (codeOf(err) === status.NOT_FOUND) return undefined;
+      throw new Error(`store GetPlan failed: ${detailsOf(err)}`);
+    }
+  }
+
+  async list(userId: string, pageSize: number, signal: AbortSignal): Promise<Plan[]> {
+    const res = await unary(this.client.listPlans.bind(this.client), { userId, pageSize, pageToken: '' }, { timeoutMs: this.timeoutMs, signal });
+    return res.plans;
+  }
+
+  close(): void {
+    this.client.close();
+  }
+}

@@ -1,0 +1,243 @@
+// The edge as a real process in the real mesh (Redis, FerretDB, the emulator, all five services):
+// auth, ownership, the bad-input batch, a full run, exact resume (same and another replica after
+// kill -9), the SSE limiter's queue tokens, and the official openai client against the facade.
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import OpenAI from 'openai';
+import {
+  readSse, startEmulator, startFerret, startMesh, startRedis, startService, testDir,
+  type EmulatorProc, type FerretProc, type Mesh, type RedisProc, type ServiceProc, type SseEvent,
+} from '../support';
+import { signToken } from '../../services/edge/src/auth';
+
+jest.setTimeout(180_000);
+
+const ROOT = path.resolve(__dirname, '../..');
+const SECRET = 'edge-integration-secret-long-enough';
+const TERMINAL = new Set(['run.completed', 'run.failed', 'run.cancelled', 'degraded']);
+let dir: string;
+let redis: RedisProc, ferret: FerretProc, emulator: EmulatorProc, mesh: Mesh;
+const extraEdges: ServiceProc[] = [];
+const alice = signToken(SECRET, 'alice');
+const bob = signToken(SECRET, 'bob');
+
+beforeAll(async () => {
+  for (const svc of ['common', 'store', 'llm-broker', 'tool-service', 'orchestrator', 'edge']) {
+    if (svc !== 'common' && !fs.existsSync(path.join(ROOT, `services/${svc}/src/main.ts`))) throw new Error(`services/${svc} has no main.ts yet`);
+  }
+  execFileSync('npx', ['tsc', '-b', 'services/edge', 'services/orchestrator', 'services/store', 'services/llm-broker', 'services/tool-service', 'test/emulator'], { cwd: ROOT, stdio: 'inherit' });
+  dir = testDir('edge');
+  [redis, ferret, emulator] = await Promise.all([
+    startRedis({ logDir: dir }),
+    startFerret({ logDir: dir }),
+    startEmulator({ logDir: dir, env: { EMULATOR_TIME_SCALE: '0.2', EMULATOR_COMPLETION_TOKENS: '30', EMULATOR_REVISE_RATE: '0' } }),
+  ]);
+  mesh = await startMesh({
+    logDir: dir,
+    redisUrl: redis.url,
+    mongoUri: ferret.uri,
+    llmBaseUrl: `${emulator.url}/v1`,
+    jwtSecret: SECRET,
+    perService: { edge: { RATE_LIMIT_PER_MINUTE: '1000' } },
+  });
+});
+
+afterAll(async () => {
+  for (const e of extraEdges) await e.stop();
+  await mesh?.stop();
+  await Promise.all([emulator, ferret, redis].map((p) => p?.stop()));
+});
+
+/** Another edge replica wired to the same peers. */
+async function startEdge(env: Record<string, string> = {}): Promise<ServiceProc> {
+  const m = mesh as Mesh & { peers: Record<string, string>; common: Record<string, string> };
+  const e = await startService('edge', {
+    logDir: dir,
+    instance: `-${extraEdges.length + 2}`,
+    env: { ...m.common, ...m.peers, ORCHESTRATOR_ADDR: mesh.orchestrator.addr, AUTH_JWT_SECRET: SECRET, RATE_LIMIT_PER_MINUTE: '1000', ...env },
+  });
+  extraEdges.push(e);
+  return e;
+}
+
+const call = (base: string, p: string, token: string | null, init: RequestInit = {}) =>
+  fetch(`${base}${p}`, {
+    ...init,
+    headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), 'content-type': 'application/json', ...(init.headers ?? {}) },
+  });
+const api = (p: string, init: RequestInit = {}, token: string | null = alice) => call(mesh.edge.url!, p, token, init);
+
+async function newConversation(base = mesh.edge.url!, token = alice): Promise<string> {
+  const res = await call(base, '/api/conversations', token, { method: 'POST', body: JSON.stringify({ title: 'edge test' }) });
+  expect(res.status).toBe(201);
+  return ((await res.json()) as { id: string }).id;
+}
+
+const ids = (events: SseEvent[]) => events.filter((e) => e.id).map((e) => Number(e.id!.split(':')[1]));
+
+test('401 without, with a forged and with an expired token', async () => {
+  expect((await api('/api/conversations', {}, null)).status).toBe(401);
+  expect((await api('/api/conversations', {}, signToken('forged-secret', 'alice'))).status).toBe(401);
+  const expired = await api('/api/conversations', {}, signToken(SECRET, 'alice', { exp: Math.floor(Date.now() / 1000) - 120 }));
+  expect(expired.status).toBe(401);
+  expect(((await expired.json()) as any).error.message).toMatch(/expired/);
+});
+
+test("another user's conversation is 404", async () => {
+  const id = await newConversation();
+  expect((await api(`/api/conversations/${id}`, {}, bob)).status).toBe(404);
+  expect((await api(`/api/conversations/${id}/messages`, { method: 'POST', body: JSON.stringify({ content: 'hi' }) }, bob)).status).toBe(404);
+  expect((await api(`/api/conversations/${id}/events`, {}, bob)).status).toBe(404);
+});
+
+test('the bad-input batch is answered with 4xx and the services stay healthy', async () => {
+  const id = await newConversation();
+  const url = `/api/conversations/${id}/messages`;
+  const batch: [string, RequestInit, number][] = [
+    ['malformed JSON', { method: 'POST', body: '{"content": ' }, 400],
+    ['oversized body', { method: 'POST', body: JSON.stringify({ content: 'x'.repeat(70_000) }) }, 413],
+    ['wrong type', { method: 'POST', body: JSON.stringify({ content: 42 }) }, 400],
+    ['missing content', { method: 'POST', body: '{}' }, 400],
+    ['empty content', { method: 'POST', body: JSON.stringify({ content: '' }) }, 400],
+    ['content over the limit', { method: 'POST', body: JSON.stringify({ content: 'x'.repeat(8_001) }) }, 400],
+    ['invalid UTF-8', { method: 'POST', body: Buffer.concat([Buffer.from('{"content":"'), Buffer.from([0xc3, 0x28]), Buffer.from('"}')]) }, 400],
+    ['NUL character', { method: 'POST', body: JSON.stringify({ content: 'a\u0000b' }) }, 400],
+    ['wrong content type', { method: 'POST', body: 'content=hi', headers: { 'content-type': 'text/plain' } }, 415],
+  ];
+  for (const [name, init, code] of batch) {
+    const res = await api(url, init);
+    const body = (await res.json()) as any;
+    expect([name, res.status, typeof body.error.message]).toEqual([name, code, 'string']);
+  }
+  for (const bad of ['%7B%22%24ne%22%3A1%7D', '%24gt', 'abc', `${id}%00`]) {
+    const res = await api(`/api/conversations/${bad}`);
+    expect([bad, res.status]).toEqual([bad, 400]);
+  }
+  expect((await api(`/api/conversations/${'0'.repeat(8)}-0000-4000-8000-${'0'.repeat(12)}`)).status).toBe(404);
+  const health = await api('/api/health');
+  const report = (await health.json()) as any;
+  expect([health.status, JSON.stringify(report.checks)]).toEqual([200, expect.not.stringContaining('down')]);
+  expect(Object.keys(report.checks).sort()).toEqual(['cache', 'database', 'llm', 'orchestrator', 'toolService']);
+});
+
+test('a message streams tokens of all four agents to run.completed, ids strictly consecutive', async () => {
+  const id = await newConversation();
+  const res = await api(`/api/conversations/${id}/messages`, { method: 'POST', body: JSON.stringify({ content: 'Plan a three-day trip to Kyoto' }) });
+  expect(res.status).toBe(200);
+  expect(res.headers.get('content-type')).toMatch(/text\/event-stream/);
+  expect(res.headers.get('x-accel-buffering')).toBe('no');
+  const events = await readSse(res.body!, (e) => TERMINAL.has(e.event));
+  expect(events.at(-1)!.event).toBe('run.completed');
+  expect(events[0]!.event).toBe('run.started');
+  const seqs = ids(events);
+  expect(seqs).toEqual(seqs.map((_, i) => i + 1));
+  const agents = new Set(events.filter((e) => e.event === 'token').map((e) => e.data.agent));
+  expect([...agents].sort()).toEqual(['critic', 'host', 'planner', 'reporter']);
+  // A second tab joining after the end replays the whole log.
+  const join = await api(`/api/conversations/${id}/events`);
+  const replay = await readSse(join.body!, (e) => TERMINAL.has(e.event));
+  expect(ids(replay)).toEqual(seqs);
+});
+
+test('resume after the client connection is killed: exactly the next event, no duplicate, no gap', async () => {
+  const id = await newConversation();
+  const ctl = new AbortController();
+  const res = await api(`/api/conversations/${id}/messages`, { method: 'POST', body: JSON.stringify({ content: 'Compare three databases' }), signal: ctl.signal });
+  const first = await readSse(res.body!, (e) => ids([e]).length === 1 && ids([e])[0] === 6);
+  ctl.abort();
+  const last = first.filter((e) => e.id).at(-1)!.id!;
+  const resumed = await api(`/api/conversations/${id}/events`, { headers: { 'last-event-id': last } });
+  expect(resumed.status).toBe(200);
+  const rest = await readSse(resumed.body!, (e) => TERMINAL.has(e.event));
+  expect(rest.find((e) => e.id)!.id).toBe(`${last.split(':')[0]}:7`);
+  const all = [...ids(first), ...ids(rest)];
+  expect(all).toEqual(all.map((_, i) => i + 1));
+  expect(rest.at(-1)!.event).toBe('run.completed');
+});
+
+test('resume through a second edge replica after kill -9 of the first, mid-run', async () => {
+  const edgeA = await startEdge();
+  const edgeB = await startEdge();
+  const id = await newConversation(edgeA.url!);
+  const res = await call(edgeA.url!, `/api/conversations/${id}/messages`, alice, { method: 'POST', body: JSON.stringify({ content: 'Write a haiku about queues' }) });
+  const reader = res.body!;
+  const first = await readSse(reader, (e) => (ids([e])[0] ?? 0) >= 4).catch(() => [] as SseEvent[]);
+  await edgeA.kill();
+  const last = first.filter((e) => e.id).at(-1)!.id!;
+  const resumed = await call(edgeB.url!, `/api/conversations/${id}/events`, alice, { headers: { 'last-event-id': last } });
+  const rest = await readSse(resumed.body!, (e) => TERMINAL.has(e.event));
+  const all = [...ids(first), ...ids(rest)];
+  expect(all).toEqual(all.map((_, i) => i + 1));
+  expect(rest.at(-1)!.event).toBe('run.completed');
+});
+
+test('SSE_MAX_STREAMS=1: queue tokens are served in order', async () => {
+  const edge = await startEdge({ SSE_MAX_STREAMS: '1' });
+  const [a, b, c] = [await newConversation(edge.url!), await newConversation(edge.url!), await newConversation(edge.url!)];
+  const send = (conv: string, token?: string) =>
+    call(edge.url!, `/api/conversations/${conv}/messages`, alice, {
+      method: 'POST',
+      body: JSON.stringify({ content: 'Summarise the news' }),
+      headers: token ? { 'x-queue-token': token } : {},
+    });
+  const first = await send(a);
+  expect(first.status).toBe(200);
+  const q1 = await send(b);
+  const q2 = await send(c);
+  expect([q1.status, q2.status]).toEqual([503, 503]);
+  expect(Number(q1.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
+  const t1 = (await q1.json()) as any;
+  const t2 = (await q2.json()) as any;
+  expect([t1.position, t2.position]).toEqual([1, 2]);
+  await readSse(first.body!, (e) => TERMINAL.has(e.event));
+  await new Promise((r) => setTimeout(r, 200));
+  const overtake = await send(c, t2.queueToken);
+  expect(overtake.status).toBe(503);
+  await overtake.json();
+  const second = await send(b, t1.queueToken);
+  expect(second.status).toBe(200);
+  await readSse(second.body!, (e) => TERMINAL.has(e.event));
+  await new Promise((r) => setTimeout(r, 200));
+  const third = await send(c, t2.queueToken);
+  expect(third.status).toBe(200);
+  await readSse(third.body!, (e) => TERMINAL.has(e.event));
+});
+
+test('the official openai client works against the facade, streamed and not', async () => {
+  const client = new OpenAI({ apiKey: alice, baseURL: `${mesh.edge.url}/v1`, maxRetries: 0 });
+  const models = await client.models.list();
+  expect(models.data.map((m) => m.id)).toContain('agent-mesh');
+  const direct = await client.chat.completions.create({ model: 'upstream', messages: [{ role: 'user', content: 'Say hello' }] });
+  expect(direct.choices[0]!.message.content!.length).toBeGreaterThan(0);
+  expect(direct.usage!.total_tokens).toBeGreaterThan(0);
+  const stream = await client.chat.completions.create({
+    model: 'upstream',
+    messages: [{ role: 'user', content: 'Say hello' }],
+    stream: true,
+    stream_options: { include_usage: true },
+  });
+  let text = '';
+  let usage: OpenAI.CompletionUsage | undefined;
+  for await (const chunk of stream) {
+    text += chunk.choices[0]?.delta?.content ?? '';
+    if (chunk.usage) usage = chunk.usage;
+  }
+  expect(text.length).toBeGreaterThan(0);
+  expect(usage!.total_tokens).toBeGreaterThan(0);
+  const mesh1 = await client.chat.completions.create({ model: 'agent-mesh', messages: [{ role: 'user', content: 'What is a queue?' }] });
+  expect(mesh1.choices[0]!.message.content!.length).toBeGreaterThan(0);
+  const meshStream = await client.chat.completions.create({ model: 'agent-mesh', messages: [{ role: 'user', content: 'What is a stack?' }], stream: true });
+  let meshText = '';
+  for await (const chunk of meshStream) meshText += chunk.choices[0]?.delta?.content ?? '';
+  expect(meshText.length).toBeGreaterThan(0);
+});
+
+test('metrics: Prometheus text and the JSON summary with the services', async () => {
+  const prom = await (await fetch(`${mesh.edge.url}/metrics`)).text();
+  expect(prom).toMatch(/edge_http_requests_total/);
+  const m = (await (await api('/api/metrics')).json()) as any;
+  expect(m.requests.total).toBeGreaterThan(0);
+  expect(m.services.llmBroker.available).toBe(true);
+  expect(m.services.store.available).toBe(true);
+});

@@ -1,0 +1,254 @@
+// The tool-service as real processes over one real Redis: two replicas share limits, cache and
+// single-flight; a third (own key prefix) talks to a failing search API to exercise the breaker;
+// the plan tool goes through the real store on FerretDB when the store is built.
+import fs from 'node:fs';
+import http from 'node:http';
+import path from 'node:path';
+import type { AddressInfo } from 'node:net';
+import { codeOf, createClient, status, unary } from '@agent-mesh/common';
+import { ToolServiceClient, type InvokeResponse } from '@agent-mesh/common/dist/gen/tools/v1/tools';
+import { startFerret, startRedis, startService, testDir, waitFor, type Proc, type ServiceProc } from '../support';
+
+jest.setTimeout(120_000);
+
+const ROOT = path.resolve(__dirname, '../..');
+const HAS_STORE = fs.existsSync(path.join(ROOT, 'services/store/dist/main.js'));
+const PREWARM = ['agent', 'redis', 'stream', 'quota', 'tool'];
+
+const procs: Proc[] = [];
+const clients: ToolServiceClient[] = [];
+let a: ServiceProc;
+let b: ServiceProc;
+let c: ServiceProc;
+let ca: ToolServiceClient;
+let cb: ToolServiceClient;
+let cc: ToolServiceClient;
+let searchApi: http.Server;
+let searchFails = true;
+
+const client = (p: ServiceProc) => {
+  const cl = createClient(ToolServiceClient, p.addr);
+  clients.push(cl);
+  return cl;
+};
+const call = (cl: ToolServiceClient, toolName: string, args: unknown, userId = 'user-1'): Promise<InvokeResponse> =>
+  unary(cl.invoke.bind(cl), { userId, runId: 'run-1', callId: 'call-1', toolName, argumentsJson: JSON.stringify(args) }, { timeoutMs: 30_000 });
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Sum of one Prometheus counter (with label filter) across processes. */
+async function metric(ps: ServiceProc[], name: string, labels: Record<string, string>): Promise<number> {
+  let sum = 0;
+  for (const p of ps) {
+    const text = await (await fetch(`http://127.0.0.1:${p.metricsPort}/metrics`)).text();
+    for (const line of text.split('\n')) {
+      if (!line.startsWith(`${name}{`)) continue;
+      if (Object.entries(labels).every(([k, v]) => line.includes(`${k}="${v}"`))) sum += Number(line.split(' ').pop());
+    }
+  }
+  return sum;
+}
+
+beforeAll(async () => {
+  const logDir = testDir('tool-service');
+  const redis = await startRedis({ logDir });
+  procs.push(redis);
+  // A SearxNG stand-in that fails (HTTP 500) until the test heals it.
+  searchApi = http.createServer((req, res) => {
+    if (searchFails) {
+      res.writeHead(500).end('boom');
+      return;
+    }
+    const q = new URL(req.url ?? '/', 'http://x').searchParams.get('q');
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end(JSON.stringify({ results: [{ title: `About ${q}`, url: 'https://example.org/a', content: `All about ${q}.` }] }));
+  });
+  await new Promise<void>((r) => searchApi.listen(0, '127.0.0.1', r));
+  const searchUrl = `http://127.0.0.1:${(searchApi.address() as AddressInfo).port}`;
+
+  let storeAddr = '127.0.0.1:1';
+  if (HAS_STORE) {
+    const ferret = await startFerret({ logDir });
+    procs.push(ferret);
+    const store = await startService('store', { logDir, env: { MONGODB_URI: ferret.uri, OTEL_SDK_DISABLED: 'true' } });
+    procs.push(store);
+    storeAddr = store.addr;
+  }
+
+  const shared = {
+    REDIS_URL: redis.url,
+    STORE_ADDR: storeAddr,
+    OTEL_SDK_DISABLED: 'true',
+    TOOL_TEST_TOOLS: '1',
+    TOOL_CORPUS_SOURCES: 'docs',
+    // A burst fraction of 1 admits a tool's whole per-minute limit at once, so counts are exact.
+    TOOL_BURST_FRACTION: '1',
+    TOOL_OVERRIDES: JSON.stringify({
+      test_echo: { cache: { ttlSeconds: 2 } },
+      test_quota: { rateLimit: { maxPerMinute: 7 }, cache: { enabled: false } },
+      test_slots: { rateLimit: { maxConcurrent: 3, timeoutMs: 10_000 }, cache: { enabled: false } },
+      search_web: { rateLimit: { maxPerMinute: 3 } },
+    }),
+    TOOL_PREWARM_QUERIES: PREWARM.join(','),
+    TOOL_PREWARM_INTERVAL_MS: '1500',
+  };
+  [a, b] = await Promise.all([
+    startService('tool-service', { logDir, instance: 'a', env: shared }),
+    startService('tool-service', { logDir, instance: 'b', env: shared }),
+  ]);
+  c = await startService('tool-service', {
+    logDir, instance: 'c',
+    env: {
+      ...shared, TOOL_REDIS_PREFIX: 'mesh:tool:c', SEARCH_URL: searchUrl, TOOL_OVERRIDES: '', TOOL_PREWARM_INTERVAL_MS: '0',
+      TOOL_BREAKER_VOLUME: '3', TOOL_BREAKER_RESET_MS: '1500', TOOL_BURST_FRACTION: '0.1',
+    },
+  });
+  procs.push(a, b, c);
+  [ca, cb, cc] = [client(a), client(b), client(c)];
+});
+
+afterAll(async () => {
+  clients.forEach((cl) => cl.close());
+  await Promise.all([...procs].reverse().filter((p) => p.name.startsWith('tool-service')).map((p) => p.stop()));
+  for (const p of [...procs].reverse().filter((p) => !p.name.startsWith('tool-service'))) await p.stop();
+  await new Promise((r) => searchApi?.close(r));
+});
+
+it('lists the tools with their JSON schemas', async () => {
+  const res = await unary(ca.listTools.bind(ca), {});
+  const names = res.tools.map((t) => t.name);
+  expect(names).toEqual(expect.arrayContaining(['search_web', 'plan', 'calculator', 'current_time']));
+  const search = res.tools.find((t) => t.name === 'search_web')!;
+  expect(JSON.parse(search.parametersJsonSchema)).toMatchObject({ type: 'object', required: ['query'] });
+});
+
+it('answers bad arguments with clear, structured errors (never gRPC errors)', async () => {
+  const r1 = await call(ca, 'search_web', { limit: 50, foo: 1 });
+  expect(r1.ok).toBe(false);
+  expect(r1.error?.code).toBe('invalid_arguments');
+  expect(r1.error?.message).toContain('query: is required');
+  expect(r1.error?.message).toContain('foo: is not a known parameter');
+  expect(r1.error?.message).toContain('limit: must be <= 20');
+  const r2 = await unary(ca.invoke.bind(ca), { userId: 'user-1', runId: '', callId: '', toolName: 'calculator', argumentsJson: '{"expression": ' });
+  expect(r2.error?.code).toBe('invalid_arguments');
+  expect(r2.error?.message).toMatch(/not valid JSON/);
+  const r3 = await call(ca, 'no_such_tool', {});
+  expect(r3.error?.code).toBe('unknown_tool');
+  const r4 = await call(ca, 'calculator', { expression: 'import({})' });
+  expect(r4.error).toEqual({ code: 'invalid_arguments', message: 'function "import" is not allowed' });
+  const r5 = await call(ca, 'current_time', { timeZone: 'Mars/Olympus' });
+  expect(r5.error?.code).toBe('invalid_arguments');
+  // Only a malformed request itself is a gRPC error.
+  const badUser = await call(ca, 'calculator', { expression: '1+1' }, '$where').then(() => undefined, (e: unknown) => e);
+  expect(codeOf(badUser)).toBe(status.INVALID_ARGUMENT);
+});
+
+it('calculator and current_time answer', async () => {
+  const r = await call(cb, 'calculator', { expression: '(2 + 3) * sqrt(16)' });
+  expect(JSON.parse(r.resultJson)).toEqual({ expression: '(2 + 3) * sqrt(16)', value: 20 });
+  const t = await call(cb, 'current_time', { timeZone: 'Asia/Shanghai' });
+  expect(JSON.parse(t.resultJson)).toMatchObject({ timeZone: 'Asia/Shanghai', utcOffset: '+08:00' });
+});
+
+it('admits exactly maxPerMinute calls in total across two replicas', async () => {
+  const results = await Promise.all(Array.from({ length: 30 }, (_, i) => call(i % 2 ? ca : cb, 'test_quota', { text: `q${i}` })));
+  const ok = results.filter((r) => r.ok && !r.degraded);
+  const refused = results.filter((r) => r.error?.code === 'rate_limited');
+  expect(ok).toHaveLength(7);
+  expect(refused).toHaveLength(23);
+  expect(refused[0]!.error!.message).toMatch(/calls per minute.*retry after \d+ ms/);
+  // Both replicas admitted some: the limit is shared, not split.
+  expect(await metric([a, b], 'tool_refusals_total', { tool: 'test_quota', reason: 'rpm' })).toBe(23);
+});
+
+it('never runs more than maxConcurrent at once across two replicas', async () => {
+  const results = await Promise.all(Array.from({ length: 12 }, (_, i) => call(i % 2 ? ca : cb, 'test_slots', { text: `s${i}`, delayMs: 1_500 })));
+  expect(results.filter((r) => r.ok)).toHaveLength(3);
+  const refused = results.filter((r) => r.error?.code === 'rate_limited');
+  expect(refused).toHaveLength(9);
+  expect(refused[0]!.error!.message).toMatch(/too many calls at once/);
+  // The slots are free again once the calls finished.
+  expect((await call(ca, 'test_slots', { text: 'after' })).ok).toBe(true);
+});
+
+it('serves from the cache within the TTL, on either replica, and misses after it', async () => {
+  const first = await call(ca, 'test_echo', { text: 'cache-me' });
+  expect(first).toMatchObject({ ok: true, cached: false });
+  const second = await call(cb, 'test_echo', { text: 'cache-me' });
+  expect(second).toMatchObject({ ok: true, cached: true, resultJson: first.resultJson });
+  // Same arguments in another order and with defaults spelled out: same key.
+  const third = await call(ca, 'test_echo', { delayMs: 0, text: 'cache-me' });
+  expect(third.cached).toBe(true);
+  await sleep(3_000);
+  const after = await call(cb, 'test_echo', { text: 'cache-me' });
+  expect(after).toMatchObject({ ok: true, cached: false });
+  expect(after.resultJson).not.toEqual(first.resultJson);
+});
+
+it('runs identical concurrent calls once, within and across replicas', async () => {
+  const before = await metric([a, b], 'tool_executions_total', { tool: 'test_echo' });
+  const results = await Promise.all(Array.from({ length: 10 }, (_, i) => call(i % 2 ? ca : cb, 'test_echo', { text: 'single-flight', delayMs: 700 })));
+  expect(results.every((r) => r.ok)).toBe(true);
+  expect(new Set(results.map((r) => r.resultJson)).size).toBe(1);
+  expect((await metric([a, b], 'tool_executions_total', { tool: 'test_echo' })) - before).toBe(1);
+  expect(await metric([a, b], 'tool_singleflight_merges_total', { tool: 'test_echo' })).toBeGreaterThanOrEqual(8);
+});
+
+it('times out a slow call with a structured timeout error', async () => {
+  const r = await call(ca, 'test_echo', { text: 'slow', delayMs: 5_000 });
+  expect(r.ok).toBe(false);
+  expect(r.error?.code).toBe('timeout');
+  expect(r.error?.message).toMatch(/did not answer within 1000 ms/);
+  expect(r.durationMs).toBeLessThan(4_000);
+});
+
+it('opens the breaker on failures, answers degraded, and closes after a half-open probe', async () => {
+  const first = await call(cc, 'search_web', { query: 'failing one' });
+  // The web backend failed: the local corpus answers, flagged degraded.
+  expect(first).toMatchObject({ ok: true, degraded: true });
+  expect(first.degradedReason).toMatch(/^failed:/);
+  expect(JSON.parse(first.resultJson).backend).toBe('local');
+  for (let i = 0; i < 4; i++) await call(cc, 'search_web', { query: `failing ${i}` });
+  const open = await call(cc, 'search_web', { query: 'while open' });
+  expect(open).toMatchObject({ ok: true, degraded: true });
+  expect(open.degradedReason).toMatch(/^breaker_open:/);
+  expect(await metric([c], 'tool_breaker_state', { tool: 'search_web' })).toBe(2);
+  searchFails = false;
+  await sleep(2_000); // > TOOL_BREAKER_RESET_MS: the next call is the half-open probe
+  const probe = await call(cc, 'search_web', { query: 'healed' });
+  expect(probe).toMatchObject({ ok: true, degraded: false });
+  expect(JSON.parse(probe.resultJson)).toMatchObject({ backend: 'web', results: [{ title: 'About healed' }] });
+  expect(await metric([c], 'tool_breaker_state', { tool: 'search_web' })).toBe(0);
+});
+
+it('pre-warms the configured queries without exceeding the tool limit', async () => {
+  // search_web allows 3 calls a minute across both replicas: only 3 of the 5 queries can be warmed.
+  await waitFor('pre-warming to hit the limit', async () => (await metric([a, b], 'tool_prewarm_total', { tool: 'search_web', result: 'refused' })) >= 1, { timeoutMs: 60_000, intervalMs: 300 });
+  expect(await metric([a, b], 'tool_prewarm_total', { tool: 'search_web', result: 'filled' })).toBe(3);
+  const results = await Promise.all(PREWARM.map((q) => call(ca, 'search_web', { query: q })));
+  expect(results.filter((r) => r.cached)).toHaveLength(3);
+  // The others are refused: the quota is spent (by pre-warming), and the local backend has no fallback.
+  expect(results.filter((r) => r.error?.code === 'rate_limited')).toHaveLength(2);
+  const hit = results.find((r) => r.cached)!;
+  const body = JSON.parse(hit.resultJson);
+  expect(body.backend).toBe('local');
+  expect(body.results.length).toBeGreaterThan(0);
+  expect(body.results[0]).toEqual(expect.objectContaining({ title: expect.any(String), url: expect.stringMatching(/^file:\/\//), snippet: expect.any(String), score: expect.any(Number) }));
+});
+
+(HAS_STORE ? it : it.skip)('plan: creates, reads, updates and lists the user\'s plans through the store', async () => {
+  const created = await call(ca, 'plan', { action: 'create', title: 'Trip', steps: ['book', 'pack'] }, 'plan-user');
+  expect(created.ok).toBe(true);
+  const plan = JSON.parse(created.resultJson).plan;
+  expect(plan).toMatchObject({ title: 'Trip', steps: ['book', 'pack'], status: 'draft' });
+  const updated = await call(cb, 'plan', { action: 'update', planId: plan.id, status: 'active' }, 'plan-user');
+  expect(JSON.parse(updated.resultJson).plan).toMatchObject({ id: plan.id, status: 'active', steps: ['book', 'pack'] });
+  const got = await call(ca, 'plan', { action: 'get', planId: plan.id }, 'plan-user');
+  expect(JSON.parse(got.resultJson).plan.status).toBe('active');
+  const listed = await call(ca, 'plan', { action: 'list' }, 'plan-user');
+  expect(JSON.parse(listed.resultJson).plans.map((p: { id: string }) => p.id)).toContain(plan.id);
+  // Another user cannot see it.
+  const other = await call(ca, 'plan', { action: 'get', planId: plan.id }, 'someone-else');
+  expect(other.error?.code).toBe('invalid_arguments');
+  const missing = await call(ca, 'plan', { action: 'create', steps: [] }, 'plan-user');
+  expect(missing.error?.message).toContain('title: is required');
+});
