@@ -1,7 +1,7 @@
 // The whole mesh as separate processes on real infrastructure: a user message streams through
 // edge → orchestrator → broker → emulator, is stored through the store, calls a tool, and shows
 // up in Jaeger as one trace.
-import { execFileSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import os from 'node:os';
 import {
@@ -54,8 +54,9 @@ const TERMINAL = new Set(['run.completed', 'run.failed', 'run.cancelled', 'degra
 test('every gRPC service answers SERVING to grpc-health-probe', () => {
   const probe = path.join(process.env.MESH_CACHE ?? path.join(os.homedir(), '.cache/agent-mesh'), 'bin/grpc-health-probe');
   for (const s of [mesh.store, mesh.broker, mesh.tools, mesh.orchestrator]) {
-    const out = execFileSync(probe, [`-addr=${s.addr}`]).toString();
-    expect(out).toContain('SERVING');
+    const probed = spawnSync(probe, [`-addr=${s.addr}`], { encoding: 'utf8' });
+    expect(probed.status).toBe(0);
+    expect(`${probed.stdout}${probed.stderr}`).toContain('status: SERVING');
   }
 });
 
