@@ -24,6 +24,26 @@ export interface BrokerConfig {
   requestTimeoutMs: number;
   /** Scales the quota windows (0.1 → a 6 s minute), for benchmarks. */
   timeScale: number;
+  breaker: {
+    /** Failure percentage over the rolling window that opens it. */
+    errorPercent: number;
+    /** Calls in the rolling window before it may open at all. */
+    volumeThreshold: number;
+    /** Open this long before one half-open probe is let through. */
+    resetMs: number;
+    /** No response headers after this long counts as a failure (and aborts the attempt). */
+    timeoutMs: number;
+    /** Length of the rolling window the error rate is measured over. */
+    windowMs: number;
+  };
+  retry: {
+    /** Retries per call at most (before the first token only). */
+    max: number;
+    /** Share of calls that may be retried: each call earns `ratio` of a retry. */
+    budgetRatio: number;
+    /** Retries that can be saved up (and the reserve at start). */
+    budgetBurst: number;
+  };
 }
 
 export const DEFAULT_PRIORITIES = 'host=4,reporter=3,critic=2,planner=2,direct=2';
@@ -36,6 +56,11 @@ export function parsePriorities(text: string): Record<string, number> {
     out[m[1]!.toLowerCase()] = Number(m[2]);
   }
   return out;
+}
+
+function upTo(max: number, n: number, name: string): number {
+  if (n > max) throw new config.ConfigError(`${name} must be <= ${max}, got ${n}`);
+  return n;
 }
 
 export function loadConfig(env: Env = process.env): BrokerConfig {
@@ -62,5 +87,17 @@ export function loadConfig(env: Env = process.env): BrokerConfig {
     leaseMs: config.int({ env: 'LLM_LEASE_MS', default: 15_000, min: 100 }, env),
     requestTimeoutMs: config.int({ env: 'LLM_REQUEST_TIMEOUT_MS', default: 120_000, min: 100 }, env),
     timeScale: config.num({ env: 'LLM_TIME_SCALE', default: 1, min: 0.001 }, env),
+    breaker: {
+      errorPercent: upTo(100, config.num({ env: 'LLM_BREAKER_ERROR_PERCENT', default: 50, min: 0 }, env), 'LLM_BREAKER_ERROR_PERCENT'),
+      volumeThreshold: config.int({ env: 'LLM_BREAKER_VOLUME_THRESHOLD', default: 10, min: 1 }, env),
+      resetMs: config.int({ env: 'LLM_BREAKER_RESET_MS', default: 5_000, min: 10 }, env),
+      timeoutMs: config.int({ env: 'LLM_BREAKER_TIMEOUT_MS', default: 30_000, min: 10 }, env),
+      windowMs: config.int({ env: 'LLM_BREAKER_WINDOW_MS', default: 10_000, min: 100 }, env),
+    },
+    retry: {
+      max: config.int({ env: 'LLM_RETRY_MAX', default: 3, min: 0 }, env),
+      budgetRatio: upTo(1, config.num({ env: 'LLM_RETRY_BUDGET_RATIO', default: 0.1, min: 0 }, env), 'LLM_RETRY_BUDGET_RATIO'),
+      budgetBurst: config.int({ env: 'LLM_RETRY_BUDGET_BURST', default: 10, min: 0 }, env),
+    },
   };
 }

@@ -55,8 +55,14 @@ async function main(): Promise<void> {
   lifecycle.own('adaptive-limits', () => clearInterval(creep));
 
   const client = new OpenAiCompatibleClient(cfg.baseUrl, cfg.apiKey, cfg.requestTimeoutMs);
-  const breakerResetMs = 5_000;
-  const breaker = createBreaker(client.open.bind(client), { resetTimeoutMs: breakerResetMs, timeoutMs: Math.min(30_000, cfg.requestTimeoutMs) });
+  const breakerResetMs = cfg.breaker.resetMs;
+  const breaker = createBreaker(client.open.bind(client), {
+    errorThresholdPercentage: cfg.breaker.errorPercent,
+    volumeThreshold: cfg.breaker.volumeThreshold,
+    resetTimeoutMs: breakerResetMs,
+    timeoutMs: Math.min(cfg.breaker.timeoutMs, cfg.requestTimeoutMs),
+    windowMs: cfg.breaker.windowMs,
+  });
   breaker.on('open', () => logger.warn('upstream circuit breaker open'));
   breaker.on('halfOpen', () => logger.info('upstream circuit breaker half-open: probing'));
   breaker.on('close', () => logger.info('upstream circuit breaker closed'));
@@ -99,7 +105,8 @@ async function main(): Promise<void> {
     limiter,
     adaptive,
     breaker,
-    retryBudget: new RetryBudget(0.1, 10),
+    retryBudget: new RetryBudget(cfg.retry.budgetRatio, cfg.retry.budgetBurst),
+    maxRetries: cfg.retry.max,
     metrics,
     logger,
     defaultModel: cfg.model,
@@ -121,6 +128,8 @@ async function main(): Promise<void> {
       model: cfg.model,
       limits: configured,
       timeScale: cfg.timeScale,
+      breaker: cfg.breaker,
+      retry: cfg.retry,
     },
     'listening',
   );

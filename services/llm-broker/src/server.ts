@@ -50,6 +50,7 @@ export function toResponse(e: GenerateEvent): GenerateResponse {
   }
 }
 
+
 /** Domain refusals → status codes with a machine-readable reason (the orchestrator's "degraded"). */
 export function toMeshError(err: unknown): unknown {
   if (err instanceof QueueRefusal) return new MeshError(status.RESOURCE_EXHAUSTED, err.reason, err.message, err.retryAfterMs);

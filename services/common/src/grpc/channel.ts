@@ -11,8 +11,10 @@ export const CLIENT_CHANNEL_OPTIONS: ChannelOptions = {
   'grpc.keepalive_permit_without_calls': 1,
   // Transparent retries of calls that never reached the server, per the service config below.
   'grpc.enable_retries': 1,
-  // Retry only UNAVAILABLE (the call did not run): safe for every method, streaming included,
-  // since grpc-js retries a stream only before its first response message.
+  // Retry only UNAVAILABLE from the transport (connection refused, server going away): safe for
+  // every method, streaming included, since grpc-js retries a stream only before its first
+  // response message. Handlers that answer UNAVAILABLE themselves (MeshError) push back with a
+  // negative retry delay, so a refusal is never multiplied by the callers' retries.
   'grpc.service_config': JSON.stringify({
     methodConfig: [
       {

@@ -22,6 +22,10 @@ export class MeshError extends Error {
     const metadata = new Metadata();
     metadata.set(REASON_KEY, this.reason);
     if (this.retryAfterMs !== undefined) metadata.set(RETRY_AFTER_KEY, String(Math.ceil(this.retryAfterMs)));
+    // A MeshError is the service's considered answer (e.g. the broker's UNAVAILABLE after its own
+    // retries, or breaker_open): a negative pushback tells grpc-js not to retry it transparently,
+    // so the channel's retry policy only covers calls that never reached a handler.
+    metadata.set('grpc-retry-pushback-ms', '-1');
     return { code: this.code, details: this.message, metadata };
   }
 }

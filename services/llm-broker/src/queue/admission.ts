@@ -120,7 +120,7 @@ export class AdmissionQueue {
       this.queue.push(w);
       // A call the estimate says cannot make its deadline is refused now, not when it expires.
       const position = this.queue.positions().get(w) ?? this.queue.size;
-      if (position > 1 && this.refuseIfLate(w, position)) return;
+      if (this.refuseIfLate(w, position)) return;
       this.kick();
       this.ensureUpdater();
     });
@@ -183,7 +183,12 @@ export class AdmissionQueue {
         this.hooks.onRefused?.(result.reason);
         this.estimator.onBlocked();
         const sleep = Math.max(5, Math.min(result.retryAfterMs, this.opts.maxPollMs ?? 250));
-        this.blockedUntil = this.now() + result.retryAfterMs;
+        // A pause or a pace (rpm, tpm) says exactly when the head fits. A concurrency refusal only
+        // says when the oldest lease would expire if its holder died; calls usually end sooner,
+        // so the measured admission interval is the better guess there.
+        const headWaitMs =
+          result.reason === 'concurrency' ? Math.min(result.retryAfterMs, this.estimator.admissionIntervalMs) : result.retryAfterMs;
+        this.blockedUntil = this.now() + headWaitMs;
         this.publishPositions(true);
         await new Promise<void>((resolve) => {
           const t = setTimeout(() => {
@@ -228,7 +233,8 @@ export class AdmissionQueue {
     const now = this.now();
     const interval = this.opts.updateIntervalMs ?? 500;
     for (const [w, position] of this.queue.positions()) {
-      if (position > 1 && this.refuseIfLate(w, position)) continue;
+      // The head too: a pause or pace longer than its deadline will not end in time.
+      if (this.refuseIfLate(w, position)) continue;
       const fresh = w.lastPosition === 0;
       if (fresh ? !announceNew && position === 1 : position === w.lastPosition || now - w.lastSentAt < interval) continue;
       w.lastPosition = position;

@@ -119,6 +119,37 @@ describe('AdmissionQueue', () => {
     q.close();
   });
 
+  it('refuses the head early when the quota says it fits only after its deadline', async () => {
+    const admitter: Admitter = { tryAcquire: async () => ({ ok: false, reason: 'rpm', retryAfterMs: 30_000 }) };
+    const q = new AdmissionQueue(admitter, { maxLength: 10, nominalIntervalMs: () => 100 });
+    const started = Date.now();
+    const late = q.admit({ ...e('a'), holder: 'a', tokens: 1, signal: new AbortController().signal, deadline: Date.now() + 2_000 });
+    await expect(late).rejects.toMatchObject({ reason: 'deadline_unreachable' });
+    expect(Date.now() - started).toBeLessThan(1_500);
+    await expect(late).rejects.toHaveProperty('retryAfterMs', expect.any(Number));
+    const err = (await late.catch((x: QueueRefusal) => x)) as QueueRefusal;
+    expect(err.retryAfterMs).toBeGreaterThan(2_000);
+    // Without a deadline it waits (and leaves when cancelled).
+    const c = new AbortController();
+    const patient = q.admit({ ...e('b'), holder: 'b', tokens: 1, signal: c.signal });
+    await new Promise((r) => setTimeout(r, 50));
+    c.abort(new Error('bye'));
+    await expect(patient).rejects.toThrow('bye');
+    q.close();
+  });
+
+  it('does not take a concurrency refusal\'s lease expiry as the wait', async () => {
+    const admitter: Admitter = { tryAcquire: async () => ({ ok: false, reason: 'concurrency', retryAfterMs: 15_000 }) };
+    const q = new AdmissionQueue(admitter, { maxLength: 10, nominalIntervalMs: () => 100 });
+    const c = new AbortController();
+    const p = q.admit({ ...e('a'), holder: 'a', tokens: 1, signal: c.signal, deadline: Date.now() + 5_000 });
+    await new Promise((r) => setTimeout(r, 100));
+    expect(q.estimateWaitMs(1)).toBeLessThan(1_000);
+    c.abort(new Error('bye'));
+    await expect(p).rejects.toThrow('bye');
+    q.close();
+  });
+
   it('gives the lease back when the head is cancelled during the admission attempt', async () => {
     const l = lease();
     let release!: () => void;

@@ -12,6 +12,8 @@ export interface BreakerOptions {
   resetTimeoutMs?: number;
   /** Time to the response headers that counts as a failure. @default 30000 */
   timeoutMs?: number;
+  /** Rolling window the error rate is measured over. @default 10000 */
+  windowMs?: number;
 }
 
 export type BreakerState = 'closed' | 'open' | 'half_open';
@@ -26,7 +28,7 @@ export function createBreaker<A extends unknown[], R>(
     volumeThreshold: opts.volumeThreshold ?? 10,
     resetTimeout: opts.resetTimeoutMs ?? 5_000,
     timeout: opts.timeoutMs ?? 30_000,
-    rollingCountTimeout: 10_000,
+    rollingCountTimeout: opts.windowMs ?? 10_000,
     rollingCountBuckets: 10,
     // true = "not a failure": 429s are handled by the global pause, aborts by the caller.
     errorFilter: (err: unknown) =>
@@ -40,19 +42,30 @@ export function breakerState(b: CircuitBreaker): BreakerState {
 
 /**
  * Retries may add at most `ratio` of the requests' volume (a storm of failures never multiplies
- * the load): each request deposits `ratio`, each retry withdraws 1, the balance is capped.
+ * the load): each request deposits `ratio`, each retry withdraws 1, the balance is capped at
+ * `cap` (at least one retry, or deposits could never add up to one) and starts at `initial` — so
+ * retries ≤ requests × ratio + initial, whatever fails.
  */
 export class RetryBudget {
   private balance: number;
+  private readonly cap: number;
   constructor(
     private readonly ratio = 0.1,
-    private readonly cap = 10,
+    cap = 10,
+    initial = cap,
   ) {
-    this.balance = cap;
+    this.cap = Math.max(1, cap);
+    this.balance = Math.min(this.cap, Math.max(0, initial));
+  }
+
+  /** Retries that could be spent right now (for tests and metrics). */
+  get available(): number {
+    return Math.floor(this.balance);
   }
 
   onRequest(): void {
-    this.balance = Math.min(this.cap, this.balance + this.ratio);
+    // Rounded so that ten deposits of 0.1 make one whole retry, not 0.9999999999999999.
+    this.balance = Math.min(this.cap, Math.round((this.balance + this.ratio) * 1e9) / 1e9);
   }
 
   tryWithdraw(): boolean {

@@ -1,0 +1,19 @@
+import { loadConfig } from './config';
+
+describe('loadConfig', () => {
+  it('documents defaults for the breaker and the retry budget', () => {
+    const c = loadConfig({});
+    expect(c.breaker).toEqual({ errorPercent: 50, volumeThreshold: 10, resetMs: 5_000, timeoutMs: 30_000, windowMs: 10_000 });
+    expect(c.retry).toEqual({ max: 3, budgetRatio: 0.1, budgetBurst: 10 });
+  });
+
+  it('reads them from the environment and names a bad one', () => {
+    const c = loadConfig({ LLM_BREAKER_VOLUME_THRESHOLD: '4', LLM_BREAKER_RESET_MS: '1500', LLM_RETRY_BUDGET_RATIO: '0.2', LLM_RETRY_BUDGET_BURST: '0' });
+    expect(c.breaker.volumeThreshold).toBe(4);
+    expect(c.breaker.resetMs).toBe(1_500);
+    expect(c.retry).toMatchObject({ budgetRatio: 0.2, budgetBurst: 0 });
+    expect(() => loadConfig({ LLM_RETRY_BUDGET_RATIO: '2' })).toThrow(/LLM_RETRY_BUDGET_RATIO/);
+    expect(() => loadConfig({ LLM_BREAKER_ERROR_PERCENT: '101' })).toThrow(/LLM_BREAKER_ERROR_PERCENT/);
+    expect(() => loadConfig({ LLM_RETRY_MAX: 'x' })).toThrow(/LLM_RETRY_MAX/);
+  });
+});

@@ -1,0 +1,490 @@
+// Benchmark `overhead`: the latency and throughput a gateway adds in front of one fast, constant
+// upstream (the emulator), for the mesh (edge facade → llm-broker → emulator) side by side with
+// Portkey's gateway and LiteLLM's proxy, all against the same emulator in one run, with the
+// emulator called directly as the baseline. Requests are identical small chat completions,
+// non-streamed and streamed.
+//
+// Phases, per mode (non-stream, stream):
+//   1. latency: one request at a time, targets interleaved round-robin (so drift hits all alike);
+//      added latency = a target's percentile − the direct baseline's percentile;
+//   2. saturation: a fixed number of concurrent callers for a bounded time, per target; requests
+//      completed per second.
+// Peers are installed on first use under ~/.cache/agent-mesh/peers (idempotent); one that cannot
+// be installed or started is reported as such, never with a made-up figure.
+// Prints a human summary and, as its LAST line, one JSON object of the figures.
+//
+// Options (env): BENCH_LATENCY_REQUESTS (150), BENCH_CONCURRENCY (32), BENCH_SECONDS (8),
+// BENCH_TARGETS (comma list of mesh,portkey,litellm,direct; default all), BENCH_EDGE_WAIT_S (1200).
+import { spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Agent, request } from 'undici';
+import { mintToken, startEmulator, startFerret, startMesh, startRedis, testDir, type Mesh, type Proc } from '../support';
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const stack = require('../../deploy/local/stack.js') as {
+  freePort(): Promise<number>;
+  launch(name: string, cmd: string, args: string[], o: { env?: Record<string, string>; logDir: string; cwd?: string }): Proc;
+  waitFor(what: string, check: () => Promise<boolean>, o: { timeoutMs?: number; intervalMs?: number; proc?: Proc['proc'] }): Promise<void>;
+};
+
+const LATENCY_REQUESTS = Number(process.env.BENCH_LATENCY_REQUESTS ?? 150);
+const WARMUP = 15;
+const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 32);
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 8);
+const EDGE_WAIT_S = Number(process.env.BENCH_EDGE_WAIT_S ?? 1200);
+const ONLY = new Set((process.env.BENCH_TARGETS ?? 'mesh,portkey,litellm,direct').split(',').map((s) => s.trim()));
+const PEERS = path.join(process.env.MESH_CACHE ?? path.join(os.homedir(), '.cache', 'agent-mesh'), 'peers');
+const MODEL = 'emulator-1';
+const API_KEY = 'bench-key';
+const EMULATOR_ENV = {
+  // Fast and constant: what is measured is the gateways, not the model.
+  EMULATOR_TTFT_MS: '10',
+  EMULATOR_TOKENS_PER_SEC: '2000',
+  EMULATOR_COMPLETION_TOKENS: '16',
+  EMULATOR_SEED: '3',
+};
+
+type Mode = 'nonstream' | 'stream';
+const MODES: Mode[] = ['nonstream', 'stream'];
+
+interface Target {
+  name: 'direct' | 'mesh' | 'portkey' | 'litellm';
+  url: string;
+  headers: Record<string, string>;
+  model: string;
+}
+
+interface LatencyFigures { n: number; errors: number; p50: number; p99: number; ttftP50?: number; ttftP99?: number }
+interface SaturationFigures { concurrency: number; seconds: number; completed: number; errors: number; rps: number; p50: number }
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const pct = (xs: number[], p: number) => {
+  if (xs.length === 0) return NaN;
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]!;
+};
+const r1 = (x: number) => Math.round(x * 10) / 10;
+const r2 = (x: number) => Math.round(x * 100) / 100;
+
+// One keep-alive pool for every target, sized for the saturation phase.
+const dispatcher = new Agent({ connections: CONCURRENCY * 2, keepAliveTimeout: 30_000, pipelining: 1 });
+
+const body = (stream: boolean, i: number) =>
+  JSON.stringify({
+    model: MODEL,
+    stream,
+    ...(stream ? { stream_options: { include_usage: true } } : {}),
+    max_tokens: 32,
+    messages: [
+      { role: 'system', content: 'You are a helpful assistant.' },
+      { role: 'user', content: `In two sentences, why do gateways add latency? (#${i % 50})` },
+    ],
+  });
+
+/** One completion; resolves to its latency (and time to first content for streams), or throws. */
+async function complete(t: Target, mode: Mode, i: number): Promise<{ ms: number; ttftMs?: number }> {
+  const started = performance.now();
+  const res = await request(`${t.url}/chat/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...t.headers },
+    body: body(mode === 'stream', i).replace(`"${MODEL}"`, JSON.stringify(t.model)),
+    dispatcher,
+    headersTimeout: 30_000,
+    bodyTimeout: 30_000,
+  });
+  if (res.statusCode !== 200) {
+    const text = await res.body.text().catch(() => '');
+    throw new Error(`${t.name} ${res.statusCode}: ${text.slice(0, 200)}`);
+  }
+  if (mode === 'nonstream') {
+    const json = (await res.body.json()) as { choices?: Array<{ message?: { content?: string } }> };
+    if (!json.choices?.[0]?.message?.content) throw new Error(`${t.name}: no content in the answer`);
+    return { ms: performance.now() - started };
+  }
+  let ttftMs: number | undefined;
+  let text = '';
+  const decoder = new TextDecoder();
+  for await (const chunk of res.body as AsyncIterable<Buffer>) {
+    text += decoder.decode(chunk, { stream: true });
+    if (ttftMs === undefined && /"content":"[^"]/.test(text)) ttftMs = performance.now() - started;
+  }
+  if (!text.includes('[DONE]')) throw new Error(`${t.name}: stream ended without [DONE]`);
+  if (ttftMs === undefined) throw new Error(`${t.name}: stream carried no content`);
+  return { ms: performance.now() - started, ttftMs };
+}
+
+async function latencyPhase(targets: Target[], mode: Mode): Promise<Map<string, LatencyFigures>> {
+  const samples = new Map(targets.map((t) => [t.name, { ms: [] as number[], ttft: [] as number[], errors: 0, lastError: '' }]));
+  for (let i = 0; i < WARMUP + LATENCY_REQUESTS; i += 1) {
+    for (const t of targets) {
+      const s = samples.get(t.name)!;
+      try {
+        const r = await complete(t, mode, i);
+        if (i < WARMUP) continue;
+        s.ms.push(r.ms);
+        if (r.ttftMs !== undefined) s.ttft.push(r.ttftMs);
+      } catch (err) {
+        if (i >= WARMUP) s.errors += 1;
+        s.lastError = (err as Error).message;
+      }
+    }
+  }
+  const out = new Map<string, LatencyFigures>();
+  for (const [name, s] of samples) {
+    if (s.errors > 0) console.log(`  ${name} ${mode}: ${s.errors} errors (last: ${s.lastError})`);
+    out.set(name, {
+      n: s.ms.length,
+      errors: s.errors,
+      p50: r2(pct(s.ms, 50)),
+      p99: r2(pct(s.ms, 99)),
+      ...(mode === 'stream' ? { ttftP50: r2(pct(s.ttft, 50)), ttftP99: r2(pct(s.ttft, 99)) } : {}),
+    });
+  }
+  return out;
+}
+
+async function saturationPhase(t: Target, mode: Mode): Promise<SaturationFigures> {
+  const until = performance.now() + SECONDS * 1000;
+  const latencies: number[] = [];
+  let errors = 0;
+  let lastError = '';
+  let i = 0;
+  await Promise.all(
+    Array.from({ length: CONCURRENCY }, async () => {
+      while (performance.now() < until) {
+        try {
+          latencies.push((await complete(t, mode, (i += 1))).ms);
+        } catch (err) {
+          errors += 1;
+          lastError = (err as Error).message;
+          await sleep(10); // a failing target must not turn into a busy loop
+        }
+      }
+    }),
+  );
+  if (errors > 0) console.log(`  ${t.name} ${mode} saturation: ${errors} errors (last: ${lastError})`);
+  return { concurrency: CONCURRENCY, seconds: SECONDS, completed: latencies.length, errors, rps: r1(latencies.length / SECONDS), p50: r2(pct(latencies, 50)) };
+}
+
+// ---------- peers: install on first use (cached), start on a free loopback port ----------
+
+function run(cmd: string, args: string[], cwd: string, logFile: string): boolean {
+  const r = spawnSync(cmd, args, { cwd, encoding: 'utf8', timeout: 20 * 60_000 });
+  fs.appendFileSync(logFile, `$ ${cmd} ${args.join(' ')}\n${r.stdout ?? ''}${r.stderr ?? ''}\n`);
+  return r.status === 0;
+}
+
+/**
+ * Portkey's streamed answers fail ("TypeError: immutable", a 500) with @hono/node-server newer
+ * than 1.14.2, which its `^1.3.3` range lets npm pick (Portkey-AI/gateway#1389): pin that one.
+ */
+const PORTKEY_HONO = '1.14.2';
+
+function installPortkey(logDir: string): string {
+  const dir = path.join(PEERS, 'portkey');
+  const entry = path.join(dir, 'node_modules/@portkey-ai/gateway/build/start-server.js');
+  const hono = path.join(dir, 'node_modules/@hono/node-server/package.json');
+  const honoOk = () => fs.existsSync(hono) && (JSON.parse(fs.readFileSync(hono, 'utf8')) as { version: string }).version === PORTKEY_HONO;
+  if (fs.existsSync(entry) && honoOk()) return entry;
+  fs.mkdirSync(dir, { recursive: true });
+  const log = path.join(logDir, 'portkey-install.log');
+  if (!fs.existsSync(path.join(dir, 'package.json')) && !run('npm', ['init', '-y'], dir, log)) throw new Error(`npm init failed (see ${log})`);
+  if (!run('npm', ['install', '--no-audit', '--no-fund', '@portkey-ai/gateway', `@hono/node-server@${PORTKEY_HONO}`], dir, log) || !fs.existsSync(entry) || !honoOk()) {
+    throw new Error(`npm install @portkey-ai/gateway failed (see ${log})`);
+  }
+  return entry;
+}
+
+function installLitellm(logDir: string): string {
+  const dir = path.join(PEERS, 'litellm');
+  const bin = path.join(dir, 'venv/bin/litellm');
+  if (fs.existsSync(bin)) return bin;
+  fs.mkdirSync(dir, { recursive: true });
+  const log = path.join(logDir, 'litellm-install.log');
+  if (!run('python3', ['-m', 'venv', path.join(dir, 'venv')], dir, log)) throw new Error(`python3 -m venv failed (see ${log})`);
+  if (!run(path.join(dir, 'venv/bin/pip'), ['install', '-q', 'litellm[proxy]'], dir, log) || !fs.existsSync(bin)) {
+    throw new Error(`pip install 'litellm[proxy]' failed (see ${log})`);
+  }
+  return bin;
+}
+
+/** Portkey's server listens on every interface and has no host option: pin it to loopback. */
+function loopbackPreload(): string {
+  const file = path.join(PEERS, 'loopback.cjs');
+  const code = `// Written by test/bench/overhead.ts: forces servers in this process onto 127.0.0.1.
+const net = require('node:net');
+const listen = net.Server.prototype.listen;
+net.Server.prototype.listen = function (...args) {
+  if (typeof args[0] === 'number') {
+    if (typeof args[1] === 'string' || (args.length > 2 && args[1] === undefined)) args[1] = '127.0.0.1';
+    else args.splice(1, 0, '127.0.0.1');
+  }
+  else if (args[0] && typeof args[0] === 'object' && args[0].port !== undefined) args[0] = { ...args[0], host: '127.0.0.1' };
+  return listen.apply(this, args);
+};
+`;
+  fs.mkdirSync(PEERS, { recursive: true });
+  if (!fs.existsSync(file) || fs.readFileSync(file, 'utf8') !== code) fs.writeFileSync(file, code);
+  return file;
+}
+
+/**
+ * Portkey 1.15 on Node 20 still answers every streamed completion with a 500: it appends its
+ * `x-portkey-*` headers to a Response whose headers are immutable (Portkey-AI/gateway#1389, #1550;
+ * fixes proposed in #1390 and #1551 skip or copy them). This preload does what #1390 does — the
+ * append of a header that cannot be set is skipped — so Portkey's streaming path can be measured.
+ * The summary says it was applied.
+ */
+function portkeyHeadersPreload(): string {
+  const file = path.join(PEERS, 'portkey-immutable-headers.cjs');
+  const code = `// Written by test/bench/overhead.ts: see portkeyHeadersPreload() there.
+for (const name of ['append', 'set', 'delete']) {
+  const original = Headers.prototype[name];
+  Headers.prototype[name] = function (...args) {
+    try {
+      return original.apply(this, args);
+    } catch (err) {
+      if (err instanceof TypeError && err.message === 'immutable') return undefined;
+      throw err;
+    }
+  };
+}
+`;
+  fs.mkdirSync(PEERS, { recursive: true });
+  if (!fs.existsSync(file) || fs.readFileSync(file, 'utf8') !== code) fs.writeFileSync(file, code);
+  return file;
+}
+
+async function startPortkey(logDir: string, emulatorUrl: string, procs: Proc[]): Promise<Target> {
+  const entry = installPortkey(logDir);
+  const port = await stack.freePort();
+  const p = stack.launch(`portkey-${port}`, process.execPath, ['--require', loopbackPreload(), '--require', portkeyHeadersPreload(), entry, `--port=${port}`, '--headless'], {
+    logDir,
+    cwd: path.dirname(entry),
+    env: { NODE_ENV: 'production' },
+  });
+  procs.push(p);
+  await stack.waitFor('portkey', async () => (await fetch(`http://127.0.0.1:${port}/`)).ok, { timeoutMs: 60_000, proc: p.proc });
+  return {
+    name: 'portkey',
+    url: `http://127.0.0.1:${port}/v1`,
+    model: MODEL,
+    headers: { authorization: `Bearer ${API_KEY}`, 'x-portkey-provider': 'openai', 'x-portkey-custom-host': `${emulatorUrl}/v1` },
+  };
+}
+
+async function startLitellm(logDir: string, emulatorUrl: string, procs: Proc[]): Promise<Target> {
+  const bin = installLitellm(logDir);
+  const port = await stack.freePort();
+  const cfg = path.join(logDir, 'litellm.yaml');
+  fs.writeFileSync(
+    cfg,
+    [
+      'model_list:',
+      `  - model_name: ${MODEL}`,
+      '    litellm_params:',
+      `      model: openai/${MODEL}`,
+      `      api_base: ${emulatorUrl}/v1`,
+      `      api_key: ${API_KEY}`,
+      'litellm_settings:',
+      '  telemetry: false',
+      '  num_retries: 0',
+      '  set_verbose: false',
+      '',
+    ].join('\n'),
+  );
+  // LiteLLM refuses to start without a master key; it is then the bearer token its clients send.
+  const masterKey = `sk-bench-${randomBytes(16).toString('hex')}`;
+  const p = stack.launch(`litellm-${port}`, bin, ['--config', cfg, '--host', '127.0.0.1', '--port', String(port), '--num_workers', '1'], {
+    logDir,
+    cwd: logDir,
+    // No network here: use the bundled model price map instead of fetching it.
+    env: { LITELLM_MASTER_KEY: masterKey, LITELLM_LOCAL_MODEL_COST_MAP: 'True', LITELLM_LOG: 'ERROR', LITELLM_TELEMETRY: 'False', NO_DOCS: 'True' },
+  });
+  procs.push(p);
+  await stack.waitFor('litellm', async () => (await fetch(`http://127.0.0.1:${port}/health/liveliness`)).ok, { timeoutMs: 180_000, intervalMs: 500, proc: p.proc });
+  return { name: 'litellm', url: `http://127.0.0.1:${port}/v1`, model: MODEL, headers: { authorization: `Bearer ${masterKey}` } };
+}
+
+/** The mesh: Redis, FerretDB and the five services; the edge's facade must answer a completion. */
+async function startMeshTarget(logDir: string, emulatorUrl: string, procs: Proc[], meshes: Mesh[]): Promise<Target> {
+  const redis = await startRedis({ logDir });
+  procs.push(redis);
+  const ferret = await startFerret({ logDir });
+  procs.push(ferret);
+  const secret = 'bench-secret-0123456789abcdef0123456789';
+  const mesh = await startMesh({
+    logDir,
+    redisUrl: redis.url,
+    mongoUri: ferret.uri,
+    llmBaseUrl: `${emulatorUrl}/v1`,
+    jwtSecret: secret,
+    env: { LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? 'warn' },
+    perService: {
+      // A quota high enough never to queue: the upstream is fast and unlimited here.
+      'llm-broker': { LLM_API_KEY: API_KEY, LLM_MODEL: MODEL, LLM_MAX_CONCURRENT: '10000', LLM_RPM: '100000000', LLM_TPM: '0', LLM_QUEUE_MAX: '100000' },
+      edge: { EDGE_HOST: '127.0.0.1', RATE_LIMIT_PER_MINUTE: '0', LLM_MODEL: MODEL },
+    },
+  });
+  meshes.push(mesh);
+  const token = await mintToken(secret, '00000000-0000-4000-8000-00000000b00c');
+  const target: Target = { name: 'mesh', url: `${mesh.edge.url}/v1`, model: MODEL, headers: { authorization: `Bearer ${token}` } };
+  return target;
+}
+
+/** The edge is being finished by someone else: retry its facade for a while before giving up. */
+async function facadeWorks(t: Target): Promise<string | undefined> {
+  const deadline = Date.now() + EDGE_WAIT_S * 1000;
+  let last = '';
+  for (let attempt = 1; ; attempt += 1) {
+    try {
+      await complete(t, 'nonstream', 0);
+      await complete(t, 'stream', 0);
+      return undefined;
+    } catch (err) {
+      last = (err as Error).message;
+    }
+    if (Date.now() > deadline) return last;
+    console.log(`  mesh facade not answering yet (attempt ${attempt}: ${last}); retrying in 60 s`);
+    await sleep(60_000);
+  }
+}
+
+async function main(): Promise<void> {
+  const logDir = testDir('bench-overhead');
+  const procs: Proc[] = [];
+  const meshes: Mesh[] = [];
+  const unavailable: Record<string, string> = {};
+  const cleanup = async () => {
+    for (const m of meshes) await m.stop().catch(() => undefined);
+    for (const p of procs.reverse()) await p.stop(5_000).catch(() => undefined);
+    await dispatcher.close().catch(() => undefined);
+  };
+  process.once('SIGINT', () => void cleanup().then(() => process.exit(130)));
+  try {
+    console.log(`overhead benchmark — logs in ${logDir}`);
+    const emulator = await startEmulator({ logDir, env: EMULATOR_ENV });
+    procs.push(emulator);
+    const targets: Target[] = [];
+    if (ONLY.has('direct')) targets.push({ name: 'direct', url: `${emulator.url}/v1`, model: MODEL, headers: { authorization: `Bearer ${API_KEY}` } });
+    const starters: Array<[Target['name'], () => Promise<Target>]> = [
+      ['mesh', () => startMeshTarget(logDir, emulator.url, procs, meshes)],
+      ['portkey', () => startPortkey(logDir, emulator.url, procs)],
+      ['litellm', () => startLitellm(logDir, emulator.url, procs)],
+    ];
+    for (const [name, start] of starters) {
+      if (!ONLY.has(name)) continue;
+      try {
+        console.log(`starting ${name} …`);
+        const t = await start();
+        const broken = name === 'mesh' ? await facadeWorks(t) : await complete(t, 'nonstream', 0).then(() => undefined, (e: Error) => e.message);
+        if (broken) throw new Error(`does not answer a completion: ${broken}`);
+        targets.push(t);
+      } catch (err) {
+        unavailable[name] = (err as Error).message.split('\n')[0]!.slice(0, 300);
+        console.log(`  ${name} unavailable: ${unavailable[name]}`);
+      }
+    }
+
+    const cpus = os.cpus().length;
+    console.log(
+      `\nemulator: TTFT ${EMULATOR_ENV.EMULATOR_TTFT_MS} ms, ${EMULATOR_ENV.EMULATOR_TOKENS_PER_SEC} tokens/s, ~${EMULATOR_ENV.EMULATOR_COMPLETION_TOKENS} completion tokens, no limits; ` +
+        `time scale 1 (real time); ${cpus} CPUs shared by the load generator, the emulator and the gateways`,
+    );
+    const latency: Record<string, Record<string, LatencyFigures>> = {};
+    const saturation: Record<string, Record<string, SaturationFigures>> = {};
+    for (const mode of MODES) {
+      console.log(`latency (${mode}): ${LATENCY_REQUESTS} sequential requests per target, interleaved …`);
+      const l = await latencyPhase(targets, mode);
+      for (const [name, f] of l) (latency[name] ??= {})[mode] = f;
+      for (const t of targets) {
+        console.log(`saturation (${mode}) ${t.name}: ${CONCURRENCY} concurrent callers for ${SECONDS} s …`);
+        (saturation[t.name] ??= {})[mode] = await saturationPhase(t, mode);
+      }
+    }
+
+    // Added latency over the direct baseline, and the mesh's ratios to each peer.
+    const base = latency.direct;
+    const added: Record<string, Record<string, { p50: number; p99: number; ttftP50?: number }>> = {};
+    for (const t of targets) {
+      if (t.name === 'direct' || !base) continue;
+      for (const mode of MODES) {
+        const f = latency[t.name]?.[mode];
+        const b = base[mode];
+        if (!f || !b || f.n === 0) continue;
+        (added[t.name] ??= {})[mode] = {
+          p50: r2(f.p50 - b.p50),
+          p99: r2(f.p99 - b.p99),
+          ...(mode === 'stream' && f.ttftP50 !== undefined && b.ttftP50 !== undefined ? { ttftP50: r2(f.ttftP50 - b.ttftP50) } : {}),
+        };
+      }
+    }
+    const ratios: Record<string, Record<string, { addedP50: number; addedP99: number; rps: number }>> = {};
+    for (const peer of ['portkey', 'litellm']) {
+      if (!added.mesh || !added[peer]) continue;
+      for (const mode of MODES) {
+        const m = added.mesh[mode];
+        const p = added[peer]![mode];
+        const ms = saturation.mesh?.[mode];
+        const ps = saturation[peer]?.[mode];
+        if (!m || !p || !ms || !ps) continue;
+        // < 1 = the mesh adds less latency / > 1 = the mesh serves more requests per second.
+        const ratio = (a: number, b: number) => (b > 0 ? r2(a / b) : NaN);
+        (ratios[peer] ??= {})[mode] = { addedP50: ratio(m.p50, p.p50), addedP99: ratio(m.p99, p.p99), rps: ratio(ms.rps, ps.rps) };
+      }
+    }
+
+    console.log('\n== overhead: added latency over calling the emulator directly (ms), and throughput at saturation ==');
+    const pad = (s: string | number, n: number) => String(s).padStart(n);
+    console.log(`${'target'.padEnd(8)} ${'mode'.padEnd(9)} ${pad('p50', 8)} ${pad('p99', 8)} ${pad('+p50', 8)} ${pad('+p99', 8)} ${pad('ttft50', 8)} ${pad('rps', 8)} ${pad('errors', 7)}`);
+    for (const t of targets) {
+      for (const mode of MODES) {
+        const l = latency[t.name]?.[mode];
+        const s = saturation[t.name]?.[mode];
+        const a = added[t.name]?.[mode];
+        console.log(
+          `${t.name.padEnd(8)} ${mode.padEnd(9)} ${pad(l?.p50 ?? '-', 8)} ${pad(l?.p99 ?? '-', 8)} ${pad(a?.p50 ?? '-', 8)} ${pad(a?.p99 ?? '-', 8)} ` +
+            `${pad(l?.ttftP50 ?? '-', 8)} ${pad(s?.rps ?? '-', 8)} ${pad((l?.errors ?? 0) + (s?.errors ?? 0), 7)}`,
+        );
+      }
+    }
+    for (const [peer, byMode] of Object.entries(ratios)) {
+      for (const [mode, r] of Object.entries(byMode)) {
+        console.log(`mesh vs ${peer} (${mode}): added p50 ×${r.addedP50}, added p99 ×${r.addedP99} (< 1 = less overhead), rps ×${r.rps} (> 1 = more throughput)`);
+      }
+    }
+    for (const [name, why] of Object.entries(unavailable)) console.log(`${name}: NOT MEASURED — ${why}`);
+    const notes: string[] = [];
+    if (targets.some((t) => t.name === 'portkey')) {
+      notes.push(`portkey: @hono/node-server pinned to ${PORTKEY_HONO} and immutable-header appends skipped at run time (Portkey-AI/gateway#1389/#1390), else its streams fail with 500`);
+    }
+    notes.push('litellm: 1 worker, no retries, no database; portkey and litellm call the emulator non-streamed for non-stream requests, the mesh always streams upstream');
+    for (const n of notes) console.log(`note: ${n}`);
+    console.log(
+      JSON.stringify({
+        scenario: 'overhead',
+        timeScale: 1,
+        emulator: EMULATOR_ENV,
+        latencyRequests: LATENCY_REQUESTS,
+        concurrency: CONCURRENCY,
+        seconds: SECONDS,
+        latencyMs: latency,
+        addedLatencyMs: added,
+        saturation,
+        meshRatios: ratios,
+        unavailable,
+        notes,
+      }),
+    );
+  } finally {
+    await cleanup();
+  }
+}
+
+main().catch((err: unknown) => {
+  console.error(err);
+  console.log(JSON.stringify({ scenario: 'overhead', error: (err as Error).message }));
+  process.exit(1);
+});
