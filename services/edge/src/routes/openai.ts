@@ -130,6 +130,7 @@ async function* direct(ctx: EdgeContext, userId: string, body: ChatBody, message
     temperature: body.temperature ?? 0,
     hasTemperature: body.temperature !== undefined && body.temperature !== null,
   };
+  let done: Piece | undefined;
   for await (const msg of ctx.gw.broker.generate(req, signal)) {
     const u = msg.update;
     if (!u) continue;
@@ -138,15 +139,17 @@ async function* direct(ctx: EdgeContext, userId: string, body: ChatBody, message
       if (u.delta.content) yield { delta: u.delta.content };
     } else {
       const usage = u.done.usage;
-      yield {
+      done = {
         done: true,
         finishReason: u.done.finishReason || 'stop',
         model: u.done.model || body.model,
         usage: { prompt_tokens: usage?.promptTokens ?? 0, completion_tokens: usage?.completionTokens ?? 0, total_tokens: usage?.totalTokens ?? 0 },
       };
-      return;
+      // Read on to the call's end (it follows at once): a consumer that stops at `done` would
+      // otherwise cancel a call that already succeeded, which costs the broker a cancel path.
     }
   }
+  if (done) yield done;
 }
 
 async function* pipeline(ctx: EdgeContext, userId: string, messages: ChatMessage[], signal: AbortSignal): AsyncGenerator<Piece> {
