@@ -12,17 +12,28 @@ const ROOT = path.resolve(__dirname, '../..');
 const CACHE = process.env.MESH_CACHE || path.join(os.homedir(), '.cache', 'agent-mesh');
 const BIN = path.join(CACHE, 'bin');
 
-/** Resolves to a TCP port nobody listens on right now. */
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.unref();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
+const handedOut = new Set();
+
+/**
+ * Resolves to a TCP port nobody listens on right now, and never the same port twice in this
+ * process (the kernel may hand a just-closed port out again before its first taker binds it).
+ */
+async function freePort() {
+  for (;;) {
+    const port = await new Promise((resolve, reject) => {
+      const srv = net.createServer();
+      srv.unref();
+      srv.on('error', reject);
+      srv.listen(0, '127.0.0.1', () => {
+        const { port: p } = srv.address();
+        srv.close(() => resolve(p));
+      });
     });
-  });
+    if (!handedOut.has(port)) {
+      handedOut.add(port);
+      return port;
+    }
+  }
 }
 
 function portOpen(port, host = '127.0.0.1') {
