@@ -77,8 +77,18 @@ export function brokerService(broker: LlmBroker, logger: Logger) {
   const implementation: LlmBrokerServiceServer = {
     generate: streamHandler<GenerateRequest, GenerateResponse>(logger, 'Generate', async function* (req, signal, call) {
       annotate({ [ATTR.runId]: req.runId, [ATTR.agentRole]: req.agentRole, [ATTR.userId]: req.userId });
+      const started = Date.now();
       try {
-        for await (const e of broker.generate(toInput(req), signal, deadlineOf(call))) yield toResponse(e);
+        for await (const e of broker.generate(toInput(req), signal, deadlineOf(call))) {
+          if (e.type === 'done') {
+            logger.info(
+              { runId: req.runId, role: req.agentRole, queueWaitMs: e.queueWaitMs, ms: Date.now() - started, usage: e.usage, finish: e.finishReason },
+              'generate done',
+            );
+          }
+          yield toResponse(e);
+        }
+        if (signal.aborted) logger.info({ runId: req.runId, role: req.agentRole, ms: Date.now() - started }, 'generate cancelled by the caller');
       } catch (err) {
         const mapped = toMeshError(err);
         if (mapped instanceof MeshError && !signal.aborted) logger.info({ reason: mapped.reason, role: req.agentRole }, 'generate refused');
