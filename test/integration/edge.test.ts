@@ -240,4 +240,31 @@ test('metrics: Prometheus text and the JSON summary with the services', async ()
   expect(m.requests.total).toBeGreaterThan(0);
   expect(m.services.llmBroker.available).toBe(true);
   expect(m.services.store.available).toBe(true);
+  // Every figure of the brief is a number while its service is up (runs happened above).
+  const figures: Record<string, unknown> = {
+    'requests.total': m.requests.total, 'requests.active': m.requests.active, 'requests.queued': m.requests.queued, 'requests.rps': m.requests.rps,
+    'responseTimeMs.avg': m.responseTimeMs.avg, 'responseTimeMs.p95': m.responseTimeMs.p95, 'responseTimeMs.p99': m.responseTimeMs.p99,
+    errorRate: m.errorRate, timeoutRate: m.timeoutRate,
+    'cpu.processPercent': m.cpu.processPercent, 'memory.rssBytes': m.memory.rssBytes, 'memory.heapUsedPercent': m.memory.heapUsedPercent,
+    'connections.open': m.connections.open, 'connections.sseStreams': m.connections.sseStreams,
+    'llm.queueLength': m.llm.queueLength, 'llm.upstreamErrorRate': m.llm.upstreamErrorRate, 'llm.inFlight': m.llm.inFlight,
+    'llm.admissions': m.llm.admissions, 'llm.effectiveLimits.rpm': m.llm.effectiveLimits?.rpm, 'llm.effectiveLimits.concurrency': m.llm.effectiveLimits?.concurrency,
+    'database.queryTimeMs.avg': m.database.queryTimeMs?.avg, 'database.queryTimeMs.p95': m.database.queryTimeMs?.p95,
+    'database.pool.usagePercent': m.database.pool.usagePercent,
+    'runs.activeRuns': m.runs.activeRuns, 'tools.calls': m.tools.calls,
+  };
+  const notNumbers = Object.entries(figures).filter(([, v]) => typeof v !== 'number' || !Number.isFinite(v));
+  expect(notNumbers).toEqual([]);
+  expect(m.llm.admissions).toBeGreaterThan(0);
+  expect(m.database.queryTimeMs.avg).toBeGreaterThan(0);
+});
+
+test("the metric names /api/metrics reads are the ones the services export", async () => {
+  const { PEER_METRICS } = await import('../../services/edge/src/peerSummary');
+  const ports = { broker: mesh.broker.metricsPort, store: mesh.store.metricsPort, orchestrator: mesh.orchestrator.metricsPort, tools: mesh.tools.metricsPort };
+  for (const [svc, names] of Object.entries(PEER_METRICS)) {
+    const real = new Set(((await (await fetch(`http://127.0.0.1:${ports[svc as keyof typeof ports]}/metrics.json`)).json()) as { name: string }[]).map((x) => x.name));
+    const missing = Object.values(names).filter((n) => !real.has(n));
+    expect([svc, missing]).toEqual([svc, []]);
+  }
 });

@@ -571,7 +571,7 @@ describe('deploy/k8s manifests', () => {
     test('each service scales on its signal: open streams, queue depth, active runs; CPU for tools and store', () => {
       const pods = (s: string) => metricsOf(s).filter((m) => m.type === 'Pods').map((m) => asObj(asObj(m.pods).metric).name);
       expect(pods('edge')).toEqual(['edge_sse_open_streams']);
-      expect(pods('llm-broker')).toEqual(['llm_broker_queue_depth']);
+      expect(pods('llm-broker')).toEqual(['llm_queue_depth']);
       expect(pods('orchestrator')).toEqual(['orchestrator_active_runs']);
       for (const s of ['tool-service', 'store']) {
         expect(metricsOf(s)).toContainEqual({ type: 'Resource', resource: { name: 'cpu', target: { type: 'Utilization', averageUtilization: expect.any(Number) } } });

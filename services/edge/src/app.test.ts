@@ -404,7 +404,8 @@ describe('edge app (fake peers)', () => {
   });
 
   describe('per-user rate limit', () => {
-    beforeAll(() => setup({}, 3));
+    // 12 a minute paced with the default burst fraction 0.25: a burst of 3, then one every 6.7 s.
+    beforeAll(() => setup({}, 12));
     afterAll(() => teardown());
 
     test('over the limit: 429 with Retry-After, per user', async () => {

@@ -51,7 +51,7 @@ export async function buildApp(deps: AppDeps): Promise<EdgeApp> {
     logger,
     requestLimiter: deps.requestLimiter ?? memoryRequestLimiter(0),
     sseLimiter: new StreamLimiter({ maxStreams: cfg.sse.maxStreams }),
-    hub: new HeartbeatHub(cfg.sse.heartbeatMs, deps.loadAvg),
+    hub: new HeartbeatHub(cfg.sse.heartbeatMs, deps.loadAvg ?? (cfg.sse.heartbeatAdaptive === false ? () => 0 : undefined)),
     stats: new EdgeStats(),
     streams: new Set<SseStream>(),
     state: { draining: false },

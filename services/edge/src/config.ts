@@ -15,6 +15,8 @@ export interface EdgeConfig {
   sse: {
     maxStreams: number;
     heartbeatMs: number;
+    /** Lengthen heartbeats under load (1-minute load average > 4 → 20 s, > 8 → 30 s). @default true */
+    heartbeatAdaptive?: boolean;
     bufferMaxEvents: number;
     bufferMaxBytes: number;
     /** `retry:` hint sent first on every stream. */
@@ -23,6 +25,8 @@ export interface EdgeConfig {
   maxMessageChars: number;
   bodyLimitBytes: number;
   rateLimitPerMinute: number;
+  /** Share of the per-user limit that may arrive at once (GCRA burst). */
+  rateLimitBurstFraction: number;
   corsOrigins: string[];
   shutdownGraceMs: number;
   /** The broker's upstream model, listed by GET /v1/models ("upstream" = whatever the broker is configured with). */
@@ -62,6 +66,7 @@ export function loadConfig(env: Env = process.env): EdgeConfig {
     sse: {
       maxStreams: config.int({ env: 'SSE_MAX_STREAMS', default: 200, min: 1 }, env),
       heartbeatMs: config.int({ env: 'SSE_HEARTBEAT_MS', default: 15_000, min: 100 }, env),
+      heartbeatAdaptive: config.bool({ env: 'SSE_HEARTBEAT_ADAPTIVE', default: true }, env),
       bufferMaxEvents: config.int({ env: 'SSE_BUFFER_MAX_EVENTS', default: 1_000, min: 1 }, env),
       bufferMaxBytes: config.int({ env: 'SSE_BUFFER_MAX_BYTES', default: 1_048_576, min: 1024 }, env),
       retryMs: config.int({ env: 'SSE_RETRY_MS', default: 2_000, min: 0 }, env),
@@ -69,6 +74,7 @@ export function loadConfig(env: Env = process.env): EdgeConfig {
     maxMessageChars: config.int({ env: 'MAX_MESSAGE_CHARS', default: 8_000, min: 1 }, env),
     bodyLimitBytes: config.int({ env: 'BODY_LIMIT_BYTES', default: 65_536, min: 1024 }, env),
     rateLimitPerMinute: config.int({ env: 'RATE_LIMIT_PER_MINUTE', default: 120, min: 0 }, env),
+    rateLimitBurstFraction: config.num({ env: 'RATE_LIMIT_BURST_FRACTION', default: 0.25, min: 0.01 }, env),
     corsOrigins: config
       .str({ env: 'CORS_ORIGINS', default: '' }, env)
       .split(',')

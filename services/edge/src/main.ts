@@ -29,12 +29,9 @@ async function main(): Promise<void> {
   const gateways = createGateways(cfg, redis);
   lifecycle.own('gateways', () => gateways.close());
 
-  const { app, drain } = await buildApp({
-    cfg,
-    gateways,
-    logger,
-    requestLimiter: redisRequestLimiter(redis, cfg.rateLimitPerMinute, logger),
-  });
+  const requestLimiter = redisRequestLimiter(redis, { perMinute: cfg.rateLimitPerMinute, burstFraction: cfg.rateLimitBurstFraction }, logger);
+  lifecycle.own('request limiter', () => requestLimiter.close?.());
+  const { app, drain } = await buildApp({ cfg, gateways, logger, requestLimiter });
   // Registered last, so it runs first: stop accepting, tell streams to reconnect, close the server.
   lifecycle.own('http', async () => {
     drain();

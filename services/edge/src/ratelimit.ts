@@ -1,79 +1,96 @@
-// Per-user request limit shared by every edge replica: a sliding-window log in one Redis sorted
-// set per user, decided atomically by one Lua script on Redis time.
-// TODO(quota): move onto the shared primitives of services/common/src/quota once they offer a
-// per-key request limiter (today they model the LLM's leases/RPM/TPM).
-import type { Logger, Redis } from '@agent-mesh/common';
+// Per-user request limits, shared by every edge replica through Redis. The admission itself is the
+// project's one implementation (services/common/src/quota, GlobalLimiter: smooth GCRA pacing in a
+// Lua script on Redis time); the edge only keys it by user: one limiter per user key prefix,
+// created on a user's first request and kept in a bounded LRU map.
+//
+// Pacing, not a sliding window: a limit L per minute admits a burst of ⌊L × burstFraction⌋ at once,
+// then refills smoothly; any 60 s window still admits at most L requests.
+//
+// While Redis is down: every per-user GlobalLimiter falls back to its in-process share of the limit
+// (L ÷ live edge replicas, the count last read from the replicas' heartbeats) — users stay limited
+// per replica instead of being locked out or let through unbounded. When Redis is back, the
+// local pacing debt is merged into Redis so nothing is granted twice.
+import { GlobalLimiter, pace, type Logger, type PacingRate, type Redis } from '@agent-mesh/common';
 
-export type RateDecision = { ok: true; remaining: number } | { ok: false; retryAfterMs: number };
+export type RateDecision = { ok: true } | { ok: false; retryAfterMs: number };
 
 export interface RequestLimiter {
   check(userId: string): Promise<RateDecision>;
+  /** Stops background work (the replica heartbeat). */
+  close?(): void;
 }
 
-// KEYS[1] = the user's window; ARGV = limit, window ms, a unique member.
-// Returns {1, remaining} when admitted, {0, retryAfterMs} when not.
-const SLIDING_WINDOW = `
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local limit = tonumber(ARGV[1])
-local window = tonumber(ARGV[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-local count = redis.call('ZCARD', KEYS[1])
-if count >= limit then
-  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-  local retry = window
-  if oldest[2] then retry = tonumber(oldest[2]) + window - now end
-  return {0, math.max(retry, 1)}
-end
-redis.call('ZADD', KEYS[1], now, ARGV[3])
-redis.call('PEXPIRE', KEYS[1], window)
-return {1, limit - count - 1}
-`;
-
-interface RateCommands {
-  edgeRateLimit(key: string, limit: number, windowMs: number, member: string): Promise<[number, number]>;
+export interface RequestLimitOptions {
+  /** Requests per user per minute; 0 = unlimited. */
+  perMinute: number;
+  /** Share of the limit that may arrive at once (see common/src/quota/gcra.ts). @default 0.25 */
+  burstFraction?: number;
+  /** Users whose limiter stays in memory (least recently seen are dropped; their state lives in Redis). @default 10000 */
+  maxUsers?: number;
+  /** Longest wait for Redis before deciding locally. @default 200 */
+  redisTimeoutMs?: number;
 }
 
-let seq = 0;
+export const DEFAULT_BURST_FRACTION = 0.25;
+const KEY_PREFIX = 'edge:rl';
 
-export function redisRequestLimiter(redis: Redis, perMinute: number, logger: Logger): RequestLimiter {
-  redis.defineCommand('edgeRateLimit', { numberOfKeys: 1, lua: SLIDING_WINDOW });
-  const cmd = redis as unknown as RateCommands;
-  const member = () => `${process.pid}-${Date.now()}-${(seq = (seq + 1) % 1e9)}`;
-  let warned = false;
+export function redisRequestLimiter(redis: Redis, opts: RequestLimitOptions, logger: Logger): RequestLimiter {
+  if (opts.perMinute <= 0) return { check: async () => ({ ok: true }) };
+  const burstFraction = opts.burstFraction ?? DEFAULT_BURST_FRACTION;
+  const maxUsers = opts.maxUsers ?? 10_000;
+  const redisTimeoutMs = opts.redisTimeoutMs ?? 200;
+  // No limits of its own: it only counts the live edge replicas (heartbeats), so that the local
+  // fallback of each user's limiter knows its share. It also logs the mode changes once.
+  const replicas = new GlobalLimiter(redis, `${KEY_PREFIX}:edges`, { redisTimeoutMs }, logger);
+  // Started once Redis is connected, so the first beat does not report an outage at boot.
+  if (redis.status === 'ready') replicas.start();
+  else redis.once('ready', () => replicas.start());
+  const users = new Map<string, GlobalLimiter>();
+  let replicaCount = replicas.liveReplicas;
+
+  const limiterOf = (userId: string): GlobalLimiter => {
+    if (replicas.liveReplicas !== replicaCount) {
+      // The fallback share changed: rebuild lazily (the shared state is in Redis, nothing is lost).
+      replicaCount = replicas.liveReplicas;
+      users.clear();
+    }
+    let l = users.get(userId);
+    if (l) {
+      users.delete(userId); // re-inserted below: Map order is the LRU order
+    } else {
+      l = new GlobalLimiter(redis, `${KEY_PREFIX}:u:${userId}`, {
+        requestsPerMinute: opts.perMinute,
+        burstFraction,
+        redisTimeoutMs,
+        fallbackReplicas: replicaCount,
+      });
+      if (users.size >= maxUsers) users.delete(users.keys().next().value!);
+    }
+    users.set(userId, l);
+    return l;
+  };
+
   return {
     async check(userId) {
-      if (perMinute <= 0) return { ok: true, remaining: Infinity };
-      try {
-        const [ok, n] = await cmd.edgeRateLimit(`edge:rl:${userId}`, perMinute, 60_000, member());
-        warned = false;
-        return ok === 1 ? { ok: true, remaining: n } : { ok: false, retryAfterMs: n };
-      } catch (err) {
-        // Fail open: a Redis outage must not lock every user out; the broker still guards the
-        // expensive resource (the upstream quota).
-        if (!warned) logger.warn({ err: (err as Error).message }, 'rate limiter unavailable: admitting requests');
-        warned = true;
-        return { ok: true, remaining: perMinute };
-      }
+      const d = await limiterOf(userId).tryAcquire({ holder: userId, tokens: 0 });
+      // No concurrency limit is set, so the lease holds nothing and needs no release.
+      return d.ok ? { ok: true } : { ok: false, retryAfterMs: Math.max(1, d.retryAfterMs) };
     },
+    close: () => replicas.stop(),
   };
 }
 
-/** An in-process limiter (tests, or an edge without Redis). */
-export function memoryRequestLimiter(perMinute: number, now: () => number = Date.now): RequestLimiter {
-  const windows = new Map<string, number[]>();
+/** An in-process limiter with the same pacing (tests, or an edge without Redis). */
+export function memoryRequestLimiter(perMinute: number, now: () => number = Date.now, burstFraction = DEFAULT_BURST_FRACTION): RequestLimiter {
+  const rate: PacingRate = { limit: perMinute, windowMs: 60_000, burstFraction };
+  const tats = new Map<string, number>();
   return {
     async check(userId) {
-      if (perMinute <= 0) return { ok: true, remaining: Infinity };
-      const t = now();
-      const w = (windows.get(userId) ?? []).filter((x) => x > t - 60_000);
-      if (w.length >= perMinute) {
-        windows.set(userId, w);
-        return { ok: false, retryAfterMs: Math.max(1, w[0]! + 60_000 - t) };
-      }
-      w.push(t);
-      windows.set(userId, w);
-      return { ok: true, remaining: perMinute - w.length };
+      if (perMinute <= 0) return { ok: true };
+      const d = pace(tats.get(userId) ?? 0, now(), 1, rate);
+      if (!d.ok) return { ok: false, retryAfterMs: Math.max(1, Math.ceil(d.retryAfterMs)) };
+      tats.set(userId, d.tat);
+      return { ok: true };
     },
   };
 }

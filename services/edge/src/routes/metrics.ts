@@ -2,9 +2,10 @@
 // JSON: the edge's own plus summaries of every service's /metrics.json; a service that does not
 // answer shows as unavailable).
 import os from 'node:os';
+import v8 from 'node:v8';
 import type { FastifyInstance } from 'fastify';
 import type { EdgeContext } from '../context';
-import { brokerSummary, processSummary, storeSummary } from '../peerSummary';
+import { brokerSummary, orchestratorSummary, processSummary, storeSummary, toolSummary } from '../peerSummary';
 import type { PeerMetric, PeerMetricsReader } from '../gateways/types';
 
 export function metricsRoutes(app: FastifyInstance, ctx: EdgeContext): void {
@@ -47,7 +48,10 @@ export function metricsRoutes(app: FastifyInstance, ctx: EdgeContext): void {
     const responseTime = s.runResponseTimeMs.count > 0 ? s.runResponseTimeMs : s.responseTimeMs;
     const llm = broker.available ? brokerSummary(broker.metrics) : null;
     const db = store.available ? storeSummary(store.metrics) : null;
+    const runs = orchestrator.available ? orchestratorSummary(orchestrator.metrics) : null;
+    const toolFigures = tools.available ? toolSummary(tools.metrics) : null;
     const peer = (p: typeof broker) => (p.available ? { available: true, process: processSummary(p.metrics) } : { available: false, error: p.error });
+    const heapLimit = v8.getHeapStatistics().heap_size_limit;
     return {
       timestamp: new Date().toISOString(),
       requests: {
@@ -61,16 +65,21 @@ export function metricsRoutes(app: FastifyInstance, ctx: EdgeContext): void {
       httpResponseTimeMs: s.responseTimeMs,
       errorRate: s.errorRate,
       timeoutRate: s.timeoutRate,
+      rateLimited: (await ctx.stats.rateLimited.get()).values[0]?.value ?? 0,
       cpu: { processPercent: cpuPercent(), loadAverage1m: os.loadavg()[0] ?? 0, cores: os.cpus().length },
       memory: {
         rssBytes: mem.rss,
         heapUsedBytes: mem.heapUsed,
         heapTotalBytes: mem.heapTotal,
+        /** Heap in use against the heap limit (--max-old-space-size), in percent (target < 80). */
+        heapUsedPercent: Math.round((mem.heapUsed / heapLimit) * 10_000) / 100,
         systemUsedPercent: Math.round(((total - os.freemem()) / total) * 10_000) / 100,
       },
       connections: { open: connections, sseStreams: ctx.sseLimiter.open, sseMax: ctx.sseLimiter.max, sseQueued: ctx.sseLimiter.queued, heartbeatMs: ctx.hub.intervalMs },
       llm: broker.available ? { available: true, ...llm } : { available: false, error: broker.error },
       database: store.available ? { available: true, ...db } : { available: false, error: store.error },
+      runs: orchestrator.available ? { available: true, ...runs } : { available: false, error: orchestrator.error },
+      tools: tools.available ? { available: true, ...toolFigures } : { available: false, error: tools.error },
       services: { llmBroker: peer(broker), store: peer(store), orchestrator: peer(orchestrator), toolService: peer(tools) },
     };
   });

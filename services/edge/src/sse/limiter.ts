@@ -1,7 +1,10 @@
 // The SSE limiter: at most `maxStreams` open streams per process. Over it, a client gets a queue
 // token, its position and an estimated wait instead of a dropped connection; retrying with the
 // token keeps its place (first come, first served: a freed slot goes to the head of the queue).
-// The estimate comes from the measured rate at which slots free up while the limiter is full.
+// The estimate predicts when slots free up: each open stream is expected to end at its start plus
+// the mean stream duration (EWMA of measured durations), the oldest first; queue position k waits
+// for the k-th predicted end, and positions past the open streams for the streams that will take
+// those slots (one more mean duration per wave).
 import { randomUUID } from 'node:crypto';
 
 export interface Slot {
@@ -21,7 +24,7 @@ interface Ticket {
 
 export interface StreamLimiterOptions {
   maxStreams: number;
-  /** Wait assumed per queue position before any slot release was measured. */
+  /** Wait assumed per queue position before any stream duration was measured (duration = this × maxStreams). */
   initialIntervalMs?: number;
   /** Weight of the newest sample in the moving averages (0..1). */
   alpha?: number;
@@ -37,13 +40,11 @@ export class StreamLimiter {
   private readonly now: () => number;
   private readonly alpha: number;
   private readonly grace: number;
-  /** EWMA of the time between slot releases while the limiter was full. */
-  private releaseIntervalMs?: number;
-  /** EWMA of stream durations (fallback estimate: duration / maxStreams). */
+  /** EWMA of stream durations. */
   private durationMs?: number;
-  private lastRelease?: number;
-  /** When the limiter last became full (intervals only count while it stays full). */
-  private fullSince?: number;
+  /** Start times of the open streams, oldest first (Map keeps insertion order). */
+  private readonly starts = new Map<number, number>();
+  private nextSlotId = 0;
 
   constructor(private readonly opts: StreamLimiterOptions) {
     this.now = opts.now ?? Date.now;
@@ -64,11 +65,9 @@ export class StreamLimiter {
     return this.opts.maxStreams;
   }
 
-  /** Expected milliseconds between two freed slots. */
-  get slotIntervalMs(): number {
-    if (this.releaseIntervalMs !== undefined) return this.releaseIntervalMs;
-    if (this.durationMs !== undefined) return this.durationMs / this.opts.maxStreams;
-    return this.opts.initialIntervalMs ?? 5_000;
+  /** Expected duration of a stream (measured, or the initial assumption). */
+  get meanDurationMs(): number {
+    return this.durationMs ?? (this.opts.initialIntervalMs ?? 5_000) * this.opts.maxStreams;
   }
 
   /** Stops admitting (graceful drain): every later request is refused without a token. */
@@ -100,8 +99,23 @@ export class StreamLimiter {
   /** Estimated wait for a queue position (1 = next). */
   estimateFor(position: number): number {
     const free = this.opts.maxStreams - this.openCount;
-    if (position <= free) return 0;
-    return Math.round((position - free) * this.slotIntervalMs);
+    if (position <= free || this.starts.size === 0) return 0;
+    const k = position - free; // the k-th slot to free up is this position's
+    const d = this.meanDurationMs;
+    const index = (k - 1) % this.starts.size;
+    const wave = Math.floor((k - 1) / this.starts.size);
+    let start = 0;
+    let i = 0;
+    for (const s of this.starts.values()) {
+      if (i++ === index) {
+        start = s;
+        break;
+      }
+    }
+    const now = this.now();
+    // A stream already past the mean is expected to end any moment.
+    const firstFree = Math.max(start + d, now);
+    return Math.round(firstFree + wave * d - now);
   }
 
   private refuse(ticket: Ticket, position: number): Admission {
@@ -112,32 +126,19 @@ export class StreamLimiter {
 
   private take(): Slot {
     const started = this.now();
+    const id = this.nextSlotId++;
     this.openCount += 1;
-    if (this.openCount >= this.opts.maxStreams && this.fullSince === undefined) this.fullSince = started;
+    this.starts.set(id, started);
     let released = false;
     return {
       release: () => {
         if (released) return;
         released = true;
-        this.onRelease(this.now() - started);
+        this.openCount -= 1;
+        this.starts.delete(id);
+        this.durationMs = ewma(this.durationMs, this.now() - started, this.alpha);
       },
     };
-  }
-
-  private onRelease(durationMs: number): void {
-    const now = this.now();
-    const wasFull = this.openCount >= this.opts.maxStreams;
-    this.openCount -= 1;
-    this.durationMs = ewma(this.durationMs, durationMs, this.alpha);
-    if (wasFull && this.fullSince !== undefined) {
-      // Only time spent full measures the release rate; idle time would make it look slower.
-      const since = Math.max(this.lastRelease ?? this.fullSince, this.fullSince);
-      this.releaseIntervalMs = ewma(this.releaseIntervalMs, now - since, this.alpha);
-    }
-    this.lastRelease = now;
-    // Still full only if someone takes the slot at once; re-armed in take().
-    this.fullSince = undefined;
-    if (this.openCount >= this.opts.maxStreams) this.fullSince = now;
   }
 
   private prune(): void {

@@ -86,6 +86,11 @@ describe('SseStream', () => {
     await new Promise((r) => setImmediate(r));
     expect(sink.written).toContain('event: stream.overflow');
     expect(s.send({ event: 'token', data: '{}' })).toBe(false);
+    // The resume point it announces is the last event the socket got, never one dropped from the buffer.
+    const written = [...sink.written.matchAll(/id: r:(\d+)/g)].map((m) => Number(m[1]));
+    const overflow = JSON.parse(sink.written.split('event: stream.overflow\ndata: ')[1]!.split('\n')[0]!);
+    expect(overflow.lastEventId).toBe(`r:${written.at(-1)}`);
+    expect(s.lastId).toBe(`r:${written.at(-1)}`);
   });
 
   test('the byte bound counts what the socket still holds', () => {

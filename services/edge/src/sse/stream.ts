@@ -17,12 +17,17 @@ export type CloseReason = 'completed' | 'client_closed' | 'overflow' | 'draining
 
 export class SseStream implements Beating {
   private readonly queue: string[] = [];
+  /** Id of the newest event in `queue` (handed to the socket on the next flush). */
+  private queuedLastId?: string;
   private queuedBytes = 0;
   private blocked = false;
   private ended = false;
   private closeReason?: CloseReason;
   private readonly closeListeners: ((reason: CloseReason) => void)[] = [];
-  /** Id of the last event handed to the socket. */
+  /**
+   * Id of the last event handed to the socket (never one still waiting in the buffer: a client
+   * told to resume from here must not skip what was dropped from the buffer on overflow).
+   */
   lastId?: string;
 
   constructor(
@@ -65,11 +70,12 @@ export class SseStream implements Beating {
   send(msg: SseMessage): boolean {
     if (this.ended) return false;
     const text = frame(msg);
-    if (msg.id !== undefined) this.lastId = msg.id;
     if (!this.blocked) {
+      if (msg.id !== undefined) this.lastId = msg.id;
       this.write(text);
       return true;
     }
+    if (msg.id !== undefined) this.queuedLastId = msg.id;
     this.queue.push(text);
     this.queuedBytes += Buffer.byteLength(text);
     if (this.queue.length > this.opts.maxBufferedEvents || this.bufferedBytes > this.opts.maxBufferedBytes) {
@@ -101,6 +107,7 @@ export class SseStream implements Beating {
     // Last-Event-ID anyway.
     this.queue.length = 0;
     this.queuedBytes = 0;
+    this.queuedLastId = undefined;
     this.sink.write(frame(msg));
     this.ended = true;
     this.sink.end();
@@ -133,6 +140,8 @@ export class SseStream implements Beating {
     const text = this.queue.join('');
     this.queue.length = 0;
     this.queuedBytes = 0;
+    if (this.queuedLastId !== undefined) this.lastId = this.queuedLastId;
+    this.queuedLastId = undefined;
     this.write(text);
   }
 

@@ -1,0 +1,37 @@
+// The per-user request limit: pacing per user, and the shared limiter's local fallback while
+// Redis is unreachable (users stay limited, each by this replica's share).
+import { createLogger, type Redis } from '@agent-mesh/common';
+import { memoryRequestLimiter, redisRequestLimiter } from './ratelimit';
+
+describe('per-user request limit', () => {
+  test('in memory: a burst of ⌊L × 0.25⌋, then refused with a wait, per user', async () => {
+    let now = 1_000_000;
+    const l = memoryRequestLimiter(12, () => now);
+    for (let i = 0; i < 3; i++) expect(await l.check('alice')).toEqual({ ok: true });
+    const refused = await l.check('alice');
+    expect(refused.ok).toBe(false);
+    if (!refused.ok) expect(refused.retryAfterMs).toBeGreaterThan(0);
+    expect(await l.check('bob')).toEqual({ ok: true });
+    now += 60_000 / 9 + 1;
+    expect(await l.check('alice')).toEqual({ ok: true });
+  });
+
+  test('Redis down: the shared limiter decides locally, still per user', async () => {
+    // A client that never becomes ready: every decision takes the local fallback path.
+    const offline = { status: 'end', defineCommand: () => undefined, once: () => undefined } as unknown as Redis;
+    const l = redisRequestLimiter(offline, { perMinute: 8 }, createLogger('rl-test', 'silent'));
+    try {
+      expect((await l.check('alice')).ok).toBe(true);
+      expect((await l.check('alice')).ok).toBe(true);
+      expect((await l.check('alice')).ok).toBe(false);
+      expect((await l.check('bob')).ok).toBe(true);
+    } finally {
+      l.close?.();
+    }
+  });
+
+  test('0 means unlimited', async () => {
+    const l = memoryRequestLimiter(0);
+    for (let i = 0; i < 100; i++) expect((await l.check('alice')).ok).toBe(true);
+  });
+});
