@@ -252,6 +252,20 @@ describe('runs', () => {
     const badStatus = await refusal(unary(client.saveRun.bind(client), { userId: ALICE, run: { ...r, status: 'exploded' } }));
     expect(badStatus.code).toBe(status.INVALID_ARGUMENT);
   });
+
+  it('keeps an ended run ended when a late checkpoint save says running', async () => {
+    const conv = (await call.create(ALICE)).conversation!;
+    const r = run(conv.id);
+    await unary(client.saveRun.bind(client), { userId: ALICE, run: { ...r, status: 'completed' } });
+    const late = await unary(client.saveRun.bind(client), { userId: ALICE, run: { ...r, status: 'running', checkpointJson: '{"late":true}' } });
+    expect(late.run).toMatchObject({ id: r.id, status: 'completed' });
+    const got = await unary(client.getRun.bind(client), { userId: ALICE, runId: r.id });
+    expect(got.run).toMatchObject({ status: 'completed' });
+    expect(got.run!.checkpointJson).not.toContain('late');
+    // Another user still cannot reach it this way.
+    const bob = await refusal(unary(client.saveRun.bind(client), { userId: BOB, run: { ...r, status: 'running' } }));
+    expect(bob.code).toBe(status.NOT_FOUND);
+  });
 });
 
 describe('plans', () => {

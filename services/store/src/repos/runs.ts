@@ -35,7 +35,11 @@ export class RunRepo {
    */
   async save(run: RunUpdate, now: number): Promise<{ run: RunDoc; created: boolean }> {
     const terminal = TERMINAL_RUN_STATUSES.includes(run.status);
-    const filter = { _id: run.id, userId: run.userId, conversationId: run.conversationId };
+    // A run that has ended stays ended: a late non-terminal save (e.g. a checkpoint written by a
+    // replica that lost the run) matches nothing, and is answered with the stored, ended run.
+    const filter = terminal
+      ? { _id: run.id, userId: run.userId, conversationId: run.conversationId }
+      : { _id: run.id, userId: run.userId, conversationId: run.conversationId, status: { $nin: [...TERMINAL_RUN_STATUSES] } };
     const set: Partial<RunDoc> = { status: run.status, usage: run.usage, costUsd: run.costUsd, updatedAt: now };
     if (run.checkpoint) set.checkpoint = run.checkpoint;
     if (run.error) set.error = run.error;
@@ -60,8 +64,10 @@ export class RunRepo {
       try {
         res = await upsert();
       } catch (err2) {
-        if (isDuplicateKey(err2)) throw notFound('run');
-        throw err2;
+        if (!isDuplicateKey(err2)) throw err2;
+        const stored = await this.get(run.userId, run.id); // NOT_FOUND when another user's
+        if (stored.conversationId !== run.conversationId || !TERMINAL_RUN_STATUSES.includes(stored.status)) throw notFound('run');
+        return { run: stored, created: false };
       }
     }
     if (!res.value) throw notFound('run');
