@@ -180,6 +180,7 @@ describe('ownership', () => {
       ['get run', unary(client.getRun.bind(client), { userId: BOB, runId: aliceRun.id })],
       ['get plan', unary(client.getPlan.bind(client), { userId: BOB, planId: plan.plan!.id })],
       ['save plan', unary(client.savePlan.bind(client), { userId: BOB, plan: { ...plan.plan!, userId: '', title: 'stolen' } })],
+      ['new plan on their conversation', unary(client.savePlan.bind(client), { userId: BOB, plan: { ...plan.plan!, id: newId(), userId: '' } })],
     ];
     for (const [what, p] of attempts) {
       const r = await refusal(p);

@@ -225,11 +225,14 @@ export function createStoreServer({ repos, logger, now = Date.now }: ServerDeps)
       if (!plan) throw invalidArgument('invalid_argument', 'plan is required');
       if (plan.userId && plan.userId !== userId) throw invalidArgument('invalid_argument', 'plan.user_id must be empty or equal user_id');
       if (plan.steps.length > LIMITS.planSteps) throw invalidArgument('too_many', `plan.steps must hold at most ${LIMITS.planSteps} steps`);
+      const conversationId = optionalId('plan.conversation_id', plan.conversationId);
+      // A plan may point only at one of the user's own conversations (NOT_FOUND otherwise).
+      if (conversationId) await repos.conversations.assertOwned(userId, conversationId);
       const saved = await repos.plans.save(
         {
           id: requireId('plan.id', plan.id),
           userId,
-          conversationId: optionalId('plan.conversation_id', plan.conversationId),
+          conversationId,
           title: text('plan.title', plan.title, LIMITS.titleChars),
           steps: plan.steps.map((s, i) => text(`plan.steps[${i}]`, s, LIMITS.planStepChars)),
           status: oneOf('plan.status', plan.status, PLAN_STATUSES, 'draft'),
