@@ -2,7 +2,7 @@
 // memory per stream, and the delay from an event entering the edge to reaching the client.
 //
 // Three processes besides this driver, so the edge is measured alone:
-//   - a fake orchestrator (gRPC WatchRun) that emits `token` events for every open run at a total
+//   - a fake orchestrator (gRPC WatchRun and WatchRuns) that emits `token` events for every open run at a total
 //     rate of TOKENS_PER_S, each carrying its emission time;
 //   - the edge under test (real build, real Redis for its limiter), heartbeats on;
 //   - a client process holding the streams on raw sockets, measuring each event's delay.
@@ -23,22 +23,50 @@ const num = (name: string, dflt: number) => Number(process.env[name] ?? dflt);
 async function orchestrator(): Promise<void> {
   const grpc = await import('@grpc/grpc-js');
   const { OrchestratorServiceService } = await import('@agent-mesh/common/dist/gen/orchestrator/v1/orchestrator');
-  type Call = import('@grpc/grpc-js').ServerWritableStream<unknown, unknown> & { seq: number; runId: string };
-  const calls: Call[] = [];
+  type Stream = import('@grpc/grpc-js').ServerWritableStream<unknown, unknown>;
+  /** One watched run: WatchRun's own call, or a subscription of a WatchRuns call. */
+  type Watcher = { runId: string; seq: number; send(event: unknown): void };
+  const watchers: Watcher[] = [];
   const rate = num('TOKENS_PER_S', 2000);
   const server = new grpc.Server({ 'grpc.max_concurrent_streams': 1_000_000 } as Record<string, number>);
   const unimplemented = (_c: unknown, cb?: (e: unknown) => void) => cb?.({ code: grpc.status.UNIMPLEMENTED });
+  const remove = (w: Watcher) => {
+    const i = watchers.indexOf(w);
+    if (i >= 0) watchers.splice(i, 1);
+  };
+  const watch = (send: (event: unknown) => void): Watcher => {
+    const w: Watcher = { runId: randomUUID(), seq: 1, send };
+    w.send({ runId: w.runId, seq: 1, type: 'run.started', dataJson: JSON.stringify({ runId: w.runId }) });
+    watchers.push(w);
+    return w;
+  };
   server.addService(OrchestratorServiceService as unknown as import('@grpc/grpc-js').ServiceDefinition, {
-    startRun: (c: import('@grpc/grpc-js').ServerWritableStream<unknown, unknown>) => c.destroy(new Error('unimplemented')),
+    startRun: (c: Stream) => c.destroy(new Error('unimplemented')),
     cancelRun: unimplemented,
-    watchRun: (call: Call) => {
-      call.runId = randomUUID();
-      call.seq = 1;
-      call.write({ event: { runId: call.runId, seq: 1, type: 'run.started', dataJson: JSON.stringify({ runId: call.runId }) } });
-      calls.push(call);
-      call.on('cancelled', () => {
-        const i = calls.indexOf(call);
-        if (i >= 0) calls.splice(i, 1);
+    watchRun: (call: Stream) => {
+      const w = watch((event) => call.write({ event }));
+      call.on('cancelled', () => remove(w));
+    },
+    // Many watches over one call, tagged by subscription id (what the edge uses).
+    watchRuns: (call: import('@grpc/grpc-js').ServerDuplexStream<{ subscriptionId: number; action?: { $case: string } }, unknown>) => {
+      const subs = new Map<number, Watcher>();
+      call.on('data', (req) => {
+        if (req.action?.$case === 'subscribe') {
+          subs.set(req.subscriptionId, watch((event) => call.write({ subscriptionId: req.subscriptionId, item: { $case: 'event', event } })));
+        } else if (req.action?.$case === 'unsubscribe') {
+          const w = subs.get(req.subscriptionId);
+          if (w) remove(w);
+          subs.delete(req.subscriptionId);
+        }
+      });
+      const closeAll = () => {
+        for (const w of subs.values()) remove(w);
+        subs.clear();
+      };
+      call.on('cancelled', closeAll);
+      call.on('end', () => {
+        closeAll();
+        call.end();
       });
     },
   });
@@ -52,11 +80,11 @@ async function orchestrator(): Promise<void> {
     carry += (rate * 20) / 1000;
     const n = Math.floor(carry);
     carry -= n;
-    for (let i = 0; i < n && calls.length > 0; i++) {
-      next = (next + 1) % calls.length;
-      const c = calls[next]!;
-      c.seq += 1;
-      c.write({ event: { runId: c.runId, seq: c.seq, type: 'token', dataJson: `{"agent":"planner","round":1,"text":" word","ts":${Date.now()}}` } });
+    for (let i = 0; i < n && watchers.length > 0; i++) {
+      next = (next + 1) % watchers.length;
+      const w = watchers[next]!;
+      w.seq += 1;
+      w.send({ runId: w.runId, seq: w.seq, type: 'token', dataJson: `{"agent":"planner","round":1,"text":" word","ts":${Date.now()}}` });
     }
   }, 20);
   process.send!({ port });

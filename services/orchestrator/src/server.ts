@@ -1,8 +1,11 @@
 // gRPC handlers of orchestrator.v1.OrchestratorService: translate the wire to the run manager
 // and the run log, and back.
-import { streamHandler, unaryHandler, type Logger } from '@agent-mesh/common';
+import { once } from 'node:events';
+import type { ServerDuplexStream } from '@grpc/grpc-js';
+import { codeOf, detailsOf, MeshError, reasonOf, retryAfterOf, status, streamHandler, unaryHandler, type Logger } from '@agent-mesh/common';
 import type {
-  CancelRunRequest, CancelRunResponse, OrchestratorServiceServer, StartRunRequest, StartRunResponse, WatchRunRequest, WatchRunResponse,
+  CancelRunRequest, CancelRunResponse, OrchestratorServiceServer, RunEvent, StartRunRequest, StartRunResponse, WatchRunRequest, WatchRunResponse,
+  WatchRunsEnd, WatchRunsRequest, WatchRunsResponse,
 } from '@agent-mesh/common/dist/gen/orchestrator/v1/orchestrator';
 import type { RunLog } from './runlog/runlog';
 import { watchRun, type RunNotifications } from './runlog/watch';
@@ -10,15 +13,95 @@ import type { RunManager } from './runs/manager';
 
 export function orchestratorService(deps: { logger: Logger; runs: RunManager; log: RunLog; notes: RunNotifications }): OrchestratorServiceServer {
   const { logger, runs, log, notes } = deps;
+  async function* watchEvents(req: WatchRunRequest, signal: AbortSignal): AsyncGenerator<RunEvent> {
+    const runId = await runs.resolveWatch(req.userId, req.conversationId, req.runId, req.afterSeq);
+    yield* watchRun(log, notes, runId, req.afterSeq, signal);
+  }
   return {
     startRun: streamHandler<StartRunRequest, StartRunResponse>(logger, 'StartRun', async function* (req, signal) {
       const runId = await runs.start({ userId: req.userId, conversationId: req.conversationId, messageId: req.messageId, content: req.content });
       for await (const event of watchRun(log, notes, runId, 0, signal)) yield { event };
     }),
     watchRun: streamHandler<WatchRunRequest, WatchRunResponse>(logger, 'WatchRun', async function* (req, signal) {
-      const runId = await runs.resolveWatch(req.userId, req.conversationId, req.runId, req.afterSeq);
-      for await (const event of watchRun(log, notes, runId, req.afterSeq, signal)) yield { event };
+      for await (const event of watchEvents(req, signal)) yield { event };
     }),
+    watchRuns: (call) => serveWatchRuns(call, watchEvents, logger),
     cancelRun: unaryHandler<CancelRunRequest, CancelRunResponse>(logger, 'CancelRun', async (req) => runs.cancel(req.userId, req.conversationId)),
   };
+}
+
+/**
+ * WatchRuns: many WatchRun subscriptions over one call. Each subscription runs the same watch as
+ * WatchRun; its events are written tagged with its id, and its end carries the status WatchRun
+ * would have ended with. Writes share the call's backpressure: while the caller's window is full,
+ * every subscription waits for the same 'drain'.
+ */
+function serveWatchRuns(
+  call: ServerDuplexStream<WatchRunsRequest, WatchRunsResponse>,
+  watch: (req: WatchRunRequest, signal: AbortSignal) => AsyncIterable<RunEvent>,
+  logger: Logger,
+): void {
+  const subscriptions = new Map<number, AbortController>();
+  let closed = false;
+  let drained: Promise<unknown> | undefined;
+  const closeAll = () => {
+    closed = true;
+    for (const abort of subscriptions.values()) abort.abort();
+    subscriptions.clear();
+  };
+  call.on('cancelled', closeAll);
+  call.on('close', closeAll);
+  call.on('error', closeAll);
+  // The caller half-closes when it has no subscriptions left on this call.
+  call.on('end', () => {
+    closeAll();
+    call.end();
+  });
+  const write = async (msg: WatchRunsResponse, aborted: Promise<unknown>) => {
+    if (call.write(msg)) return;
+    drained ??= once(call, 'drain').finally(() => (drained = undefined));
+    await Promise.race([drained, aborted]);
+  };
+  call.on('data', (req: WatchRunsRequest) => {
+    const id = req.subscriptionId;
+    const action = req.action;
+    if (action?.$case === 'unsubscribe') {
+      subscriptions.get(id)?.abort();
+      subscriptions.delete(id);
+      return;
+    }
+    if (action?.$case !== 'subscribe' || closed) return;
+    if (subscriptions.has(id)) {
+      call.write({ subscriptionId: id, item: { $case: 'end', end: endOf(new MeshError(status.INVALID_ARGUMENT, 'duplicate_subscription', `subscription ${id} is already open`), logger) } });
+      return;
+    }
+    const abort = new AbortController();
+    subscriptions.set(id, abort);
+    const aborted = once(abort.signal, 'abort');
+    void (async () => {
+      let end: WatchRunsEnd = { code: status.OK, message: '', reason: '', retryAfterMs: 0 };
+      try {
+        for await (const event of watch(action.subscribe, abort.signal)) {
+          if (abort.signal.aborted) break;
+          await write({ subscriptionId: id, item: { $case: 'event', event } }, aborted);
+        }
+      } catch (err) {
+        end = endOf(err, logger);
+      }
+      // Unsubscribed or the call is gone: nothing more to say for this subscription.
+      if (abort.signal.aborted || closed) return;
+      subscriptions.delete(id);
+      call.write({ subscriptionId: id, item: { $case: 'end', end } });
+    })();
+  });
+}
+
+/** The status a WatchRun call would have ended with (as common's streamHandler maps errors). */
+function endOf(err: unknown, logger: Logger): WatchRunsEnd {
+  const code = codeOf(err);
+  if (code === undefined) {
+    logger.error({ err, method: 'WatchRuns' }, 'unhandled error in gRPC handler');
+    return { code: status.INTERNAL, message: 'internal error', reason: '', retryAfterMs: 0 };
+  }
+  return { code, message: detailsOf(err), reason: reasonOf(err) ?? '', retryAfterMs: retryAfterOf(err) ?? 0 };
 }

@@ -1,21 +1,34 @@
-// The orchestrator peer: StartRun / WatchRun (server streams) and CancelRun.
+// The orchestrator peer: StartRun (a server stream per run started here), run watches (many over
+// one WatchRuns call, see watchMux.ts) and CancelRun.
 import { Metadata } from '@grpc/grpc-js';
 import { createClient, unary } from '@agent-mesh/common';
 import { OrchestratorServiceClient, type RunEvent } from '@agent-mesh/common/dist/gen/orchestrator/v1/orchestrator';
 import type { OrchestratorGateway } from './types';
 import { iterateCall } from './stream';
+import { WatchMux } from './watchMux';
 
 /** A run's stream outlives any request/response deadline; this bounds a forgotten one. */
 const STREAM_DEADLINE_MS = 30 * 60_000;
+/** New watches move to a fresh WatchRuns call this often (the old one ends with its last watch). */
+const WATCH_CALL_ROTATE_MS = 5 * 60_000;
 
 export function orchestratorGateway(addr: string): OrchestratorGateway & { close(): void } {
   const client = createClient(OrchestratorServiceClient, addr);
   const streamOpts = () => ({ deadline: new Date(Date.now() + STREAM_DEADLINE_MS) });
   const eventOf = (m: { event?: RunEvent }) => m.event;
+  // A shared call's deadline outlasts its rotation by a stream's lifetime; watches still open when
+  // it passes are resumed from the run log on a fresh call.
+  const mux = new WatchMux(
+    () => client.watchRuns(new Metadata(), { deadline: new Date(Date.now() + WATCH_CALL_ROTATE_MS + STREAM_DEADLINE_MS) }),
+    { rotateAfterMs: WATCH_CALL_ROTATE_MS },
+  );
   return {
     startRun: (req, signal) => iterateCall(client.startRun(req, new Metadata(), streamOpts()), signal, eventOf),
-    watchRun: (req, signal) => iterateCall(client.watchRun(req, new Metadata(), streamOpts()), signal, eventOf),
+    watchRun: (req, signal) => mux.watch(req, signal),
     cancelRun: (req) => unary(client.cancelRun.bind(client), req, { timeoutMs: 5_000 }),
-    close: () => client.close(),
+    close: () => {
+      mux.close();
+      client.close();
+    },
   };
 }

@@ -10,9 +10,11 @@ import {
   type CallOptions,
   type ChannelCredentials,
   Client,
+  type ClientDuplexStream,
   type ClientOptions,
   type ClientReadableStream,
   type ClientUnaryCall,
+  type handleBidiStreamingCall,
   type handleServerStreamingCall,
   type handleUnaryCall,
   makeGenericClientConstructor,
@@ -71,6 +73,52 @@ export interface WatchRunRequest {
 export interface WatchRunResponse {
   /** event is the next event of the run. */
   event: RunEvent | undefined;
+}
+
+/** WatchRunsRequest opens or closes one subscription of a WatchRuns call. */
+export interface WatchRunsRequest {
+  /** subscription_id is chosen by the caller, unique within the call, and tags every response. */
+  subscriptionId: number;
+  /** action is what to do with the subscription. */
+  action:
+    | //
+    /** subscribe starts the subscription: the same request and semantics as WatchRun. */
+    { $case: "subscribe"; subscribe: WatchRunRequest }
+    | //
+    /** unsubscribe stops it (the caller went away); the server sends nothing more for it. */
+    { $case: "unsubscribe"; unsubscribe: WatchRunsUnsubscribe }
+    | undefined;
+}
+
+/** WatchRunsUnsubscribe stops a subscription; it has no fields. */
+export interface WatchRunsUnsubscribe {
+}
+
+/** WatchRunsResponse carries one event of a subscription, or its end. */
+export interface WatchRunsResponse {
+  /** subscription_id is the subscription this response belongs to. */
+  subscriptionId: number;
+  /** item is the subscription's next event or its end. */
+  item:
+    | //
+    /** event is the subscription's next event. */
+    { $case: "event"; event: RunEvent }
+    | //
+    /** end is the subscription's last message: how it ended. */
+    { $case: "end"; end: WatchRunsEnd }
+    | undefined;
+}
+
+/** WatchRunsEnd is the status a WatchRun call with the same request would have ended with. */
+export interface WatchRunsEnd {
+  /** code is the gRPC status code (0: OK, the run's terminal event was sent). */
+  code: number;
+  /** message is the status message (what WatchRun sends as details). */
+  message: string;
+  /** reason is the machine-readable reason (WatchRun's x-mesh-reason trailer), if any. */
+  reason: string;
+  /** retry_after_ms is WatchRun's x-mesh-retry-after-ms trailer, 0 when absent. */
+  retryAfterMs: number;
 }
 
 /** CancelRunRequest asks to cancel a conversation's active run. */
@@ -614,6 +662,427 @@ export const WatchRunResponse: MessageFns<WatchRunResponse> = {
   },
 };
 
+function createBaseWatchRunsRequest(): WatchRunsRequest {
+  return { subscriptionId: 0, action: undefined };
+}
+
+export const WatchRunsRequest: MessageFns<WatchRunsRequest> = {
+  encode(message: WatchRunsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.subscriptionId !== 0) {
+      writer.uint32(8).int64(message.subscriptionId);
+    }
+    switch (message.action?.$case) {
+      case "subscribe":
+        WatchRunRequest.encode(message.action.subscribe, writer.uint32(18).fork()).join();
+        break;
+      case "unsubscribe":
+        WatchRunsUnsubscribe.encode(message.action.unsubscribe, writer.uint32(26).fork()).join();
+        break;
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): WatchRunsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseWatchRunsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.subscriptionId = longToNumber(reader.int64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.action = { $case: "subscribe", subscribe: WatchRunRequest.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.action = {
+              $case: "unsubscribe",
+              unsubscribe: WatchRunsUnsubscribe.decode(reader, reader.uint32()),
+            };
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): WatchRunsRequest {
+    return {
+      subscriptionId: isSet(object.subscriptionId)
+        ? globalThis.Number(object.subscriptionId)
+        : isSet(object.subscription_id)
+        ? globalThis.Number(object.subscription_id)
+        : 0,
+      action: isSet(object.subscribe)
+        ? { $case: "subscribe", subscribe: WatchRunRequest.fromJSON(object.subscribe) }
+        : isSet(object.unsubscribe)
+        ? { $case: "unsubscribe", unsubscribe: WatchRunsUnsubscribe.fromJSON(object.unsubscribe) }
+        : undefined,
+    };
+  },
+
+  toJSON(message: WatchRunsRequest): unknown {
+    const obj: any = {};
+    if (message.subscriptionId !== 0) {
+      obj.subscriptionId = Math.round(message.subscriptionId);
+    }
+    if (message.action?.$case === "subscribe") {
+      obj.subscribe = WatchRunRequest.toJSON(message.action.subscribe);
+    } else if (message.action?.$case === "unsubscribe") {
+      obj.unsubscribe = WatchRunsUnsubscribe.toJSON(message.action.unsubscribe);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<WatchRunsRequest>): WatchRunsRequest {
+    return WatchRunsRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<WatchRunsRequest>): WatchRunsRequest {
+    const message = createBaseWatchRunsRequest();
+    message.subscriptionId = object.subscriptionId ?? 0;
+    switch (object.action?.$case) {
+      case "subscribe": {
+        if (object.action?.subscribe !== undefined && object.action?.subscribe !== null) {
+          message.action = { $case: "subscribe", subscribe: WatchRunRequest.fromPartial(object.action.subscribe) };
+        }
+        break;
+      }
+      case "unsubscribe": {
+        if (object.action?.unsubscribe !== undefined && object.action?.unsubscribe !== null) {
+          message.action = {
+            $case: "unsubscribe",
+            unsubscribe: WatchRunsUnsubscribe.fromPartial(object.action.unsubscribe),
+          };
+        }
+        break;
+      }
+    }
+    return message;
+  },
+};
+
+function createBaseWatchRunsUnsubscribe(): WatchRunsUnsubscribe {
+  return {};
+}
+
+export const WatchRunsUnsubscribe: MessageFns<WatchRunsUnsubscribe> = {
+  encode(_: WatchRunsUnsubscribe, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): WatchRunsUnsubscribe {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseWatchRunsUnsubscribe();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): WatchRunsUnsubscribe {
+    return {};
+  },
+
+  toJSON(_: WatchRunsUnsubscribe): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create(base?: DeepPartial<WatchRunsUnsubscribe>): WatchRunsUnsubscribe {
+    return WatchRunsUnsubscribe.fromPartial(base ?? {});
+  },
+  fromPartial(_: DeepPartial<WatchRunsUnsubscribe>): WatchRunsUnsubscribe {
+    const message = createBaseWatchRunsUnsubscribe();
+    return message;
+  },
+};
+
+function createBaseWatchRunsResponse(): WatchRunsResponse {
+  return { subscriptionId: 0, item: undefined };
+}
+
+export const WatchRunsResponse: MessageFns<WatchRunsResponse> = {
+  encode(message: WatchRunsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.subscriptionId !== 0) {
+      writer.uint32(8).int64(message.subscriptionId);
+    }
+    switch (message.item?.$case) {
+      case "event":
+        RunEvent.encode(message.item.event, writer.uint32(18).fork()).join();
+        break;
+      case "end":
+        WatchRunsEnd.encode(message.item.end, writer.uint32(26).fork()).join();
+        break;
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): WatchRunsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseWatchRunsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.subscriptionId = longToNumber(reader.int64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.item = { $case: "event", event: RunEvent.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.item = { $case: "end", end: WatchRunsEnd.decode(reader, reader.uint32()) };
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): WatchRunsResponse {
+    return {
+      subscriptionId: isSet(object.subscriptionId)
+        ? globalThis.Number(object.subscriptionId)
+        : isSet(object.subscription_id)
+        ? globalThis.Number(object.subscription_id)
+        : 0,
+      item: isSet(object.event)
+        ? { $case: "event", event: RunEvent.fromJSON(object.event) }
+        : isSet(object.end)
+        ? { $case: "end", end: WatchRunsEnd.fromJSON(object.end) }
+        : undefined,
+    };
+  },
+
+  toJSON(message: WatchRunsResponse): unknown {
+    const obj: any = {};
+    if (message.subscriptionId !== 0) {
+      obj.subscriptionId = Math.round(message.subscriptionId);
+    }
+    if (message.item?.$case === "event") {
+      obj.event = RunEvent.toJSON(message.item.event);
+    } else if (message.item?.$case === "end") {
+      obj.end = WatchRunsEnd.toJSON(message.item.end);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<WatchRunsResponse>): WatchRunsResponse {
+    return WatchRunsResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<WatchRunsResponse>): WatchRunsResponse {
+    const message = createBaseWatchRunsResponse();
+    message.subscriptionId = object.subscriptionId ?? 0;
+    switch (object.item?.$case) {
+      case "event": {
+        if (object.item?.event !== undefined && object.item?.event !== null) {
+          message.item = { $case: "event", event: RunEvent.fromPartial(object.item.event) };
+        }
+        break;
+      }
+      case "end": {
+        if (object.item?.end !== undefined && object.item?.end !== null) {
+          message.item = { $case: "end", end: WatchRunsEnd.fromPartial(object.item.end) };
+        }
+        break;
+      }
+    }
+    return message;
+  },
+};
+
+function createBaseWatchRunsEnd(): WatchRunsEnd {
+  return { code: 0, message: "", reason: "", retryAfterMs: 0 };
+}
+
+export const WatchRunsEnd: MessageFns<WatchRunsEnd> = {
+  encode(message: WatchRunsEnd, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.code !== 0) {
+      writer.uint32(8).int32(message.code);
+    }
+    if (message.message !== "") {
+      writer.uint32(18).string(message.message);
+    }
+    if (message.reason !== "") {
+      writer.uint32(26).string(message.reason);
+    }
+    if (message.retryAfterMs !== 0) {
+      writer.uint32(32).int64(message.retryAfterMs);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): WatchRunsEnd {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseWatchRunsEnd();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.code = reader.int32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.message = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.retryAfterMs = longToNumber(reader.int64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): WatchRunsEnd {
+    return {
+      code: isSet(object.code) ? globalThis.Number(object.code) : 0,
+      message: isSet(object.message) ? globalThis.String(object.message) : "",
+      reason: isSet(object.reason) ? globalThis.String(object.reason) : "",
+      retryAfterMs: isSet(object.retryAfterMs)
+        ? globalThis.Number(object.retryAfterMs)
+        : isSet(object.retry_after_ms)
+        ? globalThis.Number(object.retry_after_ms)
+        : 0,
+    };
+  },
+
+  toJSON(message: WatchRunsEnd): unknown {
+    const obj: any = {};
+    if (message.code !== 0) {
+      obj.code = Math.round(message.code);
+    }
+    if (message.message !== "") {
+      obj.message = message.message;
+    }
+    if (message.reason !== "") {
+      obj.reason = message.reason;
+    }
+    if (message.retryAfterMs !== 0) {
+      obj.retryAfterMs = Math.round(message.retryAfterMs);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<WatchRunsEnd>): WatchRunsEnd {
+    return WatchRunsEnd.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<WatchRunsEnd>): WatchRunsEnd {
+    const message = createBaseWatchRunsEnd();
+    message.code = object.code ?? 0;
+    message.message = object.message ?? "";
+    message.reason = object.reason ?? "";
+    message.retryAfterMs = object.retryAfterMs ?? 0;
+    return message;
+  },
+};
+
 function createBaseCancelRunRequest(): CancelRunRequest {
   return { userId: "", conversationId: "" };
 }
@@ -825,6 +1294,21 @@ export const OrchestratorServiceService = {
     responseSerialize: (value: WatchRunResponse): Buffer => Buffer.from(WatchRunResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): WatchRunResponse => WatchRunResponse.decode(value),
   },
+  /**
+   * WatchRuns carries many WatchRun subscriptions over one call, so a gateway holding thousands of
+   * client streams keeps one call per orchestrator instead of one each. The caller subscribes and
+   * unsubscribes with messages tagged by its own subscription id; the server answers with each
+   * subscription's events (exactly as WatchRun would) and, once, how it ended.
+   */
+  watchRuns: {
+    path: "/orchestrator.v1.OrchestratorService/WatchRuns" as const,
+    requestStream: true as const,
+    responseStream: true as const,
+    requestSerialize: (value: WatchRunsRequest): Buffer => Buffer.from(WatchRunsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): WatchRunsRequest => WatchRunsRequest.decode(value),
+    responseSerialize: (value: WatchRunsResponse): Buffer => Buffer.from(WatchRunsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): WatchRunsResponse => WatchRunsResponse.decode(value),
+  },
   /** CancelRun cancels the conversation's active run; the cancel reaches the upstream LLM call. */
   cancelRun: {
     path: "/orchestrator.v1.OrchestratorService/CancelRun" as const,
@@ -845,6 +1329,13 @@ export interface OrchestratorServiceServer extends UntypedServiceImplementation 
   startRun: handleServerStreamingCall<StartRunRequest, StartRunResponse>;
   /** WatchRun streams a run's events after a sequence number, then follows the live run. */
   watchRun: handleServerStreamingCall<WatchRunRequest, WatchRunResponse>;
+  /**
+   * WatchRuns carries many WatchRun subscriptions over one call, so a gateway holding thousands of
+   * client streams keeps one call per orchestrator instead of one each. The caller subscribes and
+   * unsubscribes with messages tagged by its own subscription id; the server answers with each
+   * subscription's events (exactly as WatchRun would) and, once, how it ended.
+   */
+  watchRuns: handleBidiStreamingCall<WatchRunsRequest, WatchRunsResponse>;
   /** CancelRun cancels the conversation's active run; the cancel reaches the upstream LLM call. */
   cancelRun: handleUnaryCall<CancelRunRequest, CancelRunResponse>;
 }
@@ -867,6 +1358,18 @@ export interface OrchestratorServiceClient extends Client {
     metadata?: Metadata,
     options?: Partial<CallOptions>,
   ): ClientReadableStream<WatchRunResponse>;
+  /**
+   * WatchRuns carries many WatchRun subscriptions over one call, so a gateway holding thousands of
+   * client streams keeps one call per orchestrator instead of one each. The caller subscribes and
+   * unsubscribes with messages tagged by its own subscription id; the server answers with each
+   * subscription's events (exactly as WatchRun would) and, once, how it ended.
+   */
+  watchRuns(): ClientDuplexStream<WatchRunsRequest, WatchRunsResponse>;
+  watchRuns(options: Partial<CallOptions>): ClientDuplexStream<WatchRunsRequest, WatchRunsResponse>;
+  watchRuns(
+    metadata: Metadata,
+    options?: Partial<CallOptions>,
+  ): ClientDuplexStream<WatchRunsRequest, WatchRunsResponse>;
   /** CancelRun cancels the conversation's active run; the cancel reaches the upstream LLM call. */
   cancelRun(
     request: CancelRunRequest,

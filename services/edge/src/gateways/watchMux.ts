@@ -1,0 +1,201 @@
+// Many run watches over one WatchRuns call per orchestrator channel: an SSE client costs this edge
+// a subscription (an id in a map and a small queue), not a gRPC call with its HTTP/2 stream, retry
+// buffer, deadline timer and interceptor chain. Each watch behaves as a WatchRun call would: its
+// events, then either the end (after the terminal event) or the error WatchRun would have failed
+// with. When the shared call is lost, every watch on it fails with UNAVAILABLE, which the relay
+// treats as a lost stream and resumes from the run log on a fresh call.
+import { Metadata, status, type ClientDuplexStream, type ServiceError } from '@grpc/grpc-js';
+import { REASON_KEY, RETRY_AFTER_KEY } from '@agent-mesh/common';
+import type { RunEvent, WatchRunRequest, WatchRunsEnd, WatchRunsRequest, WatchRunsResponse } from '@agent-mesh/common/dist/gen/orchestrator/v1/orchestrator';
+
+export type WatchRunsCall = ClientDuplexStream<WatchRunsRequest, WatchRunsResponse>;
+
+export interface WatchMuxOptions {
+  /**
+   * New watches go to a fresh call once the current one is this old; the old call ends when its
+   * last watch does. Keeps calls from outliving the server's connection recycling.
+   * @default 5 minutes
+   */
+  rotateAfterMs?: number;
+  now?: () => number;
+}
+
+/** One WatchRuns call and the watches it carries. */
+interface SharedCall {
+  stream: WatchRunsCall;
+  watches: Map<number, Watch>;
+  openedAt: number;
+  lost: boolean;
+}
+
+export class WatchMux {
+  private current?: SharedCall;
+  private nextId = 1;
+  private readonly rotateAfterMs: number;
+  private readonly now: () => number;
+
+  constructor(
+    private readonly openCall: () => WatchRunsCall,
+    opts: WatchMuxOptions = {},
+  ) {
+    this.rotateAfterMs = opts.rotateAfterMs ?? 5 * 60_000;
+    this.now = opts.now ?? Date.now;
+  }
+
+  /** Like WatchRun: the run's events; aborting the signal (or returning early) unsubscribes. */
+  watch(req: WatchRunRequest, signal: AbortSignal): AsyncIterable<RunEvent> {
+    const shared = this.callForNewWatch();
+    const id = this.nextId++;
+    const watch = new Watch(() => this.unsubscribe(shared, id));
+    if (signal.aborted) {
+      watch.fail(cancelled());
+      return watch;
+    }
+    shared.watches.set(id, watch);
+    watch.detachSignal = onAbort(signal, () => watch.return());
+    shared.stream.write({ subscriptionId: id, action: { $case: 'subscribe', subscribe: req } });
+    return watch;
+  }
+
+  /** Ends every call (shutdown); open watches fail with CANCELLED. */
+  close(): void {
+    const c = this.current;
+    this.current = undefined;
+    if (c) this.lose(c, cancelled());
+  }
+
+  private callForNewWatch(): SharedCall {
+    const c = this.current;
+    if (c && !c.lost && this.now() - c.openedAt < this.rotateAfterMs) return c;
+    if (c && !c.lost && c.watches.size === 0) c.stream.end();
+    const stream = this.openCall();
+    const shared: SharedCall = { stream, watches: new Map(), openedAt: this.now(), lost: false };
+    stream.on('data', (msg: WatchRunsResponse) => {
+      const w = shared.watches.get(msg.subscriptionId);
+      if (!w) return; // unsubscribed meanwhile
+      if (msg.item?.$case === 'event') w.push(msg.item.event);
+      else if (msg.item?.$case === 'end') {
+        shared.watches.delete(msg.subscriptionId);
+        w.finish(msg.item.end.code === status.OK ? undefined : errorOf(msg.item.end));
+        this.endIfIdle(shared);
+      }
+    });
+    stream.on('error', (err: ServiceError) => this.lose(shared, unavailable(`orchestrator watch stream failed: ${err.details || err.message}`)));
+    stream.on('end', () => this.lose(shared, unavailable('orchestrator watch stream ended')));
+    this.current = shared;
+    return shared;
+  }
+
+  private unsubscribe(shared: SharedCall, id: number): void {
+    if (!shared.watches.delete(id) || shared.lost) return;
+    shared.stream.write({ subscriptionId: id, action: { $case: 'unsubscribe', unsubscribe: {} } });
+    this.endIfIdle(shared);
+  }
+
+  /** A rotated-out call is ended (half-closed) once it carries no watch. */
+  private endIfIdle(shared: SharedCall): void {
+    if (shared !== this.current && shared.watches.size === 0 && !shared.lost) {
+      shared.lost = true;
+      shared.stream.end();
+    }
+  }
+
+  private lose(shared: SharedCall, err: ServiceError): void {
+    const wasLost = shared.lost;
+    shared.lost = true;
+    if (this.current === shared) this.current = undefined;
+    const watches = [...shared.watches.values()];
+    shared.watches.clear();
+    for (const w of watches) w.finish(err);
+    if (!wasLost) shared.stream.cancel();
+  }
+}
+
+/**
+ * One subscription, as an async iterator. Events wait in `queue` only while the consumer is busy
+ * (the relay pulls continuously and bounds its own SSE buffer), so it is empty most of the time
+ * and costs nothing until used.
+ */
+class Watch implements AsyncIterableIterator<RunEvent> {
+  private queue?: RunEvent[];
+  private waiter?: { resolve(r: IteratorResult<RunEvent>): void; reject(e: unknown): void };
+  private done = false;
+  private error?: ServiceError;
+  detachSignal?: () => void;
+
+  constructor(private readonly unsubscribe: () => void) {}
+
+  [Symbol.asyncIterator](): this {
+    return this;
+  }
+
+  push(ev: RunEvent): void {
+    if (this.done) return;
+    const w = this.waiter;
+    if (w) {
+      this.waiter = undefined;
+      w.resolve({ done: false, value: ev });
+    } else (this.queue ??= []).push(ev);
+  }
+
+  /** The subscription ended: after the queued events, end (no error) or fail. */
+  finish(err?: ServiceError): void {
+    if (this.done) return;
+    this.done = true;
+    this.error = err;
+    this.detachSignal?.();
+    this.detachSignal = undefined;
+    const w = this.waiter;
+    this.waiter = undefined;
+    if (w && !this.queue?.length) this.settle(w);
+  }
+
+  fail(err: ServiceError): void {
+    this.finish(err);
+  }
+
+  next(): Promise<IteratorResult<RunEvent>> {
+    const ev = this.queue?.shift();
+    if (ev) {
+      if (this.queue!.length === 0) this.queue = undefined;
+      return Promise.resolve({ done: false, value: ev });
+    }
+    if (this.done) return new Promise((resolve, reject) => this.settle({ resolve, reject }));
+    return new Promise((resolve, reject) => (this.waiter = { resolve, reject }));
+  }
+
+  /** The consumer stopped early: unsubscribe. */
+  return(): Promise<IteratorResult<RunEvent>> {
+    if (!this.done) {
+      this.finish(cancelled());
+      this.unsubscribe();
+    }
+    this.queue = undefined;
+    return Promise.resolve({ done: true, value: undefined });
+  }
+
+  private settle(w: { resolve(r: IteratorResult<RunEvent>): void; reject(e: unknown): void }): void {
+    if (this.error) w.reject(this.error);
+    else w.resolve({ done: true, value: undefined });
+  }
+}
+
+/** The error a WatchRun call ending with this status would have raised (same code, reason, details). */
+export function errorOf(end: WatchRunsEnd): ServiceError {
+  const metadata = new Metadata();
+  if (end.reason) metadata.set(REASON_KEY, end.reason);
+  if (end.retryAfterMs > 0) metadata.set(RETRY_AFTER_KEY, String(end.retryAfterMs));
+  return statusError(end.code, end.message, metadata);
+}
+
+function statusError(code: status, details: string, metadata = new Metadata()): ServiceError {
+  return Object.assign(new Error(`${code} ${status[code]}: ${details}`), { code, details, metadata });
+}
+
+const unavailable = (details: string) => statusError(status.UNAVAILABLE, details);
+const cancelled = () => statusError(status.CANCELLED, 'watch cancelled');
+
+function onAbort(signal: AbortSignal, fn: () => void): () => void {
+  signal.addEventListener('abort', fn, { once: true });
+  return () => signal.removeEventListener('abort', fn);
+}
