@@ -1,19 +1,60 @@
 // Overlap benchmark: the same runs with AGENT_OVERLAP on and off against the same emulator
 // latencies; wall time per run (StartRun → terminal event), p50/p95 and the ratio. The last line
-// is one JSON object of the figures. Run: npx tsx test/bench/overlap.ts  (env: RUNS, TIME_SCALE)
+// is one JSON object of the figures. Run: npx tsx test/bench/overlap.ts
+// env: RUNS (per mode, default 10), TIME_SCALE (0.25), REVISE_RATE (0.3), CONCURRENCY (runs in
+// flight at once per wave, default 1). The orchestrators log a `run timings` line per run; the
+// summary gives the median of the main moments (ms from StartRun) per mode. The broker's quota
+// windows are scaled with the emulator's latencies (LLM_TIME_SCALE), as in the other scenarios:
+// unscaled, 500 RPM spaces calls 120 ms apart and concurrent runs measure the quota, not overlap.
+// ORCHESTRATOR_DIST=<folder with main.js> runs another build of the orchestrator (to compare
+// revisions: e.g. the previous commit's source compiled into a scratch folder).
 import fs from 'node:fs';
 import path from 'node:path';
-import { Server, ServerCredentials } from '@grpc/grpc-js';
 import { createClient, newId, unary } from '@agent-mesh/common';
-import { LlmBrokerServiceService, type GenerateRequest, type GenerateResponse } from '@agent-mesh/common/dist/gen/llmbroker/v1/llm_broker';
 import { OrchestratorServiceClient } from '@agent-mesh/common/dist/gen/orchestrator/v1/orchestrator';
 import { StoreServiceClient } from '@agent-mesh/common/dist/gen/store/v1/store';
-import { startEmulator, startFerret, startRedis, startService, testDir, type Proc } from '../support';
+import { freePort, grpcServing, startEmulator, startFerret, startRedis, startService, testDir, waitFor, type Proc, type ServiceProc } from '../support';
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const stack = require('../../deploy/local/stack.js') as { ROOT: string; launch: (name: string, cmd: string, args: string[], o: { env: Record<string, string>; logDir: string }) => Proc };
 
 const RUNS = Number(process.env.RUNS ?? 10);
 const TIME_SCALE = Number(process.env.TIME_SCALE ?? 0.25);
 const REVISE_RATE = Number(process.env.REVISE_RATE ?? 0.3);
-const ROOT = path.resolve(__dirname, '../..');
+const CONCURRENCY = Math.max(1, Number(process.env.CONCURRENCY ?? 1));
+const ORCHESTRATOR_DIST = process.env.ORCHESTRATOR_DIST;
+
+/** An orchestrator from ORCHESTRATOR_DIST (same wiring as startService), or the current build. */
+async function startOrchestrator(o: { logDir: string; instance: string; env: Record<string, string> }): Promise<ServiceProc> {
+  if (!ORCHESTRATOR_DIST) return startService('orchestrator', o);
+  const [port, metricsPort] = [await freePort(), await freePort()];
+  const h = stack.launch(`orchestrator${o.instance}-${port}`, process.execPath,
+    ['--require', path.join(stack.ROOT, 'services/common/dist/telemetry/register.js'), path.join(path.resolve(ORCHESTRATOR_DIST), 'main.js')], {
+      logDir: o.logDir,
+      env: { OTEL_SERVICE_NAME: 'orchestrator', ORCHESTRATOR_PORT: String(port), METRICS_PORT: String(metricsPort), PROMPTS_DIR: path.join(stack.ROOT, 'services/orchestrator/prompts'), ...o.env },
+    });
+  const addr = `127.0.0.1:${port}`;
+  await waitFor('orchestrator', () => grpcServing(addr), { timeoutMs: 30_000 });
+  return { ...h, port, addr, metricsPort };
+}
+
+/** Median per key of the orchestrator's `run timings` lines of one-round runs (moments, or the end and duration of waits). */
+function timingSummary(logFile: string): Record<string, number> {
+  const byKey = new Map<string, number[]>();
+  for (const line of fs.readFileSync(logFile, 'utf8').split('\n')) {
+    if (!line.includes('"run timings"')) continue;
+    const t = (JSON.parse(line) as { timings?: Record<string, number | [number, number]> }).timings ?? {};
+    if (!('reporter.r1.done' in t)) continue; // one-round runs only, so that the moments line up
+    for (const [k, v] of Object.entries(t)) {
+      // Waits give their end and their duration; moments their time.
+      const vals: [string, number][] = Array.isArray(v) ? [[`${k}.end`, v[0] + v[1]], [`${k}.ms`, v[1]]] : [[k, v]];
+      for (const [name, x] of vals) byKey.set(name, [...(byKey.get(name) ?? []), x]);
+    }
+  }
+  const out: Record<string, number> = {};
+  const keys = [...byKey.keys()].filter((k) => /^(store\.history|checkpoint\.1|store\.flush|total|(planner|critic|host|reporter)\.r1\.(start|first_token|done)|store\.(messages|run)\.1\.)/.test(k));
+  for (const k of keys.sort((a, b) => pct(byKey.get(a)!, 50) - pct(byKey.get(b)!, 50))) out[k] = pct(byKey.get(k)!, 50);
+  return out;
+}
 
 const pct = (xs: number[], p: number) => {
   const s = [...xs].sort((a, b) => a - b);
@@ -30,28 +71,27 @@ async function main() {
     const emulator = await startEmulator({ logDir, env: { EMULATOR_TIME_SCALE: String(TIME_SCALE), EMULATOR_REVISE_RATE: String(REVISE_RATE), EMULATOR_SEED: '42' } });
     procs.push(emulator);
     const common = { REDIS_URL: redis.url, MONGODB_URI: ferret.uri, OTEL_SDK_DISABLED: 'true', LOG_LEVEL: 'warn' };
+    const orchLog = { LOG_LEVEL: 'info' }; // for the `run timings` lines
     const store = await startService('store', { logDir, env: common }); procs.push(store);
     const tools = await startService('tool-service', { logDir, env: { ...common, STORE_ADDR: store.addr } }); procs.push(tools);
-    const b = await startService('llm-broker', { logDir, env: { ...common, LLM_BASE_URL: `${emulator.url}/v1`, LLM_API_KEY: 'k' } });
+    const b = await startService('llm-broker', { logDir, env: { ...common, LLM_BASE_URL: `${emulator.url}/v1`, LLM_API_KEY: 'k', LLM_TIME_SCALE: String(TIME_SCALE) } });
     procs.push(b);
     broker = { addr: b.addr, stop: async () => undefined };
     const env = { ...common, STORE_ADDR: store.addr, TOOL_SERVICE_ADDR: tools.addr, LLM_BROKER_ADDR: broker.addr };
-    const on = await startService('orchestrator', { logDir, instance: 'overlap', env: { ...env, AGENT_OVERLAP: 'true' } }); procs.push(on);
-    const off = await startService('orchestrator', { logDir, instance: 'sequential', env: { ...env, AGENT_OVERLAP: 'false' } }); procs.push(off);
+    const on = await startOrchestrator({ logDir, instance: 'overlap', env: { ...env, ...orchLog, AGENT_OVERLAP: 'true' } }); procs.push(on);
+    const off = await startOrchestrator({ logDir, instance: 'sequential', env: { ...env, ...orchLog, AGENT_OVERLAP: 'false' } }); procs.push(off);
     const storeClient = createClient(StoreServiceClient, store.addr);
     const clients = { on: createClient(OrchestratorServiceClient, on.addr), off: createClient(OrchestratorServiceClient, off.addr) };
     const times: Record<'on' | 'off', number[]> = { on: [], off: [] };
     const rounds: Record<'on' | 'off', number[]> = { on: [], off: [] };
     const userId = 'bench-user';
     const questions = ['How should I plan a vegetable garden?', 'Explain how a heat pump works.', 'What makes a good code review?', 'How do I train for a 10k run?'];
-    for (let i = 0; i < RUNS * 2; i++) {
-      // Alternate the modes so both see the same machine load over time.
-      const mode: 'on' | 'off' = i % 2 === 0 ? 'on' : 'off';
+    const runOne = async (mode: 'on' | 'off', question: string) => {
       const conversationId = newId();
       await unary(storeClient.createConversation.bind(storeClient), { userId, conversationId, title: 'bench' });
       const started = Date.now();
       const end = await new Promise<{ type: string; data: Record<string, unknown> }>((resolve, reject) => {
-        const call = clients[mode].startRun({ userId, conversationId, messageId: newId(), content: questions[Math.floor(i / 2) % questions.length]! }, { deadline: Date.now() + 300_000 });
+        const call = clients[mode].startRun({ userId, conversationId, messageId: newId(), content: question }, { deadline: Date.now() + 300_000 });
         call.on('data', (m: { event?: { type: string; dataJson: string } }) => {
           if (m.event && ['run.completed', 'run.failed', 'run.cancelled', 'degraded'].includes(m.event.type)) resolve({ type: m.event.type, data: JSON.parse(m.event.dataJson) as Record<string, unknown> });
         });
@@ -60,9 +100,16 @@ async function main() {
       if (end.type !== 'run.completed') throw new Error(`run ended with ${end.type}: ${JSON.stringify(end.data)}`);
       times[mode].push(Date.now() - started);
       rounds[mode].push(Number(end.data.rounds));
+    };
+    // Waves of CONCURRENCY runs, alternating the modes so both see the same machine load over time.
+    const waves = Math.ceil(RUNS / CONCURRENCY);
+    for (let w = 0; w < waves * 2; w++) {
+      const mode: 'on' | 'off' = w % 2 === 0 ? 'on' : 'off';
+      const n = Math.min(CONCURRENCY, RUNS - Math.floor(w / 2) * CONCURRENCY);
+      await Promise.all(Array.from({ length: n }, (_, k) => runOne(mode, questions[(Math.floor(w / 2) * CONCURRENCY + k) % questions.length]!)));
     }
     const figures = {
-      scenario: 'overlap', runsPerMode: RUNS, timeScale: TIME_SCALE, reviseRate: REVISE_RATE,
+      scenario: 'overlap', runsPerMode: RUNS, concurrency: CONCURRENCY, timeScale: TIME_SCALE, reviseRate: REVISE_RATE,
       sequential: { p50Ms: pct(times.off, 50), p95Ms: pct(times.off, 95), meanRounds: rounds.off.reduce((a, b) => a + b, 0) / RUNS },
       overlap: { p50Ms: pct(times.on, 50), p95Ms: pct(times.on, 95), meanRounds: rounds.on.reduce((a, b) => a + b, 0) / RUNS },
       ratioP50: 0, ratioP95: 0, reductionP50Pct: 0,
@@ -70,11 +117,15 @@ async function main() {
     figures.ratioP50 = Math.round((figures.overlap.p50Ms / figures.sequential.p50Ms) * 1000) / 1000;
     figures.ratioP95 = Math.round((figures.overlap.p95Ms / figures.sequential.p95Ms) * 1000) / 1000;
     figures.reductionP50Pct = Math.round((1 - figures.ratioP50) * 1000) / 10;
-    console.log(`overlap benchmark: ${RUNS} runs per mode, emulator time scale ${TIME_SCALE} (latencies ×${TIME_SCALE}), revise rate ${REVISE_RATE}`);
+    const profiles = { sequential: timingSummary(off.logFile), overlap: timingSummary(on.logFile) };
+    console.log(`overlap benchmark: ${RUNS} runs per mode, ${CONCURRENCY} at a time, emulator time scale ${TIME_SCALE} (latencies ×${TIME_SCALE}), revise rate ${REVISE_RATE}`);
+    for (const [mode, p] of Object.entries(profiles)) {
+      console.log(`  ${mode} one-round run profile (median ms since StartRun; .ms = duration of a wait): ${Object.entries(p).map(([k, v]) => `${k} ${v}`).join(', ')}`);
+    }
     console.log(`  sequential: p50 ${figures.sequential.p50Ms} ms, p95 ${figures.sequential.p95Ms} ms, mean rounds ${figures.sequential.meanRounds}`);
     console.log(`  overlap:    p50 ${figures.overlap.p50Ms} ms, p95 ${figures.overlap.p95Ms} ms, mean rounds ${figures.overlap.meanRounds}`);
     console.log(`  overlap/sequential p50 ${figures.ratioP50} (${figures.reductionP50Pct}% less), p95 ${figures.ratioP95}`);
-    console.log(JSON.stringify(figures));
+    console.log(JSON.stringify({ ...figures, profiles }));
     clients.on.close(); clients.off.close(); storeClient.close();
   } finally {
     await broker?.stop();
@@ -82,3 +133,7 @@ async function main() {
   }
 }
 
+main().catch((err: unknown) => {
+  console.error(err);
+  process.exit(1);
+});

@@ -184,7 +184,42 @@ describe('orchestrator', () => {
     expect(all).toEqual(all.map((_, i) => i + 1));
     const msgs = await unary(storeClient.listMessages.bind(storeClient), { userId: user, conversationId: c, limit: 200 });
     expect(msgs.messages.filter((m) => m.agent === 'reporter')).toHaveLength(1);
+    // Outputs the dead owner produced (its store writes were still pending) are stored once by the new owner.
+    expect(msgs.messages.filter((m) => m.agent === 'planner' && m.round === 1)).toHaveLength(1);
+    expect(msgs.messages.filter((m) => m.role === 'user')).toHaveLength(1);
     await configure({ tokensPerSec: 40 });
+  });
+
+  it('events.lost: a WatchRun from a seq the bounded log no longer holds is told so explicitly, then continues', async () => {
+    const small = await startService('orchestrator', {
+      logDir, instance: 'smalllog',
+      env: { REDIS_URL: redis.url, OTEL_SDK_DISABLED: 'true', STORE_ADDR: store.addr, TOOL_SERVICE_ADDR: tools.addr, LLM_BROKER_ADDR: broker.addr, RUN_LOG_MAX_EVENTS: '10' },
+    });
+    const client = createClient(OrchestratorServiceClient, small.addr);
+    try {
+      const c = await conversation();
+      const { events: live } = await collect(start(client, c), (e) => TERMINAL.has(e.type));
+      const last = live.at(-1)!;
+      expect(last.type).toBe('run.completed');
+      expect(last.seq).toBeGreaterThan(12); // a run writes far more events than the log keeps
+      // Another replica, asked for everything after seq 1: only the last 10 events are retained.
+      const { events: resumed } = await collect(watch(b, c, last.runId, 1));
+      const [lost, ...rest] = resumed;
+      expect(lost?.type).toBe('events.lost');
+      const firstAvailableSeq = last.seq - 9;
+      expect(data(lost!)).toEqual({ afterSeq: 1, firstAvailableSeq });
+      expect(lost!.seq).toBe(firstAvailableSeq - 1);
+      expect(rest.map((e) => e.seq)).toEqual(Array.from({ length: 10 }, (_, i) => firstAvailableSeq + i));
+      expect(rest.at(-1)?.type).toBe('run.completed');
+      expect(rest.some((e) => e.type === 'events.lost')).toBe(false);
+      // A watcher whose position is still retained gets no such event.
+      const { events: tail } = await collect(watch(b, c, last.runId, last.seq - 3));
+      expect(tail.map((e) => e.type)).not.toContain('events.lost');
+      expect(tail.map((e) => e.seq)).toEqual([last.seq - 2, last.seq - 1, last.seq]);
+    } finally {
+      client.close();
+      await small.stop();
+    }
   });
 
   it('degraded: a broker that refuses ends the run with a degraded event, not an error', async () => {

@@ -10,6 +10,7 @@ export interface OrchestratorMetrics {
   takeovers: Counter;
   agentStep: Histogram<'agent'>;
   missingVerdicts: Counter;
+  storeWrite: Histogram<'op' | 'outcome'>;
 }
 
 export function createMetrics(registry: Registry = createRegistry('orchestrator')): OrchestratorMetrics {
@@ -40,5 +41,12 @@ export function createMetrics(registry: Registry = createRegistry('orchestrator'
       registers: r,
     }),
     missingVerdicts: new Counter({ name: 'orchestrator_missing_verdicts_total', help: 'Critic answers without a VERDICT line (APPROVE assumed)', registers: r }),
+    storeWrite: new Histogram({
+      name: 'orchestrator_store_write_seconds',
+      help: 'Background store writes of runs (op: messages | run), retries included',
+      labelNames: ['op', 'outcome'],
+      buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 15],
+      registers: r,
+    }),
   };
 }

@@ -6,16 +6,31 @@ import type { CallOptions, ToolGateway } from '../pipeline/types';
 export class ToolServiceGateway implements ToolGateway {
   readonly client: ToolServiceClient;
   private cached?: { at: number; tools: ToolDefinition[] };
+  private inFlight?: Promise<ToolDefinition[]>;
   constructor(addr: string, private readonly listTtlMs = 30_000) {
     this.client = createClient(ToolServiceClient, addr);
   }
 
-  /** The registry changes only on deploys: cached briefly so each Host step does not ask again. */
+  /**
+   * The registry changes only on deploys: cached for a while so each run does not ask again.
+   * Concurrent misses share one call; when a refresh fails, the last known list is kept.
+   */
   async listTools(opts: CallOptions): Promise<ToolDefinition[]> {
     if (this.cached && Date.now() - this.cached.at < this.listTtlMs) return this.cached.tools;
-    const res = await unary(this.client.listTools.bind(this.client), {}, opts);
-    this.cached = { at: Date.now(), tools: res.tools };
-    return res.tools;
+    // The shared call is not bound to one run's signal: a cancelled run must not fail the others.
+    this.inFlight ??= unary(this.client.listTools.bind(this.client), {}, { timeoutMs: opts.timeoutMs })
+      .then((res) => {
+        this.cached = { at: Date.now(), tools: res.tools };
+        return res.tools;
+      })
+      .catch((err: unknown) => {
+        if (this.cached) return this.cached.tools;
+        throw err;
+      })
+      .finally(() => {
+        this.inFlight = undefined;
+      });
+    return this.inFlight;
   }
 
   invoke(

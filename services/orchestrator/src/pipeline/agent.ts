@@ -88,7 +88,10 @@ export async function runAgent(env: AgentEnv, step: AgentStep): Promise<AgentOut
         callText += u.delta.content;
         text += u.delta.content;
         step.onText?.(text);
-        await emit('token', { agent, round, text: u.delta.content });
+        // Not awaited: the emitter keeps the order and batches the tokens that arrive while a
+        // write is in flight, instead of one Redis round trip per token on the stream's path.
+        // A failed write (lease lost) rejects every later emit, so the awaited events surface it.
+        emit('token', { agent, round, text: u.delta.content }).catch(() => undefined);
       } else {
         addUsage(usage, u.done.usage);
         toolCalls = u.done.toolCalls;

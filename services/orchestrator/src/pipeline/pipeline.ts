@@ -43,6 +43,8 @@ export interface PipelineRun {
   storeOutput: (agent: AgentRole, round: number, content: string) => Promise<void>;
   /** The text of the agent streaming right now (for a cancel's partial output). */
   progress?: { agent?: AgentRole; text: string };
+  /** Records a moment of the run for its timing profile (e.g. `planner.r1.first_token`). */
+  mark?: (name: string) => void;
 }
 
 export interface PipelineResult {
@@ -99,11 +101,11 @@ class Speculation<T> {
   };
 
   async release(): Promise<T> {
-    while (this.held.length > 0) {
-      const [type, data] = this.held.shift()!;
-      await this.emit(type, data);
-    }
+    // Handed to the emitter all at once, in order: it writes them in one batch, not one round
+    // trip per held token (which used to delay the Reporter by a few hundred ms under load).
+    const held = this.held.splice(0).map(([type, data]) => this.emit(type, data));
     this.released = true;
+    await Promise.all(held);
     return this.promise;
   }
 
@@ -139,6 +141,8 @@ export async function runPipeline(deps: PipelineDeps, run: PipelineRun): Promise
     opts: { plan?: string; planPartial?: boolean; hostAnswer?: string; emit?: Emit; signal?: AbortSignal; tools?: ToolDefinition[]; track?: boolean; onText?: (t: string) => void },
   ) => {
     const started = Date.now();
+    const name = `${agent}.r${ckpt.round}`;
+    run.mark?.(`${name}.start`);
     const out = await runAgent(env, {
       agent,
       round: ckpt.round,
@@ -147,6 +151,7 @@ export async function runPipeline(deps: PipelineDeps, run: PipelineRun): Promise
       signal: opts.signal ?? run.signal,
       tools: opts.tools,
       onText: (t) => {
+        run.mark?.(`${name}.first_token`);
         if (opts.track !== false) {
           progress.agent = agent;
           progress.text = t;
@@ -155,17 +160,18 @@ export async function runPipeline(deps: PipelineDeps, run: PipelineRun): Promise
       },
     });
     addUsage(ckpt.usage, out.usage);
+    run.mark?.(`${name}.done`);
     deps.onStepDone?.(agent, Date.now() - started);
     return out.content;
   };
-  const listTools = async (): Promise<ToolDefinition[]> => {
-    try {
-      return await deps.tools.listTools({ signal: run.signal, timeoutMs: 5_000 });
-    } catch (err) {
+  // Fetched once per run, in parallel with the first agents, so the Host never waits for it.
+  let toolList: Promise<ToolDefinition[]> | undefined;
+  const listTools = (): Promise<ToolDefinition[]> =>
+    (toolList ??= deps.tools.listTools({ signal: run.signal, timeoutMs: 5_000 }).catch((err: unknown) => {
       if (run.signal.aborted) throw err;
       return []; // the Host answers without tools rather than failing the run
-    }
-  };
+    }));
+  if (ckpt.host === undefined) listTools().catch(() => undefined);
   const hostStep = async (plan: string, emit?: Emit, signal?: AbortSignal) =>
     step('host', { plan, emit, signal, tools: await listTools(), track: emit === undefined });
 
@@ -236,7 +242,7 @@ export async function runPipeline(deps: PipelineDeps, run: PipelineRun): Promise
       const planner = step('planner', {
         signal: pair.signal,
         onText: (t) => {
-          if (planReadyForCritic(t)) startCritic(t, true);
+          if (!critic && planReadyForCritic(t)) startCritic(t, true);
         },
       });
       const plan = await planner;

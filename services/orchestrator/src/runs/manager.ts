@@ -18,11 +18,15 @@ import { initialCheckpoint, type AgentRole, type Checkpoint, type HistoryTurn, t
 import { RunEmitter, type RunLog } from '../runlog/runlog';
 import { outputMessageId } from './ids';
 import { TERMINAL_EVENTS } from './keys';
+import { RunProfile } from './profile';
 import type { RunMeta, RunRegistry } from './registry';
+import { RunWriter } from './writer';
 
 export const BUSY_MESSAGE = 'Service busy, please try again shortly.';
 /** Longest user message accepted (characters). */
 export const MAX_CONTENT_CHARS = 32_000;
+/** Recent messages read for the agents' history (then cut to HISTORY_TOKEN_BUDGET). */
+export const HISTORY_MESSAGES = 50;
 
 export interface RunManagerDeps {
   config: OrchestratorConfig;
@@ -82,7 +86,11 @@ export class RunManager {
     if (!isId(req.messageId)) throw invalidArgument('invalid_message_id', 'message_id must be a UUID');
     if (!req.content.trim()) throw invalidArgument('empty_content', 'content must not be empty');
     if (req.content.length > MAX_CONTENT_CHARS) throw invalidArgument('content_too_long', `content is longer than ${MAX_CONTENT_CHARS} characters`);
-    await this.d.store.assertConversation(req.userId, req.conversationId, { timeoutMs: 5_000 });
+    const profile = new RunProfile();
+    // One store call both proves the conversation is the user's (NOT_FOUND otherwise) and reads
+    // the history the agents need: the run then starts its Planner without another round trip.
+    const recent = await profile.time('store.history', () =>
+      this.d.store.listMessages(req.userId, req.conversationId, HISTORY_MESSAGES, { timeoutMs: 5_000 }));
     const meta: RunMeta = { ...req, runId: newId(), createdAtMs: Date.now(), trace: captureTraceContext() };
     const outcome = await this.d.registry.create(meta, this.owner);
     if (outcome.kind === 'existing') {
@@ -97,7 +105,8 @@ export class RunManager {
     this.d.metrics.runsStarted.inc();
     const emitter = this.emitterFor(meta, 1);
     await emitter.emit('run.started', { runId: meta.runId, conversationId: meta.conversationId, messageId: meta.messageId });
-    this.launch(meta, initialCheckpoint(), emitter, false);
+    const history = historyWithinBudget(recent, meta.runId, this.d.config.historyTokenBudget);
+    this.launch(meta, initialCheckpoint(), emitter, { resumed: false, history, profile });
     return meta.runId;
   }
 
@@ -191,17 +200,17 @@ export class RunManager {
     }
     this.d.metrics.takeovers.inc();
     this.d.logger.info({ runId, round: ckpt.round, lastSeq }, 'taking over run');
-    this.launch(meta, ckpt, this.emitterFor(meta, lastSeq + 1), true);
+    this.launch(meta, ckpt, this.emitterFor(meta, lastSeq + 1), { resumed: true, profile: new RunProfile() });
   }
 
-  private launch(meta: RunMeta, ckpt: Checkpoint, emitter: RunEmitter, resumed: boolean): void {
+  private launch(meta: RunMeta, ckpt: Checkpoint, emitter: RunEmitter, how: LaunchOptions): void {
     const abort = new AbortController();
     const owned: OwnedRun = { meta, abort, done: Promise.resolve() };
     this.owned.set(meta.runId, owned);
     this.d.metrics.activeRuns.inc();
     // Not tied to the StartRun call: a client that disconnects does not cancel the run. It runs
     // in the StartRun call's trace (saved in the run's meta, so a takeover continues it too).
-    owned.done = withTraceContext(meta.trace, () => this.execute(meta, ckpt, emitter, resumed, abort))
+    owned.done = withTraceContext(meta.trace, () => this.execute(meta, ckpt, emitter, how, abort))
       .catch((err: unknown) => this.d.logger.error({ err, runId: meta.runId }, 'run crashed'))
       .finally(() => {
         this.owned.delete(meta.runId);
@@ -209,16 +218,33 @@ export class RunManager {
       });
   }
 
-  private async execute(meta: RunMeta, ckpt: Checkpoint, emitter: RunEmitter, resumed: boolean, abort: AbortController): Promise<void> {
+  private async execute(meta: RunMeta, ckpt: Checkpoint, emitter: RunEmitter, how: LaunchOptions, abort: AbortController): Promise<void> {
     const { config, logger, metrics, store } = this.d;
+    const { resumed, profile } = how;
     const attrs = { [ATTR.runId]: meta.runId, [ATTR.conversationId]: meta.conversationId, [ATTR.userId]: meta.userId };
     const started = Date.now();
     const progress: { agent?: AgentRole; text: string } = { text: '' };
+    const writes = { messages: 0, run: 0 };
+    // Store writes leave the critical path (see RunWriter); they are not tied to the run's abort
+    // signal, so a cancel or a handover never cuts a write of an output already produced.
+    const writer = new RunWriter(
+      {
+        appendMessages: (messages) => retry(() => store.appendMessages(meta.userId, meta.conversationId, messages, { timeoutMs: 5_000 })),
+        saveRun: (r) => retry(() => store.saveRun(meta.userId, r, { timeoutMs: 5_000 })),
+      },
+      (op, ms, ok) => {
+        metrics.storeWrite.observe({ op, outcome: ok ? 'ok' : 'failed' }, ms / 1000);
+        profile.record(`store.${op}.${++writes[op]}`, Date.now() - ms, ms);
+        if (!ok) logger.warn({ runId: meta.runId, op }, 'store write failed');
+      },
+    );
     await withSpan(resumed ? 'orchestrator.run.resume' : 'orchestrator.run', attrs, async (span) => {
-      const end = (outcome: string) => {
-        metrics.runsEnded.inc({ outcome });
-        metrics.runDuration.observe({ outcome }, (Date.now() - started) / 1000);
-        span.setAttribute('mesh.run_outcome', outcome);
+      let outcome = 'handed_over';
+      const end = (o: string) => {
+        outcome = o;
+        metrics.runsEnded.inc({ outcome: o });
+        metrics.runDuration.observe({ outcome: o }, (Date.now() - started) / 1000);
+        span.setAttribute('mesh.run_outcome', o);
       };
       const run = (status: string, extra: Partial<Run> = {}): Run => ({
         id: meta.runId, conversationId: meta.conversationId, userId: meta.userId, messageId: meta.messageId, status,
@@ -229,28 +255,36 @@ export class RunManager {
         id: outputMessageId(meta.runId, agent, round), conversationId: meta.conversationId, runId: meta.runId, role: 'agent',
         agent, round, content, status, createdAtMs: Date.now(),
       });
-      const storeMessages = (messages: Message[]) =>
-        retry(() => store.appendMessages(meta.userId, meta.conversationId, messages, { timeoutMs: 5_000, signal: abort.signal }));
-      const bestEffort = async (what: string, fn: () => Promise<unknown>) => {
+      const userMessage: Message = {
+        id: meta.messageId, conversationId: meta.conversationId, runId: meta.runId, role: 'user', agent: '', round: 0,
+        content: meta.content, status: 'complete', createdAtMs: meta.createdAtMs,
+      };
+      /** Waits for the queued writes before a terminal event; a failure there is logged, not thrown. */
+      const settle = async (what: string) => {
         try {
-          await fn();
+          await profile.time('store.flush', () => writer.flush());
         } catch (err) {
           logger.warn({ runId: meta.runId, what, err: (err as Error).message }, 'store write failed at run end');
         }
       };
       try {
         if (await this.d.registry.cancelRequested(meta.runId)) throw new RunStopped('cancelled');
-        let history: HistoryTurn[] = [];
+        let history = how.history ?? [];
         if (!resumed) {
-          await storeMessages([{ id: meta.messageId, conversationId: meta.conversationId, runId: meta.runId, role: 'user', agent: '', round: 0, content: meta.content, status: 'complete', createdAtMs: meta.createdAtMs }]);
-          await retry(() => store.saveRun(meta.userId, run('running'), { timeoutMs: 5_000 }));
-        }
-        try {
-          const msgs = await store.listMessages(meta.userId, meta.conversationId, 50, { timeoutMs: 5_000, signal: abort.signal });
-          history = historyWithinBudget(msgs, meta.runId, config.historyTokenBudget);
-        } catch (err) {
-          if (abort.signal.aborted) throw err;
-          logger.warn({ runId: meta.runId, err: (err as Error).message }, 'history unavailable: agents answer without it');
+          writer.message(userMessage);
+          writer.run(run('running'));
+        } else {
+          // The previous owner's writes were asynchronous: send again everything the checkpoint
+          // says was produced (ids are deterministic, so what is stored already is not duplicated).
+          writer.message(userMessage, ...checkpointOutputs(ckpt).map((o) => message(o.agent, o.round, o.content, 'complete')));
+          try {
+            const msgs = await profile.time('store.history', () =>
+              store.listMessages(meta.userId, meta.conversationId, HISTORY_MESSAGES, { timeoutMs: 5_000, signal: abort.signal }));
+            history = historyWithinBudget(msgs, meta.runId, config.historyTokenBudget);
+          } catch (err) {
+            if (abort.signal.aborted) throw err;
+            logger.warn({ runId: meta.runId, err: (err as Error).message }, 'history unavailable: agents answer without it');
+          }
         }
         const deps: PipelineDeps = {
           llm: this.d.llm, tools: this.d.tools, prompts: this.d.prompts,
@@ -264,45 +298,63 @@ export class RunManager {
           },
           onStepDone: (agent, ms) => metrics.agentStep.observe({ agent }, ms / 1000),
         };
+        let checkpoints = 0;
         const result = await runPipeline(deps, {
           runId: meta.runId, userId: meta.userId, question: meta.content, history, checkpoint: ckpt, resumed,
-          emit: emitter.emit, signal: abort.signal, progress,
+          emit: emitter.emit, signal: abort.signal, progress, mark: (name) => profile.mark(name),
+          // The checkpoint a takeover resumes from lives in Redis, next to the run's lease, meta and
+          // log (a takeover needs all of them, so a store copy per step would never be read):
+          // written before the next agent starts. The store gets the run at its start and end.
           saveCheckpoint: async (c) => {
-            await this.d.registry.saveCheckpoint(meta.runId, c);
-            await retry(() => store.saveRun(meta.userId, run('running'), { timeoutMs: 5_000 }));
+            await profile.time(`checkpoint.${++checkpoints}`, () => this.d.registry.saveCheckpoint(meta.runId, c));
           },
-          storeOutput: (agent, round, content) => storeMessages([message(agent, round, content, 'complete')]),
+          // Outputs are stored in one batch with the run's end (a resumed run re-sends them).
+          storeOutput: async (agent, round, content) => writer.defer(message(agent, round, content, 'complete')),
         });
         const cost = { usd: this.cost(result.usage) };
-        await bestEffort('run', () => store.saveRun(meta.userId, run('completed'), { timeoutMs: 5_000 }));
+        writer.run(run('completed'));
+        // The answer must be stored before the client hears the run is over.
+        try {
+          await profile.time('store.flush', () => writer.flush());
+        } catch {
+          throw new StepFailure('store_unavailable', 'the answer could not be stored', true);
+        }
         await emitter.emit('run.completed', { runId: meta.runId, answer: result.answer, rounds: result.rounds, usage: result.usage, cost });
         end('completed');
       } catch (err) {
         const stop = abort.signal.aborted ? stopReasonOf(abort.signal) : err instanceof RunStopped ? err.reason : undefined;
         if (stop === 'lease_lost' || stop === 'shutdown') {
+          // Another replica continues the run: its state, not this replica's, is the newest.
+          writer.dropPendingRun();
+          await settle('handover');
           logger.info({ runId: meta.runId, reason: stop }, 'run handed over');
           return;
         }
         if (stop === 'cancelled') {
           const partial = progress.text || ckpt.reporter || ckpt.host || ckpt.plan || '';
           const agent = progress.agent ?? 'reporter';
-          await bestEffort('partial', () => store.appendMessages(meta.userId, meta.conversationId, [message(agent, ckpt.round, partial, 'cancelled')], { timeoutMs: 5_000 }));
-          await bestEffort('run', () => store.saveRun(meta.userId, run('cancelled'), { timeoutMs: 5_000 }));
+          writer.message(message(agent, ckpt.round, partial, 'cancelled'));
+          writer.run(run('cancelled'));
+          await settle('cancelled');
           await emitter.emit('run.cancelled', { reason: 'user_cancelled', partial });
           end('cancelled');
         } else if (err instanceof DegradedError) {
           logger.warn({ runId: meta.runId, reason: err.reason }, 'run degraded: broker refused');
-          await bestEffort('answer', () => store.appendMessages(meta.userId, meta.conversationId, [message('reporter', ckpt.round, BUSY_MESSAGE, 'degraded')], { timeoutMs: 5_000 }));
-          await bestEffort('run', () => store.saveRun(meta.userId, run('degraded', { error: err.reason }), { timeoutMs: 5_000 }));
+          writer.message(message('reporter', ckpt.round, BUSY_MESSAGE, 'degraded'));
+          writer.run(run('degraded', { error: err.reason }));
+          await settle('degraded');
           await emitter.emit('degraded', { reason: err.reason, message: BUSY_MESSAGE, retryable: true });
           end('degraded');
         } else {
           const failure = err instanceof StepFailure ? err : new StepFailure('internal', 'the run failed unexpectedly', true);
           if (!(err instanceof StepFailure)) logger.error({ err, runId: meta.runId }, 'run failed');
-          await bestEffort('run', () => store.saveRun(meta.userId, run('failed', { error: failure.message }), { timeoutMs: 5_000 }));
+          writer.run(run('failed', { error: failure.message }));
+          await settle('failed');
           await emitter.emit('run.failed', { code: failure.code, message: failure.message, retryable: failure.retryable });
           end('failed');
         }
+      } finally {
+        logger.info({ runId: meta.runId, outcome, resumed, overlap: config.agentOverlap, timings: profile }, 'run timings');
       }
     });
   }
@@ -311,6 +363,27 @@ export class RunManager {
     const c = (u.promptTokens / 1000) * this.d.config.pricePer1kPrompt + (u.completionTokens / 1000) * this.d.config.pricePer1kCompletion;
     return Math.round(c * 1e8) / 1e8;
   }
+}
+
+interface LaunchOptions {
+  resumed: boolean;
+  /** The conversation's history, when StartRun already read it. */
+  history?: HistoryTurn[];
+  profile: RunProfile;
+}
+
+/** The outputs a checkpoint holds, as (agent, round, content). */
+export function checkpointOutputs(c: Checkpoint): { agent: AgentRole; round: number; content: string }[] {
+  const out: { agent: AgentRole; round: number; content: string }[] = [];
+  for (const r of c.rounds) {
+    if (r.plan) out.push({ agent: 'planner', round: r.round, content: r.plan });
+    out.push({ agent: 'critic', round: r.round, content: r.critique });
+  }
+  const current = c.rounds.some((r) => r.round === c.round);
+  if (c.plan !== undefined && !current) out.push({ agent: 'planner', round: c.round, content: c.plan });
+  if (c.host !== undefined) out.push({ agent: 'host', round: c.round, content: c.host });
+  if (c.reporter !== undefined) out.push({ agent: 'reporter', round: c.round, content: c.reporter });
+  return out;
 }
 
 /** Retries an idempotent write a few times (store writes are upserts by client-made ids). */

@@ -1,0 +1,25 @@
+import { MeshError, status } from '@agent-mesh/common';
+import { DegradedError, StepFailure } from '../pipeline/errors';
+import { translateBrokerError } from './broker';
+
+describe('translateBrokerError', () => {
+  const deadline = new MeshError(status.DEADLINE_EXCEEDED, '', 'Deadline exceeded');
+
+  it('a deadline that expires while the call is still queued is "busy" (degraded), not a model failure', () => {
+    const err = translateBrokerError(deadline, false);
+    expect(err).toBeInstanceOf(DegradedError);
+    expect((err as DegradedError).reason).toBe('deadline_unreachable');
+  });
+
+  it('a deadline that expires while the model streams is a retryable timeout', () => {
+    const err = translateBrokerError(deadline, true);
+    expect(err).toBeInstanceOf(StepFailure);
+    expect(err).toMatchObject({ code: 'timeout', retryable: true });
+  });
+
+  it('broker refusals with a busy reason are degraded', () => {
+    const err = translateBrokerError(new MeshError(status.RESOURCE_EXHAUSTED, 'queue_full', 'queue full'));
+    expect(err).toBeInstanceOf(DegradedError);
+    expect((err as DegradedError).reason).toBe('queue_full');
+  });
+});
