@@ -142,5 +142,9 @@ describe('a user message', () => {
     }, { timeoutMs: 30_000, intervalMs: 1_000 });
     const services = new Set(trace!.spans.map((s) => trace!.processes[s.processID]?.serviceName));
     expect([...services].sort()).toEqual(expect.arrayContaining(['edge', 'llm-broker', 'orchestrator', 'store', 'tool-service']));
+    // The services' logs of this run carry its trace id.
+    const traceId = (trace as unknown as { traceID: string }).traceID;
+    expect(mesh.broker.log()).toContain(`"trace_id":"${traceId}"`);
+    expect(mesh.orchestrator.log()).toContain(`"trace_id":"${traceId}"`);
   });
 });
