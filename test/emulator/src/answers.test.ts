@@ -76,9 +76,16 @@ describe('composeAnswer', () => {
       expect(critic(1, 0, seed).text).toMatch(/\nVERDICT: APPROVE$/);
       expect(critic(3, 1, seed).text).toMatch(/\nVERDICT: APPROVE$/);
     }
-    const revisions = Array.from({ length: 400 }, (_, seed) => critic(1, 0.5, seed).verdict).filter((v) => v === 'REVISE').length;
+    const ask = (question: string, plan: string, seed: number) =>
+      text(composeAnswer(request(conversation('You are the Critic.', `Round: 1\n\nQuestion:\n${question}\n\nPlan:\n${plan}`)), new SeededRandom(seed), { completionTokens: 60, reviseRate: 0.5 })).verdict;
+    const revisions = Array.from({ length: 400 }, (_, i) => ask(`How do I handle case ${i}?`, '1. Do it', 1)).filter((v) => v === 'REVISE').length;
     expect(revisions).toBeGreaterThan(120);
     expect(revisions).toBeLessThan(280);
+    // The verdict depends on the question and the round, not on the seed or on how much of the plan was seen.
+    for (let i = 0; i < 20; i++) {
+      const q = `What is the best way to do thing ${i}?`;
+      expect(ask(q, '1. First step', 7)).toBe(ask(q, '1. First step\n2. Second step\n3. Third', 99));
+    }
   });
 
   it('starts the Reporter with "Final answer:" and keeps lengths within ±25% (and a sentence)', () => {

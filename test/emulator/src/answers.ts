@@ -9,6 +9,7 @@
 // - with a `search_web` tool offered, no tool result yet and a user asking to search / find /
 //   look up / for the latest / news, the model calls `search_web` with {"query": "<key words>"};
 //   once a tool result is in the conversation, the answer quotes it.
+import { createHash } from 'node:crypto';
 import type { SeededRandom } from './random';
 import type { ChatCompletionRequest, ChatMessage } from './request';
 import { contentText, countTokens } from './tokens';
@@ -77,6 +78,19 @@ export function parseRound(messages: readonly ChatMessage[]): number {
     if (match?.[1] !== undefined) return Math.max(1, Number.parseInt(match[1], 10));
   }
   return 1;
+}
+
+/**
+ * A uniform draw in [0, 1) that depends only on the user's question and the round, as a real
+ * model's verdict depends on its input: the same question gets the same verdicts whatever the
+ * timing or order of requests (overlapped and sequential pipelines see a partial or a full plan,
+ * and must still be compared on the same rounds).
+ */
+export function verdictDraw(messages: readonly ChatMessage[], round: number): number {
+  const text = userTexts(messages).at(-1) ?? '';
+  const question = /Question:\s*\n([\s\S]*?)(?:\n\n|$)/.exec(text)?.[1] ?? text;
+  const digest = createHash('sha256').update(`${round}\u0000${question.trim()}`).digest();
+  return digest.readUInt32BE(0) / 2 ** 32;
 }
 
 export function reviseProbability(round: number, reviseRate: number): number {
@@ -187,7 +201,8 @@ export function composeAnswer(request: ChatCompletionRequest, rng: SeededRandom,
     case 'planner':
       return { kind: 'text', role, text: plan(writer, rng, tokens, quote) };
     case 'critic': {
-      const verdict: Verdict = rng.chance(reviseProbability(parseRound(request.messages), settings.reviseRate)) ? 'REVISE' : 'APPROVE';
+      const round = parseRound(request.messages);
+      const verdict: Verdict = verdictDraw(request.messages, round) < reviseProbability(round, settings.reviseRate) ? 'REVISE' : 'APPROVE';
       const opening =
         verdict === 'APPROVE'
           ? `The plan is sound and covers ${writer.topic()} in a sensible order.`
