@@ -86,7 +86,7 @@ async function main() {
     const rounds: Record<'on' | 'off', number[]> = { on: [], off: [] };
     const pairs: Record<'on' | 'off', number[]> = { on: [], off: [] };
     const userId = 'bench-user';
-    const questions = ['How should I plan a vegetable garden?', 'Explain how a heat pump works.', 'What makes a good code review?', 'How do I train for a 10k run?'];
+    const questions = ['How should I plan a vegetable garden?', 'Explain how a heat pump works.', 'What makes a good code review?', 'How do I train for a 10k run?', 'How do I choose a laptop for programming?', 'What should I pack for a week of hiking?', 'How can a small team adopt continuous delivery?', 'How do I prepare for a job interview?', 'What is a sensible way to learn Spanish?', 'How should a library catalogue its books?'];
     const runOne = async (mode: 'on' | 'off', question: string) => {
       const conversationId = newId();
       await unary(storeClient.createConversation.bind(storeClient), { userId, conversationId, title: 'bench' });
