@@ -7,7 +7,8 @@
 //   - the edge under test (real build, real Redis for its limiter), heartbeats on;
 //   - a client process holding the streams on raw sockets, measuring each event's delay.
 // Options (env): STREAMS (20000), TOKENS_PER_S (2000), HEARTBEAT_MS (15000), STEADY_S (30),
-// RAMP_PER_S (2500). Loopback only; bounded to ~3 minutes. Last line: one JSON object.
+// RAMP_PER_S (2500), EDGE_NODE_FLAGS (none), HEAP_SNAPSHOT (0; 1 writes one at full load).
+// Loopback only; bounded to ~3 minutes. Last line: one JSON object.
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
@@ -247,8 +248,11 @@ async function driver(): Promise<void> {
     const secret = 'bench-secret-long-enough-for-hs256';
     const edgePort: number = await stack.freePort();
     const snapshot = process.env['HEAP_SNAPSHOT'] === '1';
+    // EDGE_NODE_FLAGS (e.g. `--max-semi-space-size=2`): to measure a flag's effect separately. The
+    // headline figure is with none: production runs the edge with Node's defaults.
+    const edgeNodeFlags = (process.env['EDGE_NODE_FLAGS'] ?? '').split(/\s+/).filter(Boolean);
     const edge = spawnWithIpc(
-      [process.execPath, ...(snapshot ? ['--heapsnapshot-signal=SIGUSR2'] : []), path.join(ROOT, 'services/edge/dist/main.js')],
+      [process.execPath, ...edgeNodeFlags, ...(snapshot ? ['--heapsnapshot-signal=SIGUSR2'] : []), path.join(ROOT, 'services/edge/dist/main.js')],
       {
         EDGE_PORT: String(edgePort),
         EDGE_HOST: '127.0.0.1',
@@ -335,6 +339,7 @@ async function driver(): Promise<void> {
       streamsHeld: held,
       clientOpen: rep.open,
       rampSeconds: Math.round(rampS * 10) / 10,
+      edgeNodeFlags: edgeNodeFlags.join(' '),
       tokensPerSecond: tokensPerS,
       heartbeatMs,
       steadySeconds: steadyS,

@@ -184,6 +184,12 @@ describe('edge app (fake peers)', () => {
       expect(res.headers.get('cache-control')).toBe('no-cache, no-transform');
       expect(res.headers.get('x-accel-buffering')).toBe('no');
       expect(res.headers.get('content-encoding')).toBeNull();
+      // Security headers that apply to a stream; none of the document-only ones.
+      expect(res.headers.get('x-content-type-options')).toBe('nosniff');
+      expect(res.headers.get('strict-transport-security')).toMatch(/max-age=/);
+      expect(res.headers.get('cross-origin-resource-policy')).toBe('same-site');
+      expect(res.headers.get('content-security-policy')).toBeNull();
+      expect(res.headers.get('x-frame-options')).toBeNull();
       const events = await readEvents(res);
       expect(events[0]).toEqual({ event: 'retry', data: null, retry: 2000 });
       const run = events.slice(1);

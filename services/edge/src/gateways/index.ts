@@ -11,7 +11,7 @@ import type { Gateways } from './types';
 export * from './types';
 
 export function createGateways(cfg: EdgeConfig, redis: Redis): Gateways {
-  const orchestrator = orchestratorGateway(cfg.peers.orchestrator);
+  const orchestrator = orchestratorGateway(cfg.peers.orchestrator, { maxQueuedEvents: cfg.sse.bufferMaxEvents });
   const store = storeGateway(cfg.peers.store);
   const broker = brokerGateway(cfg.peers.broker);
   const probes = {

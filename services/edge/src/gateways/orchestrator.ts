@@ -12,7 +12,7 @@ const STREAM_DEADLINE_MS = 30 * 60_000;
 /** New watches move to a fresh WatchRuns call this often (the old one ends with its last watch). */
 const WATCH_CALL_ROTATE_MS = 5 * 60_000;
 
-export function orchestratorGateway(addr: string): OrchestratorGateway & { close(): void } {
+export function orchestratorGateway(addr: string, opts: { maxQueuedEvents?: number } = {}): OrchestratorGateway & { close(): void } {
   const client = createClient(OrchestratorServiceClient, addr);
   const streamOpts = () => ({ deadline: new Date(Date.now() + STREAM_DEADLINE_MS) });
   const eventOf = (m: { event?: RunEvent }) => m.event;
@@ -20,7 +20,7 @@ export function orchestratorGateway(addr: string): OrchestratorGateway & { close
   // it passes are resumed from the run log on a fresh call.
   const mux = new WatchMux(
     () => client.watchRuns(new Metadata(), { deadline: new Date(Date.now() + WATCH_CALL_ROTATE_MS + STREAM_DEADLINE_MS) }),
-    { rotateAfterMs: WATCH_CALL_ROTATE_MS },
+    { rotateAfterMs: WATCH_CALL_ROTATE_MS, maxQueuedEvents: opts.maxQueuedEvents },
   );
   return {
     startRun: (req, signal) => iterateCall(client.startRun(req, new Metadata(), streamOpts()), signal, eventOf),

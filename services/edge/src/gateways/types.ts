@@ -13,6 +13,9 @@ import type { GenerateRequest, GenerateResponse } from '@agent-mesh/common/dist/
 
 export type { RunEvent };
 
+/** The reason (REASON_KEY) a watch fails with when its consumer fell too far behind. */
+export const SLOW_CONSUMER = 'slow_consumer';
+
 /** A stream of a run's events; abort the signal to cancel the watch (never the run). */
 export interface OrchestratorGateway {
   startRun(req: StartRunRequest, signal: AbortSignal): AsyncIterable<RunEvent>;

@@ -3,6 +3,7 @@ import { status } from '@grpc/grpc-js';
 import { codeOf, reasonOf } from '@agent-mesh/common';
 import type { RunEvent, WatchRunsRequest, WatchRunsResponse } from '@agent-mesh/common/dist/gen/orchestrator/v1/orchestrator';
 import { fromGrpc } from '../errors';
+import { SLOW_CONSUMER } from './types';
 import { WatchMux, type WatchRunsCall } from './watchMux';
 
 /** A WatchRuns call stand-in: records what the mux writes, and lets the test answer. */
@@ -33,7 +34,7 @@ class FakeCall extends EventEmitter {
   }
 }
 
-function setup(opts: { rotateAfterMs?: number; now?: () => number } = {}) {
+function setup(opts: { rotateAfterMs?: number; maxQueuedEvents?: number; now?: () => number } = {}) {
   const calls: FakeCall[] = [];
   const mux = new WatchMux(() => {
     const c = new FakeCall();
@@ -148,6 +149,25 @@ describe('WatchMux: many run watches over one WatchRuns call', () => {
     expect(calls[1]!.ended).toBe(false);
     calls[1]!.end_(calls[1]!.subscribed()[0]!);
     expect(await fresh).toEqual({ seqs: [] });
+  });
+
+  test('a watch whose consumer stalls is bounded: past the cap it fails as a slow consumer and unsubscribes', async () => {
+    const { mux, calls } = setup({ maxQueuedEvents: 3 });
+    const it = mux.watch(req(), new AbortController().signal)[Symbol.asyncIterator]();
+    const other = collect(mux.watch(req(), new AbortController().signal));
+    const call = calls[0]!;
+    const [id, otherId] = call.subscribed();
+    for (let seq = 1; seq <= 3; seq++) call.event(id!, seq);
+    expect(call.written.filter((w) => w.action?.$case === 'unsubscribe')).toHaveLength(0);
+    call.event(id!, 4); // one more than the cap
+    expect(call.written.at(-1)).toEqual({ subscriptionId: id, action: { $case: 'unsubscribe', unsubscribe: {} } });
+    // The queued events were dropped (the client resumes from its last delivered event).
+    const err = await it.next().then(() => undefined, (e: unknown) => e);
+    expect(codeOf(err)).toBe(status.RESOURCE_EXHAUSTED);
+    expect(reasonOf(err)).toBe(SLOW_CONSUMER);
+    call.event(otherId!, 1);
+    call.end_(otherId!);
+    expect(await other).toEqual({ seqs: [1] });
   });
 
   test('close() cancels the call and fails open watches', async () => {

@@ -6,6 +6,7 @@
 // treats as a lost stream and resumes from the run log on a fresh call.
 import { Metadata, status, type ClientDuplexStream, type ServiceError } from '@grpc/grpc-js';
 import { REASON_KEY, RETRY_AFTER_KEY } from '@agent-mesh/common';
+import { SLOW_CONSUMER } from './types';
 import type { RunEvent, WatchRunRequest, WatchRunsEnd, WatchRunsRequest, WatchRunsResponse } from '@agent-mesh/common/dist/gen/orchestrator/v1/orchestrator';
 
 export type WatchRunsCall = ClientDuplexStream<WatchRunsRequest, WatchRunsResponse>;
@@ -17,6 +18,13 @@ export interface WatchMuxOptions {
    * @default 5 minutes
    */
   rotateAfterMs?: number;
+  /**
+   * Events one watch may hold while its consumer is busy. Past it the watch fails with
+   * RESOURCE_EXHAUSTED / reason `slow_consumer` (the relay's slow-consumer path: the client is told
+   * and resumes from its last event), so a stalled consumer cannot grow the edge's memory.
+   * @default 1000
+   */
+  maxQueuedEvents?: number;
   now?: () => number;
 }
 
@@ -32,6 +40,7 @@ export class WatchMux {
   private current?: SharedCall;
   private nextId = 1;
   private readonly rotateAfterMs: number;
+  private readonly maxQueuedEvents: number;
   private readonly now: () => number;
 
   constructor(
@@ -39,6 +48,7 @@ export class WatchMux {
     opts: WatchMuxOptions = {},
   ) {
     this.rotateAfterMs = opts.rotateAfterMs ?? 5 * 60_000;
+    this.maxQueuedEvents = opts.maxQueuedEvents ?? 1_000;
     this.now = opts.now ?? Date.now;
   }
 
@@ -73,7 +83,12 @@ export class WatchMux {
     stream.on('data', (msg: WatchRunsResponse) => {
       const w = shared.watches.get(msg.subscriptionId);
       if (!w) return; // unsubscribed meanwhile
-      if (msg.item?.$case === 'event') w.push(msg.item.event);
+      if (msg.item?.$case === 'event') {
+        if (!w.push(msg.item.event, this.maxQueuedEvents)) {
+          // Overflowed: the watch has failed; stop the orchestrator sending its events.
+          this.unsubscribe(shared, msg.subscriptionId);
+        }
+      }
       else if (msg.item?.$case === 'end') {
         shared.watches.delete(msg.subscriptionId);
         w.finish(msg.item.end.code === status.OK ? undefined : errorOf(msg.item.end));
@@ -129,13 +144,24 @@ class Watch implements AsyncIterableIterator<RunEvent> {
     return this;
   }
 
-  push(ev: RunEvent): void {
-    if (this.done) return;
+  /** Queues or hands over one event; false when the queue overflowed (the watch then failed). */
+  push(ev: RunEvent, maxQueued: number): boolean {
+    if (this.done) return true;
     const w = this.waiter;
     if (w) {
       this.waiter = undefined;
       w.resolve({ done: false, value: ev });
-    } else (this.queue ??= []).push(ev);
+      return true;
+    }
+    const q = (this.queue ??= []);
+    if (q.length >= maxQueued) {
+      // What is queued was never handed to the client, which resumes from before it.
+      this.queue = undefined;
+      this.finish(slowConsumer(maxQueued));
+      return false;
+    }
+    q.push(ev);
+    return true;
   }
 
   /** The subscription ended: after the queued events, end (no error) or fail. */
@@ -193,6 +219,11 @@ function statusError(code: status, details: string, metadata = new Metadata()): 
 }
 
 const unavailable = (details: string) => statusError(status.UNAVAILABLE, details);
+const slowConsumer = (max: number) => {
+  const metadata = new Metadata();
+  metadata.set(REASON_KEY, SLOW_CONSUMER);
+  return statusError(status.RESOURCE_EXHAUSTED, `more than ${max} events waiting for a slow consumer`, metadata);
+};
 const cancelled = () => statusError(status.CANCELLED, 'watch cancelled');
 
 function onAbort(signal: AbortSignal, fn: () => void): () => void {

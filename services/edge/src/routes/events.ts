@@ -28,6 +28,8 @@ export function eventRoutes(app: FastifyInstance, ctx: EdgeContext): void {
     '/api/conversations/:id/messages',
     {
       config: { auth: 'bearer', stream: true },
+      // Its security headers come from STREAM_SECURITY_HEADERS (app.ts), see there.
+      helmet: false,
       schema: {
         tags: ['runs'],
         summary: 'Send a message: starts a run and answers with its SSE stream',
@@ -68,6 +70,8 @@ export function eventRoutes(app: FastifyInstance, ctx: EdgeContext): void {
     '/api/conversations/:id/events',
     {
       config: { auth: 'sse', stream: true },
+      // Its security headers come from STREAM_SECURITY_HEADERS (app.ts), see there.
+      helmet: false,
       schema: {
         tags: ['runs'],
         summary: "Join or resume the conversation's current or last run (Last-Event-ID: <runId>:<seq>)",

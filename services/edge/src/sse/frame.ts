@@ -20,6 +20,17 @@ export function frame(msg: SseMessage): string {
   return out + '\n';
 }
 
+/**
+ * A run event's block, built as one string in one step (the relay's hot path: thousands a second).
+ * Same output as `frame({ id: `${runId}:${seq}`, event, data })`.
+ */
+export function eventFrame(runId: string, seq: number, event: string, data: string): string {
+  if (NEEDS_ESCAPE.test(runId) || NEEDS_ESCAPE.test(event) || NEEDS_ESCAPE.test(data)) return frame({ id: `${runId}:${seq}`, event, data });
+  return `id: ${runId}:${seq}\nevent: ${event}\ndata: ${data}\n\n`;
+}
+
+const NEEDS_ESCAPE = /[\r\n]/;
+
 export const HEARTBEAT = ': hb\n\n';
 
 export const retryHint = (ms: number) => `retry: ${Math.max(0, Math.round(ms))}\n\n`;

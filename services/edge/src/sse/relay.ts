@@ -1,11 +1,12 @@
 // Relays a run's events from the orchestrator to one SSE client. The event log lives in the
 // orchestrator, so the edge keeps no copy: a lost orchestrator stream is re-opened with WatchRun
 // after the last relayed seq, and a client that reconnects does the same with Last-Event-ID.
+import type { Writable } from 'node:stream';
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import { annotate, ATTR, codeOf, status } from '@agent-mesh/common';
+import { annotate, ATTR, codeOf, reasonOf, status } from '@agent-mesh/common';
 import type { EdgeContext } from '../context';
 import { fromGrpc, HttpError, isRetryable } from '../errors';
-import type { RunEvent } from '../gateways/types';
+import { SLOW_CONSUMER, type RunEvent } from '../gateways/types';
 import { SSE_HEADERS } from './frame';
 import { SseStream } from './stream';
 
@@ -29,6 +30,11 @@ export interface RelayOptions {
   firstEventWaitMs?: number;
   /** Called with the run's duration when a terminal event is relayed (POST message only). */
   onTerminal?(type: string, ms: number): void;
+}
+
+/** The event source in use (re-opened after a lost orchestrator stream). */
+interface Source {
+  iterator: AsyncIterator<RunEvent>;
 }
 
 type Next = { ok: true; r: IteratorResult<RunEvent> } | { ok: false; e: unknown };
@@ -56,21 +62,21 @@ export async function relayRun(ctx: EdgeContext, req: FastifyRequest, reply: Fas
   const slot = admission.slot;
   const abort = new AbortController();
   const onClientGone = () => abort.abort();
-  reply.raw.once('close', onClientGone);
+  const raw = reply.raw;
+  raw.once('close', onClientGone);
 
-  let iterator: AsyncIterator<RunEvent>;
+  let source: Source;
   try {
-    iterator = opts.open(abort.signal)[Symbol.asyncIterator]();
+    source = { iterator: opts.open(abort.signal)[Symbol.asyncIterator]() };
   } catch (err) {
-    reply.raw.off('close', onClientGone);
+    raw.off('close', onClientGone);
     slot.release();
     throw err;
   }
-  const next = (): Promise<Next> => iterator.next().then((r) => ({ ok: true as const, r }), (e: unknown) => ({ ok: false as const, e }));
-  let pending = next();
+  const pending = pull(source.iterator);
   const first = await Promise.race([pending, delay(opts.firstEventWaitMs ?? FIRST_EVENT_WAIT_MS).then(() => undefined)]);
   if (first && !first.ok) {
-    reply.raw.off('close', onClientGone);
+    raw.off('close', onClientGone);
     abort.abort();
     slot.release();
     throw first.e;
@@ -82,8 +88,12 @@ export async function relayRun(ctx: EdgeContext, req: FastifyRequest, reply: Fas
 
   // Committed: from here on, problems are told in the stream.
   void reply.hijack();
-  const raw = reply.raw;
-  raw.writeHead(200, { ...streamHeaders(reply.getHeaders()), ...SSE_HEADERS });
+  releaseFastifyListeners(raw);
+  raw.off('close', onClientGone); // the stream's own close handling aborts from now on
+  const headers = streamHeaders(reply.getHeaders());
+  // helmet sets its headers on the raw response, which writeHead would merge back in.
+  for (const name of raw.getHeaderNames()) if (DOCUMENT_ONLY_HEADERS.has(name)) raw.removeHeader(name);
+  raw.writeHead(200, { ...headers, ...SSE_HEADERS });
   raw.flushHeaders();
   const stream = new SseStream(raw, {
     maxBufferedEvents: ctx.cfg.sse.bufferMaxEvents,
@@ -93,10 +103,13 @@ export async function relayRun(ctx: EdgeContext, req: FastifyRequest, reply: Fas
   ctx.streams.add(stream);
   ctx.hub.add(stream);
   ctx.stats.openStreams.inc();
+  // Plain values only: the detached relay must not keep the request or reply alive.
+  const method = req.method;
+  const route = req.routeOptions.url ?? 'unmatched';
   stream.onClose((reason) => {
     // Disconnect is not cancel: only the watch stops, the run goes on.
     abort.abort();
-    void iterator.return?.().catch(() => undefined);
+    void source.iterator.return?.().catch(() => undefined);
     ctx.streams.delete(stream);
     ctx.hub.delete(stream);
     slot.release();
@@ -104,62 +117,107 @@ export async function relayRun(ctx: EdgeContext, req: FastifyRequest, reply: Fas
     ctx.stats.sseQueue.set(ctx.sseLimiter.queued);
     if (reason === 'overflow') ctx.stats.sseOverflows.inc();
     ctx.stats.active.dec();
-    ctx.stats.observe(req.method, req.routeOptions.url ?? 'unmatched', 200, (Date.now() - started) / 1000, true);
+    ctx.stats.observe(method, route, 200, (Date.now() - started) / 1000, true);
   });
+  // The handler returns now; the relay goes on detached, holding only the socket's response, the
+  // SSE stream and the event source (fastify's request, reply and request logger become garbage).
+  void relayEvents(ctx, stream, abort.signal, source, pending, started, opts);
+}
 
+/** Pulls events from the source into the stream until a terminal event, an error or a close. */
+async function relayEvents(
+  ctx: EdgeContext,
+  stream: SseStream,
+  signal: AbortSignal,
+  source: Source,
+  pending: Promise<Next>,
+  started: number,
+  opts: Pick<RelayOptions, 'reopen' | 'onTerminal'>,
+): Promise<void> {
   let runId: string | undefined;
   let lastSeq = 0;
   let attempts = 0;
-  for (;;) {
-    const n = await pending;
-    if (stream.closed) return;
-    if (n.ok && !n.r.done) {
-      const ev = n.r.value;
-      if (runId === undefined) annotate({ [ATTR.runId]: ev.runId });
-      runId = ev.runId;
-      // events.lost carries seq = firstAvailableSeq − 1 and is not part of the log: pass it on.
-      if (ev.seq > lastSeq || ev.type === 'events.lost') {
-        lastSeq = Math.max(lastSeq, ev.seq);
-        stream.send({ id: `${ev.runId}:${ev.seq}`, event: ev.type, data: ev.dataJson });
+  try {
+    for (;;) {
+      const n = await pending;
+      if (stream.closed) return;
+      if (n.ok && !n.r.done) {
+        const ev = n.r.value;
+        if (runId === undefined) annotate({ [ATTR.runId]: ev.runId });
+        runId = ev.runId;
+        // events.lost carries seq = firstAvailableSeq − 1 and is not part of the log: pass it on.
+        if (ev.seq > lastSeq || ev.type === 'events.lost') {
+          lastSeq = Math.max(lastSeq, ev.seq);
+          stream.sendEvent(ev.runId, ev.seq, ev.type, ev.dataJson);
+        }
+        attempts = 0;
+        if (TERMINAL_EVENTS.has(ev.type)) {
+          opts.onTerminal?.(ev.type, Date.now() - started);
+          stream.end('completed');
+          return;
+        }
+        pending = pull(source.iterator);
+        continue;
       }
-      attempts = 0;
-      if (TERMINAL_EVENTS.has(ev.type)) {
-        opts.onTerminal?.(ev.type, Date.now() - started);
-        stream.end('completed');
+      // Events piled up upstream of the stream's own buffer: the same slow-consumer ending.
+      if (!n.ok && reasonOf(n.e) === SLOW_CONSUMER) {
+        stream.overflow();
         return;
       }
-      pending = next();
-      continue;
-    }
-    // The source ended without a terminal event, or failed: re-open from the log when we can.
-    const lost = n.ok || codeOf(n.e) === status.UNAVAILABLE || codeOf(n.e) === status.CANCELLED || codeOf(n.e) === status.INTERNAL;
-    if (lost && runId !== undefined && attempts < RESUME_ATTEMPTS && !abort.signal.aborted) {
-      attempts += 1;
-      await delay(200 * 2 ** (attempts - 1));
-      if (stream.closed) return;
-      ctx.logger.info({ runId, afterSeq: lastSeq, attempt: attempts }, 'orchestrator stream lost: resuming from the run log');
-      try {
-        iterator = opts.reopen(runId, lastSeq, abort.signal)[Symbol.asyncIterator]();
-        pending = next();
-      } catch (e) {
-        pending = Promise.resolve({ ok: false, e });
+      // The source ended without a terminal event, or failed: re-open from the log when we can.
+      const lost = n.ok || codeOf(n.e) === status.UNAVAILABLE || codeOf(n.e) === status.CANCELLED || codeOf(n.e) === status.INTERNAL;
+      if (lost && runId !== undefined && attempts < RESUME_ATTEMPTS && !signal.aborted) {
+        attempts += 1;
+        await delay(200 * 2 ** (attempts - 1));
+        if (stream.closed) return;
+        ctx.logger.info({ runId, afterSeq: lastSeq, attempt: attempts }, 'orchestrator stream lost: resuming from the run log');
+        try {
+          source.iterator = opts.reopen(runId, lastSeq, signal)[Symbol.asyncIterator]();
+          pending = pull(source.iterator);
+        } catch (e) {
+          pending = Promise.resolve({ ok: false, e });
+        }
+        continue;
       }
-      continue;
-    }
-    if (n.ok || lost) {
-      const retryMs = 1_000 + Math.floor(Math.random() * 2_000);
+      if (n.ok || lost) {
+        const retryMs = 1_000 + Math.floor(Math.random() * 2_000);
+        stream.endWith(
+          { event: 'reconnect', retryMs, data: JSON.stringify({ reason: 'upstream_lost', retryMs, lastEventId: stream.lastId ?? null }) },
+          'error',
+        );
+        return;
+      }
+      const e = fromGrpc(n.e);
       stream.endWith(
-        { event: 'reconnect', retryMs, data: JSON.stringify({ reason: 'upstream_lost', retryMs, lastEventId: stream.lastId ?? null }) },
+        { event: 'run.failed', data: JSON.stringify({ code: e.code, message: e.message, retryable: isRetryable(e.statusCode) }) },
         'error',
       );
       return;
     }
-    const e = fromGrpc(n.e);
-    stream.endWith(
-      { event: 'run.failed', data: JSON.stringify({ code: e.code, message: e.message, retryable: isRetryable(e.statusCode) }) },
-      'error',
-    );
-    return;
+  } catch (err) {
+    // Nothing awaits this loop: an unexpected error ends the stream instead of going unhandled.
+    ctx.logger.error({ err }, 'SSE relay failed');
+    stream.endWith({ event: 'run.failed', data: JSON.stringify({ code: 'internal', message: 'internal error', retryable: true }) }, 'error');
+  }
+}
+
+function pull(iterator: AsyncIterator<RunEvent>): Promise<Next> {
+  return iterator.next().then(
+    (r) => ({ ok: true as const, r }),
+    (e: unknown) => ({ ok: false as const, e }),
+  );
+}
+
+/**
+ * fastify watches every response's 'finish'/'error' to run onResponse hooks and log completion;
+ * those listeners hold the reply, the request and its child logger for the life of the socket.
+ * A hijacked event stream needs neither (the edge's onResponse hook skips streams, and stream
+ * measurements are taken when the stream closes), so they are dropped to free ~2 KB per stream.
+ * Matched by name: if fastify renames it, the streams just keep those objects (no behaviour change).
+ */
+function releaseFastifyListeners(raw: Writable): void {
+  for (const event of ['finish', 'error'] as const) {
+    for (const l of raw.listeners(event)) if ((l as { name?: string }).name === 'onResFinished') raw.off(event, l as () => void);
   }
 }
 

@@ -1,5 +1,5 @@
 import { PassThrough, Writable } from 'node:stream';
-import { frame, parseLastEventId } from './frame';
+import { eventFrame, frame, parseLastEventId } from './frame';
 import { heartbeatInterval } from './heartbeat';
 import { SseStream } from './stream';
 
@@ -9,6 +9,16 @@ describe('SSE framing', () => {
     expect(frame({ event: 'x', data: 'a\nb' })).toBe('event: x\ndata: a\ndata: b\n\n');
     expect(frame({ event: 'reconnect', data: '{}', retryMs: 1234.4 })).toBe('retry: 1234\nevent: reconnect\ndata: {}\n\n');
     expect(frame({ event: 'evil\nevent: other', data: '{}' })).toBe('event: evil event: other\ndata: {}\n\n');
+  });
+
+  test('a run event framed in one step is the same block as frame() builds', () => {
+    for (const [runId, seq, event, data] of [
+      ['r', 7, 'token', '{"text":" hi"}'],
+      ['r', 8, 'token', 'a\nb\r\nc'],
+      ['r', 9, 'evil\nevent: other', '{}'],
+    ] as const) {
+      expect(eventFrame(runId, seq, event, data)).toBe(frame({ id: `${runId}:${seq}`, event, data }));
+    }
   });
 
   test('Last-Event-ID parsing', () => {

@@ -3,7 +3,7 @@
 // buffer (events + bytes, counting what the socket itself still holds). A client that falls
 // further behind is sent `stream.overflow` and disconnected: it resumes with Last-Event-ID.
 import type { Writable } from 'node:stream';
-import { frame, HEARTBEAT, retryHint, type SseMessage } from './frame';
+import { eventFrame, frame, HEARTBEAT, retryHint, type SseMessage } from './frame';
 import type { Beating } from './heartbeat';
 
 export interface SseStreamOptions {
@@ -13,22 +13,29 @@ export interface SseStreamOptions {
   closeTimeoutMs?: number;
 }
 
+/** An event's position: a run event's run id and seq, or (seq undefined) a control event's whole id. */
+interface EventPos {
+  runId: string;
+  seq?: number;
+}
+
 export type CloseReason = 'completed' | 'client_closed' | 'overflow' | 'draining' | 'error';
 
 export class SseStream implements Beating {
   private readonly queue: string[] = [];
-  /** Id of the newest event in `queue` (handed to the socket on the next flush). */
-  private queuedLastId?: string;
+  /** Position of the newest event in `queue` (handed to the socket on the next flush). */
+  private queuedLast?: EventPos;
   private queuedBytes = 0;
   private blocked = false;
   private ended = false;
   private closeReason?: CloseReason;
   private readonly closeListeners: ((reason: CloseReason) => void)[] = [];
   /**
-   * Id of the last event handed to the socket (never one still waiting in the buffer: a client
-   * told to resume from here must not skip what was dropped from the buffer on overflow).
+   * Position of the last event handed to the socket (never one still waiting in the buffer: a
+   * client told to resume from here must not skip what was dropped from the buffer on overflow).
+   * Kept as run id + seq and only turned into an id string when asked (rarely: drain, overflow).
    */
-  lastId?: string;
+  private last?: EventPos;
 
   constructor(
     private readonly sink: Writable,
@@ -42,6 +49,13 @@ export class SseStream implements Beating {
   /** Writes the `retry:` hint (the first thing on every stream). */
   begin(retryMs: number): void {
     this.write(retryHint(retryMs));
+  }
+
+  /** Id (`<runId>:<seq>` or a control event's id) of the last event handed to the socket. */
+  get lastId(): string | undefined {
+    const l = this.last;
+    if (!l) return undefined;
+    return l.seq === undefined ? l.runId : `${l.runId}:${l.seq}`;
   }
 
   get closed(): boolean {
@@ -68,14 +82,22 @@ export class SseStream implements Beating {
 
   /** Sends one event; false when the stream is closed (or just overflowed and was closed). */
   send(msg: SseMessage): boolean {
+    return this.push(frame(msg), msg.id === undefined ? undefined : { runId: msg.id });
+  }
+
+  /** Sends one run event (`id: <runId>:<seq>`), framed in one string. */
+  sendEvent(runId: string, seq: number, event: string, data: string): boolean {
+    return this.push(eventFrame(runId, seq, event, data), { runId, seq });
+  }
+
+  private push(text: string, pos: EventPos | undefined): boolean {
     if (this.ended) return false;
-    const text = frame(msg);
     if (!this.blocked) {
-      if (msg.id !== undefined) this.lastId = msg.id;
+      if (pos) this.last = pos;
       this.write(text);
       return true;
     }
-    if (msg.id !== undefined) this.queuedLastId = msg.id;
+    if (pos) this.queuedLast = pos;
     this.queue.push(text);
     this.queuedBytes += Buffer.byteLength(text);
     if (this.queue.length > this.opts.maxBufferedEvents || this.bufferedBytes > this.opts.maxBufferedBytes) {
@@ -107,7 +129,7 @@ export class SseStream implements Beating {
     // Last-Event-ID anyway.
     this.queue.length = 0;
     this.queuedBytes = 0;
-    this.queuedLastId = undefined;
+    this.queuedLast = undefined;
     this.sink.write(frame(msg));
     this.ended = true;
     this.sink.end();
@@ -115,7 +137,8 @@ export class SseStream implements Beating {
     this.finish(reason);
   }
 
-  private overflow(): void {
+  /** The client fell too far behind: tell it (`stream.overflow`, with where to resume) and close. */
+  overflow(): void {
     this.endWith(
       {
         event: 'stream.overflow',
@@ -140,8 +163,8 @@ export class SseStream implements Beating {
     const text = this.queue.join('');
     this.queue.length = 0;
     this.queuedBytes = 0;
-    if (this.queuedLastId !== undefined) this.lastId = this.queuedLastId;
-    this.queuedLastId = undefined;
+    if (this.queuedLast !== undefined) this.last = this.queuedLast;
+    this.queuedLast = undefined;
     this.write(text);
   }
 
