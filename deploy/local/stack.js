@@ -207,21 +207,30 @@ const SERVICES = {
 async function startService(name, { port, env = {}, logDir, instance = '' }) {
   const spec = SERVICES[name];
   if (!spec) throw new Error(`unknown service ${name}`);
-  port = port || (await freePort());
-  const metricsPort = await freePort();
-  const args = ['--require', path.join(ROOT, 'services/common/dist/telemetry/register.js'),
-    path.join(ROOT, `services/${name}/dist/main.js`)];
-  const h = launch(`${name}${instance}-${port}`, process.execPath, args, {
-    logDir,
-    env: { OTEL_SERVICE_NAME: name, [spec.portVar]: String(port), METRICS_PORT: String(metricsPort), ...env },
-  });
-  const addr = `127.0.0.1:${port}`;
-  if (name === 'edge') {
-    await waitFor(name, async () => (await fetch(`http://${addr}/api/health`)).status > 0, { proc: h.proc });
-  } else {
-    await waitFor(name, () => grpcServing(addr), { proc: h.proc, intervalMs: 200 });
+  // A port picked as free can be taken by another process before the service binds it (other
+  // test runs on the machine): with ports of our choosing, try again on fresh ones.
+  for (let attempt = 1; ; attempt++) {
+    const grpcPort = port || (await freePort());
+    const metricsPort = await freePort();
+    const args = ['--require', path.join(ROOT, 'services/common/dist/telemetry/register.js'),
+      path.join(ROOT, `services/${name}/dist/main.js`)];
+    const h = launch(`${name}${instance}-${grpcPort}`, process.execPath, args, {
+      logDir,
+      env: { OTEL_SERVICE_NAME: name, [spec.portVar]: String(grpcPort), METRICS_PORT: String(metricsPort), ...env },
+    });
+    const addr = `127.0.0.1:${grpcPort}`;
+    try {
+      if (name === 'edge') {
+        await waitFor(name, async () => (await fetch(`http://${addr}/api/health`)).status > 0, { proc: h.proc });
+      } else {
+        await waitFor(name, () => grpcServing(addr), { proc: h.proc, intervalMs: 200 });
+      }
+      return { ...h, port: grpcPort, addr, metricsPort, url: name === 'edge' ? `http://${addr}` : undefined };
+    } catch (err) {
+      await h.kill();
+      if (port || attempt >= 3 || !/EADDRINUSE/.test(h.log())) throw err;
+    }
   }
-  return { ...h, port, addr, metricsPort, url: name === 'edge' ? `http://${addr}` : undefined };
 }
 
 module.exports = {

@@ -10,7 +10,10 @@ import {
   type GenerateRequest,
   type GenerateResponse,
 } from '@agent-mesh/common/dist/gen/llmbroker/v1/llm_broker';
-import { startEmulator, startRedis, startService, testDir, waitFor, type EmulatorProc, type RedisProc, type ServiceProc } from '../support';
+import {
+  configureEmulator, emulatorStats, promMetric, startEmulator, startRedis, startService, testDir, waitFor,
+  type EmulatorProc, type RedisProc, type ServiceProc,
+} from '../support';
 
 jest.setTimeout(120_000);
 
@@ -62,19 +65,11 @@ async function generate(
 const done = (o: Outcome) => o.messages.at(-1)?.update?.$case === 'done';
 const deltas = (o: Outcome) => o.messages.filter((m) => m.update?.$case === 'delta').length;
 
-interface EmulatorStats { requests: number; completed: number; failed: number; cut: number; aborted: number; hung: number }
-const stats = async (): Promise<EmulatorStats> => (await (await fetch(`${emulator.url}/_emulator/stats`)).json()) as EmulatorStats;
-async function configureEmulator(patch: Record<string, number>): Promise<void> {
-  const res = await fetch(`${emulator.url}/_emulator/config`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(patch) });
-  expect(res.ok).toBe(true);
-}
+const stats = () => emulatorStats(emulator);
+const configure = (patch: Record<string, number>) => configureEmulator(emulator, patch);
 const HEALTHY = { failureRate: 0, hangRate: 0, cutRate: 0 };
 
-async function metric(b: ServiceProc, name: string, labels = ''): Promise<number> {
-  const text = await (await fetch(`http://127.0.0.1:${b.metricsPort}/metrics`)).text();
-  const line = text.split('\n').find((l) => (l.startsWith(`${name} `) || l.startsWith(`${name}{`)) && l.includes(labels));
-  return line ? Number(line.split(' ').pop()) : 0;
-}
+const metric = (b: ServiceProc, name: string, labels = '') => promMetric(b, name, labels);
 
 async function startBroker(env: Record<string, string> = {}) {
   const proc = await startService('llm-broker', {
@@ -111,7 +106,7 @@ beforeAll(async () => {
 });
 
 afterEach(async () => {
-  await configureEmulator(HEALTHY);
+  await configure(HEALTHY);
 });
 
 afterAll(async () => {
@@ -129,7 +124,7 @@ describe('circuit breaker', () => {
     const b = await startBroker({ LLM_BREAKER_VOLUME_THRESHOLD: '4', LLM_BREAKER_ERROR_PERCENT: '50', LLM_BREAKER_RESET_MS: String(RESET_MS) });
     expect(done(await generate(b.client))).toBe(true);
 
-    await configureEmulator({ failureRate: 1 });
+    await configure({ failureRate: 1 });
     const reasons: Array<string | undefined> = [];
     for (let i = 0; i < 20 && reasons.at(-1) !== 'breaker_open'; i += 1) {
       const o = await generate(b.client);
@@ -156,7 +151,7 @@ describe('circuit breaker', () => {
     expect(await metric(b.proc, 'llm_refusals_total', 'reason="breaker_open"')).toBeGreaterThanOrEqual(10);
 
     // The upstream recovers: after the reset timeout a probe goes through and closes the breaker.
-    await configureEmulator(HEALTHY);
+    await configure(HEALTHY);
     let recovered: Outcome | undefined;
     await waitFor('breaker closes again', async () => {
       const o = await generate(b.client);
@@ -181,7 +176,7 @@ describe('circuit breaker', () => {
       LLM_BREAKER_RESET_MS: '30000',
       LLM_RETRY_MAX: '1',
     });
-    await configureEmulator({ hangRate: 1 });
+    await configure({ hangRate: 1 });
     const before = await stats();
     const reasons: Array<string | undefined> = [];
     for (let i = 0; i < 10 && reasons.at(-1) !== 'breaker_open'; i += 1) {
@@ -209,7 +204,7 @@ describe('retries', () => {
       LLM_RETRY_BUDGET_BURST: '0',
       LLM_RETRY_MAX: '3',
     });
-    await configureEmulator({ failureRate: 1 });
+    await configure({ failureRate: 1 });
     const before = await stats();
     const outcomes: Outcome[] = [];
     // 8 callers at a time: a storm, but every call still gets its turn.
@@ -243,7 +238,7 @@ describe('retries', () => {
     const b = await startBroker({ LLM_RETRY_MAX: '2', LLM_BREAKER_VOLUME_THRESHOLD: '1000' });
 
     // Before the first token: the provider answers 5xx; the broker retries (with backoff) up to the max.
-    await configureEmulator({ failureRate: 1 });
+    await configure({ failureRate: 1 });
     let before = await stats();
     const failed = await generate(b.client);
     let after = await stats();
@@ -252,7 +247,7 @@ describe('retries', () => {
     expect(after.requests - before.requests).toBe(1 + 2);
 
     // After the first token: the stream is cut midway; the caller sees the error, the provider one request.
-    await configureEmulator({ failureRate: 0, cutRate: 1 });
+    await configure({ failureRate: 0, cutRate: 1 });
     const retriesBefore = await metric(b.proc, 'llm_upstream_retries_total');
     before = await stats();
     const cut = await generate(b.client);

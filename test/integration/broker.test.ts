@@ -10,7 +10,10 @@ import {
   type GenerateResponse,
 } from '@agent-mesh/common/dist/gen/llmbroker/v1/llm_broker';
 import { countPromptTokens } from '../../services/llm-broker/dist/tokens';
-import { startEmulator, startRedis, startService, testDir, waitFor, type EmulatorProc, type RedisProc, type ServiceProc } from '../support';
+import {
+  configureEmulator, emulatorStats, promMetric, startEmulator, startRedis, startService, testDir, waitFor,
+  type EmulatorProc, type RedisProc, type ServiceProc,
+} from '../support';
 
 jest.setTimeout(120_000);
 
@@ -49,16 +52,9 @@ async function generate(client: LlmBrokerServiceClient, req: GenerateRequest, op
   return messages;
 }
 
-const stats = async () => (await (await fetch(`${emulator.url}/_emulator/stats`)).json()) as {
-  requests: number; completed: number; rateLimited: number; aborted: number; maxInFlight: number; inFlight: number; promptTokens: number;
-};
-const configureEmulator = async (patch: Record<string, number>) =>
-  fetch(`${emulator.url}/_emulator/config`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(patch) });
-const metric = async (b: ServiceProc, name: string, labels = ''): Promise<number> => {
-  const text = await (await fetch(`http://127.0.0.1:${b.metricsPort}/metrics`)).text();
-  const line = text.split('\n').find((l) => l.startsWith(`${name}{`) && l.includes(labels));
-  return line ? Number(line.split(' ').pop()) : 0;
-};
+const stats = () => emulatorStats(emulator);
+const configure = (patch: Record<string, number>) => configureEmulator(emulator, patch);
+const metric = (b: ServiceProc, name: string, labels = '') => promMetric(b, name, labels);
 
 async function startBroker(env: Record<string, string> = {}) {
   const b = await startService('llm-broker', {
@@ -145,7 +141,7 @@ it('cancelling mid-stream aborts the upstream request and refunds the reservatio
 });
 
 it('a provider 429 with Retry-After pauses every replica', async () => {
-  await configureEmulator({ rpm: 1 }); // one request per (scaled) 15 s minute
+  await configure({ rpm: 1 }); // one request per (scaled) 15 s minute
   const pausedBefore = await metric(brokers[1]!, 'llm_refusals_total', 'reason="paused"');
   await generate(clients[0]!, request()); // takes the provider's only slot
   // The next one is refused by the provider: broker 0 pauses everyone and retries after Retry-After.
@@ -153,7 +149,7 @@ it('a provider 429 with Retry-After pauses every replica', async () => {
   await waitFor('pause set in Redis', async () => (await rc.pttl('mesh:llm:{q}:pause')) > 0, { timeoutMs: 10_000, intervalMs: 20 });
   const third = generate(clients[1]!, request(), { timeoutMs: 60_000 });
   await waitFor('broker 1 paused', async () => (await metric(brokers[1]!, 'llm_refusals_total', 'reason="paused"')) > pausedBefore, { timeoutMs: 10_000 });
-  await configureEmulator({ rpm: 0 });
+  await configure({ rpm: 0 });
   const [r2, r3] = await Promise.all([second, third]);
   expect(Array.isArray(r2) ? r2.at(-1)?.update?.$case : (r2 as ServiceError).code).toBe('done');
   expect(r3.at(-1)?.update?.$case).toBe('done');
@@ -163,12 +159,12 @@ it('a provider 429 with Retry-After pauses every replica', async () => {
 it('a broker killed with SIGKILL leaks its slot no longer than the lease', async () => {
   const victim = await startBroker({ LLM_LEASE_MS: '2000' });
   const client = clients.at(-1)!;
-  await configureEmulator({ ttftMs: 20_000 });
+  await configure({ ttftMs: 20_000 });
   const pending = generate(client, request(), { timeoutMs: 60_000 }).catch(() => undefined);
   await waitFor('lease taken', async () => (await rc.zcard('mesh:llm:{q}:leases')) === 1, { timeoutMs: 10_000, intervalMs: 20 });
   const killedAt = Date.now();
   await victim.kill();
-  await configureEmulator({ ttftMs: 400 });
+  await configure({ ttftMs: 400 });
   await waitFor('lease expired', async () => {
     const now = Number((await rc.time())[0]) * 1000;
     return (await rc.zcount('mesh:llm:{q}:leases', now, '+inf')) === 0;

@@ -96,3 +96,23 @@ export function parseSseBlock(block: string): SseEvent | undefined {
   try { parsed = JSON.parse(text); } catch { /* plain text */ }
   return { id, event, data: parsed };
 }
+
+/** The emulator's admin API (`/_emulator/stats`, `/_emulator/config`), for tests and benchmarks. */
+export interface EmulatorStats {
+  requests: number; completed: number; rateLimited: number; failed: number; aborted: number; cut: number; hung: number;
+  inFlight: number; maxInFlight: number; promptTokens: number; completionTokens: number; admissions: number[];
+}
+export async function emulatorStats(emulator: { url: string }): Promise<EmulatorStats> {
+  return (await (await fetch(`${emulator.url}/_emulator/stats`)).json()) as EmulatorStats;
+}
+export async function configureEmulator(emulator: { url: string }, patch: Record<string, number>): Promise<void> {
+  const res = await fetch(`${emulator.url}/_emulator/config`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(patch) });
+  if (!res.ok) throw new Error(`emulator config refused: ${res.status} ${await res.text()}`);
+}
+
+/** One sample of a Prometheus metric from a service's metrics port (0 when absent). */
+export async function promMetric(service: { metricsPort: number }, name: string, labels = ''): Promise<number> {
+  const text = await (await fetch(`http://127.0.0.1:${service.metricsPort}/metrics`)).text();
+  const line = text.split('\n').find((l) => (l.startsWith(`${name} `) || l.startsWith(`${name}{`)) && l.includes(labels));
+  return line ? Number(line.split(' ').pop()) : 0;
+}
