@@ -394,6 +394,10 @@ async function driver(): Promise<void> {
   }
 }
 
+// A helper role ends with its driver: tsx runs the script in a child of the process the driver
+// kills, which would otherwise live on (an orphaned orchestrator keeps its timer and port).
+if (role !== 'driver') process.on('disconnect', () => process.exit(0));
+
 const main = role === 'orchestrator' ? orchestrator : role === 'clients' ? clients : driver;
 main().catch((err: unknown) => {
   console.error(err);

@@ -1,10 +1,11 @@
 // Turns a grpc-js server stream into an async iterable that cancels the call when the consumer
 // stops early or the signal aborts. Reading pulls from the call, so gRPC flow control applies.
 import type { ClientReadableStream } from '@grpc/grpc-js';
+import type { CancelSignal } from './types';
 
 export async function* iterateCall<T, U>(
   call: ClientReadableStream<T>,
-  signal: AbortSignal,
+  signal: CancelSignal,
   pick: (msg: T) => U | undefined,
 ): AsyncGenerator<U> {
   const onAbort = () => call.cancel();

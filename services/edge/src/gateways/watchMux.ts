@@ -6,7 +6,7 @@
 // treats as a lost stream and resumes from the run log on a fresh call.
 import { Metadata, status, type ClientDuplexStream, type ServiceError } from '@grpc/grpc-js';
 import { REASON_KEY, RETRY_AFTER_KEY } from '@agent-mesh/common';
-import { SLOW_CONSUMER } from './types';
+import { SLOW_CONSUMER, type CancelSignal } from './types';
 import type { RunEvent, WatchRunRequest, WatchRunsEnd, WatchRunsRequest, WatchRunsResponse } from '@agent-mesh/common/dist/gen/orchestrator/v1/orchestrator';
 
 export type WatchRunsCall = ClientDuplexStream<WatchRunsRequest, WatchRunsResponse>;
@@ -53,16 +53,16 @@ export class WatchMux {
   }
 
   /** Like WatchRun: the run's events; aborting the signal (or returning early) unsubscribes. */
-  watch(req: WatchRunRequest, signal: AbortSignal): AsyncIterable<RunEvent> {
+  watch(req: WatchRunRequest, signal: CancelSignal): AsyncIterable<RunEvent> {
     const shared = this.callForNewWatch();
     const id = this.nextId++;
-    const watch = new Watch(() => this.unsubscribe(shared, id));
+    const watch = new Watch(this, shared, id);
     if (signal.aborted) {
       watch.fail(cancelled());
       return watch;
     }
     shared.watches.set(id, watch);
-    watch.detachSignal = onAbort(signal, () => watch.return());
+    watch.listen(signal);
     shared.stream.write({ subscriptionId: id, action: { $case: 'subscribe', subscribe: req } });
     return watch;
   }
@@ -101,7 +101,8 @@ export class WatchMux {
     return shared;
   }
 
-  private unsubscribe(shared: SharedCall, id: number): void {
+  /** @internal (Watch) */
+  unsubscribe(shared: SharedCall, id: number): void {
     if (!shared.watches.delete(id) || shared.lost) return;
     shared.stream.write({ subscriptionId: id, action: { $case: 'unsubscribe', unsubscribe: {} } });
     this.endIfIdle(shared);
@@ -133,12 +134,27 @@ export class WatchMux {
  */
 class Watch implements AsyncIterableIterator<RunEvent> {
   private queue?: RunEvent[];
-  private waiter?: { resolve(r: IteratorResult<RunEvent>): void; reject(e: unknown): void };
+  /** The pending next()'s resolve and reject (two fields rather than an object per wait). */
+  private resolveNext?: (r: IteratorResult<RunEvent>) => void;
+  private rejectNext?: (e: unknown) => void;
   private done = false;
   private error?: ServiceError;
-  detachSignal?: () => void;
+  /** The consumer's signal while subscribed (this watch listens with `onAbort`). */
+  private signal?: CancelSignal;
+  private readonly onAbort = () => void this.return();
 
-  constructor(private readonly unsubscribe: () => void) {}
+  // The mux, call and id rather than a closure over them: a watch lives as long as its stream.
+  constructor(
+    private readonly mux: WatchMux,
+    private readonly shared: SharedCall,
+    private readonly id: number,
+  ) {}
+
+  /** Aborting the signal ends the watch (as `return()` does). */
+  listen(signal: CancelSignal): void {
+    this.signal = signal;
+    signal.addEventListener('abort', this.onAbort, { once: true });
+  }
 
   [Symbol.asyncIterator](): this {
     return this;
@@ -147,10 +163,10 @@ class Watch implements AsyncIterableIterator<RunEvent> {
   /** Queues or hands over one event; false when the queue overflowed (the watch then failed). */
   push(ev: RunEvent, maxQueued: number): boolean {
     if (this.done) return true;
-    const w = this.waiter;
-    if (w) {
-      this.waiter = undefined;
-      w.resolve({ done: false, value: ev });
+    const resolve = this.resolveNext;
+    if (resolve) {
+      this.resolveNext = this.rejectNext = undefined;
+      resolve({ done: false, value: ev });
       return true;
     }
     const q = (this.queue ??= []);
@@ -169,11 +185,12 @@ class Watch implements AsyncIterableIterator<RunEvent> {
     if (this.done) return;
     this.done = true;
     this.error = err;
-    this.detachSignal?.();
-    this.detachSignal = undefined;
-    const w = this.waiter;
-    this.waiter = undefined;
-    if (w && !this.queue?.length) this.settle(w);
+    this.signal?.removeEventListener('abort', this.onAbort);
+    this.signal = undefined;
+    const resolve = this.resolveNext;
+    const reject = this.rejectNext;
+    this.resolveNext = this.rejectNext = undefined;
+    if (resolve && reject && !this.queue?.length) this.settle({ resolve, reject });
   }
 
   fail(err: ServiceError): void {
@@ -187,14 +204,17 @@ class Watch implements AsyncIterableIterator<RunEvent> {
       return Promise.resolve({ done: false, value: ev });
     }
     if (this.done) return new Promise((resolve, reject) => this.settle({ resolve, reject }));
-    return new Promise((resolve, reject) => (this.waiter = { resolve, reject }));
+    return new Promise((resolve, reject) => {
+      this.resolveNext = resolve;
+      this.rejectNext = reject;
+    });
   }
 
   /** The consumer stopped early: unsubscribe. */
   return(): Promise<IteratorResult<RunEvent>> {
     if (!this.done) {
       this.finish(cancelled());
-      this.unsubscribe();
+      this.mux.unsubscribe(this.shared, this.id);
     }
     this.queue = undefined;
     return Promise.resolve({ done: true, value: undefined });
@@ -225,8 +245,3 @@ const slowConsumer = (max: number) => {
   return statusError(status.RESOURCE_EXHAUSTED, `more than ${max} events waiting for a slow consumer`, metadata);
 };
 const cancelled = () => statusError(status.CANCELLED, 'watch cancelled');
-
-function onAbort(signal: AbortSignal, fn: () => void): () => void {
-  signal.addEventListener('abort', fn, { once: true });
-  return () => signal.removeEventListener('abort', fn);
-}

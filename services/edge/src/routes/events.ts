@@ -5,7 +5,7 @@ import { annotate, ATTR, isId, newId } from '@agent-mesh/common';
 import type { EdgeContext } from '../context';
 import { badRequest } from '../errors';
 import { parseLastEventId } from '../sse/frame';
-import { relayRun } from '../sse/relay';
+import { relayRun, type RelayOptions } from '../sse/relay';
 import { conversationIdOf, errorBody, idParams } from './schemas';
 
 const sseResponse = {
@@ -58,8 +58,8 @@ export function eventRoutes(app: FastifyInstance, ctx: EdgeContext): void {
       annotate({ [ATTR.userId]: userId, [ATTR.conversationId]: conversationId });
       await relayRun(ctx, req, reply, {
         open: (signal) => ctx.gw.orchestrator.startRun({ userId, conversationId, messageId, content }, signal),
-        reopen: (runId, afterSeq, signal) => ctx.gw.orchestrator.watchRun({ userId, conversationId, runId, afterSeq }, signal),
-        onTerminal: (type, ms) => ctx.stats.observeRun(type, ms),
+        reopen: reopener(ctx, userId, conversationId),
+        onTerminal: runObserver(ctx),
         // Refusals (404, 409) come before run.started: wait for them so they stay HTTP statuses.
         firstEventWaitMs: 15_000,
       });
@@ -98,8 +98,21 @@ export function eventRoutes(app: FastifyInstance, ctx: EdgeContext): void {
       await relayRun(ctx, req, reply, {
         open: (signal) =>
           ctx.gw.orchestrator.watchRun({ userId, conversationId, runId: from?.runId ?? '', afterSeq: from?.seq ?? 0 }, signal),
-        reopen: (runId, afterSeq, signal) => ctx.gw.orchestrator.watchRun({ userId, conversationId, runId, afterSeq }, signal),
+        reopen: reopener(ctx, userId, conversationId),
       });
     },
   );
+}
+
+/**
+ * A relay's `reopen`, made outside the route handler: the relay keeps it for the stream's life,
+ * and a closure made inside would keep the handler's whole scope (a message's content with it).
+ */
+function reopener(ctx: EdgeContext, userId: string, conversationId: string): RelayOptions['reopen'] {
+  return (runId, afterSeq, signal) => ctx.gw.orchestrator.watchRun({ userId, conversationId, runId, afterSeq }, signal);
+}
+
+/** A relay's `onTerminal` (made outside the handler, as `reopener` is). */
+function runObserver(ctx: EdgeContext): RelayOptions['onTerminal'] {
+  return (type, ms) => ctx.stats.observeRun(type, ms);
 }

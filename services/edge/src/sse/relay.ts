@@ -1,14 +1,17 @@
 // Relays a run's events from the orchestrator to one SSE client. The event log lives in the
 // orchestrator, so the edge keeps no copy: a lost orchestrator stream is re-opened with WatchRun
 // after the last relayed seq, and a client that reconnects does the same with Last-Event-ID.
+import type { ServerResponse } from 'node:http';
 import type { Writable } from 'node:stream';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { annotate, ATTR, codeOf, reasonOf, status } from '@agent-mesh/common';
 import type { EdgeContext } from '../context';
 import { fromGrpc, HttpError, isRetryable } from '../errors';
-import { SLOW_CONSUMER, type RunEvent } from '../gateways/types';
+import { Cancel } from '../gateways/cancel';
+import { SLOW_CONSUMER, type CancelSignal, type RunEvent } from '../gateways/types';
 import { SSE_HEADERS } from './frame';
-import { SseStream } from './stream';
+import type { Slot } from './limiter';
+import { SseStream, type CloseReason, type SseStreamOptions } from './stream';
 
 export const TERMINAL_EVENTS = new Set(['run.completed', 'run.failed', 'run.cancelled', 'degraded']);
 
@@ -23,18 +26,13 @@ const RESUME_ATTEMPTS = 3;
 
 export interface RelayOptions {
   /** Opens the event source (StartRun or WatchRun). */
-  open(signal: AbortSignal): AsyncIterable<RunEvent>;
+  open(signal: CancelSignal): AsyncIterable<RunEvent>;
   /** Re-opens after `afterSeq` of `runId` (WatchRun) when the orchestrator stream is lost. */
-  reopen(runId: string, afterSeq: number, signal: AbortSignal): AsyncIterable<RunEvent>;
+  reopen(runId: string, afterSeq: number, signal: CancelSignal): AsyncIterable<RunEvent>;
   /** Overrides FIRST_EVENT_WAIT_MS (StartRun answers with run.started once the run exists). */
   firstEventWaitMs?: number;
   /** Called with the run's duration when a terminal event is relayed (POST message only). */
   onTerminal?(type: string, ms: number): void;
-}
-
-/** The event source in use (re-opened after a lost orchestrator stream). */
-interface Source {
-  iterator: AsyncIterator<RunEvent>;
 }
 
 type Next = { ok: true; r: IteratorResult<RunEvent> } | { ok: false; e: unknown };
@@ -59,30 +57,34 @@ export async function relayRun(ctx: EdgeContext, req: FastifyRequest, reply: Fas
       { queueToken: admission.queueToken, position: admission.position, estimatedWaitMs: admission.estimatedWaitMs },
     );
   }
-  const slot = admission.slot;
-  const abort = new AbortController();
-  const onClientGone = () => abort.abort();
+  const relay = new Relay(ctx, admission.slot, opts, started);
+  const onClientGone = () => relay.abort();
   const raw = reply.raw;
   raw.once('close', onClientGone);
 
-  let source: Source;
   try {
-    source = { iterator: opts.open(abort.signal)[Symbol.asyncIterator]() };
+    relay.iterator = opts.open(relay)[Symbol.asyncIterator]();
   } catch (err) {
     raw.off('close', onClientGone);
-    slot.release();
+    relay.slot.release();
     throw err;
   }
-  const pending = pull(source.iterator);
-  const first = await Promise.race([pending, delay(opts.firstEventWaitMs ?? FIRST_EVENT_WAIT_MS).then(() => undefined)]);
+  const pending = pull(relay.iterator);
+  let timer: NodeJS.Timeout | undefined;
+  const waited = new Promise<undefined>((resolve) => {
+    timer = setTimeout(resolve, opts.firstEventWaitMs ?? FIRST_EVENT_WAIT_MS, undefined);
+    timer.unref();
+  });
+  const first = await Promise.race([pending, waited]);
+  clearTimeout(timer);
   if (first && !first.ok) {
     raw.off('close', onClientGone);
-    abort.abort();
-    slot.release();
+    relay.abort();
+    relay.slot.release();
     throw first.e;
   }
-  if (abort.signal.aborted) {
-    slot.release();
+  if (relay.aborted) {
+    relay.slot.release();
     return;
   }
 
@@ -95,69 +97,84 @@ export async function relayRun(ctx: EdgeContext, req: FastifyRequest, reply: Fas
   for (const name of raw.getHeaderNames()) if (DOCUMENT_ONLY_HEADERS.has(name)) raw.removeHeader(name);
   raw.writeHead(200, { ...headers, ...SSE_HEADERS });
   raw.flushHeaders();
-  const stream = new SseStream(raw, {
-    maxBufferedEvents: ctx.cfg.sse.bufferMaxEvents,
-    maxBufferedBytes: ctx.cfg.sse.bufferMaxBytes,
-  });
+  const stream = new SseStream(raw, streamOptionsOf(ctx));
   stream.begin(ctx.cfg.sse.retryMs);
   ctx.streams.add(stream);
   ctx.hub.add(stream);
   ctx.stats.openStreams.inc();
   // Plain values only: the detached relay must not keep the request or reply alive.
-  const method = req.method;
-  const route = req.routeOptions.url ?? 'unmatched';
-  stream.onClose((reason) => {
-    // Disconnect is not cancel: only the watch stops, the run goes on.
-    abort.abort();
-    void source.iterator.return?.().catch(() => undefined);
-    ctx.streams.delete(stream);
-    ctx.hub.delete(stream);
-    slot.release();
-    ctx.stats.openStreams.dec();
-    ctx.stats.sseQueue.set(ctx.sseLimiter.queued);
-    if (reason === 'overflow') ctx.stats.sseOverflows.inc();
-    ctx.stats.active.dec();
-    ctx.stats.observe(method, route, 200, (Date.now() - started) / 1000, true);
-  });
+  relay.method = req.method;
+  relay.route = req.routeOptions.url ?? 'unmatched';
+  forgetRequest(raw);
+  relay.stream = stream;
+  stream.onClose(relay.closed);
   // The handler returns now; the relay goes on detached, holding only the socket's response, the
   // SSE stream and the event source (fastify's request, reply and request logger become garbage).
-  void relayEvents(ctx, stream, abort.signal, source, pending, started, opts);
+  void pending.then(relay.step);
 }
 
-/** Pulls events from the source into the stream until a terminal event, an error or a close. */
-async function relayEvents(
-  ctx: EdgeContext,
-  stream: SseStream,
-  signal: AbortSignal,
-  source: Source,
-  pending: Promise<Next>,
-  started: number,
-  opts: Pick<RelayOptions, 'reopen' | 'onTerminal'>,
-): Promise<void> {
-  let runId: string | undefined;
-  let lastSeq = 0;
-  let attempts = 0;
-  try {
-    for (;;) {
-      const n = await pending;
+/** The streams' buffer bounds: one object per app, shared by its streams. */
+const streamOptions = new WeakMap<EdgeContext, SseStreamOptions>();
+function streamOptionsOf(ctx: EdgeContext): SseStreamOptions {
+  let o = streamOptions.get(ctx);
+  if (!o) {
+    o = { maxBufferedEvents: ctx.cfg.sse.bufferMaxEvents, maxBufferedBytes: ctx.cfg.sse.bufferMaxBytes };
+    streamOptions.set(ctx, o);
+  }
+  return o;
+}
+
+/**
+ * One stream's relay, as one object: its own cancel signal (a `Cancel`), the event source, the
+ * limiter slot, what the close measurement needs, and the loop's state. Driven by promise
+ * callbacks rather than an async function: a suspended async function, its closures and an
+ * AbortController cost a stream several times this object's size.
+ */
+class Relay extends Cancel {
+  iterator!: AsyncIterator<RunEvent>;
+  stream!: SseStream;
+  method = '';
+  route = '';
+  private runId?: string;
+  private lastSeq = 0;
+  private attempts = 0;
+  private readonly reopen: RelayOptions['reopen'];
+  private readonly onTerminal: RelayOptions['onTerminal'];
+
+  constructor(
+    private readonly ctx: EdgeContext,
+    readonly slot: Slot,
+    opts: RelayOptions,
+    private readonly started: number,
+  ) {
+    super();
+    // Not `opts`: its `open` closure may hold the request's values (a message's content).
+    this.reopen = opts.reopen;
+    this.onTerminal = opts.onTerminal;
+  }
+
+  /** Handles one pull's outcome (the loop's body): relays, resumes or ends. */
+  readonly step = (n: Next): void => {
+    const stream = this.stream;
+    try {
       if (stream.closed) return;
       if (n.ok && !n.r.done) {
         const ev = n.r.value;
-        if (runId === undefined) annotate({ [ATTR.runId]: ev.runId });
-        runId = ev.runId;
+        if (this.runId === undefined) annotate({ [ATTR.runId]: ev.runId });
+        this.runId = ev.runId;
         // events.lost carries seq = firstAvailableSeq − 1 and is not part of the log: pass it on.
-        if (ev.seq > lastSeq || ev.type === 'events.lost') {
-          lastSeq = Math.max(lastSeq, ev.seq);
+        if (ev.seq > this.lastSeq || ev.type === 'events.lost') {
+          this.lastSeq = Math.max(this.lastSeq, ev.seq);
           stream.sendEvent(ev.runId, ev.seq, ev.type, ev.dataJson);
         }
-        attempts = 0;
+        this.attempts = 0;
         if (TERMINAL_EVENTS.has(ev.type)) {
-          opts.onTerminal?.(ev.type, Date.now() - started);
+          this.onTerminal?.(ev.type, Date.now() - this.started);
           stream.end('completed');
           return;
         }
-        pending = pull(source.iterator);
-        continue;
+        void pull(this.iterator).then(this.step);
+        return;
       }
       // Events piled up upstream of the stream's own buffer: the same slow-consumer ending.
       if (!n.ok && reasonOf(n.e) === SLOW_CONSUMER) {
@@ -166,18 +183,10 @@ async function relayEvents(
       }
       // The source ended without a terminal event, or failed: re-open from the log when we can.
       const lost = n.ok || codeOf(n.e) === status.UNAVAILABLE || codeOf(n.e) === status.CANCELLED || codeOf(n.e) === status.INTERNAL;
-      if (lost && runId !== undefined && attempts < RESUME_ATTEMPTS && !signal.aborted) {
-        attempts += 1;
-        await delay(200 * 2 ** (attempts - 1));
-        if (stream.closed) return;
-        ctx.logger.info({ runId, afterSeq: lastSeq, attempt: attempts }, 'orchestrator stream lost: resuming from the run log');
-        try {
-          source.iterator = opts.reopen(runId, lastSeq, signal)[Symbol.asyncIterator]();
-          pending = pull(source.iterator);
-        } catch (e) {
-          pending = Promise.resolve({ ok: false, e });
-        }
-        continue;
+      if (lost && this.runId !== undefined && this.attempts < RESUME_ATTEMPTS && !this.aborted) {
+        this.attempts += 1;
+        void delay(200 * 2 ** (this.attempts - 1)).then(() => this.resume());
+        return;
       }
       if (n.ok || lost) {
         const retryMs = 1_000 + Math.floor(Math.random() * 2_000);
@@ -192,20 +201,59 @@ async function relayEvents(
         { event: 'run.failed', data: JSON.stringify({ code: e.code, message: e.message, retryable: isRetryable(e.statusCode) }) },
         'error',
       );
-      return;
+    } catch (err) {
+      this.failed(err);
     }
-  } catch (err) {
-    // Nothing awaits this loop: an unexpected error ends the stream instead of going unhandled.
-    ctx.logger.error({ err }, 'SSE relay failed');
-    stream.endWith({ event: 'run.failed', data: JSON.stringify({ code: 'internal', message: 'internal error', retryable: true }) }, 'error');
+  };
+
+  /** Re-opens the lost source after the last relayed seq. */
+  private resume(): void {
+    try {
+      if (this.stream.closed) return;
+      const runId = this.runId!;
+      this.ctx.logger.info({ runId, afterSeq: this.lastSeq, attempt: this.attempts }, 'orchestrator stream lost: resuming from the run log');
+      let pending: Promise<Next>;
+      try {
+        this.iterator = this.reopen(runId, this.lastSeq, this)[Symbol.asyncIterator]();
+        pending = pull(this.iterator);
+      } catch (e) {
+        pending = Promise.resolve({ ok: false, e });
+      }
+      void pending.then(this.step);
+    } catch (err) {
+      this.failed(err);
+    }
   }
+
+  /** Nothing awaits the relay: an unexpected error ends the stream instead of going unhandled. */
+  private failed(err: unknown): void {
+    this.ctx.logger.error({ err }, 'SSE relay failed');
+    this.stream.endWith({ event: 'run.failed', data: JSON.stringify({ code: 'internal', message: 'internal error', retryable: true }) }, 'error');
+  }
+
+  /** The stream closed (for whatever reason). */
+  readonly closed = (reason: CloseReason): void => {
+    const ctx = this.ctx;
+    // Disconnect is not cancel: only the watch stops, the run goes on.
+    this.abort();
+    void this.iterator.return?.().catch(() => undefined);
+    ctx.streams.delete(this.stream);
+    ctx.hub.delete(this.stream);
+    this.slot.release();
+    ctx.stats.openStreams.dec();
+    ctx.stats.sseQueue.set(ctx.sseLimiter.queued);
+    if (reason === 'overflow') ctx.stats.sseOverflows.inc();
+    ctx.stats.active.dec();
+    ctx.stats.observe(this.method, this.route, 200, (Date.now() - this.started) / 1000, true);
+  };
 }
 
+// Module-level handlers: a pull allocates no closures of its own.
+const pulled = (r: IteratorResult<RunEvent>): Next => ({ ok: true, r });
+const pullFailed = (e: unknown): Next => ({ ok: false, e });
+
 function pull(iterator: AsyncIterator<RunEvent>): Promise<Next> {
-  return iterator.next().then(
-    (r) => ({ ok: true as const, r }),
-    (e: unknown) => ({ ok: false as const, e }),
-  );
+  return iterator.next().then(pulled, pullFailed);
 }
 
 /**
@@ -220,6 +268,26 @@ function releaseFastifyListeners(raw: Writable): void {
     for (const l of raw.listeners(event)) if ((l as { name?: string }).name === 'onResFinished') raw.off(event, l as () => void);
   }
 }
+
+/**
+ * Node keeps a connection's request (the response's `req`, the HTTP parser's `incoming`) for the
+ * life of the connection, with its headers twice over (raw and parsed), the bearer token among
+ * them, and its URL (with `access_token` for EventSource clients). A committed stream has copied
+ * the few values it needs: the rest is dropped (~0.5 KB per stream, and no token kept in memory).
+ */
+function forgetRequest(res: ServerResponse): void {
+  const req = res.req as ServerResponse['req'] | undefined;
+  if (!req) return;
+  req.headers = NO_HEADERS;
+  req.rawHeaders = NO_RAW_HEADERS;
+  const q = req.url?.indexOf('?') ?? -1;
+  // A copy, not a slice: V8 slices keep the whole original string (the token) alive.
+  if (q >= 0) req.url = Buffer.from(req.url!.slice(0, q), 'utf8').toString('utf8');
+}
+
+
+const NO_HEADERS = Object.freeze({}) as ServerResponse['req']['headers'];
+const NO_RAW_HEADERS = Object.freeze([]) as unknown as string[];
 
 function headerOf(req: FastifyRequest, name: string): string | undefined {
   const v = req.headers[name];

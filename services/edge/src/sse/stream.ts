@@ -21,6 +21,8 @@ interface EventPos {
 
 export type CloseReason = 'completed' | 'client_closed' | 'overflow' | 'draining' | 'error';
 
+type CloseListener = (reason: CloseReason) => void;
+
 export class SseStream implements Beating {
   private readonly queue: string[] = [];
   /** Position of the newest event in `queue` (handed to the socket on the next flush). */
@@ -29,7 +31,8 @@ export class SseStream implements Beating {
   private blocked = false;
   private ended = false;
   private closeReason?: CloseReason;
-  private readonly closeListeners: ((reason: CloseReason) => void)[] = [];
+  /** One listener (the relay) in a field; an array only when there are several. */
+  private closeListeners?: CloseListener | CloseListener[];
   /**
    * Position of the last event handed to the socket (never one still waiting in the buffer: a
    * client told to resume from here must not skip what was dropped from the buffer on overflow).
@@ -42,8 +45,11 @@ export class SseStream implements Beating {
     private readonly opts: SseStreamOptions,
   ) {
     sink.on('drain', () => this.flush());
-    sink.once('close', () => this.finish('client_closed'));
-    sink.on('error', () => this.finish('client_closed'));
+    // One listener for both, and `on` rather than `once` (finish runs once anyway): no once-wrapper
+    // per stream.
+    const gone = () => this.finish('client_closed');
+    sink.on('close', gone);
+    sink.on('error', gone);
   }
 
   /** Writes the `retry:` hint (the first thing on every stream). */
@@ -75,9 +81,12 @@ export class SseStream implements Beating {
     return this.queue.length;
   }
 
-  onClose(fn: (reason: CloseReason) => void): void {
+  onClose(fn: CloseListener): void {
     if (this.closeReason) fn(this.closeReason);
-    else this.closeListeners.push(fn);
+    else {
+      const l = this.closeListeners;
+      this.closeListeners = l === undefined ? fn : Array.isArray(l) ? [...l, fn] : [l, fn];
+    }
   }
 
   /** Sends one event; false when the stream is closed (or just overflowed and was closed). */
@@ -182,6 +191,9 @@ export class SseStream implements Beating {
     this.closeReason = reason;
     this.queue.length = 0;
     this.queuedBytes = 0;
-    for (const fn of this.closeListeners.splice(0)) fn(reason);
+    const l = this.closeListeners;
+    this.closeListeners = undefined;
+    if (typeof l === 'function') l(reason);
+    else if (l) for (const fn of l) fn(reason);
   }
 }

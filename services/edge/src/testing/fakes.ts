@@ -5,7 +5,7 @@ import type { RunEvent } from '@agent-mesh/common/dist/gen/orchestrator/v1/orche
 import type { Conversation } from '@agent-mesh/common/dist/gen/store/v1/store';
 import type { GenerateResponse } from '@agent-mesh/common/dist/gen/llmbroker/v1/llm_broker';
 import { randomUUID } from 'node:crypto';
-import type { BrokerGateway, Gateways, OrchestratorGateway, StoreGateway } from '../gateways/types';
+import type { BrokerGateway, CancelSignal, Gateways, OrchestratorGateway, StoreGateway } from '../gateways/types';
 
 export interface ScriptedEvent {
   type: string;
@@ -55,7 +55,7 @@ export class FakeOrchestrator implements OrchestratorGateway {
 
   constructor(private readonly store: FakeStore) {}
 
-  startRun(req: { userId: string; conversationId: string; messageId: string; content: string }, signal: AbortSignal): AsyncIterable<RunEvent> {
+  startRun(req: { userId: string; conversationId: string; messageId: string; content: string }, signal: CancelSignal): AsyncIterable<RunEvent> {
     this.store.mustOwn(req.userId, req.conversationId);
     const active = this.lastRunOf.get(req.conversationId);
     if (active && !this.runs.get(active)!.done) {
@@ -70,7 +70,7 @@ export class FakeOrchestrator implements OrchestratorGateway {
     return this.follow(run, 0, signal);
   }
 
-  watchRun(req: { userId: string; conversationId: string; runId: string; afterSeq: number }, signal: AbortSignal): AsyncIterable<RunEvent> {
+  watchRun(req: { userId: string; conversationId: string; runId: string; afterSeq: number }, signal: CancelSignal): AsyncIterable<RunEvent> {
     this.store.mustOwn(req.userId, req.conversationId);
     const runId = req.runId || this.lastRunOf.get(req.conversationId);
     const run = runId ? this.runs.get(runId) : undefined;
@@ -105,7 +105,7 @@ export class FakeOrchestrator implements OrchestratorGateway {
     for (const w of run.wake) w();
   }
 
-  private async *follow(run: FakeRun, afterSeq: number, signal: AbortSignal): AsyncGenerator<RunEvent> {
+  private async *follow(run: FakeRun, afterSeq: number, signal: CancelSignal): AsyncGenerator<RunEvent> {
     this.openWatches += 1;
     try {
       let next = afterSeq + 1;
