@@ -395,7 +395,8 @@ async function retry<T>(fn: () => Promise<T>, attempts = 3): Promise<T> {
       const code = (err as { code?: unknown }).code;
       const transient = code === status.UNAVAILABLE || code === status.DEADLINE_EXCEEDED || code === undefined;
       if (!transient || i + 1 >= attempts || err instanceof RunStopped) throw err;
-      await new Promise((r) => setTimeout(r, 200 * 2 ** i));
+      // Jittered, so that runs hit by the same store hiccup do not retry in step.
+      await new Promise((r) => setTimeout(r, 200 * 2 ** i * (0.5 + Math.random())));
     }
   }
 }
