@@ -270,11 +270,22 @@ async function startMesh({ logDir, redisUrl, mongoUri, otlpEndpoint, llmBaseUrl,
       TOOL_SERVICE_METRICS_ADDR: `127.0.0.1:${tools.metricsPort}`,
       ORCHESTRATOR_METRICS_ADDR: `127.0.0.1:${orchestrator.metricsPort}`,
     };
-    const edge = await start('edge', { ...peers, ORCHESTRATOR_ADDR: orchestrator.addr, AUTH_JWT_SECRET: jwtSecret, ...metricsAddrs });
+    const edgeEnv = { ...peers, ORCHESTRATOR_ADDR: orchestrator.addr, AUTH_JWT_SECRET: jwtSecret, ...metricsAddrs };
+    const edge = await start('edge', edgeEnv);
     started.push(edge);
+    let replicas = 1;
     return {
       store, broker, tools, orchestrator, edge, peers, common,
       all: started,
+      /** Another edge replica wired like the first (`env` on top of its settings); stopped with the mesh. */
+      addEdge: async (env = {}) => {
+        replicas += 1;
+        const e = await startService('edge', {
+          logDir, instance: `-${replicas}`, env: { ...common, ...edgeEnv, ...(perService.edge || {}), ...env },
+        });
+        started.push(e);
+        return e;
+      },
       stop: async () => { for (const s of [...started].reverse()) await s.stop(); },
     };
   } catch (err) {

@@ -11,7 +11,7 @@ import {
   type GenerateResponse,
 } from '@agent-mesh/common/dist/gen/llmbroker/v1/llm_broker';
 import {
-  configureEmulator, emulatorStats, promMetric, startEmulator, startRedis, startService, testDir, waitFor,
+  configureEmulator, emulatorStats, generateRequest, promMetric, startEmulator, startRedis, startService, testDir, waitFor,
   type EmulatorProc, type RedisProc, type ServiceProc,
 } from '../support';
 
@@ -24,22 +24,7 @@ const started: Array<{ proc: ServiceProc; client: LlmBrokerServiceClient }> = []
 /** Each broker gets its own Redis database, so one test's quota state never reaches another. */
 let nextDb = 1;
 
-const request = (over: Partial<GenerateRequest> = {}): GenerateRequest => ({
-  userId: '00000000-0000-4000-8000-000000000001',
-  runId: '',
-  agentRole: 'planner',
-  runStarted: false,
-  model: '',
-  messages: [
-    { role: 'system', content: 'You are the Planner. Round: 1', name: '', toolCallId: '', toolCalls: [] },
-    { role: 'user', content: 'How should a small library plan its opening hours?', name: '', toolCallId: '', toolCalls: [] },
-  ],
-  toolsJson: '',
-  maxTokens: 0,
-  temperature: 0,
-  hasTemperature: false,
-  ...over,
-});
+const request = (over: Partial<GenerateRequest> = {}) => generateRequest('How should a small library plan its opening hours?', over);
 
 interface Outcome {
   messages: GenerateResponse[];

@@ -11,7 +11,7 @@ import {
 } from '@agent-mesh/common/dist/gen/llmbroker/v1/llm_broker';
 import { countPromptTokens } from '../../services/llm-broker/dist/tokens';
 import {
-  configureEmulator, emulatorStats, promMetric, startEmulator, startRedis, startService, testDir, waitFor,
+  configureEmulator, emulatorStats, generateRequest, promMetric, startEmulator, startRedis, startService, testDir, waitFor,
   type EmulatorProc, type RedisProc, type ServiceProc,
 } from '../support';
 
@@ -25,22 +25,7 @@ const brokers: ServiceProc[] = [];
 const clients: LlmBrokerServiceClient[] = [];
 let rc: Redis;
 
-const request = (over: Partial<GenerateRequest> = {}): GenerateRequest => ({
-  userId: '00000000-0000-4000-8000-000000000001',
-  runId: '',
-  agentRole: 'planner',
-  runStarted: false,
-  model: '',
-  messages: [
-    { role: 'system', content: 'You are the Planner. Round: 1', name: '', toolCallId: '', toolCalls: [] },
-    { role: 'user', content: 'How should a city plan for heat waves in summer?', name: '', toolCallId: '', toolCalls: [] },
-  ],
-  toolsJson: '',
-  maxTokens: 0,
-  temperature: 0,
-  hasTemperature: false,
-  ...over,
-});
+const request = (over: Partial<GenerateRequest> = {}) => generateRequest('How should a city plan for heat waves in summer?', over);
 
 async function generate(client: LlmBrokerServiceClient, req: GenerateRequest, opts: { timeoutMs?: number; onMessage?: (m: GenerateResponse, cancel: () => void) => void } = {}) {
   const call = client.generate(req, new Metadata(), { deadline: Date.now() + (opts.timeoutMs ?? 60_000) });

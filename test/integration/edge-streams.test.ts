@@ -20,7 +20,6 @@ const TERMINAL = new Set(['run.completed', 'run.failed', 'run.cancelled', 'degra
 const alice = signToken(SECRET, 'alice');
 let dir: string;
 let redis: RedisProc, ferret: FerretProc, emulator: EmulatorProc, mesh: Mesh;
-const edges: ServiceProc[] = [];
 
 /** Runs of a few seconds: long enough to see heartbeats and to act mid-run. */
 const STEADY = { timeScale: 1, ttftMs: 300, tokensPerSec: 40, completionTokens: 30, reviseRate: 0 };
@@ -55,21 +54,11 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  for (const e of edges) await e.stop();
   await mesh?.stop();
   await Promise.all([emulator, ferret, redis].map((p) => p?.stop()));
 });
 
-async function startEdge(env: Record<string, string> = {}): Promise<ServiceProc> {
-  const m = mesh as Mesh & { peers: Record<string, string>; common: Record<string, string> };
-  const e = await startService('edge', {
-    logDir: dir,
-    instance: `-${edges.length + 2}`,
-    env: { ...m.common, ...m.peers, ORCHESTRATOR_ADDR: mesh.orchestrator.addr, AUTH_JWT_SECRET: SECRET, RATE_LIMIT_PER_MINUTE: '100000', ...env },
-  });
-  edges.push(e);
-  return e;
-}
+const startEdge = (env: Record<string, string> = {}) => mesh.addEdge(env);
 
 const call = (base: string, p: string, init: RequestInit = {}, token = alice) =>
   fetch(`${base}${p}`, { ...init, headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', ...(init.headers ?? {}) } });

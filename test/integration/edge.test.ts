@@ -7,7 +7,7 @@ import path from 'node:path';
 import OpenAI from 'openai';
 import {
   readSse, startEmulator, startFerret, startMesh, startRedis, startService, testDir,
-  type EmulatorProc, type FerretProc, type Mesh, type RedisProc, type ServiceProc, type SseEvent,
+  type EmulatorProc, type FerretProc, type Mesh, type RedisProc, type SseEvent,
 } from '../support';
 import { signToken } from '../../services/edge/src/auth';
 
@@ -18,7 +18,6 @@ const SECRET = 'edge-integration-secret-long-enough';
 const TERMINAL = new Set(['run.completed', 'run.failed', 'run.cancelled', 'degraded']);
 let dir: string;
 let redis: RedisProc, ferret: FerretProc, emulator: EmulatorProc, mesh: Mesh;
-const extraEdges: ServiceProc[] = [];
 const alice = signToken(SECRET, 'alice');
 const bob = signToken(SECRET, 'bob');
 
@@ -44,22 +43,11 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  for (const e of extraEdges) await e.stop();
   await mesh?.stop();
   await Promise.all([emulator, ferret, redis].map((p) => p?.stop()));
 });
 
-/** Another edge replica wired to the same peers. */
-async function startEdge(env: Record<string, string> = {}): Promise<ServiceProc> {
-  const m = mesh as Mesh & { peers: Record<string, string>; common: Record<string, string> };
-  const e = await startService('edge', {
-    logDir: dir,
-    instance: `-${extraEdges.length + 2}`,
-    env: { ...m.common, ...m.peers, ORCHESTRATOR_ADDR: mesh.orchestrator.addr, AUTH_JWT_SECRET: SECRET, RATE_LIMIT_PER_MINUTE: '1000', ...env },
-  });
-  extraEdges.push(e);
-  return e;
-}
+const startEdge = (env: Record<string, string> = {}) => mesh.addEdge(env);
 
 const call = (base: string, p: string, token: string | null, init: RequestInit = {}) =>
   fetch(`${base}${p}`, {

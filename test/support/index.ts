@@ -22,6 +22,8 @@ export interface ServiceProc extends Proc { port: number; addr: string; metricsP
 export interface Mesh {
   store: ServiceProc; broker: ServiceProc; tools: ServiceProc; orchestrator: ServiceProc; edge: ServiceProc;
   all: ServiceProc[];
+  /** Another edge replica wired like the first, with `env` on top; stopped with the mesh. */
+  addEdge(env?: Record<string, string>): Promise<ServiceProc>;
   stop(): Promise<void>;
 }
 
@@ -115,4 +117,27 @@ export async function promMetric(service: { metricsPort: number }, name: string,
   const text = await (await fetch(`http://127.0.0.1:${service.metricsPort}/metrics`)).text();
   const line = text.split('\n').find((l) => (l.startsWith(`${name} `) || l.startsWith(`${name}{`)) && l.includes(labels));
   return line ? Number(line.split(' ').pop()) : 0;
+}
+
+/** A Planner-style `Generate` request asking `question`, with `over` on top. */
+export function generateRequest(
+  question: string,
+  over: Partial<import('@agent-mesh/common/dist/gen/llmbroker/v1/llm_broker').GenerateRequest> = {},
+): import('@agent-mesh/common/dist/gen/llmbroker/v1/llm_broker').GenerateRequest {
+  return {
+    userId: '00000000-0000-4000-8000-000000000001',
+    runId: '',
+    agentRole: 'planner',
+    runStarted: false,
+    model: '',
+    messages: [
+      { role: 'system', content: 'You are the Planner. Round: 1', name: '', toolCallId: '', toolCalls: [] },
+      { role: 'user', content: question, name: '', toolCallId: '', toolCalls: [] },
+    ],
+    toolsJson: '',
+    maxTokens: 0,
+    temperature: 0,
+    hasTemperature: false,
+    ...over,
+  };
 }
