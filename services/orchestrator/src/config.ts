@@ -18,6 +18,12 @@ export interface OrchestratorConfig {
   maxRounds: number;
   /** Pipelined agents (false: strictly sequential, for comparison). @default true (AGENT_OVERLAP) */
   agentOverlap: boolean;
+  /**
+   * With overlap on, the Host starts (speculatively) once the plan has this many complete steps;
+   * 0: only on the complete plan. The Reporter always receives the complete plan.
+   * @default 2 (AGENT_HOST_START_STEPS)
+   */
+  agentHostStartSteps: number;
   /** max_tokens of each agent call. @default 512 (AGENT_MAX_TOKENS) */
   agentMaxTokens: number;
   /** Deadline of one broker call, queueing included. @default 120000 (AGENT_CALL_TIMEOUT_MS) */
@@ -52,6 +58,7 @@ export function loadConfig(env: Env = process.env): OrchestratorConfig {
     storeAddr: config.infra.peer('STORE', env),
     maxRounds: config.int({ env: 'MAX_ROUNDS', default: 3, min: 1, max: 10 }, env),
     agentOverlap: config.bool({ env: 'AGENT_OVERLAP', default: true }, env),
+    agentHostStartSteps: config.int({ env: 'AGENT_HOST_START_STEPS', default: 2, min: 0, max: 100 }, env),
     agentMaxTokens: config.int({ env: 'AGENT_MAX_TOKENS', default: 512, min: 1 }, env),
     agentCallTimeoutMs: config.int({ env: 'AGENT_CALL_TIMEOUT_MS', default: 120_000, min: 100 }, env),
     historyTokenBudget: config.int({ env: 'HISTORY_TOKEN_BUDGET', default: 2000, min: 0 }, env),

@@ -70,7 +70,7 @@ function harness(llm: LlmGateway, settings: Partial<PipelineSettings> = {}, sign
   const stored: string[] = [];
   const checkpoint = initialCheckpoint();
   const run = runPipeline(
-    { llm, tools, prompts, settings: { maxRounds: 3, overlap: false, maxTokens: 100, callTimeoutMs: 1000, toolTimeoutMs: 1000, ...settings } },
+    { llm, tools, prompts, settings: { maxRounds: 3, overlap: false, hostStartSteps: 2, maxTokens: 100, callTimeoutMs: 1000, toolTimeoutMs: 1000, ...settings } },
     {
       runId: 'run-1', userId: 'u1', question: 'What is up?', history: [], checkpoint, emit: async (type, data) => { events.push({ type, data }); },
       signal, saveCheckpoint: async () => undefined, storeOutput: async (agent, round) => { stored.push(`${agent}:${round}`); },
@@ -167,9 +167,33 @@ it('overlap: the Critic starts before the Planner is done and every call carries
   expect(llm.calls.every((c) => /Round: \d/.test(c.request.messages.at(-1)!.content))).toBe(true);
 });
 
+it('overlap: the Host starts on the plan\'s first steps, is announced only after approval, and the Reporter gets the complete plan', async () => {
+  const llm = new FakeLlm({ chunkMs: 20 });
+  const h = harness(llm, { overlap: true, hostStartSteps: 2 });
+  await h.run;
+  const planner = llm.calls.find((c) => c.role === 'planner')!;
+  const host = llm.calls.find((c) => c.role === 'host')!;
+  expect(host.start).toBeLessThan(planner.doneAt!);
+  const hostInput = host.request.messages.at(-1)!.content;
+  expect(hostInput).toContain('Plan (still being written, first steps):\n1. First step\n2. Second step');
+  expect(hostInput).not.toContain('Fourth step');
+  expect(llm.calls.find((c) => c.role === 'reporter')!.request.messages.at(-1)!.content).toContain('Plan:\n1. First step\n2. Second step\n3. Third step\n4. Fourth step');
+  const approved = h.events.findIndex((e) => e.type === 'round.completed');
+  expect(h.events.findIndex((e) => e.data.agent === 'host')).toBeGreaterThan(approved);
+});
+
+it('overlap with hostStartSteps 0: the Host starts on the complete plan', async () => {
+  const llm = new FakeLlm({ chunkMs: 20 });
+  await harness(llm, { overlap: true, hostStartSteps: 0 }).run;
+  const planner = llm.calls.find((c) => c.role === 'planner')!;
+  const host = llm.calls.find((c) => c.role === 'host')!;
+  expect(host.start).toBeGreaterThanOrEqual(planner.doneAt!);
+  expect(host.request.messages.at(-1)!.content).toContain('Plan:\n1. First step\n2. Second step\n3. Third step\n4. Fourth step');
+});
+
 it('overlap: a speculative Host is discarded on REVISE and its events never appear', async () => {
   const llm = new FakeLlm({ chunkMs: 20, verdicts: ['REVISE', 'APPROVE'] });
-  const h = harness(llm, { overlap: true });
+  const h = harness(llm, { overlap: true, hostStartSteps: 2 });
   await h.run;
   const hosts = llm.calls.filter((c) => c.role === 'host');
   expect(hosts.length).toBeGreaterThanOrEqual(1);

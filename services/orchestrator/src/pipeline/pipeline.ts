@@ -1,6 +1,7 @@
 // The multi-agent run: Planner → Critic per round until the Critic approves (or MAX_ROUNDS),
-// then Host → Reporter. With overlap on, agents are pipelined (see planAndCritique); events of
-// each agent stay in order either way. Resumable from a Checkpoint (takeover after a crash).
+// then Host → Reporter. With overlap on, agents are pipelined (see planAndCritique): the Critic
+// and, speculatively, the Host start on the plan's first steps while the Planner still writes;
+// events of each agent stay in order either way. Resumable from a Checkpoint (after a crash).
 import { runAgent, type AgentEnv } from './agent';
 import { agentMessages, type RolePrompts } from './prompts';
 import { parseVerdict } from './verdict';
@@ -10,6 +11,11 @@ import { addUsage } from './types';
 export interface PipelineSettings {
   maxRounds: number;
   overlap: boolean;
+  /**
+   * With overlap: the Host starts once the plan has this many complete steps (0 or undefined: on
+   * the complete plan). See HOST_START_AFTER_STEPS for why this is sound.
+   */
+  hostStartSteps?: number;
   maxTokens: number;
   callTimeoutMs: number;
   toolTimeoutMs: number;
@@ -64,12 +70,26 @@ export const CRITIC_START_AFTER_STEPS = 1;
 /** Without recognisable steps, the Critic starts after this much plan text. */
 export const CRITIC_START_AFTER_CHARS = 240;
 
-export function planReadyForCritic(text: string): boolean {
+/** Complete steps (numbered or bulleted lines) of a plan being written; the last line may be unfinished. */
+export function completeSteps(text: string): number {
   const lines = text.split('\n');
   lines.pop(); // the line being written is not complete yet
-  const steps = lines.filter((l) => /^\s*(\d+[.)]|[-*•])\s+\S/.test(l)).length;
-  return steps >= CRITIC_START_AFTER_STEPS || text.length >= CRITIC_START_AFTER_CHARS;
+  return lines.filter((l) => /^\s*(\d+[.)]|[-*•])\s+\S/.test(l)).length;
 }
+
+export function planReadyForCritic(text: string): boolean {
+  return completeSteps(text) >= CRITIC_START_AFTER_STEPS || text.length >= CRITIC_START_AFTER_CHARS;
+}
+
+/**
+ * The Host's default start (AGENT_HOST_START_STEPS): after the plan's first two steps. Why this is
+ * sound: the Planner writes the most important steps first (its prompt asks for it), the Host's
+ * prompt says the plan may be incomplete and to follow the steps it sees, and the Reporter, which
+ * writes the final answer, receives the complete plan and is told to cover any step the Host's
+ * answer misses. The Host's output stays held back until the Critic approves, and a REVISE
+ * cancels it (its tokens are the price: one Host call per revised round, as before, only longer).
+ */
+export const HOST_START_AFTER_STEPS = 2;
 
 /** The first agent a resumed run runs again (the one that was interrupted). */
 export function interruptedAgent(c: Checkpoint): AgentRole {
@@ -172,8 +192,8 @@ export async function runPipeline(deps: PipelineDeps, run: PipelineRun): Promise
       return []; // the Host answers without tools rather than failing the run
     }));
   if (ckpt.host === undefined) listTools().catch(() => undefined);
-  const hostStep = async (plan: string, emit?: Emit, signal?: AbortSignal) =>
-    step('host', { plan, emit, signal, tools: await listTools(), track: emit === undefined });
+  const hostStep = async (plan: string, o: { partial?: boolean; emit?: Emit; signal?: AbortSignal } = {}) =>
+    step('host', { plan, planPartial: o.partial, emit: o.emit, signal: o.signal, tools: await listTools(), track: o.emit === undefined });
 
   if (run.resumed && ckpt.reporter === undefined) {
     await run.emit('agent.restarted', { agent: interruptedAgent(ckpt), round: ckpt.round, reason: 'takeover' });
@@ -237,24 +257,29 @@ export async function runPipeline(deps: PipelineDeps, run: PipelineRun): Promise
       critic ??= step('critic', { plan, planPartial: partial, signal: pair.signal, track: false });
       critic.catch((err: unknown) => pair.abort(err)); // the planner then fails with the critic's error
     };
+    // The Host needs an approval: started before it, with its events held back, it runs behind
+    // the Planner's last steps and the Critic. A REVISE discards it (the cancel reaches the
+    // upstream call). Started on the plan's first steps (hostStartSteps) or on the complete plan.
     let host: Speculation<string> | undefined;
+    const startHost = (plan: string, partial: boolean) => {
+      if (host) return;
+      const spec = (host = new Speculation<string>(run.emit, run.signal));
+      spec.promise = hostStep(plan, { partial, emit: spec.bufferedEmit, signal: spec.abort.signal });
+      spec.promise.catch(() => undefined);
+    };
+    const hostSteps = settings.hostStartSteps ?? 0;
     try {
       const planner = step('planner', {
         signal: pair.signal,
         onText: (t) => {
           if (!critic && planReadyForCritic(t)) startCritic(t, true);
+          if (!host && hostSteps > 0 && completeSteps(t) >= hostSteps) startHost(t, true);
         },
       });
       const plan = await planner;
       await completePlan(plan);
       if (!critic) startCritic(plan, false);
-      // The Host needs the complete plan and an approval; starting it now, with its events held
-      // back, hides its queueing and first-token latency behind the Critic. A REVISE discards it
-      // (the cancel reaches the upstream call, so few tokens are paid for nothing).
-      host = new Speculation<string>(run.emit, run.signal);
-      const spec = host;
-      spec.promise = hostStep(plan, spec.bufferedEmit, spec.abort.signal);
-      spec.promise.catch(() => undefined);
+      startHost(plan, false);
       const critique = await critic!;
       return { critique, host };
     } catch (err) {

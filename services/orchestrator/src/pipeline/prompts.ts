@@ -24,7 +24,7 @@ export interface PromptInput {
   /** Rounds already judged (for a revised plan). */
   previous: RoundRecord[];
   plan?: string;
-  /** True when the plan is still being written (overlapped Critic). */
+  /** True when the plan is still being written (overlapped Critic, early Host). */
   planPartial?: boolean;
   hostAnswer?: string;
 }

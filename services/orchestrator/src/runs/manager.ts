@@ -289,7 +289,7 @@ export class RunManager {
         const deps: PipelineDeps = {
           llm: this.d.llm, tools: this.d.tools, prompts: this.d.prompts,
           settings: {
-            maxRounds: config.maxRounds, overlap: config.agentOverlap, maxTokens: config.agentMaxTokens,
+            maxRounds: config.maxRounds, overlap: config.agentOverlap, hostStartSteps: config.agentHostStartSteps, maxTokens: config.agentMaxTokens,
             callTimeoutMs: config.agentCallTimeoutMs, toolTimeoutMs: config.toolCallTimeoutMs,
           },
           onMissingVerdict: (round) => {
