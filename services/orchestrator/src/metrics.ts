@@ -10,6 +10,7 @@ export interface OrchestratorMetrics {
   takeovers: Counter;
   agentStep: Histogram<'agent'>;
   missingVerdicts: Counter;
+  hostSpeculations: Counter<'outcome'>;
   storeWrite: Histogram<'op' | 'outcome'>;
 }
 
@@ -41,6 +42,12 @@ export function createMetrics(registry: Registry = createRegistry('orchestrator'
       registers: r,
     }),
     missingVerdicts: new Counter({ name: 'orchestrator_missing_verdicts_total', help: 'Critic answers without a VERDICT line (APPROVE assumed)', registers: r }),
+    hostSpeculations: new Counter({
+      name: 'orchestrator_host_speculations_total',
+      help: 'Hosts started before the Critic approved, by outcome (used; discarded by a REVISE; yielded because the broker queued them)',
+      labelNames: ['outcome'],
+      registers: r,
+    }),
     storeWrite: new Histogram({
       name: 'orchestrator_store_write_seconds',
       help: 'Background store writes of runs (op: messages | run), retries included',

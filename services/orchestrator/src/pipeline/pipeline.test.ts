@@ -6,6 +6,7 @@ import { initialCheckpoint, type GenerateRequest, type GenerateResponse, type Ll
 const prompts: RolePrompts = { planner: 'You are the Planner.', critic: 'You are the Critic.', host: 'You are the Host.', reporter: 'You are the Reporter.' };
 const sleep = (ms: number, signal?: AbortSignal) =>
   new Promise<void>((resolve, reject) => {
+    if (signal?.aborted) return reject(signal.reason);
     const onAbort = () => { clearTimeout(t); reject(signal!.reason); };
     const t = setTimeout(() => { signal?.removeEventListener('abort', onAbort); resolve(); }, ms);
     signal?.addEventListener('abort', onAbort, { once: true });
@@ -22,6 +23,8 @@ class FakeLlm implements LlmGateway {
       chunkMs?: number;
       toolCallOnce?: boolean;
       fail?: (role: string) => Error | undefined;
+      /** Roles whose calls the broker queues first (a `queued` update before the answer). */
+      queued?: string[];
     } = {},
   ) {}
   private criticCalls = 0;
@@ -30,7 +33,7 @@ class FakeLlm implements LlmGateway {
     this.calls.push(log);
     const err = this.opts.fail?.(request.agentRole);
     if (err) throw err;
-    yield { update: { $case: 'queued', queued: { position: 1, estimatedWaitMs: 5 } } };
+    if (this.opts.queued?.includes(request.agentRole)) yield { update: { $case: 'queued', queued: { position: 1, estimatedWaitMs: 5 } } };
     let text: string[];
     const role = request.agentRole;
     if (role === 'host' && this.opts.toolCallOnce && request.toolsJson && !request.messages.some((m) => m.role === 'tool')) {
@@ -189,6 +192,27 @@ it('overlap with hostStartSteps 0: the Host starts on the complete plan', async 
   const host = llm.calls.find((c) => c.role === 'host')!;
   expect(host.start).toBeGreaterThanOrEqual(planner.doneAt!);
   expect(host.request.messages.at(-1)!.content).toContain('Plan:\n1. First step\n2. Second step\n3. Third step\n4. Fourth step');
+});
+
+it('overlap: a speculative Host that the broker queues yields, and the Host starts again after approval', async () => {
+  const llm = new FakeLlm({ chunkMs: 20, queued: ['host'] });
+  const outcomes: string[] = [];
+  const events: { type: string; data: Record<string, any> }[] = [];
+  const res = await runPipeline(
+    { llm, tools, prompts, settings: { maxRounds: 3, overlap: true, hostStartSteps: 2, maxTokens: 100, callTimeoutMs: 1000, toolTimeoutMs: 1000 }, onSpeculation: (o) => outcomes.push(o) },
+    { runId: 'r', userId: 'u', question: 'q', history: [], checkpoint: initialCheckpoint(), emit: async (type, data) => { events.push({ type, data }); },
+      signal: new AbortController().signal, saveCheckpoint: async () => undefined, storeOutput: async () => undefined },
+  );
+  expect(res.answer).toBe('Final answer: done.');
+  expect(outcomes).toEqual(['yielded']);
+  const hosts = llm.calls.filter((c) => c.role === 'host');
+  expect(hosts).toHaveLength(2);
+  expect(hosts[0]!.doneAt).toBeUndefined(); // given up before it answered
+  const criticDone = llm.calls.find((c) => c.role === 'critic')!.end!;
+  expect(hosts[1]!.start).toBeGreaterThanOrEqual(criticDone);
+  expect(hosts[1]!.request.messages.at(-1)!.content).toContain('Plan:\n1. First step');
+  // the client sees one Host, after the approval, with its queued update
+  expect(types(events, 'host')).toEqual(['agent.started', 'queued', 'token', 'token', 'agent.completed']);
 });
 
 it('overlap: a speculative Host is discarded on REVISE and its events never appear', async () => {

@@ -30,6 +30,8 @@ export interface PipelineDeps {
   onMissingVerdict?: (round: number) => void;
   /** Observes each agent step's duration. */
   onStepDone?: (agent: AgentRole, ms: number) => void;
+  /** Counts speculative Host calls by what became of them. */
+  onSpeculation?: (outcome: 'used' | 'discarded' | 'yielded') => void;
 }
 
 export interface PipelineRun {
@@ -103,10 +105,15 @@ export function interruptedAgent(c: Checkpoint): AgentRole {
 /**
  * An agent started before we know it is wanted (the Host while the Critic judges the plan).
  * Its events are held back until release(), so a discarded speculation never reaches clients.
+ * It runs on spare capacity only: when the broker queues it (the upstream quota is busy), it
+ * yields at once — a speculative call must not take a slot, or outrank with the Host's priority,
+ * the confirmed calls of other runs — and the agent starts normally once it is wanted.
  */
 class Speculation<T> {
   private readonly held: [string, Record<string, unknown>][] = [];
   private released = false;
+  /** Gave up because the broker queued it (see the class comment). */
+  yielded = false;
   readonly abort = new AbortController();
   promise!: Promise<T>;
 
@@ -117,6 +124,11 @@ class Speculation<T> {
 
   readonly bufferedEmit: Emit = async (type, data) => {
     if (this.released) return this.emit(type, data);
+    if (type === 'queued' && !this.yielded) {
+      this.yielded = true;
+      this.discard();
+    }
+    if (this.yielded) return;
     this.held.push([type, data]);
   };
 
@@ -216,6 +228,7 @@ export async function runPipeline(deps: PipelineDeps, run: PipelineRun): Promise
     await run.emit('round.completed', { round: ckpt.round, verdict });
     ckpt.rounds.push({ round: ckpt.round, plan: ckpt.plan ?? '', critique, verdict });
     if (verdict === 'revise' && ckpt.round < settings.maxRounds) {
+      if (speculativeHost) deps.onSpeculation?.(speculativeHost.yielded ? 'yielded' : 'discarded');
       speculativeHost?.discard();
       speculativeHost = undefined;
       ckpt.round += 1;
@@ -228,7 +241,8 @@ export async function runPipeline(deps: PipelineDeps, run: PipelineRun): Promise
 
   const plan = ckpt.plan ?? '';
   if (ckpt.host === undefined) {
-    const host = speculativeHost ? await speculativeHost.release() : await hostStep(plan);
+    if (speculativeHost) deps.onSpeculation?.(speculativeHost.yielded ? 'yielded' : 'used');
+    const host = speculativeHost && !speculativeHost.yielded ? await speculativeHost.release() : await hostStep(plan);
     await run.storeOutput('host', ckpt.round, host);
     ckpt.host = host;
     await run.saveCheckpoint(ckpt);

@@ -297,6 +297,7 @@ export class RunManager {
             logger.warn({ runId: meta.runId, round }, 'critic gave no VERDICT line: assuming APPROVE');
           },
           onStepDone: (agent, ms) => metrics.agentStep.observe({ agent }, ms / 1000),
+          onSpeculation: (outcome) => metrics.hostSpeculations.inc({ outcome }),
         };
         let checkpoints = 0;
         const result = await runPipeline(deps, {
