@@ -1,8 +1,8 @@
 // The lightest CancelSignal: an `aborted` flag and one listener field (an array only in the rare
 // case of two listeners at once). Listeners run once, on the first abort(), as with AbortSignal.
-import type { CancelSignal } from './types';
+import type { AbortListener, CancelSignal } from './types';
 
-type Listener = () => void;
+type Listener = AbortListener;
 
 export class Cancel implements CancelSignal {
   aborted = false;
@@ -12,7 +12,7 @@ export class Cancel implements CancelSignal {
     if (this.aborted) return; // like AbortSignal: an aborted signal fires no more events
     const l = this.listeners;
     if (l === undefined) this.listeners = listener;
-    else if (typeof l === 'function') {
+    else if (!Array.isArray(l)) {
       if (l !== listener) this.listeners = [l, listener];
     } else if (!l.includes(listener)) l.push(listener);
   }
@@ -32,7 +32,12 @@ export class Cancel implements CancelSignal {
     this.aborted = true;
     const l = this.listeners;
     this.listeners = undefined;
-    if (typeof l === 'function') l();
-    else if (l) for (const fn of l) fn();
+    if (Array.isArray(l)) for (const fn of l) call(fn);
+    else if (l) call(l);
   }
+}
+
+function call(l: Listener): void {
+  if (typeof l === 'function') l();
+  else l.handleEvent();
 }

@@ -3,7 +3,8 @@ import { status } from '@grpc/grpc-js';
 import { codeOf, reasonOf } from '@agent-mesh/common';
 import type { RunEvent, WatchRunsRequest, WatchRunsResponse } from '@agent-mesh/common/dist/gen/orchestrator/v1/orchestrator';
 import { fromGrpc } from '../errors';
-import { SLOW_CONSUMER } from './types';
+import { Cancel } from './cancel';
+import { isPushSource, SLOW_CONSUMER, type RunEventSink } from './types';
 import { WatchMux, type WatchRunsCall } from './watchMux';
 
 /** A WatchRuns call stand-in: records what the mux writes, and lets the test answer. */
@@ -176,5 +177,66 @@ describe('WatchMux: many run watches over one WatchRuns call', () => {
     mux.close();
     expect(codeOf((await a).error)).toBe(status.CANCELLED);
     expect(calls[0]!.cancelled).toBe(true);
+  });
+
+  describe('piped (push mode, what the relay uses: no promise per event)', () => {
+    /** A sink recording what it is handed; `onSeq` may act on an event (e.g. stop the watch). */
+    function sink(onSeq?: (seq: number) => void): RunEventSink & { seqs: number[]; ends: (Error | undefined)[] } {
+      const seqs: number[] = [];
+      const ends: (Error | undefined)[] = [];
+      return { seqs, ends, onEvent: (ev) => (seqs.push(ev.seq), onSeq?.(ev.seq)), onEnd: (err) => void ends.push(err) };
+    }
+
+    test('hands over what was queued, then each event as it arrives, then the end', async () => {
+      const { mux, calls } = setup();
+      const it = mux.watch(req(), new Cancel())[Symbol.asyncIterator]();
+      const call = calls[0]!;
+      const id = call.subscribed()[0]!;
+      call.event(id, 1);
+      expect((await it.next()).value.seq).toBe(1); // the first event is pulled (the relay's first-event wait)
+      call.event(id, 2); // queued: nobody pulls
+      expect(isPushSource(it)).toBe(true);
+      const s = sink();
+      if (isPushSource(it)) it.pipe(s);
+      expect(s.seqs).toEqual([2]);
+      call.event(id, 3);
+      expect(s.seqs).toEqual([2, 3]);
+      call.end_(id);
+      expect(s.ends).toEqual([undefined]);
+    });
+
+    test('a failure or a lost call is handed to the sink as the error WatchRun would raise', () => {
+      const { mux, calls } = setup();
+      const a = mux.watch(req(), new Cancel())[Symbol.asyncIterator]();
+      const b = mux.watch(req(), new Cancel())[Symbol.asyncIterator]();
+      const sa = sink();
+      const sb = sink();
+      if (isPushSource(a) && isPushSource(b)) {
+        a.pipe(sa);
+        b.pipe(sb);
+      }
+      const call = calls[0]!;
+      call.end_(call.subscribed()[0]!, status.NOT_FOUND, 'not_found', 'conversation not found');
+      expect(codeOf(sa.ends[0])).toBe(status.NOT_FOUND);
+      call.emit('error', Object.assign(new Error('14 UNAVAILABLE: gone'), { code: status.UNAVAILABLE, details: 'gone' }));
+      expect(codeOf(sb.ends[0])).toBe(status.UNAVAILABLE);
+      expect(sa.ends).toHaveLength(1);
+    });
+
+    test('the sink aborting its signal on an event unsubscribes; nothing more is handed to it', () => {
+      const { mux, calls } = setup();
+      const signal = new Cancel();
+      const it = mux.watch(req(), signal)[Symbol.asyncIterator]();
+      const call = calls[0]!;
+      const id = call.subscribed()[0]!;
+      const s = sink((seq) => seq === 2 && signal.abort());
+      if (isPushSource(it)) it.pipe(s);
+      call.event(id, 1);
+      call.event(id, 2);
+      expect(call.written.at(-1)).toEqual({ subscriptionId: id, action: { $case: 'unsubscribe', unsubscribe: {} } });
+      call.event(id, 3);
+      expect(s.seqs).toEqual([1, 2]);
+      expect(codeOf(s.ends[0])).toBe(status.CANCELLED);
+    });
   });
 });

@@ -6,7 +6,7 @@
 // treats as a lost stream and resumes from the run log on a fresh call.
 import { Metadata, status, type ClientDuplexStream, type ServiceError } from '@grpc/grpc-js';
 import { REASON_KEY, RETRY_AFTER_KEY } from '@agent-mesh/common';
-import { SLOW_CONSUMER, type CancelSignal } from './types';
+import { SLOW_CONSUMER, type CancelSignal, type PushSource, type RunEventSink } from './types';
 import type { RunEvent, WatchRunRequest, WatchRunsEnd, WatchRunsRequest, WatchRunsResponse } from '@agent-mesh/common/dist/gen/orchestrator/v1/orchestrator';
 
 export type WatchRunsCall = ClientDuplexStream<WatchRunsRequest, WatchRunsResponse>;
@@ -128,20 +128,22 @@ export class WatchMux {
 }
 
 /**
- * One subscription, as an async iterator. Events wait in `queue` only while the consumer is busy
- * (the relay pulls continuously and bounds its own SSE buffer), so it is empty most of the time
- * and costs nothing until used.
+ * One subscription, as an async iterator — or, once `pipe`d, a push source handing each event to
+ * its sink as it arrives (what the relay uses: no promise per event). While pulled, events wait in
+ * `queue` only while the consumer is busy (the relay pulls continuously and bounds its own SSE
+ * buffer), so it is empty most of the time and costs nothing until used.
  */
-class Watch implements AsyncIterableIterator<RunEvent> {
+class Watch implements AsyncIterableIterator<RunEvent>, PushSource {
   private queue?: RunEvent[];
+  /** The consumer once piped (then nothing is queued and no next() is pending). */
+  private sink?: RunEventSink;
   /** The pending next()'s resolve and reject (two fields rather than an object per wait). */
   private resolveNext?: (r: IteratorResult<RunEvent>) => void;
   private rejectNext?: (e: unknown) => void;
   private done = false;
   private error?: ServiceError;
-  /** The consumer's signal while subscribed (this watch listens with `onAbort`). */
+  /** The consumer's signal while subscribed (this watch is its listener: see `handleEvent`). */
   private signal?: CancelSignal;
-  private readonly onAbort = () => void this.return();
 
   // The mux, call and id rather than a closure over them: a watch lives as long as its stream.
   constructor(
@@ -153,7 +155,12 @@ class Watch implements AsyncIterableIterator<RunEvent> {
   /** Aborting the signal ends the watch (as `return()` does). */
   listen(signal: CancelSignal): void {
     this.signal = signal;
-    signal.addEventListener('abort', this.onAbort, { once: true });
+    signal.addEventListener('abort', this, { once: true });
+  }
+
+  /** The signal aborted (the watch listens as an object, not with a closure per watch). */
+  handleEvent(): void {
+    void this.return();
   }
 
   [Symbol.asyncIterator](): this {
@@ -163,6 +170,11 @@ class Watch implements AsyncIterableIterator<RunEvent> {
   /** Queues or hands over one event; false when the queue overflowed (the watch then failed). */
   push(ev: RunEvent, maxQueued: number): boolean {
     if (this.done) return true;
+    const sink = this.sink;
+    if (sink) {
+      sink.onEvent(ev);
+      return true;
+    }
     const resolve = this.resolveNext;
     if (resolve) {
       this.resolveNext = this.rejectNext = undefined;
@@ -185,12 +197,36 @@ class Watch implements AsyncIterableIterator<RunEvent> {
     if (this.done) return;
     this.done = true;
     this.error = err;
-    this.signal?.removeEventListener('abort', this.onAbort);
+    this.signal?.removeEventListener('abort', this);
     this.signal = undefined;
+    const sink = this.sink;
+    if (sink) {
+      this.sink = undefined;
+      sink.onEnd(err);
+      return;
+    }
     const resolve = this.resolveNext;
     const reject = this.rejectNext;
     this.resolveNext = this.rejectNext = undefined;
     if (resolve && reject && !this.queue?.length) this.settle({ resolve, reject });
+  }
+
+  /** Pushes from now on: first what is queued, then each event as it arrives, then the end. */
+  pipe(sink: RunEventSink): void {
+    if (this.resolveNext) throw new Error('Watch.pipe while a next() is pending');
+    const queued = this.queue;
+    this.queue = undefined;
+    if (this.done) {
+      for (const ev of queued ?? []) sink.onEvent(ev);
+      sink.onEnd(this.error);
+      return;
+    }
+    this.sink = sink;
+    // The sink may end the watch (return()) on any of these: stop handing it events then.
+    for (const ev of queued ?? []) {
+      if (this.sink !== sink) return;
+      sink.onEvent(ev);
+    }
   }
 
   fail(err: ServiceError): void {

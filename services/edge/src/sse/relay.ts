@@ -8,10 +8,10 @@ import { annotate, ATTR, codeOf, reasonOf, status } from '@agent-mesh/common';
 import type { EdgeContext } from '../context';
 import { fromGrpc, HttpError, isRetryable } from '../errors';
 import { Cancel } from '../gateways/cancel';
-import { SLOW_CONSUMER, type CancelSignal, type RunEvent } from '../gateways/types';
+import { isPushSource, SLOW_CONSUMER, type CancelSignal, type RunEvent, type RunEventSink } from '../gateways/types';
 import { SSE_HEADERS } from './frame';
 import type { Slot } from './limiter';
-import { SseStream, type CloseReason, type SseStreamOptions } from './stream';
+import { SseStream, type CloseObserver, type CloseReason, type SseStreamOptions } from './stream';
 
 export const TERMINAL_EVENTS = new Set(['run.completed', 'run.failed', 'run.cancelled', 'degraded']);
 
@@ -107,10 +107,10 @@ export async function relayRun(ctx: EdgeContext, req: FastifyRequest, reply: Fas
   relay.route = req.routeOptions.url ?? 'unmatched';
   forgetRequest(raw);
   relay.stream = stream;
-  stream.onClose(relay.closed);
+  stream.onClose(relay);
   // The handler returns now; the relay goes on detached, holding only the socket's response, the
   // SSE stream and the event source (fastify's request, reply and request logger become garbage).
-  void pending.then(relay.step);
+  void pending.then((n) => relay.step(n));
 }
 
 /** The streams' buffer bounds: one object per app, shared by its streams. */
@@ -126,11 +126,13 @@ function streamOptionsOf(ctx: EdgeContext): SseStreamOptions {
 
 /**
  * One stream's relay, as one object: its own cancel signal (a `Cancel`), the event source, the
- * limiter slot, what the close measurement needs, and the loop's state. Driven by promise
- * callbacks rather than an async function: a suspended async function, its closures and an
- * AbortController cost a stream several times this object's size.
+ * limiter slot, what the close measurement needs, and the loop's state. Driven by callbacks —
+ * pushed events from a source that can push (the watch mux), else promise callbacks — rather than
+ * an async function: a suspended async function, its closures and an AbortController cost a
+ * stream several times this object's size. It is itself what it hands out — the cancel signal,
+ * the event sink and the close observer — with methods, not a closure per stream for each role.
  */
-class Relay extends Cancel {
+class Relay extends Cancel implements RunEventSink, CloseObserver {
   iterator!: AsyncIterator<RunEvent>;
   stream!: SseStream;
   method = '';
@@ -153,42 +155,50 @@ class Relay extends Cancel {
     this.onTerminal = opts.onTerminal;
   }
 
-  /** Handles one pull's outcome (the loop's body): relays, resumes or ends. */
-  readonly step = (n: Next): void => {
+  /** Handles one pull's outcome (the pull loop's body). */
+  step(n: Next): void {
+    if (!n.ok) this.onEnd(n.e, false);
+    else if (n.r.done) this.onEnd(undefined, true);
+    else if (this.relayEvent(n.r.value)) this.next();
+  }
+
+  /** Asks the source for what comes next: pipes it when it can push (no promise per event), else pulls. */
+  private next(): void {
+    try {
+      const it = this.iterator;
+      if (isPushSource(it)) it.pipe(this);
+      else void pull(it).then((n) => this.step(n));
+    } catch (err) {
+      this.failed(err);
+    }
+  }
+
+  /** A piped source's event (RunEventSink). */
+  onEvent(ev: RunEvent): void {
+    this.relayEvent(ev);
+  }
+
+  /**
+   * The source ended (`ok`: without error, as a finished iteration) or failed with `e`: resumes
+   * from the run log, or ends the stream. (RunEventSink, for a piped source.)
+   */
+  onEnd(e?: unknown, ok = e === undefined): void {
     const stream = this.stream;
     try {
       if (stream.closed) return;
-      if (n.ok && !n.r.done) {
-        const ev = n.r.value;
-        if (this.runId === undefined) annotate({ [ATTR.runId]: ev.runId });
-        this.runId = ev.runId;
-        // events.lost carries seq = firstAvailableSeq − 1 and is not part of the log: pass it on.
-        if (ev.seq > this.lastSeq || ev.type === 'events.lost') {
-          this.lastSeq = Math.max(this.lastSeq, ev.seq);
-          stream.sendEvent(ev.runId, ev.seq, ev.type, ev.dataJson);
-        }
-        this.attempts = 0;
-        if (TERMINAL_EVENTS.has(ev.type)) {
-          this.onTerminal?.(ev.type, Date.now() - this.started);
-          stream.end('completed');
-          return;
-        }
-        void pull(this.iterator).then(this.step);
-        return;
-      }
       // Events piled up upstream of the stream's own buffer: the same slow-consumer ending.
-      if (!n.ok && reasonOf(n.e) === SLOW_CONSUMER) {
+      if (!ok && reasonOf(e) === SLOW_CONSUMER) {
         stream.overflow();
         return;
       }
       // The source ended without a terminal event, or failed: re-open from the log when we can.
-      const lost = n.ok || codeOf(n.e) === status.UNAVAILABLE || codeOf(n.e) === status.CANCELLED || codeOf(n.e) === status.INTERNAL;
+      const lost = ok || codeOf(e) === status.UNAVAILABLE || codeOf(e) === status.CANCELLED || codeOf(e) === status.INTERNAL;
       if (lost && this.runId !== undefined && this.attempts < RESUME_ATTEMPTS && !this.aborted) {
         this.attempts += 1;
         void delay(200 * 2 ** (this.attempts - 1)).then(() => this.resume());
         return;
       }
-      if (n.ok || lost) {
+      if (ok || lost) {
         const retryMs = 1_000 + Math.floor(Math.random() * 2_000);
         stream.endWith(
           { event: 'reconnect', retryMs, data: JSON.stringify({ reason: 'upstream_lost', retryMs, lastEventId: stream.lastId ?? null }) },
@@ -196,15 +206,41 @@ class Relay extends Cancel {
         );
         return;
       }
-      const e = fromGrpc(n.e);
+      const err = fromGrpc(e);
       stream.endWith(
-        { event: 'run.failed', data: JSON.stringify({ code: e.code, message: e.message, retryable: isRetryable(e.statusCode) }) },
+        { event: 'run.failed', data: JSON.stringify({ code: err.code, message: err.message, retryable: isRetryable(err.statusCode) }) },
         'error',
       );
     } catch (err) {
       this.failed(err);
     }
-  };
+  }
+
+  /** Relays one event; true while more are wanted (the stream is open and the run not over). */
+  private relayEvent(ev: RunEvent): boolean {
+    const stream = this.stream;
+    try {
+      if (stream.closed) return false;
+      if (this.runId === undefined) annotate({ [ATTR.runId]: ev.runId });
+      // Equal ids: keep the string held already (each event brings its own copy; see SseStream.setLast).
+      if (this.runId !== ev.runId) this.runId = ev.runId;
+      // events.lost carries seq = firstAvailableSeq − 1 and is not part of the log: pass it on.
+      if (ev.seq > this.lastSeq || ev.type === 'events.lost') {
+        this.lastSeq = Math.max(this.lastSeq, ev.seq);
+        stream.sendEvent(ev.runId, ev.seq, ev.type, ev.dataJson);
+      }
+      this.attempts = 0;
+      if (TERMINAL_EVENTS.has(ev.type)) {
+        this.onTerminal?.(ev.type, Date.now() - this.started);
+        stream.end('completed');
+        return false;
+      }
+      return true;
+    } catch (err) {
+      this.failed(err);
+      return false;
+    }
+  }
 
   /** Re-opens the lost source after the last relayed seq. */
   private resume(): void {
@@ -219,7 +255,7 @@ class Relay extends Cancel {
       } catch (e) {
         pending = Promise.resolve({ ok: false, e });
       }
-      void pending.then(this.step);
+      void pending.then((n) => this.step(n));
     } catch (err) {
       this.failed(err);
     }
@@ -231,8 +267,8 @@ class Relay extends Cancel {
     this.stream.endWith({ event: 'run.failed', data: JSON.stringify({ code: 'internal', message: 'internal error', retryable: true }) }, 'error');
   }
 
-  /** The stream closed (for whatever reason). */
-  readonly closed = (reason: CloseReason): void => {
+  /** The stream closed, for whatever reason (CloseObserver). */
+  onStreamClose(reason: CloseReason): void {
     const ctx = this.ctx;
     // Disconnect is not cancel: only the watch stops, the run goes on.
     this.abort();
@@ -245,7 +281,7 @@ class Relay extends Cancel {
     if (reason === 'overflow') ctx.stats.sseOverflows.inc();
     ctx.stats.active.dec();
     ctx.stats.observe(this.method, this.route, 200, (Date.now() - this.started) / 1000, true);
-  };
+  }
 }
 
 // Module-level handlers: a pull allocates no closures of its own.

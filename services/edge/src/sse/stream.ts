@@ -13,20 +13,30 @@ export interface SseStreamOptions {
   closeTimeoutMs?: number;
 }
 
-/** An event's position: a run event's run id and seq, or (seq undefined) a control event's whole id. */
-interface EventPos {
-  runId: string;
-  seq?: number;
-}
-
 export type CloseReason = 'completed' | 'client_closed' | 'overflow' | 'draining' | 'error';
 
-type CloseListener = (reason: CloseReason) => void;
+/** An object told of the close by a method call (no closure per stream, unlike a listener function). */
+export interface CloseObserver {
+  onStreamClose(reason: CloseReason): void;
+}
+
+type CloseListener = ((reason: CloseReason) => void) | CloseObserver;
+
+function tell(l: CloseListener, reason: CloseReason): void {
+  if (typeof l === 'function') l(reason);
+  else l.onStreamClose(reason);
+}
 
 export class SseStream implements Beating {
   private readonly queue: string[] = [];
-  /** Position of the newest event in `queue` (handed to the socket on the next flush). */
-  private queuedLast?: EventPos;
+  /**
+   * Position of the newest event in `queue` (handed to the socket on the next flush): a run
+   * event's run id and seq, or (seq undefined) a control event's whole id. Positions are kept as
+   * fields, not an object per event: a stream's last position lives until its next event (~10 s
+   * at 20,000 streams), long enough to be promoted and die in the old generation.
+   */
+  private queuedRunId?: string;
+  private queuedSeq?: number;
   private queuedBytes = 0;
   private blocked = false;
   private ended = false;
@@ -38,7 +48,8 @@ export class SseStream implements Beating {
    * client told to resume from here must not skip what was dropped from the buffer on overflow).
    * Kept as run id + seq and only turned into an id string when asked (rarely: drain, overflow).
    */
-  private last?: EventPos;
+  private lastRunId?: string;
+  private lastSeq?: number;
 
   constructor(
     private readonly sink: Writable,
@@ -59,9 +70,9 @@ export class SseStream implements Beating {
 
   /** Id (`<runId>:<seq>` or a control event's id) of the last event handed to the socket. */
   get lastId(): string | undefined {
-    const l = this.last;
-    if (!l) return undefined;
-    return l.seq === undefined ? l.runId : `${l.runId}:${l.seq}`;
+    const runId = this.lastRunId;
+    if (runId === undefined) return undefined;
+    return this.lastSeq === undefined ? runId : `${runId}:${this.lastSeq}`;
   }
 
   get closed(): boolean {
@@ -82,7 +93,7 @@ export class SseStream implements Beating {
   }
 
   onClose(fn: CloseListener): void {
-    if (this.closeReason) fn(this.closeReason);
+    if (this.closeReason) tell(fn, this.closeReason);
     else {
       const l = this.closeListeners;
       this.closeListeners = l === undefined ? fn : Array.isArray(l) ? [...l, fn] : [l, fn];
@@ -91,22 +102,26 @@ export class SseStream implements Beating {
 
   /** Sends one event; false when the stream is closed (or just overflowed and was closed). */
   send(msg: SseMessage): boolean {
-    return this.push(frame(msg), msg.id === undefined ? undefined : { runId: msg.id });
+    return this.push(frame(msg), msg.id, undefined);
   }
 
   /** Sends one run event (`id: <runId>:<seq>`), framed in one string. */
   sendEvent(runId: string, seq: number, event: string, data: string): boolean {
-    return this.push(eventFrame(runId, seq, event, data), { runId, seq });
+    return this.push(eventFrame(runId, seq, event, data), runId, seq);
   }
 
-  private push(text: string, pos: EventPos | undefined): boolean {
+  /** `runId` undefined: an event without id (position unchanged). */
+  private push(text: string, runId: string | undefined, seq: number | undefined): boolean {
     if (this.ended) return false;
     if (!this.blocked) {
-      if (pos) this.last = pos;
+      if (runId !== undefined) this.setLast(runId, seq);
       this.write(text);
       return true;
     }
-    if (pos) this.queuedLast = pos;
+    if (runId !== undefined) {
+      this.queuedRunId = runId;
+      this.queuedSeq = seq;
+    }
     this.queue.push(text);
     this.queuedBytes += Buffer.byteLength(text);
     if (this.queue.length > this.opts.maxBufferedEvents || this.bufferedBytes > this.opts.maxBufferedBytes) {
@@ -138,7 +153,7 @@ export class SseStream implements Beating {
     // Last-Event-ID anyway.
     this.queue.length = 0;
     this.queuedBytes = 0;
-    this.queuedLast = undefined;
+    this.queuedRunId = this.queuedSeq = undefined;
     this.sink.write(frame(msg));
     this.ended = true;
     this.sink.end();
@@ -172,9 +187,15 @@ export class SseStream implements Beating {
     const text = this.queue.join('');
     this.queue.length = 0;
     this.queuedBytes = 0;
-    if (this.queuedLast !== undefined) this.last = this.queuedLast;
-    this.queuedLast = undefined;
+    if (this.queuedRunId !== undefined) this.setLast(this.queuedRunId, this.queuedSeq);
+    this.queuedRunId = this.queuedSeq = undefined;
     this.write(text);
+  }
+
+  private setLast(runId: string, seq: number | undefined): void {
+    // Equal ids: keep the string held already (each event brings its own copy of the run id).
+    if (this.lastRunId !== runId) this.lastRunId = runId;
+    this.lastSeq = seq;
   }
 
   private destroyLater(): void {
@@ -193,7 +214,7 @@ export class SseStream implements Beating {
     this.queuedBytes = 0;
     const l = this.closeListeners;
     this.closeListeners = undefined;
-    if (typeof l === 'function') l(reason);
-    else if (l) for (const fn of l) fn(reason);
+    if (Array.isArray(l)) for (const fn of l) tell(fn, reason);
+    else if (l) tell(l, reason);
   }
 }
