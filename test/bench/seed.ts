@@ -14,7 +14,8 @@
 //   USERS 200 · DURATION_S 120 (wall seconds of sending; in-flight runs then finish) ·
 //   TIME_SCALE 0.5 · MSGS_PER_MIN 2.5 (per user, brief-minutes) · LLM_RPM 500 · LLM_TPM 0 (none) ·
 //   LLM_MAX_CONCURRENT 50 · TTFT_MS 1500 · TOKENS_PER_SEC 6 · COMPLETION_TOKENS 30 (a call ≈ 5–8 s) ·
-//   REVISE_RATE 0.3 · SSE_MAX_STREAMS 200
+//   REVISE_RATE 0.3 · SSE_MAX_STREAMS 200 · MAX_QUEUE_WAIT_S 0 (brief-seconds; the orchestrator's
+//   RUN_MAX_QUEUE_WAIT_MS load shedding, scaled; 0: off — every run waits its turn)
 // Prints a human summary; the last line is one JSON object of the figures.
 import fs from 'node:fs';
 import { newId } from '@agent-mesh/common';
@@ -37,6 +38,7 @@ const TOKENS_PER_SEC = num('TOKENS_PER_SEC', 6);
 const COMPLETION_TOKENS = num('COMPLETION_TOKENS', 30);
 const REVISE_RATE = num('REVISE_RATE', 0.3);
 const SSE_MAX_STREAMS = num('SSE_MAX_STREAMS', 200);
+const MAX_QUEUE_WAIT_S = num('MAX_QUEUE_WAIT_S', 0);
 /** The brief's targets, in brief-seconds. */
 const TARGETS = { avgS: 30, p95S: 60, p99S: 90, errorRatePct: 1, llmQueueLength: 50 };
 const TERMINAL = new Set(['run.completed', 'run.failed', 'run.cancelled', 'degraded']);
@@ -172,7 +174,8 @@ async function main() {
         },
         // The agents' deadline (120 brief-seconds per call, queueing included) is scaled with time.
         // info: the orchestrator's `run timings` lines (where a run's time goes) are summarised below.
-        orchestrator: { LOG_LEVEL: 'info', AGENT_CALL_TIMEOUT_MS: String(Math.max(1_000, Math.round(120_000 * TIME_SCALE))), AGENT_MAX_TOKENS: String(Math.max(64, COMPLETION_TOKENS * 4)) },
+        orchestrator: { LOG_LEVEL: 'info', AGENT_CALL_TIMEOUT_MS: String(Math.max(1_000, Math.round(120_000 * TIME_SCALE))), AGENT_MAX_TOKENS: String(Math.max(64, COMPLETION_TOKENS * 4)),
+          RUN_MAX_QUEUE_WAIT_MS: String(Math.round(MAX_QUEUE_WAIT_S * 1000 * TIME_SCALE)) },
         edge: { SSE_MAX_STREAMS: String(SSE_MAX_STREAMS), RATE_LIMIT_PER_MINUTE: '600' },
       },
     });
@@ -246,7 +249,7 @@ async function main() {
       failureKinds[kind] = (failureKinds[kind] ?? 0) + 1;
     }
     const figures = {
-      scenario: 'seed',
+      scenario: 'seed', maxQueueWaitBriefS: MAX_QUEUE_WAIT_S,
       users: USERS, timeScale: TIME_SCALE, durationS: DURATION_S, loadWallS: round(loadWallS), msgsPerMinPerUser: MSGS_PER_MIN,
       limits: { rpm: LLM_RPM, tpm: LLM_TPM, maxConcurrent: LLM_MAX_CONCURRENT, sseMaxStreams: SSE_MAX_STREAMS },
       callLatency: { ttftMs: TTFT_MS, tokensPerSec: TOKENS_PER_SEC, completionTokens: COMPLETION_TOKENS },
@@ -284,7 +287,7 @@ async function main() {
     const ok = (b: boolean) => (b ? 'met' : 'MISSED');
     console.log(`seed benchmark: ${USERS} users × ${MSGS_PER_MIN} messages per brief-minute for ${DURATION_S} s wall, through the edge (HTTP+SSE)`);
     console.log(`  time scale ${TIME_SCALE}: 1 brief-minute = ${minuteMs / 1000} s wall; LLM call ≈ ${TTFT_MS} ms to first token + ${COMPLETION_TOKENS}±25% tokens at ${TOKENS_PER_SEC}/s (brief time), ×${TIME_SCALE} on the wall`);
-    console.log(`  provider and broker limits: ${LLM_RPM} RPM, ${LLM_TPM || 'no'} TPM, ${LLM_MAX_CONCURRENT} concurrent (windows scaled too)`);
+    console.log(`  provider and broker limits: ${LLM_RPM} RPM, ${LLM_TPM || 'no'} TPM, ${LLM_MAX_CONCURRENT} concurrent (windows scaled too); load shedding ${MAX_QUEUE_WAIT_S > 0 ? `above ${MAX_QUEUE_WAIT_S} brief-s of estimated queue wait` : 'off'}`);
     console.log(`  runs: ${figures.runs.sent} sent, ${figures.runs.completed} completed, ${figures.runs.degraded} degraded ("service busy"), ${figures.runs.failed} failed, ${figures.runs.httpErrors} HTTP errors, ${figures.runs.streamErrors} broken streams, ${figures.runs.sseQueued} queued by the SSE limiter`);
     console.log(`  throughput: ${figures.runs.completedPerBriefMinute} completed runs per brief-minute; upstream requests ${emuStats.requests}, upstream 429s ${emuStats.rateLimited}`);
     console.log(`  run wall time (completed): avg ${figures.wallMs.avg} ms, p50 ${figures.wallMs.p50}, p95 ${figures.wallMs.p95}, p99 ${figures.wallMs.p99}  = brief ${figures.wallBriefS.avg} / ${figures.wallBriefS.p50} / ${figures.wallBriefS.p95} / ${figures.wallBriefS.p99} s`);

@@ -3,6 +3,7 @@
 import type { AgentRole, ChatMessage, Emit, LlmGateway, ToolDefinition, ToolGateway, Usage } from './types';
 import { addUsage, emptyUsage } from './types';
 import { chat } from './prompts';
+import { DegradedError } from './errors';
 
 export const MAX_TOOL_ITERATIONS = 3;
 
@@ -16,6 +17,12 @@ export interface AgentEnv {
   toolTimeoutMs: number;
   /** Shared by the run's calls: true once one call was admitted (the broker finishes begun runs first). */
   admitted: { value: boolean };
+  /**
+   * Load shedding (RUN_MAX_QUEUE_WAIT_MS; 0: off): a run none of whose calls was admitted yet ends
+   * `degraded` ("service busy") as soon as the broker estimates its wait above this, instead of
+   * waiting behind the begun runs. Begun runs are never shed: their calls rank first anyway.
+   */
+  maxFirstWaitMs?: number;
 }
 
 export interface AgentStep {
@@ -79,6 +86,10 @@ export async function runAgent(env: AgentEnv, step: AgentStep): Promise<AgentOut
       const u = update.update;
       if (!u) continue;
       if (u.$case === 'queued') {
+        const wait = u.queued.estimatedWaitMs;
+        if (!env.admitted.value && env.maxFirstWaitMs && wait > env.maxFirstWaitMs) {
+          throw new DegradedError('queue_wait', `the LLM queue's estimated wait (${wait} ms) is over this deployment's limit (${env.maxFirstWaitMs} ms)`);
+        }
         await emit('queued', { agent, round, position: u.queued.position, estimatedWaitMs: u.queued.estimatedWaitMs });
         continue;
       }

@@ -238,3 +238,23 @@ it('resume: the interrupted agent is announced and finished work is not repeated
   expect(llm.calls.map((c) => c.role)).toEqual(['host', 'reporter']);
   expect(res.answer).toBe('Final answer: done.');
 });
+
+describe('load shedding (maxFirstWaitMs)', () => {
+  it('a run not admitted yet ends degraded when the estimated wait is over the limit, and its call is cancelled', async () => {
+    const llm = new FakeLlm({ queued: ['planner'] }); // estimatedWaitMs 5
+    const h = harness(llm, { maxFirstWaitMs: 1 });
+    await expect(h.run).rejects.toMatchObject({ name: 'DegradedError', reason: 'queue_wait' });
+    expect(llm.calls.map((c) => c.role)).toEqual(['planner']);
+    expect(llm.calls[0]!.doneAt).toBeUndefined();
+  });
+
+  it('under the limit, or off, the run waits its turn', async () => {
+    expect((await harness(new FakeLlm({ queued: ['planner'] }), { maxFirstWaitMs: 100 }).run).rounds).toBe(1);
+    expect((await harness(new FakeLlm({ queued: ['planner'] }), { maxFirstWaitMs: 0 }).run).rounds).toBe(1);
+  });
+
+  it('a begun run is never shed', async () => {
+    const res = await harness(new FakeLlm({ queued: ['critic', 'host', 'reporter'] }), { maxFirstWaitMs: 1 }).run;
+    expect(res.answer).toBe('Final answer: done.');
+  });
+});

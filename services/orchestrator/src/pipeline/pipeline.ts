@@ -19,6 +19,8 @@ export interface PipelineSettings {
   maxTokens: number;
   callTimeoutMs: number;
   toolTimeoutMs: number;
+  /** A run not admitted yet is shed above this estimated queue wait (0: never). See AgentEnv. */
+  maxFirstWaitMs?: number;
 }
 
 export interface PipelineDeps {
@@ -159,6 +161,7 @@ export async function runPipeline(deps: PipelineDeps, run: PipelineRun): Promise
     callTimeoutMs: settings.callTimeoutMs,
     toolTimeoutMs: settings.toolTimeoutMs,
     admitted: { value: run.resumed === true || ckpt.rounds.length > 0 || ckpt.plan !== undefined },
+    maxFirstWaitMs: settings.maxFirstWaitMs,
   };
   const progress = run.progress ?? { text: '' };
   const input = (extra: { plan?: string; planPartial?: boolean; hostAnswer?: string } = {}) => ({

@@ -290,7 +290,7 @@ export class RunManager {
           llm: this.d.llm, tools: this.d.tools, prompts: this.d.prompts,
           settings: {
             maxRounds: config.maxRounds, overlap: config.agentOverlap, hostStartSteps: config.agentHostStartSteps, maxTokens: config.agentMaxTokens,
-            callTimeoutMs: config.agentCallTimeoutMs, toolTimeoutMs: config.toolCallTimeoutMs,
+            callTimeoutMs: config.agentCallTimeoutMs, toolTimeoutMs: config.toolCallTimeoutMs, maxFirstWaitMs: config.runMaxQueueWaitMs,
           },
           onMissingVerdict: (round) => {
             metrics.missingVerdicts.inc();
