@@ -102,7 +102,10 @@ async function startFerret({ port, logDir, dataDir }) {
   port = port || (await freePort());
   const dir = dataDir || fs.mkdtempSync(path.join(os.tmpdir(), 'mesh-ferret-'));
   fs.mkdirSync(dir, { recursive: true });
-  const args = ['--handler=sqlite', `--sqlite-url=file:${dir}/`, `--listen-addr=127.0.0.1:${port}`,
+  // synchronous(normal) with FerretDB's WAL: no fsync per commit (a process crash loses nothing,
+  // a power cut may lose the last commits: fine for the development database). Measured with 50
+  // concurrent upserts: 515 → 737 writes/s. FerretDB keeps its own defaults (WAL, busy_timeout).
+  const args = ['--handler=sqlite', `--sqlite-url=file:${dir}/?_pragma=synchronous(normal)`, `--listen-addr=127.0.0.1:${port}`,
     '--state-dir=-', '--telemetry=disable', '--debug-addr=-', '--log-level=warn'];
   const h = launch(`ferretdb-${port}`, binary('ferretdb'), args, { logDir });
   await waitFor('ferretdb', () => portOpen(port), { proc: h.proc });
