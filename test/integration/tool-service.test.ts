@@ -23,8 +23,11 @@ let c: ServiceProc;
 let ca: ToolServiceClient;
 let cb: ToolServiceClient;
 let cc: ToolServiceClient;
+/** A replica of c (same Redis prefix, same search API): sees c's breaker through Redis. */
+let cd: ToolServiceClient;
 let searchApi: http.Server;
 let searchFails = true;
+let searchRequests = 0;
 
 const client = (p: ServiceProc) => {
   const cl = createClient(ToolServiceClient, p.addr);
@@ -54,6 +57,7 @@ beforeAll(async () => {
   procs.push(redis);
   // A SearxNG stand-in that fails (HTTP 500) until the test heals it.
   searchApi = http.createServer((req, res) => {
+    searchRequests += 1;
     if (searchFails) {
       res.writeHead(500).end('boom');
       return;
@@ -95,15 +99,17 @@ beforeAll(async () => {
     startService('tool-service', { logDir, instance: 'a', env: shared }),
     startService('tool-service', { logDir, instance: 'b', env: shared }),
   ]);
-  c = await startService('tool-service', {
-    logDir, instance: 'c',
-    env: {
-      ...shared, TOOL_REDIS_PREFIX: 'mesh:tool:c', SEARCH_URL: searchUrl, TOOL_OVERRIDES: '', TOOL_PREWARM_INTERVAL_MS: '0',
-      TOOL_BREAKER_VOLUME: '3', TOOL_BREAKER_RESET_MS: '1500', TOOL_BURST_FRACTION: '0.1',
-    },
-  });
-  procs.push(a, b, c);
-  [ca, cb, cc] = [client(a), client(b), client(c)];
+  const breakerEnv = {
+    ...shared, TOOL_REDIS_PREFIX: 'mesh:tool:c', SEARCH_URL: searchUrl, TOOL_OVERRIDES: '', TOOL_PREWARM_INTERVAL_MS: '0',
+    TOOL_BREAKER_VOLUME: '3', TOOL_BREAKER_RESET_MS: '1500', TOOL_BURST_FRACTION: '0.1',
+  };
+  let d: ServiceProc;
+  [c, d] = await Promise.all([
+    startService('tool-service', { logDir, instance: 'c', env: breakerEnv }),
+    startService('tool-service', { logDir, instance: 'd', env: breakerEnv }),
+  ]);
+  procs.push(a, b, c, d);
+  [ca, cb, cc, cd] = [client(a), client(b), client(c), client(d)];
 });
 
 afterAll(async () => {
@@ -212,6 +218,12 @@ it('opens the breaker on failures, answers degraded, and closes after a half-ope
   expect(open).toMatchObject({ ok: true, degraded: true });
   expect(open.degradedReason).toMatch(/^breaker_open:/);
   expect(await metric([c], 'tool_breaker_state', { tool: 'search_web' })).toBe(2);
+  // Another replica, whose own breaker never saw a failure, fails fast too: the state is shared.
+  const before = searchRequests;
+  const elsewhere = await call(cd, 'search_web', { query: 'on the other replica' });
+  expect(elsewhere).toMatchObject({ ok: true, degraded: true });
+  expect(elsewhere.degradedReason).toMatch(/^breaker_open:/);
+  expect(searchRequests).toBe(before);
   searchFails = false;
   await sleep(2_000); // > TOOL_BREAKER_RESET_MS: the next call is the half-open probe
   const probe = await call(cc, 'search_web', { query: 'healed' });

@@ -14,6 +14,7 @@ import {
 } from '@agent-mesh/common';
 import { protobufFileName, ToolServiceService } from '@agent-mesh/common/dist/gen/tools/v1/tools';
 import { loadConfig, type ToolServiceConfig } from './config';
+import { SharedBreakers } from './invoke/breaker';
 import { ToolInvoker } from './invoke/invoker';
 import { ToolMetrics } from './invoke/metrics';
 import { ResultCache } from './invoke/result-cache';
@@ -93,6 +94,7 @@ async function main(): Promise<void> {
     logger,
     { prefix: cfg.redisPrefix, breaker: cfg.breaker, degradedTtlFactor: cfg.degradedTtlFactor, maxArgumentsBytes: cfg.maxArgumentsBytes },
     popularity,
+    new SharedBreakers(redis, cfg.redisPrefix, logger),
   );
 
   const grpc = await startGrpcServer({

@@ -1,7 +1,7 @@
 // One opossum breaker per tool around its execution (with the tool's timeout). Argument errors
 // raised by the tool do not count as failures: they say nothing about the tool's health.
 import CircuitBreaker from 'opossum';
-import type { Logger } from '@agent-mesh/common';
+import type { Logger, Redis } from '@agent-mesh/common';
 import { ToolInputError, type ToolCallContext, type ToolPlugin } from '../tools/contract';
 
 export interface BreakerOptions {
@@ -90,4 +90,39 @@ export function stateOf(breaker: ToolBreaker): BreakerState {
 /** True for opossum's "breaker is open" rejection. */
 export function isOpenRejection(err: unknown): boolean {
   return (err as { code?: unknown })?.code === 'EOPENBREAKER';
+}
+
+/**
+ * A tool's breaker state shared by its replicas through Redis: a breaker that opens on one replica
+ * makes every replica fail fast (with the tool's fallback) until its reset timeout, instead of each
+ * replica paying its own volumeThreshold of failures against a broken backend. The replica that
+ * opened it probes (half-open) and clears the mark when the tool answers again; if the probe fails,
+ * it opens and marks again. Redis trouble never fails a call: each replica then decides alone.
+ */
+export class SharedBreakers {
+  constructor(
+    private readonly redis: Redis,
+    private readonly prefix: string,
+    private readonly logger: Logger,
+  ) {}
+
+  private key(tool: string): string {
+    return `${this.prefix}:breaker:${tool}`;
+  }
+
+  /** True while some replica's breaker for the tool is open (its mark has not expired). */
+  async isOpen(tool: string): Promise<boolean> {
+    try {
+      return (await this.redis.exists(this.key(tool))) === 1;
+    } catch (err) {
+      this.logger.debug({ tool, err: (err as Error).message }, 'shared breaker read failed');
+      return false;
+    }
+  }
+
+  /** Called by the breaker's state changes on this replica. */
+  onState(tool: string, state: BreakerState, openMs: number): void {
+    const done = state === 'open' ? this.redis.set(this.key(tool), '1', 'PX', openMs) : state === 'closed' ? this.redis.del(this.key(tool)) : undefined;
+    done?.catch((err: unknown) => this.logger.warn({ tool, state, err: (err as Error).message }, 'shared breaker write failed'));
+  }
 }

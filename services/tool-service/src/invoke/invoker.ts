@@ -5,7 +5,7 @@ import type { AcquireResult, Logger } from '@agent-mesh/common';
 import { ToolInputError, type FallbackReason, type ToolCallContext, type ToolPlugin } from '../tools/contract';
 import type { RegisteredTool, ToolRegistry } from '../tools/registry';
 import type { PlanStore } from '../store/plan-store';
-import { createBreaker, isOpenRejection, stateOf, ToolTimeoutError, type BreakerOptions, type BreakerState, type ToolBreaker } from './breaker';
+import { createBreaker, isOpenRejection, stateOf, ToolTimeoutError, type BreakerOptions, type BreakerState, type SharedBreakers, type ToolBreaker } from './breaker';
 import { cacheKey } from './cache-key';
 import type { ToolMetrics } from './metrics';
 import type { ResultCache } from './result-cache';
@@ -69,11 +69,17 @@ export class ToolInvoker {
     private readonly logger: Logger,
     private readonly options: InvokerOptions,
     private readonly popularity?: PopularityRecorder,
+    /** Breaker state shared with the other replicas (absent: each replica decides alone). */
+    private readonly shared?: SharedBreakers,
   ) {
     for (const plugin of registry.list()) {
-      const setState = (s: BreakerState) => metrics.breakerState.set({ tool: plugin.name }, s === 'closed' ? 0 : s === 'half_open' ? 1 : 2);
-      this.breakers.set(plugin.name, createBreaker(plugin, options.breaker, logger, setState));
-      setState('closed');
+      const gauge = (s: BreakerState) => metrics.breakerState.set({ tool: plugin.name }, s === 'closed' ? 0 : s === 'half_open' ? 1 : 2);
+      const onState = (s: BreakerState) => {
+        gauge(s);
+        shared?.onState(plugin.name, s, options.breaker.resetTimeoutMs);
+      };
+      this.breakers.set(plugin.name, createBreaker(plugin, options.breaker, logger, onState));
+      gauge('closed');
     }
   }
 
@@ -185,7 +191,8 @@ export class ToolInvoker {
   private async produce(tool: RegisteredTool, args: Record<string, unknown>, ctx: Omit<ToolCallContext, 'store'>): Promise<Produced> {
     const plugin = tool.plugin;
     const breaker = this.breakers.get(plugin.name)!;
-    if (breaker.opened) {
+    // Open here, or on another replica (this replica's own breaker may not have seen the failures).
+    if (breaker.opened || (breaker.closed && (await this.shared?.isOpen(plugin.name)))) {
       this.metrics.refusals.inc({ tool: plugin.name, reason: 'breaker_open' });
       return this.fallback(plugin, args, 'breaker_open', `${plugin.name} is temporarily unavailable (circuit open after repeated failures); try again later`);
     }
