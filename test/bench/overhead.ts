@@ -21,6 +21,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Agent, request } from 'undici';
+import { percentile } from './stats';
 import { mintToken, startEmulator, startFerret, startMesh, startRedis, testDir, type Mesh, type Proc } from '../support';
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const stack = require('../../deploy/local/stack.js') as {
@@ -60,11 +61,6 @@ interface LatencyFigures { n: number; errors: number; p50: number; p99: number; 
 interface SaturationFigures { concurrency: number; seconds: number; completed: number; errors: number; rps: number; p50: number }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const pct = (xs: number[], p: number) => {
-  if (xs.length === 0) return NaN;
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]!;
-};
 const r1 = (x: number) => Math.round(x * 10) / 10;
 const r2 = (x: number) => Math.round(x * 100) / 100;
 
@@ -137,9 +133,9 @@ async function latencyPhase(targets: Target[], mode: Mode): Promise<Map<string, 
     out.set(name, {
       n: s.ms.length,
       errors: s.errors,
-      p50: r2(pct(s.ms, 50)),
-      p99: r2(pct(s.ms, 99)),
-      ...(mode === 'stream' ? { ttftP50: r2(pct(s.ttft, 50)), ttftP99: r2(pct(s.ttft, 99)) } : {}),
+      p50: r2(percentile(s.ms, 50)),
+      p99: r2(percentile(s.ms, 99)),
+      ...(mode === 'stream' ? { ttftP50: r2(percentile(s.ttft, 50)), ttftP99: r2(percentile(s.ttft, 99)) } : {}),
     });
   }
   return out;
@@ -165,7 +161,7 @@ async function saturationPhase(t: Target, mode: Mode): Promise<SaturationFigures
     }),
   );
   if (errors > 0) console.log(`  ${t.name} ${mode} saturation: ${errors} errors (last: ${lastError})`);
-  return { concurrency: CONCURRENCY, seconds: SECONDS, completed: latencies.length, errors, rps: r1(latencies.length / SECONDS), p50: r2(pct(latencies, 50)) };
+  return { concurrency: CONCURRENCY, seconds: SECONDS, completed: latencies.length, errors, rps: r1(latencies.length / SECONDS), p50: r2(percentile(latencies, 50)) };
 }
 
 // ---------- peers: install on first use (cached), start on a free loopback port ----------

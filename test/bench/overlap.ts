@@ -8,11 +8,11 @@
 // unscaled, 500 RPM spaces calls 120 ms apart and concurrent runs measure the quota, not overlap.
 // ORCHESTRATOR_DIST=<folder with main.js> runs another build of the orchestrator (to compare
 // revisions: e.g. the previous commit's source compiled into a scratch folder).
-import fs from 'node:fs';
 import path from 'node:path';
 import { createClient, newId, unary } from '@agent-mesh/common';
 import { OrchestratorServiceClient } from '@agent-mesh/common/dist/gen/orchestrator/v1/orchestrator';
 import { StoreServiceClient } from '@agent-mesh/common/dist/gen/store/v1/store';
+import { percentile, runTimingMedians } from './stats';
 import { freePort, grpcServing, startEmulator, startFerret, startRedis, startService, testDir, waitFor, type Proc, type ServiceProc } from '../support';
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const stack = require('../../deploy/local/stack.js') as { ROOT: string; launch: (name: string, cmd: string, args: string[], o: { env: Record<string, string>; logDir: string }) => Proc };
@@ -37,29 +37,8 @@ async function startOrchestrator(o: { logDir: string; instance: string; env: Rec
   return { ...h, port, addr, metricsPort };
 }
 
-/** Median per key of the orchestrator's `run timings` lines of one-round runs (moments, or the end and duration of waits). */
-function timingSummary(logFile: string): Record<string, number> {
-  const byKey = new Map<string, number[]>();
-  for (const line of fs.readFileSync(logFile, 'utf8').split('\n')) {
-    if (!line.includes('"run timings"')) continue;
-    const t = (JSON.parse(line) as { timings?: Record<string, number | [number, number]> }).timings ?? {};
-    if (!('reporter.r1.done' in t)) continue; // one-round runs only, so that the moments line up
-    for (const [k, v] of Object.entries(t)) {
-      // Waits give their end and their duration; moments their time.
-      const vals: [string, number][] = Array.isArray(v) ? [[`${k}.end`, v[0] + v[1]], [`${k}.ms`, v[1]]] : [[k, v]];
-      for (const [name, x] of vals) byKey.set(name, [...(byKey.get(name) ?? []), x]);
-    }
-  }
-  const out: Record<string, number> = {};
-  const keys = [...byKey.keys()].filter((k) => /^(store\.history|checkpoint\.1|store\.flush|total|(planner|critic|host|reporter)\.r1\.(start|first_token|done)|store\.(messages|run)\.1\.)/.test(k));
-  for (const k of keys.sort((a, b) => pct(byKey.get(a)!, 50) - pct(byKey.get(b)!, 50))) out[k] = pct(byKey.get(k)!, 50);
-  return out;
-}
-
-const pct = (xs: number[], p: number) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)] ?? 0;
-};
+/** The moments of a one-round run the summary shows (see runTimingMedians). */
+const PROFILE_KEYS = /^(store\.history|checkpoint\.1|store\.flush|total|(planner|critic|host|reporter)\.r1\.(start|first_token|done)|store\.(messages|run)\.1\.)/;
 
 async function main() {
   const logDir = testDir('bench-overlap');
@@ -119,16 +98,16 @@ async function main() {
     }
     const figures = {
       scenario: 'overlap', runsPerMode: RUNS, concurrency: CONCURRENCY, timeScale: TIME_SCALE, reviseRate: REVISE_RATE,
-      sequential: { p50Ms: pct(times.off, 50), p95Ms: pct(times.off, 95), meanRounds: rounds.off.reduce((a, b) => a + b, 0) / RUNS },
-      overlap: { p50Ms: pct(times.on, 50), p95Ms: pct(times.on, 95), meanRounds: rounds.on.reduce((a, b) => a + b, 0) / RUNS },
+      sequential: { p50Ms: percentile(times.off, 50), p95Ms: percentile(times.off, 95), meanRounds: rounds.off.reduce((a, b) => a + b, 0) / RUNS },
+      overlap: { p50Ms: percentile(times.on, 50), p95Ms: percentile(times.on, 95), meanRounds: rounds.on.reduce((a, b) => a + b, 0) / RUNS },
       ratioP50: 0, ratioP95: 0, reductionP50Pct: 0,
-      plannerCriticPair: { sequentialP50Ms: pct(pairs.off, 50), overlapP50Ms: pct(pairs.on, 50), reductionP50Pct: 0 },
+      plannerCriticPair: { sequentialP50Ms: percentile(pairs.off, 50), overlapP50Ms: percentile(pairs.on, 50), reductionP50Pct: 0 },
     };
     figures.plannerCriticPair.reductionP50Pct = Math.round((1 - figures.plannerCriticPair.overlapP50Ms / figures.plannerCriticPair.sequentialP50Ms) * 1000) / 10;
     figures.ratioP50 = Math.round((figures.overlap.p50Ms / figures.sequential.p50Ms) * 1000) / 1000;
     figures.ratioP95 = Math.round((figures.overlap.p95Ms / figures.sequential.p95Ms) * 1000) / 1000;
     figures.reductionP50Pct = Math.round((1 - figures.ratioP50) * 1000) / 10;
-    const profiles = { sequential: timingSummary(off.logFile), overlap: timingSummary(on.logFile) };
+    const profiles = { sequential: runTimingMedians(off.logFile, PROFILE_KEYS), overlap: runTimingMedians(on.logFile, PROFILE_KEYS) };
     console.log(`overlap benchmark: ${RUNS} runs per mode, ${CONCURRENCY} at a time, emulator time scale ${TIME_SCALE} (latencies ×${TIME_SCALE}), revise rate ${REVISE_RATE}`);
     for (const [mode, p] of Object.entries(profiles)) {
       console.log(`  ${mode} one-round run profile (median ms since StartRun; .ms = duration of a wait): ${Object.entries(p).map(([k, v]) => `${k} ${v}`).join(', ')}`);

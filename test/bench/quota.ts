@@ -7,6 +7,7 @@ import { setMaxListeners } from 'node:events';
 import { Metadata } from '@grpc/grpc-js';
 import { createClient } from '@agent-mesh/common';
 import { LlmBrokerServiceClient, type GenerateRequest, type GenerateResponse } from '@agent-mesh/common/dist/gen/llmbroker/v1/llm_broker';
+import { percentile } from './stats';
 import { startEmulator, startRedis, startService, testDir, type ServiceProc } from '../support';
 
 const SCALE = Number(process.env.BENCH_SCALE ?? 0.1); // 0.1 → a 6 s "minute"
@@ -19,11 +20,6 @@ const MAX_TOKENS = 120;
 interface Outcome { user: number; ok: boolean; reason?: string; waitMs?: number; tokens?: number; at: number }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const pct = (xs: number[], p: number) => {
-  if (xs.length === 0) return 0;
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]!;
-};
 const jain = (xs: number[]) => {
   const sum = xs.reduce((a, b) => a + b, 0);
   const sq = xs.reduce((a, b) => a + b * b, 0);
@@ -142,7 +138,7 @@ async function main(): Promise<void> {
       overshoot: Math.max(0, worst - L.rpm) / L.rpm,
       maxInFlight: stats.maxInFlight,
       jain: jain(perUser),
-      queueWaitP50Ms: pct(waits, 50), queueWaitP99Ms: pct(waits, 99),
+      queueWaitP50Ms: percentile(waits, 50), queueWaitP99Ms: percentile(waits, 99),
     };
   }
 

@@ -17,8 +17,8 @@
 //   REVISE_RATE 0.3 · SSE_MAX_STREAMS 200 · MAX_QUEUE_WAIT_S 0 (brief-seconds; the orchestrator's
 //   RUN_MAX_QUEUE_WAIT_MS load shedding, scaled; 0: off — every run waits its turn)
 // Prints a human summary; the last line is one JSON object of the figures.
-import fs from 'node:fs';
 import { newId } from '@agent-mesh/common';
+import { percentile, runTimingMedians } from './stats';
 import { mintToken, parseSseBlock, startEmulator, startFerret, startMesh, startRedis, testDir, type Mesh, type Proc, type SseEvent } from '../support';
 
 const num = (name: string, def: number) => {
@@ -52,11 +52,6 @@ type Outcome = 'completed' | 'degraded' | 'failed' | 'cancelled' | 'http_error' 
 interface RunRecord { user: number; outcome: Outcome; wallMs: number; ttftMs?: number; status?: number; detail?: string; sseQueued: boolean }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const pct = (xs: number[], p: number) => {
-  if (xs.length === 0) return 0;
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))]!;
-};
 const round = (x: number, d = 1) => Math.round(x * 10 ** d) / 10 ** d;
 
 /** One gauge's value from a Prometheus text page (summed over label sets). */
@@ -126,22 +121,6 @@ async function sendMessage(edgeUrl: string, token: string, conversationId: strin
     const outcome: Outcome = terminal.event === 'run.completed' ? 'completed' : terminal.event === 'degraded' ? 'degraded' : terminal.event === 'run.cancelled' ? 'cancelled' : 'failed';
     return { user, outcome, wallMs, ttftMs, sseQueued, detail: outcome === 'failed' ? JSON.stringify(terminal.data).slice(0, 200) : undefined };
   }
-}
-
-/** Medians of the orchestrator's `run timings` moments over its one-round runs. */
-function runProfile(logFile: string): Record<string, number> {
-  const byKey = new Map<string, number[]>();
-  for (const line of fs.readFileSync(logFile, 'utf8').split('\n')) {
-    if (!line.includes('"run timings"')) continue;
-    const t = (JSON.parse(line) as { timings?: Record<string, number | [number, number]> }).timings ?? {};
-    if (!('reporter.r1.done' in t)) continue;
-    for (const [k, v] of Object.entries(t)) {
-      if (!/^((planner|critic|host|reporter)\.r1\.(start|first_token|done)|store\.history|store\.flush|total)$/.test(k)) continue;
-      const x = Array.isArray(v) ? v[0] + v[1] : v;
-      byKey.set(k, [...(byKey.get(k) ?? []), x]);
-    }
-  }
-  return Object.fromEntries([...byKey].map(([k, xs]) => [k, pct(xs, 50)] as const).sort((a, b) => a[1] - b[1]));
 }
 
 async function main() {
@@ -232,7 +211,7 @@ async function main() {
     const brokerText = await (await fetch(brokerMetrics)).text();
 
     const queueWaitMeanMs = round((1000 * gauge(brokerText, 'llm_queue_wait_seconds_sum')) / Math.max(1, gauge(brokerText, 'llm_queue_wait_seconds_count')), 0);
-    const profile = runProfile(mesh.orchestrator.logFile);
+    const profile = runTimingMedians(mesh.orchestrator.logFile, /^((planner|critic|host|reporter)\.r1\.(start|first_token|done)|store\.(history|flush)\.end|total)$/);
     const by = (o: Outcome) => records.filter((r) => r.outcome === o).length;
     const ended = records.filter((r) => r.outcome === 'completed' || r.outcome === 'degraded' || r.outcome === 'failed' || r.outcome === 'cancelled');
     const completedWall = records.filter((r) => r.outcome === 'completed').map((r) => r.wallMs);
@@ -258,10 +237,10 @@ async function main() {
         cancelled: by('cancelled'), httpErrors: by('http_error'), streamErrors: by('stream_error'), sseQueued: records.filter((r) => r.sseQueued).length,
         completedPerBriefMinute: round(by('completed') / (loadWallS / (minuteMs / 1000)), 1),
       },
-      wallMs: { avg: Math.round(avg), p50: pct(completedWall, 50), p95: pct(completedWall, 95), p99: pct(completedWall, 99) },
-      wallBriefS: { avg: toBrief(avg), p50: toBrief(pct(completedWall, 50)), p95: toBrief(pct(completedWall, 95)), p99: toBrief(pct(completedWall, 99)) },
-      ttftMs: { p50: pct(ttfts, 50), p95: pct(ttfts, 95) },
-      ttftBriefS: { p50: toBrief(pct(ttfts, 50)), p95: toBrief(pct(ttfts, 95)) },
+      wallMs: { avg: Math.round(avg), p50: percentile(completedWall, 50), p95: percentile(completedWall, 95), p99: percentile(completedWall, 99) },
+      wallBriefS: { avg: toBrief(avg), p50: toBrief(percentile(completedWall, 50)), p95: toBrief(percentile(completedWall, 95)), p99: toBrief(percentile(completedWall, 99)) },
+      ttftMs: { p50: percentile(ttfts, 50), p95: percentile(ttfts, 95) },
+      ttftBriefS: { p50: toBrief(percentile(ttfts, 50)), p95: toBrief(percentile(ttfts, 95)) },
       errorRatePct: round((100 * errors) / Math.max(1, records.length), 2),
       degradedRatePct: round((100 * by('degraded')) / Math.max(1, records.length), 2),
       upstream429: emuStats.rateLimited,
@@ -274,8 +253,8 @@ async function main() {
       targetsWallMs: { avg: TARGETS.avgS * 1000 * TIME_SCALE, p95: TARGETS.p95S * 1000 * TIME_SCALE, p99: TARGETS.p99S * 1000 * TIME_SCALE },
       met: {
         avg: avg < TARGETS.avgS * 1000 * TIME_SCALE,
-        p95: pct(completedWall, 95) < TARGETS.p95S * 1000 * TIME_SCALE,
-        p99: pct(completedWall, 99) < TARGETS.p99S * 1000 * TIME_SCALE,
+        p95: percentile(completedWall, 95) < TARGETS.p95S * 1000 * TIME_SCALE,
+        p99: percentile(completedWall, 99) < TARGETS.p99S * 1000 * TIME_SCALE,
         errorRate: (100 * errors) / Math.max(1, records.length) < TARGETS.errorRatePct,
         llmQueue: peaks.llmQueue < TARGETS.llmQueueLength,
         no429: emuStats.rateLimited === 0,

@@ -15,6 +15,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { randomUUID } from 'node:crypto';
+import { percentile } from './stats';
 
 const ROOT = path.resolve(__dirname, '../..');
 const role = process.argv.find((a) => a.startsWith('--role='))?.slice(7) ?? 'driver';
@@ -179,9 +180,7 @@ async function clients(): Promise<void> {
       beats = 0;
       process.send!({ cmd: 'reset' });
     } else if (m.cmd === 'report') {
-      const s = [...delays].sort((a, b) => a - b);
-      const q = (p: number) => (s.length ? s[Math.min(s.length - 1, Math.ceil(p * s.length) - 1)]! : 0);
-      process.send!({ cmd: 'report', open, events, beats, errors, errorKinds, p50: q(0.5), p99: q(0.99), max: s.at(-1) ?? 0 });
+      process.send!({ cmd: 'report', open, events, beats, errors, errorKinds, p50: percentile(delays, 50), p99: percentile(delays, 99), max: percentile(delays, 100) });
     } else if (m.cmd === 'stop') {
       stopping = true;
       for (const s of sockets) s.destroy();

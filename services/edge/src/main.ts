@@ -1,25 +1,14 @@
 // Process entry of the edge: configuration, logger, Redis, gateways, the HTTP server, and a
 // graceful drain on SIGTERM — wiring only.
-import { createLogger, createRedis, Lifecycle } from '@agent-mesh/common';
-import { ConfigError } from '@agent-mesh/common/dist/config';
+import { createLogger, createRedis, Lifecycle, loadConfigOrExit } from '@agent-mesh/common';
 import { buildApp } from './app';
-import { loadConfig, type EdgeConfig } from './config';
+import { loadConfig } from './config';
 import { createGateways } from './gateways';
 import { redisRequestLimiter } from './ratelimit';
 
 async function main(): Promise<void> {
   const logger = createLogger('edge');
-  let cfg: EdgeConfig;
-  try {
-    cfg = loadConfig();
-  } catch (err) {
-    if (err instanceof ConfigError) {
-      logger.fatal(err.message);
-      process.stderr.write(`edge: ${err.message}\n`);
-      process.exit(2);
-    }
-    throw err;
-  }
+  const cfg = loadConfigOrExit('edge', logger, loadConfig);
   const lifecycle = new Lifecycle(logger, cfg.shutdownGraceMs);
 
   const redis = createRedis(cfg.redisUrl, logger);

@@ -8,6 +8,7 @@ import {
   createRegistry,
   GlobalLimiter,
   Lifecycle,
+  loadConfigOrExit,
   startGrpcServer,
   startMetricsServer,
 } from '@agent-mesh/common';
@@ -23,13 +24,7 @@ import { breakerState, createBreaker, RetryBudget } from './upstream/resilience'
 
 async function main(): Promise<void> {
   const logger = createLogger('llm-broker');
-  let cfg;
-  try {
-    cfg = loadConfig();
-  } catch (err) {
-    logger.fatal({ err: (err as Error).message }, 'invalid configuration');
-    process.exit(2);
-  }
+  const cfg = loadConfigOrExit('llm-broker', logger, loadConfig);
   const lifecycle = new Lifecycle(logger);
   lifecycle.handleSignals();
   tokenizer(); // load the encoder's ranks once, before the first request

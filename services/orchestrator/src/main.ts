@@ -1,6 +1,7 @@
 // Process entry of the orchestrator: config, clients, run manager, gRPC and metrics servers,
 // shutdown. Wiring only.
-import { createLogger, createRedis, Lifecycle, redisReady, startGrpcServer, startMetricsServer } from '@agent-mesh/common';
+import { createLogger, createRedis, Lifecycle,
+  loadConfigOrExit, redisReady, startGrpcServer, startMetricsServer } from '@agent-mesh/common';
 import { OrchestratorServiceService } from '@agent-mesh/common/dist/gen/orchestrator/v1/orchestrator';
 import { loadConfig } from './config';
 import { BrokerGateway } from './gateways/broker';
@@ -17,13 +18,7 @@ import { orchestratorService } from './server';
 
 async function main(): Promise<void> {
   const logger = createLogger('orchestrator');
-  let config;
-  try {
-    config = loadConfig();
-  } catch (err) {
-    logger.fatal((err as Error).message);
-    process.exit(1);
-  }
+  const config = loadConfigOrExit('orchestrator', logger, loadConfig);
   const lifecycle = new Lifecycle(logger);
   lifecycle.handleSignals();
   const metrics = createMetrics();

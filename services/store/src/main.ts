@@ -1,6 +1,7 @@
 // The store process: config, MongoDB client, gRPC server, metrics, health, retention cleanup and
 // shutdown — wiring only.
-import { createLogger, createRegistry, Lifecycle, startGrpcServer, startMetricsServer } from '@agent-mesh/common';
+import { createLogger, createRegistry, Lifecycle,
+  loadConfigOrExit, startGrpcServer, startMetricsServer } from '@agent-mesh/common';
 import { StoreServiceService } from '@agent-mesh/common/dist/gen/store/v1/store';
 import { RetentionCleanup } from './cleanup';
 import { loadConfig } from './config';
@@ -16,13 +17,7 @@ const SERVICE_NAME = 'store.v1.StoreService';
 
 async function main(): Promise<void> {
   const logger = createLogger('store');
-  let cfg;
-  try {
-    cfg = loadConfig();
-  } catch (err) {
-    logger.fatal((err as Error).message);
-    process.exit(1);
-  }
+  const cfg = loadConfigOrExit('store', logger, loadConfig);
   const lifecycle = new Lifecycle(logger);
   lifecycle.handleSignals();
 

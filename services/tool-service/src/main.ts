@@ -2,18 +2,18 @@
 // servers, pre-warming, and shutdown. Wiring only.
 import { randomUUID } from 'node:crypto';
 import {
-  config,
   createLogger,
   createRedis,
   createRegistry,
   GlobalLimiter,
   Lifecycle,
+  loadConfigOrExit,
   redisReady,
   startGrpcServer,
   startMetricsServer,
 } from '@agent-mesh/common';
 import { protobufFileName, ToolServiceService } from '@agent-mesh/common/dist/gen/tools/v1/tools';
-import { loadConfig, type ToolServiceConfig } from './config';
+import { loadConfig } from './config';
 import { SharedBreakers } from './invoke/breaker';
 import { ToolInvoker } from './invoke/invoker';
 import { ToolMetrics } from './invoke/metrics';
@@ -29,16 +29,7 @@ import { defaultTools, testTools, ToolRegistry } from './tools/registry';
 const logger = createLogger('tool-service');
 
 async function main(): Promise<void> {
-  let cfg: ToolServiceConfig;
-  try {
-    cfg = loadConfig();
-  } catch (err) {
-    if (err instanceof config.ConfigError) {
-      logger.fatal(err.message);
-      process.exit(2);
-    }
-    throw err;
-  }
+  const cfg = loadConfigOrExit('tool-service', logger, loadConfig);
   const lifecycle = new Lifecycle(logger);
   lifecycle.handleSignals();
 

@@ -1,9 +1,8 @@
 // Conversations: a user's chats. Every query carries the owner's userId, so another user's
 // conversation is indistinguishable from a missing one.
 import { MeshError, notFound, status } from '@agent-mesh/common';
-import type { Filter } from 'mongodb';
 import { isDuplicateKey, type InstrumentedCollection } from '../db/instrumented';
-import { decodePageToken, encodePageToken } from './pageToken';
+import { keysetPage } from './keysetPage';
 import type { ConversationDoc, Page } from './types';
 
 const PROJECTION = { _id: 1, userId: 1, title: 1, createdAt: 1, updatedAt: 1, lastRunId: 1 } as const;
@@ -83,15 +82,6 @@ export class ConversationRepo {
 
   /** The user's conversations, newest first, from after the cursor in `pageToken`. */
   async list(userId: string, size: number, pageToken: string | undefined): Promise<Page<ConversationView>> {
-    const cursor = decodePageToken('page_token', pageToken, 'string');
-    const filter: Filter<ConversationDoc> = cursor
-      ? { userId, $or: [{ createdAt: { $lt: cursor.t } }, { createdAt: cursor.t, _id: { $lt: cursor.k } }] }
-      : { userId };
-    const docs = (await this.col.run('find', filter, (c) =>
-      c.find(filter, { projection: PROJECTION }).sort({ createdAt: -1, _id: -1 }).limit(size + 1).toArray(),
-    )) as ConversationView[];
-    const items = docs.slice(0, size);
-    const last = items[items.length - 1];
-    return { items, nextPageToken: docs.length > size && last ? encodePageToken({ t: last.createdAt, k: last._id }) : undefined };
+    return keysetPage(this.col, { scope: { userId }, key: '_id', order: -1, size, pageToken, tokenField: 'page_token', projection: PROJECTION });
   }
 }

@@ -1,9 +1,9 @@
 // Messages of a conversation, ordered by (createdAt, seq). Callers check the conversation's owner
 // first (ConversationRepo); this repo only knows conversation ids.
 import { MeshError, status } from '@agent-mesh/common';
-import { MongoBulkWriteError, type Filter } from 'mongodb';
+import { MongoBulkWriteError } from 'mongodb';
 import type { InstrumentedCollection } from '../db/instrumented';
-import { decodePageToken, encodePageToken } from './pageToken';
+import { keysetPage } from './keysetPage';
 import type { MessageDoc, Page } from './types';
 
 const PROJECTION = {
@@ -48,16 +48,7 @@ export class MessageRepo {
 
   /** A page of the conversation's messages, oldest first, from after the cursor in `pageToken`. */
   async page(conversationId: string, size: number, pageToken: string | undefined): Promise<Page<MessageDoc>> {
-    const cursor = decodePageToken('message_page_token', pageToken, 'number');
-    const filter: Filter<MessageDoc> = cursor
-      ? { conversationId, $or: [{ createdAt: { $gt: cursor.t } }, { createdAt: cursor.t, seq: { $gt: cursor.k } }] }
-      : { conversationId };
-    const docs = (await this.col.run('find', filter, (c) =>
-      c.find(filter, { projection: PROJECTION }).sort({ createdAt: 1, seq: 1 }).limit(size + 1).toArray(),
-    )) as MessageDoc[];
-    const items = docs.slice(0, size);
-    const last = items[items.length - 1];
-    return { items, nextPageToken: docs.length > size && last ? encodePageToken({ t: last.createdAt, k: last.seq }) : undefined };
+    return keysetPage(this.col, { scope: { conversationId }, key: 'seq', order: 1, size, pageToken, tokenField: 'message_page_token', projection: PROJECTION });
   }
 
   /** The most recent `limit` messages, returned oldest first (an agent's history). */

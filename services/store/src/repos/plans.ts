@@ -1,8 +1,7 @@
 // Plans kept by the plan tool, owned by a user.
 import { notFound } from '@agent-mesh/common';
-import type { Filter } from 'mongodb';
 import { isDuplicateKey, type InstrumentedCollection } from '../db/instrumented';
-import { decodePageToken, encodePageToken } from './pageToken';
+import { keysetPage } from './keysetPage';
 import type { Page, PlanDoc, PlanStatus } from './types';
 
 const PROJECTION = { _id: 1, userId: 1, conversationId: 1, title: 1, steps: 1, status: 1, createdAt: 1, updatedAt: 1 } as const;
@@ -53,15 +52,6 @@ export class PlanRepo {
 
   /** The user's plans, newest first. */
   async list(userId: string, size: number, pageToken: string | undefined): Promise<Page<PlanDoc>> {
-    const cursor = decodePageToken('page_token', pageToken, 'string');
-    const filter: Filter<PlanDoc> = cursor
-      ? { userId, $or: [{ createdAt: { $lt: cursor.t } }, { createdAt: cursor.t, _id: { $lt: cursor.k } }] }
-      : { userId };
-    const docs = (await this.col.run('find', filter, (c) =>
-      c.find(filter, { projection: PROJECTION }).sort({ createdAt: -1, _id: -1 }).limit(size + 1).toArray(),
-    )) as PlanDoc[];
-    const items = docs.slice(0, size);
-    const last = items[items.length - 1];
-    return { items, nextPageToken: docs.length > size && last ? encodePageToken({ t: last.createdAt, k: last._id }) : undefined };
+    return keysetPage(this.col, { scope: { userId }, key: '_id', order: -1, size, pageToken, tokenField: 'page_token', projection: PROJECTION });
   }
 }

@@ -2,28 +2,19 @@
 // the conversation it answers.
 import { notFound } from '@agent-mesh/common';
 import { isDuplicateKey, type InstrumentedCollection } from '../db/instrumented';
-import { TERMINAL_RUN_STATUSES, type RunDoc, type RunStatus, type UsageDoc } from './types';
+import { TERMINAL_RUN_STATUSES, type RunDoc } from './types';
 
 const PROJECTION = {
   _id: 1, conversationId: 1, userId: 1, messageId: 1, status: 1, checkpoint: 1, usage: 1, costUsd: 1,
   createdAt: 1, updatedAt: 1, completedAt: 1, error: 1,
 } as const;
 
-export interface RunUpdate {
-  id: string;
-  conversationId: string;
-  userId: string;
-  messageId?: string;
-  status: RunStatus;
-  /** Empty: keep the stored checkpoint. */
-  checkpoint?: string;
-  usage: UsageDoc;
-  costUsd: number;
-  createdAt: number;
-  /** Used when the status is terminal; defaults to now. */
-  completedAt?: number;
-  error?: string;
-}
+/**
+ * A run's state as its owner saves it: the document, with `id` for `_id` and without `updatedAt`
+ * (the save sets it). An empty `checkpoint` keeps the stored one; `completedAt` is used when the
+ * status is terminal and defaults to now.
+ */
+export type RunUpdate = Omit<RunDoc, '_id' | 'updatedAt'> & { id: string };
 
 export class RunRepo {
   constructor(private readonly col: InstrumentedCollection<RunDoc>) {}

@@ -1,0 +1,29 @@
+// What the benchmarks compute alike: one percentile definition (they used to differ: some took
+// floor(p·n), others the nearest rank), and the orchestrator's per-run timing profile.
+import fs from 'node:fs';
+
+/** Nearest-rank percentile: the smallest sample with at least p % of the samples at or below it; 0 without samples. */
+export function percentile(xs: readonly number[], p: number): number {
+  if (xs.length === 0) return 0;
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))]!;
+}
+
+/**
+ * The median, per key matching `keep`, of the orchestrator's `run timings` log lines, over its
+ * one-round runs only (so that the moments line up), sorted by time. A moment gives its key (ms
+ * since StartRun); a wait ([start, duration]) gives `<key>.end` and `<key>.ms`.
+ */
+export function runTimingMedians(logFile: string, keep: RegExp): Record<string, number> {
+  const byKey = new Map<string, number[]>();
+  for (const line of fs.readFileSync(logFile, 'utf8').split('\n')) {
+    if (!line.includes('"run timings"')) continue;
+    const t = (JSON.parse(line) as { timings?: Record<string, number | [number, number]> }).timings ?? {};
+    if (!('reporter.r1.done' in t)) continue;
+    for (const [k, v] of Object.entries(t)) {
+      const values: [string, number][] = Array.isArray(v) ? [[`${k}.end`, v[0] + v[1]], [`${k}.ms`, v[1]]] : [[k, v]];
+      for (const [name, x] of values) if (keep.test(name)) byKey.set(name, [...(byKey.get(name) ?? []), x]);
+    }
+  }
+  return Object.fromEntries([...byKey].map(([k, xs]) => [k, percentile(xs, 50)] as const).sort((a, b) => a[1] - b[1]));
+}
