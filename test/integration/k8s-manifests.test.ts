@@ -429,6 +429,8 @@ describe('deploy/k8s manifests', () => {
       for (const key of ['REDIS_URL', 'MONGODB_URI', 'OTEL_EXPORTER_OTLP_ENDPOINT', 'LLM_BASE_URL', 'LLM_MODEL']) expect(data[key]).toEqual(expect.any(String));
       expect(data).toMatchObject({ LLM_MAX_CONCURRENT: '50', LLM_RPM: '500', SSE_MAX_STREAMS: '200', SSE_HEARTBEAT_MS: '15000', EDGE_PORT: '8080' });
       expect(Number(data.EDGE_PORT)).toBe(containerPort(mainContainer(one('Deployment', 'edge')), 'http'));
+      // Probes, Service traffic and scrapes reach a pod on its pod IP: every service listens on all interfaces.
+      for (const s of APP_SERVICES) expect({ s, host: data[`${envPrefix(s)}_HOST`] }).toEqual({ s, host: '0.0.0.0' });
       for (const s of GRPC_SERVICES) {
         const port = containerPort(mainContainer(one('Deployment', s)), 'grpc');
         const servicePorts = asArray(asObj(one('Service', s).spec).ports).map(asObj);
