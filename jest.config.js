@@ -1,7 +1,8 @@
 // Three suites: unit (pure logic, beside the code), integration (one service against real Redis /
 // FerretDB / processes) and e2e (the whole mesh as separate processes).
 const transform = { '^.+\\.(t|j)s$': ['@swc/jest', { jsc: { target: 'es2022' }, module: { type: 'commonjs' } }] };
-const common = { testEnvironment: 'node', transform, moduleFileExtensions: ['ts', 'js', 'json'] };
+// jose is ESM-only: swc turns it into CommonJS for jest (node itself require()s it since 20.19).
+const common = { testEnvironment: 'node', transform, transformIgnorePatterns: ['/node_modules/(?!jose/)'], moduleFileExtensions: ['ts', 'js', 'json'] };
 module.exports = {
   projects: [
     { ...common, displayName: 'unit', testMatch: ['<rootDir>/services/*/src/**/*.test.ts', '<rootDir>/test/emulator/src/**/*.test.ts'] },

@@ -4,7 +4,7 @@ import http from 'node:http';
 import OpenAI from 'openai';
 import { createLogger } from '@agent-mesh/common';
 import { buildApp, type EdgeApp } from './app';
-import { signToken } from './auth';
+import { devAuth, signToken } from './auth';
 import type { AppConfig } from './context';
 import { memoryRequestLimiter } from './ratelimit';
 import { fakeGateways } from './testing/fakes';
@@ -13,7 +13,7 @@ jest.setTimeout(30_000);
 
 const SECRET = 'test-secret-of-sufficient-length';
 const cfg = (over: Partial<AppConfig['sse']> = {}): AppConfig => ({
-  jwtSecret: SECRET,
+  auth: devAuth(SECRET),
   sse: { maxStreams: 50, heartbeatMs: 15_000, bufferMaxEvents: 1000, bufferMaxBytes: 1 << 20, retryMs: 2000, ...over },
   maxMessageChars: 8000,
   bodyLimitBytes: 65_536,

@@ -56,7 +56,7 @@ export async function buildApp(deps: AppDeps): Promise<EdgeApp> {
     streams: new Set<SseStream>(),
     state: { draining: false },
   };
-  const verifier = new TokenVerifier(cfg.jwtSecret);
+  const verifier = new TokenVerifier(cfg.auth);
 
   const app = Fastify({
     loggerInstance: logger as unknown as FastifyBaseLogger,

@@ -1,57 +1,118 @@
-// Bearer-token authentication: HS256 JWTs signed with AUTH_JWT_SECRET; the user id is `sub`.
-// Verified with node:crypto rather than jose: jose 6 is ESM-only and the repository's jest setup
-// cannot load it (see the report); the checks are the same as jwtVerify's for HS256 — algorithm
-// pinned, constant-time signature comparison, `exp` required, `nbf` honoured.
-import { createHmac, timingSafeEqual } from 'node:crypto';
+// Bearer-token authentication with jose. Two kinds of token, told apart by their `alg`:
+// - production: RS256/ES256 tokens of an identity provider, verified against its JWKS
+//   (AUTH_JWKS_URL), with the issuer and audience checked. Keys are fetched by `kid` and cached;
+//   a token with a `kid` not in the cache makes jose refetch the set (at most once per cooldown),
+//   which is how a rotated key is picked up;
+// - development: HS256 tokens signed with AUTH_JWT_SECRET (only when that is set).
+// Every other algorithm (`none`, HS256 without a secret, HS256 "signed" with a public key, …) is
+// refused. The user id is `sub`; `exp` is required; clock skew is tolerated on `exp`/`nbf`.
+import { createHmac } from 'node:crypto';
+import { createRemoteJWKSet, decodeProtectedHeader, errors, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose';
 import { isUserId } from '@agent-mesh/common';
-import { unauthorized } from './errors';
+import { HttpError, unauthorized } from './errors';
 
-/** Clock skew tolerated on `exp` and `nbf`. */
-const CLOCK_TOLERANCE_S = 5;
+export interface AuthConfig {
+  /** HS256 secret (development tokens); undefined: HS256 tokens are refused. */
+  jwtSecret?: string;
+  /** The identity provider's JWKS (RS256/ES256 tokens); undefined: only HS256. */
+  jwksUrl?: string;
+  /** Required `iss` and `aud` of JWKS-verified tokens. */
+  issuer?: string;
+  audience?: string;
+  /** Clock skew tolerated on `exp` and `nbf`, seconds. */
+  clockToleranceS: number;
+  /** How long fetched keys are trusted without refetching, ms. */
+  jwksCacheMs: number;
+  /** Minimum time between two refetches triggered by an unknown `kid`, ms. */
+  jwksCooldownMs: number;
+  /** Timeout of a JWKS fetch, ms. */
+  jwksTimeoutMs: number;
+}
+
+/** Algorithms accepted from the identity provider. */
+export const JWKS_ALGORITHMS = ['RS256', 'ES256'];
 
 export class TokenVerifier {
-  private readonly key: Buffer;
+  private readonly secret?: Uint8Array;
+  private readonly jwks?: JWTVerifyGetKey;
 
   constructor(
-    secret: string,
+    private readonly cfg: AuthConfig,
     private readonly nowS: () => number = () => Math.floor(Date.now() / 1000),
   ) {
-    this.key = Buffer.from(secret, 'utf8');
+    if (cfg.jwtSecret) this.secret = new TextEncoder().encode(cfg.jwtSecret);
+    if (cfg.jwksUrl) {
+      this.jwks = createRemoteJWKSet(new URL(cfg.jwksUrl), {
+        cacheMaxAge: cfg.jwksCacheMs,
+        cooldownDuration: cfg.jwksCooldownMs,
+        timeoutDuration: cfg.jwksTimeoutMs,
+      });
+    }
   }
 
-  /** The user id of a valid token; an HttpError(401) saying what is wrong otherwise. */
+  /** The user id of a valid token; an HttpError (401, or 503 when the keys cannot be fetched) otherwise. */
   async userIdOf(token: string | undefined): Promise<string> {
     if (!token) throw unauthorized('missing bearer token: send "Authorization: Bearer <JWT>"');
-    const parts = token.split('.');
-    if (parts.length !== 3) throw unauthorized('token malformed');
-    const [h, p, s] = parts as [string, string, string];
-    const header = decodeJson(h);
-    if (!header) throw unauthorized('token malformed');
-    if (header['alg'] !== 'HS256') throw unauthorized('token algorithm not allowed (HS256 only)');
-    const expected = createHmac('sha256', this.key).update(`${h}.${p}`).digest();
-    const given = Buffer.from(s, 'base64url');
-    if (given.length !== expected.length || !timingSafeEqual(given, expected)) throw unauthorized('token signature invalid');
-    const claims = decodeJson(p);
-    if (!claims) throw unauthorized('token malformed');
-    const now = this.nowS();
-    const exp = claims['exp'];
-    if (typeof exp !== 'number') throw unauthorized('token claim invalid: exp missing');
-    if (exp <= now - CLOCK_TOLERANCE_S) throw unauthorized('token expired');
-    const nbf = claims['nbf'];
-    if (nbf !== undefined && (typeof nbf !== 'number' || nbf > now + CLOCK_TOLERANCE_S)) throw unauthorized('token not yet valid');
-    if (!isUserId(claims['sub'])) throw unauthorized('token subject is not a valid user id');
-    return claims['sub'];
+    let alg: string | undefined;
+    try {
+      alg = decodeProtectedHeader(token).alg;
+    } catch {
+      throw unauthorized('token malformed');
+    }
+    if (token.split('.').length !== 3) throw unauthorized('token malformed');
+    let payload: JWTPayload;
+    try {
+      payload = await this.verify(token, alg);
+    } catch (err) {
+      throw toHttpError(err);
+    }
+    if (!isUserId(payload.sub)) throw unauthorized('token subject is not a valid user id');
+    return payload.sub;
+  }
+
+  private async verify(token: string, alg: string | undefined): Promise<JWTPayload> {
+    const common = {
+      clockTolerance: this.cfg.clockToleranceS,
+      requiredClaims: ['exp'],
+      currentDate: new Date(this.nowS() * 1000),
+    };
+    if (alg === 'HS256' && this.secret) {
+      return (await jwtVerify(token, this.secret, { ...common, algorithms: ['HS256'] })).payload;
+    }
+    if (this.jwks && alg !== 'HS256') {
+      const opts = { ...common, algorithms: JWKS_ALGORITHMS, issuer: this.cfg.issuer, audience: this.cfg.audience };
+      return (await jwtVerify(token, this.jwks, opts)).payload;
+    }
+    throw unauthorized(`token algorithm not allowed (${this.allowed().join(', ')} only)`);
+  }
+
+  private allowed(): string[] {
+    return [...(this.secret ? ['HS256'] : []), ...(this.jwks ? JWKS_ALGORITHMS : [])];
   }
 }
 
-function decodeJson(part: string): Record<string, unknown> | undefined {
-  if (!/^[A-Za-z0-9_-]*$/.test(part)) return undefined;
-  try {
-    const v: unknown = JSON.parse(Buffer.from(part, 'base64url').toString('utf8'));
-    return typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Record<string, unknown>) : undefined;
-  } catch {
-    return undefined;
+/** What a jose error means for the caller: 401 naming the problem, or 503 when the IdP is unreachable. */
+function toHttpError(err: unknown): HttpError {
+  if (err instanceof HttpError) return err;
+  if (err instanceof errors.JWTExpired) return unauthorized('token expired');
+  if (err instanceof errors.JWTClaimValidationFailed) {
+    if (err.claim === 'nbf') return unauthorized('token not yet valid');
+    return unauthorized(`token claim invalid: ${err.claim} ${err.reason === 'missing' ? 'missing' : 'not accepted'}`);
   }
+  if (err instanceof errors.JOSEAlgNotAllowed) return unauthorized('token algorithm not allowed');
+  if (err instanceof errors.JWKSNoMatchingKey) return unauthorized('token signed with an unknown key (kid)');
+  if (err instanceof errors.JWSSignatureVerificationFailed) return unauthorized('token signature invalid');
+  if (err instanceof errors.JWSInvalid || err instanceof errors.JWTInvalid || err instanceof errors.JOSENotSupported) {
+    return unauthorized('token malformed');
+  }
+  // The key set could not be fetched or parsed (timeout, connection refused, non-200, bad JSON):
+  // not the caller's fault, and not a reason to believe the token.
+  return new HttpError(503, 'auth_unavailable', "the identity provider's keys cannot be fetched: retry shortly", 5);
+}
+
+/** Development sign-in only (HS256 with `secret`), as tests and tools build it without env. */
+export function devAuth(secret: string): AuthConfig {
+  return { jwtSecret: secret, clockToleranceS: 30, jwksCacheMs: 600_000, jwksCooldownMs: 30_000, jwksTimeoutMs: 5_000 };
 }
 
 /** Signs an HS256 token (tests, benchmarks and dev tokens). */

@@ -1,13 +1,14 @@
-// Every environment variable the edge reads, with its default and validation. A missing required
-// variable (AUTH_JWT_SECRET) stops the process at start with a message naming it.
+// Every environment variable the edge reads, with its default and validation. Missing sign-in
+// configuration (neither AUTH_JWT_SECRET nor AUTH_JWKS_URL) stops the process at start.
 import { config } from '@agent-mesh/common';
+import type { AuthConfig } from './auth';
 
 type Env = Record<string, string | undefined>;
 
 export interface EdgeConfig {
   port: number;
   host: string;
-  jwtSecret: string;
+  auth: AuthConfig;
   peers: { orchestrator: string; store: string; broker: string; tools: string };
   /** host:port of each gRPC service's metrics side channel (`/metrics.json`). */
   metricsAddrs: { orchestrator: string; store: string; broker: string; tools: string };
@@ -54,7 +55,7 @@ export function loadConfig(env: Env = process.env): EdgeConfig {
   return {
     port: config.int({ env: 'EDGE_PORT', default: config.DEFAULT_PORTS.EDGE, min: 0, max: 65535 }, env),
     host: config.str({ env: 'EDGE_HOST', default: '0.0.0.0' }, env),
-    jwtSecret: config.str({ env: 'AUTH_JWT_SECRET', doc: 'HS256 secret that signs user tokens' }, env),
+    auth: loadAuth(env),
     peers,
     metricsAddrs: {
       orchestrator: metricsAddr(env, 'ORCHESTRATOR', peers.orchestrator),
@@ -82,5 +83,25 @@ export function loadConfig(env: Env = process.env): EdgeConfig {
       .filter(Boolean),
     shutdownGraceMs: config.int({ env: 'SHUTDOWN_GRACE_MS', default: 10_000, min: 0 }, env),
     llmModel: config.str({ env: 'LLM_MODEL', default: 'upstream' }, env),
+  };
+}
+
+function loadAuth(env: Env): AuthConfig {
+  const jwtSecret = config.str({ env: 'AUTH_JWT_SECRET', default: '' }, env) || undefined;
+  const jwksUrl = config.str({ env: 'AUTH_JWKS_URL', default: '' }, env) || undefined;
+  if (!jwtSecret && !jwksUrl) {
+    throw new config.ConfigError('missing required environment variable AUTH_JWKS_URL (production: the identity provider\'s JWKS) or AUTH_JWT_SECRET (development: HS256 secret)');
+  }
+  if (jwksUrl && !/^https?:\/\/[^\s]+$/.test(jwksUrl)) throw new config.ConfigError(`AUTH_JWKS_URL must be an http(s) URL, got "${jwksUrl}"`);
+  const jwks = (name: string) => (jwksUrl ? config.str({ env: name, doc: 'required with AUTH_JWKS_URL' }, env) : undefined);
+  return {
+    jwtSecret,
+    jwksUrl,
+    issuer: jwks('AUTH_ISSUER'),
+    audience: jwks('AUTH_AUDIENCE'),
+    clockToleranceS: config.int({ env: 'AUTH_CLOCK_TOLERANCE_S', default: 30, min: 0, max: 600 }, env),
+    jwksCacheMs: config.int({ env: 'AUTH_JWKS_CACHE_MS', default: 600_000, min: 1_000 }, env),
+    jwksCooldownMs: config.int({ env: 'AUTH_JWKS_COOLDOWN_MS', default: 30_000, min: 0 }, env),
+    jwksTimeoutMs: config.int({ env: 'AUTH_JWKS_TIMEOUT_MS', default: 5_000, min: 100 }, env),
   };
 }
