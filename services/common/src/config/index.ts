@@ -77,7 +77,7 @@ export function addr(spec: VarSpec<string>, env: Env = process.env): string {
   return v;
 }
 
-/** Shared infrastructure variables, with the local defaults of INFRA.md. */
+/** Shared infrastructure variables, with the defaults of the local stack (deploy/local). */
 export const infra = {
   redisUrl: (env: Env = process.env) => str({ env: 'REDIS_URL', default: 'redis://127.0.0.1:6379' }, env),
   peer: (service: 'ORCHESTRATOR' | 'LLM_BROKER' | 'TOOL_SERVICE' | 'STORE', env: Env = process.env) =>
