@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the local infrastructure the mesh runs on (Redis, FerretDB, Jaeger, grpc-health-probe,
-# Chromium for UI tests), idempotently. Binaries built from Go are cached in $MESH_CACHE/bin so a
+# nginx, Prometheus, Chromium for UI tests), idempotently. Binaries built from Go are cached in $MESH_CACHE/bin so a
 # second run does not rebuild them.
 set -euo pipefail
 CACHE="${MESH_CACHE:-$HOME/.cache/agent-mesh}"
@@ -10,6 +10,10 @@ log() { printf '[install] %s\n' "$*" >&2; }
 
 apt_pkgs=()
 command -v redis-server >/dev/null || apt_pkgs+=(redis-server)
+# The fleet (`npm start -- --replicas N`): nginx in front of the edges, Prometheus (and promtool,
+# which unit-tests the alert rules).
+[ -x /usr/sbin/nginx ] || apt_pkgs+=(nginx)
+command -v promtool >/dev/null || apt_pkgs+=(prometheus)
 # WordNet: the default corpus of the search_web tool.
 [ -d /usr/share/wordnet ] || apt_pkgs+=(wordnet-base)
 if [ "${MESH_WITH_BROWSER:-1}" = 1 ] && [ ! -x /usr/bin/chromium ]; then apt_pkgs+=(chromium); fi

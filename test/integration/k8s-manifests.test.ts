@@ -15,6 +15,8 @@ import { ConfigMap } from 'kubernetes-models/v1/ConfigMap';
 import { Secret } from 'kubernetes-models/v1/Secret';
 import { Service } from 'kubernetes-models/v1/Service';
 import { ServiceAccount } from 'kubernetes-models/v1/ServiceAccount';
+import { PrometheusRule } from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/PrometheusRule';
+import { ServiceMonitor } from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/ServiceMonitor';
 
 const K8S = path.resolve(__dirname, '../../deploy/k8s');
 
@@ -31,6 +33,9 @@ const MODELS: Record<string, ModelCtor> = {
   'autoscaling/v2/HorizontalPodAutoscaler': HorizontalPodAutoscaler as unknown as ModelCtor,
   'networking.k8s.io/v1/Ingress': Ingress as unknown as ModelCtor,
   'policy/v1/PodDisruptionBudget': PodDisruptionBudget as unknown as ModelCtor,
+  // prometheus-operator kinds (components/monitoring)
+  'monitoring.coreos.com/v1/PrometheusRule': PrometheusRule as unknown as ModelCtor,
+  'monitoring.coreos.com/v1/ServiceMonitor': ServiceMonitor as unknown as ModelCtor,
 };
 /** kustomize's own files (not Kubernetes objects): allowed only as kustomization.yaml. */
 const KUSTOMIZE_KINDS = ['kustomize.config.k8s.io/v1beta1/Kustomization', 'kustomize.config.k8s.io/v1alpha1/Component'];

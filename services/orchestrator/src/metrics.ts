@@ -7,6 +7,7 @@ export interface OrchestratorMetrics {
   runsEnded: Counter<'outcome'>;
   activeRuns: Gauge;
   runDuration: Histogram<'outcome'>;
+  runCost: Counter<'outcome'>;
   takeovers: Counter;
   agentStep: Histogram<'agent'>;
   missingVerdicts: Counter;
@@ -31,6 +32,12 @@ export function createMetrics(registry: Registry = createRegistry('orchestrator'
       help: 'Wall time of a run, by outcome',
       labelNames: ['outcome'],
       buckets: [1, 2, 5, 10, 20, 30, 45, 60, 90, 120, 300],
+      registers: r,
+    }),
+    runCost: new Counter({
+      name: 'orchestrator_run_cost_usd_total',
+      help: 'Cost of the runs ended, by outcome (USD, from their token usage and PRICE_PER_1K_*)',
+      labelNames: ['outcome'],
       registers: r,
     }),
     takeovers: new Counter({ name: 'orchestrator_takeovers_total', help: 'Runs taken over from a replica whose lease expired', registers: r }),

@@ -1,7 +1,8 @@
 // Prometheus metrics per process, served on a small HTTP side channel: `/metrics` (text, for
 // Prometheus) and `/metrics.json` (for the edge's /api/metrics summary).
 import http from 'node:http';
-import { collectDefaultMetrics, Registry } from 'prom-client';
+import { getHeapStatistics } from 'node:v8';
+import { collectDefaultMetrics, Gauge, Registry } from 'prom-client';
 import type { Logger } from '../logging';
 
 export { Counter, Gauge, Histogram, Registry, Summary } from 'prom-client';
@@ -10,6 +11,13 @@ export function createRegistry(service: string): Registry {
   const registry = new Registry();
   registry.setDefaultLabels({ service });
   collectDefaultMetrics({ register: registry });
+  // The heap's ceiling (--max-old-space-size), so memory alerts can say "80 % of the limit".
+  new Gauge({
+    name: 'nodejs_heap_size_limit_bytes',
+    help: 'V8 heap size limit in bytes',
+    registers: [registry],
+    collect(this: Gauge) { this.set(getHeapStatistics().heap_size_limit); },
+  });
   return registry;
 }
 

@@ -240,10 +240,11 @@ export class RunManager {
     );
     await withSpan(resumed ? 'orchestrator.run.resume' : 'orchestrator.run', attrs, async (span) => {
       let outcome = 'handed_over';
-      const end = (o: string) => {
+      const end = (o: string, usage: Usage = ckpt.usage) => {
         outcome = o;
         metrics.runsEnded.inc({ outcome: o });
         metrics.runDuration.observe({ outcome: o }, (Date.now() - started) / 1000);
+        metrics.runCost.inc({ outcome: o }, this.cost(usage));
         span.setAttribute('mesh.run_outcome', o);
       };
       const run = (status: string, extra: Partial<Run> = {}): Run => ({
@@ -321,7 +322,7 @@ export class RunManager {
           throw new StepFailure('store_unavailable', 'the answer could not be stored', true);
         }
         await emitter.emit('run.completed', { runId: meta.runId, answer: result.answer, rounds: result.rounds, usage: result.usage, cost });
-        end('completed');
+        end('completed', result.usage);
       } catch (err) {
         const stop = abort.signal.aborted ? stopReasonOf(abort.signal) : err instanceof RunStopped ? err.reason : undefined;
         if (stop === 'lease_lost' || stop === 'shutdown') {
