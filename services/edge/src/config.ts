@@ -54,7 +54,7 @@ export function loadConfig(env: Env = process.env): EdgeConfig {
   };
   return {
     port: config.int({ env: 'EDGE_PORT', default: config.DEFAULT_PORTS.EDGE, min: 0, max: 65535 }, env),
-    host: config.str({ env: 'EDGE_HOST', default: '0.0.0.0' }, env),
+    host: config.infra.bindHost('EDGE', env),
     auth: loadAuth(env),
     peers,
     metricsAddrs: {
@@ -81,7 +81,7 @@ export function loadConfig(env: Env = process.env): EdgeConfig {
       .split(',')
       .map((s) => s.trim())
       .filter(Boolean),
-    shutdownGraceMs: config.int({ env: 'SHUTDOWN_GRACE_MS', default: 10_000, min: 0 }, env),
+    shutdownGraceMs: config.infra.shutdownGraceMs(env),
     llmModel: config.str({ env: 'LLM_MODEL', default: 'upstream' }, env),
   };
 }

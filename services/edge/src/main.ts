@@ -1,40 +1,31 @@
-// Process entry of the edge: configuration, logger, Redis, gateways, the HTTP server, and a
-// graceful drain on SIGTERM — wiring only.
-import { createLogger, createRedis, Lifecycle, loadConfigOrExit } from '@agent-mesh/common';
+// Process entry of the edge: Redis, gateways, the HTTP server — wiring only (configuration,
+// listener host and shutdown phases: runService).
+import { createRedis, flushTelemetry, runService, type Service } from '@agent-mesh/common';
 import { buildApp } from './app';
-import { loadConfig } from './config';
+import { loadConfig, type EdgeConfig } from './config';
 import { createGateways } from './gateways';
 import { redisRequestLimiter } from './ratelimit';
 
-async function main(): Promise<void> {
-  const logger = createLogger('edge');
-  const cfg = loadConfigOrExit('edge', logger, loadConfig);
-  const lifecycle = new Lifecycle(logger, cfg.shutdownGraceMs);
+void runService({ name: 'edge', loadConfig, flushTelemetry, build });
+
+async function build(svc: Service<EdgeConfig>): Promise<void> {
+  const { config: cfg, logger } = svc;
 
   const redis = createRedis(cfg.redisUrl, logger);
-  lifecycle.own('redis', async () => {
+  svc.onShutdown('clients', 'redis', async () => {
     await redis.quit().catch(() => redis.disconnect());
   });
   const gateways = createGateways(cfg, redis);
-  lifecycle.own('gateways', () => gateways.close());
+  svc.onShutdown('clients', 'gateways', () => gateways.close());
 
   const requestLimiter = redisRequestLimiter(redis, { perMinute: cfg.rateLimitPerMinute, burstFraction: cfg.rateLimitBurstFraction }, logger);
-  lifecycle.own('request limiter', () => requestLimiter.close?.());
+  svc.onShutdown('stop', 'request limiter', () => requestLimiter.close?.());
   const { app, drain } = await buildApp({ cfg, gateways, logger, requestLimiter });
-  // Registered last, so it runs first: stop accepting, tell streams to reconnect, close the server.
-  lifecycle.own('http', async () => {
-    drain();
-    const grace = new Promise<void>((resolve) => setTimeout(resolve, Math.max(0, cfg.shutdownGraceMs - 1_000)).unref());
-    await Promise.race([app.close(), grace]);
-  });
-  lifecycle.handleSignals();
+  // Draining answers /api/health 503 and refuses new requests; open streams are told to reconnect.
+  svc.onShutdown('notServing', 'draining', () => drain());
+  svc.httpServer(app.server, () => app.close());
 
-  await app.listen({ port: cfg.port, host: cfg.host });
+  await app.listen({ port: cfg.port, host: svc.host });
   const addr = app.server.address();
-  logger.info({ port: typeof addr === 'object' && addr ? addr.port : cfg.port }, 'listening');
+  logger.info({ host: svc.host, port: typeof addr === 'object' && addr ? addr.port : cfg.port }, 'listening');
 }
-
-main().catch((err: unknown) => {
-  process.stderr.write(`edge failed to start: ${(err as Error).stack ?? String(err)}\n`);
-  process.exit(1);
-});

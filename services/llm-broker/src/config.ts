@@ -5,6 +5,9 @@ export type Env = Record<string, string | undefined>;
 
 export interface BrokerConfig {
   port: number;
+  /** Interface of the gRPC and metrics listeners (LLM_BROKER_HOST). */
+  host: string;
+  shutdownGraceMs: number;
   metricsPort: number;
   redisUrl: string;
   /** OpenAI-compatible base URL, without the trailing `/chat/completions`. */
@@ -73,6 +76,8 @@ export function loadConfig(env: Env = process.env): BrokerConfig {
   }
   return {
     port,
+    host: config.infra.bindHost('LLM_BROKER', env),
+    shutdownGraceMs: config.infra.shutdownGraceMs(env),
     metricsPort: config.int({ env: 'METRICS_PORT', default: config.metricsPortFor(port || config.DEFAULT_PORTS.LLM_BROKER), min: 0, max: 65535 }, env),
     redisUrl: config.infra.redisUrl(env),
     baseUrl,

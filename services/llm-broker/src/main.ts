@@ -1,19 +1,10 @@
-// Process entry of the llm-broker: configuration, Redis, the global limiter, the queue, the
-// upstream client behind its breaker, the gRPC and metrics servers, and shutdown — wiring only.
+// Process entry of the llm-broker: Redis, the global limiter, the queue, the upstream client
+// behind its breaker, the gRPC and metrics servers — wiring only (configuration, listeners and
+// shutdown phases: runService).
 import { randomUUID } from 'node:crypto';
-import {
-  createLogger,
-  createRedis,
-  redisReady,
-  createRegistry,
-  GlobalLimiter,
-  Lifecycle,
-  loadConfigOrExit,
-  startGrpcServer,
-  startMetricsServer,
-} from '@agent-mesh/common';
+import { createRedis, createRegistry, flushTelemetry, GlobalLimiter, redisReady, runService, type Service } from '@agent-mesh/common';
 import { LlmBroker } from './broker';
-import { loadConfig } from './config';
+import { loadConfig, type BrokerConfig } from './config';
 import { createBrokerMetrics } from './metrics';
 import { AdaptiveLimits } from './queue/adaptive';
 import { AdmissionQueue } from './queue/admission';
@@ -22,17 +13,16 @@ import { tokenizer } from './tokens';
 import { OpenAiCompatibleClient } from './upstream/openai';
 import { breakerState, createBreaker, RetryBudget } from './upstream/resilience';
 
-async function main(): Promise<void> {
-  const logger = createLogger('llm-broker');
-  const cfg = loadConfigOrExit('llm-broker', logger, loadConfig);
-  const lifecycle = new Lifecycle(logger);
-  lifecycle.handleSignals();
+void runService({ name: 'llm-broker', loadConfig, flushTelemetry, build });
+
+async function build(svc: Service<BrokerConfig>): Promise<void> {
+  const { config: cfg, logger } = svc;
   tokenizer(); // load the encoder's ranks once, before the first request
 
   const redis = createRedis(cfg.redisUrl, logger);
   // Start on the local share if Redis is not there yet; the limiter joins it when it comes.
   await redisReady(redis, 3_000).catch((err: Error) => logger.warn({ err: err.message }, 'starting without redis'));
-  lifecycle.own('redis', async () => void (await redis.quit().catch(() => redis.disconnect())));
+  svc.onShutdown('clients', 'redis', async () => void (await redis.quit().catch(() => redis.disconnect())));
 
   const configured = { maxConcurrent: cfg.maxConcurrent, requestsPerMinute: cfg.rpm, tokensPerMinute: cfg.tpm };
   const limiter = new GlobalLimiter(
@@ -42,12 +32,12 @@ async function main(): Promise<void> {
     logger,
   );
   limiter.start();
-  lifecycle.own('limiter', () => limiter.stop());
+  svc.onShutdown('stop', 'limiter', () => limiter.stop());
 
   const adaptive = new AdaptiveLimits(configured, { creepPeriodMs: 1_000 * cfg.timeScale, holdMs: 5_000 * cfg.timeScale, reportTtlMs: 60_000 * cfg.timeScale });
   const creep = setInterval(() => adaptive.tick() && limiter.setLimits(adaptive.limits), Math.max(50, 500 * cfg.timeScale));
   creep.unref();
-  lifecycle.own('adaptive-limits', () => clearInterval(creep));
+  svc.onShutdown('stop', 'adaptive-limits', () => clearInterval(creep));
 
   const client = new OpenAiCompatibleClient(cfg.baseUrl, cfg.apiKey, cfg.requestTimeoutMs);
   const breakerResetMs = cfg.breaker.resetMs;
@@ -61,7 +51,7 @@ async function main(): Promise<void> {
   breaker.on('open', () => logger.warn('upstream circuit breaker open'));
   breaker.on('halfOpen', () => logger.info('upstream circuit breaker half-open: probing'));
   breaker.on('close', () => logger.info('upstream circuit breaker closed'));
-  lifecycle.own('upstream', async () => {
+  svc.onShutdown('stop', 'upstream', async () => {
     breaker.shutdown();
     await client.close();
   });
@@ -110,15 +100,16 @@ async function main(): Promise<void> {
     breakerResetMs,
   });
 
-  const server = await startGrpcServer({ host: '127.0.0.1', port: cfg.port, services: [brokerService(broker, logger)], protoFiles: PROTO_FILES, logger });
-  const metricsServer = await startMetricsServer(registry, cfg.metricsPort, logger, '127.0.0.1');
-  lifecycle.own('metrics', () => metricsServer.close());
-  lifecycle.own('queue', () => queue.close());
-  lifecycle.own('grpc', () => server.stop(lifecycle.grace));
+  const server = await svc.grpcServer({ port: cfg.port, services: [brokerService(broker, logger)], protoFiles: PROTO_FILES });
+  const metricsServer = await svc.metricsServer(registry, cfg.metricsPort);
+  // Calls still queued when the drain ends are refused.
+  svc.onShutdown('stop', 'queue', () => queue.close());
   server.serve();
   logger.info(
     {
+      host: svc.host,
       port: server.port,
+      metricsPort: metricsServer.port,
       baseUrl: cfg.baseUrl,
       model: cfg.model,
       limits: configured,
@@ -129,9 +120,3 @@ async function main(): Promise<void> {
     'listening',
   );
 }
-
-main().catch((err: unknown) => {
-  // eslint-disable-next-line no-console
-  console.error(err);
-  process.exit(1);
-});

@@ -4,6 +4,10 @@ import { config } from '@agent-mesh/common';
 export interface OrchestratorConfig {
   /** gRPC port. @default 50051 (ORCHESTRATOR_PORT) */
   port: number;
+  /** Interface of the gRPC and metrics listeners. @default 127.0.0.1 (ORCHESTRATOR_HOST) */
+  host: string;
+  /** @default 10000 (SHUTDOWN_GRACE_MS) */
+  shutdownGraceMs: number;
   /** Prometheus side channel. @default port + 1000 (METRICS_PORT) */
   metricsPort: number;
   /** @default redis://127.0.0.1:6379 (REDIS_URL) */
@@ -57,6 +61,8 @@ export function loadConfig(env: Env = process.env): OrchestratorConfig {
   const runLeaseMs = config.int({ env: 'RUN_LEASE_MS', default: 5000, min: 300 }, env);
   return {
     port,
+    host: config.infra.bindHost('ORCHESTRATOR', env),
+    shutdownGraceMs: config.infra.shutdownGraceMs(env),
     metricsPort: config.int({ env: 'METRICS_PORT', default: config.metricsPortFor(port), min: 0, max: 65535 }, env),
     redisUrl: config.infra.redisUrl(env),
     brokerAddr: config.infra.peer('LLM_BROKER', env),

@@ -1,9 +1,8 @@
-// Process entry of the orchestrator: config, clients, run manager, gRPC and metrics servers,
-// shutdown. Wiring only.
-import { createLogger, createRedis, Lifecycle,
-  loadConfigOrExit, redisReady, startGrpcServer, startMetricsServer } from '@agent-mesh/common';
+// Process entry of the orchestrator: clients, run manager, gRPC and metrics servers — wiring only
+// (configuration, listeners and shutdown phases: runService).
+import { createRedis, flushTelemetry, redisReady, runService, type Service } from '@agent-mesh/common';
 import { OrchestratorServiceService } from '@agent-mesh/common/dist/gen/orchestrator/v1/orchestrator';
-import { loadConfig } from './config';
+import { loadConfig, type OrchestratorConfig } from './config';
 import { BrokerGateway } from './gateways/broker';
 import { StoreGateway } from './gateways/store';
 import { ToolServiceGateway } from './gateways/tools';
@@ -16,24 +15,23 @@ import { RunManager } from './runs/manager';
 import { RunRegistry } from './runs/registry';
 import { orchestratorService } from './server';
 
-async function main(): Promise<void> {
-  const logger = createLogger('orchestrator');
-  const config = loadConfigOrExit('orchestrator', logger, loadConfig);
-  const lifecycle = new Lifecycle(logger);
-  lifecycle.handleSignals();
+void runService({ name: 'orchestrator', loadConfig, flushTelemetry, build });
+
+async function build(svc: Service<OrchestratorConfig>): Promise<void> {
+  const { config, logger } = svc;
   const metrics = createMetrics();
 
   const redis = createRedis(config.redisUrl, logger);
   // Pub/Sub needs its own connection; it carries every watcher's notifications and the cancels.
   const subscriber = createRedis(config.redisUrl, logger, { enableOfflineQueue: true, maxRetriesPerRequest: null });
-  lifecycle.own('redis', async () => void (await redis.quit().catch(() => undefined)));
-  lifecycle.own('redis-subscriber', async () => void (await subscriber.quit().catch(() => undefined)));
+  svc.onShutdown('clients', 'redis', async () => void (await redis.quit().catch(() => undefined)));
+  svc.onShutdown('clients', 'redis-subscriber', async () => void (await subscriber.quit().catch(() => undefined)));
   await Promise.all([redisReady(redis), redisReady(subscriber)]);
 
   const broker = new BrokerGateway(config.brokerAddr);
   const tools = new ToolServiceGateway(config.toolServiceAddr);
   const store = new StoreGateway(config.storeAddr);
-  lifecycle.own('peers', () => {
+  svc.onShutdown('clients', 'peers', () => {
     broker.close();
     tools.close();
     store.close();
@@ -47,26 +45,16 @@ async function main(): Promise<void> {
   });
   await subscriber.subscribe(keys.cancelChannel);
 
-  const server = await startGrpcServer({
-    host: '127.0.0.1',
+  const server = await svc.grpcServer({
     port: config.port,
     services: [{ name: 'orchestrator.v1.OrchestratorService', definition: OrchestratorServiceService, implementation: orchestratorService({ logger, runs, log, notes }) }],
     protoFiles: ['orchestrator/v1/orchestrator.proto'],
-    logger,
   });
-  // Closers run last-registered first: stop serving, then hand the runs over, then the clients.
-  lifecycle.own('runs', () => runs.stop());
-  lifecycle.own('grpc', () => server.stop(Math.max(1_000, lifecycle.grace - 3_000)));
-  const metricsServer = await startMetricsServer(metrics.registry, config.metricsPort, logger, '127.0.0.1');
-  lifecycle.own('metrics', () => metricsServer.close());
+  // Runs still going when the drain ends are handed over to other replicas (from their checkpoint).
+  svc.onShutdown('stop', 'runs', () => runs.stop());
+  const metricsServer = await svc.metricsServer(metrics.registry, config.metricsPort);
 
   runs.startBackground();
   server.serve();
-  logger.info({ port: server.port, overlap: config.agentOverlap, maxRounds: config.maxRounds }, 'listening');
+  logger.info({ host: svc.host, port: server.port, metricsPort: metricsServer.port, overlap: config.agentOverlap, maxRounds: config.maxRounds }, 'listening');
 }
-
-main().catch((err: unknown) => {
-  // eslint-disable-next-line no-console
-  console.error('orchestrator failed to start:', err);
-  process.exit(1);
-});

@@ -30,6 +30,10 @@ export interface MongoOptions {
 
 export interface StoreConfig {
   port: number;
+  /** Interface of the gRPC and metrics listeners. @default 127.0.0.1 (STORE_HOST) */
+  host: string;
+  /** @default 10000 (SHUTDOWN_GRACE_MS) */
+  shutdownGraceMs: number;
   metricsPort: number;
   mongo: MongoOptions;
   /** Conversations idle longer than this are deleted with their messages and runs. @default 30 days */
@@ -65,6 +69,8 @@ export function loadConfig(env: Env = process.env): StoreConfig {
   if (minPoolSize > maxPoolSize) throw new config.ConfigError(`MONGO_MIN_POOL_SIZE (${minPoolSize}) must be <= MONGO_MAX_POOL_SIZE (${maxPoolSize})`);
   return {
     port,
+    host: config.infra.bindHost('STORE', env),
+    shutdownGraceMs: config.infra.shutdownGraceMs(env),
     metricsPort: config.int({ env: 'METRICS_PORT', default: config.metricsPortFor(port), min: 0, max: 65535 }, env),
     mongo: {
       uri,

@@ -1,10 +1,9 @@
-// The store process: config, MongoDB client, gRPC server, metrics, health, retention cleanup and
-// shutdown — wiring only.
-import { createLogger, createRegistry, Lifecycle,
-  loadConfigOrExit, startGrpcServer, startMetricsServer } from '@agent-mesh/common';
+// The store process: MongoDB client, gRPC server, metrics, health, retention cleanup — wiring only
+// (configuration, listeners and shutdown phases: runService).
+import { createRegistry, flushTelemetry, runService, type Service } from '@agent-mesh/common';
 import { StoreServiceService } from '@agent-mesh/common/dist/gen/store/v1/store';
 import { RetentionCleanup } from './cleanup';
-import { loadConfig } from './config';
+import { loadConfig, type StoreConfig } from './config';
 import { createMongoClient } from './db/connection';
 import { DatabaseHealth } from './db/health';
 import { ensureIndexes } from './db/indexes';
@@ -15,46 +14,42 @@ import { createStoreServer } from './server';
 
 const SERVICE_NAME = 'store.v1.StoreService';
 
-async function main(): Promise<void> {
-  const logger = createLogger('store');
-  const cfg = loadConfigOrExit('store', logger, loadConfig);
-  const lifecycle = new Lifecycle(logger);
-  lifecycle.handleSignals();
+void runService({ name: 'store', loadConfig, flushTelemetry, build });
+
+async function build(svc: Service<StoreConfig>): Promise<void> {
+  const { config: cfg, logger } = svc;
 
   const registry = createRegistry('store');
   const metrics = createStoreMetrics(registry);
   const client = createMongoClient(cfg.mongo, metrics);
-  lifecycle.own('mongodb', () => client.close());
+  svc.onShutdown('clients', 'mongodb', () => client.close());
   const db = client.db();
   const cols = openCollections(db, new QueryTimer(metrics, logger, cfg.slowQueryMs));
 
-  const metricsServer = await startMetricsServer(registry, cfg.metricsPort, logger, '127.0.0.1');
-  lifecycle.own('metrics', () => metricsServer.close());
+  const metricsServer = await svc.metricsServer(registry, cfg.metricsPort);
 
-  const grpc = await startGrpcServer({
-    host: '127.0.0.1',
+  const grpc = await svc.grpcServer({
     port: cfg.port,
     services: [{ name: SERVICE_NAME, definition: StoreServiceService, implementation: createStoreServer({ repos: createRepos(cols), logger }) }],
     protoFiles: ['store/v1/store.proto'],
-    logger,
   });
-  lifecycle.own('grpc', () => grpc.stop(lifecycle.grace));
 
   const cleanup = new RetentionCleanup(cols, { retentionMs: cfg.retentionMs, runStateRetentionMs: cfg.runStateRetentionMs }, logger, metrics);
-  lifecycle.own('cleanup', () => cleanup.stop());
+  svc.onShutdown('stop', 'cleanup', () => cleanup.stop());
 
-  // Closed before the gRPC server (closers run in reverse), so it cannot flip the status back to
-  // SERVING while the server drains.
+  // Stopped with the NOT_SERVING flip, so that it cannot set the status back to SERVING while the
+  // server drains.
   const health = new DatabaseHealth(client, grpc, ['', SERVICE_NAME], {
     intervalMs: cfg.healthIntervalMs,
     prepare: () => ensureIndexes(db),
     onReady: () => cleanup.start(cfg.cleanupIntervalMs),
   }, logger, metrics);
-  lifecycle.own('db-health', () => health.stop());
+  svc.onShutdown('notServing', 'db-health', () => health.stop());
   health.start();
 
   logger.info(
     {
+      host: svc.host,
       port: grpc.port,
       metricsPort: metricsServer.port,
       pool: { max: cfg.mongo.maxPoolSize, min: cfg.mongo.minPoolSize },
@@ -63,9 +58,3 @@ async function main(): Promise<void> {
     'listening',
   );
 }
-
-main().catch((err: unknown) => {
-  // eslint-disable-next-line no-console
-  console.error('store failed to start:', err);
-  process.exit(1);
-});

@@ -10,8 +10,10 @@ type Env = Record<string, string | undefined>;
 export interface ToolServiceConfig {
   /** @default 50053 (TOOL_SERVICE_PORT) */
   port: number;
-  /** @default 0.0.0.0 (TOOL_SERVICE_HOST), like every service */
+  /** Interface of the gRPC and metrics listeners. @default 127.0.0.1 (TOOL_SERVICE_HOST) */
   host: string;
+  /** @default 10000 (SHUTDOWN_GRACE_MS) */
+  shutdownGraceMs: number;
   /** @default port + 1000 (METRICS_PORT) */
   metricsPort: number;
   redisUrl: string;
@@ -68,7 +70,8 @@ export function loadConfig(env: Env = process.env): ToolServiceConfig {
   }
   return {
     port,
-    host: config.str({ env: 'TOOL_SERVICE_HOST', default: '0.0.0.0' }, env),
+    host: config.infra.bindHost('TOOL_SERVICE', env),
+    shutdownGraceMs: config.infra.shutdownGraceMs(env),
     metricsPort: config.int({ env: 'METRICS_PORT', default: config.metricsPortFor(port || config.DEFAULT_PORTS.TOOL_SERVICE), min: 0, max: 65535 }, env),
     redisUrl: config.infra.redisUrl(env),
     storeAddr: config.infra.peer('STORE', env),

@@ -1,19 +1,9 @@
-// Process entry of the tool-service: configuration, Redis, limiters, tools, gRPC and metrics
-// servers, pre-warming, and shutdown. Wiring only.
+// Process entry of the tool-service: Redis, limiters, tools, gRPC and metrics servers,
+// pre-warming — wiring only (configuration, listeners and shutdown phases: runService).
 import { randomUUID } from 'node:crypto';
-import {
-  createLogger,
-  createRedis,
-  createRegistry,
-  GlobalLimiter,
-  Lifecycle,
-  loadConfigOrExit,
-  redisReady,
-  startGrpcServer,
-  startMetricsServer,
-} from '@agent-mesh/common';
+import { createRedis, createRegistry, flushTelemetry, GlobalLimiter, redisReady, runService, type Service } from '@agent-mesh/common';
 import { protobufFileName, ToolServiceService } from '@agent-mesh/common/dist/gen/tools/v1/tools';
-import { loadConfig } from './config';
+import { loadConfig, type ToolServiceConfig } from './config';
 import { SharedBreakers } from './invoke/breaker';
 import { ToolInvoker } from './invoke/invoker';
 import { ToolMetrics } from './invoke/metrics';
@@ -26,26 +16,23 @@ import { GrpcPlanStore } from './store/plan-store';
 import { SEARCH_WEB } from './tools/search-web';
 import { defaultTools, testTools, ToolRegistry } from './tools/registry';
 
-const logger = createLogger('tool-service');
+void runService({ name: 'tool-service', loadConfig, flushTelemetry, build });
 
-async function main(): Promise<void> {
-  const cfg = loadConfigOrExit('tool-service', logger, loadConfig);
-  const lifecycle = new Lifecycle(logger);
-  lifecycle.handleSignals();
+async function build(svc: Service<ToolServiceConfig>): Promise<void> {
+  const { config: cfg, logger } = svc;
 
   const registry = createRegistry('tool-service');
   const metrics = new ToolMetrics(registry);
-  const metricsServer = await startMetricsServer(registry, cfg.metricsPort, logger, cfg.host);
-  lifecycle.own('metrics server', () => metricsServer.close());
+  const metricsServer = await svc.metricsServer(registry, cfg.metricsPort);
 
   const redis = createRedis(cfg.redisUrl, logger);
-  lifecycle.own('redis', async () => {
+  svc.onShutdown('clients', 'redis', async () => {
     await redis.quit().catch(() => redis.disconnect());
   });
   await redisReady(redis).catch((err: Error) => logger.warn({ err: err.message }, 'starting without redis: limits fall back to this replica\'s share, no shared cache'));
 
   const store = new GrpcPlanStore(cfg.storeAddr);
-  lifecycle.own('store client', () => store.close());
+  svc.onShutdown('clients', 'store client', () => store.close());
 
   const localIndex = lazyLocalIndex(
     { sources: cfg.corpusSources, repoRoot: cfg.repoRoot, extraDirs: cfg.corpusDirs },
@@ -71,7 +58,7 @@ async function main(): Promise<void> {
     limiter.start();
     limiters.set(t.name, limiter);
   }
-  lifecycle.own('limiters', () => limiters.forEach((l) => l.stop()));
+  svc.onShutdown('stop', 'limiters', () => limiters.forEach((l) => l.stop()));
 
   const cache = new ResultCache(redis, logger);
   const popularity = new RedisPopularity(redis, cfg.redisPrefix, logger);
@@ -88,14 +75,11 @@ async function main(): Promise<void> {
     new SharedBreakers(redis, cfg.redisPrefix, logger),
   );
 
-  const grpc = await startGrpcServer({
-    host: cfg.host,
+  const grpc = await svc.grpcServer({
     port: cfg.port,
     services: [{ name: 'tools.v1.ToolService', definition: ToolServiceService, implementation: toolServiceImpl(tools, invoker, logger) }],
     protoFiles: [protobufFileName],
-    logger,
   });
-  lifecycle.own('grpc server', () => grpc.stop(Math.max(1_000, lifecycle.grace - 2_000)));
 
   if (cfg.prewarmIntervalMs > 0 && tools.get(SEARCH_WEB)) {
     const prewarmer = new Prewarmer(tools, invoker, popularity, redis, metrics, logger, {
@@ -106,15 +90,10 @@ async function main(): Promise<void> {
     });
     // The first round waits for the local index so that it does not time out while it builds.
     void (cfg.searchUrl ? Promise.resolve() : localIndex().then(() => undefined)).then(() => prewarmer.start());
-    lifecycle.own('pre-warming', () => prewarmer.stop());
+    svc.onShutdown('stop', 'pre-warming', () => prewarmer.stop());
   }
   if (!cfg.searchUrl) void localIndex();
 
   grpc.serve();
-  logger.info({ port: grpc.port, metricsPort: metricsServer.port, tools: tools.names(), search: cfg.searchUrl ? 'web' : 'local' }, 'listening');
+  logger.info({ host: svc.host, port: grpc.port, metricsPort: metricsServer.port, tools: tools.names(), search: cfg.searchUrl ? 'web' : 'local' }, 'listening');
 }
-
-main().catch((err: unknown) => {
-  logger.fatal({ err }, 'tool-service failed to start');
-  process.exit(1);
-});

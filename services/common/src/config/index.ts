@@ -82,6 +82,14 @@ export const infra = {
   redisUrl: (env: Env = process.env) => str({ env: 'REDIS_URL', default: 'redis://127.0.0.1:6379' }, env),
   peer: (service: 'ORCHESTRATOR' | 'LLM_BROKER' | 'TOOL_SERVICE' | 'STORE', env: Env = process.env) =>
     addr({ env: `${service}_ADDR`, default: `127.0.0.1:${DEFAULT_PORTS[service]}` }, env),
+  /**
+   * The interface every listener of a service binds (gRPC, metrics, the edge's HTTP):
+   * `<SERVICE>_HOST`, 127.0.0.1 by default (a developer's machine); images and manifests set 0.0.0.0.
+   */
+  bindHost: (service: keyof typeof DEFAULT_PORTS, env: Env = process.env) =>
+    str({ env: `${service}_HOST`, default: '127.0.0.1' }, env),
+  /** The whole shutdown budget, split into phases by lifecycle/shutdown.ts. */
+  shutdownGraceMs: (env: Env = process.env) => int({ env: 'SHUTDOWN_GRACE_MS', default: 10_000, min: 0 }, env),
 };
 
 export const DEFAULT_PORTS = {

@@ -1,6 +1,7 @@
 // A gRPC server with what every service carries: the standard health service (flipped to
-// NOT_SERVING before shutdown), server reflection, keepalive options, and handler adapters that
-// turn domain errors into status codes and stop server streams when the caller goes away.
+// NOT_SERVING before shutdown), server reflection (which lists the health service too), keepalive
+// options, and handler adapters that turn domain errors into status codes and stop server streams
+// when the caller goes away.
 import { once } from 'node:events';
 import path from 'node:path';
 import {
@@ -14,7 +15,7 @@ import {
   type ServiceDefinition,
   type UntypedServiceImplementation,
 } from '@grpc/grpc-js';
-import { HealthImplementation } from 'grpc-health-check';
+import { HealthImplementation, protoPath as healthProtoPath } from 'grpc-health-check';
 import { ReflectionService } from '@grpc/reflection';
 import { loadSync } from '@grpc/proto-loader';
 import type { Logger } from '../logging';
@@ -23,6 +24,10 @@ import { MeshError } from './errors';
 
 /** The repository's proto/ folder (override with PROTO_DIR in images that move it). */
 export const PROTO_DIR = process.env.PROTO_DIR ?? path.resolve(__dirname, '../../../../proto');
+
+/** grpc-health-check's copy of grpc/health/v1/health.proto, as a path under its own include folder. */
+const HEALTH_PROTO_DIR = path.resolve(healthProtoPath, '../../..');
+const HEALTH_PROTO = path.relative(HEALTH_PROTO_DIR, healthProtoPath);
 
 export interface ServiceRegistration {
   /** Fully qualified name, e.g. `store.v1.StoreService` (the health service reports it). */
@@ -37,12 +42,20 @@ export interface MeshServer {
   health: HealthImplementation;
   /** Marks every service SERVING. */
   serve(): void;
-  /** NOT_SERVING, then graceful shutdown within graceMs, then force. */
-  stop(graceMs: number): Promise<void>;
+  /** Marks every service NOT_SERVING (the first step of a shutdown). */
+  notServing(): void;
+  /**
+   * Closes the listeners and asks every connection to go away (HTTP/2 GOAWAY: calls already
+   * running go on, new ones go elsewhere); resolves when the last in-flight call has ended.
+   */
+  stopAccepting(): Promise<void>;
+  /** Cancels every call still in flight. */
+  forceShutdown(): void;
 }
 
 export async function startGrpcServer(opts: {
-  host?: string;
+  /** Interface to bind (the service's `<SERVICE>_HOST`). */
+  host: string;
   port: number;
   services: ServiceRegistration[];
   /** Proto files (relative to proto/) exposed through reflection. */
@@ -57,35 +70,35 @@ export async function startGrpcServer(opts: {
   }
   const health = new HealthImplementation(statusMap);
   health.addToServer(server);
-  const pkg = loadSync(opts.protoFiles, { includeDirs: [PROTO_DIR], keepCase: true });
+  // The health service is listed by reflection too, so that `grpcurl <addr> list` shows it and
+  // `grpcurl <addr> grpc.health.v1.Health/Check` works by name.
+  const pkg = loadSync([...opts.protoFiles, HEALTH_PROTO], { includeDirs: [PROTO_DIR, HEALTH_PROTO_DIR], keepCase: true });
   new ReflectionService(pkg).addToServer(server);
 
   const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync(`${opts.host ?? '0.0.0.0'}:${opts.port}`, ServerCredentials.createInsecure(), (err, p) =>
+    server.bindAsync(`${hostPort(opts.host, opts.port)}`, ServerCredentials.createInsecure(), (err, p) =>
       err ? reject(err) : resolve(p),
     ),
   );
   const setAll = (s: 'SERVING' | 'NOT_SERVING') => Object.keys(statusMap).forEach((k) => health.setStatus(k, s));
+  let drained: Promise<void> | undefined;
   return {
     server,
     port,
     health,
     serve: () => setAll('SERVING'),
-    stop: async (graceMs: number) => {
-      setAll('NOT_SERVING');
-      await new Promise<void>((resolve) => {
-        const force = setTimeout(() => {
-          opts.logger.warn({ graceMs }, 'grace period over: forcing gRPC shutdown');
-          server.forceShutdown();
-          resolve();
-        }, graceMs);
-        server.tryShutdown(() => {
-          clearTimeout(force);
-          resolve();
-        });
-      });
+    notServing: () => setAll('NOT_SERVING'),
+    stopAccepting: () => (drained ??= new Promise<void>((resolve) => server.tryShutdown(() => resolve()))),
+    forceShutdown: () => {
+      opts.logger.warn('calls still in flight at the end of the drain: cancelling them');
+      server.forceShutdown();
     },
   };
+}
+
+/** `host:port` for grpc-js (an IPv6 literal in brackets). */
+function hostPort(host: string, port: number): string {
+  return host.includes(':') && !host.startsWith('[') ? `[${host}]:${port}` : `${host}:${port}`;
 }
 
 function toStatus(err: unknown, logger: Logger, method: string) {

@@ -25,7 +25,8 @@ export async function startMetricsServer(
   registry: Registry,
   port: number,
   logger: Logger,
-  host = '0.0.0.0',
+  /** Interface to bind (the service's `<SERVICE>_HOST`). */
+  host: string,
 ): Promise<{ port: number; close: () => Promise<void> }> {
   const server = http.createServer((req, res) => {
     const done = (code: number, type: string, body: string) => {
@@ -46,6 +47,11 @@ export async function startMetricsServer(
   logger.info({ port: bound }, 'metrics listening');
   return {
     port: bound,
-    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+    // Scrapes are short and keep their connections alive: those are closed at once.
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
   };
 }

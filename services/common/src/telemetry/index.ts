@@ -45,3 +45,18 @@ export function withTraceContext<T>(carrier: Record<string, string> | undefined,
   if (!carrier) return fn();
   return context.with(propagation.extract(context.active(), carrier), fn);
 }
+
+let shutdownSdk: (() => Promise<void>) | undefined;
+
+/** Called by register.ts (the `--require`d SDK start) with the SDK's shutdown. */
+export function setTelemetryShutdown(shutdown: () => Promise<void>): void {
+  shutdownSdk = shutdown;
+}
+
+/**
+ * Exports the spans still buffered and stops the tracing SDK; does nothing when telemetry was not
+ * started (no `--require`, or OTEL_SDK_DISABLED=true). Passed to runService as its last phase.
+ */
+export async function flushTelemetry(): Promise<void> {
+  await shutdownSdk?.();
+}

@@ -11,6 +11,7 @@ import { MongoDBInstrumentation } from '@opentelemetry/instrumentation-mongodb';
 import { FastifyOtelInstrumentation } from '@fastify/otel';
 import { resourceFromAttributes } from '@opentelemetry/resources';
 import { ATTR_SERVICE_NAME } from '@opentelemetry/semantic-conventions';
+import { setTelemetryShutdown } from './index';
 
 const enabled = process.env.OTEL_SDK_DISABLED !== 'true';
 
@@ -40,6 +41,6 @@ if (enabled) {
     sdk.shutdown().catch(() => undefined);
   };
   process.once('beforeExit', shutdown);
-  // Flush on the lifecycle's shutdown (see lifecycle/index.ts).
-  (globalThis as { __meshTelemetryShutdown?: () => Promise<void> }).__meshTelemetryShutdown = () => sdk.shutdown();
+  // Flushed by the service's shutdown (runService's flushTelemetry: flushTelemetry in ./index.ts).
+  setTelemetryShutdown(() => sdk.shutdown());
 }
