@@ -207,7 +207,7 @@ const SERVICES = {
  * Starts one service from its build (`services/<name>/dist/main.js`) with telemetry preloaded,
  * and waits until it is ready (gRPC health SERVING, or the edge answering HTTP).
  */
-async function startService(name, { port, env = {}, logDir, instance = '' }) {
+async function startService(name, { port, env = {}, logDir, instance = '', readyTimeoutMs = 30_000 }) {
   const spec = SERVICES[name];
   if (!spec) throw new Error(`unknown service ${name}`);
   // A port picked as free can be taken by another process before the service binds it (other
@@ -224,9 +224,9 @@ async function startService(name, { port, env = {}, logDir, instance = '' }) {
     const addr = `127.0.0.1:${grpcPort}`;
     try {
       if (name === 'edge') {
-        await waitFor(name, async () => (await fetch(`http://${addr}/api/health`)).status > 0, { proc: h.proc });
+        await waitFor(name, async () => (await fetch(`http://${addr}/api/health`)).status > 0, { proc: h.proc, timeoutMs: readyTimeoutMs });
       } else {
-        await waitFor(name, () => grpcServing(addr), { proc: h.proc, intervalMs: 200 });
+        await waitFor(name, () => grpcServing(addr), { proc: h.proc, intervalMs: 200, timeoutMs: readyTimeoutMs });
       }
       return { ...h, port: grpcPort, addr, metricsPort, url: name === 'edge' ? `http://${addr}` : undefined };
     } catch (err) {

@@ -35,8 +35,8 @@ export interface EdgeConfig {
 }
 
 function metricsAddr(env: Env, name: 'ORCHESTRATOR' | 'STORE' | 'LLM_BROKER' | 'TOOL_SERVICE', peer: string): string {
-  // Default: the peer's host with its gRPC port + 1000 (config.metricsPortFor).
-  const [host, port] = splitHostPort(peer);
+  // Default: the (first) peer's host with its gRPC port + 1000 (config.metricsPortFor).
+  const [host, port] = splitHostPort(peer.split(',')[0]!.trim());
   return config.addr({ env: `${name}_METRICS_ADDR`, default: `${host}:${config.metricsPortFor(port)}` }, env);
 }
 

@@ -77,11 +77,18 @@ export function addr(spec: VarSpec<string>, env: Env = process.env): string {
   return v;
 }
 
+/** One `host:port`, or a comma-separated list of them (the replicas of a peer, balanced by gRPC). */
+export function addrList(spec: VarSpec<string>, env: Env = process.env): string {
+  const v = str(spec, env);
+  for (const a of v.split(',')) addr({ env: spec.env }, { [spec.env]: a.trim() });
+  return v;
+}
+
 /** Shared infrastructure variables, with the defaults of the local stack (deploy/local). */
 export const infra = {
   redisUrl: (env: Env = process.env) => str({ env: 'REDIS_URL', default: 'redis://127.0.0.1:6379' }, env),
   peer: (service: 'ORCHESTRATOR' | 'LLM_BROKER' | 'TOOL_SERVICE' | 'STORE', env: Env = process.env) =>
-    addr({ env: `${service}_ADDR`, default: `127.0.0.1:${DEFAULT_PORTS[service]}` }, env),
+    addrList({ env: `${service}_ADDR`, default: `127.0.0.1:${DEFAULT_PORTS[service]}` }, env),
   /**
    * The interface every listener of a service binds (gRPC, metrics, the edge's HTTP):
    * `<SERVICE>_HOST`, 127.0.0.1 by default (a developer's machine); images and manifests set 0.0.0.0.

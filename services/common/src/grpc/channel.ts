@@ -16,6 +16,10 @@ export const CLIENT_CHANNEL_OPTIONS: ChannelOptions = {
   // response message. Handlers that answer UNAVAILABLE themselves (MeshError) push back with a
   // negative retry delay, so a refusal is never multiplied by the callers' retries.
   'grpc.service_config': JSON.stringify({
+    // Spread calls over every address the target resolves to: a list of replicas (`ipv4:a,b`)
+    // locally, the pod IPs of a headless Service in Kubernetes. A replica whose connection drops
+    // leaves the rotation at once (its in-flight calls fail UNAVAILABLE and are retried on another).
+    loadBalancingConfig: [{ round_robin: {} }],
     methodConfig: [
       {
         name: [{}],
@@ -49,3 +53,17 @@ export const SERVER_OPTIONS: ChannelOptions = {
 
 /** Default deadline of a unary call between services. */
 export const DEFAULT_UNARY_DEADLINE_MS = 5_000;
+
+/**
+ * The gRPC target of a peer address: `host:port` as it is (DNS: every address of a headless
+ * Service), or a comma-separated list of `ip:port` replicas as grpc-js's static `ipv4:`/`ipv6:`
+ * resolver target.
+ */
+export function grpcTarget(address: string): string {
+  const parts = address.split(',').map((a) => a.trim()).filter(Boolean);
+  if (parts.length <= 1) return parts[0] ?? address;
+  const v6 = parts.every((a) => a.startsWith('['));
+  const v4 = parts.every((a) => /^\d{1,3}(\.\d{1,3}){3}:\d+$/.test(a));
+  if (!v4 && !v6) throw new Error(`a list of peer addresses must be all IPv4 or all [IPv6] ip:port, got "${address}" (for a DNS name, give one)`);
+  return `${v6 ? 'ipv6' : 'ipv4'}:${parts.join(',')}`;
+}

@@ -1,8 +1,8 @@
 // Dependency probes for /api/health: the standard gRPC health service of a peer, and Redis PING.
-import { credentials, loadPackageDefinition, type Client, type ServiceError } from '@grpc/grpc-js';
+import { credentials, loadPackageDefinition, type ChannelOptions, type Client, type ServiceError } from '@grpc/grpc-js';
 import { loadSync } from '@grpc/proto-loader';
 import { protoPath } from 'grpc-health-check';
-import { redisReady, type Redis } from '@agent-mesh/common';
+import { CLIENT_CHANNEL_OPTIONS, grpcTarget, redisReady, type Redis } from '@agent-mesh/common';
 import type { DependencyCheck, HealthProbe } from './types';
 
 interface HealthClient extends Client {
@@ -12,7 +12,7 @@ interface HealthClient extends Client {
     cb: (err: ServiceError | null, res?: { status: string | number }) => void,
   ): void;
 }
-type HealthCtor = new (addr: string, creds: ReturnType<typeof credentials.createInsecure>) => HealthClient;
+type HealthCtor = new (addr: string, creds: ReturnType<typeof credentials.createInsecure>, options?: ChannelOptions) => HealthClient;
 
 let HealthClientCtor: HealthCtor | undefined;
 function healthCtor(): HealthCtor {
@@ -27,7 +27,8 @@ function healthCtor(): HealthCtor {
 
 export function grpcHealthProbe(addr: string, timeoutMs = 1_000): HealthProbe & { close(): void } {
   const Ctor = healthCtor();
-  const client = new Ctor(addr, credentials.createInsecure());
+  // Over every replica of the peer (round-robin skips dead ones): up while one of them serves.
+  const client = new Ctor(grpcTarget(addr), credentials.createInsecure(), CLIENT_CHANNEL_OPTIONS);
   const probe = () =>
     new Promise<DependencyCheck>((resolve) => {
       const started = performance.now();
