@@ -6,6 +6,7 @@ const crypto = require('node:crypto');
 const fs = require('node:fs');
 const path = require('node:path');
 const stack = require('./stack');
+const fleetLib = require('./fleet');
 
 const env = process.env;
 const dataDir = path.join(stack.ROOT, '.mesh');
@@ -20,6 +21,19 @@ function devSecret() {
 }
 
 const port = (name, dflt) => Number(env[name] || dflt);
+
+/** `--replicas N` (or MESH_REPLICAS=N): N of every service, the edges behind nginx. Default 1. */
+function replicasWanted() {
+  const i = process.argv.indexOf('--replicas');
+  const raw = i >= 0 ? process.argv[i + 1] : env.MESH_REPLICAS || '1';
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 1 || n > 16) {
+    console.error(`[start] --replicas / MESH_REPLICAS must be an integer from 1 to 16, got "${raw}"`);
+    process.exit(2);
+  }
+  return n;
+}
+const replicas = replicasWanted();
 
 async function main() {
   const started = [];
@@ -64,6 +78,19 @@ async function main() {
     }
 
     const secret = devSecret();
+    const wiring = {
+      logDir,
+      redisUrl: env.REDIS_URL || `redis://127.0.0.1:${redisPort}`,
+      mongoUri: env.MONGODB_URI || `mongodb://127.0.0.1:${mongoPort}/agentmesh`,
+      otlpEndpoint: env.OTEL_EXPORTER_OTLP_ENDPOINT || 'http://127.0.0.1:4318',
+      llmBaseUrl,
+      llmApiKey: env.LLM_API_KEY || 'local-dev-key',
+      jwtSecret: secret,
+    };
+    if (replicas > 1) {
+      await startFleet(wiring, started, () => stopping);
+      return;
+    }
     const mesh = await stack.startMesh({
       logDir,
       redisUrl: env.REDIS_URL || `redis://127.0.0.1:${redisPort}`,
@@ -110,6 +137,42 @@ Ctrl-C stops everything started here.`);
     console.error(`[start] failed: ${err.message}`);
     await stopAll();
     process.exit(1);
+  }
+}
+
+/** `--replicas N`: nginx on EDGE_PORT in front of N edges; N of every other service on free ports. */
+async function startFleet(wiring, started, isStopping) {
+  const promPort = port('PROMETHEUS_PORT', 9090);
+  const fleet = await fleetLib.startFleet({
+    ...wiring,
+    replicas,
+    dataDir,
+    ports: { nginx: port('EDGE_PORT', 8080), prometheus: (await stack.portOpen(promPort)) ? undefined : promPort },
+    prometheus: { scrapeInterval: '5s', evaluationInterval: '5s' },
+  });
+  started.push(...fleet.all);
+  const token = await stack.mintToken(wiring.jwtSecret, env.DEV_USER || 'dev-user', { expiresInS: 7 * 86400 });
+  const url = fleet.url.replace('127.0.0.1', 'localhost');
+  const prom = fleet.prometheus.url.replace('127.0.0.1', 'localhost');
+  const rows = fleet.services.map((s) => `    ${s.replica.padEnd(16)} ${s.addr}${s.service === 'edge' ? '' : `  (metrics :${s.metricsPort})`}`);
+  console.log(`
+agent mesh is running: ${replicas} replicas of every service.
+  web UI:      ${url}/   (nginx, least_conn over ${replicas} edges)
+  API docs:    ${url}/docs
+  Prometheus:  ${prom}/   alerts: ${prom}/alerts   targets: ${prom}/targets
+  traces:      http://localhost:16686/api/traces?service=edge (Jaeger query API)
+  logs:        ${logDir}
+  replicas:
+${rows.join('\n')}
+  dev token (user "${env.DEV_USER || 'dev-user'}", valid 7 days):
+
+${token}
+
+Ctrl-C stops everything started here.`);
+  for (const s of fleet.all) {
+    s.proc.once('exit', (code, signal) => {
+      if (!isStopping()) console.error(`[start] ${s.name} exited (${code ?? signal}); see ${s.logFile}`);
+    });
   }
 }
 

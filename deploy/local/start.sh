@@ -9,4 +9,4 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
 fi
 echo "[start] building" >&2
 npx tsc -b
-exec node deploy/local/start.js
+exec node deploy/local/start.js "$@"

@@ -5,6 +5,7 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { parse } from 'yaml';
+import { exportedMetricNames, metricsIn } from '../support';
 
 const ROOT = path.resolve(__dirname, '../..');
 const DIR = path.join(ROOT, 'deploy/prometheus');
@@ -23,34 +24,6 @@ function run(cmd: string, args: string[], cwd = DIR) {
 
 /** GitHub's heading anchors: lower case, punctuation dropped, spaces to dashes. */
 const anchor = (heading: string) => heading.trim().toLowerCase().replace(/[^\w\- ]/g, '').replace(/ /g, '-');
-
-/** Metric names an expression reads (label matchers, grouping clauses, strings and functions removed). */
-function metricsIn(expr: string): string[] {
-  const bare = expr
-    .replace(/"[^"]*"/g, '')
-    .replace(/\{[^}]*\}/g, ' ')
-    .replace(/\[[^\]]*\]/g, ' ')
-    .replace(/\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)/g, ' ');
-  const names = [...bare.matchAll(/\b([a-zA-Z_:][\w:]*)\b(?!\s*\()/g)].map((m) => m[1]!);
-  const keywords = new Set(['and', 'or', 'unless', 'bool', 'offset', 'by', 'without', 'on', 'ignoring', 'group_left', 'group_right']);
-  return names.filter((n) => !keywords.has(n) && !/^\d/.test(n));
-}
-
-/** Metric names defined in the services' sources, plus prom-client's default metrics and Prometheus' `up`. */
-function exportedMetrics(): Set<string> {
-  const names = new Set(['up']);
-  const walk = (dir: string): string[] => fs.readdirSync(dir, { withFileTypes: true }).flatMap((e) => {
-    const p = path.join(dir, e.name);
-    if (e.isDirectory()) return e.name === 'node_modules' || e.name === 'dist' || e.name === 'gen' ? [] : walk(p);
-    return /\.ts$/.test(e.name) && !/\.test\.ts$/.test(e.name) ? [p] : [];
-  });
-  for (const file of walk(path.join(ROOT, 'services'))) {
-    for (const m of fs.readFileSync(file, 'utf8').matchAll(/(?:name: |gauge\()'([a-z_]+)'/g)) names.add(m[1]!);
-  }
-  // prom-client's collectDefaultMetrics (services/common/src/metrics): the ones the rules use.
-  for (const n of ['process_cpu_seconds_total', 'nodejs_heap_size_used_bytes', 'process_resident_memory_bytes', 'nodejs_eventloop_lag_p99_seconds']) names.add(n);
-  return names;
-}
 
 describe('deploy/prometheus rules', () => {
   test('promtool check rules accepts them', () => {
@@ -81,7 +54,7 @@ describe('deploy/prometheus rules', () => {
   });
 
   test('the rules read only metrics the services export (or other rules record)', () => {
-    const exported = exportedMetrics();
+    const exported = exportedMetricNames();
     const recorded = new Set(rules.flatMap((r) => (r.record ? [r.record] : [])));
     const known = (n: string) => exported.has(n) || exported.has(n.replace(/_(bucket|sum|count)$/, '')) || recorded.has(n);
     const unknown = rules.flatMap((r) => metricsIn(r.expr)

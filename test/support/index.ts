@@ -141,3 +141,33 @@ export function generateRequest(
     ...over,
   };
 }
+
+/** Metric names a PromQL expression reads (label matchers, grouping clauses, strings and functions removed). */
+export function metricsIn(expr: string): string[] {
+  const bare = expr
+    .replace(/"[^"]*"/g, '')
+    .replace(/\{[^}]*\}/g, ' ')
+    .replace(/\[[^\]]*\]/g, ' ')
+    .replace(/\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)/g, ' ');
+  const names = [...bare.matchAll(/\b([a-zA-Z_:][\w:]*)\b(?!\s*\()/g)].map((m) => m[1]!);
+  const keywords = new Set(['and', 'or', 'unless', 'bool', 'offset', 'by', 'without', 'on', 'ignoring', 'group_left', 'group_right']);
+  return names.filter((n) => !keywords.has(n));
+}
+
+/**
+ * Metric names the services define (`name: '…'` / the broker's `gauge('…'`), plus the
+ * prom-client default metrics the rules and dashboard use and Prometheus' own `up`.
+ */
+export function exportedMetricNames(): Set<string> {
+  const root = path.resolve(__dirname, '../../services');
+  const names = new Set(['up', 'process_cpu_seconds_total', 'nodejs_heap_size_used_bytes', 'process_resident_memory_bytes']);
+  const walk = (dir: string): string[] => fs.readdirSync(dir, { withFileTypes: true }).flatMap((e) => {
+    const p = path.join(dir, e.name);
+    if (e.isDirectory()) return ['node_modules', 'dist', 'gen'].includes(e.name) ? [] : walk(p);
+    return e.name.endsWith('.ts') && !e.name.endsWith('.test.ts') ? [p] : [];
+  });
+  for (const file of walk(root)) {
+    for (const m of fs.readFileSync(file, 'utf8').matchAll(/(?:name: |gauge\()'([a-z_]+)'/g)) names.add(m[1]!);
+  }
+  return names;
+}

@@ -1,6 +1,7 @@
+import { Metadata } from '@grpc/grpc-js';
 import { MeshError, status } from '@agent-mesh/common';
 import { DegradedError, StepFailure } from '../pipeline/errors';
-import { translateBrokerError } from './broker';
+import { brokerVanished, translateBrokerError } from './broker';
 
 describe('translateBrokerError', () => {
   const deadline = new MeshError(status.DEADLINE_EXCEEDED, '', 'Deadline exceeded');
@@ -21,5 +22,14 @@ describe('translateBrokerError', () => {
     const err = translateBrokerError(new MeshError(status.RESOURCE_EXHAUSTED, 'queue_full', 'queue full'));
     expect(err).toBeInstanceOf(DegradedError);
     expect((err as DegradedError).reason).toBe('queue_full');
+  });
+});
+
+describe('brokerVanished', () => {
+  it('a transport UNAVAILABLE (the replica died) is a vanished broker; its own refusals are not', () => {
+    const transport = Object.assign(new Error('14 UNAVAILABLE: Connection dropped'), { code: status.UNAVAILABLE, details: 'Connection dropped', metadata: new Metadata() });
+    expect(brokerVanished(transport)).toBe(true);
+    expect(brokerVanished(new MeshError(status.UNAVAILABLE, 'queue_full', 'queue full'))).toBe(false);
+    expect(brokerVanished(new MeshError(status.RESOURCE_EXHAUSTED, 'queue_full', 'queue full'))).toBe(false);
   });
 });

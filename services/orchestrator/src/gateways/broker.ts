@@ -29,6 +29,18 @@ export function translateBrokerError(err: unknown, admitted = true): Error {
   return new StepFailure(reason ?? 'llm_failed', detailsOf(err), code === status.INTERNAL || code === status.UNKNOWN);
 }
 
+/** Attempts of a call whose broker replica vanished while it was queued (then: degraded). */
+const RESUBMIT_ATTEMPTS = 3;
+const RESUBMIT_DELAY_MS = 200;
+
+/**
+ * The connection to the broker failed (UNAVAILABLE from the transport: no reason attached), as
+ * opposed to the broker refusing the call itself (which always names its reason).
+ */
+export function brokerVanished(err: unknown): boolean {
+  return codeOf(err) === status.UNAVAILABLE && !reasonOf(err);
+}
+
 export class BrokerGateway implements LlmGateway {
   readonly client: LlmBrokerServiceClient;
   constructor(addr: string) {
@@ -36,8 +48,22 @@ export class BrokerGateway implements LlmGateway {
   }
 
   async *generate(request: GenerateRequest, opts: CallOptions): AsyncIterable<GenerateResponse> {
+    const deadline = Date.now() + opts.timeoutMs;
+    for (let attempt = 1; ; attempt++) {
+      const outcome = yield* this.attempt(request, opts, deadline);
+      if (outcome === 'done') return;
+      // The broker replica holding the queued call went away (killed, crashed): nothing reached
+      // the upstream for this call, so ask another replica (round-robin skips the dead one).
+      if (attempt >= RESUBMIT_ATTEMPTS || Date.now() + RESUBMIT_DELAY_MS >= deadline) throw outcome.error;
+      await new Promise((r) => setTimeout(r, RESUBMIT_DELAY_MS));
+      if (opts.signal.aborted) throw opts.signal.reason;
+    }
+  }
+
+  /** One Generate call; `{ error }` when its broker vanished while the call was only queued. */
+  private async *attempt(request: GenerateRequest, opts: CallOptions, deadline: number): AsyncGenerator<GenerateResponse, 'done' | { error: Error }> {
     if (opts.signal.aborted) throw opts.signal.reason;
-    const call = this.client.generate(request, new Metadata(), { deadline: new Date(Date.now() + opts.timeoutMs) });
+    const call = this.client.generate(request, new Metadata(), { deadline: new Date(deadline) });
     const onAbort = () => call.cancel();
     opts.signal.addEventListener('abort', onAbort, { once: true });
     let admitted = false;
@@ -46,9 +72,12 @@ export class BrokerGateway implements LlmGateway {
         if (msg.update && msg.update.$case !== 'queued') admitted = true;
         yield msg;
       }
+      return 'done';
     } catch (err) {
       if (opts.signal.aborted) throw opts.signal.reason;
-      throw translateBrokerError(err, admitted);
+      const translated = translateBrokerError(err, admitted);
+      if (!admitted && brokerVanished(err)) return { error: translated };
+      throw translated;
     } finally {
       opts.signal.removeEventListener('abort', onAbort);
       call.cancel(); // no-op when the stream ended; stops it when the consumer stopped early
