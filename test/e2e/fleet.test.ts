@@ -178,6 +178,15 @@ test('runs through nginx complete, and every replica of every service takes part
     expectExactlyOnce(r);
     expect(r.connections).toBe(1);
   }
+  // nginx compresses JSON for a client that accepts gzip, never an event stream.
+  const conversation = await newConversation('u1');
+  const json = await call('/api/conversations?pageSize=50', { headers: { 'accept-encoding': 'gzip' } }, 'u1');
+  expect(json.status).toBe(200);
+  expect(json.headers.get('content-encoding')).toBe('gzip');
+  const stream = await call(`/api/conversations/${conversation}/messages`, { method: 'POST', body: JSON.stringify({ content: QUESTION }), headers: { 'accept-encoding': 'gzip' } }, 'u1');
+  expect(stream.headers.get('content-type')).toMatch(/^text\/event-stream/);
+  expect(stream.headers.get('content-encoding')).toBeNull();
+  await stream.body!.cancel();
   const share = async (replicas: Replica[], metric: string) => Promise.all(replicas.map((r) => metricSum(r, metric)));
   const spread = {
     edge: await share(fleet.edges, 'edge_http_requests_total'),
@@ -247,7 +256,7 @@ test('kill -9 of an orchestrator with runs in flight: every run completes on the
   console.log(`orchestrator kill: ${inFlight} runs in flight on the victim, ${takeovers} taken over, ${runs.length} of ${runs.length} completed`);
 });
 
-test('kill -9 of a broker with queued calls: no upstream 429, the quota holds, every run ends clearly', async () => {
+test('kill -9 of a broker with queued calls: no upstream 429, queued calls go to the other broker, every run ends clearly', async () => {
   const before = await emulatorStats(emulator);
   // Six runs want more than CONCURRENCY calls at once: the rest wait in the brokers' queues.
   const users = ['b1', 'b2', 'b3', 'b4', 'b5', 'b6'];
@@ -256,12 +265,16 @@ test('kill -9 of a broker with queued calls: no upstream 429, the quota holds, e
   await until('calls queued on a broker', async () => (await queued()).some((n) => n > 0), 60_000);
   const depths = await queued();
   const victim = fleet.brokers[depths[0]! > 0 ? 0 : 1]!;
+  const inFlight = await metricSum(victim, 'llm_in_flight');
   await kill(victim);
   await Promise.all(runs.map((r) => r.done));
   const after = await emulatorStats(emulator);
   const outcomes = runs.map((r) => r.terminal?.event);
-  console.log(`broker kill: queued ${JSON.stringify(depths)}; outcomes ${JSON.stringify(outcomes)}; upstream 429s ${after.rateLimited - before.rateLimited}, max in flight ${after.maxInFlight}`);
+  console.log(`broker kill: queued ${JSON.stringify(depths)}, ${inFlight} in flight on the victim; outcomes ${JSON.stringify(outcomes)}; upstream 429s ${after.rateLimited - before.rateLimited}, max in flight ${after.maxInFlight}`);
   expect(after.rateLimited - before.rateLimited).toBe(0);
+  // The victim's queued calls are resubmitted to the other broker: only calls it had already sent
+  // upstream can end their runs (degraded, "busy, try again", with a message), never silently.
+  expect(outcomes.filter((o) => o !== 'run.completed').length).toBeLessThanOrEqual(inFlight);
   for (const r of runs) {
     const t = r.terminal!;
     expect(TERMINAL.has(t.event)).toBe(true);
