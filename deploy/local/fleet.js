@@ -186,7 +186,7 @@ async function startFleet({
     tools: byService['tool-service'],
     orchestrators: byService.orchestrator,
     edges: byService.edge,
-    services: started.filter((s) => s.service),
+    services: Object.values(byService).flat(),
     all: started,
     stop: async () => { for (const s of [...started].reverse()) await s.stop(); },
   };

@@ -159,7 +159,7 @@ async function startFleet(wiring, started, isStopping) {
 agent mesh is running: ${replicas} replicas of every service.
   web UI:      ${url}/   (nginx, least_conn over ${replicas} edges)
   API docs:    ${url}/docs
-  Prometheus:  ${prom}/   alerts: ${prom}/alerts   targets: ${prom}/targets
+  Prometheus:  ${prom}/   alerts: ${prom}/classic/alerts   targets: ${prom}/classic/targets
   traces:      http://localhost:16686/api/traces?service=edge (Jaeger query API)
   logs:        ${logDir}
   replicas:
