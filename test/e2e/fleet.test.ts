@@ -8,7 +8,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import {
-  configureEmulator, emulatorStats, exportedMetricNames, metricsIn, mintToken, parseSseBlock, startEmulator, startFerret, startRedis, testDir,
+  configureEmulator, emulatorStats, exportedMetricNames, metricsIn, mintToken, parseSseBlock, readSse, startEmulator, startFerret, startRedis, testDir,
   type EmulatorProc, type FerretProc, type RedisProc, type ServiceProc, type SseEvent,
 } from '../support';
 
@@ -171,7 +171,7 @@ async function kill(r: Replica): Promise<void> {
   killed.push(r);
 }
 
-test('runs through nginx complete, and every replica of every service takes part', async () => {
+test('runs through nginx complete, every replica of every service takes part, the cancel route passes through', async () => {
   const runs = await Promise.all(['u1', 'u2', 'u3', 'u4', 'u5', 'u6'].map(async (u) => new EventSourceRun(u, await newConversation(u))));
   await Promise.all(runs.map((r) => r.done));
   for (const r of runs) {
@@ -186,7 +186,14 @@ test('runs through nginx complete, and every replica of every service takes part
   const stream = await call(`/api/conversations/${conversation}/messages`, { method: 'POST', body: JSON.stringify({ content: QUESTION }), headers: { 'accept-encoding': 'gzip' } }, 'u1');
   expect(stream.headers.get('content-type')).toMatch(/^text\/event-stream/);
   expect(stream.headers.get('content-encoding')).toBeNull();
-  await stream.body!.cancel();
+  // The cancel route through nginx (it may reach the other edge and the other orchestrator).
+  const seen: SseEvent[] = [];
+  const reading = readSse(stream.body!, (e) => { seen.push(e); return TERMINAL.has(e.event); });
+  await until('the run streaming', async () => seen.some((e) => e.event === 'token'));
+  const cancel = await call(`/api/conversations/${conversation}/cancel`, { method: 'POST', body: '{}' }, 'u1');
+  expect(cancel.status).toBe(202);
+  expect(((await cancel.json()) as { cancelled: boolean }).cancelled).toBe(true);
+  expect((await reading).at(-1)?.event).toBe('run.cancelled');
   const share = async (replicas: Replica[], metric: string) => Promise.all(replicas.map((r) => metricSum(r, metric)));
   const spread = {
     edge: await share(fleet.edges, 'edge_http_requests_total'),
