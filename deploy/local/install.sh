@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs the local infrastructure the mesh runs on (Redis, FerretDB, Jaeger, grpc-health-probe,
+# Installs the local infrastructure the mesh runs on (Redis, PostgreSQL, FerretDB, Jaeger, grpc-health-probe,
 # nginx, Prometheus, Chromium for UI tests), idempotently. Binaries built from Go are cached in $MESH_CACHE/bin so a
 # second run does not rebuild them.
 set -euo pipefail
@@ -14,6 +14,9 @@ command -v redis-server >/dev/null || apt_pkgs+=(redis-server)
 # which unit-tests the alert rules).
 [ -x /usr/sbin/nginx ] || apt_pkgs+=(nginx)
 command -v promtool >/dev/null || apt_pkgs+=(prometheus)
+# PostgreSQL: FerretDB's backend. The launcher runs private clusters (initdb + postgres); the
+# package's own service is not used.
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || apt_pkgs+=(postgresql)
 # WordNet: the default corpus of the search_web tool.
 [ -d /usr/share/wordnet ] || apt_pkgs+=(wordnet-base)
 if [ "${MESH_WITH_BROWSER:-1}" = 1 ] && [ ! -x /usr/bin/chromium ]; then apt_pkgs+=(chromium); fi

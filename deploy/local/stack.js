@@ -59,10 +59,15 @@ async function waitFor(what, check, { timeoutMs = 30_000, intervalMs = 100, proc
  * Returns a handle with stop() (SIGTERM, then SIGKILL after graceMs) and kill() (SIGKILL).
  */
 function launch(name, cmd, args, { env = {}, logDir, cwd = ROOT } = {}) {
+  return launchAs(name, cmd, args, { logDir, cwd, user: { env: { ...process.env, ...env } } });
+}
+
+/** launch() with spawn's `uid`/`gid`/`env` in `user`; stop(graceMs, signal) sends `signal` first. */
+function launchAs(name, cmd, args, { logDir, cwd = ROOT, user }) {
   fs.mkdirSync(logDir, { recursive: true });
   const logFile = path.join(logDir, `${name}.log`);
   const out = fs.openSync(logFile, 'a');
-  const proc = spawn(cmd, args, { cwd, env: { ...process.env, ...env }, stdio: ['ignore', out, out] });
+  const proc = spawn(cmd, args, { cwd: user.uid === undefined ? cwd : '/', ...user, stdio: ['ignore', out, out] });
   fs.closeSync(out);
   const exited = new Promise((resolve) => proc.once('exit', (code, signal) => resolve({ code, signal })));
   return {
@@ -72,9 +77,9 @@ function launch(name, cmd, args, { env = {}, logDir, cwd = ROOT } = {}) {
     exited,
     log: () => fs.readFileSync(logFile, 'utf8'),
     kill: async () => { if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL'); await exited; },
-    stop: async (graceMs = 10_000) => {
+    stop: async (graceMs = 10_000, signal = 'SIGTERM') => {
       if (proc.exitCode !== null || proc.signalCode !== null) return exited;
-      proc.kill('SIGTERM');
+      proc.kill(signal);
       const t = setTimeout(() => proc.kill('SIGKILL'), graceMs);
       const r = await exited;
       clearTimeout(t);
@@ -98,7 +103,152 @@ async function startRedis({ port, logDir, appendOnly = false, dataDir }) {
   return { ...h, port, url: `redis://127.0.0.1:${port}` };
 }
 
-async function startFerret({ port, logDir, dataDir }) {
+// ---- PostgreSQL (FerretDB's backend) ---------------------------------------------------------
+
+/** The newest PostgreSQL server binaries Debian installed (`/usr/lib/postgresql/<major>/bin`). */
+function postgresBin(name) {
+  const base = '/usr/lib/postgresql';
+  const majors = fs.existsSync(base) ? fs.readdirSync(base).filter((d) => /^\d+$/.test(d)).sort((a, b) => b - a) : [];
+  for (const m of majors) {
+    const p = path.join(base, m, 'bin', name);
+    if (fs.existsSync(p)) return p;
+  }
+  throw new Error(`PostgreSQL's ${name} is missing: run deploy/local/install.sh`);
+}
+
+/**
+ * initdb and postgres refuse to run as root: as root, they run as the `postgres` system user
+ * (which owns the data directory); as anyone else, as that user.
+ */
+function postgresUser() {
+  if (typeof process.getuid !== 'function' || process.getuid() !== 0) return {};
+  const line = fs.readFileSync('/etc/passwd', 'utf8').split('\n').find((l) => l.startsWith('postgres:'));
+  if (!line) throw new Error('running as root needs the postgres system user (installed with the postgresql package)');
+  const [, , uid, gid] = line.split(':');
+  return { uid: Number(uid), gid: Number(gid) };
+}
+
+/** Lets `user` reach `dir`: creates it owned by them, and adds o+x to ancestors we own that lack it. */
+function prepareDirFor(dir, user) {
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  if (user.uid === undefined) return;
+  fs.chownSync(dir, user.uid, user.gid);
+  for (let d = path.dirname(dir); d !== path.dirname(d); d = path.dirname(d)) {
+    const st = fs.statSync(d);
+    if ((st.mode & 0o001) === 0 && st.uid === process.getuid()) fs.chmodSync(d, st.mode | 0o001);
+  }
+}
+
+// FerretDB 1.24 filters documents with `_jsonb->'field' @> value`, which its own btree indexes
+// on `(_jsonb->'field')` cannot serve (btree has no `@>`), so every find scanned its table. This
+// event trigger gives each index FerretDB creates a GIN twin on the index's first field, which
+// `@>` can use; with custom plans (plan_cache_mode below) the planner sees the field name and
+// picks it. Sort and limit are still done by FerretDB, on the rows the filter returns.
+const GIN_TWIN_TRIGGER = `
+CREATE OR REPLACE FUNCTION mesh_gin_twin() RETURNS event_trigger LANGUAGE plpgsql AS $$
+DECLARE r record; expr text; tbl text;
+BEGIN
+  FOR r IN SELECT objid FROM pg_event_trigger_ddl_commands() WHERE command_tag = 'CREATE INDEX' LOOP
+    SELECT pg_get_indexdef(i.indexrelid, 1, true), i.indrelid::regclass::text INTO expr, tbl
+      FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am a ON a.oid = c.relam
+      WHERE i.indexrelid = r.objid AND a.amname = 'btree';
+    IF expr IS NOT NULL AND expr LIKE '(_jsonb -> %' AND tbl NOT LIKE '%_ferretdb_%' THEN
+      EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON %s USING gin (%s jsonb_path_ops) WITH (fastupdate = off)',
+        left((SELECT relname FROM pg_class WHERE oid = r.objid), 55) || '_gin', tbl, expr);
+    END IF;
+  END LOOP;
+END $$;
+DROP EVENT TRIGGER IF EXISTS mesh_gin_twin;
+CREATE EVENT TRIGGER mesh_gin_twin ON ddl_command_end WHEN TAG IN ('CREATE INDEX') EXECUTE FUNCTION mesh_gin_twin();
+`;
+
+/**
+ * A private PostgreSQL cluster in `dataDir` (created with initdb on first use), listening on
+ * 127.0.0.1:`port` only (no Unix socket), with a `ferretdb` database. `durable: false` (tests'
+ * throwaway clusters) turns fsync off: a crash of PostgreSQL still loses nothing, one of the
+ * machine may. Returns a handle whose `url` FerretDB connects to.
+ */
+async function startPostgres({ port, logDir, dataDir, durable = true }) {
+  port = port || (await freePort());
+  const dir = dataDir || path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'mesh-pg-')), 'data');
+  const user = postgresUser();
+  const asUser = { ...user, env: { ...process.env, LC_ALL: 'C.UTF-8', TZ: 'UTC' } };
+  if (!fs.existsSync(path.join(dir, 'PG_VERSION'))) {
+    prepareDirFor(dir, user);
+    const r = require('node:child_process').spawnSync(postgresBin('initdb'),
+      ['-D', dir, '-U', 'postgres', '--auth=trust', '-E', 'UTF8', '--locale=C.UTF-8', ...(durable ? [] : ['--no-sync'])],
+      { ...asUser, encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`initdb ${dir} failed: ${r.stderr || r.error}`);
+  }
+  const settings = {
+    listen_addresses: '127.0.0.1', port: String(port), unix_socket_directories: '',
+    max_connections: '200', shared_buffers: '256MB',
+    // FerretDB sends its queries as prepared statements with the field name as a parameter:
+    // only a custom plan lets the planner match them to the GIN twins (see GIN_TWIN_TRIGGER).
+    plan_cache_mode: 'force_custom_plan',
+    // Commits reach the WAL file before they are acknowledged, so a crash of the server process
+    // loses nothing; the throwaway clusters of tests skip the fsync to the disk.
+    ...(durable ? {} : { fsync: 'off', full_page_writes: 'off' }),
+  };
+  const args = ['-D', dir, ...Object.entries(settings).flatMap(([k, v]) => ['-c', `${k}=${v}`])];
+  fs.mkdirSync(logDir, { recursive: true });
+  const h = launchAs(`postgres-${port}`, postgresBin('postgres'), args, { logDir, user: asUser });
+  const url = `postgres://postgres@127.0.0.1:${port}`;
+  await waitFor('postgres', () => pgReady(port), { proc: h.proc, timeoutMs: 60_000, intervalMs: 200 });
+  // The database and the trigger, idempotently.
+  const psql = (db, sql) => require('node:child_process').spawnSync(postgresBin('psql'),
+    ['-h', '127.0.0.1', '-p', String(port), '-U', 'postgres', '-d', db, '-v', 'ON_ERROR_STOP=1', '-qAt', '-c', sql], { encoding: 'utf8' });
+  if (psql('postgres', "SELECT 1 FROM pg_database WHERE datname = 'ferretdb'").stdout.trim() !== '1') {
+    const r = psql('postgres', 'CREATE DATABASE ferretdb');
+    if (r.status !== 0) { await h.stop(); throw new Error(`creating the ferretdb database: ${r.stderr}`); }
+  }
+  const t = psql('ferretdb', GIN_TWIN_TRIGGER);
+  if (t.status !== 0) { await h.stop(); throw new Error(`creating the index trigger: ${t.stderr}`); }
+  // SIGINT: PostgreSQL's "fast" shutdown; kill(): SIGQUIT, its "immediate" shutdown (recovers on start).
+  return {
+    ...h, port, dataDir: dir, url, ferretUrl: `${url}/ferretdb`,
+    stop: async (graceMs = 30_000) => h.stop(graceMs, 'SIGINT'),
+    kill: async () => h.stop(10_000, 'SIGQUIT'),
+  };
+}
+
+/** PostgreSQL accepts connections (pg_isready's exit code 0). */
+function pgReady(port) {
+  return new Promise((resolve) => {
+    const c = spawn(postgresBin('pg_isready'), ['-q', '-h', '127.0.0.1', '-p', String(port)], { stdio: 'ignore' });
+    c.on('exit', (code) => resolve(code === 0));
+    c.on('error', () => resolve(false));
+  });
+}
+
+/**
+ * FerretDB on PostgreSQL (default) or SQLite (`backend: 'sqlite'`, or MESH_FERRET_BACKEND=sqlite).
+ * With PostgreSQL and neither a `postgres` handle nor a `postgresUrl`, it starts its own cluster
+ * in `<dataDir>/postgres` (a temporary one without dataDir) and stops or kills it with itself.
+ */
+async function startFerret({ port, logDir, dataDir, backend = process.env.MESH_FERRET_BACKEND || 'postgresql', postgres, postgresUrl, durable }) {
+  if (backend === 'sqlite') return startFerretSqlite({ port, logDir, dataDir });
+  if (backend !== 'postgresql') throw new Error(`unknown FerretDB backend ${backend} (postgresql or sqlite)`);
+  port = port || (await freePort());
+  const own = !postgres && !postgresUrl;
+  if (own) {
+    const pgDir = dataDir ? path.join(dataDir, 'postgres') : undefined;
+    postgres = await startPostgres({ logDir, dataDir: pgDir, durable: durable ?? Boolean(dataDir && !dataDir.startsWith(os.tmpdir())) });
+  }
+  const args = ['--handler=postgresql', `--postgresql-url=${postgresUrl || postgres.ferretUrl}`, `--listen-addr=127.0.0.1:${port}`,
+    '--state-dir=-', '--telemetry=disable', '--debug-addr=-', '--log-level=warn'];
+  const h = launch(`ferretdb-${port}`, binary('ferretdb'), args, { logDir });
+  try {
+    await waitFor('ferretdb', () => portOpen(port), { proc: h.proc });
+  } catch (err) {
+    if (own) await postgres.stop();
+    throw err;
+  }
+  const both = (fn) => async (...a) => { const r = await h[fn](...a); if (own) await postgres[fn](); return r; };
+  return { ...h, port, uri: `mongodb://127.0.0.1:${port}/agentmesh`, backend, postgres, stop: both('stop'), kill: both('kill') };
+}
+
+async function startFerretSqlite({ port, logDir, dataDir }) {
   port = port || (await freePort());
   const dir = dataDir || fs.mkdtempSync(path.join(os.tmpdir(), 'mesh-ferret-'));
   fs.mkdirSync(dir, { recursive: true });
@@ -109,7 +259,7 @@ async function startFerret({ port, logDir, dataDir }) {
     '--state-dir=-', '--telemetry=disable', '--debug-addr=-', '--log-level=warn'];
   const h = launch(`ferretdb-${port}`, binary('ferretdb'), args, { logDir });
   await waitFor('ferretdb', () => portOpen(port), { proc: h.proc });
-  return { ...h, port, uri: `mongodb://127.0.0.1:${port}/agentmesh` };
+  return { ...h, port, uri: `mongodb://127.0.0.1:${port}/agentmesh`, backend: 'sqlite' };
 }
 
 async function startJaeger({ otlpHttpPort, otlpGrpcPort, queryPort, logDir }) {
@@ -239,7 +389,7 @@ async function startService(name, { port, env = {}, logDir, instance = '', ready
 module.exports = {
   ROOT, CACHE, BIN, SERVICES,
   freePort, portOpen, waitFor, launch, grpcServing,
-  startRedis, startFerret, startJaeger, startEmulator, startService,
+  startRedis, startPostgres, startFerret, startJaeger, startEmulator, startService,
 };
 
 /**

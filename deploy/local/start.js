@@ -65,7 +65,15 @@ async function main() {
     const mongoPort = port('MONGO_PORT', 27017);
     fs.mkdirSync(path.join(dataDir, 'redis'), { recursive: true });
     await use('redis', redisPort, () => stack.startRedis({ port: redisPort, logDir, appendOnly: true, dataDir: path.join(dataDir, 'redis') }));
-    await use('ferretdb', mongoPort, () => stack.startFerret({ port: mongoPort, logDir, dataDir: path.join(dataDir, 'ferretdb') }));
+    // PostgreSQL (data in .mesh/postgres) under FerretDB; MESH_FERRET_BACKEND=sqlite: the old
+    // SQLite backend (data in .mesh/ferretdb), one writer at a time.
+    if ((env.MESH_FERRET_BACKEND || 'postgresql') === 'sqlite') {
+      await use('ferretdb (sqlite)', mongoPort, () => stack.startFerret({ port: mongoPort, logDir, backend: 'sqlite', dataDir: path.join(dataDir, 'ferretdb') }));
+    } else {
+      const pgPort = port('PG_PORT', 55432);
+      await use('postgres', pgPort, () => stack.startPostgres({ port: pgPort, logDir, dataDir: path.join(dataDir, 'postgres') }));
+      await use('ferretdb', mongoPort, () => stack.startFerret({ port: mongoPort, logDir, postgresUrl: `postgres://postgres@127.0.0.1:${pgPort}/ferretdb` }));
+    }
     await use('jaeger', 16686, () => stack.startJaeger({ otlpHttpPort: 4318, otlpGrpcPort: 4317, queryPort: 16686, logDir }));
 
     let llmBaseUrl = env.LLM_BASE_URL;

@@ -356,6 +356,41 @@ describe('retention cleanup', () => {
   });
 });
 
+describe('indexes on PostgreSQL', () => {
+  // FerretDB pushes equality filters down as `_jsonb->'field' @> value`; its own btree indexes
+  // cannot serve that, the GIN twins the local stack adds (deploy/local/stack.js) can. Sort and
+  // limit are not pushed down (FerretDB sorts the rows the filter returns).
+  it("serves the brief's user and conversation listings and _id lookups from an index", async () => {
+    const uri = ferret.uri.replace(/\/agentmesh$/, '/explain_test');
+    const mongo = new MongoClient(uri, { serverSelectionTimeoutMS: 5_000 });
+    try {
+      const db = mongo.db();
+      await ensureIndexes(db);
+      const conversations = Array.from({ length: 3000 }, (_, i) => ({ _id: newId(), userId: `u${i % 300}`, title: '', createdAt: i, updatedAt: i, messageSeq: 0 }));
+      await db.collection<{ _id: string }>('conversations').insertMany(conversations);
+      await db.collection<{ _id: string }>('messages').insertMany(conversations.map((c, i) => (
+        { _id: newId(), conversationId: c._id, role: 'user', round: 0, content: 'hi', status: 'complete', createdAt: i, seq: 1 })));
+      const plan = async (collection: string, filter: Record<string, unknown>, sort?: Record<string, 1 | -1>) => {
+        let cursor = db.collection(collection).find(filter);
+        if (sort) cursor = cursor.sort(sort).limit(20);
+        const e = await cursor.explain();
+        return { pushed: e.filterPushdown, sortPushed: e.sortPushdown, plan: JSON.stringify(e.queryPlanner) };
+      };
+      const byUser = await plan('conversations', { userId: 'u7' }, { createdAt: -1, _id: -1 });
+      expect(byUser.pushed).toBe(true);
+      expect(byUser.sortPushed).toBe(false);
+      expect(byUser.plan).toMatch(/"Index Cond":"\(\(conversations_[0-9a-f]+\._jsonb -> 'userId'::text\) @>/);
+      const byConversation = await plan('messages', { conversationId: conversations[5]!._id }, { createdAt: -1, seq: -1 });
+      expect(byConversation.plan).toMatch(/"Index Cond":"\(\(messages_[0-9a-f]+\._jsonb -> 'conversationId'::text\) @>/);
+      const byId = await plan('conversations', { _id: conversations[9]!._id });
+      expect(byId.plan).toMatch(/"Index Cond":"\(\(conversations_[0-9a-f]+\._jsonb -> '_id'::text\) @>/);
+      expect(byId.plan).not.toMatch(/Seq Scan/);
+    } finally {
+      await mongo.close().catch(() => undefined);
+    }
+  });
+});
+
 describe('health follows the database', () => {
   it('is NOT_SERVING while FerretDB is down and SERVING again after it comes back', async () => {
     const conv = (await call.create(ALICE)).conversation!;

@@ -15,7 +15,8 @@ export interface Proc {
   kill(): Promise<void>;
 }
 export interface RedisProc extends Proc { port: number; url: string }
-export interface FerretProc extends Proc { port: number; uri: string }
+export interface PostgresProc extends Proc { port: number; url: string; dataDir: string }
+export interface FerretProc extends Proc { port: number; uri: string; backend: 'postgresql' | 'sqlite'; postgres?: PostgresProc }
 export interface JaegerProc extends Proc { otlpEndpoint: string; queryUrl: string }
 export interface EmulatorProc extends Proc { port: number; url: string }
 export interface ServiceProc extends Proc { port: number; addr: string; metricsPort: number; url?: string }
@@ -36,7 +37,9 @@ export const freePort: () => Promise<number> = stack.freePort;
 export const waitFor: (what: string, check: () => Promise<boolean> | boolean, opts?: { timeoutMs?: number; intervalMs?: number }) => Promise<void> = stack.waitFor;
 export const grpcServing: (addr: string) => Promise<boolean> = stack.grpcServing;
 export const startRedis: (o: { logDir: string; port?: number; appendOnly?: boolean; dataDir?: string }) => Promise<RedisProc> = stack.startRedis;
-export const startFerret: (o: { logDir: string; port?: number; dataDir?: string }) => Promise<FerretProc> = stack.startFerret;
+export const startPostgres: (o: { logDir: string; port?: number; dataDir?: string; durable?: boolean }) => Promise<PostgresProc> = stack.startPostgres;
+/** FerretDB on PostgreSQL (its own cluster unless `postgres` is given) or, with `backend: 'sqlite'`, on SQLite. */
+export const startFerret: (o: { logDir: string; port?: number; dataDir?: string; backend?: 'postgresql' | 'sqlite'; postgres?: PostgresProc }) => Promise<FerretProc> = stack.startFerret;
 export const startJaeger: (o: { logDir: string }) => Promise<JaegerProc> = stack.startJaeger;
 export const startEmulator: (o: { logDir: string; port?: number; env?: Record<string, string> }) => Promise<EmulatorProc> = stack.startEmulator;
 export const startService: (name: string, o: { logDir: string; port?: number; env?: Record<string, string>; instance?: string }) => Promise<ServiceProc> = stack.startService;
