@@ -215,7 +215,7 @@ async function startPostgres({ port, logDir, dataDir, durable = true }) {
 /** PostgreSQL accepts connections (pg_isready's exit code 0). */
 function pgReady(port) {
   return new Promise((resolve) => {
-    const c = spawn(postgresBin('pg_isready'), ['-q', '-h', '127.0.0.1', '-p', String(port)], { stdio: 'ignore' });
+    const c = spawn(postgresBin('pg_isready'), ['-q', '-h', '127.0.0.1', '-p', String(port), '-U', 'postgres'], { stdio: 'ignore' });
     c.on('exit', (code) => resolve(code === 0));
     c.on('error', () => resolve(false));
   });

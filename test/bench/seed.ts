@@ -1,22 +1,28 @@
-// Seed benchmark: the brief's scenario, scaled to this machine. N simulated users each send 2–3
-// messages a minute through the REAL edge (HTTP + SSE) of a whole mesh (Redis, FerretDB, the
-// emulator, the five services as separate processes); every LLM call takes the brief's 5–10 s;
-// the provider (emulator) enforces its own RPM/TPM and the broker is given the same limits.
-// Time is scaled: the emulator's latencies, the quota windows, the users' pace and the agents'
-// deadlines are all multiplied by TIME_SCALE, so a brief-minute lasts 60 × TIME_SCALE seconds.
-// A user waits for the answer to a message before sending the next (2–3 a minute at most).
-// Why TIME_SCALE defaults to 0.5, not 0.05: scaling time scales the database's query rate too
-// (×1/TIME_SCALE per wall second). At 0.1 with 200 users, FerretDB on SQLite on a 2-core machine
-// fell over (store queries p50 5 s, every run failed on store deadlines): that measures the
-// development database, not the design. Production uses MongoDB.
+// Seed benchmark, open loop: the brief's load as it arrives, not as the system lets it in.
+// Messages arrive as a Poisson process at USERS × MSGS_PER_MIN (the brief: 2.5 a minute per user),
+// independent of completions: a user whose run is still going sends into another conversation of
+// theirs (created on the spot). They go through the REAL edge (HTTP + SSE) of a whole mesh (Redis,
+// FerretDB on PostgreSQL, the emulator, the five services as separate processes); every LLM call
+// takes the brief's 5–10 s; the provider (emulator) enforces its own RPM and counts its 429s.
 //
-// Run: npx tsx test/bench/seed.ts   (or npm run bench -- seed). env, with defaults:
-//   USERS 200 · DURATION_S 120 (wall seconds of sending; in-flight runs then finish) ·
-//   TIME_SCALE 0.5 · MSGS_PER_MIN 2.5 (per user, brief-minutes) · LLM_RPM 500 · LLM_TPM 0 (none) ·
-//   LLM_MAX_CONCURRENT 50 · TTFT_MS 1500 · TOKENS_PER_SEC 6 · COMPLETION_TOKENS 30 (a call ≈ 5–8 s) ·
-//   REVISE_RATE 0.3 · SSE_MAX_STREAMS 200 · MAX_QUEUE_WAIT_S 0 (brief-seconds; the orchestrator's
-//   RUN_MAX_QUEUE_WAIT_MS load shedding, scaled; 0: off — every run waits its turn)
-// Prints a human summary; the last line is one JSON object of the figures.
+// Clients read their streams like browsers: an EventSource-style reader that reconnects to
+// `GET /api/conversations/:id/events` with `Last-Event-ID` when a stream breaks, and counts lost,
+// duplicated and out-of-order events itself (event ids are `<runId>:<seq>`, seqs consecutive).
+// Every latency counts from the message's *scheduled* send time (no coordinated omission).
+// Every offered message is reported: those still waiting when the drain period ends are
+// `unfinished`, with where they were.
+//
+// Time is scaled: the emulator's latencies, the quota windows, the arrival rate, the agents'
+// deadlines and the shedding limit are all multiplied by TIME_SCALE (a brief-minute lasts
+// 60 × TIME_SCALE wall seconds); every figure is reported in the brief's time.
+//
+// Run: npm run bench -- seed   env, with defaults:
+//   USERS 200 · DURATION_S 90 (wall seconds of arrivals) · DRAIN_S 120 (brief-seconds to let runs
+//   finish after the last arrival) · TIME_SCALE 0.5 · MSGS_PER_MIN 2.5 · LLM_RPM 500 · LLM_TPM 0 ·
+//   LLM_MAX_CONCURRENT 50 · TTFT_MS 1500 · TOKENS_PER_SEC 6 · COMPLETION_TOKENS 30 · REVISE_RATE 0.3 ·
+//   SSE_MAX_STREAMS 2000 · MAX_QUEUE_WAIT_S (brief-seconds; unset: the orchestrator's default
+//   RUN_MAX_QUEUE_WAIT_MS, scaled; 0: no shedding) · PROGRESS_S 5 (wall seconds between progress lines)
+// Prints progress lines, a human summary; the last line is one JSON object of the figures.
 import { newId } from '@agent-mesh/common';
 import { percentile, runTimingMedians } from './stats';
 import { mintToken, parseSseBlock, startEmulator, startFerret, startMesh, startRedis, testDir, type Mesh, type Proc, type SseEvent } from '../support';
@@ -27,7 +33,8 @@ const num = (name: string, def: number) => {
   return v;
 };
 const USERS = Math.max(1, Math.floor(num('USERS', 200)));
-const DURATION_S = num('DURATION_S', 120);
+const DURATION_S = num('DURATION_S', 90);
+const DRAIN_S = num('DRAIN_S', 120);
 const TIME_SCALE = num('TIME_SCALE', 0.5);
 const MSGS_PER_MIN = num('MSGS_PER_MIN', 2.5);
 const LLM_RPM = num('LLM_RPM', 500);
@@ -37,22 +44,50 @@ const TTFT_MS = num('TTFT_MS', 1500);
 const TOKENS_PER_SEC = num('TOKENS_PER_SEC', 6);
 const COMPLETION_TOKENS = num('COMPLETION_TOKENS', 30);
 const REVISE_RATE = num('REVISE_RATE', 0.3);
-const SSE_MAX_STREAMS = num('SSE_MAX_STREAMS', 200);
-const MAX_QUEUE_WAIT_S = num('MAX_QUEUE_WAIT_S', 0);
-/** The brief's targets, in brief-seconds. */
-const TARGETS = { avgS: 30, p95S: 60, p99S: 90, errorRatePct: 1, llmQueueLength: 50 };
+const SSE_MAX_STREAMS = num('SSE_MAX_STREAMS', 2000);
+const MAX_QUEUE_WAIT_S = process.env.MAX_QUEUE_WAIT_S === undefined ? undefined : num('MAX_QUEUE_WAIT_S', 0);
+const PROGRESS_S = num('PROGRESS_S', 5);
+/** The issue's goals, in brief time. */
+const GOALS = { errorRatePct: 1, ttfeP99S: 2, completedP95S: 60, goodputPct: 95 };
 const TERMINAL = new Set(['run.completed', 'run.failed', 'run.cancelled', 'degraded']);
 const QUESTIONS = [
   'How should I plan a vegetable garden?', 'Explain how a heat pump works.', 'What makes a good code review?',
   'How do I train for a 10k run?', 'Search the latest news about solar panels.', 'How can I learn to bake bread?',
   'Find the best way to store fresh herbs.', 'What should I pack for a week of hiking?',
 ];
+const MAX_RECONNECTS = 10;
 
-type Outcome = 'completed' | 'degraded' | 'failed' | 'cancelled' | 'http_error' | 'stream_error';
-interface RunRecord { user: number; outcome: Outcome; wallMs: number; ttftMs?: number; status?: number; detail?: string; sseQueued: boolean }
+type Outcome = 'completed' | 'degraded' | 'shed' | 'failed' | 'cancelled' | 'http_error' | 'stream_error' | 'unfinished';
+type Phase = 'sending' | 'edge_queue' | 'queued' | 'streaming' | 'done';
+interface Arrival {
+  user: number;
+  /** Wall ms (performance.now()) when the message was due: every latency counts from here. */
+  scheduled: number;
+  phase: Phase;
+  outcome?: Outcome;
+  /** Where an unfinished one was when the drain period ended. */
+  unfinishedIn?: Phase;
+  status?: number;
+  detail?: string;
+  firstEventMs?: number;
+  firstTokenMs?: number;
+  endMs?: number;
+  /** Retry-After (s, wall) of a shed answer. */
+  retryAfterS?: number;
+  /** The first `queued` estimate (ms, wall) and when it came, to compare with the actual wait. */
+  queuedEstimateMs?: number;
+  queuedAtMs?: number;
+  reconnects: number;
+  events: number;
+  lost: number;
+  duplicated: number;
+  outOfOrder: number;
+  sseLimited: boolean;
+}
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const round = (x: number, d = 1) => Math.round(x * 10 ** d) / 10 ** d;
+const briefS = (wallMs: number) => round(wallMs / 1000 / TIME_SCALE, 2);
 
 /** One gauge's value from a Prometheus text page (summed over label sets). */
 function gauge(text: string, name: string): number {
@@ -63,64 +98,134 @@ function gauge(text: string, name: string): number {
   return sum;
 }
 
-/** Sends one message and reads its SSE stream to the terminal event. */
-async function sendMessage(edgeUrl: string, token: string, conversationId: string, content: string, user: number): Promise<RunRecord> {
-  const started = Date.now();
-  let queueToken: string | undefined;
-  let sseQueued = false;
+/** The events of one run as a client sees them: ids `<runId>:<seq>`, seqs 1, 2, 3, … */
+class EventLedger {
+  private seen = new Set<number>();
+  private maxSeq = 0;
+  lastEventId: string | undefined;
+  constructor(private readonly a: Arrival) {}
+  add(e: SseEvent): void {
+    this.a.events++;
+    if (!e.id) return;
+    this.lastEventId = e.id;
+    if (e.event === 'events.lost') return; // counted below as the seqs that never arrived
+    const seq = Number(e.id.slice(e.id.lastIndexOf(':') + 1));
+    if (this.seen.has(seq)) { this.a.duplicated++; return; }
+    if (seq < this.maxSeq) this.a.outOfOrder++;
+    this.seen.add(seq);
+    this.maxSeq = Math.max(this.maxSeq, seq);
+  }
+  /** Seqs below the last one that never arrived. */
+  close(): void {
+    this.a.lost = this.maxSeq - this.seen.size;
+  }
+}
+
+interface Client {
+  edgeUrl: string;
+  token: string;
+  signal: AbortSignal;
+}
+
+/** Reads one SSE response into the ledger until a terminal event; false when the stream broke first. */
+async function readStream(res: Response, a: Arrival, ledger: EventLedger, retry: { ms: number }): Promise<SseEvent | undefined> {
+  const reader = res.body!.getReader();
+  const decoder = new TextDecoder();
+  let buf = '';
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return undefined;
+      buf += decoder.decode(value, { stream: true });
+      let idx: number;
+      while ((idx = buf.indexOf('\n\n')) >= 0) {
+        const block = buf.slice(0, idx);
+        buf = buf.slice(idx + 2);
+        const hint = /^retry: (\d+)$/m.exec(block);
+        if (hint) retry.ms = Number(hint[1]);
+        const e = parseSseBlock(block);
+        if (!e) continue;
+        const now = performance.now();
+        a.firstEventMs ??= now - a.scheduled;
+        ledger.add(e);
+        if (e.event === 'queued' && a.queuedEstimateMs === undefined) {
+          a.queuedEstimateMs = Number((e.data as { estimatedWaitMs?: number }).estimatedWaitMs ?? 0);
+          a.queuedAtMs = now - a.scheduled;
+          a.phase = 'queued';
+        }
+        if (e.event === 'token') {
+          a.firstTokenMs ??= now - a.scheduled;
+          a.phase = 'streaming';
+        }
+        if (TERMINAL.has(e.event)) return e;
+      }
+    }
+  } catch {
+    return undefined;
+  } finally {
+    await reader.cancel().catch(() => undefined);
+  }
+}
+
+/** Sends one message and follows its run to the end, reconnecting like EventSource does. */
+async function sendMessage(c: Client, conversationId: string, content: string, a: Arrival): Promise<void> {
+  const auth = { authorization: `Bearer ${c.token}` };
   const messageId = newId(); // one id across limiter retries: the run starts once
+  let queueToken: string | undefined;
+  const ledger = new EventLedger(a);
+  const retry = { ms: 2000 };
+  const finish = (outcome: Outcome, extra: Partial<Arrival> = {}) => {
+    Object.assign(a, { outcome, unfinishedIn: outcome === 'unfinished' ? a.phase : undefined, phase: 'done', endMs: performance.now() - a.scheduled, ...extra });
+    ledger.close();
+  };
+  let res: Response;
   for (;;) {
-    let res: Response;
     try {
-      res = await fetch(`${edgeUrl}/api/conversations/${conversationId}/messages`, {
-        method: 'POST',
-        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', accept: 'text/event-stream', ...(queueToken ? { 'x-queue-token': queueToken } : {}) },
+      res = await fetch(`${c.edgeUrl}/api/conversations/${conversationId}/messages`, {
+        method: 'POST', signal: c.signal,
+        headers: { ...auth, 'content-type': 'application/json', accept: 'text/event-stream', ...(queueToken ? { 'x-queue-token': queueToken } : {}) },
         body: JSON.stringify({ content, messageId }),
       });
     } catch (err) {
-      return { user, outcome: 'http_error', wallMs: Date.now() - started, detail: (err as Error).message, sseQueued };
+      return finish(c.signal.aborted ? 'unfinished' : 'http_error', { detail: (err as Error).message });
     }
-    if (res.status === 503 && res.headers.get('retry-after')) {
-      // The SSE limiter is full: keep our place with the queue token and come back.
-      const body = (await res.json().catch(() => ({}))) as { queueToken?: string; estimatedWaitMs?: number };
-      sseQueued = true;
-      queueToken = body.queueToken ?? queueToken;
-      await sleep(Math.min(5_000, Math.max(100, body.estimatedWaitMs ?? Number(res.headers.get('retry-after')) * 1000)));
-      continue;
-    }
-    if (!res.ok || !res.body) {
-      const detail = await res.text().catch(() => '');
-      return { user, outcome: 'http_error', wallMs: Date.now() - started, status: res.status, detail: detail.slice(0, 200), sseQueued };
-    }
-    let ttftMs: number | undefined;
-    let terminal: SseEvent | undefined;
-    const reader = res.body.getReader();
-    const decoder = new TextDecoder();
-    let buf = '';
-    try {
-      while (!terminal) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        buf += decoder.decode(value, { stream: true });
-        let idx: number;
-        while (!terminal && (idx = buf.indexOf('\n\n')) >= 0) {
-          const e = parseSseBlock(buf.slice(0, idx));
-          buf = buf.slice(idx + 2);
-          if (!e) continue;
-          if (e.event === 'token' && ttftMs === undefined) ttftMs = Date.now() - started;
-          if (TERMINAL.has(e.event)) terminal = e;
-        }
+    if (res.status === 503) {
+      const body = (await res.json().catch(() => ({}))) as { queueToken?: string; estimatedWaitMs?: number; error?: { code?: string } };
+      const retryAfterS = Number(res.headers.get('retry-after') ?? 0);
+      if (body.queueToken) {
+        // The edge's SSE limiter is full: a browser keeps its place with the token and comes back.
+        a.sseLimited = true;
+        a.phase = 'edge_queue';
+        queueToken = body.queueToken;
+        await sleep(Math.min(5_000, Math.max(100, body.estimatedWaitMs ?? retryAfterS * 1000)));
+        if (c.signal.aborted) return finish('unfinished');
+        continue;
       }
-    } catch (err) {
-      return { user, outcome: 'stream_error', wallMs: Date.now() - started, ttftMs, detail: (err as Error).message, sseQueued };
-    } finally {
-      await reader.cancel().catch(() => undefined);
+      if (body.error?.code === 'busy') return finish('shed', { status: 503, retryAfterS });
+      return finish('http_error', { status: 503, detail: JSON.stringify(body).slice(0, 200) });
     }
-    const wallMs = Date.now() - started;
-    if (!terminal) return { user, outcome: 'stream_error', wallMs, ttftMs, detail: 'stream ended without a terminal event', sseQueued };
-    const outcome: Outcome = terminal.event === 'run.completed' ? 'completed' : terminal.event === 'degraded' ? 'degraded' : terminal.event === 'run.cancelled' ? 'cancelled' : 'failed';
-    return { user, outcome, wallMs, ttftMs, sseQueued, detail: outcome === 'failed' ? JSON.stringify(terminal.data).slice(0, 200) : undefined };
+    break;
   }
+  if (!res.ok || !res.body) {
+    const detail = await res.text().catch(() => '');
+    return finish('http_error', { status: res.status, detail: detail.slice(0, 200) });
+  }
+  let terminal = await readStream(res, a, ledger, retry);
+  // EventSource: on a broken stream, wait `retry` and reconnect with Last-Event-ID.
+  while (!terminal && !c.signal.aborted && a.reconnects < MAX_RECONNECTS) {
+    a.reconnects++;
+    await sleep(Math.min(retry.ms, 2_000));
+    try {
+      const again = await fetch(`${c.edgeUrl}/api/conversations/${conversationId}/events`, {
+        signal: c.signal, headers: { ...auth, accept: 'text/event-stream', ...(ledger.lastEventId ? { 'last-event-id': ledger.lastEventId } : {}) },
+      });
+      if (again.ok && again.body) terminal = await readStream(again, a, ledger, retry);
+      else await again.body?.cancel();
+    } catch { /* try again */ }
+  }
+  if (!terminal) return finish(c.signal.aborted ? 'unfinished' : 'stream_error', { detail: 'stream ended without a terminal event' });
+  const outcome: Outcome = terminal.event === 'run.completed' ? 'completed' : terminal.event === 'degraded' ? 'degraded' : terminal.event === 'run.cancelled' ? 'cancelled' : 'failed';
+  finish(outcome, outcome === 'failed' ? { detail: JSON.stringify(terminal.data).slice(0, 200) } : {});
 }
 
 async function main() {
@@ -128,11 +233,11 @@ async function main() {
   const procs: Proc[] = [];
   let mesh: Mesh | undefined;
   const jwtSecret = 'seed-bench-secret-0123456789abcdef';
-  // A brief-minute in wall milliseconds.
-  const minuteMs = 60_000 * TIME_SCALE;
+  const minuteMs = 60_000 * TIME_SCALE; // a brief-minute in wall milliseconds
+  const abort = new AbortController();
   try {
-    const redis = await startRedis({ logDir }); procs.push(redis);
-    const ferret = await startFerret({ logDir }); procs.push(ferret);
+    const [redis, ferret] = await Promise.all([startRedis({ logDir }), startFerret({ logDir })]);
+    procs.push(redis, ferret);
     const emulator = await startEmulator({
       logDir,
       env: {
@@ -153,134 +258,186 @@ async function main() {
         },
         // The agents' deadline (120 brief-seconds per call, queueing included) is scaled with time.
         // info: the orchestrator's `run timings` lines (where a run's time goes) are summarised below.
-        orchestrator: { LOG_LEVEL: 'info', AGENT_CALL_TIMEOUT_MS: String(Math.max(1_000, Math.round(120_000 * TIME_SCALE))), AGENT_MAX_TOKENS: String(Math.max(64, COMPLETION_TOKENS * 4)),
-          RUN_MAX_QUEUE_WAIT_MS: String(Math.round(MAX_QUEUE_WAIT_S * 1000 * TIME_SCALE)) },
-        edge: { SSE_MAX_STREAMS: String(SSE_MAX_STREAMS), RATE_LIMIT_PER_MINUTE: '600' },
+        orchestrator: {
+          LOG_LEVEL: 'info', AGENT_CALL_TIMEOUT_MS: String(Math.max(1_000, Math.round(120_000 * TIME_SCALE))), AGENT_MAX_TOKENS: String(Math.max(64, COMPLETION_TOKENS * 4)),
+          ...(MAX_QUEUE_WAIT_S !== undefined ? { RUN_MAX_QUEUE_WAIT_MS: String(Math.round(MAX_QUEUE_WAIT_S * 1000 * TIME_SCALE)) } : {}),
+        },
+        edge: { SSE_MAX_STREAMS: String(SSE_MAX_STREAMS), RATE_LIMIT_PER_MINUTE: '100000' },
       },
     });
     const edgeUrl = mesh.edge.url!;
     const brokerMetrics = `http://127.0.0.1:${mesh.broker.metricsPort}/metrics`;
 
-    // Users and their conversations.
+    // Users and a first conversation each (setup, not measured); more are made when needed.
     const users = await Promise.all(Array.from({ length: USERS }, async (_, i) => {
       const token = await mintToken(jwtSecret, `seed-user-${i}`);
-      const res = await fetch(`${edgeUrl}/api/conversations`, {
-        method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify({ title: `seed ${i}` }),
-      });
-      if (res.status !== 201) throw new Error(`creating a conversation: HTTP ${res.status} ${await res.text()}`);
-      return { token, conversationId: ((await res.json()) as { id: string }).id };
+      return { token, free: [await createConversation(edgeUrl, token, i)] };
     }));
 
-    // Peaks of the broker's queue and the edge's open streams, sampled while the load runs.
+    const arrivals: Arrival[] = [];
+    const pending: Promise<void>[] = [];
+    // Metrics sampled while the load runs: peaks, and a timeline for the report.
     const peaks = { llmQueue: 0, llmInFlight: 0, openStreams: 0, samples: 0 };
+    const timeline: { tBriefS: number; llmQueue: number; llmInFlight: number; inFlightRuns: number }[] = [];
     let sampling = true;
+    const loadStarted = performance.now();
     const sampler = (async () => {
       while (sampling) {
         try {
           const [b, e] = await Promise.all([fetch(brokerMetrics).then((r) => r.text()), fetch(`${edgeUrl}/metrics`).then((r) => r.text())]);
-          peaks.llmQueue = Math.max(peaks.llmQueue, gauge(b, 'llm_queue_depth'));
-          peaks.llmInFlight = Math.max(peaks.llmInFlight, gauge(b, 'llm_in_flight'));
+          const q = gauge(b, 'llm_queue_depth');
+          const f = gauge(b, 'llm_in_flight');
+          peaks.llmQueue = Math.max(peaks.llmQueue, q);
+          peaks.llmInFlight = Math.max(peaks.llmInFlight, f);
           peaks.openStreams = Math.max(peaks.openStreams, gauge(e, 'edge_sse_open_streams'));
           peaks.samples++;
+          timeline.push({ tBriefS: briefS(performance.now() - loadStarted), llmQueue: q, llmInFlight: f, inFlightRuns: arrivals.filter((a) => a.phase !== 'done').length });
         } catch { /* a missed sample */ }
-        await sleep(250);
+        await sleep(500);
       }
     })();
+    const progress = setInterval(() => {
+      const n = (p: (a: Arrival) => boolean) => arrivals.filter(p).length;
+      console.log(`  [${briefS(performance.now() - loadStarted).toFixed(0)} brief-s] arrivals ${arrivals.length}, in flight ${n((a) => a.phase !== 'done')}` +
+        ` (queued ${n((a) => a.phase === 'queued')}, edge queue ${n((a) => a.phase === 'edge_queue')}), completed ${n((a) => a.outcome === 'completed')},` +
+        ` shed ${n((a) => a.outcome === 'shed')}, degraded ${n((a) => a.outcome === 'degraded')}, errors ${n((a) => ['failed', 'http_error', 'stream_error'].includes(a.outcome ?? ''))}`);
+    }, PROGRESS_S * 1000);
 
-    const records: RunRecord[] = [];
-    const loadStarted = Date.now();
-    const stopSendingAt = loadStarted + DURATION_S * 1000;
-    // 2–3 messages a minute: one every 60/MSGS_PER_MIN brief-seconds on average (±20%), but never
-    // before the previous answer arrived. First messages are spread over one interval (ramp-up).
-    const intervalMs = minuteMs / MSGS_PER_MIN;
-    await Promise.all(users.map(async (u, i) => {
-      await sleep(Math.random() * intervalMs);
-      let n = 0;
-      while (Date.now() < stopSendingAt) {
-        const sentAt = Date.now();
-        records.push(await sendMessage(edgeUrl, u.token, u.conversationId, QUESTIONS[(i + n++) % QUESTIONS.length]!, i));
-        const next = sentAt + intervalMs * (0.8 + Math.random() * 0.4);
-        await sleep(Math.max(0, next - Date.now()));
-      }
-    }));
-    const loadWallS = (Date.now() - loadStarted) / 1000;
+    // Poisson arrivals at USERS × MSGS_PER_MIN per brief-minute, scheduled ahead of time: a late
+    // send (a busy event loop) still counts its latency from when it was due.
+    const ratePerMs = (USERS * MSGS_PER_MIN) / minuteMs;
+    const endAt = loadStarted + DURATION_S * 1000;
+    let due = loadStarted;
+    for (let n = 0; ; n++) {
+      due += -Math.log(1 - Math.random()) / ratePerMs;
+      if (due >= endAt) break;
+      const wait = due - performance.now();
+      if (wait > 0) await sleep(wait);
+      const userIdx = Math.floor(Math.random() * USERS);
+      const a: Arrival = { user: userIdx, scheduled: due, phase: 'sending', reconnects: 0, events: 0, lost: 0, duplicated: 0, outOfOrder: 0, sseLimited: false };
+      arrivals.push(a);
+      const u = users[userIdx]!;
+      pending.push((async () => {
+        // A user whose run is still going writes in another conversation of theirs.
+        let conv = u.free.pop();
+        try {
+          conv ??= await createConversation(edgeUrl, u.token, userIdx, abort.signal);
+        } catch (err) {
+          Object.assign(a, { outcome: abort.signal.aborted ? 'unfinished' : 'http_error', unfinishedIn: 'sending', phase: 'done', endMs: performance.now() - a.scheduled, detail: `creating a conversation: ${(err as Error).message}` });
+          return;
+        }
+        await sendMessage({ edgeUrl, token: u.token, signal: abort.signal }, conv, QUESTIONS[n % QUESTIONS.length]!, a);
+        u.free.push(conv);
+      })());
+    }
+    const arrivalsWallS = (performance.now() - loadStarted) / 1000;
+    // Drain: let the runs in flight finish, then stop whatever still waits (reported as unfinished).
+    const drainTimer = setTimeout(() => abort.abort(), DRAIN_S * 1000 * TIME_SCALE);
+    await Promise.all(pending);
+    clearTimeout(drainTimer);
+    clearInterval(progress);
+    const loadWallS = (performance.now() - loadStarted) / 1000;
     sampling = false;
     await sampler;
 
-    const emuStats = (await (await fetch(`${emulator.url}/_emulator/stats`)).json()) as { requests: number; completed: number; rateLimited: number; maxInFlight: number; completionTokens: number };
+    const emu = (await (await fetch(`${emulator.url}/_emulator/stats`)).json()) as { requests: number; completed: number; rateLimited: number; maxInFlight: number };
     const brokerText = await (await fetch(brokerMetrics)).text();
-
-    const queueWaitMeanMs = round((1000 * gauge(brokerText, 'llm_queue_wait_seconds_sum')) / Math.max(1, gauge(brokerText, 'llm_queue_wait_seconds_count')), 0);
     const profile = runTimingMedians(mesh.orchestrator.logFile, /^((planner|critic|host|reporter)\.r1\.(start|first_token|done)|store\.(history|flush)\.end|total)$/);
-    const by = (o: Outcome) => records.filter((r) => r.outcome === o).length;
-    const ended = records.filter((r) => r.outcome === 'completed' || r.outcome === 'degraded' || r.outcome === 'failed' || r.outcome === 'cancelled');
-    const completedWall = records.filter((r) => r.outcome === 'completed').map((r) => r.wallMs);
-    const ttfts = records.filter((r) => r.ttftMs !== undefined).map((r) => r.ttftMs!);
-    const errors = by('failed') + by('http_error') + by('stream_error');
-    const avg = completedWall.reduce((a, b) => a + b, 0) / Math.max(1, completedWall.length);
-    const toBrief = (ms: number) => round(ms / 1000 / TIME_SCALE, 1);
-    // Failures grouped by kind: outcome, HTTP status and the error code of the body or event.
+
+    const by = (o: Outcome) => arrivals.filter((a) => a.outcome === o);
+    const completed = by('completed');
+    const errors = arrivals.filter((a) => ['failed', 'http_error', 'stream_error'].includes(a.outcome ?? ''));
+    const unfinished = by('unfinished');
+    const pct = (n: number) => round((100 * n) / Math.max(1, arrivals.length), 2);
+    const dist = (xs: number[]) => ({ p50: briefS(percentile(xs, 50)), p95: briefS(percentile(xs, 95)), p99: briefS(percentile(xs, 99)), max: briefS(Math.max(0, ...xs)) });
+    const defined = (xs: (number | undefined)[]) => xs.filter((x): x is number => x !== undefined);
+    // How honest the `queued` estimates were: the actual wait from the queued event to the first token.
+    const estimateErrors = arrivals.filter((a) => a.queuedEstimateMs !== undefined && a.firstTokenMs !== undefined)
+      .map((a) => (a.firstTokenMs! - a.queuedAtMs!) - a.queuedEstimateMs!);
+    const unfinishedWhere: Record<string, number> = {};
+    for (const a of unfinished) unfinishedWhere[a.unfinishedIn ?? 'sending'] = (unfinishedWhere[a.unfinishedIn ?? 'sending'] ?? 0) + 1;
     const failureKinds: Record<string, number> = {};
-    for (const r of records) {
-      if (r.outcome === 'completed' || r.outcome === 'degraded') continue;
-      const code = /"code":"([^"]+)"/.exec(r.detail ?? '')?.[1] ?? r.detail?.slice(0, 60) ?? '';
-      const kind = `${r.outcome}${r.status ? ` ${r.status}` : ''} ${code}`.trim();
+    for (const a of errors) {
+      const code = /"code":"([^"]+)"/.exec(a.detail ?? '')?.[1] ?? a.detail?.slice(0, 60) ?? '';
+      const kind = `${a.outcome}${a.status ? ` ${a.status}` : ''} ${code}`.trim();
       failureKinds[kind] = (failureKinds[kind] ?? 0) + 1;
     }
+    // Quota use: upstream requests per brief-minute of the whole load (arrivals + drain) against the RPM.
+    const briefMinutes = loadWallS / (minuteMs / 1000);
+    const callsPerCompletedRun = round(emu.completed / Math.max(1, completed.length), 2);
+    const quotaAllowsRuns = (LLM_RPM * briefMinutes) / Math.max(1, callsPerCompletedRun);
     const figures = {
-      scenario: 'seed', maxQueueWaitBriefS: MAX_QUEUE_WAIT_S,
-      users: USERS, timeScale: TIME_SCALE, durationS: DURATION_S, loadWallS: round(loadWallS), msgsPerMinPerUser: MSGS_PER_MIN,
+      scenario: 'seed', mode: 'open-loop', users: USERS, timeScale: TIME_SCALE, arrivalsWallS: round(arrivalsWallS), loadWallS: round(loadWallS),
+      briefMinutes: round(briefMinutes, 2), msgsPerMinPerUser: MSGS_PER_MIN, offeredPerBriefMinute: round(USERS * MSGS_PER_MIN, 1),
+      maxQueueWaitBriefS: MAX_QUEUE_WAIT_S ?? 'orchestrator default',
       limits: { rpm: LLM_RPM, tpm: LLM_TPM, maxConcurrent: LLM_MAX_CONCURRENT, sseMaxStreams: SSE_MAX_STREAMS },
-      callLatency: { ttftMs: TTFT_MS, tokensPerSec: TOKENS_PER_SEC, completionTokens: COMPLETION_TOKENS },
-      runs: {
-        sent: records.length, started: ended.length, completed: by('completed'), degraded: by('degraded'), failed: by('failed'),
-        cancelled: by('cancelled'), httpErrors: by('http_error'), streamErrors: by('stream_error'), sseQueued: records.filter((r) => r.sseQueued).length,
-        completedPerBriefMinute: round(by('completed') / (loadWallS / (minuteMs / 1000)), 1),
+      arrivals: {
+        offered: arrivals.length, completed: completed.length, shed: by('shed').length, degraded: by('degraded').length, failed: by('failed').length,
+        cancelled: by('cancelled').length, httpErrors: by('http_error').length, streamErrors: by('stream_error').length, unfinished: unfinished.length,
+        unfinishedWhere, sseLimited: arrivals.filter((a) => a.sseLimited).length,
       },
-      wallMs: { avg: Math.round(avg), p50: percentile(completedWall, 50), p95: percentile(completedWall, 95), p99: percentile(completedWall, 99) },
-      wallBriefS: { avg: toBrief(avg), p50: toBrief(percentile(completedWall, 50)), p95: toBrief(percentile(completedWall, 95)), p99: toBrief(percentile(completedWall, 99)) },
-      ttftMs: { p50: percentile(ttfts, 50), p95: percentile(ttfts, 95) },
-      ttftBriefS: { p50: toBrief(percentile(ttfts, 50)), p95: toBrief(percentile(ttfts, 95)) },
-      errorRatePct: round((100 * errors) / Math.max(1, records.length), 2),
-      degradedRatePct: round((100 * by('degraded')) / Math.max(1, records.length), 2),
-      upstream429: emuStats.rateLimited,
-      brokerUpstream429: gauge(brokerText, 'llm_upstream_rate_limited_total'),
-      upstreamRequests: emuStats.requests,
-      upstreamMaxInFlight: emuStats.maxInFlight,
-      llmQueueWaitMeanMs: queueWaitMeanMs, orchestratorProfileMedianMs: profile,
-      llmQueuePeak: peaks.llmQueue, llmInFlightPeak: peaks.llmInFlight, edgeOpenStreamsPeak: peaks.openStreams, metricSamples: peaks.samples,
-      targetsBriefS: TARGETS,
-      targetsWallMs: { avg: TARGETS.avgS * 1000 * TIME_SCALE, p95: TARGETS.p95S * 1000 * TIME_SCALE, p99: TARGETS.p99S * 1000 * TIME_SCALE },
+      pct: { completed: pct(completed.length), shed: pct(by('shed').length), degraded: pct(by('degraded').length), errors: pct(errors.length), unfinished: pct(unfinished.length) },
+      events: {
+        received: arrivals.reduce((s, a) => s + a.events, 0), lost: arrivals.reduce((s, a) => s + a.lost, 0),
+        duplicated: arrivals.reduce((s, a) => s + a.duplicated, 0), outOfOrder: arrivals.reduce((s, a) => s + a.outOfOrder, 0),
+        reconnects: arrivals.reduce((s, a) => s + a.reconnects, 0),
+      },
+      briefS: {
+        firstEvent: dist(defined(arrivals.map((a) => a.firstEventMs))),
+        firstToken: dist(defined(arrivals.map((a) => a.firstTokenMs))),
+        completedRun: dist(completed.map((a) => a.endMs!)),
+        shedAnswer: dist(by('shed').map((a) => a.endMs!)),
+        degradedAnswer: dist(by('degraded').map((a) => a.endMs!)),
+        retryAfter: dist(by('shed').map((a) => (a.retryAfterS ?? 0) * 1000)),
+        queuedEstimateError: { ...dist(estimateErrors.map(Math.abs)), n: estimateErrors.length, meanSigned: briefS(estimateErrors.reduce((s, x) => s + x, 0) / Math.max(1, estimateErrors.length)) },
+      },
+      goodput: {
+        completedPerBriefMinute: round(completed.length / briefMinutes, 1), callsPerCompletedRun, quotaAllowsRuns: round(quotaAllowsRuns, 0),
+        pctOfQuota: round((100 * completed.length) / Math.max(1, quotaAllowsRuns), 1),
+        upstreamRequests: emu.requests, upstreamRpmUsedPct: round((100 * emu.requests) / (LLM_RPM * briefMinutes), 1),
+      },
+      upstream429: emu.rateLimited, brokerUpstream429: gauge(brokerText, 'llm_upstream_rate_limited_total'), upstreamMaxInFlight: emu.maxInFlight,
+      peaks: { llmQueue: peaks.llmQueue, llmInFlight: peaks.llmInFlight, edgeOpenStreams: peaks.openStreams, samples: peaks.samples },
+      orchestratorProfileMedianMs: profile,
+      goals: GOALS,
       met: {
-        avg: avg < TARGETS.avgS * 1000 * TIME_SCALE,
-        p95: percentile(completedWall, 95) < TARGETS.p95S * 1000 * TIME_SCALE,
-        p99: percentile(completedWall, 99) < TARGETS.p99S * 1000 * TIME_SCALE,
-        errorRate: (100 * errors) / Math.max(1, records.length) < TARGETS.errorRatePct,
-        llmQueue: peaks.llmQueue < TARGETS.llmQueueLength,
-        no429: emuStats.rateLimited === 0,
+        no429: emu.rateLimited === 0,
+        errors: pct(errors.length) < GOALS.errorRatePct,
+        noEventsLostOrDuplicated: arrivals.every((a) => a.lost === 0 && a.duplicated === 0),
+        ttfeP99: briefS(percentile(defined(arrivals.map((a) => a.firstEventMs)), 99)) < GOALS.ttfeP99S,
+        completedP95: briefS(percentile(completed.map((a) => a.endMs!), 95)) < GOALS.completedP95S,
+        goodput: (100 * completed.length) / Math.max(1, quotaAllowsRuns) >= GOALS.goodputPct,
       },
-      failureKinds,
-      logDir,
+      failureKinds, timeline, logDir,
     };
-    const failures = Object.entries(failureKinds).sort((a, b) => b[1] - a[1]).map(([k, n]) => `${n}× ${k}`);
     const ok = (b: boolean) => (b ? 'met' : 'MISSED');
-    console.log(`seed benchmark: ${USERS} users × ${MSGS_PER_MIN} messages per brief-minute for ${DURATION_S} s wall, through the edge (HTTP+SSE)`);
-    console.log(`  time scale ${TIME_SCALE}: 1 brief-minute = ${minuteMs / 1000} s wall; LLM call ≈ ${TTFT_MS} ms to first token + ${COMPLETION_TOKENS}±25% tokens at ${TOKENS_PER_SEC}/s (brief time), ×${TIME_SCALE} on the wall`);
-    console.log(`  provider and broker limits: ${LLM_RPM} RPM, ${LLM_TPM || 'no'} TPM, ${LLM_MAX_CONCURRENT} concurrent (windows scaled too); load shedding ${MAX_QUEUE_WAIT_S > 0 ? `above ${MAX_QUEUE_WAIT_S} brief-s of estimated queue wait` : 'off'}`);
-    console.log(`  runs: ${figures.runs.sent} sent, ${figures.runs.completed} completed, ${figures.runs.degraded} degraded ("service busy"), ${figures.runs.failed} failed, ${figures.runs.httpErrors} HTTP errors, ${figures.runs.streamErrors} broken streams, ${figures.runs.sseQueued} queued by the SSE limiter`);
-    console.log(`  throughput: ${figures.runs.completedPerBriefMinute} completed runs per brief-minute; upstream requests ${emuStats.requests}, upstream 429s ${emuStats.rateLimited}`);
-    console.log(`  run wall time (completed): avg ${figures.wallMs.avg} ms, p50 ${figures.wallMs.p50}, p95 ${figures.wallMs.p95}, p99 ${figures.wallMs.p99}  = brief ${figures.wallBriefS.avg} / ${figures.wallBriefS.p50} / ${figures.wallBriefS.p95} / ${figures.wallBriefS.p99} s`);
-    console.log(`  time to first token: p50 ${figures.ttftMs.p50} ms, p95 ${figures.ttftMs.p95} ms  = brief ${figures.ttftBriefS.p50} / ${figures.ttftBriefS.p95} s`);
-    console.log(`  broker queue wait: mean ${queueWaitMeanMs} ms per call; one-round runs in the orchestrator (median ms since StartRun): ${Object.entries(profile).map(([k, v]) => `${k} ${v}`).join(', ')}`);
-    console.log(`  peaks: LLM queue ${peaks.llmQueue}, LLM calls in flight ${peaks.llmInFlight}, edge open streams ${peaks.openStreams} (${peaks.samples} samples)`);
-    console.log(`  targets (brief, ×${TIME_SCALE} on the wall): avg < ${TARGETS.avgS} s ${ok(figures.met.avg)}, p95 < ${TARGETS.p95S} s ${ok(figures.met.p95)}, p99 < ${TARGETS.p99S} s ${ok(figures.met.p99)}, error rate < ${TARGETS.errorRatePct}% (${figures.errorRatePct}%) ${ok(figures.met.errorRate)}, LLM queue < ${TARGETS.llmQueueLength} ${ok(figures.met.llmQueue)}, no upstream 429 ${ok(figures.met.no429)}; degraded ${figures.degradedRatePct}%`);
-    if (failures.length) console.log(`  failures by kind: ${failures.join(' | ')}`);
+    const d = figures.briefS;
+    console.log(`seed benchmark (open loop): ${USERS} users × ${MSGS_PER_MIN} messages per brief-minute, Poisson arrivals for ${DURATION_S} s wall (${round(DURATION_S / (minuteMs / 1000), 2)} brief-minutes), drain ≤ ${DRAIN_S} brief-s`);
+    console.log(`  time scale ${TIME_SCALE} (1 brief-minute = ${minuteMs / 1000} s wall); figures in brief time; upstream ${LLM_RPM} RPM, ${LLM_MAX_CONCURRENT} concurrent; shedding: ${MAX_QUEUE_WAIT_S === undefined ? 'orchestrator default' : MAX_QUEUE_WAIT_S ? `above ${MAX_QUEUE_WAIT_S} brief-s of estimated wait` : 'off'}`);
+    const A = figures.arrivals;
+    console.log(`  arrivals ${A.offered}: completed ${A.completed} (${figures.pct.completed}%), shed with Retry-After ${A.shed} (${figures.pct.shed}%), degraded ${A.degraded}, failed ${A.failed}, HTTP errors ${A.httpErrors}, broken streams ${A.streamErrors}, unfinished ${A.unfinished} ${JSON.stringify(unfinishedWhere)}, waited at the edge's SSE limiter ${A.sseLimited}`);
+    console.log(`  goodput: ${figures.goodput.completedPerBriefMinute} completed runs per brief-minute = ${figures.goodput.pctOfQuota}% of what ${LLM_RPM} RPM allows at ${callsPerCompletedRun} calls per run; upstream RPM used ${figures.goodput.upstreamRpmUsedPct}%; upstream 429s ${emu.rateLimited}`);
+    console.log(`  first event p50/p95/p99 ${d.firstEvent.p50}/${d.firstEvent.p95}/${d.firstEvent.p99} s; first token ${d.firstToken.p50}/${d.firstToken.p95}/${d.firstToken.p99} s; completed runs ${d.completedRun.p50}/${d.completedRun.p95}/${d.completedRun.p99} s; shed answers ${d.shedAnswer.p50}/${d.shedAnswer.p99} s (Retry-After p50 ${d.retryAfter.p50} s)`);
+    console.log(`  queued estimates vs actual wait to the first token: |error| p50 ${d.queuedEstimateError.p50} s, p95 ${d.queuedEstimateError.p95} s, mean signed ${d.queuedEstimateError.meanSigned} s (n ${d.queuedEstimateError.n})`);
+    console.log(`  events: ${figures.events.received} received, ${figures.events.lost} lost, ${figures.events.duplicated} duplicated, ${figures.events.outOfOrder} out of order, ${figures.events.reconnects} reconnects`);
+    console.log(`  peaks: LLM queue ${peaks.llmQueue}, LLM in flight ${peaks.llmInFlight}, edge open streams ${peaks.openStreams}`);
+    console.log(`  goals: 0 upstream 429 ${ok(figures.met.no429)}; errors < 1% (${figures.pct.errors}%) ${ok(figures.met.errors)}; 0 events lost/duplicated ${ok(figures.met.noEventsLostOrDuplicated)}; first event p99 < 2 s ${ok(figures.met.ttfeP99)}; completed p95 < 60 s ${ok(figures.met.completedP95)}; goodput ≥ 95% of quota ${ok(figures.met.goodput)}`);
+    if (Object.keys(failureKinds).length) console.log(`  failures by kind: ${Object.entries(failureKinds).sort((x, y) => y[1] - x[1]).map(([k, n]) => `${n}× ${k}`).join(' | ')}`);
     console.log(`  logs: ${logDir}`);
     console.log(JSON.stringify(figures));
   } finally {
+    abort.abort();
     await mesh?.stop();
     for (const p of procs.reverse()) await p.stop();
   }
+}
+
+async function createConversation(edgeUrl: string, token: string, i: number, signal?: AbortSignal): Promise<string> {
+  const res = await fetch(`${edgeUrl}/api/conversations`, {
+    method: 'POST', signal, headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify({ title: `seed ${i}` }),
+  });
+  if (res.status !== 201) throw new Error(`HTTP ${res.status} ${(await res.text()).slice(0, 200)}`);
+  return ((await res.json()) as { id: string }).id;
 }
 
 main().catch((err: unknown) => {

@@ -16,6 +16,8 @@
 // Prints a human summary; the last line is one JSON object of the figures.
 import { createClient, newId, unary } from '@agent-mesh/common';
 import { StoreServiceClient, type Message } from '@agent-mesh/common/dist/gen/store/v1/store';
+import fs from 'node:fs';
+import { MongoClient } from 'mongodb';
 import { percentile } from './stats';
 import { startFerret, startService, testDir, type FerretProc, type ServiceProc } from '../support';
 
@@ -42,7 +44,42 @@ const round = (x: number, d = 1) => Math.round(x * 10 ** d) / 10 ** d;
 const pick = <T>(xs: readonly T[]) => xs[Math.floor(Math.random() * xs.length)]!;
 
 interface Conv { userId: string; id: string }
-interface PhaseResult { calls: number; errors: number; perS: number; p50Ms: number; p99Ms: number; maxMs: number; errorKinds: Record<string, number> }
+interface PhaseResult {
+  calls: number; errors: number; perS: number; p50Ms: number; p99Ms: number; maxMs: number; errorKinds: Record<string, number>;
+  /** CPU seconds each process used per 1,000 calls (where the time goes on a shared machine). */
+  cpuMsPerCall?: Record<string, number>;
+}
+
+/** An error's kind: the gRPC status and the first clause of its details (no timings). */
+function errorKind(err: unknown): string {
+  const e = err as { code?: number; details?: string; message?: string };
+  const text = String(e.details ?? e.message ?? err).split(',')[0]!.replace(/[\d.]+ ?m?s\b/g, 'N s');
+  return `${e.code ?? ''} ${text}`.trim().slice(0, 80);
+}
+
+/** CPU time (ms) a process and its reaped children used, plus its live children (PostgreSQL's backends). */
+function cpuMs(pid: number | undefined, withChildren = false): number {
+  if (!pid) return 0;
+  const ticks = (stat: string, fields: number[]) => {
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return fields.reduce((sum, i) => sum + Number(f[i - 3]), 0);
+  };
+  try {
+    let t = ticks(fs.readFileSync(`/proc/${pid}/stat`, 'utf8'), withChildren ? [14, 15, 16, 17] : [14, 15]);
+    if (withChildren) {
+      for (const d of fs.readdirSync('/proc')) {
+        if (!/^\d+$/.test(d)) continue;
+        try {
+          const st = fs.readFileSync(`/proc/${d}/stat`, 'utf8');
+          if (Number(st.slice(st.lastIndexOf(')') + 2).split(' ')[1]) === pid) t += ticks(st, [14, 15]);
+        } catch { /* gone */ }
+      }
+    }
+    return t * 10; // USER_HZ = 100
+  } catch {
+    return 0;
+  }
+}
 
 function message(role: 'user' | 'agent', content: string, runId = ''): Message {
   return { id: newId(), conversationId: '', runId, role, agent: role === 'agent' ? 'reporter' : '', round: role === 'agent' ? 1 : 0, content, status: 'complete', createdAtMs: 0 };
@@ -88,7 +125,7 @@ async function closedLoop(callers: number, seconds: number, op: (i: number) => P
         await op(i);
         latencies.push(performance.now() - t);
       } catch (err) {
-        errors.push(String((err as { details?: string }).details ?? (err as Error).message).slice(0, 80));
+        errors.push(errorKind(err));
       }
     }
   }));
@@ -125,7 +162,7 @@ async function openLoopRuns(calls: Calls, convs: Conv[], perS: number, seconds: 
           latencies.push(now - from);
           from = now;
         } catch (err) {
-          errors.push(String((err as { details?: string }).details ?? (err as Error).message).slice(0, 80));
+          errors.push(errorKind(err));
           throw err;
         }
       };
@@ -150,33 +187,50 @@ async function benchBackend(backend: string) {
   let store: ServiceProc | undefined;
   let client: StoreServiceClient | undefined;
   try {
-    ferret = await startFerret({ logDir, backend: backend as 'postgresql' | 'sqlite' });
+    // durable: PostgreSQL fsyncs its WAL at each commit, as under npm start (SQLite: synchronous(normal), no fsync per commit).
+    ferret = await startFerret({ logDir, backend: backend as 'postgresql' | 'sqlite', durable: true });
     store = await startService('store', { logDir, env: { MONGODB_URI: ferret.uri, OTEL_SDK_DISABLED: 'true', LOG_LEVEL: 'warn', SLOW_QUERY_MS: '1000' } });
     client = createClient(StoreServiceClient, store.addr);
     const calls = new Calls(client);
 
-    // Seed: USERS × CONVERSATIONS conversations of MESSAGES messages, through the service.
+    // Seed: USERS × CONVERSATIONS conversations of MESSAGES messages, in the store's document
+    // shapes, with the driver's bulk inserts (setup, not measured; through the service it took
+    // minutes on SQLite).
     const seedStart = performance.now();
     const convs: Conv[] = Array.from({ length: USERS * CONVERSATIONS }, (_, i) => ({ userId: `bench-user-${i % USERS}`, id: newId() }));
-    let next = 0;
-    await Promise.all(Array.from({ length: 100 }, async () => {
-      while (next < convs.length) {
-        const v = convs[next++]!;
-        await calls.create(v.userId, v.id);
-        await calls.append(v, Array.from({ length: MESSAGES }, (_, k) => message(k % 2 ? 'agent' : 'user', TEXT)));
+    const mongo = new MongoClient(ferret.uri, { serverSelectionTimeoutMS: 10_000 });
+    try {
+      const db = mongo.db();
+      const t0 = Date.now() - 86_400_000;
+      for (let i = 0; i < convs.length; i += 500) {
+        const batch = convs.slice(i, i + 500);
+        await db.collection<{ _id: string }>('conversations').insertMany(batch.map((v, k) => (
+          { _id: v.id, userId: v.userId, title: 'bench', createdAt: t0 + i + k, updatedAt: t0 + i + k, messageSeq: MESSAGES })));
+        await db.collection<{ _id: string }>('messages').insertMany(batch.flatMap((v, k) => Array.from({ length: MESSAGES }, (_, m) => (
+          { _id: newId(), conversationId: v.id, role: m % 2 ? 'agent' : 'user', round: 0, content: TEXT, status: 'complete', createdAt: t0 + i + k + m, seq: m + 1 }))));
       }
-    }));
+    } finally {
+      await mongo.close().catch(() => undefined);
+    }
     const seedS = round((performance.now() - seedStart) / 1000);
 
+    const procs = { store: () => cpuMs(store?.proc.pid), ferretdb: () => cpuMs(ferret?.proc.pid), postgres: () => cpuMs(ferret?.postgres?.proc.pid, true) };
+    const withCpu = async <R extends PhaseResult>(phase: () => Promise<R>): Promise<R> => {
+      const before = Object.fromEntries(Object.entries(procs).map(([k, f]) => [k, f()]));
+      const r = await phase();
+      r.cpuMsPerCall = Object.fromEntries(Object.entries(procs).filter(([k]) => k !== 'postgres' || backend === 'postgresql')
+        .map(([k, f]) => [k, round((f() - before[k]!) / Math.max(1, r.calls), 2)]));
+      return r;
+    };
     const byCallers: Record<string, { writes: PhaseResult; pagedReads: PhaseResult }> = {};
     for (const c of CALLERS) {
-      const writes = await closedLoop(c, PHASE_S, (i) => calls.append(convs[i % convs.length]!, [message('user', 'one more question'), message('agent', TEXT)]));
+      const writes = await withCpu(() => closedLoop(c, PHASE_S, (i) => calls.append(convs[i % convs.length]!, [message('user', 'one more question'), message('agent', TEXT)])));
       const reads = [(v: Conv) => calls.listConversations(v.userId), (v: Conv) => calls.get(v), (v: Conv) => calls.history(v)];
-      const pagedReads = await closedLoop(c, PHASE_S, (i) => reads[i % 3]!(convs[(i * 7919) % convs.length]!));
+      const pagedReads = await withCpu(() => closedLoop(c, PHASE_S, (i) => reads[i % 3]!(convs[(i * 7919) % convs.length]!)));
       byCallers[c] = { writes, pagedReads };
     }
     const targetRunsPerS = round(TARGET_FACTOR * BRIEF_RUNS_PER_S, 1);
-    const target = await openLoopRuns(calls, convs, targetRunsPerS, TARGET_S);
+    const target = await withCpu(() => openLoopRuns(calls, convs, targetRunsPerS, TARGET_S));
     return { backend, seed: { conversations: convs.length, messages: convs.length * MESSAGES, seconds: seedS }, byCallers, target: { runsPerS: targetRunsPerS, callsPerRun: 5, ...target, goalP99Ms: GOAL_P99_MS, met: target.p99Ms < GOAL_P99_MS && target.errors === 0 }, logDir };
   } finally {
     client?.close();
@@ -193,10 +247,15 @@ async function main() {
     console.log(`  ${r.backend}: seeded ${r.seed.conversations} conversations / ${r.seed.messages} messages in ${r.seed.seconds} s`);
     for (const [c, x] of Object.entries(r.byCallers)) {
       console.log(`    ${c.padStart(3)} callers  writes ${x.writes.perS}/s p50 ${x.writes.p50Ms} ms p99 ${x.writes.p99Ms} ms (${x.writes.errors} errors) · paged reads ${x.pagedReads.perS}/s p50 ${x.pagedReads.p50Ms} ms p99 ${x.pagedReads.p99Ms} ms (${x.pagedReads.errors} errors)`);
+      console.log(`                 CPU ms per call, writes ${JSON.stringify(x.writes.cpuMsPerCall)}, reads ${JSON.stringify(x.pagedReads.cpuMsPerCall)}`);
     }
     const t = r.target;
     console.log(`    open loop at ${TARGET_FACTOR}× the brief's 500-user rate (${t.runsPerS} runs/s × ${t.callsPerRun} calls; offered ${t.offeredPerS} runs/s): ${t.perS} calls/s, p50 ${t.p50Ms} ms, p99 ${t.p99Ms} ms, max ${t.maxMs} ms, ${t.errors} errors — goal p99 < ${GOAL_P99_MS} ms ${t.met ? 'met' : 'MISSED'}`);
-    const kinds = Object.entries({ ...t.errorKinds, ...Object.values(r.byCallers).reduce((a, x) => ({ ...a, ...x.writes.errorKinds, ...x.pagedReads.errorKinds }), {}) });
+    console.log(`                 CPU ms per call ${JSON.stringify(t.cpuMsPerCall)}`);
+    const kinds = Object.entries([t, ...Object.values(r.byCallers).flatMap((x) => [x.writes, x.pagedReads])].reduce<Record<string, number>>((acc, x) => {
+      for (const [k, n] of Object.entries(x.errorKinds)) acc[k] = (acc[k] ?? 0) + n;
+      return acc;
+    }, {}));
     if (kinds.length) console.log(`    errors: ${kinds.map(([k, n]) => `${n}× ${k}`).join(' | ')}`);
   }
   console.log(JSON.stringify({ scenario: 'store', users: USERS, conversationsPerUser: CONVERSATIONS, messagesPerConversation: MESSAGES, phaseS: PHASE_S, targetFactor: TARGET_FACTOR, results }));

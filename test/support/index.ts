@@ -39,7 +39,7 @@ export const grpcServing: (addr: string) => Promise<boolean> = stack.grpcServing
 export const startRedis: (o: { logDir: string; port?: number; appendOnly?: boolean; dataDir?: string }) => Promise<RedisProc> = stack.startRedis;
 export const startPostgres: (o: { logDir: string; port?: number; dataDir?: string; durable?: boolean }) => Promise<PostgresProc> = stack.startPostgres;
 /** FerretDB on PostgreSQL (its own cluster unless `postgres` is given) or, with `backend: 'sqlite'`, on SQLite. */
-export const startFerret: (o: { logDir: string; port?: number; dataDir?: string; backend?: 'postgresql' | 'sqlite'; postgres?: PostgresProc }) => Promise<FerretProc> = stack.startFerret;
+export const startFerret: (o: { logDir: string; port?: number; dataDir?: string; backend?: 'postgresql' | 'sqlite'; postgres?: PostgresProc; postgresUrl?: string; durable?: boolean }) => Promise<FerretProc> = stack.startFerret;
 export const startJaeger: (o: { logDir: string }) => Promise<JaegerProc> = stack.startJaeger;
 export const startEmulator: (o: { logDir: string; port?: number; env?: Record<string, string> }) => Promise<EmulatorProc> = stack.startEmulator;
 export const startService: (name: string, o: { logDir: string; port?: number; env?: Record<string, string>; instance?: string }) => Promise<ServiceProc> = stack.startService;

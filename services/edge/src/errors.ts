@@ -52,8 +52,13 @@ export function isGrpcError(err: unknown): boolean {
 /** Maps a peer's gRPC error to the HTTP error the client sees. */
 export function fromGrpc(err: unknown): HttpError {
   const code = codeOf(err) ?? status.UNKNOWN;
-  const http = GRPC_TO_HTTP[code] ?? 502;
   const reason = reasonOf(err) ?? status[code]?.toLowerCase() ?? 'upstream_error';
+  // The orchestrator's admission control: the service is busy (503), not the caller too fast (429).
+  if (reason === 'busy') {
+    const ms = retryAfterOf(err);
+    return new HttpError(503, 'busy', detailsOf(err) || 'Service busy, please try again shortly.', ms !== undefined && Number.isFinite(ms) ? Math.max(1, Math.ceil(ms / 1000)) : 1);
+  }
+  const http = GRPC_TO_HTTP[code] ?? 502;
   const retryMs = retryAfterOf(err);
   let message: string;
   if (http === 502) message = 'a backend service failed';

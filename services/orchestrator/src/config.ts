@@ -33,11 +33,15 @@ export interface OrchestratorConfig {
   /** Deadline of one broker call, queueing included. @default 120000 (AGENT_CALL_TIMEOUT_MS) */
   agentCallTimeoutMs: number;
   /**
-   * Load shedding: a run whose first LLM call the broker estimates to wait longer than this ends
-   * at once with `degraded` ("service busy, please try again shortly"); 0: runs wait their turn.
-   * @default 0 (RUN_MAX_QUEUE_WAIT_MS)
+   * Admission control: while the broker estimates a new run's first LLM call to wait longer than
+   * this, StartRun is refused (`busy`, with a retry-after; the edge answers 503 + Retry-After), and
+   * a run already started whose first call is estimated longer ends at once with `degraded`
+   * ("Service busy, please try again in N s."). 0: runs wait their turn. See runs/admission.ts.
+   * @default 20000 (RUN_MAX_QUEUE_WAIT_MS)
    */
   runMaxQueueWaitMs: number;
+  /** How long one queue-wait estimate decides admissions. @default 1000 (RUN_ADMISSION_FRESH_MS) */
+  runAdmissionFreshMs: number;
   /** Tokens of conversation history agents see. @default 2000 (HISTORY_TOKEN_BUDGET) */
   historyTokenBudget: number;
   /** Lease of a run's owner; renewed every lease/3. @default 5000 (RUN_LEASE_MS) */
@@ -73,7 +77,8 @@ export function loadConfig(env: Env = process.env): OrchestratorConfig {
     agentHostStartSteps: config.int({ env: 'AGENT_HOST_START_STEPS', default: 2, min: 0, max: 100 }, env),
     agentMaxTokens: config.int({ env: 'AGENT_MAX_TOKENS', default: 512, min: 1 }, env),
     agentCallTimeoutMs: config.int({ env: 'AGENT_CALL_TIMEOUT_MS', default: 120_000, min: 100 }, env),
-    runMaxQueueWaitMs: config.int({ env: 'RUN_MAX_QUEUE_WAIT_MS', default: 0, min: 0 }, env),
+    runMaxQueueWaitMs: config.int({ env: 'RUN_MAX_QUEUE_WAIT_MS', default: 20_000, min: 0 }, env),
+    runAdmissionFreshMs: config.int({ env: 'RUN_ADMISSION_FRESH_MS', default: 1_000, min: 10 }, env),
     historyTokenBudget: config.int({ env: 'HISTORY_TOKEN_BUDGET', default: 2000, min: 0 }, env),
     runLeaseMs,
     runLogMaxEvents: config.int({ env: 'RUN_LOG_MAX_EVENTS', default: 10_000, min: 10 }, env),

@@ -4,6 +4,7 @@ import { Counter, createRegistry, Gauge, Histogram, type Registry } from '@agent
 export interface OrchestratorMetrics {
   registry: Registry;
   runsStarted: Counter;
+  runsShed: Counter<'at'>;
   runsEnded: Counter<'outcome'>;
   activeRuns: Gauge;
   runDuration: Histogram<'outcome'>;
@@ -20,6 +21,11 @@ export function createMetrics(registry: Registry = createRegistry('orchestrator'
   return {
     registry,
     runsStarted: new Counter({ name: 'orchestrator_runs_started_total', help: 'Runs started', registers: r }),
+    runsShed: new Counter({
+      name: 'orchestrator_runs_shed_total',
+      help: 'Runs refused by admission control: at StartRun (503 busy) or in their first LLM queue (degraded)',
+      labelNames: ['at'] as const, registers: r,
+    }),
     runsEnded: new Counter({
       name: 'orchestrator_runs_ended_total',
       help: 'Runs ended, by outcome (completed, failed, cancelled, degraded)',

@@ -4,6 +4,7 @@ import type { AgentRole, ChatMessage, Emit, LlmGateway, ToolDefinition, ToolGate
 import { addUsage, emptyUsage } from './types';
 import { chat } from './prompts';
 import { DegradedError } from './errors';
+import { retryAfterMs } from '../runs/admission';
 
 export const MAX_TOOL_ITERATIONS = 3;
 
@@ -23,6 +24,8 @@ export interface AgentEnv {
    * waiting behind the begun runs. Begun runs are never shed: their calls rank first anyway.
    */
   maxFirstWaitMs?: number;
+  /** Told what the broker says about the first calls of runs not begun yet (the admission gate). */
+  gate?: { observe(waitMs: number): void };
 }
 
 export interface AgentStep {
@@ -87,12 +90,15 @@ export async function runAgent(env: AgentEnv, step: AgentStep): Promise<AgentOut
       if (!u) continue;
       if (u.$case === 'queued') {
         const wait = u.queued.estimatedWaitMs;
+        if (!env.admitted.value) env.gate?.observe(wait);
         if (!env.admitted.value && env.maxFirstWaitMs && wait > env.maxFirstWaitMs) {
-          throw new DegradedError('queue_wait', `the LLM queue's estimated wait (${wait} ms) is over this deployment's limit (${env.maxFirstWaitMs} ms)`);
+          throw new DegradedError('queue_wait', `the LLM queue's estimated wait (${wait} ms) is over this deployment's limit (${env.maxFirstWaitMs} ms)`,
+            retryAfterMs(wait, env.maxFirstWaitMs));
         }
         await emit('queued', { agent, round, position: u.queued.position, estimatedWaitMs: u.queued.estimatedWaitMs });
         continue;
       }
+      if (!env.admitted.value) env.gate?.observe(0);
       env.admitted.value = true;
       if (u.$case === 'delta') {
         if (!u.delta.content) continue;

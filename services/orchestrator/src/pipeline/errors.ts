@@ -3,7 +3,7 @@
 /** The broker refused or could not serve: the run ends `degraded` ("service busy"), retryable. */
 export class DegradedError extends Error {
   override name = 'DegradedError';
-  constructor(readonly reason: string, message: string) {
+  constructor(readonly reason: string, message: string, readonly retryAfterMs?: number) {
     super(message);
   }
 }

@@ -21,6 +21,8 @@ export interface PipelineSettings {
   toolTimeoutMs: number;
   /** A run not admitted yet is shed above this estimated queue wait (0: never). See AgentEnv. */
   maxFirstWaitMs?: number;
+  /** See AgentEnv.gate. */
+  gate?: AgentEnv['gate'];
 }
 
 export interface PipelineDeps {
@@ -162,6 +164,7 @@ export async function runPipeline(deps: PipelineDeps, run: PipelineRun): Promise
     toolTimeoutMs: settings.toolTimeoutMs,
     admitted: { value: run.resumed === true || ckpt.rounds.length > 0 || ckpt.plan !== undefined },
     maxFirstWaitMs: settings.maxFirstWaitMs,
+    gate: settings.gate,
   };
   const progress = run.progress ?? { text: '' };
   const input = (extra: { plan?: string; planPartial?: boolean; hostAnswer?: string } = {}) => ({

@@ -21,6 +21,7 @@ import { TERMINAL_EVENTS } from './keys';
 import { RunProfile } from './profile';
 import type { RunMeta, RunRegistry } from './registry';
 import { RunWriter } from './writer';
+import { AdmissionGate, busyMessage } from './admission';
 
 export const BUSY_MESSAGE = 'Service busy, please try again shortly.';
 /** Longest user message accepted (characters). */
@@ -59,8 +60,11 @@ export class RunManager {
   private readonly owned = new Map<string, OwnedRun>();
   private timers: NodeJS.Timeout[] = [];
   private stopping = false;
+  private readonly gate: AdmissionGate;
 
-  constructor(private readonly d: RunManagerDeps) {}
+  constructor(private readonly d: RunManagerDeps) {
+    this.gate = new AdmissionGate(d.config.runMaxQueueWaitMs, d.config.runAdmissionFreshMs);
+  }
 
   get activeRunIds(): string[] {
     return [...this.owned.keys()];
@@ -86,6 +90,12 @@ export class RunManager {
     if (!isId(req.messageId)) throw invalidArgument('invalid_message_id', 'message_id must be a UUID');
     if (!req.content.trim()) throw invalidArgument('empty_content', 'content must not be empty');
     if (req.content.length > MAX_CONTENT_CHARS) throw invalidArgument('content_too_long', `content is longer than ${MAX_CONTENT_CHARS} characters`);
+    // Admission control first: a refused run costs no store read and no Redis write.
+    const retryMs = this.gate.check();
+    if (retryMs !== undefined) {
+      this.d.metrics.runsShed.inc({ at: 'start' });
+      throw new MeshError(status.RESOURCE_EXHAUSTED, 'busy', busyMessage(retryMs), retryMs);
+    }
     const profile = new RunProfile();
     // One store call both proves the conversation is the user's (NOT_FOUND otherwise) and reads
     // the history the agents need: the run then starts its Planner without another round trip.
@@ -292,6 +302,7 @@ export class RunManager {
           settings: {
             maxRounds: config.maxRounds, overlap: config.agentOverlap, hostStartSteps: config.agentHostStartSteps, maxTokens: config.agentMaxTokens,
             callTimeoutMs: config.agentCallTimeoutMs, toolTimeoutMs: config.toolCallTimeoutMs, maxFirstWaitMs: config.runMaxQueueWaitMs,
+            gate: this.gate,
           },
           onMissingVerdict: (round) => {
             metrics.missingVerdicts.inc();
@@ -342,10 +353,14 @@ export class RunManager {
           end('cancelled');
         } else if (err instanceof DegradedError) {
           logger.warn({ runId: meta.runId, reason: err.reason }, 'run degraded: broker refused');
-          writer.message(message('reporter', ckpt.round, BUSY_MESSAGE, 'degraded'));
+          if (err.reason === 'queue_wait') metrics.runsShed.inc({ at: 'queue' });
+          const busy = err.retryAfterMs !== undefined ? busyMessage(err.retryAfterMs) : BUSY_MESSAGE;
+          writer.message(message('reporter', ckpt.round, busy, 'degraded'));
           writer.run(run('degraded', { error: err.reason }));
           await settle('degraded');
-          await emitter.emit('degraded', { reason: err.reason, message: BUSY_MESSAGE, retryable: true });
+          await emitter.emit('degraded', {
+            reason: err.reason, message: busy, retryable: true, ...(err.retryAfterMs !== undefined ? { retryAfterMs: err.retryAfterMs } : {}),
+          });
           end('degraded');
         } else {
           const failure = err instanceof StepFailure ? err : new StepFailure('internal', 'the run failed unexpectedly', true);
