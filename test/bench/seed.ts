@@ -263,6 +263,9 @@ async function main() {
           ...(MAX_QUEUE_WAIT_S !== undefined ? { RUN_MAX_QUEUE_WAIT_MS: String(Math.round(MAX_QUEUE_WAIT_S * 1000 * TIME_SCALE)) } : {}),
         },
         edge: { SSE_MAX_STREAMS: String(SSE_MAX_STREAMS), RATE_LIMIT_PER_MINUTE: '100000' },
+        // The search corpus of the project's own documents only: indexing WordNet and /usr/share/doc
+        // at start takes minutes of CPU on a busy 2-core machine, and is not what is measured here.
+        'tool-service': { TOOL_CORPUS_SOURCES: process.env.TOOL_CORPUS_SOURCES ?? 'docs' },
       },
     });
     const edgeUrl = mesh.edge.url!;
