@@ -407,11 +407,15 @@ async function startMesh({ logDir, redisUrl, mongoUri, otlpEndpoint, llmBaseUrl,
   const start = (name, extra) => startService(name, { logDir, port: ports[name], env: { ...common, ...extra, ...(perService[name] || {}) } });
   const started = [];
   try {
-    const [store, broker] = await Promise.all([
+    // Both are waited for, so that when one fails the other is not left running.
+    const first = await Promise.allSettled([
       start('store', {}),
       start('llm-broker', { LLM_BASE_URL: llmBaseUrl, LLM_API_KEY: llmApiKey }),
     ]);
-    started.push(store, broker);
+    for (const r of first) if (r.status === 'fulfilled') started.push(r.value);
+    const failed = first.find((r) => r.status === 'rejected');
+    if (failed) throw failed.reason;
+    const [store, broker] = first.map((r) => r.value);
     const tools = await start('tool-service', { STORE_ADDR: store.addr });
     started.push(tools);
     const peers = { STORE_ADDR: store.addr, LLM_BROKER_ADDR: broker.addr, TOOL_SERVICE_ADDR: tools.addr };

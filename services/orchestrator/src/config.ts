@@ -42,6 +42,8 @@ export interface OrchestratorConfig {
   runMaxQueueWaitMs: number;
   /** How long one queue-wait estimate decides admissions. @default 1000 (RUN_ADMISSION_FRESH_MS) */
   runAdmissionFreshMs: number;
+  /** StartRuns in progress on one replica above which the next is refused `busy`. @default 32 (RUN_MAX_STARTING) */
+  runMaxStarting: number;
   /** Tokens of conversation history agents see. @default 2000 (HISTORY_TOKEN_BUDGET) */
   historyTokenBudget: number;
   /** Lease of a run's owner; renewed every lease/3. @default 5000 (RUN_LEASE_MS) */
@@ -79,6 +81,7 @@ export function loadConfig(env: Env = process.env): OrchestratorConfig {
     agentCallTimeoutMs: config.int({ env: 'AGENT_CALL_TIMEOUT_MS', default: 120_000, min: 100 }, env),
     runMaxQueueWaitMs: config.int({ env: 'RUN_MAX_QUEUE_WAIT_MS', default: 20_000, min: 0 }, env),
     runAdmissionFreshMs: config.int({ env: 'RUN_ADMISSION_FRESH_MS', default: 1_000, min: 10 }, env),
+    runMaxStarting: config.int({ env: 'RUN_MAX_STARTING', default: 32, min: 1 }, env),
     historyTokenBudget: config.int({ env: 'HISTORY_TOKEN_BUDGET', default: 2000, min: 0 }, env),
     runLeaseMs,
     runLogMaxEvents: config.int({ env: 'RUN_LOG_MAX_EVENTS', default: 10_000, min: 10 }, env),

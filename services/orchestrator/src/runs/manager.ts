@@ -61,6 +61,8 @@ export class RunManager {
   private timers: NodeJS.Timeout[] = [];
   private stopping = false;
   private readonly gate: AdmissionGate;
+  /** StartRuns in progress here (reading the history, registering the run). */
+  private starting = 0;
 
   constructor(private readonly d: RunManagerDeps) {
     this.gate = new AdmissionGate(d.config.runMaxQueueWaitMs, d.config.runAdmissionFreshMs);
@@ -96,6 +98,21 @@ export class RunManager {
       this.d.metrics.runsShed.inc({ at: 'start' });
       throw new MeshError(status.RESOURCE_EXHAUSTED, 'busy', busyMessage(retryMs), retryMs);
     }
+    // A bulkhead for the start path: when the store is slow, starts pile up here; beyond
+    // RUN_MAX_STARTING the next ones are told to come back instead of adding to the pile.
+    if (this.starting >= this.d.config.runMaxStarting) {
+      this.d.metrics.runsShed.inc({ at: 'starting' });
+      throw new MeshError(status.RESOURCE_EXHAUSTED, 'busy', busyMessage(1_000), 1_000);
+    }
+    this.starting++;
+    try {
+      return await this.startAdmitted(req);
+    } finally {
+      this.starting--;
+    }
+  }
+
+  private async startAdmitted(req: StartRequest): Promise<string> {
     const profile = new RunProfile();
     // One store call both proves the conversation is the user's (NOT_FOUND otherwise) and reads
     // the history the agents need: the run then starts its Planner without another round trip.

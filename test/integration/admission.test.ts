@@ -1,0 +1,87 @@
+// Admission control through the real mesh: with an upstream that allows one call at a time and
+// six a minute, a run admitted first streams; the next one, whose first call the broker estimates
+// far over RUN_MAX_QUEUE_WAIT_MS, ends `degraded` with a retry-after; and while that estimate is
+// fresh, a new message is refused at once with HTTP 503, Retry-After and "try again in N s",
+// before anything is stored.
+import {
+  readSse, startEmulator, startFerret, startMesh, startRedis, testDir,
+  type EmulatorProc, type FerretProc, type Mesh, type RedisProc,
+} from '../support';
+import { signToken } from '../../services/edge/src/auth';
+
+jest.setTimeout(180_000);
+
+const SECRET = 'admission-integration-secret-long-enough';
+const TERMINAL = new Set(['run.completed', 'run.failed', 'run.cancelled', 'degraded']);
+let redis: RedisProc, ferret: FerretProc, emulator: EmulatorProc, mesh: Mesh;
+const token = signToken(SECRET, 'carol');
+
+beforeAll(async () => {
+  const dir = testDir('admission');
+  [redis, ferret, emulator] = await Promise.all([
+    startRedis({ logDir: dir }),
+    startFerret({ logDir: dir }),
+    startEmulator({ logDir: dir, env: { EMULATOR_TTFT_MS: '2000', EMULATOR_COMPLETION_TOKENS: '30', EMULATOR_REVISE_RATE: '0' } }),
+  ]);
+  mesh = await startMesh({
+    logDir: dir, redisUrl: redis.url, mongoUri: ferret.uri, llmBaseUrl: `${emulator.url}/v1`, jwtSecret: SECRET,
+    perService: {
+      'llm-broker': { LLM_MAX_CONCURRENT: '1', LLM_RPM: '6' },
+      orchestrator: { RUN_MAX_QUEUE_WAIT_MS: '2000', RUN_ADMISSION_FRESH_MS: '60000' },
+      // The project's documents only: a quick start; search is not what is tested here.
+      'tool-service': { TOOL_CORPUS_SOURCES: 'docs' },
+    },
+  });
+});
+
+afterAll(async () => {
+  await mesh?.stop();
+  await Promise.all([emulator, ferret, redis].map((p) => p?.stop()));
+});
+
+const api = (p: string, init: RequestInit = {}) => fetch(`${mesh.edge.url}${p}`, {
+  ...init, headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', ...(init.headers ?? {}) },
+});
+async function conversation(): Promise<string> {
+  const res = await api('/api/conversations', { method: 'POST', body: JSON.stringify({ title: 'admission' }) });
+  expect(res.status).toBe(201);
+  return ((await res.json()) as { id: string }).id;
+}
+const send = (id: string, content: string) => api(`/api/conversations/${id}/messages`, {
+  method: 'POST', headers: { accept: 'text/event-stream' }, body: JSON.stringify({ content }),
+});
+
+it('streams the admitted run, degrades the one that would wait too long, then refuses new ones with 503 + Retry-After', async () => {
+  const [a, b, c] = [await conversation(), await conversation(), await conversation()];
+
+  const first = await send(a, 'How do I plan a garden?');
+  expect(first.status).toBe(200);
+  const firstEvents = await readSse(first.body!, (e) => e.event === 'token');
+  expect(firstEvents.at(-1)?.event).toBe('token'); // holds the only upstream slot now
+
+  const second = await send(b, 'How does a heat pump work?');
+  expect(second.status).toBe(200);
+  const secondEvents = await readSse(second.body!, (e) => TERMINAL.has(e.event));
+  const degraded = secondEvents.at(-1)!;
+  expect(degraded.event).toBe('degraded');
+  expect(degraded.data).toMatchObject({ reason: 'queue_wait', retryable: true });
+  expect(degraded.data.retryAfterMs).toBeGreaterThanOrEqual(1000);
+  expect(degraded.data.message).toMatch(/^Service busy, please try again in \d+ s\.$/);
+
+  const started = Date.now();
+  const third = await send(c, 'What should I pack for a hike?');
+  expect(third.status).toBe(503);
+  expect(Date.now() - started).toBeLessThan(5_000);
+  const retryAfter = Number(third.headers.get('retry-after'));
+  expect(retryAfter).toBeGreaterThanOrEqual(1);
+  const body = (await third.json()) as { error: { code: string; message: string } };
+  expect(body.error.code).toBe('busy');
+  expect(body.error.message).toBe(`Service busy, please try again in ${retryAfter} s.`);
+  // Refused before the run existed: the message was not stored.
+  const stored = (await (await api(`/api/conversations/${c}`)).json()) as { messages: unknown[] };
+  expect(stored.messages).toEqual([]);
+
+  const shed = await (await fetch(`http://127.0.0.1:${mesh.orchestrator.metricsPort}/metrics`)).text();
+  expect(shed).toMatch(/orchestrator_runs_shed_total\{at="queue"\} 1\b/);
+  expect(shed).toMatch(/orchestrator_runs_shed_total\{at="start"\} [1-9]/);
+});
