@@ -100,13 +100,7 @@ async function main() {
       return;
     }
     const mesh = await stack.startMesh({
-      logDir,
-      redisUrl: env.REDIS_URL || `redis://127.0.0.1:${redisPort}`,
-      mongoUri: env.MONGODB_URI || `mongodb://127.0.0.1:${mongoPort}/agentmesh`,
-      otlpEndpoint: env.OTEL_EXPORTER_OTLP_ENDPOINT || 'http://127.0.0.1:4318',
-      llmBaseUrl,
-      llmApiKey: env.LLM_API_KEY || 'local-dev-key',
-      jwtSecret: secret,
+      ...wiring,
       ports: {
         edge: port('EDGE_PORT', 8080),
         orchestrator: port('ORCHESTRATOR_PORT', 50051),
