@@ -9,6 +9,7 @@ import helmet from '@fastify/helmet';
 import swagger from '@fastify/swagger';
 import type { Logger } from '@agent-mesh/common';
 import { bearerOf, TokenVerifier } from './auth';
+import { overBudget, unlimitedBudgets, type UserBudgets } from './budgets';
 import type { AppConfig, EdgeContext } from './context';
 import { fromGrpc, HttpError, isGrpcError } from './errors';
 import type { Gateways } from './gateways/types';
@@ -18,6 +19,7 @@ import { docsRoutes } from './routes/docs';
 import { eventRoutes } from './routes/events';
 import { healthRoutes } from './routes/health';
 import { metricsRoutes } from './routes/metrics';
+import { usageRoutes } from './routes/usage';
 import { openaiRoutes } from './routes/openai';
 import { frame } from './sse/frame';
 import { HeartbeatHub } from './sse/heartbeat';
@@ -30,6 +32,8 @@ export interface AppDeps {
   gateways: Gateways;
   logger: Logger;
   requestLimiter?: RequestLimiter;
+  /** Per-user token budgets (default: none). */
+  budgets?: UserBudgets;
   /** Folder of the web UI (default: services/edge/public). */
   publicDir?: string;
   /** For tests: a load average source for the heartbeat interval. */
@@ -50,9 +54,10 @@ export async function buildApp(deps: AppDeps): Promise<EdgeApp> {
     gw: deps.gateways,
     logger,
     requestLimiter: deps.requestLimiter ?? memoryRequestLimiter(0),
+    budgets: deps.budgets ?? unlimitedBudgets,
     sseLimiter: new StreamLimiter({ maxStreams: cfg.sse.maxStreams }),
     hub: new HeartbeatHub(cfg.sse.heartbeatMs, deps.loadAvg ?? (cfg.sse.heartbeatAdaptive === false ? () => 0 : undefined)),
-    stats: new EdgeStats(),
+    stats: new EdgeStats(undefined, deps.budgets?.topSpenders?.bind(deps.budgets)),
     streams: new Set<SseStream>(),
     state: { draining: false },
   };
@@ -141,6 +146,14 @@ export async function buildApp(deps: AppDeps): Promise<EdgeApp> {
       ctx.stats.rateLimited.inc();
       throw new HttpError(429, 'rate_limited', 'too many requests: slow down', Math.ceil(decision.retryAfterMs / 1000));
     }
+    if (req.routeOptions.config.spends) {
+      // Before anything starts: a user over budget causes no run and no upstream call.
+      const budget = await ctx.budgets.check(req.userId);
+      if (!budget.ok) {
+        ctx.stats.budgetRefusals.inc({ budget: budget.window.budget });
+        throw overBudget(budget);
+      }
+    }
   });
 
   // Measurements: every request, by route pattern.
@@ -175,6 +188,7 @@ export async function buildApp(deps: AppDeps): Promise<EdgeApp> {
     conversationRoutes(api, ctx);
     eventRoutes(api, ctx);
     openaiRoutes(api, ctx);
+    usageRoutes(api, ctx);
     docsRoutes(api);
   });
 

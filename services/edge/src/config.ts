@@ -1,6 +1,6 @@
 // Every environment variable the edge reads, with its default and validation. Missing sign-in
 // configuration (neither AUTH_JWT_SECRET nor AUTH_JWKS_URL) stops the process at start.
-import { config } from '@agent-mesh/common';
+import { config, parseBudgetOverrides, type BudgetLimits } from '@agent-mesh/common';
 import type { AuthConfig } from './auth';
 
 type Env = Record<string, string | undefined>;
@@ -9,6 +9,8 @@ export interface EdgeConfig {
   port: number;
   host: string;
   auth: AuthConfig;
+  /** Per-user token budgets: defaults and per-user overrides (USER_BUDGETS). */
+  budgets: { defaults: BudgetLimits; overrides: Record<string, Partial<BudgetLimits>> };
   peers: { orchestrator: string; store: string; broker: string; tools: string };
   /** host:port of each gRPC service's metrics side channel (`/metrics.json`). */
   metricsAddrs: { orchestrator: string; store: string; broker: string; tools: string };
@@ -56,6 +58,13 @@ export function loadConfig(env: Env = process.env): EdgeConfig {
     port: config.int({ env: 'EDGE_PORT', default: config.DEFAULT_PORTS.EDGE, min: 0, max: 65535 }, env),
     host: config.infra.bindHost('EDGE', env),
     auth: loadAuth(env),
+    budgets: {
+      defaults: {
+        perDay: config.int({ env: 'USER_TOKENS_PER_DAY', default: 1_000_000, min: 0 }, env),
+        perMinute: config.int({ env: 'USER_TOKENS_PER_MINUTE', default: 0, min: 0 }, env),
+      },
+      overrides: budgetOverrides(config.str({ env: 'USER_BUDGETS', default: '' }, env)),
+    },
     peers,
     metricsAddrs: {
       orchestrator: metricsAddr(env, 'ORCHESTRATOR', peers.orchestrator),
@@ -104,4 +113,12 @@ function loadAuth(env: Env): AuthConfig {
     jwksCooldownMs: config.int({ env: 'AUTH_JWKS_COOLDOWN_MS', default: 30_000, min: 0 }, env),
     jwksTimeoutMs: config.int({ env: 'AUTH_JWKS_TIMEOUT_MS', default: 5_000, min: 100 }, env),
   };
+}
+
+function budgetOverrides(json: string) {
+  try {
+    return parseBudgetOverrides(json);
+  } catch (err) {
+    throw new config.ConfigError(`USER_BUDGETS ${(err as Error).message}`);
+  }
 }

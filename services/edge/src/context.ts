@@ -1,5 +1,6 @@
 // What the route modules share: configuration, peers, limiters, open streams and measurements.
 import type { Logger } from '@agent-mesh/common';
+import type { UserBudgets } from './budgets';
 import type { EdgeConfig } from './config';
 import type { Gateways } from './gateways/types';
 import type { RequestLimiter } from './ratelimit';
@@ -16,6 +17,7 @@ export interface EdgeContext {
   gw: Gateways;
   logger: Logger;
   requestLimiter: RequestLimiter;
+  budgets: UserBudgets;
   sseLimiter: StreamLimiter;
   hub: HeartbeatHub;
   stats: EdgeStats;
@@ -32,6 +34,8 @@ declare module 'fastify' {
   interface FastifyContextConfig {
     /** Who may call the route: `public`, `bearer` (header), or `sse` (header or ?access_token=). */
     auth?: 'public' | 'bearer' | 'sse';
+    /** The route spends upstream tokens: refused (429) while the user's token budget is used up. */
+    spends?: boolean;
     /** The route answers with a stream (its duration is not a response time). */
     stream?: boolean;
   }

@@ -1,6 +1,6 @@
 // Process entry of the edge: Redis, gateways, the HTTP server — wiring only (configuration,
 // listener host and shutdown phases: runService).
-import { createRedis, flushTelemetry, runService, type Service } from '@agent-mesh/common';
+import { BUDGET_KEY_PREFIX, createRedis, flushTelemetry, runService, TokenBudgets, type Service } from '@agent-mesh/common';
 import { buildApp } from './app';
 import { loadConfig, type EdgeConfig } from './config';
 import { createGateways } from './gateways';
@@ -20,7 +20,11 @@ async function build(svc: Service<EdgeConfig>): Promise<void> {
 
   const requestLimiter = redisRequestLimiter(redis, { perMinute: cfg.rateLimitPerMinute, burstFraction: cfg.rateLimitBurstFraction }, logger);
   svc.onShutdown('stop', 'request limiter', () => requestLimiter.close?.());
-  const { app, drain } = await buildApp({ cfg, gateways, logger, requestLimiter });
+  const budgets = new TokenBudgets(redis, BUDGET_KEY_PREFIX, {
+    ...cfg.budgets,
+    onError: (err) => logger.warn({ err: (err as Error).message }, 'token budgets unavailable: not enforced'),
+  });
+  const { app, drain } = await buildApp({ cfg, gateways, logger, requestLimiter, budgets });
   // Draining answers /api/health 503 and refuses new requests; open streams are told to reconnect.
   svc.onShutdown('notServing', 'draining', () => drain());
   svc.httpServer(app.server, () => app.close());

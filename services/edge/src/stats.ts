@@ -4,6 +4,7 @@ import { Counter, Gauge, Histogram, createRegistry, type Registry } from '@agent
 
 const WINDOW_S = 60;
 const SAMPLE_CAP = 2_048;
+const TOP_SPENDERS = 5;
 
 export class EdgeStats {
   readonly registry: Registry;
@@ -15,6 +16,7 @@ export class EdgeStats {
   readonly sseOverflows: Counter;
   readonly sseRefused: Counter<'reason'>;
   readonly rateLimited: Counter;
+  readonly budgetRefusals: Counter<'budget'>;
   readonly runDurations: Histogram<'outcome'>;
 
   /** Per-second buckets of [requests, errors (5xx), timeouts (504)] over the last minute. */
@@ -23,7 +25,11 @@ export class EdgeStats {
   private readonly runSamples: number[] = [];
   private totalRequests = 0;
 
-  constructor(private readonly now: () => number = Date.now) {
+  constructor(
+    private readonly now: () => number = Date.now,
+    /** Today's largest per-user token totals (the budgets' ranking). */
+    topSpenders?: (count: number) => Promise<number[]>,
+  ) {
     this.registry = createRegistry('edge');
     const registers = [this.registry];
     this.requests = new Counter({ name: 'edge_http_requests_total', help: 'HTTP requests by route and status', labelNames: ['method', 'route', 'status'], registers });
@@ -40,6 +46,21 @@ export class EdgeStats {
     this.sseOverflows = new Counter({ name: 'edge_sse_overflows_total', help: 'streams closed because the client fell behind', registers });
     this.sseRefused = new Counter({ name: 'edge_sse_refused_total', help: 'streams refused by the SSE limiter', labelNames: ['reason'], registers });
     this.rateLimited = new Counter({ name: 'edge_rate_limited_total', help: 'requests refused by the per-user limit', registers });
+    this.budgetRefusals = new Counter({ name: 'edge_budget_refusals_total', help: 'runs and /v1 calls refused because the user\'s token budget was used up', labelNames: ['budget'], registers });
+    if (topSpenders) {
+      // Ranks, never user ids: the label set stays bounded and says nothing about who.
+      new Gauge({
+        name: 'edge_budget_top_spender_tokens',
+        help: "tokens used today by the users spending most, by rank (1 = largest); user ids are not exported",
+        labelNames: ['rank'],
+        registers,
+        async collect() {
+          const top = await topSpenders(TOP_SPENDERS).catch(() => [] as number[]);
+          this.reset();
+          top.forEach((v, i) => this.set({ rank: String(i + 1) }, v));
+        },
+      });
+    }
     this.runDurations = new Histogram({
       name: 'edge_run_duration_seconds',
       help: 'time from a user message to its run terminal event',

@@ -2,7 +2,7 @@
 // provider behind the breaker (retrying only before the first token), stream the deltas, and
 // settle the token reservation with the provider's usage — or refund it on cancel or failure.
 import type CircuitBreaker from 'opossum';
-import type { GlobalLimiter, Logger } from '@agent-mesh/common';
+import type { GlobalLimiter, Logger, TokenBudgets } from '@agent-mesh/common';
 import { Channel } from './channel';
 import type { BrokerMetrics } from './metrics';
 import { AdaptiveLimits, limitKindOf } from './queue/adaptive';
@@ -66,6 +66,8 @@ export interface BrokerDeps {
   /** Retries before the first token, at most. @default 3 */
   maxRetries?: number;
   breakerResetMs: number;
+  /** Charges what each call cost to its user's token budgets (common/src/quota/budget.ts). */
+  budgets?: Pick<TokenBudgets, 'charge'>;
 }
 
 const sleep = (ms: number, signal: AbortSignal) =>
@@ -165,6 +167,7 @@ export class LlmBroker {
       if (settled) return;
       settled = true;
       const actual = Math.max(0, Math.ceil(billed));
+      if (actual > 0 && input.userId) void d.budgets?.charge(input.userId, actual);
       d.metrics.tokens.inc({ kind: 'settled' }, actual);
       if (actual < reserved) d.metrics.tokens.inc({ kind: 'refunded' }, reserved - actual);
       await (actual === 0 ? lease.refund() : lease.release({ actualTokens: actual })).catch((err: unknown) =>

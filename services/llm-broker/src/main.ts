@@ -2,7 +2,9 @@
 // behind its breaker, the gRPC and metrics servers — wiring only (configuration, listeners and
 // shutdown phases: runService).
 import { randomUUID } from 'node:crypto';
-import { createRedis, createRegistry, flushTelemetry, GlobalLimiter, redisReady, runService, type Service } from '@agent-mesh/common';
+import {
+  BUDGET_KEY_PREFIX, createRedis, createRegistry, flushTelemetry, GlobalLimiter, redisReady, runService, TokenBudgets, type Service,
+} from '@agent-mesh/common';
 import { LlmBroker } from './broker';
 import { loadConfig, type BrokerConfig } from './config';
 import { createBrokerMetrics } from './metrics';
@@ -98,6 +100,8 @@ async function build(svc: Service<BrokerConfig>): Promise<void> {
     defaultMaxTokens: cfg.defaultMaxTokens,
     priorities: cfg.priorities,
     breakerResetMs,
+    // Charges only: the limits are checked where work starts (the edge).
+    budgets: new TokenBudgets(redis, BUDGET_KEY_PREFIX, { defaults: { perDay: 0, perMinute: 0 }, onError: (err) => logger.warn({ err: (err as Error).message }, 'token budget not charged') }),
   });
 
   const server = await svc.grpcServer({ port: cfg.port, services: [brokerService(broker, logger)], protoFiles: PROTO_FILES });

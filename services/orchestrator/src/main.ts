@@ -11,6 +11,7 @@ import { loadPrompts } from './pipeline/prompts';
 import { RunLog } from './runlog/runlog';
 import { RunNotifications } from './runlog/watch';
 import { keys } from './runs/keys';
+import { ConversationData } from './runs/conversationData';
 import { RunManager } from './runs/manager';
 import { RunRegistry } from './runs/registry';
 import { orchestratorService } from './server';
@@ -47,7 +48,7 @@ async function build(svc: Service<OrchestratorConfig>): Promise<void> {
 
   const server = await svc.grpcServer({
     port: config.port,
-    services: [{ name: 'orchestrator.v1.OrchestratorService', definition: OrchestratorServiceService, implementation: orchestratorService({ logger, runs, log, notes }) }],
+    services: [{ name: 'orchestrator.v1.OrchestratorService', definition: OrchestratorServiceService, implementation: orchestratorService({ logger, runs, log, notes, data: new ConversationData({ runs, registry, log, store, logger, maxEvents: config.runLogMaxEvents }) }) }],
     protoFiles: ['orchestrator/v1/orchestrator.proto'],
   });
   // Runs still going when the drain ends are handed over to other replicas (from their checkpoint).

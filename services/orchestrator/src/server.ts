@@ -4,15 +4,17 @@ import { once } from 'node:events';
 import type { ServerDuplexStream } from '@grpc/grpc-js';
 import { codeOf, detailsOf, MeshError, reasonOf, retryAfterOf, status, streamHandler, unaryHandler, type Logger } from '@agent-mesh/common';
 import type {
-  CancelRunRequest, CancelRunResponse, OrchestratorServiceServer, RunEvent, StartRunRequest, StartRunResponse, WatchRunRequest, WatchRunResponse,
+  CancelRunRequest, CancelRunResponse, EraseConversationRequest, EraseConversationResponse, ExportConversationRequest, ExportConversationResponse,
+  OrchestratorServiceServer, RunEvent, StartRunRequest, StartRunResponse, WatchRunRequest, WatchRunResponse,
   WatchRunsEnd, WatchRunsRequest, WatchRunsResponse,
 } from '@agent-mesh/common/dist/gen/orchestrator/v1/orchestrator';
 import type { RunLog } from './runlog/runlog';
 import { watchRun, type RunNotifications } from './runlog/watch';
+import type { ConversationData } from './runs/conversationData';
 import type { RunManager } from './runs/manager';
 
-export function orchestratorService(deps: { logger: Logger; runs: RunManager; log: RunLog; notes: RunNotifications }): OrchestratorServiceServer {
-  const { logger, runs, log, notes } = deps;
+export function orchestratorService(deps: { logger: Logger; runs: RunManager; log: RunLog; notes: RunNotifications; data: ConversationData }): OrchestratorServiceServer {
+  const { logger, runs, log, notes, data } = deps;
   async function* watchEvents(req: WatchRunRequest, signal: AbortSignal): AsyncGenerator<RunEvent> {
     const runId = await runs.resolveWatch(req.userId, req.conversationId, req.runId, req.afterSeq);
     yield* watchRun(log, notes, runId, req.afterSeq, signal);
@@ -27,6 +29,10 @@ export function orchestratorService(deps: { logger: Logger; runs: RunManager; lo
     }),
     watchRuns: (call) => serveWatchRuns(call, watchEvents, logger),
     cancelRun: unaryHandler<CancelRunRequest, CancelRunResponse>(logger, 'CancelRun', async (req) => runs.cancel(req.userId, req.conversationId)),
+    exportConversation: unaryHandler<ExportConversationRequest, ExportConversationResponse>(logger, 'ExportConversation',
+      async (req) => data.export(req.userId, req.conversationId)),
+    eraseConversation: unaryHandler<EraseConversationRequest, EraseConversationResponse>(logger, 'EraseConversation',
+      async (req) => data.erase(req.userId, req.conversationId)),
   };
 }
 

@@ -247,6 +247,34 @@ export function createStoreServer({ repos, logger, now = Date.now }: ServerDeps)
       return { plan: toPlan(await repos.plans.get(userId, requireId('plan_id', req.planId))) };
     }),
 
+    exportConversation: h('ExportConversation', async (req) => {
+      const userId = requireUserId(req.userId);
+      const id = requireId('conversation_id', req.conversationId);
+      annotate({ [ATTR.conversationId]: id });
+      const all = await repos.conversationData.export(userId, id);
+      return {
+        conversation: toConversation(all.conversation),
+        messages: all.messages.map(toMessage),
+        runs: all.runs.map(toRun),
+        plans: all.plans.map(toPlan),
+      };
+    }),
+
+    eraseConversation: h('EraseConversation', async (req) => {
+      const userId = requireUserId(req.userId);
+      const id = requireId('conversation_id', req.conversationId);
+      annotate({ [ATTR.conversationId]: id });
+      const r = await repos.conversationData.erase(userId, id, now());
+      return {
+        alreadyErased: r.alreadyErased,
+        runIds: r.runIds,
+        messageIds: r.userMessageIds,
+        messagesErased: r.messagesErased,
+        runsErased: r.runsErased,
+        plansErased: r.plansErased,
+      };
+    }),
+
     listPlans: h('ListPlans', async (req) => {
       const userId = requireUserId(req.userId);
       const size = pageSize('page_size', req.pageSize, 20, 100);

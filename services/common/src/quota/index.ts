@@ -2,3 +2,4 @@ export * from './gcra';
 export * from './limiter';
 export { LocalAdmission, shareOf } from './local';
 export * from './types';
+export * from './budget';

@@ -26,6 +26,9 @@ export function orchestratorGateway(addr: string, opts: { maxQueuedEvents?: numb
     startRun: (req, signal) => iterateCall(client.startRun(req, new Metadata(), streamOpts()), signal, eventOf),
     watchRun: (req, signal) => mux.watch(req, signal),
     cancelRun: (req) => unary(client.cancelRun.bind(client), req, { timeoutMs: 5_000 }),
+    exportConversation: (req) => unary(client.exportConversation.bind(client), req, { timeoutMs: 20_000 }),
+    // Cancelling the active run and waiting for its end comes first (up to 10 s).
+    eraseConversation: (req) => unary(client.eraseConversation.bind(client), req, { timeoutMs: 30_000 }),
     close: () => {
       mux.close();
       client.close();

@@ -1,6 +1,9 @@
 // What the edge needs from its peers, as interfaces: the app is built against these so tests can
 // inject fakes; the gRPC implementations live beside this file, one module per peer.
-import type { RunEvent, StartRunRequest, WatchRunRequest, CancelRunRequest, CancelRunResponse } from '@agent-mesh/common/dist/gen/orchestrator/v1/orchestrator';
+import type {
+  RunEvent, StartRunRequest, WatchRunRequest, CancelRunRequest, CancelRunResponse,
+  EraseConversationRequest, EraseConversationResponse, ExportConversationRequest, ExportConversationResponse,
+} from '@agent-mesh/common/dist/gen/orchestrator/v1/orchestrator';
 import type {
   CreateConversationRequest,
   CreateConversationResponse,
@@ -61,6 +64,10 @@ export interface OrchestratorGateway {
   startRun(req: StartRunRequest, signal: CancelSignal): AsyncIterable<RunEvent>;
   watchRun(req: WatchRunRequest, signal: CancelSignal): AsyncIterable<RunEvent>;
   cancelRun(req: CancelRunRequest): Promise<CancelRunResponse>;
+  /** Everything kept about a conversation (stored documents and retained run logs). */
+  exportConversation(req: ExportConversationRequest): Promise<ExportConversationResponse>;
+  /** Cancels the active run, then erases the conversation everywhere; idempotent for its owner. */
+  eraseConversation(req: EraseConversationRequest): Promise<EraseConversationResponse>;
 }
 
 export interface StoreGateway {

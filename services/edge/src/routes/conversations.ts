@@ -1,7 +1,8 @@
-// Conversations: create, list, read with messages, and cancel the active run.
+// Conversations: create, list, read with messages, cancel the active run, export all of one, erase one.
 import type { FastifyInstance } from 'fastify';
 import { annotate, ATTR, newId } from '@agent-mesh/common';
-import type { Conversation, Message } from '@agent-mesh/common/dist/gen/store/v1/store';
+import type { RunLog } from '@agent-mesh/common/dist/gen/orchestrator/v1/orchestrator';
+import type { Conversation, Message, Plan, Run } from '@agent-mesh/common/dist/gen/store/v1/store';
 import type { EdgeContext } from '../context';
 import { badRequest, HttpError } from '../errors';
 import { conversationBody, conversationIdOf, errorBody, idParams, iso, pageQuery, pageSizeOf } from './schemas';
@@ -27,6 +28,36 @@ function messageView(m: Message) {
     status: m.status || 'complete',
     createdAt: iso(m.createdAtMs),
   };
+}
+
+function runView(r: Run) {
+  return {
+    id: r.id,
+    messageId: r.messageId || null,
+    status: r.status,
+    usage: r.usage ?? { promptTokens: 0, completionTokens: 0, totalTokens: 0 },
+    costUsd: r.costUsd,
+    createdAt: iso(r.createdAtMs),
+    completedAt: r.completedAtMs ? iso(r.completedAtMs) : null,
+    error: r.error || null,
+    checkpoint: r.checkpointJson ? parseJson(r.checkpointJson) : null,
+  };
+}
+
+function planView(p: Plan) {
+  return { id: p.id, title: p.title, steps: p.steps, status: p.status, createdAt: iso(p.createdAtMs), updatedAt: iso(p.updatedAtMs) };
+}
+
+function runLogView(l: RunLog) {
+  return { runId: l.runId, events: l.events.map((e) => ({ seq: e.seq, type: e.type, data: parseJson(e.dataJson) })) };
+}
+
+function parseJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return text;
+  }
 }
 
 export function conversationRoutes(app: FastifyInstance, ctx: EdgeContext): void {
@@ -152,6 +183,68 @@ export function conversationRoutes(app: FastifyInstance, ctx: EdgeContext): void
       const res = await ctx.gw.orchestrator.cancelRun({ userId: req.userId, conversationId: id });
       if (res.runId) annotate({ [ATTR.runId]: res.runId });
       return reply.code(202).send({ runId: res.runId || null, cancelled: res.cancelled });
+    },
+  );
+
+  app.get(
+    '/api/conversations/:id/export',
+    {
+      config: { auth: 'bearer' },
+      schema: {
+        tags: ['conversations'],
+        summary: 'Everything kept about the conversation, as one JSON document: messages, runs (usage, checkpoints), plans and retained run event logs',
+        params: idParams,
+        response: {
+          200: {
+            type: 'object',
+            properties: {
+              exportedAt: { type: 'string', format: 'date-time' },
+              conversation: conversationBody,
+              messages: { type: 'array', items: { type: 'object', additionalProperties: true } },
+              runs: { type: 'array', items: { type: 'object', additionalProperties: true } },
+              plans: { type: 'array', items: { type: 'object', additionalProperties: true } },
+              runLogs: { type: 'array', items: { type: 'object', additionalProperties: true } },
+            },
+          },
+          '4xx': errorBody,
+        },
+      },
+    },
+    async (req, reply) => {
+      const id = conversationIdOf(req.params);
+      annotate({ [ATTR.userId]: req.userId, [ATTR.conversationId]: id });
+      const res = await ctx.gw.orchestrator.exportConversation({ userId: req.userId, conversationId: id });
+      const stored = res.stored;
+      if (!stored?.conversation) throw new HttpError(404, 'not_found', 'conversation not found');
+      void reply.header('content-disposition', `attachment; filename="conversation-${id}.json"`);
+      return {
+        exportedAt: iso(Date.now()),
+        conversation: conversationView(stored.conversation),
+        messages: stored.messages.map(messageView),
+        runs: stored.runs.map(runView),
+        plans: stored.plans.map(planView),
+        runLogs: res.runLogs.map(runLogView),
+      };
+    },
+  );
+
+  app.delete(
+    '/api/conversations/:id',
+    {
+      config: { auth: 'bearer' },
+      schema: {
+        tags: ['conversations'],
+        summary: 'Erase the conversation everywhere: its active run is cancelled first, then its messages, runs, plans, run logs and checkpoints are deleted. Idempotent: erasing it again answers 204 too',
+        params: idParams,
+        response: { 204: { type: 'null', description: 'erased' }, '4xx': errorBody },
+      },
+    },
+    async (req, reply) => {
+      const id = conversationIdOf(req.params);
+      annotate({ [ATTR.userId]: req.userId, [ATTR.conversationId]: id });
+      const res = await ctx.gw.orchestrator.eraseConversation({ userId: req.userId, conversationId: id });
+      if (res.cancelledRunId) annotate({ [ATTR.runId]: res.cancelledRunId });
+      return reply.code(204).send();
     },
   );
 }

@@ -27,7 +27,7 @@ export function eventRoutes(app: FastifyInstance, ctx: EdgeContext): void {
   app.post(
     '/api/conversations/:id/messages',
     {
-      config: { auth: 'bearer', stream: true },
+      config: { auth: 'bearer', stream: true, spends: true },
       // Its security headers come from STREAM_SECURITY_HEADERS (app.ts), see there.
       helmet: false,
       schema: {

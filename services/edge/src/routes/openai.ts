@@ -59,7 +59,7 @@ export function openaiRoutes(app: FastifyInstance, ctx: EdgeContext): void {
   app.post(
     '/v1/chat/completions',
     {
-      config: { auth: 'bearer' },
+      config: { auth: 'bearer', spends: true },
       schema: {
         tags: ['openai'],
         summary: 'OpenAI-compatible chat completions (stream true or false)',

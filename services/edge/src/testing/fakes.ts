@@ -89,6 +89,18 @@ export class FakeOrchestrator implements OrchestratorGateway {
     return { runId, cancelled: true };
   }
 
+  async exportConversation(req: { userId: string; conversationId: string }) {
+    this.store.mustOwn(req.userId, req.conversationId);
+    const { conversation } = await this.store.getConversation({ userId: req.userId, conversationId: req.conversationId });
+    const runLogs = [...this.runs.values()].filter((r) => r.conversationId === req.conversationId).map((r) => ({ runId: r.runId, events: [...r.log] }));
+    return { stored: { conversation, messages: [], runs: [], plans: [] }, runLogs };
+  }
+
+  async eraseConversation(req: { userId: string; conversationId: string }) {
+    const { runId, cancelled } = await this.cancelRun(req);
+    return { cancelledRunId: cancelled ? runId : '', alreadyErased: false, runsErased: 0, messagesErased: 0 };
+  }
+
   private append(run: FakeRun, type: string, data: Record<string, unknown>): void {
     run.log.push({ runId: run.runId, seq: run.log.length + 1, type, dataJson: JSON.stringify(data) });
     for (const w of run.wake) w();

@@ -1,6 +1,8 @@
 // The store behind promises: conversation ownership, messages and runs. Deadlines always set.
 import { createClient, unary, type CallOpts } from '@agent-mesh/common';
-import { StoreServiceClient, type Message, type Run } from '@agent-mesh/common/dist/gen/store/v1/store';
+import {
+  StoreServiceClient, type EraseConversationResponse, type ExportConversationResponse, type Message, type Run,
+} from '@agent-mesh/common/dist/gen/store/v1/store';
 
 export type { Message, Run };
 
@@ -31,6 +33,14 @@ export class StoreGateway {
   async getRun(userId: string, runId: string, opts: CallOpts = {}): Promise<Run | undefined> {
     const res = await unary(this.client.getRun.bind(this.client), { userId, runId }, opts);
     return res.run;
+  }
+
+  async exportConversation(userId: string, conversationId: string, opts: CallOpts = {}): Promise<ExportConversationResponse> {
+    return unary(this.client.exportConversation.bind(this.client), { userId, conversationId }, opts);
+  }
+
+  async eraseConversation(userId: string, conversationId: string, opts: CallOpts = {}): Promise<EraseConversationResponse> {
+    return unary(this.client.eraseConversation.bind(this.client), { userId, conversationId }, opts);
   }
 
   close(): void {

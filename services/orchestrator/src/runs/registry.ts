@@ -158,4 +158,15 @@ export class RunRegistry {
   async cancelRequested(runId: string): Promise<string | null> {
     return this.redis.get(keys.cancel(runId));
   }
+
+  /** Deletes every key of these runs and of the conversation (erasure): logs, checkpoints, leases, flags. */
+  async erase(conversationId: string, runIds: string[], messageIds: string[]): Promise<void> {
+    const dels = [keys.convActive(conversationId), keys.convRun(conversationId), ...messageIds.map(keys.messageRun)];
+    for (const r of runIds) dels.push(keys.log(r), keys.seq(r), keys.lease(r), keys.meta(r), keys.checkpoint(r), keys.cancel(r));
+    // One key per DEL: a run's keys share a cluster slot, different runs' keys do not.
+    const multi = this.redis.multi();
+    for (const k of dels) multi.del(k);
+    if (runIds.length) multi.zrem(keys.leases, ...runIds);
+    await multi.exec();
+  }
 }

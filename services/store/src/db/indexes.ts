@@ -8,6 +8,8 @@ export const COLLECTIONS = {
   messages: 'messages',
   runs: 'runs',
   plans: 'plans',
+  /** Tombstones of erased conversations (`_id` is the conversation's). */
+  erasures: 'erasures',
 } as const;
 
 export const INDEXES: Record<keyof typeof COLLECTIONS, IndexDescription[]> = {
@@ -32,6 +34,7 @@ export const INDEXES: Record<keyof typeof COLLECTIONS, IndexDescription[]> = {
     // The brief's: a user's plans, newest first.
     { key: { userId: 1, createdAt: -1 }, name: 'userId_createdAt' },
   ],
+  erasures: [],
 };
 
 export async function ensureIndexes(db: Db): Promise<void> {

@@ -2,17 +2,19 @@
 import type { Db } from 'mongodb';
 import { COLLECTIONS } from '../db/indexes';
 import { instrumented, type QueryTimer } from '../db/instrumented';
+import { ConversationDataRepo } from './conversationData';
 import { ConversationRepo } from './conversations';
 import { MessageRepo } from './messages';
 import { PlanRepo } from './plans';
 import { RunRepo } from './runs';
-import type { ConversationDoc, MessageDoc, PlanDoc, RunDoc } from './types';
+import type { ConversationDoc, ErasureDoc, MessageDoc, PlanDoc, RunDoc } from './types';
 
 export interface Repos {
   conversations: ConversationRepo;
   messages: MessageRepo;
   runs: RunRepo;
   plans: PlanRepo;
+  conversationData: ConversationDataRepo;
 }
 
 export interface Collections {
@@ -20,6 +22,7 @@ export interface Collections {
   messages: ReturnType<typeof instrumented<MessageDoc>>;
   runs: ReturnType<typeof instrumented<RunDoc>>;
   plans: ReturnType<typeof instrumented<PlanDoc>>;
+  erasures: ReturnType<typeof instrumented<ErasureDoc>>;
 }
 
 export function openCollections(db: Db, timer: QueryTimer): Collections {
@@ -28,6 +31,7 @@ export function openCollections(db: Db, timer: QueryTimer): Collections {
     messages: instrumented<MessageDoc>(db, COLLECTIONS.messages, timer),
     runs: instrumented<RunDoc>(db, COLLECTIONS.runs, timer),
     plans: instrumented<PlanDoc>(db, COLLECTIONS.plans, timer),
+    erasures: instrumented<ErasureDoc>(db, COLLECTIONS.erasures, timer),
   };
 }
 
@@ -37,8 +41,9 @@ export function createRepos(c: Collections): Repos {
     messages: new MessageRepo(c.messages),
     runs: new RunRepo(c.runs),
     plans: new PlanRepo(c.plans),
+    conversationData: new ConversationDataRepo(c),
   };
 }
 
 export * from './types';
-export { ConversationRepo, MessageRepo, PlanRepo, RunRepo };
+export { ConversationDataRepo, ConversationRepo, MessageRepo, PlanRepo, RunRepo };

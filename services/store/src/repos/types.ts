@@ -67,6 +67,14 @@ export interface PlanDoc {
   updatedAt: number;
 }
 
+/** What is left of an erased conversation: who erased it and when (nothing the user wrote). */
+export interface ErasureDoc {
+  /** The conversation's id. */
+  _id: string;
+  userId: string;
+  erasedAt: number;
+}
+
 /** A page of items and the token of the next page (undefined on the last page). */
 export interface Page<T> {
   items: T[];

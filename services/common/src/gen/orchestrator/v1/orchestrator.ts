@@ -22,6 +22,7 @@ import {
   type ServiceError,
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
+import { ExportConversationResponse as ExportConversationResponse1 } from "../../store/v1/store";
 
 export const protobufPackage = "orchestrator.v1";
 
@@ -135,6 +136,52 @@ export interface CancelRunResponse {
   runId: string;
   /** cancelled is false when the run had already ended. */
   cancelled: boolean;
+}
+
+/** ExportConversationRequest asks for all of a conversation. */
+export interface ExportConversationRequest {
+  /** user_id must own the conversation. */
+  userId: string;
+  /** conversation_id is the conversation. */
+  conversationId: string;
+}
+
+/** RunLog is the retained event log of one run. */
+export interface RunLog {
+  /** run_id is the run. */
+  runId: string;
+  /** events are its events in order. */
+  events: RunEvent[];
+}
+
+/** ExportConversationResponse is all of a conversation. */
+export interface ExportConversationResponse {
+  /** stored is what the store holds (conversation, messages, runs, plans). */
+  stored:
+    | ExportConversationResponse1
+    | undefined;
+  /** run_logs are the event logs still retained, one per run. */
+  runLogs: RunLog[];
+}
+
+/** EraseConversationRequest asks to erase a conversation. */
+export interface EraseConversationRequest {
+  /** user_id must own the conversation. */
+  userId: string;
+  /** conversation_id is the conversation. */
+  conversationId: string;
+}
+
+/** EraseConversationResponse tells what was erased. */
+export interface EraseConversationResponse {
+  /** cancelled_run_id is the active run that was cancelled first, if any. */
+  cancelledRunId: string;
+  /** already_erased is true when an earlier erase had removed the conversation. */
+  alreadyErased: boolean;
+  /** runs_erased counts the runs whose state was erased. */
+  runsErased: number;
+  /** messages_erased counts the deleted messages. */
+  messagesErased: number;
 }
 
 function createBaseRunEvent(): RunEvent {
@@ -1265,6 +1312,505 @@ export const CancelRunResponse: MessageFns<CancelRunResponse> = {
   },
 };
 
+function createBaseExportConversationRequest(): ExportConversationRequest {
+  return { userId: "", conversationId: "" };
+}
+
+export const ExportConversationRequest: MessageFns<ExportConversationRequest> = {
+  encode(message: ExportConversationRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.userId !== "") {
+      writer.uint32(10).string(message.userId);
+    }
+    if (message.conversationId !== "") {
+      writer.uint32(18).string(message.conversationId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ExportConversationRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseExportConversationRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.userId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.conversationId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ExportConversationRequest {
+    return {
+      userId: isSet(object.userId)
+        ? globalThis.String(object.userId)
+        : isSet(object.user_id)
+        ? globalThis.String(object.user_id)
+        : "",
+      conversationId: isSet(object.conversationId)
+        ? globalThis.String(object.conversationId)
+        : isSet(object.conversation_id)
+        ? globalThis.String(object.conversation_id)
+        : "",
+    };
+  },
+
+  toJSON(message: ExportConversationRequest): unknown {
+    const obj: any = {};
+    if (message.userId !== "") {
+      obj.userId = message.userId;
+    }
+    if (message.conversationId !== "") {
+      obj.conversationId = message.conversationId;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ExportConversationRequest>): ExportConversationRequest {
+    return ExportConversationRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ExportConversationRequest>): ExportConversationRequest {
+    const message = createBaseExportConversationRequest();
+    message.userId = object.userId ?? "";
+    message.conversationId = object.conversationId ?? "";
+    return message;
+  },
+};
+
+function createBaseRunLog(): RunLog {
+  return { runId: "", events: [] };
+}
+
+export const RunLog: MessageFns<RunLog> = {
+  encode(message: RunLog, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.runId !== "") {
+      writer.uint32(10).string(message.runId);
+    }
+    for (const v of message.events) {
+      RunEvent.encode(v!, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RunLog {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRunLog();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.runId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.events.push(RunEvent.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RunLog {
+    return {
+      runId: isSet(object.runId)
+        ? globalThis.String(object.runId)
+        : isSet(object.run_id)
+        ? globalThis.String(object.run_id)
+        : "",
+      events: globalThis.Array.isArray(object?.events) ? object.events.map((e: any) => RunEvent.fromJSON(e)) : [],
+    };
+  },
+
+  toJSON(message: RunLog): unknown {
+    const obj: any = {};
+    if (message.runId !== "") {
+      obj.runId = message.runId;
+    }
+    if (message.events?.length) {
+      obj.events = message.events.map((e) => RunEvent.toJSON(e));
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<RunLog>): RunLog {
+    return RunLog.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<RunLog>): RunLog {
+    const message = createBaseRunLog();
+    message.runId = object.runId ?? "";
+    message.events = object.events?.map((e) => RunEvent.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseExportConversationResponse(): ExportConversationResponse {
+  return { stored: undefined, runLogs: [] };
+}
+
+export const ExportConversationResponse: MessageFns<ExportConversationResponse> = {
+  encode(message: ExportConversationResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.stored !== undefined) {
+      ExportConversationResponse1.encode(message.stored, writer.uint32(10).fork()).join();
+    }
+    for (const v of message.runLogs) {
+      RunLog.encode(v!, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ExportConversationResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseExportConversationResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.stored = ExportConversationResponse1.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.runLogs.push(RunLog.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ExportConversationResponse {
+    return {
+      stored: isSet(object.stored) ? ExportConversationResponse1.fromJSON(object.stored) : undefined,
+      runLogs: globalThis.Array.isArray(object?.runLogs)
+        ? object.runLogs.map((e: any) => RunLog.fromJSON(e))
+        : globalThis.Array.isArray(object?.run_logs)
+        ? object.run_logs.map((e: any) => RunLog.fromJSON(e))
+        : [],
+    };
+  },
+
+  toJSON(message: ExportConversationResponse): unknown {
+    const obj: any = {};
+    if (message.stored !== undefined) {
+      obj.stored = ExportConversationResponse1.toJSON(message.stored);
+    }
+    if (message.runLogs?.length) {
+      obj.runLogs = message.runLogs.map((e) => RunLog.toJSON(e));
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ExportConversationResponse>): ExportConversationResponse {
+    return ExportConversationResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ExportConversationResponse>): ExportConversationResponse {
+    const message = createBaseExportConversationResponse();
+    message.stored = (object.stored !== undefined && object.stored !== null)
+      ? ExportConversationResponse1.fromPartial(object.stored)
+      : undefined;
+    message.runLogs = object.runLogs?.map((e) => RunLog.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseEraseConversationRequest(): EraseConversationRequest {
+  return { userId: "", conversationId: "" };
+}
+
+export const EraseConversationRequest: MessageFns<EraseConversationRequest> = {
+  encode(message: EraseConversationRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.userId !== "") {
+      writer.uint32(10).string(message.userId);
+    }
+    if (message.conversationId !== "") {
+      writer.uint32(18).string(message.conversationId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): EraseConversationRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseEraseConversationRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.userId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.conversationId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): EraseConversationRequest {
+    return {
+      userId: isSet(object.userId)
+        ? globalThis.String(object.userId)
+        : isSet(object.user_id)
+        ? globalThis.String(object.user_id)
+        : "",
+      conversationId: isSet(object.conversationId)
+        ? globalThis.String(object.conversationId)
+        : isSet(object.conversation_id)
+        ? globalThis.String(object.conversation_id)
+        : "",
+    };
+  },
+
+  toJSON(message: EraseConversationRequest): unknown {
+    const obj: any = {};
+    if (message.userId !== "") {
+      obj.userId = message.userId;
+    }
+    if (message.conversationId !== "") {
+      obj.conversationId = message.conversationId;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<EraseConversationRequest>): EraseConversationRequest {
+    return EraseConversationRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<EraseConversationRequest>): EraseConversationRequest {
+    const message = createBaseEraseConversationRequest();
+    message.userId = object.userId ?? "";
+    message.conversationId = object.conversationId ?? "";
+    return message;
+  },
+};
+
+function createBaseEraseConversationResponse(): EraseConversationResponse {
+  return { cancelledRunId: "", alreadyErased: false, runsErased: 0, messagesErased: 0 };
+}
+
+export const EraseConversationResponse: MessageFns<EraseConversationResponse> = {
+  encode(message: EraseConversationResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.cancelledRunId !== "") {
+      writer.uint32(10).string(message.cancelledRunId);
+    }
+    if (message.alreadyErased !== false) {
+      writer.uint32(16).bool(message.alreadyErased);
+    }
+    if (message.runsErased !== 0) {
+      writer.uint32(24).int32(message.runsErased);
+    }
+    if (message.messagesErased !== 0) {
+      writer.uint32(32).int32(message.messagesErased);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): EraseConversationResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseEraseConversationResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.cancelledRunId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.alreadyErased = reader.bool();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.runsErased = reader.int32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.messagesErased = reader.int32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): EraseConversationResponse {
+    return {
+      cancelledRunId: isSet(object.cancelledRunId)
+        ? globalThis.String(object.cancelledRunId)
+        : isSet(object.cancelled_run_id)
+        ? globalThis.String(object.cancelled_run_id)
+        : "",
+      alreadyErased: isSet(object.alreadyErased)
+        ? globalThis.Boolean(object.alreadyErased)
+        : isSet(object.already_erased)
+        ? globalThis.Boolean(object.already_erased)
+        : false,
+      runsErased: isSet(object.runsErased)
+        ? globalThis.Number(object.runsErased)
+        : isSet(object.runs_erased)
+        ? globalThis.Number(object.runs_erased)
+        : 0,
+      messagesErased: isSet(object.messagesErased)
+        ? globalThis.Number(object.messagesErased)
+        : isSet(object.messages_erased)
+        ? globalThis.Number(object.messages_erased)
+        : 0,
+    };
+  },
+
+  toJSON(message: EraseConversationResponse): unknown {
+    const obj: any = {};
+    if (message.cancelledRunId !== "") {
+      obj.cancelledRunId = message.cancelledRunId;
+    }
+    if (message.alreadyErased !== false) {
+      obj.alreadyErased = message.alreadyErased;
+    }
+    if (message.runsErased !== 0) {
+      obj.runsErased = Math.round(message.runsErased);
+    }
+    if (message.messagesErased !== 0) {
+      obj.messagesErased = Math.round(message.messagesErased);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<EraseConversationResponse>): EraseConversationResponse {
+    return EraseConversationResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<EraseConversationResponse>): EraseConversationResponse {
+    const message = createBaseEraseConversationResponse();
+    message.cancelledRunId = object.cancelledRunId ?? "";
+    message.alreadyErased = object.alreadyErased ?? false;
+    message.runsErased = object.runsErased ?? 0;
+    message.messagesErased = object.messagesErased ?? 0;
+    return message;
+  },
+};
+
 /**
  * OrchestratorService runs multi-agent runs (Planner -> Critic -> Host -> Reporter) and serves
  * each run's ordered event log to any caller.
@@ -1319,6 +1865,37 @@ export const OrchestratorServiceService = {
     responseSerialize: (value: CancelRunResponse): Buffer => Buffer.from(CancelRunResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): CancelRunResponse => CancelRunResponse.decode(value),
   },
+  /**
+   * ExportConversation returns everything kept about a conversation: its stored documents and the
+   * event logs of its runs still retained.
+   */
+  exportConversation: {
+    path: "/orchestrator.v1.OrchestratorService/ExportConversation" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ExportConversationRequest): Buffer =>
+      Buffer.from(ExportConversationRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ExportConversationRequest => ExportConversationRequest.decode(value),
+    responseSerialize: (value: ExportConversationResponse): Buffer =>
+      Buffer.from(ExportConversationResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ExportConversationResponse => ExportConversationResponse.decode(value),
+  },
+  /**
+   * EraseConversation cancels the conversation's active run, waits for it to end, then erases the
+   * conversation everywhere: its stored documents and its runs' logs, checkpoints and keys.
+   * Idempotent: erasing an erased conversation again succeeds.
+   */
+  eraseConversation: {
+    path: "/orchestrator.v1.OrchestratorService/EraseConversation" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: EraseConversationRequest): Buffer =>
+      Buffer.from(EraseConversationRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): EraseConversationRequest => EraseConversationRequest.decode(value),
+    responseSerialize: (value: EraseConversationResponse): Buffer =>
+      Buffer.from(EraseConversationResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): EraseConversationResponse => EraseConversationResponse.decode(value),
+  },
 } as const;
 
 export interface OrchestratorServiceServer extends UntypedServiceImplementation {
@@ -1338,6 +1915,17 @@ export interface OrchestratorServiceServer extends UntypedServiceImplementation 
   watchRuns: handleBidiStreamingCall<WatchRunsRequest, WatchRunsResponse>;
   /** CancelRun cancels the conversation's active run; the cancel reaches the upstream LLM call. */
   cancelRun: handleUnaryCall<CancelRunRequest, CancelRunResponse>;
+  /**
+   * ExportConversation returns everything kept about a conversation: its stored documents and the
+   * event logs of its runs still retained.
+   */
+  exportConversation: handleUnaryCall<ExportConversationRequest, ExportConversationResponse>;
+  /**
+   * EraseConversation cancels the conversation's active run, waits for it to end, then erases the
+   * conversation everywhere: its stored documents and its runs' logs, checkpoints and keys.
+   * Idempotent: erasing an erased conversation again succeeds.
+   */
+  eraseConversation: handleUnaryCall<EraseConversationRequest, EraseConversationResponse>;
 }
 
 export interface OrchestratorServiceClient extends Client {
@@ -1385,6 +1973,45 @@ export interface OrchestratorServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: CancelRunResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * ExportConversation returns everything kept about a conversation: its stored documents and the
+   * event logs of its runs still retained.
+   */
+  exportConversation(
+    request: ExportConversationRequest,
+    callback: (error: ServiceError | null, response: ExportConversationResponse) => void,
+  ): ClientUnaryCall;
+  exportConversation(
+    request: ExportConversationRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ExportConversationResponse) => void,
+  ): ClientUnaryCall;
+  exportConversation(
+    request: ExportConversationRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ExportConversationResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * EraseConversation cancels the conversation's active run, waits for it to end, then erases the
+   * conversation everywhere: its stored documents and its runs' logs, checkpoints and keys.
+   * Idempotent: erasing an erased conversation again succeeds.
+   */
+  eraseConversation(
+    request: EraseConversationRequest,
+    callback: (error: ServiceError | null, response: EraseConversationResponse) => void,
+  ): ClientUnaryCall;
+  eraseConversation(
+    request: EraseConversationRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: EraseConversationResponse) => void,
+  ): ClientUnaryCall;
+  eraseConversation(
+    request: EraseConversationRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: EraseConversationResponse) => void,
   ): ClientUnaryCall;
 }
 

@@ -285,6 +285,52 @@ export interface ListPlansResponse {
   nextPageToken: string;
 }
 
+/** ExportConversationRequest reads all of one conversation. */
+export interface ExportConversationRequest {
+  /** user_id must own it. */
+  userId: string;
+  /** conversation_id is the conversation. */
+  conversationId: string;
+}
+
+/** ExportConversationResponse is all of it. */
+export interface ExportConversationResponse {
+  /** conversation is the conversation. */
+  conversation:
+    | Conversation
+    | undefined;
+  /** messages are all its messages, oldest first. */
+  messages: Message[];
+  /** runs are all its runs, oldest first. */
+  runs: Run[];
+  /** plans are the plans made in it, oldest first. */
+  plans: Plan[];
+}
+
+/** EraseConversationRequest erases one conversation. */
+export interface EraseConversationRequest {
+  /** user_id must own it (or have erased it before). */
+  userId: string;
+  /** conversation_id is the conversation. */
+  conversationId: string;
+}
+
+/** EraseConversationResponse says what was erased. */
+export interface EraseConversationResponse {
+  /** already_erased is true when an earlier erase had removed the conversation. */
+  alreadyErased: boolean;
+  /** run_ids are the ids of the erased runs (their cached state lives elsewhere). */
+  runIds: string[];
+  /** message_ids are the ids of the erased user messages. */
+  messageIds: string[];
+  /** messages_erased counts the deleted messages. */
+  messagesErased: number;
+  /** runs_erased counts the deleted runs. */
+  runsErased: number;
+  /** plans_erased counts the deleted plans. */
+  plansErased: number;
+}
+
 function createBaseConversation(): Conversation {
   return { id: "", userId: "", title: "", createdAtMs: 0, updatedAtMs: 0, lastRunId: "" };
 }
@@ -3079,6 +3125,484 @@ export const ListPlansResponse: MessageFns<ListPlansResponse> = {
   },
 };
 
+function createBaseExportConversationRequest(): ExportConversationRequest {
+  return { userId: "", conversationId: "" };
+}
+
+export const ExportConversationRequest: MessageFns<ExportConversationRequest> = {
+  encode(message: ExportConversationRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.userId !== "") {
+      writer.uint32(10).string(message.userId);
+    }
+    if (message.conversationId !== "") {
+      writer.uint32(18).string(message.conversationId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ExportConversationRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseExportConversationRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.userId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.conversationId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ExportConversationRequest {
+    return {
+      userId: isSet(object.userId)
+        ? globalThis.String(object.userId)
+        : isSet(object.user_id)
+        ? globalThis.String(object.user_id)
+        : "",
+      conversationId: isSet(object.conversationId)
+        ? globalThis.String(object.conversationId)
+        : isSet(object.conversation_id)
+        ? globalThis.String(object.conversation_id)
+        : "",
+    };
+  },
+
+  toJSON(message: ExportConversationRequest): unknown {
+    const obj: any = {};
+    if (message.userId !== "") {
+      obj.userId = message.userId;
+    }
+    if (message.conversationId !== "") {
+      obj.conversationId = message.conversationId;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ExportConversationRequest>): ExportConversationRequest {
+    return ExportConversationRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ExportConversationRequest>): ExportConversationRequest {
+    const message = createBaseExportConversationRequest();
+    message.userId = object.userId ?? "";
+    message.conversationId = object.conversationId ?? "";
+    return message;
+  },
+};
+
+function createBaseExportConversationResponse(): ExportConversationResponse {
+  return { conversation: undefined, messages: [], runs: [], plans: [] };
+}
+
+export const ExportConversationResponse: MessageFns<ExportConversationResponse> = {
+  encode(message: ExportConversationResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.conversation !== undefined) {
+      Conversation.encode(message.conversation, writer.uint32(10).fork()).join();
+    }
+    for (const v of message.messages) {
+      Message.encode(v!, writer.uint32(18).fork()).join();
+    }
+    for (const v of message.runs) {
+      Run.encode(v!, writer.uint32(26).fork()).join();
+    }
+    for (const v of message.plans) {
+      Plan.encode(v!, writer.uint32(34).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ExportConversationResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseExportConversationResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.conversation = Conversation.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.messages.push(Message.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.runs.push(Run.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.plans.push(Plan.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ExportConversationResponse {
+    return {
+      conversation: isSet(object.conversation) ? Conversation.fromJSON(object.conversation) : undefined,
+      messages: globalThis.Array.isArray(object?.messages) ? object.messages.map((e: any) => Message.fromJSON(e)) : [],
+      runs: globalThis.Array.isArray(object?.runs) ? object.runs.map((e: any) => Run.fromJSON(e)) : [],
+      plans: globalThis.Array.isArray(object?.plans) ? object.plans.map((e: any) => Plan.fromJSON(e)) : [],
+    };
+  },
+
+  toJSON(message: ExportConversationResponse): unknown {
+    const obj: any = {};
+    if (message.conversation !== undefined) {
+      obj.conversation = Conversation.toJSON(message.conversation);
+    }
+    if (message.messages?.length) {
+      obj.messages = message.messages.map((e) => Message.toJSON(e));
+    }
+    if (message.runs?.length) {
+      obj.runs = message.runs.map((e) => Run.toJSON(e));
+    }
+    if (message.plans?.length) {
+      obj.plans = message.plans.map((e) => Plan.toJSON(e));
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ExportConversationResponse>): ExportConversationResponse {
+    return ExportConversationResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ExportConversationResponse>): ExportConversationResponse {
+    const message = createBaseExportConversationResponse();
+    message.conversation = (object.conversation !== undefined && object.conversation !== null)
+      ? Conversation.fromPartial(object.conversation)
+      : undefined;
+    message.messages = object.messages?.map((e) => Message.fromPartial(e)) || [];
+    message.runs = object.runs?.map((e) => Run.fromPartial(e)) || [];
+    message.plans = object.plans?.map((e) => Plan.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseEraseConversationRequest(): EraseConversationRequest {
+  return { userId: "", conversationId: "" };
+}
+
+export const EraseConversationRequest: MessageFns<EraseConversationRequest> = {
+  encode(message: EraseConversationRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.userId !== "") {
+      writer.uint32(10).string(message.userId);
+    }
+    if (message.conversationId !== "") {
+      writer.uint32(18).string(message.conversationId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): EraseConversationRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseEraseConversationRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.userId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.conversationId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): EraseConversationRequest {
+    return {
+      userId: isSet(object.userId)
+        ? globalThis.String(object.userId)
+        : isSet(object.user_id)
+        ? globalThis.String(object.user_id)
+        : "",
+      conversationId: isSet(object.conversationId)
+        ? globalThis.String(object.conversationId)
+        : isSet(object.conversation_id)
+        ? globalThis.String(object.conversation_id)
+        : "",
+    };
+  },
+
+  toJSON(message: EraseConversationRequest): unknown {
+    const obj: any = {};
+    if (message.userId !== "") {
+      obj.userId = message.userId;
+    }
+    if (message.conversationId !== "") {
+      obj.conversationId = message.conversationId;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<EraseConversationRequest>): EraseConversationRequest {
+    return EraseConversationRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<EraseConversationRequest>): EraseConversationRequest {
+    const message = createBaseEraseConversationRequest();
+    message.userId = object.userId ?? "";
+    message.conversationId = object.conversationId ?? "";
+    return message;
+  },
+};
+
+function createBaseEraseConversationResponse(): EraseConversationResponse {
+  return { alreadyErased: false, runIds: [], messageIds: [], messagesErased: 0, runsErased: 0, plansErased: 0 };
+}
+
+export const EraseConversationResponse: MessageFns<EraseConversationResponse> = {
+  encode(message: EraseConversationResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.alreadyErased !== false) {
+      writer.uint32(8).bool(message.alreadyErased);
+    }
+    for (const v of message.runIds) {
+      writer.uint32(18).string(v!);
+    }
+    for (const v of message.messageIds) {
+      writer.uint32(26).string(v!);
+    }
+    if (message.messagesErased !== 0) {
+      writer.uint32(32).int32(message.messagesErased);
+    }
+    if (message.runsErased !== 0) {
+      writer.uint32(40).int32(message.runsErased);
+    }
+    if (message.plansErased !== 0) {
+      writer.uint32(48).int32(message.plansErased);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): EraseConversationResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseEraseConversationResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.alreadyErased = reader.bool();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.runIds.push(reader.string());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.messageIds.push(reader.string());
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.messagesErased = reader.int32();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.runsErased = reader.int32();
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.plansErased = reader.int32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): EraseConversationResponse {
+    return {
+      alreadyErased: isSet(object.alreadyErased)
+        ? globalThis.Boolean(object.alreadyErased)
+        : isSet(object.already_erased)
+        ? globalThis.Boolean(object.already_erased)
+        : false,
+      runIds: globalThis.Array.isArray(object?.runIds)
+        ? object.runIds.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.run_ids)
+        ? object.run_ids.map((e: any) => globalThis.String(e))
+        : [],
+      messageIds: globalThis.Array.isArray(object?.messageIds)
+        ? object.messageIds.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.message_ids)
+        ? object.message_ids.map((e: any) => globalThis.String(e))
+        : [],
+      messagesErased: isSet(object.messagesErased)
+        ? globalThis.Number(object.messagesErased)
+        : isSet(object.messages_erased)
+        ? globalThis.Number(object.messages_erased)
+        : 0,
+      runsErased: isSet(object.runsErased)
+        ? globalThis.Number(object.runsErased)
+        : isSet(object.runs_erased)
+        ? globalThis.Number(object.runs_erased)
+        : 0,
+      plansErased: isSet(object.plansErased)
+        ? globalThis.Number(object.plansErased)
+        : isSet(object.plans_erased)
+        ? globalThis.Number(object.plans_erased)
+        : 0,
+    };
+  },
+
+  toJSON(message: EraseConversationResponse): unknown {
+    const obj: any = {};
+    if (message.alreadyErased !== false) {
+      obj.alreadyErased = message.alreadyErased;
+    }
+    if (message.runIds?.length) {
+      obj.runIds = message.runIds;
+    }
+    if (message.messageIds?.length) {
+      obj.messageIds = message.messageIds;
+    }
+    if (message.messagesErased !== 0) {
+      obj.messagesErased = Math.round(message.messagesErased);
+    }
+    if (message.runsErased !== 0) {
+      obj.runsErased = Math.round(message.runsErased);
+    }
+    if (message.plansErased !== 0) {
+      obj.plansErased = Math.round(message.plansErased);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<EraseConversationResponse>): EraseConversationResponse {
+    return EraseConversationResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<EraseConversationResponse>): EraseConversationResponse {
+    const message = createBaseEraseConversationResponse();
+    message.alreadyErased = object.alreadyErased ?? false;
+    message.runIds = object.runIds?.map((e) => e) || [];
+    message.messageIds = object.messageIds?.map((e) => e) || [];
+    message.messagesErased = object.messagesErased ?? 0;
+    message.runsErased = object.runsErased ?? 0;
+    message.plansErased = object.plansErased ?? 0;
+    return message;
+  },
+};
+
 /**
  * StoreService is the only door to MongoDB. Every call is scoped by user_id: another user's
  * data answers NOT_FOUND. Ids are client-generated UUIDs so that a retried write never duplicates.
@@ -3194,6 +3718,33 @@ export const StoreServiceService = {
     responseSerialize: (value: ListPlansResponse): Buffer => Buffer.from(ListPlansResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): ListPlansResponse => ListPlansResponse.decode(value),
   },
+  /** ExportConversation returns everything stored about one conversation: its messages, runs and plans. */
+  exportConversation: {
+    path: "/store.v1.StoreService/ExportConversation" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ExportConversationRequest): Buffer =>
+      Buffer.from(ExportConversationRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ExportConversationRequest => ExportConversationRequest.decode(value),
+    responseSerialize: (value: ExportConversationResponse): Buffer =>
+      Buffer.from(ExportConversationResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ExportConversationResponse => ExportConversationResponse.decode(value),
+  },
+  /**
+   * EraseConversation deletes a conversation with its messages, runs and plans, and keeps a
+   * tombstone (ids and time only) so that a repeated erase by its owner succeeds again.
+   */
+  eraseConversation: {
+    path: "/store.v1.StoreService/EraseConversation" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: EraseConversationRequest): Buffer =>
+      Buffer.from(EraseConversationRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): EraseConversationRequest => EraseConversationRequest.decode(value),
+    responseSerialize: (value: EraseConversationResponse): Buffer =>
+      Buffer.from(EraseConversationResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): EraseConversationResponse => EraseConversationResponse.decode(value),
+  },
 } as const;
 
 export interface StoreServiceServer extends UntypedServiceImplementation {
@@ -3217,6 +3768,13 @@ export interface StoreServiceServer extends UntypedServiceImplementation {
   getPlan: handleUnaryCall<GetPlanRequest, GetPlanResponse>;
   /** ListPlans lists the user's plans, newest first, by cursor. */
   listPlans: handleUnaryCall<ListPlansRequest, ListPlansResponse>;
+  /** ExportConversation returns everything stored about one conversation: its messages, runs and plans. */
+  exportConversation: handleUnaryCall<ExportConversationRequest, ExportConversationResponse>;
+  /**
+   * EraseConversation deletes a conversation with its messages, runs and plans, and keeps a
+   * tombstone (ids and time only) so that a repeated erase by its owner succeeds again.
+   */
+  eraseConversation: handleUnaryCall<EraseConversationRequest, EraseConversationResponse>;
 }
 
 export interface StoreServiceClient extends Client {
@@ -3379,6 +3937,41 @@ export interface StoreServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ListPlansResponse) => void,
+  ): ClientUnaryCall;
+  /** ExportConversation returns everything stored about one conversation: its messages, runs and plans. */
+  exportConversation(
+    request: ExportConversationRequest,
+    callback: (error: ServiceError | null, response: ExportConversationResponse) => void,
+  ): ClientUnaryCall;
+  exportConversation(
+    request: ExportConversationRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ExportConversationResponse) => void,
+  ): ClientUnaryCall;
+  exportConversation(
+    request: ExportConversationRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ExportConversationResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * EraseConversation deletes a conversation with its messages, runs and plans, and keeps a
+   * tombstone (ids and time only) so that a repeated erase by its owner succeeds again.
+   */
+  eraseConversation(
+    request: EraseConversationRequest,
+    callback: (error: ServiceError | null, response: EraseConversationResponse) => void,
+  ): ClientUnaryCall;
+  eraseConversation(
+    request: EraseConversationRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: EraseConversationResponse) => void,
+  ): ClientUnaryCall;
+  eraseConversation(
+    request: EraseConversationRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: EraseConversationResponse) => void,
   ): ClientUnaryCall;
 }
 

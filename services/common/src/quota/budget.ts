@@ -1,0 +1,165 @@
+// Per-user token budgets over fixed windows — a UTC day and a minute — shared by every replica
+// through Redis. Unlike the admission limiter (smooth pacing of a shared upstream quota), a budget
+// is an allowance a user can see and plan with: "N tokens a day, resets at midnight UTC".
+//
+// Checked before work starts (a run, a /v1 call): a user whose window is used up is refused with
+// the budget's name and reset time. Charged afterwards with what the provider billed (the broker
+// settles every upstream call), so a budget can be overshot by the calls already in flight when it
+// ran out, never more. Redis unreachable: checks pass (the global quota still protects the
+// upstream) and the charges of the outage are lost; `onError` is told.
+import type Redis from 'ioredis';
+
+export type BudgetName = 'day' | 'minute';
+
+export interface BudgetLimits {
+  /** Tokens per user per UTC day; 0 = unlimited. */
+  perDay: number;
+  /** Tokens per user per minute; 0 = unlimited. */
+  perMinute: number;
+}
+
+export interface BudgetWindow {
+  budget: BudgetName;
+  used: number;
+  /** 0 = unlimited. */
+  limit: number;
+  /** When the window's count starts again from 0 (Unix ms). */
+  resetsAtMs: number;
+}
+
+export type BudgetDecision =
+  | { ok: true }
+  | { ok: false; window: BudgetWindow; retryAfterMs: number };
+
+export interface TokenBudgetOptions {
+  defaults: BudgetLimits;
+  /** Per-user limits replacing the defaults (each field on its own). */
+  overrides?: Record<string, Partial<BudgetLimits>>;
+  now?: () => number;
+  onError?: (err: unknown) => void;
+  /** Longest wait for Redis. @default 300 */
+  redisTimeoutMs?: number;
+}
+
+/** Where every service keeps the budgets (the broker charges, the edge checks and reports). */
+export const BUDGET_KEY_PREFIX = 'mesh:budget';
+
+const DAY_MS = 86_400_000;
+const MINUTE_MS = 60_000;
+
+export class TokenBudgets {
+  private readonly now: () => number;
+
+  constructor(
+    private readonly redis: Redis,
+    private readonly prefix: string,
+    private readonly opts: TokenBudgetOptions,
+  ) {
+    this.now = opts.now ?? Date.now;
+  }
+
+  limitsOf(userId: string): BudgetLimits {
+    return { ...this.opts.defaults, ...(this.opts.overrides?.[userId] ?? {}) };
+  }
+
+  /** The user's windows as they stand now. */
+  async usage(userId: string): Promise<BudgetWindow[]> {
+    const now = this.now();
+    const limits = this.limitsOf(userId);
+    const w = windows(now);
+    const [day, minute] = await this.timed(this.redis.mget(this.key(userId, 'day', w.day.start), this.key(userId, 'minute', w.minute.start)));
+    return [
+      { budget: 'day', used: Number(day ?? 0), limit: limits.perDay, resetsAtMs: w.day.end },
+      { budget: 'minute', used: Number(minute ?? 0), limit: limits.perMinute, resetsAtMs: w.minute.end },
+    ];
+  }
+
+  /** Whether the user may start spending now: refused when any limited window is used up. */
+  async check(userId: string): Promise<BudgetDecision> {
+    const limits = this.limitsOf(userId);
+    if (limits.perDay <= 0 && limits.perMinute <= 0) return { ok: true };
+    let ws: BudgetWindow[];
+    try {
+      ws = await this.usage(userId);
+    } catch (err) {
+      this.opts.onError?.(err);
+      return { ok: true };
+    }
+    // The window that ends last decides when the user may come back.
+    const over = ws.filter((w) => w.limit > 0 && w.used >= w.limit).sort((a, b) => b.resetsAtMs - a.resetsAtMs)[0];
+    if (!over) return { ok: true };
+    return { ok: false, window: over, retryAfterMs: Math.max(1, over.resetsAtMs - this.now()) };
+  }
+
+  /** Adds what a call cost to the user's windows and to today's spenders. */
+  async charge(userId: string, tokens: number): Promise<void> {
+    const n = Math.ceil(tokens);
+    if (!(n > 0)) return;
+    const w = windows(this.now());
+    const day = this.key(userId, 'day', w.day.start);
+    const minute = this.key(userId, 'minute', w.minute.start);
+    const top = this.topKey(w.day.start);
+    try {
+      await this.timed(
+        this.redis
+          .multi()
+          .incrby(day, n).pexpireat(day, w.day.end + MINUTE_MS)
+          .incrby(minute, n).pexpireat(minute, w.minute.end + MINUTE_MS)
+          .zincrby(top, n, userId).pexpireat(top, w.day.end + DAY_MS)
+          .exec(),
+      );
+    } catch (err) {
+      this.opts.onError?.(err);
+    }
+  }
+
+  /** Today's largest per-user totals, largest first — amounts only, never who. */
+  async topSpenders(count: number): Promise<number[]> {
+    const w = windows(this.now());
+    const raw = await this.timed(this.redis.zrevrange(this.topKey(w.day.start), 0, count - 1, 'WITHSCORES'));
+    return raw.filter((_, i) => i % 2 === 1).map(Number);
+  }
+
+  private key(userId: string, budget: BudgetName, windowStart: number): string {
+    return `${this.prefix}:{u:${userId}}:${budget}:${windowStart}`;
+  }
+
+  private topKey(dayStart: number): string {
+    return `${this.prefix}:top:${dayStart}`;
+  }
+
+  private timed<T>(p: Promise<T>): Promise<T> {
+    const ms = this.opts.redisTimeoutMs ?? 300;
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`budget store did not answer within ${ms} ms`)), ms);
+    });
+    return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
+  }
+}
+
+/** The current day (UTC) and minute windows. */
+export function windows(now: number): Record<BudgetName, { start: number; end: number }> {
+  const day = Math.floor(now / DAY_MS) * DAY_MS;
+  const minute = Math.floor(now / MINUTE_MS) * MINUTE_MS;
+  return { day: { start: day, end: day + DAY_MS }, minute: { start: minute, end: minute + MINUTE_MS } };
+}
+
+/** Parses `{"<user>": {"perDay": n, "perMinute": n}, …}` (USER_BUDGETS); throws on anything else. */
+export function parseBudgetOverrides(json: string): Record<string, Partial<BudgetLimits>> {
+  if (!json.trim()) return {};
+  const v: unknown = JSON.parse(json);
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new Error('must be a JSON object of user id → {perDay, perMinute}');
+  const out: Record<string, Partial<BudgetLimits>> = {};
+  for (const [user, limits] of Object.entries(v as Record<string, unknown>)) {
+    if (typeof limits !== 'object' || limits === null || Array.isArray(limits)) throw new Error(`"${user}" must map to {perDay, perMinute}`);
+    const o: Partial<BudgetLimits> = {};
+    for (const [k, n] of Object.entries(limits as Record<string, unknown>)) {
+      if (k !== 'perDay' && k !== 'perMinute') throw new Error(`"${user}": unknown field ${k} (perDay, perMinute)`);
+      if (typeof n !== 'number' || !Number.isInteger(n) || n < 0) throw new Error(`"${user}".${k} must be an integer >= 0`);
+      o[k] = n;
+    }
+    out[user] = o;
+  }
+  return out;
+}
