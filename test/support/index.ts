@@ -44,7 +44,7 @@ export const startJaeger: (o: { logDir: string }) => Promise<JaegerProc> = stack
 export const startEmulator: (o: { logDir: string; port?: number; env?: Record<string, string> }) => Promise<EmulatorProc> = stack.startEmulator;
 export const startService: (name: string, o: { logDir: string; port?: number; env?: Record<string, string>; instance?: string }) => Promise<ServiceProc> = stack.startService;
 export const startMesh: (o: {
-  logDir: string; redisUrl: string; mongoUri: string; otlpEndpoint?: string; llmBaseUrl: string; jwtSecret: string;
+  logDir: string; redisUrl: string; mongoUri: string; otlpEndpoint?: string; llmBaseUrl: string; llmApiKey?: string; jwtSecret: string;
   env?: Record<string, string>; perService?: Record<string, Record<string, string>>;
 }) => Promise<Mesh> = stack.startMesh;
 export const mintToken: (secret: string, sub: string, o?: { expiresInS?: number }) => Promise<string> = stack.mintToken;
