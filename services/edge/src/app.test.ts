@@ -167,7 +167,7 @@ describe('edge app (fake peers)', () => {
       for (const bad of ['%7B%22%24ne%22%3A1%7D', '%24gt', 'not-a-uuid', '1', `${id}x`]) {
         const res = await fetch(`${base}/api/conversations/${bad}`, { headers: auth(alice) });
         expect([bad, res.status]).toEqual([bad, 400]);
-        expect(((await res.json()) as any).error.message).toBe('invalid conversation id');
+        expect(((await res.json()) as any).error.message).toBe('params/id must be a UUID');
       }
       const q = await fetch(`${base}/api/conversations?pageSize=abc`, { headers: auth(alice) });
       expect(q.status).toBe(400);

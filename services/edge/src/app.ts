@@ -20,6 +20,7 @@ import { eventRoutes } from './routes/events';
 import { healthRoutes } from './routes/health';
 import { metricsRoutes } from './routes/metrics';
 import { usageRoutes } from './routes/usage';
+import { ID_PATTERN, NO_NUL, NOT_BLANK } from './routes/schemas';
 import { openaiRoutes } from './routes/openai';
 import { frame } from './sse/frame';
 import { HeartbeatHub } from './sse/heartbeat';
@@ -72,8 +73,9 @@ export async function buildApp(deps: AppDeps): Promise<EdgeApp> {
     // own OpenTelemetry mixin.
     childLoggerFactory: (parent) => parent,
     bodyLimit: cfg.bodyLimitBytes,
-    // Ids and bodies never reach a query unchecked: no type coercion (a number is not a string).
-    ajv: { customOptions: { coerceTypes: false, removeAdditional: true, allErrors: false } },
+    // Ids and bodies never reach a query unchecked: no type coercion (a number is not a string),
+    // and what the description forbids (an unknown field of a closed object) is refused, not dropped.
+    ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: false } },
     return503OnClosing: true,
     forceCloseConnections: true,
   });
@@ -175,7 +177,25 @@ export async function buildApp(deps: AppDeps): Promise<EdgeApp> {
     }
     return reply.code(e.statusCode).send({ error: { code: e.code, message: e.message }, ...e.extra });
   });
+  // Known paths answer an unsupported method with 405 and Allow (fastify alone says 404).
+  const known: { path: RegExp; methods: Set<string> }[] = [];
+  app.addHook('onRoute', (route) => {
+    if (route.url.includes('*')) return; // the web UI's catch-all is not a known path
+    const pattern = new RegExp(`^${route.url.replace(/[.+?^${}()|[\]\\]/g, '\\$&').replace(/:[A-Za-z_]+/g, '[^/]+')}/?$`);
+    let entry = known.find((k) => k.path.source === pattern.source);
+    if (!entry) known.push((entry = { path: pattern, methods: new Set() }));
+    for (const m of [route.method].flat()) entry.methods.add(m);
+  });
   app.setNotFoundHandler((req, reply) => {
+    const path = req.url.split('?')[0]!;
+    const allowed = [...new Set(known.filter((k) => k.path.test(path)).flatMap((k) => [...k.methods]))];
+    if (allowed.length && !allowed.includes(req.method)) {
+      const message = `${req.method} is not supported on ${path}: use ${allowed.join(', ')}`;
+      const body = req.url.startsWith('/v1/')
+        ? { error: { message, type: 'invalid_request_error', param: null, code: 'method_not_allowed' } }
+        : { error: { code: 'method_not_allowed', message } };
+      return reply.code(405).header('allow', allowed.join(', ')).send(body);
+    }
     const body = req.url.startsWith('/v1/')
       ? { error: { message: `unknown route ${req.method} ${req.url.split('?')[0]}`, type: 'invalid_request_error', param: null, code: 'not_found' } }
       : { error: { code: 'not_found', message: `unknown route ${req.method} ${req.url.split('?')[0]}` } };
@@ -227,7 +247,7 @@ function routeOf(req: FastifyRequest): string {
 function toHttpError(err: FastifyError | Error, logger: Logger, req: FastifyRequest): HttpError {
   if (err instanceof HttpError) return err;
   const fe = err as FastifyError;
-  if (fe.validation) return new HttpError(400, 'invalid_argument', fe.message);
+  if (fe.validation) return new HttpError(400, 'invalid_argument', validationMessage(fe));
   if (isGrpcError(err)) return fromGrpc(err);
   if (typeof fe.statusCode === 'number' && fe.statusCode >= 400 && fe.statusCode < 500) {
     return new HttpError(fe.statusCode, (fe.code ?? 'bad_request').toLowerCase(), fe.message);
@@ -244,3 +264,17 @@ function openAiType(statusCode: number): string {
   return 'invalid_request_error';
 }
 
+
+/** What a documented pattern means, for messages people read (the others stay ajv's). */
+const PATTERN_MEANING: Record<string, string> = {
+  [NO_NUL]: 'must not contain NUL characters',
+  [NOT_BLANK]: 'must not be empty or blank, and must not contain NUL characters',
+  [ID_PATTERN]: 'must be a UUID',
+};
+
+function validationMessage(fe: FastifyError): string {
+  const first = fe.validation?.[0];
+  const meaning = first?.keyword === 'pattern' ? PATTERN_MEANING[String(first.params['pattern'])] : undefined;
+  if (!meaning) return fe.message;
+  return `${fe.validationContext ?? 'request'}${first!.instancePath} ${meaning}`;
+}

@@ -5,7 +5,7 @@ import type { RunLog } from '@agent-mesh/common/dist/gen/orchestrator/v1/orchest
 import type { Conversation, Message, Plan, Run } from '@agent-mesh/common/dist/gen/store/v1/store';
 import type { EdgeContext } from '../context';
 import { badRequest, HttpError } from '../errors';
-import { conversationBody, conversationIdOf, errorBody, idParams, iso, pageQuery, pageSizeOf } from './schemas';
+import { BACKED, conversationBody, conversationIdOf, errorResponses, idParams, iso, messagePageQuery, NO_NUL, pageQuery, pageSizeOf } from './schemas';
 
 export function conversationView(c: Conversation) {
   return {
@@ -71,9 +71,9 @@ export function conversationRoutes(app: FastifyInstance, ctx: EdgeContext): void
         body: {
           type: ['object', 'null'],
           additionalProperties: false,
-          properties: { title: { type: 'string', maxLength: 200 } },
+          properties: { title: { type: 'string', maxLength: 200, pattern: NO_NUL } },
         },
-        response: { 201: conversationBody, '4xx': errorBody },
+        response: { 201: conversationBody, ...errorResponses(400, 413, 415, ...BACKED) },
       },
     },
     async (req, reply) => {
@@ -97,7 +97,7 @@ export function conversationRoutes(app: FastifyInstance, ctx: EdgeContext): void
         querystring: pageQuery,
         response: {
           200: { type: 'object', properties: { conversations: { type: 'array', items: conversationBody }, nextPageToken: { type: ['string', 'null'] } } },
-          '4xx': errorBody,
+          ...errorResponses(400, ...BACKED),
         },
       },
     },
@@ -119,7 +119,7 @@ export function conversationRoutes(app: FastifyInstance, ctx: EdgeContext): void
         tags: ['conversations'],
         summary: 'One conversation with a page of its messages (oldest first)',
         params: idParams,
-        querystring: pageQuery,
+        querystring: messagePageQuery,
         response: {
           200: {
             type: 'object',
@@ -144,7 +144,7 @@ export function conversationRoutes(app: FastifyInstance, ctx: EdgeContext): void
               nextPageToken: { type: ['string', 'null'] },
             },
           },
-          '4xx': errorBody,
+          ...errorResponses(400, 404, ...BACKED),
         },
       },
     },
@@ -174,7 +174,7 @@ export function conversationRoutes(app: FastifyInstance, ctx: EdgeContext): void
         tags: ['runs'],
         summary: "Cancel the conversation's active run (the cancel reaches the upstream LLM call)",
         params: idParams,
-        response: { 202: { type: 'object', properties: { runId: { type: ['string', 'null'] }, cancelled: { type: 'boolean' } } }, '4xx': errorBody },
+        response: { 202: { type: 'object', properties: { runId: { type: ['string', 'null'] }, cancelled: { type: 'boolean' } } }, ...errorResponses(400, 404, ...BACKED) },
       },
     },
     async (req, reply) => {
@@ -206,7 +206,7 @@ export function conversationRoutes(app: FastifyInstance, ctx: EdgeContext): void
               runLogs: { type: 'array', items: { type: 'object', additionalProperties: true } },
             },
           },
-          '4xx': errorBody,
+          ...errorResponses(400, 404, ...BACKED),
         },
       },
     },
@@ -236,7 +236,7 @@ export function conversationRoutes(app: FastifyInstance, ctx: EdgeContext): void
         tags: ['conversations'],
         summary: 'Erase the conversation everywhere: its active run is cancelled first, then its messages, runs, plans, run logs and checkpoints are deleted. Idempotent: erasing it again answers 204 too',
         params: idParams,
-        response: { 204: { type: 'null', description: 'erased' }, '4xx': errorBody },
+        response: { 204: { type: 'null', description: 'erased' }, ...errorResponses(400, 404, ...BACKED) },
       },
     },
     async (req, reply) => {

@@ -6,9 +6,15 @@ import type { EdgeContext } from '../context';
 import { badRequest } from '../errors';
 import { parseLastEventId } from '../sse/frame';
 import { relayRun, type RelayOptions } from '../sse/relay';
-import { conversationIdOf, errorBody, idParams } from './schemas';
+import { BACKED, conversationIdOf, errorBody, errorResponses, ID_PATTERN, idParams, NOT_BLANK } from './schemas';
 
-const sseResponse = {
+/** `<runId>:<seq>` as the stream's event ids (empty: from the start). */
+const LAST_EVENT_ID = '^\\s*([0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}:[0-9]{1,15})?\\s*$';
+
+
+
+const sseResponse = (...codes: number[]) => ({
+  ...errorResponses(...codes, ...BACKED),
   200: { description: 'text/event-stream of the run events (id: <runId>:<seq>)', type: 'string' },
   503: {
     description: 'SSE limiter full: retry after Retry-After with header X-Queue-Token to keep your place',
@@ -20,8 +26,7 @@ const sseResponse = {
       estimatedWaitMs: { type: 'integer' },
     },
   },
-  '4xx': errorBody,
-};
+});
 
 export function eventRoutes(app: FastifyInstance, ctx: EdgeContext): void {
   app.post(
@@ -39,11 +44,11 @@ export function eventRoutes(app: FastifyInstance, ctx: EdgeContext): void {
           required: ['content'],
           additionalProperties: false,
           properties: {
-            content: { type: 'string', minLength: 1, maxLength: ctx.cfg.maxMessageChars },
-            messageId: { type: 'string', maxLength: 64, description: 'client-generated UUID (idempotency key)' },
+            content: { type: 'string', minLength: 1, maxLength: ctx.cfg.maxMessageChars, pattern: NOT_BLANK, description: 'the message: not only whitespace, no NUL' },
+            messageId: { type: 'string', pattern: ID_PATTERN, description: 'client-generated UUID (idempotency key)' },
           },
         },
-        response: sseResponse,
+        response: sseResponse(400, 404, 409, 413, 415),
       },
     },
     async (req, reply) => {
@@ -79,11 +84,11 @@ export function eventRoutes(app: FastifyInstance, ctx: EdgeContext): void {
         querystring: {
           type: 'object',
           properties: {
-            lastEventId: { type: 'string', maxLength: 100, description: 'like the Last-Event-ID header' },
+            lastEventId: { type: 'string', pattern: LAST_EVENT_ID, description: 'like the Last-Event-ID header: <runId>:<seq>' },
             access_token: { type: 'string', maxLength: 4096, description: 'the bearer token, for EventSource' },
           },
         },
-        response: sseResponse,
+        response: sseResponse(400, 404),
       },
     },
     async (req, reply) => {

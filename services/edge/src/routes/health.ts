@@ -4,6 +4,7 @@
 import type { FastifyInstance } from 'fastify';
 import type { EdgeContext } from '../context';
 import type { DependencyCheck, DependencyName } from '../gateways/types';
+import { anyObject, errorResponses } from './schemas';
 
 const CACHE_MS = 1_500;
 const TIMEOUT_MS = 1_000;
@@ -40,6 +41,10 @@ export function healthRoutes(app: FastifyInstance, ctx: EdgeContext): void {
         tags: ['operations'],
         summary: 'Health with a per-dependency breakdown (200 healthy, 503 not)',
         security: [],
+        response: {
+          200: { ...anyObject, description: 'every dependency answers' },
+          503: { ...anyObject, description: 'a dependency is down (same breakdown), or this instance is draining (error body)' },
+        },
       },
     },
     async (_req, reply) => {

@@ -4,6 +4,7 @@
 import os from 'node:os';
 import v8 from 'node:v8';
 import type { FastifyInstance } from 'fastify';
+import { anyObject, AUTHED, errorResponses } from './schemas';
 import type { EdgeContext } from '../context';
 import { brokerSummary, orchestratorSummary, processSummary, storeSummary, toolSummary } from '../peerSummary';
 import type { PeerMetric, PeerMetricsReader } from '../gateways/types';
@@ -29,12 +30,12 @@ export function metricsRoutes(app: FastifyInstance, ctx: EdgeContext): void {
     }
   };
 
-  app.get('/metrics', { config: { auth: 'public' }, schema: { tags: ['operations'], summary: 'Prometheus metrics of this edge', security: [] } }, async (_req, reply) => {
+  app.get('/metrics', { config: { auth: 'public' }, schema: { tags: ['operations'], summary: 'Prometheus metrics of this edge', security: [], response: { 200: { type: 'string', description: 'Prometheus text format' }, ...errorResponses(503) } } }, async (_req, reply) => {
     ctx.stats.sseQueue.set(ctx.sseLimiter.queued);
     return reply.type(ctx.stats.registry.contentType).send(await ctx.stats.registry.metrics());
   });
 
-  app.get('/api/metrics', { config: { auth: 'bearer' }, schema: { tags: ['operations'], summary: "The brief's metrics as JSON, aggregated from the services" } }, async () => {
+  app.get('/api/metrics', { config: { auth: 'bearer' }, schema: { tags: ['operations'], summary: "The brief's metrics as JSON, aggregated from the services", response: { 200: anyObject, ...errorResponses(...AUTHED) } } }, async () => {
     const [broker, store, orchestrator, tools] = await Promise.all([
       read(ctx.gw.metrics.broker),
       read(ctx.gw.metrics.store),

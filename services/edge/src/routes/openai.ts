@@ -8,6 +8,7 @@ import type { ChatMessage, GenerateRequest } from '@agent-mesh/common/dist/gen/l
 import type { EdgeContext } from '../context';
 import { badRequest, fromGrpc, HttpError, isGrpcError } from '../errors';
 import type { RunEvent } from '../gateways/types';
+import { anyObject, NO_NUL, openAiErrorResponses } from './schemas';
 
 export const PIPELINE_MODEL = 'agent-mesh';
 const CREATED = Math.floor(Date.now() / 1000);
@@ -40,9 +41,9 @@ const messageSchema = {
     role: { type: 'string', enum: ['system', 'developer', 'user', 'assistant', 'tool'] },
     content: {
       anyOf: [
-        { type: 'string', maxLength: 200_000 },
+        { type: 'string', maxLength: 200_000, pattern: NO_NUL },
         { type: 'null' },
-        { type: 'array', maxItems: 100, items: { type: 'object', required: ['type'], properties: { type: { type: 'string' }, text: { type: 'string' } } } },
+        { type: 'array', maxItems: 100, items: { type: 'object', required: ['type'], properties: { type: { type: 'string' }, text: { type: 'string', pattern: NO_NUL } } } },
       ],
     },
     name: { type: 'string', maxLength: 64 },
@@ -51,7 +52,7 @@ const messageSchema = {
 } as const;
 
 export function openaiRoutes(app: FastifyInstance, ctx: EdgeContext): void {
-  app.get('/v1/models', { config: { auth: 'bearer' }, schema: { tags: ['openai'], summary: 'OpenAI-compatible model list' } }, async () => ({
+  app.get('/v1/models', { config: { auth: 'bearer' }, schema: { tags: ['openai'], summary: 'OpenAI-compatible model list', response: { 200: anyObject, ...openAiErrorResponses(401, 429, 503) } } }, async () => ({
     object: 'list',
     data: [PIPELINE_MODEL, ctx.cfg.llmModel].map((id) => ({ id, object: 'model', created: CREATED, owned_by: 'agent-mesh' })),
   }));
@@ -77,6 +78,10 @@ export function openaiRoutes(app: FastifyInstance, ctx: EdgeContext): void {
             tools: { type: 'array', maxItems: 128 },
             user: { type: 'string', maxLength: 256 },
           },
+        },
+        response: {
+          200: { ...anyObject, description: 'a chat.completion object, or with stream: true a text/event-stream of chat.completion.chunk objects' },
+          ...openAiErrorResponses(400, 401, 404, 413, 415, 429, 502, 503, 504),
         },
       },
     },

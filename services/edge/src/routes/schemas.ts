@@ -2,26 +2,73 @@
 import { isId } from '@agent-mesh/common';
 import { badRequest } from '../errors';
 
+/** A conversation id: a lowercase UUID, as the API creates them. */
+export const ID_PATTERN = '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$';
+
+/** Text without NUL characters (refused: they end strings in some stores and tools). */
+export const NO_NUL = '^[^\\u0000]*$';
+
+/** Some non-whitespace, and no NUL. */
+export const NOT_BLANK = '^(?=[\\s\\S]*\\S)[^\\u0000]*$';
+
 export const idParams = {
   type: 'object',
   required: ['id'],
-  properties: { id: { type: 'string', maxLength: 64, description: 'conversation id (UUID)' } },
+  properties: { id: { type: 'string', pattern: ID_PATTERN, description: 'conversation id (lowercase UUID)' } },
 } as const;
 
 export const pageQuery = {
   type: 'object',
+  additionalProperties: false,
   properties: {
-    pageSize: { type: 'string', pattern: '^[0-9]{1,3}$', description: 'page size (1–100)' },
-    pageToken: { type: 'string', maxLength: 512, description: 'token of the next page' },
+    pageSize: { type: 'string', pattern: '^(100|[1-9][0-9]?)$', description: 'page size (1–100)' },
+    pageToken: { type: 'string', pattern: '^[A-Za-z0-9_-]{1,512}$', description: 'nextPageToken of the previous page (opaque, base64url)' },
   },
 } as const;
 
 export const errorBody = {
   type: 'object',
+  required: ['error'],
   properties: {
-    error: { type: 'object', properties: { code: { type: 'string' }, message: { type: 'string' } } },
+    error: { type: 'object', required: ['code', 'message'], properties: { code: { type: 'string' }, message: { type: 'string' } } },
   },
 } as const;
+
+/** What each error status means on this API (the descriptions /docs shows). */
+const STATUS_MEANING: Record<number, string> = {
+  400: 'invalid request: path, query or body not as documented',
+  401: 'missing, malformed, expired or untrusted bearer token',
+  404: "not found (another user's resource is not found either)",
+  409: 'conflict: a run is already in progress on this conversation',
+  413: 'body larger than BODY_LIMIT_BYTES',
+  415: 'body is not application/json',
+  429: 'too many requests, or the token budget is used up: retry after Retry-After',
+  502: 'a backend service failed',
+  503: 'a dependency is unavailable or this instance is draining: retry after Retry-After',
+  504: 'a backend service did not answer in time',
+};
+
+/** The 429 body: `budget` says which token budget ran out and when it resets. */
+const tooManyBody = {
+  ...errorBody,
+  properties: {
+    ...errorBody.properties,
+    budget: {
+      type: 'object',
+      properties: { name: { type: 'string', enum: ['day', 'minute'] }, limit: { type: 'integer' }, used: { type: 'integer' }, resetsAt: { type: 'string', format: 'date-time' } },
+    },
+  },
+} as const;
+
+/** Documented error answers of a route: the error body under each status, with its meaning. */
+export function errorResponses(...codes: number[]): Record<number, object> {
+  return Object.fromEntries(codes.map((c) => [c, { ...(c === 429 ? tooManyBody : errorBody), description: STATUS_MEANING[c] ?? 'error' }]));
+}
+
+/** The answers every authenticated route can give whatever it does: no/bad token, limits, draining. */
+export const AUTHED = [401, 429, 503] as const;
+/** …and a route that calls a backend service: it may also be slow or failing. */
+export const BACKED = [...AUTHED, 502, 504] as const;
 
 export const conversationBody = {
   type: 'object',
@@ -41,6 +88,12 @@ export function conversationIdOf(params: unknown): string {
   return id;
 }
 
+/** The page query of a conversation's messages (up to 200 a page). */
+export const messagePageQuery = {
+  ...pageQuery,
+  properties: { ...pageQuery.properties, pageSize: { type: 'string', pattern: '^(200|1[0-9]{2}|[1-9][0-9]?)$', description: 'page size (1–200)' } },
+} as const;
+
 export function pageSizeOf(query: unknown, max: number): number {
   const raw = (query as { pageSize?: string }).pageSize;
   if (raw === undefined) return 0;
@@ -50,3 +103,23 @@ export function pageSizeOf(query: unknown, max: number): number {
 }
 
 export const iso = (ms: number): string => new Date(ms || 0).toISOString();
+
+/** Errors of the OpenAI-compatible routes, in OpenAI's shape. */
+export const openAiErrorBody = {
+  type: 'object',
+  required: ['error'],
+  properties: {
+    error: {
+      type: 'object',
+      required: ['message', 'type', 'code'],
+      properties: { message: { type: 'string' }, type: { type: 'string' }, param: { type: 'null' }, code: { type: 'string' } },
+    },
+  },
+} as const;
+
+export function openAiErrorResponses(...codes: number[]): Record<number, object> {
+  return Object.fromEntries(codes.map((c) => [c, { ...openAiErrorBody, description: STATUS_MEANING[c] ?? 'error' }]));
+}
+
+/** Any JSON object (a response documented by its description). */
+export const anyObject = { type: 'object', additionalProperties: true } as const;

@@ -2,7 +2,7 @@
 // call; the windows are a UTC day and a minute).
 import type { FastifyInstance } from 'fastify';
 import type { EdgeContext } from '../context';
-import { errorBody } from './schemas';
+import { AUTHED, errorResponses } from './schemas';
 
 const windowBody = {
   type: 'object',
@@ -22,7 +22,7 @@ export function usageRoutes(app: FastifyInstance, ctx: EdgeContext): void {
       schema: {
         tags: ['usage'],
         summary: "The caller's token use today and this minute, against their budgets",
-        response: { 200: { type: 'object', properties: { day: windowBody, minute: windowBody } }, '4xx': errorBody },
+        response: { 200: { type: 'object', properties: { day: windowBody, minute: windowBody } }, ...errorResponses(...AUTHED) },
       },
     },
     async (req) => {
