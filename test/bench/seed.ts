@@ -20,9 +20,11 @@
 //   USERS 200 · DURATION_S 90 (wall seconds of arrivals) · DRAIN_S 120 (brief-seconds to let runs
 //   finish after the last arrival) · TIME_SCALE 0.5 · MSGS_PER_MIN 2.5 · LLM_RPM 500 · LLM_TPM 0 ·
 //   LLM_MAX_CONCURRENT 50 · TTFT_MS 1500 · TOKENS_PER_SEC 6 · COMPLETION_TOKENS 30 · REVISE_RATE 0.3 ·
-//   SSE_MAX_STREAMS 2000 · MAX_QUEUE_WAIT_S (brief-seconds; unset: the orchestrator's default
-//   RUN_MAX_QUEUE_WAIT_MS, scaled; 0: no shedding) · PROGRESS_S 5 (wall seconds between progress lines)
+//   SSE_MAX_STREAMS 2000 · MAX_QUEUE_WAIT_S 20 (brief-seconds: the orchestrator's default
+//   RUN_MAX_QUEUE_WAIT_MS, scaled; 0: no admission control) · PROGRESS_S 5 (wall seconds between
+//   progress lines) · TOOL_CORPUS_SOURCES docs · CONVERSATIONS 2 (per user, made before the load)
 // Prints progress lines, a human summary; the last line is one JSON object of the figures.
+import { setMaxListeners } from 'node:events';
 import { newId } from '@agent-mesh/common';
 import { percentile, runTimingMedians } from './stats';
 import { mintToken, parseSseBlock, startEmulator, startFerret, startMesh, startRedis, testDir, type Mesh, type Proc, type SseEvent } from '../support';
@@ -45,8 +47,10 @@ const TOKENS_PER_SEC = num('TOKENS_PER_SEC', 6);
 const COMPLETION_TOKENS = num('COMPLETION_TOKENS', 30);
 const REVISE_RATE = num('REVISE_RATE', 0.3);
 const SSE_MAX_STREAMS = num('SSE_MAX_STREAMS', 2000);
-const MAX_QUEUE_WAIT_S = process.env.MAX_QUEUE_WAIT_S === undefined ? undefined : num('MAX_QUEUE_WAIT_S', 0);
+const MAX_QUEUE_WAIT_S = num('MAX_QUEUE_WAIT_S', 20);
 const PROGRESS_S = num('PROGRESS_S', 5);
+/** Conversations each user has before the load starts (setup, not measured); more are made when all are busy. */
+const CONVERSATIONS = Math.max(1, Math.floor(num('CONVERSATIONS', 2)));
 /** The issue's goals, in brief time. */
 const GOALS = { errorRatePct: 1, ttfeP99S: 2, completedP95S: 60, goodputPct: 95 };
 const TERMINAL = new Set(['run.completed', 'run.failed', 'run.cancelled', 'degraded']);
@@ -235,6 +239,7 @@ async function main() {
   const jwtSecret = 'seed-bench-secret-0123456789abcdef';
   const minuteMs = 60_000 * TIME_SCALE; // a brief-minute in wall milliseconds
   const abort = new AbortController();
+  setMaxListeners(0, abort.signal); // one listener per request in flight: thousands at 500 users
   try {
     const [redis, ferret] = await Promise.all([startRedis({ logDir }), startFerret({ logDir })]);
     procs.push(redis, ferret);
@@ -260,7 +265,8 @@ async function main() {
         // info: the orchestrator's `run timings` lines (where a run's time goes) are summarised below.
         orchestrator: {
           LOG_LEVEL: 'info', AGENT_CALL_TIMEOUT_MS: String(Math.max(1_000, Math.round(120_000 * TIME_SCALE))), AGENT_MAX_TOKENS: String(Math.max(64, COMPLETION_TOKENS * 4)),
-          ...(MAX_QUEUE_WAIT_S !== undefined ? { RUN_MAX_QUEUE_WAIT_MS: String(Math.round(MAX_QUEUE_WAIT_S * 1000 * TIME_SCALE)) } : {}),
+          RUN_MAX_QUEUE_WAIT_MS: String(Math.round(MAX_QUEUE_WAIT_S * 1000 * TIME_SCALE)),
+          RUN_ADMISSION_FRESH_MS: String(Math.max(10, Math.round(1000 * TIME_SCALE))),
         },
         edge: { SSE_MAX_STREAMS: String(SSE_MAX_STREAMS), RATE_LIMIT_PER_MINUTE: '100000' },
         // The search corpus of the project's own documents only: indexing WordNet and /usr/share/doc
@@ -271,10 +277,22 @@ async function main() {
     const edgeUrl = mesh.edge.url!;
     const brokerMetrics = `http://127.0.0.1:${mesh.broker.metricsPort}/metrics`;
 
-    // Users and a first conversation each (setup, not measured); more are made when needed.
-    const users = await Promise.all(Array.from({ length: USERS }, async (_, i) => {
-      const token = await mintToken(jwtSecret, `seed-user-${i}`);
-      return { token, free: [await createConversation(edgeUrl, token, i)] };
+    // Users and their first conversations (setup, not measured); more are made when needed.
+    // Twenty at a time, each tried up to five times: setup must not fail on a busy machine.
+    const users = await Promise.all(Array.from({ length: USERS }, async (_, i) => ({ token: await mintToken(jwtSecret, `seed-user-${i}`), free: [] as string[] })));
+    const todo = users.flatMap((u, i) => Array.from({ length: CONVERSATIONS }, () => [u, i] as const));
+    await Promise.all(Array.from({ length: 20 }, async () => {
+      for (let job = todo.pop(); job; job = todo.pop()) {
+        for (let attempt = 1; ; attempt++) {
+          try {
+            job[0].free.push(await createConversation(edgeUrl, job[0].token, job[1]));
+            break;
+          } catch (err) {
+            if (attempt >= 5) throw err;
+            await sleep(1_000);
+          }
+        }
+      }
     }));
 
     const arrivals: Arrival[] = [];
@@ -372,7 +390,7 @@ async function main() {
     const figures = {
       scenario: 'seed', mode: 'open-loop', users: USERS, timeScale: TIME_SCALE, arrivalsWallS: round(arrivalsWallS), loadWallS: round(loadWallS),
       briefMinutes: round(briefMinutes, 2), msgsPerMinPerUser: MSGS_PER_MIN, offeredPerBriefMinute: round(USERS * MSGS_PER_MIN, 1),
-      maxQueueWaitBriefS: MAX_QUEUE_WAIT_S ?? 'orchestrator default',
+      maxQueueWaitBriefS: MAX_QUEUE_WAIT_S,
       limits: { rpm: LLM_RPM, tpm: LLM_TPM, maxConcurrent: LLM_MAX_CONCURRENT, sseMaxStreams: SSE_MAX_STREAMS },
       arrivals: {
         offered: arrivals.length, completed: completed.length, shed: by('shed').length, degraded: by('degraded').length, failed: by('failed').length,
@@ -416,7 +434,7 @@ async function main() {
     const ok = (b: boolean) => (b ? 'met' : 'MISSED');
     const d = figures.briefS;
     console.log(`seed benchmark (open loop): ${USERS} users × ${MSGS_PER_MIN} messages per brief-minute, Poisson arrivals for ${DURATION_S} s wall (${round(DURATION_S / (minuteMs / 1000), 2)} brief-minutes), drain ≤ ${DRAIN_S} brief-s`);
-    console.log(`  time scale ${TIME_SCALE} (1 brief-minute = ${minuteMs / 1000} s wall); figures in brief time; upstream ${LLM_RPM} RPM, ${LLM_MAX_CONCURRENT} concurrent; shedding: ${MAX_QUEUE_WAIT_S === undefined ? 'orchestrator default' : MAX_QUEUE_WAIT_S ? `above ${MAX_QUEUE_WAIT_S} brief-s of estimated wait` : 'off'}`);
+    console.log(`  time scale ${TIME_SCALE} (1 brief-minute = ${minuteMs / 1000} s wall); figures in brief time; upstream ${LLM_RPM} RPM, ${LLM_MAX_CONCURRENT} concurrent; admission control: ${MAX_QUEUE_WAIT_S ? `refuses above ${MAX_QUEUE_WAIT_S} brief-s of estimated LLM queue wait` : 'off'}`);
     const A = figures.arrivals;
     console.log(`  arrivals ${A.offered}: completed ${A.completed} (${figures.pct.completed}%), shed with Retry-After ${A.shed} (${figures.pct.shed}%), degraded ${A.degraded}, failed ${A.failed}, HTTP errors ${A.httpErrors}, broken streams ${A.streamErrors}, unfinished ${A.unfinished} ${JSON.stringify(unfinishedWhere)}, waited at the edge's SSE limiter ${A.sseLimited}`);
     console.log(`  goodput: ${figures.goodput.completedPerBriefMinute} completed runs per brief-minute = ${figures.goodput.pctOfQuota}% of what ${LLM_RPM} RPM allows at ${callsPerCompletedRun} calls per run; upstream RPM used ${figures.goodput.upstreamRpmUsedPct}%; upstream 429s ${emu.rateLimited}`);
