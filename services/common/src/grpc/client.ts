@@ -12,12 +12,13 @@ import {
 } from '@grpc/grpc-js';
 type ParentCall = NonNullable<CallOptions['parent']>;
 import { CLIENT_CHANNEL_OPTIONS, DEFAULT_UNARY_DEADLINE_MS, grpcTarget } from './channel';
+import { channelCredentials } from './tls';
 
 type ClientCtor<C> = new (address: string, creds: ReturnType<typeof credentials.createInsecure>, options?: Partial<ClientOptions>) => C;
 
 /** A client of `address`: one `host:port`, or a comma-separated list of replicas (see grpcTarget). */
 export function createClient<C extends Client>(Ctor: ClientCtor<C>, address: string): C {
-  return new Ctor(grpcTarget(address), credentials.createInsecure(), CLIENT_CHANNEL_OPTIONS);
+  return new Ctor(grpcTarget(address), channelCredentials(), CLIENT_CHANNEL_OPTIONS);
 }
 
 export interface CallOpts {

@@ -2,3 +2,4 @@ export * from './channel';
 export * from './client';
 export * from './errors';
 export * from './server';
+export * from './tls';

@@ -6,7 +6,6 @@ import { once } from 'node:events';
 import path from 'node:path';
 import {
   Server,
-  ServerCredentials,
   status,
   type handleServerStreamingCall,
   type handleUnaryCall,
@@ -15,6 +14,7 @@ import {
   type ServiceDefinition,
   type UntypedServiceImplementation,
 } from '@grpc/grpc-js';
+import { serverCredentials } from './tls';
 import { HealthImplementation, protoPath as healthProtoPath } from 'grpc-health-check';
 import { ReflectionService } from '@grpc/reflection';
 import { loadSync } from '@grpc/proto-loader';
@@ -76,7 +76,7 @@ export async function startGrpcServer(opts: {
   new ReflectionService(pkg).addToServer(server);
 
   const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync(`${hostPort(opts.host, opts.port)}`, ServerCredentials.createInsecure(), (err, p) =>
+    server.bindAsync(`${hostPort(opts.host, opts.port)}`, serverCredentials(), (err, p) =>
       err ? reject(err) : resolve(p),
     ),
   );

@@ -2,7 +2,7 @@
 import { credentials, loadPackageDefinition, type ChannelOptions, type Client, type ServiceError } from '@grpc/grpc-js';
 import { loadSync } from '@grpc/proto-loader';
 import { protoPath } from 'grpc-health-check';
-import { CLIENT_CHANNEL_OPTIONS, grpcTarget, redisReady, type Redis } from '@agent-mesh/common';
+import { channelCredentials, CLIENT_CHANNEL_OPTIONS, grpcTarget, redisReady, type Redis } from '@agent-mesh/common';
 import type { DependencyCheck, HealthProbe } from './types';
 
 interface HealthClient extends Client {
@@ -28,7 +28,7 @@ function healthCtor(): HealthCtor {
 export function grpcHealthProbe(addr: string, timeoutMs = 1_000): HealthProbe & { close(): void } {
   const Ctor = healthCtor();
   // Over every replica of the peer (round-robin skips dead ones): up while one of them serves.
-  const client = new Ctor(grpcTarget(addr), credentials.createInsecure(), CLIENT_CHANNEL_OPTIONS);
+  const client = new Ctor(grpcTarget(addr), channelCredentials(), CLIENT_CHANNEL_OPTIONS);
   const probe = () =>
     new Promise<DependencyCheck>((resolve) => {
       const started = performance.now();
