@@ -426,7 +426,7 @@ async function main() {
         errors: pct(errors.length) < GOALS.errorRatePct,
         noEventsLostOrDuplicated: arrivals.every((a) => a.lost === 0 && a.duplicated === 0),
         ttfeP99: briefS(percentile(defined(arrivals.map((a) => a.firstEventMs)), 99)) < GOALS.ttfeP99S,
-        completedP95: briefS(percentile(completed.map((a) => a.endMs!), 95)) < GOALS.completedP95S,
+        completedP95: completed.length > 0 && briefS(percentile(completed.map((a) => a.endMs!), 95)) < GOALS.completedP95S,
         goodput: (100 * completed.length) / Math.max(1, quotaAllowsRuns) >= GOALS.goodputPct,
       },
       failureKinds, timeline, logDir,
