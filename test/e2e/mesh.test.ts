@@ -10,6 +10,7 @@ import {
   mintToken, readSse, startEmulator, startFerret, startJaeger, startMesh, startRedis, testDir, waitFor,
   type EmulatorProc, type FerretProc, type JaegerProc, type Mesh, type RedisProc, type SseEvent,
 } from '../support';
+import { adapterRules, hpaMetrics, matches, parseExposition, rendered, type HpaMetric, type Sample } from '../support/kube';
 
 jest.setTimeout(180_000);
 
@@ -173,4 +174,64 @@ test('no secret in any log line: the JWT secret, the upstream API key and the us
     for (const [what, value] of Object.entries(secrets)) if (text.includes(value)) leaks.push(`${what} in ${f}`);
   }
   expect(leaks).toEqual([]);
+});
+
+// The HPAs (deploy/k8s) scale on custom metrics that prometheus-adapter serves from what Prometheus
+// scrapes of the pods. Read from the manifests, each must be exported by the running service the
+// HPA scales, under exactly the name and labels the adapter rule and the HPA select.
+describe('the metrics the autoscaling manifests refer to', () => {
+  const K8S = path.resolve(__dirname, '../../deploy/k8s');
+  const overlays = ['dev', 'production'].map((o) => rendered(path.join(K8S, 'overlays', o)));
+  const rules = adapterRules(rendered(path.join(K8S, 'prometheus-adapter')));
+  const metrics = overlays.flatMap(hpaMetrics).filter((m, i, all) => all.findIndex((x) => JSON.stringify(x) === JSON.stringify(m)) === i);
+  const procOf = (deployment: string) =>
+    ({ edge: mesh.edge, orchestrator: mesh.orchestrator, 'llm-broker': mesh.broker, 'tool-service': mesh.tools, store: mesh.store })[deployment];
+
+  /** What Prometheus scrapes of a Deployment's pod, on the port and path of its prometheus.io annotations. */
+  async function scrape(deployment: string): Promise<Sample[]> {
+    const d = overlays[0]!.find((o) => o.kind === 'Deployment' && o.metadata.name === deployment)!;
+    const annotations = d.spec.template.metadata.annotations as Record<string, string>;
+    const port = Number(annotations['prometheus.io/port']);
+    const portName = (d.spec.template.spec.containers[0].ports as { name: string; containerPort: number }[]).find((p) => p.containerPort === port)?.name;
+    const proc = procOf(deployment);
+    if (!proc || !portName) throw new Error(`${deployment}: no running service or no port ${port}`);
+    const local = portName === 'metrics' ? proc.metricsPort : proc.port;
+    const res = await fetch(`http://127.0.0.1:${local}${annotations['prometheus.io/path']}`);
+    expect(res.status).toBe(200);
+    return parseExposition(await res.text());
+  }
+
+  /** Why `m` would not reach its HPA, or undefined when a rule serves it from a series the service exports. */
+  function unserved(m: HpaMetric, samples: Sample[]): string | undefined {
+    const served = rules.some((r) => samples.some((s) =>
+      matches(r.matchers.filter((x) => !r.resourceLabels.includes(x.label)), s.labels)
+      && r.servedAs(s.name) === m.name
+      && Object.entries(m.matchLabels).every(([k, v]) => s.labels[k] === v)));
+    return served ? undefined : `HPA ${m.hpa}: no adapter rule serves ${m.name} from what ${m.deployment} exports`;
+  }
+
+  test('the manifests name custom metrics and adapter rules (what is checked below)', () => {
+    expect(metrics.length).toBeGreaterThan(0);
+    expect(rules.length).toBeGreaterThan(0);
+    // The labels Prometheus adds, not the service, are left to the scrape configuration.
+    expect(rules.every((r) => r.resourceLabels.includes('pod'))).toBe(true);
+  });
+
+  test('every HPA custom metric is served by an adapter rule from a series its service exports, under its exact name and labels', async () => {
+    const problems: string[] = [];
+    for (const m of metrics) {
+      const samples = await scrape(m.deployment);
+      const why = unserved(m, samples);
+      if (why) problems.push(why);
+      // The same check refuses a name one letter off.
+      expect(unserved({ ...m, name: `${m.name}s` }, samples)).toBeDefined();
+    }
+    expect(problems).toEqual([]);
+  });
+
+  test('every adapter rule selects a series some service exports', async () => {
+    const all = (await Promise.all(['edge', 'orchestrator', 'llm-broker', 'tool-service', 'store'].map(scrape))).flat();
+    const unmatched = rules.filter((r) => !all.some((s) => matches(r.matchers.filter((x) => !r.resourceLabels.includes(x.label)), s.labels)));
+    expect(unmatched.map((r) => r.seriesQuery)).toEqual([]);
+  });
 });
