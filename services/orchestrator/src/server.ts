@@ -2,7 +2,7 @@
 // and the run log, and back.
 import { once } from 'node:events';
 import type { ServerDuplexStream } from '@grpc/grpc-js';
-import { codeOf, detailsOf, MeshError, reasonOf, retryAfterOf, status, streamHandler, unaryHandler, type Logger } from '@agent-mesh/common';
+import { codeOf, detailsOf, MeshError, reasonOf, retryAfterOf, scopeOf, status, streamHandler, unaryHandler, type Logger } from '@agent-mesh/common';
 import type {
   CancelRunRequest, CancelRunResponse, EraseConversationRequest, EraseConversationResponse, ExportConversationRequest, ExportConversationResponse,
   OrchestratorServiceServer, RunEvent, StartRunRequest, StartRunResponse, WatchRunRequest, WatchRunResponse,
@@ -20,15 +20,15 @@ export function orchestratorService(deps: { logger: Logger; runs: RunManager; lo
     yield* watchRun(log, notes, runId, req.afterSeq, signal);
   }
   return {
-    startRun: streamHandler<StartRunRequest, StartRunResponse>(logger, 'StartRun', async function* (req, signal) {
-      const runId = await runs.start({ userId: req.userId, conversationId: req.conversationId, messageId: req.messageId, content: req.content });
+    startRun: streamHandler<StartRunRequest, StartRunResponse>(logger, 'StartRun', async function* (req, signal, call) {
+      const runId = await runs.start({ userId: req.userId, conversationId: req.conversationId, messageId: req.messageId, content: req.content }, scopeOf(call));
       for await (const event of watchRun(log, notes, runId, 0, signal)) yield { event };
     }),
     watchRun: streamHandler<WatchRunRequest, WatchRunResponse>(logger, 'WatchRun', async function* (req, signal) {
       for await (const event of watchEvents(req, signal)) yield { event };
     }),
     watchRuns: (call) => serveWatchRuns(call, watchEvents, logger),
-    cancelRun: unaryHandler<CancelRunRequest, CancelRunResponse>(logger, 'CancelRun', async (req) => runs.cancel(req.userId, req.conversationId)),
+    cancelRun: unaryHandler<CancelRunRequest, CancelRunResponse>(logger, 'CancelRun', async (req, call) => runs.cancel(req.userId, req.conversationId, scopeOf(call))),
     exportConversation: unaryHandler<ExportConversationRequest, ExportConversationResponse>(logger, 'ExportConversation',
       async (req) => data.export(req.userId, req.conversationId)),
     eraseConversation: unaryHandler<EraseConversationRequest, EraseConversationResponse>(logger, 'EraseConversation',

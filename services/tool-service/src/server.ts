@@ -1,6 +1,6 @@
 // gRPC handlers for tools.v1.ToolService: translate the wire to the invoker and back. Tool-level
 // failures travel inside InvokeResponse; only a malformed request is a gRPC error.
-import { ATTR, annotate, invalidArgument, isUserId, unaryHandler, withSpan, type Logger } from '@agent-mesh/common';
+import { ATTR, annotate, invalidArgument, isUserId, scopeOf, unaryHandler, withSpan, type Logger } from '@agent-mesh/common';
 import type { InvokeRequest, InvokeResponse, ListToolsRequest, ListToolsResponse, ToolServiceServer } from '@agent-mesh/common/dist/gen/tools/v1/tools';
 import type { ToolInvoker } from './invoke/invoker';
 import type { ToolRegistry } from './tools/registry';
@@ -16,11 +16,11 @@ export function toolServiceImpl(registry: ToolRegistry, invoker: ToolInvoker, lo
       if (!isUserId(req.userId)) throw invalidArgument('bad_user_id', 'user_id is missing or malformed');
       if (req.toolName.length > 128) throw invalidArgument('bad_tool_name', 'tool_name is longer than 128 characters');
       annotate({ [ATTR.tool]: req.toolName, [ATTR.runId]: req.runId });
-      const abort = new AbortController();
-      call.on('cancelled', () => abort.abort());
+      // The store calls a tool makes end with this call (its cancellation or deadline).
+      const { signal } = scopeOf(call);
       return withSpan(`tool ${req.toolName}`, { [ATTR.tool]: req.toolName, [ATTR.runId]: req.runId }, async (span) => {
         const outcome = await invoker.invoke({
-          toolName: req.toolName, argumentsJson: req.argumentsJson, userId: req.userId, runId: req.runId, signal: abort.signal,
+          toolName: req.toolName, argumentsJson: req.argumentsJson, userId: req.userId, runId: req.runId, signal,
         });
         span.setAttributes({
           'mesh.tool.ok': outcome.ok,

@@ -1,5 +1,5 @@
 // Wires the real gRPC/HTTP gateways from the configuration.
-import type { Redis } from '@agent-mesh/common';
+import { toolServiceClient, type Redis } from '@agent-mesh/common';
 import type { EdgeConfig } from '../config';
 import { brokerGateway } from './broker';
 import { grpcHealthProbe, redisProbe } from './health';
@@ -14,11 +14,13 @@ export function createGateways(cfg: EdgeConfig, redis: Redis): Gateways {
   const orchestrator = orchestratorGateway(cfg.peers.orchestrator, { maxQueuedEvents: cfg.sse.bufferMaxEvents });
   const store = storeGateway(cfg.peers.store);
   const broker = brokerGateway(cfg.peers.broker);
+  // The tool-service has no gateway here: its client exists for the health check only.
+  const tools = toolServiceClient(cfg.peers.tools);
   const probes = {
-    llm: grpcHealthProbe(cfg.peers.broker),
-    database: grpcHealthProbe(cfg.peers.store),
-    orchestrator: grpcHealthProbe(cfg.peers.orchestrator),
-    toolService: grpcHealthProbe(cfg.peers.tools),
+    llm: grpcHealthProbe(broker.client),
+    database: grpcHealthProbe(store.client),
+    orchestrator: grpcHealthProbe(orchestrator.client),
+    toolService: grpcHealthProbe(tools),
   };
   return {
     orchestrator,
@@ -35,7 +37,7 @@ export function createGateways(cfg: EdgeConfig, redis: Redis): Gateways {
       orchestrator.close();
       store.close();
       broker.close();
-      Object.values(probes).forEach((p) => p.close());
+      tools.close();
     },
   };
 }

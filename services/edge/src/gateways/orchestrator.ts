@@ -1,8 +1,8 @@
 // The orchestrator peer: StartRun (a server stream per run started here), run watches (many over
 // one WatchRuns call, see watchMux.ts) and CancelRun.
-import { Metadata } from '@grpc/grpc-js';
-import { createClient, unary } from '@agent-mesh/common';
-import { OrchestratorServiceClient, type RunEvent } from '@agent-mesh/common/dist/gen/orchestrator/v1/orchestrator';
+import { Metadata, type Client } from '@grpc/grpc-js';
+import { orchestratorClient, unary } from '@agent-mesh/common';
+import type { RunEvent } from '@agent-mesh/common/dist/gen/orchestrator/v1/orchestrator';
 import type { OrchestratorGateway } from './types';
 import { iterateCall } from './stream';
 import { WatchMux } from './watchMux';
@@ -12,8 +12,8 @@ const STREAM_DEADLINE_MS = 30 * 60_000;
 /** New watches move to a fresh WatchRuns call this often (the old one ends with its last watch). */
 const WATCH_CALL_ROTATE_MS = 5 * 60_000;
 
-export function orchestratorGateway(addr: string, opts: { maxQueuedEvents?: number } = {}): OrchestratorGateway & { close(): void } {
-  const client = createClient(OrchestratorServiceClient, addr);
+export function orchestratorGateway(addr: string, opts: { maxQueuedEvents?: number } = {}): OrchestratorGateway & { client: Client; close(): void } {
+  const client = orchestratorClient(addr);
   const streamOpts = () => ({ deadline: new Date(Date.now() + STREAM_DEADLINE_MS) });
   const eventOf = (m: { event?: RunEvent }) => m.event;
   // A shared call's deadline outlasts its rotation by a stream's lifetime; watches still open when
@@ -23,9 +23,10 @@ export function orchestratorGateway(addr: string, opts: { maxQueuedEvents?: numb
     { rotateAfterMs: WATCH_CALL_ROTATE_MS, maxQueuedEvents: opts.maxQueuedEvents },
   );
   return {
+    client,
     startRun: (req, signal) => iterateCall(client.startRun(req, new Metadata(), streamOpts()), signal, eventOf),
     watchRun: (req, signal) => mux.watch(req, signal),
-    cancelRun: (req) => unary(client.cancelRun.bind(client), req, { timeoutMs: 5_000 }),
+    cancelRun: (req) => unary(client.cancelRun.bind(client), req),
     exportConversation: (req) => unary(client.exportConversation.bind(client), req, { timeoutMs: 20_000 }),
     // Cancelling the active run and waiting for its end comes first (up to 10 s).
     eraseConversation: (req) => unary(client.eraseConversation.bind(client), req, { timeoutMs: 30_000 }),

@@ -1,9 +1,9 @@
 // The llm-broker behind an async-iterable API: deadline always set, cancellation propagated
 // (a cancelled gRPC call makes the broker abort the upstream request), refusals translated.
 import { Metadata } from '@grpc/grpc-js';
-import { codeOf, createClient, detailsOf, reasonOf, status } from '@agent-mesh/common';
+import { codeOf, DEFAULT_UNARY_DEADLINE_MS, detailsOf, llmBrokerClient, reasonOf, status } from '@agent-mesh/common';
 import {
-  LlmBrokerServiceClient,
+  type LlmBrokerServiceClient,
   type GenerateRequest,
   type GenerateResponse,
 } from '@agent-mesh/common/dist/gen/llmbroker/v1/llm_broker';
@@ -44,11 +44,11 @@ export function brokerVanished(err: unknown): boolean {
 export class BrokerGateway implements LlmGateway {
   readonly client: LlmBrokerServiceClient;
   constructor(addr: string) {
-    this.client = createClient(LlmBrokerServiceClient, addr);
+    this.client = llmBrokerClient(addr);
   }
 
   async *generate(request: GenerateRequest, opts: CallOptions): AsyncIterable<GenerateResponse> {
-    const deadline = Date.now() + opts.timeoutMs;
+    const deadline = Date.now() + (opts.timeoutMs ?? DEFAULT_UNARY_DEADLINE_MS);
     for (let attempt = 1; ; attempt++) {
       const outcome = yield* this.attempt(request, opts, deadline);
       if (outcome === 'done') return;

@@ -1,7 +1,7 @@
 // The store behind promises: conversation ownership, messages and runs. Deadlines always set.
-import { createClient, unary, type CallOpts } from '@agent-mesh/common';
-import {
-  StoreServiceClient, type EraseConversationResponse, type ExportConversationResponse, type Message, type Run,
+import { storeClient, unary, type CallOpts } from '@agent-mesh/common';
+import type {
+  StoreServiceClient, EraseConversationResponse, ExportConversationResponse, Message, Run,
 } from '@agent-mesh/common/dist/gen/store/v1/store';
 
 export type { Message, Run };
@@ -9,7 +9,7 @@ export type { Message, Run };
 export class StoreGateway {
   readonly client: StoreServiceClient;
   constructor(addr: string) {
-    this.client = createClient(StoreServiceClient, addr);
+    this.client = storeClient(addr);
   }
 
   /** Resolves when the conversation exists and belongs to the user; NOT_FOUND otherwise. */

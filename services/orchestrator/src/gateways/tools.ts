@@ -1,6 +1,6 @@
 // The tool-service behind promises, with deadlines and cancellation.
-import { createClient, unary } from '@agent-mesh/common';
-import { ToolServiceClient, type InvokeResponse, type ToolDefinition } from '@agent-mesh/common/dist/gen/tools/v1/tools';
+import { toolServiceClient, unary } from '@agent-mesh/common';
+import type { ToolServiceClient, InvokeResponse, ToolDefinition } from '@agent-mesh/common/dist/gen/tools/v1/tools';
 import type { CallOptions, ToolGateway } from '../pipeline/types';
 
 export class ToolServiceGateway implements ToolGateway {
@@ -8,7 +8,7 @@ export class ToolServiceGateway implements ToolGateway {
   private cached?: { at: number; tools: ToolDefinition[] };
   private inFlight?: Promise<ToolDefinition[]>;
   constructor(addr: string, private readonly listTtlMs = 30_000) {
-    this.client = createClient(ToolServiceClient, addr);
+    this.client = toolServiceClient(addr);
   }
 
   /**

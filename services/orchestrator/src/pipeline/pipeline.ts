@@ -205,7 +205,7 @@ export async function runPipeline(deps: PipelineDeps, run: PipelineRun): Promise
   // Fetched once per run, in parallel with the first agents, so the Host never waits for it.
   let toolList: Promise<ToolDefinition[]> | undefined;
   const listTools = (): Promise<ToolDefinition[]> =>
-    (toolList ??= deps.tools.listTools({ signal: run.signal, timeoutMs: 5_000 }).catch((err: unknown) => {
+    (toolList ??= deps.tools.listTools({ signal: run.signal }).catch((err: unknown) => {
       if (run.signal.aborted) throw err;
       return []; // the Host answers without tools rather than failing the run
     }));

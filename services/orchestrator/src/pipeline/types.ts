@@ -11,7 +11,8 @@ export type Verdict = 'approve' | 'revise';
 
 export interface CallOptions {
   signal: AbortSignal;
-  timeoutMs: number;
+  /** The call's deadline from now. @default 5000 (the shared unary deadline) */
+  timeoutMs?: number;
 }
 
 export interface LlmGateway {

@@ -4,7 +4,7 @@
 import os from 'node:os';
 import {
   ATTR, captureTraceContext, invalidArgument, isId, isUserId, MeshError, newId, notFound, status, withSpan, withTraceContext,
-  type Logger,
+  type CallScope, type Logger,
 } from '@agent-mesh/common';
 import type { Message, Run } from '@agent-mesh/common/dist/gen/store/v1/store';
 import type { OrchestratorConfig } from '../config';
@@ -85,8 +85,9 @@ export class RunManager {
    * second message while a run is active is refused (FAILED_PRECONDITION, reason run_in_progress;
    * the edge answers 409) rather than queued, so the user decides — wait, or cancel and resend.
    * Idempotent on message_id: a retried StartRun gets the run its first attempt started.
+   * `caller`: the StartRun call's scope; the history read before the run starts ends with it.
    */
-  async start(req: StartRequest): Promise<string> {
+  async start(req: StartRequest, caller: CallScope = {}): Promise<string> {
     if (!isUserId(req.userId)) throw invalidArgument('invalid_user_id', 'user_id is not a valid user id');
     if (!isId(req.conversationId)) throw invalidArgument('invalid_conversation_id', 'conversation_id must be a UUID');
     if (!isId(req.messageId)) throw invalidArgument('invalid_message_id', 'message_id must be a UUID');
@@ -106,18 +107,18 @@ export class RunManager {
     }
     this.starting++;
     try {
-      return await this.startAdmitted(req);
+      return await this.startAdmitted(req, caller);
     } finally {
       this.starting--;
     }
   }
 
-  private async startAdmitted(req: StartRequest): Promise<string> {
+  private async startAdmitted(req: StartRequest, caller: CallScope): Promise<string> {
     const profile = new RunProfile();
     // One store call both proves the conversation is the user's (NOT_FOUND otherwise) and reads
     // the history the agents need: the run then starts its Planner without another round trip.
     const recent = await profile.time('store.history', () =>
-      this.d.store.listMessages(req.userId, req.conversationId, HISTORY_MESSAGES, { timeoutMs: 5_000 }));
+      this.d.store.listMessages(req.userId, req.conversationId, HISTORY_MESSAGES, caller));
     const meta: RunMeta = { ...req, runId: newId(), createdAtMs: Date.now(), trace: captureTraceContext() };
     const outcome = await this.d.registry.create(meta, this.owner);
     if (outcome.kind === 'existing') {
@@ -150,12 +151,12 @@ export class RunManager {
   }
 
   /** Cancels the conversation's active run wherever it executes. */
-  async cancel(userId: string, conversationId: string): Promise<{ runId: string; cancelled: boolean }> {
+  async cancel(userId: string, conversationId: string, caller: CallScope = {}): Promise<{ runId: string; cancelled: boolean }> {
     if (!isUserId(userId)) throw invalidArgument('invalid_user_id', 'user_id is not a valid user id');
     if (!isId(conversationId)) throw invalidArgument('invalid_conversation_id', 'conversation_id must be a UUID');
     const active = await this.d.registry.activeRun(conversationId);
     if (!active) {
-      await this.d.store.assertConversation(userId, conversationId, { timeoutMs: 5_000 });
+      await this.d.store.assertConversation(userId, conversationId, caller);
       return { runId: (await this.d.registry.currentRun(conversationId)) ?? '', cancelled: false };
     }
     const meta = await this.d.registry.meta(active);
@@ -222,7 +223,7 @@ export class RunManager {
     }
     let ckpt = await this.d.registry.checkpoint(runId);
     if (!ckpt) {
-      const stored = await this.d.store.getRun(meta.userId, runId, { timeoutMs: 5_000 }).catch(() => undefined);
+      const stored = await this.d.store.getRun(meta.userId, runId).catch(() => undefined);
       ckpt = stored?.checkpointJson ? (JSON.parse(stored.checkpointJson) as Checkpoint) : initialCheckpoint();
     }
     this.d.metrics.takeovers.inc();
@@ -256,8 +257,8 @@ export class RunManager {
     // signal, so a cancel or a handover never cuts a write of an output already produced.
     const writer = new RunWriter(
       {
-        appendMessages: (messages) => retry(() => store.appendMessages(meta.userId, meta.conversationId, messages, { timeoutMs: 5_000 })),
-        saveRun: (r) => retry(() => store.saveRun(meta.userId, r, { timeoutMs: 5_000 })),
+        appendMessages: (messages) => retry(() => store.appendMessages(meta.userId, meta.conversationId, messages)),
+        saveRun: (r) => retry(() => store.saveRun(meta.userId, r)),
       },
       (op, ms, ok) => {
         metrics.storeWrite.observe({ op, outcome: ok ? 'ok' : 'failed' }, ms / 1000);
@@ -307,7 +308,7 @@ export class RunManager {
           writer.message(userMessage, ...checkpointOutputs(ckpt).map((o) => message(o.agent, o.round, o.content, 'complete')));
           try {
             const msgs = await profile.time('store.history', () =>
-              store.listMessages(meta.userId, meta.conversationId, HISTORY_MESSAGES, { timeoutMs: 5_000, signal: abort.signal }));
+              store.listMessages(meta.userId, meta.conversationId, HISTORY_MESSAGES, { signal: abort.signal }));
             history = historyWithinBudget(msgs, meta.runId, config.historyTokenBudget);
           } catch (err) {
             if (abort.signal.aborted) throw err;

@@ -1,7 +1,7 @@
 // The store service as the plan tool sees it: one gateway module per downstream service, so the
 // tool's logic never touches gRPC.
-import { codeOf, createClient, detailsOf, status, unary } from '@agent-mesh/common';
-import { StoreServiceClient, type Plan } from '@agent-mesh/common/dist/gen/store/v1/store';
+import { codeOf, detailsOf, status, storeClient, unary } from '@agent-mesh/common';
+import type { StoreServiceClient, Plan } from '@agent-mesh/common/dist/gen/store/v1/store';
 
 export type { Plan };
 
@@ -16,11 +16,12 @@ export interface PlanStore {
 export class GrpcPlanStore implements PlanStore {
   private readonly client: StoreServiceClient;
 
+  /** `timeoutMs`: each call's own deadline (the caller's cancellation ends it earlier); default: the shared one. */
   constructor(
     address: string,
-    private readonly timeoutMs = 5_000,
+    private readonly timeoutMs?: number,
   ) {
-    this.client = createClient(StoreServiceClient, address);
+    this.client = storeClient(address);
   }
 
   async save(userId: string, plan: Plan, signal: AbortSignal): Promise<Plan> {
