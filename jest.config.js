@@ -1,5 +1,6 @@
-// Three suites: unit (pure logic, beside the code), integration (one service against real Redis /
-// FerretDB / processes) and e2e (the whole mesh as separate processes).
+// Four suites: unit (pure logic, beside the code), integration (one service against real Redis /
+// FerretDB / processes), e2e (the whole mesh as separate processes) and images (the container
+// images of `npm run images`, and the mesh run from them with podman).
 const transform = { '^.+\\.(t|j)s$': ['@swc/jest', { jsc: { target: 'es2022' }, module: { type: 'commonjs' } }] };
 // jose is ESM-only: swc turns it into CommonJS for jest (node itself require()s it since 20.19).
 const common = { testEnvironment: 'node', transform, transformIgnorePatterns: ['/node_modules/(?!jose/)'], moduleFileExtensions: ['ts', 'js', 'json'] };
@@ -8,5 +9,6 @@ module.exports = {
     { ...common, displayName: 'unit', testMatch: ['<rootDir>/services/*/src/**/*.test.ts', '<rootDir>/test/emulator/src/**/*.test.ts'] },
     { ...common, displayName: 'integration', testMatch: ['<rootDir>/test/integration/**/*.test.ts'] },
     { ...common, displayName: 'e2e', testMatch: ['<rootDir>/test/e2e/**/*.test.ts'] },
+    { ...common, displayName: 'images', testMatch: ['<rootDir>/test/images/**/*.test.ts'] },
   ],
 };

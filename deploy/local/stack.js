@@ -262,13 +262,9 @@ async function startFerretSqlite({ port, logDir, dataDir }) {
   return { ...h, port, uri: `mongodb://127.0.0.1:${port}/agentmesh`, backend: 'sqlite' };
 }
 
-async function startJaeger({ otlpHttpPort, otlpGrpcPort, queryPort, logDir }) {
-  otlpHttpPort = otlpHttpPort || (await freePort());
-  otlpGrpcPort = otlpGrpcPort || (await freePort());
-  queryPort = queryPort || (await freePort());
-  const queryGrpcPort = await freePort();
-  const healthPort = await freePort();
-  const config = `
+/** Jaeger v2 all-in-one's configuration: OTLP in, in-memory storage, the query API, a health endpoint. */
+function jaegerConfig({ host = '127.0.0.1', otlpHttpPort, otlpGrpcPort, queryPort, queryGrpcPort, healthPort }) {
+  return `
 service:
   extensions: [jaeger_storage, jaeger_query, healthcheckv2]
   pipelines:
@@ -285,7 +281,7 @@ extensions:
   healthcheckv2:
     use_v2: true
     http:
-      endpoint: 127.0.0.1:${healthPort}
+      endpoint: ${host}:${healthPort}
   jaeger_storage:
     backends:
       memstore:
@@ -295,16 +291,16 @@ extensions:
     storage:
       traces: memstore
     grpc:
-      endpoint: 127.0.0.1:${queryGrpcPort}
+      endpoint: ${host}:${queryGrpcPort}
     http:
-      endpoint: 127.0.0.1:${queryPort}
+      endpoint: ${host}:${queryPort}
 receivers:
   otlp:
     protocols:
       grpc:
-        endpoint: 127.0.0.1:${otlpGrpcPort}
+        endpoint: ${host}:${otlpGrpcPort}
       http:
-        endpoint: 127.0.0.1:${otlpHttpPort}
+        endpoint: ${host}:${otlpHttpPort}
 processors:
   batch:
     timeout: 200ms
@@ -312,6 +308,15 @@ exporters:
   jaeger_storage_exporter:
     trace_storage: memstore
 `;
+}
+
+async function startJaeger({ otlpHttpPort, otlpGrpcPort, queryPort, logDir }) {
+  otlpHttpPort = otlpHttpPort || (await freePort());
+  otlpGrpcPort = otlpGrpcPort || (await freePort());
+  queryPort = queryPort || (await freePort());
+  const queryGrpcPort = await freePort();
+  const healthPort = await freePort();
+  const config = jaegerConfig({ otlpHttpPort, otlpGrpcPort, queryPort, queryGrpcPort, healthPort });
   fs.mkdirSync(logDir, { recursive: true });
   const cfgFile = path.join(logDir, `jaeger-${queryPort}.yaml`);
   fs.writeFileSync(cfgFile, config);
@@ -389,7 +394,7 @@ async function startService(name, { port, env = {}, logDir, instance = '', ready
 module.exports = {
   ROOT, CACHE, BIN, SERVICES,
   freePort, portOpen, waitFor, launch, grpcServing,
-  startRedis, startPostgres, startFerret, startJaeger, startEmulator, startService,
+  startRedis, startPostgres, startFerret, startJaeger, jaegerConfig, startEmulator, startService,
 };
 
 /**

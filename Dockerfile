@@ -1,0 +1,94 @@
+# The images of the five services, and of the upstream emulator:
+#   docker build --build-arg SERVICE=edge -t agent-mesh/edge .      (store, llm-broker, tool-service, orchestrator, edge)
+#   docker build --target emulator -t agent-mesh/emulator .
+# `npm run images` builds all six with podman (deploy/images/build.sh), on a local base when no
+# registry image can be pulled (BASE: any Debian-like image with Node.js 20 and npm in PATH).
+#
+# A service image holds the production dependencies of its workspace and services/common only,
+# the built JavaScript of those two, and the .proto files; it runs as uid 1000, writes nothing
+# outside /tmp (runs with a read-only root filesystem), and starts node directly (no shell), so
+# SIGTERM reaches the service's shutdown handler, with OpenTelemetry `--require`d first.
+ARG BASE=node:20-bookworm-slim
+
+# Every workspace's dependencies, dev ones included (the TypeScript build needs them). Only the
+# manifests are copied first, so this layer is reused until package-lock.json changes.
+FROM ${BASE} AS deps
+WORKDIR /src
+COPY package.json package-lock.json ./
+COPY services/common/package.json services/common/
+COPY services/store/package.json services/store/
+COPY services/llm-broker/package.json services/llm-broker/
+COPY services/tool-service/package.json services/tool-service/
+COPY services/orchestrator/package.json services/orchestrator/
+COPY services/edge/package.json services/edge/
+COPY test/emulator/package.json test/emulator/
+# `extra_ca` (optional build secret): a CA that outbound TLS needs where a proxy intercepts it. A
+# secret is mounted for this one step and never stored in a layer.
+RUN --mount=type=secret,id=extra_ca --mount=type=cache,target=/root/.npm \
+    if [ -s /run/secrets/extra_ca ]; then export NODE_EXTRA_CA_CERTS=/run/secrets/extra_ca; fi; \
+    npm ci --no-audit --no-fund --loglevel=error
+
+# The build of every workspace: one layer shared by all six images.
+FROM deps AS build
+COPY tsconfig.json ./
+COPY proto proto
+COPY services services
+COPY test/emulator test/emulator
+RUN npx tsc -b
+
+# Production dependencies of one service's workspace and services/common. Type declarations and
+# source maps are dropped.
+FROM deps AS prod-deps
+ARG SERVICE
+RUN --mount=type=secret,id=extra_ca --mount=type=cache,target=/root/.npm \
+    case "$SERVICE" in store|llm-broker|tool-service|orchestrator|edge) ;; \
+      *) echo "build arg SERVICE must be one of store, llm-broker, tool-service, orchestrator, edge" >&2; exit 1 ;; esac; \
+    if [ -s /run/secrets/extra_ca ]; then export NODE_EXTRA_CA_CERTS=/run/secrets/extra_ca; fi; \
+    rm -rf node_modules && npm ci --omit=dev --ignore-scripts --no-audit --no-fund --no-update-notifier --loglevel=error \
+      --workspace "services/$SERVICE" --workspace services/common \
+    && find node_modules \( -name '*.d.ts' -o -name '*.d.mts' -o -name '*.d.cts' -o -name '*.map' \) -type f -delete
+
+# What one service image runs, under /out: its build and services/common's (package.json, dist,
+# and the runtime files: the edge's public/, the orchestrator's prompts/), the .proto files, and
+# the README and docs/ (the tool-service's local search corpus).
+FROM build AS bundle
+ARG SERVICE
+COPY README.md ./
+COPY docs docs
+RUN set -e; \
+    for ws in services/common "services/$SERVICE"; do \
+      mkdir -p "/out/$ws"; \
+      for f in package.json dist public prompts; do [ ! -e "$ws/$f" ] || cp -r "$ws/$f" "/out/$ws/"; done; \
+    done; \
+    cp -r proto README.md docs /out/; \
+    ln -s "services/$SERVICE/dist/main.js" /out/main.js; \
+    find /out \( -name '*.d.ts' -o -name '*.map' -o -name '*.tsbuildinfo' \) -type f -delete
+
+# The upstream emulator's production dependencies.
+FROM deps AS emulator-deps
+RUN --mount=type=secret,id=extra_ca --mount=type=cache,target=/root/.npm \
+    if [ -s /run/secrets/extra_ca ]; then export NODE_EXTRA_CA_CERTS=/run/secrets/extra_ca; fi; \
+    rm -rf node_modules && npm ci --omit=dev --ignore-scripts --no-audit --no-fund --no-update-notifier --loglevel=error --workspace test/emulator
+
+# The upstream emulator (for tests and demos): OpenAI-compatible chat completions on 8090.
+FROM ${BASE} AS emulator
+WORKDIR /app
+ENV NODE_ENV=production EMULATOR_HOST=0.0.0.0
+COPY --from=emulator-deps /src/node_modules node_modules
+COPY --from=build /src/test/emulator/package.json test/emulator/
+COPY --from=build /src/test/emulator/dist test/emulator/dist
+USER 1000:1000
+EXPOSE 8090
+ENTRYPOINT ["node", "/app/test/emulator/dist/main.js"]
+
+# A service (the default target).
+FROM ${BASE} AS service
+WORKDIR /app
+# Inside a container every listener binds all interfaces: probes, Services and scrapes come
+# from the pod's IP. (Outside containers they default to 127.0.0.1.)
+ENV NODE_ENV=production \
+    EDGE_HOST=0.0.0.0 ORCHESTRATOR_HOST=0.0.0.0 LLM_BROKER_HOST=0.0.0.0 TOOL_SERVICE_HOST=0.0.0.0 STORE_HOST=0.0.0.0
+COPY --from=prod-deps /src/node_modules node_modules
+COPY --from=bundle /out/ ./
+USER 1000:1000
+ENTRYPOINT ["node", "--require", "/app/services/common/dist/telemetry/register.js", "/app/main.js"]
