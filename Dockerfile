@@ -70,13 +70,17 @@ RUN --mount=type=secret,id=extra_ca --mount=type=cache,target=/root/.npm \
     if [ -s /run/secrets/extra_ca ]; then export NODE_EXTRA_CA_CERTS=/run/secrets/extra_ca; fi; \
     rm -rf node_modules && npm ci --omit=dev --ignore-scripts --no-audit --no-fund --no-update-notifier --loglevel=error --workspace test/emulator
 
+# The emulator's build, without declarations and source maps.
+FROM build AS emulator-bundle
+RUN mkdir -p /out/test/emulator && cp -r test/emulator/package.json test/emulator/dist /out/test/emulator/ \
+    && find /out \( -name '*.d.ts' -o -name '*.map' -o -name '*.tsbuildinfo' \) -type f -delete
+
 # The upstream emulator (for tests and demos): OpenAI-compatible chat completions on 8090.
 FROM ${BASE} AS emulator
 WORKDIR /app
 ENV NODE_ENV=production EMULATOR_HOST=0.0.0.0
 COPY --from=emulator-deps /src/node_modules node_modules
-COPY --from=build /src/test/emulator/package.json test/emulator/
-COPY --from=build /src/test/emulator/dist test/emulator/dist
+COPY --from=emulator-bundle /out/ ./
 USER 1000:1000
 EXPOSE 8090
 ENTRYPOINT ["node", "/app/test/emulator/dist/main.js"]

@@ -51,7 +51,9 @@ function productionClosure(workspaces: string[]): Set<string> {
       if (p) queue.push(p);
     }
   }
-  return new Set([...seen].filter((p) => p.startsWith('node_modules/')));
+  // …and the links node_modules/@agent-mesh/<name> to the workspaces themselves.
+  const links = Object.entries(lock.packages).filter(([, e]) => e.link && e.resolved && workspaces.includes(e.resolved)).map(([p]) => p);
+  return new Set([...links, ...[...seen].filter((p) => p.startsWith('node_modules/'))]);
 }
 
 /** Lockfile-style paths of the packages installed under `dir`/node_modules. */
