@@ -17,6 +17,9 @@ CACHE="${MESH_CACHE:-$HOME/.cache/agent-mesh}"
 DIR="$CACHE/images"
 mkdir -p "$DIR"
 log() { printf '[images] %s\n' "$*" >&2; }
+# One build at a time on this machine (the base, the layer cache and the tags are shared).
+exec 9>"$DIR/build.lock"
+flock 9
 ALL=(store llm-broker tool-service orchestrator edge emulator)
 NAMES=("${@:-${ALL[@]}}")
 
@@ -91,6 +94,7 @@ fi
 secret=()
 extra_ca="$DIR/build-ca.pem"
 if compgen -G '/usr/local/share/ca-certificates/*.crt' >/dev/null; then
+  trap 'rm -f "$extra_ca"' EXIT
   cat /usr/local/share/ca-certificates/*.crt > "$extra_ca"
   secret=(--secret "id=extra_ca,src=$extra_ca")
 fi
@@ -107,4 +111,3 @@ for name in "${NAMES[@]}"; do
     -t "localhost/agent-mesh/$name:latest" -f Dockerfile . >/dev/null
   log "  $name: $(( $(date +%s) - start )) s, $(podman image inspect --format '{{.Size}}' "localhost/agent-mesh/$name:latest" | awk '{printf "%.0f MB", $1/1e6}')"
 done
-rm -f "$extra_ca"
