@@ -3,6 +3,7 @@
 // injected failures (5xx, hang, cut) and client aborts handled.
 import type { ServerResponse } from 'node:http';
 import type { Answer } from './answers';
+import type { Behaviour } from './behaviours';
 import { openAiError, sendJson } from './http';
 import type { SeededRandom } from './random';
 import type { ChatCompletionRequest } from './request';
@@ -30,6 +31,10 @@ export interface CompletionJob {
   msPerToken: number;
   /** Rate-limit and request-id headers decided at admission. */
   headers: Record<string, string>;
+  /** Misbehaviours chosen for this request (see behaviours.ts). */
+  behaviours: ReadonlySet<Behaviour>;
+  /** `stall`: silence mid-stream, already scaled. */
+  stallMs: number;
 }
 
 type FinishReason = 'stop' | 'length' | 'tool_calls';
@@ -49,6 +54,9 @@ interface RenderedAnswer {
 }
 
 const SYSTEM_FINGERPRINT = 'fp_emulator';
+const SERVER_ERROR = openAiError('The server had an error while processing your request. Sorry about that!', 'server_error', null);
+/** `bad_json`: what a proxy in front of a provider sends when its backend fails mid-stream. */
+const BAD_DATA_LINE = 'data: <html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway</h1></center></body></html>\n\n';
 /** Shortest pause between two writes of a stream. */
 const MIN_TICK_MS = 10;
 
@@ -70,7 +78,54 @@ function textPieces(tokens: readonly number[]): { text: string; tokens: number }
   return out;
 }
 
-function render(answer: Answer, maxTokens: number | undefined): RenderedAnswer {
+/** The same call asked a second way: `{"query": "x"}` → `{"query": "x background"}`. */
+function secondArguments(args: string): string {
+  try {
+    const parsed = JSON.parse(args) as Record<string, unknown>;
+    if (typeof parsed['query'] === 'string') return JSON.stringify({ ...parsed, query: `${parsed['query']} background` });
+  } catch {
+    /* not JSON: send it twice */
+  }
+  return args;
+}
+
+/**
+ * `parallel_tool_calls`: two calls; each opens with its index and empty arguments only, its id
+ * and name arrive in later chunks, and the argument fragments of both interleave.
+ */
+function renderParallel(call: { id: string; name: string; arguments: string }, rng: SeededRandom): RenderedAnswer {
+  const calls = [call, { id: `call_${rng.id(24)}`, name: call.name, arguments: secondArguments(call.arguments) }];
+  const tc = (index: number, fields: Record<string, unknown>) => ({ tool_calls: [{ index, ...fields }] });
+  const nameTokens = countTokens(call.name);
+  const args = calls.map((c) => textPieces(encode(c.arguments)));
+  const pieces: Piece[] = [
+    { delta: { role: 'assistant', content: null, refusal: null, ...tc(0, { type: 'function', function: { arguments: '' } }) }, tokens: 0 },
+    { delta: tc(1, { type: 'function', function: { arguments: '' } }), tokens: 0 },
+    { delta: tc(0, { id: calls[0]!.id }), tokens: 0 },
+    { delta: tc(1, { id: calls[1]!.id, function: { name: calls[1]!.name } }), tokens: nameTokens },
+    { delta: tc(0, { function: { name: calls[0]!.name } }), tokens: nameTokens },
+  ];
+  for (let i = 0; i < Math.max(args[0]!.length, args[1]!.length); i++) {
+    for (const index of [0, 1]) {
+      const p = args[index]![i];
+      if (p !== undefined) pieces.push({ delta: tc(index, { function: { arguments: p.text } }), tokens: p.tokens });
+    }
+  }
+  return {
+    pieces,
+    message: {
+      role: 'assistant',
+      content: null,
+      tool_calls: calls.map((c) => ({ id: c.id, type: 'function', function: { name: c.name, arguments: c.arguments } })),
+      refusal: null,
+    },
+    finishReason: 'tool_calls',
+    completionTokens: pieces.reduce((sum, p) => sum + p.tokens, 0),
+  };
+}
+
+function render(answer: Answer, maxTokens: number | undefined, parallel: boolean, rng: SeededRandom): RenderedAnswer {
+  if (answer.kind === 'tool_call' && parallel) return renderParallel(answer.call, rng);
   if (answer.kind === 'tool_call') {
     const { id, name, arguments: args } = answer.call;
     const nameTokens = countTokens(name);
@@ -122,7 +177,15 @@ function usage(promptTokens: number, completionTokens: number): Record<string, u
  */
 export function deliverCompletion(res: ServerResponse, job: CompletionJob, onEnd: (outcome: CompletionOutcome, completionTokens: number) => void): void {
   const startedAt = performance.now();
-  const rendered = render(job.answer, job.request.maxTokens);
+  const b = job.behaviours;
+  const rendered = render(job.answer, job.request.maxTokens, b.has('parallel_tool_calls'), job.rng);
+  /** Where `stream_error`, `bad_json` and `stall` strike: halfway through the pieces. */
+  const faultAt = Math.max(1, Math.floor(rendered.pieces.length / 2));
+  const streamError = b.has('stream_error_close') ? 'close' : b.has('stream_error') ? 'done' : undefined;
+  let stalled = !b.has('stall');
+  let badLineSent = !b.has('bad_json');
+  /** Time the stream stood still (`stall`): the schedule after it shifts by as much. */
+  let pausedMs = 0;
   let timer: NodeJS.Timeout | undefined;
   let ended = false;
   let emittedPieces = 0;
@@ -137,7 +200,7 @@ export function deliverCompletion(res: ServerResponse, job: CompletionJob, onEnd
   const elapsed = (): number => performance.now() - startedAt;
   /** Pieces due by now: the first two at the first token, then one per token interval. */
   const piecesDue = (): number => {
-    const t = elapsed() - job.ttftMs;
+    const t = elapsed() - job.ttftMs - pausedMs;
     return t < 0 ? 0 : 2 + Math.floor(t / job.msPerToken);
   };
   /** Tokens a non-streamed generation has produced by now. */
@@ -170,6 +233,14 @@ export function deliverCompletion(res: ServerResponse, job: CompletionJob, onEnd
     }
     default:
       break;
+  }
+  if (streamError !== undefined && !job.request.stream) {
+    // Not streamed: the same failure is a plain 500.
+    at(job.ttftMs, () => {
+      end('failed', 0);
+      sendJson(res, 500, SERVER_ERROR, job.headers);
+    });
+    return;
   }
 
   const cutAfterPieces = job.fate === 'cut' ? job.rng.int(2, Math.max(2, Math.floor(rendered.pieces.length / 2))) : Infinity;
@@ -217,7 +288,8 @@ export function deliverCompletion(res: ServerResponse, job: CompletionJob, onEnd
 
   const pump = (): void => {
     if (ended) return;
-    const due = Math.min(piecesDue(), rendered.pieces.length, cutAfterPieces);
+    const faultPending = streamError !== undefined || !stalled;
+    const due = Math.min(piecesDue(), rendered.pieces.length, cutAfterPieces, faultPending ? faultAt : Infinity);
     // One chunk per token, as OpenAI sends them; chunks due together leave in one write.
     let out = '';
     while (emittedPieces < due) {
@@ -232,9 +304,29 @@ export function deliverCompletion(res: ServerResponse, job: CompletionJob, onEnd
       res.write(out, () => res.socket?.destroy());
       return;
     }
+    if (streamError !== undefined && emittedPieces >= faultAt) {
+      // OpenAI's in-stream error: a data line holding only `error`, then [DONE] or nothing at all.
+      out += `data: ${JSON.stringify(SERVER_ERROR)}\n\n`;
+      end('failed', emittedTokens);
+      if (streamError === 'close') res.write(out, () => res.socket?.destroy());
+      else res.end(`${out}data: [DONE]\n\n`);
+      return;
+    }
+    if (!badLineSent && emittedPieces >= faultAt) {
+      out += BAD_DATA_LINE;
+      badLineSent = true;
+    }
+    if (!stalled && emittedPieces >= faultAt) {
+      // Not a byte for stallMs, then the rest at the usual pace.
+      stalled = true;
+      pausedMs += job.stallMs;
+      if (out !== '') res.write(out);
+      at(elapsed() + job.stallMs, pump);
+      return;
+    }
     if (emittedPieces >= rendered.pieces.length) {
       out += deltaChunk({}, rendered.finishReason);
-      if (job.request.includeUsage) out += `${head}[],"usage":${JSON.stringify(usage(job.promptTokens, rendered.completionTokens))}}\n\n`;
+      if (job.request.includeUsage && !b.has('no_usage')) out += `${head}[],"usage":${JSON.stringify(usage(job.promptTokens, rendered.completionTokens))}}\n\n`;
       end('completed', rendered.completionTokens);
       res.end(`${out}data: [DONE]\n\n`);
       return;
@@ -242,7 +334,7 @@ export function deliverCompletion(res: ServerResponse, job: CompletionJob, onEnd
     if (out !== '') res.write(out);
     // The next piece is due one token interval after the last one emitted; at fast time scales,
     // a floor on the tick keeps thousands of streams from flooding the event loop with timers.
-    const nextAt = job.ttftMs + Math.max(0, emittedPieces - 1) * job.msPerToken;
+    const nextAt = job.ttftMs + pausedMs + Math.max(0, emittedPieces - 1) * job.msPerToken;
     at(Math.max(nextAt, elapsed() + MIN_TICK_MS), pump);
   };
   at(job.ttftMs, pump);

@@ -1,4 +1,5 @@
 // Every knob of the emulator: defaults, the environment variables that set them, and validation.
+import { isBehaviour, type Behaviour } from './behaviours';
 
 /** The behaviour of the emulated provider. Everything but `host`, `port` can change live. */
 export interface EmulatorConfig {
@@ -30,6 +31,20 @@ export interface EmulatorConfig {
   reviseRate: number;
   /** Seed of the PRNG behind every random choice. @default random (env EMULATOR_SEED) */
   seed: number;
+  /** Misbehaviours for every request, each with its probability (see behaviours.ts). @default {} (env EMULATOR_BEHAVIOURS="stream_error=0.1,no_usage") */
+  behaviours: Partial<Record<Behaviour, number>>;
+  /** Misbehaviours for the next N requests, whatever their probability. @default {} */
+  armed: Partial<Record<Behaviour, number>>;
+  /** The only accepted API key; empty = any non-empty key. @default "" (env EMULATOR_API_KEY) */
+  apiKey: string;
+  /** `stall`: silence mid-stream, before scaling. @default 10000 (env EMULATOR_STALL_MS) */
+  stallMs: number;
+  /** `idle_close`: an idle keep-alive socket is closed after this, before scaling. @default 1000 (env EMULATOR_IDLE_CLOSE_MS) */
+  idleCloseMs: number;
+  /** `slow_prefill`: time to first token added per prompt token, before scaling. @default 0.25 (env EMULATOR_TTFT_PER_PROMPT_TOKEN_MS) */
+  ttftPerPromptTokenMs: number;
+  /** `heavy_tail`: Pareto shape of the latency factor (smaller = heavier tail). @default 1.5 (env EMULATOR_TAIL_ALPHA) */
+  tailAlpha: number;
 }
 
 /** The fields `configure()` and `POST /_emulator/config` may change while running. */
@@ -50,6 +65,13 @@ export const DEFAULT_CONFIG: Readonly<Omit<EmulatorConfig, 'seed'>> = {
   hangRate: 0,
   cutRate: 0,
   reviseRate: 0.5,
+  behaviours: {},
+  armed: {},
+  apiKey: '',
+  stallMs: 10_000,
+  idleCloseMs: 1_000,
+  ttftPerPromptTokenMs: 0.25,
+  tailAlpha: 1.5,
 };
 
 interface NumberRule {
@@ -61,7 +83,8 @@ interface NumberRule {
   positive?: boolean;
 }
 
-const NUMBER_RULES: Record<keyof LiveConfig | 'port', NumberRule> = {
+type NumberKey = Exclude<keyof LiveConfig, 'behaviours' | 'armed' | 'apiKey'> | 'port';
+const NUMBER_RULES: Record<NumberKey, NumberRule> = {
   port: { env: 'EMULATOR_PORT', min: 0, max: 65535, integer: true },
   timeScale: { env: 'EMULATOR_TIME_SCALE', min: 0, max: 1000, integer: false, positive: true },
   rpm: { env: 'EMULATOR_RPM', min: 0, max: Number.MAX_SAFE_INTEGER, integer: true },
@@ -75,7 +98,35 @@ const NUMBER_RULES: Record<keyof LiveConfig | 'port', NumberRule> = {
   cutRate: { env: 'EMULATOR_CUT_RATE', min: 0, max: 1, integer: false },
   reviseRate: { env: 'EMULATOR_REVISE_RATE', min: 0, max: 1, integer: false },
   seed: { env: 'EMULATOR_SEED', min: 0, max: 0xffffffff, integer: true },
+  stallMs: { env: 'EMULATOR_STALL_MS', min: 0, max: 3_600_000, integer: false },
+  idleCloseMs: { env: 'EMULATOR_IDLE_CLOSE_MS', min: 1, max: 3_600_000, integer: false },
+  ttftPerPromptTokenMs: { env: 'EMULATOR_TTFT_PER_PROMPT_TOKEN_MS', min: 0, max: 1_000, integer: false },
+  tailAlpha: { env: 'EMULATOR_TAIL_ALPHA', min: 0, max: 100, integer: false, positive: true },
 };
+
+/** `{name: number}` with known behaviour names; `max` bounds each value (1 for probabilities). */
+function checkBehaviourMap(key: string, value: unknown, max: number, integer: boolean): Partial<Record<Behaviour, number>> {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new ConfigError(`${key}: expected an object of behaviour names to numbers`);
+  const out: Partial<Record<Behaviour, number>> = {};
+  for (const [name, n] of Object.entries(value as Record<string, unknown>)) {
+    if (!isBehaviour(name)) throw new ConfigError(`${key}: unknown behaviour "${name}"`);
+    if (typeof n !== 'number' || !Number.isFinite(n) || n < 0 || n > max || (integer && !Number.isInteger(n))) {
+      throw new ConfigError(`${key}.${name}: expected ${integer ? 'an integer' : 'a number'} from 0 to ${max}, got ${JSON.stringify(n)}`);
+    }
+    out[name] = n;
+  }
+  return out;
+}
+
+/** `stream_error=0.1,no_usage` (no value: always) → {stream_error: 0.1, no_usage: 1}. */
+export function parseBehaviourRates(text: string, source: string): Partial<Record<Behaviour, number>> {
+  const raw: Record<string, number> = {};
+  for (const part of text.split(/[\s,]+/).filter(Boolean)) {
+    const [name = '', rate] = part.split('=');
+    raw[name] = rate === undefined ? 1 : Number(rate);
+  }
+  return checkBehaviourMap(source, raw, 1, false);
+}
 
 export class ConfigError extends Error {
   override readonly name = 'ConfigError';
@@ -113,6 +164,13 @@ export function validateConfigPatch(patch: unknown, allowListen: boolean): Parti
       out.host = value;
     } else if (key === 'port' && !allowListen) {
       throw new ConfigError('port cannot change while running');
+    } else if (key === 'behaviours') {
+      out.behaviours = checkBehaviourMap(key, value, 1, false);
+    } else if (key === 'armed') {
+      out.armed = checkBehaviourMap(key, value, Number.MAX_SAFE_INTEGER, true);
+    } else if (key === 'apiKey') {
+      if (typeof value !== 'string') throw new ConfigError('apiKey: expected a string');
+      out.apiKey = value;
     } else if (key in NUMBER_RULES) {
       const k = key as keyof typeof NUMBER_RULES;
       out[k] = checkNumber(k, value, key);
@@ -130,7 +188,7 @@ export function randomSeed(): number {
 /** Merges options over the defaults, validating them. */
 export function resolveConfig(options: EmulatorOptions = {}): EmulatorConfig {
   const checked = validateConfigPatch(options, true);
-  return { ...DEFAULT_CONFIG, seed: randomSeed(), ...checked };
+  return { ...DEFAULT_CONFIG, behaviours: {}, armed: {}, seed: randomSeed(), ...checked };
 }
 
 /** Reads the EMULATOR_* variables; an invalid value throws a ConfigError naming the variable. */
@@ -138,6 +196,10 @@ export function configFromEnv(env: NodeJS.ProcessEnv): EmulatorConfig {
   const options: EmulatorOptions = {};
   const host = env['EMULATOR_HOST'];
   if (host !== undefined && host !== '') options.host = host;
+  const behaviours = env['EMULATOR_BEHAVIOURS'];
+  if (behaviours !== undefined && behaviours.trim() !== '') options.behaviours = parseBehaviourRates(behaviours, 'EMULATOR_BEHAVIOURS');
+  const apiKey = env['EMULATOR_API_KEY'];
+  if (apiKey !== undefined) options.apiKey = apiKey;
   for (const [key, rule] of Object.entries(NUMBER_RULES) as [keyof typeof NUMBER_RULES, NumberRule][]) {
     const raw = env[rule.env];
     if (raw === undefined || raw.trim() === '') continue;

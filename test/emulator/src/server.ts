@@ -2,7 +2,9 @@
 import { randomBytes } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type { Socket } from 'node:net';
 import { composeAnswer } from './answers';
+import { BEHAVIOUR_HEADER, chooseBehaviours, paretoFactor, parseBehaviourList, splitModel, UnknownBehaviourError, type Behaviour } from './behaviours';
 import { deliverCompletion, type Fate } from './completion';
 import { ConfigError, validateConfigPatch, type EmulatorConfig, type LiveConfig } from './config';
 import { BodyTooLargeError, openAiError, pathOf, readBody, sendJson } from './http';
@@ -27,6 +29,8 @@ export class ProviderEmulator {
   private readonly limits: ProviderLimits;
   private readonly recorder = new StatsRecorder();
   private readonly server: Server;
+  /** `idle_close`: sockets to close when their idle time runs out, unless another request comes. */
+  private readonly idleTimers = new WeakMap<Socket, NodeJS.Timeout>();
 
   constructor(config: EmulatorConfig) {
     this.config = { ...config };
@@ -39,6 +43,11 @@ export class ProviderEmulator {
     }));
     tokenizer(); // load the ranks now rather than on the first request
     this.server = createServer({ keepAlive: true, noDelay: true }, (req, res) => {
+      const idle = this.idleTimers.get(req.socket);
+      if (idle !== undefined) {
+        clearTimeout(idle);
+        this.idleTimers.delete(req.socket);
+      }
       this.route(req, res).catch((err: unknown) => {
         const message = err instanceof Error ? err.message : String(err);
         sendJson(res, 500, openAiError(`emulator error: ${message}`, 'server_error', 'internal_error'));
@@ -73,7 +82,7 @@ export class ProviderEmulator {
   }
 
   stats(): EmulatorStats {
-    return this.recorder.snapshot();
+    return this.recorder.snapshot(MINUTE_MS * this.config.timeScale);
   }
 
   currentConfig(): EmulatorConfig {
@@ -128,8 +137,23 @@ export class ProviderEmulator {
     return { id: MODEL_ID, object: 'model', created: MODEL_CREATED, owned_by: 'emulator' };
   }
 
-  private authorized(req: IncomingMessage, res: ServerResponse, headers: Record<string, string> = {}): boolean {
-    if (/^Bearer\s+\S+/i.test(req.headers.authorization ?? '')) return true;
+  private authorized(req: IncomingMessage, res: ServerResponse, headers: Record<string, string> = {}, wrongKey = false): boolean {
+    const key = /^Bearer\s+(\S+)/i.exec(req.headers.authorization ?? '')?.[1];
+    if (key !== undefined && (wrongKey || (this.config.apiKey !== '' && key !== this.config.apiKey))) {
+      // OpenAI's words for a key it does not know (only the key's last four characters are echoed).
+      sendJson(
+        res,
+        401,
+        openAiError(
+          `Incorrect API key provided: ${key.length > 8 ? `${key.slice(0, 3)}*****${key.slice(-4)}` : '*****'}. You can find your API key at https://platform.openai.com/account/api-keys.`,
+          'invalid_request_error',
+          'invalid_api_key',
+        ),
+        headers,
+      );
+      return false;
+    }
+    if (key !== undefined) return true;
     sendJson(
       res,
       401,
@@ -168,7 +192,14 @@ export class ProviderEmulator {
       if (err instanceof BodyTooLargeError) return refuse(413, 'Request body too large.', 'request_too_large');
       return; // the client is gone
     }
-    if (!this.authorized(req, res, { ...headers, ...this.limits.headers() })) {
+    let asked: Behaviour[];
+    try {
+      asked = parseBehaviourList(String(req.headers[BEHAVIOUR_HEADER] ?? ''));
+    } catch (err) {
+      if (err instanceof UnknownBehaviourError) return refuse(400, err.message, 'invalid_behaviour', BEHAVIOUR_HEADER);
+      throw err;
+    }
+    if (!this.authorized(req, res, { ...headers, ...this.limits.headers() }, asked.includes('wrong_key'))) {
       this.recorder.invalid();
       return;
     }
@@ -185,12 +216,76 @@ export class ProviderEmulator {
     let request: ChatCompletionRequest;
     try {
       request = parseChatCompletionRequest(body);
+      const split = splitModel(request.model);
+      request = { ...request, model: split.model };
+      asked.push(...split.behaviours);
     } catch (err) {
       if (err instanceof InvalidRequestError) return refuse(400, err.message, err.code, err.param);
+      if (err instanceof UnknownBehaviourError) return refuse(400, err.message, 'invalid_behaviour', 'model');
       throw err;
     }
 
     const config = this.config;
+    const behaviours = chooseBehaviours(asked, config.behaviours, config.armed, () => this.rng.next());
+    for (const b of behaviours) this.recorder.behaved(b);
+    const limitHeaders = (): Record<string, string> => (behaviours.has('no_ratelimit_headers') ? {} : this.limits.headers());
+    if (behaviours.has('wrong_key')) {
+      // Asked for by the instance (a key revoked while running): the request's own header said nothing.
+      this.recorder.invalid();
+      this.authorized(req, res, { ...headers, ...limitHeaders() }, true);
+      return;
+    }
+    if (behaviours.has('reset')) {
+      // The connection dies before the first byte, as when a server or load balancer closes an
+      // idle keep-alive socket the client has just written to.
+      this.recorder.refused();
+      req.socket.destroy();
+      return;
+    }
+    if (behaviours.has('model_not_found')) {
+      this.recorder.refused();
+      sendJson(
+        res,
+        404,
+        openAiError(`The model \`${request.model}\` does not exist or you do not have access to it.`, 'invalid_request_error', 'model_not_found'),
+        { ...headers, ...limitHeaders() },
+      );
+      return;
+    }
+    if (behaviours.has('insufficient_quota')) {
+      this.recorder.refused();
+      sendJson(
+        res,
+        429,
+        openAiError(
+          'You exceeded your current quota, please check your plan and billing details. For more information on this error, read the docs: https://platform.openai.com/docs/guides/error-codes/api-errors.',
+          'insufficient_quota',
+          'insufficient_quota',
+        ),
+        { ...headers, ...limitHeaders() },
+      );
+      return;
+    }
+    if (behaviours.has('overloaded')) {
+      this.recorder.refused();
+      const retryMs = Math.max(1, Math.round(2_000 * config.timeScale));
+      sendJson(res, 503, openAiError('The engine is currently overloaded, please try again later.', 'server_error', 'service_unavailable'), {
+        ...headers,
+        ...limitHeaders(),
+        'retry-after': String(Math.max(1, Math.ceil(retryMs / 1000))),
+        'retry-after-ms': String(retryMs),
+      });
+      return;
+    }
+    if (behaviours.has('idle_close')) {
+      // Keep-Alive still announces 65 s; the socket is closed much earlier once idle.
+      const socket = req.socket;
+      res.once('finish', () => {
+        const timer = setTimeout(() => socket.destroy(), config.idleCloseMs * config.timeScale);
+        timer.unref();
+        this.idleTimers.set(socket, timer);
+      });
+    }
     const scale = config.timeScale;
     const expectedCompletion = request.maxTokens ?? config.completionTokens;
     const msPerToken = (1000 / config.tokensPerSec) * scale;
@@ -204,13 +299,14 @@ export class ProviderEmulator {
       this.recorder.rateLimited();
       sendJson(res, 429, openAiError(admission.message, 'rate_limit_exceeded', 'rate_limit_exceeded'), {
         ...headers,
-        ...this.limits.headers(),
+        ...limitHeaders(),
         'retry-after': String(Math.max(1, Math.ceil(admission.retryAfterMs / 1000))),
         'retry-after-ms': String(admission.retryAfterMs),
       });
       return;
     }
-    const rateHeaders = this.limits.headers();
+    const rateHeaders = limitHeaders();
+    const charged = admission.ticket.charge.tokens;
 
     // Everything random about this request comes from its own generator, seeded in arrival order.
     const rng = new SeededRandom(this.rng.seed());
@@ -232,12 +328,18 @@ export class ProviderEmulator {
         promptTokens,
         fate,
         rng,
-        ttftMs: config.ttftMs * scale * (0.85 + 0.3 * rng.next()),
+        ttftMs:
+          (config.ttftMs * (0.85 + 0.3 * rng.next()) + (behaviours.has('slow_prefill') ? promptTokens * config.ttftPerPromptTokenMs : 0)) *
+          scale *
+          (behaviours.has('heavy_tail') ? paretoFactor(rng.next(), config.tailAlpha) : 1),
+        behaviours,
+        stallMs: config.stallMs * scale,
         msPerToken,
         headers: { ...headers, ...rateHeaders },
       },
       (outcome, completionTokens) => {
-        admission.ticket.settle(promptTokens + completionTokens);
+        // `no_refund`: what was charged on arrival (prompt + max_tokens) stays charged.
+        admission.ticket.settle(behaviours.has('no_refund') ? charged : promptTokens + completionTokens);
         this.recorder.finished(outcome, completionTokens);
       },
     );

@@ -1,5 +1,6 @@
 // What the emulator saw, for tests and benchmarks (`GET /_emulator/stats`).
 import type { AgentRole } from './answers';
+import type { Behaviour } from './behaviours';
 
 export interface EmulatorStats {
   /** Every `POST /v1/chat/completions`, whatever became of it. */
@@ -14,6 +15,10 @@ export interface EmulatorStats {
   aborted: number;
   /** Refused with 400 or 401. */
   invalid: number;
+  /** Refused before admission by an injected behaviour (404, 429 insufficient_quota, 503, reset). */
+  refused: number;
+  /** Requests that each behaviour applied to. */
+  behaviours: Partial<Record<Behaviour, number>>;
   /** Of `failed`, the responses cut midway. */
   cut: number;
   /** Requests chosen to never be answered. */
@@ -29,6 +34,8 @@ export interface EmulatorStats {
   completionTokens: number;
   /** Admission times (ms since the epoch), oldest first, the last 100,000 at most. */
   admissions: number[];
+  /** The most requests admitted within any one rate window (60 s × time scale), over `admissions`. */
+  maxPerWindow: number;
   /** Admitted requests by the agent that sent them. */
   byRole: Record<AgentRole, number>;
   /** `VERDICT:` lines written by the Critic. */
@@ -47,6 +54,8 @@ function emptyStats(inFlight: number): EmulatorStats {
     failed: 0,
     aborted: 0,
     invalid: 0,
+    refused: 0,
+    behaviours: {},
     cut: 0,
     hung: 0,
     toolCalls: 0,
@@ -55,6 +64,7 @@ function emptyStats(inFlight: number): EmulatorStats {
     promptTokens: 0,
     completionTokens: 0,
     admissions: [],
+    maxPerWindow: 0,
     byRole: { planner: 0, critic: 0, host: 0, reporter: 0, other: 0 },
     verdicts: { approve: 0, revise: 0 },
   };
@@ -69,6 +79,14 @@ export class StatsRecorder {
 
   invalid(): void {
     this.stats.invalid++;
+  }
+
+  refused(): void {
+    this.stats.refused++;
+  }
+
+  behaved(b: Behaviour): void {
+    this.stats.behaviours[b] = (this.stats.behaviours[b] ?? 0) + 1;
   }
 
   rateLimited(): void {
@@ -109,11 +127,19 @@ export class StatsRecorder {
     }
   }
 
-  snapshot(): EmulatorStats {
+  snapshot(windowMs: number): EmulatorStats {
     const s = this.stats;
+    const admissions = s.admissions.slice(-MAX_ADMISSIONS);
+    let maxPerWindow = 0;
+    for (let lo = 0, hi = 0; hi < admissions.length; hi++) {
+      while ((admissions[hi] as number) - (admissions[lo] as number) >= windowMs) lo++;
+      maxPerWindow = Math.max(maxPerWindow, hi - lo + 1);
+    }
     return {
       ...s,
-      admissions: s.admissions.slice(-MAX_ADMISSIONS),
+      admissions,
+      maxPerWindow,
+      behaviours: { ...s.behaviours },
       byRole: { ...s.byRole },
       verdicts: { ...s.verdicts },
     };
