@@ -9,7 +9,7 @@ import { AdaptiveLimits, limitKindOf } from './queue/adaptive';
 import type { AdmissionQueue, Admitted } from './queue/admission';
 import { countPromptTokens, countText } from './tokens';
 import type { ChatRequestBody, OpenStream } from './upstream/openai';
-import { UpstreamError } from './upstream/openai';
+import { UpstreamError, type AccountProblem } from './upstream/openai';
 import type { ChunkEvent, ToolCallOut, UsageOut } from './upstream/sse';
 import { backoffMs, type RetryBudget } from './upstream/resilience';
 
@@ -38,7 +38,20 @@ export type GenerateEvent =
   | { type: 'delta'; content: string }
   | { type: 'done'; finishReason: string; usage: UsageOut; toolCalls: ToolCallOut[]; model: string; queueWaitMs: number };
 
-export type BrokerRefusalReason = 'breaker_open' | 'upstream_rate_limited' | 'upstream_error' | 'upstream_rejected' | 'invalid_request';
+export type BrokerRefusalReason =
+  | 'breaker_open'
+  | 'upstream_rate_limited'
+  | 'upstream_error'
+  | 'upstream_rejected'
+  | 'upstream_stream_failed'
+  | 'model_not_found'
+  | 'invalid_request';
+
+/** What an operator reads in the alert (log and the breaker's refusals). */
+const ALERTS: Record<AccountProblem, string> = {
+  invalid_api_key: 'the provider refuses the API key (401/403): fix LLM_API_KEY',
+  insufficient_quota: "the provider account is out of quota (insufficient_quota): check the account's billing",
+};
 
 /** The broker could not serve the call (mapped to a gRPC status by server.ts). */
 export class BrokerRefusal extends Error {
@@ -65,6 +78,12 @@ export interface BrokerDeps {
   priorities: Record<string, number>;
   /** Retries before the first token, at most. @default 3 */
   maxRetries?: number;
+  /**
+   * How the provider counts TPM: `settle` (usage replaces the reservation when the call ends, the
+   * rest is refunded) or `reserve` (prompt + max_tokens count at admission and stay counted).
+   * @default 'settle'
+   */
+  tpmAccounting?: 'settle' | 'reserve';
   breakerResetMs: number;
   /** Charges what each call cost to its user's token budgets (common/src/quota/budget.ts). */
   budgets?: Pick<TokenBudgets, 'charge'>;
@@ -85,6 +104,8 @@ const sleep = (ms: number, signal: AbortSignal) =>
 
 export class LlmBroker {
   private inFlightCount = 0;
+  /** The account problem that opened the breaker, until a call succeeds again. */
+  private alert?: string;
 
   constructor(private readonly d: BrokerDeps) {}
 
@@ -117,10 +138,7 @@ export class LlmBroker {
         throw new BrokerRefusal('invalid_request', 'tools_json must be a JSON array');
       }
     }
-    if (d.breaker.opened) {
-      d.metrics.refusals.inc({ reason: 'breaker_open' });
-      throw new BrokerRefusal('breaker_open', 'the upstream LLM is failing: circuit open', d.breakerResetMs);
-    }
+    if (d.breaker.opened) throw this.breakerRefusal();
     const wire = LlmBroker.wireMessages(input.messages);
     const maxTokens = input.maxTokens > 0 ? input.maxTokens : d.defaultMaxTokens;
     const promptTokens = countPromptTokens(
@@ -166,7 +184,8 @@ export class LlmBroker {
     const settle = async (billed: number) => {
       if (settled) return;
       settled = true;
-      const actual = Math.max(0, Math.ceil(billed));
+      // `reserve`: the provider charged prompt + max_tokens when the request reached it, for good.
+      const actual = d.tpmAccounting === 'reserve' && reachedProvider ? reserved : Math.max(0, Math.ceil(billed));
       if (actual > 0 && input.userId) void d.budgets?.charge(input.userId, actual);
       d.metrics.tokens.inc({ kind: 'settled' }, actual);
       if (actual < reserved) d.metrics.tokens.inc({ kind: 'refunded' }, reserved - actual);
@@ -174,14 +193,18 @@ export class LlmBroker {
         d.logger.warn({ err }, 'could not settle the lease'),
       );
     };
+    let opened = false;
+    let delivered = 0;
     try {
-      const { stream, first } = await this.open(body, signal, deadline, () => (reachedProvider = true));
+      const { stream, iterator, buffered, ended } = await this.open(body, signal, deadline, () => (reachedProvider = true));
+      opened = true;
       let finishReason = 'stop';
       let usage: UsageOut | undefined;
       let model = body.model;
       const handle = (e: ChunkEvent): GenerateEvent | undefined => {
         if (e.type === 'content') {
           completionText += e.text;
+          delivered += 1;
           return { type: 'delta', content: e.text };
         }
         if (e.type === 'finish') finishReason = e.reason;
@@ -189,23 +212,32 @@ export class LlmBroker {
         else if (e.type === 'model') model = e.model;
         return undefined;
       };
-      const iterator = stream.events[Symbol.asyncIterator]();
-      for (let r = first; !r.done; r = await iterator.next()) {
-        const out = handle(r.value);
+      for (const e of buffered) {
+        const out = handle(e);
         if (out) yield out;
       }
+      if (!ended) {
+        for (let r = await iterator.next(); !r.done; r = await iterator.next()) {
+          const out = handle(r.value);
+          if (out) yield out;
+        }
+      }
       d.metrics.upstreamRequests.inc({ outcome: 'completed' });
-      const finalUsage = usage ?? {
-        promptTokens,
-        completionTokens: countText(completionText),
-        totalTokens: promptTokens + countText(completionText),
-      };
+      this.alert = undefined;
+      const toolCalls = stream.toolCalls();
+      // A provider that sends no usage chunk: count what it generated, tool calls included.
+      const generated = countText(completionText) + toolCalls.reduce((n, c) => n + countText(c.name) + countText(c.argumentsJson), 0);
+      const finalUsage = usage ?? { promptTokens, completionTokens: generated, totalTokens: promptTokens + generated };
       await settle(finalUsage.totalTokens);
-      yield { type: 'done', finishReason, usage: finalUsage, toolCalls: stream.toolCalls(), model, queueWaitMs: waitedMs };
+      yield { type: 'done', finishReason, usage: finalUsage, toolCalls, model, queueWaitMs: waitedMs };
     } catch (err) {
       if (!signal.aborted && err instanceof UpstreamError) {
-        if (reachedProvider) d.metrics.upstreamErrors.inc({ kind: err.status === 0 ? 'connection' : String(err.status) });
-        throw LlmBroker.refusalOf(err);
+        if (!opened) throw LlmBroker.refusalOf(err);
+        // Tokens already reached the caller: a retry would repeat them, so the call fails, saying so.
+        d.metrics.upstreamErrors.inc({ kind: 'mid_stream' });
+        d.metrics.upstreamRequests.inc({ outcome: 'failed' });
+        d.logger.warn({ err: err.message, delivered }, 'upstream failed mid-stream');
+        throw new BrokerRefusal('upstream_stream_failed', `the upstream LLM failed after ${delivered} streamed pieces of its answer: ${err.message}`);
       }
       throw err;
     } finally {
@@ -220,13 +252,31 @@ export class LlmBroker {
     }
   }
 
-  /** Opens the stream and reads its first event, retrying (before any token) what may succeed. */
+  /** A refusal about the account (bad key, no quota): open the breaker, raise the alert, say why. */
+  private raiseAlert(problem: AccountProblem, err: UpstreamError): void {
+    const { d } = this;
+    this.alert = ALERTS[problem];
+    d.metrics.alerts.inc({ reason: problem });
+    d.logger.error({ reason: problem, status: err.status, upstream: err.message }, `upstream alert: ${this.alert}`);
+    if (!d.breaker.opened) d.breaker.open();
+  }
+
+  private breakerRefusal(): BrokerRefusal {
+    this.d.metrics.refusals.inc({ reason: 'breaker_open' });
+    const why = this.alert ? ` (${this.alert})` : '';
+    return new BrokerRefusal('breaker_open', `the upstream LLM is failing: circuit open${why}`, this.d.breakerResetMs);
+  }
+
+  /**
+   * Opens the stream and reads it up to its first content (or to its end, for an answer made of
+   * tool calls only), retrying — nothing has reached the caller yet — what may succeed.
+   */
   private async open(
     body: ChatRequestBody,
     signal: AbortSignal,
     deadline: number | undefined,
     onSent: () => void,
-  ): Promise<{ stream: OpenStream; first: IteratorResult<ChunkEvent> }> {
+  ): Promise<{ stream: OpenStream; iterator: AsyncIterator<ChunkEvent>; buffered: ChunkEvent[]; ended: boolean }> {
     const { d } = this;
     const maxRetries = d.maxRetries ?? 3;
     d.retryBudget.onRequest();
@@ -239,19 +289,29 @@ export class LlmBroker {
         const stream = await d.breaker.fire(body, attemptAbort.signal);
         onSent();
         if (d.adaptive.onHeaders(stream.limits)) d.limiter.setLimits(d.adaptive.limits);
-        const first = await stream.events[Symbol.asyncIterator]().next();
-        return { stream, first };
+        const iterator = stream.events[Symbol.asyncIterator]();
+        const buffered: ChunkEvent[] = [];
+        for (;;) {
+          const r = await iterator.next();
+          if (r.done) return { stream, iterator, buffered, ended: true };
+          buffered.push(r.value);
+          if (r.value.type === 'content') return { stream, iterator, buffered, ended: false };
+        }
       } catch (raw) {
         signal.removeEventListener('abort', onAbort);
         attemptAbort.abort();
         if (signal.aborted) throw raw;
         const code = (raw as { code?: string }).code;
-        if (code === 'EOPENBREAKER') {
-          d.metrics.refusals.inc({ reason: 'breaker_open' });
-          throw new BrokerRefusal('breaker_open', 'the upstream LLM is failing: circuit open', d.breakerResetMs);
-        }
+        if (code === 'EOPENBREAKER') throw this.breakerRefusal();
         const err = raw instanceof UpstreamError ? raw : code === 'ETIMEDOUT' ? new UpstreamError('upstream timed out', 0) : undefined;
         if (!err) throw raw;
+        const problem = err.accountProblem;
+        if (problem) {
+          d.metrics.upstreamErrors.inc({ kind: String(err.status) });
+          d.metrics.upstreamRequests.inc({ outcome: 'failed' });
+          this.raiseAlert(problem, err);
+          throw this.breakerRefusal();
+        }
         let floor = 0;
         if (err.rateLimited) {
           d.metrics.upstream429.inc();
@@ -263,6 +323,8 @@ export class LlmBroker {
           }
         } else {
           d.metrics.upstreamErrors.inc({ kind: err.status === 0 ? 'connection' : String(err.status) });
+          // A 503 with Retry-After: the provider says when to come back.
+          floor = err.retryAfterMs ?? 0;
         }
         const wait = backoffMs(attempt, floor);
         const late = deadline !== undefined && Date.now() + wait > deadline;
@@ -278,6 +340,7 @@ export class LlmBroker {
 
   static refusalOf(err: UpstreamError): BrokerRefusal {
     if (err.rateLimited) return new BrokerRefusal('upstream_rate_limited', 'the upstream LLM is rate limiting: try again shortly', err.retryAfterMs);
+    if (err.status === 404 && err.code === 'model_not_found') return new BrokerRefusal('model_not_found', err.message.replace(/^upstream 404: /, ''));
     if (err.status >= 400 && err.status < 500) return new BrokerRefusal('upstream_rejected', err.message);
     return new BrokerRefusal('upstream_error', err.message);
   }

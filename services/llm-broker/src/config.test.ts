@@ -17,3 +17,11 @@ describe('loadConfig', () => {
     expect(() => loadConfig({ LLM_RETRY_MAX: 'x' })).toThrow(/LLM_RETRY_MAX/);
   });
 });
+
+describe('loadConfig, upstream realism', () => {
+  it('reads the stream idle timeout and the TPM accounting model, refusing an unknown model', () => {
+    expect(loadConfig({})).toMatchObject({ streamIdleTimeoutMs: 30_000, tpmAccounting: 'settle' });
+    expect(loadConfig({ LLM_STREAM_IDLE_TIMEOUT_MS: '2500', LLM_TPM_ACCOUNTING: 'reserve' })).toMatchObject({ streamIdleTimeoutMs: 2_500, tpmAccounting: 'reserve' });
+    expect(() => loadConfig({ LLM_TPM_ACCOUNTING: 'refund' })).toThrow(/LLM_TPM_ACCOUNTING must be settle or reserve/);
+  });
+});

@@ -25,6 +25,10 @@ export interface BrokerConfig {
   queueMax: number;
   leaseMs: number;
   requestTimeoutMs: number;
+  /** Longest silence inside a streamed answer before the call is aborted as stalled. */
+  streamIdleTimeoutMs: number;
+  /** `settle`: usage replaces the TPM reservation at the end; `reserve`: prompt + max_tokens stay counted. */
+  tpmAccounting: 'settle' | 'reserve';
   /** Scales the quota windows (0.1 → a 6 s minute), for benchmarks. */
   timeScale: number;
   breaker: {
@@ -66,6 +70,11 @@ function upTo(max: number, n: number, name: string): number {
   return n;
 }
 
+function tpmAccounting(value: string): 'settle' | 'reserve' {
+  if (value !== 'settle' && value !== 'reserve') throw new config.ConfigError(`LLM_TPM_ACCOUNTING must be settle or reserve, got "${value}"`);
+  return value;
+}
+
 export function loadConfig(env: Env = process.env): BrokerConfig {
   const port = config.int({ env: 'LLM_BROKER_PORT', default: config.DEFAULT_PORTS.LLM_BROKER, min: 0, max: 65535 }, env);
   const baseUrl = config.str({ env: 'LLM_BASE_URL', default: 'http://127.0.0.1:8090/v1' }, env).replace(/\/+$/, '');
@@ -91,6 +100,8 @@ export function loadConfig(env: Env = process.env): BrokerConfig {
     queueMax: config.int({ env: 'LLM_QUEUE_MAX', default: 1000, min: 1 }, env),
     leaseMs: config.int({ env: 'LLM_LEASE_MS', default: 15_000, min: 100 }, env),
     requestTimeoutMs: config.int({ env: 'LLM_REQUEST_TIMEOUT_MS', default: 120_000, min: 100 }, env),
+    streamIdleTimeoutMs: config.int({ env: 'LLM_STREAM_IDLE_TIMEOUT_MS', default: 30_000, min: 10 }, env),
+    tpmAccounting: tpmAccounting(config.str({ env: 'LLM_TPM_ACCOUNTING', default: 'settle' }, env)),
     timeScale: config.num({ env: 'LLM_TIME_SCALE', default: 1, min: 0.001 }, env),
     breaker: {
       errorPercent: upTo(100, config.num({ env: 'LLM_BREAKER_ERROR_PERCENT', default: 50, min: 0 }, env), 'LLM_BREAKER_ERROR_PERCENT'),

@@ -41,7 +41,7 @@ async function build(svc: Service<BrokerConfig>): Promise<void> {
   creep.unref();
   svc.onShutdown('stop', 'adaptive-limits', () => clearInterval(creep));
 
-  const client = new OpenAiCompatibleClient(cfg.baseUrl, cfg.apiKey, cfg.requestTimeoutMs);
+  const client = new OpenAiCompatibleClient(cfg.baseUrl, cfg.apiKey, cfg.requestTimeoutMs, cfg.streamIdleTimeoutMs);
   const breakerResetMs = cfg.breaker.resetMs;
   const breaker = createBreaker(client.open.bind(client), {
     errorThresholdPercentage: cfg.breaker.errorPercent,
@@ -94,6 +94,7 @@ async function build(svc: Service<BrokerConfig>): Promise<void> {
     breaker,
     retryBudget: new RetryBudget(cfg.retry.budgetRatio, cfg.retry.budgetBurst),
     maxRetries: cfg.retry.max,
+    tpmAccounting: cfg.tpmAccounting,
     metrics,
     logger,
     defaultModel: cfg.model,

@@ -37,8 +37,14 @@ export function createBrokerMetrics(registry: Registry, gauges: BrokerGauges) {
     tokens: new Counter({ name: 'llm_tokens_total', help: 'TPM tokens reserved, settled (billed) and refunded', labelNames: ['kind'], registers }),
     upstreamRequests: new Counter({ name: 'llm_upstream_requests_total', help: 'Upstream HTTP requests by outcome', labelNames: ['outcome'], registers }),
     upstream429: new Counter({ name: 'llm_upstream_rate_limited_total', help: 'Upstream 429 answers', registers }),
-    upstreamErrors: new Counter({ name: 'llm_upstream_errors_total', help: 'Upstream failures (5xx, connection, cut stream, timeout)', labelNames: ['kind'], registers }),
+    upstreamErrors: new Counter({ name: 'llm_upstream_errors_total', help: 'Upstream failures (5xx, connection, cut stream, timeout, mid_stream: after tokens reached the caller)', labelNames: ['kind'], registers }),
     retries: new Counter({ name: 'llm_upstream_retries_total', help: 'Retries before the first token', registers }),
+    alerts: new Counter({
+      name: 'llm_upstream_alerts_total',
+      help: 'Provider refusals an operator must fix (reason: invalid_api_key, insufficient_quota); each opens the breaker',
+      labelNames: ['reason'],
+      registers,
+    }),
   };
 }
 

@@ -60,6 +60,8 @@ export function toMeshError(err: unknown): unknown {
       upstream_rate_limited: status.RESOURCE_EXHAUSTED,
       upstream_error: status.UNAVAILABLE,
       upstream_rejected: status.FAILED_PRECONDITION,
+      upstream_stream_failed: status.UNAVAILABLE,
+      model_not_found: status.NOT_FOUND,
       invalid_request: status.INVALID_ARGUMENT,
     }[err.reason];
     return new MeshError(code, err.reason, err.message, err.retryAfterMs);

@@ -66,3 +66,28 @@ describe('createBreaker', () => {
     b.shutdown();
   });
 });
+
+describe('UpstreamError classification', () => {
+  it('a billing 429 is not a rate limit, and account problems are never retried', () => {
+    const quota = new UpstreamError('upstream 429: You exceeded your current quota', 429, undefined, {}, 'insufficient_quota');
+    expect(quota).toMatchObject({ rateLimited: false, retryable: false, accountProblem: 'insufficient_quota' });
+    expect(new UpstreamError('upstream 401', 401, undefined, {}, 'invalid_api_key')).toMatchObject({ retryable: false, accountProblem: 'invalid_api_key' });
+    expect(new UpstreamError('upstream 429', 429, 1000)).toMatchObject({ rateLimited: true, retryable: true, accountProblem: undefined });
+    expect(new UpstreamError('in-stream error', 0)).toMatchObject({ retryable: true });
+  });
+
+  it('the breaker counts neither a 404 for an unknown model nor a 400 as the upstream failing', async () => {
+    const b = createBreaker(async (err: Error) => {
+      throw err;
+    }, { volumeThreshold: 2, errorThresholdPercentage: 50, resetTimeoutMs: 10_000 });
+    for (let i = 0; i < 10; i += 1) {
+      await b.fire(new UpstreamError('upstream 404', 404, undefined, {}, 'model_not_found')).catch(() => undefined);
+      await b.fire(new UpstreamError('upstream 400', 400)).catch(() => undefined);
+    }
+    expect(b.opened).toBe(false);
+    // The filtered refusals counted as successes (20): it takes a majority of 5xx to open it.
+    for (let i = 0; i < 22 && !b.opened; i += 1) await b.fire(new UpstreamError('upstream 500', 500)).catch(() => undefined);
+    expect(b.opened).toBe(true);
+    b.shutdown();
+  });
+});

@@ -30,9 +30,13 @@ export function createBreaker<A extends unknown[], R>(
     timeout: opts.timeoutMs ?? 30_000,
     rollingCountTimeout: opts.windowMs ?? 10_000,
     rollingCountBuckets: 10,
-    // true = "not a failure": 429s are handled by the global pause, aborts by the caller.
+    // true = "not a failure": 429s are handled by the global pause, aborts by the caller, and the
+    // other 4xx are the request's fault (an unknown model asked through /v1 must not open the
+    // breaker for everyone). Account problems (401/403, insufficient_quota) open it explicitly.
     errorFilter: (err: unknown) =>
-      (err instanceof UpstreamError && err.rateLimited) || (err as Error)?.name === 'AbortError' || (err as { code?: string })?.code === 'UND_ERR_ABORTED',
+      (err instanceof UpstreamError && (err.rateLimited || (err.status >= 400 && err.status < 500 && err.accountProblem === undefined))) ||
+      (err as Error)?.name === 'AbortError' ||
+      (err as { code?: string })?.code === 'UND_ERR_ABORTED',
   });
 }
 

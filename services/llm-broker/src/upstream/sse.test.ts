@@ -35,3 +35,28 @@ describe('ChunkParser', () => {
     ]);
   });
 });
+
+describe('ChunkParser, misbehaving providers', () => {
+  it('turns an in-stream error, as data or as an `event: error` block, into an error event', () => {
+    const p = new ChunkParser();
+    const events = p.push(
+      chunk({ choices: [{ delta: { content: 'Hi' } }] }) +
+        chunk({ error: { message: 'The server had an error', type: 'server_error', code: null } }) +
+        'event: error\ndata: {"message":"overloaded"}\n\n' +
+        'data: [DONE]\n\n',
+    );
+    expect(events).toEqual([
+      { type: 'content', text: 'Hi' },
+      { type: 'error', message: 'The server had an error' },
+      { type: 'error', message: 'overloaded' },
+      { type: 'done' },
+    ]);
+  });
+
+  it('reports a data line that is not JSON as an error naming it, keeping what came before', () => {
+    const p = new ChunkParser();
+    const events = p.push(chunk({ choices: [{ delta: { content: 'Hi' } }] }) + 'data: <html>502 Bad Gateway</html>\n\n');
+    expect(events[0]).toEqual({ type: 'content', text: 'Hi' });
+    expect(events[1]).toEqual({ type: 'error', code: 'invalid_stream_data', message: 'the provider sent a stream line that is not JSON: "<html>502 Bad Gateway</html>"' });
+  });
+});

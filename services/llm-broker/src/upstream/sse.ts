@@ -1,6 +1,8 @@
 // Incremental parser for an OpenAI-style streamed chat completion: server-sent events whose data
 // lines carry `chat.completion.chunk` JSON, ending with `data: [DONE]`. Tool calls arrive as
-// fragments keyed by index and are assembled here.
+// fragments keyed by index and are assembled here. A provider's in-stream error (`data: {"error":
+// …}`, or an `event: error` block) becomes an `error` event, and so does a data line that is not
+// JSON (code `invalid_stream_data`, naming what arrived).
 
 export interface ToolCallOut {
   id: string;
@@ -19,9 +21,12 @@ export type ChunkEvent =
   | { type: 'finish'; reason: string }
   | { type: 'usage'; usage: UsageOut }
   | { type: 'model'; model: string }
+  | { type: 'error'; message: string; code?: string }
   | { type: 'done' };
 
 interface RawChunk {
+  error?: { message?: string; code?: string | null; type?: string } | string;
+  message?: string;
   model?: string;
   choices?: Array<{
     delta?: { content?: string | null; tool_calls?: Array<{ index?: number; id?: string; function?: { name?: string; arguments?: string } }> };
@@ -43,8 +48,8 @@ export class ChunkParser {
     while ((idx = this.buffer.indexOf('\n\n')) >= 0) {
       const block = this.buffer.slice(0, idx);
       this.buffer = this.buffer.slice(idx + 2);
-      const data = block
-        .split('\n')
+      const lines = block.split('\n');
+      const data = lines
         .filter((l) => l.startsWith('data:'))
         .map((l) => l.slice(5).replace(/^ /, ''))
         .join('\n');
@@ -53,7 +58,20 @@ export class ChunkParser {
         events.push({ type: 'done' });
         continue;
       }
-      this.onChunk(JSON.parse(data) as RawChunk, events);
+      let chunk: RawChunk;
+      try {
+        chunk = JSON.parse(data) as RawChunk;
+      } catch {
+        events.push({ type: 'error', code: 'invalid_stream_data', message: `the provider sent a stream line that is not JSON: ${JSON.stringify(data.slice(0, 80))}` });
+        continue;
+      }
+      const isErrorEvent = lines.some((l) => /^event:\s*error\s*$/.test(l));
+      if (chunk.error !== undefined || isErrorEvent) {
+        const e = typeof chunk.error === 'string' ? { message: chunk.error } : (chunk.error ?? (chunk as { message?: string; code?: string }));
+        events.push({ type: 'error', message: e.message || 'the provider reported an error', ...(e.code ? { code: e.code } : {}) });
+        continue;
+      }
+      this.onChunk(chunk, events);
     }
     return events;
   }
