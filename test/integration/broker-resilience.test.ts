@@ -131,8 +131,9 @@ describe('circuit breaker', () => {
       expect(retryAfterOf(o.error)).toBeGreaterThan(0);
     }
     const after = await stats();
-    // Only when all ten were refused within the open period can we be sure no probe was due.
-    if (elapsed < RESET_MS) expect(after.requests).toBe(before.requests);
+    // At most one half-open probe per elapsed reset period may reach the upstream (none, when the
+    // ten took less than RESET_MS); a breaker that let calls through would show up to ten.
+    expect(after.requests - before.requests).toBeLessThanOrEqual(Math.floor(elapsed / RESET_MS));
     expect(await metric(b.proc, 'llm_refusals_total', 'reason="breaker_open"')).toBeGreaterThanOrEqual(10);
 
     // The upstream recovers: after the reset timeout a probe goes through and closes the breaker.
@@ -238,7 +239,7 @@ describe('retries', () => {
     const cut = await generate(b.client);
     after = await stats();
     expect(cut.error?.code).toBe(status.UNAVAILABLE);
-    expect(reasonOf(cut.error)).toBe('upstream_error');
+    expect(reasonOf(cut.error)).toBe('upstream_stream_failed');
     expect(cut.messages.some((m) => m.update?.$case === 'done')).toBe(false);
     expect(after.requests - before.requests).toBe(1);
     expect(after.cut - before.cut).toBe(1);

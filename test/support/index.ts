@@ -106,11 +106,15 @@ export function parseSseBlock(block: string): SseEvent | undefined {
 export interface EmulatorStats {
   requests: number; completed: number; rateLimited: number; failed: number; aborted: number; cut: number; hung: number;
   inFlight: number; maxInFlight: number; promptTokens: number; completionTokens: number; admissions: number[];
+  /** Injected refusals (404, 429 insufficient_quota, 503, reset) and how often each behaviour applied. */
+  refused: number; behaviours: Record<string, number>;
+  /** The referee: most requests admitted within any one rate window. */
+  maxPerWindow: number;
 }
 export async function emulatorStats(emulator: { url: string }): Promise<EmulatorStats> {
   return (await (await fetch(`${emulator.url}/_emulator/stats`)).json()) as EmulatorStats;
 }
-export async function configureEmulator(emulator: { url: string }, patch: Record<string, number>): Promise<void> {
+export async function configureEmulator(emulator: { url: string }, patch: Record<string, unknown>): Promise<void> {
   const res = await fetch(`${emulator.url}/_emulator/config`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(patch) });
   if (!res.ok) throw new Error(`emulator config refused: ${res.status} ${await res.text()}`);
 }

@@ -96,3 +96,21 @@ describe('local fallback', () => {
     expect(local.tryAcquire('a', 1).ok).toBe(false);
   });
 });
+
+describe('GCRA pacing at epoch-sized clocks', () => {
+  it('admits a limit whose interval is not a round number (12 per 3 s) at today\'s Date.now()', () => {
+    const r: PacingRate = { limit: 12, windowMs: 3_000, burstFraction: 0.02 };
+    let tat = 0;
+    let admitted = 0;
+    // Without a tolerance, (now + 272.72…) − now − 272.72… is a few 1e-5 above zero: refused forever.
+    for (let now = 1_796_054_415_897.123; now < 1_796_054_415_897.123 + 6_000; now += 1.5) {
+      const d = pace(tat, now, 1, r);
+      if (d.ok) {
+        tat = d.tat;
+        admitted += 1;
+      }
+    }
+    expect(admitted).toBeGreaterThanOrEqual(21);
+    expect(admitted).toBeLessThanOrEqual(24);
+  });
+});

@@ -9,6 +9,8 @@
 // is full to its own size.
 
 export const DEFAULT_BURST_FRACTION = 0.02;
+/** Excess below this is float rounding, not a refusal. */
+export const PACE_TOLERANCE_MS = 0.001;
 
 export interface PacingRate {
   /** Units per window; 0 or less = unlimited. */
@@ -36,7 +38,8 @@ export function pace(tat: number, now: number, cost: number, rate: PacingRate): 
   const newTat = Math.max(tat, now) + cost * t;
   const allowance = Math.max(burstOf(rate), cost) * t;
   const excess = newTat - now - allowance;
-  return excess > 0 ? { ok: false, retryAfterMs: excess } : { ok: true, tat: newTat };
+  // Float rounding at epoch-sized `now` (see scripts.ts): sub-microsecond excess is no excess.
+  return excess > PACE_TOLERANCE_MS ? { ok: false, retryAfterMs: excess } : { ok: true, tat: newTat };
 }
 
 /**

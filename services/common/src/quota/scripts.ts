@@ -16,7 +16,9 @@ local function pace(key, limit, cost, window, frac)
   if tat < now then tat = now end
   local newTat = tat + cost * ti
   local excess = newTat - now - math.max(burst, cost) * ti
-  if excess > 0 then return excess, nil end
+  -- now is ~1.8e12 ms: (now + x) - now differs from x in the last bits. Without the tolerance a
+  -- limit whose interval is not a round number (12 per 3 s: 272.72… ms) refuses forever.
+  if excess > 0.001 then return excess, nil end
   return 0, newTat
 end
 local function store(key, tat)

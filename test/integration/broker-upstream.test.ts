@@ -1,0 +1,237 @@
+// The llm-broker against a provider that misbehaves like real ones (the emulator's behaviours,
+// chosen per request with a `+name` model suffix or armed for the next requests): each failure is
+// retried while no token reached the caller, and otherwise reported as what it is — never a short
+// answer ending like a complete one. Account problems open the breaker with an alert instead of
+// pausing the fleet. Real processes, real Redis.
+import { Metadata, status, type ServiceError } from '@grpc/grpc-js';
+import Redis from 'ioredis';
+import { createClient, detailsOf, reasonOf } from '@agent-mesh/common';
+import {
+  LlmBrokerServiceClient,
+  type GenerateRequest,
+  type GenerateResponse,
+} from '@agent-mesh/common/dist/gen/llmbroker/v1/llm_broker';
+import {
+  configureEmulator, emulatorStats, generateRequest, promMetric, startEmulator, startRedis, startService, testDir,
+  type EmulatorProc, type RedisProc, type ServiceProc,
+} from '../support';
+
+jest.setTimeout(120_000);
+
+let dir: string;
+let redis: RedisProc;
+let emulator: EmulatorProc;
+const started: Array<{ proc: ServiceProc; client: LlmBrokerServiceClient }> = [];
+let nextDb = 1;
+
+const SEARCH_TOOL = JSON.stringify([{ type: 'function', function: { name: 'search_web', parameters: { type: 'object', properties: { query: { type: 'string' } } } } }]);
+const ask = (model = '', over: Partial<GenerateRequest> = {}) => generateRequest('How should a small library plan its opening hours?', { model, ...over });
+/** A request the emulator answers with a tool call only: no content delta reaches the caller. */
+const search = (model = '') => generateRequest('Search the latest news about solar power', { model, toolsJson: SEARCH_TOOL });
+
+interface Outcome {
+  messages: GenerateResponse[];
+  error?: ServiceError;
+  ms: number;
+}
+async function generate(client: LlmBrokerServiceClient, req: GenerateRequest, timeoutMs = 30_000): Promise<Outcome> {
+  const t0 = Date.now();
+  const call = client.generate(req, new Metadata(), { deadline: Date.now() + timeoutMs });
+  const messages: GenerateResponse[] = [];
+  try {
+    for await (const m of call as AsyncIterable<GenerateResponse>) messages.push(m);
+    return { messages, ms: Date.now() - t0 };
+  } catch (err) {
+    return { messages, error: err as ServiceError, ms: Date.now() - t0 };
+  }
+}
+const doneOf = (o: Outcome) => {
+  const u = o.messages.at(-1)?.update;
+  return u?.$case === 'done' ? u.done : undefined;
+};
+const deltas = (o: Outcome) => o.messages.filter((m) => m.update?.$case === 'delta').length;
+const stats = () => emulatorStats(emulator);
+const metric = (b: ServiceProc, name: string, labels = '') => promMetric(b, name, labels);
+
+async function startBroker(env: Record<string, string> = {}) {
+  const db = nextDb++;
+  const proc = await startService('llm-broker', {
+    logDir: dir,
+    instance: String(started.length),
+    env: {
+      REDIS_URL: `${redis.url}/${db}`,
+      LLM_BASE_URL: `${emulator.url}/v1`,
+      LLM_API_KEY: 'k',
+      LLM_MAX_CONCURRENT: '20',
+      LLM_RPM: '100000',
+      LLM_RETRY_BUDGET_BURST: '20',
+      OTEL_SDK_DISABLED: 'true',
+      ...env,
+    },
+  });
+  const client = createClient(LlmBrokerServiceClient, proc.addr);
+  const b = { proc, client, db };
+  started.push(b);
+  return b;
+}
+
+let broker: Awaited<ReturnType<typeof startBroker>>;
+
+beforeAll(async () => {
+  dir = testDir('broker-upstream');
+  redis = await startRedis({ logDir: dir });
+  emulator = await startEmulator({
+    logDir: dir,
+    env: { EMULATOR_TTFT_MS: '50', EMULATOR_TOKENS_PER_SEC: '400', EMULATOR_COMPLETION_TOKENS: '40', EMULATOR_SEED: '5', EMULATOR_STALL_MS: '3000' },
+  });
+  broker = await startBroker({ LLM_STREAM_IDLE_TIMEOUT_MS: '400', LLM_BREAKER_RESET_MS: '1500' });
+});
+
+afterAll(async () => {
+  for (const b of started) {
+    b.client.close();
+    await b.proc.stop().catch(() => undefined);
+  }
+  await emulator?.stop();
+  await redis?.stop();
+});
+
+describe('failures before any token reached the caller are retried', () => {
+  it.each([
+    ['an error event inside the stream', 'stream_error'],
+    ['a data line that is not JSON', 'bad_json'],
+    ['a connection reset before the first byte', 'reset'],
+    ['a 503 with Retry-After', 'overloaded'],
+  ])('%s (%s)', async (_what, behaviour) => {
+    const before = await stats();
+    await configureEmulator(emulator, { armed: { [behaviour]: 1 } });
+    // A tool-call answer: nothing streams to the caller until it is complete.
+    const o = await generate(broker.client, search());
+    const after = await stats();
+    expect(o.error).toBeUndefined();
+    const done = doneOf(o);
+    expect(done?.finishReason).toBe('tool_calls');
+    expect(done?.toolCalls[0]?.name).toBe('search_web');
+    expect(after.requests - before.requests).toBe(2);
+    expect((after.behaviours[behaviour] ?? 0) - (before.behaviours[behaviour] ?? 0)).toBe(1);
+  });
+});
+
+describe('failures after tokens reached the caller are reported, never a truncated "stop"', () => {
+  it.each([
+    ['an error event, then [DONE]', 'stream_error', /upstream error inside the stream: The server had an error/],
+    ['an error event, then a closed connection', 'stream_error_close', /upstream error inside the stream/],
+    ['a data line that is not JSON', 'bad_json', /stream line that is not JSON: "<html>/],
+  ])('%s (%s)', async (_what, behaviour, message) => {
+    const before = await stats();
+    const o = await generate(broker.client, ask(`emulator-1+${behaviour}`));
+    expect(deltas(o)).toBeGreaterThan(0);
+    expect(doneOf(o)).toBeUndefined();
+    expect(o.error?.code).toBe(status.UNAVAILABLE);
+    expect(reasonOf(o.error)).toBe('upstream_stream_failed');
+    expect(detailsOf(o.error)).toMatch(message);
+    expect(detailsOf(o.error)).not.toMatch(/SyntaxError|Unexpected token/);
+    expect((await stats()).requests - before.requests).toBe(1); // not retried: the caller had tokens
+  });
+
+  it('a stall longer than LLM_STREAM_IDLE_TIMEOUT_MS aborts the call (400 ms here, the stall is 3 s)', async () => {
+    const before = await stats();
+    const o = await generate(broker.client, ask('emulator-1+stall'));
+    expect(deltas(o)).toBeGreaterThan(0);
+    expect(reasonOf(o.error)).toBe('upstream_stream_failed');
+    expect(detailsOf(o.error)).toMatch(/stalled: no data for 400 ms/);
+    expect(o.ms).toBeLessThan(2_500);
+    // The broker hung up: the provider saw its request aborted.
+    const after = await stats();
+    expect(after.aborted - before.aborted).toBe(1);
+  });
+});
+
+describe('account problems open the breaker with an alert and do not pause the fleet', () => {
+  it.each([
+    ['insufficient_quota', 'insufficient_quota', /out of quota/],
+    ['401 for a wrong key', 'wrong_key', /refuses the API key/],
+  ])('%s', async (_what, behaviour, message) => {
+    const b = await startBroker({ LLM_BREAKER_RESET_MS: '1500' });
+    const reason = behaviour === 'wrong_key' ? 'invalid_api_key' : 'insufficient_quota';
+    const rc = new Redis(`${redis.url}/${b.db}`);
+    const before = await stats();
+    const o = await generate(b.client, ask(`emulator-1+${behaviour}`));
+    expect(o.error?.code).toBe(status.UNAVAILABLE);
+    expect(reasonOf(o.error)).toBe('breaker_open');
+    expect(detailsOf(o.error)).toMatch(message);
+    expect((await stats()).requests - before.requests).toBe(1); // no retry: no wait fixes it
+    expect(await metric(b.proc, 'llm_upstream_alerts_total', `reason="${reason}"`)).toBe(1);
+    expect(await metric(b.proc, 'llm_breaker_state')).toBe(2);
+    expect(await metric(b.proc, 'llm_upstream_rate_limited_total')).toBe(0);
+    expect(await rc.pttl('mesh:llm:{q}:pause')).toBeLessThan(0); // no fleet-wide pause
+    expect(b.proc.log()).toMatch(message);
+    // Open: the next call fails fast with the reason, without reaching the provider.
+    const fast = await generate(b.client, ask());
+    expect(reasonOf(fast.error)).toBe('breaker_open');
+    expect(detailsOf(fast.error)).toMatch(message);
+    expect((await stats()).requests - before.requests).toBe(1);
+    // Fixed (the next request is well-behaved): the half-open probe closes it again.
+    await new Promise((r) => setTimeout(r, 1_700));
+    expect(doneOf(await generate(b.client, ask()))).toBeDefined();
+    expect(await metric(b.proc, 'llm_breaker_state')).toBe(0);
+    await rc.quit();
+  });
+
+  it('a 404 model_not_found is passed on as NOT_FOUND and does not open the breaker', async () => {
+    const outcomes = await Promise.all(Array.from({ length: 12 }, () => generate(broker.client, ask('gpt-nope+model_not_found'))));
+    for (const o of outcomes) {
+      expect(o.error?.code).toBe(status.NOT_FOUND);
+      expect(reasonOf(o.error)).toBe('model_not_found');
+      expect(detailsOf(o.error)).toMatch(/The model `gpt-nope` does not exist/);
+    }
+    expect(await metric(broker.proc, 'llm_breaker_state')).toBe(0);
+  });
+});
+
+describe('answers shaped unlike the usual', () => {
+  it('parallel tool calls whose ids and names arrive late, without a usage chunk: both calls, usage estimated', async () => {
+    const o = await generate(broker.client, search('emulator-1+parallel_tool_calls+no_usage'));
+    const done = doneOf(o);
+    expect(done?.toolCalls).toHaveLength(2);
+    for (const call of done?.toolCalls ?? []) {
+      expect(call.id).toMatch(/^call_/);
+      expect(call.name).toBe('search_web');
+      expect(JSON.parse(call.argumentsJson)).toEqual({ query: expect.any(String) });
+    }
+    expect(done?.toolCalls[0]?.id).not.toBe(done?.toolCalls[1]?.id);
+    expect(done?.usage?.completionTokens).toBeGreaterThan(10);
+  });
+});
+
+describe('TPM accounting', () => {
+  it('reserve keeps prompt + max_tokens counted; settle counts what the provider billed', async () => {
+    const reserve = await startBroker({ LLM_TPM_ACCOUNTING: 'reserve', LLM_TPM: '1000000' });
+    const req = ask('', { maxTokens: 400 });
+    for (const b of [broker, reserve]) expect(doneOf(await generate(b.client, req))).toBeDefined();
+    const tokens = async (b: typeof broker, kind: string) => metric(b.proc, 'llm_tokens_total', `kind="${kind}"`);
+    // The same call: reserved alike, settled at the reservation only under `reserve`.
+    expect(await tokens(reserve, 'settled')).toBe(await tokens(reserve, 'reserved'));
+    expect(await tokens(reserve, 'refunded')).toBe(0);
+    expect(await tokens(broker, 'settled')).toBeGreaterThan(0);
+    expect(await tokens(broker, 'refunded')).toBeGreaterThan(0);
+  });
+
+  it('with no x-ratelimit headers, the configured limits alone give 0 upstream 429s', async () => {
+    const L = 12;
+    await configureEmulator(emulator, { timeScale: 0.05, rpm: L, behaviours: { no_ratelimit_headers: 1 } });
+    await fetch(`${emulator.url}/_emulator/reset`, { method: 'POST' }); // the referee counts from here
+    try {
+      const b = await startBroker({ LLM_RPM: String(L), LLM_TIME_SCALE: '0.05' });
+      const before = await stats();
+      const outcomes = await Promise.all(Array.from({ length: 2 * L }, () => generate(b.client, ask(), 60_000)));
+      const after = await stats();
+      expect(outcomes.map((o) => (doneOf(o) ? 'done' : `${reasonOf(o.error)}: ${detailsOf(o.error)}`)).filter((s) => s !== 'done')).toEqual([]);
+      expect(after.rateLimited - before.rateLimited).toBe(0);
+      expect(after.maxPerWindow).toBeLessThanOrEqual(L);
+      expect(await metric(b.proc, 'llm_effective_limit', 'limit="rpm"')).toBe(L);
+    } finally {
+      await configureEmulator(emulator, { timeScale: 1, rpm: 0, behaviours: {} });
+    }
+  });
+});
