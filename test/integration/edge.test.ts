@@ -256,3 +256,26 @@ test("the metric names /api/metrics reads are the ones the services export", asy
     expect([svc, missing]).toEqual([svc, []]);
   }
 });
+
+describe('/v1/chat/completions with a misbehaving provider', () => {
+  const complete = (model: string, stream: boolean) =>
+    api('/v1/chat/completions', { method: 'POST', body: JSON.stringify({ model, stream, messages: [{ role: 'user', content: 'How do tides work?' }] }) });
+
+  test('a model the provider does not serve is a 404, as OpenAI answers it', async () => {
+    const res = await complete('gpt-nope+model_not_found', false);
+    expect(res.status).toBe(404);
+    expect(((await res.json()) as any).error.message).toMatch(/The model `gpt-nope` does not exist/);
+  });
+
+  test('a provider error after tokens streamed: an OpenAI-style error event, never finish_reason "stop"; not streamed: a 503', async () => {
+    const res = await complete('emulator-1+stream_error', true);
+    expect(res.status).toBe(200);
+    const text = await res.text();
+    const payloads = text.split('\n\n').filter((b) => b.startsWith('data: ')).map((b) => b.slice(6));
+    expect(payloads.some((p) => p.includes('"content":"') && !p.includes('"content":""'))).toBe(true);
+    const last = JSON.parse(payloads.at(-1)!) as { error?: { message: string } };
+    expect(last.error?.message).toBeTruthy();
+    expect(text).not.toContain('"finish_reason":"stop"');
+    expect((await complete('emulator-1+stream_error', false)).status).toBe(503);
+  });
+});

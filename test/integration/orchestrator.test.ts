@@ -7,7 +7,7 @@ import { OrchestratorServiceClient, type RunEvent } from '@agent-mesh/common/dis
 import { StoreServiceClient } from '@agent-mesh/common/dist/gen/store/v1/store';
 import Redis from 'ioredis';
 import {
-  freePort, startEmulator, startFerret, startRedis, startService, testDir,
+  startEmulator, startFerret, startRedis, startService, testDir,
   type EmulatorProc, type FerretProc, type RedisProc, type ServiceProc,
 } from '../support';
 import { Server, ServerCredentials } from '@grpc/grpc-js';
@@ -20,10 +20,11 @@ const logDir = testDir('orchestrator');
 let redis: RedisProc; let ferret: FerretProc; let emulator: EmulatorProc;
 let store: ServiceProc; let tools: ServiceProc; let orchA: ServiceProc; let orchB: ServiceProc;
 let broker: { addr: string; stop(): Promise<void> };
+let brokerProc: ServiceProc;
 let storeClient: StoreServiceClient; let a: OrchestratorServiceClient; let b: OrchestratorServiceClient;
 const user = 'user-it-1';
 
-async function configure(patch: Record<string, number>) {
+async function configure(patch: Record<string, unknown>) {
   const res = await fetch(`${emulator.url}/_emulator/config`, { method: 'POST', body: JSON.stringify(patch), headers: { 'content-type': 'application/json' } });
   expect(res.ok).toBe(true);
 }
@@ -64,8 +65,8 @@ beforeAll(async () => {
   const common = { REDIS_URL: redis.url, MONGODB_URI: ferret.uri, OTEL_SDK_DISABLED: 'true' };
   store = await startService('store', { logDir, env: common });
   tools = await startService('tool-service', { logDir, env: { ...common, STORE_ADDR: store.addr } });
-  const real = await startService('llm-broker', { logDir, env: { ...common, LLM_BASE_URL: `${emulator.url}/v1`, LLM_API_KEY: 'k' } });
-  broker = { addr: real.addr, stop: async () => void (await real.stop()) };
+  brokerProc = await startService('llm-broker', { logDir, env: { ...common, LLM_BASE_URL: `${emulator.url}/v1`, LLM_API_KEY: 'k' } });
+  broker = { addr: brokerProc.addr, stop: async () => void (await brokerProc.stop()) };
   const env = { ...common, STORE_ADDR: store.addr, TOOL_SERVICE_ADDR: tools.addr, LLM_BROKER_ADDR: broker.addr, RUN_LEASE_MS: '1500' };
   [orchA, orchB] = await Promise.all([
     startService('orchestrator', { logDir, env, instance: 'A' }),
@@ -222,25 +223,36 @@ describe('orchestrator', () => {
     }
   });
 
-  it('degraded: a broker that refuses ends the run with a degraded event, not an error', async () => {
-    const closed = await freePort();
-    const orch = await startService('orchestrator', {
-      logDir, instance: 'degraded',
-      env: { REDIS_URL: redis.url, OTEL_SDK_DISABLED: 'true', STORE_ADDR: store.addr, TOOL_SERVICE_ADDR: tools.addr, LLM_BROKER_ADDR: `127.0.0.1:${closed}` },
-    });
-    const client = createClient(OrchestratorServiceClient, orch.addr);
-    try {
-      const c = await conversation();
-      const { events: ev } = await collect(start(client, c));
-      const last = ev.at(-1)!;
-      expect(last.type).toBe('degraded');
-      expect(data(last)).toMatchObject({ message: 'Service busy, please try again shortly.', retryable: true });
-      const msgs = await unary(storeClient.listMessages.bind(storeClient), { userId: user, conversationId: c, limit: 200 });
-      expect(msgs.messages.some((m) => m.status === 'degraded')).toBe(true);
-    } finally {
-      client.close();
-      await orch.stop();
-    }
+  it('a model that fails mid-answer: agent.failed with what it wrote, then run.failed saying so (never a short "completed")', async () => {
+    await configure({ armed: { stream_error: 1 } } ); // the Planner's call fails after some tokens
+    const c = await conversation();
+    const { events: ev } = await collect(start(a, c));
+    const failed = ev.find((e) => e.type === 'agent.failed');
+    expect(failed).toBeDefined();
+    expect(data(failed!)).toMatchObject({ agent: 'planner', round: 1, code: 'llm_stream_failed' });
+    expect(data(failed!).partial.length).toBeGreaterThan(0);
+    expect(ev.some((e) => e.type === 'token' && data(e).agent === 'planner')).toBe(true);
+    const last = ev.at(-1)!;
+    expect(last.type).toBe('run.failed');
+    expect(data(last)).toMatchObject({ code: 'llm_stream_failed', retryable: true });
+    expect(data(last).message).toMatch(/failed in the middle of its answer \(.*upstream error inside the stream/);
+    expect(ev.some((e) => e.type === 'run.completed')).toBe(false);
+  });
+
+  it('degraded: a broker that refuses (its breaker opened by the provider\'s insufficient_quota) ends the run degraded, not failed', async () => {
+    const refusalsBefore = await fetch(`http://127.0.0.1:${brokerProc.metricsPort}/metrics`).then((r) => r.text());
+    await configure({ armed: { insufficient_quota: 1 } });
+    const c = await conversation();
+    const { events: ev } = await collect(start(a, c));
+    const last = ev.at(-1)!;
+    expect(last.type).toBe('degraded');
+    expect(data(last)).toMatchObject({ reason: 'breaker_open', message: 'Service busy, please try again shortly.', retryable: true });
+    const msgs = await unary(storeClient.listMessages.bind(storeClient), { userId: user, conversationId: c, limit: 200 });
+    expect(msgs.messages.some((m) => m.status === 'degraded')).toBe(true);
+    // The refusal came from the broker, which raised its alert: not a connection failure.
+    const metrics = await fetch(`http://127.0.0.1:${brokerProc.metricsPort}/metrics`).then((r) => r.text());
+    expect(refusalsBefore).not.toMatch(/llm_upstream_alerts_total\{reason="insufficient_quota"/);
+    expect(metrics).toMatch(/llm_upstream_alerts_total\{reason="insufficient_quota"[^}]*\} 1/);
   });
 });
 

@@ -217,6 +217,13 @@ export class RunView {
         if (agent === 'critic' && !b.verdict.textContent) this.verdictFromText(round, data.content);
         break;
       }
+      case 'agent.failed': {
+        // The model failed mid-answer; the run's terminal event (run.failed) follows and says why.
+        if (!agent) break;
+        this.block(agent, round).el.dataset.done = 'false';
+        this.columns.get(agent).stateEl.textContent = 'failed';
+        break;
+      }
       case 'agent.restarted': {
         if (!agent) break;
         const b = this.block(agent, round);

@@ -58,6 +58,13 @@ export class GlobalLimiter {
   private readonly local: LocalAdmission;
   private replicas: number;
   private degraded = false;
+  /** Leases taken on the local share and still running: re-registered in Redis when it returns. */
+  private readonly localLeases = new Map<string, () => Promise<boolean>>();
+  /** After Redis returns: slots kept back while other replicas' local leases are not registered yet. */
+  private recoveryHoldback = 0;
+  private recoveryHoldbackUntil = 0;
+  /** How long recent calls held their lease (ms), newest last: how long a slot can stay taken. */
+  private readonly recentDurations: number[] = [];
   private heartbeat?: NodeJS.Timeout;
   /** Observers of mode changes (metrics, logs). */
   onModeChange?: (mode: 'shared' | 'local') => void;
@@ -119,14 +126,17 @@ export class GlobalLimiter {
     const id = randomUUID();
     const tokens = Math.max(0, Math.ceil(req.tokens));
     if (!this.degraded || this.redis.status === 'ready') {
+      const concurrency = this.sharedConcurrency();
+      if (this.limits.maxConcurrent > 0 && concurrency <= 0) return { ok: false, reason: 'concurrency', retryAfterMs: 50 };
       try {
         const [ok, reason, retryAfterMs] = await this.call(() =>
           this.cmd.meshQuotaAcquire(
             this.keys.leases, this.keys.rpm, this.keys.tpm, this.keys.pause,
-            id, this.leaseMs, this.limits.maxConcurrent, this.limits.requestsPerMinute,
+            id, this.leaseMs, concurrency, this.limits.requestsPerMinute,
             this.limits.tokensPerMinute, tokens, this.windowMs, this.burstFraction,
           ),
         );
+        if (ok === 1) this.local.track(id);
         return ok === 1
           ? { ok: true, lease: this.lease(id, req.holder, tokens, 'shared') }
           : { ok: false, reason: reason as RefusalReason, retryAfterMs: Number(retryAfterMs) };
@@ -148,6 +158,13 @@ export class GlobalLimiter {
     }
   }
 
+  /** The concurrency limit asked of Redis: less, right after an outage, what other replicas' local leases may still hold. */
+  private sharedConcurrency(): number {
+    const c = this.limits.maxConcurrent;
+    if (c === 0 || Date.now() >= this.recoveryHoldbackUntil) return c;
+    return c - this.recoveryHoldback;
+  }
+
   private localLimits(): Required<AdmissionLimits> {
     return {
       maxConcurrent: shareOf(this.limits.maxConcurrent, this.replicas),
@@ -160,6 +177,7 @@ export class GlobalLimiter {
     let currentMode = mode;
     let done = false;
     let timer: NodeJS.Timeout | undefined;
+    const grantedAt = Date.now();
     const stopTimer = () => {
       if (timer) clearInterval(timer);
       timer = undefined;
@@ -168,11 +186,15 @@ export class GlobalLimiter {
       if (done) return;
       done = true;
       stopTimer();
+      this.localLeases.delete(id);
+      this.recentDurations.push(Date.now() - grantedAt);
+      if (this.recentDurations.length > 100) this.recentDurations.shift();
       if (currentMode === 'shared') {
         try {
           await this.call(() =>
             this.cmd.meshQuotaRelease(this.keys.leases, this.keys.tpm, id, delta, this.limits.tokensPerMinute, this.windowMs, this.burstFraction),
           );
+          this.local.release(id, 0);
           return;
         } catch (err) {
           if (!(err instanceof RedisUnavailable)) throw err;
@@ -184,11 +206,12 @@ export class GlobalLimiter {
     const renew = async (): Promise<boolean> => {
       if (done) return false;
       try {
-        const held = await this.call(() => this.cmd.meshQuotaRenew(this.keys.leases, id, this.leaseMs, this.limits.maxConcurrent));
+        const force = currentMode === 'local' ? ['force'] : [];
+        const held = await this.call(() => this.cmd.meshQuotaRenew(this.keys.leases, id, this.leaseMs, this.limits.maxConcurrent, ...force));
         if (held === 1 && currentMode === 'local') {
-          // Redis is back: the lease now counts in the shared set, not in the local share.
+          // Redis is back: the lease now counts in the shared set (and still in this replica's count).
           currentMode = 'shared';
-          this.local.forget(id);
+          this.localLeases.delete(id);
         }
         return held === 1 || currentMode === 'local';
       } catch (err) {
@@ -196,6 +219,7 @@ export class GlobalLimiter {
         return true; // a local lease stays valid while Redis is down; a shared one expires there on its own
       }
     };
+    if (mode === 'local') this.localLeases.set(id, renew);
     return {
       id,
       holder,
@@ -251,6 +275,9 @@ export class GlobalLimiter {
       const e = err instanceof RedisUnavailable ? err : isConnectionError(err) ? new RedisUnavailable((err as Error).message) : err;
       if (e instanceof RedisUnavailable && !this.degraded) {
         this.degraded = true;
+        // Calls last as long as the longest recent one (× 1.5), or a lease when none was seen.
+        const longest = this.recentDurations.length > 0 ? Math.max(...this.recentDurations) * 1.5 : this.leaseMs;
+        this.local.beginOutage(this.limits.maxConcurrent, Math.min(longest, this.leaseMs * 4));
         this.logger?.warn({ replicas: this.replicas, err: e.message }, 'quota: redis unavailable, using this replica\'s share');
         this.onModeChange?.('local');
       }
@@ -270,6 +297,12 @@ export class GlobalLimiter {
     } catch (err) {
       this.logger?.warn({ err }, 'quota: could not merge local state');
     }
+    // The calls admitted locally are running: register them now, not at their next renewal, and
+    // keep back what the other replicas' local leases may hold until they have done the same
+    // (each does on its next heartbeat at the latest).
+    this.recoveryHoldback = Math.max(0, this.replicas - 1) * shareOf(this.limits.maxConcurrent, this.replicas);
+    this.recoveryHoldbackUntil = Date.now() + this.heartbeatMs * 2;
+    await Promise.all([...this.localLeases.values()].map((renew) => renew().catch(() => false)));
     this.logger?.info('quota: redis available again, shared state restored');
     this.onModeChange?.('shared');
   }

@@ -1,6 +1,6 @@
 // In-process admission with the same rules as the Lua scripts: used when Redis is unreachable,
 // with limits already divided by the number of live replicas.
-import { pace, settle, type PacingRate } from './gcra';
+import { burstOf, emissionIntervalMs, pace, settle, type PacingRate } from './gcra';
 import type { AdmissionLimits, RefusalReason } from './types';
 
 export type LocalDecision = { ok: true } | { ok: false; reason: RefusalReason; retryAfterMs: number };
@@ -10,6 +10,9 @@ export class LocalAdmission {
   private rpmTat = 0;
   private tpmTat = 0;
   private pausedUntil = 0;
+  /** After losing Redis: slots held back from the share until `holdbackUntil` (see beginOutage). */
+  private holdback = 0;
+  private holdbackUntil = 0;
 
   constructor(
     private limits: Required<AdmissionLimits>,
@@ -34,7 +37,8 @@ export class LocalAdmission {
     const now = this.now();
     if (this.pausedUntil > now) return { ok: false, reason: 'paused', retryAfterMs: Math.ceil(this.pausedUntil - now) };
     // A share that rounds down to zero admits nothing: never more than the global quota.
-    if (this.limits.maxConcurrent !== 0 && this.inFlight.size + 1 > this.limits.maxConcurrent) {
+    const holdback = now < this.holdbackUntil ? this.holdback : 0;
+    if (this.limits.maxConcurrent !== 0 && this.inFlight.size + 1 > this.limits.maxConcurrent - holdback) {
       return { ok: false, reason: 'concurrency', retryAfterMs: 50 };
     }
     const r = pace(this.rpmTat, now, 1, this.rate(this.limits.requestsPerMinute));
@@ -47,16 +51,36 @@ export class LocalAdmission {
     return { ok: true };
   }
 
+  /** Counts a lease granted through Redis: in local mode every lease this replica holds counts. */
+  track(leaseId: string): void {
+    if (this.limits.maxConcurrent !== 0) this.inFlight.add(leaseId);
+  }
+
+  /**
+   * Redis was just lost. The shared state admitted calls wherever they came, so another replica may
+   * hold more than its share; until its calls can have ended (`drainMs`, the longest recent call),
+   * this replica keeps back the most that others can hold beyond their shares: the global limit
+   * minus what it holds itself minus one share. And its pacing starts from an empty bucket (no
+   * burst: the shared bucket it replaces was in use).
+   */
+  beginOutage(globalConcurrency: number, drainMs: number): void {
+    const now = this.now();
+    const share = this.limits.maxConcurrent;
+    this.holdback = globalConcurrency > 0 ? Math.max(0, globalConcurrency - this.inFlight.size - share) : 0;
+    this.holdbackUntil = now + drainMs;
+    for (const [key, limit] of [['rpmTat', this.limits.requestsPerMinute], ['tpmTat', this.limits.tokensPerMinute]] as const) {
+      if (limit <= 0) continue;
+      const rate = this.rate(limit);
+      this[key] = Math.max(this[key], now + burstOf(rate) * emissionIntervalMs(rate));
+    }
+  }
+
   /** Frees a slot (whether or not it was local) and settles tokens. */
   release(leaseId: string, deltaTokens: number): void {
     this.inFlight.delete(leaseId);
     this.tpmTat = settle(this.tpmTat, this.now(), deltaTokens, this.rate(this.limits.tokensPerMinute));
   }
 
-  /** Drops a slot that moved to the shared state, without settling anything. */
-  forget(leaseId: string): void {
-    this.inFlight.delete(leaseId);
-  }
 
   pause(ms: number): void {
     this.pausedUntil = Math.max(this.pausedUntil, this.now() + ms);

@@ -55,9 +55,10 @@ return {1, 'ok', 0}
 `;
 
 /**
- * Extends a lease; re-registers it when it is missing and a slot is free (a lease taken during a
- * Redis outage joins the shared set this way).
- * KEYS: leases. ARGV: leaseId, leaseMs, maxConcurrent. Returns 1 (held) or 0 (lost).
+ * Extends a lease; re-registers it when it is missing and a slot is free, or in any case with
+ * ARGV[4] = 'force' (a lease taken during a Redis outage is running: it must count, even above the
+ * limit, so that nobody else takes its slot).
+ * KEYS: leases. ARGV: leaseId, leaseMs, maxConcurrent[, 'force']. Returns 1 (held) or 0 (lost).
  */
 export const RENEW = `${CLOCK_AND_PACE}
 local maxc = tonumber(ARGV[3])
@@ -66,7 +67,7 @@ if redis.call('ZSCORE', KEYS[1], ARGV[1]) then
   return 1
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-if maxc > 0 and redis.call('ZCARD', KEYS[1]) >= maxc then return 0 end
+if maxc > 0 and ARGV[4] ~= 'force' and redis.call('ZCARD', KEYS[1]) >= maxc then return 0 end
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
 return 1
 `;

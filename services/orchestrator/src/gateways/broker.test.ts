@@ -23,6 +23,13 @@ describe('translateBrokerError', () => {
     expect(err).toBeInstanceOf(DegradedError);
     expect((err as DegradedError).reason).toBe('queue_full');
   });
+
+  it('a failure in the middle of a streamed answer is a retryable step failure that says so, not "busy"', () => {
+    const err = translateBrokerError(new MeshError(status.UNAVAILABLE, 'upstream_stream_failed', 'upstream error inside the stream: boom'));
+    expect(err).toBeInstanceOf(StepFailure);
+    expect(err).toMatchObject({ code: 'llm_stream_failed', retryable: true });
+    expect(err.message).toMatch(/failed in the middle of its answer \(upstream error inside the stream: boom\)/);
+  });
 });
 
 describe('brokerVanished', () => {

@@ -22,6 +22,8 @@ export function translateBrokerError(err: unknown, admitted = true): Error {
   const reason = reasonOf(err);
   const code = codeOf(err);
   if (code === status.DEADLINE_EXCEEDED && !admitted) return new DegradedError('deadline_unreachable', 'the LLM queue did not admit the call before its deadline');
+  // The model failed after some of its answer streamed: not "busy", a failure the user is told of.
+  if (reason === 'upstream_stream_failed') return new StepFailure('llm_stream_failed', `the language model failed in the middle of its answer (${detailsOf(err)})`, true);
   if ((reason && DEGRADED_REASONS.has(reason)) || code === status.UNAVAILABLE || code === status.RESOURCE_EXHAUSTED) {
     return new DegradedError(reason ?? (code === status.UNAVAILABLE ? 'broker_unavailable' : 'resource_exhausted'), detailsOf(err));
   }

@@ -3,7 +3,7 @@
 import type { AgentRole, ChatMessage, Emit, LlmGateway, ToolDefinition, ToolGateway, Usage } from './types';
 import { addUsage, emptyUsage } from './types';
 import { chat } from './prompts';
-import { DegradedError } from './errors';
+import { DegradedError, StepFailure } from './errors';
 import { retryAfterMs } from '../runs/admission';
 
 export const MAX_TOOL_ITERATIONS = 3;
@@ -85,34 +85,40 @@ export async function runAgent(env: AgentEnv, step: AgentStep): Promise<AgentOut
     };
     let toolCalls: { id: string; name: string; argumentsJson: string }[] = [];
     let callText = '';
-    for await (const update of env.llm.generate(request, { signal, timeoutMs: env.callTimeoutMs })) {
-      const u = update.update;
-      if (!u) continue;
-      if (u.$case === 'queued') {
-        const wait = u.queued.estimatedWaitMs;
-        if (!env.admitted.value) env.gate?.observe(wait);
-        if (!env.admitted.value && env.maxFirstWaitMs && wait > env.maxFirstWaitMs) {
-          throw new DegradedError('queue_wait', `the LLM queue's estimated wait (${wait} ms) is over this deployment's limit (${env.maxFirstWaitMs} ms)`,
-            retryAfterMs(wait, env.maxFirstWaitMs));
+    try {
+      for await (const update of env.llm.generate(request, { signal, timeoutMs: env.callTimeoutMs })) {
+        const u = update.update;
+        if (!u) continue;
+        if (u.$case === 'queued') {
+          const wait = u.queued.estimatedWaitMs;
+          if (!env.admitted.value) env.gate?.observe(wait);
+          if (!env.admitted.value && env.maxFirstWaitMs && wait > env.maxFirstWaitMs) {
+            throw new DegradedError('queue_wait', `the LLM queue's estimated wait (${wait} ms) is over this deployment's limit (${env.maxFirstWaitMs} ms)`,
+              retryAfterMs(wait, env.maxFirstWaitMs));
+          }
+          await emit('queued', { agent, round, position: u.queued.position, estimatedWaitMs: u.queued.estimatedWaitMs });
+          continue;
         }
-        await emit('queued', { agent, round, position: u.queued.position, estimatedWaitMs: u.queued.estimatedWaitMs });
-        continue;
+        if (!env.admitted.value) env.gate?.observe(0);
+        env.admitted.value = true;
+        if (u.$case === 'delta') {
+          if (!u.delta.content) continue;
+          callText += u.delta.content;
+          text += u.delta.content;
+          step.onText?.(text);
+          // Not awaited: the emitter keeps the order and batches the tokens that arrive while a
+          // write is in flight, instead of one Redis round trip per token on the stream's path.
+          // A failed write (lease lost) rejects every later emit, so the awaited events surface it.
+          emit('token', { agent, round, text: u.delta.content }).catch(() => undefined);
+        } else {
+          addUsage(usage, u.done.usage);
+          toolCalls = u.done.toolCalls;
+        }
       }
-      if (!env.admitted.value) env.gate?.observe(0);
-      env.admitted.value = true;
-      if (u.$case === 'delta') {
-        if (!u.delta.content) continue;
-        callText += u.delta.content;
-        text += u.delta.content;
-        step.onText?.(text);
-        // Not awaited: the emitter keeps the order and batches the tokens that arrive while a
-        // write is in flight, instead of one Redis round trip per token on the stream's path.
-        // A failed write (lease lost) rejects every later emit, so the awaited events surface it.
-        emit('token', { agent, round, text: u.delta.content }).catch(() => undefined);
-      } else {
-        addUsage(usage, u.done.usage);
-        toolCalls = u.done.toolCalls;
-      }
+    } catch (err) {
+      // The model failed mid-call: the stream says which agent and what it had written so far.
+      if (err instanceof StepFailure && !signal.aborted) await emit('agent.failed', { agent, round, code: err.code, message: err.message, partial: text });
+      throw err;
     }
     if (toolCalls.length === 0 || !offerTools) break;
     // The model asked for tools: run them, show both sides in the event log, and ask again.
