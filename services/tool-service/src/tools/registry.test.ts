@@ -1,4 +1,4 @@
-import { ToolRegistry, testTools } from './registry';
+import { defaultTools, ToolRegistry, testTools } from './registry';
 import { calculator } from './calculator';
 import { currentTime } from './current-time';
 import { plan } from './plan';
@@ -45,7 +45,9 @@ describe('argument validation', () => {
     expect(() => new ToolRegistry([calculator(), calculator()])).toThrow(/registered twice/);
   });
 
-  it('keeps the test tools out of the default list', () => {
+  it('keeps the test tools out of the default list; they are registered only on top of it', () => {
+    const defaults = new ToolRegistry(defaultTools({ searchUrl: '', localIndex: () => Promise.reject(new Error('unused')) }));
+    expect(defaults.names()).toEqual(['search_web', 'plan', 'calculator', 'current_time']);
     expect(registry.names()).toEqual(['search_web', 'plan', 'calculator', 'current_time', 'test_echo', 'test_quota', 'test_slots']);
   });
 });
