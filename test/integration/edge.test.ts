@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import OpenAI from 'openai';
 import {
-  readSse, startEmulator, startFerret, startMesh, startRedis, startService, testDir,
+  readSse, startEmulator, startFerret, startMesh, startRedis, startService, testDir, waitFor,
   type EmulatorProc, type FerretProc, type Mesh, type RedisProc, type SseEvent,
 } from '../support';
 import { signToken } from '../../services/edge/src/auth';
@@ -278,4 +278,22 @@ describe('/v1/chat/completions with a misbehaving provider', () => {
     expect(text).not.toContain('"finish_reason":"stop"');
     expect((await complete('emulator-1+stream_error', false)).status).toBe(503);
   });
+});
+
+// Last: it stops MongoDB (FerretDB) for good.
+test('/api/health is 503 with the database down while MongoDB is stopped, and 200 before', async () => {
+  const before = await api('/api/health', {}, null);
+  expect(before.status).toBe(200);
+  await ferret.stop();
+  let report: { status: string; checks: Record<string, { status: string }> } | undefined;
+  await waitFor('health 503', async () => {
+    const res = await api('/api/health', {}, null);
+    if (res.status !== 503) return false;
+    report = (await res.json()) as typeof report;
+    return true;
+  }, { timeoutMs: 30_000, intervalMs: 500 });
+  expect(report?.status).toBe('unhealthy');
+  expect(report?.checks['database']?.status).toBe('down');
+  expect(report?.checks['cache']?.status).toBe('up');
+  expect(report?.checks['llm']?.status).toBe('up');
 });
