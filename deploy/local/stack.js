@@ -362,7 +362,7 @@ const SERVICES = {
  * Starts one service from its build (`services/<name>/dist/main.js`) with telemetry preloaded,
  * and waits until it is ready (gRPC health SERVING, or the edge answering HTTP).
  */
-async function startService(name, { port, env = {}, logDir, instance = '', readyTimeoutMs = 30_000 }) {
+async function startService(name, { port, env = {}, logDir, instance = '', readyTimeoutMs = 60_000 }) {
   const spec = SERVICES[name];
   if (!spec) throw new Error(`unknown service ${name}`);
   // A port picked as free can be taken by another process before the service binds it (other
