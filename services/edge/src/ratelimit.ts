@@ -63,6 +63,7 @@ export function redisRequestLimiter(redis: Redis, opts: RequestLimitOptions, log
         burstFraction,
         redisTimeoutMs,
         fallbackReplicas: replicaCount,
+        outageBurst: true,
       });
       if (users.size >= maxUsers) users.delete(users.keys().next().value!);
     }

@@ -58,6 +58,9 @@ export class GlobalLimiter {
   private readonly local: LocalAdmission;
   private replicas: number;
   private degraded = false;
+  private recovering?: Promise<void>;
+  /** Whether the local share starts with its pacing burst when Redis is lost (see LimiterOptions). */
+  private readonly outageBurst: boolean;
   /** Leases taken on the local share and still running: re-registered in Redis when it returns. */
   private readonly localLeases = new Map<string, () => Promise<boolean>>();
   /** After Redis returns: slots kept back while other replicas' local leases are not registered yet. */
@@ -87,6 +90,7 @@ export class GlobalLimiter {
     this.heartbeatMs = options.heartbeatMs ?? 2_000;
     this.redisTimeoutMs = options.redisTimeoutMs ?? 500;
     this.replicas = Math.max(1, options.fallbackReplicas ?? 1);
+    this.outageBurst = options.outageBurst ?? false;
     this.local = new LocalAdmission(this.localLimits(), this.windowMs, this.burstFraction);
   }
 
@@ -126,6 +130,8 @@ export class GlobalLimiter {
     const id = randomUUID();
     const tokens = Math.max(0, Math.ceil(req.tokens));
     if (!this.degraded || this.redis.status === 'ready') {
+      // Back from an outage: no shared admission before this replica's local leases are in Redis.
+      await this.recovery();
       const concurrency = this.sharedConcurrency();
       if (this.limits.maxConcurrent > 0 && concurrency <= 0) return { ok: false, reason: 'concurrency', retryAfterMs: 50 };
       try {
@@ -269,7 +275,7 @@ export class GlobalLimiter {
           timer = setTimeout(() => reject(new RedisUnavailable('redis timeout')), this.redisTimeoutMs);
         }),
       ]);
-      if (this.degraded) await this.recover();
+      if (this.degraded) await this.recovery();
       return result;
     } catch (err) {
       const e = err instanceof RedisUnavailable ? err : isConnectionError(err) ? new RedisUnavailable((err as Error).message) : err;
@@ -277,7 +283,7 @@ export class GlobalLimiter {
         this.degraded = true;
         // Calls last as long as the longest recent one (× 1.5), or a lease when none was seen.
         const longest = this.recentDurations.length > 0 ? Math.max(...this.recentDurations) * 1.5 : this.leaseMs;
-        this.local.beginOutage(this.limits.maxConcurrent, Math.min(longest, this.leaseMs * 4));
+        this.local.beginOutage(this.limits.maxConcurrent, Math.min(longest, this.leaseMs * 4), this.outageBurst);
         this.logger?.warn({ replicas: this.replicas, err: e.message }, 'quota: redis unavailable, using this replica\'s share');
         this.onModeChange?.('local');
       }
@@ -287,9 +293,22 @@ export class GlobalLimiter {
     }
   }
 
+  /** The recovery under way, started when Redis is reachable again after an outage (one at a time). */
+  private recovery(): Promise<void> | undefined {
+    if (!this.recovering && this.degraded && this.redis.status === 'ready') {
+      this.recovering = this.recover().finally(() => {
+        this.recovering = undefined;
+      });
+    }
+    return this.recovering;
+  }
+
   /** Back to shared state: carry the local pacing debt into Redis so nothing is granted twice. */
   private async recover(): Promise<void> {
     this.degraded = false;
+    // Set before anything is awaited: admissions wait for the recovery, but not the heartbeat's.
+    this.recoveryHoldback = Math.max(0, this.replicas - 1) * shareOf(this.limits.maxConcurrent, this.replicas);
+    this.recoveryHoldbackUntil = Date.now() + this.heartbeatMs * 2;
     const debt = this.local.debtMs();
     this.local.resetDebt();
     try {
@@ -300,8 +319,6 @@ export class GlobalLimiter {
     // The calls admitted locally are running: register them now, not at their next renewal, and
     // keep back what the other replicas' local leases may hold until they have done the same
     // (each does on its next heartbeat at the latest).
-    this.recoveryHoldback = Math.max(0, this.replicas - 1) * shareOf(this.limits.maxConcurrent, this.replicas);
-    this.recoveryHoldbackUntil = Date.now() + this.heartbeatMs * 2;
     await Promise.all([...this.localLeases.values()].map((renew) => renew().catch(() => false)));
     this.logger?.info('quota: redis available again, shared state restored');
     this.onModeChange?.('shared');

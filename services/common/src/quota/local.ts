@@ -63,11 +63,12 @@ export class LocalAdmission {
    * minus what it holds itself minus one share. And its pacing starts from an empty bucket (no
    * burst: the shared bucket it replaces was in use).
    */
-  beginOutage(globalConcurrency: number, drainMs: number): void {
+  beginOutage(globalConcurrency: number, drainMs: number, keepBurst = false): void {
     const now = this.now();
     const share = this.limits.maxConcurrent;
     this.holdback = globalConcurrency > 0 ? Math.max(0, globalConcurrency - this.inFlight.size - share) : 0;
     this.holdbackUntil = now + drainMs;
+    if (keepBurst) return;
     for (const [key, limit] of [['rpmTat', this.limits.requestsPerMinute], ['tpmTat', this.limits.tokensPerMinute]] as const) {
       if (limit <= 0) continue;
       const rate = this.rate(limit);

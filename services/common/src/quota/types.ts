@@ -22,6 +22,13 @@ export interface LimiterOptions extends AdmissionLimits {
   heartbeatMs?: number;
   /** Replicas assumed before any heartbeat was read (a replica that starts during an outage). @default 1 */
   fallbackReplicas?: number;
+  /**
+   * Whether the local share may start with its pacing burst when Redis is lost. Off, it starts
+   * empty, so that the replicas together stay within the window even if the shared burst was just
+   * spent (upstream quotas); on, a user limited per replica is not refused at the outage's start
+   * (request limits, where availability matters more than exactness). @default false
+   */
+  outageBurst?: boolean;
   /** Longest wait for a Redis answer before falling back. @default 500 */
   redisTimeoutMs?: number;
 }
