@@ -312,7 +312,8 @@ export class GlobalLimiter {
     const debt = this.local.debtMs();
     this.local.resetDebt();
     try {
-      await this.cmd.meshQuotaMerge(this.keys.rpm, this.keys.tpm, debt.rpm, debt.tpm);
+      // Bounded: admissions wait for the recovery, so it must never hang on Redis.
+      await this.call(() => this.cmd.meshQuotaMerge(this.keys.rpm, this.keys.tpm, debt.rpm, debt.tpm));
     } catch (err) {
       this.logger?.warn({ err }, 'quota: could not merge local state');
     }
