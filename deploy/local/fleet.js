@@ -130,13 +130,7 @@ async function startFleet({
   replicas = 2, logDir, redisUrl, mongoUri, otlpEndpoint, llmBaseUrl, llmApiKey = 'local-dev-key', jwtSecret,
   env = {}, perService = {}, ports = {}, prometheus = {}, dataDir, readyTimeoutMs = 120_000,
 }) {
-  const common = {
-    REDIS_URL: redisUrl,
-    MONGODB_URI: mongoUri,
-    OTEL_EXPORTER_OTLP_ENDPOINT: otlpEndpoint || 'http://127.0.0.1:4318',
-    ...(otlpEndpoint ? {} : { OTEL_SDK_DISABLED: 'true' }),
-    ...env,
-  };
+  const common = stack.meshEnv({ redisUrl, mongoUri, otlpEndpoint, env });
   const started = [];
   const byService = { store: [], 'llm-broker': [], 'tool-service': [], orchestrator: [], edge: [] };
   const startOne = async (name, index, extra) => {

@@ -398,17 +398,25 @@ module.exports = {
 };
 
 /**
- * Starts the five services wired to each other and to the given infrastructure.
- * `env` goes to every service; `perService[name]` to one.
+ * The environment every service of a mesh (or fleet) shares: its infrastructure, tracing (off
+ * unless an OTLP endpoint is given), then `env`.
  */
-async function startMesh({ logDir, redisUrl, mongoUri, otlpEndpoint, llmBaseUrl, llmApiKey = 'local-dev-key', jwtSecret, env = {}, perService = {}, ports = {} }) {
-  const common = {
+function meshEnv({ redisUrl, mongoUri, otlpEndpoint, env = {} }) {
+  return {
     REDIS_URL: redisUrl,
     MONGODB_URI: mongoUri,
     OTEL_EXPORTER_OTLP_ENDPOINT: otlpEndpoint || 'http://127.0.0.1:4318',
     ...(otlpEndpoint ? {} : { OTEL_SDK_DISABLED: 'true' }),
     ...env,
   };
+}
+
+/**
+ * Starts the five services wired to each other and to the given infrastructure.
+ * `env` goes to every service; `perService[name]` to one.
+ */
+async function startMesh({ logDir, redisUrl, mongoUri, otlpEndpoint, llmBaseUrl, llmApiKey = 'local-dev-key', jwtSecret, env = {}, perService = {}, ports = {} }) {
+  const common = meshEnv({ redisUrl, mongoUri, otlpEndpoint, env });
   const start = (name, extra) => startService(name, { logDir, port: ports[name], env: { ...common, ...extra, ...(perService[name] || {}) } });
   const started = [];
   try {
@@ -466,4 +474,5 @@ function mintToken(secret, sub, { expiresInS = 12 * 3600 } = {}) {
 }
 
 module.exports.startMesh = startMesh;
+module.exports.meshEnv = meshEnv;
 module.exports.mintToken = mintToken;
