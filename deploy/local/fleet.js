@@ -146,7 +146,7 @@ async function startFleet({
   let nginx;
   let prom;
   try {
-    await Promise.all([startAll('store', {}), startAll('llm-broker', { LLM_BASE_URL: llmBaseUrl, LLM_API_KEY: llmApiKey })]);
+    await Promise.all([startAll('store', stack.storeEnv(replicas)), startAll('llm-broker', { LLM_BASE_URL: llmBaseUrl, LLM_API_KEY: llmApiKey })]);
     await startAll('tool-service', { STORE_ADDR: list('store') });
     const peers = { STORE_ADDR: list('store'), LLM_BROKER_ADDR: list('llm-broker'), TOOL_SERVICE_ADDR: list('tool-service') };
     await startAll('orchestrator', peers);

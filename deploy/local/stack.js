@@ -105,6 +105,19 @@ async function startRedis({ port, logDir, appendOnly = false, dataDir }) {
 
 // ---- PostgreSQL (FerretDB's backend) ---------------------------------------------------------
 
+/**
+ * FerretDB 1.24's findAndModify holds one PostgreSQL connection (its query's cursor) while it takes
+ * another for the update: when as many run at once as FerretDB's pool has connections (its
+ * `pool_max_conns`, 50 by default), every one waits for a connection that never frees, until the
+ * callers' deadlines (seen in `bench store` at 200 callers: every call failed from then on). So
+ * FerretDB gets more PostgreSQL connections than all the stores' MongoDB pools together can use:
+ * the stores share STORE_MONGO_CONNS (`storeEnv`), below `max_connections` (200) with room to spare.
+ */
+const FERRET_PG_POOL = 180;
+const STORE_MONGO_CONNS = 160;
+/** A store replica's share of FerretDB's connections, when `replicas` stores share one FerretDB. */
+const storeEnv = (replicas = 1) => ({ MONGO_MAX_POOL_SIZE: String(Math.floor(STORE_MONGO_CONNS / replicas)) });
+
 /** The newest PostgreSQL server binaries Debian installed (`/usr/lib/postgresql/<major>/bin`). */
 function postgresBin(name) {
   const base = '/usr/lib/postgresql';
@@ -206,7 +219,7 @@ async function startPostgres({ port, logDir, dataDir, durable = true }) {
   if (t.status !== 0) { await h.stop(); throw new Error(`creating the index trigger: ${t.stderr}`); }
   // SIGINT: PostgreSQL's "fast" shutdown; kill(): SIGQUIT, its "immediate" shutdown (recovers on start).
   return {
-    ...h, port, dataDir: dir, url, ferretUrl: `${url}/ferretdb`,
+    ...h, port, dataDir: dir, url, ferretUrl: `${url}/ferretdb?pool_max_conns=${FERRET_PG_POOL}`,
     stop: async (graceMs = 30_000) => h.stop(graceMs, 'SIGINT'),
     kill: async () => h.stop(10_000, 'SIGQUIT'),
   };
@@ -394,7 +407,7 @@ async function startService(name, { port, env = {}, logDir, instance = '', ready
 module.exports = {
   ROOT, CACHE, BIN, SERVICES,
   freePort, portOpen, waitFor, launch, grpcServing,
-  startRedis, startPostgres, startFerret, startJaeger, jaegerConfig, startEmulator, startService,
+  startRedis, startPostgres, startFerret, storeEnv, startJaeger, jaegerConfig, startEmulator, startService,
 };
 
 /**
@@ -422,7 +435,7 @@ async function startMesh({ logDir, redisUrl, mongoUri, otlpEndpoint, llmBaseUrl,
   try {
     // Both are waited for, so that when one fails the other is not left running.
     const first = await Promise.allSettled([
-      start('store', {}),
+      start('store', storeEnv()),
       start('llm-broker', { LLM_BASE_URL: llmBaseUrl, LLM_API_KEY: llmApiKey }),
     ]);
     for (const r of first) if (r.status === 'fulfilled') started.push(r.value);
