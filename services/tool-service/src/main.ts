@@ -39,6 +39,7 @@ async function build(svc: Service<ToolServiceConfig>): Promise<void> {
     logger,
     (counts) => Object.entries(counts).forEach(([source, n]) => metrics.corpusDocuments.set({ source }, n)),
   );
+  svc.onShutdown('stop', 'local search index', () => localIndex.close());
   const tools = new ToolRegistry(
     [...defaultTools({ searchUrl: cfg.searchUrl, localIndex }), ...(cfg.testTools ? testTools() : [])],
     cfg.overrides,

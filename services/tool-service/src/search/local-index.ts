@@ -1,6 +1,6 @@
 // Full-text search over the local corpus with MiniSearch (BM25-like ranking, title boost, fuzzy
-// and prefix matching for longer terms). Indexing yields to the event loop between chunks so
-// that a starting replica keeps answering other tools while it builds.
+// and prefix matching for longer terms). Built and queried in a worker thread
+// (index-worker.ts), so neither blocks the service's event loop.
 import MiniSearch from 'minisearch';
 import type { CorpusDocument } from './corpus';
 

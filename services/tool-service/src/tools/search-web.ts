@@ -1,6 +1,6 @@
 // search_web: a SearxNG-compatible API when SEARCH_URL is set, otherwise full-text search over the
 // local corpus. With the API, the local corpus is also the degraded fallback.
-import type { LocalSearchIndex, SearchHit } from '../search/local-index';
+import type { SearchHit } from '../search/local-index';
 import { searchSearxng } from '../search/searxng';
 import { definePlugin } from './contract';
 import type { ToolDeps } from './deps';
@@ -14,8 +14,8 @@ export const SEARCH_WEB = 'search_web';
 
 export function searchWeb(deps: ToolDeps) {
   const local = async (args: SearchArgs): Promise<{ backend: string; query: string; results: SearchHit[] }> => {
-    const index: LocalSearchIndex = await deps.localIndex();
-    return { backend: 'local', query: args.query, results: index.search(args.query, args.limit) };
+    const index = await deps.localIndex();
+    return { backend: 'local', query: args.query, results: await index.search(args.query, args.limit) };
   };
   return definePlugin<SearchArgs>({
     name: SEARCH_WEB,
