@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs what the Kubernetes manifest tests need, idempotently: Debian's etcd, and kube-apiserver,
-# kube-controller-manager and kubectl (kustomize is built into kubectl) v$K8S_VERSION built from the
-# Go module proxy, cached in $MESH_CACHE/bin so a second run does not rebuild them.
+# Installs what the Kubernetes manifest and autoscaling tests need, idempotently: Debian's etcd, and
+# kube-apiserver, kube-controller-manager and kubectl (kustomize is built into kubectl) v$K8S_VERSION
+# and prometheus-adapter v$ADAPTER_VERSION built from the Go module proxy, cached in $MESH_CACHE/bin
+# so a second run does not rebuild them.
 #
 # `go install k8s.io/kubernetes/cmd/...` refuses the module's replace directives (its staging
 # modules point at ./staging/src/...), so a wrapper module requires k8s.io/kubernetes and pins each
@@ -9,6 +10,7 @@
 set -euo pipefail
 # The newest 1.31 release whose staging modules the Go module proxy serves here.
 K8S_VERSION="${K8S_VERSION:-1.31.4}"
+ADAPTER_VERSION="${ADAPTER_VERSION:-0.12.0}"
 CACHE="${MESH_CACHE:-$HOME/.cache/agent-mesh}"
 BIN="$CACHE/bin"
 mkdir -p "$BIN"
@@ -28,17 +30,41 @@ version_of() { if [ "$1" = kubectl ]; then "$BIN/kubectl" version --client 2>/de
 find_missing() {
   missing=()
   for t in "${tools[@]}"; do
-    [ -x "$BIN/$t" ] && version_of "$t" | grep -q "v$K8S_VERSION\b" || missing+=("$t")
+    # Not `version_of | grep -q`: grep exits at its match, the writer gets SIGPIPE, and pipefail
+    # then reports a working binary as missing (and it was rebuilt).
+    v=""; [ -x "$BIN/$t" ] && v=$(version_of "$t" || true)
+    grep -q "v$K8S_VERSION\b" <<<"$v" || missing+=("$t")
   done
 }
+# prometheus-adapter prints no version of its own: the build records it beside the binary.
+adapter_ready() { [ -x "$BIN/prometheus-adapter" ] && [ "$(cat "$BIN/prometheus-adapter.version" 2>/dev/null)" = "v$ADAPTER_VERSION" ]; }
 find_missing
-if [ ${#missing[@]} -eq 0 ]; then log "kubernetes binaries ready in $BIN"; exit 0; fi
+if [ ${#missing[@]} -eq 0 ] && adapter_ready; then log "kubernetes binaries ready in $BIN"; exit 0; fi
 
 # Two builds at once would race on the same directory: one builds, the other waits.
 exec 9>"$CACHE/k8s-build.lock"
 flock 9
+
+# prometheus-adapter (the custom and resource metrics APIs the HPAs read, from Prometheus).
+# `go install sigs.k8s.io/prometheus-adapter/cmd/adapter@v…` fails here (the proxy refuses the
+# module's version list), but the module itself downloads: build ./cmd/adapter from a writable copy.
+if ! adapter_ready; then
+  log "building prometheus-adapter v$ADAPTER_VERSION from the Go module proxy (one time, several minutes; cached in $BIN)"
+  src=$(go mod download -json "sigs.k8s.io/prometheus-adapter@v$ADAPTER_VERSION" | sed -n 's/^\s*"Dir": "\(.*\)",\?$/\1/p')
+  [ -n "$src" ] && [ -d "$src" ] || { log "go mod download gave no directory for prometheus-adapter"; exit 1; }
+  d="$CACHE/build/prometheus-adapter-$ADAPTER_VERSION"
+  rm -rf "$d" && mkdir -p "$(dirname "$d")" && cp -r "$src" "$d" && chmod -R u+w "$d"
+  (cd "$d" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$BIN/prometheus-adapter.tmp" ./cmd/adapter)
+  # Its --help exits 2 (pflag): check that it printed its own flags.
+  help=$("$BIN/prometheus-adapter.tmp" --help 2>&1 || true)
+  grep -q -- --prometheus-url <<<"$help" || { log "built prometheus-adapter does not start"; exit 1; }
+  mv "$BIN/prometheus-adapter.tmp" "$BIN/prometheus-adapter"
+  echo "v$ADAPTER_VERSION" > "$BIN/prometheus-adapter.version"
+  rm -rf "$d"
+fi
+
 find_missing
-[ ${#missing[@]} -eq 0 ] && exit 0
+if [ ${#missing[@]} -eq 0 ]; then log "kubernetes binaries ready in $BIN"; exit 0; fi
 
 log "building ${missing[*]} v$K8S_VERSION from the Go module proxy (one time, several minutes; cached in $BIN)"
 d="$CACHE/build/k8s-$K8S_VERSION"
