@@ -60,6 +60,7 @@ export class RunManager {
   private readonly owned = new Map<string, OwnedRun>();
   private timers: NodeJS.Timeout[] = [];
   private stopping = false;
+  private renewing = false;
   private readonly gate: AdmissionGate;
   /** StartRuns in progress here (reading the history, registering the run). */
   private starting = 0;
@@ -185,16 +186,27 @@ export class RunManager {
     return new RunEmitter(this.d.log, meta, this.owner, nextSeq);
   }
 
+  /**
+   * Renews every owned run's lease at once: the calls go out together (one round trip to Redis for
+   * all, not one per run: with hundreds of runs, one after the other outlasted the lease). A round
+   * still running when the next is due is not doubled.
+   */
   private async renewLeases(): Promise<void> {
-    for (const [runId, run] of this.owned) {
-      try {
-        if (!(await this.d.registry.renew(runId, this.owner))) {
-          this.d.logger.warn({ runId }, 'lease lost: another replica owns the run now');
-          run.abort.abort(new RunStopped('lease_lost'));
+    if (this.renewing) return;
+    this.renewing = true;
+    try {
+      await Promise.all([...this.owned].map(async ([runId, run]) => {
+        try {
+          if (!(await this.d.registry.renew(runId, this.owner))) {
+            this.d.logger.warn({ runId }, 'lease lost: another replica owns the run now');
+            run.abort.abort(new RunStopped('lease_lost'));
+          }
+        } catch (err) {
+          this.d.logger.warn({ runId, err: (err as Error).message }, 'lease renewal failed');
         }
-      } catch (err) {
-        this.d.logger.warn({ runId, err: (err as Error).message }, 'lease renewal failed');
-      }
+      }));
+    } finally {
+      this.renewing = false;
     }
   }
 
@@ -202,7 +214,8 @@ export class RunManager {
     if (this.stopping) return;
     try {
       const claimed = await this.d.registry.claimExpired(this.owner, 5);
-      for (const runId of claimed) await this.takeOver(runId);
+      // A run this replica still executes (its lease lapsed while it was busy) goes on as it is.
+      for (const runId of claimed) if (!this.owned.has(runId)) await this.takeOver(runId);
     } catch (err) {
       this.d.logger.warn({ err: (err as Error).message }, 'takeover scan failed');
     }

@@ -34,9 +34,12 @@ return {'created', ARGV[1]}
 `;
 
 // KEYS: lease leases; ARGV: owner leaseMs now runId
+// A lease that expired but that no replica claimed yet is still the owner's: it was late (a busy
+// event loop or a slow Redis), not dead, and giving the run up would only start it again elsewhere.
 const RENEW = `
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
+local current = redis.call('GET', KEYS[1])
+if current and current ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 redis.call('ZADD', KEYS[2], tonumber(ARGV[3]) + tonumber(ARGV[2]), ARGV[4])
 return 1
 `;
