@@ -80,15 +80,17 @@ async function startNginx({ port, edges, logDir, dataDir }) {
 
 /**
  * Prometheus scraping the targets in `<dir>/targets.json` (file_sd, re-read every second), with
- * the mesh's rules. `targets`: [{ job, addr, replica }].
+ * the mesh's rules. `targets`: [{ job, addr, replica, labels? }] (`labels`: more target labels,
+ * such as the `namespace` and `pod` of the autoscaling loop, or `__metrics_path__`). Listens on
+ * `host` (loopback by default).
  */
-async function startPrometheus({ port, targets, logDir, dataDir, scrapeInterval = '5s', evaluationInterval = '5s' }) {
+async function startPrometheus({ port, targets, logDir, dataDir, scrapeInterval = '5s', evaluationInterval = '5s', host = '127.0.0.1' }) {
   port = port || (await stack.freePort());
   const dir = dataDir || fs.mkdtempSync(path.join(os.tmpdir(), 'mesh-prometheus-'));
   fs.mkdirSync(dir, { recursive: true });
   const sdFile = path.join(dir, 'targets.json');
   const writeTargets = (list) => {
-    const groups = list.map((t) => ({ targets: [t.addr], labels: { job: t.job, replica: t.replica } }));
+    const groups = list.map((t) => ({ targets: [t.addr], labels: { job: t.job, ...(t.replica ? { replica: t.replica } : {}), ...t.labels } }));
     fs.writeFileSync(`${sdFile}.tmp`, JSON.stringify(groups, null, 2));
     fs.renameSync(`${sdFile}.tmp`, sdFile); // atomic: Prometheus never reads half a file
   };
@@ -108,9 +110,9 @@ scrape_configs:
         refresh_interval: 1s
 `);
   const args = [`--config.file=${conf}`, `--storage.tsdb.path=${path.join(dir, 'data')}`,
-    `--web.listen-address=127.0.0.1:${port}`, '--storage.tsdb.retention.time=2d', '--log.level=warn'];
+    `--web.listen-address=${host}:${port}`, '--storage.tsdb.retention.time=2d', '--log.level=warn'];
   const h = stack.launch(`prometheus-${port}`, 'prometheus', args, { logDir });
-  const url = `http://127.0.0.1:${port}`;
+  const url = `http://${host}:${port}`;
   await stack.waitFor('prometheus', async () => (await fetch(`${url}/-/ready`)).ok, { proc: h.proc, timeoutMs: 60_000 });
   return { ...h, port, url, writeTargets };
 }

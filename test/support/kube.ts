@@ -1,118 +1,65 @@
-// A real Kubernetes control plane without a cluster, for the manifest tests: Debian's etcd and a
-// kube-apiserver built by deploy/k8s/tools/install.sh (no kubelet, so no pod ever runs; every
-// object is validated, admitted and stored as in a cluster). Also the kubectl of the same version,
+// A real Kubernetes control plane without a cluster, for the manifest and autoscaling tests
+// (deploy/local/kube.js, which `npm start -- --replicas auto` uses too): Debian's etcd, a
+// kube-apiserver, kube-controller-manager and prometheus-adapter built by
+// deploy/k8s/tools/install.sh (no kubelet, so no pod runs unless a follower marks it Running; every
+// object is validated, admitted and stored as in a cluster), and the kubectl of the same version,
 // whose built-in kustomize renders the overlays.
-import { spawn, spawnSync, type ChildProcess, type SpawnSyncReturns } from 'node:child_process';
-import crypto from 'node:crypto';
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
-import { parse as parseYaml, parseAllDocuments } from 'yaml';
-import { freePort, waitFor } from './index';
-
-const BIN = path.join(process.env.MESH_CACHE ?? path.join(os.homedir(), '.cache/agent-mesh'), 'bin');
+import type { ChildProcess, SpawnSyncReturns } from 'node:child_process';
+import { parse as parseYaml } from 'yaml';
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const kube = require('../../deploy/local/kube.js');
 
 /** Path of a binary deploy/k8s/tools/install.sh builds; throws (never skips) when it is missing. */
-export function kubeBinary(name: 'kubectl' | 'kube-apiserver' | 'kube-controller-manager'): string {
-  const p = path.join(BIN, name);
-  if (!fs.existsSync(p)) throw new Error(`${p} is missing: run bash deploy/k8s/tools/install.sh (test/run.sh does)`);
-  return p;
-}
+export const kubeBinary: (name: 'kubectl' | 'kube-apiserver' | 'kube-controller-manager' | 'prometheus-adapter') => string = kube.kubeBinary;
 
 /** `kubectl kustomize <dir>`: the objects an overlay renders to, as YAML. */
-export function kustomize(dir: string): SpawnSyncReturns<string> {
-  return spawnSync(kubeBinary('kubectl'), ['kustomize', dir], { encoding: 'utf8', maxBuffer: 64 << 20 });
-}
+export const kustomize: (dir: string) => SpawnSyncReturns<string> = kube.kustomize;
+
+export interface KubeProc { name: string; proc: ChildProcess; logFile: string; log(): string; stop(graceMs?: number): Promise<unknown> }
 
 export interface ApiServer {
+  url: string;
+  host: string;
   kubeconfig: string;
   /** Runs kubectl against this API server. */
   kubectl(args: string[], input?: string): SpawnSyncReturns<string>;
+  /** The REST interface, JSON in and out; rejects on a status >= 400. */
+  request(method: string, path: string, body?: unknown, contentType?: string): Promise<any>;
   stop(): Promise<void>;
 }
 
-function launch(name: string, cmd: string, args: string[], logDir: string): { proc: ChildProcess; log: () => string; stop: () => Promise<void> } {
-  const logFile = path.join(logDir, `${name}.log`);
-  const out = fs.openSync(logFile, 'a');
-  const proc = spawn(cmd, args, { stdio: ['ignore', out, out] });
-  fs.closeSync(out);
-  const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
-  return {
-    proc,
-    log: () => fs.readFileSync(logFile, 'utf8'),
-    stop: async () => {
-      if (proc.exitCode !== null || proc.signalCode !== null) return;
-      proc.kill('SIGTERM');
-      const t = setTimeout(() => proc.kill('SIGKILL'), 10_000);
-      await exited;
-      clearTimeout(t);
-    },
-  };
-}
-
-/** waitFor options that also give up as soon as `proc` exits (deploy/local/stack.js supports it). */
-const waitOpts = (proc: ChildProcess, timeoutMs: number) => ({ timeoutMs, intervalMs: 300, proc }) as Parameters<typeof waitFor>[2];
-
 /**
- * Starts etcd and kube-apiserver on free loopback ports with their data in `dir`, and writes a
- * kubeconfig for a cluster admin (static token). Resolves once /readyz answers ok.
+ * Starts etcd and kube-apiserver on free ports (the API server on `host`, loopback by default)
+ * with their data in `dir`, and writes a kubeconfig for a cluster admin (static token). With
+ * `aggregation`, the front-proxy flags an aggregated API server needs. Resolves once /readyz is ok.
  */
-export async function startApiServer(dir: string): Promise<ApiServer> {
-  const apiserver = kubeBinary('kube-apiserver');
-  const kubectl = kubeBinary('kubectl');
-  const [clientPort, peerPort, securePort] = [await freePort(), await freePort(), await freePort()];
-  const etcdUrl = `http://127.0.0.1:${clientPort}`;
-  const peerUrl = `http://127.0.0.1:${peerPort}`;
-  const etcd = launch('etcd', 'etcd', [
-    '--name', 'test', '--data-dir', path.join(dir, 'etcd'),
-    '--listen-client-urls', etcdUrl, '--advertise-client-urls', etcdUrl,
-    '--listen-peer-urls', peerUrl, '--initial-advertise-peer-urls', peerUrl, '--initial-cluster', `test=${peerUrl}`,
-  ], dir);
-  try {
-    await waitFor('etcd', async () => (await fetch(`${etcdUrl}/health`)).ok, waitOpts(etcd.proc, 30_000));
-  } catch (err) {
-    await etcd.stop();
-    throw new Error(`${(err as Error).message}\n${etcd.log()}`);
-  }
-
-  // Service-account token signing keys and a static admin token: no certificates to issue.
-  const { publicKey, privateKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
-  fs.writeFileSync(path.join(dir, 'sa.pub'), publicKey.export({ type: 'spki', format: 'pem' }));
-  fs.writeFileSync(path.join(dir, 'sa.key'), privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600 });
-  const token = crypto.randomBytes(24).toString('hex');
-  fs.writeFileSync(path.join(dir, 'tokens.csv'), `${token},admin,admin,system:masters\n`, { mode: 0o600 });
-  const server = launch('kube-apiserver', apiserver, [
-    `--etcd-servers=${etcdUrl}`,
-    `--secure-port=${securePort}`, '--bind-address=127.0.0.1', `--cert-dir=${path.join(dir, 'certs')}`,
-    '--service-account-issuer=https://kubernetes.default.svc',
-    `--service-account-key-file=${path.join(dir, 'sa.pub')}`,
-    `--service-account-signing-key-file=${path.join(dir, 'sa.key')}`,
-    `--token-auth-file=${path.join(dir, 'tokens.csv')}`,
-    '--authorization-mode=RBAC', '--service-cluster-ip-range=10.96.0.0/16',
-    '--profiling=false',
-  ], dir);
-
-  const kubeconfig = path.join(dir, 'kubeconfig');
-  fs.writeFileSync(kubeconfig, [
-    'apiVersion: v1', 'kind: Config', 'current-context: test',
-    `clusters: [{name: test, cluster: {server: "https://127.0.0.1:${securePort}", insecure-skip-tls-verify: true}}]`,
-    `users: [{name: admin, user: {token: "${token}"}}]`,
-    'contexts: [{name: test, context: {cluster: test, user: admin}}]', '',
-  ].join('\n'), { mode: 0o600 });
-  const run = (args: string[], input?: string) =>
-    spawnSync(kubectl, ['--kubeconfig', kubeconfig, ...args], { encoding: 'utf8', input, maxBuffer: 64 << 20 });
-  const stop = async () => {
-    await server.stop();
-    await etcd.stop();
-  };
-  try {
-    await waitFor('kube-apiserver', () => run(['get', '--raw=/readyz']).stdout.trim() === 'ok', waitOpts(server.proc, 90_000));
-  } catch (err) {
-    await stop();
-    throw new Error(`${(err as Error).message}\n${server.log().slice(-4000)}`);
-  }
-  return { kubeconfig, kubectl: run, stop };
+export function startApiServer(dir: string, opts: { host?: string; aggregation?: boolean } = {}): Promise<ApiServer> {
+  return kube.startApiServer({ dir, ...opts });
 }
+
+export interface Netns { name: string; hostIp: string; nsIp: string; remove(): void }
+/** A network namespace joined to this one by a veth pair of private addresses (root only). */
+export const createNetns: () => Netns = kube.createNetns;
+
+export const startControllerManager: (o: {
+  api: ApiServer; logDir: string; syncPeriod?: string; cpuInitializationPeriod?: string; initialReadinessDelay?: string;
+}) => Promise<KubeProc> = kube.startControllerManager;
+
+/** deploy/k8s/prometheus-adapter's rules plus the resource-metrics rules of the local loop. */
+export const adapterConfig: (o?: { rulesDir?: string; window?: string }) => Record<string, any> = kube.adapterConfig;
+
+export const startAdapter: (o: {
+  api: ApiServer; netns: Netns; prometheusUrl: string; config: Record<string, any>; dir: string; logDir: string; namespace?: string; relistInterval?: string;
+}) => Promise<KubeProc & { port: number }> = kube.startAdapter;
+
+export interface Follower { replicas(deployment: string): { pod: string; replica: any }[]; stop(): void }
+/** One local replica per live Pod of each Deployment (see deploy/local/kube.js). */
+export const followDeployments: <R>(o: {
+  api: ApiServer; namespace: string; deployments: string[]; intervalMs?: number;
+  start(deployment: string, pod: Record<string, any>): Promise<R> | R;
+  stop(replica: R, deployment: string, pod: string): Promise<unknown> | unknown;
+  onError?(err: unknown): void;
+}) => Follower = kube.followDeployments;
 
 // ---------------------------------------------------------------------------------------------
 // The metrics the autoscaling manifests refer to: HPA metrics and prometheus-adapter rules.
@@ -120,11 +67,7 @@ export async function startApiServer(dir: string): Promise<ApiServer> {
 type Obj = Record<string, any>;
 
 /** The objects `kubectl kustomize <dir>` renders, parsed. */
-export function rendered(dir: string): Obj[] {
-  const out = kustomize(dir);
-  if (out.status !== 0) throw new Error(`kubectl kustomize ${dir}: ${out.stderr}`);
-  return parseAllDocuments(out.stdout).map((d) => d.toJS() as Obj).filter((o) => o && typeof o === 'object');
-}
+export const rendered: (dir: string) => Obj[] = kube.rendered;
 
 /** A custom metric an HPA scales on: the Deployment it scales, the metric name and its label selector. */
 export interface HpaMetric { hpa: string; deployment: string; name: string; matchLabels: Record<string, string> }
