@@ -7,6 +7,7 @@ const fs = require('node:fs');
 const path = require('node:path');
 const stack = require('./stack');
 const fleetLib = require('./fleet');
+const autoscale = require('./autoscale');
 
 const env = process.env;
 const dataDir = path.join(stack.ROOT, '.mesh');
@@ -22,13 +23,17 @@ function devSecret() {
 
 const port = (name, dflt) => Number(env[name] || dflt);
 
-/** `--replicas N` (or MESH_REPLICAS=N): N of every service, the edges behind nginx. Default 1. */
+/**
+ * `--replicas N` (or MESH_REPLICAS=N): N of every service, the edges behind nginx. Default 1.
+ * `--replicas auto`: as many as the HPAs of deploy/k8s ask for (deploy/local/autoscale.js).
+ */
 function replicasWanted() {
   const i = process.argv.indexOf('--replicas');
   const raw = i >= 0 ? process.argv[i + 1] : env.MESH_REPLICAS || '1';
+  if (raw === 'auto') return raw;
   const n = Number(raw);
   if (!Number.isInteger(n) || n < 1 || n > 16) {
-    console.error(`[start] --replicas / MESH_REPLICAS must be an integer from 1 to 16, got "${raw}"`);
+    console.error(`[start] --replicas / MESH_REPLICAS must be "auto" or an integer from 1 to 16, got "${raw}"`);
     process.exit(2);
   }
   return n;
@@ -95,6 +100,10 @@ async function main() {
       llmApiKey: env.LLM_API_KEY || 'local-dev-key',
       jwtSecret: secret,
     };
+    if (replicas === 'auto') {
+      await startAutoscaled(wiring, started, () => stopping);
+      return;
+    }
     if (replicas > 1) {
       await startFleet(wiring, started, () => stopping);
       return;
@@ -176,6 +185,39 @@ Ctrl-C stops everything started here.`);
       if (!isStopping()) console.error(`[start] ${s.name} exited (${code ?? signal}); see ${s.logFile}`);
     });
   }
+}
+
+/**
+ * `--replicas auto`: the HPA control loop (API server, controller manager, prometheus-adapter, the
+ * fleet's Prometheus) and a follower that runs one process per Pod of each Deployment.
+ */
+async function startAutoscaled(wiring, started, isStopping) {
+  const promPort = port('PROMETHEUS_PORT', 9090);
+  console.log('[start] autoscaled: starting the control plane, then the Deployments\' floors (minReplicas) of replicas');
+  const fleet = await autoscale.startAutoscaledFleet({
+    ...wiring,
+    dataDir: path.join(dataDir, 'autoscale'),
+    ports: { nginx: port('EDGE_PORT', 8080), prometheus: promPort },
+    onEvent: (e) => {
+      if (isStopping()) return;
+      if (e.type === 'error') console.error(`[autoscale] ${e.message}`);
+      else console.log(`[autoscale] ${e.service} ${e.type} ${e.pod}${e.exit ? ` (exit ${e.exit.code ?? e.exit.signal})` : ''}`);
+    },
+  });
+  started.push(fleet);
+  const token = await stack.mintToken(wiring.jwtSecret, env.DEV_USER || 'dev-user', { expiresInS: 7 * 86400 });
+  const url = fleet.url.replace('127.0.0.1', 'localhost');
+  console.log(`
+agent mesh is running, autoscaled by the HPAs of deploy/k8s/overlays/production.
+  web UI:      ${url}/   (nginx, least_conn over the edges)
+  Prometheus:  ${fleet.prometheus.url}/
+  HPAs:        ${stack.BIN}/kubectl --kubeconfig ${fleet.api.kubeconfig} -n ${fleet.namespace} get hpa,deployments
+  logs:        ${logDir}
+  dev token (user "${env.DEV_USER || 'dev-user'}", valid 7 days):
+
+${token}
+
+Ctrl-C stops everything started here.`);
 }
 
 main();

@@ -16,11 +16,16 @@ BIN="$CACHE/bin"
 mkdir -p "$BIN"
 log() { printf '[k8s-install] %s\n' "$*" >&2; }
 
-if ! command -v etcd >/dev/null; then
-  log "apt-get install etcd-server"
+apt_pkgs=()
+command -v etcd >/dev/null || apt_pkgs+=(etcd-server)
+# The autoscaling loop: a front-proxy CA (openssl) and a network namespace for the adapter (ip).
+command -v openssl >/dev/null || apt_pkgs+=(openssl)
+command -v ip >/dev/null || apt_pkgs+=(iproute2)
+if [ ${#apt_pkgs[@]} -gt 0 ]; then
+  log "apt-get install ${apt_pkgs[*]}"
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
   $SUDO apt-get update -qq >/dev/null
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends etcd-server >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${apt_pkgs[@]}" >/dev/null
   # The package starts a system etcd on 2379/2380; the tests run their own on free ports.
   { $SUDO systemctl disable --now etcd >/dev/null 2>&1 || $SUDO service etcd stop >/dev/null 2>&1; } || true
 fi
