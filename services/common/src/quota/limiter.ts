@@ -275,7 +275,9 @@ export class GlobalLimiter {
           timer = setTimeout(() => reject(new RedisUnavailable('redis timeout')), this.redisTimeoutMs);
         }),
       ]);
-      if (this.degraded) await this.recovery();
+      // Redis answers again: start the recovery, without waiting for it (the recovery's own calls
+      // come through here, and one that waited for the recovery would wait for itself).
+      if (this.degraded) void this.recovery();
       return result;
     } catch (err) {
       const e = err instanceof RedisUnavailable ? err : isConnectionError(err) ? new RedisUnavailable((err as Error).message) : err;
@@ -296,9 +298,11 @@ export class GlobalLimiter {
   /** The recovery under way, started when Redis is reachable again after an outage (one at a time). */
   private recovery(): Promise<void> | undefined {
     if (!this.recovering && this.degraded && this.redis.status === 'ready') {
-      this.recovering = this.recover().finally(() => {
-        this.recovering = undefined;
-      });
+      this.recovering = this.recover()
+        .catch((err: unknown) => this.logger?.warn({ err }, 'quota: recovery failed'))
+        .finally(() => {
+          this.recovering = undefined;
+        });
     }
     return this.recovering;
   }
