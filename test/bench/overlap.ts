@@ -10,8 +10,8 @@
 // revisions: e.g. the previous commit's source compiled into a scratch folder).
 import path from 'node:path';
 import { createClient, newId, unary } from '@agent-mesh/common';
-import { OrchestratorServiceClient } from '@agent-mesh/common/dist/gen/orchestrator/v1/orchestrator';
-import { StoreServiceClient } from '@agent-mesh/common/dist/gen/store/v1/store';
+import { OrchestratorServiceClient } from '@agent-mesh/common/gen/orchestrator/v1/orchestrator';
+import { StoreServiceClient } from '@agent-mesh/common/gen/store/v1/store';
 import { percentile, runTimingMedians } from './stats';
 import { freePort, grpcServing, startEmulator, startFerret, startRedis, startService, testDir, waitFor, type Proc, type ServiceProc } from '../support';
 // eslint-disable-next-line @typescript-eslint/no-require-imports

@@ -6,7 +6,7 @@
 import { setMaxListeners } from 'node:events';
 import { Metadata } from '@grpc/grpc-js';
 import { createClient } from '@agent-mesh/common';
-import { LlmBrokerServiceClient, type GenerateRequest, type GenerateResponse } from '@agent-mesh/common/dist/gen/llmbroker/v1/llm_broker';
+import { LlmBrokerServiceClient, type GenerateRequest, type GenerateResponse } from '@agent-mesh/common/gen/llmbroker/v1/llm_broker';
 import { percentile } from './stats';
 import { startEmulator, startRedis, startService, testDir, type ServiceProc } from '../support';
 

@@ -24,7 +24,7 @@ const num = (name: string, dflt: number) => Number(process.env[name] ?? dflt);
 // ---------------------------------------------------------------- fake orchestrator
 async function orchestrator(): Promise<void> {
   const grpc = await import('@grpc/grpc-js');
-  const { OrchestratorServiceService } = await import('@agent-mesh/common/dist/gen/orchestrator/v1/orchestrator');
+  const { OrchestratorServiceService } = await import('@agent-mesh/common/gen/orchestrator/v1/orchestrator');
   type Stream = import('@grpc/grpc-js').ServerWritableStream<unknown, unknown>;
   /** One watched run: WatchRun's own call, or a subscription of a WatchRuns call. */
   type Watcher = { runId: string; seq: number; send(event: unknown): void };

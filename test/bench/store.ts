@@ -15,7 +15,7 @@
 //   MESSAGES 10 · TARGET_FACTOR 5 · TARGET_S 10
 // Prints a human summary; the last line is one JSON object of the figures.
 import { createClient, newId, unary } from '@agent-mesh/common';
-import { StoreServiceClient, type Message } from '@agent-mesh/common/dist/gen/store/v1/store';
+import { StoreServiceClient, type Message } from '@agent-mesh/common/gen/store/v1/store';
 import fs from 'node:fs';
 import { MongoClient } from 'mongodb';
 import { percentile } from './stats';

@@ -4,7 +4,7 @@
 // never exceed the global limits — before, during and after the outage, and across the switches.
 import { Metadata } from '@grpc/grpc-js';
 import { createClient, reasonOf } from '@agent-mesh/common';
-import { LlmBrokerServiceClient, type GenerateResponse } from '@agent-mesh/common/dist/gen/llmbroker/v1/llm_broker';
+import { LlmBrokerServiceClient, type GenerateResponse } from '@agent-mesh/common/gen/llmbroker/v1/llm_broker';
 import {
   emulatorStats, generateRequest, promMetric, startEmulator, startRedis, startService, testDir, waitFor,
   type EmulatorProc, type RedisProc, type ServiceProc,

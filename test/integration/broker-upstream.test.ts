@@ -10,7 +10,7 @@ import {
   LlmBrokerServiceClient,
   type GenerateRequest,
   type GenerateResponse,
-} from '@agent-mesh/common/dist/gen/llmbroker/v1/llm_broker';
+} from '@agent-mesh/common/gen/llmbroker/v1/llm_broker';
 import {
   configureEmulator, emulatorStats, generateRequest, promMetric, startEmulator, startRedis, startService, testDir,
   type EmulatorProc, type RedisProc, type ServiceProc,

@@ -8,7 +8,7 @@ import {
   LlmBrokerServiceClient,
   type GenerateRequest,
   type GenerateResponse,
-} from '@agent-mesh/common/dist/gen/llmbroker/v1/llm_broker';
+} from '@agent-mesh/common/gen/llmbroker/v1/llm_broker';
 import { countPromptTokens } from '../../services/llm-broker/dist/tokens';
 import {
   configureEmulator, emulatorStats, generateRequest, promMetric, startEmulator, startRedis, startService, testDir, waitFor,

@@ -6,7 +6,7 @@ import path from 'node:path';
 import Redis from 'ioredis';
 import { MongoClient } from 'mongodb';
 import { createClient, unary } from '@agent-mesh/common';
-import { StoreServiceClient } from '@agent-mesh/common/dist/gen/store/v1/store';
+import { StoreServiceClient } from '@agent-mesh/common/gen/store/v1/store';
 import {
   configureEmulator, readSse, startEmulator, startFerret, startMesh, startRedis, testDir,
   type EmulatorProc, type FerretProc, type Mesh, type RedisProc, type SseEvent,

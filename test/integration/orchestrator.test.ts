@@ -3,15 +3,15 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { createClient, newId, reasonOf, unary, codeOf, status, createLogger } from '@agent-mesh/common';
-import { OrchestratorServiceClient, type RunEvent } from '@agent-mesh/common/dist/gen/orchestrator/v1/orchestrator';
-import { StoreServiceClient } from '@agent-mesh/common/dist/gen/store/v1/store';
+import { OrchestratorServiceClient, type RunEvent } from '@agent-mesh/common/gen/orchestrator/v1/orchestrator';
+import { StoreServiceClient } from '@agent-mesh/common/gen/store/v1/store';
 import Redis from 'ioredis';
 import {
   startEmulator, startFerret, startRedis, startService, testDir,
   type EmulatorProc, type FerretProc, type RedisProc, type ServiceProc,
 } from '../support';
 import { Server, ServerCredentials } from '@grpc/grpc-js';
-import { LlmBrokerServiceService, type GenerateRequest, type GenerateResponse } from '@agent-mesh/common/dist/gen/llmbroker/v1/llm_broker';
+import { LlmBrokerServiceService, type GenerateRequest, type GenerateResponse } from '@agent-mesh/common/gen/llmbroker/v1/llm_broker';
 
 jest.setTimeout(180_000);
 

@@ -9,7 +9,7 @@ import { credentials, loadPackageDefinition, Metadata, type ServiceError } from 
 import { loadSync } from '@grpc/proto-loader';
 import { FileDescriptorProto } from 'protobufjs/ext/descriptor';
 import { createClient, shutdownPlan } from '@agent-mesh/common';
-import { LlmBrokerServiceClient, type GenerateResponse } from '@agent-mesh/common/dist/gen/llmbroker/v1/llm_broker';
+import { LlmBrokerServiceClient, type GenerateResponse } from '@agent-mesh/common/gen/llmbroker/v1/llm_broker';
 import {
   configureEmulator, emulatorStats, generateRequest, grpcServing, startEmulator, startRedis, startService, testDir, waitFor,
   type EmulatorProc, type RedisProc, type ServiceProc,

@@ -3,7 +3,7 @@
 import path from 'node:path';
 import { MongoClient } from 'mongodb';
 import { codeOf, createClient, createLogger, createRegistry, newId, status, unary } from '@agent-mesh/common';
-import { StoreServiceClient, type Message } from '@agent-mesh/common/dist/gen/store/v1/store';
+import { StoreServiceClient, type Message } from '@agent-mesh/common/gen/store/v1/store';
 import { RetentionCleanup } from '@agent-mesh/store/dist/cleanup';
 import { QueryTimer } from '@agent-mesh/store/dist/db/instrumented';
 import { ensureIndexes } from '@agent-mesh/store/dist/db/indexes';

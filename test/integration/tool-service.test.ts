@@ -6,7 +6,7 @@ import http from 'node:http';
 import path from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { codeOf, createClient, status, unary } from '@agent-mesh/common';
-import { ToolServiceClient, type InvokeResponse } from '@agent-mesh/common/dist/gen/tools/v1/tools';
+import { ToolServiceClient, type InvokeResponse } from '@agent-mesh/common/gen/tools/v1/tools';
 import { startFerret, startRedis, startService, testDir, waitFor, type Proc, type ServiceProc } from '../support';
 
 jest.setTimeout(120_000);

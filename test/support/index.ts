@@ -129,8 +129,8 @@ export async function promMetric(service: { metricsPort: number }, name: string,
 /** A Planner-style `Generate` request asking `question`, with `over` on top. */
 export function generateRequest(
   question: string,
-  over: Partial<import('@agent-mesh/common/dist/gen/llmbroker/v1/llm_broker').GenerateRequest> = {},
-): import('@agent-mesh/common/dist/gen/llmbroker/v1/llm_broker').GenerateRequest {
+  over: Partial<import('@agent-mesh/common/gen/llmbroker/v1/llm_broker').GenerateRequest> = {},
+): import('@agent-mesh/common/gen/llmbroker/v1/llm_broker').GenerateRequest {
   return {
     userId: '00000000-0000-4000-8000-000000000001',
     runId: '',

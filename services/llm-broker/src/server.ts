@@ -7,7 +7,7 @@ import {
   type GenerateRequest,
   type GenerateResponse,
   type LlmBrokerServiceServer,
-} from '@agent-mesh/common/dist/gen/llmbroker/v1/llm_broker';
+} from '@agent-mesh/common/gen/llmbroker/v1/llm_broker';
 import { BrokerRefusal, type GenerateEvent, type GenerateInput, type LlmBroker } from './broker';
 import { QueueRefusal } from './queue/admission';
 

@@ -1,7 +1,7 @@
 // Process entry of the orchestrator: clients, run manager, gRPC and metrics servers — wiring only
 // (configuration, listeners and shutdown phases: runService).
 import { createRedis, flushTelemetry, redisReady, runService, type Service } from '@agent-mesh/common';
-import { OrchestratorServiceService } from '@agent-mesh/common/dist/gen/orchestrator/v1/orchestrator';
+import { OrchestratorServiceService } from '@agent-mesh/common/gen/orchestrator/v1/orchestrator';
 import { loadConfig, type OrchestratorConfig } from './config';
 import { BrokerGateway } from './gateways/broker';
 import { StoreGateway } from './gateways/store';
@@ -11,7 +11,7 @@ import { loadPrompts } from './pipeline/prompts';
 import { RunLog } from './runlog/runlog';
 import { RunNotifications } from './runlog/watch';
 import { keys } from './runs/keys';
-import { ConversationData } from './runs/conversationData';
+import { ConversationData } from './runs/conversation-data';
 import { RunManager } from './runs/manager';
 import { RunRegistry } from './runs/registry';
 import { orchestratorService } from './server';

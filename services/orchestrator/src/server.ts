@@ -7,10 +7,10 @@ import type {
   CancelRunRequest, CancelRunResponse, EraseConversationRequest, EraseConversationResponse, ExportConversationRequest, ExportConversationResponse,
   OrchestratorServiceServer, RunEvent, StartRunRequest, StartRunResponse, WatchRunRequest, WatchRunResponse,
   WatchRunsEnd, WatchRunsRequest, WatchRunsResponse,
-} from '@agent-mesh/common/dist/gen/orchestrator/v1/orchestrator';
+} from '@agent-mesh/common/gen/orchestrator/v1/orchestrator';
 import type { RunLog } from './runlog/runlog';
 import { watchRun, type RunNotifications } from './runlog/watch';
-import type { ConversationData } from './runs/conversationData';
+import type { ConversationData } from './runs/conversation-data';
 import type { RunManager } from './runs/manager';
 
 export function orchestratorService(deps: { logger: Logger; runs: RunManager; log: RunLog; notes: RunNotifications; data: ConversationData }): OrchestratorServiceServer {

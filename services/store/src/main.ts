@@ -1,7 +1,7 @@
 // The store process: MongoDB client, gRPC server, metrics, health, retention cleanup — wiring only
 // (configuration, listeners and shutdown phases: runService).
 import { createRegistry, flushTelemetry, runService, type Service } from '@agent-mesh/common';
-import { StoreServiceService } from '@agent-mesh/common/dist/gen/store/v1/store';
+import { StoreServiceService } from '@agent-mesh/common/gen/store/v1/store';
 import { RetentionCleanup } from './cleanup';
 import { loadConfig, type StoreConfig } from './config';
 import { createMongoClient } from './db/connection';

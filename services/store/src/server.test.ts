@@ -1,5 +1,5 @@
 import { createLogger, status, type MeshError } from '@agent-mesh/common';
-import type { Message, Run } from '@agent-mesh/common/dist/gen/store/v1/store';
+import type { Message, Run } from '@agent-mesh/common/gen/store/v1/store';
 import type { Repos } from './repos';
 import { createStoreServer } from './server';
 

@@ -7,7 +7,7 @@ import type {
   Plan,
   Run,
   StoreServiceServer,
-} from '@agent-mesh/common/dist/gen/store/v1/store';
+} from '@agent-mesh/common/gen/store/v1/store';
 import type { ConversationView } from './repos/conversations';
 import type { NewMessage } from './repos/messages';
 import { PLAN_STATUSES, RUN_STATUSES, type MessageDoc, type PlanDoc, type Repos, type RunDoc } from './repos';

@@ -2,7 +2,7 @@
 // pre-warming — wiring only (configuration, listeners and shutdown phases: runService).
 import { randomUUID } from 'node:crypto';
 import { createRedis, createRegistry, flushTelemetry, GlobalLimiter, redisReady, runService, type Service } from '@agent-mesh/common';
-import { protobufFileName, ToolServiceService } from '@agent-mesh/common/dist/gen/tools/v1/tools';
+import { protobufFileName, ToolServiceService } from '@agent-mesh/common/gen/tools/v1/tools';
 import { loadConfig, type ToolServiceConfig } from './config';
 import { SharedBreakers } from './invoke/breaker';
 import { ToolInvoker } from './invoke/invoker';

@@ -1,7 +1,7 @@
 // gRPC handlers for tools.v1.ToolService: translate the wire to the invoker and back. Tool-level
 // failures travel inside InvokeResponse; only a malformed request is a gRPC error.
 import { ATTR, annotate, invalidArgument, isUserId, scopeOf, unaryHandler, withSpan, type Logger } from '@agent-mesh/common';
-import type { InvokeRequest, InvokeResponse, ListToolsRequest, ListToolsResponse, ToolServiceServer } from '@agent-mesh/common/dist/gen/tools/v1/tools';
+import type { InvokeRequest, InvokeResponse, ListToolsRequest, ListToolsResponse, ToolServiceServer } from '@agent-mesh/common/gen/tools/v1/tools';
 import type { ToolInvoker } from './invoke/invoker';
 import type { ToolRegistry } from './tools/registry';
 

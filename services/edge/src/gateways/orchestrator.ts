@@ -1,11 +1,11 @@
 // The orchestrator peer: StartRun (a server stream per run started here), run watches (many over
-// one WatchRuns call, see watchMux.ts) and CancelRun.
+// one WatchRuns call, see watch-mux.ts) and CancelRun.
 import { Metadata, type Client } from '@grpc/grpc-js';
 import { orchestratorClient, unary } from '@agent-mesh/common';
-import type { RunEvent } from '@agent-mesh/common/dist/gen/orchestrator/v1/orchestrator';
+import type { RunEvent } from '@agent-mesh/common/gen/orchestrator/v1/orchestrator';
 import type { OrchestratorGateway } from './types';
 import { iterateCall } from './stream';
-import { WatchMux } from './watchMux';
+import { WatchMux } from './watch-mux';
 
 /** A run's stream outlives any request/response deadline; this bounds a forgotten one. */
 const STREAM_DEADLINE_MS = 30 * 60_000;

@@ -3,7 +3,7 @@
 import type {
   RunEvent, StartRunRequest, WatchRunRequest, CancelRunRequest, CancelRunResponse,
   EraseConversationRequest, EraseConversationResponse, ExportConversationRequest, ExportConversationResponse,
-} from '@agent-mesh/common/dist/gen/orchestrator/v1/orchestrator';
+} from '@agent-mesh/common/gen/orchestrator/v1/orchestrator';
 import type {
   CreateConversationRequest,
   CreateConversationResponse,
@@ -11,8 +11,8 @@ import type {
   GetConversationResponse,
   ListConversationsRequest,
   ListConversationsResponse,
-} from '@agent-mesh/common/dist/gen/store/v1/store';
-import type { GenerateRequest, GenerateResponse } from '@agent-mesh/common/dist/gen/llmbroker/v1/llm_broker';
+} from '@agent-mesh/common/gen/store/v1/store';
+import type { GenerateRequest, GenerateResponse } from '@agent-mesh/common/gen/llmbroker/v1/llm_broker';
 
 export type { RunEvent };
 

@@ -1,8 +1,8 @@
 // Conversations: create, list, read with messages, cancel the active run, export all of one, erase one.
 import type { FastifyInstance } from 'fastify';
 import { annotate, ATTR, newId } from '@agent-mesh/common';
-import type { RunLog } from '@agent-mesh/common/dist/gen/orchestrator/v1/orchestrator';
-import type { Conversation, Message, Plan, Run } from '@agent-mesh/common/dist/gen/store/v1/store';
+import type { RunLog } from '@agent-mesh/common/gen/orchestrator/v1/orchestrator';
+import type { Conversation, Message, Plan, Run } from '@agent-mesh/common/gen/store/v1/store';
 import type { EdgeContext } from '../context';
 import { badRequest, HttpError } from '../errors';
 import { BACKED, conversationBody, conversationIdOf, errorResponses, idParams, iso, messagePageQuery, NO_NUL, pageQuery, pageSizeOf } from './schemas';

@@ -6,7 +6,7 @@ import v8 from 'node:v8';
 import type { FastifyInstance } from 'fastify';
 import { anyObject, AUTHED, errorResponses } from './schemas';
 import type { EdgeContext } from '../context';
-import { brokerSummary, orchestratorSummary, processSummary, storeSummary, toolSummary } from '../peerSummary';
+import { brokerSummary, orchestratorSummary, processSummary, storeSummary, toolSummary } from '../peer-summary';
 import type { PeerMetric, PeerMetricsReader } from '../gateways/types';
 
 export function metricsRoutes(app: FastifyInstance, ctx: EdgeContext): void {

@@ -4,7 +4,7 @@
 import { once } from 'node:events';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { annotate, ATTR, newId } from '@agent-mesh/common';
-import type { ChatMessage, GenerateRequest } from '@agent-mesh/common/dist/gen/llmbroker/v1/llm_broker';
+import type { ChatMessage, GenerateRequest } from '@agent-mesh/common/gen/llmbroker/v1/llm_broker';
 import type { EdgeContext } from '../context';
 import { badRequest, fromGrpc, HttpError, isGrpcError } from '../errors';
 import type { RunEvent } from '../gateways/types';

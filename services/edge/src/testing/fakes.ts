@@ -1,9 +1,9 @@
 // In-memory peers for tests and benchmarks: an orchestrator that plays a scripted run into a
 // per-run log (served to StartRun/WatchRun like the real one), a store, a broker and probes.
 import { MeshError, status } from '@agent-mesh/common';
-import type { RunEvent } from '@agent-mesh/common/dist/gen/orchestrator/v1/orchestrator';
-import type { Conversation } from '@agent-mesh/common/dist/gen/store/v1/store';
-import type { GenerateResponse } from '@agent-mesh/common/dist/gen/llmbroker/v1/llm_broker';
+import type { RunEvent } from '@agent-mesh/common/gen/orchestrator/v1/orchestrator';
+import type { Conversation } from '@agent-mesh/common/gen/store/v1/store';
+import type { GenerateResponse } from '@agent-mesh/common/gen/llmbroker/v1/llm_broker';
 import { randomUUID } from 'node:crypto';
 import type { BrokerGateway, CancelSignal, Gateways, OrchestratorGateway, StoreGateway } from '../gateways/types';
 

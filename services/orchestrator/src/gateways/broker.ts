@@ -6,7 +6,7 @@ import {
   type LlmBrokerServiceClient,
   type GenerateRequest,
   type GenerateResponse,
-} from '@agent-mesh/common/dist/gen/llmbroker/v1/llm_broker';
+} from '@agent-mesh/common/gen/llmbroker/v1/llm_broker';
 import { DegradedError, StepFailure } from '../pipeline/errors';
 import type { CallOptions, LlmGateway } from '../pipeline/types';
 

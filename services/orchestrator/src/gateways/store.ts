@@ -2,7 +2,7 @@
 import { storeClient, unary, type CallOpts } from '@agent-mesh/common';
 import type {
   StoreServiceClient, EraseConversationResponse, ExportConversationResponse, Message, Run,
-} from '@agent-mesh/common/dist/gen/store/v1/store';
+} from '@agent-mesh/common/gen/store/v1/store';
 
 export type { Message, Run };
 

@@ -1,6 +1,6 @@
 // The tool-service behind promises, with deadlines and cancellation.
 import { toolServiceClient, unary } from '@agent-mesh/common';
-import type { ToolServiceClient, InvokeResponse, ToolDefinition } from '@agent-mesh/common/dist/gen/tools/v1/tools';
+import type { ToolServiceClient, InvokeResponse, ToolDefinition } from '@agent-mesh/common/gen/tools/v1/tools';
 import type { CallOptions, ToolGateway } from '../pipeline/types';
 
 export class ToolServiceGateway implements ToolGateway {

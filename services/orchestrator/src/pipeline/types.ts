@@ -1,8 +1,8 @@
 // The pipeline's view of its surroundings: the peers it calls and the event sink it writes to.
 // No gRPC here: gateways adapt the generated clients to these shapes, tests fake them.
-import type { ChatMessage, GenerateRequest, GenerateResponse } from '@agent-mesh/common/dist/gen/llmbroker/v1/llm_broker';
-import type { InvokeResponse, ToolDefinition } from '@agent-mesh/common/dist/gen/tools/v1/tools';
-import type { Message } from '@agent-mesh/common/dist/gen/store/v1/store';
+import type { ChatMessage, GenerateRequest, GenerateResponse } from '@agent-mesh/common/gen/llmbroker/v1/llm_broker';
+import type { InvokeResponse, ToolDefinition } from '@agent-mesh/common/gen/tools/v1/tools';
+import type { Message } from '@agent-mesh/common/gen/store/v1/store';
 
 export type { ChatMessage, GenerateRequest, GenerateResponse, InvokeResponse, ToolDefinition, Message };
 

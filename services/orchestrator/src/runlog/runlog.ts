@@ -2,7 +2,7 @@
 // batched, fenced by the run's lease (a replica that lost the run can no longer write to it) and
 // idempotent by seq (a retried append of the same seq is a no-op), all in one Lua script.
 import type { Redis } from '@agent-mesh/common';
-import type { RunEvent } from '@agent-mesh/common/dist/gen/orchestrator/v1/orchestrator';
+import type { RunEvent } from '@agent-mesh/common/gen/orchestrator/v1/orchestrator';
 import { RunStopped } from '../pipeline/errors';
 import { keys, TERMINAL_EVENTS } from '../runs/keys';
 

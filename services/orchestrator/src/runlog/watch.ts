@@ -2,7 +2,7 @@
 // new events" notifications; each watcher then reads with XRANGE. No watcher holds a blocking
 // Redis connection, so thousands of watchers cost a listener each, not a connection each.
 import type { Redis } from '@agent-mesh/common';
-import type { RunEvent } from '@agent-mesh/common/dist/gen/orchestrator/v1/orchestrator';
+import type { RunEvent } from '@agent-mesh/common/gen/orchestrator/v1/orchestrator';
 import { keys, TERMINAL_EVENTS } from '../runs/keys';
 import type { RunLog } from './runlog';
 

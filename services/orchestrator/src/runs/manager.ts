@@ -6,7 +6,7 @@ import {
   ATTR, captureTraceContext, invalidArgument, isId, isUserId, MeshError, newId, notFound, status, withSpan, withTraceContext,
   type CallScope, type Logger,
 } from '@agent-mesh/common';
-import type { Message, Run } from '@agent-mesh/common/dist/gen/store/v1/store';
+import type { Message, Run } from '@agent-mesh/common/gen/store/v1/store';
 import type { OrchestratorConfig } from '../config';
 import type { StoreGateway } from '../gateways/store';
 import type { OrchestratorMetrics } from '../metrics';

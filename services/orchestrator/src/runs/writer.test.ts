@@ -1,4 +1,4 @@
-import type { Message, Run } from '@agent-mesh/common/dist/gen/store/v1/store';
+import type { Message, Run } from '@agent-mesh/common/gen/store/v1/store';
 import { initialCheckpoint } from '../pipeline/types';
 import { checkpointOutputs } from './manager';
 import { RunWriter, type RunStore } from './writer';

@@ -2,7 +2,7 @@
 // conversation is indistinguishable from a missing one.
 import { MeshError, notFound, status } from '@agent-mesh/common';
 import { isDuplicateKey, type InstrumentedCollection } from '../db/instrumented';
-import { keysetPage } from './keysetPage';
+import { keysetPage } from './keyset-page';
 import type { ConversationDoc, Page } from './types';
 
 const PROJECTION = { _id: 1, userId: 1, title: 1, createdAt: 1, updatedAt: 1, lastRunId: 1 } as const;

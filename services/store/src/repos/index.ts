@@ -2,7 +2,7 @@
 import type { Db } from 'mongodb';
 import { COLLECTIONS } from '../db/indexes';
 import { instrumented, type QueryTimer } from '../db/instrumented';
-import { ConversationDataRepo } from './conversationData';
+import { ConversationDataRepo } from './conversation-data';
 import { ConversationRepo } from './conversations';
 import { MessageRepo } from './messages';
 import { PlanRepo } from './plans';

@@ -3,7 +3,7 @@
 import { MeshError, status } from '@agent-mesh/common';
 import { MongoBulkWriteError } from 'mongodb';
 import type { InstrumentedCollection } from '../db/instrumented';
-import { keysetPage } from './keysetPage';
+import { keysetPage } from './keyset-page';
 import type { MessageDoc, Page } from './types';
 
 const PROJECTION = {

@@ -1,7 +1,7 @@
 // Plans kept by the plan tool, owned by a user.
 import { notFound } from '@agent-mesh/common';
 import { isDuplicateKey, type InstrumentedCollection } from '../db/instrumented';
-import { keysetPage } from './keysetPage';
+import { keysetPage } from './keyset-page';
 import type { Page, PlanDoc, PlanStatus } from './types';
 
 const PROJECTION = { _id: 1, userId: 1, conversationId: 1, title: 1, steps: 1, status: 1, createdAt: 1, updatedAt: 1 } as const;

@@ -1,7 +1,7 @@
 // The store service as the plan tool sees it: one gateway module per downstream service, so the
 // tool's logic never touches gRPC.
 import { codeOf, detailsOf, status, storeClient, unary } from '@agent-mesh/common';
-import type { StoreServiceClient, Plan } from '@agent-mesh/common/dist/gen/store/v1/store';
+import type { StoreServiceClient, Plan } from '@agent-mesh/common/gen/store/v1/store';
 
 export type { Plan };
 

@@ -1,9 +1,9 @@
 // A listing page by keyset: the documents after the cursor in (createdAt, tie-break) order, one
 // more than asked to know whether another page follows. Conversations, plans and messages page
-// this way (see pageToken.ts for why not skip/offset).
+// this way (see page-token.ts for why not skip/offset).
 import type { Document, Filter } from 'mongodb';
 import type { InstrumentedCollection } from '../db/instrumented';
-import { decodePageToken, encodePageToken } from './pageToken';
+import { decodePageToken, encodePageToken } from './page-token';
 import type { Page } from './types';
 
 export interface KeysetQuery<T> {

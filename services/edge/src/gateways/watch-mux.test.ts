@@ -1,11 +1,11 @@
 import { EventEmitter } from 'node:events';
 import { status } from '@grpc/grpc-js';
 import { codeOf, reasonOf } from '@agent-mesh/common';
-import type { RunEvent, WatchRunsRequest, WatchRunsResponse } from '@agent-mesh/common/dist/gen/orchestrator/v1/orchestrator';
+import type { RunEvent, WatchRunsRequest, WatchRunsResponse } from '@agent-mesh/common/gen/orchestrator/v1/orchestrator';
 import { fromGrpc } from '../errors';
 import { Cancel } from './cancel';
 import { isPushSource, SLOW_CONSUMER, type RunEventSink } from './types';
-import { WatchMux, type WatchRunsCall } from './watchMux';
+import { WatchMux, type WatchRunsCall } from './watch-mux';
 
 /** A WatchRuns call stand-in: records what the mux writes, and lets the test answer. */
 class FakeCall extends EventEmitter {

@@ -4,7 +4,7 @@
 import { invalidArgument, isId, isUserId, notFound, type Logger } from '@agent-mesh/common';
 import type {
   EraseConversationResponse, ExportConversationResponse, RunLog as RunLogMessage,
-} from '@agent-mesh/common/dist/gen/orchestrator/v1/orchestrator';
+} from '@agent-mesh/common/gen/orchestrator/v1/orchestrator';
 import type { StoreGateway } from '../gateways/store';
 import type { RunLog } from '../runlog/runlog';
 import type { RunManager } from './manager';

@@ -1,5 +1,5 @@
 import { codeOf, status } from '@agent-mesh/common';
-import { decodePageToken, encodePageToken } from './pageToken';
+import { decodePageToken, encodePageToken } from './page-token';
 
 const ID = '0b6f3c1e-2a4d-4c8e-9f10-1234567890ab';
 

@@ -7,7 +7,7 @@
 import { Metadata, status, type ClientDuplexStream, type ServiceError } from '@grpc/grpc-js';
 import { REASON_KEY, RETRY_AFTER_KEY } from '@agent-mesh/common';
 import { SLOW_CONSUMER, type CancelSignal, type PushSource, type RunEventSink } from './types';
-import type { RunEvent, WatchRunRequest, WatchRunsEnd, WatchRunsRequest, WatchRunsResponse } from '@agent-mesh/common/dist/gen/orchestrator/v1/orchestrator';
+import type { RunEvent, WatchRunRequest, WatchRunsEnd, WatchRunsRequest, WatchRunsResponse } from '@agent-mesh/common/gen/orchestrator/v1/orchestrator';
 
 export type WatchRunsCall = ClientDuplexStream<WatchRunsRequest, WatchRunsResponse>;
 
