@@ -26,7 +26,7 @@
 // Prints progress lines, a human summary; the last line is one JSON object of the figures.
 import { setMaxListeners } from 'node:events';
 import { newId } from '@agent-mesh/common';
-import { percentile, runTimingMedians } from './stats';
+import { fetchText, percentile, runTimingMedians } from './stats';
 import { mintToken, parseSseBlock, startEmulator, startFerret, startMesh, startRedis, testDir, type Mesh, type Proc, type SseEvent } from '../support';
 
 const num = (name: string, def: number) => {
@@ -361,8 +361,8 @@ async function main() {
     sampling = false;
     await sampler;
 
-    const emu = (await (await fetch(`${emulator.url}/_emulator/stats`)).json()) as { requests: number; completed: number; rateLimited: number; maxInFlight: number };
-    const brokerText = await (await fetch(brokerMetrics)).text();
+    const emu = JSON.parse(await fetchText(`${emulator.url}/_emulator/stats`)) as { requests: number; completed: number; rateLimited: number; maxInFlight: number };
+    const brokerText = await fetchText(brokerMetrics);
     const profile = runTimingMedians(mesh.orchestrator.logFile, /^((planner|critic|host|reporter)\.r1\.(start|first_token|done)|store\.(history|flush)\.end|total)$/);
 
     const by = (o: Outcome) => arrivals.filter((a) => a.outcome === o);

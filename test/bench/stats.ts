@@ -27,3 +27,20 @@ export function runTimingMedians(logFile: string, keep: RegExp): Record<string, 
   }
   return Object.fromEntries([...byKey].map(([k, xs]) => [k, percentile(xs, 50)] as const).sort((a, b) => a[1] - b[1]));
 }
+
+/**
+ * The body of a GET for a benchmark's final counts, tried up to `tries` times on a new connection:
+ * a loaded machine may close a pooled socket under it, and the report must not be lost to that.
+ */
+export async function fetchText(url: string, tries = 3): Promise<string> {
+  for (let i = 1; ; i++) {
+    try {
+      const res = await fetch(url, { headers: { connection: 'close' } });
+      if (!res.ok) throw new Error(`${url}: HTTP ${res.status}`);
+      return await res.text();
+    } catch (err) {
+      if (i >= tries) throw err;
+      await new Promise((r) => setTimeout(r, 500 * i));
+    }
+  }
+}
