@@ -619,6 +619,43 @@ describe('deploy/k8s manifests', () => {
     });
   });
 
+  describe('components/mtls (in overlays/production)', () => {
+    let deployments: Obj[] | undefined;
+    const rendered = () => (deployments ??= parseYaml(kustomize(path.join(K8S, 'overlays/production')).stdout, 'production').filter((o) => o.kind === 'Deployment'));
+    const TLS_VARS = ['GRPC_TLS_CA', 'GRPC_TLS_CERT', 'GRPC_TLS_KEY'];
+
+    test('every service gets GRPC_TLS_* naming files of the Secret agent-mesh-grpc-tls, mounted read-only', () => {
+      expect(rendered().map(nameOf).sort()).toEqual([...APP_SERVICES].sort());
+      for (const d of rendered()) {
+        const c = mainContainer(d);
+        const volume = asArray(podSpec(d).volumes).map(asObj).find((v) => asObj(v.secret).secretName === 'agent-mesh-grpc-tls');
+        const mount = asArray(c.volumeMounts).map(asObj).find((m) => m.name === volume?.name);
+        expect({ service: nameOf(d), readOnly: mount?.readOnly }).toEqual({ service: nameOf(d), readOnly: true });
+        for (const v of TLS_VARS) {
+          const file = String(envValue(c, v));
+          expect({ service: nameOf(d), v, inMount: file.startsWith(`${String(mount!.mountPath)}/`) }).toEqual({ service: nameOf(d), v, inMount: true });
+        }
+      }
+      // Without the component (the dev overlay's base), plaintext: none of the three is set.
+      for (const s of APP_SERVICES) for (const v of TLS_VARS) expect(envEntry(mainContainer(one('Deployment', s)), v)).toBeUndefined();
+    });
+
+    test('gRPC services are probed over plain HTTP on their metrics port: /readyz to start and serve, /healthz to live', () => {
+      for (const d of rendered().filter((o) => GRPC_SERVICES.includes(nameOf(o) as never))) {
+        const c = mainContainer(d);
+        const probes = Object.fromEntries(['startupProbe', 'readinessProbe', 'livenessProbe'].map((p) => [p, asObj(c[p])]));
+        for (const p of Object.values(probes)) expect(p.grpc).toBeUndefined();
+        expect({ service: nameOf(d), ...Object.fromEntries(Object.entries(probes).map(([k, p]) => [k, p.httpGet])) }).toEqual({
+          service: nameOf(d),
+          startupProbe: { path: '/readyz', port: 'metrics' },
+          readinessProbe: { path: '/readyz', port: 'metrics' },
+          livenessProbe: { path: '/healthz', port: 'metrics' },
+        });
+        expect(containerPort(c, 'metrics')).toEqual(expect.any(Number));
+      }
+    });
+  });
+
   describe('overlays/production', () => {
     const patches = docs.filter((d) => d.file.startsWith('overlays/production/') && isPatch(d));
 

@@ -68,6 +68,14 @@ test('<SERVICE>_HOST: by default gRPC and metrics listen on 127.0.0.1 only; with
   expect(await metricsAt(other, wide)).toBe(200);
 });
 
+test('/healthz and /readyz on the metrics port: plain HTTP, 200 while gRPC health is SERVING, nothing else told', async () => {
+  for (const p of ['/healthz', '/readyz']) {
+    const res = await fetch(`http://127.0.0.1:${loopback.metricsPort}${p}`);
+    expect(res.status).toBe(200);
+    expect((await res.text()).length).toBeLessThan(10);
+  }
+});
+
 test('server reflection lists grpc.health.v1.Health and describes it, so it can be called by name', async () => {
   const reflectionProto = path.join(path.dirname(require.resolve('@grpc/reflection/package.json')), 'build/proto/grpc/reflection/v1/reflection.proto');
   const def = loadPackageDefinition(loadSync(reflectionProto, { keepCase: true })) as any;
@@ -122,8 +130,13 @@ test('SIGTERM: a stream that ends within the drain completes, one that does not 
     // Admitted by the broker and sent upstream, which never answers.
     await waitFor('the hanging call upstream', async () => (await emulatorStats(emulator)).hung > hungBefore, { timeoutMs: 5_000, intervalMs: 50 });
     const t0 = Date.now();
+    const probe = (p: string) => fetch(`http://127.0.0.1:${wide.metricsPort}${p}`).then((r) => r.status);
+    expect(await probe('/readyz')).toBe(200);
     wide.proc.kill('SIGTERM');
     await waitFor('listener closed', async () => !(await grpcServing(wide.addr)), { timeoutMs: 1_000, intervalMs: 50 });
+    // Draining: not ready, still alive (the metrics listener stays until the drain is over).
+    expect(await probe('/readyz')).toBe(503);
+    expect(await probe('/healthz')).toBe(200);
 
     const [s, l] = await Promise.all([short.ended, long.ended]);
     const exit = (await (wide as ServiceProc & { exited: Promise<{ code: number | null }> }).exited) as { code: number | null };

@@ -398,6 +398,7 @@ describe('edge app (fake peers)', () => {
       const res = await send(id);
       const reading = readEvents(res);
       await new Promise((r) => setTimeout(r, 300));
+      expect((await fetch(`${base}/readyz`)).status).toBe(200);
       edge.drain();
       const evs = await reading;
       const last = evs.at(-1)!;
@@ -406,6 +407,9 @@ describe('edge app (fake peers)', () => {
       expect(last.data.retryMs).toBeLessThanOrEqual(5000);
       const refused = await fetch(`${base}/api/conversations`, { headers: auth(alice) });
       expect(refused.status).toBe(503);
+      // The probes: not ready any more, but alive.
+      expect((await fetch(`${base}/readyz`)).status).toBe(503);
+      expect((await fetch(`${base}/healthz`)).status).toBe(200);
     });
   });
 

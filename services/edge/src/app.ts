@@ -130,7 +130,7 @@ export async function buildApp(deps: AppDeps): Promise<EdgeApp> {
 
   // Draining: new requests are refused so the balancer sends them to another replica.
   app.addHook('onRequest', async (req) => {
-    if (ctx.state.draining) throw new HttpError(503, 'draining', 'this instance is shutting down: retry', 1);
+    if (ctx.state.draining && !req.routeOptions.config.whileDraining) throw new HttpError(503, 'draining', 'this instance is shutting down: retry', 1);
   });
 
   // Authentication (before the body is read) and the per-user request limit.

@@ -38,5 +38,7 @@ declare module 'fastify' {
     spends?: boolean;
     /** The route answers with a stream (its duration is not a response time). */
     stream?: boolean;
+    /** The route still answers while the instance drains (the liveness probe). */
+    whileDraining?: boolean;
   }
 }

@@ -15,7 +15,7 @@ import {
   type UntypedServiceImplementation,
 } from '@grpc/grpc-js';
 import { serverCredentials } from './tls';
-import { HealthImplementation, protoPath as healthProtoPath } from 'grpc-health-check';
+import { HealthImplementation, protoPath as healthProtoPath, type ServingStatus } from 'grpc-health-check';
 import { ReflectionService } from '@grpc/reflection';
 import { loadSync } from '@grpc/proto-loader';
 import type { Logger } from '../logging';
@@ -44,6 +44,8 @@ export interface MeshServer {
   serve(): void;
   /** Marks every service NOT_SERVING (the first step of a shutdown). */
   notServing(): void;
+  /** Whether the server's overall health status (service `""`) is SERVING right now. */
+  serving(): boolean;
   /**
    * Closes the listeners and asks every connection to go away (HTTP/2 GOAWAY: calls already
    * running go on, new ones go elsewhere); resolves when the last in-flight call has ended.
@@ -68,7 +70,7 @@ export async function startGrpcServer(opts: {
     server.addService(s.definition, s.implementation);
     statusMap[s.name] = 'NOT_SERVING';
   }
-  const health = new HealthImplementation(statusMap);
+  const health = new TrackedHealth(statusMap);
   health.addToServer(server);
   // The health service is listed by reflection too, so that `grpcurl <addr> list` shows it and
   // `grpcurl <addr> grpc.health.v1.Health/Check` works by name.
@@ -88,12 +90,32 @@ export async function startGrpcServer(opts: {
     health,
     serve: () => setAll('SERVING'),
     notServing: () => setAll('NOT_SERVING'),
+    serving: () => health.statusOf('') === 'SERVING',
     stopAccepting: () => (drained ??= new Promise<void>((resolve) => server.tryShutdown(() => resolve()))),
     forceShutdown: () => {
       opts.logger.warn('calls still in flight at the end of the drain: cancelling them');
       server.forceShutdown();
     },
   };
+}
+
+/** The health service, which also tells its current status (for the plain-HTTP /readyz). */
+class TrackedHealth extends HealthImplementation {
+  private readonly current: Map<string, ServingStatus>;
+
+  constructor(initial: Record<string, ServingStatus>) {
+    super(initial);
+    this.current = new Map(Object.entries(initial));
+  }
+
+  override setStatus(service: string, s: ServingStatus): void {
+    this.current.set(service, s);
+    super.setStatus(service, s);
+  }
+
+  statusOf(service: string): ServingStatus | undefined {
+    return this.current.get(service);
+  }
 }
 
 /** `host:port` for grpc-js (an IPv6 literal in brackets). */

@@ -34,6 +34,8 @@ export interface ServiceSpec<C extends ServiceConfig> {
 export class Service<C extends ServiceConfig> {
   /** @internal the registered shutdown steps, in registration order */
   readonly steps: { phase: Phase; name: string; run: ShutdownStep }[] = [];
+  private readonly grpcServers: MeshServer[] = [];
+  private draining = false;
 
   constructor(
     readonly name: string,
@@ -58,7 +60,11 @@ export class Service<C extends ServiceConfig> {
    */
   async grpcServer(opts: { port: number; services: ServiceRegistration[]; protoFiles: string[] }): Promise<MeshServer> {
     const server = await startGrpcServer({ ...opts, host: this.host, logger: this.logger });
-    this.onShutdown('notServing', 'grpc', () => server.notServing());
+    this.grpcServers.push(server);
+    this.onShutdown('notServing', 'grpc', () => {
+      this.draining = true;
+      server.notServing();
+    });
     this.onShutdown('stopAccepting', 'grpc', () => void server.stopAccepting());
     this.onShutdown('drain', 'grpc', async (deadline) => {
       if (!(await untilDeadline(server.stopAccepting(), deadline))) server.forceShutdown();
@@ -89,9 +95,20 @@ export class Service<C extends ServiceConfig> {
     });
   }
 
-  /** Starts the Prometheus side channel on the service's host; it closes after the drain. */
+  /**
+   * Ready: every gRPC server of the service reports SERVING (so not before it is started, nor
+   * once the shutdown has begun). What `/readyz` answers.
+   */
+  ready(): boolean {
+    return !this.draining && this.grpcServers.length > 0 && this.grpcServers.every((s) => s.serving());
+  }
+
+  /**
+   * Starts the Prometheus side channel on the service's host, with the plain-HTTP probes
+   * `/healthz` and `/readyz` (see `ready`); it closes after the drain.
+   */
   async metricsServer(registry: Registry, port: number): Promise<{ port: number }> {
-    const metrics = await startMetricsServer(registry, port, this.logger, this.host);
+    const metrics = await startMetricsServer(registry, port, this.logger, this.host, () => this.ready());
     this.onShutdown('stop', 'metrics', () => metrics.close());
     return metrics;
   }

@@ -1,5 +1,7 @@
 // Prometheus metrics per process, served on a small HTTP side channel: `/metrics` (text, for
-// Prometheus) and `/metrics.json` (for the edge's /api/metrics summary).
+// Prometheus), `/metrics.json` (for the edge's /api/metrics summary), and the plain-HTTP probes
+// `/healthz` (the process answers) and `/readyz` (it serves: 503 otherwise), which work when the
+// gRPC port requires client certificates (mutual TLS) and Kubernetes' gRPC probe cannot connect.
 import http from 'node:http';
 import { getHeapStatistics } from 'node:v8';
 import { collectDefaultMetrics, Gauge, Registry } from 'prom-client';
@@ -27,6 +29,8 @@ export async function startMetricsServer(
   logger: Logger,
   /** Interface to bind (the service's `<SERVICE>_HOST`). */
   host: string,
+  /** Whether the process is ready to serve (`/readyz`); without it, `/readyz` is always 503. */
+  ready: () => boolean = () => false,
 ): Promise<{ port: number; close: () => Promise<void> }> {
   const server = http.createServer((req, res) => {
     const done = (code: number, type: string, body: string) => {
@@ -37,6 +41,11 @@ export async function startMetricsServer(
       registry.metrics().then((t) => done(200, registry.contentType, t), (e: Error) => done(500, 'text/plain', e.message));
     } else if (req.url === '/metrics.json') {
       registry.getMetricsAsJSON().then((j) => done(200, 'application/json', JSON.stringify(j)), (e: Error) => done(500, 'text/plain', e.message));
+    } else if (req.url === '/healthz') {
+      done(200, 'text/plain', 'ok\n');
+    } else if (req.url === '/readyz') {
+      if (ready()) done(200, 'text/plain', 'ready\n');
+      else done(503, 'text/plain', 'not ready\n');
     } else {
       done(404, 'text/plain', 'not found');
     }

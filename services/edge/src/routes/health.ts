@@ -1,6 +1,8 @@
 // GET /api/health: 200 when every dependency answers, 503 otherwise, with a per-dependency
 // breakdown (llm = broker, database = store, cache = Redis). Cached briefly so that a flood of
-// probes does not become a flood of checks.
+// probes does not become a flood of checks. GET /healthz (this process answers, also while it
+// drains) and GET /readyz (it takes requests: 503 while draining) are the probes every service
+// has; they tell nothing else.
 import type { FastifyInstance } from 'fastify';
 import type { EdgeContext } from '../context';
 import type { DependencyCheck, DependencyName } from '../gateways/types';
@@ -32,6 +34,19 @@ export function healthRoutes(app: FastifyInstance, ctx: EdgeContext): void {
     const healthy = entries.every(([, c]) => c.status === 'up');
     return { status: healthy ? 'healthy' : 'unhealthy', checks, checkedAt: new Date().toISOString() };
   };
+
+  const probe = (summary: string, ok: string) => ({
+    tags: ['operations'],
+    summary,
+    security: [],
+    response: { 200: { type: 'string', description: ok } },
+  });
+  app.get('/healthz', { config: { auth: 'public', whileDraining: true }, schema: probe('Liveness: this process answers (also while it drains)', 'alive') }, async (_req, reply) =>
+    reply.type('text/plain').header('cache-control', 'no-store').send('ok\n'),
+  );
+  app.get('/readyz', { config: { auth: 'public' }, schema: { ...probe('Readiness: this instance takes requests (503 while it drains)', 'ready'), response: { 200: { type: 'string', description: 'ready' }, ...errorResponses(503) } } }, async (_req, reply) =>
+    reply.type('text/plain').header('cache-control', 'no-store').send('ready\n'),
+  );
 
   app.get(
     '/api/health',
