@@ -26,7 +26,9 @@
 // Prints progress lines, a human summary; the last line is one JSON object of the figures.
 import { setMaxListeners } from 'node:events';
 import { newId } from '@agent-mesh/common';
+import os from 'node:os';
 import { fetchText, percentile, runTimingMedians } from './stats';
+import { writeSeedReport, type ReportSample } from './seed-report';
 import { mintToken, parseSseBlock, startEmulator, startFerret, startMesh, startRedis, testDir, type Mesh, type Proc, type SseEvent } from '../support';
 
 const num = (name: string, def: number) => {
@@ -299,20 +301,24 @@ async function main() {
     const pending: Promise<void>[] = [];
     // Metrics sampled while the load runs: peaks, and a timeline for the report.
     const peaks = { llmQueue: 0, llmInFlight: 0, openStreams: 0, samples: 0 };
-    const timeline: { tBriefS: number; llmQueue: number; llmInFlight: number; inFlightRuns: number }[] = [];
+    const timeline: ReportSample[] = [];
+    const loadAvgStart = os.loadavg();
     let sampling = true;
     const loadStarted = performance.now();
     const sampler = (async () => {
       while (sampling) {
         try {
-          const [b, e] = await Promise.all([fetch(brokerMetrics).then((r) => r.text()), fetch(`${edgeUrl}/metrics`).then((r) => r.text())]);
+          const [b, e, emu] = await Promise.all([
+            fetch(brokerMetrics).then((r) => r.text()), fetch(`${edgeUrl}/metrics`).then((r) => r.text()),
+            fetch(`${emulator.url}/_emulator/stats`).then((r) => r.json() as Promise<{ requests: number }>),
+          ]);
           const q = gauge(b, 'llm_queue_depth');
           const f = gauge(b, 'llm_in_flight');
           peaks.llmQueue = Math.max(peaks.llmQueue, q);
           peaks.llmInFlight = Math.max(peaks.llmInFlight, f);
           peaks.openStreams = Math.max(peaks.openStreams, gauge(e, 'edge_sse_open_streams'));
           peaks.samples++;
-          timeline.push({ tBriefS: briefS(performance.now() - loadStarted), llmQueue: q, llmInFlight: f, inFlightRuns: arrivals.filter((a) => a.phase !== 'done').length });
+          timeline.push({ tBriefS: briefS(performance.now() - loadStarted), llmQueue: q, llmInFlight: f, inFlightRuns: arrivals.filter((a) => a.phase !== 'done').length, upstreamRequests: emu.requests });
         } catch { /* a missed sample */ }
         await sleep(500);
       }
@@ -430,6 +436,8 @@ async function main() {
         goodput: (100 * completed.length) / Math.max(1, quotaAllowsRuns) >= GOALS.goodputPct,
       },
       failureKinds, timeline, logDir,
+      // How busy the machine was: figures measured beside other work are not the design's.
+      machine: { cores: os.cpus().length, loadAvgStart: loadAvgStart.map((x) => round(x, 2)), loadAvgEnd: os.loadavg().map((x) => round(x, 2)) },
     };
     const ok = (b: boolean) => (b ? 'met' : 'MISSED');
     const d = figures.briefS;
@@ -444,8 +452,31 @@ async function main() {
     console.log(`  peaks: LLM queue ${peaks.llmQueue}, LLM in flight ${peaks.llmInFlight}, edge open streams ${peaks.openStreams}`);
     console.log(`  goals: 0 upstream 429 ${ok(figures.met.no429)}; errors < 1% (${figures.pct.errors}%) ${ok(figures.met.errors)}; 0 events lost/duplicated ${ok(figures.met.noEventsLostOrDuplicated)}; first event p99 < 2 s ${ok(figures.met.ttfeP99)}; completed p95 < 60 s ${ok(figures.met.completedP95)}; goodput ≥ 95% of quota ${ok(figures.met.goodput)}`);
     if (Object.keys(failureKinds).length) console.log(`  failures by kind: ${Object.entries(failureKinds).sort((x, y) => y[1] - x[1]).map(([k, n]) => `${n}× ${k}`).join(' | ')}`);
+    const report = await writeSeedReport({
+      title: `Seed benchmark: ${USERS} users, open loop`,
+      facts: [
+        `${USERS} users × ${MSGS_PER_MIN} messages per brief-minute (Poisson), ${DURATION_S} s wall of arrivals, drain ≤ ${DRAIN_S} brief-s; time scale ${TIME_SCALE}; figures in brief time`,
+        `upstream quota ${LLM_RPM} RPM, ${LLM_MAX_CONCURRENT} concurrent; admission control ${MAX_QUEUE_WAIT_S ? `above ${MAX_QUEUE_WAIT_S} brief-s of estimated queue wait` : 'off'}`,
+        `machine: ${figures.machine.cores} cores, load average ${figures.machine.loadAvgStart[0]} at the start and ${figures.machine.loadAvgEnd[0]} at the end`,
+        `${new Date().toISOString()}; logs in ${logDir}`,
+      ],
+      limits: { rpm: LLM_RPM, maxConcurrent: LLM_MAX_CONCURRENT },
+      timeline,
+      arrivals: arrivals.map((a) => ({ tBriefS: briefS(a.scheduled - loadStarted), outcome: a.outcome ?? 'unfinished', runS: a.outcome === 'completed' ? briefS(a.endMs!) : undefined })),
+      faults: [],
+      outcomes: [['completed', A.completed], ['shed (503 + Retry-After)', A.shed], ['degraded', A.degraded], ['failed', A.failed], ['cancelled', A.cancelled], ['HTTP errors', A.httpErrors], ['broken streams', A.streamErrors], ['unfinished', A.unfinished]],
+      goals: [
+        ['0 upstream 429s', String(emu.rateLimited), figures.met.no429],
+        [`errors < ${GOALS.errorRatePct} %`, `${figures.pct.errors} %`, figures.met.errors],
+        ['0 events lost or duplicated', `${figures.events.lost} / ${figures.events.duplicated}`, figures.met.noEventsLostOrDuplicated],
+        [`first event p99 < ${GOALS.ttfeP99S} s`, `${d.firstEvent.p99} s`, figures.met.ttfeP99],
+        [`completed runs p95 < ${GOALS.completedP95S} s`, `${d.completedRun.p95} s`, figures.met.completedP95],
+        [`goodput ≥ ${GOALS.goodputPct} % of the quota`, `${figures.goodput.pctOfQuota} %`, figures.met.goodput],
+      ],
+    }, logDir);
+    console.log(`  report: ${report.html}${report.png ? ` and ${report.png}` : ` (no PNG: ${report.pngError})`}`);
     console.log(`  logs: ${logDir}`);
-    console.log(JSON.stringify(figures));
+    console.log(JSON.stringify({ ...figures, report }));
   } finally {
     abort.abort();
     await mesh?.stop();
