@@ -432,6 +432,11 @@ describe('deploy/k8s manifests', () => {
       }
     });
 
+    test('gRPC Services are headless, so that callers balance over every pod (the edge, behind the Ingress, keeps a virtual IP)', () => {
+      for (const s of GRPC_SERVICES) expect({ s, clusterIP: asObj(one('Service', s).spec).clusterIP }).toEqual({ s, clusterIP: 'None' });
+      expect(asObj(one('Service', 'edge').spec).clusterIP).toBeUndefined();
+    });
+
     test('the ConfigMap carries ports, peer addresses, infrastructure, upstream and limits', () => {
       const data = asObj(one('ConfigMap', 'agent-mesh-config').data);
       for (const key of ['REDIS_URL', 'MONGODB_URI', 'OTEL_EXPORTER_OTLP_ENDPOINT', 'LLM_BASE_URL', 'LLM_MODEL']) expect(data[key]).toEqual(expect.any(String));
