@@ -40,7 +40,7 @@ function request(user: number): GenerateRequest {
   return {
     userId: `00000000-0000-4000-8000-${String(user).padStart(12, '0')}`,
     runId: '', agentRole: 'planner', runStarted: false, model: '', toolsJson: '', maxTokens: MAX_TOKENS,
-    temperature: 0, hasTemperature: false,
+    temperature: 0, hasTemperature: false, cache: false,
     messages: [
       { role: 'system', content: 'You are the Planner. Round: 1', name: '', toolCallId: '', toolCalls: [] },
       { role: 'user', content: `User ${user} asks: how do we keep a shared LLM quota exact across replicas?`, name: '', toolCallId: '', toolCalls: [] },

@@ -3,17 +3,16 @@
 // retried while no token reached the caller, and otherwise reported as what it is — never a short
 // answer ending like a complete one. Account problems open the breaker with an alert instead of
 // pausing the fleet. Real processes, real Redis.
-import { Metadata, status, type ServiceError } from '@grpc/grpc-js';
+import { status } from '@grpc/grpc-js';
 import Redis from 'ioredis';
 import { createClient, detailsOf, reasonOf } from '@agent-mesh/common';
 import {
   LlmBrokerServiceClient,
   type GenerateRequest,
-  type GenerateResponse,
 } from '@agent-mesh/common/gen/llmbroker/v1/llm_broker';
 import {
-  configureEmulator, emulatorStats, generateRequest, promMetric, startEmulator, startRedis, startService, testDir,
-  type EmulatorProc, type RedisProc, type ServiceProc,
+  configureEmulator, emulatorStats, generateRequest, promMetric, runGenerate, startEmulator, startRedis, startService, testDir,
+  type EmulatorProc, type GenerateOutcome, type RedisProc, type ServiceProc,
 } from '../support';
 
 jest.setTimeout(120_000);
@@ -29,22 +28,8 @@ const ask = (model = '', over: Partial<GenerateRequest> = {}) => generateRequest
 /** A request the emulator answers with a tool call only: no content delta reaches the caller. */
 const search = (model = '') => generateRequest('Search the latest news about solar power', { model, toolsJson: SEARCH_TOOL });
 
-interface Outcome {
-  messages: GenerateResponse[];
-  error?: ServiceError;
-  ms: number;
-}
-async function generate(client: LlmBrokerServiceClient, req: GenerateRequest, timeoutMs = 30_000): Promise<Outcome> {
-  const t0 = Date.now();
-  const call = client.generate(req, new Metadata(), { deadline: Date.now() + timeoutMs });
-  const messages: GenerateResponse[] = [];
-  try {
-    for await (const m of call as AsyncIterable<GenerateResponse>) messages.push(m);
-    return { messages, ms: Date.now() - t0 };
-  } catch (err) {
-    return { messages, error: err as ServiceError, ms: Date.now() - t0 };
-  }
-}
+type Outcome = GenerateOutcome;
+const generate = (client: LlmBrokerServiceClient, req: GenerateRequest, timeoutMs = 30_000) => runGenerate(client, req, { timeoutMs });
 const doneOf = (o: Outcome) => {
   const u = o.messages.at(-1)?.update;
   return u?.$case === 'done' ? u.done : undefined;

@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import OpenAI from 'openai';
 import {
-  readSse, startEmulator, startFerret, startMesh, startRedis, startService, testDir, waitFor,
+  emulatorStats, readSse, startEmulator, startFerret, startMesh, startRedis, startService, testDir, waitFor,
   type EmulatorProc, type FerretProc, type Mesh, type RedisProc, type SseEvent,
 } from '../support';
 import { signToken } from '../../services/edge/src/auth';
@@ -277,6 +277,44 @@ describe('/v1/chat/completions with a misbehaving provider', () => {
     expect(last.error?.message).toBeTruthy();
     expect(text).not.toContain('"finish_reason":"stop"');
     expect((await complete('emulator-1+stream_error', false)).status).toBe(503);
+  });
+});
+
+describe('/v1/chat/completions and the response cache', () => {
+  const complete = (body: Record<string, unknown>, headers: Record<string, string> = {}) =>
+    api('/v1/chat/completions', { method: 'POST', headers, body: JSON.stringify({ model: 'emulator-1', messages: [{ role: 'user', content: `What makes bread rise? (${Date.now()})` }], ...body }) });
+  const requests = async () => (await emulatorStats(emulator)).requests;
+
+  test('at temperature 0: miss, then a hit answered x-mesh-cache: hit with the same content, no upstream call and usage 0, streamed or not', async () => {
+    const body = { messages: [{ role: 'user', content: `What makes bread rise? (${Date.now()})` }], temperature: 0 };
+    const first = await complete(body);
+    expect(first.status).toBe(200);
+    expect(first.headers.get('x-mesh-cache')).toBe('miss');
+    const answer = (await first.json()) as any;
+    expect(answer.usage.total_tokens).toBeGreaterThan(0);
+    const before = await requests();
+    const again = await complete(body);
+    expect(again.headers.get('x-mesh-cache')).toBe('hit');
+    const hit = (await again.json()) as any;
+    expect(hit.choices[0].message.content).toBe(answer.choices[0].message.content);
+    expect(hit.usage).toEqual({ prompt_tokens: 0, completion_tokens: 0, total_tokens: 0 });
+    const streamed = await complete({ ...body, stream: true });
+    expect(streamed.headers.get('x-mesh-cache')).toBe('hit');
+    const text = (await streamed.text()).split('\n\n').filter((b) => b.startsWith('data: {')).map((b) => JSON.parse(b.slice(6)) as any);
+    expect(text.map((c) => c.choices[0]?.delta?.content ?? '').join('')).toBe(answer.choices[0].message.content);
+    expect(await requests()).toBe(before);
+  });
+
+  test('without temperature 0 the cache is not asked unless x-mesh-cache: on; x-mesh-cache: off always reaches the provider; another value is a 400', async () => {
+    const messages = [{ role: 'user', content: `Why is the sky blue? (${Date.now()})` }];
+    const before = await requests();
+    const plain = await complete({ messages });
+    expect(plain.headers.get('x-mesh-cache')).toBeNull();
+    expect((await complete({ messages }, { 'x-mesh-cache': 'on' })).headers.get('x-mesh-cache')).toBe('miss');
+    expect((await complete({ messages }, { 'x-mesh-cache': 'on' })).headers.get('x-mesh-cache')).toBe('hit');
+    expect((await complete({ messages, temperature: 0 }, { 'x-mesh-cache': 'off' })).headers.get('x-mesh-cache')).toBeNull();
+    expect(await requests()).toBe(before + 3);
+    expect((await complete({ messages }, { 'x-mesh-cache': 'maybe' })).status).toBe(400);
   });
 });
 

@@ -5,7 +5,8 @@ import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import type { AddressInfo } from 'node:net';
-import { codeOf, createClient, status, unary } from '@agent-mesh/common';
+import Redis from 'ioredis';
+import { codeOf, createClient, GlobalLimiter, LLM_QUOTA_KEY_PREFIX, status, unary } from '@agent-mesh/common';
 import { ToolServiceClient, type InvokeResponse } from '@agent-mesh/common/gen/tools/v1/tools';
 import { startFerret, startRedis, startService, testDir, waitFor, type Proc, type ServiceProc } from '../support';
 
@@ -26,6 +27,7 @@ let cc: ToolServiceClient;
 /** A replica of c (same Redis prefix, same search API): sees c's breaker through Redis. */
 let cd: ToolServiceClient;
 let searchApi: http.Server;
+let redisUrl: string;
 let searchFails = true;
 let searchRequests = 0;
 
@@ -55,6 +57,7 @@ beforeAll(async () => {
   const logDir = testDir('tool-service');
   const redis = await startRedis({ logDir });
   procs.push(redis);
+  redisUrl = redis.url;
   // A SearxNG stand-in that fails (HTTP 500) until the test heals it.
   searchApi = http.createServer((req, res) => {
     searchRequests += 1;
@@ -188,6 +191,31 @@ it('serves from the cache within the TTL, on either replica, and misses after it
   const after = await call(cb, 'test_echo', { text: 'cache-me' });
   expect(after).toMatchObject({ ok: true, cached: false });
   expect(after.resultJson).not.toEqual(first.resultJson);
+});
+
+it('keeps results 6× longer while the LLM upstream is paused (the brokers\' pause key), as for an open breaker', async () => {
+  const r = new Redis(redisUrl);
+  const HOUR_MS = 3_600_000; // the calculator's TTL
+  const ttlOf = async (resultJson: string) => {
+    for (const key of await r.keys('mesh:tool:cache:calculator:*')) if ((await r.get(key)) === resultJson) return r.pttl(key);
+    throw new Error('entry not found');
+  };
+  try {
+    const normal = await call(ca, 'calculator', { expression: '17 * 23' });
+    expect(await ttlOf(normal.resultJson)).toBeLessThanOrEqual(HOUR_MS);
+    // What a broker's GlobalLimiter writes when a provider 429 pauses the fleet (Retry-After 5 s).
+    await r.set(GlobalLimiter.pauseKey(LLM_QUOTA_KEY_PREFIX), String(Date.now() + 5_000), 'PX', 5_000);
+    await sleep(1_100); // the tool-service reads the pause at most once a second
+    const paused = await call(cb, 'calculator', { expression: '19 * 29' });
+    expect(paused.cached).toBe(false);
+    expect(await ttlOf(paused.resultJson)).toBeGreaterThan(5 * HOUR_MS); // × TOOL_DEGRADED_TTL_FACTOR 6
+    // A hit while paused stretches an entry written before.
+    expect((await call(cb, 'calculator', { expression: '17 * 23' })).cached).toBe(true);
+    await waitFor('the hit to stretch the entry', async () => (await ttlOf(normal.resultJson)) > 5 * HOUR_MS, { timeoutMs: 2_000, intervalMs: 50 });
+  } finally {
+    await r.del(GlobalLimiter.pauseKey(LLM_QUOTA_KEY_PREFIX));
+    await r.quit();
+  }
 });
 
 it('runs identical concurrent calls once, within and across replicas', async () => {

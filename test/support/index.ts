@@ -145,8 +145,33 @@ export function generateRequest(
     maxTokens: 0,
     temperature: 0,
     hasTemperature: false,
+    cache: false,
     ...over,
   };
+}
+
+/** One Generate call run to its end: every message, and the refusal (returned, not thrown). */
+export interface GenerateOutcome {
+  messages: import('@agent-mesh/common/gen/llmbroker/v1/llm_broker').GenerateResponse[];
+  error?: import('@grpc/grpc-js').ServiceError;
+  ms: number;
+}
+export async function runGenerate(
+  client: import('@agent-mesh/common/gen/llmbroker/v1/llm_broker').LlmBrokerServiceClient,
+  req: import('@agent-mesh/common/gen/llmbroker/v1/llm_broker').GenerateRequest,
+  opts: { timeoutMs?: number; signal?: AbortSignal } = {},
+): Promise<GenerateOutcome> {
+  const { Metadata } = await import('@grpc/grpc-js');
+  const t0 = Date.now();
+  const call = client.generate(req, new Metadata(), { deadline: Date.now() + (opts.timeoutMs ?? 60_000) });
+  opts.signal?.addEventListener('abort', () => call.cancel(), { once: true });
+  const messages: GenerateOutcome['messages'] = [];
+  try {
+    for await (const m of call as AsyncIterable<GenerateOutcome['messages'][number]>) messages.push(m);
+    return { messages, ms: Date.now() - t0 };
+  } catch (err) {
+    return { messages, error: err as import('@grpc/grpc-js').ServiceError, ms: Date.now() - t0 };
+  }
 }
 
 /** Metric names a PromQL expression reads (label matchers, grouping clauses, strings and functions removed). */

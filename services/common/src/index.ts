@@ -1,3 +1,4 @@
+export * from './cache';
 export * as config from './config';
 export * from './grpc';
 export * from './ids';

@@ -3,6 +3,7 @@
 // settle the token reservation with the provider's usage — or refund it on cancel or failure.
 import type CircuitBreaker from 'opossum';
 import type { GlobalLimiter, Logger, TokenBudgets } from '@agent-mesh/common';
+import type { CachedAnswer, Found, ResponseCache } from './cache/response-cache';
 import { Channel } from './channel';
 import type { BrokerMetrics } from './metrics';
 import { AdaptiveLimits, limitKindOf } from './queue/adaptive';
@@ -31,12 +32,39 @@ export interface GenerateInput {
   toolsJson: string;
   maxTokens: number;
   temperature?: number;
+  /** Answer from (and store into) the response cache. */
+  cache: boolean;
 }
+
+export type CacheOutcome = 'miss' | 'hit' | 'stale';
 
 export type GenerateEvent =
   | { type: 'queued'; position: number; estimatedWaitMs: number }
+  /** The answer is replayed from the response cache (before its deltas). */
+  | { type: 'cached'; stale: boolean; ageMs: number }
   | { type: 'delta'; content: string }
-  | { type: 'done'; finishReason: string; usage: UsageOut; toolCalls: ToolCallOut[]; model: string; queueWaitMs: number };
+  | {
+      type: 'done';
+      finishReason: string;
+      /** What the upstream billed for this call (nothing for an answer from the cache). */
+      usage: UsageOut;
+      toolCalls: ToolCallOut[];
+      model: string;
+      queueWaitMs: number;
+      /** Set when the call asked for the cache. */
+      cache?: CacheOutcome;
+      /** For an answer from the cache: the usage of the call that produced it (what this one saved). */
+      cachedUsage?: UsageOut;
+    };
+
+const NOTHING_BILLED: UsageOut = { promptTokens: 0, completionTokens: 0, totalTokens: 0 };
+
+/** A validated call: the upstream request and what it reserves of the TPM quota. */
+interface PreparedCall {
+  body: ChatRequestBody;
+  promptTokens: number;
+  reserved: number;
+}
 
 export type BrokerRefusalReason =
   | 'breaker_open'
@@ -87,6 +115,8 @@ export interface BrokerDeps {
   breakerResetMs: number;
   /** Charges what each call cost to its user's token budgets (common/src/quota/budget.ts). */
   budgets?: Pick<TokenBudgets, 'charge'>;
+  /** The response cache for calls that ask for it (absent: they go to the upstream). */
+  cache?: ResponseCache;
 }
 
 const sleep = (ms: number, signal: AbortSignal) =>
@@ -127,6 +157,14 @@ export class LlmBroker {
   }
 
   async *generate(input: GenerateInput, signal: AbortSignal, deadline?: number): AsyncGenerator<GenerateEvent> {
+    const call = this.prepare(input);
+    const cache = input.cache ? this.d.cache : undefined;
+    if (cache) yield* this.throughCache(cache, input, call, signal, deadline);
+    else yield* this.fromUpstream(input, call, signal, deadline);
+  }
+
+  /** Validates the input and builds the upstream request and its token reservation. */
+  private prepare(input: GenerateInput): PreparedCall {
     const { d } = this;
     if (input.messages.length === 0) throw new BrokerRefusal('invalid_request', 'messages must not be empty');
     let tools: unknown[] | undefined;
@@ -138,14 +176,12 @@ export class LlmBroker {
         throw new BrokerRefusal('invalid_request', 'tools_json must be a JSON array');
       }
     }
-    if (d.breaker.opened) throw this.breakerRefusal();
     const wire = LlmBroker.wireMessages(input.messages);
     const maxTokens = input.maxTokens > 0 ? input.maxTokens : d.defaultMaxTokens;
     const promptTokens = countPromptTokens(
       input.messages.map((m, i) => ({ role: m.role, content: m.content, name: m.name, toolCalls: (wire[i] as { tool_calls?: unknown[] }).tool_calls })),
       tools && tools.length > 0 ? JSON.stringify(tools) : '',
     );
-    const reserved = promptTokens + maxTokens;
     const body: ChatRequestBody = {
       model: input.model || d.defaultModel,
       messages: wire,
@@ -153,6 +189,79 @@ export class LlmBroker {
       ...(tools && tools.length > 0 ? { tools } : {}),
       ...(input.temperature !== undefined ? { temperature: input.temperature } : {}),
     };
+    return { body, promptTokens, reserved: promptTokens + maxTokens };
+  }
+
+  /**
+   * A call that asked for the cache: a fresh answer is replayed; an expired one too while the
+   * upstream refuses (stale); otherwise one caller per key across replicas calls the upstream and
+   * stores the answer, and the others replay it.
+   */
+  private async *throughCache(cache: ResponseCache, input: GenerateInput, call: PreparedCall, signal: AbortSignal, deadline?: number): AsyncGenerator<GenerateEvent> {
+    const { d } = this;
+    const key = cache.keyOf(call.body);
+    let found: Found | undefined;
+    try {
+      found = await cache.get(key);
+    } catch (err) {
+      d.metrics.cacheLookups.inc({ result: 'error' });
+      d.logger.warn({ err: (err as Error).message }, 'response cache unavailable: calling the upstream');
+      yield* this.fromUpstream(input, call, signal, deadline);
+      return;
+    }
+    if (found?.fresh) return yield* this.replay(found, 'hit');
+    if (found && (await this.upstreamRefusing())) return yield* this.replay(found, 'stale');
+    const turn = await cache.turn(key, signal, deadline);
+    if (turn.role === 'follower') {
+      d.metrics.cacheFlights.inc({ outcome: 'followed' });
+      return yield* this.replay(turn.value, 'hit');
+    }
+    d.metrics.cacheFlights.inc({ outcome: turn.role === 'alone' ? turn.reason : turn.tookOver ? 'took_over' : 'led' });
+    d.metrics.cacheLookups.inc({ result: 'miss' });
+    const deltas: string[] = [];
+    try {
+      for await (const e of this.fromUpstream(input, call, signal, deadline)) {
+        if (e.type === 'delta') deltas.push(e.content);
+        if (e.type !== 'done') {
+          yield e;
+          continue;
+        }
+        // Stored before the caller hears `done`, so that the followers find it as soon as possible.
+        const answer: CachedAnswer = { deltas, finishReason: e.finishReason, toolCalls: e.toolCalls, model: e.model, usage: e.usage, storedAt: Date.now() };
+        await cache.put(key, answer).catch((err: unknown) => d.logger.warn({ err: (err as Error).message }, 'response cache: answer not stored'));
+        yield { ...e, cache: 'miss' };
+      }
+    } catch (err) {
+      // Refused before any token while an expired answer exists: it beats no answer.
+      const refusing = err instanceof BrokerRefusal && (err.reason === 'breaker_open' || err.reason === 'upstream_rate_limited');
+      if (found && refusing && deltas.length === 0 && !signal.aborted) return yield* this.replay(found, 'stale');
+      throw err;
+    } finally {
+      if (turn.role === 'leader') await turn.release();
+    }
+  }
+
+  /** A stored answer as a stream: announced, its deltas, and a `done` that billed nothing. */
+  private async *replay(found: Found, outcome: 'hit' | 'stale'): AsyncGenerator<GenerateEvent> {
+    const { d } = this;
+    const a = found.answer;
+    d.metrics.cacheLookups.inc({ result: outcome });
+    d.metrics.cacheTokensSaved.inc(a.usage.totalTokens);
+    yield { type: 'cached', stale: outcome === 'stale', ageMs: found.ageMs };
+    for (const content of a.deltas) yield { type: 'delta', content };
+    yield { type: 'done', finishReason: a.finishReason, usage: NOTHING_BILLED, toolCalls: a.toolCalls, model: a.model, queueWaitMs: 0, cache: outcome, cachedUsage: a.usage };
+  }
+
+  /** The upstream refuses for now: its breaker is open or a 429 paused admission (on any replica). */
+  private async upstreamRefusing(): Promise<boolean> {
+    return this.d.breaker.opened || (await this.d.limiter.pausedForMs()) > 0;
+  }
+
+  /** The call itself: queue, lease, upstream, settlement. */
+  private async *fromUpstream(input: GenerateInput, call: PreparedCall, signal: AbortSignal, deadline?: number): AsyncGenerator<GenerateEvent> {
+    const { d } = this;
+    const { body, promptTokens, reserved } = call;
+    if (d.breaker.opened) throw this.breakerRefusal();
 
     // 1. Wait for a lease, streaming queue updates meanwhile.
     const updates = new Channel<GenerateEvent>();

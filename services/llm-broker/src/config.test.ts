@@ -25,3 +25,12 @@ describe('loadConfig, upstream realism', () => {
     expect(() => loadConfig({ LLM_TPM_ACCOUNTING: 'refund' })).toThrow(/LLM_TPM_ACCOUNTING must be settle or reserve/);
   });
 });
+
+describe('loadConfig, response cache', () => {
+  it('defaults to an hour fresh and a day stale; a TTL of 0 is allowed (the cache off)', () => {
+    expect(loadConfig({}).cache).toEqual({ ttlMs: 3_600_000, staleMs: 86_400_000, lockMs: 3_000, waitMs: 60_000 });
+    expect(loadConfig({ LLM_CACHE_TTL_S: '0.5', LLM_CACHE_STALE_S: '0', LLM_CACHE_LOCK_MS: '800', LLM_CACHE_WAIT_MS: '2000' }).cache).toEqual({ ttlMs: 500, staleMs: 0, lockMs: 800, waitMs: 2_000 });
+    expect(loadConfig({ LLM_CACHE_TTL_S: '0' }).cache.ttlMs).toBe(0);
+    expect(() => loadConfig({ LLM_CACHE_TTL_S: '-1' })).toThrow(/LLM_CACHE_TTL_S/);
+  });
+});

@@ -43,6 +43,17 @@ export interface BrokerConfig {
     /** Length of the rolling window the error rate is measured over. */
     windowMs: number;
   };
+  /** The response cache, for calls that ask for it (GenerateRequest.cache). */
+  cache: {
+    /** How long an answer is served as a hit; 0 turns the cache off. */
+    ttlMs: number;
+    /** How long past the TTL an answer may still be served (stale) while the upstream is paused or its breaker open. */
+    staleMs: number;
+    /** Single-flight lock lease: a dead leader's followers take over after at most this. */
+    lockMs: number;
+    /** Longest a follower waits for the leader's answer before calling the upstream itself. */
+    waitMs: number;
+  };
   retry: {
     /** Retries per call at most (before the first token only). */
     max: number;
@@ -109,6 +120,12 @@ export function loadConfig(env: Env = process.env): BrokerConfig {
       resetMs: config.int({ env: 'LLM_BREAKER_RESET_MS', default: 5_000, min: 10 }, env),
       timeoutMs: config.int({ env: 'LLM_BREAKER_TIMEOUT_MS', default: 30_000, min: 10 }, env),
       windowMs: config.int({ env: 'LLM_BREAKER_WINDOW_MS', default: 10_000, min: 100 }, env),
+    },
+    cache: {
+      ttlMs: Math.round(1000 * config.num({ env: 'LLM_CACHE_TTL_S', default: 3600, min: 0 }, env)),
+      staleMs: Math.round(1000 * config.num({ env: 'LLM_CACHE_STALE_S', default: 86_400, min: 0 }, env)),
+      lockMs: config.int({ env: 'LLM_CACHE_LOCK_MS', default: 3000, min: 100 }, env),
+      waitMs: config.int({ env: 'LLM_CACHE_WAIT_MS', default: 60_000, min: 0 }, env),
     },
     retry: {
       max: config.int({ env: 'LLM_RETRY_MAX', default: 3, min: 0 }, env),

@@ -3,9 +3,10 @@
 // shutdown phases: runService).
 import { randomUUID } from 'node:crypto';
 import {
-  BUDGET_KEY_PREFIX, createRedis, createRegistry, flushTelemetry, GlobalLimiter, redisReady, runService, TokenBudgets, type Service,
+  BUDGET_KEY_PREFIX, createRedis, LLM_QUOTA_KEY_PREFIX, createRegistry, flushTelemetry, GlobalLimiter, redisReady, runService, TokenBudgets, type Service,
 } from '@agent-mesh/common';
 import { LlmBroker } from './broker';
+import { ResponseCache } from './cache/response-cache';
 import { loadConfig, type BrokerConfig } from './config';
 import { createBrokerMetrics } from './metrics';
 import { AdaptiveLimits } from './queue/adaptive';
@@ -29,7 +30,7 @@ async function build(svc: Service<BrokerConfig>): Promise<void> {
   const configured = { maxConcurrent: cfg.maxConcurrent, requestsPerMinute: cfg.rpm, tokensPerMinute: cfg.tpm };
   const limiter = new GlobalLimiter(
     redis,
-    'mesh:llm',
+    LLM_QUOTA_KEY_PREFIX,
     { ...configured, leaseMs: cfg.leaseMs, windowScale: cfg.timeScale, replicaId: `${process.pid}-${randomUUID()}` },
     logger,
   );
@@ -102,6 +103,8 @@ async function build(svc: Service<BrokerConfig>): Promise<void> {
     priorities: cfg.priorities,
     breakerResetMs,
     // Charges only: the limits are checked where work starts (the edge).
+    // Calls that ask for it; a TTL of 0 turns it off.
+    cache: cfg.cache.ttlMs > 0 ? new ResponseCache(redis, { prefix: 'mesh:llm:cache', upstream: cfg.baseUrl, ...cfg.cache }) : undefined,
     budgets: new TokenBudgets(redis, BUDGET_KEY_PREFIX, { defaults: { perDay: 0, perMinute: 0 }, onError: (err) => logger.warn({ err: (err as Error).message }, 'token budget not charged') }),
   });
 
@@ -121,6 +124,7 @@ async function build(svc: Service<BrokerConfig>): Promise<void> {
       timeScale: cfg.timeScale,
       breaker: cfg.breaker,
       retry: cfg.retry,
+      cache: cfg.cache,
     },
     'listening',
   );

@@ -45,6 +45,19 @@ export function createBrokerMetrics(registry: Registry, gauges: BrokerGauges) {
       labelNames: ['reason'],
       registers,
     }),
+    cacheLookups: new Counter({
+      name: 'llm_cache_lookups_total',
+      help: 'Calls that asked for the response cache, by result: hit (fresh, or a concurrent leader\'s answer), stale (expired, served while the upstream refuses), miss (the upstream answered), error (Redis unavailable: the upstream answered)',
+      labelNames: ['result'],
+      registers,
+    }),
+    cacheTokensSaved: new Counter({ name: 'llm_cache_tokens_saved_total', help: 'Tokens (prompt + completion) the upstream billed for answers later served from the cache', registers }),
+    cacheFlights: new Counter({
+      name: 'llm_cache_single_flight_total',
+      help: 'Misses by single-flight role: led (called the upstream for every replica), followed (got the leader\'s answer), took_over (the leader vanished), timed_out / redis_unavailable (called the upstream alone)',
+      labelNames: ['outcome'],
+      registers,
+    }),
   };
 }
 

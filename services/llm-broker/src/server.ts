@@ -3,12 +3,13 @@
 import { status, type ServerWritableStream } from '@grpc/grpc-js';
 import { annotate, ATTR, MeshError, streamHandler, type Logger } from '@agent-mesh/common';
 import {
+  CacheStatus,
   LlmBrokerServiceService,
   type GenerateRequest,
   type GenerateResponse,
   type LlmBrokerServiceServer,
 } from '@agent-mesh/common/gen/llmbroker/v1/llm_broker';
-import { BrokerRefusal, type GenerateEvent, type GenerateInput, type LlmBroker } from './broker';
+import { BrokerRefusal, type CacheOutcome, type GenerateEvent, type GenerateInput, type LlmBroker } from './broker';
 import { QueueRefusal } from './queue/admission';
 
 export const SERVICE_NAME = 'llmbroker.v1.LlmBrokerService';
@@ -31,20 +32,37 @@ export function toInput(req: GenerateRequest): GenerateInput {
     toolsJson: req.toolsJson,
     maxTokens: req.maxTokens,
     temperature: req.hasTemperature ? req.temperature : undefined,
+    cache: req.cache,
   };
 }
+
+const CACHE_STATUS: Record<CacheOutcome, CacheStatus> = {
+  miss: CacheStatus.CACHE_STATUS_MISS,
+  hit: CacheStatus.CACHE_STATUS_HIT,
+  stale: CacheStatus.CACHE_STATUS_STALE,
+};
 
 export function toResponse(e: GenerateEvent): GenerateResponse {
   switch (e.type) {
     case 'queued':
       return { update: { $case: 'queued', queued: { position: e.position, estimatedWaitMs: e.estimatedWaitMs } } };
+    case 'cached':
+      return { update: { $case: 'cached', cached: { stale: e.stale, ageMs: e.ageMs } } };
     case 'delta':
       return { update: { $case: 'delta', delta: { content: e.content } } };
     case 'done':
       return {
         update: {
           $case: 'done',
-          done: { finishReason: e.finishReason, usage: e.usage, toolCalls: e.toolCalls, model: e.model, queueWaitMs: e.queueWaitMs },
+          done: {
+            finishReason: e.finishReason,
+            usage: e.usage,
+            toolCalls: e.toolCalls,
+            model: e.model,
+            queueWaitMs: e.queueWaitMs,
+            cache: e.cache ? CACHE_STATUS[e.cache] : CacheStatus.CACHE_STATUS_UNSPECIFIED,
+            cachedUsage: e.cachedUsage,
+          },
         },
       };
   }
@@ -84,7 +102,7 @@ export function brokerService(broker: LlmBroker, logger: Logger) {
         for await (const e of broker.generate(toInput(req), signal, deadlineOf(call))) {
           if (e.type === 'done') {
             logger.info(
-              { runId: req.runId, role: req.agentRole, queueWaitMs: e.queueWaitMs, ms: Date.now() - started, usage: e.usage, finish: e.finishReason },
+              { runId: req.runId, role: req.agentRole, queueWaitMs: e.queueWaitMs, ms: Date.now() - started, usage: e.usage, finish: e.finishReason, ...(e.cache ? { cache: e.cache } : {}) },
               'generate done',
             );
           }

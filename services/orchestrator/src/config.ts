@@ -1,5 +1,6 @@
 // Every environment variable the orchestrator reads, with its default and validation.
 import { config } from '@agent-mesh/common';
+import { AGENT_ROLES, type AgentCallPolicy, type AgentRole } from './pipeline/types';
 
 export interface OrchestratorConfig {
   /** gRPC port. @default 50051 (ORCHESTRATOR_PORT) */
@@ -30,6 +31,13 @@ export interface OrchestratorConfig {
   agentHostStartSteps: number;
   /** max_tokens of each agent call. @default 512 (AGENT_MAX_TOKENS) */
   agentMaxTokens: number;
+  /**
+   * Per role: the sampling temperature (AGENT_TEMPERATURES, `role=t` pairs; a role not listed gets
+   * the provider's default; @default planner=0,critic=0) and whether its calls ask the broker's
+   * response cache (AGENT_CACHE_ROLES, a list of roles or `none`; @default the roles at
+   * temperature 0, whose answers may be reused).
+   */
+  agentCalls: Record<AgentRole, AgentCallPolicy>;
   /** Deadline of one broker call, queueing included. @default 120000 (AGENT_CALL_TIMEOUT_MS) */
   agentCallTimeoutMs: number;
   /**
@@ -62,8 +70,39 @@ export interface OrchestratorConfig {
 
 type Env = Record<string, string | undefined>;
 
+function role(name: string, variable: string): AgentRole {
+  const r = name.trim().toLowerCase();
+  if (!(AGENT_ROLES as readonly string[]).includes(r)) throw new config.ConfigError(`${variable}: unknown role "${name.trim()}" (roles: ${AGENT_ROLES.join(', ')})`);
+  return r as AgentRole;
+}
+
+/** `role=temperature` pairs, e.g. `planner=0,critic=0`; empty: every role at the provider's default. */
+export function parseTemperatures(text: string): Partial<Record<AgentRole, number>> {
+  const out: Partial<Record<AgentRole, number>> = {};
+  for (const part of text.split(',').map((p) => p.trim()).filter(Boolean)) {
+    const m = /^([a-z]+)=(\d+(?:\.\d+)?)$/i.exec(part);
+    const t = m ? Number(m[2]) : NaN;
+    if (!m || t > 2) throw new config.ConfigError(`AGENT_TEMPERATURES: expected role=temperature pairs with 0 <= temperature <= 2, got "${part}"`);
+    out[role(m[1]!, 'AGENT_TEMPERATURES')] = t;
+  }
+  return out;
+}
+
+/** A comma-separated list of roles, `none`, or unset: the roles whose temperature is 0. */
+export function parseCacheRoles(text: string | undefined, temperatures: Partial<Record<AgentRole, number>>): AgentRole[] {
+  if (text === undefined || text.trim() === '') return AGENT_ROLES.filter((r) => temperatures[r] === 0);
+  if (text.trim().toLowerCase() === 'none') return [];
+  return [...new Set(text.split(',').filter((p) => p.trim()).map((p) => role(p, 'AGENT_CACHE_ROLES')))];
+}
+
+function callPolicies(temperatures: Partial<Record<AgentRole, number>>, cacheRoles: AgentRole[]): Record<AgentRole, AgentCallPolicy> {
+  const policy = (r: AgentRole): AgentCallPolicy => ({ ...(temperatures[r] !== undefined ? { temperature: temperatures[r] } : {}), cache: cacheRoles.includes(r) });
+  return { planner: policy('planner'), critic: policy('critic'), host: policy('host'), reporter: policy('reporter') };
+}
+
 export function loadConfig(env: Env = process.env): OrchestratorConfig {
   const port = config.int({ env: 'ORCHESTRATOR_PORT', default: config.DEFAULT_PORTS.ORCHESTRATOR, min: 0, max: 65535 }, env);
+  const temperatures = parseTemperatures(config.str({ env: 'AGENT_TEMPERATURES', default: 'planner=0,critic=0' }, env));
   const runLeaseMs = config.int({ env: 'RUN_LEASE_MS', default: 5000, min: 300 }, env);
   return {
     port,
@@ -78,6 +117,7 @@ export function loadConfig(env: Env = process.env): OrchestratorConfig {
     agentOverlap: config.bool({ env: 'AGENT_OVERLAP', default: true }, env),
     agentHostStartSteps: config.int({ env: 'AGENT_HOST_START_STEPS', default: 2, min: 0, max: 100 }, env),
     agentMaxTokens: config.int({ env: 'AGENT_MAX_TOKENS', default: 512, min: 1 }, env),
+    agentCalls: callPolicies(temperatures, parseCacheRoles(env.AGENT_CACHE_ROLES, temperatures)),
     agentCallTimeoutMs: config.int({ env: 'AGENT_CALL_TIMEOUT_MS', default: 120_000, min: 100 }, env),
     runMaxQueueWaitMs: config.int({ env: 'RUN_MAX_QUEUE_WAIT_MS', default: 20_000, min: 0 }, env),
     runAdmissionFreshMs: config.int({ env: 'RUN_ADMISSION_FRESH_MS', default: 1_000, min: 10 }, env),

@@ -1,14 +1,14 @@
 // Process entry of the tool-service: Redis, limiters, tools, gRPC and metrics servers,
 // pre-warming — wiring only (configuration, listeners and shutdown phases: runService).
 import { randomUUID } from 'node:crypto';
-import { createRedis, createRegistry, flushTelemetry, GlobalLimiter, redisReady, runService, type Service } from '@agent-mesh/common';
+import { createRedis, createRegistry, flushTelemetry, GlobalLimiter, redisReady, ReplicaLock, runService, type Service } from '@agent-mesh/common';
 import { protobufFileName, ToolServiceService } from '@agent-mesh/common/gen/tools/v1/tools';
 import { loadConfig, type ToolServiceConfig } from './config';
 import { SharedBreakers } from './invoke/breaker';
 import { ToolInvoker } from './invoke/invoker';
 import { ToolMetrics } from './invoke/metrics';
+import { LlmPause } from './invoke/llm-pause';
 import { ResultCache } from './invoke/result-cache';
-import { ReplicaLock } from './invoke/single-flight';
 import { Prewarmer, RedisPopularity } from './prewarm/prewarmer';
 import { lazyLocalIndex } from './search/build';
 import { toolServiceImpl } from './server';
@@ -62,16 +62,20 @@ async function build(svc: Service<ToolServiceConfig>): Promise<void> {
   svc.onShutdown('stop', 'limiters', () => limiters.forEach((l) => l.stop()));
 
   const cache = new ResultCache(redis, logger);
+  const llmPause = new LlmPause(redis);
   const popularity = new RedisPopularity(redis, cfg.redisPrefix, logger);
   const invoker = new ToolInvoker(
     tools,
     (name) => limiters.get(name)!,
     cache,
-    new ReplicaLock(redis, cache),
+    new ReplicaLock(redis),
     store,
     metrics,
     logger,
-    { prefix: cfg.redisPrefix, breaker: cfg.breaker, degradedTtlFactor: cfg.degradedTtlFactor, maxArgumentsBytes: cfg.maxArgumentsBytes },
+    {
+      prefix: cfg.redisPrefix, breaker: cfg.breaker, degradedTtlFactor: cfg.degradedTtlFactor, maxArgumentsBytes: cfg.maxArgumentsBytes,
+      llmPaused: () => llmPause.isPaused(),
+    },
     popularity,
     new SharedBreakers(redis, cfg.redisPrefix, logger),
   );

@@ -45,6 +45,9 @@ const norm = (l: AdmissionLimits): Required<AdmissionLimits> => ({
 
 class RedisUnavailable extends Error {}
 
+/** The key prefix of the brokers' shared LLM quota (their GlobalLimiter). */
+export const LLM_QUOTA_KEY_PREFIX = 'mesh:llm';
+
 export class GlobalLimiter {
   private readonly cmd: QuotaCommands;
   private readonly keys: { leases: string; rpm: string; tpm: string; pause: string; replicas: string };
@@ -81,7 +84,7 @@ export class GlobalLimiter {
     this.cmd = defineCommands(redis);
     // One hash tag so every key of a limiter lands on one cluster slot (scripts touch several).
     const p = `${keyPrefix}:{q}`;
-    this.keys = { leases: `${p}:leases`, rpm: `${p}:rpm`, tpm: `${p}:tpm`, pause: `${p}:pause`, replicas: `${p}:replicas` };
+    this.keys = { leases: `${p}:leases`, rpm: `${p}:rpm`, tpm: `${p}:tpm`, pause: GlobalLimiter.pauseKey(keyPrefix), replicas: `${p}:replicas` };
     this.limits = norm(options);
     this.leaseMs = options.leaseMs ?? 15_000;
     this.windowMs = WINDOW_MS * (options.windowScale ?? 1);
@@ -92,6 +95,11 @@ export class GlobalLimiter {
     this.replicas = Math.max(1, options.fallbackReplicas ?? 1);
     this.outageBurst = options.outageBurst ?? false;
     this.local = new LocalAdmission(this.localLimits(), this.windowMs, this.burstFraction);
+  }
+
+  /** The key that exists (with the pause as its TTL) while a limiter with this prefix is paused. */
+  static pauseKey(keyPrefix: string): string {
+    return `${keyPrefix}:{q}:pause`;
   }
 
   /** Starts the heartbeat that tells every replica how many share the quota. */
@@ -161,6 +169,17 @@ export class GlobalLimiter {
       await this.call(() => this.cmd.meshQuotaPause(this.keys.pause, Math.ceil(ms)));
     } catch (err) {
       if (!(err instanceof RedisUnavailable)) throw err;
+    }
+  }
+
+  /** What is left of the pause (ms) any replica set, as this replica knows it; 0 when not paused. */
+  async pausedForMs(): Promise<number> {
+    const local = this.local.pausedForMs();
+    try {
+      return Math.max(local, await this.call(() => this.redis.pttl(this.keys.pause)));
+    } catch (err) {
+      if (!(err instanceof RedisUnavailable)) throw err;
+      return local;
     }
   }
 

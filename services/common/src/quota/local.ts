@@ -87,6 +87,11 @@ export class LocalAdmission {
     this.pausedUntil = Math.max(this.pausedUntil, this.now() + ms);
   }
 
+  /** What is left of this replica's pause (ms), 0 when not paused. */
+  pausedForMs(): number {
+    return Math.max(0, Math.ceil(this.pausedUntil - this.now()));
+  }
+
   /** How far ahead the local pacing state runs (ms), to carry into Redis when it returns. */
   debtMs(): { rpm: number; tpm: number } {
     const now = this.now();

@@ -32,7 +32,15 @@ interface Usage {
 }
 
 /** What one completion produces, pipeline or direct: content deltas, then the end. */
-type Piece = { delta: string } | { done: true; finishReason: string; usage: Usage; model: string } | { queued: number; estimatedWaitMs: number };
+type Piece =
+  | { delta: string }
+  | { done: true; finishReason: string; usage: Usage; model: string }
+  | { queued: number; estimatedWaitMs: number }
+  /** The broker replays the answer from its response cache (first, before the deltas). */
+  | { cached: 'hit' | 'stale' };
+
+/** The `x-mesh-cache` request header: `on` or `off` overrides the default (on at temperature 0). */
+const CACHE_HEADER = 'x-mesh-cache';
 
 const messageSchema = {
   type: 'object',
@@ -64,6 +72,11 @@ export function openaiRoutes(app: FastifyInstance, ctx: EdgeContext): void {
       schema: {
         tags: ['openai'],
         summary: 'OpenAI-compatible chat completions (stream true or false)',
+        description:
+          'A model other than `agent-mesh` asks the broker\'s response cache when `temperature` is 0, or when the request header `x-mesh-cache` is `on` ' +
+          '(`off`: never). Such answers carry the response header `x-mesh-cache`: `hit` (replayed, nothing billed: usage is 0), `stale` ' +
+          '(replayed past its lifetime while the provider refuses) or `miss`.',
+        headers: { type: 'object', properties: { [CACHE_HEADER]: { type: 'string', enum: ['on', 'off'] } } },
         body: {
           type: 'object',
           required: ['model', 'messages'],
@@ -92,12 +105,16 @@ export function openaiRoutes(app: FastifyInstance, ctx: EdgeContext): void {
       // The response's close (not the request's, which fires once the body is read) means the client left.
       reply.raw.once('close', () => abort.abort());
       annotate({ [ATTR.userId]: req.userId });
-      const pieces = body.model === PIPELINE_MODEL ? pipeline(ctx, req.userId, messages, abort.signal) : direct(ctx, req.userId, body, messages, abort.signal);
+      const asked = req.headers[CACHE_HEADER];
+      const cache = body.model !== PIPELINE_MODEL && (asked === 'on' || (asked !== 'off' && body.temperature === 0));
+      const pieces = body.model === PIPELINE_MODEL ? pipeline(ctx, req.userId, messages, abort.signal) : direct(ctx, req.userId, body, messages, cache, abort.signal);
       const id = `chatcmpl-${newId()}`;
-      if (body.stream) return streamCompletion(ctx, req, reply, id, body, pieces, abort);
+      if (body.stream) return streamCompletion(ctx, req, reply, id, body, pieces, abort, cache);
       let content = '';
+      if (cache) void reply.header(CACHE_HEADER, 'miss');
       for await (const p of pieces) {
         if ('delta' in p) content += p.delta;
+        else if ('cached' in p) void reply.header(CACHE_HEADER, p.cached);
         else if ('done' in p) {
           return {
             id,
@@ -120,7 +137,7 @@ function toChatMessage(m: ChatBody['messages'][number]): ChatMessage {
   return { role: m.role === 'developer' ? 'system' : m.role, content, name: m.name ?? '', toolCallId: m.tool_call_id ?? '', toolCalls: [] };
 }
 
-async function* direct(ctx: EdgeContext, userId: string, body: ChatBody, messages: ChatMessage[], signal: AbortSignal): AsyncGenerator<Piece> {
+async function* direct(ctx: EdgeContext, userId: string, body: ChatBody, messages: ChatMessage[], cache: boolean, signal: AbortSignal): AsyncGenerator<Piece> {
   const maxTokens = body.max_completion_tokens ?? body.max_tokens ?? 0;
   const req: GenerateRequest = {
     userId,
@@ -134,12 +151,14 @@ async function* direct(ctx: EdgeContext, userId: string, body: ChatBody, message
     maxTokens,
     temperature: body.temperature ?? 0,
     hasTemperature: body.temperature !== undefined && body.temperature !== null,
+    cache,
   };
   let done: Piece | undefined;
   for await (const msg of ctx.gw.broker.generate(req, signal)) {
     const u = msg.update;
     if (!u) continue;
     if (u.$case === 'queued') yield { queued: u.queued.position, estimatedWaitMs: u.queued.estimatedWaitMs };
+    else if (u.$case === 'cached') yield { cached: u.cached.stale ? 'stale' : 'hit' };
     else if (u.$case === 'delta') {
       if (u.delta.content) yield { delta: u.delta.content };
     } else {
@@ -229,16 +248,20 @@ async function streamCompletion(
   body: ChatBody,
   pieces: AsyncGenerator<Piece>,
   abort: AbortController,
+  cache: boolean,
 ): Promise<void> {
   const started = Date.now();
   const first = await pieces.next(); // throws → the error handler answers with a status
   void reply.hijack();
   const raw = reply.raw;
+  // A replayed answer says so first, so the header can tell before any token.
+  const cacheStatus = !first.done && 'cached' in first.value ? first.value.cached : cache ? 'miss' : undefined;
   raw.writeHead(200, {
     'content-type': 'text/event-stream; charset=utf-8',
     'cache-control': 'no-cache, no-transform',
     connection: 'keep-alive',
     'x-accel-buffering': 'no',
+    ...(cacheStatus ? { [CACHE_HEADER]: cacheStatus } : {}),
   });
   ctx.stats.openStreams.inc();
   const created = Math.floor(Date.now() / 1000);
@@ -257,7 +280,9 @@ async function streamCompletion(
       const p = result.value;
       if ('delta' in p) await write(`data: ${chunk({ content: p.delta }, null)}\n\n`);
       else if ('queued' in p) await write(`: queued position=${p.queued} estimatedWaitMs=${p.estimatedWaitMs}\n\n`);
-      else {
+      else if ('cached' in p) {
+        // Said in the header already.
+      } else {
         await write(`data: ${chunk({}, p.finishReason, p.model)}\n\n`);
         if (body.stream_options?.include_usage) {
           await write(`data: ${JSON.stringify({ id, object: 'chat.completion.chunk', created, model: p.model, choices: [], usage: p.usage })}\n\n`);

@@ -1,6 +1,6 @@
 // One agent step: a broker call streamed into `token` events, with the OpenAI function-calling
 // loop for agents that may use tools.
-import type { AgentRole, ChatMessage, Emit, LlmGateway, ToolDefinition, ToolGateway, Usage } from './types';
+import type { AgentCallPolicy, AgentRole, ChatMessage, Emit, LlmGateway, ToolDefinition, ToolGateway, Usage } from './types';
 import { addUsage, emptyUsage } from './types';
 import { chat } from './prompts';
 import { DegradedError, StepFailure } from './errors';
@@ -14,6 +14,8 @@ export interface AgentEnv {
   llm: LlmGateway;
   tools: ToolGateway;
   maxTokens: number;
+  /** Temperature and response cache per role. */
+  calls: Record<AgentRole, AgentCallPolicy>;
   callTimeoutMs: number;
   toolTimeoutMs: number;
   /** Shared by the run's calls: true once one call was admitted (the broker finishes begun runs first). */
@@ -69,6 +71,7 @@ export async function runAgent(env: AgentEnv, step: AgentStep): Promise<AgentOut
   const messages = [...step.messages];
   let text = '';
   await emit('agent.started', { agent, round });
+  const policy = env.calls[agent];
   for (let iteration = 0; ; iteration++) {
     const offerTools = step.tools !== undefined && step.tools.length > 0 && iteration < MAX_TOOL_ITERATIONS;
     const request = {
@@ -80,11 +83,13 @@ export async function runAgent(env: AgentEnv, step: AgentStep): Promise<AgentOut
       messages,
       toolsJson: offerTools ? toolsJson(step.tools ?? []) : '',
       maxTokens: env.maxTokens,
-      temperature: 0,
-      hasTemperature: false,
+      temperature: policy.temperature ?? 0,
+      hasTemperature: policy.temperature !== undefined,
+      cache: policy.cache,
     };
     let toolCalls: { id: string; name: string; argumentsJson: string }[] = [];
     let callText = '';
+    let fromCache = false;
     try {
       for await (const update of env.llm.generate(request, { signal, timeoutMs: env.callTimeoutMs })) {
         const u = update.update;
@@ -99,7 +104,12 @@ export async function runAgent(env: AgentEnv, step: AgentStep): Promise<AgentOut
           await emit('queued', { agent, round, position: u.queued.position, estimatedWaitMs: u.queued.estimatedWaitMs });
           continue;
         }
-        if (!env.admitted.value) env.gate?.observe(0);
+        if (u.$case === 'cached') {
+          // Replayed by the broker, free: it says nothing about the queue's wait.
+          fromCache = true;
+          continue;
+        }
+        if (!env.admitted.value && !fromCache) env.gate?.observe(0);
         env.admitted.value = true;
         if (u.$case === 'delta') {
           if (!u.delta.content) continue;

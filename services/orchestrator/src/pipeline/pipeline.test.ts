@@ -1,3 +1,4 @@
+import { loadConfig } from '../config';
 import { DegradedError, RunStopped } from './errors';
 import { interruptedAgent, runPipeline, type PipelineSettings } from './pipeline';
 import type { RolePrompts } from './prompts';
@@ -25,6 +26,8 @@ class FakeLlm implements LlmGateway {
       fail?: (role: string) => Error | undefined;
       /** Roles whose calls the broker queues first (a `queued` update before the answer). */
       queued?: string[];
+      /** Roles whose answers the broker replays from its response cache (billed nothing). */
+      cached?: string[];
     } = {},
   ) {}
   private criticCalls = 0;
@@ -34,6 +37,8 @@ class FakeLlm implements LlmGateway {
     const err = this.opts.fail?.(request.agentRole);
     if (err) throw err;
     if (this.opts.queued?.includes(request.agentRole)) yield { update: { $case: 'queued', queued: { position: 1, estimatedWaitMs: 5 } } };
+    const cached = this.opts.cached?.includes(request.agentRole) ?? false;
+    if (cached) yield { update: { $case: 'cached', cached: { stale: false, ageMs: 1000 } } };
     let text: string[];
     const role = request.agentRole;
     if (role === 'host' && this.opts.toolCallOnce && request.toolsJson && !request.messages.some((m) => m.role === 'tool')) {
@@ -58,10 +63,15 @@ class FakeLlm implements LlmGateway {
       throw e;
     }
     log.doneAt = Date.now();
-    yield { update: { $case: 'done', done: { finishReason: 'stop', usage: { promptTokens: 10, completionTokens: text.length, totalTokens: 10 + text.length }, toolCalls: [], model: 'm', queueWaitMs: 0 } } };
+    const usage = { promptTokens: 10, completionTokens: text.length, totalTokens: 10 + text.length };
+    const billed = cached ? { promptTokens: 0, completionTokens: 0, totalTokens: 0 } : usage;
+    yield { update: { $case: 'done', done: { finishReason: 'stop', usage: billed, toolCalls: [], model: 'm', queueWaitMs: 0, cache: cached ? 2 : 0, cachedUsage: cached ? usage : undefined } } };
     log.end = Date.now();
   }
 }
+
+/** The deployment's defaults (AGENT_TEMPERATURES, AGENT_CACHE_ROLES unset). */
+const CALLS = loadConfig({}).agentCalls;
 
 const tools: ToolGateway = {
   listTools: async () => [{ name: 'search_web', description: 'search', parametersJsonSchema: '{"type":"object"}' }],
@@ -73,7 +83,7 @@ function harness(llm: LlmGateway, settings: Partial<PipelineSettings> = {}, sign
   const stored: string[] = [];
   const checkpoint = initialCheckpoint();
   const run = runPipeline(
-    { llm, tools, prompts, settings: { maxRounds: 3, overlap: false, hostStartSteps: 2, maxTokens: 100, callTimeoutMs: 1000, toolTimeoutMs: 1000, ...settings } },
+    { llm, tools, prompts, settings: { maxRounds: 3, overlap: false, hostStartSteps: 2, maxTokens: 100, calls: CALLS, callTimeoutMs: 1000, toolTimeoutMs: 1000, ...settings } },
     {
       runId: 'run-1', userId: 'u1', question: 'What is up?', history: [], checkpoint, emit: async (type, data) => { events.push({ type, data }); },
       signal, saveCheckpoint: async () => undefined, storeOutput: async (agent, round) => { stored.push(`${agent}:${round}`); },
@@ -199,7 +209,7 @@ it('overlap: a speculative Host that the broker queues yields, and the Host star
   const outcomes: string[] = [];
   const events: { type: string; data: Record<string, any> }[] = [];
   const res = await runPipeline(
-    { llm, tools, prompts, settings: { maxRounds: 3, overlap: true, hostStartSteps: 2, maxTokens: 100, callTimeoutMs: 1000, toolTimeoutMs: 1000 }, onSpeculation: (o) => outcomes.push(o) },
+    { llm, tools, prompts, settings: { maxRounds: 3, overlap: true, hostStartSteps: 2, maxTokens: 100, calls: CALLS, callTimeoutMs: 1000, toolTimeoutMs: 1000 }, onSpeculation: (o) => outcomes.push(o) },
     { runId: 'r', userId: 'u', question: 'q', history: [], checkpoint: initialCheckpoint(), emit: async (type, data) => { events.push({ type, data }); },
       signal: new AbortController().signal, saveCheckpoint: async () => undefined, storeOutput: async () => undefined },
   );
@@ -235,13 +245,46 @@ it('resume: the interrupted agent is announced and finished work is not repeated
   const checkpoint = { ...initialCheckpoint(), plan: '1. a', critique: 'ok\nVERDICT: APPROVE', rounds: [{ round: 1, plan: '1. a', critique: 'ok', verdict: 'approve' as const }] };
   expect(interruptedAgent(checkpoint)).toBe('host');
   const res = await runPipeline(
-    { llm, tools, prompts, settings: { maxRounds: 3, overlap: true, maxTokens: 100, callTimeoutMs: 1000, toolTimeoutMs: 1000 } },
+    { llm, tools, prompts, settings: { maxRounds: 3, overlap: true, maxTokens: 100, calls: CALLS, callTimeoutMs: 1000, toolTimeoutMs: 1000 } },
     { runId: 'r', userId: 'u', question: 'q', history: [], checkpoint, resumed: true, emit: async (t, d) => { events.push(`${t}:${String(d.agent ?? '')}`); },
       signal: new AbortController().signal, saveCheckpoint: async () => undefined, storeOutput: async () => undefined },
   );
   expect(events[0]).toBe('agent.restarted:host');
   expect(llm.calls.map((c) => c.role)).toEqual(['host', 'reporter']);
   expect(res.answer).toBe('Final answer: done.');
+});
+
+describe('LLM call policy per role (AGENT_TEMPERATURES, AGENT_CACHE_ROLES)', () => {
+  it('by default the Planner and the Critic ask at temperature 0 with the response cache; the Host and the Reporter at the provider\'s default without', async () => {
+    const llm = new FakeLlm({ verdicts: ['APPROVE'] });
+    await harness(llm).run;
+    const policy = (role: string) => {
+      const r = llm.calls.find((c) => c.role === role)!.request;
+      return { cache: r.cache, hasTemperature: r.hasTemperature, temperature: r.temperature };
+    };
+    expect(policy('planner')).toEqual({ cache: true, hasTemperature: true, temperature: 0 });
+    expect(policy('critic')).toEqual({ cache: true, hasTemperature: true, temperature: 0 });
+    expect(policy('host')).toEqual({ cache: false, hasTemperature: false, temperature: 0 });
+    expect(policy('reporter')).toEqual({ cache: false, hasTemperature: false, temperature: 0 });
+  });
+
+  it('a configured policy reaches the calls: a temperature without the cache, the cache without a temperature', async () => {
+    const llm = new FakeLlm({ verdicts: ['APPROVE'] });
+    const calls = { ...CALLS, planner: { temperature: 0.7, cache: false }, reporter: { cache: true } };
+    await harness(llm, { calls }).run;
+    const req = (role: string) => llm.calls.find((c) => c.role === role)!.request;
+    expect(req('planner')).toMatchObject({ cache: false, hasTemperature: true, temperature: 0.7 });
+    expect(req('reporter')).toMatchObject({ cache: true, hasTemperature: false });
+  });
+
+  it('answers replayed from the cache cost the run nothing', async () => {
+    const full = await harness(new FakeLlm({ verdicts: ['APPROVE'] })).run;
+    const cached = await harness(new FakeLlm({ verdicts: ['APPROVE'], cached: ['planner', 'critic'] })).run;
+    expect(cached.answer).toBe(full.answer);
+    // Planner: 10 + 4 chunks; Critic: 10 + 3 chunks (the fake's usage: 10 prompt tokens + one per chunk).
+    expect(full.usage.totalTokens - cached.usage.totalTokens).toBe(14 + 13);
+    expect(cached.usage.totalTokens).toBe(10 + 2 + 10 + 3); // Host + Reporter only
+  });
 });
 
 describe('load shedding (maxFirstWaitMs)', () => {

@@ -5,7 +5,7 @@
 import { runAgent, type AgentEnv } from './agent';
 import { agentMessages, type RolePrompts } from './prompts';
 import { parseVerdict } from './verdict';
-import type { AgentRole, Checkpoint, Emit, HistoryTurn, LlmGateway, ToolDefinition, ToolGateway, Usage, Verdict } from './types';
+import type { AgentCallPolicy, AgentRole, Checkpoint, Emit, HistoryTurn, LlmGateway, ToolDefinition, ToolGateway, Usage, Verdict } from './types';
 import { addUsage } from './types';
 
 export interface PipelineSettings {
@@ -17,6 +17,8 @@ export interface PipelineSettings {
    */
   hostStartSteps?: number;
   maxTokens: number;
+  /** Temperature and response cache per role. */
+  calls: Record<AgentRole, AgentCallPolicy>;
   callTimeoutMs: number;
   toolTimeoutMs: number;
   /** A run not admitted yet is shed above this estimated queue wait (0: never). See AgentEnv. */
@@ -160,6 +162,7 @@ export async function runPipeline(deps: PipelineDeps, run: PipelineRun): Promise
     llm: deps.llm,
     tools: deps.tools,
     maxTokens: settings.maxTokens,
+    calls: settings.calls,
     callTimeoutMs: settings.callTimeoutMs,
     toolTimeoutMs: settings.toolTimeoutMs,
     admitted: { value: run.resumed === true || ckpt.rounds.length > 0 || ckpt.plan !== undefined },

@@ -6,7 +6,14 @@ import type { Message } from '@agent-mesh/common/gen/store/v1/store';
 
 export type { ChatMessage, GenerateRequest, GenerateResponse, InvokeResponse, ToolDefinition, Message };
 
-export type AgentRole = 'planner' | 'critic' | 'host' | 'reporter';
+export const AGENT_ROLES = ['planner', 'critic', 'host', 'reporter'] as const;
+export type AgentRole = (typeof AGENT_ROLES)[number];
+
+/** How one role's LLM calls are made: sampling temperature (undefined: the provider's default) and the response cache. */
+export interface AgentCallPolicy {
+  temperature?: number;
+  cache: boolean;
+}
 export type Verdict = 'approve' | 'revise';
 
 export interface CallOptions {

@@ -332,6 +332,7 @@ export class RunManager {
           llm: this.d.llm, tools: this.d.tools, prompts: this.d.prompts,
           settings: {
             maxRounds: config.maxRounds, overlap: config.agentOverlap, hostStartSteps: config.agentHostStartSteps, maxTokens: config.agentMaxTokens,
+            calls: config.agentCalls,
             callTimeoutMs: config.agentCallTimeoutMs, toolTimeoutMs: config.toolCallTimeoutMs, maxFirstWaitMs: config.runMaxQueueWaitMs,
             gate: this.gate,
           },

@@ -1,16 +1,8 @@
 // Cache keys: the tool's name plus a SHA-256 of the arguments as canonical JSON (object keys
 // sorted at every level), and of the user when the tool's results are per user.
 import { createHash } from 'node:crypto';
+import { canonicalJson } from '@agent-mesh/common';
 import type { CacheKeyStrategy } from '../tools/contract';
-
-/** JSON with object keys sorted recursively, so that {a,b} and {b,a} hash alike. */
-export function canonicalJson(value: unknown): string {
-  if (value === null || typeof value !== 'object') return JSON.stringify(value) ?? 'null';
-  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
-  const obj = value as Record<string, unknown>;
-  const keys = Object.keys(obj).filter((k) => obj[k] !== undefined).sort();
-  return `{${keys.map((k) => `${JSON.stringify(k)}:${canonicalJson(obj[k])}`).join(',')}}`;
-}
 
 const sha256 = (s: string) => createHash('sha256').update(s).digest('hex');
 

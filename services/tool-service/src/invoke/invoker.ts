@@ -1,7 +1,7 @@
 // One tool call from arguments to outcome: validate → cache → single-flight (process, then
 // replicas) → global admission → breaker + timeout → cache the answer. Whatever goes wrong
 // becomes a structured outcome the calling agent can read; nothing here throws to the caller.
-import type { AcquireResult, Logger } from '@agent-mesh/common';
+import type { AcquireResult, Logger, ReplicaLock } from '@agent-mesh/common';
 import { ToolInputError, type FallbackReason, type ToolCallContext, type ToolPlugin } from '../tools/contract';
 import type { RegisteredTool, ToolRegistry } from '../tools/registry';
 import type { PlanStore } from '../store/plan-store';
@@ -9,7 +9,7 @@ import { createBreaker, isOpenRejection, stateOf, ToolTimeoutError, type Breaker
 import { cacheKey } from './cache-key';
 import type { ToolMetrics } from './metrics';
 import type { ResultCache } from './result-cache';
-import { SingleFlight, type ReplicaLock } from './single-flight';
+import { SingleFlight } from './single-flight';
 
 export type ToolErrorCode = 'invalid_arguments' | 'unknown_tool' | 'timeout' | 'rate_limited' | 'failed';
 
@@ -33,6 +33,8 @@ export interface InvokerOptions {
   degradedTtlFactor: number;
   /** Largest accepted arguments_json, in bytes. @default 65536 */
   maxArgumentsBytes: number;
+  /** Whether the LLM upstream is paused: results are then kept `degradedTtlFactor` times longer too. */
+  llmPaused?: () => Promise<boolean>;
 }
 
 export interface CallRequest {
@@ -127,8 +129,10 @@ export class ToolInvoker {
       const hit = await this.cache.get(key);
       if (hit !== undefined) {
         this.metrics.cache.inc({ tool: plugin.name, result: 'hit' });
-        // While the tool is down, what we have must last: stretch the entry's life.
-        if (this.breakerState(plugin.name) !== 'closed') void this.cache.extend(key, this.ttlFor(plugin));
+        // While the tool (or the LLM upstream) is down, what we have must last: stretch the entry's life.
+        void this.ttlFor(plugin).then(async (ttl) => {
+          if (ttl > plugin.cache.ttlSeconds) await this.cache.extend(key, ttl);
+        });
         return { ok: true, resultJson: hit, cached: true, degraded: false, degradedReason: '' };
       }
       this.metrics.cache.inc({ tool: plugin.name, result: 'miss' });
@@ -153,17 +157,17 @@ export class ToolInvoker {
   async produceShared(tool: RegisteredTool, args: Record<string, unknown>, ctx: { userId: string; runId: string }, key: string): Promise<Produced> {
     const plugin = tool.plugin;
     const timeoutMs = plugin.rateLimit.timeoutMs;
-    const turn = await this.lock.leadOrWait(key, timeoutMs + 1_000, timeoutMs);
-    if ('cachedJson' in turn) {
+    const turn = await this.lock.turn(`${key}:lock`, { leaseMs: timeoutMs + 1_000, waitMs: timeoutMs, ready: () => this.cache.get(key) });
+    if (turn.role === 'follower') {
       this.metrics.merges.inc({ tool: plugin.name, scope: 'replica' });
-      return { kind: 'result', json: turn.cachedJson, fromCache: true };
+      return { kind: 'result', json: turn.value, fromCache: true };
     }
     try {
       const produced = await this.produce(tool, args, { ...ctx, signal: new AbortController().signal });
-      if (produced.kind === 'result') await this.cache.set(key, produced.json, this.ttlFor(plugin));
+      if (produced.kind === 'result') await this.cache.set(key, produced.json, await this.ttlFor(plugin));
       return produced;
     } finally {
-      await turn.lead();
+      if (turn.role === 'leader') await turn.release();
     }
   }
 
@@ -182,9 +186,10 @@ export class ToolInvoker {
     return value.kind === 'error' && value.code === 'rate_limited' ? 'refused' : 'failed';
   }
 
-  private ttlFor(plugin: ToolPlugin): number {
-    const closed = this.breakerState(plugin.name) === 'closed';
-    return closed ? plugin.cache.ttlSeconds : plugin.cache.ttlSeconds * this.options.degradedTtlFactor;
+  /** The tool's TTL, or `degradedTtlFactor` times it while its breaker is not closed or the LLM upstream is paused. */
+  private async ttlFor(plugin: ToolPlugin): Promise<number> {
+    const degraded = this.breakerState(plugin.name) !== 'closed' || (await this.options.llmPaused?.()) === true;
+    return degraded ? plugin.cache.ttlSeconds * this.options.degradedTtlFactor : plugin.cache.ttlSeconds;
   }
 
   /** Admission, breaker, timeout and fallback around one real execution. */

@@ -22,6 +22,56 @@ export const protobufPackage = "llmbroker.v1";
 
 export const protobufFileName = "llmbroker/v1/llm_broker.proto";
 
+/** CacheStatus is what the response cache did for a call. */
+export enum CacheStatus {
+  /** CACHE_STATUS_UNSPECIFIED - CACHE_STATUS_UNSPECIFIED: the call did not ask for the cache (or the cache is off). */
+  CACHE_STATUS_UNSPECIFIED = 0,
+  /** CACHE_STATUS_MISS - CACHE_STATUS_MISS: not in the cache; the upstream answered, and the answer was stored. */
+  CACHE_STATUS_MISS = 1,
+  /** CACHE_STATUS_HIT - CACHE_STATUS_HIT: replayed from the cache within its TTL. */
+  CACHE_STATUS_HIT = 2,
+  /** CACHE_STATUS_STALE - CACHE_STATUS_STALE: replayed past its TTL while the upstream was paused or its breaker open. */
+  CACHE_STATUS_STALE = 3,
+  UNRECOGNIZED = -1,
+}
+
+export function cacheStatusFromJSON(object: any): CacheStatus {
+  switch (object) {
+    case 0:
+    case "CACHE_STATUS_UNSPECIFIED":
+      return CacheStatus.CACHE_STATUS_UNSPECIFIED;
+    case 1:
+    case "CACHE_STATUS_MISS":
+      return CacheStatus.CACHE_STATUS_MISS;
+    case 2:
+    case "CACHE_STATUS_HIT":
+      return CacheStatus.CACHE_STATUS_HIT;
+    case 3:
+    case "CACHE_STATUS_STALE":
+      return CacheStatus.CACHE_STATUS_STALE;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return CacheStatus.UNRECOGNIZED;
+  }
+}
+
+export function cacheStatusToJSON(object: CacheStatus): string {
+  switch (object) {
+    case CacheStatus.CACHE_STATUS_UNSPECIFIED:
+      return "CACHE_STATUS_UNSPECIFIED";
+    case CacheStatus.CACHE_STATUS_MISS:
+      return "CACHE_STATUS_MISS";
+    case CacheStatus.CACHE_STATUS_HIT:
+      return "CACHE_STATUS_HIT";
+    case CacheStatus.CACHE_STATUS_STALE:
+      return "CACHE_STATUS_STALE";
+    case CacheStatus.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
 /** ChatMessage is one message of an OpenAI-style chat. */
 export interface ChatMessage {
   /** role is system, user, assistant or tool. */
@@ -68,6 +118,12 @@ export interface GenerateRequest {
   temperature: number;
   /** has_temperature tells whether temperature was given. */
   hasTemperature: boolean;
+  /**
+   * cache lets the broker answer from its shared response cache: an earlier call with the same
+   * model, messages, tools, max_tokens and temperature is replayed (no quota taken, nothing
+   * billed), and this call's answer is stored for later ones. False: always the upstream.
+   */
+  cache: boolean;
 }
 
 /** GenerateResponse is one update of a Generate call. */
@@ -83,6 +139,9 @@ export interface GenerateResponse {
     | //
     /** done ends the completion. */
     { $case: "done"; done: Done }
+    | //
+    /** cached says the answer is replayed from the response cache (sent first, before its deltas). */
+    { $case: "cached"; cached: Cached }
     | undefined;
 }
 
@@ -92,6 +151,17 @@ export interface Queued {
   position: number;
   /** estimated_wait_ms is the expected wait before admission. */
   estimatedWaitMs: number;
+}
+
+/** Cached announces an answer replayed from the response cache. */
+export interface Cached {
+  /**
+   * stale is true when the entry outlived its TTL and is served because the upstream is paused
+   * or its breaker is open.
+   */
+  stale: boolean;
+  /** age_ms is how long ago the answer was stored. */
+  ageMs: number;
 }
 
 /** Delta is a piece of generated text. */
@@ -124,6 +194,13 @@ export interface Done {
   model: string;
   /** queue_wait_ms is how long the call waited for admission. */
   queueWaitMs: number;
+  /** cache says whether the answer came from the response cache. */
+  cache: CacheStatus;
+  /**
+   * cached_usage is, for an answer from the cache, the usage of the call that produced it: the
+   * tokens this call saved (usage is then zero: nothing was billed).
+   */
+  cachedUsage: Usage | undefined;
 }
 
 function createBaseChatMessage(): ChatMessage {
@@ -384,6 +461,7 @@ function createBaseGenerateRequest(): GenerateRequest {
     maxTokens: 0,
     temperature: 0,
     hasTemperature: false,
+    cache: false,
   };
 }
 
@@ -418,6 +496,9 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
     }
     if (message.hasTemperature !== false) {
       writer.uint32(80).bool(message.hasTemperature);
+    }
+    if (message.cache !== false) {
+      writer.uint32(88).bool(message.cache);
     }
     return writer;
   },
@@ -515,6 +596,14 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
             message.hasTemperature = reader.bool();
             continue;
           }
+          case 11: {
+            if (tag !== 88) {
+              break;
+            }
+
+            message.cache = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -569,6 +658,7 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
         : isSet(object.has_temperature)
         ? globalThis.Boolean(object.has_temperature)
         : false,
+      cache: isSet(object.cache) ? globalThis.Boolean(object.cache) : false,
     };
   },
 
@@ -604,6 +694,9 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
     if (message.hasTemperature !== false) {
       obj.hasTemperature = message.hasTemperature;
     }
+    if (message.cache !== false) {
+      obj.cache = message.cache;
+    }
     return obj;
   },
 
@@ -622,6 +715,7 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
     message.maxTokens = object.maxTokens ?? 0;
     message.temperature = object.temperature ?? 0;
     message.hasTemperature = object.hasTemperature ?? false;
+    message.cache = object.cache ?? false;
     return message;
   },
 };
@@ -641,6 +735,9 @@ export const GenerateResponse: MessageFns<GenerateResponse> = {
         break;
       case "done":
         Done.encode(message.update.done, writer.uint32(26).fork()).join();
+        break;
+      case "cached":
+        Cached.encode(message.update.cached, writer.uint32(34).fork()).join();
         break;
     }
     return writer;
@@ -683,6 +780,14 @@ export const GenerateResponse: MessageFns<GenerateResponse> = {
             message.update = { $case: "done", done: Done.decode(reader, reader.uint32()) };
             continue;
           }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.update = { $case: "cached", cached: Cached.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -703,6 +808,8 @@ export const GenerateResponse: MessageFns<GenerateResponse> = {
         ? { $case: "delta", delta: Delta.fromJSON(object.delta) }
         : isSet(object.done)
         ? { $case: "done", done: Done.fromJSON(object.done) }
+        : isSet(object.cached)
+        ? { $case: "cached", cached: Cached.fromJSON(object.cached) }
         : undefined,
     };
   },
@@ -715,6 +822,8 @@ export const GenerateResponse: MessageFns<GenerateResponse> = {
       obj.delta = Delta.toJSON(message.update.delta);
     } else if (message.update?.$case === "done") {
       obj.done = Done.toJSON(message.update.done);
+    } else if (message.update?.$case === "cached") {
+      obj.cached = Cached.toJSON(message.update.cached);
     }
     return obj;
   },
@@ -740,6 +849,12 @@ export const GenerateResponse: MessageFns<GenerateResponse> = {
       case "done": {
         if (object.update?.done !== undefined && object.update?.done !== null) {
           message.update = { $case: "done", done: Done.fromPartial(object.update.done) };
+        }
+        break;
+      }
+      case "cached": {
+        if (object.update?.cached !== undefined && object.update?.cached !== null) {
+          message.update = { $case: "cached", cached: Cached.fromPartial(object.update.cached) };
         }
         break;
       }
@@ -833,6 +948,95 @@ export const Queued: MessageFns<Queued> = {
     const message = createBaseQueued();
     message.position = object.position ?? 0;
     message.estimatedWaitMs = object.estimatedWaitMs ?? 0;
+    return message;
+  },
+};
+
+function createBaseCached(): Cached {
+  return { stale: false, ageMs: 0 };
+}
+
+export const Cached: MessageFns<Cached> = {
+  encode(message: Cached, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.stale !== false) {
+      writer.uint32(8).bool(message.stale);
+    }
+    if (message.ageMs !== 0) {
+      writer.uint32(16).int64(message.ageMs);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Cached {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCached();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.stale = reader.bool();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.ageMs = longToNumber(reader.int64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): Cached {
+    return {
+      stale: isSet(object.stale) ? globalThis.Boolean(object.stale) : false,
+      ageMs: isSet(object.ageMs)
+        ? globalThis.Number(object.ageMs)
+        : isSet(object.age_ms)
+        ? globalThis.Number(object.age_ms)
+        : 0,
+    };
+  },
+
+  toJSON(message: Cached): unknown {
+    const obj: any = {};
+    if (message.stale !== false) {
+      obj.stale = message.stale;
+    }
+    if (message.ageMs !== 0) {
+      obj.ageMs = Math.round(message.ageMs);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<Cached>): Cached {
+    return Cached.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<Cached>): Cached {
+    const message = createBaseCached();
+    message.stale = object.stale ?? false;
+    message.ageMs = object.ageMs ?? 0;
     return message;
   },
 };
@@ -1018,7 +1222,15 @@ export const Usage: MessageFns<Usage> = {
 };
 
 function createBaseDone(): Done {
-  return { finishReason: "", usage: undefined, toolCalls: [], model: "", queueWaitMs: 0 };
+  return {
+    finishReason: "",
+    usage: undefined,
+    toolCalls: [],
+    model: "",
+    queueWaitMs: 0,
+    cache: 0,
+    cachedUsage: undefined,
+  };
 }
 
 export const Done: MessageFns<Done> = {
@@ -1037,6 +1249,12 @@ export const Done: MessageFns<Done> = {
     }
     if (message.queueWaitMs !== 0) {
       writer.uint32(40).int64(message.queueWaitMs);
+    }
+    if (message.cache !== 0) {
+      writer.uint32(48).int32(message.cache);
+    }
+    if (message.cachedUsage !== undefined) {
+      Usage.encode(message.cachedUsage, writer.uint32(58).fork()).join();
     }
     return writer;
   },
@@ -1094,6 +1312,22 @@ export const Done: MessageFns<Done> = {
             message.queueWaitMs = longToNumber(reader.int64());
             continue;
           }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.cache = reader.int32() as any;
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.cachedUsage = Usage.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1125,6 +1359,12 @@ export const Done: MessageFns<Done> = {
         : isSet(object.queue_wait_ms)
         ? globalThis.Number(object.queue_wait_ms)
         : 0,
+      cache: isSet(object.cache) ? cacheStatusFromJSON(object.cache) : 0,
+      cachedUsage: isSet(object.cachedUsage)
+        ? Usage.fromJSON(object.cachedUsage)
+        : isSet(object.cached_usage)
+        ? Usage.fromJSON(object.cached_usage)
+        : undefined,
     };
   },
 
@@ -1145,6 +1385,12 @@ export const Done: MessageFns<Done> = {
     if (message.queueWaitMs !== 0) {
       obj.queueWaitMs = Math.round(message.queueWaitMs);
     }
+    if (message.cache !== 0) {
+      obj.cache = cacheStatusToJSON(message.cache);
+    }
+    if (message.cachedUsage !== undefined) {
+      obj.cachedUsage = Usage.toJSON(message.cachedUsage);
+    }
     return obj;
   },
 
@@ -1158,6 +1404,10 @@ export const Done: MessageFns<Done> = {
     message.toolCalls = object.toolCalls?.map((e) => ToolCall.fromPartial(e)) || [];
     message.model = object.model ?? "";
     message.queueWaitMs = object.queueWaitMs ?? 0;
+    message.cache = object.cache ?? 0;
+    message.cachedUsage = (object.cachedUsage !== undefined && object.cachedUsage !== null)
+      ? Usage.fromPartial(object.cachedUsage)
+      : undefined;
     return message;
   },
 };

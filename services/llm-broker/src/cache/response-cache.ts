@@ -1,0 +1,94 @@
+// The LLM response cache, shared by every broker replica through Redis. An answer is stored under
+// a hash of everything that decides it (upstream, model, messages, tools, max_tokens,
+// temperature), is fresh for the TTL, then kept for a stale window in which it is served only
+// while the upstream refuses (paused or breaker open). Identical concurrent misses make one
+// upstream call: ReplicaLock elects one leader per key, the others wait for its answer.
+import { createHash } from 'node:crypto';
+import { canonicalJson, ReplicaLock, withTimeout, type Redis, type Turn } from '@agent-mesh/common';
+import type { ChatRequestBody } from '../upstream/openai';
+import type { ToolCallOut, UsageOut } from '../upstream/sse';
+
+/** One complete answer, as the upstream streamed it. */
+export interface CachedAnswer {
+  deltas: string[];
+  finishReason: string;
+  toolCalls: ToolCallOut[];
+  model: string;
+  /** What the upstream billed for it: what a hit saves. */
+  usage: UsageOut;
+  /** When it was stored (ms since the epoch). */
+  storedAt: number;
+}
+
+export interface Found {
+  answer: CachedAnswer;
+  ageMs: number;
+  /** Within the TTL. */
+  fresh: boolean;
+}
+
+export interface ResponseCacheOptions {
+  /** Key prefix in Redis. */
+  prefix: string;
+  /** The upstream's base URL: the same model name at another provider is another answer. */
+  upstream: string;
+  /** How long an answer is served as a hit. */
+  ttlMs: number;
+  /** How long after the TTL it may still be served, marked stale, while the upstream refuses. */
+  staleMs: number;
+  /** The single-flight lock's lease (a dead leader's followers take over after at most this). */
+  lockMs: number;
+  /** Longest a follower waits for the leader's answer before calling the upstream itself. */
+  waitMs: number;
+  /** Time limit of each Redis command. @default 500 */
+  redisTimeoutMs?: number;
+}
+
+const sha256 = (s: string) => createHash('sha256').update(s).digest('hex');
+
+export class ResponseCache {
+  private readonly lock: ReplicaLock;
+  private readonly redisTimeoutMs: number;
+
+  constructor(
+    private readonly redis: Redis,
+    private readonly o: ResponseCacheOptions,
+  ) {
+    this.redisTimeoutMs = o.redisTimeoutMs ?? 500;
+    this.lock = new ReplicaLock(redis, { pollMs: Math.min(100, Math.max(10, o.lockMs / 4)), redisTimeoutMs: this.redisTimeoutMs });
+  }
+
+  /** The key of one upstream request: equal for requests the provider would answer alike. */
+  keyOf(body: ChatRequestBody): string {
+    const decisive = { upstream: this.o.upstream, model: body.model, messages: body.messages, tools: body.tools ?? [], maxTokens: body.max_tokens, temperature: body.temperature ?? null };
+    return `${this.o.prefix}:${sha256(canonicalJson(decisive))}`;
+  }
+
+  /** The stored answer, fresh or stale; rejects when Redis is unavailable. */
+  async get(key: string): Promise<Found | undefined> {
+    const json = await withTimeout(this.redis.get(key), this.redisTimeoutMs, 'redis');
+    if (json === null) return undefined;
+    const answer = JSON.parse(json) as CachedAnswer;
+    const ageMs = Math.max(0, Date.now() - answer.storedAt);
+    return { answer, ageMs, fresh: ageMs < this.o.ttlMs };
+  }
+
+  async put(key: string, answer: CachedAnswer): Promise<void> {
+    const lifeMs = Math.max(1, Math.ceil(this.o.ttlMs + this.o.staleMs));
+    await withTimeout(this.redis.set(key, JSON.stringify(answer), 'PX', lifeMs), this.redisTimeoutMs, 'redis');
+  }
+
+  /** Single flight for a missed key: lead (call the upstream), follow (a fresh answer), or go alone. */
+  turn(key: string, signal: AbortSignal, deadline?: number): Promise<Turn<Found>> {
+    const waitMs = Math.max(0, Math.min(this.o.waitMs, deadline === undefined ? Infinity : deadline - Date.now()));
+    return this.lock.turn<Found>(`${key}:lock`, {
+      leaseMs: this.o.lockMs,
+      waitMs,
+      signal,
+      ready: async () => {
+        const found = await this.get(key);
+        return found?.fresh ? found : undefined;
+      },
+    });
+  }
+}
