@@ -21,6 +21,9 @@ const ROOT = path.resolve(__dirname, '../..');
 const SECRET = 'fleet-test-secret-long-enough-for-hs256';
 const TERMINAL = new Set(['run.completed', 'run.failed', 'run.cancelled', 'degraded']);
 const QUESTION = 'Search the latest news about solar panels and plan a short summary';
+let asked = 0;
+/** Each run its own question: identical ones would share the Planner's and Critic's cached answers, and these tests count upstream calls. */
+const question = () => `${QUESTION} (${++asked})`;
 /** Runs of several seconds (four agents of ~1 s each), so there is time to kill things mid-run. */
 const STEADY = { timeScale: 1, ttftMs: 300, tokensPerSec: 40, completionTokens: 30, reviseRate: 0 };
 /**
@@ -121,7 +124,7 @@ class EventSourceRun {
   get terminal(): SseEvent | undefined { return this.events.find((e) => TERMINAL.has(e.event)); }
 
   private async run(): Promise<void> {
-    let res = await call(`/api/conversations/${this.conversationId}/messages`, { method: 'POST', body: JSON.stringify({ content: QUESTION }) }, this.user);
+    let res = await call(`/api/conversations/${this.conversationId}/messages`, { method: 'POST', body: JSON.stringify({ content: question() }) }, this.user);
     for (;;) {
       expect(res.status).toBe(200);
       this.connections += 1;
@@ -183,7 +186,7 @@ test('runs through nginx complete, every replica of every service takes part, th
   const json = await call('/api/conversations?pageSize=50', { headers: { 'accept-encoding': 'gzip' } }, 'u1');
   expect(json.status).toBe(200);
   expect(json.headers.get('content-encoding')).toBe('gzip');
-  const stream = await call(`/api/conversations/${conversation}/messages`, { method: 'POST', body: JSON.stringify({ content: QUESTION }), headers: { 'accept-encoding': 'gzip' } }, 'u1');
+  const stream = await call(`/api/conversations/${conversation}/messages`, { method: 'POST', body: JSON.stringify({ content: question() }), headers: { 'accept-encoding': 'gzip' } }, 'u1');
   expect(stream.headers.get('content-type')).toMatch(/^text\/event-stream/);
   expect(stream.headers.get('content-encoding')).toBeNull();
   // The cancel route through nginx (it may reach the other edge and the other orchestrator).

@@ -52,7 +52,9 @@ function collect(call: NodeJS.ReadableStream & { cancel(): void }, until?: (e: R
   });
 }
 const TERMINAL = new Set(['run.completed', 'run.failed', 'run.cancelled', 'degraded']);
-const start = (client: OrchestratorServiceClient, conversationId: string, content = 'How do I plan a small garden?', messageId = newId()) =>
+let asked = 0;
+/** Each run asks its own question by default: the Planner's and Critic's answers are cached (AGENT_CACHE_ROLES), and these tests are about upstream calls. */
+const start = (client: OrchestratorServiceClient, conversationId: string, content = `How do I plan a small garden? (${++asked})`, messageId = newId()) =>
   client.startRun({ userId: user, conversationId, messageId, content }, { deadline: Date.now() + 170_000 });
 const watch = (client: OrchestratorServiceClient, conversationId: string, runId: string, afterSeq: number) =>
   client.watchRun({ userId: user, conversationId, runId, afterSeq }, { deadline: Date.now() + 170_000 });
