@@ -11,6 +11,8 @@ export interface ReportSample {
   inFlightRuns: number;
   /** The emulator's request count so far (quota use is its rate). */
   upstreamRequests?: number;
+  /** Running replicas per service (`seed --autoscale`: as the HPAs decide). */
+  replicas?: Record<string, number>;
 }
 
 export interface ReportArrival {
@@ -108,6 +110,16 @@ export function ratePerMinute(samples: ReportSample[]): [number, number][] {
   return out;
 }
 
+/** Replicas per service over time, when the run was autoscaled. */
+function replicaChart(r: SeedReport): string[] {
+  const withReplicas = r.timeline.filter((s) => s.replicas);
+  if (!withReplicas.length) return [];
+  const xMax = Math.max(1, ...r.timeline.map((s) => s.tBriefS), ...r.arrivals.map((a) => a.tBriefS + (a.runS ?? 0)));
+  const services = Object.keys(withReplicas[0]!.replicas!);
+  return [lineChart('Replicas per service (the HPAs of deploy/k8s deciding)',
+    services.map((name) => ({ name, points: withReplicas.map((s) => [s.tBriefS, s.replicas![name] ?? 0] as [number, number]) })), xMax, r.faults)];
+}
+
 export function renderSeedReport(r: SeedReport): string {
   const xMax = Math.max(1, ...r.timeline.map((s) => s.tBriefS), ...r.arrivals.map((a) => a.tBriefS + (a.runS ?? 0)));
   const bucket = Math.max(5, Math.round(xMax / 40));
@@ -129,6 +141,7 @@ export function renderSeedReport(r: SeedReport): string {
       { name: 'requests/min', points: ratePerMinute(r.timeline) },
       { name: `RPM limit (${r.limits.rpm})`, points: [[0, r.limits.rpm], [xMax, r.limits.rpm]], dashed: true },
     ], xMax, r.faults),
+    ...replicaChart(r),
     lineChart(`Completed runs' time, by when the message was due (brief-s, per ${bucket} s)`, [
       { name: 'p50', points: percentilePerBucket(done.map((a) => ({ t: a.tBriefS, v: a.runS! })), bucket, 50) },
       { name: 'p95', points: percentilePerBucket(done.map((a) => ({ t: a.tBriefS, v: a.runS! })), bucket, 95) },

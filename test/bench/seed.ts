@@ -23,13 +23,20 @@
 //   SSE_MAX_STREAMS 2000 · MAX_QUEUE_WAIT_S 20 (brief-seconds: the orchestrator's default
 //   RUN_MAX_QUEUE_WAIT_MS, scaled; 0: no admission control) · PROGRESS_S 5 (wall seconds between
 //   progress lines) · TOOL_CORPUS_SOURCES docs · CONVERSATIONS 2 (per user, made before the load)
+//
+// `--autoscale`: the same load through the fleet the HPAs of deploy/k8s drive
+// (deploy/local/autoscale.js: the production overlay, prometheus-adapter, the real HPA controller,
+// one process per Pod, nginx in front of each service). The report adds replicas per service over
+// time beside arrivals, completions, queue depth and run time, how long each scale-up took, and
+// goodput per replica.
 // Prints progress lines, a human summary; the last line is one JSON object of the figures.
 import { setMaxListeners } from 'node:events';
+import path from 'node:path';
 import { newId } from '@agent-mesh/common';
 import os from 'node:os';
 import { fetchText, percentile, runTimingMedians } from './stats';
 import { writeSeedReport, type ReportSample } from './seed-report';
-import { mintToken, parseSseBlock, startEmulator, startFerret, startMesh, startRedis, testDir, type Mesh, type Proc, type SseEvent } from '../support';
+import { mintToken, parseSseBlock, startEmulator, startFerret, startMesh, startRedis, testDir, type Proc, type SseEvent } from '../support';
 
 const num = (name: string, def: number) => {
   const v = Number(process.env[name] ?? def);
@@ -62,6 +69,25 @@ const QUESTIONS = [
   'Find the best way to store fresh herbs.', 'What should I pack for a week of hiking?',
 ];
 const MAX_RECONNECTS = 10;
+const AUTOSCALE = process.argv.slice(2).includes('--autoscale');
+const SERVICES = ['edge', 'orchestrator', 'llm-broker', 'tool-service', 'store'] as const;
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const autoscale = AUTOSCALE ? require('../../deploy/local/autoscale.js') : undefined;
+
+/** What the benchmark needs of the system under load: one mesh, or the autoscaled fleet. */
+interface System {
+  edgeUrl: string;
+  /** Metrics addresses (host:port) of the replicas running now. */
+  brokers(): string[];
+  edges(): string[];
+  /** Running replicas per service (the autoscaled fleet only). */
+  replicas?(): Record<string, number>;
+  /** What each HPA reads and asks for (the autoscaled fleet only). */
+  hpas?(): Promise<Record<string, string>>;
+  /** Log files of every orchestrator replica that ran. */
+  orchestratorLogs(): string[];
+  stop(): Promise<void>;
+}
 
 type Outcome = 'completed' | 'degraded' | 'shed' | 'failed' | 'cancelled' | 'http_error' | 'stream_error' | 'unfinished';
 type Phase = 'sending' | 'edge_queue' | 'queued' | 'streaming' | 'done';
@@ -94,6 +120,20 @@ interface Arrival {
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const round = (x: number, d = 1) => Math.round(x * 10 ** d) / 10 ** d;
 const briefS = (wallMs: number) => round(wallMs / 1000 / TIME_SCALE, 2);
+
+/** An HPA's reading, as `kubectl get hpa` shows it: each metric's current/target, and its desired replicas. */
+function hpaReading(h: Record<string, any>): string {
+  const cur = (h.status?.currentMetrics ?? []) as Record<string, any>[];
+  const parts = (h.spec.metrics as Record<string, any>[]).map((m) => {
+    if (m.type === 'Resource') {
+      const c = cur.find((x) => x.type === 'Resource' && x.resource.name === m.resource.name);
+      return `${m.resource.name} ${c?.resource?.current?.averageUtilization ?? '?'}%/${m.resource.target.averageUtilization}%`;
+    }
+    const c = cur.find((x) => x.type === 'Pods' && x.pods.metric.name === m.pods.metric.name);
+    return `${m.pods.metric.name} ${c?.pods?.current?.averageValue ?? '?'}/${m.pods.target.averageValue}`;
+  });
+  return `${parts.join(', ')} → ${h.status?.desiredReplicas ?? '?'}`;
+}
 
 /** One gauge's value from a Prometheus text page (summed over label sets). */
 function gauge(text: string, name: string): number {
@@ -237,7 +277,7 @@ async function sendMessage(c: Client, conversationId: string, content: string, a
 async function main() {
   const logDir = testDir('bench-seed');
   const procs: Proc[] = [];
-  let mesh: Mesh | undefined;
+  let system: System | undefined;
   const jwtSecret = 'seed-bench-secret-0123456789abcdef';
   const minuteMs = 60_000 * TIME_SCALE; // a brief-minute in wall milliseconds
   const abort = new AbortController();
@@ -254,30 +294,57 @@ async function main() {
       },
     });
     procs.push(emulator);
-    mesh = await startMesh({
-      logDir, redisUrl: redis.url, mongoUri: ferret.uri, llmBaseUrl: `${emulator.url}/v1`, jwtSecret,
-      env: { LOG_LEVEL: 'warn' },
-      perService: {
-        'llm-broker': {
-          LLM_RPM: String(LLM_RPM), LLM_TPM: String(LLM_TPM), LLM_MAX_CONCURRENT: String(LLM_MAX_CONCURRENT), LLM_TIME_SCALE: String(TIME_SCALE),
-          // Completions are short here; reserving the default 1024 tokens per call would starve the TPM quota.
-          LLM_DEFAULT_MAX_TOKENS: String(Math.max(64, COMPLETION_TOKENS * 4)),
-        },
-        // The agents' deadline (120 brief-seconds per call, queueing included) is scaled with time.
-        // info: the orchestrator's `run timings` lines (where a run's time goes) are summarised below.
-        orchestrator: {
-          LOG_LEVEL: 'info', AGENT_CALL_TIMEOUT_MS: String(Math.max(1_000, Math.round(120_000 * TIME_SCALE))), AGENT_MAX_TOKENS: String(Math.max(64, COMPLETION_TOKENS * 4)),
-          RUN_MAX_QUEUE_WAIT_MS: String(Math.round(MAX_QUEUE_WAIT_S * 1000 * TIME_SCALE)),
-          RUN_ADMISSION_FRESH_MS: String(Math.max(10, Math.round(1000 * TIME_SCALE))),
-        },
-        edge: { SSE_MAX_STREAMS: String(SSE_MAX_STREAMS), RATE_LIMIT_PER_MINUTE: '100000' },
-        // The search corpus of the project's own documents only: indexing WordNet and /usr/share/doc
-        // at start takes minutes of CPU on a busy 2-core machine, and is not what is measured here.
-        'tool-service': { TOOL_CORPUS_SOURCES: process.env.TOOL_CORPUS_SOURCES ?? 'docs' },
+    const perService = {
+      'llm-broker': {
+        LLM_RPM: String(LLM_RPM), LLM_TPM: String(LLM_TPM), LLM_MAX_CONCURRENT: String(LLM_MAX_CONCURRENT), LLM_TIME_SCALE: String(TIME_SCALE),
+        // Completions are short here; reserving the default 1024 tokens per call would starve the TPM quota.
+        LLM_DEFAULT_MAX_TOKENS: String(Math.max(64, COMPLETION_TOKENS * 4)),
       },
-    });
-    const edgeUrl = mesh.edge.url!;
-    const brokerMetrics = `http://127.0.0.1:${mesh.broker.metricsPort}/metrics`;
+      // The agents' deadline (120 brief-seconds per call, queueing included) is scaled with time.
+      // info: the orchestrator's `run timings` lines (where a run's time goes) are summarised below.
+      orchestrator: {
+        LOG_LEVEL: 'info', AGENT_CALL_TIMEOUT_MS: String(Math.max(1_000, Math.round(120_000 * TIME_SCALE))), AGENT_MAX_TOKENS: String(Math.max(64, COMPLETION_TOKENS * 4)),
+        RUN_MAX_QUEUE_WAIT_MS: String(Math.round(MAX_QUEUE_WAIT_S * 1000 * TIME_SCALE)),
+        RUN_ADMISSION_FRESH_MS: String(Math.max(10, Math.round(1000 * TIME_SCALE))),
+      },
+      edge: { SSE_MAX_STREAMS: String(SSE_MAX_STREAMS), RATE_LIMIT_PER_MINUTE: '100000' },
+      // The search corpus of the project's own documents only: indexing WordNet and /usr/share/doc
+      // at start takes minutes of CPU on a busy 2-core machine, and is not what is measured here.
+      'tool-service': { TOOL_CORPUS_SOURCES: process.env.TOOL_CORPUS_SOURCES ?? 'docs' },
+    };
+    const wiring = { logDir, redisUrl: redis.url, mongoUri: ferret.uri, llmBaseUrl: `${emulator.url}/v1`, jwtSecret, env: { LOG_LEVEL: 'warn' }, perService };
+    if (AUTOSCALE) {
+      console.log('  starting the autoscaled fleet (control plane, prometheus-adapter, each Deployment\'s floor of replicas)…');
+      const fleet = await autoscale.startAutoscaledFleet({ ...wiring, dataDir: path.join(logDir, 'data') });
+      const seenOrchestrators = new Set<string>();
+      const running = (s: string) => fleet.replicas(s).map((r: { replica: { metricsPort: number; addr: string; logFile: string } }) => r.replica);
+      system = {
+        edgeUrl: fleet.url,
+        brokers: () => running('llm-broker').map((r: { metricsPort: number }) => `127.0.0.1:${r.metricsPort}`),
+        edges: () => running('edge').map((r: { addr: string }) => r.addr),
+        replicas: () => Object.fromEntries(SERVICES.map((s) => [s, fleet.replicas(s).length])),
+        hpas: async () => {
+          const list = (await fleet.api.request('GET', `/apis/autoscaling/v2/namespaces/${fleet.namespace}/horizontalpodautoscalers`)).items as Record<string, any>[];
+          return Object.fromEntries(list.map((h) => [h.metadata.name, hpaReading(h)]));
+        },
+        orchestratorLogs: () => {
+          for (const r of running('orchestrator')) seenOrchestrators.add(r.logFile);
+          return [...seenOrchestrators];
+        },
+        stop: () => fleet.stop(),
+      };
+    } else {
+      const m = await startMesh(wiring);
+      system = {
+        edgeUrl: m.edge.url!, brokers: () => [`127.0.0.1:${m.broker.metricsPort}`], edges: () => [m.edge.addr],
+        orchestratorLogs: () => [m.orchestrator.logFile], stop: () => m.stop(),
+      };
+    }
+    const edgeUrl = system.edgeUrl;
+    const sys = system;
+    /** A gauge summed over the running replicas' metrics pages. */
+    const fleetGauge = async (addrs: string[], name: string) =>
+      (await Promise.all(addrs.map((a) => fetch(`http://${a}/metrics`).then((r) => r.text()).then((t) => gauge(t, name)).catch(() => 0)))).reduce((x, y) => x + y, 0);
 
     // Users and their first conversations (setup, not measured); more are made when needed.
     // Twenty at a time, each tried up to five times: setup must not fail on a busy machine.
@@ -301,24 +368,34 @@ async function main() {
     const pending: Promise<void>[] = [];
     // Metrics sampled while the load runs: peaks, and a timeline for the report.
     const peaks = { llmQueue: 0, llmInFlight: 0, openStreams: 0, samples: 0 };
-    const timeline: ReportSample[] = [];
+    const timeline: (ReportSample & { hpas?: Record<string, string> })[] = [];
     const loadAvgStart = os.loadavg();
+    let lastHpas: Record<string, string> | undefined;
+    let hpaSampledAt = 0;
     let sampling = true;
     const loadStarted = performance.now();
     const sampler = (async () => {
       while (sampling) {
         try {
-          const [b, e, emu] = await Promise.all([
-            fetch(brokerMetrics).then((r) => r.text()), fetch(`${edgeUrl}/metrics`).then((r) => r.text()),
+          const [q, f, open, emu] = await Promise.all([
+            fleetGauge(sys.brokers(), 'llm_queue_depth'), fleetGauge(sys.brokers(), 'llm_in_flight'), fleetGauge(sys.edges(), 'edge_sse_open_streams'),
             fetch(`${emulator.url}/_emulator/stats`).then((r) => r.json() as Promise<{ requests: number }>),
           ]);
-          const q = gauge(b, 'llm_queue_depth');
-          const f = gauge(b, 'llm_in_flight');
           peaks.llmQueue = Math.max(peaks.llmQueue, q);
           peaks.llmInFlight = Math.max(peaks.llmInFlight, f);
-          peaks.openStreams = Math.max(peaks.openStreams, gauge(e, 'edge_sse_open_streams'));
+          peaks.openStreams = Math.max(peaks.openStreams, open);
           peaks.samples++;
-          timeline.push({ tBriefS: briefS(performance.now() - loadStarted), llmQueue: q, llmInFlight: f, inFlightRuns: arrivals.filter((a) => a.phase !== 'done').length, upstreamRequests: emu.requests });
+          sys.orchestratorLogs();
+          if (sys.hpas && performance.now() - hpaSampledAt > 5_000) {
+            hpaSampledAt = performance.now();
+            lastHpas = await sys.hpas();
+          }
+          timeline.push({
+            ...(lastHpas ? { hpas: lastHpas } : {}),
+            tBriefS: briefS(performance.now() - loadStarted), llmQueue: q, llmInFlight: f, inFlightRuns: arrivals.filter((a) => a.phase !== 'done').length,
+            upstreamRequests: emu.requests,
+            ...(sys.replicas ? { replicas: sys.replicas() } : {}),
+          });
         } catch { /* a missed sample */ }
         await sleep(500);
       }
@@ -368,8 +445,8 @@ async function main() {
     await sampler;
 
     const emu = JSON.parse(await fetchText(`${emulator.url}/_emulator/stats`)) as { requests: number; completed: number; rateLimited: number; maxInFlight: number };
-    const brokerText = await fetchText(brokerMetrics);
-    const profile = runTimingMedians(mesh.orchestrator.logFile, /^((planner|critic|host|reporter)\.r1\.(start|first_token|done)|store\.(history|flush)\.end|total)$/);
+    const brokerRateLimited = (await Promise.all(sys.brokers().map(async (a) => gauge(await fetchText(`http://${a}/metrics`), 'llm_upstream_rate_limited_total')))).reduce((x, y) => x + y, 0);
+    const profile = runTimingMedians(sys.orchestratorLogs(), /^((planner|critic|host|reporter)\.r1\.(start|first_token|done)|store\.(history|flush)\.end|total)$/);
 
     const by = (o: Outcome) => arrivals.filter((a) => a.outcome === o);
     const completed = by('completed');
@@ -423,7 +500,7 @@ async function main() {
         pctOfQuota: round((100 * completed.length) / Math.max(1, quotaAllowsRuns), 1),
         upstreamRequests: emu.requests, upstreamRpmUsedPct: round((100 * emu.requests) / (LLM_RPM * briefMinutes), 1),
       },
-      upstream429: emu.rateLimited, brokerUpstream429: gauge(brokerText, 'llm_upstream_rate_limited_total'), upstreamMaxInFlight: emu.maxInFlight,
+      upstream429: emu.rateLimited, brokerUpstream429: brokerRateLimited, upstreamMaxInFlight: emu.maxInFlight,
       peaks: { llmQueue: peaks.llmQueue, llmInFlight: peaks.llmInFlight, edgeOpenStreams: peaks.openStreams, samples: peaks.samples },
       orchestratorProfileMedianMs: profile,
       goals: GOALS,
@@ -439,6 +516,8 @@ async function main() {
       // How busy the machine was: figures measured beside other work are not the design's.
       machine: { cores: os.cpus().length, loadAvgStart: loadAvgStart.map((x) => round(x, 2)), loadAvgEnd: os.loadavg().map((x) => round(x, 2)) },
     };
+    const scaling = AUTOSCALE ? autoscaleReport(timeline, arrivals, loadStarted, briefMinutes, Math.max(5, Math.round(DURATION_S / TIME_SCALE / 12))) : undefined;
+    if (scaling) Object.assign(figures, { autoscaling: scaling });
     const ok = (b: boolean) => (b ? 'met' : 'MISSED');
     const d = figures.briefS;
     console.log(`seed benchmark (open loop): ${USERS} users × ${MSGS_PER_MIN} messages per brief-minute, Poisson arrivals for ${DURATION_S} s wall (${round(DURATION_S / (minuteMs / 1000), 2)} brief-minutes), drain ≤ ${DRAIN_S} brief-s`);
@@ -452,8 +531,25 @@ async function main() {
     console.log(`  peaks: LLM queue ${peaks.llmQueue}, LLM in flight ${peaks.llmInFlight}, edge open streams ${peaks.openStreams}`);
     console.log(`  goals: 0 upstream 429 ${ok(figures.met.no429)}; errors < 1% (${figures.pct.errors}%) ${ok(figures.met.errors)}; 0 events lost/duplicated ${ok(figures.met.noEventsLostOrDuplicated)}; first event p99 < 2 s ${ok(figures.met.ttfeP99)}; completed p95 < 60 s ${ok(figures.met.completedP95)}; goodput ≥ 95% of quota ${ok(figures.met.goodput)}`);
     if (Object.keys(failureKinds).length) console.log(`  failures by kind: ${Object.entries(failureKinds).sort((x, y) => y[1] - x[1]).map(([k, n]) => `${n}× ${k}`).join(' | ')}`);
+    if (scaling) {
+      const short: Record<string, string> = { edge: 'edge', orchestrator: 'orch', 'llm-broker': 'broker', 'tool-service': 'tools', store: 'store' };
+      console.log(`  autoscaling (HPAs of deploy/k8s/overlays/production), per ${scaling.windowBriefS} brief-s:`);
+      console.log(`    ${'t (brief s)'.padEnd(12)}${'arrivals'.padStart(9)}${'done'.padStart(6)}${'run p50'.padStart(9)}${'runs'.padStart(6)}${'queue'.padStart(7)}${'calls'.padStart(7)}  ${SERVICES.map((x) => short[x]!.padStart(7)).join('')}`);
+      for (const w of scaling.windows) {
+        console.log(`    ${String(w.fromBriefS).padEnd(12)}${String(w.arrivals).padStart(9)}${String(w.completed).padStart(6)}${String(w.runP50S ?? '-').padStart(9)}${String(w.runsInFlight).padStart(6)}` +
+          `${String(w.llmQueueMax).padStart(7)}${String(w.llmInFlightMean).padStart(7)}  ${SERVICES.map((x) => `${'#'.repeat(w.replicas[x] ?? 0)}`.padStart(7)).join('')}`);
+      }
+      console.log('    what the HPAs read (current/target → desired replicas), at the end of each window:');
+      for (const w of scaling.windows) console.log(`    ${String(w.fromBriefS).padEnd(6)}${SERVICES.map((x) => `${short[x]}: ${w.hpas[x] ?? '?'}`).join(' | ')}`);
+      for (const x of SERVICES) {
+        const p = scaling.perService[x]!;
+        console.log(`    ${x}: ${p.floor} → max ${p.max} (mean ${p.mean})${p.firstScaleUpBriefS !== null ? `, first scale-up at ${p.firstScaleUpBriefS} brief-s, max at ${p.maxReachedBriefS} brief-s` : ', never scaled up'}`);
+      }
+      const g = scaling.goodputPerReplica;
+      console.log(`    goodput ${g.completedPerBriefMinute} completed runs per brief-minute over a mean ${g.meanReplicas} replicas: ${g.perReplica} per replica`);
+    }
     const report = await writeSeedReport({
-      title: `Seed benchmark: ${USERS} users, open loop`,
+      title: `Seed benchmark: ${USERS} users, open loop${AUTOSCALE ? ', autoscaled by the HPAs of deploy/k8s' : ''}`,
       facts: [
         `${USERS} users × ${MSGS_PER_MIN} messages per brief-minute (Poisson), ${DURATION_S} s wall of arrivals, drain ≤ ${DRAIN_S} brief-s; time scale ${TIME_SCALE}; figures in brief time`,
         `upstream quota ${LLM_RPM} RPM, ${LLM_MAX_CONCURRENT} concurrent; admission control ${MAX_QUEUE_WAIT_S ? `above ${MAX_QUEUE_WAIT_S} brief-s of estimated queue wait` : 'off'}`,
@@ -479,9 +575,55 @@ async function main() {
     console.log(JSON.stringify({ ...figures, report }));
   } finally {
     abort.abort();
-    await mesh?.stop();
+    await system?.stop();
     for (const p of procs.reverse()) await p.stop();
   }
+}
+
+/**
+ * The autoscaled run over time, in windows of `windowS` brief-seconds: arrivals, completions and
+ * their median run time, the LLM queue and calls in flight, and each service's replicas at the
+ * window's end; when each service first scaled up, and goodput per replica.
+ */
+function autoscaleReport(timeline: { tBriefS: number; llmQueue: number; llmInFlight: number; inFlightRuns: number; replicas?: Record<string, number>; hpas?: Record<string, string> }[],
+  arrivals: Arrival[], loadStarted: number, briefMinutes: number, windowS: number) {
+  const at = (a: Arrival, ms: number) => briefS(a.scheduled + ms - loadStarted);
+  const end = Math.max(...timeline.map((t) => t.tBriefS), 0);
+  const windows = [];
+  for (let from = 0; from < end; from += windowS) {
+    const to = from + windowS;
+    const samples = timeline.filter((t) => t.tBriefS >= from && t.tBriefS < to);
+    if (!samples.length) continue;
+    const done = arrivals.filter((a) => a.outcome === 'completed' && at(a, a.endMs!) >= from && at(a, a.endMs!) < to);
+    windows.push({
+      fromBriefS: from,
+      arrivals: arrivals.filter((a) => at(a, 0) >= from && at(a, 0) < to).length,
+      completed: done.length,
+      runP50S: done.length ? briefS(percentile(done.map((a) => a.endMs!), 50)) : null,
+      runsInFlight: Math.max(...samples.map((t) => t.inFlightRuns)),
+      llmQueueMax: Math.max(...samples.map((t) => t.llmQueue)),
+      llmInFlightMean: round(samples.reduce((x, t) => x + t.llmInFlight, 0) / samples.length, 1),
+      replicas: samples[samples.length - 1]!.replicas ?? {},
+      hpas: samples[samples.length - 1]!.hpas ?? {},
+    });
+  }
+  const perService = Object.fromEntries(SERVICES.map((s) => {
+    const series = timeline.filter((t) => t.replicas).map((t) => ({ t: t.tBriefS, n: t.replicas![s]! }));
+    const floor = series[0]?.n ?? 0;
+    const max = Math.max(floor, ...series.map((x) => x.n));
+    const mean = series.reduce((x, y) => x + y.n, 0) / Math.max(1, series.length);
+    return [s, {
+      floor, max, mean: round(mean, 2),
+      firstScaleUpBriefS: series.find((x) => x.n > floor)?.t ?? null,
+      maxReachedBriefS: max > floor ? series.find((x) => x.n === max)!.t : null,
+    }];
+  }));
+  const completed = arrivals.filter((a) => a.outcome === 'completed').length;
+  const meanTotal = Object.values(perService).reduce((x, p) => x + p.mean, 0);
+  return {
+    windowBriefS: windowS, windows, perService,
+    goodputPerReplica: { completedPerBriefMinute: round(completed / briefMinutes, 1), meanReplicas: round(meanTotal, 1), perReplica: round(completed / briefMinutes / Math.max(1, meanTotal), 2) },
+  };
 }
 
 async function createConversation(edgeUrl: string, token: string, i: number, signal?: AbortSignal): Promise<string> {

@@ -14,9 +14,10 @@ export function percentile(xs: readonly number[], p: number): number {
  * one-round runs only (so that the moments line up), sorted by time. A moment gives its key (ms
  * since StartRun); a wait ([start, duration]) gives `<key>.end` and `<key>.ms`.
  */
-export function runTimingMedians(logFile: string, keep: RegExp): Record<string, number> {
+export function runTimingMedians(logFiles: string | string[], keep: RegExp): Record<string, number> {
   const byKey = new Map<string, number[]>();
-  for (const line of fs.readFileSync(logFile, 'utf8').split('\n')) {
+  const lines = [logFiles].flat().flatMap((f) => fs.readFileSync(f, 'utf8').split('\n'));
+  for (const line of lines) {
     if (!line.includes('"run timings"')) continue;
     const t = (JSON.parse(line) as { timings?: Record<string, number | [number, number]> }).timings ?? {};
     if (!('reporter.r1.done' in t)) continue;

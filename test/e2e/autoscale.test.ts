@@ -87,6 +87,13 @@ test('one process per Pod: every Deployment has its HPA floor of replicas, each 
     return autoscale.SERVICES.every((s: string, i: number) => byJob[s] === hpas[i]);
   });
   expect(ok).toBe(true);
+  // Every HPA reads every metric it declares, custom (queue, runs, streams) and CPU (the
+  // processes' CPU seconds through the adapter's resource metrics API).
+  const reading = await until(90_000, async () => (await Promise.all(autoscale.SERVICES.map(async (s: string) => {
+    const h = await apiGet(hpaPath(s));
+    return (h.status.conditions ?? []).some((c: Obj) => c.type === 'ScalingActive' && c.status === 'True') && (h.status.currentMetrics ?? []).length === h.spec.metrics.length;
+  }))).every(Boolean));
+  expect(reading).toBe(true);
 });
 
 test('a run streams to run.completed through the edges and the Services (nginx in front of every replica)', async () => {
