@@ -6,7 +6,7 @@ const transform = { '^.+\\.(t|j)s$': ['@swc/jest', { jsc: { target: 'es2022' }, 
 const common = { testEnvironment: 'node', transform, transformIgnorePatterns: ['/node_modules/(?!jose/)'], moduleFileExtensions: ['ts', 'js', 'json'] };
 module.exports = {
   projects: [
-    { ...common, displayName: 'unit', testMatch: ['<rootDir>/services/*/src/**/*.test.ts', '<rootDir>/test/emulator/src/**/*.test.ts', '<rootDir>/test/bench/**/*.test.ts'] },
+    { ...common, displayName: 'unit', testMatch: ['<rootDir>/services/*/src/**/*.test.ts', '<rootDir>/test/emulator/src/**/*.test.ts', '<rootDir>/test/bench/**/*.test.ts', '<rootDir>/scripts/**/*.test.ts'] },
     { ...common, displayName: 'integration', testMatch: ['<rootDir>/test/integration/**/*.test.ts'] },
     { ...common, displayName: 'e2e', testMatch: ['<rootDir>/test/e2e/**/*.test.ts'] },
     { ...common, displayName: 'images', testMatch: ['<rootDir>/test/images/**/*.test.ts'] },

@@ -7,6 +7,11 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import { kustomize } from '../support/kube';
+import { VARS as edgeVars } from '../../services/edge/src/config';
+import { VARS as orchestratorVars } from '../../services/orchestrator/src/config';
+import { VARS as brokerVars } from '../../services/llm-broker/src/config';
+import { VARS as toolVars } from '../../services/tool-service/src/config';
+import { VARS as storeVars } from '../../services/store/src/config';
 
 const ROOT = path.resolve(__dirname, '../..');
 const K8S = path.join(ROOT, 'deploy/k8s');
@@ -14,6 +19,8 @@ type Obj = Record<string, any>;
 
 const SERVICES = ['edge', 'orchestrator', 'llm-broker', 'tool-service', 'store'] as const;
 type Service = (typeof SERVICES)[number];
+/** Every variable each service reads (the specs in its src/config.ts). */
+const VARS: Record<Service, object> = { edge: edgeVars, orchestrator: orchestratorVars, 'llm-broker': brokerVars, 'tool-service': toolVars, store: storeVars };
 const envPrefix = (s: string) => s.toUpperCase().replace(/-/g, '_');
 
 // ---------------------------------------------------------------------------------------------
@@ -93,14 +100,14 @@ function allowed(policies: Obj[], from: Endpoint, to: Endpoint, port: number, pr
 // ---------------------------------------------------------------------------------------------
 // Who calls whom, from the services' configuration code.
 
-const configSource = (s: Service) => fs.readFileSync(path.join(ROOT, `services/${s}/src/config.ts`), 'utf8');
-/** gRPC peers a service dials: `config.infra.peer('STORE', env)`. */
-const grpcPeers = (s: Service) => SERVICES.filter((p) => configSource(s).includes(`infra.peer('${envPrefix(p)}'`));
-/** Metrics ports a service reads: the edge's `metricsAddr(env, 'STORE', …)`. */
-const metricsPeers = (s: Service) => SERVICES.filter((p) => configSource(s).includes(`metricsAddr(env, '${envPrefix(p)}'`));
-const usesRedis = (s: Service) => configSource(s).includes('infra.redisUrl(');
-const usesMongo = (s: Service) => /env: 'MONGODB_URI'/.test(configSource(s));
-const usesUpstream = (s: Service) => /env: 'LLM_BASE_URL'/.test(configSource(s));
+const reads = (s: Service, name: string) => name in VARS[s];
+/** gRPC peers a service dials: the `<PEER>_ADDR` variables it reads. */
+const grpcPeers = (s: Service) => SERVICES.filter((p) => reads(s, `${envPrefix(p)}_ADDR`));
+/** Metrics ports a service reads: the edge's `<PEER>_METRICS_ADDR`. */
+const metricsPeers = (s: Service) => SERVICES.filter((p) => reads(s, `${envPrefix(p)}_METRICS_ADDR`));
+const usesRedis = (s: Service) => reads(s, 'REDIS_URL');
+const usesMongo = (s: Service) => reads(s, 'MONGODB_URI');
+const usesUpstream = (s: Service) => reads(s, 'LLM_BASE_URL');
 
 describe.each(fs.readdirSync(path.join(K8S, 'overlays')).sort())('NetworkPolicies of overlays/%s', (overlay) => {
   const objects = parseAllDocuments(kustomize(path.join(K8S, 'overlays', overlay)).stdout).map((d) => d.toJS() as Obj);

@@ -1,9 +1,10 @@
-// Every environment variable the edge reads, with its default and validation. Missing sign-in
+// Every environment variable the edge reads: its spec (type, default, description: the README's
+// tables are made from VARS) and its validation. Missing sign-in
 // configuration (neither AUTH_JWT_SECRET nor AUTH_JWKS_URL) stops the process at start.
 import { config, parseBudgetOverrides, type BudgetLimits } from '@agent-mesh/common';
 import type { AuthConfig } from './auth';
 
-type Env = Record<string, string | undefined>;
+type Env = config.Env;
 
 export interface EdgeConfig {
   port: number;
@@ -18,7 +19,7 @@ export interface EdgeConfig {
   sse: {
     maxStreams: number;
     heartbeatMs: number;
-    /** Lengthen heartbeats under load (1-minute load average > 4 → 20 s, > 8 → 30 s). @default true */
+    /** Lengthen heartbeats under load. */
     heartbeatAdaptive?: boolean;
     bufferMaxEvents: number;
     bufferMaxBytes: number;
@@ -36,10 +37,87 @@ export interface EdgeConfig {
   llmModel: string;
 }
 
-function metricsAddr(env: Env, name: 'ORCHESTRATOR' | 'STORE' | 'LLM_BROKER' | 'TOOL_SERVICE', peer: string): string {
-  // Default: the (first) peer's host with its gRPC port + 1000 (config.metricsPortFor).
-  const [host, port] = splitHostPort(peer.split(',')[0]!.trim());
-  return config.addr({ env: `${name}_METRICS_ADDR`, default: `${host}:${config.metricsPortFor(port)}` }, env);
+const { EDGE_PORT, EDGE_HOST, ORCHESTRATOR_ADDR, STORE_ADDR, LLM_BROKER_ADDR, TOOL_SERVICE_ADDR, REDIS_URL, SHUTDOWN_GRACE_MS } = config.sharedVars;
+const metricsAddr = (service: string) => ({
+  type: 'addr',
+  defaultDoc: `the ${service}'s (first) host, its gRPC port + 1000`,
+  doc: `the ${service}'s metrics side channel, for \`/api/metrics\``,
+}) as const;
+
+/** Every variable the edge reads. */
+export const VARS = {
+  EDGE_PORT, EDGE_HOST, ORCHESTRATOR_ADDR, STORE_ADDR, LLM_BROKER_ADDR, TOOL_SERVICE_ADDR, REDIS_URL, SHUTDOWN_GRACE_MS,
+  ...config.defineVars({
+    AUTH_JWKS_URL: { type: 'string', default: '', defaultDoc: 'none', doc: "production sign-in: the identity provider's JWKS (RS256/ES256 tokens); needs `AUTH_ISSUER` and `AUTH_AUDIENCE`. One of `AUTH_JWKS_URL` / `AUTH_JWT_SECRET` is **required**" },
+    AUTH_ISSUER: { type: 'string', defaultDoc: 'required with `AUTH_JWKS_URL`', doc: 'the `iss` tokens must carry' },
+    AUTH_AUDIENCE: { type: 'string', defaultDoc: 'required with `AUTH_JWKS_URL`', doc: 'the `aud` tokens must carry' },
+    AUTH_JWT_SECRET: { type: 'string', default: '', defaultDoc: 'none (`npm start` makes a dev secret in `.mesh/`)', doc: 'development sign-in (HS256); leave unset in production' },
+    AUTH_CLOCK_TOLERANCE_S: { type: 'int', default: 30, min: 0, max: 600, doc: 'clock skew accepted on `exp`/`nbf`' },
+    AUTH_JWKS_CACHE_MS: { type: 'int', default: 600_000, min: 1_000, doc: "how long the identity provider's keys are trusted" },
+    AUTH_JWKS_COOLDOWN_MS: { type: 'int', default: 30_000, min: 0, doc: 'an unknown `kid` refetches the key set at most once per cooldown' },
+    AUTH_JWKS_TIMEOUT_MS: { type: 'int', default: 5_000, min: 100, doc: 'timeout of a key set fetch' },
+    USER_TOKENS_PER_DAY: { type: 'int', default: 1_000_000, min: 0, doc: 'tokens per user per UTC day (0: unlimited)' },
+    USER_TOKENS_PER_MINUTE: { type: 'int', default: 0, min: 0, doc: 'tokens per user per minute (0: unlimited)' },
+    USER_BUDGETS: { type: 'string', default: '', defaultDoc: 'none', doc: 'JSON of per-user overrides, e.g. `{"alice":{"perDay":5000,"perMinute":1000}}`' },
+    ORCHESTRATOR_METRICS_ADDR: metricsAddr('orchestrator'),
+    STORE_METRICS_ADDR: metricsAddr('store'),
+    LLM_BROKER_METRICS_ADDR: metricsAddr('llm-broker'),
+    TOOL_SERVICE_METRICS_ADDR: metricsAddr('tool-service'),
+    SSE_MAX_STREAMS: { type: 'int', default: 200, min: 1, doc: 'open SSE streams per edge; beyond: 503 with a queue token' },
+    SSE_HEARTBEAT_MS: { type: 'int', default: 15_000, min: 100, doc: 'heartbeat interval (SSE comments)' },
+    SSE_HEARTBEAT_ADAPTIVE: { type: 'bool', default: true, doc: 'lengthen heartbeats under load (1-minute load average > 4 → 20 s, > 8 → 30 s)' },
+    SSE_BUFFER_MAX_EVENTS: { type: 'int', default: 1_000, min: 1, doc: 'events buffered per stream; a slower client is disconnected with `stream.overflow` and resumes' },
+    SSE_BUFFER_MAX_BYTES: { type: 'int', default: 1_048_576, min: 1024, doc: 'bytes buffered per stream (1 MiB), as above' },
+    SSE_RETRY_MS: { type: 'int', default: 2_000, min: 0, doc: 'the `retry:` hint sent first on every stream' },
+    MAX_MESSAGE_CHARS: { type: 'int', default: 8_000, min: 1, doc: "longest user message" },
+    BODY_LIMIT_BYTES: { type: 'int', default: 65_536, min: 1024, doc: 'largest request body' },
+    RATE_LIMIT_PER_MINUTE: { type: 'int', default: 120, min: 0, doc: 'requests per user per minute, shared by all edge replicas' },
+    RATE_LIMIT_BURST_FRACTION: { type: 'number', default: 0.25, min: 0.01, doc: 'share of the per-user limit that may arrive at once (GCRA burst)' },
+    CORS_ORIGINS: { type: 'string', default: '', defaultDoc: 'empty (same origin only)', doc: 'comma-separated origins allowed cross-origin' },
+    LLM_MODEL: { type: 'string', default: 'upstream', doc: 'the model `GET /v1/models` lists for direct calls (the broker calls whatever it is configured with)' },
+  }),
+};
+
+export function loadConfig(env: Env = process.env): EdgeConfig {
+  const read = <V extends config.Var>(v: V, fallback?: config.ValueOf<V>) => config.read(v, env, fallback);
+  const peers = { orchestrator: read(VARS.ORCHESTRATOR_ADDR), store: read(VARS.STORE_ADDR), broker: read(VARS.LLM_BROKER_ADDR), tools: read(VARS.TOOL_SERVICE_ADDR) };
+  // A metrics address defaults to the (first) peer's host with its gRPC port + 1000.
+  const metricsAddr = (v: config.Var & { type: 'addr' }, peer: string) => {
+    const [host, port] = splitHostPort(peer.split(',')[0]!.trim());
+    return read(v, `${host}:${config.metricsPortFor(port)}`);
+  };
+  return {
+    port: read(VARS.EDGE_PORT),
+    host: read(VARS.EDGE_HOST),
+    auth: loadAuth(read),
+    budgets: {
+      defaults: { perDay: read(VARS.USER_TOKENS_PER_DAY), perMinute: read(VARS.USER_TOKENS_PER_MINUTE) },
+      overrides: budgetOverrides(read(VARS.USER_BUDGETS)),
+    },
+    peers,
+    metricsAddrs: {
+      orchestrator: metricsAddr(VARS.ORCHESTRATOR_METRICS_ADDR, peers.orchestrator),
+      store: metricsAddr(VARS.STORE_METRICS_ADDR, peers.store),
+      broker: metricsAddr(VARS.LLM_BROKER_METRICS_ADDR, peers.broker),
+      tools: metricsAddr(VARS.TOOL_SERVICE_METRICS_ADDR, peers.tools),
+    },
+    redisUrl: read(VARS.REDIS_URL),
+    sse: {
+      maxStreams: read(VARS.SSE_MAX_STREAMS),
+      heartbeatMs: read(VARS.SSE_HEARTBEAT_MS),
+      heartbeatAdaptive: read(VARS.SSE_HEARTBEAT_ADAPTIVE),
+      bufferMaxEvents: read(VARS.SSE_BUFFER_MAX_EVENTS),
+      bufferMaxBytes: read(VARS.SSE_BUFFER_MAX_BYTES),
+      retryMs: read(VARS.SSE_RETRY_MS),
+    },
+    maxMessageChars: read(VARS.MAX_MESSAGE_CHARS),
+    bodyLimitBytes: read(VARS.BODY_LIMIT_BYTES),
+    rateLimitPerMinute: read(VARS.RATE_LIMIT_PER_MINUTE),
+    rateLimitBurstFraction: read(VARS.RATE_LIMIT_BURST_FRACTION),
+    corsOrigins: config.list(read(VARS.CORS_ORIGINS)),
+    shutdownGraceMs: read(VARS.SHUTDOWN_GRACE_MS),
+    llmModel: read(VARS.LLM_MODEL),
+  };
 }
 
 function splitHostPort(addr: string): [string, number] {
@@ -47,71 +125,22 @@ function splitHostPort(addr: string): [string, number] {
   return [addr.slice(0, i), Number(addr.slice(i + 1))];
 }
 
-export function loadConfig(env: Env = process.env): EdgeConfig {
-  const peers = {
-    orchestrator: config.infra.peer('ORCHESTRATOR', env),
-    store: config.infra.peer('STORE', env),
-    broker: config.infra.peer('LLM_BROKER', env),
-    tools: config.infra.peer('TOOL_SERVICE', env),
-  };
-  return {
-    port: config.int({ env: 'EDGE_PORT', default: config.DEFAULT_PORTS.EDGE, min: 0, max: 65535 }, env),
-    host: config.infra.bindHost('EDGE', env),
-    auth: loadAuth(env),
-    budgets: {
-      defaults: {
-        perDay: config.int({ env: 'USER_TOKENS_PER_DAY', default: 1_000_000, min: 0 }, env),
-        perMinute: config.int({ env: 'USER_TOKENS_PER_MINUTE', default: 0, min: 0 }, env),
-      },
-      overrides: budgetOverrides(config.str({ env: 'USER_BUDGETS', default: '' }, env)),
-    },
-    peers,
-    metricsAddrs: {
-      orchestrator: metricsAddr(env, 'ORCHESTRATOR', peers.orchestrator),
-      store: metricsAddr(env, 'STORE', peers.store),
-      broker: metricsAddr(env, 'LLM_BROKER', peers.broker),
-      tools: metricsAddr(env, 'TOOL_SERVICE', peers.tools),
-    },
-    redisUrl: config.infra.redisUrl(env),
-    sse: {
-      maxStreams: config.int({ env: 'SSE_MAX_STREAMS', default: 200, min: 1 }, env),
-      heartbeatMs: config.int({ env: 'SSE_HEARTBEAT_MS', default: 15_000, min: 100 }, env),
-      heartbeatAdaptive: config.bool({ env: 'SSE_HEARTBEAT_ADAPTIVE', default: true }, env),
-      bufferMaxEvents: config.int({ env: 'SSE_BUFFER_MAX_EVENTS', default: 1_000, min: 1 }, env),
-      bufferMaxBytes: config.int({ env: 'SSE_BUFFER_MAX_BYTES', default: 1_048_576, min: 1024 }, env),
-      retryMs: config.int({ env: 'SSE_RETRY_MS', default: 2_000, min: 0 }, env),
-    },
-    maxMessageChars: config.int({ env: 'MAX_MESSAGE_CHARS', default: 8_000, min: 1 }, env),
-    bodyLimitBytes: config.int({ env: 'BODY_LIMIT_BYTES', default: 65_536, min: 1024 }, env),
-    rateLimitPerMinute: config.int({ env: 'RATE_LIMIT_PER_MINUTE', default: 120, min: 0 }, env),
-    rateLimitBurstFraction: config.num({ env: 'RATE_LIMIT_BURST_FRACTION', default: 0.25, min: 0.01 }, env),
-    corsOrigins: config
-      .str({ env: 'CORS_ORIGINS', default: '' }, env)
-      .split(',')
-      .map((s) => s.trim())
-      .filter(Boolean),
-    shutdownGraceMs: config.infra.shutdownGraceMs(env),
-    llmModel: config.str({ env: 'LLM_MODEL', default: 'upstream' }, env),
-  };
-}
-
-function loadAuth(env: Env): AuthConfig {
-  const jwtSecret = config.str({ env: 'AUTH_JWT_SECRET', default: '' }, env) || undefined;
-  const jwksUrl = config.str({ env: 'AUTH_JWKS_URL', default: '' }, env) || undefined;
+function loadAuth(read: <V extends config.Var>(v: V) => config.ValueOf<V>): AuthConfig {
+  const jwtSecret = read(VARS.AUTH_JWT_SECRET) || undefined;
+  const jwksUrl = read(VARS.AUTH_JWKS_URL) || undefined;
   if (!jwtSecret && !jwksUrl) {
     throw new config.ConfigError('missing required environment variable AUTH_JWKS_URL (production: the identity provider\'s JWKS) or AUTH_JWT_SECRET (development: HS256 secret)');
   }
   if (jwksUrl && !/^https?:\/\/[^\s]+$/.test(jwksUrl)) throw new config.ConfigError(`AUTH_JWKS_URL must be an http(s) URL, got "${jwksUrl}"`);
-  const jwks = (name: string) => (jwksUrl ? config.str({ env: name, doc: 'required with AUTH_JWKS_URL' }, env) : undefined);
   return {
     jwtSecret,
     jwksUrl,
-    issuer: jwks('AUTH_ISSUER'),
-    audience: jwks('AUTH_AUDIENCE'),
-    clockToleranceS: config.int({ env: 'AUTH_CLOCK_TOLERANCE_S', default: 30, min: 0, max: 600 }, env),
-    jwksCacheMs: config.int({ env: 'AUTH_JWKS_CACHE_MS', default: 600_000, min: 1_000 }, env),
-    jwksCooldownMs: config.int({ env: 'AUTH_JWKS_COOLDOWN_MS', default: 30_000, min: 0 }, env),
-    jwksTimeoutMs: config.int({ env: 'AUTH_JWKS_TIMEOUT_MS', default: 5_000, min: 100 }, env),
+    issuer: jwksUrl ? read(VARS.AUTH_ISSUER) : undefined,
+    audience: jwksUrl ? read(VARS.AUTH_AUDIENCE) : undefined,
+    clockToleranceS: read(VARS.AUTH_CLOCK_TOLERANCE_S),
+    jwksCacheMs: read(VARS.AUTH_JWKS_CACHE_MS),
+    jwksCooldownMs: read(VARS.AUTH_JWKS_COOLDOWN_MS),
+    jwksTimeoutMs: read(VARS.AUTH_JWKS_TIMEOUT_MS),
   };
 }
 

@@ -1,7 +1,8 @@
-// Every variable the broker reads, with its default and validation.
+// Every environment variable the broker reads: its spec (type, default, description: the README's
+// tables are made from VARS) and its validation.
 import { config } from '@agent-mesh/common';
 
-export type Env = Record<string, string | undefined>;
+export type Env = config.Env;
 
 export interface BrokerConfig {
   port: number;
@@ -76,19 +77,48 @@ export function parsePriorities(text: string): Record<string, number> {
   return out;
 }
 
-function upTo(max: number, n: number, name: string): number {
-  if (n > max) throw new config.ConfigError(`${name} must be <= ${max}, got ${n}`);
-  return n;
-}
+const { LLM_BROKER_PORT, LLM_BROKER_HOST, METRICS_PORT, SHUTDOWN_GRACE_MS, REDIS_URL } = config.sharedVars;
 
-function tpmAccounting(value: string): 'settle' | 'reserve' {
-  if (value !== 'settle' && value !== 'reserve') throw new config.ConfigError(`LLM_TPM_ACCOUNTING must be settle or reserve, got "${value}"`);
-  return value;
-}
+/** Every variable the broker reads. */
+export const VARS = {
+  LLM_BROKER_PORT, LLM_BROKER_HOST, METRICS_PORT, SHUTDOWN_GRACE_MS, REDIS_URL,
+  ...config.defineVars({
+    LLM_BASE_URL: { type: 'string', default: 'http://127.0.0.1:8090/v1', doc: 'the OpenAI-compatible upstream, without `/chat/completions` (the default: the emulator)' },
+    LLM_API_KEY: { type: 'string', default: '', doc: 'bearer key for the provider; empty: no Authorization header. Never logged' },
+    LLM_MODEL: { type: 'string', default: 'emulator-1', doc: 'the upstream model' },
+    LLM_MAX_CONCURRENT: { type: 'int', default: 50, min: 0, doc: 'upstream calls in flight at most, all replicas together' },
+    LLM_RPM: { type: 'int', default: 500, min: 0, doc: 'upstream requests per minute, all replicas together' },
+    LLM_TPM: { type: 'int', default: 0, min: 0, doc: "upstream tokens per minute, all replicas together (0: the provider's own limit, unlimited here)" },
+    LLM_DEFAULT_MAX_TOKENS: { type: 'int', default: 1024, min: 1, doc: '`max_tokens` of a call that sets none' },
+    LLM_PRIORITIES: { type: 'string', default: DEFAULT_PRIORITIES, doc: 'agent role → priority in the queue (higher first)' },
+    LLM_QUEUE_MAX: { type: 'int', default: 1000, min: 1, doc: 'queued calls per replica' },
+    LLM_LEASE_MS: { type: 'int', default: 15_000, min: 100, doc: 'a concurrency slot of a dead broker frees after this' },
+    LLM_REQUEST_TIMEOUT_MS: { type: 'int', default: 120_000, min: 100, doc: 'longest upstream call' },
+    LLM_STREAM_IDLE_TIMEOUT_MS: { type: 'int', default: 30_000, min: 10, doc: 'a streamed answer silent for longer is aborted as stalled' },
+    LLM_TPM_ACCOUNTING: {
+      type: 'string', default: 'settle', values: ['settle', 'reserve'],
+      doc: '`settle`: the provider bills usage and refunds the rest of the reservation when a call ends; `reserve`: prompt + `max_tokens` count at arrival and stay counted, as OpenAI documents',
+    },
+    LLM_TIME_SCALE: { type: 'number', default: 1, min: 0.001, doc: 'scales the quota windows (0.1: a 6 s minute), for benchmarks' },
+    LLM_BREAKER_ERROR_PERCENT: { type: 'number', default: 50, min: 0, max: 100, doc: 'failure percentage over the rolling window that opens the breaker' },
+    LLM_BREAKER_VOLUME_THRESHOLD: { type: 'int', default: 10, min: 1, doc: 'calls in the rolling window before the breaker may open at all' },
+    LLM_BREAKER_RESET_MS: { type: 'int', default: 5_000, min: 10, doc: 'the breaker stays open this long before one half-open probe' },
+    LLM_BREAKER_TIMEOUT_MS: { type: 'int', default: 30_000, min: 10, doc: 'no response headers after this long counts as a failure (and aborts the attempt)' },
+    LLM_BREAKER_WINDOW_MS: { type: 'int', default: 10_000, min: 100, doc: 'the rolling window of the error rate' },
+    LLM_CACHE_TTL_S: { type: 'number', default: 3600, min: 0, doc: 'how long a cached answer is served as a hit, for calls that ask for the response cache (0: the cache is off)' },
+    LLM_CACHE_STALE_S: { type: 'number', default: 86_400, min: 0, doc: 'how long past its TTL an answer may still be served (stale) while the upstream is paused or its breaker open' },
+    LLM_CACHE_LOCK_MS: { type: 'int', default: 3000, min: 100, doc: "single-flight lock lease: a dead leader's followers take over after at most this" },
+    LLM_CACHE_WAIT_MS: { type: 'int', default: 60_000, min: 0, doc: "longest a follower waits for the leader's answer before calling the upstream itself" },
+    LLM_RETRY_MAX: { type: 'int', default: 3, min: 0, doc: 'retries per call at most (before the first token only)' },
+    LLM_RETRY_BUDGET_RATIO: { type: 'number', default: 0.1, min: 0, max: 1, doc: 'share of calls that may be retried: each call earns this much of a retry' },
+    LLM_RETRY_BUDGET_BURST: { type: 'int', default: 10, min: 0, doc: 'retries that can be saved up (and the reserve at start)' },
+  }),
+};
 
 export function loadConfig(env: Env = process.env): BrokerConfig {
-  const port = config.int({ env: 'LLM_BROKER_PORT', default: config.DEFAULT_PORTS.LLM_BROKER, min: 0, max: 65535 }, env);
-  const baseUrl = config.str({ env: 'LLM_BASE_URL', default: 'http://127.0.0.1:8090/v1' }, env).replace(/\/+$/, '');
+  const read = <V extends config.Var>(v: V, fallback?: config.ValueOf<V>) => config.read(v, env, fallback);
+  const port = read(VARS.LLM_BROKER_PORT);
+  const baseUrl = read(VARS.LLM_BASE_URL).replace(/\/+$/, '');
   try {
     new URL(baseUrl);
   } catch {
@@ -96,41 +126,41 @@ export function loadConfig(env: Env = process.env): BrokerConfig {
   }
   return {
     port,
-    host: config.infra.bindHost('LLM_BROKER', env),
-    shutdownGraceMs: config.infra.shutdownGraceMs(env),
-    metricsPort: config.int({ env: 'METRICS_PORT', default: config.metricsPortFor(port || config.DEFAULT_PORTS.LLM_BROKER), min: 0, max: 65535 }, env),
-    redisUrl: config.infra.redisUrl(env),
+    host: read(VARS.LLM_BROKER_HOST),
+    shutdownGraceMs: read(VARS.SHUTDOWN_GRACE_MS),
+    metricsPort: read(VARS.METRICS_PORT, config.metricsPortFor(port || config.DEFAULT_PORTS.LLM_BROKER)),
+    redisUrl: read(VARS.REDIS_URL),
     baseUrl,
-    apiKey: config.str({ env: 'LLM_API_KEY', default: '' }, env),
-    model: config.str({ env: 'LLM_MODEL', default: 'emulator-1' }, env),
-    maxConcurrent: config.int({ env: 'LLM_MAX_CONCURRENT', default: 50, min: 0 }, env),
-    rpm: config.int({ env: 'LLM_RPM', default: 500, min: 0 }, env),
-    tpm: config.int({ env: 'LLM_TPM', default: 0, min: 0 }, env),
-    defaultMaxTokens: config.int({ env: 'LLM_DEFAULT_MAX_TOKENS', default: 1024, min: 1 }, env),
-    priorities: parsePriorities(config.str({ env: 'LLM_PRIORITIES', default: DEFAULT_PRIORITIES }, env)),
-    queueMax: config.int({ env: 'LLM_QUEUE_MAX', default: 1000, min: 1 }, env),
-    leaseMs: config.int({ env: 'LLM_LEASE_MS', default: 15_000, min: 100 }, env),
-    requestTimeoutMs: config.int({ env: 'LLM_REQUEST_TIMEOUT_MS', default: 120_000, min: 100 }, env),
-    streamIdleTimeoutMs: config.int({ env: 'LLM_STREAM_IDLE_TIMEOUT_MS', default: 30_000, min: 10 }, env),
-    tpmAccounting: tpmAccounting(config.str({ env: 'LLM_TPM_ACCOUNTING', default: 'settle' }, env)),
-    timeScale: config.num({ env: 'LLM_TIME_SCALE', default: 1, min: 0.001 }, env),
+    apiKey: read(VARS.LLM_API_KEY),
+    model: read(VARS.LLM_MODEL),
+    maxConcurrent: read(VARS.LLM_MAX_CONCURRENT),
+    rpm: read(VARS.LLM_RPM),
+    tpm: read(VARS.LLM_TPM),
+    defaultMaxTokens: read(VARS.LLM_DEFAULT_MAX_TOKENS),
+    priorities: parsePriorities(read(VARS.LLM_PRIORITIES)),
+    queueMax: read(VARS.LLM_QUEUE_MAX),
+    leaseMs: read(VARS.LLM_LEASE_MS),
+    requestTimeoutMs: read(VARS.LLM_REQUEST_TIMEOUT_MS),
+    streamIdleTimeoutMs: read(VARS.LLM_STREAM_IDLE_TIMEOUT_MS),
+    tpmAccounting: read(VARS.LLM_TPM_ACCOUNTING) as BrokerConfig['tpmAccounting'],
+    timeScale: read(VARS.LLM_TIME_SCALE),
     breaker: {
-      errorPercent: upTo(100, config.num({ env: 'LLM_BREAKER_ERROR_PERCENT', default: 50, min: 0 }, env), 'LLM_BREAKER_ERROR_PERCENT'),
-      volumeThreshold: config.int({ env: 'LLM_BREAKER_VOLUME_THRESHOLD', default: 10, min: 1 }, env),
-      resetMs: config.int({ env: 'LLM_BREAKER_RESET_MS', default: 5_000, min: 10 }, env),
-      timeoutMs: config.int({ env: 'LLM_BREAKER_TIMEOUT_MS', default: 30_000, min: 10 }, env),
-      windowMs: config.int({ env: 'LLM_BREAKER_WINDOW_MS', default: 10_000, min: 100 }, env),
+      errorPercent: read(VARS.LLM_BREAKER_ERROR_PERCENT),
+      volumeThreshold: read(VARS.LLM_BREAKER_VOLUME_THRESHOLD),
+      resetMs: read(VARS.LLM_BREAKER_RESET_MS),
+      timeoutMs: read(VARS.LLM_BREAKER_TIMEOUT_MS),
+      windowMs: read(VARS.LLM_BREAKER_WINDOW_MS),
     },
     cache: {
-      ttlMs: Math.round(1000 * config.num({ env: 'LLM_CACHE_TTL_S', default: 3600, min: 0 }, env)),
-      staleMs: Math.round(1000 * config.num({ env: 'LLM_CACHE_STALE_S', default: 86_400, min: 0 }, env)),
-      lockMs: config.int({ env: 'LLM_CACHE_LOCK_MS', default: 3000, min: 100 }, env),
-      waitMs: config.int({ env: 'LLM_CACHE_WAIT_MS', default: 60_000, min: 0 }, env),
+      ttlMs: Math.round(1000 * read(VARS.LLM_CACHE_TTL_S)),
+      staleMs: Math.round(1000 * read(VARS.LLM_CACHE_STALE_S)),
+      lockMs: read(VARS.LLM_CACHE_LOCK_MS),
+      waitMs: read(VARS.LLM_CACHE_WAIT_MS),
     },
     retry: {
-      max: config.int({ env: 'LLM_RETRY_MAX', default: 3, min: 0 }, env),
-      budgetRatio: upTo(1, config.num({ env: 'LLM_RETRY_BUDGET_RATIO', default: 0.1, min: 0 }, env), 'LLM_RETRY_BUDGET_RATIO'),
-      budgetBurst: config.int({ env: 'LLM_RETRY_BUDGET_BURST', default: 10, min: 0 }, env),
+      max: read(VARS.LLM_RETRY_MAX),
+      budgetRatio: read(VARS.LLM_RETRY_BUDGET_RATIO),
+      budgetBurst: read(VARS.LLM_RETRY_BUDGET_BURST),
     },
   };
 }

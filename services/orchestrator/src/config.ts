@@ -1,74 +1,103 @@
-// Every environment variable the orchestrator reads, with its default and validation.
+// Every environment variable the orchestrator reads: its spec (type, default, description: the
+// README's tables are made from VARS) and its validation.
+import path from 'node:path';
 import { config } from '@agent-mesh/common';
 import { AGENT_ROLES, type AgentCallPolicy, type AgentRole } from './pipeline/types';
 
 export interface OrchestratorConfig {
-  /** gRPC port. @default 50051 (ORCHESTRATOR_PORT) */
+  /** gRPC port. */
   port: number;
-  /** Interface of the gRPC and metrics listeners. @default 127.0.0.1 (ORCHESTRATOR_HOST) */
+  /** Interface of the gRPC and metrics listeners. */
   host: string;
-  /** @default 10000 (SHUTDOWN_GRACE_MS) */
   shutdownGraceMs: number;
-  /** Prometheus side channel. @default port + 1000 (METRICS_PORT) */
+  /** Prometheus side channel. */
   metricsPort: number;
-  /** @default redis://127.0.0.1:6379 (REDIS_URL) */
   redisUrl: string;
-  /** @default 127.0.0.1:50052 (LLM_BROKER_ADDR) */
   brokerAddr: string;
-  /** @default 127.0.0.1:50053 (TOOL_SERVICE_ADDR) */
   toolServiceAddr: string;
-  /** @default 127.0.0.1:50054 (STORE_ADDR) */
   storeAddr: string;
-  /** Rounds at most (a REVISE in the last round is ignored). @default 3 (MAX_ROUNDS) */
+  /** Rounds at most (a REVISE in the last round is ignored). */
   maxRounds: number;
-  /** Pipelined agents (false: strictly sequential, for comparison). @default true (AGENT_OVERLAP) */
+  /** Pipelined agents (false: strictly sequential, for comparison). */
   agentOverlap: boolean;
   /**
    * With overlap on, the Host starts (speculatively) once the plan has this many complete steps;
    * 0: only on the complete plan. The Reporter always receives the complete plan.
-   * @default 2 (AGENT_HOST_START_STEPS)
    */
   agentHostStartSteps: number;
-  /** max_tokens of each agent call. @default 512 (AGENT_MAX_TOKENS) */
+  /** max_tokens of each agent call. */
   agentMaxTokens: number;
   /**
-   * Per role: the sampling temperature (AGENT_TEMPERATURES, `role=t` pairs; a role not listed gets
-   * the provider's default; @default planner=0,critic=0) and whether its calls ask the broker's
-   * response cache (AGENT_CACHE_ROLES, a list of roles or `none`; @default the roles at
-   * temperature 0, whose answers may be reused).
+   * Per role: the sampling temperature (AGENT_TEMPERATURES; a role not listed gets the provider's
+   * default) and whether its calls ask the broker's response cache (AGENT_CACHE_ROLES).
    */
   agentCalls: Record<AgentRole, AgentCallPolicy>;
-  /** Deadline of one broker call, queueing included. @default 120000 (AGENT_CALL_TIMEOUT_MS) */
+  /** Deadline of one broker call, queueing included. */
   agentCallTimeoutMs: number;
   /**
    * Admission control: while the broker estimates a new run's first LLM call to wait longer than
    * this, StartRun is refused (`busy`, with a retry-after; the edge answers 503 + Retry-After), and
    * a run already started whose first call is estimated longer ends at once with `degraded`
    * ("Service busy, please try again in N s."). 0: runs wait their turn. See runs/admission.ts.
-   * @default 20000 (RUN_MAX_QUEUE_WAIT_MS)
    */
   runMaxQueueWaitMs: number;
-  /** How long one queue-wait estimate decides admissions. @default 1000 (RUN_ADMISSION_FRESH_MS) */
+  /** How long one queue-wait estimate decides admissions. */
   runAdmissionFreshMs: number;
-  /** StartRuns in progress on one replica above which the next is refused `busy`. @default 32 (RUN_MAX_STARTING) */
+  /** StartRuns in progress on one replica above which the next is refused `busy`. */
   runMaxStarting: number;
-  /** Tokens of conversation history agents see. @default 2000 (HISTORY_TOKEN_BUDGET) */
+  /** Tokens of conversation history agents see. */
   historyTokenBudget: number;
-  /** Lease of a run's owner; renewed every lease/3. @default 5000 (RUN_LEASE_MS) */
+  /** Lease of a run's owner; renewed every lease/3. */
   runLeaseMs: number;
-  /** Events kept per run log (older ones are trimmed). @default 10000 (RUN_LOG_MAX_EVENTS) */
+  /** Events kept per run log (older ones are trimmed). */
   runLogMaxEvents: number;
-  /** How long a finished run's log stays readable. @default 3600 (RUN_LOG_RETENTION_S) */
+  /** How long a finished run's log stays readable. */
   runLogRetentionS: number;
-  /** @default 0.0005 (PRICE_PER_1K_PROMPT_TOKENS) */
   pricePer1kPrompt: number;
-  /** @default 0.0015 (PRICE_PER_1K_COMPLETION_TOKENS) */
   pricePer1kCompletion: number;
-  /** Deadline of a tool call. @default 15000 (TOOL_CALL_TIMEOUT_MS) */
+  /** Deadline of a tool call. */
   toolCallTimeoutMs: number;
+  /** The role prompts' folder. */
+  promptsDir: string;
 }
 
-type Env = Record<string, string | undefined>;
+type Env = config.Env;
+
+const { ORCHESTRATOR_PORT, ORCHESTRATOR_HOST, METRICS_PORT, SHUTDOWN_GRACE_MS, REDIS_URL, LLM_BROKER_ADDR, TOOL_SERVICE_ADDR, STORE_ADDR } = config.sharedVars;
+
+/** Every variable the orchestrator reads. */
+export const VARS = {
+  ORCHESTRATOR_PORT, ORCHESTRATOR_HOST, METRICS_PORT, SHUTDOWN_GRACE_MS, REDIS_URL, LLM_BROKER_ADDR, TOOL_SERVICE_ADDR, STORE_ADDR,
+  ...config.defineVars({
+    MAX_ROUNDS: { type: 'int', default: 3, min: 1, max: 10, doc: 'rounds at most (a REVISE in the last round is ignored)' },
+    AGENT_OVERLAP: { type: 'bool', default: true, doc: 'pipelined agents (false: strictly sequential, for comparison)' },
+    AGENT_HOST_START_STEPS: { type: 'int', default: 2, min: 0, max: 100, doc: 'with overlap, the Host starts speculatively once the plan has this many complete steps; 0: on the complete plan' },
+    AGENT_MAX_TOKENS: { type: 'int', default: 512, min: 1, doc: '`max_tokens` of each agent call' },
+    AGENT_TEMPERATURES: { type: 'string', default: 'planner=0,critic=0', doc: "`role=temperature` pairs (0–2); a role not listed gets the provider's default" },
+    AGENT_CACHE_ROLES: {
+      type: 'string', default: '', defaultDoc: 'the roles at temperature 0',
+      doc: "the roles whose calls ask the broker's response cache (comma-separated, or `none`): answers at temperature 0 may be reused",
+    },
+    AGENT_CALL_TIMEOUT_MS: { type: 'int', default: 120_000, min: 100, doc: 'deadline of one broker call, queueing included' },
+    TOOL_CALL_TIMEOUT_MS: { type: 'int', default: 15_000, min: 100, doc: 'deadline of one tool call' },
+    RUN_MAX_QUEUE_WAIT_MS: {
+      type: 'int', default: 20_000, min: 0,
+      doc: "admission control (0: off, runs wait their turn): while the broker estimates a new run's first LLM call to wait longer than this, StartRun is refused as `busy` — the edge answers **503 with `Retry-After`** and \"Service busy, please try again in N s.\" — before the run touches Redis or the store; a run already started whose first call is estimated longer ends `degraded` with the same message and `retryAfterMs`. Begun runs are never shed",
+    },
+    RUN_ADMISSION_FRESH_MS: { type: 'int', default: 1_000, min: 10, doc: 'how long one queue-wait estimate decides admissions; then the next run goes through and measures again' },
+    RUN_MAX_STARTING: {
+      type: 'int', default: 32, min: 1,
+      doc: 'a bulkhead: StartRuns in progress on one replica (reading the history, registering the run) above which the next is refused `busy`, 503 + `Retry-After: 1`; it trips when the store is slow',
+    },
+    HISTORY_TOKEN_BUDGET: { type: 'int', default: 2000, min: 0, doc: 'tokens of conversation history each agent sees' },
+    RUN_LEASE_MS: { type: 'int', default: 5000, min: 300, doc: "lease of a run's owner, renewed every third of it: a dead replica's runs are taken over after this" },
+    RUN_LOG_MAX_EVENTS: { type: 'int', default: 10_000, min: 10, doc: 'events kept per run log (older ones are trimmed)' },
+    RUN_LOG_RETENTION_S: { type: 'int', default: 3600, min: 1, doc: "how long a finished run's log stays readable" },
+    PRICE_PER_1K_PROMPT_TOKENS: { type: 'number', default: 0.0005, min: 0, doc: 'USD, for the cost a run reports' },
+    PRICE_PER_1K_COMPLETION_TOKENS: { type: 'number', default: 0.0015, min: 0, doc: 'USD, for the cost a run reports' },
+    PROMPTS_DIR: { type: 'string', defaultDoc: '`services/orchestrator/prompts`', doc: "the role prompts' folder (`planner.md`, `critic.md`, `host.md`, `reporter.md`)" },
+  }),
+};
 
 function role(name: string, variable: string): AgentRole {
   const r = name.trim().toLowerCase();
@@ -101,33 +130,34 @@ function callPolicies(temperatures: Partial<Record<AgentRole, number>>, cacheRol
 }
 
 export function loadConfig(env: Env = process.env): OrchestratorConfig {
-  const port = config.int({ env: 'ORCHESTRATOR_PORT', default: config.DEFAULT_PORTS.ORCHESTRATOR, min: 0, max: 65535 }, env);
-  const temperatures = parseTemperatures(config.str({ env: 'AGENT_TEMPERATURES', default: 'planner=0,critic=0' }, env));
-  const runLeaseMs = config.int({ env: 'RUN_LEASE_MS', default: 5000, min: 300 }, env);
+  const read = <V extends config.Var>(v: V, fallback?: config.ValueOf<V>) => config.read(v, env, fallback);
+  const port = read(VARS.ORCHESTRATOR_PORT);
+  const temperatures = parseTemperatures(read(VARS.AGENT_TEMPERATURES));
   return {
     port,
-    host: config.infra.bindHost('ORCHESTRATOR', env),
-    shutdownGraceMs: config.infra.shutdownGraceMs(env),
-    metricsPort: config.int({ env: 'METRICS_PORT', default: config.metricsPortFor(port), min: 0, max: 65535 }, env),
-    redisUrl: config.infra.redisUrl(env),
-    brokerAddr: config.infra.peer('LLM_BROKER', env),
-    toolServiceAddr: config.infra.peer('TOOL_SERVICE', env),
-    storeAddr: config.infra.peer('STORE', env),
-    maxRounds: config.int({ env: 'MAX_ROUNDS', default: 3, min: 1, max: 10 }, env),
-    agentOverlap: config.bool({ env: 'AGENT_OVERLAP', default: true }, env),
-    agentHostStartSteps: config.int({ env: 'AGENT_HOST_START_STEPS', default: 2, min: 0, max: 100 }, env),
-    agentMaxTokens: config.int({ env: 'AGENT_MAX_TOKENS', default: 512, min: 1 }, env),
-    agentCalls: callPolicies(temperatures, parseCacheRoles(env.AGENT_CACHE_ROLES, temperatures)),
-    agentCallTimeoutMs: config.int({ env: 'AGENT_CALL_TIMEOUT_MS', default: 120_000, min: 100 }, env),
-    runMaxQueueWaitMs: config.int({ env: 'RUN_MAX_QUEUE_WAIT_MS', default: 20_000, min: 0 }, env),
-    runAdmissionFreshMs: config.int({ env: 'RUN_ADMISSION_FRESH_MS', default: 1_000, min: 10 }, env),
-    runMaxStarting: config.int({ env: 'RUN_MAX_STARTING', default: 32, min: 1 }, env),
-    historyTokenBudget: config.int({ env: 'HISTORY_TOKEN_BUDGET', default: 2000, min: 0 }, env),
-    runLeaseMs,
-    runLogMaxEvents: config.int({ env: 'RUN_LOG_MAX_EVENTS', default: 10_000, min: 10 }, env),
-    runLogRetentionS: config.int({ env: 'RUN_LOG_RETENTION_S', default: 3600, min: 1 }, env),
-    pricePer1kPrompt: config.num({ env: 'PRICE_PER_1K_PROMPT_TOKENS', default: 0.0005, min: 0 }, env),
-    pricePer1kCompletion: config.num({ env: 'PRICE_PER_1K_COMPLETION_TOKENS', default: 0.0015, min: 0 }, env),
-    toolCallTimeoutMs: config.int({ env: 'TOOL_CALL_TIMEOUT_MS', default: 15_000, min: 100 }, env),
+    host: read(VARS.ORCHESTRATOR_HOST),
+    shutdownGraceMs: read(VARS.SHUTDOWN_GRACE_MS),
+    metricsPort: read(VARS.METRICS_PORT, config.metricsPortFor(port)),
+    redisUrl: read(VARS.REDIS_URL),
+    brokerAddr: read(VARS.LLM_BROKER_ADDR),
+    toolServiceAddr: read(VARS.TOOL_SERVICE_ADDR),
+    storeAddr: read(VARS.STORE_ADDR),
+    maxRounds: read(VARS.MAX_ROUNDS),
+    agentOverlap: read(VARS.AGENT_OVERLAP),
+    agentHostStartSteps: read(VARS.AGENT_HOST_START_STEPS),
+    agentMaxTokens: read(VARS.AGENT_MAX_TOKENS),
+    agentCalls: callPolicies(temperatures, parseCacheRoles(read(VARS.AGENT_CACHE_ROLES), temperatures)),
+    agentCallTimeoutMs: read(VARS.AGENT_CALL_TIMEOUT_MS),
+    runMaxQueueWaitMs: read(VARS.RUN_MAX_QUEUE_WAIT_MS),
+    runAdmissionFreshMs: read(VARS.RUN_ADMISSION_FRESH_MS),
+    runMaxStarting: read(VARS.RUN_MAX_STARTING),
+    historyTokenBudget: read(VARS.HISTORY_TOKEN_BUDGET),
+    runLeaseMs: read(VARS.RUN_LEASE_MS),
+    runLogMaxEvents: read(VARS.RUN_LOG_MAX_EVENTS),
+    runLogRetentionS: read(VARS.RUN_LOG_RETENTION_S),
+    pricePer1kPrompt: read(VARS.PRICE_PER_1K_PROMPT_TOKENS),
+    pricePer1kCompletion: read(VARS.PRICE_PER_1K_COMPLETION_TOKENS),
+    toolCallTimeoutMs: read(VARS.TOOL_CALL_TIMEOUT_MS),
+    promptsDir: read(VARS.PROMPTS_DIR, path.resolve(__dirname, '../prompts')),
   };
 }

@@ -40,7 +40,7 @@ async function build(svc: Service<OrchestratorConfig>): Promise<void> {
 
   const registry = new RunRegistry(redis, config.runLeaseMs);
   const log = new RunLog(redis, { maxEvents: config.runLogMaxEvents, retentionS: config.runLogRetentionS });
-  const runs = new RunManager({ config, logger, metrics, registry, log, store, llm: broker, tools, prompts: loadPrompts() });
+  const runs = new RunManager({ config, logger, metrics, registry, log, store, llm: broker, tools, prompts: loadPrompts(config.promptsDir) });
   const notes = new RunNotifications(subscriber, (channel, message) => {
     if (channel === keys.cancelChannel) runs.onCancelNotice(message);
   });

@@ -1,93 +1,105 @@
-// Every environment variable the store reads, with its default and validation, in one place.
+// Every environment variable the store reads: its spec (type, default, description: the README's
+// tables are made from VARS) and its validation.
 import { config } from '@agent-mesh/common';
 
-type Env = Record<string, string | undefined>;
+type Env = config.Env;
 
 export type ReadPreferenceMode = 'primary' | 'primaryPreferred' | 'secondary' | 'secondaryPreferred' | 'nearest';
 const READ_PREFERENCES: readonly ReadPreferenceMode[] = ['primary', 'primaryPreferred', 'secondary', 'secondaryPreferred', 'nearest'];
 
 export interface MongoOptions {
   uri: string;
-  /** @default 100 (MONGO_MAX_POOL_SIZE) */
   maxPoolSize: number;
-  /** @default 10 (MONGO_MIN_POOL_SIZE) */
   minPoolSize: number;
-  /** @default 30000 (MONGO_MAX_IDLE_TIME_MS) */
   maxIdleTimeMS: number;
-  /** @default 5000 (MONGO_WAIT_QUEUE_TIMEOUT_MS) */
   waitQueueTimeoutMS: number;
-  /** @default true (MONGO_RETRY_WRITES) */
   retryWrites: boolean;
-  /** `majority` or a number of nodes. @default majority (MONGO_WRITE_CONCERN) */
+  /** `majority` or a number of nodes. */
   writeConcern: 'majority' | number;
   /** Replica set name, if any (MONGO_REPLICA_SET). */
   replicaSet?: string;
-  /** @default secondaryPreferred with a replica set, else primary (MONGO_READ_PREFERENCE) */
   readPreference: ReadPreferenceMode;
-  /** How long an operation waits for a reachable server before failing. @default 5000 */
+  /** How long an operation waits for a reachable server before failing. */
   serverSelectionTimeoutMS: number;
 }
 
 export interface StoreConfig {
   port: number;
-  /** Interface of the gRPC and metrics listeners. @default 127.0.0.1 (STORE_HOST) */
+  /** Interface of the gRPC and metrics listeners. */
   host: string;
-  /** @default 10000 (SHUTDOWN_GRACE_MS) */
   shutdownGraceMs: number;
   metricsPort: number;
   mongo: MongoOptions;
-  /** Conversations idle longer than this are deleted with their messages and runs. @default 30 days */
+  /** Conversations idle longer than this are deleted with their messages and runs. */
   retentionMs: number;
-  /** @default 600000 (10 min) */
   cleanupIntervalMs: number;
-  /** A finished run's checkpoint is dropped this long after it completed. @default 1800000 (30 min) */
+  /** A finished run's checkpoint is dropped this long after it completed. */
   runStateRetentionMs: number;
-  /** Queries slower than this are logged with their shape. @default 100 */
+  /** Queries slower than this are logged with their shape. */
   slowQueryMs: number;
-  /** How often MongoDB is pinged to decide the health status. @default 5000 */
+  /** How often MongoDB is pinged to decide the health status. */
   healthIntervalMs: number;
 }
 
+const { STORE_PORT, STORE_HOST, METRICS_PORT, SHUTDOWN_GRACE_MS } = config.sharedVars;
+
+/** Every variable the store reads. */
+export const VARS = {
+  STORE_PORT, STORE_HOST, METRICS_PORT, SHUTDOWN_GRACE_MS,
+  ...config.defineVars({
+    MONGODB_URI: { type: 'string', default: 'mongodb://127.0.0.1:27017/agentmesh', doc: 'MongoDB (FerretDB locally): `mongodb://` or `mongodb+srv://`' },
+    MONGO_MAX_POOL_SIZE: { type: 'int', default: 100, min: 1, doc: 'connections at most' },
+    MONGO_MIN_POOL_SIZE: { type: 'int', default: 10, min: 0, doc: 'connections kept open (at most `MONGO_MAX_POOL_SIZE`)' },
+    MONGO_MAX_IDLE_TIME_MS: { type: 'int', default: 30_000, min: 0, doc: 'an idle connection above the minimum closes after this' },
+    MONGO_WAIT_QUEUE_TIMEOUT_MS: { type: 'int', default: 5_000, min: 0, doc: 'longest wait for a free connection' },
+    MONGO_SERVER_SELECTION_TIMEOUT_MS: { type: 'int', default: 5_000, min: 100, doc: 'how long an operation waits for a reachable server before failing' },
+    MONGO_RETRY_WRITES: { type: 'bool', default: true, doc: 'retryable writes' },
+    MONGO_WRITE_CONCERN: { type: 'string', default: 'majority', doc: '`majority` or a number of nodes' },
+    MONGO_REPLICA_SET: { type: 'string', default: '', defaultDoc: 'none', doc: 'the replica set name, if any' },
+    MONGO_READ_PREFERENCE: { type: 'string', values: READ_PREFERENCES, defaultDoc: '`secondaryPreferred` with a replica set, else `primary`', doc: 'where reads go' },
+    RETENTION_DAYS: { type: 'number', default: 30, min: 0, doc: 'conversations untouched for longer are deleted with their messages and runs' },
+    CLEANUP_INTERVAL_MS: { type: 'int', default: 600_000, min: 100, doc: 'how often retention runs' },
+    RUN_STATE_RETENTION_MS: { type: 'int', default: 1_800_000, min: 0, doc: "a finished run's checkpoint state is dropped this long after it ended" },
+    SLOW_QUERY_MS: { type: 'int', default: 100, min: 0, doc: 'slower queries are logged with their shape' },
+    STORE_HEALTH_INTERVAL_MS: { type: 'int', default: 5_000, min: 100, doc: 'how often MongoDB is pinged to decide the health status' },
+  }),
+};
+
 export function loadConfig(env: Env = process.env): StoreConfig {
-  const port = config.int({ env: 'STORE_PORT', default: config.DEFAULT_PORTS.STORE, min: 0, max: 65535 }, env);
-  const replicaSet = config.str({ env: 'MONGO_REPLICA_SET', default: '' }, env) || undefined;
-  const readPreference = config.str(
-    { env: 'MONGO_READ_PREFERENCE', default: replicaSet ? 'secondaryPreferred' : 'primary' },
-    env,
-  ) as ReadPreferenceMode;
-  if (!READ_PREFERENCES.includes(readPreference)) {
-    throw new config.ConfigError(`MONGO_READ_PREFERENCE must be one of ${READ_PREFERENCES.join(', ')}, got "${readPreference}"`);
-  }
-  const wc = config.str({ env: 'MONGO_WRITE_CONCERN', default: 'majority' }, env);
+  const read = <V extends config.Var>(v: V, fallback?: config.ValueOf<V>) => config.read(v, env, fallback);
+  const port = read(VARS.STORE_PORT);
+  const replicaSet = read(VARS.MONGO_REPLICA_SET) || undefined;
+  const readPreference = read(VARS.MONGO_READ_PREFERENCE, replicaSet ? 'secondaryPreferred' : 'primary') as ReadPreferenceMode;
+  const wc = read(VARS.MONGO_WRITE_CONCERN);
   if (wc !== 'majority' && !/^\d+$/.test(wc)) {
     throw new config.ConfigError(`MONGO_WRITE_CONCERN must be "majority" or a number, got "${wc}"`);
   }
-  const uri = config.str({ env: 'MONGODB_URI', default: 'mongodb://127.0.0.1:27017/agentmesh' }, env);
+  const uri = read(VARS.MONGODB_URI);
   if (!/^mongodb(\+srv)?:\/\//.test(uri)) throw new config.ConfigError('MONGODB_URI must start with mongodb:// or mongodb+srv://');
-  const maxPoolSize = config.int({ env: 'MONGO_MAX_POOL_SIZE', default: 100, min: 1 }, env);
-  const minPoolSize = config.int({ env: 'MONGO_MIN_POOL_SIZE', default: 10, min: 0 }, env);
+  const maxPoolSize = read(VARS.MONGO_MAX_POOL_SIZE);
+  const minPoolSize = read(VARS.MONGO_MIN_POOL_SIZE);
   if (minPoolSize > maxPoolSize) throw new config.ConfigError(`MONGO_MIN_POOL_SIZE (${minPoolSize}) must be <= MONGO_MAX_POOL_SIZE (${maxPoolSize})`);
   return {
     port,
-    host: config.infra.bindHost('STORE', env),
-    shutdownGraceMs: config.infra.shutdownGraceMs(env),
-    metricsPort: config.int({ env: 'METRICS_PORT', default: config.metricsPortFor(port), min: 0, max: 65535 }, env),
+    host: read(VARS.STORE_HOST),
+    shutdownGraceMs: read(VARS.SHUTDOWN_GRACE_MS),
+    metricsPort: read(VARS.METRICS_PORT, config.metricsPortFor(port)),
     mongo: {
       uri,
       maxPoolSize,
       minPoolSize,
-      maxIdleTimeMS: config.int({ env: 'MONGO_MAX_IDLE_TIME_MS', default: 30_000, min: 0 }, env),
-      waitQueueTimeoutMS: config.int({ env: 'MONGO_WAIT_QUEUE_TIMEOUT_MS', default: 5_000, min: 0 }, env),
-      retryWrites: config.bool({ env: 'MONGO_RETRY_WRITES', default: true }, env),
+      maxIdleTimeMS: read(VARS.MONGO_MAX_IDLE_TIME_MS),
+      waitQueueTimeoutMS: read(VARS.MONGO_WAIT_QUEUE_TIMEOUT_MS),
+      retryWrites: read(VARS.MONGO_RETRY_WRITES),
       writeConcern: wc === 'majority' ? 'majority' : Number(wc),
       replicaSet,
       readPreference,
-      serverSelectionTimeoutMS: config.int({ env: 'MONGO_SERVER_SELECTION_TIMEOUT_MS', default: 5_000, min: 100 }, env),
+      serverSelectionTimeoutMS: read(VARS.MONGO_SERVER_SELECTION_TIMEOUT_MS),
     },
-    retentionMs: config.num({ env: 'RETENTION_DAYS', default: 30, min: 0 }, env) * 86_400_000,
-    cleanupIntervalMs: config.int({ env: 'CLEANUP_INTERVAL_MS', default: 600_000, min: 100 }, env),
-    runStateRetentionMs: config.int({ env: 'RUN_STATE_RETENTION_MS', default: 1_800_000, min: 0 }, env),
-    slowQueryMs: config.int({ env: 'SLOW_QUERY_MS', default: 100, min: 0 }, env),
-    healthIntervalMs: config.int({ env: 'STORE_HEALTH_INTERVAL_MS', default: 5_000, min: 100 }, env),
+    retentionMs: read(VARS.RETENTION_DAYS) * 86_400_000,
+    cleanupIntervalMs: read(VARS.CLEANUP_INTERVAL_MS),
+    runStateRetentionMs: read(VARS.RUN_STATE_RETENTION_MS),
+    slowQueryMs: read(VARS.SLOW_QUERY_MS),
+    healthIntervalMs: read(VARS.STORE_HEALTH_INTERVAL_MS),
   };
 }

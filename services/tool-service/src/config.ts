@@ -1,64 +1,83 @@
-// Every environment variable the tool-service reads, with its default and validation.
+// Every environment variable the tool-service reads: its spec (type, default, description: the
+// README's tables are made from VARS) and its validation.
 import path from 'node:path';
 import { config } from '@agent-mesh/common';
 import type { BreakerOptions } from './invoke/breaker';
 import { ALL_SOURCES, type CorpusSource } from './search/corpus';
 import type { ToolOverrides } from './tools/registry';
 
-type Env = Record<string, string | undefined>;
+type Env = config.Env;
 
 export interface ToolServiceConfig {
-  /** @default 50053 (TOOL_SERVICE_PORT) */
   port: number;
-  /** Interface of the gRPC and metrics listeners. @default 127.0.0.1 (TOOL_SERVICE_HOST) */
+  /** Interface of the gRPC and metrics listeners. */
   host: string;
-  /** @default 10000 (SHUTDOWN_GRACE_MS) */
   shutdownGraceMs: number;
-  /** @default port + 1000 (METRICS_PORT) */
   metricsPort: number;
   redisUrl: string;
-  /** @default 127.0.0.1:50054 (STORE_ADDR) */
   storeAddr: string;
-  /** SearxNG-compatible API; empty = the local corpus. (SEARCH_URL) */
+  /** SearxNG-compatible API; empty = the local corpus. */
   searchUrl: string;
-  /** Hot search_web queries warmed every interval. (TOOL_PREWARM_QUERIES, comma-separated) */
+  /** Hot search_web queries warmed every interval. */
   prewarmQueries: string[];
-  /** @default 300000 (TOOL_PREWARM_INTERVAL_MS; 0 disables pre-warming) */
   prewarmIntervalMs: number;
-  /** Most frequent recent queries warmed per round. @default 20 (TOOL_PREWARM_TOP) */
+  /** Most frequent recent queries warmed per round. */
   prewarmTop: number;
-  /** Local corpus sources. @default wordnet,docs,usrdoc (TOOL_CORPUS_SOURCES) */
+  /** Local corpus sources. */
   corpusSources: CorpusSource[];
-  /** Extra folders of .md/.txt to index. (TOOL_CORPUS_DIRS, comma-separated) */
+  /** Extra folders of .md/.txt to index. */
   corpusDirs: string[];
   /** The repository root whose README.md and docs/ are indexed. */
   repoRoot: string;
-  /** Registers the test-only tools. @default false (TOOL_TEST_TOOLS) */
+  /** Registers the test-only tools. */
   testTools: boolean;
-  /** Per-tool limit and cache overrides as JSON. (TOOL_OVERRIDES) */
+  /** Per-tool limit and cache overrides as JSON. */
   overrides: ToolOverrides;
-  /** Share of a tool's per-minute limit that may come as one burst. @default 0.1 (TOOL_BURST_FRACTION) */
+  /** Share of a tool's per-minute limit that may come as one burst. */
   burstFraction: number;
   breaker: BreakerOptions;
-  /** Cache TTL multiplier while a breaker is open. @default 6 (TOOL_DEGRADED_TTL_FACTOR) */
+  /** Cache TTL multiplier while a breaker is open. */
   degradedTtlFactor: number;
-  /** Redis key prefix. @default mesh:tool (TOOL_REDIS_PREFIX) */
+  /** Redis key prefix. */
   redisPrefix: string;
-  /** @default 65536 (TOOL_MAX_ARGUMENTS_BYTES) */
   maxArgumentsBytes: number;
 }
 
-const list = (v: string) => v.split(',').map((s) => s.trim()).filter(Boolean);
+const { TOOL_SERVICE_PORT, TOOL_SERVICE_HOST, METRICS_PORT, SHUTDOWN_GRACE_MS, REDIS_URL, STORE_ADDR } = config.sharedVars;
+
+/** Every variable the tool-service reads. */
+export const VARS = {
+  TOOL_SERVICE_PORT, TOOL_SERVICE_HOST, METRICS_PORT, SHUTDOWN_GRACE_MS, REDIS_URL, STORE_ADDR,
+  ...config.defineVars({
+    SEARCH_URL: { type: 'string', default: '', doc: 'a SearxNG-compatible JSON API for `search_web`; empty: the local full-text corpus' },
+    TOOL_CORPUS_SOURCES: { type: 'string', default: ALL_SOURCES.join(','), doc: 'what the local corpus indexes (comma-separated)' },
+    TOOL_CORPUS_DIRS: { type: 'string', default: '', defaultDoc: 'none', doc: 'extra folders of .md/.txt to index (comma-separated)' },
+    TOOL_PREWARM_QUERIES: { type: 'string', default: '', defaultDoc: 'none', doc: 'hot `search_web` queries warmed every interval (comma-separated)' },
+    TOOL_PREWARM_INTERVAL_MS: { type: 'int', default: 300_000, min: 0, doc: 'pre-warming interval (0: off)' },
+    TOOL_PREWARM_TOP: { type: 'int', default: 20, min: 0, max: 1_000, doc: 'most frequent recent queries warmed per round' },
+    TOOL_OVERRIDES: { type: 'string', default: '', defaultDoc: 'none', doc: 'JSON of per-tool limit and cache overrides, e.g. `{"search_web":{"rateLimit":{"maxPerMinute":100}}}`' },
+    TOOL_TEST_TOOLS: { type: 'bool', default: false, doc: 'registers the test-only tools' },
+    TOOL_BURST_FRACTION: { type: 'number', default: 0.1, min: 0, doc: "share of a tool's per-minute limit that may come as one burst" },
+    TOOL_BREAKER_ERROR_PERCENT: { type: 'int', default: 50, min: 1, max: 100, doc: "failure percentage over the window that opens a tool's breaker" },
+    TOOL_BREAKER_VOLUME: { type: 'int', default: 5, min: 1, doc: 'calls in the window before a breaker may open' },
+    TOOL_BREAKER_RESET_MS: { type: 'int', default: 30_000, min: 100, doc: 'an open breaker lets one probe through after this' },
+    TOOL_BREAKER_WINDOW_MS: { type: 'int', default: 10_000, min: 1_000, doc: 'the rolling window of the error rate' },
+    TOOL_DEGRADED_TTL_FACTOR: { type: 'number', default: 6, min: 1, doc: "cache TTL multiplier while a tool's breaker is open or the LLM upstream is paused (5 min → 30 min)" },
+    TOOL_REDIS_PREFIX: { type: 'string', default: 'mesh:tool', doc: 'prefix of the Redis keys' },
+    TOOL_MAX_ARGUMENTS_BYTES: { type: 'int', default: 65_536, min: 1_024, doc: "largest tool call's arguments" },
+  }),
+};
 
 export function loadConfig(env: Env = process.env): ToolServiceConfig {
-  const port = config.int({ env: 'TOOL_SERVICE_PORT', default: config.DEFAULT_PORTS.TOOL_SERVICE, min: 0, max: 65535 }, env);
-  const sources = list(config.str({ env: 'TOOL_CORPUS_SOURCES', default: ALL_SOURCES.join(',') }, env));
+  const read = <V extends config.Var>(v: V, fallback?: config.ValueOf<V>) => config.read(v, env, fallback);
+  const port = read(VARS.TOOL_SERVICE_PORT);
+  const sources = config.list(read(VARS.TOOL_CORPUS_SOURCES));
   for (const s of sources) {
     if (!ALL_SOURCES.includes(s as CorpusSource)) throw new config.ConfigError(`TOOL_CORPUS_SOURCES: unknown source "${s}" (known: ${ALL_SOURCES.join(', ')})`);
   }
-  const searchUrl = config.str({ env: 'SEARCH_URL', default: '' }, env);
+  const searchUrl = read(VARS.SEARCH_URL);
   if (searchUrl && !/^https?:\/\//.test(searchUrl)) throw new config.ConfigError(`SEARCH_URL must be an http(s) URL, got "${searchUrl}"`);
-  const overridesText = config.str({ env: 'TOOL_OVERRIDES', default: '' }, env);
+  const overridesText = read(VARS.TOOL_OVERRIDES);
   let overrides: ToolOverrides = {};
   if (overridesText) {
     try {
@@ -70,29 +89,29 @@ export function loadConfig(env: Env = process.env): ToolServiceConfig {
   }
   return {
     port,
-    host: config.infra.bindHost('TOOL_SERVICE', env),
-    shutdownGraceMs: config.infra.shutdownGraceMs(env),
-    metricsPort: config.int({ env: 'METRICS_PORT', default: config.metricsPortFor(port || config.DEFAULT_PORTS.TOOL_SERVICE), min: 0, max: 65535 }, env),
-    redisUrl: config.infra.redisUrl(env),
-    storeAddr: config.infra.peer('STORE', env),
+    host: read(VARS.TOOL_SERVICE_HOST),
+    shutdownGraceMs: read(VARS.SHUTDOWN_GRACE_MS),
+    metricsPort: read(VARS.METRICS_PORT, config.metricsPortFor(port || config.DEFAULT_PORTS.TOOL_SERVICE)),
+    redisUrl: read(VARS.REDIS_URL),
+    storeAddr: read(VARS.STORE_ADDR),
     searchUrl,
-    prewarmQueries: list(config.str({ env: 'TOOL_PREWARM_QUERIES', default: '' }, env)),
-    prewarmIntervalMs: config.int({ env: 'TOOL_PREWARM_INTERVAL_MS', default: 300_000, min: 0 }, env),
-    prewarmTop: config.int({ env: 'TOOL_PREWARM_TOP', default: 20, min: 0, max: 1_000 }, env),
+    prewarmQueries: config.list(read(VARS.TOOL_PREWARM_QUERIES)),
+    prewarmIntervalMs: read(VARS.TOOL_PREWARM_INTERVAL_MS),
+    prewarmTop: read(VARS.TOOL_PREWARM_TOP),
     corpusSources: sources as CorpusSource[],
-    corpusDirs: list(config.str({ env: 'TOOL_CORPUS_DIRS', default: '' }, env)),
+    corpusDirs: config.list(read(VARS.TOOL_CORPUS_DIRS)),
     repoRoot: path.resolve(__dirname, '../../..'),
-    testTools: config.bool({ env: 'TOOL_TEST_TOOLS', default: false }, env),
+    testTools: read(VARS.TOOL_TEST_TOOLS),
     overrides,
-    burstFraction: config.num({ env: 'TOOL_BURST_FRACTION', default: 0.1, min: 0 }, env),
+    burstFraction: read(VARS.TOOL_BURST_FRACTION),
     breaker: {
-      errorThresholdPercentage: config.int({ env: 'TOOL_BREAKER_ERROR_PERCENT', default: 50, min: 1, max: 100 }, env),
-      volumeThreshold: config.int({ env: 'TOOL_BREAKER_VOLUME', default: 5, min: 1 }, env),
-      resetTimeoutMs: config.int({ env: 'TOOL_BREAKER_RESET_MS', default: 30_000, min: 100 }, env),
-      rollingWindowMs: config.int({ env: 'TOOL_BREAKER_WINDOW_MS', default: 10_000, min: 1_000 }, env),
+      errorThresholdPercentage: read(VARS.TOOL_BREAKER_ERROR_PERCENT),
+      volumeThreshold: read(VARS.TOOL_BREAKER_VOLUME),
+      resetTimeoutMs: read(VARS.TOOL_BREAKER_RESET_MS),
+      rollingWindowMs: read(VARS.TOOL_BREAKER_WINDOW_MS),
     },
-    degradedTtlFactor: config.num({ env: 'TOOL_DEGRADED_TTL_FACTOR', default: 6, min: 1 }, env),
-    redisPrefix: config.str({ env: 'TOOL_REDIS_PREFIX', default: 'mesh:tool' }, env),
-    maxArgumentsBytes: config.int({ env: 'TOOL_MAX_ARGUMENTS_BYTES', default: 65_536, min: 1_024 }, env),
+    degradedTtlFactor: read(VARS.TOOL_DEGRADED_TTL_FACTOR),
+    redisPrefix: read(VARS.TOOL_REDIS_PREFIX),
+    maxArgumentsBytes: read(VARS.TOOL_MAX_ARGUMENTS_BYTES),
   };
 }

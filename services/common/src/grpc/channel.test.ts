@@ -1,4 +1,4 @@
-import { addrList, ConfigError } from '../config';
+import { ConfigError, defineVars, read } from '../config';
 import { grpcTarget } from './channel';
 
 describe('grpcTarget', () => {
@@ -15,13 +15,14 @@ describe('grpcTarget', () => {
   });
 });
 
-describe('addrList', () => {
+describe('an addrList variable', () => {
+  const { X } = defineVars({ X: { type: 'addrList', doc: 'a peer' } });
   test('accepts one host:port or a comma-separated list', () => {
-    expect(addrList({ env: 'X' }, { X: 'store:50054' })).toBe('store:50054');
-    expect(addrList({ env: 'X' }, { X: '127.0.0.1:1,127.0.0.1:2' })).toBe('127.0.0.1:1,127.0.0.1:2');
+    expect(read(X, { X: 'store:50054' })).toBe('store:50054');
+    expect(read(X, { X: '127.0.0.1:1,127.0.0.1:2' })).toBe('127.0.0.1:1,127.0.0.1:2');
   });
   test('names the variable when one entry is malformed', () => {
-    expect(() => addrList({ env: 'X' }, { X: '127.0.0.1:1,nope' })).toThrow(ConfigError);
-    expect(() => addrList({ env: 'X' }, { X: '127.0.0.1:1,nope' })).toThrow(/X must be host:port/);
+    expect(() => read(X, { X: '127.0.0.1:1,nope' })).toThrow(ConfigError);
+    expect(() => read(X, { X: '127.0.0.1:1,nope' })).toThrow(/X must be host:port/);
   });
 });

@@ -18,12 +18,13 @@ import { serverCredentials } from './tls';
 import { HealthImplementation, protoPath as healthProtoPath, type ServingStatus } from 'grpc-health-check';
 import { ReflectionService } from '@grpc/reflection';
 import { loadSync } from '@grpc/proto-loader';
+import { processVars, read } from '../config';
 import type { Logger } from '../logging';
 import { SERVER_OPTIONS } from './channel';
 import { MeshError } from './errors';
 
 /** The repository's proto/ folder (override with PROTO_DIR in images that move it). */
-export const PROTO_DIR = process.env.PROTO_DIR ?? path.resolve(__dirname, '../../../../proto');
+export const PROTO_DIR = read(processVars.PROTO_DIR, process.env, path.resolve(__dirname, '../../../../proto'));
 
 /** grpc-health-check's copy of grpc/health/v1/health.proto, as a path under its own include folder. */
 const HEALTH_PROTO_DIR = path.resolve(healthProtoPath, '../../..');

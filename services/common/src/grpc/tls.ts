@@ -4,9 +4,7 @@
 // a renewed certificate is used for new connections without a restart. Unset: plaintext, for
 // local development on loopback.
 import { credentials, experimental, ServerCredentials, type ChannelCredentials } from '@grpc/grpc-js';
-import { ConfigError } from '../config';
-
-type Env = Record<string, string | undefined>;
+import { ConfigError, processVars, read, type Env } from '../config';
 
 export interface GrpcTlsFiles {
   ca: string;
@@ -19,9 +17,9 @@ export const TLS_REFRESH_MS = 5_000;
 
 /** The mTLS files from the environment; undefined when none is set; a ConfigError when only some are. */
 export function grpcTlsFromEnv(env: Env = process.env): GrpcTlsFiles | undefined {
-  const ca = env['GRPC_TLS_CA'] || undefined;
-  const cert = env['GRPC_TLS_CERT'] || undefined;
-  const key = env['GRPC_TLS_KEY'] || undefined;
+  const ca = read(processVars.GRPC_TLS_CA, env) || undefined;
+  const cert = read(processVars.GRPC_TLS_CERT, env) || undefined;
+  const key = read(processVars.GRPC_TLS_KEY, env) || undefined;
   if (!ca && !cert && !key) return undefined;
   if (!ca || !cert || !key) throw new ConfigError('GRPC_TLS_CA, GRPC_TLS_CERT and GRPC_TLS_KEY must be set together (mutual TLS) or not at all');
   return { ca, cert, key };

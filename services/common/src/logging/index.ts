@@ -1,6 +1,7 @@
 // Structured logs (pino) carrying the active trace id; secrets and message bodies are redacted.
 import { trace } from '@opentelemetry/api';
 import pino from 'pino';
+import { processVars, read } from '../config';
 
 export type Logger = pino.Logger;
 
@@ -24,7 +25,7 @@ const REDACT = [
   '*.messages',
 ];
 
-export function createLogger(service: string, level = process.env.LOG_LEVEL ?? 'info'): Logger {
+export function createLogger(service: string, level = read(processVars.LOG_LEVEL)): Logger {
   const debug = level === 'debug' || level === 'trace';
   return pino({
     name: service,

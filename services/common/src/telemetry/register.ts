@@ -17,20 +17,21 @@ import { MongoDBInstrumentation } from '@opentelemetry/instrumentation-mongodb';
 import { FastifyOtelInstrumentation } from '@fastify/otel';
 import { envDetector, detectResources, resourceFromAttributes } from '@opentelemetry/resources';
 import { ATTR_SERVICE_NAME } from '@opentelemetry/semantic-conventions';
+import { processVars, read } from '../config';
 import { setTelemetryShutdown } from './index';
 
-const enabled = process.env.OTEL_SDK_DISABLED !== 'true';
+const enabled = !read(processVars.OTEL_SDK_DISABLED);
 
 if (enabled) {
-  const endpoint = (process.env.OTEL_EXPORTER_OTLP_ENDPOINT ?? 'http://127.0.0.1:4318').replace(/\/$/, '');
+  const endpoint = read(processVars.OTEL_EXPORTER_OTLP_ENDPOINT).replace(/\/$/, '');
   const provider = new NodeTracerProvider({
     // OTEL_RESOURCE_ATTRIBUTES too (envDetector); the service's name wins.
     resource: detectResources({ detectors: [envDetector] }).merge(
-      resourceFromAttributes({ [ATTR_SERVICE_NAME]: process.env.OTEL_SERVICE_NAME ?? 'agent-mesh' }),
+      resourceFromAttributes({ [ATTR_SERVICE_NAME]: read(processVars.OTEL_SERVICE_NAME) }),
     ),
     spanProcessors: [
       new BatchSpanProcessor(new OTLPTraceExporter({ url: `${endpoint}/v1/traces` }), {
-        scheduledDelayMillis: Number(process.env.OTEL_BSP_SCHEDULE_DELAY ?? 1000),
+        scheduledDelayMillis: read(processVars.OTEL_BSP_SCHEDULE_DELAY),
       }),
     ],
   });

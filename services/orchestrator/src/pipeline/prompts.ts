@@ -6,9 +6,8 @@ import type { AgentRole, ChatMessage, HistoryTurn, RoundRecord } from './types';
 
 export type RolePrompts = Record<AgentRole, string>;
 
-export const PROMPTS_DIR = process.env.PROMPTS_DIR ?? path.resolve(__dirname, '../../prompts');
-
-export function loadPrompts(dir = PROMPTS_DIR): RolePrompts {
+/** The four role prompts from `dir` (PROMPTS_DIR). */
+export function loadPrompts(dir: string): RolePrompts {
   const read = (role: AgentRole) => fs.readFileSync(path.join(dir, `${role}.md`), 'utf8').trim();
   return { planner: read('planner'), critic: read('critic'), host: read('host'), reporter: read('reporter') };
 }
