@@ -2,7 +2,7 @@
 // emulator and the five services. Used by `npm start` and by the integration and end-to-end
 // tests, so both run the system the same way. Plain CommonJS: it runs before anything is built.
 'use strict';
-const { spawn } = require('node:child_process');
+const { execFileSync, spawn } = require('node:child_process');
 const fs = require('node:fs');
 const net = require('node:net');
 const os = require('node:os');
@@ -371,9 +371,41 @@ const SERVICES = {
   edge: { portVar: 'EDGE_PORT' },
 };
 
+/** A plain-HTTP readiness probe (`/readyz`) answers 200. */
+async function httpReady(url) {
+  const res = await fetch(url, { signal: AbortSignal.timeout(1000) });
+  await res.arrayBuffer();
+  return res.status === 200;
+}
+
+/**
+ * A throwaway CA and one certificate per service, made by openssl in `dir` (replacing what is
+ * there): EC P-256, valid 30 days for 127.0.0.1 and localhost, for server and client use. Returns
+ * the CA's file and `perService`, each service's GRPC_TLS_* (the `perService` of startMesh and
+ * startFleet), so that every gRPC call of the mesh is mutual TLS.
+ */
+function makeMeshTls(dir, names = Object.keys(SERVICES)) {
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const ssl = (...args) => execFileSync('openssl', args, { cwd: dir, stdio: 'pipe' });
+  const key = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes'];
+  ssl('req', '-x509', ...key, '-days', '30', '-subj', '/CN=agent-mesh local CA', '-keyout', 'ca.key', '-out', 'ca.pem');
+  fs.writeFileSync(path.join(dir, 'service.ext'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n');
+  const perService = {};
+  for (const name of names) {
+    ssl('req', ...key, '-subj', `/CN=${name}`, '-keyout', `${name}.key`, '-out', `${name}.csr`);
+    ssl('x509', '-req', '-in', `${name}.csr`, '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-days', '30', '-extfile', 'service.ext', '-out', `${name}.pem`);
+    fs.rmSync(path.join(dir, `${name}.csr`));
+    fs.chmodSync(path.join(dir, `${name}.key`), 0o600);
+    perService[name] = { GRPC_TLS_CA: path.join(dir, 'ca.pem'), GRPC_TLS_CERT: path.join(dir, `${name}.pem`), GRPC_TLS_KEY: path.join(dir, `${name}.key`) };
+  }
+  fs.chmodSync(path.join(dir, 'ca.key'), 0o600);
+  return { dir, ca: path.join(dir, 'ca.pem'), perService };
+}
+
 /**
  * Starts one service from its build (`services/<name>/dist/main.js`) with telemetry preloaded,
- * and waits until it is ready (gRPC health SERVING, or the edge answering HTTP).
+ * and waits until it is ready: `/readyz` answers 200 (on the metrics port of a gRPC service: its
+ * gRPC health is SERVING; a plain-HTTP probe, so it works with mutual TLS too).
  */
 async function startService(name, { port, env = {}, logDir, instance = '', readyTimeoutMs = 60_000 }) {
   const spec = SERVICES[name];
@@ -382,7 +414,7 @@ async function startService(name, { port, env = {}, logDir, instance = '', ready
   // test runs on the machine): with ports of our choosing, try again on fresh ones.
   for (let attempt = 1; ; attempt++) {
     const grpcPort = port || (await freePort());
-    const metricsPort = await freePort();
+    const metricsPort = env.METRICS_PORT ? Number(env.METRICS_PORT) : await freePort();
     const args = ['--require', path.join(ROOT, 'services/common/dist/telemetry/register.js'),
       path.join(ROOT, `services/${name}/dist/main.js`)];
     const h = launch(`${name}${instance}-${grpcPort}`, process.execPath, args, {
@@ -391,11 +423,8 @@ async function startService(name, { port, env = {}, logDir, instance = '', ready
     });
     const addr = `127.0.0.1:${grpcPort}`;
     try {
-      if (name === 'edge') {
-        await waitFor(name, async () => (await fetch(`http://${addr}/api/health`)).status > 0, { proc: h.proc, timeoutMs: readyTimeoutMs });
-      } else {
-        await waitFor(name, () => grpcServing(addr), { proc: h.proc, intervalMs: 200, timeoutMs: readyTimeoutMs });
-      }
+      const probe = name === 'edge' ? `http://${addr}/readyz` : `http://127.0.0.1:${metricsPort}/readyz`;
+      await waitFor(name, () => httpReady(probe), { proc: h.proc, intervalMs: 200, timeoutMs: readyTimeoutMs });
       return { ...h, port: grpcPort, addr, metricsPort, url: name === 'edge' ? `http://${addr}` : undefined };
     } catch (err) {
       await h.kill();
@@ -406,7 +435,7 @@ async function startService(name, { port, env = {}, logDir, instance = '', ready
 
 module.exports = {
   ROOT, CACHE, BIN, SERVICES,
-  freePort, portOpen, waitFor, launch, grpcServing,
+  freePort, portOpen, waitFor, launch, grpcServing, makeMeshTls,
   startRedis, startPostgres, startFerret, storeEnv, startJaeger, jaegerConfig, startEmulator, startService,
 };
 

@@ -39,6 +39,8 @@ function replicasWanted() {
   return n;
 }
 const replicas = replicasWanted();
+/** `--mtls` (or MESH_MTLS=1): every gRPC call mutual TLS, with a throwaway CA made in .mesh/tls. */
+const mtls = process.argv.includes('--mtls') || env.MESH_MTLS === '1';
 
 async function main() {
   const started = [];
@@ -100,6 +102,14 @@ async function main() {
       llmApiKey: env.LLM_API_KEY || 'local-dev-key',
       jwtSecret: secret,
     };
+    if (mtls) {
+      const tls = stack.makeMeshTls(path.join(dataDir, 'tls'));
+      wiring.perService = tls.perService;
+      const rel = (f) => path.relative(process.cwd(), f) || f;
+      const edgeTls = tls.perService.edge;
+      console.log(`[start] mTLS: a new CA and a certificate per service in ${rel(tls.dir)}; every gRPC server requires a client certificate of that CA
+[start]   probe by hand: curl localhost:<metrics port>/readyz (printed below), or ${stack.BIN}/grpc-health-probe -addr=127.0.0.1:<gRPC port> -tls -tls-ca-cert=${rel(tls.ca)} -tls-client-cert=${rel(edgeTls.GRPC_TLS_CERT)} -tls-client-key=${rel(edgeTls.GRPC_TLS_KEY)}`);
+    }
     if (replicas === 'auto') {
       await startAutoscaled(wiring, started, () => stopping);
       return;
@@ -119,6 +129,7 @@ async function main() {
       },
     });
     started.push(...mesh.all);
+    const rows = mesh.all.map((s) => `    ${s.name.replace(/-\d+$/, '').padEnd(14)} ${s.addr}${s.url ? '' : `  (metrics and /readyz :${s.metricsPort})`}`);
     const token = await stack.mintToken(secret, env.DEV_USER || 'dev-user', { expiresInS: 7 * 86400 });
     const url = mesh.edge.url.replace('127.0.0.1', 'localhost');
     console.log(`
@@ -127,6 +138,8 @@ agent mesh is running.
   API docs:    ${url}/docs
   traces:      http://localhost:16686/api/traces?service=edge (Jaeger query API)
   logs:        ${logDir}
+  services:
+${rows.join('\n')}
   dev token (user "${env.DEV_USER || 'dev-user'}", valid 7 days):
 
 ${token}

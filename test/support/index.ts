@@ -47,6 +47,8 @@ export const startMesh: (o: {
   logDir: string; redisUrl: string; mongoUri: string; otlpEndpoint?: string; llmBaseUrl: string; llmApiKey?: string; jwtSecret: string;
   env?: Record<string, string>; perService?: Record<string, Record<string, string>>;
 }) => Promise<Mesh> = stack.startMesh;
+/** A throwaway CA and a certificate per service in `dir` (openssl); `perService`: each one's GRPC_TLS_*. */
+export const makeMeshTls: (dir: string) => { dir: string; ca: string; perService: Record<string, Record<'GRPC_TLS_CA' | 'GRPC_TLS_CERT' | 'GRPC_TLS_KEY', string>> } = stack.makeMeshTls;
 export const mintToken: (secret: string, sub: string, o?: { expiresInS?: number }) => Promise<string> = stack.mintToken;
 
 /** Reads an SSE response body into events until `until` returns true or the stream ends. */
