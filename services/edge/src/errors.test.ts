@@ -26,7 +26,7 @@ describe('gRPC → HTTP mapping', () => {
   });
 
   test('run_in_progress → 409 with a clear message; busy reasons → the brief’s message', () => {
-    const e = fromGrpc(new MeshError(status.FAILED_PRECONDITION, 'run_in_progress', 'x'));
+    const e = fromGrpc(new MeshError('run_in_progress', 'x'));
     expect([e.statusCode, e.code]).toEqual([409, 'run_in_progress']);
     expect(e.message).toMatch(/already in progress/);
     const busy = fromGrpc(grpcError(status.UNAVAILABLE, 'breaker_open'));

@@ -1,6 +1,6 @@
 // Errors as the public API shows them: an HttpError carries its status and a machine-readable
 // code; gRPC statuses from the peers are mapped here, in one place.
-import { codeOf, detailsOf, reasonOf, retryAfterOf, status } from '@agent-mesh/common';
+import { codeOf, detailsOf, isReason, reasonOf, retryAfterOf, status, type Reason } from '@agent-mesh/common';
 
 export class HttpError extends Error {
   override name = 'HttpError';
@@ -35,7 +35,7 @@ const GRPC_TO_HTTP: Partial<Record<status, number>> = {
 };
 
 /** Messages users see for reasons the peers send (`x-mesh-reason`). */
-const REASON_MESSAGES: Record<string, string> = {
+const REASON_MESSAGES: Partial<Record<Reason, string>> = {
   run_in_progress: 'a run is already in progress on this conversation: wait for it to finish or cancel it',
   not_found: 'not found',
   breaker_open: 'Service busy, please try again shortly.',
@@ -62,9 +62,9 @@ export function fromGrpc(err: unknown): HttpError {
   const retryMs = retryAfterOf(err);
   let message: string;
   if (http === 502) message = 'a backend service failed';
-  else if (http === 503) message = REASON_MESSAGES[reason] ?? 'a backend service is unavailable, please retry shortly';
+  else if (http === 503) message = (isReason(reason) && REASON_MESSAGES[reason]) || 'a backend service is unavailable, please retry shortly';
   else if (http === 504) message = 'a backend service did not answer in time';
-  else message = REASON_MESSAGES[reason] && reason !== 'not_found' ? REASON_MESSAGES[reason]! : detailsOf(err) || reason;
+  else message = (isReason(reason) && reason !== 'not_found' && REASON_MESSAGES[reason]) || detailsOf(err) || reason;
   const retryAfterS =
     retryMs !== undefined && Number.isFinite(retryMs) ? Math.max(1, Math.ceil(retryMs / 1000)) : http === 503 || http === 429 ? 1 : undefined;
   return new HttpError(http, reason, message, retryAfterS);

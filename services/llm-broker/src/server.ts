@@ -1,6 +1,6 @@
 // gRPC side of the broker: translates GenerateRequest to the domain call and domain events and
 // refusals back to GenerateResponse messages and status codes.
-import { status, type ServerWritableStream } from '@grpc/grpc-js';
+import type { ServerWritableStream } from '@grpc/grpc-js';
 import { annotate, ATTR, MeshError, streamHandler, type Logger } from '@agent-mesh/common';
 import {
   CacheStatus,
@@ -69,21 +69,9 @@ export function toResponse(e: GenerateEvent): GenerateResponse {
 }
 
 
-/** Domain refusals → status codes with a machine-readable reason (the orchestrator's "degraded"). */
+/** Domain refusals → MeshErrors: the reason, and its status from the catalogue (the orchestrator's "degraded"). */
 export function toMeshError(err: unknown): unknown {
-  if (err instanceof QueueRefusal) return new MeshError(status.RESOURCE_EXHAUSTED, err.reason, err.message, err.retryAfterMs);
-  if (err instanceof BrokerRefusal) {
-    const code = {
-      breaker_open: status.UNAVAILABLE,
-      upstream_rate_limited: status.RESOURCE_EXHAUSTED,
-      upstream_error: status.UNAVAILABLE,
-      upstream_rejected: status.FAILED_PRECONDITION,
-      upstream_stream_failed: status.UNAVAILABLE,
-      model_not_found: status.NOT_FOUND,
-      invalid_request: status.INVALID_ARGUMENT,
-    }[err.reason];
-    return new MeshError(code, err.reason, err.message, err.retryAfterMs);
-  }
+  if (err instanceof QueueRefusal || err instanceof BrokerRefusal) return new MeshError(err.reason, err.message, err.retryAfterMs);
   return err;
 }
 

@@ -78,7 +78,7 @@ function serveWatchRuns(
     }
     if (action?.$case !== 'subscribe' || closed) return;
     if (subscriptions.has(id)) {
-      call.write({ subscriptionId: id, item: { $case: 'end', end: endOf(new MeshError(status.INVALID_ARGUMENT, 'duplicate_subscription', `subscription ${id} is already open`), logger) } });
+      call.write({ subscriptionId: id, item: { $case: 'end', end: endOf(new MeshError('duplicate_subscription', `subscription ${id} is already open`), logger) } });
       return;
     }
     const abort = new AbortController();

@@ -13,8 +13,8 @@ export function toolServiceImpl(registry: ToolRegistry, invoker: ToolInvoker, lo
   return {
     listTools: unaryHandler<ListToolsRequest, ListToolsResponse>(logger, 'ListTools', listTools),
     invoke: unaryHandler<InvokeRequest, InvokeResponse>(logger, 'Invoke', async (req, call) => {
-      if (!isUserId(req.userId)) throw invalidArgument('bad_user_id', 'user_id is missing or malformed');
-      if (req.toolName.length > 128) throw invalidArgument('bad_tool_name', 'tool_name is longer than 128 characters');
+      if (!isUserId(req.userId)) throw invalidArgument('invalid_user_id', 'user_id is missing or malformed');
+      if (req.toolName.length > 128) throw invalidArgument('invalid_tool_name', 'tool_name is longer than 128 characters');
       annotate({ [ATTR.tool]: req.toolName, [ATTR.runId]: req.runId });
       // The store calls a tool makes end with this call (its cancellation or deadline).
       const { signal } = scopeOf(call);

@@ -1,6 +1,8 @@
 // Errors cross the wire as gRPC status codes with a machine-readable reason in the trailers
-// (`x-mesh-reason`), so callers can tell "busy" from "not found" from "bad input".
+// (`x-mesh-reason`), so callers can tell "busy" from "not found" from "bad input". The reasons and
+// their status codes are catalogued in ./reasons.ts.
 import { Metadata, status, type ServiceError } from '@grpc/grpc-js';
+import { REASONS, type Reason, type ReasonWith } from './reasons';
 
 export { status };
 
@@ -9,13 +11,15 @@ export const RETRY_AFTER_KEY = 'x-mesh-retry-after-ms';
 
 export class MeshError extends Error {
   override name = 'MeshError';
+  /** The reason's status (REASONS). */
+  readonly code: status;
   constructor(
-    readonly code: status,
-    readonly reason: string,
+    readonly reason: Reason,
     message: string,
     readonly retryAfterMs?: number,
   ) {
     super(message);
+    this.code = REASONS[reason].code;
   }
 
   toServiceError(): Partial<ServiceError> {
@@ -30,8 +34,8 @@ export class MeshError extends Error {
   }
 }
 
-export const invalidArgument = (reason: string, message: string) => new MeshError(status.INVALID_ARGUMENT, reason, message);
-export const notFound = (what: string) => new MeshError(status.NOT_FOUND, 'not_found', `${what} not found`);
+export const invalidArgument = (reason: ReasonWith<status.INVALID_ARGUMENT>, message: string) => new MeshError(reason, message);
+export const notFound = (what: string) => new MeshError('not_found', `${what} not found`);
 
 export function isServiceError(err: unknown): err is ServiceError {
   return typeof err === 'object' && err !== null && 'code' in err && 'metadata' in err;

@@ -1,5 +1,6 @@
 // What the edge needs from its peers, as interfaces: the app is built against these so tests can
 // inject fakes; the gRPC implementations live beside this file, one module per peer.
+import type { Reason } from '@agent-mesh/common';
 import type {
   RunEvent, StartRunRequest, WatchRunRequest, CancelRunRequest, CancelRunResponse,
   EraseConversationRequest, EraseConversationResponse, ExportConversationRequest, ExportConversationResponse,
@@ -17,7 +18,7 @@ import type { GenerateRequest, GenerateResponse } from '@agent-mesh/common/gen/l
 export type { RunEvent };
 
 /** The reason (REASON_KEY) a watch fails with when its consumer fell too far behind. */
-export const SLOW_CONSUMER = 'slow_consumer';
+export const SLOW_CONSUMER: Reason = 'slow_consumer';
 
 /**
  * What a stream of events needs to learn that its consumer stopped: the part of AbortSignal the

@@ -1,6 +1,6 @@
 // In-memory peers for tests and benchmarks: an orchestrator that plays a scripted run into a
 // per-run log (served to StartRun/WatchRun like the real one), a store, a broker and probes.
-import { MeshError, status } from '@agent-mesh/common';
+import { MeshError } from '@agent-mesh/common';
 import type { RunEvent } from '@agent-mesh/common/gen/orchestrator/v1/orchestrator';
 import type { Conversation } from '@agent-mesh/common/gen/store/v1/store';
 import type { GenerateResponse } from '@agent-mesh/common/gen/llmbroker/v1/llm_broker';
@@ -59,7 +59,7 @@ export class FakeOrchestrator implements OrchestratorGateway {
     this.store.mustOwn(req.userId, req.conversationId);
     const active = this.lastRunOf.get(req.conversationId);
     if (active && !this.runs.get(active)!.done) {
-      throw new MeshError(status.FAILED_PRECONDITION, 'run_in_progress', 'a run is already in progress');
+      throw new MeshError('run_in_progress', 'a run is already in progress');
     }
     const runId = randomUUID();
     const run: FakeRun = { runId, userId: req.userId, conversationId: req.conversationId, log: [], done: false, wake: new Set() };
@@ -74,7 +74,7 @@ export class FakeOrchestrator implements OrchestratorGateway {
     this.store.mustOwn(req.userId, req.conversationId);
     const runId = req.runId || this.lastRunOf.get(req.conversationId);
     const run = runId ? this.runs.get(runId) : undefined;
-    if (!run || run.conversationId !== req.conversationId) throw new MeshError(status.NOT_FOUND, 'not_found', 'run not found');
+    if (!run || run.conversationId !== req.conversationId) throw new MeshError('not_found', 'run not found');
     return this.follow(run, req.afterSeq, signal);
   }
 
@@ -153,7 +153,7 @@ export class FakeStore implements StoreGateway {
 
   mustOwn(userId: string, conversationId: string): Conversation {
     const c = this.conversations.get(conversationId);
-    if (!c || c.userId !== userId) throw new MeshError(status.NOT_FOUND, 'not_found', 'conversation not found');
+    if (!c || c.userId !== userId) throw new MeshError('not_found', 'conversation not found');
     return c;
   }
 

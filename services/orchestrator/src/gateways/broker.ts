@@ -1,7 +1,7 @@
 // The llm-broker behind an async-iterable API: deadline always set, cancellation propagated
 // (a cancelled gRPC call makes the broker abort the upstream request), refusals translated.
 import { Metadata } from '@grpc/grpc-js';
-import { codeOf, DEFAULT_UNARY_DEADLINE_MS, detailsOf, llmBrokerClient, reasonOf, status } from '@agent-mesh/common';
+import { codeOf, DEFAULT_UNARY_DEADLINE_MS, detailsOf, llmBrokerClient, reasonOf, status, type Reason } from '@agent-mesh/common';
 import {
   type LlmBrokerServiceClient,
   type GenerateRequest,
@@ -11,7 +11,7 @@ import { DegradedError, StepFailure } from '../pipeline/errors';
 import type { CallOptions, LlmGateway } from '../pipeline/types';
 
 /** Broker refusals that mean "busy, try later", not "broken". */
-export const DEGRADED_REASONS = new Set(['breaker_open', 'deadline_unreachable', 'queue_full', 'upstream_rate_limited']);
+export const DEGRADED_REASONS: ReadonlySet<string> = new Set<Reason>(['breaker_open', 'deadline_unreachable', 'queue_full', 'upstream_rate_limited']);
 
 /**
  * `admitted`: whether the broker had started the call upstream. A deadline that expires while the

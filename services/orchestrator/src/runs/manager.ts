@@ -98,13 +98,13 @@ export class RunManager {
     const retryMs = this.gate.check();
     if (retryMs !== undefined) {
       this.d.metrics.runsShed.inc({ at: 'start' });
-      throw new MeshError(status.RESOURCE_EXHAUSTED, 'busy', busyMessage(retryMs), retryMs);
+      throw new MeshError('busy', busyMessage(retryMs), retryMs);
     }
     // A bulkhead for the start path: when the store is slow, starts pile up here; beyond
     // RUN_MAX_STARTING the next ones are told to come back instead of adding to the pile.
     if (this.starting >= this.d.config.runMaxStarting) {
       this.d.metrics.runsShed.inc({ at: 'starting' });
-      throw new MeshError(status.RESOURCE_EXHAUSTED, 'busy', busyMessage(1_000), 1_000);
+      throw new MeshError('busy', busyMessage(1_000), 1_000);
     }
     this.starting++;
     try {
@@ -128,7 +128,7 @@ export class RunManager {
       return outcome.runId;
     }
     if (outcome.kind === 'busy') {
-      throw new MeshError(status.FAILED_PRECONDITION, 'run_in_progress',
+      throw new MeshError('run_in_progress',
         'a run is already in progress on this conversation: wait for it to finish or cancel it');
     }
     this.d.metrics.runsStarted.inc();

@@ -1,7 +1,7 @@
 // One door for every collection operation: it times the operation into store_db_query_seconds,
 // logs slow ones with their shape (collection, op, filter keys — never values), and turns
 // "database unreachable" driver errors into UNAVAILABLE so callers can retry.
-import { MeshError, status, type Logger } from '@agent-mesh/common';
+import { MeshError, type Logger } from '@agent-mesh/common';
 import { MongoServerError, type Collection, type Db, type Document } from 'mongodb';
 import type { StoreMetrics } from '../metrics';
 
@@ -56,7 +56,7 @@ export class QueryTimer {
       if (UNREACHABLE.has(name)) {
         this.logger.warn({ collection, op, err: (err as Error).message }, 'database unreachable');
         const reason = name === 'WaitQueueTimeoutError' ? 'db_pool_exhausted' : 'db_unavailable';
-        throw new MeshError(status.UNAVAILABLE, reason, 'the database is unavailable, try again shortly');
+        throw new MeshError(reason, 'the database is unavailable, try again shortly');
       }
       throw err;
     } finally {

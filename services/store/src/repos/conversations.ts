@@ -1,6 +1,6 @@
 // Conversations: a user's chats. Every query carries the owner's userId, so another user's
 // conversation is indistinguishable from a missing one.
-import { MeshError, notFound, status } from '@agent-mesh/common';
+import { MeshError, notFound } from '@agent-mesh/common';
 import { isDuplicateKey, type InstrumentedCollection } from '../db/instrumented';
 import { keysetPage } from './keyset-page';
 import type { ConversationDoc, Page } from './types';
@@ -38,7 +38,7 @@ export class ConversationRepo {
     try {
       return view((await upsert()) as ConversationDoc);
     } catch (err) {
-      if (isDuplicateKey(err)) throw new MeshError(status.ALREADY_EXISTS, 'id_conflict', 'conversation_id is already in use');
+      if (isDuplicateKey(err)) throw new MeshError('id_conflict', 'conversation_id is already in use');
       throw err;
     }
   }

@@ -1,6 +1,6 @@
 // Messages of a conversation, ordered by (createdAt, seq). Callers check the conversation's owner
 // first (ConversationRepo); this repo only knows conversation ids.
-import { MeshError, status } from '@agent-mesh/common';
+import { MeshError } from '@agent-mesh/common';
 import { MongoBulkWriteError } from 'mongodb';
 import type { InstrumentedCollection } from '../db/instrumented';
 import { keysetPage } from './keyset-page';
@@ -43,7 +43,7 @@ export class MessageRepo {
   private async assertAllIn(conversationId: string, ids: string[]): Promise<void> {
     const filter = { _id: { $in: ids }, conversationId: { $ne: conversationId } };
     const clash = await this.col.run('findOne', filter, (c) => c.findOne(filter, { projection: { _id: 1 } }));
-    if (clash) throw new MeshError(status.ALREADY_EXISTS, 'id_conflict', 'a message id is already used in another conversation');
+    if (clash) throw new MeshError('id_conflict', 'a message id is already used in another conversation');
   }
 
   /** A page of the conversation's messages, oldest first, from after the cursor in `pageToken`. */
