@@ -58,6 +58,9 @@ export function fromGrpc(err: unknown): HttpError {
     const ms = retryAfterOf(err);
     return new HttpError(503, 'busy', detailsOf(err) || 'Service busy, please try again shortly.', ms !== undefined && Number.isFinite(ms) ? Math.max(1, Math.ceil(ms / 1000)) : 1);
   }
+  // The upstream provider refused a request the edge accepted (its own checks, e.g. the context
+  // length): the caller's request is what it refused, as OpenAI clients expect.
+  if (reason === 'upstream_rejected') return new HttpError(400, reason, detailsOf(err) || 'the upstream provider refused the request');
   const http = GRPC_TO_HTTP[code] ?? 502;
   const retryMs = retryAfterOf(err);
   let message: string;

@@ -88,7 +88,27 @@ export function openaiRoutes(app: FastifyInstance, ctx: EdgeContext): void {
             max_tokens: { type: ['integer', 'null'], minimum: 1 },
             max_completion_tokens: { type: ['integer', 'null'], minimum: 1 },
             temperature: { type: ['number', 'null'], minimum: 0, maximum: 2 },
-            tools: { type: 'array', maxItems: 128 },
+            // As the providers check them (OpenAI's rules): a function with a name of [a-zA-Z0-9_-].
+            tools: {
+              type: 'array',
+              maxItems: 128,
+              items: {
+                type: 'object',
+                required: ['type', 'function'],
+                properties: {
+                  type: { type: 'string', enum: ['function'] },
+                  function: {
+                    type: 'object',
+                    required: ['name'],
+                    properties: {
+                      name: { type: 'string', pattern: '^[a-zA-Z0-9_-]{1,64}$' },
+                      description: { type: 'string', maxLength: 1024 },
+                      parameters: { type: 'object' },
+                    },
+                  },
+                },
+              },
+            },
             user: { type: 'string', maxLength: 256 },
           },
         },

@@ -22,7 +22,7 @@ export const pageQuery = {
   additionalProperties: false,
   properties: {
     pageSize: { type: 'string', pattern: '^(100|[1-9][0-9]?)$', description: 'page size (1–100)' },
-    pageToken: { type: 'string', pattern: '^[A-Za-z0-9_-]{1,512}$', description: 'nextPageToken of the previous page (opaque, base64url)' },
+    pageToken: { type: 'string', pattern: '^[A-Za-z0-9_-]{1,512}$', description: 'nextPageToken of the previous page (opaque, base64url); a token this API did not issue is 400 `invalid_page_token`' },
   },
 } as const;
 
@@ -36,7 +36,7 @@ export const errorBody = {
 
 /** What each error status means on this API (the descriptions /docs shows). */
 const STATUS_MEANING: Record<number, string> = {
-  400: 'invalid request: path, query or body not as documented',
+  400: 'invalid request: path, query or body not as documented (or a page token this API did not issue: `invalid_page_token`; on /v1, a request the upstream provider refuses: `upstream_rejected`)',
   401: 'missing, malformed, expired or untrusted bearer token',
   404: "not found (another user's resource is not found either)",
   409: 'conflict: a run is already in progress on this conversation',
