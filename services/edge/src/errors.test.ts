@@ -34,6 +34,11 @@ describe('gRPC → HTTP mapping', () => {
     expect(busy.retryAfterS).toBeGreaterThanOrEqual(1);
   });
 
+  test("the provider's refusal of a request (upstream_rejected) is the caller's 400, with the provider's reason", () => {
+    const e = fromGrpc(grpcError(status.FAILED_PRECONDITION, 'upstream_rejected', "upstream 400: Invalid type for 'tools[0]'"));
+    expect([e.statusCode, e.code, e.message]).toEqual([400, 'upstream_rejected', "upstream 400: Invalid type for 'tools[0]'"]);
+  });
+
   test('internal details never leak on 5xx', () => {
     expect(fromGrpc(grpcError(status.INTERNAL, undefined, 'stack trace here')).message).not.toMatch(/stack/);
   });
