@@ -29,6 +29,11 @@
 // one process per Pod, nginx in front of each service). The report adds replicas per service over
 // time beside arrivals, completions, queue depth and run time, how long each scale-up took, and
 // goodput per replica.
+//
+// `--chaos`: the same load through a fleet of CHAOS_REPLICAS (2) replicas of every service behind
+// nginx, while `kill -9` strikes one replica of each service in turn, then Redis (append-only file)
+// and PostgreSQL restart (test/bench/chaos.ts); per fault: runs failed, events lost or duplicated,
+// how long errors went on. Goals: no run failed by a kill, < 1 % by a restart, errors over in 30 s.
 // Prints progress lines, a human summary; the last line is one JSON object of the figures.
 import { setMaxListeners } from 'node:events';
 import path from 'node:path';
@@ -36,7 +41,8 @@ import { newId } from '@agent-mesh/common';
 import os from 'node:os';
 import { fetchText, percentile, runTimingMedians } from './stats';
 import { writeSeedReport, type ReportSample } from './seed-report';
-import { mintToken, parseSseBlock, startEmulator, startFerret, startMesh, startRedis, testDir, type Proc, type SseEvent } from '../support';
+import { chaosFaults, faultImpact, runFaults, startChaosInfra, type FaultRecord } from './chaos';
+import { mintToken, parseSseBlock, startEmulator, startFerret, startFleet, startMesh, startRedis, testDir, type Proc, type SseEvent } from '../support';
 
 const num = (name: string, def: number) => {
   const v = Number(process.env[name] ?? def);
@@ -70,6 +76,11 @@ const QUESTIONS = [
 ];
 const MAX_RECONNECTS = 10;
 const AUTOSCALE = process.argv.slice(2).includes('--autoscale');
+const CHAOS = process.argv.slice(2).includes('--chaos');
+/** Replicas of every service under `--chaos`. */
+const CHAOS_REPLICAS = Math.max(2, Math.floor(num('CHAOS_REPLICAS', 2)));
+/** The chaos goals: a killed replica fails no run; a restart of Redis or PostgreSQL < 1 %; errors over within 30 brief-s. */
+const CHAOS_GOALS = { restartFailedPct: 1, recoveredWithinS: 30 };
 const SERVICES = ['edge', 'orchestrator', 'llm-broker', 'tool-service', 'store'] as const;
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const autoscale = AUTOSCALE ? require('../../deploy/local/autoscale.js') : undefined;
@@ -118,6 +129,7 @@ interface Arrival {
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const running = (p: Proc) => p.proc.exitCode === null && p.proc.signalCode === null;
 const round = (x: number, d = 1) => Math.round(x * 10 ** d) / 10 ** d;
 const briefS = (wallMs: number) => round(wallMs / 1000 / TIME_SCALE, 2);
 
@@ -278,13 +290,23 @@ async function main() {
   const logDir = testDir('bench-seed');
   const procs: Proc[] = [];
   let system: System | undefined;
+  let faults: ReturnType<typeof chaosFaults> = [];
   const jwtSecret = 'seed-bench-secret-0123456789abcdef';
   const minuteMs = 60_000 * TIME_SCALE; // a brief-minute in wall milliseconds
   const abort = new AbortController();
   setMaxListeners(0, abort.signal); // one listener per request in flight: thousands at 500 users
   try {
-    const [redis, ferret] = await Promise.all([startRedis({ logDir }), startFerret({ logDir })]);
-    procs.push(redis, ferret);
+    // Under --chaos, Redis keeps an append-only file and PostgreSQL is durable: both are restarted.
+    const chaosInfra = CHAOS ? await startChaosInfra(logDir) : undefined;
+    let infra: { redisUrl: string; mongoUri: string };
+    if (chaosInfra) {
+      procs.push(...chaosInfra.procs);
+      infra = chaosInfra;
+    } else {
+      const [redis, ferret] = await Promise.all([startRedis({ logDir }), startFerret({ logDir })]);
+      procs.push(redis, ferret);
+      infra = { redisUrl: redis.url, mongoUri: ferret.uri };
+    }
     const emulator = await startEmulator({
       logDir,
       env: {
@@ -312,7 +334,7 @@ async function main() {
       // at start takes minutes of CPU on a busy 2-core machine, and is not what is measured here.
       'tool-service': { TOOL_CORPUS_SOURCES: process.env.TOOL_CORPUS_SOURCES ?? 'docs' },
     };
-    const wiring = { logDir, redisUrl: redis.url, mongoUri: ferret.uri, llmBaseUrl: `${emulator.url}/v1`, jwtSecret, env: { LOG_LEVEL: 'warn' }, perService };
+    const wiring = { logDir, redisUrl: infra.redisUrl, mongoUri: infra.mongoUri, llmBaseUrl: `${emulator.url}/v1`, jwtSecret, env: { LOG_LEVEL: 'warn' }, perService };
     if (AUTOSCALE) {
       console.log('  starting the autoscaled fleet (control plane, prometheus-adapter, each Deployment\'s floor of replicas)…');
       const fleet = await autoscale.startAutoscaledFleet({ ...wiring, dataDir: path.join(logDir, 'data') });
@@ -333,6 +355,18 @@ async function main() {
         },
         stop: () => fleet.stop(),
       };
+    } else if (chaosInfra) {
+      console.log(`  starting the fleet: ${CHAOS_REPLICAS} replicas of every service behind nginx…`);
+      const fleet = await startFleet({ ...wiring, replicas: CHAOS_REPLICAS, prometheus: false });
+      system = {
+        edgeUrl: fleet.url,
+        // The replicas still running (the faults kill some).
+        brokers: () => fleet.brokers.filter(running).map((r) => `127.0.0.1:${r.metricsPort}`),
+        edges: () => fleet.edges.filter(running).map((r) => r.addr),
+        orchestratorLogs: () => fleet.orchestrators.map((r) => r.logFile),
+        stop: () => fleet.stop(),
+      };
+      faults = chaosFaults(fleet.services, chaosInfra);
     } else {
       const m = await startMesh(wiring);
       system = {
@@ -374,6 +408,8 @@ async function main() {
     let hpaSampledAt = 0;
     let sampling = true;
     const loadStarted = performance.now();
+    // The faults strike one after another while the messages arrive.
+    const faultsDone: Promise<FaultRecord[]> = runFaults(faults, { now: () => performance.now() - loadStarted, startMs: 0, windowMs: DURATION_S * 1000, signal: abort.signal, log: (l) => console.log(l) });
     const sampler = (async () => {
       while (sampling) {
         try {
@@ -435,6 +471,7 @@ async function main() {
       })());
     }
     const arrivalsWallS = (performance.now() - loadStarted) / 1000;
+    const faultRecords = await faultsDone;
     // Drain: let the runs in flight finish, then stop whatever still waits (reported as unfinished).
     const drainTimer = setTimeout(() => abort.abort(), DRAIN_S * 1000 * TIME_SCALE);
     await Promise.all(pending);
@@ -470,6 +507,23 @@ async function main() {
     const briefMinutes = loadWallS / (minuteMs / 1000);
     const callsPerCompletedRun = round(emu.completed / Math.max(1, completed.length), 2);
     const quotaAllowsRuns = (LLM_RPM * briefMinutes) / Math.max(1, callsPerCompletedRun);
+    // Under --chaos: what each fault cost, from the clients' own records.
+    const chaos = CHAOS ? (() => {
+      const records = arrivals.map((a) => ({
+        scheduledMs: a.scheduled - loadStarted, endedMs: a.endMs === undefined ? undefined : a.scheduled - loadStarted + a.endMs,
+        outcome: a.outcome ?? 'unfinished', lost: a.lost, duplicated: a.duplicated,
+      }));
+      const impact = faultImpact(records, faultRecords).map((i) => {
+        const failedPct = round((100 * i.runsFailed) / Math.max(1, i.runs), 2);
+        const restart = i.label.startsWith('restart');
+        return {
+          ...i, atBriefS: briefS(i.atMs), errorsForBriefS: briefS(i.errorsForMs), failedPct,
+          met: (restart ? failedPct < CHAOS_GOALS.restartFailedPct : i.runsFailed === 0) && i.eventsLost === 0 && i.eventsDuplicated === 0 &&
+            briefS(i.errorsForMs) <= CHAOS_GOALS.recoveredWithinS,
+        };
+      });
+      return { replicas: CHAOS_REPLICAS, goals: CHAOS_GOALS, faults: faultRecords, impact };
+    })() : undefined;
     const figures = {
       scenario: 'seed', mode: 'open-loop', users: USERS, timeScale: TIME_SCALE, arrivalsWallS: round(arrivalsWallS), loadWallS: round(loadWallS),
       briefMinutes: round(briefMinutes, 2), msgsPerMinPerUser: MSGS_PER_MIN, offeredPerBriefMinute: round(USERS * MSGS_PER_MIN, 1),
@@ -512,7 +566,7 @@ async function main() {
         completedP95: completed.length > 0 && briefS(percentile(completed.map((a) => a.endMs!), 95)) < GOALS.completedP95S,
         goodput: (100 * completed.length) / Math.max(1, quotaAllowsRuns) >= GOALS.goodputPct,
       },
-      failureKinds, timeline, logDir,
+      failureKinds, timeline, logDir, ...(chaos ? { chaos } : {}),
       // How busy the machine was: figures measured beside other work are not the design's.
       machine: { cores: os.cpus().length, loadAvgStart: loadAvgStart.map((x) => round(x, 2)), loadAvgEnd: os.loadavg().map((x) => round(x, 2)) },
     };
@@ -548,8 +602,15 @@ async function main() {
       const g = scaling.goodputPerReplica;
       console.log(`    goodput ${g.completedPerBriefMinute} completed runs per brief-minute over a mean ${g.meanReplicas} replicas: ${g.perReplica} per replica`);
     }
+    if (chaos) {
+      console.log(`  chaos (${CHAOS_REPLICAS} replicas of every service): per fault, the runs in flight when it struck or sent before the next one`);
+      for (const i of chaos.impact) {
+        const f = chaos.faults.find((x) => x.atMs === i.atMs);
+        console.log(`    ${i.atBriefS.toFixed(0).padStart(5)} s  ${i.label.padEnd(26)} runs ${String(i.runs).padStart(4)}, failed ${i.runsFailed} (${i.failedPct}%), events lost/duplicated ${i.eventsLost}/${i.eventsDuplicated}, errors for ${i.errorsForBriefS} s${f?.error ? `; the fault itself failed: ${f.error}` : ''} — ${ok(i.met)}`);
+      }
+    }
     const report = await writeSeedReport({
-      title: `Seed benchmark: ${USERS} users, open loop${AUTOSCALE ? ', autoscaled by the HPAs of deploy/k8s' : ''}`,
+      title: `Seed benchmark: ${USERS} users, open loop${AUTOSCALE ? ', autoscaled by the HPAs of deploy/k8s' : ''}${CHAOS ? `, with faults (${CHAOS_REPLICAS} replicas of every service)` : ''}`,
       facts: [
         `${USERS} users × ${MSGS_PER_MIN} messages per brief-minute (Poisson), ${DURATION_S} s wall of arrivals, drain ≤ ${DRAIN_S} brief-s; time scale ${TIME_SCALE}; figures in brief time`,
         `upstream quota ${LLM_RPM} RPM, ${LLM_MAX_CONCURRENT} concurrent; admission control ${MAX_QUEUE_WAIT_S ? `above ${MAX_QUEUE_WAIT_S} brief-s of estimated queue wait` : 'off'}`,
@@ -559,7 +620,7 @@ async function main() {
       limits: { rpm: LLM_RPM, maxConcurrent: LLM_MAX_CONCURRENT },
       timeline,
       arrivals: arrivals.map((a) => ({ tBriefS: briefS(a.scheduled - loadStarted), outcome: a.outcome ?? 'unfinished', runS: a.outcome === 'completed' ? briefS(a.endMs!) : undefined })),
-      faults: [],
+      faults: (chaos?.impact ?? []).map((i) => ({ tBriefS: i.atBriefS, label: `${i.label}: ${i.runsFailed} failed` })),
       outcomes: [['completed', A.completed], ['shed (503 + Retry-After)', A.shed], ['degraded', A.degraded], ['failed', A.failed], ['cancelled', A.cancelled], ['HTTP errors', A.httpErrors], ['broken streams', A.streamErrors], ['unfinished', A.unfinished]],
       goals: [
         ['0 upstream 429s', String(emu.rateLimited), figures.met.no429],

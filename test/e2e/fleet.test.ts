@@ -8,12 +8,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import {
-  configureEmulator, emulatorStats, exportedMetricNames, metricsIn, mintToken, parseSseBlock, readSse, startEmulator, startFerret, startRedis, testDir,
-  type EmulatorProc, type FerretProc, type RedisProc, type ServiceProc, type SseEvent,
+  configureEmulator, emulatorStats, exportedMetricNames, metricsIn, mintToken, parseSseBlock, readSse, startEmulator, startFerret, startFleet, startRedis, testDir,
+  type EmulatorProc, type FerretProc, type Fleet, type FleetReplica, type RedisProc, type ServiceProc, type SseEvent,
 } from '../support';
-
-// eslint-disable-next-line @typescript-eslint/no-require-imports
-const fleetLib = require('../../deploy/local/fleet.js');
 
 jest.setTimeout(300_000);
 
@@ -32,14 +29,7 @@ const STEADY = { timeScale: 1, ttftMs: 300, tokensPerSec: 40, completionTokens: 
  */
 const CONCURRENCY = 4;
 
-interface Replica extends ServiceProc { service: string; replica: string }
-interface Fleet {
-  url: string;
-  prometheus: { url: string };
-  stores: Replica[]; brokers: Replica[]; tools: Replica[]; orchestrators: Replica[]; edges: Replica[];
-  services: Replica[];
-  stop(): Promise<void>;
-}
+type Replica = FleetReplica;
 
 let dir: string;
 let redis: RedisProc, ferret: FerretProc, emulator: EmulatorProc, fleet: Fleet;
@@ -53,7 +43,7 @@ beforeAll(async () => {
     startEmulator({ logDir: dir, env: { EMULATOR_REVISE_RATE: '0' } }),
   ]);
   await configureEmulator(emulator, { ...STEADY, maxConcurrent: CONCURRENCY });
-  fleet = await fleetLib.startFleet({
+  fleet = await startFleet({
     replicas: 2,
     logDir: dir,
     redisUrl: redis.url,
@@ -214,10 +204,10 @@ test('runs through nginx complete, every replica of every service takes part, th
 test('Prometheus scrapes every replica of every service', async () => {
   const expected = fleet.services.length;
   await until('all targets up', async () => {
-    const t = (await (await fetch(`${fleet.prometheus.url}/api/v1/targets`)).json()) as { data: { activeTargets: { health: string }[] } };
+    const t = (await (await fetch(`${fleet.prometheus!.url}/api/v1/targets`)).json()) as { data: { activeTargets: { health: string }[] } };
     return t.data.activeTargets.length === expected && t.data.activeTargets.every((x) => x.health === 'up');
   }, 30_000);
-  const up = (await (await fetch(`${fleet.prometheus.url}/api/v1/query?query=${encodeURIComponent('sum by (job) (up)')}`)).json()) as {
+  const up = (await (await fetch(`${fleet.prometheus!.url}/api/v1/query?query=${encodeURIComponent('sum by (job) (up)')}`)).json()) as {
     data: { result: { metric: { job: string }; value: [number, string] }[] };
   };
   const byJob = Object.fromEntries(up.data.result.map((r) => [r.metric.job, Number(r.value[1])]));
@@ -313,7 +303,7 @@ test('Prometheus: MeshReplicaDown fires for every killed replica', async () => {
   const want = killed.map((r) => `${r.service} ${r.service === 'edge' ? r.addr : `127.0.0.1:${r.metricsPort}`}`).sort();
   let firing: string[] = [];
   await until('MeshReplicaDown firing for the killed replicas', async () => {
-    const a = (await (await fetch(`${fleet.prometheus.url}/api/v1/alerts`)).json()) as {
+    const a = (await (await fetch(`${fleet.prometheus!.url}/api/v1/alerts`)).json()) as {
       data: { alerts: { labels: Record<string, string>; state: string; annotations: Record<string, string> }[] };
     };
     firing = a.data.alerts.filter((x) => x.labels.alertname === 'MeshReplicaDown' && x.state === 'firing')
@@ -326,13 +316,13 @@ test('Prometheus: MeshReplicaDown fires for every killed replica', async () => {
 test('every panel of the Grafana dashboard gets data from the fleet\'s Prometheus', async () => {
   interface Panel { title: string; targets: { expr: string }[] }
   const dash = JSON.parse(fs.readFileSync(path.join(ROOT, 'deploy/grafana/agent-mesh.json'), 'utf8')) as { panels: Panel[] };
-  const names = new Set(((await (await fetch(`${fleet.prometheus.url}/api/v1/label/__name__/values`)).json()) as { data: string[] }).data);
+  const names = new Set(((await (await fetch(`${fleet.prometheus!.url}/api/v1/label/__name__/values`)).json()) as { data: string[] }).data);
   const exported = exportedMetricNames();
   const problems: string[] = [];
   for (const panel of dash.panels) {
     let series = 0;
     for (const t of panel.targets) {
-      const res = (await (await fetch(`${fleet.prometheus.url}/api/v1/query?query=${encodeURIComponent(t.expr)}`)).json()) as {
+      const res = (await (await fetch(`${fleet.prometheus!.url}/api/v1/query?query=${encodeURIComponent(t.expr)}`)).json()) as {
         status: string; error?: string; data?: { result: unknown[] };
       };
       if (res.status !== 'success') problems.push(`${panel.title}: ${t.expr}: ${res.error}`);

@@ -47,6 +47,22 @@ export const startMesh: (o: {
   logDir: string; redisUrl: string; mongoUri: string; otlpEndpoint?: string; llmBaseUrl: string; llmApiKey?: string; jwtSecret: string;
   env?: Record<string, string>; perService?: Record<string, Record<string, string>>;
 }) => Promise<Mesh> = stack.startMesh;
+/** A replica of the fleet (deploy/local/fleet.js): `service` is its name, `replica` e.g. `edge-1`. */
+export interface FleetReplica extends ServiceProc { service: string; replica: string }
+export interface Fleet {
+  /** nginx in front of the edges. */
+  url: string;
+  prometheus?: { url: string };
+  stores: FleetReplica[]; brokers: FleetReplica[]; tools: FleetReplica[]; orchestrators: FleetReplica[]; edges: FleetReplica[];
+  services: FleetReplica[];
+  stop(): Promise<void>;
+}
+/** N replicas of every service behind nginx, with Prometheus unless `prometheus: false`. */
+export const startFleet: (o: {
+  replicas?: number; logDir: string; redisUrl: string; mongoUri: string; otlpEndpoint?: string; llmBaseUrl: string; llmApiKey?: string; jwtSecret: string;
+  env?: Record<string, string>; perService?: Record<string, Record<string, string>>;
+  prometheus?: false | { scrapeInterval?: string; evaluationInterval?: string };
+}) => Promise<Fleet> = require('../../deploy/local/fleet.js').startFleet;
 /** A throwaway CA and a certificate per service in `dir` (openssl); `perService`: each one's GRPC_TLS_*. */
 export const makeMeshTls: (dir: string) => { dir: string; ca: string; perService: Record<string, Record<'GRPC_TLS_CA' | 'GRPC_TLS_CERT' | 'GRPC_TLS_KEY', string>> } = stack.makeMeshTls;
 export const mintToken: (secret: string, sub: string, o?: { expiresInS?: number }) => Promise<string> = stack.mintToken;

@@ -2,7 +2,7 @@
 // and the run log, and back.
 import { once } from 'node:events';
 import type { ServerDuplexStream } from '@grpc/grpc-js';
-import { codeOf, detailsOf, MeshError, reasonOf, retryAfterOf, scopeOf, status, streamHandler, unaryHandler, type Logger } from '@agent-mesh/common';
+import { codeOf, detailsOf, isRedisConnectionError, MeshError, reasonOf, redisUnavailable, retryAfterOf, scopeOf, status, streamHandler, unaryHandler, type Logger } from '@agent-mesh/common';
 import type {
   CancelRunRequest, CancelRunResponse, EraseConversationRequest, EraseConversationResponse, ExportConversationRequest, ExportConversationResponse,
   OrchestratorServiceServer, RunEvent, StartRunRequest, StartRunResponse, WatchRunRequest, WatchRunResponse,
@@ -104,6 +104,7 @@ function serveWatchRuns(
 
 /** The status a WatchRun call would have ended with (as common's streamHandler maps errors). */
 function endOf(err: unknown, logger: Logger): WatchRunsEnd {
+  if (isRedisConnectionError(err)) err = redisUnavailable();
   const code = codeOf(err);
   if (code === undefined) {
     logger.error({ err, method: 'WatchRuns' }, 'unhandled error in gRPC handler');

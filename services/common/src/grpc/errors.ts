@@ -51,6 +51,11 @@ export function reasonOf(err: unknown): string | undefined {
   return undefined;
 }
 
+/** Redis lost for a moment (a restart, a failover): the caller may try again once it reconnects (~2 s). */
+export function redisUnavailable(): MeshError {
+  return new MeshError('redis_unavailable', 'a dependency is unavailable, try again shortly', 2_000);
+}
+
 export function retryAfterOf(err: unknown): number | undefined {
   if (err instanceof MeshError) return err.retryAfterMs;
   if (isServiceError(err)) {

@@ -43,6 +43,7 @@ export const REASONS = {
   upstream_stream_failed: { code: status.UNAVAILABLE, doc: 'the upstream LLM failed after part of its answer was streamed' },
   db_unavailable: { code: status.UNAVAILABLE, doc: 'MongoDB is unreachable' },
   db_pool_exhausted: { code: status.UNAVAILABLE, doc: 'no MongoDB connection became free in time' },
+  redis_unavailable: { code: status.UNAVAILABLE, doc: 'Redis (run logs, leases, quota) cannot be reached right now' },
   slow_consumer: { code: status.RESOURCE_EXHAUSTED, doc: "the edge's client reads a watched run's events too slowly (edge-internal)" },
   // The upstream's own refusals, passed on.
   upstream_rejected: { code: status.FAILED_PRECONDITION, doc: 'the upstream LLM refused the request (4xx)' },

@@ -21,7 +21,8 @@ import { loadSync } from '@grpc/proto-loader';
 import { processVars, read } from '../config';
 import type { Logger } from '../logging';
 import { SERVER_OPTIONS } from './channel';
-import { MeshError } from './errors';
+import { MeshError, redisUnavailable } from './errors';
+import { isRedisConnectionError } from '../redis';
 
 /** The repository's proto/ folder (override with PROTO_DIR in images that move it). */
 export const PROTO_DIR = read(processVars.PROTO_DIR, process.env, path.resolve(__dirname, '../../../../proto'));
@@ -128,6 +129,11 @@ function toStatus(err: unknown, logger: Logger, method: string) {
   if (err instanceof MeshError) return err.toServiceError();
   const e = err as { code?: unknown; details?: unknown };
   if (typeof e?.code === 'number' && typeof e.details === 'string') return e as { code: number; details: string }; // a peer's status, passed on
+  // Redis lost for a moment (a restart, a failover): the caller may try again, it is not a bug.
+  if (isRedisConnectionError(err)) {
+    logger.warn({ err: (err as Error).message, method }, 'redis unavailable during a call');
+    return redisUnavailable().toServiceError();
+  }
   logger.error({ err, method }, 'unhandled error in gRPC handler');
   return { code: status.INTERNAL, details: 'internal error' };
 }

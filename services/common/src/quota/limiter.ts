@@ -4,6 +4,7 @@
 import { randomUUID } from 'node:crypto';
 import type Redis from 'ioredis';
 import type { Logger } from '../logging';
+import { isRedisConnectionError } from '../redis';
 import { DEFAULT_BURST_FRACTION } from './gcra';
 import { LocalAdmission, shareOf } from './local';
 import { ACQUIRE, HEARTBEAT, MERGE, PAUSE, RELEASE, RENEW } from './scripts';
@@ -299,7 +300,7 @@ export class GlobalLimiter {
       if (this.degraded) void this.recovery();
       return result;
     } catch (err) {
-      const e = err instanceof RedisUnavailable ? err : isConnectionError(err) ? new RedisUnavailable((err as Error).message) : err;
+      const e = err instanceof RedisUnavailable ? err : isRedisConnectionError(err) ? new RedisUnavailable((err as Error).message) : err;
       if (e instanceof RedisUnavailable && !this.degraded) {
         this.degraded = true;
         // Calls last as long as the longest recent one (× 1.5), or a lease when none was seen.
@@ -347,9 +348,4 @@ export class GlobalLimiter {
     this.logger?.info('quota: redis available again, shared state restored');
     this.onModeChange?.('shared');
   }
-}
-
-function isConnectionError(err: unknown): boolean {
-  const m = err instanceof Error ? err.message : '';
-  return /Connection is closed|Stream isn't writeable|ECONNREFUSED|ECONNRESET|EPIPE|ETIMEDOUT|max retries|enableOfflineQueue/i.test(m);
 }

@@ -26,6 +26,12 @@ export function createRedis(url: string, logger: Logger, options: RedisOptions =
   return client;
 }
 
+/** True for ioredis' errors that mean Redis cannot be reached right now (not a command's own error). */
+export function isRedisConnectionError(err: unknown): boolean {
+  const m = err instanceof Error ? err.message : '';
+  return /Connection is closed|Stream isn't writeable|ECONNREFUSED|ECONNRESET|EPIPE|ETIMEDOUT|max retries|enableOfflineQueue/i.test(m);
+}
+
 /** Resolves once the client is ready (or rejects after timeoutMs). */
 export async function redisReady(client: Redis, timeoutMs = 10_000): Promise<void> {
   if (client.status === 'ready') return;

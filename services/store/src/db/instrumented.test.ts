@@ -1,6 +1,27 @@
 import { MeshError, Registry, status, createLogger } from '@agent-mesh/common';
 import { createStoreMetrics } from '../metrics';
-import { filterShape, QueryTimer } from './instrumented';
+import { MongoServerError } from 'mongodb';
+import { filterShape, QueryTimer, unavailableReason } from './instrumented';
+
+// The driver does not export its pool's timeout error: take the class the pool itself throws.
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const { WaitQueueTimeoutError } = require('mongodb/lib/cmap/errors') as { WaitQueueTimeoutError: new (message: string, address: string) => Error };
+
+describe('unavailableReason', () => {
+  it("knows the driver's pool timeout by the name it really has", () => {
+    expect(unavailableReason(new WaitQueueTimeoutError('Timed out while checking out a connection from connection pool', '127.0.0.1:27017'))).toBe('db_pool_exhausted');
+  });
+  it("takes FerretDB's own backend being down or restarting for an unavailable database", () => {
+    const down = new MongoServerError({ errmsg: '[msg_find.go:344] failed to connect to `user=postgres database=ferretdb`: dial tcp 127.0.0.1:5432: connect: connection refused' });
+    const restarting = new MongoServerError({ errmsg: 'FATAL: terminating connection due to administrator command (SQLSTATE 57P01)' });
+    expect(unavailableReason(down)).toBe('db_unavailable');
+    expect(unavailableReason(restarting)).toBe('db_unavailable');
+  });
+  it('leaves other server errors alone', () => {
+    expect(unavailableReason(new MongoServerError({ errmsg: 'E11000 duplicate key error', code: 11000 }))).toBeUndefined();
+    expect(unavailableReason(new Error('boom'))).toBeUndefined();
+  });
+});
 
 describe('filterShape', () => {
   it('lists keys and operators, never values', () => {

@@ -29,9 +29,26 @@ const UNREACHABLE = new Set([
   'MongoNotConnectedError',
   'MongoTopologyClosedError',
   'MongoServerClosedError',
-  'WaitQueueTimeoutError',
+  'MongoWaitQueueTimeoutError',
+  'MongoPoolClearedError',
+  'PoolClearedOnNetworkError',
   'MongoOperationTimeoutError',
 ]);
+
+/**
+ * FerretDB answers with an ordinary server error when its own backend (PostgreSQL) cannot be
+ * reached or is restarting: the database is unavailable all the same.
+ */
+const BACKEND_DOWN = /failed to connect to `|connection refused|the database system is (shutting down|starting up|in recovery mode)|SQLSTATE 57P0[1-3]/;
+
+/** Which unavailability an error means, if it means one. */
+export function unavailableReason(err: unknown): 'db_pool_exhausted' | 'db_unavailable' | undefined {
+  const name = (err as Error)?.name ?? '';
+  if (name === 'MongoWaitQueueTimeoutError') return 'db_pool_exhausted';
+  if (UNREACHABLE.has(name)) return 'db_unavailable';
+  if (err instanceof MongoServerError && BACKEND_DOWN.test(err.message)) return 'db_unavailable';
+  return undefined;
+}
 
 /** True for a unique-index violation (E11000): an upsert whose id belongs to someone else. */
 export function isDuplicateKey(err: unknown): boolean {
@@ -52,10 +69,9 @@ export class QueryTimer {
       return await fn();
     } catch (err) {
       this.metrics.queryErrors.inc({ op, collection });
-      const name = (err as Error)?.name ?? '';
-      if (UNREACHABLE.has(name)) {
+      const reason = unavailableReason(err);
+      if (reason) {
         this.logger.warn({ collection, op, err: (err as Error).message }, 'database unreachable');
-        const reason = name === 'WaitQueueTimeoutError' ? 'db_pool_exhausted' : 'db_unavailable';
         throw new MeshError(reason, 'the database is unavailable, try again shortly');
       }
       throw err;

@@ -1,0 +1,34 @@
+import { Metadata } from '@grpc/grpc-js';
+import { createLogger } from '../logging';
+import { MeshError, REASON_KEY, RETRY_AFTER_KEY, status } from './errors';
+import { unaryHandler } from './server';
+
+const logger = createLogger('test', 'silent');
+
+/** What a unary handler answers when `fn` throws `err`. */
+async function answerTo(err: unknown): Promise<{ code: number; details: string; metadata?: Metadata }> {
+  const handler = unaryHandler(logger, 'Test', async () => { throw err; });
+  return new Promise((resolve) => {
+    handler({ request: {} } as never, ((e: { code: number; details: string; metadata?: Metadata }) => resolve(e)) as never);
+  });
+}
+
+describe('unaryHandler errors', () => {
+  it("answers UNAVAILABLE with a retry-after when Redis cannot be reached (ioredis' offline error), not INTERNAL", async () => {
+    const e = await answerTo(new Error("Stream isn't writeable and enableOfflineQueue options is false"));
+    expect(e.code).toBe(status.UNAVAILABLE);
+    expect(e.metadata?.get(REASON_KEY)).toEqual(['redis_unavailable']);
+    expect(e.metadata?.get(RETRY_AFTER_KEY)).toEqual(['2000']);
+  });
+
+  it('passes a MeshError on as its reason and status', async () => {
+    const e = await answerTo(new MeshError('not_found', 'no such run'));
+    expect(e.code).toBe(status.NOT_FOUND);
+    expect(e.metadata?.get(REASON_KEY)).toEqual(['not_found']);
+  });
+
+  it('answers INTERNAL without details for a bug', async () => {
+    const e = await answerTo(new TypeError("Cannot read properties of undefined (reading 'x')"));
+    expect(e).toEqual({ code: status.INTERNAL, details: 'internal error' });
+  });
+});
