@@ -1,180 +1,241 @@
-// Benchmark `quota`: global quota accuracy across broker replicas under overload.
-// 3 broker processes + one Redis + the emulator enforcing its own limit L (RPM, TPM, concurrency),
-// offered 3×L from many equal users for 2 scaled minutes; then again with the emulator's real
-// limit 30 % below the configured one (convergence, 429s until then).
-// Prints a human summary and, as the last line, one JSON object of the figures.
+// Benchmark `quota`: global quota accuracy across broker replicas under overload, in variants that
+// make it hard. Each variant starts its own brokers on a fresh Redis database, configures the
+// emulator (which enforces the provider's limit L and referees it), offers 3× the binding limit
+// for BENCH_MINUTES scaled minutes, and cancels what is still queued at the end:
+// - rpm:            3 brokers, 30 equal users, short prompts (RPM binds);
+// - below:          the provider's real limit 30 % under what the brokers are configured with;
+// - tpm:            long prompts (TPM binds), the provider refunds unused tokens (settle);
+// - no-refund:      long prompts, the provider charges prompt + max_tokens on arrival for good
+//                   (emulator no_refund, brokers LLM_TPM_ACCOUNTING=reserve);
+// - no-headers:     the provider sends no x-ratelimit-* headers (the configured limits alone);
+// - 10-brokers:     ten replicas share L;
+// - heavy-light:    5 heavy users each asking 8× what each of 25 light users asks.
+// Reported per variant: upstream 429s, the binding limit's share used, max-min fairness of what
+// each user got against what it asked for, and queue waits over every offered call (calls still
+// queued at the end are censored: their wait so far is a lower bound).
+// BENCH_VARIANTS=rpm,tpm picks variants. Prints a summary and, as the last line, one JSON object.
+import os from 'node:os';
 import { setMaxListeners } from 'node:events';
 import { Metadata } from '@grpc/grpc-js';
 import { createClient } from '@agent-mesh/common';
 import { LlmBrokerServiceClient, type GenerateRequest, type GenerateResponse } from '@agent-mesh/common/gen/llmbroker/v1/llm_broker';
-import { percentile } from './stats';
-import { startEmulator, startRedis, startService, testDir, type ServiceProc } from '../support';
+import { censoredPercentile, maxMinFairness } from './stats';
+import { configureEmulator, emulatorStats, startEmulator, startRedis, startService, testDir, type ServiceProc } from '../support';
 
 const SCALE = Number(process.env.BENCH_SCALE ?? 0.1); // 0.1 → a 6 s "minute"
 const WINDOW_MS = 60_000 * SCALE;
 const SCALED_MINUTES = Number(process.env.BENCH_MINUTES ?? 2);
-const L = { rpm: 120, tpm: 24_000, concurrency: 8 };
-const USERS = 30;
 const MAX_TOKENS = 120;
 
-interface Outcome { user: number; ok: boolean; reason?: string; waitMs?: number; tokens?: number; at: number }
+interface Limits { rpm: number; tpm: number; concurrency: number }
+interface UserGroup { name: string; count: number; weight: number }
+interface Variant {
+  name: string;
+  what: string;
+  brokers: number;
+  /** The emulator's (the provider's) limit. */
+  provider: Limits;
+  /** The brokers' configuration (default: the provider's limit). */
+  configured?: Limits;
+  binding: 'rpm' | 'tpm';
+  /** Filler words that lengthen each prompt (TPM binding). */
+  promptWords: number;
+  groups: UserGroup[];
+  behaviours?: Record<string, number>;
+  brokerEnv?: Record<string, string>;
+}
+
+const L: Limits = { rpm: 120, tpm: 24_000, concurrency: 8 };
+const LONG: Limits = { rpm: 600, tpm: 48_000, concurrency: 20 };
+const EQUAL: UserGroup[] = [{ name: 'user', count: 30, weight: 1 }];
+const VARIANTS: Variant[] = [
+  { name: 'rpm', what: '3 brokers, 30 equal users, RPM binding', brokers: 3, provider: L, binding: 'rpm', promptWords: 0, groups: EQUAL },
+  {
+    name: 'below', what: 'provider 30 % below the configured limit', brokers: 3, binding: 'rpm', promptWords: 0, groups: EQUAL,
+    configured: L, provider: { rpm: Math.floor(L.rpm * 0.7), tpm: Math.floor(L.tpm * 0.7), concurrency: Math.floor(L.concurrency * 0.7) },
+  },
+  { name: 'tpm', what: 'long prompts: TPM binding, the provider refunds (settle)', brokers: 3, provider: LONG, binding: 'tpm', promptWords: 700, groups: EQUAL },
+  {
+    name: 'no-refund', what: 'long prompts, the provider charges prompt + max_tokens for good (reserve)', brokers: 3, provider: LONG, binding: 'tpm',
+    promptWords: 700, groups: EQUAL, behaviours: { no_refund: 1 }, brokerEnv: { LLM_TPM_ACCOUNTING: 'reserve' },
+  },
+  { name: 'no-headers', what: 'no x-ratelimit-* headers', brokers: 3, provider: L, binding: 'rpm', promptWords: 0, groups: EQUAL, behaviours: { no_ratelimit_headers: 1 } },
+  { name: '10-brokers', what: '10 brokers share L', brokers: 10, provider: L, binding: 'rpm', promptWords: 0, groups: EQUAL },
+  {
+    name: 'heavy-light', what: '5 heavy users asking 8× as much as 25 light ones', brokers: 3, provider: L, binding: 'rpm', promptWords: 0,
+    groups: [{ name: 'heavy', count: 5, weight: 8 }, { name: 'light', count: 25, weight: 1 }],
+  },
+];
+
+interface Outcome {
+  user: number;
+  offeredAt: number;
+  /** Admitted by the broker (a delta or done arrived). */
+  served: boolean;
+  ok: boolean;
+  reason?: string;
+  /** The broker's queue wait, or (censored) the time waited until the phase ended. */
+  waitMs: number;
+  censored: boolean;
+}
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const jain = (xs: number[]) => {
-  const sum = xs.reduce((a, b) => a + b, 0);
-  const sq = xs.reduce((a, b) => a + b * b, 0);
-  return sq === 0 ? 1 : (sum * sum) / (xs.length * sq);
-};
-/** Most timestamps inside any window of windowMs. */
-const worstWindow = (ts: number[], windowMs: number) => {
-  const s = [...ts].sort((a, b) => a - b);
-  let worst = 0;
-  for (let i = 0, j = 0; i < s.length; i += 1) {
-    while (s[j]! <= s[i]! - windowMs) j += 1;
-    worst = Math.max(worst, i - j + 1);
-  }
-  return worst;
-};
+const load = () => os.loadavg().map((x) => +x.toFixed(1));
+const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
 
-function request(user: number): GenerateRequest {
+const FILLER = 'quota pacing keeps every replica inside the shared provider limit while long prompts make tokens bind first'.split(' ');
+function request(user: number, promptWords: number): GenerateRequest {
+  const filler = Array.from({ length: promptWords }, (_, i) => FILLER[(i + user) % FILLER.length]).join(' ');
   return {
     userId: `00000000-0000-4000-8000-${String(user).padStart(12, '0')}`,
     runId: '', agentRole: 'planner', runStarted: false, model: '', toolsJson: '', maxTokens: MAX_TOKENS,
     temperature: 0, hasTemperature: false, cache: false,
     messages: [
       { role: 'system', content: 'You are the Planner. Round: 1', name: '', toolCallId: '', toolCalls: [] },
-      { role: 'user', content: `User ${user} asks: how do we keep a shared LLM quota exact across replicas?`, name: '', toolCallId: '', toolCalls: [] },
+      { role: 'user', content: `User ${user} asks: how do we keep a shared LLM quota exact across replicas? ${filler}`, name: '', toolCallId: '', toolCalls: [] },
     ],
   };
 }
 
-async function generate(client: LlmBrokerServiceClient, user: number, signal: AbortSignal): Promise<Outcome> {
-  const call = client.generate(request(user), new Metadata(), { deadline: Date.now() + 120_000 });
+async function generate(client: LlmBrokerServiceClient, user: number, promptWords: number, signal: AbortSignal): Promise<Outcome> {
+  const offeredAt = Date.now();
+  const call = client.generate(request(user, promptWords), new Metadata(), { deadline: Date.now() + 120_000 });
   signal.addEventListener('abort', () => call.cancel(), { once: true });
+  let served = false;
+  let firstAt = 0;
   try {
     let done: GenerateResponse['update'];
-    for await (const m of call as AsyncIterable<GenerateResponse>) if (m.update?.$case === 'done') done = m.update;
-    if (done?.$case !== 'done') return { user, ok: false, reason: 'no_done', at: Date.now() };
-    return { user, ok: true, waitMs: done.done.queueWaitMs, tokens: done.done.usage?.totalTokens ?? 0, at: Date.now() };
+    for await (const m of call as AsyncIterable<GenerateResponse>) {
+      if (m.update?.$case === 'delta' || m.update?.$case === 'done') {
+        if (!served) firstAt = Date.now();
+        served = true;
+      }
+      if (m.update?.$case === 'done') done = m.update;
+    }
+    if (done?.$case !== 'done') return { user, offeredAt, served, ok: false, reason: 'no_done', waitMs: firstAt - offeredAt, censored: false };
+    return { user, offeredAt, served, ok: true, waitMs: done.done.queueWaitMs, censored: false };
   } catch (err) {
     const e = err as { code?: number; metadata?: Metadata };
     const reason = String(e.metadata?.get('x-mesh-reason')[0] ?? (e.code === 1 ? 'cancelled' : `code_${e.code}`));
-    return { user, ok: false, reason, at: Date.now() };
+    // Cancelled at the phase's end: in flight (its wait ≈ until its first token) or still queued (censored).
+    const end = Date.now();
+    return { user, offeredAt, served, ok: false, reason, waitMs: served ? firstAt - offeredAt : end - offeredAt, censored: reason === 'cancelled' && !served };
   }
 }
 
 async function main(): Promise<void> {
+  const only = process.env.BENCH_VARIANTS?.split(',').map((s) => s.trim());
+  const variants = only ? VARIANTS.filter((v) => only.includes(v.name)) : VARIANTS;
   const dir = testDir('bench-quota');
   const redis = await startRedis({ logDir: dir });
   const emulator = await startEmulator({
     logDir: dir,
-    env: {
-      EMULATOR_TIME_SCALE: String(SCALE), EMULATOR_RPM: String(L.rpm), EMULATOR_TPM: String(L.tpm),
-      EMULATOR_MAX_CONCURRENT: String(L.concurrency), EMULATOR_COMPLETION_TOKENS: '80', EMULATOR_SEED: '42',
-    },
+    env: { EMULATOR_TIME_SCALE: String(SCALE), EMULATOR_COMPLETION_TOKENS: '80', EMULATOR_SEED: '42' },
   });
-  const brokers: ServiceProc[] = await Promise.all(
-    [0, 1, 2].map((i) =>
-      startService('llm-broker', {
-        logDir: dir, instance: String(i),
-        env: {
-          REDIS_URL: redis.url, LLM_BASE_URL: `${emulator.url}/v1`, LLM_API_KEY: 'bench', OTEL_SDK_DISABLED: 'true',
-          LLM_MAX_CONCURRENT: String(L.concurrency), LLM_RPM: String(L.rpm), LLM_TPM: String(L.tpm),
-          LLM_TIME_SCALE: String(SCALE), LLM_QUEUE_MAX: '5000', LOG_LEVEL: 'warn',
-        },
-      }),
-    ),
-  );
-  const clients = brokers.map((b) => createClient(LlmBrokerServiceClient, b.addr));
-  const emu = async (path: string, body?: unknown) =>
-    (await fetch(`${emulator.url}${path}`, body === undefined ? {} : { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) })).json();
+  const loadStart = load();
+  const results: Awaited<ReturnType<typeof runVariant>>[] = [];
 
-  /** Offers 3×L (RPM) from USERS equal users for the duration; cancels what is left at the end. */
-  async function phase(name: string, durationMs: number) {
-    await emu('/_emulator/reset', {});
-    const start = Date.now();
-    const abort = new AbortController();
-    setMaxListeners(0, abort.signal); // one listener per offered call
-    const outcomes: Promise<Outcome>[] = [];
-    const offeredPerSec = (3 * L.rpm) / (WINDOW_MS / 1000);
-    const perUserGapMs = (1000 * USERS) / offeredPerSec;
-    const rateLimitedAt: number[] = [];
-    let last429 = 0;
-    const poll = setInterval(async () => {
-      const s = (await emu('/_emulator/stats')) as { rateLimited: number };
-      if (s.rateLimited > last429) rateLimitedAt.push(Date.now() - start);
-      last429 = s.rateLimited;
-    }, 250);
-    await Promise.all(
-      Array.from({ length: USERS }, async (_, u) => {
-        await sleep((u * perUserGapMs) / USERS);
-        for (let n = 0; Date.now() - start < durationMs; n += 1) {
-          outcomes.push(generate(clients[(u + n) % clients.length]!, u, abort.signal));
-          await sleep(perUserGapMs);
-        }
-      }),
+  async function runVariant(v: Variant, db: number) {
+    const conf = v.configured ?? v.provider;
+    await configureEmulator(emulator, { rpm: v.provider.rpm, tpm: v.provider.tpm, maxConcurrent: v.provider.concurrency, behaviours: v.behaviours ?? {} });
+    const brokers: ServiceProc[] = await Promise.all(
+      Array.from({ length: v.brokers }, (_, i) =>
+        startService('llm-broker', {
+          logDir: dir, instance: `${v.name}-${i}`,
+          env: {
+            REDIS_URL: `${redis.url}/${db}`, LLM_BASE_URL: `${emulator.url}/v1`, LLM_API_KEY: 'bench', OTEL_SDK_DISABLED: 'true',
+            LLM_MAX_CONCURRENT: String(conf.concurrency), LLM_RPM: String(conf.rpm), LLM_TPM: String(conf.tpm),
+            LLM_TIME_SCALE: String(SCALE), LLM_QUEUE_MAX: '5000', LOG_LEVEL: 'warn', ...v.brokerEnv,
+          },
+        }),
+      ),
     );
-    const elapsed = Date.now() - start;
-    abort.abort(); // what was not admitted within the phase is dropped
-    const results = await Promise.all(outcomes);
-    clearInterval(poll);
-    await sleep(500);
-    const stats = (await emu('/_emulator/stats')) as { rateLimited: number; admissions: number[]; maxInFlight: number; promptTokens: number; completionTokens: number };
-    const inPhase = stats.admissions.filter((t) => t >= start && t <= start + elapsed);
-    const windows = elapsed / WINDOW_MS;
-    const okDone = results.filter((r) => r.ok && r.at <= start + elapsed + 2_000);
-    const tokens = okDone.reduce((s, r) => s + (r.tokens ?? 0), 0);
-    const perUser = Array.from({ length: USERS }, (_, u) => okDone.filter((r) => r.user === u).length);
-    const waits = okDone.map((r) => r.waitMs ?? 0);
-    const refusals: Record<string, number> = {};
-    for (const r of results) if (!r.ok) refusals[r.reason ?? '?'] = (refusals[r.reason ?? '?'] ?? 0) + 1;
-    const worst = worstWindow(stats.admissions, WINDOW_MS);
-    return {
-      name, elapsedMs: elapsed, offered: results.length, admitted: inPhase.length, completed: okDone.length, refusals,
-      upstream429: stats.rateLimited, last429AtMs: rateLimitedAt.at(-1) ?? 0,
-      goodputRpm: inPhase.length / (L.rpm * windows),
-      goodputTpm: tokens / (L.tpm * windows),
-      worstWindowRequests: worst,
-      overshoot: Math.max(0, worst - L.rpm) / L.rpm,
-      maxInFlight: stats.maxInFlight,
-      jain: jain(perUser),
-      queueWaitP50Ms: percentile(waits, 50), queueWaitP99Ms: percentile(waits, 99),
-    };
+    const clients = brokers.map((b) => createClient(LlmBrokerServiceClient, b.addr));
+    try {
+      // TPM binding: the size of one call as the provider charges it, measured (not assumed) before the phase.
+      let charged = 0;
+      if (v.binding === 'tpm') {
+        await fetch(`${emulator.url}/_emulator/reset`, { method: 'POST' });
+        const probe = await generate(clients[0]!, 0, v.promptWords, new AbortController().signal);
+        if (!probe.ok) throw new Error(`the probe call failed: ${probe.reason}`);
+        charged = (await emulatorStats(emulator)).tokensCharged;
+        await sleep(WINDOW_MS); // the probe leaves the provider's window
+      }
+      await fetch(`${emulator.url}/_emulator/reset`, { method: 'POST' });
+
+      const users = v.groups.flatMap((g) => Array.from({ length: g.count }, () => g));
+      const totalWeight = users.reduce((s, g) => s + g.weight, 0);
+      // 3× what the binding limit of the provider allows.
+      const callsPerWindow = 3 * (v.binding === 'rpm' ? v.provider.rpm : v.provider.tpm / charged);
+      const unitPerSec = callsPerWindow / (WINDOW_MS / 1000) / totalWeight;
+      const durationMs = SCALED_MINUTES * WINDOW_MS;
+      const start = Date.now();
+      const abort = new AbortController();
+      setMaxListeners(0, abort.signal);
+      const outcomes: Promise<Outcome>[] = [];
+      const asked = users.map(() => 0);
+      await Promise.all(
+        users.map(async (g, u) => {
+          const gapMs = 1000 / (unitPerSec * g.weight);
+          await sleep(Math.random() * gapMs);
+          for (let n = 0; Date.now() - start < durationMs; n += 1) {
+            asked[u] = (asked[u] ?? 0) + 1;
+            outcomes.push(generate(clients[(u + n) % clients.length]!, u, v.promptWords, abort.signal));
+            await sleep(gapMs);
+          }
+        }),
+      );
+      const elapsed = Date.now() - start;
+      abort.abort(); // what was not admitted within the phase is dropped (censored)
+      const all = await Promise.all(outcomes);
+      await sleep(500);
+      const stats = await emulatorStats(emulator);
+      const windows = elapsed / WINDOW_MS;
+      const admittedInPhase = stats.admissions.filter((t) => t >= start && t <= start + elapsed).length;
+      const used = v.binding === 'rpm' ? admittedInPhase / (v.provider.rpm * windows) : stats.tokensCharged / (v.provider.tpm * windows);
+      const got = users.map((_, u) => all.filter((o) => o.user === u && o.served).length);
+      const waits = all.filter((o) => o.served || o.censored).map((o) => ({ value: o.waitMs, censored: o.censored }));
+      const refusals: Record<string, number> = {};
+      for (const o of all) if (!o.ok && !o.served && !o.censored) refusals[o.reason ?? '?'] = (refusals[o.reason ?? '?'] ?? 0) + 1;
+      const byGroup = Object.fromEntries(v.groups.map((g) => {
+        const idx = users.flatMap((x, u) => (x === g ? [u] : []));
+        const sum = (xs: number[]) => idx.reduce((s, u) => s + (xs[u] ?? 0), 0);
+        return [g.name, { asked: sum(asked), got: sum(got) }];
+      }));
+      return {
+        variant: v.name, what: v.what, brokers: v.brokers, provider: v.provider, configured: conf, binding: v.binding,
+        tokensPerCall: Math.round(stats.tokensCharged / Math.max(1, stats.admissions.length)), offered: all.length, served: got.reduce((a, b) => a + b, 0),
+        upstream429: stats.rateLimited, bindingUsed: +used.toFixed(4), maxPerWindow: stats.maxPerWindow, maxInFlight: stats.maxInFlight,
+        maxMinFairness: +maxMinFairness(asked, got).toFixed(3), byGroup,
+        queueWait: { p50: censoredPercentile(waits, 50), p99: censoredPercentile(waits, 99), censored: waits.filter((w) => w.censored).length, of: waits.length },
+        refusals,
+      };
+    } finally {
+      clients.forEach((c) => c.close());
+      await Promise.all(brokers.map((b) => b.stop().catch(() => undefined)));
+    }
   }
 
   try {
-    const durationMs = SCALED_MINUTES * WINDOW_MS;
-    const p1 = await phase('configured = provider limit', durationMs);
-    // Phase 2: the provider's real limit is 30 % below what the brokers are configured with.
-    await sleep(WINDOW_MS); // let the windows empty
-    await emu('/_emulator/config', { rpm: Math.floor(L.rpm * 0.7), tpm: Math.floor(L.tpm * 0.7), maxConcurrent: Math.floor(L.concurrency * 0.7) });
-    const p2 = await phase('provider 30 % below configured', durationMs);
-    const real = { rpm: Math.floor(L.rpm * 0.7), tpm: Math.floor(L.tpm * 0.7) };
-    const p2goodput = { rpm: p2.admitted / (real.rpm * (p2.elapsedMs / WINDOW_MS)) };
-
-    const line = (p: typeof p1) =>
-      `  ${p.name}: offered ${p.offered}, admitted ${p.admitted}, 429s ${p.upstream429}, goodput RPM ${(100 * p.goodputRpm).toFixed(1)}% TPM ${(100 * p.goodputTpm).toFixed(1)}%, ` +
-      `worst ${WINDOW_MS / 1000}s window ${p.worstWindowRequests} req (overshoot ${(100 * p.overshoot).toFixed(1)}%), max in flight ${p.maxInFlight}, ` +
-      `Jain ${p.jain.toFixed(3)}, queue wait p50 ${p.queueWaitP50Ms} ms p99 ${p.queueWaitP99Ms} ms, refusals ${JSON.stringify(p.refusals)}`;
-    console.log(`quota benchmark — time scale ${SCALE} (1 scaled minute = ${WINDOW_MS / 1000} s), ${SCALED_MINUTES} scaled minutes per phase,`);
-    console.log(`  L = ${L.rpm} RPM, ${L.tpm} TPM, ${L.concurrency} concurrent; 3 brokers, ${USERS} equal users offering 3×L RPM`);
-    console.log(line(p1));
-    console.log(line(p2));
-    console.log(`  phase 2: real limit ${real.rpm} RPM / ${real.tpm} TPM; converged (last 429) after ${p2.last429AtMs} ms (${(p2.last429AtMs / WINDOW_MS).toFixed(2)} scaled min), ` +
-      `429s until then ${p2.upstream429}, goodput vs real RPM ${(100 * p2goodput.rpm).toFixed(1)}%`);
-    console.log(JSON.stringify({
-      scenario: 'quota', timeScale: SCALE, scaledMinutes: SCALED_MINUTES, limit: L,
-      upstream429: p1.upstream429, goodputRpm: +p1.goodputRpm.toFixed(4), goodputTpm: +p1.goodputTpm.toFixed(4),
-      worstOvershoot: +p1.overshoot.toFixed(4), jain: +p1.jain.toFixed(4), queueWaitP50Ms: p1.queueWaitP50Ms, queueWaitP99Ms: p1.queueWaitP99Ms,
-      maxInFlight: p1.maxInFlight,
-      phase2: { realLimit: real, upstream429: p2.upstream429, convergeMs: p2.last429AtMs, goodputRpmOfReal: +p2goodput.rpm.toFixed(4), maxInFlight: p2.maxInFlight, worstWindowRequests: p2.worstWindowRequests },
-    }));
+    for (const [i, v] of variants.entries()) {
+      const r = await runVariant(v, i + 1);
+      results.push(r);
+      const w = (p: { value: number; atLeast: boolean }) => `${p.atLeast ? '≥' : ''}${(p.value / 1000).toFixed(1)} s`;
+      console.log(
+        `  ${r.variant} (${r.what}): 429s ${r.upstream429}, ${r.binding.toUpperCase()} used ${pct(r.bindingUsed)} of the provider's ${r.binding === 'rpm' ? r.provider.rpm : r.provider.tpm}, ` +
+        `max in any window ${r.maxPerWindow} req, max in flight ${r.maxInFlight}/${r.provider.concurrency}, max-min fairness ${r.maxMinFairness} ${JSON.stringify(r.byGroup)}, ` +
+        `queue wait p50 ${w(r.queueWait.p50)} p99 ${w(r.queueWait.p99)} (${r.queueWait.censored} of ${r.queueWait.of} censored), offered ${r.offered}, served ${r.served}, ` +
+        `${r.tokensPerCall} tokens per call, refusals ${JSON.stringify(r.refusals)}`,
+      );
+    }
   } finally {
-    clients.forEach((c) => c.close());
-    for (const b of brokers) await b.stop().catch(() => undefined);
     await emulator.stop();
     await redis.stop();
   }
+  const loadEnd = load();
+  console.log(`quota benchmark — time scale ${SCALE} (1 scaled minute = ${WINDOW_MS / 1000} s), ${SCALED_MINUTES} scaled minutes per variant, ` +
+    `load average at start ${loadStart.join(' ')}, at end ${loadEnd.join(' ')} (${os.cpus().length} cores)`);
+  console.log(JSON.stringify({ scenario: 'quota', timeScale: SCALE, scaledMinutes: SCALED_MINUTES, loadAverage: { start: loadStart, end: loadEnd }, variants: results }));
 }
 
 main().then(() => process.exit(0), (err) => {

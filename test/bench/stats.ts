@@ -45,3 +45,41 @@ export async function fetchText(url: string, tries = 3): Promise<string> {
     }
   }
 }
+
+/**
+ * Max-min fair shares of `capacity` among `demands` (water-filling): each gets min(demand, level),
+ * the level chosen so that the shares add up to the capacity (or every demand is met).
+ */
+export function maxMinShares(demands: readonly number[], capacity: number): number[] {
+  const order = demands.map((d, i) => [d, i] as const).sort((a, b) => a[0] - b[0]);
+  const shares = demands.map(() => 0);
+  let left = Math.max(0, capacity);
+  let n = demands.length;
+  for (const [d, i] of order) {
+    const s = Math.min(d, left / n);
+    shares[i] = s;
+    left -= s;
+    n -= 1;
+  }
+  return shares;
+}
+
+/** How close `got` comes to the max-min fair shares of what was asked: min over users of got ÷ fair share (1 = max-min fair). */
+export function maxMinFairness(asked: readonly number[], got: readonly number[]): number {
+  const fair = maxMinShares(asked, got.reduce((a, b) => a + b, 0));
+  let worst = 1;
+  fair.forEach((f, i) => {
+    if (f > 0) worst = Math.min(worst, (got[i] ?? 0) / f);
+  });
+  return worst;
+}
+
+/**
+ * A percentile of samples some of which are censored (only a lower bound is known: a call still
+ * waiting when the benchmark ended). `atLeast`: a censored sample is at or below the figure, so the
+ * true percentile may be higher (the figure is then a lower bound).
+ */
+export function censoredPercentile(samples: readonly { value: number; censored: boolean }[], p: number): { value: number; atLeast: boolean } {
+  const value = percentile(samples.map((s) => s.value), p);
+  return { value, atLeast: samples.some((s) => s.censored && s.value <= value) };
+}

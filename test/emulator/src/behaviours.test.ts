@@ -193,6 +193,9 @@ describe('rate-limit accounting', () => {
     const afterNoRefund = remaining(await chat({ model: 'm', messages, max_tokens: 1 }));
     // The first call answered far fewer than 500 tokens: without refund, the rest stays counted.
     expect(afterRefund - afterNoRefund).toBeGreaterThan(300);
+    // The referee's figure says the same: prompt + max_tokens charged for the first call.
+    const s = emulator.stats();
+    expect(s.tokensCharged - (s.promptTokens + s.completionTokens)).toBeGreaterThan(300);
   });
 });
 

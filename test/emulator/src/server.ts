@@ -339,8 +339,9 @@ export class ProviderEmulator {
       },
       (outcome, completionTokens) => {
         // `no_refund`: what was charged on arrival (prompt + max_tokens) stays charged.
-        admission.ticket.settle(behaviours.has('no_refund') ? charged : promptTokens + completionTokens);
-        this.recorder.finished(outcome, completionTokens);
+        const final = behaviours.has('no_refund') ? charged : promptTokens + completionTokens;
+        admission.ticket.settle(final);
+        this.recorder.finished(outcome, completionTokens, final);
       },
     );
   }

@@ -32,6 +32,11 @@ export interface EmulatorStats {
   promptTokens: number;
   /** Completion tokens generated (in full, or up to the abort or cut). */
   completionTokens: number;
+  /**
+   * TPM tokens charged for finished requests, as the TPM limit counts them: prompt + completion
+   * (the charge on arrival corrected at the end), or prompt + max_tokens under `no_refund`.
+   */
+  tokensCharged: number;
   /** Admission times (ms since the epoch), oldest first, the last 100,000 at most. */
   admissions: number[];
   /** The most requests admitted within any one rate window (60 s × time scale), over `admissions`. */
@@ -63,6 +68,7 @@ function emptyStats(inFlight: number): EmulatorStats {
     maxInFlight: inFlight,
     promptTokens: 0,
     completionTokens: 0,
+    tokensCharged: 0,
     admissions: [],
     maxPerWindow: 0,
     byRole: { planner: 0, critic: 0, host: 0, reporter: 0, other: 0 },
@@ -115,10 +121,11 @@ export class StatsRecorder {
     this.stats.hung++;
   }
 
-  finished(outcome: Exclude<Outcome, 'hung'>, completionTokens: number): void {
+  finished(outcome: Exclude<Outcome, 'hung'>, completionTokens: number, chargedTokens: number): void {
     const s = this.stats;
     s.inFlight = Math.max(0, s.inFlight - 1);
     s.completionTokens += completionTokens;
+    s.tokensCharged += chargedTokens;
     if (outcome === 'completed') s.completed++;
     else if (outcome === 'aborted') s.aborted++;
     else {

@@ -1,0 +1,25 @@
+import { censoredPercentile, maxMinFairness, maxMinShares, percentile } from './stats';
+
+describe('max-min fair shares', () => {
+  it('meets small demands in full and splits the rest equally', () => {
+    expect(maxMinShares([2, 10, 10], 12)).toEqual([2, 5, 5]);
+    expect(maxMinShares([1, 1, 1], 12)).toEqual([1, 1, 1]);
+    expect(maxMinShares([8, 8], 6)).toEqual([3, 3]);
+  });
+
+  it('fairness is the worst user\'s share of its fair share', () => {
+    expect(maxMinFairness([2, 10, 10], [2, 5, 5])).toBe(1);
+    expect(maxMinFairness([2, 10, 10], [1, 6, 5])).toBe(0.5); // the light user got half its share
+    expect(maxMinFairness([10, 10], [4, 6])).toBe(0.8);
+  });
+});
+
+describe('percentiles with censored samples', () => {
+  it('is exact when every censored sample lies above it, a lower bound otherwise', () => {
+    const s = (value: number, censored = false) => ({ value, censored });
+    const samples = [s(1), s(2), s(3), s(4), s(50, true)];
+    expect(censoredPercentile(samples, 50)).toEqual({ value: 3, atLeast: false });
+    expect(censoredPercentile(samples, 99)).toEqual({ value: 50, atLeast: true });
+    expect(percentile([3, 1, 2], 50)).toBe(2);
+  });
+});
