@@ -22,7 +22,8 @@
 //   LLM_MAX_CONCURRENT 50 · TTFT_MS 1500 · TOKENS_PER_SEC 6 · COMPLETION_TOKENS 30 · REVISE_RATE 0.3 ·
 //   SSE_MAX_STREAMS 2000 · MAX_QUEUE_WAIT_S 20 (brief-seconds: the orchestrator's default
 //   RUN_MAX_QUEUE_WAIT_MS, scaled; 0: no admission control) · PROGRESS_S 5 (wall seconds between
-//   progress lines) · TOOL_CORPUS_SOURCES docs · CONVERSATIONS 2 (per user, made before the load)
+//   progress lines) · TOOL_CORPUS_SOURCES docs · CONVERSATIONS 2 (per user, made before the load) ·
+//   REPEAT_SHARE 0.3 (messages that repeat an earlier one word for word: the LLM cache's hit rate is reported)
 //
 // `--autoscale`: the same load through the fleet the HPAs of deploy/k8s drive
 // (deploy/local/autoscale.js: the production overlay, prometheus-adapter, the real HPA controller,
@@ -75,6 +76,19 @@ const QUESTIONS = [
   'Find the best way to store fresh herbs.', 'What should I pack for a week of hiking?',
 ];
 const MAX_RECONNECTS = 10;
+/**
+ * Share of messages that repeat an earlier message word for word (the rest are new questions): what
+ * the LLM response cache can serve (its Planner and Critic calls, when the conversation's history
+ * matches too). REPEAT_SHARE, default 0.3.
+ */
+const REPEAT_SHARE = Math.min(1, num('REPEAT_SHARE', 0.3));
+const sentQuestions: string[] = [];
+function nextQuestion(n: number): string {
+  const repeat = sentQuestions.length > 0 && Math.random() < REPEAT_SHARE;
+  const q = repeat ? sentQuestions[Math.floor(Math.random() * sentQuestions.length)]! : `${QUESTIONS[n % QUESTIONS.length]!} (case ${n})`;
+  if (!repeat) sentQuestions.push(q);
+  return q;
+}
 const AUTOSCALE = process.argv.slice(2).includes('--autoscale');
 const CHAOS = process.argv.slice(2).includes('--chaos');
 /** Replicas of every service under `--chaos`. */
@@ -148,6 +162,11 @@ function hpaReading(h: Record<string, any>): string {
 }
 
 /** One gauge's value from a Prometheus text page (summed over label sets). */
+/** The sum of a counter's samples whose labels include `label` (e.g. `result="hit"`). */
+function labelled(text: string, name: string, label: string): number {
+  return text.split('\n').filter((l) => l.startsWith(`${name}{`) && l.includes(label)).reduce((s, l) => s + (Number(l.slice(l.lastIndexOf(' ') + 1)) || 0), 0);
+}
+
 function gauge(text: string, name: string): number {
   let sum = 0;
   for (const line of text.split('\n')) {
@@ -466,7 +485,7 @@ async function main() {
           Object.assign(a, { outcome: abort.signal.aborted ? 'unfinished' : 'http_error', unfinishedIn: 'sending', phase: 'done', endMs: performance.now() - a.scheduled, detail: `creating a conversation: ${(err as Error).message}` });
           return;
         }
-        await sendMessage({ edgeUrl, token: u.token, signal: abort.signal }, conv, QUESTIONS[n % QUESTIONS.length]!, a);
+        await sendMessage({ edgeUrl, token: u.token, signal: abort.signal }, conv, nextQuestion(n), a);
         u.free.push(conv);
       })());
     }
@@ -482,7 +501,10 @@ async function main() {
     await sampler;
 
     const emu = JSON.parse(await fetchText(`${emulator.url}/_emulator/stats`)) as { requests: number; completed: number; rateLimited: number; maxInFlight: number };
-    const brokerRateLimited = (await Promise.all(sys.brokers().map(async (a) => gauge(await fetchText(`http://${a}/metrics`), 'llm_upstream_rate_limited_total')))).reduce((x, y) => x + y, 0);
+    const brokerTexts = await Promise.all(sys.brokers().map((a) => fetchText(`http://${a}/metrics`)));
+    const brokerSum = (f: (text: string) => number) => brokerTexts.reduce((x, t) => x + f(t), 0);
+    const brokerRateLimited = brokerSum((t) => gauge(t, 'llm_upstream_rate_limited_total'));
+    const cacheLookups = (result: string) => brokerSum((t) => labelled(t, 'llm_cache_lookups_total', `result="${result}"`));
     const profile = runTimingMedians(sys.orchestratorLogs(), /^((planner|critic|host|reporter)\.r1\.(start|first_token|done)|store\.(history|flush)\.end|total)$/);
 
     const by = (o: Outcome) => arrivals.filter((a) => a.outcome === o);
@@ -554,6 +576,14 @@ async function main() {
         pctOfQuota: round((100 * completed.length) / Math.max(1, quotaAllowsRuns), 1),
         upstreamRequests: emu.requests, upstreamRpmUsedPct: round((100 * emu.requests) / (LLM_RPM * briefMinutes), 1),
       },
+      llmCache: {
+        repeatShare: REPEAT_SHARE,
+        hits: cacheLookups('hit'),
+        stale: cacheLookups('stale'),
+        misses: cacheLookups('miss'),
+        hitRatePct: round((100 * cacheLookups('hit')) / Math.max(1, cacheLookups('hit') + cacheLookups('miss')), 1),
+        tokensSaved: brokerSum((t) => gauge(t, 'llm_cache_tokens_saved_total')),
+      },
       upstream429: emu.rateLimited, brokerUpstream429: brokerRateLimited, upstreamMaxInFlight: emu.maxInFlight,
       peaks: { llmQueue: peaks.llmQueue, llmInFlight: peaks.llmInFlight, edgeOpenStreams: peaks.openStreams, samples: peaks.samples },
       orchestratorProfileMedianMs: profile,
@@ -582,6 +612,8 @@ async function main() {
     console.log(`  first event p50/p95/p99 ${d.firstEvent.p50}/${d.firstEvent.p95}/${d.firstEvent.p99} s; first token ${d.firstToken.p50}/${d.firstToken.p95}/${d.firstToken.p99} s; completed runs ${d.completedRun.p50}/${d.completedRun.p95}/${d.completedRun.p99} s; shed answers ${d.shedAnswer.p50}/${d.shedAnswer.p99} s (Retry-After p50 ${d.retryAfter.p50} s)`);
     console.log(`  queued estimates vs actual wait to the first token: |error| p50 ${d.queuedEstimateError.p50} s, p95 ${d.queuedEstimateError.p95} s, mean signed ${d.queuedEstimateError.meanSigned} s (n ${d.queuedEstimateError.n})`);
     console.log(`  events: ${figures.events.received} received, ${figures.events.lost} lost, ${figures.events.duplicated} duplicated, ${figures.events.outOfOrder} out of order, ${figures.events.reconnects} reconnects`);
+    const C = figures.llmCache;
+    console.log(`  LLM response cache (${round(100 * REPEAT_SHARE, 0)}% of messages repeat an earlier one): hit rate ${C.hitRatePct}% of the calls that asked (${C.hits} hits, ${C.stale} stale, ${C.misses} misses), ${C.tokensSaved} tokens saved`);
     console.log(`  peaks: LLM queue ${peaks.llmQueue}, LLM in flight ${peaks.llmInFlight}, edge open streams ${peaks.openStreams}`);
     console.log(`  goals: 0 upstream 429 ${ok(figures.met.no429)}; errors < 1% (${figures.pct.errors}%) ${ok(figures.met.errors)}; 0 events lost/duplicated ${ok(figures.met.noEventsLostOrDuplicated)}; first event p99 < 2 s ${ok(figures.met.ttfeP99)}; completed p95 < 60 s ${ok(figures.met.completedP95)}; goodput ≥ 95% of quota ${ok(figures.met.goodput)}`);
     if (Object.keys(failureKinds).length) console.log(`  failures by kind: ${Object.entries(failureKinds).sort((x, y) => y[1] - x[1]).map(([k, n]) => `${n}× ${k}`).join(' | ')}`);
