@@ -11,12 +11,12 @@ import {
   configureEmulator, emulatorStats, exportedMetricNames, metricsIn, mintToken, parseSseBlock, readSse, startEmulator, startFerret, startFleet, startRedis, testDir,
   type EmulatorProc, type FerretProc, type Fleet, type FleetReplica, type RedisProc, type ServiceProc, type SseEvent,
 } from '../support';
+import { TERMINAL_EVENTS as TERMINAL } from '@agent-mesh/common';
 
 jest.setTimeout(300_000);
 
 const ROOT = path.resolve(__dirname, '../..');
 const SECRET = 'fleet-test-secret-long-enough-for-hs256';
-const TERMINAL = new Set(['run.completed', 'run.failed', 'run.cancelled', 'degraded']);
 const QUESTION = 'Search the latest news about solar panels and plan a short summary';
 let asked = 0;
 /** Each run its own question: identical ones would share the Planner's and Critic's cached answers, and these tests count upstream calls. */

@@ -11,6 +11,7 @@ import {
   type EmulatorProc, type FerretProc, type JaegerProc, type Mesh, type RedisProc, type SseEvent,
 } from '../support';
 import { adapterRules, hpaMetrics, matches, parseExposition, rendered, type HpaMetric, type Sample } from '../support/kube';
+import { TERMINAL_EVENTS as TERMINAL } from '@agent-mesh/common';
 
 jest.setTimeout(180_000);
 
@@ -55,7 +56,6 @@ const api = (p: string, init: RequestInit = {}) =>
     headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', ...(init.headers ?? {}) },
   });
 
-const TERMINAL = new Set(['run.completed', 'run.failed', 'run.cancelled', 'degraded']);
 
 test('every gRPC service answers SERVING to grpc-health-probe', () => {
   const probe = path.join(process.env.MESH_CACHE ?? path.join(os.homedir(), '.cache/agent-mesh'), 'bin/grpc-health-probe');

@@ -9,11 +9,11 @@ import os from 'node:os';
 import path from 'node:path';
 import { mintToken, readSse, testDir, waitFor, type SseEvent } from '../support';
 import { startContainerMesh, SERVICE_IMAGES, type ContainerMesh } from '../support/containers';
+import { TERMINAL_EVENTS as TERMINAL } from '@agent-mesh/common';
 
 jest.setTimeout(300_000);
 
 const SECRETS = { AUTH_JWT_SECRET: 'images-test-secret-long-enough-for-hs256', LLM_API_KEY: 'images-test-key' };
-const TERMINAL = new Set(['run.completed', 'run.failed', 'run.cancelled', 'degraded']);
 const PROBE = path.join(process.env.MESH_CACHE ?? path.join(os.homedir(), '.cache/agent-mesh'), 'bin/grpc-health-probe');
 let mesh: ContainerMesh;
 let token: string;

@@ -8,11 +8,11 @@ import {
   type EmulatorProc, type FerretProc, type Mesh, type RedisProc,
 } from '../support';
 import { signToken } from '../../services/edge/src/auth';
+import { TERMINAL_EVENTS as TERMINAL } from '@agent-mesh/common';
 
 jest.setTimeout(180_000);
 
 const SECRET = 'admission-integration-secret-long-enough';
-const TERMINAL = new Set(['run.completed', 'run.failed', 'run.cancelled', 'degraded']);
 let redis: RedisProc, ferret: FerretProc, emulator: EmulatorProc, mesh: Mesh;
 const token = signToken(SECRET, 'carol');
 

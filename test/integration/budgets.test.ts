@@ -9,12 +9,12 @@ import {
   type EmulatorProc, type FerretProc, type Mesh, type RedisProc,
 } from '../support';
 import { signToken } from '../../services/edge/src/auth';
+import { TERMINAL_EVENTS as TERMINAL } from '@agent-mesh/common';
 
 jest.setTimeout(180_000);
 
 const ROOT = path.resolve(__dirname, '../..');
 const SECRET = 'budgets-integration-secret-long-enough';
-const TERMINAL = new Set(['run.completed', 'run.failed', 'run.cancelled', 'degraded']);
 const carol = signToken(SECRET, 'carol'); // 1 token a day: her first run uses it up
 const dave = signToken(SECRET, 'dave'); // 1 token a minute
 let dir: string;

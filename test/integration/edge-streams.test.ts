@@ -11,12 +11,12 @@ import {
   type EmulatorProc, type FerretProc, type Mesh, type RedisProc, type ServiceProc, type SseEvent,
 } from '../support';
 import { signToken } from '../../services/edge/src/auth';
+import { TERMINAL_EVENTS as TERMINAL } from '@agent-mesh/common';
 
 jest.setTimeout(240_000);
 
 const ROOT = path.resolve(__dirname, '../..');
 const SECRET = 'edge-streams-secret-long-enough';
-const TERMINAL = new Set(['run.completed', 'run.failed', 'run.cancelled', 'degraded']);
 const alice = signToken(SECRET, 'alice');
 let dir: string;
 let redis: RedisProc, ferret: FerretProc, emulator: EmulatorProc, mesh: Mesh;

@@ -10,12 +10,12 @@ import {
   type EmulatorProc, type FerretProc, type Mesh, type RedisProc, type SseEvent,
 } from '../support';
 import { signToken } from '../../services/edge/src/auth';
+import { TERMINAL_EVENTS as TERMINAL } from '@agent-mesh/common';
 
 jest.setTimeout(180_000);
 
 const ROOT = path.resolve(__dirname, '../..');
 const SECRET = 'edge-integration-secret-long-enough';
-const TERMINAL = new Set(['run.completed', 'run.failed', 'run.cancelled', 'degraded']);
 let dir: string;
 let redis: RedisProc, ferret: FerretProc, emulator: EmulatorProc, mesh: Mesh;
 const alice = signToken(SECRET, 'alice');

@@ -5,7 +5,7 @@ import { execFileSync } from 'node:child_process';
 import path from 'node:path';
 import Redis from 'ioredis';
 import { MongoClient } from 'mongodb';
-import { createClient, unary } from '@agent-mesh/common';
+import { createClient, unary, TERMINAL_EVENTS as TERMINAL } from '@agent-mesh/common';
 import { StoreServiceClient } from '@agent-mesh/common/gen/store/v1/store';
 import {
   configureEmulator, readSse, startEmulator, startFerret, startMesh, startRedis, testDir,
@@ -17,7 +17,6 @@ jest.setTimeout(180_000);
 
 const ROOT = path.resolve(__dirname, '../..');
 const SECRET = 'erasure-integration-secret-long-enough';
-const TERMINAL = new Set(['run.completed', 'run.failed', 'run.cancelled', 'degraded']);
 const alice = signToken(SECRET, 'alice');
 const bob = signToken(SECRET, 'bob');
 let dir: string;

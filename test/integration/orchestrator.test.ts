@@ -2,7 +2,7 @@
 // broker, each a separate process: event log, resume, takeover after kill -9, cancel, degraded.
 import fs from 'node:fs';
 import path from 'node:path';
-import { createClient, newId, reasonOf, unary, codeOf, status, createLogger } from '@agent-mesh/common';
+import { createClient, newId, reasonOf, unary, codeOf, status, createLogger, TERMINAL_EVENTS as TERMINAL } from '@agent-mesh/common';
 import { OrchestratorServiceClient, type RunEvent } from '@agent-mesh/common/gen/orchestrator/v1/orchestrator';
 import { StoreServiceClient } from '@agent-mesh/common/gen/store/v1/store';
 import Redis from 'ioredis';
@@ -51,7 +51,6 @@ function collect(call: NodeJS.ReadableStream & { cancel(): void }, until?: (e: R
     call.on('end', () => resolve({ events }));
   });
 }
-const TERMINAL = new Set(['run.completed', 'run.failed', 'run.cancelled', 'degraded']);
 let asked = 0;
 /** Each run asks its own question by default: the Planner's and Critic's answers are cached (AGENT_CACHE_ROLES), and these tests are about upstream calls. */
 const start = (client: OrchestratorServiceClient, conversationId: string, content = `How do I plan a small garden? (${++asked})`, messageId = newId()) =>

@@ -1,5 +1,6 @@
 export * from './cache';
 export * as config from './config';
+export * from './events';
 export * from './grpc';
 export * from './ids';
 export * from './lifecycle';

@@ -4,8 +4,10 @@
 // event to the page exactly once, in order.
 import { auth, streamError, retryAfterMs } from './api.js';
 import { readSse, parseEventId } from './sse.js';
+// The run event catalogue, served by the edge from services/common/src/events.
+import { TERMINAL } from './run-events.js';
 
-export const TERMINAL = new Set(['run.completed', 'run.failed', 'run.cancelled', 'degraded']);
+export { TERMINAL };
 
 const JOURNAL_PREFIX = 'agent-mesh.run.';
 // Beyond this the journal keeps only the last id and a reload replays the run from the start.

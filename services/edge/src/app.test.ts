@@ -2,7 +2,7 @@
 // resume, the SSE limiter, slow consumers, drain and the OpenAI facade.
 import http from 'node:http';
 import OpenAI from 'openai';
-import { createLogger } from '@agent-mesh/common';
+import { createLogger, RUN_EVENTS } from '@agent-mesh/common';
 import { buildApp, type EdgeApp } from './app';
 import { devAuth, signToken } from './auth';
 import type { AppConfig } from './context';
@@ -287,6 +287,18 @@ describe('edge app (fake peers)', () => {
       expect(m.llm.available).toBe(false);
       expect(m).toHaveProperty('cpu.processPercent');
       expect(m).toHaveProperty('memory.rssBytes');
+    });
+
+    test('the run event catalogue: the streams\' OpenAPI description lists every event, the web UI imports /run-events.js', async () => {
+      const docs = (await (await fetch(`${base}/docs/json`)).json()) as any;
+      const described: string = docs.paths['/api/conversations/{id}/messages'].post.responses['200'].description;
+      for (const [type, e] of Object.entries(RUN_EVENTS)) expect(described).toContain(`${type}${e.terminal ? ' (terminal)' : ''}: ${e.doc}`);
+      const res = await fetch(`${base}/run-events.js`);
+      expect(res.status).toBe(200);
+      expect(res.headers.get('content-type')).toMatch(/^text\/javascript/);
+      const js = await res.text();
+      const terminal = JSON.parse(/export const TERMINAL = new Set\((.*)\);/.exec(js)![1]!);
+      expect(terminal.sort()).toEqual(['degraded', 'run.cancelled', 'run.completed', 'run.failed']);
     });
 
     test('the OpenAI client works against the facade, streamed and not, both models', async () => {

@@ -1,5 +1,9 @@
-// GET /docs (a small page) and /docs/json (the OpenAPI description @fastify/swagger builds).
+// GET /docs (a small page), /docs/json (the OpenAPI description @fastify/swagger builds) and
+// /run-events.js (the run event catalogue as an ES module, imported by the web UI).
 import type { FastifyInstance } from 'fastify';
+import { runEventsModule } from '@agent-mesh/common';
+
+const RUN_EVENTS_JS = runEventsModule();
 
 const PAGE = `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>agent mesh API</title>
@@ -17,4 +21,6 @@ export function docsRoutes(app: FastifyInstance): void {
     if ((req.headers.accept ?? '').includes('application/json')) return app.swagger();
     return reply.type('text/html; charset=utf-8').send(PAGE);
   });
+  app.get('/run-events.js', { config: { auth: 'public' }, schema: { hide: true } }, async (_req, reply) =>
+    reply.type('text/javascript; charset=utf-8').header('cache-control', 'no-cache').send(RUN_EVENTS_JS));
 }

@@ -1,7 +1,7 @@
 // The run streams: POST a message (starts a run, answers with its SSE stream) and GET the
 // conversation's events (join or resume with Last-Event-ID).
 import type { FastifyInstance } from 'fastify';
-import { annotate, ATTR, isId, newId } from '@agent-mesh/common';
+import { annotate, ATTR, isId, newId, RUN_EVENTS } from '@agent-mesh/common';
 import type { EdgeContext } from '../context';
 import { badRequest } from '../errors';
 import { parseLastEventId } from '../sse/frame';
@@ -13,9 +13,12 @@ const LAST_EVENT_ID = '^\\s*([0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-
 
 
 
+/** The run event catalogue (services/common/src/events) as the streams' OpenAPI description lists it. */
+const EVENT_LIST = Object.entries(RUN_EVENTS).map(([type, e]) => `${type}${e.terminal ? ' (terminal)' : ''}: ${e.doc}`).join('; ');
+
 const sseResponse = (...codes: number[]) => ({
   ...errorResponses(...codes, ...BACKED),
-  200: { description: 'text/event-stream of the run events (id: <runId>:<seq>)', type: 'string' },
+  200: { description: `text/event-stream of the run events (id: <runId>:<seq>). Events (data: JSON): ${EVENT_LIST}`, type: 'string' },
   503: {
     description: 'SSE limiter full: retry after Retry-After with header X-Queue-Token to keep your place',
     type: 'object',

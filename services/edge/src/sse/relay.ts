@@ -4,7 +4,7 @@
 import type { ServerResponse } from 'node:http';
 import type { Writable } from 'node:stream';
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import { annotate, ATTR, codeOf, reasonOf, status } from '@agent-mesh/common';
+import { annotate, ATTR, codeOf, reasonOf, status, TERMINAL_EVENTS } from '@agent-mesh/common';
 import type { EdgeContext } from '../context';
 import { fromGrpc, HttpError, isRetryable } from '../errors';
 import { Cancel } from '../gateways/cancel';
@@ -12,8 +12,6 @@ import { isPushSource, SLOW_CONSUMER, type CancelSignal, type RunEvent, type Run
 import { SSE_HEADERS } from './frame';
 import type { Slot } from './limiter';
 import { SseStream, type CloseObserver, type CloseReason, type SseStreamOptions } from './stream';
-
-export const TERMINAL_EVENTS = new Set(['run.completed', 'run.failed', 'run.cancelled', 'degraded']);
 
 /**
  * How long to wait for the first event before committing to a 200 stream (after which errors are

@@ -116,7 +116,7 @@ export function interruptedAgent(c: Checkpoint): AgentRole {
  * the confirmed calls of other runs — and the agent starts normally once it is wanted.
  */
 class Speculation<T> {
-  private readonly held: [string, Record<string, unknown>][] = [];
+  private readonly held: Parameters<Emit>[] = [];
   private released = false;
   /** Gave up because the broker queued it (see the class comment). */
   yielded = false;
@@ -141,7 +141,7 @@ class Speculation<T> {
   async release(): Promise<T> {
     // Handed to the emitter all at once, in order: it writes them in one batch, not one round
     // trip per held token (which used to delay the Reporter by a few hundred ms under load).
-    const held = this.held.splice(0).map(([type, data]) => this.emit(type, data));
+    const held = this.held.splice(0).map((args) => this.emit(...args));
     this.released = true;
     await Promise.all(held);
     return this.promise;

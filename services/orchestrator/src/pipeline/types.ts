@@ -3,6 +3,7 @@
 import type { ChatMessage, GenerateRequest, GenerateResponse } from '@agent-mesh/common/gen/llmbroker/v1/llm_broker';
 import type { InvokeResponse, ToolDefinition } from '@agent-mesh/common/gen/tools/v1/tools';
 import type { Message } from '@agent-mesh/common/gen/store/v1/store';
+import type { EmitRunEvent } from '@agent-mesh/common';
 
 export type { ChatMessage, GenerateRequest, GenerateResponse, InvokeResponse, ToolDefinition, Message };
 
@@ -50,8 +51,8 @@ export function addUsage(into: Usage, u: Partial<Usage> | undefined): void {
   into.totalTokens += u.totalTokens ?? (u.promptTokens ?? 0) + (u.completionTokens ?? 0);
 }
 
-/** Writes one event to the run's log; resolves when it is durable. */
-export type Emit = (type: string, data: Record<string, unknown>) => Promise<void>;
+/** Writes one event (typed by the run event catalogue) to the run's log; resolves when it is durable. */
+export type Emit = EmitRunEvent;
 
 /** A completed round: what the Critic said about which plan. */
 export interface RoundRecord {

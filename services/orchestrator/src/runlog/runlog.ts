@@ -1,10 +1,10 @@
 // The run's ordered event log: a bounded Redis stream per run, entries `<seq>-0`. Appends are
 // batched, fenced by the run's lease (a replica that lost the run can no longer write to it) and
 // idempotent by seq (a retried append of the same seq is a no-op), all in one Lua script.
-import type { Redis } from '@agent-mesh/common';
+import { TERMINAL_EVENTS, type Redis } from '@agent-mesh/common';
 import type { RunEvent } from '@agent-mesh/common/gen/orchestrator/v1/orchestrator';
 import { RunStopped } from '../pipeline/errors';
-import { keys, TERMINAL_EVENTS } from '../runs/keys';
+import { keys } from '../runs/keys';
 
 // KEYS: log seq lease meta ckpt cancel leases convActive convRun messageRun
 // ARGV: owner maxlen channel retentionS runId firstSeq [type data]...
@@ -113,7 +113,7 @@ export class RunEmitter {
     return this.nextSeq - 1;
   }
 
-  emit = (type: string, data: Record<string, unknown>): Promise<void> => {
+  emit = (type: string, data: object): Promise<void> => {
     if (this.failed) return Promise.reject(this.failed);
     return new Promise<void>((resolve, reject) => {
       this.pending.push({ type, dataJson: JSON.stringify(data), resolve, reject });

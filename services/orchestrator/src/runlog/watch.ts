@@ -1,9 +1,9 @@
 // Serving run logs to watchers. One Redis subscriber connection per process fans out "run X has
 // new events" notifications; each watcher then reads with XRANGE. No watcher holds a blocking
 // Redis connection, so thousands of watchers cost a listener each, not a connection each.
-import type { Redis } from '@agent-mesh/common';
+import { TERMINAL_EVENTS, type Redis } from '@agent-mesh/common';
 import type { RunEvent } from '@agent-mesh/common/gen/orchestrator/v1/orchestrator';
-import { keys, TERMINAL_EVENTS } from '../runs/keys';
+import { keys } from '../runs/keys';
 import type { RunLog } from './runlog';
 
 /** How long a watcher waits for a notification before reading anyway (covers a lost publish). */

@@ -16,4 +16,3 @@ export const keys = {
   cancelChannel: 'runs:cancel',
 };
 
-export const TERMINAL_EVENTS = new Set(['run.completed', 'run.failed', 'run.cancelled', 'degraded']);

@@ -3,7 +3,7 @@
 // replica, and ending every run with exactly one terminal event.
 import os from 'node:os';
 import {
-  ATTR, captureTraceContext, invalidArgument, isId, isUserId, MeshError, newId, notFound, status, withSpan, withTraceContext,
+  ATTR, captureTraceContext, invalidArgument, isId, isUserId, MeshError, newId, notFound, status, TERMINAL_EVENTS, withSpan, withTraceContext,
   type CallScope, type Logger,
 } from '@agent-mesh/common';
 import type { Message, Run } from '@agent-mesh/common/gen/store/v1/store';
@@ -17,7 +17,6 @@ import type { RolePrompts } from '../pipeline/prompts';
 import { initialCheckpoint, type AgentRole, type Checkpoint, type HistoryTurn, type LlmGateway, type ToolGateway, type Usage } from '../pipeline/types';
 import { RunEmitter, type RunLog } from '../runlog/runlog';
 import { outputMessageId } from './ids';
-import { TERMINAL_EVENTS } from './keys';
 import { RunProfile } from './profile';
 import type { RunMeta, RunRegistry } from './registry';
 import { RunWriter } from './writer';
