@@ -10,7 +10,7 @@ import type { Message, Run } from '@agent-mesh/common/gen/store/v1/store';
 import type { OrchestratorConfig } from '../config';
 import type { StoreGateway } from '../gateways/store';
 import type { OrchestratorMetrics } from '../metrics';
-import { DegradedError, RunStopped, StepFailure, stopReasonOf } from '../pipeline/errors';
+import { RunStopped, StepFailure, stopReasonOf } from '../pipeline/errors';
 import { historyWithinBudget } from '../pipeline/history';
 import { runPipeline, type PipelineDeps } from '../pipeline/pipeline';
 import type { RolePrompts } from '../pipeline/prompts';
@@ -21,8 +21,8 @@ import { RunProfile } from './profile';
 import type { RunMeta, RunRegistry } from './registry';
 import { RunWriter } from './writer';
 import { AdmissionGate, busyMessage } from './admission';
+import { classifyEnding, OUTCOMES } from './ending';
 
-export const BUSY_MESSAGE = 'Service busy, please try again shortly.';
 /** Longest user message accepted (characters). */
 export const MAX_CONTENT_CHARS = 32_000;
 /** Recent messages read for the agents' history (then cut to HISTORY_TOKEN_BUDGET). */
@@ -356,7 +356,7 @@ export class RunManager {
           storeOutput: async (agent, round, content) => writer.defer(message(agent, round, content, 'complete')),
         });
         const cost = { usd: this.cost(result.usage) };
-        writer.run(run('completed'));
+        writer.run(run(OUTCOMES.completed.runStatus!));
         // The answer must be stored before the client hears the run is over.
         try {
           await profile.time('store.flush', () => writer.flush());
@@ -367,40 +367,39 @@ export class RunManager {
         end('completed', result.usage);
       } catch (err) {
         const stop = abort.signal.aborted ? stopReasonOf(abort.signal) : err instanceof RunStopped ? err.reason : undefined;
-        if (stop === 'lease_lost' || stop === 'shutdown') {
-          // Another replica continues the run: its state, not this replica's, is the newest.
-          writer.dropPendingRun();
-          await settle('handover');
-          logger.info({ runId: meta.runId, reason: stop }, 'run handed over');
-          return;
+        const ending = classifyEnding({ err, stop, progress, checkpoint: ckpt });
+        const status = OUTCOMES[ending.outcome].runStatus!;
+        switch (ending.outcome) {
+          case 'handed_over':
+            // Another replica continues the run: its state, not this replica's, is the newest.
+            writer.dropPendingRun();
+            await settle('handover');
+            logger.info({ runId: meta.runId, reason: ending.reason }, 'run handed over');
+            return;
+          case 'cancelled':
+            writer.message(message(ending.agent, ending.round, ending.partial, status));
+            writer.run(run(status));
+            await settle(status);
+            await emitter.emit('run.cancelled', { reason: 'user_cancelled', partial: ending.partial });
+            break;
+          case 'degraded':
+            logger.warn({ runId: meta.runId, reason: ending.reason }, 'run degraded: broker refused');
+            if (ending.shed) metrics.runsShed.inc({ at: 'queue' });
+            writer.message(message('reporter', ending.round, ending.message, status));
+            writer.run(run(status, { error: ending.reason }));
+            await settle(status);
+            await emitter.emit('degraded', {
+              reason: ending.reason, message: ending.message, retryable: true, ...(ending.retryAfterMs !== undefined ? { retryAfterMs: ending.retryAfterMs } : {}),
+            });
+            break;
+          case 'failed':
+            if (ending.unexpected) logger.error({ err, runId: meta.runId }, 'run failed');
+            writer.run(run(status, { error: ending.failure.message }));
+            await settle(status);
+            await emitter.emit('run.failed', { code: ending.failure.code, message: ending.failure.message, retryable: ending.failure.retryable });
+            break;
         }
-        if (stop === 'cancelled') {
-          const partial = progress.text || ckpt.reporter || ckpt.host || ckpt.plan || '';
-          const agent = progress.agent ?? 'reporter';
-          writer.message(message(agent, ckpt.round, partial, 'cancelled'));
-          writer.run(run('cancelled'));
-          await settle('cancelled');
-          await emitter.emit('run.cancelled', { reason: 'user_cancelled', partial });
-          end('cancelled');
-        } else if (err instanceof DegradedError) {
-          logger.warn({ runId: meta.runId, reason: err.reason }, 'run degraded: broker refused');
-          if (err.reason === 'queue_wait') metrics.runsShed.inc({ at: 'queue' });
-          const busy = err.retryAfterMs !== undefined ? busyMessage(err.retryAfterMs) : BUSY_MESSAGE;
-          writer.message(message('reporter', ckpt.round, busy, 'degraded'));
-          writer.run(run('degraded', { error: err.reason }));
-          await settle('degraded');
-          await emitter.emit('degraded', {
-            reason: err.reason, message: busy, retryable: true, ...(err.retryAfterMs !== undefined ? { retryAfterMs: err.retryAfterMs } : {}),
-          });
-          end('degraded');
-        } else {
-          const failure = err instanceof StepFailure ? err : new StepFailure('internal', 'the run failed unexpectedly', true);
-          if (!(err instanceof StepFailure)) logger.error({ err, runId: meta.runId }, 'run failed');
-          writer.run(run('failed', { error: failure.message }));
-          await settle('failed');
-          await emitter.emit('run.failed', { code: failure.code, message: failure.message, retryable: failure.retryable });
-          end('failed');
-        }
+        end(ending.outcome);
       } finally {
         logger.info({ runId: meta.runId, outcome, resumed, overlap: config.agentOverlap, timings: profile }, 'run timings');
       }
