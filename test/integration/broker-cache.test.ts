@@ -178,6 +178,21 @@ describe('single flight', () => {
   });
 });
 
+describe('single flight, bounded', () => {
+  it('a follower waits at most LLM_CACHE_WAIT_MS for a slow leader, then calls the upstream itself', async () => {
+    const impatient = await startBroker(1, { LLM_CACHE_WAIT_MS: '300' });
+    const req = cachedAsk({ model: 'emulator-1+stall' }); // the leader's answer takes > 1.5 s
+    const before = await upstreamRequests();
+    const leading = generate(a, req);
+    await waitFor('the leader in its upstream call', async () => (await upstreamRequests()) === before + 1, { timeoutMs: 10_000, intervalMs: 20 });
+    const o = await generate(impatient, req);
+    expect(doneOf(o).cache).toBe(CacheStatus.CACHE_STATUS_MISS);
+    expect(doneOf(await leading).cache).toBe(CacheStatus.CACHE_STATUS_MISS);
+    expect(await upstreamRequests()).toBe(before + 2);
+    expect(await metric(impatient, 'llm_cache_single_flight_total', 'outcome="timed_out"')).toBe(1);
+  });
+});
+
 describe('expiry and stale answers (a replica with a 0.8 s TTL, on its own database)', () => {
   let c: Broker;
   beforeAll(async () => {
@@ -270,5 +285,18 @@ describe('opting out', () => {
     const o = await generate(off, req);
     expect(doneOf(o).cache).toBe(CacheStatus.CACHE_STATUS_UNSPECIFIED);
     expect(await upstreamRequests()).toBe(before + 1);
+  });
+});
+
+// Last: it stops Redis.
+describe('without Redis', () => {
+  it('a call that asks for the cache is answered by the upstream, and the lookup counted as an error', async () => {
+    await redis.stop();
+    const before = await upstreamRequests();
+    const o = await generate(a, cachedAsk());
+    expect(doneOf(o).cache).toBe(CacheStatus.CACHE_STATUS_UNSPECIFIED);
+    expect(textOf(o).length).toBeGreaterThan(20);
+    expect(await upstreamRequests()).toBe(before + 1);
+    expect(await metric(a, 'llm_cache_lookups_total', 'result="error"')).toBe(1);
   });
 });

@@ -24,7 +24,7 @@ export const protobufFileName = "llmbroker/v1/llm_broker.proto";
 
 /** CacheStatus is what the response cache did for a call. */
 export enum CacheStatus {
-  /** CACHE_STATUS_UNSPECIFIED - CACHE_STATUS_UNSPECIFIED: the call did not ask for the cache (or the cache is off). */
+  /** CACHE_STATUS_UNSPECIFIED - CACHE_STATUS_UNSPECIFIED: the call did not ask for the cache, or the cache is off or unavailable. */
   CACHE_STATUS_UNSPECIFIED = 0,
   /** CACHE_STATUS_MISS - CACHE_STATUS_MISS: not in the cache; the upstream answered, and the answer was stored. */
   CACHE_STATUS_MISS = 1,
