@@ -583,10 +583,10 @@ describe('deploy/k8s manifests', () => {
     const hpa = (s: string) => asObj(one('HorizontalPodAutoscaler', s).spec);
     const metricsOf = (s: string) => asArray(hpa(s).metrics).map(asObj);
 
-    test('each service scales on its signal: open streams, queue depth, active runs; CPU for tools and store', () => {
+    test('each service scales on its signal: open streams, upstream calls in flight, active runs; CPU for tools and store', () => {
       const pods = (s: string) => metricsOf(s).filter((m) => m.type === 'Pods').map((m) => asObj(asObj(m.pods).metric).name);
       expect(pods('edge')).toEqual(['edge_sse_open_streams']);
-      expect(pods('llm-broker')).toEqual(['llm_queue_depth']);
+      expect(pods('llm-broker')).toEqual(['llm_in_flight']);
       expect(pods('orchestrator')).toEqual(['orchestrator_active_runs']);
       for (const s of ['tool-service', 'store']) {
         expect(metricsOf(s)).toContainEqual({ type: 'Resource', resource: { name: 'cpu', target: { type: 'Utilization', averageUtilization: expect.any(Number) } } });
