@@ -10,6 +10,15 @@ describe('calculate', () => {
     ['max(1, 7, 3)', 7],
     ['round(pi * 100) / 100', 3.14],
     ['-(-4)', 4],
+    // Every allowed function and constant works in the number-only build of mathjs.
+    ['cbrt(27) + abs(-1) + sign(-3)', 3],
+    ['exp(0) + log(e) + log10(100) + log2(8) + log1p(0)', 7],
+    ['hypot(3, 4) + mod(7, 4) + pow(2, 3)', 16],
+    ['sin(0) + cos(0) + tan(0) + asin(0) + acos(1) + atan(0) + atan2(0, 1) + sinh(0) + cosh(0) + tanh(0)', 2],
+    ['floor(2.7) + ceil(2.1) + fix(-2.5) + min(4, 2)', 5],
+    ['mean(1, 2, 3) + median(1, 5, 9) + sum(1, 2, 3)', 13],
+    ['gcd(12, 18) + lcm(4, 6) + factorial(4)', 42],
+    ['tau - 2 * PI + phi - (1 + sqrt(5)) / 2 + E - e', 0],
   ])('%s = %d', (expr, value) => {
     expect(calculate(expr)).toBeCloseTo(value, 10);
   });

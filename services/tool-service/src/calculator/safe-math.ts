@@ -2,9 +2,22 @@
 // operators, functions and constants listed here are allowed before anything is evaluated.
 // Everything that could reach mathjs's own machinery (import, evaluate, createUnit, parse,
 // assignments, function definitions, property access, units) is refused at the tree level.
-import { all, create, type MathNode } from 'mathjs';
+import type { MathJsInstance, MathNode } from 'mathjs';
 
-const math = create(all!, { number: 'number', precision: 64 });
+/**
+ * mathjs, loaded on the first calculation: requiring it takes 0.5–4 s of CPU (most of the
+ * tool-service's start, which held back its readiness). The number-only build: the calculator
+ * works on numbers (doubles) anyway.
+ */
+let instance: MathJsInstance | undefined;
+function math(): MathJsInstance {
+  if (!instance) {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const { all, create } = require('mathjs/number') as typeof import('mathjs');
+    instance = create(all!, { number: 'number', precision: 64 });
+  }
+  return instance;
+}
 
 /** Longest expression accepted, in characters. */
 export const MAX_EXPRESSION_LENGTH = 500;
@@ -68,7 +81,7 @@ export function calculate(expression: string): number {
   }
   let tree: MathNode;
   try {
-    tree = math.parse(expression);
+    tree = math().parse(expression);
   } catch (err) {
     throw new CalculatorError(`cannot parse expression: ${(err as Error).message}`);
   }
