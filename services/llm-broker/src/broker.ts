@@ -217,7 +217,6 @@ export class LlmBroker {
       return yield* this.replay(turn.value, 'hit');
     }
     d.metrics.cacheFlights.inc({ outcome: turn.role === 'alone' ? turn.reason : turn.tookOver ? 'took_over' : 'led' });
-    d.metrics.cacheLookups.inc({ result: 'miss' });
     const deltas: string[] = [];
     try {
       for await (const e of this.fromUpstream(input, call, signal, deadline)) {
@@ -229,12 +228,14 @@ export class LlmBroker {
         // Stored before the caller hears `done`, so that the followers find it as soon as possible.
         const answer: CachedAnswer = { deltas, finishReason: e.finishReason, toolCalls: e.toolCalls, model: e.model, usage: e.usage, storedAt: Date.now() };
         await cache.put(key, answer).catch((err: unknown) => d.logger.warn({ err: (err as Error).message }, 'response cache: answer not stored'));
+        d.metrics.cacheLookups.inc({ result: 'miss' });
         yield { ...e, cache: 'miss' };
       }
     } catch (err) {
       // Refused before any token while an expired answer exists: it beats no answer.
       const refusing = err instanceof BrokerRefusal && (err.reason === 'breaker_open' || err.reason === 'upstream_rate_limited');
       if (found && refusing && deltas.length === 0 && !signal.aborted) return yield* this.replay(found, 'stale');
+      d.metrics.cacheLookups.inc({ result: 'miss' }); // a miss that failed upstream
       throw err;
     } finally {
       if (turn.role === 'leader') await turn.release();
