@@ -6,7 +6,7 @@
 // a run streams through the fleet before and after.
 import path from 'node:path';
 import {
-  configureEmulator, mintToken, readSse, startEmulator, startFerret, startRedis, testDir,
+  configureEmulator, EventSourceRun, mintToken, readSse, startEmulator, startFerret, startRedis, testDir,
   type EmulatorProc, type FerretProc, type RedisProc, type SseEvent,
 } from '../support';
 
@@ -130,4 +130,39 @@ test('the HPA moves a Deployment up and down, and the processes follow: a new re
   expect(conf).not.toContain(`server ${stopping.addr} `);
   await patch(before.minReplicas, before.maxReplicas);
   expect(await oneRun('u2')).toEqual(['run.completed']);
+});
+
+test('scaling down under load loses nothing: an orchestrator and an edge leave while runs stream, and every run completes with each event exactly once', async () => {
+  // Runs of ~10 s (four agents of ~2.5 s), so that the scale-down lands in the middle of them.
+  await configureEmulator(emulator, { ttftMs: 500, tokensPerSec: 20, completionTokens: 40 });
+  const call = async (p: string, init: RequestInit, user: string) => fetch(`${fleet.url}${p}`, {
+    ...init, headers: { authorization: `Bearer ${await mintToken(SECRET, user)}`, 'content-type': 'application/json', ...(init.headers ?? {}) },
+  });
+  const newConversation = async (user: string) => ((await (await call('/api/conversations', { method: 'POST', body: JSON.stringify({ title: 'scale-down' }) }, user)).json()) as { id: string }).id;
+  const users = ['d1', 'd2', 'd3', 'd4', 'd5', 'd6'];
+  const runs = await Promise.all(users.map(async (u) => new EventSourceRun(call, u, await newConversation(u), 'Search the news about wind power and plan a summary')));
+  const streaming = await until(30_000, async () => runs.every((r) => r.events.some((e) => e.event === 'token')));
+  expect(streaming).toBe(true);
+
+  const t0 = Date.now();
+  const floors: Record<string, Obj> = {};
+  for (const s of ['orchestrator', 'edge']) {
+    floors[s] = (await apiGet(hpaPath(s))).spec;
+    const down = floors[s]!.minReplicas - 1;
+    // Above its new ceiling, the HPA scales down at once: the ReplicaSet removes a Pod, its process drains.
+    await fleet.api.request('PATCH', hpaPath(s), { spec: { minReplicas: down, maxReplicas: down } }, 'application/merge-patch+json');
+  }
+  await Promise.all(runs.map((r) => r.done));
+  const stopped = (s: string) => events.filter((e) => e.at >= t0 && e.type === 'stopped' && e.service === s).map((e) => e.exit);
+  const drained = await until(60_000, async () => stopped('orchestrator').length === 1 && stopped('edge').length === 1);
+  expect({ drained, orchestrator: stopped('orchestrator'), edge: stopped('edge') })
+    .toEqual({ drained: true, orchestrator: [{ code: 0, signal: null }], edge: [{ code: 0, signal: null }] });
+  // Every run: run.completed, its events' seqs 1..n without a gap or a repeat.
+  expect(runs.map((r) => ({ user: r.user, terminal: r.terminal?.event, exactlyOnce: r.seqs.every((q, i) => q === i + 1) })))
+    .toEqual(users.map((user) => ({ user, terminal: 'run.completed', exactlyOnce: true })));
+  // The leaving edge held streams (least_conn spreads six over three): their clients reconnected.
+  expect(runs.some((r) => r.connections > 1)).toBe(true);
+  for (const s of ['orchestrator', 'edge']) {
+    await fleet.api.request('PATCH', hpaPath(s), { spec: { minReplicas: floors[s]!.minReplicas, maxReplicas: floors[s]!.maxReplicas } }, 'application/merge-patch+json');
+  }
 });

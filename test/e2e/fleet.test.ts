@@ -8,7 +8,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import {
-  configureEmulator, emulatorStats, exportedMetricNames, metricsIn, mintToken, parseSseBlock, readSse, startEmulator, startFerret, startFleet, startRedis, testDir,
+  configureEmulator, emulatorStats, EventSourceRun, exportedMetricNames, metricsIn, mintToken, parseSseBlock, readSse, startEmulator, startFerret, startFleet, startRedis, testDir,
   type EmulatorProc, type FerretProc, type Fleet, type FleetReplica, type RedisProc, type ServiceProc, type SseEvent,
 } from '../support';
 import { TERMINAL_EVENTS as TERMINAL } from '@agent-mesh/common';
@@ -95,64 +95,6 @@ async function until(what: string, check: () => Promise<boolean>, timeoutMs = 60
   }
 }
 
-/**
- * A user's run read the way a browser's EventSource reads it: the POST's stream first; when a
- * connection ends before a terminal event, reconnect through nginx to the events route with
- * Last-Event-ID. `events` fills as they arrive; `connections` counts the connections used.
- */
-class EventSourceRun {
-  readonly events: SseEvent[] = [];
-  connections = 0;
-  readonly done: Promise<void>;
-  private lastId: string | undefined;
-
-  constructor(readonly user: string, readonly conversationId: string) {
-    this.done = this.run();
-  }
-
-  get seqs(): number[] { return this.events.flatMap((e) => (e.id ? [Number(e.id.split(':')[1])] : [])); }
-  get terminal(): SseEvent | undefined { return this.events.find((e) => TERMINAL.has(e.event)); }
-
-  private async run(): Promise<void> {
-    let res = await call(`/api/conversations/${this.conversationId}/messages`, { method: 'POST', body: JSON.stringify({ content: question() }) }, this.user);
-    for (;;) {
-      expect(res.status).toBe(200);
-      this.connections += 1;
-      await this.read(res);
-      if (this.terminal) return;
-      if (this.connections > 10) throw new Error(`${this.user}: no terminal event after ${this.connections} connections`);
-      await sleep(200);
-      res = await call(`/api/conversations/${this.conversationId}/events`, { headers: this.lastId ? { 'last-event-id': this.lastId } : {} }, this.user);
-    }
-  }
-
-  private async read(res: Response): Promise<void> {
-    const reader = res.body!.getReader();
-    const dec = new TextDecoder();
-    let buf = '';
-    try {
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) return;
-        buf += dec.decode(value, { stream: true });
-        let i: number;
-        while ((i = buf.indexOf('\n\n')) >= 0) {
-          const e = parseSseBlock(buf.slice(0, i));
-          buf = buf.slice(i + 2);
-          if (!e) continue;
-          this.events.push(e);
-          if (e.id) this.lastId = e.id;
-          if (TERMINAL.has(e.event)) return;
-        }
-      }
-    } catch {
-      // The connection broke (its edge died): reconnect.
-    } finally {
-      await reader.cancel().catch(() => undefined);
-    }
-  }
-}
-
 /** Every event exactly once: ids 1..n without gap or repeat, ending with run.completed. */
 function expectExactlyOnce(r: EventSourceRun): void {
   expect(r.terminal?.event).toBe('run.completed');
@@ -165,7 +107,7 @@ async function kill(r: Replica): Promise<void> {
 }
 
 test('runs through nginx complete, every replica of every service takes part, the cancel route passes through', async () => {
-  const runs = await Promise.all(['u1', 'u2', 'u3', 'u4', 'u5', 'u6'].map(async (u) => new EventSourceRun(u, await newConversation(u))));
+  const runs = await Promise.all(['u1', 'u2', 'u3', 'u4', 'u5', 'u6'].map(async (u) => new EventSourceRun(call, u, await newConversation(u), question())));
   await Promise.all(runs.map((r) => r.done));
   for (const r of runs) {
     expectExactlyOnce(r);
@@ -217,13 +159,13 @@ test('Prometheus scrapes every replica of every service', async () => {
 test("kill -9 of the edge serving a live stream: the client resumes through nginx on the other edge, every event exactly once; another user's stream is untouched", async () => {
   const openOn = () => Promise.all(fleet.edges.map((e) => metricSum(e, 'edge_sse_open_streams')));
   await until('no open streams', async () => (await openOn()).every((n) => n === 0));
-  const alice = new EventSourceRun('alice', await newConversation('alice'));
+  const alice = new EventSourceRun(call, 'alice', await newConversation('alice'), question());
   await until('alice streaming', async () => alice.seqs.length >= 3);
   const afterAlice = await openOn();
   const victimIndex = afterAlice.indexOf(1);
   expect(afterAlice.filter((n) => n === 1)).toHaveLength(1);
   // least_conn: bob's stream goes to the edge that has none.
-  const bob = new EventSourceRun('bob', await newConversation('bob'));
+  const bob = new EventSourceRun(call, 'bob', await newConversation('bob'), question());
   await until('bob streaming', async () => bob.seqs.length >= 3);
   expect(await openOn()).toEqual([1, 1]);
   const victim = fleet.edges[victimIndex]!;
@@ -240,7 +182,7 @@ test("kill -9 of the edge serving a live stream: the client resumes through ngin
 
 test('kill -9 of an orchestrator with runs in flight: every run completes on the other one', async () => {
   const users = ['o1', 'o2', 'o3', 'o4'];
-  const runs = await Promise.all(users.map(async (u) => new EventSourceRun(u, await newConversation(u))));
+  const runs = await Promise.all(users.map(async (u) => new EventSourceRun(call, u, await newConversation(u), question())));
   const active = () => Promise.all(fleet.orchestrators.map((o) => metricSum(o, 'orchestrator_active_runs')));
   await until('both orchestrators running runs', async () => (await active()).every((n) => n > 0), 30_000);
   const victim = fleet.orchestrators[0]!;
@@ -260,7 +202,7 @@ test('kill -9 of a broker with queued calls: no upstream 429, queued calls go to
   const before = await emulatorStats(emulator);
   // Six runs want more than CONCURRENCY calls at once: the rest wait in the brokers' queues.
   const users = ['b1', 'b2', 'b3', 'b4', 'b5', 'b6'];
-  const runs = await Promise.all(users.map(async (u) => new EventSourceRun(u, await newConversation(u))));
+  const runs = await Promise.all(users.map(async (u) => new EventSourceRun(call, u, await newConversation(u), question())));
   const queued = () => Promise.all(fleet.brokers.map((b) => metricSum(b, 'llm_queue_depth')));
   await until('calls queued on a broker', async () => (await queued()).some((n) => n > 0), 60_000);
   const depths = await queued();
@@ -289,7 +231,7 @@ test('kill -9 of a store and of a tool-service replica: calls go to the other re
   await kill(deadTools);
   const storeBefore = await metricSum(liveStore, 'store_db_query_seconds_count');
   const toolsBefore = await metricSum(liveTools, 'tool_calls_total');
-  const runs = await Promise.all(['s1', 's2'].map(async (u) => new EventSourceRun(u, await newConversation(u))));
+  const runs = await Promise.all(['s1', 's2'].map(async (u) => new EventSourceRun(call, u, await newConversation(u), question())));
   await Promise.all(runs.map((r) => r.done));
   for (const r of runs) expectExactlyOnce(r);
   expect(await metricSum(liveStore, 'store_db_query_seconds_count')).toBeGreaterThan(storeBefore);

@@ -223,3 +223,68 @@ export function exportedMetricNames(): Set<string> {
   }
   return names;
 }
+
+/** The events that end a run's stream. */
+export const TERMINAL_EVENTS = new Set(['run.completed', 'run.failed', 'run.cancelled', 'degraded']);
+
+/**
+ * A user's run read the way a browser's EventSource reads it: the POST's stream first; when a
+ * connection ends before a terminal event, reconnect through nginx to the events route with
+ * Last-Event-ID. `events` fills as they arrive; `connections` counts the connections used.
+ */
+export class EventSourceRun {
+  readonly events: SseEvent[] = [];
+  connections = 0;
+  readonly done: Promise<void>;
+  private lastId: string | undefined;
+
+  /** `call(path, init, user)`: a request through the system's front door as `user`. */
+  constructor(
+    private readonly call: (path: string, init: RequestInit, user: string) => Promise<Response>,
+    readonly user: string, readonly conversationId: string, readonly content: string,
+  ) {
+    this.done = this.run();
+  }
+
+  get seqs(): number[] { return this.events.flatMap((e) => (e.id ? [Number(e.id.split(':')[1])] : [])); }
+  get terminal(): SseEvent | undefined { return this.events.find((e) => TERMINAL_EVENTS.has(e.event)); }
+
+  private async run(): Promise<void> {
+    let res = await this.call(`/api/conversations/${this.conversationId}/messages`, { method: 'POST', body: JSON.stringify({ content: this.content }) }, this.user);
+    for (;;) {
+      if (res.status !== 200) throw new Error(`${this.user}: HTTP ${res.status} ${(await res.text()).slice(0, 200)}`);
+      this.connections += 1;
+      await this.read(res);
+      if (this.terminal) return;
+      if (this.connections > 10) throw new Error(`${this.user}: no terminal event after ${this.connections} connections`);
+      await new Promise((r) => setTimeout(r, 200));
+      res = await this.call(`/api/conversations/${this.conversationId}/events`, { headers: this.lastId ? { 'last-event-id': this.lastId } : {} }, this.user);
+    }
+  }
+
+  private async read(res: Response): Promise<void> {
+    const reader = res.body!.getReader();
+    const dec = new TextDecoder();
+    let buf = '';
+    try {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) return;
+        buf += dec.decode(value, { stream: true });
+        let i: number;
+        while ((i = buf.indexOf('\n\n')) >= 0) {
+          const e = parseSseBlock(buf.slice(0, i));
+          buf = buf.slice(i + 2);
+          if (!e) continue;
+          this.events.push(e);
+          if (e.id) this.lastId = e.id;
+          if (TERMINAL_EVENTS.has(e.event)) return;
+        }
+      }
+    } catch {
+      // The connection broke (its edge died): reconnect.
+    } finally {
+      await reader.cancel().catch(() => undefined);
+    }
+  }
+}
