@@ -263,28 +263,14 @@ export class EventSourceRun {
   }
 
   private async read(res: Response): Promise<void> {
-    const reader = res.body!.getReader();
-    const dec = new TextDecoder();
-    let buf = '';
     try {
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) return;
-        buf += dec.decode(value, { stream: true });
-        let i: number;
-        while ((i = buf.indexOf('\n\n')) >= 0) {
-          const e = parseSseBlock(buf.slice(0, i));
-          buf = buf.slice(i + 2);
-          if (!e) continue;
-          this.events.push(e);
-          if (e.id) this.lastId = e.id;
-          if (TERMINAL_EVENTS.has(e.event)) return;
-        }
-      }
+      await readSse(res.body!, (e) => {
+        this.events.push(e);
+        if (e.id) this.lastId = e.id;
+        return TERMINAL_EVENTS.has(e.event);
+      });
     } catch {
-      // The connection broke (its edge died): reconnect.
-    } finally {
-      await reader.cancel().catch(() => undefined);
+      // The connection broke (its edge died or drained): reconnect.
     }
   }
 }
