@@ -2,7 +2,7 @@
 // and the run log, and back.
 import { once } from 'node:events';
 import type { ServerDuplexStream } from '@grpc/grpc-js';
-import { codeOf, detailsOf, isRedisConnectionError, MeshError, reasonOf, redisUnavailable, retryAfterOf, scopeOf, status, streamHandler, unaryHandler, type Logger } from '@agent-mesh/common';
+import { codeOf, detailsOf, invalidArgument, isId, isRedisConnectionError, isUserId, MeshError, reasonOf, redisUnavailable, retryAfterOf, scopeOf, status, streamHandler, unaryHandler, type Logger } from '@agent-mesh/common';
 import type {
   CancelRunRequest, CancelRunResponse, EraseConversationRequest, EraseConversationResponse, ExportConversationRequest, ExportConversationResponse,
   OrchestratorServiceServer, RunEvent, StartRunRequest, StartRunResponse, WatchRunRequest, WatchRunResponse,
@@ -13,14 +13,39 @@ import { watchRun, type RunNotifications } from './runlog/watch';
 import type { ConversationData } from './runs/conversation-data';
 import type { RunManager } from './runs/manager';
 
+/** The orchestrator's limit on a message's length (the edge's MAX_MESSAGE_CHARS is lower). */
+export const MAX_CONTENT_CHARS = 32_000;
+
+// Request validation: a malformed request is refused here, INVALID_ARGUMENT with its reason, so
+// the run manager and the conversation data only ever see well-formed ones.
+export function checkConversation(req: { userId: string; conversationId: string }): void {
+  if (!isUserId(req.userId)) throw invalidArgument('invalid_user_id', 'user_id is not a valid user id');
+  if (!isId(req.conversationId)) throw invalidArgument('invalid_conversation_id', 'conversation_id must be a UUID');
+}
+
+export function checkStart(req: StartRunRequest): void {
+  checkConversation(req);
+  if (!isId(req.messageId)) throw invalidArgument('invalid_message_id', 'message_id must be a UUID');
+  if (!req.content.trim()) throw invalidArgument('empty_content', 'content must not be empty');
+  if (req.content.length > MAX_CONTENT_CHARS) throw invalidArgument('content_too_long', `content is longer than ${MAX_CONTENT_CHARS} characters`);
+}
+
+export function checkWatch(req: WatchRunRequest): void {
+  checkConversation(req);
+  if (req.runId && !isId(req.runId)) throw invalidArgument('invalid_run_id', 'run_id must be a UUID');
+  if (!Number.isInteger(req.afterSeq) || req.afterSeq < 0) throw invalidArgument('invalid_after_seq', 'after_seq must be >= 0');
+}
+
 export function orchestratorService(deps: { logger: Logger; runs: RunManager; log: RunLog; notes: RunNotifications; data: ConversationData }): OrchestratorServiceServer {
   const { logger, runs, log, notes, data } = deps;
   async function* watchEvents(req: WatchRunRequest, signal: AbortSignal): AsyncGenerator<RunEvent> {
+    checkWatch(req);
     const runId = await runs.resolveWatch(req.userId, req.conversationId, req.runId, req.afterSeq);
     yield* watchRun(log, notes, runId, req.afterSeq, signal);
   }
   return {
     startRun: streamHandler<StartRunRequest, StartRunResponse>(logger, 'StartRun', async function* (req, signal, call) {
+      checkStart(req);
       const runId = await runs.start({ userId: req.userId, conversationId: req.conversationId, messageId: req.messageId, content: req.content }, scopeOf(call));
       for await (const event of watchRun(log, notes, runId, 0, signal)) yield { event };
     }),
@@ -28,11 +53,14 @@ export function orchestratorService(deps: { logger: Logger; runs: RunManager; lo
       for await (const event of watchEvents(req, signal)) yield { event };
     }),
     watchRuns: (call) => serveWatchRuns(call, watchEvents, logger),
-    cancelRun: unaryHandler<CancelRunRequest, CancelRunResponse>(logger, 'CancelRun', async (req, call) => runs.cancel(req.userId, req.conversationId, scopeOf(call))),
+    cancelRun: unaryHandler<CancelRunRequest, CancelRunResponse>(logger, 'CancelRun', async (req, call) => {
+      checkConversation(req);
+      return runs.cancel(req.userId, req.conversationId, scopeOf(call));
+    }),
     exportConversation: unaryHandler<ExportConversationRequest, ExportConversationResponse>(logger, 'ExportConversation',
-      async (req) => data.export(req.userId, req.conversationId)),
+      async (req) => (checkConversation(req), data.export(req.userId, req.conversationId))),
     eraseConversation: unaryHandler<EraseConversationRequest, EraseConversationResponse>(logger, 'EraseConversation',
-      async (req) => data.erase(req.userId, req.conversationId)),
+      async (req) => (checkConversation(req), data.erase(req.userId, req.conversationId))),
   };
 }
 

@@ -1,7 +1,7 @@
 // A user's data is theirs: exporting all of a conversation (stored documents and retained run
 // logs) and erasing it everywhere — cancelling its active run first, then the store's documents,
 // then the runs' Redis state (logs, checkpoints, leases, flags).
-import { invalidArgument, isId, isUserId, notFound, type Logger } from '@agent-mesh/common';
+import { notFound, type Logger } from '@agent-mesh/common';
 import type {
   EraseConversationResponse, ExportConversationResponse, RunLog as RunLogMessage,
 } from '@agent-mesh/common/gen/orchestrator/v1/orchestrator';
@@ -26,7 +26,6 @@ export class ConversationData {
   constructor(private readonly d: ConversationDataDeps) {}
 
   async export(userId: string, conversationId: string): Promise<ExportConversationResponse> {
-    validate(userId, conversationId);
     const stored = await this.d.store.exportConversation(userId, conversationId, { timeoutMs: 15_000 });
     const runIds = new Set(stored.runs.map((r) => r.id));
     // A run just started may not be stored yet: its log is the conversation's too.
@@ -44,7 +43,6 @@ export class ConversationData {
   }
 
   async erase(userId: string, conversationId: string): Promise<EraseConversationResponse> {
-    validate(userId, conversationId);
     // Cancel first and wait for the run's end: its last writes (outputs, the run record) land
     // before the erase, not after it. A run of another user's conversation is NOT_FOUND here.
     const active = await this.d.registry.activeRun(conversationId);
@@ -77,9 +75,4 @@ export class ConversationData {
     }
     this.d.logger.warn({ conversationId, runId }, 'cancelled run did not end in time: erasing anyway (its late writes are refused)');
   }
-}
-
-function validate(userId: string, conversationId: string): void {
-  if (!isUserId(userId)) throw invalidArgument('invalid_user_id', 'user_id is not a valid user id');
-  if (!isId(conversationId)) throw invalidArgument('invalid_conversation_id', 'conversation_id must be a UUID');
 }

@@ -3,7 +3,7 @@
 // replica, and ending every run with exactly one terminal event.
 import os from 'node:os';
 import {
-  ATTR, captureTraceContext, invalidArgument, isId, isUserId, MeshError, newId, notFound, status, TERMINAL_EVENTS, withSpan, withTraceContext,
+  ATTR, captureTraceContext, MeshError, newId, notFound, status, TERMINAL_EVENTS, withSpan, withTraceContext,
   type CallScope, type Logger,
 } from '@agent-mesh/common';
 import type { Message, Run } from '@agent-mesh/common/gen/store/v1/store';
@@ -24,7 +24,6 @@ import { AdmissionGate, busyMessage } from './admission';
 import { classifyEnding, OUTCOMES } from './ending';
 
 /** Longest user message accepted (characters). */
-export const MAX_CONTENT_CHARS = 32_000;
 /** Recent messages read for the agents' history (then cut to HISTORY_TOKEN_BUDGET). */
 export const HISTORY_MESSAGES = 50;
 
@@ -88,11 +87,6 @@ export class RunManager {
    * `caller`: the StartRun call's scope; the history read before the run starts ends with it.
    */
   async start(req: StartRequest, caller: CallScope = {}): Promise<string> {
-    if (!isUserId(req.userId)) throw invalidArgument('invalid_user_id', 'user_id is not a valid user id');
-    if (!isId(req.conversationId)) throw invalidArgument('invalid_conversation_id', 'conversation_id must be a UUID');
-    if (!isId(req.messageId)) throw invalidArgument('invalid_message_id', 'message_id must be a UUID');
-    if (!req.content.trim()) throw invalidArgument('empty_content', 'content must not be empty');
-    if (req.content.length > MAX_CONTENT_CHARS) throw invalidArgument('content_too_long', `content is longer than ${MAX_CONTENT_CHARS} characters`);
     // Admission control first: a refused run costs no store read and no Redis write.
     const retryMs = this.gate.check();
     if (retryMs !== undefined) {
@@ -140,10 +134,6 @@ export class RunManager {
 
   /** The run a watcher may see: the given one, or the conversation's current/last run. */
   async resolveWatch(userId: string, conversationId: string, runId: string, afterSeq: number): Promise<string> {
-    if (!isUserId(userId)) throw invalidArgument('invalid_user_id', 'user_id is not a valid user id');
-    if (!isId(conversationId)) throw invalidArgument('invalid_conversation_id', 'conversation_id must be a UUID');
-    if (runId && !isId(runId)) throw invalidArgument('invalid_run_id', 'run_id must be a UUID');
-    if (!Number.isInteger(afterSeq) || afterSeq < 0) throw invalidArgument('invalid_after_seq', 'after_seq must be >= 0');
     const id = runId || (await this.d.registry.currentRun(conversationId));
     const meta = id ? await this.d.registry.meta(id) : undefined;
     if (!meta || meta.userId !== userId || meta.conversationId !== conversationId) throw notFound('run');
@@ -152,8 +142,6 @@ export class RunManager {
 
   /** Cancels the conversation's active run wherever it executes. */
   async cancel(userId: string, conversationId: string, caller: CallScope = {}): Promise<{ runId: string; cancelled: boolean }> {
-    if (!isUserId(userId)) throw invalidArgument('invalid_user_id', 'user_id is not a valid user id');
-    if (!isId(conversationId)) throw invalidArgument('invalid_conversation_id', 'conversation_id must be a UUID');
     const active = await this.d.registry.activeRun(conversationId);
     if (!active) {
       await this.d.store.assertConversation(userId, conversationId, caller);
