@@ -9,7 +9,7 @@
 // ORCHESTRATOR_DIST=<folder with main.js> runs another build of the orchestrator (to compare
 // revisions: e.g. the previous commit's source compiled into a scratch folder).
 import path from 'node:path';
-import { createClient, newId, unary } from '@agent-mesh/common';
+import { createClient, newId, TERMINAL_EVENTS, unary } from '@agent-mesh/common';
 import { OrchestratorServiceClient } from '@agent-mesh/common/gen/orchestrator/v1/orchestrator';
 import { StoreServiceClient } from '@agent-mesh/common/gen/store/v1/store';
 import { percentile, runTimingMedians } from './stats';
@@ -80,7 +80,7 @@ async function main() {
           // The brief's pair: from the Planner's start to the Critic's verdict, round 1.
           if (m.event.type === 'agent.started' && d.agent === 'planner' && d.round === 1) plannerStart = Date.now();
           if (m.event.type === 'agent.completed' && d.agent === 'critic' && d.round === 1) criticDone = Date.now();
-          if (['run.completed', 'run.failed', 'run.cancelled', 'degraded'].includes(m.event.type)) resolve({ type: m.event.type, data: d });
+          if (TERMINAL_EVENTS.has(m.event.type)) resolve({ type: m.event.type, data: d });
         });
         call.on('error', reject);
       });
