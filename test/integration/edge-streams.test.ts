@@ -69,8 +69,11 @@ async function newConversation(base: string): Promise<string> {
   return ((await res.json()) as { id: string }).id;
 }
 
+// Each run asks its own question: an identical one would be answered from the LLM response cache
+// (the Planner's and the Critic's calls), with fewer, larger events than the tests here rely on.
+let asked = 0;
 const send = (base: string, id: string, headers: Record<string, string> = {}) =>
-  call(base, `/api/conversations/${id}/messages`, { method: 'POST', body: JSON.stringify({ content: 'Plan a small conference' }), headers });
+  call(base, `/api/conversations/${id}/messages`, { method: 'POST', body: JSON.stringify({ content: `Plan a small conference (${++asked})` }), headers });
 
 const seqOf = (e: SseEvent | Raw) => (e.id ? Number(e.id.split(':')[1]) : undefined);
 const seqs = (events: (SseEvent | Raw)[]) => events.map(seqOf).filter((s): s is number => s !== undefined);
