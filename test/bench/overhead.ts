@@ -9,12 +9,16 @@
 //      added latency = a target's percentile − the direct baseline's percentile;
 //   2. saturation: a fixed number of concurrent callers for a bounded time, per target; requests
 //      completed per second.
-// Peers are installed on first use under ~/.cache/agent-mesh/peers (idempotent); one that cannot
-// be installed or started is reported as such, never with a made-up figure.
+// What ships is measured: the mesh traces every call to a Jaeger started here and logs at `info`.
+// Peers are pinned to exact versions (recorded in the JSON), installed on first use under
+// ~/.cache/agent-mesh/peers/<name>-<version> (idempotent); one that cannot be installed or started
+// is reported as such, never with a made-up figure.
 // Prints a human summary and, as its LAST line, one JSON object of the figures.
 //
 // Options (env): BENCH_LATENCY_REQUESTS (150), BENCH_CONCURRENCY (32), BENCH_SECONDS (8),
-// BENCH_TARGETS (comma list of mesh,portkey,litellm,direct; default all), BENCH_EDGE_WAIT_S (1200).
+// BENCH_TARGETS (comma list of mesh,portkey,litellm,direct; default all), BENCH_EDGE_WAIT_S (1200),
+// BENCH_LOG_LEVEL (the mesh's LOG_LEVEL, info), BENCH_TRACING (1: the mesh exports its traces to
+// Jaeger, as it ships; 0: off).
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
@@ -22,7 +26,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { Agent, request } from 'undici';
 import { percentile } from './stats';
-import { mintToken, startEmulator, startFerret, startMesh, startRedis, testDir, type Mesh, type Proc } from '../support';
+import { mintToken, startEmulator, startFerret, startJaeger, startMesh, startRedis, testDir, type Mesh, type Proc } from '../support';
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const stack = require('../../deploy/local/stack.js') as {
   freePort(): Promise<number>;
@@ -36,6 +40,8 @@ const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 32);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 8);
 const EDGE_WAIT_S = Number(process.env.BENCH_EDGE_WAIT_S ?? 1200);
 const ONLY = new Set((process.env.BENCH_TARGETS ?? 'mesh,portkey,litellm,direct').split(',').map((s) => s.trim()));
+const LOG_LEVEL = process.env.BENCH_LOG_LEVEL ?? 'info';
+const TRACING = process.env.BENCH_TRACING !== '0';
 const PEERS = path.join(process.env.MESH_CACHE ?? path.join(os.homedir(), '.cache', 'agent-mesh'), 'peers');
 const MODEL = 'emulator-1';
 const API_KEY = 'bench-key';
@@ -177,31 +183,36 @@ function run(cmd: string, args: string[], cwd: string, logFile: string): boolean
  * than 1.14.2, which its `^1.3.3` range lets npm pick (Portkey-AI/gateway#1389): pin that one.
  */
 const PORTKEY_HONO = '1.14.2';
+/** The peers' exact versions: a run is comparable with another only at the same pins. */
+const PORTKEY_VERSION = '1.15.2';
+const LITELLM_VERSION = '1.108.7'; // the newest whose [proxy] extra resolves (1.110's needs litellm-proxy, not published)
 
 function installPortkey(logDir: string): string {
-  const dir = path.join(PEERS, 'portkey');
+  const dir = path.join(PEERS, `portkey-${PORTKEY_VERSION}`);
   const entry = path.join(dir, 'node_modules/@portkey-ai/gateway/build/start-server.js');
   const hono = path.join(dir, 'node_modules/@hono/node-server/package.json');
-  const honoOk = () => fs.existsSync(hono) && (JSON.parse(fs.readFileSync(hono, 'utf8')) as { version: string }).version === PORTKEY_HONO;
-  if (fs.existsSync(entry) && honoOk()) return entry;
+  const version = (file: string) => (fs.existsSync(file) ? (JSON.parse(fs.readFileSync(file, 'utf8')) as { version: string }).version : undefined);
+  const pinned = () => version(hono) === PORTKEY_HONO && version(path.join(dir, 'node_modules/@portkey-ai/gateway/package.json')) === PORTKEY_VERSION;
+  if (fs.existsSync(entry) && pinned()) return entry;
   fs.mkdirSync(dir, { recursive: true });
   const log = path.join(logDir, 'portkey-install.log');
   if (!fs.existsSync(path.join(dir, 'package.json')) && !run('npm', ['init', '-y'], dir, log)) throw new Error(`npm init failed (see ${log})`);
-  if (!run('npm', ['install', '--no-audit', '--no-fund', '@portkey-ai/gateway', `@hono/node-server@${PORTKEY_HONO}`], dir, log) || !fs.existsSync(entry) || !honoOk()) {
-    throw new Error(`npm install @portkey-ai/gateway failed (see ${log})`);
+  const pkgs = [`@portkey-ai/gateway@${PORTKEY_VERSION}`, `@hono/node-server@${PORTKEY_HONO}`];
+  if (!run('npm', ['install', '--no-audit', '--no-fund', '--save-exact', ...pkgs], dir, log) || !fs.existsSync(entry) || !pinned()) {
+    throw new Error(`npm install ${pkgs.join(' ')} failed (see ${log})`);
   }
   return entry;
 }
 
 function installLitellm(logDir: string): string {
-  const dir = path.join(PEERS, 'litellm');
+  const dir = path.join(PEERS, `litellm-${LITELLM_VERSION}`);
   const bin = path.join(dir, 'venv/bin/litellm');
   if (fs.existsSync(bin)) return bin;
   fs.mkdirSync(dir, { recursive: true });
   const log = path.join(logDir, 'litellm-install.log');
   if (!run('python3', ['-m', 'venv', path.join(dir, 'venv')], dir, log)) throw new Error(`python3 -m venv failed (see ${log})`);
-  if (!run(path.join(dir, 'venv/bin/pip'), ['install', '-q', 'litellm[proxy]'], dir, log) || !fs.existsSync(bin)) {
-    throw new Error(`pip install 'litellm[proxy]' failed (see ${log})`);
+  if (!run(path.join(dir, 'venv/bin/pip'), ['install', '-q', `litellm[proxy]==${LITELLM_VERSION}`], dir, log) || !fs.existsSync(bin)) {
+    throw new Error(`pip install 'litellm[proxy]==${LITELLM_VERSION}' failed (see ${log})`);
   }
   return bin;
 }
@@ -304,12 +315,17 @@ async function startLitellm(logDir: string, emulatorUrl: string, procs: Proc[]):
   return { name: 'litellm', url: `http://127.0.0.1:${port}/v1`, model: MODEL, headers: { authorization: `Bearer ${masterKey}` } };
 }
 
-/** The mesh: Redis, FerretDB and the five services; the edge's facade must answer a completion. */
+/**
+ * The mesh as it ships: Redis, FerretDB (on PostgreSQL), Jaeger and the five services, tracing on,
+ * logging at info; the edge's facade must answer a completion.
+ */
 async function startMeshTarget(logDir: string, emulatorUrl: string, procs: Proc[], meshes: Mesh[]): Promise<Target> {
   const redis = await startRedis({ logDir });
   procs.push(redis);
   const ferret = await startFerret({ logDir });
   procs.push(ferret);
+  const jaeger = TRACING ? await startJaeger({ logDir }) : undefined;
+  if (jaeger) procs.push(jaeger);
   const secret = 'bench-secret-0123456789abcdef0123456789';
   const mesh = await startMesh({
     logDir,
@@ -317,7 +333,8 @@ async function startMeshTarget(logDir: string, emulatorUrl: string, procs: Proc[
     mongoUri: ferret.uri,
     llmBaseUrl: `${emulatorUrl}/v1`,
     jwtSecret: secret,
-    env: { LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? 'warn' },
+    ...(jaeger ? { otlpEndpoint: jaeger.otlpEndpoint } : {}),
+    env: { LOG_LEVEL },
     perService: {
       // A quota high enough never to queue: the upstream is fast and unlimited here.
       'llm-broker': { LLM_API_KEY: API_KEY, LLM_MODEL: MODEL, LLM_MAX_CONCURRENT: '10000', LLM_RPM: '100000000', LLM_TPM: '0', LLM_QUEUE_MAX: '100000' },
@@ -457,11 +474,30 @@ async function main(): Promise<void> {
       notes.push(`portkey: @hono/node-server pinned to ${PORTKEY_HONO} and immutable-header appends skipped at run time (Portkey-AI/gateway#1389/#1390), else its streams fail with 500`);
     }
     notes.push('litellm: 1 worker, no retries, no database; portkey and litellm call the emulator non-streamed for non-stream requests, the mesh always streams upstream');
+    const versions = {
+      mesh: spawnSync('git', ['rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).stdout.trim() || 'unknown',
+      portkey: `@portkey-ai/gateway ${PORTKEY_VERSION} (@hono/node-server ${PORTKEY_HONO})`,
+      litellm: `litellm[proxy] ${LITELLM_VERSION}`,
+      node: process.version,
+    };
+    // Processes on each target's request path (every one shares the same CPUs with the load generator).
+    const processes = {
+      direct: 'the emulator',
+      mesh: `edge → llm-broker → emulator (1 process each; Redis for the quota${TRACING ? ', Jaeger receiving every span' : ''}; orchestrator, tool-service, store, FerretDB, PostgreSQL running but idle)`,
+      portkey: '1 Node.js process → emulator',
+      litellm: '1 uvicorn worker → emulator',
+    };
+    console.log(`versions: ${Object.entries(versions).map(([k, v]) => `${k} ${v}`).join('; ')}`);
+    console.log(`mesh as it ships: tracing ${TRACING ? 'on (every span exported to Jaeger)' : 'OFF'}, LOG_LEVEL=${LOG_LEVEL}; load average at the end ${os.loadavg().map((x) => x.toFixed(1)).join(' ')}`);
     for (const n of notes) console.log(`note: ${n}`);
     console.log(
       JSON.stringify({
         scenario: 'overhead',
         timeScale: 1,
+        versions,
+        processes,
+        mesh: { tracing: TRACING, logLevel: LOG_LEVEL },
+        loadAverage: os.loadavg().map((x) => Math.round(x * 10) / 10),
         emulator: EMULATOR_ENV,
         latencyRequests: LATENCY_REQUESTS,
         concurrency: CONCURRENCY,
