@@ -1,5 +1,5 @@
 import { createHmac } from 'node:crypto';
-import { devAuth, signToken, TokenVerifier, bearerOf } from './auth';
+import { devAuth, signToken, TokenVerifier, bearerOf, VERIFIED_TTL_S } from './auth';
 
 const SECRET = 'unit-secret';
 const v = new TokenVerifier(devAuth(SECRET));
@@ -31,6 +31,27 @@ describe('JWT checks (HS256, development)', () => {
     const body = `${enc({ alg: 'HS256' })}.${enc({ sub: 'u' })}`;
     const noExp = `${body}.${createHmac('sha256', SECRET).update(body).digest('base64url')}`;
     expect(await reject(noExp)).toMatch(/exp/);
+  });
+
+  test('a verified token is remembered for VERIFIED_TTL_S, never past its exp, and the memory is bounded', async () => {
+    let now = Math.floor(Date.now() / 1000);
+    const clocked = new TokenVerifier(devAuth(SECRET), () => now, 3);
+    const checks = jest.spyOn(clocked as unknown as { verify: () => Promise<unknown> }, 'verify');
+    const long = signToken(SECRET, 'u-long', { exp: now + 3600 });
+    const short = signToken(SECRET, 'u-short', { exp: now + 10 });
+    for (const t of [long, short, long, short]) await clocked.userIdOf(t);
+    expect(checks).toHaveBeenCalledTimes(2);
+    now += 11; // past the short one's exp (within the clock tolerance): checked again, not remembered
+    await expect(clocked.userIdOf(short)).resolves.toBe('u-short');
+    await expect(clocked.userIdOf(long)).resolves.toBe('u-long');
+    expect(checks).toHaveBeenCalledTimes(3);
+    now += 40;
+    await expect(clocked.userIdOf(short)).rejects.toThrow(/expired/);
+    now += VERIFIED_TTL_S;
+    await clocked.userIdOf(long);
+    expect(checks).toHaveBeenCalledTimes(5);
+    for (let i = 0; i < 5; i += 1) await clocked.userIdOf(signToken(SECRET, `u-${i}`, { exp: now + 3600 }));
+    expect((clocked as unknown as { verified: Map<string, unknown> }).verified.size).toBe(3);
   });
 
   test('bearer header parsing', () => {

@@ -6,6 +6,9 @@
 // - development: HS256 tokens signed with AUTH_JWT_SECRET (only when that is set).
 // Every other algorithm (`none`, HS256 without a secret, HS256 "signed" with a public key, …) is
 // refused. The user id is `sub`; `exp` is required; clock skew is tolerated on `exp`/`nbf`.
+// A client sends the same token with every request: a verified one is remembered (by its exact
+// text, so by its signature too) for VERIFIED_TTL_S at most and never past its `exp`, which saves
+// the signature check on the hot path.
 import { createHmac } from 'node:crypto';
 import { createRemoteJWKSet, decodeProtectedHeader, errors, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose';
 import { isUserId } from '@agent-mesh/common';
@@ -31,14 +34,21 @@ export interface AuthConfig {
 
 /** Algorithms accepted from the identity provider. */
 export const JWKS_ALGORITHMS = ['RS256', 'ES256'];
+/** How long a verified token is taken as verified (a JWKS key removed is noticed within it), s. */
+export const VERIFIED_TTL_S = 60;
+/** Verified tokens remembered at most (the oldest go first). */
+export const VERIFIED_MAX = 10_000;
 
 export class TokenVerifier {
   private readonly secret?: Uint8Array;
   private readonly jwks?: JWTVerifyGetKey;
+  /** Verified token → its user and until when (s) it counts as verified; insertion-ordered. */
+  private readonly verified = new Map<string, { sub: string; untilS: number }>();
 
   constructor(
     private readonly cfg: AuthConfig,
     private readonly nowS: () => number = () => Math.floor(Date.now() / 1000),
+    private readonly maxVerified = VERIFIED_MAX,
   ) {
     if (cfg.jwtSecret) this.secret = new TextEncoder().encode(cfg.jwtSecret);
     if (cfg.jwksUrl) {
@@ -53,6 +63,9 @@ export class TokenVerifier {
   /** The user id of a valid token; an HttpError (401, or 503 when the keys cannot be fetched) otherwise. */
   async userIdOf(token: string | undefined): Promise<string> {
     if (!token) throw unauthorized('missing bearer token: send "Authorization: Bearer <JWT>"');
+    const known = this.verified.get(token);
+    if (known && this.nowS() < known.untilS) return known.sub;
+    if (known) this.verified.delete(token);
     let alg: string | undefined;
     try {
       alg = decodeProtectedHeader(token).alg;
@@ -67,7 +80,14 @@ export class TokenVerifier {
       throw toHttpError(err);
     }
     if (!isUserId(payload.sub)) throw unauthorized('token subject is not a valid user id');
+    this.remember(token, payload.sub, payload.exp!);
     return payload.sub;
+  }
+
+  private remember(token: string, sub: string, expS: number): void {
+    if (this.verified.size >= this.maxVerified) this.verified.delete(this.verified.keys().next().value!);
+    // Until exp (exp itself is refused: jose accepts up to exp + tolerance, the cache stops sooner).
+    this.verified.set(token, { sub, untilS: Math.min(this.nowS() + VERIFIED_TTL_S, expS) });
   }
 
   private async verify(token: string, alg: string | undefined): Promise<JWTPayload> {

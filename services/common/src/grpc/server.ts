@@ -164,15 +164,20 @@ export function streamHandler<Req, Res>(
 ): handleServerStreamingCall<Req, Res> {
   return (call) => {
     const abort = new AbortController();
+    let ended = false;
     call.on('cancelled', () => abort.abort());
-    call.on('close', () => abort.abort());
+    // A close after the stream ended has nothing left to stop (and an abort costs a DOMException).
+    call.on('close', () => { if (!ended) abort.abort(); });
     void (async () => {
       try {
         for await (const msg of fn(call.request, abort.signal, call)) {
           if (abort.signal.aborted) break;
           if (!call.write(msg)) await Promise.race([once(call, 'drain'), once(abort.signal, 'abort')]);
         }
-        if (!abort.signal.aborted) call.end();
+        if (!abort.signal.aborted) {
+          ended = true;
+          call.end();
+        }
       } catch (err) {
         if (abort.signal.aborted) return;
         // grpc-js sends a server stream's status on 'error' (destroy() would leave the client

