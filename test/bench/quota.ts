@@ -89,7 +89,7 @@ function request(user: number, promptWords: number): GenerateRequest {
   const filler = Array.from({ length: promptWords }, (_, i) => FILLER[(i + user) % FILLER.length]).join(' ');
   return {
     userId: `00000000-0000-4000-8000-${String(user).padStart(12, '0')}`,
-    runId: '', agentRole: 'planner', runStarted: false, model: '', toolsJson: '', maxTokens: MAX_TOKENS,
+    runId: '', agentRole: 'planner', runStarted: false, model: '', tools: [], toolsJson: '', maxTokens: MAX_TOKENS,
     temperature: 0, hasTemperature: false, cache: false,
     messages: [
       { role: 'system', content: 'You are the Planner. Round: 1', name: '', toolCallId: '', toolCalls: [] },

@@ -161,6 +161,7 @@ export function generateRequest(
       { role: 'system', content: 'You are the Planner. Round: 1', name: '', toolCallId: '', toolCalls: [] },
       { role: 'user', content: question, name: '', toolCallId: '', toolCalls: [] },
     ],
+    tools: [],
     toolsJson: '',
     maxTokens: 0,
     temperature: 0,

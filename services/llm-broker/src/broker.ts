@@ -1,35 +1,34 @@
-// One chat completion through the broker: wait in the fair queue for a global lease, call the
-// provider behind the breaker (retrying only before the first token), stream the deltas, and
-// settle the token reservation with the provider's usage — or refund it on cancel or failure.
+// One chat completion through the broker: pick the upstream (LLM_UPSTREAMS, in order: the next one
+// when the first's breaker is open or its queue cannot admit the call before its deadline), wait
+// in that upstream's fair queue for a global lease, call its provider behind its breaker (retrying
+// only before the first token), stream the deltas, and settle the token reservation with the
+// provider's usage — or refund it on cancel or failure. Protocols are behind upstream/provider.ts.
 import type CircuitBreaker from 'opossum';
 import type { GlobalLimiter, Logger, TokenBudgets } from '@agent-mesh/common';
 import type { CachedAnswer, Found, ResponseCache } from './cache/response-cache';
 import { Channel } from './channel';
 import type { BrokerMetrics } from './metrics';
-import { AdaptiveLimits, limitKindOf } from './queue/adaptive';
-import type { AdmissionQueue, Admitted } from './queue/admission';
-import { countPromptTokens, countText } from './tokens';
-import type { ChatRequestBody, OpenStream } from './upstream/openai';
-import { UpstreamError, type AccountProblem } from './upstream/openai';
-import type { ChunkEvent, ToolCallOut, UsageOut } from './upstream/sse';
+import { limitKindOf, type AdaptiveLimits } from './queue/adaptive';
+import { QueueRefusal, type AdmissionQueue, type Admitted } from './queue/admission';
+import { candidatesFor, FALLBACK_REASONS, passOver, type PassOverReason } from './routing';
+import { countText } from './tokens';
+import {
+  UpstreamError,
+  type AccountProblem, type ChatMessageIn, type OpenStream, type Provider, type ProviderRequest, type StreamEvent, type ToolCallOut, type ToolSpec, type UsageOut,
+} from './upstream/provider';
 import { backoffMs, type RetryBudget } from './upstream/resilience';
 
-export interface ChatMessageIn {
-  role: string;
-  content: string;
-  name?: string;
-  toolCallId?: string;
-  toolCalls?: ToolCallOut[];
-}
+export type { ChatMessageIn, ToolSpec } from './upstream/provider';
 
 export interface GenerateInput {
   userId: string;
   runId: string;
   agentRole: string;
   runStarted: boolean;
+  /** Empty: each upstream's default model. */
   model: string;
   messages: ChatMessageIn[];
-  toolsJson: string;
+  tools: ToolSpec[];
   maxTokens: number;
   temperature?: number;
   /** Answer from (and store into) the response cache. */
@@ -51,6 +50,8 @@ export type GenerateEvent =
       toolCalls: ToolCallOut[];
       model: string;
       queueWaitMs: number;
+      /** The upstream that served the call (for an answer from the cache: that produced it). */
+      upstream: string;
       /** Set when the call asked for the cache. */
       cache?: CacheOutcome;
       /** For an answer from the cache: the usage of the call that produced it (what this one saved). */
@@ -58,13 +59,28 @@ export type GenerateEvent =
     };
 
 const NOTHING_BILLED: UsageOut = { promptTokens: 0, completionTokens: 0, totalTokens: 0 };
+const TOOL_NAME = /^[a-zA-Z0-9_-]{1,64}$/;
 
-/** A validated call: the upstream request and what it reserves of the TPM quota. */
-interface PreparedCall {
-  body: ChatRequestBody;
-  promptTokens: number;
-  reserved: number;
+/** One upstream of LLM_UPSTREAMS with everything that is its own: provider, quota, queue, breaker. */
+export interface Upstream {
+  name: string;
+  provider: Provider;
+  /** The models it serves; the first is its default. */
+  models: readonly string[];
+  queue: AdmissionQueue;
+  limiter: Pick<GlobalLimiter, 'pausedForMs' | 'pauseFor' | 'setLimits'>;
+  adaptive: AdaptiveLimits;
+  breaker: CircuitBreaker<[ProviderRequest, AbortSignal], OpenStream>;
+  breakerResetMs: number;
+  retryBudget: RetryBudget;
+  /** The variable that holds its key, for the operator's alert. */
+  keyVariable: string;
+  /** Who answers (protocol and base URL): part of the response cache's key. */
+  identity: string;
 }
+
+/** A validated call, before an upstream is chosen (the model is each upstream's). */
+type PreparedCall = Omit<ProviderRequest, 'model'>;
 
 export type BrokerRefusalReason =
   | 'breaker_open'
@@ -76,10 +92,10 @@ export type BrokerRefusalReason =
   | 'invalid_request';
 
 /** What an operator reads in the alert (log and the breaker's refusals). */
-const ALERTS: Record<AccountProblem, string> = {
-  invalid_api_key: 'the provider refuses the API key (401/403): fix LLM_API_KEY',
-  insufficient_quota: "the provider account is out of quota (insufficient_quota): check the account's billing",
-};
+const alertOf = (problem: AccountProblem, keyVariable: string): string =>
+  problem === 'invalid_api_key'
+    ? `the provider refuses the API key (401/403): fix ${keyVariable}`
+    : "the provider account is out of quota (insufficient_quota): check the account's billing";
 
 /** The broker could not serve the call (mapped to a gRPC status by server.ts). */
 export class BrokerRefusal extends Error {
@@ -94,14 +110,10 @@ export class BrokerRefusal extends Error {
 }
 
 export interface BrokerDeps {
-  queue: AdmissionQueue;
-  limiter: GlobalLimiter;
-  adaptive: AdaptiveLimits;
-  breaker: CircuitBreaker<[ChatRequestBody, AbortSignal], OpenStream>;
-  retryBudget: RetryBudget;
+  /** In fallback order: the first is preferred. At least one. */
+  upstreams: Upstream[];
   metrics: BrokerMetrics;
   logger: Logger;
-  defaultModel: string;
   defaultMaxTokens: number;
   priorities: Record<string, number>;
   /** Retries before the first token, at most. @default 3 */
@@ -112,11 +124,11 @@ export interface BrokerDeps {
    * @default 'settle'
    */
   tpmAccounting?: 'settle' | 'reserve';
-  breakerResetMs: number;
   /** Charges what each call cost to its user's token budgets (common/src/quota/budget.ts). */
   budgets?: Pick<TokenBudgets, 'charge'>;
   /** The response cache for calls that ask for it (absent: they go to the upstream). */
   cache?: ResponseCache;
+  now?: () => number;
 }
 
 const sleep = (ms: number, signal: AbortSignal) =>
@@ -132,85 +144,81 @@ const sleep = (ms: number, signal: AbortSignal) =>
     signal.addEventListener('abort', onAbort, { once: true });
   });
 
+type Candidate = { upstream: Upstream; model: string };
+
 export class LlmBroker {
-  private inFlightCount = 0;
-  /** The account problem that opened the breaker, until a call succeeds again. */
-  private alert?: string;
+  private readonly inFlightBy = new Map<string, number>();
+  /** Per upstream: the account problem that opened its breaker, until a call succeeds again. */
+  private readonly alerts = new Map<string, string>();
+  private readonly now: () => number;
 
-  constructor(private readonly d: BrokerDeps) {}
-
-  get inFlight(): number {
-    return this.inFlightCount;
+  constructor(private readonly d: BrokerDeps) {
+    if (d.upstreams.length === 0) throw new Error('the broker needs at least one upstream');
+    this.now = d.now ?? Date.now;
   }
 
-  /** Wire messages in the OpenAI shape. */
-  private static wireMessages(messages: ChatMessageIn[]): unknown[] {
-    return messages.map((m) => ({
-      role: m.role,
-      content: m.content,
-      ...(m.name ? { name: m.name } : {}),
-      ...(m.toolCallId ? { tool_call_id: m.toolCallId } : {}),
-      ...(m.toolCalls && m.toolCalls.length > 0
-        ? { tool_calls: m.toolCalls.map((c) => ({ id: c.id, type: 'function', function: { name: c.name, arguments: c.argumentsJson } })) }
-        : {}),
-    }));
+  get inFlight(): number {
+    let n = 0;
+    for (const v of this.inFlightBy.values()) n += v;
+    return n;
+  }
+
+  inFlightOf(upstream: string): number {
+    return this.inFlightBy.get(upstream) ?? 0;
   }
 
   async *generate(input: GenerateInput, signal: AbortSignal, deadline?: number): AsyncGenerator<GenerateEvent> {
     const call = this.prepare(input);
+    const candidates = candidatesFor(this.d.upstreams, input.model);
     const cache = input.cache ? this.d.cache : undefined;
-    if (cache) yield* this.throughCache(cache, input, call, signal, deadline);
-    else yield* this.fromUpstream(input, call, signal, deadline);
+    if (cache) yield* this.throughCache(cache, input, call, candidates, signal, deadline);
+    else yield* this.fromUpstreams(input, call, candidates, signal, deadline);
   }
 
-  /** Validates the input and builds the upstream request and its token reservation. */
+  /** Validates the input: messages, tools (names and schemas), max_tokens. */
   private prepare(input: GenerateInput): PreparedCall {
-    const { d } = this;
     if (input.messages.length === 0) throw new BrokerRefusal('invalid_request', 'messages must not be empty');
-    let tools: unknown[] | undefined;
-    if (input.toolsJson) {
-      try {
-        tools = JSON.parse(input.toolsJson) as unknown[];
-        if (!Array.isArray(tools)) throw new Error('not an array');
-      } catch {
-        throw new BrokerRefusal('invalid_request', 'tools_json must be a JSON array');
+    for (const t of input.tools) {
+      if (!TOOL_NAME.test(t.name)) throw new BrokerRefusal('invalid_request', `tool name ${JSON.stringify(t.name.slice(0, 80))} must match [a-zA-Z0-9_-]{1,64}`);
+      if (t.parametersJsonSchema) {
+        let schema: unknown;
+        try {
+          schema = JSON.parse(t.parametersJsonSchema);
+        } catch {
+          throw new BrokerRefusal('invalid_request', `tool ${t.name}: parameters_json_schema is not JSON`);
+        }
+        if (typeof schema !== 'object' || schema === null || Array.isArray(schema)) throw new BrokerRefusal('invalid_request', `tool ${t.name}: parameters_json_schema must be a JSON object`);
       }
     }
-    const wire = LlmBroker.wireMessages(input.messages);
-    const maxTokens = input.maxTokens > 0 ? input.maxTokens : d.defaultMaxTokens;
-    const promptTokens = countPromptTokens(
-      input.messages.map((m, i) => ({ role: m.role, content: m.content, name: m.name, toolCalls: (wire[i] as { tool_calls?: unknown[] }).tool_calls })),
-      tools && tools.length > 0 ? JSON.stringify(tools) : '',
-    );
-    const body: ChatRequestBody = {
-      model: input.model || d.defaultModel,
-      messages: wire,
-      max_tokens: maxTokens,
-      ...(tools && tools.length > 0 ? { tools } : {}),
+    return {
+      messages: input.messages,
+      tools: input.tools,
+      maxTokens: input.maxTokens > 0 ? input.maxTokens : this.d.defaultMaxTokens,
       ...(input.temperature !== undefined ? { temperature: input.temperature } : {}),
     };
-    return { body, promptTokens, reserved: promptTokens + maxTokens };
   }
 
   /**
    * A call that asked for the cache: a fresh answer is replayed; an expired one too while the
-   * upstream refuses (stale); otherwise one caller per key across replicas calls the upstream and
+   * upstreams refuse (stale); otherwise one caller per key across replicas calls the upstream and
    * stores the answer, and the others replay it.
    */
-  private async *throughCache(cache: ResponseCache, input: GenerateInput, call: PreparedCall, signal: AbortSignal, deadline?: number): AsyncGenerator<GenerateEvent> {
+  private async *throughCache(cache: ResponseCache, input: GenerateInput, call: PreparedCall, candidates: Candidate[], signal: AbortSignal, deadline?: number): AsyncGenerator<GenerateEvent> {
     const { d } = this;
-    const key = cache.keyOf(call.body);
+    const first = candidates[0]!;
+    // Keyed as the preferred upstream would be asked: a fallback's answer stands in for it.
+    const key = cache.keyOf(first.upstream.identity, { ...call, model: first.model });
     let found: Found | undefined;
     try {
       found = await cache.get(key);
     } catch (err) {
       d.metrics.cacheLookups.inc({ result: 'error' });
       d.logger.warn({ err: (err as Error).message }, 'response cache unavailable: calling the upstream');
-      yield* this.fromUpstream(input, call, signal, deadline);
+      yield* this.fromUpstreams(input, call, candidates, signal, deadline);
       return;
     }
     if (found?.fresh) return yield* this.replay(found, 'hit');
-    if (found && (await this.upstreamRefusing())) return yield* this.replay(found, 'stale');
+    if (found && (await this.upstreamsRefusing(candidates))) return yield* this.replay(found, 'stale');
     const turn = await cache.turn(key, signal, deadline);
     if (turn.role === 'follower') {
       d.metrics.cacheFlights.inc({ outcome: 'followed' });
@@ -219,14 +227,14 @@ export class LlmBroker {
     d.metrics.cacheFlights.inc({ outcome: turn.role === 'alone' ? turn.reason : turn.tookOver ? 'took_over' : 'led' });
     const deltas: string[] = [];
     try {
-      for await (const e of this.fromUpstream(input, call, signal, deadline)) {
+      for await (const e of this.fromUpstreams(input, call, candidates, signal, deadline)) {
         if (e.type === 'delta') deltas.push(e.content);
         if (e.type !== 'done') {
           yield e;
           continue;
         }
         // Stored before the caller hears `done`, so that the followers find it as soon as possible.
-        const answer: CachedAnswer = { deltas, finishReason: e.finishReason, toolCalls: e.toolCalls, model: e.model, usage: e.usage, storedAt: Date.now() };
+        const answer: CachedAnswer = { deltas, finishReason: e.finishReason, toolCalls: e.toolCalls, model: e.model, usage: e.usage, upstream: e.upstream, storedAt: Date.now() };
         await cache.put(key, answer).catch((err: unknown) => d.logger.warn({ err: (err as Error).message }, 'response cache: answer not stored'));
         d.metrics.cacheLookups.inc({ result: 'miss' });
         yield { ...e, cache: 'miss' };
@@ -250,23 +258,62 @@ export class LlmBroker {
     d.metrics.cacheTokensSaved.inc(a.usage.totalTokens);
     yield { type: 'cached', stale: outcome === 'stale', ageMs: found.ageMs };
     for (const content of a.deltas) yield { type: 'delta', content };
-    yield { type: 'done', finishReason: a.finishReason, usage: NOTHING_BILLED, toolCalls: a.toolCalls, model: a.model, queueWaitMs: 0, cache: outcome, cachedUsage: a.usage };
+    yield {
+      type: 'done', finishReason: a.finishReason, usage: NOTHING_BILLED, toolCalls: a.toolCalls, model: a.model, queueWaitMs: 0,
+      upstream: a.upstream ?? '', cache: outcome, cachedUsage: a.usage,
+    };
   }
 
-  /** The upstream refuses for now: its breaker is open or a 429 paused admission (on any replica). */
-  private async upstreamRefusing(): Promise<boolean> {
-    return this.d.breaker.opened || (await this.d.limiter.pausedForMs()) > 0;
+  /** Every upstream that could serve the call refuses for now: its breaker is open or a 429 paused it (on any replica). */
+  private async upstreamsRefusing(candidates: Candidate[]): Promise<boolean> {
+    for (const { upstream: u } of candidates) {
+      if (!u.breaker.opened && (await u.limiter.pausedForMs()) <= 0) return false;
+    }
+    return true;
   }
 
-  /** The call itself: queue, lease, upstream, settlement. */
-  private async *fromUpstream(input: GenerateInput, call: PreparedCall, signal: AbortSignal, deadline?: number): AsyncGenerator<GenerateEvent> {
+  /** The upstreams in order: each passed over (before any token) for the next when it cannot serve the call in time. */
+  private async *fromUpstreams(input: GenerateInput, call: PreparedCall, candidates: Candidate[], signal: AbortSignal, deadline?: number): AsyncGenerator<GenerateEvent> {
     const { d } = this;
-    const { body, promptTokens, reserved } = call;
-    if (d.breaker.opened) throw this.breakerRefusal();
+    for (let i = 0; i < candidates.length; i += 1) {
+      const { upstream: u, model } = candidates[i]!;
+      const last = i === candidates.length - 1;
+      if (!last) {
+        const reason = passOver({ breakerOpen: u.breaker.opened, estimatedWaitMs: u.queue.estimateWaitMs(u.queue.depth + 1) }, deadline, this.now());
+        if (reason) {
+          this.onFallback(u, candidates[i + 1]!.upstream, reason);
+          continue;
+        }
+      }
+      try {
+        yield* this.fromUpstream(u, input, { ...call, model }, signal, deadline);
+        return;
+      } catch (err) {
+        const reason = (err as { reason?: string }).reason;
+        // Nothing has reached the caller but queue updates: another upstream may serve it.
+        const refused = (err instanceof BrokerRefusal || err instanceof QueueRefusal) && reason !== undefined && FALLBACK_REASONS.has(reason);
+        if (last || signal.aborted || !refused) throw err;
+        this.onFallback(u, candidates[i + 1]!.upstream, reason as string);
+      }
+    }
+  }
+
+  private onFallback(from: Upstream, to: Upstream, reason: PassOverReason | string): void {
+    this.d.metrics.fallbacks.inc({ upstream: from.name, reason });
+    this.d.logger.info({ from: from.name, to: to.name, reason }, 'upstream passed over: falling back');
+  }
+
+  /** The call on one upstream: queue, lease, provider, settlement. */
+  private async *fromUpstream(u: Upstream, input: GenerateInput, req: ProviderRequest, signal: AbortSignal, deadline?: number): AsyncGenerator<GenerateEvent> {
+    const { d } = this;
+    const label = { upstream: u.name };
+    if (u.breaker.opened) throw this.breakerRefusal(u);
+    const promptTokens = u.provider.countPromptTokens(req);
+    const reserved = promptTokens + req.maxTokens;
 
     // 1. Wait for a lease, streaming queue updates meanwhile.
     const updates = new Channel<GenerateEvent>();
-    const admission = d.queue
+    const admission = u.queue
       .admit({
         userId: input.userId || 'anonymous',
         priority: d.priorities[input.agentRole.toLowerCase()] ?? d.priorities.direct ?? 0,
@@ -279,15 +326,15 @@ export class LlmBroker {
       })
       .finally(() => updates.close());
     admission.catch(() => undefined); // awaited below; this only keeps it from counting as unhandled
-    for await (const u of updates) yield u;
+    for await (const e of updates) yield e;
     const { lease, waitedMs }: Admitted = await admission;
-    d.metrics.admissions.inc();
-    d.metrics.queueWait.observe(waitedMs / 1000);
-    d.metrics.tokens.inc({ kind: 'reserved' }, reserved);
+    d.metrics.admissions.inc(label);
+    d.metrics.queueWait.observe(label, waitedMs / 1000);
+    d.metrics.tokens.inc({ ...label, kind: 'reserved' }, reserved);
 
     // 2. Call the provider while holding (and renewing) the lease.
     const stopRenew = lease.keepAlive();
-    this.inFlightCount += 1;
+    this.inFlightBy.set(u.name, this.inFlightOf(u.name) + 1);
     let settled = false;
     let reachedProvider = false;
     let completionText = '';
@@ -297,8 +344,8 @@ export class LlmBroker {
       // `reserve`: the provider charged prompt + max_tokens when the request reached it, for good.
       const actual = d.tpmAccounting === 'reserve' && reachedProvider ? reserved : Math.max(0, Math.ceil(billed));
       if (actual > 0 && input.userId) void d.budgets?.charge(input.userId, actual);
-      d.metrics.tokens.inc({ kind: 'settled' }, actual);
-      if (actual < reserved) d.metrics.tokens.inc({ kind: 'refunded' }, reserved - actual);
+      d.metrics.tokens.inc({ ...label, kind: 'settled' }, actual);
+      if (actual < reserved) d.metrics.tokens.inc({ ...label, kind: 'refunded' }, reserved - actual);
       await (actual === 0 ? lease.refund() : lease.release({ actualTokens: actual })).catch((err: unknown) =>
         d.logger.warn({ err }, 'could not settle the lease'),
       );
@@ -306,12 +353,12 @@ export class LlmBroker {
     let opened = false;
     let delivered = 0;
     try {
-      const { stream, iterator, buffered, ended } = await this.open(body, signal, deadline, () => (reachedProvider = true));
+      const { stream, iterator, buffered, ended } = await this.open(u, req, signal, deadline, () => (reachedProvider = true));
       opened = true;
       let finishReason = 'stop';
       let usage: UsageOut | undefined;
-      let model = body.model;
-      const handle = (e: ChunkEvent): GenerateEvent | undefined => {
+      let model = req.model;
+      const handle = (e: StreamEvent): GenerateEvent | undefined => {
         if (e.type === 'content') {
           completionText += e.text;
           delivered += 1;
@@ -332,49 +379,50 @@ export class LlmBroker {
           if (out) yield out;
         }
       }
-      d.metrics.upstreamRequests.inc({ outcome: 'completed' });
-      this.alert = undefined;
+      d.metrics.upstreamRequests.inc({ ...label, outcome: 'completed' });
+      this.alerts.delete(u.name);
       const toolCalls = stream.toolCalls();
-      // A provider that sends no usage chunk: count what it generated, tool calls included.
+      // A provider that sends no usage: count what it generated, tool calls included.
       const generated = countText(completionText) + toolCalls.reduce((n, c) => n + countText(c.name) + countText(c.argumentsJson), 0);
       const finalUsage = usage ?? { promptTokens, completionTokens: generated, totalTokens: promptTokens + generated };
       await settle(finalUsage.totalTokens);
-      yield { type: 'done', finishReason, usage: finalUsage, toolCalls, model, queueWaitMs: waitedMs };
+      yield { type: 'done', finishReason, usage: finalUsage, toolCalls, model, queueWaitMs: waitedMs, upstream: u.name };
     } catch (err) {
       if (!signal.aborted && err instanceof UpstreamError) {
         if (!opened) throw LlmBroker.refusalOf(err);
         // Tokens already reached the caller: a retry would repeat them, so the call fails, saying so.
-        d.metrics.upstreamErrors.inc({ kind: 'mid_stream' });
-        d.metrics.upstreamRequests.inc({ outcome: 'failed' });
-        d.logger.warn({ err: err.message, delivered }, 'upstream failed mid-stream');
+        d.metrics.upstreamErrors.inc({ ...label, kind: 'mid_stream' });
+        d.metrics.upstreamRequests.inc({ ...label, outcome: 'failed' });
+        d.logger.warn({ upstream: u.name, err: err.message, delivered }, 'upstream failed mid-stream');
         throw new BrokerRefusal('upstream_stream_failed', `the upstream LLM failed after ${delivered} streamed pieces of its answer: ${err.message}`);
       }
       throw err;
     } finally {
       stopRenew();
-      this.inFlightCount -= 1;
+      this.inFlightBy.set(u.name, this.inFlightOf(u.name) - 1);
       if (!settled) {
-        if (signal.aborted) d.metrics.upstreamRequests.inc({ outcome: 'cancelled' });
+        if (signal.aborted) d.metrics.upstreamRequests.inc({ ...label, outcome: 'cancelled' });
         // Cancelled or failed: give back all the provider did not bill (prompt + what it generated).
         await settle(reachedProvider ? promptTokens + countText(completionText) : 0);
       }
-      d.queue.kick();
+      u.queue.kick();
     }
   }
 
   /** A refusal about the account (bad key, no quota): open the breaker, raise the alert, say why. */
-  private raiseAlert(problem: AccountProblem, err: UpstreamError): void {
+  private raiseAlert(u: Upstream, problem: AccountProblem, err: UpstreamError): void {
     const { d } = this;
-    this.alert = ALERTS[problem];
-    d.metrics.alerts.inc({ reason: problem });
-    d.logger.error({ reason: problem, status: err.status, upstream: err.message }, `upstream alert: ${this.alert}`);
-    if (!d.breaker.opened) d.breaker.open();
+    const alert = alertOf(problem, u.keyVariable);
+    this.alerts.set(u.name, alert);
+    d.metrics.alerts.inc({ upstream: u.name, reason: problem });
+    d.logger.error({ upstream: u.name, reason: problem, status: err.status, message: err.message }, `upstream alert: ${alert}`);
+    if (!u.breaker.opened) u.breaker.open();
   }
 
-  private breakerRefusal(): BrokerRefusal {
-    this.d.metrics.refusals.inc({ reason: 'breaker_open' });
-    const why = this.alert ? ` (${this.alert})` : '';
-    return new BrokerRefusal('breaker_open', `the upstream LLM is failing: circuit open${why}`, this.d.breakerResetMs);
+  private breakerRefusal(u: Upstream): BrokerRefusal {
+    this.d.metrics.refusals.inc({ upstream: u.name, reason: 'breaker_open' });
+    const alert = this.alerts.get(u.name);
+    return new BrokerRefusal('breaker_open', `the upstream LLM is failing: circuit open${alert ? ` (${alert})` : ''}`, u.breakerResetMs);
   }
 
   /**
@@ -382,25 +430,27 @@ export class LlmBroker {
    * tool calls only), retrying — nothing has reached the caller yet — what may succeed.
    */
   private async open(
-    body: ChatRequestBody,
+    u: Upstream,
+    req: ProviderRequest,
     signal: AbortSignal,
     deadline: number | undefined,
     onSent: () => void,
-  ): Promise<{ stream: OpenStream; iterator: AsyncIterator<ChunkEvent>; buffered: ChunkEvent[]; ended: boolean }> {
+  ): Promise<{ stream: OpenStream; iterator: AsyncIterator<StreamEvent>; buffered: StreamEvent[]; ended: boolean }> {
     const { d } = this;
+    const label = { upstream: u.name };
     const maxRetries = d.maxRetries ?? 3;
-    d.retryBudget.onRequest();
+    u.retryBudget.onRequest();
     for (let attempt = 0; ; attempt += 1) {
       const attemptAbort = new AbortController();
       const onAbort = () => attemptAbort.abort(signal.reason);
       // Linked for the stream's whole life: a cancelled call aborts the upstream body too.
       signal.addEventListener('abort', onAbort, { once: true });
       try {
-        const stream = await d.breaker.fire(body, attemptAbort.signal);
+        const stream = await u.breaker.fire(req, attemptAbort.signal);
         onSent();
-        if (d.adaptive.onHeaders(stream.limits)) d.limiter.setLimits(d.adaptive.limits);
+        if (u.adaptive.onHeaders(stream.limits)) u.limiter.setLimits(u.adaptive.limits);
         const iterator = stream.events[Symbol.asyncIterator]();
-        const buffered: ChunkEvent[] = [];
+        const buffered: StreamEvent[] = [];
         for (;;) {
           const r = await iterator.next();
           if (r.done) return { stream, iterator, buffered, ended: true };
@@ -412,37 +462,37 @@ export class LlmBroker {
         attemptAbort.abort();
         if (signal.aborted) throw raw;
         const code = (raw as { code?: string }).code;
-        if (code === 'EOPENBREAKER') throw this.breakerRefusal();
+        if (code === 'EOPENBREAKER') throw this.breakerRefusal(u);
         const err = raw instanceof UpstreamError ? raw : code === 'ETIMEDOUT' ? new UpstreamError('upstream timed out', 0) : undefined;
         if (!err) throw raw;
         const problem = err.accountProblem;
         if (problem) {
-          d.metrics.upstreamErrors.inc({ kind: String(err.status) });
-          d.metrics.upstreamRequests.inc({ outcome: 'failed' });
-          this.raiseAlert(problem, err);
-          throw this.breakerRefusal();
+          d.metrics.upstreamErrors.inc({ ...label, kind: String(err.status) });
+          d.metrics.upstreamRequests.inc({ ...label, outcome: 'failed' });
+          this.raiseAlert(u, problem, err);
+          throw this.breakerRefusal(u);
         }
         let floor = 0;
         if (err.rateLimited) {
-          d.metrics.upstream429.inc();
+          d.metrics.upstream429.inc(label);
           floor = err.retryAfterMs ?? 1_000;
-          await d.limiter.pauseFor(floor);
-          if (d.adaptive.onHeaders(err.limits) || d.adaptive.onRateLimited(limitKindOf(err.limits, err.message))) {
-            d.limiter.setLimits(d.adaptive.limits);
-            d.logger.warn({ limits: d.adaptive.limits }, 'provider rate limit: effective limits cut');
+          await u.limiter.pauseFor(floor);
+          if (u.adaptive.onHeaders(err.limits) || u.adaptive.onRateLimited(limitKindOf(err.limits, err.message))) {
+            u.limiter.setLimits(u.adaptive.limits);
+            d.logger.warn({ upstream: u.name, limits: u.adaptive.limits }, 'provider rate limit: effective limits cut');
           }
         } else {
-          d.metrics.upstreamErrors.inc({ kind: err.status === 0 ? 'connection' : String(err.status) });
-          // A 503 with Retry-After: the provider says when to come back.
+          d.metrics.upstreamErrors.inc({ ...label, kind: err.status === 0 ? 'connection' : String(err.status) });
+          // A 503 (or 529) with Retry-After: the provider says when to come back.
           floor = err.retryAfterMs ?? 0;
         }
         const wait = backoffMs(attempt, floor);
-        const late = deadline !== undefined && Date.now() + wait > deadline;
-        if (!err.retryable || attempt >= maxRetries || late || !d.retryBudget.tryWithdraw()) {
-          d.metrics.upstreamRequests.inc({ outcome: err.rateLimited ? 'rate_limited' : 'failed' });
+        const late = deadline !== undefined && this.now() + wait > deadline;
+        if (!err.retryable || attempt >= maxRetries || late || !u.retryBudget.tryWithdraw()) {
+          d.metrics.upstreamRequests.inc({ ...label, outcome: err.rateLimited ? 'rate_limited' : 'failed' });
           throw err;
         }
-        d.metrics.retries.inc();
+        d.metrics.retries.inc(label);
         await sleep(wait, signal);
       }
     }

@@ -1,8 +1,32 @@
 // Every environment variable the broker reads: its spec (type, default, description: the README's
 // tables are made from VARS) and its validation.
-import { config } from '@agent-mesh/common';
+import { config, LLM_QUOTA_KEY_PREFIX } from '@agent-mesh/common';
 
 export type Env = config.Env;
+
+export const PROTOCOLS = ['openai', 'anthropic'] as const;
+export type Protocol = (typeof PROTOCOLS)[number];
+
+/** One upstream LLM API: where, how it is spoken to, with which key, for which models, within which limits. */
+export interface UpstreamConfig {
+  /** Names it in metrics (`upstream` label), logs and `Done.upstream`. */
+  name: string;
+  protocol: Protocol;
+  /** Without the protocol's path (`/chat/completions`, `/messages`). */
+  baseUrl: string;
+  /** Never logged. Empty: no key header. */
+  apiKey: string;
+  /** The environment variable the key came from (named in the operator's alert). */
+  keyVariable: string;
+  /** The models it serves; the first is the default of a call that names none. */
+  models: string[];
+  maxConcurrent: number;
+  rpm: number;
+  /** 0 = unlimited (the provider's own limit then applies). */
+  tpm: number;
+  /** Prefix of its Redis quota keys (shared by every replica). */
+  quotaKey: string;
+}
 
 export interface BrokerConfig {
   port: number;
@@ -11,15 +35,8 @@ export interface BrokerConfig {
   shutdownGraceMs: number;
   metricsPort: number;
   redisUrl: string;
-  /** OpenAI-compatible base URL, without the trailing `/chat/completions`. */
-  baseUrl: string;
-  /** Bearer key for the provider; empty = no Authorization header. Never logged. */
-  apiKey: string;
-  model: string;
-  maxConcurrent: number;
-  rpm: number;
-  /** 0 = unlimited (the provider's own limit then applies). */
-  tpm: number;
+  /** In fallback order (LLM_UPSTREAMS, else one upstream from LLM_BASE_URL and its neighbours). */
+  upstreams: UpstreamConfig[];
   defaultMaxTokens: number;
   /** Agent role → priority (higher first). */
   priorities: Record<string, number>;
@@ -83,12 +100,23 @@ const { LLM_BROKER_PORT, LLM_BROKER_HOST, METRICS_PORT, SHUTDOWN_GRACE_MS, REDIS
 export const VARS = {
   LLM_BROKER_PORT, LLM_BROKER_HOST, METRICS_PORT, SHUTDOWN_GRACE_MS, REDIS_URL,
   ...config.defineVars({
-    LLM_BASE_URL: { type: 'string', default: 'http://127.0.0.1:8090/v1', doc: 'the OpenAI-compatible upstream, without `/chat/completions` (the default: the emulator)' },
-    LLM_API_KEY: { type: 'string', default: '', doc: 'bearer key for the provider; empty: no Authorization header. Never logged' },
-    LLM_MODEL: { type: 'string', default: 'emulator-1', doc: 'the upstream model' },
-    LLM_MAX_CONCURRENT: { type: 'int', default: 50, min: 0, doc: 'upstream calls in flight at most, all replicas together' },
-    LLM_RPM: { type: 'int', default: 500, min: 0, doc: 'upstream requests per minute, all replicas together' },
-    LLM_TPM: { type: 'int', default: 0, min: 0, doc: "upstream tokens per minute, all replicas together (0: the provider's own limit, unlimited here)" },
+    LLM_UPSTREAMS: {
+      type: 'string',
+      defaultDoc: 'one upstream, `default`, from `LLM_PROTOCOL`, `LLM_BASE_URL`, `LLM_API_KEY`, `LLM_MODEL` and the `LLM_*` limits',
+      doc:
+        'several upstreams, in fallback order, as a JSON list: `[{"name":"ark","baseUrl":"https://…/api/v3","keyEnv":"ARK_API_KEY","models":["ep-…"],"rpm":500},' +
+        ' {"name":"claude","protocol":"anthropic","baseUrl":"https://api.anthropic.com/v1","keyEnv":"ANTHROPIC_API_KEY","models":["claude-haiku-4-5"],"rpm":50,"tpm":40000}]`.' +
+        ' Each: `name` ([a-z0-9_-]), `protocol` (`openai` or `anthropic`; default `openai`), `baseUrl`, `keyEnv` (the variable holding its key, e.g. from a Secret; none: no key),' +
+        ' `models` (the first is its default), its own `maxConcurrent`, `rpm`, `tpm` (default: `LLM_MAX_CONCURRENT`, `LLM_RPM`, `LLM_TPM`) and `quotaKey` (its Redis quota keys;' +
+        ' default `mesh:llm` for the first, `mesh:llm:upstream:<name>` for the others). A call goes to the next upstream when the first\'s breaker is open or its queue cannot admit it before the call\'s deadline',
+    },
+    LLM_PROTOCOL: { type: 'string', default: 'openai', values: PROTOCOLS, doc: "the single upstream's protocol: `openai` (chat completions) or `anthropic` (Messages API)" },
+    LLM_BASE_URL: { type: 'string', default: 'http://127.0.0.1:8090/v1', doc: "the single upstream's base URL, without `/chat/completions` or `/messages` (the default: the emulator)" },
+    LLM_API_KEY: { type: 'string', default: '', doc: "the single upstream's key (bearer, or `x-api-key` for `anthropic`); empty: none. Never logged" },
+    LLM_MODEL: { type: 'string', default: 'emulator-1', doc: "the single upstream's model" },
+    LLM_MAX_CONCURRENT: { type: 'int', default: 50, min: 0, doc: 'upstream calls in flight at most, all replicas together (per upstream)' },
+    LLM_RPM: { type: 'int', default: 500, min: 0, doc: 'upstream requests per minute, all replicas together (per upstream)' },
+    LLM_TPM: { type: 'int', default: 0, min: 0, doc: "upstream tokens per minute, all replicas together (per upstream; 0: the provider's own limit, unlimited here)" },
     LLM_DEFAULT_MAX_TOKENS: { type: 'int', default: 1024, min: 1, doc: '`max_tokens` of a call that sets none' },
     LLM_PRIORITIES: { type: 'string', default: DEFAULT_PRIORITIES, doc: 'agent role → priority in the queue (higher first)' },
     LLM_QUEUE_MAX: { type: 'int', default: 1000, min: 1, doc: 'queued calls per replica' },
@@ -115,27 +143,100 @@ export const VARS = {
   }),
 };
 
+function checkedUrl(text: string, what: string): string {
+  const url = text.replace(/\/+$/, '');
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    throw new config.ConfigError(`${what} must be a URL, got "${text}"`);
+  }
+  if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') throw new config.ConfigError(`${what} must be an http(s) URL, got "${text}"`);
+  return url;
+}
+
+const NAME = /^[a-z0-9_-]{1,40}$/;
+const LIMIT_KEYS = ['maxConcurrent', 'rpm', 'tpm'] as const;
+
+/** LLM_UPSTREAMS' JSON → upstreams, every field checked; keys read from the variables they name. */
+export function parseUpstreams(text: string, env: Env, defaults: Record<(typeof LIMIT_KEYS)[number], number>): UpstreamConfig[] {
+  const fail = (msg: string): never => {
+    throw new config.ConfigError(`LLM_UPSTREAMS: ${msg}`);
+  };
+  let list: unknown;
+  try {
+    list = JSON.parse(text);
+  } catch {
+    return fail('must be a JSON list of upstreams');
+  }
+  if (!Array.isArray(list) || list.length === 0) return fail('must be a non-empty JSON list of upstreams');
+  const names = new Set<string>();
+  return list.map((raw: unknown, i): UpstreamConfig => {
+    if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return fail(`entry ${i} must be an object`);
+    const o = raw as Record<string, unknown>;
+    const known = new Set(['name', 'protocol', 'baseUrl', 'keyEnv', 'models', 'quotaKey', ...LIMIT_KEYS]);
+    for (const k of Object.keys(o)) if (!known.has(k)) fail(`entry ${i}: unknown field "${k}" (known: ${[...known].join(', ')})`);
+    const name = o.name;
+    if (typeof name !== 'string' || !NAME.test(name)) return fail(`entry ${i}: "name" must match [a-z0-9_-]{1,40}`);
+    if (names.has(name)) fail(`two upstreams are named "${name}"`);
+    names.add(name);
+    const protocol = o.protocol ?? 'openai';
+    if (!(PROTOCOLS as readonly unknown[]).includes(protocol)) fail(`${name}: "protocol" must be ${PROTOCOLS.join(' or ')}`);
+    if (typeof o.baseUrl !== 'string') return fail(`${name}: "baseUrl" is required`);
+    const baseUrl = checkedUrl(o.baseUrl, `LLM_UPSTREAMS: ${name}: "baseUrl"`);
+    const models = o.models;
+    if (!Array.isArray(models) || models.length === 0 || !models.every((m) => typeof m === 'string' && m !== '')) return fail(`${name}: "models" must be a non-empty list of model names`);
+    let apiKey = '';
+    let keyVariable = '';
+    if (o.keyEnv !== undefined) {
+      if (typeof o.keyEnv !== 'string' || !/^[A-Za-z_][A-Za-z0-9_]*$/.test(o.keyEnv)) return fail(`${name}: "keyEnv" must name an environment variable`);
+      keyVariable = o.keyEnv;
+      apiKey = env[keyVariable] ?? '';
+      if (!apiKey) fail(`${name}: its key variable ${keyVariable} is not set`);
+    }
+    const limit = (k: (typeof LIMIT_KEYS)[number]): number => {
+      const v = o[k] ?? defaults[k];
+      if (typeof v !== 'number' || !Number.isInteger(v) || v < 0) return fail(`${name}: "${k}" must be an integer ≥ 0`);
+      return v;
+    };
+    const quotaKey = o.quotaKey ?? (i === 0 ? LLM_QUOTA_KEY_PREFIX : `${LLM_QUOTA_KEY_PREFIX}:upstream:${name}`);
+    if (typeof quotaKey !== 'string' || quotaKey === '') return fail(`${name}: "quotaKey" must be a non-empty string`);
+    return {
+      name, protocol: protocol as Protocol, baseUrl, apiKey, keyVariable, models: models as string[],
+      maxConcurrent: limit('maxConcurrent'), rpm: limit('rpm'), tpm: limit('tpm'), quotaKey,
+    };
+  }).map((u, _i, all) => {
+    if (all.filter((x) => x.quotaKey === u.quotaKey).length > 1) fail(`two upstreams share the quota keys "${u.quotaKey}"`);
+    return u;
+  });
+}
+
 export function loadConfig(env: Env = process.env): BrokerConfig {
   const read = <V extends config.Var>(v: V, fallback?: config.ValueOf<V>) => config.read(v, env, fallback);
   const port = read(VARS.LLM_BROKER_PORT);
-  const baseUrl = read(VARS.LLM_BASE_URL).replace(/\/+$/, '');
-  try {
-    new URL(baseUrl);
-  } catch {
-    throw new config.ConfigError(`LLM_BASE_URL must be a URL, got "${baseUrl}"`);
-  }
+  const limits = { maxConcurrent: read(VARS.LLM_MAX_CONCURRENT), rpm: read(VARS.LLM_RPM), tpm: read(VARS.LLM_TPM) };
+  const list = read(VARS.LLM_UPSTREAMS, '').trim();
+  const upstreams: UpstreamConfig[] = list
+    ? parseUpstreams(list, env, limits)
+    : [
+        {
+          name: 'default',
+          protocol: read(VARS.LLM_PROTOCOL) as Protocol,
+          baseUrl: checkedUrl(read(VARS.LLM_BASE_URL), 'LLM_BASE_URL'),
+          apiKey: read(VARS.LLM_API_KEY),
+          keyVariable: 'LLM_API_KEY',
+          models: [read(VARS.LLM_MODEL)],
+          ...limits,
+          quotaKey: LLM_QUOTA_KEY_PREFIX,
+        },
+      ];
   return {
     port,
     host: read(VARS.LLM_BROKER_HOST),
     shutdownGraceMs: read(VARS.SHUTDOWN_GRACE_MS),
     metricsPort: read(VARS.METRICS_PORT, config.metricsPortFor(port || config.DEFAULT_PORTS.LLM_BROKER)),
     redisUrl: read(VARS.REDIS_URL),
-    baseUrl,
-    apiKey: read(VARS.LLM_API_KEY),
-    model: read(VARS.LLM_MODEL),
-    maxConcurrent: read(VARS.LLM_MAX_CONCURRENT),
-    rpm: read(VARS.LLM_RPM),
-    tpm: read(VARS.LLM_TPM),
+    upstreams,
     defaultMaxTokens: read(VARS.LLM_DEFAULT_MAX_TOKENS),
     priorities: parsePriorities(read(VARS.LLM_PRIORITIES)),
     queueMax: read(VARS.LLM_QUEUE_MAX),

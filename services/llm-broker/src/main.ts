@@ -1,19 +1,20 @@
-// Process entry of the llm-broker: Redis, the global limiter, the queue, the upstream client
+// Process entry of the llm-broker: Redis, and per upstream its global limiter, queue and provider
 // behind its breaker, the gRPC and metrics servers — wiring only (configuration, listeners and
 // shutdown phases: runService).
 import { randomUUID } from 'node:crypto';
 import {
-  BUDGET_KEY_PREFIX, createRedis, LLM_QUOTA_KEY_PREFIX, createRegistry, flushTelemetry, GlobalLimiter, redisReady, runService, TokenBudgets, type Service,
+  BUDGET_KEY_PREFIX, createRedis, createRegistry, flushTelemetry, GlobalLimiter, redisReady, runService, TokenBudgets, type Redis, type Service,
 } from '@agent-mesh/common';
-import { LlmBroker } from './broker';
+import { LlmBroker, type Upstream } from './broker';
 import { ResponseCache } from './cache/response-cache';
-import { loadConfig, type BrokerConfig } from './config';
-import { createBrokerMetrics } from './metrics';
+import { loadConfig, type BrokerConfig, type UpstreamConfig } from './config';
+import { createBrokerMetrics, type BrokerMetrics, type UpstreamGauges } from './metrics';
 import { AdaptiveLimits } from './queue/adaptive';
 import { AdmissionQueue } from './queue/admission';
 import { brokerService, PROTO_FILES } from './server';
 import { tokenizer } from './tokens';
-import { OpenAiCompatibleClient } from './upstream/openai';
+import { HttpProvider } from './upstream/http';
+import { WIRE_PROTOCOLS } from './upstream/protocols';
 import { breakerState, createBreaker, RetryBudget } from './upstream/resilience';
 
 void runService({ name: 'llm-broker', loadConfig, flushTelemetry, build });
@@ -27,52 +28,100 @@ async function build(svc: Service<BrokerConfig>): Promise<void> {
   await redisReady(redis, 3_000).catch((err: Error) => logger.warn({ err: err.message }, 'starting without redis'));
   svc.onShutdown('clients', 'redis', async () => void (await redis.quit().catch(() => redis.disconnect())));
 
-  const configured = { maxConcurrent: cfg.maxConcurrent, requestsPerMinute: cfg.rpm, tokensPerMinute: cfg.tpm };
+  const budgets = new TokenBudgets(redis, BUDGET_KEY_PREFIX, { defaults: { perDay: 0, perMinute: 0 }, onError: (err) => logger.warn({ err: (err as Error).message }, 'token budget not charged') });
+  const brokerRef: { b?: LlmBroker } = {};
+  const gauges: UpstreamGauges[] = [];
+  const registry = createRegistry('llm-broker');
+  const metrics = createBrokerMetrics(registry, { upstreams: () => gauges });
+  const upstreams = cfg.upstreams.map((u) => {
+    const built = buildUpstream(svc, cfg, u, redis, metrics);
+    gauges.push({
+      name: u.name,
+      queueDepth: () => built.upstream.queue.depth,
+      inFlight: () => brokerRef.b?.inFlightOf(u.name) ?? 0,
+      breakerState: () => ({ closed: 0, half_open: 1, open: 2 })[breakerState(built.upstream.breaker)],
+      effectiveLimits: () => {
+        const l = built.upstream.adaptive.limits;
+        return { rpm: l.requestsPerMinute, tpm: l.tokensPerMinute, concurrency: l.maxConcurrent };
+      },
+      sharedQuota: () => built.limiter.mode === 'shared',
+      liveReplicas: () => built.limiter.liveReplicas,
+    });
+    return built.upstream;
+  });
+  const broker = new LlmBroker({
+    upstreams,
+    maxRetries: cfg.retry.max,
+    tpmAccounting: cfg.tpmAccounting,
+    metrics,
+    logger,
+    defaultMaxTokens: cfg.defaultMaxTokens,
+    priorities: cfg.priorities,
+    // Calls that ask for it; a TTL of 0 turns it off.
+    cache: cfg.cache.ttlMs > 0 ? new ResponseCache(redis, { prefix: 'mesh:llm:cache', ...cfg.cache }) : undefined,
+    // Charges only: the limits are checked where work starts (the edge).
+    budgets,
+  });
+  brokerRef.b = broker;
+
+  const server = await svc.grpcServer({ port: cfg.port, services: [brokerService(broker, logger)], protoFiles: PROTO_FILES });
+  const metricsServer = await svc.metricsServer(registry, cfg.metricsPort);
+  // Calls still queued when the drain ends are refused.
+  svc.onShutdown('stop', 'queues', () => upstreams.forEach((u) => u.queue.close()));
+  server.serve();
+  logger.info(
+    {
+      host: svc.host,
+      port: server.port,
+      metricsPort: metricsServer.port,
+      // Never the keys: where each upstream is, what it serves, its limits.
+      upstreams: cfg.upstreams.map((u) => ({ name: u.name, protocol: u.protocol, baseUrl: u.baseUrl, models: u.models, maxConcurrent: u.maxConcurrent, rpm: u.rpm, tpm: u.tpm, quotaKey: u.quotaKey })),
+      timeScale: cfg.timeScale,
+      breaker: cfg.breaker,
+      retry: cfg.retry,
+      cache: cfg.cache,
+    },
+    'listening',
+  );
+}
+
+/** One upstream's own parts: its quota in Redis (limiter, adaptive limits), queue, provider and breaker. */
+function buildUpstream(svc: Service<BrokerConfig>, cfg: BrokerConfig, u: UpstreamConfig, redis: Redis, metrics: BrokerMetrics): { upstream: Upstream; limiter: GlobalLimiter } {
+  const { logger } = svc;
+  const log = logger.child({ upstream: u.name });
+  const configured = { maxConcurrent: u.maxConcurrent, requestsPerMinute: u.rpm, tokensPerMinute: u.tpm };
   const limiter = new GlobalLimiter(
     redis,
-    LLM_QUOTA_KEY_PREFIX,
+    u.quotaKey,
     { ...configured, leaseMs: cfg.leaseMs, windowScale: cfg.timeScale, replicaId: `${process.pid}-${randomUUID()}` },
-    logger,
+    log,
   );
   limiter.start();
-  svc.onShutdown('stop', 'limiter', () => limiter.stop());
+  svc.onShutdown('stop', `limiter:${u.name}`, () => limiter.stop());
 
   const adaptive = new AdaptiveLimits(configured, { creepPeriodMs: 1_000 * cfg.timeScale, holdMs: 5_000 * cfg.timeScale, reportTtlMs: 60_000 * cfg.timeScale });
   const creep = setInterval(() => adaptive.tick() && limiter.setLimits(adaptive.limits), Math.max(50, 500 * cfg.timeScale));
   creep.unref();
-  svc.onShutdown('stop', 'adaptive-limits', () => clearInterval(creep));
+  svc.onShutdown('stop', `adaptive-limits:${u.name}`, () => clearInterval(creep));
 
-  const client = new OpenAiCompatibleClient(cfg.baseUrl, cfg.apiKey, cfg.requestTimeoutMs, cfg.streamIdleTimeoutMs);
-  const breakerResetMs = cfg.breaker.resetMs;
-  const breaker = createBreaker(client.open.bind(client), {
+  const provider = new HttpProvider(WIRE_PROTOCOLS[u.protocol], {
+    baseUrl: u.baseUrl, apiKey: u.apiKey, requestTimeoutMs: cfg.requestTimeoutMs, streamIdleTimeoutMs: cfg.streamIdleTimeoutMs,
+  });
+  const breaker = createBreaker(provider.open.bind(provider), {
     errorThresholdPercentage: cfg.breaker.errorPercent,
     volumeThreshold: cfg.breaker.volumeThreshold,
-    resetTimeoutMs: breakerResetMs,
+    resetTimeoutMs: cfg.breaker.resetMs,
     timeoutMs: Math.min(cfg.breaker.timeoutMs, cfg.requestTimeoutMs),
     windowMs: cfg.breaker.windowMs,
   });
-  breaker.on('open', () => logger.warn('upstream circuit breaker open'));
-  breaker.on('halfOpen', () => logger.info('upstream circuit breaker half-open: probing'));
-  breaker.on('close', () => logger.info('upstream circuit breaker closed'));
-  svc.onShutdown('stop', 'upstream', async () => {
+  breaker.on('open', () => log.warn('upstream circuit breaker open'));
+  breaker.on('halfOpen', () => log.info('upstream circuit breaker half-open: probing'));
+  breaker.on('close', () => log.info('upstream circuit breaker closed'));
+  svc.onShutdown('stop', `upstream:${u.name}`, async () => {
     breaker.shutdown();
-    await client.close();
+    await provider.close();
   });
 
-  const registry = createRegistry('llm-broker');
-  let broker: LlmBroker | undefined;
-  const queueRef: { q?: AdmissionQueue } = {};
-  const metrics = createBrokerMetrics(registry, {
-    queueDepth: () => queueRef.q?.depth ?? 0,
-    inFlight: () => broker?.inFlight ?? 0,
-    breakerState: () => ({ closed: 0, half_open: 1, open: 2 })[breakerState(breaker)],
-    effectiveLimits: () => {
-      const l = adaptive.limits;
-      return { rpm: l.requestsPerMinute, tpm: l.tokensPerMinute, concurrency: l.maxConcurrent };
-    },
-    sharedQuota: () => limiter.mode === 'shared',
-    liveReplicas: () => limiter.liveReplicas,
-  });
   const queue = new AdmissionQueue(
     limiter,
     {
@@ -83,49 +132,22 @@ async function build(svc: Service<BrokerConfig>): Promise<void> {
         return rpm > 0 ? (60_000 * cfg.timeScale * limiter.liveReplicas) / rpm : 50;
       },
     },
-    {
-      onRefused: (reason) => metrics.refusals.inc({ reason }),
-    },
+    { onRefused: (reason) => metrics.refusals.inc({ upstream: u.name, reason }) },
   );
-  queueRef.q = queue;
-  broker = new LlmBroker({
-    queue,
+  return {
     limiter,
-    adaptive,
-    breaker,
-    retryBudget: new RetryBudget(cfg.retry.budgetRatio, cfg.retry.budgetBurst),
-    maxRetries: cfg.retry.max,
-    tpmAccounting: cfg.tpmAccounting,
-    metrics,
-    logger,
-    defaultModel: cfg.model,
-    defaultMaxTokens: cfg.defaultMaxTokens,
-    priorities: cfg.priorities,
-    breakerResetMs,
-    // Charges only: the limits are checked where work starts (the edge).
-    // Calls that ask for it; a TTL of 0 turns it off.
-    cache: cfg.cache.ttlMs > 0 ? new ResponseCache(redis, { prefix: 'mesh:llm:cache', upstream: cfg.baseUrl, ...cfg.cache }) : undefined,
-    budgets: new TokenBudgets(redis, BUDGET_KEY_PREFIX, { defaults: { perDay: 0, perMinute: 0 }, onError: (err) => logger.warn({ err: (err as Error).message }, 'token budget not charged') }),
-  });
-
-  const server = await svc.grpcServer({ port: cfg.port, services: [brokerService(broker, logger)], protoFiles: PROTO_FILES });
-  const metricsServer = await svc.metricsServer(registry, cfg.metricsPort);
-  // Calls still queued when the drain ends are refused.
-  svc.onShutdown('stop', 'queue', () => queue.close());
-  server.serve();
-  logger.info(
-    {
-      host: svc.host,
-      port: server.port,
-      metricsPort: metricsServer.port,
-      baseUrl: cfg.baseUrl,
-      model: cfg.model,
-      limits: configured,
-      timeScale: cfg.timeScale,
-      breaker: cfg.breaker,
-      retry: cfg.retry,
-      cache: cfg.cache,
+    upstream: {
+      name: u.name,
+      provider,
+      models: u.models,
+      queue,
+      limiter,
+      adaptive,
+      breaker,
+      breakerResetMs: cfg.breaker.resetMs,
+      retryBudget: new RetryBudget(cfg.retry.budgetRatio, cfg.retry.budgetBurst),
+      keyVariable: u.keyVariable || 'LLM_UPSTREAMS (no keyEnv)',
+      identity: `${u.protocol} ${u.baseUrl}`,
     },
-    'listening',
-  );
+  };
 }

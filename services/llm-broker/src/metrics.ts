@@ -1,7 +1,11 @@
-// The broker's Prometheus metrics (served on METRICS_PORT by main.ts).
+// The broker's Prometheus metrics (served on METRICS_PORT by main.ts). Everything about one
+// upstream carries its name (`upstream`, from LLM_UPSTREAMS; `default` for the single upstream of
+// LLM_BASE_URL): sum over it for the replica's totals.
 import { Counter, Gauge, Histogram, type Registry } from '@agent-mesh/common';
 
-export interface BrokerGauges {
+/** What the gauges read of one upstream when scraped. */
+export interface UpstreamGauges {
+  name: string;
   queueDepth(): number;
   inFlight(): number;
   breakerState(): number;
@@ -10,39 +14,56 @@ export interface BrokerGauges {
   liveReplicas(): number;
 }
 
+export interface BrokerGauges {
+  upstreams(): UpstreamGauges[];
+}
+
 export function createBrokerMetrics(registry: Registry, gauges: BrokerGauges) {
   const registers = [registry];
   const gauge = (name: string, help: string, collect: (g: Gauge) => void, labelNames: string[] = []) =>
     new Gauge({ name, help, registers, labelNames, collect(this: Gauge) { collect(this); } });
-  gauge('llm_queue_depth', 'Calls waiting in this replica\'s LLM queue', (g) => g.set(gauges.queueDepth()));
-  gauge('llm_in_flight', 'Upstream calls in flight from this replica', (g) => g.set(gauges.inFlight()));
-  gauge('llm_breaker_state', 'Upstream circuit breaker: 0 closed, 1 half-open, 2 open', (g) => g.set(gauges.breakerState()));
-  gauge('llm_quota_shared', '1 while the quota is shared through Redis, 0 on the local fallback share', (g) => g.set(gauges.sharedQuota() ? 1 : 0));
-  gauge('llm_live_replicas', 'Broker replicas sharing the quota (from heartbeats)', (g) => g.set(gauges.liveReplicas()));
-  gauge('llm_effective_limit', 'Effective quota after adapting to the provider (0 = unlimited)', (g) => {
-    const l = gauges.effectiveLimits();
-    g.set({ limit: 'rpm' }, l.rpm);
-    g.set({ limit: 'tpm' }, l.tpm);
-    g.set({ limit: 'concurrency' }, l.concurrency);
-  }, ['limit']);
+  const each = (read: (u: UpstreamGauges) => number) => (g: Gauge) => {
+    for (const u of gauges.upstreams()) g.set({ upstream: u.name }, read(u));
+  };
+  const up = ['upstream'];
+  gauge('llm_queue_depth', 'Calls waiting in this replica\'s LLM queue of the upstream', each((u) => u.queueDepth()), up);
+  gauge('llm_in_flight', 'Upstream calls in flight from this replica', each((u) => u.inFlight()), up);
+  gauge('llm_breaker_state', 'Upstream circuit breaker: 0 closed, 1 half-open, 2 open', each((u) => u.breakerState()), up);
+  gauge('llm_quota_shared', '1 while the upstream\'s quota is shared through Redis, 0 on the local fallback share', each((u) => (u.sharedQuota() ? 1 : 0)), up);
+  gauge('llm_live_replicas', 'Broker replicas sharing the upstream\'s quota (from heartbeats)', each((u) => u.liveReplicas()), up);
+  gauge('llm_effective_limit', 'Effective quota of the upstream after adapting to the provider (0 = unlimited)', (g) => {
+    for (const u of gauges.upstreams()) {
+      const l = u.effectiveLimits();
+      g.set({ upstream: u.name, limit: 'rpm' }, l.rpm);
+      g.set({ upstream: u.name, limit: 'tpm' }, l.tpm);
+      g.set({ upstream: u.name, limit: 'concurrency' }, l.concurrency);
+    }
+  }, ['upstream', 'limit']);
   return {
     queueWait: new Histogram({
       name: 'llm_queue_wait_seconds',
       help: 'Time from entering the queue to admission',
       buckets: [0.005, 0.025, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+      labelNames: up,
       registers,
     }),
-    admissions: new Counter({ name: 'llm_admissions_total', help: 'Calls admitted to the upstream', registers }),
-    refusals: new Counter({ name: 'llm_refusals_total', help: 'Admission refusals by reason (queue and quota)', labelNames: ['reason'], registers }),
-    tokens: new Counter({ name: 'llm_tokens_total', help: 'TPM tokens reserved, settled (billed) and refunded', labelNames: ['kind'], registers }),
-    upstreamRequests: new Counter({ name: 'llm_upstream_requests_total', help: 'Upstream HTTP requests by outcome', labelNames: ['outcome'], registers }),
-    upstream429: new Counter({ name: 'llm_upstream_rate_limited_total', help: 'Upstream 429 answers', registers }),
-    upstreamErrors: new Counter({ name: 'llm_upstream_errors_total', help: 'Upstream failures (5xx, connection, cut stream, timeout, mid_stream: after tokens reached the caller)', labelNames: ['kind'], registers }),
-    retries: new Counter({ name: 'llm_upstream_retries_total', help: 'Retries before the first token', registers }),
+    admissions: new Counter({ name: 'llm_admissions_total', help: 'Calls admitted to the upstream', labelNames: up, registers }),
+    refusals: new Counter({ name: 'llm_refusals_total', help: 'Admission refusals by reason (queue and quota)', labelNames: ['upstream', 'reason'], registers }),
+    tokens: new Counter({ name: 'llm_tokens_total', help: 'TPM tokens reserved, settled (billed) and refunded', labelNames: ['upstream', 'kind'], registers }),
+    upstreamRequests: new Counter({ name: 'llm_upstream_requests_total', help: 'Upstream HTTP requests by outcome', labelNames: ['upstream', 'outcome'], registers }),
+    upstream429: new Counter({ name: 'llm_upstream_rate_limited_total', help: 'Upstream 429 answers', labelNames: up, registers }),
+    upstreamErrors: new Counter({ name: 'llm_upstream_errors_total', help: 'Upstream failures (5xx, connection, cut stream, timeout, mid_stream: after tokens reached the caller)', labelNames: ['upstream', 'kind'], registers }),
+    retries: new Counter({ name: 'llm_upstream_retries_total', help: 'Retries before the first token', labelNames: up, registers }),
     alerts: new Counter({
       name: 'llm_upstream_alerts_total',
       help: 'Provider refusals an operator must fix (reason: invalid_api_key, insufficient_quota); each opens the breaker',
-      labelNames: ['reason'],
+      labelNames: ['upstream', 'reason'],
+      registers,
+    }),
+    fallbacks: new Counter({
+      name: 'llm_upstream_fallbacks_total',
+      help: 'Calls passed over from this upstream to the next of LLM_UPSTREAMS, by reason (breaker_open, queue_wait: its estimated wait ends after the call\'s deadline, or a refusal before any token: deadline_unreachable, queue_full, upstream_rate_limited, upstream_error)',
+      labelNames: ['upstream', 'reason'],
       registers,
     }),
     cacheLookups: new Counter({

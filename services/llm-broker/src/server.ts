@@ -9,11 +9,34 @@ import {
   type GenerateResponse,
   type LlmBrokerServiceServer,
 } from '@agent-mesh/common/gen/llmbroker/v1/llm_broker';
-import { BrokerRefusal, type CacheOutcome, type GenerateEvent, type GenerateInput, type LlmBroker } from './broker';
+import { BrokerRefusal, type CacheOutcome, type GenerateEvent, type GenerateInput, type LlmBroker, type ToolSpec } from './broker';
 import { QueueRefusal } from './queue/admission';
 
 export const SERVICE_NAME = 'llmbroker.v1.LlmBrokerService';
 export const PROTO_FILES = ['llmbroker/v1/llm_broker.proto'];
+
+/**
+ * The deprecated `tools_json` (OpenAI's `tools` array as text, from callers older than `tools`)
+ * as typed tools; a refusal names what is wrong with it.
+ */
+export function toolsFromJson(text: string): ToolSpec[] {
+  let list: unknown;
+  try {
+    list = JSON.parse(text);
+  } catch {
+    throw new BrokerRefusal('invalid_request', 'tools_json must be a JSON array');
+  }
+  if (!Array.isArray(list)) throw new BrokerRefusal('invalid_request', 'tools_json must be a JSON array');
+  return list.map((t: unknown, i) => {
+    const fn = (t as { function?: { name?: unknown; description?: unknown; parameters?: unknown } } | null)?.function;
+    if (typeof fn?.name !== 'string') throw new BrokerRefusal('invalid_request', `tools_json[${i}] must be {"type":"function","function":{"name":…}}`);
+    return {
+      name: fn.name,
+      description: typeof fn.description === 'string' ? fn.description : '',
+      parametersJsonSchema: fn.parameters === undefined ? '' : JSON.stringify(fn.parameters),
+    };
+  });
+}
 
 export function toInput(req: GenerateRequest): GenerateInput {
   return {
@@ -29,7 +52,8 @@ export function toInput(req: GenerateRequest): GenerateInput {
       toolCallId: m.toolCallId || undefined,
       toolCalls: m.toolCalls,
     })),
-    toolsJson: req.toolsJson,
+    // tools_json: from callers older than `tools` (deprecated).
+    tools: req.tools.length > 0 ? req.tools : req.toolsJson ? toolsFromJson(req.toolsJson) : [],
     maxTokens: req.maxTokens,
     temperature: req.hasTemperature ? req.temperature : undefined,
     cache: req.cache,
@@ -62,6 +86,7 @@ export function toResponse(e: GenerateEvent): GenerateResponse {
             queueWaitMs: e.queueWaitMs,
             cache: e.cache ? CACHE_STATUS[e.cache] : CacheStatus.CACHE_STATUS_UNSPECIFIED,
             cachedUsage: e.cachedUsage,
+            upstream: e.upstream,
           },
         },
       };
@@ -90,7 +115,7 @@ export function brokerService(broker: LlmBroker, logger: Logger) {
         for await (const e of broker.generate(toInput(req), signal, deadlineOf(call))) {
           if (e.type === 'done') {
             logger.info(
-              { runId: req.runId, role: req.agentRole, queueWaitMs: e.queueWaitMs, ms: Date.now() - started, usage: e.usage, finish: e.finishReason, ...(e.cache ? { cache: e.cache } : {}) },
+              { runId: req.runId, role: req.agentRole, upstream: e.upstream, queueWaitMs: e.queueWaitMs, ms: Date.now() - started, usage: e.usage, finish: e.finishReason, ...(e.cache ? { cache: e.cache } : {}) },
               'generate done',
             );
           }

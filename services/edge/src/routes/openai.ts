@@ -21,7 +21,7 @@ interface ChatBody {
   max_tokens?: number | null;
   max_completion_tokens?: number | null;
   temperature?: number | null;
-  tools?: unknown[];
+  tools?: { type: 'function'; function: { name: string; description?: string; parameters?: Record<string, unknown> } }[];
   user?: string;
 }
 
@@ -169,7 +169,9 @@ async function* direct(ctx: EdgeContext, userId: string, body: ChatBody, message
     // "upstream" (the default LLM_MODEL alias) means: whatever model the broker is configured with.
     model: body.model === 'upstream' ? '' : body.model,
     messages,
-    toolsJson: body.tools ? JSON.stringify(body.tools) : '',
+    // Typed for the broker, whose provider adapter writes them in its provider's format.
+    tools: (body.tools ?? []).map(({ function: f }) => ({ name: f.name, description: f.description ?? '', parametersJsonSchema: f.parameters ? JSON.stringify(f.parameters) : '' })),
+    toolsJson: '',
     maxTokens,
     temperature: body.temperature ?? 0,
     hasTemperature: body.temperature !== undefined && body.temperature !== null,

@@ -1,36 +1,36 @@
 import type { Redis } from '@agent-mesh/common';
-import type { ChatRequestBody } from '../upstream/openai';
+import type { ProviderRequest } from '../upstream/provider';
 import { ResponseCache } from './response-cache';
 
-const cache = (upstream = 'https://llm.example/v1') =>
-  new ResponseCache({} as Redis, { prefix: 'p', upstream, ttlMs: 1000, staleMs: 1000, lockMs: 1000, waitMs: 1000 });
-const body = (over: Partial<ChatRequestBody> = {}): ChatRequestBody => ({
+const cache = () => new ResponseCache({} as Redis, { prefix: 'p', ttlMs: 1000, staleMs: 1000, lockMs: 1000, waitMs: 1000 });
+const UPSTREAM = 'openai https://llm.example/v1';
+const req = (over: Partial<ProviderRequest> = {}): ProviderRequest => ({
   model: 'm',
   messages: [{ role: 'system', content: 'You are the Planner.' }, { role: 'user', content: 'q' }],
-  max_tokens: 100,
-  tools: [{ type: 'function', function: { name: 'search_web', parameters: { type: 'object' } } }],
+  maxTokens: 100,
+  tools: [{ name: 'search_web', description: '', parametersJsonSchema: '{"type":"object"}' }],
   temperature: 0,
   ...over,
 });
 
 describe('response cache keys', () => {
-  it('are equal for the same request, whatever the order of keys in its JSON', () => {
-    const reordered = body({ tools: [{ function: { parameters: { type: 'object' }, name: 'search_web' }, type: 'function' }] });
-    expect(cache().keyOf(body())).toBe(cache().keyOf(reordered));
-    expect(cache().keyOf(body())).toMatch(/^p:[0-9a-f]{64}$/);
+  it('are equal for the same request, whatever the order of keys in its objects', () => {
+    const reordered = req({ messages: [{ content: 'You are the Planner.', role: 'system' }, { content: 'q', role: 'user' }] });
+    expect(cache().keyOf(UPSTREAM, req())).toBe(cache().keyOf(UPSTREAM, reordered));
+    expect(cache().keyOf(UPSTREAM, req())).toMatch(/^p:[0-9a-f]{64}$/);
   });
 
   it('differ by everything that decides the answer: upstream, model, messages, tools, max_tokens, temperature', () => {
-    const base = cache().keyOf(body());
+    const base = cache().keyOf(UPSTREAM, req());
     const variants = [
-      cache('https://other.example/v1').keyOf(body()),
-      cache().keyOf(body({ model: 'm2' })),
-      cache().keyOf(body({ messages: [{ role: 'system', content: 'You are the Planner.' }, { role: 'user', content: 'q?' }] })),
-      cache().keyOf(body({ messages: [{ role: 'user', content: 'You are the Planner.' }, { role: 'user', content: 'q' }] })),
-      cache().keyOf(body({ tools: undefined })),
-      cache().keyOf(body({ max_tokens: 101 })),
-      cache().keyOf(body({ temperature: 0.5 })),
-      cache().keyOf(body({ temperature: undefined })),
+      cache().keyOf('anthropic https://llm.example/v1', req()),
+      cache().keyOf(UPSTREAM, req({ model: 'm2' })),
+      cache().keyOf(UPSTREAM, req({ messages: [{ role: 'system', content: 'You are the Planner.' }, { role: 'user', content: 'q?' }] })),
+      cache().keyOf(UPSTREAM, req({ messages: [{ role: 'user', content: 'You are the Planner.' }, { role: 'user', content: 'q' }] })),
+      cache().keyOf(UPSTREAM, req({ tools: [] })),
+      cache().keyOf(UPSTREAM, req({ maxTokens: 101 })),
+      cache().keyOf(UPSTREAM, req({ temperature: 0.5 })),
+      cache().keyOf(UPSTREAM, req({ temperature: undefined })),
     ];
     expect(new Set([base, ...variants]).size).toBe(variants.length + 1);
   });

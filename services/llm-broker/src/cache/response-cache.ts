@@ -1,12 +1,11 @@
 // The LLM response cache, shared by every broker replica through Redis. An answer is stored under
-// a hash of everything that decides it (upstream, model, messages, tools, max_tokens,
-// temperature), is fresh for the TTL, then kept for a stale window in which it is served only
+// a hash of everything that decides it (the upstream that is asked first, model, messages, tools,
+// max_tokens, temperature), is fresh for the TTL, then kept for a stale window in which it is served only
 // while the upstream refuses (paused or breaker open). Identical concurrent misses make one
 // upstream call: ReplicaLock elects one leader per key, the others wait for its answer.
 import { createHash } from 'node:crypto';
 import { canonicalJson, ReplicaLock, withTimeout, type Redis, type Turn } from '@agent-mesh/common';
-import type { ChatRequestBody } from '../upstream/openai';
-import type { ToolCallOut, UsageOut } from '../upstream/sse';
+import type { ProviderRequest, ToolCallOut, UsageOut } from '../upstream/provider';
 
 /** One complete answer, as the upstream streamed it. */
 export interface CachedAnswer {
@@ -16,6 +15,8 @@ export interface CachedAnswer {
   model: string;
   /** What the upstream billed for it: what a hit saves. */
   usage: UsageOut;
+  /** The upstream that answered (LLM_UPSTREAMS' name; absent in answers stored before it was kept). */
+  upstream?: string;
   /** When it was stored (ms since the epoch). */
   storedAt: number;
 }
@@ -30,8 +31,6 @@ export interface Found {
 export interface ResponseCacheOptions {
   /** Key prefix in Redis. */
   prefix: string;
-  /** The upstream's base URL: the same model name at another provider is another answer. */
-  upstream: string;
   /** How long an answer is served as a hit. */
   ttlMs: number;
   /** How long after the TTL it may still be served, marked stale, while the upstream refuses. */
@@ -58,9 +57,12 @@ export class ResponseCache {
     this.lock = new ReplicaLock(redis, { pollMs: Math.min(100, Math.max(10, o.lockMs / 4)), redisTimeoutMs: this.redisTimeoutMs });
   }
 
-  /** The key of one upstream request: equal for requests the provider would answer alike. */
-  keyOf(body: ChatRequestBody): string {
-    const decisive = { upstream: this.o.upstream, model: body.model, messages: body.messages, tools: body.tools ?? [], maxTokens: body.max_tokens, temperature: body.temperature ?? null };
+  /**
+   * The key of one call to `upstream` (its protocol and URL: the same model name at another
+   * provider is another answer): equal for calls the provider would answer alike.
+   */
+  keyOf(upstream: string, req: ProviderRequest): string {
+    const decisive = { upstream, model: req.model, messages: req.messages, tools: req.tools, maxTokens: req.maxTokens, temperature: req.temperature ?? null };
     return `${this.o.prefix}:${sha256(canonicalJson(decisive))}`;
   }
 

@@ -1,8 +1,16 @@
-// The OpenAI-compatible chat-completions dialect (OpenAI, Volcengine Ark, vLLM, the emulator):
-// one streamed POST to `${baseUrl}/chat/completions` over a keep-alive undici pool.
-import { Agent, request, errors as undiciErrors } from 'undici';
-import { ChunkParser, type ChunkEvent, type ToolCallOut } from './sse';
+// The OpenAI-compatible chat-completions protocol (OpenAI, Volcengine Ark, vLLM, the emulator):
+// one streamed POST to `${baseUrl}/chat/completions`, bearer key, `chat.completion.chunk` events
+// ending with `data: [DONE]`, `x-ratelimit-*` headers, errors as `{"error": {message, type, code}}`.
+import { countPromptTokens as countChatTokens } from '../tokens';
+import { SseFramer } from './sse';
+import {
+  headerNumber, parametersOf, retryAfterMs, UpstreamError,
+  type ChatMessageIn, type ProviderLimits, type ProviderRequest, type StreamEvent, type StreamParser, type ToolCallOut, type ToolSpec, type WireProtocol,
+} from './provider';
 
+type Headers = Record<string, string | string[] | undefined>;
+
+/** The request body, as OpenAI's API takes it (also what the response cache keys). */
 export interface ChatRequestBody {
   model: string;
   messages: unknown[];
@@ -11,173 +19,160 @@ export interface ChatRequestBody {
   temperature?: number;
 }
 
-/** What the provider says about its limits (`x-ratelimit-*`), when it says it. */
-export interface ProviderLimitHeaders {
-  limitRequests?: number;
-  remainingRequests?: number;
-  limitTokens?: number;
-  remainingTokens?: number;
+export function wireMessages(messages: ChatMessageIn[]): unknown[] {
+  return messages.map((m) => ({
+    role: m.role,
+    content: m.content,
+    ...(m.name ? { name: m.name } : {}),
+    ...(m.toolCallId ? { tool_call_id: m.toolCallId } : {}),
+    ...(m.toolCalls && m.toolCalls.length > 0
+      ? { tool_calls: m.toolCalls.map((c) => ({ id: c.id, type: 'function', function: { name: c.name, arguments: c.argumentsJson } })) }
+      : {}),
+  }));
 }
 
-/** Refusals about the account, not the moment: no wait or retry fixes them; an operator must. */
-export type AccountProblem = 'invalid_api_key' | 'insufficient_quota';
-
-/** A refusal or failure from the provider, or the connection to it. */
-export class UpstreamError extends Error {
-  override name = 'UpstreamError';
-  constructor(
-    message: string,
-    /** HTTP status; 0 for connection errors, cut streams and errors inside a stream. */
-    readonly status: number,
-    readonly retryAfterMs?: number,
-    readonly limits: ProviderLimitHeaders = {},
-    /** The provider's error code (`insufficient_quota`, `model_not_found`, …), when it sent one. */
-    readonly code?: string,
-  ) {
-    super(message);
-  }
-
-  /** A rate limit that passes with time (a billing `insufficient_quota` 429 does not). */
-  get rateLimited(): boolean {
-    return this.status === 429 && this.code !== 'insufficient_quota';
-  }
-
-  get accountProblem(): AccountProblem | undefined {
-    if (this.status === 401 || this.status === 403) return 'invalid_api_key';
-    if (this.code === 'insufficient_quota') return 'insufficient_quota';
-    return undefined;
-  }
-
-  /** 429, 5xx and connection or stream errors may succeed on a retry; other 4xx and account problems never will. */
-  get retryable(): boolean {
-    return this.accountProblem === undefined && (this.status === 0 || this.status === 429 || this.status >= 500);
-  }
+export function wireTools(tools: ToolSpec[]): unknown[] {
+  return tools.map((t) => ({ type: 'function', function: { name: t.name, ...(t.description ? { description: t.description } : {}), parameters: parametersOf(t) } }));
 }
 
-export interface OpenStream {
-  limits: ProviderLimitHeaders;
-  events: AsyncIterable<ChunkEvent>;
-  toolCalls(): ToolCallOut[];
-}
-
-function num(v: string | string[] | undefined): number | undefined {
-  const s = Array.isArray(v) ? v[0] : v;
-  if (s === undefined || s === '') return undefined;
-  const n = Number(s);
-  return Number.isFinite(n) ? n : undefined;
-}
-
-export function limitHeaders(h: Record<string, string | string[] | undefined>): ProviderLimitHeaders {
+export function chatRequestBody(req: ProviderRequest): ChatRequestBody {
   return {
-    limitRequests: num(h['x-ratelimit-limit-requests']),
-    remainingRequests: num(h['x-ratelimit-remaining-requests']),
-    limitTokens: num(h['x-ratelimit-limit-tokens']),
-    remainingTokens: num(h['x-ratelimit-remaining-tokens']),
+    model: req.model,
+    messages: wireMessages(req.messages),
+    max_tokens: req.maxTokens,
+    ...(req.tools.length > 0 ? { tools: wireTools(req.tools) } : {}),
+    ...(req.temperature !== undefined ? { temperature: req.temperature } : {}),
   };
 }
 
-/** `retry-after-ms` (OpenAI), else `retry-after` in seconds or as an HTTP date. */
-export function retryAfterMs(h: Record<string, string | string[] | undefined>, now = Date.now()): number | undefined {
-  const ms = num(h['retry-after-ms']);
-  if (ms !== undefined) return Math.max(0, ms);
-  const raw = h['retry-after'];
-  const s = Array.isArray(raw) ? raw[0] : raw;
-  if (!s) return undefined;
-  const secs = Number(s);
-  if (Number.isFinite(secs)) return Math.max(0, secs * 1000);
-  const date = Date.parse(s);
-  return Number.isNaN(date) ? undefined : Math.max(0, date - now);
+export function limitHeaders(h: Headers): ProviderLimits {
+  return {
+    limitRequests: headerNumber(h, 'x-ratelimit-limit-requests'),
+    remainingRequests: headerNumber(h, 'x-ratelimit-remaining-requests'),
+    limitTokens: headerNumber(h, 'x-ratelimit-limit-tokens'),
+    remainingTokens: headerNumber(h, 'x-ratelimit-remaining-tokens'),
+  };
 }
 
-export class OpenAiCompatibleClient {
-  private readonly agent: Agent;
+export function openAiError(status: number, h: Headers, text: string): UpstreamError {
+  let message = text.slice(0, 300);
+  let code: string | undefined;
+  try {
+    const error = (JSON.parse(text) as { error?: { message?: string; code?: string | null; type?: string } }).error;
+    message = error?.message ?? message;
+    code = error?.code ?? error?.type ?? undefined;
+  } catch {
+    /* not JSON */
+  }
+  return new UpstreamError(`upstream ${status}: ${message}`, status, retryAfterMs(h), limitHeaders(h), code);
+}
 
-  /**
-   * `streamIdleTimeoutMs`: the longest silence inside a response body (undici's bodyTimeout, reset
-   * by every chunk) before the call is aborted as stalled.
-   */
-  constructor(
-    private readonly baseUrl: string,
-    private readonly apiKey: string,
-    requestTimeoutMs: number,
-    private readonly streamIdleTimeoutMs = requestTimeoutMs,
-  ) {
-    this.agent = new Agent({
-      keepAliveTimeout: 30_000,
-      connections: 256,
-      headersTimeout: requestTimeoutMs,
-      bodyTimeout: streamIdleTimeoutMs,
-    });
+interface RawChunk {
+  error?: { message?: string; code?: string | null; type?: string } | string;
+  message?: string;
+  model?: string;
+  choices?: Array<{
+    delta?: { content?: string | null; tool_calls?: Array<{ index?: number; id?: string; function?: { name?: string; arguments?: string } }> };
+    finish_reason?: string | null;
+  }>;
+  usage?: { prompt_tokens?: number; completion_tokens?: number; total_tokens?: number } | null;
+}
+
+/**
+ * Reads `chat.completion.chunk` events. Tool calls arrive as fragments keyed by index and are
+ * assembled here. An in-stream error (`data: {"error": …}`, or an `event: error` block) and a data
+ * line that is not JSON (code `invalid_stream_data`, naming what arrived) throw an UpstreamError;
+ * a body that ends before `[DONE]` or without a finish_reason fails `end()`.
+ */
+export class ChunkParser implements StreamParser {
+  private readonly framer = new SseFramer();
+  private readonly calls = new Map<number, ToolCallOut>();
+  private modelSeen = false;
+  private finished = false;
+  private done = false;
+
+  get complete(): boolean {
+    return this.done;
   }
 
-  /** Sends the request and resolves once the provider answered 200 (the body streams after). */
-  async open(body: ChatRequestBody, signal: AbortSignal): Promise<OpenStream> {
-    const headers: Record<string, string> = { 'content-type': 'application/json', accept: 'text/event-stream' };
-    if (this.apiKey) headers.authorization = `Bearer ${this.apiKey}`;
-    let res: Awaited<ReturnType<typeof request>>;
-    try {
-      res = await request(`${this.baseUrl}/chat/completions`, {
-        method: 'POST',
-        headers,
-        body: JSON.stringify({ ...body, stream: true, stream_options: { include_usage: true } }),
-        signal,
-        dispatcher: this.agent,
-      });
-    } catch (err) {
-      if (signal.aborted) throw err;
-      throw new UpstreamError(`upstream connection failed: ${(err as Error).message}`, 0);
-    }
-    const limits = limitHeaders(res.headers);
-    if (res.statusCode !== 200) {
-      const text = await res.body.text().catch(() => '');
-      let message = text.slice(0, 300);
-      let code: string | undefined;
+  push(text: string): StreamEvent[] {
+    const events: StreamEvent[] = [];
+    for (const frame of this.framer.push(text)) {
+      if (frame.data === '[DONE]') {
+        this.done = true;
+        continue;
+      }
+      let chunk: RawChunk;
       try {
-        const error = (JSON.parse(text) as { error?: { message?: string; code?: string | null; type?: string } }).error;
-        message = error?.message ?? message;
-        code = error?.code ?? error?.type ?? undefined;
+        chunk = JSON.parse(frame.data) as RawChunk;
       } catch {
-        /* not JSON */
+        throw new UpstreamError(`upstream error inside the stream: the provider sent a stream line that is not JSON: ${JSON.stringify(frame.data.slice(0, 80))}`, 0, undefined, {}, 'invalid_stream_data');
       }
-      throw new UpstreamError(`upstream ${res.statusCode}: ${message}`, res.statusCode, retryAfterMs(res.headers), limits, code);
-    }
-    const parser = new ChunkParser();
-    const stream = res.body;
-    const idleMs = this.streamIdleTimeoutMs;
-    // Every way a 200 stream can go wrong ends in an UpstreamError saying which: never a short
-    // answer that looks complete.
-    async function* events(): AsyncIterable<ChunkEvent> {
-      const decoder = new TextDecoder();
-      let finished = false;
-      let finishReason = false;
-      try {
-        for await (const bytes of stream as AsyncIterable<Buffer>) {
-          for (const e of parser.push(decoder.decode(bytes, { stream: true }))) {
-            if (e.type === 'error') throw new UpstreamError(`upstream error inside the stream: ${e.message}`, 0, undefined, {}, e.code);
-            if (e.type === 'finish') finishReason = true;
-            if (e.type === 'done') finished = true;
-            yield e;
-          }
-        }
-      } catch (err) {
-        if (signal.aborted || err instanceof UpstreamError) throw err;
-        if ((err as { code?: string }).code === 'UND_ERR_BODY_TIMEOUT') {
-          throw new UpstreamError(`upstream stream stalled: no data for ${idleMs} ms (LLM_STREAM_IDLE_TIMEOUT_MS)`, 0, undefined, {}, 'stream_stalled');
-        }
-        if (err instanceof undiciErrors.UndiciError || (err as NodeJS.ErrnoException).code) {
-          throw new UpstreamError(`upstream stream failed: ${(err as Error).message}`, 0);
-        }
-        throw err;
-      } finally {
-        if (!finished) stream.destroy();
+      if (chunk.error !== undefined || frame.event === 'error') {
+        const e = typeof chunk.error === 'string' ? { message: chunk.error } : (chunk.error ?? (chunk as { message?: string; code?: string }));
+        throw new UpstreamError(`upstream error inside the stream: ${e.message || 'the provider reported an error'}`, 0, undefined, {}, e.code ?? undefined);
       }
-      if (!finished) throw new UpstreamError('upstream stream ended before [DONE]', 0);
-      if (!finishReason) throw new UpstreamError('upstream stream ended without a finish_reason', 0);
+      this.onChunk(chunk, events);
     }
-    return { limits, events: events(), toolCalls: () => parser.toolCalls() };
+    return events;
   }
 
-  close(): Promise<void> {
-    return this.agent.close();
+  end(): void {
+    if (!this.done) throw new UpstreamError('upstream stream ended before [DONE]', 0);
+    if (!this.finished) throw new UpstreamError('upstream stream ended without a finish_reason', 0);
+  }
+
+  /** The complete tool calls, in index order. */
+  toolCalls(): ToolCallOut[] {
+    return [...this.calls.entries()].sort((a, b) => a[0] - b[0]).map(([, c]) => c);
+  }
+
+  private onChunk(chunk: RawChunk, events: StreamEvent[]): void {
+    if (chunk.model && !this.modelSeen) {
+      this.modelSeen = true;
+      events.push({ type: 'model', model: chunk.model });
+    }
+    for (const choice of chunk.choices ?? []) {
+      const delta = choice.delta;
+      if (delta?.content) events.push({ type: 'content', text: delta.content });
+      for (const tc of delta?.tool_calls ?? []) {
+        const index = tc.index ?? 0;
+        const call = this.calls.get(index) ?? { id: '', name: '', argumentsJson: '' };
+        if (tc.id) call.id = tc.id;
+        if (tc.function?.name) call.name += tc.function.name;
+        if (tc.function?.arguments) call.argumentsJson += tc.function.arguments;
+        this.calls.set(index, call);
+      }
+      if (choice.finish_reason) {
+        this.finished = true;
+        events.push({ type: 'finish', reason: choice.finish_reason });
+      }
+    }
+    if (chunk.usage) {
+      const u = chunk.usage;
+      events.push({
+        type: 'usage',
+        usage: { promptTokens: u.prompt_tokens ?? 0, completionTokens: u.completion_tokens ?? 0, totalTokens: u.total_tokens ?? (u.prompt_tokens ?? 0) + (u.completion_tokens ?? 0) },
+      });
+    }
   }
 }
+
+export const openAiProtocol: WireProtocol = {
+  name: 'openai',
+  request(req, apiKey) {
+    const headers: Record<string, string> = { 'content-type': 'application/json', accept: 'text/event-stream' };
+    if (apiKey) headers.authorization = `Bearer ${apiKey}`;
+    return { path: '/chat/completions', headers, body: JSON.stringify({ ...chatRequestBody(req), stream: true, stream_options: { include_usage: true } }) };
+  },
+  limits: limitHeaders,
+  error: openAiError,
+  parser: () => new ChunkParser(),
+  countPromptTokens(req) {
+    const body = chatRequestBody(req);
+    return countChatTokens(
+      req.messages.map((m, i) => ({ role: m.role, content: m.content, name: m.name, toolCalls: (body.messages[i] as { tool_calls?: unknown[] }).tool_calls })),
+      body.tools ? JSON.stringify(body.tools) : '',
+    );
+  },
+};

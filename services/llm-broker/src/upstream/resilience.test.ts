@@ -1,5 +1,5 @@
 import { backoffMs, createBreaker, RetryBudget } from './resilience';
-import { UpstreamError } from './openai';
+import { UpstreamError } from './provider';
 
 describe('RetryBudget', () => {
   it('never lets retries exceed requests × ratio + the initial reserve', () => {

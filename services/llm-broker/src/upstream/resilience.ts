@@ -1,7 +1,7 @@
 // What stands between a request and the provider: a circuit breaker (opossum) around opening the
 // stream, and retries before the first token with backoff, jitter and a retry budget.
 import CircuitBreaker from 'opossum';
-import { UpstreamError } from './openai';
+import { UpstreamError } from './provider';
 
 export interface BreakerOptions {
   /** Failure percentage that opens the breaker. @default 50 */

@@ -1,5 +1,5 @@
-// One agent step: a broker call streamed into `token` events, with the OpenAI function-calling
-// loop for agents that may use tools.
+// One agent step: a broker call streamed into `token` events, with the function-calling loop for
+// agents that may use tools.
 import type { AgentCallPolicy, AgentRole, ChatMessage, Emit, LlmGateway, ToolDefinition, ToolGateway, Usage } from './types';
 import { addUsage, emptyUsage } from './types';
 import { chat } from './prompts';
@@ -46,16 +46,10 @@ export interface AgentOutput {
   usage: Usage;
 }
 
-function toolsJson(defs: ToolDefinition[]): string {
-  if (defs.length === 0) return '';
-  return JSON.stringify(
-    defs.map((d) => ({
-      type: 'function',
-      function: { name: d.name, description: d.description, parameters: safeJson(d.parametersJsonSchema) ?? { type: 'object' } },
-    })),
-  );
+/** The tools as the broker takes them (typed: its provider adapter writes each provider's format). */
+function brokerTools(defs: ToolDefinition[]): { name: string; description: string; parametersJsonSchema: string }[] {
+  return defs.map(({ name, description, parametersJsonSchema }) => ({ name, description, parametersJsonSchema }));
 }
-
 function safeJson(text: string): unknown {
   if (!text) return undefined;
   try {
@@ -81,7 +75,8 @@ export async function runAgent(env: AgentEnv, step: AgentStep): Promise<AgentOut
       runStarted: env.admitted.value,
       model: '',
       messages,
-      toolsJson: offerTools ? toolsJson(step.tools ?? []) : '',
+      tools: offerTools ? brokerTools(step.tools ?? []) : [],
+      toolsJson: '',
       maxTokens: env.maxTokens,
       temperature: policy.temperature ?? 0,
       hasTemperature: policy.temperature !== undefined,

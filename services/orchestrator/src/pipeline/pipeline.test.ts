@@ -41,7 +41,7 @@ class FakeLlm implements LlmGateway {
     if (cached) yield { update: { $case: 'cached', cached: { stale: false, ageMs: 1000 } } };
     let text: string[];
     const role = request.agentRole;
-    if (role === 'host' && this.opts.toolCallOnce && request.toolsJson && !request.messages.some((m) => m.role === 'tool')) {
+    if (role === 'host' && this.opts.toolCallOnce && request.tools.length > 0 && !request.messages.some((m) => m.role === 'tool')) {
       yield { update: { $case: 'done', done: { finishReason: 'tool_calls', usage: { promptTokens: 5, completionTokens: 1, totalTokens: 6 }, toolCalls: [{ id: 'c1', name: 'search_web', argumentsJson: '{"query":"x"}' }], model: 'm', queueWaitMs: 0 } } };
       log.end = Date.now();
       return;

@@ -96,6 +96,22 @@ export interface ToolCall {
   argumentsJson: string;
 }
 
+/**
+ * Tool is a function the model may call, in no provider's format: the broker's provider adapter
+ * writes it as that provider's tool definition.
+ */
+export interface Tool {
+  /** name is the function's name ([a-zA-Z0-9_-], at most 64 characters). */
+  name: string;
+  /** description tells the model what the function does. */
+  description: string;
+  /**
+   * parameters_json_schema is the JSON Schema of the function's arguments as JSON text; empty
+   * means an object with any properties.
+   */
+  parametersJsonSchema: string;
+}
+
 /** GenerateRequest is one chat completion to run through the queue. */
 export interface GenerateRequest {
   /** user_id is the end user the call is for (fairness is per user). */
@@ -110,7 +126,12 @@ export interface GenerateRequest {
   model: string;
   /** messages is the chat so far. */
   messages: ChatMessage[];
-  /** tools_json is the OpenAI `tools` array as JSON text, empty for none. */
+  /**
+   * tools_json is the OpenAI `tools` array as JSON text, empty for none. Deprecated: callers send
+   * `tools`; the broker still reads tools_json when `tools` is empty, for callers from before.
+   *
+   * @deprecated
+   */
   toolsJson: string;
   /** max_tokens caps the completion; 0 means the broker's default. */
   maxTokens: number;
@@ -124,6 +145,8 @@ export interface GenerateRequest {
    * billed), and this call's answer is stored for later ones. False: always the upstream.
    */
   cache: boolean;
+  /** tools are the functions the model may call (none: a plain completion). */
+  tools: Tool[];
 }
 
 /** GenerateResponse is one update of a Generate call. */
@@ -200,7 +223,14 @@ export interface Done {
    * cached_usage is, for an answer from the cache, the usage of the call that produced it: the
    * tokens this call saved (usage is then zero: nothing was billed).
    */
-  cachedUsage: Usage | undefined;
+  cachedUsage:
+    | Usage
+    | undefined;
+  /**
+   * upstream names the upstream (LLM_UPSTREAMS) that served the call; for an answer from the
+   * cache, the one that produced it.
+   */
+  upstream: string;
 }
 
 function createBaseChatMessage(): ChatMessage {
@@ -449,6 +479,111 @@ export const ToolCall: MessageFns<ToolCall> = {
   },
 };
 
+function createBaseTool(): Tool {
+  return { name: "", description: "", parametersJsonSchema: "" };
+}
+
+export const Tool: MessageFns<Tool> = {
+  encode(message: Tool, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.description !== "") {
+      writer.uint32(18).string(message.description);
+    }
+    if (message.parametersJsonSchema !== "") {
+      writer.uint32(26).string(message.parametersJsonSchema);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Tool {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseTool();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.description = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.parametersJsonSchema = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): Tool {
+    return {
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      description: isSet(object.description) ? globalThis.String(object.description) : "",
+      parametersJsonSchema: isSet(object.parametersJsonSchema)
+        ? globalThis.String(object.parametersJsonSchema)
+        : isSet(object.parameters_json_schema)
+        ? globalThis.String(object.parameters_json_schema)
+        : "",
+    };
+  },
+
+  toJSON(message: Tool): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.description !== "") {
+      obj.description = message.description;
+    }
+    if (message.parametersJsonSchema !== "") {
+      obj.parametersJsonSchema = message.parametersJsonSchema;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<Tool>): Tool {
+    return Tool.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<Tool>): Tool {
+    const message = createBaseTool();
+    message.name = object.name ?? "";
+    message.description = object.description ?? "";
+    message.parametersJsonSchema = object.parametersJsonSchema ?? "";
+    return message;
+  },
+};
+
 function createBaseGenerateRequest(): GenerateRequest {
   return {
     userId: "",
@@ -462,6 +597,7 @@ function createBaseGenerateRequest(): GenerateRequest {
     temperature: 0,
     hasTemperature: false,
     cache: false,
+    tools: [],
   };
 }
 
@@ -499,6 +635,9 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
     }
     if (message.cache !== false) {
       writer.uint32(88).bool(message.cache);
+    }
+    for (const v of message.tools) {
+      Tool.encode(v!, writer.uint32(98).fork()).join();
     }
     return writer;
   },
@@ -604,6 +743,14 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
             message.cache = reader.bool();
             continue;
           }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.tools.push(Tool.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -659,6 +806,9 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
         ? globalThis.Boolean(object.has_temperature)
         : false,
       cache: isSet(object.cache) ? globalThis.Boolean(object.cache) : false,
+      tools: globalThis.Array.isArray(object?.tools)
+        ? object.tools.map((e: any) => Tool.fromJSON(e))
+        : [],
     };
   },
 
@@ -697,6 +847,9 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
     if (message.cache !== false) {
       obj.cache = message.cache;
     }
+    if (message.tools?.length) {
+      obj.tools = message.tools.map((e) => Tool.toJSON(e));
+    }
     return obj;
   },
 
@@ -716,6 +869,7 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
     message.temperature = object.temperature ?? 0;
     message.hasTemperature = object.hasTemperature ?? false;
     message.cache = object.cache ?? false;
+    message.tools = object.tools?.map((e) => Tool.fromPartial(e)) || [];
     return message;
   },
 };
@@ -1230,6 +1384,7 @@ function createBaseDone(): Done {
     queueWaitMs: 0,
     cache: 0,
     cachedUsage: undefined,
+    upstream: "",
   };
 }
 
@@ -1255,6 +1410,9 @@ export const Done: MessageFns<Done> = {
     }
     if (message.cachedUsage !== undefined) {
       Usage.encode(message.cachedUsage, writer.uint32(58).fork()).join();
+    }
+    if (message.upstream !== "") {
+      writer.uint32(66).string(message.upstream);
     }
     return writer;
   },
@@ -1328,6 +1486,14 @@ export const Done: MessageFns<Done> = {
             message.cachedUsage = Usage.decode(reader, reader.uint32());
             continue;
           }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.upstream = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1365,6 +1531,7 @@ export const Done: MessageFns<Done> = {
         : isSet(object.cached_usage)
         ? Usage.fromJSON(object.cached_usage)
         : undefined,
+      upstream: isSet(object.upstream) ? globalThis.String(object.upstream) : "",
     };
   },
 
@@ -1391,6 +1558,9 @@ export const Done: MessageFns<Done> = {
     if (message.cachedUsage !== undefined) {
       obj.cachedUsage = Usage.toJSON(message.cachedUsage);
     }
+    if (message.upstream !== "") {
+      obj.upstream = message.upstream;
+    }
     return obj;
   },
 
@@ -1408,6 +1578,7 @@ export const Done: MessageFns<Done> = {
     message.cachedUsage = (object.cachedUsage !== undefined && object.cachedUsage !== null)
       ? Usage.fromPartial(object.cachedUsage)
       : undefined;
+    message.upstream = object.upstream ?? "";
     return message;
   },
 };

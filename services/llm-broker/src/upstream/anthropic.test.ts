@@ -1,0 +1,163 @@
+import { anthropicError, anthropicLimits, anthropicProtocol, MessagesStreamParser } from './anthropic';
+import type { ProviderRequest, StreamEvent } from './provider';
+
+const ev = (name: string, data: unknown) => `event: ${name}\ndata: ${JSON.stringify({ type: name, ...(data as object) })}\n\n`;
+
+describe('Anthropic Messages request', () => {
+  const req: ProviderRequest = {
+    model: 'claude-x',
+    messages: [
+      { role: 'system', content: 'You are the Host.' },
+      { role: 'system', content: 'Round: 1' },
+      { role: 'user', content: 'Search the news' },
+      { role: 'assistant', content: 'Let me look.', toolCalls: [{ id: 'toolu_1', name: 'search_web', argumentsJson: '{"query":"news"}' }, { id: 'toolu_2', name: 'search_web', argumentsJson: '' }] },
+      { role: 'tool', content: '{"hits":1}', toolCallId: 'toolu_1' },
+      { role: 'tool', content: '{"hits":2}', toolCallId: 'toolu_2' },
+      { role: 'user', content: 'and then?' },
+    ],
+    tools: [{ name: 'search_web', description: 'Search', parametersJsonSchema: '{"type":"object","properties":{"query":{"type":"string"}}}' }, { name: 'now', description: '', parametersJsonSchema: '' }],
+    maxTokens: 64,
+    temperature: 1.5,
+  };
+
+  it('puts system messages in `system`, tool traffic in blocks, merges turns of one role, caps the temperature at 1', () => {
+    const { path, headers, body } = anthropicProtocol.request(req, 'sk-ant-1');
+    expect(path).toBe('/messages');
+    expect(headers).toMatchObject({ 'x-api-key': 'sk-ant-1', 'anthropic-version': '2023-06-01' });
+    expect(headers.authorization).toBeUndefined();
+    expect(JSON.parse(body)).toEqual({
+      model: 'claude-x',
+      max_tokens: 64,
+      system: 'You are the Host.\n\nRound: 1',
+      messages: [
+        { role: 'user', content: [{ type: 'text', text: 'Search the news' }] },
+        {
+          role: 'assistant',
+          content: [
+            { type: 'text', text: 'Let me look.' },
+            { type: 'tool_use', id: 'toolu_1', name: 'search_web', input: { query: 'news' } },
+            { type: 'tool_use', id: 'toolu_2', name: 'search_web', input: {} },
+          ],
+        },
+        {
+          role: 'user',
+          content: [
+            { type: 'tool_result', tool_use_id: 'toolu_1', content: '{"hits":1}' },
+            { type: 'tool_result', tool_use_id: 'toolu_2', content: '{"hits":2}' },
+            { type: 'text', text: 'and then?' },
+          ],
+        },
+      ],
+      tools: [
+        { name: 'search_web', description: 'Search', input_schema: { type: 'object', properties: { query: { type: 'string' } } } },
+        { name: 'now', input_schema: { type: 'object' } },
+      ],
+      temperature: 1,
+      stream: true,
+    });
+  });
+
+  it('counts more prompt tokens for a longer prompt (an estimate: the reservation is settled with the billed usage)', () => {
+    const short = anthropicProtocol.countPromptTokens({ ...req, messages: [{ role: 'user', content: 'hi' }], tools: [] });
+    expect(short).toBeGreaterThan(0);
+    expect(anthropicProtocol.countPromptTokens(req)).toBeGreaterThan(short + 20);
+  });
+});
+
+describe('Anthropic Messages stream', () => {
+  const start = ev('message_start', { message: { id: 'msg_1', type: 'message', role: 'assistant', content: [], model: 'claude-x-2025', stop_reason: null, usage: { input_tokens: 20, cache_read_input_tokens: 5, output_tokens: 1 } } });
+
+  it('text deltas become content, stop_reason and usage the end, split anywhere; complete at message_stop', () => {
+    const text =
+      start +
+      ev('content_block_start', { index: 0, content_block: { type: 'text', text: '' } }) +
+      ev('ping', {}) +
+      ev('content_block_delta', { index: 0, delta: { type: 'text_delta', text: 'Hel' } }) +
+      ev('content_block_delta', { index: 0, delta: { type: 'text_delta', text: 'lo' } }) +
+      ev('content_block_stop', { index: 0 }) +
+      ev('message_delta', { delta: { stop_reason: 'max_tokens', stop_sequence: null }, usage: { output_tokens: 7 } }) +
+      ev('message_stop', {});
+    const p = new MessagesStreamParser();
+    const events: StreamEvent[] = [];
+    for (let i = 0; i < text.length; i += 9) events.push(...p.push(text.slice(i, i + 9)));
+    expect(events).toEqual([
+      { type: 'model', model: 'claude-x-2025' },
+      { type: 'content', text: 'Hel' },
+      { type: 'content', text: 'lo' },
+      { type: 'finish', reason: 'length' },
+      { type: 'usage', usage: { promptTokens: 25, completionTokens: 7, totalTokens: 32 } },
+    ]);
+    expect(p.complete).toBe(true);
+    expect(() => p.end()).not.toThrow();
+  });
+
+  it('assembles tool_use blocks from input_json_delta; an empty input is {}', () => {
+    const p = new MessagesStreamParser();
+    const events = p.push(
+      start +
+        ev('content_block_start', { index: 0, content_block: { type: 'text', text: '' } }) +
+        ev('content_block_delta', { index: 0, delta: { type: 'text_delta', text: 'Searching.' } }) +
+        ev('content_block_stop', { index: 0 }) +
+        ev('content_block_start', { index: 1, content_block: { type: 'tool_use', id: 'toolu_1', name: 'search_web', input: {} } }) +
+        ev('content_block_delta', { index: 1, delta: { type: 'input_json_delta', partial_json: '' } }) +
+        ev('content_block_delta', { index: 1, delta: { type: 'input_json_delta', partial_json: '{"query": "so' } }) +
+        ev('content_block_delta', { index: 1, delta: { type: 'input_json_delta', partial_json: 'lar"}' } }) +
+        ev('content_block_stop', { index: 1 }) +
+        ev('content_block_start', { index: 2, content_block: { type: 'tool_use', id: 'toolu_2', name: 'now', input: {} } }) +
+        ev('content_block_stop', { index: 2 }) +
+        ev('message_delta', { delta: { stop_reason: 'tool_use' }, usage: { output_tokens: 30 } }) +
+        ev('message_stop', {}),
+    );
+    expect(events.filter((e) => e.type === 'finish')).toEqual([{ type: 'finish', reason: 'tool_calls' }]);
+    expect(p.toolCalls()).toEqual([
+      { id: 'toolu_1', name: 'search_web', argumentsJson: '{"query": "solar"}' },
+      { id: 'toolu_2', name: 'now', argumentsJson: '{}' },
+    ]);
+  });
+
+  it('an `error` event throws, in the broker\'s codes (overloaded_error → overloaded)', () => {
+    const p = new MessagesStreamParser();
+    p.push(start + ev('content_block_start', { index: 0, content_block: { type: 'text', text: '' } }));
+    expect(() => p.push(ev('error', { error: { type: 'overloaded_error', message: 'Overloaded' } }))).toThrow(
+      expect.objectContaining({ message: 'upstream error inside the stream: Overloaded', code: 'overloaded', status: 0 }),
+    );
+  });
+
+  it('a stream cut before message_stop, or without a stop_reason, is incomplete', () => {
+    const cut = new MessagesStreamParser();
+    cut.push(start + ev('content_block_delta', { index: 0, delta: { type: 'text_delta', text: 'Hi' } }));
+    expect(() => cut.end()).toThrow('upstream stream ended before message_stop');
+    const noReason = new MessagesStreamParser();
+    noReason.push(start + ev('message_stop', {}));
+    expect(() => noReason.end()).toThrow('upstream stream ended without a stop_reason');
+  });
+});
+
+describe('Anthropic errors and limits', () => {
+  const body = (type: string, message: string) => JSON.stringify({ type: 'error', error: { type, message }, request_id: 'req_1' });
+
+  it('429 rate_limit_error: a rate limit with retry-after (s) and anthropic-ratelimit-* limits', () => {
+    const e = anthropicError(429, {
+      'retry-after': '3',
+      'anthropic-ratelimit-requests-limit': '50',
+      'anthropic-ratelimit-requests-remaining': '0',
+      'anthropic-ratelimit-input-tokens-limit': '40000',
+      'anthropic-ratelimit-input-tokens-remaining': '39000',
+    }, body('rate_limit_error', 'Number of requests has exceeded your per-minute rate limit'));
+    expect(e).toMatchObject({ status: 429, rateLimited: true, retryable: true, retryAfterMs: 3000, code: 'rate_limited' });
+    expect(e.limits).toEqual({ limitRequests: 50, remainingRequests: 0, limitTokens: 40000, remainingTokens: 39000 });
+  });
+
+  it('the most restrictive token limit (tokens-*) wins over input-tokens-*', () => {
+    expect(anthropicLimits({ 'anthropic-ratelimit-tokens-limit': '10', 'anthropic-ratelimit-input-tokens-limit': '99' }).limitTokens).toBe(10);
+  });
+
+  it('529 overloaded is retried; 401/403 and billing are account problems; 404 is an unknown model; 400 is the request', () => {
+    expect(anthropicError(529, { 'retry-after': '1' }, body('overloaded_error', 'Overloaded'))).toMatchObject({ retryable: true, rateLimited: false, code: 'overloaded', retryAfterMs: 1000 });
+    expect(anthropicError(401, {}, body('authentication_error', 'invalid x-api-key'))).toMatchObject({ accountProblem: 'invalid_api_key', retryable: false });
+    expect(anthropicError(402, {}, body('billing_error', 'payment required'))).toMatchObject({ accountProblem: 'insufficient_quota' });
+    expect(anthropicError(400, {}, body('invalid_request_error', 'Your credit balance is too low to access the Anthropic API.'))).toMatchObject({ accountProblem: 'insufficient_quota' });
+    expect(anthropicError(404, {}, body('not_found_error', 'model: claude-nope'))).toMatchObject({ code: 'model_not_found', message: 'upstream 404: model: claude-nope' });
+    expect(anthropicError(400, {}, body('invalid_request_error', 'max_tokens: required'))).toMatchObject({ retryable: false, accountProblem: undefined, code: 'invalid_request_error' });
+  });
+});

@@ -1,0 +1,235 @@
+// Anthropic's Messages API: one streamed POST to `${baseUrl}/messages` with `x-api-key` and
+// `anthropic-version`; system messages go in the top-level `system`, tool calls are `tool_use`
+// content blocks and tool results `tool_result` blocks of a user turn; the stream is named events
+// (message_start, content_block_start/delta/stop, message_delta with stop_reason and usage,
+// message_stop, ping, error); errors are `{"type":"error","error":{type, message}}` (429
+// rate_limit_error with retry-after and anthropic-ratelimit-* headers, 529 overloaded_error).
+import { countText } from '../tokens';
+import { SseFramer } from './sse';
+import {
+  headerNumber, parametersOf, retryAfterMs, UpstreamError,
+  type ProviderLimits, type ProviderRequest, type StreamEvent, type StreamParser, type ToolCallOut, type WireProtocol,
+} from './provider';
+
+type Headers = Record<string, string | string[] | undefined>;
+
+export const ANTHROPIC_VERSION = '2023-06-01';
+
+type Block =
+  | { type: 'text'; text: string }
+  | { type: 'tool_use'; id: string; name: string; input: unknown }
+  | { type: 'tool_result'; tool_use_id: string; content: string };
+
+export interface MessagesRequestBody {
+  model: string;
+  max_tokens: number;
+  system?: string;
+  messages: { role: 'user' | 'assistant'; content: Block[] }[];
+  tools?: { name: string; description?: string; input_schema: unknown }[];
+  temperature?: number;
+}
+
+function inputOf(argumentsJson: string): unknown {
+  try {
+    const v: unknown = JSON.parse(argumentsJson || '{}');
+    return typeof v === 'object' && v !== null && !Array.isArray(v) ? v : {};
+  } catch {
+    return {};
+  }
+}
+
+/** The chat as a Messages API body: system apart, tool traffic as blocks, consecutive turns of one role merged. */
+export function messagesRequestBody(req: ProviderRequest): MessagesRequestBody {
+  const system = req.messages.filter((m) => m.role === 'system' || m.role === 'developer').map((m) => m.content).filter(Boolean).join('\n\n');
+  const turns: MessagesRequestBody['messages'] = [];
+  for (const m of req.messages) {
+    if (m.role === 'system' || m.role === 'developer') continue;
+    const role = m.role === 'assistant' ? 'assistant' : 'user';
+    const blocks: Block[] = [];
+    if (m.role === 'tool') blocks.push({ type: 'tool_result', tool_use_id: m.toolCallId ?? '', content: m.content });
+    else if (m.content) blocks.push({ type: 'text', text: m.content });
+    for (const c of m.toolCalls ?? []) blocks.push({ type: 'tool_use', id: c.id, name: c.name, input: inputOf(c.argumentsJson) });
+    if (blocks.length === 0) continue;
+    const last = turns.at(-1);
+    if (last?.role === role) last.content.push(...blocks);
+    else turns.push({ role, content: blocks });
+  }
+  return {
+    model: req.model,
+    max_tokens: req.maxTokens,
+    ...(system ? { system } : {}),
+    messages: turns,
+    ...(req.tools.length > 0
+      ? { tools: req.tools.map((t) => ({ name: t.name, ...(t.description ? { description: t.description } : {}), input_schema: parametersOf(t) })) }
+      : {}),
+    // Anthropic's range is 0–1 (OpenAI's 0–2): higher values are capped.
+    ...(req.temperature !== undefined ? { temperature: Math.min(1, Math.max(0, req.temperature)) } : {}),
+  };
+}
+
+/** `anthropic-ratelimit-*`: the most restrictive token limit when given, else the input tokens'. */
+export function anthropicLimits(h: Headers): ProviderLimits {
+  const tokens = (k: string) => headerNumber(h, `anthropic-ratelimit-tokens-${k}`) ?? headerNumber(h, `anthropic-ratelimit-input-tokens-${k}`);
+  return {
+    limitRequests: headerNumber(h, 'anthropic-ratelimit-requests-limit'),
+    remainingRequests: headerNumber(h, 'anthropic-ratelimit-requests-remaining'),
+    limitTokens: tokens('limit'),
+    remainingTokens: tokens('remaining'),
+  };
+}
+
+/** Anthropic's error types in the broker's codes where they mean the same. */
+export function errorCode(type: string | undefined, status: number, message: string): string | undefined {
+  if (type === 'billing_error' || /credit balance is too low/i.test(message)) return 'insufficient_quota';
+  if (type === 'not_found_error' && status === 404) return 'model_not_found';
+  if (type === 'overloaded_error') return 'overloaded';
+  if (type === 'rate_limit_error') return 'rate_limited';
+  return type;
+}
+
+export function anthropicError(status: number, h: Headers, text: string): UpstreamError {
+  let message = text.slice(0, 300);
+  let type: string | undefined;
+  try {
+    const error = (JSON.parse(text) as { error?: { type?: string; message?: string } }).error;
+    message = error?.message ?? message;
+    type = error?.type;
+  } catch {
+    /* not JSON (a proxy's page) */
+  }
+  return new UpstreamError(`upstream ${status}: ${message}`, status, retryAfterMs(h), anthropicLimits(h), errorCode(type, status, message));
+}
+
+/** stop_reason → the broker's finish reasons (OpenAI's words). */
+export const FINISH: Record<string, string> = { end_turn: 'stop', stop_sequence: 'stop', max_tokens: 'length', tool_use: 'tool_calls', refusal: 'content_filter', pause_turn: 'stop' };
+
+interface RawEvent {
+  type?: string;
+  index?: number;
+  message?: { model?: string; usage?: RawUsage };
+  content_block?: { type?: string; text?: string; id?: string; name?: string; input?: unknown };
+  delta?: { type?: string; text?: string; partial_json?: string; stop_reason?: string | null };
+  usage?: RawUsage;
+  error?: { type?: string; message?: string };
+}
+
+interface RawUsage {
+  input_tokens?: number;
+  output_tokens?: number;
+  cache_creation_input_tokens?: number | null;
+  cache_read_input_tokens?: number | null;
+}
+
+/** Reads the Messages stream: text deltas as content, tool_use blocks assembled from input_json_delta, usage from message_start and message_delta. */
+export class MessagesStreamParser implements StreamParser {
+  private readonly framer = new SseFramer();
+  private readonly calls = new Map<number, ToolCallOut & { input: unknown }>();
+  private inputTokens = 0;
+  private stopped = false;
+  private stopReason = false;
+
+  get complete(): boolean {
+    return this.stopped;
+  }
+
+  push(text: string): StreamEvent[] {
+    const events: StreamEvent[] = [];
+    for (const frame of this.framer.push(text)) {
+      let e: RawEvent;
+      try {
+        e = JSON.parse(frame.data) as RawEvent;
+      } catch {
+        throw new UpstreamError(`upstream error inside the stream: the provider sent a stream line that is not JSON: ${JSON.stringify(frame.data.slice(0, 80))}`, 0, undefined, {}, 'invalid_stream_data');
+      }
+      this.onEvent(frame.event ?? e.type ?? '', e, events);
+    }
+    return events;
+  }
+
+  end(): void {
+    if (!this.stopped) throw new UpstreamError('upstream stream ended before message_stop', 0);
+    if (!this.stopReason) throw new UpstreamError('upstream stream ended without a stop_reason', 0);
+  }
+
+  toolCalls(): ToolCallOut[] {
+    return [...this.calls.entries()]
+      .sort((a, b) => a[0] - b[0])
+      .map(([, c]) => ({ id: c.id, name: c.name, argumentsJson: c.argumentsJson || JSON.stringify(c.input ?? {}) }));
+  }
+
+  private onEvent(name: string, e: RawEvent, events: StreamEvent[]): void {
+    switch (name) {
+      case 'message_start': {
+        if (e.message?.model) events.push({ type: 'model', model: e.message.model });
+        const u = e.message?.usage;
+        if (u) this.inputTokens = (u.input_tokens ?? 0) + (u.cache_creation_input_tokens ?? 0) + (u.cache_read_input_tokens ?? 0);
+        return;
+      }
+      case 'content_block_start': {
+        const b = e.content_block;
+        if (b?.type === 'tool_use') this.calls.set(e.index ?? 0, { id: b.id ?? '', name: b.name ?? '', argumentsJson: '', input: b.input });
+        else if (b?.type === 'text' && b.text) events.push({ type: 'content', text: b.text });
+        return;
+      }
+      case 'content_block_delta': {
+        const d = e.delta;
+        if (d?.type === 'text_delta' && d.text) events.push({ type: 'content', text: d.text });
+        else if (d?.type === 'input_json_delta' && d.partial_json) {
+          const call = this.calls.get(e.index ?? 0);
+          if (call) call.argumentsJson += d.partial_json;
+        }
+        return;
+      }
+      case 'message_delta': {
+        if (e.delta?.stop_reason) {
+          this.stopReason = true;
+          events.push({ type: 'finish', reason: FINISH[e.delta.stop_reason] ?? e.delta.stop_reason });
+        }
+        const u = e.usage;
+        if (u?.output_tokens !== undefined) {
+          // output_tokens is cumulative; newer API versions repeat the input counts here too.
+          if (u.input_tokens !== undefined) this.inputTokens = (u.input_tokens ?? 0) + (u.cache_creation_input_tokens ?? 0) + (u.cache_read_input_tokens ?? 0);
+          events.push({ type: 'usage', usage: { promptTokens: this.inputTokens, completionTokens: u.output_tokens, totalTokens: this.inputTokens + u.output_tokens } });
+        }
+        return;
+      }
+      case 'message_stop':
+        this.stopped = true;
+        return;
+      case 'error': {
+        const err = e.error ?? {};
+        throw new UpstreamError(`upstream error inside the stream: ${err.message || err.type || 'the provider reported an error'}`, 0, undefined, {}, errorCode(err.type, 0, err.message ?? ''));
+      }
+      default:
+        return; // ping, content_block_stop, and event types added later (Anthropic's versioning policy)
+    }
+  }
+}
+
+/** An estimate with cl100k_base (Anthropic's tokenizer is not public): the reservation is settled with the billed usage. */
+export function countMessagesTokens(body: MessagesRequestBody): number {
+  let total = 3 + (body.system ? 4 + countText(body.system) : 0);
+  for (const m of body.messages) {
+    total += 4;
+    for (const b of m.content) {
+      if (b.type === 'text') total += countText(b.text);
+      else if (b.type === 'tool_result') total += countText(b.content);
+      else total += countText(b.name) + countText(JSON.stringify(b.input));
+    }
+  }
+  if (body.tools) total += countText(JSON.stringify(body.tools));
+  return total;
+}
+
+export const anthropicProtocol: WireProtocol = {
+  name: 'anthropic',
+  request(req, apiKey) {
+    const headers: Record<string, string> = { 'content-type': 'application/json', accept: 'text/event-stream', 'anthropic-version': ANTHROPIC_VERSION };
+    if (apiKey) headers['x-api-key'] = apiKey;
+    return { path: '/messages', headers, body: JSON.stringify({ ...messagesRequestBody(req), stream: true }) };
+  },
+  limits: anthropicLimits,
+  error: anthropicError,
+  parser: () => new MessagesStreamParser(),
+  countPromptTokens: (req) => countMessagesTokens(messagesRequestBody(req)),
+};

@@ -1,0 +1,80 @@
+// Any WireProtocol over HTTP: one streamed POST per call on a keep-alive undici pool, the
+// protocol's errors for non-200 answers, and every way a 200 stream can go wrong (cut, stalled,
+// unfinished) as an UpstreamError saying which — never a short answer that looks complete.
+import { Agent, request, errors as undiciErrors } from 'undici';
+import { UpstreamError, type OpenStream, type Provider, type ProviderRequest, type StreamEvent, type WireProtocol } from './provider';
+
+export interface HttpProviderOptions {
+  /** The API's base URL, without the protocol's path (`…/v1`). */
+  baseUrl: string;
+  /** Never logged. Empty: no key header. */
+  apiKey: string;
+  /** Longest wait for the response headers. */
+  requestTimeoutMs: number;
+  /** Longest silence inside a response body (undici's bodyTimeout, reset by every chunk) before the call is aborted as stalled. */
+  streamIdleTimeoutMs?: number;
+}
+
+export class HttpProvider implements Provider {
+  private readonly agent: Agent;
+  private readonly idleMs: number;
+
+  constructor(
+    private readonly wire: WireProtocol,
+    private readonly o: HttpProviderOptions,
+  ) {
+    this.idleMs = o.streamIdleTimeoutMs ?? o.requestTimeoutMs;
+    this.agent = new Agent({ keepAliveTimeout: 30_000, connections: 256, headersTimeout: o.requestTimeoutMs, bodyTimeout: this.idleMs });
+  }
+
+  get protocol(): string {
+    return this.wire.name;
+  }
+
+  countPromptTokens(req: ProviderRequest): number {
+    return this.wire.countPromptTokens(req);
+  }
+
+  async open(req: ProviderRequest, signal: AbortSignal): Promise<OpenStream> {
+    const { path, headers, body } = this.wire.request(req, this.o.apiKey);
+    let res: Awaited<ReturnType<typeof request>>;
+    try {
+      res = await request(`${this.o.baseUrl}${path}`, { method: 'POST', headers, body, signal, dispatcher: this.agent });
+    } catch (err) {
+      if (signal.aborted) throw err;
+      throw new UpstreamError(`upstream connection failed: ${(err as Error).message}`, 0);
+    }
+    if (res.statusCode !== 200) {
+      const text = await res.body.text().catch(() => '');
+      throw this.wire.error(res.statusCode, res.headers, text);
+    }
+    const parser = this.wire.parser();
+    const stream = res.body;
+    const idleMs = this.idleMs;
+    async function* events(): AsyncIterable<StreamEvent> {
+      const decoder = new TextDecoder();
+      try {
+        for await (const bytes of stream as AsyncIterable<Buffer>) {
+          yield* parser.push(decoder.decode(bytes, { stream: true }));
+        }
+      } catch (err) {
+        if (signal.aborted || err instanceof UpstreamError) throw err;
+        if ((err as { code?: string }).code === 'UND_ERR_BODY_TIMEOUT') {
+          throw new UpstreamError(`upstream stream stalled: no data for ${idleMs} ms (LLM_STREAM_IDLE_TIMEOUT_MS)`, 0, undefined, {}, 'stream_stalled');
+        }
+        if (err instanceof undiciErrors.UndiciError || (err as NodeJS.ErrnoException).code) {
+          throw new UpstreamError(`upstream stream failed: ${(err as Error).message}`, 0);
+        }
+        throw err;
+      } finally {
+        if (!parser.complete) stream.destroy();
+      }
+      parser.end();
+    }
+    return { limits: this.wire.limits(res.headers), events: events(), toolCalls: () => parser.toolCalls() };
+  }
+
+  close(): Promise<void> {
+    return this.agent.close();
+  }
+}

@@ -1,0 +1,107 @@
+import { ChunkParser, openAiError, openAiProtocol } from './openai';
+import type { ProviderRequest, StreamEvent } from './provider';
+
+const chunk = (o: unknown) => `data: ${JSON.stringify(o)}\n\n`;
+
+describe('OpenAI ChunkParser', () => {
+  it('parses content deltas split anywhere, and the usage chunk; complete at [DONE]', () => {
+    const text =
+      chunk({ model: 'm1', choices: [{ delta: { role: 'assistant', content: 'Hel' } }] }) +
+      chunk({ choices: [{ delta: { content: 'lo' } }] }) +
+      chunk({ choices: [{ delta: {}, finish_reason: 'stop' }] }) +
+      chunk({ choices: [], usage: { prompt_tokens: 5, completion_tokens: 2, total_tokens: 7 } }) +
+      'data: [DONE]\n\n';
+    const p = new ChunkParser();
+    const events: StreamEvent[] = [];
+    for (let i = 0; i < text.length; i += 7) events.push(...p.push(text.slice(i, i + 7)));
+    expect(events).toEqual([
+      { type: 'model', model: 'm1' },
+      { type: 'content', text: 'Hel' },
+      { type: 'content', text: 'lo' },
+      { type: 'finish', reason: 'stop' },
+      { type: 'usage', usage: { promptTokens: 5, completionTokens: 2, totalTokens: 7 } },
+    ]);
+    expect(p.complete).toBe(true);
+    expect(() => p.end()).not.toThrow();
+  });
+
+  it('assembles tool calls split over chunks by index', () => {
+    const p = new ChunkParser();
+    p.push(chunk({ choices: [{ delta: { tool_calls: [{ index: 0, id: 'c1', function: { name: 'search', arguments: '{"q":' } }] } }] }));
+    p.push(chunk({ choices: [{ delta: { tool_calls: [{ index: 1, id: 'c2', function: { name: 'calc', arguments: '{}' } }] } }] }));
+    p.push(chunk({ choices: [{ delta: { tool_calls: [{ index: 0, function: { arguments: '"x"}' } }] } }] }).replace(/\n\n$/, '\r\n\r\n'));
+    expect(p.push(chunk({ choices: [{ delta: {}, finish_reason: 'tool_calls' }] }))).toEqual([{ type: 'finish', reason: 'tool_calls' }]);
+    expect(p.toolCalls()).toEqual([
+      { id: 'c1', name: 'search', argumentsJson: '{"q":"x"}' },
+      { id: 'c2', name: 'calc', argumentsJson: '{}' },
+    ]);
+  });
+
+  it('throws an in-stream error, as data or as an `event: error` block, after what came before', () => {
+    const p = new ChunkParser();
+    expect(p.push(chunk({ choices: [{ delta: { content: 'Hi' } }] }))).toEqual([{ type: 'content', text: 'Hi' }]);
+    expect(() => p.push(chunk({ error: { message: 'The server had an error', type: 'server_error', code: null } }))).toThrow(
+      'upstream error inside the stream: The server had an error',
+    );
+    expect(() => new ChunkParser().push('event: error\ndata: {"message":"overloaded"}\n\n')).toThrow('upstream error inside the stream: overloaded');
+  });
+
+  it('reports a data line that is not JSON naming it', () => {
+    const p = new ChunkParser();
+    expect(() => p.push('data: <html>502 Bad Gateway</html>\n\n')).toThrow(
+      expect.objectContaining({ code: 'invalid_stream_data', message: 'upstream error inside the stream: the provider sent a stream line that is not JSON: "<html>502 Bad Gateway</html>"' }),
+    );
+  });
+
+  it('an answer without [DONE] or without a finish_reason is incomplete', () => {
+    const cut = new ChunkParser();
+    cut.push(chunk({ choices: [{ delta: { content: 'Hi' }, finish_reason: 'stop' }] }));
+    expect(() => cut.end()).toThrow('upstream stream ended before [DONE]');
+    const noFinish = new ChunkParser();
+    noFinish.push(chunk({ choices: [{ delta: { content: 'Hi' } }] }) + 'data: [DONE]\n\n');
+    expect(() => noFinish.end()).toThrow('upstream stream ended without a finish_reason');
+  });
+});
+
+describe('OpenAI protocol', () => {
+  const req: ProviderRequest = {
+    model: 'gpt',
+    messages: [
+      { role: 'system', content: 'You are the Host.' },
+      { role: 'assistant', content: '', toolCalls: [{ id: 'c1', name: 'search_web', argumentsJson: '{"query":"x"}' }] },
+      { role: 'tool', content: '{"r":1}', toolCallId: 'c1' },
+    ],
+    tools: [{ name: 'search_web', description: 'Search', parametersJsonSchema: '{"type":"object","properties":{"query":{"type":"string"}}}' }],
+    maxTokens: 50,
+    temperature: 0,
+  };
+
+  it('writes the typed call as a streamed chat completion with a bearer key', () => {
+    const { path, headers, body } = openAiProtocol.request(req, 'sk-1');
+    expect(path).toBe('/chat/completions');
+    expect(headers.authorization).toBe('Bearer sk-1');
+    expect(JSON.parse(body)).toEqual({
+      model: 'gpt',
+      messages: [
+        { role: 'system', content: 'You are the Host.' },
+        { role: 'assistant', content: '', tool_calls: [{ id: 'c1', type: 'function', function: { name: 'search_web', arguments: '{"query":"x"}' } }] },
+        { role: 'tool', content: '{"r":1}', tool_call_id: 'c1' },
+      ],
+      max_tokens: 50,
+      tools: [{ type: 'function', function: { name: 'search_web', description: 'Search', parameters: { type: 'object', properties: { query: { type: 'string' } } } } }],
+      temperature: 0,
+      stream: true,
+      stream_options: { include_usage: true },
+    });
+    expect(openAiProtocol.request({ ...req, tools: [] }, '').headers.authorization).toBeUndefined();
+  });
+
+  it('maps errors: billing 429 is an account problem, rate-limit headers and Retry-After are read', () => {
+    const quota = openAiError(429, {}, JSON.stringify({ error: { message: 'You exceeded your current quota', type: 'insufficient_quota', code: 'insufficient_quota' } }));
+    expect(quota).toMatchObject({ status: 429, rateLimited: false, retryable: false, accountProblem: 'insufficient_quota' });
+    const limited = openAiError(429, { 'retry-after-ms': '1500', 'x-ratelimit-limit-requests': '60', 'x-ratelimit-remaining-requests': '0' }, '{"error":{"message":"Rate limit"}}');
+    expect(limited).toMatchObject({ rateLimited: true, retryable: true, retryAfterMs: 1500, limits: { limitRequests: 60, remainingRequests: 0 } });
+    expect(openAiError(404, {}, '{"error":{"message":"no such model","code":"model_not_found"}}')).toMatchObject({ code: 'model_not_found', retryable: false });
+    expect(openAiError(502, {}, '<html>Bad Gateway</html>')).toMatchObject({ message: 'upstream 502: <html>Bad Gateway</html>', retryable: true });
+  });
+});

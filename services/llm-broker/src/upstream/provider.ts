@@ -1,0 +1,178 @@
+// The seam between the broker and an LLM provider's wire protocol. The broker (queue, quota,
+// breaker, retries, cache) speaks only these types; each protocol (openai.ts, anthropic.ts) maps
+// them to its HTTP request, reads its stream into StreamEvents and maps its errors and rate-limit
+// headers to UpstreamError and ProviderLimits. http.ts runs any protocol over one undici pool.
+// To add a provider: write a WireProtocol and name it in PROTOCOLS (protocols.ts).
+
+/** One message of the chat, in no provider's format. */
+export interface ChatMessageIn {
+  /** system, user, assistant or tool. */
+  role: string;
+  content: string;
+  name?: string;
+  /** For a `tool` message: the call it answers. */
+  toolCallId?: string;
+  /** For an `assistant` message: the calls it made. */
+  toolCalls?: ToolCallOut[];
+}
+
+/** A function the model may call. */
+export interface ToolSpec {
+  name: string;
+  description: string;
+  /** JSON Schema of the arguments, as JSON text; empty: an object with any properties. */
+  parametersJsonSchema: string;
+}
+
+/** A complete function call the model asked for. */
+export interface ToolCallOut {
+  id: string;
+  name: string;
+  argumentsJson: string;
+}
+
+export interface UsageOut {
+  promptTokens: number;
+  completionTokens: number;
+  totalTokens: number;
+}
+
+/** One call, as the broker asks it of any provider. */
+export interface ProviderRequest {
+  model: string;
+  messages: ChatMessageIn[];
+  tools: ToolSpec[];
+  maxTokens: number;
+  temperature?: number;
+}
+
+/** What a streamed answer says, in the broker's terms. `finish` uses OpenAI's vocabulary (stop, length, tool_calls, content_filter). */
+export type StreamEvent =
+  | { type: 'content'; text: string }
+  | { type: 'finish'; reason: string }
+  | { type: 'usage'; usage: UsageOut }
+  | { type: 'model'; model: string };
+
+/** What the provider says about its limits (per minute), when it says it. */
+export interface ProviderLimits {
+  limitRequests?: number;
+  remainingRequests?: number;
+  limitTokens?: number;
+  remainingTokens?: number;
+}
+
+/** Refusals about the account, not the moment: no wait or retry fixes them; an operator must. */
+export type AccountProblem = 'invalid_api_key' | 'insufficient_quota';
+
+/**
+ * A refusal or failure from the provider, or the connection to it, in the broker's terms: each
+ * protocol maps its own error bodies to these `code`s where they mean the same thing
+ * (`insufficient_quota`, `model_not_found`, `rate_limited`, `overloaded`), and keeps the
+ * provider's code otherwise.
+ */
+export class UpstreamError extends Error {
+  override name = 'UpstreamError';
+  constructor(
+    message: string,
+    /** HTTP status; 0 for connection errors, cut streams and errors inside a stream. */
+    readonly status: number,
+    readonly retryAfterMs?: number,
+    readonly limits: ProviderLimits = {},
+    readonly code?: string,
+  ) {
+    super(message);
+  }
+
+  /** A rate limit that passes with time (a billing refusal does not). */
+  get rateLimited(): boolean {
+    return this.status === 429 && this.code !== 'insufficient_quota';
+  }
+
+  get accountProblem(): AccountProblem | undefined {
+    if (this.status === 401 || this.status === 403) return 'invalid_api_key';
+    if (this.code === 'insufficient_quota') return 'insufficient_quota';
+    return undefined;
+  }
+
+  /** 429, 5xx (529 included) and connection or stream errors may succeed on a retry; other 4xx and account problems never will. */
+  get retryable(): boolean {
+    return this.accountProblem === undefined && (this.status === 0 || this.status === 429 || this.status >= 500);
+  }
+}
+
+/** An answer that is streaming: the headers' limits, its events, and its tool calls once it ended. */
+export interface OpenStream {
+  limits: ProviderLimits;
+  /** Ends normally only when the provider said the answer is complete; otherwise throws an UpstreamError. */
+  events: AsyncIterable<StreamEvent>;
+  toolCalls(): ToolCallOut[];
+}
+
+/** A provider the broker can call: what the breaker wraps. */
+export interface Provider {
+  /** The wire protocol's name (`openai`, `anthropic`). */
+  readonly protocol: string;
+  /** Sends the call; resolves once the provider answered 200 (the body streams after). Rejects with an UpstreamError. */
+  open(req: ProviderRequest, signal: AbortSignal): Promise<OpenStream>;
+  /** The prompt tokens this provider will bill for the call, estimated before sending it (the TPM reservation). */
+  countPromptTokens(req: ProviderRequest): number;
+  close(): Promise<void>;
+}
+
+/** A stream parser of one protocol: raw text in, events out; `end` checks the answer was complete. */
+export interface StreamParser {
+  /** Feeds raw text; returns the events it completed. Throws an UpstreamError for an error inside the stream. */
+  push(text: string): StreamEvent[];
+  /** The body ended: throws an UpstreamError saying what is missing when the provider did not finish the answer. */
+  end(): void;
+  /** True once the provider said the answer is complete (the rest of the body may be dropped). */
+  readonly complete: boolean;
+  toolCalls(): ToolCallOut[];
+}
+
+type Headers = Record<string, string | string[] | undefined>;
+
+/** One provider's wire format: pure mapping, no I/O (http.ts sends it). */
+export interface WireProtocol {
+  readonly name: string;
+  /** The HTTP request of a streamed call. The key goes in the protocol's own header; never logged. */
+  request(req: ProviderRequest, apiKey: string): { path: string; headers: Record<string, string>; body: string };
+  /** Rate-limit headers → limits per minute. */
+  limits(headers: Headers): ProviderLimits;
+  /** A non-200 answer → the error in the broker's terms. */
+  error(status: number, headers: Headers, body: string): UpstreamError;
+  parser(): StreamParser;
+  countPromptTokens(req: ProviderRequest): number;
+}
+
+export function headerNumber(h: Headers, name: string): number | undefined {
+  const v = h[name];
+  const s = Array.isArray(v) ? v[0] : v;
+  if (s === undefined || s === '') return undefined;
+  const n = Number(s);
+  return Number.isFinite(n) ? n : undefined;
+}
+
+/** `retry-after-ms` (OpenAI), else `retry-after` in seconds or as an HTTP date. */
+export function retryAfterMs(h: Headers, now = Date.now()): number | undefined {
+  const ms = headerNumber(h, 'retry-after-ms');
+  if (ms !== undefined) return Math.max(0, ms);
+  const raw = h['retry-after'];
+  const s = Array.isArray(raw) ? raw[0] : raw;
+  if (!s) return undefined;
+  const secs = Number(s);
+  if (Number.isFinite(secs)) return Math.max(0, secs * 1000);
+  const date = Date.parse(s);
+  return Number.isNaN(date) ? undefined : Math.max(0, date - now);
+}
+
+/** A tool's parameters schema as an object (an object with any properties when absent or not JSON). */
+export function parametersOf(tool: ToolSpec): unknown {
+  if (!tool.parametersJsonSchema) return { type: 'object' };
+  try {
+    const v: unknown = JSON.parse(tool.parametersJsonSchema);
+    return typeof v === 'object' && v !== null ? v : { type: 'object' };
+  } catch {
+    return { type: 'object' };
+  }
+}
