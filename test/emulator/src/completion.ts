@@ -1,6 +1,7 @@
 // Delivers one admitted completion over HTTP: paced like a real model (time to first token, then
-// tokens per second), streamed as OpenAI's SSE chunks or answered in one JSON body, with the
-// injected failures (5xx, hang, cut) and client aborts handled.
+// tokens per second), streamed as SSE or answered in one JSON body, with the injected failures
+// (5xx, hang, cut) and client aborts handled. What the bytes look like is the job's AnswerWire:
+// OpenAI's chat completion chunks (here) or Anthropic's Messages events (messages.ts).
 import type { ServerResponse } from 'node:http';
 import type { Answer } from './answers';
 import type { Behaviour } from './behaviours';
@@ -35,9 +36,11 @@ export interface CompletionJob {
   behaviours: ReadonlySet<Behaviour>;
   /** `stall`: silence mid-stream, already scaled. */
   stallMs: number;
+  /** The protocol's bytes: OpenAI's unless set (messages.ts makes Anthropic's). */
+  wire?: (job: CompletionJob) => AnswerWire;
 }
 
-type FinishReason = 'stop' | 'length' | 'tool_calls';
+export type FinishReason = 'stop' | 'length' | 'tool_calls';
 
 /** One streamed delta and the completion tokens it carries. */
 interface Piece {
@@ -53,6 +56,28 @@ interface RenderedAnswer {
   completionTokens: number;
 }
 
+/** One streamed frame (SSE text, possibly several events) and the completion tokens it carries. */
+export interface Frame {
+  text: string;
+  tokens: number;
+}
+
+/** A protocol's rendering of one answer: its stream frames, its ending, its errors, its JSON body. */
+export interface AnswerWire {
+  /** frames[0] opens the answer; every frame is due one token interval after the previous. */
+  frames: Frame[];
+  completionTokens: number;
+  /** What ends a complete stream (finish reason, usage unless `no_usage`, terminator). */
+  end(withUsage: boolean): string;
+  /** The provider's in-stream error, and what follows it when the stream is then ended, not cut. */
+  error: string;
+  afterError: string;
+  /** The answer not streamed. */
+  body(): unknown;
+  /** An injected failure before the answer (500 or 503), and the non-streamed form of a stream error. */
+  failure(status: 500 | 503): { status: number; body: unknown };
+}
+
 const SYSTEM_FINGERPRINT = 'fp_emulator';
 const SERVER_ERROR = openAiError('The server had an error while processing your request. Sorry about that!', 'server_error', null);
 /** `bad_json`: what a proxy in front of a provider sends when its backend fails mid-stream. */
@@ -64,7 +89,7 @@ const MIN_TICK_MS = 10;
  * Splits token ids into text pieces, one token each, except that tokens holding part of a
  * multi-byte character are joined with the next so that every piece is valid text.
  */
-function textPieces(tokens: readonly number[]): { text: string; tokens: number }[] {
+export function textPieces(tokens: readonly number[]): { text: string; tokens: number }[] {
   const out: { text: string; tokens: number }[] = [];
   let pending: number[] = [];
   tokens.forEach((token, i) => {
@@ -171,6 +196,44 @@ function usage(promptTokens: number, completionTokens: number): Record<string, u
   };
 }
 
+/** OpenAI's chat completion: `chat.completion.chunk` events, a usage chunk, `data: [DONE]`. */
+export function openAiWire(job: CompletionJob): AnswerWire {
+  const rendered = render(job.answer, job.request.maxTokens, job.behaviours.has('parallel_tool_calls'), job.rng);
+  // Every chunk shares all but its choices (and usage): serialise that part once.
+  const head = `data: {"id":${JSON.stringify(job.id)},"object":"chat.completion.chunk","created":${job.created},"model":${JSON.stringify(job.request.model)},"service_tier":"default","system_fingerprint":"${SYSTEM_FINGERPRINT}","choices":`;
+  const tail = job.request.includeUsage ? ',"usage":null}\n\n' : '}\n\n';
+  const deltaChunk = (delta: Record<string, unknown>, finishReason: FinishReason | null): string =>
+    `${head}[{"index":0,"delta":${JSON.stringify(delta)},"logprobs":null,"finish_reason":${finishReason === null ? 'null' : `"${finishReason}"`}}]${tail}`;
+  return {
+    frames: rendered.pieces.map((p) => ({ text: deltaChunk(p.delta, null), tokens: p.tokens })),
+    completionTokens: rendered.completionTokens,
+    end: (withUsage) =>
+      deltaChunk({}, rendered.finishReason) +
+      (job.request.includeUsage && withUsage ? `${head}[],"usage":${JSON.stringify(usage(job.promptTokens, rendered.completionTokens))}}\n\n` : '') +
+      'data: [DONE]\n\n',
+    // OpenAI's in-stream error: a data line holding only `error`, then [DONE] or nothing at all.
+    error: `data: ${JSON.stringify(SERVER_ERROR)}\n\n`,
+    afterError: 'data: [DONE]\n\n',
+    body: () => ({
+      id: job.id,
+      object: 'chat.completion',
+      created: job.created,
+      model: job.request.model,
+      choices: [{ index: 0, message: rendered.message, logprobs: null, finish_reason: rendered.finishReason }],
+      usage: usage(job.promptTokens, rendered.completionTokens),
+      service_tier: 'default',
+      system_fingerprint: SYSTEM_FINGERPRINT,
+    }),
+    failure: (status) => ({
+      status,
+      body:
+        status === 500
+          ? openAiError('The server had an error while processing your request. Sorry about that!', 'server_error', 'internal_error')
+          : openAiError('The engine is currently overloaded, please try again later.', 'server_error', 'service_unavailable'),
+    }),
+  };
+}
+
 /**
  * Runs the job on `res` and calls `onEnd` exactly once, when the request is over for good:
  * answered, failed, cut, or abandoned by the client (a hung request ends only that way).
@@ -178,9 +241,10 @@ function usage(promptTokens: number, completionTokens: number): Record<string, u
 export function deliverCompletion(res: ServerResponse, job: CompletionJob, onEnd: (outcome: CompletionOutcome, completionTokens: number) => void): void {
   const startedAt = performance.now();
   const b = job.behaviours;
-  const rendered = render(job.answer, job.request.maxTokens, b.has('parallel_tool_calls'), job.rng);
+  const wire = (job.wire ?? openAiWire)(job);
+  const frames = wire.frames;
   /** Where `stream_error`, `bad_json` and `stall` strike: halfway through the pieces. */
-  const faultAt = Math.max(1, Math.floor(rendered.pieces.length / 2));
+  const faultAt = Math.max(1, Math.floor(frames.length / 2));
   const streamError = b.has('stream_error_close') ? 'close' : b.has('stream_error') ? 'done' : undefined;
   let stalled = !b.has('stall');
   let badLineSent = !b.has('bad_json');
@@ -206,7 +270,7 @@ export function deliverCompletion(res: ServerResponse, job: CompletionJob, onEnd
   /** Tokens a non-streamed generation has produced by now. */
   const tokensGenerated = (): number => {
     const t = elapsed() - job.ttftMs;
-    return t < 0 ? 0 : Math.min(rendered.completionTokens, 1 + Math.floor(t / job.msPerToken));
+    return t < 0 ? 0 : Math.min(wire.completionTokens, 1 + Math.floor(t / job.msPerToken));
   };
   const at = (ms: number, fn: () => void): void => {
     timer = setTimeout(fn, Math.max(0, ms - elapsed()));
@@ -220,14 +284,10 @@ export function deliverCompletion(res: ServerResponse, job: CompletionJob, onEnd
     case 'hang':
       return; // accepted, never answered: only the client's abort ends it
     case 'fail': {
-      const status = job.rng.chance(0.5) ? 500 : 503;
+      const failure = wire.failure(job.rng.chance(0.5) ? 500 : 503);
       at(job.ttftMs * (0.2 + 0.8 * job.rng.next()), () => {
-        const body =
-          status === 500
-            ? openAiError('The server had an error while processing your request. Sorry about that!', 'server_error', 'internal_error')
-            : openAiError('The engine is currently overloaded, please try again later.', 'server_error', 'service_unavailable');
         end('failed', 0);
-        sendJson(res, status, body, job.headers);
+        sendJson(res, failure.status, failure.body, job.headers);
       });
       return;
     }
@@ -236,17 +296,18 @@ export function deliverCompletion(res: ServerResponse, job: CompletionJob, onEnd
   }
   if (streamError !== undefined && !job.request.stream) {
     // Not streamed: the same failure is a plain 500.
+    const failure = wire.failure(500);
     at(job.ttftMs, () => {
       end('failed', 0);
-      sendJson(res, 500, SERVER_ERROR, job.headers);
+      sendJson(res, failure.status, failure.body, job.headers);
     });
     return;
   }
 
-  const cutAfterPieces = job.fate === 'cut' ? job.rng.int(2, Math.max(2, Math.floor(rendered.pieces.length / 2))) : Infinity;
+  const cutAfterPieces = job.fate === 'cut' ? job.rng.int(2, Math.max(2, Math.floor(frames.length / 2))) : Infinity;
 
   if (!job.request.stream) {
-    const doneAt = job.ttftMs + Math.max(0, rendered.completionTokens - 1) * job.msPerToken;
+    const doneAt = job.ttftMs + Math.max(0, wire.completionTokens - 1) * job.msPerToken;
     if (job.fate === 'cut') {
       // The connection drops halfway through generation, before any byte of the answer.
       at(job.ttftMs + (doneAt - job.ttftMs) / 2, () => {
@@ -256,18 +317,8 @@ export function deliverCompletion(res: ServerResponse, job: CompletionJob, onEnd
       return;
     }
     at(doneAt, () => {
-      const body = {
-        id: job.id,
-        object: 'chat.completion',
-        created: job.created,
-        model: job.request.model,
-        choices: [{ index: 0, message: rendered.message, logprobs: null, finish_reason: rendered.finishReason }],
-        usage: usage(job.promptTokens, rendered.completionTokens),
-        service_tier: 'default',
-        system_fingerprint: SYSTEM_FINGERPRINT,
-      };
-      end('completed', rendered.completionTokens);
-      sendJson(res, 200, body, { ...job.headers, 'openai-processing-ms': String(Math.round(elapsed())) });
+      end('completed', wire.completionTokens);
+      sendJson(res, 200, wire.body(), { ...job.headers, 'openai-processing-ms': String(Math.round(elapsed())) });
     });
     return;
   }
@@ -280,36 +331,29 @@ export function deliverCompletion(res: ServerResponse, job: CompletionJob, onEnd
   });
   res.flushHeaders();
 
-  // Every chunk shares all but its choices (and usage): serialise that part once.
-  const head = `data: {"id":${JSON.stringify(job.id)},"object":"chat.completion.chunk","created":${job.created},"model":${JSON.stringify(job.request.model)},"service_tier":"default","system_fingerprint":"${SYSTEM_FINGERPRINT}","choices":`;
-  const tail = job.request.includeUsage ? ',"usage":null}\n\n' : '}\n\n';
-  const deltaChunk = (delta: Record<string, unknown>, finishReason: FinishReason | null): string =>
-    `${head}[{"index":0,"delta":${JSON.stringify(delta)},"logprobs":null,"finish_reason":${finishReason === null ? 'null' : `"${finishReason}"`}}]${tail}`;
-
   const pump = (): void => {
     if (ended) return;
     const faultPending = streamError !== undefined || !stalled;
-    const due = Math.min(piecesDue(), rendered.pieces.length, cutAfterPieces, faultPending ? faultAt : Infinity);
-    // One chunk per token, as OpenAI sends them; chunks due together leave in one write.
+    const due = Math.min(piecesDue(), frames.length, cutAfterPieces, faultPending ? faultAt : Infinity);
+    // One chunk per token, as the providers send them; chunks due together leave in one write.
     let out = '';
     while (emittedPieces < due) {
-      const piece = rendered.pieces[emittedPieces] as Piece;
-      out += deltaChunk(piece.delta, null);
+      const frame = frames[emittedPieces] as Frame;
+      out += frame.text;
       emittedPieces++;
-      emittedTokens += piece.tokens;
+      emittedTokens += frame.tokens;
     }
     if (emittedPieces >= cutAfterPieces) {
       end('cut', emittedTokens);
-      // No finish_reason, no [DONE]: the stream breaks once what was sent has left.
+      // No ending (finish_reason, [DONE] / message_stop): the stream breaks once what was sent has left.
       res.write(out, () => res.socket?.destroy());
       return;
     }
     if (streamError !== undefined && emittedPieces >= faultAt) {
-      // OpenAI's in-stream error: a data line holding only `error`, then [DONE] or nothing at all.
-      out += `data: ${JSON.stringify(SERVER_ERROR)}\n\n`;
+      out += wire.error;
       end('failed', emittedTokens);
       if (streamError === 'close') res.write(out, () => res.socket?.destroy());
-      else res.end(`${out}data: [DONE]\n\n`);
+      else res.end(`${out}${wire.afterError}`);
       return;
     }
     if (!badLineSent && emittedPieces >= faultAt) {
@@ -324,11 +368,10 @@ export function deliverCompletion(res: ServerResponse, job: CompletionJob, onEnd
       at(elapsed() + job.stallMs, pump);
       return;
     }
-    if (emittedPieces >= rendered.pieces.length) {
-      out += deltaChunk({}, rendered.finishReason);
-      if (job.request.includeUsage && !b.has('no_usage')) out += `${head}[],"usage":${JSON.stringify(usage(job.promptTokens, rendered.completionTokens))}}\n\n`;
-      end('completed', rendered.completionTokens);
-      res.end(`${out}data: [DONE]\n\n`);
+    if (emittedPieces >= frames.length) {
+      out += wire.end(!b.has('no_usage'));
+      end('completed', wire.completionTokens);
+      res.end(out);
       return;
     }
     if (out !== '') res.write(out);

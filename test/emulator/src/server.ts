@@ -1,4 +1,5 @@
-// The HTTP face of the emulator: routes, authentication, validation, admission, admin endpoints.
+// The HTTP face of the emulator: routes, authentication, validation, admission, admin endpoints,
+// for both protocols it speaks (dialects.ts).
 import { randomBytes } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -10,7 +11,8 @@ import { ConfigError, validateConfigPatch, type EmulatorConfig, type LiveConfig 
 import { BodyTooLargeError, openAiError, pathOf, readBody, sendJson } from './http';
 import { ProviderLimits } from './limits';
 import { SeededRandom } from './random';
-import { InvalidRequestError, parseChatCompletionRequest, type ChatCompletionRequest } from './request';
+import { ANTHROPIC, DialectInvalid, OPENAI, type Dialect } from './dialects';
+import type { ChatCompletionRequest } from './request';
 import { StatsRecorder, type EmulatorStats } from './stats';
 import { countPromptTokens, tokenizer } from './tokens';
 
@@ -109,7 +111,9 @@ export class ProviderEmulator {
     const key = `${method} ${path}`;
     switch (key) {
       case 'POST /v1/chat/completions':
-        return this.chatCompletions(req, res);
+        return this.complete(req, res, OPENAI);
+      case 'POST /v1/messages':
+        return this.complete(req, res, ANTHROPIC);
       case 'GET /v1/models':
         if (!this.authorized(req, res)) return;
         return sendJson(res, 200, { object: 'list', data: [this.model()] });
@@ -137,34 +141,11 @@ export class ProviderEmulator {
     return { id: MODEL_ID, object: 'model', created: MODEL_CREATED, owned_by: 'emulator' };
   }
 
-  private authorized(req: IncomingMessage, res: ServerResponse, headers: Record<string, string> = {}, wrongKey = false): boolean {
-    const key = /^Bearer\s+(\S+)/i.exec(req.headers.authorization ?? '')?.[1];
-    if (key !== undefined && (wrongKey || (this.config.apiKey !== '' && key !== this.config.apiKey))) {
-      // OpenAI's words for a key it does not know (only the key's last four characters are echoed).
-      sendJson(
-        res,
-        401,
-        openAiError(
-          `Incorrect API key provided: ${key.length > 8 ? `${key.slice(0, 3)}*****${key.slice(-4)}` : '*****'}. You can find your API key at https://platform.openai.com/account/api-keys.`,
-          'invalid_request_error',
-          'invalid_api_key',
-        ),
-        headers,
-      );
-      return false;
-    }
-    if (key !== undefined) return true;
-    sendJson(
-      res,
-      401,
-      openAiError(
-        "You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
-        'invalid_request_error',
-        'invalid_api_key',
-      ),
-      headers,
-    );
-    return false;
+  /** OpenAI's refusal of a missing or wrong bearer key (for the model list). */
+  private authorized(req: IncomingMessage, res: ServerResponse): boolean {
+    const refusal = OPENAI.authorize(req, this.config.apiKey, false);
+    if (refusal) sendJson(res, refusal.status, refusal.body);
+    return refusal === undefined;
   }
 
   private async configureFromRequest(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -177,13 +158,15 @@ export class ProviderEmulator {
     }
   }
 
-  private async chatCompletions(req: IncomingMessage, res: ServerResponse): Promise<void> {
+  /** One call in either protocol (`dialect`): checked, admitted under the limits, answered. */
+  private async complete(req: IncomingMessage, res: ServerResponse, dialect: Dialect): Promise<void> {
     this.recorder.received();
-    const headers: Record<string, string> = { 'x-request-id': requestId(), 'openai-version': '2020-10-01' };
+    const headers = dialect.headers(requestId());
     const refuse = (status: number, message: string, code: string, param: string | null = null): void => {
       this.recorder.invalid();
-      sendJson(res, status, openAiError(message, 'invalid_request_error', code, param), { ...headers, ...this.limits.headers() });
+      sendJson(res, status, dialect.invalid(message, code, param), { ...headers, ...dialect.limitHeaders(this.limits.headers()) });
     };
+    const refuseWith = (r: { status: number; body: unknown }, extra: Record<string, string>): void => sendJson(res, r.status, r.body, { ...headers, ...extra });
 
     let raw: string;
     try {
@@ -199,9 +182,10 @@ export class ProviderEmulator {
       if (err instanceof UnknownBehaviourError) return refuse(400, err.message, 'invalid_behaviour', BEHAVIOUR_HEADER);
       throw err;
     }
-    if (!this.authorized(req, res, { ...headers, ...this.limits.headers() }, asked.includes('wrong_key'))) {
+    const unauthorized = dialect.authorize(req, this.config.apiKey, asked.includes('wrong_key'));
+    if (unauthorized) {
       this.recorder.invalid();
-      return;
+      return refuseWith(unauthorized, dialect.limitHeaders(this.limits.headers()));
     }
     let body: unknown;
     try {
@@ -209,18 +193,20 @@ export class ProviderEmulator {
     } catch {
       return refuse(
         400,
-        "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP library correctly. The OpenAI API expects a JSON payload, but what was sent was not valid JSON.)",
+        dialect === OPENAI
+          ? "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP library correctly. The OpenAI API expects a JSON payload, but what was sent was not valid JSON.)"
+          : 'There was an error parsing the body of your request: it is not valid JSON.',
         'invalid_json',
       );
     }
     let request: ChatCompletionRequest;
     try {
-      request = parseChatCompletionRequest(body);
+      request = dialect.parse(body);
       const split = splitModel(request.model);
       request = { ...request, model: split.model };
       asked.push(...split.behaviours);
     } catch (err) {
-      if (err instanceof InvalidRequestError) return refuse(400, err.message, err.code, err.param);
+      if (err instanceof DialectInvalid) return refuse(400, err.message, err.code, err.param);
       if (err instanceof UnknownBehaviourError) return refuse(400, err.message, 'invalid_behaviour', 'model');
       throw err;
     }
@@ -228,12 +214,11 @@ export class ProviderEmulator {
     const config = this.config;
     const behaviours = chooseBehaviours(asked, config.behaviours, config.armed, () => this.rng.next());
     for (const b of behaviours) this.recorder.behaved(b);
-    const limitHeaders = (): Record<string, string> => (behaviours.has('no_ratelimit_headers') ? {} : this.limits.headers());
+    const limitHeaders = (): Record<string, string> => (behaviours.has('no_ratelimit_headers') ? {} : dialect.limitHeaders(this.limits.headers()));
     if (behaviours.has('wrong_key')) {
       // Asked for by the instance (a key revoked while running): the request's own header said nothing.
       this.recorder.invalid();
-      this.authorized(req, res, { ...headers, ...limitHeaders() }, true);
-      return;
+      return refuseWith(dialect.authorize(req, this.config.apiKey, true)!, limitHeaders());
     }
     if (behaviours.has('reset')) {
       // The connection dies before the first byte, as when a server or load balancer closes an
@@ -244,38 +229,19 @@ export class ProviderEmulator {
     }
     if (behaviours.has('model_not_found')) {
       this.recorder.refused();
-      sendJson(
-        res,
-        404,
-        openAiError(`The model \`${request.model}\` does not exist or you do not have access to it.`, 'invalid_request_error', 'model_not_found'),
-        { ...headers, ...limitHeaders() },
-      );
-      return;
+      return refuseWith(dialect.modelNotFound(request.model), limitHeaders());
     }
     if (behaviours.has('insufficient_quota')) {
       this.recorder.refused();
-      sendJson(
-        res,
-        429,
-        openAiError(
-          'You exceeded your current quota, please check your plan and billing details. For more information on this error, read the docs: https://platform.openai.com/docs/guides/error-codes/api-errors.',
-          'insufficient_quota',
-          'insufficient_quota',
-        ),
-        { ...headers, ...limitHeaders() },
-      );
-      return;
+      return refuseWith(dialect.insufficientQuota(), limitHeaders());
     }
     if (behaviours.has('overloaded')) {
       this.recorder.refused();
       const retryMs = Math.max(1, Math.round(2_000 * config.timeScale));
-      sendJson(res, 503, openAiError('The engine is currently overloaded, please try again later.', 'server_error', 'service_unavailable'), {
-        ...headers,
+      return refuseWith(dialect.overloaded(), {
         ...limitHeaders(),
-        'retry-after': String(Math.max(1, Math.ceil(retryMs / 1000))),
-        'retry-after-ms': String(retryMs),
+        ...(dialect.overloadedRetryAfter ? { 'retry-after': String(Math.max(1, Math.ceil(retryMs / 1000))), 'retry-after-ms': String(retryMs) } : {}),
       });
-      return;
     }
     if (behaviours.has('idle_close')) {
       // Keep-Alive still announces 65 s; the socket is closed much earlier once idle.
@@ -297,11 +263,12 @@ export class ProviderEmulator {
     const admission = this.limits.admit(cost, config.ttftMs * scale + expectedCompletion * msPerToken);
     if (!admission.admitted) {
       this.recorder.rateLimited();
-      sendJson(res, 429, openAiError(admission.message, 'rate_limit_exceeded', 'rate_limit_exceeded'), {
+      sendJson(res, 429, dialect.rateLimited(admission.message), {
         ...headers,
         ...limitHeaders(),
         'retry-after': String(Math.max(1, Math.ceil(admission.retryAfterMs / 1000))),
-        'retry-after-ms': String(admission.retryAfterMs),
+        // OpenAI's finer hint; Anthropic sends whole seconds only.
+        ...(dialect === OPENAI ? { 'retry-after-ms': String(admission.retryAfterMs) } : {}),
       });
       return;
     }
@@ -336,6 +303,7 @@ export class ProviderEmulator {
         stallMs: config.stallMs * scale,
         msPerToken,
         headers: { ...headers, ...rateHeaders },
+        wire: dialect.wire,
       },
       (outcome, completionTokens) => {
         // `no_refund`: what was charged on arrival (prompt + max_tokens) stays charged.

@@ -1,0 +1,97 @@
+// Anthropic's Messages API request: its validation (Anthropic's error shape and words), and the
+// same call as a chat completions request, so that answers, tokens and limits are shared.
+import type { ChatCompletionRequest, ChatMessage, ToolDefinition } from './request';
+
+/** A 400 in Anthropic's words: `{"type":"error","error":{"type":"invalid_request_error","message":…}}`. */
+export class InvalidMessagesRequestError extends Error {
+  override readonly name = 'InvalidMessagesRequestError';
+}
+
+export function anthropicError(type: string, message: string): { type: 'error'; error: { type: string; message: string }; request_id: string } {
+  return { type: 'error', error: { type, message }, request_id: `req_${Math.random().toString(36).slice(2, 14)}` };
+}
+
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+const bad = (message: string): never => {
+  throw new InvalidMessagesRequestError(message);
+};
+
+type Block = Record<string, unknown>;
+
+function blocksOf(content: unknown, at: string): Block[] {
+  if (typeof content === 'string') return [{ type: 'text', text: content }];
+  if (!Array.isArray(content)) return bad(`${at}.content: Input should be a valid list`);
+  content.forEach((b, i) => {
+    if (!isObject(b) || typeof b.type !== 'string') bad(`${at}.content.${i}: Input should be an object with a type`);
+    const block = b as Block;
+    if (block.type === 'text' && typeof block.text !== 'string') bad(`${at}.content.${i}.text: Field required`);
+    if (block.type === 'text' && block.text === '') bad(`${at}.content.${i}: text content blocks must be non-empty`);
+    if (block.type === 'tool_use' && (typeof block.id !== 'string' || typeof block.name !== 'string' || !isObject(block.input))) bad(`${at}.content.${i}: tool_use needs id, name and an input object`);
+    if (block.type === 'tool_result' && typeof block.tool_use_id !== 'string') bad(`${at}.content.${i}.tool_use_id: Field required`);
+  });
+  return content as Block[];
+}
+
+const textOf = (v: unknown): string =>
+  typeof v === 'string' ? v : Array.isArray(v) ? v.map((b) => (isObject(b) && typeof b.text === 'string' ? b.text : '')).join('') : '';
+
+/** Validates a Messages body as Anthropic does (the checks the broker may trip) and returns it as a chat completions request. */
+export function parseMessagesRequest(body: unknown): ChatCompletionRequest {
+  if (!isObject(body)) return bad('Input should be an object');
+  const model = body.model;
+  if (typeof model !== 'string' || model === '') bad('model: Field required');
+  const maxTokens = body.max_tokens;
+  if (maxTokens === undefined) bad('max_tokens: Field required');
+  if (typeof maxTokens !== 'number' || !Number.isInteger(maxTokens) || maxTokens < 1) bad('max_tokens: Input should be greater than or equal to 1');
+  const raw = body.messages;
+  if (!Array.isArray(raw)) return bad('messages: Field required');
+  if (raw.length === 0) bad('messages: at least one message is required');
+  const temperature = body.temperature;
+  if (temperature !== undefined && (typeof temperature !== 'number' || temperature < 0 || temperature > 1)) bad('temperature: Input should be less than or equal to 1');
+  const stream = body.stream ?? false;
+  if (typeof stream !== 'boolean') bad('stream: Input should be a valid boolean');
+
+  const messages: ChatMessage[] = [];
+  const system = textOf(body.system);
+  if (system) messages.push({ role: 'system', content: system });
+  raw.forEach((m: unknown, i) => {
+    const at = `messages.${i}`;
+    if (!isObject(m)) return bad(`${at}: Input should be an object`);
+    if (m.role !== 'user' && m.role !== 'assistant') return bad(`${at}.role: Input should be 'user' or 'assistant'`);
+    const blocks = blocksOf(m.content, at);
+    if (m.role === 'assistant') {
+      const calls = blocks.filter((b) => b.type === 'tool_use');
+      messages.push({
+        role: 'assistant',
+        content: blocks.filter((b) => b.type === 'text').map((b) => b.text as string).join(''),
+        ...(calls.length > 0 ? { tool_calls: calls.map((c) => ({ id: c.id as string, type: 'function' as const, function: { name: c.name as string, arguments: JSON.stringify(c.input) } })) } : {}),
+      });
+      return;
+    }
+    for (const b of blocks) {
+      if (b.type === 'tool_result') messages.push({ role: 'tool', content: textOf(b.content), tool_call_id: b.tool_use_id as string });
+    }
+    const text = blocks.filter((b) => b.type === 'text').map((b) => b.text as string).join('');
+    if (text) messages.push({ role: 'user', content: text });
+  });
+
+  let tools: ToolDefinition[] | undefined;
+  if (body.tools !== undefined) {
+    if (!Array.isArray(body.tools)) return bad('tools: Input should be a valid list');
+    tools = body.tools.map((t: unknown, i): ToolDefinition => {
+      if (!isObject(t) || typeof t.name !== 'string' || !/^[a-zA-Z0-9_-]{1,64}$/.test(t.name)) return bad(`tools.${i}.name: String should match pattern '^[a-zA-Z0-9_-]{1,64}$'`);
+      if (!isObject(t.input_schema)) return bad(`tools.${i}.input_schema: Field required`);
+      return { type: 'function', function: { name: t.name, ...(typeof t.description === 'string' ? { description: t.description } : {}), parameters: t.input_schema } };
+    });
+  }
+  return {
+    model: model as string,
+    messages,
+    stream: stream as boolean,
+    includeUsage: true,
+    maxTokens: maxTokens as number,
+    tools: tools && tools.length > 0 ? tools : undefined,
+    toolChoice: undefined,
+    temperature: temperature as number | undefined,
+  };
+}

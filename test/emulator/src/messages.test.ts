@@ -1,0 +1,115 @@
+// The emulator's Anthropic Messages API over HTTP (in-process, fetch): the stream's events, tool
+// use, usage, the errors and rate-limit headers, and the misbehaviours in Anthropic's shapes.
+import { startEmulator, type RunningEmulator } from './index';
+
+const HEADERS = { 'x-api-key': 'test-key', 'anthropic-version': '2023-06-01', 'content-type': 'application/json' };
+const SEARCH_TOOL = { name: 'search_web', description: 'Search the web', input_schema: { type: 'object', properties: { query: { type: 'string' } } } };
+const ask = (text: string, over: Record<string, unknown> = {}) => ({
+  model: 'claude-emulated', max_tokens: 200, stream: true, system: 'You are the Host.', messages: [{ role: 'user', content: text }], ...over,
+});
+
+let emulator: RunningEmulator;
+beforeEach(async () => {
+  emulator = await startEmulator({ port: 0, timeScale: 0.02, seed: 42 });
+});
+afterEach(async () => {
+  await emulator.close();
+});
+
+const post = (body: unknown, headers: Record<string, string> = HEADERS) =>
+  fetch(`${emulator.url}/v1/messages`, { method: 'POST', headers, body: JSON.stringify(body) });
+
+/** The named events of an SSE body: each `event:` line must match its data's `type`. */
+async function events(res: Response): Promise<{ type: string; [k: string]: unknown }[]> {
+  const text = await res.text();
+  return text.split('\n\n').filter((b) => b.trim() !== '').map((block) => {
+    const [eventLine, dataLine] = block.split('\n');
+    expect(eventLine).toMatch(/^event: \w+$/);
+    const data = JSON.parse(dataLine!.replace(/^data: /, '')) as { type: string };
+    expect(data.type).toBe(eventLine!.slice('event: '.length));
+    return data;
+  });
+}
+
+describe('POST /v1/messages', () => {
+  it('streams a text answer: message_start, one text block of text_deltas, message_delta with stop_reason and usage, message_stop', async () => {
+    const res = await post(ask('How do libraries plan opening hours?'));
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-type')).toMatch(/^text\/event-stream/);
+    const ev = await events(res);
+    expect(ev.map((e) => e.type).filter((t, i, all) => t !== all[i - 1])).toEqual(['message_start', 'content_block_start', 'content_block_delta', 'content_block_stop', 'message_delta', 'message_stop']);
+    const start = ev[0] as { message: { model: string; usage: { input_tokens: number } } };
+    expect(start.message.model).toBe('claude-emulated');
+    expect(start.message.usage.input_tokens).toBeGreaterThan(5);
+    const deltas = ev.filter((e) => e.type === 'content_block_delta') as { delta: { type: string; text: string } }[];
+    expect(deltas.every((d) => d.delta.type === 'text_delta')).toBe(true);
+    const end = ev.find((e) => e.type === 'message_delta') as { delta: { stop_reason: string }; usage: { output_tokens: number } };
+    expect(end.delta.stop_reason).toBe('end_turn');
+    expect(end.usage.output_tokens).toBeGreaterThan(0);
+    expect(emulator.stats().requests).toBe(1);
+  });
+
+  it('asks for a tool as a tool_use block whose input arrives as input_json_delta; stop_reason tool_use', async () => {
+    const ev = await events(await post(ask('Search the latest news about solar power', { tools: [SEARCH_TOOL] })));
+    const block = ev.find((e) => e.type === 'content_block_start') as { content_block: { type: string; id: string; name: string; input: unknown } };
+    expect(block.content_block).toMatchObject({ type: 'tool_use', name: 'search_web', input: {} });
+    expect(block.content_block.id).toMatch(/^toolu_/);
+    const json = (ev.filter((e) => e.type === 'content_block_delta') as { delta: { type: string; partial_json: string } }[]).map((d) => d.delta.partial_json).join('');
+    expect(JSON.parse(json)).toMatchObject({ query: expect.stringContaining('solar') });
+    expect((ev.find((e) => e.type === 'message_delta') as { delta: { stop_reason: string } }).delta.stop_reason).toBe('tool_use');
+  });
+
+  it('answers a tool_result with a text quoting it', async () => {
+    const body = ask('', {
+      tools: [SEARCH_TOOL],
+      messages: [
+        { role: 'user', content: 'Search the latest news about solar power' },
+        { role: 'assistant', content: [{ type: 'tool_use', id: 'toolu_1', name: 'search_web', input: { query: 'solar power' } }] },
+        { role: 'user', content: [{ type: 'tool_result', tool_use_id: 'toolu_1', content: 'Panels got cheaper again this year.' }] },
+      ],
+    });
+    const ev = await events(await post(body));
+    const text = (ev.filter((e) => e.type === 'content_block_delta') as { delta: { text: string } }[]).map((d) => d.delta.text).join('');
+    expect(text).toContain('Panels got cheaper');
+  });
+
+  it('refuses without x-api-key (401 authentication_error) or without anthropic-version (400), in Anthropic\'s error shape', async () => {
+    const { 'x-api-key': _key, ...noKey } = HEADERS;
+    const r1 = await post(ask('hi'), noKey);
+    expect(r1.status).toBe(401);
+    expect(await r1.json()).toMatchObject({ type: 'error', error: { type: 'authentication_error' } });
+    const { 'anthropic-version': _v, ...noVersion } = HEADERS;
+    const r2 = await post(ask('hi'), noVersion);
+    expect(r2.status).toBe(400);
+    expect(await r2.json()).toMatchObject({ type: 'error', error: { type: 'invalid_request_error', message: expect.stringContaining('anthropic-version') } });
+    const r3 = await post({ ...ask('hi'), max_tokens: undefined });
+    expect(r3.status).toBe(400);
+    expect(await r3.json()).toMatchObject({ error: { type: 'invalid_request_error', message: 'max_tokens: Field required' } });
+  });
+
+  it('over its RPM: 429 rate_limit_error with retry-after (s) and anthropic-ratelimit-* headers', async () => {
+    emulator.configure({ rpm: 1 });
+    expect((await post(ask('one', { stream: false }))).status).toBe(200);
+    const res = await post(ask('two'));
+    expect(res.status).toBe(429);
+    expect(await res.json()).toMatchObject({ type: 'error', error: { type: 'rate_limit_error' } });
+    expect(Number(res.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
+    expect(res.headers.get('retry-after-ms')).toBeNull();
+    expect(res.headers.get('anthropic-ratelimit-requests-limit')).toBe('1');
+    expect(res.headers.get('anthropic-ratelimit-requests-remaining')).toBe('0');
+    expect(res.headers.get('x-ratelimit-limit-requests')).toBeNull();
+  });
+
+  it('misbehaves in Anthropic\'s shapes: overloaded is a 529, stream_error an `error` event, wrong_key a 401, model_not_found a 404', async () => {
+    const r529 = await post(ask('hi', { model: 'claude-emulated+overloaded' }));
+    expect(r529.status).toBe(529);
+    expect(await r529.json()).toMatchObject({ error: { type: 'overloaded_error' } });
+    const ev = await events(await post(ask('How do libraries plan opening hours?', { model: 'claude-emulated+stream_error' })));
+    expect(ev.at(-1)).toMatchObject({ type: 'error', error: { type: 'overloaded_error', message: 'Overloaded' } });
+    expect(ev.some((e) => e.type === 'message_stop')).toBe(false);
+    expect((await post(ask('hi', { model: 'claude-emulated+wrong_key' }))).status).toBe(401);
+    const r404 = await post(ask('hi', { model: 'claude-x+model_not_found' }));
+    expect(r404.status).toBe(404);
+    expect(await r404.json()).toMatchObject({ error: { type: 'not_found_error', message: 'model: claude-x' } });
+  });
+});

@@ -1,0 +1,75 @@
+// Anthropic's Messages API stream for one answer: message_start, a content block per text or
+// tool_use (content_block_start, content_block_delta with text_delta / input_json_delta,
+// content_block_stop), message_delta (stop_reason, usage), message_stop; an `error` event for a
+// stream that fails. The same answers, pacing and misbehaviours as the chat completions.
+import { textPieces, type AnswerWire, type CompletionJob, type Frame } from './completion';
+import { anthropicError } from './messages-request';
+import { countTokens, encode } from './tokens';
+
+const event = (name: string, data: Record<string, unknown>): string => `event: ${name}\ndata: ${JSON.stringify({ type: name, ...data })}\n\n`;
+
+/** `{"query": "x"}` → `{"query": "x background"}`: the second of `parallel_tool_calls`. */
+function secondInput(input: Record<string, unknown>): Record<string, unknown> {
+  return typeof input.query === 'string' ? { ...input, query: `${input.query} background` } : input;
+}
+
+export function messagesWire(job: CompletionJob): AnswerWire {
+  const { answer, request } = job;
+  const id = `msg_${job.id.replace(/^chatcmpl-/, '')}`;
+  const frames: Frame[] = [];
+  const content: Record<string, unknown>[] = [];
+  let stopReason: 'end_turn' | 'max_tokens' | 'tool_use' = 'end_turn';
+  const start = event('message_start', {
+    message: {
+      id, type: 'message', role: 'assistant', content: [], model: request.model, stop_reason: null, stop_sequence: null,
+      usage: { input_tokens: job.promptTokens, cache_creation_input_tokens: 0, cache_read_input_tokens: 0, output_tokens: 1 },
+    },
+  });
+  if (answer.kind === 'tool_call') {
+    stopReason = 'tool_use';
+    let input: Record<string, unknown> = {};
+    try {
+      input = JSON.parse(answer.call.arguments) as Record<string, unknown>;
+    } catch {
+      /* the emulator's own arguments are JSON */
+    }
+    const calls = [{ id: answer.call.id.replace(/^call_/, 'toolu_'), name: answer.call.name, input }];
+    if (job.behaviours.has('parallel_tool_calls')) calls.push({ id: `toolu_${job.rng.id(24)}`, name: answer.call.name, input: secondInput(input) });
+    calls.forEach((c, index) => {
+      const opening = event('content_block_start', { index, content_block: { type: 'tool_use', id: c.id, name: c.name, input: {} } });
+      frames.push({ text: (index === 0 ? start : event('content_block_stop', { index: index - 1 })) + opening, tokens: countTokens(c.name) });
+      for (const p of textPieces(encode(JSON.stringify(c.input)))) {
+        frames.push({ text: event('content_block_delta', { index, delta: { type: 'input_json_delta', partial_json: p.text } }), tokens: p.tokens });
+      }
+      content.push({ type: 'tool_use', id: c.id, name: c.name, input: c.input });
+    });
+  } else {
+    let tokens = encode(answer.text);
+    if (request.maxTokens !== undefined && tokens.length > request.maxTokens) {
+      tokens = tokens.slice(0, request.maxTokens);
+      stopReason = 'max_tokens';
+    }
+    const pieces = textPieces(tokens);
+    frames.push({ text: start + event('content_block_start', { index: 0, content_block: { type: 'text', text: '' } }), tokens: 0 });
+    for (const p of pieces) frames.push({ text: event('content_block_delta', { index: 0, delta: { type: 'text_delta', text: p.text } }), tokens: p.tokens });
+    content.push({ type: 'text', text: pieces.map((p) => p.text).join('') });
+  }
+  const completionTokens = frames.reduce((n, f) => n + f.tokens, 0);
+  const usage = { input_tokens: job.promptTokens, cache_creation_input_tokens: 0, cache_read_input_tokens: 0, output_tokens: completionTokens };
+  return {
+    frames,
+    completionTokens,
+    end: (withUsage) =>
+      event('content_block_stop', { index: content.length - 1 }) +
+      event('message_delta', { delta: { stop_reason: stopReason, stop_sequence: null }, ...(withUsage ? { usage: { output_tokens: completionTokens } } : {}) }) +
+      event('message_stop', {}),
+    // Anthropic's in-stream error (what a 529 is once the stream has begun); nothing follows it.
+    error: event('error', { error: { type: 'overloaded_error', message: 'Overloaded' } }),
+    afterError: '',
+    body: () => ({ id, type: 'message', role: 'assistant', model: request.model, content, stop_reason: stopReason, stop_sequence: null, usage }),
+    failure: (status) =>
+      status === 500
+        ? { status: 500, body: anthropicError('api_error', 'Internal server error') }
+        : { status: 529, body: anthropicError('overloaded_error', 'Overloaded') },
+  };
+}
