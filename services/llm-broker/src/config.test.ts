@@ -34,3 +34,41 @@ describe('loadConfig, response cache', () => {
     expect(() => loadConfig({ LLM_CACHE_TTL_S: '-1' })).toThrow(/LLM_CACHE_TTL_S/);
   });
 });
+
+describe('loadConfig, upstreams', () => {
+  it('without LLM_UPSTREAMS: one OpenAI-compatible upstream from the single-upstream variables, on the quota keys it always had', () => {
+    const [u, ...rest] = loadConfig({ LLM_BASE_URL: 'https://api.example/v1/', LLM_API_KEY: 'sk-1', LLM_MODEL: 'm', LLM_RPM: '60' }).upstreams;
+    expect(rest).toEqual([]);
+    expect(u).toEqual({ name: 'default', protocol: 'openai', baseUrl: 'https://api.example/v1', apiKey: 'sk-1', keyVariable: 'LLM_API_KEY', models: ['m'], maxConcurrent: 50, rpm: 60, tpm: 0, quotaKey: 'mesh:llm' });
+    expect(loadConfig({ LLM_PROTOCOL: 'anthropic' }).upstreams[0]!.protocol).toBe('anthropic');
+    expect(() => loadConfig({ LLM_PROTOCOL: 'gemini' })).toThrow(/LLM_PROTOCOL/);
+  });
+
+  it('reads LLM_UPSTREAMS: keys from the variables named, limits defaulting to LLM_*, quota keys apart', () => {
+    const env = {
+      LLM_RPM: '100',
+      K1: 'key-one',
+      K2: 'key-two',
+      LLM_UPSTREAMS: JSON.stringify([
+        { name: 'ark', baseUrl: 'https://ark.example/api/v3', keyEnv: 'K1', models: ['ep-1'], tpm: 9000 },
+        { name: 'claude', protocol: 'anthropic', baseUrl: 'https://api.anthropic.example/v1', keyEnv: 'K2', models: ['claude-h', 'claude-s'], rpm: 50 },
+      ]),
+    };
+    const [a, b] = loadConfig(env).upstreams;
+    expect(a).toMatchObject({ name: 'ark', protocol: 'openai', apiKey: 'key-one', keyVariable: 'K1', rpm: 100, tpm: 9000, quotaKey: 'mesh:llm' });
+    expect(b).toMatchObject({ name: 'claude', protocol: 'anthropic', apiKey: 'key-two', models: ['claude-h', 'claude-s'], rpm: 50, quotaKey: 'mesh:llm:upstream:claude' });
+  });
+
+  it('names what is wrong in LLM_UPSTREAMS', () => {
+    const one = (o: Record<string, unknown>, env: Record<string, string> = {}) => () => loadConfig({ ...env, LLM_UPSTREAMS: JSON.stringify([{ name: 'x', baseUrl: 'https://x.example', models: ['m'], ...o }]) });
+    expect(() => loadConfig({ LLM_UPSTREAMS: '{"name":"x"}' })).toThrow(/LLM_UPSTREAMS: must be a non-empty JSON list/);
+    expect(() => loadConfig({ LLM_UPSTREAMS: '[{' })).toThrow(/LLM_UPSTREAMS: must be a JSON list/);
+    expect(one({ protocol: 'gemini' })).toThrow(/x: "protocol" must be openai or anthropic/);
+    expect(one({ baseUrl: 'ftp://x' })).toThrow(/must be an http\(s\) URL/);
+    expect(one({ models: [] })).toThrow(/"models" must be a non-empty list/);
+    expect(one({ keyEnv: 'NOPE' })).toThrow(/its key variable NOPE is not set/);
+    expect(one({ rpm: -1 })).toThrow(/"rpm" must be an integer/);
+    expect(one({ apiKey: 'sk-inline' })).toThrow(/unknown field "apiKey"/);
+    expect(() => loadConfig({ LLM_UPSTREAMS: JSON.stringify([{ name: 'x', baseUrl: 'https://x.example', models: ['m'] }, { name: 'x', baseUrl: 'https://y.example', models: ['m'] }]) })).toThrow(/two upstreams are named "x"/);
+  });
+});

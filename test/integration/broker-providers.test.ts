@@ -1,0 +1,192 @@
+// The llm-broker's provider seam on real processes, real Redis and the emulator (which speaks both
+// protocols): the same calls end to end through an OpenAI-compatible and an Anthropic upstream
+// (text, tool calls and their results, usage, an in-stream error, a retried 529), and fallback
+// with LLM_UPSTREAMS — the first upstream's breaker open, or its queue unable to admit a call
+// before the call's deadline: the next serves it and `Done.upstream` names it.
+import { status } from '@grpc/grpc-js';
+import { createClient, detailsOf, reasonOf } from '@agent-mesh/common';
+import { LlmBrokerServiceClient, type GenerateRequest } from '@agent-mesh/common/gen/llmbroker/v1/llm_broker';
+import {
+  configureEmulator, emulatorStats, generateRequest, promMetric, runGenerate, startEmulator, startRedis, startService, testDir,
+  type EmulatorProc, type GenerateOutcome, type RedisProc, type ServiceProc,
+} from '../support';
+
+jest.setTimeout(120_000);
+
+const KEY = 'emulator-key-1';
+const SEARCH = { name: 'search_web', description: 'Search the web', parametersJsonSchema: JSON.stringify({ type: 'object', properties: { query: { type: 'string' } } }) };
+
+let dir: string;
+let redis: RedisProc;
+let emulator: EmulatorProc;
+const started: Array<{ proc: ServiceProc; client: LlmBrokerServiceClient }> = [];
+let nextDb = 1;
+
+async function startBroker(upstreams: unknown[], env: Record<string, string> = {}) {
+  const proc = await startService('llm-broker', {
+    logDir: dir,
+    instance: String(started.length),
+    env: {
+      REDIS_URL: `${redis.url}/${nextDb++}`,
+      LLM_UPSTREAMS: JSON.stringify(upstreams),
+      EMU_KEY: KEY,
+      WRONG_KEY: 'not-the-key',
+      OTEL_SDK_DISABLED: 'true',
+      ...env,
+    },
+  });
+  const b = { proc, client: createClient(LlmBrokerServiceClient, proc.addr) };
+  started.push(b);
+  return b;
+}
+
+const doneOf = (o: GenerateOutcome) => {
+  const u = o.messages.at(-1)?.update;
+  return u?.$case === 'done' ? u.done : undefined;
+};
+const text = (o: GenerateOutcome) => o.messages.map((m) => (m.update?.$case === 'delta' ? m.update.delta.content : '')).join('');
+const metric = (b: ServiceProc, name: string, labels = '') => promMetric(b, name, labels);
+
+beforeAll(async () => {
+  dir = testDir('broker-providers');
+  redis = await startRedis({ logDir: dir });
+  emulator = await startEmulator({
+    logDir: dir,
+    env: { EMULATOR_TTFT_MS: '50', EMULATOR_TOKENS_PER_SEC: '400', EMULATOR_COMPLETION_TOKENS: '40', EMULATOR_SEED: '11', EMULATOR_API_KEY: KEY },
+  });
+});
+
+afterAll(async () => {
+  for (const b of started) {
+    b.client.close();
+    await b.proc.stop().catch(() => undefined);
+  }
+  await emulator?.stop();
+  await redis?.stop();
+});
+
+describe.each([
+  ['openai', 'emulator-1'],
+  ['anthropic', 'claude-emulated'],
+])('the %s protocol end to end through the broker', (protocol, model) => {
+  let broker: Awaited<ReturnType<typeof startBroker>>;
+  const ask = (question: string, over: Partial<GenerateRequest> = {}) => generateRequest(question, { model, ...over });
+
+  beforeAll(async () => {
+    // One upstream, on its own: `protocol` is all that differs between the two runs.
+    broker = await startBroker([{ name: protocol, protocol, baseUrl: `${emulator.url}/v1`, keyEnv: 'EMU_KEY', models: [model], rpm: 100000, maxConcurrent: 20 }]);
+  });
+
+  it('streams a text answer, with the usage the provider billed and the upstream that served it', async () => {
+    const before = await emulatorStats(emulator);
+    const o = await runGenerate(broker.client, ask('How should a small library plan its opening hours?'));
+    expect(o.error).toBeUndefined();
+    const done = doneOf(o)!;
+    expect(text(o).length).toBeGreaterThan(20);
+    expect(done).toMatchObject({ finishReason: 'stop', upstream: protocol, model });
+    expect(done.usage!.promptTokens).toBeGreaterThan(10);
+    expect(done.usage!.completionTokens).toBeGreaterThan(5);
+    expect(done.usage!.totalTokens).toBe(done.usage!.promptTokens + done.usage!.completionTokens);
+    const after = await emulatorStats(emulator);
+    expect(after.requests - before.requests).toBe(1);
+    // What the provider charged is what the broker settled.
+    expect(await metric(broker.proc, 'llm_tokens_total', `kind="settled"`)).toBeGreaterThanOrEqual(done.usage!.totalTokens);
+  });
+
+  it('offers typed tools, gets a tool call back, and answers the tool result in a second call', async () => {
+    const q = 'Search the latest news about solar power';
+    const first = await runGenerate(broker.client, ask(q, { tools: [SEARCH] }));
+    expect(first.error).toBeUndefined();
+    const d1 = doneOf(first)!;
+    expect(d1.finishReason).toBe('tool_calls');
+    expect(d1.toolCalls).toHaveLength(1);
+    const call = d1.toolCalls[0]!;
+    expect(call.name).toBe('search_web');
+    expect(JSON.parse(call.argumentsJson)).toMatchObject({ query: expect.stringMatching(/solar/i) });
+    const base = ask(q, { tools: [SEARCH] });
+    const second = await runGenerate(broker.client, {
+      ...base,
+      messages: [
+        ...base.messages,
+        { role: 'assistant', content: '', name: '', toolCallId: '', toolCalls: [call] },
+        { role: 'tool', content: JSON.stringify({ results: ['Rooftop panels doubled in the region'] }), name: '', toolCallId: call.id, toolCalls: [] },
+      ],
+    });
+    expect(second.error).toBeUndefined();
+    expect(doneOf(second)).toMatchObject({ finishReason: 'stop', upstream: protocol, toolCalls: [] });
+    // The emulator quotes the tool result it received: the result reached it in this protocol's shape.
+    expect(text(second)).toContain('Rooftop panels');
+  });
+
+  it('an error inside the stream after tokens reached the caller fails the call as upstream_stream_failed', async () => {
+    await configureEmulator(emulator, { armed: { stream_error: 1 } });
+    const o = await runGenerate(broker.client, ask('How should a city plan for heat waves in summer?'));
+    expect(text(o).length).toBeGreaterThan(0);
+    expect(doneOf(o)).toBeUndefined();
+    expect(o.error?.code).toBe(status.UNAVAILABLE);
+    expect(reasonOf(o.error)).toBe('upstream_stream_failed');
+    expect(detailsOf(o.error)).toMatch(protocol === 'anthropic' ? /upstream error inside the stream: Overloaded/ : /upstream error inside the stream: The server had an error/);
+  });
+
+  it('the provider overloaded before the first token (503, or 529 for Anthropic) is retried', async () => {
+    const before = await emulatorStats(emulator);
+    await configureEmulator(emulator, { armed: { overloaded: 1 } });
+    const o = await runGenerate(broker.client, ask('Search the latest news about wind power', { tools: [SEARCH] }));
+    expect(o.error).toBeUndefined();
+    expect(doneOf(o)?.finishReason).toBe('tool_calls');
+    expect((await emulatorStats(emulator)).requests - before.requests).toBe(2);
+    expect(await metric(broker.proc, 'llm_upstream_errors_total', `kind="${protocol === 'anthropic' ? 529 : 503}"`)).toBe(1);
+  });
+});
+
+describe('fallback between upstreams (LLM_UPSTREAMS)', () => {
+  it('the first upstream\'s breaker open: the next serves the call, and later calls pass the first over without asking it', async () => {
+    // The first upstream's key is refused (401): an account problem opens its breaker at once.
+    const b = await startBroker([
+      { name: 'primary', protocol: 'anthropic', baseUrl: `${emulator.url}/v1`, keyEnv: 'WRONG_KEY', models: ['claude-emulated'] },
+      { name: 'secondary', protocol: 'openai', baseUrl: `${emulator.url}/v1`, keyEnv: 'EMU_KEY', models: ['emulator-1'] },
+    ], { LLM_BREAKER_RESET_MS: '60000' });
+    const before = await emulatorStats(emulator);
+    const first = await runGenerate(b.client, generateRequest('How do bees find flowers?'));
+    expect(first.error).toBeUndefined();
+    expect(doneOf(first)).toMatchObject({ upstream: 'secondary', model: 'emulator-1', finishReason: 'stop' });
+    expect(await metric(b.proc, 'llm_breaker_state', 'upstream="primary"')).toBe(2);
+    expect(await metric(b.proc, 'llm_upstream_alerts_total', 'upstream="primary",reason="invalid_api_key"')).toBe(1);
+    expect(await metric(b.proc, 'llm_upstream_fallbacks_total', 'upstream="primary",reason="breaker_open"')).toBe(1);
+    const mid = await emulatorStats(emulator);
+    expect(mid.requests - before.requests).toBe(2); // the refused one, then the secondary's
+
+    const second = await runGenerate(b.client, generateRequest('How do ants find food?'));
+    expect(doneOf(second)).toMatchObject({ upstream: 'secondary' });
+    expect((await emulatorStats(emulator)).requests - mid.requests).toBe(1); // the primary was not asked
+    expect(await metric(b.proc, 'llm_upstream_fallbacks_total', 'upstream="primary",reason="breaker_open"')).toBe(2);
+  });
+
+  it('the first upstream\'s queue cannot admit the call before its deadline: the next serves it', async () => {
+    // One request per minute on the primary: the first call takes it; the next would wait ~60 s.
+    const b = await startBroker([
+      { name: 'primary', protocol: 'openai', baseUrl: `${emulator.url}/v1`, keyEnv: 'EMU_KEY', models: ['emulator-1'], rpm: 1 },
+      { name: 'secondary', protocol: 'anthropic', baseUrl: `${emulator.url}/v1`, keyEnv: 'EMU_KEY', models: ['claude-emulated'] },
+    ]);
+    const first = await runGenerate(b.client, generateRequest('How do bees find flowers?'), { timeoutMs: 10_000 });
+    expect(doneOf(first)).toMatchObject({ upstream: 'primary', model: 'emulator-1' });
+
+    // Refused by the primary's quota while queued there (its wait is measured only then).
+    const second = await runGenerate(b.client, generateRequest('How do ants find food?'), { timeoutMs: 5_000 });
+    expect(second.error).toBeUndefined();
+    expect(doneOf(second)).toMatchObject({ upstream: 'secondary', model: 'claude-emulated', finishReason: 'stop' });
+    expect(await metric(b.proc, 'llm_upstream_fallbacks_total', 'upstream="primary",reason="deadline_unreachable"')).toBe(1);
+
+    // Now the primary's estimate is known to exceed the deadline: passed over before queueing.
+    const third = await runGenerate(b.client, generateRequest('How do birds find north?'), { timeoutMs: 5_000 });
+    expect(doneOf(third)).toMatchObject({ upstream: 'secondary' });
+    expect(third.messages.some((m) => m.update?.$case === 'queued')).toBe(false);
+    expect(await metric(b.proc, 'llm_upstream_fallbacks_total', 'upstream="primary",reason="queue_wait"')).toBe(1);
+    expect(await metric(b.proc, 'llm_admissions_total', 'upstream="primary"')).toBe(1);
+    expect(await metric(b.proc, 'llm_admissions_total', 'upstream="secondary"')).toBe(2);
+
+    // A call without room to fall back (no other upstream lists its model) is refused, not rerouted.
+    const pinned = await runGenerate(b.client, generateRequest('How do fish sleep?', { model: 'emulator-1' }), { timeoutMs: 3_000 });
+    expect(reasonOf(pinned.error)).toBe('deadline_unreachable');
+  });
+});
