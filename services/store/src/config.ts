@@ -37,6 +37,8 @@ export interface StoreConfig {
   runStateRetentionMs: number;
   /** Queries slower than this are logged with their shape. */
   slowQueryMs: number;
+  /** How long an operation that never ran (the database restarting) is tried again. */
+  dbRetryMs: number;
   /** How often MongoDB is pinged to decide the health status. */
   healthIntervalMs: number;
 }
@@ -61,6 +63,7 @@ export const VARS = {
     CLEANUP_INTERVAL_MS: { type: 'int', default: 600_000, min: 100, doc: 'how often retention runs' },
     RUN_STATE_RETENTION_MS: { type: 'int', default: 1_800_000, min: 0, doc: "a finished run's checkpoint state is dropped this long after it ended" },
     SLOW_QUERY_MS: { type: 'int', default: 100, min: 0, doc: 'slower queries are logged with their shape' },
+    STORE_DB_RETRY_MS: { type: 'int', default: 3_000, min: 0, doc: 'an operation that could not run because the database is restarting is tried again for this long (0: never), then answered UNAVAILABLE' },
     STORE_HEALTH_INTERVAL_MS: { type: 'int', default: 5_000, min: 100, doc: 'how often MongoDB is pinged to decide the health status' },
   }),
 };
@@ -100,6 +103,7 @@ export function loadConfig(env: Env = process.env): StoreConfig {
     cleanupIntervalMs: read(VARS.CLEANUP_INTERVAL_MS),
     runStateRetentionMs: read(VARS.RUN_STATE_RETENTION_MS),
     slowQueryMs: read(VARS.SLOW_QUERY_MS),
+    dbRetryMs: read(VARS.STORE_DB_RETRY_MS),
     healthIntervalMs: read(VARS.STORE_HEALTH_INTERVAL_MS),
   };
 }

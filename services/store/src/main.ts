@@ -24,7 +24,7 @@ async function build(svc: Service<StoreConfig>): Promise<void> {
   const client = createMongoClient(cfg.mongo, metrics);
   svc.onShutdown('clients', 'mongodb', () => client.close());
   const db = client.db();
-  const cols = openCollections(db, new QueryTimer(metrics, logger, cfg.slowQueryMs));
+  const cols = openCollections(db, new QueryTimer(metrics, logger, cfg.slowQueryMs, cfg.dbRetryMs));
 
   const metricsServer = await svc.metricsServer(registry, cfg.metricsPort);
 

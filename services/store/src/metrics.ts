@@ -5,6 +5,7 @@ export interface StoreMetrics {
   queryTime: Histogram<'op' | 'collection'>;
   slowQueries: Counter<'op' | 'collection'>;
   queryErrors: Counter<'op' | 'collection'>;
+  queryRetries: Counter<'op' | 'collection'>;
   poolInUse: Gauge;
   poolSize: Gauge;
   poolMax: Gauge;
@@ -30,6 +31,7 @@ export function createStoreMetrics(registry: Registry): StoreMetrics {
     }),
     slowQueries: new Counter({ name: 'store_db_slow_queries_total', help: 'Operations slower than SLOW_QUERY_MS', labelNames: ['op', 'collection'], registers }),
     queryErrors: new Counter({ name: 'store_db_query_errors_total', help: 'Operations that failed', labelNames: ['op', 'collection'], registers }),
+    queryRetries: new Counter({ name: 'store_db_query_retries_total', help: 'Operations tried again because the database was restarting (they had not run)', labelNames: ['op', 'collection'], registers }),
     poolInUse: new Gauge({ name: 'store_db_pool_in_use', help: 'Connections checked out of the pool', registers }),
     poolSize: new Gauge({ name: 'store_db_pool_size', help: 'Open connections in the pool', registers }),
     poolMax: new Gauge({ name: 'store_db_pool_max', help: 'maxPoolSize (per server)', registers }),

@@ -1,7 +1,7 @@
 import { MeshError, Registry, status, createLogger } from '@agent-mesh/common';
 import { createStoreMetrics } from '../metrics';
 import { MongoServerError } from 'mongodb';
-import { filterShape, QueryTimer, unavailableReason } from './instrumented';
+import { filterShape, neverRan, QueryTimer, retryDelayMs, unavailableReason } from './instrumented';
 
 // The driver does not export its pool's timeout error: take the class the pool itself throws.
 // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -59,6 +59,42 @@ describe('QueryTimer', () => {
     expect(err).toBeInstanceOf(MeshError);
     expect((err as MeshError).code).toBe(status.UNAVAILABLE);
     expect((err as MeshError).reason).toBe('db_unavailable');
+  });
+
+  it('tries an operation that never ran again while the database restarts, within its budget', async () => {
+    const timer = new QueryTimer(metrics, logger, 1_000, 2_000);
+    const restarting = new MongoServerError({ errmsg: 'failed to connect to `user=postgres database=ferretdb`: dial tcp 127.0.0.1:5432: connect: connection refused' });
+    let calls = 0;
+    const op = async () => { calls += 1; if (calls < 3) throw restarting; return 'done'; };
+    await expect(timer.time('conversations', 'findOneAndUpdate', {}, op)).resolves.toBe('done');
+    expect(calls).toBe(3);
+    expect(await registry.metrics()).toMatch(/store_db_query_retries_total\{op="findOneAndUpdate",collection="conversations"\} 2/);
+    // Still down when the budget is spent: UNAVAILABLE, after ~the budget and not much longer.
+    const started = Date.now();
+    const err = await timer.time('runs', 'updateOne', {}, async () => { throw restarting; }).catch((e: unknown) => e);
+    expect((err as MeshError).reason).toBe('db_unavailable');
+    expect(Date.now() - started).toBeGreaterThanOrEqual(1_000);
+    expect(Date.now() - started).toBeLessThan(2_500);
+  });
+
+  it('never tries again what may have run, nor anything when the budget is 0', async () => {
+    const lost = Object.assign(new Error('connection 3 to 127.0.0.1:27017 closed'), { name: 'MongoNetworkError' });
+    expect(neverRan(lost)).toBe(false);
+    expect(neverRan(new MongoServerError({ errmsg: 'E11000 duplicate key error', code: 11000 }))).toBe(false);
+    let calls = 0;
+    const timer = new QueryTimer(metrics, logger, 1_000, 2_000);
+    await timer.time('runs', 'updateOne', {}, async () => { calls += 1; throw lost; }).catch(() => undefined);
+    expect(calls).toBe(1);
+    const restarting = new MongoServerError({ errmsg: 'FATAL: the database system is starting up (SQLSTATE 57P03)' });
+    const never = new QueryTimer(metrics, logger, 1_000);
+    await never.time('runs', 'updateOne', {}, async () => { calls += 1; throw restarting; }).catch(() => undefined);
+    expect(calls).toBe(2);
+  });
+
+  it('waits 100 ms doubling to 1 s between attempts, jittered', () => {
+    expect([1, 2, 3, 4, 5, 9].map((a) => retryDelayMs(a, () => 0.5))).toEqual([100, 200, 400, 800, 1000, 1000]);
+    expect(retryDelayMs(1, () => 0)).toBe(80);
+    expect(retryDelayMs(1, () => 1)).toBeCloseTo(120);
   });
 
   it('passes other errors through', async () => {

@@ -1,5 +1,6 @@
 // One door for every collection operation: it times the operation into store_db_query_seconds,
-// logs slow ones with their shape (collection, op, filter keys — never values), and turns
+// logs slow ones with their shape (collection, op, filter keys — never values), tries again an
+// operation that never ran because the database was restarting (for STORE_DB_RETRY_MS), and turns
 // "database unreachable" driver errors into UNAVAILABLE so callers can retry.
 import { MeshError, type Logger } from '@agent-mesh/common';
 import { MongoServerError, type Collection, type Db, type Document } from 'mongodb';
@@ -50,23 +51,54 @@ export function unavailableReason(err: unknown): 'db_pool_exhausted' | 'db_unava
   return undefined;
 }
 
+/**
+ * True when the operation certainly did not run, so running it again is safe whatever it does
+ * (an `$inc` included): no server could be selected, or FerretDB could not reach PostgreSQL, or
+ * PostgreSQL ended the statement's connection (a restart) before it committed. A dropped
+ * connection to the database itself is not one of these: the operation may have run.
+ */
+export function neverRan(err: unknown): boolean {
+  const name = (err as Error)?.name ?? '';
+  if (name === 'MongoServerSelectionError' || name === 'MongoNotConnectedError') return true;
+  return err instanceof MongoServerError && BACKEND_DOWN.test(err.message);
+}
+
+/** Waits between attempts of an operation that never ran: 100 ms doubling to 1 s, ±20 %. */
+export function retryDelayMs(attempt: number, random = Math.random): number {
+  return Math.min(1_000, 100 * 2 ** (attempt - 1)) * (0.8 + 0.4 * random());
+}
+
 /** True for a unique-index violation (E11000): an upsert whose id belongs to someone else. */
 export function isDuplicateKey(err: unknown): boolean {
   return err instanceof MongoServerError && err.code === 11000;
 }
 
 export class QueryTimer {
+  /**
+   * `retryMs`: how long an operation that never ran (the database restarting) is tried again
+   * before the caller is told UNAVAILABLE; 0: never.
+   */
   constructor(
     private readonly metrics: StoreMetrics,
     private readonly logger: Logger,
     private readonly slowQueryMs: number,
+    private readonly retryMs = 0,
   ) {}
 
   async time<R>(collection: string, op: string, filter: unknown, fn: () => Promise<R>): Promise<R> {
     const start = process.hrtime.bigint();
     const elapsedMs = () => Number(process.hrtime.bigint() - start) / 1e6;
     try {
-      return await fn();
+      for (let attempt = 1; ; attempt += 1) {
+        try {
+          return await fn();
+        } catch (err) {
+          const delay = retryDelayMs(attempt);
+          if (!neverRan(err) || elapsedMs() + delay > this.retryMs) throw err;
+          this.metrics.queryRetries.inc({ op, collection });
+          await new Promise((r) => setTimeout(r, delay));
+        }
+      }
     } catch (err) {
       this.metrics.queryErrors.inc({ op, collection });
       const reason = unavailableReason(err);
