@@ -151,15 +151,15 @@ describe('fallback between upstreams (LLM_UPSTREAMS)', () => {
     expect(first.error).toBeUndefined();
     expect(doneOf(first)).toMatchObject({ upstream: 'secondary', model: 'emulator-1', finishReason: 'stop' });
     expect(await metric(b.proc, 'llm_breaker_state', 'upstream="primary"')).toBe(2);
-    expect(await metric(b.proc, 'llm_upstream_alerts_total', 'upstream="primary",reason="invalid_api_key"')).toBe(1);
-    expect(await metric(b.proc, 'llm_upstream_fallbacks_total', 'upstream="primary",reason="breaker_open"')).toBe(1);
+    expect(await metric(b.proc, 'llm_upstream_alerts_total', 'reason="invalid_api_key",upstream="primary"')).toBe(1);
+    expect(await metric(b.proc, 'llm_upstream_fallbacks_total', 'reason="breaker_open",upstream="primary"')).toBe(1);
     const mid = await emulatorStats(emulator);
     expect(mid.requests - before.requests).toBe(2); // the refused one, then the secondary's
 
     const second = await runGenerate(b.client, generateRequest('How do ants find food?'));
     expect(doneOf(second)).toMatchObject({ upstream: 'secondary' });
     expect((await emulatorStats(emulator)).requests - mid.requests).toBe(1); // the primary was not asked
-    expect(await metric(b.proc, 'llm_upstream_fallbacks_total', 'upstream="primary",reason="breaker_open"')).toBe(2);
+    expect(await metric(b.proc, 'llm_upstream_fallbacks_total', 'reason="breaker_open",upstream="primary"')).toBe(2);
   });
 
   it('the first upstream\'s queue cannot admit the call before its deadline: the next serves it', async () => {
@@ -175,13 +175,13 @@ describe('fallback between upstreams (LLM_UPSTREAMS)', () => {
     const second = await runGenerate(b.client, generateRequest('How do ants find food?'), { timeoutMs: 5_000 });
     expect(second.error).toBeUndefined();
     expect(doneOf(second)).toMatchObject({ upstream: 'secondary', model: 'claude-emulated', finishReason: 'stop' });
-    expect(await metric(b.proc, 'llm_upstream_fallbacks_total', 'upstream="primary",reason="deadline_unreachable"')).toBe(1);
+    expect(await metric(b.proc, 'llm_upstream_fallbacks_total', 'reason="deadline_unreachable",upstream="primary"')).toBe(1);
 
     // Now the primary's estimate is known to exceed the deadline: passed over before queueing.
     const third = await runGenerate(b.client, generateRequest('How do birds find north?'), { timeoutMs: 5_000 });
     expect(doneOf(third)).toMatchObject({ upstream: 'secondary' });
     expect(third.messages.some((m) => m.update?.$case === 'queued')).toBe(false);
-    expect(await metric(b.proc, 'llm_upstream_fallbacks_total', 'upstream="primary",reason="queue_wait"')).toBe(1);
+    expect(await metric(b.proc, 'llm_upstream_fallbacks_total', 'reason="queue_wait",upstream="primary"')).toBe(1);
     expect(await metric(b.proc, 'llm_admissions_total', 'upstream="primary"')).toBe(1);
     expect(await metric(b.proc, 'llm_admissions_total', 'upstream="secondary"')).toBe(2);
 

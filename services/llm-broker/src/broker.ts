@@ -299,7 +299,7 @@ export class LlmBroker {
   }
 
   private onFallback(from: Upstream, to: Upstream, reason: PassOverReason | string): void {
-    this.d.metrics.fallbacks.inc({ upstream: from.name, reason });
+    this.d.metrics.fallbacks.inc({ reason, upstream: from.name });
     this.d.logger.info({ from: from.name, to: to.name, reason }, 'upstream passed over: falling back');
   }
 
@@ -330,7 +330,7 @@ export class LlmBroker {
     const { lease, waitedMs }: Admitted = await admission;
     d.metrics.admissions.inc(label);
     d.metrics.queueWait.observe(label, waitedMs / 1000);
-    d.metrics.tokens.inc({ ...label, kind: 'reserved' }, reserved);
+    d.metrics.tokens.inc({ kind: 'reserved', ...label }, reserved);
 
     // 2. Call the provider while holding (and renewing) the lease.
     const stopRenew = lease.keepAlive();
@@ -344,8 +344,8 @@ export class LlmBroker {
       // `reserve`: the provider charged prompt + max_tokens when the request reached it, for good.
       const actual = d.tpmAccounting === 'reserve' && reachedProvider ? reserved : Math.max(0, Math.ceil(billed));
       if (actual > 0 && input.userId) void d.budgets?.charge(input.userId, actual);
-      d.metrics.tokens.inc({ ...label, kind: 'settled' }, actual);
-      if (actual < reserved) d.metrics.tokens.inc({ ...label, kind: 'refunded' }, reserved - actual);
+      d.metrics.tokens.inc({ kind: 'settled', ...label }, actual);
+      if (actual < reserved) d.metrics.tokens.inc({ kind: 'refunded', ...label }, reserved - actual);
       await (actual === 0 ? lease.refund() : lease.release({ actualTokens: actual })).catch((err: unknown) =>
         d.logger.warn({ err }, 'could not settle the lease'),
       );
@@ -379,7 +379,7 @@ export class LlmBroker {
           if (out) yield out;
         }
       }
-      d.metrics.upstreamRequests.inc({ ...label, outcome: 'completed' });
+      d.metrics.upstreamRequests.inc({ outcome: 'completed', ...label });
       this.alerts.delete(u.name);
       const toolCalls = stream.toolCalls();
       // A provider that sends no usage: count what it generated, tool calls included.
@@ -391,8 +391,8 @@ export class LlmBroker {
       if (!signal.aborted && err instanceof UpstreamError) {
         if (!opened) throw LlmBroker.refusalOf(err);
         // Tokens already reached the caller: a retry would repeat them, so the call fails, saying so.
-        d.metrics.upstreamErrors.inc({ ...label, kind: 'mid_stream' });
-        d.metrics.upstreamRequests.inc({ ...label, outcome: 'failed' });
+        d.metrics.upstreamErrors.inc({ kind: 'mid_stream', ...label });
+        d.metrics.upstreamRequests.inc({ outcome: 'failed', ...label });
         d.logger.warn({ upstream: u.name, err: err.message, delivered }, 'upstream failed mid-stream');
         throw new BrokerRefusal('upstream_stream_failed', `the upstream LLM failed after ${delivered} streamed pieces of its answer: ${err.message}`);
       }
@@ -401,7 +401,7 @@ export class LlmBroker {
       stopRenew();
       this.inFlightBy.set(u.name, this.inFlightOf(u.name) - 1);
       if (!settled) {
-        if (signal.aborted) d.metrics.upstreamRequests.inc({ ...label, outcome: 'cancelled' });
+        if (signal.aborted) d.metrics.upstreamRequests.inc({ outcome: 'cancelled', ...label });
         // Cancelled or failed: give back all the provider did not bill (prompt + what it generated).
         await settle(reachedProvider ? promptTokens + countText(completionText) : 0);
       }
@@ -414,13 +414,13 @@ export class LlmBroker {
     const { d } = this;
     const alert = alertOf(problem, u.keyVariable);
     this.alerts.set(u.name, alert);
-    d.metrics.alerts.inc({ upstream: u.name, reason: problem });
+    d.metrics.alerts.inc({ reason: problem, upstream: u.name });
     d.logger.error({ upstream: u.name, reason: problem, status: err.status, message: err.message }, `upstream alert: ${alert}`);
     if (!u.breaker.opened) u.breaker.open();
   }
 
   private breakerRefusal(u: Upstream): BrokerRefusal {
-    this.d.metrics.refusals.inc({ upstream: u.name, reason: 'breaker_open' });
+    this.d.metrics.refusals.inc({ reason: 'breaker_open', upstream: u.name });
     const alert = this.alerts.get(u.name);
     return new BrokerRefusal('breaker_open', `the upstream LLM is failing: circuit open${alert ? ` (${alert})` : ''}`, u.breakerResetMs);
   }
@@ -467,8 +467,8 @@ export class LlmBroker {
         if (!err) throw raw;
         const problem = err.accountProblem;
         if (problem) {
-          d.metrics.upstreamErrors.inc({ ...label, kind: String(err.status) });
-          d.metrics.upstreamRequests.inc({ ...label, outcome: 'failed' });
+          d.metrics.upstreamErrors.inc({ kind: String(err.status), ...label });
+          d.metrics.upstreamRequests.inc({ outcome: 'failed', ...label });
           this.raiseAlert(u, problem, err);
           throw this.breakerRefusal(u);
         }
@@ -482,14 +482,14 @@ export class LlmBroker {
             d.logger.warn({ upstream: u.name, limits: u.adaptive.limits }, 'provider rate limit: effective limits cut');
           }
         } else {
-          d.metrics.upstreamErrors.inc({ ...label, kind: err.status === 0 ? 'connection' : String(err.status) });
+          d.metrics.upstreamErrors.inc({ kind: err.status === 0 ? 'connection' : String(err.status), ...label });
           // A 503 (or 529) with Retry-After: the provider says when to come back.
           floor = err.retryAfterMs ?? 0;
         }
         const wait = backoffMs(attempt, floor);
         const late = deadline !== undefined && this.now() + wait > deadline;
         if (!err.retryable || attempt >= maxRetries || late || !u.retryBudget.tryWithdraw()) {
-          d.metrics.upstreamRequests.inc({ ...label, outcome: err.rateLimited ? 'rate_limited' : 'failed' });
+          d.metrics.upstreamRequests.inc({ outcome: err.rateLimited ? 'rate_limited' : 'failed', ...label });
           throw err;
         }
         d.metrics.retries.inc(label);

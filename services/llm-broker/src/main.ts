@@ -132,7 +132,7 @@ function buildUpstream(svc: Service<BrokerConfig>, cfg: BrokerConfig, u: Upstrea
         return rpm > 0 ? (60_000 * cfg.timeScale * limiter.liveReplicas) / rpm : 50;
       },
     },
-    { onRefused: (reason) => metrics.refusals.inc({ upstream: u.name, reason }) },
+    { onRefused: (reason) => metrics.refusals.inc({ reason, upstream: u.name }) },
   );
   return {
     limiter,

@@ -1,6 +1,6 @@
 // The broker's Prometheus metrics (served on METRICS_PORT by main.ts). Everything about one
 // upstream carries its name (`upstream`, from LLM_UPSTREAMS; `default` for the single upstream of
-// LLM_BASE_URL): sum over it for the replica's totals.
+// LLM_BASE_URL), after the metric's own label: sum over it for the replica's totals.
 import { Counter, Gauge, Histogram, type Registry } from '@agent-mesh/common';
 
 /** What the gauges read of one upstream when scraped. */
@@ -34,11 +34,11 @@ export function createBrokerMetrics(registry: Registry, gauges: BrokerGauges) {
   gauge('llm_effective_limit', 'Effective quota of the upstream after adapting to the provider (0 = unlimited)', (g) => {
     for (const u of gauges.upstreams()) {
       const l = u.effectiveLimits();
-      g.set({ upstream: u.name, limit: 'rpm' }, l.rpm);
-      g.set({ upstream: u.name, limit: 'tpm' }, l.tpm);
-      g.set({ upstream: u.name, limit: 'concurrency' }, l.concurrency);
+      g.set({ limit: 'rpm', upstream: u.name }, l.rpm);
+      g.set({ limit: 'tpm', upstream: u.name }, l.tpm);
+      g.set({ limit: 'concurrency', upstream: u.name }, l.concurrency);
     }
-  }, ['upstream', 'limit']);
+  }, ['limit', 'upstream']);
   return {
     queueWait: new Histogram({
       name: 'llm_queue_wait_seconds',
@@ -48,22 +48,22 @@ export function createBrokerMetrics(registry: Registry, gauges: BrokerGauges) {
       registers,
     }),
     admissions: new Counter({ name: 'llm_admissions_total', help: 'Calls admitted to the upstream', labelNames: up, registers }),
-    refusals: new Counter({ name: 'llm_refusals_total', help: 'Admission refusals by reason (queue and quota)', labelNames: ['upstream', 'reason'], registers }),
-    tokens: new Counter({ name: 'llm_tokens_total', help: 'TPM tokens reserved, settled (billed) and refunded', labelNames: ['upstream', 'kind'], registers }),
-    upstreamRequests: new Counter({ name: 'llm_upstream_requests_total', help: 'Upstream HTTP requests by outcome', labelNames: ['upstream', 'outcome'], registers }),
+    refusals: new Counter({ name: 'llm_refusals_total', help: 'Admission refusals by reason (queue and quota)', labelNames: ['reason', 'upstream'], registers }),
+    tokens: new Counter({ name: 'llm_tokens_total', help: 'TPM tokens reserved, settled (billed) and refunded', labelNames: ['kind', 'upstream'], registers }),
+    upstreamRequests: new Counter({ name: 'llm_upstream_requests_total', help: 'Upstream HTTP requests by outcome', labelNames: ['outcome', 'upstream'], registers }),
     upstream429: new Counter({ name: 'llm_upstream_rate_limited_total', help: 'Upstream 429 answers', labelNames: up, registers }),
-    upstreamErrors: new Counter({ name: 'llm_upstream_errors_total', help: 'Upstream failures (5xx, connection, cut stream, timeout, mid_stream: after tokens reached the caller)', labelNames: ['upstream', 'kind'], registers }),
+    upstreamErrors: new Counter({ name: 'llm_upstream_errors_total', help: 'Upstream failures (5xx, connection, cut stream, timeout, mid_stream: after tokens reached the caller)', labelNames: ['kind', 'upstream'], registers }),
     retries: new Counter({ name: 'llm_upstream_retries_total', help: 'Retries before the first token', labelNames: up, registers }),
     alerts: new Counter({
       name: 'llm_upstream_alerts_total',
       help: 'Provider refusals an operator must fix (reason: invalid_api_key, insufficient_quota); each opens the breaker',
-      labelNames: ['upstream', 'reason'],
+      labelNames: ['reason', 'upstream'],
       registers,
     }),
     fallbacks: new Counter({
       name: 'llm_upstream_fallbacks_total',
       help: 'Calls passed over from this upstream to the next of LLM_UPSTREAMS, by reason (breaker_open, queue_wait: its estimated wait ends after the call\'s deadline, or a refusal before any token: deadline_unreachable, queue_full, upstream_rate_limited, upstream_error)',
-      labelNames: ['upstream', 'reason'],
+      labelNames: ['reason', 'upstream'],
       registers,
     }),
     cacheLookups: new Counter({

@@ -98,8 +98,9 @@ export const ANTHROPIC_VERSION_HEADER = 'anthropic-version';
 export const ANTHROPIC: Dialect = {
   headers: (id) => ({ 'request-id': id }),
   authorize(req, expected, wrongKey) {
+    // `x-api-key`, or a bearer token (what Anthropic's own SDK sends since its 1.x releases).
     const raw = req.headers['x-api-key'];
-    const key = Array.isArray(raw) ? raw[0] : raw;
+    const key = (Array.isArray(raw) ? raw[0] : raw) || /^Bearer\s+(\S+)/i.exec(req.headers.authorization ?? '')?.[1];
     if (!key) return { status: 401, body: anthropicError('authentication_error', 'x-api-key header is required') };
     if (wrongKey || (expected !== '' && key !== expected)) return { status: 401, body: anthropicError('authentication_error', 'invalid x-api-key') };
     if (!req.headers[ANTHROPIC_VERSION_HEADER]) return { status: 400, body: anthropicError('invalid_request_error', 'anthropic-version: header is required') };

@@ -1,5 +1,7 @@
-// The emulator's Anthropic Messages API over HTTP (in-process, fetch): the stream's events, tool
-// use, usage, the errors and rate-limit headers, and the misbehaviours in Anthropic's shapes.
+// The emulator's Anthropic Messages API over HTTP (in-process): with fetch, the stream's events,
+// tool use, usage, the errors and rate-limit headers, and the misbehaviours in Anthropic's shapes;
+// with Anthropic's own SDK, that its client reads all of it as it reads Anthropic's API.
+import Anthropic from '@anthropic-ai/sdk';
 import { startEmulator, type RunningEmulator } from './index';
 
 const HEADERS = { 'x-api-key': 'test-key', 'anthropic-version': '2023-06-01', 'content-type': 'application/json' };
@@ -111,5 +113,47 @@ describe('POST /v1/messages', () => {
     const r404 = await post(ask('hi', { model: 'claude-x+model_not_found' }));
     expect(r404.status).toBe(404);
     expect(await r404.json()).toMatchObject({ error: { type: 'not_found_error', message: 'model: claude-x' } });
+  });
+});
+
+describe('POST /v1/messages through the official Anthropic SDK', () => {
+  const sdk = () => new Anthropic({ apiKey: 'test-key', baseURL: emulator.url, maxRetries: 0 });
+  const params = (text: string, over: Record<string, unknown> = {}) => ({
+    model: 'claude-emulated', max_tokens: 200, system: 'You are the Reporter.', messages: [{ role: 'user' as const, content: text }], ...over,
+  });
+
+  it('assembles a streamed text answer and its usage', async () => {
+    const stream = sdk().messages.stream(params('How do libraries plan opening hours?'));
+    let streamed = '';
+    stream.on('text', (t) => (streamed += t));
+    const message = await stream.finalMessage();
+    expect(message.stop_reason).toBe('end_turn');
+    expect(message.content).toHaveLength(1);
+    const block = message.content[0]!;
+    expect(block.type).toBe('text');
+    expect(block.type === 'text' && block.text).toBe(streamed);
+    expect(streamed).toMatch(/^Final answer:/);
+    expect(message.usage.input_tokens).toBeGreaterThan(5);
+    expect(message.usage.output_tokens).toBeGreaterThan(0);
+  });
+
+  it('assembles a streamed tool_use block with its parsed input, and parallel ones', async () => {
+    const tools = [{ name: 'search_web', description: 'Search the web', input_schema: { type: 'object' as const, properties: { query: { type: 'string' } } } }];
+    const one = await sdk().messages.stream(params('Search the latest news about solar power', { tools })).finalMessage();
+    expect(one.stop_reason).toBe('tool_use');
+    expect(one.content).toEqual([{ type: 'tool_use', id: expect.stringMatching(/^toolu_/), name: 'search_web', input: { query: expect.stringMatching(/solar/) } }]);
+    const two = await sdk().messages.stream(params('Search the latest news about solar power', { tools, model: 'claude-emulated+parallel_tool_calls' })).finalMessage();
+    expect(two.content.map((b) => b.type)).toEqual(['tool_use', 'tool_use']);
+  });
+
+  it('raises the SDK\'s errors: RateLimitError (429), an APIError of status 529, an error event inside a stream', async () => {
+    emulator.configure({ rpm: 1 });
+    await sdk().messages.create(params('one'));
+    await expect(sdk().messages.create(params('two'))).rejects.toBeInstanceOf(Anthropic.RateLimitError);
+    emulator.configure({ rpm: 0 });
+    emulator.reset();
+    await expect(sdk().messages.create(params('hi', { model: 'claude-emulated+overloaded' }))).rejects.toMatchObject({ status: 529, error: { error: { type: 'overloaded_error' } } });
+    const broken = sdk().messages.stream(params('How do libraries plan opening hours?', { model: 'claude-emulated+stream_error' }));
+    await expect(broken.finalMessage()).rejects.toThrow(/Overloaded/);
   });
 });
