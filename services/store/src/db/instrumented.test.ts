@@ -1,6 +1,6 @@
 import { MeshError, Registry, status, createLogger } from '@agent-mesh/common';
 import { createStoreMetrics } from '../metrics';
-import { MongoServerError } from 'mongodb';
+import { MongoBulkWriteError, MongoServerError } from 'mongodb';
 import { filterShape, neverRan, QueryTimer, retryDelayMs, unavailableReason } from './instrumented';
 
 // The driver does not export its pool's timeout error: take the class the pool itself throws.
@@ -10,6 +10,13 @@ const { WaitQueueTimeoutError } = require('mongodb/lib/cmap/errors') as { WaitQu
 describe('unavailableReason', () => {
   it("knows the driver's pool timeout by the name it really has", () => {
     expect(unavailableReason(new WaitQueueTimeoutError('Timed out while checking out a connection from connection pool', '127.0.0.1:27017'))).toBe('db_pool_exhausted');
+  });
+  it('looks inside a bulk write for what stopped it', () => {
+    const timeout = new WaitQueueTimeoutError('Timed out while checking out a connection from connection pool', '127.0.0.1:27017');
+    // The driver's own class, built the way its bulk executor builds it (bulk/common.js).
+    expect(unavailableReason(new MongoBulkWriteError(timeout as never, { insertedCount: 0 } as never))).toBe('db_pool_exhausted');
+    const duplicate = new MongoBulkWriteError({ message: 'E11000 duplicate key error', code: 11000, writeErrors: [] }, { insertedCount: 1 } as never);
+    expect(unavailableReason(duplicate)).toBeUndefined();
   });
   it("takes FerretDB's own backend being down or restarting for an unavailable database", () => {
     const down = new MongoServerError({ errmsg: '[msg_find.go:344] failed to connect to `user=postgres database=ferretdb`: dial tcp 127.0.0.1:5432: connect: connection refused' });

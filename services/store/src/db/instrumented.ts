@@ -44,6 +44,9 @@ const BACKEND_DOWN = /failed to connect to `|connection refused|the database sys
 
 /** Which unavailability an error means, if it means one. */
 export function unavailableReason(err: unknown): 'db_pool_exhausted' | 'db_unavailable' | undefined {
+  // A bulk write (insertMany) wraps what stopped it: a pool timeout, a lost connection …
+  const wrapped = (err as { errorResponse?: unknown })?.errorResponse;
+  if (wrapped instanceof Error && wrapped !== err) return unavailableReason(wrapped);
   const name = (err as Error)?.name ?? '';
   if (name === 'MongoWaitQueueTimeoutError') return 'db_pool_exhausted';
   if (UNREACHABLE.has(name)) return 'db_unavailable';
