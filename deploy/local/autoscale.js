@@ -58,7 +58,7 @@ function limiter(n) {
  */
 async function startAutoscaledFleet({
   logDir, dataDir, redisUrl, mongoUri, otlpEndpoint, llmBaseUrl, llmApiKey = 'local-dev-key', jwtSecret,
-  env = {}, perService = {}, ports = {}, overlay = OVERLAY, syncPeriod = '5s', scrapeInterval = '5s', startConcurrency = 2,
+  env = {}, perService = {}, ports = {}, overlay = OVERLAY, syncPeriod = '5s', scrapeInterval = '5s', startConcurrency = 2, jaegerQueryUrl,
   readyTimeoutMs = 180_000, onEvent = () => undefined,
 }) {
   const objects = kube.rendered(overlay);
@@ -116,6 +116,7 @@ async function startAutoscaledFleet({
         ...peers, ORCHESTRATOR_ADDR: addr('orchestrator'), AUTH_JWT_SECRET: jwtSecret, EDGE_HOST: '127.0.0.1',
         STORE_METRICS_ADDR: metricsAddr('store'), LLM_BROKER_METRICS_ADDR: metricsAddr('llm-broker'),
         TOOL_SERVICE_METRICS_ADDR: metricsAddr('tool-service'), ORCHESTRATOR_METRICS_ADDR: metricsAddr('orchestrator'),
+        ...stack.opsEnv({ prometheusUrl: prometheus.url, jaegerQueryUrl }),
       },
     };
     const pods = Object.fromEntries(SERVICES.map((s) => [s, podSpecOf(deployments[s])]));

@@ -174,11 +174,12 @@ function scrapeTargets(services) {
  * N replicas of the five services wired to each other (gRPC callers get every replica's address
  * and balance over them), N edges behind nginx, and Prometheus over all of them.
  * `ports.nginx` / `ports.prometheus`: fixed ports (default: free ones). Service replicas always
- * take free ports. `prometheus: false` starts none.
+ * take free ports. `prometheus: false` starts none. The edges read the ops figures from this
+ * Prometheus and runs' traces from `jaegerQueryUrl` (Jaeger's query API), when given.
  */
 async function startFleet({
   replicas = 2, logDir, redisUrl, mongoUri, otlpEndpoint, llmBaseUrl, llmApiKey = 'local-dev-key', jwtSecret,
-  env = {}, perService = {}, ports = {}, prometheus = {}, dataDir, readyTimeoutMs = 120_000,
+  env = {}, perService = {}, ports = {}, prometheus = {}, dataDir, readyTimeoutMs = 120_000, jaegerQueryUrl,
 }) {
   const common = stack.meshEnv({ redisUrl, mongoUri, otlpEndpoint, env });
   const started = [];
@@ -196,6 +197,13 @@ async function startFleet({
   let nginx;
   let prom;
   try {
+    // Prometheus first, so that the edges know its address; its targets are written once all run.
+    if (prometheus) {
+      prom = await startPrometheus({
+        port: ports.prometheus, targets: [], logDir, dataDir: dataDir && path.join(dataDir, 'prometheus'), ...prometheus,
+      });
+      started.push(prom);
+    }
     await Promise.all([startAll('store', stack.storeEnv(replicas)), startAll('llm-broker', { LLM_BASE_URL: llmBaseUrl, LLM_API_KEY: llmApiKey })]);
     await startAll('tool-service', { STORE_ADDR: list('store') });
     const peers = { STORE_ADDR: list('store'), LLM_BROKER_ADDR: list('llm-broker'), TOOL_SERVICE_ADDR: list('tool-service') };
@@ -206,17 +214,12 @@ async function startFleet({
       ...peers, ORCHESTRATOR_ADDR: list('orchestrator'), AUTH_JWT_SECRET: jwtSecret, EDGE_HOST: '127.0.0.1',
       STORE_METRICS_ADDR: first('store'), LLM_BROKER_METRICS_ADDR: first('llm-broker'),
       TOOL_SERVICE_METRICS_ADDR: first('tool-service'), ORCHESTRATOR_METRICS_ADDR: first('orchestrator'),
+      ...stack.opsEnv({ prometheusUrl: prom && prom.url, jaegerQueryUrl }),
     };
     await startAll('edge', edgeEnv);
     nginx = await startNginx({ port: ports.nginx, edges: byService.edge.map((e) => e.addr), logDir, dataDir: dataDir && path.join(dataDir, 'nginx') });
     started.push(nginx);
-    if (prometheus) {
-      prom = await startPrometheus({
-        port: ports.prometheus, targets: scrapeTargets(started.filter((s) => s.service)), logDir,
-        dataDir: dataDir && path.join(dataDir, 'prometheus'), ...prometheus,
-      });
-      started.push(prom);
-    }
+    if (prom) prom.writeTargets(scrapeTargets(started.filter((s) => s.service)));
   } catch (err) {
     for (const s of started.reverse()) await s.kill();
     throw err;

@@ -453,11 +453,20 @@ function meshEnv({ redisUrl, mongoUri, otlpEndpoint, env = {} }) {
   };
 }
 
+/** The edge's sources of the ops page's figures (Prometheus) and of runs' traces (Jaeger's query API), when there are. */
+function opsEnv({ prometheusUrl, jaegerQueryUrl }) {
+  return { ...(prometheusUrl ? { PROMETHEUS_URL: prometheusUrl } : {}), ...(jaegerQueryUrl ? { JAEGER_QUERY_URL: jaegerQueryUrl } : {}) };
+}
+
 /**
  * Starts the five services wired to each other and to the given infrastructure.
+ * `prometheusUrl` / `jaegerQueryUrl`: where the edge reads the ops figures and runs' traces.
  * `env` goes to every service; `perService[name]` to one.
  */
-async function startMesh({ logDir, redisUrl, mongoUri, otlpEndpoint, llmBaseUrl, llmApiKey = 'local-dev-key', jwtSecret, env = {}, perService = {}, ports = {} }) {
+async function startMesh({
+  logDir, redisUrl, mongoUri, otlpEndpoint, llmBaseUrl, llmApiKey = 'local-dev-key', jwtSecret, env = {}, perService = {}, ports = {},
+  prometheusUrl, jaegerQueryUrl,
+}) {
   const common = meshEnv({ redisUrl, mongoUri, otlpEndpoint, env });
   const start = (name, extra) => startService(name, { logDir, port: ports[name], env: { ...common, ...extra, ...(perService[name] || {}) } });
   const started = [];
@@ -482,7 +491,7 @@ async function startMesh({ logDir, redisUrl, mongoUri, otlpEndpoint, llmBaseUrl,
       TOOL_SERVICE_METRICS_ADDR: `127.0.0.1:${tools.metricsPort}`,
       ORCHESTRATOR_METRICS_ADDR: `127.0.0.1:${orchestrator.metricsPort}`,
     };
-    const edgeEnv = { ...peers, ORCHESTRATOR_ADDR: orchestrator.addr, AUTH_JWT_SECRET: jwtSecret, ...metricsAddrs };
+    const edgeEnv = { ...peers, ORCHESTRATOR_ADDR: orchestrator.addr, AUTH_JWT_SECRET: jwtSecret, ...metricsAddrs, ...opsEnv({ prometheusUrl, jaegerQueryUrl }) };
     const edge = await start('edge', edgeEnv);
     started.push(edge);
     let replicas = 1;
@@ -506,15 +515,19 @@ async function startMesh({ logDir, redisUrl, mongoUri, otlpEndpoint, llmBaseUrl,
   }
 }
 
-/** Mints an HS256 JWT for `sub` (the dev token of `npm start`, and the tests' tokens). */
-function mintToken(secret, sub, { expiresInS = 12 * 3600 } = {}) {
+/**
+ * Mints an HS256 JWT for `sub` (the dev token of `npm start`, and the tests' tokens); `scope`: the
+ * token's `scope` claim (space-separated; `ops` lets it read the operations figures).
+ */
+function mintToken(secret, sub, { expiresInS = 12 * 3600, scope } = {}) {
   const b64 = (v) => Buffer.from(JSON.stringify(v)).toString('base64url');
   const now = Math.floor(Date.now() / 1000);
-  const body = `${b64({ alg: 'HS256', typ: 'JWT' })}.${b64({ sub, iat: now, exp: now + expiresInS })}`;
+  const body = `${b64({ alg: 'HS256', typ: 'JWT' })}.${b64({ sub, iat: now, exp: now + expiresInS, ...(scope ? { scope } : {}) })}`;
   const sig = require('node:crypto').createHmac('sha256', secret).update(body).digest('base64url');
   return Promise.resolve(`${body}.${sig}`);
 }
 
 module.exports.startMesh = startMesh;
 module.exports.meshEnv = meshEnv;
+module.exports.opsEnv = opsEnv;
 module.exports.mintToken = mintToken;

@@ -101,6 +101,8 @@ async function main() {
       llmBaseUrl,
       llmApiKey: env.LLM_API_KEY || 'local-dev-key',
       jwtSecret: secret,
+      // The edge reads runs' traces here, for the web UI's waterfall.
+      jaegerQueryUrl: env.JAEGER_QUERY_URL || 'http://127.0.0.1:16686',
     };
     if (mtls) {
       const tls = stack.makeMeshTls(path.join(dataDir, 'tls'));
@@ -118,8 +120,16 @@ async function main() {
       await startFleet(wiring, started, () => stopping);
       return;
     }
+    // Prometheus too (on PROMETHEUS_PORT, or a free port when that one is taken): the ops page
+    // reads its figures from it. Its targets are written once the services run.
+    const promPort = port('PROMETHEUS_PORT', 9090);
+    const prom = await fleetLib.startPrometheus({
+      port: (await stack.portOpen(promPort)) ? undefined : promPort, targets: [], logDir, dataDir: path.join(dataDir, 'prometheus'),
+    });
+    started.push(prom);
     const mesh = await stack.startMesh({
       ...wiring,
+      prometheusUrl: prom.url,
       ports: {
         edge: port('EDGE_PORT', 8080),
         orchestrator: port('ORCHESTRATOR_PORT', 50051),
@@ -129,18 +139,23 @@ async function main() {
       },
     });
     started.push(...mesh.all);
+    prom.writeTargets(fleetLib.scrapeTargets(['store', 'broker', 'tools', 'orchestrator', 'edge'].map((k) => {
+      const service = k === 'broker' ? 'llm-broker' : k === 'tools' ? 'tool-service' : k;
+      return { ...mesh[k], service, replica: `${service}-1` };
+    })));
     const rows = mesh.all.map((s) => `    ${s.name.replace(/-\d+$/, '').padEnd(14)} ${s.addr}${s.url ? '' : `  (metrics and /readyz :${s.metricsPort})`}`);
-    const token = await stack.mintToken(secret, env.DEV_USER || 'dev-user', { expiresInS: 7 * 86400 });
+    const token = await stack.mintToken(secret, env.DEV_USER || 'dev-user', { expiresInS: 7 * 86400, scope: 'ops' });
     const url = mesh.edge.url.replace('127.0.0.1', 'localhost');
     console.log(`
 agent mesh is running.
-  web UI:      ${url}/
+  web UI:      ${url}/   operations: ${url}/ops.html   (a finished run's "Trace" button: its waterfall)
   API docs:    ${url}/docs
+  Prometheus:  ${prom.url.replace('127.0.0.1', 'localhost')}/   alerts: ${prom.url.replace('127.0.0.1', 'localhost')}/classic/alerts
   traces:      http://localhost:16686/api/traces?service=edge (Jaeger query API)
   logs:        ${logDir}
   services:
 ${rows.join('\n')}
-  dev token (user "${env.DEV_USER || 'dev-user'}", valid 7 days):
+  dev token (user "${env.DEV_USER || 'dev-user'}", scope "ops", valid 7 days):
 
 ${token}
 
@@ -175,20 +190,20 @@ async function startFleet(wiring, started, isStopping) {
     prometheus: { scrapeInterval: '5s', evaluationInterval: '5s' },
   });
   started.push(...fleet.all);
-  const token = await stack.mintToken(wiring.jwtSecret, env.DEV_USER || 'dev-user', { expiresInS: 7 * 86400 });
+  const token = await stack.mintToken(wiring.jwtSecret, env.DEV_USER || 'dev-user', { expiresInS: 7 * 86400, scope: 'ops' });
   const url = fleet.url.replace('127.0.0.1', 'localhost');
   const prom = fleet.prometheus.url.replace('127.0.0.1', 'localhost');
   const rows = fleet.services.map((s) => `    ${s.replica.padEnd(16)} ${s.addr}${s.service === 'edge' ? '' : `  (metrics :${s.metricsPort})`}`);
   console.log(`
 agent mesh is running: ${replicas} replicas of every service.
-  web UI:      ${url}/   (nginx, least_conn over ${replicas} edges)
+  web UI:      ${url}/   (nginx, least_conn over ${replicas} edges)   operations: ${url}/ops.html
   API docs:    ${url}/docs
   Prometheus:  ${prom}/   alerts: ${prom}/classic/alerts   targets: ${prom}/classic/targets
   traces:      http://localhost:16686/api/traces?service=edge (Jaeger query API)
   logs:        ${logDir}
   replicas:
 ${rows.join('\n')}
-  dev token (user "${env.DEV_USER || 'dev-user'}", valid 7 days):
+  dev token (user "${env.DEV_USER || 'dev-user'}", scope "ops", valid 7 days):
 
 ${token}
 
@@ -218,7 +233,7 @@ async function startAutoscaled(wiring, started, isStopping) {
     },
   });
   started.push(fleet);
-  const token = await stack.mintToken(wiring.jwtSecret, env.DEV_USER || 'dev-user', { expiresInS: 7 * 86400 });
+  const token = await stack.mintToken(wiring.jwtSecret, env.DEV_USER || 'dev-user', { expiresInS: 7 * 86400, scope: 'ops' });
   const url = fleet.url.replace('127.0.0.1', 'localhost');
   console.log(`
 agent mesh is running, autoscaled by the HPAs of deploy/k8s/overlays/production.
@@ -226,7 +241,7 @@ agent mesh is running, autoscaled by the HPAs of deploy/k8s/overlays/production.
   Prometheus:  ${fleet.prometheus.url}/
   HPAs:        ${stack.BIN}/kubectl --kubeconfig ${fleet.api.kubeconfig} -n ${fleet.namespace} get hpa,deployments
   logs:        ${logDir}
-  dev token (user "${env.DEV_USER || 'dev-user'}", valid 7 days):
+  dev token (user "${env.DEV_USER || 'dev-user'}", scope "ops", valid 7 days):
 
 ${token}
 

@@ -46,6 +46,8 @@ export const startService: (name: string, o: { logDir: string; port?: number; en
 export const startMesh: (o: {
   logDir: string; redisUrl: string; mongoUri: string; otlpEndpoint?: string; llmBaseUrl: string; llmApiKey?: string; jwtSecret: string;
   env?: Record<string, string>; perService?: Record<string, Record<string, string>>;
+  /** The edge's PROMETHEUS_URL and JAEGER_QUERY_URL (the ops figures, runs' traces). */
+  prometheusUrl?: string; jaegerQueryUrl?: string;
 }) => Promise<Mesh> = stack.startMesh;
 /** A replica of the fleet (deploy/local/fleet.js): `service` is its name, `replica` e.g. `edge-1`. */
 export interface FleetReplica extends ServiceProc { service: string; replica: string }
@@ -62,10 +64,13 @@ export const startFleet: (o: {
   replicas?: number; logDir: string; redisUrl: string; mongoUri: string; otlpEndpoint?: string; llmBaseUrl: string; llmApiKey?: string; jwtSecret: string;
   env?: Record<string, string>; perService?: Record<string, Record<string, string>>;
   prometheus?: false | { scrapeInterval?: string; evaluationInterval?: string };
+  /** The edges' JAEGER_QUERY_URL (their PROMETHEUS_URL is the fleet's Prometheus). */
+  jaegerQueryUrl?: string;
 }) => Promise<Fleet> = require('../../deploy/local/fleet.js').startFleet;
 /** A throwaway CA and a certificate per service in `dir` (openssl); `perService`: each one's GRPC_TLS_*. */
 export const makeMeshTls: (dir: string) => { dir: string; ca: string; perService: Record<string, Record<'GRPC_TLS_CA' | 'GRPC_TLS_CERT' | 'GRPC_TLS_KEY', string>> } = stack.makeMeshTls;
-export const mintToken: (secret: string, sub: string, o?: { expiresInS?: number }) => Promise<string> = stack.mintToken;
+/** `scope`: the token's `scope` claim (`ops`: may read the operations figures). */
+export const mintToken: (secret: string, sub: string, o?: { expiresInS?: number; scope?: string }) => Promise<string> = stack.mintToken;
 
 /** Reads an SSE response body into events until `until` returns true or the stream ends. */
 export async function readSse(

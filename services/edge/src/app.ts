@@ -19,6 +19,7 @@ import { docsRoutes } from './routes/docs';
 import { eventRoutes } from './routes/events';
 import { healthRoutes } from './routes/health';
 import { metricsRoutes } from './routes/metrics';
+import { opsRoutes } from './routes/ops';
 import { usageRoutes } from './routes/usage';
 import { ID_PATTERN, NO_NUL, NOT_BLANK } from './routes/schemas';
 import { openaiRoutes } from './routes/openai';
@@ -142,7 +143,12 @@ export async function buildApp(deps: AppDeps): Promise<EdgeApp> {
       const q = req.query as Record<string, unknown> | undefined;
       if (typeof q?.['access_token'] === 'string') token = q['access_token'];
     }
-    req.userId = await verifier.userIdOf(token);
+    const principal = await verifier.principalOf(token);
+    req.userId = principal.userId;
+    const scope = req.routeOptions.config.scope === 'ops' ? cfg.auth.opsScope : undefined;
+    if (req.routeOptions.config.scope && (!scope || !principal.scopes.has(scope))) {
+      throw new HttpError(403, 'forbidden', `this route needs a token with the "${scope ?? req.routeOptions.config.scope}" scope (AUTH_OPS_SCOPE)`);
+    }
     const decision = await ctx.requestLimiter.check(req.userId);
     if (!decision.ok) {
       ctx.stats.rateLimited.inc();
@@ -205,6 +211,7 @@ export async function buildApp(deps: AppDeps): Promise<EdgeApp> {
   await app.register(async (api) => {
     healthRoutes(api, ctx);
     metricsRoutes(api, ctx);
+    opsRoutes(api, ctx);
     conversationRoutes(api, ctx);
     eventRoutes(api, ctx);
     openaiRoutes(api, ctx);

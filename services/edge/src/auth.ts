@@ -15,6 +15,8 @@ import { isUserId } from '@agent-mesh/common';
 import { HttpError, unauthorized } from './errors';
 
 export interface AuthConfig {
+  /** The scope (in `scope` or `scp`) that lets a token read the operations figures. */
+  opsScope?: string;
   /** HS256 secret (development tokens); undefined: HS256 tokens are refused. */
   jwtSecret?: string;
   /** The identity provider's JWKS (RS256/ES256 tokens); undefined: only HS256. */
@@ -42,8 +44,8 @@ export const VERIFIED_MAX = 10_000;
 export class TokenVerifier {
   private readonly secret?: Uint8Array;
   private readonly jwks?: JWTVerifyGetKey;
-  /** Verified token → its user and until when (s) it counts as verified; insertion-ordered. */
-  private readonly verified = new Map<string, { sub: string; untilS: number }>();
+  /** Verified token → who it is and until when (s) it counts as verified; insertion-ordered. */
+  private readonly verified = new Map<string, { principal: Principal; untilS: number }>();
 
   constructor(
     private readonly cfg: AuthConfig,
@@ -62,9 +64,14 @@ export class TokenVerifier {
 
   /** The user id of a valid token; an HttpError (401, or 503 when the keys cannot be fetched) otherwise. */
   async userIdOf(token: string | undefined): Promise<string> {
+    return (await this.principalOf(token)).userId;
+  }
+
+  /** The user id and scopes of a valid token; an HttpError (401, or 503 when the keys cannot be fetched) otherwise. */
+  async principalOf(token: string | undefined): Promise<Principal> {
     if (!token) throw unauthorized('missing bearer token: send "Authorization: Bearer <JWT>"');
     const known = this.verified.get(token);
-    if (known && this.nowS() < known.untilS) return known.sub;
+    if (known && this.nowS() < known.untilS) return known.principal;
     if (known) this.verified.delete(token);
     let alg: string | undefined;
     try {
@@ -80,14 +87,15 @@ export class TokenVerifier {
       throw toHttpError(err);
     }
     if (!isUserId(payload.sub)) throw unauthorized('token subject is not a valid user id');
-    this.remember(token, payload.sub, payload.exp!);
-    return payload.sub;
+    const principal: Principal = { userId: payload.sub, scopes: scopesOf(payload) };
+    this.remember(token, principal, payload.exp!);
+    return principal;
   }
 
-  private remember(token: string, sub: string, expS: number): void {
+  private remember(token: string, principal: Principal, expS: number): void {
     if (this.verified.size >= this.maxVerified) this.verified.delete(this.verified.keys().next().value!);
     // Until exp (exp itself is refused: jose accepts up to exp + tolerance, the cache stops sooner).
-    this.verified.set(token, { sub, untilS: Math.min(this.nowS() + VERIFIED_TTL_S, expS) });
+    this.verified.set(token, { principal, untilS: Math.min(this.nowS() + VERIFIED_TTL_S, expS) });
   }
 
   private async verify(token: string, alg: string | undefined): Promise<JWTPayload> {
@@ -111,6 +119,25 @@ export class TokenVerifier {
   }
 }
 
+/** Who a valid token is: its user (`sub`) and the scopes it grants. */
+export interface Principal {
+  userId: string;
+  scopes: ReadonlySet<string>;
+}
+
+/**
+ * A token's scopes: `scope` as a space-separated string (RFC 8693 / RFC 9068, most identity
+ * providers), or `scp` as an array or a string (Azure AD, Okta). Anything else grants none.
+ */
+export function scopesOf(payload: JWTPayload): ReadonlySet<string> {
+  const out = new Set<string>();
+  for (const claim of [payload['scope'], payload['scp']]) {
+    const items = typeof claim === 'string' ? claim.split(' ') : Array.isArray(claim) ? claim : [];
+    for (const s of items) if (typeof s === 'string' && s) out.add(s);
+  }
+  return out;
+}
+
 /** What a jose error means for the caller: 401 naming the problem, or 503 when the IdP is unreachable. */
 function toHttpError(err: unknown): HttpError {
   if (err instanceof HttpError) return err;
@@ -132,14 +159,15 @@ function toHttpError(err: unknown): HttpError {
 
 /** Development sign-in only (HS256 with `secret`), as tests and tools build it without env. */
 export function devAuth(secret: string): AuthConfig {
-  return { jwtSecret: secret, clockToleranceS: 30, jwksCacheMs: 600_000, jwksCooldownMs: 30_000, jwksTimeoutMs: 5_000 };
+  return { jwtSecret: secret, opsScope: 'ops', clockToleranceS: 30, jwksCacheMs: 600_000, jwksCooldownMs: 30_000, jwksTimeoutMs: 5_000 };
 }
 
 /** Signs an HS256 token (tests, benchmarks and dev tokens). */
-export function signToken(secret: string, sub: string, opts: { expiresInS?: number; exp?: number; nbf?: number } = {}): string {
+export function signToken(secret: string, sub: string, opts: { expiresInS?: number; exp?: number; nbf?: number; scope?: string } = {}): string {
   const now = Math.floor(Date.now() / 1000);
   const enc = (o: object) => Buffer.from(JSON.stringify(o)).toString('base64url');
-  const body = `${enc({ alg: 'HS256', typ: 'JWT' })}.${enc({ sub, iat: now, exp: opts.exp ?? now + (opts.expiresInS ?? 3600), ...(opts.nbf ? { nbf: opts.nbf } : {}) })}`;
+  const claims = { sub, iat: now, exp: opts.exp ?? now + (opts.expiresInS ?? 3600), ...(opts.nbf ? { nbf: opts.nbf } : {}), ...(opts.scope ? { scope: opts.scope } : {}) };
+  const body = `${enc({ alg: 'HS256', typ: 'JWT' })}.${enc(claims)}`;
   return `${body}.${createHmac('sha256', Buffer.from(secret, 'utf8')).update(body).digest('base64url')}`;
 }
 

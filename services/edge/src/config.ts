@@ -35,6 +35,8 @@ export interface EdgeConfig {
   shutdownGraceMs: number;
   /** The broker's upstream model, listed by GET /v1/models ("upstream" = whatever the broker is configured with). */
   llmModel: string;
+  /** Where the ops page's figures and the runs' traces are read (undefined: not configured, 503). */
+  ops: { prometheusUrl?: string; jaegerQueryUrl?: string };
 }
 
 const { EDGE_PORT, EDGE_HOST, ORCHESTRATOR_ADDR, STORE_ADDR, LLM_BROKER_ADDR, TOOL_SERVICE_ADDR, REDIS_URL, SHUTDOWN_GRACE_MS } = config.sharedVars;
@@ -74,6 +76,9 @@ export const VARS = {
     RATE_LIMIT_PER_MINUTE: { type: 'int', default: 120, min: 0, doc: 'requests per user per minute, shared by all edge replicas' },
     RATE_LIMIT_BURST_FRACTION: { type: 'number', default: 0.25, min: 0.01, doc: 'share of the per-user limit that may arrive at once (GCRA burst)' },
     CORS_ORIGINS: { type: 'string', default: '', defaultDoc: 'empty (same origin only)', doc: 'comma-separated origins allowed cross-origin' },
+    AUTH_OPS_SCOPE: { type: 'string', default: 'ops', doc: 'the scope a token must carry (`scope`, space-separated, or `scp`) to read the operations figures (`/api/ops/figures`)' },
+    PROMETHEUS_URL: { type: 'string', default: '', defaultDoc: 'none (`npm start` sets it)', doc: "Prometheus' HTTP API (`http://host:9090`), for the ops page's figures; unset: `/api/ops/figures` answers 503" },
+    JAEGER_QUERY_URL: { type: 'string', default: '', defaultDoc: 'none (`npm start` sets it)', doc: "Jaeger's query API (`http://host:16686`), for a run's trace; unset: `/api/runs/:runId/trace` answers 503" },
     LLM_MODEL: { type: 'string', default: 'upstream', doc: 'the model `GET /v1/models` lists for direct calls (the broker calls whatever it is configured with)' },
   }),
 };
@@ -117,7 +122,15 @@ export function loadConfig(env: Env = process.env): EdgeConfig {
     corsOrigins: config.list(read(VARS.CORS_ORIGINS)),
     shutdownGraceMs: read(VARS.SHUTDOWN_GRACE_MS),
     llmModel: read(VARS.LLM_MODEL),
+    ops: { prometheusUrl: httpUrl(VARS.PROMETHEUS_URL, read(VARS.PROMETHEUS_URL)), jaegerQueryUrl: httpUrl(VARS.JAEGER_QUERY_URL, read(VARS.JAEGER_QUERY_URL)) },
   };
+}
+
+/** An optional http(s) base URL without a trailing slash; empty: undefined. */
+function httpUrl(v: config.Var, value: string): string | undefined {
+  if (!value) return undefined;
+  if (!/^https?:\/\/[^\s/]+(\/[^\s]*)?$/.test(value)) throw new config.ConfigError(`${v.env} must be an http(s) URL, got "${value}"`);
+  return value.replace(/\/+$/, '');
 }
 
 function splitHostPort(addr: string): [string, number] {
@@ -137,6 +150,7 @@ function loadAuth(read: <V extends config.Var>(v: V) => config.ValueOf<V>): Auth
     jwksUrl,
     issuer: jwksUrl ? read(VARS.AUTH_ISSUER) : undefined,
     audience: jwksUrl ? read(VARS.AUTH_AUDIENCE) : undefined,
+    opsScope: read(VARS.AUTH_OPS_SCOPE),
     clockToleranceS: read(VARS.AUTH_CLOCK_TOLERANCE_S),
     jwksCacheMs: read(VARS.AUTH_JWKS_CACHE_MS),
     jwksCooldownMs: read(VARS.AUTH_JWKS_COOLDOWN_MS),

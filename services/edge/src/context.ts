@@ -34,6 +34,8 @@ declare module 'fastify' {
   interface FastifyContextConfig {
     /** Who may call the route: `public`, `bearer` (header), or `sse` (header or ?access_token=). */
     auth?: 'public' | 'bearer' | 'sse';
+    /** The route needs a token with this scope besides sign-in (`ops`: AUTH_OPS_SCOPE); 403 without. */
+    scope?: 'ops';
     /** The route spends upstream tokens: refused (429) while the user's token budget is used up. */
     spends?: boolean;
     /** The route answers with a stream (its duration is not a response time). */

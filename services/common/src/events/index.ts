@@ -18,7 +18,8 @@ export interface TokenUsage {
 
 /** Event name → its JSON payload. */
 export interface RunEventPayloads {
-  'run.started': { runId: string; conversationId: string; messageId: string };
+  /** `traceId`: the run's trace in the tracing backend (32 hex digits; absent when tracing is off). */
+  'run.started': { runId: string; conversationId: string; messageId: string; traceId?: string };
   queued: AgentStep & { position: number; estimatedWaitMs: number };
   'agent.started': AgentStep;
   'agent.restarted': AgentStep & { reason: 'takeover' };
@@ -57,7 +58,7 @@ export interface RunEventSpec {
 }
 
 export const RUN_EVENTS: Record<RunEventType, RunEventSpec> = {
-  'run.started': { terminal: false, from: 'orchestrator', doc: 'the run began (its id, conversation and message)' },
+  'run.started': { terminal: false, from: 'orchestrator', doc: 'the run began (its id, conversation and message, and its trace id when traced)' },
   queued: { terminal: false, from: 'orchestrator', doc: "an agent's LLM call waits in the broker's queue (position, estimated wait)" },
   'agent.started': { terminal: false, from: 'orchestrator', doc: 'an agent began its turn' },
   'agent.restarted': { terminal: false, from: 'orchestrator', doc: 'another replica took the run over and repeats the interrupted agent' },

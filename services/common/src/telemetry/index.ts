@@ -33,6 +33,12 @@ export function annotate(attributes: Attributes): void {
   trace.getActiveSpan()?.setAttributes(attributes);
 }
 
+/** The trace id of the active span (32 lowercase hex digits); undefined when nothing is traced. */
+export function currentTraceId(): string | undefined {
+  const ctx = trace.getActiveSpan()?.spanContext();
+  return ctx && trace.isSpanContextValid(ctx) ? ctx.traceId : undefined;
+}
+
 /** Serialises the active trace context (W3C traceparent) so that work resumed later joins the trace. */
 export function captureTraceContext(): Record<string, string> {
   const carrier: Record<string, string> = {};

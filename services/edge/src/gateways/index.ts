@@ -6,6 +6,8 @@ import { grpcHealthProbe, redisProbe } from './health';
 import { peerMetricsReader } from './metrics';
 import { orchestratorGateway } from './orchestrator';
 import { storeGateway } from './store';
+import { jaegerReader } from '../ops/jaeger';
+import { prometheusReader } from '../ops/prometheus';
 import type { Gateways } from './types';
 
 export * from './types';
@@ -33,6 +35,8 @@ export function createGateways(cfg: EdgeConfig, redis: Redis): Gateways {
       broker: peerMetricsReader(cfg.metricsAddrs.broker),
       tools: peerMetricsReader(cfg.metricsAddrs.tools),
     },
+    prometheus: cfg.ops.prometheusUrl ? prometheusReader(cfg.ops.prometheusUrl) : undefined,
+    jaeger: cfg.ops.jaegerQueryUrl ? jaegerReader(cfg.ops.jaegerQueryUrl) : undefined,
     close: async () => {
       orchestrator.close();
       store.close();

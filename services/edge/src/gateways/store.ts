@@ -10,6 +10,7 @@ export function storeGateway(addr: string): StoreGateway & { client: Client; clo
     createConversation: (req) => unary(client.createConversation.bind(client), req),
     listConversations: (req) => unary(client.listConversations.bind(client), req),
     getConversation: (req) => unary(client.getConversation.bind(client), req),
+    getRun: (req) => unary(client.getRun.bind(client), req),
     close: () => client.close(),
   };
 }

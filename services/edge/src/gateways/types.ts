@@ -10,10 +10,14 @@ import type {
   CreateConversationResponse,
   GetConversationRequest,
   GetConversationResponse,
+  GetRunRequest,
+  GetRunResponse,
   ListConversationsRequest,
   ListConversationsResponse,
 } from '@agent-mesh/common/gen/store/v1/store';
 import type { GenerateRequest, GenerateResponse } from '@agent-mesh/common/gen/llmbroker/v1/llm_broker';
+import type { JaegerReader } from '../ops/jaeger';
+import type { PrometheusReader } from '../ops/prometheus';
 
 export type { RunEvent };
 
@@ -75,6 +79,8 @@ export interface StoreGateway {
   createConversation(req: CreateConversationRequest): Promise<CreateConversationResponse>;
   listConversations(req: ListConversationsRequest): Promise<ListConversationsResponse>;
   getConversation(req: GetConversationRequest): Promise<GetConversationResponse>;
+  /** The user's run (NOT_FOUND when it is not theirs). */
+  getRun(req: GetRunRequest): Promise<GetRunResponse>;
 }
 
 export interface BrokerGateway {
@@ -107,6 +113,10 @@ export interface Gateways {
   broker: BrokerGateway;
   health: Record<DependencyName, HealthProbe>;
   metrics: Partial<Record<'orchestrator' | 'store' | 'broker' | 'tools', PeerMetricsReader>>;
+  /** Prometheus, for the operations figures (undefined: PROMETHEUS_URL not set). */
+  prometheus?: PrometheusReader;
+  /** Jaeger's query API, for runs' traces (undefined: JAEGER_QUERY_URL not set). */
+  jaeger?: JaegerReader;
   /** Closes channels and connections. */
   close(): Promise<void>;
 }

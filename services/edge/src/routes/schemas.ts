@@ -38,6 +38,7 @@ export const errorBody = {
 const STATUS_MEANING: Record<number, string> = {
   400: 'invalid request: path, query or body not as documented (or a page token this API did not issue: `invalid_page_token`; on /v1, a request the upstream provider refuses: `upstream_rejected`)',
   401: 'missing, malformed, expired or untrusted bearer token',
+  403: 'the token lacks the scope this route needs (the ops scope, AUTH_OPS_SCOPE)',
   404: "not found (another user's resource is not found either)",
   409: 'conflict: a run is already in progress on this conversation',
   413: 'body larger than BODY_LIMIT_BYTES',

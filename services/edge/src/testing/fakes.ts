@@ -2,7 +2,7 @@
 // per-run log (served to StartRun/WatchRun like the real one), a store, a broker and probes.
 import { MeshError } from '@agent-mesh/common';
 import type { RunEvent } from '@agent-mesh/common/gen/orchestrator/v1/orchestrator';
-import type { Conversation } from '@agent-mesh/common/gen/store/v1/store';
+import type { Conversation, Run } from '@agent-mesh/common/gen/store/v1/store';
 import type { GenerateResponse } from '@agent-mesh/common/gen/llmbroker/v1/llm_broker';
 import { randomUUID } from 'node:crypto';
 import type { BrokerGateway, CancelSignal, Gateways, OrchestratorGateway, StoreGateway } from '../gateways/types';
@@ -66,6 +66,7 @@ export class FakeOrchestrator implements OrchestratorGateway {
     this.runs.set(runId, run);
     this.lastRunOf.set(req.conversationId, runId);
     this.store.setLastRun(req.conversationId, runId);
+    this.store.addRun({ id: runId, userId: req.userId, conversationId: req.conversationId, messageId: req.messageId });
     void this.play(run, this.script(runId, req.conversationId, req.messageId));
     return this.follow(run, 0, signal);
   }
@@ -150,6 +151,7 @@ export class FakeOrchestrator implements OrchestratorGateway {
 
 export class FakeStore implements StoreGateway {
   readonly conversations = new Map<string, Conversation>();
+  readonly runs = new Map<string, Run>();
 
   mustOwn(userId: string, conversationId: string): Conversation {
     const c = this.conversations.get(conversationId);
@@ -178,6 +180,17 @@ export class FakeStore implements StoreGateway {
 
   async getConversation(req: { userId: string; conversationId: string }) {
     return { conversation: this.mustOwn(req.userId, req.conversationId), messages: [], nextMessagePageToken: '' };
+  }
+
+  addRun(r: { id: string; userId: string; conversationId: string; messageId: string }): void {
+    const now = Date.now();
+    this.runs.set(r.id, { ...r, status: 'running', checkpointJson: '', usage: undefined, costUsd: 0, createdAtMs: now, updatedAtMs: now, completedAtMs: 0, error: '' });
+  }
+
+  async getRun(req: { userId: string; runId: string }) {
+    const run = this.runs.get(req.runId);
+    if (!run || run.userId !== req.userId) throw new MeshError('not_found', 'run not found');
+    return { run };
   }
 }
 

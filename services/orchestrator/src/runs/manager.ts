@@ -3,7 +3,7 @@
 // replica, and ending every run with exactly one terminal event.
 import os from 'node:os';
 import {
-  ATTR, captureTraceContext, MeshError, newId, notFound, status, TERMINAL_EVENTS, withSpan, withTraceContext,
+  ATTR, captureTraceContext, currentTraceId, MeshError, newId, notFound, status, TERMINAL_EVENTS, withSpan, withTraceContext,
   type CallScope, type Logger,
 } from '@agent-mesh/common';
 import type { Message, Run } from '@agent-mesh/common/gen/store/v1/store';
@@ -126,7 +126,8 @@ export class RunManager {
     }
     this.d.metrics.runsStarted.inc();
     const emitter = this.emitterFor(meta, 1);
-    await emitter.emit('run.started', { runId: meta.runId, conversationId: meta.conversationId, messageId: meta.messageId });
+    const traceId = currentTraceId();
+    await emitter.emit('run.started', { runId: meta.runId, conversationId: meta.conversationId, messageId: meta.messageId, ...(traceId ? { traceId } : {}) });
     const history = historyWithinBudget(recent, meta.runId, this.d.config.historyTokenBudget);
     this.launch(meta, initialCheckpoint(), emitter, { resumed: false, history, profile });
     return meta.runId;
