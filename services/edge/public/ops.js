@@ -1,8 +1,9 @@
-// The operations page: polls GET /api/metrics every 2 s into four live charts (LLM queue depth,
+// The operations page: the fleet's figures from Prometheus (ops-figures.js), and polls GET /api/metrics every 2 s into four live charts (LLM queue depth,
 // quota use, response time, open streams) and GET /api/health into a per-dependency list.
 // Fields are read defensively: a service that is down or a metric not reported shows as a gap.
 import { auth, api, UNAUTHORIZED_EVENT } from './api.js';
 import { LineChart, formatNumber } from './chart.js';
+import { startFigures } from './ops-figures.js';
 
 const POLL_MS = 2_000;
 const $ = (id) => document.getElementById(id);
@@ -173,3 +174,4 @@ function loop(fn, every) {
 if (!auth.token) $('signin-needed').hidden = false;
 loop(pollMetrics, POLL_MS);
 loop(pollHealth, POLL_MS);
+startFigures();

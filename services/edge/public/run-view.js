@@ -1,7 +1,9 @@
 // One run drawn as four agent columns (Planner, Critic, Host, Reporter), a block per round in each,
 // tool calls inline, the Critic's verdict per round, and the final answer with tokens and cost.
 // Fed with the run events of the SSE contract (live, replayed from the journal, or rebuilt from
-// stored messages). Text goes in with textContent only: model output is never HTML.
+// stored messages). Text goes in with textContent only: model output is never HTML. A run that has
+// ended gets a "Trace" button: the waterfall of its spans (trace-view.js).
+import { traceToggle } from './trace-view.js';
 
 export const AGENTS = ['planner', 'critic', 'host', 'reporter'];
 const AGENT_NAMES = { planner: 'Planner', critic: 'Critic', host: 'Host', reporter: 'Reporter' };
@@ -75,9 +77,9 @@ export class RunView {
       agents.append(col);
       this.columns.set(agent, { el: col, stateEl, rounds, blocks: new Map() });
     }
+    this.head = h('header', { class: 'run-head' }, h('span', { class: 'run-label', text: label }), this.statusEl);
     this.el = h('article', { class: 'run', 'data-state': 'starting', 'aria-label': label },
-      h('header', { class: 'run-head' }, h('span', { class: 'run-label', text: label }), this.statusEl),
-      agents, this.notices, this.final);
+      this.head, agents, this.notices, this.final);
     if (runId) this.el.dataset.runId = runId;
   }
 
@@ -175,6 +177,7 @@ export class RunView {
     switch (type) {
       case 'run.started':
         this.setRunId(data.runId);
+        if (typeof data.traceId === 'string') this.traceId = data.traceId;
         this.setState('live', (this.activity = 'Run started'));
         break;
       case 'queued': {
@@ -276,10 +279,18 @@ export class RunView {
     this.ended = true;
     this.activity = text;
     this.setState(state, text);
+    this.offerTrace();
     for (const col of this.columns.values()) {
       for (const b of col.blocks.values()) b.queue.hidden = true;
       if (col.stateEl.textContent === 'writing…' || col.stateEl.textContent === 'queued') col.stateEl.textContent = 'stopped';
     }
+  }
+
+  /** Once the run has ended: a button that shows its trace (by run.started's trace id when seen). */
+  offerTrace() {
+    if (this.traceButton || !this.runId) return;
+    this.traceButton = traceToggle(() => ({ runId: this.runId, traceId: this.traceId }), this.el);
+    this.head.append(this.traceButton);
   }
 
   setVerdict(round, verdict) {
@@ -365,6 +376,7 @@ export class RunView {
     }
     view.ended = true;
     view.setState('history', 'Earlier run');
+    if (runId !== 'unknown') view.offerTrace();
     if (answer !== undefined) view.showAnswer(answer, '');
     for (const col of view.columns.values()) if (col.blocks.size === 0) col.rounds.querySelector('.idle').textContent = '—';
     return view;

@@ -81,6 +81,7 @@ export async function buildApp(deps: AppDeps): Promise<EdgeApp> {
     forceCloseConnections: true,
   });
   app.decorateRequest('userId', '');
+  app.decorateRequest('scopes', null);
 
   // JSON bodies: refuse invalid UTF-8 instead of letting it turn into U+FFFD silently.
   const parseJson = app.getDefaultJsonParser('error', 'error');
@@ -145,10 +146,7 @@ export async function buildApp(deps: AppDeps): Promise<EdgeApp> {
     }
     const principal = await verifier.principalOf(token);
     req.userId = principal.userId;
-    const scope = req.routeOptions.config.scope === 'ops' ? cfg.auth.opsScope : undefined;
-    if (req.routeOptions.config.scope && (!scope || !principal.scopes.has(scope))) {
-      throw new HttpError(403, 'forbidden', `this route needs a token with the "${scope ?? req.routeOptions.config.scope}" scope (AUTH_OPS_SCOPE)`);
-    }
+    req.scopes = principal.scopes;
     const decision = await ctx.requestLimiter.check(req.userId);
     if (!decision.ok) {
       ctx.stats.rateLimited.inc();
@@ -161,6 +159,17 @@ export async function buildApp(deps: AppDeps): Promise<EdgeApp> {
         ctx.stats.budgetRefusals.inc({ budget: budget.window.budget });
         throw overBudget(budget);
       }
+    }
+  });
+
+  // A route that needs a scope (the ops figures): checked after validation, so that a malformed
+  // request is a 400 for everyone, as the contract says.
+  app.addHook('preHandler', async (req: FastifyRequest) => {
+    const needed = req.routeOptions.config.scope;
+    if (!needed) return;
+    const scope = needed === 'ops' ? cfg.auth.opsScope : undefined;
+    if (!scope || !req.scopes?.has(scope)) {
+      throw new HttpError(403, 'forbidden', `this route needs a token with the "${scope ?? needed}" scope (AUTH_OPS_SCOPE)`);
     }
   });
 

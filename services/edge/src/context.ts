@@ -30,6 +30,8 @@ declare module 'fastify' {
   interface FastifyRequest {
     /** The authenticated user (the token's `sub`); '' on public routes. */
     userId: string;
+    /** The scopes the token grants (`scope` / `scp`); null on public routes. */
+    scopes: ReadonlySet<string> | null;
   }
   interface FastifyContextConfig {
     /** Who may call the route: `public`, `bearer` (header), or `sse` (header or ?access_token=). */
