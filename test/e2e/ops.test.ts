@@ -195,8 +195,7 @@ describe('the web UI', () => {
     const page = await browser!.newPage({ viewport: { width: 1400, height: 950 } });
     const errors: string[] = [];
     page.on('pageerror', (e) => errors.push(e.message));
-    await page.goto(fleet.url);
-    await page.evaluate((t) => localStorage.setItem('agent-mesh.token', t), tokens.alice!);
+    await page.addInitScript((t) => localStorage.setItem('agent-mesh.token', t), tokens.alice!); // signed in
     await page.goto(`${fleet.url}/#c=${runs.alice!.conversationId}`);
     const button = page.locator('.run[data-state="completed"] button.trace-toggle');
     await button.waitFor({ timeout: 30_000 });
@@ -214,8 +213,7 @@ describe('the web UI', () => {
     const page = await browser!.newPage({ viewport: { width: 1400, height: 950 } });
     const errors: string[] = [];
     page.on('pageerror', (e) => errors.push(e.message));
-    await page.goto(fleet.url);
-    await page.evaluate((t) => localStorage.setItem('agent-mesh.token', t), tokens.alice!);
+    await page.addInitScript((t) => localStorage.setItem('agent-mesh.token', t), tokens.alice!); // signed in
     await page.goto(`${fleet.url}/ops.html`);
     await page.waitForFunction((n) => document.querySelectorAll('#prom-figures .figure[data-has-data="true"]').length === n, FIGURES.length, { timeout: 60_000 });
     const titles = await page.locator('#prom-figures .figure h3').allTextContents();
