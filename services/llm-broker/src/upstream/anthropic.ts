@@ -39,7 +39,19 @@ function inputOf(argumentsJson: string): unknown {
 }
 
 /** The chat as a Messages API body: system apart, tool traffic as blocks, consecutive turns of one role merged. */
+/** Built once per call: counted before admission, sent after it. */
+const bodies = new WeakMap<ProviderRequest, MessagesRequestBody>();
+
 export function messagesRequestBody(req: ProviderRequest): MessagesRequestBody {
+  let body = bodies.get(req);
+  if (!body) {
+    body = buildBody(req);
+    bodies.set(req, body);
+  }
+  return body;
+}
+
+function buildBody(req: ProviderRequest): MessagesRequestBody {
   const system = req.messages.filter((m) => m.role === 'system' || m.role === 'developer').map((m) => m.content).filter(Boolean).join('\n\n');
   const turns: MessagesRequestBody['messages'] = [];
   for (const m of req.messages) {

@@ -35,7 +35,19 @@ export function wireTools(tools: ToolSpec[]): unknown[] {
   return tools.map((t) => ({ type: 'function', function: { name: t.name, ...(t.description ? { description: t.description } : {}), parameters: parametersOf(t) } }));
 }
 
+/** Built once per call: counted before admission, sent after it. */
+const bodies = new WeakMap<ProviderRequest, ChatRequestBody>();
+
 export function chatRequestBody(req: ProviderRequest): ChatRequestBody {
+  let body = bodies.get(req);
+  if (!body) {
+    body = buildBody(req);
+    bodies.set(req, body);
+  }
+  return body;
+}
+
+function buildBody(req: ProviderRequest): ChatRequestBody {
   return {
     model: req.model,
     messages: wireMessages(req.messages),
