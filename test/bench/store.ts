@@ -15,7 +15,7 @@
 //   MESSAGES 10 · TARGET_FACTOR 5 · TARGET_S 10
 // Prints a human summary; the last line is one JSON object of the figures.
 import { createClient, newId, unary } from '@agent-mesh/common';
-import { StoreServiceClient, type Message } from '@agent-mesh/common/gen/store/v1/store';
+import { AgentRole, MessageRole, MessageStatus, RunStatus, StoreServiceClient, type Message } from '@agent-mesh/common/gen/store/v1/store';
 import fs from 'node:fs';
 import { MongoClient } from 'mongodb';
 import { percentile } from './stats';
@@ -82,7 +82,11 @@ function cpuMs(pid: number | undefined, withChildren = false): number {
 }
 
 function message(role: 'user' | 'agent', content: string, runId = ''): Message {
-  return { id: newId(), conversationId: '', runId, role, agent: role === 'agent' ? 'reporter' : '', round: role === 'agent' ? 1 : 0, content, status: 'complete', createdAtMs: 0 };
+  return {
+    id: newId(), conversationId: '', runId, role: role === 'agent' ? MessageRole.MESSAGE_ROLE_AGENT : MessageRole.MESSAGE_ROLE_USER,
+    agent: role === 'agent' ? AgentRole.AGENT_ROLE_REPORTER : AgentRole.AGENT_ROLE_UNSPECIFIED, round: role === 'agent' ? 1 : 0, content,
+    status: MessageStatus.MESSAGE_STATUS_COMPLETE, createdAtMs: 0,
+  };
 }
 const TEXT = 'A plan in three steps: gather what is known, compare the options, write down the decision. '.repeat(3);
 
@@ -96,7 +100,7 @@ class Calls {
   saveRun = (v: Conv, id: string, status: 'running' | 'completed', messageId: string) => unary(this.c.saveRun.bind(this.c), {
     userId: v.userId,
     run: {
-      id, conversationId: v.id, userId: v.userId, messageId, status, checkpointJson: '',
+      id, conversationId: v.id, userId: v.userId, messageId, status: status === 'completed' ? RunStatus.RUN_STATUS_COMPLETED : RunStatus.RUN_STATUS_RUNNING, checkpointJson: '',
       usage: { promptTokens: 900, completionTokens: 400, totalTokens: 1300 }, costUsd: 0.001,
       createdAtMs: 0, updatedAtMs: 0, completedAtMs: status === 'completed' ? Date.now() : 0, error: '',
     },

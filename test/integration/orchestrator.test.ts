@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { createClient, newId, reasonOf, unary, codeOf, status, createLogger, TERMINAL_EVENTS as TERMINAL } from '@agent-mesh/common';
 import { OrchestratorServiceClient, type RunEvent } from '@agent-mesh/common/gen/orchestrator/v1/orchestrator';
-import { StoreServiceClient } from '@agent-mesh/common/gen/store/v1/store';
+import { AgentRole, MessageRole, MessageStatus, StoreServiceClient } from '@agent-mesh/common/gen/store/v1/store';
 import Redis from 'ioredis';
 import {
   startEmulator, startFerret, startRedis, startService, testDir,
@@ -101,8 +101,8 @@ describe('orchestrator', () => {
     expect(done.cost.usd).toBeGreaterThan(0);
     for (const agent of ['planner', 'critic', 'host', 'reporter']) expect(events.some((e) => e.type === 'token' && data(e).agent === agent)).toBe(true);
     const msgs = await unary(storeClient.listMessages.bind(storeClient), { userId: user, conversationId: conv, limit: 200 });
-    expect(msgs.messages.filter((m) => m.agent === 'reporter')).toHaveLength(1);
-    expect(msgs.messages.filter((m) => m.role === 'user')).toHaveLength(1);
+    expect(msgs.messages.filter((m) => m.agent === AgentRole.AGENT_ROLE_REPORTER)).toHaveLength(1);
+    expect(msgs.messages.filter((m) => m.role === MessageRole.MESSAGE_ROLE_USER)).toHaveLength(1);
   });
 
   it('WatchRun from a middle seq gives exactly the rest, on any replica', async () => {
@@ -162,7 +162,7 @@ describe('orchestrator', () => {
     const after = (await (await fetch(`${emulator.url}/_emulator/stats`)).json()) as { aborted: number };
     expect(after.aborted).toBeGreaterThan(before.aborted);
     const msgs = await unary(storeClient.listMessages.bind(storeClient), { userId: user, conversationId: c, limit: 200 });
-    expect(msgs.messages.some((m) => m.status === 'cancelled')).toBe(true);
+    expect(msgs.messages.some((m) => m.status === MessageStatus.MESSAGE_STATUS_CANCELLED)).toBe(true);
     await configure({ tokensPerSec: 40 });
   });
 
@@ -185,10 +185,10 @@ describe('orchestrator', () => {
     const all = [...seen.events, ...resumed.events].map((e) => e.seq);
     expect(all).toEqual(all.map((_, i) => i + 1));
     const msgs = await unary(storeClient.listMessages.bind(storeClient), { userId: user, conversationId: c, limit: 200 });
-    expect(msgs.messages.filter((m) => m.agent === 'reporter')).toHaveLength(1);
+    expect(msgs.messages.filter((m) => m.agent === AgentRole.AGENT_ROLE_REPORTER)).toHaveLength(1);
     // Outputs the dead owner produced (its store writes were still pending) are stored once by the new owner.
-    expect(msgs.messages.filter((m) => m.agent === 'planner' && m.round === 1)).toHaveLength(1);
-    expect(msgs.messages.filter((m) => m.role === 'user')).toHaveLength(1);
+    expect(msgs.messages.filter((m) => m.agent === AgentRole.AGENT_ROLE_PLANNER && m.round === 1)).toHaveLength(1);
+    expect(msgs.messages.filter((m) => m.role === MessageRole.MESSAGE_ROLE_USER)).toHaveLength(1);
     await configure({ tokensPerSec: 40 });
   });
 
@@ -249,7 +249,7 @@ describe('orchestrator', () => {
     expect(last.type).toBe('degraded');
     expect(data(last)).toMatchObject({ reason: 'breaker_open', message: 'Service busy, please try again shortly.', retryable: true });
     const msgs = await unary(storeClient.listMessages.bind(storeClient), { userId: user, conversationId: c, limit: 200 });
-    expect(msgs.messages.some((m) => m.status === 'degraded')).toBe(true);
+    expect(msgs.messages.some((m) => m.status === MessageStatus.MESSAGE_STATUS_DEGRADED)).toBe(true);
     // The refusal came from the broker, which raised its alert: not a connection failure.
     const metrics = await fetch(`http://127.0.0.1:${brokerProc.metricsPort}/metrics`).then((r) => r.text());
     expect(refusalsBefore).not.toMatch(/llm_upstream_alerts_total\{reason="insufficient_quota"/);

@@ -4,7 +4,7 @@
 // The second shows that the restart really refused operations; the first, that its callers never
 // saw it, and that nothing was written twice.
 import { codeOf, createClient, newId, status, unary } from '@agent-mesh/common';
-import { StoreServiceClient } from '@agent-mesh/common/gen/store/v1/store';
+import { AgentRole, MessageRole, MessageStatus, StoreServiceClient } from '@agent-mesh/common/gen/store/v1/store';
 import { promMetric, startFerret, startPostgres, startService, testDir, type FerretProc, type PostgresProc, type ServiceProc } from '../support';
 
 jest.setTimeout(180_000);
@@ -52,7 +52,7 @@ test('calls during a PostgreSQL restart succeed on a store that tries again, and
   const load = Object.entries(stores).map(async ([name, s]) => {
     const o = outcomes[name]!;
     while (restarting) {
-      const msg = { id: newId(), conversationId: conv[name]!, runId: '', role: 'user', agent: '', round: 0, content: 'x', status: 'complete', createdAtMs: 0 };
+      const msg = { id: newId(), conversationId: conv[name]!, runId: '', role: MessageRole.MESSAGE_ROLE_USER, agent: AgentRole.AGENT_ROLE_UNSPECIFIED, round: 0, content: 'x', status: MessageStatus.MESSAGE_STATUS_COMPLETE, createdAtMs: 0 };
       try {
         await unary(s.client.appendMessages.bind(s.client), { userId: user, conversationId: conv[name]!, messages: [msg] }, { timeoutMs: 15_000 });
         o.ok += 1;

@@ -3,7 +3,7 @@
 import path from 'node:path';
 import { MongoClient } from 'mongodb';
 import { codeOf, createClient, createLogger, createRegistry, newId, status, unary } from '@agent-mesh/common';
-import { StoreServiceClient, type Message } from '@agent-mesh/common/gen/store/v1/store';
+import { AgentRole, MessageRole, MessageStatus, RunStatus, StoreServiceClient, type Message } from '@agent-mesh/common/gen/store/v1/store';
 import { RetentionCleanup } from '@agent-mesh/store/dist/cleanup';
 import { QueryTimer } from '@agent-mesh/store/dist/db/instrumented';
 import { ensureIndexes } from '@agent-mesh/store/dist/db/indexes';
@@ -60,14 +60,14 @@ const call = {
 
 function message(over: Partial<Message> = {}): Message {
   return {
-    id: newId(), conversationId: '', runId: '', role: 'agent', agent: 'planner', round: 1,
-    content: 'text', status: 'complete', createdAtMs: 0, ...over,
+    id: newId(), conversationId: '', runId: '', role: MessageRole.MESSAGE_ROLE_AGENT, agent: AgentRole.AGENT_ROLE_PLANNER, round: 1,
+    content: 'text', status: MessageStatus.MESSAGE_STATUS_COMPLETE, createdAtMs: 0, ...over,
   };
 }
 
 function run(conversationId: string, over: Record<string, unknown> = {}) {
   return {
-    id: newId(), conversationId, userId: '', messageId: '', status: 'running', checkpointJson: '',
+    id: newId(), conversationId, userId: '', messageId: '', status: RunStatus.RUN_STATUS_RUNNING, checkpointJson: '',
     usage: { promptTokens: 1, completionTokens: 2, totalTokens: 3 }, costUsd: 0.001,
     createdAtMs: 0, updatedAtMs: 0, completedAtMs: 0, error: '', ...over,
   };
@@ -121,7 +121,7 @@ describe('messages', () => {
     const conv = (await call.create(ALICE)).conversation!;
     const t = Date.now();
     const batch = ['first', 'second', 'third'].map((content) => message({ content, createdAtMs: t }));
-    batch[0] = { ...batch[0]!, role: 'user', agent: '', runId: newId() };
+    batch[0] = { ...batch[0]!, role: MessageRole.MESSAGE_ROLE_USER, agent: AgentRole.AGENT_ROLE_UNSPECIFIED, runId: newId() };
     expect((await call.append(ALICE, conv.id, batch)).inserted).toBe(3);
     expect((await call.append(ALICE, conv.id, batch)).inserted).toBe(0);
     const later = message({ content: 'fourth', createdAtMs: t + 1 });
@@ -132,6 +132,18 @@ describe('messages', () => {
 
     const p1 = await call.get(ALICE, conv.id, 2);
     expect(p1.messages.map((m) => m.content)).toEqual(['first', 'second']);
+    expect(p1.messages.map((m) => [m.role, m.agent, m.status])).toEqual([
+      [MessageRole.MESSAGE_ROLE_USER, AgentRole.AGENT_ROLE_UNSPECIFIED, MessageStatus.MESSAGE_STATUS_COMPLETE],
+      [MessageRole.MESSAGE_ROLE_AGENT, AgentRole.AGENT_ROLE_PLANNER, MessageStatus.MESSAGE_STATUS_COMPLETE],
+    ]);
+    // The documents keep the names (the wire's enums are mapped by the store): no data migration.
+    const mongo = new MongoClient(ferret.uri, { serverSelectionTimeoutMS: 5_000 });
+    try {
+      const docs = await mongo.db().collection('messages').find({ conversationId: conv.id }).sort({ seq: 1 }).limit(2).toArray();
+      expect(docs.map((d) => [d.role, d.agent, d.status])).toEqual([['user', undefined, 'complete'], ['agent', 'planner', 'complete']]);
+    } finally {
+      await mongo.close();
+    }
     const p2 = await call.get(ALICE, conv.id, 2, p1.nextMessagePageToken);
     expect(p2.messages.map((m) => m.content)).toEqual(['third', 'fourth']);
     expect(p2.nextMessagePageToken).toBe('');
@@ -176,7 +188,7 @@ describe('ownership', () => {
       ['append', call.append(BOB, conv.id, [message()])],
       ['list messages', call.recent(BOB, conv.id)],
       ['save run on their conversation', unary(client.saveRun.bind(client), { userId: BOB, run: run(conv.id) })],
-      ['save their run', unary(client.saveRun.bind(client), { userId: BOB, run: { ...aliceRun, status: 'failed' } })],
+      ['save their run', unary(client.saveRun.bind(client), { userId: BOB, run: { ...aliceRun, status: RunStatus.RUN_STATUS_FAILED } })],
       ['get run', unary(client.getRun.bind(client), { userId: BOB, runId: aliceRun.id })],
       ['get plan', unary(client.getPlan.bind(client), { userId: BOB, planId: plan.plan!.id })],
       ['save plan', unary(client.savePlan.bind(client), { userId: BOB, plan: { ...plan.plan!, userId: '', title: 'stolen' } })],
@@ -189,7 +201,7 @@ describe('ownership', () => {
     // Nothing of Bob's attempts landed.
     const stillAlice = await call.get(ALICE, conv.id);
     expect(stillAlice.messages).toHaveLength(1);
-    expect((await unary(client.getRun.bind(client), { userId: ALICE, runId: aliceRun.id })).run!.status).toBe('running');
+    expect((await unary(client.getRun.bind(client), { userId: ALICE, runId: aliceRun.id })).run!.status).toBe(RunStatus.RUN_STATUS_RUNNING);
     expect((await unary(client.getPlan.bind(client), { userId: ALICE, planId: plan.plan!.id })).plan!.title).toBe('p');
   });
 });
@@ -229,17 +241,17 @@ describe('runs', () => {
     const r = run(conv.id, { checkpointJson: JSON.stringify({ step: 'planner', 'a.b': { $x: 1 } }) });
     const first = await unary(client.saveRun.bind(client), { userId: ALICE, run: r });
     const second = await unary(client.saveRun.bind(client), { userId: ALICE, run: r });
-    expect(second.run).toMatchObject({ id: r.id, status: 'running', checkpointJson: r.checkpointJson, completedAtMs: 0 });
+    expect(second.run).toMatchObject({ id: r.id, status: RunStatus.RUN_STATUS_RUNNING, checkpointJson: r.checkpointJson, completedAtMs: 0 });
     expect(second.run!.createdAtMs).toBe(first.run!.createdAtMs);
     expect((await call.get(ALICE, conv.id)).conversation!.lastRunId).toBe(r.id);
 
     const done = await unary(client.saveRun.bind(client), {
-      userId: ALICE, run: { ...r, status: 'completed', checkpointJson: '', usage: { promptTokens: 10, completionTokens: 20, totalTokens: 30 }, costUsd: 0.5 },
+      userId: ALICE, run: { ...r, status: RunStatus.RUN_STATUS_COMPLETED, checkpointJson: '', usage: { promptTokens: 10, completionTokens: 20, totalTokens: 30 }, costUsd: 0.5 },
     });
     expect(done.run!.completedAtMs).toBeGreaterThan(0);
     const got = await unary(client.getRun.bind(client), { userId: ALICE, runId: r.id });
     expect(got.run).toMatchObject({
-      id: r.id, conversationId: conv.id, userId: ALICE, status: 'completed', costUsd: 0.5,
+      id: r.id, conversationId: conv.id, userId: ALICE, status: RunStatus.RUN_STATUS_COMPLETED, costUsd: 0.5,
       usage: { promptTokens: 10, completionTokens: 20, totalTokens: 30 },
       checkpointJson: r.checkpointJson, // an empty checkpoint in a save keeps the stored one
     });
@@ -247,24 +259,24 @@ describe('runs', () => {
     // An older run saved late does not take lastRunId back.
     const newer = run(conv.id);
     await unary(client.saveRun.bind(client), { userId: ALICE, run: newer });
-    await unary(client.saveRun.bind(client), { userId: ALICE, run: { ...r, status: 'completed' } });
+    await unary(client.saveRun.bind(client), { userId: ALICE, run: { ...r, status: RunStatus.RUN_STATUS_COMPLETED } });
     expect((await call.get(ALICE, conv.id)).conversation!.lastRunId).toBe(newer.id);
 
-    const badStatus = await refusal(unary(client.saveRun.bind(client), { userId: ALICE, run: { ...r, status: 'exploded' } }));
+    const badStatus = await refusal(unary(client.saveRun.bind(client), { userId: ALICE, run: { ...r, status: 42 as RunStatus } }));
     expect(badStatus.code).toBe(status.INVALID_ARGUMENT);
   });
 
   it('keeps an ended run ended when a late checkpoint save says running', async () => {
     const conv = (await call.create(ALICE)).conversation!;
     const r = run(conv.id);
-    await unary(client.saveRun.bind(client), { userId: ALICE, run: { ...r, status: 'completed' } });
-    const late = await unary(client.saveRun.bind(client), { userId: ALICE, run: { ...r, status: 'running', checkpointJson: '{"late":true}' } });
-    expect(late.run).toMatchObject({ id: r.id, status: 'completed' });
+    await unary(client.saveRun.bind(client), { userId: ALICE, run: { ...r, status: RunStatus.RUN_STATUS_COMPLETED } });
+    const late = await unary(client.saveRun.bind(client), { userId: ALICE, run: { ...r, status: RunStatus.RUN_STATUS_RUNNING, checkpointJson: '{"late":true}' } });
+    expect(late.run).toMatchObject({ id: r.id, status: RunStatus.RUN_STATUS_COMPLETED });
     const got = await unary(client.getRun.bind(client), { userId: ALICE, runId: r.id });
-    expect(got.run).toMatchObject({ status: 'completed' });
+    expect(got.run).toMatchObject({ status: RunStatus.RUN_STATUS_COMPLETED });
     expect(got.run!.checkpointJson).not.toContain('late');
     // Another user still cannot reach it this way.
-    const bob = await refusal(unary(client.saveRun.bind(client), { userId: BOB, run: { ...r, status: 'running' } }));
+    const bob = await refusal(unary(client.saveRun.bind(client), { userId: BOB, run: { ...r, status: RunStatus.RUN_STATUS_RUNNING } }));
     expect(bob.code).toBe(status.NOT_FOUND);
   });
 });
@@ -307,7 +319,7 @@ describe('retention cleanup', () => {
         { _id: kept, userId: ALICE, title: '', createdAt: now - 40 * DAY, updatedAt: now - DAY, messageSeq: 1 },
         { _id: expired, userId: ALICE, title: '', createdAt: now - 40 * DAY, updatedAt: now - 31 * DAY, messageSeq: 1 },
       ]);
-      const msg = (conversationId: string) => ({ _id: newId(), conversationId, role: 'user', round: 0, content: 'hi', status: 'complete', createdAt: now - 40 * DAY, seq: 1 });
+      const msg = (conversationId: string) => ({ _id: newId(), conversationId, role: 'user' as const, round: 0, content: 'hi', status: 'complete' as const, createdAt: now - 40 * DAY, seq: 1 });
       await cols.messages.raw.insertMany([msg(kept), msg(kept), msg(expired), msg(expired)]);
       const usage = { promptTokens: 0, completionTokens: 0, totalTokens: 0 };
       const runDoc = (conversationId: string, status: 'running' | 'completed', completedAt?: number) => ({
@@ -369,7 +381,7 @@ describe('indexes on PostgreSQL', () => {
       const conversations = Array.from({ length: 3000 }, (_, i) => ({ _id: newId(), userId: `u${i % 300}`, title: '', createdAt: i, updatedAt: i, messageSeq: 0 }));
       await db.collection<{ _id: string }>('conversations').insertMany(conversations);
       await db.collection<{ _id: string }>('messages').insertMany(conversations.map((c, i) => (
-        { _id: newId(), conversationId: c._id, role: 'user', round: 0, content: 'hi', status: 'complete', createdAt: i, seq: 1 })));
+        { _id: newId(), conversationId: c._id, role: 'user' as const, round: 0, content: 'hi', status: 'complete' as const, createdAt: i, seq: 1 })));
       const plan = async (collection: string, filter: Record<string, unknown>, sort?: Record<string, 1 | -1>) => {
         let cursor = db.collection(collection).find(filter);
         if (sort) cursor = cursor.sort(sort).limit(20);

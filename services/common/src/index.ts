@@ -9,3 +9,4 @@ export * from './metrics';
 export * from './quota';
 export * from './redis';
 export * from './telemetry';
+export * from './wire';

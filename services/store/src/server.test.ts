@@ -1,5 +1,5 @@
-import { createLogger, status, type MeshError } from '@agent-mesh/common';
-import type { Message, Run } from '@agent-mesh/common/gen/store/v1/store';
+import { createLogger, reasonOf, status, type MeshError } from '@agent-mesh/common';
+import { AgentRole, MessageRole, MessageStatus, RunStatus, type Message, type Run } from '@agent-mesh/common/gen/store/v1/store';
 import type { Repos } from './repos';
 import { createStoreServer } from './server';
 
@@ -37,7 +37,8 @@ function invoke<Req, Res>(handler: unknown, request: Req): Promise<{ err: Partia
 
 const logger = createLogger('store-test', 'silent');
 const msg = (over: Partial<Message>): Message => ({
-  id: MSG, conversationId: '', runId: '', role: 'agent', agent: 'planner', round: 1, content: 'hi', status: '', createdAtMs: 0, ...over,
+  id: MSG, conversationId: '', runId: '', role: MessageRole.MESSAGE_ROLE_AGENT, agent: AgentRole.AGENT_ROLE_PLANNER, round: 1, content: 'hi',
+  status: MessageStatus.MESSAGE_STATUS_UNSPECIFIED, createdAtMs: 0, ...over,
 });
 
 describe('AppendMessages', () => {
@@ -45,7 +46,7 @@ describe('AppendMessages', () => {
     const f = fakeRepos();
     const server = createStoreServer({ repos: f.repos, logger, now: () => NOW });
     const { err, res } = await invoke(server.appendMessages, {
-      userId: 'u', conversationId: CONV, messages: [msg({ role: 'user', agent: '', runId: RUN })],
+      userId: 'u', conversationId: CONV, messages: [msg({ role: MessageRole.MESSAGE_ROLE_USER, agent: AgentRole.AGENT_ROLE_UNSPECIFIED, runId: RUN })],
     });
     expect(err).toBeNull();
     expect(res).toEqual({ inserted: 1 });
@@ -59,18 +60,35 @@ describe('AppendMessages', () => {
   it('refuses an agent message without an agent, and a message of another conversation', async () => {
     const f = fakeRepos();
     const server = createStoreServer({ repos: f.repos, logger });
-    const a = await invoke(server.appendMessages, { userId: 'u', conversationId: CONV, messages: [msg({ agent: '' })] });
+    const a = await invoke(server.appendMessages, { userId: 'u', conversationId: CONV, messages: [msg({ agent: AgentRole.AGENT_ROLE_UNSPECIFIED })] });
     expect(a.err?.code).toBe(status.INVALID_ARGUMENT);
     expect(a.err && (a.err as { details?: string }).details).toContain('messages[0].agent');
     const b = await invoke(server.appendMessages, { userId: 'u', conversationId: CONV, messages: [msg({ conversationId: RUN })] });
     expect(b.err?.code).toBe(status.INVALID_ARGUMENT);
     expect(f.calls.append).toBeUndefined();
   });
+
+  it('stores roles, agents and statuses by name, and refuses values no enum has', async () => {
+    const f = fakeRepos();
+    const server = createStoreServer({ repos: f.repos, logger, now: () => NOW });
+    const ok = await invoke(server.appendMessages, {
+      userId: 'u', conversationId: CONV,
+      messages: [msg({ agent: AgentRole.AGENT_ROLE_REPORTER, status: MessageStatus.MESSAGE_STATUS_DEGRADED })],
+    });
+    expect(ok.err).toBeNull();
+    expect(f.calls.append![0]![1]).toEqual([expect.objectContaining({ role: 'agent', agent: 'reporter', status: 'degraded' })]);
+    for (const bad of [{ role: MessageRole.MESSAGE_ROLE_UNSPECIFIED }, { role: 7 as MessageRole }, { agent: 9 as AgentRole }, { status: 5 as MessageStatus }]) {
+      const r = await invoke(server.appendMessages, { userId: 'u', conversationId: CONV, messages: [msg(bad)] });
+      expect(r.err?.code).toBe(status.INVALID_ARGUMENT);
+      expect(reasonOf(r.err)).toBe('invalid_enum');
+    }
+    expect(f.calls.append).toHaveLength(1);
+  });
 });
 
 describe('SaveRun', () => {
   const run = (over: Partial<Run> = {}): Run => ({
-    id: RUN, conversationId: CONV, userId: '', messageId: '', status: 'running', checkpointJson: '', usage: undefined,
+    id: RUN, conversationId: CONV, userId: '', messageId: '', status: RunStatus.RUN_STATUS_RUNNING, checkpointJson: '', usage: undefined,
     costUsd: 0, createdAtMs: 0, updatedAtMs: 0, completedAtMs: 0, error: '', ...over,
   });
 
@@ -81,7 +99,7 @@ describe('SaveRun', () => {
     expect(f.calls.assertOwned![0]).toEqual(['u', CONV]);
     expect(f.calls.setLastRun).toEqual([[CONV, RUN]]);
     f.setCreated(false);
-    await invoke(server.saveRun, { userId: 'u', run: run({ status: 'completed' }) });
+    await invoke(server.saveRun, { userId: 'u', run: run({ status: RunStatus.RUN_STATUS_COMPLETED }) });
     expect(f.calls.setLastRun).toHaveLength(1);
   });
 
@@ -89,7 +107,8 @@ describe('SaveRun', () => {
     const f = fakeRepos();
     const server = createStoreServer({ repos: f.repos, logger });
     expect((await invoke(server.saveRun, { userId: 'u', run: run({ userId: 'someone-else' }) })).err?.code).toBe(status.INVALID_ARGUMENT);
-    expect((await invoke(server.saveRun, { userId: 'u', run: run({ status: 'paused' }) })).err?.code).toBe(status.INVALID_ARGUMENT);
+    expect((await invoke(server.saveRun, { userId: 'u', run: run({ status: 42 as RunStatus }) })).err?.code).toBe(status.INVALID_ARGUMENT);
+    expect((await invoke(server.saveRun, { userId: 'u', run: run({ status: RunStatus.RUN_STATUS_UNSPECIFIED }) })).err?.code).toBe(status.INVALID_ARGUMENT);
     expect((await invoke(server.saveRun, { userId: 'u', run: run({ costUsd: Number.NaN }) })).err?.code).toBe(status.INVALID_ARGUMENT);
     expect(f.calls.save).toBeUndefined();
   });

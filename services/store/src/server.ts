@@ -1,18 +1,23 @@
 // gRPC handlers of store.v1.StoreService: validate the request, call the repositories, map the
 // stored documents back to the wire. No query is built here.
-import { annotate, ATTR, invalidArgument, unaryHandler, type Logger } from '@agent-mesh/common';
-import type {
-  Conversation,
-  Message,
-  Plan,
-  Run,
-  StoreServiceServer,
+import { agentRoles, annotate, ATTR, invalidArgument, messageRoles, messageStatuses, runStatuses, unaryHandler, type Logger } from '@agent-mesh/common';
+import {
+  AgentRole,
+  MessageRole,
+  MessageStatus,
+  RunStatus,
+  type Conversation,
+  type Message,
+  type Plan,
+  type Run,
+  type StoreServiceServer,
 } from '@agent-mesh/common/gen/store/v1/store';
 import type { ConversationView } from './repos/conversations';
 import type { NewMessage } from './repos/messages';
-import { PLAN_STATUSES, RUN_STATUSES, type MessageDoc, type PlanDoc, type Repos, type RunDoc } from './repos';
+import { PLAN_STATUSES, type MessageDoc, type PlanDoc, type Repos, type RunDoc } from './repos';
 import {
   count,
+  enumName,
   LIMITS,
   oneOf,
   optionalId,
@@ -23,11 +28,9 @@ import {
   timestamp,
 } from './validation';
 
-export const MESSAGE_ROLES = ['user', 'agent'] as const;
-export const AGENTS = ['planner', 'critic', 'host', 'reporter'] as const;
-export const MESSAGE_STATUSES = ['complete', 'cancelled', 'degraded'] as const;
-
 // ——— domain → wire ———
+// Documents store roles, agents and statuses by name; the wire carries the protos' enums (a name
+// no enum knows reads as UNSPECIFIED rather than failing the read).
 
 function toConversation(d: ConversationView): Conversation {
   return {
@@ -45,11 +48,11 @@ function toMessage(d: MessageDoc): Message {
     id: d._id,
     conversationId: d.conversationId,
     runId: d.runId ?? '',
-    role: d.role,
-    agent: d.agent ?? '',
+    role: messageRoles.parse(d.role) ?? MessageRole.MESSAGE_ROLE_UNSPECIFIED,
+    agent: agentRoles.parse(d.agent) ?? AgentRole.AGENT_ROLE_UNSPECIFIED,
     round: d.round ?? 0,
     content: d.content,
-    status: d.status,
+    status: messageStatuses.parse(d.status) ?? MessageStatus.MESSAGE_STATUS_UNSPECIFIED,
     createdAtMs: d.createdAt,
   };
 }
@@ -60,7 +63,7 @@ function toRun(d: RunDoc): Run {
     conversationId: d.conversationId,
     userId: d.userId,
     messageId: d.messageId ?? '',
-    status: d.status,
+    status: runStatuses.parse(d.status) ?? RunStatus.RUN_STATUS_UNSPECIFIED,
     checkpointJson: d.checkpoint ?? '',
     usage: {
       promptTokens: d.usage?.promptTokens ?? 0,
@@ -95,8 +98,8 @@ function parseMessage(m: Message, i: number, conversationId: string, now: number
   if (m.conversationId && m.conversationId !== conversationId) {
     throw invalidArgument('invalid_argument', `${f('conversation_id')} must be empty or equal conversation_id`);
   }
-  const role = oneOf(f('role'), m.role, MESSAGE_ROLES);
-  const agent = m.agent ? oneOf(f('agent'), m.agent, AGENTS) : undefined;
+  const role = enumName(f('role'), m.role, messageRoles);
+  const agent = m.agent ? enumName(f('agent'), m.agent, agentRoles) : undefined;
   if (role === 'agent' && !agent) throw invalidArgument('invalid_argument', `${f('agent')} is required for agent messages`);
   if (!Number.isInteger(m.round) || m.round < 0 || m.round > 100) throw invalidArgument('invalid_argument', `${f('round')} must be between 0 and 100`);
   const msg: NewMessage = {
@@ -105,7 +108,7 @@ function parseMessage(m: Message, i: number, conversationId: string, now: number
     role,
     round: m.round,
     content: text(f('content'), m.content, LIMITS.contentChars),
-    status: oneOf(f('status'), m.status, MESSAGE_STATUSES, 'complete'),
+    status: enumName(f('status'), m.status, messageStatuses, 'complete'),
     createdAt: timestamp(f('created_at_ms'), m.createdAtMs, now),
   };
   const runId = optionalId(f('run_id'), m.runId);
@@ -196,7 +199,7 @@ export function createStoreServer({ repos, logger, now = Date.now }: ServerDeps)
         conversationId,
         userId,
         messageId: optionalId('run.message_id', run.messageId),
-        status: oneOf('run.status', run.status, RUN_STATUSES),
+        status: enumName('run.status', run.status, runStatuses),
         checkpoint: text('run.checkpoint_json', run.checkpointJson, LIMITS.checkpointChars) || undefined,
         usage,
         costUsd: run.costUsd,

@@ -1,6 +1,6 @@
 // Boundary checks: every id, text and size is validated here before it can reach a query, and a
 // refusal names the field so that the caller knows what to fix.
-import { invalidArgument, isId, isUserId } from '@agent-mesh/common';
+import { invalidArgument, isId, isUserId, type EnumCodec } from '@agent-mesh/common';
 
 export const LIMITS = {
   contentChars: 100_000,
@@ -45,6 +45,14 @@ export function oneOf<T extends string>(field: string, value: unknown, allowed: 
     throw invalidArgument('invalid_enum', `${field} must be one of ${allowed.join(', ')}`);
   }
   return value as T;
+}
+
+/** A proto enum's value as its name (what the documents store); UNSPECIFIED gives the default when there is one. */
+export function enumName<N extends string>(field: string, value: number, codec: EnumCodec<number, N>, fallback?: N): N {
+  const name = codec.fromWire(value);
+  if (name !== undefined) return name;
+  if (value === 0 && fallback !== undefined) return fallback;
+  throw invalidArgument('invalid_enum', `${field} must be one of ${codec.wireNames.join(', ')}`);
 }
 
 /** A page size: 0 means the default; above the maximum is refused rather than silently cut. */

@@ -1,6 +1,6 @@
 // Conversations: create, list, read with messages, cancel the active run, export all of one, erase one.
 import type { FastifyInstance } from 'fastify';
-import { annotate, ATTR, newId } from '@agent-mesh/common';
+import { agentRoles, annotate, ATTR, messageRoles, messageStatuses, newId, runStatuses } from '@agent-mesh/common';
 import type { RunLog } from '@agent-mesh/common/gen/orchestrator/v1/orchestrator';
 import type { Conversation, Message, Plan, Run } from '@agent-mesh/common/gen/store/v1/store';
 import type { EdgeContext } from '../context';
@@ -17,15 +17,17 @@ export function conversationView(c: Conversation) {
   };
 }
 
+// The public API names roles, agents and statuses in lower case (`user`, `planner`, `completed`),
+// as the documents store them; the wire carries the store's enums.
 function messageView(m: Message) {
   return {
     id: m.id,
     runId: m.runId || null,
-    role: m.role,
-    agent: m.agent || null,
+    role: messageRoles.fromWire(m.role) ?? '',
+    agent: agentRoles.fromWire(m.agent) ?? null,
     round: m.round || null,
     content: m.content,
-    status: m.status || 'complete',
+    status: messageStatuses.fromWire(m.status) ?? 'complete',
     createdAt: iso(m.createdAtMs),
   };
 }
@@ -34,7 +36,7 @@ function runView(r: Run) {
   return {
     id: r.id,
     messageId: r.messageId || null,
-    status: r.status,
+    status: runStatuses.fromWire(r.status) ?? '',
     usage: r.usage ?? { promptTokens: 0, completionTokens: 0, totalTokens: 0 },
     costUsd: r.costUsd,
     createdAt: iso(r.createdAtMs),

@@ -2,7 +2,7 @@
 // per-run log (served to StartRun/WatchRun like the real one), a store, a broker and probes.
 import { MeshError } from '@agent-mesh/common';
 import type { RunEvent } from '@agent-mesh/common/gen/orchestrator/v1/orchestrator';
-import type { Conversation, Run } from '@agent-mesh/common/gen/store/v1/store';
+import { RunStatus, type Conversation, type Run } from '@agent-mesh/common/gen/store/v1/store';
 import type { GenerateResponse } from '@agent-mesh/common/gen/llmbroker/v1/llm_broker';
 import { randomUUID } from 'node:crypto';
 import type { BrokerGateway, CancelSignal, Gateways, OrchestratorGateway, StoreGateway } from '../gateways/types';
@@ -184,7 +184,7 @@ export class FakeStore implements StoreGateway {
 
   addRun(r: { id: string; userId: string; conversationId: string; messageId: string }): void {
     const now = Date.now();
-    this.runs.set(r.id, { ...r, status: 'running', checkpointJson: '', usage: undefined, costUsd: 0, createdAtMs: now, updatedAtMs: now, completedAtMs: 0, error: '' });
+    this.runs.set(r.id, { ...r, status: RunStatus.RUN_STATUS_RUNNING, checkpointJson: '', usage: undefined, costUsd: 0, createdAtMs: now, updatedAtMs: now, completedAtMs: 0, error: '' });
   }
 
   async getRun(req: { userId: string; runId: string }) {

@@ -1,5 +1,5 @@
 // The conversation's earlier turns that fit the agents' history budget, newest kept first.
-import type { HistoryTurn, Message } from './types';
+import type { HistoryTurn, StoredMessage } from './types';
 
 /** ≈4 characters per token: close enough for a budget, and free (no tokenizer on the hot path). */
 export function estimateTokens(text: string): number {
@@ -10,7 +10,7 @@ export function estimateTokens(text: string): number {
  * Keeps the user's messages and the Reporter's answers of other runs (the intermediate agents'
  * outputs would spend the budget on drafts), newest first until the budget is spent.
  */
-export function historyWithinBudget(messages: readonly Message[], currentRunId: string, budgetTokens: number): HistoryTurn[] {
+export function historyWithinBudget(messages: readonly StoredMessage[], currentRunId: string, budgetTokens: number): HistoryTurn[] {
   const turns: HistoryTurn[] = [];
   let spent = 0;
   for (let i = messages.length - 1; i >= 0; i--) {

@@ -2,10 +2,9 @@
 // No gRPC here: gateways adapt the generated clients to these shapes, tests fake them.
 import type { ChatMessage, GenerateRequest, GenerateResponse } from '@agent-mesh/common/gen/llmbroker/v1/llm_broker';
 import type { InvokeResponse, ToolDefinition } from '@agent-mesh/common/gen/tools/v1/tools';
-import type { Message } from '@agent-mesh/common/gen/store/v1/store';
 import type { EmitRunEvent } from '@agent-mesh/common';
 
-export type { ChatMessage, GenerateRequest, GenerateResponse, InvokeResponse, ToolDefinition, Message };
+export type { ChatMessage, GenerateRequest, GenerateResponse, InvokeResponse, ToolDefinition };
 
 export const AGENT_ROLES = ['planner', 'critic', 'host', 'reporter'] as const;
 export type AgentRole = (typeof AGENT_ROLES)[number];
@@ -75,6 +74,14 @@ export interface Checkpoint {
 }
 
 export const initialCheckpoint = (): Checkpoint => ({ round: 1, rounds: [], usage: emptyUsage() });
+
+/** A stored message of the conversation, as much of it as the history needs. */
+export interface StoredMessage {
+  runId: string;
+  role: 'user' | 'agent';
+  agent?: AgentRole;
+  content: string;
+}
 
 /** A previous turn of the conversation, as the agents see it. */
 export interface HistoryTurn {

@@ -1,6 +1,7 @@
 import { parseVerdict } from './verdict';
 import { historyWithinBudget } from './history';
 import { outputMessageId } from '../runs/ids';
+import type { StoredMessage } from './types';
 
 describe('parseVerdict', () => {
   it.each([
@@ -17,8 +18,8 @@ describe('parseVerdict', () => {
 });
 
 describe('historyWithinBudget', () => {
-  const m = (runId: string, role: string, agent: string, content: string) =>
-    ({ id: '', conversationId: '', runId, role, agent, round: 1, content, status: 'complete', createdAtMs: 0 });
+  const m = (runId: string, role: StoredMessage['role'], agent: StoredMessage['agent'] | '', content: string): StoredMessage =>
+    ({ runId, role, ...(agent ? { agent } : {}), content });
   it('keeps user turns and reporter answers of other runs, newest first within the budget', () => {
     const msgs = [
       m('r1', 'user', '', 'a'.repeat(4000)),

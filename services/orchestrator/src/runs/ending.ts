@@ -1,7 +1,7 @@
 // How a run ended, decided in one place: a pure classification of what stopped the pipeline (its
 // error and the run's abort reason) and, per outcome, what is recorded and told. The manager
 // (manager.ts) carries it out: the store writes, the terminal event, the metrics.
-import type { RunEventType } from '@agent-mesh/common';
+import type { MessageStatusName, RunEventType, RunStatusName } from '@agent-mesh/common';
 import { DegradedError, StepFailure, type StopReason } from '../pipeline/errors';
 import type { AgentRole, Checkpoint } from '../pipeline/types';
 import { busyMessage } from './admission';
@@ -11,14 +11,16 @@ export const BUSY_MESSAGE = 'Service busy, please try again shortly.';
 export type RunOutcome = 'completed' | 'cancelled' | 'degraded' | 'failed' | 'handed_over';
 
 /**
- * Per outcome: the run's status in the store, the terminal event (exactly one per run; none when
- * another replica continues it), and whether it counts in the run metrics (a handed-over run ends
- * on the replica that takes it over).
+ * Per outcome: the run's status in the store, the status of the output message its end stores
+ * (the cancelled agent's partial text, the degraded answer; none: nothing is stored but the
+ * outputs already made), the terminal event (exactly one per run; none when another replica
+ * continues it), and whether it counts in the run metrics (a handed-over run ends on the replica
+ * that takes it over).
  */
-export const OUTCOMES: Record<RunOutcome, { runStatus?: string; event?: RunEventType; counted: boolean }> = {
+export const OUTCOMES: Record<RunOutcome, { runStatus?: RunStatusName; outputStatus?: MessageStatusName; event?: RunEventType; counted: boolean }> = {
   completed: { runStatus: 'completed', event: 'run.completed', counted: true },
-  cancelled: { runStatus: 'cancelled', event: 'run.cancelled', counted: true },
-  degraded: { runStatus: 'degraded', event: 'degraded', counted: true },
+  cancelled: { runStatus: 'cancelled', outputStatus: 'cancelled', event: 'run.cancelled', counted: true },
+  degraded: { runStatus: 'degraded', outputStatus: 'degraded', event: 'degraded', counted: true },
   failed: { runStatus: 'failed', event: 'run.failed', counted: true },
   handed_over: { counted: false },
 };

@@ -6,9 +6,8 @@ import {
   ATTR, captureTraceContext, currentTraceId, MeshError, newId, notFound, status, TERMINAL_EVENTS, withSpan, withTraceContext,
   type CallScope, type Logger,
 } from '@agent-mesh/common';
-import type { Message, Run } from '@agent-mesh/common/gen/store/v1/store';
 import type { OrchestratorConfig } from '../config';
-import type { StoreGateway } from '../gateways/store';
+import type { Message, Run, StoreGateway } from '../gateways/store';
 import type { OrchestratorMetrics } from '../metrics';
 import { RunStopped, StepFailure, stopReasonOf } from '../pipeline/errors';
 import { historyWithinBudget } from '../pipeline/history';
@@ -224,8 +223,8 @@ export class RunManager {
     }
     let ckpt = await this.d.registry.checkpoint(runId);
     if (!ckpt) {
-      const stored = await this.d.store.getRun(meta.userId, runId).catch(() => undefined);
-      ckpt = stored?.checkpointJson ? (JSON.parse(stored.checkpointJson) as Checkpoint) : initialCheckpoint();
+      const stored = await this.d.store.runCheckpoint(meta.userId, runId).catch(() => '');
+      ckpt = stored ? (JSON.parse(stored) as Checkpoint) : initialCheckpoint();
     }
     this.d.metrics.takeovers.inc();
     this.d.logger.info({ runId, round: ckpt.round, lastSeq }, 'taking over run');
@@ -276,17 +275,17 @@ export class RunManager {
         metrics.runCost.inc({ outcome: o }, this.cost(usage));
         span.setAttribute('mesh.run_outcome', o);
       };
-      const run = (status: string, extra: Partial<Run> = {}): Run => ({
+      const run = (status: Run['status'], extra: Partial<Run> = {}): Run => ({
         id: meta.runId, conversationId: meta.conversationId, userId: meta.userId, messageId: meta.messageId, status,
         checkpointJson: JSON.stringify(ckpt), usage: ckpt.usage, costUsd: this.cost(ckpt.usage), createdAtMs: meta.createdAtMs,
         updatedAtMs: Date.now(), completedAtMs: status === 'running' ? 0 : Date.now(), error: '', ...extra,
       });
-      const message = (agent: string, round: number, content: string, status: string): Message => ({
+      const message = (agent: AgentRole, round: number, content: string, status: Message['status']): Message => ({
         id: outputMessageId(meta.runId, agent, round), conversationId: meta.conversationId, runId: meta.runId, role: 'agent',
         agent, round, content, status, createdAtMs: Date.now(),
       });
       const userMessage: Message = {
-        id: meta.messageId, conversationId: meta.conversationId, runId: meta.runId, role: 'user', agent: '', round: 0,
+        id: meta.messageId, conversationId: meta.conversationId, runId: meta.runId, role: 'user', round: 0,
         content: meta.content, status: 'complete', createdAtMs: meta.createdAtMs,
       };
       /** Waits for the queued writes before a terminal event; a failure there is logged, not thrown. */
@@ -366,7 +365,7 @@ export class RunManager {
             logger.info({ runId: meta.runId, reason: ending.reason }, 'run handed over');
             return;
           case 'cancelled':
-            writer.message(message(ending.agent, ending.round, ending.partial, status));
+            writer.message(message(ending.agent, ending.round, ending.partial, OUTCOMES.cancelled.outputStatus!));
             writer.run(run(status));
             await settle(status);
             await emitter.emit('run.cancelled', { reason: 'user_cancelled', partial: ending.partial });
@@ -374,7 +373,7 @@ export class RunManager {
           case 'degraded':
             logger.warn({ runId: meta.runId, reason: ending.reason }, 'run degraded: broker refused');
             if (ending.shed) metrics.runsShed.inc({ at: 'queue' });
-            writer.message(message('reporter', ending.round, ending.message, status));
+            writer.message(message('reporter', ending.round, ending.message, OUTCOMES.degraded.outputStatus!));
             writer.run(run(status, { error: ending.reason }));
             await settle(status);
             await emitter.emit('degraded', {

@@ -1,10 +1,10 @@
-import type { Message, Run } from '@agent-mesh/common/gen/store/v1/store';
+import type { Message, Run } from '../gateways/store';
 import { initialCheckpoint } from '../pipeline/types';
 import { checkpointOutputs } from './manager';
 import { RunWriter, type RunStore } from './writer';
 
 const msg = (id: string): Message => ({ id, conversationId: 'c', runId: 'r', role: 'agent', agent: 'planner', round: 1, content: id, status: 'complete', createdAtMs: 0 });
-const run = (status: string, updatedAtMs: number): Run => ({
+const run = (status: Run['status'], updatedAtMs: number): Run => ({
   id: 'r', conversationId: 'c', userId: 'u', messageId: 'm', status, checkpointJson: '{}', usage: undefined, costUsd: 0,
   createdAtMs: 0, updatedAtMs, completedAtMs: 0, error: '',
 });

@@ -12,7 +12,7 @@
 // at each step, and a resumed run re-sends the outputs its checkpoint holds.
 // Before a run's terminal event, flush() makes everything durable (a client that reads the
 // conversation after `run.completed` finds the answer).
-import type { Message, Run } from '@agent-mesh/common/gen/store/v1/store';
+import type { Message, Run } from '../gateways/store';
 
 export interface RunStore {
   appendMessages(messages: Message[]): Promise<void>;

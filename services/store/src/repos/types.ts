@@ -1,5 +1,8 @@
 // The documents as stored. `_id` is the client-generated UUID; times are Unix ms (numbers rather
-// than Dates: they cross the wire as int64 ms and sort the same on MongoDB and FerretDB).
+// than Dates: they cross the wire as int64 ms and sort the same on MongoDB and FerretDB). Roles, agents
+// and statuses are stored by name (`user`, `planner`, `completed`): the protos' enums are mapped in
+// server.ts.
+import type { AgentRoleName, MessageRoleName, MessageStatusName, RunStatusName } from '@agent-mesh/common';
 
 export interface ConversationDoc {
   _id: string;
@@ -17,11 +20,11 @@ export interface MessageDoc {
   _id: string;
   conversationId: string;
   runId?: string;
-  role: string;
-  agent?: string;
+  role: MessageRoleName;
+  agent?: AgentRoleName;
   round: number;
   content: string;
-  status: string;
+  status: MessageStatusName;
   createdAt: number;
   /** Position in the conversation at insert time (tie-break within one millisecond). */
   seq: number;
@@ -33,8 +36,7 @@ export interface UsageDoc {
   totalTokens: number;
 }
 
-export const RUN_STATUSES = ['running', 'completed', 'failed', 'cancelled', 'degraded'] as const;
-export type RunStatus = (typeof RUN_STATUSES)[number];
+export type RunStatus = RunStatusName;
 export const TERMINAL_RUN_STATUSES: readonly RunStatus[] = ['completed', 'failed', 'cancelled', 'degraded'];
 
 export interface RunDoc {

@@ -23,6 +23,220 @@ export const protobufPackage = "store.v1";
 
 export const protobufFileName = "store/v1/store.proto";
 
+/** MessageRole is who wrote a message. */
+export enum MessageRole {
+  /** MESSAGE_ROLE_UNSPECIFIED - MESSAGE_ROLE_UNSPECIFIED is refused. */
+  MESSAGE_ROLE_UNSPECIFIED = 0,
+  /** MESSAGE_ROLE_USER - MESSAGE_ROLE_USER is the user's message (the one that started a run). */
+  MESSAGE_ROLE_USER = 1,
+  /** MESSAGE_ROLE_AGENT - MESSAGE_ROLE_AGENT is an agent's output. */
+  MESSAGE_ROLE_AGENT = 2,
+  UNRECOGNIZED = -1,
+}
+
+export function messageRoleFromJSON(object: any): MessageRole {
+  switch (object) {
+    case 0:
+    case "MESSAGE_ROLE_UNSPECIFIED":
+      return MessageRole.MESSAGE_ROLE_UNSPECIFIED;
+    case 1:
+    case "MESSAGE_ROLE_USER":
+      return MessageRole.MESSAGE_ROLE_USER;
+    case 2:
+    case "MESSAGE_ROLE_AGENT":
+      return MessageRole.MESSAGE_ROLE_AGENT;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return MessageRole.UNRECOGNIZED;
+  }
+}
+
+export function messageRoleToJSON(object: MessageRole): string {
+  switch (object) {
+    case MessageRole.MESSAGE_ROLE_UNSPECIFIED:
+      return "MESSAGE_ROLE_UNSPECIFIED";
+    case MessageRole.MESSAGE_ROLE_USER:
+      return "MESSAGE_ROLE_USER";
+    case MessageRole.MESSAGE_ROLE_AGENT:
+      return "MESSAGE_ROLE_AGENT";
+    case MessageRole.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
+/** AgentRole is one of the four agents of a run. */
+export enum AgentRole {
+  /** AGENT_ROLE_UNSPECIFIED - AGENT_ROLE_UNSPECIFIED is no agent (the user's messages). */
+  AGENT_ROLE_UNSPECIFIED = 0,
+  /** AGENT_ROLE_PLANNER - AGENT_ROLE_PLANNER writes the plan. */
+  AGENT_ROLE_PLANNER = 1,
+  /** AGENT_ROLE_CRITIC - AGENT_ROLE_CRITIC judges the plan (approve or revise). */
+  AGENT_ROLE_CRITIC = 2,
+  /** AGENT_ROLE_HOST - AGENT_ROLE_HOST carries the plan out, with tools. */
+  AGENT_ROLE_HOST = 3,
+  /** AGENT_ROLE_REPORTER - AGENT_ROLE_REPORTER writes the final answer. */
+  AGENT_ROLE_REPORTER = 4,
+  UNRECOGNIZED = -1,
+}
+
+export function agentRoleFromJSON(object: any): AgentRole {
+  switch (object) {
+    case 0:
+    case "AGENT_ROLE_UNSPECIFIED":
+      return AgentRole.AGENT_ROLE_UNSPECIFIED;
+    case 1:
+    case "AGENT_ROLE_PLANNER":
+      return AgentRole.AGENT_ROLE_PLANNER;
+    case 2:
+    case "AGENT_ROLE_CRITIC":
+      return AgentRole.AGENT_ROLE_CRITIC;
+    case 3:
+    case "AGENT_ROLE_HOST":
+      return AgentRole.AGENT_ROLE_HOST;
+    case 4:
+    case "AGENT_ROLE_REPORTER":
+      return AgentRole.AGENT_ROLE_REPORTER;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return AgentRole.UNRECOGNIZED;
+  }
+}
+
+export function agentRoleToJSON(object: AgentRole): string {
+  switch (object) {
+    case AgentRole.AGENT_ROLE_UNSPECIFIED:
+      return "AGENT_ROLE_UNSPECIFIED";
+    case AgentRole.AGENT_ROLE_PLANNER:
+      return "AGENT_ROLE_PLANNER";
+    case AgentRole.AGENT_ROLE_CRITIC:
+      return "AGENT_ROLE_CRITIC";
+    case AgentRole.AGENT_ROLE_HOST:
+      return "AGENT_ROLE_HOST";
+    case AgentRole.AGENT_ROLE_REPORTER:
+      return "AGENT_ROLE_REPORTER";
+    case AgentRole.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
+/** MessageStatus is how an agent's output ended. */
+export enum MessageStatus {
+  /** MESSAGE_STATUS_UNSPECIFIED - MESSAGE_STATUS_UNSPECIFIED is taken as MESSAGE_STATUS_COMPLETE when written. */
+  MESSAGE_STATUS_UNSPECIFIED = 0,
+  /** MESSAGE_STATUS_COMPLETE - MESSAGE_STATUS_COMPLETE is a whole output (and every user message). */
+  MESSAGE_STATUS_COMPLETE = 1,
+  /** MESSAGE_STATUS_CANCELLED - MESSAGE_STATUS_CANCELLED is the part written before the run was cancelled. */
+  MESSAGE_STATUS_CANCELLED = 2,
+  /** MESSAGE_STATUS_DEGRADED - MESSAGE_STATUS_DEGRADED is the "service busy" answer of a run the upstream could not serve. */
+  MESSAGE_STATUS_DEGRADED = 3,
+  UNRECOGNIZED = -1,
+}
+
+export function messageStatusFromJSON(object: any): MessageStatus {
+  switch (object) {
+    case 0:
+    case "MESSAGE_STATUS_UNSPECIFIED":
+      return MessageStatus.MESSAGE_STATUS_UNSPECIFIED;
+    case 1:
+    case "MESSAGE_STATUS_COMPLETE":
+      return MessageStatus.MESSAGE_STATUS_COMPLETE;
+    case 2:
+    case "MESSAGE_STATUS_CANCELLED":
+      return MessageStatus.MESSAGE_STATUS_CANCELLED;
+    case 3:
+    case "MESSAGE_STATUS_DEGRADED":
+      return MessageStatus.MESSAGE_STATUS_DEGRADED;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return MessageStatus.UNRECOGNIZED;
+  }
+}
+
+export function messageStatusToJSON(object: MessageStatus): string {
+  switch (object) {
+    case MessageStatus.MESSAGE_STATUS_UNSPECIFIED:
+      return "MESSAGE_STATUS_UNSPECIFIED";
+    case MessageStatus.MESSAGE_STATUS_COMPLETE:
+      return "MESSAGE_STATUS_COMPLETE";
+    case MessageStatus.MESSAGE_STATUS_CANCELLED:
+      return "MESSAGE_STATUS_CANCELLED";
+    case MessageStatus.MESSAGE_STATUS_DEGRADED:
+      return "MESSAGE_STATUS_DEGRADED";
+    case MessageStatus.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
+/** RunStatus is where a run is: running, or how it ended. */
+export enum RunStatus {
+  /** RUN_STATUS_UNSPECIFIED - RUN_STATUS_UNSPECIFIED is refused. */
+  RUN_STATUS_UNSPECIFIED = 0,
+  /** RUN_STATUS_RUNNING - RUN_STATUS_RUNNING: not ended yet. */
+  RUN_STATUS_RUNNING = 1,
+  /** RUN_STATUS_COMPLETED - RUN_STATUS_COMPLETED: the Reporter's answer was stored and sent. */
+  RUN_STATUS_COMPLETED = 2,
+  /** RUN_STATUS_FAILED - RUN_STATUS_FAILED: a step failed (the run's error says why). */
+  RUN_STATUS_FAILED = 3,
+  /** RUN_STATUS_CANCELLED - RUN_STATUS_CANCELLED: the user cancelled it. */
+  RUN_STATUS_CANCELLED = 4,
+  /** RUN_STATUS_DEGRADED - RUN_STATUS_DEGRADED: the upstream could not serve in time; the user was told to retry. */
+  RUN_STATUS_DEGRADED = 5,
+  UNRECOGNIZED = -1,
+}
+
+export function runStatusFromJSON(object: any): RunStatus {
+  switch (object) {
+    case 0:
+    case "RUN_STATUS_UNSPECIFIED":
+      return RunStatus.RUN_STATUS_UNSPECIFIED;
+    case 1:
+    case "RUN_STATUS_RUNNING":
+      return RunStatus.RUN_STATUS_RUNNING;
+    case 2:
+    case "RUN_STATUS_COMPLETED":
+      return RunStatus.RUN_STATUS_COMPLETED;
+    case 3:
+    case "RUN_STATUS_FAILED":
+      return RunStatus.RUN_STATUS_FAILED;
+    case 4:
+    case "RUN_STATUS_CANCELLED":
+      return RunStatus.RUN_STATUS_CANCELLED;
+    case 5:
+    case "RUN_STATUS_DEGRADED":
+      return RunStatus.RUN_STATUS_DEGRADED;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return RunStatus.UNRECOGNIZED;
+  }
+}
+
+export function runStatusToJSON(object: RunStatus): string {
+  switch (object) {
+    case RunStatus.RUN_STATUS_UNSPECIFIED:
+      return "RUN_STATUS_UNSPECIFIED";
+    case RunStatus.RUN_STATUS_RUNNING:
+      return "RUN_STATUS_RUNNING";
+    case RunStatus.RUN_STATUS_COMPLETED:
+      return "RUN_STATUS_COMPLETED";
+    case RunStatus.RUN_STATUS_FAILED:
+      return "RUN_STATUS_FAILED";
+    case RunStatus.RUN_STATUS_CANCELLED:
+      return "RUN_STATUS_CANCELLED";
+    case RunStatus.RUN_STATUS_DEGRADED:
+      return "RUN_STATUS_DEGRADED";
+    case RunStatus.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
 /** Conversation is a chat between a user and the agents. */
 export interface Conversation {
   /** id is the conversation's UUID. */
@@ -47,16 +261,16 @@ export interface Message {
   conversationId: string;
   /** run_id is the run that produced it (the user's message: the run it started). */
   runId: string;
-  /** role is user or agent. */
-  role: string;
-  /** agent is planner, critic, host or reporter for agent messages. */
-  agent: string;
+  /** role is who wrote it; required. */
+  role: MessageRole;
+  /** agent is the agent that wrote it: required for agent messages, unspecified for the user's. */
+  agent: AgentRole;
   /** round is the round (1-based) for agent messages. */
   round: number;
   /** content is the text. */
   content: string;
-  /** status is complete, cancelled or degraded. */
-  status: string;
+  /** status is how the output ended; unspecified means MESSAGE_STATUS_COMPLETE. */
+  status: MessageStatus;
   /** created_at_ms is the creation time (Unix ms). */
   createdAtMs: number;
 }
@@ -81,8 +295,8 @@ export interface Run {
   userId: string;
   /** message_id is the user message that started it. */
   messageId: string;
-  /** status is running, completed, failed, cancelled or degraded. */
-  status: string;
+  /** status is where the run is; required. */
+  status: RunStatus;
   /** checkpoint_json is the state after the last completed agent step. */
   checkpointJson: string;
   /** usage is the tokens used so far. */
@@ -497,17 +711,7 @@ export const Conversation: MessageFns<Conversation> = {
 };
 
 function createBaseMessage(): Message {
-  return {
-    id: "",
-    conversationId: "",
-    runId: "",
-    role: "",
-    agent: "",
-    round: 0,
-    content: "",
-    status: "",
-    createdAtMs: 0,
-  };
+  return { id: "", conversationId: "", runId: "", role: 0, agent: 0, round: 0, content: "", status: 0, createdAtMs: 0 };
 }
 
 export const Message: MessageFns<Message> = {
@@ -521,11 +725,11 @@ export const Message: MessageFns<Message> = {
     if (message.runId !== "") {
       writer.uint32(26).string(message.runId);
     }
-    if (message.role !== "") {
-      writer.uint32(34).string(message.role);
+    if (message.role !== 0) {
+      writer.uint32(80).int32(message.role);
     }
-    if (message.agent !== "") {
-      writer.uint32(42).string(message.agent);
+    if (message.agent !== 0) {
+      writer.uint32(88).int32(message.agent);
     }
     if (message.round !== 0) {
       writer.uint32(48).int32(message.round);
@@ -533,8 +737,8 @@ export const Message: MessageFns<Message> = {
     if (message.content !== "") {
       writer.uint32(58).string(message.content);
     }
-    if (message.status !== "") {
-      writer.uint32(66).string(message.status);
+    if (message.status !== 0) {
+      writer.uint32(96).int32(message.status);
     }
     if (message.createdAtMs !== 0) {
       writer.uint32(72).int64(message.createdAtMs);
@@ -579,20 +783,20 @@ export const Message: MessageFns<Message> = {
             message.runId = reader.string();
             continue;
           }
-          case 4: {
-            if (tag !== 34) {
+          case 10: {
+            if (tag !== 80) {
               break;
             }
 
-            message.role = reader.string();
+            message.role = reader.int32() as any;
             continue;
           }
-          case 5: {
-            if (tag !== 42) {
+          case 11: {
+            if (tag !== 88) {
               break;
             }
 
-            message.agent = reader.string();
+            message.agent = reader.int32() as any;
             continue;
           }
           case 6: {
@@ -611,12 +815,12 @@ export const Message: MessageFns<Message> = {
             message.content = reader.string();
             continue;
           }
-          case 8: {
-            if (tag !== 66) {
+          case 12: {
+            if (tag !== 96) {
               break;
             }
 
-            message.status = reader.string();
+            message.status = reader.int32() as any;
             continue;
           }
           case 9: {
@@ -652,11 +856,11 @@ export const Message: MessageFns<Message> = {
         : isSet(object.run_id)
         ? globalThis.String(object.run_id)
         : "",
-      role: isSet(object.role) ? globalThis.String(object.role) : "",
-      agent: isSet(object.agent) ? globalThis.String(object.agent) : "",
+      role: isSet(object.role) ? messageRoleFromJSON(object.role) : 0,
+      agent: isSet(object.agent) ? agentRoleFromJSON(object.agent) : 0,
       round: isSet(object.round) ? globalThis.Number(object.round) : 0,
       content: isSet(object.content) ? globalThis.String(object.content) : "",
-      status: isSet(object.status) ? globalThis.String(object.status) : "",
+      status: isSet(object.status) ? messageStatusFromJSON(object.status) : 0,
       createdAtMs: isSet(object.createdAtMs)
         ? globalThis.Number(object.createdAtMs)
         : isSet(object.created_at_ms)
@@ -676,11 +880,11 @@ export const Message: MessageFns<Message> = {
     if (message.runId !== "") {
       obj.runId = message.runId;
     }
-    if (message.role !== "") {
-      obj.role = message.role;
+    if (message.role !== 0) {
+      obj.role = messageRoleToJSON(message.role);
     }
-    if (message.agent !== "") {
-      obj.agent = message.agent;
+    if (message.agent !== 0) {
+      obj.agent = agentRoleToJSON(message.agent);
     }
     if (message.round !== 0) {
       obj.round = Math.round(message.round);
@@ -688,8 +892,8 @@ export const Message: MessageFns<Message> = {
     if (message.content !== "") {
       obj.content = message.content;
     }
-    if (message.status !== "") {
-      obj.status = message.status;
+    if (message.status !== 0) {
+      obj.status = messageStatusToJSON(message.status);
     }
     if (message.createdAtMs !== 0) {
       obj.createdAtMs = Math.round(message.createdAtMs);
@@ -705,11 +909,11 @@ export const Message: MessageFns<Message> = {
     message.id = object.id ?? "";
     message.conversationId = object.conversationId ?? "";
     message.runId = object.runId ?? "";
-    message.role = object.role ?? "";
-    message.agent = object.agent ?? "";
+    message.role = object.role ?? 0;
+    message.agent = object.agent ?? 0;
     message.round = object.round ?? 0;
     message.content = object.content ?? "";
-    message.status = object.status ?? "";
+    message.status = object.status ?? 0;
     message.createdAtMs = object.createdAtMs ?? 0;
     return message;
   },
@@ -834,7 +1038,7 @@ function createBaseRun(): Run {
     conversationId: "",
     userId: "",
     messageId: "",
-    status: "",
+    status: 0,
     checkpointJson: "",
     usage: undefined,
     costUsd: 0,
@@ -859,8 +1063,8 @@ export const Run: MessageFns<Run> = {
     if (message.messageId !== "") {
       writer.uint32(34).string(message.messageId);
     }
-    if (message.status !== "") {
-      writer.uint32(42).string(message.status);
+    if (message.status !== 0) {
+      writer.uint32(104).int32(message.status);
     }
     if (message.checkpointJson !== "") {
       writer.uint32(50).string(message.checkpointJson);
@@ -931,12 +1135,12 @@ export const Run: MessageFns<Run> = {
             message.messageId = reader.string();
             continue;
           }
-          case 5: {
-            if (tag !== 42) {
+          case 13: {
+            if (tag !== 104) {
               break;
             }
 
-            message.status = reader.string();
+            message.status = reader.int32() as any;
             continue;
           }
           case 6: {
@@ -1025,7 +1229,7 @@ export const Run: MessageFns<Run> = {
         : isSet(object.message_id)
         ? globalThis.String(object.message_id)
         : "",
-      status: isSet(object.status) ? globalThis.String(object.status) : "",
+      status: isSet(object.status) ? runStatusFromJSON(object.status) : 0,
       checkpointJson: isSet(object.checkpointJson)
         ? globalThis.String(object.checkpointJson)
         : isSet(object.checkpoint_json)
@@ -1070,8 +1274,8 @@ export const Run: MessageFns<Run> = {
     if (message.messageId !== "") {
       obj.messageId = message.messageId;
     }
-    if (message.status !== "") {
-      obj.status = message.status;
+    if (message.status !== 0) {
+      obj.status = runStatusToJSON(message.status);
     }
     if (message.checkpointJson !== "") {
       obj.checkpointJson = message.checkpointJson;
@@ -1106,7 +1310,7 @@ export const Run: MessageFns<Run> = {
     message.conversationId = object.conversationId ?? "";
     message.userId = object.userId ?? "";
     message.messageId = object.messageId ?? "";
-    message.status = object.status ?? "";
+    message.status = object.status ?? 0;
     message.checkpointJson = object.checkpointJson ?? "";
     message.usage = (object.usage !== undefined && object.usage !== null) ? Usage.fromPartial(object.usage) : undefined;
     message.costUsd = object.costUsd ?? 0;
