@@ -38,7 +38,7 @@
 // Prints progress lines, a human summary; the last line is one JSON object of the figures.
 import { setMaxListeners } from 'node:events';
 import path from 'node:path';
-import { newId } from '@agent-mesh/common';
+import { newId, TERMINAL_EVENTS as TERMINAL } from '@agent-mesh/common';
 import os from 'node:os';
 import { fetchText, percentile, runTimingMedians } from './stats';
 import { writeSeedReport, type ReportSample } from './seed-report';
@@ -69,7 +69,6 @@ const PROGRESS_S = num('PROGRESS_S', 5);
 const CONVERSATIONS = Math.max(1, Math.floor(num('CONVERSATIONS', 2)));
 /** The goals, in brief time. */
 const GOALS = { errorRatePct: 1, ttfeP99S: 2, completedP95S: 60, goodputPct: 95 };
-const TERMINAL = new Set(['run.completed', 'run.failed', 'run.cancelled', 'degraded']);
 const QUESTIONS = [
   'How should I plan a vegetable garden?', 'Explain how a heat pump works.', 'What makes a good code review?',
   'How do I train for a 10k run?', 'Search the latest news about solar panels.', 'How can I learn to bake bread?',

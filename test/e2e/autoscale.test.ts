@@ -5,6 +5,7 @@
 // its Service (nginx) first, waits the preStop sleep, then drains on SIGTERM and exits by itself;
 // a run streams through the fleet before and after.
 import path from 'node:path';
+import { TERMINAL_EVENTS as TERMINAL } from '@agent-mesh/common';
 import {
   configureEmulator, EventSourceRun, mintToken, readSse, startEmulator, startFerret, startRedis, testDir,
   type EmulatorProc, type FerretProc, type RedisProc, type SseEvent,
@@ -16,7 +17,6 @@ const autoscale = require('../../deploy/local/autoscale.js');
 jest.setTimeout(300_000);
 
 const SECRET = 'autoscale-test-secret-long-enough-for-hs256';
-const TERMINAL = new Set(['run.completed', 'run.failed', 'run.cancelled', 'degraded']);
 type Obj = Record<string, any>;
 interface Event { type: string; service?: string; pod?: string; addr?: string; exit?: { code: number | null; signal: string | null }; at: number; message?: string }
 

@@ -8,6 +8,7 @@ import { spawnSync } from 'node:child_process';
 import os from 'node:os';
 import path from 'node:path';
 import { credentials, type ServiceError, status } from '@grpc/grpc-js';
+import { TERMINAL_EVENTS as TERMINAL } from '@agent-mesh/common';
 import { StoreServiceClient } from '@agent-mesh/common/gen/store/v1/store';
 import {
   makeMeshTls, mintToken, readSse, startEmulator, startFerret, startMesh, startRedis, testDir, waitFor,
@@ -83,7 +84,7 @@ test('a user run streams through the edge end to end, every hop over mutual TLS'
   const { id } = (await created.json()) as { id: string };
   const res = await api(`/api/conversations/${id}/messages`, { method: 'POST', body: JSON.stringify({ content: 'Search the latest news about wind power and plan a summary' }) });
   expect(res.status).toBe(200);
-  const events: SseEvent[] = await readSse(res.body!, (e) => ['run.completed', 'run.failed', 'degraded'].includes(e.event));
+  const events: SseEvent[] = await readSse(res.body!, (e) => TERMINAL.has(e.event));
   expect(events.at(-1)?.event).toBe('run.completed');
   // The orchestrator reached the broker (tokens), the tool-service (a tool call) and the store.
   expect(events.some((e) => e.event === 'token')).toBe(true);

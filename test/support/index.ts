@@ -3,6 +3,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { TERMINAL_EVENTS } from '@agent-mesh/common';
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const stack = require('../../deploy/local/stack.js');
 
@@ -229,9 +230,6 @@ export function exportedMetricNames(): Set<string> {
   }
   return names;
 }
-
-/** The events that end a run's stream. */
-export const TERMINAL_EVENTS = new Set(['run.completed', 'run.failed', 'run.cancelled', 'degraded']);
 
 /**
  * A user's run read the way a browser's EventSource reads it: the POST's stream first; when a
