@@ -1,16 +1,19 @@
 // Relays a run's events from the orchestrator to one SSE client. The event log lives in the
 // orchestrator, so the edge keeps no copy: a lost orchestrator stream is re-opened with WatchRun
 // after the last relayed seq, and a client that reconnects does the same with Last-Event-ID.
-import type { ServerResponse } from 'node:http';
-import type { Writable } from 'node:stream';
+// This module is the HTTP admission handshake and the relay loop; which events pass and what a
+// lost source leads to are decided in resume.ts (pure), and what a committed stream lets go of to
+// stay small is in memory.ts (where it reaches into fastify's and Node's internals).
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import { annotate, ATTR, codeOf, reasonOf, status, TERMINAL_EVENTS } from '@agent-mesh/common';
+import { annotate, ATTR } from '@agent-mesh/common';
 import type { EdgeContext } from '../context';
 import { fromGrpc, HttpError, isRetryable } from '../errors';
 import { Cancel } from '../gateways/cancel';
-import { isPushSource, SLOW_CONSUMER, type CancelSignal, type RunEvent, type RunEventSink } from '../gateways/types';
+import { isPushSource, type CancelSignal, type RunEvent, type RunEventSink } from '../gateways/types';
 import { SSE_HEADERS } from './frame';
 import type { Slot } from './limiter';
+import { dropDocumentHeaders, forgetRequest, releaseFastifyListeners, streamHeaders } from './memory';
+import { resumeDelayMs, sourceEnded, takeEvent, type ResumePosition } from './resume';
 import { SseStream, type CloseObserver, type CloseReason, type SseStreamOptions } from './stream';
 
 /**
@@ -19,8 +22,6 @@ import { SseStream, type CloseObserver, type CloseReason, type SseStreamOptions 
  * of a live run may have nothing to say for a while, and its client should see the stream open.
  */
 const FIRST_EVENT_WAIT_MS = 3_000;
-/** Attempts to re-open a lost orchestrator stream before telling the client to reconnect. */
-const RESUME_ATTEMPTS = 3;
 
 export interface RelayOptions {
   /** Opens the event source (StartRun or WatchRun). */
@@ -91,8 +92,7 @@ export async function relayRun(ctx: EdgeContext, req: FastifyRequest, reply: Fas
   releaseFastifyListeners(raw);
   raw.off('close', onClientGone); // the stream's own close handling aborts from now on
   const headers = streamHeaders(reply.getHeaders());
-  // helmet sets its headers on the raw response, which writeHead would merge back in.
-  for (const name of raw.getHeaderNames()) if (DOCUMENT_ONLY_HEADERS.has(name)) raw.removeHeader(name);
+  dropDocumentHeaders(raw);
   raw.writeHead(200, { ...headers, ...SSE_HEADERS });
   raw.flushHeaders();
   const stream = new SseStream(raw, streamOptionsOf(ctx));
@@ -130,14 +130,14 @@ function streamOptionsOf(ctx: EdgeContext): SseStreamOptions {
  * stream several times this object's size. It is itself what it hands out — the cancel signal,
  * the event sink and the close observer — with methods, not a closure per stream for each role.
  */
-class Relay extends Cancel implements RunEventSink, CloseObserver {
+class Relay extends Cancel implements RunEventSink, CloseObserver, ResumePosition {
   iterator!: AsyncIterator<RunEvent>;
   stream!: SseStream;
   method = '';
   route = '';
-  private runId?: string;
-  private lastSeq = 0;
-  private attempts = 0;
+  runId?: string;
+  lastSeq = 0;
+  attempts = 0;
   private readonly reopen: RelayOptions['reopen'];
   private readonly onTerminal: RelayOptions['onTerminal'];
 
@@ -184,31 +184,30 @@ class Relay extends Cancel implements RunEventSink, CloseObserver {
     const stream = this.stream;
     try {
       if (stream.closed) return;
-      // Events piled up upstream of the stream's own buffer: the same slow-consumer ending.
-      if (!ok && reasonOf(e) === SLOW_CONSUMER) {
-        stream.overflow();
-        return;
+      switch (sourceEnded(this, ok, e, this.aborted)) {
+        case 'overflow':
+          // Events piled up upstream of the stream's own buffer: the same slow-consumer ending.
+          stream.overflow();
+          return;
+        case 'resume':
+          void delay(resumeDelayMs(this.attempts)).then(() => this.resume());
+          return;
+        case 'reconnect': {
+          const retryMs = 1_000 + Math.floor(Math.random() * 2_000);
+          stream.endWith(
+            { event: 'reconnect', retryMs, data: JSON.stringify({ reason: 'upstream_lost', retryMs, lastEventId: stream.lastId ?? null }) },
+            'error',
+          );
+          return;
+        }
+        case 'fail': {
+          const err = fromGrpc(e);
+          stream.endWith(
+            { event: 'run.failed', data: JSON.stringify({ code: err.code, message: err.message, retryable: isRetryable(err.statusCode) }) },
+            'error',
+          );
+        }
       }
-      // The source ended without a terminal event, or failed: re-open from the log when we can.
-      const lost = ok || codeOf(e) === status.UNAVAILABLE || codeOf(e) === status.CANCELLED || codeOf(e) === status.INTERNAL;
-      if (lost && this.runId !== undefined && this.attempts < RESUME_ATTEMPTS && !this.aborted) {
-        this.attempts += 1;
-        void delay(200 * 2 ** (this.attempts - 1)).then(() => this.resume());
-        return;
-      }
-      if (ok || lost) {
-        const retryMs = 1_000 + Math.floor(Math.random() * 2_000);
-        stream.endWith(
-          { event: 'reconnect', retryMs, data: JSON.stringify({ reason: 'upstream_lost', retryMs, lastEventId: stream.lastId ?? null }) },
-          'error',
-        );
-        return;
-      }
-      const err = fromGrpc(e);
-      stream.endWith(
-        { event: 'run.failed', data: JSON.stringify({ code: err.code, message: err.message, retryable: isRetryable(err.statusCode) }) },
-        'error',
-      );
     } catch (err) {
       this.failed(err);
     }
@@ -220,20 +219,12 @@ class Relay extends Cancel implements RunEventSink, CloseObserver {
     try {
       if (stream.closed) return false;
       if (this.runId === undefined) annotate({ [ATTR.runId]: ev.runId });
-      // Equal ids: keep the string held already (each event brings its own copy; see SseStream.setLast).
-      if (this.runId !== ev.runId) this.runId = ev.runId;
-      // events.lost carries seq = firstAvailableSeq − 1 and is not part of the log: pass it on.
-      if (ev.seq > this.lastSeq || ev.type === 'events.lost') {
-        this.lastSeq = Math.max(this.lastSeq, ev.seq);
-        stream.sendEvent(ev.runId, ev.seq, ev.type, ev.dataJson);
-      }
-      this.attempts = 0;
-      if (TERMINAL_EVENTS.has(ev.type)) {
-        this.onTerminal?.(ev.type, Date.now() - this.started);
-        stream.end('completed');
-        return false;
-      }
-      return true;
+      const step = takeEvent(this, ev);
+      if (step === 'relay' || step === 'relay_and_end') stream.sendEvent(ev.runId, ev.seq, ev.type, ev.dataJson);
+      if (step === 'skip' || step === 'relay') return true;
+      this.onTerminal?.(ev.type, Date.now() - this.started);
+      stream.end('completed');
+      return false;
     } catch (err) {
       this.failed(err);
       return false;
@@ -290,69 +281,9 @@ function pull(iterator: AsyncIterator<RunEvent>): Promise<Next> {
   return iterator.next().then(pulled, pullFailed);
 }
 
-/**
- * fastify watches every response's 'finish'/'error' to run onResponse hooks and log completion;
- * those listeners hold the reply, the request and its child logger for the life of the socket.
- * A hijacked event stream needs neither (the edge's onResponse hook skips streams, and stream
- * measurements are taken when the stream closes), so they are dropped to free ~2 KB per stream.
- * Matched by name: if fastify renames it, the streams just keep those objects (no behaviour change).
- */
-function releaseFastifyListeners(raw: Writable): void {
-  for (const event of ['finish', 'error'] as const) {
-    for (const l of raw.listeners(event)) if ((l as { name?: string }).name === 'onResFinished') raw.off(event, l as () => void);
-  }
-}
-
-/**
- * Node keeps a connection's request (the response's `req`, the HTTP parser's `incoming`) for the
- * life of the connection, with its headers twice over (raw and parsed), the bearer token among
- * them, and its URL (with `access_token` for EventSource clients). A committed stream has copied
- * the few values it needs: the rest is dropped (~0.5 KB per stream, and no token kept in memory).
- */
-function forgetRequest(res: ServerResponse): void {
-  const req = res.req as ServerResponse['req'] | undefined;
-  if (!req) return;
-  req.headers = NO_HEADERS;
-  req.rawHeaders = NO_RAW_HEADERS;
-  const q = req.url?.indexOf('?') ?? -1;
-  // A copy, not a slice: V8 slices keep the whole original string (the token) alive.
-  if (q >= 0) req.url = Buffer.from(req.url!.slice(0, q), 'utf8').toString('utf8');
-}
-
-
-const NO_HEADERS = Object.freeze({}) as ServerResponse['req']['headers'];
-const NO_RAW_HEADERS = Object.freeze([]) as unknown as string[];
-
 function headerOf(req: FastifyRequest, name: string): string | undefined {
   const v = req.headers[name];
   return Array.isArray(v) ? v[0] : v;
-}
-
-/**
- * Headers that only mean something on a document a browser renders (helmet sets them on every
- * response). Left off event streams: Node keeps each response's header text for the life of the
- * connection, and at 20,000 streams the CSP alone cost ~1 KB per stream.
- */
-const DOCUMENT_ONLY_HEADERS = new Set([
-  'content-security-policy',
-  'cross-origin-opener-policy',
-  'origin-agent-cluster',
-  'referrer-policy',
-  'x-dns-prefetch-control',
-  'x-download-options',
-  'x-frame-options',
-  'x-permitted-cross-domain-policies',
-  'x-xss-protection',
-]);
-
-/** The reply's headers (CORS, nosniff, HSTS, …) that apply to an event stream. */
-function streamHeaders(h: Record<string, unknown>): Record<string, string | string[] | number> {
-  const out: Record<string, string | string[] | number> = {};
-  for (const [k, v] of Object.entries(h)) {
-    if (DOCUMENT_ONLY_HEADERS.has(k)) continue;
-    if (typeof v === 'string' || typeof v === 'number' || Array.isArray(v)) out[k] = v as string | string[] | number;
-  }
-  return out;
 }
 
 function delay(ms: number): Promise<void> {
