@@ -10,6 +10,9 @@ bash deploy/k8s/tools/install.sh
 [ -d node_modules ] || npm ci --no-audit --no-fund
 bash proto/generate.sh --check
 npx tsc -b
+# The tests themselves (swc compiles them for jest without checking types): every test file,
+# unit tests beside the code included, type-checked against the built packages.
+npx tsc -p test/tsconfig.json
 # The container images the `images` suite runs (podman; cached: a rebuild after a source change
 # redoes the TypeScript build and the changed images' last layers only).
 bash deploy/images/build.sh

@@ -15,6 +15,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { randomUUID } from 'node:crypto';
+import { signToken } from '../../services/edge/src/auth';
 import { percentile } from './stats';
 
 const ROOT = path.resolve(__dirname, '../..');
@@ -233,7 +234,6 @@ async function driver(): Promise<void> {
   }, 180_000);
   hardStop.unref();
   const stack = require(path.join(ROOT, 'deploy/local/stack.js'));
-  const { signToken } = await import('../../services/edge/src/auth');
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bench-sse-'));
   const tsx = path.join(ROOT, 'node_modules/.bin/tsx');
   const self = path.join(__dirname, 'sse.ts');

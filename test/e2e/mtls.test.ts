@@ -7,7 +7,7 @@
 import { spawnSync } from 'node:child_process';
 import os from 'node:os';
 import path from 'node:path';
-import { credentials, type ServiceError, status } from '@grpc/grpc-js';
+import { credentials, Metadata, type ServiceError, status } from '@grpc/grpc-js';
 import { TERMINAL_EVENTS as TERMINAL } from '@agent-mesh/common';
 import { StoreServiceClient } from '@agent-mesh/common/gen/store/v1/store';
 import {
@@ -68,7 +68,7 @@ test("a plaintext call to the store is refused: no user's data without a certifi
   const client = new StoreServiceClient(mesh.store.addr, credentials.createInsecure());
   try {
     const err = await new Promise<ServiceError | null>((resolve) =>
-      client.listConversations({ userId: 'mtls-user', pageSize: 10, pageToken: '' }, { deadline: Date.now() + 3_000 }, (e) => resolve(e)),
+      client.listConversations({ userId: 'mtls-user', pageSize: 10, pageToken: '' }, new Metadata(), { deadline: Date.now() + 3_000 }, (e) => resolve(e)),
     );
     expect(err?.code).toBe(status.UNAVAILABLE);
   } finally {

@@ -10,6 +10,7 @@ import {
   type EmulatorProc, type FerretProc, type Mesh, type RedisProc, type SseEvent,
 } from '../support';
 import { signToken } from '../../services/edge/src/auth';
+import { PEER_METRICS } from '../../services/edge/src/peer-summary';
 import { TERMINAL_EVENTS as TERMINAL } from '@agent-mesh/common';
 
 jest.setTimeout(180_000);
@@ -248,7 +249,6 @@ test('metrics: Prometheus text and the JSON summary with the services', async ()
 });
 
 test("the metric names /api/metrics reads are the ones the services export", async () => {
-  const { PEER_METRICS } = await import('../../services/edge/src/peer-summary');
   const ports = { broker: mesh.broker.metricsPort, store: mesh.store.metricsPort, orchestrator: mesh.orchestrator.metricsPort, tools: mesh.tools.metricsPort };
   for (const [svc, names] of Object.entries(PEER_METRICS)) {
     const real = new Set(((await (await fetch(`http://127.0.0.1:${ports[svc as keyof typeof ports]}/metrics.json`)).json()) as { name: string }[]).map((x) => x.name));

@@ -102,7 +102,7 @@ function productionObjects(): Obj[] {
 }
 
 const objects = productionObjects();
-const NAMESPACE = String(objects.find((o) => o.kind === 'Deployment').metadata.namespace);
+const NAMESPACE = String(objects.find((o) => o.kind === 'Deployment')!.metadata.namespace);
 const hpas = objects.filter((o) => o.kind === 'HorizontalPodAutoscaler');
 const deploymentOf = (h: Obj) => objects.find((o) => o.kind === 'Deployment' && o.metadata.name === h.spec.scaleTargetRef.name)!;
 
@@ -165,7 +165,7 @@ beforeAll(async () => {
     scrapeInterval: `${SCRAPE_S}s`, evaluationInterval: '15s',
   });
   procs.push(prometheus);
-  const container = (d: string) => objects.find((o) => o.kind === 'Deployment' && o.metadata.name === d).spec.template.spec.containers[0].name;
+  const container = (d: string) => objects.find((o) => o.kind === 'Deployment' && o.metadata.name === d)!.spec.template.spec.containers[0].name;
   const registered = new Map<string, string>();
   const writeTargets = () => prometheus.writeTargets([...registered].map(([pod, d]) => ({
     job: d, addr: metricsAddr, labels: { __metrics_path__: `/pods/${pod}/metrics`, namespace: NAMESPACE, pod, container: container(d) },

@@ -18,6 +18,8 @@ import {
 jest.setTimeout(60_000);
 
 const GRACE_MS = 5_000;
+/** The fields of a decoded FileDescriptorProto this test reads (protobufjs types it as a bare Message). */
+interface DescribedFile { package: string; service: { name: string; method: { name: string }[] }[] }
 let dir: string;
 let redis: RedisProc;
 let emulator: EmulatorProc;
@@ -96,7 +98,7 @@ test('server reflection lists grpc.health.v1.Health and describes it, so it can 
     expect(names).toEqual(expect.arrayContaining(['grpc.health.v1.Health', 'llmbroker.v1.LlmBrokerService']));
 
     const described = await ask({ file_containing_symbol: 'grpc.health.v1.Health' });
-    const files = (described.file_descriptor_response.file_descriptor_proto as Buffer[]).map((b) => FileDescriptorProto.decode(b));
+    const files = (described.file_descriptor_response.file_descriptor_proto as Buffer[]).map((b) => FileDescriptorProto.decode(b) as unknown as DescribedFile);
     const health = files.flatMap((f) => f.service.map((s) => ({ pkg: f.package, s }))).find(({ pkg, s }) => pkg === 'grpc.health.v1' && s.name === 'Health');
     expect(health?.s.method.map((m) => m.name)).toEqual(expect.arrayContaining(['Check', 'Watch']));
   } finally {

@@ -32,7 +32,7 @@ addFormats(ajv);
 
 /** Reads `/docs/json` from a running edge. */
 export async function loadContract(base: string): Promise<Contract> {
-  const doc = await (await fetch(`${base}/docs/json`)).json();
+  const doc = (await (await fetch(`${base}/docs/json`)).json()) as { paths: Record<string, unknown>; security?: unknown[] };
   const ops: Operation[] = [];
   for (const [path, item] of Object.entries<any>(doc.paths)) {
     for (const [method, op] of Object.entries<any>(item)) {

@@ -262,7 +262,7 @@ describe('connections and shapes', () => {
     }
     expect(deltas.some((c) => c?.finish_reason === 'tool_calls')).toBe(true);
     // The SDK's own accumulator makes two complete calls of it.
-    const s = sdk().chat.completions.stream({ ...(body as never), model: 'gpt-test+parallel_tool_calls' });
+    const s = sdk().chat.completions.stream({ ...body, model: 'gpt-test+parallel_tool_calls' } as never);
     const final = await s.finalChatCompletion();
     const made = final.choices[0]?.message.tool_calls ?? [];
     expect(made).toHaveLength(2);

@@ -22,7 +22,7 @@ const post = (body: unknown, headers: Record<string, string> = HEADERS) =>
   fetch(`${emulator.url}/v1/messages`, { method: 'POST', headers, body: JSON.stringify(body) });
 
 /** The named events of an SSE body: each `event:` line must match its data's `type`. */
-async function events(res: Response): Promise<{ type: string; [k: string]: unknown }[]> {
+async function events(res: Response): Promise<Record<string, any>[]> {
   const text = await res.text();
   return text.split('\n\n').filter((b) => b.trim() !== '').map((block) => {
     const [eventLine, dataLine] = block.split('\n');

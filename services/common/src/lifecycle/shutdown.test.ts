@@ -90,7 +90,7 @@ describe('runPhases', () => {
     const reports = await runPhases(
       [
         { phase: 'drain', name: 'quick', run: () => undefined },
-        { phase: 'stop', name: 'handover', run: () => sleep(250) },
+        { phase: 'stop', name: 'handover', run: async () => { await sleep(250); } },
       ],
       plan({ drain: 100, stop: 400, clients: 400, telemetry: 400 }),
     );

@@ -1,3 +1,4 @@
+import { CacheStatus } from '@agent-mesh/common/gen/llmbroker/v1/llm_broker';
 import { loadConfig } from '../config';
 import { DegradedError, RunStopped } from './errors';
 import { interruptedAgent, runPipeline, type PipelineSettings } from './pipeline';
@@ -42,7 +43,7 @@ class FakeLlm implements LlmGateway {
     let text: string[];
     const role = request.agentRole;
     if (role === 'host' && this.opts.toolCallOnce && request.tools.length > 0 && !request.messages.some((m) => m.role === 'tool')) {
-      yield { update: { $case: 'done', done: { finishReason: 'tool_calls', usage: { promptTokens: 5, completionTokens: 1, totalTokens: 6 }, toolCalls: [{ id: 'c1', name: 'search_web', argumentsJson: '{"query":"x"}' }], model: 'm', queueWaitMs: 0 } } };
+      yield { update: { $case: 'done', done: { finishReason: 'tool_calls', usage: { promptTokens: 5, completionTokens: 1, totalTokens: 6 }, toolCalls: [{ id: 'c1', name: 'search_web', argumentsJson: '{"query":"x"}' }], model: 'm', queueWaitMs: 0, cache: CacheStatus.CACHE_STATUS_UNSPECIFIED, cachedUsage: undefined, upstream: '' } } };
       log.end = Date.now();
       return;
     }
@@ -65,7 +66,7 @@ class FakeLlm implements LlmGateway {
     log.doneAt = Date.now();
     const usage = { promptTokens: 10, completionTokens: text.length, totalTokens: 10 + text.length };
     const billed = cached ? { promptTokens: 0, completionTokens: 0, totalTokens: 0 } : usage;
-    yield { update: { $case: 'done', done: { finishReason: 'stop', usage: billed, toolCalls: [], model: 'm', queueWaitMs: 0, cache: cached ? 2 : 0, cachedUsage: cached ? usage : undefined } } };
+    yield { update: { $case: 'done', done: { finishReason: 'stop', usage: billed, toolCalls: [], model: 'm', queueWaitMs: 0, cache: cached ? 2 : 0, cachedUsage: cached ? usage : undefined, upstream: '' } } };
     log.end = Date.now();
   }
 }
@@ -246,7 +247,7 @@ it('resume: the interrupted agent is announced and finished work is not repeated
   expect(interruptedAgent(checkpoint)).toBe('host');
   const res = await runPipeline(
     { llm, tools, prompts, settings: { maxRounds: 3, overlap: true, maxTokens: 100, calls: CALLS, callTimeoutMs: 1000, toolTimeoutMs: 1000 } },
-    { runId: 'r', userId: 'u', question: 'q', history: [], checkpoint, resumed: true, emit: async (t, d) => { events.push(`${t}:${String(d.agent ?? '')}`); },
+    { runId: 'r', userId: 'u', question: 'q', history: [], checkpoint, resumed: true, emit: async (t, d) => { events.push(`${t}:${String((d as { agent?: string }).agent ?? '')}`); },
       signal: new AbortController().signal, saveCheckpoint: async () => undefined, storeOutput: async () => undefined },
   );
   expect(events[0]).toBe('agent.restarted:host');
