@@ -55,7 +55,7 @@ export interface FleetReplica extends ServiceProc { service: string; replica: st
 export interface Fleet {
   /** nginx in front of the edges. */
   url: string;
-  prometheus?: { url: string };
+  prometheus?: Proc & { port: number; url: string };
   stores: FleetReplica[]; brokers: FleetReplica[]; tools: FleetReplica[]; orchestrators: FleetReplica[]; edges: FleetReplica[];
   services: FleetReplica[];
   stop(): Promise<void>;
