@@ -75,7 +75,7 @@ FROM build AS emulator-bundle
 RUN mkdir -p /out/test/emulator && cp -r test/emulator/package.json test/emulator/dist /out/test/emulator/ \
     && find /out \( -name '*.d.ts' -o -name '*.map' -o -name '*.tsbuildinfo' \) -type f -delete
 
-# The upstream emulator (for tests and demos): OpenAI-compatible chat completions on 8090.
+# The upstream emulator (for tests and demos): OpenAI chat completions and Anthropic Messages on 8090.
 FROM ${BASE} AS emulator
 WORKDIR /app
 ENV NODE_ENV=production EMULATOR_HOST=0.0.0.0

@@ -137,6 +137,30 @@ describe.each([
     expect((await emulatorStats(emulator)).requests - before.requests).toBe(2);
     expect(await metric(broker.proc, 'llm_upstream_errors_total', `kind="${protocol === 'anthropic' ? 529 : 503}"`)).toBe(1);
   });
+
+  // Last of its block: the broker adopts the provider's reported limit (2 per minute) afterwards.
+  it('a provider 429 pauses the upstream for its retry-after, its reported limit is adopted, and the call is retried', async () => {
+    // Two requests per 1.2 s window (the emulator's minute scaled by 0.02): the third is refused.
+    // The first two answers carry no limit headers, so that the broker learns the limit from the 429.
+    await fetch(`${emulator.url}/_emulator/reset`, { method: 'POST' });
+    await configureEmulator(emulator, { rpm: 2, timeScale: 0.02, armed: { no_ratelimit_headers: 2 } });
+    try {
+      for (const q of ['How do bees find flowers?', 'How do ants find food?']) expect((await runGenerate(broker.client, ask(q))).error).toBeUndefined();
+      const before = await emulatorStats(emulator);
+      const o = await runGenerate(broker.client, ask('How do birds find north?'));
+      expect(o.error).toBeUndefined();
+      expect(doneOf(o)?.finishReason).toBe('stop');
+      const after = await emulatorStats(emulator);
+      expect(after.rateLimited - before.rateLimited).toBe(1);
+      // Anthropic says when in whole seconds (retry-after), OpenAI in ms (retry-after-ms).
+      expect(o.ms).toBeGreaterThanOrEqual(protocol === 'anthropic' ? 1_000 : 100);
+      expect(await metric(broker.proc, 'llm_upstream_rate_limited_total', `upstream="${protocol}"`)).toBe(1);
+      // The limit came from anthropic-ratelimit-requests-limit / x-ratelimit-limit-requests.
+      expect(await metric(broker.proc, 'llm_effective_limit', `limit="rpm",upstream="${protocol}"`)).toBe(2);
+    } finally {
+      await configureEmulator(emulator, { rpm: 0, timeScale: 1 });
+    }
+  });
 });
 
 describe('fallback between upstreams (LLM_UPSTREAMS)', () => {
