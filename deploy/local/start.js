@@ -1,6 +1,6 @@
 // Runs the local system: infrastructure (reusing what already listens on the default ports),
-// the upstream emulator (unless LLM_BASE_URL is set), and the five services on their default
-// ports; prints the web address and a dev token; Ctrl-C stops everything it started.
+// the upstream emulator (unless LLM_BASE_URL or LLM_UPSTREAMS is set), and the five services on
+// their default ports; prints the web address and a dev token; Ctrl-C stops everything it started.
 'use strict';
 const crypto = require('node:crypto');
 const fs = require('node:fs');
@@ -84,7 +84,10 @@ async function main() {
     await use('jaeger', 16686, () => stack.startJaeger({ otlpHttpPort: 4318, otlpGrpcPort: 4317, queryPort: 16686, logDir }));
 
     let llmBaseUrl = env.LLM_BASE_URL;
-    if (!llmBaseUrl) {
+    if (env.LLM_UPSTREAMS) {
+      // The broker reads its upstreams (and their keys' variables) from this environment.
+      console.log('[start] upstreams: LLM_UPSTREAMS (no emulator)');
+    } else if (!llmBaseUrl) {
       const emuPort = port('EMULATOR_PORT', 8090);
       await use('emulator', emuPort, () => stack.startEmulator({ port: emuPort, logDir }));
       llmBaseUrl = `http://127.0.0.1:${emuPort}/v1`;
