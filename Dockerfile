@@ -87,10 +87,12 @@ ENTRYPOINT ["node", "/app/test/emulator/dist/main.js"]
 
 # A service (the default target).
 FROM ${BASE} AS service
+ARG SERVICE
 WORKDIR /app
 # Inside a container every listener binds all interfaces: probes, Services and scrapes come
-# from the pod's IP. (Outside containers they default to 127.0.0.1.)
-ENV NODE_ENV=production \
+# from the pod's IP. (Outside containers they default to 127.0.0.1.) The traces' service name is
+# the image's (a manifest may override it); it also picks the instrumentations the service loads.
+ENV NODE_ENV=production OTEL_SERVICE_NAME=${SERVICE} \
     EDGE_HOST=0.0.0.0 ORCHESTRATOR_HOST=0.0.0.0 LLM_BROKER_HOST=0.0.0.0 TOOL_SERVICE_HOST=0.0.0.0 STORE_HOST=0.0.0.0
 COPY --from=prod-deps /src/node_modules node_modules
 COPY --from=bundle /out/ ./

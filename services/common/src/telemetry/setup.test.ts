@@ -1,0 +1,72 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { DeferredExporter, instrumentationsFor, SERVICE_INSTRUMENTATIONS } from './setup';
+
+const SERVICES = path.resolve(__dirname, '../../..');
+
+/** Every .ts file of a service's src, tests left out. */
+function sources(service: string): string {
+  const out: string[] = [];
+  const walk = (dir: string) => {
+    for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
+      const p = path.join(dir, e.name);
+      if (e.isDirectory()) walk(p);
+      else if (e.name.endsWith('.ts') && !e.name.endsWith('.test.ts')) out.push(fs.readFileSync(p, 'utf8'));
+    }
+  };
+  walk(path.join(SERVICES, service, 'src'));
+  return out.join('\n');
+}
+
+describe('SERVICE_INSTRUMENTATIONS', () => {
+  // What a service's code uses, as its imports show it; the service's entry in the table must
+  // instrument it (a new client library without its instrumentation would drop out of the traces).
+  const uses: Record<string, RegExp> = {
+    fastify: /from 'fastify'/,
+    mongodb: /from 'mongodb'/,
+    ioredis: /createRedis\(|from 'ioredis'/,
+    undici: /from 'undici'|\bfetch\(/,
+  };
+  test.each(Object.keys(SERVICE_INSTRUMENTATIONS))('%s instruments every client library it uses, and gRPC', (service) => {
+    const code = sources(service);
+    const needed = Object.entries(uses).filter(([, re]) => re.test(code)).map(([name]) => name);
+    expect(needed.length).toBeGreaterThan(0);
+    for (const name of [...needed, 'grpc']) expect({ service, instruments: SERVICE_INSTRUMENTATIONS[service]!.includes(name) ? name : undefined }).toEqual({ service, instruments: name });
+  });
+
+  test('names exactly the five services, and an unknown name gets every instrumentation', () => {
+    expect(Object.keys(SERVICE_INSTRUMENTATIONS).sort()).toEqual(fs.readdirSync(SERVICES).filter((d) => d !== 'common').sort());
+    const names = instrumentationsFor('something-else').map((i) => i.instrumentationName);
+    expect(names).toHaveLength(6);
+    expect(instrumentationsFor('store').map((i) => i.instrumentationName).sort()).toEqual(['@opentelemetry/instrumentation-grpc', '@opentelemetry/instrumentation-mongodb']);
+  });
+});
+
+describe('DeferredExporter', () => {
+  test('makes the real exporter at the first export only, and passes every call through', async () => {
+    const calls: string[] = [];
+    const deferred = new DeferredExporter(() => {
+      calls.push('made');
+      return {
+        export: (spans, done) => { calls.push(`export ${spans.length}`); done({ code: 0 }); },
+        shutdown: async () => { calls.push('shutdown'); },
+        forceFlush: async () => { calls.push('flush'); },
+      };
+    });
+    await deferred.forceFlush();
+    expect(deferred.made).toBe(false);
+    const result = await new Promise((resolve) => deferred.export([{} as never, {} as never], resolve));
+    deferred.export([{} as never], () => undefined);
+    await deferred.forceFlush();
+    await deferred.shutdown();
+    expect(result).toEqual({ code: 0 });
+    expect(calls).toEqual(['made', 'export 2', 'export 1', 'flush', 'shutdown']);
+  });
+
+  test('a shutdown before any export makes nothing', async () => {
+    let made = false;
+    const deferred = new DeferredExporter(() => { made = true; throw new Error('not wanted'); });
+    await deferred.shutdown();
+    expect(made).toBe(false);
+  });
+});

@@ -1,0 +1,63 @@
+// What the tracing preload (register.ts) sets up, apart from its side effects: the
+// instrumentations each service needs, and an exporter made on first use.
+import type { Instrumentation } from '@opentelemetry/instrumentation';
+import type { ReadableSpan, SpanExporter } from '@opentelemetry/sdk-trace-node';
+
+/* eslint-disable @typescript-eslint/no-require-imports -- loaded only when a service uses them (see below) */
+/** Each instrumentation, loaded on demand: importing one costs 50–110 ms of the service's start. */
+const INSTRUMENTATIONS: Record<string, () => Instrumentation> = {
+  http: () => new (require('@opentelemetry/instrumentation-http') as typeof import('@opentelemetry/instrumentation-http')).HttpInstrumentation({
+    // Health checks and metric scrapes are not worth a trace each.
+    ignoreIncomingRequestHook: (req) => /^\/(api\/health|metrics|health)/.test(req.url ?? ''),
+  }),
+  grpc: () => new (require('@opentelemetry/instrumentation-grpc') as typeof import('@opentelemetry/instrumentation-grpc')).GrpcInstrumentation({
+    ignoreGrpcMethods: ['Check', 'Watch', 'ServerReflectionInfo'],
+  }),
+  undici: () => new (require('@opentelemetry/instrumentation-undici') as typeof import('@opentelemetry/instrumentation-undici')).UndiciInstrumentation(),
+  ioredis: () => new (require('@opentelemetry/instrumentation-ioredis') as typeof import('@opentelemetry/instrumentation-ioredis')).IORedisInstrumentation({ requireParentSpan: true }),
+  mongodb: () => new (require('@opentelemetry/instrumentation-mongodb') as typeof import('@opentelemetry/instrumentation-mongodb')).MongoDBInstrumentation(),
+  fastify: () => new (require('@fastify/otel') as typeof import('@fastify/otel')).FastifyOtelInstrumentation({ registerOnInitialization: true }),
+};
+
+/**
+ * What each service talks through (OTEL_SERVICE_NAME, as the launcher, the images and the manifests
+ * set it): only those are instrumented. Any other name gets them all.
+ */
+export const SERVICE_INSTRUMENTATIONS: Record<string, string[]> = {
+  edge: ['http', 'fastify', 'grpc', 'ioredis', 'undici'],
+  orchestrator: ['grpc', 'ioredis'],
+  'llm-broker': ['grpc', 'ioredis', 'undici'],
+  'tool-service': ['grpc', 'ioredis', 'undici'],
+  store: ['grpc', 'mongodb'],
+};
+
+/**
+ * The OTLP exporter, made when the first batch of spans leaves (after the service is serving):
+ * importing it costs ~150 ms, and nothing is exported before the first request anyway.
+ */
+export class DeferredExporter implements SpanExporter {
+  private exporter?: SpanExporter;
+  constructor(private readonly make: () => SpanExporter) {}
+
+  /** True once the real exporter exists. */
+  get made(): boolean {
+    return this.exporter !== undefined;
+  }
+
+  export(spans: ReadableSpan[], done: Parameters<SpanExporter['export']>[1]): void {
+    (this.exporter ??= this.make()).export(spans, done);
+  }
+
+  async shutdown(): Promise<void> {
+    await this.exporter?.shutdown();
+  }
+
+  async forceFlush(): Promise<void> {
+    await this.exporter?.forceFlush?.();
+  }
+}
+
+/** The instrumentations of a service (all of them for a name not in SERVICE_INSTRUMENTATIONS). */
+export function instrumentationsFor(service: string): Instrumentation[] {
+  return (SERVICE_INSTRUMENTATIONS[service] ?? Object.keys(INSTRUMENTATIONS)).map((name) => INSTRUMENTATIONS[name]!());
+}
