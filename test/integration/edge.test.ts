@@ -319,6 +319,54 @@ describe('/v1/chat/completions and the response cache', () => {
 });
 
 // Last: it stops MongoDB (FerretDB) for good.
+test('edge_http_requests_active counts each request once: back to the scrape alone once every kind of request has ended', async () => {
+  const active = async () => {
+    const text = await (await fetch(`${mesh.edge.url}/metrics`)).text();
+    return Number(/^edge_http_requests_active(?:\{[^}]*\})? (\S+)$/m.exec(text)?.[1]);
+  };
+  const id = await newConversation();
+  const v1 = (stream: boolean) =>
+    api('/v1/chat/completions', { method: 'POST', body: JSON.stringify({ model: 'emulator-1', stream, messages: [{ role: 'user', content: `Why is the sky blue? ${Math.random()}` }] }) });
+  await Promise.all([
+    api('/api/conversations').then((r) => r.text()), // JSON
+    api('/api/conversations/nope').then((r) => r.text()), // 400
+    api('/api/conversations', {}, null).then((r) => r.text()), // 401, refused by the auth hook
+    api('/api/ops/figures').then((r) => r.text()), // 403 (no ops scope)
+    fetch(`${mesh.edge.url}/api/conversations`, { method: 'OPTIONS', headers: { origin: 'http://localhost:3000', 'access-control-request-method': 'POST' } }).then((r) => r.text()), // CORS preflight
+    fetch(`${mesh.edge.url}/nowhere`).then((r) => r.text()), // 404
+    api(`/api/conversations/${id}/messages`, { method: 'POST', body: JSON.stringify({ content: 'hi' }) }, bob).then((r) => r.text()), // a stream route's refusal
+    api(`/api/conversations/${id}/messages`, { method: 'POST', body: JSON.stringify({ content: 'Plan a picnic' }) }).then((r) => readSse(r.body!, (e) => TERMINAL.has(e.event))), // a run's stream
+    v1(false).then((r) => r.text()),
+    v1(true).then((r) => r.text()),
+    (async () => { // a run's stream its client leaves, then joins again and leaves again
+      const id2 = await newConversation();
+      const ac = new AbortController();
+      const r = await fetch(`${mesh.edge.url}/api/conversations/${id2}/messages`, {
+        method: 'POST', signal: ac.signal, headers: { authorization: `Bearer ${alice}`, 'content-type': 'application/json' }, body: JSON.stringify({ content: 'Plan a long trip' }),
+      });
+      await r.body!.getReader().read();
+      ac.abort();
+      const again = new AbortController();
+      const j = await fetch(`${mesh.edge.url}/api/conversations/${id2}/events`, { signal: again.signal, headers: { authorization: `Bearer ${alice}` } });
+      await j.body!.getReader().read();
+      again.abort();
+    })(),
+    api(`/api/conversations/${id}/events`, {}, bob).then((r) => r.text()), // a join's refusal
+    (async () => { // a /v1 stream its client leaves
+      const ac = new AbortController();
+      const r = await fetch(`${mesh.edge.url}/v1/chat/completions`, {
+        method: 'POST', signal: ac.signal, headers: { authorization: `Bearer ${alice}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ model: 'emulator-1', stream: true, messages: [{ role: 'user', content: `Tell a long story ${Math.random()}` }] }),
+      });
+      await r.body!.getReader().read();
+      ac.abort();
+    })(),
+  ]);
+  // The scrape that reads the gauge is a request being served: 1 when nothing else is.
+  await waitFor('no other request in flight', async () => (await active()) === 1, { timeoutMs: 15_000, intervalMs: 200 }).catch(() => undefined);
+  expect(await active()).toBe(1);
+});
+
 test('/api/health is 503 with the database down while MongoDB is stopped, and 200 before', async () => {
   const before = await api('/api/health', {}, null);
   expect(before.status).toBe(200);

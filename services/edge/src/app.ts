@@ -121,6 +121,12 @@ export async function buildApp(deps: AppDeps): Promise<EdgeApp> {
     allowedHeaders: ['Authorization', 'Content-Type', 'Last-Event-ID', 'X-Queue-Token'],
   });
 
+  // A request is active from the first hook: a later one that refuses it (draining, auth) skips
+  // the hooks after it, but not onResponse, which counts it out.
+  app.addHook('onRequest', async () => {
+    ctx.stats.active.inc();
+  });
+
   // Event streams skip helmet (route option `helmet: false`): helmet writes its headers onto the
   // raw response, and Node then keeps them as a header table for the life of the connection
   // (~1.5 KB per stream at 20,000 streams, on top of the sent header text). The headers that
@@ -173,10 +179,7 @@ export async function buildApp(deps: AppDeps): Promise<EdgeApp> {
     }
   });
 
-  // Measurements: every request, by route pattern.
-  app.addHook('onRequest', async () => {
-    ctx.stats.active.inc();
-  });
+  // Measurements: every request, by route pattern (counted active from its first hook on: see above).
   app.addHook('onResponse', async (req, reply) => {
     // Streams are counted when they close (a client that goes away never 'finishes' a response).
     if (String(reply.raw.getHeader('content-type') ?? '').startsWith('text/event-stream')) return;
