@@ -57,6 +57,8 @@ export interface OrchestratorConfig {
   pricePer1kCompletion: number;
   /** Deadline of a tool call. */
   toolCallTimeoutMs: number;
+  /** A run's deadline from its message's arrival (RUN_TIMEOUT_MS). */
+  runTimeoutMs: number;
   /** The role prompts' folder. */
   promptsDir: string;
 }
@@ -80,6 +82,10 @@ export const VARS = {
     },
     AGENT_CALL_TIMEOUT_MS: { type: 'int', default: 120_000, min: 100, doc: 'deadline of one broker call, queueing included' },
     TOOL_CALL_TIMEOUT_MS: { type: 'int', default: 15_000, min: 100, doc: 'deadline of one tool call' },
+    RUN_TIMEOUT_MS: {
+      type: 'int', default: 600_000, min: 1_000,
+      doc: "a run's deadline, counted from its message (a takeover keeps it): no broker, tool or store call of the run outlives it (each call's own timeout still applies when it is sooner); at the deadline the call in flight ends and the run fails as `timeout` or degrades",
+    },
     RUN_MAX_QUEUE_WAIT_MS: {
       type: 'int', default: 20_000, min: 0,
       doc: "admission control (0: off, runs wait their turn): while the broker estimates a new run's first LLM call to wait longer than this, StartRun is refused as `busy` — the edge answers **503 with `Retry-After`** and \"Service busy, please try again in N s.\" — before the run touches Redis or the store; a run already started whose first call is estimated longer ends `degraded` with the same message and `retryAfterMs`. Begun runs are never shed",
@@ -158,6 +164,7 @@ export function loadConfig(env: Env = process.env): OrchestratorConfig {
     pricePer1kPrompt: read(VARS.PRICE_PER_1K_PROMPT_TOKENS),
     pricePer1kCompletion: read(VARS.PRICE_PER_1K_COMPLETION_TOKENS),
     toolCallTimeoutMs: read(VARS.TOOL_CALL_TIMEOUT_MS),
+    runTimeoutMs: read(VARS.RUN_TIMEOUT_MS),
     promptsDir: read(VARS.PROMPTS_DIR, path.resolve(__dirname, '../prompts')),
   };
 }

@@ -58,9 +58,9 @@ export function orchestratorService(deps: { logger: Logger; runs: RunManager; lo
       return runs.cancel(req.userId, req.conversationId, scopeOf(call));
     }),
     exportConversation: unaryHandler<ExportConversationRequest, ExportConversationResponse>(logger, 'ExportConversation',
-      async (req) => (checkConversation(req), data.export(req.userId, req.conversationId))),
+      async (req, call) => (checkConversation(req), data.export(req.userId, req.conversationId, scopeOf(call)))),
     eraseConversation: unaryHandler<EraseConversationRequest, EraseConversationResponse>(logger, 'EraseConversation',
-      async (req) => (checkConversation(req), data.erase(req.userId, req.conversationId))),
+      async (req, call) => (checkConversation(req), data.erase(req.userId, req.conversationId, scopeOf(call)))),
   };
 }
 

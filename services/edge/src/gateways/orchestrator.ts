@@ -9,6 +9,10 @@ import { WatchMux } from './watch-mux';
 
 /** A run's stream outlives any request/response deadline; this bounds a forgotten one. */
 const STREAM_DEADLINE_MS = 30 * 60_000;
+/** An export reads every document and run log of a conversation. */
+export const EXPORT_TIMEOUT_MS = 20_000;
+/** An erase cancels the active run and waits for its end first (up to 10 s). */
+export const ERASE_TIMEOUT_MS = 30_000;
 /** New watches move to a fresh WatchRuns call this often (the old one ends with its last watch). */
 const WATCH_CALL_ROTATE_MS = 5 * 60_000;
 
@@ -26,10 +30,9 @@ export function orchestratorGateway(addr: string, opts: { maxQueuedEvents?: numb
     client,
     startRun: (req, signal) => iterateCall(client.startRun(req, new Metadata(), streamOpts()), signal, eventOf),
     watchRun: (req, signal) => mux.watch(req, signal),
-    cancelRun: (req) => unary(client.cancelRun.bind(client), req),
-    exportConversation: (req) => unary(client.exportConversation.bind(client), req, { timeoutMs: 20_000 }),
-    // Cancelling the active run and waiting for its end comes first (up to 10 s).
-    eraseConversation: (req) => unary(client.eraseConversation.bind(client), req, { timeoutMs: 30_000 }),
+    cancelRun: (req, scope) => unary(client.cancelRun.bind(client), req, scope),
+    exportConversation: (req, scope) => unary(client.exportConversation.bind(client), req, { ...scope, timeoutMs: EXPORT_TIMEOUT_MS }),
+    eraseConversation: (req, scope) => unary(client.eraseConversation.bind(client), req, { ...scope, timeoutMs: ERASE_TIMEOUT_MS }),
     close: () => {
       mux.close();
       client.close();

@@ -7,10 +7,10 @@ export function storeGateway(addr: string): StoreGateway & { client: Client; clo
   const client = storeClient(addr);
   return {
     client,
-    createConversation: (req) => unary(client.createConversation.bind(client), req),
-    listConversations: (req) => unary(client.listConversations.bind(client), req),
-    getConversation: (req) => unary(client.getConversation.bind(client), req),
-    getRun: (req) => unary(client.getRun.bind(client), req),
+    createConversation: (req, scope) => unary(client.createConversation.bind(client), req, scope),
+    listConversations: (req, scope) => unary(client.listConversations.bind(client), req, scope),
+    getConversation: (req, scope) => unary(client.getConversation.bind(client), req, scope),
+    getRun: (req, scope) => unary(client.getRun.bind(client), req, scope),
     close: () => client.close(),
   };
 }

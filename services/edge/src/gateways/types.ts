@@ -1,6 +1,6 @@
 // What the edge needs from its peers, as interfaces: the app is built against these so tests can
 // inject fakes; the gRPC implementations live beside this file, one module per peer.
-import type { Reason } from '@agent-mesh/common';
+import type { CallScope, Reason } from '@agent-mesh/common';
 import type {
   RunEvent, StartRunRequest, WatchRunRequest, CancelRunRequest, CancelRunResponse,
   EraseConversationRequest, EraseConversationResponse, ExportConversationRequest, ExportConversationResponse,
@@ -68,19 +68,20 @@ export function isPushSource(it: AsyncIterator<RunEvent>): it is PushSource {
 export interface OrchestratorGateway {
   startRun(req: StartRunRequest, signal: CancelSignal): AsyncIterable<RunEvent>;
   watchRun(req: WatchRunRequest, signal: CancelSignal): AsyncIterable<RunEvent>;
-  cancelRun(req: CancelRunRequest): Promise<CancelRunResponse>;
+  /** `scope` (every unary call here): the HTTP request's, see scope.ts. */
+  cancelRun(req: CancelRunRequest, scope?: CallScope): Promise<CancelRunResponse>;
   /** Everything kept about a conversation (stored documents and retained run logs). */
-  exportConversation(req: ExportConversationRequest): Promise<ExportConversationResponse>;
+  exportConversation(req: ExportConversationRequest, scope?: CallScope): Promise<ExportConversationResponse>;
   /** Cancels the active run, then erases the conversation everywhere; idempotent for its owner. */
-  eraseConversation(req: EraseConversationRequest): Promise<EraseConversationResponse>;
+  eraseConversation(req: EraseConversationRequest, scope?: CallScope): Promise<EraseConversationResponse>;
 }
 
 export interface StoreGateway {
-  createConversation(req: CreateConversationRequest): Promise<CreateConversationResponse>;
-  listConversations(req: ListConversationsRequest): Promise<ListConversationsResponse>;
-  getConversation(req: GetConversationRequest): Promise<GetConversationResponse>;
+  createConversation(req: CreateConversationRequest, scope?: CallScope): Promise<CreateConversationResponse>;
+  listConversations(req: ListConversationsRequest, scope?: CallScope): Promise<ListConversationsResponse>;
+  getConversation(req: GetConversationRequest, scope?: CallScope): Promise<GetConversationResponse>;
   /** The user's run (NOT_FOUND when it is not theirs). */
-  getRun(req: GetRunRequest): Promise<GetRunResponse>;
+  getRun(req: GetRunRequest, scope?: CallScope): Promise<GetRunResponse>;
 }
 
 export interface BrokerGateway {

@@ -5,6 +5,8 @@ import type { RunLog } from '@agent-mesh/common/gen/orchestrator/v1/orchestrator
 import type { Conversation, Message, Plan, Run } from '@agent-mesh/common/gen/store/v1/store';
 import type { EdgeContext } from '../context';
 import { badRequest, HttpError } from '../errors';
+import { ERASE_TIMEOUT_MS, EXPORT_TIMEOUT_MS } from '../gateways/orchestrator';
+import { requestScope } from '../scope';
 import { BACKED, conversationBody, conversationIdOf, errorResponses, idParams, iso, messagePageQuery, NO_NUL, pageQuery, pageSizeOf } from './schemas';
 
 export function conversationView(c: Conversation) {
@@ -83,7 +85,7 @@ export function conversationRoutes(app: FastifyInstance, ctx: EdgeContext): void
       if (title.includes('\u0000')) throw badRequest('body/title must not contain NUL characters');
       const id = newId();
       annotate({ [ATTR.userId]: req.userId, [ATTR.conversationId]: id });
-      const res = await ctx.gw.store.createConversation({ userId: req.userId, conversationId: id, title });
+      const res = await ctx.gw.store.createConversation({ userId: req.userId, conversationId: id, title }, requestScope(reply));
       const c = res.conversation;
       return reply.code(201).send(c ? conversationView(c) : { id, title, createdAt: iso(Date.now()), updatedAt: iso(Date.now()), lastRunId: null });
     },
@@ -103,12 +105,12 @@ export function conversationRoutes(app: FastifyInstance, ctx: EdgeContext): void
         },
       },
     },
-    async (req) => {
+    async (req, reply) => {
       const res = await ctx.gw.store.listConversations({
         userId: req.userId,
         pageSize: pageSizeOf(req.query, 100),
         pageToken: (req.query as { pageToken?: string }).pageToken ?? '',
-      });
+      }, requestScope(reply));
       return { conversations: res.conversations.map(conversationView), nextPageToken: res.nextPageToken || null };
     },
   );
@@ -150,7 +152,7 @@ export function conversationRoutes(app: FastifyInstance, ctx: EdgeContext): void
         },
       },
     },
-    async (req) => {
+    async (req, reply) => {
       const id = conversationIdOf(req.params);
       annotate({ [ATTR.userId]: req.userId, [ATTR.conversationId]: id });
       const res = await ctx.gw.store.getConversation({
@@ -158,7 +160,7 @@ export function conversationRoutes(app: FastifyInstance, ctx: EdgeContext): void
         conversationId: id,
         messagePageSize: pageSizeOf(req.query, 200),
         messagePageToken: (req.query as { pageToken?: string }).pageToken ?? '',
-      });
+      }, requestScope(reply));
       if (!res.conversation) throw new HttpError(404, 'not_found', 'conversation not found');
       return {
         ...conversationView(res.conversation),
@@ -182,7 +184,7 @@ export function conversationRoutes(app: FastifyInstance, ctx: EdgeContext): void
     async (req, reply) => {
       const id = conversationIdOf(req.params);
       annotate({ [ATTR.userId]: req.userId, [ATTR.conversationId]: id });
-      const res = await ctx.gw.orchestrator.cancelRun({ userId: req.userId, conversationId: id });
+      const res = await ctx.gw.orchestrator.cancelRun({ userId: req.userId, conversationId: id }, requestScope(reply));
       if (res.runId) annotate({ [ATTR.runId]: res.runId });
       return reply.code(202).send({ runId: res.runId || null, cancelled: res.cancelled });
     },
@@ -215,7 +217,7 @@ export function conversationRoutes(app: FastifyInstance, ctx: EdgeContext): void
     async (req, reply) => {
       const id = conversationIdOf(req.params);
       annotate({ [ATTR.userId]: req.userId, [ATTR.conversationId]: id });
-      const res = await ctx.gw.orchestrator.exportConversation({ userId: req.userId, conversationId: id });
+      const res = await ctx.gw.orchestrator.exportConversation({ userId: req.userId, conversationId: id }, requestScope(reply, EXPORT_TIMEOUT_MS));
       const stored = res.stored;
       if (!stored?.conversation) throw new HttpError(404, 'not_found', 'conversation not found');
       void reply.header('content-disposition', `attachment; filename="conversation-${id}.json"`);
@@ -244,7 +246,7 @@ export function conversationRoutes(app: FastifyInstance, ctx: EdgeContext): void
     async (req, reply) => {
       const id = conversationIdOf(req.params);
       annotate({ [ATTR.userId]: req.userId, [ATTR.conversationId]: id });
-      const res = await ctx.gw.orchestrator.eraseConversation({ userId: req.userId, conversationId: id });
+      const res = await ctx.gw.orchestrator.eraseConversation({ userId: req.userId, conversationId: id }, requestScope(reply, ERASE_TIMEOUT_MS));
       if (res.cancelledRunId) annotate({ [ATTR.runId]: res.cancelledRunId });
       return reply.code(204).send();
     },

@@ -206,7 +206,7 @@ async function* pipeline(ctx: EdgeContext, userId: string, messages: ChatMessage
   if (question.length > ctx.cfg.maxMessageChars) throw badRequest(`the user message must be at most ${ctx.cfg.maxMessageChars} characters`);
   // One conversation per call: the facade is stateless, like the API it imitates.
   const conversationId = newId();
-  await ctx.gw.store.createConversation({ userId, conversationId, title: question.slice(0, 60) });
+  await ctx.gw.store.createConversation({ userId, conversationId, title: question.slice(0, 60) }, { signal });
   annotate({ [ATTR.conversationId]: conversationId });
   let reporterText = '';
   const events = ctx.gw.orchestrator.startRun({ userId, conversationId, messageId: newId(), content: question }, signal);

@@ -6,6 +6,7 @@ import type { FastifyInstance } from 'fastify';
 import { annotate, ATTR } from '@agent-mesh/common';
 import type { EdgeContext } from '../context';
 import { badRequest, HttpError } from '../errors';
+import { requestScope } from '../scope';
 import { FIGURES, seriesName } from '../ops/figures';
 import { runTraceOf, traceHasRun, traceView } from '../ops/jaeger';
 import { PromQueryError, type PromRange } from '../ops/prometheus';
@@ -154,7 +155,7 @@ export function opsRoutes(app: FastifyInstance, ctx: EdgeContext): void {
         },
       },
     },
-    async (req) => {
+    async (req, reply) => {
       const runId = (req.params as { runId: string }).runId;
       const traceId = (req.query as { traceId?: string }).traceId;
       if (!/^[0-9a-f-]{36}$/.test(runId)) throw badRequest('invalid run id');
@@ -163,7 +164,7 @@ export function opsRoutes(app: FastifyInstance, ctx: EdgeContext): void {
       const jaeger = ctx.gw.jaeger;
       if (!jaeger) throw new HttpError(503, 'jaeger_not_configured', 'the tracing backend is not configured on this edge (JAEGER_QUERY_URL)');
       // Ownership first: another user's run is not found, whatever its trace.
-      const { run } = await ctx.gw.store.getRun({ userId: req.userId, runId });
+      const { run } = await ctx.gw.store.getRun({ userId: req.userId, runId }, requestScope(reply));
       if (!run) throw new HttpError(404, 'not_found', 'run not found');
       const notYet = () => new HttpError(404, 'trace_not_found', 'no trace of this run in the tracing backend (yet: spans arrive within seconds)');
       if (traceId) {

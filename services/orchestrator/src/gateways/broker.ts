@@ -50,7 +50,7 @@ export class BrokerGateway implements LlmGateway {
   }
 
   async *generate(request: GenerateRequest, opts: CallOptions): AsyncIterable<GenerateResponse> {
-    const deadline = Date.now() + (opts.timeoutMs ?? DEFAULT_UNARY_DEADLINE_MS);
+    const deadline = Math.min(Date.now() + (opts.timeoutMs ?? DEFAULT_UNARY_DEADLINE_MS), opts.deadline ?? Number.POSITIVE_INFINITY);
     for (let attempt = 1; ; attempt++) {
       const outcome = yield* this.attempt(request, opts, deadline);
       if (outcome === 'done') return;

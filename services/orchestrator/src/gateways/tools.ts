@@ -17,7 +17,8 @@ export class ToolServiceGateway implements ToolGateway {
    */
   async listTools(opts: CallOptions): Promise<ToolDefinition[]> {
     if (this.cached && Date.now() - this.cached.at < this.listTtlMs) return this.cached.tools;
-    // The shared call is not bound to one run's signal: a cancelled run must not fail the others.
+    // The shared call is not bound to one run's signal or deadline: a cancelled or late run must
+    // not fail the others (its own 5 s deadline bounds it).
     this.inFlight ??= unary(this.client.listTools.bind(this.client), {}, { timeoutMs: opts.timeoutMs })
       .then((res) => {
         this.cached = { at: Date.now(), tools: res.tools };

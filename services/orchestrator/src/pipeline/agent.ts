@@ -18,6 +18,8 @@ export interface AgentEnv {
   calls: Record<AgentRole, AgentCallPolicy>;
   callTimeoutMs: number;
   toolTimeoutMs: number;
+  /** The run's deadline (ms since the epoch): bounds every call below. */
+  deadline?: number;
   /** Shared by the run's calls: true once one call was admitted (the broker finishes begun runs first). */
   admitted: { value: boolean };
   /**
@@ -86,7 +88,7 @@ export async function runAgent(env: AgentEnv, step: AgentStep): Promise<AgentOut
     let callText = '';
     let fromCache = false;
     try {
-      for await (const update of env.llm.generate(request, { signal, timeoutMs: env.callTimeoutMs })) {
+      for await (const update of env.llm.generate(request, { signal, timeoutMs: env.callTimeoutMs, deadline: env.deadline })) {
         const u = update.update;
         if (!u) continue;
         if (u.$case === 'queued') {
@@ -135,7 +137,7 @@ export async function runAgent(env: AgentEnv, step: AgentStep): Promise<AgentOut
       try {
         const res = await env.tools.invoke(
           { userId: env.userId, runId: env.runId, callId: call.id, toolName: call.name, argumentsJson: call.argumentsJson },
-          { signal, timeoutMs: env.toolTimeoutMs },
+          { signal, timeoutMs: env.toolTimeoutMs, deadline: env.deadline },
         );
         const result = res.ok ? (safeJson(res.resultJson) ?? res.resultJson) : undefined;
         await emit('tool.result', {

@@ -51,6 +51,8 @@ export interface PipelineRun {
   resumed?: boolean;
   emit: Emit;
   signal: AbortSignal;
+  /** The run's deadline (ms since the epoch): no call the pipeline makes outlives it. */
+  deadline?: number;
   /** Persists the state after a completed agent step. */
   saveCheckpoint: (c: Checkpoint) => Promise<void>;
   /** Stores an agent's final output (idempotent per run/agent/round). */
@@ -165,6 +167,7 @@ export async function runPipeline(deps: PipelineDeps, run: PipelineRun): Promise
     calls: settings.calls,
     callTimeoutMs: settings.callTimeoutMs,
     toolTimeoutMs: settings.toolTimeoutMs,
+    deadline: run.deadline,
     admitted: { value: run.resumed === true || ckpt.rounds.length > 0 || ckpt.plan !== undefined },
     maxFirstWaitMs: settings.maxFirstWaitMs,
     gate: settings.gate,

@@ -20,6 +20,8 @@ export interface CallOptions {
   signal: AbortSignal;
   /** The call's deadline from now. @default 5000 (the shared unary deadline) */
   timeoutMs?: number;
+  /** The run's deadline (ms since the epoch): the call ends no later, whatever `timeoutMs` says. */
+  deadline?: number;
 }
 
 export interface LlmGateway {

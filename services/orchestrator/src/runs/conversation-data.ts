@@ -1,7 +1,7 @@
 // A user's data is theirs: exporting all of a conversation (stored documents and retained run
 // logs) and erasing it everywhere — cancelling its active run first, then the store's documents,
 // then the runs' Redis state (logs, checkpoints, leases, flags).
-import { notFound, type Logger } from '@agent-mesh/common';
+import { notFound, type CallScope, type Logger } from '@agent-mesh/common';
 import type {
   EraseConversationResponse, ExportConversationResponse, RunLog as RunLogMessage,
 } from '@agent-mesh/common/gen/orchestrator/v1/orchestrator';
@@ -25,8 +25,9 @@ export interface ConversationDataDeps {
 export class ConversationData {
   constructor(private readonly d: ConversationDataDeps) {}
 
-  async export(userId: string, conversationId: string): Promise<ExportConversationResponse> {
-    const stored = await this.d.store.exportConversation(userId, conversationId, { timeoutMs: 15_000 });
+  /** `caller`: the ExportConversation call's deadline and cancellation, for the store's export. */
+  async export(userId: string, conversationId: string, caller: CallScope = {}): Promise<ExportConversationResponse> {
+    const stored = await this.d.store.exportConversation(userId, conversationId, { ...caller, timeoutMs: 15_000 });
     const runIds = new Set(stored.runs.map((r) => r.id));
     // A run just started may not be stored yet: its log is the conversation's too.
     const current = await this.d.registry.currentRun(conversationId);
@@ -42,7 +43,8 @@ export class ConversationData {
     return { stored, runLogs };
   }
 
-  async erase(userId: string, conversationId: string): Promise<EraseConversationResponse> {
+  /** `caller`: the EraseConversation call's deadline and cancellation, for the cancel and the store's erase. */
+  async erase(userId: string, conversationId: string, caller: CallScope = {}): Promise<EraseConversationResponse> {
     // Cancel first and wait for the run's end: its last writes (outputs, the run record) land
     // before the erase, not after it. A run of another user's conversation is NOT_FOUND here.
     const active = await this.d.registry.activeRun(conversationId);
@@ -50,11 +52,11 @@ export class ConversationData {
     if (active) {
       const meta = await this.d.registry.meta(active);
       if (meta && meta.userId !== userId) throw notFound('conversation');
-      await this.d.runs.cancel(userId, conversationId);
+      await this.d.runs.cancel(userId, conversationId, caller);
       cancelledRunId = active;
       await this.waitForEnd(conversationId, active);
     }
-    const erased = await this.d.store.eraseConversation(userId, conversationId, { timeoutMs: 15_000 });
+    const erased = await this.d.store.eraseConversation(userId, conversationId, { ...caller, timeoutMs: 15_000 });
     const runIds = new Set(erased.runIds);
     if (active) runIds.add(active);
     const current = await this.d.registry.currentRun(conversationId);

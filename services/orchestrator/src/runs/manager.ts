@@ -251,6 +251,8 @@ export class RunManager {
     const { resumed, profile } = how;
     const attrs = { [ATTR.runId]: meta.runId, [ATTR.conversationId]: meta.conversationId, [ATTR.userId]: meta.userId };
     const started = Date.now();
+    // The run's deadline bounds every call it makes for its agents (not the writes of what it produced).
+    const deadline = meta.createdAtMs + config.runTimeoutMs;
     const progress: { agent?: AgentRole; text: string } = { text: '' };
     const writes = { messages: 0, run: 0 };
     // Store writes leave the critical path (see RunWriter); they are not tied to the run's abort
@@ -308,7 +310,7 @@ export class RunManager {
           writer.message(userMessage, ...checkpointOutputs(ckpt).map((o) => message(o.agent, o.round, o.content, 'complete')));
           try {
             const msgs = await profile.time('store.history', () =>
-              store.listMessages(meta.userId, meta.conversationId, HISTORY_MESSAGES, { signal: abort.signal }));
+              store.listMessages(meta.userId, meta.conversationId, HISTORY_MESSAGES, { signal: abort.signal, deadline }));
             history = historyWithinBudget(msgs, meta.runId, config.historyTokenBudget);
           } catch (err) {
             if (abort.signal.aborted) throw err;
@@ -333,7 +335,7 @@ export class RunManager {
         let checkpoints = 0;
         const result = await runPipeline(deps, {
           runId: meta.runId, userId: meta.userId, question: meta.content, history, checkpoint: ckpt, resumed,
-          emit: emitter.emit, signal: abort.signal, progress, mark: (name) => profile.mark(name),
+          emit: emitter.emit, signal: abort.signal, deadline, progress, mark: (name) => profile.mark(name),
           // The checkpoint a takeover resumes from lives in Redis, next to the run's lease, meta and
           // log (a takeover needs all of them, so a store copy per step would never be read):
           // written before the next agent starts. The store gets the run at its start and end.
