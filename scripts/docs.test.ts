@@ -27,11 +27,13 @@ function namesRead(load: (env: config.Env) => unknown, envs: config.Env[]): stri
 }
 
 // Each service's loadConfig, with environments that take every branch that reads a variable.
+// (A Sentinel-managed Redis reads REDIS_SENTINEL_NAME.)
+const SENTINEL = { REDIS_SENTINELS: '127.0.0.1:26379' };
 const LOADERS: Record<string, { load: (env: config.Env) => unknown; envs: config.Env[] }> = {
-  edge: { load: edge, envs: [{ AUTH_JWT_SECRET: 's' }, { AUTH_JWKS_URL: 'https://idp.example/jwks', AUTH_ISSUER: 'i', AUTH_AUDIENCE: 'a' }] },
-  orchestrator: { load: orchestrator, envs: [{}] },
-  'llm-broker': { load: broker, envs: [{}] },
-  'tool-service': { load: tools, envs: [{}] },
+  edge: { load: edge, envs: [{ AUTH_JWT_SECRET: 's' }, { AUTH_JWKS_URL: 'https://idp.example/jwks', AUTH_ISSUER: 'i', AUTH_AUDIENCE: 'a' }, { AUTH_JWT_SECRET: 's', ...SENTINEL }] },
+  orchestrator: { load: orchestrator, envs: [{}, SENTINEL] },
+  'llm-broker': { load: broker, envs: [{}, SENTINEL] },
+  'tool-service': { load: tools, envs: [{}, SENTINEL] },
   store: { load: store, envs: [{}] },
 };
 

@@ -149,7 +149,7 @@ describe('account problems open the breaker with an alert and do not pause the f
     expect(await metric(b.proc, 'llm_upstream_alerts_total', `reason="${reason}"`)).toBe(1);
     expect(await metric(b.proc, 'llm_breaker_state')).toBe(2);
     expect(await metric(b.proc, 'llm_upstream_rate_limited_total')).toBe(0);
-    expect(await rc.pttl('mesh:llm:{q}:pause')).toBeLessThan(0); // no fleet-wide pause
+    expect(await rc.pttl('{mesh:llm}:pause')).toBeLessThan(0); // no fleet-wide pause
     expect(b.proc.log()).toMatch(message);
     // Open: the next call fails fast with the reason, without reaching the provider.
     const fast = await generate(b.client, ask());

@@ -131,7 +131,7 @@ it('a provider 429 with Retry-After pauses every replica', async () => {
   await generate(clients[0]!, request()); // takes the provider's only slot
   // The next one is refused by the provider: broker 0 pauses everyone and retries after Retry-After.
   const second = generate(clients[0]!, request(), { timeoutMs: 60_000 }).catch((e: ServiceError) => e);
-  await waitFor('pause set in Redis', async () => (await rc.pttl('mesh:llm:{q}:pause')) > 0, { timeoutMs: 10_000, intervalMs: 20 });
+  await waitFor('pause set in Redis', async () => (await rc.pttl('{mesh:llm}:pause')) > 0, { timeoutMs: 10_000, intervalMs: 20 });
   const third = generate(clients[1]!, request(), { timeoutMs: 60_000 });
   await waitFor('broker 1 paused', async () => (await metric(brokers[1]!, 'llm_refusals_total', 'reason="paused"')) > pausedBefore, { timeoutMs: 10_000 });
   await configure({ rpm: 0 });
@@ -146,13 +146,13 @@ it('a broker killed with SIGKILL leaks its slot no longer than the lease', async
   const client = clients.at(-1)!;
   await configure({ ttftMs: 20_000 });
   const pending = generate(client, request(), { timeoutMs: 60_000 }).catch(() => undefined);
-  await waitFor('lease taken', async () => (await rc.zcard('mesh:llm:{q}:leases')) === 1, { timeoutMs: 10_000, intervalMs: 20 });
+  await waitFor('lease taken', async () => (await rc.zcard('{mesh:llm}:leases')) === 1, { timeoutMs: 10_000, intervalMs: 20 });
   const killedAt = Date.now();
   await victim.kill();
   await configure({ ttftMs: 400 });
   await waitFor('lease expired', async () => {
     const now = Number((await rc.time())[0]) * 1000;
-    return (await rc.zcount('mesh:llm:{q}:leases', now, '+inf')) === 0;
+    return (await rc.zcount('{mesh:llm}:leases', now, '+inf')) === 0;
   }, { timeoutMs: 10_000, intervalMs: 50 });
   expect(Date.now() - killedAt).toBeLessThan(2_000 + 1_500);
   await pending;

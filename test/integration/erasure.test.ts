@@ -12,6 +12,7 @@ import {
   type EmulatorProc, type FerretProc, type Mesh, type RedisProc, type SseEvent,
 } from '../support';
 import { signToken } from '../../services/edge/src/auth';
+import { keys } from '../../services/orchestrator/src/runs/keys';
 
 jest.setTimeout(180_000);
 
@@ -133,7 +134,7 @@ test('export returns all of a conversation; erase removes it everywhere, cancell
   expect(await docs('plans', { _id: planId })).toBe(0);
   const userMessageIds = doc.messages.filter((m: any) => m.role === 'user').map((m: any) => m.id);
   expect(await keysNaming([id, firstRunId, secondRunId, ...userMessageIds])).toEqual([]);
-  expect(await kv.zscore('runs:leases', secondRunId)).toBeNull();
+  expect(await kv.zscore(keys.leases, secondRunId)).toBeNull();
 
   // Idempotent for its owner; still 404 for anyone else; the erased id cannot be written into.
   expect((await api(`/api/conversations/${id}`, { method: 'DELETE' })).status).toBe(204);

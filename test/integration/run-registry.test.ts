@@ -1,6 +1,7 @@
 // Run ownership in a real Redis: a lease that lapsed is kept by its owner until another replica
 // claims it, and then it is that replica's.
 import IORedis from 'ioredis';
+import { keys } from '../../services/orchestrator/src/runs/keys';
 import { RunRegistry, type RunMeta } from '../../services/orchestrator/src/runs/registry';
 import { startRedis, testDir, type RedisProc } from '../support';
 import { newId } from '@agent-mesh/common';
@@ -34,11 +35,11 @@ async function newRun(owner: string): Promise<string> {
 it('keeps a lapsed lease with its owner while no other replica claimed the run', async () => {
   const runId = await newRun('replica-a');
   await sleep(LEASE_MS * 2);
-  expect(await redis.exists(`run:{${runId}}:lease`)).toBe(0);
+  expect(await redis.exists(keys.lease(runId))).toBe(0);
   expect(await registry.renew(runId, 'replica-a')).toBe(true);
   // Renewed: nothing for another replica to claim.
   expect(await registry.claimExpired('replica-b', 100)).not.toContain(runId);
-  expect(await redis.get(`run:{${runId}}:lease`)).toBe('replica-a');
+  expect(await redis.get(keys.lease(runId))).toBe('replica-a');
 });
 
 it('loses the run once another replica claimed it after the lease lapsed', async () => {

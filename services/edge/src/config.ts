@@ -1,7 +1,7 @@
 // Every environment variable the edge reads: its spec (type, default, description: the README's
 // tables are made from VARS) and its validation. Missing sign-in
 // configuration (neither AUTH_JWT_SECRET nor AUTH_JWKS_URL) stops the process at start.
-import { config, parseBudgetOverrides, type BudgetLimits } from '@agent-mesh/common';
+import { config, parseBudgetOverrides, type BudgetLimits, type RedisTarget } from '@agent-mesh/common';
 import type { AuthConfig } from './auth';
 
 type Env = config.Env;
@@ -15,7 +15,7 @@ export interface EdgeConfig {
   peers: { orchestrator: string; store: string; broker: string; tools: string };
   /** host:port of each gRPC service's metrics side channel (`/metrics.json`). */
   metricsAddrs: { orchestrator: string; store: string; broker: string; tools: string };
-  redisUrl: string;
+  redis: RedisTarget;
   sse: {
     maxStreams: number;
     heartbeatMs: number;
@@ -39,7 +39,7 @@ export interface EdgeConfig {
   ops: { prometheusUrl?: string; jaegerQueryUrl?: string };
 }
 
-const { EDGE_PORT, EDGE_HOST, ORCHESTRATOR_ADDR, STORE_ADDR, LLM_BROKER_ADDR, TOOL_SERVICE_ADDR, REDIS_URL, SHUTDOWN_GRACE_MS } = config.sharedVars;
+const { EDGE_PORT, EDGE_HOST, ORCHESTRATOR_ADDR, STORE_ADDR, LLM_BROKER_ADDR, TOOL_SERVICE_ADDR, SHUTDOWN_GRACE_MS } = config.sharedVars;
 const metricsAddr = (service: string) => ({
   type: 'addr',
   defaultDoc: `the ${service}'s (first) host, its gRPC port + 1000`,
@@ -48,7 +48,7 @@ const metricsAddr = (service: string) => ({
 
 /** Every variable the edge reads. */
 export const VARS = {
-  EDGE_PORT, EDGE_HOST, ORCHESTRATOR_ADDR, STORE_ADDR, LLM_BROKER_ADDR, TOOL_SERVICE_ADDR, REDIS_URL, SHUTDOWN_GRACE_MS,
+  EDGE_PORT, EDGE_HOST, ORCHESTRATOR_ADDR, STORE_ADDR, LLM_BROKER_ADDR, TOOL_SERVICE_ADDR, ...config.redisVars, SHUTDOWN_GRACE_MS,
   ...config.defineVars({
     AUTH_JWKS_URL: { type: 'string', default: '', defaultDoc: 'none', doc: "production sign-in: the identity provider's JWKS (RS256/ES256 tokens); needs `AUTH_ISSUER` and `AUTH_AUDIENCE`. One of `AUTH_JWKS_URL` / `AUTH_JWT_SECRET` is **required**" },
     AUTH_ISSUER: { type: 'string', defaultDoc: 'required with `AUTH_JWKS_URL`', doc: 'the `iss` tokens must carry' },
@@ -106,7 +106,7 @@ export function loadConfig(env: Env = process.env): EdgeConfig {
       broker: metricsAddr(VARS.LLM_BROKER_METRICS_ADDR, peers.broker),
       tools: metricsAddr(VARS.TOOL_SERVICE_METRICS_ADDR, peers.tools),
     },
-    redisUrl: read(VARS.REDIS_URL),
+    redis: config.readRedisTarget(env),
     sse: {
       maxStreams: read(VARS.SSE_MAX_STREAMS),
       heartbeatMs: read(VARS.SSE_HEARTBEAT_MS),

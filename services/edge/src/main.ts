@@ -11,7 +11,7 @@ void runService({ name: 'edge', loadConfig, flushTelemetry, build });
 async function build(svc: Service<EdgeConfig>): Promise<void> {
   const { config: cfg, logger } = svc;
 
-  const redis = createRedis(cfg.redisUrl, logger);
+  const redis = createRedis(cfg.redis, logger);
   svc.onShutdown('clients', 'redis', async () => {
     await redis.quit().catch(() => redis.disconnect());
   });

@@ -1,6 +1,6 @@
 // Every environment variable the broker reads: its spec (type, default, description: the README's
 // tables are made from VARS) and its validation.
-import { config, LLM_QUOTA_KEY_PREFIX } from '@agent-mesh/common';
+import { config, LLM_QUOTA_KEY_PREFIX, type RedisTarget } from '@agent-mesh/common';
 
 export type Env = config.Env;
 
@@ -34,7 +34,7 @@ export interface BrokerConfig {
   host: string;
   shutdownGraceMs: number;
   metricsPort: number;
-  redisUrl: string;
+  redis: RedisTarget;
   /** In fallback order (LLM_UPSTREAMS, else one upstream from LLM_BASE_URL and its neighbours). */
   upstreams: UpstreamConfig[];
   defaultMaxTokens: number;
@@ -94,11 +94,11 @@ export function parsePriorities(text: string): Record<string, number> {
   return out;
 }
 
-const { LLM_BROKER_PORT, LLM_BROKER_HOST, METRICS_PORT, SHUTDOWN_GRACE_MS, REDIS_URL } = config.sharedVars;
+const { LLM_BROKER_PORT, LLM_BROKER_HOST, METRICS_PORT, SHUTDOWN_GRACE_MS } = config.sharedVars;
 
 /** Every variable the broker reads. */
 export const VARS = {
-  LLM_BROKER_PORT, LLM_BROKER_HOST, METRICS_PORT, SHUTDOWN_GRACE_MS, REDIS_URL,
+  LLM_BROKER_PORT, LLM_BROKER_HOST, METRICS_PORT, SHUTDOWN_GRACE_MS, ...config.redisVars,
   ...config.defineVars({
     LLM_UPSTREAMS: {
       type: 'string',
@@ -235,7 +235,7 @@ export function loadConfig(env: Env = process.env): BrokerConfig {
     host: read(VARS.LLM_BROKER_HOST),
     shutdownGraceMs: read(VARS.SHUTDOWN_GRACE_MS),
     metricsPort: read(VARS.METRICS_PORT, config.metricsPortFor(port || config.DEFAULT_PORTS.LLM_BROKER)),
-    redisUrl: read(VARS.REDIS_URL),
+    redis: config.readRedisTarget(env),
     upstreams,
     defaultMaxTokens: read(VARS.LLM_DEFAULT_MAX_TOKENS),
     priorities: parsePriorities(read(VARS.LLM_PRIORITIES)),

@@ -1,7 +1,7 @@
 // Every environment variable the orchestrator reads: its spec (type, default, description: the
 // README's tables are made from VARS) and its validation.
 import path from 'node:path';
-import { config } from '@agent-mesh/common';
+import { config, type RedisTarget } from '@agent-mesh/common';
 import { AGENT_ROLES, type AgentCallPolicy, type AgentRole } from './pipeline/types';
 
 export interface OrchestratorConfig {
@@ -12,7 +12,7 @@ export interface OrchestratorConfig {
   shutdownGraceMs: number;
   /** Prometheus side channel. */
   metricsPort: number;
-  redisUrl: string;
+  redis: RedisTarget;
   brokerAddr: string;
   toolServiceAddr: string;
   storeAddr: string;
@@ -65,11 +65,11 @@ export interface OrchestratorConfig {
 
 type Env = config.Env;
 
-const { ORCHESTRATOR_PORT, ORCHESTRATOR_HOST, METRICS_PORT, SHUTDOWN_GRACE_MS, REDIS_URL, LLM_BROKER_ADDR, TOOL_SERVICE_ADDR, STORE_ADDR } = config.sharedVars;
+const { ORCHESTRATOR_PORT, ORCHESTRATOR_HOST, METRICS_PORT, SHUTDOWN_GRACE_MS, LLM_BROKER_ADDR, TOOL_SERVICE_ADDR, STORE_ADDR } = config.sharedVars;
 
 /** Every variable the orchestrator reads. */
 export const VARS = {
-  ORCHESTRATOR_PORT, ORCHESTRATOR_HOST, METRICS_PORT, SHUTDOWN_GRACE_MS, REDIS_URL, LLM_BROKER_ADDR, TOOL_SERVICE_ADDR, STORE_ADDR,
+  ORCHESTRATOR_PORT, ORCHESTRATOR_HOST, METRICS_PORT, SHUTDOWN_GRACE_MS, ...config.redisVars, LLM_BROKER_ADDR, TOOL_SERVICE_ADDR, STORE_ADDR,
   ...config.defineVars({
     MAX_ROUNDS: { type: 'int', default: 3, min: 1, max: 10, doc: 'rounds at most (a REVISE in the last round is ignored)' },
     AGENT_OVERLAP: { type: 'bool', default: true, doc: 'pipelined agents (false: strictly sequential, for comparison)' },
@@ -144,7 +144,7 @@ export function loadConfig(env: Env = process.env): OrchestratorConfig {
     host: read(VARS.ORCHESTRATOR_HOST),
     shutdownGraceMs: read(VARS.SHUTDOWN_GRACE_MS),
     metricsPort: read(VARS.METRICS_PORT, config.metricsPortFor(port)),
-    redisUrl: read(VARS.REDIS_URL),
+    redis: config.readRedisTarget(env),
     brokerAddr: read(VARS.LLM_BROKER_ADDR),
     toolServiceAddr: read(VARS.TOOL_SERVICE_ADDR),
     storeAddr: read(VARS.STORE_ADDR),

@@ -1,6 +1,6 @@
 // Process entry of the orchestrator: clients, run manager, gRPC and metrics servers — wiring only
 // (configuration, listeners and shutdown phases: runService).
-import { createRedis, flushTelemetry, redisReady, runService, type Service } from '@agent-mesh/common';
+import { createRedis, createSubscriber, flushTelemetry, redisReady, runService, type Service } from '@agent-mesh/common';
 import { OrchestratorServiceService } from '@agent-mesh/common/gen/orchestrator/v1/orchestrator';
 import { loadConfig, type OrchestratorConfig } from './config';
 import { BrokerGateway } from './gateways/broker';
@@ -22,9 +22,9 @@ async function build(svc: Service<OrchestratorConfig>): Promise<void> {
   const { config, logger } = svc;
   const metrics = createMetrics();
 
-  const redis = createRedis(config.redisUrl, logger);
+  const redis = createRedis(config.redis, logger);
   // Pub/Sub needs its own connection; it carries every watcher's notifications and the cancels.
-  const subscriber = createRedis(config.redisUrl, logger, { enableOfflineQueue: true, maxRetriesPerRequest: null });
+  const subscriber = createSubscriber(config.redis, logger);
   svc.onShutdown('clients', 'redis', async () => void (await redis.quit().catch(() => undefined)));
   svc.onShutdown('clients', 'redis-subscriber', async () => void (await subscriber.quit().catch(() => undefined)));
   await Promise.all([redisReady(redis), redisReady(subscriber)]);

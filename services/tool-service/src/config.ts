@@ -1,7 +1,7 @@
 // Every environment variable the tool-service reads: its spec (type, default, description: the
 // README's tables are made from VARS) and its validation.
 import path from 'node:path';
-import { config } from '@agent-mesh/common';
+import { config, type RedisTarget } from '@agent-mesh/common';
 import type { BreakerOptions } from './invoke/breaker';
 import { ALL_SOURCES, type CorpusSource } from './search/corpus';
 import type { ToolOverrides } from './tools/registry';
@@ -14,7 +14,7 @@ export interface ToolServiceConfig {
   host: string;
   shutdownGraceMs: number;
   metricsPort: number;
-  redisUrl: string;
+  redis: RedisTarget;
   storeAddr: string;
   /** SearxNG-compatible API; empty = the local corpus. */
   searchUrl: string;
@@ -43,11 +43,11 @@ export interface ToolServiceConfig {
   maxArgumentsBytes: number;
 }
 
-const { TOOL_SERVICE_PORT, TOOL_SERVICE_HOST, METRICS_PORT, SHUTDOWN_GRACE_MS, REDIS_URL, STORE_ADDR } = config.sharedVars;
+const { TOOL_SERVICE_PORT, TOOL_SERVICE_HOST, METRICS_PORT, SHUTDOWN_GRACE_MS, STORE_ADDR } = config.sharedVars;
 
 /** Every variable the tool-service reads. */
 export const VARS = {
-  TOOL_SERVICE_PORT, TOOL_SERVICE_HOST, METRICS_PORT, SHUTDOWN_GRACE_MS, REDIS_URL, STORE_ADDR,
+  TOOL_SERVICE_PORT, TOOL_SERVICE_HOST, METRICS_PORT, SHUTDOWN_GRACE_MS, ...config.redisVars, STORE_ADDR,
   ...config.defineVars({
     SEARCH_URL: { type: 'string', default: '', doc: 'a SearxNG-compatible JSON API for `search_web`; empty: the local full-text corpus' },
     TOOL_CORPUS_SOURCES: { type: 'string', default: ALL_SOURCES.join(','), doc: 'what the local corpus indexes (comma-separated)' },
@@ -92,7 +92,7 @@ export function loadConfig(env: Env = process.env): ToolServiceConfig {
     host: read(VARS.TOOL_SERVICE_HOST),
     shutdownGraceMs: read(VARS.SHUTDOWN_GRACE_MS),
     metricsPort: read(VARS.METRICS_PORT, config.metricsPortFor(port || config.DEFAULT_PORTS.TOOL_SERVICE)),
-    redisUrl: read(VARS.REDIS_URL),
+    redis: config.readRedisTarget(env),
     storeAddr: read(VARS.STORE_ADDR),
     searchUrl,
     prewarmQueries: config.list(read(VARS.TOOL_PREWARM_QUERIES)),

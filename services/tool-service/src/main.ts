@@ -25,7 +25,7 @@ async function build(svc: Service<ToolServiceConfig>): Promise<void> {
   const metrics = new ToolMetrics(registry);
   const metricsServer = await svc.metricsServer(registry, cfg.metricsPort);
 
-  const redis = createRedis(cfg.redisUrl, logger);
+  const redis = createRedis(cfg.redis, logger);
   svc.onShutdown('clients', 'redis', async () => {
     await redis.quit().catch(() => redis.disconnect());
   });

@@ -48,7 +48,19 @@ export const sharedVars = defineVars({
     type: 'int', min: 0, max: 65535, defaultDoc: 'gRPC port + 1000',
     doc: 'the HTTP side channel of a gRPC service: Prometheus `/metrics`, JSON `/metrics.json`, probes `/healthz` and `/readyz`',
   },
-  REDIS_URL: { type: 'string', default: 'redis://127.0.0.1:6379', doc: 'Redis: quota state, limits, caches, run logs, leases' },
+  REDIS_URL: {
+    type: 'string', default: 'redis://127.0.0.1:6379',
+    doc: 'Redis: quota state, limits, caches, run logs, leases. With `REDIS_SENTINELS` or `REDIS_CLUSTER_NODES` only its credentials, database and `rediss:` (TLS) are used',
+  },
+  REDIS_SENTINELS: {
+    type: 'addrList', default: '', defaultDoc: 'none',
+    doc: 'Sentinel-managed Redis: the sentinels, `host:port,host:port,…`; the client asks them for the primary of `REDIS_SENTINEL_NAME` (again after a failover)',
+  },
+  REDIS_SENTINEL_NAME: { type: 'string', default: 'mymaster', doc: 'the primary\'s name the sentinels monitor (with `REDIS_SENTINELS`)' },
+  REDIS_CLUSTER_NODES: {
+    type: 'addrList', default: '', defaultDoc: 'none',
+    doc: 'Redis Cluster: some of its nodes, `host:port,host:port,…` (the client learns the rest); exclusive with `REDIS_SENTINELS`',
+  },
   SHUTDOWN_GRACE_MS: { type: 'int', default: 10_000, min: 0, doc: 'the whole shutdown budget, spent in phases (see [Start and shutdown](#start-and-shutdown))' },
 });
 
@@ -64,3 +76,11 @@ export const processVars = defineVars({
   GRPC_TLS_KEY: { type: 'string', default: '', doc: "this process's private key (PEM), for mutual TLS" },
   PROTO_DIR: { type: 'string', defaultDoc: 'the repository\'s `proto/`', doc: 'where the .proto files are (images that move them set it)' },
 });
+
+/** The Redis variables every service that uses Redis reads (spread into its VARS). */
+export const redisVars = {
+  REDIS_URL: sharedVars.REDIS_URL,
+  REDIS_SENTINELS: sharedVars.REDIS_SENTINELS,
+  REDIS_SENTINEL_NAME: sharedVars.REDIS_SENTINEL_NAME,
+  REDIS_CLUSTER_NODES: sharedVars.REDIS_CLUSTER_NODES,
+};

@@ -100,13 +100,13 @@ export class TokenBudgets {
     const minute = this.key(userId, 'minute', w.minute.start);
     const top = this.topKey(w.day.start);
     try {
+      // Two transactions: the user's windows share a hash tag (one cluster slot), the day's
+      // spenders are another key, in another slot on a Cluster.
       await this.timed(
-        this.redis
-          .multi()
-          .incrby(day, n).pexpireat(day, w.day.end + MINUTE_MS)
-          .incrby(minute, n).pexpireat(minute, w.minute.end + MINUTE_MS)
-          .zincrby(top, n, userId).pexpireat(top, w.day.end + DAY_MS)
-          .exec(),
+        Promise.all([
+          this.redis.multi().incrby(day, n).pexpireat(day, w.day.end + MINUTE_MS).incrby(minute, n).pexpireat(minute, w.minute.end + MINUTE_MS).exec(),
+          this.redis.multi().zincrby(top, n, userId).pexpireat(top, w.day.end + DAY_MS).exec(),
+        ]),
       );
     } catch (err) {
       this.opts.onError?.(err);

@@ -83,9 +83,7 @@ export class GlobalLimiter {
     private readonly logger?: Logger,
   ) {
     this.cmd = defineCommands(redis);
-    // One hash tag so every key of a limiter lands on one cluster slot (scripts touch several).
-    const p = `${keyPrefix}:{q}`;
-    this.keys = { leases: `${p}:leases`, rpm: `${p}:rpm`, tpm: `${p}:tpm`, pause: GlobalLimiter.pauseKey(keyPrefix), replicas: `${p}:replicas` };
+    this.keys = GlobalLimiter.keysOf(keyPrefix);
     this.limits = norm(options);
     this.leaseMs = options.leaseMs ?? 15_000;
     this.windowMs = WINDOW_MS * (options.windowScale ?? 1);
@@ -100,7 +98,17 @@ export class GlobalLimiter {
 
   /** The key that exists (with the pause as its TTL) while a limiter with this prefix is paused. */
   static pauseKey(keyPrefix: string): string {
-    return `${keyPrefix}:{q}:pause`;
+    return GlobalLimiter.keysOf(keyPrefix).pause;
+  }
+
+  /**
+   * The keys of the limiter with this prefix. The prefix is their hash tag: every key of one
+   * limiter is in one cluster slot (its scripts touch several), and different limiters (each
+   * user's rate limit, each tool's) spread over the cluster's slots.
+   */
+  static keysOf(keyPrefix: string): { leases: string; rpm: string; tpm: string; pause: string; replicas: string } {
+    const p = `{${keyPrefix}}`;
+    return { leases: `${p}:leases`, rpm: `${p}:rpm`, tpm: `${p}:tpm`, pause: `${p}:pause`, replicas: `${p}:replicas` };
   }
 
   /** Starts the heartbeat that tells every replica how many share the quota. */

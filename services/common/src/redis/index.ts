@@ -1,35 +1,121 @@
 // One way to open Redis: commands fail fast while disconnected (callers decide the fallback)
-// and the client reconnects on its own.
-import Redis, { type RedisOptions } from 'ioredis';
+// and the client reconnects on its own. Three topologies, one client type for the callers:
+// a single server (REDIS_URL), a Sentinel-managed primary (REDIS_SENTINELS + REDIS_SENTINEL_NAME:
+// ioredis asks the sentinels where the primary is, and again after a failover), or a Cluster
+// (REDIS_CLUSTER_NODES: ioredis routes each command to the primary of its key's slot and follows
+// MOVED/ASK after a failover). Scripts and MULTI must keep their keys in one slot: see ./slots.ts.
+import Redis, { Cluster, type ClusterOptions, type RedisOptions } from 'ioredis';
 import type { Logger } from '../logging';
 
 export type { Redis };
 
-export function createRedis(url: string, logger: Logger, options: RedisOptions = {}): Redis {
-  const client = new Redis(url, {
+/** Where Redis is, as the configuration says (see readRedisTarget in ../config). */
+export type RedisTarget =
+  | { mode: 'single'; url: string }
+  | { mode: 'sentinel'; sentinels: HostPort[]; name: string; url: string }
+  | { mode: 'cluster'; nodes: HostPort[]; url: string };
+
+export interface HostPort {
+  host: string;
+  port: number;
+}
+
+/** `host:port,host:port` → HostPort[] (IPv6 in brackets). */
+export function parseHostPorts(list: string): HostPort[] {
+  return list.split(',').map((s) => s.trim()).filter(Boolean).map((a) => {
+    const i = a.lastIndexOf(':');
+    return { host: a.slice(0, i).replace(/^\[|\]$/g, ''), port: Number(a.slice(i + 1)) };
+  });
+}
+
+/** Credentials, database and TLS of a `redis://` / `rediss://` URL (what the nodes of a sentinel or cluster setup share). */
+function urlOptions(url: string): Pick<RedisOptions, 'username' | 'password' | 'db' | 'tls'> {
+  const u = new URL(url);
+  const o: Pick<RedisOptions, 'username' | 'password' | 'db' | 'tls'> = {};
+  if (u.username) o.username = decodeURIComponent(u.username);
+  if (u.password) o.password = decodeURIComponent(u.password);
+  const db = Number(u.pathname.slice(1));
+  if (u.pathname.length > 1 && Number.isInteger(db)) o.db = db;
+  if (u.protocol === 'rediss:') o.tls = {};
+  return o;
+}
+
+const retryStrategy = (times: number) => Math.min(50 * 2 ** times, 2_000);
+
+/**
+ * A client of the target. `options.enableOfflineQueue` / `maxRetriesPerRequest` as ioredis' (a
+ * Pub/Sub connection queues and retries without bound: see createSubscriber). In cluster mode the
+ * result is an ioredis Cluster typed as Redis: the commands the services use (scripts, MULTI on one
+ * slot, streams, Pub/Sub, status and its events, quit) behave the same on both.
+ */
+export function createRedis(target: RedisTarget | string, logger: Logger, options: RedisOptions = {}): Redis {
+  const t: RedisTarget = typeof target === 'string' ? { mode: 'single', url: target } : target;
+  const base: RedisOptions = {
     // A command issued while Redis is down fails at once instead of queueing without bound.
     enableOfflineQueue: false,
     maxRetriesPerRequest: 1,
-    retryStrategy: (times) => Math.min(50 * 2 ** times, 2_000),
+    retryStrategy,
     lazyConnect: false,
     ...options,
-  });
+  };
+  let client: Redis;
+  if (t.mode === 'single') {
+    client = new Redis(t.url, base);
+  } else if (t.mode === 'sentinel') {
+    client = new Redis({
+      ...urlOptions(t.url),
+      ...base,
+      sentinels: t.sentinels,
+      name: t.name,
+      sentinelRetryStrategy: retryStrategy,
+      // Subscribe to the sentinels' +switch-master: reconnect to the new primary at once instead
+      // of when the old one's connection times out.
+      failoverDetector: true,
+    });
+  } else {
+    const { enableOfflineQueue, retryStrategy: _r, lazyConnect, ...redisOptions } = base;
+    const clusterOptions: ClusterOptions = {
+      enableOfflineQueue,
+      lazyConnect,
+      clusterRetryStrategy: retryStrategy,
+      // A failover takes the cluster a few seconds (cluster-node-timeout + election): commands to
+      // the lost slots are retried meanwhile (bounded by the callers' own timeouts).
+      retryDelayOnClusterDown: 200,
+      retryDelayOnFailover: 200,
+      retryDelayOnTryAgain: 200,
+      slotsRefreshTimeout: 2_000,
+      redisOptions: { ...urlOptions(t.url), ...redisOptions },
+    };
+    client = new Cluster(t.nodes, clusterOptions) as unknown as Redis;
+  }
   let down = false;
-  client.on('error', (err) => {
-    if (!down) logger.warn({ err: err.message }, 'redis unavailable');
+  client.on('error', (err: Error) => {
+    if (!down) logger.warn({ err: err.message, mode: t.mode }, 'redis unavailable');
     down = true;
   });
   client.on('ready', () => {
-    if (down) logger.info('redis available again');
+    if (down) logger.info({ mode: t.mode }, 'redis available again');
     down = false;
   });
   return client;
 }
 
+/**
+ * A Pub/Sub connection of the target. It queues commands while disconnected and retries without
+ * bound, and ioredis subscribes again to every channel after a reconnect (to the new primary after
+ * a Sentinel failover; in a Cluster, to another node when its node is lost: classic PUBLISH reaches
+ * every node of a cluster, so any node will do). Opened from the target rather than with
+ * `duplicate()`, whose options differ between Redis and Cluster (a Cluster's take `redisOptions`
+ * for the per-node settings), so that the three modes get the same subscriber.
+ */
+export function createSubscriber(target: RedisTarget | string, logger: Logger): Redis {
+  return createRedis(target, logger, { enableOfflineQueue: true, maxRetriesPerRequest: null });
+}
+
 /** True for ioredis' errors that mean Redis cannot be reached right now (not a command's own error). */
 export function isRedisConnectionError(err: unknown): boolean {
   const m = err instanceof Error ? err.message : '';
-  return /Connection is closed|Stream isn't writeable|ECONNREFUSED|ECONNRESET|EPIPE|ETIMEDOUT|max retries|enableOfflineQueue/i.test(m);
+  return /Connection is closed|Stream isn't writeable|ECONNREFUSED|ECONNRESET|EPIPE|ETIMEDOUT|max retries|enableOfflineQueue|CLUSTERDOWN|TRYAGAIN|READONLY|LOADING|Failed to refresh slots|None of startup nodes/i.test(m);
 }
 
 /** Resolves once the client is ready (or rejects after timeoutMs). */
@@ -43,3 +129,6 @@ export async function redisReady(client: Redis, timeoutMs = 10_000): Promise<voi
     });
   });
 }
+
+export { slotOf, sameSlot } from './slots';
+export { keyRecorder, type RecordedCall } from './key-recorder';

@@ -1,18 +1,25 @@
-// Redis key names of runs. The `{runId}` hash tag keeps one run's keys in one cluster slot.
+// Redis key names of runs. Every key carries the one hash tag `{runs}`, so on a Redis Cluster they
+// are all in one slot: the registry's scripts (start, append, claim, release) touch a run's keys
+// together with its conversation's, its message's and the takeover set's, atomically. The cost: a
+// cluster holds all runs on one primary (and its replica), and spreads the other services' keys
+// (caches, quotas, budgets, rate limits) over the rest. Pub/Sub channels have no slot (a PUBLISH
+// reaches every node).
+const TAG = 'mesh:{runs}';
+
 export const keys = {
-  log: (runId: string) => `run:{${runId}}:log`,
-  seq: (runId: string) => `run:{${runId}}:seq`,
-  lease: (runId: string) => `run:{${runId}}:lease`,
-  meta: (runId: string) => `run:{${runId}}:meta`,
-  checkpoint: (runId: string) => `run:{${runId}}:ckpt`,
-  cancel: (runId: string) => `run:{${runId}}:cancel`,
-  notify: (runId: string) => `runlog:{${runId}}`,
-  convActive: (conversationId: string) => `conv:{${conversationId}}:active`,
-  convRun: (conversationId: string) => `conv:{${conversationId}}:run`,
-  messageRun: (messageId: string) => `msg:{${messageId}}:run`,
+  log: (runId: string) => `${TAG}:run:${runId}:log`,
+  seq: (runId: string) => `${TAG}:run:${runId}:seq`,
+  lease: (runId: string) => `${TAG}:run:${runId}:lease`,
+  meta: (runId: string) => `${TAG}:run:${runId}:meta`,
+  checkpoint: (runId: string) => `${TAG}:run:${runId}:ckpt`,
+  cancel: (runId: string) => `${TAG}:run:${runId}:cancel`,
+  convActive: (conversationId: string) => `${TAG}:conv:${conversationId}:active`,
+  convRun: (conversationId: string) => `${TAG}:conv:${conversationId}:run`,
+  messageRun: (messageId: string) => `${TAG}:msg:${messageId}:run`,
   /** Sorted set of active runs scored by lease expiry (ms): the takeover scan reads it. */
-  leases: 'runs:leases',
+  leases: `${TAG}:leases`,
+  /** Pub/Sub channel of a run's "new events" notices (payload: its last seq). */
+  notify: (runId: string) => `runlog:{${runId}}`,
   /** Pub/Sub channel of cancel requests (payload: run id). */
   cancelChannel: 'runs:cancel',
 };
-

@@ -44,20 +44,25 @@ redis.call('ZADD', KEYS[2], tonumber(ARGV[3]) + tonumber(ARGV[2]), ARGV[4])
 return 1
 `;
 
-// KEYS: leases; ARGV: now owner leaseMs limit
-// Claims runs whose lease expired. The lease key's absence is the proof: a live owner renews it.
+// KEYS: leases, then the lease key of each candidate; ARGV: now owner leaseMs, then each candidate's id.
+// Claims the candidates (read from the takeover set just before) whose lease expired: still due in
+// the set (nobody renewed or claimed them meanwhile) and the lease key absent, which is the proof
+// (a live owner renews it). Every key it touches is declared, so it runs on a Cluster too.
 const CLAIM = `
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[4]))
+local now, leaseMs = tonumber(ARGV[1]), tonumber(ARGV[3])
 local out = {}
-for _, id in ipairs(ids) do
-  local lk = 'run:{' .. id .. '}:lease'
-  if redis.call('EXISTS', lk) == 0 then
-    redis.call('SET', lk, ARGV[2], 'PX', ARGV[3])
-    redis.call('ZADD', KEYS[1], tonumber(ARGV[1]) + tonumber(ARGV[3]), id)
-    table.insert(out, id)
-  else
-    -- the owner is alive but its score is stale: bring the score up to date
-    redis.call('ZADD', KEYS[1], tonumber(ARGV[1]) + redis.call('PTTL', lk), id)
+for i = 2, #KEYS do
+  local id = ARGV[i + 2]
+  local score = redis.call('ZSCORE', KEYS[1], id)
+  if score and tonumber(score) <= now then
+    if redis.call('EXISTS', KEYS[i]) == 0 then
+      redis.call('SET', KEYS[i], ARGV[2], 'PX', leaseMs)
+      redis.call('ZADD', KEYS[1], now + leaseMs, id)
+      table.insert(out, id)
+    else
+      -- the owner is alive but its score is stale: bring the score up to date
+      redis.call('ZADD', KEYS[1], now + redis.call('PTTL', KEYS[i]), id)
+    end
   end
 end
 return out
@@ -83,7 +88,8 @@ export class RunRegistry {
   constructor(redis: Redis, private readonly leaseMs: number) {
     redis.defineCommand('meshRunStart', { numberOfKeys: 6, lua: START });
     redis.defineCommand('meshRunRenew', { numberOfKeys: 2, lua: RENEW });
-    redis.defineCommand('meshRunClaim', { numberOfKeys: 1, lua: CLAIM });
+    // The number of keys varies: it is the first argument.
+    redis.defineCommand('meshRunClaim', { lua: CLAIM });
     redis.defineCommand('meshRunRelease', { numberOfKeys: 2, lua: RELEASE });
     this.redis = redis as Scripted;
   }
@@ -125,8 +131,11 @@ export class RunRegistry {
     return (await this.redis.meshRunRenew(keys.lease(runId), keys.leases, owner, String(this.leaseMs), String(Date.now()), runId)) === 1;
   }
 
-  claimExpired(owner: string, limit: number): Promise<string[]> {
-    return this.redis.meshRunClaim(keys.leases, String(Date.now()), owner, String(this.leaseMs), String(limit));
+  async claimExpired(owner: string, limit: number): Promise<string[]> {
+    const now = String(Date.now());
+    const due = await this.redis.zrangebyscore(keys.leases, '-inf', now, 'LIMIT', 0, limit);
+    if (due.length === 0) return [];
+    return this.redis.meshRunClaim(String(due.length + 1), keys.leases, ...due.map(keys.lease), now, owner, String(this.leaseMs), ...due);
   }
 
   async release(runId: string, owner: string): Promise<void> {
@@ -166,7 +175,7 @@ export class RunRegistry {
   async erase(conversationId: string, runIds: string[], messageIds: string[]): Promise<void> {
     const dels = [keys.convActive(conversationId), keys.convRun(conversationId), ...messageIds.map(keys.messageRun)];
     for (const r of runIds) dels.push(keys.log(r), keys.seq(r), keys.lease(r), keys.meta(r), keys.checkpoint(r), keys.cancel(r));
-    // One key per DEL: a run's keys share a cluster slot, different runs' keys do not.
+    // All in the registry's one cluster slot (./keys.ts), so one MULTI works on a Cluster too.
     const multi = this.redis.multi();
     for (const k of dels) multi.del(k);
     if (runIds.length) multi.zrem(keys.leases, ...runIds);

@@ -20,8 +20,13 @@ export class RedisPopularity implements PopularityRecorder {
     private readonly logger: Logger,
   ) {}
 
-  private bucket(tool: string, hour: number): string {
-    return `${this.prefix}:popular:${tool}:${hour}`;
+  /** A tool's hourly sets share the hash tag `{popular:<tool>}`: ZUNIONSTORE needs them (and its target) in one cluster slot. */
+  bucket(tool: string, hour: number): string {
+    return `${this.prefix}:{popular:${tool}}:${hour}`;
+  }
+
+  unionKey(tool: string): string {
+    return `${this.prefix}:{popular:${tool}}:tmp:${process.pid}:${Date.now()}`;
   }
 
   record(tool: string, key: string): void {
@@ -36,7 +41,7 @@ export class RedisPopularity implements PopularityRecorder {
   async top(tool: string, limit: number): Promise<string[]> {
     if (limit <= 0) return [];
     const hour = Math.floor(Date.now() / HOUR_MS);
-    const tmp = `${this.prefix}:popular:${tool}:tmp:${process.pid}:${Date.now()}`;
+    const tmp = this.unionKey(tool);
     const res = await this.redis
       .multi()
       .zunionstore(tmp, 2, this.bucket(tool, hour), this.bucket(tool, hour - 1))
