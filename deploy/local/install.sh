@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs the local infrastructure the mesh runs on (Redis, PostgreSQL, FerretDB, Jaeger, grpc-health-probe,
+# Installs the local infrastructure the mesh runs on (Redis and its sentinel, PostgreSQL, FerretDB, Jaeger, grpc-health-probe,
 # nginx, Prometheus, Chromium for UI tests), idempotently. Binaries built from Go are cached in $MESH_CACHE/bin so a
 # second run does not rebuild them.
 set -euo pipefail
@@ -10,6 +10,9 @@ log() { printf '[install] %s\n' "$*" >&2; }
 
 apt_pkgs=()
 command -v redis-server >/dev/null || apt_pkgs+=(redis-server)
+# Redis that survives losing a node (`npm start -- --redis sentinel`, test/e2e/redis-ha.test.ts);
+# a cluster needs only redis-server and redis-cli.
+command -v redis-sentinel >/dev/null || apt_pkgs+=(redis-sentinel)
 # The fleet (`npm start -- --replicas N`): nginx in front of the edges, Prometheus (and promtool,
 # which unit-tests the alert rules).
 [ -x /usr/sbin/nginx ] || apt_pkgs+=(nginx)

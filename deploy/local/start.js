@@ -8,6 +8,7 @@ const path = require('node:path');
 const stack = require('./stack');
 const fleetLib = require('./fleet');
 const autoscale = require('./autoscale');
+const redisHa = require('./redis-ha');
 
 const env = process.env;
 const dataDir = path.join(stack.ROOT, '.mesh');
@@ -39,6 +40,20 @@ function replicasWanted() {
   return n;
 }
 const replicas = replicasWanted();
+/**
+ * `--redis single|sentinel|cluster` (or MESH_REDIS): one redis-server (default); a primary, a
+ * replica and three sentinels; or a cluster of three primaries with a replica each.
+ */
+function redisWanted() {
+  const i = process.argv.indexOf('--redis');
+  const raw = i >= 0 ? process.argv[i + 1] : env.MESH_REDIS || 'single';
+  if (!['single', 'sentinel', 'cluster'].includes(raw)) {
+    console.error(`[start] --redis / MESH_REDIS must be single, sentinel or cluster, got "${raw}"`);
+    process.exit(2);
+  }
+  return raw;
+}
+const redisMode = redisWanted();
 /** `--mtls` (or MESH_MTLS=1): every gRPC call mutual TLS, with a throwaway CA made in .mesh/tls. */
 const mtls = process.argv.includes('--mtls') || env.MESH_MTLS === '1';
 
@@ -70,8 +85,7 @@ async function main() {
     };
     const redisPort = port('REDIS_PORT', 6379);
     const mongoPort = port('MONGO_PORT', 27017);
-    fs.mkdirSync(path.join(dataDir, 'redis'), { recursive: true });
-    await use('redis', redisPort, () => stack.startRedis({ port: redisPort, logDir, appendOnly: true, dataDir: path.join(dataDir, 'redis') }));
+    const redisEnv = await startRedisTopology(use, redisPort, logDir);
     // PostgreSQL (data in .mesh/postgres) under FerretDB; MESH_FERRET_BACKEND=sqlite: the old
     // SQLite backend (data in .mesh/ferretdb), one writer at a time.
     if ((env.MESH_FERRET_BACKEND || 'postgresql') === 'sqlite') {
@@ -98,7 +112,8 @@ async function main() {
     const secret = devSecret();
     const wiring = {
       logDir,
-      redisUrl: env.REDIS_URL || `redis://127.0.0.1:${redisPort}`,
+      redisUrl: redisEnv.REDIS_URL,
+      env: redisEnv,
       mongoUri: env.MONGODB_URI || `mongodb://127.0.0.1:${mongoPort}/agentmesh`,
       otlpEndpoint: env.OTEL_EXPORTER_OTLP_ENDPOINT || 'http://127.0.0.1:4318',
       llmBaseUrl,
@@ -155,6 +170,7 @@ agent mesh is running.
   API docs:    ${url}/docs
   Prometheus:  ${prom.url.replace('127.0.0.1', 'localhost')}/   alerts: ${prom.url.replace('127.0.0.1', 'localhost')}/classic/alerts
   traces:      http://localhost:16686/api/traces?service=edge (Jaeger query API)
+  redis:       ${redisMode}
   logs:        ${logDir}
   services:
 ${rows.join('\n')}
@@ -182,6 +198,35 @@ Ctrl-C stops everything started here.`);
   }
 }
 
+/**
+ * Redis as `--redis` says, data under .mesh/ (append-only files; a cluster's nodes.conf, so that a
+ * second start forms the same cluster again). Ports: REDIS_PORT (6379) for one server; 6390 and
+ * 6391 for the primary and replica and 26390–26392 for the sentinels (not 26379: a sentinel
+ * Debian's package may run as a system service); 7000–7005 for a cluster. What already listens on
+ * the first of them is used as it is. Returns the services' Redis variables.
+ */
+async function startRedisTopology(use, redisPort, logDir) {
+  if (redisMode === 'single') {
+    fs.mkdirSync(path.join(dataDir, 'redis'), { recursive: true });
+    await use('redis', redisPort, () => stack.startRedis({ port: redisPort, logDir, appendOnly: true, dataDir: path.join(dataDir, 'redis') }));
+    return { REDIS_URL: env.REDIS_URL || `redis://127.0.0.1:${redisPort}` };
+  }
+  if (redisMode === 'sentinel') {
+    const ports = { primary: 6390, replica: 6391, sentinels: [26390, 26391, 26392] };
+    const h = await use('redis sentinel (primary, replica, 3 sentinels)', ports.sentinels[0], () =>
+      redisHa.startSentinel({ logDir, dataDir: path.join(dataDir, 'redis-sentinel'), ports, appendOnly: true }));
+    return {
+      REDIS_URL: `redis://127.0.0.1:${ports.primary}`,
+      REDIS_SENTINELS: ports.sentinels.map((p) => `127.0.0.1:${p}`).join(','),
+      REDIS_SENTINEL_NAME: h ? h.env.REDIS_SENTINEL_NAME : redisHa.SENTINEL_NAME,
+    };
+  }
+  const ports = [7000, 7001, 7002, 7003, 7004, 7005];
+  await use('redis cluster (3 primaries, 3 replicas)', ports[0], () =>
+    redisHa.startCluster({ logDir, dataDir: path.join(dataDir, 'redis-cluster'), ports, appendOnly: true }));
+  return { REDIS_URL: `redis://127.0.0.1:${ports[0]}`, REDIS_CLUSTER_NODES: ports.map((p) => `127.0.0.1:${p}`).join(',') };
+}
+
 /** `--replicas N`: nginx on EDGE_PORT in front of N edges; N of every other service on free ports. */
 async function startFleet(wiring, started, isStopping) {
   const promPort = port('PROMETHEUS_PORT', 9090);
@@ -203,6 +248,7 @@ agent mesh is running: ${replicas} replicas of every service.
   API docs:    ${url}/docs
   Prometheus:  ${prom}/   alerts: ${prom}/classic/alerts   targets: ${prom}/classic/targets
   traces:      http://localhost:16686/api/traces?service=edge (Jaeger query API)
+  redis:       ${redisMode}
   logs:        ${logDir}
   replicas:
 ${rows.join('\n')}
