@@ -13,6 +13,7 @@ import { NetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1/NetworkPol
 import { PodDisruptionBudget } from 'kubernetes-models/policy/v1/PodDisruptionBudget';
 import { ConfigMap } from 'kubernetes-models/v1/ConfigMap';
 import { Secret } from 'kubernetes-models/v1/Secret';
+import { config } from '@agent-mesh/common';
 import { Service } from 'kubernetes-models/v1/Service';
 import { ServiceAccount } from 'kubernetes-models/v1/ServiceAccount';
 import { PrometheusRule } from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/PrometheusRule';
@@ -668,6 +669,13 @@ describe('deploy/k8s manifests', () => {
       const data = asObj(patches.find((d) => d.body.kind === 'ConfigMap')?.body.data);
       expect(data.MONGO_REPLICA_SET).toEqual(expect.any(String));
       expect(String(data.MONGODB_URI)).toContain(`replicaSet=${String(data.MONGO_REPLICA_SET)}`);
+    });
+
+    test('uses a Sentinel-managed Redis (the services read it as such)', () => {
+      const data = asObj(patches.find((d) => d.body.kind === 'ConfigMap')?.body.data);
+      const target = config.readRedisTarget({ ...asObj(one('ConfigMap', 'agent-mesh-config').data), ...data } as config.Env);
+      expect(target.mode).toBe('sentinel');
+      expect(target.mode === 'sentinel' && target.sentinels.length).toBe(3);
     });
 
     test('raises every service replica floor above the base', () => {
