@@ -22,7 +22,9 @@ async function build(svc: Service<OrchestratorConfig>): Promise<void> {
   const { config, logger } = svc;
   const metrics = createMetrics();
 
-  const redis = createRedis(config.redis, logger);
+  // Run state has no fallback: a command waits out a short outage (a Sentinel or Cluster failover
+  // takes seconds) instead of failing the run; ~9 s of reconnect attempts, then it fails.
+  const redis = createRedis(config.redis, logger, { enableOfflineQueue: true, maxRetriesPerRequest: 8 });
   // Pub/Sub needs its own connection; it carries every watcher's notifications and the cancels.
   const subscriber = createSubscriber(config.redis, logger);
   svc.onShutdown('clients', 'redis', async () => void (await redis.quit().catch(() => undefined)));
