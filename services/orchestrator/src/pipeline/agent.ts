@@ -1,7 +1,7 @@
 // One agent step: a broker call streamed into `token` events, with the function-calling loop for
 // agents that may use tools.
 import type { AgentCallPolicy, AgentRole, ChatMessage, Emit, LlmGateway, ToolDefinition, ToolGateway, Usage } from './types';
-import { addUsage, emptyUsage } from './types';
+import { emptyUsage, plusUsage } from './types';
 import { chat } from './prompts';
 import { DegradedError, StepFailure } from './errors';
 import { retryAfterMs } from '../runs/admission';
@@ -63,7 +63,7 @@ function safeJson(text: string): unknown {
 
 export async function runAgent(env: AgentEnv, step: AgentStep): Promise<AgentOutput> {
   const { agent, round, emit, signal } = step;
-  const usage = emptyUsage();
+  let usage = emptyUsage();
   const messages = [...step.messages];
   let text = '';
   await emit('agent.started', { agent, round });
@@ -118,7 +118,7 @@ export async function runAgent(env: AgentEnv, step: AgentStep): Promise<AgentOut
           // A failed write (lease lost) rejects every later emit, so the awaited events surface it.
           emit('token', { agent, round, text: u.delta.content }).catch(() => undefined);
         } else {
-          addUsage(usage, u.done.usage);
+          usage = plusUsage(usage, u.done.usage);
           toolCalls = u.done.toolCalls;
         }
       }

@@ -3,7 +3,7 @@ import { loadConfig } from '../config';
 import { DegradedError, RunStopped } from './errors';
 import { interruptedAgent, runPipeline, type PipelineSettings } from './pipeline';
 import type { RolePrompts } from './prompts';
-import { initialCheckpoint, type GenerateRequest, type GenerateResponse, type LlmGateway, type ToolGateway } from './types';
+import { initialCheckpoint, type Checkpoint, type GenerateRequest, type GenerateResponse, type LlmGateway, type ToolGateway } from './types';
 
 const prompts: RolePrompts = { planner: 'You are the Planner.', critic: 'You are the Critic.', host: 'You are the Host.', reporter: 'You are the Reporter.' };
 const sleep = (ms: number, signal?: AbortSignal) =>
@@ -106,6 +106,30 @@ describe.each([false, true])('pipeline (overlap %s)', (overlap) => {
     expect(h.events.filter((e) => e.type === 'round.completed').map((e) => e.data)).toEqual([{ round: 1, verdict: 'approve' }]);
     expect(h.stored).toEqual(expect.arrayContaining(['planner:1', 'critic:1', 'host:1', 'reporter:1']));
     expect(h.stored.filter((s) => s.startsWith('reporter'))).toHaveLength(1);
+    expect(res.usage.totalTokens).toBeGreaterThan(0);
+  });
+
+  it('returns new checkpoints and leaves the one it was given as it was', async () => {
+    const start = initialCheckpoint();
+    const before = JSON.stringify(start);
+    const saved: Checkpoint[] = [];
+    const states: Checkpoint[] = [];
+    const res = await runPipeline(
+      { llm: new FakeLlm({ verdicts: ['REVISE', 'APPROVE'] }), tools, prompts, settings: { maxRounds: 3, overlap, hostStartSteps: 2, maxTokens: 100, calls: CALLS, callTimeoutMs: 1000, toolTimeoutMs: 1000 } },
+      {
+        runId: 'run-1', userId: 'u1', question: 'q', history: [], checkpoint: start, emit: async () => undefined, signal: new AbortController().signal,
+        saveCheckpoint: async (c) => { saved.push(c); }, onState: (c) => states.push(c), storeOutput: async () => undefined,
+      },
+    );
+    expect(JSON.stringify(start)).toBe(before);
+    // Each saved state is its own object, and stays what it was when saved.
+    expect(new Set(saved).size).toBe(saved.length);
+    expect(saved.map((c) => [c.round, c.rounds.length, c.plan !== undefined, c.host !== undefined, c.reporter !== undefined])).toEqual([
+      [1, 0, true, false, false], [2, 1, false, false, false], [2, 1, true, false, false], [2, 2, true, false, false], [2, 2, true, true, false], [2, 2, true, true, true],
+    ]);
+    expect(res.checkpoint).toBe(saved.at(-1));
+    expect(res.checkpoint).toBe(states.at(-1));
+    expect(res.checkpoint.usage).toEqual(res.usage);
     expect(res.usage.totalTokens).toBeGreaterThan(0);
   });
 

@@ -6,7 +6,7 @@ import { runAgent, type AgentEnv } from './agent';
 import { agentMessages, type RolePrompts } from './prompts';
 import { parseVerdict } from './verdict';
 import type { AgentCallPolicy, AgentRole, Checkpoint, Emit, HistoryTurn, LlmGateway, ToolDefinition, ToolGateway, Usage, Verdict } from './types';
-import { addUsage } from './types';
+import { plusUsage } from './types';
 
 export interface PipelineSettings {
   maxRounds: number;
@@ -45,16 +45,21 @@ export interface PipelineRun {
   userId: string;
   question: string;
   history: HistoryTurn[];
-  /** Where to start (a fresh run: initialCheckpoint()). Mutated as steps complete. */
-  checkpoint: Checkpoint;
+  /** Where to start (a fresh run: initialCheckpoint()). Never modified: each step makes a new state. */
+  checkpoint: Readonly<Checkpoint>;
   /** True when resuming another replica's run: the interrupted agent is announced as restarted. */
   resumed?: boolean;
   emit: Emit;
   signal: AbortSignal;
   /** The run's deadline (ms since the epoch): no call the pipeline makes outlives it. */
   deadline?: number;
-  /** Persists the state after a completed agent step. */
+  /** Persists the state after a completed agent step (a new object each time, not modified afterwards). */
   saveCheckpoint: (c: Checkpoint) => Promise<void>;
+  /**
+   * Told every new state, saved or not yet: what the run has got to (its outputs and the tokens
+   * used so far) when it stops before completing.
+   */
+  onState?: (c: Checkpoint) => void;
   /** Stores an agent's final output (idempotent per run/agent/round). */
   storeOutput: (agent: AgentRole, round: number, content: string) => Promise<void>;
   /** The text of the agent streaming right now (for a cancel's partial output). */
@@ -67,6 +72,8 @@ export interface PipelineResult {
   answer: string;
   rounds: number;
   usage: Usage;
+  /** The completed run's last state. */
+  checkpoint: Checkpoint;
 }
 
 /**
@@ -157,7 +164,13 @@ class Speculation<T> {
 
 export async function runPipeline(deps: PipelineDeps, run: PipelineRun): Promise<PipelineResult> {
   const { settings, prompts } = deps;
-  const ckpt = run.checkpoint;
+  // The run's state: replaced, never modified, as steps complete (the caller's stays as it was).
+  let ckpt: Checkpoint = run.checkpoint;
+  const update = (change: Partial<Checkpoint>): Checkpoint => {
+    ckpt = { ...ckpt, ...change };
+    run.onState?.(ckpt);
+    return ckpt;
+  };
   const env: AgentEnv = {
     runId: run.runId,
     userId: run.userId,
@@ -203,7 +216,7 @@ export async function runPipeline(deps: PipelineDeps, run: PipelineRun): Promise
         opts.onText?.(t);
       },
     });
-    addUsage(ckpt.usage, out.usage);
+    update({ usage: plusUsage(ckpt.usage, out.usage) });
     run.mark?.(`${name}.done`);
     deps.onStepDone?.(agent, Date.now() - started);
     return out.content;
@@ -238,15 +251,14 @@ export async function runPipeline(deps: PipelineDeps, run: PipelineRun): Promise
     if (!parsed.explicit) deps.onMissingVerdict?.(ckpt.round);
     const verdict: Verdict = parsed.verdict;
     await run.emit('round.completed', { round: ckpt.round, verdict });
-    ckpt.rounds.push({ round: ckpt.round, plan: ckpt.plan ?? '', critique, verdict });
+    const rounds = [...ckpt.rounds, { round: ckpt.round, plan: ckpt.plan ?? '', critique, verdict }];
     if (verdict === 'revise' && ckpt.round < settings.maxRounds) {
       if (speculativeHost) deps.onSpeculation?.(speculativeHost.yielded ? 'yielded' : 'discarded');
       speculativeHost?.discard();
       speculativeHost = undefined;
-      ckpt.round += 1;
-      delete ckpt.plan;
+      update({ rounds, round: ckpt.round + 1, plan: undefined });
     } else {
-      ckpt.critique = critique;
+      update({ rounds, critique });
     }
     await run.saveCheckpoint(ckpt);
   }
@@ -256,16 +268,14 @@ export async function runPipeline(deps: PipelineDeps, run: PipelineRun): Promise
     if (speculativeHost) deps.onSpeculation?.(speculativeHost.yielded ? 'yielded' : 'used');
     const host = speculativeHost && !speculativeHost.yielded ? await speculativeHost.release() : await hostStep(plan);
     await run.storeOutput('host', ckpt.round, host);
-    ckpt.host = host;
-    await run.saveCheckpoint(ckpt);
+    await run.saveCheckpoint(update({ host }));
   }
   if (ckpt.reporter === undefined) {
     const answer = await step('reporter', { plan, hostAnswer: ckpt.host });
     await run.storeOutput('reporter', ckpt.round, answer);
-    ckpt.reporter = answer;
-    await run.saveCheckpoint(ckpt);
+    await run.saveCheckpoint(update({ reporter: answer }));
   }
-  return { answer: ckpt.reporter, rounds: ckpt.round, usage: ckpt.usage };
+  return { answer: ckpt.reporter ?? '', rounds: ckpt.round, usage: ckpt.usage, checkpoint: ckpt };
 
   /** Planner, then Critic: overlapped (Critic on the partial plan, Host speculatively) or sequential. */
   async function planAndCritique(): Promise<{ critique: string; host?: Speculation<string> }> {
@@ -320,7 +330,6 @@ export async function runPipeline(deps: PipelineDeps, run: PipelineRun): Promise
 
   async function completePlan(plan: string): Promise<void> {
     await run.storeOutput('planner', ckpt.round, plan);
-    ckpt.plan = plan;
-    await run.saveCheckpoint(ckpt);
+    await run.saveCheckpoint(update({ plan }));
   }
 }

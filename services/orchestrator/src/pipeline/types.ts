@@ -45,11 +45,14 @@ export interface Usage {
 
 export const emptyUsage = (): Usage => ({ promptTokens: 0, completionTokens: 0, totalTokens: 0 });
 
-export function addUsage(into: Usage, u: Partial<Usage> | undefined): void {
-  if (!u) return;
-  into.promptTokens += u.promptTokens ?? 0;
-  into.completionTokens += u.completionTokens ?? 0;
-  into.totalTokens += u.totalTokens ?? (u.promptTokens ?? 0) + (u.completionTokens ?? 0);
+/** The sum of two usages (a missing total counts as prompt + completion). */
+export function plusUsage(a: Usage, u: Partial<Usage> | undefined): Usage {
+  if (!u) return a;
+  return {
+    promptTokens: a.promptTokens + (u.promptTokens ?? 0),
+    completionTokens: a.completionTokens + (u.completionTokens ?? 0),
+    totalTokens: a.totalTokens + (u.totalTokens ?? (u.promptTokens ?? 0) + (u.completionTokens ?? 0)),
+  };
 }
 
 /** Writes one event (typed by the run event catalogue) to the run's log; resolves when it is durable. */

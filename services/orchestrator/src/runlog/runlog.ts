@@ -102,7 +102,7 @@ export class RunEmitter {
   private failed?: unknown;
 
   constructor(
-    private readonly log: RunLog,
+    private readonly log: Pick<RunLog, 'append'>,
     private readonly run: RunRef,
     private readonly owner: string,
     private nextSeq: number,

@@ -1,6 +1,6 @@
 import type { Message, Run } from '../gateways/store';
 import { initialCheckpoint } from '../pipeline/types';
-import { checkpointOutputs } from './manager';
+import { checkpointOutputs } from './execution';
 import { RunWriter, type RunStore } from './writer';
 
 const msg = (id: string): Message => ({ id, conversationId: 'c', runId: 'r', role: 'agent', agent: 'planner', round: 1, content: id, status: 'complete', createdAtMs: 0 });
