@@ -40,7 +40,7 @@ async function build(svc: Service<OrchestratorConfig>): Promise<void> {
     store.close();
   });
 
-  const registry = new RunRegistry(redis, config.runLeaseMs);
+  const registry = new RunRegistry(redis, config.runLeaseMs, config.runLogRetentionS);
   const log = new RunLog(redis, { maxEvents: config.runLogMaxEvents, retentionS: config.runLogRetentionS });
   const runs = new RunManager({ config, logger, metrics, registry, log, store, llm: broker, tools, prompts: loadPrompts(config.promptsDir) });
   const notes = new RunNotifications(subscriber, (channel, message) => {

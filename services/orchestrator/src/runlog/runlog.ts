@@ -1,26 +1,28 @@
 // The run's ordered event log: a bounded Redis stream per run, entries `<seq>-0`. Appends are
 // batched, fenced by the run's lease (a replica that lost the run can no longer write to it) and
-// idempotent by seq (a retried append of the same seq is a no-op), all in one Lua script.
+// idempotent by seq (a retried append of the same seq is a no-op), all in one Lua script. A
+// terminal event starts the log's retention clock; the run's end of ownership (its lease, its
+// conversation's active-run slot: the registry's) goes in the same transaction, from the caller.
 import { TERMINAL_EVENTS, type Redis } from '@agent-mesh/common';
 import type { RunEvent } from '@agent-mesh/common/gen/orchestrator/v1/orchestrator';
 import { RunStopped } from '../pipeline/errors';
 import { keys } from '../runs/keys';
 
-// KEYS: log seq lease meta ckpt cancel leases convActive convRun messageRun
-// ARGV: owner maxlen channel retentionS runId firstSeq [type data]...
+// KEYS: log seq lease
+// ARGV: owner maxlen channel retentionS firstSeq [type data]...
 const APPEND = `
 local owner = redis.call('GET', KEYS[3])
 if owner and owner ~= ARGV[1] then return -1 end
 local cur = tonumber(redis.call('GET', KEYS[2]) or '0')
-local first = tonumber(ARGV[6])
-local n = (#ARGV - 6) / 2
+local first = tonumber(ARGV[5])
+local n = (#ARGV - 5) / 2
 local last = first + n - 1
 if first > cur + 1 then return -2 end
 if last > cur then
   for i = 0, n - 1 do
     local seq = first + i
     if seq > cur then
-      redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[2], seq .. '-0', 't', ARGV[7 + 2 * i], 'd', ARGV[8 + 2 * i])
+      redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[2], seq .. '-0', 't', ARGV[6 + 2 * i], 'd', ARGV[7 + 2 * i])
     end
   end
   redis.call('SET', KEYS[2], last)
@@ -28,15 +30,20 @@ if last > cur then
 end
 local retention = tonumber(ARGV[4])
 if retention > 0 then
-  for i = 1, 6 do if i ~= 3 then redis.call('EXPIRE', KEYS[i], retention) end end
-  redis.call('DEL', KEYS[3])
-  redis.call('ZREM', KEYS[7], ARGV[5])
-  if redis.call('GET', KEYS[8]) == ARGV[5] then redis.call('DEL', KEYS[8]) end
-  redis.call('EXPIRE', KEYS[9], retention)
-  redis.call('EXPIRE', KEYS[10], retention)
+  redis.call('EXPIRE', KEYS[1], retention)
+  redis.call('EXPIRE', KEYS[2], retention)
 end
 return last
 `;
+
+/**
+ * Queues, into the transaction that appends a run's terminal event, what else ends with the run
+ * (RunRegistry.endInto: its lease and its conversation's active-run slot). `lastSeq`: the terminal
+ * event's seq. Both succeed or neither is seen: a client that reads the terminal event finds the
+ * conversation free for its next message, and a run is never freed without its terminal event.
+ */
+export type EndOfRun = (tx: Transaction, lastSeq: number) => void;
+export type Transaction = ReturnType<Redis['multi']>;
 
 export interface RunLogSettings {
   maxEvents: number;
@@ -49,11 +56,13 @@ export interface RunRef {
   messageId: string;
 }
 
+type Appender = { meshRunAppend(...a: string[]): Promise<number> };
+
 type Pending = { type: string; dataJson: string; resolve: () => void; reject: (e: unknown) => void };
 
 export class RunLog {
   constructor(private readonly redis: Redis, private readonly settings: RunLogSettings) {
-    redis.defineCommand('meshRunAppend', { numberOfKeys: 10, lua: APPEND });
+    redis.defineCommand('meshRunAppend', { numberOfKeys: 3, lua: APPEND });
   }
 
   /** The last seq written to a run's log (0 when none). */
@@ -65,17 +74,23 @@ export class RunLog {
    * Appends events with consecutive seqs from `firstSeq`; already written seqs are skipped.
    * Returns the last seq, or throws RunStopped('lease_lost') when another replica owns the run.
    */
-  async append(run: RunRef, owner: string, firstSeq: number, events: { type: string; dataJson: string }[]): Promise<number> {
+  async append(run: RunRef, owner: string, firstSeq: number, events: { type: string; dataJson: string }[], endOfRun?: EndOfRun): Promise<number> {
     const terminal = events.some((e) => TERMINAL_EVENTS.has(e.type));
-    const argv = [owner, String(this.settings.maxEvents), keys.notify(run.runId), String(terminal ? this.settings.retentionS : 0), run.runId, String(firstSeq)];
-    for (const e of events) argv.push(e.type, e.dataJson);
     const r = run.runId;
-    const res = Number(
-      await (this.redis as unknown as { meshRunAppend(...a: string[]): Promise<number> }).meshRunAppend(
-        keys.log(r), keys.seq(r), keys.lease(r), keys.meta(r), keys.checkpoint(r), keys.cancel(r), keys.leases,
-        keys.convActive(run.conversationId), keys.convRun(run.conversationId), keys.messageRun(run.messageId), ...argv,
-      ),
-    );
+    const args = [keys.log(r), keys.seq(r), keys.lease(r), owner, String(this.settings.maxEvents), keys.notify(r), String(terminal ? this.settings.retentionS : 0), String(firstSeq)];
+    for (const e of events) args.push(e.type, e.dataJson);
+    let res: number;
+    if (terminal && endOfRun) {
+      const tx = this.redis.multi();
+      (tx as unknown as Appender).meshRunAppend(...args);
+      endOfRun(tx, firstSeq + events.length - 1);
+      const results = await tx.exec();
+      if (!results) throw new Error('run log: the transaction of a run\'s end was discarded');
+      for (const [err] of results) if (err) throw err;
+      res = Number(results[0]![1]);
+    } else {
+      res = Number(await (this.redis as unknown as Appender).meshRunAppend(...args));
+    }
     if (res === -1) throw new RunStopped('lease_lost');
     if (res === -2) throw new Error(`run log gap: seq ${firstSeq} after ${await this.lastSeq(run.runId)}`);
     return res;
@@ -106,7 +121,8 @@ export class RunEmitter {
     private readonly run: RunRef,
     private readonly owner: string,
     private nextSeq: number,
-    private readonly onAppended?: (n: number) => void,
+    /** Ends the run's ownership with its terminal event, in one transaction (see EndOfRun). */
+    private readonly endOfRun?: EndOfRun,
   ) {}
 
   get lastSeq(): number {
@@ -128,7 +144,6 @@ export class RunEmitter {
       try {
         await this.appendWithRetry(batch);
         this.nextSeq += batch.length;
-        this.onAppended?.(batch.length);
         batch.forEach((p) => p.resolve());
       } catch (err) {
         this.failed = err;
@@ -143,7 +158,7 @@ export class RunEmitter {
   private async appendWithRetry(batch: Pending[]): Promise<void> {
     for (let attempt = 0; ; attempt++) {
       try {
-        await this.log.append(this.run, this.owner, this.nextSeq, batch);
+        await this.log.append(this.run, this.owner, this.nextSeq, batch, this.endOfRun);
         return;
       } catch (err) {
         if (err instanceof RunStopped || attempt >= 4) throw err;

@@ -26,7 +26,7 @@ export interface RunManagerDeps {
   logger: Logger;
   metrics: OrchestratorMetrics;
   registry: Pick<RunRegistry,
-    'create' | 'meta' | 'currentRun' | 'activeRun' | 'renew' | 'claimExpired' | 'release' | 'forget' | 'checkpoint' | 'saveCheckpoint' | 'requestCancel' | 'cancelRequested'>;
+    'create' | 'meta' | 'currentRun' | 'activeRun' | 'renew' | 'claimExpired' | 'release' | 'endInto' | 'forget' | 'checkpoint' | 'saveCheckpoint' | 'requestCancel' | 'cancelRequested'>;
   log: Pick<RunLog, 'append' | 'lastSeq' | 'read'>;
   store: Pick<StoreGateway, 'listMessages' | 'assertConversation' | 'runCheckpoint' | 'appendMessages' | 'saveRun'>;
   llm: LlmGateway;
@@ -167,8 +167,13 @@ export class RunManager {
     for (const r of runs) await this.d.registry.release(r.meta.runId, this.owner).catch(() => undefined);
   }
 
+  /**
+   * The run's event writer. Its terminal event, written by the execution, ends this replica's
+   * ownership in the same transaction: the run's lease and its conversation's active-run slot are
+   * released (RunRegistry.endInto).
+   */
   private emitterFor(meta: RunMeta, nextSeq: number): RunEmitter {
-    return new RunEmitter(this.d.log, meta, this.owner, nextSeq);
+    return new RunEmitter(this.d.log, meta, this.owner, nextSeq, (tx, lastSeq) => this.d.registry.endInto(tx, meta, this.owner, lastSeq));
   }
 
   /**

@@ -2,6 +2,7 @@
 // message), leases renewed by the owner, atomic takeover of runs whose lease expired, cancel flags.
 import type { Redis } from '@agent-mesh/common';
 import type { Checkpoint } from '../pipeline/types';
+import type { RunRef, Transaction } from '../runlog/runlog';
 import { keys } from './keys';
 
 export interface RunMeta {
@@ -76,21 +77,41 @@ redis.call('ZADD', KEYS[2], 0, ARGV[2])
 return 1
 `;
 
+// KEYS: lease leases convActive meta ckpt cancel convRun messageRun seq
+// ARGV: owner runId retentionS lastSeq
+// The end of a run's ownership, in the transaction of its terminal event (RunLog.append): only
+// while the lease is still the owner's (or lapsed unclaimed) and once the log holds the terminal
+// event, the lease goes, the run leaves the takeover set, the conversation's active-run slot is
+// freed if it is still this run's, and the run's keys start their retention.
+const END = `
+local owner = redis.call('GET', KEYS[1])
+if owner and owner ~= ARGV[1] then return 0 end
+if tonumber(redis.call('GET', KEYS[9]) or '0') < tonumber(ARGV[4]) then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[2])
+if redis.call('GET', KEYS[3]) == ARGV[2] then redis.call('DEL', KEYS[3]) end
+for i = 4, 8 do redis.call('EXPIRE', KEYS[i], ARGV[3]) end
+return 1
+`;
+
 type Scripted = Redis & {
   meshRunStart(...a: string[]): Promise<[string, string]>;
   meshRunRenew(...a: string[]): Promise<number>;
   meshRunClaim(...a: string[]): Promise<string[]>;
   meshRunRelease(...a: string[]): Promise<number>;
 };
+type Ending = { meshRunEnd(...a: string[]): unknown };
 
 export class RunRegistry {
   private readonly redis: Scripted;
-  constructor(redis: Redis, private readonly leaseMs: number) {
+  /** `retentionS`: how long a finished run's keys stay (RUN_LOG_RETENTION_S, as its log). */
+  constructor(redis: Redis, private readonly leaseMs: number, private readonly retentionS = 3600) {
     redis.defineCommand('meshRunStart', { numberOfKeys: 6, lua: START });
     redis.defineCommand('meshRunRenew', { numberOfKeys: 2, lua: RENEW });
     // The number of keys varies: it is the first argument.
     redis.defineCommand('meshRunClaim', { lua: CLAIM });
     redis.defineCommand('meshRunRelease', { numberOfKeys: 2, lua: RELEASE });
+    redis.defineCommand('meshRunEnd', { numberOfKeys: 9, lua: END });
     this.redis = redis as Scripted;
   }
 
@@ -140,6 +161,20 @@ export class RunRegistry {
 
   async release(runId: string, owner: string): Promise<void> {
     await this.redis.meshRunRelease(keys.lease(runId), keys.leases, owner, runId);
+  }
+
+  /**
+   * Queues the end of the owner's run into the transaction that appends its terminal event (seq
+   * `lastSeq`; see RunLog's EndOfRun): the lease and the conversation's active-run slot are
+   * released with it, atomically, and the run's keys expire after the retention.
+   */
+  endInto(tx: Transaction, run: RunRef, owner: string, lastSeq: number): void {
+    const r = run.runId;
+    (tx as unknown as Ending).meshRunEnd(
+      keys.lease(r), keys.leases, keys.convActive(run.conversationId), keys.meta(r), keys.checkpoint(r), keys.cancel(r),
+      keys.convRun(run.conversationId), keys.messageRun(run.messageId), keys.seq(r),
+      owner, r, String(this.retentionS), String(lastSeq),
+    );
   }
 
   /** Drops a run from the takeover set (its log already ended, or its state is gone). */
