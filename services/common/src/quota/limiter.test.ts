@@ -10,17 +10,19 @@ function fakeRedis(behaviour: Record<string, Behaviour>) {
     meshQuotaAcquire: [1, '', 0], meshQuotaRenew: 1, meshQuotaRelease: 1, meshQuotaPause: 1, meshQuotaHeartbeat: 1, meshQuotaMerge: 1,
   };
   const calls: string[] = [];
+  const args: Record<string, unknown[][]> = {};
   const redis: Record<string, unknown> = { status: 'ready', defineCommand: () => undefined };
   for (const name of Object.keys(replies)) {
-    redis[name] = () => {
+    redis[name] = (...a: unknown[]) => {
       calls.push(name);
+      (args[name] ??= []).push(a);
       const b = behaviour[name] ?? 'ok';
       if (b === 'hang') return new Promise(() => undefined);
       if (b === 'ok') return Promise.resolve(replies[name]);
       return new Promise((r) => setTimeout(() => r(replies[name]), b.afterMs));
     };
   }
-  return { redis: redis as unknown as Redis, calls, behaviour };
+  return { redis: redis as unknown as Redis, calls, args, behaviour, replies, raw: redis };
 }
 
 async function within<T>(p: Promise<T>, ms: number): Promise<T | 'still waiting'> {
@@ -55,5 +57,47 @@ describe('GlobalLimiter recovery after a Redis outage', () => {
     expect(fake.calls).toContain('meshQuotaMerge');
     // The lease admitted locally was registered in Redis by the recovery.
     expect(fake.calls).toContain('meshQuotaRenew');
+  });
+});
+
+describe('GlobalLimiter against its Redis scripts (fake Redis)', () => {
+  it('asks the acquire script with its limits and reports a refusal with its reason and wait', async () => {
+    const fake = fakeRedis({});
+    const limiter = new GlobalLimiter(fake.redis, 't', { maxConcurrent: 7, requestsPerMinute: 600, tokensPerMinute: 9000 });
+    const granted = await limiter.tryAcquire({ holder: 'a', tokens: 12.2 });
+    expect(granted).toMatchObject({ ok: true, lease: { mode: 'shared', tokens: 13, holder: 'a' } });
+    // KEYS leases rpm tpm pause, then id, lease ms, concurrency, rpm, tpm, tokens, …
+    const [, , , , , , concurrency, rpm, tpm, tokens] = fake.args.meshQuotaAcquire![0]!;
+    expect([concurrency, rpm, tpm, tokens]).toEqual([7, 600, 9000, 13]);
+    fake.replies.meshQuotaAcquire = [0, 'rpm', 1234];
+    expect(await limiter.tryAcquire({ holder: 'b', tokens: 1 })).toEqual({ ok: false, reason: 'rpm', retryAfterMs: 1234 });
+  });
+
+  it('settles a lease once: the release script gets the unused reservation back', async () => {
+    const fake = fakeRedis({});
+    const limiter = new GlobalLimiter(fake.redis, 't', { maxConcurrent: 2, requestsPerMinute: 600, tokensPerMinute: 9000 });
+    const r = await limiter.tryAcquire({ holder: 'a', tokens: 100 });
+    if (!r.ok) throw new Error('refused');
+    await r.lease.release({ actualTokens: 30 });
+    await r.lease.release({ actualTokens: 30 });
+    await r.lease.refund();
+    expect(fake.calls.filter((c) => c === 'meshQuotaRelease')).toHaveLength(1);
+    // KEYS leases tpm, then id, delta (actual − reserved)
+    const [, , id, delta] = fake.args.meshQuotaRelease![0]!;
+    expect([id, delta]).toEqual([r.lease.id, -70]);
+  });
+
+  it('without Redis, admits on this replica’s share and refuses beyond it, without calling Redis', async () => {
+    const fake = fakeRedis({});
+    fake.raw.status = 'end';
+    const limiter = new GlobalLimiter(fake.redis, 't', { maxConcurrent: 2, requestsPerMinute: 0 });
+    const a = await limiter.tryAcquire({ holder: 'a', tokens: 1 });
+    const b = await limiter.tryAcquire({ holder: 'b', tokens: 1 });
+    expect([a, b]).toEqual([expect.objectContaining({ ok: true, lease: expect.objectContaining({ mode: 'local' }) }), expect.objectContaining({ ok: true })]);
+    expect(await limiter.tryAcquire({ holder: 'c', tokens: 1 })).toMatchObject({ ok: false, reason: 'concurrency' });
+    expect(limiter.mode).toBe('local');
+    expect(fake.calls).not.toContain('meshQuotaAcquire');
+    if (a.ok) await a.lease.release();
+    expect(await limiter.tryAcquire({ holder: 'c', tokens: 1 })).toMatchObject({ ok: true });
   });
 });

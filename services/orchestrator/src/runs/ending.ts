@@ -1,6 +1,6 @@
 // How a run ended, decided in one place: a pure classification of what stopped the pipeline (its
-// error and the run's abort reason) and, per outcome, what is recorded and told. The manager
-// (manager.ts) carries it out: the store writes, the terminal event, the metrics.
+// error and the run's abort reason) and, per outcome, what is recorded and told. The run's
+// execution (execution.ts) carries it out: the store writes, the terminal event, the metrics.
 import type { MessageStatusName, RunEventType, RunStatusName } from '@agent-mesh/common';
 import { DegradedError, StepFailure, type StopReason } from '../pipeline/errors';
 import type { AgentRole, Checkpoint } from '../pipeline/types';
