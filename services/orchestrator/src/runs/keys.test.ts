@@ -24,6 +24,12 @@ it("puts every script's and transaction's keys in the registry's one slot", asyn
   for (const c of calls) expect({ call: c.name, sameSlot: sameSlot(c.keys), slot: slotOf(c.keys[0]!) }).toEqual({ call: c.name, sameSlot: true, slot });
   // The claim declares the lease key of every candidate it may take (besides the takeover set).
   expect(calls[2]!.keys).toEqual([keys.leases, ...runs.map(keys.lease)]);
+  // The end of a run's ownership, queued into the terminal append's transaction (its 9 KEYS).
+  const ended: string[][] = [];
+  registry.endInto({ meshRunEnd: (...a: unknown[]) => ended.push(a.slice(0, 9).map(String)) } as never, meta, 'b', 1);
+  expect(ended).toHaveLength(1);
+  expect({ sameSlot: sameSlot(ended[0]!), slot: slotOf(ended[0]![0]!) }).toEqual({ sameSlot: true, slot });
+  expect(ended[0]).toEqual(expect.arrayContaining([keys.lease(meta.runId), keys.convActive(meta.conversationId), keys.seq(meta.runId)]));
 });
 
 it('declares in KEYS every key the Lua of the registry and the log names (no key built inside a script)', () => {
@@ -32,7 +38,7 @@ it('declares in KEYS every key the Lua of the registry and the log names (no key
   // entry, but PUBLISH's (a channel).
   const sources = ['./registry.ts', '../runlog/runlog.ts'].map((f) => fs.readFileSync(path.join(__dirname, f), 'utf8'));
   const scripts = sources.flatMap((src) => src.match(/= `[\s\S]*?`;/g) ?? []);
-  expect(scripts.length).toBe(5);
+  expect(scripts.length).toBe(6);
   for (const lua of scripts) {
     const calls = lua.match(/redis\.call\('\w+'(, [^,)]+)?/g) ?? [];
     expect(calls.length).toBeGreaterThan(0);
