@@ -222,6 +222,69 @@ test('the official openai client works against the facade, streamed and not', as
   expect(meshText.length).toBeGreaterThan(0);
 });
 
+test('the official openai client gets tool calls from the facade, streamed and not, and sends their results back', async () => {
+  const client = new OpenAI({ apiKey: alice, baseURL: `${mesh.edge.url}/v1`, maxRetries: 0 });
+  const tools: OpenAI.ChatCompletionTool[] = [
+    { type: 'function', function: { name: 'search_web', description: 'Search the web', parameters: { type: 'object', properties: { query: { type: 'string' } }, required: ['query'] } } },
+  ];
+  const ask: OpenAI.ChatCompletionMessageParam = { role: 'user', content: 'Search the latest news about tidal power' };
+  const before = (await emulatorStats(emulator)).toolCalls;
+
+  const plain = await client.chat.completions.create({ model: 'emulator-1', messages: [ask], tools });
+  const choice = plain.choices[0]!;
+  expect(choice.finish_reason).toBe('tool_calls');
+  expect(choice.message.content).toBeNull();
+  expect(choice.message.tool_calls).toHaveLength(1);
+  const call = choice.message.tool_calls![0]! as OpenAI.ChatCompletionMessageFunctionToolCall;
+  expect(call).toMatchObject({ type: 'function', function: { name: 'search_web' } });
+  expect(call.id).toMatch(/^call_/);
+  expect(JSON.parse(call.function.arguments).query).toMatch(/tidal/i);
+
+  // Two parallel calls, streamed: the client assembles them by index.
+  const stream = await client.chat.completions.create({ model: 'emulator-1+parallel_tool_calls', messages: [ask], tools, stream: true });
+  const calls: { id?: string; name: string; args: string }[] = [];
+  let finish: string | null | undefined;
+  for await (const chunk of stream) {
+    const c = chunk.choices[0];
+    for (const d of c?.delta?.tool_calls ?? []) {
+      const acc = (calls[d.index] ??= { name: '', args: '' });
+      if (d.id) acc.id = d.id;
+      acc.name += d.function?.name ?? '';
+      acc.args += d.function?.arguments ?? '';
+    }
+    if (c?.finish_reason) finish = c.finish_reason;
+  }
+  expect(finish).toBe('tool_calls');
+  expect(calls).toHaveLength(2);
+  expect(new Set(calls.map((c) => c.id)).size).toBe(2);
+  for (const c of calls) {
+    expect(c.name).toBe('search_web');
+    expect(JSON.parse(c.args).query).toMatch(/tidal/i);
+  }
+  expect((await emulatorStats(emulator)).toolCalls - before).toBe(2);
+
+  // The result goes back as a `tool` message after the assistant's call. The emulator quotes the
+  // result and names the function of the call it answers (found through the assistant's tool_calls).
+  const assistant: OpenAI.ChatCompletionAssistantMessageParam = {
+    role: 'assistant', content: null, tool_calls: [{ id: 'call_weather1', type: 'function', function: { name: 'get_weather', arguments: '{"city":"Brest"}' } }],
+  };
+  const answer = await client.chat.completions.create({
+    model: 'emulator-1',
+    tools,
+    messages: [ask, assistant, { role: 'tool', tool_call_id: 'call_weather1', content: '{"forecast":"spring tides and westerly gales"}' }],
+  });
+  expect(answer.choices[0]!.finish_reason).toBe('stop');
+  expect(answer.choices[0]!.message.tool_calls).toBeUndefined();
+  expect(answer.choices[0]!.message.content).toContain('According to the get_weather tool, "spring tides and westerly gales"');
+
+  // OpenAI's rules for the two fields: a 400, not a 500.
+  const bad = async (messages: unknown[]) =>
+    (await api('/v1/chat/completions', { method: 'POST', body: JSON.stringify({ model: 'emulator-1', messages }) })).status;
+  expect(await bad([{ role: 'tool', content: 'x' }])).toBe(400);
+  expect(await bad([{ role: 'user', content: 'x', tool_calls: [{ id: 'a', type: 'function', function: { name: 'f', arguments: '{}' } }] }])).toBe(400);
+  expect(await bad([{ role: 'assistant', content: null, tool_calls: [{ id: 'a', type: 'function', function: { name: 'f' } }] }])).toBe(400);
+});
+
 test('metrics: Prometheus text and the JSON summary with the services', async () => {
   const prom = await (await fetch(`${mesh.edge.url}/metrics`)).text();
   expect(prom).toMatch(/edge_http_requests_total/);

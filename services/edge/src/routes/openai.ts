@@ -15,7 +15,13 @@ const CREATED = Math.floor(Date.now() / 1000);
 
 interface ChatBody {
   model: string;
-  messages: { role: string; content?: string | { type: string; text?: string }[] | null; name?: string; tool_call_id?: string }[];
+  messages: {
+    role: string;
+    content?: string | { type: string; text?: string }[] | null;
+    name?: string;
+    tool_call_id?: string;
+    tool_calls?: WireToolCall[] | null;
+  }[];
   stream?: boolean;
   stream_options?: { include_usage?: boolean } | null;
   max_tokens?: number | null;
@@ -23,6 +29,13 @@ interface ChatBody {
   temperature?: number | null;
   tools?: { type: 'function'; function: { name: string; description?: string; parameters?: Record<string, unknown> } }[];
   user?: string;
+}
+
+/** A function call as OpenAI writes it, in an assistant message or an answer. */
+interface WireToolCall {
+  id: string;
+  type: 'function';
+  function: { name: string; arguments: string };
 }
 
 interface Usage {
@@ -34,7 +47,7 @@ interface Usage {
 /** What one completion produces, pipeline or direct: content deltas, then the end. */
 type Piece =
   | { delta: string }
-  | { done: true; finishReason: string; usage: Usage; model: string }
+  | { done: true; finishReason: string; usage: Usage; model: string; toolCalls: WireToolCall[] }
   | { queued: number; estimatedWaitMs: number }
   /** The broker replays the answer from its response cache (first, before the deltas). */
   | { cached: 'hit' | 'stale' };
@@ -42,21 +55,61 @@ type Piece =
 /** The `x-mesh-cache` request header: `on` or `off` overrides the default (on at temperature 0). */
 const CACHE_HEADER = 'x-mesh-cache';
 
-const messageSchema = {
-  type: 'object',
-  required: ['role'],
-  properties: {
-    role: { type: 'string', enum: ['system', 'developer', 'user', 'assistant', 'tool'] },
-    content: {
-      anyOf: [
-        { type: 'string', maxLength: 200_000, pattern: NO_NUL },
-        { type: 'null' },
-        { type: 'array', maxItems: 100, items: { type: 'object', required: ['type'], properties: { type: { type: 'string' }, text: { type: 'string', pattern: NO_NUL } } } },
-      ],
+const contentSchema = {
+  anyOf: [
+    { type: 'string', maxLength: 200_000, pattern: NO_NUL },
+    { type: 'null' },
+    { type: 'array', maxItems: 100, items: { type: 'object', required: ['type'], properties: { type: { type: 'string' }, text: { type: 'string', pattern: NO_NUL } } } },
+  ],
+} as const;
+
+const toolCallsSchema = {
+  anyOf: [
+    { type: 'null' },
+    {
+      type: 'array',
+      maxItems: 128,
+      items: {
+        type: 'object',
+        required: ['id', 'type', 'function'],
+        properties: {
+          id: { type: 'string', minLength: 1, maxLength: 128, pattern: NO_NUL },
+          type: { type: 'string', enum: ['function'] },
+          function: {
+            type: 'object',
+            required: ['name', 'arguments'],
+            properties: { name: { type: 'string', pattern: '^[a-zA-Z0-9_-]{1,64}$' }, arguments: { type: 'string', maxLength: 200_000, pattern: NO_NUL } },
+          },
+        },
+      },
     },
-    name: { type: 'string', maxLength: 64 },
-    tool_call_id: { type: 'string', maxLength: 128 },
-  },
+  ],
+} as const;
+
+/** One message, by role as OpenAI's API defines them: only an assistant makes tool calls; a tool result names the call it answers. */
+const messageSchema = {
+  anyOf: [
+    {
+      type: 'object',
+      required: ['role'],
+      properties: { role: { type: 'string', enum: ['system', 'developer', 'user'] }, content: contentSchema, name: { type: 'string', maxLength: 64 } },
+    },
+    {
+      type: 'object',
+      required: ['role'],
+      properties: { role: { type: 'string', enum: ['assistant'] }, content: contentSchema, name: { type: 'string', maxLength: 64 }, tool_calls: toolCallsSchema },
+    },
+    {
+      type: 'object',
+      required: ['role', 'tool_call_id'],
+      properties: {
+        role: { type: 'string', enum: ['tool'] },
+        content: contentSchema,
+        name: { type: 'string', maxLength: 64 },
+        tool_call_id: { type: 'string', minLength: 1, maxLength: 128, pattern: NO_NUL },
+      },
+    },
+  ],
 } as const;
 
 export function openaiRoutes(app: FastifyInstance, ctx: EdgeContext): void {
@@ -75,7 +128,10 @@ export function openaiRoutes(app: FastifyInstance, ctx: EdgeContext): void {
         description:
           'A model other than `agent-mesh` asks the broker\'s response cache when `temperature` is 0, or when the request header `x-mesh-cache` is `on` ' +
           '(`off`: never). Such answers carry the response header `x-mesh-cache`: `hit` (replayed, nothing billed: usage is 0), `stale` ' +
-          '(replayed past its lifetime while the provider refuses) or `miss`.',
+          '(replayed past its lifetime while the provider refuses) or `miss`. With `tools`, the model may answer with function calls: ' +
+          '`choices[0].message.tool_calls` (`id`, `type: function`, `function.name`, `function.arguments` as JSON text) and `finish_reason: tool_calls`, ' +
+          'streamed as `delta.tool_calls` chunks (`index`, `id`, `type`, `function`); send each result back as a `tool` message with its `tool_call_id`, ' +
+          'after the `assistant` message that carries the `tool_calls`.',
         headers: { type: 'object', properties: { [CACHE_HEADER]: { type: 'string', enum: ['on', 'off'] } } },
         body: {
           type: 'object',
@@ -113,7 +169,12 @@ export function openaiRoutes(app: FastifyInstance, ctx: EdgeContext): void {
           },
         },
         response: {
-          200: { ...anyObject, description: 'a chat.completion object, or with stream: true a text/event-stream of chat.completion.chunk objects' },
+          200: {
+            ...anyObject,
+            description:
+              'a chat.completion object (`choices[0].message`: `content`, and `tool_calls` when the model called functions), ' +
+              'or with stream: true a text/event-stream of chat.completion.chunk objects (`delta.content`, `delta.tool_calls`)',
+          },
           ...openAiErrorResponses(400, 401, 404, 413, 415, 429, 502, 503, 504),
         },
       },
@@ -143,7 +204,15 @@ export function openaiRoutes(app: FastifyInstance, ctx: EdgeContext): void {
             object: 'chat.completion',
             created: Math.floor(Date.now() / 1000),
             model: p.model || body.model,
-            choices: [{ index: 0, message: { role: 'assistant', content, refusal: null }, logprobs: null, finish_reason: p.finishReason || 'stop' }],
+            choices: [
+              {
+                index: 0,
+                // As OpenAI answers a call: content null when the model only called functions.
+                message: { role: 'assistant', content: p.toolCalls.length > 0 && !content ? null : content, refusal: null, ...(p.toolCalls.length > 0 ? { tool_calls: p.toolCalls } : {}) },
+                logprobs: null,
+                finish_reason: p.finishReason || 'stop',
+              },
+            ],
             usage: p.usage,
           };
         }
@@ -156,7 +225,18 @@ export function openaiRoutes(app: FastifyInstance, ctx: EdgeContext): void {
 function toChatMessage(m: ChatBody['messages'][number]): ChatMessage {
   const content = typeof m.content === 'string' ? m.content : Array.isArray(m.content) ? m.content.map((p) => p.text ?? '').join('') : '';
   if (content.includes('\u0000')) throw badRequest('body/messages content must not contain NUL characters');
-  return { role: m.role === 'developer' ? 'system' : m.role, content, name: m.name ?? '', toolCallId: m.tool_call_id ?? '', toolCalls: [] };
+  // The schema requires a tool result's tool_call_id; tool_calls elsewhere than on an assistant
+  // message is refused as OpenAI refuses it (a tool_call_id elsewhere than on a tool result is not
+  // passed on).
+  const calls = m.tool_calls ?? [];
+  if (m.role !== 'assistant' && calls.length > 0) throw badRequest("body/messages: tool_calls is only allowed on messages with role 'assistant'");
+  return {
+    role: m.role === 'developer' ? 'system' : m.role,
+    content,
+    name: m.name ?? '',
+    toolCallId: m.role === 'tool' ? (m.tool_call_id ?? '') : '',
+    toolCalls: calls.map((c) => ({ id: c.id, name: c.function.name, argumentsJson: c.function.arguments })),
+  };
 }
 
 async function* direct(ctx: EdgeContext, userId: string, body: ChatBody, messages: ChatMessage[], cache: boolean, signal: AbortSignal): AsyncGenerator<Piece> {
@@ -192,6 +272,7 @@ async function* direct(ctx: EdgeContext, userId: string, body: ChatBody, message
         finishReason: u.done.finishReason || 'stop',
         model: u.done.model || body.model,
         usage: { prompt_tokens: usage?.promptTokens ?? 0, completion_tokens: usage?.completionTokens ?? 0, total_tokens: usage?.totalTokens ?? 0 },
+        toolCalls: u.done.toolCalls.map((c) => ({ id: c.id, type: 'function', function: { name: c.name, arguments: c.argumentsJson } })),
       };
       // Read on to the call's end (it follows at once): a consumer that stops at `done` would
       // otherwise cancel a call that already succeeded, which costs the broker a cancel path.
@@ -238,6 +319,7 @@ async function* pipeline(ctx: EdgeContext, userId: string, messages: ChatMessage
           finishReason: 'stop',
           model: PIPELINE_MODEL,
           usage: { prompt_tokens: Number(u['promptTokens'] ?? 0), completion_tokens: Number(u['completionTokens'] ?? 0), total_tokens: Number(u['totalTokens'] ?? 0) },
+          toolCalls: [],
         };
         return;
       }
@@ -307,6 +389,11 @@ async function streamCompletion(
       else if ('cached' in p) {
         // Said in the header already.
       } else {
+        // The broker hands the calls over complete, at the end: one chunk per call, as OpenAI's
+        // first chunk of a call (index, id, type, name) with all its arguments.
+        for (const [index, call] of p.toolCalls.entries()) {
+          await write(`data: ${chunk({ tool_calls: [{ index, id: call.id, type: 'function', function: call.function }] }, null)}\n\n`);
+        }
         await write(`data: ${chunk({}, p.finishReason, p.model)}\n\n`);
         if (body.stream_options?.include_usage) {
           await write(`data: ${JSON.stringify({ id, object: 'chat.completion.chunk', created, model: p.model, choices: [], usage: p.usage })}\n\n`);
