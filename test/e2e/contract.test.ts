@@ -6,9 +6,9 @@
 // peers; here the answers are the real services' (their errors, ids, pages, runs and streams).
 // Bounded: a few generated requests per operation (~1 min with the mesh's start).
 import {
-  mintToken, startEmulator, startFerret, startMesh, startRedis, testDir,
-  type EmulatorProc, type FerretProc, type Mesh, type RedisProc,
+  mintToken, type EmulatorProc, type Mesh,
 } from '../support';
+import { startTestMesh, type TestMesh } from '../support/mesh';
 import { checkMethods, checkOperations, loadContract, type Contract } from '../support/contract';
 
 jest.setTimeout(180_000);
@@ -16,23 +16,19 @@ jest.setTimeout(180_000);
 const SECRET = 'contract-e2e-secret-long-enough-for-hs256';
 /** Generated requests per operation. */
 const RUNS = 8;
-let redis: RedisProc, ferret: FerretProc, emulator: EmulatorProc, mesh: Mesh;
+let emulator: EmulatorProc, mesh: Mesh;
+let t: TestMesh;
 let contract: Contract;
 let token: string;
 let ownedId: string;
 
 beforeAll(async () => {
-  const dir = testDir('contract-e2e');
-  [redis, ferret, emulator] = await Promise.all([
-    startRedis({ logDir: dir }),
-    startFerret({ logDir: dir }),
-    startEmulator({ logDir: dir, env: { EMULATOR_TIME_SCALE: '0.05', EMULATOR_COMPLETION_TOKENS: '20', EMULATOR_REVISE_RATE: '0' } }),
-  ]);
-  mesh = await startMesh({
-    logDir: dir, redisUrl: redis.url, mongoUri: ferret.uri, llmBaseUrl: `${emulator.url}/v1`, jwtSecret: SECRET,
+  ({ emulator, mesh } = t = await startTestMesh({
+    name: 'contract-e2e', jwtSecret: SECRET,
+    emulatorEnv: { EMULATOR_TIME_SCALE: '0.05', EMULATOR_COMPLETION_TOKENS: '20', EMULATOR_REVISE_RATE: '0' },
     // Generated requests arrive faster than a user's 120 a minute: the limit is not what is tested.
     perService: { edge: { RATE_LIMIT_PER_MINUTE: '0' } },
-  });
+  }));
   token = await mintToken(SECRET, 'contract-user');
   contract = await loadContract(mesh.edge.url!);
   const created = await fetch(`${contract.base}/api/conversations`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: '{}' });
@@ -41,8 +37,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  await mesh?.stop();
-  await Promise.all([emulator, ferret, redis].map((p) => p?.stop()));
+  await t?.stop();
 });
 
 test('every operation of the real mesh answers only documented statuses with documented bodies, never a 500', async () => {

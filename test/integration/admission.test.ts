@@ -4,39 +4,34 @@
 // fresh, a new message is refused at once with HTTP 503, Retry-After and "try again in N s",
 // before anything is stored.
 import {
-  readSse, startEmulator, startFerret, startMesh, startRedis, testDir,
-  type EmulatorProc, type FerretProc, type Mesh, type RedisProc,
+  readSse, type Mesh,
 } from '../support';
+import { startTestMesh, type TestMesh } from '../support/mesh';
 import { signToken } from '../../services/edge/src/auth';
 import { TERMINAL_EVENTS as TERMINAL } from '@agent-mesh/common';
 
 jest.setTimeout(180_000);
 
 const SECRET = 'admission-integration-secret-long-enough';
-let redis: RedisProc, ferret: FerretProc, emulator: EmulatorProc, mesh: Mesh;
+let mesh: Mesh;
+let t: TestMesh;
 const token = signToken(SECRET, 'carol');
 
 beforeAll(async () => {
-  const dir = testDir('admission');
-  [redis, ferret, emulator] = await Promise.all([
-    startRedis({ logDir: dir }),
-    startFerret({ logDir: dir }),
-    startEmulator({ logDir: dir, env: { EMULATOR_TTFT_MS: '2000', EMULATOR_COMPLETION_TOKENS: '30', EMULATOR_REVISE_RATE: '0' } }),
-  ]);
-  mesh = await startMesh({
-    logDir: dir, redisUrl: redis.url, mongoUri: ferret.uri, llmBaseUrl: `${emulator.url}/v1`, jwtSecret: SECRET,
+  ({ mesh } = t = await startTestMesh({
+    name: 'admission', jwtSecret: SECRET,
+    emulatorEnv: { EMULATOR_TTFT_MS: '2000', EMULATOR_COMPLETION_TOKENS: '30', EMULATOR_REVISE_RATE: '0' },
     perService: {
       'llm-broker': { LLM_MAX_CONCURRENT: '1', LLM_RPM: '6' },
       orchestrator: { RUN_MAX_QUEUE_WAIT_MS: '2000', RUN_ADMISSION_FRESH_MS: '60000' },
       // The project's documents only: a quick start; search is not what is tested here.
       'tool-service': { TOOL_CORPUS_SOURCES: 'docs' },
     },
-  });
+  }));
 });
 
 afterAll(async () => {
-  await mesh?.stop();
-  await Promise.all([emulator, ferret, redis].map((p) => p?.stop()));
+  await t?.stop();
 });
 
 const api = (p: string, init: RequestInit = {}) => fetch(`${mesh.edge.url}${p}`, {

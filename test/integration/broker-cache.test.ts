@@ -4,45 +4,27 @@
 // misses make one upstream call (and a follower takes over when the leader dies), answers expire
 // after their TTL but are served stale while the upstream refuses, and a call that does not ask
 // for the cache never gets (or makes) a cached answer.
-import { createClient, reasonOf } from '@agent-mesh/common';
+import { reasonOf } from '@agent-mesh/common';
 import {
   CacheStatus,
-  LlmBrokerServiceClient,
   type GenerateRequest,
 } from '@agent-mesh/common/gen/llmbroker/v1/llm_broker';
 import {
-  configureEmulator, emulatorStats, generateRequest, promMetric, runGenerate, startEmulator, startRedis, startService, testDir, waitFor,
-  type EmulatorProc, type GenerateOutcome, type RedisProc, type ServiceProc,
+  configureEmulator, emulatorStats, generateRequest, promMetric, runGenerate, startEmulator, startRedis, testDir, waitFor,
+  type EmulatorProc, type GenerateOutcome, type RedisProc,
 } from '../support';
+import { TestBrokers, type TestBroker } from '../support/brokers';
 
 jest.setTimeout(120_000);
 
 let dir: string;
 let redis: RedisProc;
 let emulator: EmulatorProc;
-const started: Array<{ proc: ServiceProc; client: LlmBrokerServiceClient }> = [];
+let brokers: TestBrokers;
 
-interface Broker { proc: ServiceProc; client: LlmBrokerServiceClient }
-
-async function startBroker(db: number, env: Record<string, string> = {}): Promise<Broker> {
-  const proc = await startService('llm-broker', {
-    logDir: dir,
-    instance: String(started.length),
-    env: {
-      REDIS_URL: `${redis.url}/${db}`,
-      LLM_BASE_URL: `${emulator.url}/v1`,
-      LLM_API_KEY: 'k',
-      LLM_MAX_CONCURRENT: '20',
-      LLM_RPM: '100000',
-      LLM_CACHE_LOCK_MS: '1000',
-      OTEL_SDK_DISABLED: 'true',
-      ...env,
-    },
-  });
-  const b = { proc, client: createClient(LlmBrokerServiceClient, proc.addr) };
-  started.push(b);
-  return b;
-}
+type Broker = TestBroker;
+/** A broker on Redis database `db` (replicas of one deployment share one). */
+const startBroker = (db: number, env: Record<string, string> = {}) => brokers.start({ db, env });
 
 type Outcome = GenerateOutcome;
 const generate = (b: Broker, req: GenerateRequest, timeoutMs = 30_000) => runGenerate(b.client, req, { timeoutMs });
@@ -74,15 +56,13 @@ beforeAll(async () => {
     logDir: dir,
     env: { EMULATOR_TTFT_MS: '50', EMULATOR_TOKENS_PER_SEC: '400', EMULATOR_COMPLETION_TOKENS: '40', EMULATOR_SEED: '7', EMULATOR_STALL_MS: '1500' },
   });
+  brokers = new TestBrokers({ logDir: dir, redisUrl: redis.url, emulatorUrl: emulator.url, env: { LLM_CACHE_LOCK_MS: '1000' } });
   // Two replicas of one deployment: the same Redis database.
   [a, b] = await Promise.all([startBroker(1), startBroker(1)]);
 });
 
 afterAll(async () => {
-  for (const s of started) {
-    s.client.close();
-    await s.proc.stop().catch(() => undefined);
-  }
+  await brokers?.stopAll();
   await emulator?.stop();
   await redis?.stop();
 });

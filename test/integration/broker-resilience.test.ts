@@ -4,25 +4,25 @@
 // budget; a call that cannot be admitted before its deadline, or finds the queue full, is refused
 // at once with RESOURCE_EXHAUSTED and a retry-after.
 import { Metadata, status, type ServiceError } from '@grpc/grpc-js';
-import { createClient, reasonOf, retryAfterOf } from '@agent-mesh/common';
+import { reasonOf, retryAfterOf } from '@agent-mesh/common';
 import {
   LlmBrokerServiceClient,
   type GenerateRequest,
   type GenerateResponse,
 } from '@agent-mesh/common/gen/llmbroker/v1/llm_broker';
 import {
-  configureEmulator, emulatorStats, generateRequest, promMetric, startEmulator, startRedis, startService, testDir, waitFor,
+  configureEmulator, emulatorStats, generateRequest, promMetric, startEmulator, startRedis, testDir, waitFor,
   type EmulatorProc, type RedisProc, type ServiceProc,
 } from '../support';
+import { TestBrokers, type TestBroker } from '../support/brokers';
 
 jest.setTimeout(120_000);
 
 let dir: string;
 let redis: RedisProc;
 let emulator: EmulatorProc;
-const started: Array<{ proc: ServiceProc; client: LlmBrokerServiceClient }> = [];
 /** Each broker gets its own Redis database, so one test's quota state never reaches another. */
-let nextDb = 1;
+let brokers: TestBrokers;
 
 const request = (over: Partial<GenerateRequest> = {}) => generateRequest('How should a small library plan its opening hours?', over);
 
@@ -56,29 +56,8 @@ const HEALTHY = { failureRate: 0, hangRate: 0, cutRate: 0 };
 
 const metric = (b: ServiceProc, name: string, labels = '') => promMetric(b, name, labels);
 
-async function startBroker(env: Record<string, string> = {}) {
-  const proc = await startService('llm-broker', {
-    logDir: dir,
-    instance: String(started.length),
-    env: {
-      REDIS_URL: `${redis.url}/${nextDb++}`,
-      LLM_BASE_URL: `${emulator.url}/v1`,
-      LLM_API_KEY: 'k',
-      LLM_MAX_CONCURRENT: '20',
-      LLM_RPM: '100000',
-      OTEL_SDK_DISABLED: 'true',
-      ...env,
-    },
-  });
-  const client = createClient(LlmBrokerServiceClient, proc.addr);
-  started.push({ proc, client });
-  return { proc, client };
-}
-
-async function stopBroker(b: { proc: ServiceProc; client: LlmBrokerServiceClient }): Promise<void> {
-  b.client.close();
-  await b.proc.stop().catch(() => undefined);
-}
+const startBroker = (env: Record<string, string> = {}) => brokers.start({ env });
+const stopBroker = (b: TestBroker) => brokers.stop(b);
 
 beforeAll(async () => {
   dir = testDir('broker-resilience');
@@ -88,6 +67,7 @@ beforeAll(async () => {
     // A fast, constant upstream: the failures are what we inject, not latency.
     env: { EMULATOR_TTFT_MS: '50', EMULATOR_TOKENS_PER_SEC: '400', EMULATOR_COMPLETION_TOKENS: '40', EMULATOR_SEED: '11' },
   });
+  brokers = new TestBrokers({ logDir: dir, redisUrl: redis.url, emulatorUrl: emulator.url });
 });
 
 afterEach(async () => {
@@ -95,10 +75,7 @@ afterEach(async () => {
 });
 
 afterAll(async () => {
-  for (const b of started) {
-    b.client.close();
-    await b.proc.stop().catch(() => undefined);
-  }
+  await brokers?.stopAll();
   await emulator?.stop();
   await redis?.stop();
 });

@@ -5,23 +5,23 @@
 // pausing the fleet. Real processes, real Redis.
 import { status } from '@grpc/grpc-js';
 import Redis from 'ioredis';
-import { createClient, detailsOf, reasonOf } from '@agent-mesh/common';
+import { detailsOf, reasonOf } from '@agent-mesh/common';
 import {
   LlmBrokerServiceClient,
   type GenerateRequest,
 } from '@agent-mesh/common/gen/llmbroker/v1/llm_broker';
 import {
-  configureEmulator, emulatorStats, generateRequest, promMetric, runGenerate, startEmulator, startRedis, startService, testDir,
+  configureEmulator, emulatorStats, generateRequest, promMetric, runGenerate, startEmulator, startRedis, testDir,
   type EmulatorProc, type GenerateOutcome, type RedisProc, type ServiceProc,
 } from '../support';
+import { TestBrokers, type TestBroker } from '../support/brokers';
 
 jest.setTimeout(120_000);
 
 let dir: string;
 let redis: RedisProc;
 let emulator: EmulatorProc;
-const started: Array<{ proc: ServiceProc; client: LlmBrokerServiceClient }> = [];
-let nextDb = 1;
+let brokers: TestBrokers;
 
 const SEARCH_TOOL = JSON.stringify([{ type: 'function', function: { name: 'search_web', parameters: { type: 'object', properties: { query: { type: 'string' } } } } }]);
 const ask = (model = '', over: Partial<GenerateRequest> = {}) => generateRequest('How should a small library plan its opening hours?', { model, ...over });
@@ -38,29 +38,9 @@ const deltas = (o: Outcome) => o.messages.filter((m) => m.update?.$case === 'del
 const stats = () => emulatorStats(emulator);
 const metric = (b: ServiceProc, name: string, labels = '') => promMetric(b, name, labels);
 
-async function startBroker(env: Record<string, string> = {}) {
-  const db = nextDb++;
-  const proc = await startService('llm-broker', {
-    logDir: dir,
-    instance: String(started.length),
-    env: {
-      REDIS_URL: `${redis.url}/${db}`,
-      LLM_BASE_URL: `${emulator.url}/v1`,
-      LLM_API_KEY: 'k',
-      LLM_MAX_CONCURRENT: '20',
-      LLM_RPM: '100000',
-      LLM_RETRY_BUDGET_BURST: '20',
-      OTEL_SDK_DISABLED: 'true',
-      ...env,
-    },
-  });
-  const client = createClient(LlmBrokerServiceClient, proc.addr);
-  const b = { proc, client, db };
-  started.push(b);
-  return b;
-}
+const startBroker = (env: Record<string, string> = {}) => brokers.start({ env });
 
-let broker: Awaited<ReturnType<typeof startBroker>>;
+let broker: TestBroker;
 
 beforeAll(async () => {
   dir = testDir('broker-upstream');
@@ -69,14 +49,12 @@ beforeAll(async () => {
     logDir: dir,
     env: { EMULATOR_TTFT_MS: '50', EMULATOR_TOKENS_PER_SEC: '400', EMULATOR_COMPLETION_TOKENS: '40', EMULATOR_SEED: '5', EMULATOR_STALL_MS: '3000' },
   });
+  brokers = new TestBrokers({ logDir: dir, redisUrl: redis.url, emulatorUrl: emulator.url, env: { LLM_RETRY_BUDGET_BURST: '20' } });
   broker = await startBroker({ LLM_STREAM_IDLE_TIMEOUT_MS: '400', LLM_BREAKER_RESET_MS: '1500' });
 });
 
 afterAll(async () => {
-  for (const b of started) {
-    b.client.close();
-    await b.proc.stop().catch(() => undefined);
-  }
+  await brokers?.stopAll();
   await emulator?.stop();
   await redis?.stop();
 });

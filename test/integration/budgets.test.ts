@@ -5,9 +5,9 @@
 import { execFileSync } from 'node:child_process';
 import path from 'node:path';
 import {
-  emulatorStats, readSse, startEmulator, startFerret, startMesh, startRedis, testDir, waitFor,
-  type EmulatorProc, type FerretProc, type Mesh, type RedisProc,
+  emulatorStats, readSse, waitFor, type EmulatorProc, type Mesh,
 } from '../support';
+import { startTestMesh, type TestMesh } from '../support/mesh';
 import { signToken } from '../../services/edge/src/auth';
 import { TERMINAL_EVENTS as TERMINAL } from '@agent-mesh/common';
 
@@ -17,29 +17,23 @@ const ROOT = path.resolve(__dirname, '../..');
 const SECRET = 'budgets-integration-secret-long-enough';
 const carol = signToken(SECRET, 'carol'); // 1 token a day: her first run uses it up
 const dave = signToken(SECRET, 'dave'); // 1 token a minute
-let dir: string;
-let redis: RedisProc, ferret: FerretProc, emulator: EmulatorProc, mesh: Mesh;
+let emulator: EmulatorProc, mesh: Mesh;
+let t: TestMesh;
 
 beforeAll(async () => {
   execFileSync('npx', ['tsc', '-b', 'services/edge', 'services/orchestrator', 'services/store', 'services/llm-broker', 'services/tool-service', 'test/emulator'], { cwd: ROOT, stdio: 'inherit' });
-  dir = testDir('budgets');
-  [redis, ferret, emulator] = await Promise.all([
-    startRedis({ logDir: dir }),
-    startFerret({ logDir: dir }),
-    startEmulator({ logDir: dir, env: { EMULATOR_TIME_SCALE: '0.1', EMULATOR_COMPLETION_TOKENS: '20', EMULATOR_REVISE_RATE: '0' } }),
-  ]);
-  mesh = await startMesh({
-    logDir: dir, redisUrl: redis.url, mongoUri: ferret.uri, llmBaseUrl: `${emulator.url}/v1`, jwtSecret: SECRET,
+  ({ emulator, mesh } = t = await startTestMesh({
+    name: 'budgets', jwtSecret: SECRET,
+    emulatorEnv: { EMULATOR_TIME_SCALE: '0.1', EMULATOR_COMPLETION_TOKENS: '20', EMULATOR_REVISE_RATE: '0' },
     perService: {
       'tool-service': { TOOL_CORPUS_SOURCES: 'docs' },
       edge: { USER_BUDGETS: JSON.stringify({ carol: { perDay: 1 }, dave: { perMinute: 1 } }) },
     },
-  });
+  }));
 }, 300_000);
 
 afterAll(async () => {
-  await mesh?.stop();
-  await Promise.all([emulator, ferret, redis].map((p) => p?.stop()));
+  await t?.stop();
 });
 
 const api = (p: string, token: string, init: RequestInit = {}) =>

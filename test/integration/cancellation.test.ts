@@ -6,9 +6,9 @@
 // llm_in_flight.
 import { TERMINAL_EVENTS as TERMINAL } from '@agent-mesh/common';
 import {
-  emulatorStats, mintToken, promMetric, readSse, startEmulator, startFerret, startMesh, startRedis, testDir, waitFor,
-  type EmulatorProc, type FerretProc, type Mesh, type RedisProc,
+  emulatorStats, mintToken, promMetric, readSse, waitFor, type EmulatorProc, type Mesh,
 } from '../support';
+import { startTestMesh, type TestMesh } from '../support/mesh';
 
 jest.setTimeout(120_000);
 
@@ -16,27 +16,22 @@ const SECRET = 'cancellation-test-secret-long-enough';
 /** Short, so that a run meets its deadline while its first call streams (a call here lasts ~1 min). */
 const RUN_TIMEOUT_MS = 5_000;
 let dir: string;
-let redis: RedisProc, ferret: FerretProc, emulator: EmulatorProc, mesh: Mesh;
+let emulator: EmulatorProc, mesh: Mesh;
+let t: TestMesh;
 let token: string;
 
 beforeAll(async () => {
-  dir = testDir('cancellation');
-  [redis, ferret, emulator] = await Promise.all([
-    startRedis({ logDir: dir }),
-    startFerret({ logDir: dir }),
+  ({ emulator, mesh } = t = await startTestMesh({
+    name: 'cancellation', jwtSecret: SECRET,
     // Slow answers (200 tokens at 3 a second): every call is still streaming when its caller gives up.
-    startEmulator({ logDir: dir, env: { EMULATOR_TOKENS_PER_SEC: '3', EMULATOR_COMPLETION_TOKENS: '200', EMULATOR_TTFT_MS: '200', EMULATOR_REVISE_RATE: '0' } }),
-  ]);
-  mesh = await startMesh({
-    logDir: dir, redisUrl: redis.url, mongoUri: ferret.uri, llmBaseUrl: `${emulator.url}/v1`, jwtSecret: SECRET,
+    emulatorEnv: { EMULATOR_TOKENS_PER_SEC: '3', EMULATOR_COMPLETION_TOKENS: '200', EMULATOR_TTFT_MS: '200', EMULATOR_REVISE_RATE: '0' },
     perService: { orchestrator: { RUN_TIMEOUT_MS: String(RUN_TIMEOUT_MS), AGENT_OVERLAP: 'false' } },
-  });
+  }));
   token = await mintToken(SECRET, 'cancel-user');
 });
 
 afterAll(async () => {
-  await mesh?.stop();
-  await Promise.all([emulator, ferret, redis].map((p) => p?.stop()));
+  await t?.stop();
 });
 
 const api = (p: string, init: RequestInit = {}) =>

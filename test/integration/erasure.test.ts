@@ -8,9 +8,9 @@ import { MongoClient } from 'mongodb';
 import { createClient, unary, TERMINAL_EVENTS as TERMINAL } from '@agent-mesh/common';
 import { StoreServiceClient } from '@agent-mesh/common/gen/store/v1/store';
 import {
-  configureEmulator, readSse, startEmulator, startFerret, startMesh, startRedis, testDir,
-  type EmulatorProc, type FerretProc, type Mesh, type RedisProc, type SseEvent,
+  configureEmulator, readSse, type EmulatorProc, type FerretProc, type Mesh, type RedisProc, type SseEvent,
 } from '../support';
+import { startTestMesh, type TestMesh } from '../support/mesh';
 import { signToken } from '../../services/edge/src/auth';
 import { keys } from '../../services/orchestrator/src/runs/keys';
 
@@ -20,24 +20,19 @@ const ROOT = path.resolve(__dirname, '../..');
 const SECRET = 'erasure-integration-secret-long-enough';
 const alice = signToken(SECRET, 'alice');
 const bob = signToken(SECRET, 'bob');
-let dir: string;
 let redis: RedisProc, ferret: FerretProc, emulator: EmulatorProc, mesh: Mesh;
+let t: TestMesh;
 let kv: Redis;
 let mongo: MongoClient;
 let store: StoreServiceClient;
 
 beforeAll(async () => {
   execFileSync('npx', ['tsc', '-b', 'services/edge', 'services/orchestrator', 'services/store', 'services/llm-broker', 'services/tool-service', 'test/emulator'], { cwd: ROOT, stdio: 'inherit' });
-  dir = testDir('erasure');
-  [redis, ferret, emulator] = await Promise.all([
-    startRedis({ logDir: dir }),
-    startFerret({ logDir: dir }),
-    startEmulator({ logDir: dir, env: { EMULATOR_TIME_SCALE: '0.1', EMULATOR_COMPLETION_TOKENS: '20', EMULATOR_REVISE_RATE: '0' } }),
-  ]);
-  mesh = await startMesh({
-    logDir: dir, redisUrl: redis.url, mongoUri: ferret.uri, llmBaseUrl: `${emulator.url}/v1`, jwtSecret: SECRET,
+  ({ redis, ferret, emulator, mesh } = t = await startTestMesh({
+    name: 'erasure', jwtSecret: SECRET,
+    emulatorEnv: { EMULATOR_TIME_SCALE: '0.1', EMULATOR_COMPLETION_TOKENS: '20', EMULATOR_REVISE_RATE: '0' },
     perService: { 'tool-service': { TOOL_CORPUS_SOURCES: 'docs' } },
-  });
+  }));
   kv = new Redis(redis.url);
   mongo = await MongoClient.connect(ferret.uri);
   store = createClient(StoreServiceClient, mesh.store.addr);
@@ -47,8 +42,7 @@ afterAll(async () => {
   store?.close();
   await mongo?.close();
   kv?.disconnect();
-  await mesh?.stop();
-  await Promise.all([emulator, ferret, redis].map((p) => p?.stop()));
+  await t?.stop();
 });
 
 const api = (p: string, init: RequestInit = {}, token = alice) =>
