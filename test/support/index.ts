@@ -130,6 +130,8 @@ export function parseSseBlock(block: string): SseEvent | undefined {
 export interface EmulatorStats {
   requests: number; completed: number; rateLimited: number; failed: number; aborted: number; cut: number; hung: number;
   inFlight: number; maxInFlight: number; promptTokens: number; completionTokens: number; admissions: number[];
+  /** Answers that were tool calls. */
+  toolCalls: number;
   /** TPM tokens charged for finished requests, as the provider's limit counts them. */
   tokensCharged: number;
   /** Injected refusals (404, 429 insufficient_quota, 503, reset) and how often each behaviour applied. */
