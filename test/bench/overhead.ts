@@ -8,7 +8,8 @@
 //   1. latency: one request at a time, targets interleaved round-robin (so drift hits all alike);
 //      added latency = a target's percentile − the direct baseline's percentile;
 //   2. saturation: a fixed number of concurrent callers for a bounded time, per target; requests
-//      completed per second.
+//      completed per second. The emulator counts the calls of each saturation phase it got streamed
+//      and whole: the JSON's `upstreamRequests` says how each target called the upstream per row.
 // What ships is measured: the mesh traces every call to a Jaeger started here and logs at `info`.
 // Peers are pinned to exact versions (recorded in the JSON), installed on first use under
 // ~/.cache/agent-mesh/peers/<name>-<version> (idempotent); one that cannot be installed or started
@@ -26,7 +27,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { Agent, request } from 'undici';
 import { percentile } from './stats';
-import { mintToken, startEmulator, startFerret, startJaeger, startMesh, startRedis, testDir, type Mesh, type Proc } from '../support';
+import { emulatorStats, mintToken, startEmulator, startFerret, startJaeger, startMesh, startRedis, testDir, type Mesh, type Proc } from '../support';
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const stack = require('../../deploy/local/stack.js') as {
   freePort(): Promise<number>;
@@ -408,13 +409,18 @@ async function main(): Promise<void> {
     );
     const latency: Record<string, Record<string, LatencyFigures>> = {};
     const saturation: Record<string, Record<string, SaturationFigures>> = {};
+    // How each target called the emulator in each row (its saturation phase, alone on the emulator).
+    const upstreamRequests: Record<string, Record<string, { stream: number; whole: number }>> = {};
     for (const mode of MODES) {
       console.log(`latency (${mode}): ${LATENCY_REQUESTS} sequential requests per target, interleaved …`);
       const l = await latencyPhase(targets, mode);
       for (const [name, f] of l) (latency[name] ??= {})[mode] = f;
       for (const t of targets) {
         console.log(`saturation (${mode}) ${t.name}: ${CONCURRENCY} concurrent callers for ${SECONDS} s …`);
+        const before = (await emulatorStats(emulator)).byMode;
         (saturation[t.name] ??= {})[mode] = await saturationPhase(t, mode);
+        const after = (await emulatorStats(emulator)).byMode;
+        (upstreamRequests[t.name] ??= {})[mode] = { stream: after.stream - before.stream, whole: after.whole - before.whole };
       }
     }
 
@@ -468,12 +474,16 @@ async function main(): Promise<void> {
         console.log(`mesh vs ${peer} (${mode}): added p50 ×${r.addedP50}, added p99 ×${r.addedP99} (< 1 = less overhead), rps ×${r.rps} (> 1 = more throughput)`);
       }
     }
+    for (const t of targets) {
+      const u = upstreamRequests[t.name] ?? {};
+      console.log(`upstream calls the emulator saw from ${t.name}'s saturation phases: ${MODES.map((m) => `${m}: ${u[m]?.stream ?? 0} streamed, ${u[m]?.whole ?? 0} whole`).join('; ')}`);
+    }
     for (const [name, why] of Object.entries(unavailable)) console.log(`${name}: NOT MEASURED — ${why}`);
     const notes: string[] = [];
     if (targets.some((t) => t.name === 'portkey')) {
       notes.push(`portkey: @hono/node-server pinned to ${PORTKEY_HONO} and immutable-header appends skipped at run time (Portkey-AI/gateway#1389/#1390), else its streams fail with 500`);
     }
-    notes.push('litellm: 1 worker, no retries, no database; portkey and litellm call the emulator non-streamed for non-stream requests, the mesh always streams upstream');
+    notes.push('litellm: 1 worker, no retries, no database');
     const versions = {
       mesh: spawnSync('git', ['rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).stdout.trim() || 'unknown',
       portkey: `@portkey-ai/gateway ${PORTKEY_VERSION} (@hono/node-server ${PORTKEY_HONO})`,
@@ -505,6 +515,7 @@ async function main(): Promise<void> {
         latencyMs: latency,
         addedLatencyMs: added,
         saturation,
+        upstreamRequests,
         meshRatios: ratios,
         unavailable,
         notes,

@@ -93,6 +93,21 @@ describe.each([
     expect(await metric(broker.proc, 'llm_tokens_total', `kind="settled"`)).toBeGreaterThanOrEqual(done.usage!.totalTokens);
   });
 
+  it('a caller that does not stream (no_stream): the same answer and usage; OpenAI is asked for the whole answer, Anthropic streams anyway', async () => {
+    const before = (await emulatorStats(emulator)).byMode;
+    const o = await runGenerate(broker.client, ask('How should a small library plan its opening hours?', { noStream: true }));
+    expect(o.error).toBeUndefined();
+    const done = doneOf(o)!;
+    expect(text(o).length).toBeGreaterThan(20);
+    expect(done).toMatchObject({ finishReason: 'stop', upstream: protocol, model });
+    expect(done.usage!.completionTokens).toBeGreaterThan(5);
+    expect(done.usage!.totalTokens).toBe(done.usage!.promptTokens + done.usage!.completionTokens);
+    const after = (await emulatorStats(emulator)).byMode;
+    expect(after).toEqual(protocol === 'openai' ? { stream: before.stream, whole: before.whole + 1 } : { stream: before.stream + 1, whole: before.whole });
+    const tools = await runGenerate(broker.client, ask('Search the latest news about solar power', { tools: [SEARCH], noStream: true }));
+    expect(doneOf(tools)).toMatchObject({ finishReason: 'tool_calls', toolCalls: [{ name: 'search_web' }] });
+  });
+
   it('offers typed tools, gets a tool call back, and answers the tool result in a second call', async () => {
     const q = 'Search the latest news about solar power';
     const first = await runGenerate(broker.client, ask(q, { tools: [SEARCH] }));

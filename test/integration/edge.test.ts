@@ -285,6 +285,21 @@ test('the official openai client gets tool calls from the facade, streamed and n
   expect(await bad([{ role: 'assistant', content: null, tool_calls: [{ id: 'a', type: 'function', function: { name: 'f' } }] }])).toBe(400);
 });
 
+test('a /v1 caller that does not stream gets a non-streamed upstream call; one that streams, a streamed one', async () => {
+  const complete = (stream: boolean) =>
+    api('/v1/chat/completions', { method: 'POST', body: JSON.stringify({ model: 'emulator-1', stream, messages: [{ role: 'user', content: 'How do tides work?' }] }) });
+  const modes = async () => (await emulatorStats(emulator)).byMode;
+  const before = await modes();
+  const whole = (await (await complete(false)).json()) as any;
+  expect(whole.choices[0].message.content.length).toBeGreaterThan(0);
+  expect(whole.choices[0].finish_reason).toBe('stop');
+  expect(whole.usage.completion_tokens).toBeGreaterThan(0);
+  expect(await modes()).toEqual({ stream: before.stream, whole: before.whole + 1 });
+  const streamed = await (await complete(true)).text();
+  expect(streamed).toContain('"finish_reason":"stop"');
+  expect(await modes()).toEqual({ stream: before.stream + 1, whole: before.whole + 1 });
+});
+
 test('metrics: Prometheus text and the JSON summary with the services', async () => {
   const prom = await (await fetch(`${mesh.edge.url}/metrics`)).text();
   expect(prom).toMatch(/edge_http_requests_total/);

@@ -138,6 +138,8 @@ export interface EmulatorStats {
   refused: number; behaviours: Record<string, number>;
   /** The referee: most requests admitted within any one rate window. */
   maxPerWindow: number;
+  /** Admitted requests that asked for a stream, and those that asked for the whole answer. */
+  byMode: { stream: number; whole: number };
 }
 export async function emulatorStats(emulator: { url: string }): Promise<EmulatorStats> {
   return (await (await fetch(`${emulator.url}/_emulator/stats`)).json()) as EmulatorStats;
@@ -175,6 +177,7 @@ export function generateRequest(
     temperature: 0,
     hasTemperature: false,
     cache: false,
+    noStream: false,
     ...over,
   };
 }

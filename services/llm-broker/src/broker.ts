@@ -33,6 +33,8 @@ export interface GenerateInput {
   temperature?: number;
   /** Answer from (and store into) the response cache. */
   cache: boolean;
+  /** Ask the upstream for the whole answer at once (the caller does not stream). */
+  noStream?: boolean;
 }
 
 export type CacheOutcome = 'miss' | 'hit' | 'stale';
@@ -195,6 +197,7 @@ export class LlmBroker {
       tools: input.tools,
       maxTokens: input.maxTokens > 0 ? input.maxTokens : this.d.defaultMaxTokens,
       ...(input.temperature !== undefined ? { temperature: input.temperature } : {}),
+      ...(input.noStream ? { stream: false } : {}),
     };
   }
 

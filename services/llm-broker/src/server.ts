@@ -57,6 +57,7 @@ export function toInput(req: GenerateRequest): GenerateInput {
     maxTokens: req.maxTokens,
     temperature: req.hasTemperature ? req.temperature : undefined,
     cache: req.cache,
+    noStream: req.noStream,
   };
 }
 

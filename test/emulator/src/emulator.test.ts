@@ -142,6 +142,7 @@ describe('POST /v1/chat/completions, not streamed', () => {
     const stats = emulator.stats();
     expect(stats).toMatchObject({ requests: 1, completed: 1, promptTokens: expectedPrompt, completionTokens: completion.usage.completion_tokens, inFlight: 0 });
     expect(stats.byRole.host).toBe(1);
+    expect(stats.byMode).toEqual({ stream: 0, whole: 1 });
   });
 
   it('stops at max_tokens with finish_reason "length"', async () => {

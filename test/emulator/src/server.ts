@@ -281,7 +281,7 @@ export class ProviderEmulator {
     const fate: Fate =
       draw < config.failureRate ? 'fail' : draw < config.failureRate + config.hangRate ? 'hang' : draw < config.failureRate + config.hangRate + config.cutRate ? 'cut' : 'answer';
     const answer = composeAnswer(request, rng, config);
-    this.recorder.admitted(Date.now(), answer.role, promptTokens);
+    this.recorder.admitted(Date.now(), answer.role, promptTokens, request.stream);
     if (fate === 'hang') this.recorder.hung();
     else if (fate !== 'fail') this.recorder.answered(answer.kind, answer.kind === 'text' ? answer.verdict : undefined);
 

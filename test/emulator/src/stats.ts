@@ -43,6 +43,8 @@ export interface EmulatorStats {
   maxPerWindow: number;
   /** Admitted requests by the agent that sent them. */
   byRole: Record<AgentRole, number>;
+  /** Admitted requests that asked for a stream (`stream: true`) and those that asked for the whole answer. */
+  byMode: { stream: number; whole: number };
   /** `VERDICT:` lines written by the Critic. */
   verdicts: { approve: number; revise: number };
 }
@@ -72,6 +74,7 @@ function emptyStats(inFlight: number): EmulatorStats {
     admissions: [],
     maxPerWindow: 0,
     byRole: { planner: 0, critic: 0, host: 0, reporter: 0, other: 0 },
+    byMode: { stream: 0, whole: 0 },
     verdicts: { approve: 0, revise: 0 },
   };
 }
@@ -99,8 +102,9 @@ export class StatsRecorder {
     this.stats.rateLimited++;
   }
 
-  admitted(at: number, role: AgentRole, promptTokens: number): void {
+  admitted(at: number, role: AgentRole, promptTokens: number, stream: boolean): void {
     const s = this.stats;
+    s.byMode[stream ? 'stream' : 'whole']++;
     s.inFlight++;
     s.maxInFlight = Math.max(s.maxInFlight, s.inFlight);
     s.promptTokens += promptTokens;

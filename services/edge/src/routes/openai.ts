@@ -256,6 +256,8 @@ async function* direct(ctx: EdgeContext, userId: string, body: ChatBody, message
     temperature: body.temperature ?? 0,
     hasTemperature: body.temperature !== undefined && body.temperature !== null,
     cache,
+    // A caller that does not stream gets the whole answer: so does the upstream call.
+    noStream: !body.stream,
   };
   let done: Piece | undefined;
   for await (const msg of ctx.gw.broker.generate(req, signal)) {

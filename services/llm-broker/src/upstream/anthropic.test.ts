@@ -21,7 +21,7 @@ describe('Anthropic Messages request', () => {
   };
 
   it('puts system messages in `system`, tool traffic in blocks, merges turns of one role, caps the temperature at 1', () => {
-    const { path, headers, body } = anthropicProtocol.request(req, 'sk-ant-1');
+    const { path, headers, body } = anthropicProtocol.request(req, 'sk-ant-1', true);
     expect(path).toBe('/messages');
     expect(headers).toMatchObject({ 'x-api-key': 'sk-ant-1', 'anthropic-version': '2023-06-01' });
     expect(headers.authorization).toBeUndefined();

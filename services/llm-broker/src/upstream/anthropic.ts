@@ -235,6 +235,7 @@ export function countMessagesTokens(body: MessagesRequestBody): number {
 
 export const anthropicProtocol: WireProtocol = {
   name: 'anthropic',
+  // Always streamed (no `answer`): a non-streamed caller's call streams from Anthropic too.
   request(req, apiKey) {
     const headers: Record<string, string> = { 'content-type': 'application/json', accept: 'text/event-stream', 'anthropic-version': ANTHROPIC_VERSION };
     if (apiKey) headers['x-api-key'] = apiKey;

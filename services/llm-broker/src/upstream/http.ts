@@ -1,4 +1,5 @@
-// Any WireProtocol over HTTP: one streamed POST per call on a keep-alive undici pool, the
+// Any WireProtocol over HTTP: one POST per call (streamed, or whole for a caller that does not
+// stream, when the protocol can) on a keep-alive undici pool, the
 // protocol's errors for non-200 answers, and every way a 200 stream can go wrong (cut, stalled,
 // unfinished) as an UpstreamError saying which — never a short answer that looks complete.
 import { Agent, request, errors as undiciErrors } from 'undici';
@@ -36,7 +37,8 @@ export class HttpProvider implements Provider {
   }
 
   async open(req: ProviderRequest, signal: AbortSignal): Promise<OpenStream> {
-    const { path, headers, body } = this.wire.request(req, this.o.apiKey);
+    const answer = req.stream === false ? this.wire.answer?.bind(this.wire) : undefined;
+    const { path, headers, body } = this.wire.request(req, this.o.apiKey, answer === undefined);
     let res: Awaited<ReturnType<typeof request>>;
     try {
       res = await request(`${this.o.baseUrl}${path}`, { method: 'POST', headers, body, signal, dispatcher: this.agent });
@@ -48,9 +50,22 @@ export class HttpProvider implements Provider {
       const text = await res.body.text().catch(() => '');
       throw this.wire.error(res.statusCode, res.headers, text);
     }
+    const limits = this.wire.limits(res.headers);
+    const idleMs = this.idleMs;
+    if (answer) {
+      // The whole answer is read here (bodyTimeout still bounds a silence), then replayed as events.
+      const text = await res.body.text().catch((err: unknown) => {
+        if (signal.aborted) throw err;
+        if ((err as { code?: string }).code === 'UND_ERR_BODY_TIMEOUT') {
+          throw new UpstreamError(`upstream answer stalled: no data for ${idleMs} ms (LLM_STREAM_IDLE_TIMEOUT_MS)`, 0, undefined, {}, 'stream_stalled');
+        }
+        throw new UpstreamError(`upstream answer failed: ${(err as Error).message}`, 0);
+      });
+      const whole = answer(text);
+      return { limits, events: (async function* () { yield* whole.events; })(), toolCalls: () => whole.toolCalls };
+    }
     const parser = this.wire.parser();
     const stream = res.body;
-    const idleMs = this.idleMs;
     async function* events(): AsyncIterable<StreamEvent> {
       const decoder = new TextDecoder();
       try {
@@ -71,7 +86,7 @@ export class HttpProvider implements Provider {
       }
       parser.end();
     }
-    return { limits: this.wire.limits(res.headers), events: events(), toolCalls: () => parser.toolCalls() };
+    return { limits, events: events(), toolCalls: () => parser.toolCalls() };
   }
 
   close(): Promise<void> {

@@ -1,4 +1,4 @@
-import { ChunkParser, openAiError, openAiProtocol } from './openai';
+import { ChunkParser, completionAnswer, openAiError, openAiProtocol } from './openai';
 import type { ProviderRequest, StreamEvent } from './provider';
 
 const chunk = (o: unknown) => `data: ${JSON.stringify(o)}\n\n`;
@@ -77,7 +77,7 @@ describe('OpenAI protocol', () => {
   };
 
   it('writes the typed call as a streamed chat completion with a bearer key', () => {
-    const { path, headers, body } = openAiProtocol.request(req, 'sk-1');
+    const { path, headers, body } = openAiProtocol.request(req, 'sk-1', true);
     expect(path).toBe('/chat/completions');
     expect(headers.authorization).toBe('Bearer sk-1');
     expect(JSON.parse(body)).toEqual({
@@ -93,7 +93,34 @@ describe('OpenAI protocol', () => {
       stream: true,
       stream_options: { include_usage: true },
     });
-    expect(openAiProtocol.request({ ...req, tools: [] }, '').headers.authorization).toBeUndefined();
+    expect(openAiProtocol.request({ ...req, tools: [] }, '', true).headers.authorization).toBeUndefined();
+  });
+
+  it('writes a call for a caller that does not stream as a non-streamed one, and reads its chat.completion as the same events', () => {
+    const { headers, body } = openAiProtocol.request(req, 'sk-1', false);
+    expect(headers.accept).toBe('application/json');
+    const sent = JSON.parse(body) as Record<string, unknown>;
+    expect(sent.stream).toBe(false);
+    expect(sent).not.toHaveProperty('stream_options');
+    const answer = completionAnswer(JSON.stringify({
+      object: 'chat.completion', model: 'm1',
+      choices: [{ index: 0, message: { role: 'assistant', content: null, tool_calls: [{ id: 'c9', type: 'function', function: { name: 'search_web', arguments: '{"query":"q"}' } }] }, finish_reason: 'tool_calls' }],
+      usage: { prompt_tokens: 9, completion_tokens: 4, total_tokens: 13 },
+    }));
+    expect(answer.events).toEqual([
+      { type: 'model', model: 'm1' },
+      { type: 'finish', reason: 'tool_calls' },
+      { type: 'usage', usage: { promptTokens: 9, completionTokens: 4, totalTokens: 13 } },
+    ]);
+    expect(answer.toolCalls).toEqual([{ id: 'c9', name: 'search_web', argumentsJson: '{"query":"q"}' }]);
+    expect(completionAnswer(JSON.stringify({ model: 'm1', choices: [{ message: { content: 'Hello' }, finish_reason: 'stop' }] })).events).toEqual([
+      { type: 'model', model: 'm1' },
+      { type: 'content', text: 'Hello' },
+      { type: 'finish', reason: 'stop' },
+    ]);
+    expect(() => completionAnswer('<html>')).toThrow(expect.objectContaining({ code: 'invalid_response', retryable: true }));
+    expect(() => completionAnswer('{"error":{"message":"boom","code":"server_error"}}')).toThrow(expect.objectContaining({ code: 'server_error', message: expect.stringContaining('boom') }));
+    expect(() => completionAnswer('{"choices":[{"message":{"content":"half"}}]}')).toThrow(expect.objectContaining({ code: 'invalid_response' }));
   });
 
   it('maps errors: billing 429 is an account problem, rate-limit headers and Retry-After are read', () => {

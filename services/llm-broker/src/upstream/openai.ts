@@ -1,6 +1,7 @@
 // The OpenAI-compatible chat-completions protocol (OpenAI, Volcengine Ark, vLLM, the emulator):
-// one streamed POST to `${baseUrl}/chat/completions`, bearer key, `chat.completion.chunk` events
-// ending with `data: [DONE]`, `x-ratelimit-*` headers, errors as `{"error": {message, type, code}}`.
+// one POST to `${baseUrl}/chat/completions`, bearer key, streamed as `chat.completion.chunk` events
+// ending with `data: [DONE]` (or, for a caller that does not stream, one `chat.completion` object),
+// `x-ratelimit-*` headers, errors as `{"error": {message, type, code}}`.
 import { countPromptTokens as countChatTokens } from '../tokens';
 import { SseFramer } from './sse';
 import {
@@ -90,6 +91,11 @@ interface RawChunk {
   usage?: { prompt_tokens?: number; completion_tokens?: number; total_tokens?: number } | null;
 }
 
+function usageEvent(u: NonNullable<RawChunk['usage']>): StreamEvent {
+  const total = u.total_tokens ?? (u.prompt_tokens ?? 0) + (u.completion_tokens ?? 0);
+  return { type: 'usage', usage: { promptTokens: u.prompt_tokens ?? 0, completionTokens: u.completion_tokens ?? 0, totalTokens: total } };
+}
+
 /**
  * Reads `chat.completion.chunk` events. Tool calls arrive as fragments keyed by index and are
  * assembled here. An in-stream error (`data: {"error": …}`, or an `event: error` block) and a data
@@ -160,23 +166,56 @@ export class ChunkParser implements StreamParser {
         events.push({ type: 'finish', reason: choice.finish_reason });
       }
     }
-    if (chunk.usage) {
-      const u = chunk.usage;
-      events.push({
-        type: 'usage',
-        usage: { promptTokens: u.prompt_tokens ?? 0, completionTokens: u.completion_tokens ?? 0, totalTokens: u.total_tokens ?? (u.prompt_tokens ?? 0) + (u.completion_tokens ?? 0) },
-      });
-    }
+    if (chunk.usage) events.push(usageEvent(chunk.usage));
   }
+}
+
+interface RawCompletion {
+  error?: { message?: string; code?: string | null; type?: string } | string;
+  model?: string;
+  choices?: Array<{
+    message?: { content?: string | null; tool_calls?: Array<{ id?: string; function?: { name?: string; arguments?: string } }> | null };
+    finish_reason?: string | null;
+  }>;
+  usage?: RawChunk['usage'];
+}
+
+/**
+ * A non-streamed `chat.completion` → the events its stream would have given (model, one content
+ * delta, finish, usage) and its tool calls. A body that is not JSON, an error object, or an answer
+ * without a choice or finish_reason is an UpstreamError.
+ */
+export function completionAnswer(text: string): { events: StreamEvent[]; toolCalls: ToolCallOut[] } {
+  let raw: RawCompletion;
+  try {
+    raw = JSON.parse(text) as RawCompletion;
+  } catch {
+    throw new UpstreamError(`upstream answer is not JSON: ${JSON.stringify(text.slice(0, 80))}`, 0, undefined, {}, 'invalid_response');
+  }
+  if (raw.error !== undefined) {
+    const e = typeof raw.error === 'string' ? { message: raw.error, code: undefined } : raw.error;
+    throw new UpstreamError(`upstream error in the answer: ${e.message || 'the provider reported an error'}`, 0, undefined, {}, e.code ?? undefined);
+  }
+  const choice = raw.choices?.[0];
+  if (!choice?.finish_reason) throw new UpstreamError('upstream answer has no choice with a finish_reason', 0, undefined, {}, 'invalid_response');
+  const events: StreamEvent[] = [];
+  if (raw.model) events.push({ type: 'model', model: raw.model });
+  if (choice.message?.content) events.push({ type: 'content', text: choice.message.content });
+  events.push({ type: 'finish', reason: choice.finish_reason });
+  if (raw.usage) events.push(usageEvent(raw.usage));
+  const toolCalls = (choice.message?.tool_calls ?? []).map((c) => ({ id: c.id ?? '', name: c.function?.name ?? '', argumentsJson: c.function?.arguments ?? '' }));
+  return { events, toolCalls };
 }
 
 export const openAiProtocol: WireProtocol = {
   name: 'openai',
-  request(req, apiKey) {
-    const headers: Record<string, string> = { 'content-type': 'application/json', accept: 'text/event-stream' };
+  request(req, apiKey, stream) {
+    const headers: Record<string, string> = { 'content-type': 'application/json', accept: stream ? 'text/event-stream' : 'application/json' };
     if (apiKey) headers.authorization = `Bearer ${apiKey}`;
-    return { path: '/chat/completions', headers, body: JSON.stringify({ ...chatRequestBody(req), stream: true, stream_options: { include_usage: true } }) };
+    const body = stream ? { ...chatRequestBody(req), stream: true, stream_options: { include_usage: true } } : { ...chatRequestBody(req), stream: false };
+    return { path: '/chat/completions', headers, body: JSON.stringify(body) };
   },
+  answer: completionAnswer,
   limits: limitHeaders,
   error: openAiError,
   parser: () => new ChunkParser(),

@@ -44,6 +44,8 @@ export interface ProviderRequest {
   tools: ToolSpec[];
   maxTokens: number;
   temperature?: number;
+  /** False: ask for the whole answer at once (when the protocol can); absent or true: streamed. */
+  stream?: boolean;
 }
 
 /** What a streamed answer says, in the broker's terms. `finish` uses OpenAI's vocabulary (stop, length, tool_calls, content_filter). */
@@ -135,8 +137,14 @@ type Headers = Record<string, string | string[] | undefined>;
 /** One provider's wire format: pure mapping, no I/O (http.ts sends it). */
 export interface WireProtocol {
   readonly name: string;
-  /** The HTTP request of a streamed call. The key goes in the protocol's own header; never logged. */
-  request(req: ProviderRequest, apiKey: string): { path: string; headers: Record<string, string>; body: string };
+  /** The HTTP request of the call (streamed unless `stream` is false). The key goes in the protocol's own header; never logged. */
+  request(req: ProviderRequest, apiKey: string, stream: boolean): { path: string; headers: Record<string, string>; body: string };
+  /**
+   * A non-streamed 200 answer's body → the same events a stream of it would give, and its tool
+   * calls; throws an UpstreamError for a body that is not a complete answer. Absent: the protocol
+   * always streams.
+   */
+  answer?(body: string): { events: StreamEvent[]; toolCalls: ToolCallOut[] };
   /** Rate-limit headers → limits per minute. */
   limits(headers: Headers): ProviderLimits;
   /** A non-200 answer → the error in the broker's terms. */

@@ -83,6 +83,8 @@ export async function runAgent(env: AgentEnv, step: AgentStep): Promise<AgentOut
       temperature: policy.temperature ?? 0,
       hasTemperature: policy.temperature !== undefined,
       cache: policy.cache,
+      // Tokens reach the user as they come: the upstream call streams.
+      noStream: false,
     };
     let toolCalls: { id: string; name: string; argumentsJson: string }[] = [];
     let callText = '';

@@ -147,6 +147,12 @@ export interface GenerateRequest {
   cache: boolean;
   /** tools are the functions the model may call (none: a plain completion). */
   tools: Tool[];
+  /**
+   * no_stream asks the upstream for the whole answer at once (a non-streamed HTTP call), for a
+   * caller that does not stream either; the call still answers with deltas (one) and Done. False
+   * (the default): the upstream call streams. Protocols without a non-streamed mode stream anyway.
+   */
+  noStream: boolean;
 }
 
 /** GenerateResponse is one update of a Generate call. */
@@ -598,6 +604,7 @@ function createBaseGenerateRequest(): GenerateRequest {
     hasTemperature: false,
     cache: false,
     tools: [],
+    noStream: false,
   };
 }
 
@@ -638,6 +645,9 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
     }
     for (const v of message.tools) {
       Tool.encode(v!, writer.uint32(98).fork()).join();
+    }
+    if (message.noStream !== false) {
+      writer.uint32(104).bool(message.noStream);
     }
     return writer;
   },
@@ -751,6 +761,14 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
             message.tools.push(Tool.decode(reader, reader.uint32()));
             continue;
           }
+          case 13: {
+            if (tag !== 104) {
+              break;
+            }
+
+            message.noStream = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -809,6 +827,11 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
       tools: globalThis.Array.isArray(object?.tools)
         ? object.tools.map((e: any) => Tool.fromJSON(e))
         : [],
+      noStream: isSet(object.noStream)
+        ? globalThis.Boolean(object.noStream)
+        : isSet(object.no_stream)
+        ? globalThis.Boolean(object.no_stream)
+        : false,
     };
   },
 
@@ -850,6 +873,9 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
     if (message.tools?.length) {
       obj.tools = message.tools.map((e) => Tool.toJSON(e));
     }
+    if (message.noStream !== false) {
+      obj.noStream = message.noStream;
+    }
     return obj;
   },
 
@@ -870,6 +896,7 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
     message.hasTemperature = object.hasTemperature ?? false;
     message.cache = object.cache ?? false;
     message.tools = object.tools?.map((e) => Tool.fromPartial(e)) || [];
+    message.noStream = object.noStream ?? false;
     return message;
   },
 };
