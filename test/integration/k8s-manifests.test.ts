@@ -19,6 +19,7 @@ import { ServiceAccount } from 'kubernetes-models/v1/ServiceAccount';
 import { PrometheusRule } from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/PrometheusRule';
 import { ServiceMonitor } from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/ServiceMonitor';
 import { kustomize } from '../support/kube';
+import { loadConfig as edgeConfig } from '../../services/edge/src/config';
 
 const K8S = path.resolve(__dirname, '../../deploy/k8s');
 
@@ -454,6 +455,9 @@ describe('deploy/k8s manifests', () => {
         expect(data[`${envPrefix(s)}_METRICS_ADDR`]).toBe(`${s}:${Number(port) + 1000}`);
         expect(servicePorts).toContainEqual(expect.objectContaining({ name: 'metrics', port: Number(port) + 1000 }));
       }
+      // The edge's ops page and run traces: Prometheus' and Jaeger's query APIs (503 when unset).
+      for (const key of ['PROMETHEUS_URL', 'JAEGER_QUERY_URL']) expect({ key, protocol: new URL(String(data[key])).protocol }).toEqual({ key, protocol: 'http:' });
+      expect(edgeConfig({ ...data, AUTH_JWT_SECRET: 'x'.repeat(48) } as config.Env).ops).toEqual({ prometheusUrl: expect.stringMatching(/^http:/), jaegerQueryUrl: expect.stringMatching(/^http:/) });
       // Secrets never go into the ConfigMap.
       expect(Object.keys(data).filter((k) => /SECRET|API_KEY|PASSWORD|TOKEN/.test(k))).toEqual([]);
     });

@@ -34,6 +34,9 @@ const namespace = (name: string) => ({ ns: name, nsLabels: { 'kubernetes.io/meta
 
 const INGRESS_CONTROLLER: Pod = { ...namespace('ingress-nginx'), labels: { 'app.kubernetes.io/name': 'ingress-nginx' }, ports: [] };
 const PROMETHEUS: Pod = { ...namespace('monitoring'), labels: { 'app.kubernetes.io/name': 'prometheus' }, ports: [] };
+/** Prometheus' pods as the edge's PROMETHEUS_URL reaches them (its Service forwards to 9090). */
+const PROMETHEUS_API_PORT = 9090;
+const PROMETHEUS_API: Pod = { ...PROMETHEUS, ports: [{ name: 'web', containerPort: PROMETHEUS_API_PORT }] };
 const DNS: Pod = { ...namespace('kube-system'), labels: { 'k8s-app': 'kube-dns' }, ports: [{ containerPort: 53, protocol: 'UDP' }] };
 const INTRUDER: Pod = { ...namespace('someone-else'), labels: { app: 'edge' }, ports: [] };
 const PUBLIC: External = { ip: '203.0.113.10' };
@@ -177,6 +180,24 @@ describe.each(fs.readdirSync(path.join(K8S, 'overlays')).sort())('NetworkPolicie
       expect({ s, private443: allowed(policies, pod, PRIVATE, 443) }).toEqual({ s, private443: false });
     }
     expect(SERVICES.filter(usesUpstream)).toEqual(['llm-broker']);
+  });
+
+  test("the edge reaches Prometheus' HTTP API and Jaeger's query API (the ops page, run traces), and no other service does", () => {
+    const data = objects.find((o) => o.kind === 'ConfigMap' && o.metadata.name === 'agent-mesh-config')!.data as Record<string, string>;
+    // Both are set, so neither route answers 503 for want of configuration.
+    expect(new URL(data.PROMETHEUS_URL!).hostname).toMatch(/\.monitoring(\.|$)/);
+    const jaeger = new URL(data.JAEGER_QUERY_URL!);
+    const users = SERVICES.filter((s) => reads(s, 'PROMETHEUS_URL'));
+    expect(users).toEqual(['edge']);
+    expect(SERVICES.filter((s) => reads(s, 'JAEGER_QUERY_URL'))).toEqual(['edge']);
+    for (const s of SERVICES) {
+      const pod = podOf(s);
+      // PROMETHEUS_URL names its Service; the NetworkPolicy sees the pods' port.
+      expect({ s, prometheus: allowed(policies, pod, PROMETHEUS_API, PROMETHEUS_API_PORT) }).toEqual({ s, prometheus: users.includes(s) });
+      expect({ s, jaeger: allowed(policies, pod, infra('jaeger'), Number(jaeger.port)) }).toEqual({ s, jaeger: users.includes(s) });
+    }
+    // The dev Jaeger's query port is open to the edge, not to the world.
+    if (hasInfraPods) expect(allowed(policies, INTRUDER, podOf('jaeger'), Number(jaeger.port))).toBe(false);
   });
 
   test('an upstream inside the cluster (LLM_BASE_URL naming a Service of the overlay) is reached by its users only', () => {
