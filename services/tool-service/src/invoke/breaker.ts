@@ -63,7 +63,9 @@ export function createBreaker(
       resetTimeout: options.resetTimeoutMs,
       rollingCountTimeout: options.rollingWindowMs,
       rollingCountBuckets: 10,
-      errorFilter: (err: unknown) => err instanceof ToolInputError,
+      // Bad input, or a call its callers gave up on, says nothing about the tool's health.
+      // (opossum passes the call's arguments after the error: the tool's args, then its context.)
+      errorFilter: (err: unknown, ...call: unknown[]) => err instanceof ToolInputError || (call[1] as ToolCallContext | undefined)?.signal.aborted === true,
     },
   );
   breaker.on('open', () => {

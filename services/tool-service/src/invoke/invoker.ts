@@ -136,8 +136,8 @@ export class ToolInvoker {
         return { ok: true, resultJson: hit, cached: true, degraded: false, degradedReason: '' };
       }
       this.metrics.cache.inc({ tool: plugin.name, result: 'miss' });
-      // The shared execution must not die with the first caller: it gets no caller signal.
-      const { value, role } = await this.flights.run(key, () => this.produceShared(tool, args, ctx, key));
+      // The shared execution must not die with the first caller: it is aborted once every caller waiting for it has gone.
+      const { value, role } = await this.flights.run(key, (signal) => this.produceShared(tool, args, ctx, key, signal), req.signal);
       if (role === 'local_follower') this.metrics.merges.inc({ tool: plugin.name, scope: 'local' });
       produced = value;
     } else {
@@ -154,7 +154,7 @@ export class ToolInvoker {
   }
 
   /** Runs a cacheable call once across replicas and caches its real answer. */
-  async produceShared(tool: RegisteredTool, args: Record<string, unknown>, ctx: { userId: string; runId: string }, key: string): Promise<Produced> {
+  async produceShared(tool: RegisteredTool, args: Record<string, unknown>, ctx: { userId: string; runId: string }, key: string, signal: AbortSignal): Promise<Produced> {
     const plugin = tool.plugin;
     const timeoutMs = plugin.rateLimit.timeoutMs;
     const turn = await this.lock.turn(`${key}:lock`, { leaseMs: timeoutMs + 1_000, waitMs: timeoutMs, ready: () => this.cache.get(key) });
@@ -163,7 +163,7 @@ export class ToolInvoker {
       return { kind: 'result', json: turn.value, fromCache: true };
     }
     try {
-      const produced = await this.produce(tool, args, { ...ctx, signal: new AbortController().signal });
+      const produced = await this.produce(tool, args, { ...ctx, signal });
       if (produced.kind === 'result') await this.cache.set(key, produced.json, await this.ttlFor(plugin));
       return produced;
     } finally {
@@ -181,7 +181,7 @@ export class ToolInvoker {
   async warm(tool: RegisteredTool, args: Record<string, unknown>): Promise<'filled' | 'fresh' | 'refused' | 'failed'> {
     const key = cacheKey(this.options.prefix, tool.plugin.name, tool.plugin.cache.keyStrategy, args, '');
     if (await this.cache.has(key)) return 'fresh';
-    const { value } = await this.flights.run(key, () => this.produceShared(tool, args, { userId: 'prewarm', runId: '' }, key));
+    const { value } = await this.flights.run(key, (signal) => this.produceShared(tool, args, { userId: 'prewarm', runId: '' }, key, signal));
     if (value.kind === 'result') return value.fromCache ? 'fresh' : 'filled';
     return value.kind === 'error' && value.code === 'rate_limited' ? 'refused' : 'failed';
   }
