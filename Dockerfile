@@ -6,7 +6,8 @@
 #
 # A service image holds the production dependencies of its workspace and services/common only,
 # the built JavaScript of those two, and the .proto files; it runs as uid 1000, writes nothing
-# outside /tmp (runs with a read-only root filesystem), and starts node directly (no shell), so
+# outside /tmp (runs with a read-only root filesystem; the tool-service's search index is built into
+# the image), and starts node directly (no shell), so
 # SIGTERM reaches the service's shutdown handler, with OpenTelemetry `--require`d first.
 ARG BASE=node:20-bookworm-slim
 
@@ -96,5 +97,11 @@ ENV NODE_ENV=production OTEL_SERVICE_NAME=${SERVICE} \
     EDGE_HOST=0.0.0.0 ORCHESTRATOR_HOST=0.0.0.0 LLM_BROKER_HOST=0.0.0.0 TOOL_SERVICE_HOST=0.0.0.0 STORE_HOST=0.0.0.0
 COPY --from=prod-deps /src/node_modules node_modules
 COPY --from=bundle /out/ ./
+# The tool-service's local search index, built here once over the corpus this image holds (its
+# README and docs/, and what the base has of /usr/share/doc and WordNet), saved under the corpus'
+# content hash: a replica loads it in a moment at start instead of building it (see
+# services/tool-service/src/search/index-worker.ts); a different corpus at run time builds anew.
+ENV TOOL_INDEX_CACHE_DIR=/app/search-index
+RUN if [ "$SERVICE" = tool-service ]; then node /app/services/tool-service/dist/search/prebuild.js; fi
 USER 1000:1000
 ENTRYPOINT ["node", "--require", "/app/services/common/dist/telemetry/register.js", "/app/main.js"]

@@ -1,5 +1,6 @@
 // Every environment variable the tool-service reads: its spec (type, default, description: the
 // README's tables are made from VARS) and its validation.
+import os from 'node:os';
 import path from 'node:path';
 import { config, type RedisTarget } from '@agent-mesh/common';
 import type { BreakerOptions } from './invoke/breaker';
@@ -27,6 +28,8 @@ export interface ToolServiceConfig {
   corpusSources: CorpusSource[];
   /** Extra folders of .md/.txt to index. */
   corpusDirs: string[];
+  /** Where built search indexes are saved and loaded, keyed by the corpus' content; empty: none. */
+  indexCacheDir: string;
   /** The repository root whose README.md and docs/ are indexed. */
   repoRoot: string;
   /** Registers the test-only tools. */
@@ -52,6 +55,7 @@ export const VARS = {
     SEARCH_URL: { type: 'string', default: '', doc: 'a SearxNG-compatible JSON API for `search_web`; empty: the local full-text corpus' },
     TOOL_CORPUS_SOURCES: { type: 'string', default: ALL_SOURCES.join(','), doc: 'what the local corpus indexes (comma-separated)' },
     TOOL_CORPUS_DIRS: { type: 'string', default: '', defaultDoc: 'none', doc: 'extra folders of .md/.txt to index (comma-separated)' },
+    TOOL_INDEX_CACHE_DIR: { type: 'string', default: path.join(os.tmpdir(), 'agent-mesh-search-index'), defaultDoc: '`$TMPDIR/agent-mesh-search-index` (the image: `/app/search-index`, built with the image)', doc: 'where the local search index is saved and loaded, keyed by the SHA-256 of the corpus: a start with an unchanged corpus loads it instead of building (empty: always build)' },
     TOOL_PREWARM_QUERIES: { type: 'string', default: '', defaultDoc: 'none', doc: 'hot `search_web` queries warmed every interval (comma-separated)' },
     TOOL_PREWARM_INTERVAL_MS: { type: 'int', default: 300_000, min: 0, doc: 'pre-warming interval (0: off)' },
     TOOL_PREWARM_TOP: { type: 'int', default: 20, min: 0, max: 1_000, doc: 'most frequent recent queries warmed per round' },
@@ -100,6 +104,7 @@ export function loadConfig(env: Env = process.env): ToolServiceConfig {
     prewarmTop: read(VARS.TOOL_PREWARM_TOP),
     corpusSources: sources as CorpusSource[],
     corpusDirs: config.list(read(VARS.TOOL_CORPUS_DIRS)),
+    indexCacheDir: read(VARS.TOOL_INDEX_CACHE_DIR),
     repoRoot: path.resolve(__dirname, '../../..'),
     testTools: read(VARS.TOOL_TEST_TOOLS),
     overrides,

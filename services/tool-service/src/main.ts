@@ -35,9 +35,9 @@ async function build(svc: Service<ToolServiceConfig>): Promise<void> {
   svc.onShutdown('clients', 'store client', () => store.close());
 
   const localIndex = lazyLocalIndex(
-    { sources: cfg.corpusSources, repoRoot: cfg.repoRoot, extraDirs: cfg.corpusDirs },
+    { sources: cfg.corpusSources, repoRoot: cfg.repoRoot, extraDirs: cfg.corpusDirs, cacheDir: cfg.indexCacheDir },
     logger,
-    (counts) => Object.entries(counts).forEach(([source, n]) => metrics.corpusDocuments.set({ source }, n)),
+    ({ counts }) => Object.entries(counts).forEach(([source, n]) => metrics.corpusDocuments.set({ source }, n)),
   );
   svc.onShutdown('stop', 'local search index', () => localIndex.close());
   const tools = new ToolRegistry(
@@ -97,7 +97,11 @@ async function build(svc: Service<ToolServiceConfig>): Promise<void> {
     void (cfg.searchUrl ? Promise.resolve() : localIndex().then(() => undefined)).then(() => prewarmer.start());
     svc.onShutdown('stop', 'pre-warming', () => prewarmer.stop());
   }
-  if (!cfg.searchUrl) void localIndex();
+  // SERVING only once search_web can answer: a replica that reported Ready while it built its index
+  // spent its first minute at full CPU, which a CPU-scaled HPA read as load (deploy/k8s/README.md).
+  // Loaded from TOOL_INDEX_CACHE_DIR (the image ships one) this takes a second or two; a failed
+  // build leaves search_web failing with the reason, and the other tools serving.
+  if (!cfg.searchUrl) await localIndex().catch((err: Error) => logger.error({ err: err.message }, 'serving without the local search index'));
 
   grpc.serve();
   logger.info({ host: svc.host, port: grpc.port, metricsPort: metricsServer.port, tools: tools.names(), search: cfg.searchUrl ? 'web' : 'local' }, 'listening');

@@ -4,8 +4,7 @@
 import path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import type { Logger } from '@agent-mesh/common';
-import type { CorpusOptions } from './corpus';
-import type { SearchRequest, WorkerMessage } from './index-worker';
+import type { IndexOptions, SearchRequest, WorkerMessage } from './index-worker';
 import type { SearchHit } from './local-index';
 
 export interface LocalSearch {
@@ -21,7 +20,9 @@ export interface LazyLocalIndex {
 
 type Pending = { resolve: (hits: SearchHit[]) => void; reject: (err: Error) => void };
 
-export function lazyLocalIndex(opts: CorpusOptions, logger: Logger, onCounts?: (counts: Record<string, number>) => void): LazyLocalIndex {
+export interface IndexReady { counts: Record<string, number>; ms: number; source: 'built' | 'cache' }
+
+export function lazyLocalIndex(opts: IndexOptions, logger: Logger, onReady?: (ready: IndexReady) => void): LazyLocalIndex {
   let worker: Worker | undefined;
   let building: Promise<LocalSearch> | undefined;
   let closed = false;
@@ -41,8 +42,9 @@ export function lazyLocalIndex(opts: CorpusOptions, logger: Logger, onCounts?: (
     };
     w.on('message', (m: WorkerMessage) => {
       if (m.type === 'ready') {
-        onCounts?.(m.counts);
-        logger.info({ counts: m.counts, ms: m.ms }, 'local search index built');
+        onReady?.({ counts: m.counts, ms: m.ms, source: m.source });
+        logger.info({ counts: m.counts, ms: m.ms, source: m.source }, m.source === 'cache' ? 'local search index loaded from its cache' : 'local search index built');
+        if (m.warning) logger.warn({ warning: m.warning }, 'local search index');
         resolve(search);
       } else if (m.type === 'failed') {
         reject(new Error(`building the local search index: ${m.message}`));

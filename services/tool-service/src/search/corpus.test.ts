@@ -23,7 +23,7 @@ describe('corpus', () => {
   });
 
   it('ranks real matches first', async () => {
-    const index = new LocalSearchIndex();
+    const index = LocalSearchIndex.empty();
     await index.addAll([
       { id: '1', title: 'circuit breaker', url: 'u1', text: 'a device that opens the circuit when overloaded' },
       { id: '2', title: 'surf', url: 'u2', text: 'waves breaking on the shore' },

@@ -1,7 +1,7 @@
 // Full-text search over the local corpus with MiniSearch (BM25-like ranking, title boost, fuzzy
 // and prefix matching for longer terms). Built and queried in a worker thread
 // (index-worker.ts), so neither blocks the service's event loop.
-import MiniSearch from 'minisearch';
+import MiniSearch, { type Options } from 'minisearch';
 import type { CorpusDocument } from './corpus';
 
 export interface SearchHit {
@@ -11,19 +11,37 @@ export interface SearchHit {
   score: number;
 }
 
+const OPTIONS: Options<CorpusDocument> = {
+  fields: ['title', 'text'],
+  storeFields: ['title', 'url', 'text'],
+  searchOptions: {
+    boost: { title: 3 },
+    combineWith: 'OR',
+    // Typos in longer words still match; short words must match exactly or as a prefix.
+    fuzzy: (term: string) => (term.length > 5 ? 0.2 : false),
+    prefix: (term: string) => term.length > 3,
+  },
+};
+
+/** Changes whenever a saved index would no longer fit this code (part of the cache key). */
+export const INDEX_FORMAT = 'minisearch-7/title,text/1';
+
 export class LocalSearchIndex {
-  private readonly index = new MiniSearch<CorpusDocument>({
-    fields: ['title', 'text'],
-    storeFields: ['title', 'url', 'text'],
-    searchOptions: {
-      boost: { title: 3 },
-      combineWith: 'OR',
-      // Typos in longer words still match; short words must match exactly or as a prefix.
-      fuzzy: (term) => (term.length > 5 ? 0.2 : false),
-      prefix: (term) => term.length > 3,
-    },
-  });
-  private size = 0;
+  private constructor(private readonly index: MiniSearch<CorpusDocument>, private size = 0) {}
+
+  static empty(): LocalSearchIndex {
+    return new LocalSearchIndex(new MiniSearch<CorpusDocument>(OPTIONS));
+  }
+
+  /** An index saved by toJSON (no tokenizing: a fraction of a build's CPU). */
+  static load(json: string): LocalSearchIndex {
+    const index = MiniSearch.loadJSON<CorpusDocument>(json, OPTIONS);
+    return new LocalSearchIndex(index, index.documentCount);
+  }
+
+  toJSON(): string {
+    return JSON.stringify(this.index);
+  }
 
   async addAll(documents: CorpusDocument[]): Promise<void> {
     await this.index.addAllAsync(documents, { chunkSize: 2_000 });
