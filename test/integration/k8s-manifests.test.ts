@@ -622,10 +622,28 @@ describe('deploy/k8s manifests', () => {
       }
     });
 
-    test('the Ingress streams SSE unbuffered with a long read timeout', () => {
-      const a = asObj(asObj(one('Ingress', 'edge').metadata).annotations);
+    test.each(['edge', 'edge-messages'])('the Ingress %s streams SSE unbuffered with a long read timeout', (name) => {
+      const a = asObj(asObj(one('Ingress', name).metadata).annotations);
       expect(a['nginx.ingress.kubernetes.io/proxy-buffering']).toBe('off');
       expect(Number(a['nginx.ingress.kubernetes.io/proxy-read-timeout'])).toBeGreaterThanOrEqual(300);
+    });
+
+    test('the message route has an Ingress of its own that retries on another edge even after one took the POST', () => {
+      const route = one('Ingress', 'edge-messages');
+      const a = asObj(asObj(route.metadata).annotations);
+      const retriesOn = (ann: Record<string, unknown>) => String(ann['nginx.ingress.kubernetes.io/proxy-next-upstream'] ?? '').split(/\s+/);
+      expect(retriesOn(a)).toEqual(expect.arrayContaining(['error', 'timeout', 'http_502', 'non_idempotent']));
+      expect(a['nginx.ingress.kubernetes.io/use-regex']).toBe('true');
+      const paths = asArray(asObj(asArray(asObj(route.spec).rules).map(asObj)[0]!.http).paths).map(asObj);
+      expect(paths).toHaveLength(1);
+      expect(paths[0]!.pathType).toBe('ImplementationSpecific');
+      expect(asObj(asObj(paths[0]!.backend).service)).toEqual({ name: 'edge', port: { name: 'http' } });
+      // The path is the message route and nothing else (nginx matches a regex path as a prefix: `^` is implied).
+      const re = new RegExp(`^${String(paths[0]!.path)}`);
+      expect(['/api/conversations/3f2a-9c/messages'].map((p) => re.test(p))).toEqual([true]);
+      expect(['/api/conversations', '/api/conversations/3f2a-9c', '/api/conversations/a/b/messages', '/api/conversations/3f2a-9c/messages/x', '/api/runs/r1/trace'].filter((p) => re.test(p))).toEqual([]);
+      // Every other request keeps nginx's default: a POST an edge has taken is not sent again.
+      expect(retriesOn(asObj(asObj(one('Ingress', 'edge').metadata).annotations))).not.toContain('non_idempotent');
     });
   });
 
