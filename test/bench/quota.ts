@@ -18,7 +18,7 @@ import os from 'node:os';
 import { setMaxListeners } from 'node:events';
 import { Metadata } from '@grpc/grpc-js';
 import { createClient } from '@agent-mesh/common';
-import { LlmBrokerServiceClient, type GenerateRequest, type GenerateResponse } from '@agent-mesh/common/gen/llmbroker/v1/llm_broker';
+import { CallerRole, LlmBrokerServiceClient, type GenerateRequest, type GenerateResponse } from '@agent-mesh/common/gen/llmbroker/v1/llm_broker';
 import { censoredPercentile, maxMinFairness } from './stats';
 import { configureEmulator, emulatorStats, startEmulator, startRedis, startService, testDir, type ServiceProc } from '../support';
 
@@ -89,7 +89,7 @@ function request(user: number, promptWords: number): GenerateRequest {
   const filler = Array.from({ length: promptWords }, (_, i) => FILLER[(i + user) % FILLER.length]).join(' ');
   return {
     userId: `00000000-0000-4000-8000-${String(user).padStart(12, '0')}`,
-    runId: '', agentRole: 'planner', runStarted: false, model: '', tools: [], toolsJson: '', maxTokens: MAX_TOKENS,
+    runId: '', callerRole: CallerRole.CALLER_ROLE_PLANNER, runStarted: false, model: '', tools: [], toolsJson: '', maxTokens: MAX_TOKENS,
     temperature: 0, hasTemperature: false, cache: false, noStream: false,
     messages: [
       { role: 'system', content: 'You are the Planner. Round: 1', name: '', toolCallId: '', toolCalls: [] },

@@ -5,6 +5,7 @@ import { Metadata, type ServiceError } from '@grpc/grpc-js';
 import Redis from 'ioredis';
 import { createClient } from '@agent-mesh/common';
 import {
+  CallerRole,
   LlmBrokerServiceClient,
   type GenerateRequest,
   type GenerateResponse,
@@ -156,4 +157,30 @@ it('a broker killed with SIGKILL leaks its slot no longer than the lease', async
   }, { timeoutMs: 10_000, intervalMs: 50 });
   expect(Date.now() - killedAt).toBeLessThan(2_000 + 1_500);
   await pending;
+});
+
+it('the caller role on the wire sets the priority: a queued Host call is served before a Planner call queued earlier', async () => {
+  // One slot, on a Redis database of its own (no other broker's calls take it), held by a slow call.
+  await startBroker({ REDIS_URL: `${redis.url}/1`, LLM_MAX_CONCURRENT: '1' });
+  const client = clients.at(-1)!;
+  await configure({ ttftMs: 20_000 });
+  const served: string[] = [];
+  const queued = new Set<string>();
+  const call = (name: string, callerRole: CallerRole) =>
+    generate(client, request({ callerRole }), {
+      onMessage: (m) => {
+        if (m.update?.$case === 'queued') queued.add(name);
+        if (m.update?.$case === 'done') served.push(name);
+      },
+    });
+  const blocker = call('blocker', CallerRole.CALLER_ROLE_DIRECT);
+  await waitFor('the slot taken', async () => (await metric(brokers.at(-1)!, 'llm_admissions_total')) === 1, { timeoutMs: 10_000, intervalMs: 20 });
+  const planner = call('planner', CallerRole.CALLER_ROLE_PLANNER);
+  await waitFor('planner queued', async () => queued.has('planner'), { timeoutMs: 10_000, intervalMs: 20 });
+  const host = call('host', CallerRole.CALLER_ROLE_HOST);
+  await waitFor('host queued', async () => queued.has('host'), { timeoutMs: 10_000, intervalMs: 20 });
+  await configure({ ttftMs: 400 });
+  await Promise.all([blocker, planner, host]);
+  // Both caller roles would be direct's priority if the role did not reach the queue: first come, first served.
+  expect(served).toEqual(['blocker', 'host', 'planner']);
 });

@@ -6,7 +6,7 @@ import path from 'node:path';
 import Redis from 'ioredis';
 import { MongoClient } from 'mongodb';
 import { createClient, unary, TERMINAL_EVENTS as TERMINAL } from '@agent-mesh/common';
-import { StoreServiceClient } from '@agent-mesh/common/gen/store/v1/store';
+import { PlanStatus, StoreServiceClient } from '@agent-mesh/common/gen/store/v1/store';
 import {
   configureEmulator, readSse, type EmulatorProc, type FerretProc, type Mesh, type RedisProc, type SseEvent,
 } from '../support';
@@ -79,7 +79,7 @@ test('export returns all of a conversation; erase removes it everywhere, cancell
   const planId = '6f1c2d3e-4b5a-4c7d-8e9f-0a1b2c3d4e5f';
   await unary(store.savePlan.bind(store), {
     userId: 'alice',
-    plan: { id: planId, userId: '', conversationId: id, title: 'plan', steps: ['a', 'b'], status: 'draft', createdAtMs: 0, updatedAtMs: 0 },
+    plan: { id: planId, userId: '', conversationId: id, title: 'plan', steps: ['a', 'b'], status: PlanStatus.PLAN_STATUS_DRAFT, createdAtMs: 0, updatedAtMs: 0 },
   });
 
   const exp = await api(`/api/conversations/${id}/export`);
@@ -92,7 +92,7 @@ test('export returns all of a conversation; erase removes it everywhere, cancell
   expect(doc.runs).toHaveLength(1);
   expect(doc.runs[0]).toMatchObject({ id: firstRunId, status: 'completed' });
   expect(doc.runs[0].usage.totalTokens).toBeGreaterThan(0);
-  expect(doc.plans.map((p: any) => p.id)).toEqual([planId]);
+  expect(doc.plans.map((p: any) => [p.id, p.status])).toEqual([[planId, 'draft']]);
   expect(doc.runLogs).toHaveLength(1);
   expect(doc.runLogs[0].events.map((e: any) => e.type)).toEqual(first.filter((e) => e.id).map((e) => e.event));
 

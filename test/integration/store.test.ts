@@ -2,8 +2,8 @@
 // runs and plans, retention cleanup, metrics, and health following the database's availability.
 import path from 'node:path';
 import { MongoClient } from 'mongodb';
-import { codeOf, createClient, createLogger, createRegistry, newId, status, unary } from '@agent-mesh/common';
-import { AgentRole, MessageRole, MessageStatus, RunStatus, StoreServiceClient, type Message } from '@agent-mesh/common/gen/store/v1/store';
+import { codeOf, createClient, createLogger, createRegistry, newId, reasonOf, status, unary } from '@agent-mesh/common';
+import { AgentRole, MessageRole, MessageStatus, PlanStatus, RunStatus, StoreServiceClient, type Message } from '@agent-mesh/common/gen/store/v1/store';
 import { RetentionCleanup } from '@agent-mesh/store/dist/cleanup';
 import { QueryTimer } from '@agent-mesh/store/dist/db/instrumented';
 import { ensureIndexes } from '@agent-mesh/store/dist/db/indexes';
@@ -179,7 +179,7 @@ describe('ownership', () => {
     const aliceRun = run(conv.id);
     await unary(client.saveRun.bind(client), { userId: ALICE, run: aliceRun });
     const plan = await unary(client.savePlan.bind(client), {
-      userId: ALICE, plan: { id: newId(), userId: '', conversationId: conv.id, title: 'p', steps: ['a'], status: '', createdAtMs: 0, updatedAtMs: 0 },
+      userId: ALICE, plan: { id: newId(), userId: '', conversationId: conv.id, title: 'p', steps: ['a'], status: PlanStatus.PLAN_STATUS_UNSPECIFIED, createdAtMs: 0, updatedAtMs: 0 },
     });
 
     const attempts: [string, Promise<unknown>][] = [
@@ -285,12 +285,22 @@ describe('plans', () => {
   it('creates, updates and lists newest first', async () => {
     const user = `planner-${Date.now()}`;
     const base = { userId: '', conversationId: '', createdAtMs: 0, updatedAtMs: 0 };
-    const a = await unary(client.savePlan.bind(client), { userId: user, plan: { ...base, id: newId(), title: 'A', steps: ['one'], status: '' } });
-    expect(a.plan).toMatchObject({ title: 'A', steps: ['one'], status: 'draft', userId: user });
-    const b = await unary(client.savePlan.bind(client), { userId: user, plan: { ...base, id: newId(), title: 'B', steps: [], status: 'active' } });
-    const a2 = await unary(client.savePlan.bind(client), { userId: user, plan: { ...a.plan!, userId: '', steps: ['one', 'two'], status: 'done' } });
-    expect(a2.plan).toMatchObject({ id: a.plan!.id, steps: ['one', 'two'], status: 'done', createdAtMs: a.plan!.createdAtMs });
+    const a = await unary(client.savePlan.bind(client), { userId: user, plan: { ...base, id: newId(), title: 'A', steps: ['one'], status: PlanStatus.PLAN_STATUS_UNSPECIFIED } });
+    expect(a.plan).toMatchObject({ title: 'A', steps: ['one'], status: PlanStatus.PLAN_STATUS_DRAFT, userId: user });
+    const b = await unary(client.savePlan.bind(client), { userId: user, plan: { ...base, id: newId(), title: 'B', steps: [], status: PlanStatus.PLAN_STATUS_ACTIVE } });
+    const a2 = await unary(client.savePlan.bind(client), { userId: user, plan: { ...a.plan!, userId: '', steps: ['one', 'two'], status: PlanStatus.PLAN_STATUS_DONE } });
+    expect(a2.plan).toMatchObject({ id: a.plan!.id, steps: ['one', 'two'], status: PlanStatus.PLAN_STATUS_DONE, createdAtMs: a.plan!.createdAtMs });
     expect(a2.plan!.updatedAtMs).toBeGreaterThanOrEqual(a.plan!.updatedAtMs);
+    const unknown: unknown = await unary(client.savePlan.bind(client), { userId: user, plan: { ...b.plan!, userId: '', status: 7 as PlanStatus } }).catch((e: unknown) => e);
+    expect({ code: codeOf(unknown), reason: reasonOf(unknown) }).toEqual({ code: status.INVALID_ARGUMENT, reason: 'invalid_enum' });
+    // The documents keep the names, as for messages and runs.
+    const mongo = new MongoClient(ferret.uri, { serverSelectionTimeoutMS: 5_000 });
+    try {
+      const docs = await mongo.db().collection('plans').find({ userId: user }).sort({ title: 1 }).toArray();
+      expect(docs.map((d) => [d.title, d.status])).toEqual([['A', 'done'], ['B', 'active']]);
+    } finally {
+      await mongo.close();
+    }
 
     const p1 = await unary(client.listPlans.bind(client), { userId: user, pageSize: 1, pageToken: '' });
     const p2 = await unary(client.listPlans.bind(client), { userId: user, pageSize: 1, pageToken: p1.nextPageToken });

@@ -4,6 +4,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { TERMINAL_EVENTS } from '@agent-mesh/common';
+import { CallerRole } from '@agent-mesh/common/gen/llmbroker/v1/llm_broker';
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const stack = require('../../deploy/local/stack.js');
 
@@ -164,7 +165,7 @@ export function generateRequest(
   return {
     userId: '00000000-0000-4000-8000-000000000001',
     runId: '',
-    agentRole: 'planner',
+    callerRole: CallerRole.CALLER_ROLE_PLANNER,
     runStarted: false,
     model: '',
     messages: [

@@ -4,9 +4,10 @@
 // only before the first token), stream the deltas, and settle the token reservation with the
 // provider's usage — or refund it on cancel or failure. Protocols are behind upstream/provider.ts.
 import type CircuitBreaker from 'opossum';
-import type { GlobalLimiter, Logger, TokenBudgets } from '@agent-mesh/common';
+import type { CallerRoleName, GlobalLimiter, Logger, TokenBudgets } from '@agent-mesh/common';
 import type { CachedAnswer, Found, ResponseCache } from './cache/response-cache';
 import { Channel } from './channel';
+import type { BrokerConfig } from './config';
 import type { BrokerMetrics } from './metrics';
 import { limitKindOf, type AdaptiveLimits } from './queue/adaptive';
 import { QueueRefusal, type AdmissionQueue, type Admitted } from './queue/admission';
@@ -23,7 +24,8 @@ export type { ChatMessageIn, ToolSpec } from './upstream/provider';
 export interface GenerateInput {
   userId: string;
   runId: string;
-  agentRole: string;
+  /** Sets the call's priority in the queue. */
+  callerRole: CallerRoleName;
   runStarted: boolean;
   /** Empty: each upstream's default model. */
   model: string;
@@ -59,6 +61,9 @@ export type GenerateEvent =
       /** For an answer from the cache: the usage of the call that produced it (what this one saved). */
       cachedUsage?: UsageOut;
     };
+
+/** The role's priority; a role LLM_PRIORITIES leaves out has direct's, or 0. */
+export const priorityOf = (priorities: BrokerConfig['priorities'], role: CallerRoleName): number => priorities[role] ?? priorities.direct ?? 0;
 
 const NOTHING_BILLED: UsageOut = { promptTokens: 0, completionTokens: 0, totalTokens: 0 };
 const TOOL_NAME = /^[a-zA-Z0-9_-]{1,64}$/;
@@ -117,7 +122,8 @@ export interface BrokerDeps {
   metrics: BrokerMetrics;
   logger: Logger;
   defaultMaxTokens: number;
-  priorities: Record<string, number>;
+  /** Caller role → priority in the queue (higher first); a role without one has direct's, else 0. */
+  priorities: BrokerConfig['priorities'];
   /** Retries before the first token, at most. @default 3 */
   maxRetries?: number;
   /**
@@ -319,7 +325,7 @@ export class LlmBroker {
     const admission = u.queue
       .admit({
         userId: input.userId || 'anonymous',
-        priority: d.priorities[input.agentRole.toLowerCase()] ?? d.priorities.direct ?? 0,
+        priority: priorityOf(d.priorities, input.callerRole),
         started: input.runStarted,
         holder: input.runId || input.userId,
         tokens: reserved,

@@ -72,3 +72,12 @@ describe('loadConfig, upstreams', () => {
     expect(() => loadConfig({ LLM_UPSTREAMS: JSON.stringify([{ name: 'x', baseUrl: 'https://x.example', models: ['m'] }, { name: 'x', baseUrl: 'https://y.example', models: ['m'] }]) })).toThrow(/two upstreams are named "x"/);
   });
 });
+
+describe('loadConfig, priorities', () => {
+  it('reads a priority per caller role and refuses a role the broker does not have', () => {
+    expect(loadConfig({}).priorities).toEqual({ host: 4, reporter: 3, critic: 2, planner: 2, direct: 2 });
+    expect(loadConfig({ LLM_PRIORITIES: 'Host=9, direct=-1' }).priorities).toEqual({ host: 9, direct: -1 });
+    expect(() => loadConfig({ LLM_PRIORITIES: 'hots=4' })).toThrow(/LLM_PRIORITIES: unknown role "hots" \(roles: planner, critic, host, reporter, direct\)/);
+    expect(() => loadConfig({ LLM_PRIORITIES: 'host' })).toThrow(/expected role=number pairs/);
+  });
+});

@@ -1,6 +1,6 @@
 // Every environment variable the broker reads: its spec (type, default, description: the README's
 // tables are made from VARS) and its validation.
-import { config, LLM_QUOTA_KEY_PREFIX, type RedisTarget } from '@agent-mesh/common';
+import { callerRoles, config, LLM_QUOTA_KEY_PREFIX, type CallerRoleName, type RedisTarget } from '@agent-mesh/common';
 
 export type Env = config.Env;
 
@@ -38,8 +38,8 @@ export interface BrokerConfig {
   /** In fallback order (LLM_UPSTREAMS, else one upstream from LLM_BASE_URL and its neighbours). */
   upstreams: UpstreamConfig[];
   defaultMaxTokens: number;
-  /** Agent role → priority (higher first). */
-  priorities: Record<string, number>;
+  /** Caller role → priority (higher first). */
+  priorities: Partial<Record<CallerRoleName, number>>;
   queueMax: number;
   leaseMs: number;
   requestTimeoutMs: number;
@@ -84,12 +84,15 @@ export interface BrokerConfig {
 
 export const DEFAULT_PRIORITIES = 'host=4,reporter=3,critic=2,planner=2,direct=2';
 
-export function parsePriorities(text: string): Record<string, number> {
-  const out: Record<string, number> = {};
+/** `role=number` pairs; a role is one of the broker's caller roles (a misspelt one is refused, not ignored). */
+export function parsePriorities(text: string): Partial<Record<CallerRoleName, number>> {
+  const out: Partial<Record<CallerRoleName, number>> = {};
   for (const part of text.split(',').map((p) => p.trim()).filter(Boolean)) {
     const m = /^([a-z_-]+)=(-?\d+)$/i.exec(part);
     if (!m) throw new config.ConfigError(`LLM_PRIORITIES: expected role=number pairs, got "${part}"`);
-    out[m[1]!.toLowerCase()] = Number(m[2]);
+    const role = m[1]!.toLowerCase();
+    if (callerRoles.parse(role) === undefined) throw new config.ConfigError(`LLM_PRIORITIES: unknown role "${role}" (roles: ${callerRoles.names.join(', ')})`);
+    out[role as CallerRoleName] = Number(m[2]);
   }
   return out;
 }
@@ -118,7 +121,7 @@ export const VARS = {
     LLM_RPM: { type: 'int', default: 500, min: 0, doc: 'upstream requests per minute, all replicas together (per upstream)' },
     LLM_TPM: { type: 'int', default: 0, min: 0, doc: "upstream tokens per minute, all replicas together (per upstream; 0: the provider's own limit, unlimited here)" },
     LLM_DEFAULT_MAX_TOKENS: { type: 'int', default: 1024, min: 1, doc: '`max_tokens` of a call that sets none' },
-    LLM_PRIORITIES: { type: 'string', default: DEFAULT_PRIORITIES, doc: 'agent role → priority in the queue (higher first)' },
+    LLM_PRIORITIES: { type: 'string', default: DEFAULT_PRIORITIES, doc: 'caller role (planner, critic, host, reporter, direct) → priority in the queue (higher first); a role left out has direct\'s' },
     LLM_QUEUE_MAX: { type: 'int', default: 1000, min: 1, doc: 'queued calls per replica' },
     LLM_LEASE_MS: { type: 'int', default: 15_000, min: 100, doc: 'a concurrency slot of a dead broker frees after this' },
     LLM_REQUEST_TIMEOUT_MS: { type: 'int', default: 120_000, min: 100, doc: 'longest upstream call' },

@@ -1,7 +1,7 @@
 // gRPC side of the broker: translates GenerateRequest to the domain call and domain events and
 // refusals back to GenerateResponse messages and status codes.
 import type { ServerWritableStream } from '@grpc/grpc-js';
-import { annotate, ATTR, MeshError, streamHandler, type Logger } from '@agent-mesh/common';
+import { annotate, ATTR, callerRoles, MeshError, streamHandler, type CallerRoleName, type Logger } from '@agent-mesh/common';
 import {
   CacheStatus,
   LlmBrokerServiceService,
@@ -38,11 +38,14 @@ export function toolsFromJson(text: string): ToolSpec[] {
   });
 }
 
+/** The call's caller role: unspecified, or a value this build does not know, is served as direct. */
+export const callerRoleOf = (req: GenerateRequest): CallerRoleName => callerRoles.fromWire(req.callerRole) ?? 'direct';
+
 export function toInput(req: GenerateRequest): GenerateInput {
   return {
     userId: req.userId,
     runId: req.runId,
-    agentRole: req.agentRole || 'direct',
+    callerRole: callerRoleOf(req),
     runStarted: req.runStarted,
     model: req.model,
     messages: req.messages.map((m) => ({
@@ -110,22 +113,23 @@ function deadlineOf(call: ServerWritableStream<GenerateRequest, GenerateResponse
 export function brokerService(broker: LlmBroker, logger: Logger) {
   const implementation: LlmBrokerServiceServer = {
     generate: streamHandler<GenerateRequest, GenerateResponse>(logger, 'Generate', async function* (req, signal, call) {
-      annotate({ [ATTR.runId]: req.runId, [ATTR.agentRole]: req.agentRole, [ATTR.userId]: req.userId });
+      const role = callerRoleOf(req);
+      annotate({ [ATTR.runId]: req.runId, [ATTR.agentRole]: role, [ATTR.userId]: req.userId });
       const started = Date.now();
       try {
         for await (const e of broker.generate(toInput(req), signal, deadlineOf(call))) {
           if (e.type === 'done') {
             logger.info(
-              { runId: req.runId, role: req.agentRole, upstream: e.upstream, queueWaitMs: e.queueWaitMs, ms: Date.now() - started, usage: e.usage, finish: e.finishReason, ...(e.cache ? { cache: e.cache } : {}) },
+              { runId: req.runId, role, upstream: e.upstream, queueWaitMs: e.queueWaitMs, ms: Date.now() - started, usage: e.usage, finish: e.finishReason, ...(e.cache ? { cache: e.cache } : {}) },
               'generate done',
             );
           }
           yield toResponse(e);
         }
-        if (signal.aborted) logger.info({ runId: req.runId, role: req.agentRole, ms: Date.now() - started }, 'generate cancelled by the caller');
+        if (signal.aborted) logger.info({ runId: req.runId, role, ms: Date.now() - started }, 'generate cancelled by the caller');
       } catch (err) {
         const mapped = toMeshError(err);
-        if (mapped instanceof MeshError && !signal.aborted) logger.info({ reason: mapped.reason, role: req.agentRole }, 'generate refused');
+        if (mapped instanceof MeshError && !signal.aborted) logger.info({ reason: mapped.reason, role }, 'generate refused');
         throw mapped;
       }
     }),

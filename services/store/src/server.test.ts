@@ -1,5 +1,5 @@
 import { createLogger, reasonOf, status, type MeshError } from '@agent-mesh/common';
-import { AgentRole, MessageRole, MessageStatus, RunStatus, type Message, type Run } from '@agent-mesh/common/gen/store/v1/store';
+import { AgentRole, MessageRole, MessageStatus, PlanStatus, RunStatus, type Message, type Plan, type Run } from '@agent-mesh/common/gen/store/v1/store';
 import type { Repos } from './repos';
 import { createStoreServer } from './server';
 
@@ -20,7 +20,8 @@ function fakeRepos() {
     conversations: { reserveMessageSeq: rec('reserveMessageSeq', 7), assertOwned: rec('assertOwned', undefined), setLastRun: rec('setLastRun', undefined) },
     messages: { append: rec('append', (_c: unknown, msgs: unknown[]) => msgs.length) },
     runs: { save: rec('save', () => ({ run: runDoc, created })) },
-    plans: {},
+    // Saves what it is given, as the repository does, the status as stored (a name).
+    plans: { save: rec('savePlan', (p: { id: string }, now: number) => ({ ...p, _id: p.id, createdAt: now, updatedAt: now })) },
   } as unknown as Repos;
   return { repos, calls, setCreated: (v: boolean) => { created = v; } };
 }
@@ -111,5 +112,32 @@ describe('SaveRun', () => {
     expect((await invoke(server.saveRun, { userId: 'u', run: run({ status: RunStatus.RUN_STATUS_UNSPECIFIED }) })).err?.code).toBe(status.INVALID_ARGUMENT);
     expect((await invoke(server.saveRun, { userId: 'u', run: run({ costUsd: Number.NaN }) })).err?.code).toBe(status.INVALID_ARGUMENT);
     expect(f.calls.save).toBeUndefined();
+  });
+});
+
+describe('SavePlan', () => {
+  const plan = (over: Partial<Plan> = {}): Plan => ({
+    id: RUN, userId: '', conversationId: '', title: 'trip', steps: ['pack'], status: PlanStatus.PLAN_STATUS_ACTIVE, createdAtMs: 0, updatedAtMs: 0, ...over,
+  });
+
+  it('stores the status by name, unspecified as draft, and answers the enum', async () => {
+    const f = fakeRepos();
+    const server = createStoreServer({ repos: f.repos, logger, now: () => NOW });
+    const active = await invoke<unknown, { plan: Plan }>(server.savePlan, { userId: 'u', plan: plan() });
+    expect(active.err).toBeNull();
+    expect(f.calls.savePlan![0]![0]).toMatchObject({ status: 'active' });
+    expect(active.res!.plan.status).toBe(PlanStatus.PLAN_STATUS_ACTIVE);
+    const draft = await invoke<unknown, { plan: Plan }>(server.savePlan, { userId: 'u', plan: plan({ status: PlanStatus.PLAN_STATUS_UNSPECIFIED }) });
+    expect(f.calls.savePlan![1]![0]).toMatchObject({ status: 'draft' });
+    expect(draft.res!.plan.status).toBe(PlanStatus.PLAN_STATUS_DRAFT);
+  });
+
+  it('refuses a status no enum has', async () => {
+    const f = fakeRepos();
+    const server = createStoreServer({ repos: f.repos, logger });
+    const r = await invoke(server.savePlan, { userId: 'u', plan: plan({ status: 4 as PlanStatus }) });
+    expect(r.err?.code).toBe(status.INVALID_ARGUMENT);
+    expect(reasonOf(r.err)).toBe('invalid_enum');
+    expect(f.calls.savePlan).toBeUndefined();
   });
 });

@@ -1,10 +1,11 @@
 // gRPC handlers of store.v1.StoreService: validate the request, call the repositories, map the
 // stored documents back to the wire. No query is built here.
-import { agentRoles, annotate, ATTR, invalidArgument, messageRoles, messageStatuses, runStatuses, unaryHandler, type Logger } from '@agent-mesh/common';
+import { agentRoles, annotate, ATTR, invalidArgument, messageRoles, messageStatuses, planStatuses, runStatuses, unaryHandler, type Logger } from '@agent-mesh/common';
 import {
   AgentRole,
   MessageRole,
   MessageStatus,
+  PlanStatus,
   RunStatus,
   type Conversation,
   type Message,
@@ -14,12 +15,11 @@ import {
 } from '@agent-mesh/common/gen/store/v1/store';
 import type { ConversationView } from './repos/conversations';
 import type { NewMessage } from './repos/messages';
-import { PLAN_STATUSES, type MessageDoc, type PlanDoc, type Repos, type RunDoc } from './repos';
+import type { MessageDoc, PlanDoc, Repos, RunDoc } from './repos';
 import {
   count,
   enumName,
   LIMITS,
-  oneOf,
   optionalId,
   pageSize,
   requireId,
@@ -85,7 +85,7 @@ function toPlan(d: PlanDoc): Plan {
     conversationId: d.conversationId ?? '',
     title: d.title,
     steps: d.steps ?? [],
-    status: d.status,
+    status: planStatuses.parse(d.status) ?? PlanStatus.PLAN_STATUS_UNSPECIFIED,
     createdAtMs: d.createdAt,
     updatedAtMs: d.updatedAt,
   };
@@ -238,7 +238,7 @@ export function createStoreServer({ repos, logger, now = Date.now }: ServerDeps)
           conversationId,
           title: text('plan.title', plan.title, LIMITS.titleChars),
           steps: plan.steps.map((s, i) => text(`plan.steps[${i}]`, s, LIMITS.planStepChars)),
-          status: oneOf('plan.status', plan.status, PLAN_STATUSES, 'draft'),
+          status: enumName('plan.status', plan.status, planStatuses, 'draft'),
         },
         now(),
       );

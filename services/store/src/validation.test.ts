@@ -1,5 +1,6 @@
-import { codeOf, reasonOf, status } from '@agent-mesh/common';
-import { LIMITS, oneOf, optionalId, pageSize, requireId, requireUserId, text, timestamp } from './validation';
+import { codeOf, planStatuses, reasonOf, status } from '@agent-mesh/common';
+import { PlanStatus } from '@agent-mesh/common/gen/store/v1/store';
+import { enumName, LIMITS, optionalId, pageSize, requireId, requireUserId, text, timestamp } from './validation';
 
 const ID = '0b6f3c1e-2a4d-4c8e-9f10-1234567890ab';
 
@@ -57,10 +58,14 @@ describe('text', () => {
   });
 });
 
-describe('oneOf / pageSize / timestamp', () => {
-  it('falls back on empty and refuses unknown values', () => {
-    expect(oneOf('status', '', ['draft', 'done'] as const, 'draft')).toBe('draft');
-    expect(refusal(() => oneOf('status', 'weird', ['draft', 'done'] as const)).message).toContain('status');
+describe('enumName / pageSize / timestamp', () => {
+  it('names enum values, falls back on UNSPECIFIED and refuses unknown values', () => {
+    expect(enumName('plan.status', PlanStatus.PLAN_STATUS_ACTIVE, planStatuses, 'draft')).toBe('active');
+    expect(enumName('plan.status', PlanStatus.PLAN_STATUS_UNSPECIFIED, planStatuses, 'draft')).toBe('draft');
+    const unknown = refusal(() => enumName('plan.status', 7 as PlanStatus, planStatuses, 'draft'));
+    expect(unknown).toMatchObject({ code: status.INVALID_ARGUMENT, reason: 'invalid_enum' });
+    expect(unknown.message).toContain('plan.status must be one of PLAN_STATUS_DRAFT, PLAN_STATUS_ACTIVE, PLAN_STATUS_DONE');
+    expect(refusal(() => enumName('plan.status', PlanStatus.PLAN_STATUS_UNSPECIFIED, planStatuses)).reason).toBe('invalid_enum');
   });
   it('defaults and bounds page sizes', () => {
     expect(pageSize('page_size', 0, 20, 100)).toBe(20);

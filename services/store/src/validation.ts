@@ -38,15 +38,6 @@ export function text(field: string, value: unknown, max: number, opts: { require
   return value;
 }
 
-/** One of a fixed set of values; empty gives the default when there is one. */
-export function oneOf<T extends string>(field: string, value: unknown, allowed: readonly T[], fallback?: T): T {
-  if ((value === undefined || value === '') && fallback !== undefined) return fallback;
-  if (typeof value !== 'string' || !(allowed as readonly string[]).includes(value)) {
-    throw invalidArgument('invalid_enum', `${field} must be one of ${allowed.join(', ')}`);
-  }
-  return value as T;
-}
-
 /** A proto enum's value as its name (what the documents store); UNSPECIFIED gives the default when there is one. */
 export function enumName<N extends string>(field: string, value: number, codec: EnumCodec<number, N>, fallback?: N): N {
   const name = codec.fromWire(value);

@@ -3,7 +3,8 @@
 // public HTTP/SSE API, the run events — speaks the lower-case names (`user`, `planner`,
 // `completed`). One codec per enum maps between the two, derived from the generated enum itself,
 // so a value added to a proto needs no list updated by hand.
-import { AgentRole, MessageRole, MessageStatus, RunStatus } from '../gen/store/v1/store';
+import { CallerRole } from '../gen/llmbroker/v1/llm_broker';
+import { AgentRole, MessageRole, MessageStatus, PlanStatus, RunStatus } from '../gen/store/v1/store';
 
 /** The lower-case names of an enum's keys that start with the prefix (UNSPECIFIED left out). */
 type NamesOf<K, P extends string> = K extends `${P}${infer R}` ? (R extends 'UNSPECIFIED' ? never : Lowercase<R>) : never;
@@ -57,8 +58,14 @@ export const agentRoles = enumCodec(AgentRole, 'AGENT_ROLE_');
 export const messageStatuses = enumCodec(MessageStatus, 'MESSAGE_STATUS_');
 /** store.v1.RunStatus ↔ `running` | `completed` | `failed` | `cancelled` | `degraded`. */
 export const runStatuses = enumCodec(RunStatus, 'RUN_STATUS_');
+/** store.v1.PlanStatus ↔ `draft` | `active` | `done`. */
+export const planStatuses = enumCodec(PlanStatus, 'PLAN_STATUS_');
+/** llmbroker.v1.CallerRole ↔ `planner` | `critic` | `host` | `reporter` | `direct`. */
+export const callerRoles = enumCodec(CallerRole, 'CALLER_ROLE_');
 
 export type MessageRoleName = (typeof messageRoles.names)[number];
 export type AgentRoleName = (typeof agentRoles.names)[number];
 export type MessageStatusName = (typeof messageStatuses.names)[number];
 export type RunStatusName = (typeof runStatuses.names)[number];
+export type PlanStatusName = (typeof planStatuses.names)[number];
+export type CallerRoleName = (typeof callerRoles.names)[number];

@@ -1,6 +1,6 @@
 // Conversations: create, list, read with messages, cancel the active run, export all of one, erase one.
 import type { FastifyInstance } from 'fastify';
-import { agentRoles, annotate, ATTR, messageRoles, messageStatuses, newId, runStatuses } from '@agent-mesh/common';
+import { agentRoles, annotate, ATTR, messageRoles, messageStatuses, newId, planStatuses, runStatuses } from '@agent-mesh/common';
 import type { RunLog } from '@agent-mesh/common/gen/orchestrator/v1/orchestrator';
 import type { Conversation, Message, Plan, Run } from '@agent-mesh/common/gen/store/v1/store';
 import type { EdgeContext } from '../context';
@@ -49,7 +49,7 @@ function runView(r: Run) {
 }
 
 function planView(p: Plan) {
-  return { id: p.id, title: p.title, steps: p.steps, status: p.status, createdAt: iso(p.createdAtMs), updatedAt: iso(p.updatedAtMs) };
+  return { id: p.id, title: p.title, steps: p.steps, status: planStatuses.fromWire(p.status) ?? 'draft', createdAt: iso(p.createdAtMs), updatedAt: iso(p.updatedAtMs) };
 }
 
 function runLogView(l: RunLog) {

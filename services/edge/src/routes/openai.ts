@@ -4,7 +4,7 @@
 import { once } from 'node:events';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { annotate, ATTR, newId } from '@agent-mesh/common';
-import type { ChatMessage, GenerateRequest } from '@agent-mesh/common/gen/llmbroker/v1/llm_broker';
+import { CallerRole, type ChatMessage, type GenerateRequest } from '@agent-mesh/common/gen/llmbroker/v1/llm_broker';
 import type { EdgeContext } from '../context';
 import { badRequest, fromGrpc, HttpError, isGrpcError } from '../errors';
 import type { RunEvent } from '../gateways/types';
@@ -244,7 +244,7 @@ async function* direct(ctx: EdgeContext, userId: string, body: ChatBody, message
   const req: GenerateRequest = {
     userId,
     runId: '',
-    agentRole: 'direct',
+    callerRole: CallerRole.CALLER_ROLE_DIRECT,
     runStarted: false,
     // "upstream" (the default LLM_MODEL alias) means: whatever model the broker is configured with.
     model: body.model === 'upstream' ? '' : body.model,

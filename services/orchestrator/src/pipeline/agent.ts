@@ -1,5 +1,6 @@
 // One agent step: a broker call streamed into `token` events, with the function-calling loop for
 // agents that may use tools.
+import { callerRoles } from '@agent-mesh/common';
 import type { AgentCallPolicy, AgentRole, ChatMessage, Emit, LlmGateway, ToolDefinition, ToolGateway, Usage } from './types';
 import { emptyUsage, plusUsage } from './types';
 import { chat } from './prompts';
@@ -73,7 +74,7 @@ export async function runAgent(env: AgentEnv, step: AgentStep): Promise<AgentOut
     const request = {
       userId: env.userId,
       runId: env.runId,
-      agentRole: agent,
+      callerRole: callerRoles.toWire(agent),
       runStarted: env.admitted.value,
       model: '',
       messages,

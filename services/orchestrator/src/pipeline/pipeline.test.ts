@@ -1,3 +1,4 @@
+import { callerRoles } from '@agent-mesh/common';
 import { CacheStatus } from '@agent-mesh/common/gen/llmbroker/v1/llm_broker';
 import { loadConfig } from '../config';
 import { DegradedError, RunStopped } from './errors';
@@ -33,15 +34,15 @@ class FakeLlm implements LlmGateway {
   ) {}
   private criticCalls = 0;
   async *generate(request: GenerateRequest, { signal }: { signal: AbortSignal }): AsyncIterable<GenerateResponse> {
-    const log: CallLog = { role: request.agentRole, start: Date.now(), request };
+    const role = callerRoles.fromWire(request.callerRole) ?? '';
+    const log: CallLog = { role, start: Date.now(), request };
     this.calls.push(log);
-    const err = this.opts.fail?.(request.agentRole);
+    const err = this.opts.fail?.(role);
     if (err) throw err;
-    if (this.opts.queued?.includes(request.agentRole)) yield { update: { $case: 'queued', queued: { position: 1, estimatedWaitMs: 5 } } };
-    const cached = this.opts.cached?.includes(request.agentRole) ?? false;
+    if (this.opts.queued?.includes(role)) yield { update: { $case: 'queued', queued: { position: 1, estimatedWaitMs: 5 } } };
+    const cached = this.opts.cached?.includes(role) ?? false;
     if (cached) yield { update: { $case: 'cached', cached: { stale: false, ageMs: 1000 } } };
     let text: string[];
-    const role = request.agentRole;
     if (role === 'host' && this.opts.toolCallOnce && request.tools.length > 0 && !request.messages.some((m) => m.role === 'tool')) {
       yield { update: { $case: 'done', done: { finishReason: 'tool_calls', usage: { promptTokens: 5, completionTokens: 1, totalTokens: 6 }, toolCalls: [{ id: 'c1', name: 'search_web', argumentsJson: '{"query":"x"}' }], model: 'm', queueWaitMs: 0, cache: CacheStatus.CACHE_STATUS_UNSPECIFIED, cachedUsage: undefined, upstream: '' } } };
       log.end = Date.now();
@@ -199,7 +200,7 @@ it('overlap: the Critic starts before the Planner is done and every call carries
   const critic = llm.calls.find((c) => c.role === 'critic')!;
   expect(critic.start).toBeLessThan(planner.doneAt!);
   expect(critic.request.messages.at(-1)?.content).toContain('still being written');
-  expect(llm.calls.map((c) => c.request.agentRole)).toEqual(expect.arrayContaining(['planner', 'critic', 'host', 'reporter']));
+  expect(llm.calls.map((c) => c.role)).toEqual(expect.arrayContaining(['planner', 'critic', 'host', 'reporter']));
   expect(planner.request.runStarted).toBe(false);
   expect(llm.calls.find((c) => c.role === 'reporter')!.request.runStarted).toBe(true);
   expect(llm.calls.every((c) => /Round: \d/.test(c.request.messages.at(-1)!.content))).toBe(true);

@@ -2,7 +2,7 @@
 // than Dates: they cross the wire as int64 ms and sort the same on MongoDB and FerretDB). Roles, agents
 // and statuses are stored by name (`user`, `planner`, `completed`): the protos' enums are mapped in
 // server.ts.
-import type { AgentRoleName, MessageRoleName, MessageStatusName, RunStatusName } from '@agent-mesh/common';
+import type { AgentRoleName, MessageRoleName, MessageStatusName, PlanStatusName, RunStatusName } from '@agent-mesh/common';
 
 export interface ConversationDoc {
   _id: string;
@@ -55,8 +55,7 @@ export interface RunDoc {
   error?: string;
 }
 
-export const PLAN_STATUSES = ['draft', 'active', 'done'] as const;
-export type PlanStatus = (typeof PLAN_STATUSES)[number];
+export type PlanStatus = PlanStatusName;
 
 export interface PlanDoc {
   _id: string;

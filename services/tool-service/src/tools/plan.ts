@@ -1,5 +1,5 @@
 // plan: create, update, read and list the calling user's plans, kept by the store service.
-import { isId, newId } from '@agent-mesh/common';
+import { isId, newId, planStatuses, type PlanStatusName } from '@agent-mesh/common';
 import type { Plan } from '../store/plan-store';
 import { definePlugin, ToolInputError } from './contract';
 
@@ -8,7 +8,7 @@ interface PlanArgs {
   planId?: string;
   title?: string;
   steps?: string[];
-  status?: 'draft' | 'active' | 'done';
+  status?: PlanStatusName;
   conversationId?: string;
   limit?: number;
 }
@@ -27,7 +27,7 @@ export function plan() {
         planId: { type: 'string', description: 'The plan id (update, get).' },
         title: { type: 'string', minLength: 1, maxLength: 200 },
         steps: { type: 'array', items: { type: 'string', minLength: 1, maxLength: 1_000 }, maxItems: 50 },
-        status: { type: 'string', enum: ['draft', 'active', 'done'] },
+        status: { type: 'string', enum: [...planStatuses.names] },
         conversationId: { type: 'string', description: 'The conversation the plan belongs to (create).' },
         limit: { type: 'integer', minimum: 1, maximum: 50, default: 10, description: 'How many plans to list.' },
       },

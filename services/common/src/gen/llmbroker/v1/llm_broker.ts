@@ -22,6 +22,76 @@ export const protobufPackage = "llmbroker.v1";
 
 export const protobufFileName = "llmbroker/v1/llm_broker.proto";
 
+/**
+ * CallerRole is who makes an LLM call: one of a run's four agents, or a direct caller. Each has
+ * its priority in the broker's queue (LLM_PRIORITIES, higher first).
+ */
+export enum CallerRole {
+  /**
+   * CALLER_ROLE_UNSPECIFIED - CALLER_ROLE_UNSPECIFIED is served as CALLER_ROLE_DIRECT (the priority of a call from outside a
+   * run), as an empty or unknown agent_role string was before; so is a value the broker does not know.
+   */
+  CALLER_ROLE_UNSPECIFIED = 0,
+  /** CALLER_ROLE_PLANNER - CALLER_ROLE_PLANNER is a run's Planner writing the plan. */
+  CALLER_ROLE_PLANNER = 1,
+  /** CALLER_ROLE_CRITIC - CALLER_ROLE_CRITIC is a run's Critic judging the plan. */
+  CALLER_ROLE_CRITIC = 2,
+  /** CALLER_ROLE_HOST - CALLER_ROLE_HOST is a run's Host carrying the plan out, with tools. */
+  CALLER_ROLE_HOST = 3,
+  /** CALLER_ROLE_REPORTER - CALLER_ROLE_REPORTER is a run's Reporter writing the final answer. */
+  CALLER_ROLE_REPORTER = 4,
+  /** CALLER_ROLE_DIRECT - CALLER_ROLE_DIRECT is a call from outside a run (the edge's /v1 API). */
+  CALLER_ROLE_DIRECT = 5,
+  UNRECOGNIZED = -1,
+}
+
+export function callerRoleFromJSON(object: any): CallerRole {
+  switch (object) {
+    case 0:
+    case "CALLER_ROLE_UNSPECIFIED":
+      return CallerRole.CALLER_ROLE_UNSPECIFIED;
+    case 1:
+    case "CALLER_ROLE_PLANNER":
+      return CallerRole.CALLER_ROLE_PLANNER;
+    case 2:
+    case "CALLER_ROLE_CRITIC":
+      return CallerRole.CALLER_ROLE_CRITIC;
+    case 3:
+    case "CALLER_ROLE_HOST":
+      return CallerRole.CALLER_ROLE_HOST;
+    case 4:
+    case "CALLER_ROLE_REPORTER":
+      return CallerRole.CALLER_ROLE_REPORTER;
+    case 5:
+    case "CALLER_ROLE_DIRECT":
+      return CallerRole.CALLER_ROLE_DIRECT;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return CallerRole.UNRECOGNIZED;
+  }
+}
+
+export function callerRoleToJSON(object: CallerRole): string {
+  switch (object) {
+    case CallerRole.CALLER_ROLE_UNSPECIFIED:
+      return "CALLER_ROLE_UNSPECIFIED";
+    case CallerRole.CALLER_ROLE_PLANNER:
+      return "CALLER_ROLE_PLANNER";
+    case CallerRole.CALLER_ROLE_CRITIC:
+      return "CALLER_ROLE_CRITIC";
+    case CallerRole.CALLER_ROLE_HOST:
+      return "CALLER_ROLE_HOST";
+    case CallerRole.CALLER_ROLE_REPORTER:
+      return "CALLER_ROLE_REPORTER";
+    case CallerRole.CALLER_ROLE_DIRECT:
+      return "CALLER_ROLE_DIRECT";
+    case CallerRole.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
 /** CacheStatus is what the response cache did for a call. */
 export enum CacheStatus {
   /** CACHE_STATUS_UNSPECIFIED - CACHE_STATUS_UNSPECIFIED: the call did not ask for the cache, or the cache is off or unavailable. */
@@ -118,8 +188,11 @@ export interface GenerateRequest {
   userId: string;
   /** run_id is the run the call belongs to, if any. */
   runId: string;
-  /** agent_role is planner, critic, host, reporter or direct; it sets the call's priority. */
-  agentRole: string;
+  /**
+   * caller_role is who makes the call; it sets the call's priority in the queue (LLM_PRIORITIES).
+   * Unspecified is served as CALLER_ROLE_DIRECT.
+   */
+  callerRole: CallerRole;
   /** run_started is true when the run already had an LLM call admitted (finish what is begun). */
   runStarted: boolean;
   /** model is the upstream model; empty means the configured LLM_MODEL. */
@@ -594,7 +667,7 @@ function createBaseGenerateRequest(): GenerateRequest {
   return {
     userId: "",
     runId: "",
-    agentRole: "",
+    callerRole: 0,
     runStarted: false,
     model: "",
     messages: [],
@@ -616,8 +689,8 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
     if (message.runId !== "") {
       writer.uint32(18).string(message.runId);
     }
-    if (message.agentRole !== "") {
-      writer.uint32(26).string(message.agentRole);
+    if (message.callerRole !== 0) {
+      writer.uint32(112).int32(message.callerRole);
     }
     if (message.runStarted !== false) {
       writer.uint32(32).bool(message.runStarted);
@@ -681,12 +754,12 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
             message.runId = reader.string();
             continue;
           }
-          case 3: {
-            if (tag !== 26) {
+          case 14: {
+            if (tag !== 112) {
               break;
             }
 
-            message.agentRole = reader.string();
+            message.callerRole = reader.int32() as any;
             continue;
           }
           case 4: {
@@ -793,11 +866,11 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
         : isSet(object.run_id)
         ? globalThis.String(object.run_id)
         : "",
-      agentRole: isSet(object.agentRole)
-        ? globalThis.String(object.agentRole)
-        : isSet(object.agent_role)
-        ? globalThis.String(object.agent_role)
-        : "",
+      callerRole: isSet(object.callerRole)
+        ? callerRoleFromJSON(object.callerRole)
+        : isSet(object.caller_role)
+        ? callerRoleFromJSON(object.caller_role)
+        : 0,
       runStarted: isSet(object.runStarted)
         ? globalThis.Boolean(object.runStarted)
         : isSet(object.run_started)
@@ -843,8 +916,8 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
     if (message.runId !== "") {
       obj.runId = message.runId;
     }
-    if (message.agentRole !== "") {
-      obj.agentRole = message.agentRole;
+    if (message.callerRole !== 0) {
+      obj.callerRole = callerRoleToJSON(message.callerRole);
     }
     if (message.runStarted !== false) {
       obj.runStarted = message.runStarted;
@@ -886,7 +959,7 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
     const message = createBaseGenerateRequest();
     message.userId = object.userId ?? "";
     message.runId = object.runId ?? "";
-    message.agentRole = object.agentRole ?? "";
+    message.callerRole = object.callerRole ?? 0;
     message.runStarted = object.runStarted ?? false;
     message.model = object.model ?? "";
     message.messages = object.messages?.map((e) => ChatMessage.fromPartial(e)) || [];

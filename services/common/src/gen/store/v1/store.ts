@@ -237,6 +237,56 @@ export function runStatusToJSON(object: RunStatus): string {
   }
 }
 
+/** PlanStatus is where a plan is. */
+export enum PlanStatus {
+  /** PLAN_STATUS_UNSPECIFIED - PLAN_STATUS_UNSPECIFIED is taken as PLAN_STATUS_DRAFT when written. */
+  PLAN_STATUS_UNSPECIFIED = 0,
+  /** PLAN_STATUS_DRAFT - PLAN_STATUS_DRAFT: written, not started (a new plan's status). */
+  PLAN_STATUS_DRAFT = 1,
+  /** PLAN_STATUS_ACTIVE - PLAN_STATUS_ACTIVE: being carried out. */
+  PLAN_STATUS_ACTIVE = 2,
+  /** PLAN_STATUS_DONE - PLAN_STATUS_DONE: carried out. */
+  PLAN_STATUS_DONE = 3,
+  UNRECOGNIZED = -1,
+}
+
+export function planStatusFromJSON(object: any): PlanStatus {
+  switch (object) {
+    case 0:
+    case "PLAN_STATUS_UNSPECIFIED":
+      return PlanStatus.PLAN_STATUS_UNSPECIFIED;
+    case 1:
+    case "PLAN_STATUS_DRAFT":
+      return PlanStatus.PLAN_STATUS_DRAFT;
+    case 2:
+    case "PLAN_STATUS_ACTIVE":
+      return PlanStatus.PLAN_STATUS_ACTIVE;
+    case 3:
+    case "PLAN_STATUS_DONE":
+      return PlanStatus.PLAN_STATUS_DONE;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return PlanStatus.UNRECOGNIZED;
+  }
+}
+
+export function planStatusToJSON(object: PlanStatus): string {
+  switch (object) {
+    case PlanStatus.PLAN_STATUS_UNSPECIFIED:
+      return "PLAN_STATUS_UNSPECIFIED";
+    case PlanStatus.PLAN_STATUS_DRAFT:
+      return "PLAN_STATUS_DRAFT";
+    case PlanStatus.PLAN_STATUS_ACTIVE:
+      return "PLAN_STATUS_ACTIVE";
+    case PlanStatus.PLAN_STATUS_DONE:
+      return "PLAN_STATUS_DONE";
+    case PlanStatus.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
 /** Conversation is a chat between a user and the agents. */
 export interface Conversation {
   /** id is the conversation's UUID. */
@@ -327,8 +377,8 @@ export interface Plan {
   title: string;
   /** steps are the plan's steps in order. */
   steps: string[];
-  /** status is draft, active or done. */
-  status: string;
+  /** status is where the plan is; unspecified means PLAN_STATUS_DRAFT. */
+  status: PlanStatus;
   /** created_at_ms is the creation time (Unix ms). */
   createdAtMs: number;
   /** updated_at_ms is the last update (Unix ms). */
@@ -1323,7 +1373,7 @@ export const Run: MessageFns<Run> = {
 };
 
 function createBasePlan(): Plan {
-  return { id: "", userId: "", conversationId: "", title: "", steps: [], status: "", createdAtMs: 0, updatedAtMs: 0 };
+  return { id: "", userId: "", conversationId: "", title: "", steps: [], status: 0, createdAtMs: 0, updatedAtMs: 0 };
 }
 
 export const Plan: MessageFns<Plan> = {
@@ -1343,8 +1393,8 @@ export const Plan: MessageFns<Plan> = {
     for (const v of message.steps) {
       writer.uint32(42).string(v!);
     }
-    if (message.status !== "") {
-      writer.uint32(50).string(message.status);
+    if (message.status !== 0) {
+      writer.uint32(72).int32(message.status);
     }
     if (message.createdAtMs !== 0) {
       writer.uint32(56).int64(message.createdAtMs);
@@ -1408,12 +1458,12 @@ export const Plan: MessageFns<Plan> = {
             message.steps.push(reader.string());
             continue;
           }
-          case 6: {
-            if (tag !== 50) {
+          case 9: {
+            if (tag !== 72) {
               break;
             }
 
-            message.status = reader.string();
+            message.status = reader.int32() as any;
             continue;
           }
           case 7: {
@@ -1459,7 +1509,7 @@ export const Plan: MessageFns<Plan> = {
         : "",
       title: isSet(object.title) ? globalThis.String(object.title) : "",
       steps: globalThis.Array.isArray(object?.steps) ? object.steps.map((e: any) => globalThis.String(e)) : [],
-      status: isSet(object.status) ? globalThis.String(object.status) : "",
+      status: isSet(object.status) ? planStatusFromJSON(object.status) : 0,
       createdAtMs: isSet(object.createdAtMs)
         ? globalThis.Number(object.createdAtMs)
         : isSet(object.created_at_ms)
@@ -1490,8 +1540,8 @@ export const Plan: MessageFns<Plan> = {
     if (message.steps?.length) {
       obj.steps = message.steps;
     }
-    if (message.status !== "") {
-      obj.status = message.status;
+    if (message.status !== 0) {
+      obj.status = planStatusToJSON(message.status);
     }
     if (message.createdAtMs !== 0) {
       obj.createdAtMs = Math.round(message.createdAtMs);
@@ -1512,7 +1562,7 @@ export const Plan: MessageFns<Plan> = {
     message.conversationId = object.conversationId ?? "";
     message.title = object.title ?? "";
     message.steps = object.steps?.map((e) => e) || [];
-    message.status = object.status ?? "";
+    message.status = object.status ?? 0;
     message.createdAtMs = object.createdAtMs ?? 0;
     message.updatedAtMs = object.updatedAtMs ?? 0;
     return message;
