@@ -348,13 +348,17 @@ async function startEmulator({ port, logDir, env = {} }) {
 }
 
 /** Asks a gRPC server's standard health service whether it is SERVING. */
+let healthClient;
 function grpcServing(addr) {
-  // Loaded lazily: @grpc/grpc-js is a dependency of the built services, not of this script.
+  // Loaded lazily, once (probes every 20 ms must not take the CPU from the start they time):
+  // @grpc/grpc-js is a dependency of the built services, not of this script.
   const grpc = require('@grpc/grpc-js');
-  const { loadSync } = require('@grpc/proto-loader');
-  const { protoPath } = require('grpc-health-check');
-  const def = grpc.loadPackageDefinition(loadSync(protoPath, { keepCase: true, enums: String }));
-  const client = new def.grpc.health.v1.Health(addr, grpc.credentials.createInsecure());
+  if (!healthClient) {
+    const { loadSync } = require('@grpc/proto-loader');
+    const { protoPath } = require('grpc-health-check');
+    healthClient = grpc.loadPackageDefinition(loadSync(protoPath, { keepCase: true, enums: String })).grpc.health.v1.Health;
+  }
+  const client = new healthClient(addr, grpc.credentials.createInsecure());
   return new Promise((resolve) => {
     client.Check({ service: '' }, { deadline: Date.now() + 1000 }, (err, res) => {
       client.close();

@@ -32,7 +32,7 @@ async function build(svc: Service<BrokerConfig>): Promise<void> {
   const brokerRef: { b?: LlmBroker } = {};
   const gauges: UpstreamGauges[] = [];
   const registry = createRegistry('llm-broker');
-  const metrics = createBrokerMetrics(registry, { upstreams: () => gauges });
+  const metrics = createBrokerMetrics(registry, { upstreams: () => gauges }, cfg.upstreams.map((u) => u.name));
   const upstreams = cfg.upstreams.map((u) => {
     const built = buildUpstream(svc, cfg, u, redis, metrics);
     gauges.push({

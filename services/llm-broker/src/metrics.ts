@@ -18,7 +18,12 @@ export interface BrokerGauges {
   upstreams(): UpstreamGauges[];
 }
 
-export function createBrokerMetrics(registry: Registry, gauges: BrokerGauges) {
+/**
+ * `upstreams` names every configured upstream: the series labelled only by it start at 0, so that
+ * a rate over them (429s, retries) is 0 rather than absent before the first event (Prometheus'
+ * advice for known label values).
+ */
+export function createBrokerMetrics(registry: Registry, gauges: BrokerGauges, upstreams: readonly string[]) {
   const registers = [registry];
   const gauge = (name: string, help: string, collect: (g: Gauge) => void, labelNames: string[] = []) =>
     new Gauge({ name, help, registers, labelNames, collect(this: Gauge) { collect(this); } });
@@ -39,7 +44,7 @@ export function createBrokerMetrics(registry: Registry, gauges: BrokerGauges) {
       g.set({ limit: 'concurrency', upstream: u.name }, l.concurrency);
     }
   }, ['limit', 'upstream']);
-  return {
+  const metrics = {
     queueWait: new Histogram({
       name: 'llm_queue_wait_seconds',
       help: 'Time from entering the queue to admission',
@@ -80,6 +85,11 @@ export function createBrokerMetrics(registry: Registry, gauges: BrokerGauges) {
       registers,
     }),
   };
+  for (const upstream of upstreams) {
+    metrics.queueWait.zero({ upstream });
+    for (const c of [metrics.admissions, metrics.upstream429, metrics.retries]) c.inc({ upstream }, 0);
+  }
+  return metrics;
 }
 
 export type BrokerMetrics = ReturnType<typeof createBrokerMetrics>;

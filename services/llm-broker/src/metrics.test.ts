@@ -1,0 +1,17 @@
+import { createRegistry } from '@agent-mesh/common';
+import { createBrokerMetrics } from './metrics';
+
+describe('broker metrics', () => {
+  it('starts the per-upstream counters and the queue-wait histogram at 0 for every configured upstream', async () => {
+    const registry = createRegistry('llm-broker-test');
+    createBrokerMetrics(registry, { upstreams: () => [] }, ['primary', 'backup']);
+    const text = await registry.metrics();
+    // One sample line: the metric, its labels (the registry adds `service`), the value 0.
+    const zero = (metric: string, upstream: string) => new RegExp(`^${metric}\\{[^}]*upstream="${upstream}"[^}]*\\} 0$`, 'm');
+    for (const upstream of ['primary', 'backup']) {
+      for (const metric of ['llm_upstream_rate_limited_total', 'llm_upstream_retries_total', 'llm_admissions_total', 'llm_queue_wait_seconds_count']) {
+        expect(text).toMatch(zero(metric, upstream));
+      }
+    }
+  });
+});
