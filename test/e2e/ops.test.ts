@@ -46,13 +46,13 @@ async function runAs(user: string, content: string): Promise<Run> {
   return { conversationId, runId: started.data.runId, traceId: started.data.traceId, events };
 }
 
-async function until<T>(what: string, get: () => Promise<T>, ok: (v: T) => boolean, timeoutMs = 60_000): Promise<T> {
+async function until<T>(what: string, get: () => Promise<T>, ok: (v: T) => boolean, timeoutMs = 60_000, explain: (v: T) => unknown = (v) => v): Promise<T> {
   const end = Date.now() + timeoutMs;
   let last: T | undefined;
   for (;;) {
     last = await get();
     if (ok(last)) return last;
-    if (Date.now() > end) throw new Error(`${what}: not within ${timeoutMs} ms; last: ${JSON.stringify(last)?.slice(0, 1500)}`);
+    if (Date.now() > end) throw new Error(`${what}: not within ${timeoutMs} ms; last: ${JSON.stringify(explain(last))?.slice(0, 1500)}`);
     await new Promise((r) => setTimeout(r, 1_000));
   }
 }
@@ -118,7 +118,7 @@ describe('GET /api/ops/figures', () => {
       const res = await call('/api/ops/figures?window=5m', 'alice');
       expect(res.status).toBe(200);
       return (await res.json()) as Figures;
-    }, (b) => b.figures.every(hasData), 90_000);
+    }, (b) => b.figures.every(hasData), 90_000, (b) => ({ withoutData: b.figures.filter((f) => !hasData(f)).map((f) => ({ id: f.id, error: f.error })) }));
     expect(body.window).toBe('5m');
     expect(body.figures.map((f) => f.id)).toEqual(FIGURES.map((f) => f.id));
     for (const f of body.figures) expect({ id: f.id, data: hasData(f) }).toEqual({ id: f.id, data: true });

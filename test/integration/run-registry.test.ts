@@ -64,9 +64,9 @@ describe('the end of a run', () => {
   const done = { type: 'run.completed', dataJson: '{}' };
   const end = (meta: RunMeta, owner: string) => (tx: Parameters<RunRegistry['endInto']>[0], lastSeq: number) => registry.endInto(tx, meta, owner, lastSeq);
   const state = async (meta: RunMeta) => ({
-    lease: await redis.get(`run:{${meta.runId}}:lease`),
-    inTakeoverSet: (await redis.zscore('runs:leases', meta.runId)) !== null,
-    active: await redis.get(`conv:{${meta.conversationId}}:active`),
+    lease: await redis.get(keys.lease(meta.runId)),
+    inTakeoverSet: (await redis.zscore(keys.leases, meta.runId)) !== null,
+    active: await redis.get(keys.convActive(meta.conversationId)),
   });
 
   it('releases the lease and the active-run slot with the terminal event, and starts the retention', async () => {
@@ -76,7 +76,7 @@ describe('the end of a run', () => {
     expect(await state(meta)).toEqual({ lease: 'replica-a', inTakeoverSet: true, active: meta.runId });
     expect(await log.append(meta, 'replica-a', 2, [token, done], end(meta, 'replica-a'))).toBe(3);
     expect(await state(meta)).toEqual({ lease: null, inTakeoverSet: false, active: null });
-    for (const k of [`run:{${meta.runId}}:log`, `run:{${meta.runId}}:meta`, `conv:{${meta.conversationId}}:run`, `msg:{${meta.messageId}}:run`]) {
+    for (const k of [keys.log(meta.runId), keys.meta(meta.runId), keys.convRun(meta.conversationId), keys.messageRun(meta.messageId)]) {
       const ttl = await redis.ttl(k);
       expect(ttl).toBeGreaterThan(0);
       expect(ttl).toBeLessThanOrEqual(RETENTION_S);
@@ -86,7 +86,7 @@ describe('the end of a run', () => {
     expect(await registry.create(next, 'replica-a')).toEqual({ kind: 'created', runId: next.runId });
     // The same terminal write again (its answer lost, retried) changes nothing, and frees no other run's slot.
     expect(await log.append(meta, 'replica-a', 2, [token, done], end(meta, 'replica-a'))).toBe(3);
-    expect(await redis.get(`conv:{${meta.conversationId}}:active`)).toBe(next.runId);
+    expect(await redis.get(keys.convActive(meta.conversationId))).toBe(next.runId);
   });
 
   it('a replica that lost the run neither writes its end nor releases anything', async () => {

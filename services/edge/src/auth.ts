@@ -10,7 +10,7 @@
 // text, so by its signature too) for VERIFIED_TTL_S at most and never past its `exp`, which saves
 // the signature check on the hot path.
 import { createHmac } from 'node:crypto';
-import { createRemoteJWKSet, decodeProtectedHeader, errors, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose';
+import { createRemoteJWKSet, decodeProtectedHeader, errors, jwtVerify, type JWTPayload } from 'jose';
 import { isUserId } from '@agent-mesh/common';
 import { HttpError, unauthorized } from './errors';
 
@@ -36,16 +36,20 @@ export interface AuthConfig {
 
 /** Algorithms accepted from the identity provider. */
 export const JWKS_ALGORITHMS = ['RS256', 'ES256'];
-/** How long a verified token is taken as verified (a JWKS key removed is noticed within it), s. */
+/**
+ * How long a verified token is taken as verified, s. A token of the identity provider counts only
+ * while its key (`kid`) is still in the key set the edge holds: a key removed is noticed at the
+ * set's next fetch, as without this memory.
+ */
 export const VERIFIED_TTL_S = 60;
 /** Verified tokens remembered at most (the oldest go first). */
 export const VERIFIED_MAX = 10_000;
 
 export class TokenVerifier {
   private readonly secret?: Uint8Array;
-  private readonly jwks?: JWTVerifyGetKey;
-  /** Verified token → who it is and until when (s) it counts as verified; insertion-ordered. */
-  private readonly verified = new Map<string, { principal: Principal; untilS: number }>();
+  private readonly jwks?: ReturnType<typeof createRemoteJWKSet>;
+  /** Verified token → who it is, until when (s) it counts as verified, its JWKS key; insertion-ordered. */
+  private readonly verified = new Map<string, { principal: Principal; untilS: number; kid?: string }>();
 
   constructor(
     private readonly cfg: AuthConfig,
@@ -71,11 +75,12 @@ export class TokenVerifier {
   async principalOf(token: string | undefined): Promise<Principal> {
     if (!token) throw unauthorized('missing bearer token: send "Authorization: Bearer <JWT>"');
     const known = this.verified.get(token);
-    if (known && this.nowS() < known.untilS) return known.principal;
+    if (known && this.nowS() < known.untilS && (known.kid === undefined || this.keyHeld(known.kid))) return known.principal;
     if (known) this.verified.delete(token);
     let alg: string | undefined;
+    let kid: string | undefined;
     try {
-      alg = decodeProtectedHeader(token).alg;
+      ({ alg, kid } = decodeProtectedHeader(token));
     } catch {
       throw unauthorized('token malformed');
     }
@@ -88,14 +93,20 @@ export class TokenVerifier {
     }
     if (!isUserId(payload.sub)) throw unauthorized('token subject is not a valid user id');
     const principal: Principal = { userId: payload.sub, scopes: scopesOf(payload) };
-    this.remember(token, principal, payload.exp!);
+    this.remember(token, principal, payload.exp!, alg === 'HS256' ? undefined : (kid ?? ''));
     return principal;
   }
 
-  private remember(token: string, principal: Principal, expS: number): void {
+  private remember(token: string, principal: Principal, expS: number, kid: string | undefined): void {
     if (this.verified.size >= this.maxVerified) this.verified.delete(this.verified.keys().next().value!);
     // Until exp (exp itself is refused: jose accepts up to exp + tolerance, the cache stops sooner).
-    this.verified.set(token, { principal, untilS: Math.min(this.nowS() + VERIFIED_TTL_S, expS) });
+    this.verified.set(token, { principal, untilS: Math.min(this.nowS() + VERIFIED_TTL_S, expS), kid });
+  }
+
+  /** The key set the edge holds has this key (a token without a kid: any key). */
+  private keyHeld(kid: string): boolean {
+    const keys = this.jwks?.jwks()?.keys ?? [];
+    return kid === '' ? keys.length > 0 : keys.some((k) => k.kid === kid);
   }
 
   private async verify(token: string, alg: string | undefined): Promise<JWTPayload> {

@@ -1,6 +1,6 @@
 // The edge's own measurements: Prometheus metrics (for /metrics) and a short rolling window of
 // request outcomes (for /api/metrics: RPS, response-time percentiles, error and timeout rates).
-import { Counter, Gauge, Histogram, createRegistry, type Registry } from '@agent-mesh/common';
+import { Counter, Gauge, Histogram, TERMINAL_EVENTS, createRegistry, type Registry } from '@agent-mesh/common';
 
 const WINDOW_S = 60;
 const SAMPLE_CAP = 2_048;
@@ -68,6 +68,9 @@ export class EdgeStats {
       buckets: [1, 2.5, 5, 10, 20, 30, 45, 60, 90, 120, 300],
       registers,
     });
+    // Every outcome's series from 0: a rate over the first run's sample is then its increase, not
+    // nothing (a series that appears at 1 has no increase for rate() to see).
+    for (const outcome of TERMINAL_EVENTS) this.runDurations.zero({ outcome });
   }
 
   /** Records a finished request (route = the route pattern, never the raw URL). */
