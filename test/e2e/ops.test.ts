@@ -77,6 +77,14 @@ beforeAll(async () => {
     prometheus: { scrapeInterval: '1s', evaluationInterval: '1s' },
     perService: { 'tool-service': { TOOL_CORPUS_SOURCES: 'docs' } },
   });
+  // The runs go after Prometheus has scraped every replica once: a rate needs a sample from before
+  // the increase it measures (on a busy machine the runs can end before the first scrape).
+  const upTargets = async () => {
+    const res = await fetch(`${fleet.prometheus!.url}/api/v1/query?query=${encodeURIComponent('count(up == 1)')}`);
+    const body = (await res.json()) as { data: { result: { value: [number, string] }[] } };
+    return Number(body.data.result[0]?.value[1] ?? 0);
+  };
+  await until('every replica scraped', upTargets, (n) => n >= fleet.services.length, 60_000);
   tokens.alice = await mintToken(SECRET, 'alice', { scope: 'ops' });
   tokens.bob = await mintToken(SECRET, 'bob');
   runs.alice = await runAs('alice', 'Search the latest news about solar panels and plan a short summary');
