@@ -220,7 +220,10 @@ it('keeps results 6× longer while the LLM upstream is paused (the brokers\' pau
 
 it('runs identical concurrent calls once, within and across replicas', async () => {
   const before = await metric([a, b], 'tool_executions_total', { tool: 'test_echo' });
-  const results = await Promise.all(Array.from({ length: 10 }, (_, i) => call(i % 2 ? ca : cb, 'test_echo', { text: 'single-flight', delayMs: 700 })));
+  // 500 ms: the calls must all arrive while the leader runs (else some are plain cache hits), and a
+  // follower waits at most the tool's timeout (1 s) for the leader's answer before it runs alone;
+  // 500 leaves half a second for both on a busy machine (with 700, CI once saw two executions).
+  const results = await Promise.all(Array.from({ length: 10 }, (_, i) => call(i % 2 ? ca : cb, 'test_echo', { text: 'single-flight', delayMs: 500 })));
   expect(results.every((r) => r.ok)).toBe(true);
   expect(new Set(results.map((r) => r.resultJson)).size).toBe(1);
   expect((await metric([a, b], 'tool_executions_total', { tool: 'test_echo' })) - before).toBe(1);
