@@ -8,75 +8,41 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import {
-  configureEmulator, emulatorStats, EventSourceRun, exportedMetricNames, metricsIn, mintToken, parseSseBlock, readSse, startEmulator, startFerret, startFleet, startRedis, testDir,
-  type EmulatorProc, type FerretProc, type Fleet, type FleetReplica, type RedisProc, type ServiceProc, type SseEvent,
+  emulatorStats, EventSourceRun, exportedMetricNames, metricsIn, parseSseBlock, readSse, startRedis, waitFor,
+  type EmulatorProc, type Fleet, type FleetReplica, type ServiceProc, type SseEvent,
 } from '../support';
+import { FLEET_CONCURRENCY as CONCURRENCY, startTestFleet, type TestFleet } from '../support/fleet';
 import { TERMINAL_EVENTS as TERMINAL } from '@agent-mesh/common';
 
 jest.setTimeout(300_000);
 
 const ROOT = path.resolve(__dirname, '../..');
-const SECRET = 'fleet-test-secret-long-enough-for-hs256';
 const QUESTION = 'Search the latest news about solar panels and plan a short summary';
 let asked = 0;
 /** Each run its own question: identical ones would share the Planner's and Critic's cached answers, and these tests count upstream calls. */
 const question = () => `${QUESTION} (${++asked})`;
-/** Runs of several seconds (four agents of ~1 s each), so there is time to kill things mid-run. */
-const STEADY = { timeScale: 1, ttftMs: 300, tokensPerSec: 40, completionTokens: 30, reviseRate: 0 };
-/**
- * Upstream calls in flight at once for the whole mesh: the brokers share it through Redis, and the
- * emulator refuses (429) any call beyond it, so an overshoot would show as a 429.
- */
-const CONCURRENCY = 4;
 
 type Replica = FleetReplica;
 
-let dir: string;
-let redis: RedisProc, ferret: FerretProc, emulator: EmulatorProc, fleet: Fleet;
+let setup: TestFleet, fleet: Fleet, emulator: EmulatorProc;
 const killed: Replica[] = [];
 
 beforeAll(async () => {
-  dir = testDir('fleet');
-  [redis, ferret, emulator] = await Promise.all([
-    startRedis({ logDir: dir }),
-    startFerret({ logDir: dir }),
-    startEmulator({ logDir: dir, env: { EMULATOR_REVISE_RATE: '0' } }),
-  ]);
-  await configureEmulator(emulator, { ...STEADY, maxConcurrent: CONCURRENCY });
-  fleet = await startFleet({
-    replicas: 2,
-    logDir: dir,
-    redisUrl: redis.url,
-    mongoUri: ferret.uri,
-    llmBaseUrl: `${emulator.url}/v1`,
-    jwtSecret: SECRET,
+  setup = await startTestFleet({
+    name: 'fleet', jwtSecret: 'fleet-test-secret-long-enough-for-hs256',
+    redis: (logDir) => startRedis({ logDir }),
+    ttftMs: 300, runLeaseMs: 2000,
     prometheus: { scrapeInterval: '1s', evaluationInterval: '1s' },
-    perService: {
-      edge: { RATE_LIMIT_PER_MINUTE: '100000', SSE_HEARTBEAT_MS: '1000' },
-      orchestrator: { RUN_LEASE_MS: '2000' },
-      'llm-broker': { LLM_LEASE_MS: '3000', LLM_MAX_CONCURRENT: String(CONCURRENCY) },
-      'tool-service': { TOOL_CORPUS_SOURCES: 'docs' },
-    },
   });
+  ({ fleet, emulator } = setup);
 }, 600_000);
 
-afterAll(async () => {
-  await fleet?.stop();
-  await Promise.all([emulator, ferret, redis].map((p) => p?.stop()));
-});
+afterAll(() => setup?.stop());
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function call(p: string, init: RequestInit = {}, user = 'alice'): Promise<Response> {
-  const token = await mintToken(SECRET, user);
-  return fetch(`${fleet.url}${p}`, { ...init, headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', ...(init.headers ?? {}) } });
-}
-
-async function newConversation(user: string): Promise<string> {
-  const res = await call('/api/conversations', { method: 'POST', body: JSON.stringify({ title: 'fleet' }) }, user);
-  expect(res.status).toBe(201);
-  return ((await res.json()) as { id: string }).id;
-}
+const call = (p: string, init?: RequestInit, user?: string) => setup.call(p, init, user);
+const newConversation = (user: string) => setup.newConversation(user);
+const until = (what: string, check: () => Promise<boolean>, timeoutMs = 60_000) => waitFor(what, check, { timeoutMs, intervalMs: 200 });
 
 /** Sum of every sample of a metric on a replica's /metrics (the edge serves it on its HTTP port). */
 async function metricSum(r: Replica, name: string, labels = ''): Promise<number> {
@@ -85,14 +51,6 @@ async function metricSum(r: Replica, name: string, labels = ''): Promise<number>
   return text.split('\n')
     .filter((l) => (l.startsWith(`${name} `) || l.startsWith(`${name}{`)) && l.includes(labels))
     .reduce((s, l) => s + Number(l.split(' ').pop()), 0);
-}
-
-async function until(what: string, check: () => Promise<boolean>, timeoutMs = 60_000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!(await check().catch(() => false))) {
-    if (Date.now() > end) throw new Error(`${what}: not within ${timeoutMs} ms`);
-    await sleep(200);
-  }
 }
 
 /** Every event exactly once: ids 1..n without gap or repeat, ending with run.completed. */

@@ -7,10 +7,8 @@
 // completes with each of its events delivered exactly once (streams resume), and /v1 calls get
 // answers or clear refusals, never a 500.
 import { slotOf } from '@agent-mesh/common';
-import {
-  configureEmulator, emulatorStats, EventSourceRun, mintToken, startEmulator, startFerret, startFleet, testDir,
-  type EmulatorProc, type FerretProc, type Fleet,
-} from '../support';
+import { emulatorStats, EventSourceRun, waitFor, type EmulatorProc } from '../support';
+import { FLEET_CONCURRENCY as CONCURRENCY, startTestFleet, type TestFleet } from '../support/fleet';
 import { keys } from '../../services/orchestrator/src/runs/keys';
 import { GlobalLimiter, LLM_QUOTA_KEY_PREFIX } from '@agent-mesh/common';
 
@@ -24,63 +22,29 @@ interface Topology { url: string; env: Record<string, string>; nodes: Node[]; st
 
 jest.setTimeout(240_000);
 
-const SECRET = 'redis-ha-test-secret-long-enough-for-hs256';
-/** Upstream calls in flight at once for the whole mesh (the emulator refuses any beyond it). */
-const CONCURRENCY = 4;
-/** Runs of several seconds (four agents of ~1 s each), so the primary dies mid-run. */
-const STEADY = { timeScale: 1, ttftMs: 200, tokensPerSec: 40, completionTokens: 30, reviseRate: 0 };
 let asked = 0;
 const question = () => `Search the latest news about wind turbines and plan a short summary (${++asked})`;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-async function until(what: string, check: () => Promise<boolean>, timeoutMs = 60_000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!(await check().catch(() => false))) {
-    if (Date.now() > end) throw new Error(`${what}: not within ${timeoutMs} ms`);
-    await sleep(100);
-  }
-}
+const until = (what: string, check: () => Promise<boolean>, timeoutMs = 60_000) => waitFor(what, check, { timeoutMs });
 
 describe.each(['sentinel', 'cluster'] as const)('Redis %s', (mode) => {
-  let redis: Awaited<ReturnType<typeof ha.startSentinel>> | Awaited<ReturnType<typeof ha.startCluster>>;
-  let ferret: FerretProc, emulator: EmulatorProc, fleet: Fleet;
+  type Ha = Awaited<ReturnType<typeof ha.startSentinel>> | Awaited<ReturnType<typeof ha.startCluster>>;
+  let setup: TestFleet & { redis: Ha }, redis: Ha, emulator: EmulatorProc;
 
   beforeAll(async () => {
-    const dir = testDir(`redis-ha-${mode}`);
-    [redis, ferret, emulator] = await Promise.all([
-      mode === 'sentinel' ? ha.startSentinel({ logDir: dir }) : ha.startCluster({ logDir: dir }),
-      startFerret({ logDir: dir }),
-      startEmulator({ logDir: dir, env: { EMULATOR_REVISE_RATE: '0' } }),
-    ]);
-    await configureEmulator(emulator, { ...STEADY, maxConcurrent: CONCURRENCY });
-    fleet = await startFleet({
-      replicas: 2, logDir: dir, redisUrl: redis.url, mongoUri: ferret.uri, llmBaseUrl: `${emulator.url}/v1`, jwtSecret: SECRET,
-      prometheus: false,
-      env: redis.env,
-      perService: {
-        edge: { RATE_LIMIT_PER_MINUTE: '100000', SSE_HEARTBEAT_MS: '1000' },
-        orchestrator: { RUN_LEASE_MS: '3000' },
-        'llm-broker': { LLM_LEASE_MS: '3000', LLM_MAX_CONCURRENT: String(CONCURRENCY) },
-        'tool-service': { TOOL_CORPUS_SOURCES: 'docs' },
-      },
+    setup = await startTestFleet({
+      name: `redis-ha-${mode}`, jwtSecret: 'redis-ha-test-secret-long-enough-for-hs256',
+      redis: (logDir): Promise<Ha> => (mode === 'sentinel' ? ha.startSentinel({ logDir }) : ha.startCluster({ logDir })),
+      ttftMs: 200, runLeaseMs: 3000,
     });
+    ({ redis, emulator } = setup);
   }, 240_000);
 
-  afterAll(async () => {
-    await fleet?.stop();
-    await Promise.all([emulator, ferret, redis].map((p) => p?.stop()));
-  });
+  afterAll(() => setup?.stop());
 
-  async function call(p: string, init: RequestInit = {}, user = 'alice'): Promise<Response> {
-    const token = await mintToken(SECRET, user);
-    return fetch(`${fleet.url}${p}`, { ...init, headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', ...(init.headers ?? {}) } });
-  }
-
-  async function newConversation(user: string): Promise<string> {
-    const res = await call('/api/conversations', { method: 'POST', body: JSON.stringify({ title: 'ha' }) }, user);
-    expect(res.status).toBe(201);
-    return ((await res.json()) as { id: string }).id;
-  }
+  const call = (p: string, init?: RequestInit, user?: string) => setup.call(p, init, user);
+  const newConversation = (user: string) => setup.newConversation(user);
 
   /** /v1 calls from `users` callers, one after the other each, until `stop`: each call's HTTP status and when it ended. */
   function v1Load(users: number, stop: { now: boolean }): Promise<{ status: number; at: number }[]> {
