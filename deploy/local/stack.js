@@ -106,17 +106,27 @@ async function startRedis({ port, logDir, appendOnly = false, dataDir }) {
 // ---- PostgreSQL (FerretDB's backend) ---------------------------------------------------------
 
 /**
- * FerretDB 1.24's findAndModify holds one PostgreSQL connection (its query's cursor) while it takes
- * another for the update: when as many run at once as FerretDB's pool has connections (its
- * `pool_max_conns`, 50 by default), every one waits for a connection that never frees, until the
- * callers' deadlines (seen in `bench store` at 200 callers: every call failed from then on). So
- * FerretDB gets more PostgreSQL connections than all the stores' MongoDB pools together can use:
- * the stores share STORE_MONGO_CONNS (`storeEnv`), below `max_connections` (200) with room to spare.
+ * FerretDB 1.24 runs an update (findAndModify, update) on two PostgreSQL connections at once (its
+ * query's cursor on one, the write on another): when as many run at once as FerretDB's pool has
+ * connections (its `pool_max_conns`, 50 by default), every one waits for a second connection that
+ * never frees, until the callers' deadlines (seen in `bench store` at 200 callers: every call failed
+ * from then on). Each store therefore runs at most STORE_MAX_UPDATES updates at once
+ * (STORE_MAX_CONCURRENT_UPDATES, services/store/src/db/update-limit.ts), and the stores together stay
+ * below FerretDB's pool. That, not the size of the MongoDB pools, is what keeps FerretDB from
+ * deadlocking, so every store gets the whole STORE_MONGO_POOL rather than a share: a store left
+ * alone after its peers died can take all of their work (other commands beyond FerretDB's
+ * connections wait in FerretDB for one). FERRET_PG_POOL stays below `max_connections` (200).
  */
 const FERRET_PG_POOL = 180;
-const STORE_MONGO_CONNS = 160;
-/** A store replica's share of FerretDB's connections, when `replicas` stores share one FerretDB. */
-const storeEnv = (replicas = 1) => ({ MONGO_MAX_POOL_SIZE: String(Math.floor(STORE_MONGO_CONNS / replicas)) });
+const STORE_MONGO_POOL = 160;
+const STORE_MAX_UPDATES = 16;
+/** A store replica's environment, when `replicas` stores share one FerretDB. */
+function storeEnv(replicas = 1) {
+  if (replicas * STORE_MAX_UPDATES >= FERRET_PG_POOL) {
+    throw new Error(`${replicas} stores × ${STORE_MAX_UPDATES} updates at once would reach FerretDB's ${FERRET_PG_POOL} connections`);
+  }
+  return { MONGO_MAX_POOL_SIZE: String(STORE_MONGO_POOL), STORE_MAX_CONCURRENT_UPDATES: String(STORE_MAX_UPDATES) };
+}
 
 /** The newest PostgreSQL server binaries Debian installed (`/usr/lib/postgresql/<major>/bin`). */
 function postgresBin(name) {

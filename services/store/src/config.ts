@@ -41,6 +41,8 @@ export interface StoreConfig {
   dbRetryMs: number;
   /** How often MongoDB is pinged to decide the health status. */
   healthIntervalMs: number;
+  /** Updates (findAndModify, update) running at once (0: no limit). */
+  maxConcurrentUpdates: number;
 }
 
 const { STORE_PORT, STORE_HOST, METRICS_PORT, SHUTDOWN_GRACE_MS } = config.sharedVars;
@@ -65,6 +67,7 @@ export const VARS = {
     SLOW_QUERY_MS: { type: 'int', default: 100, min: 0, doc: 'slower queries are logged with their shape' },
     STORE_DB_RETRY_MS: { type: 'int', default: 3_000, min: 0, doc: 'an operation that could not run because the database is restarting is tried again for this long (0: never), then answered UNAVAILABLE' },
     STORE_HEALTH_INTERVAL_MS: { type: 'int', default: 5_000, min: 100, doc: 'how often MongoDB is pinged to decide the health status' },
+    STORE_MAX_CONCURRENT_UPDATES: { type: 'int', default: 16, min: 0, doc: "updates (findAndModify, update) running at once (0: no limit). FerretDB 1.24 holds two PostgreSQL connections for each: keep store replicas × this below FerretDB's `pool_max_conns`" },
   }),
 };
 
@@ -105,5 +108,6 @@ export function loadConfig(env: Env = process.env): StoreConfig {
     slowQueryMs: read(VARS.SLOW_QUERY_MS),
     dbRetryMs: read(VARS.STORE_DB_RETRY_MS),
     healthIntervalMs: read(VARS.STORE_HEALTH_INTERVAL_MS),
+    maxConcurrentUpdates: read(VARS.STORE_MAX_CONCURRENT_UPDATES),
   };
 }

@@ -8,6 +8,7 @@ import { createMongoClient } from './db/connection';
 import { DatabaseHealth } from './db/health';
 import { ensureIndexes } from './db/indexes';
 import { QueryTimer } from './db/instrumented';
+import { UpdateLimit } from './db/update-limit';
 import { createStoreMetrics } from './metrics';
 import { createRepos, openCollections } from './repos';
 import { createStoreServer } from './server';
@@ -24,7 +25,8 @@ async function build(svc: Service<StoreConfig>): Promise<void> {
   const client = createMongoClient(cfg.mongo, metrics);
   svc.onShutdown('clients', 'mongodb', () => client.close());
   const db = client.db();
-  const cols = openCollections(db, new QueryTimer(metrics, logger, cfg.slowQueryMs, cfg.dbRetryMs));
+  const cols = openCollections(db, new QueryTimer(metrics, logger, cfg.slowQueryMs, cfg.dbRetryMs,
+    new UpdateLimit(cfg.maxConcurrentUpdates, cfg.mongo.waitQueueTimeoutMS)));
 
   const metricsServer = await svc.metricsServer(registry, cfg.metricsPort);
 
@@ -52,7 +54,7 @@ async function build(svc: Service<StoreConfig>): Promise<void> {
       host: svc.host,
       port: grpc.port,
       metricsPort: metricsServer.port,
-      pool: { max: cfg.mongo.maxPoolSize, min: cfg.mongo.minPoolSize },
+      pool: { max: cfg.mongo.maxPoolSize, min: cfg.mongo.minPoolSize, maxConcurrentUpdates: cfg.maxConcurrentUpdates },
       readPreference: cfg.mongo.readPreference,
     },
     'listening',

@@ -5,6 +5,7 @@
 import { MeshError, type Logger } from '@agent-mesh/common';
 import { MongoServerError, type Collection, type Db, type Document } from 'mongodb';
 import type { StoreMetrics } from '../metrics';
+import { TWO_CONNECTION_OPS, UpdateLimit } from './update-limit';
 
 /** The keys and operators of a filter, without its values: `userId,$or[createdAt.$lt|createdAt,_id.$lt]`. */
 export function filterShape(filter: unknown): string {
@@ -48,7 +49,7 @@ export function unavailableReason(err: unknown): 'db_pool_exhausted' | 'db_unava
   const wrapped = (err as { errorResponse?: unknown })?.errorResponse;
   if (wrapped instanceof Error && wrapped !== err) return unavailableReason(wrapped);
   const name = (err as Error)?.name ?? '';
-  if (name === 'MongoWaitQueueTimeoutError') return 'db_pool_exhausted';
+  if (name === 'MongoWaitQueueTimeoutError' || name === 'UpdateWaitTimeout') return 'db_pool_exhausted';
   if (UNREACHABLE.has(name)) return 'db_unavailable';
   if (err instanceof MongoServerError && BACKEND_DOWN.test(err.message)) return 'db_unavailable';
   return undefined;
@@ -86,6 +87,8 @@ export class QueryTimer {
     private readonly logger: Logger,
     private readonly slowQueryMs: number,
     private readonly retryMs = 0,
+    /** Bounds the updates running at once (see UpdateLimit); none by default. */
+    private readonly updates = new UpdateLimit(0, 0),
   ) {}
 
   async time<R>(collection: string, op: string, filter: unknown, fn: () => Promise<R>): Promise<R> {
@@ -94,7 +97,7 @@ export class QueryTimer {
     try {
       for (let attempt = 1; ; attempt += 1) {
         try {
-          return await fn();
+          return await (TWO_CONNECTION_OPS.has(op) ? this.updates.run(fn) : fn());
         } catch (err) {
           const delay = retryDelayMs(attempt);
           if (!neverRan(err) || elapsedMs() + delay > this.retryMs) throw err;
