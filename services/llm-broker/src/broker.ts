@@ -288,7 +288,7 @@ export class LlmBroker {
       const { upstream: u, model } = candidates[i]!;
       const last = i === candidates.length - 1;
       if (!last) {
-        const reason = passOver({ breakerOpen: u.breaker.opened, estimatedWaitMs: u.queue.estimateWaitMs(u.queue.depth + 1) }, deadline, this.now());
+        const reason = passOver({ breakerOpen: u.breaker.opened, estimatedWaitMs: u.queue.estimateWaitMs(u.queue.depth + 1, input.runStarted) }, deadline, this.now());
         if (reason) {
           this.onFallback(u, candidates[i + 1]!.upstream, reason);
           continue;

@@ -87,9 +87,9 @@ export class AdmissionQueue {
     return this.queue.size;
   }
 
-  /** Estimated wait for a call at `position` (1 = next). */
-  estimateWaitMs(position: number): number {
-    return this.estimator.waitFor(position, Math.max(0, this.blockedUntil - this.now()));
+  /** Estimated wait for a call at `position` (1 = next); `started`: of a run already begun. */
+  estimateWaitMs(position: number, started = true): number {
+    return this.estimator.waitFor(position, Math.max(0, this.blockedUntil - this.now()), started ? undefined : { startedAhead: this.queue.started });
   }
 
   /** Waits for a lease; rejects with QueueRefusal, or with the signal's reason when cancelled. */
@@ -147,7 +147,7 @@ export class AdmissionQueue {
 
   private refuseIfLate(w: Waiting, position: number): boolean {
     if (w.req.deadline === undefined) return false;
-    const estimate = this.estimateWaitMs(position);
+    const estimate = this.estimateWaitMs(position, w.started);
     if (this.now() + estimate <= w.req.deadline) return false;
     this.queue.remove(w);
     w.req.signal.removeEventListener('abort', w.onAbort);
@@ -210,7 +210,7 @@ export class AdmissionQueue {
   private grant(w: Waiting, lease: Lease): void {
     w.req.signal.removeEventListener('abort', w.onAbort);
     const waitedMs = this.now() - w.enqueuedAt;
-    this.estimator.onAdmitted(this.queue.size > 0);
+    this.estimator.onAdmitted(this.queue.size > 0, w.started);
     this.hooks.onAdmitted?.(waitedMs);
     w.resolve({ lease, waitedMs });
   }
@@ -239,7 +239,7 @@ export class AdmissionQueue {
       if (fresh ? !announceNew && position === 1 : position === w.lastPosition || now - w.lastSentAt < interval) continue;
       w.lastPosition = position;
       w.lastSentAt = now;
-      w.req.onQueued?.(position, Math.round(this.estimateWaitMs(position)));
+      w.req.onQueued?.(position, Math.round(this.estimateWaitMs(position, w.started)));
     }
   }
 }

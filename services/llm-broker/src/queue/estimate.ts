@@ -1,20 +1,35 @@
 // An honest estimated wait: the admission interval measured while calls were waiting (the rate
 // the quota really lets through, not the demand), smoothed; a nominal interval before any data.
+// A call of a run not begun yet (a run's first call) is also overtaken by the later calls of the
+// runs already going, which rank first and keep coming while it waits: only the share of
+// admissions they leave reaches it. Counting just the calls ahead of it now, first calls under
+// overload waited ~4× their estimate (a run makes ~4 calls), and the admission control that reads
+// these estimates let in runs that then waited far past its limit.
+
+/** The slowest a first call is expected to advance: ≥ 1/MAX_SLOWDOWN of the admissions. */
+const MAX_SLOWDOWN = 10;
 
 export class WaitEstimator {
   private intervalMs?: number;
   private lastAdmission?: number;
   private backlogged = false;
+  /** Smoothed share of admissions that went to calls of started runs. */
+  private startedShare = 0;
 
   constructor(
     private readonly nominalIntervalMs: () => number,
     private readonly now: () => number = Date.now,
     private readonly alpha = 0.2,
+    private readonly shareAlpha = 0.05,
   ) {}
 
-  /** An admission happened; `stillWaiting` says whether others were left behind. */
-  onAdmitted(stillWaiting: boolean): void {
+  /**
+   * An admission happened; `stillWaiting` says whether others were left behind, `started` whether
+   * it went to a call of a run already begun.
+   */
+  onAdmitted(stillWaiting: boolean, started: boolean): void {
     const now = this.now();
+    this.startedShare += this.shareAlpha * ((started ? 1 : 0) - this.startedShare);
     if (this.backlogged && this.lastAdmission !== undefined) {
       const sample = now - this.lastAdmission;
       this.intervalMs = this.intervalMs === undefined ? sample : this.intervalMs + this.alpha * (sample - this.intervalMs);
@@ -35,8 +50,17 @@ export class WaitEstimator {
     return this.intervalMs ?? this.nominalIntervalMs();
   }
 
-  /** Wait for the call at `position` (1 = next), given the head is blocked for `headBlockedMs` more. */
-  waitFor(position: number, headBlockedMs: number): number {
-    return headBlockedMs + Math.max(0, position - 1) * this.admissionIntervalMs;
+  /**
+   * Wait for the call at `position` (1 = next), given the head is blocked for `headBlockedMs` more.
+   * For a call of a run not begun, `startedAhead` is how many calls of started runs wait (all of
+   * them ahead of it): the calls of runs not begun ahead of it advance only at the share of
+   * admissions the started runs leave.
+   */
+  waitFor(position: number, headBlockedMs: number, notBegun?: { startedAhead: number }): number {
+    const ahead = Math.max(0, position - 1);
+    if (!notBegun) return headBlockedMs + ahead * this.admissionIntervalMs;
+    const started = Math.min(ahead, notBegun.startedAhead);
+    const slowdown = Math.min(MAX_SLOWDOWN, 1 / Math.max(1e-9, 1 - this.startedShare));
+    return headBlockedMs + (started + (ahead - started) * slowdown) * this.admissionIntervalMs;
   }
 }

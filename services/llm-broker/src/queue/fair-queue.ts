@@ -21,9 +21,15 @@ export class FairQueue<T extends QueueEntry> {
   /** Bands by rank, highest first. */
   private bands: Band<T>[] = [];
   private count = 0;
+  private startedCount = 0;
 
   get size(): number {
     return this.count;
+  }
+
+  /** Waiting calls of started runs: every one of them is ahead of every call of a run not begun. */
+  get started(): number {
+    return this.startedCount;
   }
 
   private static rank(e: QueueEntry): number {
@@ -45,6 +51,7 @@ export class FairQueue<T extends QueueEntry> {
       band.ring.push(entry.userId);
     }
     this.count += 1;
+    if (entry.started) this.startedCount += 1;
   }
 
   peek(): T | undefined {
@@ -64,6 +71,7 @@ export class FairQueue<T extends QueueEntry> {
     else band.users.delete(user);
     if (band.ring.length === 0) this.bands.shift();
     this.count -= 1;
+    if (entry?.started) this.startedCount -= 1;
     return entry;
   }
 
@@ -80,6 +88,7 @@ export class FairQueue<T extends QueueEntry> {
       if (band.ring.length === 0) this.bands.splice(this.bands.indexOf(band), 1);
     }
     this.count -= 1;
+    if (entry.started) this.startedCount -= 1;
     return true;
   }
 

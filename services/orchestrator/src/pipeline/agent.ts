@@ -90,17 +90,23 @@ export async function runAgent(env: AgentEnv, step: AgentStep): Promise<AgentOut
     let toolCalls: { id: string; name: string; argumentsJson: string }[] = [];
     let callText = '';
     let fromCache = false;
+    let queued = false;
     try {
       for await (const update of env.llm.generate(request, { signal, timeoutMs: env.callTimeoutMs, deadline: env.deadline })) {
         const u = update.update;
         if (!u) continue;
         if (u.$case === 'queued') {
           const wait = u.queued.estimatedWaitMs;
-          if (!env.admitted.value) env.gate?.observe(wait);
-          if (!env.admitted.value && env.maxFirstWaitMs && wait > env.maxFirstWaitMs) {
-            throw new DegradedError('queue_wait', `the LLM queue's estimated wait (${wait} ms) is over this deployment's limit (${env.maxFirstWaitMs} ms)`,
-              retryAfterMs(wait, env.maxFirstWaitMs));
+          // The first answer says where a new call joins the queue: what the gate decides on, and
+          // what sheds this run. Later ones (a place nearer the head) are shown, not acted on.
+          if (!env.admitted.value && !queued) {
+            env.gate?.observe(wait);
+            if (env.maxFirstWaitMs && wait > env.maxFirstWaitMs) {
+              throw new DegradedError('queue_wait', `the LLM queue's estimated wait (${wait} ms) is over this deployment's limit (${env.maxFirstWaitMs} ms)`,
+                retryAfterMs(wait, env.maxFirstWaitMs));
+            }
           }
+          queued = true;
           await emit('queued', { agent, round, position: u.queued.position, estimatedWaitMs: u.queued.estimatedWaitMs });
           continue;
         }
@@ -109,7 +115,7 @@ export async function runAgent(env: AgentEnv, step: AgentStep): Promise<AgentOut
           fromCache = true;
           continue;
         }
-        if (!env.admitted.value && !fromCache) env.gate?.observe(0);
+        if (!env.admitted.value && !fromCache && !queued) env.gate?.observe(0);
         env.admitted.value = true;
         if (u.$case === 'delta') {
           if (!u.delta.content) continue;

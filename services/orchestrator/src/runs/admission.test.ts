@@ -25,12 +25,37 @@ describe('AdmissionGate', () => {
     expect(gate.refused).toBe(2);
   });
 
-  it('lets a probe through once the estimate is stale', () => {
+  it('lets one probe through once the estimate is stale, and refuses the others until it answers', () => {
     const c = clock();
     const gate = new AdmissionGate(20_000, 1000, c.now);
     gate.observe(35_000);
     c.advance(1000);
     expect(gate.check()).toBeUndefined();
+    expect(gate.check()).toBe(15_000);
+    c.advance(500);
+    expect(gate.check()).toBe(15_000);
+    // The probe's first call finds the queue still over: refused on that estimate.
+    gate.observe(28_000);
+    expect(gate.check()).toBe(8_000);
+    // It finds room: open.
+    c.advance(1000);
+    expect(gate.check()).toBeUndefined();
+    gate.observe(5_000);
+    expect(gate.check()).toBeUndefined();
+    expect(gate.check()).toBeUndefined();
+  });
+
+  it('lets another probe through when the first one never answers (its call served from the cache)', () => {
+    const c = clock();
+    const gate = new AdmissionGate(20_000, 1000, c.now);
+    gate.observe(35_000);
+    c.advance(1000);
+    expect(gate.check()).toBeUndefined();
+    c.advance(999);
+    expect(gate.check()).toBe(15_000);
+    c.advance(1);
+    expect(gate.check()).toBeUndefined();
+    expect(gate.check()).toBe(15_000);
   });
 
   it('reopens at once when a first call waits less than the limit', () => {

@@ -4,21 +4,26 @@
 // RESOURCE_EXHAUSTED `busy` and a retry-after (the edge answers 503 with Retry-After) before the
 // run touches Redis or the store, so refusals cost next to nothing.
 //
-// The estimate comes from the broker's own `queued` answers to the first calls of this replica's
-// recent runs (AgentEnv.gate). One is trusted for `freshMs`; with none fresh, the next run goes
-// through and its first call measures the queue again (it is shed in-run, `degraded`, if it is
-// still over). A first call admitted without a long wait clears the refusal at once, so the gate
-// reopens as soon as the queue has room: runs are shed only while the queue is already full, and
-// the upstream stays busy (goodput near the quota).
+// The estimate comes from the broker's first `queued` answer to the first call of each of this
+// replica's recent runs (AgentEnv.gate): where a new call joins the queue, what the next run would
+// face. One is trusted for `freshMs`; then, like a breaker half open, one run goes through as a
+// probe and the others are still refused until its first call measures the queue again (or
+// `freshMs` more has passed without an answer, e.g. a first call answered from the cache). A first
+// call admitted without queueing, or queued under the limit, reopens the gate at once: runs are
+// shed only while the queue is already full, and the upstream stays busy (goodput near the quota).
+// Before the probe, every run that arrived once the estimate went stale went through, and each of
+// them was then shed in-run (`degraded`, seconds later) instead of refused at once.
 export interface GateState {
   /** Refuse until this time (ms since epoch) unless a newer observation says otherwise. */
   overUntil: number;
   /** The estimated wait that closed the gate. */
   waitMs: number;
+  /** A probe run is out until then (0: none): the others are refused meanwhile. */
+  probeUntil: number;
 }
 
 export class AdmissionGate {
-  private state: GateState = { overUntil: 0, waitMs: 0 };
+  private state: GateState = { overUntil: 0, waitMs: 0, probeUntil: 0 };
   private refusedCount = 0;
 
   constructor(
@@ -37,11 +42,11 @@ export class AdmissionGate {
     return this.refusedCount;
   }
 
-  /** A first call of a run not begun yet was told to wait about `waitMs` (0: admitted at once). */
+  /** A first call of a run not begun yet was told, as it joined the queue, to wait about `waitMs` (0: admitted at once). */
   observe(waitMs: number): void {
     if (!this.enabled) return;
-    if (waitMs > this.limitMs) this.state = { overUntil: this.now() + this.freshMs, waitMs };
-    else this.state = { overUntil: 0, waitMs };
+    if (waitMs > this.limitMs) this.state = { overUntil: this.now() + this.freshMs, waitMs, probeUntil: 0 };
+    else this.state = { overUntil: 0, waitMs, probeUntil: 0 };
   }
 
   /**
@@ -49,7 +54,14 @@ export class AdmissionGate {
    * queue needs to drain from the observed wait down to the limit (at least one second).
    */
   check(): number | undefined {
-    if (!this.enabled || this.now() >= this.state.overUntil) return undefined;
+    if (!this.enabled) return undefined;
+    const now = this.now();
+    const over = this.state.waitMs > this.limitMs;
+    if (over && now >= this.state.overUntil && now >= this.state.probeUntil) {
+      this.state.probeUntil = now + this.freshMs;
+      return undefined; // the probe
+    }
+    if (!over) return undefined;
     this.refusedCount++;
     return retryAfterMs(this.state.waitMs, this.limitMs);
   }
