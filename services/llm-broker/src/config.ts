@@ -49,6 +49,8 @@ export interface BrokerConfig {
   tpmAccounting: 'settle' | 'reserve';
   /** Scales the quota windows (0.1 → a 6 s minute), for benchmarks. */
   timeScale: number;
+  /** Real ms the quota windows are counted longer than the provider's (room for delivery delays). */
+  quotaWindowMarginMs: number;
   breaker: {
     /** Failure percentage over the rolling window that opens it. */
     errorPercent: number;
@@ -131,6 +133,13 @@ export const VARS = {
       doc: '`settle`: the provider bills usage and refunds the rest of the reservation when a call ends; `reserve`: prompt + `max_tokens` count at arrival and stay counted, as OpenAI documents',
     },
     LLM_TIME_SCALE: { type: 'number', default: 1, min: 0.001, doc: 'scales the quota windows (0.1: a 6 s minute), for benchmarks' },
+    LLM_QUOTA_WINDOW_MARGIN_MS: {
+      type: 'int', default: 75, min: 0,
+      doc: "ms (real, not scaled) the RPM and TPM windows are counted longer than the provider's: a call admitted here may reach the provider" +
+        ' later than the next one (an event-loop stall, a new connection), and a provider that counts its window exactly on its own clock then' +
+        ' sees one call too many. Tolerates such a spread of at least this plus one pacing interval (60 s ÷ RPM); costs margin ÷ (window + margin) of the rate' +
+        ' (0.12 % of a 60 s window; 1.2 % of the 6 s window of `LLM_TIME_SCALE=0.1`)',
+    },
     LLM_BREAKER_ERROR_PERCENT: { type: 'number', default: 50, min: 0, max: 100, doc: 'failure percentage over the rolling window that opens the breaker' },
     LLM_BREAKER_VOLUME_THRESHOLD: { type: 'int', default: 10, min: 1, doc: 'calls in the rolling window before the breaker may open at all' },
     LLM_BREAKER_RESET_MS: { type: 'int', default: 5_000, min: 10, doc: 'the breaker stays open this long before one half-open probe' },
@@ -248,6 +257,7 @@ export function loadConfig(env: Env = process.env): BrokerConfig {
     streamIdleTimeoutMs: read(VARS.LLM_STREAM_IDLE_TIMEOUT_MS),
     tpmAccounting: read(VARS.LLM_TPM_ACCOUNTING) as BrokerConfig['tpmAccounting'],
     timeScale: read(VARS.LLM_TIME_SCALE),
+    quotaWindowMarginMs: read(VARS.LLM_QUOTA_WINDOW_MARGIN_MS),
     breaker: {
       errorPercent: read(VARS.LLM_BREAKER_ERROR_PERCENT),
       volumeThreshold: read(VARS.LLM_BREAKER_VOLUME_THRESHOLD),

@@ -93,7 +93,7 @@ function buildUpstream(svc: Service<BrokerConfig>, cfg: BrokerConfig, u: Upstrea
   const limiter = new GlobalLimiter(
     redis,
     u.quotaKey,
-    { ...configured, leaseMs: cfg.leaseMs, windowScale: cfg.timeScale, replicaId: `${process.pid}-${randomUUID()}` },
+    { ...configured, leaseMs: cfg.leaseMs, windowScale: cfg.timeScale, windowMarginMs: cfg.quotaWindowMarginMs, replicaId: `${process.pid}-${randomUUID()}` },
     log,
   );
   limiter.start();
@@ -129,7 +129,7 @@ function buildUpstream(svc: Service<BrokerConfig>, cfg: BrokerConfig, u: Upstrea
       // Before any admission was measured: this replica's share of the RPM pace.
       nominalIntervalMs: () => {
         const rpm = adaptive.limits.requestsPerMinute;
-        return rpm > 0 ? (60_000 * cfg.timeScale * limiter.liveReplicas) / rpm : 50;
+        return rpm > 0 ? ((60_000 * cfg.timeScale + cfg.quotaWindowMarginMs) * limiter.liveReplicas) / rpm : 50;
       },
     },
     { onRefused: (reason) => metrics.refusals.inc({ reason, upstream: u.name }) },

@@ -7,6 +7,13 @@
 // sustained rate is L × (1 − burstFraction) — 98 % of L with the default fraction 0.02.
 // A single request larger than the burst (a big TPM reservation) is admitted only when the bucket
 // is full to its own size.
+//
+// Delivery delays: L + 1 admissions span at least W + one emission interval (two when admitted
+// back to back; one when the first came late and the burst absorbed it). A provider that counts
+// exactly L per sliding W on its own clock sees L + 1 within its window when the first of them
+// reaches it that much later after admission than the last (an event-loop stall, a new
+// connection): a 429. A limiter whose window is counted a margin m longer than the provider's
+// (LimiterOptions.windowMarginMs) tolerates a spread of m more, at a cost of m ÷ (W + m) of the rate.
 
 export const DEFAULT_BURST_FRACTION = 0.02;
 /** Excess below this is float rounding, not a refusal. */

@@ -101,3 +101,19 @@ describe('GlobalLimiter against its Redis scripts (fake Redis)', () => {
     expect(await limiter.tryAcquire({ holder: 'c', tokens: 1 })).toMatchObject({ ok: true });
   });
 });
+
+describe('GlobalLimiter windows', () => {
+  it('counts its RPM and TPM windows windowMarginMs (real ms, not scaled) longer than the provider\'s', async () => {
+    const fake = fakeRedis({});
+    const limiter = new GlobalLimiter(fake.redis, 't', { requestsPerMinute: 120, tokensPerMinute: 1000, windowScale: 0.1, windowMarginMs: 100 });
+    const got = await limiter.tryAcquire({ holder: 'h', tokens: 10 });
+    expect(got.ok).toBe(true);
+    // KEYS ×4, leaseId, leaseMs, maxConcurrent, rpm, tpm, tokens, then the window the pacing counts.
+    expect(fake.args.meshQuotaAcquire?.[0]?.[10]).toBe(6_100);
+    if (got.ok) await got.lease.release({ actualTokens: 5 });
+    expect(fake.args.meshQuotaRelease?.[0]?.[5]).toBe(6_100);
+    // Without a margin, the provider's window as it is.
+    const exact = new GlobalLimiter(fakeRedis({}).redis, 't', { requestsPerMinute: 120, windowScale: 0.1 });
+    expect((exact as unknown as { windowMs: number }).windowMs).toBe(6_000);
+  });
+});

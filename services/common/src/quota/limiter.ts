@@ -86,7 +86,7 @@ export class GlobalLimiter {
     this.keys = GlobalLimiter.keysOf(keyPrefix);
     this.limits = norm(options);
     this.leaseMs = options.leaseMs ?? 15_000;
-    this.windowMs = WINDOW_MS * (options.windowScale ?? 1);
+    this.windowMs = WINDOW_MS * (options.windowScale ?? 1) + Math.max(0, options.windowMarginMs ?? 0);
     this.burstFraction = options.burstFraction ?? DEFAULT_BURST_FRACTION;
     this.replicaId = options.replicaId ?? randomUUID();
     this.heartbeatMs = options.heartbeatMs ?? 2_000;

@@ -14,6 +14,12 @@ export interface LimiterOptions extends AdmissionLimits {
   leaseMs?: number;
   /** Multiplies the 60 s window (0.1 → a 6 s "minute"), for benchmarks. @default 1 */
   windowScale?: number;
+  /**
+   * Real milliseconds (not scaled) the window is counted longer than the provider's: room for the
+   * spread of delays between admission here and arrival at the provider, whose window is counted
+   * on its own clock (see gcra.ts). @default 0
+   */
+  windowMarginMs?: number;
   /** Share of each rate limit that may arrive as one burst (see gcra.ts). @default 0.02 */
   burstFraction?: number;
   /** This replica's id in the heartbeat set. @default a random UUID */
