@@ -20,7 +20,7 @@
 //   USERS 200 · DURATION_S 90 (wall seconds of arrivals) · DRAIN_S 120 (brief-seconds to let runs
 //   finish after the last arrival) · TIME_SCALE 0.5 · MSGS_PER_MIN 2.5 · LLM_RPM 500 · LLM_TPM 0 ·
 //   LLM_MAX_CONCURRENT 50 · TTFT_MS 1500 · TOKENS_PER_SEC 6 · COMPLETION_TOKENS 30 · REVISE_RATE 0.3 ·
-//   SSE_MAX_STREAMS 2000 · MAX_QUEUE_WAIT_S 20 (brief-seconds: the orchestrator's default
+//   SSE_MAX_STREAMS 2000 · MAX_QUEUE_WAIT_S 10 (brief-seconds: the orchestrator's default
 //   RUN_MAX_QUEUE_WAIT_MS, scaled; 0: no admission control) · PROGRESS_S 5 (wall seconds between
 //   progress lines) · TOOL_CORPUS_SOURCES docs · CONVERSATIONS 2 (per user, made before the load) ·
 //   REPEAT_SHARE 0.3 (messages that repeat an earlier one word for word: the LLM cache's hit rate is reported)
@@ -63,7 +63,7 @@ const TOKENS_PER_SEC = num('TOKENS_PER_SEC', 6);
 const COMPLETION_TOKENS = num('COMPLETION_TOKENS', 30);
 const REVISE_RATE = num('REVISE_RATE', 0.3);
 const SSE_MAX_STREAMS = num('SSE_MAX_STREAMS', 2000);
-const MAX_QUEUE_WAIT_S = num('MAX_QUEUE_WAIT_S', 20);
+const MAX_QUEUE_WAIT_S = num('MAX_QUEUE_WAIT_S', 10);
 const PROGRESS_S = num('PROGRESS_S', 5);
 /** Conversations each user has before the load starts (setup, not measured); more are made when all are busy. */
 const CONVERSATIONS = Math.max(1, Math.floor(num('CONVERSATIONS', 2)));

@@ -87,10 +87,10 @@ export const VARS = {
       doc: "a run's deadline, counted from its message (a takeover keeps it): no broker, tool or store call of the run outlives it (each call's own timeout still applies when it is sooner); at the deadline the call in flight ends and the run fails as `timeout` or degrades",
     },
     RUN_MAX_QUEUE_WAIT_MS: {
-      type: 'int', default: 20_000, min: 0,
+      type: 'int', default: 10_000, min: 0,
       doc: "admission control (0: off, runs wait their turn): while the broker estimates a new run's first LLM call to wait longer than this, StartRun is refused as `busy` — the edge answers **503 with `Retry-After`** and \"Service busy, please try again in N s.\" — before the run touches Redis or the store; a run already started whose first call is estimated longer ends `degraded` with the same message and `retryAfterMs`. Begun runs are never shed",
     },
-    RUN_ADMISSION_FRESH_MS: { type: 'int', default: 1_000, min: 10, doc: 'how long one queue-wait estimate decides admissions; then the next run goes through and measures again' },
+    RUN_ADMISSION_FRESH_MS: { type: 'int', default: 1_000, min: 10, doc: 'how long one queue-wait estimate over the limit decides admissions; then one run goes through as a probe and the others are refused until its first call measures the queue again (or this long once more)' },
     RUN_MAX_STARTING: {
       type: 'int', default: 32, min: 1,
       doc: 'a bulkhead: StartRuns in progress on one replica (reading the history, registering the run) above which the next is refused `busy`, 503 + `Retry-After: 1`; it trips when the store is slow',
