@@ -719,8 +719,9 @@ function autoscaleReport(timeline: { tBriefS: number; llmQueue: number; llmInFli
 }
 
 async function createConversation(edgeUrl: string, token: string, i: number, signal?: AbortSignal): Promise<string> {
-  const res = await fetch(`${edgeUrl}/api/conversations`, {
-    method: 'POST', signal, headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify({ title: `seed ${i}` }),
+  // PUT with an id of ours: idempotent, so nginx sends it to another edge if the first dies holding it.
+  const res = await fetch(`${edgeUrl}/api/conversations/${newId()}`, {
+    method: 'PUT', signal, headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify({ title: `seed ${i}` }),
   });
   if (res.status !== 201) throw new Error(`HTTP ${res.status} ${(await res.text()).slice(0, 200)}`);
   return ((await res.json()) as { id: string }).id;

@@ -1,5 +1,6 @@
 // The public API against in-memory peers: auth, validation, the bad-input batch, run streams,
 // resume, the SSE limiter, slow consumers, drain and the OpenAI facade.
+import { randomUUID } from 'node:crypto';
 import http from 'node:http';
 import OpenAI from 'openai';
 import { createLogger, RUN_EVENTS } from '@agent-mesh/common';
@@ -139,6 +140,21 @@ describe('edge app (fake peers)', () => {
       expect(other.status).toBe(404);
       const otherMsg = await send(id, 'hi', bob);
       expect(otherMsg.status).toBe(404);
+    });
+
+    test('PUT creates a conversation with the client\'s id, once however often it is sent; another user\'s id is 409', async () => {
+      const id = randomUUID();
+      const put = (t: string, title: string) => fetch(`${base}/api/conversations/${id}`, { method: 'PUT', headers: json(t), body: JSON.stringify({ title }) });
+      const first = await put(alice, 'first');
+      expect(first.status).toBe(201);
+      expect(await first.json()).toMatchObject({ id, title: 'first' });
+      const again = await put(alice, 'again');
+      expect(again.status).toBe(201);
+      expect(await again.json()).toMatchObject({ id, title: 'first' });
+      const list = (await (await fetch(`${base}/api/conversations`, { headers: auth(alice) })).json()) as any;
+      expect(list.conversations.filter((c: any) => c.id === id)).toHaveLength(1);
+      expect((await put(bob, 'mine')).status).toBe(409);
+      expect((await fetch(`${base}/api/conversations/not-a-uuid`, { method: 'PUT', headers: json(alice), body: '{}' })).status).toBe(400);
     });
 
     test('the bad-input batch answers 4xx with a message, and health stays 200', async () => {

@@ -1,5 +1,5 @@
 // Conversations: create, list, read with messages, cancel the active run, export all of one, erase one.
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { agentRoles, annotate, ATTR, messageRoles, messageStatuses, newId, planStatuses, runStatuses } from '@agent-mesh/common';
 import type { RunLog } from '@agent-mesh/common/gen/orchestrator/v1/orchestrator';
 import type { Conversation, Message, Plan, Run } from '@agent-mesh/common/gen/store/v1/store';
@@ -65,6 +65,21 @@ function parseJson(text: string): unknown {
 }
 
 export function conversationRoutes(app: FastifyInstance, ctx: EdgeContext): void {
+  const titleBody = {
+    type: ['object', 'null'],
+    additionalProperties: false,
+    properties: { title: { type: 'string', maxLength: 200, pattern: NO_NUL } },
+  } as const;
+  /** Creates the caller's conversation `id`, or answers it as it is when it exists already (the store's create is idempotent; another user's id: 409). */
+  const create = async (req: FastifyRequest, reply: FastifyReply, id: string) => {
+    const title = ((req.body as { title?: string } | null | undefined)?.title ?? '').trim() || 'New conversation';
+    if (title.includes('\u0000')) throw badRequest('body/title must not contain NUL characters');
+    annotate({ [ATTR.userId]: req.userId, [ATTR.conversationId]: id });
+    const res = await ctx.gw.store.createConversation({ userId: req.userId, conversationId: id, title }, requestScope(reply));
+    const c = res.conversation;
+    return reply.code(201).send(c ? conversationView(c) : { id, title, createdAt: iso(Date.now()), updatedAt: iso(Date.now()), lastRunId: null });
+  };
+
   app.post(
     '/api/conversations',
     {
@@ -72,23 +87,28 @@ export function conversationRoutes(app: FastifyInstance, ctx: EdgeContext): void
       schema: {
         tags: ['conversations'],
         summary: 'Create a conversation',
-        body: {
-          type: ['object', 'null'],
-          additionalProperties: false,
-          properties: { title: { type: 'string', maxLength: 200, pattern: NO_NUL } },
-        },
+        body: titleBody,
         response: { 201: conversationBody, ...errorResponses(400, 413, 415, ...BACKED) },
       },
     },
-    async (req, reply) => {
-      const title = ((req.body as { title?: string } | null | undefined)?.title ?? '').trim() || 'New conversation';
-      if (title.includes('\u0000')) throw badRequest('body/title must not contain NUL characters');
-      const id = newId();
-      annotate({ [ATTR.userId]: req.userId, [ATTR.conversationId]: id });
-      const res = await ctx.gw.store.createConversation({ userId: req.userId, conversationId: id, title }, requestScope(reply));
-      const c = res.conversation;
-      return reply.code(201).send(c ? conversationView(c) : { id, title, createdAt: iso(Date.now()), updatedAt: iso(Date.now()), lastRunId: null });
+    async (req, reply) => create(req, reply, newId()),
+  );
+
+  // The same with an id the client chose: idempotent, so a client (or nginx, when the edge that
+  // took it died) can send it again and gets the one conversation.
+  app.put(
+    '/api/conversations/:id',
+    {
+      config: { auth: 'bearer' },
+      schema: {
+        tags: ['conversations'],
+        summary: 'Create a conversation with a client-chosen id (idempotent: a repeat answers the existing one)',
+        params: idParams,
+        body: titleBody,
+        response: { 201: conversationBody, ...errorResponses(400, 409, 413, 415, ...BACKED) },
+      },
     },
+    async (req, reply) => create(req, reply, conversationIdOf(req.params)),
   );
 
   app.get(

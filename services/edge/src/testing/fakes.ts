@@ -166,6 +166,8 @@ export class FakeStore implements StoreGateway {
 
   async createConversation(req: { userId: string; conversationId: string; title: string }) {
     const existing = this.conversations.get(req.conversationId);
+    // As the store: a repeat is answered the existing one; another user's id is a conflict.
+    if (existing && existing.userId !== req.userId) throw new MeshError('id_conflict', 'conversation_id is already in use');
     if (existing) return { conversation: existing };
     const now = Date.now();
     const c: Conversation = { id: req.conversationId, userId: req.userId, title: req.title, createdAtMs: now, updatedAtMs: now, lastRunId: '' };
