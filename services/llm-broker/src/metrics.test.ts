@@ -14,4 +14,14 @@ describe('broker metrics', () => {
       }
     }
   });
+
+  it('starts the response cache\'s lookups at 0 for every result, and its tokens saved at 0', async () => {
+    const registry = createRegistry('llm-broker-test');
+    createBrokerMetrics(registry, { upstreams: () => [] }, ['default']);
+    const text = await registry.metrics();
+    for (const result of ['hit', 'stale', 'miss', 'error']) {
+      expect(text).toMatch(new RegExp(`^llm_cache_lookups_total\\{[^}]*result="${result}"[^}]*\\} 0$`, 'm'));
+    }
+    expect(text).toMatch(/^llm_cache_tokens_saved_total\{[^}]*\} 0$/m);
+  });
 });

@@ -18,10 +18,15 @@ export interface BrokerGauges {
   upstreams(): UpstreamGauges[];
 }
 
+/** Every result of a response-cache lookup (`llm_cache_lookups_total{result}`). */
+export const CACHE_LOOKUP_RESULTS = ['hit', 'stale', 'miss', 'error'] as const;
+export type CacheLookupResult = (typeof CACHE_LOOKUP_RESULTS)[number];
+
 /**
  * `upstreams` names every configured upstream: the series labelled only by it start at 0, so that
  * a rate over them (429s, retries) is 0 rather than absent before the first event (Prometheus'
- * advice for known label values).
+ * advice for known label values). The cache's lookups start at 0 for every result likewise (the
+ * dashboard's hit rate reads them).
  */
 export function createBrokerMetrics(registry: Registry, gauges: BrokerGauges, upstreams: readonly string[]) {
   const registers = [registry];
@@ -89,6 +94,7 @@ export function createBrokerMetrics(registry: Registry, gauges: BrokerGauges, up
     metrics.queueWait.zero({ upstream });
     for (const c of [metrics.admissions, metrics.upstream429, metrics.retries]) c.inc({ upstream }, 0);
   }
+  for (const result of CACHE_LOOKUP_RESULTS) metrics.cacheLookups.inc({ result }, 0);
   return metrics;
 }
 

@@ -187,6 +187,23 @@ export const FIGURES: readonly Figure[] = [
       { expr: 'instance:nodejs_heap:ratio', legend: '{{job}} {{instance}}' },
     ],
   },
+  {
+    id: 'llm_cache_hit_rate',
+    title: 'LLM cache hit rate',
+    unit: 'percentunit',
+    queries: [
+      { expr: 'mesh:llm_cache_hit:ratio_rate5m', legend: 'answered from the cache' },
+      { expr: 'sum(rate(llm_cache_lookups_total{result="stale"}[5m])) / sum(rate(llm_cache_lookups_total[5m]))', legend: 'of which stale' },
+    ],
+  },
+  {
+    id: 'llm_cache_tokens_saved',
+    title: 'LLM cache tokens saved',
+    unit: 'short',
+    queries: [
+      { expr: 'mesh:llm_cache_tokens_saved:rate5m_per_minute', legend: 'tokens saved per minute' },
+    ],
+  },
 ];
 
 /** A series' name from its legend format and labels (Grafana's `{{name}}` templating). */
