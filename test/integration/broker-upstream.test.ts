@@ -180,6 +180,34 @@ describe('TPM accounting', () => {
     expect(await tokens(broker, 'refunded')).toBeGreaterThan(0);
   });
 
+  // An attempt the provider answered and then failed before any token reached the caller is
+  // retried on the same lease; the provider charged it all the same (its prompt, and what it
+  // generated; under `no_refund` prompt + max_tokens), so the TPM budget settles it too.
+  it.each([
+    ['settle', 'stream_error', {}],
+    ['settle', 'bad_json', {}],
+    ['reserve', 'stream_error', { no_refund: 1 }],
+  ] as const)('%s: an attempt that failed inside the stream (%s) and was retried counts against TPM with the one that succeeded', async (accounting, behaviour, perInstance) => {
+    const b = accounting === 'reserve' ? await startBroker({ LLM_TPM_ACCOUNTING: 'reserve', LLM_TPM: '1000000' }) : broker;
+    const settled = () => metric(b.proc, 'llm_tokens_total', 'kind="settled"');
+    await configureEmulator(emulator, { behaviours: perInstance, armed: { [behaviour]: 1 } });
+    try {
+      const [before, settledBefore] = [await stats(), await settled()];
+      const o = await generate(b.client, search());
+      const after = await stats();
+      expect(o.error).toBeUndefined();
+      expect(doneOf(o)?.finishReason).toBe('tool_calls');
+      expect(after.requests - before.requests).toBe(2);
+      const charged = after.tokensCharged - before.tokensCharged;
+      const counted = (await settled()) - settledBefore;
+      // What the provider charged for both attempts (give or take the estimate of a partial tool
+      // call); the successful attempt alone falls short by at least the failed one's prompt.
+      expect({ counted, charged }).toEqual({ counted: expect.closeTo(charged, -1), charged });
+    } finally {
+      await configureEmulator(emulator, { behaviours: {}, armed: {} });
+    }
+  });
+
   it('with no x-ratelimit headers, the configured limits alone give 0 upstream 429s', async () => {
     const L = 12;
     await configureEmulator(emulator, { timeScale: 0.05, rpm: L, behaviours: { no_ratelimit_headers: 1 } });

@@ -66,6 +66,10 @@ export type GenerateEvent =
 export const priorityOf = (priorities: BrokerConfig['priorities'], role: CallerRoleName): number => priorities[role] ?? priorities.direct ?? 0;
 
 const NOTHING_BILLED: UsageOut = { promptTokens: 0, completionTokens: 0, totalTokens: 0 };
+
+/** Tokens an answer's text and tool calls count, for a provider that reports no usage. */
+const generatedTokens = (text: string, toolCalls: readonly ToolCallOut[]): number =>
+  countText(text) + toolCalls.reduce((n, c) => n + countText(c.name) + countText(c.argumentsJson), 0);
 const TOOL_NAME = /^[a-zA-Z0-9_-]{1,64}$/;
 
 /** One upstream of LLM_UPSTREAMS with everything that is its own: provider, quota, queue, breaker. */
@@ -345,13 +349,15 @@ export class LlmBroker {
     const stopRenew = lease.keepAlive();
     this.inFlightBy.set(u.name, this.inFlightOf(u.name) + 1);
     let settled = false;
-    let reachedProvider = false;
     let completionText = '';
-    const settle = async (billed: number) => {
+    /** What the provider counts against TPM for one attempt it answered: `reserve`: prompt + max_tokens on arrival, for good; else what it billed. */
+    const chargeOf = (billed: number) => (d.tpmAccounting === 'reserve' ? reserved : Math.max(0, Math.ceil(billed)));
+    /** Attempts the provider answered (200) that failed before any token reached the caller, and were retried or gave up: the provider counted each. */
+    let chargedByFailedAttempts = 0;
+    const settle = async (lastAttempt: number) => {
       if (settled) return;
       settled = true;
-      // `reserve`: the provider charged prompt + max_tokens when the request reached it, for good.
-      const actual = d.tpmAccounting === 'reserve' && reachedProvider ? reserved : Math.max(0, Math.ceil(billed));
+      const actual = chargedByFailedAttempts + lastAttempt;
       if (actual > 0 && input.userId) void d.budgets?.charge(input.userId, actual);
       d.metrics.tokens.inc({ kind: 'settled', ...label }, actual);
       if (actual < reserved) d.metrics.tokens.inc({ kind: 'refunded', ...label }, reserved - actual);
@@ -362,7 +368,9 @@ export class LlmBroker {
     let opened = false;
     let delivered = 0;
     try {
-      const { stream, iterator, buffered, ended } = await this.open(u, req, signal, deadline, () => (reachedProvider = true));
+      const { stream, iterator, buffered, ended } = await this.open(u, req, signal, deadline, (generated) => {
+        chargedByFailedAttempts += chargeOf(promptTokens + generated);
+      });
       opened = true;
       let finishReason = 'stop';
       let usage: UsageOut | undefined;
@@ -392,9 +400,9 @@ export class LlmBroker {
       this.alerts.delete(u.name);
       const toolCalls = stream.toolCalls();
       // A provider that sends no usage: count what it generated, tool calls included.
-      const generated = countText(completionText) + toolCalls.reduce((n, c) => n + countText(c.name) + countText(c.argumentsJson), 0);
+      const generated = generatedTokens(completionText, toolCalls);
       const finalUsage = usage ?? { promptTokens, completionTokens: generated, totalTokens: promptTokens + generated };
-      await settle(finalUsage.totalTokens);
+      await settle(chargeOf(finalUsage.totalTokens));
       yield { type: 'done', finishReason, usage: finalUsage, toolCalls, model, queueWaitMs: waitedMs, upstream: u.name };
     } catch (err) {
       if (!signal.aborted && err instanceof UpstreamError) {
@@ -412,7 +420,8 @@ export class LlmBroker {
       if (!settled) {
         if (signal.aborted) d.metrics.upstreamRequests.inc({ outcome: 'cancelled', ...label });
         // Cancelled or failed: give back all the provider did not bill (prompt + what it generated).
-        await settle(reachedProvider ? promptTokens + countText(completionText) : 0);
+        // Not opened: every attempt that reached the provider is in chargedByFailedAttempts already.
+        await settle(opened ? chargeOf(promptTokens + countText(completionText)) : 0);
       }
       u.queue.kick();
     }
@@ -437,13 +446,16 @@ export class LlmBroker {
   /**
    * Opens the stream and reads it up to its first content (or to its end, for an answer made of
    * tool calls only), retrying — nothing has reached the caller yet — what may succeed.
+   * `onAttemptFailed` hears of every attempt the provider answered (200, so it counted it) that
+   * then failed or was cancelled here, with the tokens it had generated: retried or not, the
+   * provider charged it.
    */
   private async open(
     u: Upstream,
     req: ProviderRequest,
     signal: AbortSignal,
     deadline: number | undefined,
-    onSent: () => void,
+    onAttemptFailed: (generatedTokens: number) => void,
   ): Promise<{ stream: OpenStream; iterator: AsyncIterator<StreamEvent>; buffered: StreamEvent[]; ended: boolean }> {
     const { d } = this;
     const label = { upstream: u.name };
@@ -454,9 +466,10 @@ export class LlmBroker {
       const onAbort = () => attemptAbort.abort(signal.reason);
       // Linked for the stream's whole life: a cancelled call aborts the upstream body too.
       signal.addEventListener('abort', onAbort, { once: true });
+      let answered: OpenStream | undefined;
       try {
         const stream = await u.breaker.fire(req, attemptAbort.signal);
-        onSent();
+        answered = stream;
         if (u.adaptive.onHeaders(stream.limits)) u.limiter.setLimits(u.adaptive.limits);
         const iterator = stream.events[Symbol.asyncIterator]();
         const buffered: StreamEvent[] = [];
@@ -469,6 +482,8 @@ export class LlmBroker {
       } catch (raw) {
         signal.removeEventListener('abort', onAbort);
         attemptAbort.abort();
+        // Before any content: what it generated is tool calls, if anything.
+        if (answered) onAttemptFailed(generatedTokens('', answered.toolCalls()));
         if (signal.aborted) throw raw;
         const code = (raw as { code?: string }).code;
         if (code === 'EOPENBREAKER') throw this.breakerRefusal(u);
