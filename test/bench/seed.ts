@@ -40,7 +40,7 @@ import { setMaxListeners } from 'node:events';
 import path from 'node:path';
 import { newId, TERMINAL_EVENTS as TERMINAL } from '@agent-mesh/common';
 import os from 'node:os';
-import { fetchText, percentile, runTimingMedians } from './stats';
+import { fetchText, linearFit, percentile, runTimingMedians } from './stats';
 import { writeSeedReport, type ReportSample } from './seed-report';
 import { chaosFaults, faultImpact, runFaults, startChaosInfra, type FaultRecord } from './chaos';
 import { mintToken, parseSseBlock, startEmulator, startFerret, startFleet, startMesh, startRedis, testDir, type Proc, type SseEvent } from '../support';
@@ -104,6 +104,7 @@ interface System {
   /** Metrics addresses (host:port) of the replicas running now. */
   brokers(): string[];
   edges(): string[];
+  orchestrators(): string[];
   /** Running replicas per service (the autoscaled fleet only). */
   replicas?(): Record<string, number>;
   /** What each HPA reads and asks for (the autoscaled fleet only). */
@@ -164,6 +165,43 @@ function hpaReading(h: Record<string, any>): string {
 /** The sum of a counter's samples whose labels include `label` (e.g. `result="hit"`). */
 function labelled(text: string, name: string, label: string): number {
   return text.split('\n').filter((l) => l.startsWith(`${name}{`) && l.includes(label)).reduce((s, l) => s + (Number(l.slice(l.lastIndexOf(' ') + 1)) || 0), 0);
+}
+
+interface MemorySample { units: number; heapBytes: number; rssBytes: number }
+
+/** The replicas' heap in use, resident memory and `unitGauge` (active runs, open streams), summed. */
+async function memorySample(addrs: string[], unitGauge: string): Promise<MemorySample> {
+  // A replica that does not answer (killed by a fault) counts for nothing, its work and memory alike.
+  const pages = await Promise.all(addrs.map((a) => fetch(`http://${a}/metrics`).then((r) => r.text()).catch(() => '')));
+  const sum = (name: string) => pages.reduce((s, t) => s + gauge(t, name), 0);
+  return { units: sum(unitGauge), heapBytes: sum('nodejs_heap_size_used_bytes'), rssBytes: sum('process_resident_memory_bytes') };
+}
+
+/**
+ * Memory per unit of work, two ways: the slope of heap in use (and of resident memory) against the
+ * units over the samples (a least-squares line; `r2` says how much of the memory's variation the
+ * units explain: the garbage collector's sawtooth is noise to it), and an upper bound, the growth
+ * from the lowest to the highest sample divided by the peak units (garbage not yet collected counts
+ * in it).
+ */
+function memoryPerUnit(samples: MemorySample[]) {
+  const peakUnits = Math.max(0, ...samples.map((s) => s.units));
+  const per = (y: (s: MemorySample) => number) => {
+    const f = linearFit(samples.map((s) => ({ x: s.units, y: y(s) })));
+    const ys = samples.map(y);
+    return {
+      ...(f ? { slopeKb: round(f.slope / 1024, 1), r2: round(f.r2, 2) } : {}),
+      ...(peakUnits > 0 ? { atMostKb: round((Math.max(...ys) - Math.min(...ys)) / peakUnits / 1024, 1) } : {}),
+      peakMb: round(Math.max(0, ...ys) / 2 ** 20, 1),
+    };
+  };
+  return { samples: samples.length, peakUnits, heap: per((s) => s.heapBytes), rss: per((s) => s.rssBytes) };
+}
+
+function describeMemory(m: ReturnType<typeof memoryPerUnit>, unit: string): string {
+  const f = (x: ReturnType<typeof memoryPerUnit>['heap']) =>
+    `${x.slopeKb !== undefined && x.r2! >= 0.5 ? `${x.slopeKb} KB per ${unit} (r² ${x.r2}), ` : `no line (r² ${x.r2 ?? '-'}), `}at most ${x.atMostKb ?? '-'} KB per ${unit}, peak ${x.peakMb} MB`;
+  return `peak ${m.peakUnits} ${unit}s; heap ${f(m.heap)}; RSS ${f(m.rss)}`;
 }
 
 function gauge(text: string, name: string): number {
@@ -362,6 +400,7 @@ async function main() {
         edgeUrl: fleet.url,
         brokers: () => running('llm-broker').map((r: { metricsPort: number }) => `127.0.0.1:${r.metricsPort}`),
         edges: () => running('edge').map((r: { addr: string }) => r.addr),
+        orchestrators: () => running('orchestrator').map((r: { metricsPort: number }) => `127.0.0.1:${r.metricsPort}`),
         replicas: () => Object.fromEntries(SERVICES.map((s) => [s, fleet.replicas(s).length])),
         hpas: async () => {
           const list = (await fleet.api.request('GET', `/apis/autoscaling/v2/namespaces/${fleet.namespace}/horizontalpodautoscalers`)).items as Record<string, any>[];
@@ -381,6 +420,7 @@ async function main() {
         // The replicas still running (the faults kill some).
         brokers: () => fleet.brokers.filter(running).map((r) => `127.0.0.1:${r.metricsPort}`),
         edges: () => fleet.edges.filter(running).map((r) => r.addr),
+        orchestrators: () => fleet.orchestrators.filter(running).map((r) => `127.0.0.1:${r.metricsPort}`),
         orchestratorLogs: () => fleet.orchestrators.map((r) => r.logFile),
         stop: () => fleet.stop(),
       };
@@ -389,6 +429,7 @@ async function main() {
       const m = await startMesh(wiring);
       system = {
         edgeUrl: m.edge.url!, brokers: () => [`127.0.0.1:${m.broker.metricsPort}`], edges: () => [m.edge.addr],
+        orchestrators: () => [`127.0.0.1:${m.orchestrator.metricsPort}`],
         orchestratorLogs: () => [m.orchestrator.logFile], stop: () => m.stop(),
       };
     }
@@ -421,6 +462,9 @@ async function main() {
     // Metrics sampled while the load runs: peaks, and a timeline for the report.
     const peaks = { llmQueue: 0, llmInFlight: 0, openStreams: 0, samples: 0 };
     const timeline: (ReportSample & { hpas?: Record<string, string> })[] = [];
+    // Memory against work, summed over replicas: the orchestrators' against their active runs,
+    // the edges' against their open streams (the brief budgets ~50 KB per conversation).
+    const memory: { orchestrator: MemorySample[]; edge: MemorySample[] } = { orchestrator: [], edge: [] };
     const loadAvgStart = os.loadavg();
     let lastHpas: Record<string, string> | undefined;
     let hpaSampledAt = 0;
@@ -431,10 +475,13 @@ async function main() {
     const sampler = (async () => {
       while (sampling) {
         try {
-          const [q, f, open, emu] = await Promise.all([
+          const [q, f, open, emu, orchMem, edgeMem] = await Promise.all([
             fleetGauge(sys.brokers(), 'llm_queue_depth'), fleetGauge(sys.brokers(), 'llm_in_flight'), fleetGauge(sys.edges(), 'edge_sse_open_streams'),
             fetch(`${emulator.url}/_emulator/stats`).then((r) => r.json() as Promise<{ requests: number }>),
+            memorySample(sys.orchestrators(), 'orchestrator_active_runs'), memorySample(sys.edges(), 'edge_sse_open_streams'),
           ]);
+          memory.orchestrator.push(orchMem);
+          memory.edge.push(edgeMem);
           peaks.llmQueue = Math.max(peaks.llmQueue, q);
           peaks.llmInFlight = Math.max(peaks.llmInFlight, f);
           peaks.openStreams = Math.max(peaks.openStreams, open);
@@ -583,6 +630,7 @@ async function main() {
         hitRatePct: round((100 * cacheLookups('hit')) / Math.max(1, cacheLookups('hit') + cacheLookups('miss')), 1),
         tokensSaved: brokerSum((t) => gauge(t, 'llm_cache_tokens_saved_total')),
       },
+      memory: { orchestratorPerActiveRun: memoryPerUnit(memory.orchestrator), edgePerOpenStream: memoryPerUnit(memory.edge) },
       upstream429: emu.rateLimited, brokerUpstream429: brokerRateLimited, upstreamMaxInFlight: emu.maxInFlight,
       peaks: { llmQueue: peaks.llmQueue, llmInFlight: peaks.llmInFlight, edgeOpenStreams: peaks.openStreams, samples: peaks.samples },
       orchestratorProfileMedianMs: profile,
@@ -614,6 +662,8 @@ async function main() {
     const C = figures.llmCache;
     console.log(`  LLM response cache (${round(100 * REPEAT_SHARE, 0)}% of messages repeat an earlier one): hit rate ${C.hitRatePct}% of the calls that asked (${C.hits} hits, ${C.stale} stale, ${C.misses} misses), ${C.tokensSaved} tokens saved`);
     console.log(`  peaks: LLM queue ${peaks.llmQueue}, LLM in flight ${peaks.llmInFlight}, edge open streams ${peaks.openStreams}`);
+    const M = figures.memory;
+    console.log(`  memory: orchestrators ${describeMemory(M.orchestratorPerActiveRun, 'active run')}; edges ${describeMemory(M.edgePerOpenStream, 'open stream')}`);
     console.log(`  goals: 0 upstream 429 ${ok(figures.met.no429)}; errors < 1% (${figures.pct.errors}%) ${ok(figures.met.errors)}; 0 events lost/duplicated ${ok(figures.met.noEventsLostOrDuplicated)}; first event p99 < 2 s ${ok(figures.met.ttfeP99)}; completed p95 < 60 s ${ok(figures.met.completedP95)}; goodput ≥ 95% of quota ${ok(figures.met.goodput)}`);
     if (Object.keys(failureKinds).length) console.log(`  failures by kind: ${Object.entries(failureKinds).sort((x, y) => y[1] - x[1]).map(([k, n]) => `${n}× ${k}`).join(' | ')}`);
     if (scaling) {

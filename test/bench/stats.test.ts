@@ -1,4 +1,4 @@
-import { censoredPercentile, maxMinFairness, maxMinShares, percentile } from './stats';
+import { censoredPercentile, linearFit, maxMinFairness, maxMinShares, percentile } from './stats';
 
 describe('max-min fair shares', () => {
   it('meets small demands in full and splits the rest equally', () => {
@@ -21,5 +21,17 @@ describe('percentiles with censored samples', () => {
     expect(censoredPercentile(samples, 50)).toEqual({ value: 3, atLeast: false });
     expect(censoredPercentile(samples, 99)).toEqual({ value: 50, atLeast: true });
     expect(percentile([3, 1, 2], 50)).toBe(2);
+  });
+});
+
+describe('linear fit', () => {
+  it('finds bytes per run through noisy samples, and says how well the line fits', () => {
+    const pts = [0, 10, 20, 30, 40].map((x, i) => ({ x, y: 1_000_000 + 50_000 * x + (i % 2 ? 20_000 : -20_000) }));
+    const f = linearFit(pts)!;
+    expect(f.slope).toBeCloseTo(50_000, -3);
+    expect(f.intercept).toBeGreaterThan(900_000);
+    expect(f.r2).toBeGreaterThan(0.99);
+    expect(linearFit([{ x: 1, y: 1 }, { x: 2, y: 2 }])).toBeUndefined();
+    expect(linearFit([{ x: 5, y: 1 }, { x: 5, y: 2 }, { x: 5, y: 3 }])).toBeUndefined();
   });
 });

@@ -83,3 +83,20 @@ export function censoredPercentile(samples: readonly { value: number; censored: 
   const value = percentile(samples.map((s) => s.value), p);
   return { value, atLeast: samples.some((s) => s.censored && s.value <= value) };
 }
+
+/**
+ * Least-squares line through (x, y) points: `slope` is y per unit of x (e.g. heap bytes per active
+ * run), `r2` how much of y's variation x explains. Undefined with fewer than 3 points or no spread in x.
+ */
+export function linearFit(points: readonly { x: number; y: number }[]): { slope: number; intercept: number; r2: number } | undefined {
+  const n = points.length;
+  if (n < 3) return undefined;
+  const mx = points.reduce((s, p) => s + p.x, 0) / n;
+  const my = points.reduce((s, p) => s + p.y, 0) / n;
+  const sxx = points.reduce((s, p) => s + (p.x - mx) ** 2, 0);
+  if (sxx === 0) return undefined;
+  const sxy = points.reduce((s, p) => s + (p.x - mx) * (p.y - my), 0);
+  const syy = points.reduce((s, p) => s + (p.y - my) ** 2, 0);
+  const slope = sxy / sxx;
+  return { slope, intercept: my - slope * mx, r2: syy === 0 ? 1 : (sxy * sxy) / (sxx * syy) };
+}
