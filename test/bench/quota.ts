@@ -12,7 +12,9 @@
 // - heavy-light:    5 heavy users each asking 8× what each of 25 light users asks.
 // Reported per variant: upstream 429s, the binding limit's share used, max-min fairness of what
 // each user got against what it asked for, and queue waits over every offered call (calls still
-// queued at the end are censored: their wait so far is a lower bound).
+// queued at the end are censored: their wait so far is a lower bound), and for RPM binding the
+// least time over which L consecutive requests reached the provider (under a window: delays between
+// admission and arrival spread that much, see LLM_QUOTA_WINDOW_MARGIN_MS).
 // BENCH_VARIANTS=rpm,tpm picks variants; BENCH_COMPLETION_TOKENS (20) sets the answers' length. Prints a summary and, as the last line, one JSON object.
 import os from 'node:os';
 import { setMaxListeners } from 'node:events';
@@ -205,6 +207,12 @@ async function main(): Promise<void> {
       const stats = await emulatorStats(emulator);
       const windows = elapsed / WINDOW_MS;
       const admittedInPhase = stats.admissions.filter((t) => t >= start && t <= start + elapsed).length;
+      // The pacing admits L calls over no less than a window: L consecutive arrivals closer than
+      // that show how far delays between admission and arrival spread (the window margin's job).
+      const limit = v.binding === 'rpm' ? v.provider.rpm : 0;
+      const arrivals = [...stats.admissions].sort((a, b) => a - b);
+      let tightest = Infinity;
+      for (let i = 0; limit > 0 && i + limit - 1 < arrivals.length; i += 1) tightest = Math.min(tightest, arrivals[i + limit - 1]! - arrivals[i]!);
       const used = v.binding === 'rpm' ? admittedInPhase / (v.provider.rpm * windows) : stats.tokensCharged / (v.provider.tpm * windows);
       const got = users.map((_, u) => all.filter((o) => o.user === u && o.served).length);
       const waits = all.filter((o) => o.served || o.censored).map((o) => ({ value: o.waitMs, censored: o.censored }));
@@ -219,6 +227,8 @@ async function main(): Promise<void> {
         variant: v.name, what: v.what, brokers: v.brokers, provider: v.provider, configured: conf, binding: v.binding,
         tokensPerCall: Math.round(stats.tokensCharged / Math.max(1, stats.admissions.length)), offered: all.length, served: got.reduce((a, b) => a + b, 0),
         upstream429: stats.rateLimited, bindingUsed: +used.toFixed(4), maxPerWindow: stats.maxPerWindow, maxInFlight: stats.maxInFlight,
+        /** Least time over which L consecutive requests arrived, less the window (ms; RPM binding only). */
+        tightestWindowMs: Number.isFinite(tightest) ? tightest - WINDOW_MS : null,
         maxMinFairness: +maxMinFairness(asked, got).toFixed(3), byGroup,
         queueWait: { p50: censoredPercentile(waits, 50), p99: censoredPercentile(waits, 99), censored: waits.filter((w) => w.censored).length, of: waits.length },
         refusals,
@@ -243,7 +253,7 @@ async function main(): Promise<void> {
       const w = (p: { value: number; atLeast: boolean }) => `${p.atLeast ? '≥' : ''}${(p.value / 1000).toFixed(1)} s`;
       console.log(
         `  ${r.variant} (${r.what}): 429s ${r.upstream429}, ${r.binding.toUpperCase()} used ${pct(r.bindingUsed)} of the provider's ${r.binding === 'rpm' ? r.provider.rpm : r.provider.tpm}, ` +
-        `max in any window ${r.maxPerWindow} req, max in flight ${r.maxInFlight}/${r.provider.concurrency}, max-min fairness ${r.maxMinFairness} ${JSON.stringify(r.byGroup)}, ` +
+        `max in any window ${r.maxPerWindow} req${r.tightestWindowMs === null ? '' : ` (${r.provider.rpm} arrived over W ${r.tightestWindowMs < 0 ? '−' : '+'} ${Math.abs(r.tightestWindowMs)} ms at the tightest)`}, max in flight ${r.maxInFlight}/${r.provider.concurrency}, max-min fairness ${r.maxMinFairness} ${JSON.stringify(r.byGroup)}, ` +
         `queue wait p50 ${w(r.queueWait.p50)} p99 ${w(r.queueWait.p99)} (${r.queueWait.censored} of ${r.queueWait.of} censored), offered ${r.offered}, served ${r.served}, ` +
         `${r.tokensPerCall} tokens per call, refusals ${JSON.stringify(r.refusals)}`,
       );
