@@ -1,6 +1,7 @@
 // The admission Lua scripts against a real Redis: several limiter instances (and a second process)
 // never exceed the concurrency, RPM and TPM limits; leases of a killed holder expire; refunds work.
 import { spawn } from 'node:child_process';
+import fs from 'node:fs';
 import path from 'node:path';
 import Redis from 'ioredis';
 import { GlobalLimiter, type Lease } from '@agent-mesh/common';
@@ -183,4 +184,41 @@ it('frees the slots of a holder killed with SIGKILL after leaseMs, and renewals 
   await kept.lease.release();
   await mine?.release();
   if (third.ok) await third.lease.release();
+});
+
+it('frees a slot released while Redis restarts as soon as it is back, not when the lease expires', async () => {
+  const dir = testDir('broker-quota-restart');
+  const dataDir = path.join(dir, 'data');
+  fs.mkdirSync(dataDir);
+  let r = await startRedis({ logDir: dir, dataDir, appendOnly: true });
+  const port = r.port;
+  const leaseMs = 15_000;
+  try {
+    const c = new Redis(r.url, { maxRetriesPerRequest: 1, enableOfflineQueue: false, retryStrategy: () => 100 });
+    clients.push(c);
+    await ready(c);
+    const l = new GlobalLimiter(c, prefix(), { maxConcurrent: 2, leaseMs, redisTimeoutMs: 200 });
+    const a = await l.tryAcquire({ holder: 'a', tokens: 1 });
+    const b = await l.tryAcquire({ holder: 'b', tokens: 1 });
+    if (!a.ok || !b.ok) throw new Error('refused');
+    expect(await l.tryAcquire({ holder: 'c', tokens: 1 })).toMatchObject({ ok: false, reason: 'concurrency' });
+    // Redis goes away (its append-only file keeps both leases); both calls end meanwhile.
+    await r.stop();
+    await waitFor('client disconnected', () => c.status !== 'ready', { timeoutMs: 5_000 });
+    await a.lease.release();
+    await b.lease.release();
+    r = await startRedis({ logDir: dir, dataDir, appendOnly: true, port });
+    await ready(c);
+    const back = Date.now();
+    // The shared slots are free again long before their leases would have expired.
+    await waitFor('a shared slot', async () => {
+      const got = await l.tryAcquire({ holder: 'd', tokens: 1 });
+      if (got.ok) await got.lease.release();
+      return got.ok && got.lease.mode === 'shared';
+    }, { timeoutMs: leaseMs, intervalMs: 100 });
+    expect(Date.now() - back).toBeLessThan(3_000);
+    expect(await c.zcard(`${(l as unknown as { keys: { leases: string } }).keys.leases}`)).toBe(0);
+  } finally {
+    await r.stop();
+  }
 });

@@ -46,6 +46,9 @@ const norm = (l: AdmissionLimits): Required<AdmissionLimits> => ({
 
 class RedisUnavailable extends Error {}
 
+/** How often a release Redis could not take is tried again while it is away. */
+const RELEASE_RETRY_MS = 200;
+
 /** The key prefix of the brokers' shared LLM quota (their GlobalLimiter). */
 export const LLM_QUOTA_KEY_PREFIX = 'mesh:llm';
 
@@ -216,6 +219,11 @@ export class GlobalLimiter {
       if (timer) clearInterval(timer);
       timer = undefined;
     };
+    let heldUntil = grantedAt + this.leaseMs;
+    // A shared lease takes a slot in Redis' leases set only under a concurrency limit.
+    const registered = this.limits.maxConcurrent > 0;
+    const releaseShared = (delta: number) =>
+      this.call(() => this.cmd.meshQuotaRelease(this.keys.leases, this.keys.tpm, id, delta, this.limits.tokensPerMinute, this.windowMs, this.burstFraction, registered ? '1' : '0'));
     const settle = async (delta: number) => {
       if (done) return;
       done = true;
@@ -225,14 +233,14 @@ export class GlobalLimiter {
       if (this.recentDurations.length > 100) this.recentDurations.shift();
       if (currentMode === 'shared') {
         try {
-          await this.call(() =>
-            this.cmd.meshQuotaRelease(this.keys.leases, this.keys.tpm, id, delta, this.limits.tokensPerMinute, this.windowMs, this.burstFraction),
-          );
+          await releaseShared(delta);
           this.local.release(id, 0);
           return;
         } catch (err) {
           if (!(err instanceof RedisUnavailable)) throw err;
-          // The shared slot expires on its own after leaseMs; settle what we can locally.
+          // Redis is away (a restart, a failover): release the shared slot as soon as it is back
+          // instead of leaving it taken until it expires, and settle what we can locally now.
+          if (registered) this.releaseLater(() => releaseShared(delta), heldUntil);
         }
       }
       this.local.release(id, delta);
@@ -242,6 +250,7 @@ export class GlobalLimiter {
       try {
         const force = currentMode === 'local' ? ['force'] : [];
         const held = await this.call(() => this.cmd.meshQuotaRenew(this.keys.leases, id, this.leaseMs, this.limits.maxConcurrent, ...force));
+        if (held === 1) heldUntil = Date.now() + this.leaseMs;
         if (held === 1 && currentMode === 'local') {
           // Redis is back: the lease now counts in the shared set (and still in this replica's count).
           currentMode = 'shared';
@@ -293,6 +302,22 @@ export class GlobalLimiter {
   }
 
   /** Runs a Redis call with a time limit; a connection failure switches to the local share. */
+  /**
+   * Tries a release Redis could not take again every RELEASE_RETRY_MS until it goes through, or
+   * until the slot expires there anyway (`until`). Safe to repeat: the script gives tokens back
+   * only for a lease it still held.
+   */
+  private releaseLater(release: () => Promise<unknown>, until: number): void {
+    const attempt = () => {
+      if (Date.now() >= until) return;
+      release().catch((err: unknown) => {
+        if (err instanceof RedisUnavailable) setTimeout(attempt, RELEASE_RETRY_MS).unref();
+        else this.logger?.warn({ err }, 'could not release a lease after Redis came back');
+      });
+    };
+    setTimeout(attempt, RELEASE_RETRY_MS).unref();
+  }
+
   private async call<T>(fn: () => Promise<T>): Promise<T> {
     let timer: NodeJS.Timeout | undefined;
     try {

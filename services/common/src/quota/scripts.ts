@@ -74,12 +74,16 @@ return 1
 
 /**
  * Frees a lease and settles its tokens (delta < 0 refunds, > 0 charges more).
- * KEYS: leases, tpm tat. ARGV: leaseId, deltaTokens, tpm, windowMs, burstFraction.
+ * KEYS: leases, tpm tat. ARGV: leaseId, deltaTokens, tpm, windowMs, burstFraction, registered ('1':
+ * the lease is in the leases set, under a concurrency limit).
  */
 export const RELEASE = `${CLOCK_AND_PACE}
-redis.call('ZREM', KEYS[1], ARGV[1])
+local held = redis.call('ZREM', KEYS[1], ARGV[1])
 local delta, tpm = tonumber(ARGV[2]), tonumber(ARGV[3])
-if tpm > 0 and delta ~= 0 then
+-- A registered lease gives tokens back only while still held, so that a release tried again (its
+-- first try may have run before Redis went away) gives them back once; a charge beyond the
+-- reservation always counts.
+if tpm > 0 and delta ~= 0 and (ARGV[6] ~= '1' or held == 1 or delta > 0) then
   local ti = interval(tpm, tonumber(ARGV[4]), tonumber(ARGV[5]))
   local tat = tonumber(redis.call('GET', KEYS[2]) or '0')
   if delta < 0 then tat = math.max(now, tat + delta * ti) else tat = math.max(tat, now) + delta * ti end
