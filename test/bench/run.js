@@ -5,7 +5,7 @@ const { spawnSync } = require('node:child_process');
 const fs = require('node:fs');
 const path = require('node:path');
 
-const SCENARIOS = ['quota', 'overhead', 'sse', 'seed', 'overlap', 'store', 'images'];
+const SCENARIOS = ['quota', 'overhead', 'sse', 'seed', 'overlap', 'store', 'images', 'memory'];
 const [scenario, ...rest] = process.argv.slice(2);
 if (!scenario || !SCENARIOS.includes(scenario)) {
   console.error(`usage: npm run bench -- <${SCENARIOS.join('|')}> [options]`);
