@@ -8,6 +8,7 @@
 // conversations exist) and once with every run held. Per run: (held − idle) ÷ RUNS.
 // Options (env): RUNS (400), HOLD_S (90), SAMPLES (24). Loopback only, ~2 minutes. Last line: JSON.
 import { performance } from 'node:perf_hooks';
+import { gauge } from './stats';
 import { mintToken, startEmulator, startFerret, startMesh, startRedis, testDir, waitFor, type Proc } from '../support';
 
 const num = (name: string, dflt: number) => Number(process.env[name] ?? dflt);
@@ -16,10 +17,6 @@ const HOLD_S = num('HOLD_S', 90);
 const SAMPLES = num('SAMPLES', 24);
 const round = (x: number, d = 1) => Math.round(x * 10 ** d) / 10 ** d;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-function gauge(text: string, name: string): number {
-  return text.split('\n').filter((l) => l.startsWith(`${name} `) || l.startsWith(`${name}{`)).reduce((s, l) => s + (Number(l.slice(l.lastIndexOf(' ') + 1)) || 0), 0);
-}
 
 type Floors = Record<string, { heapBytes: number; rssBytes: number }>;
 

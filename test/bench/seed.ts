@@ -40,7 +40,7 @@ import { setMaxListeners } from 'node:events';
 import path from 'node:path';
 import { newId, TERMINAL_EVENTS as TERMINAL } from '@agent-mesh/common';
 import os from 'node:os';
-import { fetchText, linearFit, percentile, runTimingMedians } from './stats';
+import { fetchText, gauge, linearFit, percentile, runTimingMedians } from './stats';
 import { writeSeedReport, type ReportSample } from './seed-report';
 import { chaosFaults, faultImpact, runFaults, startChaosInfra, type FaultRecord } from './chaos';
 import { mintToken, parseSseBlock, startEmulator, startFerret, startFleet, startMesh, startRedis, testDir, type Proc, type SseEvent } from '../support';
@@ -161,7 +161,6 @@ function hpaReading(h: Record<string, any>): string {
   return `${parts.join(', ')} → ${h.status?.desiredReplicas ?? '?'}`;
 }
 
-/** One gauge's value from a Prometheus text page (summed over label sets). */
 /** The sum of a counter's samples whose labels include `label` (e.g. `result="hit"`). */
 function labelled(text: string, name: string, label: string): number {
   return text.split('\n').filter((l) => l.startsWith(`${name}{`) && l.includes(label)).reduce((s, l) => s + (Number(l.slice(l.lastIndexOf(' ') + 1)) || 0), 0);
@@ -204,13 +203,6 @@ function describeMemory(m: ReturnType<typeof memoryPerUnit>, unit: string): stri
   return `peak ${m.peakUnits} ${unit}s; heap ${f(m.heap)}; RSS ${f(m.rss)}`;
 }
 
-function gauge(text: string, name: string): number {
-  let sum = 0;
-  for (const line of text.split('\n')) {
-    if (line.startsWith(`${name} `) || line.startsWith(`${name}{`)) sum += Number(line.slice(line.lastIndexOf(' ') + 1)) || 0;
-  }
-  return sum;
-}
 
 /** The events of one run as a client sees them: ids `<runId>:<seq>`, seqs 1, 2, 3, … */
 class EventLedger {

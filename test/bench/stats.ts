@@ -100,3 +100,12 @@ export function linearFit(points: readonly { x: number; y: number }[]): { slope:
   const slope = sxy / sxx;
   return { slope, intercept: my - slope * mx, r2: syy === 0 ? 1 : (sxy * sxy) / (sxx * syy) };
 }
+
+/** One gauge's value from a Prometheus text page (summed over label sets). */
+export function gauge(text: string, name: string): number {
+  let sum = 0;
+  for (const line of text.split('\n')) {
+    if (line.startsWith(`${name} `) || line.startsWith(`${name}{`)) sum += Number(line.slice(line.lastIndexOf(' ') + 1)) || 0;
+  }
+  return sum;
+}
