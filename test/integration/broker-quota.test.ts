@@ -193,9 +193,9 @@ it('frees a slot released while Redis restarts as soon as it is back, not when t
   let r = await startRedis({ logDir: dir, dataDir, appendOnly: true });
   const port = r.port;
   const leaseMs = 15_000;
+  // Its own client, which reconnects every 100 ms until disconnected (not quit: Redis is gone by then).
+  const c = new Redis(r.url, { maxRetriesPerRequest: 1, enableOfflineQueue: false, retryStrategy: () => 100 });
   try {
-    const c = new Redis(r.url, { maxRetriesPerRequest: 1, enableOfflineQueue: false, retryStrategy: () => 100 });
-    clients.push(c);
     await ready(c);
     const l = new GlobalLimiter(c, prefix(), { maxConcurrent: 2, leaseMs, redisTimeoutMs: 200 });
     const a = await l.tryAcquire({ holder: 'a', tokens: 1 });
@@ -219,6 +219,7 @@ it('frees a slot released while Redis restarts as soon as it is back, not when t
     expect(Date.now() - back).toBeLessThan(3_000);
     expect(await c.zcard(`${(l as unknown as { keys: { leases: string } }).keys.leases}`)).toBe(0);
   } finally {
+    c.disconnect();
     await r.stop();
   }
 });

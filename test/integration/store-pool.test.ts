@@ -67,15 +67,25 @@ async function concurrentRunSaves(client: StoreServiceClient): Promise<{ ok: num
   return { ok, errors };
 }
 
+/**
+ * Whether the calls reach FerretDB together enough to take every connection depends on timing (a
+ * busy machine spreads them): each test makes up to ROUNDS bursts.
+ */
+const ROUNDS = 5;
+
 test('a store with a pool above FerretDB\'s serves concurrent findAndModify calls when it limits them', async () => {
   const limited = await store('limited', FERRET_PG_POOL / 2);
-  const r = await concurrentRunSaves(limited);
-  expect(r).toEqual({ ok: CALLERS, errors: [] });
+  for (let round = 0; round < ROUNDS; round += 1) {
+    expect(await concurrentRunSaves(limited)).toEqual({ ok: CALLERS, errors: [] });
+  }
 });
 
 test('without the limit the same calls wait on each other until their deadline (what the limit prevents)', async () => {
   const unlimited = await store('unlimited', 0);
-  const r = await concurrentRunSaves(unlimited);
-  console.log(`without the limit: ${r.ok} of ${CALLERS} saved; ${r.errors.length} failed, e.g. ${r.errors[0]}`);
+  let r = { ok: CALLERS, errors: [] as string[] };
+  for (let round = 1; round <= ROUNDS && r.ok === CALLERS; round += 1) {
+    r = await concurrentRunSaves(unlimited);
+    console.log(`without the limit, burst ${round}: ${r.ok} of ${CALLERS} saved; ${r.errors.length} failed, e.g. ${r.errors[0]}`);
+  }
   expect(r.ok).toBeLessThan(CALLERS);
 });
