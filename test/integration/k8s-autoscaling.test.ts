@@ -270,9 +270,32 @@ const upOf = (p: Plan) => p.min + 2;
 const loadFor = (p: Plan, replicas: number) => (replicas - 0.4) * p.unit;
 
 describe('under load each HPA scales its Deployment up, and back down once the load is gone', () => {
-  let loadOffAt: number;
-  /** Per HPA: when its status showed it reading each pod's share of the load at `up` replicas. */
-  const shareReadAt = new Map<string, number>();
+  let loadOffAt: number | undefined;
+  /**
+   * Per HPA: the last time its status showed a reading from which it recommends `up` replicas (as
+   * the controller computes it: within its 10 % tolerance of the target, the current count;
+   * otherwise ⌈current × reading ÷ target⌉). Its scale-down window runs from its last such
+   * recommendation, and a reading may dip while the load is on (a new pod's CPU rate window not yet
+   * full, a scrape late on a busy machine), so it is not always when the load went.
+   */
+  const lastUpAt = new Map<string, number>();
+  const proposal = (s: Obj, p: Plan): number | undefined => {
+    const cur = current(s, p);
+    if (cur === undefined || !s.currentReplicas) return undefined;
+    const ratio = cur / p.unit;
+    return Math.abs(ratio - 1) <= 0.1 ? s.currentReplicas : Math.ceil(s.currentReplicas * ratio);
+  };
+  /** Follows each HPA's status until the load goes, noting when it last recommended `up`. */
+  const watchUp = async (p: Plan) => {
+    while (watching) {
+      const s = await hpaStatus(p.hpa).catch(() => undefined);
+      if (s && proposal(s, p) === upOf(p)) lastUpAt.set(p.hpa, Date.now());
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  };
+  const watchers: Promise<void>[] = [];
+  let watching = true;
+  afterAll(() => { watching = false; });
 
   test('up: to the replicas the load needs, within a minute, and no further', async () => {
     for (const p of plans) expect({ hpa: p.hpa, roomToScale: p.max >= upOf(p) }).toEqual({ hpa: p.hpa, roomToScale: true });
@@ -284,13 +307,13 @@ describe('under load each HPA scales its Deployment up, and back down once the l
     }
     const results = await Promise.all(plans.map(async (p) => {
       const took = await within(60, async () => (await specReplicas(p.deployment)) === upOf(p) && follower.replicas(p.deployment).length === upOf(p));
+      watchers.push(watchUp(p));
       // Settled: a few HPA periods later it still asks for exactly that many.
       await new Promise((r) => setTimeout(r, 8000));
       // What the HPA reads through Prometheus and the adapter comes to each replica's share of the
       // load (a CPU rate over the new pods' first samples takes a few scrapes more to get there).
       const perReplica = loadFor(p, upOf(p)) / upOf(p);
       const readShare = await within(30, async () => Math.abs((current(await hpaStatus(p.hpa), p) ?? Infinity) - perReplica) <= 0.15 * perReplica);
-      if (readShare !== null) shareReadAt.set(p.hpa, Date.now());
       const s = await hpaStatus(p.hpa);
       const seen = (history.get(p.deployment) ?? []).filter((h) => h.t >= startedAt).map((h) => h.spec);
       return {
@@ -304,6 +327,8 @@ describe('under load each HPA scales its Deployment up, and back down once the l
       hpa: p.hpa, metric: p.metric, reached: true, replicas: upOf(p), highest: upOf(p), readShare: true,
     })));
     loadOffAt = Date.now();
+    watching = false;
+    await Promise.all(watchers);
   });
 
   test('down: to the floor after the scale-down stabilization window, one replica per policy period', async () => {
@@ -315,15 +340,12 @@ describe('under load each HPA scales its Deployment up, and back down once the l
       // When the controller scaled, from its own events (whole seconds), not from this test's
       // samples (late on a busy machine).
       const all = await rescales(p.hpa);
-      const steps = all.filter((e) => e.t >= loadOffAt - 1000);
+      const steps = all.filter((e) => e.t >= loadOffAt! - 1000);
       const firstDown = steps.find((e) => e.size === upOf(p) - 1);
       const secondDown = steps.find((e) => e.size === upOf(p) - 2);
-      // The window runs from the last recommendation of `up` replicas, which no event shows. A
-      // reading may dip below the tolerance while the load is on (a new pod's CPU rate window not
-      // yet full, a scrape late on a busy machine), so it is not always when the load went; but
-      // when the status showed the HPA reading the share of `up` replicas, it recommended `up`
-      // (at its last sync: up to a sync period and the status write earlier, hence 2 s).
-      const windowFrom = (shareReadAt.get(p.hpa) ?? Infinity) - 2000;
+      // The window runs from the HPA's last recommendation of `up` replicas (see lastUpAt), at its
+      // last sync before the status showed it: up to a sync period and the status write earlier.
+      const windowFrom = (lastUpAt.get(p.hpa) ?? Infinity) - 2000;
       return {
         hpa: p.hpa, reachedFloor: took !== null,
         // Not before the window (less a second of the events' rounding).
