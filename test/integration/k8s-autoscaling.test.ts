@@ -272,24 +272,21 @@ const loadFor = (p: Plan, replicas: number) => (replicas - 0.4) * p.unit;
 describe('under load each HPA scales its Deployment up, and back down once the load is gone', () => {
   let loadOffAt: number | undefined;
   /**
-   * Per HPA: the last time its status showed a reading from which it recommends `up` replicas (as
-   * the controller computes it: within its 10 % tolerance of the target, the current count;
-   * otherwise ⌈current × reading ÷ target⌉). Its scale-down window runs from its last such
-   * recommendation, and a reading may dip while the load is on (a new pod's CPU rate window not yet
-   * full, a scrape late on a busy machine), so it is not always when the load went.
+   * Per HPA: the last time its status said its own recommendation was the `up` replicas it had:
+   * condition AbleToScale with reason ReadyForNewScale ("recommended size matches current size");
+   * a lower recommendation held up by the scale-down window shows as ScaleDownStabilized. The
+   * window runs from its last recommendation of `up`, and a reading may dip while the load is on (a
+   * new pod's CPU rate window not yet full, a pod without metrics yet, a scrape late on a busy
+   * machine), so it is not always when the load went.
    */
   const lastUpAt = new Map<string, number>();
-  const proposal = (s: Obj, p: Plan): number | undefined => {
-    const cur = current(s, p);
-    if (cur === undefined || !s.currentReplicas) return undefined;
-    const ratio = cur / p.unit;
-    return Math.abs(ratio - 1) <= 0.1 ? s.currentReplicas : Math.ceil(s.currentReplicas * ratio);
-  };
+  const recommendsCurrent = (s: Obj): boolean =>
+    (s.conditions ?? []).some((c: Obj) => c.type === 'AbleToScale' && c.status === 'True' && c.reason === 'ReadyForNewScale');
   /** Follows each HPA's status until the load goes, noting when it last recommended `up`. */
   const watchUp = async (p: Plan) => {
     while (watching) {
       const s = await hpaStatus(p.hpa).catch(() => undefined);
-      if (s && proposal(s, p) === upOf(p)) lastUpAt.set(p.hpa, Date.now());
+      if (s && s.currentReplicas === upOf(p) && recommendsCurrent(s)) lastUpAt.set(p.hpa, Date.now());
       await new Promise((r) => setTimeout(r, 500));
     }
   };
