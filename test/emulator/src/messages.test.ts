@@ -146,6 +146,20 @@ describe('POST /v1/messages through the official Anthropic SDK', () => {
     expect(two.content.map((b) => b.type)).toEqual(['tool_use', 'tool_use']);
   });
 
+  it('answers a non-streamed create with one `message`: text or tool_use blocks, stop_reason, usage', async () => {
+    const text = await sdk().messages.create(params('How do libraries plan opening hours?'));
+    expect(text).toMatchObject({ type: 'message', role: 'assistant', model: 'claude-emulated', stop_reason: 'end_turn', stop_sequence: null });
+    expect(text.id).toMatch(/^msg_/);
+    expect(text.content).toEqual([{ type: 'text', text: expect.stringMatching(/^Final answer:/) }]);
+    expect(text.usage.input_tokens).toBeGreaterThan(5);
+    expect(text.usage.output_tokens).toBeGreaterThan(0);
+    const tools = [{ name: 'search_web', description: 'Search the web', input_schema: { type: 'object' as const, properties: { query: { type: 'string' } } } }];
+    const call = await sdk().messages.create(params('Search the latest news about solar power', { tools }));
+    expect(call.stop_reason).toBe('tool_use');
+    expect(call.content).toEqual([{ type: 'tool_use', id: expect.stringMatching(/^toolu_/), name: 'search_web', input: { query: expect.stringMatching(/solar/) } }]);
+    expect(emulator.stats().byMode).toEqual({ stream: 0, whole: 2 });
+  });
+
   it('raises the SDK\'s errors: RateLimitError (429), an APIError of status 529, an error event inside a stream', async () => {
     emulator.configure({ rpm: 1 });
     await sdk().messages.create(params('one'));

@@ -1,4 +1,4 @@
-import { anthropicError, anthropicLimits, anthropicProtocol, MessagesStreamParser } from './anthropic';
+import { anthropicError, anthropicLimits, anthropicProtocol, messageAnswer, MessagesStreamParser } from './anthropic';
 import type { ProviderRequest, StreamEvent } from './provider';
 
 const ev = (name: string, data: unknown) => `event: ${name}\ndata: ${JSON.stringify({ type: name, ...(data as object) })}\n\n`;
@@ -61,6 +61,60 @@ describe('Anthropic Messages request', () => {
     const short = anthropicProtocol.countPromptTokens({ ...req, messages: [{ role: 'user', content: 'hi' }], tools: [] });
     expect(short).toBeGreaterThan(0);
     expect(anthropicProtocol.countPromptTokens(req)).toBeGreaterThan(short + 20);
+  });
+});
+
+describe('Anthropic Messages answer, not streamed', () => {
+  const ask: ProviderRequest = { model: 'claude-x', messages: [{ role: 'user', content: 'hi' }], tools: [], maxTokens: 64, stream: false };
+
+  it('asks for one `message` (stream: false, JSON accepted) when the caller does not stream', () => {
+    const { headers, body } = anthropicProtocol.request(ask, 'sk-ant-1', false);
+    expect(headers.accept).toBe('application/json');
+    expect(JSON.parse(body)).toMatchObject({ model: 'claude-x', stream: false });
+    expect(anthropicProtocol.answer).toBeDefined();
+  });
+
+  it('text blocks become one content event, then stop_reason and usage (cache reads and writes are input)', () => {
+    const answer = messageAnswer(JSON.stringify({
+      id: 'msg_1', type: 'message', role: 'assistant', model: 'claude-x',
+      content: [{ type: 'thinking', thinking: 'hmm', signature: 's' }, { type: 'text', text: 'Hello ' }, { type: 'text', text: 'there.' }],
+      stop_reason: 'max_tokens', stop_sequence: null,
+      usage: { input_tokens: 10, cache_creation_input_tokens: 2, cache_read_input_tokens: 3, output_tokens: 7 },
+    }));
+    expect(answer.events).toEqual<StreamEvent[]>([
+      { type: 'model', model: 'claude-x' },
+      { type: 'content', text: 'Hello there.' },
+      { type: 'finish', reason: 'length' },
+      { type: 'usage', usage: { promptTokens: 15, completionTokens: 7, totalTokens: 22 } },
+    ]);
+    expect(answer.toolCalls).toEqual([]);
+  });
+
+  it('tool_use blocks become tool calls, their input as JSON arguments; stop_reason tool_use → tool_calls', () => {
+    const answer = messageAnswer(JSON.stringify({
+      type: 'message', model: 'claude-x', stop_reason: 'tool_use', usage: { input_tokens: 4, output_tokens: 9 },
+      content: [
+        { type: 'text', text: 'Looking.' },
+        { type: 'tool_use', id: 'toolu_1', name: 'search_web', input: { query: 'solar' } },
+        { type: 'tool_use', id: 'toolu_2', name: 'now', input: {} },
+      ],
+    }));
+    expect(answer.events).toContainEqual({ type: 'finish', reason: 'tool_calls' });
+    expect(answer.events).toContainEqual({ type: 'content', text: 'Looking.' });
+    expect(answer.toolCalls).toEqual([
+      { id: 'toolu_1', name: 'search_web', argumentsJson: '{"query":"solar"}' },
+      { id: 'toolu_2', name: 'now', argumentsJson: '{}' },
+    ]);
+  });
+
+  it('a body that is not JSON, an error object, or a message without stop_reason is an UpstreamError; no usage: no usage event', () => {
+    expect(() => messageAnswer('<html>502</html>')).toThrow(expect.objectContaining({ code: 'invalid_response', status: 0 }));
+    expect(() => messageAnswer(JSON.stringify({ type: 'error', error: { type: 'overloaded_error', message: 'Overloaded' } }))).toThrow(
+      expect.objectContaining({ message: 'upstream error in the answer: Overloaded', code: 'overloaded' }),
+    );
+    expect(() => messageAnswer(JSON.stringify({ type: 'message', content: [{ type: 'text', text: 'x' }], stop_reason: null }))).toThrow('upstream answer has no stop_reason');
+    const bare = messageAnswer(JSON.stringify({ type: 'message', content: [{ type: 'text', text: 'x' }], stop_reason: 'end_turn' }));
+    expect(bare.events).toEqual([{ type: 'content', text: 'x' }, { type: 'finish', reason: 'stop' }]);
   });
 });
 

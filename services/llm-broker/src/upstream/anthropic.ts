@@ -1,9 +1,10 @@
-// Anthropic's Messages API: one streamed POST to `${baseUrl}/messages` with `x-api-key` and
+// Anthropic's Messages API: one POST to `${baseUrl}/messages` with `x-api-key` and
 // `anthropic-version`; system messages go in the top-level `system`, tool calls are `tool_use`
 // content blocks and tool results `tool_result` blocks of a user turn; the stream is named events
 // (message_start, content_block_start/delta/stop, message_delta with stop_reason and usage,
-// message_stop, ping, error); errors are `{"type":"error","error":{type, message}}` (429
-// rate_limit_error with retry-after and anthropic-ratelimit-* headers, 529 overloaded_error).
+// message_stop, ping, error), or, for a caller that does not stream, one `message` object (its
+// content blocks, stop_reason and usage); errors are `{"type":"error","error":{type, message}}`
+// (429 rate_limit_error with retry-after and anthropic-ratelimit-* headers, 529 overloaded_error).
 import { countText } from '../tokens';
 import { SseFramer } from './sse';
 import {
@@ -132,6 +133,9 @@ interface RawUsage {
   cache_read_input_tokens?: number | null;
 }
 
+/** Input tokens as billed: the uncached ones plus those written to and read from the prompt cache. */
+const inputTokensOf = (u: RawUsage): number => (u.input_tokens ?? 0) + (u.cache_creation_input_tokens ?? 0) + (u.cache_read_input_tokens ?? 0);
+
 /** Reads the Messages stream: text deltas as content, tool_use blocks assembled from input_json_delta, usage from message_start and message_delta. */
 export class MessagesStreamParser implements StreamParser {
   private readonly framer = new SseFramer();
@@ -174,7 +178,7 @@ export class MessagesStreamParser implements StreamParser {
       case 'message_start': {
         if (e.message?.model) events.push({ type: 'model', model: e.message.model });
         const u = e.message?.usage;
-        if (u) this.inputTokens = (u.input_tokens ?? 0) + (u.cache_creation_input_tokens ?? 0) + (u.cache_read_input_tokens ?? 0);
+        if (u) this.inputTokens = inputTokensOf(u);
         return;
       }
       case 'content_block_start': {
@@ -200,7 +204,7 @@ export class MessagesStreamParser implements StreamParser {
         const u = e.usage;
         if (u?.output_tokens !== undefined) {
           // output_tokens is cumulative; newer API versions repeat the input counts here too.
-          if (u.input_tokens !== undefined) this.inputTokens = (u.input_tokens ?? 0) + (u.cache_creation_input_tokens ?? 0) + (u.cache_read_input_tokens ?? 0);
+          if (u.input_tokens !== undefined) this.inputTokens = inputTokensOf(u);
           events.push({ type: 'usage', usage: { promptTokens: this.inputTokens, completionTokens: u.output_tokens, totalTokens: this.inputTokens + u.output_tokens } });
         }
         return;
@@ -216,6 +220,50 @@ export class MessagesStreamParser implements StreamParser {
         return; // ping, content_block_stop, and event types added later (Anthropic's versioning policy)
     }
   }
+}
+
+interface RawMessage {
+  type?: string;
+  model?: string;
+  content?: Array<{ type?: string; text?: string; id?: string; name?: string; input?: unknown }>;
+  stop_reason?: string | null;
+  usage?: RawUsage;
+  error?: { type?: string; message?: string };
+}
+
+/**
+ * A non-streamed `message` → the events its stream would have given (model, the text blocks as
+ * one content delta, finish, usage) and its tool_use blocks as tool calls (other block types, e.g.
+ * thinking, are left out as the stream parser leaves them). A body that is not JSON, an error
+ * object, or a message without a stop_reason is an UpstreamError.
+ */
+export function messageAnswer(text: string): { events: StreamEvent[]; toolCalls: ToolCallOut[] } {
+  let raw: RawMessage;
+  try {
+    raw = JSON.parse(text) as RawMessage;
+  } catch {
+    throw new UpstreamError(`upstream answer is not JSON: ${JSON.stringify(text.slice(0, 80))}`, 0, undefined, {}, 'invalid_response');
+  }
+  if (raw.type === 'error' || raw.error !== undefined) {
+    const e = raw.error ?? {};
+    throw new UpstreamError(`upstream error in the answer: ${e.message || e.type || 'the provider reported an error'}`, 0, undefined, {}, errorCode(e.type, 0, e.message ?? ''));
+  }
+  if (!raw.stop_reason) throw new UpstreamError('upstream answer has no stop_reason', 0, undefined, {}, 'invalid_response');
+  const blocks = raw.content ?? [];
+  const events: StreamEvent[] = [];
+  if (raw.model) events.push({ type: 'model', model: raw.model });
+  const content = blocks.map((b) => (b.type === 'text' ? (b.text ?? '') : '')).join('');
+  if (content) events.push({ type: 'content', text: content });
+  events.push({ type: 'finish', reason: FINISH[raw.stop_reason] ?? raw.stop_reason });
+  const u = raw.usage;
+  if (u?.output_tokens !== undefined) {
+    const input = inputTokensOf(u);
+    events.push({ type: 'usage', usage: { promptTokens: input, completionTokens: u.output_tokens, totalTokens: input + u.output_tokens } });
+  }
+  const toolCalls = blocks
+    .filter((b) => b.type === 'tool_use')
+    .map((b) => ({ id: b.id ?? '', name: b.name ?? '', argumentsJson: JSON.stringify(b.input ?? {}) }));
+  return { events, toolCalls };
 }
 
 /** An estimate with cl100k_base (Anthropic's tokenizer is not public): the reservation is settled with the billed usage. */
@@ -235,12 +283,12 @@ export function countMessagesTokens(body: MessagesRequestBody): number {
 
 export const anthropicProtocol: WireProtocol = {
   name: 'anthropic',
-  // Always streamed (no `answer`): a non-streamed caller's call streams from Anthropic too.
-  request(req, apiKey) {
-    const headers: Record<string, string> = { 'content-type': 'application/json', accept: 'text/event-stream', 'anthropic-version': ANTHROPIC_VERSION };
+  request(req, apiKey, stream) {
+    const headers: Record<string, string> = { 'content-type': 'application/json', accept: stream ? 'text/event-stream' : 'application/json', 'anthropic-version': ANTHROPIC_VERSION };
     if (apiKey) headers['x-api-key'] = apiKey;
-    return { path: '/messages', headers, body: JSON.stringify({ ...messagesRequestBody(req), stream: true }) };
+    return { path: '/messages', headers, body: JSON.stringify({ ...messagesRequestBody(req), stream }) };
   },
+  answer: messageAnswer,
   limits: anthropicLimits,
   error: anthropicError,
   parser: () => new MessagesStreamParser(),
