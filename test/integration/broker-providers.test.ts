@@ -7,7 +7,7 @@ import { status } from '@grpc/grpc-js';
 import { createClient, detailsOf, reasonOf } from '@agent-mesh/common';
 import { LlmBrokerServiceClient, type GenerateRequest } from '@agent-mesh/common/gen/llmbroker/v1/llm_broker';
 import {
-  configureEmulator, emulatorStats, generateRequest, promMetric, runGenerate, startEmulator, startRedis, startService, testDir,
+  configureEmulator, emulatorStats, freePort, generateRequest, promMetric, runGenerate, startEmulator, startRedis, startService, testDir,
   type EmulatorProc, type GenerateOutcome, type RedisProc, type ServiceProc,
 } from '../support';
 
@@ -201,6 +201,25 @@ describe('fallback between upstreams (LLM_UPSTREAMS)', () => {
     expect(doneOf(second)).toMatchObject({ upstream: 'secondary' });
     expect((await emulatorStats(emulator)).requests - mid.requests).toBe(1); // the primary was not asked
     expect(await metric(b.proc, 'llm_upstream_fallbacks_total', 'reason="breaker_open",upstream="primary"')).toBe(2);
+  });
+
+  it('a call that never reached the first upstream (connection refused) gives its place in that upstream\'s RPM window back', async () => {
+    // One request per minute on an upstream nobody listens on: a call that spent it would leave the
+    // next one waiting ~60 s there (passed over as deadline_unreachable); one given back lets the
+    // next be tried there again at once.
+    const b = await startBroker([
+      { name: 'dead', protocol: 'openai', baseUrl: `http://127.0.0.1:${await freePort()}/v1`, keyEnv: 'EMU_KEY', models: ['emulator-1'], rpm: 1 },
+      { name: 'live', protocol: 'openai', baseUrl: `${emulator.url}/v1`, keyEnv: 'EMU_KEY', models: ['emulator-1'] },
+    ], { LLM_RETRY_MAX: '1', LLM_BREAKER_VOLUME_THRESHOLD: '1000' });
+    for (const q of ['How do bees find flowers?', 'How do ants find food?', 'How do birds find north?']) {
+      const o = await runGenerate(b.client, generateRequest(q), { timeoutMs: 5_000 });
+      expect(doneOf(o)).toMatchObject({ upstream: 'live', finishReason: 'stop' });
+    }
+    expect(await metric(b.proc, 'llm_admissions_total', 'upstream="dead"')).toBe(3);
+    expect(await metric(b.proc, 'llm_upstream_fallbacks_total', 'reason="upstream_error",upstream="dead"')).toBe(3);
+    expect(await metric(b.proc, 'llm_upstream_fallbacks_total', 'reason="deadline_unreachable",upstream="dead"')).toBe(0);
+    // Its retry after the refused connection was made (on the same place), and refused too.
+    expect(await metric(b.proc, 'llm_upstream_retries_total', 'upstream="dead"')).toBe(3);
   });
 
   it('the first upstream\'s queue cannot admit the call before its deadline: the next serves it', async () => {

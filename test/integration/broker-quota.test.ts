@@ -134,6 +134,33 @@ it('refund gives the reserved tokens back; release settles to actual usage', asy
   expect(f).toMatchObject({ ok: false, reason: 'tpm' });
 });
 
+it('a lease\'s extra requests (retries) share the RPM window with admissions on every instance; one given back frees a place', async () => {
+  // 4 per 3 s "minute", with a burst of 1: one place every second.
+  const [a, b] = await limiters(2, prefix(), { requestsPerMinute: 4, windowScale: 0.05 });
+  const first = await a!.tryAcquire({ holder: 'x', tokens: 1 });
+  if (!first.ok) throw new Error('refused');
+  // The admission took the bucket: a retry of its lease waits as another instance's admission does.
+  const retry = await first.lease.chargeRequest();
+  expect(retry).toMatchObject({ ok: false, reason: 'rpm' });
+  if (!retry.ok) {
+    expect(retry.retryAfterMs).toBeGreaterThan(800);
+    expect(retry.retryAfterMs).toBeLessThanOrEqual(1_000);
+    await sleep(retry.retryAfterMs);
+  }
+  expect(await first.lease.chargeRequest()).toEqual({ ok: true });
+  // Taken: the other instance's next admission waits a whole interval more.
+  expect(await b!.tryAcquire({ holder: 'y', tokens: 1 })).toMatchObject({ ok: false, reason: 'rpm' });
+  // A request that never reached the provider goes back: the other instance is admitted at once.
+  await first.lease.refundRequest();
+  const second = await b!.tryAcquire({ holder: 'y', tokens: 1 });
+  expect(second.ok).toBe(true);
+  // And a pause stops retries as it stops admissions.
+  await b!.pauseFor(300);
+  expect(await first.lease.chargeRequest()).toMatchObject({ ok: false, reason: 'paused' });
+  await first.lease.release();
+  if (second.ok) await second.lease.release();
+});
+
 it('a pause set by one instance stops every instance until it ends', async () => {
   const [a, b] = await limiters(2, prefix(), { maxConcurrent: 10 });
   await a!.pauseFor(400);

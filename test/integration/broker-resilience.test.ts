@@ -226,6 +226,47 @@ describe('retries', () => {
   });
 });
 
+describe('retries in the global RPM window', () => {
+  it('counts each request the provider receives, retries included: it never sees more than the RPM in any window', async () => {
+    const RPM = 20;
+    const b = await startBroker({
+      LLM_RPM: String(RPM),
+      LLM_TIME_SCALE: '0.05', // a 3 s "minute"
+      LLM_QUOTA_WINDOW_MARGIN_MS: '250', // delivery jitter is not what this test is about
+      LLM_RETRY_MAX: '3',
+      LLM_RETRY_BUDGET_RATIO: '1',
+      LLM_RETRY_BUDGET_BURST: '1000',
+      LLM_BREAKER_VOLUME_THRESHOLD: '1000000',
+    });
+    // The referee: the emulator counts the requests it admits per window of 60 s × 0.05, as the
+    // broker's; it refuses none itself (no rpm), and 30 % of them fail with a 500/503 once admitted.
+    await fetch(`${emulator.url}/_emulator/reset`, { method: 'POST' });
+    await configure({ timeScale: 0.05, failureRate: 0.3 });
+    try {
+      const until = Date.now() + 7_000;
+      const outcomes: Outcome[] = [];
+      await Promise.all(
+        Array.from({ length: 6 }, async () => {
+          while (Date.now() < until) outcomes.push(await generate(b.client));
+        }),
+      );
+      const s = await stats();
+      const retries = await metric(b.proc, 'llm_upstream_retries_total');
+      expect(retries).toBeGreaterThanOrEqual(5);
+      // Every call reached the provider, some of them more than once.
+      expect(s.requests).toBe(outcomes.length + retries);
+      expect(outcomes.filter(done).length).toBeGreaterThan(outcomes.length * 0.9);
+      // Admissions and retries together stay within the limit the provider counts...
+      expect(s.maxPerWindow).toBeLessThanOrEqual(RPM);
+      // ...and use it: 7 s of callers always waiting keep the window nearly full.
+      expect(s.maxPerWindow).toBeGreaterThanOrEqual(RPM * 0.8);
+    } finally {
+      await configure({ timeScale: 1 });
+      await stopBroker(b);
+    }
+  });
+});
+
 describe('admission refusals', () => {
   it('refuses at once, with deadline_unreachable and a retry-after, a call whose deadline is shorter than the wait', async () => {
     // Two requests a minute: the first takes the pace, the next fits only ~60 s later.

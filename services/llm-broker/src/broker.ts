@@ -4,7 +4,7 @@
 // only before the first token), stream the deltas, and settle the token reservation with the
 // provider's usage — or refund it on cancel or failure. Protocols are behind upstream/provider.ts.
 import type CircuitBreaker from 'opossum';
-import type { CallerRoleName, GlobalLimiter, Logger, TokenBudgets } from '@agent-mesh/common';
+import type { CallerRoleName, GlobalLimiter, Lease, Logger, TokenBudgets } from '@agent-mesh/common';
 import type { CachedAnswer, Found, ResponseCache } from './cache/response-cache';
 import { Channel } from './channel';
 import type { BrokerConfig } from './config';
@@ -17,6 +17,7 @@ import {
   UpstreamError,
   type AccountProblem, type ChatMessageIn, type OpenStream, type Provider, type ProviderRequest, type StreamEvent, type ToolCallOut, type ToolSpec, type UsageOut,
 } from './upstream/provider';
+import { SentRequests } from './upstream/requests';
 import { backoffMs, type RetryBudget } from './upstream/resilience';
 
 export type { ChatMessageIn, ToolSpec } from './upstream/provider';
@@ -157,6 +158,9 @@ const sleep = (ms: number, signal: AbortSignal) =>
   });
 
 type Candidate = { upstream: Upstream; model: string };
+
+/** An answer open with the provider: read up to its first content (or its end). */
+type Opened = { stream: OpenStream; iterator: AsyncIterator<StreamEvent>; buffered: StreamEvent[]; ended: boolean };
 
 export class LlmBroker {
   private readonly inFlightBy = new Map<string, number>();
@@ -368,7 +372,7 @@ export class LlmBroker {
     let opened = false;
     let delivered = 0;
     try {
-      const { stream, iterator, buffered, ended } = await this.open(u, req, signal, deadline, (generated) => {
+      const { stream, iterator, buffered, ended } = await this.open(u, req, signal, deadline, lease, (generated) => {
         chargedByFailedAttempts += chargeOf(promptTokens + generated);
       });
       opened = true;
@@ -448,15 +452,32 @@ export class LlmBroker {
    * tool calls only), retrying — nothing has reached the caller yet — what may succeed.
    * `onAttemptFailed` hears of every attempt the provider answered (200, so it counted it) that
    * then failed or was cancelled here, with the tokens it had generated: retried or not, the
-   * provider charged it.
+   * provider charged it. Each retry counts as one more request in the RPM window (upstream/requests.ts).
    */
   private async open(
     u: Upstream,
     req: ProviderRequest,
     signal: AbortSignal,
     deadline: number | undefined,
+    lease: Lease,
     onAttemptFailed: (generatedTokens: number) => void,
-  ): Promise<{ stream: OpenStream; iterator: AsyncIterator<StreamEvent>; buffered: StreamEvent[]; ended: boolean }> {
+  ): Promise<Opened> {
+    const requests = new SentRequests(lease, { now: this.now, sleep });
+    try {
+      return await this.attempts(u, req, signal, deadline, requests, onAttemptFailed);
+    } finally {
+      await requests.end().catch((err: unknown) => this.d.logger.warn({ err }, 'could not give back an unsent request'));
+    }
+  }
+
+  private async attempts(
+    u: Upstream,
+    req: ProviderRequest,
+    signal: AbortSignal,
+    deadline: number | undefined,
+    requests: SentRequests,
+    onAttemptFailed: (generatedTokens: number) => void,
+  ): Promise<Opened> {
     const { d } = this;
     const label = { upstream: u.name };
     const maxRetries = d.maxRetries ?? 3;
@@ -468,6 +489,7 @@ export class LlmBroker {
       signal.addEventListener('abort', onAbort, { once: true });
       let answered: OpenStream | undefined;
       try {
+        requests.sending();
         const stream = await u.breaker.fire(req, attemptAbort.signal);
         answered = stream;
         if (u.adaptive.onHeaders(stream.limits)) u.limiter.setLimits(u.adaptive.limits);
@@ -482,6 +504,7 @@ export class LlmBroker {
       } catch (raw) {
         signal.removeEventListener('abort', onAbort);
         attemptAbort.abort();
+        requests.failed(raw);
         // Before any content: what it generated is tool calls, if anything.
         if (answered) onAttemptFailed(generatedTokens('', answered.toolCalls()));
         if (signal.aborted) throw raw;
@@ -516,8 +539,13 @@ export class LlmBroker {
           d.metrics.upstreamRequests.inc({ outcome: err.rateLimited ? 'rate_limited' : 'failed', ...label });
           throw err;
         }
-        d.metrics.retries.inc(label);
         await sleep(wait, signal);
+        // The retry is one more request to the provider: it waits for its place in the RPM window.
+        if (!(await requests.beforeRetry(signal, deadline))) {
+          d.metrics.upstreamRequests.inc({ outcome: 'failed', ...label });
+          throw err;
+        }
+        d.metrics.retries.inc(label);
       }
     }
   }

@@ -142,6 +142,26 @@ describe('local fallback', () => {
     expect(local.tryAcquire('d', 1).ok).toBe(true);
   });
 
+  it('counts a lease\'s extra requests (retries) in the RPM pace, refused while paused, and gives one back', () => {
+    let now = 1_000;
+    // 2 per minute with a burst of 1: one admission fills the bucket for 60 s.
+    const local = new LocalAdmission({ maxConcurrent: 0, requestsPerMinute: 2, tokensPerMinute: 0 }, 60_000, 0.02, () => now);
+    expect(local.tryAcquire('a', 1).ok).toBe(true);
+    expect(local.chargeRequest()).toMatchObject({ ok: false, reason: 'rpm' });
+    now += 60_000;
+    expect(local.chargeRequest()).toEqual({ ok: true });
+    expect(local.tryAcquire('b', 1)).toMatchObject({ ok: false, reason: 'rpm' });
+    local.refundRequest();
+    expect(local.tryAcquire('b', 1).ok).toBe(true);
+    local.refundRequest();
+    local.refundRequest(); // never beyond a full bucket
+    expect(local.tryAcquire('c', 1).ok).toBe(true);
+    expect(local.tryAcquire('d', 1).ok).toBe(false);
+    now += 120_000;
+    local.pause(500);
+    expect(local.chargeRequest()).toMatchObject({ ok: false, reason: 'paused', retryAfterMs: 500 });
+  });
+
   it('admits nothing when the share rounds down to nothing', () => {
     const local = new LocalAdmission({ maxConcurrent: NOTHING, requestsPerMinute: 0, tokensPerMinute: 0 }, 60_000, 0.02);
     expect(local.tryAcquire('a', 1).ok).toBe(false);

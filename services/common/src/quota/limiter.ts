@@ -7,7 +7,7 @@ import type { Logger } from '../logging';
 import { isRedisConnectionError } from '../redis';
 import { DEFAULT_BURST_FRACTION } from './gcra';
 import { LocalAdmission, shareOf } from './local';
-import { ACQUIRE, HEARTBEAT, MERGE, PAUSE, RELEASE, RENEW } from './scripts';
+import { ACQUIRE, HEARTBEAT, MERGE, PAUSE, RELEASE, RENEW, REQUEST } from './scripts';
 import {
   WINDOW_MS,
   type AcquireRequest,
@@ -16,6 +16,7 @@ import {
   type Lease,
   type LimiterOptions,
   type RefusalReason,
+  type RequestDecision,
 } from './types';
 
 type Reply = [number, string, number];
@@ -26,6 +27,7 @@ interface QuotaCommands {
   meshQuotaPause(...args: (string | number)[]): Promise<number>;
   meshQuotaHeartbeat(...args: (string | number)[]): Promise<number>;
   meshQuotaMerge(...args: (string | number)[]): Promise<number>;
+  meshQuotaRequest(...args: (string | number)[]): Promise<Reply>;
 }
 
 function defineCommands(redis: Redis): QuotaCommands {
@@ -35,6 +37,7 @@ function defineCommands(redis: Redis): QuotaCommands {
   redis.defineCommand('meshQuotaPause', { numberOfKeys: 1, lua: PAUSE });
   redis.defineCommand('meshQuotaHeartbeat', { numberOfKeys: 1, lua: HEARTBEAT });
   redis.defineCommand('meshQuotaMerge', { numberOfKeys: 2, lua: MERGE });
+  redis.defineCommand('meshQuotaRequest', { numberOfKeys: 2, lua: REQUEST });
   return redis as unknown as QuotaCommands;
 }
 
@@ -262,6 +265,22 @@ export class GlobalLimiter {
         return true; // a local lease stays valid while Redis is down; a shared one expires there on its own
       }
     };
+    /** A request more (1) or one given back (-1): in Redis while the lease is shared and Redis answers, else on the local share. */
+    const requests = async (delta: 1 | -1): Promise<RequestDecision> => {
+      if (currentMode === 'shared') {
+        try {
+          const [ok, reason, retryAfterMs] = await this.call(() =>
+            this.cmd.meshQuotaRequest(this.keys.rpm, this.keys.pause, this.limits.requestsPerMinute, this.windowMs, this.burstFraction, delta),
+          );
+          return ok === 1 ? { ok: true } : { ok: false, reason: reason as 'rpm' | 'paused', retryAfterMs: Number(retryAfterMs) };
+        } catch (err) {
+          if (!(err instanceof RedisUnavailable)) throw err;
+        }
+      }
+      if (delta > 0) return this.local.chargeRequest();
+      this.local.refundRequest();
+      return { ok: true };
+    };
     if (mode === 'local') this.localLeases.set(id, renew);
     return {
       id,
@@ -284,6 +303,8 @@ export class GlobalLimiter {
         timer.unref();
         return stopTimer;
       },
+      chargeRequest: () => requests(1),
+      refundRequest: async () => void (await requests(-1)),
       release: (opts = {}) => settle(opts.actualTokens === undefined ? 0 : Math.ceil(opts.actualTokens) - tokens),
       refund: () => settle(-tokens),
     };

@@ -1,7 +1,7 @@
 // In-process admission with the same rules as the Lua scripts: used when Redis is unreachable,
 // with limits already divided by the number of live replicas.
 import { burstOf, emissionIntervalMs, pace, settle, type PacingRate } from './gcra';
-import type { AdmissionLimits, RefusalReason } from './types';
+import type { AdmissionLimits, RefusalReason, RequestDecision } from './types';
 
 export type LocalDecision = { ok: true } | { ok: false; reason: RefusalReason; retryAfterMs: number };
 
@@ -49,6 +49,21 @@ export class LocalAdmission {
     this.tpmTat = t.tat;
     if (this.limits.maxConcurrent !== 0) this.inFlight.add(leaseId);
     return { ok: true };
+  }
+
+  /** One more request of a lease (a retry), paced like an admission; refused while paused. */
+  chargeRequest(): RequestDecision {
+    const now = this.now();
+    if (this.pausedUntil > now) return { ok: false, reason: 'paused', retryAfterMs: Math.ceil(this.pausedUntil - now) };
+    const r = pace(this.rpmTat, now, 1, this.rate(this.limits.requestsPerMinute));
+    if (!r.ok) return { ok: false, reason: 'rpm', retryAfterMs: Math.ceil(r.retryAfterMs) };
+    this.rpmTat = r.tat;
+    return { ok: true };
+  }
+
+  /** Gives one request back (never beyond a full bucket). */
+  refundRequest(): void {
+    this.rpmTat = settle(this.rpmTat, this.now(), -1, this.rate(this.limits.requestsPerMinute));
   }
 
   /** Counts a lease granted through Redis: in local mode every lease this replica holds counts. */

@@ -92,6 +92,30 @@ end
 return 1
 `;
 
+/**
+ * One more request of a lease to the provider (a retry: the provider counts each request it
+ * receives), or one given back (the lease's admission counted a request that never reached it).
+ * KEYS: rpm tat, pause-until. ARGV: rpm, windowMs, burstFraction, delta (1: count one, paced like an
+ * admission and refused while paused; -1: give one back, never beyond a full bucket).
+ * Returns {1, 'ok', 0} or {0, reason, retryAfterMs}.
+ */
+export const REQUEST = `${CLOCK_AND_PACE}
+local rpm, window, frac = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+if tonumber(ARGV[4]) < 0 then
+  if rpm > 0 then
+    local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+    if tat > now then store(KEYS[1], math.max(now, tat - interval(rpm, window, frac))) end
+  end
+  return {1, 'ok', 0}
+end
+local paused = tonumber(redis.call('GET', KEYS[2]) or '0')
+if paused > now then return {0, 'paused', math.ceil(paused - now)} end
+local wait, tat = pace(KEYS[1], rpm, 1, window, frac)
+if wait > 0 then return {0, 'rpm', math.ceil(wait)} end
+if tat then store(KEYS[1], tat) end
+return {1, 'ok', 0}
+`;
+
 /** Pauses admission for ARGV[1] ms unless already paused longer. KEYS: pause-until. Returns the pause left (ms). */
 export const PAUSE = `${CLOCK_AND_PACE}
 local untilMs = now + tonumber(ARGV[1])

@@ -45,6 +45,9 @@ export type AcquireResult =
   | { ok: true; lease: Lease }
   | { ok: false; reason: RefusalReason; retryAfterMs: number };
 
+/** Whether one more request fits the RPM window now, or how long until it does. */
+export type RequestDecision = { ok: true } | { ok: false; reason: 'rpm' | 'paused'; retryAfterMs: number };
+
 export interface AcquireRequest {
   /** Who holds the lease (for logs; the lease id is unique anyway). */
   holder: string;
@@ -63,6 +66,14 @@ export interface Lease {
   renew(): Promise<boolean>;
   /** Renews on a timer (every leaseMs/3 by default) until released; returns a stop function. */
   keepAlive(intervalMs?: number): () => void;
+  /**
+   * Counts one more request under this lease against the RPM window (a retry: the provider counts
+   * every request it receives, and the admission counted one): taken when the window has room
+   * and no pause is on, else refused with the wait.
+   */
+  chargeRequest(): Promise<RequestDecision>;
+  /** Gives one request back to the RPM window: the admission's, when no request of the lease reached the provider. */
+  refundRequest(): Promise<void>;
   /** Frees the slot and settles TPM to the actual usage (reserved when omitted). */
   release(opts?: { actualTokens?: number }): Promise<void>;
   /** Frees the slot and gives every reserved token back (cancel, failure). */

@@ -51,6 +51,8 @@ function lease(tokens = 1): Lease & { released: boolean; refunded: boolean } {
     keepAlive: () => () => undefined,
     release: async () => void (l.released = true),
     refund: async () => void (l.refunded = true),
+    chargeRequest: async () => ({ ok: true as const }),
+    refundRequest: async () => undefined,
   };
   return l;
 }

@@ -4,6 +4,7 @@
 // unfinished) as an UpstreamError saying which — never a short answer that looks complete.
 import { Agent, request, errors as undiciErrors } from 'undici';
 import { UpstreamError, type OpenStream, type Provider, type ProviderRequest, type StreamEvent, type WireProtocol } from './provider';
+import { CONNECT_FAILED, isConnectError } from './requests';
 
 export interface HttpProviderOptions {
   /** The API's base URL, without the protocol's path (`…/v1`). */
@@ -44,7 +45,8 @@ export class HttpProvider implements Provider {
       res = await request(`${this.o.baseUrl}${path}`, { method: 'POST', headers, body, signal, dispatcher: this.agent });
     } catch (err) {
       if (signal.aborted) throw err;
-      throw new UpstreamError(`upstream connection failed: ${(err as Error).message}`, 0);
+      // Not connected at all: the provider never saw the request (it does not count it).
+      throw new UpstreamError(`upstream connection failed: ${(err as Error).message}`, 0, undefined, {}, isConnectError(err) ? CONNECT_FAILED : undefined);
     }
     if (res.statusCode !== 200) {
       const text = await res.body.text().catch(() => '');
