@@ -15,6 +15,11 @@ jest.setTimeout(120_000);
 const ROOT = path.resolve(__dirname, '../..');
 const HAS_STORE = fs.existsSync(path.join(ROOT, 'services/store/dist/main.js'));
 const PREWARM = ['agent', 'redis', 'stream', 'quota', 'tool'];
+/** As the brokers are configured (the tool-service reads names and quota keys only). */
+const LLM_UPSTREAMS = [
+  { name: 'openai', baseUrl: 'https://api.example/v1', keyEnv: 'LLM_API_KEY', models: ['m'] },
+  { name: 'claude', protocol: 'anthropic', baseUrl: 'https://claude.example/v1', keyEnv: 'ANTHROPIC_API_KEY', models: ['c'] },
+];
 
 const procs: Proc[] = [];
 const clients: ToolServiceClient[] = [];
@@ -97,6 +102,8 @@ beforeAll(async () => {
     }),
     TOOL_PREWARM_QUERIES: PREWARM.join(','),
     TOOL_PREWARM_INTERVAL_MS: '1500',
+    // The brokers' two upstreams: the LLM is paused only while both are.
+    LLM_UPSTREAMS: JSON.stringify(LLM_UPSTREAMS),
   };
   [a, b] = await Promise.all([
     startService('tool-service', { logDir, instance: 'a', env: shared }),
@@ -193,7 +200,7 @@ it('serves from the cache within the TTL, on either replica, and misses after it
   expect(after.resultJson).not.toEqual(first.resultJson);
 });
 
-it('keeps results 6× longer while the LLM upstream is paused (the brokers\' pause key), as for an open breaker', async () => {
+it('keeps results 6× longer while the LLM is paused (every upstream\'s pause key), as for an open breaker', async () => {
   const r = new Redis(redisUrl);
   const HOUR_MS = 3_600_000; // the calculator's TTL
   const ttlOf = async (resultJson: string) => {
@@ -203,9 +210,15 @@ it('keeps results 6× longer while the LLM upstream is paused (the brokers\' pau
   try {
     const normal = await call(ca, 'calculator', { expression: '17 * 23' });
     expect(await ttlOf(normal.resultJson)).toBeLessThanOrEqual(HOUR_MS);
-    // What a broker's GlobalLimiter writes when a provider 429 pauses the fleet (Retry-After 5 s).
+    // What a broker's GlobalLimiter writes when a provider 429 pauses the fleet (Retry-After 5 s):
+    // the first upstream only — runs' calls fall back to the second, so the LLM is not paused.
     await r.set(GlobalLimiter.pauseKey(LLM_QUOTA_KEY_PREFIX), String(Date.now() + 5_000), 'PX', 5_000);
     await sleep(1_100); // the tool-service reads the pause at most once a second
+    const one = await call(cb, 'calculator', { expression: '13 * 31' });
+    expect(await ttlOf(one.resultJson)).toBeLessThanOrEqual(HOUR_MS);
+    // Both upstreams paused: the LLM is.
+    await r.set(GlobalLimiter.pauseKey(`${LLM_QUOTA_KEY_PREFIX}:upstream:claude`), String(Date.now() + 5_000), 'PX', 5_000);
+    await sleep(1_100);
     const paused = await call(cb, 'calculator', { expression: '19 * 29' });
     expect(paused.cached).toBe(false);
     expect(await ttlOf(paused.resultJson)).toBeGreaterThan(5 * HOUR_MS); // × TOOL_DEGRADED_TTL_FACTOR 6
@@ -213,7 +226,7 @@ it('keeps results 6× longer while the LLM upstream is paused (the brokers\' pau
     expect((await call(cb, 'calculator', { expression: '17 * 23' })).cached).toBe(true);
     await waitFor('the hit to stretch the entry', async () => (await ttlOf(normal.resultJson)) > 5 * HOUR_MS, { timeoutMs: 2_000, intervalMs: 50 });
   } finally {
-    await r.del(GlobalLimiter.pauseKey(LLM_QUOTA_KEY_PREFIX));
+    await r.del(GlobalLimiter.pauseKey(LLM_QUOTA_KEY_PREFIX), GlobalLimiter.pauseKey(`${LLM_QUOTA_KEY_PREFIX}:upstream:claude`));
     await r.quit();
   }
 });

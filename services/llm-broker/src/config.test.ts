@@ -1,3 +1,4 @@
+import { llmQuotaKeyPrefixes } from '@agent-mesh/common';
 import { loadConfig } from './config';
 
 describe('loadConfig', () => {
@@ -57,6 +58,18 @@ describe('loadConfig, upstreams', () => {
     const [a, b] = loadConfig(env).upstreams;
     expect(a).toMatchObject({ name: 'ark', protocol: 'openai', apiKey: 'key-one', keyVariable: 'K1', rpm: 100, tpm: 9000, quotaKey: 'mesh:llm' });
     expect(b).toMatchObject({ name: 'claude', protocol: 'anthropic', apiKey: 'key-two', models: ['claude-h', 'claude-s'], rpm: 50, quotaKey: 'mesh:llm:upstream:claude' });
+  });
+
+  it('names the quota keys as the tool-service reads them from the same LLM_UPSTREAMS (for the pause)', () => {
+    const list = [
+      { name: 'ark', baseUrl: 'https://ark.example/api/v3', models: ['ep-1'] },
+      { name: 'claude', protocol: 'anthropic', baseUrl: 'https://api.anthropic.example/v1', models: ['c'] },
+      { name: 'own', baseUrl: 'https://own.example/v1', models: ['o'], quotaKey: 'quota:own' },
+    ];
+    const text = JSON.stringify(list);
+    expect(loadConfig({ LLM_UPSTREAMS: text }).upstreams.map((u) => u.quotaKey)).toEqual(llmQuotaKeyPrefixes(text));
+    expect(llmQuotaKeyPrefixes(text)).toEqual(['mesh:llm', 'mesh:llm:upstream:claude', 'quota:own']);
+    expect(loadConfig({}).upstreams.map((u) => u.quotaKey)).toEqual(llmQuotaKeyPrefixes(''));
   });
 
   it('names what is wrong in LLM_UPSTREAMS', () => {

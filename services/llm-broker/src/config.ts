@@ -1,6 +1,6 @@
 // Every environment variable the broker reads: its spec (type, default, description: the README's
 // tables are made from VARS) and its validation.
-import { callerRoles, config, LLM_QUOTA_KEY_PREFIX, type CallerRoleName, type RedisTarget } from '@agent-mesh/common';
+import { callerRoles, config, LLM_QUOTA_KEY_PREFIX, llmQuotaKeyPrefix, type CallerRoleName, type RedisTarget } from '@agent-mesh/common';
 
 export type Env = config.Env;
 
@@ -211,8 +211,9 @@ export function parseUpstreams(text: string, env: Env, defaults: Record<(typeof 
       if (typeof v !== 'number' || !Number.isInteger(v) || v < 0) return fail(`${name}: "${k}" must be an integer ≥ 0`);
       return v;
     };
-    const quotaKey = o.quotaKey ?? (i === 0 ? LLM_QUOTA_KEY_PREFIX : `${LLM_QUOTA_KEY_PREFIX}:upstream:${name}`);
-    if (typeof quotaKey !== 'string' || quotaKey === '') return fail(`${name}: "quotaKey" must be a non-empty string`);
+    if (o.quotaKey !== undefined && (typeof o.quotaKey !== 'string' || o.quotaKey === '')) fail(`${name}: "quotaKey" must be a non-empty string`);
+    // The rule the tool-service reads the pause keys by too (common/src/quota/llm-upstreams.ts).
+    const quotaKey = llmQuotaKeyPrefix(name, i, o.quotaKey as string | undefined);
     return {
       name, protocol: protocol as Protocol, baseUrl, apiKey, keyVariable, models: models as string[],
       maxConcurrent: limit('maxConcurrent'), rpm: limit('rpm'), tpm: limit('tpm'), quotaKey,

@@ -2,7 +2,7 @@
 // README's tables are made from VARS) and its validation.
 import os from 'node:os';
 import path from 'node:path';
-import { config, type RedisTarget } from '@agent-mesh/common';
+import { config, llmPauseKeys, type RedisTarget } from '@agent-mesh/common';
 import type { BreakerOptions } from './invoke/breaker';
 import { ALL_SOURCES, type CorpusSource } from './search/corpus';
 import type { ToolOverrides } from './tools/registry';
@@ -39,8 +39,10 @@ export interface ToolServiceConfig {
   /** Share of a tool's per-minute limit that may come as one burst. */
   burstFraction: number;
   breaker: BreakerOptions;
-  /** Cache TTL multiplier while a breaker is open. */
+  /** Cache TTL multiplier while a breaker is open or the LLM is paused. */
   degradedTtlFactor: number;
+  /** The pause keys of the brokers' upstreams (LLM_UPSTREAMS): the LLM is paused while all are. */
+  llmPauseKeys: string[];
   /** Redis key prefix. */
   redisPrefix: string;
   maxArgumentsBytes: number;
@@ -67,6 +69,11 @@ export const VARS = {
     TOOL_BREAKER_RESET_MS: { type: 'int', default: 30_000, min: 100, doc: 'an open breaker lets one probe through after this' },
     TOOL_BREAKER_WINDOW_MS: { type: 'int', default: 10_000, min: 1_000, doc: 'the rolling window of the error rate' },
     TOOL_DEGRADED_TTL_FACTOR: { type: 'number', default: 6, min: 1, doc: "cache TTL multiplier while a tool's breaker is open or the LLM upstream is paused (5 min → 30 min)" },
+    LLM_UPSTREAMS: {
+      type: 'string', default: '', defaultDoc: "the brokers' single upstream (`mesh:llm`)",
+      doc: "the brokers' `LLM_UPSTREAMS` (the same JSON; only each upstream's `name` and `quotaKey` are read): the LLM counts as paused, and tool results are kept" +
+        ' `TOOL_DEGRADED_TTL_FACTOR` times longer, while every upstream listed is paused by a provider 429 (a run\'s call falls back to any upstream that is not)',
+    },
     TOOL_REDIS_PREFIX: { type: 'string', default: 'mesh:tool', doc: 'prefix of the Redis keys' },
     TOOL_MAX_ARGUMENTS_BYTES: { type: 'int', default: 65_536, min: 1_024, doc: "largest tool call's arguments" },
   }),
@@ -116,6 +123,7 @@ export function loadConfig(env: Env = process.env): ToolServiceConfig {
       rollingWindowMs: read(VARS.TOOL_BREAKER_WINDOW_MS),
     },
     degradedTtlFactor: read(VARS.TOOL_DEGRADED_TTL_FACTOR),
+    llmPauseKeys: llmPauseKeys(read(VARS.LLM_UPSTREAMS)),
     redisPrefix: read(VARS.TOOL_REDIS_PREFIX),
     maxArgumentsBytes: read(VARS.TOOL_MAX_ARGUMENTS_BYTES),
   };

@@ -62,7 +62,7 @@ async function build(svc: Service<ToolServiceConfig>): Promise<void> {
   svc.onShutdown('stop', 'limiters', () => limiters.forEach((l) => l.stop()));
 
   const cache = new ResultCache(redis, logger);
-  const llmPause = new LlmPause(redis);
+  const llmPause = new LlmPause(redis, cfg.llmPauseKeys);
   const popularity = new RedisPopularity(redis, cfg.redisPrefix, logger);
   const invoker = new ToolInvoker(
     tools,

@@ -3,3 +3,4 @@ export * from './limiter';
 export { LocalAdmission, shareOf } from './local';
 export * from './types';
 export * from './budget';
+export * from './llm-upstreams';

@@ -1,25 +1,28 @@
-// Whether the LLM upstream is paused (a provider 429 paused every broker): the brokers' pause key
-// in Redis, read at most once per `everyMs`. While it is, tool results are kept longer, as for a
+// Whether the LLM is paused (provider 429s paused the brokers): every upstream of the brokers'
+// LLM_UPSTREAMS paused at once — while one is not, a run's call falls back to it (its calls name no
+// model, so any upstream may serve them). Read from the upstreams' pause keys in Redis, all in one
+// round trip (their commands sent together; per node in a cluster, where the keys are in
+// different slots), at most once per `everyMs`. While it is, tool results are kept longer, as for a
 // tool's own open breaker: runs wait for the LLM, and what they looked up must not expire meanwhile.
-import { GlobalLimiter, LLM_QUOTA_KEY_PREFIX, type Redis } from '@agent-mesh/common';
+import type { Redis } from '@agent-mesh/common';
 
 export class LlmPause {
-  private readonly key = GlobalLimiter.pauseKey(LLM_QUOTA_KEY_PREFIX);
   private checkedAt = -Infinity;
   private paused = false;
   private reading?: Promise<boolean>;
 
   constructor(
     private readonly redis: Redis,
+    /** The upstreams' pause keys (llmPauseKeys of LLM_UPSTREAMS). */
+    private readonly keys: readonly string[],
     private readonly everyMs = 1_000,
   ) {}
 
-  /** True while the brokers are paused; false when unknown (Redis trouble). */
+  /** True while every upstream is paused; false when unknown (Redis trouble). */
   isPaused(): Promise<boolean> {
     if (Date.now() - this.checkedAt < this.everyMs) return Promise.resolve(this.paused);
-    this.reading ??= this.redis
-      .pttl(this.key)
-      .then((ms) => ms > 0, () => false)
+    this.reading ??= Promise.all(this.keys.map((k) => this.redis.pttl(k)))
+      .then((left) => left.length > 0 && left.every((ms) => ms > 0), () => false)
       .then((paused) => {
         this.paused = paused;
         this.checkedAt = Date.now();
