@@ -203,6 +203,27 @@ describe('fallback between upstreams (LLM_UPSTREAMS)', () => {
     expect(await metric(b.proc, 'llm_upstream_fallbacks_total', 'reason="breaker_open",upstream="primary"')).toBe(2);
   });
 
+  it('a model_not_found from an upstream that lists the model passes the call to the next that lists it; from the last, the caller hears it', async () => {
+    const emu = `${emulator.url}/v1`;
+    const b = await startBroker([
+      { name: 'first', protocol: 'openai', baseUrl: emu, keyEnv: 'EMU_KEY', models: ['emulator-1'] },
+      { name: 'second', protocol: 'anthropic', baseUrl: emu, keyEnv: 'EMU_KEY', models: ['emulator-1'] },
+    ]);
+    // The emulator serves any model; the next request it receives answers 404 model_not_found.
+    await configureEmulator(emulator, { armed: { model_not_found: 1 } });
+    const served = await runGenerate(b.client, generateRequest('How do bees find flowers?', { model: 'emulator-1' }));
+    expect(served.error).toBeUndefined();
+    expect(doneOf(served)).toMatchObject({ upstream: 'second', model: 'emulator-1', finishReason: 'stop' });
+    expect(await metric(b.proc, 'llm_upstream_fallbacks_total', 'reason="model_not_found",upstream="first"')).toBe(1);
+    // Every upstream listing it says so: NOT_FOUND (404 on /v1), with the provider's message.
+    await configureEmulator(emulator, { armed: { model_not_found: 2 } });
+    const unknown = await runGenerate(b.client, generateRequest('How do ants find food?', { model: 'emulator-1' }));
+    expect(unknown.error?.code).toBe(status.NOT_FOUND);
+    expect(reasonOf(unknown.error)).toBe('model_not_found');
+    expect(detailsOf(unknown.error)).toMatch(/emulator-1/);
+    expect(await metric(b.proc, 'llm_breaker_state', 'upstream="first"')).toBe(0);
+  });
+
   it('a call that never reached the first upstream (connection refused) gives its place in that upstream\'s RPM window back', async () => {
     // One request per minute on an upstream nobody listens on: a call that spent it would leave the
     // next one waiting ~60 s there (passed over as deadline_unreachable); one given back lets the

@@ -72,7 +72,7 @@ export function createBrokerMetrics(registry: Registry, gauges: BrokerGauges, up
     }),
     fallbacks: new Counter({
       name: 'llm_upstream_fallbacks_total',
-      help: 'Calls passed over from this upstream to the next of LLM_UPSTREAMS, by reason (breaker_open, queue_wait: its estimated wait ends after the call\'s deadline, or a refusal before any token: deadline_unreachable, queue_full, upstream_rate_limited, upstream_error)',
+      help: 'Calls passed over from this upstream to the next of LLM_UPSTREAMS, by reason (breaker_open, queue_wait: its estimated wait ends after the call\'s deadline, or a refusal before any token: deadline_unreachable, queue_full, upstream_rate_limited, upstream_error, model_not_found)',
       labelNames: ['reason', 'upstream'],
       registers,
     }),

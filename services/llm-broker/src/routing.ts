@@ -38,7 +38,12 @@ export function passOver(
   return undefined;
 }
 
-/** Refusals before any token reached the caller that another upstream may not share. */
+/**
+ * Refusals before any token reached the caller that another upstream may not share. An upstream
+ * answering `model_not_found` for a model it lists (retired, not deployed on that account) is
+ * passed over too: the next candidate lists the model as well; the last one's answer reaches the
+ * caller (404 on /v1, as OpenAI answers it).
+ */
 export const FALLBACK_REASONS: ReadonlySet<string> = new Set([
-  'breaker_open', 'deadline_unreachable', 'queue_full', 'upstream_rate_limited', 'upstream_error',
+  'breaker_open', 'deadline_unreachable', 'queue_full', 'upstream_rate_limited', 'upstream_error', 'model_not_found',
 ]);
