@@ -127,7 +127,11 @@ it('cancelling mid-stream aborts the upstream request and refunds the reservatio
 });
 
 it('a provider 429 with Retry-After pauses every replica', async () => {
-  await configure({ rpm: 1 }); // one request per (scaled) 15 s minute
+  // One request per (scaled) 15 s minute, and none in the provider's window yet: the earlier tests'
+  // requests would make the first call below meet the 429 (and its retry, counted in the learnt
+  // RPM, would then pace the second call instead of letting the provider refuse it).
+  await fetch(`${emulator.url}/_emulator/reset`, { method: 'POST' });
+  await configure({ rpm: 1 });
   const pausedBefore = await metric(brokers[1]!, 'llm_refusals_total', 'reason="paused"');
   await generate(clients[0]!, request()); // takes the provider's only slot
   // The next one is refused by the provider: broker 0 pauses everyone and retries after Retry-After.
