@@ -8,6 +8,7 @@ type Behaviour = 'ok' | 'hang' | { afterMs: number };
 function fakeRedis(behaviour: Record<string, Behaviour>) {
   const replies: Record<string, unknown> = {
     meshQuotaAcquire: [1, '', 0], meshQuotaRenew: 1, meshQuotaRelease: 1, meshQuotaPause: 1, meshQuotaHeartbeat: 1, meshQuotaMerge: 1,
+    meshQuotaRequest: [1, 'ok', 0],
   };
   const calls: string[] = [];
   const args: Record<string, unknown[][]> = {};
@@ -99,6 +100,38 @@ describe('GlobalLimiter against its Redis scripts (fake Redis)', () => {
     expect(fake.calls).not.toContain('meshQuotaAcquire');
     if (a.ok) await a.lease.release();
     expect(await limiter.tryAcquire({ holder: 'c', tokens: 1 })).toMatchObject({ ok: true });
+  });
+});
+
+describe('GlobalLimiter: a lease\'s extra requests (retries)', () => {
+  it('asks the request script with the RPM limit and window (1: count one, -1: give one back) and reports its refusal', async () => {
+    const fake = fakeRedis({});
+    const limiter = new GlobalLimiter(fake.redis, 't', { requestsPerMinute: 120, windowScale: 0.1, windowMarginMs: 100 });
+    const r = await limiter.tryAcquire({ holder: 'a', tokens: 1 });
+    if (!r.ok) throw new Error('refused');
+    expect(await r.lease.chargeRequest()).toEqual({ ok: true });
+    fake.replies.meshQuotaRequest = [0, 'paused', 800];
+    expect(await r.lease.chargeRequest()).toEqual({ ok: false, reason: 'paused', retryAfterMs: 800 });
+    await r.lease.refundRequest();
+    // KEYS rpm pause, then rpm, window (with the margin), burst fraction, delta.
+    expect(fake.args.meshQuotaRequest!.map((a) => [a[0], a[1], a[2], a[3], a[5]])).toEqual([
+      ['{t}:rpm', '{t}:pause', 120, 6_100, 1], ['{t}:rpm', '{t}:pause', 120, 6_100, 1], ['{t}:rpm', '{t}:pause', 120, 6_100, -1],
+    ]);
+  });
+
+  it('Redis not answering: counted on this replica\'s share instead (paced there; one given back frees a place)', async () => {
+    const fake = fakeRedis({});
+    // 2 per minute: a burst of one, then one every 60 s.
+    const limiter = new GlobalLimiter(fake.redis, 't', { requestsPerMinute: 2, redisTimeoutMs: 20, outageBurst: true });
+    const r = await limiter.tryAcquire({ holder: 'a', tokens: 1 });
+    if (!r.ok) throw new Error('refused');
+    fake.behaviour.meshQuotaRequest = 'hang';
+    const retry = await r.lease.chargeRequest();
+    expect(limiter.mode).toBe('local');
+    expect(retry).toEqual({ ok: true }); // the local share's own bucket (its burst)
+    expect(await r.lease.chargeRequest()).toMatchObject({ ok: false, reason: 'rpm' });
+    await r.lease.refundRequest();
+    expect(await r.lease.chargeRequest()).toEqual({ ok: true });
   });
 });
 
