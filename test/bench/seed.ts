@@ -375,7 +375,6 @@ async function main() {
       orchestrator: {
         LOG_LEVEL: 'info', AGENT_CALL_TIMEOUT_MS: String(Math.max(1_000, Math.round(120_000 * TIME_SCALE))), AGENT_MAX_TOKENS: String(Math.max(64, COMPLETION_TOKENS * 4)),
         RUN_MAX_QUEUE_WAIT_MS: String(Math.round(MAX_QUEUE_WAIT_S * 1000 * TIME_SCALE)),
-        RUN_ADMISSION_FRESH_MS: String(Math.max(10, Math.round(1000 * TIME_SCALE))),
       },
       edge: { SSE_MAX_STREAMS: String(SSE_MAX_STREAMS), RATE_LIMIT_PER_MINUTE: '100000' },
       // The search corpus of the project's own documents only: indexing WordNet and /usr/share/doc

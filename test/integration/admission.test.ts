@@ -23,7 +23,7 @@ beforeAll(async () => {
     emulatorEnv: { EMULATOR_TTFT_MS: '2000', EMULATOR_COMPLETION_TOKENS: '30', EMULATOR_REVISE_RATE: '0' },
     perService: {
       'llm-broker': { LLM_MAX_CONCURRENT: '1', LLM_RPM: '6' },
-      orchestrator: { RUN_MAX_QUEUE_WAIT_MS: '2000', RUN_ADMISSION_FRESH_MS: '60000' },
+      orchestrator: { RUN_MAX_QUEUE_WAIT_MS: '2000' },
       // The project's documents only: a quick start; search is not what is tested here.
       'tool-service': { TOOL_CORPUS_SOURCES: 'docs' },
     },

@@ -43,7 +43,7 @@ export interface GenerateInput {
 export type CacheOutcome = 'miss' | 'hit' | 'stale';
 
 export type GenerateEvent =
-  | { type: 'queued'; position: number; estimatedWaitMs: number }
+  | { type: 'queued'; position: number; estimatedWaitMs: number; marginalWaitMs: number }
   /** The answer is replayed from the response cache (before its deltas). */
   | { type: 'cached'; stale: boolean; ageMs: number }
   | { type: 'delta'; content: string }
@@ -339,7 +339,7 @@ export class LlmBroker {
         tokens: reserved,
         deadline,
         signal,
-        onQueued: (position, estimatedWaitMs) => updates.push({ type: 'queued', position, estimatedWaitMs }),
+        onQueued: (position, estimatedWaitMs, marginalWaitMs) => updates.push({ type: 'queued', position, estimatedWaitMs, marginalWaitMs }),
       })
       .finally(() => updates.close());
     admission.catch(() => undefined); // awaited below; this only keeps it from counting as unhandled

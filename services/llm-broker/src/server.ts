@@ -73,7 +73,7 @@ const CACHE_STATUS: Record<CacheOutcome, CacheStatus> = {
 export function toResponse(e: GenerateEvent): GenerateResponse {
   switch (e.type) {
     case 'queued':
-      return { update: { $case: 'queued', queued: { position: e.position, estimatedWaitMs: e.estimatedWaitMs } } };
+      return { update: { $case: 'queued', queued: { position: e.position, estimatedWaitMs: e.estimatedWaitMs, marginalWaitMs: e.marginalWaitMs } } };
     case 'cached':
       return { update: { $case: 'cached', cached: { stale: e.stale, ageMs: e.ageMs } } };
     case 'delta':

@@ -42,7 +42,6 @@ export interface OrchestratorConfig {
    */
   runMaxQueueWaitMs: number;
   /** How long one queue-wait estimate decides admissions. */
-  runAdmissionFreshMs: number;
   /** StartRuns in progress on one replica above which the next is refused `busy`. */
   runMaxStarting: number;
   /** Tokens of conversation history agents see. */
@@ -90,7 +89,6 @@ export const VARS = {
       type: 'int', default: 10_000, min: 0,
       doc: "admission control (0: off, runs wait their turn): while the broker estimates a new run's first LLM call to wait longer than this, StartRun is refused as `busy` — the edge answers **503 with `Retry-After`** and \"Service busy, please try again in N s.\" — before the run touches Redis or the store; a run already started whose first call is estimated longer ends `degraded` with the same message and `retryAfterMs`. Begun runs are never shed",
     },
-    RUN_ADMISSION_FRESH_MS: { type: 'int', default: 1_000, min: 10, doc: 'how long one queue-wait estimate over the limit decides admissions; then one run goes through as a probe and the others are refused until its first call measures the queue again (or this long once more)' },
     RUN_MAX_STARTING: {
       type: 'int', default: 32, min: 1,
       doc: 'a bulkhead: StartRuns in progress on one replica (reading the history, registering the run) above which the next is refused `busy`, 503 + `Retry-After: 1`; it trips when the store is slow',
@@ -155,7 +153,6 @@ export function loadConfig(env: Env = process.env): OrchestratorConfig {
     agentCalls: callPolicies(temperatures, parseCacheRoles(read(VARS.AGENT_CACHE_ROLES), temperatures)),
     agentCallTimeoutMs: read(VARS.AGENT_CALL_TIMEOUT_MS),
     runMaxQueueWaitMs: read(VARS.RUN_MAX_QUEUE_WAIT_MS),
-    runAdmissionFreshMs: read(VARS.RUN_ADMISSION_FRESH_MS),
     runMaxStarting: read(VARS.RUN_MAX_STARTING),
     historyTokenBudget: read(VARS.HISTORY_TOKEN_BUDGET),
     runLeaseMs: read(VARS.RUN_LEASE_MS),

@@ -13,6 +13,7 @@ import { RunNotifications } from './runlog/watch';
 import { keys } from './runs/keys';
 import { ConversationData } from './runs/conversation-data';
 import { RunManager } from './runs/manager';
+import { AdmissionGate } from './runs/admission';
 import { RunRegistry } from './runs/registry';
 import { orchestratorService } from './server';
 
@@ -42,7 +43,8 @@ async function build(svc: Service<OrchestratorConfig>): Promise<void> {
 
   const registry = new RunRegistry(redis, config.runLeaseMs, config.runLogRetentionS);
   const log = new RunLog(redis, { maxEvents: config.runLogMaxEvents, retentionS: config.runLogRetentionS });
-  const runs = new RunManager({ config, logger, metrics, registry, log, store, llm: broker, tools, prompts: loadPrompts(config.promptsDir) });
+  const gate = new AdmissionGate(redis, config.runMaxQueueWaitMs, logger);
+  const runs = new RunManager({ config, logger, metrics, registry, log, store, llm: broker, tools, prompts: loadPrompts(config.promptsDir), gate });
   const notes = new RunNotifications(subscriber, (channel, message) => {
     if (channel === keys.cancelChannel) runs.onCancelNotice(message);
   });

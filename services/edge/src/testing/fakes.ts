@@ -200,7 +200,7 @@ export class FakeBroker implements BrokerGateway {
   calls = 0;
   async *generate(req: { model: string }, signal: AbortSignal): AsyncGenerator<GenerateResponse> {
     this.calls += 1;
-    yield { update: { $case: 'queued', queued: { position: 1, estimatedWaitMs: 0 } } };
+    yield { update: { $case: 'queued', queued: { position: 1, estimatedWaitMs: 0, marginalWaitMs: 0 } } };
     for (const word of ['Hello', ' from', ' the', ' broker']) {
       if (signal.aborted) return;
       await new Promise((r) => setTimeout(r, 2));

@@ -29,8 +29,11 @@ export interface AdmissionRequest extends QueueEntry {
   /** Absolute time (ms) by which the call must be admitted; undefined = none. */
   deadline?: number;
   signal: AbortSignal;
-  /** Position and estimated wait, on entry and whenever the position changes (throttled). */
-  onQueued?: (position: number, estimatedWaitMs: number) => void;
+  /**
+   * Position and estimated wait, on entry and whenever the position changes (throttled); for a call
+   * of a run not begun, `marginalWaitMs`: what each further first call queued before it would add.
+   */
+  onQueued?: (position: number, estimatedWaitMs: number, marginalWaitMs: number) => void;
 }
 
 export interface Admitted {
@@ -239,7 +242,7 @@ export class AdmissionQueue {
       if (fresh ? !announceNew && position === 1 : position === w.lastPosition || now - w.lastSentAt < interval) continue;
       w.lastPosition = position;
       w.lastSentAt = now;
-      w.req.onQueued?.(position, Math.round(this.estimateWaitMs(position, w.started)));
+      w.req.onQueued?.(position, Math.round(this.estimateWaitMs(position, w.started)), w.started ? 0 : Math.round(this.estimator.firstCallIntervalMs));
     }
   }
 }

@@ -60,7 +60,12 @@ export class WaitEstimator {
     const ahead = Math.max(0, position - 1);
     if (!notBegun) return headBlockedMs + ahead * this.admissionIntervalMs;
     const started = Math.min(ahead, notBegun.startedAhead);
+    return headBlockedMs + started * this.admissionIntervalMs + (ahead - started) * this.firstCallIntervalMs;
+  }
+
+  /** How much later a first call is admitted for each further first call ahead of it. */
+  get firstCallIntervalMs(): number {
     const slowdown = Math.min(MAX_SLOWDOWN, 1 / Math.max(1e-9, 1 - this.startedShare));
-    return headBlockedMs + (started + (ahead - started) * slowdown) * this.admissionIntervalMs;
+    return slowdown * this.admissionIntervalMs;
   }
 }

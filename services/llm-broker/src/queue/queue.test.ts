@@ -102,6 +102,24 @@ describe('AdmissionQueue', () => {
     expect(order).toEqual(['first', 'host', 'heavy', 'light', 'heavy']);
   });
 
+  it('tells a run\'s first call the marginal wait of one more first call, and a started run\'s call none', async () => {
+    const q = new AdmissionQueue(fakeAdmitter(0), { maxLength: 10, nominalIntervalMs: () => 100 });
+    const c = new AbortController();
+    const heard: Record<string, [number, number, number]> = {};
+    const admit = (user: string, started: boolean) =>
+      q.admit({ ...e(user, 2, started), holder: user, tokens: 1, signal: c.signal, onQueued: (...u) => (heard[user] ??= u) }).catch(() => undefined);
+    const all = [admit('first', false), admit('going', true), admit('second', false)];
+    await new Promise((r) => setTimeout(r, 30));
+    c.abort(new Error('done'));
+    await Promise.all(all);
+    q.close();
+    // The head waits out the quota's 20 ms; no admission seen yet: the nominal 100 ms interval,
+    // not slowed yet by started runs' share.
+    expect(heard.going).toEqual([1, 20, 0]);
+    expect(heard.first).toEqual([2, 120, 100]);
+    expect(heard.second).toEqual([3, 220, 100]);
+  });
+
   it('refuses a full queue and a call that cannot make its deadline', async () => {
     const q = new AdmissionQueue(fakeAdmitter(0), { maxLength: 2, nominalIntervalMs: () => 1_000 });
     const c = new AbortController();

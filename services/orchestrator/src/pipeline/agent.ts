@@ -5,7 +5,7 @@ import type { AgentCallPolicy, AgentRole, ChatMessage, Emit, LlmGateway, ToolDef
 import { emptyUsage, plusUsage } from './types';
 import { chat } from './prompts';
 import { DegradedError, StepFailure } from './errors';
-import { retryAfterMs } from '../runs/admission';
+import { retryAfterMs, type GateObserver } from '../runs/admission';
 
 export const MAX_TOOL_ITERATIONS = 3;
 
@@ -30,7 +30,7 @@ export interface AgentEnv {
    */
   maxFirstWaitMs?: number;
   /** Told what the broker says about the first calls of runs not begun yet (the admission gate). */
-  gate?: { observe(waitMs: number): void };
+  gate?: GateObserver;
 }
 
 export interface AgentStep {
@@ -100,7 +100,7 @@ export async function runAgent(env: AgentEnv, step: AgentStep): Promise<AgentOut
           // The first answer says where a new call joins the queue: what the gate decides on, and
           // what sheds this run. Later ones (a place nearer the head) are shown, not acted on.
           if (!env.admitted.value && !queued) {
-            env.gate?.observe(wait);
+            void env.gate?.observe(wait, Number(u.queued.marginalWaitMs));
             if (env.maxFirstWaitMs && wait > env.maxFirstWaitMs) {
               throw new DegradedError('queue_wait', `the LLM queue's estimated wait (${wait} ms) is over this deployment's limit (${env.maxFirstWaitMs} ms)`,
                 retryAfterMs(wait, env.maxFirstWaitMs));
@@ -115,7 +115,7 @@ export async function runAgent(env: AgentEnv, step: AgentStep): Promise<AgentOut
           fromCache = true;
           continue;
         }
-        if (!env.admitted.value && !fromCache && !queued) env.gate?.observe(0);
+        if (!env.admitted.value && !fromCache && !queued) void env.gate?.observe(0, 0);
         env.admitted.value = true;
         if (u.$case === 'delta') {
           if (!u.delta.content) continue;

@@ -39,7 +39,7 @@ class FakeLlm implements LlmGateway {
     this.calls.push(log);
     const err = this.opts.fail?.(role);
     if (err) throw err;
-    if (this.opts.queued?.includes(role)) yield { update: { $case: 'queued', queued: { position: 1, estimatedWaitMs: 5 } } };
+    if (this.opts.queued?.includes(role)) yield { update: { $case: 'queued', queued: { position: 1, estimatedWaitMs: 5, marginalWaitMs: 0 } } };
     const cached = this.opts.cached?.includes(role) ?? false;
     if (cached) yield { update: { $case: 'cached', cached: { stale: false, ageMs: 1000 } } };
     let text: string[];

@@ -12,7 +12,7 @@ import { runPipeline, type PipelineDeps } from '../pipeline/pipeline';
 import type { RolePrompts } from '../pipeline/prompts';
 import type { AgentRole, Checkpoint, HistoryTurn, LlmGateway, ToolGateway, Usage } from '../pipeline/types';
 import type { RunEmitter } from '../runlog/runlog';
-import type { AdmissionGate } from './admission';
+import type { GateObserver } from './admission';
 import { classifyEnding, OUTCOMES, type RunOutcome } from './ending';
 import { outputMessageId } from './ids';
 import type { RunProfile } from './profile';
@@ -31,8 +31,6 @@ export interface ExecutionDeps {
   llm: LlmGateway;
   tools: ToolGateway;
   prompts: RolePrompts;
-  /** Admission control, shared by the replica's runs. */
-  gate: AdmissionGate;
   /** The agents' pipeline. @default runPipeline */
   pipeline?: typeof runPipeline;
 }
@@ -48,6 +46,8 @@ export interface Execution {
   /** The conversation's history, when StartRun already read it. */
   history?: HistoryTurn[];
   profile: RunProfile;
+  /** A new run's admission: its first call reports the queue it found. */
+  gate?: GateObserver;
   /** The run's abort: a cancel, a lost lease or the replica's shutdown (its reason, a RunStopped). */
   signal: AbortSignal;
 }
@@ -133,7 +133,7 @@ export async function executeRun(d: ExecutionDeps, x: Execution): Promise<RunOut
           maxRounds: config.maxRounds, overlap: config.agentOverlap, hostStartSteps: config.agentHostStartSteps, maxTokens: config.agentMaxTokens,
           calls: config.agentCalls,
           callTimeoutMs: config.agentCallTimeoutMs, toolTimeoutMs: config.toolCallTimeoutMs, maxFirstWaitMs: config.runMaxQueueWaitMs,
-          gate: d.gate,
+          gate: x.gate,
         },
         onMissingVerdict: (round) => {
           metrics.missingVerdicts.inc();

@@ -16,7 +16,7 @@ import type { runPipeline } from '../pipeline/pipeline';
 import type { RolePrompts } from '../pipeline/prompts';
 import { initialCheckpoint, type Checkpoint, type HistoryTurn, type LlmGateway, type ToolGateway } from '../pipeline/types';
 import { RunEmitter, type RunLog } from '../runlog/runlog';
-import { AdmissionGate, busyMessage } from './admission';
+import { busyMessage, type AdmissionGate, type GateObserver } from './admission';
 import { executeRun, HISTORY_MESSAGES } from './execution';
 import { RunProfile } from './profile';
 import type { RunMeta, RunRegistry } from './registry';
@@ -34,6 +34,8 @@ export interface RunManagerDeps {
   prompts: RolePrompts;
   /** The agents' pipeline (tests replace it). @default runPipeline */
   pipeline?: typeof runPipeline;
+  /** Admission control (RUN_MAX_QUEUE_WAIT_MS), shared by the orchestrators. @default every run admitted */
+  gate?: AdmissionGate;
 }
 
 interface OwnedRun {
@@ -56,13 +58,10 @@ export class RunManager {
   private timers: NodeJS.Timeout[] = [];
   private stopping = false;
   private renewing = false;
-  private readonly gate: AdmissionGate;
   /** StartRuns in progress here (reading the history, registering the run). */
   private starting = 0;
 
-  constructor(private readonly d: RunManagerDeps) {
-    this.gate = new AdmissionGate(d.config.runMaxQueueWaitMs, d.config.runAdmissionFreshMs);
-  }
+  constructor(private readonly d: RunManagerDeps) {}
 
   get activeRunIds(): string[] {
     return [...this.owned.keys()];
@@ -84,11 +83,11 @@ export class RunManager {
    * `caller`: the StartRun call's scope; the history read before the run starts ends with it.
    */
   async start(req: StartRequest, caller: CallScope = {}): Promise<string> {
-    // Admission control first: a refused run costs no store read and no Redis write.
-    const retryMs = this.gate.check();
-    if (retryMs !== undefined) {
+    // Admission control first: a refused run costs no store read.
+    const admission = (await this.d.gate?.check()) ?? { admitted: true };
+    if (!admission.admitted) {
       this.d.metrics.runsShed.inc({ at: 'start' });
-      throw new MeshError('busy', busyMessage(retryMs), retryMs);
+      throw new MeshError('busy', busyMessage(admission.retryAfterMs), admission.retryAfterMs);
     }
     // A bulkhead for the start path: when the store is slow, starts pile up here; beyond
     // RUN_MAX_STARTING the next ones are told to come back instead of adding to the pile.
@@ -98,13 +97,13 @@ export class RunManager {
     }
     this.starting++;
     try {
-      return await this.startAdmitted(req, caller);
+      return await this.startAdmitted(req, caller, admission.observer);
     } finally {
       this.starting--;
     }
   }
 
-  private async startAdmitted(req: StartRequest, caller: CallScope): Promise<string> {
+  private async startAdmitted(req: StartRequest, caller: CallScope, gate?: GateObserver): Promise<string> {
     const profile = new RunProfile();
     // One store call both proves the conversation is the user's (NOT_FOUND otherwise) and reads
     // the history the agents need: the run then starts its Planner without another round trip.
@@ -126,7 +125,7 @@ export class RunManager {
     const traceId = currentTraceId();
     await emitter.emit('run.started', { runId: meta.runId, conversationId: meta.conversationId, messageId: meta.messageId, ...(traceId ? { traceId } : {}) });
     const history = historyWithinBudget(recent, meta.runId, this.d.config.historyTokenBudget);
-    this.launch(meta, initialCheckpoint(), emitter, { resumed: false, history, profile });
+    this.launch(meta, initialCheckpoint(), emitter, { resumed: false, history, profile, gate });
     return meta.runId;
   }
 
@@ -242,7 +241,7 @@ export class RunManager {
     // Not tied to the StartRun call: a client that disconnects does not cancel the run. It runs
     // in the StartRun call's trace (saved in the run's meta, so a takeover continues it too).
     const execution = { meta, checkpoint: ckpt, emitter, ...how, signal: abort.signal };
-    owned.done = withTraceContext(meta.trace, () => executeRun({ ...this.d, gate: this.gate }, execution))
+    owned.done = withTraceContext(meta.trace, () => executeRun(this.d, execution))
       .then(() => undefined)
       .catch((err: unknown) => this.d.logger.error({ err, runId: meta.runId }, 'run crashed'))
       .finally(() => {
@@ -257,4 +256,6 @@ interface LaunchOptions {
   /** The conversation's history, when StartRun already read it. */
   history?: HistoryTurn[];
   profile: RunProfile;
+  /** A new run's admission: its first call reports the queue it found. */
+  gate?: GateObserver;
 }

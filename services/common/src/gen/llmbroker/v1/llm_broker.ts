@@ -253,6 +253,12 @@ export interface Queued {
   position: number;
   /** estimated_wait_ms is the expected wait before admission. */
   estimatedWaitMs: number;
+  /**
+   * marginal_wait_ms, for the first call of a run not begun yet, is how much longer such a call
+   * waits for each further run begun before it joins (0 for the calls of started runs): what one
+   * more admitted run adds to the wait of the next (the orchestrators' admission control).
+   */
+  marginalWaitMs: number;
 }
 
 /** Cached announces an answer replayed from the response cache. */
@@ -1118,7 +1124,7 @@ export const GenerateResponse: MessageFns<GenerateResponse> = {
 };
 
 function createBaseQueued(): Queued {
-  return { position: 0, estimatedWaitMs: 0 };
+  return { position: 0, estimatedWaitMs: 0, marginalWaitMs: 0 };
 }
 
 export const Queued: MessageFns<Queued> = {
@@ -1128,6 +1134,9 @@ export const Queued: MessageFns<Queued> = {
     }
     if (message.estimatedWaitMs !== 0) {
       writer.uint32(16).int64(message.estimatedWaitMs);
+    }
+    if (message.marginalWaitMs !== 0) {
+      writer.uint32(24).int64(message.marginalWaitMs);
     }
     return writer;
   },
@@ -1161,6 +1170,14 @@ export const Queued: MessageFns<Queued> = {
             message.estimatedWaitMs = longToNumber(reader.int64());
             continue;
           }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.marginalWaitMs = longToNumber(reader.int64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1181,6 +1198,11 @@ export const Queued: MessageFns<Queued> = {
         : isSet(object.estimated_wait_ms)
         ? globalThis.Number(object.estimated_wait_ms)
         : 0,
+      marginalWaitMs: isSet(object.marginalWaitMs)
+        ? globalThis.Number(object.marginalWaitMs)
+        : isSet(object.marginal_wait_ms)
+        ? globalThis.Number(object.marginal_wait_ms)
+        : 0,
     };
   },
 
@@ -1192,6 +1214,9 @@ export const Queued: MessageFns<Queued> = {
     if (message.estimatedWaitMs !== 0) {
       obj.estimatedWaitMs = Math.round(message.estimatedWaitMs);
     }
+    if (message.marginalWaitMs !== 0) {
+      obj.marginalWaitMs = Math.round(message.marginalWaitMs);
+    }
     return obj;
   },
 
@@ -1202,6 +1227,7 @@ export const Queued: MessageFns<Queued> = {
     const message = createBaseQueued();
     message.position = object.position ?? 0;
     message.estimatedWaitMs = object.estimatedWaitMs ?? 0;
+    message.marginalWaitMs = object.marginalWaitMs ?? 0;
     return message;
   },
 };
