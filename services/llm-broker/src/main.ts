@@ -131,6 +131,7 @@ function buildUpstream(svc: Service<BrokerConfig>, cfg: BrokerConfig, u: Upstrea
         const rpm = adaptive.limits.requestsPerMinute;
         return rpm > 0 ? ((60_000 * cfg.timeScale + cfg.quotaWindowMarginMs) * limiter.liveReplicas) / rpm : 50;
       },
+      replicas: () => limiter.liveReplicas,
     },
     { onRefused: (reason) => metrics.refusals.inc({ reason, upstream: u.name }) },
   );

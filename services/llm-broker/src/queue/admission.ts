@@ -64,6 +64,11 @@ export interface AdmissionQueueOptions {
   maxPollMs?: number;
   /** Fallback admission interval (ms per call) before any was measured. */
   nominalIntervalMs: () => number;
+  /**
+   * How many brokers share the quota (their queues take turns): a run begun anywhere lands on this
+   * queue only one time in so many, so the marginal wait it adds here is that much smaller. @default 1
+   */
+  replicas?: () => number;
   now?: () => number;
 }
 
@@ -93,6 +98,11 @@ export class AdmissionQueue {
   /** Estimated wait for a call at `position` (1 = next); `started`: of a run already begun. */
   estimateWaitMs(position: number, started = true): number {
     return this.estimator.waitFor(position, Math.max(0, this.blockedUntil - this.now()), started ? undefined : { startedAhead: this.queue.started });
+  }
+
+  /** What one more run begun (on any broker) adds to the wait of a first call here. */
+  private get marginalFirstCallMs(): number {
+    return this.estimator.firstCallIntervalMs / Math.max(1, this.opts.replicas?.() ?? 1);
   }
 
   /** Waits for a lease; rejects with QueueRefusal, or with the signal's reason when cancelled. */
@@ -242,7 +252,7 @@ export class AdmissionQueue {
       if (fresh ? !announceNew && position === 1 : position === w.lastPosition || now - w.lastSentAt < interval) continue;
       w.lastPosition = position;
       w.lastSentAt = now;
-      w.req.onQueued?.(position, Math.round(this.estimateWaitMs(position, w.started)), w.started ? 0 : Math.round(this.estimator.firstCallIntervalMs));
+      w.req.onQueued?.(position, Math.round(this.estimateWaitMs(position, w.started)), w.started ? 0 : Math.round(this.marginalFirstCallMs));
     }
   }
 }

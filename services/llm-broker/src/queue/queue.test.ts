@@ -120,6 +120,18 @@ describe('AdmissionQueue', () => {
     expect(heard.second).toEqual([3, 220, 100]);
   });
 
+  it('divides the marginal wait by the brokers sharing the quota: a run begun lands here one time in so many', async () => {
+    const q = new AdmissionQueue(fakeAdmitter(0), { maxLength: 10, nominalIntervalMs: () => 100, replicas: () => 4 });
+    const c = new AbortController();
+    let heard: number[] = [];
+    const p = q.admit({ ...e('u'), holder: 'u', tokens: 1, signal: c.signal, onQueued: (...u) => void (heard = u) }).catch(() => undefined);
+    await new Promise((r) => setTimeout(r, 30));
+    c.abort(new Error('done'));
+    await p;
+    q.close();
+    expect(heard).toEqual([1, 20, 25]);
+  });
+
   it('refuses a full queue and a call that cannot make its deadline', async () => {
     const q = new AdmissionQueue(fakeAdmitter(0), { maxLength: 2, nominalIntervalMs: () => 1_000 });
     const c = new AbortController();
