@@ -82,6 +82,18 @@ it('a first call admitted at once keeps the last marginal wait known: the runs a
   expect((await b.check()).admitted).toBe(false); // 12 s
 });
 
+it('reopens as the queue drains even when the runs admitted last never report (their first calls answered from the cache)', async () => {
+  const [a, b] = gates();
+  await admitted(await a.check()).observe(0, 4_000);
+  expect((await b.check()).admitted).toBe(true); // 4 s
+  expect((await a.check()).admitted).toBe(true); // 8 s
+  expect((await b.check()).admitted).toBe(false); // 12 s
+  t += 2_000;
+  expect((await b.check()).admitted).toBe(true); // 10 s
+  t += 14_000;
+  expect((await a.check()).admitted).toBe(true);
+});
+
 it('admits everything with the limit at 0, and admits when Redis is unreachable', async () => {
   const [off] = gates(0);
   const c = new Redis(redis.url, { maxRetriesPerRequest: 0, lazyConnect: true, enableOfflineQueue: false });

@@ -5,19 +5,20 @@
 // Retry-After) before the run touches the store, so refusals cost one Redis round trip.
 //
 // The estimate is a model kept in one Redis hash, updated by one script per decision:
-// - every admitted run takes a ticket (a counter);
-// - the first call of an admitted run, as it joins the broker's queue, reports its ticket, its
-//   estimated wait W and the marginal wait M the broker gives one more first call queued before it
-//   (0 wait: admitted at once). The newest ticket's report is kept;
-// - a new run's first call would then wait the observed call's remaining wait, W minus the time
-//   since, plus M for the observed call and for every run admitted after it (they are ahead of the
-//   new one, or about to be: their first calls may still be on their way to the broker).
+// - `wait` at `at`: what the first call of a run admitted then would wait; the queue drains in
+//   real time, so it is `wait` minus the time since;
+// - every admitted run takes a ticket (a counter) and adds the marginal wait M the broker gives one
+//   more first call queued behind the others (its first call may still be on its way);
+// - the first call of an admitted run, as it joins the broker's queue, reports its ticket, the
+//   wait W it was told (0: admitted at once) and M. The newest ticket's report resets the model:
+//   the next run waits W, plus M for that call and for every run admitted after it.
 // So the gate admits just as many runs as the queue has room for under the limit, on every replica
-// at once, and reopens by itself as the queue drains. Before, each replica acted on its own last
-// observation: between an observation and the next (a run's start and its first call take tens
-// of milliseconds) every arrival was admitted, the more so the more replicas, and the admitted runs
-// then waited far past the limit (measured: 10 s short on average at 500 users; 22 % of runs
-// degraded in a fleet of HPA-scaled orchestrators against 8 % on one).
+// at once, and reopens by itself as the queue drains, also when a run never reports (its first call
+// answered from the cache). Before, each replica acted on its own last observation: between an
+// observation and the next (a run's start and its first call take tens of milliseconds) every
+// arrival was admitted, the more so the more replicas, and the admitted runs then waited far past
+// the limit (measured: 10 s longer than estimated on average at 500 users; 22 % of runs degraded
+// in a fleet of HPA-scaled orchestrators against 8 % on one).
 //
 // Without Redis the gate admits: no run can start without Redis anyway (its registry), and a run
 // whose first call is estimated over the limit is still shed in its queue (`degraded`).
@@ -32,26 +33,26 @@ const GATE_TTL_MS = 600_000;
 // KEYS[1] the gate. ARGV: now (ms), limit (ms), ttl (ms).
 // Returns {1, ticket} to admit, or {0, estimated wait (ms)} to refuse.
 const CHECK = `
-local s = redis.call('HMGET', KEYS[1], 'wait', 'at', 'obs', 'marginal', 'seq')
-local seq = tonumber(s[5]) or 0
-if s[1] then
-  local remaining = math.max(0, tonumber(s[1]) - (tonumber(ARGV[1]) - tonumber(s[2])))
-  local estimate = remaining + (seq - tonumber(s[3]) + 1) * tonumber(s[4])
-  if estimate > tonumber(ARGV[2]) then return {0, math.floor(estimate)} end
-end
-seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
+local s = redis.call('HMGET', KEYS[1], 'wait', 'at', 'marginal')
+local now = tonumber(ARGV[1])
+local wait = math.max(0, (tonumber(s[1]) or 0) - (now - (tonumber(s[2]) or now)))
+if wait > tonumber(ARGV[2]) then return {0, math.floor(wait)} end
+local ticket = redis.call('HINCRBY', KEYS[1], 'seq', 1)
+redis.call('HSET', KEYS[1], 'wait', wait + (tonumber(s[3]) or 0), 'at', now)
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
-return {1, seq}
+return {1, ticket}
 `;
 
-// KEYS[1] the gate. ARGV: ticket, wait (ms), marginal (ms; 0: unknown, the last one stays), now (ms), ttl (ms).
-// An older ticket's report than the one kept is ignored. Returns 1 when kept.
+// KEYS[1] the gate. ARGV: ticket, wait (ms), marginal (ms; 0: unknown, the last one known stays),
+// now (ms), ttl (ms). An older ticket's report than the last one taken is ignored. Returns 1 when taken.
 const OBSERVE = `
 local ticket = tonumber(ARGV[1])
-local obs = tonumber(redis.call('HGET', KEYS[1], 'obs') or '-1')
-if ticket < obs then return 0 end
-redis.call('HSET', KEYS[1], 'wait', ARGV[2], 'at', ARGV[4], 'obs', ticket)
-if tonumber(ARGV[3]) > 0 or not redis.call('HGET', KEYS[1], 'marginal') then redis.call('HSET', KEYS[1], 'marginal', ARGV[3]) end
+local s = redis.call('HMGET', KEYS[1], 'obs', 'seq', 'marginal')
+if ticket < (tonumber(s[1]) or 0) then return 0 end
+local marginal = tonumber(ARGV[3])
+if marginal <= 0 then marginal = tonumber(s[3]) or 0 end
+local after = math.max(0, (tonumber(s[2]) or ticket) - ticket)
+redis.call('HSET', KEYS[1], 'obs', ticket, 'marginal', marginal, 'wait', tonumber(ARGV[2]) + (after + 1) * marginal, 'at', ARGV[4])
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
 return 1
 `;
