@@ -1,14 +1,16 @@
 // Admission control through the real mesh: with an upstream that allows one call at a time and
-// six a minute, a run admitted first streams; the next one, whose first call the broker estimates
-// far over RUN_MAX_QUEUE_WAIT_MS, ends `degraded` with a retry-after; and while that estimate is
-// fresh, a new message is refused at once with HTTP 503, Retry-After and "try again in N s",
-// before anything is stored.
+// six a minute, a run admitted first streams, and its first call tells the gate what one more run
+// would wait: the next message is refused at once with HTTP 503, Retry-After and "try again in
+// N s", before anything is stored. A run the gate lets in (here: its state wiped, as after its
+// TTL) whose first call the broker estimates far over RUN_MAX_QUEUE_WAIT_MS ends `degraded`.
 import {
   readSse, type Mesh,
 } from '../support';
 import { startTestMesh, type TestMesh } from '../support/mesh';
 import { signToken } from '../../services/edge/src/auth';
+import Redis from 'ioredis';
 import { TERMINAL_EVENTS as TERMINAL } from '@agent-mesh/common';
+import { GATE_KEY } from '../../services/orchestrator/src/runs/admission';
 
 jest.setTimeout(180_000);
 
@@ -46,7 +48,7 @@ const send = (id: string, content: string) => api(`/api/conversations/${id}/mess
   method: 'POST', headers: { accept: 'text/event-stream' }, body: JSON.stringify({ content }),
 });
 
-it('streams the admitted run, degrades the one that would wait too long, then refuses new ones with 503 + Retry-After', async () => {
+it('streams the admitted run, refuses the next with 503 + Retry-After, and degrades a run let in that would wait too long', async () => {
   const [a, b, c] = [await conversation(), await conversation(), await conversation()];
 
   const first = await send(a, 'How do I plan a garden?');
@@ -54,6 +56,25 @@ it('streams the admitted run, degrades the one that would wait too long, then re
   const firstEvents = await readSse(first.body!, (e) => e.event === 'token');
   expect(firstEvents.at(-1)?.event).toBe('token'); // holds the only upstream slot now
 
+  const started = Date.now();
+  const refused = await send(c, 'What should I pack for a hike?');
+  expect(refused.status).toBe(503);
+  expect(Date.now() - started).toBeLessThan(5_000);
+  const retryAfter = Number(refused.headers.get('retry-after'));
+  expect(retryAfter).toBeGreaterThanOrEqual(1);
+  const body = (await refused.json()) as { error: { code: string; message: string } };
+  expect(body.error.code).toBe('busy');
+  expect(body.error.message).toBe(`Service busy, please try again in ${retryAfter} s.`);
+  // Refused before the run existed: the message was not stored.
+  const stored = (await (await api(`/api/conversations/${c}`)).json()) as { messages: unknown[] };
+  expect(stored.messages).toEqual([]);
+
+  const redis = new Redis(t.redis.url);
+  try {
+    await redis.del(GATE_KEY);
+  } finally {
+    redis.disconnect();
+  }
   const second = await send(b, 'How does a heat pump work?');
   expect(second.status).toBe(200);
   const secondEvents = await readSse(second.body!, (e) => TERMINAL.has(e.event));
@@ -62,19 +83,6 @@ it('streams the admitted run, degrades the one that would wait too long, then re
   expect(degraded.data).toMatchObject({ reason: 'queue_wait', retryable: true });
   expect(degraded.data.retryAfterMs).toBeGreaterThanOrEqual(1000);
   expect(degraded.data.message).toMatch(/^Service busy, please try again in \d+ s\.$/);
-
-  const started = Date.now();
-  const third = await send(c, 'What should I pack for a hike?');
-  expect(third.status).toBe(503);
-  expect(Date.now() - started).toBeLessThan(5_000);
-  const retryAfter = Number(third.headers.get('retry-after'));
-  expect(retryAfter).toBeGreaterThanOrEqual(1);
-  const body = (await third.json()) as { error: { code: string; message: string } };
-  expect(body.error.code).toBe('busy');
-  expect(body.error.message).toBe(`Service busy, please try again in ${retryAfter} s.`);
-  // Refused before the run existed: the message was not stored.
-  const stored = (await (await api(`/api/conversations/${c}`)).json()) as { messages: unknown[] };
-  expect(stored.messages).toEqual([]);
 
   const shed = await (await fetch(`http://127.0.0.1:${mesh.orchestrator.metricsPort}/metrics`)).text();
   expect(shed).toMatch(/orchestrator_runs_shed_total\{at="queue"[^}]*\} 1\b/);

@@ -263,8 +263,9 @@ async function* direct(ctx: EdgeContext, userId: string, body: ChatBody, message
   for await (const msg of ctx.gw.broker.generate(req, signal)) {
     const u = msg.update;
     if (!u) continue;
-    if (u.$case === 'queued') yield { queued: u.queued.position, estimatedWaitMs: u.queued.estimatedWaitMs };
-    else if (u.$case === 'cached') yield { cached: u.cached.stale ? 'stale' : 'hit' };
+    if (u.$case === 'queued') {
+      if (u.queued.position > 0) yield { queued: u.queued.position, estimatedWaitMs: u.queued.estimatedWaitMs };
+    } else if (u.$case === 'cached') yield { cached: u.cached.stale ? 'stale' : 'hit' };
     else if (u.$case === 'delta') {
       if (u.delta.content) yield { delta: u.delta.content };
     } else {

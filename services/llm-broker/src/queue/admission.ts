@@ -32,6 +32,7 @@ export interface AdmissionRequest extends QueueEntry {
   /**
    * Position and estimated wait, on entry and whenever the position changes (throttled); for a call
    * of a run not begun, `marginalWaitMs`: what each further first call queued before it would add.
+   * Such a call admitted at once hears position 0 (wait 0) with its marginal wait, as it is admitted.
    */
   onQueued?: (position: number, estimatedWaitMs: number, marginalWaitMs: number) => void;
 }
@@ -223,6 +224,9 @@ export class AdmissionQueue {
   private grant(w: Waiting, lease: Lease): void {
     w.req.signal.removeEventListener('abort', w.onAbort);
     const waitedMs = this.now() - w.enqueuedAt;
+    // A run's first call admitted without waiting still hears the marginal wait (position 0): the
+    // orchestrators' admission control needs it most when the queue starts to fill.
+    if (!w.started && w.lastPosition === 0) w.req.onQueued?.(0, 0, Math.round(this.marginalFirstCallMs));
     this.estimator.onAdmitted(this.queue.size > 0, w.started);
     this.hooks.onAdmitted?.(waitedMs);
     w.resolve({ lease, waitedMs });

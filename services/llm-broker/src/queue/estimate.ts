@@ -13,8 +13,12 @@ export class WaitEstimator {
   private intervalMs?: number;
   private lastAdmission?: number;
   private backlogged = false;
-  /** Smoothed share of admissions that went to calls of started runs. */
-  private startedShare = 0;
+  /**
+   * Smoothed share of admissions that went to calls of started runs. Before it is measured: a run
+   * makes at least one call per agent (four), one of them its first, so under saturation started
+   * runs take about three quarters of the admissions.
+   */
+  private startedShare = 0.75;
 
   constructor(
     private readonly nominalIntervalMs: () => number,

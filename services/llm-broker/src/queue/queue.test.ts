@@ -72,12 +72,16 @@ function fakeAdmitter(slots: number): Admitter & { free(): void; held: number } 
 }
 
 describe('AdmissionQueue', () => {
-  it('admits at once when there is room, without a queued update', async () => {
-    const q = new AdmissionQueue(fakeAdmitter(1), { maxLength: 10, nominalIntervalMs: () => 100 });
-    const updates: number[] = [];
-    const a = await q.admit({ ...e('u'), holder: 'x', tokens: 1, signal: new AbortController().signal, onQueued: (p) => updates.push(p) });
-    expect(a.lease).toBeDefined();
-    expect(updates).toEqual([]);
+  it('admits at once when there is room: a started run\'s call hears nothing, a first call position 0 and its marginal wait', async () => {
+    const q = new AdmissionQueue(fakeAdmitter(2), { maxLength: 10, nominalIntervalMs: () => 100 });
+    const updates: number[][] = [];
+    const first = await q.admit({ ...e('v'), holder: 'y', tokens: 1, signal: new AbortController().signal, onQueued: (...u) => updates.push(u) });
+    expect(first.lease).toBeDefined();
+    // Before any measure: the nominal 100 ms, four times (started runs take 3/4 of the admissions).
+    expect(updates).toEqual([[0, 0, 400]]);
+    const going = await q.admit({ ...e('u', 2, true), holder: 'x', tokens: 1, signal: new AbortController().signal, onQueued: (...u) => updates.push(u) });
+    expect(going.lease).toBeDefined();
+    expect(updates).toHaveLength(1);
   });
 
   it('queues in fair order, streams positions, and admits as slots free', async () => {
@@ -114,10 +118,10 @@ describe('AdmissionQueue', () => {
     await Promise.all(all);
     q.close();
     // The head waits out the quota's 20 ms; no admission seen yet: the nominal 100 ms interval,
-    // not slowed yet by started runs' share.
+    // four times for a first call (started runs take 3/4 of the admissions until measured).
     expect(heard.going).toEqual([1, 20, 0]);
-    expect(heard.first).toEqual([2, 120, 100]);
-    expect(heard.second).toEqual([3, 220, 100]);
+    expect(heard.first).toEqual([2, 120, 400]);
+    expect(heard.second).toEqual([3, 520, 400]);
   });
 
   it('divides the marginal wait by the brokers sharing the quota: a run begun lands here one time in so many', async () => {
@@ -129,7 +133,7 @@ describe('AdmissionQueue', () => {
     c.abort(new Error('done'));
     await p;
     q.close();
-    expect(heard).toEqual([1, 20, 25]);
+    expect(heard).toEqual([1, 20, 100]);
   });
 
   it('refuses a full queue and a call that cannot make its deadline', async () => {

@@ -97,6 +97,12 @@ export async function runAgent(env: AgentEnv, step: AgentStep): Promise<AgentOut
         if (!u) continue;
         if (u.$case === 'queued') {
           const wait = u.queued.estimatedWaitMs;
+          if (u.queued.position === 0) {
+            // Admitted at once: nothing to show, but the gate learns what the next run adds.
+            if (!env.admitted.value && !queued) void env.gate?.observe(0, Number(u.queued.marginalWaitMs));
+            queued = true;
+            continue;
+          }
           // The first answer says where a new call joins the queue: what the gate decides on, and
           // what sheds this run. Later ones (a place nearer the head) are shown, not acted on.
           if (!env.admitted.value && !queued) {

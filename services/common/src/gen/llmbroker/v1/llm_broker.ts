@@ -249,7 +249,10 @@ export interface GenerateResponse {
 
 /** Queued reports a waiting call's place. */
 export interface Queued {
-  /** position is the call's place in this replica's queue (1 = next). */
+  /**
+   * position is the call's place in this replica's queue (1 = next); 0 for the first call of a
+   * run not begun yet that is admitted at once (sent as it is admitted, for its marginal_wait_ms).
+   */
   position: number;
   /** estimated_wait_ms is the expected wait before admission. */
   estimatedWaitMs: number;
