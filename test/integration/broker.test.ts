@@ -149,6 +149,9 @@ it('a provider 429 with Retry-After pauses every replica', async () => {
 it('a broker killed with SIGKILL leaks its slot no longer than the lease', async () => {
   const victim = await startBroker({ LLM_LEASE_MS: '2000' });
   const client = clients.at(-1)!;
+  // The previous test's requests, paced at the RPM of 1 its 429 taught the brokers, left the shared
+  // RPM window's next free time up to ~15 s ahead: this call would queue behind it, not take a slot.
+  await rc.del('{mesh:llm}:rpm');
   await configure({ ttftMs: 20_000 });
   const pending = generate(client, request(), { timeoutMs: 60_000 }).catch(() => undefined);
   await waitFor('lease taken', async () => (await rc.zcard('{mesh:llm}:leases')) === 1, { timeoutMs: 10_000, intervalMs: 20 });
