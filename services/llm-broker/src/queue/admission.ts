@@ -103,7 +103,7 @@ export class AdmissionQueue {
 
   /** What one more run begun (on any broker) adds to the wait of a first call here. */
   private get marginalFirstCallMs(): number {
-    return this.estimator.firstCallIntervalMs / Math.max(1, this.opts.replicas?.() ?? 1);
+    return this.estimator.runIntervalMs / Math.max(1, this.opts.replicas?.() ?? 1);
   }
 
   /** Waits for a lease; rejects with QueueRefusal, or with the signal's reason when cancelled. */

@@ -59,3 +59,23 @@ describe('WaitEstimator', () => {
     expect(first).toBeLessThan(2 * 100 + 2 * 100 * 10);
   });
 });
+
+it('prices one more run at no less than four calls, also while nearly every admission so far was a first call', () => {
+  let now = 0;
+  const est = new WaitEstimator(() => 100, () => now);
+  expect(est.runIntervalMs).toBe(400);
+  // The queue fills with new runs: 60 first calls admitted in a row, 100 ms apart.
+  for (let i = 0; i < 60; i++) {
+    now += 100;
+    est.onAdmitted(true, false);
+  }
+  expect(est.firstCallIntervalMs).toBeLessThan(150); // what started runs took so far: next to nothing
+  expect(est.runIntervalMs).toBe(400);
+  // Then runs' later calls take most admissions: a run costs what their share says.
+  for (let i = 0; i < 200; i++) {
+    now += 100;
+    est.onAdmitted(true, i % 5 !== 0);
+  }
+  expect(est.runIntervalMs).toBeGreaterThan(450);
+  expect(est.runIntervalMs).toBeCloseTo(est.firstCallIntervalMs);
+});

@@ -8,6 +8,8 @@
 
 /** The slowest a first call is expected to advance: ≥ 1/MAX_SLOWDOWN of the admissions. */
 const MAX_SLOWDOWN = 10;
+/** The fewest calls a run of the pipeline makes: one per agent (Planner, Critic, Host, Reporter). */
+const MIN_CALLS_PER_RUN = 4;
 
 export class WaitEstimator {
   private intervalMs?: number;
@@ -15,10 +17,10 @@ export class WaitEstimator {
   private backlogged = false;
   /**
    * Smoothed share of admissions that went to calls of started runs. Before it is measured: a run
-   * makes at least one call per agent (four), one of them its first, so under saturation started
-   * runs take about three quarters of the admissions.
+   * makes at least one call per agent, one of them its first, so under saturation started runs
+   * take about three quarters of the admissions.
    */
-  private startedShare = 0.75;
+  private startedShare = 1 - 1 / MIN_CALLS_PER_RUN;
 
   constructor(
     private readonly nominalIntervalMs: () => number,
@@ -69,7 +71,21 @@ export class WaitEstimator {
 
   /** How much later a first call is admitted for each further first call ahead of it. */
   get firstCallIntervalMs(): number {
-    const slowdown = Math.min(MAX_SLOWDOWN, 1 / Math.max(1e-9, 1 - this.startedShare));
-    return slowdown * this.admissionIntervalMs;
+    return this.slowdown * this.admissionIntervalMs;
+  }
+
+  /**
+   * What one more run begun costs the first calls behind it: the admissions of all its calls. A
+   * run of the pipeline makes at least one call per agent (four); the measured share of started
+   * runs' admissions says more once runs are going, but right after the queue fills, when nearly
+   * all admissions so far were first calls, it says far less (admission control then let in ~85
+   * runs in the first 5 brief-s at 500 users).
+   */
+  get runIntervalMs(): number {
+    return Math.max(MIN_CALLS_PER_RUN, this.slowdown) * this.admissionIntervalMs;
+  }
+
+  private get slowdown(): number {
+    return Math.min(MAX_SLOWDOWN, 1 / Math.max(1e-9, 1 - this.startedShare));
   }
 }
