@@ -94,6 +94,15 @@ it('reopens as the queue drains even when the runs admitted last never report (t
   expect((await a.check()).admitted).toBe(true);
 });
 
+it('lets in the first run and ten more before any reported what one more adds (a cold deployment)', async () => {
+  const [a, b] = gates();
+  for (let i = 0; i < 11; i++) expect((await (i % 2 ? a : b).check()).admitted).toBe(true);
+  expect((await a.check()).admitted).toBe(false);
+  t += 1_000; // the queue drains meanwhile: room for one more
+  expect((await b.check()).admitted).toBe(true);
+  expect((await b.check()).admitted).toBe(false);
+});
+
 it('admits everything with the limit at 0, and admits when Redis is unreachable', async () => {
   const [off] = gates(0);
   const c = new Redis(redis.url, { maxRetriesPerRequest: 0, lazyConnect: true, enableOfflineQueue: false });

@@ -30,7 +30,15 @@ export const GATE_KEY = 'mesh:admission:gate';
 /** Idle state expires: a deployment that had no run for this long starts from an empty queue. */
 const GATE_TTL_MS = 600_000;
 
-// KEYS[1] the gate. ARGV: now (ms), limit (ms), ttl (ms).
+/**
+ * Before any run reported a marginal wait (a fresh deployment, or idle for GATE_TTL_MS), each
+ * admission counts as 1/INITIAL_RUNS of the limit: the first run and that many more are let in
+ * before the first report, like TCP's initial window. Without it, the first report came after ~85 runs had
+ * been admitted at 500 users (a cold mesh's first runs take a while to reach the broker).
+ */
+const INITIAL_RUNS = 10;
+
+// KEYS[1] the gate. ARGV: now (ms), limit (ms), ttl (ms), marginal before any report (ms).
 // Returns {1, ticket} to admit, or {0, estimated wait (ms)} to refuse.
 const CHECK = `
 local s = redis.call('HMGET', KEYS[1], 'wait', 'at', 'marginal')
@@ -38,7 +46,9 @@ local now = tonumber(ARGV[1])
 local wait = math.max(0, (tonumber(s[1]) or 0) - (now - (tonumber(s[2]) or now)))
 if wait > tonumber(ARGV[2]) then return {0, math.floor(wait)} end
 local ticket = redis.call('HINCRBY', KEYS[1], 'seq', 1)
-redis.call('HSET', KEYS[1], 'wait', wait + (tonumber(s[3]) or 0), 'at', now)
+local marginal = tonumber(s[3]) or 0
+if marginal <= 0 then marginal = tonumber(ARGV[4]) end
+redis.call('HSET', KEYS[1], 'wait', wait + marginal, 'at', now)
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return {1, ticket}
 `;
@@ -58,7 +68,7 @@ return 1
 `;
 
 type Scripted = Redis & {
-  meshGateCheck(key: string, now: string, limit: string, ttl: string): Promise<[number, number]>;
+  meshGateCheck(key: string, now: string, limit: string, ttl: string, initialMarginal: string): Promise<[number, number]>;
   meshGateObserve(key: string, ticket: string, wait: string, marginal: string, now: string, ttl: string): Promise<number>;
 };
 
@@ -96,7 +106,7 @@ export class AdmissionGate {
     let verdict: number;
     let value: number;
     try {
-      [verdict, value] = await this.redis.meshGateCheck(this.key, String(this.now()), String(this.limitMs), String(GATE_TTL_MS));
+      [verdict, value] = await this.redis.meshGateCheck(this.key, String(this.now()), String(this.limitMs), String(GATE_TTL_MS), String(this.limitMs / INITIAL_RUNS));
     } catch (err) {
       this.logger.warn({ err: (err as Error).message }, 'admission gate unavailable: admitting');
       return { admitted: true };
