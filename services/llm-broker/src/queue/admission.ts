@@ -227,7 +227,7 @@ export class AdmissionQueue {
     // A run's first call admitted without waiting still hears the marginal wait (position 0): the
     // orchestrators' admission control needs it most when the queue starts to fill.
     if (!w.started && w.lastPosition === 0) w.req.onQueued?.(0, 0, Math.round(this.marginalFirstCallMs));
-    this.estimator.onAdmitted(this.queue.size > 0, w.started);
+    this.estimator.onAdmitted(this.queue.size > 0, w.started, this.queue.size > this.queue.started);
     this.hooks.onAdmitted?.(waitedMs);
     w.resolve({ lease, waitedMs });
   }

@@ -79,3 +79,19 @@ it('prices one more run at no less than four calls, also while nearly every admi
   expect(est.runIntervalMs).toBeGreaterThan(450);
   expect(est.runIntervalMs).toBeCloseTo(est.firstCallIntervalMs);
 });
+
+it('does not count the admissions no first call waited for: keeping new runs out does not make them look slower', () => {
+  let now = 0;
+  const est = new WaitEstimator(() => 100, () => now);
+  for (let i = 0; i < 200; i++) {
+    now += 100;
+    est.onAdmitted(true, i % 5 !== 0); // a first call in five admissions
+  }
+  const before = est.firstCallIntervalMs;
+  // Admission control keeps new runs out: only started runs' calls wait and are admitted.
+  for (let i = 0; i < 200; i++) {
+    now += 100;
+    est.onAdmitted(true, true, false);
+  }
+  expect(est.firstCallIntervalMs).toBeCloseTo(before);
+});

@@ -31,11 +31,14 @@ export class WaitEstimator {
 
   /**
    * An admission happened; `stillWaiting` says whether others were left behind, `started` whether
-   * it went to a call of a run already begun.
+   * it went to a call of a run already begun, `firstsWaiting` whether a first call was left waiting.
+   * The started share counts only the admissions that a first call could have had (it went to one,
+   * or one was waiting): what slows first calls. Counting them all, the share neared 1 while
+   * admission control kept new runs out, slowing the estimates tenfold, which kept them out longer.
    */
-  onAdmitted(stillWaiting: boolean, started: boolean): void {
+  onAdmitted(stillWaiting: boolean, started: boolean, firstsWaiting = true): void {
     const now = this.now();
-    this.startedShare += this.shareAlpha * ((started ? 1 : 0) - this.startedShare);
+    if (!started || firstsWaiting) this.startedShare += this.shareAlpha * ((started ? 1 : 0) - this.startedShare);
     if (this.backlogged && this.lastAdmission !== undefined) {
       const sample = now - this.lastAdmission;
       this.intervalMs = this.intervalMs === undefined ? sample : this.intervalMs + this.alpha * (sample - this.intervalMs);
