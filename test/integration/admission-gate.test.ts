@@ -71,15 +71,19 @@ it('keeps the newest run\'s observation: an older one arriving late is ignored',
   expect((await a.check()).admitted).toBe(false);
 });
 
-it('a first call admitted at once keeps the last marginal wait known: the runs admitted after it still count', async () => {
+it('a first call admitted at once does not undo what the runs admitted before it will cost, and keeps the last marginal wait known', async () => {
   const [a, b] = gates();
   await admitted(await a.check()).observe(9_000, 3_000);
-  expect((await b.check()).admitted).toBe(false);
-  t += 9_000; // drained
-  const next = admitted(await b.check());
-  await next.observe(0, 0);
-  for (let i = 0; i < 3; i++) expect((await a.check()).admitted).toBe(true); // 3, 6, 9 s
   expect((await b.check()).admitted).toBe(false); // 12 s
+  t += 9_000; // 3 s left
+  const next = admitted(await b.check()); // 6 s
+  await next.observe(0, 0);
+  expect((await a.check()).admitted).toBe(true); // 6 s → 9 s
+  expect((await b.check()).admitted).toBe(true); // 9 s → 12 s
+  expect((await a.check()).admitted).toBe(false);
+  t += 3_000; // the marginal wait kept: 3 s a run
+  expect((await a.check()).admitted).toBe(true);
+  expect((await a.check()).admitted).toBe(false);
 });
 
 it('reopens as the queue drains even when the runs admitted last never report (their first calls answered from the cache)', async () => {
