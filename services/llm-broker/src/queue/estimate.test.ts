@@ -95,3 +95,19 @@ it('does not count the admissions no first call waited for: keeping new runs out
   }
   expect(est.firstCallIntervalMs).toBeCloseTo(before);
 });
+
+it('does not count an idle spell as an admission interval', () => {
+  let now = 0;
+  const est = new WaitEstimator(() => 100, () => now);
+  for (let i = 0; i < 50; i++) {
+    est.onBlocked();
+    now += 60;
+    est.onAdmitted(i < 49, true); // the last one leaves the queue empty
+  }
+  expect(est.admissionIntervalMs).toBeCloseTo(60);
+  now += 5_000; // idle
+  est.onBlocked(); // a call waits for a slot…
+  now += 50;
+  est.onAdmitted(false, true); // …and is admitted 50 ms later
+  expect(est.admissionIntervalMs).toBeLessThan(70);
+});

@@ -50,8 +50,11 @@ export class WaitEstimator {
   /** The head was refused: the queue is backlogged from now on. */
   onBlocked(): void {
     if (!this.backlogged) {
+      // Measured from now: the time the queue sat idle since the last admission is no interval
+      // (counted, it made one sample of seconds after every idle spell, and the estimates and the
+      // marginal wait that admission control charges per run grew with it).
       this.backlogged = true;
-      this.lastAdmission ??= this.now();
+      this.lastAdmission = this.now();
     }
   }
 
