@@ -261,7 +261,7 @@ describe('fallback between upstreams (LLM_UPSTREAMS)', () => {
     // Now the primary's estimate is known to exceed the deadline: passed over before queueing.
     const third = await runGenerate(b.client, generateRequest('How do birds find north?'), { timeoutMs: 5_000 });
     expect(doneOf(third)).toMatchObject({ upstream: 'secondary' });
-    expect(third.messages.some((m) => m.update?.$case === 'queued')).toBe(false);
+    expect(third.messages.some((m) => m.update?.$case === 'queued' && m.update.queued.position > 0)).toBe(false);
     expect(await metric(b.proc, 'llm_upstream_fallbacks_total', 'reason="queue_wait",upstream="primary"')).toBe(1);
     expect(await metric(b.proc, 'llm_admissions_total', 'upstream="primary"')).toBe(1);
     expect(await metric(b.proc, 'llm_admissions_total', 'upstream="secondary"')).toBe(2);
