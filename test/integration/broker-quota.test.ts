@@ -113,6 +113,30 @@ it('paces RPM and TPM smoothly with no window over the limit', async () => {
   expect(tokens).toBeGreaterThan(0.75 * (2_000 * 7_000) / 3_000);
 });
 
+it('admits several leases in one decision, in order, stopping at the first that does not fit', async () => {
+  // Concurrency: 3 slots; one held elsewhere, so of five asked for only the first two fit.
+  const [a, b] = await limiters(2, prefix(), { maxConcurrent: 3, leaseMs: 5_000 });
+  const other = await b!.tryAcquire({ holder: 'other', tokens: 1 });
+  expect(other.ok).toBe(true);
+  const five = await a!.tryAcquireMany(['r1', 'r2', 'r3', 'r4', 'r5'].map((holder) => ({ holder, tokens: 1 })));
+  expect(five.map((r) => (r.ok ? r.lease.holder : r.reason))).toEqual(['r1', 'r2', 'concurrency']);
+  expect(await b!.tryAcquire({ holder: 'late', tokens: 1 })).toMatchObject({ ok: false, reason: 'concurrency' });
+  for (const r of [other, ...five]) if (r.ok) await r.lease.release();
+
+  // TPM: a reservation larger than the burst (20 tokens) fits only a full bucket; once 5 tokens are
+  // taken it does not fit and stops the decision: a small one behind it is not admitted ahead of
+  // it, though it fits alone.
+  const [t] = await limiters(1, prefix(), { tokensPerMinute: 1_000, windowScale: 10 });
+  const first = await t!.tryAcquireMany([{ holder: 'x', tokens: 5 }, { holder: 'big', tokens: 600 }, { holder: 'small', tokens: 5 }]);
+  expect(first.map((r) => (r.ok ? r.lease.holder : r.reason))).toEqual(['x', 'tpm']);
+  expect(await t!.tryAcquire({ holder: 'small', tokens: 5 })).toMatchObject({ ok: true });
+  // All admitted together pace exactly as one after the other: 1,000 tokens, then nothing more.
+  const [u] = await limiters(1, prefix(), { tokensPerMinute: 1_000, requestsPerMinute: 4, windowScale: 10 });
+  const together = await u!.tryAcquireMany(Array.from({ length: 6 }, (_, i) => ({ holder: `p${i}`, tokens: 10 })));
+  expect(together.filter((r) => r.ok)).toHaveLength(1); // RPM 4 per window: a burst of max(1, 4 × 0.02) = 1
+  expect(together.at(-1)).toMatchObject({ ok: false, reason: 'rpm' });
+});
+
 it('refund gives the reserved tokens back; release settles to actual usage', async () => {
   const [l] = await limiters(1, prefix(), { tokensPerMinute: 1_000, windowScale: 10 });
   const a = await l!.tryAcquire({ holder: 'a', tokens: 1_000 });

@@ -150,31 +150,53 @@ export class GlobalLimiter {
   }
 
   async tryAcquire(req: AcquireRequest): Promise<AcquireResult> {
-    const id = randomUUID();
-    const tokens = Math.max(0, Math.ceil(req.tokens));
+    return (await this.tryAcquireMany([req]))[0]!;
+  }
+
+  /**
+   * Asks for leases in the order given, in one decision (one Redis round trip): each is admitted
+   * as if asked alone, and the first refused ends the answer, so that none is admitted before a
+   * call ahead of it. The results: one per admitted request, then the refusal if any (shorter than
+   * `reqs` when one was refused).
+   */
+  async tryAcquireMany(reqs: readonly AcquireRequest[]): Promise<AcquireResult[]> {
+    if (reqs.length === 0) return [];
+    const ids = reqs.map(() => randomUUID());
+    const tokens = reqs.map((r) => Math.max(0, Math.ceil(r.tokens)));
     if (!this.degraded || this.redis.status === 'ready') {
       // Back from an outage: no shared admission before this replica's local leases are in Redis.
       await this.recovery();
       const concurrency = this.sharedConcurrency();
-      if (this.limits.maxConcurrent > 0 && concurrency <= 0) return { ok: false, reason: 'concurrency', retryAfterMs: 50 };
+      if (this.limits.maxConcurrent > 0 && concurrency <= 0) return [{ ok: false, reason: 'concurrency', retryAfterMs: 50 }];
+      // The first lease's id and tokens where a single acquire has them, then the others' pairs.
+      const more: (string | number)[] = [];
+      for (let i = 1; i < reqs.length; i += 1) more.push(ids[i]!, tokens[i]!);
       try {
-        const [ok, reason, retryAfterMs] = await this.call(() =>
+        const [admitted, reason, retryAfterMs] = await this.call(() =>
           this.cmd.meshQuotaAcquire(
             this.keys.leases, this.keys.rpm, this.keys.tpm, this.keys.pause,
-            id, this.leaseMs, concurrency, this.limits.requestsPerMinute,
-            this.limits.tokensPerMinute, tokens, this.windowMs, this.burstFraction,
+            ids[0]!, this.leaseMs, concurrency, this.limits.requestsPerMinute,
+            this.limits.tokensPerMinute, tokens[0]!, this.windowMs, this.burstFraction, ...more,
           ),
         );
-        if (ok === 1) this.local.track(id);
-        return ok === 1
-          ? { ok: true, lease: this.lease(id, req.holder, tokens, 'shared') }
-          : { ok: false, reason: reason as RefusalReason, retryAfterMs: Number(retryAfterMs) };
+        const out: AcquireResult[] = [];
+        for (let i = 0; i < Math.min(Number(admitted), reqs.length); i += 1) {
+          this.local.track(ids[i]!);
+          out.push({ ok: true, lease: this.lease(ids[i]!, reqs[i]!.holder, tokens[i]!, 'shared') });
+        }
+        if (out.length < reqs.length) out.push({ ok: false, reason: reason as RefusalReason, retryAfterMs: Number(retryAfterMs) });
+        return out;
       } catch (err) {
         if (!(err instanceof RedisUnavailable)) throw err;
       }
     }
-    const d = this.local.tryAcquire(id, tokens);
-    return d.ok ? { ok: true, lease: this.lease(id, req.holder, tokens, 'local') } : d;
+    const out: AcquireResult[] = [];
+    for (let i = 0; i < reqs.length; i += 1) {
+      const d = this.local.tryAcquire(ids[i]!, tokens[i]!);
+      if (!d.ok) return [...out, d];
+      out.push({ ok: true, lease: this.lease(ids[i]!, reqs[i]!.holder, tokens[i]!, 'local') });
+    }
+    return out;
   }
 
   /** Pauses admission on every replica for `ms` (a provider 429 with Retry-After). */

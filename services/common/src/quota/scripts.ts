@@ -8,11 +8,10 @@ local function interval(limit, window, frac)
   local burst = math.max(1, math.floor(limit * frac))
   return window / math.max(limit - burst, 1), burst
 end
--- returns wait (0 = fits), newTat
-local function pace(key, limit, cost, window, frac)
+-- tat: the stored theoretical arrival time (0 = never used); returns wait (0 = fits), newTat
+local function pace(tat, limit, cost, window, frac)
   if limit <= 0 or cost <= 0 then return 0, nil end
   local ti, burst = interval(limit, window, frac)
-  local tat = tonumber(redis.call('GET', key) or '0')
   if tat < now then tat = now end
   local newTat = tat + cost * ti
   local excess = newTat - now - math.max(burst, cost) * ti
@@ -27,31 +26,57 @@ end
 `;
 
 /**
+ * Admits leases in the order given, each as if it were asked alone, stopping at the first that
+ * does not fit: one round trip for the calls waiting at the head of a queue (the ones behind a
+ * refused call are never admitted before it).
  * KEYS: leases (zset id → expiry), rpm tat, tpm tat, pause-until.
- * ARGV: leaseId, leaseMs, maxConcurrent, rpm, tpm, tokens, windowMs, burstFraction.
- * Returns {1, 'ok', 0} or {0, reason, retryAfterMs}.
+ * ARGV: leaseId, leaseMs, maxConcurrent, rpm, tpm, tokens, windowMs, burstFraction, then
+ * (leaseId, tokens) of each further lease.
+ * Returns {admitted, 'ok', 0} when all were admitted, else {admitted, reason, retryAfterMs} with
+ * the reason of the first refused (admitted: how many of the first ones were).
  */
 export const ACQUIRE = `${CLOCK_AND_PACE}
-local leaseId, leaseMs = ARGV[1], tonumber(ARGV[2])
-local maxc, rpm, tpm, tokens = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local leaseMs = tonumber(ARGV[2])
+local maxc, rpm, tpm = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local window, frac = tonumber(ARGV[7]), tonumber(ARGV[8])
 local paused = tonumber(redis.call('GET', KEYS[4]) or '0')
 if paused > now then return {0, 'paused', math.ceil(paused - now)} end
+local held = 0
 if maxc > 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-  if redis.call('ZCARD', KEYS[1]) >= maxc then
-    local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-    return {0, 'concurrency', math.max(1, math.ceil(tonumber(first[2]) - now))}
-  end
+  held = redis.call('ZCARD', KEYS[1])
 end
-local rwait, rtat = pace(KEYS[2], rpm, 1, window, frac)
-if rwait > 0 then return {0, 'rpm', math.ceil(rwait)} end
-local twait, ttat = pace(KEYS[3], tpm, tokens, window, frac)
-if twait > 0 then return {0, 'tpm', math.ceil(twait)} end
-if rtat then store(KEYS[2], rtat) end
-if ttat then store(KEYS[3], ttat) end
-if maxc > 0 then redis.call('ZADD', KEYS[1], now + leaseMs, leaseId) end
-return {1, 'ok', 0}
+local rtat = rpm > 0 and tonumber(redis.call('GET', KEYS[2]) or '0') or 0
+local ttat = tpm > 0 and tonumber(redis.call('GET', KEYS[3]) or '0') or 0
+local rpaced, tpaced = false, false
+local admitted, reason, retry = 0, 'ok', 0
+local i = 0
+while true do
+  local leaseId, tokens
+  if i == 0 then leaseId, tokens = ARGV[1], tonumber(ARGV[6])
+  elseif ARGV[7 + 2 * i] then leaseId, tokens = ARGV[7 + 2 * i], tonumber(ARGV[8 + 2 * i])
+  else break end
+  if maxc > 0 and held >= maxc then
+    local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+    reason, retry = 'concurrency', math.max(1, math.ceil(tonumber(first[2]) - now))
+    break
+  end
+  local rwait, rnew = pace(rtat, rpm, 1, window, frac)
+  if rwait > 0 then reason, retry = 'rpm', math.ceil(rwait) break end
+  local twait, tnew = pace(ttat, tpm, tokens, window, frac)
+  if twait > 0 then reason, retry = 'tpm', math.ceil(twait) break end
+  if rnew then rtat, rpaced = rnew, true end
+  if tnew then ttat, tpaced = tnew, true end
+  if maxc > 0 then
+    redis.call('ZADD', KEYS[1], now + leaseMs, leaseId)
+    held = held + 1
+  end
+  admitted = admitted + 1
+  i = i + 1
+end
+if rpaced then store(KEYS[2], rtat) end
+if tpaced then store(KEYS[3], ttat) end
+return {admitted, reason, retry}
 `;
 
 /**
@@ -110,7 +135,7 @@ if tonumber(ARGV[4]) < 0 then
 end
 local paused = tonumber(redis.call('GET', KEYS[2]) or '0')
 if paused > now then return {0, 'paused', math.ceil(paused - now)} end
-local wait, tat = pace(KEYS[1], rpm, 1, window, frac)
+local wait, tat = pace(tonumber(redis.call('GET', KEYS[1]) or '0'), rpm, 1, window, frac)
 if wait > 0 then return {0, 'rpm', math.ceil(wait)} end
 if tat then store(KEYS[1], tat) end
 return {1, 'ok', 0}

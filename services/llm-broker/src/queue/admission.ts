@@ -7,6 +7,11 @@ import { WaitEstimator } from './estimate';
 
 export interface Admitter {
   tryAcquire(req: { holder: string; tokens: number }): Promise<AcquireResult>;
+  /**
+   * Several at once, in order, stopping at the first refused (GlobalLimiter.tryAcquireMany): one
+   * result per admitted request, then the refusal if any.
+   */
+  tryAcquireMany?(reqs: { holder: string; tokens: number }[]): Promise<AcquireResult[]>;
 }
 
 export type QueueRefusalReason = 'queue_full' | 'deadline_unreachable';
@@ -63,6 +68,12 @@ export interface AdmissionQueueOptions {
   updateIntervalMs?: number;
   /** Longest sleep between two admission attempts while refused. @default 250 */
   maxPollMs?: number;
+  /**
+   * Calls at the head of the queue asked for in one decision, when the admitter can
+   * (tryAcquireMany): admissions then keep up with arrivals instead of one per Redis round trip.
+   * @default 64
+   */
+  maxBatch?: number;
   /** Fallback admission interval (ms per call) before any was measured. */
   nominalIntervalMs: () => number;
   /**
@@ -170,30 +181,46 @@ export class AdmissionQueue {
     return true;
   }
 
-  /** The dispatcher: one admission attempt at a time, for the head of the queue. */
+  /**
+   * The dispatcher: one admission decision at a time, for the head of the queue — with an admitter
+   * that decides several at once, for the calls at the head in admission order (none is admitted
+   * before a call ahead of it: the decision stops at the first refused).
+   */
   private async run(): Promise<void> {
     this.running = true;
     try {
       while (this.queue.size > 0 && !this.closed) {
-        const head = this.queue.peek()!;
-        let result: AcquireResult;
+        const many = this.admitter.tryAcquireMany?.bind(this.admitter);
+        const batch = many ? this.queue.first(this.opts.maxBatch ?? 64) : [this.queue.peek()!];
+        const head = batch[0]!;
+        let results: AcquireResult[];
         try {
-          result = await this.admitter.tryAcquire({ holder: head.req.holder, tokens: head.req.tokens });
+          const reqs = batch.map((w) => ({ holder: w.req.holder, tokens: w.req.tokens }));
+          results = many ? await many(reqs) : [await this.admitter.tryAcquire(reqs[0]!)];
         } catch (err) {
           // Neither Redis nor the local share could decide: fail the head rather than spin.
           this.queue.remove(head);
           head.reject(err as Error);
           continue;
         }
-        if (result.ok) {
-          // The head may have been cancelled while we asked: then the lease is given back.
-          if (this.queue.peek() === head) {
+        let refused: Extract<AcquireResult, { ok: false }> | undefined;
+        const givenBack: Promise<void>[] = [];
+        for (const [i, result] of results.entries()) {
+          if (!result.ok) {
+            refused = result;
+            break;
+          }
+          const w = batch[i]!;
+          // A call may have been cancelled while we asked: then its lease is given back.
+          if (this.queue.peek() === w) {
             this.queue.shift(); // shift, not remove: the user moves to the back of the round robin
-            this.grant(head, result.lease);
-          } else if (this.queue.remove(head)) this.grant(head, result.lease);
-          else await result.lease.refund();
-          continue;
+            this.grant(w, result.lease);
+          } else if (this.queue.remove(w)) this.grant(w, result.lease);
+          else givenBack.push(result.lease.refund());
         }
+        await Promise.all(givenBack);
+        if (!refused) continue;
+        const result = refused;
         this.hooks.onRefused?.(result.reason);
         this.estimator.onBlocked();
         const sleep = Math.max(5, Math.min(result.retryAfterMs, this.opts.maxPollMs ?? 250));

@@ -95,19 +95,30 @@ export class FairQueue<T extends QueueEntry> {
   /** Every waiting call's place in the admission order (1 = next), in O(n). */
   positions(): Map<T, number> {
     const out = new Map<T, number>();
-    let pos = 0;
+    this.visitInOrder((e) => void out.set(e, out.size + 1));
+    return out;
+  }
+
+  /** The next `n` calls, in the order successive shift()s would take them. */
+  first(n: number): T[] {
+    const out: T[] = [];
+    if (n > 0) this.visitInOrder((e) => out.push(e) < n);
+    return out;
+  }
+
+  /** Visits the waiting calls in admission order (band by band, round robin between a band's users) until `visit` returns false. */
+  private visitInOrder(visit: (e: T) => boolean | void): void {
     for (const band of this.bands) {
       let active = band.ring.map((u) => band.users.get(u)!);
       for (let round = 0; active.length > 0; round += 1) {
         const next: T[][] = [];
         for (const list of active) {
-          out.set(list[round]!, (pos += 1));
+          if (visit(list[round]!) === false) return;
           if (list.length > round + 1) next.push(list);
         }
         active = next;
       }
     }
-    return out;
   }
 
   /** The admission order (for tests and debugging). */

@@ -186,6 +186,73 @@ describe('AdmissionQueue', () => {
     q.close();
   });
 
+  it('with an admitter that decides several at once, admits the waiting calls in fair order in one decision, and none past a refusal', async () => {
+    let slots = 0;
+    const decisions: string[][] = [];
+    const admitter: Admitter = {
+      tryAcquire: async () => { throw new Error('asked one by one'); },
+      tryAcquireMany: async (reqs) => {
+        decisions.push(reqs.map((r) => r.holder));
+        const out: AcquireResult[] = [];
+        for (const r of reqs) {
+          if (slots <= 0) return [...out, { ok: false, reason: 'concurrency', retryAfterMs: 20 }];
+          slots -= 1;
+          out.push({ ok: true, lease: lease(r.tokens) });
+        }
+        return out;
+      },
+    };
+    const q = new AdmissionQueue(admitter, { maxLength: 10, nominalIntervalMs: () => 100 });
+    const order: string[] = [];
+    const admit = (holder: string, user: string, priority = 2) =>
+      q.admit({ ...e(user, priority), holder, tokens: 1, signal: new AbortController().signal }).then(() => order.push(holder));
+    const all = [admit('h1', 'heavy'), admit('h2', 'heavy'), admit('h3', 'heavy'), admit('l1', 'light'), admit('host', 'host', 4)];
+    await new Promise((r) => setTimeout(r, 30));
+    expect(order).toEqual([]);
+    slots = 3;
+    q.kick();
+    await new Promise((r) => setTimeout(r, 10));
+    // The calls queued while the head was refused, all asked for at once in admission order.
+    expect(decisions.at(-1)).toEqual(['host', 'h1', 'l1', 'h2', 'h3']);
+    expect(order).toEqual(['host', 'h1', 'l1']);
+    slots = 5;
+    q.kick();
+    await Promise.all(all);
+    expect(decisions.at(-1)).toEqual(['h2', 'h3']);
+    expect(order).toEqual(['host', 'h1', 'l1', 'h2', 'h3']);
+    q.close();
+  });
+
+  it('gives back the lease of a call cancelled while several were being decided, and grants the others', async () => {
+    const leases = [lease(), lease()];
+    let decide: (() => void) | undefined;
+    const asked: string[][] = [];
+    const admitter: Admitter = {
+      tryAcquire: async () => { throw new Error('asked one by one'); },
+      tryAcquireMany: (reqs) => {
+        asked.push(reqs.map((r) => r.holder));
+        // The first decision refuses (so both calls wait); the second is held until decide().
+        if (asked.length === 1) return Promise.resolve([{ ok: false, reason: 'concurrency', retryAfterMs: 10_000 }]);
+        return new Promise((resolve) => (decide = () => resolve(reqs.map((_, i) => ({ ok: true, lease: leases[i]! })))));
+      },
+    };
+    const q = new AdmissionQueue(admitter, { maxLength: 10, nominalIntervalMs: () => 100, maxPollMs: 10_000 });
+    const c = new AbortController();
+    const a = q.admit({ ...e('a'), holder: 'a', tokens: 1, signal: c.signal });
+    const b = q.admit({ ...e('b'), holder: 'b', tokens: 1, signal: new AbortController().signal });
+    await new Promise((r) => setTimeout(r, 10));
+    q.kick();
+    await new Promise((r) => setTimeout(r, 10));
+    expect(asked).toEqual([['a'], ['a', 'b']]);
+    c.abort(new Error('gone'));
+    decide!();
+    await expect(a).rejects.toThrow('gone');
+    await expect(b).resolves.toMatchObject({ lease: leases[1] });
+    await new Promise((r) => setTimeout(r, 10));
+    expect(leases.map((l) => l.refunded)).toEqual([true, false]);
+    q.close();
+  });
+
   it('gives the lease back when the head is cancelled during the admission attempt', async () => {
     const l = lease();
     let release!: () => void;
