@@ -96,6 +96,44 @@ it('streams deltas and ends with usage; the tokenizer agrees with the provider',
   expect(Math.abs(ours - theirs) / theirs).toBeLessThan(0.05);
 });
 
+it('answers `done` without waiting for Redis to take the settlement, which lands once, afterwards', async () => {
+  // Redis holds every write for PAUSE_MS from the first delta on: the lease's release is sent when
+  // the (fast) answer ends, and waits there. PAUSE_MS stays under the broker's Redis timeout (500 ms).
+  const PAUSE_MS = 450;
+  await configure({ tokensPerSec: 2_000 });
+  const b = brokers[0]!;
+  const tokens = async () => Promise.all(['reserved', 'settled', 'refunded'].map((k) => metric(b, 'llm_tokens_total', `kind="${k}"`)));
+  const before = await tokens();
+  let pausedAt = 0;
+  let doneAt = 0;
+  let heldAtDone: Promise<number> | undefined;
+  const messages = await generate(clients[0]!, request(), {
+    onMessage: (m) => {
+      if (m.update?.$case === 'delta' && pausedAt === 0) {
+        pausedAt = Date.now();
+        void rc.call('CLIENT', 'PAUSE', String(PAUSE_MS), 'WRITE');
+      }
+      if (m.update?.$case === 'done') {
+        doneAt = Date.now();
+        heldAtDone = rc.zcard('{mesh:llm}:leases'); // a read: Redis answers it during the pause
+      }
+    },
+  });
+  await configure({ tokensPerSec: 40 });
+  const done = messages.at(-1)?.update;
+  expect(done?.$case).toBe('done');
+  expect(doneAt - pausedAt).toBeLessThan(PAUSE_MS - 100);
+  expect(await heldAtDone).toBe(1); // the slot is still taken when the caller has its answer…
+  await waitFor('the lease released', async () => (await rc.zcard('{mesh:llm}:leases')) === 0, { timeoutMs: 5_000, intervalMs: 20 });
+  // …and freed once the pause is over; the call was settled once, to what the provider billed.
+  const [reserved, settled, refunded] = (await tokens()).map((v, i) => v - before[i]!);
+  if (done?.$case !== 'done') return;
+  expect(settled).toBe(done.done.usage!.totalTokens);
+  expect(refunded).toBe(reserved! - settled!);
+  expect(await metric(b, 'llm_in_flight')).toBe(0);
+  expect(b.log()).not.toContain('could not settle the lease');
+});
+
 it('does not overshoot the provider\'s concurrency limit with three brokers under a burst', async () => {
   const before = await stats();
   const results = await Promise.all(

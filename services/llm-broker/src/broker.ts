@@ -164,6 +164,8 @@ type Opened = { stream: OpenStream; iterator: AsyncIterator<StreamEvent>; buffer
 
 export class LlmBroker {
   private readonly inFlightBy = new Map<string, number>();
+  /** Settlements of answered calls still on their way to Redis (see fromUpstream). */
+  private readonly settling = new Set<Promise<void>>();
   /** Per upstream: the account problem that opened its breaker, until a call succeeds again. */
   private readonly alerts = new Map<string, string>();
   private readonly now: () => number;
@@ -181,6 +183,11 @@ export class LlmBroker {
 
   inFlightOf(upstream: string): number {
     return this.inFlightBy.get(upstream) ?? 0;
+  }
+
+  /** Resolves when every settlement under way has reached Redis (or failed, logged): for the shutdown, before Redis closes. */
+  async settled(): Promise<void> {
+    while (this.settling.size > 0) await Promise.all([...this.settling]);
   }
 
   async *generate(input: GenerateInput, signal: AbortSignal, deadline?: number): AsyncGenerator<GenerateEvent> {
@@ -371,6 +378,8 @@ export class LlmBroker {
     };
     let opened = false;
     let delivered = 0;
+    /** The queue is kicked when the settlement lands (not at the end of this call). */
+    let kicked = false;
     try {
       const { stream, iterator, buffered, ended } = await this.open(u, req, signal, deadline, lease, (generated) => {
         chargedByFailedAttempts += chargeOf(promptTokens + generated);
@@ -404,9 +413,23 @@ export class LlmBroker {
       this.alerts.delete(u.name);
       const toolCalls = stream.toolCalls();
       // A provider that sends no usage: count what it generated, tool calls included.
-      const generated = generatedTokens(completionText, toolCalls);
-      const finalUsage = usage ?? { promptTokens, completionTokens: generated, totalTokens: promptTokens + generated };
-      await settle(chargeOf(finalUsage.totalTokens));
+      let finalUsage = usage;
+      if (!finalUsage) {
+        const generated = generatedTokens(completionText, toolCalls);
+        finalUsage = { promptTokens, completionTokens: generated, totalTokens: promptTokens + generated };
+      }
+      const charged = chargeOf(finalUsage.totalTokens);
+      // Settled once, here (metrics and budget at once). The Redis round trip that frees the slot
+      // and gives the unused reservation back need not delay the answer: until it lands the quota
+      // counts more than was used, never less — so it goes on while the caller hears `done`, and
+      // the queue is kicked when it has landed. A charge beyond the reservation is the exception:
+      // it lands before `done`, so that no call is admitted on tokens already spent.
+      const settlement = settle(charged);
+      if (chargedByFailedAttempts + charged > reserved) await settlement;
+      else {
+        kicked = true;
+        this.track(settlement.finally(() => u.queue.kick()));
+      }
       yield { type: 'done', finishReason, usage: finalUsage, toolCalls, model, queueWaitMs: waitedMs, upstream: u.name };
     } catch (err) {
       if (!signal.aborted && err instanceof UpstreamError) {
@@ -427,8 +450,13 @@ export class LlmBroker {
         // Not opened: every attempt that reached the provider is in chargedByFailedAttempts already.
         await settle(opened ? chargeOf(promptTokens + countText(completionText)) : 0);
       }
-      u.queue.kick();
+      if (!kicked) u.queue.kick();
     }
+  }
+
+  private track(settlement: Promise<void>): void {
+    this.settling.add(settlement);
+    void settlement.finally(() => this.settling.delete(settlement));
   }
 
   /** A refusal about the account (bad key, no quota): open the breaker, raise the alert, say why. */

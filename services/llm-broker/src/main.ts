@@ -68,6 +68,8 @@ async function build(svc: Service<BrokerConfig>): Promise<void> {
   const metricsServer = await svc.metricsServer(registry, cfg.metricsPort);
   // Calls still queued when the drain ends are refused.
   svc.onShutdown('stop', 'queues', () => upstreams.forEach((u) => u.queue.close()));
+  // Answered calls whose leases are still being settled: in Redis before it closes.
+  svc.onShutdown('stop', 'settlements', () => broker.settled());
   server.serve();
   logger.info(
     {
