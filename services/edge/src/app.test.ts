@@ -346,6 +346,42 @@ describe('edge app (fake peers)', () => {
     });
   });
 
+  describe('the OpenAI facade and the end of a broker call', () => {
+    beforeAll(() => setup());
+    afterAll(() => teardown());
+
+    test('answers at `done`, streamed or not, without waiting for the call\'s end, and reads the call on to its end instead of cancelling it', async () => {
+      const ends: string[] = [];
+      let endCall: (() => void) | undefined;
+      gw.fakeBroker.generate = async function* (_req, signal) {
+        yield { update: { $case: 'delta', delta: { content: 'Hi' } } };
+        yield {
+          update: {
+            $case: 'done',
+            done: { finishReason: 'stop', usage: { promptTokens: 5, completionTokens: 1, totalTokens: 6 }, toolCalls: [], model: 'm', queueWaitMs: 0, cache: 0, cachedUsage: undefined, upstream: 'default' },
+          },
+        };
+        // The call's end (its status) comes only when the test says so.
+        await new Promise<void>((resolve) => (endCall = resolve));
+        ends.push(signal.aborted ? 'cancelled' : 'ended');
+      };
+      for (const stream of [false, true]) {
+        endCall = undefined;
+        const res = await fetch(`${base}/v1/chat/completions`, {
+          method: 'POST', headers: json(alice), body: JSON.stringify({ model: 'upstream', stream, messages: [{ role: 'user', content: 'hi' }] }),
+        });
+        const body = await Promise.race([res.text(), new Promise<string>((r) => setTimeout(() => r('still waiting for the call\'s end'), 2_000))]);
+        expect(res.status).toBe(200);
+        expect(body).toContain(stream ? 'data: [DONE]' : '"content":"Hi"');
+        expect(ends).toHaveLength(stream ? 1 : 0); // the call has not ended…
+        expect(endCall).toBeDefined(); // …but was read on past `done`, not stopped there
+        endCall!();
+        await new Promise((r) => setTimeout(r, 20));
+        expect(ends).toEqual(stream ? ['ended', 'ended'] : ['ended']);
+      }
+    });
+  });
+
   describe('SSE limiter', () => {
     beforeAll(() => setup({ maxStreams: 1 }));
     afterAll(() => teardown());

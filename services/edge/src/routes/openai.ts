@@ -195,10 +195,13 @@ export function openaiRoutes(app: FastifyInstance, ctx: EdgeContext): void {
       if (body.stream) return streamCompletion(ctx, req, reply, id, body, pieces, abort, cache);
       let content = '';
       if (cache) void reply.header(CACHE_HEADER, 'miss');
-      for await (const p of pieces) {
+      // Not `for await`: leaving it at `done` would cancel the call, whose end is read on instead.
+      for (let next = await pieces.next(); !next.done; next = await pieces.next()) {
+        const p = next.value;
         if ('delta' in p) content += p.delta;
         else if ('cached' in p) void reply.header(CACHE_HEADER, p.cached);
         else if ('done' in p) {
+          readToEnd(pieces, ctx);
           return {
             id,
             object: 'chat.completion',
@@ -259,7 +262,6 @@ async function* direct(ctx: EdgeContext, userId: string, body: ChatBody, message
     // A caller that does not stream gets the whole answer: so does the upstream call.
     noStream: !body.stream,
   };
-  let done: Piece | undefined;
   for await (const msg of ctx.gw.broker.generate(req, signal)) {
     const u = msg.update;
     if (!u) continue;
@@ -270,18 +272,28 @@ async function* direct(ctx: EdgeContext, userId: string, body: ChatBody, message
       if (u.delta.content) yield { delta: u.delta.content };
     } else {
       const usage = u.done.usage;
-      done = {
+      // Handed over as it arrives: the answer need not wait for the call's end (its status), which
+      // the consumer reads on to without keeping the client waiting (readToEnd). Stopping at
+      // `done` instead would cancel a call that already succeeded: a cancel path in the broker.
+      yield {
         done: true,
         finishReason: u.done.finishReason || 'stop',
         model: u.done.model || body.model,
         usage: { prompt_tokens: usage?.promptTokens ?? 0, completion_tokens: usage?.completionTokens ?? 0, total_tokens: usage?.totalTokens ?? 0 },
         toolCalls: u.done.toolCalls.map((c) => ({ id: c.id, type: 'function', function: { name: c.name, arguments: c.argumentsJson } })),
       };
-      // Read on to the call's end (it follows at once): a consumer that stops at `done` would
-      // otherwise cancel a call that already succeeded, which costs the broker a cancel path.
     }
   }
-  if (done) yield done;
+}
+
+/**
+ * Reads a completion's pieces after its `done` (the call's end) in the background: the client has
+ * its answer, and the call ends as it succeeded instead of being cancelled.
+ */
+function readToEnd(pieces: AsyncGenerator<Piece>, ctx: EdgeContext): void {
+  void (async () => {
+    for (let next = await pieces.next(); !next.done; next = await pieces.next());
+  })().catch((err: unknown) => ctx.logger.warn({ err: (err as Error).message }, 'completion call failed after its answer was sent'));
 }
 
 async function* pipeline(ctx: EdgeContext, userId: string, messages: ChatMessage[], signal: AbortSignal): AsyncGenerator<Piece> {
@@ -382,6 +394,7 @@ async function streamCompletion(
     if (raw.destroyed) return;
     if (!raw.write(text)) await Promise.race([once(raw, 'drain'), once(abort.signal, 'abort')]);
   };
+  let answered = false;
   try {
     await write(`data: ${chunk({ role: 'assistant', content: '' }, null)}\n\n`);
     let result = first;
@@ -402,6 +415,7 @@ async function streamCompletion(
           await write(`data: ${JSON.stringify({ id, object: 'chat.completion.chunk', created, model: p.model, choices: [], usage: p.usage })}\n\n`);
         }
         await write('data: [DONE]\n\n');
+        answered = true;
         break;
       }
       result = await pieces.next();
@@ -410,7 +424,9 @@ async function streamCompletion(
     const e = err instanceof HttpError ? err : isGrpcError(err) ? fromGrpc(err) : new HttpError(502, 'stream_failed', 'the completion failed');
     if (!abort.signal.aborted) await write(`data: ${JSON.stringify({ error: { message: e.message, type: 'server_error', param: null, code: e.code } })}\n\n`);
   } finally {
-    await pieces.return(undefined).catch(() => undefined);
+    // After [DONE] the stream ends at once and the call's end is read on; otherwise the call stops.
+    if (answered) readToEnd(pieces, ctx);
+    else await pieces.return(undefined).catch(() => undefined);
     raw.end();
     ctx.stats.openStreams.dec();
     ctx.stats.active.dec();
