@@ -378,6 +378,8 @@ export class LlmBroker {
     };
     let opened = false;
     let delivered = 0;
+    /** Set when the provider answered: what it billed for the last attempt, settled after `done`. */
+    let answered: number | undefined;
     /** The queue is kicked when the settlement lands (not at the end of this call). */
     let kicked = false;
     try {
@@ -419,17 +421,14 @@ export class LlmBroker {
         finalUsage = { promptTokens, completionTokens: generated, totalTokens: promptTokens + generated };
       }
       const charged = chargeOf(finalUsage.totalTokens);
-      // Settled once, here (metrics and budget at once). The Redis round trip that frees the slot
-      // and gives the unused reservation back need not delay the answer: until it lands the quota
-      // counts more than was used, never less — so it goes on while the caller hears `done`, and
-      // the queue is kicked when it has landed. A charge beyond the reservation is the exception:
-      // it lands before `done`, so that no call is admitted on tokens already spent.
-      const settlement = settle(charged);
-      if (chargedByFailedAttempts + charged > reserved) await settlement;
-      else {
-        kicked = true;
-        this.track(settlement.finally(() => u.queue.kick()));
-      }
+      // The settlement (metrics, budget charge, and the Redis round trip that frees the slot and
+      // gives the unused reservation back) need not delay the answer: until it lands the quota
+      // counts more than was used, never less. So the caller hears `done` first, and the call is
+      // settled once, below (finally), with what the provider billed. A charge beyond the
+      // reservation is the exception: it lands before `done`, so that no call is admitted on
+      // tokens already spent.
+      if (chargedByFailedAttempts + charged > reserved) await settle(charged);
+      else answered = charged;
       yield { type: 'done', finishReason, usage: finalUsage, toolCalls, model, queueWaitMs: waitedMs, upstream: u.name };
     } catch (err) {
       if (!signal.aborted && err instanceof UpstreamError) {
@@ -444,7 +443,11 @@ export class LlmBroker {
     } finally {
       stopRenew();
       this.inFlightBy.set(u.name, this.inFlightOf(u.name) - 1);
-      if (!settled) {
+      if (!settled && answered !== undefined) {
+        // Answered: settled in the background, and the queue kicked when the slot is free in Redis.
+        kicked = true;
+        this.track(settle(answered).finally(() => u.queue.kick()));
+      } else if (!settled) {
         if (signal.aborted) d.metrics.upstreamRequests.inc({ outcome: 'cancelled', ...label });
         // Cancelled or failed: give back all the provider did not bill (prompt + what it generated).
         // Not opened: every attempt that reached the provider is in chargedByFailedAttempts already.
