@@ -77,6 +77,7 @@ export function createRedis(target: RedisTarget | string, logger: Logger, option
     const clusterOptions: ClusterOptions = {
       enableOfflineQueue,
       lazyConnect,
+      ...(base.enableAutoPipelining ? { enableAutoPipelining: true } : {}),
       clusterRetryStrategy: retryStrategy,
       // A failover takes the cluster a few seconds (cluster-node-timeout + election): commands to
       // the lost slots are retried meanwhile (bounded by the callers' own timeouts).
