@@ -47,8 +47,29 @@ export const BUDGET_KEY_PREFIX = 'mesh:budget';
 const DAY_MS = 86_400_000;
 const MINUTE_MS = 60_000;
 
+/** Adds ARGV[1] to the user's day (KEYS[1]) and minute (KEYS[2]) windows, each expiring at ARGV[2] / ARGV[3]. */
+const CHARGE_WINDOWS = `
+redis.call('INCRBY', KEYS[1], ARGV[1])
+redis.call('PEXPIREAT', KEYS[1], ARGV[2])
+redis.call('INCRBY', KEYS[2], ARGV[1])
+redis.call('PEXPIREAT', KEYS[2], ARGV[3])
+return 1
+`;
+/** Adds ARGV[1] to member ARGV[2] of the day's spenders (KEYS[1]), which expires at ARGV[3]. */
+const CHARGE_SPENDERS = `
+redis.call('ZINCRBY', KEYS[1], ARGV[1], ARGV[2])
+redis.call('PEXPIREAT', KEYS[1], ARGV[3])
+return 1
+`;
+
+interface ChargeCommands {
+  meshBudgetChargeWindows(day: string, minute: string, tokens: number, dayExpiresAt: number, minuteExpiresAt: number): Promise<number>;
+  meshBudgetChargeSpenders(top: string, tokens: number, userId: string, expiresAt: number): Promise<number>;
+}
+
 export class TokenBudgets {
   private readonly now: () => number;
+  private readonly cmd: ChargeCommands;
 
   constructor(
     private readonly redis: Redis,
@@ -56,6 +77,9 @@ export class TokenBudgets {
     private readonly opts: TokenBudgetOptions,
   ) {
     this.now = opts.now ?? Date.now;
+    redis.defineCommand('meshBudgetChargeWindows', { numberOfKeys: 2, lua: CHARGE_WINDOWS });
+    redis.defineCommand('meshBudgetChargeSpenders', { numberOfKeys: 1, lua: CHARGE_SPENDERS });
+    this.cmd = redis as unknown as ChargeCommands;
   }
 
   limitsOf(userId: string): BudgetLimits {
@@ -100,12 +124,13 @@ export class TokenBudgets {
     const minute = this.key(userId, 'minute', w.minute.start);
     const top = this.topKey(w.day.start);
     try {
-      // Two transactions: the user's windows share a hash tag (one cluster slot), the day's
-      // spenders are another key, in another slot on a Cluster.
+      // Two scripts (each atomic, as a transaction, but one command: it goes out with the other
+      // commands of the moment, where a MULTI is a write of its own): the user's windows share a
+      // hash tag (one cluster slot), the day's spenders are another key, in another slot on a Cluster.
       await this.timed(
         Promise.all([
-          this.redis.multi().incrby(day, n).pexpireat(day, w.day.end + MINUTE_MS).incrby(minute, n).pexpireat(minute, w.minute.end + MINUTE_MS).exec(),
-          this.redis.multi().zincrby(top, n, userId).pexpireat(top, w.day.end + DAY_MS).exec(),
+          this.cmd.meshBudgetChargeWindows(day, minute, n, w.day.end + MINUTE_MS, w.minute.end + MINUTE_MS),
+          this.cmd.meshBudgetChargeSpenders(top, n, userId, w.day.end + DAY_MS),
         ]),
       );
     } catch (err) {
