@@ -11,6 +11,8 @@ export interface ReportSample {
   inFlightRuns: number;
   /** The emulator's request count so far (quota use is its rate). */
   upstreamRequests?: number;
+  /** Calls the emulator was serving at that moment (its own count). */
+  upstreamInFlight?: number;
   /** Running replicas per service (`seed --autoscale`: as the HPAs decide). */
   replicas?: Record<string, number>;
 }

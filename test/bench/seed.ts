@@ -468,7 +468,7 @@ async function main() {
         try {
           const [q, f, open, emu, orchMem, edgeMem] = await Promise.all([
             fleetGauge(sys.brokers(), 'llm_queue_depth'), fleetGauge(sys.brokers(), 'llm_in_flight'), fleetGauge(sys.edges(), 'edge_sse_open_streams'),
-            fetch(`${emulator.url}/_emulator/stats`).then((r) => r.json() as Promise<{ requests: number }>),
+            fetch(`${emulator.url}/_emulator/stats`).then((r) => r.json() as Promise<{ requests: number; inFlight: number }>),
             memorySample(sys.orchestrators(), 'orchestrator_active_runs'), memorySample(sys.edges(), 'edge_sse_open_streams'),
           ]);
           memory.orchestrator.push(orchMem);
@@ -485,7 +485,7 @@ async function main() {
           timeline.push({
             ...(lastHpas ? { hpas: lastHpas } : {}),
             tBriefS: briefS(performance.now() - loadStarted), llmQueue: q, llmInFlight: f, inFlightRuns: arrivals.filter((a) => a.phase !== 'done').length,
-            upstreamRequests: emu.requests,
+            upstreamRequests: emu.requests, upstreamInFlight: emu.inFlight,
             ...(sys.replicas ? { replicas: sys.replicas() } : {}),
           });
         } catch { /* a missed sample */ }
@@ -566,6 +566,15 @@ async function main() {
     const briefMinutes = loadWallS / (minuteMs / 1000);
     const callsPerCompletedRun = round(emu.completed / Math.max(1, completed.length), 2);
     const quotaAllowsRuns = (LLM_RPM * briefMinutes) / Math.max(1, callsPerCompletedRun);
+    // The upstream while the messages arrived (the emulator's own counts): how busy its concurrency
+    // limit kept it, and how much of its RPM it served. Ramp-up and drain, which the whole-window
+    // figure above counts, are outside.
+    const whileArriving = timeline.filter((x) => x.tBriefS <= briefS(arrivalsWallS * 1000) && x.upstreamInFlight !== undefined);
+    const arrivingSpanMin = whileArriving.length > 1 ? (whileArriving.at(-1)!.tBriefS - whileArriving[0]!.tBriefS) / 60 : 0;
+    const upstreamWhileArriving = {
+      busyPct: round((100 * whileArriving.reduce((sum, x) => sum + x.upstreamInFlight!, 0)) / Math.max(1, whileArriving.length * LLM_MAX_CONCURRENT), 1),
+      rpmUsedPct: arrivingSpanMin > 0 ? round((100 * (whileArriving.at(-1)!.upstreamRequests! - whileArriving[0]!.upstreamRequests!)) / (LLM_RPM * arrivingSpanMin), 1) : 0,
+    };
     // Under --chaos: what each fault cost, from the clients' own records.
     const chaos = CHAOS ? (() => {
       const records = arrivals.map((a) => ({
@@ -612,6 +621,7 @@ async function main() {
         completedPerBriefMinute: round(completed.length / briefMinutes, 1), callsPerCompletedRun, quotaAllowsRuns: round(quotaAllowsRuns, 0),
         pctOfQuota: round((100 * completed.length) / Math.max(1, quotaAllowsRuns), 1),
         upstreamRequests: emu.requests, upstreamRpmUsedPct: round((100 * emu.requests) / (LLM_RPM * briefMinutes), 1),
+        whileArriving: upstreamWhileArriving,
       },
       llmCache: {
         repeatShare: REPEAT_SHARE,
@@ -647,6 +657,7 @@ async function main() {
     const A = figures.arrivals;
     console.log(`  arrivals ${A.offered}: completed ${A.completed} (${figures.pct.completed}%), shed with Retry-After ${A.shed} (${figures.pct.shed}%), degraded ${A.degraded}, failed ${A.failed}, HTTP errors ${A.httpErrors}, broken streams ${A.streamErrors}, unfinished ${A.unfinished} ${JSON.stringify(unfinishedWhere)}, waited at the edge's SSE limiter ${A.sseLimited}`);
     console.log(`  goodput: ${figures.goodput.completedPerBriefMinute} completed runs per brief-minute = ${figures.goodput.pctOfQuota}% of what ${LLM_RPM} RPM allows at ${callsPerCompletedRun} calls per run; upstream RPM used ${figures.goodput.upstreamRpmUsedPct}%; upstream 429s ${emu.rateLimited}`);
+    console.log(`  while messages arrived: the upstream served ${figures.goodput.whileArriving.busyPct}% of its ${LLM_MAX_CONCURRENT} concurrent calls on average and ${figures.goodput.whileArriving.rpmUsedPct}% of its RPM (the emulator's counts)`);
     console.log(`  first event p50/p95/p99 ${d.firstEvent.p50}/${d.firstEvent.p95}/${d.firstEvent.p99} s; first token ${d.firstToken.p50}/${d.firstToken.p95}/${d.firstToken.p99} s; completed runs ${d.completedRun.p50}/${d.completedRun.p95}/${d.completedRun.p99} s; shed answers ${d.shedAnswer.p50}/${d.shedAnswer.p99} s (Retry-After p50 ${d.retryAfter.p50} s)`);
     console.log(`  queued estimates vs actual wait to the first token: |error| p50 ${d.queuedEstimateError.p50} s, p95 ${d.queuedEstimateError.p95} s, mean signed ${d.queuedEstimateError.meanSigned} s (n ${d.queuedEstimateError.n})`);
     console.log(`  events: ${figures.events.received} received, ${figures.events.lost} lost, ${figures.events.duplicated} duplicated, ${figures.events.outOfOrder} out of order, ${figures.events.reconnects} reconnects`);
