@@ -111,7 +111,8 @@ test('SIGTERM: a stream that ends within the drain completes, one that does not 
   const client = createClient(LlmBrokerServiceClient, wide.addr);
   const watch = (question: string) => {
     const call = client.generate(generateRequest(question), new Metadata(), { deadline: Date.now() + 30_000 });
-    const started = new Promise<void>((resolve) => call.once('data', () => resolve()));
+    // Its first delta (a first call admitted at once hears `queued` position 0 before it).
+    const started = new Promise<void>((resolve) => call.on('data', (m: GenerateResponse) => m.update?.$case === 'delta' && resolve()));
     const ended = (async () => {
       const messages: GenerateResponse[] = [];
       try {
