@@ -1,6 +1,6 @@
 // Every environment variable the broker reads: its spec (type, default, description: the README's
 // tables are made from VARS) and its validation.
-import { callerRoles, config, LLM_QUOTA_KEY_PREFIX, llmQuotaKeyPrefix, type CallerRoleName, type RedisTarget } from '@agent-mesh/common';
+import { callerRoles, config, LLM_QUOTA_KEY_PREFIX, llmQuotaKeyPrefix, llmUpstreamEntries, llmUpstreamsError, type CallerRoleName, type RedisTarget } from '@agent-mesh/common';
 
 export type Env = config.Env;
 
@@ -172,20 +172,9 @@ const LIMIT_KEYS = ['maxConcurrent', 'rpm', 'tpm'] as const;
 
 /** LLM_UPSTREAMS' JSON → upstreams, every field checked; keys read from the variables they name. */
 export function parseUpstreams(text: string, env: Env, defaults: Record<(typeof LIMIT_KEYS)[number], number>): UpstreamConfig[] {
-  const fail = (msg: string): never => {
-    throw new config.ConfigError(`LLM_UPSTREAMS: ${msg}`);
-  };
-  let list: unknown;
-  try {
-    list = JSON.parse(text);
-  } catch {
-    return fail('must be a JSON list of upstreams');
-  }
-  if (!Array.isArray(list) || list.length === 0) return fail('must be a non-empty JSON list of upstreams');
+  const fail = llmUpstreamsError;
   const names = new Set<string>();
-  return list.map((raw: unknown, i): UpstreamConfig => {
-    if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return fail(`entry ${i} must be an object`);
-    const o = raw as Record<string, unknown>;
+  return llmUpstreamEntries(text).map((o, i): UpstreamConfig => {
     const known = new Set(['name', 'protocol', 'baseUrl', 'keyEnv', 'models', 'quotaKey', ...LIMIT_KEYS]);
     for (const k of Object.keys(o)) if (!known.has(k)) fail(`entry ${i}: unknown field "${k}" (known: ${[...known].join(', ')})`);
     const name = o.name;

@@ -13,6 +13,26 @@ export function llmQuotaKeyPrefix(name: string, index: number, quotaKey?: string
   return quotaKey ?? (index === 0 ? LLM_QUOTA_KEY_PREFIX : `${LLM_QUOTA_KEY_PREFIX}:upstream:${name}`);
 }
 
+/** Throws the ConfigError of LLM_UPSTREAMS with `msg`. */
+export function llmUpstreamsError(msg: string): never {
+  throw new ConfigError(`LLM_UPSTREAMS: ${msg}`);
+}
+
+/** LLM_UPSTREAMS' JSON → its entries, each checked to be an object (their fields are the reader's). */
+export function llmUpstreamEntries(text: string): Record<string, unknown>[] {
+  let list: unknown;
+  try {
+    list = JSON.parse(text);
+  } catch {
+    return llmUpstreamsError('must be a JSON list of upstreams');
+  }
+  if (!Array.isArray(list) || list.length === 0) return llmUpstreamsError('must be a non-empty JSON list of upstreams');
+  return list.map((raw: unknown, i) => {
+    if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return llmUpstreamsError(`entry ${i} must be an object`);
+    return raw as Record<string, unknown>;
+  });
+}
+
 /**
  * The quota key prefixes of the upstreams LLM_UPSTREAMS lists, in its order; empty text: the
  * single upstream's (`mesh:llm`). Reads each entry's `name` and `quotaKey` only (the broker checks
@@ -20,21 +40,10 @@ export function llmQuotaKeyPrefix(name: string, index: number, quotaKey?: string
  */
 export function llmQuotaKeyPrefixes(text: string): string[] {
   if (text.trim() === '') return [LLM_QUOTA_KEY_PREFIX];
-  const fail = (msg: string): never => {
-    throw new ConfigError(`LLM_UPSTREAMS: ${msg}`);
-  };
-  let list: unknown;
-  try {
-    list = JSON.parse(text);
-  } catch {
-    return fail('must be a JSON list of upstreams');
-  }
-  if (!Array.isArray(list) || list.length === 0) return fail('must be a non-empty JSON list of upstreams');
-  return list.map((raw: unknown, i) => {
-    if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return fail(`entry ${i} must be an object`);
-    const { name, quotaKey } = raw as { name?: unknown; quotaKey?: unknown };
-    if (typeof name !== 'string' || name === '') return fail(`entry ${i}: "name" is required`);
-    if (quotaKey !== undefined && (typeof quotaKey !== 'string' || quotaKey === '')) return fail(`${name}: "quotaKey" must be a non-empty string`);
+  return llmUpstreamEntries(text).map((entry, i) => {
+    const { name, quotaKey } = entry as { name?: unknown; quotaKey?: unknown };
+    if (typeof name !== 'string' || name === '') return llmUpstreamsError(`entry ${i}: "name" is required`);
+    if (quotaKey !== undefined && (typeof quotaKey !== 'string' || quotaKey === '')) return llmUpstreamsError(`${name}: "quotaKey" must be a non-empty string`);
     return llmQuotaKeyPrefix(name, i, quotaKey);
   });
 }

@@ -8,7 +8,7 @@
 import { countText } from '../tokens';
 import { SseFramer } from './sse';
 import {
-  headerNumber, parametersOf, retryAfterMs, UpstreamError,
+  answerJson, headerNumber, parametersOf, retryAfterMs, UpstreamError,
   type ProviderLimits, type ProviderRequest, type StreamEvent, type StreamParser, type ToolCallOut, type WireProtocol,
 } from './provider';
 
@@ -238,12 +238,7 @@ interface RawMessage {
  * object, or a message without a stop_reason is an UpstreamError.
  */
 export function messageAnswer(text: string): { events: StreamEvent[]; toolCalls: ToolCallOut[] } {
-  let raw: RawMessage;
-  try {
-    raw = JSON.parse(text) as RawMessage;
-  } catch {
-    throw new UpstreamError(`upstream answer is not JSON: ${JSON.stringify(text.slice(0, 80))}`, 0, undefined, {}, 'invalid_response');
-  }
+  const raw = answerJson<RawMessage>(text);
   if (raw.type === 'error' || raw.error !== undefined) {
     const e = raw.error ?? {};
     throw new UpstreamError(`upstream error in the answer: ${e.message || e.type || 'the provider reported an error'}`, 0, undefined, {}, errorCode(e.type, 0, e.message ?? ''));

@@ -5,7 +5,7 @@
 import { countPromptTokens as countChatTokens } from '../tokens';
 import { SseFramer } from './sse';
 import {
-  headerNumber, parametersOf, retryAfterMs, UpstreamError,
+  answerJson, headerNumber, parametersOf, retryAfterMs, UpstreamError,
   type ChatMessageIn, type ProviderLimits, type ProviderRequest, type StreamEvent, type StreamParser, type ToolCallOut, type ToolSpec, type WireProtocol,
 } from './provider';
 
@@ -186,12 +186,7 @@ interface RawCompletion {
  * without a choice or finish_reason is an UpstreamError.
  */
 export function completionAnswer(text: string): { events: StreamEvent[]; toolCalls: ToolCallOut[] } {
-  let raw: RawCompletion;
-  try {
-    raw = JSON.parse(text) as RawCompletion;
-  } catch {
-    throw new UpstreamError(`upstream answer is not JSON: ${JSON.stringify(text.slice(0, 80))}`, 0, undefined, {}, 'invalid_response');
-  }
+  const raw = answerJson<RawCompletion>(text);
   if (raw.error !== undefined) {
     const e = typeof raw.error === 'string' ? { message: raw.error, code: undefined } : raw.error;
     throw new UpstreamError(`upstream error in the answer: ${e.message || 'the provider reported an error'}`, 0, undefined, {}, e.code ?? undefined);

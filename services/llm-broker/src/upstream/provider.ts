@@ -184,3 +184,12 @@ export function parametersOf(tool: ToolSpec): unknown {
     return { type: 'object' };
   }
 }
+
+/** A non-streamed answer's body as JSON; one that is not is an UpstreamError (`invalid_response`). */
+export function answerJson<T>(text: string): T {
+  try {
+    return JSON.parse(text) as T;
+  } catch {
+    throw new UpstreamError(`upstream answer is not JSON: ${JSON.stringify(text.slice(0, 80))}`, 0, undefined, {}, 'invalid_response');
+  }
+}
