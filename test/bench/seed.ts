@@ -40,7 +40,7 @@ import { setMaxListeners } from 'node:events';
 import path from 'node:path';
 import { newId, TERMINAL_EVENTS as TERMINAL } from '@agent-mesh/common';
 import os from 'node:os';
-import { fetchText, gauge, linearFit, percentile, runTimingMedians } from './stats';
+import { fetchText, gauge, linearFit, percentile, runTimingMedians, treeCpuSeconds } from './stats';
 import { writeSeedReport, type ReportSample } from './seed-report';
 import { chaosFaults, faultImpact, runFaults, startChaosInfra, type FaultRecord } from './chaos';
 import { mintToken, parseSseBlock, startEmulator, startFerret, startFleet, startMesh, startRedis, testDir, type Proc, type SseEvent } from '../support';
@@ -111,6 +111,8 @@ interface System {
   hpas?(): Promise<Record<string, string>>;
   /** Log files of every orchestrator replica that ran. */
   orchestratorLogs(): string[];
+  /** The mesh's own processes, for their CPU time (one mesh only: fleets come and go). */
+  services?: { name: string; pid: number }[];
   stop(): Promise<void>;
 }
 
@@ -422,6 +424,7 @@ async function main() {
         edgeUrl: m.edge.url!, brokers: () => [`127.0.0.1:${m.broker.metricsPort}`], edges: () => [m.edge.addr],
         orchestrators: () => [`127.0.0.1:${m.orchestrator.metricsPort}`],
         orchestratorLogs: () => [m.orchestrator.logFile], stop: () => m.stop(),
+        services: m.all.map((p) => ({ name: p.name, pid: p.proc.pid! })),
       };
     }
     const edgeUrl = system.edgeUrl;
@@ -460,6 +463,11 @@ async function main() {
     let lastHpas: Record<string, string> | undefined;
     let hpaSampledAt = 0;
     let sampling = true;
+    // CPU time over the load, per process with its children (PostgreSQL's backends under it).
+    const cpuProcs = [...(sys.services ?? []), ...procs.flatMap((p) => [p, ...('postgres' in p && p.postgres ? [p.postgres as Proc] : [])])
+      .map((p) => ({ name: p.name, pid: p.proc.pid! }))].filter((p) => p.pid !== undefined);
+    const cpuAtStart = treeCpuSeconds(cpuProcs.map((p) => p.pid));
+    const benchCpuAtStart = process.cpuUsage();
     const loadStarted = performance.now();
     // The faults strike one after another while the messages arrive.
     const faultsDone: Promise<FaultRecord[]> = runFaults(faults, { now: () => performance.now() - loadStarted, startMs: 0, windowMs: DURATION_S * 1000, signal: abort.signal, log: (l) => console.log(l) });
@@ -534,6 +542,8 @@ async function main() {
     clearTimeout(drainTimer);
     clearInterval(progress);
     const loadWallS = (performance.now() - loadStarted) / 1000;
+    const cpuAtEnd = treeCpuSeconds(cpuProcs.map((p) => p.pid));
+    const benchCpu = process.cpuUsage(benchCpuAtStart);
     sampling = false;
     await sampler;
 
@@ -592,6 +602,18 @@ async function main() {
       });
       return { replicas: CHAOS_REPLICAS, goals: CHAOS_GOALS, faults: faultRecords, impact };
     })() : undefined;
+    // Where the machine's CPU went during the load: what the mesh costs per completed run, which
+    // says how many cores a load needs (the load generator and the emulator count apart).
+    const cpuSeconds: Record<string, number> = {};
+    for (const p of cpuProcs) cpuSeconds[p.name] = round((cpuSeconds[p.name] ?? 0) + (cpuAtEnd.get(p.pid) ?? 0) - (cpuAtStart.get(p.pid) ?? 0), 1);
+    cpuSeconds['load generator'] = round((benchCpu.user + benchCpu.system) / 1e6, 1);
+    const meshCpuS = (sys.services ?? []).reduce((sum, p) => sum + (cpuAtEnd.get(p.pid) ?? 0) - (cpuAtStart.get(p.pid) ?? 0), 0);
+    const cpu = {
+      cores: os.cpus().length, seconds: cpuSeconds,
+      machineCoresBusy: round(Object.values(cpuSeconds).reduce((a, b) => a + b, 0) / loadWallS, 2),
+      // The five services together (with Redis, the database and the emulator outside it).
+      ...(sys.services ? { meshMsPerCompletedRun: Math.round((1000 * meshCpuS) / Math.max(1, completed.length)) } : {}),
+    };
     const figures = {
       scenario: 'seed', mode: 'open-loop', users: USERS, timeScale: TIME_SCALE, arrivalsWallS: round(arrivalsWallS), loadWallS: round(loadWallS),
       briefMinutes: round(briefMinutes, 2), msgsPerMinPerUser: MSGS_PER_MIN, offeredPerBriefMinute: round(USERS * MSGS_PER_MIN, 1),
@@ -644,7 +666,7 @@ async function main() {
         completedP95: completed.length > 0 && briefS(percentile(completed.map((a) => a.endMs!), 95)) < GOALS.completedP95S,
         goodput: (100 * completed.length) / Math.max(1, quotaAllowsRuns) >= GOALS.goodputPct,
       },
-      failureKinds, timeline, logDir, ...(chaos ? { chaos } : {}),
+      failureKinds, cpu, timeline, logDir, ...(chaos ? { chaos } : {}),
       // How busy the machine was: figures measured beside other work are not the design's.
       machine: { cores: os.cpus().length, loadAvgStart: loadAvgStart.map((x) => round(x, 2)), loadAvgEnd: os.loadavg().map((x) => round(x, 2)) },
     };
@@ -664,6 +686,8 @@ async function main() {
     const C = figures.llmCache;
     console.log(`  LLM response cache (${round(100 * REPEAT_SHARE, 0)}% of messages repeat an earlier one): hit rate ${C.hitRatePct}% of the calls that asked (${C.hits} hits, ${C.stale} stale, ${C.misses} misses), ${C.tokensSaved} tokens saved`);
     console.log(`  peaks: LLM queue ${peaks.llmQueue}, LLM in flight ${peaks.llmInFlight}, edge open streams ${peaks.openStreams}`);
+    console.log(`  CPU over the load (s): ${Object.entries(cpu.seconds).map(([n, v]) => `${n} ${v}`).join(', ')}; ${cpu.machineCoresBusy} of ${cpu.cores} cores busy on average`
+      + (cpu.meshMsPerCompletedRun !== undefined ? `; the five services ${cpu.meshMsPerCompletedRun} ms per completed run` : ''));
     const M = figures.memory;
     console.log(`  memory: orchestrators ${describeMemory(M.orchestratorPerActiveRun, 'active run')}; edges ${describeMemory(M.edgePerOpenStream, 'open stream')}`);
     console.log(`  goals: 0 upstream 429 ${ok(figures.met.no429)}; errors < 1% (${figures.pct.errors}%) ${ok(figures.met.errors)}; 0 events lost/duplicated ${ok(figures.met.noEventsLostOrDuplicated)}; first event p99 < 2 s ${ok(figures.met.ttfeP99)}; completed p95 < 60 s ${ok(figures.met.completedP95)}; goodput ≥ 95% of quota ${ok(figures.met.goodput)}`);

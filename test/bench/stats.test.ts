@@ -1,4 +1,4 @@
-import { censoredPercentile, linearFit, maxMinFairness, maxMinShares, percentile } from './stats';
+import { censoredPercentile, linearFit, maxMinFairness, maxMinShares, percentile, treeCpuSeconds } from './stats';
 
 describe('max-min fair shares', () => {
   it('meets small demands in full and splits the rest equally', () => {
@@ -33,5 +33,23 @@ describe('linear fit', () => {
     expect(f.r2).toBeGreaterThan(0.99);
     expect(linearFit([{ x: 1, y: 1 }, { x: 2, y: 2 }])).toBeUndefined();
     expect(linearFit([{ x: 5, y: 1 }, { x: 5, y: 2 }, { x: 5, y: 3 }])).toBeUndefined();
+  });
+});
+
+describe('treeCpuSeconds', () => {
+  test("a process's CPU time counts its grandchildren's, and another root's does not", async () => {
+    const { spawn } = await import('node:child_process');
+    // A shell whose child burns ~0.6 s of CPU, then both sleep so that they are still there to read.
+    const busy = spawn('sh', ['-c', `node -e "const t = Date.now(); while (Date.now() - t < 600); setTimeout(() => {}, 5000)"`], { stdio: 'ignore' });
+    const idle = spawn('sleep', ['5'], { stdio: 'ignore' });
+    try {
+      await new Promise((r) => setTimeout(r, 1_500));
+      const cpu = treeCpuSeconds([busy.pid!, idle.pid!]);
+      expect(cpu.get(busy.pid!)).toBeGreaterThanOrEqual(0.5);
+      expect(cpu.get(idle.pid!)).toBeLessThan(0.1);
+    } finally {
+      busy.kill('SIGKILL');
+      idle.kill('SIGKILL');
+    }
   });
 });

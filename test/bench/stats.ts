@@ -109,3 +109,36 @@ export function gauge(text: string, name: string): number {
   }
   return sum;
 }
+
+/**
+ * CPU seconds (user + system) each process and all its descendants have used so far, read from
+ * /proc (Linux): PostgreSQL's backends and a launcher's children count for their root.
+ */
+export function treeCpuSeconds(rootPids: readonly number[]): Map<number, number> {
+  const ticks = 100; // USER_HZ on Linux
+  const parent = new Map<number, number>();
+  const own = new Map<number, number>();
+  for (const entry of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    let stat: string;
+    try {
+      stat = fs.readFileSync(`/proc/${entry}/stat`, 'utf8');
+    } catch {
+      continue; // it ended meanwhile
+    }
+    // Fields after the command (which may hold spaces) in parentheses: state ppid … utime(14) stime(15).
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    parent.set(Number(entry), Number(f[1]));
+    own.set(Number(entry), (Number(f[11]) + Number(f[12])) / ticks);
+  }
+  const rootOf = (pid: number): number | undefined => {
+    for (let p: number | undefined = pid; p !== undefined && p > 1; p = parent.get(p)) if (rootPids.includes(p)) return p;
+    return undefined;
+  };
+  const out = new Map<number, number>(rootPids.map((p) => [p, 0]));
+  for (const [pid, secs] of own) {
+    const root = rootOf(pid);
+    if (root !== undefined) out.set(root, out.get(root)! + secs);
+  }
+  return out;
+}

@@ -120,7 +120,8 @@ describe.each(['sentinel', 'cluster'] as const)('Redis %s', (mode) => {
     expect(after.rateLimited - before.rateLimited).toBe(0);
     expect(after.maxInFlight).toBeLessThanOrEqual(CONCURRENCY);
     for (const r of runs) {
-      expect(r.terminal?.event).toBe('run.completed');
+      // The whole terminal event, so that a failure says which step failed and why.
+      expect({ event: r.terminal?.event, data: r.terminal?.data }).toEqual({ event: 'run.completed', data: expect.anything() });
       expect(r.seqs).toEqual(Array.from({ length: r.seqs.length }, (_, i) => i + 1));
     }
     // /v1 callers get answers or clear refusals (a busy mesh: 429/503), never a 500 or a dropped connection.
