@@ -605,7 +605,10 @@ async function main() {
     // Where the machine's CPU went during the load: what the mesh costs per completed run, which
     // says how many cores a load needs (the load generator and the emulator count apart).
     const cpuSeconds: Record<string, number> = {};
-    for (const p of cpuProcs) cpuSeconds[p.name] = round((cpuSeconds[p.name] ?? 0) + (cpuAtEnd.get(p.pid) ?? 0) - (cpuAtStart.get(p.pid) ?? 0), 1);
+    for (const p of cpuProcs) {
+      const name = p.name.replace(/-\d+$/, ''); // "edge-42197": the name, not its port
+      cpuSeconds[name] = round((cpuSeconds[name] ?? 0) + (cpuAtEnd.get(p.pid) ?? 0) - (cpuAtStart.get(p.pid) ?? 0), 1);
+    }
     cpuSeconds['load generator'] = round((benchCpu.user + benchCpu.system) / 1e6, 1);
     const meshCpuS = (sys.services ?? []).reduce((sum, p) => sum + (cpuAtEnd.get(p.pid) ?? 0) - (cpuAtStart.get(p.pid) ?? 0), 0);
     const cpu = {
