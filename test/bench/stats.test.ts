@@ -1,4 +1,4 @@
-import { censoredPercentile, linearFit, maxMinFairness, maxMinShares, percentile, treeCpuSeconds } from './stats';
+import { censoredPercentile, linearFit, maxMinFairness, maxMinShares, percentile, steadyGoodput, treeCpuSeconds } from './stats';
 
 describe('max-min fair shares', () => {
   it('meets small demands in full and splits the rest equally', () => {
@@ -51,5 +51,26 @@ describe('treeCpuSeconds', () => {
       busy.kill('SIGKILL');
       idle.kill('SIGKILL');
     }
+  });
+});
+
+describe('steadyGoodput', () => {
+  // 10 calls in flight for the whole minute, 100 calls started per minute: calls last 6 s.
+  const samples = Array.from({ length: 61 }, (_, i) => ({ tS: 60 + i, inFlight: 10, requests: 100 + (100 * i) / 60 }));
+  test('the binding limit is the concurrency when calls are long, the RPM when they are short', () => {
+    const g = steadyGoodput({ completedAtS: Array.from({ length: 20 }, (_, i) => 61 + 2 * i), fromS: 60, toS: 120, samples, rpm: 500, maxConcurrent: 10, callsPerRun: 5, offeredPerMinute: 1000 })!;
+    expect(g.meanCallS).toBeCloseTo(6);
+    expect(g.binding).toBe('concurrency');
+    expect(g.allowedPerMinute).toBeCloseTo(20); // 10 slots × 10 calls a minute each ÷ 5 calls per run
+    expect(g.completedPerMinute).toBeCloseTo(20);
+    expect(g.pct).toBeCloseTo(100);
+    const rpmBound = steadyGoodput({ completedAtS: [70, 80], fromS: 60, toS: 120, samples, rpm: 50, maxConcurrent: 10, callsPerRun: 5, offeredPerMinute: 1000 })!;
+    expect(rpmBound.binding).toBe('rpm');
+    expect(rpmBound.pct).toBeCloseTo(20); // 2 of the 10 runs 50 RPM allows
+  });
+  test('against what was offered when that is less than the quota allows; nothing to say without a window', () => {
+    const g = steadyGoodput({ completedAtS: [70, 80, 90, 130], fromS: 60, toS: 120, samples, rpm: 500, maxConcurrent: 10, callsPerRun: 5, offeredPerMinute: 4 })!;
+    expect(g.pct).toBeCloseTo(75); // 3 completed in the window of 4 offered a minute
+    expect(steadyGoodput({ completedAtS: [], fromS: 120, toS: 60, samples, rpm: 500, maxConcurrent: 10, callsPerRun: 5, offeredPerMinute: 4 })).toBeUndefined();
   });
 });
