@@ -226,3 +226,20 @@ describe('TPM accounting', () => {
     }
   });
 });
+
+describe('connections to the provider', () => {
+  test('as many calls reach the provider at once as the concurrency limit admits (no pool of its own below it)', async () => {
+    // Slow answers, so that every call is in flight at once; a provider of its own to count them.
+    const slow = await startEmulator({ logDir: dir, env: { EMULATOR_TTFT_MS: '3000', EMULATOR_TOKENS_PER_SEC: '100', EMULATOR_COMPLETION_TOKENS: '5', EMULATOR_SEED: '6' } });
+    const calls = 300; // above the 256 connections the broker's pool used to hold
+    const b = await brokers.start({ env: { LLM_BASE_URL: `${slow.url}/v1`, LLM_MAX_CONCURRENT: String(calls), LLM_CACHE_TTL_S: '0' } });
+    try {
+      const outcomes = await Promise.all(Array.from({ length: calls }, (_, i) => generate(b.client, generateRequest(`Question ${i}: how do tides work?`), 60_000)));
+      expect(outcomes.filter((o) => doneOf(o) !== undefined)).toHaveLength(calls);
+      expect((await emulatorStats(slow)).maxInFlight).toBe(calls);
+    } finally {
+      await brokers.stop(b);
+      await slow.stop();
+    }
+  });
+});

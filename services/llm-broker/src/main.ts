@@ -109,7 +109,7 @@ function buildUpstream(svc: Service<BrokerConfig>, cfg: BrokerConfig, u: Upstrea
   svc.onShutdown('stop', `adaptive-limits:${u.name}`, () => clearInterval(creep));
 
   const provider = new HttpProvider(WIRE_PROTOCOLS[u.protocol], {
-    baseUrl: u.baseUrl, apiKey: u.apiKey, requestTimeoutMs: cfg.requestTimeoutMs, streamIdleTimeoutMs: cfg.streamIdleTimeoutMs,
+    baseUrl: u.baseUrl, apiKey: u.apiKey, requestTimeoutMs: cfg.requestTimeoutMs, streamIdleTimeoutMs: cfg.streamIdleTimeoutMs, maxConnections: u.maxConcurrent,
   });
   const breaker = createBreaker(provider.open.bind(provider), {
     errorThresholdPercentage: cfg.breaker.errorPercent,

@@ -15,6 +15,13 @@ export interface HttpProviderOptions {
   requestTimeoutMs: number;
   /** Longest silence inside a response body (undici's bodyTimeout, reset by every chunk) before the call is aborted as stalled. */
   streamIdleTimeoutMs?: number;
+  /**
+   * Most connections open to the provider at once: the concurrency limit (0: none). Every call
+   * holds a lease of that limit while it waits, so a smaller pool was a queue of the broker's own,
+   * out of sight of the admission queue and its estimates (a pool of 256 kept calls admitted under a
+   * limit of 1,000 waiting for a connection, long enough to fail).
+   */
+  maxConnections?: number;
 }
 
 export class HttpProvider implements Provider {
@@ -26,7 +33,9 @@ export class HttpProvider implements Provider {
     private readonly o: HttpProviderOptions,
   ) {
     this.idleMs = o.streamIdleTimeoutMs ?? o.requestTimeoutMs;
-    this.agent = new Agent({ keepAliveTimeout: 30_000, connections: 256, headersTimeout: o.requestTimeoutMs, bodyTimeout: this.idleMs });
+    this.agent = new Agent({
+      keepAliveTimeout: 30_000, connections: o.maxConnections ? o.maxConnections : null, headersTimeout: o.requestTimeoutMs, bodyTimeout: this.idleMs,
+    });
   }
 
   get protocol(): string {
