@@ -256,7 +256,9 @@ async function readStream(res: Response, a: Arrival, ledger: EventLedger, retry:
         const now = performance.now();
         a.firstEventMs ??= now - a.scheduled;
         ledger.add(e);
-        if (e.event === 'queued' && a.queuedEstimateMs === undefined) {
+        // The estimate of the run's first call, checked against its first token. (A later call's
+        // `queued` came after the first token: counting it made the error meaningless.)
+        if (e.event === 'queued' && a.queuedEstimateMs === undefined && a.firstTokenMs === undefined) {
           a.queuedEstimateMs = Number((e.data as { estimatedWaitMs?: number }).estimatedWaitMs ?? 0);
           a.queuedAtMs = now - a.scheduled;
           a.phase = 'queued';
