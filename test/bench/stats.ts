@@ -147,29 +147,33 @@ export function treeCpuSeconds(rootPids: readonly number[]): Map<number, number>
 export interface UpstreamSample { tS: number; inFlight: number; requests: number }
 
 /**
- * Goodput in steady state: runs completed per minute between `fromS` and `toS` (after the ramp-up,
- * before the drain), against what could have completed — the lesser of what was offered and what
- * the upstream's binding limit allows at `callsPerRun`. The binding limit is the RPM, or the
- * concurrency at the mean call duration measured in the window by Little's law (mean calls in
- * flight ÷ calls started per second), whichever admits fewer calls.
+ * Goodput in steady state, between `fromS` and `toS` (after the ramp-up, before the drain). When the
+ * demand is below what the upstream's binding limit allows (at `callsPerRun`), it is the runs
+ * completed per minute against those offered. Otherwise it is the upstream's use of its binding
+ * limit: calls started per minute against the RPM, or the mean calls in flight against the
+ * concurrency limit, whichever binds (the concurrency binds when the calls it admits a minute — its
+ * size ÷ the mean call time, by Little's law — are fewer than the RPM). Completions alone would
+ * flatter a saturated upstream: runs admitted during the ramp-up, while the admission queue
+ * filled, complete inside the window with calls made before it.
  */
 export function steadyGoodput(o: {
   completedAtS: readonly number[]; fromS: number; toS: number; samples: readonly UpstreamSample[];
   rpm: number; maxConcurrent: number; callsPerRun: number; offeredPerMinute: number;
-}): { fromS: number; toS: number; completedPerMinute: number; meanCallS: number; binding: 'rpm' | 'concurrency'; allowedPerMinute: number; pct: number } | undefined {
+}): { fromS: number; toS: number; completedPerMinute: number; meanCallS: number; binding: 'rpm' | 'concurrency' | 'demand'; allowedPerMinute: number; pct: number } | undefined {
   const inWindow = o.samples.filter((s) => s.tS >= o.fromS && s.tS <= o.toS);
   if (o.toS <= o.fromS || inWindow.length < 2 || o.callsPerRun <= 0) return undefined;
   const spanS = inWindow.at(-1)!.tS - inWindow[0]!.tS;
-  const callsPerS = (inWindow.at(-1)!.requests - inWindow[0]!.requests) / spanS;
+  const callsPerMinute = (60 * (inWindow.at(-1)!.requests - inWindow[0]!.requests)) / spanS;
   const meanInFlight = inWindow.reduce((sum, s) => sum + s.inFlight, 0) / inWindow.length;
-  if (!(callsPerS > 0)) return undefined;
-  const meanCallS = meanInFlight / callsPerS;
+  if (!(callsPerMinute > 0)) return undefined;
+  const meanCallS = (60 * meanInFlight) / callsPerMinute;
   const byConcurrency = o.maxConcurrent > 0 ? (60 * o.maxConcurrent) / meanCallS : Infinity;
   const byRpm = o.rpm > 0 ? o.rpm : Infinity;
   const allowedPerMinute = Math.min(byRpm, byConcurrency) / o.callsPerRun;
   const completedPerMinute = (60 * o.completedAtS.filter((t) => t >= o.fromS && t <= o.toS).length) / (o.toS - o.fromS);
-  return {
-    fromS: o.fromS, toS: o.toS, completedPerMinute, meanCallS, binding: byRpm <= byConcurrency ? 'rpm' : 'concurrency',
-    allowedPerMinute, pct: (100 * completedPerMinute) / Math.min(allowedPerMinute, o.offeredPerMinute),
-  };
+  const base = { fromS: o.fromS, toS: o.toS, completedPerMinute, meanCallS, allowedPerMinute };
+  if (o.offeredPerMinute < allowedPerMinute) return { ...base, binding: 'demand', pct: (100 * completedPerMinute) / o.offeredPerMinute };
+  return byRpm <= byConcurrency
+    ? { ...base, binding: 'rpm', pct: (100 * callsPerMinute) / byRpm }
+    : { ...base, binding: 'concurrency', pct: (100 * meanInFlight) / o.maxConcurrent };
 }
