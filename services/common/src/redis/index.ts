@@ -116,7 +116,7 @@ export function createSubscriber(target: RedisTarget | string, logger: Logger): 
 /** True for ioredis' errors that mean Redis cannot be reached right now (not a command's own error). */
 export function isRedisConnectionError(err: unknown): boolean {
   const m = err instanceof Error ? err.message : '';
-  return /Connection is closed|Stream isn't writeable|ECONNREFUSED|ECONNRESET|EPIPE|ETIMEDOUT|max retries|enableOfflineQueue|CLUSTERDOWN|TRYAGAIN|READONLY|LOADING|Failed to refresh slots|None of startup nodes/i.test(m);
+  return /Connection is closed|Stream isn't writeable|ECONNREFUSED|ECONNRESET|EPIPE|ETIMEDOUT|max retries|enableOfflineQueue|CLUSTERDOWN|TRYAGAIN|READONLY|LOADING|Failed to refresh slots|None of startup nodes|Too many Cluster redirections/i.test(m);
 }
 
 /** Resolves once the client is ready (or rejects after timeoutMs). */
