@@ -121,7 +121,7 @@ describe.each(['sentinel', 'cluster'] as const)('Redis %s', (mode) => {
     expect(after.maxInFlight).toBeLessThanOrEqual(CONCURRENCY);
     for (const r of runs) {
       // The whole terminal event, so that a failure says which step failed and why.
-      expect({ event: r.terminal?.event, data: r.terminal?.data }).toEqual({ event: 'run.completed', data: expect.anything() });
+      expect(`${r.terminal?.event} ${JSON.stringify(r.terminal?.data)}`).toMatch(/^run\.completed /);
       expect(r.seqs).toEqual(Array.from({ length: r.seqs.length }, (_, i) => i + 1));
     }
     // /v1 callers get answers or clear refusals (a busy mesh: 429/503), never a 500 or a dropped connection.

@@ -12,7 +12,7 @@ async function build(svc: Service<EdgeConfig>): Promise<void> {
   const { config: cfg, logger } = svc;
 
   // Auto-pipelining: the commands of one event-loop turn (the budget checks of many requests) leave
-  // in one write instead of one write each.
+  // in one write instead of one write each (not on a Redis Cluster: see createRedis).
   const redis = createRedis(cfg.redis, logger, { enableAutoPipelining: true });
   svc.onShutdown('clients', 'redis', async () => {
     await redis.quit().catch(() => redis.disconnect());

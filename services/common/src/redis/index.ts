@@ -73,11 +73,14 @@ export function createRedis(target: RedisTarget | string, logger: Logger, option
       failoverDetector: true,
     });
   } else {
-    const { enableOfflineQueue, retryStrategy: _r, lazyConnect, ...redisOptions } = base;
+    // No auto-pipelining on a cluster: ioredis batches the commands per node, and a MOVED answer
+    // while the cluster promotes a replica then fails the batch's commands instead of redirecting
+    // them (redis/ioredis#2075): runs failed with `MOVED …` as an internal error during failover
+    // (test/e2e/redis-ha.test.ts, "Redis cluster").
+    const { enableOfflineQueue, retryStrategy: _r, lazyConnect, enableAutoPipelining: _p, ...redisOptions } = base;
     const clusterOptions: ClusterOptions = {
       enableOfflineQueue,
       lazyConnect,
-      ...(base.enableAutoPipelining ? { enableAutoPipelining: true } : {}),
       clusterRetryStrategy: retryStrategy,
       // A failover takes the cluster a few seconds (cluster-node-timeout + election): commands to
       // the lost slots are retried meanwhile (bounded by the callers' own timeouts).
