@@ -23,7 +23,8 @@
 //   SSE_MAX_STREAMS 2000 · MAX_QUEUE_WAIT_S 10 (brief-seconds: the orchestrator's default
 //   RUN_MAX_QUEUE_WAIT_MS, scaled; 0: no admission control) · PROGRESS_S 5 (wall seconds between
 //   progress lines) · TOOL_CORPUS_SOURCES docs · CONVERSATIONS 2 (per user, made before the load) ·
-//   REPEAT_SHARE 0.3 (messages that repeat an earlier one word for word: the LLM cache's hit rate is reported)
+//   REPEAT_SHARE 0.3 (messages that repeat an earlier one word for word: the LLM cache's hit rate is reported) ·
+//   CPU_PROFILE_DIR (unset: each service writes a V8 CPU profile there when it stops)
 //
 // `--autoscale`: the same load through the fleet the HPAs of deploy/k8s drive
 // (deploy/local/autoscale.js: the production overlay, prometheus-adapter, the real HPA controller,
@@ -385,7 +386,9 @@ async function main() {
       // at start takes minutes of CPU on a busy 2-core machine, and is not what is measured here.
       'tool-service': { TOOL_CORPUS_SOURCES: process.env.TOOL_CORPUS_SOURCES ?? 'docs' },
     };
-    const wiring = { logDir, redisUrl: infra.redisUrl, mongoUri: infra.mongoUri, llmBaseUrl: `${emulator.url}/v1`, jwtSecret, env: { LOG_LEVEL: 'warn' }, perService };
+    // CPU_PROFILE_DIR: every service writes a V8 CPU profile there when it stops (where the CPU line's time went).
+    const cpuProfile: Record<string, string> = process.env.CPU_PROFILE_DIR ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${path.resolve(process.env.CPU_PROFILE_DIR)}` } : {};
+    const wiring = { logDir, redisUrl: infra.redisUrl, mongoUri: infra.mongoUri, llmBaseUrl: `${emulator.url}/v1`, jwtSecret, env: { LOG_LEVEL: 'warn', ...cpuProfile }, perService };
     if (AUTOSCALE) {
       console.log('  starting the autoscaled fleet (control plane, prometheus-adapter, each Deployment\'s floor of replicas)…');
       const fleet = await autoscale.startAutoscaledFleet({ ...wiring, dataDir: path.join(logDir, 'data') });
