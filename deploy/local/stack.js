@@ -429,8 +429,10 @@ async function startService(name, { port, env = {}, logDir, instance = '', ready
   for (let attempt = 1; ; attempt++) {
     const grpcPort = port || (await freePort());
     const metricsPort = env.METRICS_PORT ? Number(env.METRICS_PORT) : await freePort();
-    const args = ['--require', path.join(ROOT, 'services/common/dist/telemetry/register.js'),
-      path.join(ROOT, `services/${name}/dist/main.js`)];
+    // CPU_PROFILE_DIR: a V8 CPU profile of the service, written there when it stops (node does not take --cpu-prof from NODE_OPTIONS).
+    const profileDir = process.env.CPU_PROFILE_DIR;
+    const args = [...(profileDir ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(profileDir)}`] : []),
+      '--require', path.join(ROOT, 'services/common/dist/telemetry/register.js'), path.join(ROOT, `services/${name}/dist/main.js`)];
     const h = launch(`${name}${instance}-${grpcPort}`, process.execPath, args, {
       logDir,
       env: { OTEL_SERVICE_NAME: name, [spec.portVar]: String(grpcPort), METRICS_PORT: String(metricsPort), ...env },

@@ -24,7 +24,7 @@
 //   RUN_MAX_QUEUE_WAIT_MS, scaled; 0: no admission control) · PROGRESS_S 5 (wall seconds between
 //   progress lines) · TOOL_CORPUS_SOURCES docs · CONVERSATIONS 2 (per user, made before the load) ·
 //   REPEAT_SHARE 0.3 (messages that repeat an earlier one word for word: the LLM cache's hit rate is reported) ·
-//   CPU_PROFILE_DIR (unset: each service writes a V8 CPU profile there when it stops)
+//   CPU_PROFILE_DIR (unset: each service the launcher starts writes a V8 CPU profile there when it stops)
 //
 // `--autoscale`: the same load through the fleet the HPAs of deploy/k8s drive
 // (deploy/local/autoscale.js: the production overlay, prometheus-adapter, the real HPA controller,
@@ -386,9 +386,7 @@ async function main() {
       // at start takes minutes of CPU on a busy 2-core machine, and is not what is measured here.
       'tool-service': { TOOL_CORPUS_SOURCES: process.env.TOOL_CORPUS_SOURCES ?? 'docs' },
     };
-    // CPU_PROFILE_DIR: every service writes a V8 CPU profile there when it stops (where the CPU line's time went).
-    const cpuProfile: Record<string, string> = process.env.CPU_PROFILE_DIR ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${path.resolve(process.env.CPU_PROFILE_DIR)}` } : {};
-    const wiring = { logDir, redisUrl: infra.redisUrl, mongoUri: infra.mongoUri, llmBaseUrl: `${emulator.url}/v1`, jwtSecret, env: { LOG_LEVEL: 'warn', ...cpuProfile }, perService };
+    const wiring = { logDir, redisUrl: infra.redisUrl, mongoUri: infra.mongoUri, llmBaseUrl: `${emulator.url}/v1`, jwtSecret, env: { LOG_LEVEL: 'warn' }, perService };
     if (AUTOSCALE) {
       console.log('  starting the autoscaled fleet (control plane, prometheus-adapter, each Deployment\'s floor of replicas)…');
       const fleet = await autoscale.startAutoscaledFleet({ ...wiring, dataDir: path.join(logDir, 'data') });
@@ -590,12 +588,12 @@ async function main() {
       busyPct: round((100 * whileArriving.reduce((sum, x) => sum + x.upstreamInFlight!, 0)) / Math.max(1, whileArriving.length * LLM_MAX_CONCURRENT), 1),
       rpmUsedPct: arrivingSpanMin > 0 ? round((100 * (whileArriving.at(-1)!.upstreamRequests! - whileArriving[0]!.upstreamRequests!)) / (LLM_RPM * arrivingSpanMin), 1) : 0,
     };
-    // Goodput in steady state: from when the first runs could have completed (the median run time
-    // after the first arrival) to the last arrival, against the lesser of the demand and what the
-    // binding upstream limit allows. The whole-window figure above also counts the ramp-up and the
-    // drain, when the upstream is idle for want of work and not for want of admissions.
+    // Goodput in steady state, from the median run time after the first arrival to the last arrival
+    // (stats.ts, steadyGoodput): a saturated upstream's use of its binding limit, or the share of the
+    // runs that arrived then that completed when the demand is below the quota. The whole-window
+    // figure above also counts the ramp-up and the drain, when the upstream is idle for want of work.
     const steady = steadyGoodput({
-      completedAtS: completed.map((a) => briefS(a.scheduled - loadStarted + a.endMs!)),
+      arrivals: arrivals.map((a) => ({ atS: briefS(a.scheduled - loadStarted), completed: a.outcome === 'completed' })),
       fromS: briefS(percentile(completed.map((a) => a.endMs!), 50)), toS: briefS(arrivalsWallS * 1000),
       samples: timeline.filter((x) => x.upstreamInFlight !== undefined).map((x) => ({ tS: x.tBriefS, inFlight: x.upstreamInFlight!, requests: x.upstreamRequests! })),
       rpm: LLM_RPM, maxConcurrent: LLM_MAX_CONCURRENT, callsPerRun: callsPerCompletedRun, offeredPerMinute: USERS * MSGS_PER_MIN,
@@ -703,7 +701,7 @@ async function main() {
     console.log(`  goodput over the whole window (ramp-up and drain included): ${figures.goodput.completedPerBriefMinute} completed runs per brief-minute = ${figures.goodput.pctOfQuota}% of what ${LLM_RPM} RPM allows at ${callsPerCompletedRun} calls per run; upstream RPM used ${figures.goodput.upstreamRpmUsedPct}%; upstream 429s ${emu.rateLimited}`);
     if (steady) {
       console.log(`  goodput in steady state (${round(steady.fromS)}–${round(steady.toS)} brief-s): ${round(steady.completedPerMinute, 1)} completed runs per brief-minute; ${round(steady.pct, 1)}% of `
-        + (steady.binding === 'demand' ? `the ${USERS * MSGS_PER_MIN} offered (the quota allows ${round(steady.allowedPerMinute, 1)})`
+        + (steady.binding === 'demand' ? `the runs that arrived in the window completed (${USERS * MSGS_PER_MIN} offered a brief-minute; the quota allows ${round(steady.allowedPerMinute, 1)})`
           : `what the quota allows, ${round(steady.allowedPerMinute, 1)} at ${callsPerCompletedRun} calls per run: the upstream's use of its ${steady.binding === 'rpm' ? `${LLM_RPM} RPM` : `${LLM_MAX_CONCURRENT} concurrent calls (${round(steady.meanCallS, 2)} s each)`}`));
     } else console.log('  goodput in steady state: no steady window (arrivals ended before the median run completed)');
     console.log(`  while messages arrived: the upstream served ${figures.goodput.whileArriving.busyPct}% of its ${LLM_MAX_CONCURRENT} concurrent calls on average and ${figures.goodput.whileArriving.rpmUsedPct}% of its RPM (the emulator's counts)`);

@@ -58,20 +58,21 @@ describe('steadyGoodput', () => {
   // 9 calls in flight for the whole minute, 90 calls started per minute: calls last 6 s.
   const samples = Array.from({ length: 61 }, (_, i) => ({ tS: 60 + i, inFlight: 9, requests: 100 + (90 * i) / 60 }));
   test('a saturated upstream: its use of the binding limit — the concurrency when calls are long, the RPM when they are short', () => {
-    // Completions in the window do not count here: 40 of them (runs admitted during the ramp-up) would say 200 %.
-    const g = steadyGoodput({ completedAtS: Array.from({ length: 40 }, (_, i) => 61 + i), fromS: 60, toS: 120, samples, rpm: 500, maxConcurrent: 10, callsPerRun: 5, offeredPerMinute: 1000 })!;
+    // Completions do not count here: 40 of them (runs admitted during the ramp-up) would say 200 %.
+    const g = steadyGoodput({ arrivals: Array.from({ length: 40 }, (_, i) => ({ atS: 61 + i, completed: true })), fromS: 60, toS: 120, samples, rpm: 500, maxConcurrent: 10, callsPerRun: 5, offeredPerMinute: 1000 })!;
     expect(g.meanCallS).toBeCloseTo(6);
     expect(g.binding).toBe('concurrency');
     expect(g.allowedPerMinute).toBeCloseTo(20); // 10 slots × 10 calls a minute each ÷ 5 calls per run
     expect(g.pct).toBeCloseTo(90); // 9 of 10 slots busy
-    const rpmBound = steadyGoodput({ completedAtS: [], fromS: 60, toS: 120, samples, rpm: 100, maxConcurrent: 10, callsPerRun: 5, offeredPerMinute: 1000 })!;
+    const rpmBound = steadyGoodput({ arrivals: [], fromS: 60, toS: 120, samples, rpm: 100, maxConcurrent: 10, callsPerRun: 5, offeredPerMinute: 1000 })!;
     expect(rpmBound.binding).toBe('rpm');
     expect(rpmBound.pct).toBeCloseTo(90); // 90 calls a minute of 100 RPM
   });
-  test('a demand below what the quota allows: runs completed against runs offered; nothing to say without a window', () => {
-    const g = steadyGoodput({ completedAtS: [70, 80, 90, 130], fromS: 60, toS: 120, samples, rpm: 500, maxConcurrent: 10, callsPerRun: 5, offeredPerMinute: 4 })!;
+  test('a demand below what the quota allows: the share of the runs that arrived in the window that completed; nothing to say without a window', () => {
+    const arrivals = [{ atS: 50, completed: false }, { atS: 70, completed: true }, { atS: 80, completed: false }, { atS: 90, completed: true }, { atS: 115, completed: true }, { atS: 130, completed: false }];
+    const g = steadyGoodput({ arrivals, fromS: 60, toS: 120, samples, rpm: 500, maxConcurrent: 10, callsPerRun: 5, offeredPerMinute: 4 })!;
     expect(g.binding).toBe('demand');
-    expect(g.pct).toBeCloseTo(75); // 3 completed in the window of 4 offered a minute
-    expect(steadyGoodput({ completedAtS: [], fromS: 120, toS: 60, samples, rpm: 500, maxConcurrent: 10, callsPerRun: 5, offeredPerMinute: 4 })).toBeUndefined();
+    expect(g.pct).toBeCloseTo(75); // 3 of the 4 that arrived in the window completed (the one at 115 s after it: still counted)
+    expect(steadyGoodput({ arrivals: [], fromS: 120, toS: 60, samples, rpm: 500, maxConcurrent: 10, callsPerRun: 5, offeredPerMinute: 4 })).toBeUndefined();
   });
 });

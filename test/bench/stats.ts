@@ -148,8 +148,9 @@ export interface UpstreamSample { tS: number; inFlight: number; requests: number
 
 /**
  * Goodput in steady state, between `fromS` and `toS` (after the ramp-up, before the drain). When the
- * demand is below what the upstream's binding limit allows (at `callsPerRun`), it is the runs
- * completed per minute against those offered. Otherwise it is the upstream's use of its binding
+ * demand is below what the upstream's binding limit allows (at `callsPerRun`), it is the share of
+ * the runs that arrived in the window that completed (completions in the window would undercount:
+ * its last arrivals complete after it). Otherwise it is the upstream's use of its binding
  * limit: calls started per minute against the RPM, or the mean calls in flight against the
  * concurrency limit, whichever binds (the concurrency binds when the calls it admits a minute — its
  * size ÷ the mean call time, by Little's law — are fewer than the RPM). Completions alone would
@@ -157,7 +158,7 @@ export interface UpstreamSample { tS: number; inFlight: number; requests: number
  * filled, complete inside the window with calls made before it.
  */
 export function steadyGoodput(o: {
-  completedAtS: readonly number[]; fromS: number; toS: number; samples: readonly UpstreamSample[];
+  arrivals: readonly { atS: number; completed: boolean }[]; fromS: number; toS: number; samples: readonly UpstreamSample[];
   rpm: number; maxConcurrent: number; callsPerRun: number; offeredPerMinute: number;
 }): { fromS: number; toS: number; completedPerMinute: number; meanCallS: number; binding: 'rpm' | 'concurrency' | 'demand'; allowedPerMinute: number; pct: number } | undefined {
   const inWindow = o.samples.filter((s) => s.tS >= o.fromS && s.tS <= o.toS);
@@ -170,9 +171,11 @@ export function steadyGoodput(o: {
   const byConcurrency = o.maxConcurrent > 0 ? (60 * o.maxConcurrent) / meanCallS : Infinity;
   const byRpm = o.rpm > 0 ? o.rpm : Infinity;
   const allowedPerMinute = Math.min(byRpm, byConcurrency) / o.callsPerRun;
-  const completedPerMinute = (60 * o.completedAtS.filter((t) => t >= o.fromS && t <= o.toS).length) / (o.toS - o.fromS);
+  const arrived = o.arrivals.filter((a) => a.atS >= o.fromS && a.atS <= o.toS);
+  const completed = arrived.filter((a) => a.completed).length;
+  const completedPerMinute = (60 * completed) / (o.toS - o.fromS);
   const base = { fromS: o.fromS, toS: o.toS, completedPerMinute, meanCallS, allowedPerMinute };
-  if (o.offeredPerMinute < allowedPerMinute) return { ...base, binding: 'demand', pct: (100 * completedPerMinute) / o.offeredPerMinute };
+  if (o.offeredPerMinute < allowedPerMinute) return { ...base, binding: 'demand', pct: (100 * completed) / Math.max(1, arrived.length) };
   return byRpm <= byConcurrency
     ? { ...base, binding: 'rpm', pct: (100 * callsPerMinute) / byRpm }
     : { ...base, binding: 'concurrency', pct: (100 * meanInFlight) / o.maxConcurrent };
