@@ -267,6 +267,34 @@ describe('retries in the global RPM window', () => {
   });
 });
 
+describe('the retry budget', () => {
+  it('gets back a retry that found no place in the RPM window before its deadline', async () => {
+    // One request a 3 s "minute", and one retry in the budget, never refilled.
+    const b = await startBroker({
+      LLM_RPM: '1', LLM_TIME_SCALE: '0.05', LLM_QUOTA_WINDOW_MARGIN_MS: '250',
+      LLM_RETRY_MAX: '1', LLM_RETRY_BUDGET_RATIO: '0', LLM_RETRY_BUDGET_BURST: '1',
+      LLM_BREAKER_VOLUME_THRESHOLD: '1000000',
+    });
+    await fetch(`${emulator.url}/_emulator/reset`, { method: 'POST' });
+    try {
+      // The socket is reset before the first byte: retryable, but the retry is one more request,
+      // and the window has none left before this call's deadline.
+      await configureEmulator(emulator, { armed: { reset: 1 } });
+      const short = await generate(b.client, { timeoutMs: 2_000 });
+      expect(short.error?.code).toBe(status.UNAVAILABLE);
+      expect(await metric(b.proc, 'llm_upstream_retries_total')).toBe(0);
+      // The next call, with time to wait for the next window, still has its retry.
+      await configureEmulator(emulator, { armed: { reset: 1 } });
+      const patient = await generate(b.client, { timeoutMs: 20_000 });
+      expect(patient.error).toBeUndefined();
+      expect(done(patient)).toBe(true);
+      expect(await metric(b.proc, 'llm_upstream_retries_total')).toBe(1);
+    } finally {
+      await stopBroker(b);
+    }
+  });
+});
+
 describe('admission refusals', () => {
   it('refuses at once, with deadline_unreachable and a retry-after, a call whose deadline is shorter than the wait', async () => {
     // Two requests a minute: the first takes the pace, the next fits only ~60 s later.

@@ -251,6 +251,31 @@ describe('edge app (fake peers)', () => {
       gw.fakeOrchestrator.intervalMs = 5;
     });
 
+    test('a resume while the run log cannot be read (a Redis failover) gets its stream, which picks up once it can', async () => {
+      gw.fakeOrchestrator.intervalMs = 20;
+      const id = await createConversation();
+      const res = await send(id);
+      const before = (await readEvents(res, (e) => e.id?.endsWith(':5') ?? false)).filter((e) => e.id);
+      const lastId = before.at(-1)!.id!;
+      // Four failed reads: the request's own, then re-opens 200, 400 and 800 ms apart (1.4 s of failover).
+      gw.fakeOrchestrator.failWatches = 4;
+      const asked = gw.fakeOrchestrator.watchesAsked;
+      const resumed = await fetch(`${base}/api/conversations/${id}/events`, { headers: auth(alice, { 'last-event-id': lastId }) });
+      expect(resumed.status).toBe(200);
+      const after = (await readEvents(resumed)).filter((e) => e.id);
+      expect(gw.fakeOrchestrator.watchesAsked - asked).toBe(5);
+      const seqs = [...before, ...after].map((e) => Number(e.id!.split(':')[1]));
+      expect(seqs).toEqual(seqs.map((_, i) => i + 1));
+      expect(after.at(-1)!.event).toBe('run.completed');
+      // Without a Last-Event-ID the run is unknown: the client is told to come back.
+      gw.fakeOrchestrator.failWatches = 1;
+      const unknown = await fetch(`${base}/api/conversations/${id}/events`, { headers: auth(alice) });
+      expect(unknown.status).toBe(503);
+      expect(((await unknown.json()) as any).error.code).toBe('redis_unavailable');
+      expect(unknown.headers.get('retry-after')).toBe('2');
+      gw.fakeOrchestrator.intervalMs = 5;
+    });
+
     test('EventSource style: ?access_token= and ?lastEventId= on the events route; invalid Last-Event-ID is 400', async () => {
       const id = await createConversation();
       await readEvents(await send(id));

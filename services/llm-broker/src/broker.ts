@@ -570,9 +570,17 @@ export class LlmBroker {
           d.metrics.upstreamRequests.inc({ outcome: err.rateLimited ? 'rate_limited' : 'failed', ...label });
           throw err;
         }
-        await sleep(wait, signal);
         // The retry is one more request to the provider: it waits for its place in the RPM window.
-        if (!(await requests.beforeRetry(signal, deadline))) {
+        // One that is not made (no place before the deadline, or the call cancelled) gives its
+        // withdrawal back to the budget.
+        let placed = false;
+        try {
+          await sleep(wait, signal);
+          placed = await requests.beforeRetry(signal, deadline);
+        } finally {
+          if (!placed) u.retryBudget.giveBack();
+        }
+        if (!placed) {
           d.metrics.upstreamRequests.inc({ outcome: 'failed', ...label });
           throw err;
         }

@@ -107,6 +107,7 @@ export function eventRoutes(app: FastifyInstance, ctx: EdgeContext): void {
         open: (signal) =>
           ctx.gw.orchestrator.watchRun({ userId, conversationId, runId: from?.runId ?? '', afterSeq: from?.seq ?? 0 }, signal),
         reopen: reopener(ctx, userId, conversationId),
+        ...(from ? { from } : {}),
       });
     },
   );

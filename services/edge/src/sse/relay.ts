@@ -13,7 +13,7 @@ import { isPushSource, type CancelSignal, type RunEvent, type RunEventSink } fro
 import { SSE_HEADERS } from './frame';
 import type { Slot } from './limiter';
 import { dropDocumentHeaders, forgetRequest, releaseFastifyListeners, streamHeaders } from './memory';
-import { resumeDelayMs, sourceEnded, takeEvent, type ResumePosition } from './resume';
+import { isLost, resumeDelayMs, sourceEnded, takeEvent, type ResumePosition } from './resume';
 import { SseStream, type CloseObserver, type CloseReason, type SseStreamOptions } from './stream';
 
 /**
@@ -30,6 +30,12 @@ export interface RelayOptions {
   reopen(runId: string, afterSeq: number, signal: CancelSignal): AsyncIterable<RunEvent>;
   /** Overrides FIRST_EVENT_WAIT_MS (StartRun answers with run.started once the run exists). */
   firstEventWaitMs?: number;
+  /**
+   * Where the client stands (its Last-Event-ID), for a resume: events up to it are not sent again,
+   * and a source lost before its first event is re-opened inside the stream, as after any later
+   * loss, instead of being answered with an HTTP error (a browser's EventSource gives up on one).
+   */
+  from?: { runId: string; seq: number };
   /** Called with the run's duration when a terminal event is relayed (POST message only). */
   onTerminal?(type: string, ms: number): void;
 }
@@ -57,6 +63,10 @@ export async function relayRun(ctx: EdgeContext, req: FastifyRequest, reply: Fas
     );
   }
   const relay = new Relay(ctx, admission.slot, opts, started);
+  if (opts.from) {
+    relay.runId = opts.from.runId;
+    relay.lastSeq = opts.from.seq;
+  }
   const onClientGone = () => relay.abort();
   const raw = reply.raw;
   raw.once('close', onClientGone);
@@ -76,7 +86,8 @@ export async function relayRun(ctx: EdgeContext, req: FastifyRequest, reply: Fas
   });
   const first = await Promise.race([pending, waited]);
   clearTimeout(timer);
-  if (first && !first.ok) {
+  // A refusal (not found, busy …) is an HTTP status; so is a lost source while the run is unknown.
+  if (first && !first.ok && !(relay.runId !== undefined && isLost(first.e))) {
     raw.off('close', onClientGone);
     relay.abort();
     relay.slot.release();

@@ -96,7 +96,9 @@ describe('sourceEnded', () => {
     }
   });
 
-  test('re-opens back off: 200 ms, doubling', () => {
-    expect([1, 2, 3].map(resumeDelayMs)).toEqual([200, 400, 800]);
+  test('re-opens back off: 200 ms, doubling, at most 2 s; all of them outlast a Redis failover (~8 s)', () => {
+    const delays = Array.from({ length: RESUME_ATTEMPTS }, (_, i) => resumeDelayMs(i + 1));
+    expect(delays).toEqual([200, 400, 800, 1600, 2000, 2000, 2000]);
+    expect(delays.reduce((a, b) => a + b)).toBeGreaterThan(8_000);
   });
 });

@@ -4,8 +4,15 @@
 import { codeOf, reasonOf, status, TERMINAL_EVENTS } from '@agent-mesh/common';
 import { SLOW_CONSUMER } from '../gateways/types';
 
-/** Attempts to re-open a lost orchestrator stream before telling the client to reconnect. */
-export const RESUME_ATTEMPTS = 3;
+/**
+ * Attempts to re-open a lost orchestrator stream before telling the client to reconnect: with the
+ * waits of resumeDelayMs, ~9 s, longer than a Redis failover (a Sentinel promotes a replica in
+ * ~2 s; a Cluster that loses two primaries in turn takes ~8 s), so that one rides it out in the stream.
+ */
+export const RESUME_ATTEMPTS = 7;
+
+/** The longest wait between two re-open attempts. */
+const MAX_RESUME_DELAY_MS = 2_000;
 
 /**
  * Where a relay stands: the run (known from its first event), the last seq relayed, and the
@@ -51,9 +58,7 @@ export type EndStep = 'overflow' | 'resume' | 'reconnect' | 'fail';
 /** `ok`: the source finished its iteration; else it failed with `error`. */
 export function sourceEnded(p: ResumePosition, ok: boolean, error: unknown, aborted: boolean): EndStep {
   if (!ok && reasonOf(error) === SLOW_CONSUMER) return 'overflow';
-  const code = ok ? undefined : codeOf(error);
-  const lost = ok || code === status.UNAVAILABLE || code === status.CANCELLED || code === status.INTERNAL;
-  if (!lost) return 'fail';
+  if (!ok && !isLost(error)) return 'fail';
   if (p.runId !== undefined && p.attempts < RESUME_ATTEMPTS && !aborted) {
     p.attempts += 1;
     return 'resume';
@@ -61,7 +66,18 @@ export function sourceEnded(p: ResumePosition, ok: boolean, error: unknown, abor
   return 'reconnect';
 }
 
-/** The wait before re-open attempt `attempt` (1, 2, 3 …): 200 ms, doubling. */
+/**
+ * Whether a source's failure means it was lost (UNAVAILABLE: its orchestrator or Redis cannot be
+ * reached right now; CANCELLED or INTERNAL: its connection broke), so that the run log may be read
+ * again, rather than a refusal to be told (not found, permission, slow consumer …).
+ */
+export function isLost(error: unknown): boolean {
+  if (reasonOf(error) === SLOW_CONSUMER) return false;
+  const code = codeOf(error);
+  return code === status.UNAVAILABLE || code === status.CANCELLED || code === status.INTERNAL;
+}
+
+/** The wait before re-open attempt `attempt` (1, 2, 3 …): 200 ms, doubling, at most 2 s. */
 export function resumeDelayMs(attempt: number): number {
-  return 200 * 2 ** (attempt - 1);
+  return Math.min(MAX_RESUME_DELAY_MS, 200 * 2 ** (attempt - 1));
 }

@@ -1,6 +1,6 @@
 // In-memory peers for tests and benchmarks: an orchestrator that plays a scripted run into a
 // per-run log (served to StartRun/WatchRun like the real one), a store, a broker and probes.
-import { MeshError } from '@agent-mesh/common';
+import { MeshError, redisUnavailable } from '@agent-mesh/common';
 import type { RunEvent } from '@agent-mesh/common/gen/orchestrator/v1/orchestrator';
 import { RunStatus, type Conversation, type Run } from '@agent-mesh/common/gen/store/v1/store';
 import type { GenerateResponse } from '@agent-mesh/common/gen/llmbroker/v1/llm_broker';
@@ -52,6 +52,10 @@ export class FakeOrchestrator implements OrchestratorGateway {
   retainedFromSeq = 1;
   /** Open watch streams (to check that disconnect cancels the watch). */
   openWatches = 0;
+  /** The next this many watches fail UNAVAILABLE (redis_unavailable), as during a Redis failover. */
+  failWatches = 0;
+  /** Watches asked for, failed ones included. */
+  watchesAsked = 0;
 
   constructor(private readonly store: FakeStore) {}
 
@@ -72,6 +76,11 @@ export class FakeOrchestrator implements OrchestratorGateway {
   }
 
   watchRun(req: { userId: string; conversationId: string; runId: string; afterSeq: number }, signal: CancelSignal): AsyncIterable<RunEvent> {
+    this.watchesAsked += 1;
+    if (this.failWatches > 0) {
+      this.failWatches -= 1;
+      return failing(redisUnavailable());
+    }
     this.store.mustOwn(req.userId, req.conversationId);
     const runId = req.runId || this.lastRunOf.get(req.conversationId);
     const run = runId ? this.runs.get(runId) : undefined;
@@ -147,6 +156,11 @@ export class FakeOrchestrator implements OrchestratorGateway {
       this.openWatches -= 1;
     }
   }
+}
+
+/** A stream that fails on its first read, as a gRPC stream whose server answered an error. */
+async function* failing(err: Error): AsyncGenerator<RunEvent> {
+  throw err;
 }
 
 export class FakeStore implements StoreGateway {

@@ -2,6 +2,17 @@ import { backoffMs, createBreaker, RetryBudget } from './resilience';
 import { UpstreamError } from './provider';
 
 describe('RetryBudget', () => {
+  it('takes back a withdrawal that was not spent, never beyond its cap', () => {
+    const budget = new RetryBudget(0.1, 2, 1);
+    expect(budget.tryWithdraw()).toBe(true);
+    expect(budget.tryWithdraw()).toBe(false);
+    budget.giveBack();
+    expect(budget.available).toBe(1);
+    budget.giveBack();
+    budget.giveBack();
+    expect(budget.available).toBe(2);
+  });
+
   it('never lets retries exceed requests × ratio + the initial reserve', () => {
     for (const initial of [0, 3]) {
       const budget = new RetryBudget(0.1, 10, initial);

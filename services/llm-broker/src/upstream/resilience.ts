@@ -77,6 +77,11 @@ export class RetryBudget {
     this.balance -= 1;
     return true;
   }
+
+  /** A withdrawn retry that was not made after all (it found no place before its deadline). */
+  giveBack(): void {
+    this.balance = Math.min(this.cap, this.balance + 1);
+  }
 }
 
 /** Exponential backoff with full jitter, at least `floorMs` (a provider's Retry-After). */
