@@ -169,6 +169,25 @@ describe('refusals', () => {
     });
   });
 
+  it('a model the account does not have (EMULATOR_MODELS): 404 model_not_found, listed models only', async () => {
+    emulator.configure({ models: ['gpt-4o-mini', 'gpt-4o'] });
+    await expect(sdk().chat.completions.create({ model: 'gpt-5-turbo', messages: messages as never })).rejects.toMatchObject({
+      status: 404,
+      code: 'model_not_found',
+      constructor: OpenAI.NotFoundError,
+      message: expect.stringContaining('The model `gpt-5-turbo` does not exist'),
+    });
+    const served = await sdk().chat.completions.create({ model: 'gpt-4o-mini+no_usage', messages: messages as never, max_tokens: 3 });
+    expect(served.model).toBe('gpt-4o-mini');
+    expect((await sdk().models.list()).data.map((m) => m.id)).toEqual(['gpt-4o-mini', 'gpt-4o']);
+    expect((await sdk().models.retrieve('gpt-4o')).id).toBe('gpt-4o');
+    await expect(sdk().models.retrieve('gpt-5-turbo')).rejects.toMatchObject({ status: 404, code: 'model_not_found' });
+    expect(configFromEnv({ EMULATOR_MODELS: ' gpt-4o-mini, gpt-4o ' }).models).toEqual(['gpt-4o-mini', 'gpt-4o']);
+    // Without a list, any name is served, as before.
+    emulator.configure({ models: [] });
+    expect((await sdk().chat.completions.create({ model: 'gpt-5-turbo', messages: messages as never, max_tokens: 3 })).model).toBe('gpt-5-turbo');
+  });
+
   it('reset: the connection dies before the first byte', async () => {
     const err = await chat(stream(), 'reset').then(() => undefined, (e: Error & { cause?: { code?: string } }) => e);
     expect(err?.cause?.code).toMatch(/ECONNRESET|UND_ERR_SOCKET/);

@@ -37,6 +37,12 @@ export interface EmulatorConfig {
   armed: Partial<Record<Behaviour, number>>;
   /** The only accepted API key; empty = any non-empty key. @default "" (env EMULATOR_API_KEY) */
   apiKey: string;
+  /**
+   * The models served, as a provider's account has them: any other name is answered 404
+   * `model_not_found` (with a model suffix of behaviours stripped first). Empty = any name is
+   * served and `emulator-1` is listed. @default [] (env EMULATOR_MODELS="gpt-4o-mini,gpt-4o")
+   */
+  models: string[];
   /** `stall`: silence mid-stream, before scaling. @default 10000 (env EMULATOR_STALL_MS) */
   stallMs: number;
   /** `idle_close`: an idle keep-alive socket is closed after this, before scaling. @default 1000 (env EMULATOR_IDLE_CLOSE_MS) */
@@ -68,6 +74,7 @@ export const DEFAULT_CONFIG: Readonly<Omit<EmulatorConfig, 'seed'>> = {
   behaviours: {},
   armed: {},
   apiKey: '',
+  models: [],
   stallMs: 10_000,
   idleCloseMs: 1_000,
   ttftPerPromptTokenMs: 0.25,
@@ -83,7 +90,7 @@ interface NumberRule {
   positive?: boolean;
 }
 
-type NumberKey = Exclude<keyof LiveConfig, 'behaviours' | 'armed' | 'apiKey'> | 'port';
+type NumberKey = Exclude<keyof LiveConfig, 'behaviours' | 'armed' | 'apiKey' | 'models'> | 'port';
 const NUMBER_RULES: Record<NumberKey, NumberRule> = {
   port: { env: 'EMULATOR_PORT', min: 0, max: 65535, integer: true },
   timeScale: { env: 'EMULATOR_TIME_SCALE', min: 0, max: 1000, integer: false, positive: true },
@@ -171,6 +178,11 @@ export function validateConfigPatch(patch: unknown, allowListen: boolean): Parti
     } else if (key === 'apiKey') {
       if (typeof value !== 'string') throw new ConfigError('apiKey: expected a string');
       out.apiKey = value;
+    } else if (key === 'models') {
+      if (!Array.isArray(value) || !value.every((m) => typeof m === 'string' && m !== '' && !m.includes('+'))) {
+        throw new ConfigError('models: expected an array of model names (non-empty, without "+")');
+      }
+      out.models = [...value] as string[];
     } else if (key in NUMBER_RULES) {
       const k = key as keyof typeof NUMBER_RULES;
       out[k] = checkNumber(k, value, key);
@@ -188,7 +200,7 @@ export function randomSeed(): number {
 /** Merges options over the defaults, validating them. */
 export function resolveConfig(options: EmulatorOptions = {}): EmulatorConfig {
   const checked = validateConfigPatch(options, true);
-  return { ...DEFAULT_CONFIG, behaviours: {}, armed: {}, seed: randomSeed(), ...checked };
+  return { ...DEFAULT_CONFIG, behaviours: {}, armed: {}, models: [], seed: randomSeed(), ...checked };
 }
 
 /** Reads the EMULATOR_* variables; an invalid value throws a ConfigError naming the variable. */
@@ -200,6 +212,8 @@ export function configFromEnv(env: NodeJS.ProcessEnv): EmulatorConfig {
   if (behaviours !== undefined && behaviours.trim() !== '') options.behaviours = parseBehaviourRates(behaviours, 'EMULATOR_BEHAVIOURS');
   const apiKey = env['EMULATOR_API_KEY'];
   if (apiKey !== undefined) options.apiKey = apiKey;
+  const models = env['EMULATOR_MODELS'];
+  if (models !== undefined) options.models = models.split(',').map((m) => m.trim()).filter(Boolean);
   for (const [key, rule] of Object.entries(NUMBER_RULES) as [keyof typeof NUMBER_RULES, NumberRule][]) {
     const raw = env[rule.env];
     if (raw === undefined || raw.trim() === '') continue;

@@ -116,10 +116,7 @@ export class ProviderEmulator {
         return this.complete(req, res, ANTHROPIC);
       case 'GET /v1/models':
         if (!this.authorized(req, res)) return;
-        return sendJson(res, 200, { object: 'list', data: [this.model()] });
-      case `GET /v1/models/${MODEL_ID}`:
-        if (!this.authorized(req, res)) return;
-        return sendJson(res, 200, this.model());
+        return sendJson(res, 200, { object: 'list', data: this.servedModels().map((id) => this.model(id)) });
       case 'GET /health':
         return sendJson(res, 200, { status: 'ok' });
       case 'GET /_emulator/stats':
@@ -133,12 +130,33 @@ export class ProviderEmulator {
         return sendJson(res, 200, { reset: true });
       default:
         req.resume();
+        if (method === 'GET' && path.startsWith('/v1/models/')) return this.retrieveModel(req, res, decodeURIComponent(path.slice('/v1/models/'.length)));
         return sendJson(res, 404, openAiError(`Invalid URL (${method} ${path})`, 'invalid_request_error', 'unknown_url'));
     }
   }
 
-  private model(): Record<string, unknown> {
-    return { id: MODEL_ID, object: 'model', created: MODEL_CREATED, owned_by: 'emulator' };
+  private model(id: string): Record<string, unknown> {
+    return { id, object: 'model', created: MODEL_CREATED, owned_by: 'emulator' };
+  }
+
+  /** The models listed: the configured ones, or `emulator-1` when any name is served. */
+  private servedModels(): string[] {
+    return this.config.models.length > 0 ? this.config.models : [MODEL_ID];
+  }
+
+  /** Whether a completion for `model` is served (any name, when no list is configured). */
+  private serves(model: string): boolean {
+    return this.config.models.length === 0 || this.config.models.includes(model);
+  }
+
+  /** GET /v1/models/{id}: the model, or OpenAI's 404 model_not_found. */
+  private retrieveModel(req: IncomingMessage, res: ServerResponse, id: string): void {
+    if (!this.authorized(req, res)) return;
+    if (!this.servedModels().includes(id)) {
+      const refusal = OPENAI.modelNotFound(id);
+      return sendJson(res, refusal.status, refusal.body);
+    }
+    sendJson(res, 200, this.model(id));
   }
 
   /** OpenAI's refusal of a missing or wrong bearer key (for the model list). */
@@ -227,7 +245,7 @@ export class ProviderEmulator {
       req.socket.destroy();
       return;
     }
-    if (behaviours.has('model_not_found')) {
+    if (behaviours.has('model_not_found') || !this.serves(request.model)) {
       this.recorder.refused();
       return refuseWith(dialect.modelNotFound(request.model), limitHeaders());
     }
