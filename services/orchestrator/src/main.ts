@@ -49,6 +49,7 @@ async function build(svc: Service<OrchestratorConfig>): Promise<void> {
     if (channel === keys.cancelChannel) runs.onCancelNotice(message);
   });
   await subscriber.subscribe(keys.cancelChannel);
+  log.onAppended = (runId, firstSeq, events) => notes.appended(runId, firstSeq, events);
 
   const server = await svc.grpcServer({
     port: config.port,

@@ -61,6 +61,9 @@ type Appender = { meshRunAppend(...a: string[]): Promise<number> };
 type Pending = { type: string; dataJson: string; resolve: () => void; reject: (e: unknown) => void };
 
 export class RunLog {
+  /** Told of every append of this process once it is in the log (its watchers here take them from memory). */
+  onAppended?: (runId: string, firstSeq: number, events: readonly { type: string; dataJson: string }[]) => void;
+
   constructor(private readonly redis: Redis, private readonly settings: RunLogSettings) {
     redis.defineCommand('meshRunAppend', { numberOfKeys: 3, lua: APPEND });
   }
@@ -93,6 +96,7 @@ export class RunLog {
     }
     if (res === -1) throw new RunStopped('lease_lost');
     if (res === -2) throw new Error(`run log gap: seq ${firstSeq} after ${await this.lastSeq(run.runId)}`);
+    this.onAppended?.(r, firstSeq, events);
     return res;
   }
 

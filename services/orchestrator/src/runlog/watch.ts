@@ -1,6 +1,9 @@
 // Serving run logs to watchers. One Redis subscriber connection per process fans out "run X has
-// new events" notifications; each watcher then reads with XRANGE. No watcher holds a blocking
-// Redis connection, so thousands of watchers cost a listener each, not a connection each.
+// new events up to seq N" notifications; a watcher then reads what it lacks with XRANGE. No
+// watcher holds a blocking Redis connection, so thousands of watchers cost a listener each, not a
+// connection each. The events this process appends itself (its own runs: every StartRun stream is
+// served by the replica that runs it) reach its watchers in memory, once written: they need no
+// read, and the notification of their own write finds them up to date.
 import { TERMINAL_EVENTS, type Redis } from '@agent-mesh/common';
 import type { RunEvent } from '@agent-mesh/common/gen/orchestrator/v1/orchestrator';
 import { keys } from '../runs/keys';
@@ -9,9 +12,58 @@ import type { RunLog } from './runlog';
 /** How long a watcher waits for a notification before reading anyway (covers a lost publish). */
 const POLL_FALLBACK_MS = 2_000;
 
-interface Listener {
-  dirty: boolean;
+/** Events read from the log at once. */
+const READ_PAGE = 500;
+
+/** Events a watcher may hold from local appends before it falls back to reading the log. */
+const MAX_LOCAL_EVENTS = 1_000;
+
+/** One watcher's view of its run's news. */
+class Listener {
+  /** Set by news since the last wait (a notification, or events appended here). */
+  dirty = false;
   wake?: () => void;
+  /** The highest seq this watcher was told is in the log. */
+  announced = 0;
+  /** Events appended by this process and not yet taken, in seq order. */
+  local: RunEvent[] = [];
+
+  notify(seq: number): void {
+    if (seq > this.announced) this.announced = seq;
+    this.dirty = true;
+    this.wake?.();
+  }
+
+  push(events: readonly RunEvent[]): void {
+    // A watcher that does not keep up reads the log instead of holding more.
+    if (this.local.length + events.length > MAX_LOCAL_EVENTS) this.local = [];
+    else this.local.push(...events);
+    this.notify(events[events.length - 1]!.seq);
+  }
+
+  /** The local events that follow `last` without a gap (none when they do not start at last + 1). */
+  takeAfter(last: number): RunEvent[] {
+    let i = 0;
+    while (i < this.local.length && this.local[i]!.seq <= last) i++;
+    const next = this.local[i];
+    if (next === undefined || next.seq !== last + 1) {
+      if (i > 0) this.local = this.local.slice(i);
+      return [];
+    }
+    const out = i === 0 ? this.local : this.local.slice(i);
+    this.local = [];
+    return out;
+  }
+}
+
+export interface RunWatch {
+  /** Waits for news, at most `ms`; true when news came (false: the time ran out, or the watch was aborted). */
+  wait(ms: number, signal: AbortSignal): Promise<boolean>;
+  /** What the log holds beyond `last` that the watcher has in memory (see Listener.takeAfter). */
+  takeAfter(last: number): RunEvent[];
+  /** The highest seq the watcher was told about. */
+  readonly announced: number;
+  close(): void;
 }
 
 export class RunNotifications {
@@ -22,10 +74,9 @@ export class RunNotifications {
     subscriber.on('message', (channel: string, message: string) => {
       if (channel.startsWith(this.channelPrefix)) {
         const runId = channel.slice(this.channelPrefix.length, -1);
-        for (const l of this.byRun.get(runId) ?? []) {
-          l.dirty = true;
-          l.wake?.();
-        }
+        // The message is the log's last seq after the write (see runlog.ts).
+        const seq = Number(message) || 0;
+        for (const l of this.byRun.get(runId) ?? []) l.notify(seq);
       } else {
         this.extraHandler?.(channel, message);
       }
@@ -36,8 +87,19 @@ export class RunNotifications {
     return this.byRun.size;
   }
 
-  async listen(runId: string): Promise<{ wait(ms: number, signal: AbortSignal): Promise<void>; close(): void }> {
-    const listener: Listener = { dirty: false };
+  /**
+   * Events this process wrote to a run's log, seqs from `firstSeq` (RunLog's `onAppended`), handed
+   * to its watchers here.
+   */
+  appended(runId: string, firstSeq: number, written: readonly { type: string; dataJson: string }[]): void {
+    const listeners = this.byRun.get(runId);
+    if (!listeners || written.length === 0) return;
+    const events = written.map((e, i): RunEvent => ({ runId, seq: firstSeq + i, type: e.type, dataJson: e.dataJson }));
+    for (const l of listeners) l.push(events);
+  }
+
+  async listen(runId: string): Promise<RunWatch> {
+    const listener = new Listener();
     let set = this.byRun.get(runId);
     if (!set) {
       set = new Set();
@@ -49,22 +111,27 @@ export class RunNotifications {
     }
     return {
       wait: (ms, signal) =>
-        new Promise<void>((resolve) => {
+        new Promise<boolean>((resolve) => {
           if (listener.dirty || signal.aborted) {
             listener.dirty = false;
-            return resolve();
+            return resolve(!signal.aborted);
           }
-          const done = () => {
+          const done = (news: boolean) => {
             clearTimeout(t);
-            signal.removeEventListener('abort', done);
+            signal.removeEventListener('abort', aborted);
             listener.wake = undefined;
             listener.dirty = false;
-            resolve();
+            resolve(news);
           };
-          const t = setTimeout(done, ms);
-          signal.addEventListener('abort', done, { once: true });
-          listener.wake = done;
+          const aborted = () => done(false);
+          const t = setTimeout(done, ms, false);
+          signal.addEventListener('abort', aborted, { once: true });
+          listener.wake = () => done(true);
         }),
+      takeAfter: (last) => listener.takeAfter(last),
+      get announced() {
+        return listener.announced;
+      },
       close: () => {
         const s = this.byRun.get(runId);
         if (!s) return;
@@ -82,22 +149,40 @@ export function lostEvent(runId: string, afterSeq: number, firstAvailableSeq: nu
   return { runId, seq: firstAvailableSeq - 1, type: 'events.lost', dataJson: JSON.stringify({ afterSeq, firstAvailableSeq }) };
 }
 
-/** The run's events after `afterSeq`, then the live ones, until a terminal event or abort. */
-export async function* watchRun(log: RunLog, notes: RunNotifications, runId: string, afterSeq: number, signal: AbortSignal): AsyncGenerator<RunEvent> {
-  const listener = await notes.listen(runId);
+/**
+ * The run's events after `afterSeq`, then the live ones, until a terminal event or abort. The log
+ * is read first, then whenever the watcher was told of events it does not hold in memory, and when
+ * no news came for POLL_FALLBACK_MS.
+ */
+export async function* watchRun(log: Pick<RunLog, 'read'>, notes: RunNotifications, runId: string, afterSeq: number, signal: AbortSignal): AsyncGenerator<RunEvent> {
+  const watch = await notes.listen(runId);
   try {
     let last = afterSeq;
+    // Read the log on this pass: the first one, after a full page, and when no news came for a while.
+    let read = true;
     while (!signal.aborted) {
-      const events = await log.read(runId, last);
+      let events = watch.takeAfter(last);
+      if (events.length === 0 && !read && watch.announced > last) {
+        // Told of events this process wrote, before the write's own answer came back (the
+        // notification travels on another connection): let that answer land first.
+        await new Promise((resolve) => setImmediate(resolve));
+        events = watch.takeAfter(last);
+      }
+      let fullPage = false;
+      if (events.length === 0 && (read || watch.announced > last)) {
+        events = await log.read(runId, last, READ_PAGE);
+        fullPage = events.length === READ_PAGE;
+      }
       for (const e of events) {
         if (e.seq > last + 1) yield lostEvent(runId, last, e.seq);
         yield e;
         last = e.seq;
         if (TERMINAL_EVENTS.has(e.type)) return;
       }
-      if (events.length === 0) await listener.wait(POLL_FALLBACK_MS, signal);
+      read = fullPage;
+      if (events.length === 0) read = !(await watch.wait(POLL_FALLBACK_MS, signal));
     }
   } finally {
-    listener.close();
+    watch.close();
   }
 }
