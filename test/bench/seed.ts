@@ -172,10 +172,20 @@ function labelled(text: string, name: string, label: string): number {
 interface MemorySample { units: number; heapBytes: number; rssBytes: number }
 
 /** The replicas' heap in use, resident memory and `unitGauge` (active runs, open streams), summed. */
-async function memorySample(addrs: string[], unitGauge: string): Promise<MemorySample> {
-  // A replica that does not answer (killed by a fault) counts for nothing, its work and memory alike.
-  const pages = await Promise.all(addrs.map((a) => fetch(`http://${a}/metrics`).then((r) => r.text()).catch(() => '')));
-  const sum = (name: string) => pages.reduce((s, t) => s + gauge(t, name), 0);
+/**
+ * The metrics pages of a service's replicas, one fetch each per sample (a scrape costs the service
+ * CPU that the benchmark counts as the mesh's). A replica that does not answer (killed by a fault)
+ * gives an empty page: it counts for nothing, its work and memory alike.
+ */
+function metricsPages(addrs: string[]): Promise<string[]> {
+  return Promise.all(addrs.map((a) => fetch(`http://${a}/metrics`).then((r) => r.text()).catch(() => '')));
+}
+
+/** A gauge summed over replicas' pages. */
+const pagesGauge = (pages: string[], name: string) => pages.reduce((s, t) => s + gauge(t, name), 0);
+
+function memorySample(pages: string[], unitGauge: string): MemorySample {
+  const sum = (name: string) => pagesGauge(pages, name);
   return { units: sum(unitGauge), heapBytes: sum('nodejs_heap_size_used_bytes'), rssBytes: sum('process_resident_memory_bytes') };
 }
 
@@ -432,9 +442,6 @@ async function main() {
     }
     const edgeUrl = system.edgeUrl;
     const sys = system;
-    /** A gauge summed over the running replicas' metrics pages. */
-    const fleetGauge = async (addrs: string[], name: string) =>
-      (await Promise.all(addrs.map((a) => fetch(`http://${a}/metrics`).then((r) => r.text()).then((t) => gauge(t, name)).catch(() => 0)))).reduce((x, y) => x + y, 0);
 
     // Users and their first conversations (setup, not measured); more are made when needed.
     // Twenty at a time, each tried up to five times: setup must not fail on a busy machine.
@@ -477,11 +484,15 @@ async function main() {
     const sampler = (async () => {
       while (sampling) {
         try {
-          const [q, f, open, emu, orchMem, edgeMem] = await Promise.all([
-            fleetGauge(sys.brokers(), 'llm_queue_depth'), fleetGauge(sys.brokers(), 'llm_in_flight'), fleetGauge(sys.edges(), 'edge_sse_open_streams'),
+          const [brokerPages, edgePages, orchestratorPages, emu] = await Promise.all([
+            metricsPages(sys.brokers()), metricsPages(sys.edges()), metricsPages(sys.orchestrators()),
             fetch(`${emulator.url}/_emulator/stats`).then((r) => r.json() as Promise<{ requests: number; inFlight: number }>),
-            memorySample(sys.orchestrators(), 'orchestrator_active_runs'), memorySample(sys.edges(), 'edge_sse_open_streams'),
           ]);
+          const q = pagesGauge(brokerPages, 'llm_queue_depth');
+          const f = pagesGauge(brokerPages, 'llm_in_flight');
+          const open = pagesGauge(edgePages, 'edge_sse_open_streams');
+          const orchMem = memorySample(orchestratorPages, 'orchestrator_active_runs');
+          const edgeMem = memorySample(edgePages, 'edge_sse_open_streams');
           memory.orchestrator.push(orchMem);
           memory.edge.push(edgeMem);
           peaks.llmQueue = Math.max(peaks.llmQueue, q);
