@@ -36,6 +36,10 @@ export const CLIENT_CHANNEL_OPTIONS: ChannelOptions = {
   // Reconnect quickly after a peer restarts (default starts at 1 s and grows to 120 s).
   'grpc.initial_reconnect_backoff_ms': 200,
   'grpc.max_reconnect_backoff_ms': 5_000,
+  // Never let a channel go idle (grpc-js drops its connections after 30 minutes without a call):
+  // an idle channel reconnects at its next call and hands the first burst to whichever replica
+  // answers first (see createClient). 24 days: Node's timers take at most 2^31 − 1 ms.
+  'grpc.client_idle_timeout_ms': 24 * 24 * 3600 * 1000,
 };
 
 export const SERVER_OPTIONS: ChannelOptions = {

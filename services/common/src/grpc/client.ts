@@ -25,8 +25,8 @@ type ClientCtor<C> = new (address: string, creds: ReturnType<typeof credentials.
  * one `host:port`, or a comma-separated list of replicas (see grpcTarget). It connects at once
  * rather than at its first call: a channel that connects lazily queues its first calls until one
  * replica answers and hands them all to that one (round_robin picks among connected replicas only),
- * so a burst right after a start would land on a single replica. (grpc-js still idles a channel
- * after 30 minutes without a call; the first burst after that is served the lazy way.)
+ * so a burst right after a start would land on a single replica (the channel options keep it from
+ * going idle later).
  */
 export function createClient<C extends Client>(Ctor: ClientCtor<C>, address: string): C {
   const client = new Ctor(grpcTarget(address), channelCredentials(), CLIENT_CHANNEL_OPTIONS);
