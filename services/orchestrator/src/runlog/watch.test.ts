@@ -43,8 +43,13 @@ function setup() {
     notes.appended(RUN, first, log.add(types));
     log.publish();
   };
-  return { notes, log, appendHere };
+  /** A watch from the run's start, to its terminal event (`act` once the first event is read). */
+  const watchAll = (act: () => Promise<void> | void) => collect(watchRun(log, notes, RUN, 0, new AbortController().signal), act);
+  return { notes, log, appendHere, watchAll };
 }
+
+/** Seqs 1 … n. */
+const upTo = (n: number) => Array.from({ length: n }, (_, i) => i + 1);
 
 /** Collects a watch until its terminal event; `act` runs once the first event has been read. */
 async function collect(it: AsyncGenerator<RunEvent>, act: () => Promise<void> | void): Promise<number[]> {
@@ -63,25 +68,23 @@ async function collect(it: AsyncGenerator<RunEvent>, act: () => Promise<void> | 
 const tick = () => new Promise((r) => setImmediate(r));
 
 test("a run appended in this process reaches its watcher from memory: the log is read once, at the watcher's start", async () => {
-  const { notes, log, appendHere } = setup();
+  const { log, appendHere, watchAll } = setup();
   log.add(['run.started']);
-  const abort = new AbortController();
-  const seqs = await collect(watchRun(log, notes, RUN, 0, abort.signal), async () => {
+  const seqs = await watchAll(async () => {
     for (let i = 0; i < 20; i++) {
       appendHere(['token', 'token']);
       await tick();
     }
     appendHere(['run.completed']);
   });
-  expect(seqs).toEqual(Array.from({ length: 42 }, (_, i) => i + 1));
+  expect(seqs).toEqual(upTo(42));
   expect(log.reads).toBe(1);
 });
 
 test("another replica's appends (notified only) are read from the log", async () => {
-  const { notes, log } = setup();
+  const { log, watchAll } = setup();
   log.add(['run.started']);
-  const abort = new AbortController();
-  const seqs = await collect(watchRun(log, notes, RUN, 0, abort.signal), async () => {
+  const seqs = await watchAll(async () => {
     await tick();
     log.add(['token', 'run.completed']);
     log.publish();
@@ -98,15 +101,14 @@ test('a full page read is followed by the next at once, not after the poll fallb
   // Nothing is published: only the page rule can read the rest before the 2 s fallback poll.
   const first = await Promise.race([watching, new Promise<'late'>((r) => setTimeout(r, 1_000, 'late'))]);
   abort.abort();
-  expect(first).toEqual(Array.from({ length: 701 }, (_, i) => i + 1));
+  expect(first).toEqual(upTo(701));
   expect(log.reads).toBe(2);
 });
 
 test('a notification that arrives before the local delivery of the same write does not cost a read', async () => {
-  const { notes, log } = setup();
+  const { notes, log, watchAll } = setup();
   log.add(['run.started']);
-  const abort = new AbortController();
-  const seqs = await collect(watchRun(log, notes, RUN, 0, abort.signal), async () => {
+  const seqs = await watchAll(async () => {
     await tick();
     const written = log.add(['token', 'run.completed']);
     log.publish();
@@ -134,6 +136,6 @@ test('a watcher that is told of events it does not hold reads them; one that fal
   appendHere(['run.completed']);
   const rest: number[] = [];
   for await (const e of it) rest.push(e.seq);
-  expect(rest).toEqual(Array.from({ length: 1501 }, (_, i) => i + 3));
+  expect(rest).toEqual(upTo(1503).slice(2));
   expect(log.reads).toBeGreaterThan(2);
 });
