@@ -1,5 +1,5 @@
 // Benchmark `overhead`: the latency and throughput a gateway adds in front of one fast, constant
-// upstream (the emulator), for the mesh (edge facade → llm-broker → emulator) side by side with
+// upstream (the emulator), for the mesh (edge facade → llm-broker → emulator, and an edge running the broker itself) side by side with
 // Portkey's gateway and LiteLLM's proxy, all against the same emulator in one run, with the
 // emulator called directly as the baseline. Requests are identical small chat completions,
 // non-streamed and streamed.
@@ -17,7 +17,7 @@
 // Prints a human summary and, as its LAST line, one JSON object of the figures.
 //
 // Options (env): BENCH_LATENCY_REQUESTS (150), BENCH_CONCURRENCY (32), BENCH_SECONDS (8),
-// BENCH_TARGETS (comma list of mesh,portkey,litellm,direct; default all), BENCH_EDGE_WAIT_S (1200),
+// BENCH_TARGETS (comma list of mesh,mesh-inline,portkey,litellm,direct; default all), BENCH_EDGE_WAIT_S (1200),
 // BENCH_LOG_LEVEL (the mesh's LOG_LEVEL, info), BENCH_TRACING (1: the mesh exports its traces to
 // Jaeger, as it ships; 0: off).
 import { spawnSync } from 'node:child_process';
@@ -40,7 +40,7 @@ const WARMUP = 15;
 const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 32);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 8);
 const EDGE_WAIT_S = Number(process.env.BENCH_EDGE_WAIT_S ?? 1200);
-const ONLY = new Set((process.env.BENCH_TARGETS ?? 'mesh,portkey,litellm,direct').split(',').map((s) => s.trim()));
+const ONLY = new Set((process.env.BENCH_TARGETS ?? 'mesh,mesh-inline,portkey,litellm,direct').split(',').map((s) => s.trim()));
 const LOG_LEVEL = process.env.BENCH_LOG_LEVEL ?? 'info';
 const TRACING = process.env.BENCH_TRACING !== '0';
 const PEERS = path.join(process.env.MESH_CACHE ?? path.join(os.homedir(), '.cache', 'agent-mesh'), 'peers');
@@ -58,7 +58,7 @@ type Mode = 'nonstream' | 'stream';
 const MODES: Mode[] = ['nonstream', 'stream'];
 
 interface Target {
-  name: 'direct' | 'mesh' | 'portkey' | 'litellm';
+  name: 'direct' | 'mesh' | 'mesh-inline' | 'portkey' | 'litellm';
   url: string;
   headers: Record<string, string>;
   model: string;
@@ -318,9 +318,13 @@ async function startLitellm(logDir: string, emulatorUrl: string, procs: Proc[]):
 
 /**
  * The mesh as it ships: Redis, FerretDB (on PostgreSQL), Jaeger and the five services, tracing on,
- * logging at info; the edge's facade must answer a completion.
+ * logging at info; its edge (`mesh`: edge → llm-broker over gRPC, the default) and a second edge
+ * that runs the broker itself (`mesh-inline`: EDGE_INLINE_BROKER), each as asked by BENCH_TARGETS.
  */
-async function startMeshTarget(logDir: string, emulatorUrl: string, procs: Proc[], meshes: Mesh[]): Promise<Target> {
+// A quota high enough never to queue: the upstream is fast and unlimited here.
+const BROKER_ENV = { LLM_API_KEY: API_KEY, LLM_MODEL: MODEL, LLM_MAX_CONCURRENT: '10000', LLM_RPM: '100000000', LLM_TPM: '0', LLM_QUEUE_MAX: '100000' };
+
+async function startMeshTargets(logDir: string, emulatorUrl: string, procs: Proc[], meshes: Mesh[]): Promise<Target[]> {
   const redis = await startRedis({ logDir });
   procs.push(redis);
   const ferret = await startFerret({ logDir });
@@ -337,15 +341,21 @@ async function startMeshTarget(logDir: string, emulatorUrl: string, procs: Proc[
     ...(jaeger ? { otlpEndpoint: jaeger.otlpEndpoint } : {}),
     env: { LOG_LEVEL },
     perService: {
-      // A quota high enough never to queue: the upstream is fast and unlimited here.
-      'llm-broker': { LLM_API_KEY: API_KEY, LLM_MODEL: MODEL, LLM_MAX_CONCURRENT: '10000', LLM_RPM: '100000000', LLM_TPM: '0', LLM_QUEUE_MAX: '100000' },
+      'llm-broker': BROKER_ENV,
       edge: { EDGE_HOST: '127.0.0.1', RATE_LIMIT_PER_MINUTE: '0', LLM_MODEL: MODEL },
     },
   });
   meshes.push(mesh);
   const token = await mintToken(secret, '00000000-0000-4000-8000-00000000b00c');
-  const target: Target = { name: 'mesh', url: `${mesh.edge.url}/v1`, model: MODEL, headers: { authorization: `Bearer ${token}` } };
-  return target;
+  const headers = { authorization: `Bearer ${token}` };
+  const targets: Target[] = [];
+  if (ONLY.has('mesh')) targets.push({ name: 'mesh', url: `${mesh.edge.url}/v1`, model: MODEL, headers });
+  if (ONLY.has('mesh-inline')) {
+    // A second edge of the same mesh that runs the broker itself (EDGE_INLINE_BROKER), in the same quota.
+    const inline = await mesh.addEdge({ EDGE_INLINE_BROKER: 'true', LLM_BASE_URL: `${emulatorUrl}/v1`, ...BROKER_ENV });
+    targets.push({ name: 'mesh-inline', url: `${inline.url}/v1`, model: MODEL, headers });
+  }
+  return targets;
 }
 
 /** The edge is being finished by someone else: retry its facade for a while before giving up. */
@@ -383,19 +393,20 @@ async function main(): Promise<void> {
     procs.push(emulator);
     const targets: Target[] = [];
     if (ONLY.has('direct')) targets.push({ name: 'direct', url: `${emulator.url}/v1`, model: MODEL, headers: { authorization: `Bearer ${API_KEY}` } });
-    const starters: Array<[Target['name'], () => Promise<Target>]> = [
-      ['mesh', () => startMeshTarget(logDir, emulator.url, procs, meshes)],
-      ['portkey', () => startPortkey(logDir, emulator.url, procs)],
-      ['litellm', () => startLitellm(logDir, emulator.url, procs)],
+    const starters: Array<[string, () => Promise<Target[]>]> = [
+      ['mesh', () => startMeshTargets(logDir, emulator.url, procs, meshes)],
+      ['portkey', async () => [await startPortkey(logDir, emulator.url, procs)]],
+      ['litellm', async () => [await startLitellm(logDir, emulator.url, procs)]],
     ];
     for (const [name, start] of starters) {
-      if (!ONLY.has(name)) continue;
+      if (!ONLY.has(name) && !(name === 'mesh' && ONLY.has('mesh-inline'))) continue;
       try {
         console.log(`starting ${name} …`);
-        const t = await start();
-        const broken = name === 'mesh' ? await facadeWorks(t) : await complete(t, 'nonstream', 0).then(() => undefined, (e: Error) => e.message);
-        if (broken) throw new Error(`does not answer a completion: ${broken}`);
-        targets.push(t);
+        for (const t of await start()) {
+          const broken = name === 'mesh' ? await facadeWorks(t) : await complete(t, 'nonstream', 0).then(() => undefined, (e: Error) => e.message);
+          if (broken) throw new Error(`${t.name} does not answer a completion: ${broken}`);
+          targets.push(t);
+        }
       } catch (err) {
         unavailable[name] = (err as Error).message.split('\n')[0]!.slice(0, 300);
         console.log(`  ${name} unavailable: ${unavailable[name]}`);
@@ -440,38 +451,43 @@ async function main(): Promise<void> {
         };
       }
     }
-    const ratios: Record<string, Record<string, { addedP50: number; addedP99: number; rps: number }>> = {};
-    for (const peer of ['portkey', 'litellm']) {
-      if (!added.mesh || !added[peer]) continue;
-      for (const mode of MODES) {
-        const m = added.mesh[mode];
-        const p = added[peer]![mode];
-        const ms = saturation.mesh?.[mode];
-        const ps = saturation[peer]?.[mode];
-        if (!m || !p || !ms || !ps) continue;
-        // < 1 = the mesh adds less latency / > 1 = the mesh serves more requests per second.
-        const ratio = (a: number, b: number) => (b > 0 ? r2(a / b) : NaN);
-        (ratios[peer] ??= {})[mode] = { addedP50: ratio(m.p50, p.p50), addedP99: ratio(m.p99, p.p99), rps: ratio(ms.rps, ps.rps) };
+    // meshRatios[mesh target][peer][mode]
+    const ratios: Record<string, Record<string, Record<string, { addedP50: number; addedP99: number; rps: number }>>> = {};
+    for (const own of ['mesh', 'mesh-inline']) {
+      for (const peer of ['portkey', 'litellm']) {
+        if (!added[own] || !added[peer]) continue;
+        for (const mode of MODES) {
+          const m = added[own][mode];
+          const p = added[peer]![mode];
+          const ms = saturation[own]?.[mode];
+          const ps = saturation[peer]?.[mode];
+          if (!m || !p || !ms || !ps) continue;
+          // < 1 = the mesh adds less latency / > 1 = the mesh serves more requests per second.
+          const ratio = (a: number, b: number) => (b > 0 ? r2(a / b) : NaN);
+          ((ratios[own] ??= {})[peer] ??= {})[mode] = { addedP50: ratio(m.p50, p.p50), addedP99: ratio(m.p99, p.p99), rps: ratio(ms.rps, ps.rps) };
+        }
       }
     }
 
     console.log('\n== overhead: added latency over calling the emulator directly (ms), and throughput at saturation ==');
     const pad = (s: string | number, n: number) => String(s).padStart(n);
-    console.log(`${'target'.padEnd(8)} ${'mode'.padEnd(9)} ${pad('p50', 8)} ${pad('p99', 8)} ${pad('+p50', 8)} ${pad('+p99', 8)} ${pad('ttft50', 8)} ${pad('rps', 8)} ${pad('errors', 7)}`);
+    console.log(`${'target'.padEnd(11)} ${'mode'.padEnd(9)} ${pad('p50', 8)} ${pad('p99', 8)} ${pad('+p50', 8)} ${pad('+p99', 8)} ${pad('ttft50', 8)} ${pad('rps', 8)} ${pad('errors', 7)}`);
     for (const t of targets) {
       for (const mode of MODES) {
         const l = latency[t.name]?.[mode];
         const s = saturation[t.name]?.[mode];
         const a = added[t.name]?.[mode];
         console.log(
-          `${t.name.padEnd(8)} ${mode.padEnd(9)} ${pad(l?.p50 ?? '-', 8)} ${pad(l?.p99 ?? '-', 8)} ${pad(a?.p50 ?? '-', 8)} ${pad(a?.p99 ?? '-', 8)} ` +
+          `${t.name.padEnd(11)} ${mode.padEnd(9)} ${pad(l?.p50 ?? '-', 8)} ${pad(l?.p99 ?? '-', 8)} ${pad(a?.p50 ?? '-', 8)} ${pad(a?.p99 ?? '-', 8)} ` +
             `${pad(l?.ttftP50 ?? '-', 8)} ${pad(s?.rps ?? '-', 8)} ${pad((l?.errors ?? 0) + (s?.errors ?? 0), 7)}`,
         );
       }
     }
-    for (const [peer, byMode] of Object.entries(ratios)) {
-      for (const [mode, r] of Object.entries(byMode)) {
-        console.log(`mesh vs ${peer} (${mode}): added p50 ×${r.addedP50}, added p99 ×${r.addedP99} (< 1 = less overhead), rps ×${r.rps} (> 1 = more throughput)`);
+    for (const [own, byPeer] of Object.entries(ratios)) {
+      for (const [peer, byMode] of Object.entries(byPeer)) {
+        for (const [mode, r] of Object.entries(byMode)) {
+          console.log(`${own} vs ${peer} (${mode}): added p50 ×${r.addedP50}, added p99 ×${r.addedP99} (< 1 = less overhead), rps ×${r.rps} (> 1 = more throughput)`);
+        }
       }
     }
     for (const t of targets) {
@@ -494,6 +510,7 @@ async function main(): Promise<void> {
     const processes = {
       direct: 'the emulator',
       mesh: `edge → llm-broker → emulator (1 process each; Redis for the quota${TRACING ? ', Jaeger receiving every span' : ''}; orchestrator, tool-service, store, FerretDB, PostgreSQL running but idle)`,
+      'mesh-inline': `edge with the broker inside (EDGE_INLINE_BROKER) → emulator (1 process; the same Redis${TRACING ? ' and Jaeger' : ''}, its quota shared with the llm-broker service)`,
       portkey: '1 Node.js process → emulator',
       litellm: '1 uvicorn worker → emulator',
     };

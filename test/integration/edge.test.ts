@@ -6,8 +6,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import OpenAI from 'openai';
 import {
-  emulatorStats, readSse, startEmulator, startFerret, startMesh, startRedis, startService, testDir, waitFor,
-  type EmulatorProc, type FerretProc, type Mesh, type RedisProc, type SseEvent,
+  emulatorStats, promMetric, readSse, startEmulator, startFerret, startMesh, startRedis, startService, testDir, waitFor,
+  type EmulatorProc, type FerretProc, type Mesh, type RedisProc, type ServiceProc, type SseEvent,
 } from '../support';
 import { signToken } from '../../services/edge/src/auth';
 import { PEER_METRICS } from '../../services/edge/src/peer-summary';
@@ -193,19 +193,12 @@ test('SSE_MAX_STREAMS=1: queue tokens are served in order', async () => {
   await readSse(third.body!, (e) => TERMINAL.has(e.event));
 });
 
-test('the official openai client works against the facade, streamed and not', async () => {
-  const client = new OpenAI({ apiKey: alice, baseURL: `${mesh.edge.url}/v1`, maxRetries: 0 });
-  const models = await client.models.list();
-  expect(models.data.map((m) => m.id)).toContain('agent-mesh');
-  const direct = await client.chat.completions.create({ model: 'upstream', messages: [{ role: 'user', content: 'Say hello' }] });
-  expect(direct.choices[0]!.message.content!.length).toBeGreaterThan(0);
-  expect(direct.usage!.total_tokens).toBeGreaterThan(0);
-  const stream = await client.chat.completions.create({
-    model: 'upstream',
-    messages: [{ role: 'user', content: 'Say hello' }],
-    stream: true,
-    stream_options: { include_usage: true },
-  });
+/** A direct model through the official openai client, whole and streamed (usage included): both answer, with usage. */
+async function expectDirectAnswers(client: OpenAI): Promise<void> {
+  const whole = await client.chat.completions.create({ model: 'upstream', messages: [{ role: 'user', content: 'Say hello' }] });
+  expect(whole.choices[0]!.message.content!.length).toBeGreaterThan(0);
+  expect(whole.usage!.total_tokens).toBeGreaterThan(0);
+  const stream = await client.chat.completions.create({ model: 'upstream', messages: [{ role: 'user', content: 'Say hello' }], stream: true, stream_options: { include_usage: true } });
   let text = '';
   let usage: OpenAI.CompletionUsage | undefined;
   for await (const chunk of stream) {
@@ -214,6 +207,13 @@ test('the official openai client works against the facade, streamed and not', as
   }
   expect(text.length).toBeGreaterThan(0);
   expect(usage!.total_tokens).toBeGreaterThan(0);
+}
+
+test('the official openai client works against the facade, streamed and not', async () => {
+  const client = new OpenAI({ apiKey: alice, baseURL: `${mesh.edge.url}/v1`, maxRetries: 0 });
+  const models = await client.models.list();
+  expect(models.data.map((m) => m.id)).toContain('agent-mesh');
+  await expectDirectAnswers(client);
   const mesh1 = await client.chat.completions.create({ model: 'agent-mesh', messages: [{ role: 'user', content: 'What is a queue?' }] });
   expect(mesh1.choices[0]!.message.content!.length).toBeGreaterThan(0);
   const meshStream = await client.chat.completions.create({ model: 'agent-mesh', messages: [{ role: 'user', content: 'What is a stack?' }], stream: true });
@@ -355,6 +355,45 @@ describe('/v1/chat/completions with a misbehaving provider', () => {
     expect(last.error?.message).toBeTruthy();
     expect(text).not.toContain('"finish_reason":"stop"');
     expect((await complete('emulator-1+stream_error', false)).status).toBe(503);
+  });
+});
+
+describe('an edge that runs the broker itself (EDGE_INLINE_BROKER)', () => {
+  let inline: ServiceProc;
+  const edgeMetric = (name: string, labels = '') => promMetric({ metricsPort: Number(new URL(inline.url!).port) }, name, labels);
+  const complete = (model: string, stream: boolean) =>
+    call(inline.url!, '/v1/chat/completions', alice, { method: 'POST', body: JSON.stringify({ model, stream, messages: [{ role: 'user', content: 'How do tides work?' }] }) });
+
+  beforeAll(async () => {
+    inline = await startEdge({ EDGE_INLINE_BROKER: 'true', LLM_BASE_URL: `${emulator.url}/v1`, LLM_API_KEY: 'local-dev-key' });
+  });
+
+  test('/v1 calls the provider from the edge, not through the broker service, within the same global quota', async () => {
+    const viaBroker = await promMetric(mesh.broker, 'llm_admissions_total');
+    const upstream = (await emulatorStats(emulator)).requests;
+    await expectDirectAnswers(new OpenAI({ apiKey: alice, baseURL: `${inline.url}/v1`, maxRetries: 0 }));
+    // Both calls reached the provider, admitted by the edge's own broker; the service admitted none.
+    expect((await emulatorStats(emulator)).requests).toBe(upstream + 2);
+    expect(await edgeMetric('llm_admissions_total')).toBe(2);
+    expect(await promMetric(mesh.broker, 'llm_admissions_total')).toBe(viaBroker);
+    // One quota: the edge's limiter shares it through Redis with the broker service's, and each sees the other.
+    expect(await edgeMetric('llm_quota_shared')).toBe(1);
+    await waitFor('both replicas in the shared quota', async () => (await edgeMetric('llm_live_replicas')) === 2 && (await promMetric(mesh.broker, 'llm_live_replicas')) === 2);
+  });
+
+  test('refusals are answered as through the broker service: 404 for a model the provider does not serve, an error event after tokens, 503 not streamed', async () => {
+    const missing = await complete('gpt-nope+model_not_found', false);
+    expect(missing.status).toBe(404);
+    expect(((await missing.json()) as any).error.message).toMatch(/The model `gpt-nope` does not exist/);
+    const res = await complete('emulator-1+stream_error', true);
+    expect(res.status).toBe(200);
+    const payloads = (await res.text()).split('\n\n').filter((b) => b.startsWith('data: ')).map((b) => b.slice(6));
+    expect((JSON.parse(payloads.at(-1)!) as { error?: { message: string } }).error?.message).toBeTruthy();
+    expect((await complete('emulator-1+stream_error', false)).status).toBe(503);
+    // The agents still go through the broker service: a run through this edge completes.
+    const id = await newConversation(inline.url!);
+    const run = await call(inline.url!, `/api/conversations/${id}/messages`, alice, { method: 'POST', body: JSON.stringify({ content: 'What is a queue?' }) });
+    expect((await readSse(run.body!, (e) => TERMINAL.has(e.event))).at(-1)!.event).toBe('run.completed');
   });
 });
 

@@ -7,7 +7,7 @@ import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type
 import cors from '@fastify/cors';
 import helmet from '@fastify/helmet';
 import swagger from '@fastify/swagger';
-import type { Logger } from '@agent-mesh/common';
+import type { Logger, Registry } from '@agent-mesh/common';
 import { bearerOf, TokenVerifier } from './auth';
 import { overBudget, unlimitedBudgets, type UserBudgets } from './budgets';
 import type { AppConfig, EdgeContext } from './context';
@@ -40,6 +40,8 @@ export interface AppDeps {
   publicDir?: string;
   /** For tests: a load average source for the heartbeat interval. */
   loadAvg?: () => number;
+  /** The registry /metrics serves (default: the edge's own, made here). */
+  registry?: Registry;
 }
 
 export interface EdgeApp {
@@ -59,7 +61,7 @@ export async function buildApp(deps: AppDeps): Promise<EdgeApp> {
     budgets: deps.budgets ?? unlimitedBudgets,
     sseLimiter: new StreamLimiter({ maxStreams: cfg.sse.maxStreams }),
     hub: new HeartbeatHub(cfg.sse.heartbeatMs, deps.loadAvg ?? (cfg.sse.heartbeatAdaptive === false ? () => 0 : undefined)),
-    stats: new EdgeStats(undefined, deps.budgets?.topSpenders?.bind(deps.budgets)),
+    stats: new EdgeStats(undefined, deps.budgets?.topSpenders?.bind(deps.budgets), deps.registry),
     streams: new Set<SseStream>(),
     state: { draining: false },
   };

@@ -17,3 +17,24 @@ describe('sign-in configuration', () => {
     expect(loadConfig({ AUTH_JWT_SECRET: 'dev-secret' }).auth).toMatchObject({ jwtSecret: 'dev-secret', jwksUrl: undefined });
   });
 });
+
+describe('EDGE_INLINE_BROKER', () => {
+  const dev = { AUTH_JWT_SECRET: 'dev-secret' };
+
+  test('off by default: /v1 goes to the llm-broker service', () => {
+    expect(loadConfig(dev).inlineBroker).toBeUndefined();
+  });
+
+  test("on: the broker's own variables configure it, and their errors stop the edge as they would the broker", () => {
+    const cfg = loadConfig({ ...dev, EDGE_INLINE_BROKER: 'true', LLM_BASE_URL: 'http://llm.internal:8090/v1', LLM_API_KEY: 'k', LLM_MODEL: 'gpt-x', LLM_RPM: '900' });
+    expect(cfg.inlineBroker?.upstreams).toMatchObject([{ baseUrl: 'http://llm.internal:8090/v1', apiKey: 'k', models: ['gpt-x'], rpm: 900 }]);
+    expect(cfg.llmModel).toBe('gpt-x');
+    expect(() => loadConfig({ ...dev, EDGE_INLINE_BROKER: 'true', LLM_PRIORITIES: 'boss=9' })).toThrow(/LLM_PRIORITIES: unknown role "boss"/);
+  });
+
+  test("LLM_MODEL=upstream, the edge's alias for the broker's default, is not taken as the model to call", () => {
+    const cfg = loadConfig({ ...dev, EDGE_INLINE_BROKER: 'true', LLM_MODEL: 'upstream' });
+    expect(cfg.llmModel).toBe('upstream');
+    expect(cfg.inlineBroker?.upstreams[0]?.models).toEqual(['emulator-1']);
+  });
+});

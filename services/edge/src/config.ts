@@ -2,7 +2,9 @@
 // tables are made from VARS) and its validation. Missing sign-in
 // configuration (neither AUTH_JWT_SECRET nor AUTH_JWKS_URL) stops the process at start.
 import { config, parseBudgetOverrides, type BudgetLimits, type RedisTarget } from '@agent-mesh/common';
+import type { BrokerConfig } from '@agent-mesh/llm-broker/inline';
 import type { AuthConfig } from './auth';
+import { brokerModule } from './inline-broker';
 
 type Env = config.Env;
 
@@ -37,6 +39,8 @@ export interface EdgeConfig {
   llmModel: string;
   /** Where the ops page's figures and the runs' traces are read (undefined: not configured, 503). */
   ops: { prometheusUrl?: string; jaegerQueryUrl?: string };
+  /** EDGE_INLINE_BROKER: the broker this edge runs itself for `/v1` direct calls (its `LLM_*` variables); undefined: over gRPC. */
+  inlineBroker?: BrokerConfig;
 }
 
 const { EDGE_PORT, EDGE_HOST, ORCHESTRATOR_ADDR, STORE_ADDR, LLM_BROKER_ADDR, TOOL_SERVICE_ADDR, SHUTDOWN_GRACE_MS } = config.sharedVars;
@@ -79,6 +83,10 @@ export const VARS = {
     AUTH_OPS_SCOPE: { type: 'string', default: 'ops', doc: 'the scope a token must carry (`scope`, space-separated, or `scp`) to read the operations figures (`/api/ops/figures`)' },
     PROMETHEUS_URL: { type: 'string', default: '', defaultDoc: 'none (`npm start` sets it)', doc: "Prometheus' HTTP API (`http://host:9090`), for the ops page's figures; unset: `/api/ops/figures` answers 503" },
     JAEGER_QUERY_URL: { type: 'string', default: '', defaultDoc: 'none (`npm start` sets it)', doc: "Jaeger's query API (`http://host:16686`), for a run's trace; unset: `/api/runs/:runId/trace` answers 503" },
+    EDGE_INLINE_BROKER: {
+      type: 'bool', default: false,
+      doc: "run the broker inside the edge for `/v1` calls of a direct model (no gRPC hop, one process less on the call's path): the edge then reads the broker's `LLM_*` and `REDIS_*` variables, holds the provider's key and takes its place in the same global queue and quota; agent runs still call the llm-broker service",
+    },
     LLM_MODEL: { type: 'string', default: 'upstream', doc: 'the model `GET /v1/models` lists for direct calls (the broker calls whatever it is configured with)' },
   }),
 };
@@ -123,6 +131,8 @@ export function loadConfig(env: Env = process.env): EdgeConfig {
     shutdownGraceMs: read(VARS.SHUTDOWN_GRACE_MS),
     llmModel: read(VARS.LLM_MODEL),
     ops: { prometheusUrl: httpUrl(VARS.PROMETHEUS_URL, read(VARS.PROMETHEUS_URL)), jaegerQueryUrl: httpUrl(VARS.JAEGER_QUERY_URL, read(VARS.JAEGER_QUERY_URL)) },
+    // LLM_MODEL=upstream is the edge's alias for the broker's own default, not a model to call.
+    inlineBroker: read(VARS.EDGE_INLINE_BROKER) ? brokerModule().loadConfig(read(VARS.LLM_MODEL) === 'upstream' ? { ...env, LLM_MODEL: undefined } : env) : undefined,
   };
 }
 

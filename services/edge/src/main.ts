@@ -1,9 +1,11 @@
-// Process entry of the edge: Redis, gateways, the HTTP server — wiring only (configuration,
-// listener host and shutdown phases: runService).
-import { BUDGET_KEY_PREFIX, createRedis, flushTelemetry, runService, TokenBudgets, type Service } from '@agent-mesh/common';
+// Process entry of the edge: Redis, gateways (and, with EDGE_INLINE_BROKER, the broker for `/v1`),
+// the HTTP server — wiring only (configuration, listener host and shutdown phases: runService).
+import { BUDGET_KEY_PREFIX, createRedis, createRegistry, flushTelemetry, runService, TokenBudgets, type Service } from '@agent-mesh/common';
 import { buildApp } from './app';
 import { loadConfig, type EdgeConfig } from './config';
 import { createGateways } from './gateways';
+import { inlineBrokerGateway } from './gateways/inline-broker';
+import { brokerModule } from './inline-broker';
 import { redisRequestLimiter } from './ratelimit';
 
 void runService({ name: 'edge', loadConfig, flushTelemetry, build });
@@ -19,6 +21,16 @@ async function build(svc: Service<EdgeConfig>): Promise<void> {
   });
   const gateways = createGateways(cfg, redis);
   svc.onShutdown('clients', 'gateways', () => gateways.close());
+  const registry = createRegistry('edge');
+  if (cfg.inlineBroker) {
+    // Its metrics (mesh_llm_*) on the edge's /metrics; its queues and settlements end in the edge's shutdown.
+    const { assembleBroker, describeUpstreams, generateResponses } = brokerModule();
+    // On the edge's Redis connection: the admissions and the edge's budget checks of one turn leave in one write.
+    const { broker } = await assembleBroker(svc, cfg.inlineBroker, registry, redis);
+    const log = logger.child({ component: 'llm-broker' });
+    gateways.broker = inlineBrokerGateway((req, signal, deadline) => generateResponses(broker, log, req, signal, deadline), log);
+    logger.info({ upstreams: describeUpstreams(cfg.inlineBroker) }, 'the broker runs inside this edge for /v1');
+  }
 
   const requestLimiter = redisRequestLimiter(redis, { perMinute: cfg.rateLimitPerMinute, burstFraction: cfg.rateLimitBurstFraction }, logger);
   svc.onShutdown('stop', 'request limiter', () => requestLimiter.close?.());
@@ -26,7 +38,7 @@ async function build(svc: Service<EdgeConfig>): Promise<void> {
     ...cfg.budgets,
     onError: (err) => logger.warn({ err: (err as Error).message }, 'token budgets unavailable: not enforced'),
   });
-  const { app, drain } = await buildApp({ cfg, gateways, logger, requestLimiter, budgets });
+  const { app, drain } = await buildApp({ cfg, gateways, logger, requestLimiter, budgets, registry });
   // Draining answers /api/health 503 and refuses new requests; open streams are told to reconnect.
   svc.onShutdown('notServing', 'draining', () => drain());
   svc.httpServer(app.server, () => app.close());

@@ -29,8 +29,10 @@ export class EdgeStats {
     private readonly now: () => number = Date.now,
     /** Today's largest per-user token totals (the budgets' ranking). */
     topSpenders?: (count: number) => Promise<number[]>,
+    /** The process's registry, when others (the inline broker's metrics) share it. */
+    registry?: Registry,
   ) {
-    this.registry = createRegistry('edge');
+    this.registry = registry ?? createRegistry('edge');
     const registers = [this.registry];
     this.requests = new Counter({ name: 'edge_http_requests_total', help: 'HTTP requests by route and status', labelNames: ['method', 'route', 'status'], registers });
     this.durations = new Histogram({

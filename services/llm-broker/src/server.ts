@@ -110,30 +110,35 @@ function deadlineOf(call: ServerWritableStream<GenerateRequest, GenerateResponse
   return Number.isFinite(ms) && ms > 0 ? ms : undefined;
 }
 
+/**
+ * One Generate call: the broker's events as GenerateResponse messages, a refusal as a MeshError.
+ * The gRPC handler serves it; so does an edge that runs the broker inside itself.
+ */
+export async function* generateResponses(broker: LlmBroker, logger: Logger, req: GenerateRequest, signal: AbortSignal, deadline?: number): AsyncGenerator<GenerateResponse> {
+  const role = callerRoleOf(req);
+  annotate({ [ATTR.runId]: req.runId, [ATTR.agentRole]: role, [ATTR.userId]: req.userId });
+  const started = Date.now();
+  try {
+    for await (const e of broker.generate(toInput(req), signal, deadline)) {
+      if (e.type === 'done') {
+        logger.info(
+          { runId: req.runId, role, upstream: e.upstream, queueWaitMs: e.queueWaitMs, ms: Date.now() - started, usage: e.usage, finish: e.finishReason, ...(e.cache ? { cache: e.cache } : {}) },
+          'generate done',
+        );
+      }
+      yield toResponse(e);
+    }
+    if (signal.aborted) logger.info({ runId: req.runId, role, ms: Date.now() - started }, 'generate cancelled by the caller');
+  } catch (err) {
+    const mapped = toMeshError(err);
+    if (mapped instanceof MeshError && !signal.aborted) logger.info({ reason: mapped.reason, role }, 'generate refused');
+    throw mapped;
+  }
+}
+
 export function brokerService(broker: LlmBroker, logger: Logger) {
   const implementation: LlmBrokerServiceServer = {
-    generate: streamHandler<GenerateRequest, GenerateResponse>(logger, 'Generate', async function* (req, signal, call) {
-      const role = callerRoleOf(req);
-      annotate({ [ATTR.runId]: req.runId, [ATTR.agentRole]: role, [ATTR.userId]: req.userId });
-      const started = Date.now();
-      try {
-        for await (const e of broker.generate(toInput(req), signal, deadlineOf(call))) {
-          if (e.type === 'done') {
-            logger.info(
-              { runId: req.runId, role, upstream: e.upstream, queueWaitMs: e.queueWaitMs, ms: Date.now() - started, usage: e.usage, finish: e.finishReason, ...(e.cache ? { cache: e.cache } : {}) },
-              'generate done',
-            );
-          }
-          yield toResponse(e);
-        }
-        if (signal.aborted) logger.info({ runId: req.runId, role, ms: Date.now() - started }, 'generate cancelled by the caller');
-      } catch (err) {
-        const mapped = toMeshError(err);
-        if (mapped instanceof MeshError && !signal.aborted) logger.info({ reason: mapped.reason, role }, 'generate refused');
-        throw mapped;
-      }
-    }),
+    generate: streamHandler<GenerateRequest, GenerateResponse>(logger, 'Generate', (req, signal, call) => generateResponses(broker, logger, req, signal, deadlineOf(call))),
   };
   return { name: SERVICE_NAME, definition: LlmBrokerServiceService, implementation };
 }
-

@@ -5,8 +5,10 @@
 import { once } from 'node:events';
 import path from 'node:path';
 import {
+  Metadata,
   Server,
   status,
+  type ServiceError,
   type handleServerStreamingCall,
   type handleUnaryCall,
   type ServerUnaryCall,
@@ -136,6 +138,15 @@ function toStatus(err: unknown, logger: Logger, method: string) {
   }
   logger.error({ err, method }, 'unhandled error in gRPC handler');
   return { code: status.INTERNAL, details: 'internal error' };
+}
+
+/**
+ * The error a caller gets over gRPC when a handler throws `err`, made in process: for a service
+ * run inside its caller (the edge's inline broker), so the caller handles it exactly as a peer's.
+ */
+export function asReceivedError(err: unknown, logger: Logger, method: string): ServiceError {
+  const s = toStatus(err, logger, method) as { code: status; details: string; metadata?: Metadata };
+  return Object.assign(new Error(`${s.code} ${status[s.code]}: ${s.details}`), { code: s.code, details: s.details, metadata: s.metadata ?? new Metadata() });
 }
 
 /** Adapts `async (request, call) => response` to a grpc-js unary handler. */

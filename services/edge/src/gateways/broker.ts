@@ -5,7 +5,7 @@ import type { BrokerGateway } from './types';
 import { iterateCall } from './stream';
 
 /** One completion, queue wait included, must finish within this. */
-const GENERATE_DEADLINE_MS = 5 * 60_000;
+export const GENERATE_DEADLINE_MS = 5 * 60_000;
 
 export function brokerGateway(addr: string): BrokerGateway & { client: Client; close(): void } {
   const client = llmBrokerClient(addr);

@@ -1,0 +1,22 @@
+// The broker run inside the edge (EDGE_INLINE_BROKER): the same Generate call as over gRPC — the
+// broker's events as GenerateResponse messages, its refusals as the errors a gRPC caller gets — so
+// the routes cannot tell the two apart, without the hop.
+import { asReceivedError, type Logger } from '@agent-mesh/common';
+import type { GenerateRequest, GenerateResponse } from '@agent-mesh/common/gen/llmbroker/v1/llm_broker';
+import { GENERATE_DEADLINE_MS } from './broker';
+import type { BrokerGateway } from './types';
+
+/** The broker's Generate (`generateResponses` of the broker's inline module, bound to the broker). */
+export type InlineGenerate = (req: GenerateRequest, signal: AbortSignal, deadline: number) => AsyncIterable<GenerateResponse>;
+
+export function inlineBrokerGateway(generate: InlineGenerate, logger: Logger): BrokerGateway {
+  return {
+    async *generate(req, signal) {
+      try {
+        yield* generate(req, signal, Date.now() + GENERATE_DEADLINE_MS);
+      } catch (err) {
+        throw asReceivedError(err, logger, 'Generate');
+      }
+    },
+  };
+}

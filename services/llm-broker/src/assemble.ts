@@ -1,0 +1,148 @@
+// The broker as a part of a process: Redis, and per upstream its global limiter, queue and provider
+// behind its breaker, with their shutdown steps. The llm-broker service serves it over gRPC
+// (main.ts); an edge with EDGE_INLINE_BROKER calls it in its own process for `/v1` (no gRPC hop).
+import { randomUUID } from 'node:crypto';
+import { BUDGET_KEY_PREFIX, createRedis, GlobalLimiter, redisReady, TokenBudgets, type Redis, type Registry, type Service } from '@agent-mesh/common';
+import { LlmBroker, type Upstream } from './broker';
+import { ResponseCache } from './cache/response-cache';
+import type { BrokerConfig, UpstreamConfig } from './config';
+import { createBrokerMetrics, type BrokerMetrics, type UpstreamGauges } from './metrics';
+import { AdaptiveLimits } from './queue/adaptive';
+import { AdmissionQueue } from './queue/admission';
+import { tokenizer } from './tokens';
+import { HttpProvider } from './upstream/http';
+import { WIRE_PROTOCOLS } from './upstream/protocols';
+import { breakerState, createBreaker, RetryBudget } from './upstream/resilience';
+
+/** What the broker needs of its process: a logger and shutdown steps. */
+export type BrokerHost = Pick<Service<BrokerConfig>, 'logger' | 'onShutdown'>;
+
+/**
+ * The broker and its upstreams, its metrics on `registry`, on the host's Redis connection if given
+ * (else its own, from cfg.redis). Its queues are closed and its settlements awaited in the host's
+ * `stop` phase.
+ */
+export async function assembleBroker(svc: BrokerHost, cfg: BrokerConfig, registry: Registry, shared?: Redis): Promise<{ broker: LlmBroker; upstreams: Upstream[] }> {
+  const { logger } = svc;
+  tokenizer(); // load the encoder's ranks once, before the first request
+
+  // Auto-pipelining: the commands of one event-loop turn (admissions, settlements, budget charges
+  // of many calls) leave in one write instead of one write each (not on a Redis Cluster: see createRedis).
+  const redis = shared ?? createRedis(cfg.redis, logger, { enableAutoPipelining: true });
+  // Start on the local share if Redis is not there yet; the limiter joins it when it comes.
+  await redisReady(redis, 3_000).catch((err: Error) => logger.warn({ err: err.message }, 'starting without redis'));
+  if (!shared) svc.onShutdown('clients', 'redis', async () => void (await redis.quit().catch(() => redis.disconnect())));
+
+  const budgets = new TokenBudgets(redis, BUDGET_KEY_PREFIX, { defaults: { perDay: 0, perMinute: 0 }, onError: (err) => logger.warn({ err: (err as Error).message }, 'token budget not charged') });
+  const brokerRef: { b?: LlmBroker } = {};
+  const gauges: UpstreamGauges[] = [];
+  const metrics = createBrokerMetrics(registry, { upstreams: () => gauges }, cfg.upstreams.map((u) => u.name));
+  const upstreams = cfg.upstreams.map((u) => {
+    const built = buildUpstream(svc, cfg, u, redis, metrics);
+    gauges.push({
+      name: u.name,
+      queueDepth: () => built.upstream.queue.depth,
+      inFlight: () => brokerRef.b?.inFlightOf(u.name) ?? 0,
+      breakerState: () => ({ closed: 0, half_open: 1, open: 2 })[breakerState(built.upstream.breaker)],
+      effectiveLimits: () => {
+        const l = built.upstream.adaptive.limits;
+        return { rpm: l.requestsPerMinute, tpm: l.tokensPerMinute, concurrency: l.maxConcurrent };
+      },
+      sharedQuota: () => built.limiter.mode === 'shared',
+      liveReplicas: () => built.limiter.liveReplicas,
+    });
+    return built.upstream;
+  });
+  const broker = new LlmBroker({
+    upstreams,
+    maxRetries: cfg.retry.max,
+    tpmAccounting: cfg.tpmAccounting,
+    metrics,
+    logger,
+    defaultMaxTokens: cfg.defaultMaxTokens,
+    priorities: cfg.priorities,
+    // Calls that ask for it; a TTL of 0 turns it off.
+    cache: cfg.cache.ttlMs > 0 ? new ResponseCache(redis, { prefix: 'mesh:llm:cache', ...cfg.cache }) : undefined,
+    // Charges only: the limits are checked where work starts (the edge).
+    budgets,
+  });
+  brokerRef.b = broker;
+  // Calls still queued when the drain ends are refused.
+  svc.onShutdown('stop', 'queues', () => upstreams.forEach((u) => u.queue.close()));
+  // Answered calls whose leases are still being settled: in Redis before it closes.
+  svc.onShutdown('stop', 'settlements', () => broker.settled());
+  return { broker, upstreams };
+}
+
+/** Where each upstream is, what it serves, its limits: for a log line, never the keys. */
+export function describeUpstreams(cfg: BrokerConfig) {
+  return cfg.upstreams.map((u) => ({ name: u.name, protocol: u.protocol, baseUrl: u.baseUrl, models: u.models, maxConcurrent: u.maxConcurrent, rpm: u.rpm, tpm: u.tpm, quotaKey: u.quotaKey }));
+}
+
+/** One upstream's own parts: its quota in Redis (limiter, adaptive limits), queue, provider and breaker. */
+function buildUpstream(svc: BrokerHost, cfg: BrokerConfig, u: UpstreamConfig, redis: Redis, metrics: BrokerMetrics): { upstream: Upstream; limiter: GlobalLimiter } {
+  const { logger } = svc;
+  const log = logger.child({ upstream: u.name });
+  const configured = { maxConcurrent: u.maxConcurrent, requestsPerMinute: u.rpm, tokensPerMinute: u.tpm };
+  const limiter = new GlobalLimiter(
+    redis,
+    u.quotaKey,
+    { ...configured, leaseMs: cfg.leaseMs, windowScale: cfg.timeScale, windowMarginMs: cfg.quotaWindowMarginMs, replicaId: `${process.pid}-${randomUUID()}` },
+    log,
+  );
+  limiter.start();
+  svc.onShutdown('stop', `limiter:${u.name}`, () => limiter.stop());
+
+  const adaptive = new AdaptiveLimits(configured, { creepPeriodMs: 1_000 * cfg.timeScale, holdMs: 5_000 * cfg.timeScale, reportTtlMs: 60_000 * cfg.timeScale });
+  const creep = setInterval(() => adaptive.tick() && limiter.setLimits(adaptive.limits), Math.max(50, 500 * cfg.timeScale));
+  creep.unref();
+  svc.onShutdown('stop', `adaptive-limits:${u.name}`, () => clearInterval(creep));
+
+  const provider = new HttpProvider(WIRE_PROTOCOLS[u.protocol], {
+    baseUrl: u.baseUrl, apiKey: u.apiKey, requestTimeoutMs: cfg.requestTimeoutMs, streamIdleTimeoutMs: cfg.streamIdleTimeoutMs, maxConnections: u.maxConcurrent,
+  });
+  const breaker = createBreaker(provider.open.bind(provider), {
+    errorThresholdPercentage: cfg.breaker.errorPercent,
+    volumeThreshold: cfg.breaker.volumeThreshold,
+    resetTimeoutMs: cfg.breaker.resetMs,
+    timeoutMs: Math.min(cfg.breaker.timeoutMs, cfg.requestTimeoutMs),
+    windowMs: cfg.breaker.windowMs,
+  });
+  breaker.on('open', () => log.warn('upstream circuit breaker open'));
+  breaker.on('halfOpen', () => log.info('upstream circuit breaker half-open: probing'));
+  breaker.on('close', () => log.info('upstream circuit breaker closed'));
+  svc.onShutdown('stop', `upstream:${u.name}`, async () => {
+    breaker.shutdown();
+    await provider.close();
+  });
+
+  const queue = new AdmissionQueue(
+    limiter,
+    {
+      maxLength: cfg.queueMax,
+      // Before any admission was measured: this replica's share of the RPM pace.
+      nominalIntervalMs: () => {
+        const rpm = adaptive.limits.requestsPerMinute;
+        return rpm > 0 ? ((60_000 * cfg.timeScale + cfg.quotaWindowMarginMs) * limiter.liveReplicas) / rpm : 50;
+      },
+      replicas: () => limiter.liveReplicas,
+    },
+    { onRefused: (reason) => metrics.refusals.inc({ reason, upstream: u.name }) },
+  );
+  return {
+    limiter,
+    upstream: {
+      name: u.name,
+      provider,
+      models: u.models,
+      queue,
+      limiter,
+      adaptive,
+      breaker,
+      breakerResetMs: cfg.breaker.resetMs,
+      retryBudget: new RetryBudget(cfg.retry.budgetRatio, cfg.retry.budgetBurst),
+      keyVariable: u.keyVariable || 'LLM_UPSTREAMS (no keyEnv)',
+      identity: `${u.protocol} ${u.baseUrl}`,
+    },
+  };
+}
