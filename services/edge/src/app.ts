@@ -7,7 +7,7 @@ import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type
 import cors from '@fastify/cors';
 import helmet from '@fastify/helmet';
 import swagger from '@fastify/swagger';
-import type { Logger, Registry } from '@agent-mesh/common';
+import { nameHttpRoute, type Logger, type Registry } from '@agent-mesh/common';
 import { bearerOf, TokenVerifier } from './auth';
 import { overBudget, unlimitedBudgets, type UserBudgets } from './budgets';
 import type { AppConfig, EdgeContext } from './context';
@@ -125,8 +125,10 @@ export async function buildApp(deps: AppDeps): Promise<EdgeApp> {
 
   // A request is active from the first hook: a later one that refuses it (draining, auth) skips
   // the hooks after it, but not onResponse, which counts it out.
-  app.addHook('onRequest', async () => {
+  app.addHook('onRequest', async (req) => {
     ctx.stats.active.inc();
+    // The trace's server span, named by the route (`POST /v1/chat/completions`) rather than `POST`.
+    if (req.routeOptions.url) nameHttpRoute(req.routeOptions.url);
   });
 
   // Event streams skip helmet (route option `helmet: false`): helmet writes its headers onto the

@@ -7,8 +7,8 @@ import type { ReadableSpan, SpanExporter } from '@opentelemetry/sdk-trace-node';
 /** Each instrumentation, loaded on demand: importing one costs 50–110 ms of the service's start. */
 const INSTRUMENTATIONS: Record<string, () => Instrumentation> = {
   http: () => new (require('@opentelemetry/instrumentation-http') as typeof import('@opentelemetry/instrumentation-http')).HttpInstrumentation({
-    // Health checks and metric scrapes are not worth a trace each.
-    ignoreIncomingRequestHook: (req) => /^\/(api\/health|metrics|health)/.test(req.url ?? ''),
+    // Health checks, probes and metric scrapes are not worth a trace each.
+    ignoreIncomingRequestHook: (req) => /^\/(api\/health|metrics|health|healthz|readyz)/.test(req.url ?? ''),
   }),
   grpc: () => new (require('@opentelemetry/instrumentation-grpc') as typeof import('@opentelemetry/instrumentation-grpc')).GrpcInstrumentation({
     ignoreGrpcMethods: ['Check', 'Watch', 'ServerReflectionInfo'],
@@ -16,10 +16,9 @@ const INSTRUMENTATIONS: Record<string, () => Instrumentation> = {
   undici: () => new (require('@opentelemetry/instrumentation-undici') as typeof import('@opentelemetry/instrumentation-undici')).UndiciInstrumentation(),
   ioredis: () => new (require('@opentelemetry/instrumentation-ioredis') as typeof import('@opentelemetry/instrumentation-ioredis')).IORedisInstrumentation({ requireParentSpan: true }),
   mongodb: () => new (require('@opentelemetry/instrumentation-mongodb') as typeof import('@opentelemetry/instrumentation-mongodb')).MongoDBInstrumentation(),
-  // The request's span and its handler's, not one span per hook: the edge's eight hooks (auth,
-  // CORS, helmet, counters) took microseconds each, and their spans were half of every /v1 call's
-  // trace, made, exported and stored on each request (~8 % of the edge's CPU under load).
-  fastify: () => new (require('@fastify/otel') as typeof import('@fastify/otel')).FastifyOtelInstrumentation({ registerOnInitialization: true, instrumentHooks: false }),
+  // No fastify instrumentation: the http server span is the request's, and the edge names it by its
+  // route (nameHttpRoute). @fastify/otel added a span for the request (the same as the http span)
+  // and one for its handler to every request: half of a /v1 call's spans, made, exported and stored.
 };
 
 /**
@@ -27,7 +26,7 @@ const INSTRUMENTATIONS: Record<string, () => Instrumentation> = {
  * set it): only those are instrumented. Any other name gets them all.
  */
 export const SERVICE_INSTRUMENTATIONS: Record<string, string[]> = {
-  edge: ['http', 'fastify', 'grpc', 'ioredis', 'undici'],
+  edge: ['http', 'grpc', 'ioredis', 'undici'],
   orchestrator: ['grpc', 'ioredis'],
   'llm-broker': ['grpc', 'ioredis', 'undici'],
   'tool-service': ['grpc', 'ioredis', 'undici'],
