@@ -7,7 +7,8 @@ import { createLogger, RUN_EVENTS } from '@agent-mesh/common';
 import { buildApp, type EdgeApp } from './app';
 import { devAuth, signToken } from './auth';
 import type { AppConfig } from './context';
-import { memoryRequestLimiter } from './ratelimit';
+import type { UserBudgets } from './budgets';
+import { memoryRequestLimiter, type RateDecision, type RequestLimiter } from './ratelimit';
 import { fakeGateways } from './testing/fakes';
 
 jest.setTimeout(30_000);
@@ -514,5 +515,45 @@ describe('edge app (fake peers)', () => {
       expect(Number(res.headers.get('retry-after'))).toBeGreaterThan(0);
       expect((await fetch(`${base}/api/conversations`, { headers: auth(bob) })).status).toBe(200);
     });
+  });
+});
+
+describe('the rate limit and the budget of a call that spends tokens', () => {
+  test('are asked at once (one Redis round trip with auto-pipelining), and answered as if in turn: the rate limit first', async () => {
+    const asked: string[] = [];
+    let answerLimit: ((d: RateDecision) => void) | undefined;
+    const requestLimiter: RequestLimiter = {
+      check: () => {
+        asked.push('rate limit');
+        return new Promise<RateDecision>((resolve) => (answerLimit = resolve));
+      },
+    };
+    const budgets: UserBudgets = {
+      check: async () => {
+        asked.push('budget');
+        return { ok: false, window: { budget: 'day', used: 10, limit: 10, resetsAtMs: Date.now() + 60_000 }, retryAfterMs: 60_000 };
+      },
+      usage: async () => [],
+    };
+    const edge = await buildApp({ cfg: cfg(), gateways: fakeGateways(), logger: createLogger('edge-test', 'silent'), requestLimiter, budgets, publicDir: '/nonexistent' });
+    try {
+      await edge.app.listen({ port: 0, host: '127.0.0.1' });
+      const { port } = edge.app.server.address() as { port: number };
+      const answer = fetch(`http://127.0.0.1:${port}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${await token('alice')}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ model: 'upstream', messages: [{ role: 'user', content: 'hi' }] }),
+      });
+      // The budget is asked while the rate limit has not answered yet.
+      for (let i = 0; i < 200 && asked.length < 2; i++) await new Promise((r) => setTimeout(r, 10));
+      expect(asked).toEqual(['rate limit', 'budget']);
+      answerLimit!({ ok: false, retryAfterMs: 2_000 });
+      const res = await answer;
+      expect(res.status).toBe(429);
+      expect(((await res.json()) as { error: { code: string } }).error.code).toBe('rate_limited');
+    } finally {
+      edge.drain();
+      await edge.app.close();
+    }
   });
 });

@@ -157,14 +157,16 @@ export async function buildApp(deps: AppDeps): Promise<EdgeApp> {
     const principal = await verifier.principalOf(token);
     req.userId = principal.userId;
     req.scopes = principal.scopes;
-    const decision = await ctx.requestLimiter.check(req.userId);
+    // The rate limit and (where the route spends tokens) the budget are asked at once: with Redis
+    // auto-pipelining both leave in one write, one round trip instead of two on every call's path.
+    // They are answered in that order, as if asked in turn (the budget is only read).
+    const [decision, budget] = await Promise.all([ctx.requestLimiter.check(req.userId), req.routeOptions.config.spends ? ctx.budgets.check(req.userId) : undefined]);
     if (!decision.ok) {
       ctx.stats.rateLimited.inc();
       throw new HttpError(429, 'rate_limited', 'too many requests: slow down', Math.ceil(decision.retryAfterMs / 1000));
     }
-    if (req.routeOptions.config.spends) {
+    if (budget) {
       // Before anything starts: a user over budget causes no run and no upstream call.
-      const budget = await ctx.budgets.check(req.userId);
       if (!budget.ok) {
         ctx.stats.budgetRefusals.inc({ budget: budget.window.budget });
         throw overBudget(budget);
