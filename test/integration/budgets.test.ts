@@ -4,6 +4,7 @@
 // alike; GET /api/usage shows the use; metrics rank spenders without naming them.
 import { execFileSync } from 'node:child_process';
 import path from 'node:path';
+import Redis from 'ioredis';
 import {
   emulatorStats, readSse, waitFor, type EmulatorProc, type Mesh,
 } from '../support';
@@ -101,4 +102,36 @@ test('metrics rank the spenders without naming them', async () => {
   expect(rank1).toBe((await usage(carol)).day.used);
   expect(Number(/^edge_budget_refusals_total\{[^}]*budget="day"[^}]*\} (\d+)/m.exec(text)?.[1])).toBe(2);
   expect(text).not.toMatch(/carol|dave/);
+});
+
+test('an edge that runs the broker itself refuses a user over budget the same way, and the quota keeps no lease for the call', async () => {
+  // Its budget check runs beside the quota's admission (not before it): a refused call's admission
+  // is called off, and a lease it got is given back.
+  const inline = await mesh.addEdge({ EDGE_INLINE_BROKER: 'true', LLM_BASE_URL: `${emulator.url}/v1`, LLM_API_KEY: 'local-dev-key' });
+  const redis = new Redis(t.redis.url);
+  try {
+    const v1 = (token: string, stream: boolean) =>
+      fetch(`${inline.url}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ model: 'emulator-1', stream, messages: [{ role: 'user', content: 'Say hello' }] }),
+      });
+    const requestsBefore = (await emulatorStats(emulator)).requests;
+    for (const stream of [false, true]) {
+      const refused = await v1(carol, stream);
+      expect(refused.status).toBe(429);
+      expect(Number(refused.headers.get('retry-after'))).toBeGreaterThan(0);
+      expect(((await refused.json()) as any).error).toMatchObject({ type: 'rate_limit_error', code: 'budget_exceeded', message: expect.stringMatching(/^your daily token budget is used up/) });
+    }
+    expect((await emulatorStats(emulator)).requests).toBe(requestsBefore);
+    expect(await redis.zcard('{mesh:llm}:leases')).toBe(0);
+    // A user within budget is answered by the same edge, through the upstream.
+    const erin = signToken(SECRET, 'erin');
+    const ok = await v1(erin, false);
+    expect(ok.status).toBe(200);
+    expect(((await ok.json()) as any).choices[0].message.content).not.toBe('');
+    expect((await emulatorStats(emulator)).requests).toBe(requestsBefore + 1);
+  } finally {
+    redis.disconnect();
+  }
 });

@@ -7,7 +7,7 @@ import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type
 import cors from '@fastify/cors';
 import helmet from '@fastify/helmet';
 import swagger from '@fastify/swagger';
-import { nameHttpRoute, type Logger, type Registry } from '@agent-mesh/common';
+import { nameHttpRoute, type BudgetDecision, type Logger, type Registry } from '@agent-mesh/common';
 import { bearerOf, TokenVerifier } from './auth';
 import { overBudget, unlimitedBudgets, type UserBudgets } from './budgets';
 import type { AppConfig, EdgeContext } from './context';
@@ -84,6 +84,7 @@ export async function buildApp(deps: AppDeps): Promise<EdgeApp> {
   });
   app.decorateRequest('userId', '');
   app.decorateRequest('scopes', null);
+  app.decorateRequest('budget', null);
 
   // JSON bodies: refuse invalid UTF-8 instead of letting it turn into U+FFFD silently.
   const parseJson = app.getDefaultJsonParser('error', 'error');
@@ -159,20 +160,29 @@ export async function buildApp(deps: AppDeps): Promise<EdgeApp> {
     req.scopes = principal.scopes;
     // The rate limit and (where the route spends tokens) the budget are asked at once: with Redis
     // auto-pipelining both leave in one write, one round trip instead of two on every call's path.
-    // They are answered in that order, as if asked in turn (the budget is only read).
-    const [decision, budget] = await Promise.all([ctx.requestLimiter.check(req.userId), req.routeOptions.config.spends ? ctx.budgets.check(req.userId) : undefined]);
+    // They are answered in that order, as if asked in turn (the budget is only read). A user over
+    // budget causes no run and no upstream call: refused here, or by the handler before its call.
+    const spends = req.routeOptions.config.spends;
+    const limited = ctx.requestLimiter.check(req.userId);
+    const budget = spends ? ctx.budgets.check(req.userId) : undefined;
+    budget?.catch(() => undefined); // a request refused by the rate limit does not wait for it
+    const decision = await limited;
     if (!decision.ok) {
       ctx.stats.rateLimited.inc();
       throw new HttpError(429, 'rate_limited', 'too many requests: slow down', Math.ceil(decision.retryAfterMs / 1000));
     }
-    if (budget) {
-      // Before anything starts: a user over budget causes no run and no upstream call.
-      if (!budget.ok) {
-        ctx.stats.budgetRefusals.inc({ budget: budget.window.budget });
-        throw overBudget(budget);
-      }
-    }
+    if (!budget) return;
+    if (spends === 'beside') {
+      req.budget = budget.then(refuseOverBudget);
+      req.budget.catch(() => undefined); // the handler's to pass (not when the body is refused first)
+    } else refuseOverBudget(await budget);
   });
+
+  function refuseOverBudget(budget: BudgetDecision): void {
+    if (budget.ok) return;
+    ctx.stats.budgetRefusals.inc({ budget: budget.window.budget });
+    throw overBudget(budget);
+  }
 
   // A route that needs a scope (the ops figures): checked after validation, so that a malformed
   // request is a 400 for everyone, as the contract says.

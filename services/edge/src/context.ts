@@ -32,14 +32,23 @@ declare module 'fastify' {
     userId: string;
     /** The scopes the token grants (`scope` / `scp`); null on public routes. */
     scopes: ReadonlySet<string> | null;
+    /**
+     * The user's budget check, on a route marked `spends: 'beside'`: under way, not yet awaited
+     * (rejects with the 429 of a used-up budget); null elsewhere.
+     */
+    budget: Promise<void> | null;
   }
   interface FastifyContextConfig {
     /** Who may call the route: `public`, `bearer` (header), or `sse` (header or ?access_token=). */
     auth?: 'public' | 'bearer' | 'sse';
     /** The route needs a token with this scope besides sign-in (`ops`: AUTH_OPS_SCOPE); 403 without. */
     scope?: 'ops';
-    /** The route spends upstream tokens: refused (429) while the user's token budget is used up. */
-    spends?: boolean;
+    /**
+     * The route spends upstream tokens: refused (429) while the user's token budget is used up.
+     * `true`: checked before the handler; `'beside'`: the check is started and handed to the
+     * handler (req.budget), which passes it before any upstream call, its round trip beside others.
+     */
+    spends?: boolean | 'beside';
     /** The route answers with a stream (its duration is not a response time). */
     stream?: boolean;
     /** The route still answers while the instance drains (the liveness probe). */

@@ -38,6 +38,12 @@ export interface GenerateInput {
   cache: boolean;
   /** Ask the upstream for the whole answer at once (the caller does not stream). */
   noStream?: boolean;
+  /**
+   * A check of the caller's that must pass before the upstream is called (an edge running the
+   * broker: the user's token budget). Awaited beside the admission, whose Redis round trip it
+   * overlaps, and before anything is yielded; when it fails, the call is given up with its error.
+   */
+  gate?: Promise<unknown>;
 }
 
 export type CacheOutcome = 'miss' | 'hit' | 'stale';
@@ -157,6 +163,9 @@ const sleep = (ms: number, signal: AbortSignal) =>
     signal.addEventListener('abort', onAbort, { once: true });
   });
 
+/** Resolves in the check phase of the event loop: after the I/O the current turn started (a reply being written). */
+const afterIo = () => new Promise<void>((resolve) => setImmediate(resolve));
+
 type Candidate = { upstream: Upstream; model: string };
 
 /** An answer open with the provider: read up to its first content (or its end). */
@@ -194,6 +203,8 @@ export class LlmBroker {
     const call = this.prepare(input);
     const candidates = candidatesFor(this.d.upstreams, input.model);
     const cache = input.cache ? this.d.cache : undefined;
+    // A replayed answer takes no admission to overlap: the gate is passed first.
+    if (cache && input.gate) await input.gate;
     if (cache) yield* this.throughCache(cache, input, call, candidates, signal, deadline);
     else yield* this.fromUpstreams(input, call, candidates, signal, deadline);
   }
@@ -337,6 +348,8 @@ export class LlmBroker {
 
     // 1. Wait for a lease, streaming queue updates meanwhile.
     const updates = new Channel<GenerateEvent>();
+    // With a gate, the admission can be called off when the gate fails (a lease it got is given back).
+    const callOff = input.gate ? new AbortController() : undefined;
     const admission = u.queue
       .admit({
         userId: input.userId || 'anonymous',
@@ -345,11 +358,20 @@ export class LlmBroker {
         holder: input.runId || input.userId,
         tokens: reserved,
         deadline,
-        signal,
+        signal: callOff ? AbortSignal.any([signal, callOff.signal]) : signal,
         onQueued: (position, estimatedWaitMs, marginalWaitMs) => updates.push({ type: 'queued', position, estimatedWaitMs, marginalWaitMs }),
       })
       .finally(() => updates.close());
     admission.catch(() => undefined); // awaited below; this only keeps it from counting as unhandled
+    if (input.gate && callOff) {
+      try {
+        await input.gate;
+      } catch (err) {
+        callOff.abort(err);
+        await admission.then(({ lease }) => lease.refund(), () => undefined).catch((e: unknown) => d.logger.warn({ err: e }, 'could not give back a lease'));
+        throw err;
+      }
+    }
     for await (const e of updates) yield e;
     const { lease, waitedMs }: Admitted = await admission;
     d.metrics.admissions.inc(label);
@@ -444,9 +466,11 @@ export class LlmBroker {
       stopRenew();
       this.inFlightBy.set(u.name, this.inFlightOf(u.name) - 1);
       if (!settled && answered !== undefined) {
-        // Answered: settled in the background, and the queue kicked when the slot is free in Redis.
+        // Answered: settled in the background, and the queue kicked when the slot is free in Redis;
+        // after the I/O of this turn of the event loop, so that the caller's answer is written first.
         kicked = true;
-        this.track(settle(answered).finally(() => u.queue.kick()));
+        const billed = answered;
+        this.track(afterIo().then(() => settle(billed)).finally(() => u.queue.kick()));
       } else if (!settled) {
         if (signal.aborted) d.metrics.upstreamRequests.inc({ outcome: 'cancelled', ...label });
         // Cancelled or failed: give back all the provider did not bill (prompt + what it generated).

@@ -112,14 +112,15 @@ function deadlineOf(call: ServerWritableStream<GenerateRequest, GenerateResponse
 
 /**
  * One Generate call: the broker's events as GenerateResponse messages, a refusal as a MeshError.
- * The gRPC handler serves it; so does an edge that runs the broker inside itself.
+ * The gRPC handler serves it; so does an edge that runs the broker inside itself, which may give a
+ * `gate` to pass before the upstream call (GenerateInput.gate): its failure is thrown as it is.
  */
-export async function* generateResponses(broker: LlmBroker, logger: Logger, req: GenerateRequest, signal: AbortSignal, deadline?: number): AsyncGenerator<GenerateResponse> {
+export async function* generateResponses(broker: LlmBroker, logger: Logger, req: GenerateRequest, signal: AbortSignal, deadline?: number, gate?: Promise<unknown>): AsyncGenerator<GenerateResponse> {
   const role = callerRoleOf(req);
   annotate({ [ATTR.runId]: req.runId, [ATTR.agentRole]: role, [ATTR.userId]: req.userId });
   const started = Date.now();
   try {
-    for await (const e of broker.generate(toInput(req), signal, deadline)) {
+    for await (const e of broker.generate(gate ? { ...toInput(req), gate } : toInput(req), signal, deadline)) {
       if (e.type === 'done') {
         logger.info(
           { runId: req.runId, role, upstream: e.upstream, queueWaitMs: e.queueWaitMs, ms: Date.now() - started, usage: e.usage, finish: e.finishReason, ...(e.cache ? { cache: e.cache } : {}) },

@@ -11,8 +11,11 @@ export function brokerGateway(addr: string): BrokerGateway & { client: Client; c
   const client = llmBrokerClient(addr);
   return {
     client,
-    generate: (req, signal) =>
-      iterateCall(client.generate(req, new Metadata(), { deadline: new Date(Date.now() + GENERATE_DEADLINE_MS) }), signal, (m) => m),
+    async *generate(req, signal, gate) {
+      // The gate first: a call on its way to the broker cannot wait for it there.
+      if (gate) await gate;
+      yield* iterateCall(client.generate(req, new Metadata(), { deadline: new Date(Date.now() + GENERATE_DEADLINE_MS) }), signal, (m) => m);
+    },
     close: () => client.close(),
   };
 }

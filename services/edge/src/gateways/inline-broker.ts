@@ -7,14 +7,16 @@ import { GENERATE_DEADLINE_MS } from './broker';
 import type { BrokerGateway } from './types';
 
 /** The broker's Generate (`generateResponses` of the broker's inline module, bound to the broker). */
-export type InlineGenerate = (req: GenerateRequest, signal: AbortSignal, deadline: number) => AsyncIterable<GenerateResponse>;
+export type InlineGenerate = (req: GenerateRequest, signal: AbortSignal, deadline: number, gate?: Promise<unknown>) => AsyncIterable<GenerateResponse>;
 
 export function inlineBrokerGateway(generate: InlineGenerate, logger: Logger): BrokerGateway {
   return {
-    async *generate(req, signal) {
+    async *generate(req, signal, gate) {
       try {
-        yield* generate(req, signal, Date.now() + GENERATE_DEADLINE_MS);
+        yield* generate(req, signal, Date.now() + GENERATE_DEADLINE_MS, gate);
       } catch (err) {
+        // The gate's own refusal is the caller's error, not the broker's.
+        if (gate && (await gate.then(() => false, (e: unknown) => e === err))) throw err;
         throw asReceivedError(err, logger, 'Generate');
       }
     },

@@ -85,7 +85,12 @@ export interface StoreGateway {
 }
 
 export interface BrokerGateway {
-  generate(req: GenerateRequest, signal: AbortSignal): AsyncIterable<GenerateResponse>;
+  /**
+   * One Generate call. `gate`: a check that must pass before the upstream is called (the user's
+   * budget); its error is thrown as it is. The inline broker awaits it beside the quota's admission,
+   * the gRPC gateway before the call.
+   */
+  generate(req: GenerateRequest, signal: AbortSignal, gate?: Promise<unknown>): AsyncIterable<GenerateResponse>;
 }
 
 export type DependencyName = 'llm' | 'database' | 'cache' | 'orchestrator' | 'toolService';

@@ -212,7 +212,8 @@ export class FakeStore implements StoreGateway {
 
 export class FakeBroker implements BrokerGateway {
   calls = 0;
-  async *generate(req: { model: string }, signal: AbortSignal): AsyncGenerator<GenerateResponse> {
+  async *generate(req: { model: string }, signal: AbortSignal, gate?: Promise<unknown>): AsyncGenerator<GenerateResponse> {
+    await gate;
     this.calls += 1;
     yield { update: { $case: 'queued', queued: { position: 1, estimatedWaitMs: 0, marginalWaitMs: 0 } } };
     for (const word of ['Hello', ' from', ' the', ' broker']) {
