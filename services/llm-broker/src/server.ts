@@ -121,13 +121,17 @@ export async function* generateResponses(broker: LlmBroker, logger: Logger, req:
   const started = Date.now();
   try {
     for await (const e of broker.generate(gate ? { ...toInput(req), gate } : toInput(req), signal, deadline)) {
-      if (e.type === 'done') {
-        logger.info(
-          { runId: req.runId, role, upstream: e.upstream, queueWaitMs: e.queueWaitMs, ms: Date.now() - started, usage: e.usage, finish: e.finishReason, ...(e.cache ? { cache: e.cache } : {}) },
-          'generate done',
-        );
+      if (e.type !== 'done') {
+        yield toResponse(e);
+        continue;
       }
-      yield toResponse(e);
+      const ms = Date.now() - started;
+      try {
+        yield toResponse(e);
+      } finally {
+        // Logged once the caller has the answer (its line is not on the answer's path).
+        logger.info({ runId: req.runId, role, upstream: e.upstream, queueWaitMs: e.queueWaitMs, ms, usage: e.usage, finish: e.finishReason, ...(e.cache ? { cache: e.cache } : {}) }, 'generate done');
+      }
     }
     if (signal.aborted) logger.info({ runId: req.runId, role, ms: Date.now() - started }, 'generate cancelled by the caller');
   } catch (err) {
