@@ -348,8 +348,12 @@ export class LlmBroker {
 
     // 1. Wait for a lease, streaming queue updates meanwhile.
     const updates = new Channel<GenerateEvent>();
-    // With a gate, the admission can be called off when the gate fails (a lease it got is given back).
+    // With a gate, the admission can be called off when the gate fails (a lease it got is given back),
+    // or when the caller goes (not AbortSignal.any: on Node.js 20 each one is kept for the GC to track).
     const callOff = input.gate ? new AbortController() : undefined;
+    const goneFirst = callOff ? () => callOff.abort(signal.reason) : undefined;
+    if (goneFirst && signal.aborted) goneFirst();
+    else if (goneFirst) signal.addEventListener('abort', goneFirst, { once: true });
     const admission = u.queue
       .admit({
         userId: input.userId || 'anonymous',
@@ -358,10 +362,13 @@ export class LlmBroker {
         holder: input.runId || input.userId,
         tokens: reserved,
         deadline,
-        signal: callOff ? AbortSignal.any([signal, callOff.signal]) : signal,
+        signal: callOff ? callOff.signal : signal,
         onQueued: (position, estimatedWaitMs, marginalWaitMs) => updates.push({ type: 'queued', position, estimatedWaitMs, marginalWaitMs }),
       })
-      .finally(() => updates.close());
+      .finally(() => {
+        updates.close();
+        if (goneFirst) signal.removeEventListener('abort', goneFirst);
+      });
     admission.catch(() => undefined); // awaited below; this only keeps it from counting as unhandled
     if (input.gate && callOff) {
       try {
