@@ -53,6 +53,8 @@ export async function assembleBroker(svc: BrokerHost, cfg: BrokerConfig, registr
     });
     return built.upstream;
   });
+  // Calls that ask for it; a TTL of 0 turns it off.
+  const cache = cfg.cache.ttlMs > 0 ? new ResponseCache(redis, { prefix: 'mesh:llm:cache', ...cfg.cache }) : undefined;
   const broker = new LlmBroker({
     upstreams,
     maxRetries: cfg.retry.max,
@@ -61,12 +63,12 @@ export async function assembleBroker(svc: BrokerHost, cfg: BrokerConfig, registr
     logger,
     defaultMaxTokens: cfg.defaultMaxTokens,
     priorities: cfg.priorities,
-    // Calls that ask for it; a TTL of 0 turns it off.
-    cache: cfg.cache.ttlMs > 0 ? new ResponseCache(redis, { prefix: 'mesh:llm:cache', ...cfg.cache }) : undefined,
+    cache,
     // Charges only: the limits are checked where work starts (the edge).
     budgets,
   });
   brokerRef.b = broker;
+  if (cache) svc.onShutdown('clients', 'response cache', () => cache.close());
   // Calls still queued when the drain ends are refused.
   svc.onShutdown('stop', 'queues', () => upstreams.forEach((u) => u.queue.close()));
   // Answered calls whose leases are still being settled: in Redis before it closes.

@@ -62,13 +62,15 @@ async function build(svc: Service<ToolServiceConfig>): Promise<void> {
   svc.onShutdown('stop', 'limiters', () => limiters.forEach((l) => l.stop()));
 
   const cache = new ResultCache(redis, logger);
+  const lock = new ReplicaLock(redis);
+  svc.onShutdown('clients', 'single-flight releases', () => lock.close());
   const llmPause = new LlmPause(redis, cfg.llmPauseKeys);
   const popularity = new RedisPopularity(redis, cfg.redisPrefix, logger);
   const invoker = new ToolInvoker(
     tools,
     (name) => limiters.get(name)!,
     cache,
-    new ReplicaLock(redis),
+    lock,
     store,
     metrics,
     logger,

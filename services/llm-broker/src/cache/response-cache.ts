@@ -66,6 +66,11 @@ export class ResponseCache {
     return `${this.o.prefix}:${sha256(canonicalJson(decisive))}`;
   }
 
+  /** Closes the connection that hears the single-flight leaders' releases, if one was opened. */
+  close(): void {
+    this.lock.close();
+  }
+
   /** The stored answer, fresh or stale; rejects when Redis is unavailable. */
   async get(key: string): Promise<Found | undefined> {
     const json = await withTimeout(this.redis.get(key), this.redisTimeoutMs, 'redis');
