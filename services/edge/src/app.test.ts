@@ -557,3 +557,35 @@ describe('the rate limit and the budget of a call that spends tokens', () => {
     }
   });
 });
+
+describe('a /v1 call of a user over budget', () => {
+  // The route passes the budget check before its upstream call (beside the inline broker's admission):
+  // refused either way, nothing reaches the broker, and the pipeline model starts no conversation.
+  test.each([['a direct model', 'upstream'], ['the agent pipeline', 'agent-mesh']])('is refused with 429 for %s, before anything starts', async (_what, model) => {
+    const budgets: UserBudgets = {
+      check: async () => ({ ok: false, window: { budget: 'minute', used: 7, limit: 5, resetsAtMs: Date.now() + 30_000 }, retryAfterMs: 30_000 }),
+      usage: async () => [],
+    };
+    const gateways = fakeGateways();
+    const edge = await buildApp({ cfg: cfg(), gateways, logger: createLogger('edge-test', 'silent'), budgets, publicDir: '/nonexistent' });
+    try {
+      await edge.app.listen({ port: 0, host: '127.0.0.1' });
+      const { port } = edge.app.server.address() as { port: number };
+      for (const stream of [false, true]) {
+        const res = await fetch(`http://127.0.0.1:${port}/v1/chat/completions`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${await token('alice')}`, 'content-type': 'application/json' },
+          body: JSON.stringify({ model, stream, messages: [{ role: 'user', content: 'hi' }] }),
+        });
+        expect(res.status).toBe(429);
+        expect(res.headers.get('retry-after')).toBe('30');
+        expect(((await res.json()) as { error: { code: string; message: string } }).error).toMatchObject({ code: 'budget_exceeded', message: expect.stringMatching(/^your per-minute token budget is used up \(7 of 5 tokens\)/) });
+      }
+      expect(gateways.fakeBroker.calls).toBe(0);
+      expect(gateways.fakeStore.conversations.size).toBe(0);
+    } finally {
+      edge.drain();
+      await edge.app.close();
+    }
+  });
+});
