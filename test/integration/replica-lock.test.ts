@@ -60,3 +60,18 @@ test('a leader that releases without a value (its call failed) hands the lead to
   expect(Date.now() - released).toBeLessThan(10_000);
   if (turn.role === 'leader') await turn.release();
 });
+
+test("a follower whose caller gives up stops waiting at once, with the caller's reason", async () => {
+  const leader = await replica(a, 20_000).turn('t3:lock', { leaseMs: 30_000, waitMs: 50_000, ready: readerOf(a, 't3') });
+  expect(leader.role).toBe('leader');
+  const gaveUp = new AbortController();
+  const looks = jest.fn(readerOf(b, 't3'));
+  const following = replica(b, 20_000).turn('t3:lock', { leaseMs: 30_000, waitMs: 50_000, ready: looks, signal: gaveUp.signal });
+  await new Promise((r) => setTimeout(r, 500));
+  const asked = Date.now();
+  gaveUp.abort(new Error('the client left'));
+  await expect(following).rejects.toThrow('the client left');
+  expect(Date.now() - asked).toBeLessThan(10_000);
+  expect(looks).toHaveBeenCalledTimes(1); // its one look before waiting: no more after the abort
+  if (leader.role === 'leader') await leader.release();
+});

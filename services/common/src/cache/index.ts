@@ -159,14 +159,17 @@ class ReleaseWatch {
       next: async (ms, signal) => {
         if (!announced) {
           await new Promise<void>((resolve, reject) => {
-            const done = () => {
+            const finish = () => {
               clearTimeout(timer);
               signal?.removeEventListener('abort', onAbort);
               wakeUp = undefined;
+            };
+            const done = () => {
+              finish();
               resolve();
             };
             const onAbort = () => {
-              done();
+              finish();
               reject(signal!.reason as Error);
             };
             const timer = setTimeout(done, ms);
