@@ -107,7 +107,9 @@ describe('AdmissionQueue', () => {
   });
 
   it('tells a run\'s first call the marginal wait of one more first call, and a started run\'s call none', async () => {
-    const q = new AdmissionQueue(fakeAdmitter(0), { maxLength: 10, nominalIntervalMs: () => 100 });
+    // A clock that stands still: the head's remaining wait is the quota's 20 ms whenever each
+    // estimate is made (with the real clock a later one could see 19).
+    const q = new AdmissionQueue(fakeAdmitter(0), { maxLength: 10, nominalIntervalMs: () => 100, now: () => 1_000_000 });
     const c = new AbortController();
     const heard: Record<string, [number, number, number]> = {};
     const admit = (user: string, started: boolean) =>
@@ -125,7 +127,7 @@ describe('AdmissionQueue', () => {
   });
 
   it('divides the marginal wait by the brokers sharing the quota: a run begun lands here one time in so many', async () => {
-    const q = new AdmissionQueue(fakeAdmitter(0), { maxLength: 10, nominalIntervalMs: () => 100, replicas: () => 4 });
+    const q = new AdmissionQueue(fakeAdmitter(0), { maxLength: 10, nominalIntervalMs: () => 100, replicas: () => 4, now: () => 1_000_000 });
     const c = new AbortController();
     let heard: number[] = [];
     const p = q.admit({ ...e('u'), holder: 'u', tokens: 1, signal: c.signal, onQueued: (...u) => void (heard = u) }).catch(() => undefined);
