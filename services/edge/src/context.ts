@@ -37,6 +37,11 @@ declare module 'fastify' {
      * (rejects with the 429 of a used-up budget); null elsewhere.
      */
     budget: Promise<void> | null;
+    /**
+     * True once the answer became an event stream (the reply hijacked, its headers written): the
+     * stream counts itself out of the active requests when it closes, not the onResponse hook.
+     */
+    streaming: boolean;
   }
   interface FastifyContextConfig {
     /** Who may call the route: `public`, `bearer` (header), or `sse` (header or ?access_token=). */

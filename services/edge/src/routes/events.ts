@@ -37,7 +37,6 @@ export function eventRoutes(app: FastifyInstance, ctx: EdgeContext): void {
     {
       config: { auth: 'bearer', stream: true, spends: true },
       // Its security headers come from STREAM_SECURITY_HEADERS (app.ts), see there.
-      helmet: false,
       schema: {
         tags: ['runs'],
         summary: 'Send a message: starts a run and answers with its SSE stream',
@@ -79,7 +78,6 @@ export function eventRoutes(app: FastifyInstance, ctx: EdgeContext): void {
     {
       config: { auth: 'sse', stream: true },
       // Its security headers come from STREAM_SECURITY_HEADERS (app.ts), see there.
-      helmet: false,
       schema: {
         tags: ['runs'],
         summary: "Join or resume the conversation's current or last run (Last-Event-ID: <runId>:<seq>)",

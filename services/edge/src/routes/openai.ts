@@ -8,6 +8,7 @@ import { CallerRole, type ChatMessage, type GenerateRequest } from '@agent-mesh/
 import type { EdgeContext } from '../context';
 import { badRequest, fromGrpc, HttpError, isGrpcError } from '../errors';
 import type { RunEvent } from '../gateways/types';
+import { streamHeaders } from '../sse/memory';
 import { anyObject, NO_NUL, openAiErrorResponses } from './schemas';
 
 export const PIPELINE_MODEL = 'agent-mesh';
@@ -377,10 +378,14 @@ async function streamCompletion(
   const started = Date.now();
   const first = await pieces.next(); // throws → the error handler answers with a status
   void reply.hijack();
+  req.streaming = true;
   const raw = reply.raw;
   // A replayed answer says so first, so the header can tell before any token.
   const cacheStatus = !first.done && 'cached' in first.value ? first.value.cached : cache ? 'miss' : undefined;
+  // A hijacked reply writes only what is given here: the reply's headers that apply to a stream
+  // (CORS, nosniff, HSTS, …) are passed on, as for a run's stream.
   raw.writeHead(200, {
+    ...streamHeaders(reply.getHeaders()),
     'content-type': 'text/event-stream; charset=utf-8',
     'cache-control': 'no-cache, no-transform',
     connection: 'keep-alive',

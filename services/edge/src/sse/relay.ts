@@ -100,6 +100,7 @@ export async function relayRun(ctx: EdgeContext, req: FastifyRequest, reply: Fas
 
   // Committed: from here on, problems are told in the stream.
   void reply.hijack();
+  req.streaming = true;
   releaseFastifyListeners(raw);
   raw.off('close', onClientGone); // the stream's own close handling aborts from now on
   const headers = streamHeaders(reply.getHeaders());
