@@ -2,14 +2,14 @@
 #   docker build --build-arg SERVICE=edge -t agent-mesh/edge .      (store, llm-broker, tool-service, orchestrator, edge)
 #   docker build --target emulator -t agent-mesh/emulator .
 # `npm run images` builds all six with podman (deploy/images/build.sh), on a local base when no
-# registry image can be pulled (BASE: any Debian-like image with Node.js 20 and npm in PATH).
+# registry image can be pulled (BASE: any Debian-like image with Node.js 24 and npm in PATH).
 #
 # A service image holds the production dependencies of its workspace and services/common only,
 # the built JavaScript of those two, and the .proto files; it runs as uid 1000, writes nothing
 # outside /tmp (runs with a read-only root filesystem; the tool-service's search index is built into
 # the image), and starts node directly (no shell), so
 # SIGTERM reaches the service's shutdown handler, with OpenTelemetry `--require`d first.
-ARG BASE=node:20-bookworm-slim
+ARG BASE=node:24-bookworm-slim
 
 # Every workspace's dependencies, dev ones included (the TypeScript build needs them). Only the
 # manifests are copied first, so this layer is reused until package-lock.json changes.

