@@ -5,6 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash deploy/local/install.sh
+# The Node.js install.sh provides, whatever the caller's PATH puts first.
+[ ! -x /usr/local/bin/node ] || export PATH="/usr/local/bin:$PATH"
 # etcd, kube-apiserver and kubectl for the Kubernetes manifest tests (built once, cached).
 bash deploy/k8s/tools/install.sh
 [ -d node_modules ] || npm ci --no-audit --no-fund
