@@ -8,7 +8,7 @@ import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type
 import cors from '@fastify/cors';
 import swagger from '@fastify/swagger';
 import helmet, { type HelmetOptions } from 'helmet';
-import { nameHttpRoute, type BudgetDecision, type Logger, type Registry } from '@agent-mesh/common';
+import { traceHttpRequest, type BudgetDecision, type Logger, type Registry } from '@agent-mesh/common';
 import { bearerOf, TokenVerifier } from './auth';
 import { overBudget, unlimitedBudgets, type UserBudgets } from './budgets';
 import type { AppConfig, EdgeContext } from './context';
@@ -116,7 +116,8 @@ export async function buildApp(deps: AppDeps): Promise<EdgeApp> {
   // The first hook, synchronous (it runs on every request):
   // - A request is active from here: a later hook that refuses it (draining, auth) skips the hooks
   //   after it, but not onResponse, which counts it out.
-  // - The trace's server span is named by the route (`POST /v1/chat/completions`) rather than `POST`.
+  // - The request's server span starts (named by its route, `POST /v1/chat/completions`), and the
+  //   rest of the request runs inside it; health checks, probes and scrapes are not traced.
   // - helmet's headers, worked out once (SECURITY_HEADERS). Event streams get only those that mean
   //   something on a stream or its error answers: the rest only matter on documents, and as fastify
   //   reply headers they are written once and not kept (helmet writes onto the raw response, whose
@@ -125,10 +126,10 @@ export async function buildApp(deps: AppDeps): Promise<EdgeApp> {
   app.addHook('onRequest', (req, reply, done) => {
     ctx.stats.active.inc();
     const route = req.routeOptions;
-    if (route.url) nameHttpRoute(route.url);
     void reply.headers(route.config.stream ? STREAM_SECURITY_HEADERS : SECURITY_HEADERS);
     if (ctx.state.draining && !route.config.whileDraining) return done(new HttpError(503, 'draining', 'this instance is shutting down: retry', 1));
-    done();
+    if (route.config.untraced) return done();
+    traceHttpRequest(req.raw, reply.raw, route.url, done);
   });
 
   // Authentication (before the body is read) and the per-user request limit.

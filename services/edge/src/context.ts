@@ -56,6 +56,8 @@ declare module 'fastify' {
     spends?: boolean | 'beside';
     /** The route answers with a stream (its duration is not a response time). */
     stream?: boolean;
+    /** No trace for the route (health checks, probes, metric scrapes: not worth a trace each). */
+    untraced?: boolean;
     /** The route still answers while the instance drains (the liveness probe). */
     whileDraining?: boolean;
   }

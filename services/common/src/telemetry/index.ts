@@ -1,6 +1,7 @@
 // Span helpers for the domain: attributes named once, so that traces can be searched by run.
 import { context, propagation, SpanStatusCode, trace, type Attributes, type Span } from '@opentelemetry/api';
-import { getRPCMetadata, RPCType } from '@opentelemetry/core';
+
+export { traceHttpRequest } from './http-server';
 
 export const ATTR = {
   runId: 'mesh.run_id',
@@ -27,16 +28,6 @@ export async function withSpan<T>(name: string, attributes: Attributes, fn: (spa
       span.end();
     }
   });
-}
-
-/**
- * Names the HTTP server span of the request being handled by its route (`POST /v1/chat/completions`,
- * and `http.route`): the http instrumentation reads the route from the request's RPC metadata when
- * the response ends. Nothing when the request is not traced.
- */
-export function nameHttpRoute(route: string): void {
-  const meta = getRPCMetadata(context.active());
-  if (meta?.type === RPCType.HTTP) meta.route = route;
 }
 
 /** Adds attributes to the active span, if any. */

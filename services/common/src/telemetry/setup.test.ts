@@ -21,9 +21,7 @@ function sources(service: string): string {
 describe('SERVICE_INSTRUMENTATIONS', () => {
   // What a service's code uses, as its imports show it; the service's entry in the table must
   // instrument it (a new client library without its instrumentation would drop out of the traces).
-  // Keyed by instrumentation: a fastify server's requests are the http instrumentation's spans.
   const uses: Record<string, RegExp> = {
-    http: /from 'fastify'/,
     mongodb: /from 'mongodb'/,
     ioredis: /createRedis\(|from 'ioredis'/,
     undici: /from 'undici'|\bfetch\(/,
@@ -35,10 +33,17 @@ describe('SERVICE_INSTRUMENTATIONS', () => {
     for (const name of [...needed, 'grpc']) expect({ service, instruments: SERVICE_INSTRUMENTATIONS[service]!.includes(name) ? name : undefined }).toEqual({ service, instruments: name });
   });
 
+  // No http instrumentation: a fastify server traces its requests itself (traceHttpRequest).
+  test('the edge, the one service with an HTTP server (fastify), traces its requests', () => {
+    const servers = Object.keys(SERVICE_INSTRUMENTATIONS).filter((service) => /from 'fastify'/.test(sources(service)));
+    expect(servers).toEqual(['edge']);
+    expect(sources('edge')).toMatch(/traceHttpRequest\(req\.raw, reply\.raw/);
+  });
+
   test('names exactly the five services, and an unknown name gets every instrumentation', () => {
     expect(Object.keys(SERVICE_INSTRUMENTATIONS).sort()).toEqual(fs.readdirSync(SERVICES).filter((d) => d !== 'common').sort());
     const names = instrumentationsFor('something-else').map((i) => i.instrumentationName);
-    expect(names).toHaveLength(5);
+    expect(names).toHaveLength(4);
     expect(instrumentationsFor('store').map((i) => i.instrumentationName).sort()).toEqual(['@opentelemetry/instrumentation-grpc', '@opentelemetry/instrumentation-mongodb']);
   });
 });

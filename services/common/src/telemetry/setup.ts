@@ -6,19 +6,16 @@ import type { ReadableSpan, SpanExporter } from '@opentelemetry/sdk-trace-node';
 /* eslint-disable @typescript-eslint/no-require-imports -- loaded only when a service uses them (see below) */
 /** Each instrumentation, loaded on demand: importing one costs 50–110 ms of the service's start. */
 const INSTRUMENTATIONS: Record<string, () => Instrumentation> = {
-  http: () => new (require('@opentelemetry/instrumentation-http') as typeof import('@opentelemetry/instrumentation-http')).HttpInstrumentation({
-    // Health checks, probes and metric scrapes are not worth a trace each.
-    ignoreIncomingRequestHook: (req) => /^\/(api\/health|metrics|health|healthz|readyz)/.test(req.url ?? ''),
-  }),
   grpc: () => new (require('@opentelemetry/instrumentation-grpc') as typeof import('@opentelemetry/instrumentation-grpc')).GrpcInstrumentation({
     ignoreGrpcMethods: ['Check', 'Watch', 'ServerReflectionInfo'],
   }),
   undici: () => new (require('@opentelemetry/instrumentation-undici') as typeof import('@opentelemetry/instrumentation-undici')).UndiciInstrumentation(),
   ioredis: () => new (require('@opentelemetry/instrumentation-ioredis') as typeof import('@opentelemetry/instrumentation-ioredis')).IORedisInstrumentation({ requireParentSpan: true }),
   mongodb: () => new (require('@opentelemetry/instrumentation-mongodb') as typeof import('@opentelemetry/instrumentation-mongodb')).MongoDBInstrumentation(),
-  // No fastify instrumentation: the http server span is the request's, and the edge names it by its
-  // route (nameHttpRoute). @fastify/otel added a span for the request (the same as the http span)
-  // and one for its handler to every request: half of a /v1 call's spans, made, exported and stored.
+  // No http or fastify instrumentation: the edge makes each request's server span itself
+  // (traceHttpRequest, in ./index.ts), at a fraction of @opentelemetry/instrumentation-http's cost.
+  // @fastify/otel added a span for the request (the same as the http span) and one for its handler
+  // to every request: half of a /v1 call's spans, made, exported and stored.
 };
 
 /**
@@ -26,7 +23,7 @@ const INSTRUMENTATIONS: Record<string, () => Instrumentation> = {
  * set it): only those are instrumented. Any other name gets them all.
  */
 export const SERVICE_INSTRUMENTATIONS: Record<string, string[]> = {
-  edge: ['http', 'grpc', 'ioredis', 'undici'],
+  edge: ['grpc', 'ioredis', 'undici'],
   orchestrator: ['grpc', 'ioredis'],
   'llm-broker': ['grpc', 'ioredis', 'undici'],
   'tool-service': ['grpc', 'ioredis', 'undici'],

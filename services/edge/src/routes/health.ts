@@ -41,17 +41,17 @@ export function healthRoutes(app: FastifyInstance, ctx: EdgeContext): void {
     security: [],
     response: { 200: { type: 'string', description: ok } },
   });
-  app.get('/healthz', { config: { auth: 'public', whileDraining: true }, schema: probe('Liveness: this process answers (also while it drains)', 'alive') }, async (_req, reply) =>
+  app.get('/healthz', { config: { auth: 'public', whileDraining: true, untraced: true }, schema: probe('Liveness: this process answers (also while it drains)', 'alive') }, async (_req, reply) =>
     reply.type('text/plain').header('cache-control', 'no-store').send('ok\n'),
   );
-  app.get('/readyz', { config: { auth: 'public' }, schema: { ...probe('Readiness: this instance takes requests (503 while it drains)', 'ready'), response: { 200: { type: 'string', description: 'ready' }, ...errorResponses(503) } } }, async (_req, reply) =>
+  app.get('/readyz', { config: { auth: 'public', untraced: true }, schema: { ...probe('Readiness: this instance takes requests (503 while it drains)', 'ready'), response: { 200: { type: 'string', description: 'ready' }, ...errorResponses(503) } } }, async (_req, reply) =>
     reply.type('text/plain').header('cache-control', 'no-store').send('ready\n'),
   );
 
   app.get(
     '/api/health',
     {
-      config: { auth: 'public' },
+      config: { auth: 'public', untraced: true },
       schema: {
         tags: ['operations'],
         summary: 'Health with a per-dependency breakdown (200 healthy, 503 not)',

@@ -30,7 +30,7 @@ export function metricsRoutes(app: FastifyInstance, ctx: EdgeContext): void {
     }
   };
 
-  app.get('/metrics', { config: { auth: 'public' }, schema: { tags: ['operations'], summary: 'Prometheus metrics of this edge', security: [], response: { 200: { type: 'string', description: 'Prometheus text format' }, ...errorResponses(503) } } }, async (_req, reply) => {
+  app.get('/metrics', { config: { auth: 'public', untraced: true }, schema: { tags: ['operations'], summary: 'Prometheus metrics of this edge', security: [], response: { 200: { type: 'string', description: 'Prometheus text format' }, ...errorResponses(503) } } }, async (_req, reply) => {
     ctx.stats.sseQueue.set(ctx.sseLimiter.queued);
     return reply.type(ctx.stats.registry.contentType).send(await ctx.stats.registry.metrics());
   });
