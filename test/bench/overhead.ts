@@ -8,7 +8,9 @@
 //   1. latency: one request at a time, targets interleaved round-robin (so drift hits all alike);
 //      added latency = a target's percentile − the direct baseline's percentile;
 //   2. saturation: a fixed number of concurrent callers for a bounded time, per target; requests
-//      completed per second. The emulator counts the calls of each saturation phase it got streamed
+//      completed per second. In rounds (BENCH_ROUNDS), each round every target once, the order
+//      turned by one each round (so that no target is always the first, or always the one after
+//      a given other): the figure is the median round, and every round is reported. The emulator counts the calls of each saturation phase it got streamed
 //      and whole: the JSON's `upstreamRequests` says how each target called the upstream per row.
 // What ships is measured: the mesh traces every call to a Jaeger started here and logs at `info`.
 // Peers are pinned to exact versions (recorded in the JSON), installed on first use under
@@ -17,6 +19,7 @@
 // Prints a human summary and, as its LAST line, one JSON object of the figures.
 //
 // Options (env): BENCH_LATENCY_REQUESTS (400: the p99 of 150 calls was one or two calls), BENCH_CONCURRENCY (32), BENCH_SECONDS (8),
+// BENCH_ROUNDS (3: one round's figure moved by ±15 % between runs on a 2-CPU machine),
 // BENCH_TARGETS (comma list of mesh,mesh-inline,portkey,litellm,direct; default all), BENCH_EDGE_WAIT_S (1200),
 // BENCH_LOG_LEVEL (the mesh's LOG_LEVEL, info), BENCH_TRACING (1: the mesh exports its traces to
 // Jaeger, as it ships; 0: off).
@@ -39,6 +42,7 @@ const LATENCY_REQUESTS = Number(process.env.BENCH_LATENCY_REQUESTS ?? 400);
 const WARMUP = 15;
 const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 32);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 8);
+const ROUNDS = Math.max(1, Number(process.env.BENCH_ROUNDS ?? 3));
 const EDGE_WAIT_S = Number(process.env.BENCH_EDGE_WAIT_S ?? 1200);
 const ONLY = new Set((process.env.BENCH_TARGETS ?? 'mesh,mesh-inline,portkey,litellm,direct').split(',').map((s) => s.trim()));
 const LOG_LEVEL = process.env.BENCH_LOG_LEVEL ?? 'info';
@@ -65,7 +69,9 @@ interface Target {
 }
 
 interface LatencyFigures { n: number; errors: number; p50: number; p99: number; ttftP50?: number; ttftP99?: number }
-interface SaturationFigures { concurrency: number; seconds: number; completed: number; errors: number; rps: number; p50: number }
+interface RoundFigures { completed: number; errors: number; rps: number; p50: number }
+/** The median round's rps and p50 (each the median of the rounds' own), the sums, and every round in the order run. */
+interface SaturationFigures { concurrency: number; seconds: number; completed: number; errors: number; rps: number; p50: number; rounds: RoundFigures[] }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const r1 = (x: number) => Math.round(x * 10) / 10;
@@ -148,7 +154,7 @@ async function latencyPhase(targets: Target[], mode: Mode): Promise<Map<string, 
   return out;
 }
 
-async function saturationPhase(t: Target, mode: Mode): Promise<SaturationFigures> {
+async function saturationPhase(t: Target, mode: Mode): Promise<RoundFigures> {
   const until = performance.now() + SECONDS * 1000;
   const latencies: number[] = [];
   let errors = 0;
@@ -168,7 +174,15 @@ async function saturationPhase(t: Target, mode: Mode): Promise<SaturationFigures
     }),
   );
   if (errors > 0) console.log(`  ${t.name} ${mode} saturation: ${errors} errors (last: ${lastError})`);
-  return { concurrency: CONCURRENCY, seconds: SECONDS, completed: latencies.length, errors, rps: r1(latencies.length / SECONDS), p50: r2(percentile(latencies, 50)) };
+  return { completed: latencies.length, errors, rps: r1(latencies.length / SECONDS), p50: r2(percentile(latencies, 50)) };
+}
+
+function saturationOf(rounds: RoundFigures[]): SaturationFigures {
+  const sum = (f: (r: RoundFigures) => number) => rounds.reduce((n, r) => n + f(r), 0);
+  return {
+    concurrency: CONCURRENCY, seconds: SECONDS, completed: sum((r) => r.completed), errors: sum((r) => r.errors),
+    rps: r1(percentile(rounds.map((r) => r.rps), 50)), p50: r2(percentile(rounds.map((r) => r.p50), 50)), rounds,
+  };
 }
 
 // ---------- peers: install on first use (cached), start on a free loopback port ----------
@@ -426,13 +440,20 @@ async function main(): Promise<void> {
       console.log(`latency (${mode}): ${LATENCY_REQUESTS} sequential requests per target, interleaved …`);
       const l = await latencyPhase(targets, mode);
       for (const [name, f] of l) (latency[name] ??= {})[mode] = f;
-      for (const t of targets) {
-        console.log(`saturation (${mode}) ${t.name}: ${CONCURRENCY} concurrent callers for ${SECONDS} s …`);
-        const before = (await emulatorStats(emulator)).byMode;
-        (saturation[t.name] ??= {})[mode] = await saturationPhase(t, mode);
-        const after = (await emulatorStats(emulator)).byMode;
-        (upstreamRequests[t.name] ??= {})[mode] = { stream: after.stream - before.stream, whole: after.whole - before.whole };
+      const rounds = new Map<string, RoundFigures[]>(targets.map((t) => [t.name, []]));
+      for (let round = 0; round < ROUNDS; round += 1) {
+        for (let k = 0; k < targets.length; k += 1) {
+          const t = targets[(k + round) % targets.length]!;
+          console.log(`saturation (${mode}, round ${round + 1}/${ROUNDS}) ${t.name}: ${CONCURRENCY} concurrent callers for ${SECONDS} s …`);
+          const before = (await emulatorStats(emulator)).byMode;
+          rounds.get(t.name)!.push(await saturationPhase(t, mode));
+          const after = (await emulatorStats(emulator)).byMode;
+          const u = ((upstreamRequests[t.name] ??= {})[mode] ??= { stream: 0, whole: 0 });
+          u.stream += after.stream - before.stream;
+          u.whole += after.whole - before.whole;
+        }
       }
+      for (const [name, r] of rounds) (saturation[name] ??= {})[mode] = saturationOf(r);
     }
 
     // Added latency over the direct baseline, and the mesh's ratios to each peer.
@@ -469,7 +490,7 @@ async function main(): Promise<void> {
       }
     }
 
-    console.log('\n== overhead: added latency over calling the emulator directly (ms), and throughput at saturation ==');
+    console.log(`\n== overhead: added latency over calling the emulator directly (ms), and throughput at saturation (rps: the median of ${ROUNDS} rounds) ==`);
     const pad = (s: string | number, n: number) => String(s).padStart(n);
     console.log(`${'target'.padEnd(11)} ${'mode'.padEnd(9)} ${pad('p50', 8)} ${pad('p99', 8)} ${pad('+p50', 8)} ${pad('+p99', 8)} ${pad('ttft50', 8)} ${pad('rps', 8)} ${pad('errors', 7)}`);
     for (const t of targets) {
@@ -482,6 +503,9 @@ async function main(): Promise<void> {
             `${pad(l?.ttftP50 ?? '-', 8)} ${pad(s?.rps ?? '-', 8)} ${pad((l?.errors ?? 0) + (s?.errors ?? 0), 7)}`,
         );
       }
+    }
+    for (const t of targets) {
+      console.log(`rps by round, ${t.name}: ${MODES.map((m) => `${m} ${(saturation[t.name]?.[m]?.rounds ?? []).map((r) => r.rps).join(' / ')}`).join('; ')}`);
     }
     for (const [own, byPeer] of Object.entries(ratios)) {
       for (const [peer, byMode] of Object.entries(byPeer)) {
@@ -529,6 +553,7 @@ async function main(): Promise<void> {
         latencyRequests: LATENCY_REQUESTS,
         concurrency: CONCURRENCY,
         seconds: SECONDS,
+        rounds: ROUNDS,
         latencyMs: latency,
         addedLatencyMs: added,
         saturation,
