@@ -65,6 +65,8 @@ interface Target {
   name: 'direct' | 'mesh' | 'mesh-inline' | 'portkey' | 'litellm';
   url: string;
   headers: Record<string, string>;
+  /** Per concurrent caller of the saturation phase, in place of `headers` (the mesh: a user each). */
+  callerHeaders?: Record<string, string>[];
   model: string;
 }
 
@@ -93,11 +95,11 @@ const body = (stream: boolean, i: number) =>
   });
 
 /** One completion; resolves to its latency (and time to first content for streams), or throws. */
-async function complete(t: Target, mode: Mode, i: number): Promise<{ ms: number; ttftMs?: number }> {
+async function complete(t: Target, mode: Mode, i: number, caller = 0): Promise<{ ms: number; ttftMs?: number }> {
   const started = performance.now();
   const res = await request(`${t.url}/chat/completions`, {
     method: 'POST',
-    headers: { 'content-type': 'application/json', ...t.headers },
+    headers: { 'content-type': 'application/json', ...(t.callerHeaders?.[caller] ?? t.headers) },
     body: body(mode === 'stream', i).replace(`"${MODEL}"`, JSON.stringify(t.model)),
     dispatcher,
     headersTimeout: 30_000,
@@ -161,10 +163,10 @@ async function saturationPhase(t: Target, mode: Mode): Promise<RoundFigures> {
   let lastError = '';
   let i = 0;
   await Promise.all(
-    Array.from({ length: CONCURRENCY }, async () => {
+    Array.from({ length: CONCURRENCY }, async (_, caller) => {
       while (performance.now() < until) {
         try {
-          latencies.push((await complete(t, mode, (i += 1))).ms);
+          latencies.push((await complete(t, mode, (i += 1), caller)).ms);
         } catch (err) {
           errors += 1;
           lastError = (err as Error).message;
@@ -360,14 +362,18 @@ async function startMeshTargets(logDir: string, emulatorUrl: string, procs: Proc
     },
   });
   meshes.push(mesh);
-  const token = await mintToken(secret, '00000000-0000-4000-8000-00000000b00c');
-  const headers = { authorization: `Bearer ${token}` };
+  // A user per concurrent caller: one user's daily token budget (USER_TOKENS_PER_DAY, 1,000,000 as
+  // shipped) is used up by the rounds of saturation, and then every call is a 429.
+  const callerHeaders = await Promise.all(
+    Array.from({ length: CONCURRENCY }, async (_, c) => ({ authorization: `Bearer ${await mintToken(secret, `00000000-0000-4000-8000-${String(c).padStart(12, '0')}`)}` })),
+  );
+  const headers = callerHeaders[0]!;
   const targets: Target[] = [];
-  if (ONLY.has('mesh')) targets.push({ name: 'mesh', url: `${mesh.edge.url}/v1`, model: MODEL, headers });
+  if (ONLY.has('mesh')) targets.push({ name: 'mesh', url: `${mesh.edge.url}/v1`, model: MODEL, headers, callerHeaders });
   if (ONLY.has('mesh-inline')) {
     // A second edge of the same mesh that runs the broker itself (EDGE_INLINE_BROKER), in the same quota.
     const inline = await mesh.addEdge({ EDGE_INLINE_BROKER: 'true', LLM_BASE_URL: `${emulatorUrl}/v1`, ...BROKER_ENV });
-    targets.push({ name: 'mesh-inline', url: `${inline.url}/v1`, model: MODEL, headers });
+    targets.push({ name: 'mesh-inline', url: `${inline.url}/v1`, model: MODEL, headers, callerHeaders });
   }
   return targets;
 }
