@@ -397,9 +397,17 @@ async function streamCompletion(
   const chunk = (delta: Record<string, unknown>, finishReason: string | null, model = body.model) =>
     JSON.stringify({ id, object: 'chat.completion.chunk', created, model, choices: [{ index: 0, delta, logprobs: null, finish_reason: finishReason }] });
   // Pull-based: the next piece is read only once the client took the last one (gRPC flow control
-  // holds the rest), so a slow client costs no memory here.
+  // holds the rest), so a slow client costs no memory here. What is written in one turn of the
+  // event loop leaves in one write (corked until the turn's end): the pieces that came in one read
+  // of the upstream, and the end of an answer (finish, usage, [DONE] and the chunked terminator),
+  // were a system call each.
+  const uncork = () => raw.uncork();
   const write = async (text: string) => {
     if (raw.destroyed) return;
+    if (raw.writableCorked === 0) {
+      raw.cork();
+      process.nextTick(uncork);
+    }
     if (!raw.write(text)) await Promise.race([once(raw, 'drain'), once(abort.signal, 'abort')]);
   };
   let answered = false;
