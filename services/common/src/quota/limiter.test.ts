@@ -61,6 +61,30 @@ describe('GlobalLimiter recovery after a Redis outage', () => {
   });
 });
 
+describe('GlobalLimiter: a lease admitted locally and settled while the recovery registers it in Redis', () => {
+  it('gives its slot in Redis back (it was held there until it expired)', async () => {
+    const fake = fakeRedis({ meshQuotaAcquire: 'hang' });
+    const limiter = new GlobalLimiter(fake.redis, 't', { maxConcurrent: 5, requestsPerMinute: 600, redisTimeoutMs: 200, outageBurst: true });
+    const local = await limiter.tryAcquire({ holder: 'a', tokens: 1 });
+    if (!local.ok) throw new Error('refused');
+    expect(local.lease.mode).toBe('local');
+
+    // Redis answers again; the recovery registers the local lease (a forced renewal), slowly.
+    fake.behaviour.meshQuotaAcquire = 'ok';
+    fake.behaviour.meshQuotaRenew = { afterMs: 60 };
+    const next = limiter.tryAcquire({ holder: 'b', tokens: 1 });
+    await new Promise((r) => setTimeout(r, 10));
+    expect(fake.calls).toContain('meshQuotaRenew');
+    // The call ends (a refund) while that renewal is on its way: settled on the local share.
+    await local.lease.refund();
+    await next;
+    await new Promise((r) => setTimeout(r, 60));
+    // The renewal took a slot in Redis for a lease already settled: it is given back there.
+    const released = (fake.args.meshQuotaRelease ?? []).map((a) => a[2]);
+    expect(released).toContain(local.lease.id);
+  });
+});
+
 describe('GlobalLimiter against its Redis scripts (fake Redis)', () => {
   it('asks the acquire script with its limits and reports a refusal with its reason and wait', async () => {
     const fake = fakeRedis({});

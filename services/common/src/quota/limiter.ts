@@ -275,6 +275,13 @@ export class GlobalLimiter {
       try {
         const force = currentMode === 'local' ? ['force'] : [];
         const held = await this.call(() => this.cmd.meshQuotaRenew(this.keys.leases, id, this.leaseMs, this.limits.maxConcurrent, ...force));
+        if (done) {
+          // Settled while this renewal was on its way. A local lease's settlement stayed local, so
+          // the slot the renewal just took in Redis is given back there (else it is held until it
+          // expires). A shared one's release went after the renewal on the same connection.
+          if (held === 1 && currentMode === 'local') await releaseShared(0).catch(() => undefined);
+          return false;
+        }
         if (held === 1) heldUntil = Date.now() + this.leaseMs;
         if (held === 1 && currentMode === 'local') {
           // Redis is back: the lease now counts in the shared set (and still in this replica's count).
