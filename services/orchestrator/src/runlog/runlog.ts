@@ -8,6 +8,9 @@ import type { RunEvent } from '@agent-mesh/common/gen/orchestrator/v1/orchestrat
 import { RunStopped } from '../pipeline/errors';
 import { keys } from '../runs/keys';
 
+/** How long a run-log write is retried before the run fails (a Redis failover takes a few seconds). */
+const APPEND_RETRY_MS = 10_000;
+
 // KEYS: log seq lease
 // ARGV: owner maxlen channel retentionS firstSeq [type data]...
 const APPEND = `
@@ -158,15 +161,21 @@ export class RunEmitter {
     this.flushing = false;
   }
 
-  /** Idempotent by seq, so a write whose answer was lost can simply be sent again. */
+  /**
+   * Idempotent by seq, so a write whose answer was lost can simply be sent again. Retried for up to
+   * APPEND_RETRY_MS, long enough for a Sentinel or Cluster failover (the run waits, then goes on):
+   * 1.5 s of retries crashed every run of an orchestrator during a failover that took longer.
+   */
   private async appendWithRetry(batch: Pending[]): Promise<void> {
+    const giveUpAt = Date.now() + APPEND_RETRY_MS;
     for (let attempt = 0; ; attempt++) {
       try {
         await this.log.append(this.run, this.owner, this.nextSeq, batch, this.endOfRun);
         return;
       } catch (err) {
-        if (err instanceof RunStopped || attempt >= 4) throw err;
-        await new Promise((r) => setTimeout(r, 100 * 2 ** attempt));
+        const wait = Math.min(100 * 2 ** attempt, 1_000);
+        if (err instanceof RunStopped || Date.now() + wait > giveUpAt) throw err;
+        await new Promise((r) => setTimeout(r, wait));
       }
     }
   }
