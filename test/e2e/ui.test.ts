@@ -79,6 +79,16 @@ describe('the chat page', () => {
   });
 
   test('creates a conversation and sends a message; the agents stream live', async () => {
+    // Opening the conversation joins its run, if it has one. That join is held back here, so the
+    // message is sent while it is still connecting (as on a busy server): it must still be sent.
+    let heldJoins = 0;
+    await page.route(/\/api\/conversations\/[^/]+\/events$/, async (route) => {
+      if (route.request().method() === 'GET') {
+        heldJoins += 1;
+        await new Promise((r) => setTimeout(r, 3_000));
+      }
+      await route.continue().catch(() => undefined); // the page may have given up on it meanwhile
+    });
     await page.getByRole('button', { name: 'New', exact: true }).click();
     // The new conversation opens (its id goes in the URL hash); a failure shows under the list.
     await page.waitForFunction(() => location.hash.startsWith('#c=') || !document.getElementById('list-error')!.hidden, undefined, { timeout: 30_000 });
@@ -92,6 +102,8 @@ describe('the chat page', () => {
       const text = (a: string) => document.querySelector(`.run:last-of-type .agent[data-agent="${a}"] .round .text`)?.textContent ?? '';
       return text('planner').length > 20 && text('critic').length > 0;
     }, undefined, { timeout: 60_000 });
+    expect(heldJoins).toBeGreaterThan(0);
+    await page.unroute(/\/api\/conversations\/[^/]+\/events$/);
     beforeReload = await agentTexts(page);
     expect(await page.locator('.run:last-of-type').getAttribute('data-state')).not.toBe('completed');
     await page.screenshot({ path: path.join(dir, 'ui-streaming.png') });

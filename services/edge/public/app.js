@@ -184,9 +184,15 @@ function clearTimeline() {
   setComposer(false);
 }
 
+/** A run is on screen and still going. A join that has not found a run yet is not one. */
+function runInProgress() {
+  const a = state.active;
+  return Boolean(a && !a.done && a.view);
+}
+
 function setComposer(enabled) {
   els.input.disabled = !enabled;
-  const running = Boolean(state.active && !state.active.done);
+  const running = runInProgress();
   els.send.disabled = !enabled || running;
   els.cancel.hidden = !running;
   els.cancel.disabled = false;
@@ -312,6 +318,7 @@ function follow(conversationId, journal, view, start) {
     if (!active.view) {
       active.view = new RunView({ label: 'Run', onGrow: keepScrolled });
       placeRunView(active.view);
+      if (state.active === active) setComposer(true);
     }
     return active.view;
   };
@@ -371,7 +378,9 @@ function stopFollowing() {
 function sendMessage() {
   const content = els.input.value.trim();
   const id = state.openId;
-  if (!content || !id || (state.active && !state.active.done)) return;
+  // A message sent while the conversation's join is still connecting stops the join: if a run is
+  // in progress after all, the send is refused with 409 and the stream shows that run instead.
+  if (!content || !id || runInProgress()) return;
   els.input.value = '';
   els.empty.hidden = true;
   stopFollowing();
