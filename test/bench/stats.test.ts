@@ -39,19 +39,22 @@ describe('linear fit', () => {
 describe('treeCpuSeconds', () => {
   test("a process's CPU time counts its grandchildren's, and another root's does not", async () => {
     const { spawn } = await import('node:child_process');
-    // A shell whose child burns ~0.6 s of CPU, then both sleep so that they are still there to read.
-    const busy = spawn('sh', ['-c', `node -e "const t = Date.now(); while (Date.now() - t < 600); setTimeout(() => {}, 5000)"`], { stdio: 'ignore' });
-    const idle = spawn('sleep', ['5'], { stdio: 'ignore' });
+    // A shell whose child burns 0.6 s of CPU (CPU time, not wall time: the machine may be busy),
+    // says so, then both sleep so that they are still there to read.
+    const burn = 'const t = process.cpuUsage(); const used = () => { const u = process.cpuUsage(t); return u.user + u.system; }; '
+      + "while (used() < 600000); console.log('burnt'); setTimeout(() => {}, 30000)";
+    const busy = spawn('sh', ['-c', `node -e "${burn}"`], { stdio: ['ignore', 'pipe', 'ignore'], detached: true });
+    const idle = spawn('sleep', ['30'], { stdio: 'ignore' });
     try {
-      await new Promise((r) => setTimeout(r, 1_500));
+      await new Promise((r) => busy.stdout!.once('data', r));
       const cpu = treeCpuSeconds([busy.pid!, idle.pid!]);
       expect(cpu.get(busy.pid!)).toBeGreaterThanOrEqual(0.5);
       expect(cpu.get(idle.pid!)).toBeLessThan(0.1);
     } finally {
-      busy.kill('SIGKILL');
+      process.kill(-busy.pid!, 'SIGKILL'); // the shell and its child
       idle.kill('SIGKILL');
     }
-  });
+  }, 30_000);
 });
 
 describe('steadyGoodput', () => {
