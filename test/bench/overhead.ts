@@ -358,7 +358,8 @@ async function startMeshTargets(logDir: string, emulatorUrl: string, procs: Proc
     env: { LOG_LEVEL },
     perService: {
       'llm-broker': BROKER_ENV,
-      edge: { EDGE_HOST: '127.0.0.1', RATE_LIMIT_PER_MINUTE: '0', LLM_MODEL: MODEL },
+      // The per-user rate limit is checked, as it ships, with a limit that no caller here reaches.
+      edge: { EDGE_HOST: '127.0.0.1', RATE_LIMIT_PER_MINUTE: '10000000', LLM_MODEL: MODEL },
     },
   });
   meshes.push(mesh);

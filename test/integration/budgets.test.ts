@@ -104,10 +104,18 @@ test('metrics rank the spenders without naming them', async () => {
   expect(text).not.toMatch(/carol|dave/);
 });
 
-test('an edge that runs the broker itself refuses a user over budget the same way, and the quota keeps no lease for the call', async () => {
-  // Its budget check runs beside the quota's admission (not before it): a refused call's admission
-  // is called off, and a lease it got is given back.
-  const inline = await mesh.addEdge({ EDGE_INLINE_BROKER: 'true', LLM_BASE_URL: `${emulator.url}/v1`, LLM_API_KEY: 'local-dev-key' });
+test('an edge that runs the broker itself refuses a user over budget or over the rate limit the same way, and the quota keeps no lease for the call', async () => {
+  // Its budget and rate limit checks run beside the quota's admission (not before it): a refused
+  // call's admission is called off, and a lease it got is given back.
+  const inline = await mesh.addEdge({ EDGE_INLINE_BROKER: 'true', LLM_BASE_URL: `${emulator.url}/v1`, LLM_API_KEY: 'local-dev-key', RATE_LIMIT_PER_MINUTE: '8' });
+  const noLeaseKept = async () => {
+    // No lease kept: any taken is given back at once, not held until it expires (LLM_LEASE_MS, 15 s).
+    // "At once" may follow the answer: an edge that started while Redis did not answer admits on
+    // its local share, and the recovery registers a running local lease in Redis; one the refused
+    // call gave back meanwhile is then freed there too, a round trip after.
+    await waitFor('no lease kept', async () => (await redis.zcard('{mesh:llm}:leases')) === 0, { timeoutMs: 2_000, intervalMs: 20 }).catch(() => undefined);
+    expect(await redis.zcard('{mesh:llm}:leases')).toBe(0);
+  };
   const redis = new Redis(t.redis.url);
   try {
     const v1 = (token: string, stream: boolean) =>
@@ -124,18 +132,27 @@ test('an edge that runs the broker itself refuses a user over budget the same wa
       expect(((await refused.json()) as any).error).toMatchObject({ type: 'rate_limit_error', code: 'budget_exceeded', message: expect.stringMatching(/^your daily token budget is used up/) });
     }
     expect((await emulatorStats(emulator)).requests).toBe(requestsBefore);
-    // No lease kept: any taken is given back at once, not held until it expires (LLM_LEASE_MS, 15 s).
-    // "At once" may follow the answer: an edge that started while Redis did not answer admits on
-    // its local share, and the recovery registers a running local lease in Redis; one the refused
-    // call gave back meanwhile is then freed there too, a round trip after.
-    await waitFor('no lease kept', async () => (await redis.zcard('{mesh:llm}:leases')) === 0, { timeoutMs: 2_000, intervalMs: 20 }).catch(() => undefined);
-    expect(await redis.zcard('{mesh:llm}:leases')).toBe(0);
+    await noLeaseKept();
     // A user within budget is answered by the same edge, through the upstream.
     const erin = signToken(SECRET, 'erin');
     const ok = await v1(erin, false);
     expect(ok.status).toBe(200);
     expect(((await ok.json()) as any).choices[0].message.content).not.toBe('');
     expect((await emulatorStats(emulator)).requests).toBe(requestsBefore + 1);
+
+    // Over the rate limit (8 a minute: a burst of 2), the same: the second refusal of the user is
+    // checked before the call (refused lately), the first beside its admission.
+    const frank = signToken(SECRET, 'frank');
+    for (let i = 0; i < 2; i++) expect((await v1(frank, false)).status).toBe(200);
+    const allowed = (await emulatorStats(emulator)).requests;
+    for (const stream of [false, true]) {
+      const limited = await v1(frank, stream);
+      expect(limited.status).toBe(429);
+      expect(Number(limited.headers.get('retry-after'))).toBeGreaterThan(0);
+      expect(((await limited.json()) as any).error).toMatchObject({ type: 'rate_limit_error', code: 'rate_limited' });
+    }
+    expect((await emulatorStats(emulator)).requests).toBe(allowed);
+    await noLeaseKept();
   } finally {
     redis.disconnect();
   }

@@ -552,7 +552,7 @@ describe('edge app (fake peers)', () => {
 });
 
 describe('the rate limit and the budget of a call that spends tokens', () => {
-  test('are asked at once (one Redis round trip with auto-pipelining), and answered as if in turn: the rate limit first', async () => {
+  test('are asked at once and passed beside the call (its admission to the quota), the rate limit first; a user refused lately is checked before the call', async () => {
     const asked: string[] = [];
     let answerLimit: ((d: RateDecision) => void) | undefined;
     const requestLimiter: RequestLimiter = {
@@ -568,22 +568,43 @@ describe('the rate limit and the budget of a call that spends tokens', () => {
       },
       usage: async () => [],
     };
-    const edge = await buildApp({ cfg: cfg(), gateways: fakeGateways(), logger: createLogger('edge-test', 'silent'), requestLimiter, budgets, publicDir: '/nonexistent' });
+    const gateways = fakeGateways();
+    const edge = await buildApp({ cfg: cfg(), gateways, logger: createLogger('edge-test', 'silent'), requestLimiter, budgets, publicDir: '/nonexistent' });
+    const waitUntil = async (done: () => boolean) => {
+      for (let i = 0; i < 200 && !done(); i++) await new Promise((r) => setTimeout(r, 10));
+    };
     try {
       await edge.app.listen({ port: 0, host: '127.0.0.1' });
       const { port } = edge.app.server.address() as { port: number };
-      const answer = fetch(`http://127.0.0.1:${port}/v1/chat/completions`, {
+      const call = async () => fetch(`http://127.0.0.1:${port}/v1/chat/completions`, {
         method: 'POST',
         headers: { authorization: `Bearer ${await token('alice')}`, 'content-type': 'application/json' },
         body: JSON.stringify({ model: 'upstream', messages: [{ role: 'user', content: 'hi' }] }),
       });
-      // The budget is asked while the rate limit has not answered yet.
-      for (let i = 0; i < 200 && asked.length < 2; i++) await new Promise((r) => setTimeout(r, 10));
+      const first = call();
+      // The budget is asked while the rate limit has not answered yet, and the call goes on to the
+      // broker with both as its gate.
+      await waitUntil(() => asked.length === 2 && gateways.fakeBroker.gated === 1);
       expect(asked).toEqual(['rate limit', 'budget']);
+      expect(gateways.fakeBroker.gated).toBe(1);
       answerLimit!({ ok: false, retryAfterMs: 2_000 });
-      const res = await answer;
-      expect(res.status).toBe(429);
-      expect(((await res.json()) as { error: { code: string } }).error.code).toBe('rate_limited');
+      const refused = await first;
+      expect(refused.status).toBe(429);
+      expect(refused.headers.get('retry-after')).toBe('2');
+      expect(((await refused.json()) as { error: { code: string } }).error.code).toBe('rate_limited');
+      expect(gateways.fakeBroker.calls).toBe(0);
+
+      // Refused lately: the next call waits for its checks before it goes anywhere.
+      const second = call();
+      await waitUntil(() => asked.length === 4);
+      await new Promise((r) => setTimeout(r, 50));
+      expect(gateways.fakeBroker.gated).toBe(1);
+      answerLimit!({ ok: true });
+      const overBudget = await second;
+      expect(overBudget.status).toBe(429);
+      expect(((await overBudget.json()) as { error: { code: string } }).error.code).toBe('budget_exceeded');
+      expect(gateways.fakeBroker.gated).toBe(1);
+      expect(gateways.fakeBroker.calls).toBe(0);
     } finally {
       edge.drain();
       await edge.app.close();

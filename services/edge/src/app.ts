@@ -14,7 +14,7 @@ import { overBudget, unlimitedBudgets, type UserBudgets } from './budgets';
 import type { AppConfig, EdgeContext } from './context';
 import { fromGrpc, HttpError, isGrpcError } from './errors';
 import type { Gateways } from './gateways/types';
-import { memoryRequestLimiter, type RequestLimiter } from './ratelimit';
+import { memoryRequestLimiter, RecentRefusals, type RequestLimiter } from './ratelimit';
 import { conversationRoutes } from './routes/conversations';
 import { docsRoutes } from './routes/docs';
 import { eventRoutes } from './routes/events';
@@ -67,6 +67,7 @@ export async function buildApp(deps: AppDeps): Promise<EdgeApp> {
     state: { draining: false },
   };
   const verifier = new TokenVerifier(cfg.auth);
+  const refusedLately = new RecentRefusals();
 
   const app = Fastify({
     loggerInstance: logger as unknown as FastifyBaseLogger,
@@ -85,7 +86,7 @@ export async function buildApp(deps: AppDeps): Promise<EdgeApp> {
   });
   app.decorateRequest('userId', '');
   app.decorateRequest('scopes', null);
-  app.decorateRequest('budget', null);
+  app.decorateRequest('gate', null);
   app.decorateRequest('streaming', false);
 
   // JSON bodies: refuse invalid UTF-8 instead of letting it turn into U+FFFD silently.
@@ -149,24 +150,31 @@ export async function buildApp(deps: AppDeps): Promise<EdgeApp> {
     // They are answered in that order, as if asked in turn (the budget is only read). A user over
     // budget causes no run and no upstream call: refused here, or by the handler before its call.
     const spends = req.routeOptions.config.spends;
-    const limited = ctx.requestLimiter.check(req.userId);
-    const budget = spends ? ctx.budgets.check(req.userId) : undefined;
-    budget?.catch(() => undefined); // a request refused by the rate limit does not wait for it
-    const decision = await limited;
-    if (!decision.ok) {
+    const userId = req.userId;
+    const limited = ctx.requestLimiter.check(userId).then((decision) => {
+      if (decision.ok) return;
       ctx.stats.rateLimited.inc();
+      refusedLately.note(userId, decision.retryAfterMs);
       throw new HttpError(429, 'rate_limited', 'too many requests: slow down', Math.ceil(decision.retryAfterMs / 1000));
+    });
+    const budget = spends ? ctx.budgets.check(userId) : undefined;
+    budget?.catch(() => undefined); // a request refused by the rate limit does not wait for it
+    if (spends === 'beside' && !refusedLately.has(userId)) {
+      // Both go to the handler, which passes them beside the call's admission to the quota, in
+      // one round trip. A user refused lately is checked here instead: a refusal after the
+      // admission gives its lease back, a churn of the shared quota that a flood must not cause.
+      req.gate = limited.then(() => budget!).then((b) => refuseOverBudget(userId, b));
+      req.gate.catch(() => undefined); // the handler's to pass (not when the body is refused first)
+      return;
     }
-    if (!budget) return;
-    if (spends === 'beside') {
-      req.budget = budget.then(refuseOverBudget);
-      req.budget.catch(() => undefined); // the handler's to pass (not when the body is refused first)
-    } else refuseOverBudget(await budget);
+    await limited;
+    if (budget) refuseOverBudget(userId, await budget);
   });
 
-  function refuseOverBudget(budget: BudgetDecision): void {
+  function refuseOverBudget(userId: string, budget: BudgetDecision): void {
     if (budget.ok) return;
     ctx.stats.budgetRefusals.inc({ budget: budget.window.budget });
+    refusedLately.note(userId, budget.retryAfterMs);
     throw overBudget(budget);
   }
 

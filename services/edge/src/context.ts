@@ -33,10 +33,10 @@ declare module 'fastify' {
     /** The scopes the token grants (`scope` / `scp`); null on public routes. */
     scopes: ReadonlySet<string> | null;
     /**
-     * The user's budget check, on a route marked `spends: 'beside'`: under way, not yet awaited
-     * (rejects with the 429 of a used-up budget); null elsewhere.
+     * On a route marked `spends: 'beside'`: the user's rate limit and budget checks, under way, not
+     * yet awaited (rejects with the 429 of the first that refuses); null elsewhere.
      */
-    budget: Promise<void> | null;
+    gate: Promise<void> | null;
     /**
      * True once the answer became an event stream (the reply hijacked, its headers written): the
      * stream counts itself out of the active requests when it closes, not the onResponse hook.
@@ -50,8 +50,9 @@ declare module 'fastify' {
     scope?: 'ops';
     /**
      * The route spends upstream tokens: refused (429) while the user's token budget is used up.
-     * `true`: checked before the handler; `'beside'`: the check is started and handed to the
-     * handler (req.budget), which passes it before any upstream call, its round trip beside others.
+     * `true`: checked before the handler; `'beside'`: the budget and the rate limit are started and
+     * handed to the handler (req.gate), which passes them before any upstream call, their round trip
+     * beside others (a user refused lately is checked before the handler, as elsewhere).
      */
     spends?: boolean | 'beside';
     /** The route answers with a stream (its duration is not a response time). */

@@ -1,7 +1,7 @@
 // The per-user request limit: pacing per user, and the shared limiter's local fallback while
 // Redis is unreachable (users stay limited, each by this replica's share).
 import { createLogger, type Redis } from '@agent-mesh/common';
-import { memoryRequestLimiter, redisRequestLimiter } from './ratelimit';
+import { memoryRequestLimiter, RecentRefusals, redisRequestLimiter } from './ratelimit';
 
 describe('per-user request limit', () => {
   test('in memory: a burst of ⌊L × 0.25⌋, then refused with a wait, per user', async () => {
@@ -33,5 +33,37 @@ describe('per-user request limit', () => {
   test('0 means unlimited', async () => {
     const l = memoryRequestLimiter(0);
     for (let i = 0; i < 100; i++) expect((await l.check('alice')).ok).toBe(true);
+  });
+});
+
+describe('users refused lately', () => {
+  test('are remembered for the wait their refusal gave, at least a second and at most a minute', () => {
+    let now = 0;
+    const r = new RecentRefusals(10, () => now);
+    r.note('alice', 50);
+    r.note('bob', 5_000);
+    r.note('carol', 3_600_000);
+    expect([r.has('alice'), r.has('bob'), r.has('carol'), r.has('dave')]).toEqual([true, true, true, false]);
+    now = 999;
+    expect(r.has('alice')).toBe(true);
+    now = 1_000;
+    expect([r.has('alice'), r.has('bob')]).toEqual([false, true]);
+    now = 5_000;
+    expect([r.has('bob'), r.has('carol')]).toEqual([false, true]);
+    now = 60_000;
+    expect(r.has('carol')).toBe(false);
+  });
+
+  test('a new refusal renews the memory; past the bound, the user noted longest ago is forgotten first', () => {
+    let now = 0;
+    const r = new RecentRefusals(2, () => now);
+    r.note('alice', 2_000);
+    r.note('bob', 2_000);
+    now = 1_500;
+    r.note('alice', 2_000); // alice again: now the one noted last
+    r.note('carol', 2_000); // over the bound: bob goes
+    expect([r.has('alice'), r.has('bob'), r.has('carol')]).toEqual([true, false, true]);
+    now = 3_000;
+    expect(r.has('alice')).toBe(true); // renewed at 1,500 for 2 s
   });
 });

@@ -95,3 +95,29 @@ export function memoryRequestLimiter(perMinute: number, now: () => number = Date
     },
   };
 }
+
+/**
+ * Users refused lately (by their rate limit or budget) on this replica, for as long as the refusal
+ * said to wait (at least a second, at most a minute): their checks are awaited before anything else
+ * is done for them, rather than beside the work of a call (see the edge's `spends: 'beside'`).
+ * Bounded: past `max` users, the one noted longest ago is forgotten.
+ */
+export class RecentRefusals {
+  private readonly until = new Map<string, number>();
+
+  constructor(private readonly max = 10_000, private readonly now: () => number = Date.now) {}
+
+  note(userId: string, retryAfterMs: number): void {
+    this.until.delete(userId); // re-inserted below: Map order is the order noted
+    if (this.until.size >= this.max) this.until.delete(this.until.keys().next().value!);
+    this.until.set(userId, this.now() + Math.min(Math.max(retryAfterMs, 1_000), 60_000));
+  }
+
+  has(userId: string): boolean {
+    const until = this.until.get(userId);
+    if (until === undefined) return false;
+    if (until > this.now()) return true;
+    this.until.delete(userId);
+    return false;
+  }
+}

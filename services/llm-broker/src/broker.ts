@@ -40,7 +40,7 @@ export interface GenerateInput {
   noStream?: boolean;
   /**
    * A check of the caller's that must pass before the upstream is called (an edge running the
-   * broker: the user's token budget). Awaited beside the admission, whose Redis round trip it
+   * broker: the user's rate limit and token budget). Awaited beside the admission, whose Redis round trip it
    * overlaps, and before anything is yielded; when it fails, the call is given up with its error.
    */
   gate?: Promise<unknown>;
@@ -375,7 +375,9 @@ export class LlmBroker {
         await input.gate;
       } catch (err) {
         callOff.abort(err);
-        await admission.then(({ lease }) => lease.refund(), () => undefined).catch((e: unknown) => d.logger.warn({ err: e }, 'could not give back a lease'));
+        // No request of it reached the provider: the admission's request goes back with its slot and tokens.
+        const giveBack = (lease: Lease) => Promise.all([lease.refundRequest(), lease.refund()]);
+        await admission.then(({ lease }) => giveBack(lease), () => undefined).catch((e: unknown) => d.logger.warn({ err: e }, 'could not give back a lease'));
         throw err;
       }
     }

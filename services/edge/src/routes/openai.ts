@@ -122,7 +122,7 @@ export function openaiRoutes(app: FastifyInstance, ctx: EdgeContext): void {
   app.post(
     '/v1/chat/completions',
     {
-      // The budget is checked beside the call's admission to the quota (before the upstream call).
+      // The rate limit and budget are checked beside the call's admission to the quota (before the upstream call).
       config: { auth: 'bearer', spends: 'beside' },
       schema: {
         tags: ['openai'],
@@ -192,8 +192,8 @@ export function openaiRoutes(app: FastifyInstance, ctx: EdgeContext): void {
       annotate({ [ATTR.userId]: req.userId });
       const asked = req.headers[CACHE_HEADER];
       const cache = body.model !== PIPELINE_MODEL && (asked === 'on' || (asked !== 'off' && body.temperature === 0));
-      const budget = req.budget ?? undefined;
-      const pieces = body.model === PIPELINE_MODEL ? pipeline(ctx, req.userId, messages, abort.signal, budget) : direct(ctx, req.userId, body, messages, cache, abort.signal, budget);
+      const gate = req.gate ?? undefined;
+      const pieces = body.model === PIPELINE_MODEL ? pipeline(ctx, req.userId, messages, abort.signal, gate) : direct(ctx, req.userId, body, messages, cache, abort.signal, gate);
       const id = `chatcmpl-${newId()}`;
       if (body.stream) return streamCompletion(ctx, req, reply, id, body, pieces, abort, cache);
       let content = '';
@@ -245,7 +245,7 @@ function toChatMessage(m: ChatBody['messages'][number]): ChatMessage {
   };
 }
 
-async function* direct(ctx: EdgeContext, userId: string, body: ChatBody, messages: ChatMessage[], cache: boolean, signal: AbortSignal, budget?: Promise<void>): AsyncGenerator<Piece> {
+async function* direct(ctx: EdgeContext, userId: string, body: ChatBody, messages: ChatMessage[], cache: boolean, signal: AbortSignal, gate?: Promise<void>): AsyncGenerator<Piece> {
   const maxTokens = body.max_completion_tokens ?? body.max_tokens ?? 0;
   const req: GenerateRequest = {
     userId,
@@ -265,7 +265,7 @@ async function* direct(ctx: EdgeContext, userId: string, body: ChatBody, message
     // A caller that does not stream gets the whole answer: so does the upstream call.
     noStream: !body.stream,
   };
-  for await (const msg of ctx.gw.broker.generate(req, signal, budget)) {
+  for await (const msg of ctx.gw.broker.generate(req, signal, gate)) {
     const u = msg.update;
     if (!u) continue;
     if (u.$case === 'queued') {
@@ -299,11 +299,11 @@ function readToEnd(pieces: AsyncGenerator<Piece>, ctx: EdgeContext): void {
   })().catch((err: unknown) => ctx.logger.warn({ err: (err as Error).message }, 'completion call failed after its answer was sent'));
 }
 
-async function* pipeline(ctx: EdgeContext, userId: string, messages: ChatMessage[], signal: AbortSignal, budget?: Promise<void>): AsyncGenerator<Piece> {
+async function* pipeline(ctx: EdgeContext, userId: string, messages: ChatMessage[], signal: AbortSignal, gate?: Promise<void>): AsyncGenerator<Piece> {
   const question = [...messages].reverse().find((m) => m.role === 'user')?.content.trim() ?? '';
   if (!question) throw badRequest('body/messages must contain a user message with content');
   if (question.length > ctx.cfg.maxMessageChars) throw badRequest(`the user message must be at most ${ctx.cfg.maxMessageChars} characters`);
-  await budget;
+  await gate;
   // One conversation per call: the facade is stateless, like the API it imitates.
   const conversationId = newId();
   await ctx.gw.store.createConversation({ userId, conversationId, title: question.slice(0, 60) }, { signal });

@@ -211,8 +211,12 @@ export class FakeStore implements StoreGateway {
 }
 
 export class FakeBroker implements BrokerGateway {
+  /** Calls that reached the broker with a gate (counted before it is passed). */
+  gated = 0;
+  /** Calls that passed their gate. */
   calls = 0;
   async *generate(req: { model: string }, signal: AbortSignal, gate?: Promise<unknown>): AsyncGenerator<GenerateResponse> {
+    if (gate) this.gated += 1;
     await gate;
     this.calls += 1;
     yield { update: { $case: 'queued', queued: { position: 1, estimatedWaitMs: 0, marginalWaitMs: 0 } } };
