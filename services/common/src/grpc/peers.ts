@@ -2,12 +2,12 @@
 // shared channel options (channel.ts) and, for health checks, the very channel of that client.
 import { loadPackageDefinition, type Client, type ServiceError } from '@grpc/grpc-js';
 import { loadSync } from '@grpc/proto-loader';
-import { protoPath as healthProtoPath } from 'grpc-health-check';
 import { LlmBrokerServiceClient } from '../gen/llmbroker/v1/llm_broker';
 import { OrchestratorServiceClient } from '../gen/orchestrator/v1/orchestrator';
 import { StoreServiceClient } from '../gen/store/v1/store';
 import { ToolServiceClient } from '../gen/tools/v1/tools';
 import { createClient } from './client';
+import { HEALTH_PROTO_PATH } from './health-proto';
 
 export const orchestratorClient = (addr: string) => createClient(OrchestratorServiceClient, addr);
 export const llmBrokerClient = (addr: string) => createClient(LlmBrokerServiceClient, addr);
@@ -32,7 +32,7 @@ let healthCtor: HealthCtor | undefined;
  */
 export function healthClientOf(peer: Client): HealthClient {
   healthCtor ??= (
-    loadPackageDefinition(loadSync(healthProtoPath, { keepCase: true, enums: String })) as unknown as {
+    loadPackageDefinition(loadSync(HEALTH_PROTO_PATH, { keepCase: true, enums: String })) as unknown as {
       grpc: { health: { v1: { Health: HealthCtor } } };
     }
   ).grpc.health.v1.Health;

@@ -17,21 +17,21 @@ import {
   type UntypedServiceImplementation,
 } from '@grpc/grpc-js';
 import { serverCredentials } from './tls';
-import { HealthImplementation, protoPath as healthProtoPath, type ServingStatus } from 'grpc-health-check';
-import { ReflectionService } from '@grpc/reflection';
+import type { HealthImplementation, ServingStatus } from 'grpc-health-check';
 import { loadSync } from '@grpc/proto-loader';
 import { processVars, read } from '../config';
 import type { Logger } from '../logging';
 import { SERVER_OPTIONS } from './channel';
 import { MeshError, redisUnavailable } from './errors';
+import { HEALTH_PROTO_PATH } from './health-proto';
 import { isRedisConnectionError } from '../redis';
 
 /** The repository's proto/ folder (override with PROTO_DIR in images that move it). */
 export const PROTO_DIR = read(processVars.PROTO_DIR, process.env, path.resolve(__dirname, '../../../../proto'));
 
 /** grpc-health-check's copy of grpc/health/v1/health.proto, as a path under its own include folder. */
-const HEALTH_PROTO_DIR = path.resolve(healthProtoPath, '../../..');
-const HEALTH_PROTO = path.relative(HEALTH_PROTO_DIR, healthProtoPath);
+const HEALTH_PROTO_DIR = path.resolve(HEALTH_PROTO_PATH, '../../..');
+const HEALTH_PROTO = path.relative(HEALTH_PROTO_DIR, HEALTH_PROTO_PATH);
 
 export interface ServiceRegistration {
   /** Fully qualified name, e.g. `store.v1.StoreService` (the health service reports it). */
@@ -43,7 +43,7 @@ export interface ServiceRegistration {
 export interface MeshServer {
   server: Server;
   port: number;
-  health: HealthImplementation;
+  health: TrackedHealth;
   /** Marks every service SERVING. */
   serve(): void;
   /** Marks every service NOT_SERVING (the first step of a shutdown). */
@@ -74,11 +74,15 @@ export async function startGrpcServer(opts: {
     server.addService(s.definition, s.implementation);
     statusMap[s.name] = 'NOT_SERVING';
   }
-  const health = new TrackedHealth(statusMap);
+  const health = trackedHealth(statusMap);
   health.addToServer(server);
   // The health service is listed by reflection too, so that `grpcurl <addr> list` shows it and
   // `grpcurl <addr> grpc.health.v1.Health/Check` works by name.
   const pkg = loadSync([...opts.protoFiles, HEALTH_PROTO], { includeDirs: [PROTO_DIR, HEALTH_PROTO_DIR], keepCase: true });
+  // Loaded here rather than with this module: a process that serves no gRPC (the edge) does not pay
+  // for them at start (~0.1 s: grpc-health-check parses its proto when it is loaded).
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const { ReflectionService } = require('@grpc/reflection') as typeof import('@grpc/reflection');
   new ReflectionService(pkg).addToServer(server);
 
   const port = await new Promise<number>((resolve, reject) =>
@@ -104,22 +108,19 @@ export async function startGrpcServer(opts: {
 }
 
 /** The health service, which also tells its current status (for the plain-HTTP /readyz). */
-class TrackedHealth extends HealthImplementation {
-  private readonly current: Map<string, ServingStatus>;
+export type TrackedHealth = HealthImplementation & { statusOf(service: string): ServingStatus | undefined };
 
-  constructor(initial: Record<string, ServingStatus>) {
-    super(initial);
-    this.current = new Map(Object.entries(initial));
-  }
-
-  override setStatus(service: string, s: ServingStatus): void {
-    this.current.set(service, s);
-    super.setStatus(service, s);
-  }
-
-  statusOf(service: string): ServingStatus | undefined {
-    return this.current.get(service);
-  }
+function trackedHealth(initial: Record<string, ServingStatus>): TrackedHealth {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded on demand (above)
+  const { HealthImplementation } = require('grpc-health-check') as typeof import('grpc-health-check');
+  const current = new Map(Object.entries(initial));
+  const health = new HealthImplementation(initial);
+  const setStatus = health.setStatus.bind(health);
+  health.setStatus = (service: string, s: ServingStatus) => {
+    current.set(service, s);
+    setStatus(service, s);
+  };
+  return Object.assign(health, { statusOf: (service: string) => current.get(service) });
 }
 
 /** `host:port` for grpc-js (an IPv6 literal in brackets). */
