@@ -439,6 +439,35 @@ describe('edge app (fake peers)', () => {
         expect(ends).toEqual(stream ? ['ended', 'ended'] : ['ended']);
       }
     });
+
+    test('writes the answer before it resumes the call past `done`', async () => {
+      // What follows `done` in the call (the inline broker's settlement) is not on the answer's path.
+      let response: import('node:http').ServerResponse | undefined;
+      const onRequest = (_req: unknown, res: import('node:http').ServerResponse) => (response = res);
+      edge.app.server.prependListener('request', onRequest);
+      const answered: boolean[] = [];
+      gw.fakeBroker.generate = async function* () {
+        yield { update: { $case: 'delta', delta: { content: 'Hi' } } };
+        yield {
+          update: {
+            $case: 'done',
+            done: { finishReason: 'stop', usage: { promptTokens: 5, completionTokens: 1, totalTokens: 6 }, toolCalls: [], model: 'm', queueWaitMs: 0, cache: 0, cachedUsage: undefined, upstream: 'default' },
+          },
+        };
+        answered.push(response?.writableEnded ?? false);
+      };
+      try {
+        const res = await fetch(`${base}/v1/chat/completions`, {
+          method: 'POST', headers: json(alice), body: JSON.stringify({ model: 'upstream', messages: [{ role: 'user', content: 'hi' }] }),
+        });
+        expect(res.status).toBe(200);
+        expect(await res.json()).toMatchObject({ choices: [{ message: { content: 'Hi' } }] });
+        await new Promise((r) => setTimeout(r, 20));
+        expect(answered).toEqual([true]);
+      } finally {
+        edge.app.server.removeListener('request', onRequest);
+      }
+    });
   });
 
   describe('SSE limiter', () => {
