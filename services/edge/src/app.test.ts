@@ -433,7 +433,10 @@ describe('edge app (fake peers)', () => {
         expect(res.status).toBe(200);
         expect(body).toContain(stream ? 'data: [DONE]' : '"content":"Hi"');
         expect(ends).toHaveLength(stream ? 1 : 0); // the call has not ended…
-        expect(endCall).toBeDefined(); // …but was read on past `done`, not stopped there
+        // …but is read on past `done` (once the answer is written), not stopped there.
+        for (let i = 0; i < 100 && !endCall; i++) await new Promise((r) => setTimeout(r, 10));
+        expect(endCall).toBeDefined();
+        expect(ends).toHaveLength(stream ? 1 : 0);
         endCall!();
         await new Promise((r) => setTimeout(r, 20));
         expect(ends).toEqual(stream ? ['ended', 'ended'] : ['ended']);
@@ -634,6 +637,43 @@ describe('the rate limit and the budget of a call that spends tokens', () => {
       expect(((await overBudget.json()) as { error: { code: string } }).error.code).toBe('budget_exceeded');
       expect(gateways.fakeBroker.gated).toBe(1);
       expect(gateways.fakeBroker.calls).toBe(0);
+    } finally {
+      edge.drain();
+      await edge.app.close();
+    }
+  });
+});
+
+describe('the Redis commands of a call\'s rate limit and budget', () => {
+  // Auto-pipelining writes a command when the turn of the event loop that issued it ends.
+  test.each([
+    ['leave before the body is read and the handler runs, for a broker over gRPC', false, ['written', 'handler']],
+    ['leave with the inline broker\'s admission, issued by the handler', true, ['handler', 'written']],
+  ])('%s', async (_what, gateBeside, expected) => {
+    const order: string[] = [];
+    const written = () => new Promise<void>((resolve) => setImmediate(() => (order.push('written'), resolve())));
+    const requestLimiter: RequestLimiter = { check: async () => (await written(), { ok: true }) };
+    const budgets: UserBudgets = { check: async () => ({ ok: true }), usage: async () => [] };
+    const gateways = fakeGateways();
+    const broker = gateways.fakeBroker;
+    gateways.broker = {
+      gateBeside,
+      generate: (req, signal, gate) => {
+        order.push('handler');
+        return broker.generate(req, signal, gate);
+      },
+    };
+    const edge = await buildApp({ cfg: cfg(), gateways, logger: createLogger('edge-test', 'silent'), requestLimiter, budgets, publicDir: '/nonexistent' });
+    try {
+      await edge.app.listen({ port: 0, host: '127.0.0.1' });
+      const { port } = edge.app.server.address() as { port: number };
+      const res = await fetch(`http://127.0.0.1:${port}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${await token('alice')}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ model: 'upstream', messages: [{ role: 'user', content: 'hi' }] }),
+      });
+      expect(res.status).toBe(200);
+      expect(order).toEqual(expected);
     } finally {
       edge.drain();
       await edge.app.close();

@@ -11,6 +11,7 @@ export type InlineGenerate = (req: GenerateRequest, signal: AbortSignal, deadlin
 
 export function inlineBrokerGateway(generate: InlineGenerate, logger: Logger): BrokerGateway {
   return {
+    gateBeside: true,
     async *generate(req, signal, gate) {
       try {
         yield* generate(req, signal, Date.now() + GENERATE_DEADLINE_MS, gate);

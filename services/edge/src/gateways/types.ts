@@ -91,6 +91,8 @@ export interface BrokerGateway {
    * the gRPC gateway before the call.
    */
   generate(req: GenerateRequest, signal: AbortSignal, gate?: Promise<unknown>): AsyncIterable<GenerateResponse>;
+  /** The gate's Redis commands leave with the admission's, in one write (the inline broker). */
+  readonly gateBeside?: boolean;
 }
 
 export type DependencyName = 'llm' | 'database' | 'cache' | 'orchestrator' | 'toolService';
