@@ -1,3 +1,4 @@
+import { Metadata } from '@grpc/grpc-js';
 import { createLogger, reasonOf, status, type MeshError } from '@agent-mesh/common';
 import { AgentRole, MessageRole, MessageStatus, PlanStatus, RunStatus, type Message, type Plan, type Run } from '@agent-mesh/common/gen/store/v1/store';
 import type { Repos } from './repos';
@@ -29,8 +30,8 @@ function fakeRepos() {
 /** Calls a unary handler the way grpc-js does and returns its response or error. */
 function invoke<Req, Res>(handler: unknown, request: Req): Promise<{ err: Partial<MeshError> | null; res: Res | null }> {
   return new Promise((resolve) => {
-    (handler as (call: { request: Req }, cb: (err: Partial<MeshError> | null, res: Res | null) => void) => void)(
-      { request },
+    (handler as (call: { request: Req; metadata: Metadata; getPath(): string }, cb: (err: Partial<MeshError> | null, res: Res | null) => void) => void)(
+      { request, metadata: new Metadata(), getPath: () => '/store.v1.StoreService/Test' },
       (err, res) => resolve({ err, res }),
     );
   });

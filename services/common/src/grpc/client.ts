@@ -14,6 +14,7 @@ import {
 } from '@grpc/grpc-js';
 import { CLIENT_CHANNEL_OPTIONS, DEFAULT_UNARY_DEADLINE_MS, grpcTarget } from './channel';
 import { channelCredentials } from './tls';
+import { tracingInterceptor } from '../telemetry/grpc';
 
 /** What every server call has (grpc-js does not export this type from its index). */
 type ServerCall = Pick<ServerUnaryCall<unknown, unknown>, 'cancelled' | 'getDeadline' | 'once'>;
@@ -29,7 +30,7 @@ type ClientCtor<C> = new (address: string, creds: ReturnType<typeof credentials.
  * going idle later).
  */
 export function createClient<C extends Client>(Ctor: ClientCtor<C>, address: string): C {
-  const client = new Ctor(grpcTarget(address), channelCredentials(), CLIENT_CHANNEL_OPTIONS);
+  const client = new Ctor(grpcTarget(address), channelCredentials(), { ...CLIENT_CHANNEL_OPTIONS, interceptors: [tracingInterceptor] });
   client.getChannel().getConnectivityState(true);
   return client;
 }

@@ -11,7 +11,7 @@ const logger = createLogger('test', 'silent');
 async function answerTo(err: unknown): Promise<{ code: number; details: string; metadata?: Metadata }> {
   const handler = unaryHandler(logger, 'Test', async () => { throw err; });
   return new Promise((resolve) => {
-    handler({ request: {} } as never, ((e: { code: number; details: string; metadata?: Metadata }) => resolve(e)) as never);
+    handler({ request: {}, metadata: new Metadata(), getPath: () => '/test.v1.TestService/Test' } as never, ((e: { code: number; details: string; metadata?: Metadata }) => resolve(e)) as never);
   });
 }
 

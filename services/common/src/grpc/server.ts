@@ -25,6 +25,8 @@ import { SERVER_OPTIONS } from './channel';
 import { MeshError, redisUnavailable } from './errors';
 import { HEALTH_PROTO_PATH } from './health-proto';
 import { isRedisConnectionError } from '../redis';
+import { context } from '@opentelemetry/api';
+import { serverSpan } from '../telemetry/grpc';
 
 /** The repository's proto/ folder (override with PROTO_DIR in images that move it). */
 export const PROTO_DIR = read(processVars.PROTO_DIR, process.env, path.resolve(__dirname, '../../../../proto'));
@@ -157,9 +159,17 @@ export function unaryHandler<Req, Res>(
   fn: (request: Req, call: ServerUnaryCall<Req, Res>) => Promise<Res>,
 ): handleUnaryCall<Req, Res> {
   return (call, callback) => {
-    fn(call.request, call).then(
-      (res) => callback(null, res),
-      (err) => callback(toStatus(err, logger, method) as never, null),
+    const span = serverSpan(call);
+    context.with(span.context, () => fn(call.request, call)).then(
+      (res) => {
+        span.end(status.OK);
+        callback(null, res);
+      },
+      (err) => {
+        const s = toStatus(err, logger, method);
+        span.end(s.code ?? status.UNKNOWN);
+        callback(s as never, null);
+      },
     );
   };
 }
@@ -176,11 +186,12 @@ export function streamHandler<Req, Res>(
 ): handleServerStreamingCall<Req, Res> {
   return (call) => {
     const abort = new AbortController();
+    const span = serverSpan(call);
     let ended = false;
     call.on('cancelled', () => abort.abort());
     // A close after the stream ended has nothing left to stop (and an abort costs a DOMException).
     call.on('close', () => { if (!ended) abort.abort(); });
-    void (async () => {
+    void context.with(span.context, async () => {
       try {
         for await (const msg of fn(call.request, abort.signal, call)) {
           if (abort.signal.aborted) break;
@@ -194,8 +205,12 @@ export function streamHandler<Req, Res>(
         if (abort.signal.aborted) return;
         // grpc-js sends a server stream's status on 'error' (destroy() would leave the client
         // waiting until its deadline).
-        call.emit('error', toStatus(err, logger, method));
+        const s = toStatus(err, logger, method);
+        span.end(s.code ?? status.UNKNOWN);
+        call.emit('error', s);
+      } finally {
+        span.end(abort.signal.aborted ? status.CANCELLED : status.OK);
       }
-    })();
+    });
   };
 }

@@ -26,11 +26,11 @@ describe('SERVICE_INSTRUMENTATIONS', () => {
     ioredis: /createRedis\(|from 'ioredis'/,
     undici: /from 'undici'|\bfetch\(/,
   };
-  test.each(Object.keys(SERVICE_INSTRUMENTATIONS))('%s instruments every client library it uses, and gRPC', (service) => {
+  test.each(Object.keys(SERVICE_INSTRUMENTATIONS))('%s instruments every client library it uses', (service) => {
     const code = sources(service);
     const needed = Object.entries(uses).filter(([, re]) => re.test(code)).map(([name]) => name);
     expect(needed.length).toBeGreaterThan(0);
-    for (const name of [...needed, 'grpc']) expect({ service, instruments: SERVICE_INSTRUMENTATIONS[service]!.includes(name) ? name : undefined }).toEqual({ service, instruments: name });
+    for (const name of needed) expect({ service, instruments: SERVICE_INSTRUMENTATIONS[service]!.includes(name) ? name : undefined }).toEqual({ service, instruments: name });
   });
 
   // No http instrumentation: a fastify server traces its requests itself (traceHttpRequest).
@@ -43,8 +43,8 @@ describe('SERVICE_INSTRUMENTATIONS', () => {
   test('names exactly the five services, and an unknown name gets every instrumentation', () => {
     expect(Object.keys(SERVICE_INSTRUMENTATIONS).sort()).toEqual(fs.readdirSync(SERVICES).filter((d) => d !== 'common').sort());
     const names = instrumentationsFor('something-else').map((i) => i.instrumentationName);
-    expect(names).toHaveLength(4);
-    expect(instrumentationsFor('store').map((i) => i.instrumentationName).sort()).toEqual(['@opentelemetry/instrumentation-grpc', '@opentelemetry/instrumentation-mongodb']);
+    expect(names).toHaveLength(3);
+    expect(instrumentationsFor('store').map((i) => i.instrumentationName).sort()).toEqual(['@opentelemetry/instrumentation-mongodb']);
   });
 });
 

@@ -6,13 +6,11 @@ import type { ReadableSpan, SpanExporter } from '@opentelemetry/sdk-trace-node';
 /* eslint-disable @typescript-eslint/no-require-imports -- loaded only when a service uses them (see below) */
 /** Each instrumentation, loaded on demand: importing one costs 50–110 ms of the service's start. */
 const INSTRUMENTATIONS: Record<string, () => Instrumentation> = {
-  grpc: () => new (require('@opentelemetry/instrumentation-grpc') as typeof import('@opentelemetry/instrumentation-grpc')).GrpcInstrumentation({
-    ignoreGrpcMethods: ['Check', 'Watch', 'ServerReflectionInfo'],
-  }),
   undici: () => new (require('@opentelemetry/instrumentation-undici') as typeof import('@opentelemetry/instrumentation-undici')).UndiciInstrumentation(),
   ioredis: () => new (require('@opentelemetry/instrumentation-ioredis') as typeof import('@opentelemetry/instrumentation-ioredis')).IORedisInstrumentation({ requireParentSpan: true }),
   mongodb: () => new (require('@opentelemetry/instrumentation-mongodb') as typeof import('@opentelemetry/instrumentation-mongodb')).MongoDBInstrumentation(),
-  // No http or fastify instrumentation: the edge makes each request's server span itself
+  // No grpc instrumentation: the mesh's client factory and handler adapters make each call's spans
+  // (../telemetry/grpc.ts). No http or fastify instrumentation: the edge makes each request's server span itself
   // (traceHttpRequest, in ./index.ts), at a fraction of @opentelemetry/instrumentation-http's cost.
   // @fastify/otel added a span for the request (the same as the http span) and one for its handler
   // to every request: half of a /v1 call's spans, made, exported and stored.
@@ -23,11 +21,11 @@ const INSTRUMENTATIONS: Record<string, () => Instrumentation> = {
  * set it): only those are instrumented. Any other name gets them all.
  */
 export const SERVICE_INSTRUMENTATIONS: Record<string, string[]> = {
-  edge: ['grpc', 'ioredis', 'undici'],
-  orchestrator: ['grpc', 'ioredis'],
-  'llm-broker': ['grpc', 'ioredis', 'undici'],
-  'tool-service': ['grpc', 'ioredis', 'undici'],
-  store: ['grpc', 'mongodb'],
+  edge: ['ioredis', 'undici'],
+  orchestrator: ['ioredis'],
+  'llm-broker': ['ioredis', 'undici'],
+  'tool-service': ['ioredis', 'undici'],
+  store: ['mongodb'],
 };
 
 /**
