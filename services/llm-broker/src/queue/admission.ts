@@ -144,8 +144,7 @@ export class AdmissionQueue {
       req.signal.addEventListener('abort', w.onAbort, { once: true });
       this.queue.push(w);
       // A call the estimate says cannot make its deadline is refused now, not when it expires.
-      const position = this.queue.positions().get(w) ?? this.queue.size;
-      if (this.refuseIfLate(w, position)) return;
+      if (req.deadline !== undefined && this.refuseIfLate(w, this.queue.positionOf(w) ?? this.queue.size)) return;
       this.kick();
       this.ensureUpdater();
     });

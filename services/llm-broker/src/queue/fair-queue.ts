@@ -15,6 +15,8 @@ interface Band<T> {
   users: Map<string, T[]>;
   /** Users with waiting calls, in the order they are served next. */
   ring: string[];
+  /** Its waiting calls. */
+  count: number;
 }
 
 export class FairQueue<T extends QueueEntry> {
@@ -40,7 +42,7 @@ export class FairQueue<T extends QueueEntry> {
     const rank = FairQueue.rank(entry);
     let band = this.bands.find((b) => b.rank === rank);
     if (!band) {
-      band = { rank, users: new Map(), ring: [] };
+      band = { rank, users: new Map(), ring: [], count: 0 };
       this.bands.push(band);
       this.bands.sort((a, b) => b.rank - a.rank);
     }
@@ -50,6 +52,7 @@ export class FairQueue<T extends QueueEntry> {
       band.users.set(entry.userId, [entry]);
       band.ring.push(entry.userId);
     }
+    band.count += 1;
     this.count += 1;
     if (entry.started) this.startedCount += 1;
   }
@@ -69,6 +72,7 @@ export class FairQueue<T extends QueueEntry> {
     const entry = list.shift();
     if (list.length > 0) band.ring.push(user);
     else band.users.delete(user);
+    band.count -= 1;
     if (band.ring.length === 0) this.bands.shift();
     this.count -= 1;
     if (entry?.started) this.startedCount -= 1;
@@ -82,6 +86,7 @@ export class FairQueue<T extends QueueEntry> {
     const i = list ? list.indexOf(entry) : -1;
     if (!band || !list || i < 0) return false;
     list.splice(i, 1);
+    band.count -= 1;
     if (list.length === 0) {
       band.users.delete(entry.userId);
       band.ring.splice(band.ring.indexOf(entry.userId), 1);
@@ -97,6 +102,35 @@ export class FairQueue<T extends QueueEntry> {
     const out = new Map<T, number>();
     this.visitInOrder((e) => void out.set(e, out.size + 1));
     return out;
+  }
+
+  /**
+   * A waiting call's place in the admission order (1 = next), as positions() has it, without
+   * visiting every call: the calls of the bands ahead, then its band's round robin. O(bands) for a
+   * user's only call at the back of the ring (a new arrival's, the common case), O(users of its
+   * band) otherwise; undefined when it is not queued.
+   */
+  positionOf(entry: T): number | undefined {
+    const rank = FairQueue.rank(entry);
+    let ahead = 0;
+    for (const band of this.bands) {
+      if (band.rank !== rank) {
+        ahead += band.count;
+        continue;
+      }
+      const k = band.users.get(entry.userId)?.lastIndexOf(entry) ?? -1;
+      if (k < 0) return undefined;
+      const at = band.ring.lastIndexOf(entry.userId);
+      if (k === 0) return ahead + at + 1;
+      // Rounds 0…k-1 take min(calls, k) of every user; round k, one of each user before this one in
+      // the ring with more than k calls.
+      for (const [i, user] of band.ring.entries()) {
+        const calls = band.users.get(user)!.length;
+        ahead += Math.min(calls, k) + (i < at && calls > k ? 1 : 0);
+      }
+      return ahead + 1;
+    }
+    return undefined;
   }
 
   /** The next `n` calls, in the order successive shift()s would take them. */

@@ -37,6 +37,33 @@ describe('FairQueue', () => {
     expect(taken).toEqual(predicted);
     expect(taken.map((x) => x.tag)).toEqual(['0', '5', '3', '1', '4']);
   });
+
+  it("gives each call's position without visiting the queue (positionOf) as positions() does, through pushes, shifts and removals", () => {
+    const q = new FairQueue<ReturnType<typeof e>>();
+    let seed = 7;
+    const rand = (n: number) => ((seed = (seed * 1103515245 + 12345) % 2147483648) % n);
+    const queued: ReturnType<typeof e>[] = [];
+    let checked = 0;
+    for (let step = 0; step < 600; step += 1) {
+      const op = rand(10);
+      if (op < 6 || queued.length === 0) {
+        const x = e(`u${rand(8)}`, 1 + rand(3), rand(4) === 0, String(step));
+        q.push(x);
+        queued.push(x);
+      } else if (op < 8) {
+        const x = q.shift()!;
+        queued.splice(queued.indexOf(x), 1);
+      } else {
+        const [x] = queued.splice(rand(queued.length), 1);
+        expect(q.remove(x!)).toBe(true);
+      }
+      const positions = q.positions();
+      for (const x of queued) expect(q.positionOf(x)).toBe(positions.get(x));
+      checked += queued.length;
+    }
+    expect(checked).toBeGreaterThan(1000);
+    expect(q.positionOf(e('nobody'))).toBeUndefined();
+  });
 });
 
 function lease(tokens = 1): Lease & { released: boolean; refunded: boolean } {
