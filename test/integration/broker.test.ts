@@ -99,15 +99,17 @@ it('streams deltas and ends with usage; the tokenizer agrees with the provider',
 it('answers `done` without waiting for Redis to take the settlement, which lands once, afterwards', async () => {
   // Redis holds every write for PAUSE_MS from the first delta on: the lease's release is sent when
   // the (fast) answer ends, and waits there. PAUSE_MS stays under the broker's Redis timeout (500 ms).
+  // The answer stalls 200 ms halfway (`+stall`, 800 ms before the emulator's 0.25 time scale): the
+  // pause has landed before the answer can end, however slowly this process hears the first delta.
   const PAUSE_MS = 450;
-  await configure({ tokensPerSec: 2_000 });
+  await configure({ tokensPerSec: 2_000, stallMs: 800 });
   const b = brokers[0]!;
   const tokens = async () => Promise.all(['reserved', 'settled', 'refunded'].map((k) => metric(b, 'llm_tokens_total', `kind="${k}"`)));
   const before = await tokens();
   let pausedAt = 0;
   let doneAt = 0;
   let heldAtDone: Promise<number> | undefined;
-  const messages = await generate(clients[0]!, request(), {
+  const messages = await generate(clients[0]!, request({ model: 'emulator-1+stall' }), {
     onMessage: (m) => {
       if (m.update?.$case === 'delta' && pausedAt === 0) {
         pausedAt = Date.now();
@@ -122,6 +124,7 @@ it('answers `done` without waiting for Redis to take the settlement, which lands
   await configure({ tokensPerSec: 40 });
   const done = messages.at(-1)?.update;
   expect(done?.$case).toBe('done');
+  expect(doneAt - pausedAt).toBeGreaterThanOrEqual(180); // the stall came between the two
   expect(doneAt - pausedAt).toBeLessThan(PAUSE_MS - 100);
   expect(await heldAtDone).toBe(1); // the slot is still taken when the caller has its answer…
   await waitFor('the lease released', async () => (await rc.zcard('{mesh:llm}:leases')) === 0, { timeoutMs: 5_000, intervalMs: 20 });
