@@ -1,13 +1,13 @@
 // Loaded with `node --require` before any application module so that the instrumentations can
 // patch http, grpc-js, undici, ioredis, mongodb and fastify as they load (each service only those
-// it uses: SERVICE_INSTRUMENTATIONS). Exports OTLP over HTTP, the exporter made at first export.
+// it uses: SERVICE_INSTRUMENTATIONS). Exports OTLP over HTTP (protobuf, or JSON), the exporter made at first export.
 //
 // A tracer provider and the six instrumentations, not `@opentelemetry/sdk-node`: the NodeSDK also
 // loads every exporter, the metrics and logs SDKs and their detectors, which doubled the time a
 // service takes to start (it is on every replica's path to SERVING) for nothing the mesh uses.
 // `register()` installs the same AsyncLocalStorage context manager and W3C trace-context and
 // baggage propagators, and the sampler comes from OTEL_TRACES_SAMPLER(_ARG) as before.
-import type { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
+import type { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-proto';
 import { registerInstrumentations } from '@opentelemetry/instrumentation';
 import { BatchSpanProcessor, NodeTracerProvider } from '@opentelemetry/sdk-trace-node';
 import { envDetector, detectResources, resourceFromAttributes } from '@opentelemetry/resources';
@@ -21,9 +21,10 @@ const enabled = !read(processVars.OTEL_SDK_DISABLED);
 if (enabled) {
   const endpoint = read(processVars.OTEL_EXPORTER_OTLP_ENDPOINT).replace(/\/$/, '');
   const service = read(processVars.OTEL_SERVICE_NAME);
+  const json = read(processVars.OTEL_EXPORTER_OTLP_PROTOCOL) === 'http/json';
   const exporter = new DeferredExporter(() => {
     // eslint-disable-next-line @typescript-eslint/no-require-imports
-    const otlp = require('@opentelemetry/exporter-trace-otlp-http') as { OTLPTraceExporter: typeof OTLPTraceExporter };
+    const otlp = require(json ? '@opentelemetry/exporter-trace-otlp-http' : '@opentelemetry/exporter-trace-otlp-proto') as { OTLPTraceExporter: typeof OTLPTraceExporter };
     return new otlp.OTLPTraceExporter({ url: `${endpoint}/v1/traces` });
   });
   const provider = new NodeTracerProvider({
