@@ -19,7 +19,8 @@
 // Prints a human summary and, as its LAST line, one JSON object of the figures.
 //
 // Options (env): BENCH_LATENCY_REQUESTS (400: the p99 of 150 calls was one or two calls), BENCH_CONCURRENCY (32), BENCH_SECONDS (8),
-// BENCH_ROUNDS (3: one round's figure moved by ±15 % between runs on a 2-CPU machine),
+// BENCH_ROUNDS (3: one round's figure moved by ±15 % between runs on a 2-CPU machine), BENCH_WARMUP_SECONDS (5: each
+// target's warm-up at saturation per mode, before its figures; 0: none),
 // BENCH_TARGETS (comma list of mesh,mesh-inline,portkey,litellm,direct; default all), BENCH_EDGE_WAIT_S (1200),
 // BENCH_LOG_LEVEL (the mesh's LOG_LEVEL, info), BENCH_TRACING (1: the mesh exports its traces to
 // Jaeger, as it ships; 0: off).
@@ -42,6 +43,7 @@ const LATENCY_REQUESTS = Number(process.env.BENCH_LATENCY_REQUESTS ?? 400);
 const WARMUP = 15;
 const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 32);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 8);
+const WARMUP_SECONDS = Number(process.env.BENCH_WARMUP_SECONDS ?? 5);
 const ROUNDS = Math.max(1, Number(process.env.BENCH_ROUNDS ?? 3));
 const EDGE_WAIT_S = Number(process.env.BENCH_EDGE_WAIT_S ?? 1200);
 const ONLY = new Set((process.env.BENCH_TARGETS ?? 'mesh,mesh-inline,portkey,litellm,direct').split(',').map((s) => s.trim()));
@@ -156,8 +158,8 @@ async function latencyPhase(targets: Target[], mode: Mode): Promise<Map<string, 
   return out;
 }
 
-async function saturationPhase(t: Target, mode: Mode): Promise<RoundFigures> {
-  const until = performance.now() + SECONDS * 1000;
+async function saturationPhase(t: Target, mode: Mode, seconds = SECONDS): Promise<RoundFigures> {
+  const until = performance.now() + seconds * 1000;
   const latencies: number[] = [];
   let errors = 0;
   let lastError = '';
@@ -176,7 +178,7 @@ async function saturationPhase(t: Target, mode: Mode): Promise<RoundFigures> {
     }),
   );
   if (errors > 0) console.log(`  ${t.name} ${mode} saturation: ${errors} errors (last: ${lastError})`);
-  return { completed: latencies.length, errors, rps: r1(latencies.length / SECONDS), p50: r2(percentile(latencies, 50)) };
+  return { completed: latencies.length, errors, rps: r1(latencies.length / seconds), p50: r2(percentile(latencies, 50)) };
 }
 
 function saturationOf(rounds: RoundFigures[]): SaturationFigures {
@@ -443,7 +445,16 @@ async function main(): Promise<void> {
     const saturation: Record<string, Record<string, SaturationFigures>> = {};
     // How each target called the emulator in each row (its saturation phase, alone on the emulator).
     const upstreamRequests: Record<string, Record<string, { stream: number; whole: number }>> = {};
+    const warmup: Record<string, Record<string, number>> = {};
     for (const mode of MODES) {
+      // Every target is measured warm, as a gateway serving traffic is: before its first figure of
+      // a mode, it serves that mode at saturation for WARMUP_SECONDS (its JIT compiles the hot
+      // paths, its pools fill); the warm-up's rps is reported and counts for nothing.
+      for (const t of WARMUP_SECONDS > 0 ? targets : []) {
+        console.log(`warm-up (${mode}) ${t.name}: ${CONCURRENCY} concurrent callers for ${WARMUP_SECONDS} s …`);
+        (warmup[t.name] ??= {})[mode] = (await saturationPhase(t, mode, WARMUP_SECONDS)).rps;
+        console.log(`  ${warmup[t.name]![mode]} rps`);
+      }
       console.log(`latency (${mode}): ${LATENCY_REQUESTS} sequential requests per target, interleaved …`);
       const l = await latencyPhase(targets, mode);
       for (const [name, f] of l) (latency[name] ??= {})[mode] = f;
@@ -561,6 +572,8 @@ async function main(): Promise<void> {
         concurrency: CONCURRENCY,
         seconds: SECONDS,
         rounds: ROUNDS,
+        warmupSeconds: WARMUP_SECONDS,
+        warmupRps: warmup,
         latencyMs: latency,
         addedLatencyMs: added,
         saturation,
