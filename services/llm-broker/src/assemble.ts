@@ -71,8 +71,11 @@ export async function assembleBroker(svc: BrokerHost, cfg: BrokerConfig, registr
   if (cache) svc.onShutdown('clients', 'response cache', () => cache.close());
   // Calls still queued when the drain ends are refused.
   svc.onShutdown('stop', 'queues', () => upstreams.forEach((u) => u.queue.close()));
-  // Answered calls whose leases are still being settled: in Redis before it closes.
-  svc.onShutdown('stop', 'settlements', () => broker.settled());
+  // Answered calls whose leases are still being settled, and the spenders' ranking they charged: in Redis before it closes.
+  svc.onShutdown('stop', 'settlements', async () => {
+    await broker.settled();
+    await budgets.flushRanking();
+  });
   return { broker, upstreams };
 }
 

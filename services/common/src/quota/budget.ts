@@ -6,7 +6,8 @@
 // the budget's name and reset time. Charged afterwards with what the provider billed (the broker
 // settles every upstream call), so a budget can be overshot by the calls already in flight when it
 // ran out, never more. Redis unreachable: checks pass (the global quota still protects the
-// upstream) and the charges of the outage are lost; `onError` is told.
+// upstream) and the charges of the outage are lost; `onError` is told. Today's ranking of spenders
+// (for a metric) is sent once a second with every charge of that second, not once per call.
 import type Redis from 'ioredis';
 
 export type BudgetName = 'day' | 'minute';
@@ -39,6 +40,8 @@ export interface TokenBudgetOptions {
   onError?: (err: unknown) => void;
   /** Longest wait for Redis. @default 300 */
   redisTimeoutMs?: number;
+  /** How long today's ranking of spenders may lag the charges (one command per flush). @default 1000 */
+  rankingFlushMs?: number;
 }
 
 /** Where every service keeps the budgets (the broker charges, the edge checks and reports). */
@@ -55,21 +58,26 @@ redis.call('INCRBY', KEYS[2], ARGV[1])
 redis.call('PEXPIREAT', KEYS[2], ARGV[3])
 return 1
 `;
-/** Adds ARGV[1] to member ARGV[2] of the day's spenders (KEYS[1]), which expires at ARGV[3]. */
-const CHARGE_SPENDERS = `
-redis.call('ZINCRBY', KEYS[1], ARGV[1], ARGV[2])
-redis.call('PEXPIREAT', KEYS[1], ARGV[3])
+/** Adds to the day's spenders (KEYS[1], expiring at ARGV[1]) each pair of ARGV that follows: user, tokens. */
+const RANK_SPENDERS = `
+for i = 2, #ARGV - 1, 2 do
+  redis.call('ZINCRBY', KEYS[1], ARGV[i + 1], ARGV[i])
+end
+redis.call('PEXPIREAT', KEYS[1], ARGV[1])
 return 1
 `;
 
 interface ChargeCommands {
   meshBudgetChargeWindows(day: string, minute: string, tokens: number, dayExpiresAt: number, minuteExpiresAt: number): Promise<number>;
-  meshBudgetChargeSpenders(top: string, tokens: number, userId: string, expiresAt: number): Promise<number>;
+  meshBudgetRankSpenders(top: string, expiresAt: number, ...userTokens: Array<string | number>): Promise<number>;
 }
 
 export class TokenBudgets {
   private readonly now: () => number;
   private readonly cmd: ChargeCommands;
+  /** Charges not yet in the ranking: day (its start) → user → tokens. */
+  private readonly unranked = new Map<number, Map<string, number>>();
+  private rankTimer?: NodeJS.Timeout;
 
   constructor(
     private readonly redis: Redis,
@@ -78,7 +86,7 @@ export class TokenBudgets {
   ) {
     this.now = opts.now ?? Date.now;
     redis.defineCommand('meshBudgetChargeWindows', { numberOfKeys: 2, lua: CHARGE_WINDOWS });
-    redis.defineCommand('meshBudgetChargeSpenders', { numberOfKeys: 1, lua: CHARGE_SPENDERS });
+    redis.defineCommand('meshBudgetRankSpenders', { numberOfKeys: 1, lua: RANK_SPENDERS });
     this.cmd = redis as unknown as ChargeCommands;
   }
 
@@ -115,27 +123,40 @@ export class TokenBudgets {
     return { ok: false, window: over, retryAfterMs: Math.max(1, over.resetsAtMs - this.now()) };
   }
 
-  /** Adds what a call cost to the user's windows and to today's spenders. */
+  /** Adds what a call cost to the user's windows, and (within rankingFlushMs) to today's spenders. */
   async charge(userId: string, tokens: number): Promise<void> {
     const n = Math.ceil(tokens);
     if (!(n > 0)) return;
     const w = windows(this.now());
-    const day = this.key(userId, 'day', w.day.start);
-    const minute = this.key(userId, 'minute', w.minute.start);
-    const top = this.topKey(w.day.start);
+    let users = this.unranked.get(w.day.start);
+    if (!users) this.unranked.set(w.day.start, (users = new Map()));
+    users.set(userId, (users.get(userId) ?? 0) + n);
+    this.rankTimer ??= setTimeout(() => void this.flushRanking(), this.opts.rankingFlushMs ?? 1_000).unref();
     try {
-      // Two scripts (each atomic, as a transaction, but one command: it goes out with the other
-      // commands of the moment, where a MULTI is a write of its own): the user's windows share a
-      // hash tag (one cluster slot), the day's spenders are another key, in another slot on a Cluster.
-      await this.timed(
-        Promise.all([
-          this.cmd.meshBudgetChargeWindows(day, minute, n, w.day.end + MINUTE_MS, w.minute.end + MINUTE_MS),
-          this.cmd.meshBudgetChargeSpenders(top, n, userId, w.day.end + DAY_MS),
-        ]),
-      );
+      // One script (atomic, as a transaction, but one command: it goes out with the other commands
+      // of the moment, where a MULTI is a write of its own). The day's spenders are another key, in
+      // another slot on a Cluster: they go with the next flush.
+      await this.timed(this.cmd.meshBudgetChargeWindows(this.key(userId, 'day', w.day.start), this.key(userId, 'minute', w.minute.start), n, w.day.end + MINUTE_MS, w.minute.end + MINUTE_MS));
     } catch (err) {
       this.opts.onError?.(err);
     }
+  }
+
+  /** Sends the charges not yet in today's ranking, one command per day: every rankingFlushMs, and at shutdown. */
+  async flushRanking(): Promise<void> {
+    clearTimeout(this.rankTimer);
+    this.rankTimer = undefined;
+    const days = [...this.unranked];
+    this.unranked.clear();
+    await Promise.all(
+      days.map(async ([day, users]) => {
+        try {
+          await this.timed(this.cmd.meshBudgetRankSpenders(this.topKey(day), day + 2 * DAY_MS, ...[...users].flat()));
+        } catch (err) {
+          this.opts.onError?.(err);
+        }
+      }),
+    );
   }
 
   /** Today's largest per-user totals, largest first — amounts only, never who. */
