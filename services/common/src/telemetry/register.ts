@@ -22,9 +22,12 @@ if (enabled) {
   const endpoint = read(processVars.OTEL_EXPORTER_OTLP_ENDPOINT).replace(/\/$/, '');
   const service = read(processVars.OTEL_SERVICE_NAME);
   const json = read(processVars.OTEL_EXPORTER_OTLP_PROTOCOL) === 'http/json';
+  // Found now (not loaded: that waits for the first export), so that an image without it fails
+  // at start instead of dropping every span unseen.
+  const exporterModule = require.resolve(json ? '@opentelemetry/exporter-trace-otlp-http' : '@opentelemetry/exporter-trace-otlp-proto');
   const exporter = new DeferredExporter(() => {
     // eslint-disable-next-line @typescript-eslint/no-require-imports
-    const otlp = require(json ? '@opentelemetry/exporter-trace-otlp-http' : '@opentelemetry/exporter-trace-otlp-proto') as { OTLPTraceExporter: typeof OTLPTraceExporter };
+    const otlp = require(exporterModule) as { OTLPTraceExporter: typeof OTLPTraceExporter };
     return new otlp.OTLPTraceExporter({ url: `${endpoint}/v1/traces` });
   });
   const provider = new NodeTracerProvider({
