@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import os from 'node:os';
 import {
-  mintToken, readSse, startEmulator, startFerret, startJaeger, startMesh, startRedis, testDir, waitFor,
+  emulatorStats, mintToken, readSse, startEmulator, startFerret, startJaeger, startMesh, startRedis, testDir, waitFor,
   type EmulatorProc, type FerretProc, type JaegerProc, type Mesh, type RedisProc, type SseEvent,
 } from '../support';
 import { adapterRules, hpaMetrics, matches, parseExposition, rendered, type HpaMetric, type Sample } from '../support/kube';
@@ -70,8 +70,11 @@ describe('a user message', () => {
   let events: SseEvent[];
   let conversationId: string;
   let runId: string;
+  /** The calls the emulator got during the run. */
+  let upstreamCalls: number;
 
   beforeAll(async () => {
+    const before = (await emulatorStats(emulator)).requests;
     const created = await api('/api/conversations', { method: 'POST', body: JSON.stringify({ title: 'e2e' }) });
     expect(created.status).toBe(201);
     conversationId = ((await created.json()) as { id: string }).id;
@@ -83,6 +86,7 @@ describe('a user message', () => {
     expect(res.headers.get('content-type')).toMatch(/^text\/event-stream/);
     events = await readSse(res.body!, (e) => TERMINAL.has(e.event));
     runId = (events[0]?.data as { runId: string }).runId;
+    upstreamCalls = (await emulatorStats(emulator)).requests - before;
   });
 
   test('streams the run from run.started to run.completed with strictly increasing ids', () => {
@@ -134,8 +138,10 @@ describe('a user message', () => {
     expect(answers).toHaveLength(1);
   });
 
-  test('Jaeger holds the run as one trace with spans from every service', async () => {
+  test('Jaeger holds the run as one trace with spans from every service, one client span per call upstream', async () => {
     type Trace = { spans: { processID: string; tags: { key: string; value: unknown }[] }[]; processes: Record<string, { serviceName: string }> };
+    const tag = (s: Trace['spans'][number], key: string) => s.tags.find((t) => t.key === key)?.value;
+    const upstreamSpans = (t: Trace) => t.spans.filter((s) => t.processes[s.processID]?.serviceName === 'llm-broker' && tag(s, 'span.kind') === 'client' && tag(s, 'url.full') === `${emulator.url}/v1/chat/completions`);
     const tags = encodeURIComponent(JSON.stringify({ 'mesh.run_id': runId }));
     let trace: Trace | undefined;
     await waitFor('the run trace in jaeger', async () => {
@@ -144,8 +150,13 @@ describe('a user message', () => {
       trace = body.data[0];
       if (!trace) return false;
       const services = new Set(trace.spans.map((s) => trace!.processes[s.processID]?.serviceName));
-      return ['edge', 'orchestrator', 'llm-broker', 'store', 'tool-service'].every((s) => services.has(s));
+      return ['edge', 'orchestrator', 'llm-broker', 'store', 'tool-service'].every((s) => services.has(s)) && upstreamSpans(trace).length >= upstreamCalls;
     }, { timeoutMs: 30_000, intervalMs: 1_000 });
+    // The broker's calls to the provider are traced once each (its own span; the undici
+    // instrumentation leaves requests that carry a trace context alone).
+    expect(upstreamCalls).toBeGreaterThanOrEqual(4);
+    expect(upstreamSpans(trace!)).toHaveLength(upstreamCalls);
+    expect(upstreamSpans(trace!).map((s) => tag(s, 'http.response.status_code'))).toEqual(Array(upstreamCalls).fill(200));
     const services = new Set(trace!.spans.map((s) => trace!.processes[s.processID]?.serviceName));
     expect([...services].sort()).toEqual(expect.arrayContaining(['edge', 'llm-broker', 'orchestrator', 'store', 'tool-service']));
     // The services' logs of this run carry its trace id.

@@ -2,6 +2,7 @@
 import { context, propagation, SpanStatusCode, trace, type Attributes, type Span } from '@opentelemetry/api';
 
 export { traceHttpRequest } from './http-server';
+export { traceHttpCall, type HttpCallSpan } from './http-client';
 
 export const ATTR = {
   runId: 'mesh.run_id',

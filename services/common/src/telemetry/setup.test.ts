@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { DeferredExporter, instrumentationsFor, SERVICE_INSTRUMENTATIONS } from './setup';
+import { DeferredExporter, instrumentationsFor, SERVICE_INSTRUMENTATIONS, tracedAlready } from './setup';
 
 const SERVICES = path.resolve(__dirname, '../../..');
 
@@ -45,6 +45,21 @@ describe('SERVICE_INSTRUMENTATIONS', () => {
     const names = instrumentationsFor('something-else').map((i) => i.instrumentationName);
     expect(names).toHaveLength(3);
     expect(instrumentationsFor('store').map((i) => i.instrumentationName).sort()).toEqual(['@opentelemetry/instrumentation-mongodb']);
+  });
+});
+
+describe('tracedAlready (the undici instrumentation skips what the mesh traced itself)', () => {
+  const traceparent = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01';
+  test('a request with a trace context in its headers (undici 6+: [name, value, …]) is skipped, whatever the case', () => {
+    expect(tracedAlready({ headers: ['content-type', 'application/json', 'traceparent', traceparent] })).toBe(true);
+    expect(tracedAlready({ headers: ['TraceParent', traceparent] })).toBe(true);
+    expect(tracedAlready({ headers: ['content-type', 'application/json', 'x-traceparent-note', 'traceparent'] })).toBe(false);
+    expect(tracedAlready({ headers: [] })).toBe(false);
+  });
+  test('the same with headers as one string (undici 5)', () => {
+    expect(tracedAlready({ headers: `accept: */*\r\ntraceparent: ${traceparent}\r\n` })).toBe(true);
+    expect(tracedAlready({ headers: `traceparent: ${traceparent}\r\n` })).toBe(true);
+    expect(tracedAlready({ headers: 'accept: */*\r\nx-note: traceparent: no\r\n' })).toBe(false);
   });
 });
 

@@ -6,7 +6,7 @@ import type { ReadableSpan, SpanExporter } from '@opentelemetry/sdk-trace-node';
 /* eslint-disable @typescript-eslint/no-require-imports -- loaded only when a service uses them (see below) */
 /** Each instrumentation, loaded on demand: importing one costs 50–110 ms of the service's start. */
 const INSTRUMENTATIONS: Record<string, () => Instrumentation> = {
-  undici: () => new (require('@opentelemetry/instrumentation-undici') as typeof import('@opentelemetry/instrumentation-undici')).UndiciInstrumentation(),
+  undici: () => new (require('@opentelemetry/instrumentation-undici') as typeof import('@opentelemetry/instrumentation-undici')).UndiciInstrumentation({ ignoreRequestHook: tracedAlready }),
   ioredis: () => new (require('@opentelemetry/instrumentation-ioredis') as typeof import('@opentelemetry/instrumentation-ioredis')).IORedisInstrumentation({ requireParentSpan: true }),
   mongodb: () => new (require('@opentelemetry/instrumentation-mongodb') as typeof import('@opentelemetry/instrumentation-mongodb')).MongoDBInstrumentation(),
   // No grpc instrumentation: the mesh's client factory and handler adapters make each call's spans
@@ -15,6 +15,19 @@ const INSTRUMENTATIONS: Record<string, () => Instrumentation> = {
   // @fastify/otel added a span for the request (the same as the http span) and one for its handler
   // to every request: half of a /v1 call's spans, made, exported and stored.
 };
+
+/**
+ * A request that carries a trace context already was traced by its caller: the broker's calls to
+ * its LLM provider make their client spans themselves (traceHttpCall, ./http-client.ts), at a
+ * fraction of the undici instrumentation's cost, which then traces only the others (the edge's
+ * reads of Prometheus and Jaeger, the tool-service's web search).
+ */
+export function tracedAlready(request: { headers: string | (string | string[])[] }): boolean {
+  const h = request.headers;
+  if (typeof h === 'string') return /(?:^|\r\n)traceparent:/i.test(h); // undici 5
+  for (let i = 0; i < h.length; i += 2) if (String(h[i]).toLowerCase() === 'traceparent') return true;
+  return false;
+}
 
 /**
  * What each service talks through (OTEL_SERVICE_NAME, as the launcher, the images and the manifests

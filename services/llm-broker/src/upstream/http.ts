@@ -3,6 +3,7 @@
 // protocol's errors for non-200 answers, and every way a 200 stream can go wrong (cut, stalled,
 // unfinished) as an UpstreamError saying which — never a short answer that looks complete.
 import { Agent, request, errors as undiciErrors } from 'undici';
+import { traceHttpCall, type HttpCallSpan } from '@agent-mesh/common';
 import { UpstreamError, type OpenStream, type Provider, type ProviderRequest, type StreamEvent, type WireProtocol } from './provider';
 import { CONNECT_FAILED, isConnectError } from './requests';
 
@@ -27,6 +28,7 @@ export interface HttpProviderOptions {
 export class HttpProvider implements Provider {
   private readonly agent: Agent;
   private readonly idleMs: number;
+  private readonly urls = new Map<string, URL>();
 
   constructor(
     private readonly wire: WireProtocol,
@@ -49,14 +51,27 @@ export class HttpProvider implements Provider {
   async open(req: ProviderRequest, signal: AbortSignal): Promise<OpenStream> {
     const answer = req.stream === false ? this.wire.answer?.bind(this.wire) : undefined;
     const { path, headers, body } = this.wire.request(req, this.o.apiKey, answer === undefined);
+    const url = this.urlOf(path);
+    // The span lasts until the answer is read, or given up (streamed: the stream's end).
+    const span = traceHttpCall('POST', url, headers);
+    try {
+      return await this.call(url, headers, body, signal, answer, span);
+    } catch (err) {
+      span.end(err);
+      throw err;
+    }
+  }
+
+  private async call(url: URL, headers: Record<string, string>, body: string, signal: AbortSignal, answer: WireProtocol['answer'], span: HttpCallSpan): Promise<OpenStream> {
     let res: Awaited<ReturnType<typeof request>>;
     try {
-      res = await request(`${this.o.baseUrl}${path}`, { method: 'POST', headers, body, signal, dispatcher: this.agent });
+      res = await request(url, { method: 'POST', headers, body, signal, dispatcher: this.agent });
     } catch (err) {
       if (signal.aborted) throw err;
       // Not connected at all: the provider never saw the request (it does not count it).
       throw new UpstreamError(`upstream connection failed: ${(err as Error).message}`, 0, undefined, {}, isConnectError(err) ? CONNECT_FAILED : undefined);
     }
+    span.status(res.statusCode);
     if (res.statusCode !== 200) {
       const text = await res.body.text().catch(() => '');
       throw this.wire.error(res.statusCode, res.headers, text);
@@ -72,11 +87,13 @@ export class HttpProvider implements Provider {
         }
         throw new UpstreamError(`upstream answer failed: ${(err as Error).message}`, 0);
       });
+      span.end();
       const whole = answer(text);
       return { limits, events: (async function* () { yield* whole.events; })(), toolCalls: () => whole.toolCalls };
     }
     const parser = this.wire.parser();
     const stream = res.body;
+    stream.once('close', () => span.end()); // read to its end, or destroyed (given up)
     async function* events(): AsyncIterable<StreamEvent> {
       const decoder = new TextDecoder();
       try {
@@ -84,6 +101,7 @@ export class HttpProvider implements Provider {
           yield* parser.push(decoder.decode(bytes, { stream: true }));
         }
       } catch (err) {
+        span.end(err);
         if (signal.aborted || err instanceof UpstreamError) throw err;
         if ((err as { code?: string }).code === 'UND_ERR_BODY_TIMEOUT') {
           throw new UpstreamError(`upstream stream stalled: no data for ${idleMs} ms (LLM_STREAM_IDLE_TIMEOUT_MS)`, 0, undefined, {}, 'stream_stalled');
@@ -98,6 +116,13 @@ export class HttpProvider implements Provider {
       parser.end();
     }
     return { limits, events: events(), toolCalls: () => parser.toolCalls() };
+  }
+
+  /** The URL of a protocol's path (a few per provider), parsed once. */
+  private urlOf(path: string): URL {
+    let url = this.urls.get(path);
+    if (!url) this.urls.set(path, (url = new URL(`${this.o.baseUrl}${path}`)));
+    return url;
   }
 
   close(): Promise<void> {
