@@ -12,6 +12,9 @@
 //      turned by one each round (so that no target is always the first, or always the one after
 //      a given other): the figure is the median round, and every round is reported. The emulator counts the calls of each saturation phase it got streamed
 //      and whole: the JSON's `upstreamRequests` says how each target called the upstream per row.
+//      Each round also reports the CPU time per completed call (user + system from /proc, each
+//      process with its descendants) of the target's own processes, of those it uses beside them
+//      (the mesh's Redis and Jaeger), of the emulator and of the load generator: all share the CPUs.
 // What ships is measured: the mesh traces every call to a Jaeger started here and logs at `info`.
 // Peers are pinned to exact versions (recorded in the JSON), installed on first use under
 // ~/.cache/agent-mesh/peers/<name>-<version> (idempotent); one that cannot be installed or started
@@ -31,7 +34,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Agent, request } from 'undici';
-import { percentile } from './stats';
+import { percentile, treeCpuSeconds } from './stats';
 import { emulatorStats, mintToken, startEmulator, startFerret, startJaeger, startMesh, startRedis, testDir, type Mesh, type Proc } from '../support';
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const stack = require('../../deploy/local/stack.js') as {
@@ -71,16 +74,24 @@ interface Target {
   /** Per concurrent caller of the saturation phase, in place of `headers` (the mesh: a user each). */
   callerHeaders?: Record<string, string>[];
   model: string;
+  /** Its processes on the call's path (each with its descendants), and those it uses beside (the mesh: Redis, Jaeger). */
+  pids: { own: number[]; beside?: number[] };
 }
 
 interface LatencyFigures { n: number; errors: number; p50: number; p99: number; ttftP50?: number; ttftP99?: number }
-interface RoundFigures { completed: number; errors: number; rps: number; p50: number }
-/** The median round's rps and p50 (each the median of the rounds' own), the sums, and every round in the order run. */
-interface SaturationFigures { concurrency: number; seconds: number; completed: number; errors: number; rps: number; p50: number; rounds: RoundFigures[] }
+/**
+ * CPU time per completed call (ms, user + system, from /proc): the target's own processes, those it
+ * uses beside them (the mesh's Redis and Jaeger), the emulator, and the load generator.
+ */
+interface CpuPerCall { own: number; beside: number; emulator: number; client: number }
+interface RoundFigures { completed: number; errors: number; rps: number; p50: number; cpuMsPerCall: CpuPerCall }
+/** The median round's rps, p50 and CPU per call (each the median of the rounds' own), the sums, and every round in the order run. */
+interface SaturationFigures { concurrency: number; seconds: number; completed: number; errors: number; rps: number; p50: number; cpuMsPerCall: CpuPerCall; rounds: RoundFigures[] }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const r1 = (x: number) => Math.round(x * 10) / 10;
 const r2 = (x: number) => Math.round(x * 100) / 100;
+const r3 = (x: number) => Math.round(x * 1000) / 1000;
 
 // One keep-alive pool for every target, sized for the saturation phase.
 const dispatcher = new Agent({ connections: CONCURRENCY * 2, keepAliveTimeout: 30_000, pipelining: 1 });
@@ -159,7 +170,17 @@ async function latencyPhase(targets: Target[], mode: Mode): Promise<Map<string, 
   return out;
 }
 
-async function saturationPhase(t: Target, mode: Mode, seconds = SECONDS): Promise<RoundFigures> {
+/** CPU seconds so far of a target's processes, of those beside it, of the emulator, and of this process. */
+function cpuNow(t: Target, emulatorPid: number): CpuPerCall {
+  const beside = t.pids.beside ?? [];
+  const tree = treeCpuSeconds([...t.pids.own, ...beside, emulatorPid]);
+  const sum = (pids: number[]) => pids.reduce((n, pid) => n + (tree.get(pid) ?? 0), 0);
+  const mine = process.cpuUsage();
+  return { own: sum(t.pids.own), beside: sum(beside), emulator: t.pids.own.includes(emulatorPid) ? 0 : sum([emulatorPid]), client: (mine.user + mine.system) / 1e6 };
+}
+
+async function saturationPhase(t: Target, mode: Mode, emulatorPid: number, seconds = SECONDS): Promise<RoundFigures> {
+  const cpuBefore = cpuNow(t, emulatorPid);
   const until = performance.now() + seconds * 1000;
   const latencies: number[] = [];
   let errors = 0;
@@ -178,15 +199,25 @@ async function saturationPhase(t: Target, mode: Mode, seconds = SECONDS): Promis
       }
     }),
   );
+  const cpuAfter = cpuNow(t, emulatorPid);
   if (errors > 0) console.log(`  ${t.name} ${mode} saturation: ${errors} errors (last: ${lastError})`);
-  return { completed: latencies.length, errors, rps: r1(latencies.length / seconds), p50: r2(percentile(latencies, 50)) };
+  const perCall = (k: keyof CpuPerCall) => r3(((cpuAfter[k] - cpuBefore[k]) * 1000) / Math.max(1, latencies.length));
+  return {
+    completed: latencies.length, errors, rps: r1(latencies.length / seconds), p50: r2(percentile(latencies, 50)),
+    cpuMsPerCall: { own: perCall('own'), beside: perCall('beside'), emulator: perCall('emulator'), client: perCall('client') },
+  };
 }
 
 function saturationOf(rounds: RoundFigures[]): SaturationFigures {
   const sum = (f: (r: RoundFigures) => number) => rounds.reduce((n, r) => n + f(r), 0);
   return {
     concurrency: CONCURRENCY, seconds: SECONDS, completed: sum((r) => r.completed), errors: sum((r) => r.errors),
-    rps: r1(percentile(rounds.map((r) => r.rps), 50)), p50: r2(percentile(rounds.map((r) => r.p50), 50)), rounds,
+    rps: r1(percentile(rounds.map((r) => r.rps), 50)), p50: r2(percentile(rounds.map((r) => r.p50), 50)),
+    cpuMsPerCall: {
+      own: percentile(rounds.map((r) => r.cpuMsPerCall.own), 50), beside: percentile(rounds.map((r) => r.cpuMsPerCall.beside), 50),
+      emulator: percentile(rounds.map((r) => r.cpuMsPerCall.emulator), 50), client: percentile(rounds.map((r) => r.cpuMsPerCall.client), 50),
+    },
+    rounds,
   };
 }
 
@@ -299,6 +330,7 @@ async function startPortkey(logDir: string, emulatorUrl: string, procs: Proc[]):
     url: `http://127.0.0.1:${port}/v1`,
     model: MODEL,
     headers: { authorization: `Bearer ${API_KEY}`, 'x-portkey-provider': 'openai', 'x-portkey-custom-host': `${emulatorUrl}/v1` },
+    pids: { own: [p.proc.pid!] },
   };
 }
 
@@ -332,7 +364,7 @@ async function startLitellm(logDir: string, emulatorUrl: string, procs: Proc[]):
   });
   procs.push(p);
   await stack.waitFor('litellm', async () => (await fetch(`http://127.0.0.1:${port}/health/liveliness`)).ok, { timeoutMs: 180_000, intervalMs: 500, proc: p.proc });
-  return { name: 'litellm', url: `http://127.0.0.1:${port}/v1`, model: MODEL, headers: { authorization: `Bearer ${masterKey}` } };
+  return { name: 'litellm', url: `http://127.0.0.1:${port}/v1`, model: MODEL, headers: { authorization: `Bearer ${masterKey}` }, pids: { own: [p.proc.pid!] } };
 }
 
 /**
@@ -373,11 +405,12 @@ async function startMeshTargets(logDir: string, emulatorUrl: string, procs: Proc
   );
   const headers = callerHeaders[0]!;
   const targets: Target[] = [];
-  if (ONLY.has('mesh')) targets.push({ name: 'mesh', url: `${mesh.edge.url}/v1`, model: MODEL, headers, callerHeaders });
+  const beside = [redis.proc.pid!, ...(jaeger ? [jaeger.proc.pid!] : [])];
+  if (ONLY.has('mesh')) targets.push({ name: 'mesh', url: `${mesh.edge.url}/v1`, model: MODEL, headers, callerHeaders, pids: { own: [mesh.edge.proc.pid!, mesh.broker.proc.pid!], beside } });
   if (ONLY.has('mesh-inline')) {
     // A second edge of the same mesh that runs the broker itself (EDGE_INLINE_BROKER), in the same quota.
     const inline = await mesh.addEdge({ EDGE_INLINE_BROKER: 'true', LLM_BASE_URL: `${emulatorUrl}/v1`, ...BROKER_ENV });
-    targets.push({ name: 'mesh-inline', url: `${inline.url}/v1`, model: MODEL, headers, callerHeaders });
+    targets.push({ name: 'mesh-inline', url: `${inline.url}/v1`, model: MODEL, headers, callerHeaders, pids: { own: [inline.proc.pid!], beside } });
   }
   return targets;
 }
@@ -416,7 +449,7 @@ async function main(): Promise<void> {
     const emulator = await startEmulator({ logDir, env: EMULATOR_ENV });
     procs.push(emulator);
     const targets: Target[] = [];
-    if (ONLY.has('direct')) targets.push({ name: 'direct', url: `${emulator.url}/v1`, model: MODEL, headers: { authorization: `Bearer ${API_KEY}` } });
+    if (ONLY.has('direct')) targets.push({ name: 'direct', url: `${emulator.url}/v1`, model: MODEL, headers: { authorization: `Bearer ${API_KEY}` }, pids: { own: [emulator.proc.pid!] } });
     const starters: Array<[string, () => Promise<Target[]>]> = [
       ['mesh', () => startMeshTargets(logDir, emulator.url, procs, meshes)],
       ['portkey', async () => [await startPortkey(logDir, emulator.url, procs)]],
@@ -453,7 +486,7 @@ async function main(): Promise<void> {
       // paths, its pools fill); the warm-up's rps is reported and counts for nothing.
       for (const t of WARMUP_SECONDS > 0 ? targets : []) {
         console.log(`warm-up (${mode}) ${t.name}: ${CONCURRENCY} concurrent callers for ${WARMUP_SECONDS} s …`);
-        (warmup[t.name] ??= {})[mode] = (await saturationPhase(t, mode, WARMUP_SECONDS)).rps;
+        (warmup[t.name] ??= {})[mode] = (await saturationPhase(t, mode, emulator.proc.pid!, WARMUP_SECONDS)).rps;
         console.log(`  ${warmup[t.name]![mode]} rps`);
       }
       console.log(`latency (${mode}): ${LATENCY_REQUESTS} sequential requests per target, interleaved …`);
@@ -465,7 +498,7 @@ async function main(): Promise<void> {
           const t = targets[(k + round) % targets.length]!;
           console.log(`saturation (${mode}, round ${round + 1}/${ROUNDS}) ${t.name}: ${CONCURRENCY} concurrent callers for ${SECONDS} s …`);
           const before = (await emulatorStats(emulator)).byMode;
-          rounds.get(t.name)!.push(await saturationPhase(t, mode));
+          rounds.get(t.name)!.push(await saturationPhase(t, mode, emulator.proc.pid!));
           const after = (await emulatorStats(emulator)).byMode;
           const u = ((upstreamRequests[t.name] ??= {})[mode] ??= { stream: 0, whole: 0 });
           u.stream += after.stream - before.stream;
@@ -525,6 +558,14 @@ async function main(): Promise<void> {
     }
     for (const t of targets) {
       console.log(`rps by round, ${t.name}: ${MODES.map((m) => `${m} ${(saturation[t.name]?.[m]?.rounds ?? []).map((r) => r.rps).join(' / ')}`).join('; ')}`);
+    }
+    console.log('CPU per call at saturation (ms, the median round; user + system from /proc): the target\'s own processes + those beside them (the mesh\'s Redis and Jaeger); the emulator; the load generator');
+    for (const t of targets) {
+      const line = MODES.map((m) => {
+        const c = saturation[t.name]?.[m]?.cpuMsPerCall;
+        return c ? `${m} ${c.own}${t.pids.beside ? ` + ${c.beside}` : ''}; emulator ${c.emulator}; client ${c.client}` : `${m} -`;
+      });
+      console.log(`cpu per call, ${t.name}: ${line.join(' | ')}`);
     }
     for (const [own, byPeer] of Object.entries(ratios)) {
       for (const [peer, byMode] of Object.entries(byPeer)) {
