@@ -26,6 +26,12 @@ beforeAll(async () => {
     let body = '';
     req.on('data', (b: Buffer) => (body += b));
     req.on('end', () => {
+      if (req.headers['x-test'] === 'cut') {
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        res.write(chunk('hello'));
+        setTimeout(() => res.socket?.destroy(), 50); // the connection dies midway
+        return;
+      }
       if (req.headers['x-test'] === 'busy') {
         res.writeHead(503, { 'content-type': 'application/json' });
         return res.end(JSON.stringify({ error: { message: 'overloaded', type: 'server_error' } }));
@@ -143,6 +149,20 @@ describe('HttpProvider traces each call as one client span', () => {
     while (exporter.getFinishedSpans().filter((s) => s.kind === SpanKind.CLIENT).length === 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
     await p.close();
     expect(exporter.getFinishedSpans().filter((s) => s.kind === SpanKind.CLIENT)).toHaveLength(1);
+  });
+
+  test('a stream cut midway is a failed span', async () => {
+    const p = provider(base, 'cut');
+    await underParent(async () => {
+      const stream = await p.open(request, new AbortController().signal);
+      await expect(readAll(stream.events)).rejects.toThrow(/upstream stream failed/);
+    });
+    await p.close();
+    const calls = exporter.getFinishedSpans().filter((s) => s.kind === SpanKind.CLIENT);
+    expect(calls).toHaveLength(1);
+    expect(calls[0]!.attributes['http.response.status_code']).toBe(200);
+    expect(calls[0]!.status.code).toBe(SpanStatusCode.ERROR);
+    expect(calls[0]!.attributes['error.type']).toEqual(expect.any(String));
   });
 
   test('an error status and a refused connection are failed spans, saying why', async () => {

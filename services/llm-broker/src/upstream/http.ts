@@ -93,7 +93,8 @@ export class HttpProvider implements Provider {
     }
     const parser = this.wire.parser();
     const stream = res.body;
-    stream.once('close', () => span.end()); // read to its end, or destroyed (given up)
+    // Failed (cut, stalled), or read to its end or given up: 'error' comes before 'close'.
+    stream.once('error', (err) => span.end(err)).once('close', () => span.end());
     async function* events(): AsyncIterable<StreamEvent> {
       const decoder = new TextDecoder();
       try {
