@@ -15,6 +15,10 @@
 //      Each round also reports the CPU time per completed call (user + system from /proc, each
 //      process with its descendants) of the target's own processes, of those it uses beside them
 //      (the mesh's Redis and Jaeger), of the emulator and of the load generator: all share the CPUs.
+//      The mesh's throughput is also compared with each peer's round by round (the ratio within a
+//      round, then their median), which cancels most of the host's drift between rounds.
+//   3. a probe of the machine: a Redis round trip back to back and after 20 ms idle (the mesh
+//      makes one before each upstream call; in the sequential phase every process sleeps between calls).
 // What ships is measured: the mesh traces every call to a Jaeger started here and logs at `info`.
 // Peers are pinned to exact versions (recorded in the JSON), installed on first use under
 // ~/.cache/agent-mesh/peers/<name>-<version> (idempotent); one that cannot be installed or started
@@ -33,6 +37,7 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import Redis from 'ioredis';
 import { Agent, request } from 'undici';
 import { percentile, treeCpuSeconds } from './stats';
 import { emulatorStats, mintToken, startEmulator, startFerret, startJaeger, startMesh, startRedis, testDir, type Mesh, type Proc } from '../support';
@@ -95,6 +100,35 @@ const r3 = (x: number) => Math.round(x * 1000) / 1000;
 
 // One keep-alive pool for every target, sized for the saturation phase.
 const dispatcher = new Agent({ connections: CONCURRENCY * 2, keepAliveTimeout: 30_000, pipelining: 1 });
+
+/** The mesh's Redis (for the round-trip probe). */
+let meshRedisUrl: string | undefined;
+
+/**
+ * The machine's cost of a Redis round trip (PING, µs, p50 and p90 of 200), back to back and after
+ * 20 ms of idleness: the sequential phase's case, where every process on the path sleeps between
+ * calls and a round trip includes waking them. Every call of the mesh makes one such round trip
+ * before its upstream call (the user's limits and the quota's admission); the peers make none.
+ */
+async function redisRoundTrips(url: string): Promise<{ backToBackUs: { p50: number; p90: number }; afterIdleUs: { p50: number; p90: number } }> {
+  const r = new Redis(url, { lazyConnect: true });
+  await r.connect();
+  try {
+    const probe = async (idleMs: number) => {
+      const us: number[] = [];
+      for (let i = 0; i < 220; i += 1) {
+        if (idleMs > 0) await sleep(idleMs);
+        const t = process.hrtime.bigint();
+        await r.ping();
+        if (i >= 20) us.push(Number(process.hrtime.bigint() - t) / 1000);
+      }
+      return { p50: Math.round(percentile(us, 50)), p90: Math.round(percentile(us, 90)) };
+    };
+    return { backToBackUs: await probe(0), afterIdleUs: await probe(20) };
+  } finally {
+    r.disconnect();
+  }
+}
 
 const body = (stream: boolean, i: number) =>
   JSON.stringify({
@@ -378,6 +412,7 @@ const BROKER_ENV = { LLM_API_KEY: API_KEY, LLM_MODEL: MODEL, LLM_MAX_CONCURRENT:
 async function startMeshTargets(logDir: string, emulatorUrl: string, procs: Proc[], meshes: Mesh[]): Promise<Target[]> {
   const redis = await startRedis({ logDir });
   procs.push(redis);
+  meshRedisUrl = redis.url;
   const ferret = await startFerret({ logDir });
   procs.push(ferret);
   const jaeger = TRACING ? await startJaeger({ logDir }) : undefined;
@@ -508,6 +543,8 @@ async function main(): Promise<void> {
       for (const [name, r] of rounds) (saturation[name] ??= {})[mode] = saturationOf(r);
     }
 
+    const redisRtt = meshRedisUrl ? await redisRoundTrips(meshRedisUrl) : undefined;
+
     // Added latency over the direct baseline, and the mesh's ratios to each peer.
     const base = latency.direct;
     const added: Record<string, Record<string, { p50: number; p99: number; ttftP50?: number }>> = {};
@@ -525,7 +562,10 @@ async function main(): Promise<void> {
       }
     }
     // meshRatios[mesh target][peer][mode]
-    const ratios: Record<string, Record<string, Record<string, { addedP50: number; addedP99: number; rps: number }>>> = {};
+    // rpsPaired: each round's rps ratio (both targets ran in that round, minutes apart at most), then
+    // their median: the host's speed drifts between rounds (every target's rounds move together),
+    // and a ratio within a round cancels most of that drift.
+    const ratios: Record<string, Record<string, Record<string, { addedP50: number; addedP99: number; rps: number; rpsPaired: number; rpsByRound: number[] }>>> = {};
     for (const own of ['mesh', 'mesh-inline']) {
       for (const peer of ['portkey', 'litellm']) {
         if (!added[own] || !added[peer]) continue;
@@ -537,7 +577,10 @@ async function main(): Promise<void> {
           if (!m || !p || !ms || !ps) continue;
           // < 1 = the mesh adds less latency / > 1 = the mesh serves more requests per second.
           const ratio = (a: number, b: number) => (b > 0 ? r2(a / b) : NaN);
-          ((ratios[own] ??= {})[peer] ??= {})[mode] = { addedP50: ratio(m.p50, p.p50), addedP99: ratio(m.p99, p.p99), rps: ratio(ms.rps, ps.rps) };
+          const byRound = ms.rounds.map((r, i) => ratio(r.rps, ps.rounds[i]?.rps ?? 0));
+          ((ratios[own] ??= {})[peer] ??= {})[mode] = {
+            addedP50: ratio(m.p50, p.p50), addedP99: ratio(m.p99, p.p99), rps: ratio(ms.rps, ps.rps), rpsPaired: r2(percentile(byRound, 50)), rpsByRound: byRound,
+          };
         }
       }
     }
@@ -570,7 +613,10 @@ async function main(): Promise<void> {
     for (const [own, byPeer] of Object.entries(ratios)) {
       for (const [peer, byMode] of Object.entries(byPeer)) {
         for (const [mode, r] of Object.entries(byMode)) {
-          console.log(`${own} vs ${peer} (${mode}): added p50 ×${r.addedP50}, added p99 ×${r.addedP99} (< 1 = less overhead), rps ×${r.rps} (> 1 = more throughput)`);
+          console.log(
+            `${own} vs ${peer} (${mode}): added p50 ×${r.addedP50}, added p99 ×${r.addedP99} (< 1 = less overhead), rps ×${r.rps} (> 1 = more throughput); ` +
+              `rps round by round ×${r.rpsByRound.join(' / ')} (median ×${r.rpsPaired})`,
+          );
         }
       }
     }
@@ -598,6 +644,12 @@ async function main(): Promise<void> {
       portkey: '1 Node.js process → emulator',
       litellm: '1 uvicorn worker → emulator',
     };
+    if (redisRtt) {
+      console.log(
+        `machine: a Redis round trip (PING) takes ${redisRtt.backToBackUs.p50} µs back to back (p90 ${redisRtt.backToBackUs.p90}), ` +
+          `${redisRtt.afterIdleUs.p50} µs after 20 ms idle (p90 ${redisRtt.afterIdleUs.p90}): the mesh makes one before each upstream call`,
+      );
+    }
     console.log(`versions: ${Object.entries(versions).map(([k, v]) => `${k} ${v}`).join('; ')}`);
     console.log(`mesh as it ships: tracing ${TRACING ? 'on (every span exported to Jaeger)' : 'OFF'}, LOG_LEVEL=${LOG_LEVEL}; load average at the end ${os.loadavg().map((x) => x.toFixed(1)).join(' ')}`);
     for (const n of notes) console.log(`note: ${n}`);
@@ -621,6 +673,7 @@ async function main(): Promise<void> {
         saturation,
         upstreamRequests,
         meshRatios: ratios,
+        redisRoundTripUs: redisRtt,
         unavailable,
         notes,
       }),
