@@ -645,7 +645,7 @@ describe('the rate limit and the budget of a call that spends tokens', () => {
 });
 
 describe('the Redis commands of a call\'s rate limit and budget', () => {
-  // Auto-pipelining writes a command when the turn of the event loop that issued it ends.
+  // The Redis client (coalesceWrites) writes a command when the turn of the event loop that issued it ends.
   test.each([
     ['leave before the body is read and the handler runs, for a broker over gRPC', false, ['written', 'handler']],
     ['leave with the inline broker\'s admission, issued by the handler', true, ['handler', 'written']],

@@ -145,8 +145,8 @@ export async function buildApp(deps: AppDeps): Promise<EdgeApp> {
     const principal = await verifier.principalOf(token);
     req.userId = principal.userId;
     req.scopes = principal.scopes;
-    // The rate limit and (where the route spends tokens) the budget are asked at once: with Redis
-    // auto-pipelining both leave in one write, one round trip instead of two on every call's path.
+    // The rate limit and (where the route spends tokens) the budget are asked at once: the Redis
+    // client writes a turn's commands together (coalesceWrites), one round trip instead of two on every call's path.
     // They are answered in that order, as if asked in turn (the budget is only read). A user over
     // budget causes no run and no upstream call: refused here, or by the handler before its call.
     const spends = req.routeOptions.config.spends;
@@ -165,7 +165,7 @@ export async function buildApp(deps: AppDeps): Promise<EdgeApp> {
       // admission gives its lease back, a churn of the shared quota that a flood must not cause.
       req.gate = limited.then(() => budget!).then((b) => refuseOverBudget(userId, b));
       req.gate.catch(() => undefined); // the handler's to pass (not when the body is refused first)
-      // Auto-pipelining writes the checks' commands when this turn of the event loop ends, after
+      // The Redis client writes the checks' commands when this turn of the event loop ends, after
       // the body is read and the handler has begun: where they do not travel with an inline
       // broker's admission, they leave now, their round trip beside the reading of the body
       // instead of after it (0.74 → 0.27 ms of waiting for them before the gRPC call to the broker).

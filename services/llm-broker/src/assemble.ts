@@ -26,9 +26,9 @@ export async function assembleBroker(svc: BrokerHost, cfg: BrokerConfig, registr
   const { logger } = svc;
   tokenizer(); // load the encoder's ranks once, before the first request
 
-  // Auto-pipelining: the commands of one event-loop turn (admissions, settlements, budget charges
-  // of many calls) leave in one write instead of one write each (not on a Redis Cluster: see createRedis).
-  const redis = shared ?? createRedis(cfg.redis, logger, { enableAutoPipelining: true });
+  // The commands of one event-loop turn (admissions, settlements, budget charges of many calls)
+  // leave in one write instead of one write each (not on a Redis Cluster: see createRedis).
+  const redis = shared ?? createRedis(cfg.redis, logger, { coalesceWrites: true });
   // Start on the local share if Redis is not there yet; the limiter joins it when it comes.
   await redisReady(redis, 3_000).catch((err: Error) => logger.warn({ err: err.message }, 'starting without redis'));
   if (!shared) svc.onShutdown('clients', 'redis', async () => void (await redis.quit().catch(() => redis.disconnect())));
