@@ -89,6 +89,8 @@ export class AdmissionQueue {
   private running = false;
   private wake?: () => void;
   private blockedUntil = 0;
+  /** Why the head was last refused: a call's end frees a slot and gives tokens back, never a place in the RPM window or a pause. */
+  private blockedBy?: string;
   private readonly estimator: WaitEstimator;
   private readonly now: () => number;
   private updater?: NodeJS.Timeout;
@@ -152,7 +154,9 @@ export class AdmissionQueue {
 
   /** Another call finished here: a slot may be free. */
   kick(): void {
-    this.blockedUntil = 0;
+    // A block on the RPM window or a pause outlasts a call's end: the wait it estimates stands
+    // (a settlement landing just after such a refusal made the next call queue for nothing).
+    if (this.blockedBy !== 'rpm' && this.blockedBy !== 'paused') this.blockedUntil = 0;
     if (this.wake) {
       this.wake();
       return;
@@ -229,6 +233,7 @@ export class AdmissionQueue {
         const headWaitMs =
           result.reason === 'concurrency' ? Math.min(result.retryAfterMs, this.estimator.admissionIntervalMs) : result.retryAfterMs;
         this.blockedUntil = this.now() + headWaitMs;
+        this.blockedBy = result.reason;
         this.publishPositions(true);
         await new Promise<void>((resolve) => {
           const t = setTimeout(() => {

@@ -203,6 +203,24 @@ describe('AdmissionQueue', () => {
     q.close();
   });
 
+  it.each([
+    ['rpm', true],
+    ['paused', true],
+    ['tpm', false],
+  ] as const)('after a refusal for %s, a call\'s end (kick) keeps the estimated wait: %s', async (reason, kept) => {
+    const admitter: Admitter = { tryAcquire: async () => ({ ok: false, reason, retryAfterMs: 30_000 }) };
+    const q = new AdmissionQueue(admitter, { maxLength: 10, nominalIntervalMs: () => 100 });
+    // Refused at once as too late for its deadline, after the refusal set the queue's wait.
+    const late = q.admit({ ...e('a'), holder: 'a', tokens: 1, signal: new AbortController().signal, deadline: Date.now() + 2_000 });
+    await expect(late).rejects.toMatchObject({ reason: 'deadline_unreachable' });
+    const blocked = q.estimateWaitMs(1);
+    expect(blocked).toBeGreaterThan(2_000);
+    // Another call's settlement lands: a slot and tokens come back, not a place in the RPM window or the end of a pause.
+    q.kick();
+    expect(q.estimateWaitMs(1) > 2_000).toBe(kept);
+    q.close();
+  });
+
   it('does not take a concurrency refusal\'s lease expiry as the wait', async () => {
     const admitter: Admitter = { tryAcquire: async () => ({ ok: false, reason: 'concurrency', retryAfterMs: 15_000 }) };
     const q = new AdmissionQueue(admitter, { maxLength: 10, nominalIntervalMs: () => 100 });
