@@ -13,7 +13,7 @@ export interface EdgeConfig {
   host: string;
   auth: AuthConfig;
   /** Per-user token budgets: defaults and per-user overrides (USER_BUDGETS). */
-  budgets: { defaults: BudgetLimits; overrides: Record<string, Partial<BudgetLimits>> };
+  budgets: { defaults: BudgetLimits; overrides: Record<string, Partial<BudgetLimits>>; okCacheMs: number };
   peers: { orchestrator: string; store: string; broker: string; tools: string };
   /** host:port of each gRPC service's metrics side channel (`/metrics.json`). */
   metricsAddrs: { orchestrator: string; store: string; broker: string; tools: string };
@@ -33,6 +33,8 @@ export interface EdgeConfig {
   rateLimitPerMinute: number;
   /** Share of the per-user limit that may arrive at once (GCRA burst). */
   rateLimitBurstFraction: number;
+  /** Requests a user's limit may admit ahead while at most half the user's burst is spent (RATE_LIMIT_AHEAD). */
+  rateLimitAhead: number;
   corsOrigins: string[];
   shutdownGraceMs: number;
   /** The broker's upstream model, listed by GET /v1/models ("upstream" = whatever the broker is configured with). */
@@ -64,6 +66,10 @@ export const VARS = {
     AUTH_JWKS_TIMEOUT_MS: { type: 'int', default: 5_000, min: 100, doc: 'timeout of a key set fetch' },
     USER_TOKENS_PER_DAY: { type: 'int', default: 1_000_000, min: 0, doc: 'tokens per user per UTC day (0: unlimited)' },
     USER_TOKENS_PER_MINUTE: { type: 'int', default: 0, min: 0, doc: 'tokens per user per minute (0: unlimited)' },
+    USER_BUDGET_CACHE_MS: {
+      type: 'int', default: 1_000, min: 0,
+      doc: "a budget check that found at least half of every limited window left (and 10,000 tokens) is answered again for this long without reading Redis (0: every check reads it); a user can overshoot a budget by what the calls begun meanwhile spend, as by the calls in flight when it runs out",
+    },
     USER_BUDGETS: { type: 'string', default: '', defaultDoc: 'none', doc: 'JSON of per-user overrides, e.g. `{"alice":{"perDay":5000,"perMinute":1000}}`' },
     ORCHESTRATOR_METRICS_ADDR: metricsAddr('orchestrator'),
     STORE_METRICS_ADDR: metricsAddr('store'),
@@ -79,6 +85,10 @@ export const VARS = {
     BODY_LIMIT_BYTES: { type: 'int', default: 65_536, min: 1024, doc: 'largest request body' },
     RATE_LIMIT_PER_MINUTE: { type: 'int', default: 120, min: 0, doc: 'requests per user per minute, shared by all edge replicas' },
     RATE_LIMIT_BURST_FRACTION: { type: 'number', default: 0.25, min: 0.01, doc: 'share of the per-user limit that may arrive at once (GCRA burst)' },
+    RATE_LIMIT_AHEAD: {
+      type: 'int', default: 8, min: 0,
+      doc: "requests a user's limit may admit ahead, on this replica, while at most half the user's burst is spent: the user's next request is then let through without waiting for Redis (the admission it used is replaced in the background; unused ones go back after 50 ms). 0: every request is decided in Redis",
+    },
     CORS_ORIGINS: { type: 'string', default: '', defaultDoc: 'empty (same origin only)', doc: 'comma-separated origins allowed cross-origin' },
     AUTH_OPS_SCOPE: { type: 'string', default: 'ops', doc: 'the scope a token must carry (`scope`, space-separated, or `scp`) to read the operations figures (`/api/ops/figures`)' },
     PROMETHEUS_URL: { type: 'string', default: '', defaultDoc: 'none (`npm start` sets it)', doc: "Prometheus' HTTP API (`http://host:9090`), for the ops page's figures; unset: `/api/ops/figures` answers 503" },
@@ -106,6 +116,7 @@ export function loadConfig(env: Env = process.env): EdgeConfig {
     budgets: {
       defaults: { perDay: read(VARS.USER_TOKENS_PER_DAY), perMinute: read(VARS.USER_TOKENS_PER_MINUTE) },
       overrides: budgetOverrides(read(VARS.USER_BUDGETS)),
+      okCacheMs: read(VARS.USER_BUDGET_CACHE_MS),
     },
     peers,
     metricsAddrs: {
@@ -127,6 +138,7 @@ export function loadConfig(env: Env = process.env): EdgeConfig {
     bodyLimitBytes: read(VARS.BODY_LIMIT_BYTES),
     rateLimitPerMinute: read(VARS.RATE_LIMIT_PER_MINUTE),
     rateLimitBurstFraction: read(VARS.RATE_LIMIT_BURST_FRACTION),
+    rateLimitAhead: read(VARS.RATE_LIMIT_AHEAD),
     corsOrigins: config.list(read(VARS.CORS_ORIGINS)),
     shutdownGraceMs: read(VARS.SHUTDOWN_GRACE_MS),
     llmModel: read(VARS.LLM_MODEL),

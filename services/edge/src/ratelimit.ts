@@ -29,6 +29,8 @@ export interface RequestLimitOptions {
   maxUsers?: number;
   /** Longest wait for Redis before deciding locally. @default 200 */
   redisTimeoutMs?: number;
+  /** Requests admitted ahead per user while at most half the burst is spent (see LimiterOptions.admitAhead). @default 0 */
+  admitAhead?: number;
 }
 
 export const DEFAULT_BURST_FRACTION = 0.25;
@@ -64,6 +66,7 @@ export function redisRequestLimiter(redis: Redis, opts: RequestLimitOptions, log
         redisTimeoutMs,
         fallbackReplicas: replicaCount,
         outageBurst: true,
+        admitAhead: opts.admitAhead ?? 0,
       });
       if (users.size >= maxUsers) users.delete(users.keys().next().value!);
     }
@@ -77,7 +80,10 @@ export function redisRequestLimiter(redis: Redis, opts: RequestLimitOptions, log
       // No concurrency limit is set, so the lease holds nothing and needs no release.
       return d.ok ? { ok: true } : { ok: false, retryAfterMs: Math.max(1, d.retryAfterMs) };
     },
-    close: () => replicas.stop(),
+    close: () => {
+      replicas.stop();
+      for (const l of users.values()) l.stop(); // gives back what each admitted ahead
+    },
   };
 }
 

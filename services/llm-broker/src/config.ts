@@ -51,6 +51,9 @@ export interface BrokerConfig {
   timeScale: number;
   /** Real ms the quota windows are counted longer than the provider's (room for delivery delays). */
   quotaWindowMarginMs: number;
+  /** Admissions taken ahead of calls while the quota is at most half used (LLM_ADMIT_AHEAD), and how long one waits for its call. */
+  admitAhead: number;
+  admitAheadMs: number;
   breaker: {
     /** Failure percentage over the rolling window that opens it. */
     errorPercent: number;
@@ -139,6 +142,15 @@ export const VARS = {
         ' later than the next one (an event-loop stall, a new connection), and a provider that counts its window exactly on its own clock then' +
         ' sees one call too many. Tolerates such a spread of at least this plus one pacing interval (60 s ÷ RPM); costs margin ÷ (window + margin) of the rate' +
         ' (0.12 % of a 60 s window; 1.2 % of the 6 s window of `LLM_TIME_SCALE=0.1`)',
+    },
+    LLM_ADMIT_AHEAD: {
+      type: 'int', default: 8, min: 0,
+      doc: 'admissions a replica may take ahead of calls while the quota is at most half used (half the concurrency, half the RPM burst; never under a TPM limit):' +
+        ' a call then goes to the provider without waiting for Redis, and the admission it used is replaced in the background. 0: every admission is decided in Redis when its call comes',
+    },
+    LLM_ADMIT_AHEAD_MS: {
+      type: 'int', default: 50, min: 1,
+      doc: 'an admission taken ahead and not used for this long is given back (its request in the RPM window, its concurrency slot); within the window margin, so the provider sees the same pace',
     },
     LLM_BREAKER_ERROR_PERCENT: { type: 'number', default: 50, min: 0, max: 100, doc: 'failure percentage over the rolling window that opens the breaker' },
     LLM_BREAKER_VOLUME_THRESHOLD: { type: 'int', default: 10, min: 1, doc: 'calls in the rolling window before the breaker may open at all' },
@@ -248,6 +260,8 @@ export function loadConfig(env: Env = process.env): BrokerConfig {
     tpmAccounting: read(VARS.LLM_TPM_ACCOUNTING) as BrokerConfig['tpmAccounting'],
     timeScale: read(VARS.LLM_TIME_SCALE),
     quotaWindowMarginMs: read(VARS.LLM_QUOTA_WINDOW_MARGIN_MS),
+    admitAhead: read(VARS.LLM_ADMIT_AHEAD),
+    admitAheadMs: read(VARS.LLM_ADMIT_AHEAD_MS),
     breaker: {
       errorPercent: read(VARS.LLM_BREAKER_ERROR_PERCENT),
       volumeThreshold: read(VARS.LLM_BREAKER_VOLUME_THRESHOLD),

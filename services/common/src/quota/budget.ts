@@ -5,7 +5,8 @@
 // Checked before work starts (a run, a /v1 call): a user whose window is used up is refused with
 // the budget's name and reset time. Charged afterwards with what the provider billed (the broker
 // settles every upstream call), so a budget can be overshot by the calls already in flight when it
-// ran out, never more. Redis unreachable: checks pass (the global quota still protects the
+// ran out, and (with `okCacheMs`) by those begun within okCacheMs of a check that found at least
+// half of every window left, never more. Redis unreachable: checks pass (the global quota still protects the
 // upstream) and the charges of the outage are lost; `onError` is told. Today's ranking of spenders
 // (for a metric) is sent once a second with every charge of that second, not once per call.
 import type Redis from 'ioredis';
@@ -42,7 +43,14 @@ export interface TokenBudgetOptions {
   redisTimeoutMs?: number;
   /** How long today's ranking of spenders may lag the charges (one command per flush). @default 1000 */
   rankingFlushMs?: number;
+  /** How long a check that found at least half of every limited window left (and 10,000 tokens) is answered again without Redis (0: never). @default 0 */
+  okCacheMs?: number;
 }
+
+/** Users whose last "ok" is remembered (okCacheMs); the oldest are dropped first. */
+const OK_CACHE_USERS = 10_000;
+/** Tokens that must be left in each limited window (and at least half of it) for an "ok" to be remembered. */
+const OK_CACHE_MIN_LEFT = 10_000;
 
 /** Where every service keeps the budgets (the broker charges, the edge checks and reports). */
 export const BUDGET_KEY_PREFIX = 'mesh:budget';
@@ -78,6 +86,8 @@ export class TokenBudgets {
   /** Charges not yet in the ranking: day (its start) → user → tokens. */
   private readonly unranked = new Map<number, Map<string, number>>();
   private rankTimer?: NodeJS.Timeout;
+  /** User → until when an "ok" is answered without Redis (okCacheMs). */
+  private readonly okUntil = new Map<string, number>();
 
   constructor(
     private readonly redis: Redis,
@@ -110,6 +120,12 @@ export class TokenBudgets {
   async check(userId: string): Promise<BudgetDecision> {
     const limits = this.limitsOf(userId);
     if (limits.perDay <= 0 && limits.perMinute <= 0) return { ok: true };
+    const okCacheMs = this.opts.okCacheMs ?? 0;
+    const until = okCacheMs > 0 ? this.okUntil.get(userId) : undefined;
+    if (until !== undefined) {
+      if (this.now() < until) return { ok: true };
+      this.okUntil.delete(userId);
+    }
     let ws: BudgetWindow[];
     try {
       ws = await this.usage(userId);
@@ -119,7 +135,13 @@ export class TokenBudgets {
     }
     // The window that ends last decides when the user may come back.
     const over = ws.filter((w) => w.limit > 0 && w.used >= w.limit).sort((a, b) => b.resetsAtMs - a.resetsAtMs)[0];
-    if (!over) return { ok: true };
+    if (!over) {
+      if (okCacheMs > 0 && ws.every((w) => w.limit <= 0 || w.limit - w.used >= Math.max(w.limit / 2, OK_CACHE_MIN_LEFT))) {
+        if (this.okUntil.size >= OK_CACHE_USERS) this.okUntil.delete(this.okUntil.keys().next().value!);
+        this.okUntil.set(userId, this.now() + okCacheMs);
+      }
+      return { ok: true };
+    }
     return { ok: false, window: over, retryAfterMs: Math.max(1, over.resetsAtMs - this.now()) };
   }
 

@@ -30,10 +30,17 @@ end
  * does not fit: one round trip for the calls waiting at the head of a queue (the ones behind a
  * refused call are never admitted before it).
  * KEYS: leases (zset id → expiry), rpm tat, tpm tat, pause-until.
- * ARGV: leaseId, leaseMs, maxConcurrent, rpm, tpm, tokens, windowMs, burstFraction, then
- * (leaseId, tokens) of each further lease.
- * Returns {admitted, 'ok', 0} when all were admitted, else {admitted, reason, retryAfterMs} with
- * the reason of the first refused (admitted: how many of the first ones were).
+ * ARGV: leaseId ('' for none: only admissions ahead are asked), leaseMs, maxConcurrent, rpm, tpm,
+ * tokens, windowMs, burstFraction, ahead, aheadId, aheadTokens, then (leaseId, tokens) of each
+ * further lease.
+ *
+ * Admissions ahead: when every lease asked was admitted, up to `ahead` more are admitted for calls
+ * that have not arrived yet (ids aheadId:0, aheadId:1 …, each reserving aheadTokens), each only
+ * while the quota stays at most half used after it: half of the concurrency limit, half of the RPM
+ * and of the TPM burst. They count like any admission; the caller gives back the ones it does not
+ * use.
+ * Returns {admitted, 'ok', 0, ahead} when all were admitted, else {admitted, reason, retryAfterMs, 0}
+ * with the reason of the first refused (admitted: how many of the first ones were).
  */
 export const ACQUIRE = `${CLOCK_AND_PACE}
 local leaseMs = tonumber(ARGV[2])
@@ -53,8 +60,8 @@ local admitted, reason, retry = 0, 'ok', 0
 local i = 0
 while true do
   local leaseId, tokens
-  if i == 0 then leaseId, tokens = ARGV[1], tonumber(ARGV[6])
-  elseif ARGV[7 + 2 * i] then leaseId, tokens = ARGV[7 + 2 * i], tonumber(ARGV[8 + 2 * i])
+  if i == 0 and ARGV[1] ~= '' then leaseId, tokens = ARGV[1], tonumber(ARGV[6])
+  elseif i > 0 and ARGV[10 + 2 * i] then leaseId, tokens = ARGV[10 + 2 * i], tonumber(ARGV[11 + 2 * i])
   else break end
   if maxc > 0 and held >= maxc then
     local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
@@ -74,9 +81,32 @@ while true do
   admitted = admitted + 1
   i = i + 1
 end
+local ahead = 0
+-- at most half of a limit's burst in use once admitted (tat: the pace after the admission, if paced)
+local function halfUsed(tat, limit)
+  if not tat then return true end
+  local ti, burst = interval(limit, window, frac)
+  return (tat - now) * 2 <= burst * ti
+end
+if reason == 'ok' then
+  local want, aheadTokens = tonumber(ARGV[9]), tonumber(ARGV[11])
+  while ahead < want do
+    if maxc > 0 and (held + 1) * 2 > maxc then break end
+    local rwait, rnew = pace(rtat, rpm, 1, window, frac)
+    local twait, tnew = pace(ttat, tpm, aheadTokens, window, frac)
+    if rwait > 0 or twait > 0 or not halfUsed(rnew, rpm) or not halfUsed(tnew, tpm) then break end
+    if rnew then rtat, rpaced = rnew, true end
+    if tnew then ttat, tpaced = tnew, true end
+    if maxc > 0 then
+      redis.call('ZADD', KEYS[1], now + leaseMs, ARGV[10] .. ':' .. ahead)
+      held = held + 1
+    end
+    ahead = ahead + 1
+  end
+end
 if rpaced then store(KEYS[2], rtat) end
 if tpaced then store(KEYS[3], ttat) end
-return {admitted, reason, retry}
+return {admitted, reason, retry, ahead}
 `;
 
 /**

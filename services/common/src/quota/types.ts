@@ -37,6 +37,15 @@ export interface LimiterOptions extends AdmissionLimits {
   outageBurst?: boolean;
   /** Longest wait for a Redis answer before falling back. @default 500 */
   redisTimeoutMs?: number;
+  /**
+   * Admissions taken ahead of calls (at most this many held, 0: none): while the quota stays at most
+   * half used, a decision in Redis also admits calls not arrived yet, and those calls are admitted
+   * here without a round trip (the admissions used are replaced in the background). Not under a
+   * TPM limit. @default 0
+   */
+  admitAhead?: number;
+  /** How long an admission taken ahead may wait for its call before it is given back. @default 50 */
+  admitAheadMs?: number;
 }
 
 export type RefusalReason = 'concurrency' | 'rpm' | 'tpm' | 'paused';
