@@ -17,6 +17,11 @@
 //      (the mesh's Redis and Jaeger), of the emulator and of the load generator: all share the CPUs.
 //      The mesh's throughput is also compared with each peer's round by round (the ratio within a
 //      round, then their median), which cancels most of the host's drift between rounds.
+//   2b. latency under load, open loop: requests sent at a fixed rate (BENCH_LOAD_RPS) whatever the
+//      answers, each one's latency counted from its scheduled send time, per target in turn (in
+//      rounds, the order turned each round, the samples pooled); those unanswered 10 s after the
+//      last send are reported. Where the sequential phase sees every process asleep between calls
+//      (~100 ms apart per target), this is a gateway among other traffic: calls ~1000/rps ms apart;
 //   3. a probe of the machine: a Redis round trip back to back and after 20 ms idle (the mesh
 //      makes one before each upstream call; in the sequential phase every process sleeps between calls).
 // What ships is measured: the mesh traces every call to a Jaeger started here and logs at `info`.
@@ -30,6 +35,7 @@
 // target's warm-up at saturation per mode, before its figures; 0: none. After 5 s the inline edge's
 // rps still rose over the three rounds, 1,226 / 1,284 / 1,338, while Portkey's held flat),
 // BENCH_TARGETS (comma list of mesh,mesh-inline,portkey,litellm,direct; default all), BENCH_EDGE_WAIT_S (1200),
+// BENCH_LOAD_RPS (50; 0: no open-loop phase), BENCH_LOAD_SECONDS (6 per target and round),
 // BENCH_LOG_LEVEL (the mesh's LOG_LEVEL, info), BENCH_TRACING (1: the mesh exports its traces to
 // Jaeger, as it ships; 0: off).
 import { spawnSync } from 'node:child_process';
@@ -57,6 +63,8 @@ const ROUNDS = Math.max(1, Number(process.env.BENCH_ROUNDS ?? 3));
 const EDGE_WAIT_S = Number(process.env.BENCH_EDGE_WAIT_S ?? 1200);
 const ONLY = new Set((process.env.BENCH_TARGETS ?? 'mesh,mesh-inline,portkey,litellm,direct').split(',').map((s) => s.trim()));
 const LOG_LEVEL = process.env.BENCH_LOG_LEVEL ?? 'info';
+const LOAD_RPS = Number(process.env.BENCH_LOAD_RPS ?? 50);
+const LOAD_SECONDS = Number(process.env.BENCH_LOAD_SECONDS ?? 6);
 const TRACING = process.env.BENCH_TRACING !== '0';
 const PEERS = path.join(process.env.MESH_CACHE ?? path.join(os.homedir(), '.cache', 'agent-mesh'), 'peers');
 const MODEL = 'emulator-1';
@@ -84,6 +92,8 @@ interface Target {
 }
 
 interface LatencyFigures { n: number; errors: number; p50: number; p99: number; ttftP50?: number; ttftP99?: number }
+/** Open-loop figures of one target and mode, every round's samples pooled: latencies from each request's scheduled send time. */
+interface LoadFigures { rps: number; seconds: number; rounds: number; offered: number; completed: number; errors: number; unfinished: number; p50: number; p99: number }
 /**
  * CPU time per completed call (ms, user + system, from /proc): the target's own processes, those it
  * uses beside them (the mesh's Redis and Jaeger), the emulator, and the load generator.
@@ -199,6 +209,61 @@ async function latencyPhase(targets: Target[], mode: Mode): Promise<Map<string, 
       p50: r2(percentile(s.ms, 50)),
       p99: r2(percentile(s.ms, 99)),
       ...(mode === 'stream' ? { ttftP50: r2(percentile(s.ttft, 50)), ttftP99: r2(percentile(s.ttft, 99)) } : {}),
+    });
+  }
+  return out;
+}
+
+/**
+ * One open-loop pass: LOAD_RPS requests a second for LOAD_SECONDS, sent on schedule whatever the
+ * answers (callers' users in turn), each latency counted from its scheduled send time. Returns the
+ * latencies, the errors, and how many were still unanswered 10 s after the last send.
+ */
+async function openLoopPass(t: Target, mode: Mode): Promise<{ ms: number[]; errors: number; unfinished: number; lastError: string }> {
+  const n = Math.round(LOAD_RPS * LOAD_SECONDS);
+  const gapMs = 1000 / LOAD_RPS;
+  const ms: number[] = [];
+  let errors = 0;
+  let lastError = '';
+  const sent: Promise<void>[] = [];
+  const start = performance.now() + 20;
+  for (let i = 0; i < n; i += 1) {
+    const at = start + i * gapMs;
+    const wait = at - performance.now();
+    if (wait > 0) await sleep(wait);
+    sent.push(
+      complete(t, mode, i, i % CONCURRENCY).then(
+        () => void ms.push(performance.now() - at),
+        (err: unknown) => {
+          errors += 1;
+          lastError = (err as Error).message;
+        },
+      ),
+    );
+  }
+  await Promise.race([Promise.all(sent), sleep(10_000)]);
+  return { ms: [...ms], errors, unfinished: n - ms.length - errors, lastError };
+}
+
+async function openLoopPhase(targets: Target[], mode: Mode): Promise<Map<string, LoadFigures>> {
+  const pooled = new Map(targets.map((t) => [t.name, { ms: [] as number[], errors: 0, unfinished: 0, lastError: '' }]));
+  for (let round = 0; round < ROUNDS; round += 1) {
+    for (let k = 0; k < targets.length; k += 1) {
+      const t = targets[(k + round) % targets.length]!;
+      const r = await openLoopPass(t, mode);
+      const p = pooled.get(t.name)!;
+      p.ms.push(...r.ms);
+      p.errors += r.errors;
+      p.unfinished += r.unfinished;
+      if (r.lastError) p.lastError = r.lastError;
+    }
+  }
+  const out = new Map<string, LoadFigures>();
+  for (const [name, p] of pooled) {
+    if (p.errors > 0) console.log(`  ${name} ${mode} under load: ${p.errors} errors (last: ${p.lastError})`);
+    out.set(name, {
+      rps: LOAD_RPS, seconds: LOAD_SECONDS, rounds: ROUNDS, offered: Math.round(LOAD_RPS * LOAD_SECONDS) * ROUNDS,
+      completed: p.ms.length, errors: p.errors, unfinished: p.unfinished, p50: r2(percentile(p.ms, 50)), p99: r2(percentile(p.ms, 99)),
     });
   }
   return out;
@@ -512,6 +577,7 @@ async function main(): Promise<void> {
     );
     const latency: Record<string, Record<string, LatencyFigures>> = {};
     const saturation: Record<string, Record<string, SaturationFigures>> = {};
+    const underLoad: Record<string, Record<string, LoadFigures>> = {};
     // How each target called the emulator in each row (its saturation phase, alone on the emulator).
     const upstreamRequests: Record<string, Record<string, { stream: number; whole: number }>> = {};
     const warmup: Record<string, Record<string, number>> = {};
@@ -527,6 +593,10 @@ async function main(): Promise<void> {
       console.log(`latency (${mode}): ${LATENCY_REQUESTS} sequential requests per target, interleaved …`);
       const l = await latencyPhase(targets, mode);
       for (const [name, f] of l) (latency[name] ??= {})[mode] = f;
+      if (LOAD_RPS > 0) {
+        console.log(`latency under load (${mode}): ${LOAD_RPS} requests/s offered open-loop for ${LOAD_SECONDS} s per target, ${ROUNDS} rounds …`);
+        for (const [name, f] of await openLoopPhase(targets, mode)) (underLoad[name] ??= {})[mode] = f;
+      }
       const rounds = new Map<string, RoundFigures[]>(targets.map((t) => [t.name, []]));
       for (let round = 0; round < ROUNDS; round += 1) {
         for (let k = 0; k < targets.length; k += 1) {
@@ -561,11 +631,23 @@ async function main(): Promise<void> {
         };
       }
     }
+    // Under load: over the direct baseline at the same offered rate.
+    const addedUnderLoad: Record<string, Record<string, { p50: number; p99: number }>> = {};
+    for (const t of targets) {
+      for (const mode of MODES) {
+        const f = underLoad[t.name]?.[mode];
+        const b = underLoad.direct?.[mode];
+        if (t.name === 'direct' || !f || !b || f.completed === 0) continue;
+        (addedUnderLoad[t.name] ??= {})[mode] = { p50: r2(f.p50 - b.p50), p99: r2(f.p99 - b.p99) };
+      }
+    }
     // meshRatios[mesh target][peer][mode]
     // rpsPaired: each round's rps ratio (both targets ran in that round, minutes apart at most), then
     // their median: the host's speed drifts between rounds (every target's rounds move together),
     // and a ratio within a round cancels most of that drift.
-    const ratios: Record<string, Record<string, Record<string, { addedP50: number; addedP99: number; rps: number; rpsPaired: number; rpsByRound: number[] }>>> = {};
+    const ratios: Record<string, Record<string, Record<string, {
+      addedP50: number; addedP99: number; rps: number; rpsPaired: number; rpsByRound: number[]; underLoadAddedP50?: number; underLoadAddedP99?: number;
+    }>>> = {};
     for (const own of ['mesh', 'mesh-inline']) {
       for (const peer of ['portkey', 'litellm']) {
         if (!added[own] || !added[peer]) continue;
@@ -578,8 +660,11 @@ async function main(): Promise<void> {
           // < 1 = the mesh adds less latency / > 1 = the mesh serves more requests per second.
           const ratio = (a: number, b: number) => (b > 0 ? r2(a / b) : NaN);
           const byRound = ms.rounds.map((r, i) => ratio(r.rps, ps.rounds[i]?.rps ?? 0));
+          const ml = addedUnderLoad[own]?.[mode];
+          const pl = addedUnderLoad[peer]?.[mode];
           ((ratios[own] ??= {})[peer] ??= {})[mode] = {
             addedP50: ratio(m.p50, p.p50), addedP99: ratio(m.p99, p.p99), rps: ratio(ms.rps, ps.rps), rpsPaired: r2(percentile(byRound, 50)), rpsByRound: byRound,
+            ...(ml && pl ? { underLoadAddedP50: ratio(ml.p50, pl.p50), underLoadAddedP99: ratio(ml.p99, pl.p99) } : {}),
           };
         }
       }
@@ -599,6 +684,17 @@ async function main(): Promise<void> {
         );
       }
     }
+    if (LOAD_RPS > 0) {
+      console.log(`latency under load: ${LOAD_RPS} requests/s offered open-loop, ${LOAD_SECONDS} s × ${ROUNDS} rounds per target (ms from each request's scheduled send time; + over direct at the same rate)`);
+      for (const t of targets) {
+        const line = MODES.map((m) => {
+          const f = underLoad[t.name]?.[m];
+          const a = addedUnderLoad[t.name]?.[m];
+          return f ? `${m} p50 ${f.p50} p99 ${f.p99}${a ? ` (+${a.p50} / +${a.p99})` : ''}, ${f.completed} of ${f.offered} answered, ${f.errors} errors, ${f.unfinished} unfinished` : `${m} -`;
+        });
+        console.log(`under load, ${t.name}: ${line.join(' | ')}`);
+      }
+    }
     for (const t of targets) {
       console.log(`rps by round, ${t.name}: ${MODES.map((m) => `${m} ${(saturation[t.name]?.[m]?.rounds ?? []).map((r) => r.rps).join(' / ')}`).join('; ')}`);
     }
@@ -615,7 +711,8 @@ async function main(): Promise<void> {
         for (const [mode, r] of Object.entries(byMode)) {
           console.log(
             `${own} vs ${peer} (${mode}): added p50 ×${r.addedP50}, added p99 ×${r.addedP99} (< 1 = less overhead), rps ×${r.rps} (> 1 = more throughput); ` +
-              `rps round by round ×${r.rpsByRound.join(' / ')} (median ×${r.rpsPaired})`,
+              `rps round by round ×${r.rpsByRound.join(' / ')} (median ×${r.rpsPaired})` +
+              (r.underLoadAddedP50 !== undefined ? `; under load added p50 ×${r.underLoadAddedP50}, p99 ×${r.underLoadAddedP99}` : ''),
           );
         }
       }
@@ -671,6 +768,9 @@ async function main(): Promise<void> {
         latencyMs: latency,
         addedLatencyMs: added,
         saturation,
+        loadRps: LOAD_RPS,
+        underLoad,
+        addedUnderLoadMs: addedUnderLoad,
         upstreamRequests,
         meshRatios: ratios,
         redisRoundTripUs: redisRtt,

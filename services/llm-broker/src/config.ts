@@ -150,7 +150,7 @@ export const VARS = {
     },
     LLM_ADMIT_AHEAD_MS: {
       type: 'int', default: 50, min: 1,
-      doc: 'an admission taken ahead and not used for this long is given back (its request in the RPM window, its concurrency slot); within the window margin, so the provider sees the same pace',
+      doc: 'an admission taken ahead and not used for this long is given back (its request in the RPM pacing, its tokens, its concurrency slot). At most `LLM_QUOTA_WINDOW_MARGIN_MS`: a request admitted ahead reaches the provider up to this much after its admission, a shift the window margin absorbs',
     },
     LLM_BREAKER_ERROR_PERCENT: { type: 'number', default: 50, min: 0, max: 100, doc: 'failure percentage over the rolling window that opens the breaker' },
     LLM_BREAKER_VOLUME_THRESHOLD: { type: 'int', default: 10, min: 1, doc: 'calls in the rolling window before the breaker may open at all' },
@@ -244,6 +244,13 @@ export function loadConfig(env: Env = process.env): BrokerConfig {
           quotaKey: LLM_QUOTA_KEY_PREFIX,
         },
       ];
+  if (read(VARS.LLM_ADMIT_AHEAD) > 0 && read(VARS.LLM_ADMIT_AHEAD_MS) > read(VARS.LLM_QUOTA_WINDOW_MARGIN_MS)) {
+    // A request admitted ahead reaches the provider up to LLM_ADMIT_AHEAD_MS after its admission:
+    // the provider's window holds to the limit only while that shift is within the margin.
+    throw new config.ConfigError(
+      `LLM_ADMIT_AHEAD_MS (${read(VARS.LLM_ADMIT_AHEAD_MS)}) must not exceed LLM_QUOTA_WINDOW_MARGIN_MS (${read(VARS.LLM_QUOTA_WINDOW_MARGIN_MS)}), or set LLM_ADMIT_AHEAD=0`,
+    );
+  }
   return {
     port,
     host: read(VARS.LLM_BROKER_HOST),
