@@ -38,3 +38,15 @@ describe('EDGE_INLINE_BROKER', () => {
     expect(cfg.inlineBroker?.upstreams[0]?.models).toEqual(['emulator-1']);
   });
 });
+
+describe('taking admissions ahead, remembering budget checks', () => {
+  test('defaults: 8 ahead per user within 2 s, a budget check remembered for 1 s; 0 turns each off', () => {
+    const c = loadConfig({ AUTH_JWT_SECRET: 's' });
+    expect(c).toMatchObject({ rateLimitAhead: 8, rateLimitAheadMs: 2_000 });
+    expect(c.budgets.okCacheMs).toBe(1_000);
+    const off = loadConfig({ AUTH_JWT_SECRET: 's', RATE_LIMIT_AHEAD: '0', USER_BUDGET_CACHE_MS: '0' });
+    expect(off).toMatchObject({ rateLimitAhead: 0 });
+    expect(off.budgets.okCacheMs).toBe(0);
+    expect(() => loadConfig({ AUTH_JWT_SECRET: 's', RATE_LIMIT_AHEAD_MS: '0' })).toThrow(/RATE_LIMIT_AHEAD_MS/);
+  });
+});

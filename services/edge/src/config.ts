@@ -35,6 +35,7 @@ export interface EdgeConfig {
   rateLimitBurstFraction: number;
   /** Requests a user's limit may admit ahead while at most half the user's burst is spent (RATE_LIMIT_AHEAD). */
   rateLimitAhead: number;
+  rateLimitAheadMs: number;
   corsOrigins: string[];
   shutdownGraceMs: number;
   /** The broker's upstream model, listed by GET /v1/models ("upstream" = whatever the broker is configured with). */
@@ -87,7 +88,11 @@ export const VARS = {
     RATE_LIMIT_BURST_FRACTION: { type: 'number', default: 0.25, min: 0.01, doc: 'share of the per-user limit that may arrive at once (GCRA burst)' },
     RATE_LIMIT_AHEAD: {
       type: 'int', default: 8, min: 0,
-      doc: "requests a user's limit may admit ahead, on this replica, while at most half the user's burst is spent: the user's next request is then let through without waiting for Redis (the admission it used is replaced in the background; unused ones go back after 50 ms). 0: every request is decided in Redis",
+      doc: "requests a user's limit may admit ahead, on this replica, while at most half the user's burst is spent: the user's next request is then let through without waiting for Redis (the admission it used is replaced in the background). 0: every request is decided in Redis",
+    },
+    RATE_LIMIT_AHEAD_MS: {
+      type: 'int', default: 2_000, min: 1,
+      doc: "a user whose requests come within this of each other has the next one admitted ahead; one not used for this long is given back. A request admitted ahead counts from its admission, so any minute may see up to this much more of the user's rate (2 s of 60: 3 %)",
     },
     CORS_ORIGINS: { type: 'string', default: '', defaultDoc: 'empty (same origin only)', doc: 'comma-separated origins allowed cross-origin' },
     AUTH_OPS_SCOPE: { type: 'string', default: 'ops', doc: 'the scope a token must carry (`scope`, space-separated, or `scp`) to read the operations figures (`/api/ops/figures`)' },
@@ -139,6 +144,7 @@ export function loadConfig(env: Env = process.env): EdgeConfig {
     rateLimitPerMinute: read(VARS.RATE_LIMIT_PER_MINUTE),
     rateLimitBurstFraction: read(VARS.RATE_LIMIT_BURST_FRACTION),
     rateLimitAhead: read(VARS.RATE_LIMIT_AHEAD),
+    rateLimitAheadMs: read(VARS.RATE_LIMIT_AHEAD_MS),
     corsOrigins: config.list(read(VARS.CORS_ORIGINS)),
     shutdownGraceMs: read(VARS.SHUTDOWN_GRACE_MS),
     llmModel: read(VARS.LLM_MODEL),

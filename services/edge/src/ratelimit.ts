@@ -31,6 +31,8 @@ export interface RequestLimitOptions {
   redisTimeoutMs?: number;
   /** Requests admitted ahead per user while at most half the burst is spent (see LimiterOptions.admitAhead). @default 0 */
   admitAhead?: number;
+  /** How close requests must come for one to be admitted ahead, and how long one waits for its request. @default 2000 */
+  admitAheadMs?: number;
 }
 
 export const DEFAULT_BURST_FRACTION = 0.25;
@@ -67,6 +69,7 @@ export function redisRequestLimiter(redis: Redis, opts: RequestLimitOptions, log
         fallbackReplicas: replicaCount,
         outageBurst: true,
         admitAhead: opts.admitAhead ?? 0,
+        admitAheadMs: opts.admitAheadMs ?? 2_000,
       });
       if (users.size >= maxUsers) users.delete(users.keys().next().value!);
     }

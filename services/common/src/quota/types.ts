@@ -44,7 +44,7 @@ export interface LimiterOptions extends AdmissionLimits {
    * TPM limit. @default 0
    */
   admitAhead?: number;
-  /** How long an admission taken ahead may wait for its call before it is given back. @default 50 */
+  /** Calls within this of each other have the next one admitted ahead; one taken ahead and not used for this long is given back. @default 50 */
   admitAheadMs?: number;
 }
 
