@@ -97,7 +97,8 @@ describe('loadConfig, priorities', () => {
 
 describe('loadConfig, admissions taken ahead', () => {
   it('takes 8 ahead for 50 ms by default, and refuses a wait longer than the window margin', () => {
-    expect(loadConfig({})).toMatchObject({ admitAhead: 8, admitAheadMs: 50, quotaWindowMarginMs: 75 });
+    expect(loadConfig({})).toMatchObject({ admitAhead: 8, admitAheadMs: 50, admitAheadKeepMs: 1000, quotaWindowMarginMs: 75 });
+    expect(loadConfig({ LLM_ADMIT_AHEAD_KEEP_MS: '0' })).toMatchObject({ admitAheadKeepMs: 0 });
     expect(loadConfig({ LLM_ADMIT_AHEAD: '0', LLM_ADMIT_AHEAD_MS: '500' })).toMatchObject({ admitAhead: 0 });
     expect(() => loadConfig({ LLM_ADMIT_AHEAD_MS: '100' })).toThrow(/LLM_ADMIT_AHEAD_MS \(100\) must not exceed LLM_QUOTA_WINDOW_MARGIN_MS \(75\)/);
     expect(loadConfig({ LLM_ADMIT_AHEAD_MS: '100', LLM_QUOTA_WINDOW_MARGIN_MS: '150' })).toMatchObject({ admitAheadMs: 100 });

@@ -54,6 +54,8 @@ export interface BrokerConfig {
   /** Admissions taken ahead of calls while the quota is at most half used (LLM_ADMIT_AHEAD), and how long one waits for its call. */
   admitAhead: number;
   admitAheadMs: number;
+  /** How long after a call one admission ahead is kept fresh (LLM_ADMIT_AHEAD_KEEP_MS). */
+  admitAheadKeepMs: number;
   breaker: {
     /** Failure percentage over the rolling window that opens it. */
     errorPercent: number;
@@ -151,6 +153,13 @@ export const VARS = {
     LLM_ADMIT_AHEAD_MS: {
       type: 'int', default: 50, min: 1,
       doc: 'an admission taken ahead and not used for this long is given back (its request in the RPM pacing, its tokens, its concurrency slot). At most `LLM_QUOTA_WINDOW_MARGIN_MS`: a request admitted ahead reaches the provider up to this much after its admission, a shift the window margin absorbs',
+    },
+    LLM_ADMIT_AHEAD_KEEP_MS: {
+      type: 'int', default: 1_000, min: 0,
+      doc: 'for this long after a call, one admission ahead is kept fresh: renewed in the background when half of `LLM_ADMIT_AHEAD_MS` old, so that' +
+        ' calls further apart than `LLM_ADMIT_AHEAD_MS` (a replica serving a few calls a second) skip the round trip to Redis too. Costs up to two' +
+        ' background Redis calls (the new admission, the old one given back) every half `LLM_ADMIT_AHEAD_MS` per upstream while it lasts, none while' +
+        ' calls come closer than that. 0: off',
     },
     LLM_BREAKER_ERROR_PERCENT: { type: 'number', default: 50, min: 0, max: 100, doc: 'failure percentage over the rolling window that opens the breaker' },
     LLM_BREAKER_VOLUME_THRESHOLD: { type: 'int', default: 10, min: 1, doc: 'calls in the rolling window before the breaker may open at all' },
@@ -269,6 +278,7 @@ export function loadConfig(env: Env = process.env): BrokerConfig {
     quotaWindowMarginMs: read(VARS.LLM_QUOTA_WINDOW_MARGIN_MS),
     admitAhead: read(VARS.LLM_ADMIT_AHEAD),
     admitAheadMs: read(VARS.LLM_ADMIT_AHEAD_MS),
+    admitAheadKeepMs: read(VARS.LLM_ADMIT_AHEAD_KEEP_MS),
     breaker: {
       errorPercent: read(VARS.LLM_BREAKER_ERROR_PERCENT),
       volumeThreshold: read(VARS.LLM_BREAKER_VOLUME_THRESHOLD),

@@ -50,7 +50,7 @@ const norm = (l: AdmissionLimits): Required<AdmissionLimits> => ({
 class RedisUnavailable extends Error {}
 
 /** How long after admissions ahead are used their replacement is asked for (see refillAhead). */
-const REFILL_DELAY_MS = 1;
+const REFILL_DELAY_MS = 5;
 
 /** How often a release Redis could not take is tried again while it is away. */
 const RELEASE_RETRY_MS = 200;
@@ -85,6 +85,8 @@ export class GlobalLimiter {
   /** At most this many admissions taken ahead of calls (LimiterOptions.admitAhead). */
   private readonly aheadMax: number;
   private readonly aheadMs: number;
+  /** How long after the last call one admission ahead is kept fresh (LimiterOptions.admitAheadKeepMs). */
+  private readonly aheadKeepMs: number;
   /** Admissions taken ahead, oldest first: their lease ids and when they were asked for. */
   private ahead: { id: string; at: number; tokens: number }[] = [];
   /** The tokens each admission ahead reserves: the last call's reservation (a call reserving more is decided in Redis). */
@@ -119,6 +121,7 @@ export class GlobalLimiter {
     this.outageBurst = options.outageBurst ?? false;
     this.aheadMax = Math.max(0, Math.floor(options.admitAhead ?? 0));
     this.aheadMs = options.admitAheadMs ?? 50;
+    this.aheadKeepMs = Math.max(0, options.admitAheadKeepMs ?? 0);
     this.local = new LocalAdmission(this.localLimits(), this.windowMs, this.burstFraction);
   }
 
@@ -197,7 +200,7 @@ export class GlobalLimiter {
     const out: AcquireResult[] = [];
     // Admissions taken ahead serve the first calls at once, in order, without a round trip.
     const sentAt = Date.now();
-    const frequent = sentAt - this.lastAskedAt <= this.aheadMs;
+    const frequent = sentAt - this.lastAskedAt <= Math.max(this.aheadMs, this.aheadKeepMs);
     this.lastAskedAt = sentAt;
     for (const a of this.takeAhead(tokens, sentAt)) {
       this.local.track(a.id);
@@ -215,7 +218,7 @@ export class GlobalLimiter {
       // The first lease's id and tokens where a single acquire has them, then the others' pairs.
       const more: (string | number)[] = [];
       for (let i = first + 1; i < reqs.length; i += 1) more.push(ids[i]!, tokens[i]!);
-      // Calls come often (the last decision was asked within admitAheadMs): one admitted ahead too.
+      // Calls come often (the last decision was asked within admitAheadMs, or admitAheadKeepMs): one admitted ahead too.
       const ahead = frequent && this.ahead.length < this.aheadMax ? 1 : 0;
       const aheadId = randomUUID();
       const aheadTokens = (this.aheadTokens = Math.max(...tokens.slice(first)));
@@ -266,10 +269,11 @@ export class GlobalLimiter {
 
   /**
    * Replaces the admissions ahead just used, in the background, one decision at a time. Asked a
-   * millisecond later, not in this turn: the write that wakes Redis would otherwise come before the
-   * call's own request to the provider, and on a machine whose idle CPUs sleep such a write costs
-   * the writer 0.3–0.5 ms (measured on this project's 2-vCPU VM) — most of what taking the admission
-   * ahead saves.
+   * few milliseconds later, not in this turn: the write that wakes Redis would otherwise come before
+   * the call's own request to the provider, and on a machine whose idle CPUs sleep such a write
+   * costs the writer 0.3–0.5 ms (measured on this project's 2-vCPU VM) — most of what taking the
+   * admission ahead saves. 1 ms was not always enough: the timer could fire while the call's own
+   * path waited for another check, before its request to the provider was written.
    */
   private refillAhead(used: number): void {
     this.aheadUsed += used;
@@ -281,6 +285,11 @@ export class GlobalLimiter {
   private refillNow(): void {
     const want = Math.min(this.aheadUsed, this.aheadMax - this.ahead.length);
     this.aheadUsed = 0;
+    this.askAhead(want);
+  }
+
+  /** Asks Redis for `want` admissions ahead (this.refilling is set); `landed` runs once they are kept. */
+  private askAhead(want: number, landed?: () => void): void {
     if (want <= 0 || this.degraded || this.redis.status !== 'ready') {
       this.refilling = false;
       return;
@@ -296,11 +305,15 @@ export class GlobalLimiter {
         this.limits.tokensPerMinute, 0, this.windowMs, this.burstFraction, want, aheadId, aheadTokens,
       ),
     )
-      .then(([, , , admitted]) => this.keepAhead(aheadId, Number(admitted ?? 0), sentAt, aheadTokens, epoch))
+      .then(([, , , admitted]) => {
+        this.keepAhead(aheadId, Number(admitted ?? 0), sentAt, aheadTokens, epoch);
+        landed?.();
+      })
       .catch(() => undefined) // call() has switched to the local share if Redis is away
       .finally(() => {
         this.refilling = false;
         if (this.aheadUsed > 0) this.refillAhead(0);
+        else this.sweepAheadLater();
       });
   }
 
@@ -308,12 +321,43 @@ export class GlobalLimiter {
     const landed = Array.from({ length: admitted }, (_, i) => ({ id: `${aheadId}:${i}`, at, tokens }));
     if (epoch !== this.aheadEpoch) return this.giveBackAhead(landed);
     this.ahead.push(...landed);
-    if (this.ahead.length === 0 || this.aheadTimer) return;
-    const sweep = () => {
-      this.dropStaleAhead(Date.now());
-      this.aheadTimer = this.ahead.length > 0 ? setTimeout(sweep, this.aheadMs).unref() : undefined;
-    };
-    this.aheadTimer = setTimeout(sweep, this.aheadMs).unref();
+    this.sweepAheadLater();
+  }
+
+  /**
+   * Sweeps the admissions ahead when the oldest is due: given back once stale and, while calls came
+   * within admitAheadKeepMs, renewed when half stale (see renewAhead).
+   */
+  private sweepAheadLater(): void {
+    if (this.aheadTimer) clearTimeout(this.aheadTimer);
+    this.aheadTimer = undefined;
+    const oldest = this.ahead[0];
+    if (!oldest) return;
+    const renew = !this.refilling && Date.now() - this.lastAskedAt <= this.aheadKeepMs;
+    const due = oldest.at + (renew ? this.aheadMs / 2 : this.aheadMs + 1);
+    this.aheadTimer = setTimeout(() => {
+      this.aheadTimer = undefined;
+      const now = Date.now();
+      this.dropStaleAhead(now);
+      if (now - this.lastAskedAt <= this.aheadKeepMs) this.renewAhead(now);
+      this.sweepAheadLater();
+    }, Math.max(1, due - Date.now())).unref();
+  }
+
+  /**
+   * Keeps one admission ahead fresh between calls further apart than admitAheadMs: when every one
+   * held is half stale, one more is asked for, and once it has landed the half-stale ones still
+   * unused are given back. Until then they stay usable (they are not stale yet).
+   */
+  private renewAhead(now: number): void {
+    if (this.refilling || this.ahead.length === 0 || this.ahead.some((a) => now - a.at < this.aheadMs / 2)) return;
+    const old = new Set(this.ahead);
+    this.refilling = true;
+    this.askAhead(1, () => {
+      const unused = this.ahead.filter((a) => old.has(a));
+      this.ahead = this.ahead.filter((a) => !old.has(a));
+      this.giveBackAhead(unused);
+    });
   }
 
   private dropStaleAhead(now: number): void {

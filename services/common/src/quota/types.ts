@@ -46,6 +46,13 @@ export interface LimiterOptions extends AdmissionLimits {
   admitAhead?: number;
   /** Calls within this of each other have the next one admitted ahead; one taken ahead and not used for this long is given back. @default 50 */
   admitAheadMs?: number;
+  /**
+   * For this long after a call (ms; 0: off), one admission ahead is kept fresh: renewed in the
+   * background when half of `admitAheadMs` old, so that calls further apart than `admitAheadMs`
+   * (a replica serving a few calls a second) are admitted without a round trip too. Costs at most
+   * one renewal per half `admitAheadMs` while it lasts (none while calls use the admissions first). @default 0
+   */
+  admitAheadKeepMs?: number;
 }
 
 export type RefusalReason = 'concurrency' | 'rpm' | 'tpm' | 'paused';
