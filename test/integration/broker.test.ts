@@ -96,6 +96,15 @@ it('streams deltas and ends with usage; the tokenizer agrees with the provider',
   expect(Math.abs(ours - theirs) / theirs).toBeLessThan(0.05);
 });
 
+it('a run\'s first call admitted at once hears its marginal wait (position 0); a direct call, which starts no run, gets no such message', async () => {
+  const positions = (messages: GenerateResponse[]) => messages.flatMap((m) => (m.update?.$case === 'queued' ? [m.update.queued.position] : []));
+  const planner = await generate(clients[0]!, request({ maxTokens: 8 }));
+  const direct = await generate(clients[0]!, request({ maxTokens: 8, callerRole: CallerRole.CALLER_ROLE_DIRECT }));
+  expect(positions(planner)).toEqual([0]);
+  expect(positions(direct)).toEqual([]);
+  expect(direct.at(-1)?.update?.$case).toBe('done');
+});
+
 it('answers `done` without waiting for Redis to take the settlement, which lands once, afterwards', async () => {
   // Redis holds every write for PAUSE_MS from the first delta on: the lease's release is sent when
   // the (fast) answer ends, and waits there. PAUSE_MS stays under the broker's Redis timeout (500 ms).

@@ -363,7 +363,11 @@ export class LlmBroker {
         tokens: reserved,
         deadline,
         signal: callOff ? callOff.signal : signal,
-        onQueued: (position, estimatedWaitMs, marginalWaitMs) => updates.push({ type: 'queued', position, estimatedWaitMs, marginalWaitMs }),
+        // A direct call (the edge's /v1) starts no run: no admission control reads the marginal wait
+        // a call admitted at once hears (position 0), and the message would only delay its request.
+        onQueued: (position, estimatedWaitMs, marginalWaitMs) => {
+          if (position > 0 || input.callerRole !== 'direct') updates.push({ type: 'queued', position, estimatedWaitMs, marginalWaitMs });
+        },
       })
       .finally(() => {
         updates.close();

@@ -251,7 +251,8 @@ export interface GenerateResponse {
 export interface Queued {
   /**
    * position is the call's place in this replica's queue (1 = next); 0 for the first call of a
-   * run not begun yet that is admitted at once (sent as it is admitted, for its marginal_wait_ms).
+   * run not begun yet that is admitted at once (sent as it is admitted, for its marginal_wait_ms;
+   * never to a direct call, which starts no run).
    */
   position: number;
   /** estimated_wait_ms is the expected wait before admission. */
