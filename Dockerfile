@@ -4,8 +4,9 @@
 # `npm run images` builds all six with podman (deploy/images/build.sh), on a local base when no
 # registry image can be pulled (BASE: any Debian-like image with Node.js 24 and npm in PATH).
 #
-# A service image holds the production dependencies of its workspace and services/common only,
-# the built JavaScript of those two, and the .proto files; it runs as uid 1000, writes nothing
+# A service image holds the production dependencies of its workspace and services/common only
+# (the edge's also services/llm-broker, for EDGE_INLINE_BROKER), the built JavaScript of those,
+# and the .proto files; it runs as uid 1000, writes nothing
 # outside /tmp (runs with a read-only root filesystem; the tool-service's search index is built into
 # the image), and starts node directly (no shell), so
 # SIGTERM reaches the service's shutdown handler, with OpenTelemetry `--require`d first.
@@ -37,27 +38,34 @@ COPY services services
 COPY test/emulator test/emulator
 RUN npx tsc -b
 
-# Production dependencies of one service's workspace and services/common. Type declarations and
-# source maps are dropped.
+# Production dependencies of one service's workspace and services/common (the edge's also of
+# services/llm-broker, which it runs inside itself with EDGE_INLINE_BROKER). Type declarations and
+# source maps are dropped, and so are the token ranks gpt-tokenizer ships three times over (its
+# TypeScript sources, its ES modules and raw data, 21 of its 30 MB): the services load its
+# CommonJS build only.
 FROM deps AS prod-deps
 ARG SERVICE
 RUN --mount=type=secret,id=extra_ca --mount=type=cache,target=/root/.npm \
     case "$SERVICE" in store|llm-broker|tool-service|orchestrator|edge) ;; \
       *) echo "build arg SERVICE must be one of store, llm-broker, tool-service, orchestrator, edge" >&2; exit 1 ;; esac; \
     if [ -s /run/secrets/extra_ca ]; then export NODE_EXTRA_CA_CERTS=/run/secrets/extra_ca; fi; \
+    extra=; [ "$SERVICE" != edge ] || extra="--workspace services/llm-broker"; \
     rm -rf node_modules && npm ci --omit=dev --ignore-scripts --no-audit --no-fund --no-update-notifier --loglevel=error \
-      --workspace "services/$SERVICE" --workspace services/common \
-    && find node_modules \( -name '*.d.ts' -o -name '*.d.mts' -o -name '*.d.cts' -o -name '*.map' \) -type f -delete
+      --workspace "services/$SERVICE" --workspace services/common $extra \
+    && find node_modules \( -name '*.d.ts' -o -name '*.d.mts' -o -name '*.d.cts' -o -name '*.map' \) -type f -delete \
+    && rm -rf node_modules/gpt-tokenizer/esm node_modules/gpt-tokenizer/src node_modules/gpt-tokenizer/data
 
-# What one service image runs, under /out: its build and services/common's (package.json, dist,
-# and the runtime files: the edge's public/, the orchestrator's prompts/), the .proto files, and
-# the README and docs/ (the tool-service's local search corpus).
+# What one service image runs, under /out: its build and services/common's, and the edge's also
+# services/llm-broker's (package.json, dist, and the runtime files: the edge's public/, the
+# orchestrator's prompts/), the .proto files, and the README and docs/ (the tool-service's local
+# search corpus).
 FROM build AS bundle
 ARG SERVICE
 COPY README.md ./
 COPY docs docs
 RUN set -e; \
-    for ws in services/common "services/$SERVICE"; do \
+    extra=; [ "$SERVICE" != edge ] || extra=services/llm-broker; \
+    for ws in services/common "services/$SERVICE" $extra; do \
       mkdir -p "/out/$ws"; \
       for f in package.json dist public prompts; do [ ! -e "$ws/$f" ] || cp -r "$ws/$f" "/out/$ws/"; done; \
     done; \

@@ -1,5 +1,6 @@
 // What the six images (`npm run images`) hold, read from their mounted file systems: production
-// dependencies of their own workspace only (computed from package-lock.json), no sources of other
+// dependencies of their own workspaces only (computed from package-lock.json; the edge's include
+// the llm-broker, which it runs inside itself with EDGE_INLINE_BROKER), no sources of other
 // services, no certificate of the build machine's TLS proxy, user 1000, and node started directly.
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -10,6 +11,9 @@ jest.setTimeout(120_000);
 
 const ROOT = path.resolve(__dirname, '../..');
 const workspaceOf = (name: string) => (name === 'emulator' ? 'test/emulator' : `services/${name}`);
+/** The workspaces an image holds: its own, services/common, and for the edge the llm-broker it can run inside itself (EDGE_INLINE_BROKER). */
+const workspacesOf = (name: string) =>
+  name === 'emulator' ? [workspaceOf(name)] : [workspaceOf(name), 'services/common', ...(name === 'edge' ? ['services/llm-broker'] : [])];
 
 type LockEntry = {
   link?: boolean; resolved?: string; dev?: boolean;
@@ -116,28 +120,28 @@ describe.each(IMAGES)('image %s', (name) => {
     }
   });
 
-  test('holds the production dependencies of its own workspace (and common) only', () => {
-    const workspaces = name === 'emulator' ? [workspaceOf(name)] : [workspaceOf(name), 'services/common'];
-    const allowed = productionClosure(workspaces);
+  test('holds the production dependencies of its own workspaces (its own and common; the edge also the llm-broker) only', () => {
+    const allowed = productionClosure(workspacesOf(name));
     const installed = installedPackages(path.join(root, 'app'));
     expect(installed.length).toBeGreaterThan(0);
     expect(installed.filter((p) => !allowed.has(p))).toEqual([]);
     // Dev-only packages of the lockfile (typescript, jest, …) are certainly not among them.
     expect(installed.filter((p) => lock.packages[p]?.dev)).toEqual([]);
     expect(fs.existsSync(path.join(root, 'app/node_modules/typescript'))).toBe(false);
-    // …and every direct dependency of the workspace is there.
-    const own = Object.keys((JSON.parse(fs.readFileSync(path.join(ROOT, workspaceOf(name), 'package.json'), 'utf8')) as { dependencies?: Record<string, string> }).dependencies ?? {});
+    // …and every direct dependency of its workspaces is there.
+    const own = workspacesOf(name).flatMap((ws) => Object.keys((JSON.parse(fs.readFileSync(path.join(ROOT, ws, 'package.json'), 'utf8')) as { dependencies?: Record<string, string> }).dependencies ?? {}));
     expect(own.filter((d) => !fs.existsSync(path.join(root, 'app/node_modules', d, 'package.json')))).toEqual([]);
   });
 
-  test('holds no sources: only its own build (and common), no TypeScript', () => {
+  test('holds no sources: only the build of its workspaces, no TypeScript', () => {
     const app = path.join(root, 'app');
     if (name === 'emulator') {
       expect(fs.existsSync(path.join(app, 'services'))).toBe(false);
       expect(fs.readdirSync(path.join(app, 'test'))).toEqual(['emulator']);
     } else {
-      expect(fs.readdirSync(path.join(app, 'services')).sort()).toEqual(['common', name].sort());
-      expect(fs.readdirSync(path.join(app, 'node_modules/@agent-mesh')).sort()).toEqual(['common', name].sort());
+      const names = workspacesOf(name).map((ws) => path.basename(ws)).sort();
+      expect(fs.readdirSync(path.join(app, 'services')).sort()).toEqual(names);
+      expect(fs.readdirSync(path.join(app, 'node_modules/@agent-mesh')).sort()).toEqual(names);
     }
     const sources = [...walk(app)].filter((f) => !f.includes('/node_modules/') && (/\.tsx?$/.test(f) || f.includes('/src/')));
     expect(sources).toEqual([]);

@@ -8,7 +8,7 @@ import { spawnSync } from 'node:child_process';
 import os from 'node:os';
 import path from 'node:path';
 import { mintToken, readSse, testDir, waitFor, type SseEvent } from '../support';
-import { startContainerMesh, SERVICE_IMAGES, type ContainerMesh } from '../support/containers';
+import { runService, serving, startContainerMesh, SERVICE_IMAGES, type ContainerMesh } from '../support/containers';
 import { TERMINAL_EVENTS as TERMINAL } from '@agent-mesh/common';
 
 jest.setTimeout(300_000);
@@ -80,6 +80,33 @@ test('a message through the edge container streams to run.completed, and the run
     const r = await fetch(`${mesh.infra.jaeger.queryUrl}/api/traces?service=orchestrator&tags=${tags}&lookback=1h&limit=5`);
     return ((await r.json()) as { data: unknown[] }).data.length > 0;
   }, { timeoutMs: 30_000, intervalMs: 1_000 });
+});
+
+test('the edge image runs the llm-broker inside itself with EDGE_INLINE_BROKER: /v1 is answered without the llm-broker container', async () => {
+  const completed = async (metricsUrl: string) => {
+    const text = await (await fetch(metricsUrl)).text();
+    return [...text.matchAll(/^llm_upstream_requests_total\{[^}]*outcome="completed"[^}]*\} (\d+)/gm)].reduce((n, m) => n + Number(m[1]), 0);
+  };
+  const inline = await runService(mesh.network, 'edge', {
+    alias: 'edge-inline',
+    // The broker's settings come from the same ConfigMap; its provider key from the Secret.
+    overrides: { EDGE_INLINE_BROKER: 'true', LLM_BASE_URL: 'http://emulator:8090/v1', LLM_API_KEY: SECRETS.LLM_API_KEY },
+    secrets: SECRETS,
+  });
+  await waitFor('the inline edge serving', () => serving(inline), { timeoutMs: 60_000, intervalMs: 250 });
+  const before = await completed(mesh.services['llm-broker'].metricsUrl);
+  const res = await fetch(`${inline.url}/v1/chat/completions`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ model: 'upstream', messages: [{ role: 'user', content: 'Say hello in one short sentence.' }], max_tokens: 16 }),
+  });
+  expect(res.status).toBe(200);
+  const body = (await res.json()) as { choices: { message: { content: string } }[] };
+  expect(body.choices[0]!.message.content.length).toBeGreaterThan(0);
+  expect(await completed(inline.metricsUrl)).toBe(1);
+  expect(await completed(mesh.services['llm-broker'].metricsUrl)).toBe(before);
+  const stopped = await mesh.network.stop(inline.name, inline.manifest.terminationGracePeriodSeconds);
+  expect(stopped.exitCode).toBe(0);
 });
 
 test('SIGTERM ends every container with exit 0 within its grace period; open SSE streams are told to reconnect', async () => {
