@@ -7,6 +7,7 @@
 import { reasonOf } from '@agent-mesh/common';
 import {
   CacheStatus,
+  CallerRole,
   type GenerateRequest,
 } from '@agent-mesh/common/gen/llmbroker/v1/llm_broker';
 import {
@@ -94,6 +95,27 @@ describe('hits', () => {
     expect(hit.queueWaitMs).toBe(0);
     expect(await metric(a, 'llm_cache_lookups_total', 'result="hit"')).toBe(hitsBefore + 1);
     expect(await metric(a, 'llm_cache_tokens_saved_total')).toBe(savedBefore + miss.usage!.totalTokens);
+  });
+
+  it('answer_in_done: the whole text in Done, one message (no delta, no Cached), the miss and the hit alike', async () => {
+    const streamed = cachedAsk({ callerRole: CallerRole.CALLER_ROLE_DIRECT });
+    const first = await generate(a, streamed);
+    // The same question, in one message: replayed from what the streamed call stored.
+    const whole = await generate(b, { ...streamed, answerInDone: true });
+    expect(whole.messages.map((m) => m.update?.$case)).toEqual(['done']);
+    expect(doneOf(whole).cache).toBe(CacheStatus.CACHE_STATUS_HIT);
+    expect(doneOf(whole).content).toBe(textOf(first));
+    expect(textOf(first).length).toBeGreaterThan(20);
+    expect(doneOf(first).content).toBe('');
+    // A miss: the upstream's answer, stored as it was, and replayed to a streamed call word for word.
+    const fresh = cachedAsk({ callerRole: CallerRole.CALLER_ROLE_DIRECT, answerInDone: true });
+    const miss = await generate(a, fresh);
+    expect(miss.messages.map((m) => m.update?.$case)).toEqual(['done']);
+    expect(doneOf(miss).cache).toBe(CacheStatus.CACHE_STATUS_MISS);
+    const replay = await generate(b, { ...fresh, answerInDone: false });
+    expect(cachedOf(replay)?.stale).toBe(false);
+    expect(textOf(replay)).toBe(doneOf(miss).content);
+    expect(doneOf(miss).content.length).toBeGreaterThan(20);
   });
 
   it('an answer made of tool calls is replayed with its tool calls', async () => {

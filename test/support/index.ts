@@ -179,6 +179,7 @@ export function generateRequest(
     hasTemperature: false,
     cache: false,
     noStream: false,
+    answerInDone: false,
     ...over,
   };
 }

@@ -417,7 +417,7 @@ describe('edge app (fake peers)', () => {
         yield {
           update: {
             $case: 'done',
-            done: { finishReason: 'stop', usage: { promptTokens: 5, completionTokens: 1, totalTokens: 6 }, toolCalls: [], model: 'm', queueWaitMs: 0, cache: 0, cachedUsage: undefined, upstream: 'default' },
+            done: { finishReason: 'stop', usage: { promptTokens: 5, completionTokens: 1, totalTokens: 6 }, toolCalls: [], model: 'm', queueWaitMs: 0, cache: 0, cachedUsage: undefined, upstream: 'default', content: '' },
           },
         };
         // The call's end (its status) comes only when the test says so.
@@ -454,7 +454,7 @@ describe('edge app (fake peers)', () => {
         yield {
           update: {
             $case: 'done',
-            done: { finishReason: 'stop', usage: { promptTokens: 5, completionTokens: 1, totalTokens: 6 }, toolCalls: [], model: 'm', queueWaitMs: 0, cache: 0, cachedUsage: undefined, upstream: 'default' },
+            done: { finishReason: 'stop', usage: { promptTokens: 5, completionTokens: 1, totalTokens: 6 }, toolCalls: [], model: 'm', queueWaitMs: 0, cache: 0, cachedUsage: undefined, upstream: 'default', content: '' },
           },
         };
         answered.push(response?.writableEnded ?? false);

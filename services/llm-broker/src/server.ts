@@ -70,7 +70,8 @@ const CACHE_STATUS: Record<CacheOutcome, CacheStatus> = {
   stale: CacheStatus.CACHE_STATUS_STALE,
 };
 
-export function toResponse(e: GenerateEvent): GenerateResponse {
+/** A broker event as its message; `content`: the text held back for Done (answer_in_done). */
+export function toResponse(e: GenerateEvent, content = ''): GenerateResponse {
   switch (e.type) {
     case 'queued':
       return { update: { $case: 'queued', queued: { position: e.position, estimatedWaitMs: e.estimatedWaitMs, marginalWaitMs: e.marginalWaitMs } } };
@@ -91,6 +92,7 @@ export function toResponse(e: GenerateEvent): GenerateResponse {
             cache: e.cache ? CACHE_STATUS[e.cache] : CacheStatus.CACHE_STATUS_UNSPECIFIED,
             cachedUsage: e.cachedUsage,
             upstream: e.upstream,
+            content,
           },
         },
       };
@@ -119,15 +121,19 @@ export async function* generateResponses(broker: LlmBroker, logger: Logger, req:
   const role = callerRoleOf(req);
   annotate({ [ATTR.runId]: req.runId, [ATTR.agentRole]: role, [ATTR.userId]: req.userId });
   const started = Date.now();
+  // With answer_in_done, the text waits for Done (one message: one write, one read for the caller).
+  let held = '';
   try {
     for await (const e of broker.generate(gate ? { ...toInput(req), gate } : toInput(req), signal, deadline)) {
       if (e.type !== 'done') {
-        yield toResponse(e);
+        if (!req.answerInDone) yield toResponse(e);
+        else if (e.type === 'delta') held += e.content;
+        else if (e.type === 'queued') yield toResponse(e);
         continue;
       }
       const ms = Date.now() - started;
       try {
-        yield toResponse(e);
+        yield toResponse(e, held);
       } finally {
         // Logged once the caller has the answer (its line is not on the answer's path).
         logger.info({ runId: req.runId, role, upstream: e.upstream, queueWaitMs: e.queueWaitMs, ms, usage: e.usage, finish: e.finishReason, ...(e.cache ? { cache: e.cache } : {}) }, 'generate done');

@@ -1,9 +1,11 @@
 import { execFileSync } from 'node:child_process';
 import path from 'node:path';
-import { Metadata } from '@grpc/grpc-js';
+import { Metadata, type ServerWritableStream } from '@grpc/grpc-js';
+import { GenerateRequest, LlmBrokerServiceService, type GenerateResponse } from '../gen/llmbroker/v1/llm_broker';
 import { createLogger } from '../logging';
 import { MeshError, REASON_KEY, RETRY_AFTER_KEY, status } from './errors';
-import { unaryHandler } from './server';
+import { llmBrokerClient } from './peers';
+import { startGrpcServer, streamHandler, unaryHandler } from './server';
 
 const logger = createLogger('test', 'silent');
 
@@ -32,6 +34,54 @@ describe('unaryHandler errors', () => {
   it('answers INTERNAL without details for a bug', async () => {
     const e = await answerTo(new TypeError("Cannot read properties of undefined (reading 'x')"));
     expect(e).toEqual({ code: status.INTERNAL, details: 'internal error' });
+  });
+});
+
+describe('streamHandler on a real server and client', () => {
+  // What the handler saw of its call: its signal, and a promise of grpc-js' 'cancelled' (or 1 s).
+  let seen: { signal: AbortSignal; cancelled: Promise<unknown> }[] = [];
+  let stopServer: () => void;
+  let client: ReturnType<typeof llmBrokerClient>;
+
+  beforeAll(async () => {
+    const server = await startGrpcServer({
+      host: '127.0.0.1', port: 0, protoFiles: ['llmbroker/v1/llm_broker.proto'], logger,
+      services: [{
+        name: 'llmbroker.v1.LlmBrokerService',
+        definition: LlmBrokerServiceService,
+        implementation: {
+          generate: streamHandler(logger, 'Generate', async function* (req: GenerateRequest, signal: AbortSignal, call: ServerWritableStream<GenerateRequest, GenerateResponse>) {
+            seen.push({ signal, cancelled: new Promise((resolve) => { call.once('cancelled', resolve); setTimeout(resolve, 1_000); }) });
+            yield { update: { $case: 'delta', delta: { content: 'hi' } } } as GenerateResponse;
+            // A caller that goes away is stopped here; one that reads on gets the end.
+            if (req.userId === 'wait') await new Promise((resolve) => signal.addEventListener('abort', resolve));
+          }),
+        },
+      }],
+    });
+    server.serve();
+    stopServer = () => server.server.forceShutdown();
+    client = llmBrokerClient(`127.0.0.1:${server.port}`);
+  });
+  afterAll(() => { client.close(); stopServer(); });
+  beforeEach(() => { seen = []; });
+
+  it("a call that ended is not aborted afterwards (grpc-js reports it cancelled once its status is sent; an abort costs a DOMException)", async () => {
+    const call = client.generate(GenerateRequest.fromPartial({ userId: 'u' }));
+    const got: GenerateResponse[] = [];
+    for await (const m of call) got.push(m as GenerateResponse);
+    expect(got).toHaveLength(1);
+    await seen[0]!.cancelled;
+    expect(seen[0]!.signal.aborted).toBe(false);
+  });
+
+  it('a call its client cancels is aborted', async () => {
+    const call = client.generate(GenerateRequest.fromPartial({ userId: 'wait' }));
+    await new Promise((resolve) => call.once('data', resolve));
+    call.on('error', () => undefined);
+    call.cancel();
+    await seen[0]!.cancelled;
+    expect(seen[0]!.signal.aborted).toBe(true);
   });
 });
 

@@ -188,9 +188,11 @@ export function streamHandler<Req, Res>(
     const abort = new AbortController();
     const span = serverSpan(call);
     let ended = false;
-    call.on('cancelled', () => abort.abort());
-    // A close after the stream ended has nothing left to stop (and an abort costs a DOMException).
-    call.on('close', () => { if (!ended) abort.abort(); });
+    // A call that ended has nothing left to stop, and an abort costs a DOMException with its stack
+    // (grpc-js reports every call as cancelled once its status is sent: 1.7 % of the broker's CPU).
+    const stop = () => { if (!ended) abort.abort(); };
+    call.on('cancelled', stop);
+    call.on('close', stop);
     void context.with(span.context, async () => {
       try {
         for await (const msg of fn(call.request, abort.signal, call)) {
@@ -207,6 +209,7 @@ export function streamHandler<Req, Res>(
         // waiting until its deadline).
         const s = toStatus(err, logger, method);
         span.end(s.code ?? status.UNKNOWN);
+        ended = true;
         call.emit('error', s);
       } finally {
         span.end(abort.signal.aborted ? status.CANCELLED : status.OK);

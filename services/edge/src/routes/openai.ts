@@ -4,7 +4,7 @@
 import { once } from 'node:events';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { annotate, ATTR, newId } from '@agent-mesh/common';
-import { CallerRole, type ChatMessage, type GenerateRequest } from '@agent-mesh/common/gen/llmbroker/v1/llm_broker';
+import { CacheStatus, CallerRole, type ChatMessage, type GenerateRequest } from '@agent-mesh/common/gen/llmbroker/v1/llm_broker';
 import type { EdgeContext } from '../context';
 import { badRequest, fromGrpc, HttpError, isGrpcError } from '../errors';
 import type { RunEvent } from '../gateways/types';
@@ -264,6 +264,8 @@ async function* direct(ctx: EdgeContext, userId: string, body: ChatBody, message
     cache,
     // A caller that does not stream gets the whole answer: so does the upstream call.
     noStream: !body.stream,
+    // Nor does it need the text as it comes: the whole answer in one message.
+    answerInDone: !body.stream,
   };
   for await (const msg of ctx.gw.broker.generate(req, signal, gate)) {
     const u = msg.update;
@@ -275,6 +277,11 @@ async function* direct(ctx: EdgeContext, userId: string, body: ChatBody, message
       if (u.delta.content) yield { delta: u.delta.content };
     } else {
       const usage = u.done.usage;
+      // answer_in_done: the text and the cache's outcome come with Done (a broker older than it sent them before).
+      if (u.done.content) yield { delta: u.done.content };
+      if (req.answerInDone && (u.done.cache === CacheStatus.CACHE_STATUS_HIT || u.done.cache === CacheStatus.CACHE_STATUS_STALE)) {
+        yield { cached: u.done.cache === CacheStatus.CACHE_STATUS_STALE ? 'stale' : 'hit' };
+      }
       // Handed over as it arrives: the answer need not wait for the call's end (its status), which
       // the consumer reads on to without keeping the client waiting (readToEnd). Stopping at
       // `done` instead would cancel a call that already succeeded: a cancel path in the broker.

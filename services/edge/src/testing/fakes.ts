@@ -228,7 +228,7 @@ export class FakeBroker implements BrokerGateway {
     yield {
       update: {
         $case: 'done',
-        done: { finishReason: 'stop', usage: { promptTokens: 5, completionTokens: 4, totalTokens: 9 }, toolCalls: [], model: req.model || 'upstream', queueWaitMs: 0, cache: 0, cachedUsage: undefined, upstream: 'default' },
+        done: { finishReason: 'stop', usage: { promptTokens: 5, completionTokens: 4, totalTokens: 9 }, toolCalls: [], model: req.model || 'upstream', queueWaitMs: 0, cache: 0, cachedUsage: undefined, upstream: 'default', content: '' },
       },
     };
   }

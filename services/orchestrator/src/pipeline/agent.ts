@@ -86,6 +86,7 @@ export async function runAgent(env: AgentEnv, step: AgentStep): Promise<AgentOut
       cache: policy.cache,
       // Tokens reach the user as they come: the upstream call streams.
       noStream: false,
+      answerInDone: false,
     };
     let toolCalls: { id: string; name: string; argumentsJson: string }[] = [];
     let callText = '';

@@ -226,6 +226,13 @@ export interface GenerateRequest {
    * (the default): the upstream call streams. Protocols without a non-streamed mode stream anyway.
    */
   noStream: boolean;
+  /**
+   * answer_in_done asks for the answer's text in Done.content, one message for the whole answer,
+   * instead of in Delta messages (and for the cache's outcome in Done.cache only: no Cached
+   * message), for a caller that does not pass the answer on as it comes (the /v1 facade without
+   * stream). A broker older than this field ignores it and sends deltas: such a caller takes both.
+   */
+  answerInDone: boolean;
 }
 
 /** GenerateResponse is one update of a Generate call. */
@@ -320,6 +327,11 @@ export interface Done {
    * cache, the one that produced it.
    */
   upstream: string;
+  /**
+   * content is the answer's text when the request asked answer_in_done (empty otherwise: the text
+   * came in Delta messages).
+   */
+  content: string;
 }
 
 function createBaseChatMessage(): ChatMessage {
@@ -688,6 +700,7 @@ function createBaseGenerateRequest(): GenerateRequest {
     cache: false,
     tools: [],
     noStream: false,
+    answerInDone: false,
   };
 }
 
@@ -731,6 +744,9 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
     }
     if (message.noStream !== false) {
       writer.uint32(104).bool(message.noStream);
+    }
+    if (message.answerInDone !== false) {
+      writer.uint32(120).bool(message.answerInDone);
     }
     return writer;
   },
@@ -852,6 +868,14 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
             message.noStream = reader.bool();
             continue;
           }
+          case 15: {
+            if (tag !== 120) {
+              break;
+            }
+
+            message.answerInDone = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -915,6 +939,11 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
         : isSet(object.no_stream)
         ? globalThis.Boolean(object.no_stream)
         : false,
+      answerInDone: isSet(object.answerInDone)
+        ? globalThis.Boolean(object.answerInDone)
+        : isSet(object.answer_in_done)
+        ? globalThis.Boolean(object.answer_in_done)
+        : false,
     };
   },
 
@@ -959,6 +988,9 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
     if (message.noStream !== false) {
       obj.noStream = message.noStream;
     }
+    if (message.answerInDone !== false) {
+      obj.answerInDone = message.answerInDone;
+    }
     return obj;
   },
 
@@ -980,6 +1012,7 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
     message.cache = object.cache ?? false;
     message.tools = object.tools?.map((e) => Tool.fromPartial(e)) || [];
     message.noStream = object.noStream ?? false;
+    message.answerInDone = object.answerInDone ?? false;
     return message;
   },
 };
@@ -1515,6 +1548,7 @@ function createBaseDone(): Done {
     cache: 0,
     cachedUsage: undefined,
     upstream: "",
+    content: "",
   };
 }
 
@@ -1543,6 +1577,9 @@ export const Done: MessageFns<Done> = {
     }
     if (message.upstream !== "") {
       writer.uint32(66).string(message.upstream);
+    }
+    if (message.content !== "") {
+      writer.uint32(74).string(message.content);
     }
     return writer;
   },
@@ -1624,6 +1661,14 @@ export const Done: MessageFns<Done> = {
             message.upstream = reader.string();
             continue;
           }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.content = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1662,6 +1707,7 @@ export const Done: MessageFns<Done> = {
         ? Usage.fromJSON(object.cached_usage)
         : undefined,
       upstream: isSet(object.upstream) ? globalThis.String(object.upstream) : "",
+      content: isSet(object.content) ? globalThis.String(object.content) : "",
     };
   },
 
@@ -1691,6 +1737,9 @@ export const Done: MessageFns<Done> = {
     if (message.upstream !== "") {
       obj.upstream = message.upstream;
     }
+    if (message.content !== "") {
+      obj.content = message.content;
+    }
     return obj;
   },
 
@@ -1709,6 +1758,7 @@ export const Done: MessageFns<Done> = {
       ? Usage.fromPartial(object.cachedUsage)
       : undefined;
     message.upstream = object.upstream ?? "";
+    message.content = object.content ?? "";
     return message;
   },
 };
