@@ -684,6 +684,40 @@ describe('deploy/k8s manifests', () => {
     });
   });
 
+  describe('components/inline-broker (in overlays/demo-inline)', () => {
+    let objs: Obj[] | undefined;
+    const rendered = () => (objs ??= parseYaml(kustomize(path.join(K8S, 'overlays/demo-inline')).stdout, 'demo-inline'));
+    const deployment = (name: string, list: Obj[]) => list.find((o) => o.kind === 'Deployment' && nameOf(o) === name)!;
+    const demo = () => parseYaml(kustomize(path.join(K8S, 'overlays/demo')).stdout, 'demo');
+
+    test("the edge runs the broker: the setting, the provider's key from the Secret as the llm-broker takes it, a config the edge loads", () => {
+      const edge = mainContainer(deployment('edge', rendered()));
+      expect(envValue(edge, 'EDGE_INLINE_BROKER')).toBe('true');
+      const brokerKey = asObj(asObj(envEntry(mainContainer(deployment('llm-broker', rendered())), 'LLM_API_KEY')).valueFrom).secretKeyRef;
+      expect(asObj(asObj(envEntry(edge, 'LLM_API_KEY')).valueFrom).secretKeyRef).toEqual(brokerKey);
+      // What the edge's process reads at start (the Secret's values stand in): it loads, and calls the ConfigMap's upstream.
+      const data = asObj(rendered().find((o) => o.kind === 'ConfigMap' && nameOf(o) === 'agent-mesh-config')!.data);
+      const literal = Object.fromEntries(asArray(edge.env).map(asObj).filter((e) => typeof e.value === 'string').map((e) => [e.name, e.value]));
+      const cfg = edgeConfig({ ...data, ...literal, AUTH_JWT_SECRET: 'x'.repeat(48), LLM_API_KEY: 'k' } as config.Env);
+      expect(cfg.inlineBroker?.upstreams.map((u) => u.baseUrl)).toEqual([data.LLM_BASE_URL]);
+      // Without the component the provider's key stays out of the pods that face the Internet.
+      const plain = mainContainer(deployment('edge', demo()));
+      expect([envEntry(plain, 'EDGE_INLINE_BROKER'), envEntry(plain, 'LLM_API_KEY')]).toEqual([undefined, undefined]);
+    });
+
+    test('the edge gets room for the broker: a higher memory limit, the heap 50–80 % of it; nothing else changes', () => {
+      const limit = (d: Obj) => bytes(asObj(asObj(mainContainer(d).resources).limits).memory);
+      const edge = deployment('edge', rendered());
+      expect(limit(edge) - limit(deployment('edge', demo()))).toBeGreaterThanOrEqual(100 * 2 ** 20);
+      const heap = Number(/--max-old-space-size=(\d+)/.exec(String(envValue(mainContainer(edge), 'NODE_OPTIONS')))![1]) * 2 ** 20;
+      expect(heap / limit(edge)).toBeGreaterThanOrEqual(0.5);
+      expect(heap / limit(edge)).toBeLessThanOrEqual(0.8);
+      // Every other Deployment as in the demo (namespaces aside).
+      const strip = (list: Obj[]) => list.filter((o) => o.kind === 'Deployment' && nameOf(o) !== 'edge').map((o) => ({ ...o, metadata: { ...asObj(o.metadata), namespace: '' } }));
+      expect(strip(rendered())).toEqual(strip(demo()));
+    });
+  });
+
   describe('overlays/production', () => {
     const patches = docs.filter((d) => d.file.startsWith('overlays/production/') && isPatch(d));
 

@@ -126,6 +126,10 @@ describe.each(fs.readdirSync(path.join(K8S, 'overlays')).sort())('NetworkPolicie
   const hasInfraPods = objects.some((o) => o.kind === 'Deployment' && o.metadata.name === 'redis');
   // Redis/MongoDB/OTLP: the dev pods when the overlay has them, otherwise a managed instance.
   const infra = (app: string): Endpoint => (hasInfraPods ? podOf(app) : PRIVATE);
+  // An edge that runs the broker itself (components/inline-broker) calls the upstream too.
+  const edgeEnv = (objects.find((o) => o.kind === 'Deployment' && o.metadata.name === 'edge')!.spec.template.spec.containers[0].env ?? []) as Obj[];
+  const inlineBroker = edgeEnv.some((e) => e.name === 'EDGE_INLINE_BROKER' && e.value === 'true');
+  const callsUpstream = (s: Service) => usesUpstream(s) || (s === 'edge' && inlineBroker);
 
   test('a default deny covers every pod in both directions', () => {
     const deny = policies.find((p) => Object.keys(p.spec.podSelector ?? {}).length === 0 && !p.spec.ingress && !p.spec.egress);
@@ -175,7 +179,7 @@ describe.each(fs.readdirSync(path.join(K8S, 'overlays')).sort())('NetworkPolicie
       expect({ s, otlp: allowed(policies, pod, infra('jaeger'), 4318) }).toEqual({ s, otlp: true });
       expect({ s, redis: allowed(policies, pod, infra('redis'), 6379) }).toEqual({ s, redis: usesRedis(s) });
       expect({ s, mongodb: allowed(policies, pod, infra('mongodb'), 27017) }).toEqual({ s, mongodb: usesMongo(s) });
-      expect({ s, upstream: allowed(policies, pod, PUBLIC, 443) }).toEqual({ s, upstream: usesUpstream(s) });
+      expect({ s, upstream: allowed(policies, pod, PUBLIC, 443) }).toEqual({ s, upstream: callsUpstream(s) });
       // The upstream rule opens public addresses only, never the cluster's own.
       expect({ s, private443: allowed(policies, pod, PRIVATE, 443) }).toEqual({ s, private443: false });
     }
@@ -208,7 +212,7 @@ describe.each(fs.readdirSync(path.join(K8S, 'overlays')).sort())('NetworkPolicie
     const port = svc.spec.ports.find((p: Obj) => p.port === Number(url.port));
     const target = podOf(url.hostname);
     const targetPort = typeof port.targetPort === 'string' ? Number(target.ports.find((p) => p.name === port.targetPort)!.containerPort) : Number(port.targetPort ?? port.port);
-    for (const s of SERVICES) expect({ s, upstream: allowed(policies, podOf(s), target, targetPort) }).toEqual({ s, upstream: usesUpstream(s) });
+    for (const s of SERVICES) expect({ s, upstream: allowed(policies, podOf(s), target, targetPort) }).toEqual({ s, upstream: callsUpstream(s) });
     expect(allowed(policies, INTRUDER, target, targetPort)).toBe(false);
     expect(SERVICES.filter(usesMongo)).toEqual(['store']);
   });
