@@ -30,7 +30,8 @@
 // is reported as such, never with a made-up figure.
 // Prints a human summary and, as its LAST line, one JSON object of the figures.
 //
-// Options (env): BENCH_LATENCY_REQUESTS (400: the p99 of 150 calls was one or two calls), BENCH_CONCURRENCY (32), BENCH_SECONDS (8),
+// Options (env): BENCH_LATENCY_REQUESTS (1000: the p99 of 150 calls was one or two calls; of 400, the 4th slowest, whose ratio
+// to a peer's moved ×0.69–×1.89 between runs of one build; each p99 ratio comes with a bootstrap interval), BENCH_CONCURRENCY (32), BENCH_SECONDS (8),
 // BENCH_ROUNDS (3: one round's figure moved by ±15 % between runs on a 2-CPU machine), BENCH_WARMUP_SECONDS (15: each
 // target's warm-up at saturation per mode, before its figures; 0: none. After 5 s the inline edge's
 // rps still rose over the three rounds, 1,226 / 1,284 / 1,338, while Portkey's held flat),
@@ -45,7 +46,7 @@ import os from 'node:os';
 import path from 'node:path';
 import Redis from 'ioredis';
 import { Agent, request } from 'undici';
-import { percentile, treeCpuSeconds } from './stats';
+import { bootstrapInterval, percentile, treeCpuSeconds } from './stats';
 import { emulatorStats, mintToken, startEmulator, startFerret, startJaeger, startMesh, startRedis, testDir, type Mesh, type Proc } from '../support';
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const stack = require('../../deploy/local/stack.js') as {
@@ -54,7 +55,7 @@ const stack = require('../../deploy/local/stack.js') as {
   waitFor(what: string, check: () => Promise<boolean>, o: { timeoutMs?: number; intervalMs?: number; proc?: Proc['proc'] }): Promise<void>;
 };
 
-const LATENCY_REQUESTS = Number(process.env.BENCH_LATENCY_REQUESTS ?? 400);
+const LATENCY_REQUESTS = Number(process.env.BENCH_LATENCY_REQUESTS ?? 1000);
 const LATENCY_WARMUP_CALLS = 15;
 const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 32);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 8);
@@ -184,7 +185,7 @@ async function complete(t: Target, mode: Mode, i: number, caller = 0): Promise<{
   return { ms: performance.now() - started, ttftMs };
 }
 
-async function latencyPhase(targets: Target[], mode: Mode): Promise<Map<string, LatencyFigures>> {
+async function latencyPhase(targets: Target[], mode: Mode): Promise<Map<string, LatencyFigures & { samples: number[] }>> {
   const samples = new Map(targets.map((t) => [t.name, { ms: [] as number[], ttft: [] as number[], errors: 0, lastError: '' }]));
   for (let i = 0; i < LATENCY_WARMUP_CALLS + LATENCY_REQUESTS; i += 1) {
     for (const t of targets) {
@@ -200,7 +201,7 @@ async function latencyPhase(targets: Target[], mode: Mode): Promise<Map<string, 
       }
     }
   }
-  const out = new Map<string, LatencyFigures>();
+  const out = new Map<string, LatencyFigures & { samples: number[] }>();
   for (const [name, s] of samples) {
     if (s.errors > 0) console.log(`  ${name} ${mode}: ${s.errors} errors (last: ${s.lastError})`);
     out.set(name, {
@@ -209,6 +210,7 @@ async function latencyPhase(targets: Target[], mode: Mode): Promise<Map<string, 
       p50: r2(percentile(s.ms, 50)),
       p99: r2(percentile(s.ms, 99)),
       ...(mode === 'stream' ? { ttftP50: r2(percentile(s.ttft, 50)), ttftP99: r2(percentile(s.ttft, 99)) } : {}),
+      samples: s.ms,
     });
   }
   return out;
@@ -578,6 +580,8 @@ async function main(): Promise<void> {
     const latency: Record<string, Record<string, LatencyFigures>> = {};
     const saturation: Record<string, Record<string, SaturationFigures>> = {};
     const underLoad: Record<string, Record<string, LoadFigures>> = {};
+    // Each target's sequential latencies per mode (for the intervals of the p99 ratios; not in the JSON).
+    const latencySamples: Record<string, Record<string, number[]>> = {};
     // How each target called the emulator in each row (its saturation phase, alone on the emulator).
     const upstreamRequests: Record<string, Record<string, { stream: number; whole: number }>> = {};
     const warmup: Record<string, Record<string, number>> = {};
@@ -592,7 +596,10 @@ async function main(): Promise<void> {
       }
       console.log(`latency (${mode}): ${LATENCY_REQUESTS} sequential requests per target, interleaved …`);
       const l = await latencyPhase(targets, mode);
-      for (const [name, f] of l) (latency[name] ??= {})[mode] = f;
+      for (const [name, { samples, ...f }] of l) {
+        (latency[name] ??= {})[mode] = f;
+        (latencySamples[name] ??= {})[mode] = samples;
+      }
       if (LOAD_RPS > 0) {
         console.log(`latency under load (${mode}): ${LOAD_RPS} requests/s offered open-loop for ${LOAD_SECONDS} s per target, ${ROUNDS} rounds …`);
         for (const [name, f] of await openLoopPhase(targets, mode)) (underLoad[name] ??= {})[mode] = f;
@@ -646,7 +653,7 @@ async function main(): Promise<void> {
     // their median: the host's speed drifts between rounds (every target's rounds move together),
     // and a ratio within a round cancels most of that drift.
     const ratios: Record<string, Record<string, Record<string, {
-      addedP50: number; addedP99: number; rps: number; rpsPaired: number; rpsByRound: number[]; underLoadAddedP50?: number; underLoadAddedP99?: number;
+      addedP50: number; addedP99: number; addedP99Interval?: [number, number]; rps: number; rpsPaired: number; rpsByRound: number[]; underLoadAddedP50?: number; underLoadAddedP99?: number;
     }>>> = {};
     for (const own of ['mesh', 'mesh-inline']) {
       for (const peer of ['portkey', 'litellm']) {
@@ -662,8 +669,14 @@ async function main(): Promise<void> {
           const byRound = ms.rounds.map((r, i) => ratio(r.rps, ps.rounds[i]?.rps ?? 0));
           const ml = addedUnderLoad[own]?.[mode];
           const pl = addedUnderLoad[peer]?.[mode];
+          // How much the p99 ratio could move between runs: the sequential samples drawn again (90 % interval).
+          const groups = [own, peer, 'direct'].map((n) => latencySamples[n]?.[mode] ?? []);
+          const addedP99Interval = groups.every((g) => g.length > 0)
+            ? bootstrapInterval(groups, ([o, q, d]) => (percentile(o!, 99) - percentile(d!, 99)) / (percentile(q!, 99) - percentile(d!, 99))).map(r2) as [number, number]
+            : undefined;
           ((ratios[own] ??= {})[peer] ??= {})[mode] = {
-            addedP50: ratio(m.p50, p.p50), addedP99: ratio(m.p99, p.p99), rps: ratio(ms.rps, ps.rps), rpsPaired: r2(percentile(byRound, 50)), rpsByRound: byRound,
+            addedP50: ratio(m.p50, p.p50), addedP99: ratio(m.p99, p.p99), ...(addedP99Interval ? { addedP99Interval } : {}),
+            rps: ratio(ms.rps, ps.rps), rpsPaired: r2(percentile(byRound, 50)), rpsByRound: byRound,
             ...(ml && pl ? { underLoadAddedP50: ratio(ml.p50, pl.p50), underLoadAddedP99: ratio(ml.p99, pl.p99) } : {}),
           };
         }
@@ -710,7 +723,7 @@ async function main(): Promise<void> {
       for (const [peer, byMode] of Object.entries(byPeer)) {
         for (const [mode, r] of Object.entries(byMode)) {
           console.log(
-            `${own} vs ${peer} (${mode}): added p50 ×${r.addedP50}, added p99 ×${r.addedP99} (< 1 = less overhead), rps ×${r.rps} (> 1 = more throughput); ` +
+            `${own} vs ${peer} (${mode}): added p50 ×${r.addedP50}, added p99 ×${r.addedP99}${r.addedP99Interval ? ` (90 % bootstrap interval ×${r.addedP99Interval.join('–')})` : ''} (< 1 = less overhead), rps ×${r.rps} (> 1 = more throughput); ` +
               `rps round by round ×${r.rpsByRound.join(' / ')} (median ×${r.rpsPaired})` +
               (r.underLoadAddedP50 !== undefined ? `; under load added p50 ×${r.underLoadAddedP50}, p99 ×${r.underLoadAddedP99}` : ''),
           );

@@ -1,4 +1,4 @@
-import { censoredPercentile, linearFit, maxMinFairness, maxMinShares, percentile, steadyGoodput, treeCpuSeconds } from './stats';
+import { bootstrapInterval, censoredPercentile, linearFit, maxMinFairness, maxMinShares, percentile, seededRandom, steadyGoodput, treeCpuSeconds } from './stats';
 
 describe('max-min fair shares', () => {
   it('meets small demands in full and splits the rest equally', () => {
@@ -77,5 +77,42 @@ describe('steadyGoodput', () => {
     expect(g.binding).toBe('demand');
     expect(g.pct).toBeCloseTo(75); // 3 of the 4 that arrived in the window completed (the one at 115 s after it: still counted)
     expect(steadyGoodput({ arrivals: [], fromS: 120, toS: 60, samples, rpm: 500, maxConcurrent: 10, callsPerRun: 5, offeredPerMinute: 4 })).toBeUndefined();
+  });
+});
+
+describe('bootstrap intervals', () => {
+  const uniform = (n: number, seed: number) => { const r = seededRandom(seed); return Array.from({ length: n }, () => r()); };
+
+  test('a seeded generator: uniform on [0, 1), the same draws for the same seed, others for another', () => {
+    const xs = uniform(10_000, 7);
+    expect(Math.min(...xs)).toBeGreaterThanOrEqual(0);
+    expect(Math.max(...xs)).toBeLessThan(1);
+    expect(xs.reduce((a, b) => a + b, 0) / xs.length).toBeCloseTo(0.5, 1);
+    expect(xs.filter((x) => x < 0.1).length / xs.length).toBeCloseTo(0.1, 1);
+    expect(uniform(5, 7)).toEqual(xs.slice(0, 5));
+    expect(uniform(5, 8)).not.toEqual(xs.slice(0, 5));
+  });
+
+  test("constant samples: no spread; a p99 of 400 draws is wide, of 4,000 narrower, both around the distribution's", () => {
+    expect(bootstrapInterval([[3, 3, 3, 3]], ([g]) => percentile(g!, 99))).toEqual([3, 3]);
+    const of = (n: number) => bootstrapInterval([uniform(n, 3)], ([g]) => percentile(g!, 99), { n: 200 });
+    const [lo400, hi400] = of(400);
+    const [lo4k, hi4k] = of(4_000);
+    for (const [lo, hi] of [[lo400, hi400], [lo4k, hi4k]]) {
+      expect(lo).toBeLessThan(0.99);
+      expect(hi).toBeGreaterThan(0.985);
+    }
+    expect(hi4k - lo4k).toBeLessThan(hi400 - lo400);
+  });
+
+  test('several groups are drawn from each on its own (a ratio of two medians), the same seed giving the same interval', () => {
+    const a = uniform(500, 11).map((x) => 2 + x); // median ~2.5
+    const b = uniform(500, 12).map((x) => 4 + x); // median ~4.5
+    const ratio = ([x, y]: number[][]) => percentile(x!, 50) / percentile(y!, 50);
+    const [lo, hi] = bootstrapInterval([a, b], ratio, { n: 300 });
+    expect(lo).toBeLessThan(2.5 / 4.5);
+    expect(hi).toBeGreaterThan(2.5 / 4.5);
+    expect(hi - lo).toBeLessThan(0.05);
+    expect(bootstrapInterval([a, b], ratio, { n: 300 })).toEqual([lo, hi]);
   });
 });
