@@ -50,7 +50,8 @@ export const SERVER_OPTIONS: ChannelOptions = {
   'grpc.keepalive_time_ms': 60_000,
   'grpc.keepalive_timeout_ms': 10_000,
   // Behind a plain Kubernetes Service, gRPC balances per connection: recycle connections every
-  // 5 minutes so new replicas get traffic. Open streams (WatchRun, Generate) get 30 minutes to end.
+  // 5 minutes so new replicas get traffic. Open streams (WatchRun, Generate) get 30 minutes to end
+  // (and keep them: keepalive.ts stops pings from dropping a connection told to go away).
   'grpc.max_connection_age_ms': 300_000,
   'grpc.max_connection_age_grace_ms': 1_800_000,
 };

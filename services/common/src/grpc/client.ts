@@ -13,6 +13,7 @@ import {
   type ServiceError,
 } from '@grpc/grpc-js';
 import { CLIENT_CHANNEL_OPTIONS, DEFAULT_UNARY_DEADLINE_MS, grpcTarget } from './channel';
+import { keepDrainingConnectionsAlive } from './keepalive';
 import { channelCredentials } from './tls';
 import { tracingInterceptor } from '../telemetry/grpc';
 
@@ -30,6 +31,7 @@ type ClientCtor<C> = new (address: string, creds: ReturnType<typeof credentials.
  * going idle later).
  */
 export function createClient<C extends Client>(Ctor: ClientCtor<C>, address: string): C {
+  keepDrainingConnectionsAlive();
   const client = new Ctor(grpcTarget(address), channelCredentials(), { ...CLIENT_CHANNEL_OPTIONS, interceptors: [tracingInterceptor] });
   client.getChannel().getConnectivityState(true);
   return client;

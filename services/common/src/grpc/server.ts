@@ -22,6 +22,7 @@ import { loadSync } from '@grpc/proto-loader';
 import { processVars, read } from '../config';
 import type { Logger } from '../logging';
 import { SERVER_OPTIONS } from './channel';
+import { keepDrainingConnectionsAlive } from './keepalive';
 import { MeshError, redisUnavailable } from './errors';
 import { HEALTH_PROTO_PATH } from './health-proto';
 import { isRedisConnectionError } from '../redis';
@@ -70,6 +71,7 @@ export async function startGrpcServer(opts: {
   protoFiles: string[];
   logger: Logger;
 }): Promise<MeshServer> {
+  keepDrainingConnectionsAlive();
   const server = new Server(SERVER_OPTIONS);
   const statusMap: Record<string, 'SERVING' | 'NOT_SERVING'> = { '': 'NOT_SERVING' };
   for (const s of opts.services) {

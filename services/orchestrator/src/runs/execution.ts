@@ -184,7 +184,7 @@ export async function executeRun(d: ExecutionDeps, x: Execution): Promise<RunOut
           await emitter.emit('run.cancelled', { reason: 'user_cancelled', partial: ending.partial });
           break;
         case 'degraded':
-          logger.warn({ runId: meta.runId, reason: ending.reason }, 'run degraded: broker refused');
+          logger.warn({ runId: meta.runId, reason: ending.reason, detail: ending.message }, 'run degraded: broker refused');
           if (ending.shed) metrics.runsShed.inc({ at: 'queue' });
           writer.message(message('reporter', ending.round, ending.message, outputStatus!));
           writer.run(run(runStatus!, { error: ending.reason }));
