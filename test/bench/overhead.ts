@@ -247,7 +247,7 @@ async function openLoopPass(t: Target, mode: Mode): Promise<{ ms: number[]; erro
   return { ms: [...ms], errors, unfinished: n - ms.length - errors, lastError };
 }
 
-async function openLoopPhase(targets: Target[], mode: Mode): Promise<Map<string, LoadFigures>> {
+async function openLoopPhase(targets: Target[], mode: Mode): Promise<Map<string, LoadFigures & { samples: number[] }>> {
   const pooled = new Map(targets.map((t) => [t.name, { ms: [] as number[], errors: 0, unfinished: 0, lastError: '' }]));
   for (let round = 0; round < ROUNDS; round += 1) {
     for (let k = 0; k < targets.length; k += 1) {
@@ -260,15 +260,25 @@ async function openLoopPhase(targets: Target[], mode: Mode): Promise<Map<string,
       if (r.lastError) p.lastError = r.lastError;
     }
   }
-  const out = new Map<string, LoadFigures>();
+  const out = new Map<string, LoadFigures & { samples: number[] }>();
   for (const [name, p] of pooled) {
     if (p.errors > 0) console.log(`  ${name} ${mode} under load: ${p.errors} errors (last: ${p.lastError})`);
     out.set(name, {
       rps: LOAD_RPS, seconds: LOAD_SECONDS, rounds: ROUNDS, offered: Math.round(LOAD_RPS * LOAD_SECONDS) * ROUNDS,
       completed: p.ms.length, errors: p.errors, unfinished: p.unfinished, p50: r2(percentile(p.ms, 50)), p99: r2(percentile(p.ms, 99)),
+      samples: p.ms,
     });
   }
   return out;
+}
+
+/**
+ * The 90 % bootstrap interval of the ratio of two targets' added p99 (over the direct baseline), from
+ * each one's latencies [own, peer, direct]; undefined when one of them has none.
+ */
+function p99RatioInterval(groups: number[][]): [number, number] | undefined {
+  if (!groups.every((g) => g.length > 0)) return undefined;
+  return bootstrapInterval(groups, ([o, q, d]) => (percentile(o!, 99) - percentile(d!, 99)) / (percentile(q!, 99) - percentile(d!, 99))).map(r2) as [number, number];
 }
 
 /** CPU seconds so far of a target's processes, of those beside it, of the emulator, and of this process. */
@@ -580,8 +590,9 @@ async function main(): Promise<void> {
     const latency: Record<string, Record<string, LatencyFigures>> = {};
     const saturation: Record<string, Record<string, SaturationFigures>> = {};
     const underLoad: Record<string, Record<string, LoadFigures>> = {};
-    // Each target's sequential latencies per mode (for the intervals of the p99 ratios; not in the JSON).
+    // Each target's sequential and under-load latencies per mode (for the intervals of the p99 ratios; not in the JSON).
     const latencySamples: Record<string, Record<string, number[]>> = {};
+    const underLoadSamples: Record<string, Record<string, number[]>> = {};
     // How each target called the emulator in each row (its saturation phase, alone on the emulator).
     const upstreamRequests: Record<string, Record<string, { stream: number; whole: number }>> = {};
     const warmup: Record<string, Record<string, number>> = {};
@@ -602,7 +613,10 @@ async function main(): Promise<void> {
       }
       if (LOAD_RPS > 0) {
         console.log(`latency under load (${mode}): ${LOAD_RPS} requests/s offered open-loop for ${LOAD_SECONDS} s per target, ${ROUNDS} rounds …`);
-        for (const [name, f] of await openLoopPhase(targets, mode)) (underLoad[name] ??= {})[mode] = f;
+        for (const [name, { samples, ...f }] of await openLoopPhase(targets, mode)) {
+          (underLoad[name] ??= {})[mode] = f;
+          (underLoadSamples[name] ??= {})[mode] = samples;
+        }
       }
       const rounds = new Map<string, RoundFigures[]>(targets.map((t) => [t.name, []]));
       for (let round = 0; round < ROUNDS; round += 1) {
@@ -653,7 +667,8 @@ async function main(): Promise<void> {
     // their median: the host's speed drifts between rounds (every target's rounds move together),
     // and a ratio within a round cancels most of that drift.
     const ratios: Record<string, Record<string, Record<string, {
-      addedP50: number; addedP99: number; addedP99Interval?: [number, number]; rps: number; rpsPaired: number; rpsByRound: number[]; underLoadAddedP50?: number; underLoadAddedP99?: number;
+      addedP50: number; addedP99: number; addedP99Interval?: [number, number]; rps: number; rpsPaired: number; rpsByRound: number[];
+      underLoadAddedP50?: number; underLoadAddedP99?: number; underLoadAddedP99Interval?: [number, number];
     }>>> = {};
     for (const own of ['mesh', 'mesh-inline']) {
       for (const peer of ['portkey', 'litellm']) {
@@ -669,15 +684,13 @@ async function main(): Promise<void> {
           const byRound = ms.rounds.map((r, i) => ratio(r.rps, ps.rounds[i]?.rps ?? 0));
           const ml = addedUnderLoad[own]?.[mode];
           const pl = addedUnderLoad[peer]?.[mode];
-          // How much the p99 ratio could move between runs: the sequential samples drawn again (90 % interval).
-          const groups = [own, peer, 'direct'].map((n) => latencySamples[n]?.[mode] ?? []);
-          const addedP99Interval = groups.every((g) => g.length > 0)
-            ? bootstrapInterval(groups, ([o, q, d]) => (percentile(o!, 99) - percentile(d!, 99)) / (percentile(q!, 99) - percentile(d!, 99))).map(r2) as [number, number]
-            : undefined;
+          // How much each p99 ratio could move between runs: the samples drawn again (90 % interval).
+          const addedP99Interval = p99RatioInterval([own, peer, 'direct'].map((n) => latencySamples[n]?.[mode] ?? []));
+          const underLoadAddedP99Interval = p99RatioInterval([own, peer, 'direct'].map((n) => underLoadSamples[n]?.[mode] ?? []));
           ((ratios[own] ??= {})[peer] ??= {})[mode] = {
             addedP50: ratio(m.p50, p.p50), addedP99: ratio(m.p99, p.p99), ...(addedP99Interval ? { addedP99Interval } : {}),
             rps: ratio(ms.rps, ps.rps), rpsPaired: r2(percentile(byRound, 50)), rpsByRound: byRound,
-            ...(ml && pl ? { underLoadAddedP50: ratio(ml.p50, pl.p50), underLoadAddedP99: ratio(ml.p99, pl.p99) } : {}),
+            ...(ml && pl ? { underLoadAddedP50: ratio(ml.p50, pl.p50), underLoadAddedP99: ratio(ml.p99, pl.p99), ...(underLoadAddedP99Interval ? { underLoadAddedP99Interval } : {}) } : {}),
           };
         }
       }
@@ -725,7 +738,9 @@ async function main(): Promise<void> {
           console.log(
             `${own} vs ${peer} (${mode}): added p50 ×${r.addedP50}, added p99 ×${r.addedP99}${r.addedP99Interval ? ` (90 % bootstrap interval ×${r.addedP99Interval.join('–')})` : ''} (< 1 = less overhead), rps ×${r.rps} (> 1 = more throughput); ` +
               `rps round by round ×${r.rpsByRound.join(' / ')} (median ×${r.rpsPaired})` +
-              (r.underLoadAddedP50 !== undefined ? `; under load added p50 ×${r.underLoadAddedP50}, p99 ×${r.underLoadAddedP99}` : ''),
+              (r.underLoadAddedP50 !== undefined
+                ? `; under load added p50 ×${r.underLoadAddedP50}, p99 ×${r.underLoadAddedP99}${r.underLoadAddedP99Interval ? ` (interval ×${r.underLoadAddedP99Interval.join('–')})` : ''}`
+                : ''),
           );
         }
       }
