@@ -4,10 +4,12 @@
 // Three processes besides this driver, so the edge is measured alone:
 //   - a fake orchestrator (gRPC WatchRun and WatchRuns) that emits `token` events for every open run at a total
 //     rate of TOKENS_PER_S, each carrying its emission time;
-//   - the edge under test (real build, real Redis for its limiter), heartbeats on;
+//   - the edge under test (real build, real Redis for its limiter), heartbeats on, as it ships:
+//     OpenTelemetry `--require`d and every span exported to a Jaeger started here, LOG_LEVEL=info;
 //   - a client process holding the streams on raw sockets, measuring each event's delay.
 // Options (env): STREAMS (20000), TOKENS_PER_S (2000), HEARTBEAT_MS (15000), STEADY_S (30),
-// RAMP_PER_S (2500), EDGE_NODE_FLAGS (none), HEAP_SNAPSHOT (0; 1 writes one at full load).
+// RAMP_PER_S (2500), EDGE_NODE_FLAGS (none), HEAP_SNAPSHOT (0; 1 writes one at full load),
+// BENCH_TRACING (1; 0: the edge without OpenTelemetry), BENCH_LOG_LEVEL (the edge's LOG_LEVEL, info).
 // Loopback only; bounded to ~3 minutes. Last line: one JSON object.
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
@@ -239,8 +241,12 @@ async function driver(): Promise<void> {
   const self = path.join(__dirname, 'sse.ts');
   const procs: ChildProcess[] = [];
   let redis: { stop(): Promise<unknown>; url: string } | undefined;
+  let jaeger: { stop(): Promise<unknown>; otlpEndpoint: string } | undefined;
+  const tracing = process.env['BENCH_TRACING'] !== '0';
+  const logLevel = process.env['BENCH_LOG_LEVEL'] ?? 'info';
   try {
     redis = await stack.startRedis({ logDir: dir });
+    if (tracing) jaeger = await stack.startJaeger({ logDir: dir });
     const orch = spawnWithIpc([tsx, self, '--role=orchestrator'], { TOKENS_PER_S: String(tokensPerS) }, path.join(dir, 'orchestrator.log'));
     procs.push(orch);
     const { port: orchPort } = await message<{ port: number }>(orch);
@@ -251,7 +257,11 @@ async function driver(): Promise<void> {
     // headline figure is with none: production runs the edge with Node's defaults.
     const edgeNodeFlags = (process.env['EDGE_NODE_FLAGS'] ?? '').split(/\s+/).filter(Boolean);
     const edge = spawnWithIpc(
-      [process.execPath, ...edgeNodeFlags, ...(snapshot ? ['--heapsnapshot-signal=SIGUSR2'] : []), path.join(ROOT, 'services/edge/dist/main.js')],
+      [
+        process.execPath, ...edgeNodeFlags, ...(snapshot ? ['--heapsnapshot-signal=SIGUSR2'] : []),
+        ...(jaeger ? ['--require', path.join(ROOT, 'services/common/dist/telemetry/register.js')] : []),
+        path.join(ROOT, 'services/edge/dist/main.js'),
+      ],
       {
         EDGE_PORT: String(edgePort),
         EDGE_HOST: '127.0.0.1',
@@ -266,8 +276,8 @@ async function driver(): Promise<void> {
         SSE_HEARTBEAT_MS: String(heartbeatMs),
         SSE_HEARTBEAT_ADAPTIVE: 'false',
         RATE_LIMIT_PER_MINUTE: '0',
-        LOG_LEVEL: 'warn',
-        OTEL_SDK_DISABLED: 'true',
+        LOG_LEVEL: logLevel,
+        ...(jaeger ? { OTEL_SERVICE_NAME: 'edge', OTEL_EXPORTER_OTLP_ENDPOINT: jaeger.otlpEndpoint } : { OTEL_SDK_DISABLED: 'true' }),
       },
       path.join(dir, 'edge.log'),
       dir,
@@ -339,6 +349,7 @@ async function driver(): Promise<void> {
       clientOpen: rep.open,
       rampSeconds: Math.round(rampS * 10) / 10,
       edgeNodeFlags: edgeNodeFlags.join(' '),
+      edge: { tracing, logLevel, node: process.version },
       tokensPerSecond: tokensPerS,
       heartbeatMs,
       steadySeconds: steadyS,
@@ -369,6 +380,7 @@ async function driver(): Promise<void> {
         `events: ${rep.events} token events in ${steadyS} s (${summary.eventsPerSecond}/s of ${tokensPerS}/s sent), heartbeats every ${heartbeatMs} ms: ${rep.beats} received`,
         `delay orchestrator → client: p50 ${rep.p50} ms, p99 ${rep.p99} ms, max ${rep.max} ms`,
         `errors: ${rep.errors} ${JSON.stringify(rep.errorKinds)}`,
+        `the edge as it ships: tracing ${tracing ? 'on (every span exported to Jaeger)' : 'OFF'}, LOG_LEVEL=${logLevel}, Node.js ${process.version}${edgeNodeFlags.length ? `, flags ${edgeNodeFlags.join(' ')}` : ''}`,
       ].join('\n'),
     );
     if (snapshot) {
@@ -390,6 +402,7 @@ async function driver(): Promise<void> {
   } finally {
     for (const p of procs.reverse()) if (p.exitCode === null) p.kill('SIGKILL');
     await redis?.stop();
+    await jaeger?.stop();
   }
 }
 
