@@ -564,6 +564,8 @@ describe('deploy/k8s manifests', () => {
     test('the V8 heap (NODE_OPTIONS: the old generation and the young one) is sized from the memory limit: 50–80 % of it', () => {
       for (const s of APP_SERVICES) {
         const c = mainContainer(one('Deployment', s));
+        // Both generations set, so that the limit does not depend on the memory Node.js sees.
+        expect({ s, options: String(envValue(c, 'NODE_OPTIONS')) }).toEqual({ s, options: expect.stringMatching(/--max-old-space-size=\d+ --max-semi-space-size=\d+/) });
         const ratio = v8HeapLimit(envValue(c, 'NODE_OPTIONS')) / bytes(asObj(asObj(c.resources).limits).memory);
         expect({ s, ratio: ratio >= 0.5 && ratio <= 0.8 }).toEqual({ s, ratio: true });
       }
@@ -765,8 +767,9 @@ describe('deploy/k8s manifests', () => {
 /**
  * All the heap V8 may take with these NODE_OPTIONS, in bytes, as this Node.js reports it
  * (`heap_size_limit`: the old generation and the young one, three semi-spaces). Node.js 24 sizes an
- * uncapped young generation from the machine: with `--max-old-space-size=576` alone it reports 768 MB
- * on a large node, 576 + 48 with `--max-semi-space-size=16`.
+ * unset young generation from the memory it sees: with `--max-old-space-size=576` alone it reports
+ * 768 MB on a machine of 24 GiB without a limit, 624 in a 768 MiB memory cgroup; 576 + 48 with
+ * `--max-semi-space-size=16` anywhere.
  */
 function v8HeapLimit(nodeOptions: unknown): number {
   const flags = String(nodeOptions ?? '').split(/\s+/).filter(Boolean);
