@@ -254,7 +254,8 @@ async function driver(): Promise<void> {
     const edgePort: number = await stack.freePort();
     const snapshot = process.env['HEAP_SNAPSHOT'] === '1';
     // EDGE_NODE_FLAGS (e.g. `--max-semi-space-size=2`): to measure a flag's effect separately. The
-    // headline figure is with none: production runs the edge with Node's defaults.
+    // headline figure is with none, as the image runs (the Kubernetes Deployment adds
+    // --max-semi-space-size=16 and --max-old-space-size; docs/benchmarks.md gives both figures).
     const edgeNodeFlags = (process.env['EDGE_NODE_FLAGS'] ?? '').split(/\s+/).filter(Boolean);
     const edge = spawnWithIpc(
       [
