@@ -473,6 +473,56 @@ describe('edge app (fake peers)', () => {
     });
   });
 
+  describe('the OpenAI facade\'s parameters', () => {
+    beforeAll(() => setup());
+    afterAll(() => teardown());
+    const ask = (extra: Record<string, unknown>) => fetch(`${base}/v1/chat/completions`, {
+      method: 'POST', headers: json(alice), body: JSON.stringify({ model: 'upstream', messages: [{ role: 'user', content: 'hi' }], ...extra }),
+    });
+    const refusal = async (res: Response) => {
+      expect(res.status).toBe(400);
+      const { error } = (await res.json()) as { error: { message: string; type: string } };
+      expect(error.type).toBe('invalid_request_error');
+      return error.message;
+    };
+
+    test('the other OpenAI parameters, at the value that changes nothing, are accepted', async () => {
+      const res = await ask({
+        n: 1, top_p: 1, presence_penalty: 0, frequency_penalty: 0, logprobs: false, stop: null, seed: null, tool_choice: 'auto',
+        parallel_tool_calls: true, response_format: { type: 'text' }, store: false, service_tier: 'auto',
+      });
+      expect(res.status).toBe(200);
+      expect(await res.json()).toMatchObject({ object: 'chat.completion', choices: [{ index: 0 }] });
+    });
+
+    test('at any other value they are refused, each saying what it may be, not ignored', async () => {
+      expect(await refusal(await ask({ n: 2 }))).toBe('body/n must be 1 or null');
+      expect(await refusal(await ask({ top_p: 0.5 }))).toBe('body/top_p must be 1 or null');
+      expect(await refusal(await ask({ stop: ['\n'] }))).toBe('body/stop must be null');
+      expect(await refusal(await ask({ seed: 7 }))).toBe('body/seed must be null');
+      expect(await refusal(await ask({ response_format: { type: 'json_object' } }))).toBe('body/response_format/type must be "text"');
+      expect(await refusal(await ask({ tool_choice: 'required' }))).toBe('body/tool_choice must be "auto" or null');
+    });
+
+    test('a parameter OpenAI\'s API does not have is refused by name', async () => {
+      expect(await refusal(await ask({ temprature: 0 }))).toBe('body has a parameter this API does not take: "temprature" (refused rather than ignored)');
+    });
+
+    test('a message part that is not text is refused, not dropped from the question', async () => {
+      const image = { role: 'user', content: [{ type: 'text', text: 'what is this?' }, { type: 'image_url', image_url: { url: 'https://example.com/a.png' } }] };
+      expect(await refusal(await ask({ messages: [image] }))).toBe('body/messages/0/content/1/type must be "text"');
+      const parts = await ask({ messages: [{ role: 'user', content: [{ type: 'text', text: 'hi' }] }] });
+      expect(parts.status).toBe(200);
+    });
+
+    test('a message is checked against its role alone', async () => {
+      expect(await refusal(await ask({ messages: [{ role: 'wizard', content: 'hi' }] })))
+        .toBe('body/messages/0/role must be "system" or "developer" or "user" or "assistant" or "tool"');
+      expect(await refusal(await ask({ messages: [{ role: 'tool', content: 'sunny' }] }))).toBe("body/messages/0 must have required property 'tool_call_id'");
+      expect(await refusal(await ask({ messages: [{ role: 'user', content: 42 }] }))).toBe('body/messages/0/content must be string; body/messages/0/content must be null; body/messages/0/content must be array');
+    });
+  });
+
   describe('SSE limiter', () => {
     beforeAll(() => setup({ maxStreams: 1 }));
     afterAll(() => teardown());

@@ -13,6 +13,7 @@ import { bearerOf, TokenVerifier } from './auth';
 import { overBudget, unlimitedBudgets, type UserBudgets } from './budgets';
 import type { AppConfig, EdgeContext } from './context';
 import { fromGrpc, HttpError, isGrpcError } from './errors';
+import { validationMessage } from './validation';
 import type { Gateways } from './gateways/types';
 import { memoryRequestLimiter, RecentRefusals, type RequestLimiter } from './ratelimit';
 import { conversationRoutes } from './routes/conversations';
@@ -22,7 +23,6 @@ import { healthRoutes } from './routes/health';
 import { metricsRoutes } from './routes/metrics';
 import { opsRoutes } from './routes/ops';
 import { usageRoutes } from './routes/usage';
-import { ID_PATTERN, NO_NUL, NOT_BLANK } from './routes/schemas';
 import { openaiRoutes } from './routes/openai';
 import { frame } from './sse/frame';
 import { HeartbeatHub } from './sse/heartbeat';
@@ -316,7 +316,11 @@ function routeOf(req: FastifyRequest): string {
 function toHttpError(err: FastifyError | Error, logger: Logger, req: FastifyRequest): HttpError {
   if (err instanceof HttpError) return err;
   const fe = err as FastifyError;
-  if (fe.validation) return new HttpError(400, 'invalid_argument', validationMessage(fe));
+  if (fe.validation) {
+    const body = fe.validationContext === 'body';
+    const message = validationMessage(fe.validationContext ?? 'request', fe.validation, body ? req.routeOptions.schema?.body : undefined, body ? req.body : undefined);
+    return new HttpError(400, 'invalid_argument', message || fe.message);
+  }
   if (isGrpcError(err)) return fromGrpc(err);
   if (typeof fe.statusCode === 'number' && fe.statusCode >= 400 && fe.statusCode < 500) {
     return new HttpError(fe.statusCode, (fe.code ?? 'bad_request').toLowerCase(), fe.message);
@@ -331,19 +335,4 @@ function openAiType(statusCode: number): string {
   if (statusCode === 429) return 'rate_limit_error';
   if (statusCode >= 500) return 'server_error';
   return 'invalid_request_error';
-}
-
-
-/** What a documented pattern means, for messages people read (the others stay ajv's). */
-const PATTERN_MEANING: Record<string, string> = {
-  [NO_NUL]: 'must not contain NUL characters',
-  [NOT_BLANK]: 'must not be empty or blank, and must not contain NUL characters',
-  [ID_PATTERN]: 'must be a UUID',
-};
-
-function validationMessage(fe: FastifyError): string {
-  const first = fe.validation?.[0];
-  const meaning = first?.keyword === 'pattern' ? PATTERN_MEANING[String(first.params['pattern'])] : undefined;
-  if (!meaning) return fe.message;
-  return `${fe.validationContext ?? 'request'}${first!.instancePath} ${meaning}`;
 }

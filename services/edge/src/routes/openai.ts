@@ -60,7 +60,9 @@ const contentSchema = {
   anyOf: [
     { type: 'string', maxLength: 200_000, pattern: NO_NUL },
     { type: 'null' },
-    { type: 'array', maxItems: 100, items: { type: 'object', required: ['type'], properties: { type: { type: 'string' }, text: { type: 'string', pattern: NO_NUL } } } },
+    // Text parts only: the broker passes text to the provider, so an image, audio or file part is
+    // refused (400) rather than dropped from the question.
+    { type: 'array', maxItems: 100, items: { type: 'object', required: ['type'], properties: { type: { type: 'string', enum: ['text'] }, text: { type: 'string', pattern: NO_NUL } } } },
   ],
 } as const;
 
@@ -113,6 +115,32 @@ const messageSchema = {
   ],
 } as const;
 
+/**
+ * OpenAI's other parameters, accepted at the value that changes nothing (what leaving them out
+ * means) and refused (400) at any other: the mesh does not pass them to the provider, and an
+ * answer that ignored `n`, `stop`, `seed` or `response_format` would look right and be wrong.
+ */
+const DEFAULT_ONLY = {
+  n: { enum: [1, null], description: 'one choice per request: only 1' },
+  top_p: { enum: [1, null], description: 'not passed on: only 1 (use temperature)' },
+  presence_penalty: { enum: [0, null], description: 'not passed on: only 0' },
+  frequency_penalty: { enum: [0, null], description: 'not passed on: only 0' },
+  logprobs: { enum: [false, null], description: 'not available: only false' },
+  stop: { enum: [null], description: 'stop sequences are not passed on: only null' },
+  seed: { enum: [null], description: 'not passed on: only null' },
+  tool_choice: { enum: ['auto', null], description: 'only auto (the model decides whether to call tools)' },
+  parallel_tool_calls: { enum: [true, null], description: 'only true' },
+  response_format: {
+    type: ['object', 'null'],
+    required: ['type'],
+    properties: { type: { type: 'string', enum: ['text'] } },
+    additionalProperties: false,
+    description: 'only {"type": "text"} (no JSON mode)',
+  },
+  store: { enum: [false, null], description: 'nothing is stored at OpenAI: only false' },
+  service_tier: { enum: ['auto', 'default', null], description: 'only auto or default' },
+} as const;
+
 export function openaiRoutes(app: FastifyInstance, ctx: EdgeContext): void {
   app.get('/v1/models', { config: { auth: 'bearer' }, schema: { tags: ['openai'], summary: 'OpenAI-compatible model list', response: { 200: anyObject, ...openAiErrorResponses(401, 429, 503) } } }, async () => ({
     object: 'list',
@@ -133,7 +161,9 @@ export function openaiRoutes(app: FastifyInstance, ctx: EdgeContext): void {
           '(replayed past its lifetime while the provider refuses) or `miss`. With `tools`, the model may answer with function calls: ' +
           '`choices[0].message.tool_calls` (`id`, `type: function`, `function.name`, `function.arguments` as JSON text) and `finish_reason: tool_calls`, ' +
           'streamed as `delta.tool_calls` chunks (`index`, `id`, `type`, `function`); send each result back as a `tool` message with its `tool_call_id`, ' +
-          'after the `assistant` message that carries the `tool_calls`.',
+          'after the `assistant` message that carries the `tool_calls`. Message content is text (a string, or parts of type `text`). ' +
+          'OpenAI\'s other parameters are accepted only at the value that changes nothing (`n` 1, `top_p` 1, `stop` null…, each documented below) ' +
+          'and refused with 400 otherwise, as is a parameter OpenAI does not have: nothing in a request is silently ignored.',
         headers: { type: 'object', properties: { [CACHE_HEADER]: { type: 'string', enum: ['on', 'off'] } } },
         body: {
           type: 'object',
@@ -168,7 +198,10 @@ export function openaiRoutes(app: FastifyInstance, ctx: EdgeContext): void {
               },
             },
             user: { type: 'string', maxLength: 256 },
+            ...DEFAULT_ONLY,
           },
+          // As OpenAI does: a parameter it does not know is refused, not ignored.
+          additionalProperties: false,
         },
         response: {
           200: {

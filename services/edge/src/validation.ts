@@ -1,0 +1,91 @@
+// The 400 a request that breaks its schema gets: one sentence per problem, said as a person would
+// (what a pattern means, which values are allowed, which parameter is unknown), and for a value
+// that may take one of several shapes (a message by its role, content as text or parts) only what
+// is wrong with the shape it has, not why it is none of the others.
+import type { FastifySchemaValidationError } from 'fastify/types/schema';
+import { ID_PATTERN, NO_NUL, NOT_BLANK } from './routes/schemas';
+
+/** What a documented pattern means, for messages people read. */
+const PATTERN_MEANING: Record<string, string> = {
+  [NO_NUL]: 'must not contain NUL characters',
+  [NOT_BLANK]: 'must not be empty or blank, and must not contain NUL characters',
+  [ID_PATTERN]: 'must be a UUID',
+};
+
+type ValidationError = FastifySchemaValidationError & { schemaPath: string };
+
+/**
+ * `body/messages/0/role must be "system" or "user"; body/n must be 1 or null`. With the schema the
+ * request was checked against and the value checked, an `anyOf` reports only the alternatives
+ * that fit the value's type and role.
+ */
+export function validationMessage(context: string, errors: readonly FastifySchemaValidationError[], schema?: unknown, data?: unknown): string {
+  const lines = relevant(errors as readonly ValidationError[], schema, data).map((e) => `${context}${e.instancePath} ${describe(e)}`);
+  return [...new Set(lines)].join('; ');
+}
+
+function describe(e: ValidationError): string {
+  const p = e.params as Record<string, unknown>;
+  if (e.keyword === 'pattern') return PATTERN_MEANING[String(p['pattern'])] ?? e.message ?? 'is not valid';
+  if (e.keyword === 'enum') return `must be ${(p['allowedValues'] as unknown[]).map((v) => JSON.stringify(v)).join(' or ')}`;
+  if (e.keyword === 'additionalProperties') return `has a parameter this API does not take: "${String(p['additionalProperty'])}" (refused rather than ignored)`;
+  return e.message ?? 'is not valid';
+}
+
+type Schema = { type?: string | string[]; properties?: Record<string, Schema>; enum?: unknown[]; [k: string]: unknown };
+
+/** The part of a JSON document a pointer (`#/properties/messages/items/anyOf/0`, `/messages/0`) names. */
+function at(doc: unknown, pointer: string): unknown {
+  let node = doc;
+  for (const key of pointer.replace(/^#/, '').split('/').slice(1)) {
+    if (node === null || typeof node !== 'object') return undefined;
+    node = (node as Record<string, unknown>)[key.replace(/~1/g, '/').replace(/~0/g, '~')];
+  }
+  return node;
+}
+
+const jsonType = (v: unknown) => (v === null ? 'null' : Array.isArray(v) ? 'array' : Number.isInteger(v) ? 'integer' : typeof v);
+
+/** How an alternative plainly does not describe the value: another type, or a role it does not allow. */
+function misfit(branch: Schema | undefined, value: unknown): 'type' | 'role' | undefined {
+  if (!branch) return undefined;
+  if (branch.type !== undefined) {
+    const types = Array.isArray(branch.type) ? branch.type : [branch.type];
+    const t = jsonType(value);
+    if (!types.includes(t) && !(t === 'integer' && types.includes('number'))) return 'type';
+  }
+  const roles = branch.properties?.['role']?.enum;
+  const role = value !== null && typeof value === 'object' ? (value as { role?: unknown }).role : undefined;
+  return roles !== undefined && role !== undefined && !roles.includes(role) ? 'role' : undefined;
+}
+
+/**
+ * The errors worth showing. An `anyOf` reports every alternative's errors; those of alternatives
+ * that do not fit the value are left out. When none fits: a message's alternatives for its role
+ * still (each type the value could have had), or the roles there are.
+ */
+function relevant(errors: readonly ValidationError[], schema: unknown, data: unknown): ValidationError[] {
+  const anyOfAt = new Map(errors.filter((e) => e.keyword === 'anyOf').map((e) => [e.schemaPath, e.instancePath]));
+  const own = errors.filter((e) => e.keyword !== 'anyOf');
+  if (anyOfAt.size === 0 || schema === undefined) return own;
+  // Each error's alternatives, as `…/anyOf/<i>` schema-path prefixes, outermost first.
+  const branchesOf = (e: ValidationError) => [...e.schemaPath.matchAll(/\/anyOf\/\d+/g)].map((m) => e.schemaPath.slice(0, m.index + m[0].length));
+  const how = (branch: string) => {
+    const where = anyOfAt.get(branch.slice(0, branch.lastIndexOf('/')));
+    return where === undefined ? undefined : misfit(at(schema, branch) as Schema | undefined, at(data, where));
+  };
+  const fitting = own.filter((e) => branchesOf(e).every((b) => how(b) === undefined));
+  if (fitting.length > 0) return fitting;
+  const rightRole = own.filter((e) => branchesOf(e).every((b) => how(b) !== 'role'));
+  if (rightRole.length > 0) return rightRole;
+  // No alternative fits: a message whose role none allows is told the roles there are.
+  for (const [path, where] of anyOfAt) {
+    const roles = [...new Set(((at(schema, path) as Schema[] | undefined) ?? []).flatMap((b) => b.properties?.['role']?.enum ?? []))];
+    const value = at(data, where);
+    const role = value !== null && typeof value === 'object' ? (value as { role?: unknown }).role : undefined;
+    if (roles.length > 0 && role !== undefined && !roles.includes(role)) {
+      return [{ keyword: 'enum', instancePath: `${where}/role`, schemaPath: path, params: { allowedValues: roles }, message: '' }];
+    }
+  }
+  return own;
+}
