@@ -5,7 +5,7 @@
 // before the call's deadline: the next serves it and `Done.upstream` names it.
 import { status } from '@grpc/grpc-js';
 import { createClient, detailsOf, reasonOf } from '@agent-mesh/common';
-import { LlmBrokerServiceClient, type GenerateRequest } from '@agent-mesh/common/gen/llmbroker/v1/llm_broker';
+import { LlmBrokerServiceClient, ToolChoiceMode, type GenerateRequest } from '@agent-mesh/common/gen/llmbroker/v1/llm_broker';
 import {
   configureEmulator, emulatorStats, freePort, generateRequest, promMetric, runGenerate, startEmulator, startRedis, startService, testDir,
   type EmulatorProc, type GenerateOutcome, type RedisProc, type ServiceProc,
@@ -133,6 +133,30 @@ describe.each([
     expect(doneOf(second)).toMatchObject({ finishReason: 'stop', upstream: protocol, toolCalls: [] });
     // The emulator quotes the tool result it received: the result reached it in this protocol's shape.
     expect(text(second)).toContain('Rooftop panels');
+  });
+
+  it('passes tool_choice on: none answers in text, a named function or required makes a call the question alone does not', async () => {
+    const choose = (mode: ToolChoiceMode, functionName = '') => ({ tools: [SEARCH], toolChoice: { mode, functionName } });
+    const plain = 'How should a small library plan its opening hours?';
+    // Left to choose, the model answers this question in text…
+    expect(doneOf(await runGenerate(broker.client, ask(plain, { tools: [SEARCH] })))?.toolCalls).toEqual([]);
+    // …and calls the tool when told to.
+    const named = await runGenerate(broker.client, ask(plain, choose(ToolChoiceMode.TOOL_CHOICE_MODE_FUNCTION, 'search_web')));
+    expect(doneOf(named)?.toolCalls.map((c) => c.name)).toEqual(['search_web']);
+    const required = await runGenerate(broker.client, ask(plain, choose(ToolChoiceMode.TOOL_CHOICE_MODE_REQUIRED)));
+    expect(doneOf(required)?.toolCalls.map((c) => c.name)).toEqual(['search_web']);
+    // A question that makes the call when left to choose answers in text with none.
+    const search = 'Search the latest news about solar power';
+    expect(doneOf(await runGenerate(broker.client, ask(search, { tools: [SEARCH] })))?.toolCalls).toHaveLength(1);
+    const none = await runGenerate(broker.client, ask(search, choose(ToolChoiceMode.TOOL_CHOICE_MODE_NONE)));
+    expect(doneOf(none)?.toolCalls).toEqual([]);
+    expect(text(none).length).toBeGreaterThan(0);
+    // A named function that is not among the tools is refused before the provider is asked.
+    const before = (await emulatorStats(emulator)).requests;
+    const wrong = await runGenerate(broker.client, ask(plain, choose(ToolChoiceMode.TOOL_CHOICE_MODE_FUNCTION, 'get_weather')));
+    expect(wrong.error?.code).toBe(status.INVALID_ARGUMENT);
+    expect(detailsOf(wrong.error)).toMatch(/get_weather.*not one of the tools/);
+    expect((await emulatorStats(emulator)).requests).toBe(before);
   });
 
   it('an error inside the stream after tokens reached the caller fails the call as upstream_stream_failed', async () => {

@@ -165,7 +165,10 @@ async function send(base: string, op: Operation, r: Req, token: string): Promise
  */
 function semanticRefusal(r: Req, body: unknown): boolean {
   const code = (body as { error?: { code?: unknown } })?.error?.code;
-  return code === 'invalid_page_token' && new URLSearchParams(r.query).has('pageToken');
+  if (code === 'invalid_page_token') return new URLSearchParams(r.query).has('pageToken');
+  // A tool choice is checked against the tools beside it (its description says so), which no schema says.
+  if (code === 'invalid_tool_choice') return (r.body as { tool_choice?: unknown } | undefined)?.tool_choice != null;
+  return false;
 }
 
 export interface ContractReport {

@@ -180,6 +180,7 @@ export function generateRequest(
     cache: false,
     noStream: false,
     answerInDone: false,
+    toolChoice: undefined,
     ...over,
   };
 }

@@ -4,6 +4,7 @@ import { randomUUID } from 'node:crypto';
 import http from 'node:http';
 import OpenAI from 'openai';
 import { createLogger, RUN_EVENTS } from '@agent-mesh/common';
+import { ToolChoiceMode, type GenerateRequest, type ToolChoice } from '@agent-mesh/common/gen/llmbroker/v1/llm_broker';
 import { buildApp, type EdgeApp } from './app';
 import { devAuth, signToken } from './auth';
 import type { AppConfig } from './context';
@@ -501,7 +502,37 @@ describe('edge app (fake peers)', () => {
       expect(await refusal(await ask({ stop: ['\n'] }))).toBe('body/stop must be null');
       expect(await refusal(await ask({ seed: 7 }))).toBe('body/seed must be null');
       expect(await refusal(await ask({ response_format: { type: 'json_object' } }))).toBe('body/response_format/type must be "text"');
-      expect(await refusal(await ask({ tool_choice: 'required' }))).toBe('body/tool_choice must be "auto" or null');
+    });
+
+    test('tool_choice reaches the broker as asked; other than auto it needs tools, and a named function must be one of them', async () => {
+      const seen: (ToolChoice | undefined)[] = [];
+      const generate = gw.fakeBroker.generate.bind(gw.fakeBroker);
+      gw.fakeBroker.generate = (req, signal, gate) => {
+        seen.push((req as GenerateRequest).toolChoice);
+        return generate(req, signal, gate);
+      };
+      try {
+        const tools = [{ type: 'function', function: { name: 'search_web', parameters: { type: 'object' } } }];
+        for (const tool_choice of [undefined, 'auto', 'none', 'required', { type: 'function', function: { name: 'search_web' } }]) {
+          expect((await ask({ tools, tool_choice })).status).toBe(200);
+        }
+        expect(seen).toEqual([
+          undefined, undefined,
+          { mode: ToolChoiceMode.TOOL_CHOICE_MODE_NONE, functionName: '' },
+          { mode: ToolChoiceMode.TOOL_CHOICE_MODE_REQUIRED, functionName: '' },
+          { mode: ToolChoiceMode.TOOL_CHOICE_MODE_FUNCTION, functionName: 'search_web' },
+        ]);
+        expect(await refusal(await ask({ tool_choice: 'required' }))).toBe('body/tool_choice other than "auto" is only allowed when body/tools are given');
+        expect(await refusal(await ask({ tools, tool_choice: { type: 'function', function: { name: 'get_weather' } } })))
+          .toBe('body/tool_choice names the function "get_weather", which is not one of body/tools');
+        expect(await refusal(await ask({ tools, tool_choice: { type: 'function' } }))).toBe("body/tool_choice must have required property 'function'");
+        expect(await refusal(await ask({ tools, tool_choice: 'sometimes' }))).toBe('body/tool_choice must be "auto" or "none" or "required" or null');
+        expect(await refusal(await ask({ model: 'agent-mesh', tools })))
+          .toBe('body/tools and body/tool_choice are not taken by the agent-mesh model, whose agents use their own tools');
+        expect(seen).toHaveLength(5);
+      } finally {
+        gw.fakeBroker.generate = generate;
+      }
     });
 
     test('a parameter OpenAI\'s API does not have is refused by name', async () => {

@@ -15,12 +15,12 @@ import { candidatesFor, FALLBACK_REASONS, passOver, type PassOverReason } from '
 import { countText } from './tokens';
 import {
   UpstreamError,
-  type AccountProblem, type ChatMessageIn, type OpenStream, type Provider, type ProviderRequest, type StreamEvent, type ToolCallOut, type ToolSpec, type UsageOut,
+  type AccountProblem, type ChatMessageIn, type OpenStream, type Provider, type ProviderRequest, type StreamEvent, type ToolCallOut, type ToolChoiceSpec, type ToolSpec, type UsageOut,
 } from './upstream/provider';
 import { SentRequests } from './upstream/requests';
 import { backoffMs, type RetryBudget } from './upstream/resilience';
 
-export type { ChatMessageIn, ToolSpec } from './upstream/provider';
+export type { ChatMessageIn, ToolChoiceSpec, ToolSpec } from './upstream/provider';
 
 export interface GenerateInput {
   userId: string;
@@ -32,6 +32,8 @@ export interface GenerateInput {
   model: string;
   messages: ChatMessageIn[];
   tools: ToolSpec[];
+  /** Absent: auto. */
+  toolChoice?: ToolChoiceSpec;
   maxTokens: number;
   temperature?: number;
   /** Answer from (and store into) the response cache. */
@@ -224,9 +226,15 @@ export class LlmBroker {
         if (typeof schema !== 'object' || schema === null || Array.isArray(schema)) throw new BrokerRefusal('invalid_request', `tool ${t.name}: parameters_json_schema must be a JSON object`);
       }
     }
+    const choice = input.toolChoice ?? 'auto';
+    if (choice !== 'auto' && input.tools.length === 0) throw new BrokerRefusal('invalid_request', 'tool_choice is only allowed with tools');
+    if (typeof choice === 'object' && !input.tools.some((t) => t.name === choice.name)) {
+      throw new BrokerRefusal('invalid_request', `tool_choice names ${JSON.stringify(choice.name.slice(0, 80))}, which is not one of the tools`);
+    }
     return {
       messages: input.messages,
       tools: input.tools,
+      ...(choice !== 'auto' ? { toolChoice: choice } : {}),
       maxTokens: input.maxTokens > 0 ? input.maxTokens : this.d.defaultMaxTokens,
       ...(input.temperature !== undefined ? { temperature: input.temperature } : {}),
       ...(input.noStream ? { stream: false } : {}),

@@ -5,11 +5,13 @@ import { annotate, ATTR, callerRoles, MeshError, streamHandler, type CallerRoleN
 import {
   CacheStatus,
   LlmBrokerServiceService,
+  ToolChoiceMode,
   type GenerateRequest,
   type GenerateResponse,
   type LlmBrokerServiceServer,
+  type ToolChoice,
 } from '@agent-mesh/common/gen/llmbroker/v1/llm_broker';
-import { BrokerRefusal, type CacheOutcome, type GenerateEvent, type GenerateInput, type LlmBroker, type ToolSpec } from './broker';
+import { BrokerRefusal, type CacheOutcome, type GenerateEvent, type GenerateInput, type LlmBroker, type ToolChoiceSpec, type ToolSpec } from './broker';
 import { QueueRefusal } from './queue/admission';
 
 export const SERVICE_NAME = 'llmbroker.v1.LlmBrokerService';
@@ -57,11 +59,22 @@ export function toInput(req: GenerateRequest): GenerateInput {
     })),
     // tools_json: from callers older than `tools` (deprecated).
     tools: req.tools.length > 0 ? req.tools : req.toolsJson ? toolsFromJson(req.toolsJson) : [],
+    toolChoice: toolChoiceOf(req.toolChoice),
     maxTokens: req.maxTokens,
     temperature: req.hasTemperature ? req.temperature : undefined,
     cache: req.cache,
     noStream: req.noStream,
   };
+}
+
+/** The wire's tool choice in the broker's terms: unset, unspecified or a mode this build does not know is auto. */
+function toolChoiceOf(choice: ToolChoice | undefined): ToolChoiceSpec {
+  switch (choice?.mode) {
+    case ToolChoiceMode.TOOL_CHOICE_MODE_NONE: return 'none';
+    case ToolChoiceMode.TOOL_CHOICE_MODE_REQUIRED: return 'required';
+    case ToolChoiceMode.TOOL_CHOICE_MODE_FUNCTION: return { name: choice.functionName };
+    default: return 'auto';
+  }
 }
 
 const CACHE_STATUS: Record<CacheOutcome, CacheStatus> = {

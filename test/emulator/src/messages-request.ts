@@ -1,6 +1,6 @@
 // Anthropic's Messages API request: its validation (Anthropic's error shape and words), and the
 // same call as a chat completions request, so that answers, tokens and limits are shared.
-import type { ChatCompletionRequest, ChatMessage, ToolDefinition } from './request';
+import type { ChatCompletionRequest, ChatMessage, ToolChoice, ToolDefinition } from './request';
 
 /** A 400 in Anthropic's words: `{"type":"error","error":{"type":"invalid_request_error","message":…}}`. */
 export class InvalidMessagesRequestError extends Error {
@@ -91,7 +91,19 @@ export function parseMessagesRequest(body: unknown): ChatCompletionRequest {
     includeUsage: true,
     maxTokens: maxTokens as number,
     tools: tools && tools.length > 0 ? tools : undefined,
-    toolChoice: undefined,
+    toolChoice: toolChoiceOf(body.tool_choice, tools ?? []),
     temperature: temperature as number | undefined,
   };
+}
+
+/** Anthropic's `tool_choice` (auto, any, tool with a name, none) in OpenAI's terms; absent: auto. */
+function toolChoiceOf(raw: unknown, tools: readonly ToolDefinition[]): ToolChoice | undefined {
+  if (raw === undefined) return undefined;
+  if (!isObject(raw) || !['auto', 'any', 'tool', 'none'].includes(raw.type as string)) return bad("tool_choice.type: Input should be 'auto', 'any', 'tool' or 'none'");
+  if (raw.type === 'auto') return 'auto';
+  if (raw.type === 'none') return 'none';
+  if (tools.length === 0) return bad('tool_choice: may only be specified while providing tools');
+  if (raw.type === 'any') return 'required';
+  if (typeof raw.name !== 'string' || !tools.some((t) => t.function.name === raw.name)) return bad(`tool_choice.name: tool ${JSON.stringify(raw.name)} not found in tools`);
+  return { type: 'function', function: { name: raw.name } };
 }

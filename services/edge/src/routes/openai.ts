@@ -4,7 +4,7 @@
 import { once } from 'node:events';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { annotate, ATTR, newId } from '@agent-mesh/common';
-import { CacheStatus, CallerRole, type ChatMessage, type GenerateRequest } from '@agent-mesh/common/gen/llmbroker/v1/llm_broker';
+import { CacheStatus, CallerRole, ToolChoiceMode, type ChatMessage, type GenerateRequest, type ToolChoice } from '@agent-mesh/common/gen/llmbroker/v1/llm_broker';
 import type { EdgeContext } from '../context';
 import { badRequest, fromGrpc, HttpError, isGrpcError } from '../errors';
 import type { RunEvent } from '../gateways/types';
@@ -29,6 +29,7 @@ interface ChatBody {
   max_completion_tokens?: number | null;
   temperature?: number | null;
   tools?: { type: 'function'; function: { name: string; description?: string; parameters?: Record<string, unknown> } }[];
+  tool_choice?: 'auto' | 'none' | 'required' | { type: 'function'; function: { name: string } } | null;
   user?: string;
 }
 
@@ -128,7 +129,6 @@ const DEFAULT_ONLY = {
   logprobs: { enum: [false, null], description: 'not available: only false' },
   stop: { enum: [null], description: 'stop sequences are not passed on: only null' },
   seed: { enum: [null], description: 'not passed on: only null' },
-  tool_choice: { enum: ['auto', null], description: 'only auto (the model decides whether to call tools)' },
   parallel_tool_calls: { enum: [true, null], description: 'only true' },
   response_format: {
     type: ['object', 'null'],
@@ -197,6 +197,21 @@ export function openaiRoutes(app: FastifyInstance, ctx: EdgeContext): void {
                 },
               },
             },
+            tool_choice: {
+              description: 'auto (the model decides; also when absent), none (text only), required (some tool), or {"type": "function", "function": {"name": …}} (that one); ' +
+                'all but auto need `tools`, and a named function must be one of them (400 `invalid_tool_choice` otherwise)',
+              anyOf: [
+                { type: ['string', 'null'], enum: ['auto', 'none', 'required', null] },
+                {
+                  type: 'object',
+                  required: ['type', 'function'],
+                  properties: {
+                    type: { type: 'string', enum: ['function'] },
+                    function: { type: 'object', required: ['name'], properties: { name: { type: 'string', pattern: '^[a-zA-Z0-9_-]{1,64}$' } } },
+                  },
+                },
+              ],
+            },
             user: { type: 'string', maxLength: 256 },
             ...DEFAULT_ONLY,
           },
@@ -226,7 +241,13 @@ export function openaiRoutes(app: FastifyInstance, ctx: EdgeContext): void {
       const asked = req.headers[CACHE_HEADER];
       const cache = body.model !== PIPELINE_MODEL && (asked === 'on' || (asked !== 'off' && body.temperature === 0));
       const gate = req.gate ?? undefined;
-      const pieces = body.model === PIPELINE_MODEL ? pipeline(ctx, req.userId, messages, abort.signal, gate) : direct(ctx, req.userId, body, messages, cache, abort.signal, gate);
+      // The pipeline's agents have their own tools: a caller's would be ignored, so they are refused.
+      if (body.model === PIPELINE_MODEL && ((body.tools?.length ?? 0) > 0 || (body.tool_choice ?? 'auto') !== 'auto')) {
+        throw badRequest(`body/tools and body/tool_choice are not taken by the ${PIPELINE_MODEL} model, whose agents use their own tools`);
+      }
+      const pieces = body.model === PIPELINE_MODEL
+        ? pipeline(ctx, req.userId, messages, abort.signal, gate)
+        : direct(ctx, req.userId, body, messages, toolChoiceOf(body), cache, abort.signal, gate);
       const id = `chatcmpl-${newId()}`;
       if (body.stream) return streamCompletion(ctx, req, reply, id, body, pieces, abort, cache);
       let content = '';
@@ -278,7 +299,20 @@ function toChatMessage(m: ChatBody['messages'][number]): ChatMessage {
   };
 }
 
-async function* direct(ctx: EdgeContext, userId: string, body: ChatBody, messages: ChatMessage[], cache: boolean, signal: AbortSignal, gate?: Promise<void>): AsyncGenerator<Piece> {
+/** `tool_choice` for the broker, checked as OpenAI checks it: a choice but auto needs tools, and a named function must be one of them. */
+function toolChoiceOf(body: ChatBody): ToolChoice | undefined {
+  const choice = body.tool_choice ?? 'auto';
+  if (choice === 'auto') return undefined;
+  const tools = body.tools ?? [];
+  if (tools.length === 0) throw badRequest('body/tool_choice other than "auto" is only allowed when body/tools are given', 'invalid_tool_choice');
+  if (choice === 'none') return { mode: ToolChoiceMode.TOOL_CHOICE_MODE_NONE, functionName: '' };
+  if (choice === 'required') return { mode: ToolChoiceMode.TOOL_CHOICE_MODE_REQUIRED, functionName: '' };
+  const name = choice.function.name;
+  if (!tools.some((t) => t.function.name === name)) throw badRequest(`body/tool_choice names the function "${name}", which is not one of body/tools`, 'invalid_tool_choice');
+  return { mode: ToolChoiceMode.TOOL_CHOICE_MODE_FUNCTION, functionName: name };
+}
+
+async function* direct(ctx: EdgeContext, userId: string, body: ChatBody, messages: ChatMessage[], toolChoice: ToolChoice | undefined, cache: boolean, signal: AbortSignal, gate?: Promise<void>): AsyncGenerator<Piece> {
   const maxTokens = body.max_completion_tokens ?? body.max_tokens ?? 0;
   const req: GenerateRequest = {
     userId,
@@ -291,6 +325,7 @@ async function* direct(ctx: EdgeContext, userId: string, body: ChatBody, message
     // Typed for the broker, whose provider adapter writes them in its provider's format.
     tools: (body.tools ?? []).map(({ function: f }) => ({ name: f.name, description: f.description ?? '', parametersJsonSchema: f.parameters ? JSON.stringify(f.parameters) : '' })),
     toolsJson: '',
+    toolChoice,
     maxTokens,
     temperature: body.temperature ?? 0,
     hasTemperature: body.temperature !== undefined && body.temperature !== null,

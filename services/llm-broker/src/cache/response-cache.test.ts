@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { Redis } from '@agent-mesh/common';
 import type { ProviderRequest } from '../upstream/provider';
 import { ResponseCache } from './response-cache';
@@ -20,7 +21,15 @@ describe('response cache keys', () => {
     expect(cache().keyOf(UPSTREAM, req())).toMatch(/^p:[0-9a-f]{64}$/);
   });
 
-  it('differ by everything that decides the answer: upstream, model, messages, tools, max_tokens, temperature', () => {
+  it('of a call without a tool choice are what they were before tool_choice existed (no entry is lost to it)', () => {
+    // sha256 of the canonical JSON of { upstream, model, messages, tools, maxTokens, temperature }.
+    expect(cache().keyOf(UPSTREAM, req())).toBe('p:' + createHash('sha256').update(JSON.stringify({
+      maxTokens: 100, messages: [{ content: 'You are the Planner.', role: 'system' }, { content: 'q', role: 'user' }], model: 'm', temperature: 0,
+      tools: [{ description: '', name: 'search_web', parametersJsonSchema: '{"type":"object"}' }], upstream: UPSTREAM,
+    })).digest('hex'));
+  });
+
+  it('differ by everything that decides the answer: upstream, model, messages, tools, tool_choice, max_tokens, temperature', () => {
     const base = cache().keyOf(UPSTREAM, req());
     const variants = [
       cache().keyOf('anthropic https://llm.example/v1', req()),
@@ -31,6 +40,9 @@ describe('response cache keys', () => {
       cache().keyOf(UPSTREAM, req({ maxTokens: 101 })),
       cache().keyOf(UPSTREAM, req({ temperature: 0.5 })),
       cache().keyOf(UPSTREAM, req({ temperature: undefined })),
+      cache().keyOf(UPSTREAM, req({ toolChoice: 'none' })),
+      cache().keyOf(UPSTREAM, req({ toolChoice: 'required' })),
+      cache().keyOf(UPSTREAM, req({ toolChoice: { name: 'search_web' } })),
     ];
     expect(new Set([base, ...variants]).size).toBe(variants.length + 1);
   });

@@ -62,7 +62,11 @@ export class ResponseCache {
    * provider is another answer): equal for calls the provider would answer alike.
    */
   keyOf(upstream: string, req: ProviderRequest): string {
-    const decisive = { upstream, model: req.model, messages: req.messages, tools: req.tools, maxTokens: req.maxTokens, temperature: req.temperature ?? null };
+    const decisive = {
+      upstream, model: req.model, messages: req.messages, tools: req.tools, maxTokens: req.maxTokens, temperature: req.temperature ?? null,
+      // Only when set, so that the keys of calls without it stay what they were.
+      ...(req.toolChoice ? { toolChoice: req.toolChoice } : {}),
+    };
     return `${this.o.prefix}:${sha256(canonicalJson(decisive))}`;
   }
 

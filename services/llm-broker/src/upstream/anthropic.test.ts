@@ -57,6 +57,14 @@ describe('Anthropic Messages request', () => {
     });
   });
 
+  it('writes tool_choice in Anthropic\'s names: none, any (required), tool (a named one); absent for auto', () => {
+    const choiceOf = (toolChoice: ProviderRequest['toolChoice']) => (JSON.parse(anthropicProtocol.request({ ...req, toolChoice }, 'k', true).body) as { tool_choice?: unknown }).tool_choice;
+    expect(choiceOf(undefined)).toBeUndefined();
+    expect(choiceOf('none')).toEqual({ type: 'none' });
+    expect(choiceOf('required')).toEqual({ type: 'any' });
+    expect(choiceOf({ name: 'now' })).toEqual({ type: 'tool', name: 'now' });
+  });
+
   it('counts more prompt tokens for a longer prompt (an estimate: the reservation is settled with the billed usage)', () => {
     const short = anthropicProtocol.countPromptTokens({ ...req, messages: [{ role: 'user', content: 'hi' }], tools: [] });
     expect(short).toBeGreaterThan(0);

@@ -75,6 +75,8 @@ function buildBody(req: ProviderRequest): MessagesRequestBody {
     ...(req.tools.length > 0
       ? { tools: req.tools.map((t) => ({ name: t.name, ...(t.description ? { description: t.description } : {}), input_schema: parametersOf(t) })) }
       : {}),
+    // Anthropic's names: none, any (OpenAI's required), tool (a named function).
+    ...(req.toolChoice ? { tool_choice: typeof req.toolChoice === 'object' ? { type: 'tool', name: req.toolChoice.name } : { type: req.toolChoice === 'required' ? 'any' : 'none' } } : {}),
     // Anthropic's range is 0–1 (OpenAI's 0–2): higher values are capped.
     ...(req.temperature !== undefined ? { temperature: Math.min(1, Math.max(0, req.temperature)) } : {}),
   };

@@ -96,6 +96,14 @@ describe('OpenAI protocol', () => {
     expect(openAiProtocol.request({ ...req, tools: [] }, '', true).headers.authorization).toBeUndefined();
   });
 
+  it('writes tool_choice as OpenAI takes it (absent for auto)', () => {
+    const choiceOf = (toolChoice: ProviderRequest['toolChoice']) => (JSON.parse(openAiProtocol.request({ ...req, toolChoice }, 'sk-1', true).body) as { tool_choice?: unknown }).tool_choice;
+    expect(choiceOf(undefined)).toBeUndefined();
+    expect(choiceOf('none')).toBe('none');
+    expect(choiceOf('required')).toBe('required');
+    expect(choiceOf({ name: 'search_web' })).toEqual({ type: 'function', function: { name: 'search_web' } });
+  });
+
   it('writes a call for a caller that does not stream as a non-streamed one, and reads its chat.completion as the same events', () => {
     const { headers, body } = openAiProtocol.request(req, 'sk-1', false);
     expect(headers.accept).toBe('application/json');

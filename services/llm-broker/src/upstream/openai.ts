@@ -17,6 +17,7 @@ export interface ChatRequestBody {
   messages: unknown[];
   max_tokens: number;
   tools?: unknown[];
+  tool_choice?: unknown;
   temperature?: number;
 }
 
@@ -54,6 +55,7 @@ function buildBody(req: ProviderRequest): ChatRequestBody {
     messages: wireMessages(req.messages),
     max_tokens: req.maxTokens,
     ...(req.tools.length > 0 ? { tools: wireTools(req.tools) } : {}),
+    ...(req.toolChoice ? { tool_choice: typeof req.toolChoice === 'string' ? req.toolChoice : { type: 'function', function: { name: req.toolChoice.name } } } : {}),
     ...(req.temperature !== undefined ? { temperature: req.temperature } : {}),
   };
 }

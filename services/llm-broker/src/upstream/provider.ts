@@ -37,6 +37,9 @@ export interface UsageOut {
   totalTokens: number;
 }
 
+/** How the model may use the tools: decide (auto), not call any, call some, or call the one named. */
+export type ToolChoiceSpec = 'auto' | 'none' | 'required' | { name: string };
+
 /** One call, as the broker asks it of any provider. */
 export interface ProviderRequest {
   model: string;
@@ -44,6 +47,8 @@ export interface ProviderRequest {
   tools: ToolSpec[];
   maxTokens: number;
   temperature?: number;
+  /** Absent: auto. */
+  toolChoice?: Exclude<ToolChoiceSpec, 'auto'>;
   /** False: ask for the whole answer at once (when the protocol can); absent or true: streamed. */
   stream?: boolean;
 }

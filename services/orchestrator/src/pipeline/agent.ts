@@ -87,6 +87,7 @@ export async function runAgent(env: AgentEnv, step: AgentStep): Promise<AgentOut
       // Tokens reach the user as they come: the upstream call streams.
       noStream: false,
       answerInDone: false,
+      toolChoice: undefined,
     };
     let toolCalls: { id: string; name: string; argumentsJson: string }[] = [];
     let callText = '';

@@ -22,6 +22,63 @@ export const protobufPackage = "llmbroker.v1";
 
 export const protobufFileName = "llmbroker/v1/llm_broker.proto";
 
+/** ToolChoiceMode is how a model may use the tools it is given. */
+export enum ToolChoiceMode {
+  /** TOOL_CHOICE_MODE_UNSPECIFIED - TOOL_CHOICE_MODE_UNSPECIFIED is served as auto. */
+  TOOL_CHOICE_MODE_UNSPECIFIED = 0,
+  /** TOOL_CHOICE_MODE_AUTO - TOOL_CHOICE_MODE_AUTO: the model decides whether to call tools. */
+  TOOL_CHOICE_MODE_AUTO = 1,
+  /** TOOL_CHOICE_MODE_NONE - TOOL_CHOICE_MODE_NONE: the model answers in text, calling no tool. */
+  TOOL_CHOICE_MODE_NONE = 2,
+  /** TOOL_CHOICE_MODE_REQUIRED - TOOL_CHOICE_MODE_REQUIRED: the model calls at least one tool. */
+  TOOL_CHOICE_MODE_REQUIRED = 3,
+  /** TOOL_CHOICE_MODE_FUNCTION - TOOL_CHOICE_MODE_FUNCTION: the model calls the tool named function_name. */
+  TOOL_CHOICE_MODE_FUNCTION = 4,
+  UNRECOGNIZED = -1,
+}
+
+export function toolChoiceModeFromJSON(object: any): ToolChoiceMode {
+  switch (object) {
+    case 0:
+    case "TOOL_CHOICE_MODE_UNSPECIFIED":
+      return ToolChoiceMode.TOOL_CHOICE_MODE_UNSPECIFIED;
+    case 1:
+    case "TOOL_CHOICE_MODE_AUTO":
+      return ToolChoiceMode.TOOL_CHOICE_MODE_AUTO;
+    case 2:
+    case "TOOL_CHOICE_MODE_NONE":
+      return ToolChoiceMode.TOOL_CHOICE_MODE_NONE;
+    case 3:
+    case "TOOL_CHOICE_MODE_REQUIRED":
+      return ToolChoiceMode.TOOL_CHOICE_MODE_REQUIRED;
+    case 4:
+    case "TOOL_CHOICE_MODE_FUNCTION":
+      return ToolChoiceMode.TOOL_CHOICE_MODE_FUNCTION;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return ToolChoiceMode.UNRECOGNIZED;
+  }
+}
+
+export function toolChoiceModeToJSON(object: ToolChoiceMode): string {
+  switch (object) {
+    case ToolChoiceMode.TOOL_CHOICE_MODE_UNSPECIFIED:
+      return "TOOL_CHOICE_MODE_UNSPECIFIED";
+    case ToolChoiceMode.TOOL_CHOICE_MODE_AUTO:
+      return "TOOL_CHOICE_MODE_AUTO";
+    case ToolChoiceMode.TOOL_CHOICE_MODE_NONE:
+      return "TOOL_CHOICE_MODE_NONE";
+    case ToolChoiceMode.TOOL_CHOICE_MODE_REQUIRED:
+      return "TOOL_CHOICE_MODE_REQUIRED";
+    case ToolChoiceMode.TOOL_CHOICE_MODE_FUNCTION:
+      return "TOOL_CHOICE_MODE_FUNCTION";
+    case ToolChoiceMode.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
 /**
  * CallerRole is who makes an LLM call: one of a run's four agents, or a direct caller. Each has
  * its priority in the broker's queue (LLM_PRIORITIES, higher first).
@@ -233,6 +290,19 @@ export interface GenerateRequest {
    * stream). A broker older than this field ignores it and sends deltas: such a caller takes both.
    */
   answerInDone: boolean;
+  /**
+   * tool_choice says whether the model may, must or must not call one of `tools`; unset is auto
+   * (the model decides). Any other choice needs `tools`, and a named function must be one of them.
+   */
+  toolChoice: ToolChoice | undefined;
+}
+
+/** ToolChoice is OpenAI's `tool_choice` (Anthropic's `tool_choice`: auto, none, any, tool). */
+export interface ToolChoice {
+  /** mode is how the model may use the tools. */
+  mode: ToolChoiceMode;
+  /** function_name is the tool the model must call, with TOOL_CHOICE_MODE_FUNCTION. */
+  functionName: string;
 }
 
 /** GenerateResponse is one update of a Generate call. */
@@ -701,6 +771,7 @@ function createBaseGenerateRequest(): GenerateRequest {
     tools: [],
     noStream: false,
     answerInDone: false,
+    toolChoice: undefined,
   };
 }
 
@@ -747,6 +818,9 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
     }
     if (message.answerInDone !== false) {
       writer.uint32(120).bool(message.answerInDone);
+    }
+    if (message.toolChoice !== undefined) {
+      ToolChoice.encode(message.toolChoice, writer.uint32(130).fork()).join();
     }
     return writer;
   },
@@ -876,6 +950,14 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
             message.answerInDone = reader.bool();
             continue;
           }
+          case 16: {
+            if (tag !== 130) {
+              break;
+            }
+
+            message.toolChoice = ToolChoice.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -944,6 +1026,11 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
         : isSet(object.answer_in_done)
         ? globalThis.Boolean(object.answer_in_done)
         : false,
+      toolChoice: isSet(object.toolChoice)
+        ? ToolChoice.fromJSON(object.toolChoice)
+        : isSet(object.tool_choice)
+        ? ToolChoice.fromJSON(object.tool_choice)
+        : undefined,
     };
   },
 
@@ -991,6 +1078,9 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
     if (message.answerInDone !== false) {
       obj.answerInDone = message.answerInDone;
     }
+    if (message.toolChoice !== undefined) {
+      obj.toolChoice = ToolChoice.toJSON(message.toolChoice);
+    }
     return obj;
   },
 
@@ -1013,6 +1103,98 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
     message.tools = object.tools?.map((e) => Tool.fromPartial(e)) || [];
     message.noStream = object.noStream ?? false;
     message.answerInDone = object.answerInDone ?? false;
+    message.toolChoice = (object.toolChoice !== undefined && object.toolChoice !== null)
+      ? ToolChoice.fromPartial(object.toolChoice)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseToolChoice(): ToolChoice {
+  return { mode: 0, functionName: "" };
+}
+
+export const ToolChoice: MessageFns<ToolChoice> = {
+  encode(message: ToolChoice, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.mode !== 0) {
+      writer.uint32(8).int32(message.mode);
+    }
+    if (message.functionName !== "") {
+      writer.uint32(18).string(message.functionName);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ToolChoice {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseToolChoice();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.mode = reader.int32() as any;
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.functionName = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ToolChoice {
+    return {
+      mode: isSet(object.mode) ? toolChoiceModeFromJSON(object.mode) : 0,
+      functionName: isSet(object.functionName)
+        ? globalThis.String(object.functionName)
+        : isSet(object.function_name)
+        ? globalThis.String(object.function_name)
+        : "",
+    };
+  },
+
+  toJSON(message: ToolChoice): unknown {
+    const obj: any = {};
+    if (message.mode !== 0) {
+      obj.mode = toolChoiceModeToJSON(message.mode);
+    }
+    if (message.functionName !== "") {
+      obj.functionName = message.functionName;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ToolChoice>): ToolChoice {
+    return ToolChoice.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ToolChoice>): ToolChoice {
+    const message = createBaseToolChoice();
+    message.mode = object.mode ?? 0;
+    message.functionName = object.functionName ?? "";
     return message;
   },
 };
