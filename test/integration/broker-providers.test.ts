@@ -159,6 +159,39 @@ describe.each([
     expect((await emulatorStats(emulator)).requests).toBe(before);
   });
 
+  it('passes stop (the answer ends where it begins) and top_p on; a seed to OpenAI, and Anthropic, which has none, refuses it', async () => {
+    const question = 'How should a small library plan its opening hours?';
+    // The emulator restarted on one seed gives the same answer to the same request: the cut is exact.
+    const answer = async (over: Partial<GenerateRequest>) => {
+      await configureEmulator(emulator, { seed: 99 });
+      return runGenerate(broker.client, ask(question, over));
+    };
+    try {
+      const whole = text(await answer({ topP: 0.5 }));
+      // A word of the answer's, after a space, some way into it.
+      const stop = / \w{4,}/.exec(whole.slice(20))![0];
+      const at = whole.indexOf(stop);
+      expect(at).toBeGreaterThan(0);
+      const cut = await answer({ topP: 0.5, stop: ['zz no such words zz', stop] });
+      expect(text(cut)).toBe(whole.slice(0, at));
+      expect(doneOf(cut)?.finishReason).toBe('stop');
+    } finally {
+      await configureEmulator(emulator, { seed: 11 });
+    }
+    if (protocol === 'openai') {
+      const seeded = async (seed: number) => text(await runGenerate(broker.client, ask(question, { seed })));
+      const first = await seeded(5);
+      expect(await seeded(5)).toBe(first);
+      expect(await seeded(6)).not.toBe(first);
+    } else {
+      const before = (await emulatorStats(emulator)).requests;
+      const refused = await runGenerate(broker.client, ask(question, { seed: 5 }));
+      expect(refused.error?.code).toBe(status.INVALID_ARGUMENT);
+      expect(detailsOf(refused.error)).toMatch(/seed is not supported by the anthropic protocol/);
+      expect((await emulatorStats(emulator)).requests).toBe(before);
+    }
+  });
+
   it('an error inside the stream after tokens reached the caller fails the call as upstream_stream_failed', async () => {
     await configureEmulator(emulator, { armed: { stream_error: 1 } });
     const o = await runGenerate(broker.client, ask('How should a city plan for heat waves in summer?'));

@@ -181,6 +181,7 @@ export function generateRequest(
     noStream: false,
     answerInDone: false,
     toolChoice: undefined,
+    stop: [],
     ...over,
   };
 }

@@ -489,7 +489,7 @@ describe('edge app (fake peers)', () => {
 
     test('the other OpenAI parameters, at the value that changes nothing, are accepted', async () => {
       const res = await ask({
-        n: 1, top_p: 1, presence_penalty: 0, frequency_penalty: 0, logprobs: false, stop: null, seed: null, tool_choice: 'auto',
+        n: 1, presence_penalty: 0, frequency_penalty: 0, logprobs: false, tool_choice: 'auto',
         parallel_tool_calls: true, response_format: { type: 'text' }, store: false, service_tier: 'auto',
       });
       expect(res.status).toBe(200);
@@ -498,9 +498,8 @@ describe('edge app (fake peers)', () => {
 
     test('at any other value they are refused, each saying what it may be, not ignored', async () => {
       expect(await refusal(await ask({ n: 2 }))).toBe('body/n must be 1 or null');
-      expect(await refusal(await ask({ top_p: 0.5 }))).toBe('body/top_p must be 1 or null');
-      expect(await refusal(await ask({ stop: ['\n'] }))).toBe('body/stop must be null');
-      expect(await refusal(await ask({ seed: 7 }))).toBe('body/seed must be null');
+      expect(await refusal(await ask({ presence_penalty: 0.5 }))).toBe('body/presence_penalty must be 0 or null');
+      expect(await refusal(await ask({ logprobs: true }))).toBe('body/logprobs must be false or null');
       expect(await refusal(await ask({ response_format: { type: 'json_object' } }))).toBe('body/response_format/type must be "text"');
     });
 
@@ -530,6 +529,33 @@ describe('edge app (fake peers)', () => {
         expect(await refusal(await ask({ model: 'agent-mesh', tools })))
           .toBe('body/tools and body/tool_choice are not taken by the agent-mesh model, whose agents use their own tools');
         expect(seen).toHaveLength(5);
+      } finally {
+        gw.fakeBroker.generate = generate;
+      }
+    });
+
+    test('stop, top_p and seed reach the broker as asked (a single stop string as a list of one)', async () => {
+      const seen: Pick<GenerateRequest, 'stop' | 'topP' | 'seed'>[] = [];
+      const generate = gw.fakeBroker.generate.bind(gw.fakeBroker);
+      gw.fakeBroker.generate = (req, signal, gate) => {
+        const { stop, topP, seed } = req as GenerateRequest;
+        seen.push({ stop, topP, seed });
+        return generate(req, signal, gate);
+      };
+      try {
+        for (const extra of [{}, { stop: null, top_p: null, seed: null }, { stop: '\n\n', top_p: 0.9, seed: 42 }, { stop: ['END', 'STOP'] }]) {
+          expect((await ask(extra)).status).toBe(200);
+        }
+        expect(seen).toEqual([
+          { stop: [], topP: undefined, seed: undefined },
+          { stop: [], topP: undefined, seed: undefined },
+          { stop: ['\n\n'], topP: 0.9, seed: 42 },
+          { stop: ['END', 'STOP'], topP: undefined, seed: undefined },
+        ]);
+        expect(await refusal(await ask({ stop: ['a', 'b', 'c', 'd', 'e'] }))).toBe('body/stop must NOT have more than 4 items');
+        expect(await refusal(await ask({ stop: '' }))).toBe('body/stop must NOT have fewer than 1 characters');
+        expect(await refusal(await ask({ top_p: 1.5 }))).toBe('body/top_p must be <= 1');
+        expect(await refusal(await ask({ seed: 1.5 }))).toBe('body/seed must be integer,null');
       } finally {
         gw.fakeBroker.generate = generate;
       }

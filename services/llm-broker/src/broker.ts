@@ -36,6 +36,10 @@ export interface GenerateInput {
   toolChoice?: ToolChoiceSpec;
   maxTokens: number;
   temperature?: number;
+  /** Sequences that end the answer (up to 4); empty or absent: none. */
+  stop?: string[];
+  topP?: number;
+  seed?: number;
   /** Answer from (and store into) the response cache. */
   cache: boolean;
   /** Ask the upstream for the whole answer at once (the caller does not stream). */
@@ -203,12 +207,21 @@ export class LlmBroker {
 
   async *generate(input: GenerateInput, signal: AbortSignal, deadline?: number): AsyncGenerator<GenerateEvent> {
     const call = this.prepare(input);
-    const candidates = candidatesFor(this.d.upstreams, input.model);
+    const candidates = this.able(candidatesFor(this.d.upstreams, input.model), call, input.model);
     const cache = input.cache ? this.d.cache : undefined;
     // A replayed answer takes no admission to overlap: the gate is passed first.
     if (cache && input.gate) await input.gate;
     if (cache) yield* this.throughCache(cache, input, call, candidates, signal, deadline);
     else yield* this.fromUpstreams(input, call, candidates, signal, deadline);
+  }
+
+  /** The candidates whose protocol can send the call (a seed: not Anthropic's); refused when none can. */
+  private able(candidates: Candidate[], call: PreparedCall, model: string): Candidate[] {
+    const able = candidates.filter((c) => !c.upstream.provider.unsupported?.({ ...call, model: c.model }));
+    if (able.length > 0) return able;
+    const first = candidates[0]!;
+    const param = first.upstream.provider.unsupported?.({ ...call, model: first.model });
+    throw new BrokerRefusal('invalid_request', `${param} is not supported by the ${first.upstream.provider.protocol} protocol of the upstream${candidates.length > 1 ? 's' : ''} serving ${model ? `model ${model}` : 'the default model'}`);
   }
 
   /** Validates the input: messages, tools (names and schemas), max_tokens. */
@@ -231,10 +244,17 @@ export class LlmBroker {
     if (typeof choice === 'object' && !input.tools.some((t) => t.name === choice.name)) {
       throw new BrokerRefusal('invalid_request', `tool_choice names ${JSON.stringify(choice.name.slice(0, 80))}, which is not one of the tools`);
     }
+    const stop = input.stop ?? [];
+    if (stop.length > 4 || stop.some((s) => s === '' || s.length > 1_000)) throw new BrokerRefusal('invalid_request', 'stop takes up to 4 non-empty sequences of at most 1,000 characters');
+    if (input.topP !== undefined && !(input.topP >= 0 && input.topP <= 1)) throw new BrokerRefusal('invalid_request', 'top_p must be between 0 and 1');
+    if (input.seed !== undefined && !Number.isSafeInteger(input.seed)) throw new BrokerRefusal('invalid_request', 'seed must be an integer');
     return {
       messages: input.messages,
       tools: input.tools,
       ...(choice !== 'auto' ? { toolChoice: choice } : {}),
+      ...(stop.length > 0 ? { stop } : {}),
+      ...(input.topP !== undefined ? { topP: input.topP } : {}),
+      ...(input.seed !== undefined ? { seed: input.seed } : {}),
       maxTokens: input.maxTokens > 0 ? input.maxTokens : this.d.defaultMaxTokens,
       ...(input.temperature !== undefined ? { temperature: input.temperature } : {}),
       ...(input.noStream ? { stream: false } : {}),

@@ -89,6 +89,23 @@ const MIN_TICK_MS = 10;
  * Splits token ids into text pieces, one token each, except that tokens holding part of a
  * multi-byte character are joined with the next so that every piece is valid text.
  */
+/**
+ * An answer's text as the provider sends it: cut at the first stop sequence (which is left out) or
+ * at max_tokens, whichever comes first.
+ */
+export function cutAnswer(text: string, request: Pick<ChatCompletionRequest, 'maxTokens' | 'stop'>): { tokens: number[]; cut?: 'stop_sequence' | 'length' } {
+  let tokens = encode(text);
+  let cut: 'stop_sequence' | 'length' | undefined;
+  if (request.maxTokens !== undefined && tokens.length > request.maxTokens) {
+    tokens = tokens.slice(0, request.maxTokens);
+    cut = 'length';
+  }
+  const sent = tokenizer().decode(tokens);
+  const at = Math.min(...(request.stop ?? []).map((s) => sent.indexOf(s)).filter((i) => i >= 0));
+  if (Number.isFinite(at)) return { tokens: encode(sent.slice(0, at)), cut: 'stop_sequence' };
+  return { tokens, cut };
+}
+
 export function textPieces(tokens: readonly number[]): { text: string; tokens: number }[] {
   const out: { text: string; tokens: number }[] = [];
   let pending: number[] = [];
@@ -149,7 +166,7 @@ function renderParallel(call: { id: string; name: string; arguments: string }, r
   };
 }
 
-function render(answer: Answer, maxTokens: number | undefined, parallel: boolean, rng: SeededRandom): RenderedAnswer {
+function render(answer: Answer, maxTokens: number | undefined, stop: string[] | undefined, parallel: boolean, rng: SeededRandom): RenderedAnswer {
   if (answer.kind === 'tool_call' && parallel) return renderParallel(answer.call, rng);
   if (answer.kind === 'tool_call') {
     const { id, name, arguments: args } = answer.call;
@@ -171,12 +188,8 @@ function render(answer: Answer, maxTokens: number | undefined, parallel: boolean
       completionTokens: nameTokens + argPieces.reduce((sum, p) => sum + p.tokens, 0),
     };
   }
-  let tokens = encode(answer.text);
-  let finishReason: FinishReason = 'stop';
-  if (maxTokens !== undefined && tokens.length > maxTokens) {
-    tokens = tokens.slice(0, maxTokens);
-    finishReason = 'length';
-  }
+  const { tokens, cut } = cutAnswer(answer.text, { maxTokens, stop });
+  const finishReason: FinishReason = cut === 'length' ? 'length' : 'stop';
   const pieces = textPieces(tokens);
   return {
     pieces: [{ delta: { role: 'assistant', content: '', refusal: null }, tokens: 0 }, ...pieces.map((p) => ({ delta: { content: p.text }, tokens: p.tokens }))],
@@ -198,7 +211,7 @@ function usage(promptTokens: number, completionTokens: number): Record<string, u
 
 /** OpenAI's chat completion: `chat.completion.chunk` events, a usage chunk, `data: [DONE]`. */
 export function openAiWire(job: CompletionJob): AnswerWire {
-  const rendered = render(job.answer, job.request.maxTokens, job.behaviours.has('parallel_tool_calls'), job.rng);
+  const rendered = render(job.answer, job.request.maxTokens, job.request.stop, job.behaviours.has('parallel_tool_calls'), job.rng);
   // Every chunk shares all but its choices (and usage): serialise that part once.
   const head = `data: {"id":${JSON.stringify(job.id)},"object":"chat.completion.chunk","created":${job.created},"model":${JSON.stringify(job.request.model)},"service_tier":"default","system_fingerprint":"${SYSTEM_FINGERPRINT}","choices":`;
   const tail = job.request.includeUsage ? ',"usage":null}\n\n' : '}\n\n';

@@ -154,6 +154,26 @@ describe('POST /v1/chat/completions, not streamed', () => {
     expect(completion.usage.completion_tokens).toBe(5);
   });
 
+  it('gives the same answer for the same request and seed, another for another seed', async () => {
+    type Completion = { choices: { message: { content: string } }[] };
+    const answer = async (seed: number) => ((await (await chat({ model: 'm', messages, seed })).json()) as Completion).choices[0]!.message.content;
+    const first = await answer(7);
+    expect(await answer(7)).toBe(first);
+    expect(await answer(8)).not.toBe(first);
+  });
+
+  it('ends the answer where a stop sequence begins, leaving it out, with finish_reason "stop"', async () => {
+    type Completion = { choices: { message: { content: string }; finish_reason: string }[]; usage: { completion_tokens: number } };
+    const ask = async (extra: Record<string, unknown>) => (await (await chat({ model: 'm', messages, seed: 3, ...extra })).json()) as Completion;
+    const whole = (await ask({})).choices[0]!.message.content;
+    const word = whole.split(/\s+/)[4]!;
+    const cut = await ask({ stop: ['no such words', ` ${word}`] });
+    expect(cut.choices[0]!.message.content).toBe(whole.slice(0, whole.indexOf(` ${word}`)));
+    expect(cut.choices[0]!.finish_reason).toBe('stop');
+    expect(cut.usage.completion_tokens).toBe(getEncoding('cl100k_base').encode(cut.choices[0]!.message.content).length);
+    expect((await chat({ model: 'm', messages, stop: ['a', 'b', 'c', 'd', 'e'] })).status).toBe(400);
+  });
+
   it('ends the Critic with a VERDICT line that follows the round', async () => {
     emulator.configure({ reviseRate: 1 });
     const critique = async (round: number): Promise<string> => {

@@ -92,6 +92,9 @@ export function parseMessagesRequest(body: unknown): ChatCompletionRequest {
     maxTokens: maxTokens as number,
     tools: tools && tools.length > 0 ? tools : undefined,
     toolChoice: toolChoiceOf(body.tool_choice, tools ?? []),
+    stop: stopSequencesOf(body.stop_sequences),
+    seed: undefined,
+    topP: body.top_p === undefined ? undefined : typeof body.top_p === 'number' && body.top_p >= 0 && body.top_p <= 1 ? body.top_p : bad('top_p: Input should be less than or equal to 1'),
     temperature: temperature as number | undefined,
   };
 }
@@ -106,4 +109,10 @@ function toolChoiceOf(raw: unknown, tools: readonly ToolDefinition[]): ToolChoic
   if (raw.type === 'any') return 'required';
   if (typeof raw.name !== 'string' || !tools.some((t) => t.function.name === raw.name)) return bad(`tool_choice.name: tool ${JSON.stringify(raw.name)} not found in tools`);
   return { type: 'function', function: { name: raw.name } };
+}
+
+function stopSequencesOf(raw: unknown): string[] | undefined {
+  if (raw === undefined) return undefined;
+  if (!Array.isArray(raw) || !raw.every((s) => typeof s === 'string')) return bad('stop_sequences: Input should be a valid list of strings');
+  return raw.length > 0 ? (raw as string[]) : undefined;
 }

@@ -2,7 +2,7 @@
 // tool_use (content_block_start, content_block_delta with text_delta / input_json_delta,
 // content_block_stop), message_delta (stop_reason, usage), message_stop; an `error` event for a
 // stream that fails. The same answers, pacing and misbehaviours as the chat completions.
-import { textPieces, type AnswerWire, type CompletionJob, type Frame } from './completion';
+import { cutAnswer, textPieces, type AnswerWire, type CompletionJob, type Frame } from './completion';
 import { anthropicError } from './messages-request';
 import { countTokens, encode } from './tokens';
 
@@ -18,7 +18,8 @@ export function messagesWire(job: CompletionJob): AnswerWire {
   const id = `msg_${job.id.replace(/^chatcmpl-/, '')}`;
   const frames: Frame[] = [];
   const content: Record<string, unknown>[] = [];
-  let stopReason: 'end_turn' | 'max_tokens' | 'tool_use' = 'end_turn';
+  let stopReason: 'end_turn' | 'max_tokens' | 'tool_use' | 'stop_sequence' = 'end_turn';
+  let stopSequence: string | null = null;
   const start = event('message_start', {
     message: {
       id, type: 'message', role: 'assistant', content: [], model: request.model, stop_reason: null, stop_sequence: null,
@@ -44,10 +45,12 @@ export function messagesWire(job: CompletionJob): AnswerWire {
       content.push({ type: 'tool_use', id: c.id, name: c.name, input: c.input });
     });
   } else {
-    let tokens = encode(answer.text);
-    if (request.maxTokens !== undefined && tokens.length > request.maxTokens) {
-      tokens = tokens.slice(0, request.maxTokens);
-      stopReason = 'max_tokens';
+    const { tokens, cut } = cutAnswer(answer.text, request);
+    if (cut === 'length') stopReason = 'max_tokens';
+    if (cut === 'stop_sequence') {
+      stopReason = 'stop_sequence';
+      const rest = answer.text.slice(textPieces(tokens).map((p) => p.text).join('').length);
+      stopSequence = request.stop?.find((s) => rest.startsWith(s)) ?? null;
     }
     const pieces = textPieces(tokens);
     frames.push({ text: start + event('content_block_start', { index: 0, content_block: { type: 'text', text: '' } }), tokens: 0 });
@@ -61,12 +64,12 @@ export function messagesWire(job: CompletionJob): AnswerWire {
     completionTokens,
     end: (withUsage) =>
       event('content_block_stop', { index: content.length - 1 }) +
-      event('message_delta', { delta: { stop_reason: stopReason, stop_sequence: null }, ...(withUsage ? { usage: { output_tokens: completionTokens } } : {}) }) +
+      event('message_delta', { delta: { stop_reason: stopReason, stop_sequence: stopSequence }, ...(withUsage ? { usage: { output_tokens: completionTokens } } : {}) }) +
       event('message_stop', {}),
     // Anthropic's in-stream error (what a 529 is once the stream has begun); nothing follows it.
     error: event('error', { error: { type: 'overloaded_error', message: 'Overloaded' } }),
     afterError: '',
-    body: () => ({ id, type: 'message', role: 'assistant', model: request.model, content, stop_reason: stopReason, stop_sequence: null, usage }),
+    body: () => ({ id, type: 'message', role: 'assistant', model: request.model, content, stop_reason: stopReason, stop_sequence: stopSequence, usage }),
     failure: (status) =>
       status === 500
         ? { status: 500, body: anthropicError('api_error', 'Internal server error') }

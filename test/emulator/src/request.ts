@@ -40,6 +40,11 @@ export interface ChatCompletionRequest {
   tools: ToolDefinition[] | undefined;
   toolChoice: ToolChoice | undefined;
   temperature: number | undefined;
+  /** Sequences at which the answer stops (not included); up to 4. */
+  stop: string[] | undefined;
+  /** Asks for a repeatable answer: the same request and seed, the same answer. */
+  seed: number | undefined;
+  topP: number | undefined;
 }
 
 /** A 400 in OpenAI's words: message, offending parameter, machine-readable code. */
@@ -267,6 +272,10 @@ export function parseChatCompletionRequest(body: unknown): ChatCompletionRequest
 
   const tools = parseTools(optional(body, 'tools'));
   const toolChoice = parseToolChoice(optional(body, 'tool_choice'), tools);
+  const topP = optional(body, 'top_p');
+  if (topP !== undefined && (typeof topP !== 'number' || topP < 0 || topP > 1)) throw invalidType('top_p', 'a decimal between 0 and 1', topP);
+  const seed = optional(body, 'seed');
+  if (seed !== undefined && !Number.isInteger(seed)) throw invalidType('seed', 'an integer', seed);
 
   return {
     model,
@@ -277,5 +286,17 @@ export function parseChatCompletionRequest(body: unknown): ChatCompletionRequest
     tools: tools !== undefined && tools.length > 0 ? tools : undefined,
     toolChoice,
     temperature: temperature as number | undefined,
+    stop: parseStop(optional(body, 'stop')),
+    seed: seed as number | undefined,
+    topP: topP as number | undefined,
   };
+}
+
+/** `stop`: a string or up to 4 of them, as OpenAI takes it. */
+function parseStop(raw: unknown): string[] | undefined {
+  if (raw === undefined) return undefined;
+  const list = typeof raw === 'string' ? [raw] : raw;
+  if (!Array.isArray(list) || !list.every((s) => typeof s === 'string' && s !== '')) throw invalidType('stop', 'a string or an array of non-empty strings', raw);
+  if (list.length > 4) throw new InvalidRequestError(`Invalid 'stop': array too long. Expected an array with maximum length 4, but got an array with length ${list.length} instead.`, 'stop', 'array_above_max_length');
+  return list.length > 0 ? (list as string[]) : undefined;
 }

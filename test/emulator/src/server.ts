@@ -293,8 +293,9 @@ export class ProviderEmulator {
     const rateHeaders = limitHeaders();
     const charged = admission.ticket.charge.tokens;
 
-    // Everything random about this request comes from its own generator, seeded in arrival order.
-    const rng = new SeededRandom(this.rng.seed());
+    // Everything random about this request comes from its own generator, seeded in arrival order,
+    // or by the request's `seed`: the same request and seed, the same answer.
+    const rng = new SeededRandom(request.seed !== undefined ? request.seed : this.rng.seed());
     const draw = rng.next();
     const fate: Fate =
       draw < config.failureRate ? 'fail' : draw < config.failureRate + config.hangRate ? 'hang' : draw < config.failureRate + config.hangRate + config.cutRate ? 'cut' : 'answer';

@@ -30,6 +30,9 @@ interface ChatBody {
   temperature?: number | null;
   tools?: { type: 'function'; function: { name: string; description?: string; parameters?: Record<string, unknown> } }[];
   tool_choice?: 'auto' | 'none' | 'required' | { type: 'function'; function: { name: string } } | null;
+  stop?: string | string[] | null;
+  top_p?: number | null;
+  seed?: number | null;
   user?: string;
 }
 
@@ -123,12 +126,9 @@ const messageSchema = {
  */
 const DEFAULT_ONLY = {
   n: { enum: [1, null], description: 'one choice per request: only 1' },
-  top_p: { enum: [1, null], description: 'not passed on: only 1 (use temperature)' },
   presence_penalty: { enum: [0, null], description: 'not passed on: only 0' },
   frequency_penalty: { enum: [0, null], description: 'not passed on: only 0' },
   logprobs: { enum: [false, null], description: 'not available: only false' },
-  stop: { enum: [null], description: 'stop sequences are not passed on: only null' },
-  seed: { enum: [null], description: 'not passed on: only null' },
   parallel_tool_calls: { enum: [true, null], description: 'only true' },
   response_format: {
     type: ['object', 'null'],
@@ -211,6 +211,21 @@ export function openaiRoutes(app: FastifyInstance, ctx: EdgeContext): void {
                   },
                 },
               ],
+            },
+            stop: {
+              description: 'up to 4 sequences at which the answer ends (left out of it): a string or an array',
+              anyOf: [
+                { type: 'string', minLength: 1, maxLength: 1000, pattern: NO_NUL },
+                { type: 'array', maxItems: 4, items: { type: 'string', minLength: 1, maxLength: 1000, pattern: NO_NUL } },
+                { type: 'null' },
+              ],
+            },
+            top_p: { type: ['number', 'null'], minimum: 0, maximum: 1 },
+            seed: {
+              type: ['integer', 'null'],
+              minimum: Number.MIN_SAFE_INTEGER,
+              maximum: Number.MAX_SAFE_INTEGER,
+              description: 'a repeatable answer, best effort; an Anthropic upstream has none (400 when no upstream of the model takes one)',
             },
             user: { type: 'string', maxLength: 256 },
             ...DEFAULT_ONLY,
@@ -326,6 +341,9 @@ async function* direct(ctx: EdgeContext, userId: string, body: ChatBody, message
     tools: (body.tools ?? []).map(({ function: f }) => ({ name: f.name, description: f.description ?? '', parametersJsonSchema: f.parameters ? JSON.stringify(f.parameters) : '' })),
     toolsJson: '',
     toolChoice,
+    stop: body.stop == null ? [] : typeof body.stop === 'string' ? [body.stop] : body.stop,
+    ...(body.top_p != null ? { topP: body.top_p } : {}),
+    ...(body.seed != null ? { seed: body.seed } : {}),
     maxTokens,
     temperature: body.temperature ?? 0,
     hasTemperature: body.temperature !== undefined && body.temperature !== null,

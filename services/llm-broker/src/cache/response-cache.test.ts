@@ -29,7 +29,7 @@ describe('response cache keys', () => {
     })).digest('hex'));
   });
 
-  it('differ by everything that decides the answer: upstream, model, messages, tools, tool_choice, max_tokens, temperature', () => {
+  it('differ by everything that decides the answer: upstream, model, messages, tools, tool_choice, max_tokens, temperature, stop, top_p, seed', () => {
     const base = cache().keyOf(UPSTREAM, req());
     const variants = [
       cache().keyOf('anthropic https://llm.example/v1', req()),
@@ -43,6 +43,9 @@ describe('response cache keys', () => {
       cache().keyOf(UPSTREAM, req({ toolChoice: 'none' })),
       cache().keyOf(UPSTREAM, req({ toolChoice: 'required' })),
       cache().keyOf(UPSTREAM, req({ toolChoice: { name: 'search_web' } })),
+      cache().keyOf(UPSTREAM, req({ stop: ['END'] })),
+      cache().keyOf(UPSTREAM, req({ topP: 0.9 })),
+      cache().keyOf(UPSTREAM, req({ seed: 42 })),
     ];
     expect(new Set([base, ...variants]).size).toBe(variants.length + 1);
   });

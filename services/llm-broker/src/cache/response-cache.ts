@@ -66,6 +66,9 @@ export class ResponseCache {
       upstream, model: req.model, messages: req.messages, tools: req.tools, maxTokens: req.maxTokens, temperature: req.temperature ?? null,
       // Only when set, so that the keys of calls without it stay what they were.
       ...(req.toolChoice ? { toolChoice: req.toolChoice } : {}),
+      ...(req.stop ? { stop: req.stop } : {}),
+      ...(req.topP !== undefined ? { topP: req.topP } : {}),
+      ...(req.seed !== undefined ? { seed: req.seed } : {}),
     };
     return `${this.o.prefix}:${sha256(canonicalJson(decisive))}`;
   }

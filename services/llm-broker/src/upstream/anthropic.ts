@@ -79,6 +79,8 @@ function buildBody(req: ProviderRequest): MessagesRequestBody {
     ...(req.toolChoice ? { tool_choice: typeof req.toolChoice === 'object' ? { type: 'tool', name: req.toolChoice.name } : { type: req.toolChoice === 'required' ? 'any' : 'none' } } : {}),
     // Anthropic's range is 0–1 (OpenAI's 0–2): higher values are capped.
     ...(req.temperature !== undefined ? { temperature: Math.min(1, Math.max(0, req.temperature)) } : {}),
+    ...(req.stop ? { stop_sequences: req.stop } : {}),
+    ...(req.topP !== undefined ? { top_p: req.topP } : {}),
   };
 }
 
@@ -290,4 +292,6 @@ export const anthropicProtocol: WireProtocol = {
   error: anthropicError,
   parser: () => new MessagesStreamParser(),
   countPromptTokens: (req) => countMessagesTokens(messagesRequestBody(req)),
+  // The Messages API has no seed.
+  unsupported: (req) => (req.seed !== undefined ? 'seed' : undefined),
 };

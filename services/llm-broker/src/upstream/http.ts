@@ -44,6 +44,10 @@ export class HttpProvider implements Provider {
     return this.wire.name;
   }
 
+  unsupported(req: ProviderRequest): string | undefined {
+    return this.wire.unsupported?.(req);
+  }
+
   countPromptTokens(req: ProviderRequest): number {
     return this.wire.countPromptTokens(req);
   }

@@ -104,6 +104,15 @@ describe('OpenAI protocol', () => {
     expect(choiceOf({ name: 'search_web' })).toEqual({ type: 'function', function: { name: 'search_web' } });
   });
 
+  it('writes stop, top_p and seed when set, and nothing for them otherwise', () => {
+    const bodyOf = (over: Partial<ProviderRequest>) => JSON.parse(openAiProtocol.request({ ...req, ...over }, 'sk-1', true).body) as Record<string, unknown>;
+    expect(bodyOf({ stop: ['END'], topP: 0.9, seed: 42 })).toMatchObject({ stop: ['END'], top_p: 0.9, seed: 42 });
+    expect(Object.keys(bodyOf({}))).not.toEqual(expect.arrayContaining(['stop']));
+    expect(bodyOf({})).not.toHaveProperty('top_p');
+    expect(bodyOf({})).not.toHaveProperty('seed');
+    expect(openAiProtocol.unsupported?.({ ...req, seed: 1 })).toBeUndefined();
+  });
+
   it('writes a call for a caller that does not stream as a non-streamed one, and reads its chat.completion as the same events', () => {
     const { headers, body } = openAiProtocol.request(req, 'sk-1', false);
     expect(headers.accept).toBe('application/json');

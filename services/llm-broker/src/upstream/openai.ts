@@ -19,6 +19,9 @@ export interface ChatRequestBody {
   tools?: unknown[];
   tool_choice?: unknown;
   temperature?: number;
+  stop?: string[];
+  top_p?: number;
+  seed?: number;
 }
 
 export function wireMessages(messages: ChatMessageIn[]): unknown[] {
@@ -57,6 +60,9 @@ function buildBody(req: ProviderRequest): ChatRequestBody {
     ...(req.tools.length > 0 ? { tools: wireTools(req.tools) } : {}),
     ...(req.toolChoice ? { tool_choice: typeof req.toolChoice === 'string' ? req.toolChoice : { type: 'function', function: { name: req.toolChoice.name } } } : {}),
     ...(req.temperature !== undefined ? { temperature: req.temperature } : {}),
+    ...(req.stop ? { stop: req.stop } : {}),
+    ...(req.topP !== undefined ? { top_p: req.topP } : {}),
+    ...(req.seed !== undefined ? { seed: req.seed } : {}),
   };
 }
 

@@ -49,6 +49,11 @@ export interface ProviderRequest {
   temperature?: number;
   /** Absent: auto. */
   toolChoice?: Exclude<ToolChoiceSpec, 'auto'>;
+  /** Sequences that end the answer (1–4); absent: none. */
+  stop?: string[];
+  topP?: number;
+  /** A repeatable answer, asked for (OpenAI's `seed`). */
+  seed?: number;
   /** False: ask for the whole answer at once (when the protocol can); absent or true: streamed. */
   stream?: boolean;
 }
@@ -123,6 +128,8 @@ export interface Provider {
   open(req: ProviderRequest, signal: AbortSignal): Promise<OpenStream>;
   /** The prompt tokens this provider will bill for the call, estimated before sending it (the TPM reservation). */
   countPromptTokens(req: ProviderRequest): number;
+  /** The parameter of the call its protocol cannot send (WireProtocol.unsupported). */
+  unsupported?(req: ProviderRequest): string | undefined;
   close(): Promise<void>;
 }
 
@@ -156,6 +163,8 @@ export interface WireProtocol {
   error(status: number, headers: Headers, body: string): UpstreamError;
   parser(): StreamParser;
   countPromptTokens(req: ProviderRequest): number;
+  /** The parameter of the call the protocol has no way to send (a call with it goes elsewhere, or is refused); absent: it sends all. */
+  unsupported?(req: ProviderRequest): string | undefined;
 }
 
 export function headerNumber(h: Headers, name: string): number | undefined {

@@ -88,6 +88,7 @@ export async function runAgent(env: AgentEnv, step: AgentStep): Promise<AgentOut
       noStream: false,
       answerInDone: false,
       toolChoice: undefined,
+      stop: [],
     };
     let toolCalls: { id: string; name: string; argumentsJson: string }[] = [];
     let callText = '';

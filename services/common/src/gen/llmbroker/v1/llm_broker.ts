@@ -294,7 +294,20 @@ export interface GenerateRequest {
    * tool_choice says whether the model may, must or must not call one of `tools`; unset is auto
    * (the model decides). Any other choice needs `tools`, and a named function must be one of them.
    */
-  toolChoice: ToolChoice | undefined;
+  toolChoice:
+    | ToolChoice
+    | undefined;
+  /** stop holds up to 4 sequences at which the provider ends the answer (they are left out of it). */
+  stop: string[];
+  /** top_p is nucleus sampling (0–1), passed on when set. */
+  topP?:
+    | number
+    | undefined;
+  /**
+   * seed asks the provider for a repeatable answer (best effort). Anthropic has none: a call with a
+   * seed goes only to upstreams that take one, and is refused (INVALID_ARGUMENT) when none does.
+   */
+  seed?: number | undefined;
 }
 
 /** ToolChoice is OpenAI's `tool_choice` (Anthropic's `tool_choice`: auto, none, any, tool). */
@@ -772,6 +785,9 @@ function createBaseGenerateRequest(): GenerateRequest {
     noStream: false,
     answerInDone: false,
     toolChoice: undefined,
+    stop: [],
+    topP: undefined,
+    seed: undefined,
   };
 }
 
@@ -821,6 +837,15 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
     }
     if (message.toolChoice !== undefined) {
       ToolChoice.encode(message.toolChoice, writer.uint32(130).fork()).join();
+    }
+    for (const v of message.stop) {
+      writer.uint32(138).string(v!);
+    }
+    if (message.topP !== undefined) {
+      writer.uint32(145).double(message.topP);
+    }
+    if (message.seed !== undefined) {
+      writer.uint32(152).int64(message.seed);
     }
     return writer;
   },
@@ -958,6 +983,30 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
             message.toolChoice = ToolChoice.decode(reader, reader.uint32());
             continue;
           }
+          case 17: {
+            if (tag !== 138) {
+              break;
+            }
+
+            message.stop.push(reader.string());
+            continue;
+          }
+          case 18: {
+            if (tag !== 145) {
+              break;
+            }
+
+            message.topP = reader.double();
+            continue;
+          }
+          case 19: {
+            if (tag !== 152) {
+              break;
+            }
+
+            message.seed = longToNumber(reader.int64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1031,6 +1080,15 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
         : isSet(object.tool_choice)
         ? ToolChoice.fromJSON(object.tool_choice)
         : undefined,
+      stop: globalThis.Array.isArray(object?.stop)
+        ? object.stop.map((e: any) => globalThis.String(e))
+        : [],
+      topP: isSet(object.topP)
+        ? globalThis.Number(object.topP)
+        : isSet(object.top_p)
+        ? globalThis.Number(object.top_p)
+        : undefined,
+      seed: isSet(object.seed) ? globalThis.Number(object.seed) : undefined,
     };
   },
 
@@ -1081,6 +1139,15 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
     if (message.toolChoice !== undefined) {
       obj.toolChoice = ToolChoice.toJSON(message.toolChoice);
     }
+    if (message.stop?.length) {
+      obj.stop = message.stop;
+    }
+    if (message.topP !== undefined) {
+      obj.topP = floatToJson(message.topP);
+    }
+    if (message.seed !== undefined) {
+      obj.seed = Math.round(message.seed);
+    }
     return obj;
   },
 
@@ -1106,6 +1173,9 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
     message.toolChoice = (object.toolChoice !== undefined && object.toolChoice !== null)
       ? ToolChoice.fromPartial(object.toolChoice)
       : undefined;
+    message.stop = object.stop?.map((e) => e) || [];
+    message.topP = object.topP ?? undefined;
+    message.seed = object.seed ?? undefined;
     return message;
   },
 };
