@@ -159,7 +159,7 @@ describe.each([
     expect((await emulatorStats(emulator)).requests).toBe(before);
   });
 
-  it('passes stop (the answer ends where it begins) and top_p on; a seed to OpenAI, and Anthropic, which has none, refuses it', async () => {
+  it('passes stop (the answer ends where it begins) and top_p on; seed, penalties and response_format to OpenAI, and Anthropic, which has none of them, refuses them', async () => {
     const question = 'How should a small library plan its opening hours?';
     // The emulator restarted on one seed gives the same answer to the same request: the cut is exact.
     const answer = async (over: Partial<GenerateRequest>) => {
@@ -179,6 +179,8 @@ describe.each([
       await configureEmulator(emulator, { seed: 11 });
     }
     if (protocol === 'openai') {
+      const json = await runGenerate(broker.client, ask('Answer in JSON: what is a queue?', { responseFormatJson: '{"type":"json_object"}', presencePenalty: 0.5, frequencyPenalty: 0.5 }));
+      expect(JSON.parse(text(json))).toEqual({ answer: expect.any(String) });
       const seeded = async (seed: number) => text(await runGenerate(broker.client, ask(question, { seed })));
       const first = await seeded(5);
       expect(await seeded(5)).toBe(first);
@@ -188,6 +190,9 @@ describe.each([
       const refused = await runGenerate(broker.client, ask(question, { seed: 5 }));
       expect(refused.error?.code).toBe(status.INVALID_ARGUMENT);
       expect(detailsOf(refused.error)).toMatch(/seed is not supported by the anthropic protocol/);
+      for (const over of [{ presencePenalty: 0.5 }, { frequencyPenalty: 0.5 }, { responseFormatJson: '{"type":"json_object"}' }]) {
+        expect((await runGenerate(broker.client, ask(question, over))).error?.code).toBe(status.INVALID_ARGUMENT);
+      }
       expect((await emulatorStats(emulator)).requests).toBe(before);
     }
   });

@@ -182,6 +182,7 @@ export function generateRequest(
     answerInDone: false,
     toolChoice: undefined,
     stop: [],
+    responseFormatJson: '',
     ...over,
   };
 }

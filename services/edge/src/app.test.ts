@@ -498,9 +498,8 @@ describe('edge app (fake peers)', () => {
 
     test('at any other value they are refused, each saying what it may be, not ignored', async () => {
       expect(await refusal(await ask({ n: 2 }))).toBe('body/n must be 1 or null');
-      expect(await refusal(await ask({ presence_penalty: 0.5 }))).toBe('body/presence_penalty must be 0 or null');
       expect(await refusal(await ask({ logprobs: true }))).toBe('body/logprobs must be false or null');
-      expect(await refusal(await ask({ response_format: { type: 'json_object' } }))).toBe('body/response_format/type must be "text"');
+      expect(await refusal(await ask({ store: true }))).toBe('body/store must be false or null');
     });
 
     test('tool_choice reaches the broker as asked; other than auto it needs tools, and a named function must be one of them', async () => {
@@ -534,24 +533,35 @@ describe('edge app (fake peers)', () => {
       }
     });
 
-    test('stop, top_p and seed reach the broker as asked (a single stop string as a list of one)', async () => {
-      const seen: Pick<GenerateRequest, 'stop' | 'topP' | 'seed'>[] = [];
+    test('stop, top_p, seed, the penalties and response_format reach the broker as asked (a single stop string as a list of one)', async () => {
+      type Seen = Pick<GenerateRequest, 'stop' | 'topP' | 'seed' | 'presencePenalty' | 'frequencyPenalty' | 'responseFormatJson'>;
+      const seen: Seen[] = [];
       const generate = gw.fakeBroker.generate.bind(gw.fakeBroker);
       gw.fakeBroker.generate = (req, signal, gate) => {
-        const { stop, topP, seed } = req as GenerateRequest;
-        seen.push({ stop, topP, seed });
+        const { stop, topP, seed, presencePenalty, frequencyPenalty, responseFormatJson } = req as GenerateRequest;
+        seen.push({ stop, topP, seed, presencePenalty, frequencyPenalty, responseFormatJson });
         return generate(req, signal, gate);
       };
+      const none = { topP: undefined, seed: undefined, presencePenalty: undefined, frequencyPenalty: undefined, responseFormatJson: '' };
+      const schema = { type: 'json_schema', json_schema: { name: 'answer', schema: { type: 'object', properties: { text: { type: 'string' } } }, strict: true } };
       try {
-        for (const extra of [{}, { stop: null, top_p: null, seed: null }, { stop: '\n\n', top_p: 0.9, seed: 42 }, { stop: ['END', 'STOP'] }]) {
+        for (const extra of [
+          {}, { stop: null, top_p: null, seed: null, presence_penalty: null, frequency_penalty: null, response_format: null },
+          { stop: '\n\n', top_p: 0.9, seed: 42, presence_penalty: 0.5, frequency_penalty: -1 }, { stop: ['END', 'STOP'], response_format: { type: 'json_object' } },
+          { response_format: schema },
+        ]) {
           expect((await ask(extra)).status).toBe(200);
         }
         expect(seen).toEqual([
-          { stop: [], topP: undefined, seed: undefined },
-          { stop: [], topP: undefined, seed: undefined },
-          { stop: ['\n\n'], topP: 0.9, seed: 42 },
-          { stop: ['END', 'STOP'], topP: undefined, seed: undefined },
+          { ...none, stop: [] },
+          { ...none, stop: [] },
+          { ...none, stop: ['\n\n'], topP: 0.9, seed: 42, presencePenalty: 0.5, frequencyPenalty: -1 },
+          { ...none, stop: ['END', 'STOP'], responseFormatJson: '{"type":"json_object"}' },
+          { ...none, stop: [], responseFormatJson: JSON.stringify(schema) },
         ]);
+        expect(await refusal(await ask({ presence_penalty: 3 }))).toBe('body/presence_penalty must be <= 2');
+        expect(await refusal(await ask({ response_format: { type: 'xml' } }))).toBe('body/response_format/type must be "text" or "json_object" or "json_schema"');
+        expect(await refusal(await ask({ response_format: { type: 'json_schema' } }))).toBe("body/response_format must have required property 'json_schema'");
         expect(await refusal(await ask({ stop: ['a', 'b', 'c', 'd', 'e'] }))).toBe('body/stop must NOT have more than 4 items');
         expect(await refusal(await ask({ stop: '' }))).toBe('body/stop must NOT have fewer than 1 characters');
         expect(await refusal(await ask({ top_p: 1.5 }))).toBe('body/top_p must be <= 1');

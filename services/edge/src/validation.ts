@@ -1,7 +1,7 @@
 // The 400 a request that breaks its schema gets: one sentence per problem, said as a person would
 // (what a pattern means, which values are allowed, which parameter is unknown), and for a value
-// that may take one of several shapes (a message by its role, content as text or parts) only what
-// is wrong with the shape it has, not why it is none of the others.
+// that may take one of several shapes (a message by its role, a format by its type, content as text
+// or parts) only what is wrong with the shape it has, not why it is none of the others.
 import type { FastifySchemaValidationError } from 'fastify/types/schema';
 import { ID_PATTERN, NO_NUL, NOT_BLANK } from './routes/schemas';
 
@@ -46,23 +46,30 @@ function at(doc: unknown, pointer: string): unknown {
 
 const jsonType = (v: unknown) => (v === null ? 'null' : Array.isArray(v) ? 'array' : Number.isInteger(v) ? 'integer' : typeof v);
 
-/** How an alternative plainly does not describe the value: another type, or a role it does not allow. */
-function misfit(branch: Schema | undefined, value: unknown): 'type' | 'role' | undefined {
+/** The properties that say which alternative an object is (a message's role, a format's type). */
+const TAGS = ['role', 'type'] as const;
+
+const tagOf = (value: unknown, key: string): unknown => (value !== null && typeof value === 'object' ? (value as Record<string, unknown>)[key] : undefined);
+
+/** How an alternative plainly does not describe the value: another type, or a tag it does not allow. */
+function misfit(branch: Schema | undefined, value: unknown): 'type' | 'tag' | undefined {
   if (!branch) return undefined;
   if (branch.type !== undefined) {
     const types = Array.isArray(branch.type) ? branch.type : [branch.type];
     const t = jsonType(value);
     if (!types.includes(t) && !(t === 'integer' && types.includes('number'))) return 'type';
   }
-  const roles = branch.properties?.['role']?.enum;
-  const role = value !== null && typeof value === 'object' ? (value as { role?: unknown }).role : undefined;
-  return roles !== undefined && role !== undefined && !roles.includes(role) ? 'role' : undefined;
+  return TAGS.some((key) => {
+    const allowed = branch.properties?.[key]?.enum;
+    const tag = tagOf(value, key);
+    return allowed !== undefined && tag !== undefined && !allowed.includes(tag);
+  }) ? 'tag' : undefined;
 }
 
 /**
  * The errors worth showing. An `anyOf` reports every alternative's errors; those of alternatives
- * that do not fit the value are left out. When none fits: a message's alternatives for its role
- * still (each type the value could have had), or the roles there are.
+ * that do not fit the value are left out. When none fits: the roles (or types) there are, for an
+ * object whose own none allows; else each alternative's complaint.
  */
 function relevant(errors: readonly ValidationError[], schema: unknown, data: unknown): ValidationError[] {
   const anyOfAt = new Map(errors.filter((e) => e.keyword === 'anyOf').map((e) => [e.schemaPath, e.instancePath]));
@@ -76,16 +83,18 @@ function relevant(errors: readonly ValidationError[], schema: unknown, data: unk
   };
   const fitting = own.filter((e) => branchesOf(e).every((b) => how(b) === undefined));
   if (fitting.length > 0) return fitting;
-  const rightRole = own.filter((e) => branchesOf(e).every((b) => how(b) !== 'role'));
-  if (rightRole.length > 0) return rightRole;
-  // No alternative fits: a message whose role none allows is told the roles there are.
+  // No alternative fits: an object whose role (or type) none allows is told the ones there are…
   for (const [path, where] of anyOfAt) {
-    const roles = [...new Set(((at(schema, path) as Schema[] | undefined) ?? []).flatMap((b) => b.properties?.['role']?.enum ?? []))];
     const value = at(data, where);
-    const role = value !== null && typeof value === 'object' ? (value as { role?: unknown }).role : undefined;
-    if (roles.length > 0 && role !== undefined && !roles.includes(role)) {
-      return [{ keyword: 'enum', instancePath: `${where}/role`, schemaPath: path, params: { allowedValues: roles }, message: '' }];
+    for (const key of TAGS) {
+      const allowed = [...new Set(((at(schema, path) as Schema[] | undefined) ?? []).flatMap((b) => b.properties?.[key]?.enum ?? []))];
+      const tag = tagOf(value, key);
+      if (allowed.length > 0 && tag !== undefined && !allowed.includes(tag)) {
+        return [{ keyword: 'enum', instancePath: `${where}/${key}`, schemaPath: path, params: { allowedValues: allowed }, message: '' }];
+      }
     }
   }
-  return own;
+  // …and a value of none of the types allowed, each alternative's complaint (those of its tag).
+  const rightTag = own.filter((e) => branchesOf(e).every((b) => how(b) !== 'tag'));
+  return rightTag.length > 0 ? rightTag : own;
 }

@@ -40,6 +40,10 @@ export interface GenerateInput {
   stop?: string[];
   topP?: number;
   seed?: number;
+  presencePenalty?: number;
+  frequencyPenalty?: number;
+  /** OpenAI's `response_format` as JSON text; empty or absent: text. */
+  responseFormatJson?: string;
   /** Answer from (and store into) the response cache. */
   cache: boolean;
   /** Ask the upstream for the whole answer at once (the caller does not stream). */
@@ -84,6 +88,22 @@ const NOTHING_BILLED: UsageOut = { promptTokens: 0, completionTokens: 0, totalTo
 const generatedTokens = (text: string, toolCalls: readonly ToolCallOut[]): number =>
   countText(text) + toolCalls.reduce((n, c) => n + countText(c.name) + countText(c.argumentsJson), 0);
 const TOOL_NAME = /^[a-zA-Z0-9_-]{1,64}$/;
+
+/** `response_format` JSON → the object to send, none for text; refused when it is not one of OpenAI's. */
+function responseFormatOf(json: string | undefined): Record<string, unknown> | undefined {
+  if (!json) return undefined;
+  let format: unknown;
+  try {
+    format = JSON.parse(json);
+  } catch {
+    throw new BrokerRefusal('invalid_request', 'response_format_json is not JSON');
+  }
+  const type = (format as { type?: unknown } | null)?.type;
+  if (typeof format !== 'object' || format === null || Array.isArray(format) || !['text', 'json_object', 'json_schema'].includes(type as string)) {
+    throw new BrokerRefusal('invalid_request', 'response_format must be an object of type text, json_object or json_schema');
+  }
+  return type === 'text' ? undefined : (format as Record<string, unknown>);
+}
 
 /** One upstream of LLM_UPSTREAMS with everything that is its own: provider, quota, queue, breaker. */
 export interface Upstream {
@@ -248,6 +268,10 @@ export class LlmBroker {
     if (stop.length > 4 || stop.some((s) => s === '' || s.length > 1_000)) throw new BrokerRefusal('invalid_request', 'stop takes up to 4 non-empty sequences of at most 1,000 characters');
     if (input.topP !== undefined && !(input.topP >= 0 && input.topP <= 1)) throw new BrokerRefusal('invalid_request', 'top_p must be between 0 and 1');
     if (input.seed !== undefined && !Number.isSafeInteger(input.seed)) throw new BrokerRefusal('invalid_request', 'seed must be an integer');
+    for (const [name, v] of [['presence_penalty', input.presencePenalty], ['frequency_penalty', input.frequencyPenalty]] as const) {
+      if (v !== undefined && !(v >= -2 && v <= 2)) throw new BrokerRefusal('invalid_request', `${name} must be between -2 and 2`);
+    }
+    const responseFormat = responseFormatOf(input.responseFormatJson);
     return {
       messages: input.messages,
       tools: input.tools,
@@ -255,6 +279,9 @@ export class LlmBroker {
       ...(stop.length > 0 ? { stop } : {}),
       ...(input.topP !== undefined ? { topP: input.topP } : {}),
       ...(input.seed !== undefined ? { seed: input.seed } : {}),
+      ...(input.presencePenalty !== undefined ? { presencePenalty: input.presencePenalty } : {}),
+      ...(input.frequencyPenalty !== undefined ? { frequencyPenalty: input.frequencyPenalty } : {}),
+      ...(responseFormat ? { responseFormat } : {}),
       maxTokens: input.maxTokens > 0 ? input.maxTokens : this.d.defaultMaxTokens,
       ...(input.temperature !== undefined ? { temperature: input.temperature } : {}),
       ...(input.noStream ? { stream: false } : {}),

@@ -218,3 +218,24 @@ export function composeAnswer(request: ChatCompletionRequest, rng: SeededRandom,
       return { kind: 'text', role, text: writer.paragraph(tokens, quote) };
   }
 }
+
+/**
+ * A text answer in the format asked for: JSON mode wraps it (`{"answer": …}`); a JSON schema gets
+ * an object with each of its properties, the text in the first string one.
+ */
+export function formatted(answer: Answer, format: ChatCompletionRequest['responseFormat']): Answer {
+  if (!format || answer.kind !== 'text') return answer;
+  if (format.type === 'json_object') return { ...answer, text: JSON.stringify({ answer: answer.text }) };
+  const properties = (format.schema['properties'] ?? {}) as Record<string, { type?: string }>;
+  let textUsed = false;
+  const value = (type: string | undefined): unknown => {
+    if (type === 'number' || type === 'integer') return 1;
+    if (type === 'boolean') return true;
+    if (type === 'array') return [];
+    if (type === 'object') return {};
+    if (textUsed) return '';
+    textUsed = true;
+    return answer.text;
+  };
+  return { ...answer, text: JSON.stringify(Object.fromEntries(Object.entries(properties).map(([k, p]) => [k, value(p.type)]))) };
+}

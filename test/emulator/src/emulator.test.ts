@@ -174,6 +174,20 @@ describe('POST /v1/chat/completions, not streamed', () => {
     expect((await chat({ model: 'm', messages, stop: ['a', 'b', 'c', 'd', 'e'] })).status).toBe(400);
   });
 
+  it('answers in JSON when asked (JSON mode only if the messages say "json", as OpenAI requires), or to a schema', async () => {
+    type Completion = { choices: { message: { content: string } }[]; error?: { message: string; param: string } };
+    const ask = async (extra: Record<string, unknown>, content = 'Answer in JSON: what is a queue?') =>
+      chat({ model: 'm', messages: [{ role: 'user', content }], ...extra });
+    const mode = (await (await ask({ response_format: { type: 'json_object' } })).json()) as Completion;
+    expect(JSON.parse(mode.choices[0]!.message.content)).toEqual({ answer: expect.any(String) });
+    const refused = await ask({ response_format: { type: 'json_object' } }, 'What is a queue?');
+    expect(refused.status).toBe(400);
+    expect(((await refused.json()) as Completion).error?.message).toMatch(/must contain the word 'json'/);
+    const schema = { type: 'object', properties: { summary: { type: 'string' }, score: { type: 'number' }, tags: { type: 'array' } } };
+    const shaped = (await (await ask({ response_format: { type: 'json_schema', json_schema: { name: 'a', schema } } }, 'What is a queue?')).json()) as Completion;
+    expect(JSON.parse(shaped.choices[0]!.message.content)).toEqual({ summary: expect.stringMatching(/\w/), score: 1, tags: [] });
+  });
+
   it('ends the Critic with a VERDICT line that follows the round', async () => {
     emulator.configure({ reviseRate: 1 });
     const critique = async (round: number): Promise<string> => {

@@ -94,6 +94,7 @@ export function parseMessagesRequest(body: unknown): ChatCompletionRequest {
     toolChoice: toolChoiceOf(body.tool_choice, tools ?? []),
     stop: stopSequencesOf(body.stop_sequences),
     seed: undefined,
+    responseFormat: undefined,
     topP: body.top_p === undefined ? undefined : typeof body.top_p === 'number' && body.top_p >= 0 && body.top_p <= 1 ? body.top_p : bad('top_p: Input should be less than or equal to 1'),
     temperature: temperature as number | undefined,
   };

@@ -45,6 +45,8 @@ export interface ChatCompletionRequest {
   /** Asks for a repeatable answer: the same request and seed, the same answer. */
   seed: number | undefined;
   topP: number | undefined;
+  /** JSON mode (`json_object`) or structured output (`json_schema`, its schema); absent: text. */
+  responseFormat: { type: 'json_object' } | { type: 'json_schema'; schema: Record<string, unknown> } | undefined;
 }
 
 /** A 400 in OpenAI's words: message, offending parameter, machine-readable code. */
@@ -289,7 +291,26 @@ export function parseChatCompletionRequest(body: unknown): ChatCompletionRequest
     stop: parseStop(optional(body, 'stop')),
     seed: seed as number | undefined,
     topP: topP as number | undefined,
+    responseFormat: parseResponseFormat(optional(body, 'response_format'), messages),
   };
+}
+
+/** `response_format` as OpenAI checks it: JSON mode needs the word "json" in the messages. */
+function parseResponseFormat(raw: unknown, messages: readonly ChatMessage[]): ChatCompletionRequest['responseFormat'] {
+  if (raw === undefined) return undefined;
+  if (!isObject(raw)) throw invalidType('response_format', 'an object', raw);
+  if (raw['type'] === 'text') return undefined;
+  if (raw['type'] === 'json_object') {
+    const mentions = messages.some((m) => JSON.stringify(m.content ?? '').toLowerCase().includes('json'));
+    if (!mentions) throw new InvalidRequestError("'messages' must contain the word 'json' in some form, to use 'response_format' of type 'json_object'.", 'messages', 'invalid_request_error');
+    return { type: 'json_object' };
+  }
+  if (raw['type'] === 'json_schema') {
+    const spec = raw['json_schema'];
+    if (!isObject(spec) || typeof spec['name'] !== 'string') throw missing('response_format.json_schema.name');
+    return { type: 'json_schema', schema: isObject(spec['schema']) ? spec['schema'] : {} };
+  }
+  throw new InvalidRequestError(`Invalid value: '${String(raw['type'])}'. Supported values are: 'text', 'json_object' and 'json_schema'.`, 'response_format.type', 'invalid_value');
 }
 
 /** `stop`: a string or up to 4 of them, as OpenAI takes it. */

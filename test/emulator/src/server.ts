@@ -4,7 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Socket } from 'node:net';
-import { composeAnswer } from './answers';
+import { composeAnswer, formatted } from './answers';
 import { BEHAVIOUR_HEADER, chooseBehaviours, paretoFactor, parseBehaviourList, splitModel, UnknownBehaviourError, type Behaviour } from './behaviours';
 import { deliverCompletion, type Fate } from './completion';
 import { ConfigError, validateConfigPatch, type EmulatorConfig, type LiveConfig } from './config';
@@ -299,7 +299,7 @@ export class ProviderEmulator {
     const draw = rng.next();
     const fate: Fate =
       draw < config.failureRate ? 'fail' : draw < config.failureRate + config.hangRate ? 'hang' : draw < config.failureRate + config.hangRate + config.cutRate ? 'cut' : 'answer';
-    const answer = composeAnswer(request, rng, config);
+    const answer = formatted(composeAnswer(request, rng, config), request.responseFormat);
     this.recorder.admitted(Date.now(), answer.role, promptTokens, request.stream);
     if (fate === 'hang') this.recorder.hung();
     else if (fate !== 'fail') this.recorder.answered(answer.kind, answer.kind === 'text' ? answer.verdict : undefined);

@@ -33,6 +33,9 @@ interface ChatBody {
   stop?: string | string[] | null;
   top_p?: number | null;
   seed?: number | null;
+  presence_penalty?: number | null;
+  frequency_penalty?: number | null;
+  response_format?: Record<string, unknown> | null;
   user?: string;
 }
 
@@ -122,21 +125,12 @@ const messageSchema = {
 /**
  * OpenAI's other parameters, accepted at the value that changes nothing (what leaving them out
  * means) and refused (400) at any other: the mesh does not pass them to the provider, and an
- * answer that ignored `n`, `stop`, `seed` or `response_format` would look right and be wrong.
+ * answer that ignored `n` or `logprobs` would look right and be wrong.
  */
 const DEFAULT_ONLY = {
   n: { enum: [1, null], description: 'one choice per request: only 1' },
-  presence_penalty: { enum: [0, null], description: 'not passed on: only 0' },
-  frequency_penalty: { enum: [0, null], description: 'not passed on: only 0' },
   logprobs: { enum: [false, null], description: 'not available: only false' },
   parallel_tool_calls: { enum: [true, null], description: 'only true' },
-  response_format: {
-    type: ['object', 'null'],
-    required: ['type'],
-    properties: { type: { type: 'string', enum: ['text'] } },
-    additionalProperties: false,
-    description: 'only {"type": "text"} (no JSON mode)',
-  },
   store: { enum: [false, null], description: 'nothing is stored at OpenAI: only false' },
   service_tier: { enum: ['auto', 'default', null], description: 'only auto or default' },
 } as const;
@@ -162,7 +156,7 @@ export function openaiRoutes(app: FastifyInstance, ctx: EdgeContext): void {
           '`choices[0].message.tool_calls` (`id`, `type: function`, `function.name`, `function.arguments` as JSON text) and `finish_reason: tool_calls`, ' +
           'streamed as `delta.tool_calls` chunks (`index`, `id`, `type`, `function`); send each result back as a `tool` message with its `tool_call_id`, ' +
           'after the `assistant` message that carries the `tool_calls`. Message content is text (a string, or parts of type `text`). ' +
-          'OpenAI\'s other parameters are accepted only at the value that changes nothing (`n` 1, `top_p` 1, `stop` null…, each documented below) ' +
+          '`top_p`, `stop`, `seed`, the penalties and `response_format` are passed on; OpenAI\'s other parameters are accepted only at the value that changes nothing (`n` 1, `logprobs` false…, each documented below) ' +
           'and refused with 400 otherwise, as is a parameter OpenAI does not have: nothing in a request is silently ignored.',
         headers: { type: 'object', properties: { [CACHE_HEADER]: { type: 'string', enum: ['on', 'off'] } } },
         body: {
@@ -221,6 +215,34 @@ export function openaiRoutes(app: FastifyInstance, ctx: EdgeContext): void {
               ],
             },
             top_p: { type: ['number', 'null'], minimum: 0, maximum: 1 },
+            presence_penalty: { type: ['number', 'null'], minimum: -2, maximum: 2, description: 'OpenAI\'s; an Anthropic upstream has none (as seed)' },
+            frequency_penalty: { type: ['number', 'null'], minimum: -2, maximum: 2, description: 'OpenAI\'s; an Anthropic upstream has none (as seed)' },
+            response_format: {
+              description: 'text, JSON mode (json_object: the messages must say "json", as OpenAI requires) or structured output (json_schema); an Anthropic upstream has none (as seed)',
+              anyOf: [
+                { type: 'object', required: ['type'], properties: { type: { type: 'string', enum: ['text', 'json_object'] } }, additionalProperties: false },
+                {
+                  type: 'object',
+                  required: ['type', 'json_schema'],
+                  properties: {
+                    type: { type: 'string', enum: ['json_schema'] },
+                    json_schema: {
+                      type: 'object',
+                      required: ['name'],
+                      properties: {
+                        name: { type: 'string', pattern: '^[a-zA-Z0-9_-]{1,64}$' },
+                        description: { type: 'string', maxLength: 1024 },
+                        schema: { type: 'object' },
+                        strict: { type: ['boolean', 'null'] },
+                      },
+                      additionalProperties: false,
+                    },
+                  },
+                  additionalProperties: false,
+                },
+                { type: 'null' },
+              ],
+            },
             seed: {
               type: ['integer', 'null'],
               minimum: Number.MIN_SAFE_INTEGER,
@@ -344,6 +366,9 @@ async function* direct(ctx: EdgeContext, userId: string, body: ChatBody, message
     stop: body.stop == null ? [] : typeof body.stop === 'string' ? [body.stop] : body.stop,
     ...(body.top_p != null ? { topP: body.top_p } : {}),
     ...(body.seed != null ? { seed: body.seed } : {}),
+    ...(body.presence_penalty != null ? { presencePenalty: body.presence_penalty } : {}),
+    ...(body.frequency_penalty != null ? { frequencyPenalty: body.frequency_penalty } : {}),
+    responseFormatJson: body.response_format ? JSON.stringify(body.response_format) : '',
     maxTokens,
     temperature: body.temperature ?? 0,
     hasTemperature: body.temperature !== undefined && body.temperature !== null,

@@ -69,6 +69,9 @@ export class ResponseCache {
       ...(req.stop ? { stop: req.stop } : {}),
       ...(req.topP !== undefined ? { topP: req.topP } : {}),
       ...(req.seed !== undefined ? { seed: req.seed } : {}),
+      ...(req.presencePenalty !== undefined ? { presencePenalty: req.presencePenalty } : {}),
+      ...(req.frequencyPenalty !== undefined ? { frequencyPenalty: req.frequencyPenalty } : {}),
+      ...(req.responseFormat ? { responseFormat: req.responseFormat } : {}),
     };
     return `${this.o.prefix}:${sha256(canonicalJson(decisive))}`;
   }

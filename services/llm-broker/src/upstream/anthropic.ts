@@ -292,6 +292,10 @@ export const anthropicProtocol: WireProtocol = {
   error: anthropicError,
   parser: () => new MessagesStreamParser(),
   countPromptTokens: (req) => countMessagesTokens(messagesRequestBody(req)),
-  // The Messages API has no seed.
-  unsupported: (req) => (req.seed !== undefined ? 'seed' : undefined),
+  // The Messages API has none of these.
+  unsupported: (req) =>
+    req.seed !== undefined ? 'seed'
+      : req.presencePenalty !== undefined ? 'presence_penalty'
+        : req.frequencyPenalty !== undefined ? 'frequency_penalty'
+          : req.responseFormat ? 'response_format' : undefined,
 };

@@ -104,13 +104,12 @@ describe('OpenAI protocol', () => {
     expect(choiceOf({ name: 'search_web' })).toEqual({ type: 'function', function: { name: 'search_web' } });
   });
 
-  it('writes stop, top_p and seed when set, and nothing for them otherwise', () => {
+  it('writes stop, top_p, seed, the penalties and response_format when set, and nothing for them otherwise', () => {
     const bodyOf = (over: Partial<ProviderRequest>) => JSON.parse(openAiProtocol.request({ ...req, ...over }, 'sk-1', true).body) as Record<string, unknown>;
-    expect(bodyOf({ stop: ['END'], topP: 0.9, seed: 42 })).toMatchObject({ stop: ['END'], top_p: 0.9, seed: 42 });
-    expect(Object.keys(bodyOf({}))).not.toEqual(expect.arrayContaining(['stop']));
-    expect(bodyOf({})).not.toHaveProperty('top_p');
-    expect(bodyOf({})).not.toHaveProperty('seed');
-    expect(openAiProtocol.unsupported?.({ ...req, seed: 1 })).toBeUndefined();
+    const all = { stop: ['END'], topP: 0.9, seed: 42, presencePenalty: 0.5, frequencyPenalty: -0.5, responseFormat: { type: 'json_object' } };
+    expect(bodyOf(all)).toMatchObject({ stop: ['END'], top_p: 0.9, seed: 42, presence_penalty: 0.5, frequency_penalty: -0.5, response_format: { type: 'json_object' } });
+    for (const key of ['stop', 'top_p', 'seed', 'presence_penalty', 'frequency_penalty', 'response_format']) expect(bodyOf({})).not.toHaveProperty(key);
+    expect(openAiProtocol.unsupported?.({ ...req, ...all })).toBeUndefined();
   });
 
   it('writes a call for a caller that does not stream as a non-streamed one, and reads its chat.completion as the same events', () => {

@@ -22,6 +22,9 @@ export interface ChatRequestBody {
   stop?: string[];
   top_p?: number;
   seed?: number;
+  presence_penalty?: number;
+  frequency_penalty?: number;
+  response_format?: Record<string, unknown>;
 }
 
 export function wireMessages(messages: ChatMessageIn[]): unknown[] {
@@ -63,6 +66,9 @@ function buildBody(req: ProviderRequest): ChatRequestBody {
     ...(req.stop ? { stop: req.stop } : {}),
     ...(req.topP !== undefined ? { top_p: req.topP } : {}),
     ...(req.seed !== undefined ? { seed: req.seed } : {}),
+    ...(req.presencePenalty !== undefined ? { presence_penalty: req.presencePenalty } : {}),
+    ...(req.frequencyPenalty !== undefined ? { frequency_penalty: req.frequencyPenalty } : {}),
+    ...(req.responseFormat ? { response_format: req.responseFormat } : {}),
   };
 }
 

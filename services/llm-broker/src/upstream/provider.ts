@@ -54,6 +54,10 @@ export interface ProviderRequest {
   topP?: number;
   /** A repeatable answer, asked for (OpenAI's `seed`). */
   seed?: number;
+  presencePenalty?: number;
+  frequencyPenalty?: number;
+  /** OpenAI's `response_format` other than text (JSON mode, or a JSON schema). */
+  responseFormat?: Record<string, unknown>;
   /** False: ask for the whole answer at once (when the protocol can); absent or true: streamed. */
   stream?: boolean;
 }

@@ -89,6 +89,7 @@ export async function runAgent(env: AgentEnv, step: AgentStep): Promise<AgentOut
       answerInDone: false,
       toolChoice: undefined,
       stop: [],
+      responseFormatJson: '',
     };
     let toolCalls: { id: string; name: string; argumentsJson: string }[] = [];
     let callText = '';

@@ -307,7 +307,26 @@ export interface GenerateRequest {
    * seed asks the provider for a repeatable answer (best effort). Anthropic has none: a call with a
    * seed goes only to upstreams that take one, and is refused (INVALID_ARGUMENT) when none does.
    */
-  seed?: number | undefined;
+  seed?:
+    | number
+    | undefined;
+  /**
+   * presence_penalty (-2 to 2) is OpenAI's, passed on when set; Anthropic has none (a call with one
+   * goes only to upstreams that take it, as with seed).
+   */
+  presencePenalty?:
+    | number
+    | undefined;
+  /** frequency_penalty (-2 to 2) is OpenAI's, as presence_penalty. */
+  frequencyPenalty?:
+    | number
+    | undefined;
+  /**
+   * response_format_json is OpenAI's `response_format` as JSON text: `{"type":"json_object"}`
+   * (JSON mode) or `{"type":"json_schema","json_schema":{…}}` (structured output); empty: text.
+   * Anthropic has none (as with seed).
+   */
+  responseFormatJson: string;
 }
 
 /** ToolChoice is OpenAI's `tool_choice` (Anthropic's `tool_choice`: auto, none, any, tool). */
@@ -788,6 +807,9 @@ function createBaseGenerateRequest(): GenerateRequest {
     stop: [],
     topP: undefined,
     seed: undefined,
+    presencePenalty: undefined,
+    frequencyPenalty: undefined,
+    responseFormatJson: "",
   };
 }
 
@@ -846,6 +868,15 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
     }
     if (message.seed !== undefined) {
       writer.uint32(152).int64(message.seed);
+    }
+    if (message.presencePenalty !== undefined) {
+      writer.uint32(161).double(message.presencePenalty);
+    }
+    if (message.frequencyPenalty !== undefined) {
+      writer.uint32(169).double(message.frequencyPenalty);
+    }
+    if (message.responseFormatJson !== "") {
+      writer.uint32(178).string(message.responseFormatJson);
     }
     return writer;
   },
@@ -1007,6 +1038,30 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
             message.seed = longToNumber(reader.int64());
             continue;
           }
+          case 20: {
+            if (tag !== 161) {
+              break;
+            }
+
+            message.presencePenalty = reader.double();
+            continue;
+          }
+          case 21: {
+            if (tag !== 169) {
+              break;
+            }
+
+            message.frequencyPenalty = reader.double();
+            continue;
+          }
+          case 22: {
+            if (tag !== 178) {
+              break;
+            }
+
+            message.responseFormatJson = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1089,6 +1144,21 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
         ? globalThis.Number(object.top_p)
         : undefined,
       seed: isSet(object.seed) ? globalThis.Number(object.seed) : undefined,
+      presencePenalty: isSet(object.presencePenalty)
+        ? globalThis.Number(object.presencePenalty)
+        : isSet(object.presence_penalty)
+        ? globalThis.Number(object.presence_penalty)
+        : undefined,
+      frequencyPenalty: isSet(object.frequencyPenalty)
+        ? globalThis.Number(object.frequencyPenalty)
+        : isSet(object.frequency_penalty)
+        ? globalThis.Number(object.frequency_penalty)
+        : undefined,
+      responseFormatJson: isSet(object.responseFormatJson)
+        ? globalThis.String(object.responseFormatJson)
+        : isSet(object.response_format_json)
+        ? globalThis.String(object.response_format_json)
+        : "",
     };
   },
 
@@ -1148,6 +1218,15 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
     if (message.seed !== undefined) {
       obj.seed = Math.round(message.seed);
     }
+    if (message.presencePenalty !== undefined) {
+      obj.presencePenalty = floatToJson(message.presencePenalty);
+    }
+    if (message.frequencyPenalty !== undefined) {
+      obj.frequencyPenalty = floatToJson(message.frequencyPenalty);
+    }
+    if (message.responseFormatJson !== "") {
+      obj.responseFormatJson = message.responseFormatJson;
+    }
     return obj;
   },
 
@@ -1176,6 +1255,9 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
     message.stop = object.stop?.map((e) => e) || [];
     message.topP = object.topP ?? undefined;
     message.seed = object.seed ?? undefined;
+    message.presencePenalty = object.presencePenalty ?? undefined;
+    message.frequencyPenalty = object.frequencyPenalty ?? undefined;
+    message.responseFormatJson = object.responseFormatJson ?? "";
     return message;
   },
 };
