@@ -35,27 +35,48 @@ function quantity(q: string | number): number {
 }
 
 /**
- * Simulated replicas: each Deployment has a total load per metric (open streams, active runs,
- * queued calls) and a total CPU use (cores), spread evenly over its running replicas as a load
- * balancer would; each replica serves its share at /pods/<pod>/metrics.
+ * Simulated replicas: each Deployment has a total CPU use (cores), spread evenly over its running
+ * replicas as a load balancer spreads requests, and a load per metric (open streams, active runs,
+ * calls in flight) that stays with the replica holding it, as a stream or a run stays where it
+ * began: a load set is dealt out evenly over the replicas running then, a new replica starts
+ * empty, and a removed replica's load moves to the others (its clients reconnect there). Each
+ * replica serves its figures at /pods/<pod>/metrics.
+ *
+ * (Spreading the metrics evenly at every change, as before, made the HPA count load twice: right
+ * after a scale-up Prometheus could hold an old replica's last sample, from before the load moved,
+ * beside a new replica's first, and the edge once went to 6 replicas for 4.6 replicas' worth.)
  */
 class Fleet {
-  private load = new Map<string, { metrics: Record<string, number>; cpuCores: number }>();
-  private pods = new Map<string, { deployment: string; cpuSeconds: number; at: number }>();
+  private cpu = new Map<string, number>();
+  /** Each Deployment's metric names (a new replica reports each, at 0). */
+  private names = new Map<string, string[]>();
+  private pods = new Map<string, { deployment: string; cpuSeconds: number; at: number; metrics: Record<string, number> }>();
 
   set(deployment: string, metrics: Record<string, number>, cpuCores: number): void {
     this.advance();
-    this.load.set(deployment, { metrics, cpuCores });
+    this.cpu.set(deployment, cpuCores);
+    const peers = this.peers(deployment);
+    for (const [i, pod] of peers.entries()) {
+      // Whole units (streams, runs, calls), the remainder on the first replicas.
+      this.pods.get(pod)!.metrics = Object.fromEntries(Object.entries(metrics).map(([name, total]) => [name, share(total, peers.length, i)]));
+    }
+    this.names.set(deployment, Object.keys(metrics));
   }
 
   add(deployment: string, pod: string): void {
     this.advance();
-    this.pods.set(pod, { deployment, cpuSeconds: 0, at: Date.now() });
+    this.pods.set(pod, { deployment, cpuSeconds: 0, at: Date.now(), metrics: Object.fromEntries((this.names.get(deployment) ?? []).map((n) => [n, 0])) });
   }
 
   remove(pod: string): void {
     this.advance();
+    const gone = this.pods.get(pod);
     this.pods.delete(pod);
+    if (!gone) return;
+    const peers = this.peers(gone.deployment);
+    for (const [name, moved] of Object.entries(gone.metrics)) {
+      peers.forEach((p, i) => (this.pods.get(p)!.metrics[name]! += share(moved, peers.length, i)));
+    }
   }
 
   private peers(deployment: string): string[] {
@@ -67,7 +88,7 @@ class Fleet {
     const now = Date.now();
     for (const p of this.pods.values()) {
       const n = this.peers(p.deployment).length;
-      p.cpuSeconds += ((this.load.get(p.deployment)?.cpuCores ?? 0) / n) * ((now - p.at) / 1000);
+      p.cpuSeconds += ((this.cpu.get(p.deployment) ?? 0) / n) * ((now - p.at) / 1000);
       p.at = now;
     }
   }
@@ -76,16 +97,14 @@ class Fleet {
     this.advance();
     const p = this.pods.get(pod);
     if (!p) return undefined;
-    const peers = this.peers(p.deployment);
-    const i = peers.indexOf(pod);
     const lines = [`process_cpu_seconds_total ${p.cpuSeconds}`, 'process_resident_memory_bytes 104857600'];
-    for (const [name, total] of Object.entries(this.load.get(p.deployment)?.metrics ?? {})) {
-      // Whole units (streams, runs, calls), the remainder on the first replicas.
-      lines.push(`${name} ${Math.floor(total / peers.length) + (i < total % peers.length ? 1 : 0)}`);
-    }
+    for (const [name, value] of Object.entries(p.metrics)) lines.push(`${name} ${value}`);
     return `${lines.join('\n')}\n`;
   }
 }
+
+/** Replica i's whole-unit share of `total` over n replicas (the remainder on the first). */
+const share = (total: number, n: number, i: number) => Math.floor(total / n) + (i < total % n ? 1 : 0);
 
 /** The production overlay as rendered, the HPAs' behavior times divided by TIME_SCALE. */
 function productionObjects(): Obj[] {
