@@ -63,6 +63,9 @@ type Piece =
 /** The `x-mesh-cache` request header: `on` or `off` overrides the default (on at temperature 0). */
 const CACHE_HEADER = 'x-mesh-cache';
 
+/** A function's (or a JSON schema's) name, as OpenAI checks it. */
+const FUNCTION_NAME = '^[a-zA-Z0-9_-]{1,64}$';
+
 const contentSchema = {
   anyOf: [
     { type: 'string', maxLength: 200_000, pattern: NO_NUL },
@@ -88,7 +91,7 @@ const toolCallsSchema = {
           function: {
             type: 'object',
             required: ['name', 'arguments'],
-            properties: { name: { type: 'string', pattern: '^[a-zA-Z0-9_-]{1,64}$' }, arguments: { type: 'string', maxLength: 200_000, pattern: NO_NUL } },
+            properties: { name: { type: 'string', pattern: FUNCTION_NAME }, arguments: { type: 'string', maxLength: 200_000, pattern: NO_NUL } },
           },
         },
       },
@@ -183,7 +186,7 @@ export function openaiRoutes(app: FastifyInstance, ctx: EdgeContext): void {
                     type: 'object',
                     required: ['name'],
                     properties: {
-                      name: { type: 'string', pattern: '^[a-zA-Z0-9_-]{1,64}$' },
+                      name: { type: 'string', pattern: FUNCTION_NAME },
                       description: { type: 'string', maxLength: 1024 },
                       parameters: { type: 'object' },
                     },
@@ -201,7 +204,7 @@ export function openaiRoutes(app: FastifyInstance, ctx: EdgeContext): void {
                   required: ['type', 'function'],
                   properties: {
                     type: { type: 'string', enum: ['function'] },
-                    function: { type: 'object', required: ['name'], properties: { name: { type: 'string', pattern: '^[a-zA-Z0-9_-]{1,64}$' } } },
+                    function: { type: 'object', required: ['name'], properties: { name: { type: 'string', pattern: FUNCTION_NAME } } },
                   },
                 },
               ],
@@ -230,7 +233,7 @@ export function openaiRoutes(app: FastifyInstance, ctx: EdgeContext): void {
                       type: 'object',
                       required: ['name'],
                       properties: {
-                        name: { type: 'string', pattern: '^[a-zA-Z0-9_-]{1,64}$' },
+                        name: { type: 'string', pattern: FUNCTION_NAME },
                         description: { type: 'string', maxLength: 1024 },
                         schema: { type: 'object' },
                         strict: { type: ['boolean', 'null'] },

@@ -62,18 +62,11 @@ export class ResponseCache {
    * provider is another answer): equal for calls the provider would answer alike.
    */
   keyOf(upstream: string, req: ProviderRequest): string {
-    const decisive = {
-      upstream, model: req.model, messages: req.messages, tools: req.tools, maxTokens: req.maxTokens, temperature: req.temperature ?? null,
-      // Only when set, so that the keys of calls without it stay what they were.
-      ...(req.toolChoice ? { toolChoice: req.toolChoice } : {}),
-      ...(req.stop ? { stop: req.stop } : {}),
-      ...(req.topP !== undefined ? { topP: req.topP } : {}),
-      ...(req.seed !== undefined ? { seed: req.seed } : {}),
-      ...(req.presencePenalty !== undefined ? { presencePenalty: req.presencePenalty } : {}),
-      ...(req.frequencyPenalty !== undefined ? { frequencyPenalty: req.frequencyPenalty } : {}),
-      ...(req.responseFormat ? { responseFormat: req.responseFormat } : {}),
-    };
-    return `${this.o.prefix}:${sha256(canonicalJson(decisive))}`;
+    // Every field of the call but `stream` (the same answer, whole or streamed); a field left unset
+    // is left out of the canonical JSON, so the keys of calls without the optional parameters stay
+    // what they were before those existed, and a parameter added later is in the key by itself.
+    const { stream: _stream, ...decisive } = req;
+    return `${this.o.prefix}:${sha256(canonicalJson({ upstream, ...decisive, temperature: req.temperature ?? null }))}`;
   }
 
   /** Closes the connection that hears the single-flight leaders' releases, if one was opened. */
