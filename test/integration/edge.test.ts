@@ -285,6 +285,38 @@ test('the official openai client gets tool calls from the facade, streamed and n
   expect(await bad([{ role: 'assistant', content: null, tool_calls: [{ id: 'a', type: 'function', function: { name: 'f' } }] }])).toBe(400);
 });
 
+test('n choices through the official client: one upstream call each, each its own seeded answer, streamed and not', async () => {
+  const client = new OpenAI({ apiKey: alice, baseURL: `${mesh.edge.url}/v1`, maxRetries: 0 });
+  const messages = [{ role: 'user' as const, content: 'Why do cats purr?' }];
+  const calls = async () => { const m = (await emulatorStats(emulator)).byMode; return m.stream + m.whole; };
+  const before = await calls();
+  const three = await client.chat.completions.create({ model: 'emulator-1', messages, n: 3, seed: 40 });
+  expect(await calls()).toBe(before + 3);
+  expect(three.choices.map((c) => c.index)).toEqual([0, 1, 2]);
+  const texts = three.choices.map((c) => c.message.content!);
+  expect(new Set(texts).size).toBe(3);
+  expect(three.choices.every((c) => c.finish_reason === 'stop')).toBe(true);
+  // The usage adds the three calls up, as the provider counted them.
+  const one = await client.chat.completions.create({ model: 'emulator-1', messages, seed: 41 });
+  expect(one.choices[0]!.message.content).toBe(texts[1]);
+  expect(three.usage!.prompt_tokens).toBe(3 * one.usage!.prompt_tokens);
+  // Streamed, each chunk says its choice: the same seeds give the same answers.
+  const stream = await client.chat.completions.create({ model: 'emulator-1', messages, n: 3, seed: 40, stream: true, stream_options: { include_usage: true } });
+  const streamed = ['', '', ''];
+  const finished: (string | null)[] = [null, null, null];
+  let usage: OpenAI.CompletionUsage | undefined;
+  for await (const chunk of stream) {
+    for (const c of chunk.choices) {
+      streamed[c.index] += c.delta.content ?? '';
+      if (c.finish_reason) finished[c.index] = c.finish_reason;
+    }
+    if (chunk.usage) usage = chunk.usage;
+  }
+  expect(streamed).toEqual(texts);
+  expect(finished).toEqual(['stop', 'stop', 'stop']);
+  expect(usage).toEqual(three.usage);
+});
+
 test('a /v1 caller that does not stream gets a non-streamed upstream call; one that streams, a streamed one', async () => {
   const complete = (stream: boolean) =>
     api('/v1/chat/completions', { method: 'POST', body: JSON.stringify({ model: 'emulator-1', stream, messages: [{ role: 'user', content: 'How do tides work?' }] }) });

@@ -10,6 +10,7 @@ import { devAuth, signToken } from './auth';
 import type { AppConfig } from './context';
 import type { UserBudgets } from './budgets';
 import { memoryRequestLimiter, type RateDecision, type RequestLimiter } from './ratelimit';
+import { HttpError } from './errors';
 import { fakeGateways } from './testing/fakes';
 
 jest.setTimeout(30_000);
@@ -497,7 +498,8 @@ describe('edge app (fake peers)', () => {
     });
 
     test('at any other value they are refused, each saying what it may be, not ignored', async () => {
-      expect(await refusal(await ask({ n: 2 }))).toBe('body/n must be 1 or null');
+      expect(await refusal(await ask({ n: 17 }))).toBe('body/n must be <= 16');
+      expect(await refusal(await ask({ n: 0 }))).toBe('body/n must be >= 1');
       expect(await refusal(await ask({ logprobs: true }))).toBe('body/logprobs must be false or null');
       expect(await refusal(await ask({ store: true }))).toBe('body/store must be false or null');
     });
@@ -573,6 +575,128 @@ describe('edge app (fake peers)', () => {
 
     test('a parameter OpenAI\'s API does not have is refused by name', async () => {
       expect(await refusal(await ask({ temprature: 0 }))).toBe('body has a parameter this API does not take: "temprature" (refused rather than ignored)');
+    });
+
+    test('each refusal names the parameter at fault in `param`, as OpenAI\'s errors do', async () => {
+      const tools = [{ type: 'function', function: { name: 'search_web', parameters: { type: 'object' } } }];
+      const cases: [Record<string, unknown>, string | null][] = [
+        [{ n: 17 }, 'n'],
+        [{ temprature: 0 }, 'temprature'],
+        [{ messages: [{ role: 'user', content: 'hi' }, { role: 'wizard', content: 'hi' }] }, 'messages[1].role'],
+        [{ messages: [{ role: 'tool', content: 'sunny' }] }, 'messages[0].tool_call_id'],
+        [{ messages: [{ role: 'user', content: [{ type: 'image_url', image_url: { url: 'https://example.com/a.png' } }] }] }, 'messages[0].content[0].type'],
+        [{ response_format: { type: 'json_schema' } }, 'response_format.json_schema'],
+        [{ messages: [{ role: 'user', content: 'a\u0000b' }] }, 'messages[0].content'],
+        [{ messages: [{ role: 'user', content: 'hi', tool_calls: [{ id: 'c1', type: 'function', function: { name: 'f', arguments: '{}' } }] }] }, 'messages[0].tool_calls'],
+        [{ tool_choice: 'required' }, 'tool_choice'],
+        [{ tools, tool_choice: { type: 'function', function: { name: 'get_weather' } } }, 'tool_choice.function.name'],
+        [{ model: 'agent-mesh', tools }, 'tools'],
+        [{ model: 'agent-mesh', messages: [{ role: 'system', content: 'be brief' }] }, 'messages'],
+      ];
+      const params = [];
+      for (const [extra] of cases) {
+        const res = await ask(extra);
+        expect(res.status).toBe(400);
+        params.push(((await res.json()) as { error: { param: string | null } }).error.param);
+      }
+      expect(params).toEqual(cases.map(([, param]) => param));
+      // A body that is not JSON is about no one parameter.
+      const garbled = await fetch(`${base}/v1/chat/completions`, { method: 'POST', headers: json(alice), body: '{"model":' });
+      expect(garbled.status).toBe(400);
+      expect(((await garbled.json()) as { error: { param: string | null } }).error.param).toBeNull();
+    });
+
+    describe('n choices', () => {
+      const seeds = () => {
+        const seen: (number | undefined)[] = [];
+        const generate = gw.fakeBroker.generate.bind(gw.fakeBroker);
+        gw.fakeBroker.generate = (req, signal, gate) => {
+          seen.push((req as GenerateRequest).seed);
+          return generate(req, signal, gate);
+        };
+        return { seen, restore: () => { gw.fakeBroker.generate = generate; } };
+      };
+
+      test('each is a call of its own (choice i with seed + i), answered as choices 0…n-1 with the usage added up', async () => {
+        const { seen, restore } = seeds();
+        try {
+          const res = await ask({ n: 3, seed: 7 });
+          expect(res.status).toBe(200);
+          expect(res.headers.get('x-mesh-cache')).toBeNull();
+          const body = (await res.json()) as { choices: { index: number; message: { content: string }; finish_reason: string }[]; usage: unknown };
+          expect(body.choices).toEqual([0, 1, 2].map((index) => expect.objectContaining({ index, message: expect.objectContaining({ content: 'Hello from the broker' }), finish_reason: 'stop' })));
+          expect(body.usage).toEqual({ prompt_tokens: 15, completion_tokens: 12, total_tokens: 27 });
+          expect(seen.sort()).toEqual([7, 8, 9]);
+          // At the largest seed there is, the next choices wrap to the smallest.
+          seen.length = 0;
+          expect((await ask({ n: 2, seed: Number.MAX_SAFE_INTEGER })).status).toBe(200);
+          expect(seen.sort((a, b) => a! - b!)).toEqual([Number.MIN_SAFE_INTEGER, Number.MAX_SAFE_INTEGER]);
+        } finally {
+          restore();
+        }
+      });
+
+      test('streamed: every chunk says its choice, each choice finishes, then one usage and one [DONE]', async () => {
+        const res = await ask({ n: 2, stream: true, stream_options: { include_usage: true } });
+        expect(res.status).toBe(200);
+        const chunks = (await res.text()).split('\n\n').filter((l) => l.startsWith('data: ')).map((l) => l.slice(6));
+        expect(chunks.at(-1)).toBe('[DONE]');
+        const parsed = chunks.slice(0, -1).map((c) => JSON.parse(c) as { choices: { index: number; delta: { content?: string }; finish_reason: string | null }[]; usage?: unknown });
+        for (const index of [0, 1]) {
+          const mine = parsed.flatMap((c) => c.choices).filter((c) => c.index === index);
+          expect(mine.map((c) => c.delta.content ?? '').join('')).toBe('Hello from the broker');
+          expect(mine.filter((c) => c.finish_reason !== null).map((c) => c.finish_reason)).toEqual(['stop']);
+        }
+        expect(parsed.filter((c) => c.usage).map((c) => c.usage)).toEqual([{ prompt_tokens: 10, completion_tokens: 8, total_tokens: 18 }]);
+        expect(parsed.at(-1)!.choices).toEqual([]);
+      });
+
+      test('one choice that fails fails the request, and the other calls are cancelled', async () => {
+        const generate = gw.fakeBroker.generate.bind(gw.fakeBroker);
+        const others: string[] = [];
+        let calls = 0;
+        gw.fakeBroker.generate = async function* (req, signal, gate) {
+          if (calls++ === 1) {
+            await new Promise((r) => setTimeout(r, 5));
+            throw new HttpError(503, 'upstream_unavailable', 'the provider is down');
+          }
+          try {
+            for await (const m of generate(req, signal, gate)) {
+              yield m;
+              await new Promise((r) => setTimeout(r, 20));
+            }
+          } finally {
+            others.push(signal.aborted ? 'cancelled' : 'completed');
+          }
+        };
+        try {
+          const res = await ask({ n: 3 });
+          expect(res.status).toBe(503);
+          expect(((await res.json()) as { error: { code: string } }).error.code).toBe('upstream_unavailable');
+          await new Promise((r) => setTimeout(r, 50));
+          expect(others).toEqual(['cancelled', 'cancelled']);
+        } finally {
+          gw.fakeBroker.generate = generate;
+        }
+      });
+
+      test('refused where one answer is all there is: the agent-mesh model, and the response cache asked for', async () => {
+        expect(await refusal(await ask({ model: 'agent-mesh', n: 2 }))).toBe('body/n must be 1 for the agent-mesh model, whose run gives one answer');
+        const cached = await fetch(`${base}/v1/chat/completions`, {
+          method: 'POST', headers: { ...json(alice), 'x-mesh-cache': 'on' }, body: JSON.stringify({ model: 'upstream', n: 2, messages: [{ role: 'user', content: 'hi' }] }),
+        });
+        expect(await refusal(cached)).toBe('body/n greater than 1 asks for different answers: the response cache (x-mesh-cache: on) replays one');
+        // At temperature 0 the cache is on by default: with n > 1 it is off, each choice asked.
+        const { seen, restore } = seeds();
+        try {
+          const res = await ask({ n: 2, temperature: 0 });
+          expect(res.status).toBe(200);
+          expect(res.headers.get('x-mesh-cache')).toBeNull();
+          expect(seen).toHaveLength(2);
+        } finally {
+          restore();
+        }
+      });
     });
 
     test('a message part that is not text is refused, not dropped from the question', async () => {

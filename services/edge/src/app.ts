@@ -12,7 +12,7 @@ import { traceHttpRequest, type BudgetDecision, type Logger, type Registry } fro
 import { bearerOf, TokenVerifier } from './auth';
 import { overBudget, unlimitedBudgets, type UserBudgets } from './budgets';
 import type { AppConfig, EdgeContext } from './context';
-import { fromGrpc, HttpError, isGrpcError } from './errors';
+import { badRequest, fromGrpc, HttpError, isGrpcError } from './errors';
 import { validationMessage } from './validation';
 import type { Gateways } from './gateways/types';
 import { memoryRequestLimiter, RecentRefusals, type RequestLimiter } from './ratelimit';
@@ -209,7 +209,7 @@ export async function buildApp(deps: AppDeps): Promise<EdgeApp> {
     const e = toHttpError(err, logger, req);
     if (e.retryAfterS !== undefined) void reply.header('retry-after', String(e.retryAfterS));
     if (req.url.startsWith('/v1/')) {
-      return reply.code(e.statusCode).send({ error: { message: e.message, type: openAiType(e.statusCode), param: null, code: e.code } });
+      return reply.code(e.statusCode).send({ error: { message: e.message, type: openAiType(e.statusCode), param: e.param ?? null, code: e.code } });
     }
     return reply.code(e.statusCode).send({ error: { code: e.code, message: e.message }, ...e.extra });
   });
@@ -318,8 +318,8 @@ function toHttpError(err: FastifyError | Error, logger: Logger, req: FastifyRequ
   const fe = err as FastifyError;
   if (fe.validation) {
     const body = fe.validationContext === 'body';
-    const message = validationMessage(fe.validationContext ?? 'request', fe.validation, body ? req.routeOptions.schema?.body : undefined, body ? req.body : undefined);
-    return new HttpError(400, 'invalid_argument', message || fe.message);
+    const { message, param } = validationMessage(fe.validationContext ?? 'request', fe.validation, body ? req.routeOptions.schema?.body : undefined, body ? req.body : undefined);
+    return badRequest(message || fe.message, 'invalid_argument', body ? param : undefined);
   }
   if (isGrpcError(err)) return fromGrpc(err);
   if (typeof fe.statusCode === 'number' && fe.statusCode >= 400 && fe.statusCode < 500) {

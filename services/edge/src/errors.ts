@@ -12,12 +12,14 @@ export class HttpError extends Error {
     readonly retryAfterS?: number,
     /** Extra fields merged into the JSON body (e.g. the SSE limiter's queue token). */
     readonly extra?: Record<string, unknown>,
+    /** The request parameter at fault, as OpenAI's errors name it (`messages[0].role`). */
+    readonly param?: string,
   ) {
     super(message);
   }
 }
 
-export const badRequest = (message: string, code = 'invalid_argument') => new HttpError(400, code, message);
+export const badRequest = (message: string, code = 'invalid_argument', param?: string) => new HttpError(400, code, message, undefined, undefined, param);
 export const unauthorized = (message: string) => new HttpError(401, 'unauthenticated', message);
 
 const GRPC_TO_HTTP: Partial<Record<status, number>> = {

@@ -15,13 +15,26 @@ const PATTERN_MEANING: Record<string, string> = {
 type ValidationError = FastifySchemaValidationError & { schemaPath: string };
 
 /**
- * `body/messages/0/role must be "system" or "user"; body/n must be 1 or null`. With the schema the
- * request was checked against and the value checked, an `anyOf` reports only the alternatives
- * that fit the value's type and role.
+ * `body/messages/0/role must be "system" or "user"; body/n must be 1 or null`, and the parameter of
+ * the first (`messages[0].role`). With the schema the request was checked against and the value
+ * checked, an `anyOf` reports only the alternatives that fit the value's type and role.
  */
-export function validationMessage(context: string, errors: readonly FastifySchemaValidationError[], schema?: unknown, data?: unknown): string {
-  const lines = relevant(errors as readonly ValidationError[], schema, data).map((e) => `${context}${e.instancePath} ${describe(e)}`);
-  return [...new Set(lines)].join('; ');
+export function validationMessage(context: string, errors: readonly FastifySchemaValidationError[], schema?: unknown, data?: unknown): { message: string; param: string | undefined } {
+  const shown = relevant(errors as readonly ValidationError[], schema, data);
+  const lines = shown.map((e) => `${context}${e.instancePath} ${describe(e)}`);
+  return { message: [...new Set(lines)].join('; '), param: shown[0] && paramOf(shown[0]) };
+}
+
+/**
+ * The parameter an error is about, named as OpenAI's `param` names it: `messages[0].role`, `n`, the
+ * missing property (`messages[0].tool_call_id`), the unknown one; undefined for the whole body.
+ */
+function paramOf(e: ValidationError): string | undefined {
+  const p = e.params as Record<string, unknown>;
+  const extra = e.keyword === 'required' ? p['missingProperty'] : e.keyword === 'additionalProperties' ? p['additionalProperty'] : undefined;
+  const keys = [...e.instancePath.split('/').slice(1).map((k) => k.replace(/~1/g, '/').replace(/~0/g, '~')), ...(extra === undefined ? [] : [String(extra)])];
+  const param = keys.map((k, i) => (/^\d+$/.test(k) ? `[${k}]` : i === 0 ? k : `.${k}`)).join('');
+  return param || undefined;
 }
 
 function describe(e: ValidationError): string {

@@ -36,6 +36,7 @@ interface ChatBody {
   presence_penalty?: number | null;
   frequency_penalty?: number | null;
   response_format?: Record<string, unknown> | null;
+  n?: number | null;
   user?: string;
 }
 
@@ -53,12 +54,19 @@ interface Usage {
 }
 
 /** What one completion produces, pipeline or direct: content deltas, then the end. */
-type Piece =
+type Piece = (
   | { delta: string }
   | { done: true; finishReason: string; usage: Usage; model: string; toolCalls: WireToolCall[] }
   | { queued: number; estimatedWaitMs: number }
   /** The broker replays the answer from its response cache (first, before the deltas). */
-  | { cached: 'hit' | 'stale' };
+  | { cached: 'hit' | 'stale' }
+) & {
+  /** The choice it belongs to, with `n` > 1 (else 0). */
+  index?: number;
+};
+
+/** At most this many choices (`n`) in one request: each is a call of its own to the provider. */
+const MAX_CHOICES = 16;
 
 /** The `x-mesh-cache` request header: `on` or `off` overrides the default (on at temperature 0). */
 const CACHE_HEADER = 'x-mesh-cache';
@@ -128,10 +136,9 @@ const messageSchema = {
 /**
  * OpenAI's other parameters, accepted at the value that changes nothing (what leaving them out
  * means) and refused (400) at any other: the mesh does not pass them to the provider, and an
- * answer that ignored `n` or `logprobs` would look right and be wrong.
+ * answer that ignored `logprobs` or `store` would look right and be wrong.
  */
 const DEFAULT_ONLY = {
-  n: { enum: [1, null], description: 'one choice per request: only 1' },
   logprobs: { enum: [false, null], description: 'not available: only false' },
   parallel_tool_calls: { enum: [true, null], description: 'only true' },
   store: { enum: [false, null], description: 'nothing is stored at OpenAI: only false' },
@@ -159,7 +166,7 @@ export function openaiRoutes(app: FastifyInstance, ctx: EdgeContext): void {
           '`choices[0].message.tool_calls` (`id`, `type: function`, `function.name`, `function.arguments` as JSON text) and `finish_reason: tool_calls`, ' +
           'streamed as `delta.tool_calls` chunks (`index`, `id`, `type`, `function`); send each result back as a `tool` message with its `tool_call_id`, ' +
           'after the `assistant` message that carries the `tool_calls`. Message content is text (a string, or parts of type `text`). ' +
-          '`top_p`, `stop`, `seed`, the penalties and `response_format` are passed on; OpenAI\'s other parameters are accepted only at the value that changes nothing (`n` 1, `logprobs` false…, each documented below) ' +
+          '`n`, `top_p`, `stop`, `seed`, the penalties and `response_format` are passed on; OpenAI\'s other parameters are accepted only at the value that changes nothing (`logprobs` false…, each documented below) ' +
           'and refused with 400 otherwise, as is a parameter OpenAI does not have: nothing in a request is silently ignored.',
         headers: { type: 'object', properties: { [CACHE_HEADER]: { type: 'string', enum: ['on', 'off'] } } },
         body: {
@@ -252,6 +259,14 @@ export function openaiRoutes(app: FastifyInstance, ctx: EdgeContext): void {
               maximum: Number.MAX_SAFE_INTEGER,
               description: 'a repeatable answer, best effort; an Anthropic upstream has none (400 when no upstream of the model takes one)',
             },
+            n: {
+              type: ['integer', 'null'],
+              minimum: 1,
+              maximum: MAX_CHOICES,
+              description: `how many choices to generate (at most ${MAX_CHOICES}): each is a call of its own to the provider, against the quota, and the usage adds them up ` +
+                '(the prompt is sent, and billed, once per choice); choice i is asked with `seed` + i when a seed is given, and none is replayed from the response cache ' +
+                '(`x-mesh-cache: on` with `n` > 1 is refused); the `agent-mesh` model answers one choice',
+            },
             user: { type: 'string', maxLength: 256 },
             ...DEFAULT_ONLY,
           },
@@ -279,41 +294,49 @@ export function openaiRoutes(app: FastifyInstance, ctx: EdgeContext): void {
       reply.raw.once('close', () => { if (!reply.raw.writableFinished) abort.abort(); });
       annotate({ [ATTR.userId]: req.userId });
       const asked = req.headers[CACHE_HEADER];
-      const cache = body.model !== PIPELINE_MODEL && (asked === 'on' || (asked !== 'off' && body.temperature === 0));
+      const n = body.n ?? 1;
+      const cache = body.model !== PIPELINE_MODEL && n === 1 && (asked === 'on' || (asked !== 'off' && body.temperature === 0));
       const gate = req.gate ?? undefined;
       // The pipeline's agents have their own tools: a caller's would be ignored, so they are refused.
       if (body.model === PIPELINE_MODEL && ((body.tools?.length ?? 0) > 0 || (body.tool_choice ?? 'auto') !== 'auto')) {
-        throw badRequest(`body/tools and body/tool_choice are not taken by the ${PIPELINE_MODEL} model, whose agents use their own tools`);
+        throw badRequest(`body/tools and body/tool_choice are not taken by the ${PIPELINE_MODEL} model, whose agents use their own tools`, undefined, body.tools?.length ? 'tools' : 'tool_choice');
       }
+      if (n > 1 && body.model === PIPELINE_MODEL) throw badRequest(`body/n must be 1 for the ${PIPELINE_MODEL} model, whose run gives one answer`, undefined, 'n');
+      // Several choices are several answers: one replayed from the cache would be each of them.
+      if (n > 1 && asked === 'on') throw badRequest(`body/n greater than 1 asks for different answers: the response cache (${CACHE_HEADER}: on) replays one`, undefined, 'n');
+      const toolChoice = toolChoiceOf(body);
+      const choice = (i: number) => direct(ctx, req.userId, body, messages, toolChoice, cache, abort.signal, gate, i);
       const pieces = body.model === PIPELINE_MODEL
         ? pipeline(ctx, req.userId, messages, abort.signal, gate)
-        : direct(ctx, req.userId, body, messages, toolChoiceOf(body), cache, abort.signal, gate);
+        : n === 1 ? choice(0) : merged(Array.from({ length: n }, (_, i) => choice(i)), abort);
       const id = `chatcmpl-${newId()}`;
-      if (body.stream) return streamCompletion(ctx, req, reply, id, body, pieces, abort, cache);
-      let content = '';
+      if (body.stream) return streamCompletion(ctx, req, reply, id, body, pieces, abort, cache, n);
+      const choices: { content: string; done?: Extract<Piece, { done: true }> }[] = Array.from({ length: n }, () => ({ content: '' }));
+      let finished = 0;
       if (cache) void reply.header(CACHE_HEADER, 'miss');
       // Not `for await`: leaving it at `done` would cancel the call, whose end is read on instead.
       for (let next = await pieces.next(); !next.done; next = await pieces.next()) {
         const p = next.value;
-        if ('delta' in p) content += p.delta;
+        const c = choices[p.index ?? 0]!;
+        if ('delta' in p) c.content += p.delta;
         else if ('cached' in p) void reply.header(CACHE_HEADER, p.cached);
         else if ('done' in p) {
+          c.done = p;
+          if (++finished < n) continue;
           readToEnd(pieces, ctx);
           return {
             id,
             object: 'chat.completion',
             created: Math.floor(Date.now() / 1000),
             model: p.model || body.model,
-            choices: [
-              {
-                index: 0,
-                // As OpenAI answers a call: content null when the model only called functions.
-                message: { role: 'assistant', content: p.toolCalls.length > 0 && !content ? null : content, refusal: null, ...(p.toolCalls.length > 0 ? { tool_calls: p.toolCalls } : {}) },
-                logprobs: null,
-                finish_reason: p.finishReason || 'stop',
-              },
-            ],
-            usage: p.usage,
+            choices: choices.map(({ content, done: d }, index) => ({
+              index,
+              // As OpenAI answers a call: content null when the model only called functions.
+              message: { role: 'assistant', content: d!.toolCalls.length > 0 && !content ? null : content, refusal: null, ...(d!.toolCalls.length > 0 ? { tool_calls: d!.toolCalls } : {}) },
+              logprobs: null,
+              finish_reason: d!.finishReason || 'stop',
+            })),
+            usage: n === 1 ? p.usage : sumUsage(choices.map((c) => c.done!.usage)),
           };
         }
       }
@@ -322,14 +345,14 @@ export function openaiRoutes(app: FastifyInstance, ctx: EdgeContext): void {
   );
 }
 
-function toChatMessage(m: ChatBody['messages'][number]): ChatMessage {
+function toChatMessage(m: ChatBody['messages'][number], i: number): ChatMessage {
   const content = typeof m.content === 'string' ? m.content : Array.isArray(m.content) ? m.content.map((p) => p.text ?? '').join('') : '';
-  if (content.includes('\u0000')) throw badRequest('body/messages content must not contain NUL characters');
+  if (content.includes('\u0000')) throw badRequest(`body/messages/${i}/content must not contain NUL characters`, undefined, `messages[${i}].content`);
   // The schema requires a tool result's tool_call_id; tool_calls elsewhere than on an assistant
   // message is refused as OpenAI refuses it (a tool_call_id elsewhere than on a tool result is not
   // passed on).
   const calls = m.tool_calls ?? [];
-  if (m.role !== 'assistant' && calls.length > 0) throw badRequest("body/messages: tool_calls is only allowed on messages with role 'assistant'");
+  if (m.role !== 'assistant' && calls.length > 0) throw badRequest(`body/messages/${i}/tool_calls is only allowed on messages with role 'assistant'`, undefined, `messages[${i}].tool_calls`);
   return {
     role: m.role === 'developer' ? 'system' : m.role,
     content,
@@ -344,15 +367,16 @@ function toolChoiceOf(body: ChatBody): ToolChoice | undefined {
   const choice = body.tool_choice ?? 'auto';
   if (choice === 'auto') return undefined;
   const tools = body.tools ?? [];
-  if (tools.length === 0) throw badRequest('body/tool_choice other than "auto" is only allowed when body/tools are given', 'invalid_tool_choice');
+  if (tools.length === 0) throw badRequest('body/tool_choice other than "auto" is only allowed when body/tools are given', 'invalid_tool_choice', 'tool_choice');
   if (choice === 'none') return { mode: ToolChoiceMode.TOOL_CHOICE_MODE_NONE, functionName: '' };
   if (choice === 'required') return { mode: ToolChoiceMode.TOOL_CHOICE_MODE_REQUIRED, functionName: '' };
   const name = choice.function.name;
-  if (!tools.some((t) => t.function.name === name)) throw badRequest(`body/tool_choice names the function "${name}", which is not one of body/tools`, 'invalid_tool_choice');
+  if (!tools.some((t) => t.function.name === name)) throw badRequest(`body/tool_choice names the function "${name}", which is not one of body/tools`, 'invalid_tool_choice', 'tool_choice.function.name');
   return { mode: ToolChoiceMode.TOOL_CHOICE_MODE_FUNCTION, functionName: name };
 }
 
-async function* direct(ctx: EdgeContext, userId: string, body: ChatBody, messages: ChatMessage[], toolChoice: ToolChoice | undefined, cache: boolean, signal: AbortSignal, gate?: Promise<void>): AsyncGenerator<Piece> {
+/** Choice `index` of a completion: one Generate call through the broker. */
+async function* direct(ctx: EdgeContext, userId: string, body: ChatBody, messages: ChatMessage[], toolChoice: ToolChoice | undefined, cache: boolean, signal: AbortSignal, gate: Promise<void> | undefined, index: number): AsyncGenerator<Piece> {
   const maxTokens = body.max_completion_tokens ?? body.max_tokens ?? 0;
   const req: GenerateRequest = {
     userId,
@@ -368,7 +392,8 @@ async function* direct(ctx: EdgeContext, userId: string, body: ChatBody, message
     toolChoice,
     stop: body.stop == null ? [] : typeof body.stop === 'string' ? [body.stop] : body.stop,
     ...(body.top_p != null ? { topP: body.top_p } : {}),
-    ...(body.seed != null ? { seed: body.seed } : {}),
+    // Each choice its own repeatable answer (wrapping at the largest seed the schema allows).
+    ...(body.seed != null ? { seed: body.seed + index <= Number.MAX_SAFE_INTEGER ? body.seed + index : body.seed + index - 2 * Number.MAX_SAFE_INTEGER - 1 } : {}),
     ...(body.presence_penalty != null ? { presencePenalty: body.presence_penalty } : {}),
     ...(body.frequency_penalty != null ? { frequencyPenalty: body.frequency_penalty } : {}),
     responseFormatJson: body.response_format ? JSON.stringify(body.response_format) : '',
@@ -411,6 +436,43 @@ async function* direct(ctx: EdgeContext, userId: string, body: ChatBody, message
 }
 
 /**
+ * The pieces of several choices as they come, each marked with its index. One that fails fails
+ * them all; ended early (a failure, the client gone), the others' calls are cancelled.
+ */
+async function* merged(choices: AsyncGenerator<Piece>[], abort: AbortController): AsyncGenerator<Piece> {
+  const pull = (index: number) => {
+    const next = choices[index]!.next().then((result) => ({ result, index }));
+    next.catch(() => undefined); // raced on the next turn; a failure meanwhile is not unhandled
+    return next;
+  };
+  const pending = new Map(choices.map((_, i) => [i, pull(i)]));
+  let ended = false;
+  try {
+    while (pending.size > 0) {
+      const { result, index } = await Promise.race(pending.values());
+      if (result.done) {
+        pending.delete(index);
+        continue;
+      }
+      pending.set(index, pull(index));
+      yield { ...result.value, index };
+    }
+    ended = true;
+  } finally {
+    if (!ended) {
+      abort.abort();
+      await Promise.allSettled([...pending.values()]);
+      await Promise.allSettled(choices.map((c) => c.return(undefined)));
+    }
+  }
+}
+
+const sumUsage = (usages: Usage[]): Usage => usages.reduce(
+  (a, u) => ({ prompt_tokens: a.prompt_tokens + u.prompt_tokens, completion_tokens: a.completion_tokens + u.completion_tokens, total_tokens: a.total_tokens + u.total_tokens }),
+  { prompt_tokens: 0, completion_tokens: 0, total_tokens: 0 },
+);
+
+/**
  * Reads a completion's pieces after its `done` (the call's end) in the background: the client has
  * its answer, and the call ends as it succeeded instead of being cancelled. From the next turn of
  * the event loop: resuming the call runs what follows its `done` (with the inline broker, the
@@ -425,8 +487,8 @@ function readToEnd(pieces: AsyncGenerator<Piece>, ctx: EdgeContext): void {
 
 async function* pipeline(ctx: EdgeContext, userId: string, messages: ChatMessage[], signal: AbortSignal, gate?: Promise<void>): AsyncGenerator<Piece> {
   const question = [...messages].reverse().find((m) => m.role === 'user')?.content.trim() ?? '';
-  if (!question) throw badRequest('body/messages must contain a user message with content');
-  if (question.length > ctx.cfg.maxMessageChars) throw badRequest(`the user message must be at most ${ctx.cfg.maxMessageChars} characters`);
+  if (!question) throw badRequest('body/messages must contain a user message with content', undefined, 'messages');
+  if (question.length > ctx.cfg.maxMessageChars) throw badRequest(`the user message must be at most ${ctx.cfg.maxMessageChars} characters`, undefined, 'messages');
   await gate;
   // One conversation per call: the facade is stateless, like the API it imitates.
   const conversationId = newId();
@@ -498,6 +560,7 @@ async function streamCompletion(
   pieces: AsyncGenerator<Piece>,
   abort: AbortController,
   cache: boolean,
+  n: number,
 ): Promise<void> {
   const started = Date.now();
   const first = await pieces.next(); // throws → the error handler answers with a status
@@ -518,8 +581,8 @@ async function streamCompletion(
   });
   ctx.stats.openStreams.inc();
   const created = Math.floor(Date.now() / 1000);
-  const chunk = (delta: Record<string, unknown>, finishReason: string | null, model = body.model) =>
-    JSON.stringify({ id, object: 'chat.completion.chunk', created, model, choices: [{ index: 0, delta, logprobs: null, finish_reason: finishReason }] });
+  const chunk = (delta: Record<string, unknown>, finishReason: string | null, index = 0, model = body.model) =>
+    JSON.stringify({ id, object: 'chat.completion.chunk', created, model, choices: [{ index, delta, logprobs: null, finish_reason: finishReason }] });
   // Pull-based: the next piece is read only once the client took the last one (gRPC flow control
   // holds the rest), so a slow client costs no memory here. What is written in one turn of the
   // event loop leaves in one write (corked until the turn's end): the pieces that came in one read
@@ -535,12 +598,13 @@ async function streamCompletion(
     if (!raw.write(text)) await Promise.race([once(raw, 'drain'), once(abort.signal, 'abort')]);
   };
   let answered = false;
+  const usages: Usage[] = [];
   try {
-    await write(`data: ${chunk({ role: 'assistant', content: '' }, null)}\n\n`);
+    for (let index = 0; index < n; index++) await write(`data: ${chunk({ role: 'assistant', content: '' }, null, index)}\n\n`);
     let result = first;
     while (!result.done && !abort.signal.aborted) {
       const p = result.value;
-      if ('delta' in p) await write(`data: ${chunk({ content: p.delta }, null)}\n\n`);
+      if ('delta' in p) await write(`data: ${chunk({ content: p.delta }, null, p.index)}\n\n`);
       else if ('queued' in p) await write(`: queued position=${p.queued} estimatedWaitMs=${p.estimatedWaitMs}\n\n`);
       else if ('cached' in p) {
         // Said in the header already.
@@ -548,11 +612,16 @@ async function streamCompletion(
         // The broker hands the calls over complete, at the end: one chunk per call, as OpenAI's
         // first chunk of a call (index, id, type, name) with all its arguments.
         for (const [index, call] of p.toolCalls.entries()) {
-          await write(`data: ${chunk({ tool_calls: [{ index, id: call.id, type: 'function', function: call.function }] }, null)}\n\n`);
+          await write(`data: ${chunk({ tool_calls: [{ index, id: call.id, type: 'function', function: call.function }] }, null, p.index)}\n\n`);
         }
-        await write(`data: ${chunk({}, p.finishReason, p.model)}\n\n`);
+        await write(`data: ${chunk({}, p.finishReason, p.index, p.model)}\n\n`);
+        usages.push(p.usage);
+        if (usages.length < n) {
+          result = await pieces.next();
+          continue;
+        }
         if (body.stream_options?.include_usage) {
-          await write(`data: ${JSON.stringify({ id, object: 'chat.completion.chunk', created, model: p.model, choices: [], usage: p.usage })}\n\n`);
+          await write(`data: ${JSON.stringify({ id, object: 'chat.completion.chunk', created, model: p.model, choices: [], usage: n === 1 ? p.usage : sumUsage(usages) })}\n\n`);
         }
         await write('data: [DONE]\n\n');
         answered = true;

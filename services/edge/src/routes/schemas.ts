@@ -113,7 +113,12 @@ export const openAiErrorBody = {
     error: {
       type: 'object',
       required: ['message', 'type', 'code'],
-      properties: { message: { type: 'string' }, type: { type: 'string' }, param: { type: 'null' }, code: { type: 'string' } },
+      properties: {
+        message: { type: 'string' },
+        type: { type: 'string' },
+        param: { type: ['string', 'null'], description: 'the request parameter at fault (`messages[0].role`, `n`), when one is' },
+        code: { type: 'string' },
+      },
     },
   },
 } as const;
