@@ -159,6 +159,23 @@ describe.each([
     expect((await emulatorStats(emulator)).requests).toBe(before);
   });
 
+  it('passes parallel_tool_calls: false on (one call where the model makes two), and only with tools', async () => {
+    const search = 'Search the latest news about solar power';
+    await configureEmulator(emulator, { behaviours: { parallel_tool_calls: 1 } });
+    try {
+      const calls = async (over: Partial<GenerateRequest>) => doneOf(await runGenerate(broker.client, ask(search, { tools: [SEARCH], ...over })))?.toolCalls.length;
+      expect(await calls({})).toBe(2);
+      expect(await calls({ parallelToolCalls: true })).toBe(2);
+      expect(await calls({ parallelToolCalls: false })).toBe(1);
+      // Without tools it changes nothing, and is not sent (OpenAI refuses it without tools).
+      const plain = await runGenerate(broker.client, ask('How should a small library plan its opening hours?', { parallelToolCalls: false }));
+      expect(plain.error).toBeUndefined();
+      expect(doneOf(plain)?.finishReason).toBe('stop');
+    } finally {
+      await configureEmulator(emulator, { behaviours: {} });
+    }
+  });
+
   it('passes stop (the answer ends where it begins) and top_p on; seed, penalties and response_format to OpenAI, and Anthropic, which has none of them, refuses them', async () => {
     const question = 'How should a small library plan its opening hours?';
     // The emulator restarted on one seed gives the same answer to the same request: the cut is exact.

@@ -535,22 +535,22 @@ describe('edge app (fake peers)', () => {
       }
     });
 
-    test('stop, top_p, seed, the penalties and response_format reach the broker as asked (a single stop string as a list of one)', async () => {
-      type Seen = Pick<GenerateRequest, 'stop' | 'topP' | 'seed' | 'presencePenalty' | 'frequencyPenalty' | 'responseFormatJson'>;
+    test('stop, top_p, seed, the penalties, response_format and parallel_tool_calls reach the broker as asked (a single stop string as a list of one)', async () => {
+      type Seen = Pick<GenerateRequest, 'stop' | 'topP' | 'seed' | 'presencePenalty' | 'frequencyPenalty' | 'responseFormatJson' | 'parallelToolCalls'>;
       const seen: Seen[] = [];
       const generate = gw.fakeBroker.generate.bind(gw.fakeBroker);
       gw.fakeBroker.generate = (req, signal, gate) => {
-        const { stop, topP, seed, presencePenalty, frequencyPenalty, responseFormatJson } = req as GenerateRequest;
-        seen.push({ stop, topP, seed, presencePenalty, frequencyPenalty, responseFormatJson });
+        const { stop, topP, seed, presencePenalty, frequencyPenalty, responseFormatJson, parallelToolCalls } = req as GenerateRequest;
+        seen.push({ stop, topP, seed, presencePenalty, frequencyPenalty, responseFormatJson, parallelToolCalls });
         return generate(req, signal, gate);
       };
-      const none = { topP: undefined, seed: undefined, presencePenalty: undefined, frequencyPenalty: undefined, responseFormatJson: '' };
+      const none = { topP: undefined, seed: undefined, presencePenalty: undefined, frequencyPenalty: undefined, responseFormatJson: '', parallelToolCalls: undefined };
       const schema = { type: 'json_schema', json_schema: { name: 'answer', schema: { type: 'object', properties: { text: { type: 'string' } } }, strict: true } };
       try {
         for (const extra of [
           {}, { stop: null, top_p: null, seed: null, presence_penalty: null, frequency_penalty: null, response_format: null },
           { stop: '\n\n', top_p: 0.9, seed: 42, presence_penalty: 0.5, frequency_penalty: -1 }, { stop: ['END', 'STOP'], response_format: { type: 'json_object' } },
-          { response_format: schema },
+          { response_format: schema }, { parallel_tool_calls: true }, { parallel_tool_calls: false },
         ]) {
           expect((await ask(extra)).status).toBe(200);
         }
@@ -560,6 +560,8 @@ describe('edge app (fake peers)', () => {
           { ...none, stop: ['\n\n'], topP: 0.9, seed: 42, presencePenalty: 0.5, frequencyPenalty: -1 },
           { ...none, stop: ['END', 'STOP'], responseFormatJson: '{"type":"json_object"}' },
           { ...none, stop: [], responseFormatJson: JSON.stringify(schema) },
+          { ...none, stop: [] },
+          { ...none, stop: [], parallelToolCalls: false },
         ]);
         expect(await refusal(await ask({ presence_penalty: 3 }))).toBe('body/presence_penalty must be <= 2');
         expect(await refusal(await ask({ response_format: { type: 'xml' } }))).toBe('body/response_format/type must be "text" or "json_object" or "json_schema"');

@@ -44,6 +44,8 @@ export interface GenerateInput {
   frequencyPenalty?: number;
   /** OpenAI's `response_format` as JSON text; empty or absent: text. */
   responseFormatJson?: string;
+  /** False: at most one tool call; absent or true: as many as the model makes. */
+  parallelToolCalls?: boolean;
   /** Answer from (and store into) the response cache. */
   cache: boolean;
   /** Ask the upstream for the whole answer at once (the caller does not stream). */
@@ -282,6 +284,8 @@ export class LlmBroker {
       ...(input.presencePenalty !== undefined ? { presencePenalty: input.presencePenalty } : {}),
       ...(input.frequencyPenalty !== undefined ? { frequencyPenalty: input.frequencyPenalty } : {}),
       ...(responseFormat ? { responseFormat } : {}),
+      // Without tools there is no call to make one of: the provider is not told.
+      ...(input.parallelToolCalls === false && input.tools.length > 0 ? { parallelToolCalls: false } : {}),
       maxTokens: input.maxTokens > 0 ? input.maxTokens : this.d.defaultMaxTokens,
       ...(input.temperature !== undefined ? { temperature: input.temperature } : {}),
       ...(input.noStream ? { stream: false } : {}),

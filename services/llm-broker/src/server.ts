@@ -67,6 +67,7 @@ export function toInput(req: GenerateRequest): GenerateInput {
     presencePenalty: req.presencePenalty,
     frequencyPenalty: req.frequencyPenalty,
     responseFormatJson: req.responseFormatJson,
+    parallelToolCalls: req.parallelToolCalls,
     temperature: req.hasTemperature ? req.temperature : undefined,
     cache: req.cache,
     noStream: req.noStream,

@@ -289,4 +289,16 @@ describe('connections and shapes', () => {
     expect(new Set(made.map((c) => c.id)).size).toBe(2);
     expect(made.map((c) => JSON.parse(c.function.arguments) as unknown)).toEqual([{ query: expect.any(String) }, { query: expect.stringMatching(/ background$/) }]);
   });
+
+  it('parallel_tool_calls: false in the request allows one call, and is refused without tools, as OpenAI refuses it', async () => {
+    const body = { model: 'gpt-test+parallel_tool_calls', messages: [messages[0], { role: 'user', content: 'Search the latest news about solar power' }], tools: [SEARCH_TOOL] };
+    const calls = async (extra: Record<string, unknown>) =>
+      (((await sdk().chat.completions.create({ ...body, ...extra } as never)) as OpenAI.ChatCompletion).choices[0]!.message.tool_calls ?? []) as OpenAI.ChatCompletionMessageFunctionToolCall[];
+    expect(await calls({})).toHaveLength(2);
+    expect(await calls({ parallel_tool_calls: true })).toHaveLength(2);
+    expect((await calls({ parallel_tool_calls: false })).map((c) => c.function.name)).toEqual(['search_web']);
+    const refused = await chat({ ...body, tools: undefined, parallel_tool_calls: false });
+    expect(refused.status).toBe(400);
+    expect(((await refused.json()) as { error: { param: string; code: string } }).error).toMatchObject({ param: 'parallel_tool_calls', code: 'invalid_value' });
+  });
 });

@@ -209,9 +209,12 @@ function usage(promptTokens: number, completionTokens: number): Record<string, u
   };
 }
 
+/** Whether a tool call comes with a second one: the behaviour, unless the request allows only one. */
+export const parallelCalls = (job: CompletionJob): boolean => job.behaviours.has('parallel_tool_calls') && job.request.parallelToolCalls;
+
 /** OpenAI's chat completion: `chat.completion.chunk` events, a usage chunk, `data: [DONE]`. */
 export function openAiWire(job: CompletionJob): AnswerWire {
-  const rendered = render(job.answer, job.request.maxTokens, job.request.stop, job.behaviours.has('parallel_tool_calls'), job.rng);
+  const rendered = render(job.answer, job.request.maxTokens, job.request.stop, parallelCalls(job), job.rng);
   // Every chunk shares all but its choices (and usage): serialise that part once.
   const head = `data: {"id":${JSON.stringify(job.id)},"object":"chat.completion.chunk","created":${job.created},"model":${JSON.stringify(job.request.model)},"service_tier":"default","system_fingerprint":"${SYSTEM_FINGERPRINT}","choices":`;
   const tail = job.request.includeUsage ? ',"usage":null}\n\n' : '}\n\n';

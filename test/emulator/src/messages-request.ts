@@ -95,6 +95,7 @@ export function parseMessagesRequest(body: unknown): ChatCompletionRequest {
     stop: stopSequencesOf(body.stop_sequences),
     seed: undefined,
     responseFormat: undefined,
+    parallelToolCalls: !(isObject(body.tool_choice) && body.tool_choice.disable_parallel_tool_use === true),
     topP: body.top_p === undefined ? undefined : typeof body.top_p === 'number' && body.top_p >= 0 && body.top_p <= 1 ? body.top_p : bad('top_p: Input should be less than or equal to 1'),
     temperature: temperature as number | undefined,
   };
@@ -104,6 +105,7 @@ export function parseMessagesRequest(body: unknown): ChatCompletionRequest {
 function toolChoiceOf(raw: unknown, tools: readonly ToolDefinition[]): ToolChoice | undefined {
   if (raw === undefined) return undefined;
   if (!isObject(raw) || !['auto', 'any', 'tool', 'none'].includes(raw.type as string)) return bad("tool_choice.type: Input should be 'auto', 'any', 'tool' or 'none'");
+  if (raw.disable_parallel_tool_use !== undefined && typeof raw.disable_parallel_tool_use !== 'boolean') return bad('tool_choice.disable_parallel_tool_use: Input should be a valid boolean');
   if (raw.type === 'auto') return 'auto';
   if (raw.type === 'none') return 'none';
   if (tools.length === 0) return bad('tool_choice: may only be specified while providing tools');

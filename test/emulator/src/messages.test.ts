@@ -137,13 +137,17 @@ describe('POST /v1/messages through the official Anthropic SDK', () => {
     expect(message.usage.output_tokens).toBeGreaterThan(0);
   });
 
-  it('assembles a streamed tool_use block with its parsed input, and parallel ones', async () => {
+  it('assembles a streamed tool_use block with its parsed input, and parallel ones (one with disable_parallel_tool_use)', async () => {
     const tools = [{ name: 'search_web', description: 'Search the web', input_schema: { type: 'object' as const, properties: { query: { type: 'string' } } } }];
     const one = await sdk().messages.stream(params('Search the latest news about solar power', { tools })).finalMessage();
     expect(one.stop_reason).toBe('tool_use');
     expect(one.content).toEqual([{ type: 'tool_use', id: expect.stringMatching(/^toolu_/), name: 'search_web', input: { query: expect.stringMatching(/solar/) } }]);
     const two = await sdk().messages.stream(params('Search the latest news about solar power', { tools, model: 'claude-emulated+parallel_tool_calls' })).finalMessage();
     expect(two.content.map((b) => b.type)).toEqual(['tool_use', 'tool_use']);
+    const single = await sdk().messages.stream(params('Search the latest news about solar power', {
+      tools, model: 'claude-emulated+parallel_tool_calls', tool_choice: { type: 'auto', disable_parallel_tool_use: true },
+    })).finalMessage();
+    expect(single.content.map((b) => b.type)).toEqual(['tool_use']);
   });
 
   it('answers a non-streamed create with one `message`: text or tool_use blocks, stop_reason, usage', async () => {

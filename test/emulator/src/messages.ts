@@ -2,7 +2,7 @@
 // tool_use (content_block_start, content_block_delta with text_delta / input_json_delta,
 // content_block_stop), message_delta (stop_reason, usage), message_stop; an `error` event for a
 // stream that fails. The same answers, pacing and misbehaviours as the chat completions.
-import { cutAnswer, textPieces, type AnswerWire, type CompletionJob, type Frame } from './completion';
+import { cutAnswer, parallelCalls, textPieces, type AnswerWire, type CompletionJob, type Frame } from './completion';
 import { anthropicError } from './messages-request';
 import { countTokens, encode } from './tokens';
 
@@ -35,7 +35,7 @@ export function messagesWire(job: CompletionJob): AnswerWire {
       /* the emulator's own arguments are JSON */
     }
     const calls = [{ id: answer.call.id.replace(/^call_/, 'toolu_'), name: answer.call.name, input }];
-    if (job.behaviours.has('parallel_tool_calls')) calls.push({ id: `toolu_${job.rng.id(24)}`, name: answer.call.name, input: secondInput(input) });
+    if (parallelCalls(job)) calls.push({ id: `toolu_${job.rng.id(24)}`, name: answer.call.name, input: secondInput(input) });
     calls.forEach((c, index) => {
       const opening = event('content_block_start', { index, content_block: { type: 'tool_use', id: c.id, name: c.name, input: {} } });
       frames.push({ text: (index === 0 ? start : event('content_block_stop', { index: index - 1 })) + opening, tokens: countTokens(c.name) });

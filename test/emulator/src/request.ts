@@ -47,6 +47,8 @@ export interface ChatCompletionRequest {
   topP: number | undefined;
   /** JSON mode (`json_object`) or structured output (`json_schema`, its schema); absent: text. */
   responseFormat: { type: 'json_object' } | { type: 'json_schema'; schema: Record<string, unknown> } | undefined;
+  /** False: at most one tool call (OpenAI's `parallel_tool_calls`, Anthropic's `disable_parallel_tool_use`). */
+  parallelToolCalls: boolean;
 }
 
 /** A 400 in OpenAI's words: message, offending parameter, machine-readable code. */
@@ -278,6 +280,13 @@ export function parseChatCompletionRequest(body: unknown): ChatCompletionRequest
   if (topP !== undefined && (typeof topP !== 'number' || topP < 0 || topP > 1)) throw invalidType('top_p', 'a decimal between 0 and 1', topP);
   const seed = optional(body, 'seed');
   if (seed !== undefined && !Number.isInteger(seed)) throw invalidType('seed', 'an integer', seed);
+  const parallelToolCalls = optional(body, 'parallel_tool_calls');
+  if (parallelToolCalls !== undefined) {
+    if (typeof parallelToolCalls !== 'boolean') throw invalidType('parallel_tool_calls', 'a boolean', parallelToolCalls);
+    if (tools === undefined || tools.length === 0) {
+      throw new InvalidRequestError("Invalid value for 'parallel_tool_calls': 'parallel_tool_calls' is only allowed when 'tools' are specified.", 'parallel_tool_calls', 'invalid_value');
+    }
+  }
 
   return {
     model,
@@ -292,6 +301,7 @@ export function parseChatCompletionRequest(body: unknown): ChatCompletionRequest
     seed: seed as number | undefined,
     topP: topP as number | undefined,
     responseFormat: parseResponseFormat(optional(body, 'response_format'), messages),
+    parallelToolCalls: parallelToolCalls !== false,
   };
 }
 

@@ -37,6 +37,7 @@ interface ChatBody {
   frequency_penalty?: number | null;
   response_format?: Record<string, unknown> | null;
   n?: number | null;
+  parallel_tool_calls?: boolean | null;
   user?: string;
 }
 
@@ -140,7 +141,6 @@ const messageSchema = {
  */
 const DEFAULT_ONLY = {
   logprobs: { enum: [false, null], description: 'not available: only false' },
-  parallel_tool_calls: { enum: [true, null], description: 'only true' },
   store: { enum: [false, null], description: 'nothing is stored at OpenAI: only false' },
   service_tier: { enum: ['auto', 'default', null], description: 'only auto or default' },
 } as const;
@@ -166,7 +166,7 @@ export function openaiRoutes(app: FastifyInstance, ctx: EdgeContext): void {
           '`choices[0].message.tool_calls` (`id`, `type: function`, `function.name`, `function.arguments` as JSON text) and `finish_reason: tool_calls`, ' +
           'streamed as `delta.tool_calls` chunks (`index`, `id`, `type`, `function`); send each result back as a `tool` message with its `tool_call_id`, ' +
           'after the `assistant` message that carries the `tool_calls`. Message content is text (a string, or parts of type `text`). ' +
-          '`n`, `top_p`, `stop`, `seed`, the penalties and `response_format` are passed on; OpenAI\'s other parameters are accepted only at the value that changes nothing (`logprobs` false…, each documented below) ' +
+          '`n`, `top_p`, `stop`, `seed`, the penalties, `response_format` and `parallel_tool_calls` are passed on; OpenAI\'s other parameters are accepted only at the value that changes nothing (`logprobs` false…, each documented below) ' +
           'and refused with 400 otherwise, as is a parameter OpenAI does not have: nothing in a request is silently ignored.',
         headers: { type: 'object', properties: { [CACHE_HEADER]: { type: 'string', enum: ['on', 'off'] } } },
         body: {
@@ -267,6 +267,7 @@ export function openaiRoutes(app: FastifyInstance, ctx: EdgeContext): void {
                 '(the prompt is sent, and billed, once per choice); choice i is asked with `seed` + i when a seed is given, and none is replayed from the response cache ' +
                 '(`x-mesh-cache: on` with `n` > 1 is refused); the `agent-mesh` model answers one choice',
             },
+            parallel_tool_calls: { type: ['boolean', 'null'], description: 'false: at most one tool call in the answer (Anthropic\'s `disable_parallel_tool_use`); changes nothing without `tools`' },
             user: { type: 'string', maxLength: 256 },
             ...DEFAULT_ONLY,
           },
@@ -397,6 +398,7 @@ async function* direct(ctx: EdgeContext, userId: string, body: ChatBody, message
     ...(body.presence_penalty != null ? { presencePenalty: body.presence_penalty } : {}),
     ...(body.frequency_penalty != null ? { frequencyPenalty: body.frequency_penalty } : {}),
     responseFormatJson: body.response_format ? JSON.stringify(body.response_format) : '',
+    ...(body.parallel_tool_calls === false ? { parallelToolCalls: false } : {}),
     maxTokens,
     temperature: body.temperature ?? 0,
     hasTemperature: body.temperature !== undefined && body.temperature !== null,

@@ -65,6 +65,17 @@ describe('Anthropic Messages request', () => {
     expect(choiceOf({ name: 'now' })).toEqual({ type: 'tool', name: 'now' });
   });
 
+  it('writes at most one tool call (OpenAI\'s parallel_tool_calls: false) as disable_parallel_tool_use on the choice, auto when none is made', () => {
+    const choiceOf = (toolChoice: ProviderRequest['toolChoice']) =>
+      (JSON.parse(anthropicProtocol.request({ ...req, toolChoice, parallelToolCalls: false }, 'k', true).body) as { tool_choice?: unknown }).tool_choice;
+    expect(choiceOf(undefined)).toEqual({ type: 'auto', disable_parallel_tool_use: true });
+    expect(choiceOf('required')).toEqual({ type: 'any', disable_parallel_tool_use: true });
+    expect(choiceOf({ name: 'now' })).toEqual({ type: 'tool', name: 'now', disable_parallel_tool_use: true });
+    // None makes no call: there is nothing to limit.
+    expect(choiceOf('none')).toEqual({ type: 'none' });
+    expect(anthropicProtocol.unsupported?.({ ...req, parallelToolCalls: false })).toBeUndefined();
+  });
+
   it('writes stop as stop_sequences and top_p; a seed, penalties or response_format it cannot send, and says so', () => {
     const body = JSON.parse(anthropicProtocol.request({ ...req, stop: ['END'], topP: 0.9 }, 'k', true).body) as Record<string, unknown>;
     expect(body).toMatchObject({ stop_sequences: ['END'], top_p: 0.9 });

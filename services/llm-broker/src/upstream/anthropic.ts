@@ -75,13 +75,25 @@ function buildBody(req: ProviderRequest): MessagesRequestBody {
     ...(req.tools.length > 0
       ? { tools: req.tools.map((t) => ({ name: t.name, ...(t.description ? { description: t.description } : {}), input_schema: parametersOf(t) })) }
       : {}),
-    // Anthropic's names: none, any (OpenAI's required), tool (a named function).
-    ...(req.toolChoice ? { tool_choice: typeof req.toolChoice === 'object' ? { type: 'tool', name: req.toolChoice.name } : { type: req.toolChoice === 'required' ? 'any' : 'none' } } : {}),
+    ...toolChoiceOf(req),
     // Anthropic's range is 0–1 (OpenAI's 0–2): higher values are capped.
     ...(req.temperature !== undefined ? { temperature: Math.min(1, Math.max(0, req.temperature)) } : {}),
     ...(req.stop ? { stop_sequences: req.stop } : {}),
     ...(req.topP !== undefined ? { top_p: req.topP } : {}),
   };
+}
+
+/**
+ * `tool_choice` in Anthropic's names: none, any (OpenAI's required), tool (a named function), auto;
+ * at most one call (OpenAI's `parallel_tool_calls: false`) is its `disable_parallel_tool_use`.
+ */
+function toolChoiceOf(req: ProviderRequest): { tool_choice?: Record<string, unknown> } {
+  const one = req.parallelToolCalls === false ? { disable_parallel_tool_use: true } : {};
+  const choice = req.toolChoice;
+  if (choice === 'none') return { tool_choice: { type: 'none' } };
+  if (typeof choice === 'object') return { tool_choice: { type: 'tool', name: choice.name, ...one } };
+  if (choice === 'required') return { tool_choice: { type: 'any', ...one } };
+  return req.parallelToolCalls === false ? { tool_choice: { type: 'auto', ...one } } : {};
 }
 
 /** `anthropic-ratelimit-*`: the most restrictive token limit when given, else the input tokens'. */

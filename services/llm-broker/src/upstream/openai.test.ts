@@ -104,11 +104,11 @@ describe('OpenAI protocol', () => {
     expect(choiceOf({ name: 'search_web' })).toEqual({ type: 'function', function: { name: 'search_web' } });
   });
 
-  it('writes stop, top_p, seed, the penalties and response_format when set, and nothing for them otherwise', () => {
+  it('writes stop, top_p, seed, the penalties, response_format and parallel_tool_calls when set, and nothing for them otherwise', () => {
     const bodyOf = (over: Partial<ProviderRequest>) => JSON.parse(openAiProtocol.request({ ...req, ...over }, 'sk-1', true).body) as Record<string, unknown>;
-    const all = { stop: ['END'], topP: 0.9, seed: 42, presencePenalty: 0.5, frequencyPenalty: -0.5, responseFormat: { type: 'json_object' } };
-    expect(bodyOf(all)).toMatchObject({ stop: ['END'], top_p: 0.9, seed: 42, presence_penalty: 0.5, frequency_penalty: -0.5, response_format: { type: 'json_object' } });
-    for (const key of ['stop', 'top_p', 'seed', 'presence_penalty', 'frequency_penalty', 'response_format']) expect(bodyOf({})).not.toHaveProperty(key);
+    const all = { stop: ['END'], topP: 0.9, seed: 42, presencePenalty: 0.5, frequencyPenalty: -0.5, responseFormat: { type: 'json_object' }, parallelToolCalls: false as const };
+    expect(bodyOf(all)).toMatchObject({ stop: ['END'], top_p: 0.9, seed: 42, presence_penalty: 0.5, frequency_penalty: -0.5, response_format: { type: 'json_object' }, parallel_tool_calls: false });
+    for (const key of ['stop', 'top_p', 'seed', 'presence_penalty', 'frequency_penalty', 'response_format', 'parallel_tool_calls']) expect(bodyOf({})).not.toHaveProperty(key);
     expect(openAiProtocol.unsupported?.({ ...req, ...all })).toBeUndefined();
   });
 

@@ -25,6 +25,7 @@ export interface ChatRequestBody {
   presence_penalty?: number;
   frequency_penalty?: number;
   response_format?: Record<string, unknown>;
+  parallel_tool_calls?: boolean;
 }
 
 export function wireMessages(messages: ChatMessageIn[]): unknown[] {
@@ -69,6 +70,7 @@ function buildBody(req: ProviderRequest): ChatRequestBody {
     ...(req.presencePenalty !== undefined ? { presence_penalty: req.presencePenalty } : {}),
     ...(req.frequencyPenalty !== undefined ? { frequency_penalty: req.frequencyPenalty } : {}),
     ...(req.responseFormat ? { response_format: req.responseFormat } : {}),
+    ...(req.parallelToolCalls === false ? { parallel_tool_calls: false } : {}),
   };
 }
 

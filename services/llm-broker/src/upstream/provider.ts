@@ -58,6 +58,8 @@ export interface ProviderRequest {
   frequencyPenalty?: number;
   /** OpenAI's `response_format` other than text (JSON mode, or a JSON schema). */
   responseFormat?: Record<string, unknown>;
+  /** False: at most one tool call in the answer (only with tools); absent: as many as the model makes. */
+  parallelToolCalls?: false;
   /** False: ask for the whole answer at once (when the protocol can); absent or true: streamed. */
   stream?: boolean;
 }

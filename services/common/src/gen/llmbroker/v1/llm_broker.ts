@@ -327,6 +327,11 @@ export interface GenerateRequest {
    * Anthropic has none (as with seed).
    */
   responseFormatJson: string;
+  /**
+   * parallel_tool_calls false: at most one tool call in the answer (OpenAI's `parallel_tool_calls`,
+   * Anthropic's `disable_parallel_tool_use`); unset or true: as many as the model makes.
+   */
+  parallelToolCalls?: boolean | undefined;
 }
 
 /** ToolChoice is OpenAI's `tool_choice` (Anthropic's `tool_choice`: auto, none, any, tool). */
@@ -810,6 +815,7 @@ function createBaseGenerateRequest(): GenerateRequest {
     presencePenalty: undefined,
     frequencyPenalty: undefined,
     responseFormatJson: "",
+    parallelToolCalls: undefined,
   };
 }
 
@@ -877,6 +883,9 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
     }
     if (message.responseFormatJson !== "") {
       writer.uint32(178).string(message.responseFormatJson);
+    }
+    if (message.parallelToolCalls !== undefined) {
+      writer.uint32(184).bool(message.parallelToolCalls);
     }
     return writer;
   },
@@ -1062,6 +1071,14 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
             message.responseFormatJson = reader.string();
             continue;
           }
+          case 23: {
+            if (tag !== 184) {
+              break;
+            }
+
+            message.parallelToolCalls = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1159,6 +1176,11 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
         : isSet(object.response_format_json)
         ? globalThis.String(object.response_format_json)
         : "",
+      parallelToolCalls: isSet(object.parallelToolCalls)
+        ? globalThis.Boolean(object.parallelToolCalls)
+        : isSet(object.parallel_tool_calls)
+        ? globalThis.Boolean(object.parallel_tool_calls)
+        : undefined,
     };
   },
 
@@ -1227,6 +1249,9 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
     if (message.responseFormatJson !== "") {
       obj.responseFormatJson = message.responseFormatJson;
     }
+    if (message.parallelToolCalls !== undefined) {
+      obj.parallelToolCalls = message.parallelToolCalls;
+    }
     return obj;
   },
 
@@ -1258,6 +1283,7 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
     message.presencePenalty = object.presencePenalty ?? undefined;
     message.frequencyPenalty = object.frequencyPenalty ?? undefined;
     message.responseFormatJson = object.responseFormatJson ?? "";
+    message.parallelToolCalls = object.parallelToolCalls ?? undefined;
     return message;
   },
 };
