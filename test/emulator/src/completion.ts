@@ -6,7 +6,7 @@ import type { ServerResponse } from 'node:http';
 import type { Answer } from './answers';
 import type { Behaviour } from './behaviours';
 import { openAiError, sendJson } from './http';
-import type { SeededRandom } from './random';
+import { SeededRandom } from './random';
 import type { ChatCompletionRequest } from './request';
 import { countTokens, encode, tokenizer } from './tokens';
 
@@ -209,6 +209,48 @@ function usage(promptTokens: number, completionTokens: number): Record<string, u
   };
 }
 
+/** One token's log probability as OpenAI writes it in `logprobs.content` (alternatives without their own). */
+interface TokenLogprob {
+  token: string;
+  logprob: number;
+  bytes: number[];
+  top_logprobs?: TokenLogprob[];
+}
+
+/** Tokens that stand in as a token's less likely alternatives, beside the answer's own. */
+const COMMON_TOKENS = [' the', ' a', ' and', ' of', ' to', ' in', ' is', ' that', ' for', ' it', ',', '.', ' with', ' as', ' on', ' be', ' this', ' are', ' or', ' by', ' an'];
+
+const entry = (token: string, logprob: number): TokenLogprob => ({ token, logprob, bytes: [...Buffer.from(token, 'utf8')] });
+
+/**
+ * `logprobs`: the figures of each text piece (undefined for the others): the piece's log
+ * probability, mostly near 0, and `top` alternatives sharing what probability is left, the
+ * likeliest first (the piece itself among them, not always first). Drawn from a generator seeded
+ * by the answer's text, so that the same answer has the same figures.
+ */
+function pieceLogprobs(pieces: readonly Piece[], top: number): (TokenLogprob[] | undefined)[] {
+  const texts = pieces.map((p) => (typeof p.delta['content'] === 'string' && p.delta['content'] !== '' ? (p.delta['content'] as string) : undefined));
+  let hash = 0x811c9dc5;
+  for (const t of texts.join('')) hash = Math.imul(hash ^ t.charCodeAt(0), 0x01000193);
+  const rng = new SeededRandom(hash);
+  const vocabulary = [...new Set([...texts.filter((t): t is string => t !== undefined), ...COMMON_TOKENS])];
+  return texts.map((token) => {
+    if (token === undefined) return undefined;
+    const p = 1 - 0.6 * rng.next() ** 3;
+    const own = entry(token, Math.log(p));
+    if (top === 0) return [{ ...own, top_logprobs: [] }];
+    const others = vocabulary.filter((t) => t !== token);
+    const alternatives: TokenLogprob[] = [];
+    let left = 1 - p;
+    for (let i = 0; i < top - 1 && others.length > 0; i++) {
+      const share = left * (0.3 + 0.5 * rng.next());
+      left -= share;
+      alternatives.push(entry(others.splice(Math.floor(rng.next() * others.length), 1)[0]!, Math.log(share)));
+    }
+    return [{ ...own, top_logprobs: [own, ...alternatives].sort((a, b) => b.logprob - a.logprob) }];
+  });
+}
+
 /** Whether a tool call comes with a second one: the behaviour, unless the request allows only one. */
 export const parallelCalls = (job: CompletionJob): boolean => job.behaviours.has('parallel_tool_calls') && job.request.parallelToolCalls;
 
@@ -218,10 +260,12 @@ export function openAiWire(job: CompletionJob): AnswerWire {
   // Every chunk shares all but its choices (and usage): serialise that part once.
   const head = `data: {"id":${JSON.stringify(job.id)},"object":"chat.completion.chunk","created":${job.created},"model":${JSON.stringify(job.request.model)},"service_tier":"default","system_fingerprint":"${SYSTEM_FINGERPRINT}","choices":`;
   const tail = job.request.includeUsage ? ',"usage":null}\n\n' : '}\n\n';
-  const deltaChunk = (delta: Record<string, unknown>, finishReason: FinishReason | null): string =>
-    `${head}[{"index":0,"delta":${JSON.stringify(delta)},"logprobs":null,"finish_reason":${finishReason === null ? 'null' : `"${finishReason}"`}}]${tail}`;
+  // `logprobs`: each text piece's figures, in the chunk that carries it and in the whole answer.
+  const figures = job.request.logprobs ? pieceLogprobs(rendered.pieces, job.request.topLogprobs) : undefined;
+  const deltaChunk = (delta: Record<string, unknown>, finishReason: FinishReason | null, logprobs?: TokenLogprob[]): string =>
+    `${head}[{"index":0,"delta":${JSON.stringify(delta)},"logprobs":${logprobs ? JSON.stringify({ content: logprobs, refusal: null }) : 'null'},"finish_reason":${finishReason === null ? 'null' : `"${finishReason}"`}}]${tail}`;
   return {
-    frames: rendered.pieces.map((p) => ({ text: deltaChunk(p.delta, null), tokens: p.tokens })),
+    frames: rendered.pieces.map((p, i) => ({ text: deltaChunk(p.delta, null, figures?.[i]), tokens: p.tokens })),
     completionTokens: rendered.completionTokens,
     end: (withUsage) =>
       deltaChunk({}, rendered.finishReason) +
@@ -235,7 +279,12 @@ export function openAiWire(job: CompletionJob): AnswerWire {
       object: 'chat.completion',
       created: job.created,
       model: job.request.model,
-      choices: [{ index: 0, message: rendered.message, logprobs: null, finish_reason: rendered.finishReason }],
+      choices: [{
+        index: 0,
+        message: rendered.message,
+        logprobs: figures ? { content: rendered.message['content'] === null ? null : figures.flatMap((f) => f ?? []), refusal: null } : null,
+        finish_reason: rendered.finishReason,
+      }],
       usage: usage(job.promptTokens, rendered.completionTokens),
       service_tier: 'default',
       system_fingerprint: SYSTEM_FINGERPRINT,

@@ -188,6 +188,45 @@ describe('POST /v1/chat/completions, not streamed', () => {
     expect(JSON.parse(shaped.choices[0]!.message.content)).toEqual({ summary: expect.stringMatching(/\w/), score: 1, tags: [] });
   });
 
+  it('gives each token\'s log probability when asked (logprobs, top_logprobs), in the answer and in the chunk that carries it', async () => {
+    type Entry = { token: string; logprob: number; bytes: number[]; top_logprobs: Entry[] };
+    type Completion = { choices: { message: { content: string }; logprobs: { content: Entry[]; refusal: null } | null }[] };
+    const messages = [{ role: 'user', content: 'How do tides work?' }];
+    const plain = (await (await chat({ model: 'm', messages, seed: 5 })).json()) as Completion;
+    expect(plain.choices[0]!.logprobs).toBeNull();
+    const whole = (await (await chat({ model: 'm', messages, seed: 5, logprobs: true, top_logprobs: 3 })).json()) as Completion;
+    const { message, logprobs } = whole.choices[0]!;
+    expect(message.content).toBe(plain.choices[0]!.message.content);
+    expect(logprobs!.content.map((e) => e.token).join('')).toBe(message.content);
+    for (const e of logprobs!.content) {
+      expect(e.logprob).toBeLessThanOrEqual(0);
+      expect(Buffer.from(e.bytes).toString('utf8')).toBe(e.token);
+      expect(e.top_logprobs).toHaveLength(3);
+      expect(e.top_logprobs.map((t) => t.logprob)).toEqual([...e.top_logprobs.map((t) => t.logprob)].sort((x, y) => y - x));
+      expect(e.top_logprobs).toContainEqual({ token: e.token, logprob: e.logprob, bytes: e.bytes });
+      expect(new Set(e.top_logprobs.map((t) => t.token)).size).toBe(3);
+      // Probabilities: the alternatives share what the token leaves.
+      expect(e.top_logprobs.reduce((sum, t) => sum + Math.exp(t.logprob), 0)).toBeLessThanOrEqual(1 + 1e-9);
+    }
+    // Streamed, each chunk's figures are its own tokens': together the same as the whole answer's.
+    const streamed = events(await (await chat({ model: 'm', messages, seed: 5, logprobs: true, top_logprobs: 3, stream: true })).text())
+      .filter((e) => e !== '[DONE]')
+      .flatMap((e) => (JSON.parse(e) as { choices: { delta: { content?: string }; logprobs: { content: Entry[] } | null }[] }).choices);
+    for (const c of streamed) expect(c.logprobs === null).toBe(!c.delta.content);
+    expect(streamed.flatMap((c) => c.logprobs?.content ?? [])).toEqual(logprobs!.content);
+    // Without top_logprobs, no alternatives; and the checks OpenAI makes.
+    const bare = (await (await chat({ model: 'm', messages, seed: 5, logprobs: true })).json()) as Completion;
+    expect(bare.choices[0]!.logprobs!.content.every((e) => e.top_logprobs.length === 0)).toBe(true);
+    const refused = async (extra: Record<string, unknown>) => {
+      const res = await chat({ model: 'm', messages, ...extra });
+      expect(res.status).toBe(400);
+      return ((await res.json()) as { error: { param: string; code: string } }).error;
+    };
+    expect(await refused({ top_logprobs: 2 })).toMatchObject({ param: 'top_logprobs', code: 'invalid_value' });
+    expect(await refused({ logprobs: true, top_logprobs: 21 })).toMatchObject({ param: 'top_logprobs', code: 'integer_above_max_value' });
+    expect(await refused({ logprobs: 'yes' })).toMatchObject({ param: 'logprobs', code: 'invalid_type' });
+  });
+
   it('ends the Critic with a VERDICT line that follows the round', async () => {
     emulator.configure({ reviseRate: 1 });
     const critique = async (round: number): Promise<string> => {

@@ -96,6 +96,9 @@ export function parseMessagesRequest(body: unknown): ChatCompletionRequest {
     seed: undefined,
     responseFormat: undefined,
     parallelToolCalls: !(isObject(body.tool_choice) && body.tool_choice.disable_parallel_tool_use === true),
+    // The Messages API has no log probabilities.
+    logprobs: false,
+    topLogprobs: 0,
     topP: body.top_p === undefined ? undefined : typeof body.top_p === 'number' && body.top_p >= 0 && body.top_p <= 1 ? body.top_p : bad('top_p: Input should be less than or equal to 1'),
     temperature: temperature as number | undefined,
   };

@@ -49,6 +49,9 @@ export interface ChatCompletionRequest {
   responseFormat: { type: 'json_object' } | { type: 'json_schema'; schema: Record<string, unknown> } | undefined;
   /** False: at most one tool call (OpenAI's `parallel_tool_calls`, Anthropic's `disable_parallel_tool_use`). */
   parallelToolCalls: boolean;
+  /** Each token's log probability in the answer (`logprobs`), with this many alternatives (`top_logprobs`, 0–20). */
+  logprobs: boolean;
+  topLogprobs: number;
 }
 
 /** A 400 in OpenAI's words: message, offending parameter, machine-readable code. */
@@ -223,6 +226,25 @@ function parseMaxTokens(body: Record<string, unknown>): number | undefined {
   return undefined;
 }
 
+/** `logprobs` and `top_logprobs` as OpenAI checks them: alternatives only with logprobs, at most 20. */
+function parseLogprobs(body: Record<string, unknown>): { logprobs: boolean; topLogprobs: number } {
+  const logprobs = optional(body, 'logprobs') ?? false;
+  if (typeof logprobs !== 'boolean') throw invalidType('logprobs', 'a boolean', logprobs);
+  const top = optional(body, 'top_logprobs');
+  if (top === undefined) return { logprobs, topLogprobs: 0 };
+  if (typeof top !== 'number' || !Number.isInteger(top)) throw invalidType('top_logprobs', 'an integer', top);
+  if (top < 0 || top > 20) {
+    const side = top < 0 ? 'below minimum' : 'above maximum';
+    throw new InvalidRequestError(
+      `Invalid 'top_logprobs': integer ${side} value. Expected a value ${top < 0 ? '>= 0' : '<= 20'}, but got ${top} instead.`,
+      'top_logprobs',
+      top < 0 ? 'integer_below_min_value' : 'integer_above_max_value',
+    );
+  }
+  if (!logprobs) throw new InvalidRequestError("Invalid value for 'top_logprobs': 'logprobs' must be true when 'top_logprobs' is given.", 'top_logprobs', 'invalid_value');
+  return { logprobs, topLogprobs: top };
+}
+
 /** Validates a parsed JSON body as OpenAI does; throws InvalidRequestError on the first problem. */
 export function parseChatCompletionRequest(body: unknown): ChatCompletionRequest {
   if (!isObject(body)) throw new InvalidRequestError(`Invalid body: expected an object, but got ${typeName(body)} instead.`, null, 'invalid_type');
@@ -280,6 +302,7 @@ export function parseChatCompletionRequest(body: unknown): ChatCompletionRequest
   if (topP !== undefined && (typeof topP !== 'number' || topP < 0 || topP > 1)) throw invalidType('top_p', 'a decimal between 0 and 1', topP);
   const seed = optional(body, 'seed');
   if (seed !== undefined && !Number.isInteger(seed)) throw invalidType('seed', 'an integer', seed);
+  const { logprobs, topLogprobs } = parseLogprobs(body);
   const parallelToolCalls = optional(body, 'parallel_tool_calls');
   if (parallelToolCalls !== undefined) {
     if (typeof parallelToolCalls !== 'boolean') throw invalidType('parallel_tool_calls', 'a boolean', parallelToolCalls);
@@ -302,6 +325,8 @@ export function parseChatCompletionRequest(body: unknown): ChatCompletionRequest
     topP: topP as number | undefined,
     responseFormat: parseResponseFormat(optional(body, 'response_format'), messages),
     parallelToolCalls: parallelToolCalls !== false,
+    logprobs,
+    topLogprobs,
   };
 }
 
