@@ -5,7 +5,7 @@
 // before the call's deadline: the next serves it and `Done.upstream` names it.
 import { status } from '@grpc/grpc-js';
 import { createClient, detailsOf, reasonOf } from '@agent-mesh/common';
-import { LlmBrokerServiceClient, ToolChoiceMode, type GenerateRequest } from '@agent-mesh/common/gen/llmbroker/v1/llm_broker';
+import { CacheStatus, LlmBrokerServiceClient, ToolChoiceMode, type GenerateRequest } from '@agent-mesh/common/gen/llmbroker/v1/llm_broker';
 import {
   configureEmulator, emulatorStats, freePort, generateRequest, promMetric, runGenerate, startEmulator, startRedis, startService, testDir,
   type EmulatorProc, type GenerateOutcome, type RedisProc, type ServiceProc,
@@ -212,6 +212,35 @@ describe.each([
       }
       expect((await emulatorStats(emulator)).requests).toBe(before);
     }
+  });
+
+  it('passes logprobs on to OpenAI: each delta carries its tokens\' figures, Done all of them for a caller that does not stream, a cached answer the same; Anthropic refuses them', async () => {
+    const question = `How do tides work? (${protocol} logprobs)`;
+    const asked = { seed: 8, logprobs: true, topLogprobs: 2 };
+    if (protocol === 'anthropic') {
+      const before = (await emulatorStats(emulator)).requests;
+      const refused = await runGenerate(broker.client, ask(question, { logprobs: true }));
+      expect(refused.error?.code).toBe(status.INVALID_ARGUMENT);
+      expect(detailsOf(refused.error)).toMatch(/logprobs is not supported by the anthropic protocol/);
+      expect((await emulatorStats(emulator)).requests).toBe(before);
+      return;
+    }
+    const deltas = (o: GenerateOutcome) => o.messages.flatMap((m) => (m.update?.$case === 'delta' ? [m.update.delta] : []));
+    const streamed = await runGenerate(broker.client, ask(question, { ...asked, cache: true }));
+    expect(doneOf(streamed)?.cache).toBe(CacheStatus.CACHE_STATUS_MISS);
+    for (const d of deltas(streamed)) expect(d.logprobs.map((l) => l.token).join('')).toBe(d.content);
+    const figures = deltas(streamed).flatMap((d) => d.logprobs);
+    expect(figures.length).toBeGreaterThan(5);
+    expect(figures.every((l) => l.logprob <= 0 && l.topLogprobs.length === 2)).toBe(true);
+    // The whole answer at once: the same figures, in Done.
+    const whole = await runGenerate(broker.client, ask(question, { ...asked, noStream: true, answerInDone: true }));
+    expect(doneOf(whole)?.logprobs).toEqual(figures);
+    // From the response cache: replayed with them.
+    const replayed = await runGenerate(broker.client, ask(question, { ...asked, cache: true }));
+    expect(doneOf(replayed)?.cache).toBe(CacheStatus.CACHE_STATUS_HIT);
+    expect(deltas(replayed)).toEqual(deltas(streamed));
+    // Not asked: none.
+    expect(deltas(await runGenerate(broker.client, ask(question, { seed: 8 }))).every((d) => d.logprobs.length === 0)).toBe(true);
   });
 
   it('an error inside the stream after tokens reached the caller fails the call as upstream_stream_failed', async () => {

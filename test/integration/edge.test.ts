@@ -317,6 +317,18 @@ test('n choices through the official client: one upstream call each, each its ow
   expect(usage).toEqual(three.usage);
 });
 
+test('logprobs through the official client: each token\'s figures, the same streamed and not', async () => {
+  const client = new OpenAI({ apiKey: alice, baseURL: `${mesh.edge.url}/v1`, maxRetries: 0 });
+  const ask = { model: 'emulator-1', messages: [{ role: 'user' as const, content: 'Why is the sea salty?' }], seed: 12, logprobs: true, top_logprobs: 2 };
+  const whole = await client.chat.completions.create(ask);
+  const figures = whole.choices[0]!.logprobs!.content!;
+  expect(figures.map((t) => t.token).join('')).toBe(whole.choices[0]!.message.content);
+  expect(figures.every((t) => t.logprob <= 0 && t.top_logprobs.length === 2)).toBe(true);
+  const streamed: OpenAI.ChatCompletionTokenLogprob[] = [];
+  for await (const chunk of await client.chat.completions.create({ ...ask, stream: true })) streamed.push(...(chunk.choices[0]?.logprobs?.content ?? []));
+  expect(streamed).toEqual(figures);
+});
+
 test('a /v1 caller that does not stream gets a non-streamed upstream call; one that streams, a streamed one', async () => {
   const complete = (stream: boolean) =>
     api('/v1/chat/completions', { method: 'POST', body: JSON.stringify({ model: 'emulator-1', stream, messages: [{ role: 'user', content: 'How do tides work?' }] }) });

@@ -115,6 +115,8 @@ function requestArb(op: Operation, ownedId: string): fc.Arbitrary<Req> {
       const required = p ? p.in === 'path' || !!p.required : true;
       if (key === breakKey) shape[key] = brokenOf(schema, p !== undefined);
       else if (key === 'path:id') shape[key] = fc.oneof(fc.constant(ownedId), arbOf(schema)); // the owned one, or any valid id
+      // A body is valid as a whole too (a rule between its fields: `if`/`then`).
+      else if (key === 'body') shape[key] = arbOf(schema).filter((v) => ajv.validate(schema, v));
       else shape[key] = required ? arbOf(schema) : fc.option(arbOf(schema), { nil: undefined, freq: 2 });
     }
     return fc.record(shape).map((v): Req => {

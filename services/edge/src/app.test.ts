@@ -415,11 +415,11 @@ describe('edge app (fake peers)', () => {
       const ends: string[] = [];
       let endCall: (() => void) | undefined;
       gw.fakeBroker.generate = async function* (_req, signal) {
-        yield { update: { $case: 'delta', delta: { content: 'Hi' } } };
+        yield { update: { $case: 'delta', delta: { content: 'Hi', logprobs: [] } } };
         yield {
           update: {
             $case: 'done',
-            done: { finishReason: 'stop', usage: { promptTokens: 5, completionTokens: 1, totalTokens: 6 }, toolCalls: [], model: 'm', queueWaitMs: 0, cache: 0, cachedUsage: undefined, upstream: 'default', content: '' },
+            done: { finishReason: 'stop', usage: { promptTokens: 5, completionTokens: 1, totalTokens: 6 }, toolCalls: [], model: 'm', queueWaitMs: 0, cache: 0, cachedUsage: undefined, upstream: 'default', content: '', logprobs: [] },
           },
         };
         // The call's end (its status) comes only when the test says so.
@@ -452,11 +452,11 @@ describe('edge app (fake peers)', () => {
       edge.app.server.prependListener('request', onRequest);
       const answered: boolean[] = [];
       gw.fakeBroker.generate = async function* () {
-        yield { update: { $case: 'delta', delta: { content: 'Hi' } } };
+        yield { update: { $case: 'delta', delta: { content: 'Hi', logprobs: [] } } };
         yield {
           update: {
             $case: 'done',
-            done: { finishReason: 'stop', usage: { promptTokens: 5, completionTokens: 1, totalTokens: 6 }, toolCalls: [], model: 'm', queueWaitMs: 0, cache: 0, cachedUsage: undefined, upstream: 'default', content: '' },
+            done: { finishReason: 'stop', usage: { promptTokens: 5, completionTokens: 1, totalTokens: 6 }, toolCalls: [], model: 'm', queueWaitMs: 0, cache: 0, cachedUsage: undefined, upstream: 'default', content: '', logprobs: [] },
           },
         };
         answered.push(response?.writableEnded ?? false);
@@ -500,7 +500,6 @@ describe('edge app (fake peers)', () => {
     test('at any other value they are refused, each saying what it may be, not ignored', async () => {
       expect(await refusal(await ask({ n: 17 }))).toBe('body/n must be <= 16');
       expect(await refusal(await ask({ n: 0 }))).toBe('body/n must be >= 1');
-      expect(await refusal(await ask({ logprobs: true }))).toBe('body/logprobs must be false or null');
       expect(await refusal(await ask({ store: true }))).toBe('body/store must be false or null');
     });
 
@@ -583,6 +582,7 @@ describe('edge app (fake peers)', () => {
       const tools = [{ type: 'function', function: { name: 'search_web', parameters: { type: 'object' } } }];
       const cases: [Record<string, unknown>, string | null][] = [
         [{ n: 17 }, 'n'],
+        [{ top_logprobs: 2 }, 'logprobs'],
         [{ temprature: 0 }, 'temprature'],
         [{ messages: [{ role: 'user', content: 'hi' }, { role: 'wizard', content: 'hi' }] }, 'messages[1].role'],
         [{ messages: [{ role: 'tool', content: 'sunny' }] }, 'messages[0].tool_call_id'],
@@ -606,6 +606,40 @@ describe('edge app (fake peers)', () => {
       const garbled = await fetch(`${base}/v1/chat/completions`, { method: 'POST', headers: json(alice), body: '{"model":' });
       expect(garbled.status).toBe(400);
       expect(((await garbled.json()) as { error: { param: string | null } }).error.param).toBeNull();
+    });
+
+    test('logprobs: each token\'s figures reach the client, in the answer and in the chunk that carries it; top_logprobs only with logprobs', async () => {
+      const asked: Pick<GenerateRequest, 'logprobs' | 'topLogprobs'>[] = [];
+      const generate = gw.fakeBroker.generate.bind(gw.fakeBroker);
+      const figures = (token: string) => [{ token, logprob: -0.25, bytes: [...Buffer.from(token)], topLogprobs: [{ token, logprob: -0.25, bytes: [...Buffer.from(token)], topLogprobs: [] }] }];
+      gw.fakeBroker.generate = async function* (req, signal, gate) {
+        const { logprobs, topLogprobs } = req as GenerateRequest;
+        asked.push({ logprobs, topLogprobs });
+        for await (const m of generate(req, signal, gate)) {
+          const u = m.update;
+          yield logprobs && u?.$case === 'delta' ? { update: { ...u, delta: { ...u.delta, logprobs: figures(u.delta.content) } } } : m;
+        }
+      };
+      type Entry = { token: string; logprob: number; bytes: number[]; top_logprobs: Entry[] };
+      try {
+        const whole = (await (await ask({ logprobs: true, top_logprobs: 1 })).json()) as { choices: { message: { content: string }; logprobs: { content: Entry[]; refusal: null } }[] };
+        const { message, logprobs } = whole.choices[0]!;
+        expect(logprobs.content.map((e) => e.token).join('')).toBe(message.content);
+        expect(logprobs.content[0]).toEqual({ token: 'Hello', logprob: -0.25, bytes: [...Buffer.from('Hello')], top_logprobs: [{ token: 'Hello', logprob: -0.25, bytes: [...Buffer.from('Hello')] }] });
+        const chunks = (await (await ask({ logprobs: true, stream: true })).text()).split('\n\n').filter((l) => l.startsWith('data: {')).map((l) => JSON.parse(l.slice(6)) as { choices: { delta: { content?: string }; logprobs: { content: Entry[] } | null }[] });
+        const withText = chunks.flatMap((c) => c.choices).filter((c) => c.delta.content);
+        expect(withText.map((c) => c.logprobs?.content.map((e) => e.token).join(''))).toEqual(withText.map((c) => c.delta.content));
+        const plain = (await (await ask({})).json()) as { choices: { logprobs: unknown }[] };
+        expect(plain.choices[0]!.logprobs).toBeNull();
+        expect(asked).toEqual([{ logprobs: true, topLogprobs: 1 }, { logprobs: true, topLogprobs: undefined }, { logprobs: undefined, topLogprobs: undefined }]);
+      } finally {
+        gw.fakeBroker.generate = generate;
+      }
+      expect(await refusal(await ask({ top_logprobs: 2 }))).toBe("body must have required property 'logprobs' when body/top_logprobs is given");
+      expect(await refusal(await ask({ logprobs: false, top_logprobs: 2 }))).toBe('body/logprobs must be true when body/top_logprobs is given');
+      expect(await refusal(await ask({ logprobs: true, top_logprobs: 21 }))).toBe('body/top_logprobs must be <= 20');
+      expect(await refusal(await ask({ model: 'agent-mesh', logprobs: true }))).toBe("body/logprobs is not available for the agent-mesh model, whose answer is a run's");
+      expect((await ask({ top_logprobs: null })).status).toBe(200);
     });
 
     describe('n choices', () => {

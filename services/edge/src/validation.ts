@@ -21,7 +21,7 @@ type ValidationError = FastifySchemaValidationError & { schemaPath: string };
  */
 export function validationMessage(context: string, errors: readonly FastifySchemaValidationError[], schema?: unknown, data?: unknown): { message: string; param: string | undefined } {
   const shown = relevant(errors as readonly ValidationError[], schema, data);
-  const lines = shown.map((e) => `${context}${e.instancePath} ${describe(e)}`);
+  const lines = shown.map((e) => `${context}${e.instancePath} ${describe(e)}${condition(e, schema, context)}`);
   return { message: [...new Set(lines)].join('; '), param: shown[0] && paramOf(shown[0]) };
 }
 
@@ -37,8 +37,17 @@ function paramOf(e: ValidationError): string | undefined {
   return param || undefined;
 }
 
+/** For a rule between fields (`if`/`then`), when it applies: ` when body/top_logprobs is given`. */
+function condition(e: ValidationError, schema: unknown, context: string): string {
+  const then = e.schemaPath.lastIndexOf('/then/');
+  if (then < 0 || schema === undefined) return '';
+  const given = (at(schema, `${e.schemaPath.slice(0, then)}/if`) as Schema | undefined)?.required;
+  return Array.isArray(given) && given.length > 0 ? ` when ${given.map((k) => `${context}/${String(k)}`).join(' and ')} ${given.length > 1 ? 'are' : 'is'} given` : '';
+}
+
 function describe(e: ValidationError): string {
   const p = e.params as Record<string, unknown>;
+  if (e.keyword === 'const') return `must be ${JSON.stringify(p['allowedValue'])}`;
   if (e.keyword === 'pattern') return PATTERN_MEANING[String(p['pattern'])] ?? e.message ?? 'is not valid';
   if (e.keyword === 'enum') return `must be ${(p['allowedValues'] as unknown[]).map((v) => JSON.stringify(v)).join(' or ')}`;
   if (e.keyword === 'additionalProperties') return `has a parameter this API does not take: "${String(p['additionalProperty'])}" (refused rather than ignored)`;
@@ -86,7 +95,8 @@ function misfit(branch: Schema | undefined, value: unknown): 'type' | 'tag' | un
  */
 function relevant(errors: readonly ValidationError[], schema: unknown, data: unknown): ValidationError[] {
   const anyOfAt = new Map(errors.filter((e) => e.keyword === 'anyOf').map((e) => [e.schemaPath, e.instancePath]));
-  const own = errors.filter((e) => e.keyword !== 'anyOf');
+  // An `if` error only says that its `then` failed: those errors say how.
+  const own = errors.filter((e) => e.keyword !== 'anyOf' && e.keyword !== 'if');
   if (anyOfAt.size === 0 || schema === undefined) return own;
   // Each error's alternatives, as `…/anyOf/<i>` schema-path prefixes, outermost first.
   const branchesOf = (e: ValidationError) => [...e.schemaPath.matchAll(/\/anyOf\/\d+/g)].map((m) => e.schemaPath.slice(0, m.index + m[0].length));

@@ -15,12 +15,12 @@ import { candidatesFor, FALLBACK_REASONS, passOver, type PassOverReason } from '
 import { countText } from './tokens';
 import {
   UpstreamError,
-  type AccountProblem, type ChatMessageIn, type OpenStream, type Provider, type ProviderRequest, type StreamEvent, type ToolCallOut, type ToolChoiceSpec, type ToolSpec, type UsageOut,
+  type AccountProblem, type ChatMessageIn, type LogprobOut, type OpenStream, type Provider, type ProviderRequest, type StreamEvent, type ToolCallOut, type ToolChoiceSpec, type ToolSpec, type UsageOut,
 } from './upstream/provider';
 import { SentRequests } from './upstream/requests';
 import { backoffMs, type RetryBudget } from './upstream/resilience';
 
-export type { ChatMessageIn, ToolChoiceSpec, ToolSpec } from './upstream/provider';
+export type { ChatMessageIn, LogprobOut, ToolChoiceSpec, ToolSpec } from './upstream/provider';
 
 export interface GenerateInput {
   userId: string;
@@ -46,6 +46,9 @@ export interface GenerateInput {
   responseFormatJson?: string;
   /** False: at most one tool call; absent or true: as many as the model makes. */
   parallelToolCalls?: boolean;
+  /** Each token's log probability, with `topLogprobs` (0–20) alternatives. */
+  logprobs?: boolean;
+  topLogprobs?: number;
   /** Answer from (and store into) the response cache. */
   cache: boolean;
   /** Ask the upstream for the whole answer at once (the caller does not stream). */
@@ -64,7 +67,7 @@ export type GenerateEvent =
   | { type: 'queued'; position: number; estimatedWaitMs: number; marginalWaitMs: number }
   /** The answer is replayed from the response cache (before its deltas). */
   | { type: 'cached'; stale: boolean; ageMs: number }
-  | { type: 'delta'; content: string }
+  | { type: 'delta'; content: string; logprobs?: LogprobOut[] }
   | {
       type: 'done';
       finishReason: string;
@@ -274,6 +277,9 @@ export class LlmBroker {
       if (v !== undefined && !(v >= -2 && v <= 2)) throw new BrokerRefusal('invalid_request', `${name} must be between -2 and 2`);
     }
     const responseFormat = responseFormatOf(input.responseFormatJson);
+    const top = input.topLogprobs ?? 0;
+    if (!Number.isInteger(top) || top < 0 || top > 20) throw new BrokerRefusal('invalid_request', 'top_logprobs must be an integer between 0 and 20');
+    if (top > 0 && !input.logprobs) throw new BrokerRefusal('invalid_request', 'top_logprobs is only allowed with logprobs');
     return {
       messages: input.messages,
       tools: input.tools,
@@ -286,6 +292,7 @@ export class LlmBroker {
       ...(responseFormat ? { responseFormat } : {}),
       // Without tools there is no call to make one of: the provider is not told.
       ...(input.parallelToolCalls === false && input.tools.length > 0 ? { parallelToolCalls: false } : {}),
+      ...(input.logprobs ? { logprobs: true, ...(top > 0 ? { topLogprobs: top } : {}) } : {}),
       maxTokens: input.maxTokens > 0 ? input.maxTokens : this.d.defaultMaxTokens,
       ...(input.temperature !== undefined ? { temperature: input.temperature } : {}),
       ...(input.noStream ? { stream: false } : {}),
@@ -320,15 +327,21 @@ export class LlmBroker {
     }
     d.metrics.cacheFlights.inc({ outcome: turn.role === 'alone' ? turn.reason : turn.tookOver ? 'took_over' : 'led' });
     const deltas: string[] = [];
+    const logprobs: (LogprobOut[] | null)[] = [];
     try {
       for await (const e of this.fromUpstreams(input, call, candidates, signal, deadline)) {
-        if (e.type === 'delta') deltas.push(e.content);
+        if (e.type === 'delta') {
+          deltas.push(e.content);
+          if (call.logprobs) logprobs.push(e.logprobs ?? null);
+        }
         if (e.type !== 'done') {
           yield e;
           continue;
         }
         // Stored before the caller hears `done`, so that the followers find it as soon as possible.
-        const answer: CachedAnswer = { deltas, finishReason: e.finishReason, toolCalls: e.toolCalls, model: e.model, usage: e.usage, upstream: e.upstream, storedAt: Date.now() };
+        const answer: CachedAnswer = {
+          deltas, ...(call.logprobs ? { logprobs } : {}), finishReason: e.finishReason, toolCalls: e.toolCalls, model: e.model, usage: e.usage, upstream: e.upstream, storedAt: Date.now(),
+        };
         await cache.put(key, answer).catch((err: unknown) => d.logger.warn({ err: (err as Error).message }, 'response cache: answer not stored'));
         d.metrics.cacheLookups.inc({ result: 'miss' });
         yield { ...e, cache: 'miss' };
@@ -351,7 +364,10 @@ export class LlmBroker {
     d.metrics.cacheLookups.inc({ result: outcome });
     d.metrics.cacheTokensSaved.inc(a.usage.totalTokens);
     yield { type: 'cached', stale: outcome === 'stale', ageMs: found.ageMs };
-    for (const content of a.deltas) yield { type: 'delta', content };
+    for (const [i, content] of a.deltas.entries()) {
+      const logprobs = a.logprobs?.[i];
+      yield logprobs ? { type: 'delta', content, logprobs } : { type: 'delta', content };
+    }
     yield {
       type: 'done', finishReason: a.finishReason, usage: NOTHING_BILLED, toolCalls: a.toolCalls, model: a.model, queueWaitMs: 0,
       upstream: a.upstream ?? '', cache: outcome, cachedUsage: a.usage,
@@ -488,7 +504,7 @@ export class LlmBroker {
         if (e.type === 'content') {
           completionText += e.text;
           delivered += 1;
-          return { type: 'delta', content: e.text };
+          return e.logprobs ? { type: 'delta', content: e.text, logprobs: e.logprobs } : { type: 'delta', content: e.text };
         }
         if (e.type === 'finish') finishReason = e.reason;
         else if (e.type === 'usage') usage = e.usage;

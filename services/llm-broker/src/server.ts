@@ -11,7 +11,7 @@ import {
   type LlmBrokerServiceServer,
   type ToolChoice,
 } from '@agent-mesh/common/gen/llmbroker/v1/llm_broker';
-import { BrokerRefusal, type CacheOutcome, type GenerateEvent, type GenerateInput, type LlmBroker, type ToolChoiceSpec, type ToolSpec } from './broker';
+import { BrokerRefusal, type CacheOutcome, type GenerateEvent, type GenerateInput, type LlmBroker, type LogprobOut, type ToolChoiceSpec, type ToolSpec } from './broker';
 import { QueueRefusal } from './queue/admission';
 
 export const SERVICE_NAME = 'llmbroker.v1.LlmBrokerService';
@@ -68,6 +68,8 @@ export function toInput(req: GenerateRequest): GenerateInput {
     frequencyPenalty: req.frequencyPenalty,
     responseFormatJson: req.responseFormatJson,
     parallelToolCalls: req.parallelToolCalls,
+    logprobs: req.logprobs,
+    topLogprobs: req.topLogprobs,
     temperature: req.hasTemperature ? req.temperature : undefined,
     cache: req.cache,
     noStream: req.noStream,
@@ -90,15 +92,15 @@ const CACHE_STATUS: Record<CacheOutcome, CacheStatus> = {
   stale: CacheStatus.CACHE_STATUS_STALE,
 };
 
-/** A broker event as its message; `content`: the text held back for Done (answer_in_done). */
-export function toResponse(e: GenerateEvent, content = ''): GenerateResponse {
+/** A broker event as its message; `content` and `logprobs`: what was held back for Done (answer_in_done). */
+export function toResponse(e: GenerateEvent, content = '', logprobs: LogprobOut[] = []): GenerateResponse {
   switch (e.type) {
     case 'queued':
       return { update: { $case: 'queued', queued: { position: e.position, estimatedWaitMs: e.estimatedWaitMs, marginalWaitMs: e.marginalWaitMs } } };
     case 'cached':
       return { update: { $case: 'cached', cached: { stale: e.stale, ageMs: e.ageMs } } };
     case 'delta':
-      return { update: { $case: 'delta', delta: { content: e.content } } };
+      return { update: { $case: 'delta', delta: { content: e.content, logprobs: e.logprobs ?? [] } } };
     case 'done':
       return {
         update: {
@@ -113,6 +115,7 @@ export function toResponse(e: GenerateEvent, content = ''): GenerateResponse {
             cachedUsage: e.cachedUsage,
             upstream: e.upstream,
             content,
+            logprobs,
           },
         },
       };
@@ -143,17 +146,21 @@ export async function* generateResponses(broker: LlmBroker, logger: Logger, req:
   const started = Date.now();
   // With answer_in_done, the text waits for Done (one message: one write, one read for the caller).
   let held = '';
+  const heldLogprobs: LogprobOut[] = [];
   try {
     for await (const e of broker.generate(gate ? { ...toInput(req), gate } : toInput(req), signal, deadline)) {
       if (e.type !== 'done') {
         if (!req.answerInDone) yield toResponse(e);
-        else if (e.type === 'delta') held += e.content;
+        else if (e.type === 'delta') {
+          held += e.content;
+          if (e.logprobs) heldLogprobs.push(...e.logprobs);
+        }
         else if (e.type === 'queued') yield toResponse(e);
         continue;
       }
       const ms = Date.now() - started;
       try {
-        yield toResponse(e, held);
+        yield toResponse(e, held, heldLogprobs);
       } finally {
         // Logged once the caller has the answer (its line is not on the answer's path).
         logger.info({ runId: req.runId, role, upstream: e.upstream, queueWaitMs: e.queueWaitMs, ms, usage: e.usage, finish: e.finishReason, ...(e.cache ? { cache: e.cache } : {}) }, 'generate done');

@@ -52,7 +52,7 @@ describe('streamHandler on a real server and client', () => {
         implementation: {
           generate: streamHandler(logger, 'Generate', async function* (req: GenerateRequest, signal: AbortSignal, call: ServerWritableStream<GenerateRequest, GenerateResponse>) {
             seen.push({ signal, cancelled: new Promise((resolve) => { call.once('cancelled', resolve); setTimeout(resolve, 1_000); }) });
-            yield { update: { $case: 'delta', delta: { content: 'hi' } } } as GenerateResponse;
+            yield { update: { $case: 'delta', delta: { content: 'hi', logprobs: [] } } } as GenerateResponse;
             // A caller that goes away is stopped here; one that reads on gets the end.
             if (req.userId === 'wait') await new Promise((resolve) => signal.addEventListener('abort', resolve));
           }),

@@ -43,7 +43,7 @@ beforeAll(async () => {
           generate: streamHandler(logger, 'Generate', async function* (): AsyncGenerator<GenerateResponse> {
             await new Promise((r) => setImmediate(r));
             trace.getTracer('test').startSpan('work').end();
-            yield { update: { $case: 'delta', delta: { content: 'hi' } } };
+            yield { update: { $case: 'delta', delta: { content: 'hi', logprobs: [] } } };
           }),
         },
       },

@@ -4,7 +4,7 @@
 import { once } from 'node:events';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { annotate, ATTR, newId } from '@agent-mesh/common';
-import { CacheStatus, CallerRole, ToolChoiceMode, type ChatMessage, type GenerateRequest, type ToolChoice } from '@agent-mesh/common/gen/llmbroker/v1/llm_broker';
+import { CacheStatus, CallerRole, ToolChoiceMode, type ChatMessage, type GenerateRequest, type TokenLogprob, type ToolChoice } from '@agent-mesh/common/gen/llmbroker/v1/llm_broker';
 import type { EdgeContext } from '../context';
 import { badRequest, fromGrpc, HttpError, isGrpcError } from '../errors';
 import type { RunEvent } from '../gateways/types';
@@ -38,6 +38,8 @@ interface ChatBody {
   response_format?: Record<string, unknown> | null;
   n?: number | null;
   parallel_tool_calls?: boolean | null;
+  logprobs?: boolean | null;
+  top_logprobs?: number | null;
   user?: string;
 }
 
@@ -54,9 +56,19 @@ interface Usage {
   total_tokens: number;
 }
 
-/** What one completion produces, pipeline or direct: content deltas, then the end. */
+/** One token's log probability as OpenAI writes it (`logprobs.content[]`). */
+interface WireLogprob {
+  token: string;
+  logprob: number;
+  bytes: number[];
+  top_logprobs?: WireLogprob[];
+}
+
+const wireLogprob = (l: TokenLogprob): WireLogprob => ({ token: l.token, logprob: l.logprob, bytes: l.bytes, top_logprobs: l.topLogprobs.map(({ token, logprob, bytes }) => ({ token, logprob, bytes })) });
+
+/** What one completion produces, pipeline or direct: content deltas (with their tokens' log probabilities when asked), then the end. */
 type Piece = (
-  | { delta: string }
+  | { delta: string; logprobs?: WireLogprob[] }
   | { done: true; finishReason: string; usage: Usage; model: string; toolCalls: WireToolCall[] }
   | { queued: number; estimatedWaitMs: number }
   /** The broker replays the answer from its response cache (first, before the deltas). */
@@ -137,10 +149,9 @@ const messageSchema = {
 /**
  * OpenAI's other parameters, accepted at the value that changes nothing (what leaving them out
  * means) and refused (400) at any other: the mesh does not pass them to the provider, and an
- * answer that ignored `logprobs` or `store` would look right and be wrong.
+ * answer that ignored `store` or a service tier would look right and be wrong.
  */
 const DEFAULT_ONLY = {
-  logprobs: { enum: [false, null], description: 'not available: only false' },
   store: { enum: [false, null], description: 'nothing is stored at OpenAI: only false' },
   service_tier: { enum: ['auto', 'default', null], description: 'only auto or default' },
 } as const;
@@ -166,7 +177,7 @@ export function openaiRoutes(app: FastifyInstance, ctx: EdgeContext): void {
           '`choices[0].message.tool_calls` (`id`, `type: function`, `function.name`, `function.arguments` as JSON text) and `finish_reason: tool_calls`, ' +
           'streamed as `delta.tool_calls` chunks (`index`, `id`, `type`, `function`); send each result back as a `tool` message with its `tool_call_id`, ' +
           'after the `assistant` message that carries the `tool_calls`. Message content is text (a string, or parts of type `text`). ' +
-          '`n`, `top_p`, `stop`, `seed`, the penalties, `response_format` and `parallel_tool_calls` are passed on; OpenAI\'s other parameters are accepted only at the value that changes nothing (`logprobs` false…, each documented below) ' +
+          '`n`, `top_p`, `stop`, `seed`, the penalties, `response_format`, `parallel_tool_calls` and `logprobs` are passed on; OpenAI\'s other parameters are accepted only at the value that changes nothing (`store` false…, each documented below) ' +
           'and refused with 400 otherwise, as is a parameter OpenAI does not have: nothing in a request is silently ignored.',
         headers: { type: 'object', properties: { [CACHE_HEADER]: { type: 'string', enum: ['on', 'off'] } } },
         body: {
@@ -267,12 +278,17 @@ export function openaiRoutes(app: FastifyInstance, ctx: EdgeContext): void {
                 '(the prompt is sent, and billed, once per choice); choice i is asked with `seed` + i when a seed is given, and none is replayed from the response cache ' +
                 '(`x-mesh-cache: on` with `n` > 1 is refused); the `agent-mesh` model answers one choice',
             },
+            logprobs: { type: ['boolean', 'null'], description: 'each token\'s log probability in `choices[i].logprobs.content` (and in each chunk\'s, streamed); an Anthropic upstream has none (as seed), nor has the `agent-mesh` model' },
+            top_logprobs: { type: ['integer', 'null'], minimum: 0, maximum: 20, description: 'how many of the likeliest tokens to give beside each (only with `logprobs: true`)' },
             parallel_tool_calls: { type: ['boolean', 'null'], description: 'false: at most one tool call in the answer (Anthropic\'s `disable_parallel_tool_use`); changes nothing without `tools`' },
             user: { type: 'string', maxLength: 256 },
             ...DEFAULT_ONLY,
           },
           // As OpenAI does: a parameter it does not know is refused, not ignored.
           additionalProperties: false,
+          // top_logprobs only with logprobs.
+          if: { required: ['top_logprobs'], properties: { top_logprobs: { type: 'integer' } } },
+          then: { required: ['logprobs'], properties: { logprobs: { const: true } } },
         },
         response: {
           200: {
@@ -302,6 +318,7 @@ export function openaiRoutes(app: FastifyInstance, ctx: EdgeContext): void {
       if (body.model === PIPELINE_MODEL && ((body.tools?.length ?? 0) > 0 || (body.tool_choice ?? 'auto') !== 'auto')) {
         throw badRequest(`body/tools and body/tool_choice are not taken by the ${PIPELINE_MODEL} model, whose agents use their own tools`, undefined, body.tools?.length ? 'tools' : 'tool_choice');
       }
+      if (body.logprobs && body.model === PIPELINE_MODEL) throw badRequest(`body/logprobs is not available for the ${PIPELINE_MODEL} model, whose answer is a run's`, undefined, 'logprobs');
       if (n > 1 && body.model === PIPELINE_MODEL) throw badRequest(`body/n must be 1 for the ${PIPELINE_MODEL} model, whose run gives one answer`, undefined, 'n');
       // Several choices are several answers: one replayed from the cache would be each of them.
       if (n > 1 && asked === 'on') throw badRequest(`body/n greater than 1 asks for different answers: the response cache (${CACHE_HEADER}: on) replays one`, undefined, 'n');
@@ -312,15 +329,17 @@ export function openaiRoutes(app: FastifyInstance, ctx: EdgeContext): void {
         : n === 1 ? choice(0) : merged(Array.from({ length: n }, (_, i) => choice(i)), abort);
       const id = `chatcmpl-${newId()}`;
       if (body.stream) return streamCompletion(ctx, req, reply, id, body, pieces, abort, cache, n);
-      const choices: { content: string; done?: Extract<Piece, { done: true }> }[] = Array.from({ length: n }, () => ({ content: '' }));
+      const choices: { content: string; logprobs: WireLogprob[]; done?: Extract<Piece, { done: true }> }[] = Array.from({ length: n }, () => ({ content: '', logprobs: [] }));
       let finished = 0;
       if (cache) void reply.header(CACHE_HEADER, 'miss');
       // Not `for await`: leaving it at `done` would cancel the call, whose end is read on instead.
       for (let next = await pieces.next(); !next.done; next = await pieces.next()) {
         const p = next.value;
         const c = choices[p.index ?? 0]!;
-        if ('delta' in p) c.content += p.delta;
-        else if ('cached' in p) void reply.header(CACHE_HEADER, p.cached);
+        if ('delta' in p) {
+          c.content += p.delta;
+          if (p.logprobs) c.logprobs.push(...p.logprobs);
+        } else if ('cached' in p) void reply.header(CACHE_HEADER, p.cached);
         else if ('done' in p) {
           c.done = p;
           if (++finished < n) continue;
@@ -330,11 +349,11 @@ export function openaiRoutes(app: FastifyInstance, ctx: EdgeContext): void {
             object: 'chat.completion',
             created: Math.floor(Date.now() / 1000),
             model: p.model || body.model,
-            choices: choices.map(({ content, done: d }, index) => ({
+            choices: choices.map(({ content, logprobs, done: d }, index) => ({
               index,
               // As OpenAI answers a call: content null when the model only called functions.
               message: { role: 'assistant', content: d!.toolCalls.length > 0 && !content ? null : content, refusal: null, ...(d!.toolCalls.length > 0 ? { tool_calls: d!.toolCalls } : {}) },
-              logprobs: null,
+              logprobs: body.logprobs ? { content: d!.toolCalls.length > 0 && !content ? null : logprobs, refusal: null } : null,
               finish_reason: d!.finishReason || 'stop',
             })),
             usage: n === 1 ? p.usage : sumUsage(choices.map((c) => c.done!.usage)),
@@ -399,6 +418,7 @@ async function* direct(ctx: EdgeContext, userId: string, body: ChatBody, message
     ...(body.frequency_penalty != null ? { frequencyPenalty: body.frequency_penalty } : {}),
     responseFormatJson: body.response_format ? JSON.stringify(body.response_format) : '',
     ...(body.parallel_tool_calls === false ? { parallelToolCalls: false } : {}),
+    ...(body.logprobs ? { logprobs: true, ...(body.top_logprobs ? { topLogprobs: body.top_logprobs } : {}) } : {}),
     maxTokens,
     temperature: body.temperature ?? 0,
     hasTemperature: body.temperature !== undefined && body.temperature !== null,
@@ -415,11 +435,11 @@ async function* direct(ctx: EdgeContext, userId: string, body: ChatBody, message
       if (u.queued.position > 0) yield { queued: u.queued.position, estimatedWaitMs: u.queued.estimatedWaitMs };
     } else if (u.$case === 'cached') yield { cached: u.cached.stale ? 'stale' : 'hit' };
     else if (u.$case === 'delta') {
-      if (u.delta.content) yield { delta: u.delta.content };
+      if (u.delta.content) yield u.delta.logprobs.length > 0 ? { delta: u.delta.content, logprobs: u.delta.logprobs.map(wireLogprob) } : { delta: u.delta.content };
     } else {
       const usage = u.done.usage;
       // answer_in_done: the text and the cache's outcome come with Done (a broker older than it sent them before).
-      if (u.done.content) yield { delta: u.done.content };
+      if (u.done.content) yield u.done.logprobs.length > 0 ? { delta: u.done.content, logprobs: u.done.logprobs.map(wireLogprob) } : { delta: u.done.content };
       if (req.answerInDone && (u.done.cache === CacheStatus.CACHE_STATUS_HIT || u.done.cache === CacheStatus.CACHE_STATUS_STALE)) {
         yield { cached: u.done.cache === CacheStatus.CACHE_STATUS_STALE ? 'stale' : 'hit' };
       }
@@ -583,8 +603,8 @@ async function streamCompletion(
   });
   ctx.stats.openStreams.inc();
   const created = Math.floor(Date.now() / 1000);
-  const chunk = (delta: Record<string, unknown>, finishReason: string | null, index = 0, model = body.model) =>
-    JSON.stringify({ id, object: 'chat.completion.chunk', created, model, choices: [{ index, delta, logprobs: null, finish_reason: finishReason }] });
+  const chunk = (delta: Record<string, unknown>, finishReason: string | null, index = 0, model = body.model, logprobs: WireLogprob[] | undefined = undefined) =>
+    JSON.stringify({ id, object: 'chat.completion.chunk', created, model, choices: [{ index, delta, logprobs: logprobs ? { content: logprobs, refusal: null } : null, finish_reason: finishReason }] });
   // Pull-based: the next piece is read only once the client took the last one (gRPC flow control
   // holds the rest), so a slow client costs no memory here. What is written in one turn of the
   // event loop leaves in one write (corked until the turn's end): the pieces that came in one read
@@ -606,7 +626,7 @@ async function streamCompletion(
     let result = first;
     while (!result.done && !abort.signal.aborted) {
       const p = result.value;
-      if ('delta' in p) await write(`data: ${chunk({ content: p.delta }, null, p.index)}\n\n`);
+      if ('delta' in p) await write(`data: ${chunk({ content: p.delta }, null, p.index, body.model, p.logprobs)}\n\n`);
       else if ('queued' in p) await write(`: queued position=${p.queued} estimatedWaitMs=${p.estimatedWaitMs}\n\n`);
       else if ('cached' in p) {
         // Said in the header already.

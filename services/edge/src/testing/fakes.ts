@@ -223,12 +223,12 @@ export class FakeBroker implements BrokerGateway {
     for (const word of ['Hello', ' from', ' the', ' broker']) {
       if (signal.aborted) return;
       await new Promise((r) => setTimeout(r, 2));
-      yield { update: { $case: 'delta', delta: { content: word } } };
+      yield { update: { $case: 'delta', delta: { content: word, logprobs: [] } } };
     }
     yield {
       update: {
         $case: 'done',
-        done: { finishReason: 'stop', usage: { promptTokens: 5, completionTokens: 4, totalTokens: 9 }, toolCalls: [], model: req.model || 'upstream', queueWaitMs: 0, cache: 0, cachedUsage: undefined, upstream: 'default', content: '' },
+        done: { finishReason: 'stop', usage: { promptTokens: 5, completionTokens: 4, totalTokens: 9 }, toolCalls: [], model: req.model || 'upstream', queueWaitMs: 0, cache: 0, cachedUsage: undefined, upstream: 'default', content: '', logprobs: [] },
       },
     };
   }

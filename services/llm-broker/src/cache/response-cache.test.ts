@@ -29,7 +29,7 @@ describe('response cache keys', () => {
     })).digest('hex'));
   });
 
-  it('differ by everything that decides the answer: upstream, model, messages, tools, tool_choice, max_tokens, temperature, stop, top_p, seed, penalties, response_format, parallel_tool_calls', () => {
+  it('differ by everything that decides the answer: upstream, model, messages, tools, tool_choice, max_tokens, temperature, stop, top_p, seed, penalties, response_format, parallel_tool_calls, logprobs', () => {
     const base = cache().keyOf(UPSTREAM, req());
     const variants = [
       cache().keyOf('anthropic https://llm.example/v1', req()),
@@ -50,6 +50,8 @@ describe('response cache keys', () => {
       cache().keyOf(UPSTREAM, req({ frequencyPenalty: 0.5 })),
       cache().keyOf(UPSTREAM, req({ responseFormat: { type: 'json_object' } })),
       cache().keyOf(UPSTREAM, req({ parallelToolCalls: false })),
+      cache().keyOf(UPSTREAM, req({ logprobs: true })),
+      cache().keyOf(UPSTREAM, req({ logprobs: true, topLogprobs: 2 })),
     ];
     expect(new Set([base, ...variants]).size).toBe(variants.length + 1);
   });

@@ -5,11 +5,13 @@
 // upstream call: ReplicaLock elects one leader per key, the others wait for its answer.
 import { createHash } from 'node:crypto';
 import { canonicalJson, ReplicaLock, withTimeout, type Redis, type Turn } from '@agent-mesh/common';
-import type { ProviderRequest, ToolCallOut, UsageOut } from '../upstream/provider';
+import type { LogprobOut, ProviderRequest, ToolCallOut, UsageOut } from '../upstream/provider';
 
 /** One complete answer, as the upstream streamed it. */
 export interface CachedAnswer {
   deltas: string[];
+  /** Each delta's tokens' log probabilities (null where it had none), when the call asked for them. */
+  logprobs?: (LogprobOut[] | null)[];
   finishReason: string;
   toolCalls: ToolCallOut[];
   model: string;

@@ -309,5 +309,6 @@ export const anthropicProtocol: WireProtocol = {
     req.seed !== undefined ? 'seed'
       : req.presencePenalty !== undefined ? 'presence_penalty'
         : req.frequencyPenalty !== undefined ? 'frequency_penalty'
-          : req.responseFormat ? 'response_format' : undefined,
+          : req.responseFormat ? 'response_format'
+            : req.logprobs ? 'logprobs' : undefined,
 };

@@ -25,6 +25,16 @@ describe('OpenAI ChunkParser', () => {
     expect(() => p.end()).not.toThrow();
   });
 
+  it('reads the log probabilities a chunk carries with its content, and an answer\'s with its message', () => {
+    const figure = { token: 'Hel', logprob: -0.5, bytes: [72, 101, 108], top_logprobs: [{ token: 'Hel', logprob: -0.5, bytes: [72, 101, 108] }, { token: 'Hi', logprob: -1.5, bytes: [72, 105] }] };
+    const read = { token: 'Hel', logprob: -0.5, bytes: [72, 101, 108], topLogprobs: [{ token: 'Hel', logprob: -0.5, bytes: [72, 101, 108], topLogprobs: [] }, { token: 'Hi', logprob: -1.5, bytes: [72, 105], topLogprobs: [] }] };
+    const p = new ChunkParser();
+    expect(p.push(chunk({ choices: [{ delta: { content: 'Hel' }, logprobs: { content: [figure], refusal: null } }] }) + chunk({ choices: [{ delta: { content: 'lo' }, logprobs: null }] })))
+      .toEqual([{ type: 'content', text: 'Hel', logprobs: [read] }, { type: 'content', text: 'lo' }]);
+    expect(completionAnswer(JSON.stringify({ choices: [{ message: { content: 'Hel' }, logprobs: { content: [figure], refusal: null }, finish_reason: 'stop' }] })).events[0])
+      .toEqual({ type: 'content', text: 'Hel', logprobs: [read] });
+  });
+
   it('assembles tool calls split over chunks by index', () => {
     const p = new ChunkParser();
     p.push(chunk({ choices: [{ delta: { tool_calls: [{ index: 0, id: 'c1', function: { name: 'search', arguments: '{"q":' } }] } }] }));
@@ -104,11 +114,14 @@ describe('OpenAI protocol', () => {
     expect(choiceOf({ name: 'search_web' })).toEqual({ type: 'function', function: { name: 'search_web' } });
   });
 
-  it('writes stop, top_p, seed, the penalties, response_format and parallel_tool_calls when set, and nothing for them otherwise', () => {
+  it('writes stop, top_p, seed, the penalties, response_format, parallel_tool_calls and logprobs when set, and nothing for them otherwise', () => {
     const bodyOf = (over: Partial<ProviderRequest>) => JSON.parse(openAiProtocol.request({ ...req, ...over }, 'sk-1', true).body) as Record<string, unknown>;
-    const all = { stop: ['END'], topP: 0.9, seed: 42, presencePenalty: 0.5, frequencyPenalty: -0.5, responseFormat: { type: 'json_object' }, parallelToolCalls: false as const };
-    expect(bodyOf(all)).toMatchObject({ stop: ['END'], top_p: 0.9, seed: 42, presence_penalty: 0.5, frequency_penalty: -0.5, response_format: { type: 'json_object' }, parallel_tool_calls: false });
-    for (const key of ['stop', 'top_p', 'seed', 'presence_penalty', 'frequency_penalty', 'response_format', 'parallel_tool_calls']) expect(bodyOf({})).not.toHaveProperty(key);
+    const all = { stop: ['END'], topP: 0.9, seed: 42, presencePenalty: 0.5, frequencyPenalty: -0.5, responseFormat: { type: 'json_object' }, parallelToolCalls: false as const, logprobs: true as const, topLogprobs: 3 };
+    expect(bodyOf(all)).toMatchObject({
+      stop: ['END'], top_p: 0.9, seed: 42, presence_penalty: 0.5, frequency_penalty: -0.5, response_format: { type: 'json_object' }, parallel_tool_calls: false, logprobs: true, top_logprobs: 3,
+    });
+    for (const key of ['stop', 'top_p', 'seed', 'presence_penalty', 'frequency_penalty', 'response_format', 'parallel_tool_calls', 'logprobs', 'top_logprobs']) expect(bodyOf({})).not.toHaveProperty(key);
+    expect(bodyOf({ logprobs: true })).not.toHaveProperty('top_logprobs');
     expect(openAiProtocol.unsupported?.({ ...req, ...all })).toBeUndefined();
   });
 

@@ -6,7 +6,7 @@ import { countPromptTokens as countChatTokens } from '../tokens';
 import { SseFramer } from './sse';
 import {
   answerJson, headerNumber, parametersOf, retryAfterMs, UpstreamError,
-  type ChatMessageIn, type ProviderLimits, type ProviderRequest, type StreamEvent, type StreamParser, type ToolCallOut, type ToolSpec, type WireProtocol,
+  type ChatMessageIn, type LogprobOut, type ProviderLimits, type ProviderRequest, type StreamEvent, type StreamParser, type ToolCallOut, type ToolSpec, type WireProtocol,
 } from './provider';
 
 type Headers = Record<string, string | string[] | undefined>;
@@ -26,6 +26,8 @@ export interface ChatRequestBody {
   frequency_penalty?: number;
   response_format?: Record<string, unknown>;
   parallel_tool_calls?: boolean;
+  logprobs?: boolean;
+  top_logprobs?: number;
 }
 
 export function wireMessages(messages: ChatMessageIn[]): unknown[] {
@@ -71,6 +73,7 @@ function buildBody(req: ProviderRequest): ChatRequestBody {
     ...(req.frequencyPenalty !== undefined ? { frequency_penalty: req.frequencyPenalty } : {}),
     ...(req.responseFormat ? { response_format: req.responseFormat } : {}),
     ...(req.parallelToolCalls === false ? { parallel_tool_calls: false } : {}),
+    ...(req.logprobs ? { logprobs: true, ...(req.topLogprobs ? { top_logprobs: req.topLogprobs } : {}) } : {}),
   };
 }
 
@@ -102,9 +105,26 @@ interface RawChunk {
   model?: string;
   choices?: Array<{
     delta?: { content?: string | null; tool_calls?: Array<{ index?: number; id?: string; function?: { name?: string; arguments?: string } }> };
+    logprobs?: RawLogprobs;
     finish_reason?: string | null;
   }>;
   usage?: { prompt_tokens?: number; completion_tokens?: number; total_tokens?: number } | null;
+}
+
+/** A choice's `logprobs`: its tokens' figures (`content`), when the request asked for them. */
+type RawLogprobs = { content?: RawLogprob[] | null } | null | undefined;
+interface RawLogprob {
+  token?: string;
+  logprob?: number;
+  bytes?: number[] | null;
+  top_logprobs?: RawLogprob[] | null;
+}
+
+const logprobOf = (r: RawLogprob): LogprobOut => ({ token: r.token ?? '', logprob: r.logprob ?? 0, bytes: r.bytes ?? [], topLogprobs: (r.top_logprobs ?? []).map(logprobOf) });
+
+/** A content event, with its tokens' log probabilities when the provider gave them. */
+function contentEvent(text: string, logprobs: RawLogprobs): StreamEvent {
+  return logprobs?.content?.length ? { type: 'content', text, logprobs: logprobs.content.map(logprobOf) } : { type: 'content', text };
 }
 
 function usageEvent(u: NonNullable<RawChunk['usage']>): StreamEvent {
@@ -168,7 +188,7 @@ export class ChunkParser implements StreamParser {
     }
     for (const choice of chunk.choices ?? []) {
       const delta = choice.delta;
-      if (delta?.content) events.push({ type: 'content', text: delta.content });
+      if (delta?.content) events.push(contentEvent(delta.content, choice.logprobs));
       for (const tc of delta?.tool_calls ?? []) {
         const index = tc.index ?? 0;
         const call = this.calls.get(index) ?? { id: '', name: '', argumentsJson: '' };
@@ -191,6 +211,7 @@ interface RawCompletion {
   model?: string;
   choices?: Array<{
     message?: { content?: string | null; tool_calls?: Array<{ id?: string; function?: { name?: string; arguments?: string } }> | null };
+    logprobs?: RawLogprobs;
     finish_reason?: string | null;
   }>;
   usage?: RawChunk['usage'];
@@ -211,7 +232,7 @@ export function completionAnswer(text: string): { events: StreamEvent[]; toolCal
   if (!choice?.finish_reason) throw new UpstreamError('upstream answer has no choice with a finish_reason', 0, undefined, {}, 'invalid_response');
   const events: StreamEvent[] = [];
   if (raw.model) events.push({ type: 'model', model: raw.model });
-  if (choice.message?.content) events.push({ type: 'content', text: choice.message.content });
+  if (choice.message?.content) events.push(contentEvent(choice.message.content, choice.logprobs));
   events.push({ type: 'finish', reason: choice.finish_reason });
   if (raw.usage) events.push(usageEvent(raw.usage));
   const toolCalls = (choice.message?.tool_calls ?? []).map((c) => ({ id: c.id ?? '', name: c.function?.name ?? '', argumentsJson: c.function?.arguments ?? '' }));

@@ -40,6 +40,15 @@ export interface UsageOut {
 /** How the model may use the tools: decide (auto), not call any, call some, or call the one named. */
 export type ToolChoiceSpec = 'auto' | 'none' | 'required' | { name: string };
 
+/** One generated token's log probability (OpenAI's `logprobs.content[]`), its alternatives likeliest first. */
+export interface LogprobOut {
+  token: string;
+  logprob: number;
+  /** UTF-8 bytes (a token may hold part of a character); empty when the provider gave none. */
+  bytes: number[];
+  topLogprobs: LogprobOut[];
+}
+
 /** One call, as the broker asks it of any provider. */
 export interface ProviderRequest {
   model: string;
@@ -60,13 +69,16 @@ export interface ProviderRequest {
   responseFormat?: Record<string, unknown>;
   /** False: at most one tool call in the answer (only with tools); absent: as many as the model makes. */
   parallelToolCalls?: false;
+  /** Each token's log probability, asked for (OpenAI's `logprobs`), with this many alternatives (`top_logprobs`, 1–20; absent: none). */
+  logprobs?: true;
+  topLogprobs?: number;
   /** False: ask for the whole answer at once (when the protocol can); absent or true: streamed. */
   stream?: boolean;
 }
 
 /** What a streamed answer says, in the broker's terms. `finish` uses OpenAI's vocabulary (stop, length, tool_calls, content_filter). */
 export type StreamEvent =
-  | { type: 'content'; text: string }
+  | { type: 'content'; text: string; logprobs?: LogprobOut[] }
   | { type: 'finish'; reason: string }
   | { type: 'usage'; usage: UsageOut }
   | { type: 'model'; model: string };

@@ -44,7 +44,7 @@ class FakeLlm implements LlmGateway {
     if (cached) yield { update: { $case: 'cached', cached: { stale: false, ageMs: 1000 } } };
     let text: string[];
     if (role === 'host' && this.opts.toolCallOnce && request.tools.length > 0 && !request.messages.some((m) => m.role === 'tool')) {
-      yield { update: { $case: 'done', done: { finishReason: 'tool_calls', usage: { promptTokens: 5, completionTokens: 1, totalTokens: 6 }, toolCalls: [{ id: 'c1', name: 'search_web', argumentsJson: '{"query":"x"}' }], model: 'm', queueWaitMs: 0, cache: CacheStatus.CACHE_STATUS_UNSPECIFIED, cachedUsage: undefined, upstream: '', content: '' } } };
+      yield { update: { $case: 'done', done: { finishReason: 'tool_calls', usage: { promptTokens: 5, completionTokens: 1, totalTokens: 6 }, toolCalls: [{ id: 'c1', name: 'search_web', argumentsJson: '{"query":"x"}' }], model: 'm', queueWaitMs: 0, cache: CacheStatus.CACHE_STATUS_UNSPECIFIED, cachedUsage: undefined, upstream: '', content: '', logprobs: [] } } };
       log.end = Date.now();
       return;
     }
@@ -58,7 +58,7 @@ class FakeLlm implements LlmGateway {
     try {
       for (const chunk of text) {
         await sleep(this.opts.chunkMs ?? 5, signal);
-        yield { update: { $case: 'delta', delta: { content: chunk } } };
+        yield { update: { $case: 'delta', delta: { content: chunk, logprobs: [] } } };
       }
     } catch (e) {
       log.aborted = true;
@@ -67,7 +67,7 @@ class FakeLlm implements LlmGateway {
     log.doneAt = Date.now();
     const usage = { promptTokens: 10, completionTokens: text.length, totalTokens: 10 + text.length };
     const billed = cached ? { promptTokens: 0, completionTokens: 0, totalTokens: 0 } : usage;
-    yield { update: { $case: 'done', done: { finishReason: 'stop', usage: billed, toolCalls: [], model: 'm', queueWaitMs: 0, cache: cached ? 2 : 0, cachedUsage: cached ? usage : undefined, upstream: '', content: '' } } };
+    yield { update: { $case: 'done', done: { finishReason: 'stop', usage: billed, toolCalls: [], model: 'm', queueWaitMs: 0, cache: cached ? 2 : 0, cachedUsage: cached ? usage : undefined, upstream: '', content: '', logprobs: [] } } };
     log.end = Date.now();
   }
 }

@@ -331,7 +331,21 @@ export interface GenerateRequest {
    * parallel_tool_calls false: at most one tool call in the answer (OpenAI's `parallel_tool_calls`,
    * Anthropic's `disable_parallel_tool_use`); unset or true: as many as the model makes.
    */
-  parallelToolCalls?: boolean | undefined;
+  parallelToolCalls?:
+    | boolean
+    | undefined;
+  /**
+   * logprobs true: each generated token's log probability, in the Delta that carries it (or in
+   * Done with answer_in_done). OpenAI's; Anthropic has none (as with seed).
+   */
+  logprobs?:
+    | boolean
+    | undefined;
+  /**
+   * top_logprobs (0–20, only with logprobs) is how many of the likeliest tokens at each place to
+   * give beside it.
+   */
+  topLogprobs?: number | undefined;
 }
 
 /** ToolChoice is OpenAI's `tool_choice` (Anthropic's `tool_choice`: auto, none, any, tool). */
@@ -394,6 +408,20 @@ export interface Cached {
 export interface Delta {
   /** content is the text. */
   content: string;
+  /** logprobs are its tokens' log probabilities, when the request asked for them. */
+  logprobs: TokenLogprob[];
+}
+
+/** TokenLogprob is one generated token's log probability (OpenAI's `logprobs.content[]`). */
+export interface TokenLogprob {
+  /** token is the token's text. */
+  token: string;
+  /** logprob is its natural log probability. */
+  logprob: number;
+  /** bytes are its UTF-8 bytes (a token may hold part of a character); empty when the provider gave none. */
+  bytes: number[];
+  /** top_logprobs are the likeliest tokens at its place, most likely first (their own is empty). */
+  topLogprobs: TokenLogprob[];
 }
 
 /** Usage is the token count of a call. */
@@ -439,6 +467,11 @@ export interface Done {
    * came in Delta messages).
    */
   content: string;
+  /**
+   * logprobs are the answer's tokens' log probabilities when the request asked answer_in_done and
+   * logprobs (empty otherwise: they came in Delta messages).
+   */
+  logprobs: TokenLogprob[];
 }
 
 function createBaseChatMessage(): ChatMessage {
@@ -816,6 +849,8 @@ function createBaseGenerateRequest(): GenerateRequest {
     frequencyPenalty: undefined,
     responseFormatJson: "",
     parallelToolCalls: undefined,
+    logprobs: undefined,
+    topLogprobs: undefined,
   };
 }
 
@@ -886,6 +921,12 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
     }
     if (message.parallelToolCalls !== undefined) {
       writer.uint32(184).bool(message.parallelToolCalls);
+    }
+    if (message.logprobs !== undefined) {
+      writer.uint32(192).bool(message.logprobs);
+    }
+    if (message.topLogprobs !== undefined) {
+      writer.uint32(200).int32(message.topLogprobs);
     }
     return writer;
   },
@@ -1079,6 +1120,22 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
             message.parallelToolCalls = reader.bool();
             continue;
           }
+          case 24: {
+            if (tag !== 192) {
+              break;
+            }
+
+            message.logprobs = reader.bool();
+            continue;
+          }
+          case 25: {
+            if (tag !== 200) {
+              break;
+            }
+
+            message.topLogprobs = reader.int32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1181,6 +1238,12 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
         : isSet(object.parallel_tool_calls)
         ? globalThis.Boolean(object.parallel_tool_calls)
         : undefined,
+      logprobs: isSet(object.logprobs) ? globalThis.Boolean(object.logprobs) : undefined,
+      topLogprobs: isSet(object.topLogprobs)
+        ? globalThis.Number(object.topLogprobs)
+        : isSet(object.top_logprobs)
+        ? globalThis.Number(object.top_logprobs)
+        : undefined,
     };
   },
 
@@ -1252,6 +1315,12 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
     if (message.parallelToolCalls !== undefined) {
       obj.parallelToolCalls = message.parallelToolCalls;
     }
+    if (message.logprobs !== undefined) {
+      obj.logprobs = message.logprobs;
+    }
+    if (message.topLogprobs !== undefined) {
+      obj.topLogprobs = Math.round(message.topLogprobs);
+    }
     return obj;
   },
 
@@ -1284,6 +1353,8 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
     message.frequencyPenalty = object.frequencyPenalty ?? undefined;
     message.responseFormatJson = object.responseFormatJson ?? "";
     message.parallelToolCalls = object.parallelToolCalls ?? undefined;
+    message.logprobs = object.logprobs ?? undefined;
+    message.topLogprobs = object.topLogprobs ?? undefined;
     return message;
   },
 };
@@ -1719,13 +1790,16 @@ export const Cached: MessageFns<Cached> = {
 };
 
 function createBaseDelta(): Delta {
-  return { content: "" };
+  return { content: "", logprobs: [] };
 }
 
 export const Delta: MessageFns<Delta> = {
   encode(message: Delta, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.content !== "") {
       writer.uint32(10).string(message.content);
+    }
+    for (const v of message.logprobs) {
+      TokenLogprob.encode(v!, writer.uint32(18).fork()).join();
     }
     return writer;
   },
@@ -1751,6 +1825,14 @@ export const Delta: MessageFns<Delta> = {
             message.content = reader.string();
             continue;
           }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.logprobs.push(TokenLogprob.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1764,13 +1846,21 @@ export const Delta: MessageFns<Delta> = {
   },
 
   fromJSON(object: any): Delta {
-    return { content: isSet(object.content) ? globalThis.String(object.content) : "" };
+    return {
+      content: isSet(object.content) ? globalThis.String(object.content) : "",
+      logprobs: globalThis.Array.isArray(object?.logprobs)
+        ? object.logprobs.map((e: any) => TokenLogprob.fromJSON(e))
+        : [],
+    };
   },
 
   toJSON(message: Delta): unknown {
     const obj: any = {};
     if (message.content !== "") {
       obj.content = message.content;
+    }
+    if (message.logprobs?.length) {
+      obj.logprobs = message.logprobs.map((e) => TokenLogprob.toJSON(e));
     }
     return obj;
   },
@@ -1781,6 +1871,142 @@ export const Delta: MessageFns<Delta> = {
   fromPartial(object: DeepPartial<Delta>): Delta {
     const message = createBaseDelta();
     message.content = object.content ?? "";
+    message.logprobs = object.logprobs?.map((e) => TokenLogprob.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseTokenLogprob(): TokenLogprob {
+  return { token: "", logprob: 0, bytes: [], topLogprobs: [] };
+}
+
+export const TokenLogprob: MessageFns<TokenLogprob> = {
+  encode(message: TokenLogprob, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.token !== "") {
+      writer.uint32(10).string(message.token);
+    }
+    if (message.logprob !== 0) {
+      writer.uint32(17).double(message.logprob);
+    }
+    if (message.bytes.length !== 0) {
+      writer.uint32(26).fork();
+      for (const v of message.bytes) {
+        writer.uint32(v);
+      }
+      writer.join();
+    }
+    for (const v of message.topLogprobs) {
+      TokenLogprob.encode(v!, writer.uint32(34).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): TokenLogprob {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseTokenLogprob();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.token = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 17) {
+              break;
+            }
+
+            message.logprob = reader.double();
+            continue;
+          }
+          case 3: {
+            if (tag === 24) {
+              message.bytes.push(reader.uint32());
+
+              continue;
+            }
+
+            if (tag === 26) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.bytes.push(reader.uint32());
+              }
+
+              continue;
+            }
+
+            break;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.topLogprobs.push(TokenLogprob.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): TokenLogprob {
+    return {
+      token: isSet(object.token) ? globalThis.String(object.token) : "",
+      logprob: isSet(object.logprob) ? globalThis.Number(object.logprob) : 0,
+      bytes: globalThis.Array.isArray(object?.bytes) ? object.bytes.map((e: any) => globalThis.Number(e)) : [],
+      topLogprobs: globalThis.Array.isArray(object?.topLogprobs)
+        ? object.topLogprobs.map((e: any) => TokenLogprob.fromJSON(e))
+        : globalThis.Array.isArray(object?.top_logprobs)
+        ? object.top_logprobs.map((e: any) => TokenLogprob.fromJSON(e))
+        : [],
+    };
+  },
+
+  toJSON(message: TokenLogprob): unknown {
+    const obj: any = {};
+    if (message.token !== "") {
+      obj.token = message.token;
+    }
+    if (message.logprob !== 0) {
+      obj.logprob = floatToJson(message.logprob);
+    }
+    if (message.bytes?.length) {
+      obj.bytes = message.bytes.map((e) => Math.round(e));
+    }
+    if (message.topLogprobs?.length) {
+      obj.topLogprobs = message.topLogprobs.map((e) => TokenLogprob.toJSON(e));
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<TokenLogprob>): TokenLogprob {
+    return TokenLogprob.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<TokenLogprob>): TokenLogprob {
+    const message = createBaseTokenLogprob();
+    message.token = object.token ?? "";
+    message.logprob = object.logprob ?? 0;
+    message.bytes = object.bytes?.map((e) => e) || [];
+    message.topLogprobs = object.topLogprobs?.map((e) => TokenLogprob.fromPartial(e)) || [];
     return message;
   },
 };
@@ -1909,6 +2135,7 @@ function createBaseDone(): Done {
     cachedUsage: undefined,
     upstream: "",
     content: "",
+    logprobs: [],
   };
 }
 
@@ -1940,6 +2167,9 @@ export const Done: MessageFns<Done> = {
     }
     if (message.content !== "") {
       writer.uint32(74).string(message.content);
+    }
+    for (const v of message.logprobs) {
+      TokenLogprob.encode(v!, writer.uint32(82).fork()).join();
     }
     return writer;
   },
@@ -2029,6 +2259,14 @@ export const Done: MessageFns<Done> = {
             message.content = reader.string();
             continue;
           }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.logprobs.push(TokenLogprob.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2068,6 +2306,9 @@ export const Done: MessageFns<Done> = {
         : undefined,
       upstream: isSet(object.upstream) ? globalThis.String(object.upstream) : "",
       content: isSet(object.content) ? globalThis.String(object.content) : "",
+      logprobs: globalThis.Array.isArray(object?.logprobs)
+        ? object.logprobs.map((e: any) => TokenLogprob.fromJSON(e))
+        : [],
     };
   },
 
@@ -2100,6 +2341,9 @@ export const Done: MessageFns<Done> = {
     if (message.content !== "") {
       obj.content = message.content;
     }
+    if (message.logprobs?.length) {
+      obj.logprobs = message.logprobs.map((e) => TokenLogprob.toJSON(e));
+    }
     return obj;
   },
 
@@ -2119,6 +2363,7 @@ export const Done: MessageFns<Done> = {
       : undefined;
     message.upstream = object.upstream ?? "";
     message.content = object.content ?? "";
+    message.logprobs = object.logprobs?.map((e) => TokenLogprob.fromPartial(e)) || [];
     return message;
   },
 };
