@@ -243,6 +243,29 @@ describe.each([
     expect(deltas(await runGenerate(broker.client, ask(question, { seed: 8 }))).every((d) => d.logprobs.length === 0)).toBe(true);
   });
 
+  it('passes reasoning_effort (its thinking billed as completion tokens) and logit_bias on to OpenAI; Anthropic, which has neither, refuses them', async () => {
+    const question = 'How should a small library plan its opening hours?';
+    const usage = async (over: Partial<GenerateRequest>) => {
+      const o = await runGenerate(broker.client, ask(question, { seed: 21, ...over }));
+      return { error: o.error, completion: doneOf(o)?.usage?.completionTokens ?? 0, text: text(o) };
+    };
+    if (protocol === 'anthropic') {
+      const before = (await emulatorStats(emulator)).requests;
+      for (const over of [{ reasoningEffort: 'high' }, { logitBias: { '50256': -100 } }] as Partial<GenerateRequest>[]) expect((await usage(over)).error?.code).toBe(status.INVALID_ARGUMENT);
+      expect((await emulatorStats(emulator)).requests).toBe(before);
+      return;
+    }
+    const plain = await usage({});
+    const high = await usage({ reasoningEffort: 'high' });
+    expect(high.text).toBe(plain.text);
+    expect(high.completion).toBeGreaterThan(plain.completion);
+    expect(await usage({ logitBias: { '50256': -100 } })).toEqual(plain);
+    // Refused before the provider is asked: a value OpenAI would refuse.
+    const before = (await emulatorStats(emulator)).requests;
+    for (const over of [{ reasoningEffort: 'extreme' }, { logitBias: { hello: 1 } }, { logitBias: { '1': 101 } }] as Partial<GenerateRequest>[]) expect((await usage(over)).error?.code).toBe(status.INVALID_ARGUMENT);
+    expect((await emulatorStats(emulator)).requests).toBe(before);
+  });
+
   it('an error inside the stream after tokens reached the caller fails the call as upstream_stream_failed', async () => {
     await configureEmulator(emulator, { armed: { stream_error: 1 } });
     const o = await runGenerate(broker.client, ask('How should a city plan for heat waves in summer?'));

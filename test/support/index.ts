@@ -183,6 +183,7 @@ export function generateRequest(
     toolChoice: undefined,
     stop: [],
     responseFormatJson: '',
+    logitBias: {},
     ...over,
   };
 }

@@ -3,16 +3,18 @@
 // that may take one of several shapes (a message by its role, a format by its type, content as text
 // or parts) only what is wrong with the shape it has, not why it is none of the others.
 import type { FastifySchemaValidationError } from 'fastify/types/schema';
-import { ID_PATTERN, NO_NUL, NOT_BLANK } from './routes/schemas';
+import { ID_PATTERN, NO_NUL, NOT_BLANK, TOKEN_ID } from './routes/schemas';
 
 /** What a documented pattern means, for messages people read. */
 const PATTERN_MEANING: Record<string, string> = {
   [NO_NUL]: 'must not contain NUL characters',
   [NOT_BLANK]: 'must not be empty or blank, and must not contain NUL characters',
   [ID_PATTERN]: 'must be a UUID',
+  [TOKEN_ID]: 'must be a token id (up to 9 digits)',
 };
 
-type ValidationError = FastifySchemaValidationError & { schemaPath: string };
+/** `propertyName`: the key at fault, for a rule about an object's keys (`propertyNames`). */
+type ValidationError = FastifySchemaValidationError & { schemaPath: string; propertyName?: string };
 
 /**
  * `body/messages/0/role must be "system" or "user"; body/n must be 1 or null`, and the parameter of
@@ -21,7 +23,7 @@ type ValidationError = FastifySchemaValidationError & { schemaPath: string };
  */
 export function validationMessage(context: string, errors: readonly FastifySchemaValidationError[], schema?: unknown, data?: unknown): { message: string; param: string | undefined } {
   const shown = relevant(errors as readonly ValidationError[], schema, data);
-  const lines = shown.map((e) => `${context}${e.instancePath} ${describe(e)}${condition(e, schema, context)}`);
+  const lines = shown.map((e) => `${context}${e.instancePath}${e.propertyName === undefined ? '' : ` key ${JSON.stringify(e.propertyName)}`} ${describe(e)}${condition(e, schema, context)}`);
   return { message: [...new Set(lines)].join('; '), param: shown[0] && paramOf(shown[0]) };
 }
 
@@ -96,7 +98,8 @@ function misfit(branch: Schema | undefined, value: unknown): 'type' | 'tag' | un
 function relevant(errors: readonly ValidationError[], schema: unknown, data: unknown): ValidationError[] {
   const anyOfAt = new Map(errors.filter((e) => e.keyword === 'anyOf').map((e) => [e.schemaPath, e.instancePath]));
   // An `if` error only says that its `then` failed: those errors say how.
-  const own = errors.filter((e) => e.keyword !== 'anyOf' && e.keyword !== 'if');
+  // (`propertyNames` only says that a key failed: the key's own error says how.)
+  const own = errors.filter((e) => e.keyword !== 'anyOf' && e.keyword !== 'if' && e.keyword !== 'propertyNames');
   if (anyOfAt.size === 0 || schema === undefined) return own;
   // Each error's alternatives, as `…/anyOf/<i>` schema-path prefixes, outermost first.
   const branchesOf = (e: ValidationError) => [...e.schemaPath.matchAll(/\/anyOf\/\d+/g)].map((m) => e.schemaPath.slice(0, m.index + m[0].length));

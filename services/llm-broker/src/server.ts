@@ -70,6 +70,8 @@ export function toInput(req: GenerateRequest): GenerateInput {
     parallelToolCalls: req.parallelToolCalls,
     logprobs: req.logprobs,
     topLogprobs: req.topLogprobs,
+    reasoningEffort: req.reasoningEffort,
+    logitBias: req.logitBias,
     temperature: req.hasTemperature ? req.temperature : undefined,
     cache: req.cache,
     noStream: req.noStream,

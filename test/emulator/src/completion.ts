@@ -36,6 +36,8 @@ export interface CompletionJob {
   behaviours: ReadonlySet<Behaviour>;
   /** `stall`: silence mid-stream, already scaled. */
   stallMs: number;
+  /** Tokens a reasoning model thinks before it answers (`reasoning_effort`): already in `ttftMs`, billed as completion tokens. */
+  reasoningTokens: number;
   /** The protocol's bytes: OpenAI's unless set (messages.ts makes Anthropic's). */
   wire?: (job: CompletionJob) => AnswerWire;
 }
@@ -199,13 +201,14 @@ function render(answer: Answer, maxTokens: number | undefined, stop: string[] | 
   };
 }
 
-function usage(promptTokens: number, completionTokens: number): Record<string, unknown> {
+/** `completionTokens` includes `reasoningTokens`, as OpenAI bills them. */
+function usage(promptTokens: number, completionTokens: number, reasoningTokens: number): Record<string, unknown> {
   return {
     prompt_tokens: promptTokens,
     completion_tokens: completionTokens,
     total_tokens: promptTokens + completionTokens,
     prompt_tokens_details: { cached_tokens: 0 },
-    completion_tokens_details: { reasoning_tokens: 0 },
+    completion_tokens_details: { reasoning_tokens: reasoningTokens },
   };
 }
 
@@ -256,7 +259,11 @@ export const parallelCalls = (job: CompletionJob): boolean => job.behaviours.has
 
 /** OpenAI's chat completion: `chat.completion.chunk` events, a usage chunk, `data: [DONE]`. */
 export function openAiWire(job: CompletionJob): AnswerWire {
-  const rendered = render(job.answer, job.request.maxTokens, job.request.stop, parallelCalls(job), job.rng);
+  // The reasoning counts against max_completion_tokens first: what is left is the answer's.
+  const reasoning = job.reasoningTokens;
+  const maxTokens = job.request.maxTokens === undefined ? undefined : Math.max(0, job.request.maxTokens - reasoning);
+  const rendered = render(job.answer, maxTokens, job.request.stop, parallelCalls(job), job.rng);
+  const completionTokens = rendered.completionTokens + reasoning;
   // Every chunk shares all but its choices (and usage): serialise that part once.
   const head = `data: {"id":${JSON.stringify(job.id)},"object":"chat.completion.chunk","created":${job.created},"model":${JSON.stringify(job.request.model)},"service_tier":"default","system_fingerprint":"${SYSTEM_FINGERPRINT}","choices":`;
   const tail = job.request.includeUsage ? ',"usage":null}\n\n' : '}\n\n';
@@ -266,10 +273,10 @@ export function openAiWire(job: CompletionJob): AnswerWire {
     `${head}[{"index":0,"delta":${JSON.stringify(delta)},"logprobs":${logprobs ? JSON.stringify({ content: logprobs, refusal: null }) : 'null'},"finish_reason":${finishReason === null ? 'null' : `"${finishReason}"`}}]${tail}`;
   return {
     frames: rendered.pieces.map((p, i) => ({ text: deltaChunk(p.delta, null, figures?.[i]), tokens: p.tokens })),
-    completionTokens: rendered.completionTokens,
+    completionTokens,
     end: (withUsage) =>
       deltaChunk({}, rendered.finishReason) +
-      (job.request.includeUsage && withUsage ? `${head}[],"usage":${JSON.stringify(usage(job.promptTokens, rendered.completionTokens))}}\n\n` : '') +
+      (job.request.includeUsage && withUsage ? `${head}[],"usage":${JSON.stringify(usage(job.promptTokens, completionTokens, reasoning))}}\n\n` : '') +
       'data: [DONE]\n\n',
     // OpenAI's in-stream error: a data line holding only `error`, then [DONE] or nothing at all.
     error: `data: ${JSON.stringify(SERVER_ERROR)}\n\n`,
@@ -285,7 +292,7 @@ export function openAiWire(job: CompletionJob): AnswerWire {
         logprobs: figures ? { content: rendered.message['content'] === null ? null : figures.flatMap((f) => f ?? []), refusal: null } : null,
         finish_reason: rendered.finishReason,
       }],
-      usage: usage(job.promptTokens, rendered.completionTokens),
+      usage: usage(job.promptTokens, completionTokens, reasoning),
       service_tier: 'default',
       system_fingerprint: SYSTEM_FINGERPRINT,
     }),

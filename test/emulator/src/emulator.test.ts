@@ -227,6 +227,38 @@ describe('POST /v1/chat/completions, not streamed', () => {
     expect(await refused({ logprobs: 'yes' })).toMatchObject({ param: 'logprobs', code: 'invalid_type' });
   });
 
+  it('reasoning_effort: the model thinks first, the more the more effort, billed as completion tokens within max_completion_tokens; logit_bias checked as OpenAI checks it', async () => {
+    type Completion = { choices: { message: { content: string }; finish_reason: string }[]; usage: { completion_tokens: number; completion_tokens_details: { reasoning_tokens: number } } };
+    const messages = [{ role: 'user', content: 'How do tides work?' }];
+    const ask = async (extra: Record<string, unknown>) => (await (await chat({ model: 'm', messages, seed: 4, ...extra })).json()) as Completion;
+    const plain = await ask({});
+    expect(plain.usage.completion_tokens_details.reasoning_tokens).toBe(0);
+    const reasoning = async (effort: string) => {
+      const r = await ask({ reasoning_effort: effort });
+      // The same answer, with the thinking billed on top.
+      expect(r.choices[0]!.message.content).toBe(plain.choices[0]!.message.content);
+      expect(r.usage.completion_tokens).toBe(plain.usage.completion_tokens + r.usage.completion_tokens_details.reasoning_tokens);
+      return r.usage.completion_tokens_details.reasoning_tokens;
+    };
+    expect(await reasoning('minimal')).toBe(0);
+    const low = await reasoning('low');
+    expect(low).toBeGreaterThan(0);
+    expect(await reasoning('high')).toBeGreaterThan(low);
+    // Thinking past max_completion_tokens leaves no room for the answer.
+    const capped = await ask({ reasoning_effort: 'high', max_completion_tokens: 20 });
+    expect(capped.choices[0]).toMatchObject({ message: { content: '' }, finish_reason: 'length' });
+    expect(capped.usage).toMatchObject({ completion_tokens: 20, completion_tokens_details: { reasoning_tokens: 20 } });
+    const refused = async (extra: Record<string, unknown>) => {
+      const res = await chat({ model: 'm', messages, ...extra });
+      expect(res.status).toBe(400);
+      return ((await res.json()) as { error: { param: string; code: string } }).error;
+    };
+    expect(await refused({ reasoning_effort: 'extreme' })).toMatchObject({ param: 'reasoning_effort', code: 'invalid_value' });
+    expect((await chat({ model: 'm', messages, logit_bias: { '1734': -100, '50256': 5 } })).status).toBe(200);
+    expect(await refused({ logit_bias: { hello: 1 } })).toMatchObject({ param: 'logit_bias', code: 'invalid_value' });
+    expect(await refused({ logit_bias: { '1734': 101 } })).toMatchObject({ param: 'logit_bias', code: 'invalid_value' });
+  });
+
   it('ends the Critic with a VERDICT line that follows the round', async () => {
     emulator.configure({ reviseRate: 1 });
     const critique = async (round: number): Promise<string> => {

@@ -52,7 +52,12 @@ export interface ChatCompletionRequest {
   /** Each token's log probability in the answer (`logprobs`), with this many alternatives (`top_logprobs`, 0–20). */
   logprobs: boolean;
   topLogprobs: number;
+  /** A reasoning model's `reasoning_effort`: how many tokens it thinks before it answers (billed as completion tokens). */
+  reasoningEffort: ReasoningEffort | undefined;
 }
+
+export const REASONING_EFFORTS = ['minimal', 'low', 'medium', 'high'] as const;
+export type ReasoningEffort = (typeof REASONING_EFFORTS)[number];
 
 /** A 400 in OpenAI's words: message, offending parameter, machine-readable code. */
 export class InvalidRequestError extends Error {
@@ -226,6 +231,23 @@ function parseMaxTokens(body: Record<string, unknown>): number | undefined {
   return undefined;
 }
 
+/**
+ * `logit_bias` as OpenAI checks it: token ids (as text) to a bias between -100 and 100, at most
+ * 300 of them. Checked only: the emulator's answers do not change with it.
+ */
+function checkLogitBias(raw: unknown): void {
+  if (raw === undefined) return;
+  if (!isObject(raw)) throw invalidType('logit_bias', 'an object', raw);
+  const entries = Object.entries(raw);
+  if (entries.length > 300) throw new InvalidRequestError(`Invalid 'logit_bias': too many tokens (${entries.length}); at most 300 are allowed.`, 'logit_bias', 'invalid_value');
+  for (const [token, bias] of entries) {
+    if (!/^\d+$/.test(token)) throw new InvalidRequestError(`Invalid key in 'logit_bias': ${JSON.stringify(token)}. Keys must be token ids.`, 'logit_bias', 'invalid_value');
+    if (typeof bias !== 'number' || bias < -100 || bias > 100) {
+      throw new InvalidRequestError(`Invalid value for 'logit_bias.${token}': expected a number between -100 and 100.`, 'logit_bias', 'invalid_value');
+    }
+  }
+}
+
 /** `logprobs` and `top_logprobs` as OpenAI checks them: alternatives only with logprobs, at most 20. */
 function parseLogprobs(body: Record<string, unknown>): { logprobs: boolean; topLogprobs: number } {
   const logprobs = optional(body, 'logprobs') ?? false;
@@ -303,6 +325,15 @@ export function parseChatCompletionRequest(body: unknown): ChatCompletionRequest
   const seed = optional(body, 'seed');
   if (seed !== undefined && !Number.isInteger(seed)) throw invalidType('seed', 'an integer', seed);
   const { logprobs, topLogprobs } = parseLogprobs(body);
+  const reasoningEffort = optional(body, 'reasoning_effort');
+  if (reasoningEffort !== undefined && !REASONING_EFFORTS.includes(reasoningEffort as ReasoningEffort)) {
+    throw new InvalidRequestError(
+      `Invalid value: ${JSON.stringify(reasoningEffort)}. Supported values are: 'minimal', 'low', 'medium', and 'high'.`,
+      'reasoning_effort',
+      'invalid_value',
+    );
+  }
+  checkLogitBias(optional(body, 'logit_bias'));
   const parallelToolCalls = optional(body, 'parallel_tool_calls');
   if (parallelToolCalls !== undefined) {
     if (typeof parallelToolCalls !== 'boolean') throw invalidType('parallel_tool_calls', 'a boolean', parallelToolCalls);
@@ -327,6 +358,7 @@ export function parseChatCompletionRequest(body: unknown): ChatCompletionRequest
     parallelToolCalls: parallelToolCalls !== false,
     logprobs,
     topLogprobs,
+    reasoningEffort: reasoningEffort as ReasoningEffort | undefined,
   };
 }
 

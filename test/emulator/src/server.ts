@@ -12,7 +12,7 @@ import { BodyTooLargeError, openAiError, pathOf, readBody, sendJson } from './ht
 import { ProviderLimits } from './limits';
 import { SeededRandom } from './random';
 import { ANTHROPIC, DialectInvalid, OPENAI, type Dialect } from './dialects';
-import type { ChatCompletionRequest } from './request';
+import type { ChatCompletionRequest, ReasoningEffort } from './request';
 import { StatsRecorder, type EmulatorStats } from './stats';
 import { countPromptTokens, tokenizer } from './tokens';
 
@@ -20,6 +20,8 @@ export const MODEL_ID = 'emulator-1';
 const MODEL_CREATED = 1_700_000_000;
 const MAX_BODY_BYTES = 16 * 1024 * 1024;
 const MINUTE_MS = 60_000;
+/** Reasoning tokens per `reasoning_effort`, as a share of the configured answer length. */
+const REASONING_SHARE: Record<ReasoningEffort, number> = { minimal: 0, low: 1, medium: 3, high: 8 };
 
 function requestId(): string {
   return `req_${randomBytes(16).toString('hex')}`;
@@ -304,6 +306,11 @@ export class ProviderEmulator {
     if (fate === 'hang') this.recorder.hung();
     else if (fate !== 'fail') this.recorder.answered(answer.kind, answer.kind === 'text' ? answer.verdict : undefined);
 
+    // A reasoning model thinks before its first token: for longer the more effort is asked.
+    // It stops at max_completion_tokens, as the answer does (which then has no room left).
+    const reasoningTokens = request.reasoningEffort
+      ? Math.min(Math.round(REASONING_SHARE[request.reasoningEffort] * config.completionTokens * (0.75 + 0.5 * rng.next())), request.maxTokens ?? Infinity)
+      : 0;
     deliverCompletion(
       res,
       {
@@ -317,7 +324,9 @@ export class ProviderEmulator {
         ttftMs:
           (config.ttftMs * (0.85 + 0.3 * rng.next()) + (behaviours.has('slow_prefill') ? promptTokens * config.ttftPerPromptTokenMs : 0)) *
           scale *
-          (behaviours.has('heavy_tail') ? paretoFactor(rng.next(), config.tailAlpha) : 1),
+          (behaviours.has('heavy_tail') ? paretoFactor(rng.next(), config.tailAlpha) : 1) +
+          reasoningTokens * msPerToken,
+        reasoningTokens,
         behaviours,
         stallMs: config.stallMs * scale,
         msPerToken,

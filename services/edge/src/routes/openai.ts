@@ -9,7 +9,7 @@ import type { EdgeContext } from '../context';
 import { badRequest, fromGrpc, HttpError, isGrpcError } from '../errors';
 import type { RunEvent } from '../gateways/types';
 import { streamHeaders } from '../sse/memory';
-import { anyObject, NO_NUL, openAiErrorResponses } from './schemas';
+import { anyObject, NO_NUL, openAiErrorResponses, TOKEN_ID } from './schemas';
 
 export const PIPELINE_MODEL = 'agent-mesh';
 const CREATED = Math.floor(Date.now() / 1000);
@@ -40,6 +40,8 @@ interface ChatBody {
   parallel_tool_calls?: boolean | null;
   logprobs?: boolean | null;
   top_logprobs?: number | null;
+  reasoning_effort?: string | null;
+  logit_bias?: Record<string, number> | null;
   user?: string;
 }
 
@@ -177,7 +179,7 @@ export function openaiRoutes(app: FastifyInstance, ctx: EdgeContext): void {
           '`choices[0].message.tool_calls` (`id`, `type: function`, `function.name`, `function.arguments` as JSON text) and `finish_reason: tool_calls`, ' +
           'streamed as `delta.tool_calls` chunks (`index`, `id`, `type`, `function`); send each result back as a `tool` message with its `tool_call_id`, ' +
           'after the `assistant` message that carries the `tool_calls`. Message content is text (a string, or parts of type `text`). ' +
-          '`n`, `top_p`, `stop`, `seed`, the penalties, `response_format`, `parallel_tool_calls` and `logprobs` are passed on; OpenAI\'s other parameters are accepted only at the value that changes nothing (`store` false…, each documented below) ' +
+          '`n`, `top_p`, `stop`, `seed`, the penalties, `response_format`, `parallel_tool_calls`, `logprobs`, `reasoning_effort` and `logit_bias` are passed on; OpenAI\'s other parameters are accepted only at the value that changes nothing (`store` false…, each documented below) ' +
           'and refused with 400 otherwise, as is a parameter OpenAI does not have: nothing in a request is silently ignored.',
         headers: { type: 'object', properties: { [CACHE_HEADER]: { type: 'string', enum: ['on', 'off'] } } },
         body: {
@@ -280,6 +282,18 @@ export function openaiRoutes(app: FastifyInstance, ctx: EdgeContext): void {
             },
             logprobs: { type: ['boolean', 'null'], description: 'each token\'s log probability in `choices[i].logprobs.content` (and in each chunk\'s, streamed); an Anthropic upstream has none (as seed), nor has the `agent-mesh` model' },
             top_logprobs: { type: ['integer', 'null'], minimum: 0, maximum: 20, description: 'how many of the likeliest tokens to give beside each (only with `logprobs: true`)' },
+            reasoning_effort: {
+              type: ['string', 'null'],
+              enum: ['minimal', 'low', 'medium', 'high', null],
+              description: 'how much a reasoning model thinks before it answers (its reasoning tokens are billed as completion tokens, within `max_completion_tokens`); an Anthropic upstream has none (as seed)',
+            },
+            logit_bias: {
+              type: ['object', 'null'],
+              propertyNames: { pattern: TOKEN_ID },
+              additionalProperties: { type: 'number', minimum: -100, maximum: 100 },
+              maxProperties: 300,
+              description: 'the provider\'s token ids (as text) to a bias from -100 (never) to 100 (only); an Anthropic upstream has none (as seed)',
+            },
             parallel_tool_calls: { type: ['boolean', 'null'], description: 'false: at most one tool call in the answer (Anthropic\'s `disable_parallel_tool_use`); changes nothing without `tools`' },
             user: { type: 'string', maxLength: 256 },
             ...DEFAULT_ONLY,
@@ -419,6 +433,8 @@ async function* direct(ctx: EdgeContext, userId: string, body: ChatBody, message
     responseFormatJson: body.response_format ? JSON.stringify(body.response_format) : '',
     ...(body.parallel_tool_calls === false ? { parallelToolCalls: false } : {}),
     ...(body.logprobs ? { logprobs: true, ...(body.top_logprobs ? { topLogprobs: body.top_logprobs } : {}) } : {}),
+    ...(body.reasoning_effort ? { reasoningEffort: body.reasoning_effort } : {}),
+    logitBias: body.logit_bias ?? {},
     maxTokens,
     temperature: body.temperature ?? 0,
     hasTemperature: body.temperature !== undefined && body.temperature !== null,

@@ -10,6 +10,8 @@ export const NO_NUL = '^[^\\u0000]*$';
 
 /** Some non-whitespace, and no NUL. */
 export const NOT_BLANK = '^(?=[\\s\\S]*\\S)[^\\u0000]*$';
+/** A provider's token id, as the keys of `logit_bias` write it. */
+export const TOKEN_ID = '^[0-9]{1,9}$';
 
 export const idParams = {
   type: 'object',

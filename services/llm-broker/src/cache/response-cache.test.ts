@@ -29,7 +29,7 @@ describe('response cache keys', () => {
     })).digest('hex'));
   });
 
-  it('differ by everything that decides the answer: upstream, model, messages, tools, tool_choice, max_tokens, temperature, stop, top_p, seed, penalties, response_format, parallel_tool_calls, logprobs', () => {
+  it('differ by everything that decides the answer: upstream, model, messages, tools, tool_choice, max_tokens, temperature, stop, top_p, seed, penalties, response_format, parallel_tool_calls, logprobs, reasoning_effort, logit_bias', () => {
     const base = cache().keyOf(UPSTREAM, req());
     const variants = [
       cache().keyOf('anthropic https://llm.example/v1', req()),
@@ -52,6 +52,8 @@ describe('response cache keys', () => {
       cache().keyOf(UPSTREAM, req({ parallelToolCalls: false })),
       cache().keyOf(UPSTREAM, req({ logprobs: true })),
       cache().keyOf(UPSTREAM, req({ logprobs: true, topLogprobs: 2 })),
+      cache().keyOf(UPSTREAM, req({ reasoningEffort: 'high' })),
+      cache().keyOf(UPSTREAM, req({ logitBias: { '50256': -100 } })),
     ];
     expect(new Set([base, ...variants]).size).toBe(variants.length + 1);
   });

@@ -76,7 +76,7 @@ describe('Anthropic Messages request', () => {
     expect(anthropicProtocol.unsupported?.({ ...req, parallelToolCalls: false })).toBeUndefined();
   });
 
-  it('writes stop as stop_sequences and top_p; a seed, penalties, response_format or logprobs it cannot send, and says so', () => {
+  it('writes stop as stop_sequences and top_p; a seed, penalties, response_format, logprobs, reasoning_effort or logit_bias it cannot send, and says so', () => {
     const body = JSON.parse(anthropicProtocol.request({ ...req, stop: ['END'], topP: 0.9 }, 'k', true).body) as Record<string, unknown>;
     expect(body).toMatchObject({ stop_sequences: ['END'], top_p: 0.9 });
     expect(body).not.toHaveProperty('stop');
@@ -86,6 +86,8 @@ describe('Anthropic Messages request', () => {
     expect(anthropicProtocol.unsupported?.({ ...req, frequencyPenalty: 0.5 })).toBe('frequency_penalty');
     expect(anthropicProtocol.unsupported?.({ ...req, responseFormat: { type: 'json_object' } })).toBe('response_format');
     expect(anthropicProtocol.unsupported?.({ ...req, logprobs: true })).toBe('logprobs');
+    expect(anthropicProtocol.unsupported?.({ ...req, reasoningEffort: 'high' })).toBe('reasoning_effort');
+    expect(anthropicProtocol.unsupported?.({ ...req, logitBias: { '1': 5 } })).toBe('logit_bias');
   });
 
   it('counts more prompt tokens for a longer prompt (an estimate: the reservation is settled with the billed usage)', () => {

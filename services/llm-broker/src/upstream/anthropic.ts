@@ -310,5 +310,7 @@ export const anthropicProtocol: WireProtocol = {
       : req.presencePenalty !== undefined ? 'presence_penalty'
         : req.frequencyPenalty !== undefined ? 'frequency_penalty'
           : req.responseFormat ? 'response_format'
-            : req.logprobs ? 'logprobs' : undefined,
+            : req.logprobs ? 'logprobs'
+              : req.reasoningEffort ? 'reasoning_effort'
+                : req.logitBias ? 'logit_bias' : undefined,
 };

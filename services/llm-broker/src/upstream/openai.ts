@@ -28,6 +28,8 @@ export interface ChatRequestBody {
   parallel_tool_calls?: boolean;
   logprobs?: boolean;
   top_logprobs?: number;
+  reasoning_effort?: string;
+  logit_bias?: Record<string, number>;
 }
 
 export function wireMessages(messages: ChatMessageIn[]): unknown[] {
@@ -74,6 +76,8 @@ function buildBody(req: ProviderRequest): ChatRequestBody {
     ...(req.responseFormat ? { response_format: req.responseFormat } : {}),
     ...(req.parallelToolCalls === false ? { parallel_tool_calls: false } : {}),
     ...(req.logprobs ? { logprobs: true, ...(req.topLogprobs ? { top_logprobs: req.topLogprobs } : {}) } : {}),
+    ...(req.reasoningEffort ? { reasoning_effort: req.reasoningEffort } : {}),
+    ...(req.logitBias ? { logit_bias: req.logitBias } : {}),
   };
 }
 

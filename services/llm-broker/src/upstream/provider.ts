@@ -72,6 +72,10 @@ export interface ProviderRequest {
   /** Each token's log probability, asked for (OpenAI's `logprobs`), with this many alternatives (`top_logprobs`, 1–20; absent: none). */
   logprobs?: true;
   topLogprobs?: number;
+  /** A reasoning model's effort (OpenAI's `reasoning_effort`: minimal, low, medium, high). */
+  reasoningEffort?: string;
+  /** Token ids (as text) to a bias from -100 to 100 (OpenAI's `logit_bias`); absent: none. */
+  logitBias?: Record<string, number>;
   /** False: ask for the whole answer at once (when the protocol can); absent or true: streamed. */
   stream?: boolean;
 }

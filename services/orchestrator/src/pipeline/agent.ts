@@ -90,6 +90,7 @@ export async function runAgent(env: AgentEnv, step: AgentStep): Promise<AgentOut
       toolChoice: undefined,
       stop: [],
       responseFormatJson: '',
+      logitBias: {},
     };
     let toolCalls: { id: string; name: string; argumentsJson: string }[] = [];
     let callText = '';

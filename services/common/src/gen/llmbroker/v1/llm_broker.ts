@@ -345,7 +345,27 @@ export interface GenerateRequest {
    * top_logprobs (0–20, only with logprobs) is how many of the likeliest tokens at each place to
    * give beside it.
    */
-  topLogprobs?: number | undefined;
+  topLogprobs?:
+    | number
+    | undefined;
+  /**
+   * reasoning_effort (minimal, low, medium, high) is how much a reasoning model thinks before it
+   * answers (OpenAI's; its reasoning tokens are billed as completion tokens). Anthropic has none
+   * (as with seed).
+   */
+  reasoningEffort?:
+    | string
+    | undefined;
+  /**
+   * logit_bias maps the provider's token ids (as text) to a bias from -100 (never) to 100 (only),
+   * at most 300. OpenAI's; Anthropic has none (as with seed).
+   */
+  logitBias: { [key: string]: number };
+}
+
+export interface GenerateRequest_LogitBiasEntry {
+  key: string;
+  value: number;
 }
 
 /** ToolChoice is OpenAI's `tool_choice` (Anthropic's `tool_choice`: auto, none, any, tool). */
@@ -851,6 +871,8 @@ function createBaseGenerateRequest(): GenerateRequest {
     parallelToolCalls: undefined,
     logprobs: undefined,
     topLogprobs: undefined,
+    reasoningEffort: undefined,
+    logitBias: {},
   };
 }
 
@@ -928,6 +950,12 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
     if (message.topLogprobs !== undefined) {
       writer.uint32(200).int32(message.topLogprobs);
     }
+    if (message.reasoningEffort !== undefined) {
+      writer.uint32(210).string(message.reasoningEffort);
+    }
+    globalThis.Object.entries(message.logitBias).forEach(([key, value]: [string, number]) => {
+      GenerateRequest_LogitBiasEntry.encode({ key: key as any, value }, writer.uint32(218).fork()).join();
+    });
     return writer;
   },
 
@@ -1136,6 +1164,25 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
             message.topLogprobs = reader.int32();
             continue;
           }
+          case 26: {
+            if (tag !== 210) {
+              break;
+            }
+
+            message.reasoningEffort = reader.string();
+            continue;
+          }
+          case 27: {
+            if (tag !== 218) {
+              break;
+            }
+
+            const entry27 = GenerateRequest_LogitBiasEntry.decode(reader, reader.uint32());
+            if (entry27.value !== undefined) {
+              message.logitBias[entry27.key] = entry27.value;
+            }
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1244,6 +1291,38 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
         : isSet(object.top_logprobs)
         ? globalThis.Number(object.top_logprobs)
         : undefined,
+      reasoningEffort: isSet(object.reasoningEffort)
+        ? globalThis.String(object.reasoningEffort)
+        : isSet(object.reasoning_effort)
+        ? globalThis.String(object.reasoning_effort)
+        : undefined,
+      logitBias: isObject(object.logitBias)
+        ? (globalThis.Object.entries(object.logitBias) as [string, any][]).reduce(
+          (acc: { [key: string]: number }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: globalThis.Number(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : isObject(object.logit_bias)
+        ? (globalThis.Object.entries(object.logit_bias) as [string, any][]).reduce(
+          (acc: { [key: string]: number }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: globalThis.Number(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : {},
     };
   },
 
@@ -1321,6 +1400,18 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
     if (message.topLogprobs !== undefined) {
       obj.topLogprobs = Math.round(message.topLogprobs);
     }
+    if (message.reasoningEffort !== undefined) {
+      obj.reasoningEffort = message.reasoningEffort;
+    }
+    if (message.logitBias) {
+      const entries = globalThis.Object.entries(message.logitBias) as [string, number][];
+      if (entries.length > 0) {
+        obj.logitBias = {};
+        entries.forEach(([k, v]) => {
+          obj.logitBias[k] = floatToJson(v);
+        });
+      }
+    }
     return obj;
   },
 
@@ -1355,6 +1446,101 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
     message.parallelToolCalls = object.parallelToolCalls ?? undefined;
     message.logprobs = object.logprobs ?? undefined;
     message.topLogprobs = object.topLogprobs ?? undefined;
+    message.reasoningEffort = object.reasoningEffort ?? undefined;
+    message.logitBias = (globalThis.Object.entries(object.logitBias ?? {}) as [string, number][]).reduce(
+      (acc: { [key: string]: number }, [key, value]: [string, number]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.Number(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    return message;
+  },
+};
+
+function createBaseGenerateRequest_LogitBiasEntry(): GenerateRequest_LogitBiasEntry {
+  return { key: "", value: 0 };
+}
+
+export const GenerateRequest_LogitBiasEntry: MessageFns<GenerateRequest_LogitBiasEntry> = {
+  encode(message: GenerateRequest_LogitBiasEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== 0) {
+      writer.uint32(17).double(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GenerateRequest_LogitBiasEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGenerateRequest_LogitBiasEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 17) {
+              break;
+            }
+
+            message.value = reader.double();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GenerateRequest_LogitBiasEntry {
+    return {
+      key: isSet(object.key) ? globalThis.String(object.key) : "",
+      value: isSet(object.value) ? globalThis.Number(object.value) : 0,
+    };
+  },
+
+  toJSON(message: GenerateRequest_LogitBiasEntry): unknown {
+    const obj: any = {};
+    if (message.key !== "") {
+      obj.key = message.key;
+    }
+    if (message.value !== 0) {
+      obj.value = floatToJson(message.value);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<GenerateRequest_LogitBiasEntry>): GenerateRequest_LogitBiasEntry {
+    return GenerateRequest_LogitBiasEntry.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<GenerateRequest_LogitBiasEntry>): GenerateRequest_LogitBiasEntry {
+    const message = createBaseGenerateRequest_LogitBiasEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? 0;
     return message;
   },
 };
@@ -2438,6 +2624,10 @@ function longToNumber(int64: { toString(): string }): number {
     throw new globalThis.Error("Value is smaller than Number.MIN_SAFE_INTEGER");
   }
   return num;
+}
+
+function isObject(value: any): boolean {
+  return typeof value === "object" && value !== null;
 }
 
 function isSet(value: any): boolean {
