@@ -247,7 +247,7 @@ describe.each([
     const question = 'How should a small library plan its opening hours?';
     const usage = async (over: Partial<GenerateRequest>) => {
       const o = await runGenerate(broker.client, ask(question, { seed: 21, ...over }));
-      return { error: o.error, completion: doneOf(o)?.usage?.completionTokens ?? 0, text: text(o) };
+      return { error: o.error, completion: doneOf(o)?.usage?.completionTokens ?? 0, reasoning: doneOf(o)?.usage?.reasoningTokens, text: text(o) };
     };
     if (protocol === 'anthropic') {
       const before = (await emulatorStats(emulator)).requests;
@@ -259,6 +259,9 @@ describe.each([
     const high = await usage({ reasoningEffort: 'high' });
     expect(high.text).toBe(plain.text);
     expect(high.completion).toBeGreaterThan(plain.completion);
+    // The provider's count of them reaches the caller.
+    expect(plain.reasoning).toBe(0);
+    expect(high.reasoning).toBe(high.completion - plain.completion);
     expect(await usage({ logitBias: { '50256': -100 } })).toEqual(plain);
     // Refused before the provider is asked: a value OpenAI would refuse.
     const before = (await emulatorStats(emulator)).requests;

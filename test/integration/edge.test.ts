@@ -329,6 +329,18 @@ test('logprobs through the official client: each token\'s figures, the same stre
   expect(streamed).toEqual(figures);
 });
 
+test('reasoning_effort through the official client: the reasoning tokens in the usage, as OpenAI counts them', async () => {
+  const client = new OpenAI({ apiKey: alice, baseURL: `${mesh.edge.url}/v1`, maxRetries: 0 });
+  const ask = { model: 'emulator-1', messages: [{ role: 'user' as const, content: 'Why is the sky blue?' }], seed: 13 };
+  const plain = await client.chat.completions.create(ask);
+  const thought = await client.chat.completions.create({ ...ask, reasoning_effort: 'medium' });
+  expect(thought.choices[0]!.message.content).toBe(plain.choices[0]!.message.content);
+  const reasoning = thought.usage!.completion_tokens_details!.reasoning_tokens!;
+  expect(reasoning).toBeGreaterThan(0);
+  expect(thought.usage!.completion_tokens).toBe(plain.usage!.completion_tokens + reasoning);
+  expect(plain.usage!.completion_tokens_details!.reasoning_tokens).toBe(0);
+});
+
 test('a /v1 caller that does not stream gets a non-streamed upstream call; one that streams, a streamed one', async () => {
   const complete = (stream: boolean) =>
     api('/v1/chat/completions', { method: 'POST', body: JSON.stringify({ model: 'emulator-1', stream, messages: [{ role: 'user', content: 'How do tides work?' }] }) });

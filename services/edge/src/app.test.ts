@@ -678,6 +678,24 @@ describe('edge app (fake peers)', () => {
         }
       });
 
+      test('the reasoning tokens a provider reports are in the usage, added up over the choices', async () => {
+        const generate = gw.fakeBroker.generate.bind(gw.fakeBroker);
+        gw.fakeBroker.generate = async function* (req, signal, gate) {
+          for await (const m of generate(req, signal, gate)) {
+            const u = m.update;
+            yield u?.$case === 'done' ? { update: { ...u, done: { ...u.done, usage: { promptTokens: 5, completionTokens: 24, totalTokens: 29, reasoningTokens: 20 } } } } : m;
+          }
+        };
+        try {
+          const one = (await (await ask({})).json()) as { usage: unknown };
+          expect(one.usage).toEqual({ prompt_tokens: 5, completion_tokens: 24, total_tokens: 29, completion_tokens_details: { reasoning_tokens: 20 } });
+          const two = (await (await ask({ n: 2 })).json()) as { usage: unknown };
+          expect(two.usage).toEqual({ prompt_tokens: 10, completion_tokens: 48, total_tokens: 58, completion_tokens_details: { reasoning_tokens: 40 } });
+        } finally {
+          gw.fakeBroker.generate = generate;
+        }
+      });
+
       test('streamed: every chunk says its choice, each choice finishes, then one usage and one [DONE]', async () => {
         const res = await ask({ n: 2, stream: true, stream_options: { include_usage: true } });
         expect(res.status).toBe(200);

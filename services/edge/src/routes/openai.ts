@@ -56,6 +56,8 @@ interface Usage {
   prompt_tokens: number;
   completion_tokens: number;
   total_tokens: number;
+  /** The provider's count of reasoning tokens (part of completion_tokens), when it reports one. */
+  completion_tokens_details?: { reasoning_tokens: number };
 }
 
 /** One token's log probability as OpenAI writes it (`logprobs.content[]`). */
@@ -466,7 +468,12 @@ async function* direct(ctx: EdgeContext, userId: string, body: ChatBody, message
         done: true,
         finishReason: u.done.finishReason || 'stop',
         model: u.done.model || body.model,
-        usage: { prompt_tokens: usage?.promptTokens ?? 0, completion_tokens: usage?.completionTokens ?? 0, total_tokens: usage?.totalTokens ?? 0 },
+        usage: {
+          prompt_tokens: usage?.promptTokens ?? 0,
+          completion_tokens: usage?.completionTokens ?? 0,
+          total_tokens: usage?.totalTokens ?? 0,
+          ...(usage?.reasoningTokens !== undefined ? { completion_tokens_details: { reasoning_tokens: usage.reasoningTokens } } : {}),
+        },
         toolCalls: u.done.toolCalls.map((c) => ({ id: c.id, type: 'function', function: { name: c.name, arguments: c.argumentsJson } })),
       };
     }
@@ -505,10 +512,16 @@ async function* merged(choices: AsyncGenerator<Piece>[], abort: AbortController)
   }
 }
 
-const sumUsage = (usages: Usage[]): Usage => usages.reduce(
-  (a, u) => ({ prompt_tokens: a.prompt_tokens + u.prompt_tokens, completion_tokens: a.completion_tokens + u.completion_tokens, total_tokens: a.total_tokens + u.total_tokens }),
-  { prompt_tokens: 0, completion_tokens: 0, total_tokens: 0 },
-);
+const sumUsage = (usages: Usage[]): Usage => {
+  const sum = (pick: (u: Usage) => number) => usages.reduce((total, u) => total + pick(u), 0);
+  const reasoned = usages.some((u) => u.completion_tokens_details);
+  return {
+    prompt_tokens: sum((u) => u.prompt_tokens),
+    completion_tokens: sum((u) => u.completion_tokens),
+    total_tokens: sum((u) => u.total_tokens),
+    ...(reasoned ? { completion_tokens_details: { reasoning_tokens: sum((u) => u.completion_tokens_details?.reasoning_tokens ?? 0) } } : {}),
+  };
+};
 
 /**
  * Reads a completion's pieces after its `done` (the call's end) in the background: the client has

@@ -35,6 +35,13 @@ describe('OpenAI ChunkParser', () => {
       .toEqual({ type: 'content', text: 'Hel', logprobs: [read] });
   });
 
+  it('reads a reasoning model\'s reasoning tokens from the usage, when the provider reports them', () => {
+    const usage = (u: unknown) => new ChunkParser().push(chunk({ choices: [], usage: u }));
+    expect(usage({ prompt_tokens: 5, completion_tokens: 30, total_tokens: 35, completion_tokens_details: { reasoning_tokens: 24 } }))
+      .toEqual([{ type: 'usage', usage: { promptTokens: 5, completionTokens: 30, totalTokens: 35, reasoningTokens: 24 } }]);
+    expect(usage({ prompt_tokens: 5, completion_tokens: 6, total_tokens: 11 })).toEqual([{ type: 'usage', usage: { promptTokens: 5, completionTokens: 6, totalTokens: 11 } }]);
+  });
+
   it('assembles tool calls split over chunks by index', () => {
     const p = new ChunkParser();
     p.push(chunk({ choices: [{ delta: { tool_calls: [{ index: 0, id: 'c1', function: { name: 'search', arguments: '{"q":' } }] } }] }));

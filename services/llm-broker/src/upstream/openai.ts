@@ -112,7 +112,7 @@ interface RawChunk {
     logprobs?: RawLogprobs;
     finish_reason?: string | null;
   }>;
-  usage?: { prompt_tokens?: number; completion_tokens?: number; total_tokens?: number } | null;
+  usage?: { prompt_tokens?: number; completion_tokens?: number; total_tokens?: number; completion_tokens_details?: { reasoning_tokens?: number } | null } | null;
 }
 
 /** A choice's `logprobs`: its tokens' figures (`content`), when the request asked for them. */
@@ -133,7 +133,11 @@ function contentEvent(text: string, logprobs: RawLogprobs): StreamEvent {
 
 function usageEvent(u: NonNullable<RawChunk['usage']>): StreamEvent {
   const total = u.total_tokens ?? (u.prompt_tokens ?? 0) + (u.completion_tokens ?? 0);
-  return { type: 'usage', usage: { promptTokens: u.prompt_tokens ?? 0, completionTokens: u.completion_tokens ?? 0, totalTokens: total } };
+  const reasoning = u.completion_tokens_details?.reasoning_tokens;
+  return {
+    type: 'usage',
+    usage: { promptTokens: u.prompt_tokens ?? 0, completionTokens: u.completion_tokens ?? 0, totalTokens: total, ...(typeof reasoning === 'number' ? { reasoningTokens: reasoning } : {}) },
+  };
 }
 
 /**

@@ -35,6 +35,8 @@ export interface UsageOut {
   promptTokens: number;
   completionTokens: number;
   totalTokens: number;
+  /** The part of completionTokens spent thinking, when the provider reports it. */
+  reasoningTokens?: number;
 }
 
 /** How the model may use the tools: decide (auto), not call any, call some, or call the one named. */

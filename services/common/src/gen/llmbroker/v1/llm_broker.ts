@@ -452,6 +452,11 @@ export interface Usage {
   completionTokens: number;
   /** total_tokens is their sum. */
   totalTokens: number;
+  /**
+   * reasoning_tokens is the part of completion_tokens a reasoning model spent thinking, when the
+   * provider reports it (OpenAI's `completion_tokens_details.reasoning_tokens`).
+   */
+  reasoningTokens?: number | undefined;
 }
 
 /** Done ends a completion. */
@@ -2198,7 +2203,7 @@ export const TokenLogprob: MessageFns<TokenLogprob> = {
 };
 
 function createBaseUsage(): Usage {
-  return { promptTokens: 0, completionTokens: 0, totalTokens: 0 };
+  return { promptTokens: 0, completionTokens: 0, totalTokens: 0, reasoningTokens: undefined };
 }
 
 export const Usage: MessageFns<Usage> = {
@@ -2211,6 +2216,9 @@ export const Usage: MessageFns<Usage> = {
     }
     if (message.totalTokens !== 0) {
       writer.uint32(24).int32(message.totalTokens);
+    }
+    if (message.reasoningTokens !== undefined) {
+      writer.uint32(32).int32(message.reasoningTokens);
     }
     return writer;
   },
@@ -2252,6 +2260,14 @@ export const Usage: MessageFns<Usage> = {
             message.totalTokens = reader.int32();
             continue;
           }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.reasoningTokens = reader.int32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2281,6 +2297,11 @@ export const Usage: MessageFns<Usage> = {
         : isSet(object.total_tokens)
         ? globalThis.Number(object.total_tokens)
         : 0,
+      reasoningTokens: isSet(object.reasoningTokens)
+        ? globalThis.Number(object.reasoningTokens)
+        : isSet(object.reasoning_tokens)
+        ? globalThis.Number(object.reasoning_tokens)
+        : undefined,
     };
   },
 
@@ -2295,6 +2316,9 @@ export const Usage: MessageFns<Usage> = {
     if (message.totalTokens !== 0) {
       obj.totalTokens = Math.round(message.totalTokens);
     }
+    if (message.reasoningTokens !== undefined) {
+      obj.reasoningTokens = Math.round(message.reasoningTokens);
+    }
     return obj;
   },
 
@@ -2306,6 +2330,7 @@ export const Usage: MessageFns<Usage> = {
     message.promptTokens = object.promptTokens ?? 0;
     message.completionTokens = object.completionTokens ?? 0;
     message.totalTokens = object.totalTokens ?? 0;
+    message.reasoningTokens = object.reasoningTokens ?? undefined;
     return message;
   },
 };
