@@ -4,7 +4,7 @@ import { randomUUID } from 'node:crypto';
 import http from 'node:http';
 import OpenAI from 'openai';
 import { createLogger, RUN_EVENTS } from '@agent-mesh/common';
-import { ToolChoiceMode, type GenerateRequest, type ToolChoice } from '@agent-mesh/common/gen/llmbroker/v1/llm_broker';
+import { ToolChoiceMode, type ChatMessage, type GenerateRequest, type ToolChoice } from '@agent-mesh/common/gen/llmbroker/v1/llm_broker';
 import { buildApp, type EdgeApp } from './app';
 import { devAuth, signToken } from './auth';
 import type { AppConfig } from './context';
@@ -20,7 +20,7 @@ const cfg = (over: Partial<AppConfig['sse']> = {}): AppConfig => ({
   auth: devAuth(SECRET),
   sse: { maxStreams: 50, heartbeatMs: 15_000, bufferMaxEvents: 1000, bufferMaxBytes: 1 << 20, retryMs: 2000, ...over },
   maxMessageChars: 8000,
-  bodyLimitBytes: 65_536,
+  bodyLimitBytes: 65_536, v1BodyLimitBytes: 1 << 20,
   corsOrigins: [],
   llmModel: 'upstream',
 });
@@ -592,7 +592,8 @@ describe('edge app (fake peers)', () => {
         [{ temprature: 0 }, 'temprature'],
         [{ messages: [{ role: 'user', content: 'hi' }, { role: 'wizard', content: 'hi' }] }, 'messages[1].role'],
         [{ messages: [{ role: 'tool', content: 'sunny' }] }, 'messages[0].tool_call_id'],
-        [{ messages: [{ role: 'user', content: [{ type: 'image_url', image_url: { url: 'https://example.com/a.png' } }] }] }, 'messages[0].content[0].type'],
+        [{ messages: [{ role: 'user', content: [{ type: 'input_audio', input_audio: { data: 'AAAA', format: 'wav' } }] }] }, 'messages[0].content[0].type'],
+        [{ messages: [{ role: 'user', content: [{ type: 'image_url', image_url: { url: 'ftp://example.com/a.png' } }] }] }, 'messages[0].content[0].image_url.url'],
         [{ response_format: { type: 'json_schema' } }, 'response_format.json_schema'],
         [{ messages: [{ role: 'user', content: 'a\u0000b' }] }, 'messages[0].content'],
         [{ messages: [{ role: 'user', content: 'hi', tool_calls: [{ id: 'c1', type: 'function', function: { name: 'f', arguments: '{}' } }] }] }, 'messages[0].tool_calls'],
@@ -759,11 +760,48 @@ describe('edge app (fake peers)', () => {
       });
     });
 
-    test('a message part that is not text is refused, not dropped from the question', async () => {
-      const image = { role: 'user', content: [{ type: 'text', text: 'what is this?' }, { type: 'image_url', image_url: { url: 'https://example.com/a.png' } }] };
-      expect(await refusal(await ask({ messages: [image] }))).toBe('body/messages/0/content/1/type must be "text"');
-      const parts = await ask({ messages: [{ role: 'user', content: [{ type: 'text', text: 'hi' }] }] });
-      expect(parts.status).toBe(200);
+    test('a user\'s images reach the broker as parts, in order among the text; the content is their text', async () => {
+      const seen: ChatMessage[][] = [];
+      const generate = gw.fakeBroker.generate.bind(gw.fakeBroker);
+      gw.fakeBroker.generate = (req, signal, gate) => {
+        seen.push((req as GenerateRequest).messages);
+        return generate(req, signal, gate);
+      };
+      // Bigger than the other routes' body limit (64 KiB): an image as a data: URL.
+      const png = `data:image/png;base64,${Buffer.alloc(100_000, 7).toString('base64')}`;
+      try {
+        const question = { role: 'user', content: [{ type: 'text', text: 'what is ' }, { type: 'image_url', image_url: { url: png, detail: 'low' } }, { type: 'text', text: 'and ' }, { type: 'image_url', image_url: { url: 'https://example.com/a.png', detail: 'auto' } }] };
+        expect((await ask({ messages: [{ role: 'system', content: 'Be brief.' }, question] })).status).toBe(200);
+        expect((await ask({ messages: [{ role: 'user', content: [{ type: 'text', text: 'hi' }] }] })).status).toBe(200);
+        expect(seen[0]).toMatchObject([
+          { role: 'system', content: 'Be brief.' },
+          {
+            role: 'user',
+            content: 'what is and ',
+            parts: { parts: [{ text: 'what is ', imageUrl: '' }, { text: '', imageUrl: png, imageDetail: 'low' }, { text: 'and ', imageUrl: '' }, { text: '', imageUrl: 'https://example.com/a.png', imageDetail: '' }] },
+          },
+        ]);
+        expect(seen[0]![0]!.parts).toBeUndefined();
+        // Text parts alone are the content, as before.
+        expect(seen[1]).toMatchObject([{ role: 'user', content: 'hi' }]);
+        expect(seen[1]![0]!.parts).toBeUndefined();
+      } finally {
+        gw.fakeBroker.generate = generate;
+      }
+    });
+
+    test('an audio part, an image anywhere but a user message, an image by a URL no provider reads, and an image for the agent-mesh model are refused, not dropped from the question', async () => {
+      const image = { type: 'image_url', image_url: { url: 'https://example.com/a.png' } };
+      expect(await refusal(await ask({ messages: [{ role: 'user', content: [{ type: 'text', text: 'hear this' }, { type: 'input_audio', input_audio: { data: 'AAAA', format: 'wav' } }] }] })))
+        .toBe('body/messages/0/content/1/type must be "text" or "image_url"');
+      expect(await refusal(await ask({ messages: [{ role: 'user', content: 'hi' }, { role: 'assistant', content: [image] }] }))).toBe('body/messages/1/content/0/type must be "text"');
+      expect(await refusal(await ask({ messages: [{ role: 'system', content: [image] }, { role: 'user', content: 'hi' }] }))).toBe('body/messages/0/content/0/type must be "text"');
+      expect(await refusal(await ask({ messages: [{ role: 'user', content: [{ type: 'image_url', image_url: { url: 'data:image/svg+xml;base64,AAAA' } }] }] })))
+        .toBe('body/messages/0/content/0/image_url/url must be an http(s) URL or a data: URL of a base64 PNG, JPEG, GIF or WebP image');
+      expect(await refusal(await ask({ messages: [{ role: 'user', content: [{ ...image, image_url: { url: image.image_url.url, detail: 'ultra' } }] }] })))
+        .toBe('body/messages/0/content/0/image_url/detail must be "auto" or "low" or "high"');
+      expect(await refusal(await ask({ model: 'agent-mesh', messages: [{ role: 'user', content: [{ type: 'text', text: 'what is this?' }, image] }] })))
+        .toBe('body/messages/0/content holds an image: the agent-mesh model\'s agents read text');
     });
 
     test('a message is checked against its role alone', async () => {

@@ -10,7 +10,7 @@ import type { SseStream } from './sse/stream';
 import type { EdgeStats } from './stats';
 
 /** The part of the configuration the app itself uses (tests build it without env). */
-export type AppConfig = Pick<EdgeConfig, 'sse' | 'maxMessageChars' | 'bodyLimitBytes' | 'corsOrigins' | 'llmModel' | 'auth'>;
+export type AppConfig = Pick<EdgeConfig, 'sse' | 'maxMessageChars' | 'bodyLimitBytes' | 'v1BodyLimitBytes' | 'corsOrigins' | 'llmModel' | 'auth'>;
 
 export interface EdgeContext {
   cfg: AppConfig;

@@ -19,7 +19,7 @@ const token = () => signToken(SECRET, 'prop-user');
 
 beforeAll(async () => {
   edge = await buildApp({
-    cfg: { auth: devAuth(SECRET), sse: { maxStreams: 500, heartbeatMs: 15_000, bufferMaxEvents: 1000, bufferMaxBytes: 1 << 20, retryMs: 2000 }, maxMessageChars: 8000, bodyLimitBytes: 65_536, corsOrigins: [], llmModel: 'upstream' },
+    cfg: { auth: devAuth(SECRET), sse: { maxStreams: 500, heartbeatMs: 15_000, bufferMaxEvents: 1000, bufferMaxBytes: 1 << 20, retryMs: 2000 }, maxMessageChars: 8000, bodyLimitBytes: 65_536, v1BodyLimitBytes: 1 << 20, corsOrigins: [], llmModel: 'upstream' },
     gateways: fakeGateways(),
     logger: createLogger('edge-contract', 'silent'),
     requestLimiter: memoryRequestLimiter(0),

@@ -3,7 +3,7 @@
 // that may take one of several shapes (a message by its role, a format by its type, content as text
 // or parts) only what is wrong with the shape it has, not why it is none of the others.
 import type { FastifySchemaValidationError } from 'fastify/types/schema';
-import { ID_PATTERN, NO_NUL, NOT_BLANK, TOKEN_ID } from './routes/schemas';
+import { ID_PATTERN, IMAGE_URL, NO_NUL, NOT_BLANK, TOKEN_ID } from './routes/schemas';
 
 /** What a documented pattern means, for messages people read. */
 const PATTERN_MEANING: Record<string, string> = {
@@ -11,6 +11,7 @@ const PATTERN_MEANING: Record<string, string> = {
   [NOT_BLANK]: 'must not be empty or blank, and must not contain NUL characters',
   [ID_PATTERN]: 'must be a UUID',
   [TOKEN_ID]: 'must be a token id (up to 9 digits)',
+  [IMAGE_URL]: 'must be an http(s) URL or a data: URL of a base64 PNG, JPEG, GIF or WebP image',
 };
 
 /** `propertyName`: the key at fault, for a rule about an object's keys (`propertyNames`). */

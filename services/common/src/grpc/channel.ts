@@ -54,6 +54,9 @@ export const SERVER_OPTIONS: ChannelOptions = {
   // (and keep them: keepalive.ts stops pings from dropping a connection told to go away).
   'grpc.max_connection_age_ms': 300_000,
   'grpc.max_connection_age_grace_ms': 1_800_000,
+  // A /v1 call's messages may carry images as data: URLs (the edge takes up to V1_BODY_LIMIT_BYTES,
+  // at most 64 MiB); grpc-js's default is 4 MiB.
+  'grpc.max_receive_message_length': 64 * 1024 * 1024,
 };
 
 /** Default deadline of a unary call between services. */

@@ -9,7 +9,7 @@ import type { EdgeContext } from '../context';
 import { badRequest, fromGrpc, HttpError, isGrpcError } from '../errors';
 import type { RunEvent } from '../gateways/types';
 import { streamHeaders } from '../sse/memory';
-import { anyObject, NO_NUL, openAiErrorResponses, TOKEN_ID } from './schemas';
+import { anyObject, IMAGE_URL, NO_NUL, openAiErrorResponses, TOKEN_ID } from './schemas';
 
 export const PIPELINE_MODEL = 'agent-mesh';
 const CREATED = Math.floor(Date.now() / 1000);
@@ -18,7 +18,7 @@ interface ChatBody {
   model: string;
   messages: {
     role: string;
-    content?: string | { type: string; text?: string }[] | null;
+    content?: string | { type: string; text?: string; image_url?: { url: string; detail?: string } }[] | null;
     name?: string;
     tool_call_id?: string;
     tool_calls?: WireToolCall[] | null;
@@ -91,14 +91,36 @@ const CACHE_HEADER = 'x-mesh-cache';
 /** A function's (or a JSON schema's) name, as OpenAI checks it. */
 const FUNCTION_NAME = '^[a-zA-Z0-9_-]{1,64}$';
 
+const textPart = { type: 'object', required: ['type'], properties: { type: { type: 'string', enum: ['text'] }, text: { type: 'string', pattern: NO_NUL } } } as const;
+
+const imagePart = {
+  type: 'object',
+  required: ['type', 'image_url'],
+  properties: {
+    type: { type: 'string', enum: ['image_url'] },
+    image_url: {
+      type: 'object',
+      required: ['url'],
+      properties: {
+        url: { type: 'string', pattern: IMAGE_URL },
+        detail: { type: 'string', enum: ['auto', 'low', 'high'], description: 'how closely the model looks (OpenAI\'s; an Anthropic upstream sizes images itself: low or high go only to upstreams that take them)' },
+      },
+    },
+  },
+} as const;
+
+/** Text, or text parts (an audio or file part is refused, 400, rather than dropped from the question). */
 const contentSchema = {
   anyOf: [
     { type: 'string', maxLength: 200_000, pattern: NO_NUL },
     { type: 'null' },
-    // Text parts only: the broker passes text to the provider, so an image, audio or file part is
-    // refused (400) rather than dropped from the question.
-    { type: 'array', maxItems: 100, items: { type: 'object', required: ['type'], properties: { type: { type: 'string', enum: ['text'] }, text: { type: 'string', pattern: NO_NUL } } } },
+    { type: 'array', maxItems: 100, items: textPart },
   ],
+} as const;
+
+/** A user's content may hold images too (as OpenAI's: only a user message may). */
+const userContentSchema = {
+  anyOf: [contentSchema.anyOf[0], contentSchema.anyOf[1], { type: 'array', maxItems: 100, items: { anyOf: [textPart, imagePart] } }],
 } as const;
 
 const toolCallsSchema = {
@@ -130,7 +152,12 @@ const messageSchema = {
     {
       type: 'object',
       required: ['role'],
-      properties: { role: { type: 'string', enum: ['system', 'developer', 'user'] }, content: contentSchema, name: { type: 'string', maxLength: 64 } },
+      properties: { role: { type: 'string', enum: ['system', 'developer'] }, content: contentSchema, name: { type: 'string', maxLength: 64 } },
+    },
+    {
+      type: 'object',
+      required: ['role'],
+      properties: { role: { type: 'string', enum: ['user'] }, content: userContentSchema, name: { type: 'string', maxLength: 64 } },
     },
     {
       type: 'object',
@@ -171,6 +198,8 @@ export function openaiRoutes(app: FastifyInstance, ctx: EdgeContext): void {
     {
       // The rate limit and budget are checked beside the call's admission to the quota (before the upstream call).
       config: { auth: 'bearer', spends: 'beside' },
+      // A long chat, or images as data: URLs, outgrow the other routes' limit.
+      bodyLimit: ctx.cfg.v1BodyLimitBytes,
       schema: {
         tags: ['openai'],
         summary: 'OpenAI-compatible chat completions (stream true or false)',
@@ -180,7 +209,9 @@ export function openaiRoutes(app: FastifyInstance, ctx: EdgeContext): void {
           '(replayed past its lifetime while the provider refuses) or `miss`. With `tools`, the model may answer with function calls: ' +
           '`choices[0].message.tool_calls` (`id`, `type: function`, `function.name`, `function.arguments` as JSON text) and `finish_reason: tool_calls`, ' +
           'streamed as `delta.tool_calls` chunks (`index`, `id`, `type`, `function`); send each result back as a `tool` message with its `tool_call_id`, ' +
-          'after the `assistant` message that carries the `tool_calls`. Message content is text (a string, or parts of type `text`). ' +
+          'after the `assistant` message that carries the `tool_calls`. Message content is text (a string, or parts of type `text`); a user message\'s parts may be images too ' +
+          '(`image_url`: `url` https or a data: URL of a base64 PNG, JPEG, GIF or WebP, `detail` auto, low or high), which the provider reads (its refusal of an image is a 400 that says why) and bills as prompt tokens; ' +
+          'the `agent-mesh` model takes text only. ' +
           '`n`, `top_p`, `stop`, `seed`, the penalties, `response_format`, `parallel_tool_calls`, `logprobs`, `reasoning_effort` and `logit_bias` are passed on; OpenAI\'s other parameters are accepted only at the value that changes nothing (`store` false…, each documented below) ' +
           'and refused with 400 otherwise, as is a parameter OpenAI does not have: nothing in a request is silently ignored.',
         headers: { type: 'object', properties: { [CACHE_HEADER]: { type: 'string', enum: ['on', 'off'] } } },
@@ -334,6 +365,8 @@ export function openaiRoutes(app: FastifyInstance, ctx: EdgeContext): void {
       if (body.model === PIPELINE_MODEL && ((body.tools?.length ?? 0) > 0 || (body.tool_choice ?? 'auto') !== 'auto')) {
         throw badRequest(`body/tools and body/tool_choice are not taken by the ${PIPELINE_MODEL} model, whose agents use their own tools`, undefined, body.tools?.length ? 'tools' : 'tool_choice');
       }
+      const imageAt = messages.findIndex((m) => m.parts);
+      if (imageAt >= 0 && body.model === PIPELINE_MODEL) throw badRequest(`body/messages/${imageAt}/content holds an image: the ${PIPELINE_MODEL} model's agents read text`, undefined, `messages[${imageAt}].content`);
       if (body.logprobs && body.model === PIPELINE_MODEL) throw badRequest(`body/logprobs is not available for the ${PIPELINE_MODEL} model, whose answer is a run's`, undefined, 'logprobs');
       if (n > 1 && body.model === PIPELINE_MODEL) throw badRequest(`body/n must be 1 for the ${PIPELINE_MODEL} model, whose run gives one answer`, undefined, 'n');
       // Several choices are several answers: one replayed from the cache would be each of them.
@@ -382,7 +415,8 @@ export function openaiRoutes(app: FastifyInstance, ctx: EdgeContext): void {
 }
 
 function toChatMessage(m: ChatBody['messages'][number], i: number): ChatMessage {
-  const content = typeof m.content === 'string' ? m.content : Array.isArray(m.content) ? m.content.map((p) => p.text ?? '').join('') : '';
+  const parts = Array.isArray(m.content) ? m.content : undefined;
+  const content = typeof m.content === 'string' ? m.content : parts ? parts.map((p) => p.text ?? '').join('') : '';
   if (content.includes('\u0000')) throw badRequest(`body/messages/${i}/content must not contain NUL characters`, undefined, `messages[${i}].content`);
   // The schema requires a tool result's tool_call_id; tool_calls elsewhere than on an assistant
   // message is refused as OpenAI refuses it (a tool_call_id elsewhere than on a tool result is not
@@ -395,6 +429,10 @@ function toChatMessage(m: ChatBody['messages'][number], i: number): ChatMessage 
     name: m.name ?? '',
     toolCallId: m.role === 'tool' ? (m.tool_call_id ?? '') : '',
     toolCalls: calls.map((c) => ({ id: c.id, name: c.function.name, argumentsJson: c.function.arguments })),
+    // Parts go as parts only with an image among them: text alone is the content.
+    ...(parts?.some((p) => p.image_url)
+      ? { parts: { parts: parts.map((p) => ({ text: p.text ?? '', imageUrl: p.image_url?.url ?? '', imageDetail: p.image_url?.detail === 'auto' ? '' : (p.image_url?.detail ?? '') })) } }
+      : {}),
   };
 }
 

@@ -30,7 +30,7 @@ const jaeger: JaegerReader = {
 async function edge(withBackends: boolean): Promise<{ e: EdgeApp; gw: ReturnType<typeof fakeGateways> }> {
   const gw = fakeGateways();
   const e = await buildApp({
-    cfg: { auth: devAuth(SECRET), sse: { maxStreams: 10, heartbeatMs: 15_000, bufferMaxEvents: 100, bufferMaxBytes: 1 << 20, retryMs: 2000 }, maxMessageChars: 8000, bodyLimitBytes: 65_536, corsOrigins: [], llmModel: 'upstream' },
+    cfg: { auth: devAuth(SECRET), sse: { maxStreams: 10, heartbeatMs: 15_000, bufferMaxEvents: 100, bufferMaxBytes: 1 << 20, retryMs: 2000 }, maxMessageChars: 8000, bodyLimitBytes: 65_536, v1BodyLimitBytes: 1 << 20, corsOrigins: [], llmModel: 'upstream' },
     gateways: withBackends ? { ...gw, prometheus, jaeger } : gw,
     logger: createLogger('ops-test', 'silent'),
     requestLimiter: memoryRequestLimiter(0),

@@ -12,6 +12,8 @@ export const NO_NUL = '^[^\\u0000]*$';
 export const NOT_BLANK = '^(?=[\\s\\S]*\\S)[^\\u0000]*$';
 /** A provider's token id, as the keys of `logit_bias` write it. */
 export const TOKEN_ID = '^[0-9]{1,9}$';
+/** An image by URL: https, or a data: URL of a base64 image of a type both providers take (they read the bytes, and refuse bad ones). */
+export const IMAGE_URL = '^(https?://|data:image/(png|jpeg|gif|webp);base64,)';
 
 export const idParams = {
   type: 'object',

@@ -111,7 +111,7 @@ describe('on the edge app', () => {
       cfg: {
         auth: devAuth('memory-test-secret-of-sufficient-length'),
         sse: { maxStreams: 10, heartbeatMs: 15_000, bufferMaxEvents: 1000, bufferMaxBytes: 1 << 20, retryMs: 2000 },
-        maxMessageChars: 8000, bodyLimitBytes: 65_536, corsOrigins: [], llmModel: 'upstream',
+        maxMessageChars: 8000, bodyLimitBytes: 65_536, v1BodyLimitBytes: 1 << 20, corsOrigins: [], llmModel: 'upstream',
       },
       gateways: gw, logger: createLogger('edge-test', 'silent'), requestLimiter: memoryRequestLimiter(0), publicDir: '/nonexistent',
     });

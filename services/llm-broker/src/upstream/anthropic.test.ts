@@ -1,4 +1,5 @@
 import { anthropicError, anthropicLimits, anthropicProtocol, messageAnswer, MessagesStreamParser } from './anthropic';
+import { ANTHROPIC_MAX_IMAGE_TOKENS } from './images';
 import type { ProviderRequest, StreamEvent } from './provider';
 
 const ev = (name: string, data: unknown) => `event: ${name}\ndata: ${JSON.stringify({ type: name, ...(data as object) })}\n\n`;
@@ -88,6 +89,32 @@ describe('Anthropic Messages request', () => {
     expect(anthropicProtocol.unsupported?.({ ...req, logprobs: true })).toBe('logprobs');
     expect(anthropicProtocol.unsupported?.({ ...req, reasoningEffort: 'high' })).toBe('reasoning_effort');
     expect(anthropicProtocol.unsupported?.({ ...req, logitBias: { '1': 5 } })).toBe('logit_bias');
+  });
+
+  it('writes a user\'s images as image blocks (a data: URL as base64, any other by URL) among its text, counts them as Anthropic bills them, and refuses a detail it has not', () => {
+    const png = `data:image/png;base64,${Buffer.from('89504e470d0a1a0a0000000d494844520000012c000000c80806000000', 'hex').toString('base64')}`;
+    const parts = [
+      { text: 'What is in ', imageUrl: '', imageDetail: '' },
+      { text: '', imageUrl: png, imageDetail: '' },
+      { text: '', imageUrl: '', imageDetail: '' },
+      { text: '', imageUrl: 'https://example.com/cat.jpg', imageDetail: '' },
+    ];
+    const withImages: ProviderRequest = { ...req, messages: [{ role: 'user', content: 'What is in ', parts }], tools: [] };
+    const body = JSON.parse(anthropicProtocol.request(withImages, 'k', true).body) as { messages: unknown[] };
+    expect(body.messages).toEqual([{
+      role: 'user',
+      content: [
+        { type: 'text', text: 'What is in ' },
+        { type: 'image', source: { type: 'base64', media_type: 'image/png', data: png.slice('data:image/png;base64,'.length) } },
+        { type: 'image', source: { type: 'url', url: 'https://example.com/cat.jpg' } },
+      ],
+    }]);
+    // 300 × 200 → 80 tokens; the downloaded one at the most an image costs.
+    const text = anthropicProtocol.countPromptTokens({ ...withImages, messages: [{ role: 'user', content: 'What is in ' }] });
+    expect(anthropicProtocol.countPromptTokens(withImages)).toBe(text + 80 + ANTHROPIC_MAX_IMAGE_TOKENS);
+    expect(anthropicProtocol.unsupported?.(withImages)).toBeUndefined();
+    const low = { ...withImages, messages: [{ role: 'user', content: '', parts: [{ text: '', imageUrl: png, imageDetail: 'low' }] }] };
+    expect(anthropicProtocol.unsupported?.(low)).toBe('image_url.detail');
   });
 
   it('counts more prompt tokens for a longer prompt (an estimate: the reservation is settled with the billed usage)', () => {

@@ -6,10 +6,11 @@
 // content blocks, stop_reason and usage); errors are `{"type":"error","error":{type, message}}`
 // (429 rate_limit_error with retry-after and anthropic-ratelimit-* headers, 529 overloaded_error).
 import { countText } from '../tokens';
+import { anthropicImageTokens, dataUrlOf, imagesTokens } from './images';
 import { SseFramer } from './sse';
 import {
   answerJson, headerNumber, parametersOf, retryAfterMs, UpstreamError,
-  type ProviderLimits, type ProviderRequest, type StreamEvent, type StreamParser, type ToolCallOut, type WireProtocol,
+  type ContentPartIn, type ProviderLimits, type ProviderRequest, type StreamEvent, type StreamParser, type ToolCallOut, type WireProtocol,
 } from './provider';
 
 type Headers = Record<string, string | string[] | undefined>;
@@ -19,7 +20,8 @@ export const ANTHROPIC_VERSION = '2023-06-01';
 type Block =
   | { type: 'text'; text: string }
   | { type: 'tool_use'; id: string; name: string; input: unknown }
-  | { type: 'tool_result'; tool_use_id: string; content: string };
+  | { type: 'tool_result'; tool_use_id: string; content: string }
+  | { type: 'image'; source: { type: 'base64'; media_type: string; data: string } | { type: 'url'; url: string } };
 
 export interface MessagesRequestBody {
   model: string;
@@ -37,6 +39,13 @@ function inputOf(argumentsJson: string): unknown {
   } catch {
     return {};
   }
+}
+
+/** A content part as a block: an image from a data: URL as base64, any other by URL; an empty text part is none (Anthropic refuses one). */
+function blockOf(p: ContentPartIn): Block[] {
+  if (!p.imageUrl) return p.text ? [{ type: 'text', text: p.text }] : [];
+  const data = dataUrlOf(p.imageUrl);
+  return [{ type: 'image', source: data ? { type: 'base64', media_type: data.mediaType, data: data.data } : { type: 'url', url: p.imageUrl } }];
 }
 
 /** The chat as a Messages API body: system apart, tool traffic as blocks, consecutive turns of one role merged. */
@@ -60,6 +69,7 @@ function buildBody(req: ProviderRequest): MessagesRequestBody {
     const role = m.role === 'assistant' ? 'assistant' : 'user';
     const blocks: Block[] = [];
     if (m.role === 'tool') blocks.push({ type: 'tool_result', tool_use_id: m.toolCallId ?? '', content: m.content });
+    else if (m.parts) blocks.push(...m.parts.flatMap(blockOf));
     else if (m.content) blocks.push({ type: 'text', text: m.content });
     for (const c of m.toolCalls ?? []) blocks.push({ type: 'tool_use', id: c.id, name: c.name, input: inputOf(c.argumentsJson) });
     if (blocks.length === 0) continue;
@@ -285,6 +295,7 @@ export function countMessagesTokens(body: MessagesRequestBody): number {
     for (const b of m.content) {
       if (b.type === 'text') total += countText(b.text);
       else if (b.type === 'tool_result') total += countText(b.content);
+      else if (b.type === 'image') continue; // counted by the caller, from the parts
       else total += countText(b.name) + countText(JSON.stringify(b.input));
     }
   }
@@ -303,7 +314,7 @@ export const anthropicProtocol: WireProtocol = {
   limits: anthropicLimits,
   error: anthropicError,
   parser: () => new MessagesStreamParser(),
-  countPromptTokens: (req) => countMessagesTokens(messagesRequestBody(req)),
+  countPromptTokens: (req) => countMessagesTokens(messagesRequestBody(req)) + imagesTokens(req.messages, anthropicImageTokens),
   // The Messages API has none of these.
   unsupported: (req) =>
     req.seed !== undefined ? 'seed'
@@ -312,5 +323,7 @@ export const anthropicProtocol: WireProtocol = {
           : req.responseFormat ? 'response_format'
             : req.logprobs ? 'logprobs'
               : req.reasoningEffort ? 'reasoning_effort'
-                : req.logitBias ? 'logit_bias' : undefined,
+                : req.logitBias ? 'logit_bias'
+                  // It sizes every image itself: a detail asked for would be ignored.
+                  : req.messages.some((m) => m.parts?.some((p) => p.imageDetail === 'low' || p.imageDetail === 'high')) ? 'image_url.detail' : undefined,
 };

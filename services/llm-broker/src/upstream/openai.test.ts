@@ -1,4 +1,5 @@
 import { ChunkParser, completionAnswer, openAiError, openAiProtocol } from './openai';
+import { OPENAI_MAX_IMAGE_TOKENS } from './images';
 import type { ProviderRequest, StreamEvent } from './provider';
 
 const chunk = (o: unknown) => `data: ${JSON.stringify(o)}\n\n`;
@@ -111,6 +112,27 @@ describe('OpenAI protocol', () => {
       stream_options: { include_usage: true },
     });
     expect(openAiProtocol.request({ ...req, tools: [] }, '', true).headers.authorization).toBeUndefined();
+  });
+
+  it('writes a user\'s text and images as content parts, with their detail when one was asked for, and counts the images as OpenAI bills them', () => {
+    const png = `data:image/png;base64,${Buffer.from('89504e470d0a1a0a0000000d494844520000012c000000c80806000000', 'hex').toString('base64')}`;
+    const parts = [
+      { text: 'What is in this?', imageUrl: '', imageDetail: '' },
+      { text: '', imageUrl: png, imageDetail: 'high' },
+      { text: '', imageUrl: 'https://example.com/cat.jpg', imageDetail: '' },
+    ];
+    const withImages: ProviderRequest = { ...req, messages: [{ role: 'user', content: 'What is in this?', parts }], tools: [] };
+    expect((JSON.parse(openAiProtocol.request(withImages, 'sk-1', true).body) as { messages: unknown[] }).messages).toEqual([{
+      role: 'user',
+      content: [
+        { type: 'text', text: 'What is in this?' },
+        { type: 'image_url', image_url: { url: png, detail: 'high' } },
+        { type: 'image_url', image_url: { url: 'https://example.com/cat.jpg' } },
+      ],
+    }]);
+    // 300 × 200: one tile; the downloaded one at the most an image costs.
+    const text = openAiProtocol.countPromptTokens({ ...withImages, messages: [{ role: 'user', content: 'What is in this?' }] });
+    expect(openAiProtocol.countPromptTokens(withImages)).toBe(text + 85 + 170 + OPENAI_MAX_IMAGE_TOKENS);
   });
 
   it('writes tool_choice as OpenAI takes it (absent for auto)', () => {

@@ -3,10 +3,11 @@
 // ending with `data: [DONE]` (or, for a caller that does not stream, one `chat.completion` object),
 // `x-ratelimit-*` headers, errors as `{"error": {message, type, code}}`.
 import { countPromptTokens as countChatTokens } from '../tokens';
+import { imagesTokens, openAiImageTokens } from './images';
 import { SseFramer } from './sse';
 import {
   answerJson, headerNumber, parametersOf, retryAfterMs, UpstreamError,
-  type ChatMessageIn, type LogprobOut, type ProviderLimits, type ProviderRequest, type StreamEvent, type StreamParser, type ToolCallOut, type ToolSpec, type WireProtocol,
+  type ChatMessageIn, type ContentPartIn, type LogprobOut, type ProviderLimits, type ProviderRequest, type StreamEvent, type StreamParser, type ToolCallOut, type ToolSpec, type WireProtocol,
 } from './provider';
 
 type Headers = Record<string, string | string[] | undefined>;
@@ -32,10 +33,15 @@ export interface ChatRequestBody {
   logit_bias?: Record<string, number>;
 }
 
+/** A part as OpenAI's content part: text, or an image by URL with its detail. */
+const wirePart = (p: ContentPartIn) => (p.imageUrl
+  ? { type: 'image_url', image_url: { url: p.imageUrl, ...(p.imageDetail ? { detail: p.imageDetail } : {}) } }
+  : { type: 'text', text: p.text });
+
 export function wireMessages(messages: ChatMessageIn[]): unknown[] {
   return messages.map((m) => ({
     role: m.role,
-    content: m.content,
+    content: m.parts ? m.parts.map(wirePart) : m.content,
     ...(m.name ? { name: m.name } : {}),
     ...(m.toolCallId ? { tool_call_id: m.toolCallId } : {}),
     ...(m.toolCalls && m.toolCalls.length > 0
@@ -264,6 +270,6 @@ export const openAiProtocol: WireProtocol = {
     return countChatTokens(
       req.messages.map((m, i) => ({ role: m.role, content: m.content, name: m.name, toolCalls: (body.messages[i] as { tool_calls?: unknown[] }).tool_calls })),
       body.tools ? JSON.stringify(body.tools) : '',
-    );
+    ) + imagesTokens(req.messages, openAiImageTokens);
   },
 };

@@ -14,6 +14,16 @@ export interface ChatMessageIn {
   toolCallId?: string;
   /** For an `assistant` message: the calls it made. */
   toolCalls?: ToolCallOut[];
+  /** A user message's content when it holds images: its parts in order (`content` is then their text). */
+  parts?: ContentPartIn[];
+}
+
+/** One part of a message's content: text, or an image when `imageUrl` is set (as `ContentPart`). */
+export interface ContentPartIn {
+  text: string;
+  imageUrl: string;
+  /** auto (empty), low or high. */
+  imageDetail: string;
 }
 
 /** A function the model may call. */

@@ -203,7 +203,7 @@ export function cacheStatusToJSON(object: CacheStatus): string {
 export interface ChatMessage {
   /** role is system, user, assistant or tool. */
   role: string;
-  /** content is the message text. */
+  /** content is the message text (with parts: its text parts joined). */
   content: string;
   /** name optionally names the author. */
   name: string;
@@ -211,6 +211,27 @@ export interface ChatMessage {
   toolCallId: string;
   /** tool_calls are the calls an assistant message made. */
   toolCalls: ToolCall[];
+  /**
+   * parts is a user message's content when it holds more than text (images), its parts in order;
+   * unset for text alone.
+   */
+  parts?: ContentParts | undefined;
+}
+
+/** ContentParts is a message's content as parts: text and images, in order. */
+export interface ContentParts {
+  /** parts are the content's parts. */
+  parts: ContentPart[];
+}
+
+/** ContentPart is one part of a message's content: text, or an image when image_url is set. */
+export interface ContentPart {
+  /** text is a text part's text. */
+  text: string;
+  /** image_url is an image part's URL: https, or a data: URL of a base64 PNG, JPEG, GIF or WebP. */
+  imageUrl: string;
+  /** image_detail is how closely the model looks at an image: auto (empty), low or high. */
+  imageDetail: string;
 }
 
 /** ToolCall is a function call requested by the model. */
@@ -500,7 +521,7 @@ export interface Done {
 }
 
 function createBaseChatMessage(): ChatMessage {
-  return { role: "", content: "", name: "", toolCallId: "", toolCalls: [] };
+  return { role: "", content: "", name: "", toolCallId: "", toolCalls: [], parts: undefined };
 }
 
 export const ChatMessage: MessageFns<ChatMessage> = {
@@ -519,6 +540,9 @@ export const ChatMessage: MessageFns<ChatMessage> = {
     }
     for (const v of message.toolCalls) {
       ToolCall.encode(v!, writer.uint32(42).fork()).join();
+    }
+    if (message.parts !== undefined) {
+      ContentParts.encode(message.parts, writer.uint32(50).fork()).join();
     }
     return writer;
   },
@@ -576,6 +600,14 @@ export const ChatMessage: MessageFns<ChatMessage> = {
             message.toolCalls.push(ToolCall.decode(reader, reader.uint32()));
             continue;
           }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.parts = ContentParts.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -603,6 +635,7 @@ export const ChatMessage: MessageFns<ChatMessage> = {
         : globalThis.Array.isArray(object?.tool_calls)
         ? object.tool_calls.map((e: any) => ToolCall.fromJSON(e))
         : [],
+      parts: isSet(object.parts) ? ContentParts.fromJSON(object.parts) : undefined,
     };
   },
 
@@ -623,6 +656,9 @@ export const ChatMessage: MessageFns<ChatMessage> = {
     if (message.toolCalls?.length) {
       obj.toolCalls = message.toolCalls.map((e) => ToolCall.toJSON(e));
     }
+    if (message.parts !== undefined) {
+      obj.parts = ContentParts.toJSON(message.parts);
+    }
     return obj;
   },
 
@@ -636,6 +672,187 @@ export const ChatMessage: MessageFns<ChatMessage> = {
     message.name = object.name ?? "";
     message.toolCallId = object.toolCallId ?? "";
     message.toolCalls = object.toolCalls?.map((e) => ToolCall.fromPartial(e)) || [];
+    message.parts = (object.parts !== undefined && object.parts !== null)
+      ? ContentParts.fromPartial(object.parts)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseContentParts(): ContentParts {
+  return { parts: [] };
+}
+
+export const ContentParts: MessageFns<ContentParts> = {
+  encode(message: ContentParts, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.parts) {
+      ContentPart.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ContentParts {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseContentParts();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.parts.push(ContentPart.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ContentParts {
+    return {
+      parts: globalThis.Array.isArray(object?.parts) ? object.parts.map((e: any) => ContentPart.fromJSON(e)) : [],
+    };
+  },
+
+  toJSON(message: ContentParts): unknown {
+    const obj: any = {};
+    if (message.parts?.length) {
+      obj.parts = message.parts.map((e) => ContentPart.toJSON(e));
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ContentParts>): ContentParts {
+    return ContentParts.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ContentParts>): ContentParts {
+    const message = createBaseContentParts();
+    message.parts = object.parts?.map((e) => ContentPart.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseContentPart(): ContentPart {
+  return { text: "", imageUrl: "", imageDetail: "" };
+}
+
+export const ContentPart: MessageFns<ContentPart> = {
+  encode(message: ContentPart, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.text !== "") {
+      writer.uint32(10).string(message.text);
+    }
+    if (message.imageUrl !== "") {
+      writer.uint32(18).string(message.imageUrl);
+    }
+    if (message.imageDetail !== "") {
+      writer.uint32(26).string(message.imageDetail);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ContentPart {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseContentPart();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.text = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.imageUrl = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.imageDetail = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ContentPart {
+    return {
+      text: isSet(object.text) ? globalThis.String(object.text) : "",
+      imageUrl: isSet(object.imageUrl)
+        ? globalThis.String(object.imageUrl)
+        : isSet(object.image_url)
+        ? globalThis.String(object.image_url)
+        : "",
+      imageDetail: isSet(object.imageDetail)
+        ? globalThis.String(object.imageDetail)
+        : isSet(object.image_detail)
+        ? globalThis.String(object.image_detail)
+        : "",
+    };
+  },
+
+  toJSON(message: ContentPart): unknown {
+    const obj: any = {};
+    if (message.text !== "") {
+      obj.text = message.text;
+    }
+    if (message.imageUrl !== "") {
+      obj.imageUrl = message.imageUrl;
+    }
+    if (message.imageDetail !== "") {
+      obj.imageDetail = message.imageDetail;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ContentPart>): ContentPart {
+    return ContentPart.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ContentPart>): ContentPart {
+    const message = createBaseContentPart();
+    message.text = object.text ?? "";
+    message.imageUrl = object.imageUrl ?? "";
+    message.imageDetail = object.imageDetail ?? "";
     return message;
   },
 };
