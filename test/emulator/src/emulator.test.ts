@@ -1,7 +1,7 @@
 // The emulator over HTTP, started in-process on a free port and spoken to with fetch and the OpenAI SDK.
 import { getEncoding } from 'js-tiktoken';
 import OpenAI from 'openai';
-import { startEmulator, type EmulatorOptions, type EmulatorStats, type RunningEmulator } from './index';
+import { anthropicImageTokens, minimalImage, openAiImageTokens, startEmulator, type EmulatorOptions, type EmulatorStats, type ImageMediaType, type RunningEmulator } from './index';
 
 const FAST: EmulatorOptions = { port: 0, timeScale: 0.02, seed: 42 };
 const AUTH = { authorization: 'Bearer test-key', 'content-type': 'application/json' };
@@ -425,6 +425,96 @@ describe('client aborts and injected failures', () => {
     controller.abort();
     await expect(pending).rejects.toThrow();
     expect(await waitForStats((s) => s.aborted === 1)).toMatchObject({ aborted: 1, inFlight: 0 });
+  });
+});
+
+describe('images (vision)', () => {
+  const dataUrl = (type: ImageMediaType, width: number, height: number, bytes = minimalImage(type, width, height)) => `data:${type};base64,${bytes.toString('base64')}`;
+  const image = (url: string, detail?: string) => ({ type: 'image_url', image_url: { url, ...(detail === undefined ? {} : { detail }) } });
+  const question = { type: 'text', text: 'What is in this picture?' };
+  type Completion = { usage: { prompt_tokens: number }; error?: { message: string; type: string; param: string | null; code: string } };
+  const ask = async (parts: unknown[], role = 'user') => {
+    const res = await chat({ model: 'm', messages: [{ role: 'system', content: 'You are the Host.' }, { role, content: [question, ...parts] }] });
+    return { status: res.status, body: (await res.json()) as Completion };
+  };
+
+  it('bills an image as OpenAI does: low 85; high and auto 85 + 170 a 512-px tile, once fitted in 2048×2048 and its shortest side cut to 768', () => {
+    expect(openAiImageTokens({ width: 4000, height: 3000 }, 'low')).toBe(85);
+    expect(openAiImageTokens({ width: 1024, height: 1024 }, 'high')).toBe(85 + 170 * 4); // 2×2 tiles
+    // 2048×4096 fits as 1024×2048, whose shortest side 768 makes it 768×1536: 2×3 tiles.
+    expect(openAiImageTokens({ width: 2048, height: 4096 }, 'high')).toBe(85 + 170 * 6);
+    expect(openAiImageTokens({ width: 2048, height: 4096 }, 'auto')).toBe(1105);
+    expect(openAiImageTokens({ width: 100, height: 100 }, 'high')).toBe(85 + 170); // small images are not scaled up
+    // 3000×1000 fits as 2048×682 (shortest side under 768 already): 4×2 tiles.
+    expect(openAiImageTokens({ width: 3000, height: 1000 }, 'auto')).toBe(85 + 170 * 8);
+  });
+
+  it('bills an image as Anthropic does: long edge at most 1568, then at most 1.15 megapixels, ceil(w×h/750)', () => {
+    expect(anthropicImageTokens({ width: 1000, height: 1000 })).toBe(1334); // ceil(1,000,000 / 750)
+    expect(anthropicImageTokens({ width: 512, height: 512 })).toBe(350); // ceil(262,144 / 750)
+    // 3136×500: long edge to 1568 → 1568×250 = 392,000 px, under 1.15 MP.
+    expect(anthropicImageTokens({ width: 3136, height: 500 })).toBe(Math.ceil((1568 * 250) / 750));
+    // 2000×1000 → 1568×784 = 1,229,312 px, over 1.15 MP: × √(1,150,000 / 1,229,312) → 1516×758 = 1,149,128 px.
+    expect(anthropicImageTokens({ width: 2000, height: 1000 })).toBe(Math.ceil((1516 * 758) / 750));
+  });
+
+  it('reads each image\'s size from its bytes (PNG, JPEG, GIF, WebP) or takes a URL\'s as 512×512, adds its tokens to the prompt and counts it in stats.images', async () => {
+    const text = await ask([]);
+    expect(text.status).toBe(200);
+    const parts = [
+      image(dataUrl('image/png', 1024, 1024), 'high'), // 765
+      image(dataUrl('image/jpeg', 2048, 4096)), // auto: 1105
+      image(dataUrl('image/gif', 100, 100), 'auto'), // 255
+      image(dataUrl('image/webp', 4000, 3000), 'low'), // 85
+      image('https://images.example.com/cat.png', 'high'), // 512×512: 255
+    ];
+    const withImages = await ask(parts);
+    expect(withImages.status).toBe(200);
+    expect(withImages.body.usage.prompt_tokens).toBe(text.body.usage.prompt_tokens + 765 + 1105 + 255 + 85 + 255);
+    expect(emulator.stats()).toMatchObject({ completed: 2, images: 5, promptTokens: text.body.usage.prompt_tokens * 2 + 2465 });
+  });
+
+  it('takes images through the OpenAI SDK, the answer unchanged by them', async () => {
+    const client = new OpenAI({ baseURL: `${emulator.url}/v1`, apiKey: 'test-key', maxRetries: 0 });
+    const ask = (content: OpenAI.Chat.ChatCompletionContentPart[]) =>
+      client.chat.completions.create({ model: 'gpt-test', seed: 9, messages: [{ role: 'system', content: 'You are the Host.' }, { role: 'user', content }] });
+    const plain = await ask([{ type: 'text', text: 'What is in this picture?' }]);
+    const seen = await ask([{ type: 'text', text: 'What is in this picture?' }, { type: 'image_url', image_url: { url: dataUrl('image/png', 1024, 1024), detail: 'high' } }]);
+    expect(seen.choices[0]?.message.content).toBe(plain.choices[0]?.message.content);
+    expect(seen.usage?.prompt_tokens).toBe((plain.usage?.prompt_tokens ?? 0) + 765);
+    const refused = ask([{ type: 'image_url', image_url: { url: 'https://cdn.example.invalid/cat.png' } }]);
+    await expect(refused).rejects.toBeInstanceOf(OpenAI.BadRequestError);
+    await expect(refused).rejects.toMatchObject({ status: 400, code: 'invalid_image_url' });
+  });
+
+  it('refuses as OpenAI does: images outside user messages, a missing url, an unknown detail, bytes that are not the image declared, a URL it cannot download', async () => {
+    const png = minimalImage('image/png', 64, 64);
+    const unsupported = { status: 400, body: { error: { message: 'You uploaded an unsupported image. Please make sure your image is valid.', type: 'invalid_request_error', param: null, code: 'invalid_image_format' } } };
+    expect(await ask([image(dataUrl('image/png', 64, 64))], 'system')).toEqual({
+      status: 400,
+      body: { error: { message: "Invalid 'messages[1]'. Image URLs are only allowed for messages with role 'user', but this message with role 'system' contains an image URL.", type: 'invalid_request_error', param: 'messages[1]', code: 'invalid_value' } },
+    });
+    expect(await ask([image('https://images.example.com/cat.png')], 'assistant')).toMatchObject({ status: 400, body: { error: { param: 'messages[1]', code: 'invalid_value' } } });
+    expect(await ask([{ type: 'image_url', image_url: { detail: 'low' } }])).toMatchObject({
+      status: 400,
+      body: { error: { message: "Missing required parameter: 'messages[1].content[1].image_url.url'.", param: 'messages[1].content[1].image_url.url', code: 'missing_required_parameter' } },
+    });
+    expect(await ask([{ type: 'image_url' }])).toMatchObject({ status: 400, body: { error: { param: 'messages[1].content[1].image_url', code: 'missing_required_parameter' } } });
+    expect(await ask([image(dataUrl('image/png', 64, 64), 'ultra')])).toMatchObject({
+      status: 400,
+      body: { error: { message: "Invalid value: 'ultra'. Supported values are: 'auto', 'low', and 'high'.", param: 'messages[1].content[1].image_url.detail', code: 'invalid_value' } },
+    });
+    expect(await ask([image('data:image/png;base64,bm90IGFuIGltYWdl')])).toEqual(unsupported); // "not an image"
+    expect(await ask([image('data:image/png;base64,not base64!')])).toEqual(unsupported);
+    expect(await ask([image(dataUrl('image/png', 64, 64, minimalImage('image/jpeg', 64, 64)))])).toEqual(unsupported); // JPEG bytes
+    expect(await ask([image(`data:image/bmp;base64,${png.toString('base64')}`)])).toEqual(unsupported);
+    expect(await ask([image(`data:image/png,${png.toString('latin1')}`)])).toEqual(unsupported); // not base64
+    expect(await ask([image('https://images.example.invalid/cat.png')])).toEqual({
+      status: 400,
+      body: { error: { message: 'Error while downloading https://images.example.invalid/cat.png.', type: 'invalid_request_error', param: null, code: 'invalid_image_url' } },
+    });
+    expect(await ask([image('ftp://images.example.com/cat.png')])).toMatchObject({ status: 400, body: { error: { code: 'invalid_image_url' } } });
+    expect(emulator.stats()).toMatchObject({ requests: 12, invalid: 12, images: 0 });
   });
 });
 

@@ -8,6 +8,8 @@ export { configFromEnv, DEFAULT_CONFIG } from './config';
 export type { EmulatorStats } from './stats';
 export type { AgentRole, Verdict } from './answers';
 export { countPromptTokens, countTokens } from './tokens';
+export { anthropicImageTokens, IMAGE_MEDIA_TYPES, minimalImage, openAiImageTokens, URL_IMAGE_SIZE } from './images';
+export type { ImageDetail, ImageMediaType, ImageSize } from './images';
 export { MODEL_ID } from './server';
 
 export interface RunningEmulator {

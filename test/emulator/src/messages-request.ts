@@ -1,6 +1,7 @@
 // Anthropic's Messages API request: its validation (Anthropic's error shape and words), and the
 // same call as a chat completions request, so that answers, tokens and limits are shared.
-import type { ChatCompletionRequest, ChatMessage, ToolChoice, ToolDefinition } from './request';
+import { anthropicImageTokens, IMAGE_MEDIA_TYPES, sniffImage, undownloadable, URL_IMAGE_SIZE, type ImageMediaType, type ImageSize } from './images';
+import type { ChatCompletionRequest, ChatMessage, ImageInput, ToolChoice, ToolDefinition } from './request';
 
 /** A 400 in Anthropic's words: `{"type":"error","error":{"type":"invalid_request_error","message":…}}`. */
 export class InvalidMessagesRequestError extends Error {
@@ -32,6 +33,33 @@ function blocksOf(content: unknown, at: string): Block[] {
   return content as Block[];
 }
 
+/**
+ * An image block as Anthropic checks it — base64 bytes of the media type it declares, or a URL to
+ * download — billed by its size.
+ */
+function imageOf(block: Block, at: string): ImageInput {
+  const source = block.source;
+  if (!isObject(source)) return bad(`${at}.image.source: Field required`);
+  let size: ImageSize = URL_IMAGE_SIZE;
+  if (source.type === 'base64') {
+    const where = `${at}.image.source.base64`;
+    const declared = source.media_type;
+    if (!IMAGE_MEDIA_TYPES.includes(declared as ImageMediaType)) return bad(`${where}.media_type: Input should be 'image/jpeg', 'image/png', 'image/gif' or 'image/webp'`);
+    if (typeof source.data !== 'string') return bad(`${where}.data: Field required`);
+    const read = sniffImage(source.data);
+    if (read?.mediaType === undefined) return bad('Could not process image');
+    if (read.mediaType !== declared) return bad(`${where}: The image was specified using the ${String(declared)} media type, but the image appears to be a ${read.mediaType} image`);
+    if (Math.max(read.width, read.height) > 8000) return bad(`${where}.data: At least one of the image dimensions exceed max allowed size: 8000 pixels`);
+    size = read;
+  } else if (source.type === 'url') {
+    if (typeof source.url !== 'string') return bad(`${at}.image.source.url.url: Field required`);
+    if (undownloadable(source.url)) return bad('Unable to download the file. Please verify the URL and try again.');
+  } else {
+    return bad(`${at}.image.source: Input tag '${String(source.type)}' found using 'type' does not match any of the expected tags: 'base64', 'url'`);
+  }
+  return { width: size.width, height: size.height, tokens: anthropicImageTokens(size) };
+}
+
 const textOf = (v: unknown): string =>
   typeof v === 'string' ? v : Array.isArray(v) ? v.map((b) => (isObject(b) && typeof b.text === 'string' ? b.text : '')).join('') : '';
 
@@ -60,6 +88,8 @@ export function parseMessagesRequest(body: unknown): ChatCompletionRequest {
     if (m.role !== 'user' && m.role !== 'assistant') return bad(`${at}.role: Input should be 'user' or 'assistant'`);
     const blocks = blocksOf(m.content, at);
     if (m.role === 'assistant') {
+      const image = blocks.findIndex((b) => b.type === 'image');
+      if (image !== -1) return bad(`${at}.content.${image}: image content blocks are only allowed in user messages`);
       const calls = blocks.filter((b) => b.type === 'tool_use');
       messages.push({
         role: 'assistant',
@@ -72,7 +102,9 @@ export function parseMessagesRequest(body: unknown): ChatCompletionRequest {
       if (b.type === 'tool_result') messages.push({ role: 'tool', content: textOf(b.content), tool_call_id: b.tool_use_id as string });
     }
     const text = blocks.filter((b) => b.type === 'text').map((b) => b.text as string).join('');
-    if (text) messages.push({ role: 'user', content: text });
+    // The images ride on the user message (one of their own when the turn has no text), billed as Anthropic bills them.
+    const images = blocks.flatMap((b, j) => (b.type === 'image' ? [imageOf(b, `${at}.content.${j}`)] : []));
+    if (text || images.length > 0) messages.push({ role: 'user', content: text, ...(images.length > 0 ? { images } : {}) });
   });
 
   let tools: ToolDefinition[] | undefined;

@@ -2,7 +2,7 @@
 // tool use, usage, the errors and rate-limit headers, and the misbehaviours in Anthropic's shapes;
 // with Anthropic's own SDK, that its client reads all of it as it reads Anthropic's API.
 import Anthropic from '@anthropic-ai/sdk';
-import { startEmulator, type RunningEmulator } from './index';
+import { minimalImage, startEmulator, type ImageMediaType, type RunningEmulator } from './index';
 
 const HEADERS = { 'x-api-key': 'test-key', 'anthropic-version': '2023-06-01', 'content-type': 'application/json' };
 const SEARCH_TOOL = { name: 'search_web', description: 'Search the web', input_schema: { type: 'object', properties: { query: { type: 'string' } } } };
@@ -113,6 +113,76 @@ describe('POST /v1/messages', () => {
     const r404 = await post(ask('hi', { model: 'claude-x+model_not_found' }));
     expect(r404.status).toBe(404);
     expect(await r404.json()).toMatchObject({ error: { type: 'not_found_error', message: 'model: claude-x' } });
+  });
+});
+
+describe('POST /v1/messages with images', () => {
+  const base64 = (type: ImageMediaType, width: number, height: number, bytes = minimalImage(type, width, height)) => ({
+    type: 'image', source: { type: 'base64', media_type: type, data: bytes.toString('base64') },
+  });
+  const url = (href: string) => ({ type: 'image', source: { type: 'url', url: href } });
+  const question = { type: 'text', text: 'What is in this picture?' };
+  const send = async (blocks: unknown[], messages?: unknown[]) => {
+    const res = await post(ask('', { stream: false, messages: messages ?? [{ role: 'user', content: [question, ...blocks] }] }));
+    return { status: res.status, body: (await res.json()) as { usage: { input_tokens: number }; error: { type: string; message: string } } };
+  };
+
+  it('bills each image as Anthropic does (base64 by the size in its header, a URL as 512×512) and counts it in stats.images', async () => {
+    const text = await send([]);
+    expect(text.status).toBe(200);
+    const seen = await send([
+      base64('image/png', 1000, 1000), // ceil(1,000,000 / 750) = 1334
+      base64('image/jpeg', 2000, 1000), // 1568×784, over 1.15 MP → 1516×758: ceil(1,149,128 / 750) = 1533
+      base64('image/gif', 100, 50), // ceil(5,000 / 750) = 7
+      base64('image/webp', 800, 600), // ceil(480,000 / 750) = 640
+      url('https://images.example.com/cat.png'), // ceil(262,144 / 750) = 350
+    ]);
+    expect(seen.status).toBe(200);
+    expect(seen.body.usage.input_tokens).toBe(text.body.usage.input_tokens + 1334 + 1533 + 7 + 640 + 350);
+    // A turn of images alone is a message of its own.
+    const alone = await send([], [{ role: 'user', content: [base64('image/png', 1000, 1000)] }]);
+    expect(alone.status).toBe(200);
+    expect(emulator.stats()).toMatchObject({ completed: 3, images: 6 });
+  });
+
+  it('takes images through Anthropic\'s SDK, the answer unchanged by them', async () => {
+    const sdk = new Anthropic({ apiKey: 'test-key', baseURL: emulator.url, maxRetries: 0 });
+    // The Messages API has no seed: the same emulator seed before each call, the same draw of the answer.
+    const create = (content: Anthropic.ContentBlockParam[]) => {
+      emulator.configure({ seed: 42 });
+      return sdk.messages.create({ model: 'claude-emulated', max_tokens: 200, system: 'You are the Reporter.', messages: [{ role: 'user', content }] });
+    };
+    const plain = await create([{ type: 'text', text: 'Describe the chart' }]);
+    const seen = await create([
+      { type: 'text', text: 'Describe the chart' },
+      { type: 'image', source: { type: 'base64', media_type: 'image/png', data: minimalImage('image/png', 1000, 1000).toString('base64') } },
+      { type: 'image', source: { type: 'url', url: 'https://images.example.com/chart.png' } },
+    ]);
+    expect(seen.content).toEqual(plain.content);
+    expect(seen.usage.input_tokens).toBe(plain.usage.input_tokens + 1334 + 350);
+    await expect(create([{ type: 'image', source: { type: 'url', url: 'https://cdn.example.invalid/chart.png' } }])).rejects.toBeInstanceOf(Anthropic.BadRequestError);
+  });
+
+  it('refuses as Anthropic does: another media type, bytes of another type than declared or of none, a URL it cannot download, an image outside a user turn', async () => {
+    const refused = (message: string) => ({ status: 400, body: { type: 'error', error: { type: 'invalid_request_error', message }, request_id: expect.any(String) } });
+    expect(await send([base64('image/bmp' as ImageMediaType, 10, 10, minimalImage('image/png', 10, 10))])).toEqual(
+      refused("messages.0.content.1.image.source.base64.media_type: Input should be 'image/jpeg', 'image/png', 'image/gif' or 'image/webp'"),
+    );
+    expect(await send([base64('image/png', 10, 10, minimalImage('image/jpeg', 10, 10))])).toEqual(
+      refused('messages.0.content.1.image.source.base64: The image was specified using the image/png media type, but the image appears to be a image/jpeg image'),
+    );
+    expect(await send([base64('image/png', 10, 10, Buffer.from('not an image'))])).toEqual(refused('Could not process image'));
+    expect(await send([question, base64('image/png', 9000, 100)])).toEqual(
+      refused('messages.0.content.2.image.source.base64.data: At least one of the image dimensions exceed max allowed size: 8000 pixels'),
+    );
+    expect(await send([url('https://images.example.invalid/cat.png')])).toEqual(refused('Unable to download the file. Please verify the URL and try again.'));
+    expect(await send([{ type: 'image', source: { type: 'file', file_id: 'file_1' } }])).toEqual(
+      refused("messages.0.content.1.image.source: Input tag 'file' found using 'type' does not match any of the expected tags: 'base64', 'url'"),
+    );
+    expect(await send([], [{ role: 'user', content: 'Draw a cat' }, { role: 'assistant', content: [url('https://images.example.com/cat.png')] }])).toEqual(
+      refused('messages.1.content.0: image content blocks are only allowed in user messages'),
+    );
+    expect(emulator.stats()).toMatchObject({ requests: 7, invalid: 7, images: 0 });
   });
 });
 

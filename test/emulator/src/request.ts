@@ -1,4 +1,6 @@
 // The chat completions request: its wire types and OpenAI's validation rules and messages.
+import { IMAGE_DETAILS, openAiImageTokens, sniffImage, undownloadable, URL_IMAGE_SIZE, type ImageDetail, type ImageSize } from './images';
+import { contentText } from './tokens';
 
 export interface ContentPart {
   type: string;
@@ -20,6 +22,13 @@ export interface ChatMessage {
   name?: string;
   tool_calls?: ToolCall[];
   tool_call_id?: string;
+  /** The images of a user message, in order, as its provider read and billed them (parsed, never sent). */
+  images?: ImageInput[];
+}
+
+/** An image in a prompt: its size as read from its bytes (or assumed, behind a URL), and the prompt tokens the provider bills for it. */
+export interface ImageInput extends ImageSize {
+  tokens: number;
 }
 
 export interface ToolDefinition {
@@ -126,13 +135,21 @@ function parseMessage(raw: unknown, index: number): ChatMessage {
   } else if (typeof content === 'string') {
     message.content = content;
   } else if (Array.isArray(content)) {
+    const images: ImageInput[] = [];
     content.forEach((part, i) => {
       if (!isObject(part) || typeof part['type'] !== 'string') {
         throw invalidType(`${at}.content[${i}]`, 'an object with a type', part);
       }
       if (part['type'] === 'text' && typeof part['text'] !== 'string') throw missing(`${at}.content[${i}].text`);
+      if (part['type'] === 'image_url') {
+        if (role !== 'user') {
+          throw new InvalidRequestError(`Invalid '${at}'. Image URLs are only allowed for messages with role 'user', but this message with role '${role}' contains an image URL.`, at, 'invalid_value');
+        }
+        images.push(parseImagePart(part, `${at}.content[${i}]`));
+      }
     });
     message.content = content as ContentPart[];
+    if (images.length > 0) message.images = images;
   } else {
     throw invalidType(`${at}.content`, 'one of a string or array of objects', content);
   }
@@ -161,6 +178,35 @@ function parseMessage(raw: unknown, index: number): ChatMessage {
     message.tool_call_id = id;
   }
   return message;
+}
+
+const UNSUPPORTED_IMAGE = 'You uploaded an unsupported image. Please make sure your image is valid.';
+
+/**
+ * An `image_url` part as OpenAI checks it — a base64 data URL of a PNG, JPEG, GIF or WebP whose
+ * bytes are what it declares, or an http(s) URL to download — billed by its size and `detail`.
+ */
+function parseImagePart(part: Record<string, unknown>, at: string): ImageInput {
+  const image = optional(part, 'image_url');
+  if (image === undefined) throw missing(`${at}.image_url`);
+  if (!isObject(image)) throw invalidType(`${at}.image_url`, 'an object', image);
+  const url = optional(image, 'url');
+  if (url === undefined) throw missing(`${at}.image_url.url`);
+  if (typeof url !== 'string') throw invalidType(`${at}.image_url.url`, 'a string', url);
+  const detail = optional(image, 'detail') ?? 'auto';
+  if (!IMAGE_DETAILS.includes(detail as ImageDetail)) {
+    throw new InvalidRequestError(`Invalid value: '${String(detail)}'. Supported values are: 'auto', 'low', and 'high'.`, `${at}.image_url.detail`, 'invalid_value');
+  }
+  let size: ImageSize = URL_IMAGE_SIZE;
+  if (url.startsWith('data:')) {
+    const [, mediaType, data] = /^data:([^;,]*);base64,(.*)$/s.exec(url) ?? [];
+    const read = data === undefined ? undefined : sniffImage(data);
+    if (read === undefined || read.mediaType !== mediaType) throw new InvalidRequestError(UNSUPPORTED_IMAGE, null, 'invalid_image_format');
+    size = read;
+  } else if (undownloadable(url)) {
+    throw new InvalidRequestError(`Error while downloading ${url}.`, null, 'invalid_image_url');
+  }
+  return { width: size.width, height: size.height, tokens: openAiImageTokens(size, detail as ImageDetail) };
 }
 
 function parseTools(raw: unknown): ToolDefinition[] | undefined {
@@ -368,7 +414,8 @@ function parseResponseFormat(raw: unknown, messages: readonly ChatMessage[]): Ch
   if (!isObject(raw)) throw invalidType('response_format', 'an object', raw);
   if (raw['type'] === 'text') return undefined;
   if (raw['type'] === 'json_object') {
-    const mentions = messages.some((m) => JSON.stringify(m.content ?? '').toLowerCase().includes('json'));
+    // The text only: a base64 image may spell "json" by chance.
+    const mentions = messages.some((m) => contentText(m.content).toLowerCase().includes('json'));
     if (!mentions) throw new InvalidRequestError("'messages' must contain the word 'json' in some form, to use 'response_format' of type 'json_object'.", 'messages', 'invalid_request_error');
     return { type: 'json_object' };
   }

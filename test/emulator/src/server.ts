@@ -302,7 +302,8 @@ export class ProviderEmulator {
     const fate: Fate =
       draw < config.failureRate ? 'fail' : draw < config.failureRate + config.hangRate ? 'hang' : draw < config.failureRate + config.hangRate + config.cutRate ? 'cut' : 'answer';
     const answer = formatted(composeAnswer(request, rng, config), request.responseFormat);
-    this.recorder.admitted(Date.now(), answer.role, promptTokens, request.stream);
+    const images = request.messages.reduce((n, m) => n + (m.images?.length ?? 0), 0);
+    this.recorder.admitted(Date.now(), answer.role, promptTokens, request.stream, images);
     if (fate === 'hang') this.recorder.hung();
     else if (fate !== 'fail') this.recorder.answered(answer.kind, answer.kind === 'text' ? answer.verdict : undefined);
 

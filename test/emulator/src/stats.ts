@@ -30,6 +30,8 @@ export interface EmulatorStats {
   maxInFlight: number;
   /** Billed prompt tokens of admitted requests. */
   promptTokens: number;
+  /** Images in admitted requests (OpenAI `image_url` parts, Anthropic `image` blocks): they reached the provider. */
+  images: number;
   /** Completion tokens generated (in full, or up to the abort or cut). */
   completionTokens: number;
   /**
@@ -69,6 +71,7 @@ function emptyStats(inFlight: number): EmulatorStats {
     inFlight,
     maxInFlight: inFlight,
     promptTokens: 0,
+    images: 0,
     completionTokens: 0,
     tokensCharged: 0,
     admissions: [],
@@ -102,8 +105,9 @@ export class StatsRecorder {
     this.stats.rateLimited++;
   }
 
-  admitted(at: number, role: AgentRole, promptTokens: number, stream: boolean): void {
+  admitted(at: number, role: AgentRole, promptTokens: number, stream: boolean, images: number): void {
     const s = this.stats;
+    s.images += images;
     s.byMode[stream ? 'stream' : 'whole']++;
     s.inFlight++;
     s.maxInFlight = Math.max(s.maxInFlight, s.inFlight);

@@ -52,12 +52,14 @@ export function contentText(content: ChatMessage['content']): string {
 
 /**
  * Prompt tokens: per message 4 tokens of overhead plus its content, name and tool calls;
- * 3 tokens priming the reply; the tool definitions as JSON.
+ * 3 tokens priming the reply; the tool definitions as JSON. An image counts the tokens its
+ * provider bills for it (reckoned when the request was read: images.ts).
  */
 export function countPromptTokens(request: Pick<ChatCompletionRequest, 'messages' | 'tools'>): number {
   let total = TOKENS_PER_REPLY;
   for (const message of request.messages) {
     total += TOKENS_PER_MESSAGE + countTokens(contentText(message.content));
+    for (const image of message.images ?? []) total += image.tokens;
     if (typeof message.name === 'string') total += countTokens(message.name);
     if (message.tool_calls !== undefined) total += countTokens(JSON.stringify(message.tool_calls));
   }
