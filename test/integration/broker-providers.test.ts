@@ -10,6 +10,7 @@ import {
   configureEmulator, emulatorStats, freePort, generateRequest, promMetric, runGenerate, startEmulator, startRedis, startService, testDir,
   type EmulatorProc, type GenerateOutcome, type RedisProc, type ServiceProc,
 } from '../support';
+import { minimalImage } from '@agent-mesh/emulator';
 
 jest.setTimeout(120_000);
 
@@ -267,6 +268,37 @@ describe.each([
     const before = (await emulatorStats(emulator)).requests;
     for (const over of [{ reasoningEffort: 'extreme' }, { logitBias: { hello: 1 } }, { logitBias: { '1': 101 } }] as Partial<GenerateRequest>[]) expect((await usage(over)).error?.code).toBe(status.INVALID_ARGUMENT);
     expect((await emulatorStats(emulator)).requests).toBe(before);
+  });
+
+  it('passes a user\'s images on, each billed as its provider bills it; an image the provider cannot read is its 400, and Anthropic refuses a detail it has not', async () => {
+    const question = 'What is in this picture?';
+    const png = `data:image/png;base64,${minimalImage('image/png', 1024, 1024).toString('base64')}`;
+    const withParts = (parts: { text?: string; imageUrl?: string; imageDetail?: string }[]): Partial<GenerateRequest> => ({
+      messages: [{ role: 'user', content: question, name: '', toolCallId: '', toolCalls: [], parts: { parts: parts.map((p) => ({ text: '', imageUrl: '', imageDetail: '', ...p })) } }],
+    });
+    const plain = await runGenerate(broker.client, ask(question, withParts([{ text: question }])));
+    const before = await emulatorStats(emulator);
+    const seen = await runGenerate(broker.client, ask(question, withParts([{ text: question }, { imageUrl: png }, { imageUrl: 'https://example.com/cat.jpg' }])));
+    expect(seen.error).toBeUndefined();
+    expect(text(seen).length).toBeGreaterThan(20);
+    // 1024 × 1024 and a downloaded one (the emulator's: 512 × 512). OpenAI: 768 × 768 in 2 × 2 tiles,
+    // and one tile; Anthropic: pixels / 750.
+    const images = protocol === 'openai' ? (85 + 170 * 4) + (85 + 170) : Math.ceil((1024 * 1024) / 750) + Math.ceil((512 * 512) / 750);
+    expect(doneOf(seen)!.usage!.promptTokens).toBe(doneOf(plain)!.usage!.promptTokens + images);
+    const after = await emulatorStats(emulator);
+    expect(after.images - before.images).toBe(2);
+    expect(after.promptTokens - before.promptTokens).toBe(doneOf(seen)!.usage!.promptTokens);
+    // Bytes that are no PNG: the provider's refusal, before any token.
+    const bad = await runGenerate(broker.client, ask(question, withParts([{ imageUrl: `data:image/png;base64,${Buffer.from('not an image').toString('base64')}` }])));
+    expect(bad.error?.code).toBe(status.FAILED_PRECONDITION);
+    expect(reasonOf(bad.error!)).toBe('upstream_rejected');
+    expect(bad.error?.details).toMatch(protocol === 'openai' ? /unsupported image/ : /valid png|process image/i);
+    const low = await runGenerate(broker.client, ask(question, withParts([{ text: question }, { imageUrl: png, imageDetail: 'low' }])));
+    if (protocol === 'anthropic') {
+      expect(low.error?.code).toBe(status.INVALID_ARGUMENT);
+      expect(low.error?.details).toMatch(/image_url\.detail/);
+    } else expect(doneOf(low)!.usage!.promptTokens).toBe(doneOf(plain)!.usage!.promptTokens + 85);
+    expect((await emulatorStats(emulator)).images - after.images).toBe(protocol === 'openai' ? 1 : 0);
   });
 
   it('an error inside the stream after tokens reached the caller fails the call as upstream_stream_failed', async () => {

@@ -9,6 +9,7 @@ import {
   emulatorStats, promMetric, readSse, startEmulator, startFerret, startMesh, startRedis, startService, testDir, waitFor,
   type EmulatorProc, type FerretProc, type Mesh, type RedisProc, type ServiceProc, type SseEvent,
 } from '../support';
+import { minimalImage } from '@agent-mesh/emulator';
 import { signToken } from '../../services/edge/src/auth';
 import { PEER_METRICS } from '../../services/edge/src/peer-summary';
 import { TERMINAL_EVENTS as TERMINAL } from '@agent-mesh/common';
@@ -339,6 +340,31 @@ test('reasoning_effort through the official client: the reasoning tokens in the 
   expect(reasoning).toBeGreaterThan(0);
   expect(thought.usage!.completion_tokens).toBe(plain.usage!.completion_tokens + reasoning);
   expect(plain.usage!.completion_tokens_details!.reasoning_tokens).toBe(0);
+});
+
+test('images through the official client: a picture of 6 MB as a data: URL (past gRPC\'s default limit) billed as OpenAI bills it, streamed and not; one the provider cannot read is a 400 that says why', async () => {
+  const client = new OpenAI({ apiKey: alice, baseURL: `${mesh.edge.url}/v1`, maxRetries: 0 });
+  const png = Buffer.concat([minimalImage('image/png', 1024, 1024), Buffer.alloc(4_500_000, 1)]);
+  const question = 'What is in this picture?';
+  const ask = (url?: string) => ({
+    model: 'emulator-1',
+    seed: 14,
+    messages: [{ role: 'user' as const, content: [{ type: 'text' as const, text: question }, ...(url ? [{ type: 'image_url' as const, image_url: { url } }] : [])] }],
+  });
+  const plain = await client.chat.completions.create(ask());
+  const images = (await emulatorStats(emulator)).images;
+  const seen = await client.chat.completions.create(ask(`data:image/png;base64,${png.toString('base64')}`));
+  // 1024 × 1024: 768 × 768 in 2 × 2 tiles.
+  expect(seen.usage!.prompt_tokens).toBe(plain.usage!.prompt_tokens + 85 + 170 * 4);
+  expect(seen.choices[0]!.message.content).toBe(plain.choices[0]!.message.content);
+  let streamedUsage: OpenAI.CompletionUsage | undefined;
+  for await (const chunk of await client.chat.completions.create({ ...ask(`data:image/png;base64,${png.toString('base64')}`), stream: true, stream_options: { include_usage: true } })) streamedUsage = chunk.usage ?? streamedUsage;
+  expect(streamedUsage).toEqual(seen.usage);
+  expect((await emulatorStats(emulator)).images).toBe(images + 2);
+  const bad = await client.chat.completions.create(ask(`data:image/png;base64,${Buffer.from('not an image').toString('base64')}`)).catch((e: unknown) => e);
+  expect(bad).toBeInstanceOf(OpenAI.BadRequestError);
+  expect((bad as InstanceType<typeof OpenAI.BadRequestError>).code).toBe('upstream_rejected');
+  expect((bad as Error).message).toMatch(/unsupported image/);
 });
 
 test('a /v1 caller that does not stream gets a non-streamed upstream call; one that streams, a streamed one', async () => {

@@ -141,6 +141,8 @@ export interface EmulatorStats {
   maxPerWindow: number;
   /** Admitted requests that asked for a stream, and those that asked for the whole answer. */
   byMode: { stream: number; whole: number };
+  /** Images in the prompts of admitted requests. */
+  images: number;
 }
 export async function emulatorStats(emulator: { url: string }): Promise<EmulatorStats> {
   return (await (await fetch(`${emulator.url}/_emulator/stats`)).json()) as EmulatorStats;
