@@ -244,7 +244,7 @@ describe.each([
     expect(deltas(await runGenerate(broker.client, ask(question, { seed: 8 }))).every((d) => d.logprobs.length === 0)).toBe(true);
   });
 
-  it('passes reasoning_effort (its thinking billed as completion tokens) and logit_bias on to OpenAI; Anthropic, which has neither, refuses them', async () => {
+  it('passes reasoning_effort (its thinking billed as completion tokens), logit_bias and verbosity (the answer\'s length) on to OpenAI; Anthropic, which has none of them, refuses them', async () => {
     const question = 'How should a small library plan its opening hours?';
     const usage = async (over: Partial<GenerateRequest>) => {
       const o = await runGenerate(broker.client, ask(question, { seed: 21, ...over }));
@@ -252,7 +252,7 @@ describe.each([
     };
     if (protocol === 'anthropic') {
       const before = (await emulatorStats(emulator)).requests;
-      for (const over of [{ reasoningEffort: 'high' }, { logitBias: { '50256': -100 } }] as Partial<GenerateRequest>[]) expect((await usage(over)).error?.code).toBe(status.INVALID_ARGUMENT);
+      for (const over of [{ reasoningEffort: 'high' }, { logitBias: { '50256': -100 } }, { verbosity: 'low' }] as Partial<GenerateRequest>[]) expect((await usage(over)).error?.code).toBe(status.INVALID_ARGUMENT);
       expect((await emulatorStats(emulator)).requests).toBe(before);
       return;
     }
@@ -264,9 +264,11 @@ describe.each([
     expect(plain.reasoning).toBe(0);
     expect(high.reasoning).toBe(high.completion - plain.completion);
     expect(await usage({ logitBias: { '50256': -100 } })).toEqual(plain);
+    expect((await usage({ verbosity: 'low' })).completion).toBeLessThan(plain.completion * 0.75);
+    expect((await usage({ verbosity: 'high' })).completion).toBeGreaterThan(plain.completion * 1.4);
     // Refused before the provider is asked: a value OpenAI would refuse.
     const before = (await emulatorStats(emulator)).requests;
-    for (const over of [{ reasoningEffort: 'extreme' }, { logitBias: { hello: 1 } }, { logitBias: { '1': 101 } }] as Partial<GenerateRequest>[]) expect((await usage(over)).error?.code).toBe(status.INVALID_ARGUMENT);
+    for (const over of [{ reasoningEffort: 'extreme' }, { logitBias: { hello: 1 } }, { logitBias: { '1': 101 } }, { verbosity: 'terse' }] as Partial<GenerateRequest>[]) expect((await usage(over)).error?.code).toBe(status.INVALID_ARGUMENT);
     expect((await emulatorStats(emulator)).requests).toBe(before);
   });
 

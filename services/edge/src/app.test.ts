@@ -534,23 +534,23 @@ describe('edge app (fake peers)', () => {
       }
     });
 
-    test('stop, top_p, seed, the penalties, response_format, parallel_tool_calls, reasoning_effort and logit_bias reach the broker as asked (a single stop string as a list of one)', async () => {
-      type Seen = Pick<GenerateRequest, 'stop' | 'topP' | 'seed' | 'presencePenalty' | 'frequencyPenalty' | 'responseFormatJson' | 'parallelToolCalls' | 'reasoningEffort' | 'logitBias'>;
+    test('stop, top_p, seed, the penalties, response_format, parallel_tool_calls, reasoning_effort, logit_bias and verbosity reach the broker as asked (a single stop string as a list of one)', async () => {
+      type Seen = Pick<GenerateRequest, 'stop' | 'topP' | 'seed' | 'presencePenalty' | 'frequencyPenalty' | 'responseFormatJson' | 'parallelToolCalls' | 'reasoningEffort' | 'logitBias' | 'verbosity'>;
       const seen: Seen[] = [];
       const generate = gw.fakeBroker.generate.bind(gw.fakeBroker);
       gw.fakeBroker.generate = (req, signal, gate) => {
-        const { stop, topP, seed, presencePenalty, frequencyPenalty, responseFormatJson, parallelToolCalls, reasoningEffort, logitBias } = req as GenerateRequest;
-        seen.push({ stop, topP, seed, presencePenalty, frequencyPenalty, responseFormatJson, parallelToolCalls, reasoningEffort, logitBias });
+        const { stop, topP, seed, presencePenalty, frequencyPenalty, responseFormatJson, parallelToolCalls, reasoningEffort, logitBias, verbosity } = req as GenerateRequest;
+        seen.push({ stop, topP, seed, presencePenalty, frequencyPenalty, responseFormatJson, parallelToolCalls, reasoningEffort, logitBias, verbosity });
         return generate(req, signal, gate);
       };
-      const none = { topP: undefined, seed: undefined, presencePenalty: undefined, frequencyPenalty: undefined, responseFormatJson: '', parallelToolCalls: undefined, reasoningEffort: undefined, logitBias: {} };
+      const none = { topP: undefined, seed: undefined, presencePenalty: undefined, frequencyPenalty: undefined, responseFormatJson: '', parallelToolCalls: undefined, reasoningEffort: undefined, logitBias: {}, verbosity: undefined };
       const schema = { type: 'json_schema', json_schema: { name: 'answer', schema: { type: 'object', properties: { text: { type: 'string' } } }, strict: true } };
       try {
         for (const extra of [
           {}, { stop: null, top_p: null, seed: null, presence_penalty: null, frequency_penalty: null, response_format: null },
           { stop: '\n\n', top_p: 0.9, seed: 42, presence_penalty: 0.5, frequency_penalty: -1 }, { stop: ['END', 'STOP'], response_format: { type: 'json_object' } },
           { response_format: schema }, { parallel_tool_calls: true }, { parallel_tool_calls: false },
-          { reasoning_effort: 'high', logit_bias: { '50256': -100, '1734': 2.5 } }, { reasoning_effort: null, logit_bias: null },
+          { reasoning_effort: 'high', logit_bias: { '50256': -100, '1734': 2.5 } }, { reasoning_effort: null, logit_bias: null, verbosity: null }, { verbosity: 'low' },
         ]) {
           expect((await ask(extra)).status).toBe(200);
         }
@@ -564,6 +564,7 @@ describe('edge app (fake peers)', () => {
           { ...none, stop: [], parallelToolCalls: false },
           { ...none, stop: [], reasoningEffort: 'high', logitBias: { '50256': -100, '1734': 2.5 } },
           { ...none, stop: [] },
+          { ...none, stop: [], verbosity: 'low' },
         ]);
         expect(await refusal(await ask({ presence_penalty: 3 }))).toBe('body/presence_penalty must be <= 2');
         expect(await refusal(await ask({ response_format: { type: 'xml' } }))).toBe('body/response_format/type must be "text" or "json_object" or "json_schema"');
@@ -575,6 +576,7 @@ describe('edge app (fake peers)', () => {
         expect(await refusal(await ask({ reasoning_effort: 'extreme' }))).toBe('body/reasoning_effort must be "minimal" or "low" or "medium" or "high" or null');
         expect(await refusal(await ask({ logit_bias: { hello: 1 } }))).toBe('body/logit_bias key "hello" must be a token id (up to 9 digits)');
         expect(await refusal(await ask({ logit_bias: { '1734': 101 } }))).toBe('body/logit_bias/1734 must be <= 100');
+        expect(await refusal(await ask({ verbosity: 'terse' }))).toBe('body/verbosity must be "low" or "medium" or "high" or null');
       } finally {
         gw.fakeBroker.generate = generate;
       }

@@ -53,6 +53,8 @@ export interface GenerateInput {
   reasoningEffort?: string;
   /** OpenAI's `logit_bias`: token ids (as text) to a bias from -100 to 100; empty or absent: none. */
   logitBias?: Record<string, number>;
+  /** OpenAI's `verbosity` (low, medium, high); empty or absent: the model's default. */
+  verbosity?: string;
   /** Answer from (and store into) the response cache. */
   cache: boolean;
   /** Ask the upstream for the whole answer at once (the caller does not stream). */
@@ -98,6 +100,7 @@ const generatedTokens = (text: string, toolCalls: readonly ToolCallOut[]): numbe
   countText(text) + toolCalls.reduce((n, c) => n + countText(c.name) + countText(c.argumentsJson), 0);
 const TOOL_NAME = /^[a-zA-Z0-9_-]{1,64}$/;
 const REASONING_EFFORTS = new Set(['minimal', 'low', 'medium', 'high']);
+const VERBOSITIES = new Set(['low', 'medium', 'high']);
 
 /** `response_format` JSON → the object to send, none for text; refused when it is not one of OpenAI's. */
 function responseFormatOf(json: string | undefined): Record<string, unknown> | undefined {
@@ -286,6 +289,7 @@ export class LlmBroker {
     if (!Number.isInteger(top) || top < 0 || top > 20) throw new BrokerRefusal('invalid_request', 'top_logprobs must be an integer between 0 and 20');
     if (top > 0 && !input.logprobs) throw new BrokerRefusal('invalid_request', 'top_logprobs is only allowed with logprobs');
     if (input.reasoningEffort && !REASONING_EFFORTS.has(input.reasoningEffort)) throw new BrokerRefusal('invalid_request', 'reasoning_effort must be minimal, low, medium or high');
+    if (input.verbosity && !VERBOSITIES.has(input.verbosity)) throw new BrokerRefusal('invalid_request', 'verbosity must be low, medium or high');
     const bias = Object.entries(input.logitBias ?? {});
     if (bias.length > 300 || bias.some(([token, v]) => !/^\d{1,9}$/.test(token) || !(v >= -100 && v <= 100))) {
       throw new BrokerRefusal('invalid_request', 'logit_bias maps up to 300 token ids to a bias between -100 and 100');
@@ -304,6 +308,7 @@ export class LlmBroker {
       ...(input.parallelToolCalls === false && input.tools.length > 0 ? { parallelToolCalls: false } : {}),
       ...(input.logprobs ? { logprobs: true, ...(top > 0 ? { topLogprobs: top } : {}) } : {}),
       ...(input.reasoningEffort ? { reasoningEffort: input.reasoningEffort } : {}),
+      ...(input.verbosity ? { verbosity: input.verbosity } : {}),
       ...(bias.length > 0 ? { logitBias: input.logitBias } : {}),
       maxTokens: input.maxTokens > 0 ? input.maxTokens : this.d.defaultMaxTokens,
       ...(input.temperature !== undefined ? { temperature: input.temperature } : {}),

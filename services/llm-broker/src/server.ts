@@ -72,6 +72,7 @@ export function toInput(req: GenerateRequest): GenerateInput {
     logprobs: req.logprobs,
     topLogprobs: req.topLogprobs,
     reasoningEffort: req.reasoningEffort,
+    verbosity: req.verbosity,
     logitBias: req.logitBias,
     temperature: req.hasTemperature ? req.temperature : undefined,
     cache: req.cache,

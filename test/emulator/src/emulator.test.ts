@@ -259,6 +259,19 @@ describe('POST /v1/chat/completions, not streamed', () => {
     expect(await refused({ logit_bias: { '1734': 101 } })).toMatchObject({ param: 'logit_bias', code: 'invalid_value' });
   });
 
+  it('verbosity: a shorter answer at low, a longer one at high, checked as OpenAI checks it', async () => {
+    type Completion = { usage: { completion_tokens: number } };
+    const messages = [{ role: 'user', content: 'How do tides work?' }];
+    const length = async (extra: Record<string, unknown>) => ((await (await chat({ model: 'm', messages, seed: 6, ...extra })).json()) as Completion).usage.completion_tokens;
+    const medium = await length({});
+    expect(await length({ verbosity: 'medium' })).toBe(medium);
+    expect(await length({ verbosity: 'low' })).toBeLessThan(medium * 0.75);
+    expect(await length({ verbosity: 'high' })).toBeGreaterThan(medium * 1.4);
+    const res = await chat({ model: 'm', messages, verbosity: 'terse' });
+    expect(res.status).toBe(400);
+    expect(((await res.json()) as { error: unknown }).error).toMatchObject({ param: 'verbosity', code: 'invalid_value', message: expect.stringContaining("'low', 'medium', and 'high'") });
+  });
+
   it('ends the Critic with a VERDICT line that follows the round', async () => {
     emulator.configure({ reviseRate: 1 });
     const critique = async (round: number): Promise<string> => {

@@ -132,6 +132,7 @@ export function parseMessagesRequest(body: unknown): ChatCompletionRequest {
     logprobs: false,
     topLogprobs: 0,
     reasoningEffort: undefined,
+    verbosity: undefined,
     topP: body.top_p === undefined ? undefined : typeof body.top_p === 'number' && body.top_p >= 0 && body.top_p <= 1 ? body.top_p : bad('top_p: Input should be less than or equal to 1'),
     temperature: temperature as number | undefined,
   };

@@ -63,10 +63,14 @@ export interface ChatCompletionRequest {
   topLogprobs: number;
   /** A reasoning model's `reasoning_effort`: how many tokens it thinks before it answers (billed as completion tokens). */
   reasoningEffort: ReasoningEffort | undefined;
+  /** `verbosity`: how long an answer the model writes (absent: medium). */
+  verbosity: Verbosity | undefined;
 }
 
 export const REASONING_EFFORTS = ['minimal', 'low', 'medium', 'high'] as const;
 export type ReasoningEffort = (typeof REASONING_EFFORTS)[number];
+export const VERBOSITIES = ['low', 'medium', 'high'] as const;
+export type Verbosity = (typeof VERBOSITIES)[number];
 
 /** A 400 in OpenAI's words: message, offending parameter, machine-readable code. */
 export class InvalidRequestError extends Error {
@@ -379,6 +383,10 @@ export function parseChatCompletionRequest(body: unknown): ChatCompletionRequest
       'invalid_value',
     );
   }
+  const verbosity = optional(body, 'verbosity');
+  if (verbosity !== undefined && !VERBOSITIES.includes(verbosity as Verbosity)) {
+    throw new InvalidRequestError(`Invalid value: ${JSON.stringify(verbosity)}. Supported values are: 'low', 'medium', and 'high'.`, 'verbosity', 'invalid_value');
+  }
   checkLogitBias(optional(body, 'logit_bias'));
   const parallelToolCalls = optional(body, 'parallel_tool_calls');
   if (parallelToolCalls !== undefined) {
@@ -405,6 +413,7 @@ export function parseChatCompletionRequest(body: unknown): ChatCompletionRequest
     logprobs,
     topLogprobs,
     reasoningEffort: reasoningEffort as ReasoningEffort | undefined,
+    verbosity: verbosity as Verbosity | undefined,
   };
 }
 

@@ -12,7 +12,7 @@ import { BodyTooLargeError, openAiError, pathOf, readBody, sendJson } from './ht
 import { ProviderLimits } from './limits';
 import { SeededRandom } from './random';
 import { ANTHROPIC, DialectInvalid, OPENAI, type Dialect } from './dialects';
-import type { ChatCompletionRequest, ReasoningEffort } from './request';
+import type { ChatCompletionRequest, ReasoningEffort, Verbosity } from './request';
 import { StatsRecorder, type EmulatorStats } from './stats';
 import { countPromptTokens, tokenizer } from './tokens';
 
@@ -22,6 +22,8 @@ const MAX_BODY_BYTES = 16 * 1024 * 1024;
 const MINUTE_MS = 60_000;
 /** Reasoning tokens per `reasoning_effort`, as a share of the configured answer length. */
 const REASONING_SHARE: Record<ReasoningEffort, number> = { minimal: 0, low: 1, medium: 3, high: 8 };
+/** The answer's length per `verbosity`, as a share of the configured one (medium, the default: all of it). */
+const VERBOSITY_SHARE: Record<Verbosity, number> = { low: 0.5, medium: 1, high: 2 };
 
 function requestId(): string {
   return `req_${randomBytes(16).toString('hex')}`;
@@ -301,7 +303,8 @@ export class ProviderEmulator {
     const draw = rng.next();
     const fate: Fate =
       draw < config.failureRate ? 'fail' : draw < config.failureRate + config.hangRate ? 'hang' : draw < config.failureRate + config.hangRate + config.cutRate ? 'cut' : 'answer';
-    const answer = formatted(composeAnswer(request, rng, config), request.responseFormat);
+    const length = request.verbosity ? { ...config, completionTokens: Math.round(config.completionTokens * VERBOSITY_SHARE[request.verbosity]) } : config;
+    const answer = formatted(composeAnswer(request, rng, length), request.responseFormat);
     const images = request.messages.reduce((n, m) => n + (m.images?.length ?? 0), 0);
     this.recorder.admitted(Date.now(), answer.role, promptTokens, request.stream, images);
     if (fate === 'hang') this.recorder.hung();

@@ -41,6 +41,7 @@ interface ChatBody {
   logprobs?: boolean | null;
   top_logprobs?: number | null;
   reasoning_effort?: string | null;
+  verbosity?: string | null;
   logit_bias?: Record<string, number> | null;
   user?: string;
 }
@@ -212,7 +213,7 @@ export function openaiRoutes(app: FastifyInstance, ctx: EdgeContext): void {
           'after the `assistant` message that carries the `tool_calls`. Message content is text (a string, or parts of type `text`); a user message\'s parts may be images too ' +
           '(`image_url`: `url` https or a data: URL of a base64 PNG, JPEG, GIF or WebP, `detail` auto, low or high), which the provider reads (its refusal of an image is a 400 that says why) and bills as prompt tokens; ' +
           'the `agent-mesh` model takes text only. ' +
-          '`n`, `top_p`, `stop`, `seed`, the penalties, `response_format`, `parallel_tool_calls`, `logprobs`, `reasoning_effort` and `logit_bias` are passed on; OpenAI\'s other parameters are accepted only at the value that changes nothing (`store` false…, each documented below) ' +
+          '`n`, `top_p`, `stop`, `seed`, the penalties, `response_format`, `parallel_tool_calls`, `logprobs`, `reasoning_effort`, `verbosity` and `logit_bias` are passed on; OpenAI\'s other parameters are accepted only at the value that changes nothing (`store` false…, each documented below) ' +
           'and refused with 400 otherwise, as is a parameter OpenAI does not have: nothing in a request is silently ignored.',
         headers: { type: 'object', properties: { [CACHE_HEADER]: { type: 'string', enum: ['on', 'off'] } } },
         body: {
@@ -319,6 +320,11 @@ export function openaiRoutes(app: FastifyInstance, ctx: EdgeContext): void {
               type: ['string', 'null'],
               enum: ['minimal', 'low', 'medium', 'high', null],
               description: 'how much a reasoning model thinks before it answers (its reasoning tokens are billed as completion tokens, within `max_completion_tokens`); an Anthropic upstream has none (as seed)',
+            },
+            verbosity: {
+              type: ['string', 'null'],
+              enum: ['low', 'medium', 'high', null],
+              description: 'how long an answer the model writes (OpenAI\'s); an Anthropic upstream has none (as seed)',
             },
             logit_bias: {
               type: ['object', 'null'],
@@ -474,6 +480,7 @@ async function* direct(ctx: EdgeContext, userId: string, body: ChatBody, message
     ...(body.parallel_tool_calls === false ? { parallelToolCalls: false } : {}),
     ...(body.logprobs ? { logprobs: true, ...(body.top_logprobs ? { topLogprobs: body.top_logprobs } : {}) } : {}),
     ...(body.reasoning_effort ? { reasoningEffort: body.reasoning_effort } : {}),
+    ...(body.verbosity ? { verbosity: body.verbosity } : {}),
     logitBias: body.logit_bias ?? {},
     maxTokens,
     temperature: body.temperature ?? 0,

@@ -77,7 +77,7 @@ describe('Anthropic Messages request', () => {
     expect(anthropicProtocol.unsupported?.({ ...req, parallelToolCalls: false })).toBeUndefined();
   });
 
-  it('writes stop as stop_sequences and top_p; a seed, penalties, response_format, logprobs, reasoning_effort or logit_bias it cannot send, and says so', () => {
+  it('writes stop as stop_sequences and top_p; a seed, penalties, response_format, logprobs, reasoning_effort, logit_bias or verbosity it cannot send, and says so', () => {
     const body = JSON.parse(anthropicProtocol.request({ ...req, stop: ['END'], topP: 0.9 }, 'k', true).body) as Record<string, unknown>;
     expect(body).toMatchObject({ stop_sequences: ['END'], top_p: 0.9 });
     expect(body).not.toHaveProperty('stop');
@@ -89,6 +89,7 @@ describe('Anthropic Messages request', () => {
     expect(anthropicProtocol.unsupported?.({ ...req, logprobs: true })).toBe('logprobs');
     expect(anthropicProtocol.unsupported?.({ ...req, reasoningEffort: 'high' })).toBe('reasoning_effort');
     expect(anthropicProtocol.unsupported?.({ ...req, logitBias: { '1': 5 } })).toBe('logit_bias');
+    expect(anthropicProtocol.unsupported?.({ ...req, verbosity: 'low' })).toBe('verbosity');
   });
 
   it('writes a user\'s images as image blocks (a data: URL as base64, any other by URL) among its text, counts them as Anthropic bills them, and refuses a detail it has not', () => {

@@ -303,6 +303,20 @@ export function countMessagesTokens(body: MessagesRequestBody): number {
   return total;
 }
 
+/** What the Messages API has no way to send, as OpenAI's parameter names: a call that sets one goes elsewhere, or is refused. */
+const UNSUPPORTED: [string, (req: ProviderRequest) => boolean][] = [
+  ['seed', (r) => r.seed !== undefined],
+  ['presence_penalty', (r) => r.presencePenalty !== undefined],
+  ['frequency_penalty', (r) => r.frequencyPenalty !== undefined],
+  ['response_format', (r) => r.responseFormat !== undefined],
+  ['logprobs', (r) => r.logprobs === true],
+  ['reasoning_effort', (r) => !!r.reasoningEffort],
+  ['logit_bias', (r) => r.logitBias !== undefined],
+  ['verbosity', (r) => !!r.verbosity],
+  // It sizes every image itself: a detail asked for would be ignored.
+  ['image_url.detail', (r) => r.messages.some((m) => m.parts?.some((p) => p.imageDetail === 'low' || p.imageDetail === 'high'))],
+];
+
 export const anthropicProtocol: WireProtocol = {
   name: 'anthropic',
   request(req, apiKey, stream) {
@@ -315,15 +329,5 @@ export const anthropicProtocol: WireProtocol = {
   error: anthropicError,
   parser: () => new MessagesStreamParser(),
   countPromptTokens: (req) => countMessagesTokens(messagesRequestBody(req)) + imagesTokens(req.messages, anthropicImageTokens),
-  // The Messages API has none of these.
-  unsupported: (req) =>
-    req.seed !== undefined ? 'seed'
-      : req.presencePenalty !== undefined ? 'presence_penalty'
-        : req.frequencyPenalty !== undefined ? 'frequency_penalty'
-          : req.responseFormat ? 'response_format'
-            : req.logprobs ? 'logprobs'
-              : req.reasoningEffort ? 'reasoning_effort'
-                : req.logitBias ? 'logit_bias'
-                  // It sizes every image itself: a detail asked for would be ignored.
-                  : req.messages.some((m) => m.parts?.some((p) => p.imageDetail === 'low' || p.imageDetail === 'high')) ? 'image_url.detail' : undefined,
+  unsupported: (req) => UNSUPPORTED.find(([, set]) => set(req))?.[0],
 };

@@ -31,6 +31,7 @@ export interface ChatRequestBody {
   top_logprobs?: number;
   reasoning_effort?: string;
   logit_bias?: Record<string, number>;
+  verbosity?: string;
 }
 
 /** A part as OpenAI's content part: text, or an image by URL with its detail. */
@@ -84,6 +85,7 @@ function buildBody(req: ProviderRequest): ChatRequestBody {
     ...(req.logprobs ? { logprobs: true, ...(req.topLogprobs ? { top_logprobs: req.topLogprobs } : {}) } : {}),
     ...(req.reasoningEffort ? { reasoning_effort: req.reasoningEffort } : {}),
     ...(req.logitBias ? { logit_bias: req.logitBias } : {}),
+    ...(req.verbosity ? { verbosity: req.verbosity } : {}),
   };
 }
 

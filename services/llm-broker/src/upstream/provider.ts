@@ -88,6 +88,8 @@ export interface ProviderRequest {
   reasoningEffort?: string;
   /** Token ids (as text) to a bias from -100 to 100 (OpenAI's `logit_bias`); absent: none. */
   logitBias?: Record<string, number>;
+  /** How long an answer the model writes (OpenAI's `verbosity`: low, medium, high). */
+  verbosity?: string;
   /** False: ask for the whole answer at once (when the protocol can); absent or true: streamed. */
   stream?: boolean;
 }

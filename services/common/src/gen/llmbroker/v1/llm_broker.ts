@@ -382,6 +382,11 @@ export interface GenerateRequest {
    * at most 300. OpenAI's; Anthropic has none (as with seed).
    */
   logitBias: { [key: string]: number };
+  /**
+   * verbosity (low, medium, high) is OpenAI's: how long an answer the model writes; unset: the
+   * model's default. Anthropic has none (as with seed).
+   */
+  verbosity?: string | undefined;
 }
 
 export interface GenerateRequest_LogitBiasEntry {
@@ -1095,6 +1100,7 @@ function createBaseGenerateRequest(): GenerateRequest {
     topLogprobs: undefined,
     reasoningEffort: undefined,
     logitBias: {},
+    verbosity: undefined,
   };
 }
 
@@ -1178,6 +1184,9 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
     globalThis.Object.entries(message.logitBias).forEach(([key, value]: [string, number]) => {
       GenerateRequest_LogitBiasEntry.encode({ key: key as any, value }, writer.uint32(218).fork()).join();
     });
+    if (message.verbosity !== undefined) {
+      writer.uint32(226).string(message.verbosity);
+    }
     return writer;
   },
 
@@ -1405,6 +1414,14 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
             }
             continue;
           }
+          case 28: {
+            if (tag !== 226) {
+              break;
+            }
+
+            message.verbosity = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1545,6 +1562,7 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
           {},
         )
         : {},
+      verbosity: isSet(object.verbosity) ? globalThis.String(object.verbosity) : undefined,
     };
   },
 
@@ -1634,6 +1652,9 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
         });
       }
     }
+    if (message.verbosity !== undefined) {
+      obj.verbosity = message.verbosity;
+    }
     return obj;
   },
 
@@ -1678,6 +1699,7 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
       },
       {},
     );
+    message.verbosity = object.verbosity ?? undefined;
     return message;
   },
 };
