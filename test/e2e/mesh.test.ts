@@ -166,6 +166,23 @@ describe('a user message', () => {
   });
 });
 
+test('a /v1 call\'s metadata tags its trace: Jaeger finds the call, with the broker\'s spans, by each tag', async () => {
+  const tag = `e2e-${Date.now()}`;
+  const res = await api('/v1/chat/completions', { method: 'POST', body: JSON.stringify({ model: 'emulator-1', messages: [{ role: 'user', content: 'How do tides work?' }], metadata: { team: tag, job: 'nightly' } }) });
+  expect(res.status).toBe(200);
+  type Trace = { spans: { operationName: string; processID: string; tags: { key: string; value: unknown }[] }[]; processes: Record<string, { serviceName: string }> };
+  const find = async (tags: Record<string, string>) =>
+    ((await (await fetch(`${jaeger.queryUrl}/api/traces?service=edge&tags=${encodeURIComponent(JSON.stringify(tags))}&lookback=1h&limit=5`)).json()) as { data: Trace[] }).data;
+  let traces: Trace[] = [];
+  await waitFor('the tagged trace in jaeger', async () => (traces = await find({ 'metadata.team': tag })).length > 0, { timeoutMs: 30_000, intervalMs: 1_000 });
+  expect(traces).toHaveLength(1);
+  // The same trace holds the broker's call to the provider.
+  const services = new Set(traces[0]!.spans.map((s) => traces[0]!.processes[s.processID]?.serviceName));
+  expect([...services]).toEqual(expect.arrayContaining(['edge', 'llm-broker']));
+  expect(await find({ 'metadata.team': tag, 'metadata.job': 'nightly' })).toHaveLength(1);
+  expect(await find({ 'metadata.team': tag, 'metadata.job': 'hourly' })).toHaveLength(0);
+});
+
 test('no secret in any log line: the JWT secret, the upstream API key and the user tokens never appear', async () => {
   // Paths where a careless log line would carry a secret: a refused token, a /v1 call (the API key
   // goes upstream), a bad body, an unknown route.

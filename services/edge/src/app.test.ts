@@ -551,6 +551,8 @@ describe('edge app (fake peers)', () => {
           { stop: '\n\n', top_p: 0.9, seed: 42, presence_penalty: 0.5, frequency_penalty: -1 }, { stop: ['END', 'STOP'], response_format: { type: 'json_object' } },
           { response_format: schema }, { parallel_tool_calls: true }, { parallel_tool_calls: false },
           { reasoning_effort: 'high', logit_bias: { '50256': -100, '1734': 2.5 } }, { reasoning_effort: null, logit_bias: null, verbosity: null }, { verbosity: 'low' },
+          // metadata tags the trace, and is not sent on.
+          { metadata: { team: 'search', job: 'nightly' }, modalities: ['text'] },
         ]) {
           expect((await ask(extra)).status).toBe(200);
         }
@@ -565,6 +567,7 @@ describe('edge app (fake peers)', () => {
           { ...none, stop: [], reasoningEffort: 'high', logitBias: { '50256': -100, '1734': 2.5 } },
           { ...none, stop: [] },
           { ...none, stop: [], verbosity: 'low' },
+          { ...none, stop: [] },
         ]);
         expect(await refusal(await ask({ presence_penalty: 3 }))).toBe('body/presence_penalty must be <= 2');
         expect(await refusal(await ask({ response_format: { type: 'xml' } }))).toBe('body/response_format/type must be "text" or "json_object" or "json_schema"');
@@ -577,6 +580,12 @@ describe('edge app (fake peers)', () => {
         expect(await refusal(await ask({ logit_bias: { hello: 1 } }))).toBe('body/logit_bias key "hello" must be a token id (up to 9 digits)');
         expect(await refusal(await ask({ logit_bias: { '1734': 101 } }))).toBe('body/logit_bias/1734 must be <= 100');
         expect(await refusal(await ask({ verbosity: 'terse' }))).toBe('body/verbosity must be "low" or "medium" or "high" or null');
+        expect(await refusal(await ask({ modalities: ['text', 'audio'] }))).toBe('body/modalities must be ["text"] or null');
+        // metadata checked as OpenAI checks it.
+        expect(await refusal(await ask({ metadata: Object.fromEntries(Array.from({ length: 17 }, (_, i) => [`k${i}`, 'v'])) }))).toBe('body/metadata must NOT have more than 16 properties');
+        expect(await refusal(await ask({ metadata: { ['k'.repeat(65)]: 'v' } }))).toBe(`body/metadata key "${'k'.repeat(65)}" must NOT have more than 64 characters`);
+        expect(await refusal(await ask({ metadata: { team: 'x'.repeat(513) } }))).toBe('body/metadata/team must NOT have more than 512 characters');
+        expect(await refusal(await ask({ metadata: { team: 7 } }))).toBe('body/metadata/team must be string');
       } finally {
         gw.fakeBroker.generate = generate;
       }

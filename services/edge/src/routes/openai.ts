@@ -44,6 +44,7 @@ interface ChatBody {
   verbosity?: string | null;
   logit_bias?: Record<string, number> | null;
   user?: string;
+  metadata?: Record<string, string> | null;
 }
 
 /** A function call as OpenAI writes it, in an assistant message or an answer. */
@@ -186,6 +187,7 @@ const messageSchema = {
 const DEFAULT_ONLY = {
   store: { enum: [false, null], description: 'nothing is stored at OpenAI: only false' },
   service_tier: { enum: ['auto', 'default', null], description: 'only auto or default' },
+  modalities: { enum: [['text'], null], description: 'text answers only: ["text"] (audio is refused)' },
 } as const;
 
 export function openaiRoutes(app: FastifyInstance, ctx: EdgeContext): void {
@@ -213,7 +215,7 @@ export function openaiRoutes(app: FastifyInstance, ctx: EdgeContext): void {
           'after the `assistant` message that carries the `tool_calls`. Message content is text (a string, or parts of type `text`); a user message\'s parts may be images too ' +
           '(`image_url`: `url` https or a data: URL of a base64 PNG, JPEG, GIF or WebP, `detail` auto, low or high), which the provider reads (its refusal of an image is a 400 that says why) and bills as prompt tokens; ' +
           'the `agent-mesh` model takes text only. ' +
-          '`n`, `top_p`, `stop`, `seed`, the penalties, `response_format`, `parallel_tool_calls`, `logprobs`, `reasoning_effort`, `verbosity` and `logit_bias` are passed on; OpenAI\'s other parameters are accepted only at the value that changes nothing (`store` false…, each documented below) ' +
+          '`n`, `top_p`, `stop`, `seed`, the penalties, `response_format`, `parallel_tool_calls`, `logprobs`, `reasoning_effort`, `verbosity` and `logit_bias` are passed on; `metadata` tags the call\'s trace; OpenAI\'s other parameters are accepted only at the value that changes nothing (`store` false…, each documented below) ' +
           'and refused with 400 otherwise, as is a parameter OpenAI does not have: nothing in a request is silently ignored.',
         headers: { type: 'object', properties: { [CACHE_HEADER]: { type: 'string', enum: ['on', 'off'] } } },
         body: {
@@ -335,6 +337,14 @@ export function openaiRoutes(app: FastifyInstance, ctx: EdgeContext): void {
             },
             parallel_tool_calls: { type: ['boolean', 'null'], description: 'false: at most one tool call in the answer (Anthropic\'s `disable_parallel_tool_use`); changes nothing without `tools`' },
             user: { type: 'string', maxLength: 256 },
+            metadata: {
+              type: ['object', 'null'],
+              maxProperties: 16,
+              propertyNames: { maxLength: 64 },
+              additionalProperties: { type: 'string', maxLength: 512 },
+              description: 'up to 16 tags (keys up to 64 characters, values up to 512) on the call\'s trace, as `metadata.<key>` attributes of the edge\'s span (searchable in Jaeger); ' +
+                'not sent to the provider, which takes them only with `store`',
+            },
             ...DEFAULT_ONLY,
           },
           // As OpenAI does: a parameter it does not know is refused, not ignored.
@@ -363,6 +373,7 @@ export function openaiRoutes(app: FastifyInstance, ctx: EdgeContext): void {
       // costs a DOMException with its stack: 3 % of the edge's CPU under load.)
       reply.raw.once('close', () => { if (!reply.raw.writableFinished) abort.abort(); });
       annotate({ [ATTR.userId]: req.userId });
+      if (body.metadata) annotate(Object.fromEntries(Object.entries(body.metadata).map(([k, v]) => [`metadata.${k}`, v])));
       const asked = req.headers[CACHE_HEADER];
       const n = body.n ?? 1;
       const cache = body.model !== PIPELINE_MODEL && n === 1 && (asked === 'on' || (asked !== 'off' && body.temperature === 0));
