@@ -286,6 +286,42 @@ test('the official openai client gets tool calls from the facade, streamed and n
   expect(await bad([{ role: 'assistant', content: null, tool_calls: [{ id: 'a', type: 'function', function: { name: 'f' } }] }])).toBe(400);
 });
 
+test('the Responses API through the official client: text streamed and not, a function call and its output sent back', async () => {
+  const client = new OpenAI({ apiKey: alice, baseURL: `${mesh.edge.url}/v1`, maxRetries: 0 });
+  const whole = await client.responses.create({ model: 'emulator-1', instructions: 'Be brief.', input: 'Why is the sea salty?' });
+  expect(whole.status).toBe('completed');
+  expect(whole.output_text.length).toBeGreaterThan(20);
+  expect(whole.usage!.input_tokens).toBeGreaterThan(5);
+  expect(whole.usage!.total_tokens).toBe(whole.usage!.input_tokens + whole.usage!.output_tokens);
+
+  let text = '';
+  let completed: OpenAI.Responses.Response | undefined;
+  for await (const e of await client.responses.create({ model: 'emulator-1', input: 'Why is the sea salty?', stream: true })) {
+    if (e.type === 'response.output_text.delta') text += e.delta;
+    if (e.type === 'response.completed') completed = e.response;
+  }
+  expect(text.length).toBeGreaterThan(20);
+  expect(completed!.output).toMatchObject([{ type: 'message', content: [{ type: 'output_text', text }] }]);
+  expect(completed!.usage!.output_tokens).toBeGreaterThan(0);
+
+  const tools: OpenAI.Responses.FunctionTool[] = [
+    { type: 'function', name: 'search_web', description: 'Search the web', parameters: { type: 'object', properties: { query: { type: 'string' } }, required: ['query'] }, strict: false },
+  ];
+  const question = 'Search the latest news about tidal power';
+  const asked = await client.responses.create({ model: 'emulator-1', input: question, tools });
+  const call = asked.output.find((i): i is OpenAI.Responses.ResponseFunctionToolCall => i.type === 'function_call')!;
+  expect(call).toMatchObject({ name: 'search_web', status: 'completed' });
+  expect(JSON.parse(call.arguments).query).toMatch(/tidal/i);
+  // The call, as the answer gave it, and its output go back as input items.
+  const answer = await client.responses.create({
+    model: 'emulator-1',
+    tools,
+    input: [{ role: 'user', content: question }, call, { type: 'function_call_output', call_id: call.call_id, output: '{"news":"a new tidal lagoon opened"}' }],
+  });
+  // The emulator quotes the tool result it was given.
+  expect(answer.output_text).toContain('According to the web results, "a new tidal lagoon opened"');
+});
+
 test('n choices through the official client: one upstream call each, each its own seeded answer, streamed and not', async () => {
   const client = new OpenAI({ apiKey: alice, baseURL: `${mesh.edge.url}/v1`, maxRetries: 0 });
   const messages = [{ role: 'user' as const, content: 'Why do cats purr?' }];

@@ -823,6 +823,103 @@ describe('edge app (fake peers)', () => {
     });
   });
 
+  describe('the Responses API (/v1/responses)', () => {
+    beforeAll(() => setup());
+    afterAll(() => teardown());
+    const respond = (extra: Record<string, unknown>) => fetch(`${base}/v1/responses`, {
+      method: 'POST', headers: json(alice), body: JSON.stringify({ model: 'upstream', input: 'hi', ...extra }),
+    });
+    const refusal = async (res: Response) => {
+      expect(res.status).toBe(400);
+      return ((await res.json()) as { error: { message: string } }).error.message;
+    };
+
+    test('answers a response: the text as one output message, the usage in its terms, what was asked echoed', async () => {
+      const res = await respond({ instructions: 'Be brief.', max_output_tokens: 50, metadata: { team: 'search' } });
+      expect(res.status).toBe(200);
+      const r = (await res.json()) as Record<string, any>;
+      expect(r).toMatchObject({
+        object: 'response', status: 'completed', error: null, incomplete_details: null, instructions: 'Be brief.', max_output_tokens: 50, model: 'upstream', store: false, metadata: { team: 'search' },
+        output: [{ type: 'message', status: 'completed', role: 'assistant', content: [{ type: 'output_text', text: 'Hello from the broker', annotations: [] }] }],
+        usage: { input_tokens: 5, output_tokens: 4, total_tokens: 9, output_tokens_details: { reasoning_tokens: 0 } },
+      });
+      expect(r['id']).toMatch(/^resp_[0-9a-f]{32}$/);
+      expect(r['output'][0].id).toMatch(/^msg_/);
+    });
+
+    test('input items become the chat: instructions first, images in user parts, function calls on one assistant message, their outputs as tool results', async () => {
+      const seen: GenerateRequest[] = [];
+      const generate = gw.fakeBroker.generate.bind(gw.fakeBroker);
+      gw.fakeBroker.generate = (req, signal, gate) => {
+        seen.push(req as GenerateRequest);
+        return generate(req, signal, gate);
+      };
+      try {
+        const tools = [{ type: 'function', name: 'search_web', description: 'Search', parameters: { type: 'object' } }];
+        const res = await respond({
+          instructions: 'Be brief.',
+          input: [
+            { role: 'user', content: [{ type: 'input_text', text: 'what is ' }, { type: 'input_image', image_url: 'https://example.com/a.png', detail: 'low' }] },
+            { type: 'function_call', call_id: 'c1', name: 'search_web', arguments: '{"q":"a"}' },
+            { type: 'function_call', call_id: 'c2', name: 'search_web', arguments: '{"q":"b"}' },
+            { type: 'function_call_output', call_id: 'c1', output: 'A' },
+            { type: 'function_call_output', call_id: 'c2', output: 'B' },
+            { type: 'message', role: 'assistant', content: [{ type: 'output_text', text: 'It is A and B.' }] },
+          ],
+          tools, tool_choice: { type: 'function', name: 'search_web' }, parallel_tool_calls: false, temperature: 0.5, top_p: 0.9,
+          text: { format: { type: 'json_schema', name: 'answer', schema: { type: 'object' } }, verbosity: 'low' }, reasoning: { effort: 'low' },
+        });
+        expect(res.status).toBe(200);
+        expect(seen[0]).toMatchObject({
+          messages: [
+            { role: 'system', content: 'Be brief.' },
+            { role: 'user', content: 'what is ', parts: { parts: [{ text: 'what is ', imageUrl: '' }, { imageUrl: 'https://example.com/a.png', imageDetail: 'low' }] } },
+            { role: 'assistant', content: '', toolCalls: [{ id: 'c1', name: 'search_web', argumentsJson: '{"q":"a"}' }, { id: 'c2', name: 'search_web', argumentsJson: '{"q":"b"}' }] },
+            { role: 'tool', content: 'A', toolCallId: 'c1' },
+            { role: 'tool', content: 'B', toolCallId: 'c2' },
+            { role: 'assistant', content: 'It is A and B.' },
+          ],
+          tools: [{ name: 'search_web', description: 'Search', parametersJsonSchema: '{"type":"object"}' }],
+          toolChoice: { mode: ToolChoiceMode.TOOL_CHOICE_MODE_FUNCTION, functionName: 'search_web' },
+          parallelToolCalls: false, temperature: 0.5, hasTemperature: true, topP: 0.9, verbosity: 'low', reasoningEffort: 'low',
+          responseFormatJson: JSON.stringify({ type: 'json_schema', json_schema: { name: 'answer', schema: { type: 'object' } } }),
+        });
+      } finally {
+        gw.fakeBroker.generate = generate;
+      }
+    });
+
+    test('streamed: the response\'s events in order, numbered, the text in deltas, then response.completed with the usage', async () => {
+      const res = await respond({ stream: true });
+      expect(res.status).toBe(200);
+      expect(res.headers.get('content-type')).toContain('text/event-stream');
+      const events = await readEvents(res);
+      expect(events.map((e) => e.event)).toEqual([
+        'response.created', 'response.in_progress', 'response.output_item.added', 'response.content_part.added',
+        ...Array(4).fill('response.output_text.delta'),
+        'response.output_text.done', 'response.content_part.done', 'response.output_item.done', 'response.completed',
+      ]);
+      const data = events.map((e) => e.data as Record<string, any>);
+      expect(data.map((d) => d['sequence_number'])).toEqual(data.map((_, i) => i));
+      expect(data.every((d, i) => d['type'] === events[i]!.event)).toBe(true);
+      expect(data.filter((d) => d['type'] === 'response.output_text.delta').map((d) => d['delta']).join('')).toBe('Hello from the broker');
+      const id = data[0]!['response'].id;
+      expect(data.at(-1)!['response']).toMatchObject({ id, status: 'completed', usage: { input_tokens: 5, output_tokens: 4 }, output: [{ type: 'message', content: [{ text: 'Hello from the broker' }] }] });
+    });
+
+    test('what this stateless API does not do is refused by name: store, previous_response_id, hosted tools, reasoning summaries, unknown parameters', async () => {
+      expect(await refusal(await respond({ store: true }))).toBe('body/store must be false or null');
+      expect(await refusal(await respond({ previous_response_id: 'resp_1' }))).toBe('body/previous_response_id must be null');
+      expect(await refusal(await respond({ tools: [{ type: 'web_search_preview' }] }))).toBe('body/tools/0/type must be "function"');
+      expect(await refusal(await respond({ reasoning: { effort: 'low', summary: 'auto' } }))).toBe('body/reasoning/summary must be null');
+      expect(await refusal(await respond({ temprature: 0 }))).toBe('body has a parameter this API does not take: "temprature" (refused rather than ignored)');
+      expect(await refusal(await respond({ input: [{ role: 'assistant', content: [{ type: 'input_image', image_url: 'https://example.com/a.png' }] }] })))
+        .toBe("body/input holds an image in a message with role 'assistant': only a user message may");
+      expect(await refusal(await respond({ input: [] }))).toBe('body/input must NOT have fewer than 1 items');
+      expect(await refusal(await respond({ tool_choice: 'required' }))).toBe('body/tool_choice other than "auto" is only allowed when body/tools are given');
+    });
+  });
+
   describe('SSE limiter', () => {
     beforeAll(() => setup({ maxStreams: 1 }));
     afterAll(() => teardown());

@@ -24,6 +24,7 @@ import { metricsRoutes } from './routes/metrics';
 import { opsRoutes } from './routes/ops';
 import { usageRoutes } from './routes/usage';
 import { openaiRoutes } from './routes/openai';
+import { responsesRoutes } from './routes/responses';
 import { frame } from './sse/frame';
 import { HeartbeatHub } from './sse/heartbeat';
 import { StreamLimiter } from './sse/limiter';
@@ -245,6 +246,7 @@ export async function buildApp(deps: AppDeps): Promise<EdgeApp> {
     conversationRoutes(api, ctx);
     eventRoutes(api, ctx);
     openaiRoutes(api, ctx);
+    responsesRoutes(api, ctx);
     usageRoutes(api, ctx);
     docsRoutes(api);
   });

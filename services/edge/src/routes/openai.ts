@@ -9,12 +9,12 @@ import type { EdgeContext } from '../context';
 import { badRequest, fromGrpc, HttpError, isGrpcError } from '../errors';
 import type { RunEvent } from '../gateways/types';
 import { streamHeaders } from '../sse/memory';
-import { anyObject, IMAGE_URL, NO_NUL, openAiErrorResponses, TOKEN_ID } from './schemas';
+import { anyObject, FUNCTION_NAME, IMAGE_URL, metadataSchema, NO_NUL, openAiErrorResponses, TOKEN_ID } from './schemas';
 
 export const PIPELINE_MODEL = 'agent-mesh';
 const CREATED = Math.floor(Date.now() / 1000);
 
-interface ChatBody {
+export interface ChatBody {
   model: string;
   messages: {
     role: string;
@@ -54,7 +54,7 @@ interface WireToolCall {
   function: { name: string; arguments: string };
 }
 
-interface Usage {
+export interface Usage {
   prompt_tokens: number;
   completion_tokens: number;
   total_tokens: number;
@@ -73,7 +73,7 @@ interface WireLogprob {
 const wireLogprob = (l: TokenLogprob): WireLogprob => ({ token: l.token, logprob: l.logprob, bytes: l.bytes, top_logprobs: l.topLogprobs.map(({ token, logprob, bytes }) => ({ token, logprob, bytes })) });
 
 /** What one completion produces, pipeline or direct: content deltas (with their tokens' log probabilities when asked), then the end. */
-type Piece = (
+export type Piece = (
   | { delta: string; logprobs?: WireLogprob[] }
   | { done: true; finishReason: string; usage: Usage; model: string; toolCalls: WireToolCall[] }
   | { queued: number; estimatedWaitMs: number }
@@ -88,10 +88,8 @@ type Piece = (
 const MAX_CHOICES = 16;
 
 /** The `x-mesh-cache` request header: `on` or `off` overrides the default (on at temperature 0). */
-const CACHE_HEADER = 'x-mesh-cache';
+export const CACHE_HEADER = 'x-mesh-cache';
 
-/** A function's (or a JSON schema's) name, as OpenAI checks it. */
-const FUNCTION_NAME = '^[a-zA-Z0-9_-]{1,64}$';
 
 const textPart = { type: 'object', required: ['type'], properties: { type: { type: 'string', enum: ['text'] }, text: { type: 'string', pattern: NO_NUL } } } as const;
 
@@ -337,14 +335,7 @@ export function openaiRoutes(app: FastifyInstance, ctx: EdgeContext): void {
             },
             parallel_tool_calls: { type: ['boolean', 'null'], description: 'false: at most one tool call in the answer (Anthropic\'s `disable_parallel_tool_use`); changes nothing without `tools`' },
             user: { type: 'string', maxLength: 256 },
-            metadata: {
-              type: ['object', 'null'],
-              maxProperties: 16,
-              propertyNames: { maxLength: 64 },
-              additionalProperties: { type: 'string', maxLength: 512 },
-              description: 'up to 16 tags (keys up to 64 characters, values up to 512) on the call\'s trace, as `metadata.<key>` attributes of the edge\'s span (searchable in Jaeger); ' +
-                'not sent to the provider, which takes them only with `store`',
-            },
+            metadata: metadataSchema,
             ...DEFAULT_ONLY,
           },
           // As OpenAI does: a parameter it does not know is refused, not ignored.
@@ -366,33 +357,7 @@ export function openaiRoutes(app: FastifyInstance, ctx: EdgeContext): void {
     },
     async (req, reply) => {
       const body = req.body as ChatBody;
-      const messages = body.messages.map(toChatMessage);
-      const abort = new AbortController();
-      // The response's close (not the request's, which fires once the body is read) before it was
-      // all sent means the client left. (After a full answer there is nothing to stop, and an abort
-      // costs a DOMException with its stack: 3 % of the edge's CPU under load.)
-      reply.raw.once('close', () => { if (!reply.raw.writableFinished) abort.abort(); });
-      annotate({ [ATTR.userId]: req.userId });
-      if (body.metadata) annotate(Object.fromEntries(Object.entries(body.metadata).map(([k, v]) => [`metadata.${k}`, v])));
-      const asked = req.headers[CACHE_HEADER];
-      const n = body.n ?? 1;
-      const cache = body.model !== PIPELINE_MODEL && n === 1 && (asked === 'on' || (asked !== 'off' && body.temperature === 0));
-      const gate = req.gate ?? undefined;
-      // The pipeline's agents have their own tools: a caller's would be ignored, so they are refused.
-      if (body.model === PIPELINE_MODEL && ((body.tools?.length ?? 0) > 0 || (body.tool_choice ?? 'auto') !== 'auto')) {
-        throw badRequest(`body/tools and body/tool_choice are not taken by the ${PIPELINE_MODEL} model, whose agents use their own tools`, undefined, body.tools?.length ? 'tools' : 'tool_choice');
-      }
-      const imageAt = messages.findIndex((m) => m.parts);
-      if (imageAt >= 0 && body.model === PIPELINE_MODEL) throw badRequest(`body/messages/${imageAt}/content holds an image: the ${PIPELINE_MODEL} model's agents read text`, undefined, `messages[${imageAt}].content`);
-      if (body.logprobs && body.model === PIPELINE_MODEL) throw badRequest(`body/logprobs is not available for the ${PIPELINE_MODEL} model, whose answer is a run's`, undefined, 'logprobs');
-      if (n > 1 && body.model === PIPELINE_MODEL) throw badRequest(`body/n must be 1 for the ${PIPELINE_MODEL} model, whose run gives one answer`, undefined, 'n');
-      // Several choices are several answers: one replayed from the cache would be each of them.
-      if (n > 1 && asked === 'on') throw badRequest(`body/n greater than 1 asks for different answers: the response cache (${CACHE_HEADER}: on) replays one`, undefined, 'n');
-      const toolChoice = toolChoiceOf(body);
-      const choice = (i: number) => direct(ctx, req.userId, body, messages, toolChoice, cache, abort.signal, gate, i);
-      const pieces = body.model === PIPELINE_MODEL
-        ? pipeline(ctx, req.userId, messages, abort.signal, gate)
-        : n === 1 ? choice(0) : merged(Array.from({ length: n }, (_, i) => choice(i)), abort);
+      const { pieces, abort, cache, n } = completion(ctx, req, reply, body);
       const id = `chatcmpl-${newId()}`;
       if (body.stream) return streamCompletion(ctx, req, reply, id, body, pieces, abort, cache, n);
       const choices: { content: string; logprobs: WireLogprob[]; done?: Extract<Piece, { done: true }> }[] = Array.from({ length: n }, () => ({ content: '', logprobs: [] }));
@@ -429,6 +394,42 @@ export function openaiRoutes(app: FastifyInstance, ctx: EdgeContext): void {
       throw new HttpError(502, 'incomplete', 'the completion ended without a result');
     },
   );
+}
+
+/**
+ * A chat completion begun: the body checked beyond its schema, the pieces of its answer (the
+ * pipeline's, one choice's, or `n` merged), the controller that stops it when the client leaves,
+ * and whether the response cache is asked.
+ */
+export function completion(ctx: EdgeContext, req: FastifyRequest, reply: FastifyReply, body: ChatBody): { pieces: AsyncGenerator<Piece>; abort: AbortController; cache: boolean; n: number } {
+  const messages = body.messages.map(toChatMessage);
+  const abort = new AbortController();
+  // The response's close (not the request's, which fires once the body is read) before it was
+  // all sent means the client left. (After a full answer there is nothing to stop, and an abort
+  // costs a DOMException with its stack: 3 % of the edge's CPU under load.)
+  reply.raw.once('close', () => { if (!reply.raw.writableFinished) abort.abort(); });
+  annotate({ [ATTR.userId]: req.userId });
+  if (body.metadata) annotate(Object.fromEntries(Object.entries(body.metadata).map(([k, v]) => [`metadata.${k}`, v])));
+  const asked = req.headers[CACHE_HEADER];
+  const n = body.n ?? 1;
+  const cache = body.model !== PIPELINE_MODEL && n === 1 && (asked === 'on' || (asked !== 'off' && body.temperature === 0));
+  const gate = req.gate ?? undefined;
+  // The pipeline's agents have their own tools: a caller's would be ignored, so they are refused.
+  if (body.model === PIPELINE_MODEL && ((body.tools?.length ?? 0) > 0 || (body.tool_choice ?? 'auto') !== 'auto')) {
+    throw badRequest(`body/tools and body/tool_choice are not taken by the ${PIPELINE_MODEL} model, whose agents use their own tools`, undefined, body.tools?.length ? 'tools' : 'tool_choice');
+  }
+  const imageAt = messages.findIndex((m) => m.parts);
+  if (imageAt >= 0 && body.model === PIPELINE_MODEL) throw badRequest(`body/messages/${imageAt}/content holds an image: the ${PIPELINE_MODEL} model's agents read text`, undefined, `messages[${imageAt}].content`);
+  if (body.logprobs && body.model === PIPELINE_MODEL) throw badRequest(`body/logprobs is not available for the ${PIPELINE_MODEL} model, whose answer is a run's`, undefined, 'logprobs');
+  if (n > 1 && body.model === PIPELINE_MODEL) throw badRequest(`body/n must be 1 for the ${PIPELINE_MODEL} model, whose run gives one answer`, undefined, 'n');
+  // Several choices are several answers: one replayed from the cache would be each of them.
+  if (n > 1 && asked === 'on') throw badRequest(`body/n greater than 1 asks for different answers: the response cache (${CACHE_HEADER}: on) replays one`, undefined, 'n');
+  const toolChoice = toolChoiceOf(body);
+  const choice = (i: number) => direct(ctx, req.userId, body, messages, toolChoice, cache, abort.signal, gate, i);
+  const pieces = body.model === PIPELINE_MODEL
+    ? pipeline(ctx, req.userId, messages, abort.signal, gate)
+    : n === 1 ? choice(0) : merged(Array.from({ length: n }, (_, i) => choice(i)), abort);
+  return { pieces, abort, cache, n };
 }
 
 function toChatMessage(m: ChatBody['messages'][number], i: number): ChatMessage {
@@ -585,7 +586,7 @@ const sumUsage = (usages: Usage[]): Usage => {
  * the event loop: resuming the call runs what follows its `done` (with the inline broker, the
  * settlement's bookkeeping: ~0.2 ms) at once, which would come before the answer is written.
  */
-function readToEnd(pieces: AsyncGenerator<Piece>, ctx: EdgeContext): void {
+export function readToEnd(pieces: AsyncGenerator<Piece>, ctx: EdgeContext): void {
   void (async () => {
     await new Promise((resolve) => setImmediate(resolve));
     for (let next = await pieces.next(); !next.done; next = await pieces.next());
@@ -671,39 +672,12 @@ async function streamCompletion(
 ): Promise<void> {
   const started = Date.now();
   const first = await pieces.next(); // throws → the error handler answers with a status
-  void reply.hijack();
-  req.streaming = true;
-  const raw = reply.raw;
   // A replayed answer says so first, so the header can tell before any token.
   const cacheStatus = !first.done && 'cached' in first.value ? first.value.cached : cache ? 'miss' : undefined;
-  // A hijacked reply writes only what is given here: the reply's headers that apply to a stream
-  // (CORS, nosniff, HSTS, …) are passed on, as for a run's stream.
-  raw.writeHead(200, {
-    ...streamHeaders(reply.getHeaders()),
-    'content-type': 'text/event-stream; charset=utf-8',
-    'cache-control': 'no-cache, no-transform',
-    connection: 'keep-alive',
-    'x-accel-buffering': 'no',
-    ...(cacheStatus ? { [CACHE_HEADER]: cacheStatus } : {}),
-  });
-  ctx.stats.openStreams.inc();
+  const { write, close } = eventStream(ctx, req, reply, abort, cacheStatus ? { [CACHE_HEADER]: cacheStatus } : {});
   const created = Math.floor(Date.now() / 1000);
   const chunk = (delta: Record<string, unknown>, finishReason: string | null, index = 0, model = body.model, logprobs: WireLogprob[] | undefined = undefined) =>
     JSON.stringify({ id, object: 'chat.completion.chunk', created, model, choices: [{ index, delta, logprobs: logprobs ? { content: logprobs, refusal: null } : null, finish_reason: finishReason }] });
-  // Pull-based: the next piece is read only once the client took the last one (gRPC flow control
-  // holds the rest), so a slow client costs no memory here. What is written in one turn of the
-  // event loop leaves in one write (corked until the turn's end): the pieces that came in one read
-  // of the upstream, and the end of an answer (finish, usage, [DONE] and the chunked terminator),
-  // were a system call each.
-  const uncork = () => raw.uncork();
-  const write = async (text: string) => {
-    if (raw.destroyed) return;
-    if (raw.writableCorked === 0) {
-      raw.cork();
-      process.nextTick(uncork);
-    }
-    if (!raw.write(text)) await Promise.race([once(raw, 'drain'), once(abort.signal, 'abort')]);
-  };
   let answered = false;
   const usages: Usage[] = [];
   try {
@@ -743,9 +717,47 @@ async function streamCompletion(
     // After [DONE] the stream ends at once and the call's end is read on; otherwise the call stops.
     if (answered) readToEnd(pieces, ctx);
     else await pieces.return(undefined).catch(() => undefined);
-    raw.end();
-    ctx.stats.openStreams.dec();
-    ctx.stats.active.dec();
-    ctx.stats.observe('POST', '/v1/chat/completions', 200, (Date.now() - started) / 1000, true);
+    close('/v1/chat/completions', started);
   }
+}
+
+/**
+ * The reply as an event stream (hijacked: it writes only what is given here, so the reply's headers
+ * that apply to a stream — CORS, nosniff, HSTS, … — are passed on, as for a run's stream). Pull-based:
+ * the caller reads its next piece only once the client took the last one (gRPC flow control holds
+ * the rest), so a slow client costs no memory here. What is written in one turn of the event loop
+ * leaves in one write (corked until the turn's end): the pieces that came in one read of the
+ * upstream, and the end of an answer, were a system call each. `close` ends it and counts it as a
+ * request to `route` that began at `started`.
+ */
+export function eventStream(ctx: EdgeContext, req: FastifyRequest, reply: FastifyReply, abort: AbortController, headers: Record<string, string>) {
+  void reply.hijack();
+  req.streaming = true;
+  const raw = reply.raw;
+  raw.writeHead(200, {
+    ...streamHeaders(reply.getHeaders()),
+    'content-type': 'text/event-stream; charset=utf-8',
+    'cache-control': 'no-cache, no-transform',
+    connection: 'keep-alive',
+    'x-accel-buffering': 'no',
+    ...headers,
+  });
+  ctx.stats.openStreams.inc();
+  const uncork = () => raw.uncork();
+  return {
+    write: async (text: string) => {
+      if (raw.destroyed) return;
+      if (raw.writableCorked === 0) {
+        raw.cork();
+        process.nextTick(uncork);
+      }
+      if (!raw.write(text)) await Promise.race([once(raw, 'drain'), once(abort.signal, 'abort')]);
+    },
+    close: (route: string, started: number) => {
+      raw.end();
+      ctx.stats.openStreams.dec();
+      ctx.stats.active.dec();
+      ctx.stats.observe('POST', route, 200, (Date.now() - started) / 1000, true);
+    },
+  };
 }

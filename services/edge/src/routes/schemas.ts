@@ -14,6 +14,18 @@ export const NOT_BLANK = '^(?=[\\s\\S]*\\S)[^\\u0000]*$';
 export const TOKEN_ID = '^[0-9]{1,9}$';
 /** An image by URL: https, or a data: URL of a base64 image of a type both providers take (they read the bytes, and refuse bad ones). */
 export const IMAGE_URL = '^(https?://|data:image/(png|jpeg|gif|webp);base64,)';
+/** A function's (or a JSON schema's) name, as OpenAI checks it. */
+export const FUNCTION_NAME = '^[a-zA-Z0-9_-]{1,64}$';
+
+/** OpenAI's `metadata`, as it checks it: on /v1, tags on the call's trace. */
+export const metadataSchema = {
+  type: ['object', 'null'],
+  maxProperties: 16,
+  propertyNames: { maxLength: 64 },
+  additionalProperties: { type: 'string', maxLength: 512 },
+  description: 'up to 16 tags (keys up to 64 characters, values up to 512) on the call\'s trace, as `metadata.<key>` attributes of the edge\'s span (searchable in Jaeger); ' +
+    'not sent to the provider, which takes them only with `store`',
+} as const;
 
 export const idParams = {
   type: 'object',

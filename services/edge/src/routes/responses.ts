@@ -1,0 +1,379 @@
+// OpenAI's Responses API (POST /v1/responses), stateless: a request's `input` items and
+// `instructions` become a chat completion's messages, answered by the same call as
+// /v1/chat/completions (`completion`: the broker's queue and quota, the cache, the pipeline for
+// `agent-mesh`), and written back as a `response` object — or, streamed, as its typed events
+// (`response.created` … `response.output_text.delta` … `response.completed`). Nothing is kept: a
+// caller sends the conversation's items each turn (`store` true and `previous_response_id` are
+// refused, as is every parameter this API does not take).
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { randomBytes } from 'node:crypto';
+import type { EdgeContext } from '../context';
+import { badRequest, fromGrpc, HttpError, isGrpcError } from '../errors';
+import { CACHE_HEADER, completion, eventStream, readToEnd, type ChatBody, type Piece } from './openai';
+import { anyObject, FUNCTION_NAME, IMAGE_URL, metadataSchema, NO_NUL, openAiErrorResponses } from './schemas';
+
+const text = { type: 'string', maxLength: 200_000, pattern: NO_NUL } as const;
+
+/** A message's content part: text (input, or an earlier answer's output) or an image. */
+const contentPart = {
+  anyOf: [
+    { type: 'object', required: ['type', 'text'], properties: { type: { type: 'string', enum: ['input_text', 'output_text'] }, text, annotations: { type: 'array' } } },
+    {
+      type: 'object',
+      required: ['type', 'image_url'],
+      properties: { type: { type: 'string', enum: ['input_image'] }, image_url: { type: 'string', pattern: IMAGE_URL }, detail: { type: 'string', enum: ['auto', 'low', 'high'] } },
+    },
+  ],
+} as const;
+
+/** An item of `input`: a message, an earlier answer's function call, or a call's output. */
+const inputItem = {
+  anyOf: [
+    {
+      type: 'object',
+      required: ['role', 'content'],
+      properties: {
+        type: { type: 'string', enum: ['message'] },
+        role: { type: 'string', enum: ['user', 'system', 'developer', 'assistant'] },
+        content: { anyOf: [text, { type: 'array', maxItems: 100, items: contentPart }] },
+        id: { type: 'string' },
+        status: { type: 'string' },
+      },
+    },
+    {
+      type: 'object',
+      required: ['type', 'call_id', 'name', 'arguments'],
+      properties: {
+        type: { type: 'string', enum: ['function_call'] },
+        call_id: { type: 'string', minLength: 1, maxLength: 128, pattern: NO_NUL },
+        name: { type: 'string', pattern: FUNCTION_NAME },
+        arguments: text,
+        id: { type: 'string' },
+        status: { type: 'string' },
+      },
+    },
+    {
+      type: 'object',
+      required: ['type', 'call_id', 'output'],
+      properties: {
+        type: { type: 'string', enum: ['function_call_output'] },
+        call_id: { type: 'string', minLength: 1, maxLength: 128, pattern: NO_NUL },
+        output: text,
+        id: { type: 'string' },
+        status: { type: 'string' },
+      },
+    },
+  ],
+} as const;
+
+interface ResponsesBody {
+  model: string;
+  input: string | InputItem[];
+  instructions?: string | null;
+  stream?: boolean | null;
+  max_output_tokens?: number | null;
+  temperature?: number | null;
+  top_p?: number | null;
+  tools?: { type: 'function'; name: string; description?: string; parameters?: Record<string, unknown>; strict?: boolean }[];
+  tool_choice?: 'auto' | 'none' | 'required' | { type: 'function'; name: string } | null;
+  parallel_tool_calls?: boolean | null;
+  text?: { format?: { type: string; name?: string; schema?: Record<string, unknown>; description?: string; strict?: boolean | null }; verbosity?: string | null } | null;
+  reasoning?: { effort?: string | null } | null;
+  metadata?: Record<string, string> | null;
+  user?: string;
+  store?: boolean | null;
+  previous_response_id?: string | null;
+}
+
+type InputItem =
+  | { type?: 'message'; role: string; content: string | { type: string; text?: string; image_url?: string; detail?: string }[] }
+  | { type: 'function_call'; call_id: string; name: string; arguments: string }
+  | { type: 'function_call_output'; call_id: string; output: string };
+
+/** The chat completion a response is: its items as messages (an answer's function calls on one assistant message), its parameters under their chat names. */
+function asChat(body: ResponsesBody): ChatBody {
+  const messages: ChatBody['messages'] = [];
+  if (body.instructions) messages.push({ role: 'developer', content: body.instructions });
+  for (const item of typeof body.input === 'string' ? [{ role: 'user', content: body.input }] : body.input) {
+    if (item.type === 'function_call') {
+      const call = { id: item.call_id, type: 'function' as const, function: { name: item.name, arguments: item.arguments } };
+      const last = messages.at(-1);
+      if (last?.role === 'assistant' && last.tool_calls) last.tool_calls.push(call);
+      else messages.push({ role: 'assistant', content: null, tool_calls: [call] });
+    } else if (item.type === 'function_call_output') {
+      messages.push({ role: 'tool', tool_call_id: item.call_id, content: item.output });
+    } else {
+      const content = typeof item.content === 'string'
+        ? item.content
+        : item.content.map((p) => (p.type === 'input_image' ? { type: 'image_url', image_url: { url: p.image_url!, ...(p.detail ? { detail: p.detail } : {}) } } : { type: 'text', text: p.text ?? '' }));
+      if (item.role !== 'user' && typeof content !== 'string' && content.some((p) => p.type === 'image_url')) {
+        throw badRequest(`body/input holds an image in a message with role '${item.role}': only a user message may`, undefined, 'input');
+      }
+      messages.push({ role: item.role, content });
+    }
+  }
+  const nameless = (body.tools ?? []).findIndex((t) => !t.name);
+  if (nameless >= 0) throw badRequest(`body/tools/${nameless} must have required property 'name'`, undefined, `tools[${nameless}].name`);
+  const format = body.text?.format;
+  const choice = body.tool_choice;
+  return {
+    model: body.model,
+    messages,
+    stream: body.stream ?? false,
+    ...(body.max_output_tokens != null ? { max_completion_tokens: body.max_output_tokens } : {}),
+    ...(body.temperature != null ? { temperature: body.temperature } : {}),
+    ...(body.top_p != null ? { top_p: body.top_p } : {}),
+    ...(body.tools ? { tools: body.tools.map(({ name, description, parameters }) => ({ type: 'function' as const, function: { name, description, parameters } })) } : {}),
+    ...(choice != null ? { tool_choice: typeof choice === 'string' ? choice : { type: 'function' as const, function: { name: choice.name } } } : {}),
+    ...(body.parallel_tool_calls != null ? { parallel_tool_calls: body.parallel_tool_calls } : {}),
+    ...(format && format.type !== 'text'
+      ? { response_format: format.type === 'json_schema' ? { type: 'json_schema', json_schema: { name: format.name, schema: format.schema, description: format.description, strict: format.strict } } : { type: format.type } }
+      : {}),
+    ...(body.reasoning?.effort ? { reasoning_effort: body.reasoning.effort } : {}),
+    ...(body.text?.verbosity ? { verbosity: body.text.verbosity } : {}),
+    ...(body.metadata ? { metadata: body.metadata } : {}),
+  };
+}
+
+type Done = Extract<Piece, { done: true }>;
+
+const itemId = (prefix: string) => `${prefix}_${randomBytes(16).toString('hex')}`;
+
+/** How the call ended, in the Responses API's terms. */
+function statusOf(finishReason: string): { status: 'completed' | 'incomplete'; incomplete_details: { reason: string } | null } {
+  if (finishReason === 'length') return { status: 'incomplete', incomplete_details: { reason: 'max_output_tokens' } };
+  if (finishReason === 'content_filter') return { status: 'incomplete', incomplete_details: { reason: 'content_filter' } };
+  return { status: 'completed', incomplete_details: null };
+}
+
+/** The answer's output items: its text as one message (when there is text), then its function calls. */
+function outputOf(messageId: string, content: string, done: Done, status: string): Record<string, unknown>[] {
+  return [
+    ...(content ? [{ type: 'message', id: messageId, status, role: 'assistant', content: [{ type: 'output_text', text: content, annotations: [] }] }] : []),
+    ...done.toolCalls.map((c) => ({ type: 'function_call', id: itemId('fc'), call_id: c.id, name: c.function.name, arguments: c.function.arguments, status: 'completed' })),
+  ];
+}
+
+/** The `response` object, with what was asked for echoed as OpenAI echoes it. */
+function responseObject(id: string, createdAt: number, body: ResponsesBody, state: { status: string; incomplete_details?: unknown; output: unknown[]; done?: Done }): Record<string, unknown> {
+  const u = state.done?.usage;
+  return {
+    id,
+    object: 'response',
+    created_at: createdAt,
+    status: state.status,
+    error: null,
+    incomplete_details: state.incomplete_details ?? null,
+    instructions: body.instructions ?? null,
+    max_output_tokens: body.max_output_tokens ?? null,
+    model: state.done?.model || body.model,
+    output: state.output,
+    parallel_tool_calls: body.parallel_tool_calls ?? true,
+    previous_response_id: null,
+    reasoning: { effort: body.reasoning?.effort ?? null, summary: null },
+    store: false,
+    temperature: body.temperature ?? 1,
+    text: { format: body.text?.format ?? { type: 'text' }, ...(body.text?.verbosity ? { verbosity: body.text.verbosity } : {}) },
+    tool_choice: body.tool_choice ?? 'auto',
+    tools: body.tools ?? [],
+    top_p: body.top_p ?? 1,
+    truncation: 'disabled',
+    usage: u
+      ? {
+        input_tokens: u.prompt_tokens,
+        input_tokens_details: { cached_tokens: 0 },
+        output_tokens: u.completion_tokens,
+        output_tokens_details: { reasoning_tokens: u.completion_tokens_details?.reasoning_tokens ?? 0 },
+        total_tokens: u.total_tokens,
+      }
+      : null,
+    user: body.user ?? null,
+    metadata: body.metadata ?? {},
+  };
+}
+
+export function responsesRoutes(app: FastifyInstance, ctx: EdgeContext): void {
+  app.post(
+    '/v1/responses',
+    {
+      config: { auth: 'bearer', spends: 'beside' },
+      bodyLimit: ctx.cfg.v1BodyLimitBytes,
+      schema: {
+        tags: ['openai'],
+        summary: 'OpenAI-compatible Responses API, stateless (stream true or false)',
+        description:
+          'The same call as /v1/chat/completions (its models, queue, quota, response cache and `x-mesh-cache` header), asked and answered in the Responses API\'s terms: ' +
+          '`input` (text, or items: messages with `input_text`, `output_text` and `input_image` parts, `function_call` and `function_call_output`), `instructions`, ' +
+          '`max_output_tokens`, `temperature`, `top_p`, function `tools`, `tool_choice`, `parallel_tool_calls`, `text.format` (text, json_object, json_schema), ' +
+          '`text.verbosity`, `reasoning.effort`, `metadata` (tags on the trace) and `user`. The answer is a `response` with `output` items (a `message` with `output_text`, ' +
+          'and `function_call` items) and `usage`, or with stream: true its events (`response.created`, `response.output_item.added`, `response.output_text.delta`, … ' +
+          '`response.completed` or `response.incomplete`; an `error` event when the call fails after it began). Nothing is kept: `store` true and `previous_response_id` ' +
+          'are refused (send the conversation\'s items in `input`).',
+        headers: { type: 'object', properties: { [CACHE_HEADER]: { type: 'string', enum: ['on', 'off'] } } },
+        body: {
+          type: 'object',
+          required: ['model', 'input'],
+          properties: {
+            model: { type: 'string', minLength: 1, maxLength: 200 },
+            input: { anyOf: [{ ...text, minLength: 1 }, { type: 'array', minItems: 1, maxItems: 500, items: inputItem }] },
+            instructions: { anyOf: [text, { type: 'null' }] },
+            stream: { type: ['boolean', 'null'] },
+            max_output_tokens: { type: ['integer', 'null'], minimum: 1 },
+            temperature: { type: ['number', 'null'], minimum: 0, maximum: 2 },
+            top_p: { type: ['number', 'null'], minimum: 0, maximum: 1 },
+            tools: {
+              type: 'array',
+              maxItems: 128,
+              items: {
+                type: 'object',
+                // `name` is checked in asChat: a hosted tool (which has none) is told its type is the problem.
+                required: ['type'],
+                properties: {
+                  type: { type: 'string', enum: ['function'], description: 'function tools only (the hosted tools of OpenAI are refused)' },
+                  name: { type: 'string', pattern: FUNCTION_NAME },
+                  description: { type: 'string', maxLength: 1024 },
+                  parameters: { type: ['object', 'null'] },
+                  strict: { type: ['boolean', 'null'] },
+                },
+              },
+            },
+            tool_choice: {
+              anyOf: [
+                { type: ['string', 'null'], enum: ['auto', 'none', 'required', null] },
+                { type: 'object', required: ['type', 'name'], properties: { type: { type: 'string', enum: ['function'] }, name: { type: 'string', pattern: FUNCTION_NAME } } },
+              ],
+            },
+            parallel_tool_calls: { type: ['boolean', 'null'] },
+            text: {
+              type: ['object', 'null'],
+              properties: {
+                format: {
+                  anyOf: [
+                    { type: 'object', required: ['type'], properties: { type: { type: 'string', enum: ['text', 'json_object'] } }, additionalProperties: false },
+                    {
+                      type: 'object',
+                      required: ['type', 'name', 'schema'],
+                      properties: {
+                        type: { type: 'string', enum: ['json_schema'] },
+                        name: { type: 'string', pattern: FUNCTION_NAME },
+                        schema: { type: 'object' },
+                        description: { type: 'string', maxLength: 1024 },
+                        strict: { type: ['boolean', 'null'] },
+                      },
+                      additionalProperties: false,
+                    },
+                  ],
+                },
+                verbosity: { type: ['string', 'null'], enum: ['low', 'medium', 'high', null] },
+              },
+              additionalProperties: false,
+            },
+            reasoning: {
+              type: ['object', 'null'],
+              properties: { effort: { type: ['string', 'null'], enum: ['minimal', 'low', 'medium', 'high', null] }, summary: { type: 'null', description: 'no reasoning summaries: null only' } },
+              additionalProperties: false,
+            },
+            metadata: metadataSchema,
+            user: { type: 'string', maxLength: 256 },
+            store: { enum: [false, null], description: 'nothing is kept: only false (a later call cannot refer to this one)' },
+            previous_response_id: { type: 'null', description: 'nothing is kept: send the conversation\'s items in `input` (null only)' },
+            service_tier: { enum: ['auto', 'default', null], description: 'only auto or default' },
+            truncation: { enum: ['disabled', null], description: 'only disabled: an input over the model\'s context is refused by the provider' },
+          },
+          additionalProperties: false,
+        },
+        response: {
+          200: { ...anyObject, description: 'a response object, or with stream: true a text/event-stream of its events' },
+          ...openAiErrorResponses(400, 401, 404, 413, 415, 429, 502, 503, 504),
+        },
+      },
+    },
+    async (req, reply) => {
+      const body = req.body as ResponsesBody;
+      const { pieces, abort, cache } = completion(ctx, req, reply, asChat(body));
+      const id = itemId('resp');
+      const createdAt = Math.floor(Date.now() / 1000);
+      if (body.stream) return streamResponse(ctx, req, reply, id, createdAt, body, pieces, abort, cache);
+      if (cache) void reply.header(CACHE_HEADER, 'miss');
+      let content = '';
+      for (let next = await pieces.next(); !next.done; next = await pieces.next()) {
+        const p = next.value;
+        if ('delta' in p) content += p.delta;
+        else if ('cached' in p) void reply.header(CACHE_HEADER, p.cached);
+        else if ('done' in p) {
+          readToEnd(pieces, ctx);
+          const end = statusOf(p.finishReason);
+          return responseObject(id, createdAt, body, { ...end, output: outputOf(itemId('msg'), content, p, end.status), done: p });
+        }
+      }
+      throw new HttpError(502, 'incomplete', 'the response ended without a result');
+    },
+  );
+}
+
+/** Streams the response's events; errors before the first piece are HTTP errors, later ones an `error` event. */
+async function streamResponse(
+  ctx: EdgeContext,
+  req: FastifyRequest,
+  reply: FastifyReply,
+  id: string,
+  createdAt: number,
+  body: ResponsesBody,
+  pieces: AsyncGenerator<Piece>,
+  abort: AbortController,
+  cache: boolean,
+): Promise<void> {
+  const started = Date.now();
+  const first = await pieces.next(); // throws → the error handler answers with a status
+  const cacheStatus = !first.done && 'cached' in first.value ? first.value.cached : cache ? 'miss' : undefined;
+  const { write, close } = eventStream(ctx, req, reply, abort, cacheStatus ? { [CACHE_HEADER]: cacheStatus } : {});
+  let sequence = 0;
+  const emit = (type: string, data: Record<string, unknown>) => write(`event: ${type}\ndata: ${JSON.stringify({ type, sequence_number: sequence++, ...data })}\n\n`);
+  const messageId = itemId('msg');
+  let content = '';
+  let answered = false;
+  try {
+    const begun = responseObject(id, createdAt, body, { status: 'in_progress', output: [] });
+    await emit('response.created', { response: begun });
+    await emit('response.in_progress', { response: begun });
+    const part = { item_id: messageId, output_index: 0, content_index: 0 };
+    for (let result = first; !result.done && !abort.signal.aborted; result = await pieces.next()) {
+      const p = result.value;
+      if ('delta' in p) {
+        if (!content) {
+          await emit('response.output_item.added', { output_index: 0, item: { type: 'message', id: messageId, status: 'in_progress', role: 'assistant', content: [] } });
+          await emit('response.content_part.added', { ...part, part: { type: 'output_text', text: '', annotations: [] } });
+        }
+        content += p.delta;
+        await emit('response.output_text.delta', { ...part, delta: p.delta, logprobs: [] });
+      } else if ('queued' in p) await write(`: queued position=${p.queued} estimatedWaitMs=${p.estimatedWaitMs}\n\n`);
+      else if ('done' in p) {
+        const end = statusOf(p.finishReason);
+        const output = outputOf(messageId, content, p, end.status);
+        for (const [index, item] of output.entries()) {
+          if (item['type'] === 'message') {
+            const done = { type: 'output_text', text: content, annotations: [] };
+            await emit('response.output_text.done', { ...part, text: content, logprobs: [] });
+            await emit('response.content_part.done', { ...part, part: done });
+          } else {
+            // The broker hands a call over whole: its arguments in one delta.
+            await emit('response.output_item.added', { output_index: index, item: { ...item, arguments: '', status: 'in_progress' } });
+            await emit('response.function_call_arguments.delta', { item_id: item['id'], output_index: index, delta: item['arguments'] });
+            await emit('response.function_call_arguments.done', { item_id: item['id'], output_index: index, arguments: item['arguments'] });
+          }
+          await emit('response.output_item.done', { output_index: index, item });
+        }
+        await emit(end.status === 'completed' ? 'response.completed' : 'response.incomplete', { response: responseObject(id, createdAt, body, { ...end, output, done: p }) });
+        answered = true;
+        break;
+      }
+    }
+  } catch (err) {
+    const e = err instanceof HttpError ? err : isGrpcError(err) ? fromGrpc(err) : new HttpError(502, 'stream_failed', 'the response failed');
+    if (!abort.signal.aborted) await emit('error', { code: e.code, message: e.message, param: null });
+  } finally {
+    if (answered) readToEnd(pieces, ctx);
+    else await pieces.return(undefined).catch(() => undefined);
+    close('/v1/responses', started);
+  }
+}
