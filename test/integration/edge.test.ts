@@ -10,6 +10,7 @@ import {
   type EmulatorProc, type FerretProc, type Mesh, type RedisProc, type ServiceProc, type SseEvent,
 } from '../support';
 import { minimalImage } from '@agent-mesh/emulator';
+import Anthropic from '@anthropic-ai/sdk';
 import { signToken } from '../../services/edge/src/auth';
 import { PEER_METRICS } from '../../services/edge/src/peer-summary';
 import { TERMINAL_EVENTS as TERMINAL } from '@agent-mesh/common';
@@ -322,6 +323,44 @@ test('the Responses API through the official client: text streamed and not, a fu
   expect(answer.output_text).toContain('According to the web results, "a new tidal lagoon opened"');
 });
 
+test('the Anthropic Messages API through the official Anthropic client (its key as x-api-key): text streamed and not, a tool call and its result sent back, Anthropic\'s errors', async () => {
+  const client = new Anthropic({ apiKey: alice, baseURL: mesh.edge.url, maxRetries: 0 });
+  const whole = await client.messages.create({ model: 'emulator-1', max_tokens: 200, system: 'Be brief.', messages: [{ role: 'user', content: 'Why is the sea salty?' }] });
+  expect(whole).toMatchObject({ type: 'message', role: 'assistant', stop_reason: 'end_turn' });
+  expect(whole.content[0]).toMatchObject({ type: 'text' });
+  expect((whole.content[0] as Anthropic.TextBlock).text.length).toBeGreaterThan(20);
+  expect(whole.usage.input_tokens).toBeGreaterThan(5);
+
+  const stream = client.messages.stream({ model: 'emulator-1', max_tokens: 200, messages: [{ role: 'user', content: 'Why is the sea salty?' }] });
+  let text = '';
+  stream.on('text', (t) => (text += t));
+  const final = await stream.finalMessage();
+  expect(text.length).toBeGreaterThan(20);
+  expect(final.content).toHaveLength(1);
+  expect(final.content[0]).toMatchObject({ type: 'text', text });
+  expect(final.usage.output_tokens).toBeGreaterThan(0);
+
+  const tools: Anthropic.Tool[] = [{ name: 'search_web', description: 'Search the web', input_schema: { type: 'object', properties: { query: { type: 'string' } }, required: ['query'] } }];
+  const question = 'Search the latest news about tidal power';
+  const asked = await client.messages.create({ model: 'emulator-1', max_tokens: 200, tools, messages: [{ role: 'user', content: question }] });
+  expect(asked.stop_reason).toBe('tool_use');
+  const use = asked.content.find((b): b is Anthropic.ToolUseBlock => b.type === 'tool_use')!;
+  expect(use.name).toBe('search_web');
+  expect(String((use.input as { query: string }).query)).toMatch(/tidal/i);
+  const answer = await client.messages.create({
+    model: 'emulator-1', max_tokens: 200, tools,
+    messages: [{ role: 'user', content: question }, { role: 'assistant', content: asked.content }, { role: 'user', content: [{ type: 'tool_result', tool_use_id: use.id, content: '{"news":"a new tidal lagoon opened"}' }] }],
+  });
+  expect((answer.content[0] as Anthropic.TextBlock).text).toContain('"a new tidal lagoon opened"');
+
+  await expect(client.messages.create({ model: 'gpt-nope+model_not_found', max_tokens: 10, messages: [{ role: 'user', content: 'hi' }] })).rejects.toBeInstanceOf(Anthropic.NotFoundError);
+  const refused = await client.messages.create({ model: 'emulator-1', max_tokens: 10, messages: [{ role: 'user', content: 'hi' }], ...({ top_k: 5 } as object) }).catch((e: unknown) => e);
+  expect(refused).toBeInstanceOf(Anthropic.BadRequestError);
+  expect((refused as InstanceType<typeof Anthropic.BadRequestError>).error).toMatchObject({ type: 'error', error: { type: 'invalid_request_error', message: expect.stringContaining('"top_k"') } });
+  await expect(new Anthropic({ apiKey: 'not-a-token', baseURL: mesh.edge.url, maxRetries: 0 }).messages.create({ model: 'emulator-1', max_tokens: 10, messages: [{ role: 'user', content: 'hi' }] }))
+    .rejects.toBeInstanceOf(Anthropic.AuthenticationError);
+});
+
 test('n choices through the official client: one upstream call each, each its own seeded answer, streamed and not', async () => {
   const client = new OpenAI({ apiKey: alice, baseURL: `${mesh.edge.url}/v1`, maxRetries: 0 });
   const messages = [{ role: 'user' as const, content: 'Why do cats purr?' }];
@@ -473,6 +512,18 @@ describe('/v1/chat/completions with a misbehaving provider', () => {
     expect(last.error?.message).toBeTruthy();
     expect(text).not.toContain('"finish_reason":"stop"');
     expect((await complete('emulator-1+stream_error', false)).status).toBe(503);
+  });
+
+  test('through the Responses API: a streamed failure after text is an error event, never response.completed; a model the provider does not serve is a 404', async () => {
+    const respond = (model: string, stream: boolean) => api('/v1/responses', { method: 'POST', body: JSON.stringify({ model, stream, input: 'How do tides work?' }) });
+    const res = await respond('emulator-1+stream_error', true);
+    expect(res.status).toBe(200);
+    const events = (await res.text()).split('\n\n').filter((b) => b.startsWith('event: ')).map((b) => b.split('\n')[0]!.slice(7));
+    expect(events).toContain('response.output_text.delta');
+    expect(events.at(-1)).toBe('error');
+    expect(events).not.toContain('response.completed');
+    expect((await respond('emulator-1+stream_error', false)).status).toBe(503);
+    expect((await respond('gpt-nope+model_not_found', false)).status).toBe(404);
   });
 });
 

@@ -167,6 +167,8 @@ async function send(base: string, op: Operation, r: Req, token: string): Promise
  */
 function semanticRefusal(r: Req, body: unknown): boolean {
   const code = (body as { error?: { code?: unknown } })?.error?.code;
+  // Anthropic's error body (/v1/messages) has no code: the same refusal, said by its message.
+  if ((body as { type?: unknown })?.type === 'error') return /^body\/tool_choice\b/.test(String((body as { error?: { message?: unknown } }).error?.message)) && (r.body as { tool_choice?: unknown } | undefined)?.tool_choice != null;
   if (code === 'invalid_page_token') return new URLSearchParams(r.query).has('pageToken');
   // A tool choice is checked against the tools beside it (its description says so), which no schema says.
   if (code === 'invalid_tool_choice') return (r.body as { tool_choice?: unknown } | undefined)?.tool_choice != null;

@@ -91,6 +91,17 @@ describe('edge app (fake peers)', () => {
   let alice: string;
   let bob: string;
 
+  /** Records the Generate requests the edge sends the (fake) broker until `restore`. */
+  const recordGenerate = () => {
+    const seen: GenerateRequest[] = [];
+    const generate = gw.fakeBroker.generate.bind(gw.fakeBroker);
+    gw.fakeBroker.generate = (req, signal, gate) => {
+      seen.push(req as GenerateRequest);
+      return generate(req, signal, gate);
+    };
+    return { seen, restore: () => { gw.fakeBroker.generate = generate; } };
+  };
+
   const setup = async (over: Partial<AppConfig['sse']> = {}, perMinute = 0) => {
     gw = fakeGateways();
     edge = await buildApp({ cfg: cfg(over), gateways: gw, logger: createLogger('edge-test', 'silent'), requestLimiter: memoryRequestLimiter(perMinute), publicDir: '/nonexistent' });
@@ -848,12 +859,7 @@ describe('edge app (fake peers)', () => {
     });
 
     test('input items become the chat: instructions first, images in user parts, function calls on one assistant message, their outputs as tool results', async () => {
-      const seen: GenerateRequest[] = [];
-      const generate = gw.fakeBroker.generate.bind(gw.fakeBroker);
-      gw.fakeBroker.generate = (req, signal, gate) => {
-        seen.push(req as GenerateRequest);
-        return generate(req, signal, gate);
-      };
+      const { seen, restore } = recordGenerate();
       try {
         const tools = [{ type: 'function', name: 'search_web', description: 'Search', parameters: { type: 'object' } }];
         const res = await respond({
@@ -885,7 +891,7 @@ describe('edge app (fake peers)', () => {
           responseFormatJson: JSON.stringify({ type: 'json_schema', json_schema: { name: 'answer', schema: { type: 'object' } } }),
         });
       } finally {
-        gw.fakeBroker.generate = generate;
+        restore();
       }
     });
 
@@ -917,6 +923,86 @@ describe('edge app (fake peers)', () => {
         .toBe("body/input holds an image in a message with role 'assistant': only a user message may");
       expect(await refusal(await respond({ input: [] }))).toBe('body/input must NOT have fewer than 1 items');
       expect(await refusal(await respond({ tool_choice: 'required' }))).toBe('body/tool_choice other than "auto" is only allowed when body/tools are given');
+    });
+  });
+
+  describe('the Anthropic Messages API (/v1/messages)', () => {
+    beforeAll(() => setup());
+    afterAll(() => teardown());
+    const message = (extra: Record<string, unknown>, headers: Record<string, string> = json(alice)) => fetch(`${base}/v1/messages`, {
+      method: 'POST', headers, body: JSON.stringify({ model: 'upstream', max_tokens: 100, messages: [{ role: 'user', content: 'hi' }], ...extra }),
+    });
+    const anthropicError = async (res: Response, status: number) => {
+      expect(res.status).toBe(status);
+      const body = (await res.json()) as { type: string; error: { type: string; message: string } };
+      expect(body.type).toBe('error');
+      return body.error;
+    };
+
+    test('answers a message: the text as a block, the stop reason and usage in Anthropic\'s terms; the token as a bearer or as x-api-key', async () => {
+      const res = await message({});
+      expect(res.status).toBe(200);
+      const m = (await res.json()) as Record<string, unknown>;
+      expect(m).toMatchObject({
+        type: 'message', role: 'assistant', model: 'upstream', content: [{ type: 'text', text: 'Hello from the broker' }], stop_reason: 'end_turn', stop_sequence: null,
+        usage: { input_tokens: 5, output_tokens: 4 },
+      });
+      expect(m['id']).toMatch(/^msg_/);
+      expect((await message({}, { 'x-api-key': alice, 'content-type': 'application/json', 'anthropic-version': '2023-06-01' })).status).toBe(200);
+    });
+
+    test('errors are Anthropic\'s: a missing key, a bad body, a parameter it does not take', async () => {
+      expect(await anthropicError(await message({}, { 'content-type': 'application/json' }), 401)).toMatchObject({ type: 'authentication_error' });
+      expect(await anthropicError(await message({ max_tokens: 0 }), 400)).toEqual({ type: 'invalid_request_error', message: 'body/max_tokens must be >= 1' });
+      expect((await anthropicError(await message({ top_k: 5 }), 400)).message).toBe('body has a parameter this API does not take: "top_k" (refused rather than ignored)');
+      expect((await anthropicError(await message({ thinking: { type: 'enabled', budget_tokens: 1024 } }), 400)).message).toBe('body/thinking/type must be "disabled"');
+      expect((await anthropicError(await message({ tools: [{ type: 'web_search_20250305', name: 'web_search', input_schema: { type: 'object' } }] }), 400)).message).toBe('body/tools/0/type must be "custom"');
+      expect((await anthropicError(await message({ tool_choice: { type: 'tool' } }), 400)).message).toBe("body/tool_choice must have required property 'name'");
+    });
+
+    test('the turns become the chat: system first, tool results as tool messages before the turn\'s text, tool_use as an assistant\'s calls, images as parts', async () => {
+      const { seen, restore } = recordGenerate();
+      try {
+        const res = await message({
+          system: [{ type: 'text', text: 'Be brief.' }],
+          messages: [
+            { role: 'user', content: [{ type: 'text', text: 'what is this?' }, { type: 'image', source: { type: 'base64', media_type: 'image/png', data: 'iVBORw0K' } }] },
+            { role: 'assistant', content: [{ type: 'text', text: 'Let me look.' }, { type: 'tool_use', id: 'toolu_1', name: 'search_web', input: { q: 'a' } }] },
+            { role: 'user', content: [{ type: 'tool_result', tool_use_id: 'toolu_1', content: [{ type: 'text', text: 'nothing' }], is_error: true }, { type: 'text', text: 'and now?' }] },
+          ],
+          tools: [{ name: 'search_web', description: 'Search', input_schema: { type: 'object' } }],
+          tool_choice: { type: 'any', disable_parallel_tool_use: true },
+          stop_sequences: ['END'], temperature: 0.5, metadata: { user_id: 'u-1' },
+        });
+        expect(res.status).toBe(200);
+        expect(seen[0]).toMatchObject({
+          messages: [
+            { role: 'system', content: 'Be brief.' },
+            { role: 'user', content: 'what is this?', parts: { parts: [{ text: 'what is this?', imageUrl: '' }, { imageUrl: 'data:image/png;base64,iVBORw0K' }] } },
+            { role: 'assistant', content: 'Let me look.', toolCalls: [{ id: 'toolu_1', name: 'search_web', argumentsJson: '{"q":"a"}' }] },
+            { role: 'tool', content: 'Error: nothing', toolCallId: 'toolu_1' },
+            { role: 'user', content: 'and now?' },
+          ],
+          tools: [{ name: 'search_web', description: 'Search', parametersJsonSchema: '{"type":"object"}' }],
+          toolChoice: { mode: ToolChoiceMode.TOOL_CHOICE_MODE_REQUIRED },
+          parallelToolCalls: false, stop: ['END'], temperature: 0.5, maxTokens: 100,
+        });
+      } finally {
+        restore();
+      }
+    });
+
+    test('streamed: Anthropic\'s events in order, the text in text_delta blocks, the stop reason and usage in message_delta', async () => {
+      const res = await message({ stream: true });
+      expect(res.status).toBe(200);
+      const events = await readEvents(res);
+      expect(events.map((e) => e.event)).toEqual([
+        'message_start', 'ping', 'content_block_start', ...Array(4).fill('content_block_delta'), 'content_block_stop', 'message_delta', 'message_stop',
+      ]);
+      const data = events.map((e) => e.data as Record<string, any>);
+      expect(data.every((d, i) => d['type'] === events[i]!.event)).toBe(true);
+      expect(data.filter((d) => d['type'] === 'content_block_delta').map((d) => d['delta'].text).join('')).toBe('Hello from the broker');
+      expect(data.at(-2)).toMatchObject({ delta: { stop_reason: 'end_turn' }, usage: { input_tokens: 5, output_tokens: 4 } });
     });
   });
 

@@ -12,7 +12,7 @@ import { traceHttpRequest, type BudgetDecision, type Logger, type Registry } fro
 import { bearerOf, TokenVerifier } from './auth';
 import { overBudget, unlimitedBudgets, type UserBudgets } from './budgets';
 import type { AppConfig, EdgeContext } from './context';
-import { badRequest, fromGrpc, HttpError, isGrpcError } from './errors';
+import { anthropicType, badRequest, fromGrpc, HttpError, isGrpcError } from './errors';
 import { validationMessage } from './validation';
 import type { Gateways } from './gateways/types';
 import { memoryRequestLimiter, RecentRefusals, type RequestLimiter } from './ratelimit';
@@ -24,6 +24,7 @@ import { metricsRoutes } from './routes/metrics';
 import { opsRoutes } from './routes/ops';
 import { usageRoutes } from './routes/usage';
 import { openaiRoutes } from './routes/openai';
+import { messagesRoutes } from './routes/messages';
 import { responsesRoutes } from './routes/responses';
 import { frame } from './sse/frame';
 import { HeartbeatHub } from './sse/heartbeat';
@@ -139,6 +140,8 @@ export async function buildApp(deps: AppDeps): Promise<EdgeApp> {
     const auth = req.routeOptions.config.auth ?? 'public';
     if (auth === 'public') return;
     let token = bearerOf(req.headers.authorization);
+    // Anthropic's clients send their key as `x-api-key`.
+    if (!token && auth === 'api-key' && typeof req.headers['x-api-key'] === 'string') token = req.headers['x-api-key'];
     if (!token && auth === 'sse') {
       const q = req.query as Record<string, unknown> | undefined;
       if (typeof q?.['access_token'] === 'string') token = q['access_token'];
@@ -209,6 +212,7 @@ export async function buildApp(deps: AppDeps): Promise<EdgeApp> {
   app.setErrorHandler((err: FastifyError | Error, req: FastifyRequest, reply: FastifyReply) => {
     const e = toHttpError(err, logger, req);
     if (e.retryAfterS !== undefined) void reply.header('retry-after', String(e.retryAfterS));
+    if (ANTHROPIC_PATH.test(req.url)) return reply.code(e.statusCode).send({ type: 'error', error: { type: anthropicType(e.statusCode), message: e.message } });
     if (req.url.startsWith('/v1/')) {
       return reply.code(e.statusCode).send({ error: { message: e.message, type: openAiType(e.statusCode), param: e.param ?? null, code: e.code } });
     }
@@ -247,6 +251,7 @@ export async function buildApp(deps: AppDeps): Promise<EdgeApp> {
     eventRoutes(api, ctx);
     openaiRoutes(api, ctx);
     responsesRoutes(api, ctx);
+    messagesRoutes(api, ctx);
     usageRoutes(api, ctx);
     docsRoutes(api);
   });
@@ -338,3 +343,6 @@ function openAiType(statusCode: number): string {
   if (statusCode >= 500) return 'server_error';
   return 'invalid_request_error';
 }
+
+/** Where an error is written as Anthropic writes it (`{"type": "error", "error": {type, message}}`): its Messages API. */
+const ANTHROPIC_PATH = /^\/v1\/messages(\?|$)/;

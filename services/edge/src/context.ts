@@ -44,8 +44,8 @@ declare module 'fastify' {
     streaming: boolean;
   }
   interface FastifyContextConfig {
-    /** Who may call the route: `public`, `bearer` (header), or `sse` (header or ?access_token=). */
-    auth?: 'public' | 'bearer' | 'sse';
+    /** Who may call the route: `public`, `bearer` (header), `sse` (header or ?access_token=), or `api-key` (header or `x-api-key`, as Anthropic's clients send it). */
+    auth?: 'public' | 'bearer' | 'sse' | 'api-key';
     /** The route needs a token with this scope besides sign-in (`ops`: AUTH_OPS_SCOPE); 403 without. */
     scope?: 'ops';
     /**

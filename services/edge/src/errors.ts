@@ -79,3 +79,11 @@ export function fromGrpc(err: unknown): HttpError {
 export function isRetryable(httpStatus: number): boolean {
   return httpStatus === 429 || httpStatus === 503 || httpStatus === 504 || httpStatus === 502;
 }
+
+const ANTHROPIC_TYPES: Record<number, string> = {
+  400: 'invalid_request_error', 401: 'authentication_error', 403: 'permission_error', 404: 'not_found_error',
+  413: 'request_too_large', 429: 'rate_limit_error', 503: 'overloaded_error', 529: 'overloaded_error',
+};
+
+/** Anthropic's error type for a status (its Messages API's errors). */
+export const anthropicType = (status: number): string => ANTHROPIC_TYPES[status] ?? (status < 500 ? 'invalid_request_error' : 'api_error');

@@ -671,10 +671,7 @@ async function streamCompletion(
   n: number,
 ): Promise<void> {
   const started = Date.now();
-  const first = await pieces.next(); // throws → the error handler answers with a status
-  // A replayed answer says so first, so the header can tell before any token.
-  const cacheStatus = !first.done && 'cached' in first.value ? first.value.cached : cache ? 'miss' : undefined;
-  const { write, close } = eventStream(ctx, req, reply, abort, cacheStatus ? { [CACHE_HEADER]: cacheStatus } : {});
+  const { first, write, close } = await openStream(ctx, req, reply, pieces, abort, cache);
   const created = Math.floor(Date.now() / 1000);
   const chunk = (delta: Record<string, unknown>, finishReason: string | null, index = 0, model = body.model, logprobs: WireLogprob[] | undefined = undefined) =>
     JSON.stringify({ id, object: 'chat.completion.chunk', created, model, choices: [{ index, delta, logprobs: logprobs ? { content: logprobs, refusal: null } : null, finish_reason: finishReason }] });
@@ -722,6 +719,36 @@ async function streamCompletion(
 }
 
 /**
+ * The answer's first piece (a failure to get it is the request's HTTP error), then the reply opened
+ * as an event stream whose header says the cache's outcome: a replayed answer says so first, so the
+ * header can tell before any token.
+ */
+export async function openStream(ctx: EdgeContext, req: FastifyRequest, reply: FastifyReply, pieces: AsyncGenerator<Piece>, abort: AbortController, cache: boolean) {
+  const first = await pieces.next();
+  const cacheStatus = !first.done && 'cached' in first.value ? first.value.cached : cache ? 'miss' : undefined;
+  return { first, ...eventStream(ctx, req, reply, abort, cacheStatus ? { [CACHE_HEADER]: cacheStatus } : {}) };
+}
+
+/**
+ * A caller that does not stream: the answer's text and its end, the cache's outcome in the
+ * response header; the call's end is read on in the background.
+ */
+export async function wholeAnswer(ctx: EdgeContext, reply: FastifyReply, pieces: AsyncGenerator<Piece>, cache: boolean): Promise<{ text: string; done: Extract<Piece, { done: true }> }> {
+  if (cache) void reply.header(CACHE_HEADER, 'miss');
+  let text = '';
+  for (let next = await pieces.next(); !next.done; next = await pieces.next()) {
+    const p = next.value;
+    if ('delta' in p) text += p.delta;
+    else if ('cached' in p) void reply.header(CACHE_HEADER, p.cached);
+    else if ('done' in p) {
+      readToEnd(pieces, ctx);
+      return { text, done: p };
+    }
+  }
+  throw new HttpError(502, 'incomplete', 'the answer ended without a result');
+}
+
+/**
  * The reply as an event stream (hijacked: it writes only what is given here, so the reply's headers
  * that apply to a stream — CORS, nosniff, HSTS, … — are passed on, as for a run's stream). Pull-based:
  * the caller reads its next piece only once the client took the last one (gRPC flow control holds
@@ -730,7 +757,7 @@ async function streamCompletion(
  * upstream, and the end of an answer, were a system call each. `close` ends it and counts it as a
  * request to `route` that began at `started`.
  */
-export function eventStream(ctx: EdgeContext, req: FastifyRequest, reply: FastifyReply, abort: AbortController, headers: Record<string, string>) {
+function eventStream(ctx: EdgeContext, req: FastifyRequest, reply: FastifyReply, abort: AbortController, headers: Record<string, string>) {
   void reply.hijack();
   req.streaming = true;
   const raw = reply.raw;

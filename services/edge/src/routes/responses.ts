@@ -9,7 +9,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { randomBytes } from 'node:crypto';
 import type { EdgeContext } from '../context';
 import { badRequest, fromGrpc, HttpError, isGrpcError } from '../errors';
-import { CACHE_HEADER, completion, eventStream, readToEnd, type ChatBody, type Piece } from './openai';
+import { CACHE_HEADER, completion, openStream, readToEnd, wholeAnswer, type ChatBody, type Piece } from './openai';
 import { anyObject, FUNCTION_NAME, IMAGE_URL, metadataSchema, NO_NUL, openAiErrorResponses } from './schemas';
 
 const text = { type: 'string', maxLength: 200_000, pattern: NO_NUL } as const;
@@ -294,19 +294,9 @@ export function responsesRoutes(app: FastifyInstance, ctx: EdgeContext): void {
       const id = itemId('resp');
       const createdAt = Math.floor(Date.now() / 1000);
       if (body.stream) return streamResponse(ctx, req, reply, id, createdAt, body, pieces, abort, cache);
-      if (cache) void reply.header(CACHE_HEADER, 'miss');
-      let content = '';
-      for (let next = await pieces.next(); !next.done; next = await pieces.next()) {
-        const p = next.value;
-        if ('delta' in p) content += p.delta;
-        else if ('cached' in p) void reply.header(CACHE_HEADER, p.cached);
-        else if ('done' in p) {
-          readToEnd(pieces, ctx);
-          const end = statusOf(p.finishReason);
-          return responseObject(id, createdAt, body, { ...end, output: outputOf(itemId('msg'), content, p, end.status), done: p });
-        }
-      }
-      throw new HttpError(502, 'incomplete', 'the response ended without a result');
+      const { text: content, done } = await wholeAnswer(ctx, reply, pieces, cache);
+      const end = statusOf(done.finishReason);
+      return responseObject(id, createdAt, body, { ...end, output: outputOf(itemId('msg'), content, done, end.status), done });
     },
   );
 }
@@ -324,9 +314,7 @@ async function streamResponse(
   cache: boolean,
 ): Promise<void> {
   const started = Date.now();
-  const first = await pieces.next(); // throws → the error handler answers with a status
-  const cacheStatus = !first.done && 'cached' in first.value ? first.value.cached : cache ? 'miss' : undefined;
-  const { write, close } = eventStream(ctx, req, reply, abort, cacheStatus ? { [CACHE_HEADER]: cacheStatus } : {});
+  const { first, write, close } = await openStream(ctx, req, reply, pieces, abort, cache);
   let sequence = 0;
   const emit = (type: string, data: Record<string, unknown>) => write(`event: ${type}\ndata: ${JSON.stringify({ type, sequence_number: sequence++, ...data })}\n\n`);
   const messageId = itemId('msg');

@@ -1,0 +1,288 @@
+// Anthropic's Messages API (POST /v1/messages), so that a client written for Anthropic (its SDKs,
+// coding agents pointed at a gateway) works unchanged: a request's `system`, `messages` and their
+// content blocks become a chat completion's messages, answered by the same call as
+// /v1/chat/completions (`completion`: the broker's queue and quota, the cache, the pipeline for
+// `agent-mesh`), and written back as a `message` — or, streamed, as Anthropic's named events
+// (message_start, content_block_start/delta/stop, message_delta, message_stop). Errors are
+// Anthropic's (`{"type": "error", "error": {type, message}}`: app.ts). The token is a bearer
+// token or the `x-api-key` header, as Anthropic's clients send it.
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { randomBytes } from 'node:crypto';
+import type { EdgeContext } from '../context';
+import { anthropicType, fromGrpc, HttpError, isGrpcError } from '../errors';
+import { CACHE_HEADER, completion, openStream, readToEnd, wholeAnswer, type ChatBody, type Piece } from './openai';
+import { anyObject, FUNCTION_NAME, NO_NUL } from './schemas';
+
+const text = { type: 'string', maxLength: 200_000, pattern: NO_NUL } as const;
+const IMAGE_TYPES = ['image/jpeg', 'image/png', 'image/gif', 'image/webp'];
+
+const textBlock = { type: 'object', required: ['type', 'text'], properties: { type: { type: 'string', enum: ['text'] }, text, cache_control: { type: ['object', 'null'] } } } as const;
+
+const imageBlock = {
+  type: 'object',
+  required: ['type', 'source'],
+  properties: {
+    type: { type: 'string', enum: ['image'] },
+    source: {
+      anyOf: [
+        { type: 'object', required: ['type', 'media_type', 'data'], properties: { type: { type: 'string', enum: ['base64'] }, media_type: { type: 'string', enum: IMAGE_TYPES }, data: { type: 'string', pattern: '^[A-Za-z0-9+/=]*$' } } },
+        { type: 'object', required: ['type', 'url'], properties: { type: { type: 'string', enum: ['url'] }, url: { type: 'string', pattern: '^https?://' } } },
+      ],
+    },
+    cache_control: { type: ['object', 'null'] },
+  },
+} as const;
+
+const toolUseBlock = {
+  type: 'object',
+  required: ['type', 'id', 'name', 'input'],
+  properties: { type: { type: 'string', enum: ['tool_use'] }, id: { type: 'string', minLength: 1, maxLength: 128, pattern: NO_NUL }, name: { type: 'string', pattern: FUNCTION_NAME }, input: { type: 'object' } },
+} as const;
+
+const toolResultBlock = {
+  type: 'object',
+  required: ['type', 'tool_use_id'],
+  properties: {
+    type: { type: 'string', enum: ['tool_result'] },
+    tool_use_id: { type: 'string', minLength: 1, maxLength: 128, pattern: NO_NUL },
+    content: { anyOf: [text, { type: 'array', maxItems: 100, items: textBlock }] },
+    is_error: { type: 'boolean' },
+    cache_control: { type: ['object', 'null'] },
+  },
+} as const;
+
+/** A turn, by its role as Anthropic defines them: a user's holds text, images and tool results; an assistant's text and tool calls. */
+const turn = (role: string, blocks: readonly object[]) => ({
+  type: 'object',
+  required: ['role', 'content'],
+  properties: { role: { type: 'string', enum: [role] }, content: { anyOf: [text, { type: 'array', maxItems: 100, items: { anyOf: blocks } }] } },
+});
+
+type Block =
+  | { type: 'text'; text: string }
+  | { type: 'image'; source: { type: 'base64'; media_type: string; data: string } | { type: 'url'; url: string } }
+  | { type: 'tool_use'; id: string; name: string; input: Record<string, unknown> }
+  | { type: 'tool_result'; tool_use_id: string; content?: string | { type: 'text'; text: string }[]; is_error?: boolean };
+
+interface MessagesBody {
+  model: string;
+  max_tokens: number;
+  messages: { role: 'user' | 'assistant'; content: string | Block[] }[];
+  system?: string | { type: 'text'; text: string }[];
+  stop_sequences?: string[];
+  temperature?: number;
+  top_p?: number;
+  stream?: boolean;
+  tools?: { name: string; description?: string; input_schema: Record<string, unknown>; type?: string }[];
+  tool_choice?: { type: 'auto' | 'any' | 'none' | 'tool'; name?: string; disable_parallel_tool_use?: boolean };
+  metadata?: { user_id?: string | null };
+}
+
+/** A tool result's text: its content, said to be an error when the tool failed (the chat's tool message has no such flag). */
+function resultText(b: Extract<Block, { type: 'tool_result' }>): string {
+  const content = typeof b.content === 'string' ? b.content : (b.content ?? []).map((c) => c.text).join('');
+  return b.is_error ? `Error: ${content}` : content;
+}
+
+/** The chat completion a Messages request is: `system` first, a turn's tool results as tool messages (before its other content), tool_use blocks as an assistant's tool calls. */
+function asChat(body: MessagesBody): ChatBody {
+  const messages: ChatBody['messages'] = [];
+  const system = typeof body.system === 'string' ? body.system : (body.system ?? []).map((b) => b.text).join('\n\n');
+  if (system) messages.push({ role: 'system', content: system });
+  for (const m of body.messages) {
+    const blocks: Block[] = typeof m.content === 'string' ? [{ type: 'text', text: m.content }] : m.content;
+    if (m.role === 'assistant') {
+      const calls = blocks.flatMap((b) => (b.type === 'tool_use' ? [{ id: b.id, type: 'function' as const, function: { name: b.name, arguments: JSON.stringify(b.input) } }] : []));
+      const said = blocks.map((b) => (b.type === 'text' ? b.text : '')).join('');
+      messages.push({ role: 'assistant', content: said || null, ...(calls.length > 0 ? { tool_calls: calls } : {}) });
+      continue;
+    }
+    for (const b of blocks) if (b.type === 'tool_result') messages.push({ role: 'tool', tool_call_id: b.tool_use_id, content: resultText(b) });
+    type Part = Exclude<ChatBody['messages'][number]['content'], string | null | undefined>[number];
+    const parts = blocks.flatMap((b): Part[] =>
+      b.type === 'text' ? [{ type: 'text', text: b.text }]
+        : b.type === 'image' ? [{ type: 'image_url', image_url: { url: b.source.type === 'base64' ? `data:${b.source.media_type};base64,${b.source.data}` : b.source.url } }]
+          : []);
+    if (parts.length > 0) messages.push({ role: 'user', content: parts });
+  }
+  const choice = body.tool_choice;
+  return {
+    model: body.model,
+    messages,
+    stream: body.stream ?? false,
+    max_completion_tokens: body.max_tokens,
+    ...(body.temperature !== undefined ? { temperature: body.temperature } : {}),
+    ...(body.top_p !== undefined ? { top_p: body.top_p } : {}),
+    ...(body.stop_sequences?.length ? { stop: body.stop_sequences } : {}),
+    ...(body.tools ? { tools: body.tools.map((t) => ({ type: 'function' as const, function: { name: t.name, description: t.description, parameters: t.input_schema } })) } : {}),
+    ...(choice
+      ? {
+        tool_choice: choice.type === 'any' ? 'required' : choice.type === 'tool' ? { type: 'function' as const, function: { name: choice.name ?? '' } } : choice.type,
+        ...(choice.disable_parallel_tool_use ? { parallel_tool_calls: false } : {}),
+      }
+      : {}),
+    ...(body.metadata?.user_id ? { user: body.metadata.user_id } : {}),
+  };
+}
+
+type Done = Extract<Piece, { done: true }>;
+
+const STOP_REASON: Record<string, string> = { stop: 'end_turn', length: 'max_tokens', tool_calls: 'tool_use', content_filter: 'refusal' };
+
+function inputOf(argumentsJson: string): Record<string, unknown> {
+  try {
+    const v: unknown = JSON.parse(argumentsJson || '{}');
+    return typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Record<string, unknown>) : {};
+  } catch {
+    return {};
+  }
+}
+
+/** The answer's content blocks: its text (when there is text), then a tool_use block per call. */
+function contentOf(said: string, done: Done): Record<string, unknown>[] {
+  return [
+    ...(said ? [{ type: 'text', text: said }] : []),
+    ...done.toolCalls.map((c) => ({ type: 'tool_use', id: c.id, name: c.function.name, input: inputOf(c.function.arguments) })),
+  ];
+}
+
+const usageOf = (done?: Done) => ({ input_tokens: done?.usage.prompt_tokens ?? 0, cache_creation_input_tokens: 0, cache_read_input_tokens: 0, output_tokens: done?.usage.completion_tokens ?? 0 });
+
+export function messagesRoutes(app: FastifyInstance, ctx: EdgeContext): void {
+  app.post(
+    '/v1/messages',
+    {
+      config: { auth: 'api-key', spends: 'beside' },
+      bodyLimit: ctx.cfg.v1BodyLimitBytes,
+      schema: {
+        tags: ['anthropic'],
+        summary: 'Anthropic-compatible Messages API (stream true or false)',
+        description:
+          'The same call as /v1/chat/completions (its models, queue, quota, response cache and `x-mesh-cache` header), asked and answered in Anthropic\'s terms, for clients ' +
+          'written for it: `system`, `messages` (text, `image` — base64 or by URL —, `tool_use` and `tool_result` blocks), `max_tokens`, `stop_sequences`, `temperature`, ' +
+          '`top_p`, `tools` (`input_schema`), `tool_choice` (auto, any, tool, none; `disable_parallel_tool_use`) and `metadata.user_id`. The answer is a `message` ' +
+          '(`content` blocks: text, then tool_use; `stop_reason` end_turn, max_tokens or tool_use; `usage`), or with stream: true Anthropic\'s events. The token is ' +
+          '`Authorization: Bearer` or `x-api-key`; errors are Anthropic\'s (`{"type": "error", "error": {"type", "message"}}`). What Anthropic\'s models alone have ' +
+          '(`top_k`, extended `thinking`, server tools) is refused by name.',
+        headers: { type: 'object', properties: { [CACHE_HEADER]: { type: 'string', enum: ['on', 'off'] } } },
+        body: {
+          type: 'object',
+          required: ['model', 'max_tokens', 'messages'],
+          properties: {
+            model: { type: 'string', minLength: 1, maxLength: 200 },
+            max_tokens: { type: 'integer', minimum: 1 },
+            messages: {
+              type: 'array',
+              minItems: 1,
+              maxItems: 500,
+              items: { anyOf: [turn('user', [textBlock, imageBlock, toolResultBlock]), turn('assistant', [textBlock, toolUseBlock])] },
+            },
+            system: { anyOf: [text, { type: 'array', maxItems: 100, items: textBlock }] },
+            stop_sequences: { type: 'array', maxItems: 4, items: { type: 'string', minLength: 1, maxLength: 1000, pattern: NO_NUL }, description: 'up to 4 (the upstream is asked in OpenAI\'s terms)' },
+            temperature: { type: 'number', minimum: 0, maximum: 1 },
+            top_p: { type: 'number', minimum: 0, maximum: 1 },
+            stream: { type: 'boolean' },
+            tools: {
+              type: 'array',
+              maxItems: 128,
+              items: {
+                type: 'object',
+                required: ['name', 'input_schema'],
+                properties: {
+                  type: { type: 'string', enum: ['custom'], description: 'client tools only (Anthropic\'s server tools are refused)' },
+                  name: { type: 'string', pattern: FUNCTION_NAME },
+                  description: { type: 'string', maxLength: 1024 },
+                  input_schema: { type: 'object' },
+                  cache_control: { type: ['object', 'null'] },
+                },
+              },
+            },
+            tool_choice: {
+              type: 'object',
+              required: ['type'],
+              properties: { type: { type: 'string', enum: ['auto', 'any', 'tool', 'none'] }, name: { type: 'string', pattern: FUNCTION_NAME }, disable_parallel_tool_use: { type: 'boolean' } },
+              // A choice of one tool names it.
+              if: { properties: { type: { const: 'tool' } } },
+              then: { required: ['name'] },
+            },
+            metadata: { type: 'object', properties: { user_id: { type: ['string', 'null'], maxLength: 256 } }, additionalProperties: false },
+            thinking: { type: 'object', required: ['type'], properties: { type: { type: 'string', enum: ['disabled'] } }, description: 'extended thinking is Anthropic\'s: only disabled' },
+          },
+          additionalProperties: false,
+        },
+        response: {
+          200: { ...anyObject, description: 'a message object, or with stream: true a text/event-stream of Anthropic\'s events' },
+          ...Object.fromEntries([400, 401, 404, 413, 415, 429, 502, 503, 504].map((c) => [c, { ...anthropicErrorBody, description: `Anthropic's error body (${c})` }])),
+        },
+      },
+    },
+    async (req, reply) => {
+      const body = req.body as MessagesBody;
+      const { pieces, abort, cache } = completion(ctx, req, reply, asChat(body));
+      const id = `msg_${randomBytes(12).toString('hex')}`;
+      if (body.stream) return streamMessage(ctx, req, reply, id, body, pieces, abort, cache);
+      const { text: said, done } = await wholeAnswer(ctx, reply, pieces, cache);
+      return {
+        id, type: 'message', role: 'assistant', model: done.model || body.model, content: contentOf(said, done),
+        stop_reason: STOP_REASON[done.finishReason] ?? 'end_turn', stop_sequence: null, usage: usageOf(done),
+      };
+    },
+  );
+}
+
+/** Anthropic's error body, as app.ts answers every error on /v1/messages. */
+const anthropicErrorBody = {
+  type: 'object',
+  required: ['type', 'error'],
+  properties: { type: { type: 'string', enum: ['error'] }, error: { type: 'object', required: ['type', 'message'], properties: { type: { type: 'string' }, message: { type: 'string' } } } },
+} as const;
+
+/** Streams Anthropic's events; errors before the first piece are HTTP errors, later ones an `error` event. */
+async function streamMessage(
+  ctx: EdgeContext,
+  req: FastifyRequest,
+  reply: FastifyReply,
+  id: string,
+  body: MessagesBody,
+  pieces: AsyncGenerator<Piece>,
+  abort: AbortController,
+  cache: boolean,
+): Promise<void> {
+  const started = Date.now();
+  const { first, write, close } = await openStream(ctx, req, reply, pieces, abort, cache);
+  const emit = (type: string, data: Record<string, unknown>) => write(`event: ${type}\ndata: ${JSON.stringify({ type, ...data })}\n\n`);
+  let said = '';
+  let answered = false;
+  try {
+    await emit('message_start', { message: { id, type: 'message', role: 'assistant', model: body.model, content: [], stop_reason: null, stop_sequence: null, usage: usageOf() } });
+    for (let result = first; !result.done && !abort.signal.aborted; result = await pieces.next()) {
+      const p = result.value;
+      if ('delta' in p) {
+        if (!said) await emit('content_block_start', { index: 0, content_block: { type: 'text', text: '' } });
+        said += p.delta;
+        await emit('content_block_delta', { index: 0, delta: { type: 'text_delta', text: p.delta } });
+      } else if ('queued' in p) await emit('ping', {});
+      else if ('done' in p) {
+        if (said) await emit('content_block_stop', { index: 0 });
+        // The broker hands a call over whole: its input in one delta.
+        for (const [i, call] of p.toolCalls.entries()) {
+          const index = i + (said ? 1 : 0);
+          await emit('content_block_start', { index, content_block: { type: 'tool_use', id: call.id, name: call.function.name, input: {} } });
+          await emit('content_block_delta', { index, delta: { type: 'input_json_delta', partial_json: JSON.stringify(inputOf(call.function.arguments)) } });
+          await emit('content_block_stop', { index });
+        }
+        await emit('message_delta', { delta: { stop_reason: STOP_REASON[p.finishReason] ?? 'end_turn', stop_sequence: null }, usage: usageOf(p) });
+        await emit('message_stop', {});
+        answered = true;
+        break;
+      }
+    }
+  } catch (err) {
+    const e = err instanceof HttpError ? err : isGrpcError(err) ? fromGrpc(err) : new HttpError(502, 'stream_failed', 'the message failed');
+    if (!abort.signal.aborted) await emit('error', { error: { type: anthropicType(e.statusCode), message: e.message } });
+  } finally {
+    if (answered) readToEnd(pieces, ctx);
+    else await pieces.return(undefined).catch(() => undefined);
+    close('/v1/messages', started);
+  }
+}
