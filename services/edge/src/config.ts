@@ -30,7 +30,7 @@ export interface EdgeConfig {
   };
   maxMessageChars: number;
   bodyLimitBytes: number;
-  /** The largest `/v1/chat/completions` and `/v1/responses` body. */
+  /** The largest body of `/v1/chat/completions`, `/v1/responses` and `/v1/messages`. */
   v1BodyLimitBytes: number;
   rateLimitPerMinute: number;
   /** Share of the per-user limit that may arrive at once (GCRA burst). */
@@ -85,10 +85,10 @@ export const VARS = {
     SSE_BUFFER_MAX_BYTES: { type: 'int', default: 1_048_576, min: 1024, doc: 'bytes buffered per stream (1 MiB), as above' },
     SSE_RETRY_MS: { type: 'int', default: 2_000, min: 0, doc: 'the `retry:` hint sent first on every stream' },
     MAX_MESSAGE_CHARS: { type: 'int', default: 8_000, min: 1, doc: "longest user message" },
-    BODY_LIMIT_BYTES: { type: 'int', default: 65_536, min: 1024, doc: 'largest request body (but `/v1/chat/completions` and `/v1/responses`)' },
+    BODY_LIMIT_BYTES: { type: 'int', default: 65_536, min: 1024, doc: 'largest request body (but the `/v1` completions: `V1_BODY_LIMIT_BYTES`)' },
     V1_BODY_LIMIT_BYTES: {
       type: 'int', default: 16_777_216, min: 1024, max: 67_108_864,
-      doc: 'largest `/v1/chat/completions` and `/v1/responses` body (16 MiB: a long chat, images as data: URLs); at most 64 MiB, what the llm-broker takes in one gRPC message',
+      doc: 'largest body of `/v1/chat/completions`, `/v1/responses` and `/v1/messages` (16 MiB: a long chat, images as data: URLs); at most 64 MiB, what the llm-broker takes in one gRPC message',
     },
     RATE_LIMIT_PER_MINUTE: { type: 'int', default: 120, min: 0, doc: 'requests per user per minute, shared by all edge replicas' },
     RATE_LIMIT_BURST_FRACTION: { type: 'number', default: 0.25, min: 0.01, doc: 'share of the per-user limit that may arrive at once (GCRA burst)' },
