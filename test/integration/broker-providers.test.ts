@@ -272,6 +272,20 @@ describe.each([
     expect((await emulatorStats(emulator)).requests).toBe(before);
   });
 
+  it('passes the caller\'s name for its end user on (OpenAI\'s user, Anthropic\'s metadata.user_id), and the cache shares answers across end users', async () => {
+    const before = (await emulatorStats(emulator)).users;
+    const named = await runGenerate(broker.client, ask('How should a small library plan its opening hours?', { endUser: 'user-42' }));
+    expect(named.error).toBeUndefined();
+    expect((await emulatorStats(emulator)).users).toBe(before + 1);
+    // Cached under the same key whoever asks.
+    const question = `What is a good name for a cat, ${protocol}?`;
+    const first = await runGenerate(broker.client, ask(question, { cache: true, endUser: 'user-1', temperature: 0, hasTemperature: true }));
+    const second = await runGenerate(broker.client, ask(question, { cache: true, endUser: 'user-2', temperature: 0, hasTemperature: true }));
+    expect(doneOf(first)!.cache).toBe(CacheStatus.CACHE_STATUS_MISS);
+    expect(doneOf(second)!.cache).toBe(CacheStatus.CACHE_STATUS_HIT);
+    expect(text(second)).toBe(text(first));
+  });
+
   it('passes a user\'s images on, each billed as its provider bills it; an image the provider cannot read is its 400, and Anthropic refuses a detail it has not', async () => {
     const question = 'What is in this picture?';
     const png = `data:image/png;base64,${minimalImage('image/png', 1024, 1024).toString('base64')}`;

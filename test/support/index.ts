@@ -143,6 +143,8 @@ export interface EmulatorStats {
   byMode: { stream: number; whole: number };
   /** Images in the prompts of admitted requests. */
   images: number;
+  /** Admitted requests that named their end user (`user`, Anthropic's `metadata.user_id`). */
+  users: number;
 }
 export async function emulatorStats(emulator: { url: string }): Promise<EmulatorStats> {
   return (await (await fetch(`${emulator.url}/_emulator/stats`)).json()) as EmulatorStats;

@@ -546,15 +546,15 @@ describe('edge app (fake peers)', () => {
     });
 
     test('stop, top_p, seed, the penalties, response_format, parallel_tool_calls, reasoning_effort, logit_bias and verbosity reach the broker as asked (a single stop string as a list of one)', async () => {
-      type Seen = Pick<GenerateRequest, 'stop' | 'topP' | 'seed' | 'presencePenalty' | 'frequencyPenalty' | 'responseFormatJson' | 'parallelToolCalls' | 'reasoningEffort' | 'logitBias' | 'verbosity'>;
+      type Seen = Pick<GenerateRequest, 'stop' | 'topP' | 'seed' | 'presencePenalty' | 'frequencyPenalty' | 'responseFormatJson' | 'parallelToolCalls' | 'reasoningEffort' | 'logitBias' | 'verbosity' | 'endUser'>;
       const seen: Seen[] = [];
       const generate = gw.fakeBroker.generate.bind(gw.fakeBroker);
       gw.fakeBroker.generate = (req, signal, gate) => {
-        const { stop, topP, seed, presencePenalty, frequencyPenalty, responseFormatJson, parallelToolCalls, reasoningEffort, logitBias, verbosity } = req as GenerateRequest;
-        seen.push({ stop, topP, seed, presencePenalty, frequencyPenalty, responseFormatJson, parallelToolCalls, reasoningEffort, logitBias, verbosity });
+        const { stop, topP, seed, presencePenalty, frequencyPenalty, responseFormatJson, parallelToolCalls, reasoningEffort, logitBias, verbosity, endUser } = req as GenerateRequest;
+        seen.push({ stop, topP, seed, presencePenalty, frequencyPenalty, responseFormatJson, parallelToolCalls, reasoningEffort, logitBias, verbosity, endUser });
         return generate(req, signal, gate);
       };
-      const none = { topP: undefined, seed: undefined, presencePenalty: undefined, frequencyPenalty: undefined, responseFormatJson: '', parallelToolCalls: undefined, reasoningEffort: undefined, logitBias: {}, verbosity: undefined };
+      const none = { topP: undefined, seed: undefined, presencePenalty: undefined, frequencyPenalty: undefined, responseFormatJson: '', parallelToolCalls: undefined, reasoningEffort: undefined, logitBias: {}, verbosity: undefined, endUser: undefined };
       const schema = { type: 'json_schema', json_schema: { name: 'answer', schema: { type: 'object', properties: { text: { type: 'string' } } }, strict: true } };
       try {
         for (const extra of [
@@ -564,6 +564,7 @@ describe('edge app (fake peers)', () => {
           { reasoning_effort: 'high', logit_bias: { '50256': -100, '1734': 2.5 } }, { reasoning_effort: null, logit_bias: null, verbosity: null }, { verbosity: 'low' },
           // metadata tags the trace, and is not sent on.
           { metadata: { team: 'search', job: 'nightly' }, modalities: ['text'] },
+          { user: 'user-42' },
         ]) {
           expect((await ask(extra)).status).toBe(200);
         }
@@ -579,6 +580,7 @@ describe('edge app (fake peers)', () => {
           { ...none, stop: [] },
           { ...none, stop: [], verbosity: 'low' },
           { ...none, stop: [] },
+          { ...none, stop: [], endUser: 'user-42' },
         ]);
         expect(await refusal(await ask({ presence_penalty: 3 }))).toBe('body/presence_penalty must be <= 2');
         expect(await refusal(await ask({ response_format: { type: 'xml' } }))).toBe('body/response_format/type must be "text" or "json_object" or "json_schema"');

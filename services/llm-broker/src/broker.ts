@@ -55,6 +55,8 @@ export interface GenerateInput {
   logitBias?: Record<string, number>;
   /** OpenAI's `verbosity` (low, medium, high); empty or absent: the model's default. */
   verbosity?: string;
+  /** The caller's name for its end user, for the provider's abuse monitoring; empty or absent: none. */
+  endUser?: string;
   /** Answer from (and store into) the response cache. */
   cache: boolean;
   /** Ask the upstream for the whole answer at once (the caller does not stream). */
@@ -309,6 +311,7 @@ export class LlmBroker {
       ...(input.logprobs ? { logprobs: true, ...(top > 0 ? { topLogprobs: top } : {}) } : {}),
       ...(input.reasoningEffort ? { reasoningEffort: input.reasoningEffort } : {}),
       ...(input.verbosity ? { verbosity: input.verbosity } : {}),
+      ...(input.endUser ? { endUser: input.endUser.slice(0, 256) } : {}),
       ...(bias.length > 0 ? { logitBias: input.logitBias } : {}),
       maxTokens: input.maxTokens > 0 ? input.maxTokens : this.d.defaultMaxTokens,
       ...(input.temperature !== undefined ? { temperature: input.temperature } : {}),

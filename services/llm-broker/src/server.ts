@@ -73,6 +73,7 @@ export function toInput(req: GenerateRequest): GenerateInput {
     topLogprobs: req.topLogprobs,
     reasoningEffort: req.reasoningEffort,
     verbosity: req.verbosity,
+    endUser: req.endUser,
     logitBias: req.logitBias,
     temperature: req.hasTemperature ? req.temperature : undefined,
     cache: req.cache,

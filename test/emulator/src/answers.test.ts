@@ -6,7 +6,7 @@ import { countTokens } from './tokens';
 const SEARCH: ToolDefinition = { type: 'function', function: { name: 'search_web', parameters: { type: 'object' } } };
 
 function request(messages: ChatMessage[], extra: Partial<ChatCompletionRequest> = {}): ChatCompletionRequest {
-  return { model: 'm', messages, stream: false, includeUsage: false, maxTokens: undefined, tools: undefined, toolChoice: undefined, temperature: undefined, stop: undefined, seed: undefined, topP: undefined, responseFormat: undefined, parallelToolCalls: true, logprobs: false, topLogprobs: 0, reasoningEffort: undefined, verbosity: undefined, ...extra };
+  return { model: 'm', messages, stream: false, includeUsage: false, maxTokens: undefined, tools: undefined, toolChoice: undefined, temperature: undefined, stop: undefined, seed: undefined, topP: undefined, responseFormat: undefined, parallelToolCalls: true, logprobs: false, topLogprobs: 0, reasoningEffort: undefined, verbosity: undefined, endUser: undefined, ...extra };
 }
 
 function conversation(system: string, user: string): ChatMessage[] {

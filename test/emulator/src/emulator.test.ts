@@ -259,6 +259,17 @@ describe('POST /v1/chat/completions, not streamed', () => {
     expect(await refused({ logit_bias: { '1734': 101 } })).toMatchObject({ param: 'logit_bias', code: 'invalid_value' });
   });
 
+  it('user: the end user a request names is counted (stats.users); another type than a string is refused as OpenAI refuses it', async () => {
+    const messages = [{ role: 'user', content: 'How do tides work?' }];
+    const before = emulator.stats().users;
+    expect((await chat({ model: 'm', messages, user: 'user-42' })).status).toBe(200);
+    expect((await chat({ model: 'm', messages })).status).toBe(200);
+    expect(emulator.stats().users).toBe(before + 1);
+    const res = await chat({ model: 'm', messages, user: 42 });
+    expect(res.status).toBe(400);
+    expect(((await res.json()) as { error: unknown }).error).toMatchObject({ param: 'user', code: 'invalid_type' });
+  });
+
   it('verbosity: a shorter answer at low, a longer one at high, checked as OpenAI checks it', async () => {
     type Completion = { usage: { completion_tokens: number } };
     const messages = [{ role: 'user', content: 'How do tides work?' }];

@@ -13,6 +13,17 @@ export function anthropicError(type: string, message: string): { type: 'error'; 
 }
 
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+/** `metadata`: only `user_id` (a string of up to 256 characters, or null), as Anthropic checks it. */
+function endUserOf(metadata: unknown): string | undefined {
+  if (metadata === undefined || metadata === null) return undefined;
+  if (!isObject(metadata)) return bad('metadata: Input should be a valid dictionary');
+  for (const key of Object.keys(metadata)) if (key !== 'user_id') bad(`metadata.${key}: Extra inputs are not permitted`);
+  const id = metadata.user_id;
+  if (id === undefined || id === null) return undefined;
+  if (typeof id !== 'string' || id.length > 256) return bad('metadata.user_id: String should have at most 256 characters');
+  return id;
+}
+
 const bad = (message: string): never => {
   throw new InvalidMessagesRequestError(message);
 };
@@ -133,6 +144,7 @@ export function parseMessagesRequest(body: unknown): ChatCompletionRequest {
     topLogprobs: 0,
     reasoningEffort: undefined,
     verbosity: undefined,
+    endUser: endUserOf(body.metadata),
     topP: body.top_p === undefined ? undefined : typeof body.top_p === 'number' && body.top_p >= 0 && body.top_p <= 1 ? body.top_p : bad('top_p: Input should be less than or equal to 1'),
     temperature: temperature as number | undefined,
   };

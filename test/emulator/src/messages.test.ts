@@ -116,6 +116,20 @@ describe('POST /v1/messages', () => {
   });
 });
 
+describe('POST /v1/messages metadata', () => {
+  it('counts a named end user (metadata.user_id) in stats.users; refuses another key or a long id as Anthropic does', async () => {
+    const before = emulator.stats().users;
+    expect((await post(ask('hi', { stream: false, metadata: { user_id: 'user-42' } }))).status).toBe(200);
+    expect((await post(ask('hi', { stream: false, metadata: {} }))).status).toBe(200);
+    expect(emulator.stats().users).toBe(before + 1);
+    for (const metadata of [{ team: 'x' }, { user_id: 'u'.repeat(257) }]) {
+      const res = await post(ask('hi', { stream: false, metadata }));
+      expect(res.status).toBe(400);
+      expect(((await res.json()) as { error: { type: string } }).error.type).toBe('invalid_request_error');
+    }
+  });
+});
+
 describe('POST /v1/messages with images', () => {
   const base64 = (type: ImageMediaType, width: number, height: number, bytes = minimalImage(type, width, height)) => ({
     type: 'image', source: { type: 'base64', media_type: type, data: bytes.toString('base64') },

@@ -65,6 +65,8 @@ export interface ChatCompletionRequest {
   reasoningEffort: ReasoningEffort | undefined;
   /** `verbosity`: how long an answer the model writes (absent: medium). */
   verbosity: Verbosity | undefined;
+  /** `user` (Anthropic's `metadata.user_id`): the caller's name for its end user. */
+  endUser: string | undefined;
 }
 
 export const REASONING_EFFORTS = ['minimal', 'low', 'medium', 'high'] as const;
@@ -388,6 +390,8 @@ export function parseChatCompletionRequest(body: unknown): ChatCompletionRequest
     throw new InvalidRequestError(`Invalid value: ${JSON.stringify(verbosity)}. Supported values are: 'low', 'medium', and 'high'.`, 'verbosity', 'invalid_value');
   }
   checkLogitBias(optional(body, 'logit_bias'));
+  const endUser = optional(body, 'user');
+  if (endUser !== undefined && typeof endUser !== 'string') throw invalidType('user', 'a string', endUser);
   const parallelToolCalls = optional(body, 'parallel_tool_calls');
   if (parallelToolCalls !== undefined) {
     if (typeof parallelToolCalls !== 'boolean') throw invalidType('parallel_tool_calls', 'a boolean', parallelToolCalls);
@@ -414,6 +418,7 @@ export function parseChatCompletionRequest(body: unknown): ChatCompletionRequest
     topLogprobs,
     reasoningEffort: reasoningEffort as ReasoningEffort | undefined,
     verbosity: verbosity as Verbosity | undefined,
+    endUser: endUser as string | undefined,
   };
 }
 

@@ -306,7 +306,7 @@ export class ProviderEmulator {
     const length = request.verbosity ? { ...config, completionTokens: Math.round(config.completionTokens * VERBOSITY_SHARE[request.verbosity]) } : config;
     const answer = formatted(composeAnswer(request, rng, length), request.responseFormat);
     const images = request.messages.reduce((n, m) => n + (m.images?.length ?? 0), 0);
-    this.recorder.admitted(Date.now(), answer.role, promptTokens, request.stream, images);
+    this.recorder.admitted(Date.now(), answer.role, promptTokens, request.stream, images, request.endUser !== undefined);
     if (fate === 'hang') this.recorder.hung();
     else if (fate !== 'fail') this.recorder.answered(answer.kind, answer.kind === 'text' ? answer.verdict : undefined);
 

@@ -32,6 +32,8 @@ export interface EmulatorStats {
   promptTokens: number;
   /** Images in admitted requests (OpenAI `image_url` parts, Anthropic `image` blocks): they reached the provider. */
   images: number;
+  /** Admitted requests that named their end user (OpenAI's `user`, Anthropic's `metadata.user_id`). */
+  users: number;
   /** Completion tokens generated (in full, or up to the abort or cut). */
   completionTokens: number;
   /**
@@ -72,6 +74,7 @@ function emptyStats(inFlight: number): EmulatorStats {
     maxInFlight: inFlight,
     promptTokens: 0,
     images: 0,
+    users: 0,
     completionTokens: 0,
     tokensCharged: 0,
     admissions: [],
@@ -105,9 +108,10 @@ export class StatsRecorder {
     this.stats.rateLimited++;
   }
 
-  admitted(at: number, role: AgentRole, promptTokens: number, stream: boolean, images: number): void {
+  admitted(at: number, role: AgentRole, promptTokens: number, stream: boolean, images: number, namedUser: boolean): void {
     const s = this.stats;
     s.images += images;
+    if (namedUser) s.users++;
     s.byMode[stream ? 'stream' : 'whole']++;
     s.inFlight++;
     s.maxInFlight = Math.max(s.maxInFlight, s.inFlight);

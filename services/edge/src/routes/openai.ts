@@ -493,6 +493,7 @@ async function* direct(ctx: EdgeContext, userId: string, body: ChatBody, message
     ...(body.logprobs ? { logprobs: true, ...(body.top_logprobs ? { topLogprobs: body.top_logprobs } : {}) } : {}),
     ...(body.reasoning_effort ? { reasoningEffort: body.reasoning_effort } : {}),
     ...(body.verbosity ? { verbosity: body.verbosity } : {}),
+    ...(body.user ? { endUser: body.user } : {}),
     logitBias: body.logit_bias ?? {},
     maxTokens,
     temperature: body.temperature ?? 0,

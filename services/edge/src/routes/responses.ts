@@ -132,6 +132,7 @@ function asChat(body: ResponsesBody): ChatBody {
     ...(body.reasoning?.effort ? { reasoning_effort: body.reasoning.effort } : {}),
     ...(body.text?.verbosity ? { verbosity: body.text.verbosity } : {}),
     ...(body.metadata ? { metadata: body.metadata } : {}),
+    ...(body.user ? { user: body.user } : {}),
   };
 }
 

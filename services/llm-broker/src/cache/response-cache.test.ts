@@ -29,7 +29,7 @@ describe('response cache keys', () => {
     })).digest('hex'));
   });
 
-  it('differ by everything that decides the answer: upstream, model, messages, tools, tool_choice, max_tokens, temperature, stop, top_p, seed, penalties, response_format, parallel_tool_calls, logprobs, reasoning_effort, logit_bias', () => {
+  it('differ by everything that decides the answer: upstream, model, messages, images, tools, tool_choice, max_tokens, temperature, stop, top_p, seed, penalties, response_format, parallel_tool_calls, logprobs, reasoning_effort, logit_bias, verbosity; not by the end user\'s name (users share answers)', () => {
     const base = cache().keyOf(UPSTREAM, req());
     const variants = [
       cache().keyOf('anthropic https://llm.example/v1', req()),
@@ -54,7 +54,10 @@ describe('response cache keys', () => {
       cache().keyOf(UPSTREAM, req({ logprobs: true, topLogprobs: 2 })),
       cache().keyOf(UPSTREAM, req({ reasoningEffort: 'high' })),
       cache().keyOf(UPSTREAM, req({ logitBias: { '50256': -100 } })),
+      cache().keyOf(UPSTREAM, req({ verbosity: 'low' })),
+      cache().keyOf(UPSTREAM, req({ messages: [{ role: 'user', content: 'q', parts: [{ text: 'q', imageUrl: '', imageDetail: '' }, { text: '', imageUrl: 'https://example.com/a.png', imageDetail: '' }] }] })),
     ];
     expect(new Set([base, ...variants]).size).toBe(variants.length + 1);
+    expect(cache().keyOf(UPSTREAM, req({ endUser: 'user-42' }))).toBe(base);
   });
 });

@@ -78,8 +78,9 @@ describe('Anthropic Messages request', () => {
   });
 
   it('writes stop as stop_sequences and top_p; a seed, penalties, response_format, logprobs, reasoning_effort, logit_bias or verbosity it cannot send, and says so', () => {
-    const body = JSON.parse(anthropicProtocol.request({ ...req, stop: ['END'], topP: 0.9 }, 'k', true).body) as Record<string, unknown>;
-    expect(body).toMatchObject({ stop_sequences: ['END'], top_p: 0.9 });
+    const body = JSON.parse(anthropicProtocol.request({ ...req, stop: ['END'], topP: 0.9, endUser: 'user-42' }, 'k', true).body) as Record<string, unknown>;
+    expect(body).toMatchObject({ stop_sequences: ['END'], top_p: 0.9, metadata: { user_id: 'user-42' } });
+    expect(JSON.parse(anthropicProtocol.request(req, 'k', true).body)).not.toHaveProperty('metadata');
     expect(body).not.toHaveProperty('stop');
     expect(anthropicProtocol.unsupported?.(req)).toBeUndefined();
     expect(anthropicProtocol.unsupported?.({ ...req, seed: 7 })).toBe('seed');

@@ -30,6 +30,7 @@ export interface MessagesRequestBody {
   messages: { role: 'user' | 'assistant'; content: Block[] }[];
   tools?: { name: string; description?: string; input_schema: unknown }[];
   temperature?: number;
+  metadata?: { user_id: string };
 }
 
 function inputOf(argumentsJson: string): unknown {
@@ -88,6 +89,7 @@ function buildBody(req: ProviderRequest): MessagesRequestBody {
     ...toolChoiceOf(req),
     // Anthropic's range is 0–1 (OpenAI's 0–2): higher values are capped.
     ...(req.temperature !== undefined ? { temperature: Math.min(1, Math.max(0, req.temperature)) } : {}),
+    ...(req.endUser ? { metadata: { user_id: req.endUser } } : {}),
     ...(req.stop ? { stop_sequences: req.stop } : {}),
     ...(req.topP !== undefined ? { top_p: req.topP } : {}),
   };

@@ -32,6 +32,7 @@ export interface ChatRequestBody {
   reasoning_effort?: string;
   logit_bias?: Record<string, number>;
   verbosity?: string;
+  user?: string;
 }
 
 /** A part as OpenAI's content part: text, or an image by URL with its detail. */
@@ -86,6 +87,7 @@ function buildBody(req: ProviderRequest): ChatRequestBody {
     ...(req.reasoningEffort ? { reasoning_effort: req.reasoningEffort } : {}),
     ...(req.logitBias ? { logit_bias: req.logitBias } : {}),
     ...(req.verbosity ? { verbosity: req.verbosity } : {}),
+    ...(req.endUser ? { user: req.endUser } : {}),
   };
 }
 

@@ -90,6 +90,8 @@ export interface ProviderRequest {
   logitBias?: Record<string, number>;
   /** How long an answer the model writes (OpenAI's `verbosity`: low, medium, high). */
   verbosity?: string;
+  /** The caller's name for its end user (OpenAI's `user`, Anthropic's `metadata.user_id`): not part of the cache's key. */
+  endUser?: string;
   /** False: ask for the whole answer at once (when the protocol can); absent or true: streamed. */
   stream?: boolean;
 }

@@ -386,7 +386,15 @@ export interface GenerateRequest {
    * verbosity (low, medium, high) is OpenAI's: how long an answer the model writes; unset: the
    * model's default. Anthropic has none (as with seed).
    */
-  verbosity?: string | undefined;
+  verbosity?:
+    | string
+    | undefined;
+  /**
+   * end_user is the caller's own name for its end user (OpenAI's `user`, Anthropic's
+   * `metadata.user_id`), passed to the provider for its abuse monitoring; not part of the response
+   * cache's key (users share answers).
+   */
+  endUser?: string | undefined;
 }
 
 export interface GenerateRequest_LogitBiasEntry {
@@ -1101,6 +1109,7 @@ function createBaseGenerateRequest(): GenerateRequest {
     reasoningEffort: undefined,
     logitBias: {},
     verbosity: undefined,
+    endUser: undefined,
   };
 }
 
@@ -1186,6 +1195,9 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
     });
     if (message.verbosity !== undefined) {
       writer.uint32(226).string(message.verbosity);
+    }
+    if (message.endUser !== undefined) {
+      writer.uint32(234).string(message.endUser);
     }
     return writer;
   },
@@ -1422,6 +1434,14 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
             message.verbosity = reader.string();
             continue;
           }
+          case 29: {
+            if (tag !== 234) {
+              break;
+            }
+
+            message.endUser = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1563,6 +1583,11 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
         )
         : {},
       verbosity: isSet(object.verbosity) ? globalThis.String(object.verbosity) : undefined,
+      endUser: isSet(object.endUser)
+        ? globalThis.String(object.endUser)
+        : isSet(object.end_user)
+        ? globalThis.String(object.end_user)
+        : undefined,
     };
   },
 
@@ -1655,6 +1680,9 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
     if (message.verbosity !== undefined) {
       obj.verbosity = message.verbosity;
     }
+    if (message.endUser !== undefined) {
+      obj.endUser = message.endUser;
+    }
     return obj;
   },
 
@@ -1700,6 +1728,7 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
       {},
     );
     message.verbosity = object.verbosity ?? undefined;
+    message.endUser = object.endUser ?? undefined;
     return message;
   },
 };
