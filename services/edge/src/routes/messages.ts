@@ -6,11 +6,11 @@
 // (message_start, content_block_start/delta/stop, message_delta, message_stop). Errors are
 // Anthropic's (`{"type": "error", "error": {type, message}}`: app.ts). The token is a bearer
 // token or the `x-api-key` header, as Anthropic's clients send it.
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyInstance } from 'fastify';
 import { randomBytes } from 'node:crypto';
 import type { EdgeContext } from '../context';
 import { anthropicType, fromGrpc, HttpError, isGrpcError } from '../errors';
-import { CACHE_HEADER, completion, openStream, readToEnd, wholeAnswer, type ChatBody, type Piece } from './openai';
+import { CACHE_HEADER, completion, openStream, readToEnd, wholeAnswer, type Begun, type ChatBody, type Piece } from './openai';
 import { anyObject, FUNCTION_NAME, NO_NUL } from './schemas';
 
 const text = { type: 'string', maxLength: 200_000, pattern: NO_NUL } as const;
@@ -218,10 +218,10 @@ export function messagesRoutes(app: FastifyInstance, ctx: EdgeContext): void {
     },
     async (req, reply) => {
       const body = req.body as MessagesBody;
-      const { pieces, abort, cache } = completion(ctx, req, reply, asChat(body));
+      const call = completion(ctx, req, reply, asChat(body));
       const id = `msg_${randomBytes(12).toString('hex')}`;
-      if (body.stream) return streamMessage(ctx, req, reply, id, body, pieces, abort, cache);
-      const { text: said, done } = await wholeAnswer(ctx, reply, pieces, cache);
+      if (body.stream) return streamMessage(call, id, body);
+      const { text: said, done } = await wholeAnswer(call);
       return {
         id, type: 'message', role: 'assistant', model: done.model || body.model, content: contentOf(said, done),
         stop_reason: STOP_REASON[done.finishReason] ?? 'end_turn', stop_sequence: null, usage: usageOf(done),
@@ -238,18 +238,10 @@ const anthropicErrorBody = {
 } as const;
 
 /** Streams Anthropic's events; errors before the first piece are HTTP errors, later ones an `error` event. */
-async function streamMessage(
-  ctx: EdgeContext,
-  req: FastifyRequest,
-  reply: FastifyReply,
-  id: string,
-  body: MessagesBody,
-  pieces: AsyncGenerator<Piece>,
-  abort: AbortController,
-  cache: boolean,
-): Promise<void> {
+async function streamMessage(call: Begun, id: string, body: MessagesBody): Promise<void> {
+  const { ctx, pieces, abort } = call;
   const started = Date.now();
-  const { first, write, close } = await openStream(ctx, req, reply, pieces, abort, cache);
+  const { first, write, close } = await openStream(call);
   const emit = (type: string, data: Record<string, unknown>) => write(`event: ${type}\ndata: ${JSON.stringify({ type, ...data })}\n\n`);
   let said = '';
   let answered = false;

@@ -357,9 +357,10 @@ export function openaiRoutes(app: FastifyInstance, ctx: EdgeContext): void {
     },
     async (req, reply) => {
       const body = req.body as ChatBody;
-      const { pieces, abort, cache, n } = completion(ctx, req, reply, body);
+      const call = completion(ctx, req, reply, body);
+      const { pieces, cache, n } = call;
       const id = `chatcmpl-${newId()}`;
-      if (body.stream) return streamCompletion(ctx, req, reply, id, body, pieces, abort, cache, n);
+      if (body.stream) return streamCompletion(call, id, body);
       const choices: { content: string; logprobs: WireLogprob[]; done?: Extract<Piece, { done: true }> }[] = Array.from({ length: n }, () => ({ content: '', logprobs: [] }));
       let finished = 0;
       if (cache) void reply.header(CACHE_HEADER, 'miss');
@@ -401,7 +402,7 @@ export function openaiRoutes(app: FastifyInstance, ctx: EdgeContext): void {
  * pipeline's, one choice's, or `n` merged), the controller that stops it when the client leaves,
  * and whether the response cache is asked.
  */
-export function completion(ctx: EdgeContext, req: FastifyRequest, reply: FastifyReply, body: ChatBody): { pieces: AsyncGenerator<Piece>; abort: AbortController; cache: boolean; n: number } {
+export function completion(ctx: EdgeContext, req: FastifyRequest, reply: FastifyReply, body: ChatBody): Begun {
   const messages = body.messages.map(toChatMessage);
   const abort = new AbortController();
   // The response's close (not the request's, which fires once the body is read) before it was
@@ -429,7 +430,21 @@ export function completion(ctx: EdgeContext, req: FastifyRequest, reply: Fastify
   const pieces = body.model === PIPELINE_MODEL
     ? pipeline(ctx, req.userId, messages, abort.signal, gate)
     : n === 1 ? choice(0) : merged(Array.from({ length: n }, (_, i) => choice(i)), abort);
-  return { pieces, abort, cache, n };
+  return { ctx, req, reply, pieces, abort, cache, n };
+}
+
+/** A completion begun, with the request it answers: what a route writes its answer from. */
+export interface Begun {
+  ctx: EdgeContext;
+  req: FastifyRequest;
+  reply: FastifyReply;
+  /** The answer's pieces (of `n` choices). */
+  pieces: AsyncGenerator<Piece>;
+  /** Stops the call (the client left). */
+  abort: AbortController;
+  /** Whether the response cache is asked. */
+  cache: boolean;
+  n: number;
 }
 
 function toChatMessage(m: ChatBody['messages'][number], i: number): ChatMessage {
@@ -660,19 +675,10 @@ function parse(ev: RunEvent): Record<string, unknown> {
 }
 
 /** Streams chat.completion.chunk objects; errors before the first piece are HTTP errors. */
-async function streamCompletion(
-  ctx: EdgeContext,
-  req: FastifyRequest,
-  reply: FastifyReply,
-  id: string,
-  body: ChatBody,
-  pieces: AsyncGenerator<Piece>,
-  abort: AbortController,
-  cache: boolean,
-  n: number,
-): Promise<void> {
+async function streamCompletion(call: Begun, id: string, body: ChatBody): Promise<void> {
+  const { ctx, pieces, abort, n } = call;
   const started = Date.now();
-  const { first, write, close } = await openStream(ctx, req, reply, pieces, abort, cache);
+  const { first, write, close } = await openStream(call);
   const created = Math.floor(Date.now() / 1000);
   const chunk = (delta: Record<string, unknown>, finishReason: string | null, index = 0, model = body.model, logprobs: WireLogprob[] | undefined = undefined) =>
     JSON.stringify({ id, object: 'chat.completion.chunk', created, model, choices: [{ index, delta, logprobs: logprobs ? { content: logprobs, refusal: null } : null, finish_reason: finishReason }] });
@@ -724,7 +730,7 @@ async function streamCompletion(
  * as an event stream whose header says the cache's outcome: a replayed answer says so first, so the
  * header can tell before any token.
  */
-export async function openStream(ctx: EdgeContext, req: FastifyRequest, reply: FastifyReply, pieces: AsyncGenerator<Piece>, abort: AbortController, cache: boolean) {
+export async function openStream({ ctx, req, reply, pieces, abort, cache }: Begun) {
   const first = await pieces.next();
   const cacheStatus = !first.done && 'cached' in first.value ? first.value.cached : cache ? 'miss' : undefined;
   return { first, ...eventStream(ctx, req, reply, abort, cacheStatus ? { [CACHE_HEADER]: cacheStatus } : {}) };
@@ -734,7 +740,7 @@ export async function openStream(ctx: EdgeContext, req: FastifyRequest, reply: F
  * A caller that does not stream: the answer's text and its end, the cache's outcome in the
  * response header; the call's end is read on in the background.
  */
-export async function wholeAnswer(ctx: EdgeContext, reply: FastifyReply, pieces: AsyncGenerator<Piece>, cache: boolean): Promise<{ text: string; done: Extract<Piece, { done: true }> }> {
+export async function wholeAnswer({ ctx, reply, pieces, cache }: Begun): Promise<{ text: string; done: Extract<Piece, { done: true }> }> {
   if (cache) void reply.header(CACHE_HEADER, 'miss');
   let text = '';
   for (let next = await pieces.next(); !next.done; next = await pieces.next()) {

@@ -5,11 +5,11 @@
 // (`response.created` … `response.output_text.delta` … `response.completed`). Nothing is kept: a
 // caller sends the conversation's items each turn (`store` true and `previous_response_id` are
 // refused, as is every parameter this API does not take).
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyInstance } from 'fastify';
 import { randomBytes } from 'node:crypto';
 import type { EdgeContext } from '../context';
 import { badRequest, fromGrpc, HttpError, isGrpcError } from '../errors';
-import { CACHE_HEADER, completion, openStream, readToEnd, wholeAnswer, type ChatBody, type Piece } from './openai';
+import { CACHE_HEADER, completion, openStream, readToEnd, wholeAnswer, type Begun, type ChatBody, type Piece } from './openai';
 import { anyObject, FUNCTION_NAME, IMAGE_URL, metadataSchema, NO_NUL, openAiErrorResponses } from './schemas';
 
 const text = { type: 'string', maxLength: 200_000, pattern: NO_NUL } as const;
@@ -291,11 +291,11 @@ export function responsesRoutes(app: FastifyInstance, ctx: EdgeContext): void {
     },
     async (req, reply) => {
       const body = req.body as ResponsesBody;
-      const { pieces, abort, cache } = completion(ctx, req, reply, asChat(body));
+      const call = completion(ctx, req, reply, asChat(body));
       const id = itemId('resp');
       const createdAt = Math.floor(Date.now() / 1000);
-      if (body.stream) return streamResponse(ctx, req, reply, id, createdAt, body, pieces, abort, cache);
-      const { text: content, done } = await wholeAnswer(ctx, reply, pieces, cache);
+      if (body.stream) return streamResponse(call, id, createdAt, body);
+      const { text: content, done } = await wholeAnswer(call);
       const end = statusOf(done.finishReason);
       return responseObject(id, createdAt, body, { ...end, output: outputOf(itemId('msg'), content, done, end.status), done });
     },
@@ -303,19 +303,10 @@ export function responsesRoutes(app: FastifyInstance, ctx: EdgeContext): void {
 }
 
 /** Streams the response's events; errors before the first piece are HTTP errors, later ones an `error` event. */
-async function streamResponse(
-  ctx: EdgeContext,
-  req: FastifyRequest,
-  reply: FastifyReply,
-  id: string,
-  createdAt: number,
-  body: ResponsesBody,
-  pieces: AsyncGenerator<Piece>,
-  abort: AbortController,
-  cache: boolean,
-): Promise<void> {
+async function streamResponse(call: Begun, id: string, createdAt: number, body: ResponsesBody): Promise<void> {
+  const { ctx, pieces, abort } = call;
   const started = Date.now();
-  const { first, write, close } = await openStream(ctx, req, reply, pieces, abort, cache);
+  const { first, write, close } = await openStream(call);
   let sequence = 0;
   const emit = (type: string, data: Record<string, unknown>) => write(`event: ${type}\ndata: ${JSON.stringify({ type, sequence_number: sequence++, ...data })}\n\n`);
   const messageId = itemId('msg');
