@@ -323,6 +323,54 @@ test('the Responses API through the official client: text streamed and not, a fu
   expect(answer.output_text).toContain('According to the web results, "a new tidal lagoon opened"');
 });
 
+test('kept responses through the official client, in the store: previous_response_id carries the conversation (a function call\'s output sent alone), retrieve and delete, another user\'s 404', async () => {
+  const client = new OpenAI({ apiKey: alice, baseURL: `${mesh.edge.url}/v1`, maxRetries: 0 });
+  const tools: OpenAI.Responses.FunctionTool[] = [
+    { type: 'function', name: 'search_web', description: 'Search the web', parameters: { type: 'object', properties: { query: { type: 'string' } }, required: ['query'] }, strict: false },
+  ];
+  const asked = await client.responses.create({ model: 'emulator-1', instructions: 'Be brief.', input: 'Search the latest news about tidal power', tools });
+  expect((asked as unknown as { store: boolean }).store).toBe(true);
+  const call = asked.output.find((i): i is OpenAI.Responses.ResponseFunctionToolCall => i.type === 'function_call')!;
+  // Only the output goes back: the question and the call come from the kept response.
+  const answer = await client.responses.create({
+    model: 'emulator-1',
+    tools,
+    previous_response_id: asked.id,
+    input: [{ type: 'function_call_output', call_id: call.call_id, output: '{"news":"a new tidal lagoon opened"}' }],
+  });
+  expect(answer.previous_response_id).toBe(asked.id);
+  expect(answer.output_text).toContain('According to the web results, "a new tidal lagoon opened"');
+
+  // A text turn after it: the provider is sent the whole conversation (its prompt is longer than the same input alone).
+  const alone = await client.responses.create({ model: 'emulator-1', input: 'Thanks, and the tides?', store: false });
+  const next = await client.responses.create({ model: 'emulator-1', input: 'Thanks, and the tides?', previous_response_id: answer.id });
+  expect(next.usage!.input_tokens).toBeGreaterThan(alone.usage!.input_tokens + 20);
+
+  // Streamed, it is kept too: the id in response.completed can be read back at once.
+  let streamedId = '';
+  for await (const e of await client.responses.create({ model: 'emulator-1', input: 'Why is the sea salty?', previous_response_id: next.id, stream: true })) {
+    if (e.type === 'response.completed') streamedId = e.response.id;
+  }
+  expect((await client.responses.retrieve(streamedId)).previous_response_id).toBe(next.id);
+
+  const read = await client.responses.retrieve(answer.id);
+  expect(read.output_text).toBe(answer.output_text);
+  expect(read.usage).toEqual(answer.usage);
+  // store: false keeps nothing.
+  await expect(client.responses.retrieve(alone.id)).rejects.toBeInstanceOf(OpenAI.NotFoundError);
+
+  const other = new OpenAI({ apiKey: bob, baseURL: `${mesh.edge.url}/v1`, maxRetries: 0 });
+  await expect(other.responses.retrieve(answer.id)).rejects.toBeInstanceOf(OpenAI.NotFoundError);
+  await expect(other.responses.delete(answer.id)).rejects.toBeInstanceOf(OpenAI.NotFoundError);
+  await expect(other.responses.create({ model: 'emulator-1', input: 'hi', previous_response_id: answer.id })).rejects.toMatchObject({ status: 400, code: 'previous_response_not_found', param: 'previous_response_id' });
+
+  await client.responses.delete(answer.id);
+  await expect(client.responses.retrieve(answer.id)).rejects.toBeInstanceOf(OpenAI.NotFoundError);
+  await expect(client.responses.create({ model: 'emulator-1', input: 'hi', previous_response_id: answer.id })).rejects.toMatchObject({ status: 400, code: 'previous_response_not_found' });
+  // What was kept before it still stands: its successor carries the conversation itself.
+  expect((await client.responses.retrieve(next.id)).id).toBe(next.id);
+});
+
 test('the Anthropic Messages API through the official Anthropic client (its key as x-api-key): text streamed and not, a tool call and its result sent back, Anthropic\'s errors', async () => {
   const client = new Anthropic({ apiKey: alice, baseURL: mesh.edge.url, maxRetries: 0 });
   const whole = await client.messages.create({ model: 'emulator-1', max_tokens: 200, system: 'Be brief.', messages: [{ role: 'user', content: 'Why is the sea salty?' }] });

@@ -311,6 +311,40 @@ describe('plans', () => {
   });
 });
 
+describe('kept responses of the Responses API', () => {
+  const respId = () => `resp_${newId().replace(/-/g, '')}`;
+  const code = async (p: Promise<unknown>) => { const e: unknown = await p.then(() => undefined, (err: unknown) => err); return { code: codeOf(e), reason: reasonOf(e) }; };
+
+  it('saves (a retry overwrites), reads back and deletes the owner\'s; another user\'s answers as an unknown one; bad ids and oversize refused', async () => {
+    const id = respId();
+    const kept = { id, userId: '', createdAtMs: 0, responseJson: '{"id":"x","output":[]}', itemsJson: '[{"role":"user","content":"hi"}]' };
+    await unary(client.saveStoredResponse.bind(client), { userId: ALICE, response: kept });
+    await unary(client.saveStoredResponse.bind(client), { userId: ALICE, response: { ...kept, responseJson: '{"id":"x","output":[1]}' } });
+    const got = await unary(client.getStoredResponse.bind(client), { userId: ALICE, responseId: id });
+    expect(got.response).toMatchObject({ id, userId: ALICE, responseJson: '{"id":"x","output":[1]}', itemsJson: kept.itemsJson });
+    expect(got.response!.createdAtMs).toBeGreaterThan(Date.now() - 60_000);
+
+    const notFound = { code: status.NOT_FOUND, reason: 'not_found' };
+    expect(await code(unary(client.getStoredResponse.bind(client), { userId: BOB, responseId: id }))).toEqual(notFound);
+    expect(await code(unary(client.deleteStoredResponse.bind(client), { userId: BOB, responseId: id }))).toEqual(notFound);
+    expect(await code(unary(client.saveStoredResponse.bind(client), { userId: BOB, response: { ...kept, responseJson: '{"stolen":true}' } }))).toEqual(notFound);
+    expect((await unary(client.getStoredResponse.bind(client), { userId: ALICE, responseId: id })).response!.responseJson).toBe('{"id":"x","output":[1]}');
+
+    expect(await code(unary(client.getStoredResponse.bind(client), { userId: ALICE, responseId: 'resp_1' }))).toEqual({ code: status.INVALID_ARGUMENT, reason: 'invalid_id' });
+    expect(await code(unary(client.saveStoredResponse.bind(client), { userId: ALICE, response: { ...kept, id: respId(), itemsJson: 'x'.repeat(12 * 1024 * 1024) } })))
+      .toEqual({ code: status.INVALID_ARGUMENT, reason: 'too_long' });
+    // Large is kept and read back whole (over grpc-js's default 4 MiB message).
+    const large = respId();
+    const image = `[{"role":"user","content":[{"type":"input_image","image_url":"data:image/png;base64,${'A'.repeat(6 * 1024 * 1024)}"}]}]`;
+    await unary(client.saveStoredResponse.bind(client), { userId: ALICE, response: { ...kept, id: large, itemsJson: image } });
+    expect((await unary(client.getStoredResponse.bind(client), { userId: ALICE, responseId: large })).response!.itemsJson).toBe(image);
+
+    await unary(client.deleteStoredResponse.bind(client), { userId: ALICE, responseId: id });
+    expect(await code(unary(client.getStoredResponse.bind(client), { userId: ALICE, responseId: id }))).toEqual(notFound);
+    expect(await code(unary(client.deleteStoredResponse.bind(client), { userId: ALICE, responseId: id }))).toEqual(notFound);
+  });
+});
+
 describe('retention cleanup', () => {
   it('removes only what it should (driver-level, injectable clock)', async () => {
     const uri = ferret.uri.replace(/\/agentmesh$/, '/cleanup_test');
@@ -341,11 +375,15 @@ describe('retention cleanup', () => {
       const live = runDoc(kept, 'running');
       const expiredRun = runDoc(expired, 'completed', now - 31 * DAY);
       await cols.runs.raw.insertMany([oldDone, freshDone, live, expiredRun]);
+      const response = (createdAt: number) => ({ _id: `resp_${newId().replace(/-/g, '')}`, userId: ALICE, createdAt, response: '{}', items: '[]' });
+      const [oldResponse, newResponse] = [response(now - 31 * DAY), response(now - DAY)];
+      await cols.responses.raw.insertMany([oldResponse, newResponse]);
 
       const cleanup = new RetentionCleanup(cols, { retentionMs: 30 * DAY, runStateRetentionMs: 30 * 60_000, now: () => now }, logger, metrics);
       const result = await cleanup.runOnce();
       // runsCleaned: the old finished run, and the expired conversation's run before it goes.
-      expect(result).toEqual({ runsCleaned: 2, conversationsDeleted: 1, messagesDeleted: 2, runsDeleted: 1 });
+      expect(result).toEqual({ runsCleaned: 2, conversationsDeleted: 1, messagesDeleted: 2, runsDeleted: 1, responsesDeleted: 1 });
+      expect((await cols.responses.raw.find({ _id: { $in: [oldResponse._id, newResponse._id] } }).toArray()).map((d) => d._id)).toEqual([newResponse._id]);
 
       const runs = await cols.runs.raw.find({}).toArray();
       const byId = new Map(runs.map((r) => [r._id, r]));
@@ -359,7 +397,7 @@ describe('retention cleanup', () => {
       expect(await cols.messages.raw.countDocuments({ conversationId: expired })).toBe(0);
 
       // A second pass finds nothing more to do.
-      expect(await cleanup.runOnce()).toEqual({ runsCleaned: 0, conversationsDeleted: 0, messagesDeleted: 0, runsDeleted: 0 });
+      expect(await cleanup.runOnce()).toEqual({ runsCleaned: 0, conversationsDeleted: 0, messagesDeleted: 0, runsDeleted: 0, responsesDeleted: 0 });
     } finally {
       await mongo.close().catch(() => undefined);
     }

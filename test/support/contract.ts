@@ -160,9 +160,10 @@ async function send(base: string, op: Operation, r: Req, token: string): Promise
 }
 
 /**
- * The one refusal of a schema-valid request that the description documents, because no schema
- * can express it: a page token of the right form that this API did not issue
- * (`invalid_page_token`). (A request the upstream provider refuses, `upstream_rejected`, is not
+ * The refusals of a schema-valid request that the description documents, because no schema can
+ * express them: a page token of the right form that this API did not issue
+ * (`invalid_page_token`), a `previous_response_id` of the right form that names no response the
+ * caller kept (`previous_response_not_found`). (A request the upstream provider refuses, `upstream_rejected`, is not
  * excused: the edge's schema must be at least as strict as the provider's rules it knows.)
  */
 function semanticRefusal(r: Req, body: unknown): boolean {
@@ -170,6 +171,8 @@ function semanticRefusal(r: Req, body: unknown): boolean {
   // Anthropic's error body (/v1/messages) has no code: the same refusal, said by its message.
   if ((body as { type?: unknown })?.type === 'error') return /^body\/tool_choice\b/.test(String((body as { error?: { message?: unknown } }).error?.message)) && (r.body as { tool_choice?: unknown } | undefined)?.tool_choice != null;
   if (code === 'invalid_page_token') return new URLSearchParams(r.query).has('pageToken');
+  // So is a kept response's id of the right form that is not the caller's (or no longer kept).
+  if (code === 'previous_response_not_found') return (r.body as { previous_response_id?: unknown } | undefined)?.previous_response_id != null;
   // A tool choice is checked against the tools beside it (its description says so), which no schema says.
   if (code === 'invalid_tool_choice') return (r.body as { tool_choice?: unknown } | undefined)?.tool_choice != null;
   return false;

@@ -852,7 +852,7 @@ describe('edge app (fake peers)', () => {
       expect(res.status).toBe(200);
       const r = (await res.json()) as Record<string, any>;
       expect(r).toMatchObject({
-        object: 'response', status: 'completed', error: null, incomplete_details: null, instructions: 'Be brief.', max_output_tokens: 50, model: 'upstream', store: false, metadata: { team: 'search' },
+        object: 'response', status: 'completed', error: null, incomplete_details: null, instructions: 'Be brief.', max_output_tokens: 50, model: 'upstream', store: true, previous_response_id: null, metadata: { team: 'search' },
         output: [{ type: 'message', status: 'completed', role: 'assistant', content: [{ type: 'output_text', text: 'Hello from the broker', annotations: [] }] }],
         usage: { input_tokens: 5, output_tokens: 4, total_tokens: 9, output_tokens_details: { reasoning_tokens: 0 } },
       });
@@ -915,9 +915,72 @@ describe('edge app (fake peers)', () => {
       expect(data.at(-1)!['response']).toMatchObject({ id, status: 'completed', usage: { input_tokens: 5, output_tokens: 4 }, output: [{ type: 'message', content: [{ text: 'Hello from the broker' }] }] });
     });
 
-    test('what this stateless API does not do is refused by name: store, previous_response_id, hosted tools, reasoning summaries, unknown parameters', async () => {
-      expect(await refusal(await respond({ store: true }))).toBe('body/store must be false or null');
-      expect(await refusal(await respond({ previous_response_id: 'resp_1' }))).toBe('body/previous_response_id must be null');
+    test('kept unless store is false: previous_response_id continues from the conversation (not the instructions) of the caller\'s own responses; GET reads one back, DELETE deletes it', async () => {
+      const { seen, restore } = recordGenerate();
+      try {
+        const first = (await (await respond({ instructions: 'Be brief.', input: 'hi' })).json()) as Record<string, any>;
+        expect(first['store']).toBe(true);
+        const res = await respond({ previous_response_id: first['id'], input: 'and then?', instructions: 'Be kind.' });
+        expect(res.status).toBe(200);
+        const second = (await res.json()) as Record<string, any>;
+        expect(second).toMatchObject({ previous_response_id: first['id'], store: true });
+        expect(seen[1]!.messages).toMatchObject([
+          { role: 'system', content: 'Be kind.' },
+          { role: 'user', content: 'hi' },
+          { role: 'assistant', content: 'Hello from the broker' },
+          { role: 'user', content: 'and then?' },
+        ]);
+        expect(seen[1]!.messages).toHaveLength(4);
+        // A chain: the third call sees both earlier turns.
+        await respond({ previous_response_id: second['id'], input: 'last' });
+        expect(seen[2]!.messages.map((m) => m.content)).toEqual(['hi', 'Hello from the broker', 'and then?', 'Hello from the broker', 'last']);
+
+        const read = await fetch(`${base}/v1/responses/${first['id']}`, { headers: { authorization: `Bearer ${alice}` } });
+        expect(read.status).toBe(200);
+        expect(await read.json()).toEqual(first);
+        // Another user's id is not there for bob: not readable, not continued from, not deletable.
+        expect((await fetch(`${base}/v1/responses/${first['id']}`, { headers: { authorization: `Bearer ${bob}` } })).status).toBe(404);
+        const bobs = await fetch(`${base}/v1/responses`, { method: 'POST', headers: json(bob), body: JSON.stringify({ model: 'upstream', input: 'hi', previous_response_id: first['id'] }) });
+        expect(bobs.status).toBe(400);
+        expect(((await bobs.json()) as { error: Record<string, unknown> }).error).toMatchObject({ code: 'previous_response_not_found', param: 'previous_response_id', message: `Previous response with id '${first['id']}' not found.` });
+        expect((await fetch(`${base}/v1/responses/${first['id']}`, { method: 'DELETE', headers: { authorization: `Bearer ${bob}` } })).status).toBe(404);
+
+        const del = await fetch(`${base}/v1/responses/${first['id']}`, { method: 'DELETE', headers: { authorization: `Bearer ${alice}` } });
+        expect(await del.json()).toEqual({ id: first['id'], object: 'response', deleted: true });
+        expect((await fetch(`${base}/v1/responses/${first['id']}`, { headers: { authorization: `Bearer ${alice}` } })).status).toBe(404);
+        expect((await fetch(`${base}/v1/responses/${first['id']}`, { method: 'DELETE', headers: { authorization: `Bearer ${alice}` } })).status).toBe(404);
+        expect((await respond({ previous_response_id: first['id'] })).status).toBe(400);
+        expect((await fetch(`${base}/v1/responses/resp_nope`, { headers: { authorization: `Bearer ${alice}` } })).status).toBe(400);
+        expect((await fetch(`${base}/v1/responses/${second['id']}`)).status).toBe(401);
+
+        // store: false keeps nothing.
+        const unkept = (await (await respond({ store: false })).json()) as Record<string, any>;
+        expect(unkept['store']).toBe(false);
+        expect(gw.fakeStore.responses.has(unkept['id'])).toBe(false);
+        expect((await respond({ previous_response_id: unkept['id'] })).status).toBe(400);
+      } finally {
+        restore();
+      }
+    });
+
+    test('streamed, the response is kept before response.completed tells its id; a store that cannot keep it leaves the answer whole, with store false', async () => {
+      const events = await readEvents(await respond({ stream: true }));
+      const done = events.at(-1)!.data as { response: { id: string; store: boolean } };
+      expect(done.response.store).toBe(true);
+      expect(JSON.parse(gw.fakeStore.responses.get(done.response.id)!.responseJson)).toEqual(done.response);
+      gw.fakeStore.failSaves = true;
+      try {
+        const res = await respond({});
+        expect(res.status).toBe(200);
+        expect(await res.json()).toMatchObject({ store: false, output: [{ content: [{ text: 'Hello from the broker' }] }] });
+        const streamed = await readEvents(await respond({ stream: true }));
+        expect(streamed.at(-1)).toMatchObject({ event: 'response.completed', data: { response: { store: false, status: 'completed' } } });
+      } finally {
+        gw.fakeStore.failSaves = false;
+      }
+    });
+
+    test('what this API does not do is refused by name: hosted tools, reasoning summaries, unknown parameters', async () => {
       expect(await refusal(await respond({ tools: [{ type: 'web_search_preview' }] }))).toBe('body/tools/0/type must be "function"');
       expect(await refusal(await respond({ reasoning: { effort: 'low', summary: 'auto' } }))).toBe('body/reasoning/summary must be null');
       expect(await refusal(await respond({ temprature: 0 }))).toBe('body has a parameter this API does not take: "temprature" (refused rather than ignored)');

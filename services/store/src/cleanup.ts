@@ -1,6 +1,7 @@
 // Retention on a schedule (FerretDB has no TTL indexes): drops the checkpoint state of runs that
 // finished over RUN_STATE_RETENTION_MS ago, and deletes conversations idle for RETENTION_DAYS
-// with their messages and runs. A running run is never touched.
+// with their messages and runs, and the Responses API's answers kept for longer than that. A
+// running run is never touched.
 import type { Logger } from '@agent-mesh/common';
 import type { Collections } from './repos';
 import { TERMINAL_RUN_STATUSES } from './repos/types';
@@ -22,6 +23,7 @@ export interface CleanupResult {
   conversationsDeleted: number;
   messagesDeleted: number;
   runsDeleted: number;
+  responsesDeleted: number;
 }
 
 export class RetentionCleanup {
@@ -62,7 +64,9 @@ export class RetentionCleanup {
     const now = (this.opts.now ?? Date.now)();
     const runsCleaned = await this.dropFinishedRunState(now - this.opts.runStateRetentionMs);
     const expired = await this.deleteIdleConversations(now - this.opts.retentionMs);
-    const result = { runsCleaned, ...expired };
+    const old = { createdAt: { $lt: now - this.opts.retentionMs } };
+    const responses = await this.cols.responses.run('deleteMany', old, (c) => c.deleteMany(old));
+    const result = { runsCleaned, ...expired, responsesDeleted: responses.deletedCount };
     if (this.metrics) {
       this.metrics.cleanupRunsCleaned.inc(runsCleaned);
       this.metrics.cleanupConversationsDeleted.inc(expired.conversationsDeleted);
@@ -82,7 +86,7 @@ export class RetentionCleanup {
     return res.modifiedCount;
   }
 
-  private async deleteIdleConversations(cutoff: number): Promise<Omit<CleanupResult, 'runsCleaned'>> {
+  private async deleteIdleConversations(cutoff: number): Promise<Omit<CleanupResult, 'runsCleaned' | 'responsesDeleted'>> {
     const total = { conversationsDeleted: 0, messagesDeleted: 0, runsDeleted: 0 };
     const batchSize = this.opts.batchSize ?? 500;
     for (;;) {

@@ -61,7 +61,7 @@ export const VARS = {
     MONGO_WRITE_CONCERN: { type: 'string', default: 'majority', doc: '`majority` or a number of nodes' },
     MONGO_REPLICA_SET: { type: 'string', default: '', defaultDoc: 'none', doc: 'the replica set name, if any' },
     MONGO_READ_PREFERENCE: { type: 'string', values: READ_PREFERENCES, defaultDoc: '`secondaryPreferred` with a replica set, else `primary`', doc: 'where reads go' },
-    RETENTION_DAYS: { type: 'number', default: 30, min: 0, doc: 'conversations untouched for longer are deleted with their messages and runs' },
+    RETENTION_DAYS: { type: 'number', default: 30, min: 0, doc: 'conversations untouched for longer are deleted with their messages and runs, and answers of the Responses API kept for longer too' },
     CLEANUP_INTERVAL_MS: { type: 'int', default: 600_000, min: 100, doc: 'how often retention runs' },
     RUN_STATE_RETENTION_MS: { type: 'int', default: 1_800_000, min: 0, doc: "a finished run's checkpoint state is dropped this long after it ended" },
     SLOW_QUERY_MS: { type: 'int', default: 100, min: 0, doc: 'slower queries are logged with their shape' },

@@ -23,6 +23,7 @@ import {
   optionalId,
   pageSize,
   requireId,
+  requireResponseId,
   requireUserId,
   text,
   timestamp,
@@ -283,6 +284,36 @@ export function createStoreServer({ repos, logger, now = Date.now }: ServerDeps)
       const size = pageSize('page_size', req.pageSize, 20, 100);
       const page = await repos.plans.list(userId, size, req.pageToken);
       return { plans: page.items.map(toPlan), nextPageToken: page.nextPageToken ?? '' };
+    }),
+
+    saveStoredResponse: h('SaveStoredResponse', async (req) => {
+      const userId = requireUserId(req.userId);
+      const r = req.response;
+      if (!r) throw invalidArgument('invalid_argument', 'response is required');
+      if (r.userId && r.userId !== userId) throw invalidArgument('invalid_argument', 'response.user_id must be empty or equal user_id');
+      if (r.responseJson.length + r.itemsJson.length > LIMITS.storedResponseChars) {
+        throw invalidArgument('too_long', `response.response_json and response.items_json must be at most ${LIMITS.storedResponseChars} characters together`);
+      }
+      await repos.responses.save({
+        _id: requireResponseId('response.id', r.id),
+        userId,
+        createdAt: timestamp('response.created_at_ms', r.createdAtMs, now()),
+        response: text('response.response_json', r.responseJson, LIMITS.storedResponseChars, { required: true }),
+        items: text('response.items_json', r.itemsJson, LIMITS.storedResponseChars, { required: true }),
+      });
+      return {};
+    }),
+
+    getStoredResponse: h('GetStoredResponse', async (req) => {
+      const userId = requireUserId(req.userId);
+      const d = await repos.responses.get(userId, requireResponseId('response_id', req.responseId));
+      return { response: { id: d._id, userId: d.userId, createdAtMs: d.createdAt, responseJson: d.response, itemsJson: d.items } };
+    }),
+
+    deleteStoredResponse: h('DeleteStoredResponse', async (req) => {
+      const userId = requireUserId(req.userId);
+      await repos.responses.delete(userId, requireResponseId('response_id', req.responseId));
+      return {};
     }),
   };
 }

@@ -11,7 +11,16 @@ export const LIMITS = {
   messagesPerAppend: 100,
   planSteps: 200,
   planStepChars: 10_000,
+  /** A kept answer of the Responses API: its response and its conversation (images included) together, below MongoDB's 16 MB document. */
+  storedResponseChars: 12 * 1024 * 1024,
 } as const;
+
+const RESPONSE_ID = /^resp_[0-9a-f]{32}$/;
+
+export function requireResponseId(field: string, value: unknown): string {
+  if (typeof value !== 'string' || !RESPONSE_ID.test(value)) throw invalidArgument('invalid_id', `${field} must be resp_ and 32 hex digits`);
+  return value;
+}
 
 export function requireId(field: string, value: unknown): string {
   if (!isId(value)) throw invalidArgument('invalid_id', `${field} must be a UUID`);

@@ -9,6 +9,9 @@ export const CLIENT_CHANNEL_OPTIONS: ChannelOptions = {
   'grpc.keepalive_timeout_ms': 10_000,
   // Keep pinging while no call is open, so the first call after a quiet spell does not hit a dead socket.
   'grpc.keepalive_permit_without_calls': 1,
+  // A kept answer of the Responses API (up to 12 MiB with its conversation's images) is read back
+  // whole by the edge; grpc-js's default is 4 MiB.
+  'grpc.max_receive_message_length': 64 * 1024 * 1024,
   // Transparent retries of calls that never reached the server, per the service config below.
   'grpc.enable_retries': 1,
   // Retry only UNAVAILABLE from the transport (connection refused, server going away): safe for

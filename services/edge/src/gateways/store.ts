@@ -1,4 +1,4 @@
-// The store peer: the conversation reads and writes the public API needs.
+// The store peer: the conversation reads and writes the public API needs, and the Responses API's kept answers.
 import type { Client } from '@grpc/grpc-js';
 import { storeClient, unary } from '@agent-mesh/common';
 import type { StoreGateway } from './types';
@@ -11,6 +11,9 @@ export function storeGateway(addr: string): StoreGateway & { client: Client; clo
     listConversations: (req, scope) => unary(client.listConversations.bind(client), req, scope),
     getConversation: (req, scope) => unary(client.getConversation.bind(client), req, scope),
     getRun: (req, scope) => unary(client.getRun.bind(client), req, scope),
+    saveStoredResponse: (req, scope) => unary(client.saveStoredResponse.bind(client), req, scope),
+    getStoredResponse: (req, scope) => unary(client.getStoredResponse.bind(client), req, scope),
+    deleteStoredResponse: (req, scope) => unary(client.deleteStoredResponse.bind(client), req, scope),
     close: () => client.close(),
   };
 }

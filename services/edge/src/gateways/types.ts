@@ -10,10 +10,16 @@ import type {
   CreateConversationResponse,
   GetConversationRequest,
   GetConversationResponse,
+  DeleteStoredResponseRequest,
+  DeleteStoredResponseResponse,
   GetRunRequest,
   GetRunResponse,
+  GetStoredResponseRequest,
+  GetStoredResponseResponse,
   ListConversationsRequest,
   ListConversationsResponse,
+  SaveStoredResponseRequest,
+  SaveStoredResponseResponse,
 } from '@agent-mesh/common/gen/store/v1/store';
 import type { GenerateRequest, GenerateResponse } from '@agent-mesh/common/gen/llmbroker/v1/llm_broker';
 import type { JaegerReader } from '../ops/jaeger';
@@ -82,6 +88,12 @@ export interface StoreGateway {
   getConversation(req: GetConversationRequest, scope?: CallScope): Promise<GetConversationResponse>;
   /** The user's run (NOT_FOUND when it is not theirs). */
   getRun(req: GetRunRequest, scope?: CallScope): Promise<GetRunResponse>;
+  /** Keeps an answer of the Responses API (upsert by id). */
+  saveStoredResponse(req: SaveStoredResponseRequest, scope?: CallScope): Promise<SaveStoredResponseResponse>;
+  /** The user's kept answer (NOT_FOUND when it is not theirs). */
+  getStoredResponse(req: GetStoredResponseRequest, scope?: CallScope): Promise<GetStoredResponseResponse>;
+  /** Deletes the user's kept answer (NOT_FOUND when there is none). */
+  deleteStoredResponse(req: DeleteStoredResponseRequest, scope?: CallScope): Promise<DeleteStoredResponseResponse>;
 }
 
 export interface BrokerGateway {

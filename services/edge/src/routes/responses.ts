@@ -1,14 +1,18 @@
-// OpenAI's Responses API (POST /v1/responses), stateless: a request's `input` items and
-// `instructions` become a chat completion's messages, answered by the same call as
-// /v1/chat/completions (`completion`: the broker's queue and quota, the cache, the pipeline for
+// OpenAI's Responses API (POST /v1/responses, GET and DELETE /v1/responses/{id}): a request's
+// `input` items and `instructions` become a chat completion's messages, answered by the same call
+// as /v1/chat/completions (`completion`: the broker's queue and quota, the cache, the pipeline for
 // `agent-mesh`), and written back as a `response` object — or, streamed, as its typed events
-// (`response.created` … `response.output_text.delta` … `response.completed`). Nothing is kept: a
-// caller sends the conversation's items each turn (`store` true and `previous_response_id` are
-// refused, as is every parameter this API does not take).
-import type { FastifyInstance } from 'fastify';
+// (`response.created` … `response.output_text.delta` … `response.completed`). As OpenAI does, an
+// answer is kept for its user unless `store` is false (in the store service, by its id, for
+// RETENTION_DAYS): the conversation up to it, as input items, so that a later call's
+// `previous_response_id` continues from it (the earlier `instructions` are not carried over).
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { StoredResponse } from '@agent-mesh/common/gen/store/v1/store';
 import { randomBytes } from 'node:crypto';
 import type { EdgeContext } from '../context';
+import { DEFAULT_UNARY_DEADLINE_MS, codeOf, status } from '@agent-mesh/common';
 import { badRequest, fromGrpc, HttpError, isGrpcError } from '../errors';
+import { requestScope } from '../scope';
 import { CACHE_HEADER, completion, openStream, readToEnd, wholeAnswer, type Begun, type ChatBody, type Piece } from './openai';
 import { anyObject, FUNCTION_NAME, IMAGE_URL, metadataSchema, NO_NUL, openAiErrorResponses } from './schemas';
 
@@ -90,11 +94,18 @@ type InputItem =
   | { type: 'function_call'; call_id: string; name: string; arguments: string }
   | { type: 'function_call_output'; call_id: string; output: string };
 
-/** The chat completion a response is: its items as messages (an answer's function calls on one assistant message), its parameters under their chat names. */
-function asChat(body: ResponsesBody): ChatBody {
+/** The request's `input` as items. */
+const inputItems = (input: ResponsesBody['input']): InputItem[] => (typeof input === 'string' ? [{ type: 'message', role: 'user', content: input }] : input);
+
+/**
+ * The chat completion a response is: its items (those of the response it continues, then its own
+ * input) as messages (an answer's function calls on one assistant message), its parameters under
+ * their chat names.
+ */
+function asChat(body: ResponsesBody, items: InputItem[]): ChatBody {
   const messages: ChatBody['messages'] = [];
   if (body.instructions) messages.push({ role: 'developer', content: body.instructions });
-  for (const item of typeof body.input === 'string' ? [{ role: 'user', content: body.input }] : body.input) {
+  for (const item of items) {
     if (item.type === 'function_call') {
       const call = { id: item.call_id, type: 'function' as const, function: { name: item.name, arguments: item.arguments } };
       const last = messages.at(-1);
@@ -148,20 +159,30 @@ function statusOf(finishReason: string): { status: 'completed' | 'incomplete'; i
 }
 
 /** The answer's output items: its text as one message (when there is text), then its function calls. */
-function outputOf(messageId: string, content: string, done: Done, status: string): Record<string, unknown>[] {
+function outputOf(messageId: string, content: string, done: Done, status: string): State['output'] {
   return [
     ...(content ? [{ type: 'message', id: messageId, status, role: 'assistant', content: [{ type: 'output_text', text: content, annotations: [] }] }] : []),
     ...done.toolCalls.map((c) => ({ type: 'function_call', id: itemId('fc'), call_id: c.id, name: c.function.name, arguments: c.function.arguments, status: 'completed' })),
   ];
 }
 
+/** A response being answered: its id, when it began, what was asked, and the conversation it is sent (the earlier response's items, then its input). */
+interface Answer {
+  id: string;
+  createdAtMs: number;
+  body: ResponsesBody;
+  items: InputItem[];
+}
+
+type State = { status: string; incomplete_details?: unknown; output: Record<string, unknown>[]; done?: Done };
+
 /** The `response` object, with what was asked for echoed as OpenAI echoes it. */
-function responseObject(id: string, createdAt: number, body: ResponsesBody, state: { status: string; incomplete_details?: unknown; output: unknown[]; done?: Done }): Record<string, unknown> {
+function responseObject({ id, createdAtMs, body }: Answer, state: State): Record<string, unknown> {
   const u = state.done?.usage;
   return {
     id,
     object: 'response',
-    created_at: createdAt,
+    created_at: Math.floor(createdAtMs / 1000),
     status: state.status,
     error: null,
     incomplete_details: state.incomplete_details ?? null,
@@ -170,9 +191,9 @@ function responseObject(id: string, createdAt: number, body: ResponsesBody, stat
     model: state.done?.model || body.model,
     output: state.output,
     parallel_tool_calls: body.parallel_tool_calls ?? true,
-    previous_response_id: null,
+    previous_response_id: body.previous_response_id ?? null,
     reasoning: { effort: body.reasoning?.effort ?? null, summary: null },
-    store: false,
+    store: body.store !== false,
     temperature: body.temperature ?? 1,
     text: { format: body.text?.format ?? { type: 'text' }, ...(body.text?.verbosity ? { verbosity: body.text.verbosity } : {}) },
     tool_choice: body.tool_choice ?? 'auto',
@@ -193,6 +214,8 @@ function responseObject(id: string, createdAt: number, body: ResponsesBody, stat
   };
 }
 
+const RESPONSE_ID = /^resp_[0-9a-f]{32}$/;
+
 export function responsesRoutes(app: FastifyInstance, ctx: EdgeContext): void {
   app.post(
     '/v1/responses',
@@ -201,15 +224,16 @@ export function responsesRoutes(app: FastifyInstance, ctx: EdgeContext): void {
       bodyLimit: ctx.cfg.v1BodyLimitBytes,
       schema: {
         tags: ['openai'],
-        summary: 'OpenAI-compatible Responses API, stateless (stream true or false)',
+        summary: 'OpenAI-compatible Responses API (stream true or false; kept unless store is false, continued by previous_response_id)',
         description:
           'The same call as /v1/chat/completions (its models, queue, quota, response cache and `x-mesh-cache` header), asked and answered in the Responses API\'s terms: ' +
           '`input` (text, or items: messages with `input_text`, `output_text` and `input_image` parts, `function_call` and `function_call_output`), `instructions`, ' +
           '`max_output_tokens`, `temperature`, `top_p`, function `tools`, `tool_choice`, `parallel_tool_calls`, `text.format` (text, json_object, json_schema), ' +
           '`text.verbosity`, `reasoning.effort`, `metadata` (tags on the trace) and `user`. The answer is a `response` with `output` items (a `message` with `output_text`, ' +
           'and `function_call` items) and `usage`, or with stream: true its events (`response.created`, `response.output_item.added`, `response.output_text.delta`, … ' +
-          '`response.completed` or `response.incomplete`; an `error` event when the call fails after it began). Nothing is kept: `store` true and `previous_response_id` ' +
-          'are refused (send the conversation\'s items in `input`).',
+          '`response.completed` or `response.incomplete`; an `error` event when the call fails after it began). Unless `store` is false the response is kept for its caller ' +
+          '(for RETENTION_DAYS), with the conversation up to it: `previous_response_id` continues from it, GET and DELETE /v1/responses/{id} read and delete it. ' +
+          'A response the store could not keep is still answered, with `store: false`.',
         headers: { type: 'object', properties: { [CACHE_HEADER]: { type: 'string', enum: ['on', 'off'] } } },
         body: {
           type: 'object',
@@ -276,8 +300,12 @@ export function responsesRoutes(app: FastifyInstance, ctx: EdgeContext): void {
             },
             metadata: metadataSchema,
             user: { type: 'string', maxLength: 256 },
-            store: { enum: [false, null], description: 'nothing is kept: only false (a later call cannot refer to this one)' },
-            previous_response_id: { type: 'null', description: 'nothing is kept: send the conversation\'s items in `input` (null only)' },
+            store: { type: ['boolean', 'null'], description: 'keep the response (default true, as OpenAI): GET /v1/responses/{id} reads it back and a later call continues from it; false: nothing is kept' },
+            previous_response_id: {
+              type: ['string', 'null'],
+              pattern: RESPONSE_ID.source,
+              description: 'continue from one of the caller\'s kept responses: its conversation (not its instructions) comes before this input; unknown: 400 previous_response_not_found',
+            },
             service_tier: { enum: ['auto', 'default', null], description: 'only auto or default' },
             truncation: { enum: ['disabled', null], description: 'only disabled: an input over the model\'s context is refused by the provider' },
           },
@@ -291,19 +319,100 @@ export function responsesRoutes(app: FastifyInstance, ctx: EdgeContext): void {
     },
     async (req, reply) => {
       const body = req.body as ResponsesBody;
-      const call = completion(ctx, req, reply, asChat(body));
-      const id = itemId('resp');
-      const createdAt = Math.floor(Date.now() / 1000);
-      if (body.stream) return streamResponse(call, id, createdAt, body);
+      const previous = body.previous_response_id;
+      const prior = previous
+        ? await keptResponse(ctx, req, reply, previous, () => new HttpError(400, 'previous_response_not_found', `Previous response with id '${previous}' not found.`, undefined, undefined, 'previous_response_id'))
+        : undefined;
+      const items = [...(prior ? (JSON.parse(prior.itemsJson) as InputItem[]) : []), ...inputItems(body.input)];
+      const call = completion(ctx, req, reply, asChat(body, items));
+      const answer: Answer = { id: itemId('resp'), createdAtMs: Date.now(), body, items };
+      if (body.stream) return streamResponse(call, answer);
       const { text: content, done } = await wholeAnswer(call);
       const end = statusOf(done.finishReason);
-      return responseObject(id, createdAt, body, { ...end, output: outputOf(itemId('msg'), content, done, end.status), done });
+      return finalResponse(call, answer, { ...end, output: outputOf(itemId('msg'), content, done, end.status), done });
+    },
+  );
+
+  const idParam = { type: 'object', required: ['response_id'], properties: { response_id: { type: 'string', pattern: RESPONSE_ID.source, description: 'the response\'s id (resp_ and 32 hex digits)' } } } as const;
+  const notFound = (id: string) => () => new HttpError(404, 'not_found', `Response with id '${id}' not found.`);
+
+  app.get(
+    '/v1/responses/:response_id',
+    {
+      config: { auth: 'bearer' },
+      schema: {
+        tags: ['openai'],
+        summary: 'A kept response of the Responses API, as it was answered (the caller\'s own only)',
+        params: idParam,
+        response: { 200: { ...anyObject, description: 'the response object' }, ...openAiErrorResponses(400, 401, 404, 503, 504) },
+      },
+    },
+    async (req, reply) => {
+      const { response_id: id } = req.params as { response_id: string };
+      return JSON.parse((await keptResponse(ctx, req, reply, id, notFound(id))).responseJson) as unknown;
+    },
+  );
+
+  app.delete(
+    '/v1/responses/:response_id',
+    {
+      config: { auth: 'bearer' },
+      schema: {
+        tags: ['openai'],
+        summary: 'Deletes a kept response of the Responses API (a later call can no longer continue from it)',
+        params: idParam,
+        response: {
+          200: { type: 'object', required: ['id', 'object', 'deleted'], properties: { id: { type: 'string' }, object: { type: 'string', enum: ['response'] }, deleted: { type: 'boolean', enum: [true] } } },
+          ...openAiErrorResponses(400, 401, 404, 503, 504),
+        },
+      },
+    },
+    async (req, reply) => {
+      const { response_id: id } = req.params as { response_id: string };
+      try {
+        await ctx.gw.store.deleteStoredResponse({ userId: req.userId, responseId: id }, requestScope(reply));
+      } catch (err) {
+        throw codeOf(err) === status.NOT_FOUND ? notFound(id)() : err;
+      }
+      return { id, object: 'response', deleted: true };
     },
   );
 }
 
+
+/** The caller's kept response, or `missing()` when there is none of theirs by that id. */
+async function keptResponse(ctx: EdgeContext, req: FastifyRequest, reply: FastifyReply, id: string, missing: () => HttpError): Promise<StoredResponse> {
+  try {
+    const { response } = await ctx.gw.store.getStoredResponse({ userId: req.userId, responseId: id }, requestScope(reply));
+    if (!response) throw missing();
+    return response;
+  } catch (err) {
+    throw codeOf(err) === status.NOT_FOUND ? missing() : err;
+  }
+}
+
+/**
+ * The finished response object, kept first unless `store` is false, with the conversation up to
+ * it (so that a caller reading it or continuing from it at once finds it). When the store cannot
+ * keep it, the answer is not lost: it is answered with `store: false`, and the failure logged.
+ */
+async function finalResponse({ ctx, req }: Begun, answer: Answer, state: State): Promise<Record<string, unknown>> {
+  const response = responseObject(answer, state);
+  if (answer.body.store === false) return response;
+  try {
+    const stored = { id: answer.id, userId: req.userId, createdAtMs: answer.createdAtMs, responseJson: JSON.stringify(response), itemsJson: JSON.stringify([...answer.items, ...state.output]) };
+    // Its own deadline: the call may have taken longer than the request's unary budget, and a
+    // caller who left still has an answer it paid for.
+    await ctx.gw.store.saveStoredResponse({ userId: req.userId, response: stored }, { deadline: Date.now() + DEFAULT_UNARY_DEADLINE_MS });
+  } catch (err) {
+    req.log.warn({ err, responseId: answer.id }, 'the response could not be kept: answered with store false');
+    response['store'] = false;
+  }
+  return response;
+}
+
 /** Streams the response's events; errors before the first piece are HTTP errors, later ones an `error` event. */
-async function streamResponse(call: Begun, id: string, createdAt: number, body: ResponsesBody): Promise<void> {
+async function streamResponse(call: Begun, answer: Answer): Promise<void> {
   const { ctx, pieces, abort } = call;
   const started = Date.now();
   const { first, write, close } = await openStream(call);
@@ -313,7 +422,7 @@ async function streamResponse(call: Begun, id: string, createdAt: number, body: 
   let content = '';
   let answered = false;
   try {
-    const begun = responseObject(id, createdAt, body, { status: 'in_progress', output: [] });
+    const begun = responseObject(answer, { status: 'in_progress', output: [] });
     await emit('response.created', { response: begun });
     await emit('response.in_progress', { response: begun });
     const part = { item_id: messageId, output_index: 0, content_index: 0 };
@@ -343,7 +452,7 @@ async function streamResponse(call: Begun, id: string, createdAt: number, body: 
           }
           await emit('response.output_item.done', { output_index: index, item });
         }
-        await emit(end.status === 'completed' ? 'response.completed' : 'response.incomplete', { response: responseObject(id, createdAt, body, { ...end, output, done: p }) });
+        await emit(end.status === 'completed' ? 'response.completed' : 'response.incomplete', { response: await finalResponse(call, answer, { ...end, output, done: p }) });
         answered = true;
         break;
       }

@@ -2,7 +2,7 @@
 // per-run log (served to StartRun/WatchRun like the real one), a store, a broker and probes.
 import { MeshError, redisUnavailable } from '@agent-mesh/common';
 import type { RunEvent } from '@agent-mesh/common/gen/orchestrator/v1/orchestrator';
-import { RunStatus, type Conversation, type Run } from '@agent-mesh/common/gen/store/v1/store';
+import { RunStatus, type Conversation, type Run, type StoredResponse } from '@agent-mesh/common/gen/store/v1/store';
 import type { GenerateResponse } from '@agent-mesh/common/gen/llmbroker/v1/llm_broker';
 import { randomUUID } from 'node:crypto';
 import type { BrokerGateway, CancelSignal, Gateways, OrchestratorGateway, StoreGateway } from '../gateways/types';
@@ -207,6 +207,31 @@ export class FakeStore implements StoreGateway {
     const run = this.runs.get(req.runId);
     if (!run || run.userId !== req.userId) throw new MeshError('not_found', 'run not found');
     return { run };
+  }
+
+  readonly responses = new Map<string, StoredResponse>();
+  /** Set to make the next saves fail, as a store that is down. */
+  failSaves = false;
+
+  async saveStoredResponse(req: { userId: string; response?: StoredResponse }) {
+    if (this.failSaves) throw new MeshError('db_unavailable', 'store down');
+    const r = req.response!;
+    const existing = this.responses.get(r.id);
+    if (existing && existing.userId !== req.userId) throw new MeshError('not_found', 'response not found');
+    this.responses.set(r.id, { ...r, userId: req.userId });
+    return {};
+  }
+
+  async getStoredResponse(req: { userId: string; responseId: string }) {
+    const response = this.responses.get(req.responseId);
+    if (!response || response.userId !== req.userId) throw new MeshError('not_found', 'response not found');
+    return { response };
+  }
+
+  async deleteStoredResponse(req: { userId: string; responseId: string }) {
+    await this.getStoredResponse(req);
+    this.responses.delete(req.responseId);
+    return {};
   }
 }
 

@@ -8,6 +8,8 @@ export const COLLECTIONS = {
   messages: 'messages',
   runs: 'runs',
   plans: 'plans',
+  /** Answers of the Responses API kept for a later call (`_id` is the response's). */
+  responses: 'responses',
   /** Tombstones of erased conversations (`_id` is the conversation's). */
   erasures: 'erasures',
 } as const;
@@ -33,6 +35,10 @@ export const INDEXES: Record<keyof typeof COLLECTIONS, IndexDescription[]> = {
   plans: [
     // The brief's: a user's plans, newest first.
     { key: { userId: 1, createdAt: -1 }, name: 'userId_createdAt' },
+  ],
+  responses: [
+    // Retention: answers kept since before the cutoff (a user's are read by _id only).
+    { key: { createdAt: 1 }, name: 'createdAt' },
   ],
   erasures: [],
 };

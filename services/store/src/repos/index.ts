@@ -6,14 +6,16 @@ import { ConversationDataRepo } from './conversation-data';
 import { ConversationRepo } from './conversations';
 import { MessageRepo } from './messages';
 import { PlanRepo } from './plans';
+import { ResponseRepo } from './responses';
 import { RunRepo } from './runs';
-import type { ConversationDoc, ErasureDoc, MessageDoc, PlanDoc, RunDoc } from './types';
+import type { ConversationDoc, ErasureDoc, MessageDoc, PlanDoc, ResponseDoc, RunDoc } from './types';
 
 export interface Repos {
   conversations: ConversationRepo;
   messages: MessageRepo;
   runs: RunRepo;
   plans: PlanRepo;
+  responses: ResponseRepo;
   conversationData: ConversationDataRepo;
 }
 
@@ -22,6 +24,7 @@ export interface Collections {
   messages: ReturnType<typeof instrumented<MessageDoc>>;
   runs: ReturnType<typeof instrumented<RunDoc>>;
   plans: ReturnType<typeof instrumented<PlanDoc>>;
+  responses: ReturnType<typeof instrumented<ResponseDoc>>;
   erasures: ReturnType<typeof instrumented<ErasureDoc>>;
 }
 
@@ -31,6 +34,7 @@ export function openCollections(db: Db, timer: QueryTimer): Collections {
     messages: instrumented<MessageDoc>(db, COLLECTIONS.messages, timer),
     runs: instrumented<RunDoc>(db, COLLECTIONS.runs, timer),
     plans: instrumented<PlanDoc>(db, COLLECTIONS.plans, timer),
+    responses: instrumented<ResponseDoc>(db, COLLECTIONS.responses, timer),
     erasures: instrumented<ErasureDoc>(db, COLLECTIONS.erasures, timer),
   };
 }
@@ -41,9 +45,10 @@ export function createRepos(c: Collections): Repos {
     messages: new MessageRepo(c.messages),
     runs: new RunRepo(c.runs),
     plans: new PlanRepo(c.plans),
+    responses: new ResponseRepo(c.responses),
     conversationData: new ConversationDataRepo(c),
   };
 }
 
 export * from './types';
-export { ConversationDataRepo, ConversationRepo, MessageRepo, PlanRepo, RunRepo };
+export { ConversationDataRepo, ConversationRepo, MessageRepo, PlanRepo, ResponseRepo, RunRepo };

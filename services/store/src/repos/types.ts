@@ -68,6 +68,16 @@ export interface PlanDoc {
   updatedAt: number;
 }
 
+/** An answer of the Responses API kept for its user (the JSON is the edge's: the store reads neither). */
+export interface ResponseDoc {
+  /** `resp_` and 32 hex digits. */
+  _id: string;
+  userId: string;
+  createdAt: number;
+  response: string;
+  items: string;
+}
+
 /** What is left of an erased conversation: who erased it and when (nothing the user wrote). */
 export interface ErasureDoc {
   /** The conversation's id. */

@@ -595,6 +595,64 @@ export interface EraseConversationResponse {
   plansErased: number;
 }
 
+/**
+ * StoredResponse is an answer of the Responses API kept for its user. The store reads neither JSON
+ * field: the edge writes and reads them.
+ */
+export interface StoredResponse {
+  /** id is the response's id (`resp_` and 32 hex digits). */
+  id: string;
+  /** user_id owns it. */
+  userId: string;
+  /** created_at_ms is when it was answered (Unix ms). */
+  createdAtMs: number;
+  /** response_json is the response object as it was answered. */
+  responseJson: string;
+  /**
+   * items_json is the conversation up to and including this answer, as a JSON array of the
+   * Responses API's input items: what a call continuing from it is sent before its own input.
+   */
+  itemsJson: string;
+}
+
+/** SaveStoredResponseRequest keeps one answer. */
+export interface SaveStoredResponseRequest {
+  /** user_id owns it. */
+  userId: string;
+  /** response is upserted by id (another user's id answers NOT_FOUND). */
+  response: StoredResponse | undefined;
+}
+
+/** SaveStoredResponseResponse acknowledges the write. */
+export interface SaveStoredResponseResponse {
+}
+
+/** GetStoredResponseRequest reads one kept answer. */
+export interface GetStoredResponseRequest {
+  /** user_id must own it. */
+  userId: string;
+  /** response_id is the answer's id. */
+  responseId: string;
+}
+
+/** GetStoredResponseResponse is the kept answer. */
+export interface GetStoredResponseResponse {
+  /** response is the kept answer. */
+  response: StoredResponse | undefined;
+}
+
+/** DeleteStoredResponseRequest deletes one kept answer. */
+export interface DeleteStoredResponseRequest {
+  /** user_id must own it. */
+  userId: string;
+  /** response_id is the answer's id. */
+  responseId: string;
+}
+
+/** DeleteStoredResponseResponse acknowledges the delete (NOT_FOUND when there was none). */
+export interface DeleteStoredResponseResponse {
+}
+
 function createBaseConversation(): Conversation {
   return { id: "", userId: "", title: "", createdAtMs: 0, updatedAtMs: 0, lastRunId: "" };
 }
@@ -3857,6 +3915,605 @@ export const EraseConversationResponse: MessageFns<EraseConversationResponse> = 
   },
 };
 
+function createBaseStoredResponse(): StoredResponse {
+  return { id: "", userId: "", createdAtMs: 0, responseJson: "", itemsJson: "" };
+}
+
+export const StoredResponse: MessageFns<StoredResponse> = {
+  encode(message: StoredResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.userId !== "") {
+      writer.uint32(18).string(message.userId);
+    }
+    if (message.createdAtMs !== 0) {
+      writer.uint32(24).int64(message.createdAtMs);
+    }
+    if (message.responseJson !== "") {
+      writer.uint32(34).string(message.responseJson);
+    }
+    if (message.itemsJson !== "") {
+      writer.uint32(42).string(message.itemsJson);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): StoredResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseStoredResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.userId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.createdAtMs = longToNumber(reader.int64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.responseJson = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.itemsJson = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): StoredResponse {
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      userId: isSet(object.userId)
+        ? globalThis.String(object.userId)
+        : isSet(object.user_id)
+        ? globalThis.String(object.user_id)
+        : "",
+      createdAtMs: isSet(object.createdAtMs)
+        ? globalThis.Number(object.createdAtMs)
+        : isSet(object.created_at_ms)
+        ? globalThis.Number(object.created_at_ms)
+        : 0,
+      responseJson: isSet(object.responseJson)
+        ? globalThis.String(object.responseJson)
+        : isSet(object.response_json)
+        ? globalThis.String(object.response_json)
+        : "",
+      itemsJson: isSet(object.itemsJson)
+        ? globalThis.String(object.itemsJson)
+        : isSet(object.items_json)
+        ? globalThis.String(object.items_json)
+        : "",
+    };
+  },
+
+  toJSON(message: StoredResponse): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.userId !== "") {
+      obj.userId = message.userId;
+    }
+    if (message.createdAtMs !== 0) {
+      obj.createdAtMs = Math.round(message.createdAtMs);
+    }
+    if (message.responseJson !== "") {
+      obj.responseJson = message.responseJson;
+    }
+    if (message.itemsJson !== "") {
+      obj.itemsJson = message.itemsJson;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<StoredResponse>): StoredResponse {
+    return StoredResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<StoredResponse>): StoredResponse {
+    const message = createBaseStoredResponse();
+    message.id = object.id ?? "";
+    message.userId = object.userId ?? "";
+    message.createdAtMs = object.createdAtMs ?? 0;
+    message.responseJson = object.responseJson ?? "";
+    message.itemsJson = object.itemsJson ?? "";
+    return message;
+  },
+};
+
+function createBaseSaveStoredResponseRequest(): SaveStoredResponseRequest {
+  return { userId: "", response: undefined };
+}
+
+export const SaveStoredResponseRequest: MessageFns<SaveStoredResponseRequest> = {
+  encode(message: SaveStoredResponseRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.userId !== "") {
+      writer.uint32(10).string(message.userId);
+    }
+    if (message.response !== undefined) {
+      StoredResponse.encode(message.response, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SaveStoredResponseRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSaveStoredResponseRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.userId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.response = StoredResponse.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SaveStoredResponseRequest {
+    return {
+      userId: isSet(object.userId)
+        ? globalThis.String(object.userId)
+        : isSet(object.user_id)
+        ? globalThis.String(object.user_id)
+        : "",
+      response: isSet(object.response) ? StoredResponse.fromJSON(object.response) : undefined,
+    };
+  },
+
+  toJSON(message: SaveStoredResponseRequest): unknown {
+    const obj: any = {};
+    if (message.userId !== "") {
+      obj.userId = message.userId;
+    }
+    if (message.response !== undefined) {
+      obj.response = StoredResponse.toJSON(message.response);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<SaveStoredResponseRequest>): SaveStoredResponseRequest {
+    return SaveStoredResponseRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<SaveStoredResponseRequest>): SaveStoredResponseRequest {
+    const message = createBaseSaveStoredResponseRequest();
+    message.userId = object.userId ?? "";
+    message.response = (object.response !== undefined && object.response !== null)
+      ? StoredResponse.fromPartial(object.response)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseSaveStoredResponseResponse(): SaveStoredResponseResponse {
+  return {};
+}
+
+export const SaveStoredResponseResponse: MessageFns<SaveStoredResponseResponse> = {
+  encode(_: SaveStoredResponseResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SaveStoredResponseResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSaveStoredResponseResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): SaveStoredResponseResponse {
+    return {};
+  },
+
+  toJSON(_: SaveStoredResponseResponse): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create(base?: DeepPartial<SaveStoredResponseResponse>): SaveStoredResponseResponse {
+    return SaveStoredResponseResponse.fromPartial(base ?? {});
+  },
+  fromPartial(_: DeepPartial<SaveStoredResponseResponse>): SaveStoredResponseResponse {
+    const message = createBaseSaveStoredResponseResponse();
+    return message;
+  },
+};
+
+function createBaseGetStoredResponseRequest(): GetStoredResponseRequest {
+  return { userId: "", responseId: "" };
+}
+
+export const GetStoredResponseRequest: MessageFns<GetStoredResponseRequest> = {
+  encode(message: GetStoredResponseRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.userId !== "") {
+      writer.uint32(10).string(message.userId);
+    }
+    if (message.responseId !== "") {
+      writer.uint32(18).string(message.responseId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetStoredResponseRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetStoredResponseRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.userId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.responseId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetStoredResponseRequest {
+    return {
+      userId: isSet(object.userId)
+        ? globalThis.String(object.userId)
+        : isSet(object.user_id)
+        ? globalThis.String(object.user_id)
+        : "",
+      responseId: isSet(object.responseId)
+        ? globalThis.String(object.responseId)
+        : isSet(object.response_id)
+        ? globalThis.String(object.response_id)
+        : "",
+    };
+  },
+
+  toJSON(message: GetStoredResponseRequest): unknown {
+    const obj: any = {};
+    if (message.userId !== "") {
+      obj.userId = message.userId;
+    }
+    if (message.responseId !== "") {
+      obj.responseId = message.responseId;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<GetStoredResponseRequest>): GetStoredResponseRequest {
+    return GetStoredResponseRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<GetStoredResponseRequest>): GetStoredResponseRequest {
+    const message = createBaseGetStoredResponseRequest();
+    message.userId = object.userId ?? "";
+    message.responseId = object.responseId ?? "";
+    return message;
+  },
+};
+
+function createBaseGetStoredResponseResponse(): GetStoredResponseResponse {
+  return { response: undefined };
+}
+
+export const GetStoredResponseResponse: MessageFns<GetStoredResponseResponse> = {
+  encode(message: GetStoredResponseResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.response !== undefined) {
+      StoredResponse.encode(message.response, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetStoredResponseResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetStoredResponseResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.response = StoredResponse.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetStoredResponseResponse {
+    return { response: isSet(object.response) ? StoredResponse.fromJSON(object.response) : undefined };
+  },
+
+  toJSON(message: GetStoredResponseResponse): unknown {
+    const obj: any = {};
+    if (message.response !== undefined) {
+      obj.response = StoredResponse.toJSON(message.response);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<GetStoredResponseResponse>): GetStoredResponseResponse {
+    return GetStoredResponseResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<GetStoredResponseResponse>): GetStoredResponseResponse {
+    const message = createBaseGetStoredResponseResponse();
+    message.response = (object.response !== undefined && object.response !== null)
+      ? StoredResponse.fromPartial(object.response)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseDeleteStoredResponseRequest(): DeleteStoredResponseRequest {
+  return { userId: "", responseId: "" };
+}
+
+export const DeleteStoredResponseRequest: MessageFns<DeleteStoredResponseRequest> = {
+  encode(message: DeleteStoredResponseRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.userId !== "") {
+      writer.uint32(10).string(message.userId);
+    }
+    if (message.responseId !== "") {
+      writer.uint32(18).string(message.responseId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeleteStoredResponseRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeleteStoredResponseRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.userId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.responseId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DeleteStoredResponseRequest {
+    return {
+      userId: isSet(object.userId)
+        ? globalThis.String(object.userId)
+        : isSet(object.user_id)
+        ? globalThis.String(object.user_id)
+        : "",
+      responseId: isSet(object.responseId)
+        ? globalThis.String(object.responseId)
+        : isSet(object.response_id)
+        ? globalThis.String(object.response_id)
+        : "",
+    };
+  },
+
+  toJSON(message: DeleteStoredResponseRequest): unknown {
+    const obj: any = {};
+    if (message.userId !== "") {
+      obj.userId = message.userId;
+    }
+    if (message.responseId !== "") {
+      obj.responseId = message.responseId;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<DeleteStoredResponseRequest>): DeleteStoredResponseRequest {
+    return DeleteStoredResponseRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<DeleteStoredResponseRequest>): DeleteStoredResponseRequest {
+    const message = createBaseDeleteStoredResponseRequest();
+    message.userId = object.userId ?? "";
+    message.responseId = object.responseId ?? "";
+    return message;
+  },
+};
+
+function createBaseDeleteStoredResponseResponse(): DeleteStoredResponseResponse {
+  return {};
+}
+
+export const DeleteStoredResponseResponse: MessageFns<DeleteStoredResponseResponse> = {
+  encode(_: DeleteStoredResponseResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeleteStoredResponseResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeleteStoredResponseResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): DeleteStoredResponseResponse {
+    return {};
+  },
+
+  toJSON(_: DeleteStoredResponseResponse): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create(base?: DeepPartial<DeleteStoredResponseResponse>): DeleteStoredResponseResponse {
+    return DeleteStoredResponseResponse.fromPartial(base ?? {});
+  },
+  fromPartial(_: DeepPartial<DeleteStoredResponseResponse>): DeleteStoredResponseResponse {
+    const message = createBaseDeleteStoredResponseResponse();
+    return message;
+  },
+};
+
 /**
  * StoreService is the only door to MongoDB. Every call is scoped by user_id: another user's
  * data answers NOT_FOUND. Ids are client-generated UUIDs so that a retried write never duplicates.
@@ -3999,6 +4656,46 @@ export const StoreServiceService = {
       Buffer.from(EraseConversationResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): EraseConversationResponse => EraseConversationResponse.decode(value),
   },
+  /**
+   * SaveStoredResponse keeps an answer of the Responses API (/v1/responses) for the user, so that
+   * a later call can continue from it (previous_response_id) or read it back. Retried with the
+   * same id, it overwrites the same document.
+   */
+  saveStoredResponse: {
+    path: "/store.v1.StoreService/SaveStoredResponse" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: SaveStoredResponseRequest): Buffer =>
+      Buffer.from(SaveStoredResponseRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): SaveStoredResponseRequest => SaveStoredResponseRequest.decode(value),
+    responseSerialize: (value: SaveStoredResponseResponse): Buffer =>
+      Buffer.from(SaveStoredResponseResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): SaveStoredResponseResponse => SaveStoredResponseResponse.decode(value),
+  },
+  /** GetStoredResponse returns one kept answer. */
+  getStoredResponse: {
+    path: "/store.v1.StoreService/GetStoredResponse" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: GetStoredResponseRequest): Buffer =>
+      Buffer.from(GetStoredResponseRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): GetStoredResponseRequest => GetStoredResponseRequest.decode(value),
+    responseSerialize: (value: GetStoredResponseResponse): Buffer =>
+      Buffer.from(GetStoredResponseResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): GetStoredResponseResponse => GetStoredResponseResponse.decode(value),
+  },
+  /** DeleteStoredResponse deletes one kept answer. */
+  deleteStoredResponse: {
+    path: "/store.v1.StoreService/DeleteStoredResponse" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: DeleteStoredResponseRequest): Buffer =>
+      Buffer.from(DeleteStoredResponseRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): DeleteStoredResponseRequest => DeleteStoredResponseRequest.decode(value),
+    responseSerialize: (value: DeleteStoredResponseResponse): Buffer =>
+      Buffer.from(DeleteStoredResponseResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): DeleteStoredResponseResponse => DeleteStoredResponseResponse.decode(value),
+  },
 } as const;
 
 export interface StoreServiceServer extends UntypedServiceImplementation {
@@ -4029,6 +4726,16 @@ export interface StoreServiceServer extends UntypedServiceImplementation {
    * tombstone (ids and time only) so that a repeated erase by its owner succeeds again.
    */
   eraseConversation: handleUnaryCall<EraseConversationRequest, EraseConversationResponse>;
+  /**
+   * SaveStoredResponse keeps an answer of the Responses API (/v1/responses) for the user, so that
+   * a later call can continue from it (previous_response_id) or read it back. Retried with the
+   * same id, it overwrites the same document.
+   */
+  saveStoredResponse: handleUnaryCall<SaveStoredResponseRequest, SaveStoredResponseResponse>;
+  /** GetStoredResponse returns one kept answer. */
+  getStoredResponse: handleUnaryCall<GetStoredResponseRequest, GetStoredResponseResponse>;
+  /** DeleteStoredResponse deletes one kept answer. */
+  deleteStoredResponse: handleUnaryCall<DeleteStoredResponseRequest, DeleteStoredResponseResponse>;
 }
 
 export interface StoreServiceClient extends Client {
@@ -4226,6 +4933,58 @@ export interface StoreServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: EraseConversationResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * SaveStoredResponse keeps an answer of the Responses API (/v1/responses) for the user, so that
+   * a later call can continue from it (previous_response_id) or read it back. Retried with the
+   * same id, it overwrites the same document.
+   */
+  saveStoredResponse(
+    request: SaveStoredResponseRequest,
+    callback: (error: ServiceError | null, response: SaveStoredResponseResponse) => void,
+  ): ClientUnaryCall;
+  saveStoredResponse(
+    request: SaveStoredResponseRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: SaveStoredResponseResponse) => void,
+  ): ClientUnaryCall;
+  saveStoredResponse(
+    request: SaveStoredResponseRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: SaveStoredResponseResponse) => void,
+  ): ClientUnaryCall;
+  /** GetStoredResponse returns one kept answer. */
+  getStoredResponse(
+    request: GetStoredResponseRequest,
+    callback: (error: ServiceError | null, response: GetStoredResponseResponse) => void,
+  ): ClientUnaryCall;
+  getStoredResponse(
+    request: GetStoredResponseRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: GetStoredResponseResponse) => void,
+  ): ClientUnaryCall;
+  getStoredResponse(
+    request: GetStoredResponseRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: GetStoredResponseResponse) => void,
+  ): ClientUnaryCall;
+  /** DeleteStoredResponse deletes one kept answer. */
+  deleteStoredResponse(
+    request: DeleteStoredResponseRequest,
+    callback: (error: ServiceError | null, response: DeleteStoredResponseResponse) => void,
+  ): ClientUnaryCall;
+  deleteStoredResponse(
+    request: DeleteStoredResponseRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: DeleteStoredResponseResponse) => void,
+  ): ClientUnaryCall;
+  deleteStoredResponse(
+    request: DeleteStoredResponseRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: DeleteStoredResponseResponse) => void,
   ): ClientUnaryCall;
 }
 

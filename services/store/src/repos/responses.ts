@@ -1,0 +1,34 @@
+// Answers of the Responses API kept for their user: written once per answer (a retry overwrites
+// it), read by id, deleted by id. Another user's id answers NOT_FOUND, as an unknown one does.
+import { notFound } from '@agent-mesh/common';
+import { isDuplicateKey, type InstrumentedCollection } from '../db/instrumented';
+import type { ResponseDoc } from './types';
+
+export class ResponseRepo {
+  constructor(private readonly col: InstrumentedCollection<ResponseDoc>) {}
+
+  async save(doc: ResponseDoc): Promise<void> {
+    const filter = { _id: doc._id, userId: doc.userId };
+    const set = { createdAt: doc.createdAt, response: doc.response, items: doc.items };
+    try {
+      await this.col.run('updateOne', filter, (c) => c.updateOne(filter, { $set: set }, { upsert: true }));
+    } catch (err) {
+      // The id is another user's: the upsert's insert collided with their document.
+      if (isDuplicateKey(err)) throw notFound('response');
+      throw err;
+    }
+  }
+
+  async get(userId: string, id: string): Promise<ResponseDoc> {
+    const filter = { _id: id, userId };
+    const doc = await this.col.run('findOne', filter, (c) => c.findOne(filter));
+    if (!doc) throw notFound('response');
+    return doc as ResponseDoc;
+  }
+
+  async delete(userId: string, id: string): Promise<void> {
+    const filter = { _id: id, userId };
+    const res = await this.col.run('deleteOne', filter, (c) => c.deleteOne(filter));
+    if (res.deletedCount === 0) throw notFound('response');
+  }
+}
