@@ -21,6 +21,8 @@ let t: TestMesh;
 let contract: Contract;
 let token: string;
 let ownedId: string;
+/** A response kept for the caller, for GET and DELETE /v1/responses/{response_id}. */
+let responseId: string;
 
 beforeAll(async () => {
   ({ emulator, mesh } = t = await startTestMesh({
@@ -34,6 +36,9 @@ beforeAll(async () => {
   const created = await fetch(`${contract.base}/api/conversations`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: '{}' });
   expect(created.status).toBe(201);
   ownedId = ((await created.json()) as { id: string }).id;
+  const kept = await fetch(`${contract.base}/v1/responses`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify({ model: 'emulator-1', input: 'hi' }) });
+  expect(kept.status).toBe(200);
+  responseId = ((await kept.json()) as { id: string }).id;
 });
 
 afterAll(async () => {
@@ -42,7 +47,7 @@ afterAll(async () => {
 
 test('every operation of the real mesh answers only documented statuses with documented bodies, never a 500', async () => {
   const started = Date.now();
-  const report = await checkOperations(contract, { ownedId, token, numRuns: RUNS, seed: 20261130 });
+  const report = await checkOperations(contract, { ownedId, owned: { response_id: responseId }, token, numRuns: RUNS, seed: 20261130 });
   const lines = Object.entries(report.seen).map(([op, s]) => `  ${op}: ${Object.entries(s).map(([k, n]) => `${k}×${n}`).join(' ')}`);
   console.log(`${contract.ops.length} operations × ${RUNS} requests in ${Date.now() - started} ms; statuses seen:\n${lines.join('\n')}`);
   expect(report.problems).toEqual([]);

@@ -286,6 +286,32 @@ describe.each([
     expect(text(second)).toBe(text(first));
   });
 
+  it('CountTokens counts the prompt as the provider then bills it (system, turns, tools, a tool round trip, an image), calling no upstream', async () => {
+    const png = `data:image/png;base64,${minimalImage('image/png', 1024, 1024).toString('base64')}`;
+    const q = 'Search the latest news about solar power';
+    const base = ask(q, { tools: [SEARCH] });
+    const call = { id: 'call_1', name: 'search_web', argumentsJson: '{"query":"solar power"}' };
+    const requests: GenerateRequest[] = [
+      ask('How should a small library plan its opening hours?'),
+      { ...base, messages: [{ role: 'system', content: 'Be brief and cite sources.', name: '', toolCallId: '', toolCalls: [] }, ...base.messages] },
+      { ...base, messages: [...base.messages, { role: 'assistant', content: '', name: '', toolCallId: '', toolCalls: [call] }, { role: 'tool', content: '{"results":["Rooftop panels doubled"]}', name: '', toolCallId: 'call_1', toolCalls: [] }] },
+      ask('What is in this picture?', { messages: [{ role: 'user', content: 'What is in this picture?', name: '', toolCallId: '', toolCalls: [], parts: { parts: [{ text: 'What is in this picture?', imageUrl: '', imageDetail: '' }, { text: '', imageUrl: png, imageDetail: '' }] } }] }),
+    ];
+    for (const request of requests) {
+      const before = (await emulatorStats(emulator)).requests;
+      const counted = await new Promise<{ promptTokens: number; upstream: string; model: string }>((resolve, reject) =>
+        broker.client.countTokens({ request }, (err, res) => (err ? reject(err) : resolve(res))));
+      expect((await emulatorStats(emulator)).requests).toBe(before);
+      expect(counted).toMatchObject({ upstream: protocol, model });
+      const billed = doneOf(await runGenerate(broker.client, request))!.usage!.promptTokens;
+      // The emulator counts with js-tiktoken, independently of the broker's gpt-tokenizer.
+      expect({ question: request.messages.at(-1)!.content, counted: counted.promptTokens }).toEqual({ question: request.messages.at(-1)!.content, counted: billed });
+    }
+    // Refused as Generate refuses it.
+    const refused = await new Promise<unknown>((resolve) => broker.client.countTokens({ request: { ...base, messages: [] } }, (err) => resolve(err)));
+    expect(reasonOf(refused)).toBe('invalid_request');
+  });
+
   it('passes a user\'s images on, each billed as its provider bills it; an image the provider cannot read is its 400, and Anthropic refuses a detail it has not', async () => {
     const question = 'What is in this picture?';
     const png = `data:image/png;base64,${minimalImage('image/png', 1024, 1024).toString('base64')}`;

@@ -371,6 +371,29 @@ test('kept responses through the official client, in the store: previous_respons
   expect((await client.responses.retrieve(next.id)).id).toBe(next.id);
 });
 
+/** Anthropic's count_tokens of a request (what Claude Code asks before each turn), then the request itself: the count is what the provider bills. */
+async function expectCountsBilled(base: string): Promise<void> {
+  const client = new Anthropic({ apiKey: alice, baseURL: base, maxRetries: 0 });
+  const upstream = (await emulatorStats(emulator)).requests;
+  const prompt = {
+    model: 'emulator-1', system: 'You are a careful assistant.',
+    tools: [{ name: 'search_web', description: 'Search the web', input_schema: { type: 'object' as const, properties: { query: { type: 'string' } }, required: ['query'] } }],
+    messages: [
+      { role: 'user' as const, content: 'Search the latest news about tidal power' },
+      { role: 'assistant' as const, content: [{ type: 'tool_use' as const, id: 'toolu_1', name: 'search_web', input: { query: 'tidal power' } }] },
+      { role: 'user' as const, content: [{ type: 'tool_result' as const, tool_use_id: 'toolu_1', content: 'a new tidal lagoon opened' }] },
+    ],
+  };
+  const counted = await client.messages.countTokens(prompt);
+  expect((await emulatorStats(emulator)).requests).toBe(upstream);
+  const answered = await client.messages.create({ ...prompt, max_tokens: 100 });
+  expect(counted.input_tokens).toBe(answered.usage.input_tokens);
+}
+
+test('count_tokens through the official Anthropic client: the prompt\'s tokens as the provider then bills them, no provider call', async () => {
+  await expectCountsBilled(mesh.edge.url!);
+});
+
 test('the Anthropic Messages API through the official Anthropic client (its key as x-api-key): text streamed and not, a tool call and its result sent back, Anthropic\'s errors', async () => {
   const client = new Anthropic({ apiKey: alice, baseURL: mesh.edge.url, maxRetries: 0 });
   const whole = await client.messages.create({ model: 'emulator-1', max_tokens: 200, system: 'Be brief.', messages: [{ role: 'user', content: 'Why is the sea salty?' }] });
@@ -596,6 +619,10 @@ describe('an edge that runs the broker itself (EDGE_INLINE_BROKER)', () => {
     // One quota: the edge's limiter shares it through Redis with the broker service's, and each sees the other.
     expect(await edgeMetric('llm_quota_shared')).toBe(1);
     await waitFor('both replicas in the shared quota', async () => (await edgeMetric('llm_live_replicas')) === 2 && (await promMetric(mesh.broker, 'llm_live_replicas')) === 2);
+  });
+
+  test('count_tokens is counted by the edge\'s own broker, as the service counts it', async () => {
+    await expectCountsBilled(inline.url!);
   });
 
   test('refusals are answered as through the broker service: 404 for a model the provider does not serve, an error event after tokens, 503 not streamed', async () => {

@@ -106,7 +106,7 @@ function brokenOf(s: Schema, inUrl: boolean): fc.Arbitrary<unknown> {
 
 interface Req { path: string; query: string; body?: unknown; token: 'valid' | 'none'; valid: boolean; part: string }
 
-function requestArb(op: Operation, ownedId: string): fc.Arbitrary<Req> {
+function requestArb(op: Operation, ownedId: string, owned: Record<string, string> = {}): fc.Arbitrary<Req> {
   const parts = [...op.params.filter((p) => p.in !== 'header').map((p) => ({ key: `${p.in}:${p.name}`, p })), ...(op.body ? [{ key: 'body', p: undefined }] : [])];
   const build = (breakKey: string | undefined) => {
     const shape: Record<string, fc.Arbitrary<unknown>> = {};
@@ -115,6 +115,7 @@ function requestArb(op: Operation, ownedId: string): fc.Arbitrary<Req> {
       const required = p ? p.in === 'path' || !!p.required : true;
       if (key === breakKey) shape[key] = brokenOf(schema, p !== undefined);
       else if (key === 'path:id') shape[key] = fc.oneof(fc.constant(ownedId), arbOf(schema)); // the owned one, or any valid id
+      else if (p?.in === 'path' && owned[p.name]) shape[key] = fc.oneof(fc.constant(owned[p.name]), arbOf(schema));
       // A body is valid as a whole too (a rule between its fields: `if`/`then`).
       else if (key === 'body') shape[key] = arbOf(schema).filter((v) => ajv.validate(schema, v));
       else shape[key] = required ? arbOf(schema) : fc.option(arbOf(schema), { nil: undefined, freq: 2 });
@@ -187,16 +188,17 @@ export interface ContractReport {
 
 /**
  * Runs `numRuns` generated requests against every operation (signed in as the owner of
- * `ownedId`, a conversation that exists) and checks each answer against the description.
+ * `ownedId`, a conversation that exists, and `owned`, by path parameter, others: a kept response's
+ * `response_id`) and checks each answer against the description.
  */
-export async function checkOperations(c: Contract, o: { ownedId: string; token: string; numRuns: number; seed: number }): Promise<ContractReport> {
+export async function checkOperations(c: Contract, o: { ownedId: string; owned?: Record<string, string>; token: string; numRuns: number; seed: number }): Promise<ContractReport> {
   const problems = new Set<string>();
   const seen: Record<string, Record<string, number>> = {};
   for (const op of c.ops) {
     const where = `${op.method} ${op.path}`;
     const counts = (seen[where] = {} as Record<string, number>);
     await fc.assert(
-      fc.asyncProperty(requestArb(op, o.ownedId), async (r) => {
+      fc.asyncProperty(requestArb(op, o.ownedId, o.owned), async (r) => {
         const res = await send(c.base, op, r, o.token);
         counts[res.status] = (counts[res.status] ?? 0) + 1;
         const documented = op.responses[String(res.status)];

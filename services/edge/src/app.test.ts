@@ -1004,6 +1004,30 @@ describe('edge app (fake peers)', () => {
       return body.error;
     };
 
+    test('count_tokens: the broker counts the request as it would be sent (system, turns, tools), no call made; errors Anthropic\'s', async () => {
+      const count = (body: Record<string, unknown>, headers: Record<string, string> = { 'x-api-key': alice, 'content-type': 'application/json' }) =>
+        fetch(`${base}/v1/messages/count_tokens?beta=true`, { method: 'POST', headers, body: JSON.stringify(body) });
+      const { seen, restore } = recordGenerate();
+      try {
+        const res = await count({
+          model: 'upstream', system: 'Be brief.',
+          messages: [{ role: 'user', content: 'what is the weather' }, { role: 'assistant', content: [{ type: 'tool_use', id: 't1', name: 'get_weather', input: {} }] }, { role: 'user', content: [{ type: 'tool_result', tool_use_id: 't1', content: 'sunny' }] }],
+          tools: [{ name: 'get_weather', input_schema: { type: 'object' } }],
+        });
+        expect(res.status).toBe(200);
+        // The fake broker: 3 a message and a word a token (system 2, user 4, the call's assistant 0, the result 1), 10 a tool.
+        expect(await res.json()).toEqual({ input_tokens: 4 * 3 + 2 + 4 + 0 + 1 + 10 });
+        expect(seen).toHaveLength(0);
+        expect((await count({ model: 'upstream', messages: [{ role: 'user', content: 'hi' }] }, json(alice))).status).toBe(200);
+        expect(await anthropicError(await count({ model: 'upstream', messages: [{ role: 'user', content: 'hi' }] }, { 'content-type': 'application/json' }), 401)).toMatchObject({ type: 'authentication_error' });
+        expect(await anthropicError(await count({ model: 'upstream', max_tokens: 10, messages: [{ role: 'user', content: 'hi' }] }), 400)).toMatchObject({ type: 'invalid_request_error' });
+        expect(await anthropicError(await count({ model: 'upstream', messages: [] }), 400)).toMatchObject({ message: 'body/messages must NOT have fewer than 1 items' });
+        expect(await anthropicError(await count({ model: 'agent-mesh', messages: [{ role: 'user', content: 'hi' }] }), 400)).toMatchObject({ message: expect.stringContaining('agent-mesh') });
+      } finally {
+        restore();
+      }
+    });
+
     test('answers a message: the text as a block, the stop reason and usage in Anthropic\'s terms; the token as a bearer or as x-api-key', async () => {
       const res = await message({});
       expect(res.status).toBe(200);
@@ -1256,6 +1280,7 @@ describe('the Redis commands of a call\'s rate limit and budget', () => {
     const broker = gateways.fakeBroker;
     gateways.broker = {
       gateBeside,
+      countTokens: (req) => broker.countTokens(req),
       generate: (req, signal, gate) => {
         order.push('handler');
         return broker.generate(req, signal, gate);

@@ -345,4 +345,4 @@ function openAiType(statusCode: number): string {
 }
 
 /** Where an error is written as Anthropic writes it (`{"type": "error", "error": {type, message}}`): its Messages API. */
-const ANTHROPIC_PATH = /^\/v1\/messages(\?|$)/;
+const ANTHROPIC_PATH = /^\/v1\/messages(\/count_tokens)?(\?|$)/;

@@ -15,6 +15,8 @@ const SECRET = 'contract-secret-of-sufficient-length';
 let edge: EdgeApp;
 let contract: Contract;
 let ownedId: string;
+/** A response kept for the caller, for GET and DELETE /v1/responses/{response_id}. */
+let responseId: string;
 const token = () => signToken(SECRET, 'prop-user');
 
 beforeAll(async () => {
@@ -30,6 +32,9 @@ beforeAll(async () => {
   contract = await loadContract(`http://127.0.0.1:${a.port}`);
   const created = await fetch(`${contract.base}/api/conversations`, { method: 'POST', headers: { authorization: `Bearer ${token()}`, 'content-type': 'application/json' }, body: '{}' });
   ownedId = ((await created.json()) as { id: string }).id;
+  const kept = await fetch(`${contract.base}/v1/responses`, { method: 'POST', headers: { authorization: `Bearer ${token()}`, 'content-type': 'application/json' }, body: JSON.stringify({ model: 'upstream', input: 'hi' }) });
+  expect(kept.status).toBe(200);
+  responseId = ((await kept.json()) as { id: string }).id;
 });
 
 afterAll(async () => {
@@ -39,7 +44,7 @@ afterAll(async () => {
 
 test('every operation answers only documented statuses with documented bodies; valid requests are never 400, broken ones always are', async () => {
   expect(contract.ops.length).toBeGreaterThanOrEqual(12);
-  const report = await checkOperations(contract, { ownedId, token: token(), numRuns: 25, seed: 20261130 });
+  const report = await checkOperations(contract, { ownedId, owned: { response_id: responseId }, token: token(), numRuns: 25, seed: 20261130 });
   expect(report.problems).toEqual([]);
 });
 

@@ -250,6 +250,16 @@ export class LlmBroker {
     else yield* this.fromUpstreams(input, call, candidates, signal, deadline);
   }
 
+  /**
+   * The prompt tokens the call would be billed, counted as the first upstream able to serve it
+   * counts them (what its admission reserves): no upstream call, no quota taken.
+   */
+  countTokens(input: GenerateInput): { promptTokens: number; upstream: string; model: string } {
+    const call = this.prepare(input);
+    const { upstream, model } = this.able(candidatesFor(this.d.upstreams, input.model), call, input.model)[0]!;
+    return { promptTokens: upstream.provider.countPromptTokens({ ...call, model }), upstream: upstream.name, model };
+  }
+
   /** The candidates whose protocol can send the call (a seed: not Anthropic's); refused when none can. */
   private able(candidates: Candidate[], call: PreparedCall, model: string): Candidate[] {
     const able = candidates.filter((c) => !c.upstream.provider.unsupported?.({ ...call, model: c.model }));

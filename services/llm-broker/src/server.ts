@@ -1,11 +1,13 @@
 // gRPC side of the broker: translates GenerateRequest to the domain call and domain events and
 // refusals back to GenerateResponse messages and status codes.
 import type { ServerWritableStream } from '@grpc/grpc-js';
-import { annotate, ATTR, callerRoles, MeshError, streamHandler, type CallerRoleName, type Logger } from '@agent-mesh/common';
+import { annotate, ATTR, callerRoles, MeshError, streamHandler, unaryHandler, type CallerRoleName, type Logger } from '@agent-mesh/common';
 import {
   CacheStatus,
   LlmBrokerServiceService,
   ToolChoiceMode,
+  type CountTokensRequest,
+  type CountTokensResponse,
   type GenerateRequest,
   type GenerateResponse,
   type LlmBrokerServiceServer,
@@ -179,9 +181,20 @@ export async function* generateResponses(broker: LlmBroker, logger: Logger, req:
   }
 }
 
+/** One CountTokens call: the count, or the refusal Generate would answer, as a MeshError. */
+export function countTokensResponse(broker: LlmBroker, req: CountTokensRequest): CountTokensResponse {
+  if (!req.request) throw new MeshError('invalid_request', 'request is required');
+  try {
+    return broker.countTokens(toInput(req.request));
+  } catch (err) {
+    throw toMeshError(err);
+  }
+}
+
 export function brokerService(broker: LlmBroker, logger: Logger) {
   const implementation: LlmBrokerServiceServer = {
     generate: streamHandler<GenerateRequest, GenerateResponse>(logger, 'Generate', (req, signal, call) => generateResponses(broker, logger, req, signal, deadlineOf(call))),
+    countTokens: unaryHandler<CountTokensRequest, CountTokensResponse>(logger, 'CountTokens', async (req) => countTokensResponse(broker, req)),
   };
   return { name: SERVICE_NAME, definition: LlmBrokerServiceService, implementation };
 }

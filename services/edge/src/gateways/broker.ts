@@ -1,6 +1,6 @@
-// The llm-broker peer: Generate (server stream of queue updates, deltas and the final usage).
+// The llm-broker peer: Generate (server stream of queue updates, deltas and the final usage) and CountTokens.
 import { Metadata, type Client } from '@grpc/grpc-js';
-import { llmBrokerClient } from '@agent-mesh/common';
+import { llmBrokerClient, unary } from '@agent-mesh/common';
 import type { BrokerGateway } from './types';
 import { iterateCall } from './stream';
 
@@ -16,6 +16,7 @@ export function brokerGateway(addr: string): BrokerGateway & { client: Client; c
       if (gate) await gate;
       yield* iterateCall(client.generate(req, new Metadata(), { deadline: new Date(Date.now() + GENERATE_DEADLINE_MS) }), signal, (m) => m);
     },
+    countTokens: (request, scope) => unary(client.countTokens.bind(client), { request }, scope),
     close: () => client.close(),
   };
 }

@@ -2,16 +2,26 @@
 // broker's events as GenerateResponse messages, its refusals as the errors a gRPC caller gets — so
 // the routes cannot tell the two apart, without the hop.
 import { asReceivedError, type Logger } from '@agent-mesh/common';
-import type { GenerateRequest, GenerateResponse } from '@agent-mesh/common/gen/llmbroker/v1/llm_broker';
+import type { CountTokensRequest, CountTokensResponse, GenerateRequest, GenerateResponse } from '@agent-mesh/common/gen/llmbroker/v1/llm_broker';
 import { GENERATE_DEADLINE_MS } from './broker';
 import type { BrokerGateway } from './types';
 
 /** The broker's Generate (`generateResponses` of the broker's inline module, bound to the broker). */
 export type InlineGenerate = (req: GenerateRequest, signal: AbortSignal, deadline: number, gate?: Promise<unknown>) => AsyncIterable<GenerateResponse>;
 
-export function inlineBrokerGateway(generate: InlineGenerate, logger: Logger): BrokerGateway {
+/** The broker's CountTokens (`countTokensResponse` of the broker's inline module, bound to the broker). */
+export type InlineCountTokens = (req: CountTokensRequest) => CountTokensResponse;
+
+export function inlineBrokerGateway(generate: InlineGenerate, countTokens: InlineCountTokens, logger: Logger): BrokerGateway {
   return {
     gateBeside: true,
+    async countTokens(request) {
+      try {
+        return countTokens({ request });
+      } catch (err) {
+        throw asReceivedError(err, logger, 'CountTokens');
+      }
+    },
     async *generate(req, signal, gate) {
       try {
         yield* generate(req, signal, Date.now() + GENERATE_DEADLINE_MS, gate);

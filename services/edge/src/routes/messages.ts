@@ -10,7 +10,7 @@ import type { FastifyInstance } from 'fastify';
 import { randomBytes } from 'node:crypto';
 import type { EdgeContext } from '../context';
 import { anthropicType, fromGrpc, HttpError, isGrpcError } from '../errors';
-import { CACHE_HEADER, completion, openStream, readToEnd, wholeAnswer, type Begun, type ChatBody, type Piece } from './openai';
+import { CACHE_HEADER, completion, countTokens, openStream, readToEnd, wholeAnswer, type Begun, type ChatBody, type Piece } from './openai';
 import { anyObject, FUNCTION_NAME, NO_NUL } from './schemas';
 
 const text = { type: 'string', maxLength: 200_000, pattern: NO_NUL } as const;
@@ -148,6 +148,61 @@ function contentOf(said: string, done: Done): Record<string, unknown>[] {
 
 const usageOf = (done?: Done) => ({ input_tokens: done?.usage.prompt_tokens ?? 0, cache_creation_input_tokens: 0, cache_read_input_tokens: 0, output_tokens: done?.usage.completion_tokens ?? 0 });
 
+/** A Messages request, as Anthropic's API takes it (less what only Anthropic's models have). */
+const messagesBody = {
+  type: 'object',
+  required: ['model', 'max_tokens', 'messages'],
+  properties: {
+    model: { type: 'string', minLength: 1, maxLength: 200 },
+    max_tokens: { type: 'integer', minimum: 1 },
+    messages: {
+      type: 'array',
+      minItems: 1,
+      maxItems: 500,
+      items: { anyOf: [turn('user', [textBlock, imageBlock, toolResultBlock]), turn('assistant', [textBlock, toolUseBlock])] },
+    },
+    system: { anyOf: [text, { type: 'array', maxItems: 100, items: textBlock }] },
+    stop_sequences: { type: 'array', maxItems: 4, items: { type: 'string', minLength: 1, maxLength: 1000, pattern: NO_NUL }, description: 'up to 4 (the upstream is asked in OpenAI\'s terms)' },
+    temperature: { type: 'number', minimum: 0, maximum: 1 },
+    top_p: { type: 'number', minimum: 0, maximum: 1 },
+    stream: { type: 'boolean' },
+    tools: {
+      type: 'array',
+      maxItems: 128,
+      items: {
+        type: 'object',
+        required: ['name', 'input_schema'],
+        properties: {
+          type: { type: 'string', enum: ['custom'], description: 'client tools only (Anthropic\'s server tools are refused)' },
+          name: { type: 'string', pattern: FUNCTION_NAME },
+          description: { type: 'string', maxLength: 1024 },
+          input_schema: { type: 'object' },
+          cache_control: { type: ['object', 'null'] },
+        },
+      },
+    },
+    tool_choice: {
+      type: 'object',
+      required: ['type'],
+      properties: { type: { type: 'string', enum: ['auto', 'any', 'tool', 'none'] }, name: { type: 'string', pattern: FUNCTION_NAME }, disable_parallel_tool_use: { type: 'boolean' } },
+      // A choice of one tool names it.
+      if: { properties: { type: { const: 'tool' } } },
+      then: { required: ['name'] },
+    },
+    metadata: { type: 'object', properties: { user_id: { type: ['string', 'null'], maxLength: 256 } }, additionalProperties: false },
+    thinking: { type: 'object', required: ['type'], properties: { type: { type: 'string', enum: ['disabled'] } }, description: 'extended thinking is Anthropic\'s: only disabled' },
+  },
+  additionalProperties: false,
+} as const;
+
+/** A request to count: the Messages request's prompt (its model, turns, system and tools), as Anthropic's count_tokens takes it. */
+const countBody = {
+  type: 'object',
+  required: ['model', 'messages'],
+  properties: (({ model, messages, system, tools, tool_choice, thinking }) => ({ model, messages, system, tools, tool_choice, thinking }))(messagesBody.properties),
+  additionalProperties: false,
+} as const;
+
 export function messagesRoutes(app: FastifyInstance, ctx: EdgeContext): void {
   app.post(
     '/v1/messages',
@@ -165,51 +220,7 @@ export function messagesRoutes(app: FastifyInstance, ctx: EdgeContext): void {
           '`Authorization: Bearer` or `x-api-key`; errors are Anthropic\'s (`{"type": "error", "error": {"type", "message"}}`). What Anthropic\'s models alone have ' +
           '(`top_k`, extended `thinking`, server tools) is refused by name.',
         headers: { type: 'object', properties: { [CACHE_HEADER]: { type: 'string', enum: ['on', 'off'] } } },
-        body: {
-          type: 'object',
-          required: ['model', 'max_tokens', 'messages'],
-          properties: {
-            model: { type: 'string', minLength: 1, maxLength: 200 },
-            max_tokens: { type: 'integer', minimum: 1 },
-            messages: {
-              type: 'array',
-              minItems: 1,
-              maxItems: 500,
-              items: { anyOf: [turn('user', [textBlock, imageBlock, toolResultBlock]), turn('assistant', [textBlock, toolUseBlock])] },
-            },
-            system: { anyOf: [text, { type: 'array', maxItems: 100, items: textBlock }] },
-            stop_sequences: { type: 'array', maxItems: 4, items: { type: 'string', minLength: 1, maxLength: 1000, pattern: NO_NUL }, description: 'up to 4 (the upstream is asked in OpenAI\'s terms)' },
-            temperature: { type: 'number', minimum: 0, maximum: 1 },
-            top_p: { type: 'number', minimum: 0, maximum: 1 },
-            stream: { type: 'boolean' },
-            tools: {
-              type: 'array',
-              maxItems: 128,
-              items: {
-                type: 'object',
-                required: ['name', 'input_schema'],
-                properties: {
-                  type: { type: 'string', enum: ['custom'], description: 'client tools only (Anthropic\'s server tools are refused)' },
-                  name: { type: 'string', pattern: FUNCTION_NAME },
-                  description: { type: 'string', maxLength: 1024 },
-                  input_schema: { type: 'object' },
-                  cache_control: { type: ['object', 'null'] },
-                },
-              },
-            },
-            tool_choice: {
-              type: 'object',
-              required: ['type'],
-              properties: { type: { type: 'string', enum: ['auto', 'any', 'tool', 'none'] }, name: { type: 'string', pattern: FUNCTION_NAME }, disable_parallel_tool_use: { type: 'boolean' } },
-              // A choice of one tool names it.
-              if: { properties: { type: { const: 'tool' } } },
-              then: { required: ['name'] },
-            },
-            metadata: { type: 'object', properties: { user_id: { type: ['string', 'null'], maxLength: 256 } }, additionalProperties: false },
-            thinking: { type: 'object', required: ['type'], properties: { type: { type: 'string', enum: ['disabled'] } }, description: 'extended thinking is Anthropic\'s: only disabled' },
-          },
-          additionalProperties: false,
-        },
+        body: messagesBody,
         response: {
           200: { ...anyObject, description: 'a message object, or with stream: true a text/event-stream of Anthropic\'s events' },
           ...Object.fromEntries([400, 401, 404, 413, 415, 429, 502, 503, 504].map((c) => [c, { ...anthropicErrorBody, description: `Anthropic's error body (${c})` }])),
@@ -227,6 +238,28 @@ export function messagesRoutes(app: FastifyInstance, ctx: EdgeContext): void {
         stop_reason: STOP_REASON[done.finishReason] ?? 'end_turn', stop_sequence: null, usage: usageOf(done),
       };
     },
+  );
+
+  app.post(
+    '/v1/messages/count_tokens',
+    {
+      config: { auth: 'api-key' },
+      bodyLimit: ctx.cfg.v1BodyLimitBytes,
+      schema: {
+        tags: ['anthropic'],
+        summary: 'Anthropic-compatible token count of a Messages request (what coding agents ask before each turn)',
+        description:
+          'The prompt tokens a /v1/messages call with this `model`, `messages`, `system`, `tools` and `tool_choice` would be billed, counted by the llm-broker as the ' +
+          'upstream that would serve the model counts them (images and tools included): what its admission reserves. No upstream call, no quota, no token budget. ' +
+          'Errors are Anthropic\'s, as on /v1/messages.',
+        body: countBody,
+        response: {
+          200: { type: 'object', required: ['input_tokens'], properties: { input_tokens: { type: 'integer', minimum: 0 } } },
+          ...Object.fromEntries([400, 401, 413, 415, 429, 502, 503, 504].map((c) => [c, { ...anthropicErrorBody, description: `Anthropic's error body (${c})` }])),
+        },
+      },
+    },
+    async (req, reply) => ({ input_tokens: await countTokens(ctx, req, reply, asChat({ ...(req.body as Omit<MessagesBody, 'max_tokens'>), max_tokens: 1 })) }),
   );
 }
 

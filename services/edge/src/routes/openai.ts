@@ -6,6 +6,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { annotate, ATTR, newId } from '@agent-mesh/common';
 import { CacheStatus, CallerRole, ToolChoiceMode, type ChatMessage, type GenerateRequest, type TokenLogprob, type ToolChoice } from '@agent-mesh/common/gen/llmbroker/v1/llm_broker';
 import type { EdgeContext } from '../context';
+import { requestScope } from '../scope';
 import { badRequest, fromGrpc, HttpError, isGrpcError } from '../errors';
 import type { RunEvent } from '../gateways/types';
 import { streamHeaders } from '../sse/memory';
@@ -482,10 +483,21 @@ function toolChoiceOf(body: ChatBody): ToolChoice | undefined {
   return { mode: ToolChoiceMode.TOOL_CHOICE_MODE_FUNCTION, functionName: name };
 }
 
-/** Choice `index` of a completion: one Generate call through the broker. */
-async function* direct(ctx: EdgeContext, userId: string, body: ChatBody, messages: ChatMessage[], toolChoice: ToolChoice | undefined, cache: boolean, signal: AbortSignal, gate: Promise<void> | undefined, index: number): AsyncGenerator<Piece> {
+/**
+ * The prompt tokens the chat would be billed, as the broker counts them for the upstream that would
+ * serve it (what its admission reserves): no upstream call, no quota, no budget.
+ */
+export async function countTokens(ctx: EdgeContext, req: FastifyRequest, reply: FastifyReply, body: ChatBody): Promise<number> {
+  if (body.model === PIPELINE_MODEL) throw badRequest(`body/model: the ${PIPELINE_MODEL} model's tokens are its agents', counted as they run`, undefined, 'model');
+  annotate({ [ATTR.userId]: req.userId });
+  const request = generateRequest(req.userId, body, body.messages.map(toChatMessage), toolChoiceOf(body), false, 0);
+  return (await ctx.gw.broker.countTokens(request, requestScope(reply))).promptTokens;
+}
+
+/** The broker's request for choice `index` of a chat completion. */
+function generateRequest(userId: string, body: ChatBody, messages: ChatMessage[], toolChoice: ToolChoice | undefined, cache: boolean, index: number): GenerateRequest {
   const maxTokens = body.max_completion_tokens ?? body.max_tokens ?? 0;
-  const req: GenerateRequest = {
+  return {
     userId,
     runId: '',
     callerRole: CallerRole.CALLER_ROLE_DIRECT,
@@ -519,6 +531,11 @@ async function* direct(ctx: EdgeContext, userId: string, body: ChatBody, message
     // Nor does it need the text as it comes: the whole answer in one message.
     answerInDone: !body.stream,
   };
+}
+
+/** Choice `index` of a completion: one Generate call through the broker. */
+async function* direct(ctx: EdgeContext, userId: string, body: ChatBody, messages: ChatMessage[], toolChoice: ToolChoice | undefined, cache: boolean, signal: AbortSignal, gate: Promise<void> | undefined, index: number): AsyncGenerator<Piece> {
+  const req = generateRequest(userId, body, messages, toolChoice, cache, index);
   for await (const msg of ctx.gw.broker.generate(req, signal, gate)) {
     const u = msg.update;
     if (!u) continue;

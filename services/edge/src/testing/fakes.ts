@@ -236,6 +236,12 @@ export class FakeStore implements StoreGateway {
 }
 
 export class FakeBroker implements BrokerGateway {
+  /** A word a token, 3 a message and 10 a tool: enough to tell what was counted. */
+  async countTokens(req: { messages: { content: string }[]; tools: unknown[] }) {
+    const words = req.messages.reduce((n, m) => n + 3 + m.content.split(/\s+/).filter(Boolean).length, 0);
+    return { promptTokens: words + 10 * req.tools.length, upstream: 'default', model: 'upstream' };
+  }
+
   /** Calls that reached the broker with a gate (counted before it is passed). */
   gated = 0;
   /** Calls that passed their gate. */

@@ -5,12 +5,12 @@
 // message_stop, ping, error), or, for a caller that does not stream, one `message` object (its
 // content blocks, stop_reason and usage); errors are `{"type":"error","error":{type, message}}`
 // (429 rate_limit_error with retry-after and anthropic-ratelimit-* headers, 529 overloaded_error).
-import { countText } from '../tokens';
 import { anthropicImageTokens, dataUrlOf, imagesTokens } from './images';
+import { chatPromptTokens } from './openai';
 import { SseFramer } from './sse';
 import {
   answerJson, headerNumber, parametersOf, retryAfterMs, UpstreamError,
-  type ContentPartIn, type ProviderLimits, type ProviderRequest, type StreamEvent, type StreamParser, type ToolCallOut, type WireProtocol,
+  type ChatMessageIn, type ContentPartIn, type ProviderLimits, type ProviderRequest, type StreamEvent, type StreamParser, type ToolCallOut, type WireProtocol,
 } from './provider';
 
 type Headers = Record<string, string | string[] | undefined>;
@@ -289,20 +289,16 @@ export function messageAnswer(text: string): { events: StreamEvent[]; toolCalls:
   return { events, toolCalls };
 }
 
-/** An estimate with cl100k_base (Anthropic's tokenizer is not public): the reservation is settled with the billed usage. */
-export function countMessagesTokens(body: MessagesRequestBody): number {
-  let total = 3 + (body.system ? 4 + countText(body.system) : 0);
-  for (const m of body.messages) {
-    total += 4;
-    for (const b of m.content) {
-      if (b.type === 'text') total += countText(b.text);
-      else if (b.type === 'tool_result') total += countText(b.content);
-      else if (b.type === 'image') continue; // counted by the caller, from the parts
-      else total += countText(b.name) + countText(JSON.stringify(b.input));
-    }
-  }
-  if (body.tools) total += countText(JSON.stringify(body.tools));
-  return total;
+/**
+ * Anthropic's tokenizer is not public: its prompt is estimated by OpenAI's chat rule (cl100k_base)
+ * on the chat as the Messages API takes it (the system messages as one `system`), its images
+ * priced as Anthropic prices them. A reservation is settled with the billed usage.
+ */
+function countPromptTokens(req: ProviderRequest): number {
+  const isSystem = (m: ChatMessageIn) => m.role === 'system' || m.role === 'developer';
+  const system = messagesRequestBody(req).system;
+  const messages = [...(system ? [{ role: 'system', content: system }] : []), ...req.messages.filter((m) => !isSystem(m))];
+  return chatPromptTokens({ ...req, messages }) + imagesTokens(req.messages, anthropicImageTokens);
 }
 
 /** What the Messages API has no way to send, as OpenAI's parameter names: a call that sets one goes elsewhere, or is refused. */
@@ -330,6 +326,6 @@ export const anthropicProtocol: WireProtocol = {
   limits: anthropicLimits,
   error: anthropicError,
   parser: () => new MessagesStreamParser(),
-  countPromptTokens: (req) => countMessagesTokens(messagesRequestBody(req)) + imagesTokens(req.messages, anthropicImageTokens),
+  countPromptTokens,
   unsupported: (req) => UNSUPPORTED.find(([, set]) => set(req))?.[0],
 };

@@ -12,6 +12,18 @@ import {
 
 type Headers = Record<string, string | string[] | undefined>;
 
+/**
+ * A chat's prompt tokens but its images' (each provider prices those its own way), by OpenAI's
+ * rule for chat completions: its messages as OpenAI's body has them, tool calls and tools as JSON.
+ */
+export function chatPromptTokens(req: ProviderRequest): number {
+  const body = chatRequestBody(req);
+  return countChatTokens(
+    req.messages.map((m, i) => ({ role: m.role, content: m.content, name: m.name, toolCalls: (body.messages[i] as { tool_calls?: unknown[] }).tool_calls })),
+    body.tools ? JSON.stringify(body.tools) : '',
+  );
+}
+
 /** The request body, as OpenAI's API takes it (also what the response cache keys). */
 export interface ChatRequestBody {
   model: string;
@@ -269,11 +281,5 @@ export const openAiProtocol: WireProtocol = {
   limits: limitHeaders,
   error: openAiError,
   parser: () => new ChunkParser(),
-  countPromptTokens(req) {
-    const body = chatRequestBody(req);
-    return countChatTokens(
-      req.messages.map((m, i) => ({ role: m.role, content: m.content, name: m.name, toolCalls: (body.messages[i] as { tool_calls?: unknown[] }).tool_calls })),
-      body.tools ? JSON.stringify(body.tools) : '',
-    ) + imagesTokens(req.messages, openAiImageTokens);
-  },
+  countPromptTokens: (req) => chatPromptTokens(req) + imagesTokens(req.messages, openAiImageTokens),
 };

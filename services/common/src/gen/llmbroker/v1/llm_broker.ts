@@ -12,9 +12,12 @@ import {
   Client,
   type ClientOptions,
   type ClientReadableStream,
+  type ClientUnaryCall,
   type handleServerStreamingCall,
+  type handleUnaryCall,
   makeGenericClientConstructor,
   type Metadata,
+  type ServiceError,
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
 
@@ -197,6 +200,22 @@ export function cacheStatusToJSON(object: CacheStatus): string {
     default:
       return "UNRECOGNIZED";
   }
+}
+
+/** CountTokensRequest is the call to count. */
+export interface CountTokensRequest {
+  /** request is the Generate call, as it would be sent. */
+  request: GenerateRequest | undefined;
+}
+
+/** CountTokensResponse is its prompt's count. */
+export interface CountTokensResponse {
+  /** prompt_tokens is what the upstream would bill for the prompt (images and tools included). */
+  promptTokens: number;
+  /** upstream names the upstream that would serve it. */
+  upstream: string;
+  /** model is the model it would be sent as. */
+  model: string;
 }
 
 /** ChatMessage is one message of an OpenAI-style chat. */
@@ -532,6 +551,180 @@ export interface Done {
    */
   logprobs: TokenLogprob[];
 }
+
+function createBaseCountTokensRequest(): CountTokensRequest {
+  return { request: undefined };
+}
+
+export const CountTokensRequest: MessageFns<CountTokensRequest> = {
+  encode(message: CountTokensRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.request !== undefined) {
+      GenerateRequest.encode(message.request, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CountTokensRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCountTokensRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.request = GenerateRequest.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): CountTokensRequest {
+    return { request: isSet(object.request) ? GenerateRequest.fromJSON(object.request) : undefined };
+  },
+
+  toJSON(message: CountTokensRequest): unknown {
+    const obj: any = {};
+    if (message.request !== undefined) {
+      obj.request = GenerateRequest.toJSON(message.request);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<CountTokensRequest>): CountTokensRequest {
+    return CountTokensRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<CountTokensRequest>): CountTokensRequest {
+    const message = createBaseCountTokensRequest();
+    message.request = (object.request !== undefined && object.request !== null)
+      ? GenerateRequest.fromPartial(object.request)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseCountTokensResponse(): CountTokensResponse {
+  return { promptTokens: 0, upstream: "", model: "" };
+}
+
+export const CountTokensResponse: MessageFns<CountTokensResponse> = {
+  encode(message: CountTokensResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.promptTokens !== 0) {
+      writer.uint32(8).int32(message.promptTokens);
+    }
+    if (message.upstream !== "") {
+      writer.uint32(18).string(message.upstream);
+    }
+    if (message.model !== "") {
+      writer.uint32(26).string(message.model);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CountTokensResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCountTokensResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.promptTokens = reader.int32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.upstream = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.model = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): CountTokensResponse {
+    return {
+      promptTokens: isSet(object.promptTokens)
+        ? globalThis.Number(object.promptTokens)
+        : isSet(object.prompt_tokens)
+        ? globalThis.Number(object.prompt_tokens)
+        : 0,
+      upstream: isSet(object.upstream) ? globalThis.String(object.upstream) : "",
+      model: isSet(object.model) ? globalThis.String(object.model) : "",
+    };
+  },
+
+  toJSON(message: CountTokensResponse): unknown {
+    const obj: any = {};
+    if (message.promptTokens !== 0) {
+      obj.promptTokens = Math.round(message.promptTokens);
+    }
+    if (message.upstream !== "") {
+      obj.upstream = message.upstream;
+    }
+    if (message.model !== "") {
+      obj.model = message.model;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<CountTokensResponse>): CountTokensResponse {
+    return CountTokensResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<CountTokensResponse>): CountTokensResponse {
+    const message = createBaseCountTokensResponse();
+    message.promptTokens = object.promptTokens ?? 0;
+    message.upstream = object.upstream ?? "";
+    message.model = object.model ?? "";
+    return message;
+  },
+};
 
 function createBaseChatMessage(): ChatMessage {
   return { role: "", content: "", name: "", toolCallId: "", toolCalls: [], parts: undefined };
@@ -2863,6 +3056,20 @@ export const LlmBrokerServiceService = {
     responseSerialize: (value: GenerateResponse): Buffer => Buffer.from(GenerateResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): GenerateResponse => GenerateResponse.decode(value),
   },
+  /**
+   * CountTokens counts the prompt tokens a Generate call of this request would be billed, as the
+   * upstream that would serve it counts them (what its admission reserves): no upstream call, no
+   * quota taken. Refused as Generate would refuse the request (an unknown model: NOT_FOUND).
+   */
+  countTokens: {
+    path: "/llmbroker.v1.LlmBrokerService/CountTokens" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: CountTokensRequest): Buffer => Buffer.from(CountTokensRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): CountTokensRequest => CountTokensRequest.decode(value),
+    responseSerialize: (value: CountTokensResponse): Buffer => Buffer.from(CountTokensResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): CountTokensResponse => CountTokensResponse.decode(value),
+  },
 } as const;
 
 export interface LlmBrokerServiceServer extends UntypedServiceImplementation {
@@ -2871,6 +3078,12 @@ export interface LlmBrokerServiceServer extends UntypedServiceImplementation {
    * deltas as they arrive, and ends with its usage. Cancelling the call aborts the upstream request.
    */
   generate: handleServerStreamingCall<GenerateRequest, GenerateResponse>;
+  /**
+   * CountTokens counts the prompt tokens a Generate call of this request would be billed, as the
+   * upstream that would serve it counts them (what its admission reserves): no upstream call, no
+   * quota taken. Refused as Generate would refuse the request (an unknown model: NOT_FOUND).
+   */
+  countTokens: handleUnaryCall<CountTokensRequest, CountTokensResponse>;
 }
 
 export interface LlmBrokerServiceClient extends Client {
@@ -2884,6 +3097,26 @@ export interface LlmBrokerServiceClient extends Client {
     metadata?: Metadata,
     options?: Partial<CallOptions>,
   ): ClientReadableStream<GenerateResponse>;
+  /**
+   * CountTokens counts the prompt tokens a Generate call of this request would be billed, as the
+   * upstream that would serve it counts them (what its admission reserves): no upstream call, no
+   * quota taken. Refused as Generate would refuse the request (an unknown model: NOT_FOUND).
+   */
+  countTokens(
+    request: CountTokensRequest,
+    callback: (error: ServiceError | null, response: CountTokensResponse) => void,
+  ): ClientUnaryCall;
+  countTokens(
+    request: CountTokensRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: CountTokensResponse) => void,
+  ): ClientUnaryCall;
+  countTokens(
+    request: CountTokensRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: CountTokensResponse) => void,
+  ): ClientUnaryCall;
 }
 
 export const LlmBrokerServiceClient = makeGenericClientConstructor(
