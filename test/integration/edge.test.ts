@@ -353,6 +353,17 @@ test('kept responses through the official client, in the store: previous_respons
   }
   expect((await client.responses.retrieve(streamedId)).previous_response_id).toBe(next.id);
 
+  // Its input items, as the client pages them (newest first): the question, the call, its output.
+  const items: OpenAI.Responses.ResponseItem[] = [];
+  for await (const item of client.responses.inputItems.list(answer.id, { limit: 2 })) items.push(item);
+  expect(items.map((i) => i.type)).toEqual(['function_call_output', 'function_call', 'message']);
+  expect(new Set(items.map((i) => i.id)).size).toBe(3);
+
+  // input_tokens counts what the provider then bills, the kept conversation included.
+  const counted = await api('/v1/responses/input_tokens', { method: 'POST', body: JSON.stringify({ model: 'emulator-1', input: 'And the moon?', previous_response_id: next.id }) });
+  const billed = await client.responses.create({ model: 'emulator-1', input: 'And the moon?', previous_response_id: next.id, store: false });
+  expect(await counted.json()).toEqual({ object: 'response.input_tokens', input_tokens: billed.usage!.input_tokens });
+
   const read = await client.responses.retrieve(answer.id);
   expect(read.output_text).toBe(answer.output_text);
   expect(read.usage).toEqual(answer.usage);

@@ -163,7 +163,7 @@ async function send(base: string, op: Operation, r: Req, token: string): Promise
 /**
  * The refusals of a schema-valid request that the description documents, because no schema can
  * express them: a page token of the right form that this API did not issue
- * (`invalid_page_token`), a `previous_response_id` of the right form that names no response the
+ * (`invalid_page_token`) or an `after` that names no item of the list (`invalid_after`), a `previous_response_id` of the right form that names no response the
  * caller kept (`previous_response_not_found`). (A request the upstream provider refuses, `upstream_rejected`, is not
  * excused: the edge's schema must be at least as strict as the provider's rules it knows.)
  */
@@ -172,6 +172,8 @@ function semanticRefusal(r: Req, body: unknown): boolean {
   // Anthropic's error body (/v1/messages) has no code: the same refusal, said by its message.
   if ((body as { type?: unknown })?.type === 'error') return /^body\/tool_choice\b/.test(String((body as { error?: { message?: unknown } }).error?.message)) && (r.body as { tool_choice?: unknown } | undefined)?.tool_choice != null;
   if (code === 'invalid_page_token') return new URLSearchParams(r.query).has('pageToken');
+  // So is an item id of the right form that the list does not hold.
+  if (code === 'invalid_after') return new URLSearchParams(r.query).has('after');
   // So is a kept response's id of the right form that is not the caller's (or no longer kept).
   if (code === 'previous_response_not_found') return (r.body as { previous_response_id?: unknown } | undefined)?.previous_response_id != null;
   // A tool choice is checked against the tools beside it (its description says so), which no schema says.
@@ -230,7 +232,11 @@ export async function checkMethods(c: Contract, o: { ownedId: string; token: str
   for (const [path, item] of Object.entries<any>(c.doc.paths)) {
     const concrete = path.replace('{id}', o.ownedId);
     const methods = Object.keys(item).map((m) => m.toUpperCase());
-    for (const m of ['GET', 'POST', 'PUT', 'PATCH', 'DELETE'].filter((x) => !methods.includes(x))) {
+    // A method that a templated path serves at this one (GET /v1/responses/{response_id} at
+    // /v1/responses/input_tokens) is that route's to answer, not a 405.
+    const servedByTemplate = (m: string) => Object.entries<any>(c.doc.paths).some(([other, otherItem]) =>
+      other !== path && other.includes('{') && m.toLowerCase() in otherItem && new RegExp(`^${other.replace(/\{[^}]+\}/g, '[^/]+')}$`).test(path));
+    for (const m of ['GET', 'POST', 'PUT', 'PATCH', 'DELETE'].filter((x) => !methods.includes(x) && !servedByTemplate(x))) {
       const res = await fetch(`${c.base}${concrete}`, { method: m, headers: { authorization: `Bearer ${o.token}` } });
       await res.arrayBuffer();
       const allow = (res.headers.get('allow') ?? '').split(', ');

@@ -980,6 +980,58 @@ describe('edge app (fake peers)', () => {
       }
     });
 
+    test('input_items: the conversation a kept response was sent, ids given, newest first by default, in pages', async () => {
+      const first = (await (await respond({ instructions: 'Be brief.', input: [{ role: 'user', content: 'hi' }, { type: 'function_call_output', call_id: 'c1', output: 'sunny', id: 'fco_mine' }] })).json()) as { id: string };
+      const second = (await (await respond({ input: 'and then?', previous_response_id: first.id })).json()) as { id: string };
+      const list = async (id: string, query = '') => {
+        const res = await fetch(`${base}/v1/responses/${id}/input_items${query}`, { headers: { authorization: `Bearer ${alice}` } });
+        return { status: res.status, body: (await res.json()) as { data: Record<string, any>[]; first_id: string; last_id: string; has_more: boolean; object: string; error?: { code: string } } };
+      };
+      const asc = (await list(second.id, '?order=asc')).body;
+      expect(asc.object).toBe('list');
+      // The first call's input, its answer, then the second's input (not its own answer; not the instructions).
+      expect(asc.data.map((d) => [d['type'], d['role'] ?? d['call_id'], d['content']?.[0]?.text ?? d['output']])).toEqual([
+        ['message', 'user', 'hi'], ['function_call_output', 'c1', 'sunny'], ['message', 'assistant', 'Hello from the broker'], ['message', 'user', 'and then?'],
+      ]);
+      expect(asc.data[1]!['id']).toBe('fco_mine');
+      expect(asc.data[0]!['id']).toMatch(/^msg_[0-9a-f]{32}$/);
+      expect(asc.data[0]!['content']).toEqual([{ type: 'input_text', text: 'hi' }]);
+      expect(asc.has_more).toBe(false);
+      // Ids are kept: the same on every read.
+      expect((await list(second.id, '?order=asc')).body.data.map((d) => d['id'])).toEqual(asc.data.map((d) => d['id']));
+      const page1 = (await list(second.id, '?limit=3')).body;
+      expect(page1.data.map((d) => d['id'])).toEqual(asc.data.map((d) => d['id']).reverse().slice(0, 3));
+      expect(page1).toMatchObject({ first_id: page1.data[0]!['id'], last_id: page1.data[2]!['id'], has_more: true });
+      const page2 = (await list(second.id, `?limit=3&after=${page1.last_id}`)).body;
+      expect(page2.data.map((d) => d['id'])).toEqual([asc.data[0]!['id']]);
+      expect(page2.has_more).toBe(false);
+      expect((await list(second.id, '?after=msg_nope')).body.error?.code).toBe('invalid_after');
+      expect((await list(second.id, '?limit=0')).status).toBe(400);
+      expect((await fetch(`${base}/v1/responses/${second.id}/input_items`, { headers: { authorization: `Bearer ${bob}` } })).status).toBe(404);
+    });
+
+    test('input_tokens: the broker counts the prompt (instructions, input, the conversation of previous_response_id), no call made', async () => {
+      const count = (body: Record<string, unknown>) => fetch(`${base}/v1/responses/input_tokens`, { method: 'POST', headers: json(alice), body: JSON.stringify(body) });
+      const { seen, restore } = recordGenerate();
+      try {
+        // The fake broker: 3 a message and a word a token.
+        const res = await count({ instructions: 'Be brief.', input: 'how do tides work' });
+        expect(res.status).toBe(200);
+        expect(await res.json()).toEqual({ object: 'response.input_tokens', input_tokens: 3 + 2 + 3 + 4 });
+        expect(seen).toHaveLength(0);
+        const kept = (await (await respond({ input: 'hi' })).json()) as { id: string };
+        // hi, and the answer's "Hello from the broker", then the new input.
+        expect(await (await count({ model: 'upstream', input: 'and then', previous_response_id: kept.id })).json()).toEqual({ object: 'response.input_tokens', input_tokens: (3 + 1) + (3 + 4) + (3 + 2) });
+        const missing = await count({ input: 'hi', previous_response_id: `resp_${'0'.repeat(32)}` });
+        expect(missing.status).toBe(400);
+        expect(((await missing.json()) as { error: { code: string } }).error.code).toBe('previous_response_not_found');
+        expect(await refusal(await count({ input: 'hi', max_output_tokens: 5 }))).toBe('body has a parameter this API does not take: "max_output_tokens" (refused rather than ignored)');
+        expect((await fetch(`${base}/v1/responses/input_tokens`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"input":"hi"}' })).status).toBe(401);
+      } finally {
+        restore();
+      }
+    });
+
     test('what this API does not do is refused by name: hosted tools, reasoning summaries, unknown parameters', async () => {
       expect(await refusal(await respond({ tools: [{ type: 'web_search_preview' }] }))).toBe('body/tools/0/type must be "function"');
       expect(await refusal(await respond({ reasoning: { effort: 'low', summary: 'auto' } }))).toBe('body/reasoning/summary must be null');

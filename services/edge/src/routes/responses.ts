@@ -13,7 +13,7 @@ import type { EdgeContext } from '../context';
 import { DEFAULT_UNARY_DEADLINE_MS, codeOf, status } from '@agent-mesh/common';
 import { badRequest, fromGrpc, HttpError, isGrpcError } from '../errors';
 import { requestScope } from '../scope';
-import { CACHE_HEADER, completion, openStream, readToEnd, wholeAnswer, type Begun, type ChatBody, type Piece } from './openai';
+import { CACHE_HEADER, completion, countTokens, openStream, readToEnd, wholeAnswer, type Begun, type ChatBody, type Piece } from './openai';
 import { anyObject, FUNCTION_NAME, IMAGE_URL, metadataSchema, NO_NUL, openAiErrorResponses } from './schemas';
 
 const text = { type: 'string', maxLength: 200_000, pattern: NO_NUL } as const;
@@ -89,10 +89,21 @@ interface ResponsesBody {
   previous_response_id?: string | null;
 }
 
-type InputItem =
+type InputItem = { id?: string } & (
   | { type?: 'message'; role: string; content: string | { type: string; text?: string; image_url?: string; detail?: string }[] }
   | { type: 'function_call'; call_id: string; name: string; arguments: string }
-  | { type: 'function_call_output'; call_id: string; output: string };
+  | { type: 'function_call_output'; call_id: string; output: string }
+);
+
+/** The id prefix of each kind of item, as OpenAI's. */
+const ID_PREFIX: Record<NonNullable<InputItem['type']>, string> = { message: 'msg', function_call: 'fc', function_call_output: 'fco' };
+
+/** An input item as OpenAI lists it: typed, a message's text as parts, with its status. */
+function listedItem(item: InputItem): Record<string, unknown> {
+  if (item.type === 'function_call' || item.type === 'function_call_output') return { status: 'completed', ...item };
+  const content = typeof item.content === 'string' ? [{ type: item.role === 'assistant' ? 'output_text' : 'input_text', text: item.content }] : item.content;
+  return { type: 'message', status: 'completed', ...item, content };
+}
 
 /** The request's `input` as items. */
 const inputItems = (input: ResponsesBody['input']): InputItem[] => (typeof input === 'string' ? [{ type: 'message', role: 'user', content: input }] : input);
@@ -123,8 +134,6 @@ function asChat(body: ResponsesBody, items: InputItem[]): ChatBody {
       messages.push({ role: item.role, content });
     }
   }
-  const nameless = (body.tools ?? []).findIndex((t) => !t.name);
-  if (nameless >= 0) throw badRequest(`body/tools/${nameless} must have required property 'name'`, undefined, `tools[${nameless}].name`);
   const format = body.text?.format;
   const choice = body.tool_choice;
   return {
@@ -216,6 +225,95 @@ function responseObject({ id, createdAtMs, body }: Answer, state: State): Record
 
 const RESPONSE_ID = /^resp_[0-9a-f]{32}$/;
 
+/** A Responses API request, as this edge takes it. */
+const responsesBody = {
+  type: 'object',
+  required: ['model', 'input'],
+  properties: {
+    model: { type: 'string', minLength: 1, maxLength: 200 },
+    input: { anyOf: [{ ...text, minLength: 1 }, { type: 'array', minItems: 1, maxItems: 500, items: inputItem }] },
+    instructions: { anyOf: [text, { type: 'null' }] },
+    stream: { type: ['boolean', 'null'] },
+    max_output_tokens: { type: ['integer', 'null'], minimum: 1 },
+    temperature: { type: ['number', 'null'], minimum: 0, maximum: 2 },
+    top_p: { type: ['number', 'null'], minimum: 0, maximum: 1 },
+    tools: {
+      type: 'array',
+      maxItems: 128,
+      items: {
+        type: 'object',
+        required: ['type'],
+        // A function tool has a name; a hosted tool (which has none) is told its type is the problem.
+        if: { properties: { type: { const: 'function' } } },
+        then: { required: ['name'] },
+        properties: {
+          type: { type: 'string', enum: ['function'], description: 'function tools only (the hosted tools of OpenAI are refused)' },
+          name: { type: 'string', pattern: FUNCTION_NAME },
+          description: { type: 'string', maxLength: 1024 },
+          parameters: { type: ['object', 'null'] },
+          strict: { type: ['boolean', 'null'] },
+        },
+      },
+    },
+    tool_choice: {
+      anyOf: [
+        { type: ['string', 'null'], enum: ['auto', 'none', 'required', null] },
+        { type: 'object', required: ['type', 'name'], properties: { type: { type: 'string', enum: ['function'] }, name: { type: 'string', pattern: FUNCTION_NAME } } },
+      ],
+    },
+    parallel_tool_calls: { type: ['boolean', 'null'] },
+    text: {
+      type: ['object', 'null'],
+      properties: {
+        format: {
+          anyOf: [
+            { type: 'object', required: ['type'], properties: { type: { type: 'string', enum: ['text', 'json_object'] } }, additionalProperties: false },
+            {
+              type: 'object',
+              required: ['type', 'name', 'schema'],
+              properties: {
+                type: { type: 'string', enum: ['json_schema'] },
+                name: { type: 'string', pattern: FUNCTION_NAME },
+                schema: { type: 'object' },
+                description: { type: 'string', maxLength: 1024 },
+                strict: { type: ['boolean', 'null'] },
+              },
+              additionalProperties: false,
+            },
+          ],
+        },
+        verbosity: { type: ['string', 'null'], enum: ['low', 'medium', 'high', null] },
+      },
+      additionalProperties: false,
+    },
+    reasoning: {
+      type: ['object', 'null'],
+      properties: { effort: { type: ['string', 'null'], enum: ['minimal', 'low', 'medium', 'high', null] }, summary: { type: 'null', description: 'no reasoning summaries: null only' } },
+      additionalProperties: false,
+    },
+    metadata: metadataSchema,
+    user: { type: 'string', maxLength: 256 },
+    store: { type: ['boolean', 'null'], description: 'keep the response (default true, as OpenAI): GET /v1/responses/{id} reads it back and a later call continues from it; false: nothing is kept' },
+    previous_response_id: {
+      type: ['string', 'null'],
+      pattern: RESPONSE_ID.source,
+      description: 'continue from one of the caller\'s kept responses: its conversation (not its instructions) comes before this input; unknown: 400 previous_response_not_found',
+    },
+    service_tier: { enum: ['auto', 'default', null], description: 'only auto or default' },
+    truncation: { enum: ['disabled', null], description: 'only disabled: an input over the model\'s context is refused by the provider' },
+  },
+  additionalProperties: false,
+} as const;
+
+/** A request to count (POST /v1/responses/input_tokens): what makes the prompt, its model optional. */
+const inputTokensBody = {
+  type: 'object',
+  required: ['input'],
+  properties: (({ model, input, instructions, tools, tool_choice, parallel_tool_calls, text, reasoning, previous_response_id }) =>
+    ({ model, input, instructions, tools, tool_choice, parallel_tool_calls, text, reasoning, previous_response_id }))(responsesBody.properties),
+  additionalProperties: false,
+} as const;
+
 export function responsesRoutes(app: FastifyInstance, ctx: EdgeContext): void {
   app.post(
     '/v1/responses',
@@ -235,82 +333,7 @@ export function responsesRoutes(app: FastifyInstance, ctx: EdgeContext): void {
           '(for RETENTION_DAYS), with the conversation up to it: `previous_response_id` continues from it, GET and DELETE /v1/responses/{id} read and delete it. ' +
           'A response the store could not keep is still answered, with `store: false`.',
         headers: { type: 'object', properties: { [CACHE_HEADER]: { type: 'string', enum: ['on', 'off'] } } },
-        body: {
-          type: 'object',
-          required: ['model', 'input'],
-          properties: {
-            model: { type: 'string', minLength: 1, maxLength: 200 },
-            input: { anyOf: [{ ...text, minLength: 1 }, { type: 'array', minItems: 1, maxItems: 500, items: inputItem }] },
-            instructions: { anyOf: [text, { type: 'null' }] },
-            stream: { type: ['boolean', 'null'] },
-            max_output_tokens: { type: ['integer', 'null'], minimum: 1 },
-            temperature: { type: ['number', 'null'], minimum: 0, maximum: 2 },
-            top_p: { type: ['number', 'null'], minimum: 0, maximum: 1 },
-            tools: {
-              type: 'array',
-              maxItems: 128,
-              items: {
-                type: 'object',
-                // `name` is checked in asChat: a hosted tool (which has none) is told its type is the problem.
-                required: ['type'],
-                properties: {
-                  type: { type: 'string', enum: ['function'], description: 'function tools only (the hosted tools of OpenAI are refused)' },
-                  name: { type: 'string', pattern: FUNCTION_NAME },
-                  description: { type: 'string', maxLength: 1024 },
-                  parameters: { type: ['object', 'null'] },
-                  strict: { type: ['boolean', 'null'] },
-                },
-              },
-            },
-            tool_choice: {
-              anyOf: [
-                { type: ['string', 'null'], enum: ['auto', 'none', 'required', null] },
-                { type: 'object', required: ['type', 'name'], properties: { type: { type: 'string', enum: ['function'] }, name: { type: 'string', pattern: FUNCTION_NAME } } },
-              ],
-            },
-            parallel_tool_calls: { type: ['boolean', 'null'] },
-            text: {
-              type: ['object', 'null'],
-              properties: {
-                format: {
-                  anyOf: [
-                    { type: 'object', required: ['type'], properties: { type: { type: 'string', enum: ['text', 'json_object'] } }, additionalProperties: false },
-                    {
-                      type: 'object',
-                      required: ['type', 'name', 'schema'],
-                      properties: {
-                        type: { type: 'string', enum: ['json_schema'] },
-                        name: { type: 'string', pattern: FUNCTION_NAME },
-                        schema: { type: 'object' },
-                        description: { type: 'string', maxLength: 1024 },
-                        strict: { type: ['boolean', 'null'] },
-                      },
-                      additionalProperties: false,
-                    },
-                  ],
-                },
-                verbosity: { type: ['string', 'null'], enum: ['low', 'medium', 'high', null] },
-              },
-              additionalProperties: false,
-            },
-            reasoning: {
-              type: ['object', 'null'],
-              properties: { effort: { type: ['string', 'null'], enum: ['minimal', 'low', 'medium', 'high', null] }, summary: { type: 'null', description: 'no reasoning summaries: null only' } },
-              additionalProperties: false,
-            },
-            metadata: metadataSchema,
-            user: { type: 'string', maxLength: 256 },
-            store: { type: ['boolean', 'null'], description: 'keep the response (default true, as OpenAI): GET /v1/responses/{id} reads it back and a later call continues from it; false: nothing is kept' },
-            previous_response_id: {
-              type: ['string', 'null'],
-              pattern: RESPONSE_ID.source,
-              description: 'continue from one of the caller\'s kept responses: its conversation (not its instructions) comes before this input; unknown: 400 previous_response_not_found',
-            },
-            service_tier: { enum: ['auto', 'default', null], description: 'only auto or default' },
-            truncation: { enum: ['disabled', null], description: 'only disabled: an input over the model\'s context is refused by the provider' },
-          },
-          additionalProperties: false,
-        },
+        body: responsesBody,
         response: {
           200: { ...anyObject, description: 'a response object, or with stream: true a text/event-stream of its events' },
           ...openAiErrorResponses(400, 401, 404, 413, 415, 429, 502, 503, 504),
@@ -319,11 +342,7 @@ export function responsesRoutes(app: FastifyInstance, ctx: EdgeContext): void {
     },
     async (req, reply) => {
       const body = req.body as ResponsesBody;
-      const previous = body.previous_response_id;
-      const prior = previous
-        ? await keptResponse(ctx, req, reply, previous, () => new HttpError(400, 'previous_response_not_found', `Previous response with id '${previous}' not found.`, undefined, undefined, 'previous_response_id'))
-        : undefined;
-      const items = [...(prior ? (JSON.parse(prior.itemsJson) as InputItem[]) : []), ...inputItems(body.input)];
+      const items = await itemsOf(ctx, req, reply, body);
       const call = completion(ctx, req, reply, asChat(body, items));
       const answer: Answer = { id: itemId('resp'), createdAtMs: Date.now(), body, items };
       if (body.stream) return streamResponse(call, answer);
@@ -333,8 +352,74 @@ export function responsesRoutes(app: FastifyInstance, ctx: EdgeContext): void {
     },
   );
 
+  app.post(
+    '/v1/responses/input_tokens',
+    {
+      config: { auth: 'bearer' },
+      bodyLimit: ctx.cfg.v1BodyLimitBytes,
+      schema: {
+        tags: ['openai'],
+        summary: 'The input tokens of a Responses API request, counted without calling the provider',
+        description:
+          'The prompt tokens a POST /v1/responses with this `input`, `instructions`, `tools` (and the conversation of `previous_response_id`) would be billed, counted ' +
+          'by the llm-broker as the upstream that would serve `model` (the default model when absent) counts them: what its admission reserves. No provider call, ' +
+          'no quota, no token budget.',
+        body: inputTokensBody,
+        response: {
+          200: { type: 'object', required: ['object', 'input_tokens'], properties: { object: { type: 'string', enum: ['response.input_tokens'] }, input_tokens: { type: 'integer', minimum: 0 } } },
+          ...openAiErrorResponses(400, 401, 413, 415, 429, 502, 503, 504),
+        },
+      },
+    },
+    async (req, reply) => {
+      const body = { model: 'upstream', ...(req.body as Omit<ResponsesBody, 'model'>) };
+      return { object: 'response.input_tokens', input_tokens: await countTokens(ctx, req, reply, asChat(body, await itemsOf(ctx, req, reply, body))) };
+    },
+  );
+
   const idParam = { type: 'object', required: ['response_id'], properties: { response_id: { type: 'string', pattern: RESPONSE_ID.source, description: 'the response\'s id (resp_ and 32 hex digits)' } } } as const;
   const notFound = (id: string) => () => new HttpError(404, 'not_found', `Response with id '${id}' not found.`);
+
+  app.get(
+    '/v1/responses/:response_id/input_items',
+    {
+      config: { auth: 'bearer' },
+      schema: {
+        tags: ['openai'],
+        summary: 'The input items of a kept response: the conversation it was sent, earlier responses\' items included (the caller\'s own only)',
+        params: idParam,
+        querystring: {
+          type: 'object',
+          additionalProperties: false,
+          properties: {
+            limit: { type: 'string', pattern: '^(100|[1-9][0-9]?)$', description: 'items per page (1–100, default 20)' },
+            order: { type: 'string', enum: ['asc', 'desc'], description: 'desc (default): the newest item first' },
+            after: { type: 'string', pattern: '^[A-Za-z0-9_-]{1,128}$', description: 'the id of the item the page starts after (the last_id of the previous page); one the list does not hold is 400 `invalid_after`' },
+          },
+        },
+        response: {
+          200: {
+            type: 'object',
+            required: ['object', 'data', 'first_id', 'last_id', 'has_more'],
+            properties: { object: { type: 'string', enum: ['list'] }, data: { type: 'array', items: anyObject }, first_id: { type: ['string', 'null'] }, last_id: { type: ['string', 'null'] }, has_more: { type: 'boolean' } },
+          },
+          ...openAiErrorResponses(400, 401, 404, 503, 504),
+        },
+      },
+    },
+    async (req, reply) => {
+      const { response_id: id } = req.params as { response_id: string };
+      const { limit = '20', order = 'desc', after } = req.query as { limit?: string; order?: 'asc' | 'desc'; after?: string };
+      const kept = await keptResponse(ctx, req, reply, id, notFound(id));
+      const outputs = ((JSON.parse(kept.responseJson) as { output?: unknown[] }).output ?? []).length;
+      const all = (JSON.parse(kept.itemsJson) as InputItem[]).slice(0, -outputs || undefined).map(listedItem);
+      if (order === 'desc') all.reverse();
+      const from = after === undefined ? 0 : all.findIndex((item) => item['id'] === after) + 1;
+      if (from === 0 && after !== undefined) throw new HttpError(400, 'invalid_after', `after: no input item of response '${id}' has the id '${after}'`, undefined, undefined, 'after');
+      const data = all.slice(from, from + Number(limit));
+      return { object: 'list', data, first_id: data[0]?.['id'] ?? null, last_id: data.at(-1)?.['id'] ?? null, has_more: from + data.length < all.length };
+    },
+  );
 
   app.get(
     '/v1/responses/:response_id',
@@ -380,6 +465,14 @@ export function responsesRoutes(app: FastifyInstance, ctx: EdgeContext): void {
 }
 
 
+/** The conversation a request is sent: the items of the response it continues (previous_response_id), then its own input. */
+async function itemsOf(ctx: EdgeContext, req: FastifyRequest, reply: FastifyReply, body: ResponsesBody): Promise<InputItem[]> {
+  const previous = body.previous_response_id;
+  if (!previous) return inputItems(body.input);
+  const prior = await keptResponse(ctx, req, reply, previous, () => new HttpError(400, 'previous_response_not_found', `Previous response with id '${previous}' not found.`, undefined, undefined, 'previous_response_id'));
+  return [...(JSON.parse(prior.itemsJson) as InputItem[]), ...inputItems(body.input)];
+}
+
 /** The caller's kept response, or `missing()` when there is none of theirs by that id. */
 async function keptResponse(ctx: EdgeContext, req: FastifyRequest, reply: FastifyReply, id: string, missing: () => HttpError): Promise<StoredResponse> {
   try {
@@ -400,7 +493,9 @@ async function finalResponse({ ctx, req }: Begun, answer: Answer, state: State):
   const response = responseObject(answer, state);
   if (answer.body.store === false) return response;
   try {
-    const stored = { id: answer.id, userId: req.userId, createdAtMs: answer.createdAtMs, responseJson: JSON.stringify(response), itemsJson: JSON.stringify([...answer.items, ...state.output]) };
+    // Each input item kept with an id (its own, or one given here), as GET …/input_items lists them.
+    const items = [...answer.items.map((item) => (item.id ? item : { ...item, id: itemId(ID_PREFIX[item.type ?? 'message']) })), ...state.output];
+    const stored = { id: answer.id, userId: req.userId, createdAtMs: answer.createdAtMs, responseJson: JSON.stringify(response), itemsJson: JSON.stringify(items) };
     // Its own deadline: the call may have taken longer than the request's unary budget, and a
     // caller who left still has an answer it paid for.
     await ctx.gw.store.saveStoredResponse({ userId: req.userId, response: stored }, { deadline: Date.now() + DEFAULT_UNARY_DEADLINE_MS });
