@@ -193,6 +193,8 @@ describe.each([
       const cut = await answer({ topP: 0.5, stop: ['zz no such words zz', stop] });
       expect(text(cut)).toBe(whole.slice(0, at));
       expect(doneOf(cut)?.finishReason).toBe('stop');
+      // Which sequence ended it: Anthropic's Messages API says (stop_sequence); OpenAI's finish_reason does not.
+      expect(doneOf(cut)?.stopSequence).toBe(protocol === 'anthropic' ? stop : undefined);
     } finally {
       await configureEmulator(emulator, { seed: 11 });
     }

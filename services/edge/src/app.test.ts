@@ -1056,6 +1056,29 @@ describe('edge app (fake peers)', () => {
       return body.error;
     };
 
+    test('an answer a stop sequence ended says which, where the upstream said (stop_reason stop_sequence), streamed or not', async () => {
+      const generate = gw.fakeBroker.generate;
+      gw.fakeBroker.generate = async function* () {
+        yield { update: { $case: 'delta', delta: { content: 'one two', logprobs: [] } } };
+        yield {
+          update: {
+            $case: 'done',
+            done: { finishReason: 'stop', stopSequence: 'three', usage: { promptTokens: 5, completionTokens: 2, totalTokens: 7 }, toolCalls: [], model: 'upstream', queueWaitMs: 0, cache: 0, cachedUsage: undefined, upstream: 'default', content: '', logprobs: [] },
+          },
+        };
+      };
+      try {
+        const whole = (await (await message({ stop_sequences: ['three'] })).json()) as Record<string, unknown>;
+        expect(whole).toMatchObject({ stop_reason: 'stop_sequence', stop_sequence: 'three', content: [{ type: 'text', text: 'one two' }] });
+        const events = await readEvents(await message({ stop_sequences: ['three'], stream: true }));
+        expect(events.find((e) => e.event === 'message_delta')!.data).toMatchObject({ delta: { stop_reason: 'stop_sequence', stop_sequence: 'three' } });
+      } finally {
+        gw.fakeBroker.generate = generate;
+      }
+      // Without one: end_turn, stop_sequence null.
+      expect(await (await message({})).json()).toMatchObject({ stop_reason: 'end_turn', stop_sequence: null });
+    });
+
     test('count_tokens: the broker counts the request as it would be sent (system, turns, tools), no call made; errors Anthropic\'s', async () => {
       const count = (body: Record<string, unknown>, headers: Record<string, string> = { 'x-api-key': alice, 'content-type': 'application/json' }) =>
         fetch(`${base}/v1/messages/count_tokens?beta=true`, { method: 'POST', headers, body: JSON.stringify(body) });

@@ -79,6 +79,8 @@ export type GenerateEvent =
   | {
       type: 'done';
       finishReason: string;
+      /** The stop sequence that ended the answer, where the upstream says which. */
+      stopSequence?: string;
       /** What the upstream billed for this call (nothing for an answer from the cache). */
       usage: UsageOut;
       toolCalls: ToolCallOut[];
@@ -370,7 +372,7 @@ export class LlmBroker {
         }
         // Stored before the caller hears `done`, so that the followers find it as soon as possible.
         const answer: CachedAnswer = {
-          deltas, ...(call.logprobs ? { logprobs } : {}), finishReason: e.finishReason, toolCalls: e.toolCalls, model: e.model, usage: e.usage, upstream: e.upstream, storedAt: Date.now(),
+          deltas, ...(call.logprobs ? { logprobs } : {}), finishReason: e.finishReason, ...(e.stopSequence ? { stopSequence: e.stopSequence } : {}), toolCalls: e.toolCalls, model: e.model, usage: e.usage, upstream: e.upstream, storedAt: Date.now(),
         };
         await cache.put(key, answer).catch((err: unknown) => d.logger.warn({ err: (err as Error).message }, 'response cache: answer not stored'));
         d.metrics.cacheLookups.inc({ result: 'miss' });
@@ -399,7 +401,7 @@ export class LlmBroker {
       yield logprobs ? { type: 'delta', content, logprobs } : { type: 'delta', content };
     }
     yield {
-      type: 'done', finishReason: a.finishReason, usage: NOTHING_BILLED, toolCalls: a.toolCalls, model: a.model, queueWaitMs: 0,
+      type: 'done', finishReason: a.finishReason, ...(a.stopSequence ? { stopSequence: a.stopSequence } : {}), usage: NOTHING_BILLED, toolCalls: a.toolCalls, model: a.model, queueWaitMs: 0,
       upstream: a.upstream ?? '', cache: outcome, cachedUsage: a.usage,
     };
   }
@@ -528,6 +530,7 @@ export class LlmBroker {
       });
       opened = true;
       let finishReason = 'stop';
+      let stopSequence: string | undefined;
       let usage: UsageOut | undefined;
       let model = req.model;
       const handle = (e: StreamEvent): GenerateEvent | undefined => {
@@ -536,7 +539,7 @@ export class LlmBroker {
           delivered += 1;
           return e.logprobs ? { type: 'delta', content: e.text, logprobs: e.logprobs } : { type: 'delta', content: e.text };
         }
-        if (e.type === 'finish') finishReason = e.reason;
+        if (e.type === 'finish') ({ reason: finishReason, stopSequence } = e);
         else if (e.type === 'usage') usage = e.usage;
         else if (e.type === 'model') model = e.model;
         return undefined;
@@ -569,7 +572,7 @@ export class LlmBroker {
       // tokens already spent.
       if (chargedByFailedAttempts + charged > reserved) await settle(charged);
       else answered = charged;
-      yield { type: 'done', finishReason, usage: finalUsage, toolCalls, model, queueWaitMs: waitedMs, upstream: u.name };
+      yield { type: 'done', finishReason, ...(stopSequence ? { stopSequence } : {}), usage: finalUsage, toolCalls, model, queueWaitMs: waitedMs, upstream: u.name };
     } catch (err) {
       if (!signal.aborted && err instanceof UpstreamError) {
         if (!opened) throw LlmBroker.refusalOf(err);

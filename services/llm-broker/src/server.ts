@@ -114,6 +114,7 @@ export function toResponse(e: GenerateEvent, content = '', logprobs: LogprobOut[
           $case: 'done',
           done: {
             finishReason: e.finishReason,
+            ...(e.stopSequence ? { stopSequence: e.stopSequence } : {}),
             usage: e.usage,
             toolCalls: e.toolCalls,
             model: e.model,

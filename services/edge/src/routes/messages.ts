@@ -129,6 +129,10 @@ type Done = Extract<Piece, { done: true }>;
 
 const STOP_REASON: Record<string, string> = { stop: 'end_turn', length: 'max_tokens', tool_calls: 'tool_use', content_filter: 'refusal' };
 
+/** Why the answer ended, in Anthropic's terms: `stop_sequence` with the one that ended it where the upstream said which (an OpenAI-protocol upstream does not). */
+const stopOf = (done: Done) =>
+  done.stopSequence ? { stop_reason: 'stop_sequence', stop_sequence: done.stopSequence } : { stop_reason: STOP_REASON[done.finishReason] ?? 'end_turn', stop_sequence: null };
+
 function inputOf(argumentsJson: string): Record<string, unknown> {
   try {
     const v: unknown = JSON.parse(argumentsJson || '{}');
@@ -216,7 +220,7 @@ export function messagesRoutes(app: FastifyInstance, ctx: EdgeContext): void {
           'The same call as /v1/chat/completions (its models, queue, quota, response cache and `x-mesh-cache` header), asked and answered in Anthropic\'s terms, for clients ' +
           'written for it: `system`, `messages` (text, `image` — base64 or by URL —, `tool_use` and `tool_result` blocks), `max_tokens`, `stop_sequences`, `temperature`, ' +
           '`top_p`, `tools` (`input_schema`), `tool_choice` (auto, any, tool, none; `disable_parallel_tool_use`) and `metadata.user_id`. The answer is a `message` ' +
-          '(`content` blocks: text, then tool_use; `stop_reason` end_turn, max_tokens or tool_use; `usage`), or with stream: true Anthropic\'s events. The token is ' +
+          '(`content` blocks: text, then tool_use; `stop_reason` end_turn, max_tokens, tool_use, or stop_sequence with the sequence where the upstream says which; `usage`), or with stream: true Anthropic\'s events. The token is ' +
           '`Authorization: Bearer` or `x-api-key`; errors are Anthropic\'s (`{"type": "error", "error": {"type", "message"}}`). What Anthropic\'s models alone have ' +
           '(`top_k`, extended `thinking`, server tools) is refused by name.',
         headers: { type: 'object', properties: { [CACHE_HEADER]: { type: 'string', enum: ['on', 'off'] } } },
@@ -235,7 +239,7 @@ export function messagesRoutes(app: FastifyInstance, ctx: EdgeContext): void {
       const { text: said, done } = await wholeAnswer(call);
       return {
         id, type: 'message', role: 'assistant', model: done.model || body.model, content: contentOf(said, done),
-        stop_reason: STOP_REASON[done.finishReason] ?? 'end_turn', stop_sequence: null, usage: usageOf(done),
+        ...stopOf(done), usage: usageOf(done),
       };
     },
   );
@@ -296,7 +300,7 @@ async function streamMessage(call: Begun, id: string, body: MessagesBody): Promi
           await emit('content_block_delta', { index, delta: { type: 'input_json_delta', partial_json: JSON.stringify(inputOf(call.function.arguments)) } });
           await emit('content_block_stop', { index });
         }
-        await emit('message_delta', { delta: { stop_reason: STOP_REASON[p.finishReason] ?? 'end_turn', stop_sequence: null }, usage: usageOf(p) });
+        await emit('message_delta', { delta: stopOf(p), usage: usageOf(p) });
         await emit('message_stop', {});
         answered = true;
         break;

@@ -76,7 +76,7 @@ const wireLogprob = (l: TokenLogprob): WireLogprob => ({ token: l.token, logprob
 /** What one completion produces, pipeline or direct: content deltas (with their tokens' log probabilities when asked), then the end. */
 export type Piece = (
   | { delta: string; logprobs?: WireLogprob[] }
-  | { done: true; finishReason: string; usage: Usage; model: string; toolCalls: WireToolCall[] }
+  | { done: true; finishReason: string; usage: Usage; model: string; toolCalls: WireToolCall[]; /** The stop sequence that ended it, where the upstream says which. */ stopSequence?: string }
   | { queued: number; estimatedWaitMs: number }
   /** The broker replays the answer from its response cache (first, before the deltas). */
   | { cached: 'hit' | 'stale' }
@@ -557,6 +557,7 @@ async function* direct(ctx: EdgeContext, userId: string, body: ChatBody, message
       yield {
         done: true,
         finishReason: u.done.finishReason || 'stop',
+        ...(u.done.stopSequence ? { stopSequence: u.done.stopSequence } : {}),
         model: u.done.model || body.model,
         usage: {
           prompt_tokens: usage?.promptTokens ?? 0,

@@ -13,6 +13,8 @@ export interface CachedAnswer {
   /** Each delta's tokens' log probabilities (null where it had none), when the call asked for them. */
   logprobs?: (LogprobOut[] | null)[];
   finishReason: string;
+  /** The stop sequence that ended it, where the upstream said which. */
+  stopSequence?: string;
   toolCalls: ToolCallOut[];
   model: string;
   /** What the upstream billed for it: what a hit saves. */

@@ -169,6 +169,18 @@ describe('Anthropic Messages answer, not streamed', () => {
     ]);
   });
 
+  it('the stop sequence that ended the answer is kept with the finish, whole or streamed', () => {
+    const whole = messageAnswer(JSON.stringify({ type: 'message', content: [{ type: 'text', text: 'x' }], stop_reason: 'stop_sequence', stop_sequence: 'END' }));
+    expect(whole.events).toContainEqual({ type: 'finish', reason: 'stop', stopSequence: 'END' });
+    const events = new MessagesStreamParser().push(
+      ev('message_start', { message: { id: 'msg_1', type: 'message', role: 'assistant', content: [], model: 'claude-x', stop_reason: null, usage: { input_tokens: 2, output_tokens: 1 } } }) +
+      ev('message_delta', { delta: { stop_reason: 'stop_sequence', stop_sequence: 'END' }, usage: { output_tokens: 3 } }),
+    );
+    expect(events).toContainEqual({ type: 'finish', reason: 'stop', stopSequence: 'END' });
+    const natural = messageAnswer(JSON.stringify({ type: 'message', content: [{ type: 'text', text: 'x' }], stop_reason: 'end_turn', stop_sequence: null }));
+    expect(natural.events).toContainEqual({ type: 'finish', reason: 'stop' });
+  });
+
   it('a body that is not JSON, an error object, or a message without stop_reason is an UpstreamError; no usage: no usage event', () => {
     expect(() => messageAnswer('<html>502</html>')).toThrow(expect.objectContaining({ code: 'invalid_response', status: 0 }));
     expect(() => messageAnswer(JSON.stringify({ type: 'error', error: { type: 'overloaded_error', message: 'Overloaded' } }))).toThrow(

@@ -149,7 +149,7 @@ interface RawEvent {
   index?: number;
   message?: { model?: string; usage?: RawUsage };
   content_block?: { type?: string; text?: string; id?: string; name?: string; input?: unknown };
-  delta?: { type?: string; text?: string; partial_json?: string; stop_reason?: string | null };
+  delta?: { type?: string; text?: string; partial_json?: string; stop_reason?: string | null; stop_sequence?: string | null };
   usage?: RawUsage;
   error?: { type?: string; message?: string };
 }
@@ -227,7 +227,7 @@ export class MessagesStreamParser implements StreamParser {
       case 'message_delta': {
         if (e.delta?.stop_reason) {
           this.stopReason = true;
-          events.push({ type: 'finish', reason: FINISH[e.delta.stop_reason] ?? e.delta.stop_reason });
+          events.push({ type: 'finish', reason: FINISH[e.delta.stop_reason] ?? e.delta.stop_reason, ...(e.delta.stop_sequence ? { stopSequence: e.delta.stop_sequence } : {}) });
         }
         const u = e.usage;
         if (u?.output_tokens !== undefined) {
@@ -255,6 +255,7 @@ interface RawMessage {
   model?: string;
   content?: Array<{ type?: string; text?: string; id?: string; name?: string; input?: unknown }>;
   stop_reason?: string | null;
+  stop_sequence?: string | null;
   usage?: RawUsage;
   error?: { type?: string; message?: string };
 }
@@ -277,7 +278,7 @@ export function messageAnswer(text: string): { events: StreamEvent[]; toolCalls:
   if (raw.model) events.push({ type: 'model', model: raw.model });
   const content = blocks.map((b) => (b.type === 'text' ? (b.text ?? '') : '')).join('');
   if (content) events.push({ type: 'content', text: content });
-  events.push({ type: 'finish', reason: FINISH[raw.stop_reason] ?? raw.stop_reason });
+  events.push({ type: 'finish', reason: FINISH[raw.stop_reason] ?? raw.stop_reason, ...(raw.stop_sequence ? { stopSequence: raw.stop_sequence } : {}) });
   const u = raw.usage;
   if (u?.output_tokens !== undefined) {
     const input = inputTokensOf(u);

@@ -99,7 +99,7 @@ export interface ProviderRequest {
 /** What a streamed answer says, in the broker's terms. `finish` uses OpenAI's vocabulary (stop, length, tool_calls, content_filter). */
 export type StreamEvent =
   | { type: 'content'; text: string; logprobs?: LogprobOut[] }
-  | { type: 'finish'; reason: string }
+  | { type: 'finish'; reason: string; /** The stop sequence that ended the answer, where the provider says which. */ stopSequence?: string }
   | { type: 'usage'; usage: UsageOut }
   | { type: 'model'; model: string };
 

@@ -550,6 +550,11 @@ export interface Done {
    * logprobs (empty otherwise: they came in Delta messages).
    */
   logprobs: TokenLogprob[];
+  /**
+   * stop_sequence is the stop sequence that ended the answer, where the upstream says which
+   * (Anthropic's Messages API does; OpenAI's finish_reason stop does not tell it from a natural end).
+   */
+  stopSequence?: string | undefined;
 }
 
 function createBaseCountTokensRequest(): CountTokensRequest {
@@ -2808,6 +2813,7 @@ function createBaseDone(): Done {
     upstream: "",
     content: "",
     logprobs: [],
+    stopSequence: undefined,
   };
 }
 
@@ -2842,6 +2848,9 @@ export const Done: MessageFns<Done> = {
     }
     for (const v of message.logprobs) {
       TokenLogprob.encode(v!, writer.uint32(82).fork()).join();
+    }
+    if (message.stopSequence !== undefined) {
+      writer.uint32(90).string(message.stopSequence);
     }
     return writer;
   },
@@ -2939,6 +2948,14 @@ export const Done: MessageFns<Done> = {
             message.logprobs.push(TokenLogprob.decode(reader, reader.uint32()));
             continue;
           }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.stopSequence = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2981,6 +2998,11 @@ export const Done: MessageFns<Done> = {
       logprobs: globalThis.Array.isArray(object?.logprobs)
         ? object.logprobs.map((e: any) => TokenLogprob.fromJSON(e))
         : [],
+      stopSequence: isSet(object.stopSequence)
+        ? globalThis.String(object.stopSequence)
+        : isSet(object.stop_sequence)
+        ? globalThis.String(object.stop_sequence)
+        : undefined,
     };
   },
 
@@ -3016,6 +3038,9 @@ export const Done: MessageFns<Done> = {
     if (message.logprobs?.length) {
       obj.logprobs = message.logprobs.map((e) => TokenLogprob.toJSON(e));
     }
+    if (message.stopSequence !== undefined) {
+      obj.stopSequence = message.stopSequence;
+    }
     return obj;
   },
 
@@ -3036,6 +3061,7 @@ export const Done: MessageFns<Done> = {
     message.upstream = object.upstream ?? "";
     message.content = object.content ?? "";
     message.logprobs = object.logprobs?.map((e) => TokenLogprob.fromPartial(e)) || [];
+    message.stopSequence = object.stopSequence ?? undefined;
     return message;
   },
 };
