@@ -409,6 +409,9 @@ describe('fallback between upstreams (LLM_UPSTREAMS)', () => {
 
     const second = await runGenerate(b.client, generateRequest('How do ants find food?'));
     expect(doneOf(second)).toMatchObject({ upstream: 'secondary' });
+    // ListModels: each upstream's models, in fallback order, whatever their breakers.
+    const listed = await new Promise<unknown>((resolve, reject) => b.client.listModels({}, (err, res) => (err ? reject(err) : resolve(res.models))));
+    expect(listed).toEqual([{ id: 'claude-emulated', upstream: 'primary' }, { id: 'emulator-1', upstream: 'secondary' }]);
     expect((await emulatorStats(emulator)).requests - mid.requests).toBe(1); // the primary was not asked
     expect(await metric(b.proc, 'llm_upstream_fallbacks_total', 'reason="breaker_open",upstream="primary"')).toBe(2);
   });

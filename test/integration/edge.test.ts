@@ -401,6 +401,24 @@ async function expectCountsBilled(base: string): Promise<void> {
   expect(counted.input_tokens).toBe(answered.usage.input_tokens);
 }
 
+test('the model list through both official clients: the agents, the alias, and the broker\'s upstream\'s models', async () => {
+  const openai = new OpenAI({ apiKey: alice, baseURL: `${mesh.edge.url}/v1`, maxRetries: 0 });
+  const listed: OpenAI.Models.Model[] = [];
+  for await (const m of openai.models.list()) listed.push(m);
+  const ids = listed.map((m) => m.id);
+  expect(ids.slice(0, 2)).toEqual(['agent-mesh', 'upstream']);
+  expect(ids.length).toBeGreaterThan(2);
+  const served = listed[2]!;
+  expect(served.owned_by).not.toBe('agent-mesh');
+  expect(await openai.models.retrieve(served.id)).toMatchObject({ id: served.id, owned_by: served.owned_by });
+  await expect(openai.models.retrieve('gpt-nope')).rejects.toBeInstanceOf(OpenAI.NotFoundError);
+  const anthropic = new Anthropic({ apiKey: alice, baseURL: mesh.edge.url, maxRetries: 0 });
+  const models: Anthropic.ModelInfo[] = [];
+  for await (const m of anthropic.models.list()) models.push(m);
+  expect(models.map((m) => m.id)).toEqual(ids);
+  expect(models[2]).toMatchObject({ type: 'model', display_name: served.id });
+});
+
 test('count_tokens through the official Anthropic client: the prompt\'s tokens as the provider then bills them, no provider call', async () => {
   await expectCountsBilled(mesh.edge.url!);
 });

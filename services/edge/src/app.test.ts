@@ -392,7 +392,7 @@ describe('edge app (fake peers)', () => {
     test('the OpenAI client works against the facade, streamed and not, both models', async () => {
       const client = new OpenAI({ apiKey: alice, baseURL: `${base}/v1`, maxRetries: 0 });
       const models = await client.models.list();
-      expect(models.data.map((m) => m.id)).toEqual(['agent-mesh', 'upstream']);
+      expect(models.data.map((m) => m.id)).toEqual(['agent-mesh', 'upstream', 'model-a', 'model-b']);
       const direct = await client.chat.completions.create({ model: 'upstream', messages: [{ role: 'user', content: 'hi' }] });
       expect(direct.choices[0]!.message.content).toBe('Hello from the broker');
       expect(direct.usage!.total_tokens).toBe(9);
@@ -833,6 +833,25 @@ describe('edge app (fake peers)', () => {
         .toBe('body/messages/0/role must be "system" or "developer" or "user" or "assistant" or "tool"');
       expect(await refusal(await ask({ messages: [{ role: 'tool', content: 'sunny' }] }))).toBe("body/messages/0 must have required property 'tool_call_id'");
       expect(await refusal(await ask({ messages: [{ role: 'user', content: 42 }] }))).toBe('body/messages/0/content must be string; body/messages/0/content must be null; body/messages/0/content must be array');
+    });
+  });
+
+  describe('the model list (/v1/models)', () => {
+    beforeAll(() => setup());
+    afterAll(() => teardown());
+
+    test('the agents, the default alias, then the broker\'s upstreams\' models, in OpenAI\'s and Anthropic\'s shapes at once; one by id, or 404', async () => {
+      const res = await fetch(`${base}/v1/models`, { headers: { 'x-api-key': alice } });
+      expect(res.status).toBe(200);
+      const list = (await res.json()) as { object: string; data: Record<string, unknown>[]; has_more: boolean; first_id: string; last_id: string };
+      expect(list.data.map((m) => [m['id'], m['owned_by']])).toEqual([['agent-mesh', 'agent-mesh'], ['upstream', 'agent-mesh'], ['model-a', 'default'], ['model-b', 'backup']]);
+      expect(list).toMatchObject({ object: 'list', has_more: false, first_id: 'agent-mesh', last_id: 'model-b' });
+      expect(list.data[2]).toMatchObject({ object: 'model', type: 'model', display_name: 'model-a', created: expect.any(Number), created_at: expect.stringMatching(/^\d{4}-\d\d-\d\dT/) });
+      expect(await (await fetch(`${base}/v1/models/model-b`, { headers: auth(alice) })).json()).toMatchObject({ id: 'model-b', owned_by: 'backup' });
+      const missing = await fetch(`${base}/v1/models/gpt-nope`, { headers: auth(alice) });
+      expect(missing.status).toBe(404);
+      expect(((await missing.json()) as { error: { code: string } }).error.code).toBe('model_not_found');
+      expect((await fetch(`${base}/v1/models`)).status).toBe(401);
     });
   });
 
@@ -1356,6 +1375,7 @@ describe('the Redis commands of a call\'s rate limit and budget', () => {
     gateways.broker = {
       gateBeside,
       countTokens: (req) => broker.countTokens(req),
+      listModels: () => broker.listModels(),
       generate: (req, signal, gate) => {
         order.push('handler');
         return broker.generate(req, signal, gate);

@@ -80,6 +80,8 @@ export async function buildApp(deps: AppDeps): Promise<EdgeApp> {
     // own OpenTelemetry mixin.
     childLoggerFactory: (parent) => parent,
     bodyLimit: cfg.bodyLimitBytes,
+    // A model's name (GET /v1/models/{model}) is the longest path parameter: up to 200 characters.
+    maxParamLength: 200,
     // Ids and bodies never reach a query unchecked: no type coercion (a number is not a string),
     // and what the description forbids (an unknown field of a closed object) is refused, not dropped.
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: false } },

@@ -108,7 +108,7 @@ export const VARS = {
       type: 'bool', default: false,
       doc: "run the broker inside the edge for `/v1` calls of a direct model (no gRPC hop, one process less on the call's path): the edge then reads the broker's `LLM_*` and `REDIS_*` variables, holds the provider's key and takes its place in the same global queue and quota; agent runs still call the llm-broker service",
     },
-    LLM_MODEL: { type: 'string', default: 'upstream', doc: 'the model `GET /v1/models` lists for direct calls (the broker calls whatever it is configured with)' },
+    LLM_MODEL: { type: 'string', default: 'upstream', doc: 'the alias `GET /v1/models` lists for the broker\'s default model (beside the models of its upstreams; a call naming it gets the default)' },
   }),
 };
 

@@ -28,7 +28,11 @@ async function build(svc: Service<EdgeConfig>): Promise<void> {
     // On the edge's Redis connection: the admissions and the edge's budget checks of one turn leave in one write.
     const { broker } = await assembleBroker(svc, cfg.inlineBroker, registry, redis);
     const log = logger.child({ component: 'llm-broker' });
-    gateways.broker = inlineBrokerGateway((req, signal, deadline, gate) => generateResponses(broker, log, req, signal, deadline, gate), (req) => countTokensResponse(broker, req), log);
+    gateways.broker = inlineBrokerGateway({
+      generate: (req, signal, deadline, gate) => generateResponses(broker, log, req, signal, deadline, gate),
+      countTokens: (req) => countTokensResponse(broker, req),
+      models: () => broker.models(),
+    }, log);
     logger.info({ upstreams: describeUpstreams(cfg.inlineBroker) }, 'the broker runs inside this edge for /v1');
   }
 

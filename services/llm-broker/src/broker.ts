@@ -262,6 +262,13 @@ export class LlmBroker {
     return { promptTokens: upstream.provider.countPromptTokens({ ...call, model }), upstream: upstream.name, model };
   }
 
+  /** The models the upstreams serve, each once (with the first upstream that serves it), in fallback order. */
+  models(): { id: string; upstream: string }[] {
+    const seen = new Map<string, string>();
+    for (const u of this.d.upstreams) for (const id of u.models) if (!seen.has(id)) seen.set(id, u.name);
+    return [...seen].map(([id, upstream]) => ({ id, upstream }));
+  }
+
   /** The candidates whose protocol can send the call (a seed: not Anthropic's); refused when none can. */
   private able(candidates: Candidate[], call: PreparedCall, model: string): Candidate[] {
     const able = candidates.filter((c) => !c.upstream.provider.unsupported?.({ ...call, model: c.model }));

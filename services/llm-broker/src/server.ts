@@ -8,6 +8,8 @@ import {
   ToolChoiceMode,
   type CountTokensRequest,
   type CountTokensResponse,
+  type ListModelsRequest,
+  type ListModelsResponse,
   type GenerateRequest,
   type GenerateResponse,
   type LlmBrokerServiceServer,
@@ -196,6 +198,7 @@ export function brokerService(broker: LlmBroker, logger: Logger) {
   const implementation: LlmBrokerServiceServer = {
     generate: streamHandler<GenerateRequest, GenerateResponse>(logger, 'Generate', (req, signal, call) => generateResponses(broker, logger, req, signal, deadlineOf(call))),
     countTokens: unaryHandler<CountTokensRequest, CountTokensResponse>(logger, 'CountTokens', async (req) => countTokensResponse(broker, req)),
+    listModels: unaryHandler<ListModelsRequest, ListModelsResponse>(logger, 'ListModels', async () => ({ models: broker.models() })),
   };
   return { name: SERVICE_NAME, definition: LlmBrokerServiceService, implementation };
 }

@@ -17,6 +17,7 @@ export function brokerGateway(addr: string): BrokerGateway & { client: Client; c
       yield* iterateCall(client.generate(req, new Metadata(), { deadline: new Date(Date.now() + GENERATE_DEADLINE_MS) }), signal, (m) => m);
     },
     countTokens: (request, scope) => unary(client.countTokens.bind(client), { request }, scope),
+    listModels: async (scope) => (await unary(client.listModels.bind(client), {}, scope)).models,
     close: () => client.close(),
   };
 }

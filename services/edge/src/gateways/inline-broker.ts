@@ -1,30 +1,35 @@
-// The broker run inside the edge (EDGE_INLINE_BROKER): the same Generate call as over gRPC — the
-// broker's events as GenerateResponse messages, its refusals as the errors a gRPC caller gets — so
-// the routes cannot tell the two apart, without the hop.
+// The broker run inside the edge (EDGE_INLINE_BROKER): the same calls as over gRPC — the broker's
+// events as GenerateResponse messages, its refusals as the errors a gRPC caller gets — so the
+// routes cannot tell the two apart, without the hop.
 import { asReceivedError, type Logger } from '@agent-mesh/common';
-import type { CountTokensRequest, CountTokensResponse, GenerateRequest, GenerateResponse } from '@agent-mesh/common/gen/llmbroker/v1/llm_broker';
+import type { CountTokensRequest, CountTokensResponse, GenerateRequest, GenerateResponse, ServedModel } from '@agent-mesh/common/gen/llmbroker/v1/llm_broker';
 import { GENERATE_DEADLINE_MS } from './broker';
 import type { BrokerGateway } from './types';
 
-/** The broker's Generate (`generateResponses` of the broker's inline module, bound to the broker). */
-export type InlineGenerate = (req: GenerateRequest, signal: AbortSignal, deadline: number, gate?: Promise<unknown>) => AsyncIterable<GenerateResponse>;
+/** The broker's calls, from its inline module, bound to the broker. */
+export interface InlineBroker {
+  /** Generate (`generateResponses`). */
+  generate(req: GenerateRequest, signal: AbortSignal, deadline: number, gate?: Promise<unknown>): AsyncIterable<GenerateResponse>;
+  /** CountTokens (`countTokensResponse`). */
+  countTokens(req: CountTokensRequest): CountTokensResponse;
+  /** ListModels (the broker's `models`). */
+  models(): ServedModel[];
+}
 
-/** The broker's CountTokens (`countTokensResponse` of the broker's inline module, bound to the broker). */
-export type InlineCountTokens = (req: CountTokensRequest) => CountTokensResponse;
-
-export function inlineBrokerGateway(generate: InlineGenerate, countTokens: InlineCountTokens, logger: Logger): BrokerGateway {
+export function inlineBrokerGateway(broker: InlineBroker, logger: Logger): BrokerGateway {
   return {
     gateBeside: true,
     async countTokens(request) {
       try {
-        return countTokens({ request });
+        return broker.countTokens({ request });
       } catch (err) {
         throw asReceivedError(err, logger, 'CountTokens');
       }
     },
+    listModels: async () => broker.models(),
     async *generate(req, signal, gate) {
       try {
-        yield* generate(req, signal, Date.now() + GENERATE_DEADLINE_MS, gate);
+        yield* broker.generate(req, signal, Date.now() + GENERATE_DEADLINE_MS, gate);
       } catch (err) {
         // The gate's own refusal is the caller's error, not the broker's.
         if (gate && (await gate.then(() => false, (e: unknown) => e === err))) throw err;

@@ -21,7 +21,7 @@ import type {
   SaveStoredResponseRequest,
   SaveStoredResponseResponse,
 } from '@agent-mesh/common/gen/store/v1/store';
-import type { CountTokensResponse, GenerateRequest, GenerateResponse } from '@agent-mesh/common/gen/llmbroker/v1/llm_broker';
+import type { CountTokensResponse, GenerateRequest, GenerateResponse, ServedModel } from '@agent-mesh/common/gen/llmbroker/v1/llm_broker';
 import type { JaegerReader } from '../ops/jaeger';
 import type { PrometheusReader } from '../ops/prometheus';
 
@@ -105,6 +105,8 @@ export interface BrokerGateway {
   generate(req: GenerateRequest, signal: AbortSignal, gate?: Promise<unknown>): AsyncIterable<GenerateResponse>;
   /** The prompt tokens the call would be billed, as the upstream that would serve it counts them (no upstream call). */
   countTokens(req: GenerateRequest, scope?: CallScope): Promise<CountTokensResponse>;
+  /** The models the upstreams serve, in fallback order. */
+  listModels(scope?: CallScope): Promise<ServedModel[]>;
   /** The gate's Redis commands leave with the admission's, in one write (the inline broker). */
   readonly gateBeside?: boolean;
 }

@@ -190,10 +190,68 @@ const DEFAULT_ONLY = {
 } as const;
 
 export function openaiRoutes(app: FastifyInstance, ctx: EdgeContext): void {
-  app.get('/v1/models', { config: { auth: 'bearer' }, schema: { tags: ['openai'], summary: 'OpenAI-compatible model list', response: { 200: anyObject, ...openAiErrorResponses(401, 429, 503) } } }, async () => ({
-    object: 'list',
-    data: [PIPELINE_MODEL, ctx.cfg.llmModel].map((id) => ({ id, object: 'model', created: CREATED, owned_by: 'agent-mesh' })),
-  }));
+  /**
+   * The models a call can name: the agents' pipeline, the default model's alias (LLM_MODEL), then
+   * each model the broker's upstreams serve. Each in OpenAI's shape and Anthropic's at once (their
+   * fields do not collide), so that either SDK lists them.
+   */
+  const models = async (reply: FastifyReply) => {
+    const served = await ctx.gw.broker.listModels(requestScope(reply));
+    const owners = new Map<string, string>([[PIPELINE_MODEL, 'agent-mesh'], [ctx.cfg.llmModel, 'agent-mesh']]);
+    for (const m of served) if (!owners.has(m.id)) owners.set(m.id, m.upstream);
+    return [...owners].map(([id, owner]) => ({ id, object: 'model', created: CREATED, owned_by: owner, type: 'model', display_name: id, created_at: new Date(CREATED * 1000).toISOString() }));
+  };
+  const modelBody = {
+    type: 'object',
+    required: ['id', 'object', 'created', 'owned_by', 'type', 'display_name', 'created_at'],
+    properties: {
+      id: { type: 'string' }, object: { type: 'string', enum: ['model'] }, created: { type: 'integer' }, owned_by: { type: 'string', description: 'agent-mesh, or the upstream (LLM_UPSTREAMS) that serves it' },
+      type: { type: 'string', enum: ['model'] }, display_name: { type: 'string' }, created_at: { type: 'string' },
+    },
+  } as const;
+
+  app.get(
+    '/v1/models',
+    {
+      config: { auth: 'api-key' },
+      schema: {
+        tags: ['openai', 'anthropic'],
+        summary: 'The models a call can name (OpenAI\'s and Anthropic\'s list at once)',
+        description: '`agent-mesh` (the agents), the default model\'s alias (LLM_MODEL), then every model of the llm-broker\'s upstreams, in fallback order.',
+        response: {
+          200: {
+            type: 'object',
+            required: ['object', 'data', 'has_more', 'first_id', 'last_id'],
+            properties: { object: { type: 'string', enum: ['list'] }, data: { type: 'array', items: modelBody }, has_more: { type: 'boolean' }, first_id: { type: 'string' }, last_id: { type: 'string' } },
+          },
+          ...openAiErrorResponses(401, 429, 502, 503, 504),
+        },
+      },
+    },
+    async (_req, reply) => {
+      const data = await models(reply);
+      return { object: 'list', data, has_more: false, first_id: data[0]!.id, last_id: data.at(-1)!.id };
+    },
+  );
+
+  app.get(
+    '/v1/models/:model',
+    {
+      config: { auth: 'api-key' },
+      schema: {
+        tags: ['openai', 'anthropic'],
+        summary: 'One model a call can name',
+        params: { type: 'object', required: ['model'], properties: { model: { type: 'string', pattern: '^[A-Za-z0-9._:@+-]{1,200}$' } } },
+        response: { 200: modelBody, ...openAiErrorResponses(400, 401, 404, 429, 502, 503, 504) },
+      },
+    },
+    async (req, reply) => {
+      const { model } = req.params as { model: string };
+      const found = (await models(reply)).find((m) => m.id === model);
+      if (!found) throw new HttpError(404, 'model_not_found', `The model '${model}' does not exist`, undefined, undefined, 'model');
+      return found;
+    },
+  );
 
   app.post(
     '/v1/chat/completions',

@@ -236,6 +236,10 @@ export class FakeStore implements StoreGateway {
 }
 
 export class FakeBroker implements BrokerGateway {
+  async listModels() {
+    return [{ id: 'model-a', upstream: 'default' }, { id: 'model-b', upstream: 'backup' }];
+  }
+
   /** A word a token, 3 a message and 10 a tool: enough to tell what was counted. */
   async countTokens(req: { messages: { content: string }[]; tools: unknown[] }) {
     const words = req.messages.reduce((n, m) => n + 3 + m.content.split(/\s+/).filter(Boolean).length, 0);
