@@ -81,7 +81,10 @@ export async function buildApp(deps: AppDeps): Promise<EdgeApp> {
     childLoggerFactory: (parent) => parent,
     bodyLimit: cfg.bodyLimitBytes,
     // A model's name (GET /v1/models/{model}) is the longest path parameter: up to 200 characters.
-    maxParamLength: 200,
+    maxParamLength: MAX_PARAM_LENGTH,
+    // The router's own refusal of a longer one is answered as every other error (its handler is
+    // fastify's default otherwise: a 414 in fastify's shape).
+    frameworkErrors: (err, req, reply) => sendError(err, req, reply),
     // Ids and bodies never reach a query unchecked: no type coercion (a number is not a string),
     // and what the description forbids (an unknown field of a closed object) is refused, not dropped.
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: false } },
@@ -211,7 +214,8 @@ export async function buildApp(deps: AppDeps): Promise<EdgeApp> {
     done();
   });
 
-  app.setErrorHandler((err: FastifyError | Error, req: FastifyRequest, reply: FastifyReply) => {
+  /** An error as the route's family answers it: Anthropic's shape on /v1/messages, OpenAI's on /v1, the API's own elsewhere. */
+  function sendError(err: FastifyError | Error, req: FastifyRequest, reply: FastifyReply) {
     const e = toHttpError(err, logger, req);
     if (e.retryAfterS !== undefined) void reply.header('retry-after', String(e.retryAfterS));
     if (ANTHROPIC_PATH.test(req.url)) return reply.code(e.statusCode).send({ type: 'error', error: { type: anthropicType(e.statusCode), message: e.message } });
@@ -219,7 +223,8 @@ export async function buildApp(deps: AppDeps): Promise<EdgeApp> {
       return reply.code(e.statusCode).send({ error: { message: e.message, type: openAiType(e.statusCode), param: e.param ?? null, code: e.code } });
     }
     return reply.code(e.statusCode).send({ error: { code: e.code, message: e.message }, ...e.extra });
-  });
+  }
+  app.setErrorHandler(sendError);
   // Known paths answer an unsupported method with 405 and Allow (fastify alone says 404).
   const known: { path: RegExp; methods: Set<string> }[] = [];
   app.addHook('onRoute', (route) => {
@@ -318,6 +323,8 @@ const STREAM_SECURITY_HEADERS = {
   'cross-origin-resource-policy': 'same-site',
 } as const;
 
+const MAX_PARAM_LENGTH = 200;
+
 function routeOf(req: FastifyRequest): string {
   return req.routeOptions.url ?? 'unmatched';
 }
@@ -331,6 +338,9 @@ function toHttpError(err: FastifyError | Error, logger: Logger, req: FastifyRequ
     return badRequest(message || fe.message, 'invalid_argument', body ? param : undefined);
   }
   if (isGrpcError(err)) return fromGrpc(err);
+  // A path parameter over MAX_PARAM_LENGTH: no id is that long, so it is the 400 of an id of the
+  // wrong form, which every route with one documents (not the router's 414).
+  if (fe.code === 'FST_ERR_MAX_PARAM_LENGTH') return badRequest(`a path parameter is over ${MAX_PARAM_LENGTH} characters: no id is that long`);
   if (typeof fe.statusCode === 'number' && fe.statusCode >= 400 && fe.statusCode < 500) {
     return new HttpError(fe.statusCode, (fe.code ?? 'bad_request').toLowerCase(), fe.message);
   }
