@@ -852,6 +852,13 @@ describe('edge app (fake peers)', () => {
       expect(missing.status).toBe(404);
       expect(((await missing.json()) as { error: { code: string } }).error.code).toBe('model_not_found');
       expect((await fetch(`${base}/v1/models`)).status).toBe(401);
+      // A path parameter longer than the router takes (200) is the 400 of an id of the wrong form, in the route's shape.
+      const long = await fetch(`${base}/v1/models/${'x'.repeat(201)}`, { headers: auth(alice) });
+      expect(long.status).toBe(400);
+      expect(((await long.json()) as { error: { type: string } }).error.type).toBe('invalid_request_error');
+      const conversation = await fetch(`${base}/api/conversations/${'x'.repeat(201)}`, { headers: auth(alice) });
+      expect(conversation.status).toBe(400);
+      expect(((await conversation.json()) as { error: { code: string } }).error.code).toBe('invalid_argument');
     });
   });
 

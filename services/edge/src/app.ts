@@ -81,7 +81,7 @@ export async function buildApp(deps: AppDeps): Promise<EdgeApp> {
     childLoggerFactory: (parent) => parent,
     bodyLimit: cfg.bodyLimitBytes,
     // A model's name (GET /v1/models/{model}) is the longest path parameter: up to 200 characters.
-    maxParamLength: MAX_PARAM_LENGTH,
+    routerOptions: { maxParamLength: MAX_PARAM_LENGTH },
     // The router's own refusal of a longer one is answered as every other error (its handler is
     // fastify's default otherwise: a 414 in fastify's shape).
     frameworkErrors: (err, req, reply) => sendError(err, req, reply),

@@ -44,7 +44,7 @@ afterAll(async () => {
 
 test('every operation answers only documented statuses with documented bodies; valid requests are never 400, broken ones always are', async () => {
   expect(contract.ops.length).toBeGreaterThanOrEqual(12);
-  const report = await checkOperations(contract, { ownedId, owned: { response_id: responseId }, token: token(), numRuns: 25, seed: 20261130 });
+  const report = await checkOperations(contract, { ownedId, owned: { response_id: responseId, model: 'model-a' }, token: token(), numRuns: 25, seed: 20261130 });
   expect(report.problems).toEqual([]);
 });
 
