@@ -194,3 +194,27 @@ it('remembers a budget check while half of the budget and 10,000 tokens are left
   await small.charge('cy', 1);
   expect(await small.check('cy')).toMatchObject({ ok: false });
 });
+
+it('reads a remembered budget check again in the background while its user keeps calling: no call waits for Redis, and a budget spent elsewhere is seen', async () => {
+  const c = await client();
+  const budgets = new TokenBudgets(c, prefix(), { defaults: { perDay: 100_000, perMinute: 0 }, okCacheMs: 400 });
+  expect(await budgets.check('dee')).toEqual({ ok: true }); // read, remembered for 400 ms
+  // Checks 250 ms apart, each while Redis answers nobody for 100 ms: each is in the second half of
+  // what is remembered, so it starts a read that lands when the pause ends. Without those reads,
+  // the third check (500 ms after the only one) would read Redis and wait out the pause.
+  for (let i = 0; i < 5; i += 1) {
+    await sleep(250);
+    await admin.client('PAUSE', 100, 'ALL');
+    const t0 = performance.now();
+    expect(await budgets.check('dee')).toEqual({ ok: true });
+    expect(performance.now() - t0).toBeLessThan(50);
+  }
+  await sleep(150); // the last read has landed
+  // Spent in another replica: the next check is still answered from memory, and its background
+  // read finds the budget spent, so the check after it reads Redis and is refused.
+  await budgets.charge('dee', 100_000);
+  await sleep(100);
+  expect(await budgets.check('dee')).toEqual({ ok: true });
+  await sleep(50);
+  expect(await budgets.check('dee')).toMatchObject({ ok: false, window: { budget: 'day', used: 100_000 } });
+});

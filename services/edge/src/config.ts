@@ -71,7 +71,7 @@ export const VARS = {
     USER_TOKENS_PER_MINUTE: { type: 'int', default: 0, min: 0, doc: 'tokens per user per minute (0: unlimited)' },
     USER_BUDGET_CACHE_MS: {
       type: 'int', default: 1_000, min: 0,
-      doc: "a budget check that found at least half of every limited window left (and 10,000 tokens) is answered again for this long without reading Redis (0: every check reads it); a user can overshoot a budget by what the calls begun meanwhile spend, as by the calls in flight when it runs out",
+      doc: "a budget check that found at least half of every limited window left (and 10,000 tokens) is answered again for this long without reading Redis, and read again in the background by a check in the second half of that time (0: every check reads it); a user can overshoot a budget by what the calls begun meanwhile spend, as by the calls in flight when it runs out",
     },
     USER_BUDGETS: { type: 'string', default: '', defaultDoc: 'none', doc: 'JSON of per-user overrides, e.g. `{"alice":{"perDay":5000,"perMinute":1000}}`' },
     ORCHESTRATOR_METRICS_ADDR: metricsAddr('orchestrator'),
