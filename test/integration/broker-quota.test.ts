@@ -4,7 +4,7 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import Redis from 'ioredis';
-import { GlobalLimiter, type Lease } from '@agent-mesh/common';
+import { GlobalLimiter, type AcquireResult, type Lease } from '@agent-mesh/common';
 import { startRedis, testDir, waitFor, type RedisProc } from '../support';
 
 jest.setTimeout(90_000);
@@ -271,4 +271,40 @@ it('frees a slot released while Redis restarts as soon as it is back, not when t
     c.disconnect();
     await r.stop();
   }
+});
+
+it('a process kept busy past the Redis time limit, its answer waiting in the socket, does not count Redis as down', async () => {
+  // As at a service's start: the first heartbeat is written, then the process compiles its routes
+  // for longer than redisTimeoutMs. Redis answered at once; the timer must not win over the answer.
+  const [l] = await limiters(1, prefix(), { maxConcurrent: 5, redisTimeoutMs: 200 });
+  const modes: string[] = [];
+  l!.onModeChange = (m) => void modes.push(m);
+  // Busy in the loop's check phase, its command written first (the promise callbacks before it
+  // run within the phase): the next turn's timer phase (the timer due) comes before its poll phase
+  // (the answer read).
+  const { pending } = await new Promise<{ pending: Promise<AcquireResult> }>((resolve) =>
+    setImmediate(() => {
+      const p = l!.tryAcquire({ holder: 'h', tokens: 0 });
+      void (async () => {
+        for (let i = 0; i < 20; i += 1) await new Promise((r) => process.nextTick(r));
+        const busyUntil = performance.now() + 500;
+        while (performance.now() < busyUntil);
+        resolve({ pending: p });
+      })();
+    }),
+  );
+  const r = await pending;
+  expect(r.ok).toBe(true);
+  expect(l!.mode).toBe('shared');
+  expect(modes).toEqual([]);
+  // Redis that does not answer is still a timeout.
+  const admin = client();
+  await ready(admin);
+  await admin.client('PAUSE', 600, 'ALL');
+  const t0 = performance.now();
+  const paused = await l!.tryAcquire({ holder: 'h', tokens: 0 });
+  expect(performance.now() - t0).toBeLessThan(450);
+  expect(paused.ok).toBe(true); // decided on this replica's share
+  expect(l!.mode).toBe('local');
+  expect(modes).toEqual(['local']);
 });

@@ -1,6 +1,7 @@
 // What the caches of several services share: canonical JSON for cache keys, and single flight
 // across replicas (one replica computes a key's value while the others wait for it in Redis).
 import { randomUUID } from 'node:crypto';
+import { withTimeout } from '../lifecycle/timeout';
 import type { Redis } from '../redis';
 
 /** JSON with object keys sorted recursively, so that {a,b} and {b,a} hash alike. */
@@ -209,17 +210,3 @@ class ReleaseWatch {
   }
 }
 
-/** `p`, or a rejection naming `what` once `ms` have passed (for calls that must never hang). */
-export async function withTimeout<R>(p: Promise<R>, ms: number, what: string): Promise<R> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([
-      p,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`${what} did not answer within ${ms} ms`)), ms);
-      }),
-    ]);
-  } finally {
-    if (timer) clearTimeout(timer);
-  }
-}

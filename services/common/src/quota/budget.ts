@@ -10,6 +10,7 @@
 // upstream) and the charges of the outage are lost; `onError` is told. Today's ranking of spenders
 // (for a metric) is sent once a second with every charge of that second, not once per call.
 import type Redis from 'ioredis';
+import { withTimeout } from '../lifecycle/timeout';
 
 export type BudgetName = 'day' | 'minute';
 
@@ -231,12 +232,7 @@ export class TokenBudgets {
   }
 
   private timed<T>(p: Promise<T>): Promise<T> {
-    const ms = this.opts.redisTimeoutMs ?? 300;
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`budget store did not answer within ${ms} ms`)), ms);
-    });
-    return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
+    return withTimeout(p, this.opts.redisTimeoutMs ?? 300, 'budget store');
   }
 }
 

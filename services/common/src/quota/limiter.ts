@@ -3,6 +3,7 @@
 // replica's share of the quota (limit ÷ live replicas) while Redis is unreachable.
 import { randomUUID } from 'node:crypto';
 import type Redis from 'ioredis';
+import { withTimeout } from '../lifecycle/timeout';
 import type { Logger } from '../logging';
 import { isRedisConnectionError } from '../redis';
 import { DEFAULT_BURST_FRACTION } from './gcra';
@@ -549,15 +550,9 @@ export class GlobalLimiter {
   }
 
   private async call<T>(fn: () => Promise<T>): Promise<T> {
-    let timer: NodeJS.Timeout | undefined;
     try {
       if (this.redis.status !== 'ready') throw new RedisUnavailable(`redis ${this.redis.status}`);
-      const result = await Promise.race([
-        fn(),
-        new Promise<never>((_, reject) => {
-          timer = setTimeout(() => reject(new RedisUnavailable('redis timeout')), this.redisTimeoutMs);
-        }),
-      ]);
+      const result = await withTimeout(fn(), this.redisTimeoutMs, () => new RedisUnavailable('redis timeout'));
       // Redis answers again: start the recovery, without waiting for it (the recovery's own calls
       // come through here, and one that waited for the recovery would wait for itself).
       if (this.degraded) void this.recovery();
@@ -574,8 +569,6 @@ export class GlobalLimiter {
         this.onModeChange?.('local');
       }
       throw e;
-    } finally {
-      if (timer) clearTimeout(timer);
     }
   }
 

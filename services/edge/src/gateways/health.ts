@@ -1,6 +1,6 @@
 // Dependency probes for /api/health: the standard gRPC health service of a peer, and Redis PING.
 import type { Client } from '@grpc/grpc-js';
-import { healthClientOf, redisReady, type Redis } from '@agent-mesh/common';
+import { healthClientOf, redisReady, withTimeout, type Redis } from '@agent-mesh/common';
 import type { DependencyCheck, HealthProbe } from './types';
 
 /** Checks a peer over the channel of its gateway's client (no second connection, the same options). */
@@ -23,11 +23,8 @@ export function redisProbe(redis: Redis, timeoutMs = 1_000): HealthProbe {
     const started = performance.now();
     const latency = () => Math.round((performance.now() - started) * 10) / 10;
     try {
-      await Promise.race([
-        // A client still (re)connecting gets the rest of the timeout to become ready.
-        (redis.status === 'ready' ? Promise.resolve() : redisReady(redis, timeoutMs)).then(() => redis.ping()),
-        new Promise((_, reject) => setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs).unref()),
-      ]);
+      // A client still (re)connecting gets the rest of the timeout to become ready.
+      await withTimeout((redis.status === 'ready' ? Promise.resolve() : redisReady(redis, timeoutMs)).then(() => redis.ping()), timeoutMs, 'redis');
       return { status: 'up', latencyMs: latency() };
     } catch (err) {
       return { status: 'down', latencyMs: latency(), detail: (err as Error).message };

@@ -1,5 +1,6 @@
 // The MongoDB client: pool options from config, and pool usage kept in gauges from the driver's
 // connection-pool (CMAP) events.
+import { withTimeout } from '@agent-mesh/common';
 import { MongoClient, type MongoClientOptions } from 'mongodb';
 import type { MongoOptions } from '../config';
 import type { StoreMetrics } from '../metrics';
@@ -40,14 +41,6 @@ export function createMongoClient(o: MongoOptions, metrics: StoreMetrics): Mongo
 
 /** Resolves when the server answers `ping` within timeoutMs; rejects with the reason otherwise. */
 export async function ping(client: MongoClient, timeoutMs: number): Promise<void> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`ping not answered within ${timeoutMs} ms`)), timeoutMs);
-  });
-  try {
-    const res = await Promise.race([client.db().command({ ping: 1 }), timeout]);
-    if (res.ok !== 1) throw new Error('ping answered not ok');
-  } finally {
-    clearTimeout(timer);
-  }
+  const res = await withTimeout(client.db().command({ ping: 1 }), timeoutMs, () => new Error(`ping not answered within ${timeoutMs} ms`));
+  if (res.ok !== 1) throw new Error('ping answered not ok');
 }
