@@ -143,24 +143,34 @@ describe('edge app (fake peers)', () => {
       expect(garbage.status).toBe(401);
     });
 
-    test('every answer but a stream carries the security headers of the UI\'s policy: a page, a JSON answer, a refusal, a 404', async () => {
-      const answers = [
-        await fetch(`${base}/docs`),
-        await fetch(`${base}/api/health`),
-        await fetch(`${base}/api/conversations`),
-        await fetch(`${base}/v1/models`, { headers: auth(alice) }),
-        await fetch(`${base}/no/such/route`),
-      ];
-      expect(answers.map((r) => r.status)).toEqual([200, 200, 401, 200, 404]);
-      for (const res of answers) {
+    test('pages carry the security headers of the UI\'s policy, JSON answers an API\'s (never stored, never framed, nothing loaded)', async () => {
+      const pages = [await fetch(`${base}/docs`), await fetch(`${base}/no/such/route`)];
+      expect(pages.map((r) => r.status)).toEqual([200, 404]);
+      for (const res of pages) {
         const csp = res.headers.get('content-security-policy') ?? '';
         expect(csp.split(';')).toEqual(expect.arrayContaining(["default-src 'self'", "img-src 'self' data:", "style-src 'self' 'unsafe-inline'", "script-src 'self'", "connect-src 'self'", "frame-ancestors 'self'"]));
         expect(res.headers.get('x-frame-options')).toBe('SAMEORIGIN');
+        expect(res.headers.get('cross-origin-opener-policy')).toBe('same-origin');
+        expect(res.headers.get('referrer-policy')).toBe('no-referrer');
+      }
+      // A JSON answer, a refusal, a /v1 answer.
+      const json = [
+        await fetch(`${base}/api/health`),
+        await fetch(`${base}/api/conversations`),
+        await fetch(`${base}/v1/models`, { headers: auth(alice) }),
+      ];
+      expect(json.map((r) => r.status)).toEqual([200, 401, 200]);
+      for (const res of json) {
+        expect(res.headers.get('content-type')).toMatch(/^application\/json/);
+        expect(res.headers.get('cache-control')).toBe('no-store');
+        expect(res.headers.get('content-security-policy')).toBe("default-src 'none'; frame-ancestors 'none'");
+        expect(res.headers.get('x-frame-options')).toBe('DENY');
+        expect(res.headers.get('cross-origin-opener-policy')).toBeNull();
+      }
+      for (const res of [...pages, ...json]) {
         expect(res.headers.get('x-content-type-options')).toBe('nosniff');
         expect(res.headers.get('strict-transport-security')).toMatch(/^max-age=\d+; includeSubDomains$/);
         expect(res.headers.get('cross-origin-resource-policy')).toBe('same-site');
-        expect(res.headers.get('cross-origin-opener-policy')).toBe('same-origin');
-        expect(res.headers.get('referrer-policy')).toBe('no-referrer');
       }
       // A /v1 stream (a hijacked reply) carries those that apply to a stream, as a run's stream does.
       const v1 = await fetch(`${base}/v1/chat/completions`, {
