@@ -7,7 +7,7 @@
 // completes with each of its events delivered exactly once (streams resume), and /v1 calls get
 // answers or clear refusals, never a 500.
 import { slotOf } from '@agent-mesh/common';
-import { emulatorStats, EventSourceRun, waitFor, type EmulatorProc } from '../support';
+import { emulatorStats, EventSourceRun, logDigest, waitFor, type EmulatorProc } from '../support';
 import { FLEET_CONCURRENCY as CONCURRENCY, startTestFleet, type TestFleet } from '../support/fleet';
 import { keys } from '../../services/orchestrator/src/runs/keys';
 import { GlobalLimiter, LLM_QUOTA_KEY_PREFIX } from '@agent-mesh/common';
@@ -70,6 +70,10 @@ describe.each(['sentinel', 'cluster'] as const)('Redis %s', (mode) => {
     const v1 = v1Load(3, stop);
     try {
       await killDuringLoad(stop, v1, t0, before);
+    } catch (err) {
+      // What the services saw, for a failure to be understood from CI's output alone.
+      console.log(`redis ${mode}: the fleet's warnings and resumes:\n${logDigest(setup.dir)}`);
+      throw err;
     } finally {
       stop.now = true;
     }

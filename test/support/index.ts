@@ -275,21 +275,55 @@ export class EventSourceRun {
       this.connections += 1;
       await this.read(res);
       if (this.terminal) return;
-      if (this.connections > 10) throw new Error(`${this.user}: no terminal event after ${this.connections} connections`);
+      if (this.connections > 10) {
+        throw new Error(`${this.user}: no terminal event after ${this.connections} connections (each: events, last event, ms): ${this.history.join('; ')}`);
+      }
       await new Promise((r) => setTimeout(r, 200));
       res = await this.call(`/api/conversations/${this.conversationId}/events`, { headers: this.lastId ? { 'last-event-id': this.lastId } : {} }, this.user);
     }
   }
 
+  /** Each connection's story, for a failure's message: events relayed, how it ended, how long it lasted. */
+  private readonly history: string[] = [];
+
   private async read(res: Response): Promise<void> {
+    const t0 = Date.now();
+    const before = this.events.length;
+    let last: SseEvent | undefined;
+    let broke = '';
     try {
       await readSse(res.body!, (e) => {
         this.events.push(e);
+        last = e;
         if (e.id) this.lastId = e.id;
         return TERMINAL_EVENTS.has(e.event);
       });
-    } catch {
+    } catch (err) {
       // The connection broke (its edge died or drained): reconnect.
+      broke = ` broke: ${(err as Error).message}`;
+    }
+    const ended = last ? `${last.event}${last.id ? ` ${last.id.split(':')[1]}` : ''} ${JSON.stringify(last.data).slice(0, 160)}` : 'no event';
+    this.history.push(`${this.events.length - before}, ${ended}${broke}, ${Date.now() - t0}`);
+  }
+}
+
+/**
+ * What a fleet's services logged at warn level or above (and the edges' stream resumes), from the
+ * JSON log files in `dir`, with repeats counted: for a failed end-to-end test to say what the
+ * services saw. At most `max` distinct lines.
+ */
+export function logDigest(dir: string, max = 60): string {
+  const counts = new Map<string, number>();
+  for (const file of fs.readdirSync(dir).filter((f) => f.endsWith('.log')).sort()) {
+    for (const line of fs.readFileSync(path.join(dir, file), 'utf8').split('\n')) {
+      let e: { level?: number; msg?: string; err?: unknown; reason?: unknown; attempt?: unknown; runId?: string };
+      try { e = JSON.parse(line) as typeof e; } catch { continue; }
+      if ((e.level ?? 0) < 40 && !/resuming|taking over|handed over/.test(e.msg ?? '')) continue;
+      const err = typeof e.err === 'string' ? e.err : (e.err as { message?: string } | undefined)?.message;
+      const key = `${file.replace(/-\d+\.log$/, '')}: ${e.msg}${err ? ` (${err.slice(0, 160)})` : ''}${e.reason ? ` [${String(e.reason)}]` : ''}${e.runId ? ` run ${e.runId.slice(0, 8)}` : ''}`;
+      counts.set(key, (counts.get(key) ?? 0) + 1);
     }
   }
+  const lines = [...counts].map(([k, n]) => `${n}× ${k}`);
+  return lines.slice(0, max).join('\n') + (lines.length > max ? `\n… ${lines.length - max} more` : '');
 }

@@ -2,7 +2,7 @@
 // across replicas (one replica computes a key's value while the others wait for it in Redis).
 import { randomUUID } from 'node:crypto';
 import { withTimeout } from '../lifecycle/timeout';
-import type { Redis } from '../redis';
+import { reconnectWhenGivenUp, type Redis } from '../redis';
 
 /** JSON with object keys sorted recursively, so that {a,b} and {b,a} hash alike. */
 export function canonicalJson(value: unknown): string {
@@ -198,6 +198,7 @@ class ReleaseWatch {
       try {
         if (!this.sub) {
           this.sub = this.redis.duplicate();
+          reconnectWhenGivenUp(this.sub);
           this.sub.on('error', () => undefined); // reconnects on its own, and resubscribes
           this.sub.on('message', (_channel: string, key: string) => this.waiting.get(key)?.forEach((wake) => wake()));
         }

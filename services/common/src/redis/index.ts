@@ -127,6 +127,7 @@ export function createRedis(target: RedisTarget | string, logger: Logger, { coal
     client = new Cluster(t.nodes, clusterOptions) as unknown as Redis;
   }
   if (coalesce && t.mode !== 'cluster') coalesceWrites(client);
+  if (t.mode === 'sentinel') reconnectWhenGivenUp(client, logger);
   let down = false;
   client.on('error', (err: Error) => {
     if (!down) logger.warn({ err: err.message, mode: t.mode }, 'redis unavailable');
@@ -137,6 +138,37 @@ export function createRedis(target: RedisTarget | string, logger: Logger, { coal
     down = false;
   });
   return client;
+}
+
+/**
+ * ioredis gives a Sentinel client up for good (status `end`: every command then refused with
+ * "Connection is closed.") when its failover detector hears the sentinels' `+switch-master` while
+ * the client, already reconnecting since its primary died, is asking a sentinel where the primary
+ * is: the detector stops the connector mid-connect, and a connect that fails ends the client
+ * (ioredis 5.11, unchanged in 6.0). A busy event loop widens that window to most of a reconnect,
+ * so a loaded service lost Redis at a failover until it was restarted (an orchestrator then failed
+ * every run watch it was asked for). Here a Sentinel client that ends without its owner closing it
+ * (quit, or disconnect without reconnecting) connects again. No-op for other topologies.
+ */
+export function reconnectWhenGivenUp(client: Redis, logger?: Logger): void {
+  if (!(client.options as RedisOptions | undefined)?.sentinels?.length) return;
+  let closing = false;
+  const { quit, disconnect } = client;
+  client.quit = function (this: Redis, ...args: unknown[]) {
+    closing = true;
+    return (quit as (...a: unknown[]) => Promise<'OK'>).apply(this, args);
+  } as Redis['quit'];
+  client.disconnect = function (this: Redis, reconnect = false) {
+    if (!reconnect) closing = true;
+    disconnect.call(this, reconnect);
+  };
+  client.on('end', () => {
+    if (closing) return;
+    logger?.warn({ mode: 'sentinel' }, 'redis: the client was given up during a failover: connecting again');
+    setTimeout(() => {
+      if (!closing && client.status === 'end') client.connect().catch(() => undefined);
+    }, 100).unref();
+  });
 }
 
 /**

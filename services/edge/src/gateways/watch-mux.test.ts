@@ -129,6 +129,37 @@ describe('WatchMux: many run watches over one WatchRuns call', () => {
     expect(calls).toHaveLength(2);
   });
 
+  test('a watch its replica ends UNAVAILABLE moves the next watches to a new call (another replica); not twice within a second', async () => {
+    let t = 0;
+    const { mux, calls } = setup({ now: () => t });
+    const a = collect(mux.watch(req(), new AbortController().signal));
+    const b = collect(mux.watch(req(), new AbortController().signal));
+    const [ida, idb] = calls[0]!.subscribed();
+    t = 1_000;
+    calls[0]!.end_(ida!, status.UNAVAILABLE, '', 'redis unavailable');
+    expect(codeOf((await a).error)).toBe(status.UNAVAILABLE);
+    const c = collect(mux.watch(req(), new AbortController().signal));
+    expect(calls).toHaveLength(2);
+    // The old call keeps its other watch, and is half-closed after it.
+    expect(calls[0]!.ended).toBe(false);
+    calls[0]!.end_(idb!);
+    expect(await b).toEqual({ seqs: [] });
+    expect(calls[0]!.ended).toBe(true);
+    // A new call's watch ended UNAVAILABLE before it is a second old: the next watch stays on it.
+    t = 1_500;
+    calls[1]!.end_(calls[1]!.subscribed()[0]!, status.UNAVAILABLE);
+    expect(codeOf((await c).error)).toBe(status.UNAVAILABLE);
+    void collect(mux.watch(req(), new AbortController().signal));
+    expect(calls).toHaveLength(2);
+    // Other refusals (not found …) are the run's, not the replica's: no move.
+    t = 3_000;
+    const d = collect(mux.watch(req(), new AbortController().signal));
+    calls[1]!.end_(calls[1]!.subscribed()[2]!, status.NOT_FOUND);
+    expect(codeOf((await d).error)).toBe(status.NOT_FOUND);
+    void collect(mux.watch(req(), new AbortController().signal));
+    expect(calls).toHaveLength(2);
+  });
+
   test('a server end without status is a lost stream too', async () => {
     const { mux, calls } = setup();
     const a = collect(mux.watch(req(), new AbortController().signal));

@@ -3,7 +3,8 @@
 // buffer, deadline timer and interceptor chain. Each watch behaves as a WatchRun call would: its
 // events, then either the end (after the terminal event) or the error WatchRun would have failed
 // with. When the shared call is lost, every watch on it fails with UNAVAILABLE, which the relay
-// treats as a lost stream and resumes from the run log on a fresh call.
+// treats as a lost stream and resumes from the run log on a fresh call; a watch that its replica
+// ends UNAVAILABLE moves the next watches to a fresh call too (on another replica).
 import { Metadata, status, type ClientDuplexStream, type ServiceError } from '@grpc/grpc-js';
 import { REASON_KEY, RETRY_AFTER_KEY } from '@agent-mesh/common';
 import { SLOW_CONSUMER, type CancelSignal, type PushSource, type RunEventSink } from './types';
@@ -27,6 +28,9 @@ export interface WatchMuxOptions {
   maxQueuedEvents?: number;
   now?: () => number;
 }
+
+/** The least age of a call that a watch ended UNAVAILABLE rotates out (see the 'end' handler). */
+const UNAVAILABLE_ROTATE_MS = 1_000;
 
 /** One WatchRuns call and the watches it carries. */
 interface SharedCall {
@@ -91,7 +95,12 @@ export class WatchMux {
       }
       else if (msg.item?.$case === 'end') {
         shared.watches.delete(msg.subscriptionId);
-        w.finish(msg.item.end.code === status.OK ? undefined : errorOf(msg.item.end));
+        const code = msg.item.end.code;
+        // The replica says it cannot serve watches right now (its Redis is unreachable, say): the
+        // relay's retry, and every watch after it, go to a new call, which the balancer places
+        // on the next replica; at most once a second, so an outage of every replica causes no churn.
+        if (code === status.UNAVAILABLE && this.current === shared && this.now() - shared.openedAt >= UNAVAILABLE_ROTATE_MS) this.current = undefined;
+        w.finish(code === status.OK ? undefined : errorOf(msg.item.end));
         this.endIfIdle(shared);
       }
     });
