@@ -146,9 +146,10 @@ export function createRedis(target: RedisTarget | string, logger: Logger, { coal
  * the client, already reconnecting since its primary died, is asking a sentinel where the primary
  * is: the detector stops the connector mid-connect, and a connect that fails ends the client
  * (ioredis 5.11, unchanged in 6.0). A busy event loop widens that window to most of a reconnect,
- * so a loaded service lost Redis at a failover until it was restarted (an orchestrator then failed
- * every run watch it was asked for). Here a Sentinel client that ends without its owner closing it
- * (quit, or disconnect without reconnecting) connects again. No-op for other topologies.
+ * so a loaded service could lose Redis at a failover until restarted (likely what failed a CI run:
+ * every run watch one orchestrator was asked for failed). Here a Sentinel client that ends without
+ * its owner closing it (quit, or disconnect without reconnecting) connects again. No-op for other
+ * topologies.
  */
 export function reconnectWhenGivenUp(client: Redis, logger?: Logger): void {
   if (!(client.options as RedisOptions | undefined)?.sentinels?.length) return;
