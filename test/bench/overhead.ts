@@ -36,7 +36,9 @@
 // target's warm-up at saturation per mode, before its figures; 0: none. After 5 s the inline edge's
 // rps still rose over the three rounds, 1,226 / 1,284 / 1,338, while Portkey's held flat),
 // BENCH_TARGETS (comma list of mesh,mesh-inline,portkey,litellm,direct; default all), BENCH_EDGE_WAIT_S (1200),
-// BENCH_LOAD_RPS (50; 0: no open-loop phase), BENCH_LOAD_SECONDS (6 per target and round),
+// BENCH_LOAD_RPS (50; 0: no open-loop phase), BENCH_LOAD_SECONDS (6 per target and round), BENCH_LOAD_ROUNDS (5:
+// 1,500 calls per target and mode, the p99 the 15th slowest; of 3 rounds, 900 calls, a run's p99 ratio
+// moved ×0.51–1.78 between runs of one build, its interval as wide as ×0.97–2.26),
 // BENCH_LOG_LEVEL (the mesh's LOG_LEVEL, info), BENCH_TRACING (1: the mesh exports its traces to
 // Jaeger, as it ships; 0: off).
 import { spawnSync } from 'node:child_process';
@@ -66,6 +68,7 @@ const ONLY = new Set((process.env.BENCH_TARGETS ?? 'mesh,mesh-inline,portkey,lit
 const LOG_LEVEL = process.env.BENCH_LOG_LEVEL ?? 'info';
 const LOAD_RPS = Number(process.env.BENCH_LOAD_RPS ?? 50);
 const LOAD_SECONDS = Number(process.env.BENCH_LOAD_SECONDS ?? 6);
+const LOAD_ROUNDS = Math.max(1, Number(process.env.BENCH_LOAD_ROUNDS ?? 5));
 const TRACING = process.env.BENCH_TRACING !== '0';
 const PEERS = path.join(process.env.MESH_CACHE ?? path.join(os.homedir(), '.cache', 'agent-mesh'), 'peers');
 const MODEL = 'emulator-1';
@@ -249,7 +252,7 @@ async function openLoopPass(t: Target, mode: Mode): Promise<{ ms: number[]; erro
 
 async function openLoopPhase(targets: Target[], mode: Mode): Promise<Map<string, LoadFigures & { samples: number[] }>> {
   const pooled = new Map(targets.map((t) => [t.name, { ms: [] as number[], errors: 0, unfinished: 0, lastError: '' }]));
-  for (let round = 0; round < ROUNDS; round += 1) {
+  for (let round = 0; round < LOAD_ROUNDS; round += 1) {
     for (let k = 0; k < targets.length; k += 1) {
       const t = targets[(k + round) % targets.length]!;
       const r = await openLoopPass(t, mode);
@@ -264,7 +267,7 @@ async function openLoopPhase(targets: Target[], mode: Mode): Promise<Map<string,
   for (const [name, p] of pooled) {
     if (p.errors > 0) console.log(`  ${name} ${mode} under load: ${p.errors} errors (last: ${p.lastError})`);
     out.set(name, {
-      rps: LOAD_RPS, seconds: LOAD_SECONDS, rounds: ROUNDS, offered: Math.round(LOAD_RPS * LOAD_SECONDS) * ROUNDS,
+      rps: LOAD_RPS, seconds: LOAD_SECONDS, rounds: LOAD_ROUNDS, offered: Math.round(LOAD_RPS * LOAD_SECONDS) * LOAD_ROUNDS,
       completed: p.ms.length, errors: p.errors, unfinished: p.unfinished, p50: r2(percentile(p.ms, 50)), p99: r2(percentile(p.ms, 99)),
       samples: p.ms,
     });
@@ -612,7 +615,7 @@ async function main(): Promise<void> {
         (latencySamples[name] ??= {})[mode] = samples;
       }
       if (LOAD_RPS > 0) {
-        console.log(`latency under load (${mode}): ${LOAD_RPS} requests/s offered open-loop for ${LOAD_SECONDS} s per target, ${ROUNDS} rounds …`);
+        console.log(`latency under load (${mode}): ${LOAD_RPS} requests/s offered open-loop for ${LOAD_SECONDS} s per target, ${LOAD_ROUNDS} rounds …`);
         for (const [name, { samples, ...f }] of await openLoopPhase(targets, mode)) {
           (underLoad[name] ??= {})[mode] = f;
           (underLoadSamples[name] ??= {})[mode] = samples;
@@ -711,7 +714,7 @@ async function main(): Promise<void> {
       }
     }
     if (LOAD_RPS > 0) {
-      console.log(`latency under load: ${LOAD_RPS} requests/s offered open-loop, ${LOAD_SECONDS} s × ${ROUNDS} rounds per target (ms from each request's scheduled send time; + over direct at the same rate)`);
+      console.log(`latency under load: ${LOAD_RPS} requests/s offered open-loop, ${LOAD_SECONDS} s × ${LOAD_ROUNDS} rounds per target (ms from each request's scheduled send time; + over direct at the same rate)`);
       for (const t of targets) {
         const line = MODES.map((m) => {
           const f = underLoad[t.name]?.[m];
