@@ -9,8 +9,8 @@
 //      added latency = a target's percentile − the direct baseline's percentile;
 //   2. saturation: a fixed number of concurrent callers for a bounded time, per target; requests
 //      completed per second. In rounds (BENCH_ROUNDS), each round every target once, the order
-//      turned by one each round (so that no target is always the first, or always the one after
-//      a given other): the figure is the median round, and every round is reported. The emulator counts the calls of each saturation phase it got streamed
+//      turned by one each round (so that no target is always the first; each still follows the
+//      same other, a rotation): the figure is the median round, and every round is reported. The emulator counts the calls of each saturation phase it got streamed
 //      and whole: the JSON's `upstreamRequests` says how each target called the upstream per row.
 //      Each round also reports the CPU time per completed call (user + system from /proc, each
 //      process with its descendants) of the target's own processes, of those it uses beside them
