@@ -40,9 +40,9 @@ RUN npx tsc -b
 
 # Production dependencies of one service's workspace and services/common (the edge's also of
 # services/llm-broker, which it runs inside itself with EDGE_INLINE_BROKER). Type declarations and
-# source maps are dropped, and so are the token ranks gpt-tokenizer ships three times over (its
-# TypeScript sources, its ES modules and raw data, 21 of its 30 MB): the services load its
-# CommonJS build only.
+# source maps are dropped, and so is all of gpt-tokenizer but what the llm-broker's counter reads
+# (its CommonJS split pattern and the cl100k_base ranks as tiktoken's data file): it ships every
+# encoding's ranks three times over (TypeScript, ES and CommonJS modules) and as raw data.
 FROM deps AS prod-deps
 ARG SERVICE
 RUN --mount=type=secret,id=extra_ca --mount=type=cache,target=/root/.npm \
@@ -53,7 +53,8 @@ RUN --mount=type=secret,id=extra_ca --mount=type=cache,target=/root/.npm \
     rm -rf node_modules && npm ci --omit=dev --ignore-scripts --no-audit --no-fund --no-update-notifier --loglevel=error \
       --workspace "services/$SERVICE" --workspace services/common $extra \
     && find node_modules \( -name '*.d.ts' -o -name '*.d.mts' -o -name '*.d.cts' -o -name '*.map' \) -type f -delete \
-    && rm -rf node_modules/gpt-tokenizer/esm node_modules/gpt-tokenizer/src node_modules/gpt-tokenizer/data
+    && rm -rf node_modules/gpt-tokenizer/esm node_modules/gpt-tokenizer/src node_modules/gpt-tokenizer/cjs/bpeRanks \
+    && { [ ! -d node_modules/gpt-tokenizer ] || find node_modules/gpt-tokenizer/data -type f ! -name cl100k_base.tiktoken -delete; }
 
 # What one service image runs, under /out: its build and services/common's, and the edge's also
 # services/llm-broker's (package.json, dist, and the runtime files: the edge's public/, the
