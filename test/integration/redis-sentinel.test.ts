@@ -7,7 +7,7 @@
 // the connector and ioredis then gave the client up for good ("Connection is closed." from then on).
 import pino from 'pino';
 import { execFileSync } from 'node:child_process';
-import { config, createRedis, redisReady, type Redis } from '@agent-mesh/common';
+import { closeRedis, config, createRedis, redisReady, type Redis } from '@agent-mesh/common';
 import { testDir, waitFor } from '../support';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -54,6 +54,14 @@ function primaryPortNow(): number[] {
   });
 }
 
+/** Connections subscribed at the sentinels: the failover detectors of the clients, one per sentinel each. */
+function sentinelSubscribers(): number {
+  return topology.sentinels.reduce((n, s) => {
+    const list = execFileSync('redis-cli', ['-p', String(s.port), 'client', 'list'], { encoding: 'utf8' });
+    return n + list.split('\n').filter((l) => / sub=[1-9]/.test(l)).length;
+  }, 0);
+}
+
 const sleepBlocking = (ms: number) => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
 
 test('a client busy while the sentinels switch to the new primary reconnects to it (not given up)', async () => {
@@ -88,4 +96,14 @@ test('a client its owner closes stays closed (quit, or disconnect)', async () =>
   b.disconnect();
   await new Promise((r) => setTimeout(r, 500));
   expect([a.status, b.status]).toEqual(['end', 'end']);
+});
+
+test('a closed client leaves no connection at the sentinels (closeRedis closes its failover detector too)', async () => {
+  const before = sentinelSubscribers();
+  const c = await client();
+  await waitFor('its failover detector subscribed at every sentinel', () => sentinelSubscribers() === before + topology.sentinels.length, { timeoutMs: 10_000 });
+  await closeRedis(c);
+  await waitFor('the client ended', () => c.status === 'end', { timeoutMs: 5_000 });
+  // QUIT alone closed only the connection to the primary: the detector's stayed subscribed.
+  await waitFor('the detector\'s connections closed', () => sentinelSubscribers() === before, { timeoutMs: 5_000 });
 });

@@ -1,6 +1,6 @@
 // Process entry of the edge: Redis, gateways (and, with EDGE_INLINE_BROKER, the broker for `/v1`),
 // the HTTP server — wiring only (configuration, listener host and shutdown phases: runService).
-import { BUDGET_KEY_PREFIX, createRedis, createRegistry, flushTelemetry, runService, TokenBudgets, type Service } from '@agent-mesh/common';
+import { BUDGET_KEY_PREFIX, closeRedis, createRedis, createRegistry, flushTelemetry, runService, TokenBudgets, type Service } from '@agent-mesh/common';
 import { buildApp } from './app';
 import { loadConfig, type EdgeConfig } from './config';
 import { createGateways } from './gateways';
@@ -16,9 +16,7 @@ async function build(svc: Service<EdgeConfig>): Promise<void> {
   // Auto-pipelining: the commands of one event-loop turn (the budget checks of many requests) leave
   // in one write instead of one write each (not on a Redis Cluster: see createRedis).
   const redis = createRedis(cfg.redis, logger, { enableAutoPipelining: true });
-  svc.onShutdown('clients', 'redis', async () => {
-    await redis.quit().catch(() => redis.disconnect());
-  });
+  svc.onShutdown('clients', 'redis', () => closeRedis(redis));
   const gateways = createGateways(cfg, redis);
   svc.onShutdown('clients', 'gateways', () => gateways.close());
   const registry = createRegistry('edge');

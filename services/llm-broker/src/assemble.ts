@@ -2,7 +2,7 @@
 // behind its breaker, with their shutdown steps. The llm-broker service serves it over gRPC
 // (main.ts); an edge with EDGE_INLINE_BROKER calls it in its own process for `/v1` (no gRPC hop).
 import { randomUUID } from 'node:crypto';
-import { BUDGET_KEY_PREFIX, createRedis, GlobalLimiter, redisReady, TokenBudgets, type Redis, type Registry, type Service } from '@agent-mesh/common';
+import { BUDGET_KEY_PREFIX, closeRedis, createRedis, GlobalLimiter, redisReady, TokenBudgets, type Redis, type Registry, type Service } from '@agent-mesh/common';
 import { LlmBroker, type Upstream } from './broker';
 import { ResponseCache } from './cache/response-cache';
 import type { BrokerConfig, UpstreamConfig } from './config';
@@ -31,7 +31,7 @@ export async function assembleBroker(svc: BrokerHost, cfg: BrokerConfig, registr
   const redis = shared ?? createRedis(cfg.redis, logger, { coalesceWrites: true });
   // Start on the local share if Redis is not there yet; the limiter joins it when it comes.
   await redisReady(redis, 3_000).catch((err: Error) => logger.warn({ err: err.message }, 'starting without redis'));
-  if (!shared) svc.onShutdown('clients', 'redis', async () => void (await redis.quit().catch(() => redis.disconnect())));
+  if (!shared) svc.onShutdown('clients', 'redis', () => closeRedis(redis));
 
   const budgets = new TokenBudgets(redis, BUDGET_KEY_PREFIX, { defaults: { perDay: 0, perMinute: 0 }, onError: (err) => logger.warn({ err: (err as Error).message }, 'token budget not charged') });
   const brokerRef: { b?: LlmBroker } = {};

@@ -1,6 +1,6 @@
 // Process entry of the orchestrator: clients, run manager, gRPC and metrics servers — wiring only
 // (configuration, listeners and shutdown phases: runService).
-import { createRedis, createSubscriber, flushTelemetry, redisReady, runService, type Service } from '@agent-mesh/common';
+import { closeRedis, createRedis, createSubscriber, flushTelemetry, redisReady, runService, type Service } from '@agent-mesh/common';
 import { OrchestratorServiceService } from '@agent-mesh/common/gen/orchestrator/v1/orchestrator';
 import { loadConfig, type OrchestratorConfig } from './config';
 import { BrokerGateway } from './gateways/broker';
@@ -28,8 +28,8 @@ async function build(svc: Service<OrchestratorConfig>): Promise<void> {
   const redis = createRedis(config.redis, logger, { enableOfflineQueue: true, maxRetriesPerRequest: 8 });
   // Pub/Sub needs its own connection; it carries every watcher's notifications and the cancels.
   const subscriber = createSubscriber(config.redis, logger);
-  svc.onShutdown('clients', 'redis', async () => void (await redis.quit().catch(() => undefined)));
-  svc.onShutdown('clients', 'redis-subscriber', async () => void (await subscriber.quit().catch(() => undefined)));
+  svc.onShutdown('clients', 'redis', () => closeRedis(redis));
+  svc.onShutdown('clients', 'redis-subscriber', () => closeRedis(subscriber));
   await Promise.all([redisReady(redis), redisReady(subscriber)]);
 
   const broker = new BrokerGateway(config.brokerAddr);

@@ -1,7 +1,7 @@
 // Process entry of the tool-service: Redis, limiters, tools, gRPC and metrics servers,
 // pre-warming — wiring only (configuration, listeners and shutdown phases: runService).
 import { randomUUID } from 'node:crypto';
-import { createRedis, createRegistry, flushTelemetry, GlobalLimiter, redisReady, ReplicaLock, runService, type Service } from '@agent-mesh/common';
+import { closeRedis, createRedis, createRegistry, flushTelemetry, GlobalLimiter, redisReady, ReplicaLock, runService, type Service } from '@agent-mesh/common';
 import { protobufFileName, ToolServiceService } from '@agent-mesh/common/gen/tools/v1/tools';
 import { loadConfig, type ToolServiceConfig } from './config';
 import { SharedBreakers } from './invoke/breaker';
@@ -26,9 +26,7 @@ async function build(svc: Service<ToolServiceConfig>): Promise<void> {
   const metricsServer = await svc.metricsServer(registry, cfg.metricsPort);
 
   const redis = createRedis(cfg.redis, logger);
-  svc.onShutdown('clients', 'redis', async () => {
-    await redis.quit().catch(() => redis.disconnect());
-  });
+  svc.onShutdown('clients', 'redis', () => closeRedis(redis));
   await redisReady(redis).catch((err: Error) => logger.warn({ err: err.message }, 'starting without redis: limits fall back to this replica\'s share, no shared cache'));
 
   const store = new GrpcPlanStore(cfg.storeAddr);

@@ -173,6 +173,17 @@ export function reconnectWhenGivenUp(client: Redis, logger?: Logger): void {
 }
 
 /**
+ * Closes a client for good: QUIT (the commands already sent are answered first), then every
+ * connection it still holds. QUIT alone closes only the connection to the primary: a Sentinel
+ * client's failover detector keeps one subscribed connection to each sentinel open (ioredis 5.11),
+ * which only disconnect() closes. A client QUIT could not reach is disconnected all the same.
+ */
+export async function closeRedis(client: Redis): Promise<void> {
+  await client.quit().catch(() => undefined);
+  client.disconnect();
+}
+
+/**
  * A Pub/Sub connection of the target. It queues commands while disconnected and retries without
  * bound, and ioredis subscribes again to every channel after a reconnect (to the new primary after
  * a Sentinel failover; in a Cluster, to another node when its node is lost: classic PUBLISH reaches
