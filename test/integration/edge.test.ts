@@ -323,7 +323,7 @@ test('the Responses API through the official client: text streamed and not, a fu
   expect(answer.output_text).toContain('According to the web results, "a new tidal lagoon opened"');
 });
 
-test('kept responses through the official client, in the store: previous_response_id carries the conversation (a function call\'s output sent alone), retrieve and delete, another user\'s 404', async () => {
+test('kept responses through the official client, in the store: previous_response_id carries the conversation (a function call\'s output sent alone), retrieve and delete, another user\'s 404; listed and erased all together', async () => {
   const client = new OpenAI({ apiKey: alice, baseURL: `${mesh.edge.url}/v1`, maxRetries: 0 });
   const tools: OpenAI.Responses.FunctionTool[] = [
     { type: 'function', name: 'search_web', description: 'Search the web', parameters: { type: 'object', properties: { query: { type: 'string' } }, required: ['query'] }, strict: false },
@@ -380,6 +380,39 @@ test('kept responses through the official client, in the store: previous_respons
   await expect(client.responses.create({ model: 'emulator-1', input: 'hi', previous_response_id: answer.id })).rejects.toMatchObject({ status: 400, code: 'previous_response_not_found' });
   // What was kept before it still stands: its successor carries the conversation itself.
   expect((await client.responses.retrieve(next.id)).id).toBe(next.id);
+
+  // The caller finds what is kept for them without its ids, newest first, and erases it all at once.
+  const listAll = async (token: string): Promise<{ id: string; createdAt: string }[]> => {
+    const all: { id: string; createdAt: string }[] = [];
+    let pageToken: string | null = null;
+    do {
+      const res = await api(`/api/responses?pageSize=2${pageToken ? `&pageToken=${pageToken}` : ''}`, {}, token);
+      expect(res.status).toBe(200);
+      const page = (await res.json()) as { responses: { id: string; createdAt: string }[]; nextPageToken: string | null };
+      all.push(...page.responses);
+      pageToken = page.nextPageToken;
+    } while (pageToken && all.length < 1_000);
+    return all;
+  };
+  const listed = await listAll(alice);
+  const ids = listed.map((r) => r.id);
+  expect(ids).toEqual(expect.arrayContaining([asked.id, next.id, streamedId]));
+  for (const gone of [answer.id, alone.id, billed.id]) expect(ids).not.toContain(gone);
+  expect(new Set(ids).size).toBe(ids.length);
+  const times = listed.map((r) => Date.parse(r.createdAt));
+  expect(times).toEqual([...times].sort((a, b) => b - a));
+  expect(ids.indexOf(streamedId)).toBeLessThan(ids.indexOf(next.id));
+  expect(ids.indexOf(next.id)).toBeLessThan(ids.indexOf(asked.id));
+  expect((await listAll(bob)).map((r) => r.id)).not.toContain(next.id);
+
+  const erased = await api('/api/responses', { method: 'DELETE' });
+  expect(erased.status).toBe(200);
+  expect(await erased.json()).toEqual({ deleted: listed.length });
+  expect(await listAll(alice)).toEqual([]);
+  await expect(client.responses.retrieve(next.id)).rejects.toBeInstanceOf(OpenAI.NotFoundError);
+  await expect(client.responses.create({ model: 'emulator-1', input: 'hi', previous_response_id: streamedId })).rejects.toMatchObject({ status: 400, code: 'previous_response_not_found' });
+  expect(await (await api('/api/responses', { method: 'DELETE' })).json()).toEqual({ deleted: 0 });
+  expect((await api('/api/responses', {}, null)).status).toBe(401);
 });
 
 /** Anthropic's count_tokens of a request (what Claude Code asks before each turn), then the request itself: the count is what the provider bills. */

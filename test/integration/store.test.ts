@@ -343,6 +343,43 @@ describe('kept responses of the Responses API', () => {
     expect(await code(unary(client.getStoredResponse.bind(client), { userId: ALICE, responseId: id }))).toEqual(notFound);
     expect(await code(unary(client.deleteStoredResponse.bind(client), { userId: ALICE, responseId: id }))).toEqual(notFound);
   });
+
+  it("lists a user's kept answers newest first, paged, ids and times only; erases them all, and no one else's", async () => {
+    const user = `lister-${newId()}`;
+    const other = `other-${newId()}`;
+    const kept = (id: string, createdAtMs: number) => ({ id, userId: '', createdAtMs, responseJson: '{"output":[]}', itemsJson: '[]' });
+    const ids = [respId(), respId(), respId()];
+    const t0 = Date.now() - 10_000;
+    // Two at the same millisecond: the id breaks the tie, and paging neither skips nor repeats one.
+    for (const [i, id] of ids.entries()) await unary(client.saveStoredResponse.bind(client), { userId: user, response: kept(id, t0 + (i === 2 ? 1_000 : 0)) });
+    const theirs = respId();
+    await unary(client.saveStoredResponse.bind(client), { userId: other, response: kept(theirs, t0 + 2_000) });
+
+    const listed: { id: string; userId: string; createdAtMs: number; responseJson: string; itemsJson: string }[] = [];
+    let token = '';
+    let pages = 0;
+    do {
+      const page = await unary(client.listStoredResponses.bind(client), { userId: user, pageSize: 1, pageToken: token });
+      listed.push(...page.responses);
+      token = page.nextPageToken;
+      pages++;
+    } while (token && pages < 10);
+    expect(listed.map((r) => r.id)).toEqual([ids[2], ...[ids[0]!, ids[1]!].sort().reverse()]);
+    expect(listed[0]).toEqual({ id: ids[2], userId: user, createdAtMs: t0 + 1_000, responseJson: '', itemsJson: '' });
+    expect(pages).toBe(3);
+    // A token this listing did not issue, or one of another listing (a UUID key), is refused.
+    expect(await code(unary(client.listStoredResponses.bind(client), { userId: user, pageSize: 1, pageToken: 'bm9wZQ' }))).toEqual({ code: status.INVALID_ARGUMENT, reason: 'invalid_page_token' });
+    const uuidToken = Buffer.from(JSON.stringify({ t: t0, k: newId() })).toString('base64url');
+    expect(await code(unary(client.listStoredResponses.bind(client), { userId: user, pageSize: 1, pageToken: uuidToken }))).toEqual({ code: status.INVALID_ARGUMENT, reason: 'invalid_page_token' });
+    expect(await code(unary(client.listStoredResponses.bind(client), { userId: user, pageSize: 101, pageToken: '' }))).toMatchObject({ code: status.INVALID_ARGUMENT });
+
+    expect(await unary(client.eraseStoredResponses.bind(client), { userId: user })).toEqual({ deleted: 3 });
+    expect((await unary(client.listStoredResponses.bind(client), { userId: user, pageSize: 0, pageToken: '' })).responses).toEqual([]);
+    for (const id of ids) expect(await code(unary(client.getStoredResponse.bind(client), { userId: user, responseId: id }))).toEqual({ code: status.NOT_FOUND, reason: 'not_found' });
+    expect(await unary(client.eraseStoredResponses.bind(client), { userId: user })).toEqual({ deleted: 0 });
+    expect((await unary(client.listStoredResponses.bind(client), { userId: other, pageSize: 0, pageToken: '' })).responses.map((r) => r.id)).toEqual([theirs]);
+    expect((await unary(client.getStoredResponse.bind(client), { userId: other, responseId: theirs })).response!.id).toBe(theirs);
+  });
 });
 
 describe('retention cleanup', () => {

@@ -315,5 +315,20 @@ export function createStoreServer({ repos, logger, now = Date.now }: ServerDeps)
       await repos.responses.delete(userId, requireResponseId('response_id', req.responseId));
       return {};
     }),
+
+    listStoredResponses: h('ListStoredResponses', async (req) => {
+      const userId = requireUserId(req.userId);
+      const size = pageSize('page_size', req.pageSize, 20, 100);
+      const page = await repos.responses.list(userId, size, req.pageToken);
+      return {
+        responses: page.items.map((d) => ({ id: d._id, userId: d.userId, createdAtMs: d.createdAt, responseJson: '', itemsJson: '' })),
+        nextPageToken: page.nextPageToken ?? '',
+      };
+    }),
+
+    eraseStoredResponses: h('EraseStoredResponses', async (req) => {
+      const userId = requireUserId(req.userId);
+      return { deleted: await repos.responses.eraseAll(userId) };
+    }),
   };
 }

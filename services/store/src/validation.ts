@@ -17,8 +17,12 @@ export const LIMITS = {
 
 const RESPONSE_ID = /^resp_[0-9a-f]{32}$/;
 
+export function isResponseId(value: unknown): value is string {
+  return typeof value === 'string' && RESPONSE_ID.test(value);
+}
+
 export function requireResponseId(field: string, value: unknown): string {
-  if (typeof value !== 'string' || !RESPONSE_ID.test(value)) throw invalidArgument('invalid_id', `${field} must be resp_ and 32 hex digits`);
+  if (!isResponseId(value)) throw invalidArgument('invalid_id', `${field} must be resp_ and 32 hex digits`);
   return value;
 }
 

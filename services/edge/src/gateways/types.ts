@@ -12,12 +12,16 @@ import type {
   GetConversationResponse,
   DeleteStoredResponseRequest,
   DeleteStoredResponseResponse,
+  EraseStoredResponsesRequest,
+  EraseStoredResponsesResponse,
   GetRunRequest,
   GetRunResponse,
   GetStoredResponseRequest,
   GetStoredResponseResponse,
   ListConversationsRequest,
   ListConversationsResponse,
+  ListStoredResponsesRequest,
+  ListStoredResponsesResponse,
   SaveStoredResponseRequest,
   SaveStoredResponseResponse,
 } from '@agent-mesh/common/gen/store/v1/store';
@@ -94,6 +98,10 @@ export interface StoreGateway {
   getStoredResponse(req: GetStoredResponseRequest, scope?: CallScope): Promise<GetStoredResponseResponse>;
   /** Deletes the user's kept answer (NOT_FOUND when there is none). */
   deleteStoredResponse(req: DeleteStoredResponseRequest, scope?: CallScope): Promise<DeleteStoredResponseResponse>;
+  /** The user's kept answers, newest first (ids and times only). */
+  listStoredResponses(req: ListStoredResponsesRequest, scope?: CallScope): Promise<ListStoredResponsesResponse>;
+  /** Deletes every kept answer of the user. */
+  eraseStoredResponses(req: EraseStoredResponsesRequest, scope?: CallScope): Promise<EraseStoredResponsesResponse>;
 }
 
 export interface BrokerGateway {

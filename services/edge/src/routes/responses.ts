@@ -6,15 +6,17 @@
 // answer is kept for its user unless `store` is false (in the store service, by its id, for
 // RETENTION_DAYS): the conversation up to it, as input items, so that a later call's
 // `previous_response_id` continues from it (the earlier `instructions` are not carried over).
+// GET and DELETE /api/responses list and erase a user's kept answers all together.
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { StoredResponse } from '@agent-mesh/common/gen/store/v1/store';
 import { randomBytes } from 'node:crypto';
 import type { EdgeContext } from '../context';
 import { DEFAULT_UNARY_DEADLINE_MS, codeOf, status } from '@agent-mesh/common';
 import { badRequest, fromGrpc, HttpError, isGrpcError } from '../errors';
+import { ERASE_RESPONSES_TIMEOUT_MS } from '../gateways/store';
 import { requestScope } from '../scope';
 import { CACHE_HEADER, completion, countTokens, openStream, readToEnd, wholeAnswer, type Begun, type ChatBody, type Piece } from './openai';
-import { anyObject, FUNCTION_NAME, IMAGE_URL, metadataSchema, NO_NUL, openAiErrorResponses } from './schemas';
+import { anyObject, BACKED, errorResponses, FUNCTION_NAME, IMAGE_URL, iso, metadataSchema, NO_NUL, openAiErrorResponses, pageQuery, pageSizeOf } from './schemas';
 
 const text = { type: 'string', maxLength: 200_000, pattern: NO_NUL } as const;
 
@@ -461,6 +463,55 @@ export function responsesRoutes(app: FastifyInstance, ctx: EdgeContext): void {
       }
       return { id, object: 'response', deleted: true };
     },
+  );
+
+  // The caller's kept responses as a whole (OpenAI's API has no listing): what is kept for them can
+  // be found without its ids, and erased at once.
+  app.get(
+    '/api/responses',
+    {
+      config: { auth: 'bearer' },
+      schema: {
+        tags: ['responses'],
+        summary: "The caller's kept responses of the Responses API, newest first: ids and times (GET /v1/responses/{response_id} reads one)",
+        querystring: pageQuery,
+        response: {
+          200: {
+            type: 'object',
+            required: ['responses', 'nextPageToken'],
+            properties: {
+              responses: { type: 'array', items: { type: 'object', required: ['id', 'createdAt'], properties: { id: { type: 'string' }, createdAt: { type: 'string', format: 'date-time' } } } },
+              nextPageToken: { type: ['string', 'null'] },
+            },
+          },
+          ...errorResponses(400, ...BACKED),
+        },
+      },
+    },
+    async (req, reply) => {
+      const res = await ctx.gw.store.listStoredResponses({
+        userId: req.userId,
+        pageSize: pageSizeOf(req.query, 100),
+        pageToken: (req.query as { pageToken?: string }).pageToken ?? '',
+      }, requestScope(reply));
+      return { responses: res.responses.map((r) => ({ id: r.id, createdAt: iso(r.createdAtMs) })), nextPageToken: res.nextPageToken || null };
+    },
+  );
+
+  app.delete(
+    '/api/responses',
+    {
+      config: { auth: 'bearer' },
+      schema: {
+        tags: ['responses'],
+        summary: "Erase every kept response of the caller (a later call can continue from none of them); a response being answered meanwhile may be kept after it",
+        response: {
+          200: { type: 'object', required: ['deleted'], properties: { deleted: { type: 'integer', minimum: 0, description: 'how many were erased' } } },
+          ...errorResponses(...BACKED),
+        },
+      },
+    },
+    async (req, reply) => ({ deleted: (await ctx.gw.store.eraseStoredResponses({ userId: req.userId }, requestScope(reply, ERASE_RESPONSES_TIMEOUT_MS))).deleted }),
   );
 }
 

@@ -233,6 +233,21 @@ export class FakeStore implements StoreGateway {
     this.responses.delete(req.responseId);
     return {};
   }
+
+  private responsesOf(userId: string): StoredResponse[] {
+    return [...this.responses.values()].filter((r) => r.userId === userId);
+  }
+
+  async listStoredResponses(req: { userId: string; pageSize: number; pageToken: string }) {
+    const all = this.responsesOf(req.userId).sort((a, b) => b.createdAtMs - a.createdAtMs);
+    return { responses: all.slice(0, req.pageSize || 20).map((r) => ({ ...r, responseJson: '', itemsJson: '' })), nextPageToken: '' };
+  }
+
+  async eraseStoredResponses(req: { userId: string }) {
+    const mine = this.responsesOf(req.userId);
+    for (const r of mine) this.responses.delete(r.id);
+    return { deleted: mine.length };
+  }
 }
 
 export class FakeBroker implements BrokerGateway {

@@ -37,8 +37,10 @@ export const INDEXES: Record<keyof typeof COLLECTIONS, IndexDescription[]> = {
     { key: { userId: 1, createdAt: -1 }, name: 'userId_createdAt' },
   ],
   responses: [
-    // Retention: answers kept since before the cutoff (a user's are read by _id only).
+    // Retention: answers kept since before the cutoff.
     { key: { createdAt: 1 }, name: 'createdAt' },
+    // A user's, newest first (their listing, their erase).
+    { key: { userId: 1, createdAt: -1 }, name: 'userId_createdAt' },
   ],
   erasures: [],
 };

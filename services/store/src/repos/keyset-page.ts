@@ -9,8 +9,10 @@ import type { Page } from './types';
 export interface KeysetQuery<T> {
   /** Which documents (the caller's scope: a user's, a conversation's). */
   scope: Filter<T>;
-  /** The tie-break after createdAt: `_id` (a UUID) or `seq` (a number). */
+  /** The tie-break after createdAt: `_id` (a UUID unless isKey says otherwise) or `seq` (a number). */
   key: '_id' | 'seq';
+  /** What an `_id` in a page token must be (default: a UUID). */
+  isKey?: (k: unknown) => boolean;
   /** 1: oldest first; -1: newest first. */
   order: 1 | -1;
   size: number;
@@ -21,7 +23,7 @@ export interface KeysetQuery<T> {
 }
 
 export async function keysetPage<T extends Document, V extends { createdAt: number }>(col: InstrumentedCollection<T>, q: KeysetQuery<T>): Promise<Page<V>> {
-  const cursor = decodePageToken(q.tokenField, q.pageToken, q.key === 'seq' ? 'number' : 'string');
+  const cursor = decodePageToken(q.tokenField, q.pageToken, q.key === 'seq' ? 'number' : 'string', q.isKey);
   const after = q.order === 1 ? '$gt' : '$lt';
   const filter = (cursor
     ? { ...q.scope, $or: [{ createdAt: { [after]: cursor.t } }, { createdAt: cursor.t, [q.key]: { [after]: cursor.k } }] }

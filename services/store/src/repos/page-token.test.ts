@@ -1,4 +1,5 @@
 import { codeOf, status } from '@agent-mesh/common';
+import { isResponseId } from '../validation';
 import { decodePageToken, encodePageToken } from './page-token';
 
 const ID = '0b6f3c1e-2a4d-4c8e-9f10-1234567890ab';
@@ -37,5 +38,12 @@ describe('page tokens', () => {
 
   it('refuses a conversation token used for messages (key type differs)', () => {
     expect(() => decodePageToken('message_page_token', encodePageToken({ t: 1, k: ID }), 'number')).toThrow(/message_page_token/);
+  });
+
+  it('takes the key its listing has: a response id where kept responses page, a UUID elsewhere', () => {
+    const RESP = `resp_${'0a'.repeat(16)}`;
+    expect(decodePageToken('page_token', encodePageToken({ t: 7, k: RESP }), 'string', isResponseId)).toEqual({ t: 7, k: RESP });
+    expect(() => decodePageToken('page_token', encodePageToken({ t: 7, k: ID }), 'string', isResponseId)).toThrow(/page_token/);
+    expect(() => decodePageToken('page_token', encodePageToken({ t: 7, k: RESP }), 'string')).toThrow(/page_token/);
   });
 });

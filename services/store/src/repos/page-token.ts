@@ -6,7 +6,7 @@ import { invalidArgument, isId } from '@agent-mesh/common';
 export interface Cursor<K extends string | number> {
   /** createdAt (Unix ms) of the last item returned. */
   t: number;
-  /** The tie-break key of the last item (its `_id`, a UUID, or its `seq` for messages). */
+  /** The tie-break key of the last item (its `_id`, a UUID or a response id, or its `seq` for messages). */
   k: K;
 }
 
@@ -19,6 +19,8 @@ export function decodePageToken<K extends 'string' | 'number'>(
   field: string,
   token: string | undefined,
   keyType: K,
+  /** What a string key must be: a UUID unless said otherwise. */
+  isKey: (k: unknown) => boolean = isId,
 ): Cursor<K extends 'string' ? string : number> | undefined {
   if (!token) return undefined;
   const bad = () => invalidArgument('invalid_page_token', `${field} is not a valid page token`);
@@ -32,7 +34,7 @@ export function decodePageToken<K extends 'string' | 'number'>(
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw bad();
   const { t, k } = parsed as { t?: unknown; k?: unknown };
   if (typeof t !== 'number' || !Number.isSafeInteger(t) || t < 0) throw bad();
-  if (keyType === 'number' ? typeof k !== 'number' || !Number.isSafeInteger(k) : !isId(k)) {
+  if (keyType === 'number' ? typeof k !== 'number' || !Number.isSafeInteger(k) : !isKey(k)) {
     throw bad();
   }
   return { t, k: k as K extends 'string' ? string : number };

@@ -1,8 +1,14 @@
 // Answers of the Responses API kept for their user: written once per answer (a retry overwrites
-// it), read by id, deleted by id. Another user's id answers NOT_FOUND, as an unknown one does.
+// it), read by id, deleted by id, listed (ids and times) and erased all at once by their user.
+// Another user's id answers NOT_FOUND, as an unknown one does.
 import { notFound } from '@agent-mesh/common';
 import { isDuplicateKey, type InstrumentedCollection } from '../db/instrumented';
-import type { ResponseDoc } from './types';
+import { isResponseId } from '../validation';
+import { keysetPage } from './keyset-page';
+import type { Page, ResponseDoc } from './types';
+
+/** A listing carries no JSON: a page of 100 answers of up to 12 MiB each would not fit a message. */
+const LISTED = { _id: 1, userId: 1, createdAt: 1 } as const;
 
 export class ResponseRepo {
   constructor(private readonly col: InstrumentedCollection<ResponseDoc>) {}
@@ -30,5 +36,17 @@ export class ResponseRepo {
     const filter = { _id: id, userId };
     const res = await this.col.run('deleteOne', filter, (c) => c.deleteOne(filter));
     if (res.deletedCount === 0) throw notFound('response');
+  }
+
+  /** The user's kept answers, newest first: ids and times only. */
+  async list(userId: string, size: number, pageToken: string | undefined): Promise<Page<Pick<ResponseDoc, '_id' | 'userId' | 'createdAt'>>> {
+    return keysetPage(this.col, { scope: { userId }, key: '_id', isKey: isResponseId, order: -1, size, pageToken, tokenField: 'page_token', projection: LISTED });
+  }
+
+  /** Deletes every kept answer of the user; how many there were. */
+  async eraseAll(userId: string): Promise<number> {
+    const filter = { userId };
+    const res = await this.col.run('deleteMany', filter, (c) => c.deleteMany(filter));
+    return res.deletedCount;
   }
 }

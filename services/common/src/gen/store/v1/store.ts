@@ -653,6 +653,39 @@ export interface DeleteStoredResponseRequest {
 export interface DeleteStoredResponseResponse {
 }
 
+/** ListStoredResponsesRequest pages through a user's kept answers. */
+export interface ListStoredResponsesRequest {
+  /** user_id owns them. */
+  userId: string;
+  /** page_size is at most 100 (default 20). */
+  pageSize: number;
+  /** page_token continues a listing. */
+  pageToken: string;
+}
+
+/** ListStoredResponsesResponse is one page of kept answers. */
+export interface ListStoredResponsesResponse {
+  /**
+   * responses is the page, newest first, with id, user_id and created_at_ms set (the JSON fields
+   * are left empty).
+   */
+  responses: StoredResponse[];
+  /** next_page_token is empty on the last page. */
+  nextPageToken: string;
+}
+
+/** EraseStoredResponsesRequest deletes every kept answer of a user. */
+export interface EraseStoredResponsesRequest {
+  /** user_id owns them. */
+  userId: string;
+}
+
+/** EraseStoredResponsesResponse says how many were deleted. */
+export interface EraseStoredResponsesResponse {
+  /** deleted counts the deleted answers (0 when there were none). */
+  deleted: number;
+}
+
 function createBaseConversation(): Conversation {
   return { id: "", userId: "", title: "", createdAtMs: 0, updatedAtMs: 0, lastRunId: "" };
 }
@@ -4514,6 +4547,350 @@ export const DeleteStoredResponseResponse: MessageFns<DeleteStoredResponseRespon
   },
 };
 
+function createBaseListStoredResponsesRequest(): ListStoredResponsesRequest {
+  return { userId: "", pageSize: 0, pageToken: "" };
+}
+
+export const ListStoredResponsesRequest: MessageFns<ListStoredResponsesRequest> = {
+  encode(message: ListStoredResponsesRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.userId !== "") {
+      writer.uint32(10).string(message.userId);
+    }
+    if (message.pageSize !== 0) {
+      writer.uint32(16).int32(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      writer.uint32(26).string(message.pageToken);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListStoredResponsesRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListStoredResponsesRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.userId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.pageSize = reader.int32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.pageToken = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListStoredResponsesRequest {
+    return {
+      userId: isSet(object.userId)
+        ? globalThis.String(object.userId)
+        : isSet(object.user_id)
+        ? globalThis.String(object.user_id)
+        : "",
+      pageSize: isSet(object.pageSize)
+        ? globalThis.Number(object.pageSize)
+        : isSet(object.page_size)
+        ? globalThis.Number(object.page_size)
+        : 0,
+      pageToken: isSet(object.pageToken)
+        ? globalThis.String(object.pageToken)
+        : isSet(object.page_token)
+        ? globalThis.String(object.page_token)
+        : "",
+    };
+  },
+
+  toJSON(message: ListStoredResponsesRequest): unknown {
+    const obj: any = {};
+    if (message.userId !== "") {
+      obj.userId = message.userId;
+    }
+    if (message.pageSize !== 0) {
+      obj.pageSize = Math.round(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      obj.pageToken = message.pageToken;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ListStoredResponsesRequest>): ListStoredResponsesRequest {
+    return ListStoredResponsesRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ListStoredResponsesRequest>): ListStoredResponsesRequest {
+    const message = createBaseListStoredResponsesRequest();
+    message.userId = object.userId ?? "";
+    message.pageSize = object.pageSize ?? 0;
+    message.pageToken = object.pageToken ?? "";
+    return message;
+  },
+};
+
+function createBaseListStoredResponsesResponse(): ListStoredResponsesResponse {
+  return { responses: [], nextPageToken: "" };
+}
+
+export const ListStoredResponsesResponse: MessageFns<ListStoredResponsesResponse> = {
+  encode(message: ListStoredResponsesResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.responses) {
+      StoredResponse.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.nextPageToken !== "") {
+      writer.uint32(18).string(message.nextPageToken);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListStoredResponsesResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListStoredResponsesResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.responses.push(StoredResponse.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.nextPageToken = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListStoredResponsesResponse {
+    return {
+      responses: globalThis.Array.isArray(object?.responses)
+        ? object.responses.map((e: any) => StoredResponse.fromJSON(e))
+        : [],
+      nextPageToken: isSet(object.nextPageToken)
+        ? globalThis.String(object.nextPageToken)
+        : isSet(object.next_page_token)
+        ? globalThis.String(object.next_page_token)
+        : "",
+    };
+  },
+
+  toJSON(message: ListStoredResponsesResponse): unknown {
+    const obj: any = {};
+    if (message.responses?.length) {
+      obj.responses = message.responses.map((e) => StoredResponse.toJSON(e));
+    }
+    if (message.nextPageToken !== "") {
+      obj.nextPageToken = message.nextPageToken;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ListStoredResponsesResponse>): ListStoredResponsesResponse {
+    return ListStoredResponsesResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ListStoredResponsesResponse>): ListStoredResponsesResponse {
+    const message = createBaseListStoredResponsesResponse();
+    message.responses = object.responses?.map((e) => StoredResponse.fromPartial(e)) || [];
+    message.nextPageToken = object.nextPageToken ?? "";
+    return message;
+  },
+};
+
+function createBaseEraseStoredResponsesRequest(): EraseStoredResponsesRequest {
+  return { userId: "" };
+}
+
+export const EraseStoredResponsesRequest: MessageFns<EraseStoredResponsesRequest> = {
+  encode(message: EraseStoredResponsesRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.userId !== "") {
+      writer.uint32(10).string(message.userId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): EraseStoredResponsesRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseEraseStoredResponsesRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.userId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): EraseStoredResponsesRequest {
+    return {
+      userId: isSet(object.userId)
+        ? globalThis.String(object.userId)
+        : isSet(object.user_id)
+        ? globalThis.String(object.user_id)
+        : "",
+    };
+  },
+
+  toJSON(message: EraseStoredResponsesRequest): unknown {
+    const obj: any = {};
+    if (message.userId !== "") {
+      obj.userId = message.userId;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<EraseStoredResponsesRequest>): EraseStoredResponsesRequest {
+    return EraseStoredResponsesRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<EraseStoredResponsesRequest>): EraseStoredResponsesRequest {
+    const message = createBaseEraseStoredResponsesRequest();
+    message.userId = object.userId ?? "";
+    return message;
+  },
+};
+
+function createBaseEraseStoredResponsesResponse(): EraseStoredResponsesResponse {
+  return { deleted: 0 };
+}
+
+export const EraseStoredResponsesResponse: MessageFns<EraseStoredResponsesResponse> = {
+  encode(message: EraseStoredResponsesResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.deleted !== 0) {
+      writer.uint32(8).int32(message.deleted);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): EraseStoredResponsesResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseEraseStoredResponsesResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.deleted = reader.int32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): EraseStoredResponsesResponse {
+    return { deleted: isSet(object.deleted) ? globalThis.Number(object.deleted) : 0 };
+  },
+
+  toJSON(message: EraseStoredResponsesResponse): unknown {
+    const obj: any = {};
+    if (message.deleted !== 0) {
+      obj.deleted = Math.round(message.deleted);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<EraseStoredResponsesResponse>): EraseStoredResponsesResponse {
+    return EraseStoredResponsesResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<EraseStoredResponsesResponse>): EraseStoredResponsesResponse {
+    const message = createBaseEraseStoredResponsesResponse();
+    message.deleted = object.deleted ?? 0;
+    return message;
+  },
+};
+
 /**
  * StoreService is the only door to MongoDB. Every call is scoped by user_id: another user's
  * data answers NOT_FOUND. Ids are client-generated UUIDs so that a retried write never duplicates.
@@ -4696,6 +5073,33 @@ export const StoreServiceService = {
       Buffer.from(DeleteStoredResponseResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): DeleteStoredResponseResponse => DeleteStoredResponseResponse.decode(value),
   },
+  /**
+   * ListStoredResponses lists the user's kept answers, newest first: their ids and times only (read
+   * one with GetStoredResponse), so that a user finds what is kept for them.
+   */
+  listStoredResponses: {
+    path: "/store.v1.StoreService/ListStoredResponses" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListStoredResponsesRequest): Buffer =>
+      Buffer.from(ListStoredResponsesRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListStoredResponsesRequest => ListStoredResponsesRequest.decode(value),
+    responseSerialize: (value: ListStoredResponsesResponse): Buffer =>
+      Buffer.from(ListStoredResponsesResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ListStoredResponsesResponse => ListStoredResponsesResponse.decode(value),
+  },
+  /** EraseStoredResponses deletes every kept answer of the user. */
+  eraseStoredResponses: {
+    path: "/store.v1.StoreService/EraseStoredResponses" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: EraseStoredResponsesRequest): Buffer =>
+      Buffer.from(EraseStoredResponsesRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): EraseStoredResponsesRequest => EraseStoredResponsesRequest.decode(value),
+    responseSerialize: (value: EraseStoredResponsesResponse): Buffer =>
+      Buffer.from(EraseStoredResponsesResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): EraseStoredResponsesResponse => EraseStoredResponsesResponse.decode(value),
+  },
 } as const;
 
 export interface StoreServiceServer extends UntypedServiceImplementation {
@@ -4736,6 +5140,13 @@ export interface StoreServiceServer extends UntypedServiceImplementation {
   getStoredResponse: handleUnaryCall<GetStoredResponseRequest, GetStoredResponseResponse>;
   /** DeleteStoredResponse deletes one kept answer. */
   deleteStoredResponse: handleUnaryCall<DeleteStoredResponseRequest, DeleteStoredResponseResponse>;
+  /**
+   * ListStoredResponses lists the user's kept answers, newest first: their ids and times only (read
+   * one with GetStoredResponse), so that a user finds what is kept for them.
+   */
+  listStoredResponses: handleUnaryCall<ListStoredResponsesRequest, ListStoredResponsesResponse>;
+  /** EraseStoredResponses deletes every kept answer of the user. */
+  eraseStoredResponses: handleUnaryCall<EraseStoredResponsesRequest, EraseStoredResponsesResponse>;
 }
 
 export interface StoreServiceClient extends Client {
@@ -4985,6 +5396,41 @@ export interface StoreServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: DeleteStoredResponseResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * ListStoredResponses lists the user's kept answers, newest first: their ids and times only (read
+   * one with GetStoredResponse), so that a user finds what is kept for them.
+   */
+  listStoredResponses(
+    request: ListStoredResponsesRequest,
+    callback: (error: ServiceError | null, response: ListStoredResponsesResponse) => void,
+  ): ClientUnaryCall;
+  listStoredResponses(
+    request: ListStoredResponsesRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ListStoredResponsesResponse) => void,
+  ): ClientUnaryCall;
+  listStoredResponses(
+    request: ListStoredResponsesRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ListStoredResponsesResponse) => void,
+  ): ClientUnaryCall;
+  /** EraseStoredResponses deletes every kept answer of the user. */
+  eraseStoredResponses(
+    request: EraseStoredResponsesRequest,
+    callback: (error: ServiceError | null, response: EraseStoredResponsesResponse) => void,
+  ): ClientUnaryCall;
+  eraseStoredResponses(
+    request: EraseStoredResponsesRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: EraseStoredResponsesResponse) => void,
+  ): ClientUnaryCall;
+  eraseStoredResponses(
+    request: EraseStoredResponsesRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: EraseStoredResponsesResponse) => void,
   ): ClientUnaryCall;
 }
 
