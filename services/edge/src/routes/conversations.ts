@@ -7,7 +7,7 @@ import type { EdgeContext } from '../context';
 import { badRequest, HttpError } from '../errors';
 import { ERASE_TIMEOUT_MS, EXPORT_TIMEOUT_MS } from '../gateways/orchestrator';
 import { requestScope } from '../scope';
-import { BACKED, conversationBody, conversationIdOf, errorResponses, idParams, iso, messagePageQuery, NO_NUL, pageQuery, pageSizeOf } from './schemas';
+import { BACKED, conversationBody, conversationIdOf, errorResponses, idParams, iso, messagePageQuery, NO_NUL, pageOf, pageQuery, pageSizeOf } from './schemas';
 
 export function conversationView(c: Conversation) {
   return {
@@ -126,11 +126,7 @@ export function conversationRoutes(app: FastifyInstance, ctx: EdgeContext): void
       },
     },
     async (req, reply) => {
-      const res = await ctx.gw.store.listConversations({
-        userId: req.userId,
-        pageSize: pageSizeOf(req.query, 100),
-        pageToken: (req.query as { pageToken?: string }).pageToken ?? '',
-      }, requestScope(reply));
+      const res = await ctx.gw.store.listConversations({ userId: req.userId, ...pageOf(req.query, 100) }, requestScope(reply));
       return { conversations: res.conversations.map(conversationView), nextPageToken: res.nextPageToken || null };
     },
   );

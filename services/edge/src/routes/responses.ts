@@ -16,7 +16,7 @@ import { badRequest, fromGrpc, HttpError, isGrpcError } from '../errors';
 import { ERASE_RESPONSES_TIMEOUT_MS } from '../gateways/store';
 import { requestScope } from '../scope';
 import { CACHE_HEADER, completion, countTokens, openStream, readToEnd, wholeAnswer, type Begun, type ChatBody, type Piece } from './openai';
-import { anyObject, BACKED, errorResponses, FUNCTION_NAME, IMAGE_URL, iso, metadataSchema, NO_NUL, openAiErrorResponses, pageQuery, pageSizeOf } from './schemas';
+import { anyObject, BACKED, errorResponses, FUNCTION_NAME, IMAGE_URL, iso, metadataSchema, NO_NUL, openAiErrorResponses, pageOf, pageQuery } from './schemas';
 
 const text = { type: 'string', maxLength: 200_000, pattern: NO_NUL } as const;
 
@@ -489,11 +489,7 @@ export function responsesRoutes(app: FastifyInstance, ctx: EdgeContext): void {
       },
     },
     async (req, reply) => {
-      const res = await ctx.gw.store.listStoredResponses({
-        userId: req.userId,
-        pageSize: pageSizeOf(req.query, 100),
-        pageToken: (req.query as { pageToken?: string }).pageToken ?? '',
-      }, requestScope(reply));
+      const res = await ctx.gw.store.listStoredResponses({ userId: req.userId, ...pageOf(req.query, 100) }, requestScope(reply));
       return { responses: res.responses.map((r) => ({ id: r.id, createdAt: iso(r.createdAtMs) })), nextPageToken: res.nextPageToken || null };
     },
   );

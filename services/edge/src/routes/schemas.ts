@@ -119,6 +119,11 @@ export function pageSizeOf(query: unknown, max: number): number {
   return n;
 }
 
+/** A listing's page as the store takes it: `pageQuery`'s size (0: the store's default) and token. */
+export function pageOf(query: unknown, max: number): { pageSize: number; pageToken: string } {
+  return { pageSize: pageSizeOf(query, max), pageToken: (query as { pageToken?: string }).pageToken ?? '' };
+}
+
 export const iso = (ms: number): string => new Date(ms || 0).toISOString();
 
 /** Errors of the OpenAI-compatible routes, in OpenAI's shape. */
