@@ -95,7 +95,7 @@ function request(user: number, promptWords: number): GenerateRequest {
   return {
     userId: `00000000-0000-4000-8000-${String(user).padStart(12, '0')}`,
     runId: '', callerRole: CallerRole.CALLER_ROLE_PLANNER, runStarted: false, model: '', tools: [], toolsJson: '', maxTokens: MAX_TOKENS,
-    temperature: 0, hasTemperature: false, cache: false, noStream: false, answerInDone: false, toolChoice: undefined, stop: [], responseFormatJson: '', logitBias: {},
+    temperature: 0, hasTemperature: false, cache: false, noStream: false, answerInDone: false, streamToolCalls: false, toolChoice: undefined, stop: [], responseFormatJson: '', logitBias: {},
     messages: [
       { role: 'system', content: 'You are the Planner. Round: 1', name: '', toolCallId: '', toolCalls: [] },
       { role: 'user', content: `User ${user} asks: how do we keep a shared LLM quota exact across replicas? ${filler}`, name: '', toolCallId: '', toolCalls: [] },

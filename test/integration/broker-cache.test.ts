@@ -129,6 +129,11 @@ describe('hits', () => {
     expect(hit.cache).toBe(CacheStatus.CACHE_STATUS_HIT);
     expect(hit.finishReason).toBe('tool_calls');
     expect(hit.toolCalls).toEqual(first.toolCalls);
+    // A caller that streams tool calls gets each replayed call as one piece, before Done.
+    const streamed = await generate(a, { ...req, streamToolCalls: true });
+    const pieces = streamed.messages.flatMap((m) => (m.update?.$case === 'toolCall' ? [m.update.toolCall] : []));
+    expect(pieces).toEqual(first.toolCalls.map((c, index) => ({ index, id: c.id, name: c.name, arguments: c.argumentsJson })));
+    expect(doneOf(streamed).cache).toBe(CacheStatus.CACHE_STATUS_HIT);
   });
 
   it('one replica stores, another replays: the cache is shared through Redis', async () => {

@@ -97,6 +97,19 @@ describe('failures after tokens reached the caller are reported, never a truncat
     expect((await stats()).requests - before.requests).toBe(1); // not retried: the caller had tokens
   });
 
+  it('an error after a streamed tool call\'s first pieces reached the caller (stream_tool_calls) is reported, not retried', async () => {
+    const midStream = () => metric(broker.proc, 'llm_upstream_errors_total', 'kind="mid_stream"');
+    const before = await midStream();
+    const o = await generate(broker.client, { ...search('emulator-1+stream_error'), streamToolCalls: true });
+    // (An attempt whose pieces and error came in one read reached the caller with nothing, and was retried.)
+    const pieces = o.messages.filter((m) => m.update?.$case === 'toolCall').length;
+    expect(pieces).toBeGreaterThan(0);
+    expect(doneOf(o)).toBeUndefined();
+    expect(reasonOf(o.error)).toBe('upstream_stream_failed');
+    expect(detailsOf(o.error)).toContain(`failed after ${pieces} streamed pieces`);
+    expect((await midStream()) - before).toBe(1);
+  });
+
   it('a stall longer than LLM_STREAM_IDLE_TIMEOUT_MS aborts the call (400 ms here, the stall is 3 s)', async () => {
     const before = await stats();
     const o = await generate(broker.client, ask('emulator-1+stall'));
@@ -164,6 +177,27 @@ describe('answers shaped unlike the usual', () => {
     }
     expect(done?.toolCalls[0]?.id).not.toBe(done?.toolCalls[1]?.id);
     expect(done?.usage?.completionTokens).toBeGreaterThan(10);
+    // Not asked for: no piece before Done.
+    expect(o.messages.some((m) => m.update?.$case === 'toolCall')).toBe(false);
+  });
+
+  it('with stream_tool_calls, each call comes as it is generated: named once its late id and name came, then its arguments piece by piece, interleaved; Done has them whole', async () => {
+    const o = await generate(broker.client, { ...search('emulator-1+parallel_tool_calls'), streamToolCalls: true });
+    const pieces = o.messages.flatMap((m) => (m.update?.$case === 'toolCall' ? [m.update.toolCall] : []));
+    const done = doneOf(o)!;
+    expect(done.toolCalls).toHaveLength(2);
+    // Every piece comes before Done.
+    expect(o.messages.findIndex((m) => m.update?.$case === 'done')).toBeGreaterThan(o.messages.findLastIndex((m) => m.update?.$case === 'toolCall'));
+    for (const [index, call] of done.toolCalls.entries()) {
+      const own = pieces.filter((p) => p.index === index);
+      expect(own[0]).toMatchObject({ id: call.id, name: 'search_web' });
+      expect(own.slice(1).every((p) => p.id === '' && p.name === '')).toBe(true);
+      expect(own.length).toBeGreaterThan(2);
+      expect(own.map((p) => p.arguments).join('')).toBe(call.argumentsJson);
+    }
+    // The emulator interleaves the two calls' fragments, and so do the pieces.
+    const order = pieces.map((p) => p.index);
+    expect(order.indexOf(1)).toBeLessThan(order.lastIndexOf(0));
   });
 });
 

@@ -242,17 +242,24 @@ test('the official openai client gets tool calls from the facade, streamed and n
   expect(call.id).toMatch(/^call_/);
   expect(JSON.parse(call.function.arguments).query).toMatch(/tidal/i);
 
-  // Two parallel calls, streamed: the client assembles them by index.
+  // Two parallel calls, streamed as they are generated, as OpenAI streams them: a call's first
+  // chunk has its index, id, type and name, the next ones more of its arguments, the two calls'
+  // interleaved (the provider sends their ids and names late: the facade names each call first).
   const stream = await client.chat.completions.create({ model: 'emulator-1+parallel_tool_calls', messages: [ask], tools, stream: true });
-  const calls: { id?: string; name: string; args: string }[] = [];
+  const calls: { id?: string; name: string; args: string; chunks: number }[] = [];
+  const order: number[] = [];
   let finish: string | null | undefined;
   for await (const chunk of stream) {
     const c = chunk.choices[0];
     for (const d of c?.delta?.tool_calls ?? []) {
-      const acc = (calls[d.index] ??= { name: '', args: '' });
+      if (!calls[d.index]) expect(d).toMatchObject({ id: expect.stringMatching(/^call_/), type: 'function', function: { name: 'search_web' } });
+      else expect(d.id).toBeUndefined();
+      const acc = (calls[d.index] ??= { name: '', args: '', chunks: 0 });
       if (d.id) acc.id = d.id;
       acc.name += d.function?.name ?? '';
       acc.args += d.function?.arguments ?? '';
+      acc.chunks += 1;
+      order.push(d.index);
     }
     if (c?.finish_reason) finish = c.finish_reason;
   }
@@ -262,7 +269,9 @@ test('the official openai client gets tool calls from the facade, streamed and n
   for (const c of calls) {
     expect(c.name).toBe('search_web');
     expect(JSON.parse(c.args).query).toMatch(/tidal/i);
+    expect(c.chunks).toBeGreaterThan(2);
   }
+  expect(order.indexOf(1)).toBeLessThan(order.lastIndexOf(0));
   expect((await emulatorStats(emulator)).toolCalls - before).toBe(2);
 
   // The result goes back as a `tool` message after the assistant's call. The emulator quotes the
@@ -286,6 +295,9 @@ test('the official openai client gets tool calls from the facade, streamed and n
   expect(await bad([{ role: 'user', content: 'x', tool_calls: [{ id: 'a', type: 'function', function: { name: 'f', arguments: '{}' } }] }])).toBe(400);
   expect(await bad([{ role: 'assistant', content: null, tool_calls: [{ id: 'a', type: 'function', function: { name: 'f' } }] }])).toBe(400);
 });
+
+/** The events' sequence_number, in the order they came. */
+const sequenceNumbersOf = (events: { sequence_number: number }[]) => events.map((e) => e.sequence_number);
 
 test('the Responses API through the official client: text streamed and not, a function call and its output sent back', async () => {
   const client = new OpenAI({ apiKey: alice, baseURL: `${mesh.edge.url}/v1`, maxRetries: 0 });
@@ -313,6 +325,26 @@ test('the Responses API through the official client: text streamed and not, a fu
   const call = asked.output.find((i): i is OpenAI.Responses.ResponseFunctionToolCall => i.type === 'function_call')!;
   expect(call).toMatchObject({ name: 'search_web', status: 'completed' });
   expect(JSON.parse(call.arguments).query).toMatch(/tidal/i);
+
+  // Streamed, two parallel calls: one output item at a time, the first named streaming its
+  // arguments as they are generated, the other whole after it; response.completed lists them as streamed.
+  const events: OpenAI.Responses.ResponseStreamEvent[] = [];
+  for await (const e of await client.responses.create({ model: 'emulator-1+parallel_tool_calls', input: question, tools, stream: true })) events.push(e);
+  const added = events.filter((e): e is OpenAI.Responses.ResponseOutputItemAddedEvent => e.type === 'response.output_item.added');
+  expect(added.map((e) => [e.output_index, e.item.type])).toEqual([[0, 'function_call'], [1, 'function_call']]);
+  const argDeltas = (i: number) => events.filter((e): e is OpenAI.Responses.ResponseFunctionCallArgumentsDeltaEvent => e.type === 'response.function_call_arguments.delta' && e.output_index === i);
+  expect(argDeltas(0).length).toBeGreaterThan(2);
+  // The first item's deltas come before the second item is added: one item at a time.
+  expect(events.indexOf(argDeltas(0).at(-1)!)).toBeLessThan(events.indexOf(added[1]!));
+  const streamedCalls = events.find((e): e is OpenAI.Responses.ResponseCompletedEvent => e.type === 'response.completed')!.response.output as OpenAI.Responses.ResponseFunctionToolCall[];
+  expect(streamedCalls).toHaveLength(2);
+  expect(new Set(streamedCalls.map((c) => c.call_id)).size).toBe(2);
+  for (const [i, c] of streamedCalls.entries()) {
+    expect(c).toMatchObject({ type: 'function_call', id: added[i]!.item.id, name: 'search_web', status: 'completed' });
+    expect(argDeltas(i).map((e) => e.delta).join('')).toBe(c.arguments);
+    expect(JSON.parse(c.arguments).query).toMatch(/tidal/i);
+  }
+  expect(sequenceNumbersOf(events)).toEqual(events.map((_, i) => i));
   // The call, as the answer gave it, and its output go back as input items.
   const answer = await client.responses.create({
     model: 'emulator-1',
@@ -480,6 +512,17 @@ test('the Anthropic Messages API through the official Anthropic client (its key 
   const use = asked.content.find((b): b is Anthropic.ToolUseBlock => b.type === 'tool_use')!;
   expect(use.name).toBe('search_web');
   expect(String((use.input as { query: string }).query)).toMatch(/tidal/i);
+  // Streamed: the tool_use block's input as the model generates it (several input_json_delta), as the client assembles it.
+  const inputDeltas: string[] = [];
+  const streamedUse = client.messages.stream({ model: 'emulator-1', max_tokens: 200, tools, messages: [{ role: 'user', content: question }] });
+  streamedUse.on('streamEvent', (e) => {
+    if (e.type === 'content_block_delta' && e.delta.type === 'input_json_delta') inputDeltas.push(e.delta.partial_json);
+  });
+  const used = await streamedUse.finalMessage();
+  expect(used.stop_reason).toBe('tool_use');
+  expect(used.content).toEqual([{ type: 'tool_use', id: expect.stringMatching(/^call_/), name: 'search_web', input: { query: expect.stringMatching(/tidal/i) } }]);
+  expect(inputDeltas.length).toBeGreaterThan(2);
+  expect(JSON.parse(inputDeltas.join(''))).toEqual((used.content[0] as Anthropic.ToolUseBlock).input);
   const answer = await client.messages.create({
     model: 'emulator-1', max_tokens: 200, tools,
     messages: [{ role: 'user', content: question }, { role: 'assistant', content: asked.content }, { role: 'user', content: [{ type: 'tool_result', tool_use_id: use.id, content: '{"news":"a new tidal lagoon opened"}' }] }],

@@ -184,6 +184,7 @@ export function generateRequest(
     cache: false,
     noStream: false,
     answerInDone: false,
+    streamToolCalls: false,
     toolChoice: undefined,
     stop: [],
     responseFormatJson: '',

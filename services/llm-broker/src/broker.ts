@@ -61,6 +61,8 @@ export interface GenerateInput {
   cache: boolean;
   /** Ask the upstream for the whole answer at once (the caller does not stream). */
   noStream?: boolean;
+  /** Pass tool calls on as they are generated (`toolCall` events), not only whole in `done`. */
+  streamToolCalls?: boolean;
   /**
    * A check of the caller's that must pass before the upstream is called (an edge running the
    * broker: the user's rate limit and token budget). Awaited beside the admission, whose Redis round trip it
@@ -76,6 +78,8 @@ export type GenerateEvent =
   /** The answer is replayed from the response cache (before its deltas). */
   | { type: 'cached'; stale: boolean; ageMs: number }
   | { type: 'delta'; content: string; logprobs?: LogprobOut[] }
+  /** A piece of tool call `index`, with `streamToolCalls`: the first names the call (`id`, `name`), the next ones carry more of its arguments. `done` still has every call whole. */
+  | { type: 'toolCall'; index: number; id?: string; name?: string; arguments: string }
   | {
       type: 'done';
       finishReason: string;
@@ -357,18 +361,21 @@ export class LlmBroker {
       yield* this.fromUpstreams(input, call, candidates, signal, deadline);
       return;
     }
-    if (found?.fresh) return yield* this.replay(found, 'hit');
-    if (found && (await this.upstreamsRefusing(candidates))) return yield* this.replay(found, 'stale');
+    const replay = (answer: Found, outcome: 'hit' | 'stale') => this.replay(answer, outcome, input.streamToolCalls === true);
+    if (found?.fresh) return yield* replay(found, 'hit');
+    if (found && (await this.upstreamsRefusing(candidates))) return yield* replay(found, 'stale');
     const turn = await cache.turn(key, signal, deadline);
     if (turn.role === 'follower') {
       d.metrics.cacheFlights.inc({ outcome: 'followed' });
-      return yield* this.replay(turn.value, 'hit');
+      return yield* replay(turn.value, 'hit');
     }
     d.metrics.cacheFlights.inc({ outcome: turn.role === 'alone' ? turn.reason : turn.tookOver ? 'took_over' : 'led' });
     const deltas: string[] = [];
     const logprobs: (LogprobOut[] | null)[] = [];
+    let toolCallsSent = false;
     try {
       for await (const e of this.fromUpstreams(input, call, candidates, signal, deadline)) {
+        if (e.type === 'toolCall') toolCallsSent = true;
         if (e.type === 'delta') {
           deltas.push(e.content);
           if (call.logprobs) logprobs.push(e.logprobs ?? null);
@@ -388,7 +395,7 @@ export class LlmBroker {
     } catch (err) {
       // Refused before any token while an expired answer exists: it beats no answer.
       const refusing = err instanceof BrokerRefusal && (err.reason === 'breaker_open' || err.reason === 'upstream_rate_limited');
-      if (found && refusing && deltas.length === 0 && !signal.aborted) return yield* this.replay(found, 'stale');
+      if (found && refusing && deltas.length === 0 && !toolCallsSent && !signal.aborted) return yield* replay(found, 'stale');
       d.metrics.cacheLookups.inc({ result: 'miss' }); // a miss that failed upstream
       throw err;
     } finally {
@@ -396,8 +403,8 @@ export class LlmBroker {
     }
   }
 
-  /** A stored answer as a stream: announced, its deltas, and a `done` that billed nothing. */
-  private async *replay(found: Found, outcome: 'hit' | 'stale'): AsyncGenerator<GenerateEvent> {
+  /** A stored answer as a stream: announced, its deltas (and its tool calls, each whole, when asked), and a `done` that billed nothing. */
+  private async *replay(found: Found, outcome: 'hit' | 'stale', streamToolCalls: boolean): AsyncGenerator<GenerateEvent> {
     const { d } = this;
     const a = found.answer;
     d.metrics.cacheLookups.inc({ result: outcome });
@@ -407,6 +414,7 @@ export class LlmBroker {
       const logprobs = a.logprobs?.[i];
       yield logprobs ? { type: 'delta', content, logprobs } : { type: 'delta', content };
     }
+    if (streamToolCalls) for (const [index, c] of a.toolCalls.entries()) yield { type: 'toolCall', index, id: c.id, name: c.name, arguments: c.argumentsJson };
     yield {
       type: 'done', finishReason: a.finishReason, ...(a.stopSequence ? { stopSequence: a.stopSequence } : {}), usage: NOTHING_BILLED, toolCalls: a.toolCalls, model: a.model, queueWaitMs: 0,
       upstream: a.upstream ?? '', cache: outcome, cachedUsage: a.usage,
@@ -525,17 +533,19 @@ export class LlmBroker {
         d.logger.warn({ err }, 'could not settle the lease'),
       );
     };
-    let opened = false;
+    /** The provider's stream, once it answered. */
+    let opened: OpenStream | undefined;
     let delivered = 0;
     /** Set when the provider answered: what it billed for the last attempt, settled after `done`. */
     let answered: number | undefined;
     /** The queue is kicked when the settlement lands (not at the end of this call). */
     let kicked = false;
     try {
-      const { stream, iterator, buffered, ended } = await this.open(u, req, signal, deadline, lease, (generated) => {
+      const streamToolCalls = input.streamToolCalls === true;
+      const { stream, iterator, buffered, ended } = await this.open(u, req, signal, deadline, lease, streamToolCalls, (generated) => {
         chargedByFailedAttempts += chargeOf(promptTokens + generated);
       });
-      opened = true;
+      opened = stream;
       let finishReason = 'stop';
       let stopSequence: string | undefined;
       let usage: UsageOut | undefined;
@@ -545,6 +555,12 @@ export class LlmBroker {
           completionText += e.text;
           delivered += 1;
           return e.logprobs ? { type: 'delta', content: e.text, logprobs: e.logprobs } : { type: 'delta', content: e.text };
+        }
+        if (e.type === 'tool_call') {
+          if (!streamToolCalls) return undefined;
+          delivered += 1;
+          const { type: _, ...piece } = e;
+          return { type: 'toolCall', ...piece };
         }
         if (e.type === 'finish') ({ reason: finishReason, stopSequence } = e);
         else if (e.type === 'usage') usage = e.usage;
@@ -603,7 +619,7 @@ export class LlmBroker {
         if (signal.aborted) d.metrics.upstreamRequests.inc({ outcome: 'cancelled', ...label });
         // Cancelled or failed: give back all the provider did not bill (prompt + what it generated).
         // Not opened: every attempt that reached the provider is in chargedByFailedAttempts already.
-        await settle(opened ? chargeOf(promptTokens + countText(completionText)) : 0);
+        await settle(opened ? chargeOf(promptTokens + generatedTokens(completionText, opened.toolCalls())) : 0);
       }
       if (!kicked) u.queue.kick();
     }
@@ -631,8 +647,9 @@ export class LlmBroker {
   }
 
   /**
-   * Opens the stream and reads it up to its first content (or to its end, for an answer made of
-   * tool calls only), retrying — nothing has reached the caller yet — what may succeed.
+   * Opens the stream and reads it up to its first content (or tool call, with `streamToolCalls`;
+   * or to its end, for an answer made of tool calls only otherwise), retrying — nothing has
+   * reached the caller yet — what may succeed.
    * `onAttemptFailed` hears of every attempt the provider answered (200, so it counted it) that
    * then failed or was cancelled here, with the tokens it had generated: retried or not, the
    * provider charged it. Each retry counts as one more request in the RPM window (upstream/requests.ts).
@@ -643,11 +660,12 @@ export class LlmBroker {
     signal: AbortSignal,
     deadline: number | undefined,
     lease: Lease,
+    streamToolCalls: boolean,
     onAttemptFailed: (generatedTokens: number) => void,
   ): Promise<Opened> {
     const requests = new SentRequests(lease, { now: this.now, sleep });
     try {
-      return await this.attempts(u, req, signal, deadline, requests, onAttemptFailed);
+      return await this.attempts(u, req, signal, deadline, requests, streamToolCalls, onAttemptFailed);
     } finally {
       await requests.end().catch((err: unknown) => this.d.logger.warn({ err }, 'could not give back an unsent request'));
     }
@@ -659,6 +677,7 @@ export class LlmBroker {
     signal: AbortSignal,
     deadline: number | undefined,
     requests: SentRequests,
+    streamToolCalls: boolean,
     onAttemptFailed: (generatedTokens: number) => void,
   ): Promise<Opened> {
     const { d } = this;
@@ -682,7 +701,8 @@ export class LlmBroker {
           const r = await iterator.next();
           if (r.done) return { stream, iterator, buffered, ended: true };
           buffered.push(r.value);
-          if (r.value.type === 'content') return { stream, iterator, buffered, ended: false };
+          // The first piece the caller will hear: from then on, a retry would repeat it.
+          if (r.value.type === 'content' || (streamToolCalls && r.value.type === 'tool_call')) return { stream, iterator, buffered, ended: false };
         }
       } catch (raw) {
         signal.removeEventListener('abort', onAbort);

@@ -82,6 +82,7 @@ export function toInput(req: GenerateRequest): GenerateInput {
     temperature: req.hasTemperature ? req.temperature : undefined,
     cache: req.cache,
     noStream: req.noStream,
+    streamToolCalls: req.streamToolCalls,
   };
 }
 
@@ -110,6 +111,8 @@ export function toResponse(e: GenerateEvent, content = '', logprobs: LogprobOut[
       return { update: { $case: 'cached', cached: { stale: e.stale, ageMs: e.ageMs } } };
     case 'delta':
       return { update: { $case: 'delta', delta: { content: e.content, logprobs: e.logprobs ?? [] } } };
+    case 'toolCall':
+      return { update: { $case: 'toolCall', toolCall: { index: e.index, id: e.id ?? '', name: e.name ?? '', arguments: e.arguments } } };
     case 'done':
       return {
         update: {

@@ -10,6 +10,7 @@ import type { FastifyInstance } from 'fastify';
 import { randomBytes } from 'node:crypto';
 import type { EdgeContext } from '../context';
 import { anthropicType, fromGrpc, HttpError, isGrpcError } from '../errors';
+import { BlockSequence, type Step } from './blocks';
 import { CACHE_HEADER, completion, countTokens, openStream, readToEnd, wholeAnswer, type Begun, type ChatBody, type Piece } from './openai';
 import { anyObject, FUNCTION_NAME, NO_NUL } from './schemas';
 
@@ -274,32 +275,37 @@ const anthropicErrorBody = {
   properties: { type: { type: 'string', enum: ['error'] }, error: { type: 'object', required: ['type', 'message'], properties: { type: { type: 'string' }, message: { type: 'string' } } } },
 } as const;
 
+/** The answer's blocks as Anthropic's content block events: a tool_use block's input as the JSON text the model generates. */
+async function emitSteps(emit: (type: string, data: Record<string, unknown>) => Promise<void>, steps: Step[]): Promise<void> {
+  for (const step of steps) {
+    const index = step.block;
+    switch (step.kind) {
+      case 'text-start': await emit('content_block_start', { index, content_block: { type: 'text', text: '' } }); break;
+      case 'text': await emit('content_block_delta', { index, delta: { type: 'text_delta', text: step.text } }); break;
+      case 'call-start': await emit('content_block_start', { index, content_block: { type: 'tool_use', id: step.id, name: step.name, input: {} } }); break;
+      case 'call-arguments': await emit('content_block_delta', { index, delta: { type: 'input_json_delta', partial_json: step.arguments } }); break;
+      default: await emit('content_block_stop', { index });
+    }
+  }
+}
+
 /** Streams Anthropic's events; errors before the first piece are HTTP errors, later ones an `error` event. */
 async function streamMessage(call: Begun, id: string, body: MessagesBody): Promise<void> {
   const { ctx, pieces, abort } = call;
   const started = Date.now();
   const { first, write, close } = await openStream(call);
   const emit = (type: string, data: Record<string, unknown>) => write(`event: ${type}\ndata: ${JSON.stringify({ type, ...data })}\n\n`);
-  let said = '';
+  const blocks = new BlockSequence();
   let answered = false;
   try {
     await emit('message_start', { message: { id, type: 'message', role: 'assistant', model: body.model, content: [], stop_reason: null, stop_sequence: null, usage: usageOf() } });
     for (let result = first; !result.done && !abort.signal.aborted; result = await pieces.next()) {
       const p = result.value;
-      if ('delta' in p) {
-        if (!said) await emit('content_block_start', { index: 0, content_block: { type: 'text', text: '' } });
-        said += p.delta;
-        await emit('content_block_delta', { index: 0, delta: { type: 'text_delta', text: p.delta } });
-      } else if ('queued' in p) await emit('ping', {});
+      if ('delta' in p) await emitSteps(emit, blocks.text(p.delta));
+      else if ('toolCall' in p) await emitSteps(emit, blocks.toolCall(p.toolCall));
+      else if ('queued' in p) await emit('ping', {});
       else if ('done' in p) {
-        if (said) await emit('content_block_stop', { index: 0 });
-        // The broker hands a call over whole: its input in one delta.
-        for (const [i, call] of p.toolCalls.entries()) {
-          const index = i + (said ? 1 : 0);
-          await emit('content_block_start', { index, content_block: { type: 'tool_use', id: call.id, name: call.function.name, input: {} } });
-          await emit('content_block_delta', { index, delta: { type: 'input_json_delta', partial_json: JSON.stringify(inputOf(call.function.arguments)) } });
-          await emit('content_block_stop', { index });
-        }
+        await emitSteps(emit, blocks.end(p.toolCalls));
         await emit('message_delta', { delta: stopOf(p), usage: usageOf(p) });
         await emit('message_stop', {});
         answered = true;

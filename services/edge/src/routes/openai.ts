@@ -10,6 +10,7 @@ import { requestScope } from '../scope';
 import { badRequest, fromGrpc, HttpError, isGrpcError } from '../errors';
 import type { RunEvent } from '../gateways/types';
 import { streamHeaders } from '../sse/memory';
+import type { ToolCallPiece } from './blocks';
 import { anyObject, FUNCTION_NAME, IMAGE_URL, metadataSchema, NO_NUL, openAiErrorResponses, TOKEN_ID } from './schemas';
 
 export const PIPELINE_MODEL = 'agent-mesh';
@@ -76,6 +77,8 @@ const wireLogprob = (l: TokenLogprob): WireLogprob => ({ token: l.token, logprob
 /** What one completion produces, pipeline or direct: content deltas (with their tokens' log probabilities when asked), then the end. */
 export type Piece = (
   | { delta: string; logprobs?: WireLogprob[] }
+  /** A piece of a tool call as it is generated, when streamed: a call's first piece names it (id, name), the next carry more of its arguments; `done` still has every call whole. */
+  | { toolCall: ToolCallPiece }
   | { done: true; finishReason: string; usage: Usage; model: string; toolCalls: WireToolCall[]; /** The stop sequence that ended it, where the upstream says which. */ stopSequence?: string }
   | { queued: number; estimatedWaitMs: number }
   /** The broker replays the answer from its response cache (first, before the deltas). */
@@ -588,6 +591,8 @@ function generateRequest(userId: string, body: ChatBody, messages: ChatMessage[]
     noStream: !body.stream,
     // Nor does it need the text as it comes: the whole answer in one message.
     answerInDone: !body.stream,
+    // A caller that streams hears the tool calls as they are generated too.
+    streamToolCalls: body.stream === true,
   };
 }
 
@@ -602,6 +607,9 @@ async function* direct(ctx: EdgeContext, userId: string, body: ChatBody, message
     } else if (u.$case === 'cached') yield { cached: u.cached.stale ? 'stale' : 'hit' };
     else if (u.$case === 'delta') {
       if (u.delta.content) yield u.delta.logprobs.length > 0 ? { delta: u.delta.content, logprobs: u.delta.logprobs.map(wireLogprob) } : { delta: u.delta.content };
+    } else if (u.$case === 'toolCall') {
+      const { index, id, name, arguments: args } = u.toolCall;
+      yield { toolCall: { index, arguments: args, ...(id || name ? { id, name } : {}) } };
     } else {
       const usage = u.done.usage;
       // answer_in_done: the text and the cache's outcome come with Done (a broker older than it sent them before).
@@ -760,6 +768,8 @@ async function streamCompletion(call: Begun, id: string, body: ChatBody): Promis
     JSON.stringify({ id, object: 'chat.completion.chunk', created, model, choices: [{ index, delta, logprobs: logprobs ? { content: logprobs, refusal: null } : null, finish_reason: finishReason }] });
   let answered = false;
   const usages: Usage[] = [];
+  /** By choice: the tool calls streamed so far. */
+  const streamedCalls: Set<number>[] = [];
   try {
     for (let index = 0; index < n; index++) await write(`data: ${chunk({ role: 'assistant', content: '' }, null, index)}\n\n`);
     let result = first;
@@ -769,10 +779,18 @@ async function streamCompletion(call: Begun, id: string, body: ChatBody): Promis
       else if ('queued' in p) await write(`: queued position=${p.queued} estimatedWaitMs=${p.estimatedWaitMs}\n\n`);
       else if ('cached' in p) {
         // Said in the header already.
+      } else if ('toolCall' in p) {
+        // As OpenAI streams a call: its first chunk has its index, id, type and name, the next ones its index and more arguments.
+        const { index, id, name, arguments: args } = p.toolCall;
+        const calls = (streamedCalls[p.index ?? 0] ??= new Set<number>());
+        const first = !calls.has(index);
+        calls.add(index);
+        const call = first ? { index, id: id ?? '', type: 'function', function: { name: name ?? '', arguments: args } } : { index, function: { arguments: args } };
+        await write(`data: ${chunk({ tool_calls: [call] }, null, p.index)}\n\n`);
       } else {
-        // The broker hands the calls over complete, at the end: one chunk per call, as OpenAI's
-        // first chunk of a call (index, id, type, name) with all its arguments.
+        // A call the broker did not stream (a broker from before it could) comes whole, in one chunk.
         for (const [index, call] of p.toolCalls.entries()) {
+          if (streamedCalls[p.index ?? 0]?.has(index)) continue;
           await write(`data: ${chunk({ tool_calls: [{ index, id: call.id, type: 'function', function: call.function }] }, null, p.index)}\n\n`);
         }
         await write(`data: ${chunk({}, p.finishReason, p.index, p.model)}\n\n`);

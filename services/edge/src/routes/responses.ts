@@ -15,6 +15,7 @@ import { DEFAULT_UNARY_DEADLINE_MS, codeOf, status } from '@agent-mesh/common';
 import { badRequest, fromGrpc, HttpError, isGrpcError } from '../errors';
 import { ERASE_RESPONSES_TIMEOUT_MS } from '../gateways/store';
 import { requestScope } from '../scope';
+import { BlockSequence, type Step } from './blocks';
 import { CACHE_HEADER, completion, countTokens, openStream, readToEnd, wholeAnswer, type Begun, type ChatBody, type Piece } from './openai';
 import { anyObject, BACKED, errorResponses, FUNCTION_NAME, IMAGE_URL, iso, metadataSchema, NO_NUL, openAiErrorResponses, pageOf, pageQuery } from './schemas';
 
@@ -560,40 +561,59 @@ async function streamResponse(call: Begun, answer: Answer): Promise<void> {
   const { first, write, close } = await openStream(call);
   let sequence = 0;
   const emit = (type: string, data: Record<string, unknown>) => write(`event: ${type}\ndata: ${JSON.stringify({ type, sequence_number: sequence++, ...data })}\n\n`);
-  const messageId = itemId('msg');
-  let content = '';
+  const blocks = new BlockSequence();
+  /** The output items, by block: as streamed, and as response.completed lists them. */
+  const output: Record<string, unknown>[] = [];
   let answered = false;
+  /** The answer's blocks as the Responses API's events; a message's status is the answer's when the answer's end stops it, else completed. */
+  const emitSteps = async (steps: Step[], status = 'completed') => {
+    for (const step of steps) {
+      const output_index = step.block;
+      const item = output[output_index];
+      switch (step.kind) {
+        case 'text-start':
+          output[output_index] = { type: 'message', id: itemId('msg'), status: 'in_progress', role: 'assistant', content: [] };
+          await emit('response.output_item.added', { output_index, item: output[output_index] });
+          await emit('response.content_part.added', { item_id: output[output_index]!['id'], output_index, content_index: 0, part: { type: 'output_text', text: '', annotations: [] } });
+          break;
+        case 'text':
+          await emit('response.output_text.delta', { item_id: item!['id'], output_index, content_index: 0, delta: step.text, logprobs: [] });
+          break;
+        case 'text-stop': {
+          const part = { type: 'output_text', text: step.text, annotations: [] };
+          output[output_index] = { ...item, status, content: [part] };
+          await emit('response.output_text.done', { item_id: item!['id'], output_index, content_index: 0, text: step.text, logprobs: [] });
+          await emit('response.content_part.done', { item_id: item!['id'], output_index, content_index: 0, part });
+          await emit('response.output_item.done', { output_index, item: output[output_index] });
+          break;
+        }
+        case 'call-start':
+          output[output_index] = { type: 'function_call', id: itemId('fc'), call_id: step.id, name: step.name, arguments: '', status: 'in_progress' };
+          await emit('response.output_item.added', { output_index, item: output[output_index] });
+          break;
+        case 'call-arguments':
+          await emit('response.function_call_arguments.delta', { item_id: item!['id'], output_index, delta: step.arguments });
+          break;
+        case 'call-stop':
+          output[output_index] = { ...item, call_id: step.id, name: step.name, arguments: step.arguments, status: 'completed' };
+          await emit('response.function_call_arguments.done', { item_id: item!['id'], output_index, arguments: step.arguments });
+          await emit('response.output_item.done', { output_index, item: output[output_index] });
+          break;
+      }
+    }
+  };
   try {
     const begun = responseObject(answer, { status: 'in_progress', output: [] });
     await emit('response.created', { response: begun });
     await emit('response.in_progress', { response: begun });
-    const part = { item_id: messageId, output_index: 0, content_index: 0 };
     for (let result = first; !result.done && !abort.signal.aborted; result = await pieces.next()) {
       const p = result.value;
-      if ('delta' in p) {
-        if (!content) {
-          await emit('response.output_item.added', { output_index: 0, item: { type: 'message', id: messageId, status: 'in_progress', role: 'assistant', content: [] } });
-          await emit('response.content_part.added', { ...part, part: { type: 'output_text', text: '', annotations: [] } });
-        }
-        content += p.delta;
-        await emit('response.output_text.delta', { ...part, delta: p.delta, logprobs: [] });
-      } else if ('queued' in p) await write(`: queued position=${p.queued} estimatedWaitMs=${p.estimatedWaitMs}\n\n`);
+      if ('delta' in p) await emitSteps(blocks.text(p.delta));
+      else if ('toolCall' in p) await emitSteps(blocks.toolCall(p.toolCall));
+      else if ('queued' in p) await write(`: queued position=${p.queued} estimatedWaitMs=${p.estimatedWaitMs}\n\n`);
       else if ('done' in p) {
         const end = statusOf(p.finishReason);
-        const output = outputOf(messageId, content, p, end.status);
-        for (const [index, item] of output.entries()) {
-          if (item['type'] === 'message') {
-            const done = { type: 'output_text', text: content, annotations: [] };
-            await emit('response.output_text.done', { ...part, text: content, logprobs: [] });
-            await emit('response.content_part.done', { ...part, part: done });
-          } else {
-            // The broker hands a call over whole: its arguments in one delta.
-            await emit('response.output_item.added', { output_index: index, item: { ...item, arguments: '', status: 'in_progress' } });
-            await emit('response.function_call_arguments.delta', { item_id: item['id'], output_index: index, delta: item['arguments'] });
-            await emit('response.function_call_arguments.done', { item_id: item['id'], output_index: index, arguments: item['arguments'] });
-          }
-          await emit('response.output_item.done', { output_index: index, item });
-        }
+        await emitSteps(blocks.end(p.toolCalls), end.status);
         await emit(end.status === 'completed' ? 'response.completed' : 'response.incomplete', { response: await finalResponse(call, answer, { ...end, output, done: p }) });
         answered = true;
         break;

@@ -237,6 +237,13 @@ describe('Anthropic Messages stream', () => {
         ev('message_stop', {}),
     );
     expect(events.filter((e) => e.type === 'finish')).toEqual([{ type: 'finish', reason: 'tool_calls' }]);
+    // Passed on as they come, numbered among the calls (the text block is not one).
+    expect(events.filter((e) => e.type === 'tool_call')).toEqual([
+      { type: 'tool_call', index: 0, id: 'toolu_1', name: 'search_web', arguments: '' },
+      { type: 'tool_call', index: 0, arguments: '{"query": "so' },
+      { type: 'tool_call', index: 0, arguments: 'lar"}' },
+      { type: 'tool_call', index: 1, id: 'toolu_2', name: 'now', arguments: '' },
+    ]);
     expect(p.toolCalls()).toEqual([
       { id: 'toolu_1', name: 'search_web', argumentsJson: '{"query": "solar"}' },
       { id: 'toolu_2', name: 'now', argumentsJson: '{}' },

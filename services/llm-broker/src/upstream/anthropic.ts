@@ -167,7 +167,8 @@ const inputTokensOf = (u: RawUsage): number => (u.input_tokens ?? 0) + (u.cache_
 /** Reads the Messages stream: text deltas as content, tool_use blocks assembled from input_json_delta, usage from message_start and message_delta. */
 export class MessagesStreamParser implements StreamParser {
   private readonly framer = new SseFramer();
-  private readonly calls = new Map<number, ToolCallOut & { input: unknown }>();
+  /** The tool_use blocks by their block's index; `ordinal` is the call's index among the calls. */
+  private readonly calls = new Map<number, ToolCallOut & { input: unknown; ordinal: number }>();
   private inputTokens = 0;
   private stopped = false;
   private stopReason = false;
@@ -211,7 +212,12 @@ export class MessagesStreamParser implements StreamParser {
       }
       case 'content_block_start': {
         const b = e.content_block;
-        if (b?.type === 'tool_use') this.calls.set(e.index ?? 0, { id: b.id ?? '', name: b.name ?? '', argumentsJson: '', input: b.input });
+        if (b?.type === 'tool_use') {
+          // Tool calls are numbered among themselves (0 for the first), as OpenAI's are.
+          const call = { id: b.id ?? '', name: b.name ?? '', argumentsJson: '', input: b.input, ordinal: this.calls.size };
+          this.calls.set(e.index ?? 0, call);
+          events.push({ type: 'tool_call', index: call.ordinal, id: call.id, name: call.name, arguments: '' });
+        }
         else if (b?.type === 'text' && b.text) events.push({ type: 'content', text: b.text });
         return;
       }
@@ -220,7 +226,10 @@ export class MessagesStreamParser implements StreamParser {
         if (d?.type === 'text_delta' && d.text) events.push({ type: 'content', text: d.text });
         else if (d?.type === 'input_json_delta' && d.partial_json) {
           const call = this.calls.get(e.index ?? 0);
-          if (call) call.argumentsJson += d.partial_json;
+          if (call) {
+            call.argumentsJson += d.partial_json;
+            events.push({ type: 'tool_call', index: call.ordinal, arguments: d.partial_json });
+          }
         }
         return;
       }
@@ -237,6 +246,12 @@ export class MessagesStreamParser implements StreamParser {
         }
         return;
       }
+      case 'content_block_stop': {
+        // A tool_use block whose input came whole in its start, with no delta: passed on now.
+        const call = this.calls.get(e.index ?? 0);
+        if (call && !call.argumentsJson && call.input !== undefined && JSON.stringify(call.input) !== '{}') events.push({ type: 'tool_call', index: call.ordinal, arguments: JSON.stringify(call.input) });
+        return;
+      }
       case 'message_stop':
         this.stopped = true;
         return;
@@ -245,7 +260,7 @@ export class MessagesStreamParser implements StreamParser {
         throw new UpstreamError(`upstream error inside the stream: ${err.message || err.type || 'the provider reported an error'}`, 0, undefined, {}, errorCode(err.type, 0, err.message ?? ''));
       }
       default:
-        return; // ping, content_block_stop, and event types added later (Anthropic's versioning policy)
+        return; // ping, and event types added later (Anthropic's versioning policy)
     }
   }
 }

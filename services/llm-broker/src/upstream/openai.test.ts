@@ -43,15 +43,33 @@ describe('OpenAI ChunkParser', () => {
     expect(usage({ prompt_tokens: 5, completion_tokens: 6, total_tokens: 11 })).toEqual([{ type: 'usage', usage: { promptTokens: 5, completionTokens: 6, totalTokens: 11 } }]);
   });
 
-  it('assembles tool calls split over chunks by index', () => {
+  it('assembles tool calls split over chunks by index, and passes each on as it comes', () => {
     const p = new ChunkParser();
-    p.push(chunk({ choices: [{ delta: { tool_calls: [{ index: 0, id: 'c1', function: { name: 'search', arguments: '{"q":' } }] } }] }));
-    p.push(chunk({ choices: [{ delta: { tool_calls: [{ index: 1, id: 'c2', function: { name: 'calc', arguments: '{}' } }] } }] }));
-    p.push(chunk({ choices: [{ delta: { tool_calls: [{ index: 0, function: { arguments: '"x"}' } }] } }] }).replace(/\n\n$/, '\r\n\r\n'));
+    expect(p.push(chunk({ choices: [{ delta: { tool_calls: [{ index: 0, id: 'c1', function: { name: 'search', arguments: '{"q":' } }] } }] })))
+      .toEqual([{ type: 'tool_call', index: 0, id: 'c1', name: 'search', arguments: '{"q":' }]);
+    expect(p.push(chunk({ choices: [{ delta: { tool_calls: [{ index: 1, id: 'c2', function: { name: 'calc', arguments: '{}' } }] } }] })))
+      .toEqual([{ type: 'tool_call', index: 1, id: 'c2', name: 'calc', arguments: '{}' }]);
+    expect(p.push(chunk({ choices: [{ delta: { tool_calls: [{ index: 0, function: { arguments: '"x"}' } }] } }] }).replace(/\n\n$/, '\r\n\r\n')))
+      .toEqual([{ type: 'tool_call', index: 0, arguments: '"x"}' }]);
     expect(p.push(chunk({ choices: [{ delta: {}, finish_reason: 'tool_calls' }] }))).toEqual([{ type: 'finish', reason: 'tool_calls' }]);
     expect(p.toolCalls()).toEqual([
       { id: 'c1', name: 'search', argumentsJson: '{"q":"x"}' },
       { id: 'c2', name: 'calc', argumentsJson: '{}' },
+    ]);
+  });
+
+  it('passes a call on once its id and name came, with its arguments so far (they may come after its first chunk); one that never got them, at the finish', () => {
+    const p = new ChunkParser();
+    const tc = (index: number, fields: object) => chunk({ choices: [{ delta: { tool_calls: [{ index, ...fields }] } }] });
+    expect(p.push(tc(0, { type: 'function', function: { arguments: '' } }))).toEqual([]);
+    expect(p.push(tc(0, { id: 'c1' }))).toEqual([]);
+    expect(p.push(tc(1, { function: { arguments: '{"a"' } }))).toEqual([]);
+    expect(p.push(tc(0, { function: { name: 'search' } }))).toEqual([{ type: 'tool_call', index: 0, id: 'c1', name: 'search', arguments: '' }]);
+    expect(p.push(tc(0, { function: { arguments: '{}' } }))).toEqual([{ type: 'tool_call', index: 0, arguments: '{}' }]);
+    expect(p.push(tc(1, { function: { arguments: ':1}' } }))).toEqual([]);
+    expect(p.push(chunk({ choices: [{ delta: {}, finish_reason: 'tool_calls' }] }))).toEqual([
+      { type: 'tool_call', index: 1, id: '', name: '', arguments: '{"a":1}' },
+      { type: 'finish', reason: 'tool_calls' },
     ]);
   });
 

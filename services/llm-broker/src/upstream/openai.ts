@@ -171,6 +171,8 @@ function usageEvent(u: NonNullable<RawChunk['usage']>): StreamEvent {
 export class ChunkParser implements StreamParser {
   private readonly framer = new SseFramer();
   private readonly calls = new Map<number, ToolCallOut>();
+  /** The calls passed on (as `tool_call` events) so far. */
+  private readonly announced = new Set<number>();
   private modelSeen = false;
   private finished = false;
   private done = false;
@@ -211,6 +213,11 @@ export class ChunkParser implements StreamParser {
     return [...this.calls.entries()].sort((a, b) => a[0] - b[0]).map(([, c]) => c);
   }
 
+  private announce(index: number, call: ToolCallOut, events: StreamEvent[]): void {
+    this.announced.add(index);
+    events.push({ type: 'tool_call', index, id: call.id, name: call.name, arguments: call.argumentsJson });
+  }
+
   private onChunk(chunk: RawChunk, events: StreamEvent[]): void {
     if (chunk.model && !this.modelSeen) {
       this.modelSeen = true;
@@ -226,8 +233,15 @@ export class ChunkParser implements StreamParser {
         if (tc.function?.name) call.name += tc.function.name;
         if (tc.function?.arguments) call.argumentsJson += tc.function.arguments;
         this.calls.set(index, call);
+        // A call is passed on once its id and name are known (some providers send them after the
+        // call's first chunk), with the arguments so far; then each fragment as it comes.
+        if (this.announced.has(index)) {
+          if (tc.function?.arguments) events.push({ type: 'tool_call', index, arguments: tc.function.arguments });
+        } else if (call.id && call.name) this.announce(index, call, events);
       }
       if (choice.finish_reason) {
+        // A call still without its id or name is passed on with what came of it.
+        for (const [index, call] of [...this.calls.entries()].sort((a, b) => a[0] - b[0])) if (!this.announced.has(index)) this.announce(index, call, events);
         this.finished = true;
         events.push({ type: 'finish', reason: choice.finish_reason });
       }

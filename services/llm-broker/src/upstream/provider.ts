@@ -101,7 +101,12 @@ export type StreamEvent =
   | { type: 'content'; text: string; logprobs?: LogprobOut[] }
   | { type: 'finish'; reason: string; /** The stop sequence that ended the answer, where the provider says which. */ stopSequence?: string }
   | { type: 'usage'; usage: UsageOut }
-  | { type: 'model'; model: string };
+  | { type: 'model'; model: string }
+  /**
+   * A piece of tool call `index` (0 for the answer's first call): its first event names it (`id`,
+   * `name`, and the arguments so far), the next ones carry more of its arguments (JSON text).
+   */
+  | { type: 'tool_call'; index: number; id?: string; name?: string; arguments: string };
 
 /** What the provider says about its limits (per minute), when it says it. */
 export interface ProviderLimits {

@@ -87,6 +87,8 @@ export async function runAgent(env: AgentEnv, step: AgentStep): Promise<AgentOut
       // Tokens reach the user as they come: the upstream call streams.
       noStream: false,
       answerInDone: false,
+      // The tools are run once the calls are whole (in Done).
+      streamToolCalls: false,
       toolChoice: undefined,
       stop: [],
       responseFormatJson: '',
@@ -137,7 +139,7 @@ export async function runAgent(env: AgentEnv, step: AgentStep): Promise<AgentOut
           // write is in flight, instead of one Redis round trip per token on the stream's path.
           // A failed write (lease lost) rejects every later emit, so the awaited events surface it.
           emit('token', { agent, round, text: u.delta.content }).catch(() => undefined);
-        } else {
+        } else if (u.$case === 'done') {
           usage = plusUsage(usage, u.done.usage);
           toolCalls = u.done.toolCalls;
         }

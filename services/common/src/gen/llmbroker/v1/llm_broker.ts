@@ -431,7 +431,14 @@ export interface GenerateRequest {
    * `metadata.user_id`), passed to the provider for its abuse monitoring; not part of the response
    * cache's key (users share answers).
    */
-  endUser?: string | undefined;
+  endUser?:
+    | string
+    | undefined;
+  /**
+   * stream_tool_calls asks for the answer's tool calls as they are generated, in ToolCallDelta
+   * messages (Done still has every call whole): for a caller that passes them on as they come.
+   */
+  streamToolCalls: boolean;
 }
 
 export interface GenerateRequest_LogitBiasEntry {
@@ -463,6 +470,9 @@ export interface GenerateResponse {
     | //
     /** cached says the answer is replayed from the response cache (sent first, before its deltas). */
     { $case: "cached"; cached: Cached }
+    | //
+    /** tool_call is the next piece of a tool call, when the request asked stream_tool_calls. */
+    { $case: "toolCall"; toolCall: ToolCallDelta }
     | undefined;
 }
 
@@ -501,6 +511,22 @@ export interface Delta {
   content: string;
   /** logprobs are its tokens' log probabilities, when the request asked for them. */
   logprobs: TokenLogprob[];
+}
+
+/**
+ * ToolCallDelta is a piece of a tool call as the model generates it. A call's first piece names
+ * it (id and name, with its arguments so far); the next ones carry more of its arguments. Pieces
+ * of several calls may interleave.
+ */
+export interface ToolCallDelta {
+  /** index is the call's place among the answer's tool calls (0 for the first), as in Done.tool_calls. */
+  index: number;
+  /** id is the call's id, on its first piece only (empty on the others). */
+  id: string;
+  /** name is the function's name, on its first piece only (empty on the others). */
+  name: string;
+  /** arguments is the next part of the call's arguments (JSON text, whole only once all pieces are joined). */
+  arguments: string;
 }
 
 /** TokenLogprob is one generated token's log probability (OpenAI's `logprobs.content[]`). */
@@ -1532,6 +1558,7 @@ function createBaseGenerateRequest(): GenerateRequest {
     logitBias: {},
     verbosity: undefined,
     endUser: undefined,
+    streamToolCalls: false,
   };
 }
 
@@ -1620,6 +1647,9 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
     }
     if (message.endUser !== undefined) {
       writer.uint32(234).string(message.endUser);
+    }
+    if (message.streamToolCalls !== false) {
+      writer.uint32(240).bool(message.streamToolCalls);
     }
     return writer;
   },
@@ -1864,6 +1894,14 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
             message.endUser = reader.string();
             continue;
           }
+          case 30: {
+            if (tag !== 240) {
+              break;
+            }
+
+            message.streamToolCalls = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2010,6 +2048,11 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
         : isSet(object.end_user)
         ? globalThis.String(object.end_user)
         : undefined,
+      streamToolCalls: isSet(object.streamToolCalls)
+        ? globalThis.Boolean(object.streamToolCalls)
+        : isSet(object.stream_tool_calls)
+        ? globalThis.Boolean(object.stream_tool_calls)
+        : false,
     };
   },
 
@@ -2105,6 +2148,9 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
     if (message.endUser !== undefined) {
       obj.endUser = message.endUser;
     }
+    if (message.streamToolCalls !== false) {
+      obj.streamToolCalls = message.streamToolCalls;
+    }
     return obj;
   },
 
@@ -2151,6 +2197,7 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
     );
     message.verbosity = object.verbosity ?? undefined;
     message.endUser = object.endUser ?? undefined;
+    message.streamToolCalls = object.streamToolCalls ?? false;
     return message;
   },
 };
@@ -2348,6 +2395,9 @@ export const GenerateResponse: MessageFns<GenerateResponse> = {
       case "cached":
         Cached.encode(message.update.cached, writer.uint32(34).fork()).join();
         break;
+      case "toolCall":
+        ToolCallDelta.encode(message.update.toolCall, writer.uint32(42).fork()).join();
+        break;
     }
     return writer;
   },
@@ -2397,6 +2447,14 @@ export const GenerateResponse: MessageFns<GenerateResponse> = {
             message.update = { $case: "cached", cached: Cached.decode(reader, reader.uint32()) };
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.update = { $case: "toolCall", toolCall: ToolCallDelta.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2419,6 +2477,10 @@ export const GenerateResponse: MessageFns<GenerateResponse> = {
         ? { $case: "done", done: Done.fromJSON(object.done) }
         : isSet(object.cached)
         ? { $case: "cached", cached: Cached.fromJSON(object.cached) }
+        : isSet(object.toolCall)
+        ? { $case: "toolCall", toolCall: ToolCallDelta.fromJSON(object.toolCall) }
+        : isSet(object.tool_call)
+        ? { $case: "toolCall", toolCall: ToolCallDelta.fromJSON(object.tool_call) }
         : undefined,
     };
   },
@@ -2433,6 +2495,8 @@ export const GenerateResponse: MessageFns<GenerateResponse> = {
       obj.done = Done.toJSON(message.update.done);
     } else if (message.update?.$case === "cached") {
       obj.cached = Cached.toJSON(message.update.cached);
+    } else if (message.update?.$case === "toolCall") {
+      obj.toolCall = ToolCallDelta.toJSON(message.update.toolCall);
     }
     return obj;
   },
@@ -2464,6 +2528,12 @@ export const GenerateResponse: MessageFns<GenerateResponse> = {
       case "cached": {
         if (object.update?.cached !== undefined && object.update?.cached !== null) {
           message.update = { $case: "cached", cached: Cached.fromPartial(object.update.cached) };
+        }
+        break;
+      }
+      case "toolCall": {
+        if (object.update?.toolCall !== undefined && object.update?.toolCall !== null) {
+          message.update = { $case: "toolCall", toolCall: ToolCallDelta.fromPartial(object.update.toolCall) };
         }
         break;
       }
@@ -2753,6 +2823,123 @@ export const Delta: MessageFns<Delta> = {
     const message = createBaseDelta();
     message.content = object.content ?? "";
     message.logprobs = object.logprobs?.map((e) => TokenLogprob.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseToolCallDelta(): ToolCallDelta {
+  return { index: 0, id: "", name: "", arguments: "" };
+}
+
+export const ToolCallDelta: MessageFns<ToolCallDelta> = {
+  encode(message: ToolCallDelta, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.index !== 0) {
+      writer.uint32(8).int32(message.index);
+    }
+    if (message.id !== "") {
+      writer.uint32(18).string(message.id);
+    }
+    if (message.name !== "") {
+      writer.uint32(26).string(message.name);
+    }
+    if (message.arguments !== "") {
+      writer.uint32(34).string(message.arguments);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ToolCallDelta {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseToolCallDelta();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.index = reader.int32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.arguments = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ToolCallDelta {
+    return {
+      index: isSet(object.index) ? globalThis.Number(object.index) : 0,
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      arguments: isSet(object.arguments) ? globalThis.String(object.arguments) : "",
+    };
+  },
+
+  toJSON(message: ToolCallDelta): unknown {
+    const obj: any = {};
+    if (message.index !== 0) {
+      obj.index = Math.round(message.index);
+    }
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.arguments !== "") {
+      obj.arguments = message.arguments;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ToolCallDelta>): ToolCallDelta {
+    return ToolCallDelta.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ToolCallDelta>): ToolCallDelta {
+    const message = createBaseToolCallDelta();
+    message.index = object.index ?? 0;
+    message.id = object.id ?? "";
+    message.name = object.name ?? "";
+    message.arguments = object.arguments ?? "";
     return message;
   },
 };
