@@ -121,6 +121,12 @@ describe.each([
     const call = d1.toolCalls[0]!;
     expect(call.name).toBe('search_web');
     expect(JSON.parse(call.argumentsJson)).toMatchObject({ query: expect.stringMatching(/solar/i) });
+    // Asked for as they come, the same call in pieces: named first, then its arguments as generated.
+    const streamed = await runGenerate(broker.client, ask(q, { tools: [SEARCH], streamToolCalls: true }));
+    const pieces = streamed.messages.flatMap((m) => (m.update?.$case === 'toolCall' ? [m.update.toolCall] : []));
+    expect(pieces[0]).toMatchObject({ index: 0, id: doneOf(streamed)!.toolCalls[0]!.id, name: 'search_web' });
+    expect(pieces.length).toBeGreaterThan(2);
+    expect(pieces.map((p) => p.arguments).join('')).toBe(doneOf(streamed)!.toolCalls[0]!.argumentsJson);
     const base = ask(q, { tools: [SEARCH] });
     const second = await runGenerate(broker.client, {
       ...base,
