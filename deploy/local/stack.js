@@ -393,10 +393,22 @@ async function httpReady(url) {
 }
 
 /**
+ * Who calls whom inside the mesh, by certificate name: each gRPC service's GRPC_ALLOWED_CALLERS
+ * under mutual TLS. The tool-service, which fetches the web, reaches the store for its plans only.
+ */
+const CALLERS = {
+  orchestrator: 'edge',
+  'llm-broker': 'edge,orchestrator',
+  'tool-service': 'edge,orchestrator',
+  store: 'edge,orchestrator,tool-service:SavePlan+GetPlan+ListPlans',
+};
+
+/**
  * A throwaway CA and one certificate per service, made by openssl in `dir` (replacing what is
- * there): EC P-256, valid 30 days for 127.0.0.1 and localhost, for server and client use. Returns
- * the CA's file and `perService`, each service's GRPC_TLS_* (the `perService` of startMesh and
- * startFleet), so that every gRPC call of the mesh is mutual TLS.
+ * there): EC P-256, valid 30 days for 127.0.0.1 and localhost, for server and client use, its
+ * common name the service's. Returns the CA's file and `perService`, each service's GRPC_TLS_*
+ * and GRPC_ALLOWED_CALLERS (the `perService` of startMesh and startFleet), so that every gRPC
+ * call of the mesh is mutual TLS, and each service serves only the callers it has.
  */
 function makeMeshTls(dir, names = Object.keys(SERVICES)) {
   fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
@@ -410,7 +422,10 @@ function makeMeshTls(dir, names = Object.keys(SERVICES)) {
     ssl('x509', '-req', '-in', `${name}.csr`, '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-days', '30', '-extfile', 'service.ext', '-out', `${name}.pem`);
     fs.rmSync(path.join(dir, `${name}.csr`));
     fs.chmodSync(path.join(dir, `${name}.key`), 0o600);
-    perService[name] = { GRPC_TLS_CA: path.join(dir, 'ca.pem'), GRPC_TLS_CERT: path.join(dir, `${name}.pem`), GRPC_TLS_KEY: path.join(dir, `${name}.key`) };
+    perService[name] = {
+      GRPC_TLS_CA: path.join(dir, 'ca.pem'), GRPC_TLS_CERT: path.join(dir, `${name}.pem`), GRPC_TLS_KEY: path.join(dir, `${name}.key`),
+      ...(CALLERS[name] ? { GRPC_ALLOWED_CALLERS: CALLERS[name] } : {}),
+    };
   }
   fs.chmodSync(path.join(dir, 'ca.key'), 0o600);
   return { dir, ca: path.join(dir, 'ca.pem'), perService };

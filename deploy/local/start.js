@@ -127,7 +127,7 @@ async function main() {
       wiring.perService = tls.perService;
       const rel = (f) => path.relative(process.cwd(), f) || f;
       const edgeTls = tls.perService.edge;
-      console.log(`[start] mTLS: a new CA and a certificate per service in ${rel(tls.dir)}; every gRPC server requires a client certificate of that CA
+      console.log(`[start] mTLS: a new CA and a certificate per service in ${rel(tls.dir)}; every gRPC server requires a client certificate of that CA, and serves only the services that call it (GRPC_ALLOWED_CALLERS)
 [start]   probe by hand: curl localhost:<metrics port>/readyz (printed below), or ${stack.BIN}/grpc-health-probe -addr=127.0.0.1:<gRPC port> -tls -tls-ca-cert=${rel(tls.ca)} -tls-client-cert=${rel(edgeTls.GRPC_TLS_CERT)} -tls-client-key=${rel(edgeTls.GRPC_TLS_KEY)}`);
     }
     if (replicas === 'auto') {

@@ -5,10 +5,12 @@
 // to any service is refused, and so is TLS without a client certificate, while the documented
 // grpc-health-probe command with one is served.
 import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { credentials, Metadata, type ServiceError, status } from '@grpc/grpc-js';
 import { TERMINAL_EVENTS as TERMINAL } from '@agent-mesh/common';
+import { LlmBrokerServiceClient } from '@agent-mesh/common/gen/llmbroker/v1/llm_broker';
 import { StoreServiceClient } from '@agent-mesh/common/gen/store/v1/store';
 import {
   makeMeshTls, mintToken, readSse, startEmulator, startFerret, startMesh, startRedis, testDir, waitFor,
@@ -74,6 +76,27 @@ test("a plaintext call to the store is refused: no user's data without a certifi
   } finally {
     client.close();
   }
+});
+
+test("each service serves only the services that call it (GRPC_ALLOWED_CALLERS): the tool-service's certificate reads the store's plans, no conversation, and calls no broker", async () => {
+  const as = (name: string) => {
+    const files = tls.perService[name]!;
+    return credentials.createSsl(fs.readFileSync(tls.ca), fs.readFileSync(files.GRPC_TLS_KEY), fs.readFileSync(files.GRPC_TLS_CERT));
+  };
+  const call = <Req,>(client: { close(): void }, method: (req: Req, md: Metadata, o: { deadline: number }, cb: (e: ServiceError | null) => void) => void, req: Req) =>
+    new Promise<ServiceError | null>((resolve) => method.call(client, req, new Metadata(), { deadline: Date.now() + 5_000 }, (e) => resolve(e))).finally(() => client.close());
+  const store = (name: string) => new StoreServiceClient(mesh.store.addr, as(name));
+  const conversations = { userId: 'mtls-user', pageSize: 10, pageToken: '' };
+  expect(await call(store('edge'), StoreServiceClient.prototype.listConversations, conversations)).toBeNull();
+  expect(await call(store('tool-service'), StoreServiceClient.prototype.listPlans, conversations)).toBeNull();
+  const refused = await call(store('tool-service'), StoreServiceClient.prototype.listConversations, conversations);
+  expect(refused?.code).toBe(status.PERMISSION_DENIED);
+  expect(refused?.details).toBe('caller tool-service may not call /store.v1.StoreService/ListConversations');
+  const broker = (name: string) => new LlmBrokerServiceClient(mesh.broker.addr, as(name));
+  expect(await call(broker('orchestrator'), LlmBrokerServiceClient.prototype.listModels, {})).toBeNull();
+  expect((await call(broker('tool-service'), LlmBrokerServiceClient.prototype.listModels, {}))?.code).toBe(status.PERMISSION_DENIED);
+  // The refusal is the server's, logged with the caller's name.
+  await waitFor("the refusal logged", async () => /"caller":"tool-service".*may not call/.test(mesh.broker.log()), { timeoutMs: 5_000 });
 });
 
 test('a user run streams through the edge end to end, every hop over mutual TLS', async () => {

@@ -69,8 +69,10 @@ export const startFleet: (o: {
   /** The edges' JAEGER_QUERY_URL (their PROMETHEUS_URL is the fleet's Prometheus). */
   jaegerQueryUrl?: string;
 }) => Promise<Fleet> = require('../../deploy/local/fleet.js').startFleet;
-/** A throwaway CA and a certificate per service in `dir` (openssl); `perService`: each one's GRPC_TLS_*. */
-export const makeMeshTls: (dir: string) => { dir: string; ca: string; perService: Record<string, Record<'GRPC_TLS_CA' | 'GRPC_TLS_CERT' | 'GRPC_TLS_KEY', string>> } = stack.makeMeshTls;
+/** A throwaway CA and a certificate per service in `dir` (openssl); `perService`: each one's GRPC_TLS_* and GRPC_ALLOWED_CALLERS (the mesh's own callers). */
+export const makeMeshTls: (dir: string) => {
+  dir: string; ca: string; perService: Record<string, Record<'GRPC_TLS_CA' | 'GRPC_TLS_CERT' | 'GRPC_TLS_KEY', string> & { GRPC_ALLOWED_CALLERS?: string }>;
+} = stack.makeMeshTls;
 /** `scope`: the token's `scope` claim (`ops`: may read the operations figures). */
 export const mintToken: (secret: string, sub: string, o?: { expiresInS?: number; scope?: string }) => Promise<string> = stack.mintToken;
 

@@ -75,6 +75,10 @@ export const processVars = defineVars({
   GRPC_TLS_CA: { type: 'string', default: '', doc: 'with `GRPC_TLS_CERT` and `GRPC_TLS_KEY` (all three or none): mutual TLS on every gRPC server and client, PEM files re-read every 5 s; empty: plaintext' },
   GRPC_TLS_CERT: { type: 'string', default: '', doc: "this process's certificate (PEM), for mutual TLS" },
   GRPC_TLS_KEY: { type: 'string', default: '', doc: "this process's private key (PEM), for mutual TLS" },
+  GRPC_ALLOWED_CALLERS: {
+    type: 'string', default: '', defaultDoc: 'empty',
+    doc: "with mutual TLS: the callers this service's gRPC server serves, by their certificate's common name, each for all its methods or for some (`edge,orchestrator,tool-service:SavePlan+GetPlan+ListPlans`); others are refused with PERMISSION_DENIED (health and reflection stay open to the CA's certificates); empty: every certificate of the CA",
+  },
   PROTO_DIR: { type: 'string', defaultDoc: 'the repository\'s `proto/`', doc: 'where the .proto files are (images that move them set it)' },
 });
 

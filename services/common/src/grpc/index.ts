@@ -5,3 +5,4 @@ export * from './reasons';
 export * from './server';
 export * from './peers';
 export * from './tls';
+export * from './callers';

@@ -96,3 +96,12 @@ describe('loading', () => {
     expect(JSON.parse(out)).toEqual([true, false, false]);
   });
 });
+
+test('GRPC_ALLOWED_CALLERS without mutual TLS is a start-up error that says why', async () => {
+  process.env.GRPC_ALLOWED_CALLERS = 'edge';
+  try {
+    await expect(startGrpcServer({ host: '127.0.0.1', port: 0, services: [], protoFiles: [], logger })).rejects.toThrow(/GRPC_ALLOWED_CALLERS needs mutual TLS/);
+  } finally {
+    delete process.env.GRPC_ALLOWED_CALLERS;
+  }
+});

@@ -16,10 +16,11 @@ import {
   type ServiceDefinition,
   type UntypedServiceImplementation,
 } from '@grpc/grpc-js';
-import { serverCredentials } from './tls';
+import { callerInterceptor, callerPolicyFromEnv } from './callers';
+import { grpcTlsFromEnv, serverCredentials } from './tls';
 import type { HealthImplementation, ServingStatus } from 'grpc-health-check';
 import { loadSync } from '@grpc/proto-loader';
-import { processVars, read } from '../config';
+import { ConfigError, processVars, read } from '../config';
 import type { Logger } from '../logging';
 import { SERVER_OPTIONS } from './channel';
 import { keepDrainingConnectionsAlive } from './keepalive';
@@ -72,7 +73,10 @@ export async function startGrpcServer(opts: {
   logger: Logger;
 }): Promise<MeshServer> {
   keepDrainingConnectionsAlive();
-  const server = new Server(SERVER_OPTIONS);
+  const tls = grpcTlsFromEnv();
+  const callers = callerPolicyFromEnv();
+  if (callers && !tls) throw new ConfigError('GRPC_ALLOWED_CALLERS needs mutual TLS (GRPC_TLS_CA, GRPC_TLS_CERT and GRPC_TLS_KEY): without it no caller has a certificate to be named by');
+  const server = new Server({ ...SERVER_OPTIONS, ...(callers ? { interceptors: [callerInterceptor(callers, opts.logger)] } : {}) });
   const statusMap: Record<string, 'SERVING' | 'NOT_SERVING'> = { '': 'NOT_SERVING' };
   for (const s of opts.services) {
     server.addService(s.definition, s.implementation);
@@ -90,7 +94,7 @@ export async function startGrpcServer(opts: {
   new ReflectionService(pkg).addToServer(server);
 
   const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync(`${hostPort(opts.host, opts.port)}`, serverCredentials(), (err, p) =>
+    server.bindAsync(`${hostPort(opts.host, opts.port)}`, serverCredentials(tls), (err, p) =>
       err ? reject(err) : resolve(p),
     ),
   );
