@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import OpenAI from 'openai';
 import {
-  emulatorStats, promMetric, readSse, startEmulator, startFerret, startMesh, startRedis, startService, testDir, waitFor,
+  configureEmulator, emulatorStats, promMetric, readSse, startEmulator, startFerret, startMesh, startRedis, startService, testDir, waitFor,
   type EmulatorProc, type FerretProc, type Mesh, type RedisProc, type ServiceProc, type SseEvent,
 } from '../support';
 import { minimalImage } from '@agent-mesh/emulator';
@@ -353,6 +353,60 @@ test('the Responses API through the official client: text streamed and not, a fu
   });
   // The emulator quotes the tool result it was given.
   expect(answer.output_text).toContain('According to the web results, "a new tidal lagoon opened"');
+});
+
+test('background responses through the official client: queued at once and read back ended; cancelled through another edge, which stops the call where it runs; an edge that shuts down writes its call failed', async () => {
+  const client = new OpenAI({ apiKey: alice, baseURL: `${mesh.edge.url}/v1`, maxRetries: 0 });
+  const created = await client.responses.create({ model: 'emulator-1', input: 'Why is the sea salty?', background: true });
+  expect(created).toMatchObject({ status: 'queued', background: true, output: [] });
+  const ended = async (c: OpenAI, id: string) => {
+    let read: OpenAI.Responses.Response | undefined;
+    await waitFor(`${id} ended`, async () => !['queued', 'in_progress'].includes((read = await c.responses.retrieve(id)).status!), { timeoutMs: 30_000, intervalMs: 100 });
+    return read!;
+  };
+  const done = await ended(client, created.id);
+  expect(done).toMatchObject({ id: created.id, status: 'completed', background: true, error: null });
+  expect(done.output_text.length).toBeGreaterThan(20);
+  expect(done.usage!.output_tokens).toBeGreaterThan(0);
+  // A later call continues from it; a cancel after its end answers it as it is.
+  const next = await client.responses.create({ model: 'emulator-1', input: 'And rivers?', previous_response_id: created.id, store: false });
+  expect(next.usage!.input_tokens).toBeGreaterThan(done.usage!.input_tokens);
+  expect((await client.responses.cancel(created.id)).status).toBe('completed');
+  // What OpenAI refuses too: a cancel of a response not in the background, background without store.
+  const plain = await client.responses.create({ model: 'emulator-1', input: 'Hi', store: true });
+  await expect(client.responses.cancel(plain.id)).rejects.toBeInstanceOf(OpenAI.ConflictError);
+  await expect(client.responses.create({ model: 'emulator-1', input: 'Hi', background: true, store: false })).rejects.toBeInstanceOf(OpenAI.BadRequestError);
+  await expect(client.responses.create({ model: 'emulator-1', input: 'Hi', background: true, stream: true })).rejects.toBeInstanceOf(OpenAI.BadRequestError);
+  expect((await api(`/v1/responses/${done.id}/cancel`, { method: 'POST' }, bob)).status).toBe(404);
+
+  // A call that stalls at the provider for 12 s once its first tokens came: cancelled through
+  // another edge, it is stopped on the edge that runs it (the provider sees its request aborted).
+  await configureEmulator(emulator, { stallMs: 60_000 });
+  const other = await startEdge();
+  const closing = await startEdge();
+  try {
+    const elsewhere = new OpenAI({ apiKey: alice, baseURL: `${other.url}/v1`, maxRetries: 0 });
+    const before = (await emulatorStats(emulator)).aborted;
+    const stalled = await client.responses.create({ model: 'emulator-1+stall', input: 'Why is the sky blue?', background: true });
+    await waitFor('in progress', async () => (await client.responses.retrieve(stalled.id)).status === 'in_progress', { timeoutMs: 10_000, intervalMs: 50 });
+    const cancelled = await elsewhere.responses.cancel(stalled.id);
+    expect(cancelled).toMatchObject({ id: stalled.id, status: 'cancelled', output: [] });
+    await waitFor('the provider call aborted', async () => (await emulatorStats(emulator)).aborted > before, { timeoutMs: 5_000, intervalMs: 50 });
+    expect((await client.responses.retrieve(stalled.id)).status).toBe('cancelled');
+    await expect(client.responses.create({ model: 'emulator-1', input: 'More', previous_response_id: stalled.id })).resolves.toMatchObject({ status: 'completed' });
+
+    // An edge shut down while its call stalls: given the drain's time, then stopped and written failed.
+    const onClosing = new OpenAI({ apiKey: alice, baseURL: `${closing.url}/v1`, maxRetries: 0 });
+    const cut = await onClosing.responses.create({ model: 'emulator-1+stall', input: 'Why is the grass green?', background: true });
+    await waitFor('in progress', async () => (await client.responses.retrieve(cut.id)).status === 'in_progress', { timeoutMs: 10_000, intervalMs: 50 });
+    // A pending response is not continued from.
+    await expect(client.responses.create({ model: 'emulator-1', input: 'More', previous_response_id: cut.id })).rejects.toBeInstanceOf(OpenAI.BadRequestError);
+    await closing.stop();
+    expect(await client.responses.retrieve(cut.id)).toMatchObject({ status: 'failed', error: { code: 'server_shutdown' } });
+  } finally {
+    await configureEmulator(emulator, { stallMs: 10_000 });
+    await Promise.all([other.stop(), closing.stop()]);
+  }
 });
 
 test('kept responses through the official client, in the store: previous_response_id carries the conversation (a function call\'s output sent alone), retrieve and delete, another user\'s 404; listed and erased all together', async () => {

@@ -3,7 +3,7 @@
 import path from 'node:path';
 import { MongoClient } from 'mongodb';
 import { codeOf, createClient, createLogger, createRegistry, newId, reasonOf, status, unary } from '@agent-mesh/common';
-import { AgentRole, MessageRole, MessageStatus, PlanStatus, RunStatus, StoreServiceClient, type Message } from '@agent-mesh/common/gen/store/v1/store';
+import { AgentRole, MessageRole, MessageStatus, PlanStatus, RunStatus, StoreServiceClient, type Message, type SaveStoredResponseRequest, type StoredResponse } from '@agent-mesh/common/gen/store/v1/store';
 import { RetentionCleanup } from '@agent-mesh/store/dist/cleanup';
 import { QueryTimer } from '@agent-mesh/store/dist/db/instrumented';
 import { ensureIndexes } from '@agent-mesh/store/dist/db/indexes';
@@ -312,14 +312,15 @@ describe('plans', () => {
 });
 
 describe('kept responses of the Responses API', () => {
+  const saveKept = (req: Omit<SaveStoredResponseRequest, 'onlyIfPending'> & { onlyIfPending?: boolean }) => unary(client.saveStoredResponse.bind(client), { onlyIfPending: false, ...req });
   const respId = () => `resp_${newId().replace(/-/g, '')}`;
   const code = async (p: Promise<unknown>) => { const e: unknown = await p.then(() => undefined, (err: unknown) => err); return { code: codeOf(e), reason: reasonOf(e) }; };
 
   it('saves (a retry overwrites), reads back and deletes the owner\'s; another user\'s answers as an unknown one; bad ids and oversize refused', async () => {
     const id = respId();
-    const kept = { id, userId: '', createdAtMs: 0, responseJson: '{"id":"x","output":[]}', itemsJson: '[{"role":"user","content":"hi"}]' };
-    await unary(client.saveStoredResponse.bind(client), { userId: ALICE, response: kept });
-    await unary(client.saveStoredResponse.bind(client), { userId: ALICE, response: { ...kept, responseJson: '{"id":"x","output":[1]}' } });
+    const kept = { id, userId: '', createdAtMs: 0, responseJson: '{"id":"x","output":[]}', itemsJson: '[{"role":"user","content":"hi"}]', pending: false, updatedAtMs: 0 };
+    await saveKept({ userId: ALICE, response: kept });
+    await saveKept({ userId: ALICE, response: { ...kept, responseJson: '{"id":"x","output":[1]}' } });
     const got = await unary(client.getStoredResponse.bind(client), { userId: ALICE, responseId: id });
     expect(got.response).toMatchObject({ id, userId: ALICE, responseJson: '{"id":"x","output":[1]}', itemsJson: kept.itemsJson });
     expect(got.response!.createdAtMs).toBeGreaterThan(Date.now() - 60_000);
@@ -327,16 +328,16 @@ describe('kept responses of the Responses API', () => {
     const notFound = { code: status.NOT_FOUND, reason: 'not_found' };
     expect(await code(unary(client.getStoredResponse.bind(client), { userId: BOB, responseId: id }))).toEqual(notFound);
     expect(await code(unary(client.deleteStoredResponse.bind(client), { userId: BOB, responseId: id }))).toEqual(notFound);
-    expect(await code(unary(client.saveStoredResponse.bind(client), { userId: BOB, response: { ...kept, responseJson: '{"stolen":true}' } }))).toEqual(notFound);
+    expect(await code(saveKept({ userId: BOB, response: { ...kept, responseJson: '{"stolen":true}' } }))).toEqual(notFound);
     expect((await unary(client.getStoredResponse.bind(client), { userId: ALICE, responseId: id })).response!.responseJson).toBe('{"id":"x","output":[1]}');
 
     expect(await code(unary(client.getStoredResponse.bind(client), { userId: ALICE, responseId: 'resp_1' }))).toEqual({ code: status.INVALID_ARGUMENT, reason: 'invalid_id' });
-    expect(await code(unary(client.saveStoredResponse.bind(client), { userId: ALICE, response: { ...kept, id: respId(), itemsJson: 'x'.repeat(12 * 1024 * 1024) } })))
+    expect(await code(saveKept({ userId: ALICE, response: { ...kept, id: respId(), itemsJson: 'x'.repeat(12 * 1024 * 1024) } })))
       .toEqual({ code: status.INVALID_ARGUMENT, reason: 'too_long' });
     // Large is kept and read back whole (over grpc-js's default 4 MiB message).
     const large = respId();
     const image = `[{"role":"user","content":[{"type":"input_image","image_url":"data:image/png;base64,${'A'.repeat(6 * 1024 * 1024)}"}]}]`;
-    await unary(client.saveStoredResponse.bind(client), { userId: ALICE, response: { ...kept, id: large, itemsJson: image } });
+    await saveKept({ userId: ALICE, response: { ...kept, id: large, itemsJson: image } });
     expect((await unary(client.getStoredResponse.bind(client), { userId: ALICE, responseId: large })).response!.itemsJson).toBe(image);
 
     await unary(client.deleteStoredResponse.bind(client), { userId: ALICE, responseId: id });
@@ -344,18 +345,39 @@ describe('kept responses of the Responses API', () => {
     expect(await code(unary(client.deleteStoredResponse.bind(client), { userId: ALICE, responseId: id }))).toEqual(notFound);
   });
 
+  it('a pending (background) response is written over only with only_if_pending, once: its end or its cancel, whichever comes first; not another user\'s', async () => {
+    const id = respId();
+    const kept = { id, userId: '', createdAtMs: 0, responseJson: '{"status":"queued"}', itemsJson: '[]', pending: true, updatedAtMs: 0 };
+    const save = (userId: string, responseJson: string, pending: boolean) =>
+      saveKept({ userId, response: { ...kept, responseJson, pending }, onlyIfPending: true });
+    const notPending = { code: status.FAILED_PRECONDITION, reason: 'response_not_pending' };
+    // Nothing kept yet: nothing pending to write over.
+    expect(await code(save(ALICE, '{"status":"completed"}', false))).toEqual(notPending);
+    const t0 = Date.now();
+    await saveKept({ userId: ALICE, response: kept });
+    const read = async () => (await unary(client.getStoredResponse.bind(client), { userId: ALICE, responseId: id })).response!;
+    expect(await read()).toMatchObject({ pending: true, responseJson: '{"status":"queued"}' });
+    expect(Number((await read()).updatedAtMs)).toBeGreaterThanOrEqual(t0);
+    await save(ALICE, '{"status":"in_progress"}', true);
+    expect(await code(save(BOB, '{"status":"cancelled"}', false))).toEqual(notPending);
+    await save(ALICE, '{"status":"cancelled"}', false);
+    // The call's end, written after the cancel, does not overwrite it.
+    expect(await code(save(ALICE, '{"status":"completed"}', false))).toEqual(notPending);
+    expect(await read()).toMatchObject({ pending: false, responseJson: '{"status":"cancelled"}' });
+  });
+
   it("lists a user's kept answers newest first, paged, ids and times only; erases them all, and no one else's", async () => {
     const user = `lister-${newId()}`;
     const other = `other-${newId()}`;
-    const kept = (id: string, createdAtMs: number) => ({ id, userId: '', createdAtMs, responseJson: '{"output":[]}', itemsJson: '[]' });
+    const kept = (id: string, createdAtMs: number) => ({ id, userId: '', createdAtMs, responseJson: '{"output":[]}', itemsJson: '[]', pending: false, updatedAtMs: 0 });
     const ids = [respId(), respId(), respId()];
     const t0 = Date.now() - 10_000;
     // Two at the same millisecond: the id breaks the tie, and paging neither skips nor repeats one.
-    for (const [i, id] of ids.entries()) await unary(client.saveStoredResponse.bind(client), { userId: user, response: kept(id, t0 + (i === 2 ? 1_000 : 0)) });
+    for (const [i, id] of ids.entries()) await saveKept({ userId: user, response: kept(id, t0 + (i === 2 ? 1_000 : 0)) });
     const theirs = respId();
-    await unary(client.saveStoredResponse.bind(client), { userId: other, response: kept(theirs, t0 + 2_000) });
+    await saveKept({ userId: other, response: kept(theirs, t0 + 2_000) });
 
-    const listed: { id: string; userId: string; createdAtMs: number; responseJson: string; itemsJson: string }[] = [];
+    const listed: StoredResponse[] = [];
     let token = '';
     let pages = 0;
     do {
@@ -365,7 +387,7 @@ describe('kept responses of the Responses API', () => {
       pages++;
     } while (token && pages < 10);
     expect(listed.map((r) => r.id)).toEqual([ids[2], ...[ids[0]!, ids[1]!].sort().reverse()]);
-    expect(listed[0]).toEqual({ id: ids[2], userId: user, createdAtMs: t0 + 1_000, responseJson: '', itemsJson: '' });
+    expect(listed[0]).toEqual({ id: ids[2], userId: user, createdAtMs: t0 + 1_000, responseJson: '', itemsJson: '', pending: false, updatedAtMs: 0 });
     expect(pages).toBe(3);
     // A token this listing did not issue, or one of another listing (a UUID key), is refused.
     expect(await code(unary(client.listStoredResponses.bind(client), { userId: user, pageSize: 1, pageToken: 'bm9wZQ' }))).toEqual({ code: status.INVALID_ARGUMENT, reason: 'invalid_page_token' });

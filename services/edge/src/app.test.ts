@@ -896,6 +896,12 @@ describe('edge app (fake peers)', () => {
       expect(r['output'][0].id).toMatch(/^msg_/);
     });
 
+    test('background needs store and is not streamed: refused by name', async () => {
+      expect(await refusal(await respond({ background: true, store: false }))).toBe('body/store must be true or null when body/background is true');
+      expect(await refusal(await respond({ background: true, stream: true }))).toBe('body/stream must be false or null when body/background is true');
+      expect((await respond({ background: false, stream: true, store: false })).status).toBe(200);
+    });
+
     test('input items become the chat: instructions first, images in user parts, function calls on one assistant message, their outputs as tool results', async () => {
       const { seen, restore } = recordGenerate();
       try {

@@ -10,6 +10,7 @@ import swagger from '@fastify/swagger';
 import helmet, { type HelmetOptions } from 'helmet';
 import { traceHttpRequest, type BudgetDecision, type Logger, type Registry } from '@agent-mesh/common';
 import { bearerOf, TokenVerifier } from './auth';
+import { BackgroundCalls, type CancelBroadcast } from './background';
 import { overBudget, unlimitedBudgets, type UserBudgets } from './budgets';
 import type { AppConfig, EdgeContext } from './context';
 import { anthropicType, badRequest, fromGrpc, HttpError, isGrpcError } from './errors';
@@ -45,6 +46,8 @@ export interface AppDeps {
   loadAvg?: () => number;
   /** The registry /metrics serves (default: the edge's own, made here). */
   registry?: Registry;
+  /** How a background response's cancel reaches the other edges (default: this edge only). */
+  cancelBroadcast?: CancelBroadcast;
 }
 
 export interface EdgeApp {
@@ -65,9 +68,11 @@ export async function buildApp(deps: AppDeps): Promise<EdgeApp> {
     sseLimiter: new StreamLimiter({ maxStreams: cfg.sse.maxStreams }),
     hub: new HeartbeatHub(cfg.sse.heartbeatMs, deps.loadAvg ?? (cfg.sse.heartbeatAdaptive === false ? () => 0 : undefined)),
     stats: new EdgeStats(undefined, deps.budgets?.topSpenders?.bind(deps.budgets), deps.registry),
+    background: new BackgroundCalls(logger, deps.cancelBroadcast),
     streams: new Set<SseStream>(),
     state: { draining: false },
   };
+  ctx.background.start();
   const verifier = new TokenVerifier(cfg.auth);
   const refusedLately = new RecentRefusals();
 

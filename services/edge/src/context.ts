@@ -1,5 +1,6 @@
 // What the route modules share: configuration, peers, limiters, open streams and measurements.
 import type { Logger } from '@agent-mesh/common';
+import type { BackgroundCalls } from './background';
 import type { UserBudgets } from './budgets';
 import type { EdgeConfig } from './config';
 import type { Gateways } from './gateways/types';
@@ -21,6 +22,8 @@ export interface EdgeContext {
   sseLimiter: StreamLimiter;
   hub: HeartbeatHub;
   stats: EdgeStats;
+  /** Background responses running in this edge. */
+  background: BackgroundCalls;
   /** Open SSE streams (to tell them to reconnect on drain). */
   streams: Set<SseStream>;
   state: { draining: boolean };

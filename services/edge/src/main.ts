@@ -1,7 +1,8 @@
 // Process entry of the edge: Redis, gateways (and, with EDGE_INLINE_BROKER, the broker for `/v1`),
 // the HTTP server — wiring only (configuration, listener host and shutdown phases: runService).
-import { BUDGET_KEY_PREFIX, closeRedis, createRedis, createRegistry, flushTelemetry, runService, TokenBudgets, type Service } from '@agent-mesh/common';
+import { BUDGET_KEY_PREFIX, closeRedis, createRedis, createRegistry, createSubscriber, flushTelemetry, runService, TokenBudgets, type Service } from '@agent-mesh/common';
 import { buildApp } from './app';
+import { CANCEL_CHANNEL, type CancelBroadcast } from './background';
 import { loadConfig, type EdgeConfig } from './config';
 import { createGateways } from './gateways';
 import { inlineBrokerGateway } from './gateways/inline-broker';
@@ -40,9 +41,22 @@ async function build(svc: Service<EdgeConfig>): Promise<void> {
     ...cfg.budgets,
     onError: (err) => logger.warn({ err: (err as Error).message }, 'token budgets unavailable: not enforced'),
   });
-  const { app, drain } = await buildApp({ cfg, gateways, logger, requestLimiter, budgets, registry });
+  // A background response's cancel may reach any edge: it is published to all (Pub/Sub).
+  const subscriber = createSubscriber(cfg.redis, logger);
+  const cancelBroadcast: CancelBroadcast = {
+    publish: (id) => redis.publish(CANCEL_CHANNEL, id),
+    subscribe: async (onCancel) => {
+      subscriber.on('message', (channel: string, id: string) => channel === CANCEL_CHANNEL && onCancel(id));
+      await subscriber.subscribe(CANCEL_CHANNEL);
+    },
+    close: () => closeRedis(subscriber),
+  };
+  const { app, ctx, drain } = await buildApp({ cfg, gateways, logger, requestLimiter, budgets, registry, cancelBroadcast });
   // Draining answers /api/health 503 and refuses new requests; open streams are told to reconnect.
   svc.onShutdown('notServing', 'draining', () => drain());
+  // Background responses get the drain's time to end, then are stopped and written as failed.
+  svc.onShutdown('drain', 'background responses', (phaseEnd) => ctx.background.drain(phaseEnd));
+  svc.onShutdown('stop', 'background responses', () => ctx.background.stop());
   svc.httpServer(app.server, () => app.close());
 
   await app.listen({ port: cfg.port, host: svc.host });

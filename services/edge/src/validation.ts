@@ -40,12 +40,16 @@ function paramOf(e: ValidationError): string | undefined {
   return param || undefined;
 }
 
-/** For a rule between fields (`if`/`then`), when it applies: ` when body/top_logprobs is given`. */
+/** For a rule between fields (`if`/`then`), when it applies: ` when body/top_logprobs is given`, ` when body/background is true`. */
 function condition(e: ValidationError, schema: unknown, context: string): string {
   const then = e.schemaPath.lastIndexOf('/then/');
   if (then < 0 || schema === undefined) return '';
-  const given = (at(schema, `${e.schemaPath.slice(0, then)}/if`) as Schema | undefined)?.required;
-  return Array.isArray(given) && given.length > 0 ? ` when ${given.map((k) => `${context}/${String(k)}`).join(' and ')} ${given.length > 1 ? 'are' : 'is'} given` : '';
+  const rule = at(schema, `${e.schemaPath.slice(0, then)}/if`) as Schema | undefined;
+  const given = rule?.required;
+  if (!Array.isArray(given) || given.length === 0) return '';
+  const valued = given.map((k) => [`${context}/${String(k)}`, rule?.properties?.[String(k)]?.['const']] as const);
+  if (valued.every(([, v]) => v === undefined)) return ` when ${valued.map(([k]) => k).join(' and ')} ${given.length > 1 ? 'are' : 'is'} given`;
+  return ` when ${valued.map(([k, v]) => `${k} is ${v === undefined ? 'given' : JSON.stringify(v)}`).join(' and ')}`;
 }
 
 function describe(e: ValidationError): string {

@@ -300,14 +300,16 @@ export function createStoreServer({ repos, logger, now = Date.now }: ServerDeps)
         createdAt: timestamp('response.created_at_ms', r.createdAtMs, now()),
         response: text('response.response_json', r.responseJson, LIMITS.storedResponseChars, { required: true }),
         items: text('response.items_json', r.itemsJson, LIMITS.storedResponseChars, { required: true }),
-      });
+        pending: r.pending,
+        updatedAt: now(),
+      }, req.onlyIfPending);
       return {};
     }),
 
     getStoredResponse: h('GetStoredResponse', async (req) => {
       const userId = requireUserId(req.userId);
       const d = await repos.responses.get(userId, requireResponseId('response_id', req.responseId));
-      return { response: { id: d._id, userId: d.userId, createdAtMs: d.createdAt, responseJson: d.response, itemsJson: d.items } };
+      return { response: { id: d._id, userId: d.userId, createdAtMs: d.createdAt, responseJson: d.response, itemsJson: d.items, pending: d.pending === true, updatedAtMs: d.updatedAt ?? d.createdAt } };
     }),
 
     deleteStoredResponse: h('DeleteStoredResponse', async (req) => {
@@ -321,7 +323,7 @@ export function createStoreServer({ repos, logger, now = Date.now }: ServerDeps)
       const size = pageSize('page_size', req.pageSize, 20, 100);
       const page = await repos.responses.list(userId, size, req.pageToken);
       return {
-        responses: page.items.map((d) => ({ id: d._id, userId: d.userId, createdAtMs: d.createdAt, responseJson: '', itemsJson: '' })),
+        responses: page.items.map((d) => ({ id: d._id, userId: d.userId, createdAtMs: d.createdAt, responseJson: '', itemsJson: '', pending: false, updatedAtMs: 0 })),
         nextPageToken: page.nextPageToken ?? '',
       };
     }),

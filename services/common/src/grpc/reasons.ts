@@ -33,6 +33,7 @@ export const REASONS = {
   not_found: { code: status.NOT_FOUND, doc: 'the resource does not exist, or belongs to another user' },
   id_conflict: { code: status.ALREADY_EXISTS, doc: 'an id already used by another resource' },
   run_in_progress: { code: status.FAILED_PRECONDITION, doc: 'the conversation has an active run' },
+  response_not_pending: { code: status.FAILED_PRECONDITION, doc: 'a background response has ended (or was cancelled): its end is not written over it' },
   // Capacity: try again later (RESOURCE_EXHAUSTED and UNAVAILABLE carry a retry-after).
   busy: { code: status.RESOURCE_EXHAUSTED, doc: "admission control: a new run's first LLM call would wait too long, or too many runs are starting" },
   queue_full: { code: status.RESOURCE_EXHAUSTED, doc: "the broker's queue is full, or the broker is shutting down" },

@@ -11,8 +11,9 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { StoredResponse } from '@agent-mesh/common/gen/store/v1/store';
 import { randomBytes } from 'node:crypto';
 import type { EdgeContext } from '../context';
-import { DEFAULT_UNARY_DEADLINE_MS, codeOf, status } from '@agent-mesh/common';
+import { DEFAULT_UNARY_DEADLINE_MS, codeOf, reasonOf, status } from '@agent-mesh/common';
 import { badRequest, fromGrpc, HttpError, isGrpcError } from '../errors';
+import { GENERATE_DEADLINE_MS } from '../gateways/broker';
 import { ERASE_RESPONSES_TIMEOUT_MS } from '../gateways/store';
 import { requestScope } from '../scope';
 import { BlockSequence, type Step } from './blocks';
@@ -90,6 +91,7 @@ interface ResponsesBody {
   user?: string;
   store?: boolean | null;
   previous_response_id?: string | null;
+  background?: boolean | null;
 }
 
 type InputItem = { id?: string } & (
@@ -186,7 +188,7 @@ interface Answer {
   items: InputItem[];
 }
 
-type State = { status: string; incomplete_details?: unknown; output: Record<string, unknown>[]; done?: Done };
+type State = { status: string; incomplete_details?: unknown; output: Record<string, unknown>[]; done?: Done; error?: { code: string; message: string } };
 
 /** The `response` object, with what was asked for echoed as OpenAI echoes it. */
 function responseObject({ id, createdAtMs, body }: Answer, state: State): Record<string, unknown> {
@@ -196,7 +198,8 @@ function responseObject({ id, createdAtMs, body }: Answer, state: State): Record
     object: 'response',
     created_at: Math.floor(createdAtMs / 1000),
     status: state.status,
-    error: null,
+    background: body.background === true,
+    error: state.error ?? null,
     incomplete_details: state.incomplete_details ?? null,
     instructions: body.instructions ?? null,
     max_output_tokens: body.max_output_tokens ?? null,
@@ -297,6 +300,10 @@ const responsesBody = {
     metadata: metadataSchema,
     user: { type: 'string', maxLength: 256 },
     store: { type: ['boolean', 'null'], description: 'keep the response (default true, as OpenAI): GET /v1/responses/{id} reads it back and a later call continues from it; false: nothing is kept' },
+    background: {
+      type: ['boolean', 'null'],
+      description: 'true: answered at once with the response `queued`; the call runs on, and GET /v1/responses/{id} reads it (`in_progress`, then `completed`, `incomplete`, `failed` with its `error`, or `cancelled` by POST /v1/responses/{id}/cancel). Needs `store`; not with `stream`',
+    },
     previous_response_id: {
       type: ['string', 'null'],
       pattern: RESPONSE_ID.source,
@@ -305,6 +312,9 @@ const responsesBody = {
     service_tier: { enum: ['auto', 'default', null], description: 'only auto or default' },
     truncation: { enum: ['disabled', null], description: 'only disabled: an input over the model\'s context is refused by the provider' },
   },
+  // A background response is read back from where it is kept, and polled rather than streamed.
+  if: { required: ['background'], properties: { background: { const: true } } },
+  then: { properties: { store: { enum: [true, null] }, stream: { enum: [false, null] } } },
   additionalProperties: false,
 } as const;
 
@@ -334,7 +344,8 @@ export function responsesRoutes(app: FastifyInstance, ctx: EdgeContext): void {
           'and `function_call` items) and `usage`, or with stream: true its events (`response.created`, `response.output_item.added`, `response.output_text.delta`, … ' +
           '`response.completed` or `response.incomplete`; an `error` event when the call fails after it began). Unless `store` is false the response is kept for its caller ' +
           '(for RETENTION_DAYS), with the conversation up to it: `previous_response_id` continues from it, GET and DELETE /v1/responses/{id} read and delete it. ' +
-          'A response the store could not keep is still answered, with `store: false`.',
+          'A response the store could not keep is still answered, with `store: false`. With `background: true` it is answered at once `queued` and read back by GET ' +
+          '(`in_progress`, then its end); POST /v1/responses/{id}/cancel stops it.',
         headers: { type: 'object', properties: { [CACHE_HEADER]: { type: 'string', enum: ['on', 'off'] } } },
         body: responsesBody,
         response: {
@@ -346,8 +357,10 @@ export function responsesRoutes(app: FastifyInstance, ctx: EdgeContext): void {
     async (req, reply) => {
       const body = req.body as ResponsesBody;
       const items = await itemsOf(ctx, req, reply, body);
-      const call = completion(ctx, req, reply, asChat(body, items));
+      // A background call streams from the provider: its first token is when it is in progress.
+      const call = completion(ctx, req, reply, { ...asChat(body, items), ...(body.background ? { stream: true } : {}) });
       const answer: Answer = { id: itemId('resp'), createdAtMs: Date.now(), body, items };
+      if (body.background) return startBackground(call, answer);
       if (body.stream) return streamResponse(call, answer);
       const { text: content, done } = await wholeAnswer(call);
       const end = statusOf(done.finishReason);
@@ -437,7 +450,41 @@ export function responsesRoutes(app: FastifyInstance, ctx: EdgeContext): void {
     },
     async (req, reply) => {
       const { response_id: id } = req.params as { response_id: string };
-      return JSON.parse((await keptResponse(ctx, req, reply, id, notFound(id))).responseJson) as unknown;
+      return readable(await keptResponse(ctx, req, reply, id, notFound(id)));
+    },
+  );
+
+  app.post(
+    '/v1/responses/:response_id/cancel',
+    {
+      config: { auth: 'bearer' },
+      schema: {
+        tags: ['openai'],
+        summary: 'Cancels a background response (created with background: true) that has not ended',
+        description:
+          'The response is kept `cancelled` (its output empty) and its call stopped, on whichever edge runs it. One that has ended is answered as it is. ' +
+          'A response not created with background is a 409 (`not_background`).',
+        params: idParam,
+        response: { 200: { ...anyObject, description: 'the response object' }, ...openAiErrorResponses(400, 401, 404, 409, 503, 504) },
+      },
+    },
+    async (req, reply) => {
+      const { response_id: id } = req.params as { response_id: string };
+      const kept = await keptResponse(ctx, req, reply, id, notFound(id));
+      const response = JSON.parse(kept.responseJson) as Record<string, unknown>;
+      if (response['background'] !== true) throw new HttpError(409, 'not_background', 'Only responses created with background set to true can be cancelled.');
+      if (!kept.pending) return readable(kept);
+      const cancelled = { ...response, status: 'cancelled', output: [] };
+      const stored = { ...kept, responseJson: JSON.stringify(cancelled), pending: false };
+      try {
+        await ctx.gw.store.saveStoredResponse({ userId: req.userId, response: stored, onlyIfPending: true }, requestScope(reply));
+      } catch (err) {
+        // It ended meanwhile: its end stands.
+        if (reasonOf(err) === 'response_not_pending') return readable(await keptResponse(ctx, req, reply, id, notFound(id)));
+        throw err;
+      }
+      await ctx.background.cancel(id);
+      return cancelled;
     },
   );
 
@@ -518,7 +565,83 @@ async function itemsOf(ctx: EdgeContext, req: FastifyRequest, reply: FastifyRepl
   const previous = body.previous_response_id;
   if (!previous) return inputItems(body.input);
   const prior = await keptResponse(ctx, req, reply, previous, () => new HttpError(400, 'previous_response_not_found', `Previous response with id '${previous}' not found.`, undefined, undefined, 'previous_response_id'));
+  if (prior.pending) throw badRequest(`body/previous_response_id names a background response that has not ended (${previous}): wait for its end`, undefined, 'previous_response_id');
   return [...(JSON.parse(prior.itemsJson) as InputItem[]), ...inputItems(body.input)];
+}
+
+/**
+ * A background response: kept `queued` and answered so; the call runs on in this edge
+ * (BackgroundCalls), `in_progress` from its first token, and its end is written over it — unless
+ * a cancel was written first (only_if_pending).
+ */
+async function startBackground(call: Begun, answer: Answer): Promise<Record<string, unknown>> {
+  const { ctx, req } = call;
+  // The caller's rate limit and token budget refuse now (429), not as the response's failure.
+  await req.gate;
+  const queued = responseObject(answer, { status: 'queued', output: [] });
+  await keep(call, answer, queued, [], { pending: true });
+  ctx.background.run(answer.id, call.abort, async () => {
+    let state: State;
+    try {
+      let text = '';
+      let started = false;
+      let done: Done | undefined;
+      for await (const p of call.pieces) {
+        if ('queued' in p) continue;
+        if (!started) {
+          started = true;
+          await keep(call, answer, responseObject(answer, { status: 'in_progress', output: [] }), [], { pending: true, onlyIfPending: true });
+        }
+        if ('delta' in p) text += p.delta;
+        else if ('done' in p) done = p;
+      }
+      if (!done) throw new HttpError(502, 'incomplete', 'the answer ended without a result');
+      const end = statusOf(done.finishReason);
+      state = { ...end, output: outputOf(itemId('msg'), text, done, end.status), done };
+    } catch (err) {
+      if (call.abort.signal.reason === 'cancelled') return; // the cancel is written already
+      const e = call.abort.signal.reason === 'shutdown'
+        ? new HttpError(503, 'server_shutdown', 'the gateway running the response shut down before it ended: create it again')
+        : err instanceof HttpError ? err : isGrpcError(err) ? fromGrpc(err) : new HttpError(502, 'server_error', 'the response failed');
+      state = { status: 'failed', output: [], error: { code: e.code, message: e.message } };
+    }
+    await keep(call, answer, responseObject(answer, state), state.output, { pending: false, onlyIfPending: true });
+  });
+  return queued;
+}
+
+/**
+ * Keeps the response with the conversation up to it: each input item with an id (its own, or one
+ * given here, as GET …/input_items lists them), then its output. A background response is
+ * `pending` until its end; `onlyIfPending`: not written over an end (or a cancel) already
+ * written, which wins.
+ */
+async function keep(
+  { ctx, req }: Begun, answer: Answer, response: Record<string, unknown>, output: Record<string, unknown>[], o: { pending: boolean; onlyIfPending?: boolean },
+): Promise<void> {
+  const items = [...answer.items.map((item) => (item.id ? item : { ...item, id: itemId(ID_PREFIX[item.type ?? 'message']) })), ...output];
+  const stored = { id: answer.id, userId: req.userId, createdAtMs: answer.createdAtMs, responseJson: JSON.stringify(response), itemsJson: JSON.stringify(items), pending: o.pending, updatedAtMs: 0 };
+  // Its own deadline: the call may have taken longer than the request's unary budget, and a caller
+  // who left (or a background one) still has an answer it paid for.
+  try {
+    await ctx.gw.store.saveStoredResponse({ userId: req.userId, response: stored, onlyIfPending: o.onlyIfPending === true }, { deadline: Date.now() + DEFAULT_UNARY_DEADLINE_MS });
+  } catch (err) {
+    if (o.onlyIfPending && reasonOf(err) === 'response_not_pending') return;
+    throw err;
+  }
+}
+
+/**
+ * A background call cannot run longer than this (its Generate deadline, and the time to write its
+ * end): a response still pending after it was left by an edge that stopped without writing its end.
+ */
+export const BACKGROUND_ABANDONED_MS = GENERATE_DEADLINE_MS + 60_000;
+
+/** A kept response as it is read: a background one left pending by an edge that stopped is answered as failed. */
+function readable(kept: StoredResponse): Record<string, unknown> {
+  const response = JSON.parse(kept.responseJson) as Record<string, unknown>;
+  if (!kept.pending || Date.now() - Number(kept.updatedAtMs) <= BACKGROUND_ABANDONED_MS) return response;
+  return { ...response, status: 'failed', error: { code: 'server_error', message: 'the gateway running the response stopped before it ended: create it again' } };
 }
 
 /** The caller's kept response, or `missing()` when there is none of theirs by that id. */
@@ -537,16 +660,12 @@ async function keptResponse(ctx: EdgeContext, req: FastifyRequest, reply: Fastif
  * it (so that a caller reading it or continuing from it at once finds it). When the store cannot
  * keep it, the answer is not lost: it is answered with `store: false`, and the failure logged.
  */
-async function finalResponse({ ctx, req }: Begun, answer: Answer, state: State): Promise<Record<string, unknown>> {
+async function finalResponse(call: Begun, answer: Answer, state: State): Promise<Record<string, unknown>> {
+  const { req } = call;
   const response = responseObject(answer, state);
   if (answer.body.store === false) return response;
   try {
-    // Each input item kept with an id (its own, or one given here), as GET …/input_items lists them.
-    const items = [...answer.items.map((item) => (item.id ? item : { ...item, id: itemId(ID_PREFIX[item.type ?? 'message']) })), ...state.output];
-    const stored = { id: answer.id, userId: req.userId, createdAtMs: answer.createdAtMs, responseJson: JSON.stringify(response), itemsJson: JSON.stringify(items) };
-    // Its own deadline: the call may have taken longer than the request's unary budget, and a
-    // caller who left still has an answer it paid for.
-    await ctx.gw.store.saveStoredResponse({ userId: req.userId, response: stored }, { deadline: Date.now() + DEFAULT_UNARY_DEADLINE_MS });
+    await keep(call, answer, response, state.output, { pending: false });
   } catch (err) {
     req.log.warn({ err, responseId: answer.id }, 'the response could not be kept: answered with store false');
     response['store'] = false;

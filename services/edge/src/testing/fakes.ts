@@ -213,12 +213,13 @@ export class FakeStore implements StoreGateway {
   /** Set to make the next saves fail, as a store that is down. */
   failSaves = false;
 
-  async saveStoredResponse(req: { userId: string; response?: StoredResponse }) {
+  async saveStoredResponse(req: { userId: string; response?: StoredResponse; onlyIfPending?: boolean }) {
     if (this.failSaves) throw new MeshError('db_unavailable', 'store down');
     const r = req.response!;
     const existing = this.responses.get(r.id);
+    if (req.onlyIfPending && !(existing?.pending && existing.userId === req.userId)) throw new MeshError('response_not_pending', 'the response is not pending');
     if (existing && existing.userId !== req.userId) throw new MeshError('not_found', 'response not found');
-    this.responses.set(r.id, { ...r, userId: req.userId });
+    this.responses.set(r.id, { ...r, userId: req.userId, updatedAtMs: Date.now() });
     return {};
   }
 

@@ -1,7 +1,7 @@
 // Answers of the Responses API kept for their user: written once per answer (a retry overwrites
 // it), read by id, deleted by id, listed (ids and times) and erased all at once by their user.
 // Another user's id answers NOT_FOUND, as an unknown one does.
-import { notFound } from '@agent-mesh/common';
+import { MeshError, notFound } from '@agent-mesh/common';
 import { isDuplicateKey, type InstrumentedCollection } from '../db/instrumented';
 import { isResponseId } from '../validation';
 import { keysetPage } from './keyset-page';
@@ -13,9 +13,16 @@ const LISTED = { _id: 1, userId: 1, createdAt: 1 } as const;
 export class ResponseRepo {
   constructor(private readonly col: InstrumentedCollection<ResponseDoc>) {}
 
-  async save(doc: ResponseDoc): Promise<void> {
+  /** Upserts the answer; with `onlyIfPending`, writes only over one still pending (else response_not_pending). */
+  async save(doc: ResponseDoc, onlyIfPending = false): Promise<void> {
     const filter = { _id: doc._id, userId: doc.userId };
-    const set = { createdAt: doc.createdAt, response: doc.response, items: doc.items };
+    const set = { createdAt: doc.createdAt, response: doc.response, items: doc.items, pending: doc.pending === true, updatedAt: doc.updatedAt };
+    if (onlyIfPending) {
+      const guarded = { ...filter, pending: true };
+      const res = await this.col.run('updateOne', guarded, (c) => c.updateOne(guarded, { $set: set }));
+      if (res.matchedCount === 0) throw new MeshError('response_not_pending', 'the response is not pending: it has ended, or was cancelled');
+      return;
+    }
     try {
       await this.col.run('updateOne', filter, (c) => c.updateOne(filter, { $set: set }, { upsert: true }));
     } catch (err) {

@@ -76,6 +76,10 @@ export interface ResponseDoc {
   createdAt: number;
   response: string;
   items: string;
+  /** A background response not ended yet (absent: false). */
+  pending?: boolean;
+  /** When it was last written (absent on answers kept before it was). */
+  updatedAt?: number;
 }
 
 /** What is left of an erased conversation: who erased it and when (nothing the user wrote). */

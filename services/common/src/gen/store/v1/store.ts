@@ -613,6 +613,14 @@ export interface StoredResponse {
    * Responses API's input items: what a call continuing from it is sent before its own input.
    */
   itemsJson: string;
+  /**
+   * pending is true for a background response that has not ended yet (queued or in progress): only
+   * a write with only_if_pending changes it (its end, or its cancel), which clears it unless it
+   * sets it again.
+   */
+  pending: boolean;
+  /** updated_at_ms is when it was last written (Unix ms; set by the store, ignored in a write). */
+  updatedAtMs: number;
 }
 
 /** SaveStoredResponseRequest keeps one answer. */
@@ -620,7 +628,15 @@ export interface SaveStoredResponseRequest {
   /** user_id owns it. */
   userId: string;
   /** response is upserted by id (another user's id answers NOT_FOUND). */
-  response: StoredResponse | undefined;
+  response:
+    | StoredResponse
+    | undefined;
+  /**
+   * only_if_pending writes only over a kept response that is still pending (a background
+   * response's end or its cancel, which must not overwrite the other): FAILED_PRECONDITION
+   * (reason response_not_pending) when it has ended or does not exist.
+   */
+  onlyIfPending: boolean;
 }
 
 /** SaveStoredResponseResponse acknowledges the write. */
@@ -3949,7 +3965,7 @@ export const EraseConversationResponse: MessageFns<EraseConversationResponse> = 
 };
 
 function createBaseStoredResponse(): StoredResponse {
-  return { id: "", userId: "", createdAtMs: 0, responseJson: "", itemsJson: "" };
+  return { id: "", userId: "", createdAtMs: 0, responseJson: "", itemsJson: "", pending: false, updatedAtMs: 0 };
 }
 
 export const StoredResponse: MessageFns<StoredResponse> = {
@@ -3968,6 +3984,12 @@ export const StoredResponse: MessageFns<StoredResponse> = {
     }
     if (message.itemsJson !== "") {
       writer.uint32(42).string(message.itemsJson);
+    }
+    if (message.pending !== false) {
+      writer.uint32(48).bool(message.pending);
+    }
+    if (message.updatedAtMs !== 0) {
+      writer.uint32(56).int64(message.updatedAtMs);
     }
     return writer;
   },
@@ -4025,6 +4047,22 @@ export const StoredResponse: MessageFns<StoredResponse> = {
             message.itemsJson = reader.string();
             continue;
           }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.pending = reader.bool();
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.updatedAtMs = longToNumber(reader.int64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4060,6 +4098,12 @@ export const StoredResponse: MessageFns<StoredResponse> = {
         : isSet(object.items_json)
         ? globalThis.String(object.items_json)
         : "",
+      pending: isSet(object.pending) ? globalThis.Boolean(object.pending) : false,
+      updatedAtMs: isSet(object.updatedAtMs)
+        ? globalThis.Number(object.updatedAtMs)
+        : isSet(object.updated_at_ms)
+        ? globalThis.Number(object.updated_at_ms)
+        : 0,
     };
   },
 
@@ -4080,6 +4124,12 @@ export const StoredResponse: MessageFns<StoredResponse> = {
     if (message.itemsJson !== "") {
       obj.itemsJson = message.itemsJson;
     }
+    if (message.pending !== false) {
+      obj.pending = message.pending;
+    }
+    if (message.updatedAtMs !== 0) {
+      obj.updatedAtMs = Math.round(message.updatedAtMs);
+    }
     return obj;
   },
 
@@ -4093,12 +4143,14 @@ export const StoredResponse: MessageFns<StoredResponse> = {
     message.createdAtMs = object.createdAtMs ?? 0;
     message.responseJson = object.responseJson ?? "";
     message.itemsJson = object.itemsJson ?? "";
+    message.pending = object.pending ?? false;
+    message.updatedAtMs = object.updatedAtMs ?? 0;
     return message;
   },
 };
 
 function createBaseSaveStoredResponseRequest(): SaveStoredResponseRequest {
-  return { userId: "", response: undefined };
+  return { userId: "", response: undefined, onlyIfPending: false };
 }
 
 export const SaveStoredResponseRequest: MessageFns<SaveStoredResponseRequest> = {
@@ -4108,6 +4160,9 @@ export const SaveStoredResponseRequest: MessageFns<SaveStoredResponseRequest> = 
     }
     if (message.response !== undefined) {
       StoredResponse.encode(message.response, writer.uint32(18).fork()).join();
+    }
+    if (message.onlyIfPending !== false) {
+      writer.uint32(24).bool(message.onlyIfPending);
     }
     return writer;
   },
@@ -4141,6 +4196,14 @@ export const SaveStoredResponseRequest: MessageFns<SaveStoredResponseRequest> = 
             message.response = StoredResponse.decode(reader, reader.uint32());
             continue;
           }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.onlyIfPending = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4161,6 +4224,11 @@ export const SaveStoredResponseRequest: MessageFns<SaveStoredResponseRequest> = 
         ? globalThis.String(object.user_id)
         : "",
       response: isSet(object.response) ? StoredResponse.fromJSON(object.response) : undefined,
+      onlyIfPending: isSet(object.onlyIfPending)
+        ? globalThis.Boolean(object.onlyIfPending)
+        : isSet(object.only_if_pending)
+        ? globalThis.Boolean(object.only_if_pending)
+        : false,
     };
   },
 
@@ -4171,6 +4239,9 @@ export const SaveStoredResponseRequest: MessageFns<SaveStoredResponseRequest> = 
     }
     if (message.response !== undefined) {
       obj.response = StoredResponse.toJSON(message.response);
+    }
+    if (message.onlyIfPending !== false) {
+      obj.onlyIfPending = message.onlyIfPending;
     }
     return obj;
   },
@@ -4184,6 +4255,7 @@ export const SaveStoredResponseRequest: MessageFns<SaveStoredResponseRequest> = 
     message.response = (object.response !== undefined && object.response !== null)
       ? StoredResponse.fromPartial(object.response)
       : undefined;
+    message.onlyIfPending = object.onlyIfPending ?? false;
     return message;
   },
 };
