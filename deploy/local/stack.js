@@ -465,7 +465,7 @@ async function startService(name, { port, env = {}, logDir, instance = '', ready
 }
 
 module.exports = {
-  ROOT, CACHE, BIN, SERVICES,
+  ROOT, CACHE, BIN, SERVICES, CALLERS,
   freePort, portOpen, waitFor, launch, grpcServing, makeMeshTls,
   startRedis, startPostgres, startFerret, storeEnv, startJaeger, jaegerConfig, startEmulator, startService,
 };

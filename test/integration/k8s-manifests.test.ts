@@ -14,12 +14,14 @@ import { NetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1/NetworkPol
 import { PodDisruptionBudget } from 'kubernetes-models/policy/v1/PodDisruptionBudget';
 import { ConfigMap } from 'kubernetes-models/v1/ConfigMap';
 import { Secret } from 'kubernetes-models/v1/Secret';
-import { config } from '@agent-mesh/common';
+import { config, parseCallerPolicy } from '@agent-mesh/common';
 import { Service } from 'kubernetes-models/v1/Service';
 import { ServiceAccount } from 'kubernetes-models/v1/ServiceAccount';
 import { PrometheusRule } from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/PrometheusRule';
 import { ServiceMonitor } from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/ServiceMonitor';
 import { kustomize } from '../support/kube';
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const stack = require('../../deploy/local/stack.js') as { CALLERS: Record<string, string> };
 import { loadConfig as edgeConfig } from '../../services/edge/src/config';
 
 const K8S = path.resolve(__dirname, '../../deploy/k8s');
@@ -653,11 +655,13 @@ describe('deploy/k8s manifests', () => {
     const rendered = () => (deployments ??= parseYaml(kustomize(path.join(K8S, 'overlays/production')).stdout, 'production').filter((o) => o.kind === 'Deployment'));
     const TLS_VARS = ['GRPC_TLS_CA', 'GRPC_TLS_CERT', 'GRPC_TLS_KEY'];
 
-    test('every service gets GRPC_TLS_* naming files of the Secret agent-mesh-grpc-tls, mounted read-only', () => {
+    test("every service gets GRPC_TLS_* naming files of its own Secret agent-mesh-grpc-tls-<service>, mounted read-only (no pod holds another's key)", () => {
       expect(rendered().map(nameOf).sort()).toEqual([...APP_SERVICES].sort());
       for (const d of rendered()) {
         const c = mainContainer(d);
-        const volume = asArray(podSpec(d).volumes).map(asObj).find((v) => asObj(v.secret).secretName === 'agent-mesh-grpc-tls');
+        const secrets = asArray(podSpec(d).volumes).map(asObj).map((v) => asObj(v.secret).secretName).filter((n) => String(n).startsWith('agent-mesh-grpc-tls'));
+        expect({ service: nameOf(d), secrets }).toEqual({ service: nameOf(d), secrets: [`agent-mesh-grpc-tls-${nameOf(d)}`] });
+        const volume = asArray(podSpec(d).volumes).map(asObj).find((v) => asObj(v.secret).secretName === `agent-mesh-grpc-tls-${nameOf(d)}`);
         const mount = asArray(c.volumeMounts).map(asObj).find((m) => m.name === volume?.name);
         expect({ service: nameOf(d), readOnly: mount?.readOnly }).toEqual({ service: nameOf(d), readOnly: true });
         for (const v of TLS_VARS) {
@@ -667,6 +671,16 @@ describe('deploy/k8s manifests', () => {
       }
       // Without the component (the dev overlay's base), plaintext: none of the three is set.
       for (const s of APP_SERVICES) for (const v of TLS_VARS) expect(envEntry(mainContainer(one('Deployment', s)), v)).toBeUndefined();
+    });
+
+    test('each gRPC service serves only the services that call it: GRPC_ALLOWED_CALLERS as the local stack sets it under --mtls', () => {
+      const callers = stack.CALLERS as Record<string, string>;
+      expect(Object.keys(callers).sort()).toEqual([...GRPC_SERVICES].sort());
+      for (const d of rendered()) {
+        expect({ service: nameOf(d), allowed: envEntry(mainContainer(d), 'GRPC_ALLOWED_CALLERS')?.value }).toEqual({ service: nameOf(d), allowed: callers[nameOf(d)] });
+      }
+      // Each parses as the services read it.
+      for (const text of Object.values(callers)) expect(parseCallerPolicy(text).size).toBeGreaterThan(0);
     });
 
     test('gRPC services are probed over plain HTTP on their metrics port: /readyz to start and serve, /healthz to live', () => {
