@@ -8,7 +8,8 @@ import { buildApp, type EdgeApp } from '../app';
 import { devAuth, signToken } from '../auth';
 import { memoryRequestLimiter } from '../ratelimit';
 import { fakeGateways } from '../testing/fakes';
-import { FASTIFY_RESPONSE_LISTENER, forgetRequest, releaseFastifyListeners } from './memory';
+import net from 'node:net';
+import { canReleaseParser, FASTIFY_RESPONSE_LISTENER, forgetRequest, NODE_PARSER_LISTENERS, releaseFastifyListeners, releaseParser } from './memory';
 
 const listenerNames = (res: ServerResponse, event: 'finish' | 'error') => res.listeners(event).map((l) => (l as { name?: string }).name);
 
@@ -98,6 +99,72 @@ describe('on a bare fastify server', () => {
   });
 });
 
+describe("a stream's HTTP parser, given back", () => {
+  /** A raw HTTP/1.1 client on one socket: what it has read so far, and its socket. */
+  const rawClient = (port: number, request: string) => {
+    const socket = net.connect(port, '127.0.0.1');
+    let got = '';
+    socket.on('data', (d) => (got += String(d)));
+    socket.write(request);
+    return { socket, got: () => got, closed: new Promise<void>((r) => socket.once('close', () => r())) };
+  };
+  const until = async (what: () => boolean) => {
+    for (let i = 0; i < 200 && !what(); i++) await new Promise((r) => setTimeout(r, 10));
+    expect(what()).toBe(true);
+  };
+
+  test(`Node's listeners holding it are still named ${Object.values(NODE_PARSER_LISTENERS).join(' and ')}: once the head says Connection: close the parser goes back to the pool, the stream goes on, a pipelined request is not served, and the client's end closes the connection`, async () => {
+    const app = Fastify();
+    const seen: { can: boolean; released: boolean; before: string[]; after: string[]; parser: unknown }[] = [];
+    let raws: ServerResponse[] = [];
+    let served = 0;
+    app.get('/s', (_req, reply) => {
+      served += 1;
+      const raw = reply.raw;
+      void reply.hijack();
+      const socket = raw.socket!;
+      const names = () => [...socket.listeners('data'), ...socket.listeners('end')].map((l) => (l as { name?: string }).name ?? '');
+      const can = canReleaseParser(raw);
+      const before = names();
+      raw.writeHead(200, { 'content-type': 'text/event-stream', connection: 'close' });
+      raw.write(': open\n\n');
+      const released = releaseParser(raw);
+      seen.push({ can, released, before, after: names(), parser: (socket as unknown as { parser?: unknown }).parser });
+      raws.push(raw);
+    });
+    await app.listen({ port: 0, host: '127.0.0.1' });
+    try {
+      const { port } = app.server.address() as { port: number };
+      // A second request pipelined behind the stream's: with the parser given back, it is never read as one.
+      const a = rawClient(port, 'GET /s HTTP/1.1\r\nHost: x\r\n\r\nGET /s HTTP/1.1\r\nHost: x\r\n\r\n');
+      await until(() => a.got().includes(': open'));
+      expect(seen[0]).toEqual({
+        can: true, released: true, parser: null,
+        before: expect.arrayContaining(Object.values(NODE_PARSER_LISTENERS)),
+        after: expect.not.arrayContaining(Object.values(NODE_PARSER_LISTENERS)),
+      });
+      expect(a.got()).toMatch(/^HTTP\/1\.1 200 OK\r\n/);
+      expect(a.got().toLowerCase()).toContain('connection: close');
+      raws[0]!.write('data: more\n\n');
+      await until(() => a.got().includes('data: more'));
+      // Other connections get parsers (from the pool) and are served as usual, while the stream is open.
+      const b = rawClient(port, 'GET /s HTTP/1.1\r\nHost: x\r\n\r\n');
+      await until(() => b.got().includes(': open'));
+      expect(served).toBe(2);
+      expect(a.got().match(/HTTP\/1\.1 200/g)).toHaveLength(1);
+      // The client's end closes its connection; the server's end of the stream closes it too.
+      a.socket.end();
+      await a.closed;
+      await until(() => raws[0]!.destroyed || raws[0]!.socket === null || raws[0]!.socket.destroyed);
+      raws[1]!.end();
+      await b.closed;
+      raws = [];
+    } finally {
+      await app.close();
+    }
+  });
+});
+
 describe('on the edge app', () => {
   let edge: EdgeApp;
   let gw: ReturnType<typeof fakeGateways>;
@@ -145,6 +212,7 @@ describe('on the edge app', () => {
     try {
       const streams = requests.filter((r) => /\/(messages|events)(\?|$)/.test(r.req.url ?? ''));
       expect(streams.map((r) => [r.req.method, r.res.headersSent, r.res.writableEnded])).toEqual([['POST', true, false], ['GET', true, false]]);
+      expect([post.headers.get('connection'), events.headers.get('connection')]).toEqual(['close', 'close']);
       for (const s of streams) {
         // fastify had its listener on the response when the request came in …
         expect(s.finish).toContain(FASTIFY_RESPONSE_LISTENER);
@@ -154,6 +222,8 @@ describe('on the edge app', () => {
         expect(listenerNames(s.res, 'error')).not.toContain(FASTIFY_RESPONSE_LISTENER);
         expect(whereHeld(s.req, token)).toEqual([]);
         expect(s.req.url).not.toContain('?');
+        // Its connection's last request (Connection: close, above): the HTTP parser is given back.
+        expect((s.res.socket as unknown as { parser?: unknown }).parser).toBeNull();
       }
     } finally {
       await reader.cancel();

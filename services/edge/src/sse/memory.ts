@@ -3,6 +3,7 @@
 // real fastify app and a real socket, that every name used here still exists, so an upgrade that
 // renames one fails a test instead of silently keeping the memory.
 import type { ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import type { Writable } from 'node:stream';
 
 /**
@@ -81,3 +82,55 @@ export function streamHeaders(h: Record<string, unknown>): Record<string, string
   }
   return out;
 }
+
+/** The names of Node's own listeners on a connection that hold its HTTP parser (lib/_http_server.js: bound at connection). */
+export const NODE_PARSER_LISTENERS = { data: 'bound socketOnData', end: 'bound socketOnEnd' } as const;
+
+type FreeParser = (parser: unknown, req: unknown, socket: unknown) => void;
+
+/** Node's `freeParser` (lib/_http_common.js), the way its HTTP server gives a parser back; undefined if a Node.js ever stops exporting it. */
+const freeParser: FreeParser | undefined = (() => {
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const f = (require('_http_common') as { freeParser?: unknown }).freeParser;
+    return typeof f === 'function' ? (f as FreeParser) : undefined;
+  } catch {
+    return undefined;
+  }
+})();
+
+/**
+ * Whether an event stream's connection can give its HTTP parser back (see releaseParser): decided
+ * before the head is written, which then says `Connection: close`.
+ */
+export function canReleaseParser(raw: ServerResponse): boolean {
+  const socket = raw.socket as (Socket & { parser?: unknown }) | null;
+  if (!freeParser || !socket?.parser) return false;
+  return (Object.keys(NODE_PARSER_LISTENERS) as (keyof typeof NODE_PARSER_LISTENERS)[]).every((event) =>
+    socket.listeners(event).some((l) => (l as { name?: string }).name === NODE_PARSER_LISTENERS[event]));
+}
+
+/**
+ * Node keeps a connection's HTTP parser for the life of the connection, for its next request: on
+ * Node.js 24 a 10 KB native object (an 8 KB slab for header strings, nodejs/node#61375), ~4 KB of
+ * it resident, for every open stream. An event stream is its connection's last request (its head
+ * says `Connection: close`, checked by canReleaseParser before it was written), so once the head is
+ * written the parser is given back as Node gives back an upgraded connection's: the two listeners
+ * of the socket that hold it (its data and end) are removed first, so that a parser the pool hands
+ * to another connection is never used by this one; Node's other listeners read `socket.parser`,
+ * null from then on. What the client sends after its request is discarded, and its end closes the
+ * connection (as Node's end listener does). Returns whether it was released.
+ */
+export function releaseParser(raw: ServerResponse): boolean {
+  const socket = raw.socket as (Socket & { parser?: unknown }) | null;
+  if (!socket || !canReleaseParser(raw)) return false;
+  for (const event of Object.keys(NODE_PARSER_LISTENERS) as (keyof typeof NODE_PARSER_LISTENERS)[]) {
+    for (const l of socket.listeners(event)) if ((l as { name?: string }).name === NODE_PARSER_LISTENERS[event]) socket.off(event, l as () => void);
+  }
+  socket.on('data', discard);
+  socket.once('end', () => socket.destroy());
+  freeParser!(socket.parser, raw.req, socket);
+  return true;
+}
+
+function discard(): void {}

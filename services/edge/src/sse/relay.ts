@@ -12,7 +12,7 @@ import { Cancel } from '../gateways/cancel';
 import { isPushSource, type CancelSignal, type RunEvent, type RunEventSink } from '../gateways/types';
 import { SSE_HEADERS } from './frame';
 import type { Slot } from './limiter';
-import { dropDocumentHeaders, forgetRequest, releaseFastifyListeners, streamHeaders } from './memory';
+import { canReleaseParser, dropDocumentHeaders, forgetRequest, releaseFastifyListeners, releaseParser, streamHeaders } from './memory';
 import { isLost, resumeDelayMs, sourceEnded, takeEvent, type ResumePosition } from './resume';
 import { SseStream, type CloseObserver, type CloseReason, type SseStreamOptions } from './stream';
 
@@ -105,8 +105,11 @@ export async function relayRun(ctx: EdgeContext, req: FastifyRequest, reply: Fas
   raw.off('close', onClientGone); // the stream's own close handling aborts from now on
   const headers = streamHeaders(reply.getHeaders());
   dropDocumentHeaders(raw);
-  raw.writeHead(200, { ...headers, ...SSE_HEADERS });
+  // The stream is its connection's last request: its HTTP parser is given back once the head is out.
+  const release = canReleaseParser(raw);
+  raw.writeHead(200, { ...headers, ...SSE_HEADERS, ...(release ? { connection: 'close' } : {}) });
   raw.flushHeaders();
+  if (release) releaseParser(raw);
   const stream = new SseStream(raw, streamOptionsOf(ctx));
   stream.begin(ctx.cfg.sse.retryMs);
   ctx.streams.add(stream);
