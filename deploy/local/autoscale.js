@@ -26,8 +26,9 @@ function podSpecOf(deployment) {
   const spec = deployment.spec.template.spec;
   const c = spec.containers[0];
   // Literal values only (secrets come from the launcher); ports and names are the launcher's, and
-  // so are the mTLS files (GRPC_TLS_*: paths in the pod's Secret volume; `--mtls` makes local ones).
-  const own = (name) => ['METRICS_PORT', 'OTEL_SERVICE_NAME'].includes(name) || name.startsWith('GRPC_TLS_');
+  // so is mutual TLS (GRPC_TLS_*: paths in the pod's Secret volume, and GRPC_ALLOWED_CALLERS, which
+  // needs them; `--mtls` makes local ones of both).
+  const own = (name) => ['METRICS_PORT', 'OTEL_SERVICE_NAME', 'GRPC_ALLOWED_CALLERS'].includes(name) || name.startsWith('GRPC_TLS_');
   const env = Object.fromEntries((c.env || []).filter((e) => e.value !== undefined && !own(e.name)).map((e) => [e.name, e.value]));
   return {
     container: c.name,
