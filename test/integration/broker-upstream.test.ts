@@ -100,8 +100,10 @@ describe('failures after tokens reached the caller are reported, never a truncat
   it('an error after a streamed tool call\'s first pieces reached the caller (stream_tool_calls) is reported, not retried', async () => {
     const midStream = () => metric(broker.proc, 'llm_upstream_errors_total', 'kind="mid_stream"');
     const before = await midStream();
-    const o = await generate(broker.client, { ...search('emulator-1+stream_error'), streamToolCalls: true });
-    // (An attempt whose pieces and error came in one read reached the caller with nothing, and was retried.)
+    // Tokens 100 ms apart: the call's first pieces and the error (halfway) never arrive in one read
+    // (an attempt whose pieces and error came together reached the caller with nothing, and would be retried).
+    await configureEmulator(emulator, { tokensPerSec: 10 });
+    const o = await generate(broker.client, { ...search('emulator-1+stream_error'), streamToolCalls: true }).finally(() => configureEmulator(emulator, { tokensPerSec: 400 }));
     const pieces = o.messages.filter((m) => m.update?.$case === 'toolCall').length;
     expect(pieces).toBeGreaterThan(0);
     expect(doneOf(o)).toBeUndefined();
