@@ -376,7 +376,6 @@ test('background responses through the official client: queued at once and read 
   const plain = await client.responses.create({ model: 'emulator-1', input: 'Hi', store: true });
   await expect(client.responses.cancel(plain.id)).rejects.toBeInstanceOf(OpenAI.ConflictError);
   await expect(client.responses.create({ model: 'emulator-1', input: 'Hi', background: true, store: false })).rejects.toBeInstanceOf(OpenAI.BadRequestError);
-  await expect(client.responses.create({ model: 'emulator-1', input: 'Hi', background: true, stream: true })).rejects.toBeInstanceOf(OpenAI.BadRequestError);
   expect((await api(`/v1/responses/${done.id}/cancel`, { method: 'POST' }, bob)).status).toBe(404);
 
   // A call that stalls at the provider for 12 s once its first tokens came: cancelled through
@@ -406,6 +405,69 @@ test('background responses through the official client: queued at once and read 
   } finally {
     await configureEmulator(emulator, { stallMs: 10_000 });
     await Promise.all([other.stop(), closing.stop()]);
+  }
+});
+
+test('a background response streamed through the official client: from queued to completed; a caller who left resumes it from another edge after the last event it had, reads it all again once ended, and sees a cancel end it; only background responses stream again', async () => {
+  await configureEmulator(emulator, { stallMs: 1_500 });
+  const other = await startEdge();
+  try {
+    const client = new OpenAI({ apiKey: alice, baseURL: `${mesh.edge.url}/v1`, maxRetries: 0 });
+    const elsewhere = new OpenAI({ apiKey: alice, baseURL: `${other.url}/v1`, maxRetries: 0 });
+    const abortedBefore = (await emulatorStats(emulator)).aborted;
+    // The caller leaves at its first token: the provider then stalls 1.5 s, and the call runs on.
+    const first: OpenAI.Responses.ResponseStreamEvent[] = [];
+    for await (const event of await client.responses.create({ model: 'emulator-1+stall', input: 'Why is the sea salty?', background: true, stream: true })) {
+      first.push(event);
+      if (event.type === 'response.output_text.delta') break;
+    }
+    expect(first.map((e) => e.type)).toEqual(['response.created', 'response.queued', 'response.in_progress', 'response.output_item.added', 'response.content_part.added', 'response.output_text.delta']);
+    const created = (first[0] as OpenAI.Responses.ResponseCreatedEvent).response;
+    expect(created).toMatchObject({ status: 'queued', background: true, output: [] });
+    // Resumed through another edge, after the last event it had: the rest, live, to the end.
+    const rest: OpenAI.Responses.ResponseStreamEvent[] = [];
+    for await (const event of await elsewhere.responses.retrieve(created.id, { stream: true, starting_after: first.at(-1)!.sequence_number })) rest.push(event);
+    const all = [...first, ...rest];
+    expect(all.map((e) => e.sequence_number)).toEqual(all.map((_, i) => i));
+    expect(rest.at(-1)).toMatchObject({ type: 'response.completed', response: { id: created.id, status: 'completed' } });
+    const deltas = all.filter((e): e is OpenAI.Responses.ResponseTextDeltaEvent => e.type === 'response.output_text.delta');
+    expect(deltas.length).toBeGreaterThan(5);
+    const kept = await client.responses.retrieve(created.id);
+    expect(kept).toMatchObject({ status: 'completed', background: true });
+    expect(deltas.map((e) => e.delta).join('')).toBe(kept.output_text);
+    expect((await emulatorStats(emulator)).aborted).toBe(abortedBefore);
+    // Once ended, from the first edge (which ran it), all of it again, as it was sent.
+    const again: OpenAI.Responses.ResponseStreamEvent[] = [];
+    for await (const event of await client.responses.retrieve(created.id, { stream: true })) again.push(event);
+    expect(again).toEqual(all);
+
+    // Only a background response streams again (409, as its cancel); another user's is 404; a cursor of the wrong form a 400.
+    const plain = await client.responses.create({ model: 'emulator-1', input: 'Hi', store: true });
+    await expect(client.responses.retrieve(plain.id, { stream: true })).rejects.toBeInstanceOf(OpenAI.ConflictError);
+    expect((await api(`/v1/responses/${created.id}?stream=true`, {}, bob)).status).toBe(404);
+    expect((await api(`/v1/responses/${created.id}?stream=true&starting_after=-1`)).status).toBe(400);
+
+    // A stream followed from another edge ends with the response's cancel.
+    await configureEmulator(emulator, { stallMs: 60_000 });
+    const stalled: OpenAI.Responses.ResponseStreamEvent[] = [];
+    for await (const event of await client.responses.create({ model: 'emulator-1+stall', input: 'Why is the sky blue?', background: true, stream: true })) {
+      stalled.push(event);
+      if (event.type === 'response.output_text.delta') break;
+    }
+    const stalledId = (stalled[0] as OpenAI.Responses.ResponseCreatedEvent).response.id;
+    const followed = (async () => {
+      const seen: OpenAI.Responses.ResponseStreamEvent[] = [];
+      for await (const event of await elsewhere.responses.retrieve(stalledId, { stream: true, starting_after: 1 })) seen.push(event);
+      return seen;
+    })();
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    await elsewhere.responses.cancel(stalledId);
+    const seen = await followed;
+    expect(seen[0]!.sequence_number).toBe(2);
+    expect(seen.at(-1)).toMatchObject({ type: 'error', code: 'response_cancelled' });
+  } finally {
+    await configureEmulator(emulator, { stallMs: 10_000 });
+    await other.stop();
   }
 });
 

@@ -896,9 +896,8 @@ describe('edge app (fake peers)', () => {
       expect(r['output'][0].id).toMatch(/^msg_/);
     });
 
-    test('background needs store and is not streamed: refused by name', async () => {
+    test('background needs store: refused by name', async () => {
       expect(await refusal(await respond({ background: true, store: false }))).toBe('body/store must be true or null when body/background is true');
-      expect(await refusal(await respond({ background: true, stream: true }))).toBe('body/stream must be false or null when body/background is true');
       expect((await respond({ background: false, stream: true, store: false })).status).toBe(200);
     });
 

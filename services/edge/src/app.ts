@@ -10,7 +10,7 @@ import swagger from '@fastify/swagger';
 import helmet, { type HelmetOptions } from 'helmet';
 import { traceHttpRequest, type BudgetDecision, type Logger, type Registry } from '@agent-mesh/common';
 import { bearerOf, TokenVerifier } from './auth';
-import { BackgroundCalls, type CancelBroadcast } from './background';
+import { BackgroundCalls, type CancelBroadcast, type ResponseEventLog } from './background';
 import { overBudget, unlimitedBudgets, type UserBudgets } from './budgets';
 import type { AppConfig, EdgeContext } from './context';
 import { anthropicType, badRequest, fromGrpc, HttpError, isGrpcError } from './errors';
@@ -48,6 +48,8 @@ export interface AppDeps {
   registry?: Registry;
   /** How a background response's cancel reaches the other edges (default: this edge only). */
   cancelBroadcast?: CancelBroadcast;
+  /** Where background responses' events are kept for the other edges (default: none: streamed from the edge that runs the call only). */
+  responseEvents?: ResponseEventLog;
 }
 
 export interface EdgeApp {
@@ -68,7 +70,7 @@ export async function buildApp(deps: AppDeps): Promise<EdgeApp> {
     sseLimiter: new StreamLimiter({ maxStreams: cfg.sse.maxStreams }),
     hub: new HeartbeatHub(cfg.sse.heartbeatMs, deps.loadAvg ?? (cfg.sse.heartbeatAdaptive === false ? () => 0 : undefined)),
     stats: new EdgeStats(undefined, deps.budgets?.topSpenders?.bind(deps.budgets), deps.registry),
-    background: new BackgroundCalls(logger, deps.cancelBroadcast),
+    background: new BackgroundCalls(logger, deps.cancelBroadcast, deps.responseEvents),
     streams: new Set<SseStream>(),
     state: { draining: false },
   };

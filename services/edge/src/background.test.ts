@@ -1,5 +1,5 @@
 import { createLogger } from '@agent-mesh/common';
-import { BackgroundCalls, type CancelBroadcast } from './background';
+import { BackgroundCalls, EventFeed, LOG_END_CHECK_MS, type CancelBroadcast, type Emit, type ResponseEvent, type ResponseEventLog } from './background';
 
 const logger = createLogger('background-test', 'silent');
 
@@ -52,4 +52,76 @@ test('the drain waits for the calls until its phase ends; then the rest are stop
   expect([quick.ended, slow.ended]).toEqual([['ended'], []]);
   await calls.stop();
   expect([quick.ended, slow.ended]).toEqual([['ended'], ['stopped: shutdown']]);
+});
+
+const collect = async <T>(it: AsyncGenerator<T>, n = Infinity): Promise<T[]> => {
+  const got: T[] = [];
+  for await (const x of it) if (got.push(x) >= n) break;
+  return got;
+};
+
+test("a running response's events: numbered in order, followed after a given one as they come, to the last; the feed is ended if the task did not end it", async () => {
+  const calls = new BackgroundCalls(logger);
+  const call = pendingCall();
+  let emit!: Emit;
+  calls.run('resp_a', call.abort, (e) => ((emit = e), call.task()));
+  const feed = calls.feed('resp_a')!;
+  emit('response.created', { response: { id: 'resp_a' } });
+  emit('response.queued', { response: { id: 'resp_a' } });
+  const follower = collect(feed.follow(0, new AbortController().signal, 60_000));
+  emit('response.output_text.delta', { delta: 'Hi' });
+  call.finish();
+  const events = await follower;
+  expect(events.map((e) => e!.seq)).toEqual([1, 2, 3]);
+  expect(events[0]!.frame).toBe('event: response.queued\ndata: {"type":"response.queued","sequence_number":1,"response":{"id":"resp_a"}}\n\n');
+  expect(events.at(-1)).toMatchObject({ last: true, frame: expect.stringMatching(/^event: error\n.*"sequence_number":3/) });
+  expect(calls.feed('resp_a')).toBeUndefined();
+  // Nothing after the last.
+  expect(feed.push('late', false).seq).toBe(4);
+  expect((await collect(feed.follow(-1, new AbortController().signal, 60_000))).map((e) => e!.seq)).toEqual([0, 1, 2, 3]);
+});
+
+test('a follower of a feed gets a keep-alive turn after each quiet interval, and stops when its caller leaves', async () => {
+  const feed = new EventFeed();
+  feed.push('a', false);
+  const left = new AbortController();
+  const got = collect(feed.follow(-1, left.signal, 20), 3);
+  expect((await got).map((e) => e?.seq)).toEqual([0, undefined, undefined]);
+  const stopped = collect(feed.follow(0, left.signal, 60_000));
+  left.abort();
+  expect(await stopped).toEqual([]);
+});
+
+/** A log in memory (the Redis one is tested with the edge, test/integration/edge.test.ts). */
+function memoryLog(): ResponseEventLog & { events: ResponseEvent[] } {
+  const events: ResponseEvent[] = [];
+  return { events, append: async (_, e) => events.push(e), read: async (_, after, count) => events.filter((e) => e.seq > after).slice(0, count) };
+}
+
+test('a follower of the log reads what comes until the last event; a response ended in the store without its last event in the log is ended by the store\'s', async () => {
+  const log = memoryLog();
+  const calls = new BackgroundCalls(logger, undefined, log);
+  const never = async () => undefined;
+  log.events.push({ seq: 0, frame: 'a', last: false }, { seq: 1, frame: 'b', last: false });
+  const follower = collect(calls.followLog('resp_a', 0, new AbortController().signal, never, () => false));
+  setTimeout(() => log.events.push({ seq: 2, frame: 'c', last: true }), 150);
+  expect((await follower).map((e) => e!.frame)).toEqual(['b', 'c']);
+
+  // Its edge died: the store says how it ended; the frame comes at the next number, after one more read of the log.
+  const lost = memoryLog();
+  lost.events.push({ seq: 0, frame: 'a', last: false });
+  const asked: number[] = [];
+  const ended = async () => (asked.push(Date.now()), (seq: number) => `end ${seq}`);
+  const started = Date.now();
+  const events = await collect(new BackgroundCalls(logger, undefined, lost).followLog('resp_b', -1, new AbortController().signal, ended, () => false));
+  expect(events.map((e) => e?.frame)).toEqual(['a', 'end 1']);
+  expect(events.at(-1)).toMatchObject({ seq: 1, last: true });
+  expect(asked).toHaveLength(1);
+  expect(asked[0]! - started).toBeGreaterThanOrEqual(LOG_END_CHECK_MS - 10);
+
+  // An edge that drains stops following (the caller resumes elsewhere), without an end.
+  let draining = false;
+  const stopping = collect(new BackgroundCalls(logger, undefined, memoryLog()).followLog('resp_c', -1, new AbortController().signal, never, () => draining));
+  draining = true;
+  expect(await stopping).toEqual([]);
 });

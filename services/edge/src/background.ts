@@ -5,7 +5,11 @@
 // call stops it. At shutdown the calls still running are given the drain's time, then stopped and
 // written as failed (before the store's client closes), so that no response stays in progress for good. (One whose edge died
 // without that is answered as failed once its call could no longer be running: see responses.ts.)
-import type { Logger } from '@agent-mesh/common';
+// A background response's events (the Responses API's, with their sequence numbers) are followed
+// where the call runs (EventFeed: the caller who created it with `stream: true`, or who streams it
+// there later) and kept in a Redis stream per response (ResponseEventLog), where an edge that does
+// not run the call follows them (GET /v1/responses/{id}?stream=true&starting_after=N).
+import type { Logger, Redis } from '@agent-mesh/common';
 
 /** Why a background call was stopped. */
 export type StopReason = 'cancelled' | 'shutdown';
@@ -21,27 +25,189 @@ export interface CancelBroadcast {
 /** The Redis channel a cancel is published on. */
 export const CANCEL_CHANNEL = 'mesh:responses:cancel';
 
+/** An event of a background response: its place (`sequence_number`), its SSE frame, whether it ends the response. */
+export interface ResponseEvent {
+  seq: number;
+  frame: string;
+  last: boolean;
+}
+
+/** Where a background response's events are kept for the edges that do not run its call. */
+export interface ResponseEventLog {
+  append(responseId: string, event: ResponseEvent): Promise<unknown>;
+  /** The events after sequence number `after`, in order, at most `count`. */
+  read(responseId: string, after: number, count: number): Promise<ResponseEvent[]>;
+}
+
+/** Adds a background response's next event (`last`: it ends the response). */
+export type Emit = (type: string, data: Record<string, unknown>, last?: boolean) => void;
+
+/** A response's event as the Responses API streams it. */
+export const eventFrame = (type: string, seq: number, data: Record<string, unknown>): string =>
+  `event: ${type}\ndata: ${JSON.stringify({ type, sequence_number: seq, ...data })}\n\n`;
+
+export const EVENTS_KEY_PREFIX = 'mesh:responses:events:';
+/** How long a background response's events are kept after its end (and after its start, beyond the longest a call can run). */
+export const EVENTS_KEPT_S = 3600;
+
+/**
+ * The events in a Redis stream per response, entry `0-(n+1)` the event numbered n (so that a read
+ * after n starts at `0-(n+2)`), expiring EVENTS_KEPT_S after the response's end.
+ */
+export function redisEventLog(redis: Redis, longestCallS: number): ResponseEventLog {
+  return {
+    append: (responseId, { seq, frame, last }) => {
+      const key = EVENTS_KEY_PREFIX + responseId;
+      const added = redis.xadd(key, `0-${seq + 1}`, 'frame', frame, ...(last ? ['last', '1'] : []));
+      // The expiry is set with the first event (and renewed now and then: a first one lost while Redis was away sets none), and shortened by the last.
+      if (!last && seq % 64 !== 0) return added;
+      return Promise.all([added, redis.expire(key, last ? EVENTS_KEPT_S : longestCallS + EVENTS_KEPT_S)]);
+    },
+    read: async (responseId, after, count) =>
+      (await redis.xrange(EVENTS_KEY_PREFIX + responseId, `0-${after + 2}`, '+', 'COUNT', count)).map(([id, fields]) => ({
+        seq: Number(id.slice(2)) - 1,
+        frame: fields[1] ?? '',
+        last: fields[2] === 'last',
+      })),
+  };
+}
+
+/** A running background response's events in the edge that runs it, followed there as they come. */
+export class EventFeed {
+  private readonly events: ResponseEvent[] = [];
+  private waiting: (() => void)[] = [];
+
+  get size(): number {
+    return this.events.length;
+  }
+
+  get ended(): boolean {
+    return this.events.at(-1)?.last === true;
+  }
+
+  push(frame: string, last: boolean): ResponseEvent {
+    const event = { seq: this.events.length, frame, last };
+    this.events.push(event);
+    const waiting = this.waiting;
+    this.waiting = [];
+    for (const wake of waiting) wake();
+    return event;
+  }
+
+  /** The events after `after`, then each as it comes, until the last or `signal`; `undefined` after each `idleMs` without one (a keep-alive's turn). */
+  async *follow(after: number, signal: AbortSignal, idleMs: number): AsyncGenerator<ResponseEvent | undefined> {
+    for (let next = Math.max(0, after + 1); !signal.aborted;) {
+      const event = this.events[next];
+      if (event) {
+        next++;
+        yield event;
+        if (event.last) return;
+      } else if (!(await this.next(signal, idleMs))) yield undefined;
+    }
+  }
+
+  /** True when an event came, false when `idleMs` passed or `signal` fired first. */
+  private next(signal: AbortSignal, idleMs: number): Promise<boolean> {
+    return new Promise((resolve) => {
+      const done = (came: boolean) => {
+        clearTimeout(timer);
+        signal.removeEventListener('abort', stop);
+        resolve(came);
+      };
+      const stop = () => done(false);
+      const timer = setTimeout(stop, idleMs);
+      signal.addEventListener('abort', stop, { once: true });
+      this.waiting.push(() => done(true));
+    });
+  }
+}
+
+/** How often a follower of the log reads it while no event comes, and asks the store whether the response ended. */
+export const LOG_POLL_MS = 100;
+export const LOG_END_CHECK_MS = 2_000;
+
 export class BackgroundCalls {
   private readonly running = new Map<string, AbortController>();
+  private readonly feeds = new Map<string, EventFeed>();
   private readonly tasks = new Set<Promise<void>>();
 
-  constructor(private readonly logger: Logger, private readonly broadcast?: CancelBroadcast) {}
+  constructor(private readonly logger: Logger, private readonly broadcast?: CancelBroadcast, private readonly log?: ResponseEventLog) {}
 
   /** Listens for cancels from other edges (not awaited: an edge starts while Redis is down, and the subscription follows). */
   start(): void {
     this.broadcast?.subscribe((id) => this.stopHere(id, 'cancelled')).catch((err: unknown) => this.logger.warn({ err: (err as Error).message }, 'background responses: no subscription to cancels from other edges'));
   }
 
-  /** Runs `task` on its own; `abort` stops it (a cancel, the shutdown), with the StopReason as the signal's reason. */
-  run(responseId: string, abort: AbortController, task: () => Promise<void>): void {
+  /**
+   * Runs `task` on its own; `abort` stops it (a cancel, the shutdown), with the StopReason as the
+   * signal's reason. The events it emits are followed here and kept in the log; its feed is ended
+   * (with an `error` event) if the task did not end it.
+   */
+  run(responseId: string, abort: AbortController, task: (emit: Emit) => Promise<void>): void {
+    const feed = new EventFeed();
+    let unlogged = false;
+    const emit: Emit = (type, data, last = false) => {
+      if (feed.ended) return;
+      const event = feed.push(eventFrame(type, feed.size, data), last);
+      this.log?.append(responseId, event).catch((err: unknown) => {
+        if (!unlogged) this.logger.warn({ err: (err as Error).message, responseId }, 'background response: its events could not all be kept (streamed from this edge only)');
+        unlogged = true;
+      });
+    };
     this.running.set(responseId, abort);
-    const done = task()
+    this.feeds.set(responseId, feed);
+    const done = task(emit)
       .catch((err: unknown) => this.logger.error({ err, responseId }, 'background response: its end could not be written'))
       .finally(() => {
+        emit('error', { code: 'server_error', message: 'the response ended without its last event', param: null }, true);
         this.running.delete(responseId);
+        this.feeds.delete(responseId);
         this.tasks.delete(done);
       });
     this.tasks.add(done);
+  }
+
+  /** The events of a response whose call runs here. */
+  feed(responseId: string): EventFeed | undefined {
+    return this.feeds.get(responseId);
+  }
+
+  /**
+   * The events after `after` of a response whose call runs on another edge (or has ended), from the
+   * log: read again every LOG_POLL_MS while none come. After each LOG_END_CHECK_MS without one,
+   * `ended` is asked (the store) for the frame of its end at a sequence number: a response that
+   * ended without its last event in the log (its edge died, or Redis was away) is ended with it.
+   * Stops (without an end) when `signal` fires or `stop()` is true. `undefined`: a keep-alive's turn.
+   */
+  async *followLog(
+    responseId: string, after: number, signal: AbortSignal, ended: () => Promise<((seq: number) => string) | undefined>, stop: () => boolean,
+  ): AsyncGenerator<ResponseEvent | undefined> {
+    let cursor = after;
+    let quietSince = Date.now();
+    let end: ((seq: number) => string) | undefined;
+    while (!signal.aborted && !stop()) {
+      const events = this.log ? await this.log.read(responseId, cursor, 256).catch(() => []) : [];
+      for (const event of events) {
+        yield event;
+        cursor = event.seq;
+        if (event.last) return;
+      }
+      if (events.length > 0) {
+        quietSince = Date.now();
+        continue;
+      }
+      // Its end, read from the store a poll ago, is not in the log: it will not come.
+      if (end) {
+        yield { seq: cursor + 1, frame: end(cursor + 1), last: true };
+        return;
+      }
+      if (Date.now() - quietSince >= LOG_END_CHECK_MS) {
+        end = await ended();
+        quietSince = Date.now();
+        if (!end) yield undefined;
+      }
+      await new Promise((resolve) => setTimeout(resolve, LOG_POLL_MS));
+    }
   }
 
   /** Stops the call on whichever edge runs it. */

@@ -2,7 +2,8 @@
 // the HTTP server — wiring only (configuration, listener host and shutdown phases: runService).
 import { BUDGET_KEY_PREFIX, closeRedis, createRedis, createRegistry, createSubscriber, flushTelemetry, runService, TokenBudgets, type Service } from '@agent-mesh/common';
 import { buildApp } from './app';
-import { CANCEL_CHANNEL, type CancelBroadcast } from './background';
+import { CANCEL_CHANNEL, redisEventLog, type CancelBroadcast } from './background';
+import { GENERATE_DEADLINE_MS } from './gateways/broker';
 import { loadConfig, type EdgeConfig } from './config';
 import { createGateways } from './gateways';
 import { inlineBrokerGateway } from './gateways/inline-broker';
@@ -51,7 +52,9 @@ async function build(svc: Service<EdgeConfig>): Promise<void> {
     },
     close: () => closeRedis(subscriber),
   };
-  const { app, ctx, drain } = await buildApp({ cfg, gateways, logger, requestLimiter, budgets, registry, cancelBroadcast });
+  // A background response's events are kept in Redis, where any edge follows them.
+  const responseEvents = redisEventLog(redis, GENERATE_DEADLINE_MS / 1000);
+  const { app, ctx, drain } = await buildApp({ cfg, gateways, logger, requestLimiter, budgets, registry, cancelBroadcast, responseEvents });
   // Draining answers /api/health 503 and refuses new requests; open streams are told to reconnect.
   svc.onShutdown('notServing', 'draining', () => drain());
   // Background responses get the drain's time to end, then are stopped and written as failed.

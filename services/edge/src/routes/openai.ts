@@ -464,13 +464,14 @@ export function openaiRoutes(app: FastifyInstance, ctx: EdgeContext): void {
  * pipeline's, one choice's, or `n` merged), the controller that stops it when the client leaves,
  * and whether the response cache is asked.
  */
-export function completion(ctx: EdgeContext, req: FastifyRequest, reply: FastifyReply, body: ChatBody): Begun {
+export function completion(ctx: EdgeContext, req: FastifyRequest, reply: FastifyReply, body: ChatBody, detached = false): Begun {
   const messages = body.messages.map(toChatMessage);
   const abort = new AbortController();
   // The response's close (not the request's, which fires once the body is read) before it was
   // all sent means the client left. (After a full answer there is nothing to stop, and an abort
-  // costs a DOMException with its stack: 3 % of the edge's CPU under load.)
-  reply.raw.once('close', () => { if (!reply.raw.writableFinished) abort.abort(); });
+  // costs a DOMException with its stack: 3 % of the edge's CPU under load.) A `detached` call
+  // (a background response) runs on without its caller.
+  if (!detached) reply.raw.once('close', () => { if (!reply.raw.writableFinished) abort.abort(); });
   annotate({ [ATTR.userId]: req.userId });
   if (body.metadata) annotate(Object.fromEntries(Object.entries(body.metadata).map(([k, v]) => [`metadata.${k}`, v])));
   const asked = req.headers[CACHE_HEADER];
@@ -858,7 +859,7 @@ export async function wholeAnswer({ ctx, reply, pieces, cache }: Begun): Promise
  * upstream, and the end of an answer, were a system call each. `close` ends it and counts it as a
  * request to `route` that began at `started`.
  */
-function eventStream(ctx: EdgeContext, req: FastifyRequest, reply: FastifyReply, abort: AbortController, headers: Record<string, string>) {
+export function eventStream(ctx: EdgeContext, req: FastifyRequest, reply: FastifyReply, abort: AbortController, headers: Record<string, string>) {
   void reply.hijack();
   req.streaming = true;
   const raw = reply.raw;
@@ -885,7 +886,7 @@ function eventStream(ctx: EdgeContext, req: FastifyRequest, reply: FastifyReply,
       raw.end();
       ctx.stats.openStreams.dec();
       ctx.stats.active.dec();
-      ctx.stats.observe('POST', route, 200, (Date.now() - started) / 1000, true);
+      ctx.stats.observe(req.method, route, 200, (Date.now() - started) / 1000, true);
     },
   };
 }

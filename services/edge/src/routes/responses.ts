@@ -17,7 +17,8 @@ import { GENERATE_DEADLINE_MS } from '../gateways/broker';
 import { ERASE_RESPONSES_TIMEOUT_MS } from '../gateways/store';
 import { requestScope } from '../scope';
 import { BlockSequence, type Step } from './blocks';
-import { CACHE_HEADER, completion, countTokens, openStream, readToEnd, wholeAnswer, type Begun, type ChatBody, type Piece } from './openai';
+import { CACHE_HEADER, completion, countTokens, eventStream, openStream, readToEnd, wholeAnswer, type Begun, type ChatBody, type Piece } from './openai';
+import { eventFrame } from '../background';
 import { anyObject, BACKED, errorResponses, FUNCTION_NAME, IMAGE_URL, iso, metadataSchema, NO_NUL, openAiErrorResponses, pageOf, pageQuery } from './schemas';
 
 const text = { type: 'string', maxLength: 200_000, pattern: NO_NUL } as const;
@@ -302,7 +303,7 @@ const responsesBody = {
     store: { type: ['boolean', 'null'], description: 'keep the response (default true, as OpenAI): GET /v1/responses/{id} reads it back and a later call continues from it; false: nothing is kept' },
     background: {
       type: ['boolean', 'null'],
-      description: 'true: answered at once with the response `queued`; the call runs on, and GET /v1/responses/{id} reads it (`in_progress`, then `completed`, `incomplete`, `failed` with its `error`, or `cancelled` by POST /v1/responses/{id}/cancel). Needs `store`; not with `stream`',
+      description: 'true: the call runs on without its caller. Answered at once with the response `queued`, and GET /v1/responses/{id} reads it (`in_progress`, then `completed`, `incomplete`, `failed` with its `error`, or `cancelled` by POST /v1/responses/{id}/cancel); with `stream`, its events are streamed (`response.created` and `response.queued` first, `response.failed` when it fails, an `error` `response_cancelled` when cancelled), and a caller who left resumes them from any edge by GET /v1/responses/{id}?stream=true&starting_after=N. Needs `store`',
     },
     previous_response_id: {
       type: ['string', 'null'],
@@ -312,9 +313,9 @@ const responsesBody = {
     service_tier: { enum: ['auto', 'default', null], description: 'only auto or default' },
     truncation: { enum: ['disabled', null], description: 'only disabled: an input over the model\'s context is refused by the provider' },
   },
-  // A background response is read back from where it is kept, and polled rather than streamed.
+  // A background response is read back from where it is kept.
   if: { required: ['background'], properties: { background: { const: true } } },
-  then: { properties: { store: { enum: [true, null] }, stream: { enum: [false, null] } } },
+  then: { properties: { store: { enum: [true, null] } } },
   additionalProperties: false,
 } as const;
 
@@ -344,8 +345,9 @@ export function responsesRoutes(app: FastifyInstance, ctx: EdgeContext): void {
           'and `function_call` items) and `usage`, or with stream: true its events (`response.created`, `response.output_item.added`, `response.output_text.delta`, … ' +
           '`response.completed` or `response.incomplete`; an `error` event when the call fails after it began). Unless `store` is false the response is kept for its caller ' +
           '(for RETENTION_DAYS), with the conversation up to it: `previous_response_id` continues from it, GET and DELETE /v1/responses/{id} read and delete it. ' +
-          'A response the store could not keep is still answered, with `store: false`. With `background: true` it is answered at once `queued` and read back by GET ' +
-          '(`in_progress`, then its end); POST /v1/responses/{id}/cancel stops it.',
+          'A response the store could not keep is still answered, with `store: false`. With `background: true` the call runs on without its caller: answered at once ' +
+          '`queued` and read back by GET (`in_progress`, then its end), or with stream: true its events, which a caller who left resumes from any edge ' +
+          '(GET /v1/responses/{id}?stream=true&starting_after=N); POST /v1/responses/{id}/cancel stops it.',
         headers: { type: 'object', properties: { [CACHE_HEADER]: { type: 'string', enum: ['on', 'off'] } } },
         body: responsesBody,
         response: {
@@ -358,9 +360,12 @@ export function responsesRoutes(app: FastifyInstance, ctx: EdgeContext): void {
       const body = req.body as ResponsesBody;
       const items = await itemsOf(ctx, req, reply, body);
       // A background call streams from the provider: its first token is when it is in progress.
-      const call = completion(ctx, req, reply, { ...asChat(body, items), ...(body.background ? { stream: true } : {}) });
+      const call = completion(ctx, req, reply, { ...asChat(body, items), ...(body.background ? { stream: true } : {}) }, body.background === true);
       const answer: Answer = { id: itemId('resp'), createdAtMs: Date.now(), body, items };
-      if (body.background) return startBackground(call, answer);
+      if (body.background) {
+        const queued = await startBackground(call, answer);
+        return body.stream ? followResponse(ctx, req, reply, answer.id, -1) : queued;
+      }
       if (body.stream) return streamResponse(call, answer);
       const { text: content, done } = await wholeAnswer(call);
       const end = statusOf(done.finishReason);
@@ -443,14 +448,31 @@ export function responsesRoutes(app: FastifyInstance, ctx: EdgeContext): void {
       config: { auth: 'bearer' },
       schema: {
         tags: ['openai'],
-        summary: 'A kept response of the Responses API, as it was answered (the caller\'s own only)',
+        summary: 'A kept response of the Responses API, as it was answered (the caller\'s own only); a background one\'s events with stream=true',
+        description:
+          'The response object. With `stream=true` (a background response only: else 409 `not_background`), its events as POST /v1/responses streams them, from the one after ' +
+          '`starting_after` (a sequence number; the first when absent) to its end, from any edge: live while it runs. Its events are kept for an hour after its end; ' +
+          'later the stream is its last event only.',
         params: idParam,
-        response: { 200: { ...anyObject, description: 'the response object' }, ...openAiErrorResponses(400, 401, 404, 503, 504) },
+        querystring: {
+          type: 'object',
+          additionalProperties: false,
+          properties: {
+            stream: { type: 'string', enum: ['true', 'false'], description: 'true: the events of a background response, as a text/event-stream' },
+            starting_after: { type: 'string', pattern: '^(0|[1-9][0-9]{0,8})$', description: 'with stream=true (else not read): the sequence number of the last event the caller has; the stream starts after it' },
+            include_obfuscation: { type: 'string', enum: ['true', 'false'], description: 'taken and ignored: no event is padded' },
+          },
+        },
+        response: { 200: { ...anyObject, description: 'the response object, or with stream=true a text/event-stream of its events' }, ...openAiErrorResponses(400, 401, 404, 409, 503, 504) },
       },
     },
     async (req, reply) => {
       const { response_id: id } = req.params as { response_id: string };
-      return readable(await keptResponse(ctx, req, reply, id, notFound(id)));
+      const { stream, starting_after: after } = req.query as { stream?: string; starting_after?: string };
+      const response = readable(await keptResponse(ctx, req, reply, id, notFound(id)));
+      if (stream !== 'true') return response;
+      if (response['background'] !== true) throw new HttpError(409, 'not_background', `Only responses created with background set to true can be streamed again (stream=true).`, undefined, undefined, 'stream');
+      return followResponse(ctx, req, reply, id, after === undefined ? -1 : Number(after));
     },
   );
 
@@ -572,7 +594,9 @@ async function itemsOf(ctx: EdgeContext, req: FastifyRequest, reply: FastifyRepl
 /**
  * A background response: kept `queued` and answered so; the call runs on in this edge
  * (BackgroundCalls), `in_progress` from its first token, and its end is written over it — unless
- * a cancel was written first (only_if_pending).
+ * a cancel was written first (only_if_pending). Its events (`response.created` and
+ * `response.queued` at once, then as a stream's, up to the end's, `response.failed` when it
+ * failed, an `error` when it was cancelled) are followed where it runs and kept for other edges.
  */
 async function startBackground(call: Begun, answer: Answer): Promise<Record<string, unknown>> {
   const { ctx, req } = call;
@@ -580,53 +604,101 @@ async function startBackground(call: Begun, answer: Answer): Promise<Record<stri
   await req.gate;
   const queued = responseObject(answer, { status: 'queued', output: [] });
   await keep(call, answer, queued, [], { pending: true });
-  ctx.background.run(answer.id, call.abort, async () => {
+  ctx.background.run(answer.id, call.abort, async (emit) => {
+    emit('response.created', { response: queued });
+    emit('response.queued', { response: queued });
+    const events = new OutputEvents(emit);
     let state: State;
     try {
-      let text = '';
-      let started = false;
       let done: Done | undefined;
+      let started = false;
       for await (const p of call.pieces) {
-        if ('queued' in p) continue;
+        if ('queued' in p || 'cached' in p) continue;
         if (!started) {
           started = true;
-          await keep(call, answer, responseObject(answer, { status: 'in_progress', output: [] }), [], { pending: true, onlyIfPending: true });
+          const inProgress = responseObject(answer, { status: 'in_progress', output: [] });
+          await keep(call, answer, inProgress, [], { pending: true, onlyIfPending: true });
+          emit('response.in_progress', { response: inProgress });
         }
-        if ('delta' in p) text += p.delta;
-        else if ('done' in p) done = p;
+        if ('done' in p) {
+          done = p;
+          await events.end(p, statusOf(p.finishReason).status);
+        } else await events.piece(p);
       }
       if (!done) throw new HttpError(502, 'incomplete', 'the answer ended without a result');
-      const end = statusOf(done.finishReason);
-      state = { ...end, output: outputOf(itemId('msg'), text, done, end.status), done };
+      state = { ...statusOf(done.finishReason), output: events.output, done };
     } catch (err) {
-      if (call.abort.signal.reason === 'cancelled') return; // the cancel is written already
+      if (call.abort.signal.reason === 'cancelled') return emit('error', CANCELLED, true); // the cancel is written already
       const e = call.abort.signal.reason === 'shutdown'
         ? new HttpError(503, 'server_shutdown', 'the gateway running the response shut down before it ended: create it again')
         : err instanceof HttpError ? err : isGrpcError(err) ? fromGrpc(err) : new HttpError(502, 'server_error', 'the response failed');
       state = { status: 'failed', output: [], error: { code: e.code, message: e.message } };
     }
-    await keep(call, answer, responseObject(answer, state), state.output, { pending: false, onlyIfPending: true });
+    const response = responseObject(answer, state);
+    if (!(await keep(call, answer, response, state.output, { pending: false, onlyIfPending: true }))) return emit('error', CANCELLED, true);
+    emit(END_EVENT[state.status]!, { response }, true);
   });
   return queued;
+}
+
+/** The last event of a background response, by how it ended (a cancelled one's is an `error`: CANCELLED). */
+const END_EVENT: Record<string, string> = { completed: 'response.completed', incomplete: 'response.incomplete', failed: 'response.failed' };
+const CANCELLED = { code: 'response_cancelled', message: 'the response was cancelled (POST /v1/responses/{id}/cancel)', param: null };
+
+/** How long a stream of a background response may stay silent before a keep-alive comment. */
+const KEEP_ALIVE_MS = 15_000;
+
+/**
+ * Streams a background response's events after sequence number `after`: as they come where its
+ * call runs, else from the log (to its end, or until this edge drains: the caller resumes
+ * elsewhere with `starting_after`). The caller leaving stops the stream, not the call.
+ */
+async function followResponse(ctx: EdgeContext, req: FastifyRequest, reply: FastifyReply, id: string, after: number): Promise<void> {
+  const left = new AbortController();
+  reply.raw.once('close', () => left.abort());
+  const started = Date.now();
+  const { write, close } = eventStream(ctx, req, reply, left, {});
+  const feed = ctx.background.feed(id);
+  const events = feed
+    ? feed.follow(after, left.signal, KEEP_ALIVE_MS)
+    : ctx.background.followLog(id, after, left.signal, () => endOf(ctx, req.userId, id), () => ctx.state.draining);
+  try {
+    for await (const event of events) await write(event ? event.frame : ': keep-alive\n\n');
+  } catch (err) {
+    req.log.warn({ err, responseId: id }, 'a background response\'s stream ended early');
+  } finally {
+    close(req.routeOptions.url ?? '/v1/responses', started);
+  }
+}
+
+/** The frame of a background response's last event, once it has ended (by the store), at a given sequence number. */
+async function endOf(ctx: EdgeContext, userId: string, id: string): Promise<((seq: number) => string) | undefined> {
+  const { response: kept } = await ctx.gw.store.getStoredResponse({ userId, responseId: id }, { deadline: Date.now() + DEFAULT_UNARY_DEADLINE_MS }).catch(() => ({ response: undefined }));
+  if (!kept) return undefined;
+  const response = readable(kept);
+  const ended = END_EVENT[String(response['status'])];
+  if (response['status'] === 'cancelled') return (seq) => eventFrame('error', seq, CANCELLED);
+  return ended ? (seq) => eventFrame(ended, seq, { response }) : undefined;
 }
 
 /**
  * Keeps the response with the conversation up to it: each input item with an id (its own, or one
  * given here, as GET …/input_items lists them), then its output. A background response is
  * `pending` until its end; `onlyIfPending`: not written over an end (or a cancel) already
- * written, which wins.
+ * written, which wins (then false).
  */
 async function keep(
   { ctx, req }: Begun, answer: Answer, response: Record<string, unknown>, output: Record<string, unknown>[], o: { pending: boolean; onlyIfPending?: boolean },
-): Promise<void> {
+): Promise<boolean> {
   const items = [...answer.items.map((item) => (item.id ? item : { ...item, id: itemId(ID_PREFIX[item.type ?? 'message']) })), ...output];
   const stored = { id: answer.id, userId: req.userId, createdAtMs: answer.createdAtMs, responseJson: JSON.stringify(response), itemsJson: JSON.stringify(items), pending: o.pending, updatedAtMs: 0 };
   // Its own deadline: the call may have taken longer than the request's unary budget, and a caller
   // who left (or a background one) still has an answer it paid for.
   try {
     await ctx.gw.store.saveStoredResponse({ userId: req.userId, response: stored, onlyIfPending: o.onlyIfPending === true }, { deadline: Date.now() + DEFAULT_UNARY_DEADLINE_MS });
+    return true;
   } catch (err) {
-    if (o.onlyIfPending && reasonOf(err) === 'response_not_pending') return;
+    if (o.onlyIfPending && reasonOf(err) === 'response_not_pending') return false;
     throw err;
   }
 }
@@ -673,70 +745,89 @@ async function finalResponse(call: Begun, answer: Answer, state: State): Promise
   return response;
 }
 
-/** Streams the response's events; errors before the first piece are HTTP errors, later ones an `error` event. */
-async function streamResponse(call: Begun, answer: Answer): Promise<void> {
-  const { ctx, pieces, abort } = call;
-  const started = Date.now();
-  const { first, write, close } = await openStream(call);
-  let sequence = 0;
-  const emit = (type: string, data: Record<string, unknown>) => write(`event: ${type}\ndata: ${JSON.stringify({ type, sequence_number: sequence++, ...data })}\n\n`);
-  const blocks = new BlockSequence();
-  /** The output items, by block: as streamed, and as response.completed lists them. */
-  const output: Record<string, unknown>[] = [];
-  let answered = false;
-  /** The answer's blocks as the Responses API's events; a message's status is the answer's when the answer's end stops it, else completed. */
-  const emitSteps = async (steps: Step[], status = 'completed') => {
+/**
+ * The answer's pieces as the Responses API's output events (given to `emit`), one block at a time,
+ * and the output items they make (as `response.completed` lists them).
+ */
+class OutputEvents {
+  readonly output: Record<string, unknown>[] = [];
+  private readonly blocks = new BlockSequence();
+
+  constructor(private readonly emit: (type: string, data: Record<string, unknown>) => unknown) {}
+
+  /** A piece of the answer: text, or a tool call's. */
+  async piece(p: Piece): Promise<void> {
+    if ('delta' in p) await this.steps(this.blocks.text(p.delta));
+    else if ('toolCall' in p) await this.steps(this.blocks.toolCall(p.toolCall));
+  }
+
+  /** The answer's end: the blocks still open are closed (a message's status is the answer's when the answer's end stops it). */
+  async end(done: Done, status: string): Promise<void> {
+    await this.steps(this.blocks.end(done.toolCalls), status);
+  }
+
+  private async steps(steps: Step[], status = 'completed'): Promise<void> {
+    const { output } = this;
     for (const step of steps) {
       const output_index = step.block;
       const item = output[output_index];
       switch (step.kind) {
         case 'text-start':
           output[output_index] = { type: 'message', id: itemId('msg'), status: 'in_progress', role: 'assistant', content: [] };
-          await emit('response.output_item.added', { output_index, item: output[output_index] });
-          await emit('response.content_part.added', { item_id: output[output_index]!['id'], output_index, content_index: 0, part: { type: 'output_text', text: '', annotations: [] } });
+          await this.emit('response.output_item.added', { output_index, item: output[output_index] });
+          await this.emit('response.content_part.added', { item_id: output[output_index]!['id'], output_index, content_index: 0, part: { type: 'output_text', text: '', annotations: [] } });
           break;
         case 'text':
-          await emit('response.output_text.delta', { item_id: item!['id'], output_index, content_index: 0, delta: step.text, logprobs: [] });
+          await this.emit('response.output_text.delta', { item_id: item!['id'], output_index, content_index: 0, delta: step.text, logprobs: [] });
           break;
         case 'text-stop': {
           const part = { type: 'output_text', text: step.text, annotations: [] };
           output[output_index] = { ...item, status, content: [part] };
-          await emit('response.output_text.done', { item_id: item!['id'], output_index, content_index: 0, text: step.text, logprobs: [] });
-          await emit('response.content_part.done', { item_id: item!['id'], output_index, content_index: 0, part });
-          await emit('response.output_item.done', { output_index, item: output[output_index] });
+          await this.emit('response.output_text.done', { item_id: item!['id'], output_index, content_index: 0, text: step.text, logprobs: [] });
+          await this.emit('response.content_part.done', { item_id: item!['id'], output_index, content_index: 0, part });
+          await this.emit('response.output_item.done', { output_index, item: output[output_index] });
           break;
         }
         case 'call-start':
           output[output_index] = { type: 'function_call', id: itemId('fc'), call_id: step.id, name: step.name, arguments: '', status: 'in_progress' };
-          await emit('response.output_item.added', { output_index, item: output[output_index] });
+          await this.emit('response.output_item.added', { output_index, item: output[output_index] });
           break;
         case 'call-arguments':
-          await emit('response.function_call_arguments.delta', { item_id: item!['id'], output_index, delta: step.arguments });
+          await this.emit('response.function_call_arguments.delta', { item_id: item!['id'], output_index, delta: step.arguments });
           break;
         case 'call-stop':
           output[output_index] = { ...item, call_id: step.id, name: step.name, arguments: step.arguments, status: 'completed' };
-          await emit('response.function_call_arguments.done', { item_id: item!['id'], output_index, arguments: step.arguments });
-          await emit('response.output_item.done', { output_index, item: output[output_index] });
+          await this.emit('response.function_call_arguments.done', { item_id: item!['id'], output_index, arguments: step.arguments });
+          await this.emit('response.output_item.done', { output_index, item: output[output_index] });
           break;
       }
     }
-  };
+  }
+}
+
+/** Streams the response's events; errors before the first piece are HTTP errors, later ones an `error` event. */
+async function streamResponse(call: Begun, answer: Answer): Promise<void> {
+  const { ctx, pieces, abort } = call;
+  const started = Date.now();
+  const { first, write, close } = await openStream(call);
+  let sequence = 0;
+  const emit = (type: string, data: Record<string, unknown>) => write(eventFrame(type, sequence++, data));
+  const events = new OutputEvents(emit);
+  let answered = false;
   try {
     const begun = responseObject(answer, { status: 'in_progress', output: [] });
     await emit('response.created', { response: begun });
     await emit('response.in_progress', { response: begun });
     for (let result = first; !result.done && !abort.signal.aborted; result = await pieces.next()) {
       const p = result.value;
-      if ('delta' in p) await emitSteps(blocks.text(p.delta));
-      else if ('toolCall' in p) await emitSteps(blocks.toolCall(p.toolCall));
-      else if ('queued' in p) await write(`: queued position=${p.queued} estimatedWaitMs=${p.estimatedWaitMs}\n\n`);
+      if ('queued' in p) await write(`: queued position=${p.queued} estimatedWaitMs=${p.estimatedWaitMs}\n\n`);
       else if ('done' in p) {
         const end = statusOf(p.finishReason);
-        await emitSteps(blocks.end(p.toolCalls), end.status);
-        await emit(end.status === 'completed' ? 'response.completed' : 'response.incomplete', { response: await finalResponse(call, answer, { ...end, output, done: p }) });
+        await events.end(p, end.status);
+        await emit(end.status === 'completed' ? 'response.completed' : 'response.incomplete', { response: await finalResponse(call, answer, { ...end, output: events.output, done: p }) });
         answered = true;
         break;
-      }
+      } else await events.piece(p);
     }
   } catch (err) {
     const e = err instanceof HttpError ? err : isGrpcError(err) ? fromGrpc(err) : new HttpError(502, 'stream_failed', 'the response failed');
