@@ -455,6 +455,9 @@ test('a background response streamed through the official client: from queued to
       if (event.type === 'response.output_text.delta') break;
     }
     const stalledId = (stalled[0] as OpenAI.Responses.ResponseCreatedEvent).response.id;
+    // Its edge exports it as running.
+    const running = async () => Number(/^edge_background_responses\{[^}]*\} (\d+)$/m.exec(await (await fetch(`${mesh.edge.url}/metrics`)).text())?.[1]);
+    expect(await running()).toBe(1);
     const followed = (async () => {
       const seen: OpenAI.Responses.ResponseStreamEvent[] = [];
       for await (const event of await elsewhere.responses.retrieve(stalledId, { stream: true, starting_after: 1 })) seen.push(event);
@@ -465,6 +468,7 @@ test('a background response streamed through the official client: from queued to
     const seen = await followed;
     expect(seen[0]!.sequence_number).toBe(2);
     expect(seen.at(-1)).toMatchObject({ type: 'error', code: 'response_cancelled' });
+    await waitFor('no background response running', async () => (await running()) === 0, { timeoutMs: 5_000, intervalMs: 50 });
   } finally {
     await configureEmulator(emulator, { stallMs: 10_000 });
     await other.stop();

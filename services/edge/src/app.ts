@@ -75,6 +75,7 @@ export async function buildApp(deps: AppDeps): Promise<EdgeApp> {
     state: { draining: false },
   };
   ctx.background.start();
+  ctx.stats.countBackground(() => ctx.background.size);
   const verifier = new TokenVerifier(cfg.auth);
   const refusedLately = new RecentRefusals();
 

@@ -21,6 +21,7 @@ export class EdgeStats {
 
   /** Per-second buckets of [requests, errors (5xx), timeouts (504)] over the last minute. */
   private readonly buckets = new Map<number, [number, number, number]>();
+  private readonly registers: Registry[];
   private readonly samples: number[] = [];
   private readonly runSamples: number[] = [];
   private totalRequests = 0;
@@ -33,7 +34,7 @@ export class EdgeStats {
     registry?: Registry,
   ) {
     this.registry = registry ?? createRegistry('edge');
-    const registers = [this.registry];
+    const registers = (this.registers = [this.registry]);
     this.requests = new Counter({ name: 'edge_http_requests_total', help: 'HTTP requests by route and status', labelNames: ['method', 'route', 'status'], registers });
     this.durations = new Histogram({
       name: 'edge_http_request_duration_seconds',
@@ -73,6 +74,18 @@ export class EdgeStats {
     // Every outcome's series from 0: a rate over the first run's sample is then its increase, not
     // nothing (a series that appears at 1 has no increase for rate() to see).
     for (const outcome of TERMINAL_EVENTS) this.runDurations.zero({ outcome });
+  }
+
+  /** Exports how many background responses (the Responses API's `background: true`) run in this edge, as `running()` says at each scrape. */
+  countBackground(running: () => number): void {
+    new Gauge({
+      name: 'edge_background_responses',
+      help: 'background responses (Responses API, background: true) whose call runs in this edge',
+      registers: this.registers,
+      collect() {
+        this.set(running());
+      },
+    });
   }
 
   /** Records a finished request (route = the route pattern, never the raw URL). */
