@@ -1,5 +1,5 @@
 import { createLogger } from '@agent-mesh/common';
-import { BackgroundCalls, EventFeed, LOG_END_CHECK_MS, type CancelBroadcast, type Emit, type ResponseEvent, type ResponseEventLog } from './background';
+import { BackgroundCalls, EventFeed, FEED_WINDOW, LOG_END_CHECK_MS, type CancelBroadcast, type Emit, type ResponseEvent, type ResponseEventLog } from './background';
 
 const logger = createLogger('background-test', 'silent');
 
@@ -124,4 +124,27 @@ test('a follower of the log reads what comes until the last event; a response en
   const stopping = collect(new BackgroundCalls(logger, undefined, memoryLog()).followLog('resp_c', -1, new AbortController().signal, never, () => draining));
   draining = true;
   expect(await stopping).toEqual([]);
+});
+
+test('a feed holds its latest events only (its window to twice that): a follower behind it is told so at once', async () => {
+  const feed = new EventFeed(4);
+  for (let i = 0; i < 10; i++) feed.push(`e${i}`, false);
+  const open = new AbortController().signal;
+  expect(await collect(feed.follow(-1, open, 60_000))).toEqual([]);
+  expect((await collect(feed.follow(3, open, 60_000), 6)).map((e) => e?.seq)).toEqual([4, 5, 6, 7, 8, 9]);
+  expect(feed.size).toBe(10);
+});
+
+test('a follower where the call runs, behind the feed\'s window, reads on from the log to the end: every event once, in order', async () => {
+  const log = memoryLog();
+  const calls = new BackgroundCalls(logger, undefined, log);
+  const call = pendingCall();
+  let emit!: Emit;
+  calls.run('resp_w', call.abort, (e) => ((emit = e), call.task()));
+  const pushed = 2 * FEED_WINDOW + 100;
+  for (let i = 0; i < pushed; i++) emit('response.output_text.delta', { delta: String(i) });
+  const follower = collect(calls.follow('resp_w', -1, new AbortController().signal, 60_000, async () => undefined, () => false));
+  setTimeout(() => call.finish(), 50);
+  const seqs = (await follower).map((e) => e?.seq);
+  expect(seqs).toEqual(Array.from({ length: pushed + 1 }, (_, i) => i));
 });

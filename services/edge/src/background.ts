@@ -72,13 +72,22 @@ export function redisEventLog(redis: Redis, longestCallS: number): ResponseEvent
   };
 }
 
-/** A running background response's events in the edge that runs it, followed there as they come. */
+/**
+ * A running background response's events in the edge that runs it, followed there as they come:
+ * the last `window` of them (from `window` to twice that, then cut back), so that a long answer
+ * costs this edge a bounded memory; a follower that falls further behind reads on from the log.
+ */
 export class EventFeed {
-  private readonly events: ResponseEvent[] = [];
+  private events: ResponseEvent[] = [];
+  /** The sequence number of events[0]. */
+  private first = 0;
   private waiting: (() => void)[] = [];
 
+  constructor(private readonly window = FEED_WINDOW) {}
+
+  /** How many events were pushed. */
   get size(): number {
-    return this.events.length;
+    return this.first + this.events.length;
   }
 
   get ended(): boolean {
@@ -86,18 +95,27 @@ export class EventFeed {
   }
 
   push(frame: string, last: boolean): ResponseEvent {
-    const event = { seq: this.events.length, frame, last };
+    const event = { seq: this.size, frame, last };
     this.events.push(event);
+    if (this.events.length >= 2 * this.window) {
+      this.first += this.events.length - this.window;
+      this.events = this.events.slice(-this.window);
+    }
     const waiting = this.waiting;
     this.waiting = [];
     for (const wake of waiting) wake();
     return event;
   }
 
-  /** The events after `after`, then each as it comes, until the last or `signal`; `undefined` after each `idleMs` without one (a keep-alive's turn). */
+  /**
+   * The events after `after`, then each as it comes, until the last or `signal`; `undefined` after
+   * each `idleMs` without one (a keep-alive's turn). Returns early when the next event it would
+   * give is no longer held (the follower is behind the window): the rest is in the log.
+   */
   async *follow(after: number, signal: AbortSignal, idleMs: number): AsyncGenerator<ResponseEvent | undefined> {
     for (let next = Math.max(0, after + 1); !signal.aborted;) {
-      const event = this.events[next];
+      if (next < this.first) return;
+      const event = this.events[next - this.first];
       if (event) {
         next++;
         yield event;
@@ -121,6 +139,9 @@ export class EventFeed {
     });
   }
 }
+
+/** How many of a running response's latest events its edge holds at least (twice as many at most). */
+export const FEED_WINDOW = 1024;
 
 /** How often a follower of the log reads it while no event comes, and asks the store whether the response ended. */
 export const LOG_POLL_MS = 100;
@@ -170,6 +191,27 @@ export class BackgroundCalls {
   /** The events of a response whose call runs here. */
   feed(responseId: string): EventFeed | undefined {
     return this.feeds.get(responseId);
+  }
+
+  /**
+   * The events after `after` of a background response: as they come from its feed while its call
+   * runs here (and the follower keeps within the feed's window), else from the log (followLog).
+   * `undefined`: a keep-alive's turn.
+   */
+  async *follow(
+    responseId: string, after: number, signal: AbortSignal, idleMs: number, ended: () => Promise<((seq: number) => string) | undefined>, stop: () => boolean,
+  ): AsyncGenerator<ResponseEvent | undefined> {
+    let cursor = after;
+    const feed = this.feeds.get(responseId);
+    if (feed) {
+      for await (const event of feed.follow(after, signal, idleMs)) {
+        yield event;
+        if (!event) continue;
+        cursor = event.seq;
+        if (event.last) return;
+      }
+    }
+    if (!signal.aborted) yield* this.followLog(responseId, cursor, signal, ended, stop);
   }
 
   /**

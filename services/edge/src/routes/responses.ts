@@ -650,18 +650,15 @@ const KEEP_ALIVE_MS = 15_000;
 
 /**
  * Streams a background response's events after sequence number `after`: as they come where its
- * call runs, else from the log (to its end, or until this edge drains: the caller resumes
- * elsewhere with `starting_after`). The caller leaving stops the stream, not the call.
+ * call runs, else from the log (to its end, or until this edge drains, reading the log: the caller
+ * resumes elsewhere with `starting_after`). The caller leaving stops the stream, not the call.
  */
 async function followResponse(ctx: EdgeContext, req: FastifyRequest, reply: FastifyReply, id: string, after: number): Promise<void> {
   const left = new AbortController();
   reply.raw.once('close', () => left.abort());
   const started = Date.now();
   const { write, close } = eventStream(ctx, req, reply, left, {});
-  const feed = ctx.background.feed(id);
-  const events = feed
-    ? feed.follow(after, left.signal, KEEP_ALIVE_MS)
-    : ctx.background.followLog(id, after, left.signal, () => endOf(ctx, req.userId, id), () => ctx.state.draining);
+  const events = ctx.background.follow(id, after, left.signal, KEEP_ALIVE_MS, () => endOf(ctx, req.userId, id), () => ctx.state.draining);
   try {
     for await (const event of events) await write(event ? event.frame : ': keep-alive\n\n');
   } catch (err) {
