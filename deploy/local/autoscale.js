@@ -106,7 +106,10 @@ async function startAutoscaledFleet({
 
     const addr = (s) => `127.0.0.1:${fronts[s].port}`;
     const metricsAddr = (s) => `127.0.0.1:${fronts[`${s}-metrics`].port}`;
-    const common = stack.meshEnv({ redisUrl, mongoUri, otlpEndpoint, env });
+    // The ConfigMap's LLM_FALLBACK_REPLICAS (the HPAs' ceilings), for the replicas sharing the LLM quota.
+    const config = objects.find((o) => o.kind === 'ConfigMap' && o.metadata.name === 'agent-mesh-config');
+    const fallback = config && config.data && config.data.LLM_FALLBACK_REPLICAS;
+    const common = stack.meshEnv({ redisUrl, mongoUri, otlpEndpoint, env: { ...(fallback ? { LLM_FALLBACK_REPLICAS: fallback } : {}), ...env } });
     const peers = { STORE_ADDR: addr('store'), LLM_BROKER_ADDR: addr('llm-broker'), TOOL_SERVICE_ADDR: addr('tool-service') };
     const wiring = {
       store: {},

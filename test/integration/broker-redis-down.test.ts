@@ -1,12 +1,13 @@
 // Redis down, for real: three brokers under three times the load their quota allows, Redis stopped
-// for 20 s in the middle. The emulator enforces no limit of its own; it is the referee, counting
-// the calls in flight at once and the requests admitted within any one rate window. The fleet must
-// never exceed the global limits — before, during and after the outage, and across the switches.
+// for 20 s in the middle; then three more that start while Redis is away. The emulator enforces no
+// limit of its own; it is the referee, counting the calls in flight at once and the requests
+// admitted within any one rate window. The fleet must never exceed the global limits — before,
+// during and after the outage, and across the switches.
 import { Metadata } from '@grpc/grpc-js';
 import { createClient, reasonOf } from '@agent-mesh/common';
 import { LlmBrokerServiceClient, type GenerateResponse } from '@agent-mesh/common/gen/llmbroker/v1/llm_broker';
 import {
-  emulatorStats, generateRequest, promMetric, startEmulator, startRedis, startService, testDir, waitFor,
+  emulatorStats, freePort, generateRequest, promMetric, startEmulator, startRedis, startService, testDir, waitFor,
   type EmulatorProc, type RedisProc, type ServiceProc,
 } from '../support';
 
@@ -33,29 +34,56 @@ beforeAll(async () => {
     logDir: dir,
     env: { EMULATOR_TIME_SCALE: SCALE, EMULATOR_COMPLETION_TOKENS: '100', EMULATOR_TOKENS_PER_SEC: '20', EMULATOR_SEED: '3' },
   });
-  for (let i = 0; i < 3; i++) {
-    const b = await startService('llm-broker', {
-      logDir: dir,
-      instance: String(i),
-      env: {
-        REDIS_URL: redis.url,
-        LLM_BASE_URL: `${emulator.url}/v1`,
-        LLM_API_KEY: 'k',
-        LLM_MAX_CONCURRENT: String(CONCURRENCY),
-        LLM_RPM: String(RPM),
-        LLM_TIME_SCALE: SCALE,
-        OTEL_SDK_DISABLED: 'true',
-      },
-    });
-    brokers.push(b);
-    clients.push(createClient(LlmBrokerServiceClient, b.addr));
-  }
+  for (let i = 0; i < 3; i++) await startBroker(String(i), redis.url, emulator.url);
   // Every replica has seen the other two in the heartbeat set (their share is a third).
   await waitFor('three live replicas', async () => (await Promise.all(brokers.map((b) => promMetric(b, 'llm_live_replicas')))).every((n) => n === 3), {
     timeoutMs: 30_000,
     intervalMs: 200,
   });
 });
+
+async function startBroker(instance: string, redisUrl: string, upstreamUrl: string, env: Record<string, string> = {}): Promise<LlmBrokerServiceClient> {
+  const b = await startService('llm-broker', {
+    logDir: dir,
+    instance,
+    env: {
+      REDIS_URL: redisUrl,
+      LLM_BASE_URL: `${upstreamUrl}/v1`,
+      LLM_API_KEY: 'k',
+      LLM_MAX_CONCURRENT: String(CONCURRENCY),
+      LLM_RPM: String(RPM),
+      LLM_TIME_SCALE: SCALE,
+      OTEL_SDK_DISABLED: 'true',
+      ...env,
+    },
+  });
+  brokers.push(b);
+  const client = createClient(LlmBrokerServiceClient, b.addr);
+  clients.push(client);
+  return client;
+}
+
+/** Closed loop, 6 callers per client, until stopped: ~3× the calls the limits allow for three. */
+function load(targets: LlmBrokerServiceClient[]): { outcomes: Map<string, number>; stop: () => Promise<void> } {
+  const outcomes = new Map<string, number>();
+  let running = true;
+  const callers = Array.from({ length: targets.length * CONCURRENCY }, async (_, i) => {
+    while (running) {
+      const o = await call(targets[i % targets.length]!, i);
+      outcomes.set(o, (outcomes.get(o) ?? 0) + 1);
+      if (o !== 'done') await new Promise((r) => setTimeout(r, 50));
+    }
+  });
+  return {
+    outcomes,
+    stop: async () => {
+      running = false;
+      await Promise.all(callers);
+    },
+  };
+}
+
+const sharedOnEvery = (list: ServiceProc[], v: 0 | 1) => async () => (await Promise.all(list.map((b) => promMetric(b, 'llm_quota_shared')))).every((x) => x === v);
 
 afterAll(async () => {
   clients.forEach((c) => c.close());
@@ -77,22 +105,13 @@ async function call(client: LlmBrokerServiceClient, i: number): Promise<'done' |
 }
 
 it('three brokers under 3× load never exceed the global limits while Redis is stopped for 20 s', async () => {
-  const outcomes = new Map<string, number>();
-  let running = true;
-  // Closed loop, 6 callers per broker: ~3× the calls the limits allow.
-  const callers = Array.from({ length: 3 * CONCURRENCY }, async (_, i) => {
-    while (running) {
-      const o = await call(clients[i % 3]!, i);
-      outcomes.set(o, (outcomes.get(o) ?? 0) + 1);
-      if (o !== 'done') await new Promise((r) => setTimeout(r, 50));
-    }
-  });
+  const { outcomes, stop } = load(clients.slice(0, 3));
 
   await new Promise((r) => setTimeout(r, 6_000)); // shared state, saturated
   const port = redis.port;
   const stoppedAt = Date.now();
   await redis.stop();
-  await waitFor('every broker on its local share', async () => (await Promise.all(brokers.map((b) => promMetric(b, 'llm_quota_shared')))).every((v) => v === 0), {
+  await waitFor('every broker on its local share', sharedOnEvery(brokers, 0), {
     timeoutMs: 10_000,
     intervalMs: 100,
   });
@@ -100,13 +119,12 @@ it('three brokers under 3× load never exceed the global limits while Redis is s
   const midOutage = await emulatorStats(emulator);
   redis = await startRedis({ logDir: dir, port });
   const restartedAt = Date.now();
-  await waitFor('shared again', async () => (await Promise.all(brokers.map((b) => promMetric(b, 'llm_quota_shared')))).every((v) => v === 1), {
+  await waitFor('shared again', sharedOnEvery(brokers, 1), {
     timeoutMs: 20_000,
     intervalMs: 200,
   });
   await new Promise((r) => setTimeout(r, 8_000)); // saturated again, across the switch back
-  running = false;
-  await Promise.all(callers);
+  await stop();
 
   const s = await emulatorStats(emulator);
   process.stdout.write(`redis-down referee: ${JSON.stringify({ maxInFlight: s.maxInFlight, maxPerWindow: s.maxPerWindow, outcomes: Object.fromEntries(outcomes) })}\n`);
@@ -120,4 +138,45 @@ it('three brokers under 3× load never exceed the global limits while Redis is s
   expect(s.maxInFlight).toBeGreaterThanOrEqual(CONCURRENCY - 1);
   expect(during).toBeGreaterThan(0);
   expect(outcomes.get('done') ?? 0).toBeGreaterThan(100);
+});
+
+it('three brokers that start while Redis is away divide the limits by LLM_FALLBACK_REPLICAS, and share them once it is back', async () => {
+  // A referee of its own, and a Redis that is not running yet.
+  const referee = await startEmulator({
+    logDir: dir,
+    env: { EMULATOR_TIME_SCALE: SCALE, EMULATOR_COMPLETION_TOKENS: '100', EMULATOR_TOKENS_PER_SEC: '20', EMULATOR_SEED: '4' },
+  });
+  const port = await freePort();
+  let late: RedisProc | undefined;
+  try {
+    const started = brokers.length;
+    const fleet: LlmBrokerServiceClient[] = [];
+    // A lease of 2 s: how long a replica that lost Redis holds its share back for calls the others
+    // may have been admitted in the shared state (15 s by default).
+    for (let i = 3; i < 6; i++) {
+      fleet.push(await startBroker(String(i), `redis://127.0.0.1:${port}`, referee.url, { LLM_FALLBACK_REPLICAS: '3', LLM_LEASE_MS: '2000' }));
+    }
+    const mine = brokers.slice(started);
+    const { outcomes, stop } = load(fleet);
+    await waitFor('every new broker on its local share', sharedOnEvery(mine, 0), { timeoutMs: 10_000, intervalMs: 100 });
+    await new Promise((r) => setTimeout(r, 12_000)); // two windows on the local shares
+    const local = await emulatorStats(referee);
+    late = await startRedis({ logDir: dir, port });
+    await waitFor('shared once Redis is there', sharedOnEvery(mine, 1), { timeoutMs: 20_000, intervalMs: 200 });
+    await new Promise((r) => setTimeout(r, 8_000)); // saturated across the switch to the shared state
+    await stop();
+
+    const s = await emulatorStats(referee);
+    process.stdout.write(`redis-away-at-start referee: ${JSON.stringify({ local: { maxInFlight: local.maxInFlight, maxPerWindow: local.maxPerWindow, completed: local.completed }, maxInFlight: s.maxInFlight, maxPerWindow: s.maxPerWindow, outcomes: Object.fromEntries(outcomes) })}\n`);
+    expect(s.maxInFlight).toBeLessThanOrEqual(CONCURRENCY);
+    expect(s.maxPerWindow).toBeLessThanOrEqual(RPM);
+    expect(s.rateLimited).toBe(0);
+    // Served without Redis, pressing on the limits (each broker's share: 2 in flight, 20 a window).
+    expect(local.completed).toBeGreaterThan(20);
+    expect(local.maxInFlight).toBeGreaterThanOrEqual(CONCURRENCY - 1);
+    expect(s.completed).toBeGreaterThan(local.completed);
+  } finally {
+    await late?.stop();
+    await referee.stop();
+  }
 });

@@ -92,7 +92,7 @@ function buildUpstream(svc: BrokerHost, cfg: BrokerConfig, u: UpstreamConfig, re
   const limiter = new GlobalLimiter(
     redis,
     u.quotaKey,
-    { ...configured, leaseMs: cfg.leaseMs, windowScale: cfg.timeScale, windowMarginMs: cfg.quotaWindowMarginMs, admitAhead: cfg.admitAhead, admitAheadMs: cfg.admitAheadMs, admitAheadKeepMs: cfg.admitAheadKeepMs, replicaId: `${process.pid}-${randomUUID()}` },
+    { ...configured, leaseMs: cfg.leaseMs, fallbackReplicas: cfg.fallbackReplicas, windowScale: cfg.timeScale, windowMarginMs: cfg.quotaWindowMarginMs, admitAhead: cfg.admitAhead, admitAheadMs: cfg.admitAheadMs, admitAheadKeepMs: cfg.admitAheadKeepMs, replicaId: `${process.pid}-${randomUUID()}` },
     log,
   );
   limiter.start();

@@ -42,6 +42,8 @@ export interface BrokerConfig {
   priorities: Partial<Record<CallerRoleName, number>>;
   queueMax: number;
   leaseMs: number;
+  /** The fewest replicas sharing the quota that a replica without Redis divides it by (LLM_FALLBACK_REPLICAS). */
+  fallbackReplicas: number;
   requestTimeoutMs: number;
   /** Longest silence inside a streamed answer before the call is aborted as stalled. */
   streamIdleTimeoutMs: number;
@@ -131,6 +133,13 @@ export const VARS = {
     LLM_PRIORITIES: { type: 'string', default: DEFAULT_PRIORITIES, doc: 'caller role (planner, critic, host, reporter, direct) → priority in the queue (higher first); a role left out has direct\'s' },
     LLM_QUEUE_MAX: { type: 'int', default: 1000, min: 1, doc: 'queued calls per replica' },
     LLM_LEASE_MS: { type: 'int', default: 15_000, min: 100, doc: 'a concurrency slot of a dead broker frees after this' },
+    LLM_FALLBACK_REPLICAS: {
+      type: 'int', default: 1, min: 1,
+      doc: 'while Redis is unreachable each replica admits calls on its own share of the limits: the limits ÷ the larger of this and the replicas it last saw' +
+        ' sharing them (its heartbeats). A replica that starts during an outage has seen none and divides by this alone. Set it to the most replicas that' +
+        ' can share the quota (the llm-broker HPA\'s `maxReplicas`, plus the edge\'s with `EDGE_INLINE_BROKER`) for the shares to add up to at most the' +
+        ' limits even when replicas start during an outage; each share is then smaller while Redis is away',
+    },
     LLM_REQUEST_TIMEOUT_MS: { type: 'int', default: 120_000, min: 100, doc: 'longest upstream call' },
     LLM_STREAM_IDLE_TIMEOUT_MS: { type: 'int', default: 30_000, min: 10, doc: 'a streamed answer silent for longer is aborted as stalled' },
     LLM_TPM_ACCOUNTING: {
@@ -271,6 +280,7 @@ export function loadConfig(env: Env = process.env): BrokerConfig {
     priorities: parsePriorities(read(VARS.LLM_PRIORITIES)),
     queueMax: read(VARS.LLM_QUEUE_MAX),
     leaseMs: read(VARS.LLM_LEASE_MS),
+    fallbackReplicas: read(VARS.LLM_FALLBACK_REPLICAS),
     requestTimeoutMs: read(VARS.LLM_REQUEST_TIMEOUT_MS),
     streamIdleTimeoutMs: read(VARS.LLM_STREAM_IDLE_TIMEOUT_MS),
     tpmAccounting: read(VARS.LLM_TPM_ACCOUNTING) as BrokerConfig['tpmAccounting'],

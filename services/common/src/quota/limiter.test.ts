@@ -125,6 +125,42 @@ describe('GlobalLimiter against its Redis scripts (fake Redis)', () => {
     if (a.ok) await a.lease.release();
     expect(await limiter.tryAcquire({ holder: 'c', tokens: 1 })).toMatchObject({ ok: true });
   });
+
+  // The calls this replica may admit on its own once Redis is lost. The first ask finds Redis gone
+  // and is refused: other replicas may still run calls the shared state gave them beyond their
+  // shares, so the share is held back until those can have ended (a lease, 1 ms in these tests).
+  async function localShare(limiter: GlobalLimiter): Promise<number> {
+    expect(await limiter.tryAcquire({ holder: 'first', tokens: 1 })).toMatchObject({ ok: false, reason: 'concurrency' });
+    await new Promise((r) => setTimeout(r, 5));
+    let admitted = 0;
+    while (admitted < 20 && (await limiter.tryAcquire({ holder: String(admitted), tokens: 1 })).ok) admitted += 1;
+    return admitted;
+  }
+
+  it('started without Redis, divides the limit by fallbackReplicas (it cannot know the fleet)', async () => {
+    const fake = fakeRedis({});
+    fake.raw.status = 'end';
+    const limiter = new GlobalLimiter(fake.redis, 't', { maxConcurrent: 6, requestsPerMinute: 0, fallbackReplicas: 3, leaseMs: 1 });
+    expect(await localShare(limiter)).toBe(2);
+    expect(limiter.liveReplicas).toBe(3);
+  });
+
+  it('divides by the larger of fallbackReplicas and the live replicas the heartbeats last counted', async () => {
+    const shareAfterHeartbeat = async (live: number, fallbackReplicas: number) => {
+      const fake = fakeRedis({});
+      fake.replies.meshQuotaHeartbeat = live;
+      const limiter = new GlobalLimiter(fake.redis, 't', { maxConcurrent: 12, requestsPerMinute: 0, fallbackReplicas, heartbeatMs: 60_000, leaseMs: 1 });
+      limiter.start();
+      await new Promise((r) => setImmediate(r));
+      limiter.stop();
+      expect(limiter.liveReplicas).toBe(live); // what the heartbeats counted, whatever the floor
+      fake.raw.status = 'end'; // Redis lost
+      return localShare(limiter);
+    };
+    expect(await shareAfterHeartbeat(2, 4)).toBe(3); // 12 ÷ 4: replicas may have started since
+    expect(await shareAfterHeartbeat(4, 2)).toBe(3); // 12 ÷ 4: the fleet is larger than the floor
+    expect(await shareAfterHeartbeat(2, 1)).toBe(6); // 12 ÷ 2
+  });
 });
 
 describe('GlobalLimiter: a lease\'s extra requests (retries)', () => {

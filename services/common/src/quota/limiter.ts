@@ -71,6 +71,8 @@ export class GlobalLimiter {
   private readonly redisTimeoutMs: number;
   private readonly local: LocalAdmission;
   private replicas: number;
+  /** The fewest replicas the local share divides by (LimiterOptions.fallbackReplicas). */
+  private readonly minReplicas: number;
   private degraded = false;
   private recovering?: Promise<void>;
   /** Whether the local share starts with its pacing burst when Redis is lost (see LimiterOptions). */
@@ -118,7 +120,8 @@ export class GlobalLimiter {
     this.replicaId = options.replicaId ?? randomUUID();
     this.heartbeatMs = options.heartbeatMs ?? 2_000;
     this.redisTimeoutMs = options.redisTimeoutMs ?? 500;
-    this.replicas = Math.max(1, options.fallbackReplicas ?? 1);
+    this.minReplicas = Math.max(1, Math.floor(options.fallbackReplicas ?? 1));
+    this.replicas = this.minReplicas;
     this.outageBurst = options.outageBurst ?? false;
     this.aheadMax = Math.max(0, Math.floor(options.admitAhead ?? 0));
     this.aheadMs = options.admitAheadMs ?? 50;
@@ -409,10 +412,11 @@ export class GlobalLimiter {
   }
 
   private localLimits(): Required<AdmissionLimits> {
+    const sharers = Math.max(this.replicas, this.minReplicas);
     return {
-      maxConcurrent: shareOf(this.limits.maxConcurrent, this.replicas),
-      requestsPerMinute: shareOf(this.limits.requestsPerMinute, this.replicas),
-      tokensPerMinute: shareOf(this.limits.tokensPerMinute, this.replicas),
+      maxConcurrent: shareOf(this.limits.maxConcurrent, sharers),
+      requestsPerMinute: shareOf(this.limits.requestsPerMinute, sharers),
+      tokensPerMinute: shareOf(this.limits.tokensPerMinute, sharers),
     };
   }
 
@@ -565,7 +569,7 @@ export class GlobalLimiter {
         // Calls last as long as the longest recent one (× 1.5), or a lease when none was seen.
         const longest = this.recentDurations.length > 0 ? Math.max(...this.recentDurations) * 1.5 : this.leaseMs;
         this.local.beginOutage(this.limits.maxConcurrent, Math.min(longest, this.leaseMs * 4), this.outageBurst);
-        this.logger?.warn({ replicas: this.replicas, err: e.message }, 'quota: redis unavailable, using this replica\'s share');
+        this.logger?.warn({ replicas: Math.max(this.replicas, this.minReplicas), err: e.message }, 'quota: redis unavailable, using this replica\'s share');
         this.onModeChange?.('local');
       }
       throw e;
@@ -588,7 +592,8 @@ export class GlobalLimiter {
   private async recover(): Promise<void> {
     this.degraded = false;
     // Set before anything is awaited: admissions wait for the recovery, but not the heartbeat's.
-    this.recoveryHoldback = Math.max(0, this.replicas - 1) * shareOf(this.limits.maxConcurrent, this.replicas);
+    const sharers = Math.max(this.replicas, this.minReplicas);
+    this.recoveryHoldback = Math.min(this.limits.maxConcurrent, (sharers - 1) * shareOf(this.limits.maxConcurrent, sharers));
     this.recoveryHoldbackUntil = Date.now() + this.heartbeatMs * 2;
     const debt = this.local.debtMs();
     this.local.resetDebt();

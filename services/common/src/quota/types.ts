@@ -26,7 +26,13 @@ export interface LimiterOptions extends AdmissionLimits {
   replicaId?: string;
   /** How often this replica refreshes its heartbeat. @default 2000 */
   heartbeatMs?: number;
-  /** Replicas assumed before any heartbeat was read (a replica that starts during an outage). @default 1 */
+  /**
+   * The fewest replicas this one counts on sharing the quota with while Redis is unreachable: its
+   * local share is the limit ÷ the larger of this and the live replicas it last read from the
+   * heartbeats (none read: a replica that starts during an outage divides by this alone). Set to
+   * the most replicas that can run, the shares add up to at most the limit even when replicas
+   * start during an outage. @default 1
+   */
   fallbackReplicas?: number;
   /**
    * Whether the local share may start with its pacing burst when Redis is lost. Off, it starts
