@@ -106,10 +106,10 @@ async function startAutoscaledFleet({
 
     const addr = (s) => `127.0.0.1:${fronts[s].port}`;
     const metricsAddr = (s) => `127.0.0.1:${fronts[`${s}-metrics`].port}`;
-    // The ConfigMap's LLM_FALLBACK_REPLICAS (the HPAs' ceilings), for the replicas sharing the LLM quota.
+    // The ConfigMap's LLM_ and TOOL_FALLBACK_REPLICAS (the HPAs' ceilings), for the replicas sharing limits.
     const config = objects.find((o) => o.kind === 'ConfigMap' && o.metadata.name === 'agent-mesh-config');
-    const fallback = config && config.data && config.data.LLM_FALLBACK_REPLICAS;
-    const common = stack.meshEnv({ redisUrl, mongoUri, otlpEndpoint, env: { ...(fallback ? { LLM_FALLBACK_REPLICAS: fallback } : {}), ...env } });
+    const fallbacks = Object.fromEntries(Object.entries((config && config.data) || {}).filter(([k]) => /^(LLM|TOOL)_FALLBACK_REPLICAS$/.test(k)));
+    const common = stack.meshEnv({ redisUrl, mongoUri, otlpEndpoint, env: { ...fallbacks, ...env } });
     const peers = { STORE_ADDR: addr('store'), LLM_BROKER_ADDR: addr('llm-broker'), TOOL_SERVICE_ADDR: addr('tool-service') };
     const wiring = {
       store: {},

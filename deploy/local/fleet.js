@@ -181,10 +181,14 @@ async function startFleet({
   replicas = 2, logDir, redisUrl, mongoUri, otlpEndpoint, llmBaseUrl, llmApiKey = 'local-dev-key', jwtSecret,
   env = {}, perService = {}, ports = {}, prometheus = {}, dataDir, readyTimeoutMs = 120_000, jaegerQueryUrl,
 }) {
-  // Every replica that shares the LLM quota (the brokers, and the edges when they carry one) knows
-  // the fleet's size even if it starts while Redis is away.
+  // Every replica that shares the LLM quota (the brokers, and the edges when they carry one) or the
+  // tools' limits knows the fleet's size even if it starts while Redis is away.
   const quotaSharers = replicas * (String(env.EDGE_INLINE_BROKER ?? process.env.EDGE_INLINE_BROKER) === 'true' ? 2 : 1);
-  const common = stack.meshEnv({ redisUrl, mongoUri, otlpEndpoint, env: { LLM_FALLBACK_REPLICAS: process.env.LLM_FALLBACK_REPLICAS ?? String(quotaSharers), ...env } });
+  const fallbacks = {
+    LLM_FALLBACK_REPLICAS: process.env.LLM_FALLBACK_REPLICAS ?? String(quotaSharers),
+    TOOL_FALLBACK_REPLICAS: process.env.TOOL_FALLBACK_REPLICAS ?? String(replicas),
+  };
+  const common = stack.meshEnv({ redisUrl, mongoUri, otlpEndpoint, env: { ...fallbacks, ...env } });
   const started = [];
   const byService = { store: [], 'llm-broker': [], 'tool-service': [], orchestrator: [], edge: [] };
   const startOne = async (name, index, extra) => {

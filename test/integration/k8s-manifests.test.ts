@@ -776,15 +776,17 @@ describe('deploy/k8s manifests', () => {
       expect([...problems, ...wiringProblems(rendered)]).toEqual([]);
     });
 
-    // A replica that starts while Redis is away divides the LLM quota by LLM_FALLBACK_REPLICAS:
-    // below the most replicas that can share it, the shares add up to more than the limits.
-    test.each(overlays)('overlays/%s: LLM_FALLBACK_REPLICAS counts every replica that can share the LLM quota', (overlay) => {
+    // A replica that starts while Redis is away divides the LLM quota by LLM_FALLBACK_REPLICAS (a
+    // tool's limits by TOOL_FALLBACK_REPLICAS): below the most replicas that can share them, the
+    // shares add up to more than the limits.
+    test.each(overlays)('overlays/%s: LLM_ and TOOL_FALLBACK_REPLICAS count every replica that can share the limits', (overlay) => {
       const objs = parseYaml(kustomize(path.join(K8S, 'overlays', overlay)).stdout, overlay);
       const of = (kind: string, name: string) => objs.find((o) => o.kind === kind && nameOf(o) === name)!;
       const ceiling = (name: string) => Number(asObj(of('HorizontalPodAutoscaler', name).spec).maxReplicas);
       const inlineEdges = envValue(mainContainer(of('Deployment', 'edge')), 'EDGE_INLINE_BROKER') === 'true';
       const sharers = ceiling('llm-broker') + (inlineEdges ? ceiling('edge') : 0);
-      expect(Number(asObj(of('ConfigMap', 'agent-mesh-config').data).LLM_FALLBACK_REPLICAS)).toBe(sharers);
+      const data = asObj(of('ConfigMap', 'agent-mesh-config').data);
+      expect([Number(data.LLM_FALLBACK_REPLICAS), Number(data.TOOL_FALLBACK_REPLICAS)]).toEqual([sharers, ceiling('tool-service')]);
     });
   });
 });

@@ -8,7 +8,7 @@ import type { AddressInfo } from 'node:net';
 import Redis from 'ioredis';
 import { codeOf, createClient, GlobalLimiter, LLM_QUOTA_KEY_PREFIX, status, unary } from '@agent-mesh/common';
 import { ToolServiceClient, type InvokeResponse } from '@agent-mesh/common/gen/tools/v1/tools';
-import { startFerret, startRedis, startService, testDir, waitFor, type Proc, type ServiceProc } from '../support';
+import { freePort, startFerret, startRedis, startService, testDir, waitFor, type Proc, type ServiceProc } from '../support';
 
 jest.setTimeout(120_000);
 
@@ -33,6 +33,7 @@ let cc: ToolServiceClient;
 let cd: ToolServiceClient;
 let searchApi: http.Server;
 let redisUrl: string;
+let logDir: string;
 let searchFails = true;
 let searchRequests = 0;
 
@@ -59,7 +60,7 @@ async function metric(ps: ServiceProc[], name: string, labels: Record<string, st
 }
 
 beforeAll(async () => {
-  const logDir = testDir('tool-service');
+  logDir = testDir('tool-service');
   const redis = await startRedis({ logDir });
   procs.push(redis);
   redisUrl = redis.url;
@@ -184,6 +185,27 @@ it('never runs more than maxConcurrent at once across two replicas', async () =>
   expect(refused[0]!.error!.message).toMatch(/too many calls at once/);
   // The slots are free again once the calls finished.
   expect((await call(ca, 'test_slots', { text: 'after' })).ok).toBe(true);
+});
+
+it('a replica that starts while Redis is away runs a tool within its share of the limits (TOOL_FALLBACK_REPLICAS)', async () => {
+  // Redis at a port nothing listens on; test_slots allows 3 at once, over 3 replicas: 1 each. Its
+  // lease (timeout + 5 s) is also how long a replica that lost Redis holds its share back for calls
+  // the others were admitted in the shared state: 1 s + 5 s here.
+  const e = await startService('tool-service', {
+    logDir,
+    instance: 'e',
+    env: {
+      REDIS_URL: `redis://127.0.0.1:${await freePort()}`, STORE_ADDR: '127.0.0.1:1', OTEL_SDK_DISABLED: 'true', TOOL_TEST_TOOLS: '1',
+      TOOL_CORPUS_SOURCES: 'docs', TOOL_FALLBACK_REPLICAS: '3',
+      TOOL_OVERRIDES: JSON.stringify({ test_slots: { rateLimit: { maxConcurrent: 3, timeoutMs: 1_000 }, cache: { enabled: false } } }),
+    },
+  });
+  procs.push(e);
+  const ce = client(e);
+  await waitFor('its share admitting', async () => (await call(ce, 'test_slots', { text: 'probe' })).ok, { timeoutMs: 15_000, intervalMs: 250 });
+  const results = await Promise.all(Array.from({ length: 6 }, (_, i) => call(ce, 'test_slots', { text: `e${i}`, delayMs: 500 })));
+  expect(results.filter((r) => r.ok)).toHaveLength(1);
+  expect(results.filter((r) => r.error?.code === 'rate_limited')).toHaveLength(5);
 });
 
 it('serves from the cache within the TTL, on either replica, and misses after it', async () => {

@@ -38,6 +38,8 @@ export interface ToolServiceConfig {
   overrides: ToolOverrides;
   /** Share of a tool's per-minute limit that may come as one burst. */
   burstFraction: number;
+  /** The fewest replicas a replica without Redis divides a tool's limits by (TOOL_FALLBACK_REPLICAS). */
+  fallbackReplicas: number;
   breaker: BreakerOptions;
   /** Cache TTL multiplier while a breaker is open or the LLM is paused. */
   degradedTtlFactor: number;
@@ -64,6 +66,12 @@ export const VARS = {
     TOOL_OVERRIDES: { type: 'string', default: '', defaultDoc: 'none', doc: 'JSON of per-tool limit and cache overrides, e.g. `{"search_web":{"rateLimit":{"maxPerMinute":100}}}`' },
     TOOL_TEST_TOOLS: { type: 'bool', default: false, doc: 'registers the test-only tools' },
     TOOL_BURST_FRACTION: { type: 'number', default: 0.1, min: 0, doc: "share of a tool's per-minute limit that may come as one burst" },
+    TOOL_FALLBACK_REPLICAS: {
+      type: 'int', default: 1, min: 1,
+      doc: "while Redis is unreachable each replica runs a tool within its own share of the tool's limits: the limits ÷ the larger of this and the" +
+        ' replicas it last saw (its heartbeats); one that starts during an outage divides by this alone. The tool-service HPA\'s `maxReplicas` keeps the' +
+        ' shares within the limits even when replicas start during an outage',
+    },
     TOOL_BREAKER_ERROR_PERCENT: { type: 'int', default: 50, min: 1, max: 100, doc: "failure percentage over the window that opens a tool's breaker" },
     TOOL_BREAKER_VOLUME: { type: 'int', default: 5, min: 1, doc: 'calls in the window before a breaker may open' },
     TOOL_BREAKER_RESET_MS: { type: 'int', default: 30_000, min: 100, doc: 'an open breaker lets one probe through after this' },
@@ -116,6 +124,7 @@ export function loadConfig(env: Env = process.env): ToolServiceConfig {
     testTools: read(VARS.TOOL_TEST_TOOLS),
     overrides,
     burstFraction: read(VARS.TOOL_BURST_FRACTION),
+    fallbackReplicas: read(VARS.TOOL_FALLBACK_REPLICAS),
     breaker: {
       errorThresholdPercentage: read(VARS.TOOL_BREAKER_ERROR_PERCENT),
       volumeThreshold: read(VARS.TOOL_BREAKER_VOLUME),

@@ -51,6 +51,7 @@ async function build(svc: Service<ToolServiceConfig>): Promise<void> {
       maxConcurrent: t.rateLimit.maxConcurrent,
       requestsPerMinute: t.rateLimit.maxPerMinute,
       burstFraction: cfg.burstFraction,
+      fallbackReplicas: cfg.fallbackReplicas,
       leaseMs: t.rateLimit.timeoutMs + 5_000,
       replicaId,
     }, logger);
