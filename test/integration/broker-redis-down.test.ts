@@ -3,6 +3,7 @@
 // limit of its own; it is the referee, counting the calls in flight at once and the requests
 // admitted within any one rate window. The fleet must never exceed the global limits — before,
 // during and after the outage, and across the switches.
+import net from 'node:net';
 import { Metadata } from '@grpc/grpc-js';
 import { createClient, reasonOf } from '@agent-mesh/common';
 import { LlmBrokerServiceClient, type GenerateResponse } from '@agent-mesh/common/gen/llmbroker/v1/llm_broker';
@@ -177,6 +178,90 @@ it('three brokers that start while Redis is away divide the limits by LLM_FALLBA
     expect(s.completed).toBeGreaterThan(local.completed);
   } finally {
     await late?.stop();
+    await referee.stop();
+  }
+});
+
+/** A TCP relay to Redis that can be cut (connections refused, open ones reset) and restored. */
+async function relayTo(port: number): Promise<{ url: string; cut: () => Promise<void>; restore: () => Promise<void>; close: () => Promise<void> }> {
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((client) => {
+    const upstream = net.connect(port, '127.0.0.1');
+    for (const s of [client, upstream]) {
+      sockets.add(s);
+      s.on('close', () => sockets.delete(s));
+      s.on('error', () => undefined);
+    }
+    client.pipe(upstream).pipe(client);
+  });
+  const listenPort = await freePort();
+  const listen = () => new Promise<void>((r) => server.listen(listenPort, '127.0.0.1', r));
+  const cut = async () => {
+    const closed = new Promise<void>((r) => server.close(() => r()));
+    for (const s of sockets) s.destroy();
+    await closed;
+  };
+  await listen();
+  return { url: `redis://127.0.0.1:${listenPort}`, cut, restore: listen, close: () => (server.listening ? cut() : Promise.resolve()) };
+}
+
+it('one broker cut off from Redis while the other two still reach it: they keep its share free, the fleet stays within the limits', async () => {
+  const referee = await startEmulator({
+    logDir: dir,
+    env: { EMULATOR_TIME_SCALE: SCALE, EMULATOR_COMPLETION_TOKENS: '100', EMULATOR_TOKENS_PER_SEC: '20', EMULATOR_SEED: '5' },
+  });
+  // A Redis of its own (the first test's brokers still beat in the other).
+  const own = await startRedis({ logDir: dir });
+  const relay = await relayTo(own.port);
+  try {
+    const started = brokers.length;
+    // A lease of 2 s: the cut-off broker's slots in Redis free soon after it is cut off, so that
+    // only the share the others keep free stands between the fleet and the limits.
+    const env = { LLM_LEASE_MS: '2000' };
+    const fleet = [
+      await startBroker('cut', relay.url, referee.url, env),
+      await startBroker('7', own.url, referee.url, env),
+      await startBroker('8', own.url, referee.url, env),
+    ];
+    const [cut, ...others] = brokers.slice(started);
+    await waitFor('three live replicas', async () => (await Promise.all([cut!, ...others].map((b) => promMetric(b, 'llm_live_replicas')))).every((n) => n === 3), {
+      timeoutMs: 30_000,
+      intervalMs: 200,
+    });
+    const { outcomes, stop } = load(fleet);
+    await new Promise((r) => setTimeout(r, 5_000)); // shared, saturated
+    const admittedBefore = await promMetric(cut!, 'llm_admissions_total');
+    await relay.cut();
+    const cutAt = Date.now();
+    await waitFor('the cut-off broker on its local share', sharedOnEvery([cut!], 0), { timeoutMs: 10_000, intervalMs: 100 });
+    await waitFor('the others keeping its share free', async () => (await Promise.all(others.map((b) => promMetric(b, 'llm_departed_replicas')))).every((n) => n === 1), {
+      timeoutMs: 15_000,
+      intervalMs: 200,
+    });
+    expect(await Promise.all(others.map((b) => promMetric(b, 'llm_quota_shared')))).toEqual([1, 1]);
+    await new Promise((r) => setTimeout(r, Math.max(0, 20_000 - (Date.now() - cutAt))));
+    const cutOff = await emulatorStats(referee);
+    const servedAlone = (await promMetric(cut!, 'llm_admissions_total')) - admittedBefore;
+    await relay.restore();
+    await waitFor('all three sharing again', sharedOnEvery([cut!], 1), { timeoutMs: 20_000, intervalMs: 200 });
+    await waitFor('nothing kept free any more', async () => (await Promise.all(others.map((b) => promMetric(b, 'llm_departed_replicas')))).every((n) => n === 0), {
+      timeoutMs: 15_000,
+      intervalMs: 200,
+    });
+    await new Promise((r) => setTimeout(r, 5_000)); // saturated across the switch back
+    await stop();
+
+    const s = await emulatorStats(referee);
+    process.stdout.write(`partition referee: ${JSON.stringify({ cutOff: { maxInFlight: cutOff.maxInFlight, maxPerWindow: cutOff.maxPerWindow }, maxInFlight: s.maxInFlight, maxPerWindow: s.maxPerWindow, servedAlone, outcomes: Object.fromEntries(outcomes) })}\n`);
+    expect(s.maxInFlight).toBeLessThanOrEqual(CONCURRENCY);
+    expect(s.maxPerWindow).toBeLessThanOrEqual(RPM);
+    expect(s.rateLimited).toBe(0);
+    // The limits were pressed on, and the cut-off broker served calls on its own share.
+    expect(cutOff.maxInFlight).toBeGreaterThanOrEqual(CONCURRENCY - 1);
+    expect(servedAlone).toBeGreaterThan(0);
+  } finally {
+    await relay.close();
+    await own.stop();
     await referee.stop();
   }
 });

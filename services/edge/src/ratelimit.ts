@@ -16,8 +16,8 @@ export type RateDecision = { ok: true } | { ok: false; retryAfterMs: number };
 
 export interface RequestLimiter {
   check(userId: string): Promise<RateDecision>;
-  /** Stops background work (the replica heartbeat). */
-  close?(): void;
+  /** Stops background work (the replica heartbeat) and leaves the heartbeat set. */
+  close?(): Promise<void>;
 }
 
 export interface RequestLimitOptions {
@@ -83,10 +83,8 @@ export function redisRequestLimiter(redis: Redis, opts: RequestLimitOptions, log
       // No concurrency limit is set, so the lease holds nothing and needs no release.
       return d.ok ? { ok: true } : { ok: false, retryAfterMs: Math.max(1, d.retryAfterMs) };
     },
-    close: () => {
-      replicas.stop();
-      for (const l of users.values()) l.stop(); // gives back what each admitted ahead
-    },
+    // Leaves the edges' heartbeat set; each user's limiter gives back what it admitted ahead.
+    close: async () => void (await Promise.all([replicas, ...users.values()].map((l) => l.stop()))),
   };
 }
 

@@ -1,8 +1,7 @@
 // The broker as a part of a process: Redis, and per upstream its global limiter, queue and provider
 // behind its breaker, with their shutdown steps. The llm-broker service serves it over gRPC
 // (main.ts); an edge with EDGE_INLINE_BROKER calls it in its own process for `/v1` (no gRPC hop).
-import { randomUUID } from 'node:crypto';
-import { BUDGET_KEY_PREFIX, closeRedis, createRedis, GlobalLimiter, redisReady, TokenBudgets, type Redis, type Registry, type Service } from '@agent-mesh/common';
+import { BUDGET_KEY_PREFIX, closeRedis, createRedis, GlobalLimiter, redisReady, replicaIdOfProcess, TokenBudgets, type Redis, type Registry, type Service } from '@agent-mesh/common';
 import { LlmBroker, type Upstream } from './broker';
 import { ResponseCache } from './cache/response-cache';
 import type { BrokerConfig, UpstreamConfig } from './config';
@@ -50,6 +49,7 @@ export async function assembleBroker(svc: BrokerHost, cfg: BrokerConfig, registr
       },
       sharedQuota: () => built.limiter.mode === 'shared',
       liveReplicas: () => built.limiter.liveReplicas,
+      departedReplicas: () => built.limiter.departedReplicas,
     });
     return built.upstream;
   });
@@ -92,7 +92,7 @@ function buildUpstream(svc: BrokerHost, cfg: BrokerConfig, u: UpstreamConfig, re
   const limiter = new GlobalLimiter(
     redis,
     u.quotaKey,
-    { ...configured, leaseMs: cfg.leaseMs, fallbackReplicas: cfg.fallbackReplicas, windowScale: cfg.timeScale, windowMarginMs: cfg.quotaWindowMarginMs, admitAhead: cfg.admitAhead, admitAheadMs: cfg.admitAheadMs, admitAheadKeepMs: cfg.admitAheadKeepMs, replicaId: `${process.pid}-${randomUUID()}` },
+    { ...configured, leaseMs: cfg.leaseMs, fallbackReplicas: cfg.fallbackReplicas, departedHoldMs: cfg.departedHoldMs, windowScale: cfg.timeScale, windowMarginMs: cfg.quotaWindowMarginMs, admitAhead: cfg.admitAhead, admitAheadMs: cfg.admitAheadMs, admitAheadKeepMs: cfg.admitAheadKeepMs, replicaId: replicaIdOfProcess() },
     log,
   );
   limiter.start();

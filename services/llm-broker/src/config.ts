@@ -44,6 +44,8 @@ export interface BrokerConfig {
   leaseMs: number;
   /** The fewest replicas sharing the quota that a replica without Redis divides it by (LLM_FALLBACK_REPLICAS). */
   fallbackReplicas: number;
+  /** How long the live replicas keep a departed replica's share free (LLM_QUOTA_DEPARTED_HOLD_MS). */
+  departedHoldMs: number;
   requestTimeoutMs: number;
   /** Longest silence inside a streamed answer before the call is aborted as stalled. */
   streamIdleTimeoutMs: number;
@@ -139,6 +141,12 @@ export const VARS = {
         ' sharing them (its heartbeats). A replica that starts during an outage has seen none and divides by this alone. Set it to the most replicas that' +
         ' can share the quota (the llm-broker HPA\'s `maxReplicas`, plus the edge\'s with `EDGE_INLINE_BROKER`) for the shares to add up to at most the' +
         ' limits even when replicas start during an outage; each share is then smaller while Redis is away',
+    },
+    LLM_QUOTA_DEPARTED_HOLD_MS: {
+      type: 'int', default: 60_000, min: 0,
+      doc: 'a replica whose heartbeat stopped without its leaving (a crash, or cut off from a Redis the others still reach, then admitting on its local share) keeps its share' +
+        ' of the limits free for this long: the others admit only the rest. A replica that loses Redis admits nothing on its own until the others count it so (~8.5 s).' +
+        ' A replica cut off for longer can overshoot the limits by its share (the alert MeshQuotaOnLocalShares fires after 30 s). 0: no share kept free',
     },
     LLM_REQUEST_TIMEOUT_MS: { type: 'int', default: 120_000, min: 100, doc: 'longest upstream call' },
     LLM_STREAM_IDLE_TIMEOUT_MS: { type: 'int', default: 30_000, min: 10, doc: 'a streamed answer silent for longer is aborted as stalled' },
@@ -281,6 +289,7 @@ export function loadConfig(env: Env = process.env): BrokerConfig {
     queueMax: read(VARS.LLM_QUEUE_MAX),
     leaseMs: read(VARS.LLM_LEASE_MS),
     fallbackReplicas: read(VARS.LLM_FALLBACK_REPLICAS),
+    departedHoldMs: read(VARS.LLM_QUOTA_DEPARTED_HOLD_MS),
     requestTimeoutMs: read(VARS.LLM_REQUEST_TIMEOUT_MS),
     streamIdleTimeoutMs: read(VARS.LLM_STREAM_IDLE_TIMEOUT_MS),
     tpmAccounting: read(VARS.LLM_TPM_ACCOUNTING) as BrokerConfig['tpmAccounting'],

@@ -12,6 +12,7 @@ export interface UpstreamGauges {
   effectiveLimits(): { rpm: number; tpm: number; concurrency: number };
   sharedQuota(): boolean;
   liveReplicas(): number;
+  departedReplicas(): number;
 }
 
 export interface BrokerGauges {
@@ -41,6 +42,7 @@ export function createBrokerMetrics(registry: Registry, gauges: BrokerGauges, up
   gauge('llm_breaker_state', 'Upstream circuit breaker: 0 closed, 1 half-open, 2 open', each((u) => u.breakerState()), up);
   gauge('llm_quota_shared', '1 while the upstream\'s quota is shared through Redis, 0 on the local fallback share', each((u) => (u.sharedQuota() ? 1 : 0)), up);
   gauge('llm_live_replicas', 'Broker replicas sharing the upstream\'s quota (from heartbeats)', each((u) => u.liveReplicas()), up);
+  gauge('llm_departed_replicas', 'Replicas gone from the heartbeats without leaving, whose shares of the upstream\'s quota the live ones keep free for LLM_QUOTA_DEPARTED_HOLD_MS (they may be cut off from Redis, admitting on their local shares)', each((u) => u.departedReplicas()), up);
   gauge('llm_effective_limit', 'Effective quota of the upstream after adapting to the provider (0 = unlimited)', (g) => {
     for (const u of gauges.upstreams()) {
       const l = u.effectiveLimits();

@@ -1,7 +1,6 @@
 // Process entry of the tool-service: Redis, limiters, tools, gRPC and metrics servers,
 // pre-warming — wiring only (configuration, listeners and shutdown phases: runService).
-import { randomUUID } from 'node:crypto';
-import { closeRedis, createRedis, createRegistry, flushTelemetry, GlobalLimiter, redisReady, ReplicaLock, runService, type Service } from '@agent-mesh/common';
+import { closeRedis, createRedis, createRegistry, flushTelemetry, GlobalLimiter, redisReady, ReplicaLock, replicaIdOfProcess, runService, type Service } from '@agent-mesh/common';
 import { protobufFileName, ToolServiceService } from '@agent-mesh/common/gen/tools/v1/tools';
 import { loadConfig, type ToolServiceConfig } from './config';
 import { SharedBreakers } from './invoke/breaker';
@@ -44,7 +43,7 @@ async function build(svc: Service<ToolServiceConfig>): Promise<void> {
   );
 
   // One global limiter per tool, shared with every replica through Redis.
-  const replicaId = randomUUID();
+  const replicaId = replicaIdOfProcess();
   const limiters = new Map<string, GlobalLimiter>();
   for (const t of tools.list()) {
     const limiter = new GlobalLimiter(redis, `${cfg.redisPrefix}:limit:${t.name}`, {
@@ -58,7 +57,7 @@ async function build(svc: Service<ToolServiceConfig>): Promise<void> {
     limiter.start();
     limiters.set(t.name, limiter);
   }
-  svc.onShutdown('stop', 'limiters', () => limiters.forEach((l) => l.stop()));
+  svc.onShutdown('stop', 'limiters', async () => void (await Promise.all([...limiters.values()].map((l) => l.stop()))));
 
   const cache = new ResultCache(redis, logger);
   const lock = new ReplicaLock(redis);

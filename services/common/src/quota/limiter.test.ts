@@ -7,8 +7,8 @@ import type Redis from 'ioredis';
 type Behaviour = 'ok' | 'hang' | { afterMs: number };
 function fakeRedis(behaviour: Record<string, Behaviour>) {
   const replies: Record<string, unknown> = {
-    meshQuotaAcquire: [1, '', 0], meshQuotaRenew: 1, meshQuotaRelease: 1, meshQuotaPause: 1, meshQuotaHeartbeat: 1, meshQuotaMerge: 1,
-    meshQuotaRequest: [1, 'ok', 0],
+    meshQuotaAcquire: [1, '', 0], meshQuotaRenew: 1, meshQuotaRelease: 1, meshQuotaPause: 1, meshQuotaHeartbeat: [1, 0], meshQuotaMerge: 1,
+    meshQuotaRequest: [1, 'ok', 0], zrem: 1,
   };
   const calls: string[] = [];
   const args: Record<string, unknown[][]> = {};
@@ -32,6 +32,25 @@ async function within<T>(p: Promise<T>, ms: number): Promise<T | 'still waiting'
     return await Promise.race([p, new Promise<'still waiting'>((r) => { timer = setTimeout(() => r('still waiting'), ms); })]);
   } finally {
     clearTimeout(timer);
+  }
+}
+
+// The calls this replica may admit on its own once Redis is lost. The first ask finds Redis gone
+// and is refused: other replicas may still run calls the shared state gave them beyond their
+// shares, so the share is held back until those can have ended (a lease, 20 ms in these tests).
+async function localShare(limiter: GlobalLimiter): Promise<number> {
+  expect(await limiter.tryAcquire({ holder: 'first', tokens: 1 })).toMatchObject({ ok: false, reason: 'concurrency' });
+  await new Promise((r) => setTimeout(r, 30));
+  let admitted = 0;
+  while (admitted < 20 && (await limiter.tryAcquire({ holder: String(admitted), tokens: 1 })).ok) admitted += 1;
+  return admitted;
+}
+
+async function waitFor(check: () => boolean, ms = 2_000): Promise<void> {
+  const until = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > until) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 5));
   }
 }
 
@@ -126,21 +145,10 @@ describe('GlobalLimiter against its Redis scripts (fake Redis)', () => {
     expect(await limiter.tryAcquire({ holder: 'c', tokens: 1 })).toMatchObject({ ok: true });
   });
 
-  // The calls this replica may admit on its own once Redis is lost. The first ask finds Redis gone
-  // and is refused: other replicas may still run calls the shared state gave them beyond their
-  // shares, so the share is held back until those can have ended (a lease, 1 ms in these tests).
-  async function localShare(limiter: GlobalLimiter): Promise<number> {
-    expect(await limiter.tryAcquire({ holder: 'first', tokens: 1 })).toMatchObject({ ok: false, reason: 'concurrency' });
-    await new Promise((r) => setTimeout(r, 5));
-    let admitted = 0;
-    while (admitted < 20 && (await limiter.tryAcquire({ holder: String(admitted), tokens: 1 })).ok) admitted += 1;
-    return admitted;
-  }
-
   it('started without Redis, divides the limit by fallbackReplicas (it cannot know the fleet)', async () => {
     const fake = fakeRedis({});
     fake.raw.status = 'end';
-    const limiter = new GlobalLimiter(fake.redis, 't', { maxConcurrent: 6, requestsPerMinute: 0, fallbackReplicas: 3, leaseMs: 1 });
+    const limiter = new GlobalLimiter(fake.redis, 't', { maxConcurrent: 6, requestsPerMinute: 0, fallbackReplicas: 3, leaseMs: 20 });
     expect(await localShare(limiter)).toBe(2);
     expect(limiter.liveReplicas).toBe(3);
   });
@@ -148,11 +156,11 @@ describe('GlobalLimiter against its Redis scripts (fake Redis)', () => {
   it('divides by the larger of fallbackReplicas and the live replicas the heartbeats last counted', async () => {
     const shareAfterHeartbeat = async (live: number, fallbackReplicas: number) => {
       const fake = fakeRedis({});
-      fake.replies.meshQuotaHeartbeat = live;
-      const limiter = new GlobalLimiter(fake.redis, 't', { maxConcurrent: 12, requestsPerMinute: 0, fallbackReplicas, heartbeatMs: 60_000, leaseMs: 1 });
+      fake.replies.meshQuotaHeartbeat = [live, 0];
+      const limiter = new GlobalLimiter(fake.redis, 't', { maxConcurrent: 12, requestsPerMinute: 0, fallbackReplicas, heartbeatMs: 60_000, leaseMs: 20, departedHoldMs: 0 });
       limiter.start();
       await new Promise((r) => setImmediate(r));
-      limiter.stop();
+      await limiter.stop();
       expect(limiter.liveReplicas).toBe(live); // what the heartbeats counted, whatever the floor
       fake.raw.status = 'end'; // Redis lost
       return localShare(limiter);
@@ -208,5 +216,58 @@ describe('GlobalLimiter windows', () => {
     // Without a margin, the provider's window as it is.
     const exact = new GlobalLimiter(fakeRedis({}).redis, 't', { requestsPerMinute: 120, windowScale: 0.1 });
     expect((exact as unknown as { windowMs: number }).windowMs).toBe(6_000);
+  });
+});
+
+describe('GlobalLimiter: replicas that departed without leaving', () => {
+  /** A limiter whose first heartbeat counted `live` and `departed` replicas. */
+  async function afterHeartbeat(live: number, departed: number, o: Partial<import('./types').LimiterOptions> = {}) {
+    const fake = fakeRedis({});
+    fake.replies.meshQuotaHeartbeat = [live, departed];
+    const limiter = new GlobalLimiter(fake.redis, 't', { maxConcurrent: 12, requestsPerMinute: 600, tokensPerMinute: 6_000, heartbeatMs: 60_000, ...o });
+    limiter.start();
+    await new Promise((r) => setImmediate(r));
+    return { fake, limiter };
+  }
+
+  it('keeps their shares free: Redis decides on the limits less one share each', async () => {
+    const { fake, limiter } = await afterHeartbeat(2, 1);
+    expect(limiter.departedReplicas).toBe(1);
+    await limiter.tryAcquire({ holder: 'a', tokens: 1 });
+    // KEYS leases rpm tpm pause, then id, leaseMs, concurrency, rpm, tpm: each limit less 1 ÷ 3 of it.
+    expect(fake.args.meshQuotaAcquire![0]!.slice(6, 9)).toEqual([8, 400, 4_000]);
+    await limiter.stop();
+  });
+
+  it('divides the local share among the departed too', async () => {
+    const { fake, limiter } = await afterHeartbeat(2, 1, { leaseMs: 20, requestsPerMinute: 0, tokensPerMinute: 0, departedHoldMs: 0 });
+    await limiter.stop();
+    fake.raw.status = 'end';
+    expect(await localShare(limiter)).toBe(4); // 12 ÷ 3
+  });
+
+  it('losing Redis, admits nothing locally until the others can count it departed, then beats as departed', async () => {
+    const { fake, limiter } = await afterHeartbeat(1, 0, { heartbeatMs: 25, redisTimeoutMs: 20, leaseMs: 20, requestsPerMinute: 0, tokensPerMinute: 0 });
+    const beatAt = Date.now();
+    for (const command of Object.keys(fake.replies)) fake.behaviour[command] = 'hang'; // Redis stops answering
+    // Its last beat + the Redis timeout + 4 beats (expiry after 3, read by the others at the 4th).
+    const first = await limiter.tryAcquire({ holder: 'a', tokens: 1 });
+    expect(first).toMatchObject({ ok: false, reason: 'paused' });
+    if (first.ok) return;
+    expect(first.retryAfterMs).toBeGreaterThan(60);
+    // Its beats while local say so: one that lands late counts it departed, not live.
+    await waitFor(() => fake.args.meshQuotaHeartbeat!.at(-1)!.at(-1) === 1);
+    expect(fake.args.meshQuotaHeartbeat![0]!.at(-1)).toBe(0);
+    fake.raw.status = 'end';
+    await new Promise((r) => setTimeout(r, first.retryAfterMs + 5));
+    expect(Date.now() - beatAt).toBeGreaterThanOrEqual(120);
+    expect(await limiter.tryAcquire({ holder: 'b', tokens: 1 })).toMatchObject({ ok: true, lease: { mode: 'local' } });
+    await limiter.stop();
+  });
+
+  it('leaves the heartbeat set when stopped (the others then keep nothing free for it)', async () => {
+    const { fake, limiter } = await afterHeartbeat(1, 0);
+    await limiter.stop();
+    expect(fake.args.zrem).toEqual([['{t}:replicas', expect.any(String)]]);
   });
 });

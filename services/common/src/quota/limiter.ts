@@ -1,7 +1,9 @@
 // Global admission shared by every replica through Redis: concurrency leases, smooth RPM/TPM
 // pacing with reservations settled after the call, and a provider pause. Falls back to this
-// replica's share of the quota (limit ÷ live replicas) while Redis is unreachable.
+// replica's share of the quota (limit ÷ replicas) while Redis is unreachable; while a replica may
+// be on its share, cut off from a Redis the others still reach, they keep its share free.
 import { randomUUID } from 'node:crypto';
+import os from 'node:os';
 import type Redis from 'ioredis';
 import { withTimeout } from '../lifecycle/timeout';
 import type { Logger } from '../logging';
@@ -26,7 +28,7 @@ interface QuotaCommands {
   meshQuotaRenew(...args: (string | number)[]): Promise<number>;
   meshQuotaRelease(...args: (string | number)[]): Promise<number>;
   meshQuotaPause(...args: (string | number)[]): Promise<number>;
-  meshQuotaHeartbeat(...args: (string | number)[]): Promise<number>;
+  meshQuotaHeartbeat(...args: (string | number)[]): Promise<[number, number]>;
   meshQuotaMerge(...args: (string | number)[]): Promise<number>;
   meshQuotaRequest(...args: (string | number)[]): Promise<Reply>;
 }
@@ -56,6 +58,15 @@ const REFILL_DELAY_MS = 5;
 /** How often a release Redis could not take is tried again while it is away. */
 const RELEASE_RETRY_MS = 200;
 
+/**
+ * A replica's id in the heartbeat set, the same after its process restarts in the same place (a
+ * container restarted in its pod: same host name, same pid): it beats again under the id it
+ * departed with, and the others stop keeping its share free at once.
+ */
+export function replicaIdOfProcess(): string {
+  return `${os.hostname()}-${process.pid}`;
+}
+
 /** The key prefix of the brokers' shared LLM quota (their GlobalLimiter). */
 export const LLM_QUOTA_KEY_PREFIX = 'mesh:llm';
 
@@ -71,8 +82,13 @@ export class GlobalLimiter {
   private readonly redisTimeoutMs: number;
   private readonly local: LocalAdmission;
   private replicas: number;
+  /** Replicas whose heartbeat expired without their leaving, within departedHoldMs: their shares are kept free. */
+  private departed = 0;
   /** The fewest replicas the local share divides by (LimiterOptions.fallbackReplicas). */
   private readonly minReplicas: number;
+  private readonly departedHoldMs: number;
+  /** When the last heartbeat sent while sharing left (0: none yet): its entry in Redis expires 3 beats after it lands. */
+  private lastSharedBeatAt = 0;
   private degraded = false;
   private recovering?: Promise<void>;
   /** Whether the local share starts with its pacing burst when Redis is lost (see LimiterOptions). */
@@ -122,6 +138,7 @@ export class GlobalLimiter {
     this.redisTimeoutMs = options.redisTimeoutMs ?? 500;
     this.minReplicas = Math.max(1, Math.floor(options.fallbackReplicas ?? 1));
     this.replicas = this.minReplicas;
+    this.departedHoldMs = Math.max(0, options.departedHoldMs ?? 60_000);
     this.outageBurst = options.outageBurst ?? false;
     this.aheadMax = Math.max(0, Math.floor(options.admitAhead ?? 0));
     this.aheadMs = options.admitAheadMs ?? 50;
@@ -152,10 +169,13 @@ export class GlobalLimiter {
     this.heartbeat.unref();
   }
 
-  stop(): void {
+  /** Stops the heartbeat and leaves the heartbeat set (the others then keep no share free for this replica). */
+  async stop(): Promise<void> {
+    const beating = this.heartbeat !== undefined;
     if (this.heartbeat) clearInterval(this.heartbeat);
     this.heartbeat = undefined;
     this.giveBackAllAhead();
+    if (beating && !this.degraded) await this.call(() => this.redis.zrem(this.keys.replicas, this.replicaId)).catch(() => undefined);
   }
 
   private giveBackAllAhead(): void {
@@ -172,6 +192,11 @@ export class GlobalLimiter {
 
   get liveReplicas(): number {
     return this.replicas;
+  }
+
+  /** Replicas gone from the heartbeats without leaving, within departedHoldMs: their shares are kept free. */
+  get departedReplicas(): number {
+    return this.departed;
   }
 
   get currentLimits(): Required<AdmissionLimits> {
@@ -218,6 +243,7 @@ export class GlobalLimiter {
       // Back from an outage: no shared admission before this replica's local leases are in Redis.
       await this.recovery();
       const concurrency = this.sharedConcurrency();
+      const { requestsPerMinute: rpm, tokensPerMinute: tpm } = this.sharedLimits();
       if (this.limits.maxConcurrent > 0 && concurrency <= 0) return [...out, { ok: false, reason: 'concurrency', retryAfterMs: 50 }];
       // The first lease's id and tokens where a single acquire has them, then the others' pairs.
       const more: (string | number)[] = [];
@@ -231,8 +257,8 @@ export class GlobalLimiter {
         const [admitted, reason, retryAfterMs, aheadAdmitted] = await this.call(() =>
           this.cmd.meshQuotaAcquire(
             this.keys.leases, this.keys.rpm, this.keys.tpm, this.keys.pause,
-            ids[first]!, this.leaseMs, concurrency, this.limits.requestsPerMinute,
-            this.limits.tokensPerMinute, tokens[first]!, this.windowMs, this.burstFraction, ahead, aheadId, aheadTokens, ...more,
+            ids[first]!, this.leaseMs, concurrency, rpm,
+            tpm, tokens[first]!, this.windowMs, this.burstFraction, ahead, aheadId, aheadTokens, ...more,
           ),
         );
         this.keepAhead(aheadId, Number(aheadAdmitted ?? 0), sentAt, aheadTokens, epoch);
@@ -302,11 +328,12 @@ export class GlobalLimiter {
     const aheadId = randomUUID();
     const aheadTokens = this.aheadTokens;
     const epoch = this.aheadEpoch;
+    const { requestsPerMinute: rpm, tokensPerMinute: tpm } = this.sharedLimits();
     this.call(() =>
       this.cmd.meshQuotaAcquire(
         this.keys.leases, this.keys.rpm, this.keys.tpm, this.keys.pause,
-        '', this.leaseMs, this.sharedConcurrency(), this.limits.requestsPerMinute,
-        this.limits.tokensPerMinute, 0, this.windowMs, this.burstFraction, want, aheadId, aheadTokens,
+        '', this.leaseMs, this.sharedConcurrency(), rpm,
+        tpm, 0, this.windowMs, this.burstFraction, want, aheadId, aheadTokens,
       ),
     )
       .then(([, , , admitted]) => {
@@ -372,7 +399,8 @@ export class GlobalLimiter {
 
   /** Gives admissions taken ahead back: their request in the RPM window, their tokens, their concurrency slot. */
   private giveBackAhead(ahead: { id: string; tokens: number }[]): void {
-    const { requestsPerMinute: rpm, maxConcurrent, tokensPerMinute: tpm } = this.limits;
+    const { requestsPerMinute: rpm, tokensPerMinute: tpm } = this.sharedLimits();
+    const { maxConcurrent } = this.limits;
     for (const a of ahead) {
       if (rpm > 0) void this.call(() => this.cmd.meshQuotaRequest(this.keys.rpm, this.keys.pause, rpm, this.windowMs, this.burstFraction, -1)).catch(() => undefined);
       if (maxConcurrent > 0 || (tpm > 0 && a.tokens > 0)) {
@@ -406,13 +434,26 @@ export class GlobalLimiter {
 
   /** The concurrency limit asked of Redis: less, right after an outage, what other replicas' local leases may still hold. */
   private sharedConcurrency(): number {
-    const c = this.limits.maxConcurrent;
+    const c = this.sharedLimits().maxConcurrent;
     if (c === 0 || Date.now() >= this.recoveryHoldbackUntil) return c;
     return c - this.recoveryHoldback;
   }
 
+  /** How many the quota is divided among: every replica that may hold a share, at least minReplicas. */
+  private sharers(): number {
+    return Math.max(this.replicas + this.departed, this.minReplicas);
+  }
+
+  /** The limits decided in Redis: each less the shares of departed replicas (0, unlimited, stays so). */
+  private sharedLimits(): Required<AdmissionLimits> {
+    if (this.departed === 0) return this.limits;
+    const sharers = this.sharers();
+    const free = (limit: number) => (limit > 0 ? limit - this.departed * shareOf(limit, sharers) : 0);
+    return { maxConcurrent: free(this.limits.maxConcurrent), requestsPerMinute: free(this.limits.requestsPerMinute), tokensPerMinute: free(this.limits.tokensPerMinute) };
+  }
+
   private localLimits(): Required<AdmissionLimits> {
-    const sharers = Math.max(this.replicas, this.minReplicas);
+    const sharers = this.sharers();
     return {
       maxConcurrent: shareOf(this.limits.maxConcurrent, sharers),
       requestsPerMinute: shareOf(this.limits.requestsPerMinute, sharers),
@@ -433,7 +474,7 @@ export class GlobalLimiter {
     // A shared lease takes a slot in Redis' leases set only under a concurrency limit.
     const registered = this.limits.maxConcurrent > 0;
     const releaseShared = (delta: number) =>
-      this.call(() => this.cmd.meshQuotaRelease(this.keys.leases, this.keys.tpm, id, delta, this.limits.tokensPerMinute, this.windowMs, this.burstFraction, registered ? '1' : '0'));
+      this.call(() => this.cmd.meshQuotaRelease(this.keys.leases, this.keys.tpm, id, delta, this.sharedLimits().tokensPerMinute, this.windowMs, this.burstFraction, registered ? '1' : '0'));
     const settle = async (delta: number) => {
       if (done) return;
       done = true;
@@ -484,7 +525,7 @@ export class GlobalLimiter {
       if (currentMode === 'shared') {
         try {
           const [ok, reason, retryAfterMs] = await this.call(() =>
-            this.cmd.meshQuotaRequest(this.keys.rpm, this.keys.pause, this.limits.requestsPerMinute, this.windowMs, this.burstFraction, delta),
+            this.cmd.meshQuotaRequest(this.keys.rpm, this.keys.pause, this.sharedLimits().requestsPerMinute, this.windowMs, this.burstFraction, delta),
           );
           return ok === 1 ? { ok: true } : { ok: false, reason: reason as 'rpm' | 'paused', retryAfterMs: Number(retryAfterMs) };
         } catch (err) {
@@ -525,10 +566,16 @@ export class GlobalLimiter {
   }
 
   private async beat(): Promise<void> {
+    const local = this.degraded;
     try {
-      const n = await this.call(() => this.cmd.meshQuotaHeartbeat(this.keys.replicas, this.replicaId, this.heartbeatMs * 3));
-      if (n > 0 && n !== this.replicas) {
-        this.replicas = n;
+      const [live, departed] = await this.call(() => {
+        // A beat sent while sharing may land even if its answer never comes: it counts from now.
+        if (!local) this.lastSharedBeatAt = Date.now();
+        return this.cmd.meshQuotaHeartbeat(this.keys.replicas, this.replicaId, this.heartbeatMs * 3, this.departedHoldMs, local ? 1 : 0);
+      });
+      if ((live > 0 && live !== this.replicas) || departed !== this.departed) {
+        if (live > 0) this.replicas = live;
+        this.departed = departed;
         this.local.setLimits(this.localLimits());
       }
     } catch {
@@ -569,7 +616,14 @@ export class GlobalLimiter {
         // Calls last as long as the longest recent one (× 1.5), or a lease when none was seen.
         const longest = this.recentDurations.length > 0 ? Math.max(...this.recentDurations) * 1.5 : this.leaseMs;
         this.local.beginOutage(this.limits.maxConcurrent, Math.min(longest, this.leaseMs * 4), this.outageBurst);
-        this.logger?.warn({ replicas: Math.max(this.replicas, this.minReplicas), err: e.message }, 'quota: redis unavailable, using this replica\'s share');
+        // Other replicas may still reach Redis and admit there: they keep this replica's share free
+        // only once its heartbeat has expired (3 beats after the last one landed, which took at
+        // most redisTimeoutMs) and their own next beat has read it (1 more). Until then, nothing.
+        if (this.departedHoldMs > 0 && this.lastSharedBeatAt > 0) {
+          const counted = this.lastSharedBeatAt + this.redisTimeoutMs + this.heartbeatMs * 4;
+          if (counted > Date.now()) this.local.pause(counted - Date.now());
+        }
+        this.logger?.warn({ replicas: this.sharers(), err: e.message }, 'quota: redis unavailable, using this replica\'s share');
         this.onModeChange?.('local');
       }
       throw e;
@@ -592,7 +646,7 @@ export class GlobalLimiter {
   private async recover(): Promise<void> {
     this.degraded = false;
     // Set before anything is awaited: admissions wait for the recovery, but not the heartbeat's.
-    const sharers = Math.max(this.replicas, this.minReplicas);
+    const sharers = this.sharers();
     this.recoveryHoldback = Math.min(this.limits.maxConcurrent, (sharers - 1) * shareOf(this.limits.maxConcurrent, sharers));
     this.recoveryHoldbackUntil = Date.now() + this.heartbeatMs * 2;
     const debt = this.local.debtMs();

@@ -181,14 +181,26 @@ return math.ceil(tonumber(ARGV[1]))
 `;
 
 /**
- * Refreshes this replica's heartbeat and counts the live ones.
- * KEYS: replicas (zset id → expiry). ARGV: replicaId, ttlMs. Returns the live count.
+ * Refreshes this replica's heartbeat and counts the replicas sharing the quota: the live ones, and
+ * the departed ones — those whose heartbeat expired less than `holdMs` ago without their leaving
+ * (a crash, or a replica cut off from Redis that now admits on its local share), whose shares the
+ * live ones keep free. A replica on its local share beats with `local` = 1 when a beat gets through
+ * late: it is counted departed, not live. Leaving (ZREM) counts a replica in neither.
+ * KEYS: replicas (zset id → expiry). ARGV: replicaId, ttlMs, holdMs, local (0/1).
+ * Returns {live, departed}.
  */
 export const HEARTBEAT = `${CLOCK_AND_PACE}
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
-redis.call('PEXPIRE', KEYS[1], math.ceil(tonumber(ARGV[2]) * 2))
-return redis.call('ZCARD', KEYS[1])
+local ttl = tonumber(ARGV[2])
+local hold = tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - hold)
+if ARGV[4] == '1' then
+  redis.call('ZADD', KEYS[1], now, ARGV[1])
+else
+  redis.call('ZADD', KEYS[1], now + ttl, ARGV[1])
+end
+redis.call('PEXPIRE', KEYS[1], math.ceil(ttl * 2 + hold))
+local live = redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf')
+return {live, redis.call('ZCARD', KEYS[1]) - live}
 `;
 
 /**

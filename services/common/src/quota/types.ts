@@ -41,6 +41,14 @@ export interface LimiterOptions extends AdmissionLimits {
    * (request limits, where availability matters more than exactness). @default false
    */
   outageBurst?: boolean;
+  /**
+   * For this long after a replica's heartbeat expired without its leaving (ms; 0: never), the live
+   * replicas keep its share of the limits free: it may be cut off from Redis and admitting on its
+   * local share. A replica that loses Redis admits nothing locally until the others count it so.
+   * A cut-off replica is covered only while it is one that beat at least once, and for this long.
+   * @default 60000
+   */
+  departedHoldMs?: number;
   /** Longest wait for a Redis answer before falling back. @default 500 */
   redisTimeoutMs?: number;
   /**
