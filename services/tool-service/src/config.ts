@@ -40,6 +40,8 @@ export interface ToolServiceConfig {
   burstFraction: number;
   /** The fewest replicas a replica without Redis divides a tool's limits by (TOOL_FALLBACK_REPLICAS). */
   fallbackReplicas: number;
+  /** How long the live replicas keep a departed replica's share of a tool's limits free (TOOL_QUOTA_DEPARTED_HOLD_MS). */
+  departedHoldMs: number;
   breaker: BreakerOptions;
   /** Cache TTL multiplier while a breaker is open or the LLM is paused. */
   degradedTtlFactor: number;
@@ -71,6 +73,12 @@ export const VARS = {
       doc: "while Redis is unreachable each replica runs a tool within its own share of the tool's limits: the limits ÷ the larger of this and the" +
         ' replicas it last saw (its heartbeats); one that starts during an outage divides by this alone. The tool-service HPA\'s `maxReplicas` keeps the' +
         ' shares within the limits even when replicas start during an outage',
+    },
+    TOOL_QUOTA_DEPARTED_HOLD_MS: {
+      type: 'int', default: 60_000, min: 0,
+      doc: "a replica whose heartbeat stopped without its leaving (a crash, or cut off from a Redis the others still reach, then running tools on its local share) keeps its" +
+        " share of each tool's limits free for this long: the others admit only the rest. A replica that loses Redis runs nothing on its own until the others count it so" +
+        ' (~8.5 s). 0: no share kept free',
     },
     TOOL_BREAKER_ERROR_PERCENT: { type: 'int', default: 50, min: 1, max: 100, doc: "failure percentage over the window that opens a tool's breaker" },
     TOOL_BREAKER_VOLUME: { type: 'int', default: 5, min: 1, doc: 'calls in the window before a breaker may open' },
@@ -125,6 +133,7 @@ export function loadConfig(env: Env = process.env): ToolServiceConfig {
     overrides,
     burstFraction: read(VARS.TOOL_BURST_FRACTION),
     fallbackReplicas: read(VARS.TOOL_FALLBACK_REPLICAS),
+    departedHoldMs: read(VARS.TOOL_QUOTA_DEPARTED_HOLD_MS),
     breaker: {
       errorThresholdPercentage: read(VARS.TOOL_BREAKER_ERROR_PERCENT),
       volumeThreshold: read(VARS.TOOL_BREAKER_VOLUME),

@@ -51,6 +51,7 @@ async function build(svc: Service<ToolServiceConfig>): Promise<void> {
       requestsPerMinute: t.rateLimit.maxPerMinute,
       burstFraction: cfg.burstFraction,
       fallbackReplicas: cfg.fallbackReplicas,
+      departedHoldMs: cfg.departedHoldMs,
       leaseMs: t.rateLimit.timeoutMs + 5_000,
       replicaId,
     }, logger);

@@ -265,6 +265,21 @@ describe('GlobalLimiter: replicas that departed without leaving', () => {
     await limiter.stop();
   });
 
+  it('back from an outage, beats as live at once (the others stop keeping its share free)', async () => {
+    const { fake, limiter } = await afterHeartbeat(1, 0, { redisTimeoutMs: 20, leaseMs: 20, requestsPerMinute: 0, tokensPerMinute: 0, departedHoldMs: 0 });
+    fake.raw.status = 'end';
+    await limiter.tryAcquire({ holder: 'a', tokens: 1 });
+    expect(limiter.mode).toBe('local');
+    const beats = fake.args.meshQuotaHeartbeat!.length;
+    fake.raw.status = 'ready';
+    await limiter.tryAcquire({ holder: 'b', tokens: 1 });
+    expect(limiter.mode).toBe('shared');
+    // The next periodic beat is a minute away: this one is the recovery's.
+    await waitFor(() => fake.args.meshQuotaHeartbeat!.length > beats);
+    expect(fake.args.meshQuotaHeartbeat!.at(-1)!.at(-1)).toBe(0);
+    await limiter.stop();
+  });
+
   it('leaves the heartbeat set when stopped (the others then keep nothing free for it)', async () => {
     const { fake, limiter } = await afterHeartbeat(1, 0);
     await limiter.stop();

@@ -661,6 +661,10 @@ export class GlobalLimiter {
     // keep back what the other replicas' local leases may hold until they have done the same
     // (each does on its next heartbeat at the latest).
     await Promise.all([...this.localLeases.values()].map((renew) => renew().catch(() => false)));
+    // Live again for the others at once, not at the next beat: until then they keep this
+    // replica's share free as a departed one's (its beats while local said so). Not when Redis
+    // failed again meanwhile: that beat would start the next recovery straight away.
+    if (!this.degraded) void this.beat();
     this.logger?.info('quota: redis available again, shared state restored');
     this.onModeChange?.('shared');
   }
