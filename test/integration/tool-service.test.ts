@@ -206,6 +206,13 @@ it('a replica that starts while Redis is away runs a tool within its share of th
   const results = await Promise.all(Array.from({ length: 6 }, (_, i) => call(ce, 'test_slots', { text: `e${i}`, delayMs: 500 })));
   expect(results.filter((r) => r.ok)).toHaveLength(1);
   expect(results.filter((r) => r.error?.code === 'rate_limited')).toHaveLength(5);
+  // Its metrics say so (the alert MeshToolLimitsOnLocalShares reads them); a replica with Redis shares them.
+  const metricsOf = (p: ServiceProc) => fetch(`http://127.0.0.1:${p.metricsPort}/metrics`).then((r) => r.text());
+  expect(await metricsOf(e)).toMatch(/^tool_limits_shared\{tool="test_slots"[^}]*\} 0$/m);
+  const shared = await metricsOf(a);
+  expect(shared).toMatch(/^tool_limits_shared\{tool="test_slots"[^}]*\} 1$/m);
+  expect(Number(/^tool_live_replicas\{tool="test_slots"[^}]*\} (\d+)$/m.exec(shared)?.[1])).toBeGreaterThanOrEqual(2);
+  expect(shared).toMatch(/^tool_departed_replicas\{tool="test_slots"[^}]*\} 0$/m);
 });
 
 it('serves from the cache within the TTL, on either replica, and misses after it', async () => {

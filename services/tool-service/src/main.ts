@@ -59,6 +59,7 @@ async function build(svc: Service<ToolServiceConfig>): Promise<void> {
     limiters.set(t.name, limiter);
   }
   svc.onShutdown('stop', 'limiters', async () => void (await Promise.all([...limiters.values()].map((l) => l.stop()))));
+  metrics.watchLimits(limiters);
 
   const cache = new ResultCache(redis, logger);
   const lock = new ReplicaLock(redis);
