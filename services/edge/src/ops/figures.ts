@@ -204,6 +204,17 @@ export const FIGURES: readonly Figure[] = [
       { expr: 'mesh:llm_cache_tokens_saved:rate5m_per_minute', legend: 'tokens saved per minute' },
     ],
   },
+  {
+    id: 'limits_shared_through_redis',
+    title: 'Limits shared through Redis',
+    unit: 'short',
+    queries: [
+      { expr: 'min by (job, instance) (llm_quota_shared)', legend: 'LLM quota {{job}} {{instance}}' },
+      { expr: 'min by (instance) (tool_limits_shared)', legend: 'tool limits {{instance}}' },
+      { expr: 'max(llm_departed_replicas)', legend: 'departed brokers' },
+      { expr: 'max(tool_departed_replicas)', legend: 'departed tool-services' },
+    ],
+  },
 ];
 
 /** A series' name from its legend format and labels (Grafana's `{{name}}` templating). */
