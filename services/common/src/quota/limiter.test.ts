@@ -280,6 +280,19 @@ describe('GlobalLimiter: replicas that departed without leaving', () => {
     await limiter.stop();
   });
 
+  it('not started (no heartbeat), does not beat when back from an outage either', async () => {
+    const fake = fakeRedis({});
+    const limiter = new GlobalLimiter(fake.redis, 't', { maxConcurrent: 12, requestsPerMinute: 0, fallbackReplicas: 3, redisTimeoutMs: 20, leaseMs: 20 });
+    fake.raw.status = 'end';
+    await limiter.tryAcquire({ holder: 'a', tokens: 1 });
+    fake.raw.status = 'ready';
+    await limiter.tryAcquire({ holder: 'b', tokens: 1 });
+    expect(limiter.mode).toBe('shared');
+    await new Promise((r) => setTimeout(r, 20));
+    expect(fake.args.meshQuotaHeartbeat).toBeUndefined();
+    expect(limiter.liveReplicas).toBe(3);
+  });
+
   it('leaves the heartbeat set when stopped (the others then keep nothing free for it)', async () => {
     const { fake, limiter } = await afterHeartbeat(1, 0);
     await limiter.stop();

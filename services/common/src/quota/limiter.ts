@@ -663,8 +663,10 @@ export class GlobalLimiter {
     await Promise.all([...this.localLeases.values()].map((renew) => renew().catch(() => false)));
     // Live again for the others at once, not at the next beat: until then they keep this
     // replica's share free as a departed one's (its beats while local said so). Not when Redis
-    // failed again meanwhile: that beat would start the next recovery straight away.
-    if (!this.degraded) void this.beat();
+    // failed again meanwhile: that beat would start the next recovery straight away. Only for a
+    // limiter that beats at all (started): one that is not (the edge's per-user limits) keeps the
+    // replica count it was given.
+    if (!this.degraded && this.heartbeat) void this.beat();
     this.logger?.info('quota: redis available again, shared state restored');
     this.onModeChange?.('shared');
   }
