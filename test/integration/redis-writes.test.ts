@@ -1,9 +1,11 @@
 // The services' Redis client with coalesceWrites (the edge's and the broker's), on a real Redis: the
 // commands of one turn of the event loop leave together when the turn ends, a turn's batch leaves
 // while an earlier one is still unanswered (ioredis' auto-pipelining holds it back), answers come
-// back to the right callers, and a reconnected client batches on its new connection too.
+// back to the right callers, and a reconnected client batches on its new connection too. The edge's
+// client as the edge makes it (edgeRedis) is held to the same.
 import pino from 'pino';
 import { createRedis, redisReady, type Redis } from '@agent-mesh/common';
+import { edgeRedis } from '../../services/edge/src/redis';
 import { startRedis, testDir, waitFor, type RedisProc } from '../support';
 
 jest.setTimeout(60_000);
@@ -22,11 +24,16 @@ afterAll(async () => {
 });
 
 async function client(options: Parameters<typeof createRedis>[2]): Promise<Redis> {
-  const c = createRedis(redis.url, logger, options);
+  return ready(createRedis(redis.url, logger, options));
+}
+
+async function ready(c: Redis): Promise<Redis> {
   clients.push(c);
   await redisReady(c);
   return c;
 }
+
+const edgeClient = () => ready(edgeRedis({ mode: 'single', url: redis.url }, logger));
 
 const socketOf = (c: Redis) => (c as unknown as { stream: { bytesWritten: number; writableLength: number } }).stream;
 /** Bytes given to the socket (sent or held in it). */
@@ -43,13 +50,16 @@ async function oneTurn(c: Redis, tag: string): Promise<{ during: number; after: 
   return { during, after };
 }
 
-test('the commands of one turn leave together when the turn ends', async () => {
-  const c = await client({ coalesceWrites: true });
-  const { during, after } = await oneTurn(c, 'turn');
+test.each([
+  ['coalesceWrites', () => client({ coalesceWrites: true })],
+  ["the edge's client", edgeClient],
+] as const)('the commands of one turn leave together when the turn ends: %s', async (name, make) => {
+  const c = await make();
+  const { during, after } = await oneTurn(c, `turn:${name}`);
   expect(during).toBeGreaterThan(20 * 'SET'.length); // all held until the turn ends
   expect(after).toBe(0); // then written, in one go
   // Each answer reached its own caller.
-  expect(await c.mget('turn:0', 'turn:7', 'turn:19')).toEqual(['0', '7', '19']);
+  expect(await c.mget(`turn:${name}:0`, `turn:${name}:7`, `turn:${name}:19`)).toEqual(['0', '7', '19']);
 });
 
 test('without it, each command is written at once (what the first test tells apart)', async () => {
@@ -59,16 +69,17 @@ test('without it, each command is written at once (what the first test tells apa
 });
 
 test.each([
-  ['coalesceWrites', { coalesceWrites: true }, true],
-  ["ioredis' auto-pipelining, which holds it back until the earlier batch is answered", { enableAutoPipelining: true }, false],
-] as const)('a turn\'s batch leaves while an earlier one is unanswered: %s', async (_name, options, leaves) => {
-  const c = await client(options);
+  ['coalesceWrites', () => client({ coalesceWrites: true }), true],
+  ["the edge's client (its calls' admissions not behind other calls' settlements)", edgeClient, true],
+  ["ioredis' auto-pipelining, which holds it back until the earlier batch is answered", () => client({ enableAutoPipelining: true }), false],
+] as const)('a turn\'s batch leaves while an earlier one is unanswered: %s', async (name, make, leaves) => {
+  const c = await make();
   // The first batch: a pop that blocks the connection for 300 ms (the list is empty).
-  const blocked = c.blpop(`empty:${leaves}`, 0.3);
+  const blocked = c.blpop(`empty:${name}`, 0.3);
   await endOfTurn();
   await endOfTurn();
   const before = written(c);
-  const next = c.set(`after:${leaves}`, 'x');
+  const next = c.set(`after:${name}`, 'x');
   await endOfTurn();
   await endOfTurn();
   expect(written(c) > before).toBe(leaves);

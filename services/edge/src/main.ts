@@ -1,6 +1,6 @@
 // Process entry of the edge: Redis, gateways (and, with EDGE_INLINE_BROKER, the broker for `/v1`),
 // the HTTP server — wiring only (configuration, listener host and shutdown phases: runService).
-import { BUDGET_KEY_PREFIX, closeRedis, createRedis, createRegistry, createSubscriber, flushTelemetry, runService, TokenBudgets, type Service } from '@agent-mesh/common';
+import { BUDGET_KEY_PREFIX, closeRedis, createRegistry, createSubscriber, flushTelemetry, runService, TokenBudgets, type Service } from '@agent-mesh/common';
 import { buildApp } from './app';
 import { CANCEL_CHANNEL, redisEventLog, type CancelBroadcast } from './background';
 import { GENERATE_DEADLINE_MS } from './gateways/broker';
@@ -9,15 +9,14 @@ import { createGateways } from './gateways';
 import { inlineBrokerGateway } from './gateways/inline-broker';
 import { brokerModule } from './inline-broker';
 import { redisRequestLimiter } from './ratelimit';
+import { edgeRedis } from './redis';
 
 void runService({ name: 'edge', loadConfig, flushTelemetry, build });
 
 async function build(svc: Service<EdgeConfig>): Promise<void> {
   const { config: cfg, logger } = svc;
 
-  // Auto-pipelining: the commands of one event-loop turn (the budget checks of many requests) leave
-  // in one write instead of one write each (not on a Redis Cluster: see createRedis).
-  const redis = createRedis(cfg.redis, logger, { enableAutoPipelining: true });
+  const redis = edgeRedis(cfg.redis, logger);
   svc.onShutdown('clients', 'redis', () => closeRedis(redis));
   const gateways = createGateways(cfg, redis);
   svc.onShutdown('clients', 'gateways', () => gateways.close());
