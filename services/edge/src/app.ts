@@ -10,7 +10,7 @@ import swagger from '@fastify/swagger';
 import helmet, { type HelmetOptions } from 'helmet';
 import { traceHttpRequest, type BudgetDecision, type Logger, type Registry } from '@agent-mesh/common';
 import { bearerOf, TokenVerifier } from './auth';
-import { BackgroundCalls, type CancelBroadcast, type ResponseEventLog } from './background';
+import { BackgroundCalls, type CancelBroadcast, type LogNotices, type ResponseEventLog } from './background';
 import { overBudget, unlimitedBudgets, type UserBudgets } from './budgets';
 import type { AppConfig, EdgeContext } from './context';
 import { anthropicType, badRequest, fromGrpc, HttpError, isGrpcError } from './errors';
@@ -50,6 +50,8 @@ export interface AppDeps {
   cancelBroadcast?: CancelBroadcast;
   /** Where background responses' events are kept for the other edges (default: none: streamed from the edge that runs the call only). */
   responseEvents?: ResponseEventLog;
+  /** How the followers of that log hear of its appends (default: none: they read it every 100 ms). */
+  responseNotices?: LogNotices;
 }
 
 export interface EdgeApp {
@@ -70,7 +72,7 @@ export async function buildApp(deps: AppDeps): Promise<EdgeApp> {
     sseLimiter: new StreamLimiter({ maxStreams: cfg.sse.maxStreams }),
     hub: new HeartbeatHub(cfg.sse.heartbeatMs, deps.loadAvg ?? (cfg.sse.heartbeatAdaptive === false ? () => 0 : undefined)),
     stats: new EdgeStats(undefined, deps.budgets?.topSpenders?.bind(deps.budgets), deps.registry),
-    background: new BackgroundCalls(logger, deps.cancelBroadcast, deps.responseEvents),
+    background: new BackgroundCalls(logger, deps.cancelBroadcast, deps.responseEvents, deps.responseNotices),
     streams: new Set<SseStream>(),
     state: { draining: false },
   };

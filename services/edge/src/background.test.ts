@@ -1,5 +1,5 @@
 import { createLogger } from '@agent-mesh/common';
-import { BackgroundCalls, EventFeed, FEED_WINDOW, LOG_END_CHECK_MS, type CancelBroadcast, type Emit, type ResponseEvent, type ResponseEventLog } from './background';
+import { BackgroundCalls, EventFeed, FEED_WINDOW, LOG_END_CHECK_MS, type CancelBroadcast, type Emit, type LogNotices, type ResponseEvent, type ResponseEventLog } from './background';
 
 const logger = createLogger('background-test', 'silent');
 
@@ -124,6 +124,40 @@ test('a follower of the log reads what comes until the last event; a response en
   const stopping = collect(new BackgroundCalls(logger, undefined, memoryLog()).followLog('resp_c', -1, new AbortController().signal, never, () => draining));
   draining = true;
   expect(await stopping).toEqual([]);
+});
+
+test('a follower told of appends reads the log when told, not while it is quiet, and stops listening when it ends', async () => {
+  const log = memoryLog();
+  let reads = 0;
+  const counted: ResponseEventLog = { append: log.append, read: (...args) => ((reads += 1), log.read(...args)) };
+  // Announcements only: a wait never times out, so the follower reads again only when told.
+  let announce = () => undefined as void;
+  const closed: string[] = [];
+  const notices: LogNotices = {
+    watch: (id) => ({
+      live: true,
+      next: () => new Promise<boolean>((resolve) => (announce = () => resolve(true))),
+      close: () => void closed.push(id),
+    }),
+  };
+  const calls = new BackgroundCalls(logger, undefined, counted, notices);
+  const got: (ResponseEvent | undefined)[] = [];
+  const following = (async () => {
+    for await (const e of calls.followLog('resp_n', -1, new AbortController().signal, async () => undefined, () => false)) got.push(e);
+  })();
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  expect(reads).toBe(1);
+  expect(got).toEqual([]);
+  log.events.push({ seq: 0, frame: 'a', last: false });
+  announce();
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  expect(got.map((e) => e?.frame)).toEqual(['a']);
+  expect(reads).toBe(3); // the announced event, then the next read finds none and waits again
+  log.events.push({ seq: 1, frame: 'b', last: true });
+  announce();
+  await following;
+  expect(got.map((e) => e?.frame)).toEqual(['a', 'b']);
+  expect(closed).toEqual(['resp_n']);
 });
 
 test('a feed holds its latest events only (its window to twice that): a follower behind it is told so at once', async () => {

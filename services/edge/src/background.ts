@@ -8,8 +8,10 @@
 // A background response's events (the Responses API's, with their sequence numbers) are followed
 // where the call runs (EventFeed: the caller who created it with `stream: true`, or who streams it
 // there later) and kept in a Redis stream per response (ResponseEventLog), where an edge that does
-// not run the call follows them (GET /v1/responses/{id}?stream=true&starting_after=N).
-import type { Logger, Redis } from '@agent-mesh/common';
+// not run the call follows them (GET /v1/responses/{id}?stream=true&starting_after=N): each append
+// is announced on a Pub/Sub channel of the response (LogNotices), which wakes the followers of
+// that response, and only those, to read it.
+import { untilWoken, type Logger, type Redis } from '@agent-mesh/common';
 
 /** Why a background call was stopped. */
 export type StopReason = 'cancelled' | 'shutdown';
@@ -59,9 +61,11 @@ export function redisEventLog(redis: Redis, longestCallS: number): ResponseEvent
     append: (responseId, { seq, frame, last }) => {
       const key = EVENTS_KEY_PREFIX + responseId;
       const added = redis.xadd(key, `0-${seq + 1}`, 'frame', frame, ...(last ? ['last', '1'] : []));
+      // After the entry, on the same connection: a follower woken by it finds the entry there.
+      const announced = redis.publish(APPENDED_CHANNEL_PREFIX + responseId, '');
       // The expiry is set with the first event (and renewed now and then: a first one lost while Redis was away sets none), and shortened by the last.
-      if (!last && seq % 64 !== 0) return added;
-      return Promise.all([added, redis.expire(key, last ? EVENTS_KEPT_S : longestCallS + EVENTS_KEPT_S)]);
+      if (!last && seq % 64 !== 0) return Promise.all([added, announced]);
+      return Promise.all([added, announced, redis.expire(key, last ? EVENTS_KEPT_S : longestCallS + EVENTS_KEPT_S)]);
     },
     read: async (responseId, after, count) =>
       (await redis.xrange(EVENTS_KEY_PREFIX + responseId, `0-${after + 2}`, '+', 'COUNT', count)).map(([id, fields]) => ({
@@ -69,6 +73,91 @@ export function redisEventLog(redis: Redis, longestCallS: number): ResponseEvent
         frame: fields[1] ?? '',
         last: fields[2] === 'last',
       })),
+  };
+}
+
+/** The channel on which each append to a response's log is announced: `APPENDED_CHANNEL_PREFIX + id`. */
+export const APPENDED_CHANNEL_PREFIX = 'mesh:responses:appended:';
+
+/** The announcements of appends to the responses' logs, for the followers in this edge. */
+export interface LogNotices {
+  /** Listens for appends to `responseId`'s log, until its close(). */
+  watch(responseId: string): LogWatch;
+}
+
+export interface LogWatch {
+  /** True while appends are announced to it (its subscription in place): false until then, and while the subscriber is away. */
+  readonly live: boolean;
+  /** True at once if an append was announced since the last call (or the watch went live), else at the next; false after `ms` or when `signal` fires. */
+  next(ms: number, signal: AbortSignal): Promise<boolean>;
+  close(): void;
+}
+
+/** One watcher of a response's appends. */
+class AppendWatcher implements LogWatch {
+  private news = false;
+  private wake?: () => boolean;
+
+  constructor(private readonly sub: { live: boolean }, readonly close: () => void) {}
+
+  get live(): boolean {
+    return this.sub.live;
+  }
+
+  notify(): void {
+    this.news = true;
+    if (this.wake?.()) this.news = false;
+  }
+
+  next(ms: number, signal: AbortSignal): Promise<boolean> {
+    if (this.news || signal.aborted) {
+      this.news = false;
+      return Promise.resolve(!signal.aborted);
+    }
+    return untilWoken(ms, signal, (wake) => (this.wake = wake));
+  }
+}
+
+/**
+ * LogNotices on a Pub/Sub connection (its own: a subscribed connection runs no other command). A
+ * response's channel is subscribed to while it has a watcher here, and given up with the last.
+ * The watchers go live once the subscription is answered (and after the connection is back: ioredis
+ * subscribes again), and then read the log once more: an append announced before that was not heard.
+ */
+export function redisLogNotices(subscriber: Redis, logger: Logger): LogNotices {
+  type Subscription = { live: boolean; watchers: Set<AppendWatcher> };
+  const subs = new Map<string, Subscription>();
+  const goLive = (sub: Subscription) => {
+    sub.live = true;
+    for (const w of sub.watchers) w.notify();
+  };
+  subscriber.on('message', (channel: string) => {
+    if (channel.startsWith(APPENDED_CHANNEL_PREFIX)) for (const w of subs.get(channel.slice(APPENDED_CHANNEL_PREFIX.length))?.watchers ?? []) w.notify();
+  });
+  subscriber.on('close', () => subs.forEach((sub) => (sub.live = false)));
+  subscriber.on('ready', () => subs.forEach(goLive));
+  return {
+    watch(responseId) {
+      const channel = APPENDED_CHANNEL_PREFIX + responseId;
+      let sub = subs.get(responseId);
+      if (!sub) {
+        const created: Subscription = (sub = { live: false, watchers: new Set() });
+        subs.set(responseId, created);
+        subscriber.subscribe(channel).then(
+          () => subs.get(responseId) === created && goLive(created),
+          (err: unknown) => logger.warn({ err: (err as Error).message, responseId }, 'background response: no subscription to its events (its log is read every 100 ms)'),
+        );
+      }
+      const owner = sub;
+      const watcher: AppendWatcher = new AppendWatcher(owner, () => {
+        owner.watchers.delete(watcher);
+        if (owner.watchers.size > 0 || subs.get(responseId) !== owner) return;
+        subs.delete(responseId);
+        subscriber.unsubscribe(channel).catch(() => undefined);
+      });
+      owner.watchers.add(watcher);
+      return watcher;
+    },
   };
 }
 
@@ -81,7 +170,7 @@ export class EventFeed {
   private events: ResponseEvent[] = [];
   /** The sequence number of events[0]. */
   private first = 0;
-  private waiting: (() => void)[] = [];
+  private waiting: (() => boolean)[] = [];
 
   constructor(private readonly window = FEED_WINDOW) {}
 
@@ -126,25 +215,21 @@ export class EventFeed {
 
   /** True when an event came, false when `idleMs` passed or `signal` fired first. */
   private next(signal: AbortSignal, idleMs: number): Promise<boolean> {
-    return new Promise((resolve) => {
-      const done = (came: boolean) => {
-        clearTimeout(timer);
-        signal.removeEventListener('abort', stop);
-        resolve(came);
-      };
-      const stop = () => done(false);
-      const timer = setTimeout(stop, idleMs);
-      signal.addEventListener('abort', stop, { once: true });
-      this.waiting.push(() => done(true));
-    });
+    return untilWoken(idleMs, signal, (wake) => this.waiting.push(wake));
   }
 }
 
 /** How many of a running response's latest events its edge holds at least (twice as many at most). */
 export const FEED_WINDOW = 1024;
 
-/** How often a follower of the log reads it while no event comes, and asks the store whether the response ended. */
+/**
+ * How often a follower of the log reads it while no event comes: every LOG_POLL_MS while no append
+ * is announced to it (no LogNotices, or its subscription not in place), else every
+ * LOG_FALLBACK_MS (an announcement lost while the subscriber reconnected); and how often it then
+ * asks the store whether the response ended.
+ */
 export const LOG_POLL_MS = 100;
+export const LOG_FALLBACK_MS = 1_000;
 export const LOG_END_CHECK_MS = 2_000;
 
 export class BackgroundCalls {
@@ -152,7 +237,12 @@ export class BackgroundCalls {
   private readonly feeds = new Map<string, EventFeed>();
   private readonly tasks = new Set<Promise<void>>();
 
-  constructor(private readonly logger: Logger, private readonly broadcast?: CancelBroadcast, private readonly log?: ResponseEventLog) {}
+  constructor(
+    private readonly logger: Logger,
+    private readonly broadcast?: CancelBroadcast,
+    private readonly log?: ResponseEventLog,
+    private readonly notices?: LogNotices,
+  ) {}
 
   /** Listens for cancels from other edges (not awaited: an edge starts while Redis is down, and the subscription follows). */
   start(): void {
@@ -216,7 +306,7 @@ export class BackgroundCalls {
 
   /**
    * The events after `after` of a response whose call runs on another edge (or has ended), from the
-   * log: read again every LOG_POLL_MS while none come. After each LOG_END_CHECK_MS without one,
+   * log: read again when an append is announced (see LOG_POLL_MS). After each LOG_END_CHECK_MS without one,
    * `ended` is asked (the store) for the frame of its end at a sequence number: a response that
    * ended without its last event in the log (its edge died, or Redis was away) is ended with it.
    * Stops (without an end) when `signal` fires or `stop()` is true. `undefined`: a keep-alive's turn.
@@ -227,28 +317,35 @@ export class BackgroundCalls {
     let cursor = after;
     let quietSince = Date.now();
     let end: ((seq: number) => string) | undefined;
-    while (!signal.aborted && !stop()) {
-      const events = this.log ? await this.log.read(responseId, cursor, 256).catch(() => []) : [];
-      for (const event of events) {
-        yield event;
-        cursor = event.seq;
-        if (event.last) return;
+    const watch = this.notices?.watch(responseId);
+    try {
+      while (!signal.aborted && !stop()) {
+        const events = this.log ? await this.log.read(responseId, cursor, 256).catch(() => []) : [];
+        for (const event of events) {
+          yield event;
+          cursor = event.seq;
+          if (event.last) return;
+        }
+        if (events.length > 0) {
+          quietSince = Date.now();
+          continue;
+        }
+        // Its end, read from the store a read ago, is not in the log: it will not come.
+        if (end) {
+          yield { seq: cursor + 1, frame: end(cursor + 1), last: true };
+          return;
+        }
+        if (Date.now() - quietSince >= LOG_END_CHECK_MS) {
+          end = await ended();
+          quietSince = Date.now();
+          if (!end) yield undefined;
+        }
+        const untilEndCheck = Math.max(1, quietSince + LOG_END_CHECK_MS - Date.now());
+        if (watch) await watch.next(Math.min(watch.live ? LOG_FALLBACK_MS : LOG_POLL_MS, untilEndCheck), signal);
+        else await new Promise((resolve) => setTimeout(resolve, LOG_POLL_MS));
       }
-      if (events.length > 0) {
-        quietSince = Date.now();
-        continue;
-      }
-      // Its end, read from the store a poll ago, is not in the log: it will not come.
-      if (end) {
-        yield { seq: cursor + 1, frame: end(cursor + 1), last: true };
-        return;
-      }
-      if (Date.now() - quietSince >= LOG_END_CHECK_MS) {
-        end = await ended();
-        quietSince = Date.now();
-        if (!end) yield undefined;
-      }
-      await new Promise((resolve) => setTimeout(resolve, LOG_POLL_MS));
+    } finally {
+      watch?.close();
     }
   }
 

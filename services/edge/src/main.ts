@@ -2,7 +2,7 @@
 // the HTTP server — wiring only (configuration, listener host and shutdown phases: runService).
 import { BUDGET_KEY_PREFIX, closeRedis, createRegistry, createSubscriber, flushTelemetry, runService, TokenBudgets, type Service } from '@agent-mesh/common';
 import { buildApp } from './app';
-import { CANCEL_CHANNEL, redisEventLog, type CancelBroadcast } from './background';
+import { CANCEL_CHANNEL, redisEventLog, redisLogNotices, type CancelBroadcast } from './background';
 import { GENERATE_DEADLINE_MS } from './gateways/broker';
 import { loadConfig, type EdgeConfig } from './config';
 import { createGateways } from './gateways';
@@ -51,9 +51,10 @@ async function build(svc: Service<EdgeConfig>): Promise<void> {
     },
     close: () => closeRedis(subscriber),
   };
-  // A background response's events are kept in Redis, where any edge follows them.
+  // A background response's events are kept in Redis, where any edge follows them, woken by each append's announcement.
   const responseEvents = redisEventLog(redis, GENERATE_DEADLINE_MS / 1000);
-  const { app, ctx, drain } = await buildApp({ cfg, gateways, logger, requestLimiter, budgets, registry, cancelBroadcast, responseEvents });
+  const responseNotices = redisLogNotices(subscriber, logger);
+  const { app, ctx, drain } = await buildApp({ cfg, gateways, logger, requestLimiter, budgets, registry, cancelBroadcast, responseEvents, responseNotices });
   // Draining answers /api/health 503 and refuses new requests; open streams are told to reconnect.
   svc.onShutdown('notServing', 'draining', () => drain());
   // Background responses get the drain's time to end, then are stopped and written as failed.

@@ -1,5 +1,5 @@
 import net from 'node:net';
-import { withTimeout } from './timeout';
+import { untilWoken, withTimeout } from './timeout';
 
 describe('withTimeout', () => {
   test('rejects with the error given once the time is up, and says who did not answer by default', async () => {
@@ -35,5 +35,25 @@ describe('withTimeout', () => {
       socket.destroy();
       server.close();
     }
+  });
+});
+
+describe('untilWoken', () => {
+  test('true when woken first, false when the time passes or the signal fires first; a wake after the end is told it came too late', async () => {
+    let wake!: () => boolean;
+    const woken = untilWoken(60_000, new AbortController().signal, (w) => (wake = w));
+    expect(wake()).toBe(true);
+    await expect(woken).resolves.toBe(true);
+    expect(wake()).toBe(false);
+
+    const timedOut = untilWoken(20, new AbortController().signal, (w) => (wake = w));
+    await expect(timedOut).resolves.toBe(false);
+    expect(wake()).toBe(false);
+
+    const left = new AbortController();
+    const aborted = untilWoken(60_000, left.signal, (w) => (wake = w));
+    left.abort();
+    await expect(aborted).resolves.toBe(false);
+    expect(wake()).toBe(false);
   });
 });

@@ -1,4 +1,5 @@
-// A time limit on a call to another process (Redis, MongoDB, a peer), for calls that must never hang.
+// A time limit on a call to another process (Redis, MongoDB, a peer), for calls that must never hang;
+// and a wait for a wake-up, bounded in time.
 
 /**
  * `p`, or a rejection once `ms` have passed: `timedOut` (or an Error saying that `timedOut` did not
@@ -17,4 +18,27 @@ export function withTimeout<R>(p: Promise<R>, ms: number, timedOut: string | (()
     }, ms);
   });
   return Promise.race([p, late]).finally(() => clearTimeout(timer));
+}
+
+/**
+ * Waits to be woken: true when the `wake` that `arm` is handed is called first, false when `ms`
+ * pass or `signal` fires first. `wake` answers whether it ended the wait (false once it had ended:
+ * a caller keeping the news for its next wait then knows it is not taken).
+ */
+export function untilWoken(ms: number, signal: AbortSignal, arm: (wake: () => boolean) => void): Promise<boolean> {
+  return new Promise((resolve) => {
+    let pending = true;
+    const done = (woken: boolean) => {
+      if (!pending) return false;
+      pending = false;
+      clearTimeout(timer);
+      signal.removeEventListener('abort', stop);
+      resolve(woken);
+      return true;
+    };
+    const stop = () => void done(false);
+    const timer = setTimeout(stop, ms);
+    signal.addEventListener('abort', stop, { once: true });
+    arm(() => done(true));
+  });
 }

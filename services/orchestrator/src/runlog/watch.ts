@@ -4,7 +4,7 @@
 // connection each. The events this process appends itself (its own runs: every StartRun stream is
 // served by the replica that runs it) reach its watchers in memory, once written: they need no
 // read, and the notification of their own write finds them up to date.
-import { TERMINAL_EVENTS, type Redis } from '@agent-mesh/common';
+import { TERMINAL_EVENTS, untilWoken, type Redis } from '@agent-mesh/common';
 import type { RunEvent } from '@agent-mesh/common/gen/orchestrator/v1/orchestrator';
 import { keys } from '../runs/keys';
 import type { RunLog } from './runlog';
@@ -22,7 +22,8 @@ const MAX_LOCAL_EVENTS = 1_000;
 class Listener {
   /** Set by news since the last wait (a notification, or events appended here). */
   dirty = false;
-  wake?: () => void;
+  /** Ends the watcher's wait, if one is under way (see untilWoken). */
+  wake?: () => boolean;
   /** The highest seq this watcher was told is in the log. */
   announced = 0;
   /** Events appended by this process and not yet taken, in seq order. */
@@ -31,7 +32,8 @@ class Listener {
   notify(seq: number): void {
     if (seq > this.announced) this.announced = seq;
     this.dirty = true;
-    this.wake?.();
+    // Taken by the wait it ends; kept for the next wait when none is under way.
+    if (this.wake?.()) this.dirty = false;
   }
 
   push(events: readonly RunEvent[]): void {
@@ -110,24 +112,13 @@ export class RunNotifications {
       set.add(listener);
     }
     return {
-      wait: (ms, signal) =>
-        new Promise<boolean>((resolve) => {
-          if (listener.dirty || signal.aborted) {
-            listener.dirty = false;
-            return resolve(!signal.aborted);
-          }
-          const done = (news: boolean) => {
-            clearTimeout(t);
-            signal.removeEventListener('abort', aborted);
-            listener.wake = undefined;
-            listener.dirty = false;
-            resolve(news);
-          };
-          const aborted = () => done(false);
-          const t = setTimeout(done, ms, false);
-          signal.addEventListener('abort', aborted, { once: true });
-          listener.wake = () => done(true);
-        }),
+      wait: (ms, signal) => {
+        if (listener.dirty || signal.aborted) {
+          listener.dirty = false;
+          return Promise.resolve(!signal.aborted);
+        }
+        return untilWoken(ms, signal, (wake) => (listener.wake = wake));
+      },
       takeAfter: (last) => listener.takeAfter(last),
       get announced() {
         return listener.announced;
