@@ -2,24 +2,15 @@
 // its charges of a flush period in one command, the user's windows at once.
 import Redis from 'ioredis';
 import { TokenBudgets } from '@agent-mesh/common';
-import { startRedis, testDir, type RedisProc } from '../support';
+import { redisForFile } from '../support';
 
 jest.setTimeout(60_000);
 
-let redis: RedisProc;
+const redis = redisForFile('budget-ranking', (url) => [new Redis(url), new Redis(url), new Redis(url)]);
 let a: Redis;
 let b: Redis;
 let probe: Redis;
-
-beforeAll(async () => {
-  redis = await startRedis({ logDir: testDir('budget-ranking') });
-  [a, b, probe] = [new Redis(redis.url), new Redis(redis.url), new Redis(redis.url)];
-});
-
-afterAll(async () => {
-  for (const c of [a, b, probe]) c?.disconnect();
-  await redis?.stop();
-});
+beforeAll(() => void ([a, b, probe] = redis.clients as [Redis, Redis, Redis]));
 
 const rankingCommands = async () => {
   const stats = await probe.info('commandstats');

@@ -7,28 +7,21 @@ import pino from 'pino';
 import { createSubscriber, redisReady, type Redis } from '@agent-mesh/common';
 import { APPENDED_CHANNEL_PREFIX, BackgroundCalls, redisEventLog, redisLogNotices, type LogWatch, type ResponseEvent } from '../../services/edge/src/background';
 import { edgeRedis } from '../../services/edge/src/redis';
-import { startRedis, testDir, waitFor, type RedisProc } from '../support';
+import { redisForFile, waitFor } from '../support';
 
 jest.setTimeout(60_000);
 
 const logger = pino({ level: 'silent' });
-let redis: RedisProc;
+// The edge's client (appends, reads), a subscriber connection (announcements), and one for the test's own looks.
+const redis = redisForFile('response-events', async (url) => {
+  const made = [edgeRedis({ mode: 'single', url }, logger), createSubscriber(url, logger), edgeRedis({ mode: 'single', url }, logger)];
+  await Promise.all(made.map((c) => redisReady(c)));
+  return made;
+});
 let client: Redis;
 let subscriber: Redis;
 let admin: Redis;
-
-beforeAll(async () => {
-  redis = await startRedis({ logDir: testDir('response-events') });
-  client = edgeRedis({ mode: 'single', url: redis.url }, logger);
-  subscriber = createSubscriber(redis.url, logger);
-  admin = edgeRedis({ mode: 'single', url: redis.url }, logger);
-  await Promise.all([redisReady(client), redisReady(subscriber), redisReady(admin)]);
-});
-
-afterAll(async () => {
-  for (const c of [client, subscriber, admin]) c?.disconnect();
-  await redis?.stop();
-});
+beforeAll(() => void ([client, subscriber, admin] = redis.clients as [Redis, Redis, Redis]));
 
 const subscribers = async (responseId: string) => Number(((await admin.pubsub('NUMSUB', APPENDED_CHANNEL_PREFIX + responseId)) as [string, number])[1]);
 /** XRANGE calls Redis has answered so far. */

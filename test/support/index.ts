@@ -39,6 +39,24 @@ export const freePort: () => Promise<number> = stack.freePort;
 export const waitFor: (what: string, check: () => Promise<boolean> | boolean, opts?: { timeoutMs?: number; intervalMs?: number }) => Promise<void> = stack.waitFor;
 export const grpcServing: (addr: string) => Promise<boolean> = stack.grpcServing;
 export const startRedis: (o: { logDir: string; port?: number; appendOnly?: boolean; dataDir?: string }) => Promise<RedisProc> = stack.startRedis;
+
+/**
+ * A real Redis for one test file: started before its tests (then `ready` runs, to make its clients)
+ * and stopped after them, each client `ready` returned disconnected first.
+ */
+export function redisForFile<C extends { disconnect(): void }>(name: string, ready: (url: string) => Promise<C[]> | C[]): { clients: C[] } {
+  const held = { clients: [] as C[] };
+  let redis: RedisProc | undefined;
+  beforeAll(async () => {
+    redis = await startRedis({ logDir: testDir(name) });
+    held.clients = await ready(redis.url);
+  });
+  afterAll(async () => {
+    for (const c of held.clients) c.disconnect();
+    await redis?.stop();
+  });
+  return held;
+}
 export const startPostgres: (o: { logDir: string; port?: number; dataDir?: string; durable?: boolean }) => Promise<PostgresProc> = stack.startPostgres;
 /** FerretDB on PostgreSQL (its own cluster unless `postgres` is given) or, with `backend: 'sqlite'`, on SQLite. */
 export const startFerret: (o: { logDir: string; port?: number; dataDir?: string; backend?: 'postgresql' | 'sqlite'; postgres?: PostgresProc; postgresUrl?: string; durable?: boolean }) => Promise<FerretProc> = stack.startFerret;
