@@ -30,8 +30,10 @@
 // is reported as such, never with a made-up figure.
 // Prints a human summary and, as its LAST line, one JSON object of the figures.
 //
-// Options (env): BENCH_LATENCY_REQUESTS (1000: the p99 of 150 calls was one or two calls; of 400, the 4th slowest, whose ratio
-// to a peer's moved ×0.69–×1.89 between runs of one build; each p99 ratio comes with a bootstrap interval), BENCH_CONCURRENCY (32), BENCH_SECONDS (8),
+// Options (env): BENCH_LATENCY_REQUESTS (non-streamed, 4000: the p99 of 150 calls was one or two calls; of 400, the 4th slowest, whose ratio
+// to a peer's moved ×0.69–×1.89 between runs of one build; of 1,000, the 10th slowest, still ×0.30–1.89 over thirteen runs, its
+// bootstrap interval spanning ×1 in most; each p99 ratio comes with that interval), BENCH_LATENCY_REQUESTS_STREAM (1000: streamed,
+// the peers are tens of milliseconds apart and 1,000 calls settle the ratio), BENCH_CONCURRENCY (32), BENCH_SECONDS (8),
 // BENCH_ROUNDS (3: one round's figure moved by ±15 % between runs on a 2-CPU machine), BENCH_WARMUP_SECONDS (15: each
 // target's warm-up at saturation per mode, before its figures; 0: none. After 5 s the inline edge's
 // rps still rose over the three rounds, 1,226 / 1,284 / 1,338, while Portkey's held flat),
@@ -57,7 +59,10 @@ const stack = require('../../deploy/local/stack.js') as {
   waitFor(what: string, check: () => Promise<boolean>, o: { timeoutMs?: number; intervalMs?: number; proc?: Proc['proc'] }): Promise<void>;
 };
 
-const LATENCY_REQUESTS = Number(process.env.BENCH_LATENCY_REQUESTS ?? 1000);
+const LATENCY_REQUESTS: Record<Mode, number> = {
+  nonstream: Number(process.env.BENCH_LATENCY_REQUESTS ?? 4000),
+  stream: Number(process.env.BENCH_LATENCY_REQUESTS_STREAM ?? 1000),
+};
 const LATENCY_WARMUP_CALLS = 15;
 const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 32);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 8);
@@ -190,7 +195,7 @@ async function complete(t: Target, mode: Mode, i: number, caller = 0): Promise<{
 
 async function latencyPhase(targets: Target[], mode: Mode): Promise<Map<string, LatencyFigures & { samples: number[] }>> {
   const samples = new Map(targets.map((t) => [t.name, { ms: [] as number[], ttft: [] as number[], errors: 0, lastError: '' }]));
-  for (let i = 0; i < LATENCY_WARMUP_CALLS + LATENCY_REQUESTS; i += 1) {
+  for (let i = 0; i < LATENCY_WARMUP_CALLS + LATENCY_REQUESTS[mode]; i += 1) {
     for (const t of targets) {
       const s = samples.get(t.name)!;
       try {
@@ -608,7 +613,7 @@ async function main(): Promise<void> {
         (warmup[t.name] ??= {})[mode] = (await saturationPhase(t, mode, emulator.proc.pid!, WARMUP_SECONDS)).rps;
         console.log(`  ${warmup[t.name]![mode]} rps`);
       }
-      console.log(`latency (${mode}): ${LATENCY_REQUESTS} sequential requests per target, interleaved …`);
+      console.log(`latency (${mode}): ${LATENCY_REQUESTS[mode]} sequential requests per target, interleaved …`);
       const l = await latencyPhase(targets, mode);
       for (const [name, { samples, ...f }] of l) {
         (latency[name] ??= {})[mode] = f;
