@@ -308,3 +308,19 @@ it('a process kept busy past the Redis time limit, its answer waiting in the soc
   expect(l!.mode).toBe('local');
   expect(modes).toEqual(['local']);
 });
+
+it('a replica just started decides in Redis while its client makes its first connection, not on an outage\'s share', async () => {
+  // 8 a minute with a burst of 2: shared, the fresh client's first admission leaves one for the
+  // other replica and none for its second; on the local share (what it did before waiting for the
+  // first connection) it would have had a burst of its own.
+  const p = prefix();
+  const opts = { requestsPerMinute: 8, burstFraction: 0.25, outageBurst: true, redisTimeoutMs: 5_000 };
+  const [other] = await limiters(1, p, opts);
+  const fresh = client();
+  expect(fresh.status).toBe('connecting');
+  const l = new GlobalLimiter(fresh, p, opts);
+  expect(await l.tryAcquire({ holder: 'a', tokens: 0 })).toMatchObject({ ok: true, lease: { mode: 'shared' } });
+  expect(await other!.tryAcquire({ holder: 'a', tokens: 0 })).toMatchObject({ ok: true });
+  expect(await l.tryAcquire({ holder: 'a', tokens: 0 })).toMatchObject({ ok: false, reason: 'rpm' });
+  expect(l.mode).toBe('shared');
+});

@@ -1,6 +1,6 @@
 // Process entry of the edge: Redis, gateways (and, with EDGE_INLINE_BROKER, the broker for `/v1`),
 // the HTTP server — wiring only (configuration, listener host and shutdown phases: runService).
-import { BUDGET_KEY_PREFIX, closeRedis, createRegistry, createSubscriber, flushTelemetry, runService, TokenBudgets, type Service } from '@agent-mesh/common';
+import { BUDGET_KEY_PREFIX, closeRedis, createRegistry, createSubscriber, flushTelemetry, redisReady, runService, TokenBudgets, type Service } from '@agent-mesh/common';
 import { buildApp } from './app';
 import { CANCEL_CHANNEL, redisEventLog, redisLogNotices, type CancelBroadcast } from './background';
 import { GENERATE_DEADLINE_MS } from './gateways/broker';
@@ -18,6 +18,10 @@ async function build(svc: Service<EdgeConfig>): Promise<void> {
 
   const redis = edgeRedis(cfg.redis, logger);
   svc.onShutdown('clients', 'redis', () => closeRedis(redis));
+  // Listen once Redis is connected, or after 3 s without it: a replica answering before its
+  // connection is up would decide its users' limits on an outage's local share (as the broker and
+  // the tool-service, it starts on that share if Redis is not there, and joins it when it comes).
+  await redisReady(redis, 3_000).catch((err: Error) => logger.warn({ err: err.message }, 'starting without redis: request limits on this replica\'s share'));
   const gateways = createGateways(cfg, redis);
   svc.onShutdown('clients', 'gateways', () => gateways.close());
   const registry = createRegistry('edge');

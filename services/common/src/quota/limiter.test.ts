@@ -1,3 +1,4 @@
+import { EventEmitter } from 'node:events';
 import { GlobalLimiter } from './limiter';
 import type Redis from 'ioredis';
 
@@ -200,6 +201,51 @@ describe('GlobalLimiter: a lease\'s extra requests (retries)', () => {
     expect(await r.lease.chargeRequest()).toMatchObject({ ok: false, reason: 'rpm' });
     await r.lease.refundRequest();
     expect(await r.lease.chargeRequest()).toEqual({ ok: true });
+  });
+});
+
+describe('GlobalLimiter: a client making its first connection', () => {
+  /** A fake client still connecting, that emits `ready` when told (the scripts answer as fakeRedis'). */
+  function connecting() {
+    const fake = fakeRedis({});
+    const events = new EventEmitter();
+    Object.assign(fake.raw, { status: 'connecting', once: events.once.bind(events) });
+    const ready = () => {
+      fake.raw.status = 'ready';
+      events.emit('ready');
+    };
+    return { ...fake, ready };
+  }
+
+  it('waits for it within the time limit and decides in Redis', async () => {
+    const fake = connecting();
+    const limiter = new GlobalLimiter(fake.redis, 't', { requestsPerMinute: 60, redisTimeoutMs: 1_000, outageBurst: true });
+    const asked = limiter.tryAcquire({ holder: 'a', tokens: 0 });
+    setTimeout(fake.ready, 50);
+    expect(await asked).toMatchObject({ ok: true, lease: { mode: 'shared' } });
+    expect(fake.calls).toContain('meshQuotaAcquire');
+    expect(limiter.mode).toBe('shared');
+  });
+
+  it('decides on the local share once the time limit has passed without it', async () => {
+    const fake = connecting();
+    const limiter = new GlobalLimiter(fake.redis, 't', { requestsPerMinute: 60, redisTimeoutMs: 100, outageBurst: true });
+    const startedAt = Date.now();
+    expect(await limiter.tryAcquire({ holder: 'a', tokens: 0 })).toMatchObject({ ok: true, lease: { mode: 'local' } });
+    expect(Date.now() - startedAt).toBeGreaterThanOrEqual(95);
+    expect(fake.calls).not.toContain('meshQuotaAcquire');
+  });
+
+  it('connected once, does not wait when connecting again (an outage): the local share at once', async () => {
+    const fake = connecting();
+    const limiter = new GlobalLimiter(fake.redis, 't', { requestsPerMinute: 60, redisTimeoutMs: 10_000, outageBurst: true });
+    fake.ready();
+    expect(await limiter.tryAcquire({ holder: 'a', tokens: 0 })).toMatchObject({ ok: true, lease: { mode: 'shared' } });
+    fake.raw.status = 'connecting';
+    // Another limiter on the same client, made during the outage, does not wait either.
+    const later = new GlobalLimiter(fake.redis, 'u', { requestsPerMinute: 60, redisTimeoutMs: 10_000, outageBurst: true });
+    const results = await within(Promise.all([limiter, later].map((l) => l.tryAcquire({ holder: 'b', tokens: 0 }))), 500);
+    expect(results).toEqual([expect.objectContaining({ ok: true, lease: expect.objectContaining({ mode: 'local' }) }), expect.objectContaining({ ok: true, lease: expect.objectContaining({ mode: 'local' }) })]);
   });
 });
 

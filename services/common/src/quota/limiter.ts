@@ -67,6 +67,39 @@ export function replicaIdOfProcess(): string {
   return `${os.hostname()}-${process.pid}`;
 }
 
+/** Clients seen ready at least once: one connecting again after that is in an outage. */
+const connectedOnce = new WeakSet<Redis>();
+/** Per client still making its first connection: settles when it is ready (one listener per client). */
+const firstConnection = new WeakMap<Redis, Promise<void>>();
+const CONNECTING = new Set(['connecting', 'connect']);
+
+/** Notes when a client is ready for the first time (see readyWithin). */
+function watchFirstConnection(redis: Redis): void {
+  if (connectedOnce.has(redis) || firstConnection.has(redis)) return;
+  if (redis.status === 'ready') return void connectedOnce.add(redis);
+  if (!CONNECTING.has(redis.status)) return; // failing already: no first connection to wait for
+  firstConnection.set(redis, new Promise((resolve) => redis.once('ready', () => {
+    connectedOnce.add(redis);
+    resolve();
+  })));
+}
+
+/**
+ * Whether the client is ready, or gets ready by `deadline` while it makes its first connection. A
+ * replica just started answers its first calls before its Redis connection is up (tens of
+ * milliseconds, more on a loaded machine): deciding those on the local share would admit on a
+ * share meant for an outage, counted for one replica while the heartbeats have not counted the
+ * fleet yet. Once connected, a client that is not ready is in an outage, and calls go local at once.
+ */
+async function readyWithin(redis: Redis, deadline: number): Promise<boolean> {
+  if (redis.status === 'ready') return true;
+  const first = firstConnection.get(redis);
+  if (!first || connectedOnce.has(redis) || !CONNECTING.has(redis.status)) return false;
+  const ms = deadline - Date.now();
+  if (ms <= 0) return false;
+  return withTimeout(first.then(() => true), ms, () => new Error('not ready')).catch(() => false);
+}
+
 /** The key prefix of the brokers' shared LLM quota (their GlobalLimiter). */
 export const LLM_QUOTA_KEY_PREFIX = 'mesh:llm';
 
@@ -128,6 +161,7 @@ export class GlobalLimiter {
     private readonly logger?: Logger,
   ) {
     this.cmd = defineCommands(redis);
+    watchFirstConnection(redis);
     this.keys = GlobalLimiter.keysOf(keyPrefix);
     this.limits = norm(options);
     this.leaseMs = options.leaseMs ?? 15_000;
@@ -583,7 +617,6 @@ export class GlobalLimiter {
     }
   }
 
-  /** Runs a Redis call with a time limit; a connection failure switches to the local share. */
   /**
    * Tries a release Redis could not take again every RELEASE_RETRY_MS until it goes through, or
    * until the slot expires there anyway (`until`). Safe to repeat: the script gives tokens back
@@ -600,10 +633,15 @@ export class GlobalLimiter {
     setTimeout(attempt, RELEASE_RETRY_MS).unref();
   }
 
+  /**
+   * Runs a Redis call within redisTimeoutMs (a first connection under way is waited for within it,
+   * see readyWithin); a connection failure switches to the local share.
+   */
   private async call<T>(fn: () => Promise<T>): Promise<T> {
     try {
-      if (this.redis.status !== 'ready') throw new RedisUnavailable(`redis ${this.redis.status}`);
-      const result = await withTimeout(fn(), this.redisTimeoutMs, () => new RedisUnavailable('redis timeout'));
+      const deadline = Date.now() + this.redisTimeoutMs;
+      if (this.redis.status !== 'ready' && !(await readyWithin(this.redis, deadline))) throw new RedisUnavailable(`redis ${this.redis.status}`);
+      const result = await withTimeout(fn(), Math.max(1, deadline - Date.now()), () => new RedisUnavailable('redis timeout'));
       // Redis answers again: start the recovery, without waiting for it (the recovery's own calls
       // come through here, and one that waited for the recovery would wait for itself).
       if (this.degraded) void this.recovery();
