@@ -348,4 +348,7 @@ test('per-user request limit: shared by two edges through Redis, 429 with Retry-
   expect(Number(refused.headers.get('retry-after'))).toBeGreaterThan(0);
   expect((await call(y.url!, '/api/conversations', {}, carol)).status).toBe(429);
   expect((await call(y.url!, '/api/conversations', {}, dave)).status).toBe(200);
+  // Every decision was made in Redis: none on an edge's local share (an edge just started made
+  // some there before it waited for its first Redis connection, and gave carol a third request).
+  for (const e of [x, y]) expect(await (await fetch(`${e.url}/metrics`)).text()).toMatch(/^edge_rate_limit_local_decisions_total(\{[^}]*\})? 0$/m);
 });

@@ -1,6 +1,6 @@
 // The per-user request limit: pacing per user, and the shared limiter's local fallback while
 // Redis is unreachable (users stay limited, each by this replica's share).
-import { createLogger, type Redis } from '@agent-mesh/common';
+import { createLogger, createRegistry, type Redis } from '@agent-mesh/common';
 import { memoryRequestLimiter, RecentRefusals, redisRequestLimiter } from './ratelimit';
 
 describe('per-user request limit', () => {
@@ -19,12 +19,15 @@ describe('per-user request limit', () => {
   test('Redis down: the shared limiter decides locally, still per user', async () => {
     // A client that never becomes ready: every decision takes the local fallback path.
     const offline = { status: 'end', defineCommand: () => undefined, once: () => undefined } as unknown as Redis;
-    const l = redisRequestLimiter(offline, { perMinute: 8 }, createLogger('rl-test', 'silent'));
+    const registry = createRegistry('rl-test');
+    const l = redisRequestLimiter(offline, { perMinute: 8 }, createLogger('rl-test', 'silent'), registry);
     try {
       expect((await l.check('alice')).ok).toBe(true);
       expect((await l.check('alice')).ok).toBe(true);
       expect((await l.check('alice')).ok).toBe(false);
       expect((await l.check('bob')).ok).toBe(true);
+      // Each decision, admitted or refused, counted as made on this replica's share.
+      expect(await registry.getSingleMetricAsString('edge_rate_limit_local_decisions_total')).toMatch(/_total{service="rl-test"} 4$/m);
     } finally {
       l.close?.();
     }

@@ -9,8 +9,10 @@
 // While Redis is down: every per-user GlobalLimiter falls back to its in-process share of the limit
 // (L ÷ live edge replicas, the count last read from the replicas' heartbeats) — users stay limited
 // per replica instead of being locked out or let through unbounded. When Redis is back, the
-// local pacing debt is merged into Redis so nothing is granted twice.
-import { GlobalLimiter, pace, type Logger, type PacingRate, type Redis } from '@agent-mesh/common';
+// local pacing debt is merged into Redis so nothing is granted twice. Each decision made on the
+// local share (Redis unreachable, or slower than redisTimeoutMs for that user's key) is counted in
+// edge_rate_limit_local_decisions_total and logged at most once a minute.
+import { Counter, GlobalLimiter, pace, type Logger, type PacingRate, type Redis, type Registry } from '@agent-mesh/common';
 
 export type RateDecision = { ok: true } | { ok: false; retryAfterMs: number };
 
@@ -38,7 +40,10 @@ export interface RequestLimitOptions {
 export const DEFAULT_BURST_FRACTION = 0.25;
 const KEY_PREFIX = 'edge:rl';
 
-export function redisRequestLimiter(redis: Redis, opts: RequestLimitOptions, logger: Logger): RequestLimiter {
+/** How often decisions on the local share are logged at most (with how many there were). */
+const LOCAL_LOG_EVERY_MS = 60_000;
+
+export function redisRequestLimiter(redis: Redis, opts: RequestLimitOptions, logger: Logger, registry?: Registry): RequestLimiter {
   if (opts.perMinute <= 0) return { check: async () => ({ ok: true }) };
   const burstFraction = opts.burstFraction ?? DEFAULT_BURST_FRACTION;
   const maxUsers = opts.maxUsers ?? 10_000;
@@ -51,6 +56,21 @@ export function redisRequestLimiter(redis: Redis, opts: RequestLimitOptions, log
   else redis.once('ready', () => replicas.start());
   const users = new Map<string, GlobalLimiter>();
   let replicaCount = replicas.liveReplicas;
+  const localDecisions = new Counter({
+    name: 'edge_rate_limit_local_decisions_total',
+    help: 'per-user request limit decisions made on this replica\'s share of the limit (Redis unreachable, or slower than its time limit)',
+    registers: registry ? [registry] : [],
+  });
+  let unloggedLocal = 0;
+  let localLoggedAt = 0;
+  const decidedLocally = () => {
+    localDecisions.inc();
+    unloggedLocal += 1;
+    if (Date.now() - localLoggedAt < LOCAL_LOG_EVERY_MS) return;
+    logger.warn({ decisions: unloggedLocal, redisTimeoutMs, replicas: replicaCount }, 'request limits decided on this replica\'s share: Redis unreachable or slower than its time limit');
+    localLoggedAt = Date.now();
+    unloggedLocal = 0;
+  };
 
   const limiterOf = (userId: string): GlobalLimiter => {
     if (replicas.liveReplicas !== replicaCount) {
@@ -79,7 +99,9 @@ export function redisRequestLimiter(redis: Redis, opts: RequestLimitOptions, log
 
   return {
     async check(userId) {
-      const d = await limiterOf(userId).tryAcquire({ holder: userId, tokens: 0 });
+      const limiter = limiterOf(userId);
+      const d = await limiter.tryAcquire({ holder: userId, tokens: 0 });
+      if (d.ok ? d.lease.mode === 'local' : limiter.mode === 'local') decidedLocally();
       // No concurrency limit is set, so the lease holds nothing and needs no release.
       return d.ok ? { ok: true } : { ok: false, retryAfterMs: Math.max(1, d.retryAfterMs) };
     },
