@@ -5,7 +5,7 @@
 // connection was cut.
 import pino from 'pino';
 import { createSubscriber, redisReady, type Redis } from '@agent-mesh/common';
-import { APPENDED_CHANNEL_PREFIX, BackgroundCalls, redisEventLog, redisLogNotices, type LogWatch, type ResponseEvent } from '../../services/edge/src/background';
+import { appendedChannel, BackgroundCalls, redisEventLog, redisLogNotices, type LogWatch, type ResponseEvent } from '../../services/edge/src/background';
 import { edgeRedis } from '../../services/edge/src/redis';
 import { redisForFile, waitFor } from '../support';
 
@@ -23,7 +23,7 @@ let subscriber: Redis;
 let admin: Redis;
 beforeAll(() => void ([client, subscriber, admin] = redis.clients as [Redis, Redis, Redis]));
 
-const subscribers = async (responseId: string) => Number(((await admin.pubsub('NUMSUB', APPENDED_CHANNEL_PREFIX + responseId)) as [string, number])[1]);
+const subscribers = async (responseId: string) => Number(((await admin.pubsub('NUMSUB', appendedChannel(responseId))) as [string, number])[1]);
 /** XRANGE calls Redis has answered so far. */
 const reads = async () => Number(/cmdstat_xrange:calls=(\d+)/.exec(await admin.info('commandstats'))?.[1] ?? 0);
 const event = (seq: number, last = false): ResponseEvent => ({ seq, frame: `event ${seq}\n\n`, last });

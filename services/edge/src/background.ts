@@ -11,7 +11,7 @@
 // not run the call follows them (GET /v1/responses/{id}?stream=true&starting_after=N): each append
 // is announced on a Pub/Sub channel of the response (LogNotices), which wakes the followers of
 // that response, and only those, to read it.
-import { untilWoken, type Logger, type Redis } from '@agent-mesh/common';
+import { onSpreadMessage, publishSpread, subscribeSpread, unsubscribeSpread, untilWoken, type Logger, type Redis } from '@agent-mesh/common';
 
 /** Why a background call was stopped. */
 export type StopReason = 'cancelled' | 'shutdown';
@@ -48,7 +48,13 @@ export type Emit = (type: string, data: Record<string, unknown>, last?: boolean)
 export const eventFrame = (type: string, seq: number, data: Record<string, unknown>): string =>
   `event: ${type}\ndata: ${JSON.stringify({ type, sequence_number: seq, ...data })}\n\n`;
 
-export const EVENTS_KEY_PREFIX = 'mesh:responses:events:';
+/**
+ * A response's event log (a stream) and the channel its appends are announced on: the same hash tag,
+ * so that in a Redis Cluster both are on one node, the channel sharded (see publishSpread), and an
+ * announcement leaves after its entry on the same connection.
+ */
+export const eventsKey = (responseId: string): string => `mesh:responses:{${responseId}}:events`;
+export const appendedChannel = (responseId: string): string => `mesh:responses:{${responseId}}:appended`;
 /** How long a background response's events are kept after its end (and after its start, beyond the longest a call can run). */
 export const EVENTS_KEPT_S = 3600;
 
@@ -59,25 +65,22 @@ export const EVENTS_KEPT_S = 3600;
 export function redisEventLog(redis: Redis, longestCallS: number): ResponseEventLog {
   return {
     append: (responseId, { seq, frame, last }) => {
-      const key = EVENTS_KEY_PREFIX + responseId;
+      const key = eventsKey(responseId);
       const added = redis.xadd(key, `0-${seq + 1}`, 'frame', frame, ...(last ? ['last', '1'] : []));
       // After the entry, on the same connection: a follower woken by it finds the entry there.
-      const announced = redis.publish(APPENDED_CHANNEL_PREFIX + responseId, '');
+      const announced = publishSpread(redis, appendedChannel(responseId), '');
       // The expiry is set with the first event (and renewed now and then: a first one lost while Redis was away sets none), and shortened by the last.
       if (!last && seq % 64 !== 0) return Promise.all([added, announced]);
       return Promise.all([added, announced, redis.expire(key, last ? EVENTS_KEPT_S : longestCallS + EVENTS_KEPT_S)]);
     },
     read: async (responseId, after, count) =>
-      (await redis.xrange(EVENTS_KEY_PREFIX + responseId, `0-${after + 2}`, '+', 'COUNT', count)).map(([id, fields]) => ({
+      (await redis.xrange(eventsKey(responseId), `0-${after + 2}`, '+', 'COUNT', count)).map(([id, fields]) => ({
         seq: Number(id.slice(2)) - 1,
         frame: fields[1] ?? '',
         last: fields[2] === 'last',
       })),
   };
 }
-
-/** The channel on which each append to a response's log is announced: `APPENDED_CHANNEL_PREFIX + id`. */
-export const APPENDED_CHANNEL_PREFIX = 'mesh:responses:appended:';
 
 /** The announcements of appends to the responses' logs, for the followers in this edge. */
 export interface LogNotices {
@@ -131,19 +134,20 @@ export function redisLogNotices(subscriber: Redis, logger: Logger): LogNotices {
     sub.live = true;
     for (const w of sub.watchers) w.notify();
   };
-  subscriber.on('message', (channel: string) => {
-    if (channel.startsWith(APPENDED_CHANNEL_PREFIX)) for (const w of subs.get(channel.slice(APPENDED_CHANNEL_PREFIX.length))?.watchers ?? []) w.notify();
+  onSpreadMessage(subscriber, (channel: string) => {
+    const id = /^mesh:responses:\{(.+)\}:appended$/.exec(channel)?.[1];
+    for (const w of (id !== undefined && subs.get(id)?.watchers) || []) w.notify();
   });
   subscriber.on('close', () => subs.forEach((sub) => (sub.live = false)));
   subscriber.on('ready', () => subs.forEach(goLive));
   return {
     watch(responseId) {
-      const channel = APPENDED_CHANNEL_PREFIX + responseId;
+      const channel = appendedChannel(responseId);
       let sub = subs.get(responseId);
       if (!sub) {
         const created: Subscription = (sub = { live: false, watchers: new Set() });
         subs.set(responseId, created);
-        subscriber.subscribe(channel).then(
+        subscribeSpread(subscriber, channel).then(
           () => subs.get(responseId) === created && goLive(created),
           (err: unknown) => logger.warn({ err: (err as Error).message, responseId }, 'background response: no subscription to its events (its log is read every 100 ms)'),
         );
@@ -153,7 +157,7 @@ export function redisLogNotices(subscriber: Redis, logger: Logger): LogNotices {
         owner.watchers.delete(watcher);
         if (owner.watchers.size > 0 || subs.get(responseId) !== owner) return;
         subs.delete(responseId);
-        subscriber.unsubscribe(channel).catch(() => undefined);
+        unsubscribeSpread(subscriber, channel).catch(() => undefined);
       });
       owner.watchers.add(watcher);
       return watcher;

@@ -59,7 +59,7 @@ export const sharedVars = defineVars({
   REDIS_SENTINEL_NAME: { type: 'string', default: 'mymaster', doc: 'the primary\'s name the sentinels monitor (with `REDIS_SENTINELS`)' },
   REDIS_CLUSTER_NODES: {
     type: 'addrList', default: '', defaultDoc: 'none',
-    doc: 'Redis Cluster: some of its nodes, `host:port,host:port,…` (the client learns the rest); exclusive with `REDIS_SENTINELS`',
+    doc: 'Redis Cluster: some of its nodes, `host:port,host:port,…` (the client learns the rest); exclusive with `REDIS_SENTINELS`; Redis 7.0 or later (sharded Pub/Sub)',
   },
   SHUTDOWN_GRACE_MS: { type: 'int', default: 10_000, min: 0, doc: 'the whole shutdown budget, spent in phases (see [Start and shutdown](#start-and-shutdown))' },
 });

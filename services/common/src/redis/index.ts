@@ -49,6 +49,8 @@ export interface ClientOptions extends RedisOptions {
    * one Redis or under sentinels, not on a Cluster (one connection per node, made by ioredis).
    */
   coalesceWrites?: boolean;
+  /** On a Cluster: SSUBSCRIBE goes to the node of each channel's slot (see subscribeSpread). Ignored elsewhere. */
+  shardedSubscribers?: boolean;
 }
 
 /**
@@ -82,7 +84,7 @@ export function coalesceWrites(client: Redis): void {
  * result is an ioredis Cluster typed as Redis: the commands the services use (scripts, MULTI on one
  * slot, streams, Pub/Sub, status and its events, quit) behave the same on both.
  */
-export function createRedis(target: RedisTarget | string, logger: Logger, { coalesceWrites: coalesce, ...options }: ClientOptions = {}): Redis {
+export function createRedis(target: RedisTarget | string, logger: Logger, { coalesceWrites: coalesce, shardedSubscribers, ...options }: ClientOptions = {}): Redis {
   const t: RedisTarget = typeof target === 'string' ? { mode: 'single', url: target } : target;
   const base: RedisOptions = {
     // A command issued while Redis is down fails at once instead of queueing without bound.
@@ -122,16 +124,22 @@ export function createRedis(target: RedisTarget | string, logger: Logger, { coal
       retryDelayOnFailover: 200,
       retryDelayOnTryAgain: 200,
       slotsRefreshTimeout: 2_000,
+      shardedSubscribers: shardedSubscribers ?? false,
       redisOptions: { ...urlOptions(t.url), ...redisOptions },
     };
     client = new Cluster(t.nodes, clusterOptions) as unknown as Redis;
   }
   if (coalesce && t.mode !== 'cluster') coalesceWrites(client);
   if (t.mode === 'sentinel') reconnectWhenGivenUp(client, logger);
+  // Once per outage, and once a minute while errors go on without the client being ready again in
+  // between (a Cluster stays ready while the subscriber of one shard reconnects, erring every time).
   let down = false;
+  let warnedAt = 0;
   client.on('error', (err: Error) => {
-    if (!down) logger.warn({ err: err.message, mode: t.mode }, 'redis unavailable');
+    if (down && Date.now() - warnedAt < 60_000) return;
+    logger.warn({ err: err.message, mode: t.mode }, 'redis unavailable');
     down = true;
+    warnedAt = Date.now();
   });
   client.on('ready', () => {
     if (down) logger.info({ mode: t.mode }, 'redis available again');
@@ -187,12 +195,52 @@ export async function closeRedis(client: Redis): Promise<void> {
  * A Pub/Sub connection of the target. It queues commands while disconnected and retries without
  * bound, and ioredis subscribes again to every channel after a reconnect (to the new primary after
  * a Sentinel failover; in a Cluster, to another node when its node is lost: classic PUBLISH reaches
- * every node of a cluster, so any node will do). Opened from the target rather than with
+ * every node of a cluster, so any node will do). In a Cluster it also holds one connection per
+ * shard for the channels subscribed with subscribeSpread, each to its slot's node (moved to the
+ * promoted replica after a failover, by ioredis). Opened from the target rather than with
  * `duplicate()`, whose options differ between Redis and Cluster (a Cluster's take `redisOptions`
  * for the per-node settings), so that the three modes get the same subscriber.
  */
 export function createSubscriber(target: RedisTarget | string, logger: Logger): Redis {
-  return createRedis(target, logger, { enableOfflineQueue: true, maxRetriesPerRequest: null });
+  return createRedis(target, logger, { enableOfflineQueue: true, maxRetriesPerRequest: null, shardedSubscribers: true });
+}
+
+/** Whether the client is a Redis Cluster's (ioredis' Cluster). */
+export function isCluster(client: Redis): boolean {
+  return (client as unknown as { isCluster?: boolean }).isCluster === true;
+}
+
+// Pub/Sub for the many short-lived channels of one run or one response ("spread" channels). In a
+// Redis Cluster a classic PUBLISH goes to every node (over the cluster bus), so the cluster's
+// Pub/Sub traffic grows with its node count instead of spreading; sharded Pub/Sub (SPUBLISH,
+// SSUBSCRIBE: Redis 7.0 or later) keeps each message on the node of its channel's slot. On one
+// Redis, or under Sentinel, the classic commands: there is one primary anyway. A channel with a
+// hash tag lives on the node of the keys with the same tag, and only there may a script on those
+// keys publish to it (spreadPublishCommand). The few fleet-wide channels (cancels, cache releases)
+// stay classic: every replica listens to them, wherever they are.
+
+/** The command a script uses to publish on a channel of subscribeSpread: SPUBLISH on a Cluster, PUBLISH elsewhere. */
+export function spreadPublishCommand(client: Redis): 'SPUBLISH' | 'PUBLISH' {
+  return isCluster(client) ? 'SPUBLISH' : 'PUBLISH';
+}
+
+/** Publishes on a channel of subscribeSpread. */
+export function publishSpread(client: Redis, channel: string, message: string): Promise<unknown> {
+  return isCluster(client) ? client.spublish(channel, message) : client.publish(channel, message);
+}
+
+/** Subscribes a subscriber (createSubscriber) to a channel of its own slot's node in a Cluster (see above). */
+export function subscribeSpread(subscriber: Redis, channel: string): Promise<unknown> {
+  return isCluster(subscriber) ? subscriber.ssubscribe(channel) : subscriber.subscribe(channel);
+}
+
+export function unsubscribeSpread(subscriber: Redis, channel: string): Promise<unknown> {
+  return isCluster(subscriber) ? subscriber.sunsubscribe(channel) : subscriber.unsubscribe(channel);
+}
+
+/** Calls `handler` with each message of the channels subscribed with subscribeSpread. */
+export function onSpreadMessage(subscriber: Redis, handler: (channel: string, message: string) => void): void {
+  subscriber.on(isCluster(subscriber) ? 'smessage' : 'message', handler);
 }
 
 /** True for ioredis' errors that mean Redis cannot be reached right now (not a command's own error). */

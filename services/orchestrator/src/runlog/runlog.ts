@@ -3,7 +3,7 @@
 // idempotent by seq (a retried append of the same seq is a no-op), all in one Lua script. A
 // terminal event starts the log's retention clock; the run's end of ownership (its lease, its
 // conversation's active-run slot: the registry's) goes in the same transaction, from the caller.
-import { TERMINAL_EVENTS, type Redis } from '@agent-mesh/common';
+import { spreadPublishCommand, TERMINAL_EVENTS, type Redis } from '@agent-mesh/common';
 import type { RunEvent } from '@agent-mesh/common/gen/orchestrator/v1/orchestrator';
 import { RunStopped } from '../pipeline/errors';
 import { keys } from '../runs/keys';
@@ -13,7 +13,8 @@ const APPEND_RETRY_MS = 10_000;
 
 // KEYS: log seq lease
 // ARGV: owner maxlen channel retentionS firstSeq [type data]...
-const APPEND = `
+// The channel has the run's hash tag: in a Cluster, SPUBLISH to it from the node of its keys.
+const append = (publish: 'SPUBLISH' | 'PUBLISH') => `
 local owner = redis.call('GET', KEYS[3])
 if owner and owner ~= ARGV[1] then return -1 end
 local cur = tonumber(redis.call('GET', KEYS[2]) or '0')
@@ -29,7 +30,7 @@ if last > cur then
     end
   end
   redis.call('SET', KEYS[2], last)
-  redis.call('PUBLISH', ARGV[3], last)
+  redis.call('${publish}', ARGV[3], last)
 end
 local retention = tonumber(ARGV[4])
 if retention > 0 then
@@ -68,7 +69,7 @@ export class RunLog {
   onAppended?: (runId: string, firstSeq: number, events: readonly { type: string; dataJson: string }[]) => void;
 
   constructor(private readonly redis: Redis, private readonly settings: RunLogSettings) {
-    redis.defineCommand('meshRunAppend', { numberOfKeys: 3, lua: APPEND });
+    redis.defineCommand('meshRunAppend', { numberOfKeys: 3, lua: append(spreadPublishCommand(redis)) });
   }
 
   /** The last seq written to a run's log (0 when none). */

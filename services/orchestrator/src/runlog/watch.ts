@@ -4,9 +4,9 @@
 // connection each. The events this process appends itself (its own runs: every StartRun stream is
 // served by the replica that runs it) reach its watchers in memory, once written: they need no
 // read, and the notification of their own write finds them up to date.
-import { TERMINAL_EVENTS, untilWoken, type Redis } from '@agent-mesh/common';
+import { onSpreadMessage, subscribeSpread, TERMINAL_EVENTS, unsubscribeSpread, untilWoken, type Redis } from '@agent-mesh/common';
 import type { RunEvent } from '@agent-mesh/common/gen/orchestrator/v1/orchestrator';
-import { keys } from '../runs/keys';
+import { keys, NOTIFY_PREFIX } from '../runs/keys';
 import type { RunLog } from './runlog';
 
 /** How long a watcher waits for a notification before reading anyway (covers a lost publish). */
@@ -70,18 +70,19 @@ export interface RunWatch {
 
 export class RunNotifications {
   private readonly byRun = new Map<string, Set<Listener>>();
-  private readonly channelPrefix = 'runlog:{';
 
   constructor(private readonly subscriber: Redis, private readonly extraHandler?: (channel: string, message: string) => void) {
+    // A run's channel is sharded in a Cluster (on its keys' node, where the append script publishes);
+    // the fleet-wide one (the cancels) is classic.
+    onSpreadMessage(subscriber, (channel: string, message: string) => {
+      if (!channel.startsWith(NOTIFY_PREFIX)) return;
+      const runId = channel.slice(NOTIFY_PREFIX.length);
+      // The message is the log's last seq after the write (see runlog.ts).
+      const seq = Number(message) || 0;
+      for (const l of this.byRun.get(runId) ?? []) l.notify(seq);
+    });
     subscriber.on('message', (channel: string, message: string) => {
-      if (channel.startsWith(this.channelPrefix)) {
-        const runId = channel.slice(this.channelPrefix.length, -1);
-        // The message is the log's last seq after the write (see runlog.ts).
-        const seq = Number(message) || 0;
-        for (const l of this.byRun.get(runId) ?? []) l.notify(seq);
-      } else {
-        this.extraHandler?.(channel, message);
-      }
+      if (!channel.startsWith(NOTIFY_PREFIX)) this.extraHandler?.(channel, message);
     });
   }
 
@@ -107,7 +108,7 @@ export class RunNotifications {
       set = new Set();
       this.byRun.set(runId, set);
       set.add(listener);
-      await this.subscriber.subscribe(keys.notify(runId));
+      await subscribeSpread(this.subscriber, keys.notify(runId));
     } else {
       set.add(listener);
     }
@@ -129,7 +130,7 @@ export class RunNotifications {
         s.delete(listener);
         if (s.size === 0) {
           this.byRun.delete(runId);
-          void this.subscriber.unsubscribe(keys.notify(runId)).catch(() => undefined);
+          void unsubscribeSpread(this.subscriber, keys.notify(runId)).catch(() => undefined);
         }
       },
     };

@@ -35,13 +35,15 @@ it("puts every script's and transaction's keys in the registry's one slot", asyn
 it('declares in KEYS every key the Lua of the registry and the log names (no key built inside a script)', () => {
   // A script that builds a key name from its arguments (`'run:' .. id`) touches an undeclared key,
   // which a Cluster may not hold on the script's node. Every command's first argument is a KEYS
-  // entry, but PUBLISH's (a channel).
+  // entry, but the publish's (a channel with the runs' hash tag: in a Cluster SPUBLISH, which may
+  // only publish on the script's slot).
   const sources = ['./registry.ts', '../runlog/runlog.ts'].map((f) => fs.readFileSync(path.join(__dirname, f), 'utf8'));
-  const scripts = sources.flatMap((src) => src.match(/= `[\s\S]*?`;/g) ?? []);
+  const scripts = sources.flatMap((src) => src.match(/=>? `[\s\S]*?`;/g) ?? []);
   expect(scripts.length).toBe(6);
   for (const lua of scripts) {
     const calls = lua.match(/redis\.call\('\w+'(, [^,)]+)?/g) ?? [];
     expect(calls.length).toBeGreaterThan(0);
     for (const c of calls) if (!/'(PUBLISH|TIME)'/.test(c)) expect(c).toMatch(/, KEYS\[(\d+|i)\]$/);
   }
+  expect(slotOf(keys.notify('run_1'))).toBe(slotOf(keys.log('run_1')));
 });
