@@ -61,6 +61,9 @@ function subscribersByNode(channel: string): { port: number; sharded: number; cl
   }));
 }
 
+/** Classic publishes the nodes have sent each other over the cluster bus (each goes to every other node). */
+const busPublishes = () => live().reduce((n, node) => n + Number(/cluster_stats_messages_publish_sent:(\d+)/.exec(cli(node, 'cluster', 'info'))?.[1] ?? 0), 0);
+
 /** Exactly one sharded subscription to `channel`, on the primary of its slot, and no classic one anywhere. */
 async function expectShardedOnItsNode(channel: string): Promise<void> {
   const owner = (await cluster.primaryOf(slotOf(channel)))!;
@@ -79,9 +82,12 @@ test('a run\'s notices: the append script publishes them sharded on its keys\' n
     expect(slotOf(keys.notify(runId))).toBe(slotOf(keys.log(runId)));
     await expectShardedOnItsNode(keys.notify(runId));
     const woken = watch.wait(30_000, open);
+    const published = busPublishes();
     await log.append({ runId, conversationId: 'c', messageId: 'm' }, 'replica-a', 1, [{ type: 'agent.token', dataJson: '{}' }, { type: 'agent.token', dataJson: '{}' }]);
     expect(await woken).toBe(true);
     expect(watch.announced).toBe(2);
+    // Not sent to the other nodes (a classic PUBLISH here counts five: one per other node).
+    expect(busPublishes() - published).toBe(0);
     expect((await log.read(runId, 0)).map((e) => e.seq)).toEqual([1, 2]);
   } finally {
     watch.close();
