@@ -777,16 +777,16 @@ describe('deploy/k8s manifests', () => {
     });
 
     // A replica that starts while Redis is away divides the LLM quota by LLM_FALLBACK_REPLICAS (a
-    // tool's limits by TOOL_FALLBACK_REPLICAS): below the most replicas that can share them, the
-    // shares add up to more than the limits.
-    test.each(overlays)('overlays/%s: LLM_ and TOOL_FALLBACK_REPLICAS count every replica that can share the limits', (overlay) => {
+    // tool's limits by TOOL_FALLBACK_REPLICAS, a user's request limit by RATE_LIMIT_FALLBACK_REPLICAS):
+    // below the most replicas that can share them, the shares add up to more than the limits.
+    test.each(overlays)('overlays/%s: LLM_, TOOL_ and RATE_LIMIT_FALLBACK_REPLICAS count every replica that can share the limits', (overlay) => {
       const objs = parseYaml(kustomize(path.join(K8S, 'overlays', overlay)).stdout, overlay);
       const of = (kind: string, name: string) => objs.find((o) => o.kind === kind && nameOf(o) === name)!;
       const ceiling = (name: string) => Number(asObj(of('HorizontalPodAutoscaler', name).spec).maxReplicas);
       const inlineEdges = envValue(mainContainer(of('Deployment', 'edge')), 'EDGE_INLINE_BROKER') === 'true';
       const sharers = ceiling('llm-broker') + (inlineEdges ? ceiling('edge') : 0);
       const data = asObj(of('ConfigMap', 'agent-mesh-config').data);
-      expect([Number(data.LLM_FALLBACK_REPLICAS), Number(data.TOOL_FALLBACK_REPLICAS)]).toEqual([sharers, ceiling('tool-service')]);
+      expect([Number(data.LLM_FALLBACK_REPLICAS), Number(data.TOOL_FALLBACK_REPLICAS), Number(data.RATE_LIMIT_FALLBACK_REPLICAS)]).toEqual([sharers, ceiling('tool-service'), ceiling('edge')]);
     });
   });
 });

@@ -38,6 +38,8 @@ export interface EdgeConfig {
   /** Requests a user's limit may admit ahead while at most half the user's burst is spent (RATE_LIMIT_AHEAD). */
   rateLimitAhead: number;
   rateLimitAheadMs: number;
+  /** The fewest edge replicas a user's limit is divided among while Redis is unreachable (RATE_LIMIT_FALLBACK_REPLICAS). */
+  rateLimitFallbackReplicas: number;
   corsOrigins: string[];
   shutdownGraceMs: number;
   /** The broker's upstream model, listed by GET /v1/models ("upstream" = whatever the broker is configured with). */
@@ -100,6 +102,10 @@ export const VARS = {
       type: 'int', default: 2_000, min: 1,
       doc: "a user whose requests come within this of each other has the next one admitted ahead; one not used for this long is given back. A request admitted ahead counts from its admission, so any minute may see up to this much more of the user's rate (2 s of 60: 3 %)",
     },
+    RATE_LIMIT_FALLBACK_REPLICAS: {
+      type: 'int', default: 1, min: 1,
+      doc: "while Redis is unreachable each edge limits a user to its own share of the limit: the limit ÷ the larger of this and the edges it last saw (their heartbeats). An edge that starts during an outage has seen none and divides by this alone. Set it to the edge HPA's `maxReplicas` for a user's shares to add up to at most the limit even when edges start during an outage; each share is then smaller while Redis is away",
+    },
     CORS_ORIGINS: { type: 'string', default: '', defaultDoc: 'empty (same origin only)', doc: 'comma-separated origins allowed cross-origin' },
     AUTH_OPS_SCOPE: { type: 'string', default: 'ops', doc: 'the scope a token must carry (`scope`, space-separated, or `scp`) to read the operations figures (`/api/ops/figures`)' },
     PROMETHEUS_URL: { type: 'string', default: '', defaultDoc: 'none (`npm start` sets it)', doc: "Prometheus' HTTP API (`http://host:9090`), for the ops page's figures; unset: `/api/ops/figures` answers 503" },
@@ -152,6 +158,7 @@ export function loadConfig(env: Env = process.env): EdgeConfig {
     rateLimitBurstFraction: read(VARS.RATE_LIMIT_BURST_FRACTION),
     rateLimitAhead: read(VARS.RATE_LIMIT_AHEAD),
     rateLimitAheadMs: read(VARS.RATE_LIMIT_AHEAD_MS),
+    rateLimitFallbackReplicas: read(VARS.RATE_LIMIT_FALLBACK_REPLICAS),
     corsOrigins: config.list(read(VARS.CORS_ORIGINS)),
     shutdownGraceMs: read(VARS.SHUTDOWN_GRACE_MS),
     llmModel: read(VARS.LLM_MODEL),

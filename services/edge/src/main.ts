@@ -39,7 +39,7 @@ async function build(svc: Service<EdgeConfig>): Promise<void> {
     logger.info({ upstreams: describeUpstreams(cfg.inlineBroker) }, 'the broker runs inside this edge for /v1');
   }
 
-  const requestLimiter = redisRequestLimiter(redis, { perMinute: cfg.rateLimitPerMinute, burstFraction: cfg.rateLimitBurstFraction, admitAhead: cfg.rateLimitAhead, admitAheadMs: cfg.rateLimitAheadMs }, logger, registry);
+  const requestLimiter = redisRequestLimiter(redis, { perMinute: cfg.rateLimitPerMinute, burstFraction: cfg.rateLimitBurstFraction, admitAhead: cfg.rateLimitAhead, admitAheadMs: cfg.rateLimitAheadMs, fallbackReplicas: cfg.rateLimitFallbackReplicas }, logger, registry);
   svc.onShutdown('stop', 'request limiter', () => requestLimiter.close?.());
   const budgets = new TokenBudgets(redis, BUDGET_KEY_PREFIX, {
     ...cfg.budgets,

@@ -33,6 +33,19 @@ describe('per-user request limit', () => {
     }
   });
 
+  test('Redis down from the start: a user\'s limit divided by fallbackReplicas (the edges it cannot count)', async () => {
+    const offline = { status: 'end', defineCommand: () => undefined, once: () => undefined } as unknown as Redis;
+    // 16 a minute: alone, a burst of 4 on this edge; among 2 edges, 8 a minute each, a burst of 2.
+    const admitted = async (fallbackReplicas?: number) => {
+      const l = redisRequestLimiter(offline, { perMinute: 16, fallbackReplicas }, createLogger('rl-test', 'silent'));
+      let n = 0;
+      while (n < 20 && (await l.check('alice')).ok) n += 1;
+      await l.close?.();
+      return n;
+    };
+    expect([await admitted(), await admitted(2)]).toEqual([4, 2]);
+  });
+
   test('0 means unlimited', async () => {
     const l = memoryRequestLimiter(0);
     for (let i = 0; i < 100; i++) expect((await l.check('alice')).ok).toBe(true);

@@ -7,7 +7,8 @@
 // then refills smoothly; any 60 s window still admits at most L requests.
 //
 // While Redis is down: every per-user GlobalLimiter falls back to its in-process share of the limit
-// (L ÷ live edge replicas, the count last read from the replicas' heartbeats) — users stay limited
+// (L ÷ live edge replicas, the count last read from the replicas' heartbeats, at least
+// fallbackReplicas: an edge started during an outage has read none) — users stay limited
 // per replica instead of being locked out or let through unbounded. When Redis is back, the
 // local pacing debt is merged into Redis so nothing is granted twice. Each decision made on the
 // local share (Redis unreachable, or slower than redisTimeoutMs for that user's key) is counted in
@@ -35,6 +36,8 @@ export interface RequestLimitOptions {
   admitAhead?: number;
   /** How close requests must come for one to be admitted ahead, and how long one waits for its request. @default 2000 */
   admitAheadMs?: number;
+  /** The fewest edge replicas a limit is divided among while Redis is unreachable (see LimiterOptions.fallbackReplicas). @default 1 */
+  fallbackReplicas?: number;
 }
 
 export const DEFAULT_BURST_FRACTION = 0.25;
@@ -86,7 +89,7 @@ export function redisRequestLimiter(redis: Redis, opts: RequestLimitOptions, log
         requestsPerMinute: opts.perMinute,
         burstFraction,
         redisTimeoutMs,
-        fallbackReplicas: replicaCount,
+        fallbackReplicas: Math.max(replicaCount, opts.fallbackReplicas ?? 1),
         outageBurst: true,
         admitAhead: opts.admitAhead ?? 0,
         admitAheadMs: opts.admitAheadMs ?? 2_000,
