@@ -140,6 +140,10 @@ export function redisLogNotices(subscriber: Redis, logger: Logger): LogNotices {
   });
   subscriber.on('close', () => subs.forEach((sub) => (sub.live = false)));
   subscriber.on('ready', () => subs.forEach(goLive));
+  // In a Cluster the channels are sharded: the Cluster stays ready while ioredis replaces a shard's
+  // subscriber (its node was lost), then subscribes every channel again (not which ones moved).
+  subscriber.on('-subscriber', () => subs.forEach((sub) => (sub.live = false)));
+  subscriber.on('subscribersReady', () => subs.forEach(goLive));
   return {
     watch(responseId) {
       const channel = appendedChannel(responseId);

@@ -28,8 +28,9 @@ export async function assembleBroker(svc: BrokerHost, cfg: BrokerConfig, registr
   // The commands of one event-loop turn (admissions, settlements, budget charges of many calls)
   // leave in one write instead of one write each (not on a Redis Cluster: see createRedis).
   const redis = shared ?? createRedis(cfg.redis, logger, { coalesceWrites: true });
-  // Start on the local share if Redis is not there yet; the limiter joins it when it comes.
-  await redisReady(redis, 3_000).catch((err: Error) => logger.warn({ err: err.message }, 'starting without redis'));
+  // Start on the local share if Redis is not there yet; the limiter joins it when it comes. (A
+  // client lent by the edge: the edge has waited for it already.)
+  if (!shared) await redisReady(redis, 3_000).catch((err: Error) => logger.warn({ err: err.message }, 'starting without redis'));
   if (!shared) svc.onShutdown('clients', 'redis', () => closeRedis(redis));
 
   const budgets = new TokenBudgets(redis, BUDGET_KEY_PREFIX, { defaults: { perDay: 0, perMinute: 0 }, onError: (err) => logger.warn({ err: (err as Error).message }, 'token budget not charged') });
