@@ -213,6 +213,7 @@ export const FIGURES: readonly Figure[] = [
       { expr: 'min by (instance) (tool_limits_shared)', legend: 'tool limits {{instance}}' },
       { expr: 'max(llm_departed_replicas)', legend: 'departed brokers' },
       { expr: 'max(tool_departed_replicas)', legend: 'departed tool-services' },
+      { expr: 'sum by (instance) (rate(edge_rate_limit_local_decisions_total[1m]))', legend: 'request limits decided locally /s {{instance}}' },
     ],
   },
 ];
