@@ -22,7 +22,7 @@ const ha = require('../../deploy/local/redis-ha.js') as {
     primaryOf(slot: number): Promise<Node | undefined>; stop(): Promise<void>;
   }>;
 };
-interface Node { port: number; kill(): Promise<void>; proc: { exitCode: number | null; signalCode: string | null } }
+interface Node { port: number; kill(): Promise<void>; proc: { exitCode: number | null; signalCode: string | null; kill(signal: NodeJS.Signals): boolean } }
 
 jest.setTimeout(120_000);
 
@@ -96,11 +96,31 @@ test('a run\'s notices: the append script publishes them sharded on its keys\' n
   await waitFor('the subscription given up', () => subscribersByNode(keys.notify(runId)).every((s) => s.sharded === 0), { timeoutMs: 5_000, intervalMs: 50 });
 });
 
+/** A name made of `prefix` whose channel (`channelOf`) is on a primary that `wanted` accepts. */
+async function nameOnShard(prefix: string, channelOf: (name: string) => string, wanted: (port: number) => boolean): Promise<string> {
+  for (let i = 0; ; i++) {
+    const name = `${prefix}_${Date.now()}_${i}`;
+    if (wanted((await cluster.primaryOf(slotOf(channelOf(name))))!.port)) return name;
+  }
+}
+
+/** The primary of the runs' keys (one hash tag for all of them), killed by the last test only. */
+const runsPrimary = async () => (await cluster.primaryOf(slotOf(keys.notify('any'))))!;
+
+/** Kills the primary of `channel`'s slot (SIGKILL); returns a wait until the cluster has promoted its replica. */
+async function killPrimaryOf(channel: string): Promise<() => Promise<void>> {
+  const primary = (await cluster.primaryOf(slotOf(channel)))!;
+  await primary.kill();
+  return () => waitFor('the cluster promotes its replica', async () => ((await cluster.primaryOf(slotOf(channel)))?.port ?? primary.port) !== primary.port, { timeoutMs: 30_000, intervalMs: 200 });
+}
+
 test('a background response\'s announcements: sharded on its log\'s node, and woken again after that node\'s primary is killed', async () => {
   const [redis, subscriber] = await Promise.all([client('edge'), client('subscriber')]);
   const notices = redisLogNotices(subscriber, logger);
   const log = redisEventLog(redis, 60);
-  const id = `resp_${Date.now()}`;
+  // Not on the runs' node: the next test kills that one.
+  const runsPort = (await runsPrimary()).port;
+  const id = await nameOnShard('resp', appendedChannel, (port) => port !== runsPort);
   const event = (seq: number): ResponseEvent => ({ seq, frame: `event ${seq}\n\n`, last: false });
   const watch = notices.watch(id);
   try {
@@ -112,10 +132,8 @@ test('a background response\'s announcements: sharded on its log\'s node, and wo
     await log.append(id, event(0));
     expect(await woken).toBe(true);
 
-    const primary = (await cluster.primaryOf(slotOf(appendedChannel(id))))!;
     const killedAt = Date.now();
-    await primary.kill();
-    await waitFor('the cluster promotes its replica', async () => ((await cluster.primaryOf(slotOf(appendedChannel(id))))?.port ?? primary.port) !== primary.port, { timeoutMs: 30_000, intervalMs: 200 });
+    await (await killPrimaryOf(appendedChannel(id)))();
     // With no append: once ioredis has subscribed the shard's channels again (on the promoted
     // replica), the watcher is told to read the log again (an announcement may have been lost).
     expect(await watch.next(20_000, open)).toBe(true);
@@ -130,5 +148,62 @@ test('a background response\'s announcements: sharded on its log\'s node, and wo
     expect((await log.read(id, -1, 100)).map((e) => e.seq)).toEqual([0, 1]);
   } finally {
     watch.close();
+  }
+});
+
+test('a watch asked while its shard\'s primary is down goes on, subscribed once a replica is promoted; the watchers already live are not woken meanwhile', async () => {
+  const [redis, runSubscriber, edgeSubscriber] = await Promise.all([client('orchestrator'), client('subscriber'), client('subscriber')]);
+  const log = new RunLog(redis, { maxEvents: 1_000, retentionS: 60 });
+  const notes = new RunNotifications(runSubscriber);
+  const notices = redisLogNotices(edgeSubscriber, logger);
+  const runsPort = (await runsPrimary()).port;
+  const onRunsNode = (port: number) => port === runsPort;
+  // A response followed since before the kill, on the same node as the runs.
+  const followed = notices.watch(await nameOnShard('resp', appendedChannel, onRunsNode));
+  const late = await nameOnShard('resp', appendedChannel, onRunsNode);
+  const runId = `run_${Date.now()}`;
+  await waitFor('the followed response live', () => followed.live, { timeoutMs: 10_000, intervalMs: 20 });
+  await followed.next(0, open); // the news of going live
+
+  // While the primary is down, ioredis resets its shard subscribers every few ms, each time
+  // saying they are ready. Count the followed response's wake-ups from the kill to the promotion.
+  let wakes = 0;
+  const failingOver = new AbortController();
+  const counting = (async () => {
+    while (!failingOver.signal.aborted) if (await followed.next(100, failingOver.signal)) wakes++;
+  })();
+  // The replica is held stopped for a while, so that nothing serves the slot when the watches are
+  // asked: ioredis then refuses their subscriptions (after ~3.4 s of redirections).
+  const replica = live().find((n) => new RegExp(`role:slave[^]*master_port:${runsPort}\\b`).test(cli(n, 'info', 'replication')))!;
+  const promoted = await killPrimaryOf(keys.notify(runId));
+  replica.proc.kill('SIGSTOP');
+  const watches: { close(): void }[] = [followed];
+  try {
+    // The watches are made all the same.
+    const lateWatch = notices.watch(late);
+    const watch = await notes.listen(runId);
+    watches.push(watch, lateWatch);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    replica.proc.kill('SIGCONT');
+    await promoted();
+    failingOver.abort();
+    await counting;
+    expect(wakes).toBeLessThanOrEqual(2);
+
+    // Once the shard subscribers have settled on the promoted replica, the run's subscription is
+    // asked again, and its watcher told to read the log (an announcement may have been missed).
+    await waitFor('the run watcher told to read again', () => watch.takeStale(), { timeoutMs: 10_000, intervalMs: 20 });
+    expect(await watch.wait(0, open)).toBe(true); // the news of it
+    await expectShardedOnItsNode(keys.notify(runId));
+    await waitFor('the late response live', () => lateWatch.live, { timeoutMs: 10_000, intervalMs: 20 });
+    await expectShardedOnItsNode(appendedChannel(late));
+    const woken = watch.wait(10_000, open);
+    await log.append({ runId, conversationId: 'c', messageId: 'm' }, 'replica-a', 1, [{ type: 'agent.token', dataJson: '{}' }]);
+    expect(await woken).toBe(true);
+    expect(watch.announced).toBe(1);
+  } finally {
+    replica.proc.kill('SIGCONT');
+    failingOver.abort();
+    watches.forEach((w) => w.close());
   }
 });

@@ -1,5 +1,6 @@
-import { createLogger } from '@agent-mesh/common';
-import { BackgroundCalls, EventFeed, FEED_WINDOW, LOG_END_CHECK_MS, type CancelBroadcast, type Emit, type LogNotices, type ResponseEvent, type ResponseEventLog } from './background';
+import { EventEmitter } from 'node:events';
+import { createLogger, SUBSCRIBE_RETRY_MS, SUBSCRIBERS_SETTLE_MS, type Redis } from '@agent-mesh/common';
+import { BackgroundCalls, EventFeed, FEED_WINDOW, LOG_END_CHECK_MS, redisLogNotices, type CancelBroadcast, type Emit, type LogNotices, type ResponseEvent, type ResponseEventLog } from './background';
 
 const logger = createLogger('background-test', 'silent');
 
@@ -181,4 +182,71 @@ test('a follower where the call runs, behind the feed\'s window, reads on from t
   setTimeout(() => call.finish(), 50);
   const seqs = (await follower).map((e) => e?.seq);
   expect(seqs).toEqual(Array.from({ length: pushed + 1 }, (_, i) => i));
+});
+
+/** A Pub/Sub connection whose subscriptions fail while `refusing` (a Cluster's, with `cluster`: sharded ones). */
+function fakeSubscriber(cluster: boolean) {
+  const state = { refusing: true, asked: 0 };
+  const subscribe = async () => {
+    state.asked += 1;
+    if (state.refusing) throw new Error('Connection is closed.');
+    return 1;
+  };
+  const subscriber = Object.assign(new EventEmitter(), cluster ? { isCluster: true, ssubscribe: subscribe, sunsubscribe: async () => 1 } : { subscribe, unsubscribe: async () => 1 });
+  return { subscriber: subscriber as unknown as Redis & EventEmitter, state };
+}
+
+test('a response\'s subscription refused is asked again a second later; its watchers go live once it is granted', async () => {
+  jest.useFakeTimers();
+  try {
+    const { subscriber, state } = fakeSubscriber(false);
+    const watch = redisLogNotices(subscriber, logger).watch('resp_r');
+    await jest.advanceTimersByTimeAsync(0);
+    expect([state.asked, watch.live]).toEqual([1, false]);
+    state.refusing = false;
+    // Back after a reconnect: a subscription never granted does not go live.
+    subscriber.emit('ready');
+    expect(watch.live).toBe(false);
+    await jest.advanceTimersByTimeAsync(SUBSCRIBE_RETRY_MS);
+    expect([state.asked, watch.live]).toEqual([2, true]);
+    expect(await watch.next(0, new AbortController().signal)).toBe(true); // told to read the log again
+    watch.close();
+  } finally {
+    jest.useRealTimers();
+  }
+});
+
+test('in a Cluster, the watchers go live once the shard subscribers have settled, not at each of their resets', async () => {
+  jest.useFakeTimers();
+  try {
+    const { subscriber, state } = fakeSubscriber(true);
+    state.refusing = false;
+    const notices = redisLogNotices(subscriber, logger);
+    const watch = notices.watch('resp_c');
+    await jest.advanceTimersByTimeAsync(0);
+    /** Whether the watcher was told to read the log since it last asked. */
+    const told = async () => {
+      const news = watch.next(0, new AbortController().signal);
+      await jest.advanceTimersByTimeAsync(0);
+      return news;
+    };
+    expect(watch.live).toBe(true);
+    expect(await told()).toBe(true); // the news of going live
+    // A shard's primary lost: ioredis resets its subscribers every few ms until a replica is promoted.
+    subscriber.emit('-subscriber');
+    expect(watch.live).toBe(false);
+    let wakes = 0;
+    for (let i = 0; i < 100; i++) {
+      subscriber.emit('subscribersReady');
+      await jest.advanceTimersByTimeAsync(10);
+      if (await told()) wakes += 1;
+    }
+    expect([wakes, watch.live]).toEqual([0, false]);
+    await jest.advanceTimersByTimeAsync(SUBSCRIBERS_SETTLE_MS);
+    expect(watch.live).toBe(true);
+    expect(await told()).toBe(true);
+    watch.close();
+  } finally {
+    jest.useRealTimers();
+  }
 });

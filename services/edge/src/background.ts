@@ -11,7 +11,7 @@
 // not run the call follows them (GET /v1/responses/{id}?stream=true&starting_after=N): each append
 // is announced on a Pub/Sub channel of the response (LogNotices), which wakes the followers of
 // that response, and only those, to read it.
-import { onSpreadMessage, publishSpread, subscribeSpread, unsubscribeSpread, untilWoken, type Logger, type Redis } from '@agent-mesh/common';
+import { onShardSubscribersSettled, onSpreadMessage, publishSpread, SUBSCRIBE_RETRY_MS, subscribeSpread, unsubscribeSpread, untilWoken, type Logger, type Redis } from '@agent-mesh/common';
 
 /** Why a background call was stopped. */
 export type StopReason = 'cancelled' | 'shutdown';
@@ -125,43 +125,58 @@ class AppendWatcher implements LogWatch {
  * LogNotices on a Pub/Sub connection (its own: a subscribed connection runs no other command). A
  * response's channel is subscribed to while it has a watcher here, and given up with the last.
  * The watchers go live once the subscription is answered (and after the connection is back: ioredis
- * subscribes again), and then read the log once more: an append announced before that was not heard.
+ * subscribes again), and then read the log once more: an announcement made before that was not heard.
+ * A subscription refused (in a Cluster, asked while its shard's primary is down) is asked again
+ * once the shard subscribers have settled, or a second later; its watchers read every 100 ms meanwhile.
  */
 export function redisLogNotices(subscriber: Redis, logger: Logger): LogNotices {
-  type Subscription = { live: boolean; watchers: Set<AppendWatcher> };
+  type Subscription = { state: 'asked' | 'refused' | 'subscribed'; live: boolean; watchers: Set<AppendWatcher> };
   const subs = new Map<string, Subscription>();
   const goLive = (sub: Subscription) => {
     sub.live = true;
     for (const w of sub.watchers) w.notify();
+  };
+  const askAgain = (responseId: string, sub: Subscription) => {
+    if (sub.state === 'refused' && subs.get(responseId) === sub) subscribe(responseId, sub);
+  };
+  const subscribe = (responseId: string, sub: Subscription) => {
+    sub.state = 'asked';
+    subscribeSpread(subscriber, appendedChannel(responseId)).then(
+      () => {
+        sub.state = 'subscribed';
+        if (subs.get(responseId) === sub) goLive(sub);
+      },
+      (err: unknown) => {
+        sub.state = 'refused';
+        setTimeout(() => askAgain(responseId, sub), SUBSCRIBE_RETRY_MS).unref();
+        logger.warn({ err: (err as Error).message, responseId }, 'background response: no subscription to its events yet (its log is read every 100 ms until there is)');
+      },
+    );
   };
   onSpreadMessage(subscriber, (channel: string) => {
     const id = /^mesh:responses:\{(.+)\}:appended$/.exec(channel)?.[1];
     for (const w of (id !== undefined && subs.get(id)?.watchers) || []) w.notify();
   });
   subscriber.on('close', () => subs.forEach((sub) => (sub.live = false)));
-  subscriber.on('ready', () => subs.forEach(goLive));
+  subscriber.on('ready', () => subs.forEach((sub) => sub.state === 'subscribed' && goLive(sub)));
   // In a Cluster the channels are sharded: the Cluster stays ready while ioredis replaces a shard's
   // subscriber (its node was lost), then subscribes every channel again (not which ones moved).
   subscriber.on('-subscriber', () => subs.forEach((sub) => (sub.live = false)));
-  subscriber.on('subscribersReady', () => subs.forEach(goLive));
+  onShardSubscribersSettled(subscriber, () => subs.forEach((sub, responseId) => (sub.state === 'subscribed' ? goLive(sub) : askAgain(responseId, sub))));
   return {
     watch(responseId) {
-      const channel = appendedChannel(responseId);
       let sub = subs.get(responseId);
       if (!sub) {
-        const created: Subscription = (sub = { live: false, watchers: new Set() });
-        subs.set(responseId, created);
-        subscribeSpread(subscriber, channel).then(
-          () => subs.get(responseId) === created && goLive(created),
-          (err: unknown) => logger.warn({ err: (err as Error).message, responseId }, 'background response: no subscription to its events (its log is read every 100 ms)'),
-        );
+        sub = { state: 'asked', live: false, watchers: new Set() };
+        subs.set(responseId, sub);
+        subscribe(responseId, sub);
       }
       const owner = sub;
       const watcher: AppendWatcher = new AppendWatcher(owner, () => {
         owner.watchers.delete(watcher);
         if (owner.watchers.size > 0 || subs.get(responseId) !== owner) return;
         subs.delete(responseId);
-        unsubscribeSpread(subscriber, channel).catch(() => undefined);
+        unsubscribeSpread(subscriber, appendedChannel(responseId)).catch(() => undefined);
       });
       owner.watchers.add(watcher);
       return watcher;

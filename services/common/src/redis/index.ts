@@ -243,6 +243,30 @@ export function onSpreadMessage(subscriber: Redis, handler: (channel: string, me
   subscriber.on(isCluster(subscriber) ? 'smessage' : 'message', handler);
 }
 
+/** When a refused subscription to a channel of subscribeSpread is asked again, at the latest (see onShardSubscribersSettled for the soonest). */
+export const SUBSCRIBE_RETRY_MS = 1_000;
+
+/** How long a Cluster's shard subscribers must be left alone before they count as settled (see onShardSubscribersSettled). */
+export const SUBSCRIBERS_SETTLE_MS = 250;
+
+/**
+ * Calls `handler` once a Cluster's shard subscribers have settled after a change: `settleMs` after
+ * the last `subscribersReady` of ioredis, which it emits after each reset of its shard subscribers
+ * (a new one started, every channel of the shard subscribed again), whether or not the new one
+ * connected. While a shard's primary is down and not yet replaced, ioredis starts a subscriber to
+ * it, fails, and resets again every few milliseconds (~90 times a second here, for the ~4 s of a
+ * failover): a handler that reads the log on each of those would read it ~90 times a second.
+ * Nothing on a single Redis or under Sentinel (no shard subscribers).
+ */
+export function onShardSubscribersSettled(subscriber: Redis, handler: () => void, settleMs = SUBSCRIBERS_SETTLE_MS): void {
+  if (!isCluster(subscriber)) return;
+  let timer: NodeJS.Timeout | undefined;
+  subscriber.on('subscribersReady', () => {
+    clearTimeout(timer);
+    timer = setTimeout(handler, settleMs).unref();
+  });
+}
+
 /** True for ioredis' errors that mean Redis cannot be reached right now (not a command's own error). */
 export function isRedisConnectionError(err: unknown): boolean {
   const m = err instanceof Error ? err.message : '';

@@ -139,3 +139,36 @@ test('a watcher that is told of events it does not hold reads them; one that fal
   expect(rest).toEqual(upTo(1503).slice(2));
   expect(log.reads).toBeGreaterThan(2);
 });
+
+test('a subscription refused at the start: the watch goes on, and reads the log again once it is granted (a second later), not at the poll fallback', async () => {
+  jest.useFakeTimers();
+  try {
+    let asked = 0;
+    const subscriber = Object.assign(new EventEmitter(), {
+      subscribe: async () => {
+        asked += 1;
+        if (asked === 1) throw new Error('Connection is closed.');
+        return 1;
+      },
+      unsubscribe: async () => 1,
+    });
+    const notes = new RunNotifications(subscriber as unknown as Redis);
+    const log = new FakeLog(subscriber);
+    log.add(['run.started']);
+    const abort = new AbortController();
+    const it = watchRun(log, notes, RUN, 0, abort.signal);
+    expect((await it.next()).value?.seq).toBe(1);
+    // Written while the watcher was not subscribed: its announcement was not heard.
+    log.add(['run.completed']);
+    const next = it.next();
+    await jest.advanceTimersByTimeAsync(999);
+    expect(asked).toBe(1);
+    await jest.advanceTimersByTimeAsync(1);
+    expect(asked).toBe(2);
+    expect((await next).value?.seq).toBe(2);
+    expect(log.reads).toBe(2);
+    abort.abort();
+  } finally {
+    jest.useRealTimers();
+  }
+});

@@ -4,7 +4,7 @@
 // connection each. The events this process appends itself (its own runs: every StartRun stream is
 // served by the replica that runs it) reach its watchers in memory, once written: they need no
 // read, and the notification of their own write finds them up to date.
-import { onSpreadMessage, subscribeSpread, TERMINAL_EVENTS, unsubscribeSpread, untilWoken, type Redis } from '@agent-mesh/common';
+import { onShardSubscribersSettled, onSpreadMessage, SUBSCRIBE_RETRY_MS, subscribeSpread, TERMINAL_EVENTS, unsubscribeSpread, untilWoken, type Redis } from '@agent-mesh/common';
 import type { RunEvent } from '@agent-mesh/common/gen/orchestrator/v1/orchestrator';
 import { keys, NOTIFY_PREFIX } from '../runs/keys';
 import type { RunLog } from './runlog';
@@ -28,12 +28,20 @@ class Listener {
   announced = 0;
   /** Events appended by this process and not yet taken, in seq order. */
   local: RunEvent[] = [];
+  /** Set when the log must be read again, whatever was announced (see readAgain). */
+  stale = false;
 
   notify(seq: number): void {
     if (seq > this.announced) this.announced = seq;
     this.dirty = true;
     // Taken by the wait it ends; kept for the next wait when none is under way.
     if (this.wake?.()) this.dirty = false;
+  }
+
+  /** Tells the watcher to read the log again: an announcement may have been missed. */
+  readAgain(): void {
+    this.stale = true;
+    this.notify(0);
   }
 
   push(events: readonly RunEvent[]): void {
@@ -65,11 +73,15 @@ export interface RunWatch {
   takeAfter(last: number): RunEvent[];
   /** The highest seq the watcher was told about. */
   readonly announced: number;
+  /** Whether the watcher was told to read the log again since it last asked (see Listener.readAgain). */
+  takeStale(): boolean;
   close(): void;
 }
 
 export class RunNotifications {
   private readonly byRun = new Map<string, Set<Listener>>();
+  /** Watched runs whose subscription was refused (in a Cluster, asked while its shard's primary was down). */
+  private readonly refused = new Set<string>();
 
   constructor(private readonly subscriber: Redis, private readonly extraHandler?: (channel: string, message: string) => void) {
     // A run's channel is sharded in a Cluster (on its keys' node, where the append script publishes);
@@ -84,6 +96,24 @@ export class RunNotifications {
     subscriber.on('message', (channel: string, message: string) => {
       if (!channel.startsWith(NOTIFY_PREFIX)) this.extraHandler?.(channel, message);
     });
+    // The refused subscriptions are asked again once the shard subscribers have settled, or a
+    // second later (their watchers read within POLL_FALLBACK_MS meanwhile), and their watchers then
+    // read the log.
+    onShardSubscribersSettled(subscriber, () => this.refused.forEach((runId) => void this.subscribe(runId)));
+  }
+
+  /** Subscribes to a run's notices; a refusal is remembered (see `refused`), not thrown: the watch goes on, reading the log within POLL_FALLBACK_MS. */
+  private async subscribe(runId: string): Promise<void> {
+    const retry = this.refused.delete(runId);
+    try {
+      await subscribeSpread(this.subscriber, keys.notify(runId));
+    } catch {
+      if (!this.byRun.has(runId)) return;
+      this.refused.add(runId);
+      setTimeout(() => this.refused.has(runId) && void this.subscribe(runId), SUBSCRIBE_RETRY_MS).unref();
+      return;
+    }
+    if (retry) for (const l of this.byRun.get(runId) ?? []) l.readAgain();
   }
 
   get watchedRuns(): number {
@@ -108,7 +138,7 @@ export class RunNotifications {
       set = new Set();
       this.byRun.set(runId, set);
       set.add(listener);
-      await subscribeSpread(this.subscriber, keys.notify(runId));
+      await this.subscribe(runId);
     } else {
       set.add(listener);
     }
@@ -124,12 +154,18 @@ export class RunNotifications {
       get announced() {
         return listener.announced;
       },
+      takeStale: () => {
+        const stale = listener.stale;
+        listener.stale = false;
+        return stale;
+      },
       close: () => {
         const s = this.byRun.get(runId);
         if (!s) return;
         s.delete(listener);
         if (s.size === 0) {
           this.byRun.delete(runId);
+          this.refused.delete(runId);
           void unsubscribeSpread(this.subscriber, keys.notify(runId)).catch(() => undefined);
         }
       },
@@ -153,6 +189,7 @@ export async function* watchRun(log: Pick<RunLog, 'read'>, notes: RunNotificatio
     // Read the log on this pass: the first one, after a full page, and when no news came for a while.
     let read = true;
     while (!signal.aborted) {
+      if (watch.takeStale()) read = true;
       let events = watch.takeAfter(last);
       if (events.length === 0 && !read && watch.announced > last) {
         // Told of events this process wrote, before the write's own answer came back (the
