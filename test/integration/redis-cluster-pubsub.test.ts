@@ -175,12 +175,18 @@ test('a watch asked while its shard\'s primary is down goes on, subscribed once 
   // The replica is held stopped for a while, so that nothing serves the slot when the watches are
   // asked: ioredis then refuses their subscriptions (after ~3.4 s of redirections).
   const replica = live().find((n) => new RegExp(`role:slave[^]*master_port:${runsPort}\\b`).test(cli(n, 'info', 'replication')))!;
+  const killedAt = Date.now();
   const promoted = await killPrimaryOf(keys.notify(runId));
   replica.proc.kill('SIGSTOP');
   const watches: { close(): void }[] = [followed];
   try {
     // The watches are made all the same.
     const lateWatch = notices.watch(late);
+    // The followed response is not live while its shard has no subscriber (it reads every 100 ms),
+    // from ioredis' first reset of its subscribers (at once here, or after a CLUSTER SLOTS asked of
+    // the stopped replica timed out).
+    await waitFor('the followed response not live', () => !followed.live, { timeoutMs: 10_000, intervalMs: 10 });
+    console.log(`the followed response not live ${Date.now() - killedAt} ms after the kill`);
     const watch = await notes.listen(runId);
     watches.push(watch, lateWatch);
     await new Promise((resolve) => setTimeout(resolve, 500));

@@ -137,7 +137,7 @@ export function redisLogNotices(subscriber: Redis, logger: Logger): LogNotices {
     for (const w of sub.watchers) w.notify();
   };
   const askAgain = (responseId: string, sub: Subscription) => {
-    if (sub.state === 'refused' && subs.get(responseId) === sub) subscribe(responseId, sub);
+    if (sub.state === 'refused' && subs.get(responseId) === sub && subscriber.status !== 'end') subscribe(responseId, sub);
   };
   const subscribe = (responseId: string, sub: Subscription) => {
     sub.state = 'asked';

@@ -172,3 +172,25 @@ test('a subscription refused at the start: the watch goes on, and reads the log 
     jest.useRealTimers();
   }
 });
+
+test('a subscription refused because the connection was closed for good is not asked again', async () => {
+  jest.useFakeTimers();
+  try {
+    let asked = 0;
+    const subscriber = Object.assign(new EventEmitter(), {
+      status: 'end',
+      subscribe: async () => {
+        asked += 1;
+        throw new Error('Connection is closed.');
+      },
+      unsubscribe: async () => 1,
+    });
+    const notes = new RunNotifications(subscriber as unknown as Redis);
+    const watch = await notes.listen(RUN);
+    await jest.advanceTimersByTimeAsync(10_000);
+    expect(asked).toBe(1);
+    watch.close();
+  } finally {
+    jest.useRealTimers();
+  }
+});

@@ -108,7 +108,8 @@ export class RunNotifications {
     try {
       await subscribeSpread(this.subscriber, keys.notify(runId));
     } catch {
-      if (!this.byRun.has(runId)) return;
+      // Not asked again once the connection is closed for good (the process stops).
+      if (!this.byRun.has(runId) || this.subscriber.status === 'end') return;
       this.refused.add(runId);
       setTimeout(() => this.refused.has(runId) && void this.subscribe(runId), SUBSCRIBE_RETRY_MS).unref();
       return;
