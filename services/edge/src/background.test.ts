@@ -196,9 +196,11 @@ function fakeSubscriber(cluster: boolean) {
   return { subscriber: subscriber as unknown as Redis & EventEmitter, state };
 }
 
-test('a response\'s subscription refused is asked again a second later; its watchers go live once it is granted', async () => {
-  jest.useFakeTimers();
-  try {
+describe('a response\'s subscription (fake timers)', () => {
+  beforeEach(() => jest.useFakeTimers());
+  afterEach(() => jest.useRealTimers());
+
+  test('refused, it is asked again a second later; its watchers go live once it is granted', async () => {
     const { subscriber, state } = fakeSubscriber(false);
     const watch = redisLogNotices(subscriber, logger).watch('resp_r');
     await jest.advanceTimersByTimeAsync(0);
@@ -211,14 +213,9 @@ test('a response\'s subscription refused is asked again a second later; its watc
     expect([state.asked, watch.live]).toEqual([2, true]);
     expect(await watch.next(0, new AbortController().signal)).toBe(true); // told to read the log again
     watch.close();
-  } finally {
-    jest.useRealTimers();
-  }
-});
+  });
 
-test('in a Cluster, the watchers go live once the shard subscribers have settled, not at each of their resets', async () => {
-  jest.useFakeTimers();
-  try {
+  test('in a Cluster, the watchers go live once the shard subscribers have settled, not at each of their resets', async () => {
     const { subscriber, state } = fakeSubscriber(true);
     state.refusing = false;
     const notices = redisLogNotices(subscriber, logger);
@@ -246,7 +243,5 @@ test('in a Cluster, the watchers go live once the shard subscribers have settled
     expect(watch.live).toBe(true);
     expect(await told()).toBe(true);
     watch.close();
-  } finally {
-    jest.useRealTimers();
-  }
+  });
 });

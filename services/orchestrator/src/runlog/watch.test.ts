@@ -140,19 +140,27 @@ test('a watcher that is told of events it does not hold reads them; one that fal
   expect(log.reads).toBeGreaterThan(2);
 });
 
-test('a subscription refused at the start: the watch goes on, and reads the log again once it is granted (a second later), not at the poll fallback', async () => {
-  jest.useFakeTimers();
-  try {
-    let asked = 0;
-    const subscriber = Object.assign(new EventEmitter(), {
-      subscribe: async () => {
-        asked += 1;
-        if (asked === 1) throw new Error('Connection is closed.');
-        return 1;
-      },
-      unsubscribe: async () => 1,
-    });
-    const notes = new RunNotifications(subscriber as unknown as Redis);
+/** A Pub/Sub connection that refuses its first `refusals` subscriptions; `status` as ioredis' ('end': closed for good). */
+function refusingSubscriber(refusals: number, status = 'ready') {
+  const state = { asked: 0 };
+  const subscriber = Object.assign(new EventEmitter(), {
+    status,
+    subscribe: async () => {
+      state.asked += 1;
+      if (state.asked <= refusals) throw new Error('Connection is closed.');
+      return 1;
+    },
+    unsubscribe: async () => 1,
+  });
+  return { subscriber, state, notes: new RunNotifications(subscriber as unknown as Redis) };
+}
+
+describe('a refused subscription (fake timers)', () => {
+  beforeEach(() => jest.useFakeTimers());
+  afterEach(() => jest.useRealTimers());
+
+  test('refused at the start: the watch goes on, and reads the log again once it is granted (a second later), not at the poll fallback', async () => {
+    const { subscriber, state, notes } = refusingSubscriber(1);
     const log = new FakeLog(subscriber);
     log.add(['run.started']);
     const abort = new AbortController();
@@ -162,35 +170,19 @@ test('a subscription refused at the start: the watch goes on, and reads the log 
     log.add(['run.completed']);
     const next = it.next();
     await jest.advanceTimersByTimeAsync(999);
-    expect(asked).toBe(1);
+    expect(state.asked).toBe(1);
     await jest.advanceTimersByTimeAsync(1);
-    expect(asked).toBe(2);
+    expect(state.asked).toBe(2);
     expect((await next).value?.seq).toBe(2);
     expect(log.reads).toBe(2);
     abort.abort();
-  } finally {
-    jest.useRealTimers();
-  }
-});
+  });
 
-test('a subscription refused because the connection was closed for good is not asked again', async () => {
-  jest.useFakeTimers();
-  try {
-    let asked = 0;
-    const subscriber = Object.assign(new EventEmitter(), {
-      status: 'end',
-      subscribe: async () => {
-        asked += 1;
-        throw new Error('Connection is closed.');
-      },
-      unsubscribe: async () => 1,
-    });
-    const notes = new RunNotifications(subscriber as unknown as Redis);
+  test('refused because the connection was closed for good: not asked again', async () => {
+    const { state, notes } = refusingSubscriber(Infinity, 'end');
     const watch = await notes.listen(RUN);
     await jest.advanceTimersByTimeAsync(10_000);
-    expect(asked).toBe(1);
+    expect(state.asked).toBe(1);
     watch.close();
-  } finally {
-    jest.useRealTimers();
-  }
+  });
 });
