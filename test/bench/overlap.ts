@@ -7,7 +7,8 @@
 // windows are scaled with the emulator's latencies (LLM_TIME_SCALE), as in the other scenarios:
 // unscaled, 500 RPM spaces calls 120 ms apart and concurrent runs measure the quota, not overlap.
 // ORCHESTRATOR_DIST=<folder with main.js> runs another build of the orchestrator (to compare
-// revisions: e.g. the previous commit's source compiled into a scratch folder).
+// revisions: e.g. the previous commit's source compiled into a scratch folder). The broker runs
+// without its LLM response cache (every agent's call reaches the emulator).
 import path from 'node:path';
 import { createClient, newId, TERMINAL_EVENTS, unary } from '@agent-mesh/common';
 import { OrchestratorServiceClient } from '@agent-mesh/common/gen/orchestrator/v1/orchestrator';
@@ -53,7 +54,9 @@ async function main() {
     const orchLog = { LOG_LEVEL: 'info' }; // for the `run timings` lines
     const store = await startService('store', { logDir, env: common }); procs.push(store);
     const tools = await startService('tool-service', { logDir, env: { ...common, STORE_ADDR: store.addr } }); procs.push(tools);
-    const b = await startService('llm-broker', { logDir, env: { ...common, LLM_BASE_URL: `${emulator.url}/v1`, LLM_API_KEY: 'k', LLM_TIME_SCALE: String(TIME_SCALE) } });
+    // The LLM response cache off: the runs ask the same few questions, and a Planner or Critic answered
+    // from the cache takes milliseconds, so the benchmark would time cache hits instead of overlap.
+    const b = await startService('llm-broker', { logDir, env: { ...common, LLM_BASE_URL: `${emulator.url}/v1`, LLM_API_KEY: 'k', LLM_TIME_SCALE: String(TIME_SCALE), LLM_CACHE_TTL_S: '0' } });
     procs.push(b);
     broker = { addr: b.addr, stop: async () => undefined };
     const env = { ...common, STORE_ADDR: store.addr, TOOL_SERVICE_ADDR: tools.addr, LLM_BROKER_ADDR: broker.addr };
