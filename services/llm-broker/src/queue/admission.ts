@@ -109,9 +109,9 @@ export class AdmissionQueue {
     return this.queue.size;
   }
 
-  /** Estimated wait for a call at `position` (1 = next); `started`: of a run already begun. */
-  estimateWaitMs(position: number, started = true): number {
-    return this.estimator.waitFor(position, Math.max(0, this.blockedUntil - this.now()), started ? undefined : { startedAhead: this.queue.started });
+  /** Estimated wait for a call at `position` (1 = next); `started`: of a run already begun; `waiting`: refused a slot already (see WaitEstimator.waitFor). */
+  estimateWaitMs(position: number, started = true, waiting = false): number {
+    return this.estimator.waitFor(position, Math.max(0, this.blockedUntil - this.now()), { startedAhead: started ? undefined : this.queue.started, waiting });
   }
 
   /** What one more run begun (on any broker) adds to the wait of a first call here. */
@@ -287,7 +287,7 @@ export class AdmissionQueue {
       if (fresh ? !announceNew && position === 1 : position === w.lastPosition || now - w.lastSentAt < interval) continue;
       w.lastPosition = position;
       w.lastSentAt = now;
-      w.req.onQueued?.(position, Math.round(this.estimateWaitMs(position, w.started)), w.started ? 0 : Math.round(this.marginalFirstCallMs));
+      w.req.onQueued?.(position, Math.round(this.estimateWaitMs(position, w.started, true)), w.started ? 0 : Math.round(this.marginalFirstCallMs));
     }
   }
 }

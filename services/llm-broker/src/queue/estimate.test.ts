@@ -18,7 +18,7 @@ function simulate(o: { intervalMs: number; arrivalEveryMs: number; followUps: nu
   let runs = 0;
   const enqueue = (c: Call) => {
     q.push(c);
-    if (!c.started) c.estimate = est.waitFor(q.positions().get(c)!, 0, { startedAhead: q.started });
+    if (!c.started) c.estimate = est.waitFor(q.positions().get(c)!, 0, { startedAhead: q.started, waiting: true });
   };
   for (now = 0; now < o.durationMs; now += 1) {
     if (now % o.arrivalEveryMs === 0) enqueue({ userId: `u${runs}`, priority: 2, started: false, run: runs++, left: o.followUps, enqueuedAt: now });
@@ -34,6 +34,17 @@ function simulate(o: { intervalMs: number; arrivalEveryMs: number; followUps: nu
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
+/** An estimator that measured 200 admissions 100 ms apart, three of four to calls of started runs. */
+function measured(): WaitEstimator {
+  let now = 0;
+  const est = new WaitEstimator(() => 100, () => now);
+  for (let i = 0; i < 200; i += 1) {
+    now += 100;
+    est.onAdmitted(true, i % 4 !== 0);
+  }
+  return est;
+}
+
 describe('WaitEstimator', () => {
   it("tells a run's first call how long it will really wait, though the calls of started runs keep overtaking it", () => {
     // 10 calls/s admitted, 4 calls per run: 2.5 runs/s served, 4 runs/s arriving.
@@ -46,17 +57,23 @@ describe('WaitEstimator', () => {
   });
 
   it('estimates a call of a started run by the calls ahead of it', () => {
-    let now = 0;
-    const est = new WaitEstimator(() => 100, () => now);
-    for (let i = 0; i < 200; i += 1) {
-      now += 100;
-      est.onAdmitted(true, i % 4 !== 0);
-    }
+    const est = measured();
     expect(est.waitFor(5, 50)).toBe(50 + 4 * 100);
     // Three of four admissions go to started runs: a first call behind 2 started and 2 other first calls.
     const first = est.waitFor(5, 0, { startedAhead: 2 });
     expect(first).toBeGreaterThan(2 * 100 + 2 * 100 * 2);
     expect(first).toBeLessThan(2 * 100 + 2 * 100 * 10);
+  });
+
+  it("counts a waiting call's own admission, one interval away, unless the head's block says when", () => {
+    const est = measured();
+    expect(est.waitFor(1, 0)).toBe(0); // not refused a slot yet: it may be admitted at once
+    expect(est.waitFor(1, 0, { waiting: true })).toBe(100);
+    expect(est.waitFor(3, 0, { waiting: true })).toBe(300);
+    expect(est.waitFor(1, 250, { waiting: true })).toBe(250); // the block's end is its admission
+    // A first call's own admission waits for the share of admissions the started runs leave.
+    expect(est.waitFor(1, 0, { startedAhead: 0, waiting: true })).toBeCloseTo(est.firstCallIntervalMs);
+    expect(est.waitFor(3, 0, { startedAhead: 1, waiting: true })).toBeCloseTo(100 + 2 * est.firstCallIntervalMs);
   });
 });
 

@@ -66,13 +66,18 @@ export class WaitEstimator {
    * Wait for the call at `position` (1 = next), given the head is blocked for `headBlockedMs` more.
    * For a call of a run not begun, `startedAhead` is how many calls of started runs wait (all of
    * them ahead of it): the calls of runs not begun ahead of it advance only at the share of
-   * admissions the started runs leave.
+   * admissions the started runs leave. `waiting`: the call was refused a slot, so its own admission
+   * is one more such interval away (slots free as calls end, at random times: the next one is a
+   * whole interval away on average), unless the head's block says when it ends. Not counted, a call
+   * at the head was told 0 ms, and first calls' estimates were ~1 s short on average at the brief's
+   * load (`npm run bench -- seed`).
    */
-  waitFor(position: number, headBlockedMs: number, notBegun?: { startedAhead: number }): number {
+  waitFor(position: number, headBlockedMs: number, o: { startedAhead?: number; waiting?: boolean } = {}): number {
     const ahead = Math.max(0, position - 1);
-    if (!notBegun) return headBlockedMs + ahead * this.admissionIntervalMs;
-    const started = Math.min(ahead, notBegun.startedAhead);
-    return headBlockedMs + started * this.admissionIntervalMs + (ahead - started) * this.firstCallIntervalMs;
+    const own = o.waiting && headBlockedMs === 0 ? 1 : 0;
+    if (o.startedAhead === undefined) return headBlockedMs + (ahead + own) * this.admissionIntervalMs;
+    const started = Math.min(ahead, o.startedAhead);
+    return headBlockedMs + started * this.admissionIntervalMs + (ahead - started + own) * this.firstCallIntervalMs;
   }
 
   /** How much later a first call is admitted for each further first call ahead of it. */
