@@ -151,7 +151,7 @@ test('a background response\'s announcements: sharded on its log\'s node, and wo
   }
 });
 
-test('a watch asked while its shard\'s primary is down goes on, subscribed once a replica is promoted; the watchers already live are not woken meanwhile', async () => {
+test('a watch asked while its shard\'s primary is down goes on, subscribed once a replica is promoted; the watchers already live are not woken meanwhile, and read the log again then', async () => {
   const [redis, runSubscriber, edgeSubscriber] = await Promise.all([client('orchestrator'), client('subscriber'), client('subscriber')]);
   const log = new RunLog(redis, { maxEvents: 1_000, retentionS: 60 });
   const notes = new RunNotifications(runSubscriber);
@@ -162,6 +162,10 @@ test('a watch asked while its shard\'s primary is down goes on, subscribed once 
   const followed = notices.watch(await nameOnShard('resp', appendedChannel, onRunsNode));
   const late = await nameOnShard('resp', appendedChannel, onRunsNode);
   const runId = `run_${Date.now()}`;
+  // A run watched since before the kill (every run's channel is on the runs' node).
+  const grantedRun = `run_${Date.now()}_granted`;
+  const granted = await notes.listen(grantedRun);
+  await expectShardedOnItsNode(keys.notify(grantedRun));
   await waitFor('the followed response live', () => followed.live, { timeoutMs: 10_000, intervalMs: 20 });
   await followed.next(0, open); // the news of going live
 
@@ -178,7 +182,7 @@ test('a watch asked while its shard\'s primary is down goes on, subscribed once 
   const killedAt = Date.now();
   const promoted = await killPrimaryOf(keys.notify(runId));
   replica.proc.kill('SIGSTOP');
-  const watches: { close(): void }[] = [followed];
+  const watches: { close(): void }[] = [followed, granted];
   try {
     // The watches are made all the same.
     const lateWatch = notices.watch(late);
@@ -200,12 +204,16 @@ test('a watch asked while its shard\'s primary is down goes on, subscribed once 
     // asked again, and its watcher told to read the log (an announcement may have been missed).
     await waitFor('the run watcher told to read again', () => watch.takeStale(), { timeoutMs: 10_000, intervalMs: 20 });
     expect(await watch.wait(0, open)).toBe(true); // the news of it
+    // So is the watcher of the run subscribed before: ioredis subscribed its channel again on the
+    // promoted replica, and an announcement made while there was none was not heard.
+    await waitFor('the granted run watcher told to read again', () => granted.takeStale(), { timeoutMs: 10_000, intervalMs: 20 });
+    await expectShardedOnItsNode(keys.notify(grantedRun));
     await expectShardedOnItsNode(keys.notify(runId));
     await waitFor('the late response live', () => lateWatch.live, { timeoutMs: 10_000, intervalMs: 20 });
     await expectShardedOnItsNode(appendedChannel(late));
-    const woken = watch.wait(10_000, open);
     await log.append({ runId, conversationId: 'c', messageId: 'm' }, 'replica-a', 1, [{ type: 'agent.token', dataJson: '{}' }]);
-    expect(await woken).toBe(true);
+    // Heard (a later settling of the shard subscribers may tell it to read again first).
+    while (watch.announced < 1 && (await watch.wait(10_000, open)));
     expect(watch.announced).toBe(1);
   } finally {
     replica.proc.kill('SIGCONT');

@@ -155,26 +155,45 @@ function refusingSubscriber(refusals: number, status = 'ready') {
   return { subscriber, state, notes: new RunNotifications(subscriber as unknown as Redis) };
 }
 
-describe('a refused subscription (fake timers)', () => {
+describe('a subscription refused, or lost and back (fake timers)', () => {
   beforeEach(() => jest.useFakeTimers());
   afterEach(() => jest.useRealTimers());
 
-  test('refused at the start: the watch goes on, and reads the log again once it is granted (a second later), not at the poll fallback', async () => {
-    const { subscriber, state, notes } = refusingSubscriber(1);
+  /**
+   * A watch (its subscription refused `refusals` times) that has read the run's first event; the
+   * run then ends unannounced (written while the watcher was not subscribed). `last` is its next event.
+   */
+  async function watchMissingTheEnd(refusals: number) {
+    const { subscriber, state, notes } = refusingSubscriber(refusals);
     const log = new FakeLog(subscriber);
     log.add(['run.started']);
     const abort = new AbortController();
     const it = watchRun(log, notes, RUN, 0, abort.signal);
     expect((await it.next()).value?.seq).toBe(1);
-    // Written while the watcher was not subscribed: its announcement was not heard.
     log.add(['run.completed']);
-    const next = it.next();
+    return { subscriber, state, log, abort, last: it.next() };
+  }
+
+  test('refused at the start: the watch goes on, and reads the log again once it is granted (a second later), not at the poll fallback', async () => {
+    const { state, log, abort, last } = await watchMissingTheEnd(1);
     await jest.advanceTimersByTimeAsync(999);
     expect(state.asked).toBe(1);
     await jest.advanceTimersByTimeAsync(1);
     expect(state.asked).toBe(2);
-    expect((await next).value?.seq).toBe(2);
+    expect((await last).value?.seq).toBe(2);
     expect(log.reads).toBe(2);
+    abort.abort();
+  });
+
+  test('granted, then the connection is lost and back: the watcher reads the log again at once, not at the poll fallback', async () => {
+    const { subscriber, state, log, abort, last } = await watchMissingTheEnd(0);
+    await jest.advanceTimersByTimeAsync(100);
+    expect(log.reads).toBe(1);
+    subscriber.emit('ready');
+    await jest.advanceTimersByTimeAsync(0);
+    expect((await last).value?.seq).toBe(2);
+    expect(log.reads).toBe(2);
+    expect(state.asked).toBe(1);
     abort.abort();
   });
 

@@ -96,10 +96,20 @@ export class RunNotifications {
     subscriber.on('message', (channel: string, message: string) => {
       if (!channel.startsWith(NOTIFY_PREFIX)) this.extraHandler?.(channel, message);
     });
-    // The refused subscriptions are asked again once the shard subscribers have settled, or a
-    // second later (their watchers read within POLL_FALLBACK_MS meanwhile), and their watchers then
-    // read the log.
-    onShardSubscribersSettled(subscriber, () => this.refused.forEach((runId) => void this.subscribe(runId)));
+    // Once the connection is back (ioredis subscribes every channel again), and in a Cluster once
+    // the shard subscribers have settled after a failover, the granted subscriptions' watchers read
+    // the log again (an announcement made meanwhile was not heard), not at their poll fallback. The
+    // refused ones are asked again then, or a second later (their watchers read within
+    // POLL_FALLBACK_MS meanwhile), and their watchers read the log once granted.
+    subscriber.on('ready', () => this.resubscribed());
+    onShardSubscribersSettled(subscriber, () => this.resubscribed());
+  }
+
+  private resubscribed(): void {
+    for (const [runId, listeners] of this.byRun) {
+      if (this.refused.has(runId)) void this.subscribe(runId);
+      else for (const l of listeners) l.readAgain();
+    }
   }
 
   /** Subscribes to a run's notices; a refusal is remembered (see `refused`), not thrown: the watch goes on, reading the log within POLL_FALLBACK_MS. */
