@@ -481,6 +481,7 @@ export class LlmBroker {
         userId: input.userId || 'anonymous',
         priority: priorityOf(d.priorities, input.callerRole),
         started: input.runStarted,
+        beginsRun: !input.runStarted && input.callerRole !== 'direct',
         holder: input.runId || input.userId,
         tokens: reserved,
         deadline,
@@ -515,6 +516,7 @@ export class LlmBroker {
 
     // 2. Call the provider while holding (and renewing) the lease.
     const stopRenew = lease.keepAlive();
+    const admittedAt = this.now();
     this.inFlightBy.set(u.name, this.inFlightOf(u.name) + 1);
     let settled = false;
     let completionText = '';
@@ -609,19 +611,20 @@ export class LlmBroker {
     } finally {
       stopRenew();
       this.inFlightBy.set(u.name, this.inFlightOf(u.name) - 1);
+      const heldMs = this.now() - admittedAt;
       if (!settled && answered !== undefined) {
         // Answered: settled in the background, and the queue kicked when the slot is free in Redis;
         // after the I/O of this turn of the event loop, so that the caller's answer is written first.
         kicked = true;
         const billed = answered;
-        this.track(afterIo().then(() => settle(billed)).finally(() => u.queue.kick()));
+        this.track(afterIo().then(() => settle(billed)).finally(() => u.queue.kick(heldMs)));
       } else if (!settled) {
         if (signal.aborted) d.metrics.upstreamRequests.inc({ outcome: 'cancelled', ...label });
         // Cancelled or failed: give back all the provider did not bill (prompt + what it generated).
         // Not opened: every attempt that reached the provider is in chargedByFailedAttempts already.
         await settle(opened ? chargeOf(promptTokens + generatedTokens(completionText, opened.toolCalls())) : 0);
       }
-      if (!kicked) u.queue.kick();
+      if (!kicked) u.queue.kick(heldMs);
     }
   }
 

@@ -34,6 +34,8 @@ export interface AdmissionRequest extends QueueEntry {
   /** Absolute time (ms) by which the call must be admitted; undefined = none. */
   deadline?: number;
   signal: AbortSignal;
+  /** A run's first call (of the agent pipeline): its run will make at least one call per further agent. */
+  beginsRun?: boolean;
   /**
    * Position and estimated wait, on entry and whenever the position changes (throttled); for a call
    * of a run not begun, `marginalWaitMs`: what each further first call queued before it would add.
@@ -152,8 +154,9 @@ export class AdmissionQueue {
     });
   }
 
-  /** Another call finished here: a slot may be free. */
-  kick(): void {
+  /** Another call finished here (after holding its admission `heldMs`): a slot may be free. */
+  kick(heldMs?: number): void {
+    if (heldMs !== undefined) this.estimator.onCallEnded(heldMs);
     // A block on the RPM window or a pause outlasts a call's end: the wait it estimates stands
     // (a settlement landing just after such a refusal made the next call queue for nothing).
     if (this.blockedBy !== 'rpm' && this.blockedBy !== 'paused') this.blockedUntil = 0;
@@ -258,7 +261,7 @@ export class AdmissionQueue {
     // A run's first call admitted without waiting still hears the marginal wait (position 0): the
     // orchestrators' admission control needs it most when the queue starts to fill.
     if (!w.started && w.lastPosition === 0) w.req.onQueued?.(0, 0, Math.round(this.marginalFirstCallMs));
-    this.estimator.onAdmitted(this.queue.size > 0, w.started, this.queue.size > this.queue.started);
+    this.estimator.onAdmitted(this.queue.size > 0, w.started, this.queue.size > this.queue.started, w.req.beginsRun);
     this.hooks.onAdmitted?.(waitedMs);
     w.resolve({ lease, waitedMs });
   }

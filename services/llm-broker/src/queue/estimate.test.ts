@@ -128,3 +128,109 @@ it('does not count an idle spell as an admission interval', () => {
   est.onAdmitted(false, true); // …and is admitted 50 ms later
   expect(est.admissionIntervalMs).toBeLessThan(70);
 });
+
+/**
+ * A burst from idle on `slots` concurrent calls of `callMs` each: `runs` runs arrive over the first
+ * `burstMs`, each a first call, then two calls at once (Critic and Host), then one (Reporter). Returns
+ * what the estimator told each first call that had to wait, and how long it waited.
+ */
+function burstFromIdle(o: { slots: number; callMs: number; runs: number; burstMs: number }) {
+  let now = 0;
+  const est = new WaitEstimator(() => 100, () => now);
+  const q = new FairQueue<Call>();
+  const ending: { at: number; call: Call }[] = [];
+  const firsts: { estimate: number; waited: number }[] = [];
+  let busy = 0;
+  const enqueue = (c: Call) => {
+    q.push(c);
+    if (busy < o.slots) return;
+    est.onBlocked();
+    if (!c.started) c.estimate = est.waitFor(q.positions().get(c)!, 0, { startedAhead: q.started, waiting: true });
+  };
+  const every = o.burstMs / o.runs;
+  for (now = 0; now < 60 * o.callMs; now += 1) {
+    for (let r = Math.ceil(now / every); r < o.runs && r * every < now + 1; r++) enqueue({ userId: `u${r}`, priority: 2, started: false, run: r, left: 3, enqueuedAt: now });
+    for (const e of ending.filter((x) => x.at === now)) {
+      busy -= 1;
+      est.onCallEnded(o.callMs);
+      const { call } = e;
+      // The first call's end brings Critic and Host (left 3 → 2, 1); the Host's (left 1) the Reporter.
+      if (call.left === 3) for (const left of [2, 1]) enqueue({ ...call, started: true, priority: 3, left, enqueuedAt: now });
+      else if (call.left === 1) enqueue({ ...call, started: true, priority: 3, left: 0, enqueuedAt: now });
+    }
+    while (busy < o.slots && q.size > 0) {
+      const c = q.shift()!;
+      busy += 1;
+      est.onAdmitted(q.size > 0, c.started, q.size > q.started, !c.started);
+      if (!c.started && c.estimate !== undefined) firsts.push({ estimate: c.estimate, waited: now - c.enqueuedAt });
+      ending.push({ at: now + o.callMs, call: c });
+    }
+  }
+  return firsts;
+}
+
+it("tells the first calls queued after a burst from idle of the wave of later calls that the runs let in will make", () => {
+  // 50 slots, calls of 3 s: 200 runs in the first 4 s. The first 50 are admitted at once; the rest
+  // wait behind the Critic, Host and Reporter calls those 50 make 3 and 6 s later.
+  const firsts = burstFromIdle({ slots: 50, callMs: 3_000, runs: 200, burstMs: 4_000 });
+  expect(firsts.length).toBeGreaterThan(100);
+  const ratios = firsts.map((f) => f.waited / f.estimate);
+  // Counting only the share of admissions started runs took so far (none), they waited ~3× as long as told.
+  expect(median(ratios)).toBeGreaterThan(0.8);
+  expect(median(ratios)).toBeLessThan(1.25);
+});
+
+describe('the later calls that the runs begun here owe', () => {
+  /**
+   * 20 runs begun (first calls admitted back to back, 100 ms apart, the last leaving none waiting):
+   * 60 later calls owed; then a call that lasted `callMs` ends.
+   */
+  function afterTwentyRuns(callMs?: number) {
+    let now = 0;
+    const est = new WaitEstimator(() => 100, () => now);
+    for (let i = 0; i < 20; i++) {
+      now += 100;
+      est.onAdmitted(i < 19, false, true, true);
+    }
+    if (callMs !== undefined) est.onCallEnded(callMs);
+    return { est, advance: (ms: number) => (now += ms) };
+  }
+
+  it('come ahead of a first call: all of them when it would wait longer than a call lasts', () => {
+    const { est } = afterTwentyRuns(1_000);
+    // Behind 2 first calls: 60 owed + 3 admissions at 100 ms is longer than a call (1 s).
+    expect(est.waitFor(3, 0, { startedAhead: 0, waiting: true })).toBeCloseTo((60 + 3) * 100);
+    // Five of them waiting already are among the 60.
+    expect(est.waitFor(8, 0, { startedAhead: 5, waiting: true })).toBeCloseTo((60 + 3) * 100);
+  });
+
+  it('only those that come before it is served when calls last long: they come over a call\'s length', () => {
+    const { est } = afterTwentyRuns(10_000);
+    // 60 calls over 10 s take six admissions in ten: 3 first-call admissions take 300 / 0.4 ms.
+    expect(est.waitFor(3, 0, { startedAhead: 0, waiting: true })).toBeCloseTo(300 / 0.4);
+  });
+
+  it('before any call has ended, are taken to come at once', () => {
+    const { est } = afterTwentyRuns();
+    expect(est.waitFor(3, 0, { startedAhead: 0, waiting: true })).toBeCloseTo((60 + 3) * 100);
+  });
+
+  it('do not delay a first call with nothing ahead of it that has not been refused a slot: it may be admitted at once', () => {
+    for (const callMs of [undefined, 1_000, 10_000]) expect(afterTwentyRuns(callMs).est.waitFor(1, 0, { startedAhead: 0 })).toBe(0);
+  });
+
+  it('are paid by the calls of started runs admitted, are not owed by direct calls, and are forgotten in time', () => {
+    const { est, advance } = afterTwentyRuns(1_000);
+    const byShare = est.waitFor(3, 0, { startedAhead: 0, waiting: true });
+    for (let i = 0; i < 40; i++) est.onAdmitted(false, true);
+    for (let i = 0; i < 10; i++) est.onAdmitted(false, false, true, false); // direct calls
+    expect(est.waitFor(3, 0, { startedAhead: 0, waiting: true })).toBeCloseTo((20 + 3) * 100);
+    advance(100_000); // ten calls' lengths
+    expect(est.waitFor(3, 0, { startedAhead: 0, waiting: true })).toBeLessThan(byShare);
+  });
+
+  it('do not lengthen the estimates of started runs\' calls', () => {
+    const { est } = afterTwentyRuns(1_000);
+    expect(est.waitFor(3, 0, { waiting: true })).toBe(300);
+  });
+});

@@ -5,11 +5,22 @@
 // admissions they leave reaches it. Counting just the calls ahead of it now, first calls under
 // overload waited ~4× their estimate (a run makes ~4 calls), and the admission control that reads
 // these estimates let in runs that then waited far past its limit.
+// The smoothed share cannot see a wave coming: right after a burst from idle nearly every admission
+// went to a first call, and the runs let in then make their later calls together a call's length
+// later. So the calls that the runs begun here still owe are counted too, and a first call is told
+// the longer of the two waits.
 
 /** The slowest a first call is expected to advance: ≥ 1/MAX_SLOWDOWN of the admissions. */
 const MAX_SLOWDOWN = 10;
 /** The fewest calls a run of the pipeline makes: one per agent (Planner, Critic, Host, Reporter). */
 const MIN_CALLS_PER_RUN = 4;
+/**
+ * How long calls owed and not made are remembered, in calls' lengths. The later calls of a run come
+ * within a few calls' lengths; forgotten faster, the count of owed calls fell to nothing while the
+ * wave it stands for was still being admitted (a run's own revisions make more than it owed, so in
+ * steady state the count stays near zero anyway).
+ */
+const OWED_MEMORY_CALLS = 10;
 
 export class WaitEstimator {
   private intervalMs?: number;
@@ -21,6 +32,17 @@ export class WaitEstimator {
    * take about three quarters of the admissions.
    */
   private startedShare = 1 - 1 / MIN_CALLS_PER_RUN;
+  /**
+   * The later calls that the runs begun here still owe: one per further agent for each first call
+   * admitted, one less for each started run's call admitted (a decaying count, so that the calls of
+   * runs that failed, were cancelled or answered from the cache are forgotten after a run's length).
+   * With several brokers a run's later calls land anywhere, but each broker gets its share of every
+   * run's: the count balances across them.
+   */
+  private owed = 0;
+  private owedAt = 0;
+  /** Smoothed time a call holds its admission (from admitted to its end). */
+  private callMs?: number;
 
   constructor(
     private readonly nominalIntervalMs: () => number,
@@ -36,8 +58,11 @@ export class WaitEstimator {
    * or one was waiting): what slows first calls. Counting them all, the share neared 1 while
    * admission control kept new runs out, slowing the estimates tenfold, which kept them out longer.
    */
-  onAdmitted(stillWaiting: boolean, started: boolean, firstsWaiting = true): void {
+  onAdmitted(stillWaiting: boolean, started: boolean, firstsWaiting = true, beginsRun = false): void {
     const now = this.now();
+    const owed = this.owedNow();
+    this.owed = started ? Math.max(0, owed - 1) : beginsRun ? owed + MIN_CALLS_PER_RUN - 1 : owed;
+    this.owedAt = now;
     if (!started || firstsWaiting) this.startedShare += this.shareAlpha * ((started ? 1 : 0) - this.startedShare);
     if (this.backlogged && this.lastAdmission !== undefined) {
       const sample = now - this.lastAdmission;
@@ -45,6 +70,17 @@ export class WaitEstimator {
     }
     this.lastAdmission = now;
     this.backlogged = stillWaiting;
+  }
+
+  /** A call admitted here ended after holding its admission `heldMs`. */
+  onCallEnded(heldMs: number): void {
+    this.callMs = this.callMs === undefined ? heldMs : this.callMs + this.alpha * (heldMs - this.callMs);
+  }
+
+  /** The later calls still owed, forgotten over several runs' length (OWED_MEMORY_CALLS calls one after the other). */
+  private owedNow(): number {
+    if (this.callMs === undefined || this.owed === 0) return this.owed;
+    return this.owed * Math.exp(-(this.now() - this.owedAt) / (OWED_MEMORY_CALLS * Math.max(1, this.callMs)));
   }
 
   /** The head was refused: the queue is backlogged from now on. */
@@ -70,14 +106,37 @@ export class WaitEstimator {
    * is one more such interval away (slots free as calls end, at random times: the next one is a
    * whole interval away on average), unless the head's block says when it ends. Not counted, a call
    * at the head was told 0 ms, and first calls' estimates were ~1 s short on average at the brief's
-   * load (`npm run bench -- seed`).
+   * load (`npm run bench -- seed`). A first call is told the longer of two waits: by the share of
+   * admissions the started runs took lately, and by the later calls the runs begun here still owe.
    */
   waitFor(position: number, headBlockedMs: number, o: { startedAhead?: number; waiting?: boolean } = {}): number {
     const ahead = Math.max(0, position - 1);
     const own = o.waiting && headBlockedMs === 0 ? 1 : 0;
-    if (o.startedAhead === undefined) return headBlockedMs + (ahead + own) * this.admissionIntervalMs;
+    const interval = this.admissionIntervalMs;
+    if (o.startedAhead === undefined) return headBlockedMs + (ahead + own) * interval;
     const started = Math.min(ahead, o.startedAhead);
-    return headBlockedMs + started * this.admissionIntervalMs + (ahead - started + own) * this.firstCallIntervalMs;
+    const firsts = ahead - started + own;
+    const byShare = started * interval + firsts * this.firstCallIntervalMs;
+    return headBlockedMs + Math.max(byShare, this.owedWait(started, firsts, Math.max(0, this.owedNow() - o.startedAhead), interval));
+  }
+
+  /**
+   * The wait of a first call behind `started` calls of started runs and `firsts` first calls (its
+   * own admission included), while `toCome` more calls of started runs, owed, arrive over the next
+   * call's length (they end the calls in flight) and rank ahead of it: a fluid queue. Served before
+   * they have all come, it gets only the admissions they leave; with nothing ahead of it, it is
+   * served before any comes. Before any call has ended here there is no telling when they come:
+   * they are taken to come at once (not counted, first calls queued in the first seconds after a
+   * start waited up to 19 brief-s longer than told, `npm run bench -- seed` at 500 users; counted,
+   * up to 7 s less).
+   */
+  private owedWait(started: number, firsts: number, toCome: number, interval: number): number {
+    if (started + firsts === 0) return 0;
+    const span = this.callMs;
+    const taken = span === undefined ? 1 : (toCome * interval) / span;
+    const beforeAllCame = ((started + firsts) * interval) / (1 - taken);
+    if (taken < 1 && beforeAllCame <= span!) return beforeAllCame;
+    return (started + toCome + firsts) * interval;
   }
 
   /** How much later a first call is admitted for each further first call ahead of it. */

@@ -221,6 +221,29 @@ describe('AdmissionQueue', () => {
     q.close();
   });
 
+  it('counts the later calls that the runs it let begin owe, ahead of a new first call; direct calls owe none', async () => {
+    /** A queue that admitted ten first calls, one every 100 ms, then saw one end after a second. */
+    const afterTen = async (beginsRun: boolean) => {
+      let now = 0;
+      const admitter: Admitter = {
+        tryAcquire: async () => {
+          now += 100;
+          return { ok: true, lease: lease() };
+        },
+      };
+      const q = new AdmissionQueue(admitter, { maxLength: 20, nominalIntervalMs: () => 100, now: () => now });
+      const signal = new AbortController().signal;
+      await Promise.all(Array.from({ length: 10 }, (_, i) => q.admit({ ...e(`u${i}`), holder: `r${i}`, tokens: 1, signal, beginsRun })));
+      q.kick(1_000);
+      const estimate = q.estimateWaitMs(1, false, true);
+      q.close();
+      return estimate;
+    };
+    // Behind the 30 owed calls at 100 ms each (longer than a call lasts: all of them come in time).
+    expect(await afterTen(true)).toBeCloseTo(31 * 100);
+    expect(await afterTen(false)).toBeLessThan(5 * 100);
+  });
+
   it('does not take a concurrency refusal\'s lease expiry as the wait', async () => {
     const admitter: Admitter = { tryAcquire: async () => ({ ok: false, reason: 'concurrency', retryAfterMs: 15_000 }) };
     const q = new AdmissionQueue(admitter, { maxLength: 10, nominalIntervalMs: () => 100 });
