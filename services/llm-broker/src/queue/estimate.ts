@@ -7,21 +7,14 @@
 // these estimates let in runs that then waited far past its limit.
 // The smoothed share cannot see a wave coming: right after a burst from idle nearly every admission
 // went to a first call, and the runs let in then make their later calls together a call's length
-// later. So the calls that the runs begun here still owe are counted too, and a first call is told
-// the longer of the two waits.
+// later. So the calls that the runs begun here still owe are counted too (OwedCalls), and a first
+// call is told the longer of the two waits.
+import { OwedCalls } from './owed';
 
 /** The slowest a first call is expected to advance: ≥ 1/MAX_SLOWDOWN of the admissions. */
 const MAX_SLOWDOWN = 10;
 /** The fewest calls a run of the pipeline makes: one per agent (Planner, Critic, Host, Reporter). */
 const MIN_CALLS_PER_RUN = 4;
-/**
- * How long calls owed and not made are remembered, in calls' lengths. The later calls of a run come
- * within a few calls' lengths; forgotten faster, the count of owed calls fell to nothing while the
- * wave it stands for was still being admitted (a run's own revisions make more than it owed, so in
- * steady state the count stays near zero anyway).
- */
-const OWED_MEMORY_CALLS = 10;
-
 export class WaitEstimator {
   private intervalMs?: number;
   private lastAdmission?: number;
@@ -32,24 +25,19 @@ export class WaitEstimator {
    * take about three quarters of the admissions.
    */
   private startedShare = 1 - 1 / MIN_CALLS_PER_RUN;
-  /**
-   * The later calls that the runs begun here still owe: one per further agent for each first call
-   * admitted, one less for each started run's call admitted (a decaying count, so that the calls of
-   * runs that failed, were cancelled or answered from the cache are forgotten after a run's length).
-   * With several brokers a run's later calls land anywhere, but each broker gets its share of every
-   * run's: the count balances across them.
-   */
-  private owed = 0;
-  private owedAt = 0;
   /** Smoothed time a call holds its admission (from admitted to its end). */
   private callMs?: number;
+  /** The later calls that the runs begun here still owe: one per further agent. */
+  private readonly owed: OwedCalls;
 
   constructor(
     private readonly nominalIntervalMs: () => number,
     private readonly now: () => number = Date.now,
     private readonly alpha = 0.2,
     private readonly shareAlpha = 0.05,
-  ) {}
+  ) {
+    this.owed = new OwedCalls(MIN_CALLS_PER_RUN - 1, () => this.callMs, now);
+  }
 
   /**
    * An admission happened; `stillWaiting` says whether others were left behind, `started` whether
@@ -60,9 +48,8 @@ export class WaitEstimator {
    */
   onAdmitted(stillWaiting: boolean, started: boolean, firstsWaiting = true, beginsRun = false): void {
     const now = this.now();
-    const owed = this.owedNow();
-    this.owed = started ? Math.max(0, owed - 1) : beginsRun ? owed + MIN_CALLS_PER_RUN - 1 : owed;
-    this.owedAt = now;
+    if (started) this.owed.paid();
+    else if (beginsRun) this.owed.begun();
     if (!started || firstsWaiting) this.startedShare += this.shareAlpha * ((started ? 1 : 0) - this.startedShare);
     if (this.backlogged && this.lastAdmission !== undefined) {
       const sample = now - this.lastAdmission;
@@ -75,12 +62,6 @@ export class WaitEstimator {
   /** A call admitted here ended after holding its admission `heldMs`. */
   onCallEnded(heldMs: number): void {
     this.callMs = this.callMs === undefined ? heldMs : this.callMs + this.alpha * (heldMs - this.callMs);
-  }
-
-  /** The later calls still owed, forgotten over several runs' length (OWED_MEMORY_CALLS calls one after the other). */
-  private owedNow(): number {
-    if (this.callMs === undefined || this.owed === 0) return this.owed;
-    return this.owed * Math.exp(-(this.now() - this.owedAt) / (OWED_MEMORY_CALLS * Math.max(1, this.callMs)));
   }
 
   /** The head was refused: the queue is backlogged from now on. */
@@ -117,7 +98,7 @@ export class WaitEstimator {
     const started = Math.min(ahead, o.startedAhead);
     const firsts = ahead - started + own;
     const byShare = started * interval + firsts * this.firstCallIntervalMs;
-    return headBlockedMs + Math.max(byShare, this.owedWait(started, firsts, Math.max(0, this.owedNow() - o.startedAhead), interval));
+    return headBlockedMs + Math.max(byShare, this.owedWait(started, firsts, Math.max(0, this.owed.expected() - o.startedAhead), interval));
   }
 
   /**

@@ -1,0 +1,67 @@
+// The later calls that the runs begun on this broker still owe: each run's first call admitted
+// here is a debt of one call per further agent, and each call of a started run admitted pays the
+// oldest debt. A debt not paid within a few calls' lengths lapses: its run failed, was shed, had its
+// later calls answered from the cache, or makes no later calls at all (a client that calls the
+// broker as a Planner and never comes back). The share of owed calls that came rather than lapsed
+// scales what is still owed, so a workload whose runs do not come back stops counting them.
+// With several brokers a run's later calls land anywhere, but each broker gets its share of every
+// run's: the count should balance across them (not measured: the seed benchmark runs one broker).
+
+/** Debts of runs begun within this many ms of each other are kept together. */
+const BUCKET_MS = 100;
+
+export class OwedCalls {
+  /** Unpaid debts, oldest first. */
+  private readonly debts: { at: number; left: number }[] = [];
+  private total = 0;
+  /** Smoothed share of owed calls that came (1) rather than lapsed (0): until some lapse, all are expected. */
+  private kept = 1;
+
+  constructor(
+    /** Later calls a run owes once its first call is admitted. */
+    private readonly perRun: number,
+    /** Smoothed time a call holds its admission; undefined before any call ended (nothing lapses then). */
+    private readonly callMs: () => number | undefined,
+    private readonly now: () => number = Date.now,
+    /** Calls' lengths after which a debt lapses: a run's later calls come within two or three, and their waits in the queue. */
+    private readonly lapseAfterCalls = 8,
+    private readonly keptAlpha = 0.01,
+  ) {}
+
+  /** A run's first call was admitted. */
+  begun(): void {
+    const now = this.now();
+    const last = this.debts.at(-1);
+    if (last && now - last.at < BUCKET_MS) last.left += this.perRun;
+    else this.debts.push({ at: now, left: this.perRun });
+    this.total += this.perRun;
+  }
+
+  /** A call of a started run was admitted: it pays the oldest debt, if any is left (a revision's calls are owed by no one). */
+  paid(): void {
+    this.lapse();
+    const oldest = this.debts[0];
+    if (!oldest) return;
+    oldest.left -= 1;
+    this.total -= 1;
+    if (oldest.left === 0) this.debts.shift();
+    this.kept += this.keptAlpha * (1 - this.kept);
+  }
+
+  /** The later calls still owed that are expected to come. */
+  expected(): number {
+    this.lapse();
+    return this.kept * this.total;
+  }
+
+  private lapse(): void {
+    const callMs = this.callMs();
+    if (callMs === undefined) return;
+    const before = this.now() - this.lapseAfterCalls * callMs;
+    for (let d = this.debts[0]; d && d.at < before; d = this.debts[0]) {
+      this.debts.shift();
+      this.total -= d.left;
+      this.kept *= (1 - this.keptAlpha) ** d.left;
+    }
+  }
+}
