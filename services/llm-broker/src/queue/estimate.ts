@@ -9,12 +9,14 @@
 // went to a first call, and the runs let in then make their later calls together a call's length
 // later. So the calls that the runs begun here still owe are counted too (OwedCalls), and a first
 // call is told the longer of the two waits.
+
 import { OwedCalls } from './owed';
 
 /** The slowest a first call is expected to advance: ≥ 1/MAX_SLOWDOWN of the admissions. */
 const MAX_SLOWDOWN = 10;
 /** The fewest calls a run of the pipeline makes: one per agent (Planner, Critic, Host, Reporter). */
 const MIN_CALLS_PER_RUN = 4;
+
 export class WaitEstimator {
   private intervalMs?: number;
   private lastAdmission?: number;
