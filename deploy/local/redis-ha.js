@@ -7,6 +7,7 @@
 'use strict';
 const { execFile } = require('node:child_process');
 const fs = require('node:fs');
+const net = require('node:net');
 const os = require('node:os');
 const path = require('node:path');
 const { promisify } = require('node:util');
@@ -23,6 +24,14 @@ function nodeDir(dataDir, name) {
   fs.mkdirSync(d, { recursive: true });
   return d;
 }
+
+/** Whether a server could listen on 127.0.0.1:`port` now. */
+const canListen = (port) =>
+  new Promise((resolve) => {
+    const srv = net.createServer();
+    srv.once('error', () => resolve(false));
+    srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
+  });
 
 /** One redis-server; `extra` are more command-line settings. */
 async function startNode({ port, logDir, dir, appendOnly, extra = [] }) {
@@ -117,8 +126,9 @@ async function startCluster({ logDir, dataDir, ports, appendOnly = false }) {
     for (const port of nodePorts) {
       const dir = nodeDir(dataDir, `node-${port}`);
       if (fs.existsSync(path.join(dir, 'nodes.conf'))) existing += 1;
-      // The bus port: port + 10000 unless that would leave the port range.
-      const busPort = port + 10_000 <= 65_535 ? port + 10_000 : await stack.freePort();
+      // The bus port: port + 10000 unless that would leave the port range or is taken (a node
+      // whose bus port is in use exits at once: "Failed listening on port … (cluster)").
+      const busPort = port + 10_000 <= 65_535 && (await canListen(port + 10_000)) ? port + 10_000 : await stack.freePort();
       const n = await startNode({
         port, logDir, dir, appendOnly,
         extra: ['--cluster-enabled', 'yes', '--cluster-config-file', 'nodes.conf', '--cluster-node-timeout', '2000', '--cluster-port', String(busPort)],
