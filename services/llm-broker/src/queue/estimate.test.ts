@@ -3,6 +3,11 @@ import { FairQueue } from './fair-queue';
 
 interface Call { userId: string; priority: number; started: boolean; run: number; left: number; enqueuedAt: number; estimate?: number }
 
+/** A run's first call joining the queue hears its estimated wait (what the broker sends in `queued`). */
+function tellIfFirst(est: WaitEstimator, q: FairQueue<Call>, c: Call): void {
+  if (!c.started) c.estimate = est.waitFor(q.positions().get(c)!, 0, { startedAhead: q.started, waiting: true });
+}
+
 /**
  * A saturated upstream admitting one call every `intervalMs`; new runs arriving faster than it
  * can finish them, each making a first call and then `followUps` more, one after the other
@@ -18,7 +23,7 @@ function simulate(o: { intervalMs: number; arrivalEveryMs: number; followUps: nu
   let runs = 0;
   const enqueue = (c: Call) => {
     q.push(c);
-    if (!c.started) c.estimate = est.waitFor(q.positions().get(c)!, 0, { startedAhead: q.started, waiting: true });
+    tellIfFirst(est, q, c);
   };
   for (now = 0; now < o.durationMs; now += 1) {
     if (now % o.arrivalEveryMs === 0) enqueue({ userId: `u${runs}`, priority: 2, started: false, run: runs++, left: o.followUps, enqueuedAt: now });
@@ -145,7 +150,7 @@ function burstFromIdle(o: { slots: number; callMs: number; runs: number; burstMs
     q.push(c);
     if (busy < o.slots) return;
     est.onBlocked();
-    if (!c.started) c.estimate = est.waitFor(q.positions().get(c)!, 0, { startedAhead: q.started, waiting: true });
+    tellIfFirst(est, q, c);
   };
   const every = o.burstMs / o.runs;
   for (now = 0; now < 60 * o.callMs; now += 1) {
