@@ -24,7 +24,8 @@
 //   RUN_MAX_QUEUE_WAIT_MS, scaled; 0: no admission control) · PROGRESS_S 5 (wall seconds between
 //   progress lines) · TOOL_CORPUS_SOURCES docs · CONVERSATIONS 2 (per user, made before the load) ·
 //   REPEAT_SHARE 0.3 (messages that repeat an earlier one word for word: the LLM cache's hit rate is reported) ·
-//   CPU_PROFILE_DIR (unset: each service the launcher starts writes a V8 CPU profile there when it stops)
+//   CPU_PROFILE_DIR (unset: each service the launcher starts writes a V8 CPU profile there when it stops) ·
+//   REPLICAS 1 (more: that many replicas of every service behind nginx, as under --chaos, with no faults)
 //
 // `--autoscale`: the same load through the fleet the HPAs of deploy/k8s drive
 // (deploy/local/autoscale.js: the production overlay, prometheus-adapter, the real HPA controller,
@@ -93,6 +94,8 @@ const AUTOSCALE = process.argv.slice(2).includes('--autoscale');
 const CHAOS = process.argv.slice(2).includes('--chaos');
 /** Replicas of every service under `--chaos`. */
 const CHAOS_REPLICAS = Math.max(2, Math.floor(num('CHAOS_REPLICAS', 2)));
+/** Replicas of every service without faults (1: the mesh as one process per service, no nginx). */
+const REPLICAS = CHAOS ? CHAOS_REPLICAS : Math.max(1, Math.floor(num('REPLICAS', 1)));
 /** The chaos goals: a killed replica fails no run; a restart of Redis or PostgreSQL < 1 %; errors over within 30 brief-s. */
 const CHAOS_GOALS = { restartFailedPct: 1, recoveredWithinS: 30 };
 const SERVICES = ['edge', 'orchestrator', 'llm-broker', 'tool-service', 'store'] as const;
@@ -418,9 +421,9 @@ async function main() {
         },
         stop: () => fleet.stop(),
       };
-    } else if (chaosInfra) {
-      console.log(`  starting the fleet: ${CHAOS_REPLICAS} replicas of every service behind nginx…`);
-      const fleet = await startFleet({ ...wiring, replicas: CHAOS_REPLICAS, prometheus: false });
+    } else if (REPLICAS > 1) {
+      console.log(`  starting the fleet: ${REPLICAS} replicas of every service behind nginx…`);
+      const fleet = await startFleet({ ...wiring, replicas: REPLICAS, prometheus: false });
       system = {
         edgeUrl: fleet.url,
         // The replicas still running (the faults kill some).
@@ -430,7 +433,7 @@ async function main() {
         orchestratorLogs: () => fleet.orchestrators.map((r) => r.logFile),
         stop: () => fleet.stop(),
       };
-      faults = chaosFaults(fleet.services, chaosInfra);
+      if (chaosInfra) faults = chaosFaults(fleet.services, chaosInfra);
     } else {
       const m = await startMesh(wiring);
       system = {
@@ -646,7 +649,7 @@ async function main() {
       ...(sys.services ? { meshMsPerCompletedRun: Math.round((1000 * meshCpuS) / Math.max(1, completed.length)) } : {}),
     };
     const figures = {
-      scenario: 'seed', mode: 'open-loop', users: USERS, timeScale: TIME_SCALE, arrivalsWallS: round(arrivalsWallS), loadWallS: round(loadWallS),
+      scenario: 'seed', mode: 'open-loop', users: USERS, ...(AUTOSCALE ? {} : { replicas: REPLICAS }), timeScale: TIME_SCALE, arrivalsWallS: round(arrivalsWallS), loadWallS: round(loadWallS),
       briefMinutes: round(briefMinutes, 2), msgsPerMinPerUser: MSGS_PER_MIN, offeredPerBriefMinute: round(USERS * MSGS_PER_MIN, 1),
       maxQueueWaitBriefS: MAX_QUEUE_WAIT_S,
       limits: { rpm: LLM_RPM, tpm: LLM_TPM, maxConcurrent: LLM_MAX_CONCURRENT, sseMaxStreams: SSE_MAX_STREAMS },
@@ -764,7 +767,7 @@ async function main() {
       }
     }
     const report = await writeSeedReport({
-      title: `Seed benchmark: ${USERS} users, open loop${AUTOSCALE ? ', autoscaled by the HPAs of deploy/k8s' : ''}${CHAOS ? `, with faults (${CHAOS_REPLICAS} replicas of every service)` : ''}`,
+      title: `Seed benchmark: ${USERS} users, open loop${AUTOSCALE ? ', autoscaled by the HPAs of deploy/k8s' : ''}${CHAOS ? `, with faults (${CHAOS_REPLICAS} replicas of every service)` : REPLICAS > 1 ? `, ${REPLICAS} replicas of every service` : ''}`,
       facts: [
         `${USERS} users × ${MSGS_PER_MIN} messages per brief-minute (Poisson), ${DURATION_S} s wall of arrivals, drain ≤ ${DRAIN_S} brief-s; time scale ${TIME_SCALE}; figures in brief time`,
         `upstream quota ${LLM_RPM} RPM, ${LLM_MAX_CONCURRENT} concurrent; admission control ${MAX_QUEUE_WAIT_S ? `above ${MAX_QUEUE_WAIT_S} brief-s of estimated queue wait` : 'off'}`,
