@@ -583,8 +583,15 @@ async function main() {
     const ttftWallMs = TTFT_MS * TIME_SCALE;
     const estimated = arrivals.filter((a) => a.queuedEstimateMs !== undefined && a.firstTokenMs !== undefined);
     const estimateError = (a: Arrival) => (a.firstTokenMs! - a.queuedAtMs! - ttftWallMs) - a.queuedEstimateMs!;
-    const estimateErrors = estimated.map(estimateError);
-    const errorSummary = (xs: number[]) => ({ ...dist(xs.map(Math.abs)), n: xs.length, meanSigned: briefS(xs.reduce((s, x) => s + x, 0) / Math.max(1, xs.length)) });
+    const queuedAtS = (a: Arrival) => briefS(a.scheduled - loadStarted + a.queuedAtMs!);
+    /** |error| percentiles, mean signed error, and how many waited > 4 brief-s longer (told short) or shorter (told long) than told. */
+    const errorSummary = (as: Arrival[]) => {
+      const xs = as.map(estimateError);
+      return {
+        ...dist(xs.map(Math.abs)), n: xs.length, meanSigned: briefS(xs.reduce((s, x) => s + x, 0) / Math.max(1, xs.length)),
+        toldShortBy4S: xs.filter((x) => briefS(x) > 4).length, toldLongBy4S: xs.filter((x) => briefS(x) < -4).length,
+      };
+    };
     const unfinishedWhere: Record<string, number> = {};
     for (const a of unfinished) unfinishedWhere[a.unfinishedIn ?? 'sending'] = (unfinishedWhere[a.unfinishedIn ?? 'sending'] ?? 0) + 1;
     const failureKinds: Record<string, number> = {};
@@ -672,11 +679,12 @@ async function main() {
         degradedAnswer: dist(by('degraded').map((a) => a.endMs!)),
         retryAfter: dist(by('shed').map((a) => (a.retryAfterS ?? 0) * 1000)),
         queuedEstimateError: {
-          ...errorSummary(estimateErrors),
-          // Queued in the steady window only: the runs let in together at the start come back with
-          // their later calls in one wave, which ranks ahead of the first calls queued meanwhile and
-          // which the smoothed share of started runs does not foresee (docs/benchmarks.md).
-          steady: steady && errorSummary(estimated.filter((a) => briefS(a.scheduled - loadStarted + a.queuedAtMs!) >= steady.fromS).map(estimateError)),
+          ...errorSummary(estimated),
+          // Queued before the steady window and in it: the runs let in together at the start come
+          // back with their later calls in one wave, which ranks ahead of the first calls queued
+          // meanwhile and is the hardest to foresee (docs/benchmarks.md, "The wave foreseen").
+          start: steady && errorSummary(estimated.filter((a) => queuedAtS(a) < steady.fromS)),
+          steady: steady && errorSummary(estimated.filter((a) => queuedAtS(a) >= steady.fromS)),
         },
       },
       goodput: {
@@ -731,7 +739,10 @@ async function main() {
     console.log(`  while messages arrived: the upstream served ${figures.goodput.whileArriving.busyPct}% of its ${LLM_MAX_CONCURRENT} concurrent calls on average and ${figures.goodput.whileArriving.rpmUsedPct}% of its RPM (the emulator's counts)`);
     console.log(`  first event p50/p95/p99 ${d.firstEvent.p50}/${d.firstEvent.p95}/${d.firstEvent.p99} s; first token ${d.firstToken.p50}/${d.firstToken.p95}/${d.firstToken.p99} s; completed runs ${d.completedRun.p50}/${d.completedRun.p95}/${d.completedRun.p99} s; shed answers ${d.shedAnswer.p50}/${d.shedAnswer.p99} s (Retry-After p50 ${d.retryAfter.p50} s)`);
     console.log(`  queued estimates vs the actual wait (to the first token, less the emulator's ${TTFT_MS / 1000} s to it): |error| p50 ${d.queuedEstimateError.p50} s, p95 ${d.queuedEstimateError.p95} s, mean signed ${d.queuedEstimateError.meanSigned} s (n ${d.queuedEstimateError.n})` +
-      (d.queuedEstimateError.steady ? `; queued in the steady window: |error| p50 ${d.queuedEstimateError.steady.p50} s, p95 ${d.queuedEstimateError.steady.p95} s, mean signed ${d.queuedEstimateError.steady.meanSigned} s (n ${d.queuedEstimateError.steady.n})` : ''));
+      (['start', 'steady'] as const).map((w) => {
+        const e = d.queuedEstimateError[w];
+        return e ? `; queued ${w === 'start' ? 'before' : 'in'} the steady window: |error| p50 ${e.p50} s, p95 ${e.p95} s, mean signed ${e.meanSigned} s, told > 4 s short / long ${e.toldShortBy4S} / ${e.toldLongBy4S} (n ${e.n})` : '';
+      }).join(''));
     console.log(`  events: ${figures.events.received} received, ${figures.events.lost} lost, ${figures.events.duplicated} duplicated, ${figures.events.outOfOrder} out of order, ${figures.events.reconnects} reconnects`);
     const C = figures.llmCache;
     console.log(`  LLM response cache (${round(100 * REPEAT_SHARE, 0)}% of messages repeat an earlier one): hit rate ${C.hitRatePct}% of the calls that asked (${C.hits} hits, ${C.stale} stale, ${C.misses} misses), ${C.tokensSaved} tokens saved`);

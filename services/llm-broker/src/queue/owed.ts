@@ -5,7 +5,10 @@
 // broker as a Planner and never comes back). The share of owed calls that came rather than lapsed
 // scales what is still owed, so a workload whose runs do not come back stops counting them.
 // With several brokers a run's later calls land anywhere, but each broker gets its share of every
-// run's: the count should balance across them (not measured: the seed benchmark runs one broker).
+// run's: the count balances across them (`npm run bench -- seed` with REPLICAS=2 told first calls
+// after the start as well as one broker). It undercounts revisions: their calls pay other runs'
+// debts. Counting them (a debt's worth learned) made estimates too long, and goodput fell: the
+// owed calls would also need to be told when they come (docs/benchmarks.md, "Two brokers").
 
 /** Debts of runs begun within this many ms of each other are kept together. */
 const BUCKET_MS = 100;
