@@ -7,8 +7,10 @@
 // With several brokers a run's later calls land anywhere, but each broker gets its share of every
 // run's: the count balances across them (`npm run bench -- seed` with REPLICAS=2 told first calls
 // after the start as well as one broker). It undercounts revisions: their calls pay other runs'
-// debts. Counting them (a debt's worth learned) made estimates too long, and goodput fell: the
-// owed calls would also need to be told when they come (docs/benchmarks.md, "Two brokers").
+// debts. Counting them (a debt's worth learned) made estimates too long, and goodput fell; learning
+// when debts are paid too, an average worth left debts of runs already ended that kept the gate
+// shut: each run's own debt, closed at its Reporter's call, would need the fleet's ledger in Redis
+// (docs/benchmarks.md, "Two brokers").
 
 /** Debts of runs begun within this many ms of each other are kept together. */
 const BUCKET_MS = 100;
