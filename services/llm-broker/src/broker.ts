@@ -11,6 +11,7 @@ import type { BrokerConfig } from './config';
 import type { BrokerMetrics } from './metrics';
 import { limitKindOf, type AdaptiveLimits } from './queue/adaptive';
 import { QueueRefusal, type AdmissionQueue, type Admitted } from './queue/admission';
+import { owedBy } from './queue/estimate';
 import { candidatesFor, FALLBACK_REASONS, passOver, type PassOverReason } from './routing';
 import { countText } from './tokens';
 import {
@@ -481,7 +482,7 @@ export class LlmBroker {
         userId: input.userId || 'anonymous',
         priority: priorityOf(d.priorities, input.callerRole),
         started: input.runStarted,
-        beginsRun: !input.runStarted && input.callerRole !== 'direct',
+        owes: owedBy(input.callerRole, input.runStarted),
         holder: input.runId || input.userId,
         tokens: reserved,
         deadline,

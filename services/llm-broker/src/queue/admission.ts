@@ -3,7 +3,7 @@
 // and a call that cannot be admitted before its deadline is refused early.
 import type { AcquireResult, Lease, RefusalReason } from '@agent-mesh/common';
 import { FairQueue, type QueueEntry } from './fair-queue';
-import { WaitEstimator } from './estimate';
+import { WaitEstimator, type Owes } from './estimate';
 
 export interface Admitter {
   tryAcquire(req: { holder: string; tokens: number }): Promise<AcquireResult>;
@@ -34,8 +34,8 @@ export interface AdmissionRequest extends QueueEntry {
   /** Absolute time (ms) by which the call must be admitted; undefined = none. */
   deadline?: number;
   signal: AbortSignal;
-  /** A run's first call (of the agent pipeline): its run will make at least one call per further agent. */
-  beginsRun?: boolean;
+  /** The later calls of its run this call brings: a run's first call (of the agent pipeline), or a revision's (a started run's Planner). */
+  owes?: Owes;
   /**
    * Position and estimated wait, on entry and whenever the position changes (throttled); for a call
    * of a run not begun, `marginalWaitMs`: what each further first call queued before it would add.
@@ -261,7 +261,7 @@ export class AdmissionQueue {
     // A run's first call admitted without waiting still hears the marginal wait (position 0): the
     // orchestrators' admission control needs it most when the queue starts to fill.
     if (!w.started && w.lastPosition === 0) w.req.onQueued?.(0, 0, Math.round(this.marginalFirstCallMs));
-    this.estimator.onAdmitted(this.queue.size > 0, w.started, this.queue.size > this.queue.started, w.req.beginsRun);
+    this.estimator.onAdmitted(this.queue.size > 0, w.started, this.queue.size > this.queue.started, w.req.owes);
     this.hooks.onAdmitted?.(waitedMs);
     w.resolve({ lease, waitedMs });
   }

@@ -1,4 +1,4 @@
-import { WaitEstimator } from './estimate';
+import { owedBy, WaitEstimator } from './estimate';
 import { FairQueue } from './fair-queue';
 
 interface Call { userId: string; priority: number; started: boolean; run: number; left: number; enqueuedAt: number; estimate?: number }
@@ -166,7 +166,7 @@ function burstFromIdle(o: { slots: number; callMs: number; runs: number; burstMs
     while (busy < o.slots && q.size > 0) {
       const c = q.shift()!;
       busy += 1;
-      est.onAdmitted(q.size > 0, c.started, q.size > q.started, !c.started);
+      est.onAdmitted(q.size > 0, c.started, q.size > q.started, c.started ? undefined : 'run');
       if (!c.started && c.estimate !== undefined) firsts.push({ estimate: c.estimate, waited: now - c.enqueuedAt });
       ending.push({ at: now + o.callMs, call: c });
     }
@@ -195,7 +195,7 @@ describe('the later calls that the runs begun here owe', () => {
     const est = new WaitEstimator(() => 100, () => now);
     for (let i = 0; i < 20; i++) {
       now += 100;
-      est.onAdmitted(i < 19, false, true, true);
+      est.onAdmitted(i < 19, false, true, 'run');
     }
     if (callMs !== undefined) est.onCallEnded(callMs);
     return { est, advance: (ms: number) => (now += ms) };
@@ -228,10 +228,26 @@ describe('the later calls that the runs begun here owe', () => {
     const { est, advance } = afterTwentyRuns(1_000);
     const byShare = est.waitFor(3, 0, { startedAhead: 0, waiting: true });
     for (let i = 0; i < 40; i++) est.onAdmitted(false, true);
-    for (let i = 0; i < 10; i++) est.onAdmitted(false, false, true, false); // direct calls
+    for (let i = 0; i < 10; i++) est.onAdmitted(false, false, true); // direct calls
     expect(est.waitFor(3, 0, { startedAhead: 0, waiting: true })).toBeCloseTo((20 + 3) * 100);
     advance(100_000); // ten calls' lengths
     expect(est.waitFor(3, 0, { startedAhead: 0, waiting: true })).toBeLessThan(byShare);
+  });
+
+  it('are owed by a revision too: the Critic\'s and the Host\'s calls again; its Planner call pays nothing', () => {
+    const { est } = afterTwentyRuns(1_000);
+    est.onAdmitted(false, true, true, owedBy('planner', true));
+    expect(est.waitFor(3, 0, { startedAhead: 0, waiting: true })).toBeCloseTo((62 + 3) * 100);
+    est.onAdmitted(false, true, true, owedBy('critic', true)); // a call of a started run pays
+    expect(est.waitFor(3, 0, { startedAhead: 0, waiting: true })).toBeCloseTo((61 + 3) * 100);
+  });
+
+  it('are told by the call: a run begun by its first call, a revision by a started run\'s Planner, none by a direct call', () => {
+    expect(owedBy('planner', false)).toBe('run');
+    expect(owedBy('critic', false)).toBe('run'); // a run whose Planner was answered from the cache
+    expect(owedBy('planner', true)).toBe('revision');
+    for (const role of ['critic', 'host', 'reporter'] as const) expect(owedBy(role, true)).toBeUndefined();
+    expect(owedBy('direct', false)).toBeUndefined();
   });
 
   it('do not lengthen the estimates of started runs\' calls', () => {

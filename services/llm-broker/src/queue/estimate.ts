@@ -10,12 +10,25 @@
 // later. So the calls that the runs begun here still owe are counted too (OwedCalls), and a first
 // call is told the longer of the two waits.
 
+import type { CallerRoleName } from '@agent-mesh/common';
 import { OwedCalls } from './owed';
 
 /** The slowest a first call is expected to advance: ≥ 1/MAX_SLOWDOWN of the admissions. */
 const MAX_SLOWDOWN = 10;
 /** The fewest calls a run of the pipeline makes: one per agent (Planner, Critic, Host, Reporter). */
 const MIN_CALLS_PER_RUN = 4;
+
+/** What a call admitted says of its run's later calls (see OwedCalls). */
+export type Owes = 'run' | 'revision';
+/** The later calls owed: one per further agent for a run begun; the Critic's and the Host's again for a revision. */
+const OWED_CALLS: Record<Owes, number> = { run: MIN_CALLS_PER_RUN - 1, revision: 2 };
+
+/** What a call says of its run's later calls: its first call begins it; a started run's Planner call revises it; a direct call has no run. */
+export function owedBy(role: CallerRoleName, runStarted: boolean): Owes | undefined {
+  if (role === 'direct') return undefined;
+  if (!runStarted) return 'run';
+  return role === 'planner' ? 'revision' : undefined;
+}
 
 export class WaitEstimator {
   private intervalMs?: number;
@@ -38,7 +51,7 @@ export class WaitEstimator {
     private readonly alpha = 0.2,
     private readonly shareAlpha = 0.05,
   ) {
-    this.owed = new OwedCalls(MIN_CALLS_PER_RUN - 1, () => this.callMs, now);
+    this.owed = new OwedCalls(() => this.callMs, now);
   }
 
   /**
@@ -48,10 +61,10 @@ export class WaitEstimator {
    * or one was waiting): what slows first calls. Counting them all, the share neared 1 while
    * admission control kept new runs out, slowing the estimates tenfold, which kept them out longer.
    */
-  onAdmitted(stillWaiting: boolean, started: boolean, firstsWaiting = true, beginsRun = false): void {
+  onAdmitted(stillWaiting: boolean, started: boolean, firstsWaiting = true, owes?: Owes): void {
     const now = this.now();
-    if (started) this.owed.paid();
-    else if (beginsRun) this.owed.begun();
+    if (owes) this.owed.owe(OWED_CALLS[owes]);
+    else if (started) this.owed.paid();
     if (!started || firstsWaiting) this.startedShare += this.shareAlpha * ((started ? 1 : 0) - this.startedShare);
     if (this.backlogged && this.lastAdmission !== undefined) {
       const sample = now - this.lastAdmission;

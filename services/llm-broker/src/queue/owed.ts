@@ -1,16 +1,15 @@
 // The later calls that the runs begun on this broker still owe: each run's first call admitted
-// here is a debt of one call per further agent, and each call of a started run admitted pays the
-// oldest debt. A debt not paid within a few calls' lengths lapses: its run failed, was shed, had its
+// here is a debt of one call per further agent, a revision (a started run's Planner call) one of
+// the calls it brings back (the Critic's and the Host's), and each other call of a started run
+// admitted pays the oldest debt. A debt not paid within a few calls' lengths lapses: its run failed, was shed, had its
 // later calls answered from the cache, or makes no later calls at all (a client that calls the
 // broker as a Planner and never comes back). The share of owed calls that came rather than lapsed
 // scales what is still owed, so a workload whose runs do not come back stops counting them.
 // With several brokers a run's later calls land anywhere, but each broker gets its share of every
 // run's: the count balances across them (`npm run bench -- seed` with REPLICAS=2 told first calls
-// after the start as well as one broker). It undercounts revisions: their calls pay other runs'
-// debts. Counting them (a debt's worth learned) made estimates too long, and goodput fell; learning
-// when debts are paid too, an average worth left debts of runs already ended that kept the gate
-// shut: each run's own debt, closed at its Reporter's call, would need the fleet's ledger in Redis
-// (docs/benchmarks.md, "Two brokers").
+// after the start as well as one broker). Before revisions were owed, their calls paid other runs'
+// debts and the ledger ran dry while calls kept coming; learning a debt's worth on average instead
+// made estimates too long, and goodput fell (docs/benchmarks.md, "Two brokers").
 
 /** Debts of runs begun within this many ms of each other are kept together. */
 const BUCKET_MS = 100;
@@ -23,8 +22,6 @@ export class OwedCalls {
   private kept = 1;
 
   constructor(
-    /** Later calls a run owes once its first call is admitted. */
-    private readonly perRun: number,
     /** Smoothed time a call holds its admission; undefined before any call ended (nothing lapses then). */
     private readonly callMs: () => number | undefined,
     private readonly now: () => number = Date.now,
@@ -33,16 +30,16 @@ export class OwedCalls {
     private readonly keptAlpha = 0.01,
   ) {}
 
-  /** A run's first call was admitted. */
-  begun(): void {
+  /** A call was admitted that brings `calls` more of its run: a run's first, or a revision's. */
+  owe(calls: number): void {
     const now = this.now();
     const last = this.debts.at(-1);
-    if (last && now - last.at < BUCKET_MS) last.left += this.perRun;
-    else this.debts.push({ at: now, left: this.perRun });
-    this.total += this.perRun;
+    if (last && now - last.at < BUCKET_MS) last.left += calls;
+    else this.debts.push({ at: now, left: calls });
+    this.total += calls;
   }
 
-  /** A call of a started run was admitted: it pays the oldest debt, if any is left (a revision's calls are owed by no one). */
+  /** A call of a started run was admitted: it pays the oldest debt, if any is left (a Host's further calls, after tools, are owed by no one). */
   paid(): void {
     this.lapse();
     const oldest = this.debts[0];
