@@ -823,6 +823,30 @@ describe('/v1/chat/completions with a misbehaving provider', () => {
   });
 });
 
+/** Embeddings through the official client (which asks base64 and decodes it): unit vectors, one per input, the same as floats; a model the provider does not serve is a 404. */
+async function expectEmbeddings(client: OpenAI): Promise<void> {
+  const asked = ['How do tides work?', 'What is a queue?'];
+  const r = await client.embeddings.create({ model: 'text-embedding-3-small', input: asked });
+  expect(r.data.map((d) => [d.index, d.embedding.length])).toEqual([[0, 1536], [1, 1536]]);
+  for (const d of r.data) expect(Math.hypot(...d.embedding)).toBeCloseTo(1, 3);
+  expect(r.usage.prompt_tokens).toBeGreaterThan(4);
+  const floats = await client.embeddings.create({ model: 'text-embedding-3-small', input: asked[1]!, encoding_format: 'float', dimensions: 256 });
+  expect(floats.data[0]!.embedding).toHaveLength(256);
+  const whole = await client.embeddings.create({ model: 'text-embedding-3-small', input: asked[1]!, encoding_format: 'float' });
+  expect(whole.data[0]!.embedding).toEqual(r.data[1]!.embedding);
+  const missing = await client.embeddings.create({ model: 'text-embedding-nope+model_not_found', input: 'x' }).catch((e: unknown) => e);
+  expect(missing).toBeInstanceOf(OpenAI.NotFoundError);
+}
+
+test('embeddings through the official openai client, in the broker service\'s quota', async () => {
+  const admitted = await promMetric(mesh.broker, 'llm_admissions_total');
+  const upstream = (await emulatorStats(emulator)).requests;
+  await expectEmbeddings(new OpenAI({ apiKey: alice, baseURL: `${mesh.edge.url}/v1`, maxRetries: 0 }));
+  // Three answered, and the refused one reached the provider too.
+  expect((await emulatorStats(emulator)).requests).toBe(upstream + 4);
+  expect(await promMetric(mesh.broker, 'llm_admissions_total')).toBe(admitted + 4);
+});
+
 describe('an edge that runs the broker itself (EDGE_INLINE_BROKER)', () => {
   let inline: ServiceProc;
   const edgeMetric = (name: string, labels = '') => promMetric({ metricsPort: Number(new URL(inline.url!).port) }, name, labels);
@@ -844,6 +868,14 @@ describe('an edge that runs the broker itself (EDGE_INLINE_BROKER)', () => {
     // One quota: the edge's limiter shares it through Redis with the broker service's, and each sees the other.
     expect(await edgeMetric('llm_quota_shared')).toBe(1);
     await waitFor('both replicas in the shared quota', async () => (await edgeMetric('llm_live_replicas')) === 2 && (await promMetric(mesh.broker, 'llm_live_replicas')) === 2);
+  });
+
+  test('embeddings are served by the edge\'s own broker, in the same quota', async () => {
+    const viaBroker = await promMetric(mesh.broker, 'llm_admissions_total');
+    const admitted = await edgeMetric('llm_admissions_total');
+    await expectEmbeddings(new OpenAI({ apiKey: alice, baseURL: `${inline.url}/v1`, maxRetries: 0 }));
+    expect(await edgeMetric('llm_admissions_total')).toBe(admitted + 4);
+    expect(await promMetric(mesh.broker, 'llm_admissions_total')).toBe(viaBroker);
   });
 
   test('count_tokens is counted by the edge\'s own broker, as the service counts it', async () => {

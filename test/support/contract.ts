@@ -183,6 +183,10 @@ function semanticRefusal(r: Req, body: unknown): boolean {
   if (code === 'previous_response_not_found') return (r.body as { previous_response_id?: unknown } | undefined)?.previous_response_id != null;
   // A tool choice is checked against the tools beside it (its description says so), which no schema says.
   if (code === 'invalid_tool_choice') return (r.body as { tool_choice?: unknown } | undefined)?.tool_choice != null;
+  // How short an embedding model can make its vectors is the model's own (the route's description
+  // says the provider's 400 answers it): only the provider can say, for `dimensions` alone.
+  const message = String((body as { error?: { message?: unknown } })?.error?.message);
+  if (code === 'upstream_rejected' && r.path === '/v1/embeddings') return (r.body as { dimensions?: unknown } | undefined)?.dimensions != null && /dimensions/i.test(message);
   return false;
 }
 

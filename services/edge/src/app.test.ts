@@ -872,6 +872,68 @@ describe('edge app (fake peers)', () => {
     });
   });
 
+  describe('embeddings (/v1/embeddings)', () => {
+    beforeAll(() => setup());
+    afterAll(() => teardown());
+    const embed = (body: unknown, t = alice) => fetch(`${base}/v1/embeddings`, { method: 'POST', headers: json(t), body: JSON.stringify(body) });
+
+    test('each input form goes to the broker as texts or token ids, and the vectors come back in OpenAI\'s shape, as numbers or base64', async () => {
+      gw.fakeBroker.embedded = [];
+      const res = await embed({ model: 'text-embedding-3-small', input: ['hello', 'hi'], dimensions: 2, user: 'u-1' });
+      expect(res.status).toBe(200);
+      expect(await res.json()).toEqual({
+        object: 'list',
+        data: [{ object: 'embedding', index: 0, embedding: [0, 5] }, { object: 'embedding', index: 1, embedding: [1, 2] }],
+        model: 'text-embedding-3-small',
+        usage: { prompt_tokens: 7, total_tokens: 7 },
+      });
+      expect(gw.fakeBroker.embedded[0]).toEqual({
+        userId: 'alice', model: 'text-embedding-3-small', dimensions: 2, endUser: 'u-1',
+        inputs: [{ input: { $case: 'text', text: 'hello' } }, { input: { $case: 'text', text: 'hi' } }],
+      });
+      expect((await embed({ model: 'm', input: [[1, 2, 3], [4]] })).status).toBe(200);
+      expect(gw.fakeBroker.embedded[1]!.inputs).toEqual([{ input: { $case: 'tokens', tokens: { ids: [1, 2, 3] } } }, { input: { $case: 'tokens', tokens: { ids: [4] } } }]);
+      // One text, and one list of token ids, are one input each.
+      for (const input of ['one text', [7, 8]]) {
+        expect(((await (await embed({ model: 'm', input })).json()) as { data: unknown[] }).data).toHaveLength(1);
+      }
+      // base64: little-endian float32, as OpenAI's SDK reads it (it asks base64 by default).
+      const client = new OpenAI({ apiKey: alice, baseURL: `${base}/v1`, maxRetries: 0 });
+      const viaSdk = await client.embeddings.create({ model: 'm', input: ['abc', 'de'] });
+      expect(viaSdk.data.map((d) => d.embedding)).toEqual([[0, 3, 0.5], [1, 2, 0.5]]);
+      const raw = (await (await embed({ model: 'm', input: 'abcd', encoding_format: 'base64' })).json()) as { data: { embedding: string }[] };
+      const bytes = Buffer.from(raw.data[0]!.embedding, 'base64');
+      expect([0, 1, 2].map((i) => bytes.readFloatLE(i * 4))).toEqual([0, 4, 0.5]);
+    });
+
+    test('bad input is a 400 naming what is wrong, and nothing reaches the broker; no token is a 401', async () => {
+      gw.fakeBroker.embedded = [];
+      const bad: [unknown, RegExp][] = [
+        [{ input: 'x' }, /model/],
+        [{ model: 'm' }, /input/],
+        [{ model: 'm', input: '' }, /input/],
+        [{ model: 'm', input: [] }, /input/],
+        [{ model: 'm', input: [[]] }, /input/],
+        [{ model: 'm', input: [-1] }, /input/],
+        [{ model: 'm', input: ['a', 2] }, /input/],
+        [{ model: 'm', input: Array.from({ length: 2049 }, () => 'a') }, /input/],
+        [{ model: 'm', input: 'a', encoding_format: 'int8' }, /encoding_format/],
+        [{ model: 'm', input: 'a', dimensions: 0 }, /dimensions/],
+        [{ model: 'm', input: 'a', dimensions: 1.5 }, /dimensions/],
+        [{ model: 'm', input: 'a', temperature: 0 }, /temperature|additional/],
+      ];
+      for (const [body, says] of bad) {
+        const res = await embed(body);
+        expect([JSON.stringify(body).slice(0, 60), res.status]).toEqual([JSON.stringify(body).slice(0, 60), 400]);
+        const { error } = (await res.json()) as { error: { message: string; type: string } };
+        expect(error.type).toBe('invalid_request_error');
+        expect(error.message).toMatch(says);
+      }
+      expect(gw.fakeBroker.embedded).toHaveLength(0);
+      expect((await fetch(`${base}/v1/embeddings`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'm', input: 'a' }) })).status).toBe(401);
+    });
+  });
+
   describe('the Responses API (/v1/responses)', () => {
     beforeAll(() => setup());
     afterAll(() => teardown());
@@ -1398,6 +1460,7 @@ describe('the Redis commands of a call\'s rate limit and budget', () => {
       gateBeside,
       countTokens: (req) => broker.countTokens(req),
       listModels: () => broker.listModels(),
+      embed: (req, signal, gate) => broker.embed(req, signal, gate),
       generate: (req, signal, gate) => {
         order.push('handler');
         return broker.generate(req, signal, gate);

@@ -25,6 +25,7 @@ import { metricsRoutes } from './routes/metrics';
 import { opsRoutes } from './routes/ops';
 import { usageRoutes } from './routes/usage';
 import { openaiRoutes } from './routes/openai';
+import { embeddingsRoutes } from './routes/embeddings';
 import { messagesRoutes } from './routes/messages';
 import { responsesRoutes } from './routes/responses';
 import { frame } from './sse/frame';
@@ -269,6 +270,7 @@ export async function buildApp(deps: AppDeps): Promise<EdgeApp> {
     conversationRoutes(api, ctx);
     eventRoutes(api, ctx);
     openaiRoutes(api, ctx);
+    embeddingsRoutes(api, ctx);
     responsesRoutes(api, ctx);
     messagesRoutes(api, ctx);
     usageRoutes(api, ctx);

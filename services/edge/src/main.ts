@@ -27,7 +27,7 @@ async function build(svc: Service<EdgeConfig>): Promise<void> {
   const registry = createRegistry('edge');
   if (cfg.inlineBroker) {
     // Its metrics (mesh_llm_*) on the edge's /metrics; its queues and settlements end in the edge's shutdown.
-    const { assembleBroker, countTokensResponse, describeUpstreams, generateResponses } = brokerModule();
+    const { assembleBroker, countTokensResponse, describeUpstreams, embedResponse, generateResponses } = brokerModule();
     // On the edge's Redis connection: the admissions and the edge's budget checks of one turn leave in one write.
     const { broker } = await assembleBroker(svc, cfg.inlineBroker, registry, redis);
     const log = logger.child({ component: 'llm-broker' });
@@ -35,6 +35,7 @@ async function build(svc: Service<EdgeConfig>): Promise<void> {
       generate: (req, signal, deadline, gate) => generateResponses(broker, log, req, signal, deadline, gate),
       countTokens: (req) => countTokensResponse(broker, req),
       models: () => broker.models(),
+      embed: (req, signal, deadline, gate) => embedResponse(broker, log, req, signal, deadline, gate),
     }, log);
     logger.info({ upstreams: describeUpstreams(cfg.inlineBroker) }, 'the broker runs inside this edge for /v1');
   }

@@ -74,6 +74,31 @@ export interface GenerateInput {
 
 export type CacheOutcome = 'miss' | 'hit' | 'stale';
 
+/** One embeddings call: as a direct call of `userId`, through the queue and quota of the upstream that serves `model`. */
+export interface EmbedInput {
+  userId: string;
+  /** Required: embedding models are not the upstreams' default (chat) models. */
+  model: string;
+  /** Texts or token ids, 1 to MAX_EMBED_INPUTS. */
+  inputs: (string | number[])[];
+  /** Shortens the vectors; absent or 0: the model's size. */
+  dimensions?: number;
+  endUser?: string;
+  /** As GenerateInput.gate. */
+  gate?: Promise<unknown>;
+}
+
+export interface EmbedResult {
+  vectors: Float32Array[];
+  usage: UsageOut;
+  model: string;
+  upstream: string;
+  queueWaitMs: number;
+}
+
+/** The most inputs one embeddings call takes (OpenAI's limit). */
+export const MAX_EMBED_INPUTS = 2048;
+
 export type GenerateEvent =
   | { type: 'queued'; position: number; estimatedWaitMs: number; marginalWaitMs: number }
   /** The answer is replayed from the response cache (before its deltas). */
@@ -81,6 +106,8 @@ export type GenerateEvent =
   | { type: 'delta'; content: string; logprobs?: LogprobOut[] }
   /** A piece of tool call `index`, with `streamToolCalls`: the first names the call (`id`, `name`), the next ones carry more of its arguments. `done` still has every call whole. */
   | { type: 'toolCall'; index: number; id?: string; name?: string; arguments: string }
+  /** An embeddings call's vectors (`embed`), before its `done`. */
+  | { type: 'embeddings'; vectors: Float32Array[] }
   | {
       type: 'done';
       finishReason: string;
@@ -255,6 +282,41 @@ export class LlmBroker {
     if (cache && input.gate) await input.gate;
     if (cache) yield* this.throughCache(cache, input, call, candidates, signal, deadline);
     else yield* this.fromUpstreams(input, call, candidates, signal, deadline);
+  }
+
+  /**
+   * Embeds the inputs with one upstream request: queued, admitted, retried, passed over to the next
+   * upstream and settled as a direct Generate call that generates nothing (its TPM reservation is
+   * the inputs' tokens). Not cached: an embedding is cheap to ask for and large to keep.
+   */
+  async embed(input: EmbedInput, signal: AbortSignal, deadline?: number): Promise<EmbedResult> {
+    if (!input.model) throw new BrokerRefusal('invalid_request', 'model is required for embeddings');
+    const n = input.inputs.length;
+    if (n === 0 || n > MAX_EMBED_INPUTS) throw new BrokerRefusal('invalid_request', `inputs must hold 1 to ${MAX_EMBED_INPUTS} texts or token lists`);
+    const empty = input.inputs.findIndex((x) => x.length === 0);
+    if (empty >= 0) throw new BrokerRefusal('invalid_request', `inputs[${empty}] is empty`);
+    // OpenAI's `input` is texts or token lists, not both.
+    if (new Set(input.inputs.map((x) => typeof x)).size > 1) throw new BrokerRefusal('invalid_request', 'inputs must be all texts or all token lists');
+    if (input.dimensions !== undefined && input.dimensions !== 0 && !(Number.isInteger(input.dimensions) && input.dimensions > 0)) throw new BrokerRefusal('invalid_request', 'dimensions must be a positive integer');
+    const call: PreparedCall = {
+      messages: [],
+      tools: [],
+      maxTokens: 0,
+      stream: false,
+      embed: { inputs: input.inputs, ...(input.dimensions ? { dimensions: input.dimensions } : {}) },
+      ...(input.endUser ? { endUser: input.endUser.slice(0, 256) } : {}),
+    };
+    const candidates = this.able(candidatesFor(this.d.upstreams, input.model), call, input.model);
+    const asGenerate: GenerateInput = { userId: input.userId, runId: '', callerRole: 'direct', runStarted: false, model: input.model, messages: [], tools: [], maxTokens: 0, cache: false, ...(input.gate ? { gate: input.gate } : {}) };
+    let vectors: Float32Array[] | undefined;
+    for await (const e of this.fromUpstreams(asGenerate, call, candidates, signal, deadline)) {
+      if (e.type === 'embeddings') vectors = e.vectors;
+      else if (e.type === 'done') {
+        if (!vectors) throw new BrokerRefusal('upstream_error', 'the upstream answered without embeddings');
+        return { vectors, usage: e.usage, model: e.model, upstream: e.upstream, queueWaitMs: e.queueWaitMs };
+      }
+    }
+    throw new BrokerRefusal('upstream_error', 'the embeddings call ended without an answer');
   }
 
   /**
@@ -559,6 +621,7 @@ export class LlmBroker {
           delivered += 1;
           return e.logprobs ? { type: 'delta', content: e.text, logprobs: e.logprobs } : { type: 'delta', content: e.text };
         }
+        if (e.type === 'embeddings') return e;
         if (e.type === 'tool_call') {
           if (!streamToolCalls) return undefined;
           delivered += 1;

@@ -4,5 +4,5 @@
 // Importing it starts nothing.
 export { assembleBroker, describeUpstreams, type BrokerHost } from './assemble';
 export { loadConfig, VARS, type BrokerConfig } from './config';
-export { countTokensResponse, generateResponses } from './server';
+export { countTokensResponse, embedResponse, generateResponses } from './server';
 export type { LlmBroker } from './broker';

@@ -8,6 +8,8 @@ import {
   ToolChoiceMode,
   type CountTokensRequest,
   type CountTokensResponse,
+  type EmbedRequest,
+  type EmbedResponse,
   type ListModelsRequest,
   type ListModelsResponse,
   type GenerateRequest,
@@ -15,7 +17,7 @@ import {
   type LlmBrokerServiceServer,
   type ToolChoice,
 } from '@agent-mesh/common/gen/llmbroker/v1/llm_broker';
-import { BrokerRefusal, type CacheOutcome, type GenerateEvent, type GenerateInput, type LlmBroker, type LogprobOut, type ToolChoiceSpec, type ToolSpec } from './broker';
+import { BrokerRefusal, type EmbedInput, type CacheOutcome, type GenerateEvent, type GenerateInput, type LlmBroker, type LogprobOut, type ToolChoiceSpec, type ToolSpec } from './broker';
 import { QueueRefusal } from './queue/admission';
 
 export const SERVICE_NAME = 'llmbroker.v1.LlmBrokerService';
@@ -113,6 +115,9 @@ export function toResponse(e: GenerateEvent, content = '', logprobs: LogprobOut[
       return { update: { $case: 'delta', delta: { content: e.content, logprobs: e.logprobs ?? [] } } };
     case 'toolCall':
       return { update: { $case: 'toolCall', toolCall: { index: e.index, id: e.id ?? '', name: e.name ?? '', arguments: e.arguments } } };
+    case 'embeddings':
+      // Only an Embed call gets vectors (embedResponse), never a Generate call.
+      throw new Error('embeddings are answered by Embed, not Generate');
     case 'done':
       return {
         update: {
@@ -142,7 +147,7 @@ export function toMeshError(err: unknown): unknown {
   return err;
 }
 
-function deadlineOf(call: ServerWritableStream<GenerateRequest, GenerateResponse>): number | undefined {
+function deadlineOf(call: { getDeadline(): Date | number }): number | undefined {
   const d = call.getDeadline();
   const ms = d instanceof Date ? d.getTime() : d;
   return Number.isFinite(ms) && ms > 0 ? ms : undefined;
@@ -197,11 +202,48 @@ export function countTokensResponse(broker: LlmBroker, req: CountTokensRequest):
   }
 }
 
+/** The wire's request in the broker's terms. */
+export function toEmbedInput(req: EmbedRequest): EmbedInput {
+  return {
+    userId: req.userId,
+    model: req.model,
+    inputs: req.inputs.map((i) => (i.input?.$case === 'tokens' ? i.input.tokens.ids : i.input?.$case === 'text' ? i.input.text : '')),
+    ...(req.dimensions ? { dimensions: req.dimensions } : {}),
+    ...(req.endUser ? { endUser: req.endUser } : {}),
+  };
+}
+
+/**
+ * One Embed call: the vectors, or a refusal as a MeshError. The gRPC handler serves it; so does an
+ * edge running the broker inside itself, with its `gate` (as generateResponses).
+ */
+export async function embedResponse(broker: LlmBroker, logger: Logger, req: EmbedRequest, signal: AbortSignal, deadline?: number, gate?: Promise<unknown>): Promise<EmbedResponse> {
+  annotate({ [ATTR.userId]: req.userId });
+  const started = Date.now();
+  try {
+    const r = await broker.embed(gate ? { ...toEmbedInput(req), gate } : toEmbedInput(req), signal, deadline);
+    logger.info({ role: 'direct', upstream: r.upstream, queueWaitMs: r.queueWaitMs, ms: Date.now() - started, usage: r.usage, inputs: req.inputs.length }, 'embed done');
+    return { embeddings: r.vectors.map((v) => ({ values: Array.from(v) })), promptTokens: r.usage.promptTokens, model: r.model, upstream: r.upstream, queueWaitMs: r.queueWaitMs };
+  } catch (err) {
+    const mapped = toMeshError(err);
+    if (mapped instanceof MeshError && !signal.aborted) logger.info({ reason: mapped.reason, role: 'direct' }, 'embed refused');
+    throw mapped;
+  }
+}
+
+/** A unary call's cancellation (the caller left, or its deadline passed) as an AbortSignal. */
+function cancelledSignal(call: { on(event: 'cancelled', listener: () => void): unknown }): AbortSignal {
+  const abort = new AbortController();
+  call.on('cancelled', () => abort.abort(new Error('the caller cancelled the call')));
+  return abort.signal;
+}
+
 export function brokerService(broker: LlmBroker, logger: Logger) {
   const implementation: LlmBrokerServiceServer = {
     generate: streamHandler<GenerateRequest, GenerateResponse>(logger, 'Generate', (req, signal, call) => generateResponses(broker, logger, req, signal, deadlineOf(call))),
     countTokens: unaryHandler<CountTokensRequest, CountTokensResponse>(logger, 'CountTokens', async (req) => countTokensResponse(broker, req)),
     listModels: unaryHandler<ListModelsRequest, ListModelsResponse>(logger, 'ListModels', async () => ({ models: broker.models() })),
+    embed: unaryHandler<EmbedRequest, EmbedResponse>(logger, 'Embed', (req, call) => embedResponse(broker, logger, req, cancelledSignal(call), deadlineOf(call))),
   };
   return { name: SERVICE_NAME, definition: LlmBrokerServiceService, implementation };
 }

@@ -296,13 +296,18 @@ export function openAiWire(job: CompletionJob): AnswerWire {
       service_tier: 'default',
       system_fingerprint: SYSTEM_FINGERPRINT,
     }),
-    failure: (status) => ({
-      status,
-      body:
-        status === 500
-          ? openAiError('The server had an error while processing your request. Sorry about that!', 'server_error', 'internal_error')
-          : openAiError('The engine is currently overloaded, please try again later.', 'server_error', 'service_unavailable'),
-    }),
+    failure: openAiFailure,
+  };
+}
+
+/** OpenAI's answer to a call that fails before its answer: 500 (internal) or 503 (overloaded). */
+export function openAiFailure(status: 500 | 503): { status: number; body: unknown } {
+  return {
+    status,
+    body:
+      status === 500
+        ? openAiError('The server had an error while processing your request. Sorry about that!', 'server_error', 'internal_error')
+        : openAiError('The engine is currently overloaded, please try again later.', 'server_error', 'service_unavailable'),
   };
 }
 

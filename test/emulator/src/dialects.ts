@@ -15,12 +15,13 @@ export interface Refusal {
   body: unknown;
 }
 
-/** A request the dialect refuses as invalid, in its words. */
+/** A request the dialect refuses as invalid, in its words (`type`: OpenAI's, when not `invalid_request_error`). */
 export class DialectInvalid extends Error {
   constructor(
     message: string,
-    readonly code: string,
+    readonly code: string | null,
     readonly param: string | null = null,
+    readonly type?: string,
   ) {
     super(message);
   }
@@ -33,7 +34,7 @@ export interface Dialect {
   authorize(req: IncomingMessage, expectedKey: string, wrongKey: boolean): Refusal | undefined;
   /** Validates the body; throws DialectInvalid. */
   parse(body: unknown): ChatCompletionRequest;
-  invalid(message: string, code: string, param: string | null): unknown;
+  invalid(message: string, code: string | null, param: string | null, type?: string): unknown;
   /** The provider's rate-limit headers, from the emulator's `x-ratelimit-*` ones. */
   limitHeaders(openAi: Record<string, string>): Record<string, string>;
   modelNotFound(model: string): Refusal;
@@ -72,11 +73,11 @@ export const OPENAI: Dialect = {
     try {
       return parseChatCompletionRequest(body);
     } catch (err) {
-      if (err instanceof InvalidRequestError) throw new DialectInvalid(err.message, err.code, err.param);
+      if (err instanceof InvalidRequestError) throw new DialectInvalid(err.message, err.code, err.param, err.type);
       throw err;
     }
   },
-  invalid: (message, code, param) => openAiError(message, 'invalid_request_error', code, param),
+  invalid: (message, code, param, type) => openAiError(message, type ?? 'invalid_request_error', code, param),
   limitHeaders: (h) => h,
   modelNotFound: (model) => ({ status: 404, body: openAiError(`The model \`${model}\` does not exist or you do not have access to it.`, 'invalid_request_error', 'model_not_found') }),
   insufficientQuota: () => ({

@@ -568,9 +568,9 @@ describe('request validation', () => {
   });
 
   it('answers 404 to an unknown route, OpenAI-style', async () => {
-    const res = await fetch(`${emulator.url}/v1/embeddings`, { method: 'POST', headers: AUTH, body: '{}' });
+    const res = await fetch(`${emulator.url}/v1/no-such-endpoint`, { method: 'POST', headers: AUTH, body: '{}' });
     expect(res.status).toBe(404);
-    expect(((await res.json()) as { error: { message: string } }).error.message).toBe('Invalid URL (POST /v1/embeddings)');
+    expect(((await res.json()) as { error: { message: string } }).error.message).toBe('Invalid URL (POST /v1/no-such-endpoint)');
   });
 });
 

@@ -74,13 +74,17 @@ export type ReasoningEffort = (typeof REASONING_EFFORTS)[number];
 export const VERBOSITIES = ['low', 'medium', 'high'] as const;
 export type Verbosity = (typeof VERBOSITIES)[number];
 
-/** A 400 in OpenAI's words: message, offending parameter, machine-readable code. */
+/**
+ * A 400 in OpenAI's words: message, offending parameter, machine-readable code (null where OpenAI
+ * sends none) and, rarely, another error type than `invalid_request_error`.
+ */
 export class InvalidRequestError extends Error {
   override readonly name = 'InvalidRequestError';
   constructor(
     message: string,
     readonly param: string | null,
-    readonly code: string,
+    readonly code: string | null,
+    readonly type = 'invalid_request_error',
   ) {
     super(message);
   }
@@ -89,7 +93,7 @@ export class InvalidRequestError extends Error {
 const ROLES: readonly ChatRole[] = ['system', 'developer', 'user', 'assistant', 'tool', 'function'];
 const FUNCTION_NAME = /^[a-zA-Z0-9_-]{1,64}$/;
 
-function typeName(value: unknown): string {
+export function typeName(value: unknown): string {
   if (value === null) return 'null';
   if (Array.isArray(value)) return 'an array';
   if (typeof value === 'number') return Number.isInteger(value) ? 'an integer' : 'a decimal';
@@ -97,7 +101,7 @@ function typeName(value: unknown): string {
   return `a ${typeof value}`;
 }
 
-function invalidType(param: string, expected: string, value: unknown): InvalidRequestError {
+export function invalidType(param: string, expected: string, value: unknown): InvalidRequestError {
   return new InvalidRequestError(
     `Invalid type for '${param}': expected ${expected}, but got ${typeName(value)} instead.`,
     param,
@@ -105,16 +109,16 @@ function invalidType(param: string, expected: string, value: unknown): InvalidRe
   );
 }
 
-function missing(param: string): InvalidRequestError {
+export function missing(param: string): InvalidRequestError {
   return new InvalidRequestError(`Missing required parameter: '${param}'.`, param, 'missing_required_parameter');
 }
 
-function isObject(value: unknown): value is Record<string, unknown> {
+export function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
 /** Absent and `null` mean the same for optional parameters, as with OpenAI. */
-function optional(body: Record<string, unknown>, key: string): unknown {
+export function optional(body: Record<string, unknown>, key: string): unknown {
   const value = body[key];
   return value === null ? undefined : value;
 }

@@ -1,5 +1,5 @@
 // The HTTP face of the emulator: routes, authentication, validation, admission, admin endpoints,
-// for both protocols it speaks (dialects.ts).
+// for both protocols it speaks (dialects.ts) and OpenAI's embeddings (embeddings.ts).
 import { randomBytes } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -8,11 +8,12 @@ import { composeAnswer, formatted } from './answers';
 import { BEHAVIOUR_HEADER, chooseBehaviours, paretoFactor, parseBehaviourList, splitModel, UnknownBehaviourError, type Behaviour } from './behaviours';
 import { deliverCompletion, type Fate } from './completion';
 import { ConfigError, validateConfigPatch, type EmulatorConfig, type LiveConfig } from './config';
+import { deliverEmbeddings, parseEmbeddingsRequest } from './embeddings';
 import { BodyTooLargeError, openAiError, pathOf, readBody, sendJson } from './http';
-import { ProviderLimits } from './limits';
+import { ProviderLimits, type LimitTicket } from './limits';
 import { SeededRandom } from './random';
 import { ANTHROPIC, DialectInvalid, OPENAI, type Dialect } from './dialects';
-import type { ChatCompletionRequest, ReasoningEffort, Verbosity } from './request';
+import { InvalidRequestError, type ReasoningEffort, type Verbosity } from './request';
 import { StatsRecorder, type EmulatorStats } from './stats';
 import { countPromptTokens, tokenizer } from './tokens';
 
@@ -118,6 +119,8 @@ export class ProviderEmulator {
         return this.complete(req, res, OPENAI);
       case 'POST /v1/messages':
         return this.complete(req, res, ANTHROPIC);
+      case 'POST /v1/embeddings':
+        return this.embed(req, res);
       case 'GET /v1/models':
         if (!this.authorized(req, res)) return;
         return sendJson(res, 200, { object: 'list', data: this.servedModels().map((id) => this.model(id)) });
@@ -180,22 +183,36 @@ export class ProviderEmulator {
     }
   }
 
-  /** One call in either protocol (`dialect`): checked, admitted under the limits, answered. */
-  private async complete(req: IncomingMessage, res: ServerResponse, dialect: Dialect): Promise<void> {
+  /**
+   * The door every model call goes through, whatever its endpoint: the body read, the behaviour
+   * header, the key, the JSON, the endpoint's own validation (`parse`, which also strips a
+   * `+behaviour` suffix from the model), then the behaviours that refuse before admission. Returns
+   * the call past the door, or undefined when it was answered here.
+   */
+  private async receive<T extends { model: string }>(
+    req: IncomingMessage,
+    res: ServerResponse,
+    dialect: Dialect,
+    parse: (body: unknown) => { request: T; asked: Behaviour[] },
+  ): Promise<Call<T> | undefined> {
     this.recorder.received();
     const headers = dialect.headers(requestId());
-    const refuse = (status: number, message: string, code: string, param: string | null = null): void => {
+    const refuse = (status: number, message: string, code: string | null, param: string | null = null, type?: string): undefined => {
       this.recorder.invalid();
-      sendJson(res, status, dialect.invalid(message, code, param), { ...headers, ...dialect.limitHeaders(this.limits.headers()) });
+      sendJson(res, status, dialect.invalid(message, code, param, type), { ...headers, ...dialect.limitHeaders(this.limits.headers()) });
+      return undefined;
     };
-    const refuseWith = (r: { status: number; body: unknown }, extra: Record<string, string>): void => sendJson(res, r.status, r.body, { ...headers, ...extra });
+    const refuseWith = (r: { status: number; body: unknown }, extra: Record<string, string>): undefined => {
+      sendJson(res, r.status, r.body, { ...headers, ...extra });
+      return undefined;
+    };
 
     let raw: string;
     try {
       raw = await readBody(req, MAX_BODY_BYTES);
     } catch (err) {
       if (err instanceof BodyTooLargeError) return refuse(413, 'Request body too large.', 'request_too_large');
-      return; // the client is gone
+      return undefined; // the client is gone
     }
     let asked: Behaviour[];
     try {
@@ -221,14 +238,13 @@ export class ProviderEmulator {
         'invalid_json',
       );
     }
-    let request: ChatCompletionRequest;
+    let request: T;
     try {
-      request = dialect.parse(body);
-      const split = splitModel(request.model);
-      request = { ...request, model: split.model };
-      asked.push(...split.behaviours);
+      const parsed = parse(body);
+      request = parsed.request;
+      asked.push(...parsed.asked);
     } catch (err) {
-      if (err instanceof DialectInvalid) return refuse(400, err.message, err.code, err.param);
+      if (err instanceof DialectInvalid || err instanceof InvalidRequestError) return refuse(400, err.message, err.code, err.param, err.type);
       if (err instanceof UnknownBehaviourError) return refuse(400, err.message, 'invalid_behaviour', 'model');
       throw err;
     }
@@ -247,7 +263,7 @@ export class ProviderEmulator {
       // idle keep-alive socket the client has just written to.
       this.recorder.refused();
       req.socket.destroy();
-      return;
+      return undefined;
     }
     if (behaviours.has('model_not_found') || !this.serves(request.model)) {
       this.recorder.refused();
@@ -274,6 +290,57 @@ export class ProviderEmulator {
         this.idleTimers.set(socket, timer);
       });
     }
+    return { request, behaviours, headers, limitHeaders };
+  }
+
+  /**
+   * Admits a call under the RPM, TPM and concurrency limits (charging `cost` tokens now), or
+   * answers it 429 with the provider's headers and returns undefined.
+   */
+  private admit(res: ServerResponse, dialect: Dialect, call: Call<unknown>, cost: number | (() => number), expectedMs: number): LimitTicket | undefined {
+    const admission = this.limits.admit(cost, expectedMs);
+    if (admission.admitted) return admission.ticket;
+    this.recorder.rateLimited();
+    sendJson(res, 429, dialect.rateLimited(admission.message), {
+      ...call.headers,
+      ...call.limitHeaders(),
+      'retry-after': String(Math.max(1, Math.ceil(admission.retryAfterMs / 1000))),
+      // OpenAI's finer hint; Anthropic sends whole seconds only.
+      ...(dialect === OPENAI ? { 'retry-after-ms': String(admission.retryAfterMs) } : {}),
+    });
+    return undefined;
+  }
+
+  /** What becomes of an admitted call, from one draw: fails, hangs, is cut, or is answered. */
+  private fate(draw: number): Fate {
+    const { failureRate, hangRate, cutRate } = this.config;
+    return draw < failureRate ? 'fail' : draw < failureRate + hangRate ? 'hang' : draw < failureRate + hangRate + cutRate ? 'cut' : 'answer';
+  }
+
+  /**
+   * Time to first token, scaled: the configured one ±15 %, plus the prompt's share under
+   * `slow_prefill`, times a Pareto draw under `heavy_tail`.
+   */
+  private firstTokenMs(rng: SeededRandom, behaviours: ReadonlySet<Behaviour>, promptTokens: number): number {
+    const config = this.config;
+    return (
+      (config.ttftMs * (0.85 + 0.3 * rng.next()) + (behaviours.has('slow_prefill') ? promptTokens * config.ttftPerPromptTokenMs : 0)) *
+      config.timeScale *
+      (behaviours.has('heavy_tail') ? paretoFactor(rng.next(), config.tailAlpha) : 1)
+    );
+  }
+
+  /** One chat call in either protocol (`dialect`): checked, admitted under the limits, answered. */
+  private async complete(req: IncomingMessage, res: ServerResponse, dialect: Dialect): Promise<void> {
+    const call = await this.receive(req, res, dialect, (body) => {
+      const request = dialect.parse(body);
+      const split = splitModel(request.model);
+      return { request: { ...request, model: split.model }, asked: split.behaviours };
+    });
+    if (call === undefined) return;
+    const { request, behaviours, headers } = call;
+
+    const config = this.config;
     const scale = config.timeScale;
     const expectedCompletion = request.maxTokens ?? config.completionTokens;
     const msPerToken = (1000 / config.tokensPerSec) * scale;
@@ -282,31 +349,19 @@ export class ProviderEmulator {
       promptTokens = countPromptTokens(request);
       return promptTokens + expectedCompletion;
     };
-    const admission = this.limits.admit(cost, config.ttftMs * scale + expectedCompletion * msPerToken);
-    if (!admission.admitted) {
-      this.recorder.rateLimited();
-      sendJson(res, 429, dialect.rateLimited(admission.message), {
-        ...headers,
-        ...limitHeaders(),
-        'retry-after': String(Math.max(1, Math.ceil(admission.retryAfterMs / 1000))),
-        // OpenAI's finer hint; Anthropic sends whole seconds only.
-        ...(dialect === OPENAI ? { 'retry-after-ms': String(admission.retryAfterMs) } : {}),
-      });
-      return;
-    }
-    const rateHeaders = limitHeaders();
-    const charged = admission.ticket.charge.tokens;
+    const ticket = this.admit(res, dialect, call, cost, config.ttftMs * scale + expectedCompletion * msPerToken);
+    if (ticket === undefined) return;
+    const rateHeaders = call.limitHeaders();
+    const charged = ticket.charge.tokens;
 
     // Everything random about this request comes from its own generator, seeded in arrival order,
     // or by the request's `seed`: the same request and seed, the same answer.
     const rng = new SeededRandom(request.seed !== undefined ? request.seed : this.rng.seed());
-    const draw = rng.next();
-    const fate: Fate =
-      draw < config.failureRate ? 'fail' : draw < config.failureRate + config.hangRate ? 'hang' : draw < config.failureRate + config.hangRate + config.cutRate ? 'cut' : 'answer';
+    const fate = this.fate(rng.next());
     const length = request.verbosity ? { ...config, completionTokens: Math.round(config.completionTokens * VERBOSITY_SHARE[request.verbosity]) } : config;
     const answer = formatted(composeAnswer(request, rng, length), request.responseFormat);
     const images = request.messages.reduce((n, m) => n + (m.images?.length ?? 0), 0);
-    this.recorder.admitted(Date.now(), answer.role, promptTokens, request.stream, images, request.endUser !== undefined);
+    this.recorder.admitted(Date.now(), dialect === OPENAI ? 'chat' : 'messages', answer.role, promptTokens, request.stream, images, request.endUser !== undefined);
     if (fate === 'hang') this.recorder.hung();
     else if (fate !== 'fail') this.recorder.answered(answer.kind, answer.kind === 'text' ? answer.verdict : undefined);
 
@@ -325,11 +380,7 @@ export class ProviderEmulator {
         promptTokens,
         fate,
         rng,
-        ttftMs:
-          (config.ttftMs * (0.85 + 0.3 * rng.next()) + (behaviours.has('slow_prefill') ? promptTokens * config.ttftPerPromptTokenMs : 0)) *
-          scale *
-          (behaviours.has('heavy_tail') ? paretoFactor(rng.next(), config.tailAlpha) : 1) +
-          reasoningTokens * msPerToken,
+        ttftMs: this.firstTokenMs(rng, behaviours, promptTokens) + reasoningTokens * msPerToken,
         reasoningTokens,
         behaviours,
         stallMs: config.stallMs * scale,
@@ -340,9 +391,46 @@ export class ProviderEmulator {
       (outcome, completionTokens) => {
         // `no_refund`: what was charged on arrival (prompt + max_tokens) stays charged.
         const final = behaviours.has('no_refund') ? charged : promptTokens + completionTokens;
-        admission.ticket.settle(final);
+        ticket.settle(final);
         this.recorder.finished(outcome, completionTokens, final);
       },
     );
   }
+
+  /**
+   * `POST /v1/embeddings`: through the same door, limits and misbehaviours as a chat call. It
+   * charges one request and its prompt tokens on arrival, which is all it ever uses (nothing to
+   * refund, `no_refund` changes nothing), and holds its concurrency slot for a time to first token.
+   */
+  private async embed(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const call = await this.receive(req, res, OPENAI, parseEmbeddingsRequest);
+    if (call === undefined) return;
+    const { request, behaviours, headers } = call;
+    const ticket = this.admit(res, OPENAI, call, request.promptTokens, this.config.ttftMs * this.config.timeScale);
+    if (ticket === undefined) return;
+    const rateHeaders = call.limitHeaders();
+
+    const rng = new SeededRandom(this.rng.seed());
+    const fate = this.fate(rng.next());
+    this.recorder.admitted(Date.now(), 'embeddings', 'other', request.promptTokens, false, 0, request.endUser !== undefined);
+    if (fate === 'hang') this.recorder.hung();
+    deliverEmbeddings(
+      res,
+      { request, fate, rng, latencyMs: this.firstTokenMs(rng, behaviours, request.promptTokens), headers: { ...headers, ...rateHeaders } },
+      (outcome) => {
+        ticket.settle(request.promptTokens);
+        this.recorder.finished(outcome, 0, request.promptTokens);
+      },
+    );
+  }
+}
+
+/** A model call past the door (ProviderEmulator.receive). */
+interface Call<T> {
+  request: T;
+  behaviours: ReadonlySet<Behaviour>;
+  /** The dialect's headers of every response (request id, version). */
+  headers: Record<string, string>;
+  /** The rate-limit headers as they stand now; none under `no_ratelimit_headers`. */
+  limitHeaders: () => Record<string, string>;
 }

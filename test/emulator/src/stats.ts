@@ -2,8 +2,11 @@
 import type { AgentRole } from './answers';
 import type { Behaviour } from './behaviours';
 
+/** The model endpoints: OpenAI's chat completions, Anthropic's Messages, OpenAI's embeddings. */
+export type Endpoint = 'chat' | 'messages' | 'embeddings';
+
 export interface EmulatorStats {
-  /** Every `POST /v1/chat/completions`, whatever became of it. */
+  /** Every call to a model endpoint (chat completions, messages, embeddings), whatever became of it. */
   requests: number;
   /** Answered in full (200, stream ended with `[DONE]`). */
   completed: number;
@@ -45,10 +48,12 @@ export interface EmulatorStats {
   admissions: number[];
   /** The most requests admitted within any one rate window (60 s × time scale), over `admissions`. */
   maxPerWindow: number;
-  /** Admitted requests by the agent that sent them. */
+  /** Admitted requests by the agent that sent them (embeddings, which have no system prompt: `other`). */
   byRole: Record<AgentRole, number>;
-  /** Admitted requests that asked for a stream (`stream: true`) and those that asked for the whole answer. */
+  /** Admitted requests that asked for a stream (`stream: true`) and those that asked for the whole answer (embeddings too). */
   byMode: { stream: number; whole: number };
+  /** Admitted requests by endpoint (`POST /v1/chat/completions`, `/v1/messages`, `/v1/embeddings`). */
+  byEndpoint: Record<Endpoint, number>;
   /** `VERDICT:` lines written by the Critic. */
   verdicts: { approve: number; revise: number };
 }
@@ -81,6 +86,7 @@ function emptyStats(inFlight: number): EmulatorStats {
     maxPerWindow: 0,
     byRole: { planner: 0, critic: 0, host: 0, reporter: 0, other: 0 },
     byMode: { stream: 0, whole: 0 },
+    byEndpoint: { chat: 0, messages: 0, embeddings: 0 },
     verdicts: { approve: 0, revise: 0 },
   };
 }
@@ -108,8 +114,9 @@ export class StatsRecorder {
     this.stats.rateLimited++;
   }
 
-  admitted(at: number, role: AgentRole, promptTokens: number, stream: boolean, images: number, namedUser: boolean): void {
+  admitted(at: number, endpoint: Endpoint, role: AgentRole, promptTokens: number, stream: boolean, images: number, namedUser: boolean): void {
     const s = this.stats;
+    s.byEndpoint[endpoint]++;
     s.images += images;
     if (namedUser) s.users++;
     s.byMode[stream ? 'stream' : 'whole']++;
@@ -160,6 +167,8 @@ export class StatsRecorder {
       maxPerWindow,
       behaviours: { ...s.behaviours },
       byRole: { ...s.byRole },
+      byMode: { ...s.byMode },
+      byEndpoint: { ...s.byEndpoint },
       verdicts: { ...s.verdicts },
     };
   }

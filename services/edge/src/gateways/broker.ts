@@ -18,6 +18,10 @@ export function brokerGateway(addr: string): BrokerGateway & { client: Client; c
     },
     countTokens: (request, scope) => unary(client.countTokens.bind(client), { request }, scope),
     listModels: async (scope) => (await unary(client.listModels.bind(client), {}, scope)).models,
+    async embed(req, signal, gate) {
+      if (gate) await gate;
+      return unary(client.embed.bind(client), req, { signal, timeoutMs: GENERATE_DEADLINE_MS });
+    },
     close: () => client.close(),
   };
 }

@@ -2,7 +2,7 @@
 // events as GenerateResponse messages, its refusals as the errors a gRPC caller gets — so the
 // routes cannot tell the two apart, without the hop.
 import { asReceivedError, type Logger } from '@agent-mesh/common';
-import type { CountTokensRequest, CountTokensResponse, GenerateRequest, GenerateResponse, ServedModel } from '@agent-mesh/common/gen/llmbroker/v1/llm_broker';
+import type { CountTokensRequest, CountTokensResponse, EmbedRequest, EmbedResponse, GenerateRequest, GenerateResponse, ServedModel } from '@agent-mesh/common/gen/llmbroker/v1/llm_broker';
 import { GENERATE_DEADLINE_MS } from './broker';
 import type { BrokerGateway } from './types';
 
@@ -14,9 +14,14 @@ export interface InlineBroker {
   countTokens(req: CountTokensRequest): CountTokensResponse;
   /** ListModels (the broker's `models`). */
   models(): ServedModel[];
+  /** Embed (`embedResponse`). */
+  embed(req: EmbedRequest, signal: AbortSignal, deadline: number, gate?: Promise<unknown>): Promise<EmbedResponse>;
 }
 
 export function inlineBrokerGateway(broker: InlineBroker, logger: Logger): BrokerGateway {
+  /** The error a gRPC caller would get; the gate's own refusal is the caller's error, not the broker's, and stays as it is. */
+  const received = async (err: unknown, gate: Promise<unknown> | undefined, method: string): Promise<unknown> =>
+    gate && (await gate.then(() => false, (e: unknown) => e === err)) ? err : asReceivedError(err, logger, method);
   return {
     gateBeside: true,
     async countTokens(request) {
@@ -31,9 +36,14 @@ export function inlineBrokerGateway(broker: InlineBroker, logger: Logger): Broke
       try {
         yield* broker.generate(req, signal, Date.now() + GENERATE_DEADLINE_MS, gate);
       } catch (err) {
-        // The gate's own refusal is the caller's error, not the broker's.
-        if (gate && (await gate.then(() => false, (e: unknown) => e === err))) throw err;
-        throw asReceivedError(err, logger, 'Generate');
+        throw await received(err, gate, 'Generate');
+      }
+    },
+    async embed(req, signal, gate) {
+      try {
+        return await broker.embed(req, signal, Date.now() + GENERATE_DEADLINE_MS, gate);
+      } catch (err) {
+        throw await received(err, gate, 'Embed');
       }
     },
   };

@@ -25,7 +25,7 @@ import type {
   SaveStoredResponseRequest,
   SaveStoredResponseResponse,
 } from '@agent-mesh/common/gen/store/v1/store';
-import type { CountTokensResponse, GenerateRequest, GenerateResponse, ServedModel } from '@agent-mesh/common/gen/llmbroker/v1/llm_broker';
+import type { CountTokensResponse, EmbedRequest, EmbedResponse, GenerateRequest, GenerateResponse, ServedModel } from '@agent-mesh/common/gen/llmbroker/v1/llm_broker';
 import type { JaegerReader } from '../ops/jaeger';
 import type { PrometheusReader } from '../ops/prometheus';
 
@@ -115,6 +115,8 @@ export interface BrokerGateway {
   countTokens(req: GenerateRequest, scope?: CallScope): Promise<CountTokensResponse>;
   /** The models the upstreams serve, in fallback order. */
   listModels(scope?: CallScope): Promise<ServedModel[]>;
+  /** One Embed call; `gate` as for generate. */
+  embed(req: EmbedRequest, signal: AbortSignal, gate?: Promise<unknown>): Promise<EmbedResponse>;
   /** The gate's Redis commands leave with the admission's, in one write (the inline broker). */
   readonly gateBeside?: boolean;
 }

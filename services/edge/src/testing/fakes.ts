@@ -3,7 +3,7 @@
 import { MeshError, redisUnavailable } from '@agent-mesh/common';
 import type { RunEvent } from '@agent-mesh/common/gen/orchestrator/v1/orchestrator';
 import { RunStatus, type Conversation, type Run, type StoredResponse } from '@agent-mesh/common/gen/store/v1/store';
-import type { GenerateResponse } from '@agent-mesh/common/gen/llmbroker/v1/llm_broker';
+import type { EmbedRequest, EmbedResponse, GenerateResponse } from '@agent-mesh/common/gen/llmbroker/v1/llm_broker';
 import { randomUUID } from 'node:crypto';
 import type { BrokerGateway, CancelSignal, Gateways, OrchestratorGateway, StoreGateway } from '../gateways/types';
 
@@ -282,6 +282,18 @@ export class FakeBroker implements BrokerGateway {
         done: { finishReason: 'stop', usage: { promptTokens: 5, completionTokens: 4, totalTokens: 9 }, toolCalls: [], model: req.model || 'upstream', queueWaitMs: 0, cache: 0, cachedUsage: undefined, upstream: 'default', content: '', logprobs: [] },
       },
     };
+  }
+
+  /** The Embed requests that passed their gate. */
+  embedded: EmbedRequest[] = [];
+  /** Each input's vector: [its position, its length or token count, 0.5] (dimensions: the first that many). */
+  async embed(req: EmbedRequest, _signal: AbortSignal, gate?: Promise<unknown>): Promise<EmbedResponse> {
+    if (gate) this.gated += 1;
+    await gate;
+    this.embedded.push(req);
+    const sizeOf = (i: EmbedRequest['inputs'][number]) => (i.input?.$case === 'text' ? i.input.text.length : i.input?.$case === 'tokens' ? i.input.tokens.ids.length : 0);
+    const embeddings = req.inputs.map((input, k) => ({ values: [k, sizeOf(input), 0.5].slice(0, req.dimensions || 3) }));
+    return { embeddings, promptTokens: req.inputs.reduce((n, i) => n + sizeOf(i), 0), model: req.model, upstream: 'default', queueWaitMs: 0 };
   }
 }
 

@@ -319,6 +319,8 @@ function countPromptTokens(req: ProviderRequest): number {
 
 /** What the Messages API has no way to send, as OpenAI's parameter names: a call that sets one goes elsewhere, or is refused. */
 const UNSUPPORTED: [string, (req: ProviderRequest) => boolean][] = [
+  // Anthropic has no embeddings endpoint.
+  ['embeddings', (r) => r.embed !== undefined],
   ['seed', (r) => r.seed !== undefined],
   ['presence_penalty', (r) => r.presencePenalty !== undefined],
   ['frequency_penalty', (r) => r.frequencyPenalty !== undefined],

@@ -53,7 +53,8 @@ export class HttpProvider implements Provider {
   }
 
   async open(req: ProviderRequest, signal: AbortSignal): Promise<OpenStream> {
-    const answer = req.stream === false ? this.wire.answer?.bind(this.wire) : undefined;
+    const { wire } = this;
+    const answer = req.stream === false && wire.answer ? (text: string) => wire.answer!(text, req) : undefined;
     const { path, headers, body } = this.wire.request(req, this.o.apiKey, answer === undefined);
     const url = this.urlOf(path);
     // The span lasts until the answer is read, or given up (streamed: the stream's end).
@@ -66,7 +67,7 @@ export class HttpProvider implements Provider {
     }
   }
 
-  private async call(url: URL, headers: Record<string, string>, body: string, signal: AbortSignal, answer: WireProtocol['answer'], span: HttpCallSpan): Promise<OpenStream> {
+  private async call(url: URL, headers: Record<string, string>, body: string, signal: AbortSignal, answer: ((text: string) => ReturnType<NonNullable<WireProtocol['answer']>>) | undefined, span: HttpCallSpan): Promise<OpenStream> {
     let res: Awaited<ReturnType<typeof request>>;
     try {
       res = await request(url, { method: 'POST', headers, body, signal, dispatcher: this.agent });

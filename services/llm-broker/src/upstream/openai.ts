@@ -3,6 +3,7 @@
 // ending with `data: [DONE]` (or, for a caller that does not stream, one `chat.completion` object),
 // `x-ratelimit-*` headers, errors as `{"error": {message, type, code}}`.
 import { countPromptTokens as countChatTokens } from '../tokens';
+import { embeddingsAnswer, embeddingsRequestBody, embedPromptTokens } from './embeddings';
 import { imagesTokens, openAiImageTokens } from './images';
 import { SseFramer } from './sse';
 import {
@@ -288,12 +289,13 @@ export const openAiProtocol: WireProtocol = {
   request(req, apiKey, stream) {
     const headers: Record<string, string> = { 'content-type': 'application/json', accept: stream ? 'text/event-stream' : 'application/json' };
     if (apiKey) headers.authorization = `Bearer ${apiKey}`;
+    if (req.embed) return { path: '/embeddings', headers, body: JSON.stringify(embeddingsRequestBody({ ...req, embed: req.embed })) };
     const body = stream ? { ...chatRequestBody(req), stream: true, stream_options: { include_usage: true } } : { ...chatRequestBody(req), stream: false };
     return { path: '/chat/completions', headers, body: JSON.stringify(body) };
   },
-  answer: completionAnswer,
+  answer: (body, req) => (req.embed ? embeddingsAnswer(body, req.embed) : completionAnswer(body)),
   limits: limitHeaders,
   error: openAiError,
   parser: () => new ChunkParser(),
-  countPromptTokens: (req) => chatPromptTokens(req) + imagesTokens(req.messages, openAiImageTokens),
+  countPromptTokens: (req) => (req.embed ? embedPromptTokens(req.embed) : chatPromptTokens(req) + imagesTokens(req.messages, openAiImageTokens)),
 };

@@ -94,6 +94,14 @@ export interface ProviderRequest {
   endUser?: string;
   /** False: ask for the whole answer at once (when the protocol can); absent or true: streamed. */
   stream?: boolean;
+  /** An embeddings call, not a chat (`messages` and `tools` empty, `maxTokens` 0, not streamed). */
+  embed?: EmbedSpec;
+}
+
+/** What to embed: each input a text or its token ids, one vector each; `dimensions` shortens them (absent: the model's size). */
+export interface EmbedSpec {
+  inputs: (string | number[])[];
+  dimensions?: number;
 }
 
 /** What a streamed answer says, in the broker's terms. `finish` uses OpenAI's vocabulary (stop, length, tool_calls, content_filter). */
@@ -106,7 +114,9 @@ export type StreamEvent =
    * A piece of tool call `index` (0 for the answer's first call): its first event names it (`id`,
    * `name`, and the arguments so far), the next ones carry more of its arguments (JSON text).
    */
-  | { type: 'tool_call'; index: number; id?: string; name?: string; arguments: string };
+  | { type: 'tool_call'; index: number; id?: string; name?: string; arguments: string }
+  /** An embeddings call's vectors, one per input in their order. */
+  | { type: 'embeddings'; vectors: Float32Array[] };
 
 /** What the provider says about its limits (per minute), when it says it. */
 export interface ProviderLimits {
@@ -199,7 +209,7 @@ export interface WireProtocol {
    * calls; throws an UpstreamError for a body that is not a complete answer. Absent: the protocol
    * always streams.
    */
-  answer?(body: string): { events: StreamEvent[]; toolCalls: ToolCallOut[] };
+  answer?(body: string, req: ProviderRequest): { events: StreamEvent[]; toolCalls: ToolCallOut[] };
   /** Rate-limit headers → limits per minute. */
   limits(headers: Headers): ProviderLimits;
   /** A non-200 answer → the error in the broker's terms. */

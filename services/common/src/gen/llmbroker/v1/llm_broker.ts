@@ -202,6 +202,59 @@ export function cacheStatusToJSON(object: CacheStatus): string {
   }
 }
 
+/** EmbedRequest is one embeddings call. */
+export interface EmbedRequest {
+  /** user_id is the caller's user: its queue share and token budgets. */
+  userId: string;
+  /** model is the embedding model (required): an upstream that lists it, else the first upstream. */
+  model: string;
+  /** inputs are embedded in order, one vector each (1 to 2,048). */
+  inputs: EmbedInput[];
+  /** dimensions shortens the vectors (models that allow it); 0: the model's own size. */
+  dimensions: number;
+  /** end_user is the caller's name for its end user (OpenAI's `user`); empty: none. */
+  endUser: string;
+}
+
+/** EmbedInput is one text to embed, or its token ids. */
+export interface EmbedInput {
+  /** input is the text or the token ids. */
+  input:
+    | //
+    /** text is the text itself. */
+    { $case: "text"; text: string }
+    | //
+    /** tokens are token ids of the model's tokenizer. */
+    { $case: "tokens"; tokens: TokenIds }
+    | undefined;
+}
+
+/** TokenIds is a list of token ids. */
+export interface TokenIds {
+  /** ids are the token ids, in order. */
+  ids: number[];
+}
+
+/** EmbedResponse holds one vector per input, in the inputs' order. */
+export interface EmbedResponse {
+  /** embeddings are the vectors, in the inputs' order. */
+  embeddings: Embedding[];
+  /** prompt_tokens is what the upstream billed for the inputs. */
+  promptTokens: number;
+  /** model is the model that answered, as the upstream names it. */
+  model: string;
+  /** upstream names the upstream (LLM_UPSTREAMS) that served the call. */
+  upstream: string;
+  /** queue_wait_ms is how long the call waited for its admission. */
+  queueWaitMs: number;
+}
+
+/** Embedding is one vector. */
+export interface Embedding {
+  /** values are the vector's components (32-bit floats, as providers compute them). */
+  values: number[];
+}
+
 /** ListModelsRequest asks for the models. */
 export interface ListModelsRequest {
 }
@@ -600,6 +653,555 @@ export interface Done {
    */
   stopSequence?: string | undefined;
 }
+
+function createBaseEmbedRequest(): EmbedRequest {
+  return { userId: "", model: "", inputs: [], dimensions: 0, endUser: "" };
+}
+
+export const EmbedRequest: MessageFns<EmbedRequest> = {
+  encode(message: EmbedRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.userId !== "") {
+      writer.uint32(10).string(message.userId);
+    }
+    if (message.model !== "") {
+      writer.uint32(18).string(message.model);
+    }
+    for (const v of message.inputs) {
+      EmbedInput.encode(v!, writer.uint32(26).fork()).join();
+    }
+    if (message.dimensions !== 0) {
+      writer.uint32(32).int32(message.dimensions);
+    }
+    if (message.endUser !== "") {
+      writer.uint32(42).string(message.endUser);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): EmbedRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseEmbedRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.userId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.model = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.inputs.push(EmbedInput.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.dimensions = reader.int32();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.endUser = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): EmbedRequest {
+    return {
+      userId: isSet(object.userId)
+        ? globalThis.String(object.userId)
+        : isSet(object.user_id)
+        ? globalThis.String(object.user_id)
+        : "",
+      model: isSet(object.model) ? globalThis.String(object.model) : "",
+      inputs: globalThis.Array.isArray(object?.inputs) ? object.inputs.map((e: any) => EmbedInput.fromJSON(e)) : [],
+      dimensions: isSet(object.dimensions) ? globalThis.Number(object.dimensions) : 0,
+      endUser: isSet(object.endUser)
+        ? globalThis.String(object.endUser)
+        : isSet(object.end_user)
+        ? globalThis.String(object.end_user)
+        : "",
+    };
+  },
+
+  toJSON(message: EmbedRequest): unknown {
+    const obj: any = {};
+    if (message.userId !== "") {
+      obj.userId = message.userId;
+    }
+    if (message.model !== "") {
+      obj.model = message.model;
+    }
+    if (message.inputs?.length) {
+      obj.inputs = message.inputs.map((e) => EmbedInput.toJSON(e));
+    }
+    if (message.dimensions !== 0) {
+      obj.dimensions = Math.round(message.dimensions);
+    }
+    if (message.endUser !== "") {
+      obj.endUser = message.endUser;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<EmbedRequest>): EmbedRequest {
+    return EmbedRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<EmbedRequest>): EmbedRequest {
+    const message = createBaseEmbedRequest();
+    message.userId = object.userId ?? "";
+    message.model = object.model ?? "";
+    message.inputs = object.inputs?.map((e) => EmbedInput.fromPartial(e)) || [];
+    message.dimensions = object.dimensions ?? 0;
+    message.endUser = object.endUser ?? "";
+    return message;
+  },
+};
+
+function createBaseEmbedInput(): EmbedInput {
+  return { input: undefined };
+}
+
+export const EmbedInput: MessageFns<EmbedInput> = {
+  encode(message: EmbedInput, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    switch (message.input?.$case) {
+      case "text":
+        writer.uint32(10).string(message.input.text);
+        break;
+      case "tokens":
+        TokenIds.encode(message.input.tokens, writer.uint32(18).fork()).join();
+        break;
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): EmbedInput {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseEmbedInput();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.input = { $case: "text", text: reader.string() };
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.input = { $case: "tokens", tokens: TokenIds.decode(reader, reader.uint32()) };
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): EmbedInput {
+    return {
+      input: isSet(object.text)
+        ? { $case: "text", text: globalThis.String(object.text) }
+        : isSet(object.tokens)
+        ? { $case: "tokens", tokens: TokenIds.fromJSON(object.tokens) }
+        : undefined,
+    };
+  },
+
+  toJSON(message: EmbedInput): unknown {
+    const obj: any = {};
+    if (message.input?.$case === "text") {
+      obj.text = message.input.text;
+    } else if (message.input?.$case === "tokens") {
+      obj.tokens = TokenIds.toJSON(message.input.tokens);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<EmbedInput>): EmbedInput {
+    return EmbedInput.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<EmbedInput>): EmbedInput {
+    const message = createBaseEmbedInput();
+    switch (object.input?.$case) {
+      case "text": {
+        if (object.input?.text !== undefined && object.input?.text !== null) {
+          message.input = { $case: "text", text: object.input.text };
+        }
+        break;
+      }
+      case "tokens": {
+        if (object.input?.tokens !== undefined && object.input?.tokens !== null) {
+          message.input = { $case: "tokens", tokens: TokenIds.fromPartial(object.input.tokens) };
+        }
+        break;
+      }
+    }
+    return message;
+  },
+};
+
+function createBaseTokenIds(): TokenIds {
+  return { ids: [] };
+}
+
+export const TokenIds: MessageFns<TokenIds> = {
+  encode(message: TokenIds, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.ids.length !== 0) {
+      writer.uint32(10).fork();
+      for (const v of message.ids) {
+        writer.int32(v);
+      }
+      writer.join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): TokenIds {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseTokenIds();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag === 8) {
+              message.ids.push(reader.int32());
+
+              continue;
+            }
+
+            if (tag === 10) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.ids.push(reader.int32());
+              }
+
+              continue;
+            }
+
+            break;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): TokenIds {
+    return { ids: globalThis.Array.isArray(object?.ids) ? object.ids.map((e: any) => globalThis.Number(e)) : [] };
+  },
+
+  toJSON(message: TokenIds): unknown {
+    const obj: any = {};
+    if (message.ids?.length) {
+      obj.ids = message.ids.map((e) => Math.round(e));
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<TokenIds>): TokenIds {
+    return TokenIds.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<TokenIds>): TokenIds {
+    const message = createBaseTokenIds();
+    message.ids = object.ids?.map((e) => e) || [];
+    return message;
+  },
+};
+
+function createBaseEmbedResponse(): EmbedResponse {
+  return { embeddings: [], promptTokens: 0, model: "", upstream: "", queueWaitMs: 0 };
+}
+
+export const EmbedResponse: MessageFns<EmbedResponse> = {
+  encode(message: EmbedResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.embeddings) {
+      Embedding.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.promptTokens !== 0) {
+      writer.uint32(16).int32(message.promptTokens);
+    }
+    if (message.model !== "") {
+      writer.uint32(26).string(message.model);
+    }
+    if (message.upstream !== "") {
+      writer.uint32(34).string(message.upstream);
+    }
+    if (message.queueWaitMs !== 0) {
+      writer.uint32(40).int64(message.queueWaitMs);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): EmbedResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseEmbedResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.embeddings.push(Embedding.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.promptTokens = reader.int32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.model = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.upstream = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.queueWaitMs = longToNumber(reader.int64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): EmbedResponse {
+    return {
+      embeddings: globalThis.Array.isArray(object?.embeddings)
+        ? object.embeddings.map((e: any) => Embedding.fromJSON(e))
+        : [],
+      promptTokens: isSet(object.promptTokens)
+        ? globalThis.Number(object.promptTokens)
+        : isSet(object.prompt_tokens)
+        ? globalThis.Number(object.prompt_tokens)
+        : 0,
+      model: isSet(object.model) ? globalThis.String(object.model) : "",
+      upstream: isSet(object.upstream) ? globalThis.String(object.upstream) : "",
+      queueWaitMs: isSet(object.queueWaitMs)
+        ? globalThis.Number(object.queueWaitMs)
+        : isSet(object.queue_wait_ms)
+        ? globalThis.Number(object.queue_wait_ms)
+        : 0,
+    };
+  },
+
+  toJSON(message: EmbedResponse): unknown {
+    const obj: any = {};
+    if (message.embeddings?.length) {
+      obj.embeddings = message.embeddings.map((e) => Embedding.toJSON(e));
+    }
+    if (message.promptTokens !== 0) {
+      obj.promptTokens = Math.round(message.promptTokens);
+    }
+    if (message.model !== "") {
+      obj.model = message.model;
+    }
+    if (message.upstream !== "") {
+      obj.upstream = message.upstream;
+    }
+    if (message.queueWaitMs !== 0) {
+      obj.queueWaitMs = Math.round(message.queueWaitMs);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<EmbedResponse>): EmbedResponse {
+    return EmbedResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<EmbedResponse>): EmbedResponse {
+    const message = createBaseEmbedResponse();
+    message.embeddings = object.embeddings?.map((e) => Embedding.fromPartial(e)) || [];
+    message.promptTokens = object.promptTokens ?? 0;
+    message.model = object.model ?? "";
+    message.upstream = object.upstream ?? "";
+    message.queueWaitMs = object.queueWaitMs ?? 0;
+    return message;
+  },
+};
+
+function createBaseEmbedding(): Embedding {
+  return { values: [] };
+}
+
+export const Embedding: MessageFns<Embedding> = {
+  encode(message: Embedding, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.values.length !== 0) {
+      writer.uint32(10).fork();
+      for (const v of message.values) {
+        writer.float(v);
+      }
+      writer.join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Embedding {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseEmbedding();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag === 13) {
+              message.values.push(reader.float());
+
+              continue;
+            }
+
+            if (tag === 10) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.values.push(reader.float());
+              }
+
+              continue;
+            }
+
+            break;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): Embedding {
+    return {
+      values: globalThis.Array.isArray(object?.values) ? object.values.map((e: any) => globalThis.Number(e)) : [],
+    };
+  },
+
+  toJSON(message: Embedding): unknown {
+    const obj: any = {};
+    if (message.values?.length) {
+      obj.values = message.values.map((e) => floatToJson(e));
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<Embedding>): Embedding {
+    return Embedding.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<Embedding>): Embedding {
+    const message = createBaseEmbedding();
+    message.values = object.values?.map((e) => e) || [];
+    return message;
+  },
+};
 
 function createBaseListModelsRequest(): ListModelsRequest {
   return {};
@@ -3517,6 +4119,21 @@ export const LlmBrokerServiceService = {
     responseSerialize: (value: ListModelsResponse): Buffer => Buffer.from(ListModelsResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): ListModelsResponse => ListModelsResponse.decode(value),
   },
+  /**
+   * Embed turns texts (or token ids) into vectors, one upstream request through the same queue,
+   * quota, breaker and retries as Generate: the request and its inputs' tokens count against the
+   * upstream's limits, and the tokens against the user's budgets. An upstream whose protocol has no
+   * embeddings (Anthropic's) is refused INVALID_ARGUMENT; an unknown model NOT_FOUND.
+   */
+  embed: {
+    path: "/llmbroker.v1.LlmBrokerService/Embed" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: EmbedRequest): Buffer => Buffer.from(EmbedRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): EmbedRequest => EmbedRequest.decode(value),
+    responseSerialize: (value: EmbedResponse): Buffer => Buffer.from(EmbedResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): EmbedResponse => EmbedResponse.decode(value),
+  },
 } as const;
 
 export interface LlmBrokerServiceServer extends UntypedServiceImplementation {
@@ -3533,6 +4150,13 @@ export interface LlmBrokerServiceServer extends UntypedServiceImplementation {
   countTokens: handleUnaryCall<CountTokensRequest, CountTokensResponse>;
   /** ListModels lists the models the upstreams serve (LLM_UPSTREAMS' models), in fallback order. */
   listModels: handleUnaryCall<ListModelsRequest, ListModelsResponse>;
+  /**
+   * Embed turns texts (or token ids) into vectors, one upstream request through the same queue,
+   * quota, breaker and retries as Generate: the request and its inputs' tokens count against the
+   * upstream's limits, and the tokens against the user's budgets. An upstream whose protocol has no
+   * embeddings (Anthropic's) is refused INVALID_ARGUMENT; an unknown model NOT_FOUND.
+   */
+  embed: handleUnaryCall<EmbedRequest, EmbedResponse>;
 }
 
 export interface LlmBrokerServiceClient extends Client {
@@ -3581,6 +4205,27 @@ export interface LlmBrokerServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ListModelsResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Embed turns texts (or token ids) into vectors, one upstream request through the same queue,
+   * quota, breaker and retries as Generate: the request and its inputs' tokens count against the
+   * upstream's limits, and the tokens against the user's budgets. An upstream whose protocol has no
+   * embeddings (Anthropic's) is refused INVALID_ARGUMENT; an unknown model NOT_FOUND.
+   */
+  embed(
+    request: EmbedRequest,
+    callback: (error: ServiceError | null, response: EmbedResponse) => void,
+  ): ClientUnaryCall;
+  embed(
+    request: EmbedRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: EmbedResponse) => void,
+  ): ClientUnaryCall;
+  embed(
+    request: EmbedRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: EmbedResponse) => void,
   ): ClientUnaryCall;
 }
 

@@ -1,0 +1,130 @@
+// OpenAI-compatible POST /v1/embeddings: one Embed call through the broker, in the same queue and
+// quota as the chat calls (the request and its inputs' tokens count against the provider's limits)
+// and charged to the user's token budgets. The broker asks the provider for base64 and passes the
+// vectors on as 32-bit floats; they are written as the caller asks: JSON numbers or base64.
+import type { FastifyInstance } from 'fastify';
+import { annotate, ATTR } from '@agent-mesh/common';
+import type { EmbedInput, EmbedResponse } from '@agent-mesh/common/gen/llmbroker/v1/llm_broker';
+import type { EdgeContext } from '../context';
+import { NO_NUL, openAiErrorResponses } from './schemas';
+
+/** OpenAI's limit on the inputs of one call. */
+const MAX_INPUTS = 2048;
+/** A text's length, and a token list's, beyond anything an embedding model takes (8,192 tokens): the provider refuses what is over its own limit. */
+const MAX_TEXT = 200_000;
+const MAX_TOKENS = 65_536;
+
+export interface EmbeddingsBody {
+  model: string;
+  input: string | string[] | number[] | number[][];
+  encoding_format?: 'float' | 'base64' | null;
+  dimensions?: number | null;
+  user?: string;
+}
+
+const text = { type: 'string', minLength: 1, maxLength: MAX_TEXT, pattern: NO_NUL } as const;
+const tokenIds = { type: 'array', minItems: 1, maxItems: MAX_TOKENS, items: { type: 'integer', minimum: 0, maximum: 2_147_483_647 } } as const;
+
+/** The body's inputs as the broker takes them: each a text or its token ids. */
+export function embedInputs(input: EmbeddingsBody['input']): EmbedInput[] {
+  if (typeof input === 'string') return [{ input: { $case: 'text', text: input } }];
+  // One token list (numbers), or a list of texts or of token lists.
+  if (typeof input[0] === 'number') return [{ input: { $case: 'tokens', tokens: { ids: input as number[] } } }];
+  return (input as (string | number[])[]).map((x) => (typeof x === 'string' ? { input: { $case: 'text', text: x } } : { input: { $case: 'tokens', tokens: { ids: x } } }));
+}
+
+/** A vector as base64 of its little-endian 32-bit floats (what OpenAI's `encoding_format: base64` gives). */
+export function base64Vector(values: readonly number[]): string {
+  const bytes = Buffer.allocUnsafe(values.length * 4);
+  for (const [i, v] of values.entries()) bytes.writeFloatLE(v, i * 4);
+  return bytes.toString('base64');
+}
+
+/** The answer in OpenAI's shape. */
+export function embeddingsAnswer(r: EmbedResponse, asked: EmbeddingsBody) {
+  const base64 = asked.encoding_format === 'base64';
+  return {
+    object: 'list',
+    data: r.embeddings.map((e, index) => ({ object: 'embedding', index, embedding: base64 ? base64Vector(e.values) : e.values })),
+    model: r.model || asked.model,
+    usage: { prompt_tokens: r.promptTokens, total_tokens: r.promptTokens },
+  };
+}
+
+export function embeddingsRoutes(app: FastifyInstance, ctx: EdgeContext): void {
+  app.post(
+    '/v1/embeddings',
+    {
+      // The rate limit and budget are checked beside the call's admission to the quota (before the upstream call).
+      config: { auth: 'bearer', spends: 'beside' },
+      bodyLimit: ctx.cfg.v1BodyLimitBytes,
+      schema: {
+        tags: ['openai'],
+        summary: 'OpenAI-compatible embeddings',
+        description:
+          'Embeds each input (a text, a list of texts, a list of token ids, or a list of such lists; up to 2,048) with `model`, through the llm-broker\'s queue and quota ' +
+          '(one request, and the inputs\' tokens) and charged to the caller\'s token budgets. The model goes to the upstream that lists it in LLM_UPSTREAMS, else the first; ' +
+          'an upstream whose protocol has no embeddings (Anthropic\'s) answers 400, a model the provider does not serve 404 `model_not_found`, an input over the model\'s own limit ' +
+          'the provider\'s 400 (`upstream_rejected`). `encoding_format` base64 gives each vector as base64 of its little-endian 32-bit floats; `dimensions` shortens the vectors ' +
+          '(models that allow it: more than the model\'s own size, or a model that cannot shorten them, is the provider\'s 400 `upstream_rejected`). Not cached.',
+        body: {
+          type: 'object',
+          required: ['model', 'input'],
+          properties: {
+            model: { type: 'string', minLength: 1, maxLength: 200 },
+            input: {
+              description: 'a text, texts, token ids, or lists of token ids (each non-empty; up to 2,048 inputs)',
+              anyOf: [
+                text,
+                { type: 'array', minItems: 1, maxItems: MAX_INPUTS, items: text },
+                tokenIds,
+                { type: 'array', minItems: 1, maxItems: MAX_INPUTS, items: tokenIds },
+              ],
+            },
+            encoding_format: { type: ['string', 'null'], enum: ['float', 'base64', null], description: 'float (JSON numbers, the default) or base64' },
+            dimensions: { type: ['integer', 'null'], minimum: 1, maximum: 65_536, description: 'the vectors\' size, for models that can shorten them' },
+            user: { type: 'string', maxLength: 256 },
+          },
+          additionalProperties: false,
+        },
+        response: {
+          200: {
+            type: 'object',
+            required: ['object', 'data', 'model', 'usage'],
+            properties: {
+              object: { type: 'string', enum: ['list'] },
+              data: {
+                type: 'array',
+                items: {
+                  type: 'object',
+                  required: ['object', 'index', 'embedding'],
+                  properties: {
+                    object: { type: 'string', enum: ['embedding'] },
+                    index: { type: 'integer' },
+                    embedding: { anyOf: [{ type: 'array', items: { type: 'number' } }, { type: 'string', description: 'base64 of little-endian float32' }] },
+                  },
+                },
+              },
+              model: { type: 'string' },
+              usage: { type: 'object', required: ['prompt_tokens', 'total_tokens'], properties: { prompt_tokens: { type: 'integer' }, total_tokens: { type: 'integer' } } },
+            },
+          },
+          ...openAiErrorResponses(400, 401, 404, 413, 415, 429, 502, 503, 504),
+        },
+      },
+    },
+    async (req, reply) => {
+      const body = req.body as EmbeddingsBody;
+      annotate({ [ATTR.userId]: req.userId });
+      const abort = new AbortController();
+      // The client left before its answer was written: the call stops, in the queue or upstream.
+      reply.raw.once('close', () => { if (!reply.raw.writableFinished) abort.abort(); });
+      const r = await ctx.gw.broker.embed(
+        { userId: req.userId, model: body.model, inputs: embedInputs(body.input), dimensions: body.dimensions ?? 0, endUser: body.user ?? '' },
+        abort.signal,
+        req.gate ?? undefined,
+      );
+      return embeddingsAnswer(r, body);
+    },
+  );
+}

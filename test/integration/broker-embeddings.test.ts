@@ -1,0 +1,149 @@
+// Embed through the llm-broker over gRPC against the emulator's /v1/embeddings: the vectors come
+// back whole and in order, the call takes its place in the quota (its request, its inputs' tokens
+// settled as billed), failures before the answer are retried, the global concurrency limit holds
+// for embeddings as for chats, and what no upstream can serve is refused saying why. Real
+// processes, real Redis.
+import { Metadata, status } from '@grpc/grpc-js';
+import { createClient, detailsOf, reasonOf } from '@agent-mesh/common';
+import { LlmBrokerServiceClient, type EmbedRequest, type EmbedResponse } from '@agent-mesh/common/gen/llmbroker/v1/llm_broker';
+import {
+  configureEmulator, emulatorStats, promMetric, startEmulator, startRedis, startService, testDir,
+  type EmulatorProc, type RedisProc, type ServiceProc,
+} from '../support';
+
+jest.setTimeout(120_000);
+
+const KEY = 'sk-embeddings-test';
+let dir: string;
+let redis: RedisProc;
+let emulator: EmulatorProc;
+const started: Array<{ proc: ServiceProc; client: LlmBrokerServiceClient }> = [];
+let nextDb = 1;
+
+async function startBroker(env: Record<string, string>) {
+  const proc = await startService('llm-broker', {
+    logDir: dir,
+    instance: String(started.length),
+    env: { REDIS_URL: `${redis.url}/${nextDb++}`, EMU_KEY: KEY, OTEL_SDK_DISABLED: 'true', LLM_RETRY_BUDGET_BURST: '20', ...env },
+  });
+  const b = { proc, client: createClient(LlmBrokerServiceClient, proc.addr) };
+  started.push(b);
+  return b;
+}
+
+type Broker = Awaited<ReturnType<typeof startBroker>>;
+const embed = (b: Broker, req: Partial<EmbedRequest>) =>
+  new Promise<{ res?: EmbedResponse; err?: Error & { code?: number } }>((resolve) =>
+    b.client.embed({ userId: 'embed-user', model: 'text-embedding-3-small', inputs: [], dimensions: 0, endUser: '', ...req }, new Metadata(), { deadline: new Date(Date.now() + 30_000) }, (err, res) =>
+      resolve(err ? { err } : { res }),
+    ),
+  );
+const text = (t: string) => ({ input: { $case: 'text' as const, text: t } });
+const tokens = (ids: number[]) => ({ input: { $case: 'tokens' as const, tokens: { ids } } });
+const norm = (v: number[]) => Math.sqrt(v.reduce((s, x) => s + x * x, 0));
+const metric = (b: Broker, name: string, labels = '') => promMetric(b.proc, name, labels);
+
+let broker: Broker;
+
+beforeAll(async () => {
+  dir = testDir('broker-embeddings');
+  redis = await startRedis({ logDir: dir });
+  // No concurrency cap of its own: the referee counts what the broker lets through.
+  emulator = await startEmulator({ logDir: dir, env: { EMULATOR_TTFT_MS: '80', EMULATOR_SEED: '3', EMULATOR_API_KEY: KEY } });
+  broker = await startBroker({
+    LLM_UPSTREAMS: JSON.stringify([
+      { name: 'openai', protocol: 'openai', baseUrl: `${emulator.url}/v1`, keyEnv: 'EMU_KEY', models: ['emulator-1', 'text-embedding-3-small'] },
+      { name: 'claude', protocol: 'anthropic', baseUrl: `${emulator.url}/v1`, keyEnv: 'EMU_KEY', models: ['claude-emulated'] },
+    ]),
+    LLM_MAX_CONCURRENT: '2',
+  });
+});
+
+afterAll(async () => {
+  for (const b of started) {
+    b.client.close();
+    await b.proc.stop();
+  }
+  await emulator?.stop();
+  await redis?.stop();
+});
+
+describe('Embed', () => {
+  it('answers one unit vector per input, in order, as the provider made it; its request and tokens are admitted and settled as billed', async () => {
+    const before = await emulatorStats(emulator);
+    const settledBefore = await metric(broker, 'llm_tokens_total', 'kind="settled",upstream="openai"');
+    const { res, err } = await embed(broker, { inputs: [text('How do bees find flowers?'), text('What is a queue?')] });
+    expect(err).toBeUndefined();
+    const after = await emulatorStats(emulator);
+    expect(res!.embeddings).toHaveLength(2);
+    for (const e of res!.embeddings) {
+      expect(e.values).toHaveLength(1536);
+      expect(norm(e.values)).toBeCloseTo(1, 3);
+    }
+    expect(res!.embeddings[0]!.values).not.toEqual(res!.embeddings[1]!.values);
+    expect(res).toMatchObject({ model: 'text-embedding-3-small', upstream: 'openai' });
+    // What the provider billed is what the call reports and what the quota settled.
+    expect(res!.promptTokens).toBe(after.promptTokens - before.promptTokens);
+    expect(res!.promptTokens).toBeGreaterThan(3);
+    expect(await metric(broker, 'llm_tokens_total', 'kind="settled",upstream="openai"') - settledBefore).toBe(res!.promptTokens);
+    expect(after.requests - before.requests).toBe(1);
+
+    // The provider's vectors, unchanged: the same input twice gives the same vector; `dimensions` shortens them.
+    const again = await embed(broker, { inputs: [text('How do bees find flowers?')] });
+    expect(again.res!.embeddings[0]!.values).toEqual(res!.embeddings[0]!.values);
+    const short = await embed(broker, { inputs: [text('How do bees find flowers?')], dimensions: 64 });
+    expect(short.res!.embeddings[0]!.values).toHaveLength(64);
+    expect(norm(short.res!.embeddings[0]!.values)).toBeCloseTo(1, 3);
+    // Token ids: one each in the count.
+    const ids = await embed(broker, { inputs: [tokens([791, 4062, 14198]), tokens([17])] });
+    expect(ids.res!.embeddings.map((e) => e.values.length)).toEqual([1536, 1536]);
+    expect(ids.res!.promptTokens).toBe(4);
+  });
+
+  it('retries a failure before the answer (a 503 with Retry-After): the caller gets its vectors', async () => {
+    const before = await emulatorStats(emulator);
+    await configureEmulator(emulator, { armed: { overloaded: 1 } });
+    const { res, err } = await embed(broker, { inputs: [text('a retried call')] });
+    expect(err).toBeUndefined();
+    expect(res!.embeddings).toHaveLength(1);
+    const after = await emulatorStats(emulator);
+    expect(after.requests - before.requests).toBe(2);
+    expect((after.behaviours['overloaded'] ?? 0) - (before.behaviours['overloaded'] ?? 0)).toBe(1);
+  });
+
+  it('keeps to the global concurrency limit (2) under 10 calls at once, the provider counting', async () => {
+    await fetch(`${emulator.url}/_emulator/reset`, { method: 'POST' });
+    const calls = await Promise.all(Array.from({ length: 10 }, (_, i) => embed(broker, { inputs: [text(`question number ${i}`)] })));
+    expect(calls.map((c) => c.err?.message)).toEqual(Array.from({ length: 10 }, () => undefined));
+    const stats = await emulatorStats(emulator);
+    expect(stats.requests).toBe(10);
+    expect(stats.maxInFlight).toBe(2);
+    expect(stats.rateLimited).toBe(0);
+  });
+
+  it('refuses what no upstream serves, saying why: a model the provider does not know (NOT_FOUND), one only an Anthropic upstream lists (INVALID_ARGUMENT), no input', async () => {
+    await configureEmulator(emulator, { models: ['emulator-1', 'text-embedding-3-small'] });
+    try {
+      const unknown = await embed(broker, { model: 'text-embedding-nope', inputs: [text('x')] });
+      expect(unknown.err?.code).toBe(status.NOT_FOUND);
+      expect(reasonOf(unknown.err!)).toBe('model_not_found');
+    } finally {
+      await configureEmulator(emulator, { models: [] });
+    }
+    const before = await emulatorStats(emulator);
+    const anthropic = await embed(broker, { model: 'claude-emulated', inputs: [text('x')] });
+    expect(anthropic.err?.code).toBe(status.INVALID_ARGUMENT);
+    expect(detailsOf(anthropic.err!)).toMatch(/embeddings is not supported by the anthropic protocol/);
+    const none = await embed(broker, { inputs: [] });
+    expect(none.err?.code).toBe(status.INVALID_ARGUMENT);
+    expect(detailsOf(none.err!)).toMatch(/inputs must hold 1 to 2048/);
+    const mixed = await embed(broker, { inputs: [text('x'), tokens([1])] });
+    expect(detailsOf(mixed.err!)).toMatch(/all texts or all token lists/);
+    // What only the provider knows (the model's size) is its 400, passed on.
+    const tooLong = await embed(broker, { inputs: [text('x')], dimensions: 4096 });
+    expect(tooLong.err?.code).toBe(status.FAILED_PRECONDITION);
+    expect(reasonOf(tooLong.err!)).toBe('upstream_rejected');
+    expect(detailsOf(tooLong.err!)).toMatch(/dimensions/);
+    expect((await emulatorStats(emulator)).requests - before.requests).toBe(1); // the provider's 400 only
+  });
+});
