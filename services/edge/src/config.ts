@@ -90,7 +90,7 @@ export const VARS = {
     BODY_LIMIT_BYTES: { type: 'int', default: 65_536, min: 1024, doc: 'largest request body (but the `/v1` completions: `V1_BODY_LIMIT_BYTES`)' },
     V1_BODY_LIMIT_BYTES: {
       type: 'int', default: 16_777_216, min: 1024, max: 67_108_864,
-      doc: 'largest body of `/v1/chat/completions`, `/v1/responses` and `/v1/messages` (16 MiB: a long chat, images as data: URLs); at most 64 MiB, what the llm-broker takes in one gRPC message',
+      doc: 'largest body of `/v1/chat/completions`, `/v1/responses`, `/v1/messages` and `/v1/embeddings` (16 MiB: a long chat, images as data: URLs, 2,048 texts to embed); at most 64 MiB, what the llm-broker takes in one gRPC message',
     },
     RATE_LIMIT_PER_MINUTE: { type: 'int', default: 120, min: 0, doc: 'requests per user per minute, shared by all edge replicas' },
     RATE_LIMIT_BURST_FRACTION: { type: 'number', default: 0.25, min: 0.01, doc: 'share of the per-user limit that may arrive at once (GCRA burst)' },
