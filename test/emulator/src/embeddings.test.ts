@@ -6,6 +6,7 @@ import OpenAI from 'openai';
 import { BEHAVIOUR_HEADER } from './behaviours';
 import { INVALID_INPUT } from './embeddings';
 import { startEmulator, type EmulatorStats, type RunningEmulator } from './index';
+import { statsWhen } from './testing';
 
 const AUTH = { authorization: 'Bearer test-key', 'content-type': 'application/json' };
 const SMALL = 'text-embedding-3-small';
@@ -50,14 +51,7 @@ function decodeBase64(text: string): number[] {
   return Array.from({ length: bytes.length / 4 }, (_, i) => bytes.readFloatLE(i * 4));
 }
 
-async function waitForStats(predicate: (s: EmulatorStats) => boolean): Promise<EmulatorStats> {
-  for (let i = 0; i < 300; i++) {
-    const stats = emulator.stats();
-    if (predicate(stats)) return stats;
-    await new Promise((r) => setTimeout(r, 10));
-  }
-  return emulator.stats();
-}
+const waitForStats = (predicate: (s: EmulatorStats) => boolean) => statsWhen(emulator, predicate);
 
 describe('POST /v1/embeddings: the answer', () => {
   it('answers a list of unit vectors, one per input in order, as long as the model\'s, with usage and the chat\'s headers', async () => {

@@ -2,6 +2,7 @@
 import { getEncoding } from 'js-tiktoken';
 import OpenAI from 'openai';
 import { anthropicImageTokens, minimalImage, openAiImageTokens, startEmulator, type EmulatorOptions, type EmulatorStats, type ImageMediaType, type RunningEmulator } from './index';
+import { statsWhen } from './testing';
 
 const FAST: EmulatorOptions = { port: 0, timeScale: 0.02, seed: 42 };
 const AUTH = { authorization: 'Bearer test-key', 'content-type': 'application/json' };
@@ -51,14 +52,7 @@ function events(body: string): string[] {
     });
 }
 
-async function waitForStats(predicate: (s: EmulatorStats) => boolean): Promise<EmulatorStats> {
-  for (let i = 0; i < 200; i++) {
-    const stats = emulator.stats();
-    if (predicate(stats)) return stats;
-    await new Promise((r) => setTimeout(r, 10));
-  }
-  return emulator.stats();
-}
+const waitForStats = (predicate: (s: EmulatorStats) => boolean) => statsWhen(emulator, predicate);
 
 const messages = [
   { role: 'system', content: 'You are the Host. Answer the question.' },
