@@ -3,8 +3,7 @@
 // the slow one resumes exactly), graceful drain on SIGTERM with jittered reconnect advice and a
 // lossless resume on a second edge, the SSE limiter's estimated wait against the real wait, and
 // the per-user request limit shared by two edges through Redis.
-import { execFileSync } from 'node:child_process';
-import net from 'node:net';
+import { execFileSync, spawn } from 'node:child_process';
 import path from 'node:path';
 import {
   readSse, startEmulator, startFerret, startMesh, startRedis, startService, testDir,
@@ -155,10 +154,57 @@ test('heartbeats arrive as SSE comments between the events of a run', async () =
   expect(blocks.findIndex((b) => b.comment === 'hb')).toBeGreaterThan(firstEvent);
 });
 
+/**
+ * A reader that stops reading right after its request, with the kernel's buffers for it kept small:
+ * a small receive buffer, and a small segment size, from which the sender sizes its own buffer
+ * (loopback's usual 64 KB segments give the sender megabytes). The kernel then holds ~100 KB for
+ * it instead of ~4 MB. It reads everything when a line arrives on its stdin and writes it out.
+ */
+const SLOW_READER = `
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 536)
+s.connect(("127.0.0.1", int(sys.argv[1])))
+s.sendall(sys.argv[2].encode())
+print("sent", flush=True)
+sys.stdin.readline()
+try:
+    while True:
+        d = s.recv(65536)
+        if not d:
+            break
+        sys.stdout.buffer.write(d)
+except ConnectionError:
+    pass
+sys.stdout.buffer.flush()
+`;
+
+function slowReader(port: number, request: string): { sent: Promise<void>; readAll: () => Promise<Buffer> } {
+  const child = spawn('python3', ['-c', SLOW_READER, String(port), request], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const out: Buffer[] = [];
+  let sawSent!: () => void;
+  const sent = new Promise<void>((r) => (sawSent = r));
+  child.stdout.on('data', (d: Buffer) => {
+    out.push(d);
+    if (Buffer.concat(out).includes('sent\n')) sawSent();
+  });
+  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+  return {
+    sent,
+    readAll: async () => {
+      child.stdin.end('\n');
+      expect(await exited).toBe(0);
+      const all = Buffer.concat(out);
+      return all.subarray(all.indexOf('sent\n') + 5);
+    },
+  };
+}
+
 test('a slow consumer is cut off with a reason, another client gets everything, the slow one resumes exactly', async () => {
   const edge = await startEdge({ SSE_BUFFER_MAX_BYTES: '1024', SSE_BUFFER_MAX_EVENTS: '2' });
-  // A long run: ~50,000 token events (~5 MB), more than the kernel buffers a paused client on
-  // loopback (the sender's buffer alone autotunes to megabytes: loopback's MSS is 64 KB).
+  // A long run (thousands of token events, hundreds of KB), more than the kernel buffers for the
+  // slow reader below.
   await configureEmulator({ timeScale: 1, ttftMs: 100, tokensPerSec: 20_000, completionTokens: 12_000, reviseRate: 0 });
   try {
     const id = await newConversation(edge.url!);
@@ -172,18 +218,9 @@ test('a slow consumer is cut off with a reason, another client gets everything, 
     });
     await started;
 
-    // The slow client: a raw socket that stops reading right after sending its request.
-    const { port } = new URL(edge.url!);
-    const sock = net.connect(Number(port), '127.0.0.1');
-    await new Promise<void>((r) => sock.once('connect', () => r()));
-    sock.write(`GET /api/conversations/${id}/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${alice}\r\nAccept: text/event-stream\r\n\r\n`);
-    sock.pause();
-    const chunks: Buffer[] = [];
-    const closed = new Promise<void>((r) => {
-      sock.on('data', (d: Buffer) => chunks.push(d));
-      sock.on('error', () => r());
-      sock.on('close', () => r());
-    });
+    const slow = slowReader(Number(new URL(edge.url!).port),
+      `GET /api/conversations/${id}/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${alice}\r\nAccept: text/event-stream\r\n\r\n`);
+    await slow.sent;
     const before = await promCounter(edge.url!, 'edge_sse_overflows_total');
     let fastEvents: number | undefined;
     void fast.then((evs) => (fastEvents = evs.length));
@@ -196,9 +233,7 @@ test('a slow consumer is cut off with a reason, another client gets everything, 
       await sleep(100);
     }
     // Read what the socket holds: the events it got, then the reason, then the end.
-    sock.resume();
-    await closed;
-    const raw = Buffer.concat(chunks);
+    const raw = await slow.readAll();
     const text = dechunk(raw);
     // A block cut off mid-way (the connection closed) is not an event: parse whole blocks only.
     const blocks = parseRaw(text.slice(0, text.lastIndexOf('\n\n') + 2));

@@ -4,7 +4,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { SpanKind, SpanStatusCode, trace } from '@opentelemetry/api';
 import { InMemorySpanExporter, NodeTracerProvider, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-node';
-import { HttpProvider } from './http';
+import { HttpProvider, joinContent } from './http';
 import { openAiProtocol } from './openai';
 import type { ProviderRequest, StreamEvent } from './provider';
 import { CONNECT_FAILED } from './requests';
@@ -30,6 +30,13 @@ beforeAll(async () => {
         res.writeHead(200, { 'content-type': 'text/event-stream' });
         res.write(chunk('hello'));
         setTimeout(() => res.socket?.destroy(), 50); // the connection dies midway
+        return;
+      }
+      if (req.headers['x-test'] === 'burst') {
+        // Three tokens in one write, the fourth 100 ms later.
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        res.write(chunk('a') + chunk('b') + chunk('c'));
+        setTimeout(() => res.end(`${chunk('d')}${last}`), 100);
         return;
       }
       if (req.headers['x-test'] === 'busy') {
@@ -186,5 +193,37 @@ describe('HttpProvider traces each call as one client span', () => {
     expect(unreachable!.attributes['http.response.status_code']).toBeUndefined();
     expect(unreachable!.attributes['error.type']).toBe(CONNECT_FAILED);
     expect(unreachable!.status).toMatchObject({ code: SpanStatusCode.ERROR, message: expect.stringMatching(/upstream connection failed/) });
+  });
+});
+
+describe('the content of one read from the provider is passed on as one event', () => {
+  test('tokens that arrived together are joined; one that came later is its own', async () => {
+    const p = provider(base, 'burst');
+    const events = await readAll((await p.open(request, new AbortController().signal)).events);
+    await p.close();
+    expect(events.filter((e) => e.type === 'content').map((e) => (e as { text: string }).text)).toEqual(['abc', 'd']);
+    expect(events.at(-1)).toEqual({ type: 'finish', reason: 'stop' });
+  });
+
+  test('joinContent: runs of adjacent content joined, log probabilities kept in order, anything else a boundary', () => {
+    const lp = (token: string) => ({ token, logprob: -1, bytes: [], topLogprobs: [] });
+    expect(joinContent([{ type: 'content', text: 'a' }])).toEqual([{ type: 'content', text: 'a' }]);
+    expect(joinContent([
+      { type: 'model', model: 'm' },
+      { type: 'content', text: 'a' }, { type: 'content', text: 'b' },
+      { type: 'tool_call', index: 0, id: 'c1', name: 'f', arguments: '' },
+      { type: 'content', text: 'c' }, { type: 'content', text: 'd' }, { type: 'content', text: 'e' },
+      { type: 'finish', reason: 'stop' },
+    ])).toEqual([
+      { type: 'model', model: 'm' },
+      { type: 'content', text: 'ab' },
+      { type: 'tool_call', index: 0, id: 'c1', name: 'f', arguments: '' },
+      { type: 'content', text: 'cde' },
+      { type: 'finish', reason: 'stop' },
+    ]);
+    expect(joinContent([{ type: 'content', text: 'a', logprobs: [lp('a')] }, { type: 'content', text: 'b', logprobs: [lp('b')] }]))
+      .toEqual([{ type: 'content', text: 'ab', logprobs: [lp('a'), lp('b')] }]);
+    // One with log probabilities and one without are not joined (a provider gives them for all or none).
+    expect(joinContent([{ type: 'content', text: 'a', logprobs: [lp('a')] }, { type: 'content', text: 'b' }])).toHaveLength(2);
   });
 });
