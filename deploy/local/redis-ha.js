@@ -123,12 +123,21 @@ async function startCluster({ logDir, dataDir, ports, appendOnly = false }) {
   try {
     const nodes = [];
     let existing = 0;
+    // Ports taken or promised: a bus port must not be another node's port, which is free until
+    // that node starts (a node whose port is someone's bus exits at once: "Address already in use").
+    const taken = new Set(nodePorts);
+    const busPortFor = async (port) => {
+      let p = port + 10_000;
+      // port + 10000 unless that would leave the port range, is promised, or is in use (a node
+      // whose bus port is in use exits at once: "Failed listening on port … (cluster)").
+      while (p > 65_535 || taken.has(p) || !(await canListen(p))) p = await stack.freePort();
+      taken.add(p);
+      return p;
+    };
     for (const port of nodePorts) {
       const dir = nodeDir(dataDir, `node-${port}`);
       if (fs.existsSync(path.join(dir, 'nodes.conf'))) existing += 1;
-      // The bus port: port + 10000 unless that would leave the port range or is taken (a node
-      // whose bus port is in use exits at once: "Failed listening on port … (cluster)").
-      const busPort = port + 10_000 <= 65_535 && (await canListen(port + 10_000)) ? port + 10_000 : await stack.freePort();
+      const busPort = await busPortFor(port);
       const n = await startNode({
         port, logDir, dir, appendOnly,
         extra: ['--cluster-enabled', 'yes', '--cluster-config-file', 'nodes.conf', '--cluster-node-timeout', '2000', '--cluster-port', String(busPort)],
@@ -137,7 +146,8 @@ async function startCluster({ logDir, dataDir, ports, appendOnly = false }) {
       nodes.push(n);
     }
     if (existing === 0) {
-      await run('redis-cli', ['--cluster', 'create', ...nodePorts.map((p) => `127.0.0.1:${p}`), '--cluster-replicas', '1', '--cluster-yes'], { timeout: 60_000 });
+      await run('redis-cli', ['--cluster', 'create', ...nodePorts.map((p) => `127.0.0.1:${p}`), '--cluster-replicas', '1', '--cluster-yes'], { timeout: 60_000 })
+        .catch((err) => { throw new Error(`${err.message}\n${err.stdout ?? ''}${err.stderr ?? ''}`.trim()); });
     }
     await stack.waitFor('cluster ok on every node', async () => {
       for (const n of nodes) if (!/cluster_state:ok/.test(await cli(n.port, 'cluster', 'info'))) return false;
