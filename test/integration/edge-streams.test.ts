@@ -184,12 +184,17 @@ function slowReader(port: number, request: string): { sent: Promise<void>; readA
   const child = spawn('python3', ['-c', SLOW_READER, String(port), request], { stdio: ['pipe', 'pipe', 'inherit'] });
   const out: Buffer[] = [];
   let sawSent!: () => void;
-  const sent = new Promise<void>((r) => (sawSent = r));
+  let failed!: (e: Error) => void;
+  // Rejected if python3 cannot start or the reader exits before its request is sent (it cannot
+  // connect): the test then fails at once with why, not at its timeout.
+  const sent = new Promise<void>((resolve, reject) => ((sawSent = resolve), (failed = reject)));
+  child.once('error', (e) => failed(e));
   child.stdout.on('data', (d: Buffer) => {
     out.push(d);
     if (Buffer.concat(out).includes('sent\n')) sawSent();
   });
   const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+  void exited.then((code) => failed(new Error(`the slow reader exited (${code}) before its request was sent`)));
   return {
     sent,
     readAll: async () => {
