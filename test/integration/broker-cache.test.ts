@@ -4,10 +4,12 @@
 // misses make one upstream call (and a follower takes over when the leader dies), answers expire
 // after their TTL but are served stale while the upstream refuses, and a call that does not ask
 // for the cache never gets (or makes) a cached answer.
+import { Metadata } from '@grpc/grpc-js';
 import { reasonOf } from '@agent-mesh/common';
 import {
   CacheStatus,
   CallerRole,
+  type EmbedResponse,
   type GenerateRequest,
 } from '@agent-mesh/common/gen/llmbroker/v1/llm_broker';
 import {
@@ -305,5 +307,20 @@ describe('without Redis', () => {
     expect(textOf(o).length).toBeGreaterThan(20);
     expect(await upstreamRequests()).toBe(before + 1);
     expect(await metric(a, 'llm_cache_lookups_total', 'result="error"')).toBe(1);
+  });
+
+  it('an embeddings call that asks for the cache has every input embedded by the upstream, each counted as an error', async () => {
+    const before = await upstreamRequests();
+    const r = await new Promise<EmbedResponse>((resolve, reject) =>
+      a.client.embed(
+        { userId: 'u', model: 'text-embedding-3-small', inputs: ['one', 'two'].map((text) => ({ input: { $case: 'text' as const, text } })), dimensions: 0, endUser: '', cache: true },
+        new Metadata(),
+        { deadline: new Date(Date.now() + 30_000) },
+        (err, res) => (err ? reject(err) : resolve(res!)),
+      ),
+    );
+    expect([r.embeddings.length, r.cachedInputs, r.promptTokens > 0]).toEqual([2, 0, true]);
+    expect(await upstreamRequests()).toBe(before + 1);
+    expect(await metric(a, 'llm_cache_embedding_inputs_total', 'result="error"')).toBe(2);
   });
 });

@@ -1,8 +1,8 @@
 // Embed through the llm-broker over gRPC against the emulator's /v1/embeddings: the vectors come
 // back whole and in order, the call takes its place in the quota (its request, its inputs' tokens
 // settled as billed), failures before the answer are retried, the global concurrency limit holds
-// for embeddings as for chats, and what no upstream can serve is refused saying why. Real
-// processes, real Redis.
+// for embeddings as for chats, what no upstream can serve is refused saying why, and with the cache
+// asked for only the inputs not stored yet reach the provider. Real processes, real Redis.
 import { Metadata, status } from '@grpc/grpc-js';
 import { createClient, detailsOf, reasonOf } from '@agent-mesh/common';
 import { LlmBrokerServiceClient, type EmbedRequest, type EmbedResponse } from '@agent-mesh/common/gen/llmbroker/v1/llm_broker';
@@ -34,13 +34,15 @@ async function startBroker(env: Record<string, string>) {
 type Broker = Awaited<ReturnType<typeof startBroker>>;
 const embed = (b: Broker, req: Partial<EmbedRequest>) =>
   new Promise<{ res?: EmbedResponse; err?: Error & { code?: number } }>((resolve) =>
-    b.client.embed({ userId: 'embed-user', model: 'text-embedding-3-small', inputs: [], dimensions: 0, endUser: '', ...req }, new Metadata(), { deadline: new Date(Date.now() + 30_000) }, (err, res) =>
+    b.client.embed({ userId: 'embed-user', model: 'text-embedding-3-small', inputs: [], dimensions: 0, endUser: '', cache: false, ...req }, new Metadata(), { deadline: new Date(Date.now() + 30_000) }, (err, res) =>
       resolve(err ? { err } : { res }),
     ),
   );
 const text = (t: string) => ({ input: { $case: 'text' as const, text: t } });
 const tokens = (ids: number[]) => ({ input: { $case: 'tokens' as const, tokens: { ids } } });
 const norm = (v: number[]) => Math.sqrt(v.reduce((s, x) => s + x * x, 0));
+/** An input's tokens as the provider bills them: one call of it alone, not cached. */
+const tokensOf = async (input: ReturnType<typeof text>) => (await embed(broker, { inputs: [input] })).res!.promptTokens;
 const metric = (b: Broker, name: string, labels = '') => promMetric(b.proc, name, labels);
 
 let broker: Broker;
@@ -119,6 +121,51 @@ describe('Embed', () => {
     expect(stats.requests).toBe(10);
     expect(stats.maxInFlight).toBe(2);
     expect(stats.rateLimited).toBe(0);
+  });
+
+  it('with the cache asked for, reuses each input\'s vector: only the inputs not found go to the provider, all found is no provider call and nothing billed', async () => {
+    const [a, b, c] = ['the cached tide', 'the cached queue', 'the new bee'].map(text);
+    const hits = () => metric(broker, 'llm_cache_embedding_inputs_total', 'result="hit"');
+    const misses = () => metric(broker, 'llm_cache_embedding_inputs_total', 'result="miss"');
+    const [hitsBefore, missesBefore] = [await hits(), await misses()];
+    // What the provider makes of `c` alone, not cached.
+    const alone = (await embed(broker, { inputs: [c!] })).res!;
+    const aTokens = await tokensOf(a!);
+
+    let before = await emulatorStats(emulator);
+    const first = (await embed(broker, { inputs: [a!, b!], cache: true })).res!;
+    let after = await emulatorStats(emulator);
+    expect(after.requests - before.requests).toBe(1);
+    expect(first).toMatchObject({ cachedInputs: 0, cachedPromptTokens: 0, promptTokens: after.promptTokens - before.promptTokens });
+
+    // Two of three found: the provider embeds `c` only, billing its tokens; the vectors in the asked order.
+    before = after;
+    const settled = await metric(broker, 'llm_tokens_total', 'kind="settled",upstream="openai"');
+    const mixed = (await embed(broker, { inputs: [b!, c!, a!], cache: true })).res!;
+    after = await emulatorStats(emulator);
+    expect(after.requests - before.requests).toBe(1);
+    expect(after.promptTokens - before.promptTokens).toBe(alone.promptTokens);
+    expect(mixed).toMatchObject({ cachedInputs: 2, cachedPromptTokens: first.promptTokens, promptTokens: alone.promptTokens });
+    expect(mixed.embeddings.map((e) => e.values)).toEqual([first.embeddings[1]!.values, alone.embeddings[0]!.values, first.embeddings[0]!.values]);
+    expect(await metric(broker, 'llm_tokens_total', 'kind="settled",upstream="openai"') - settled).toBe(alone.promptTokens);
+
+    // All found: no provider call, nothing admitted or settled.
+    before = after;
+    const admitted = await metric(broker, 'llm_admissions_total', 'upstream="openai"');
+    const all = (await embed(broker, { inputs: [c!, a!], cache: true })).res!;
+    expect((await emulatorStats(emulator)).requests).toBe(before.requests);
+    expect(all).toMatchObject({ promptTokens: 0, cachedInputs: 2, cachedPromptTokens: alone.promptTokens + aTokens, model: 'text-embedding-3-small', upstream: 'openai' });
+    expect(all.embeddings.map((e) => e.values)).toEqual([alone.embeddings[0]!.values, first.embeddings[0]!.values]);
+    expect(await metric(broker, 'llm_admissions_total', 'upstream="openai"')).toBe(admitted);
+    expect([(await hits()) - hitsBefore, (await misses()) - missesBefore]).toEqual([4, 3]);
+
+    // Another size is another vector; a call that does not ask for the cache goes to the provider.
+    before = await emulatorStats(emulator);
+    const short = (await embed(broker, { inputs: [a!], dimensions: 64, cache: true })).res!;
+    expect(short).toMatchObject({ cachedInputs: 0 });
+    expect(short.embeddings[0]!.values).toHaveLength(64);
+    await embed(broker, { inputs: [a!] });
+    expect((await emulatorStats(emulator)).requests - before.requests).toBe(2);
   });
 
   it('refuses what no upstream serves, saying why: a model the provider does not know (NOT_FOUND), one only an Anthropic upstream lists (INVALID_ARGUMENT), no input', async () => {

@@ -847,6 +847,28 @@ test('embeddings through the official openai client, in the broker service\'s qu
   expect(await promMetric(mesh.broker, 'llm_admissions_total')).toBe(admitted + 4);
 });
 
+test('embeddings with x-mesh-cache: on: each input\'s vector reused from the broker\'s cache, the header says hit, partial or miss', async () => {
+  const client = new OpenAI({ apiKey: alice, baseURL: `${mesh.edge.url}/v1`, maxRetries: 0, defaultHeaders: { 'x-mesh-cache': 'on' } });
+  const asked = (input: string[]) => client.embeddings.create({ model: 'text-embedding-3-small', input, encoding_format: 'float' }).withResponse();
+  const upstream = async () => (await emulatorStats(emulator)).requests;
+  const before = await upstream();
+  const first = await asked(['a cached question', 'another cached question']);
+  expect(first.response.headers.get('x-mesh-cache')).toBe('miss');
+  const again = await asked(['another cached question', 'a cached question']);
+  expect(again.response.headers.get('x-mesh-cache')).toBe('hit');
+  expect(again.data.usage.prompt_tokens).toBe(0);
+  expect(again.data.data.map((d) => d.embedding)).toEqual([first.data.data[1]!.embedding, first.data.data[0]!.embedding]);
+  expect(await upstream()).toBe(before + 1);
+  const some = await asked(['a cached question', 'a question not asked before']);
+  expect(some.response.headers.get('x-mesh-cache')).toBe('partial');
+  expect(some.data.usage.prompt_tokens).toBeGreaterThan(0);
+  expect(await upstream()).toBe(before + 2);
+  // Not asked for: nothing said, the provider asked.
+  const plain = await new OpenAI({ apiKey: alice, baseURL: `${mesh.edge.url}/v1`, maxRetries: 0 }).embeddings.create({ model: 'text-embedding-3-small', input: 'a cached question' }).withResponse();
+  expect(plain.response.headers.get('x-mesh-cache')).toBeNull();
+  expect(await upstream()).toBe(before + 3);
+});
+
 describe('an edge that runs the broker itself (EDGE_INLINE_BROKER)', () => {
   let inline: ServiceProc;
   const edgeMetric = (name: string, labels = '') => promMetric({ metricsPort: Number(new URL(inline.url!).port) }, name, labels);

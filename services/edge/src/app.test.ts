@@ -888,9 +888,10 @@ describe('edge app (fake peers)', () => {
         usage: { prompt_tokens: 7, total_tokens: 7 },
       });
       expect(gw.fakeBroker.embedded[0]).toEqual({
-        userId: 'alice', model: 'text-embedding-3-small', dimensions: 2, endUser: 'u-1',
+        userId: 'alice', model: 'text-embedding-3-small', dimensions: 2, endUser: 'u-1', cache: false,
         inputs: [{ input: { $case: 'text', text: 'hello' } }, { input: { $case: 'text', text: 'hi' } }],
       });
+      expect(res.headers.get('x-mesh-cache')).toBeNull();
       expect((await embed({ model: 'm', input: [[1, 2, 3], [4]] })).status).toBe(200);
       expect(gw.fakeBroker.embedded[1]!.inputs).toEqual([{ input: { $case: 'tokens', tokens: { ids: [1, 2, 3] } } }, { input: { $case: 'tokens', tokens: { ids: [4] } } }]);
       // One text, and one list of token ids, are one input each.
@@ -904,6 +905,28 @@ describe('edge app (fake peers)', () => {
       const raw = (await (await embed({ model: 'm', input: 'abcd', encoding_format: 'base64' })).json()) as { data: { embedding: string }[] };
       const bytes = Buffer.from(raw.data[0]!.embedding, 'base64');
       expect([0, 1, 2].map((i) => bytes.readFloatLE(i * 4))).toEqual([0, 4, 0.5]);
+    });
+
+    test('x-mesh-cache: on asks the broker\'s cache; the answer says hit, partial or miss by the vectors that came from it', async () => {
+      gw.fakeBroker.embedded = [];
+      const cached = (n: number) => {
+        gw.fakeBroker.embedCached = n;
+        return fetch(`${base}/v1/embeddings`, { method: 'POST', headers: { ...json(alice), 'x-mesh-cache': 'on' }, body: JSON.stringify({ model: 'm', input: ['a', 'b'] }) });
+      };
+      try {
+        const said: (string | null)[] = [];
+        for (const n of [0, 1, 2]) said.push((await cached(n)).headers.get('x-mesh-cache'));
+        expect(said).toEqual(['miss', 'partial', 'hit']);
+        expect(gw.fakeBroker.embedded.map((r) => r.cache)).toEqual([true, true, true]);
+        const off = await fetch(`${base}/v1/embeddings`, { method: 'POST', headers: { ...json(alice), 'x-mesh-cache': 'off' }, body: JSON.stringify({ model: 'm', input: 'a' }) });
+        expect([off.status, off.headers.get('x-mesh-cache'), gw.fakeBroker.embedded.at(-1)!.cache]).toEqual([200, null, false]);
+        const bad = await fetch(`${base}/v1/embeddings`, { method: 'POST', headers: { ...json(alice), 'x-mesh-cache': 'always' }, body: JSON.stringify({ model: 'm', input: 'a' }) });
+        expect(bad.status).toBe(400);
+        expect(((await bad.json()) as { error: { message: string } }).error.message).toMatch(/x-mesh-cache/);
+        expect(gw.fakeBroker.embedded).toHaveLength(4);
+      } finally {
+        gw.fakeBroker.embedCached = 0;
+      }
     });
 
     test('bad input is a 400 naming what is wrong, and nothing reaches the broker; no token is a 401', async () => {

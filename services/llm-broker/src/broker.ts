@@ -5,7 +5,7 @@
 // provider's usage — or refund it on cancel or failure. Protocols are behind upstream/provider.ts.
 import type CircuitBreaker from 'opossum';
 import type { CallerRoleName, GlobalLimiter, Lease, Logger, TokenBudgets } from '@agent-mesh/common';
-import type { CachedAnswer, Found, ResponseCache } from './cache/response-cache';
+import type { CachedAnswer, CachedVector, Found, ResponseCache } from './cache/response-cache';
 import { Channel } from './channel';
 import type { BrokerConfig } from './config';
 import type { BrokerMetrics } from './metrics';
@@ -18,6 +18,7 @@ import {
   UpstreamError,
   type AccountProblem, type ChatMessageIn, type LogprobOut, type OpenStream, type Provider, type ProviderRequest, type StreamEvent, type ToolCallOut, type ToolChoiceSpec, type ToolSpec, type UsageOut,
 } from './upstream/provider';
+import { embedPromptTokens } from './upstream/embeddings';
 import { SentRequests } from './upstream/requests';
 import { backoffMs, type RetryBudget } from './upstream/resilience';
 
@@ -86,14 +87,19 @@ export interface EmbedInput {
   endUser?: string;
   /** As GenerateInput.gate. */
   gate?: Promise<unknown>;
+  /** Ask the response cache, input by input (see LlmBroker.embed). */
+  cache?: boolean;
 }
 
 export interface EmbedResult {
   vectors: Float32Array[];
+  /** What the upstream billed: the inputs it embedded (nothing when the cache had them all). */
   usage: UsageOut;
   model: string;
   upstream: string;
   queueWaitMs: number;
+  /** The call asked for the cache: how many vectors came from it, and those inputs' tokens (what it saved). */
+  cached?: { inputs: number; promptTokens: number };
 }
 
 /** The most inputs one embeddings call takes (OpenAI's limit). */
@@ -287,7 +293,10 @@ export class LlmBroker {
   /**
    * Embeds the inputs with one upstream request: queued, admitted, retried, passed over to the next
    * upstream and settled as a direct Generate call that generates nothing (its TPM reservation is
-   * the inputs' tokens). Not cached: an embedding is cheap to ask for and large to keep.
+   * the inputs' tokens). With `cache`, each input's vector is looked up first (keyed as the first
+   * upstream able to serve the call would be asked) and only the inputs not found are asked of the
+   * upstream, then stored: all found, no upstream call, no quota and nothing billed. Opt-in only:
+   * every vector stored takes Redis memory for the TTL (6 KB for 1,536 dimensions).
    */
   async embed(input: EmbedInput, signal: AbortSignal, deadline?: number): Promise<EmbedResult> {
     if (!input.model) throw new BrokerRefusal('invalid_request', 'model is required for embeddings');
@@ -307,6 +316,52 @@ export class LlmBroker {
       ...(input.endUser ? { endUser: input.endUser.slice(0, 256) } : {}),
     };
     const candidates = this.able(candidatesFor(this.d.upstreams, input.model), call, input.model);
+    const cache = input.cache ? this.d.cache : undefined;
+    if (cache) return this.embedThroughCache(cache, input, call, candidates, signal, deadline);
+    return this.embedUpstream(input, call, candidates, signal, deadline);
+  }
+
+  /** The cached inputs' vectors, and the others from the upstream (stored before the answer is given). */
+  private async embedThroughCache(cache: ResponseCache, input: EmbedInput, call: PreparedCall, candidates: Candidate[], signal: AbortSignal, deadline?: number): Promise<EmbedResult> {
+    const { d } = this;
+    // Found vectors take no admission to overlap: the rate limit and budget are passed first.
+    if (input.gate) await input.gate;
+    const first = candidates[0]!;
+    const keys = input.inputs.map((x) => cache.embeddingKeyOf(first.upstream.identity, first.model, input.dimensions ?? 0, x));
+    let found: (CachedVector | undefined)[];
+    try {
+      found = await cache.getVectors(keys);
+    } catch (err) {
+      d.metrics.cacheEmbeddingInputs.inc({ result: 'error' }, keys.length);
+      d.logger.warn({ err: (err as Error).message }, 'response cache unavailable: embedding every input upstream');
+      return this.embedUpstream(input, call, candidates, signal, deadline);
+    }
+    const missing = found.flatMap((f, i) => (f ? [] : [i]));
+    const hits = keys.length - missing.length;
+    const saved = found.reduce((n, f) => n + (f?.tokens ?? 0), 0);
+    const cached = { inputs: hits, promptTokens: saved };
+    const counted = () => {
+      d.metrics.cacheEmbeddingInputs.inc({ result: 'hit' }, hits);
+      d.metrics.cacheEmbeddingInputs.inc({ result: 'miss' }, missing.length);
+      d.metrics.cacheTokensSaved.inc(saved);
+    };
+    if (missing.length === 0) {
+      counted();
+      return { vectors: found.map((f) => f!.vector), usage: { promptTokens: 0, completionTokens: 0, totalTokens: 0 }, model: first.model, upstream: first.upstream.name, queueWaitMs: 0, cached };
+    }
+    const asked = missing.map((i) => input.inputs[i]!);
+    const r = await this.embedUpstream(input, { ...call, embed: { ...call.embed!, inputs: asked } }, candidates, signal, deadline);
+    counted();
+    await cache
+      .putVectors(missing.map((i, j) => ({ key: keys[i]!, vector: r.vectors[j]!, tokens: embedPromptTokens({ inputs: [asked[j]!] }) })))
+      .catch((err: unknown) => d.logger.warn({ err: (err as Error).message }, 'response cache: vectors not stored'));
+    const vectors = found.map((f) => f?.vector);
+    for (const [j, i] of missing.entries()) vectors[i] = r.vectors[j];
+    return { ...r, vectors: vectors as Float32Array[], cached };
+  }
+
+  /** One upstream request for every input of `call`. */
+  private async embedUpstream(input: EmbedInput, call: PreparedCall, candidates: Candidate[], signal: AbortSignal, deadline?: number): Promise<EmbedResult> {
     const asGenerate: GenerateInput = { userId: input.userId, runId: '', callerRole: 'direct', runStarted: false, model: input.model, messages: [], tools: [], maxTokens: 0, cache: false, ...(input.gate ? { gate: input.gate } : {}) };
     let vectors: Float32Array[] | undefined;
     for await (const e of this.fromUpstreams(asGenerate, call, candidates, signal, deadline)) {

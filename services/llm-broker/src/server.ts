@@ -210,6 +210,7 @@ export function toEmbedInput(req: EmbedRequest): EmbedInput {
     inputs: req.inputs.map((i) => (i.input?.$case === 'tokens' ? i.input.tokens.ids : i.input?.$case === 'text' ? i.input.text : '')),
     ...(req.dimensions ? { dimensions: req.dimensions } : {}),
     ...(req.endUser ? { endUser: req.endUser } : {}),
+    ...(req.cache ? { cache: true } : {}),
   };
 }
 
@@ -222,8 +223,16 @@ export async function embedResponse(broker: LlmBroker, logger: Logger, req: Embe
   const started = Date.now();
   try {
     const r = await broker.embed(gate ? { ...toEmbedInput(req), gate } : toEmbedInput(req), signal, deadline);
-    logger.info({ role: 'direct', upstream: r.upstream, queueWaitMs: r.queueWaitMs, ms: Date.now() - started, usage: r.usage, inputs: req.inputs.length }, 'embed done');
-    return { embeddings: r.vectors.map((v) => ({ values: Array.from(v) })), promptTokens: r.usage.promptTokens, model: r.model, upstream: r.upstream, queueWaitMs: r.queueWaitMs };
+    logger.info({ role: 'direct', upstream: r.upstream, queueWaitMs: r.queueWaitMs, ms: Date.now() - started, usage: r.usage, inputs: req.inputs.length, ...(r.cached ? { cachedInputs: r.cached.inputs } : {}) }, 'embed done');
+    return {
+      embeddings: r.vectors.map((v) => ({ values: Array.from(v) })),
+      promptTokens: r.usage.promptTokens,
+      model: r.model,
+      upstream: r.upstream,
+      queueWaitMs: r.queueWaitMs,
+      cachedInputs: r.cached?.inputs ?? 0,
+      cachedPromptTokens: r.cached?.promptTokens ?? 0,
+    };
   } catch (err) {
     const mapped = toMeshError(err);
     if (mapped instanceof MeshError && !signal.aborted) logger.info({ reason: mapped.reason, role: 'direct' }, 'embed refused');

@@ -6,6 +6,7 @@ import type { FastifyInstance } from 'fastify';
 import { annotate, ATTR } from '@agent-mesh/common';
 import type { EmbedInput, EmbedResponse } from '@agent-mesh/common/gen/llmbroker/v1/llm_broker';
 import type { EdgeContext } from '../context';
+import { CACHE_HEADER } from './openai';
 import { NO_NUL, openAiErrorResponses } from './schemas';
 
 /** OpenAI's limit on the inputs of one call. */
@@ -40,6 +41,12 @@ export function base64Vector(values: readonly number[]): string {
   return bytes.toString('base64');
 }
 
+/** What the `x-mesh-cache` response header says of a call that asked for the cache: every vector from it, some, or none. */
+export function cacheStatus(r: Pick<EmbedResponse, 'embeddings' | 'cachedInputs'>): 'hit' | 'partial' | 'miss' {
+  if (r.cachedInputs === 0) return 'miss';
+  return r.cachedInputs === r.embeddings.length ? 'hit' : 'partial';
+}
+
 /** The answer in OpenAI's shape. */
 export function embeddingsAnswer(r: EmbedResponse, asked: EmbeddingsBody) {
   const base64 = asked.encoding_format === 'base64';
@@ -66,7 +73,11 @@ export function embeddingsRoutes(app: FastifyInstance, ctx: EdgeContext): void {
           '(one request, and the inputs\' tokens) and charged to the caller\'s token budgets. The model goes to the upstream that lists it in LLM_UPSTREAMS, else the first; ' +
           'an upstream whose protocol has no embeddings (Anthropic\'s) answers 400, a model the provider does not serve 404 `model_not_found`, an input over the model\'s own limit ' +
           'the provider\'s 400 (`upstream_rejected`). `encoding_format` base64 gives each vector as base64 of its little-endian 32-bit floats; `dimensions` shortens the vectors ' +
-          '(models that allow it: more than the model\'s own size, or a model that cannot shorten them, is the provider\'s 400 `upstream_rejected`). Not cached.',
+          '(models that allow it: more than the model\'s own size, or a model that cannot shorten them, is the provider\'s 400 `upstream_rejected`). ' +
+          'With the request header `x-mesh-cache: on`, each input\'s vector is looked up in the broker\'s response cache first (the same model, `dimensions` and input within LLM_CACHE_TTL_S) ' +
+          'and only the inputs not found are embedded by the provider (and stored); `usage` then counts those inputs only, and the response header `x-mesh-cache` says ' +
+          '`hit` (every vector from the cache: no provider call, nothing billed), `partial` or `miss`. Without it (or with `off`) nothing is cached.',
+        headers: { type: 'object', properties: { [CACHE_HEADER]: { type: 'string', enum: ['on', 'off'] } } },
         body: {
           type: 'object',
           required: ['model', 'input'],
@@ -119,11 +130,14 @@ export function embeddingsRoutes(app: FastifyInstance, ctx: EdgeContext): void {
       const abort = new AbortController();
       // The client left before its answer was written: the call stops, in the queue or upstream.
       reply.raw.once('close', () => { if (!reply.raw.writableFinished) abort.abort(); });
+      // Opt-in only: every vector stored takes Redis memory for the cache's lifetime.
+      const cache = req.headers[CACHE_HEADER] === 'on';
       const r = await ctx.gw.broker.embed(
-        { userId: req.userId, model: body.model, inputs: embedInputs(body.input), dimensions: body.dimensions ?? 0, endUser: body.user ?? '' },
+        { userId: req.userId, model: body.model, inputs: embedInputs(body.input), dimensions: body.dimensions ?? 0, endUser: body.user ?? '', cache },
         abort.signal,
         req.gate ?? undefined,
       );
+      if (cache) void reply.header(CACHE_HEADER, cacheStatus(r));
       return embeddingsAnswer(r, body);
     },
   );

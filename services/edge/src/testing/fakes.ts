@@ -286,6 +286,8 @@ export class FakeBroker implements BrokerGateway {
 
   /** The Embed requests that passed their gate. */
   embedded: EmbedRequest[] = [];
+  /** How many of a call's vectors the answer says came from the cache (at most its inputs). */
+  embedCached = 0;
   /** Each input's vector: [its position, its length or token count, 0.5] (dimensions: the first that many). */
   async embed(req: EmbedRequest, _signal: AbortSignal, gate?: Promise<unknown>): Promise<EmbedResponse> {
     if (gate) this.gated += 1;
@@ -293,7 +295,7 @@ export class FakeBroker implements BrokerGateway {
     this.embedded.push(req);
     const sizeOf = (i: EmbedRequest['inputs'][number]) => (i.input?.$case === 'text' ? i.input.text.length : i.input?.$case === 'tokens' ? i.input.tokens.ids.length : 0);
     const embeddings = req.inputs.map((input, k) => ({ values: [k, sizeOf(input), 0.5].slice(0, req.dimensions || 3) }));
-    return { embeddings, promptTokens: req.inputs.reduce((n, i) => n + sizeOf(i), 0), model: req.model, upstream: 'default', queueWaitMs: 0 };
+    return { embeddings, promptTokens: req.inputs.reduce((n, i) => n + sizeOf(i), 0), model: req.model, upstream: 'default', queueWaitMs: 0, cachedInputs: Math.min(this.embedCached, req.inputs.length), cachedPromptTokens: 0 };
   }
 }
 

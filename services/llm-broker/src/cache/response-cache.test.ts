@@ -61,3 +61,36 @@ describe('response cache keys', () => {
     expect(cache().keyOf(UPSTREAM, req({ endUser: 'user-42' }))).toBe(base);
   });
 });
+
+describe('embeddings in the response cache', () => {
+  it('key each input by upstream, model, size and the input itself (a text and its token ids apart)', () => {
+    const c = cache();
+    const base = c.embeddingKeyOf(UPSTREAM, 'e', 0, 'a text');
+    expect(base).toMatch(/^p:emb:[0-9a-f]{64}$/);
+    const variants = [
+      c.embeddingKeyOf('anthropic https://llm.example/v1', 'e', 0, 'a text'),
+      c.embeddingKeyOf(UPSTREAM, 'e2', 0, 'a text'),
+      c.embeddingKeyOf(UPSTREAM, 'e', 64, 'a text'),
+      c.embeddingKeyOf(UPSTREAM, 'e', 0, 'a text.'),
+      c.embeddingKeyOf(UPSTREAM, 'e', 0, [64, 1495]),
+      c.embeddingKeyOf(UPSTREAM, 'e', 0, [1495, 64]),
+    ];
+    expect(new Set([base, ...variants]).size).toBe(variants.length + 1);
+    expect(c.embeddingKeyOf(UPSTREAM, 'e', 0, 'a text')).toBe(base);
+  });
+
+  it('store a vector with its input\'s tokens and give back the same 32-bit floats; what is not a stored vector is not found', async () => {
+    const kept = new Map<string, Buffer>();
+    const redis = {
+      set: async (k: string, v: Buffer) => void kept.set(k, v),
+      getBuffer: async (k: string) => kept.get(k) ?? null,
+    } as unknown as Redis;
+    const c = new ResponseCache(redis, { prefix: 'p', ttlMs: 1000, staleMs: 1000, lockMs: 1000, waitMs: 1000 });
+    const vector = Float32Array.from([0.1, -0.25, 3e-8, 1]);
+    await c.putVectors([{ key: 'k1', vector, tokens: 7 }]);
+    kept.set('odd', Buffer.from('not a vector!')); // 13 bytes: no whole float32s
+    const [found, missing, odd] = await c.getVectors(['k1', 'k2', 'odd']);
+    expect(found).toEqual({ vector, tokens: 7 });
+    expect([missing, odd]).toEqual([undefined, undefined]);
+  });
+});

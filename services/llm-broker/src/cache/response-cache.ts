@@ -25,6 +25,12 @@ export interface CachedAnswer {
   storedAt: number;
 }
 
+/** One input's vector from the cache, with the input's tokens (what reusing it saved). */
+export interface CachedVector {
+  vector: Float32Array;
+  tokens: number;
+}
+
 export interface Found {
   answer: CachedAnswer;
   ageMs: number;
@@ -93,6 +99,30 @@ export class ResponseCache {
     await withTimeout(this.redis.set(key, JSON.stringify(answer), 'PX', lifeMs), this.redisTimeoutMs, 'redis');
   }
 
+  /**
+   * The key of one embeddings input for `upstream` (as keyOf): the model, the vectors' size
+   * (`dimensions`, 0: the model's own) and the input, a text or its token ids.
+   */
+  embeddingKeyOf(upstream: string, model: string, dimensions: number, input: string | number[]): string {
+    return `${this.o.prefix}:emb:${sha256(canonicalJson({ upstream, model, dimensions, input }))}`;
+  }
+
+  /**
+   * The stored vector of each key (undefined where none is, or an entry is not one); rejects when
+   * Redis is unavailable. One command per key, written together: the keys of a Redis Cluster lie in
+   * any slot.
+   */
+  async getVectors(keys: readonly string[]): Promise<(CachedVector | undefined)[]> {
+    const values = await withTimeout(Promise.all(keys.map((k) => this.redis.getBuffer(k))), this.redisTimeoutMs, 'redis');
+    return values.map((v) => (v ? vectorEntry(v) : undefined));
+  }
+
+  /** Stores each vector for the TTL (embeddings are never served stale: the upstream refusing fails the call). */
+  async putVectors(entries: readonly { key: string; vector: Float32Array; tokens: number }[]): Promise<void> {
+    const lifeMs = Math.max(1, Math.ceil(this.o.ttlMs));
+    await withTimeout(Promise.all(entries.map((e) => this.redis.set(e.key, vectorValue(e.vector, e.tokens), 'PX', lifeMs))), this.redisTimeoutMs, 'redis');
+  }
+
   /** Single flight for a missed key: lead (call the upstream), follow (a fresh answer), or go alone. */
   turn(key: string, signal: AbortSignal, deadline?: number): Promise<Turn<Found>> {
     const waitMs = Math.max(0, Math.min(this.o.waitMs, deadline === undefined ? Infinity : deadline - Date.now()));
@@ -106,4 +136,19 @@ export class ResponseCache {
       },
     });
   }
+}
+
+/** A vector as stored: the input's tokens (uint32), then the components (little-endian float32). */
+function vectorValue(vector: Float32Array, tokens: number): Buffer {
+  const b = Buffer.allocUnsafe(4 + vector.length * 4);
+  b.writeUInt32LE(tokens, 0);
+  for (let i = 0; i < vector.length; i++) b.writeFloatLE(vector[i]!, 4 + i * 4);
+  return b;
+}
+
+function vectorEntry(b: Buffer): CachedVector | undefined {
+  if (b.length < 8 || b.length % 4 !== 0) return undefined;
+  const vector = new Float32Array((b.length - 4) / 4);
+  for (let i = 0; i < vector.length; i++) vector[i] = b.readFloatLE(4 + i * 4);
+  return { vector, tokens: b.readUInt32LE(0) };
 }

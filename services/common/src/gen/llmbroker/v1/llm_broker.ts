@@ -214,6 +214,12 @@ export interface EmbedRequest {
   dimensions: number;
   /** end_user is the caller's name for its end user (OpenAI's `user`); empty: none. */
   endUser: string;
+  /**
+   * cache asks for the response cache, input by input: a vector stored for the same input (same
+   * model, dimensions and first upstream) within LLM_CACHE_TTL_S is reused, and only the inputs
+   * not found are asked of the upstream (their vectors then stored). All found: no upstream call.
+   */
+  cache: boolean;
 }
 
 /** EmbedInput is one text to embed, or its token ids. */
@@ -247,6 +253,13 @@ export interface EmbedResponse {
   upstream: string;
   /** queue_wait_ms is how long the call waited for its admission. */
   queueWaitMs: number;
+  /** cached_inputs counts the vectors that came from the response cache (the request asked for it). */
+  cachedInputs: number;
+  /**
+   * cached_prompt_tokens are those inputs' tokens: what the cache saved (prompt_tokens counts only
+   * the inputs the upstream embedded).
+   */
+  cachedPromptTokens: number;
 }
 
 /** Embedding is one vector. */
@@ -655,7 +668,7 @@ export interface Done {
 }
 
 function createBaseEmbedRequest(): EmbedRequest {
-  return { userId: "", model: "", inputs: [], dimensions: 0, endUser: "" };
+  return { userId: "", model: "", inputs: [], dimensions: 0, endUser: "", cache: false };
 }
 
 export const EmbedRequest: MessageFns<EmbedRequest> = {
@@ -674,6 +687,9 @@ export const EmbedRequest: MessageFns<EmbedRequest> = {
     }
     if (message.endUser !== "") {
       writer.uint32(42).string(message.endUser);
+    }
+    if (message.cache !== false) {
+      writer.uint32(48).bool(message.cache);
     }
     return writer;
   },
@@ -731,6 +747,14 @@ export const EmbedRequest: MessageFns<EmbedRequest> = {
             message.endUser = reader.string();
             continue;
           }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.cache = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -758,6 +782,7 @@ export const EmbedRequest: MessageFns<EmbedRequest> = {
         : isSet(object.end_user)
         ? globalThis.String(object.end_user)
         : "",
+      cache: isSet(object.cache) ? globalThis.Boolean(object.cache) : false,
     };
   },
 
@@ -778,6 +803,9 @@ export const EmbedRequest: MessageFns<EmbedRequest> = {
     if (message.endUser !== "") {
       obj.endUser = message.endUser;
     }
+    if (message.cache !== false) {
+      obj.cache = message.cache;
+    }
     return obj;
   },
 
@@ -791,6 +819,7 @@ export const EmbedRequest: MessageFns<EmbedRequest> = {
     message.inputs = object.inputs?.map((e) => EmbedInput.fromPartial(e)) || [];
     message.dimensions = object.dimensions ?? 0;
     message.endUser = object.endUser ?? "";
+    message.cache = object.cache ?? false;
     return message;
   },
 };
@@ -978,7 +1007,15 @@ export const TokenIds: MessageFns<TokenIds> = {
 };
 
 function createBaseEmbedResponse(): EmbedResponse {
-  return { embeddings: [], promptTokens: 0, model: "", upstream: "", queueWaitMs: 0 };
+  return {
+    embeddings: [],
+    promptTokens: 0,
+    model: "",
+    upstream: "",
+    queueWaitMs: 0,
+    cachedInputs: 0,
+    cachedPromptTokens: 0,
+  };
 }
 
 export const EmbedResponse: MessageFns<EmbedResponse> = {
@@ -997,6 +1034,12 @@ export const EmbedResponse: MessageFns<EmbedResponse> = {
     }
     if (message.queueWaitMs !== 0) {
       writer.uint32(40).int64(message.queueWaitMs);
+    }
+    if (message.cachedInputs !== 0) {
+      writer.uint32(48).int32(message.cachedInputs);
+    }
+    if (message.cachedPromptTokens !== 0) {
+      writer.uint32(56).int32(message.cachedPromptTokens);
     }
     return writer;
   },
@@ -1054,6 +1097,22 @@ export const EmbedResponse: MessageFns<EmbedResponse> = {
             message.queueWaitMs = longToNumber(reader.int64());
             continue;
           }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.cachedInputs = reader.int32();
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.cachedPromptTokens = reader.int32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1083,6 +1142,16 @@ export const EmbedResponse: MessageFns<EmbedResponse> = {
         : isSet(object.queue_wait_ms)
         ? globalThis.Number(object.queue_wait_ms)
         : 0,
+      cachedInputs: isSet(object.cachedInputs)
+        ? globalThis.Number(object.cachedInputs)
+        : isSet(object.cached_inputs)
+        ? globalThis.Number(object.cached_inputs)
+        : 0,
+      cachedPromptTokens: isSet(object.cachedPromptTokens)
+        ? globalThis.Number(object.cachedPromptTokens)
+        : isSet(object.cached_prompt_tokens)
+        ? globalThis.Number(object.cached_prompt_tokens)
+        : 0,
     };
   },
 
@@ -1103,6 +1172,12 @@ export const EmbedResponse: MessageFns<EmbedResponse> = {
     if (message.queueWaitMs !== 0) {
       obj.queueWaitMs = Math.round(message.queueWaitMs);
     }
+    if (message.cachedInputs !== 0) {
+      obj.cachedInputs = Math.round(message.cachedInputs);
+    }
+    if (message.cachedPromptTokens !== 0) {
+      obj.cachedPromptTokens = Math.round(message.cachedPromptTokens);
+    }
     return obj;
   },
 
@@ -1116,6 +1191,8 @@ export const EmbedResponse: MessageFns<EmbedResponse> = {
     message.model = object.model ?? "";
     message.upstream = object.upstream ?? "";
     message.queueWaitMs = object.queueWaitMs ?? 0;
+    message.cachedInputs = object.cachedInputs ?? 0;
+    message.cachedPromptTokens = object.cachedPromptTokens ?? 0;
     return message;
   },
 };
