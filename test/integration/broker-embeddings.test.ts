@@ -168,6 +168,18 @@ describe('Embed', () => {
     expect((await emulatorStats(emulator)).requests - before.requests).toBe(2);
   });
 
+  it('with the cache, 6 identical calls at once make one provider request: the others get the vectors it stored', async () => {
+    const inputs = [text('asked by many at once'), text('and this too')];
+    const before = await emulatorStats(emulator);
+    const followed = await metric(broker, 'llm_cache_single_flight_total', 'outcome="followed"');
+    const calls = await Promise.all(Array.from({ length: 6 }, () => embed(broker, { inputs, cache: true })));
+    expect(calls.map((c) => c.err?.message)).toEqual(Array.from({ length: 6 }, () => undefined));
+    expect((await emulatorStats(emulator)).requests - before.requests).toBe(1);
+    expect(calls.map((c) => c.res!.cachedInputs).sort()).toEqual([0, 2, 2, 2, 2, 2]);
+    for (const c of calls) expect(c.res!.embeddings).toEqual(calls[0]!.res!.embeddings);
+    expect(await metric(broker, 'llm_cache_single_flight_total', 'outcome="followed"') - followed).toBe(5);
+  });
+
   it('refuses what no upstream serves, saying why: a model the provider does not know (NOT_FOUND), one only an Anthropic upstream lists (INVALID_ARGUMENT), no input', async () => {
     await configureEmulator(emulator, { models: ['emulator-1', 'text-embedding-3-small'] });
     try {

@@ -321,7 +321,11 @@ export class LlmBroker {
     return this.embedUpstream(input, call, candidates, signal, deadline);
   }
 
-  /** The cached inputs' vectors, and the others from the upstream (stored before the answer is given). */
+  /**
+   * The cached inputs' vectors, and the others from the upstream (stored before the answer is
+   * given). Identical calls at once make one upstream request: one leads, the others wait for the
+   * vectors it stores (as for chats, across replicas).
+   */
   private async embedThroughCache(cache: ResponseCache, input: EmbedInput, call: PreparedCall, candidates: Candidate[], signal: AbortSignal, deadline?: number): Promise<EmbedResult> {
     const { d } = this;
     // Found vectors take no admission to overlap: the rate limit and budget are passed first.
@@ -337,27 +341,55 @@ export class LlmBroker {
       return this.embedUpstream(input, call, candidates, signal, deadline);
     }
     const missing = found.flatMap((f, i) => (f ? [] : [i]));
-    const hits = keys.length - missing.length;
-    const saved = found.reduce((n, f) => n + (f?.tokens ?? 0), 0);
-    const cached = { inputs: hits, promptTokens: saved };
-    const counted = () => {
-      d.metrics.cacheEmbeddingInputs.inc({ result: 'hit' }, hits);
-      d.metrics.cacheEmbeddingInputs.inc({ result: 'miss' }, missing.length);
-      d.metrics.cacheTokensSaved.inc(saved);
-    };
-    if (missing.length === 0) {
-      counted();
-      return { vectors: found.map((f) => f!.vector), usage: { promptTokens: 0, completionTokens: 0, totalTokens: 0 }, model: first.model, upstream: first.upstream.name, queueWaitMs: 0, cached };
+    if (missing.length > 0) {
+      const turn = await cache.vectorsTurn(missing.map((i) => keys[i]!), signal, deadline);
+      if (turn.role === 'follower') {
+        d.metrics.cacheFlights.inc({ outcome: 'followed' });
+        for (const [j, i] of missing.entries()) found[i] = turn.value[j];
+      } else {
+        d.metrics.cacheFlights.inc({ outcome: turn.role === 'alone' ? turn.reason : turn.tookOver ? 'took_over' : 'led' });
+        try {
+          return await this.embedMissing(cache, input, call, candidates, keys, found, missing, signal, deadline);
+        } finally {
+          if (turn.role === 'leader') await turn.release();
+        }
+      }
     }
+    return {
+      vectors: found.map((f) => f!.vector),
+      usage: { promptTokens: 0, completionTokens: 0, totalTokens: 0 },
+      model: first.model,
+      upstream: first.upstream.name,
+      queueWaitMs: 0,
+      cached: this.countCached(found, 0),
+    };
+  }
+
+  /** The inputs at `missing` from the upstream, stored; the vectors of all inputs in their order. */
+  private async embedMissing(
+    cache: ResponseCache, input: EmbedInput, call: PreparedCall, candidates: Candidate[],
+    keys: string[], found: (CachedVector | undefined)[], missing: number[], signal: AbortSignal, deadline?: number,
+  ): Promise<EmbedResult> {
     const asked = missing.map((i) => input.inputs[i]!);
     const r = await this.embedUpstream(input, { ...call, embed: { ...call.embed!, inputs: asked } }, candidates, signal, deadline);
-    counted();
     await cache
       .putVectors(missing.map((i, j) => ({ key: keys[i]!, vector: r.vectors[j]!, tokens: embedPromptTokens({ inputs: [asked[j]!] }) })))
-      .catch((err: unknown) => d.logger.warn({ err: (err as Error).message }, 'response cache: vectors not stored'));
+      .catch((err: unknown) => this.d.logger.warn({ err: (err as Error).message }, 'response cache: vectors not stored'));
+    const cached = this.countCached(found, missing.length);
     const vectors = found.map((f) => f?.vector);
     for (const [j, i] of missing.entries()) vectors[i] = r.vectors[j];
     return { ...r, vectors: vectors as Float32Array[], cached };
+  }
+
+  /** Counts the inputs found and those the upstream embedded (`misses`); what the found ones saved. */
+  private countCached(found: (CachedVector | undefined)[], misses: number): NonNullable<EmbedResult['cached']> {
+    const { metrics } = this.d;
+    const hits = found.length - misses;
+    const promptTokens = found.reduce((n, f) => n + (f?.tokens ?? 0), 0);
+    metrics.cacheEmbeddingInputs.inc({ result: 'hit' }, hits);
+    metrics.cacheEmbeddingInputs.inc({ result: 'miss' }, misses);
+    metrics.cacheTokensSaved.inc(promptTokens);
+    return { inputs: hits, promptTokens };
   }
 
   /** One upstream request for every input of `call`. */

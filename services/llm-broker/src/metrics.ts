@@ -93,7 +93,7 @@ export function createBrokerMetrics(registry: Registry, gauges: BrokerGauges, up
     }),
     cacheFlights: new Counter({
       name: 'llm_cache_single_flight_total',
-      help: 'Misses by single-flight role: led (called the upstream for every replica), followed (got the leader\'s answer), took_over (the leader vanished), timed_out / redis_unavailable (called the upstream alone)',
+      help: 'Misses (of a chat, or of an embeddings call\'s inputs not found) by single-flight role: led (called the upstream for every replica), followed (got the leader\'s answer), took_over (the leader vanished), timed_out / redis_unavailable (called the upstream alone)',
       labelNames: ['outcome'],
       registers,
     }),

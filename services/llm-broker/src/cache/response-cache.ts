@@ -125,16 +125,34 @@ export class ResponseCache {
 
   /** Single flight for a missed key: lead (call the upstream), follow (a fresh answer), or go alone. */
   turn(key: string, signal: AbortSignal, deadline?: number): Promise<Turn<Found>> {
-    const waitMs = Math.max(0, Math.min(this.o.waitMs, deadline === undefined ? Infinity : deadline - Date.now()));
     return this.lock.turn<Found>(`${key}:lock`, {
-      leaseMs: this.o.lockMs,
-      waitMs,
-      signal,
+      ...this.waiting(signal, deadline),
       ready: async () => {
         const found = await this.get(key);
         return found?.fresh ? found : undefined;
       },
     });
+  }
+
+  /**
+   * Single flight for the inputs of an embeddings call that were not found: lead (embed them),
+   * follow (an identical call's vectors, once all are stored), or go alone. Keyed by those inputs'
+   * keys together: calls that share only some inputs do not wait for each other.
+   */
+  vectorsTurn(keys: readonly string[], signal: AbortSignal, deadline?: number): Promise<Turn<CachedVector[]>> {
+    return this.lock.turn<CachedVector[]>(`${this.o.prefix}:emb:${sha256(keys.join(' '))}:lock`, {
+      ...this.waiting(signal, deadline),
+      ready: async () => {
+        const found = await this.getVectors(keys);
+        return found.every((f) => f !== undefined) ? (found as CachedVector[]) : undefined;
+      },
+    });
+  }
+
+  /** A follower waits at most LLM_CACHE_WAIT_MS, and not past the call's deadline. */
+  private waiting(signal: AbortSignal, deadline?: number) {
+    const waitMs = Math.max(0, Math.min(this.o.waitMs, deadline === undefined ? Infinity : deadline - Date.now()));
+    return { leaseMs: this.o.lockMs, waitMs, signal };
   }
 }
 
