@@ -42,6 +42,16 @@ const cachedOf = (o: Outcome) => {
 };
 const textOf = (o: Outcome) => o.messages.map((m) => (m.update?.$case === 'delta' ? m.update.delta.content : '')).join('');
 const upstreamRequests = async () => (await emulatorStats(emulator)).requests;
+/** An embeddings call of `texts` that asks for the cache. */
+const embedCached = (b: Broker, texts: string[]) =>
+  new Promise<{ res?: EmbedResponse; err?: Error }>((resolve) =>
+    b.client.embed(
+      { userId: 'u', model: 'text-embedding-3-small', inputs: texts.map((text) => ({ input: { $case: 'text' as const, text } })), dimensions: 0, endUser: '', cache: true },
+      new Metadata(),
+      { deadline: new Date(Date.now() + 30_000) },
+      (err, res) => resolve(err ? { err } : { res }),
+    ),
+  );
 const metric = (b: Broker, name: string, labels = '') => promMetric(b.proc, name, labels);
 const lookups = async (bs: Broker[], result: string) => (await Promise.all(bs.map((b) => metric(b, 'llm_cache_lookups_total', `result="${result}"`)))).reduce((a, b) => a + b, 0);
 
@@ -247,6 +257,27 @@ describe('expiry and stale answers (a replica with a 0.8 s TTL, on its own datab
     expect(doneOf(await generate(c, req)).cache).toBe(CacheStatus.CACHE_STATUS_MISS);
   });
 
+  it('embeddings: while the breaker is open, expired vectors are served, marked stale; an input without one is refused', async () => {
+    const first = (await embedCached(c, ['an expiring vector', 'another one'])).res!;
+    await expire();
+    const opened = await generate(c, generateRequest('anything', { model: 'emulator-1+wrong_key' }));
+    expect(reasonOf(opened.error)).toBe('breaker_open');
+    const before = await upstreamRequests();
+    const stale = (await embedCached(c, ['another one', 'an expiring vector'])).res!;
+    expect(stale).toMatchObject({ cachedInputs: 2, cachedStale: true, promptTokens: 0, cachedPromptTokens: first.promptTokens });
+    expect(stale.embeddings).toEqual([first.embeddings[1], first.embeddings[0]]);
+    const refused = await embedCached(c, ['an expiring vector', 'one never embedded']);
+    expect(reasonOf(refused.err!)).toBe('breaker_open');
+    expect(await upstreamRequests()).toBe(before);
+    expect(await metric(c, 'llm_cache_embedding_inputs_total', 'result="stale"')).toBe(2);
+    // Closed again (the half-open probe succeeds): expired is a miss again.
+    await new Promise((r) => setTimeout(r, 1_700));
+    expect(doneOf(await generate(c, generateRequest('probe'))).finishReason).toBeTruthy();
+    const again = (await embedCached(c, ['an expiring vector'])).res!;
+    expect([again.cachedInputs, again.cachedStale]).toEqual([0, false]);
+    expect(await upstreamRequests()).toBe(before + 2);
+  });
+
   it('while a provider 429 pauses the upstream, an expired answer is served, marked stale', async () => {
     const req = cachedAsk();
     await generate(c, req);
@@ -267,6 +298,7 @@ describe('expiry and stale answers (a replica with a 0.8 s TTL, on its own datab
       await configureEmulator(emulator, { timeScale: 1, rpm: 0 });
     }
   });
+
 });
 
 describe('opting out', () => {
@@ -311,14 +343,7 @@ describe('without Redis', () => {
 
   it('an embeddings call that asks for the cache has every input embedded by the upstream, each counted as an error', async () => {
     const before = await upstreamRequests();
-    const r = await new Promise<EmbedResponse>((resolve, reject) =>
-      a.client.embed(
-        { userId: 'u', model: 'text-embedding-3-small', inputs: ['one', 'two'].map((text) => ({ input: { $case: 'text' as const, text } })), dimensions: 0, endUser: '', cache: true },
-        new Metadata(),
-        { deadline: new Date(Date.now() + 30_000) },
-        (err, res) => (err ? reject(err) : resolve(res!)),
-      ),
-    );
+    const r = (await embedCached(a, ['one', 'two'])).res!;
     expect([r.embeddings.length, r.cachedInputs, r.promptTokens > 0]).toEqual([2, 0, true]);
     expect(await upstreamRequests()).toBe(before + 1);
     expect(await metric(a, 'llm_cache_embedding_inputs_total', 'result="error"')).toBe(2);

@@ -11,6 +11,7 @@ import type { AppConfig } from './context';
 import type { UserBudgets } from './budgets';
 import { memoryRequestLimiter, type RateDecision, type RequestLimiter } from './ratelimit';
 import { HttpError } from './errors';
+import { cacheStatus } from './routes/embeddings';
 import { fakeGateways } from './testing/fakes';
 
 jest.setTimeout(30_000);
@@ -917,6 +918,9 @@ describe('edge app (fake peers)', () => {
         const said: (string | null)[] = [];
         for (const n of [0, 1, 2]) said.push((await cached(n)).headers.get('x-mesh-cache'));
         expect(said).toEqual(['miss', 'partial', 'hit']);
+        // Vectors past their lifetime, served while the provider refuses, say so whatever else came from the cache.
+        const two = [{ values: [1] }, { values: [2] }];
+        expect([cacheStatus({ embeddings: two, cachedInputs: 2, cachedStale: true }), cacheStatus({ embeddings: two, cachedInputs: 1, cachedStale: true })]).toEqual(['stale', 'stale']);
         expect(gw.fakeBroker.embedded.map((r) => r.cache)).toEqual([true, true, true]);
         const off = await fetch(`${base}/v1/embeddings`, { method: 'POST', headers: { ...json(alice), 'x-mesh-cache': 'off' }, body: JSON.stringify({ model: 'm', input: 'a' }) });
         expect([off.status, off.headers.get('x-mesh-cache'), gw.fakeBroker.embedded.at(-1)!.cache]).toEqual([200, null, false]);

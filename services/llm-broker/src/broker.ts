@@ -98,8 +98,8 @@ export interface EmbedResult {
   model: string;
   upstream: string;
   queueWaitMs: number;
-  /** The call asked for the cache: how many vectors came from it, and those inputs' tokens (what it saved). */
-  cached?: { inputs: number; promptTokens: number };
+  /** The call asked for the cache: how many vectors came from it, those inputs' tokens (what it saved), and whether any was stale. */
+  cached?: { inputs: number; promptTokens: number; stale: boolean };
 }
 
 /** The most inputs one embeddings call takes (OpenAI's limit). */
@@ -324,7 +324,9 @@ export class LlmBroker {
   /**
    * The cached inputs' vectors, and the others from the upstream (stored before the answer is
    * given). Identical calls at once make one upstream request: one leads, the others wait for the
-   * vectors it stores (as for chats, across replicas).
+   * vectors it stores (as for chats, across replicas). While every upstream refuses (breaker open,
+   * or a 429's pause), expired vectors are served, marked stale, when every input not found fresh
+   * has one.
    */
   private async embedThroughCache(cache: ResponseCache, input: EmbedInput, call: PreparedCall, candidates: Candidate[], signal: AbortSignal, deadline?: number): Promise<EmbedResult> {
     const { d } = this;
@@ -340,29 +342,35 @@ export class LlmBroker {
       d.logger.warn({ err: (err as Error).message }, 'response cache unavailable: embedding every input upstream');
       return this.embedUpstream(input, call, candidates, signal, deadline);
     }
-    const missing = found.flatMap((f, i) => (f ? [] : [i]));
-    if (missing.length > 0) {
-      const turn = await cache.vectorsTurn(missing.map((i) => keys[i]!), signal, deadline);
-      if (turn.role === 'follower') {
-        d.metrics.cacheFlights.inc({ outcome: 'followed' });
-        for (const [j, i] of missing.entries()) found[i] = turn.value[j];
-      } else {
-        d.metrics.cacheFlights.inc({ outcome: turn.role === 'alone' ? turn.reason : turn.tookOver ? 'took_over' : 'led' });
-        try {
-          return await this.embedMissing(cache, input, call, candidates, keys, found, missing, signal, deadline);
-        } finally {
-          if (turn.role === 'leader') await turn.release();
-        }
-      }
-    }
-    return {
+    const fromCache = (): EmbedResult => ({
       vectors: found.map((f) => f!.vector),
-      usage: { promptTokens: 0, completionTokens: 0, totalTokens: 0 },
+      usage: NOTHING_BILLED,
       model: first.model,
       upstream: first.upstream.name,
       queueWaitMs: 0,
-      cached: this.countCached(found, 0),
-    };
+      cached: this.countCached(found, []),
+    });
+    const missing = found.flatMap((f, i) => (f?.fresh ? [] : [i]));
+    if (missing.length === 0) return fromCache();
+    const staleForAll = missing.every((i) => found[i] !== undefined);
+    if (staleForAll && (await this.upstreamsRefusing(candidates))) return fromCache();
+    const turn = await cache.vectorsTurn(missing.map((i) => keys[i]!), signal, deadline);
+    if (turn.role === 'follower') {
+      d.metrics.cacheFlights.inc({ outcome: 'followed' });
+      for (const [j, i] of missing.entries()) found[i] = turn.value[j];
+      return fromCache();
+    }
+    d.metrics.cacheFlights.inc({ outcome: turn.role === 'alone' ? turn.reason : turn.tookOver ? 'took_over' : 'led' });
+    try {
+      return await this.embedMissing(cache, input, call, candidates, keys, found, missing, signal, deadline);
+    } catch (err) {
+      // Refused while expired vectors exist for every input not found: they beat no answer.
+      const refusing = err instanceof BrokerRefusal && (err.reason === 'breaker_open' || err.reason === 'upstream_rate_limited');
+      if (staleForAll && refusing && !signal.aborted) return fromCache();
+      throw err;
+    } finally {
+      if (turn.role === 'leader') await turn.release();
+    }
   }
 
   /** The inputs at `missing` from the upstream, stored; the vectors of all inputs in their order. */
@@ -375,21 +383,30 @@ export class LlmBroker {
     await cache
       .putVectors(missing.map((i, j) => ({ key: keys[i]!, vector: r.vectors[j]!, tokens: embedPromptTokens({ inputs: [asked[j]!] }) })))
       .catch((err: unknown) => this.d.logger.warn({ err: (err as Error).message }, 'response cache: vectors not stored'));
-    const cached = this.countCached(found, missing.length);
+    const cached = this.countCached(found, missing);
     const vectors = found.map((f) => f?.vector);
     for (const [j, i] of missing.entries()) vectors[i] = r.vectors[j];
     return { ...r, vectors: vectors as Float32Array[], cached };
   }
 
-  /** Counts the inputs found and those the upstream embedded (`misses`); what the found ones saved. */
-  private countCached(found: (CachedVector | undefined)[], misses: number): NonNullable<EmbedResult['cached']> {
+  /** Counts the inputs found (fresh: hit; else stale) and those the upstream embedded (`missing`); what the found ones saved. */
+  private countCached(found: (CachedVector | undefined)[], missing: number[]): NonNullable<EmbedResult['cached']> {
     const { metrics } = this.d;
-    const hits = found.length - misses;
-    const promptTokens = found.reduce((n, f) => n + (f?.tokens ?? 0), 0);
+    const embedded = new Set(missing);
+    let hits = 0;
+    let stale = 0;
+    let promptTokens = 0;
+    for (const [i, f] of found.entries()) {
+      if (embedded.has(i) || !f) continue;
+      if (f.fresh) hits += 1;
+      else stale += 1;
+      promptTokens += f.tokens;
+    }
     metrics.cacheEmbeddingInputs.inc({ result: 'hit' }, hits);
-    metrics.cacheEmbeddingInputs.inc({ result: 'miss' }, misses);
+    metrics.cacheEmbeddingInputs.inc({ result: 'stale' }, stale);
+    metrics.cacheEmbeddingInputs.inc({ result: 'miss' }, missing.length);
     metrics.cacheTokensSaved.inc(promptTokens);
-    return { inputs: hits, promptTokens };
+    return { inputs: hits + stale, promptTokens, stale: stale > 0 };
   }
 
   /** One upstream request for every input of `call`. */

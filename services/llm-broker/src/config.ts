@@ -184,7 +184,7 @@ export const VARS = {
     LLM_BREAKER_TIMEOUT_MS: { type: 'int', default: 30_000, min: 10, doc: 'no response headers after this long counts as a failure (and aborts the attempt)' },
     LLM_BREAKER_WINDOW_MS: { type: 'int', default: 10_000, min: 100, doc: 'the rolling window of the error rate' },
     LLM_CACHE_TTL_S: { type: 'number', default: 3600, min: 0, doc: 'how long a cached answer is served as a hit, for calls that ask for the response cache, and how long an embeddings vector is kept (0: the cache is off)' },
-    LLM_CACHE_STALE_S: { type: 'number', default: 86_400, min: 0, doc: 'how long past its TTL an answer may still be served (stale) while the upstream is paused or its breaker open' },
+    LLM_CACHE_STALE_S: { type: 'number', default: 86_400, min: 0, doc: 'how long past its TTL an answer (or an embeddings vector) may still be served (stale) while the upstream is paused or its breaker open' },
     LLM_CACHE_LOCK_MS: { type: 'int', default: 3000, min: 100, doc: "single-flight lock lease: a dead leader's followers take over after at most this" },
     LLM_CACHE_WAIT_MS: { type: 'int', default: 60_000, min: 0, doc: "longest a follower waits for the leader's answer before calling the upstream itself" },
     LLM_RETRY_MAX: { type: 'int', default: 3, min: 0, doc: 'retries per call at most (before the first token only)' },

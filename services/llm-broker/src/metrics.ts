@@ -87,7 +87,7 @@ export function createBrokerMetrics(registry: Registry, gauges: BrokerGauges, up
     cacheTokensSaved: new Counter({ name: 'llm_cache_tokens_saved_total', help: 'Tokens (prompt + completion) the upstream billed for answers later served from the cache, and the tokens of embeddings inputs whose vectors came from it', registers }),
     cacheEmbeddingInputs: new Counter({
       name: 'llm_cache_embedding_inputs_total',
-      help: 'Embeddings inputs of calls that asked for the response cache, by result: hit (the vector came from the cache), miss (the upstream embedded it), error (Redis unavailable: the upstream embedded it)',
+      help: 'Embeddings inputs of calls that asked for the response cache, by result: hit (the vector came from the cache), stale (an expired vector, served while every upstream refuses), miss (the upstream embedded it), error (Redis unavailable: the upstream embedded it)',
       labelNames: ['result'],
       registers,
     }),
@@ -103,7 +103,7 @@ export function createBrokerMetrics(registry: Registry, gauges: BrokerGauges, up
     for (const c of [metrics.admissions, metrics.upstream429, metrics.retries]) c.inc({ upstream }, 0);
   }
   for (const result of CACHE_LOOKUP_RESULTS) metrics.cacheLookups.inc({ result }, 0);
-  for (const result of ['hit', 'miss', 'error']) metrics.cacheEmbeddingInputs.inc({ result }, 0);
+  for (const result of ['hit', 'stale', 'miss', 'error']) metrics.cacheEmbeddingInputs.inc({ result }, 0);
   return metrics;
 }
 

@@ -232,6 +232,7 @@ export async function embedResponse(broker: LlmBroker, logger: Logger, req: Embe
       queueWaitMs: r.queueWaitMs,
       cachedInputs: r.cached?.inputs ?? 0,
       cachedPromptTokens: r.cached?.promptTokens ?? 0,
+      cachedStale: r.cached?.stale ?? false,
     };
   } catch (err) {
     const mapped = toMeshError(err);

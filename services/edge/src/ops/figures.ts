@@ -194,6 +194,7 @@ export const FIGURES: readonly Figure[] = [
     queries: [
       { expr: 'mesh:llm_cache_hit:ratio_rate5m', legend: 'answered from the cache' },
       { expr: 'sum(rate(llm_cache_lookups_total{result="stale"}[5m])) / sum(rate(llm_cache_lookups_total[5m]))', legend: 'of which stale' },
+      { expr: 'mesh:llm_cache_embedding_hit:ratio_rate5m', legend: 'embeddings inputs from the cache' },
     ],
   },
   {

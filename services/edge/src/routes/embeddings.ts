@@ -41,8 +41,9 @@ export function base64Vector(values: readonly number[]): string {
   return bytes.toString('base64');
 }
 
-/** What the `x-mesh-cache` response header says of a call that asked for the cache: every vector from it, some, or none. */
-export function cacheStatus(r: Pick<EmbedResponse, 'embeddings' | 'cachedInputs'>): 'hit' | 'partial' | 'miss' {
+/** What the `x-mesh-cache` response header says of a call that asked for the cache: some vector served past its TTL, every vector from it, some, or none. */
+export function cacheStatus(r: Pick<EmbedResponse, 'embeddings' | 'cachedInputs' | 'cachedStale'>): 'stale' | 'hit' | 'partial' | 'miss' {
+  if (r.cachedStale) return 'stale';
   if (r.cachedInputs === 0) return 'miss';
   return r.cachedInputs === r.embeddings.length ? 'hit' : 'partial';
 }
@@ -76,7 +77,7 @@ export function embeddingsRoutes(app: FastifyInstance, ctx: EdgeContext): void {
           '(models that allow it: more than the model\'s own size, or a model that cannot shorten them, is the provider\'s 400 `upstream_rejected`). ' +
           'With the request header `x-mesh-cache: on`, each input\'s vector is looked up in the broker\'s response cache first (the same model, `dimensions` and input within LLM_CACHE_TTL_S) ' +
           'and only the inputs not found are embedded by the provider (and stored); `usage` then counts those inputs only, and the response header `x-mesh-cache` says ' +
-          '`hit` (every vector from the cache: no provider call, nothing billed), `partial` or `miss`. Without it (or with `off`) nothing is cached.',
+          '`hit` (every vector from the cache: no provider call, nothing billed), `partial` or `miss`, or `stale` (vectors past their lifetime served while the provider refuses). Without it (or with `off`) nothing is cached.',
         headers: { type: 'object', properties: { [CACHE_HEADER]: { type: 'string', enum: ['on', 'off'] } } },
         body: {
           type: 'object',

@@ -295,7 +295,7 @@ export class FakeBroker implements BrokerGateway {
     this.embedded.push(req);
     const sizeOf = (i: EmbedRequest['inputs'][number]) => (i.input?.$case === 'text' ? i.input.text.length : i.input?.$case === 'tokens' ? i.input.tokens.ids.length : 0);
     const embeddings = req.inputs.map((input, k) => ({ values: [k, sizeOf(input), 0.5].slice(0, req.dimensions || 3) }));
-    return { embeddings, promptTokens: req.inputs.reduce((n, i) => n + sizeOf(i), 0), model: req.model, upstream: 'default', queueWaitMs: 0, cachedInputs: Math.min(this.embedCached, req.inputs.length), cachedPromptTokens: 0 };
+    return { embeddings, promptTokens: req.inputs.reduce((n, i) => n + sizeOf(i), 0), model: req.model, upstream: 'default', queueWaitMs: 0, cachedInputs: Math.min(this.embedCached, req.inputs.length), cachedPromptTokens: 0, cachedStale: false };
   }
 }
 

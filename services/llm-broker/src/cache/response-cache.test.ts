@@ -88,9 +88,10 @@ describe('embeddings in the response cache', () => {
     const c = new ResponseCache(redis, { prefix: 'p', ttlMs: 1000, staleMs: 1000, lockMs: 1000, waitMs: 1000 });
     const vector = Float32Array.from([0.1, -0.25, 3e-8, 1]);
     await c.putVectors([{ key: 'k1', vector, tokens: 7 }]);
-    kept.set('odd', Buffer.from('not a vector!')); // 13 bytes: no whole float32s
+    kept.set('odd', Buffer.from('not a vector, by its length')); // 27 bytes: no whole float32s after the header
     const [found, missing, odd] = await c.getVectors(['k1', 'k2', 'odd']);
-    expect(found).toEqual({ vector, tokens: 7 });
+    expect(found).toMatchObject({ vector, tokens: 7, fresh: true });
+    expect(found!.ageMs).toBeLessThan(1000);
     expect([missing, odd]).toEqual([undefined, undefined]);
   });
 });

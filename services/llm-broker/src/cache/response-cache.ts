@@ -29,6 +29,9 @@ export interface CachedAnswer {
 export interface CachedVector {
   vector: Float32Array;
   tokens: number;
+  ageMs: number;
+  /** Within the TTL; an older one is served only while the upstreams refuse (stale). */
+  fresh: boolean;
 }
 
 export interface Found {
@@ -108,19 +111,26 @@ export class ResponseCache {
   }
 
   /**
-   * The stored vector of each key (undefined where none is, or an entry is not one); rejects when
-   * Redis is unavailable. One command per key, written together: the keys of a Redis Cluster lie in
-   * any slot.
+   * The stored vector of each key, fresh or stale (undefined where none is, or an entry is not
+   * one); rejects when Redis is unavailable. One command per key, written together: the keys of a
+   * Redis Cluster lie in any slot.
    */
   async getVectors(keys: readonly string[]): Promise<(CachedVector | undefined)[]> {
     const values = await withTimeout(Promise.all(keys.map((k) => this.redis.getBuffer(k))), this.redisTimeoutMs, 'redis');
-    return values.map((v) => (v ? vectorEntry(v) : undefined));
+    const now = Date.now();
+    return values.map((v) => {
+      const e = v ? vectorEntry(v) : undefined;
+      if (!e) return undefined;
+      const ageMs = Math.max(0, now - e.storedAt);
+      return { vector: e.vector, tokens: e.tokens, ageMs, fresh: ageMs < this.o.ttlMs };
+    });
   }
 
-  /** Stores each vector for the TTL (embeddings are never served stale: the upstream refusing fails the call). */
+  /** Stores each vector for the TTL and the stale window after it, as answers are. */
   async putVectors(entries: readonly { key: string; vector: Float32Array; tokens: number }[]): Promise<void> {
-    const lifeMs = Math.max(1, Math.ceil(this.o.ttlMs));
-    await withTimeout(Promise.all(entries.map((e) => this.redis.set(e.key, vectorValue(e.vector, e.tokens), 'PX', lifeMs))), this.redisTimeoutMs, 'redis');
+    const lifeMs = Math.max(1, Math.ceil(this.o.ttlMs + this.o.staleMs));
+    const storedAt = Date.now();
+    await withTimeout(Promise.all(entries.map((e) => this.redis.set(e.key, vectorValue(e.vector, e.tokens, storedAt), 'PX', lifeMs))), this.redisTimeoutMs, 'redis');
   }
 
   /** Single flight for a missed key: lead (call the upstream), follow (a fresh answer), or go alone. */
@@ -144,7 +154,7 @@ export class ResponseCache {
       ...this.waiting(signal, deadline),
       ready: async () => {
         const found = await this.getVectors(keys);
-        return found.every((f) => f !== undefined) ? (found as CachedVector[]) : undefined;
+        return found.every((f) => f?.fresh) ? (found as CachedVector[]) : undefined;
       },
     });
   }
@@ -156,17 +166,20 @@ export class ResponseCache {
   }
 }
 
-/** A vector as stored: the input's tokens (uint32), then the components (little-endian float32). */
-function vectorValue(vector: Float32Array, tokens: number): Buffer {
-  const b = Buffer.allocUnsafe(4 + vector.length * 4);
+/** A vector as stored: the input's tokens (uint32), when it was stored (float64, ms), then the components (float32); little-endian. */
+function vectorValue(vector: Float32Array, tokens: number, storedAt: number): Buffer {
+  const b = Buffer.allocUnsafe(HEADER + vector.length * 4);
   b.writeUInt32LE(tokens, 0);
-  for (let i = 0; i < vector.length; i++) b.writeFloatLE(vector[i]!, 4 + i * 4);
+  b.writeDoubleLE(storedAt, 4);
+  for (let i = 0; i < vector.length; i++) b.writeFloatLE(vector[i]!, HEADER + i * 4);
   return b;
 }
 
-function vectorEntry(b: Buffer): CachedVector | undefined {
-  if (b.length < 8 || b.length % 4 !== 0) return undefined;
-  const vector = new Float32Array((b.length - 4) / 4);
-  for (let i = 0; i < vector.length; i++) vector[i] = b.readFloatLE(4 + i * 4);
-  return { vector, tokens: b.readUInt32LE(0) };
+const HEADER = 12;
+
+function vectorEntry(b: Buffer): { vector: Float32Array; tokens: number; storedAt: number } | undefined {
+  if (b.length < HEADER + 4 || (b.length - HEADER) % 4 !== 0) return undefined;
+  const vector = new Float32Array((b.length - HEADER) / 4);
+  for (let i = 0; i < vector.length; i++) vector[i] = b.readFloatLE(HEADER + i * 4);
+  return { vector, tokens: b.readUInt32LE(0), storedAt: b.readDoubleLE(4) };
 }

@@ -260,6 +260,11 @@ export interface EmbedResponse {
    * the inputs the upstream embedded).
    */
   cachedPromptTokens: number;
+  /**
+   * cached_stale is true when some of those vectors outlived their TTL and were served because
+   * every upstream refuses (breaker open, or paused after a 429).
+   */
+  cachedStale: boolean;
 }
 
 /** Embedding is one vector. */
@@ -1015,6 +1020,7 @@ function createBaseEmbedResponse(): EmbedResponse {
     queueWaitMs: 0,
     cachedInputs: 0,
     cachedPromptTokens: 0,
+    cachedStale: false,
   };
 }
 
@@ -1040,6 +1046,9 @@ export const EmbedResponse: MessageFns<EmbedResponse> = {
     }
     if (message.cachedPromptTokens !== 0) {
       writer.uint32(56).int32(message.cachedPromptTokens);
+    }
+    if (message.cachedStale !== false) {
+      writer.uint32(64).bool(message.cachedStale);
     }
     return writer;
   },
@@ -1113,6 +1122,14 @@ export const EmbedResponse: MessageFns<EmbedResponse> = {
             message.cachedPromptTokens = reader.int32();
             continue;
           }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.cachedStale = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1152,6 +1169,11 @@ export const EmbedResponse: MessageFns<EmbedResponse> = {
         : isSet(object.cached_prompt_tokens)
         ? globalThis.Number(object.cached_prompt_tokens)
         : 0,
+      cachedStale: isSet(object.cachedStale)
+        ? globalThis.Boolean(object.cachedStale)
+        : isSet(object.cached_stale)
+        ? globalThis.Boolean(object.cached_stale)
+        : false,
     };
   },
 
@@ -1178,6 +1200,9 @@ export const EmbedResponse: MessageFns<EmbedResponse> = {
     if (message.cachedPromptTokens !== 0) {
       obj.cachedPromptTokens = Math.round(message.cachedPromptTokens);
     }
+    if (message.cachedStale !== false) {
+      obj.cachedStale = message.cachedStale;
+    }
     return obj;
   },
 
@@ -1193,6 +1218,7 @@ export const EmbedResponse: MessageFns<EmbedResponse> = {
     message.queueWaitMs = object.queueWaitMs ?? 0;
     message.cachedInputs = object.cachedInputs ?? 0;
     message.cachedPromptTokens = object.cachedPromptTokens ?? 0;
+    message.cachedStale = object.cachedStale ?? false;
     return message;
   },
 };
