@@ -180,6 +180,79 @@ describe('Embed', () => {
     expect(await metric(broker, 'llm_cache_single_flight_total', 'outcome="followed"') - followed).toBe(5);
   });
 
+  it('splits a call over the provider\'s 300,000 tokens per request into requests under it, answered as one call (the provider refused it whole)', async () => {
+    // 2,048 distinct inputs of ~155 tokens: ~317,000 in all.
+    const filler = ' river'.repeat(150);
+    const inputs = Array.from({ length: 2048 }, (_, i) => text(`passage ${i}:${filler}`));
+    const before = await emulatorStats(emulator);
+    const { res, err } = await embed(broker, { inputs });
+    expect(err).toBeUndefined();
+    const after = await emulatorStats(emulator);
+    expect(res!.promptTokens).toBeGreaterThan(300_000);
+    expect(after.requests - before.requests).toBe(2);
+    expect(after.promptTokens - before.promptTokens).toBe(res!.promptTokens);
+    expect(after.invalid - before.invalid).toBe(0);
+    // Every vector in its input's place: the last one is what the provider makes of that input alone.
+    expect(res!.embeddings).toHaveLength(2048);
+    const last = (await embed(broker, { inputs: [inputs[2047]!] })).res!;
+    expect(res!.embeddings[2047]!.values).toEqual(last.embeddings[0]!.values);
+    // Not split (a cap above the provider's), the provider refuses the call whole.
+    const unsplit = await startBroker({
+      LLM_UPSTREAMS: JSON.stringify([{ name: 'openai', protocol: 'openai', baseUrl: `${emulator.url}/v1`, keyEnv: 'EMU_KEY', models: ['text-embedding-3-small'] }]),
+      LLM_EMBED_BATCH_TOKENS: '1000000',
+    });
+    const refused = await embed(unsplit, { inputs });
+    expect(reasonOf(refused.err!)).toBe('upstream_rejected');
+    expect(detailsOf(refused.err!)).toMatch(/max 300000 tokens per request/);
+  });
+
+  describe('with a cap of 12 tokens per request (LLM_EMBED_BATCH_TOKENS)', () => {
+    let small: Broker;
+    const inputs = ['the first of five short inputs', 'the second of five short inputs', 'the third of five short inputs', 'the fourth of five', 'the fifth'].map(text);
+
+    beforeAll(async () => {
+      small = await startBroker({
+        LLM_UPSTREAMS: JSON.stringify([{ name: 'openai', protocol: 'openai', baseUrl: `${emulator.url}/v1`, keyEnv: 'EMU_KEY', models: ['text-embedding-3-small'] }]),
+        LLM_EMBED_BATCH_TOKENS: '12',
+      });
+    });
+
+    it('asks the provider in batches of at most 12 tokens, in order: the same vectors and tokens as one request', async () => {
+      const whole = (await embed(broker, { inputs })).res!;
+      const each = await Promise.all(inputs.map(tokensOf));
+      // What the batches must be, counted as the provider bills each input.
+      let batches = 1;
+      for (let i = 1, sum = each[0]!; i < each.length; i += 1) {
+        if (sum + each[i]! > 12) [batches, sum] = [batches + 1, 0];
+        sum += each[i]!;
+      }
+      expect(batches).toBeGreaterThan(1);
+      const before = await emulatorStats(emulator);
+      const { res, err } = await embed(small, { inputs });
+      expect(err).toBeUndefined();
+      const after = await emulatorStats(emulator);
+      expect(after.requests - before.requests).toBe(batches);
+      expect(res!.embeddings.map((e) => e.values)).toEqual(whole.embeddings.map((e) => e.values));
+      expect(res!.promptTokens).toBe(whole.promptTokens);
+      expect(after.promptTokens - before.promptTokens).toBe(whole.promptTokens);
+      expect(await metric(small, 'llm_admissions_total', 'upstream="openai"')).toBe(batches);
+    });
+
+    it('with the cache, a call refused in a later batch keeps the vectors it was billed for: asked again, only what failed goes to the provider', async () => {
+      const fresh = ['kept after a failure, one', 'kept after a failure, two'].map(text);
+      // An input over the model's 8,192 tokens: a batch of its own, refused by the provider.
+      const tooLong = text(' tide'.repeat(9_000));
+      const failed = await embed(small, { inputs: [...fresh, tooLong], cache: true });
+      expect(failed.err?.code).toBe(status.FAILED_PRECONDITION);
+      expect(reasonOf(failed.err!)).toBe('upstream_rejected');
+      expect(detailsOf(failed.err!)).toMatch(/maximum context length is 8192 tokens/);
+      const before = await emulatorStats(emulator);
+      const again = (await embed(small, { inputs: [...fresh, text('asked instead of the long one')], cache: true })).res!;
+      expect((await emulatorStats(emulator)).requests - before.requests).toBe(1);
+      expect(again).toMatchObject({ cachedInputs: 2 });
+    });
+  });
+
   it('refuses what no upstream serves, saying why: a model the provider does not know (NOT_FOUND), one only an Anthropic upstream lists (INVALID_ARGUMENT), no input', async () => {
     await configureEmulator(emulator, { models: ['emulator-1', 'text-embedding-3-small'] });
     try {

@@ -150,6 +150,8 @@ export function parseSseBlock(block: string): SseEvent | undefined {
 /** The emulator's admin API (`/_emulator/stats`, `/_emulator/config`), for tests and benchmarks. */
 export interface EmulatorStats {
   requests: number; completed: number; rateLimited: number; failed: number; aborted: number; cut: number; hung: number;
+  /** Requests refused as malformed or over a limit of the model (400). */
+  invalid: number;
   inFlight: number; maxInFlight: number; promptTokens: number; completionTokens: number; admissions: number[];
   /** Answers that were tool calls. */
   toolCalls: number;

@@ -60,6 +60,7 @@ export async function assembleBroker(svc: BrokerHost, cfg: BrokerConfig, registr
     upstreams,
     maxRetries: cfg.retry.max,
     tpmAccounting: cfg.tpmAccounting,
+    embedBatchTokens: cfg.embedBatchTokens,
     metrics,
     logger,
     defaultMaxTokens: cfg.defaultMaxTokens,

@@ -18,7 +18,7 @@ import {
   UpstreamError,
   type AccountProblem, type ChatMessageIn, type LogprobOut, type OpenStream, type Provider, type ProviderRequest, type StreamEvent, type ToolCallOut, type ToolChoiceSpec, type ToolSpec, type UsageOut,
 } from './upstream/provider';
-import { embedPromptTokens } from './upstream/embeddings';
+import { embedBatches, embedPromptTokens } from './upstream/embeddings';
 import { SentRequests } from './upstream/requests';
 import { backoffMs, type RetryBudget } from './upstream/resilience';
 
@@ -98,6 +98,8 @@ export interface EmbedResult {
   model: string;
   upstream: string;
   queueWaitMs: number;
+  /** The provider requests it took: one per batch (see BrokerDeps.embedBatchTokens); 0 when the cache had every vector. */
+  requests: number;
   /** The call asked for the cache: how many vectors came from it, those inputs' tokens (what it saved), and whether any was stale. */
   cached?: { inputs: number; promptTokens: number; stale: boolean };
 }
@@ -228,6 +230,8 @@ export interface BrokerDeps {
   budgets?: Pick<TokenBudgets, 'charge'>;
   /** The response cache for calls that ask for it (absent: they go to the upstream). */
   cache?: ResponseCache;
+  /** An embeddings call with more tokens of inputs is split into provider requests of at most this many (LLM_EMBED_BATCH_TOKENS). */
+  embedBatchTokens: number;
   now?: () => number;
 }
 
@@ -291,9 +295,9 @@ export class LlmBroker {
   }
 
   /**
-   * Embeds the inputs with one upstream request: queued, admitted, retried, passed over to the next
-   * upstream and settled as a direct Generate call that generates nothing (its TPM reservation is
-   * the inputs' tokens). With `cache`, each input's vector is looked up first (keyed as the first
+   * Embeds the inputs with one upstream request (one per batch, over `embedBatchTokens`): queued,
+   * admitted, retried, passed over to the next upstream and settled as a direct Generate call that
+   * generates nothing (its TPM reservation is the inputs' tokens). With `cache`, each input's vector is looked up first (keyed as the first
    * upstream able to serve the call would be asked) and only the inputs not found are asked of the
    * upstream, then stored: all found, no upstream call, no quota and nothing billed. Opt-in only:
    * every vector stored takes Redis memory for the TTL (6 KB for 1,536 dimensions).
@@ -348,6 +352,7 @@ export class LlmBroker {
       model: first.model,
       upstream: first.upstream.name,
       queueWaitMs: 0,
+      requests: 0,
       cached: this.countCached(found, []),
     });
     const missing = found.flatMap((f, i) => (f?.fresh ? [] : [i]));
@@ -379,10 +384,12 @@ export class LlmBroker {
     keys: string[], found: (CachedVector | undefined)[], missing: number[], signal: AbortSignal, deadline?: number,
   ): Promise<EmbedResult> {
     const asked = missing.map((i) => input.inputs[i]!);
-    const r = await this.embedUpstream(input, { ...call, embed: { ...call.embed!, inputs: asked } }, candidates, signal, deadline);
-    await cache
-      .putVectors(missing.map((i, j) => ({ key: keys[i]!, vector: r.vectors[j]!, tokens: embedPromptTokens({ inputs: [asked[j]!] }) })))
-      .catch((err: unknown) => this.d.logger.warn({ err: (err as Error).message }, 'response cache: vectors not stored'));
+    // Each batch's vectors stored as they come, before the answer (followers wait for them).
+    const store = (start: number, vectors: Float32Array[]) =>
+      cache
+        .putVectors(vectors.map((vector, k) => ({ key: keys[missing[start + k]!]!, vector, tokens: embedPromptTokens({ inputs: [asked[start + k]!] }) })))
+        .catch((err: unknown) => this.d.logger.warn({ err: (err as Error).message }, 'response cache: vectors not stored'));
+    const r = await this.embedUpstream(input, { ...call, embed: { ...call.embed!, inputs: asked } }, candidates, signal, deadline, store);
     const cached = this.countCached(found, missing);
     const vectors = found.map((f) => f?.vector);
     for (const [j, i] of missing.entries()) vectors[i] = r.vectors[j];
@@ -409,15 +416,67 @@ export class LlmBroker {
     return { inputs: hits + stale, promptTokens, stale: stale > 0 };
   }
 
+  /**
+   * The vectors of every input of `call`: one upstream request per batch of at most
+   * `embedBatchTokens` of their tokens (a provider caps one request's). Split, the first batch is
+   * asked first (passed over to another upstream as any call) and the others then at once of the
+   * upstream that served it, so that every vector comes from one model. `onBatch` is told each
+   * batch's vectors as they come (the cache stores them: a call that fails in a later batch loses
+   * none it was billed for). Any batch refused: the call is refused, the others called off.
+   */
+  private async embedUpstream(
+    input: EmbedInput, call: PreparedCall, candidates: Candidate[], signal: AbortSignal, deadline?: number,
+    onBatch?: (start: number, vectors: Float32Array[]) => Promise<void>,
+  ): Promise<EmbedResult> {
+    const inputs = call.embed!.inputs;
+    const batches = embedBatches(inputs.map((x) => embedPromptTokens({ inputs: [x] })), this.d.embedBatchTokens);
+    const one = async ([start, end]: [number, number], able: Candidate[], s: AbortSignal) => {
+      const part = batches.length === 1 ? call : { ...call, embed: { ...call.embed!, inputs: inputs.slice(start, end) } };
+      const r = await this.embedOnce(input, part, able, s, deadline);
+      await onBatch?.(start, r.vectors);
+      return r;
+    };
+    if (batches.length === 1) return one(batches[0]!, candidates, signal);
+    const first = await one(batches[0]!, candidates, signal);
+    const served = candidates.filter((c) => c.upstream.name === first.upstream && c.model === first.model);
+    // The first refusal calls off the rest (not AbortSignal.any: on Node.js 20 each one is kept for the GC to track).
+    const rest = new AbortController();
+    const callOff = () => rest.abort(signal.reason);
+    signal.addEventListener('abort', callOff, { once: true });
+    let others: EmbedResult[];
+    try {
+      others = await Promise.all(batches.slice(1).map((b) => one(b, served.length > 0 ? served : candidates, rest.signal).catch((err: unknown) => {
+        rest.abort(err);
+        throw err;
+      })));
+    } finally {
+      signal.removeEventListener('abort', callOff);
+    }
+    const all = [first, ...others];
+    if (all.some((r) => r.model !== first.model || r.vectors[0]!.length !== first.vectors[0]!.length)) {
+      throw new BrokerRefusal('upstream_error', 'the upstream answered the batches of one embeddings call with vectors of different models or sizes');
+    }
+    const sum = (f: (u: UsageOut) => number) => all.reduce((n, r) => n + f(r.usage), 0);
+    this.d.logger.debug({ batches: batches.length, inputs: inputs.length }, 'embeddings call split into batches');
+    return {
+      vectors: all.flatMap((r) => r.vectors),
+      usage: { ...first.usage, promptTokens: sum((u) => u.promptTokens), totalTokens: sum((u) => u.totalTokens) },
+      model: first.model,
+      upstream: first.upstream,
+      queueWaitMs: first.queueWaitMs + Math.max(...others.map((r) => r.queueWaitMs)),
+      requests: batches.length,
+    };
+  }
+
   /** One upstream request for every input of `call`. */
-  private async embedUpstream(input: EmbedInput, call: PreparedCall, candidates: Candidate[], signal: AbortSignal, deadline?: number): Promise<EmbedResult> {
+  private async embedOnce(input: EmbedInput, call: PreparedCall, candidates: Candidate[], signal: AbortSignal, deadline?: number): Promise<EmbedResult> {
     const asGenerate: GenerateInput = { userId: input.userId, runId: '', callerRole: 'direct', runStarted: false, model: input.model, messages: [], tools: [], maxTokens: 0, cache: false, ...(input.gate ? { gate: input.gate } : {}) };
     let vectors: Float32Array[] | undefined;
     for await (const e of this.fromUpstreams(asGenerate, call, candidates, signal, deadline)) {
       if (e.type === 'embeddings') vectors = e.vectors;
       else if (e.type === 'done') {
         if (!vectors) throw new BrokerRefusal('upstream_error', 'the upstream answered without embeddings');
-        return { vectors, usage: e.usage, model: e.model, upstream: e.upstream, queueWaitMs: e.queueWaitMs };
+        return { vectors, usage: e.usage, model: e.model, upstream: e.upstream, queueWaitMs: e.queueWaitMs, requests: 1 };
       }
     }
     throw new BrokerRefusal('upstream_error', 'the embeddings call ended without an answer');

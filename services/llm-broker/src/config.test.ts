@@ -21,7 +21,7 @@ describe('loadConfig', () => {
 
 describe('loadConfig, upstream realism', () => {
   it('reads the stream idle timeout and the TPM accounting model, refusing an unknown model', () => {
-    expect(loadConfig({})).toMatchObject({ streamIdleTimeoutMs: 30_000, tpmAccounting: 'settle' });
+    expect(loadConfig({})).toMatchObject({ streamIdleTimeoutMs: 30_000, tpmAccounting: 'settle', embedBatchTokens: 300_000 });
     expect(loadConfig({ LLM_STREAM_IDLE_TIMEOUT_MS: '2500', LLM_TPM_ACCOUNTING: 'reserve' })).toMatchObject({ streamIdleTimeoutMs: 2_500, tpmAccounting: 'reserve' });
     expect(() => loadConfig({ LLM_TPM_ACCOUNTING: 'refund' })).toThrow(/LLM_TPM_ACCOUNTING must be settle or reserve/);
   });

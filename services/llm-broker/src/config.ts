@@ -51,6 +51,8 @@ export interface BrokerConfig {
   streamIdleTimeoutMs: number;
   /** `settle`: usage replaces the TPM reservation at the end; `reserve`: prompt + max_tokens stay counted. */
   tpmAccounting: 'settle' | 'reserve';
+  /** The most tokens of inputs in one embeddings request to the provider (LLM_EMBED_BATCH_TOKENS). */
+  embedBatchTokens: number;
   /** Scales the quota windows (0.1 → a 6 s minute), for benchmarks. */
   timeScale: number;
   /** Real ms the quota windows are counted longer than the provider's (room for delivery delays). */
@@ -153,6 +155,11 @@ export const VARS = {
     LLM_TPM_ACCOUNTING: {
       type: 'string', default: 'settle', values: ['settle', 'reserve'],
       doc: '`settle`: the provider bills usage and refunds the rest of the reservation when a call ends; `reserve`: prompt + `max_tokens` count at arrival and stay counted, as OpenAI documents',
+    },
+    LLM_EMBED_BATCH_TOKENS: {
+      type: 'int', default: 300_000, min: 1,
+      doc: 'the most tokens of inputs one embeddings request to the provider carries (OpenAI refuses more: 300,000): a `/v1/embeddings` call with more is split,' +
+        ' in order, into requests of at most this many, each queued and admitted against the quota as a call of its own, and answered as one',
     },
     LLM_TIME_SCALE: { type: 'number', default: 1, min: 0.001, doc: 'scales the quota windows (0.1: a 6 s minute), for benchmarks' },
     LLM_QUOTA_WINDOW_MARGIN_MS: {
@@ -293,6 +300,7 @@ export function loadConfig(env: Env = process.env): BrokerConfig {
     requestTimeoutMs: read(VARS.LLM_REQUEST_TIMEOUT_MS),
     streamIdleTimeoutMs: read(VARS.LLM_STREAM_IDLE_TIMEOUT_MS),
     tpmAccounting: read(VARS.LLM_TPM_ACCOUNTING) as BrokerConfig['tpmAccounting'],
+    embedBatchTokens: read(VARS.LLM_EMBED_BATCH_TOKENS),
     timeScale: read(VARS.LLM_TIME_SCALE),
     quotaWindowMarginMs: read(VARS.LLM_QUOTA_WINDOW_MARGIN_MS),
     admitAhead: read(VARS.LLM_ADMIT_AHEAD),

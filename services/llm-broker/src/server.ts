@@ -223,7 +223,7 @@ export async function embedResponse(broker: LlmBroker, logger: Logger, req: Embe
   const started = Date.now();
   try {
     const r = await broker.embed(gate ? { ...toEmbedInput(req), gate } : toEmbedInput(req), signal, deadline);
-    logger.info({ role: 'direct', upstream: r.upstream, queueWaitMs: r.queueWaitMs, ms: Date.now() - started, usage: r.usage, inputs: req.inputs.length, ...(r.cached ? { cachedInputs: r.cached.inputs } : {}) }, 'embed done');
+    logger.info({ role: 'direct', upstream: r.upstream, queueWaitMs: r.queueWaitMs, ms: Date.now() - started, usage: r.usage, inputs: req.inputs.length, requests: r.requests, ...(r.cached ? { cachedInputs: r.cached.inputs } : {}) }, 'embed done');
     return {
       embeddings: r.vectors.map((v) => ({ values: Array.from(v) })),
       promptTokens: r.usage.promptTokens,

@@ -1,5 +1,5 @@
 import { anthropicProtocol } from './anthropic';
-import { embeddingsAnswer, embedPromptTokens } from './embeddings';
+import { embedBatches, embeddingsAnswer, embedPromptTokens } from './embeddings';
 import { openAiProtocol } from './openai';
 import { UpstreamError, type EmbedSpec, type ProviderRequest } from './provider';
 
@@ -67,5 +67,25 @@ describe('OpenAI embeddings answer', () => {
     expect(caught).toBeInstanceOf(UpstreamError);
     expect((caught as UpstreamError).message).toMatch(says);
     expect((caught as UpstreamError).retryable).toBe(true);
+  });
+});
+
+describe('embeddings batches (one provider request each)', () => {
+  it('keeps one batch while the tokens fit, in order, each batch as full as the cap allows', () => {
+    expect(embedBatches([5, 5, 5], 15)).toEqual([[0, 3]]);
+    expect(embedBatches([5, 5, 5], 14)).toEqual([[0, 2], [2, 3]]);
+    expect(embedBatches([3, 4, 3, 9, 1, 1], 10)).toEqual([[0, 3], [3, 5], [5, 6]]);
+    expect(embedBatches([10, 10, 10], 10)).toEqual([[0, 1], [1, 2], [2, 3]]);
+  });
+
+  it('puts an input over the cap in a batch of its own, never an empty batch', () => {
+    expect(embedBatches([2, 50, 2], 10)).toEqual([[0, 1], [1, 2], [2, 3]]);
+    expect(embedBatches([50], 10)).toEqual([[0, 1]]);
+    expect(embedBatches([], 10)).toEqual([]);
+  });
+
+  it('cuts 2,048 inputs of 150 tokens (307,200) under OpenAI’s 300,000 into two requests', () => {
+    const batches = embedBatches(Array.from({ length: 2048 }, () => 150), 300_000);
+    expect(batches).toEqual([[0, 2000], [2000, 2048]]);
   });
 });

@@ -72,3 +72,25 @@ export function embeddingsAnswer(text: string, spec: EmbedSpec): { events: Strea
   events.push({ type: 'usage', usage: { promptTokens: prompt, completionTokens: 0, totalTokens: raw.usage?.total_tokens ?? prompt } });
   return { events, toolCalls: [] };
 }
+
+/**
+ * The inputs cut, in order, into batches of at most `maxTokens` of their tokens each (`tokens[i]`:
+ * input i's): one provider request per batch, as a provider caps one request's tokens (OpenAI:
+ * 300,000). An input over the cap alone is a batch of its own (the provider says why it refuses it).
+ * Each batch is `[start, end)` into the inputs.
+ */
+export function embedBatches(tokens: readonly number[], maxTokens: number): Array<[number, number]> {
+  const batches: Array<[number, number]> = [];
+  let start = 0;
+  let sum = 0;
+  for (const [i, n] of tokens.entries()) {
+    if (i > start && sum + n > maxTokens) {
+      batches.push([start, i]);
+      start = i;
+      sum = 0;
+    }
+    sum += n;
+  }
+  if (tokens.length > 0) batches.push([start, tokens.length]);
+  return batches;
+}
