@@ -2,7 +2,8 @@
 // upstream (the emulator), for the mesh (edge facade → llm-broker → emulator, and an edge running the broker itself) side by side with
 // Portkey's gateway and LiteLLM's proxy, all against the same emulator in one run, with the
 // emulator called directly as the baseline. Requests are identical small chat completions,
-// non-streamed and streamed.
+// non-streamed and streamed; with BENCH_MODES=embeddings, OpenAI embeddings calls (two short texts,
+// vectors as base64, as OpenAI's SDKs ask for them) instead, or beside them.
 //
 // Phases, per mode (non-stream, stream):
 //   1. latency: one request at a time, targets interleaved round-robin (so drift hits all alike);
@@ -42,7 +43,8 @@
 // 1,500 calls per target and mode, the p99 the 15th slowest; of 3 rounds, 900 calls, a run's p99 ratio
 // moved ×0.51–1.78 between runs of one build, its interval as wide as ×0.97–2.26),
 // BENCH_LOG_LEVEL (the mesh's LOG_LEVEL, info), BENCH_TRACING (1: the mesh exports its traces to
-// Jaeger, as it ships; 0: off).
+// Jaeger, as it ships; 0: off), BENCH_MODES (comma list of nonstream,stream,embeddings: the rows, in
+// that order; default nonstream,stream), BENCH_LATENCY_REQUESTS_EMBED (1000: embeddings calls, sequential).
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
@@ -62,6 +64,7 @@ const stack = require('../../deploy/local/stack.js') as {
 const LATENCY_REQUESTS: Record<Mode, number> = {
   nonstream: Number(process.env.BENCH_LATENCY_REQUESTS ?? 4000),
   stream: Number(process.env.BENCH_LATENCY_REQUESTS_STREAM ?? 1000),
+  embeddings: Number(process.env.BENCH_LATENCY_REQUESTS_EMBED ?? 1000),
 };
 const LATENCY_WARMUP_CALLS = 15;
 const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 32);
@@ -77,6 +80,8 @@ const LOAD_ROUNDS = Math.max(1, Number(process.env.BENCH_LOAD_ROUNDS ?? 5));
 const TRACING = process.env.BENCH_TRACING !== '0';
 const PEERS = path.join(process.env.MESH_CACHE ?? path.join(os.homedir(), '.cache', 'agent-mesh'), 'peers');
 const MODEL = 'emulator-1';
+/** The embeddings row's model: every target passes it to the emulator, which serves it. */
+const EMBED_MODEL = 'text-embedding-3-small';
 const API_KEY = 'bench-key';
 const EMULATOR_ENV = {
   // Fast and constant: what is measured is the gateways, not the model.
@@ -86,8 +91,14 @@ const EMULATOR_ENV = {
   EMULATOR_SEED: '3',
 };
 
-type Mode = 'nonstream' | 'stream';
-const MODES: Mode[] = ['nonstream', 'stream'];
+const ALL_MODES = ['nonstream', 'stream', 'embeddings'] as const;
+type Mode = (typeof ALL_MODES)[number];
+const MODES: Mode[] = (() => {
+  const asked = (process.env.BENCH_MODES ?? 'nonstream,stream').split(',').map((m) => m.trim());
+  const unknown = asked.filter((m) => !(ALL_MODES as readonly string[]).includes(m));
+  if (unknown.length > 0 || asked.length === 0) throw new Error(`BENCH_MODES: ${unknown.join(', ') || '(empty)'}: expected a comma list of ${ALL_MODES.join(', ')}`);
+  return ALL_MODES.filter((m) => asked.includes(m));
+})();
 
 interface Target {
   name: 'direct' | 'mesh' | 'mesh-inline' | 'portkey' | 'litellm';
@@ -161,13 +172,16 @@ const body = (stream: boolean, i: number) =>
     ],
   });
 
-/** One completion; resolves to its latency (and time to first content for streams), or throws. */
+const embedBody = (i: number) =>
+  JSON.stringify({ model: EMBED_MODEL, encoding_format: 'base64', input: [`Why do gateways add latency? (#${i % 50})`, 'A second, shorter text.'] });
+
+/** One completion (or embeddings call); resolves to its latency (and time to first content for streams), or throws. */
 async function complete(t: Target, mode: Mode, i: number, caller = 0): Promise<{ ms: number; ttftMs?: number }> {
   const started = performance.now();
-  const res = await request(`${t.url}/chat/completions`, {
+  const res = await request(`${t.url}/${mode === 'embeddings' ? 'embeddings' : 'chat/completions'}`, {
     method: 'POST',
     headers: { 'content-type': 'application/json', ...(t.callerHeaders?.[caller] ?? t.headers) },
-    body: body(mode === 'stream', i).replace(`"${MODEL}"`, JSON.stringify(t.model)),
+    body: mode === 'embeddings' ? embedBody(i) : body(mode === 'stream', i).replace(`"${MODEL}"`, JSON.stringify(t.model)),
     dispatcher,
     headersTimeout: 30_000,
     bodyTimeout: 30_000,
@@ -175,6 +189,11 @@ async function complete(t: Target, mode: Mode, i: number, caller = 0): Promise<{
   if (res.statusCode !== 200) {
     const text = await res.body.text().catch(() => '');
     throw new Error(`${t.name} ${res.statusCode}: ${text.slice(0, 200)}`);
+  }
+  if (mode === 'embeddings') {
+    const json = (await res.body.json()) as { data?: Array<{ embedding?: string | number[] }> };
+    if (json.data?.length !== 2 || !json.data.every((d) => (d.embedding?.length ?? 0) > 0)) throw new Error(`${t.name}: not two vectors in the answer`);
+    return { ms: performance.now() - started };
   }
   if (mode === 'nonstream') {
     const json = (await res.body.json()) as { choices?: Array<{ message?: { content?: string } }> };
@@ -466,6 +485,11 @@ async function startLitellm(logDir: string, emulatorUrl: string, procs: Proc[]):
       `      model: openai/${MODEL}`,
       `      api_base: ${emulatorUrl}/v1`,
       `      api_key: ${API_KEY}`,
+      `  - model_name: ${EMBED_MODEL}`,
+      '    litellm_params:',
+      `      model: openai/${EMBED_MODEL}`,
+      `      api_base: ${emulatorUrl}/v1`,
+      `      api_key: ${API_KEY}`,
       'litellm_settings:',
       '  telemetry: false',
       '  num_retries: 0',
@@ -541,8 +565,7 @@ async function facadeWorks(t: Target): Promise<string | undefined> {
   let last = '';
   for (let attempt = 1; ; attempt += 1) {
     try {
-      await complete(t, 'nonstream', 0);
-      await complete(t, 'stream', 0);
+      for (const mode of MODES) await complete(t, mode, 0);
       return undefined;
     } catch (err) {
       last = (err as Error).message;
@@ -580,7 +603,7 @@ async function main(): Promise<void> {
       try {
         console.log(`starting ${name} …`);
         for (const t of await start()) {
-          const broken = name === 'mesh' ? await facadeWorks(t) : await complete(t, 'nonstream', 0).then(() => undefined, (e: Error) => e.message);
+          const broken = name === 'mesh' ? await facadeWorks(t) : await complete(t, MODES[0]!, 0).then(() => undefined, (e: Error) => e.message);
           if (broken) throw new Error(`${t.name} does not answer a completion: ${broken}`);
           targets.push(t);
         }
@@ -706,14 +729,14 @@ async function main(): Promise<void> {
 
     console.log(`\n== overhead: added latency over calling the emulator directly (ms), and throughput at saturation (rps: the median of ${ROUNDS} rounds) ==`);
     const pad = (s: string | number, n: number) => String(s).padStart(n);
-    console.log(`${'target'.padEnd(11)} ${'mode'.padEnd(9)} ${pad('p50', 8)} ${pad('p99', 8)} ${pad('+p50', 8)} ${pad('+p99', 8)} ${pad('ttft50', 8)} ${pad('rps', 8)} ${pad('errors', 7)}`);
+    console.log(`${'target'.padEnd(11)} ${'mode'.padEnd(10)} ${pad('p50', 8)} ${pad('p99', 8)} ${pad('+p50', 8)} ${pad('+p99', 8)} ${pad('ttft50', 8)} ${pad('rps', 8)} ${pad('errors', 7)}`);
     for (const t of targets) {
       for (const mode of MODES) {
         const l = latency[t.name]?.[mode];
         const s = saturation[t.name]?.[mode];
         const a = added[t.name]?.[mode];
         console.log(
-          `${t.name.padEnd(11)} ${mode.padEnd(9)} ${pad(l?.p50 ?? '-', 8)} ${pad(l?.p99 ?? '-', 8)} ${pad(a?.p50 ?? '-', 8)} ${pad(a?.p99 ?? '-', 8)} ` +
+          `${t.name.padEnd(11)} ${mode.padEnd(10)} ${pad(l?.p50 ?? '-', 8)} ${pad(l?.p99 ?? '-', 8)} ${pad(a?.p50 ?? '-', 8)} ${pad(a?.p99 ?? '-', 8)} ` +
             `${pad(l?.ttftP50 ?? '-', 8)} ${pad(s?.rps ?? '-', 8)} ${pad((l?.errors ?? 0) + (s?.errors ?? 0), 7)}`,
         );
       }
@@ -795,7 +818,8 @@ async function main(): Promise<void> {
         mesh: { tracing: TRACING, logLevel: LOG_LEVEL },
         loadAverage: os.loadavg().map((x) => Math.round(x * 10) / 10),
         emulator: EMULATOR_ENV,
-        latencyRequests: LATENCY_REQUESTS,
+        modes: MODES,
+        latencyRequests: Object.fromEntries(MODES.map((m) => [m, LATENCY_REQUESTS[m]])),
         concurrency: CONCURRENCY,
         seconds: SECONDS,
         rounds: ROUNDS,

@@ -236,6 +236,9 @@ describe('Embed', () => {
       expect(res!.promptTokens).toBe(whole.promptTokens);
       expect(after.promptTokens - before.promptTokens).toBe(whole.promptTokens);
       expect(await metric(small, 'llm_admissions_total', 'upstream="openai"')).toBe(batches);
+      // Counted as embeddings requests, one per batch, not as chats.
+      expect(await metric(small, 'llm_upstream_requests_total', 'outcome="completed",upstream="openai",api="embeddings"')).toBe(batches);
+      expect(await metric(small, 'llm_upstream_requests_total', 'api="chat"')).toBe(0);
     });
 
     it('with the cache, a call refused in a later batch keeps the vectors it was billed for: asked again, only what failed goes to the provider', async () => {

@@ -690,6 +690,8 @@ export class LlmBroker {
   private async *fromUpstream(u: Upstream, input: GenerateInput, req: ProviderRequest, signal: AbortSignal, deadline?: number): AsyncGenerator<GenerateEvent> {
     const { d } = this;
     const label = { upstream: u.name };
+    /** The upstream request counter tells embeddings from chats. */
+    const requestLabel = { ...label, api: req.embed ? 'embeddings' : 'chat' };
     if (u.breaker.opened) throw this.breakerRefusal(u);
     const promptTokens = u.provider.countPromptTokens(req);
     const reserved = promptTokens + req.maxTokens;
@@ -806,7 +808,7 @@ export class LlmBroker {
           if (out) yield out;
         }
       }
-      d.metrics.upstreamRequests.inc({ outcome: 'completed', ...label });
+      d.metrics.upstreamRequests.inc({ outcome: 'completed', ...requestLabel });
       this.alerts.delete(u.name);
       const toolCalls = stream.toolCalls();
       // A provider that sends no usage: count what it generated, tool calls included.
@@ -830,7 +832,7 @@ export class LlmBroker {
         if (!opened) throw LlmBroker.refusalOf(err);
         // Tokens already reached the caller: a retry would repeat them, so the call fails, saying so.
         d.metrics.upstreamErrors.inc({ kind: 'mid_stream', ...label });
-        d.metrics.upstreamRequests.inc({ outcome: 'failed', ...label });
+        d.metrics.upstreamRequests.inc({ outcome: 'failed', ...requestLabel });
         d.logger.warn({ upstream: u.name, err: err.message, delivered }, 'upstream failed mid-stream');
         throw new BrokerRefusal('upstream_stream_failed', `the upstream LLM failed after ${delivered} streamed pieces of its answer: ${err.message}`);
       }
@@ -846,7 +848,7 @@ export class LlmBroker {
         const billed = answered;
         this.track(afterIo().then(() => settle(billed)).finally(() => u.queue.kick(heldMs)));
       } else if (!settled) {
-        if (signal.aborted) d.metrics.upstreamRequests.inc({ outcome: 'cancelled', ...label });
+        if (signal.aborted) d.metrics.upstreamRequests.inc({ outcome: 'cancelled', ...requestLabel });
         // Cancelled or failed: give back all the provider did not bill (prompt + what it generated).
         // Not opened: every attempt that reached the provider is in chargedByFailedAttempts already.
         await settle(opened ? chargeOf(promptTokens + generatedTokens(completionText, opened.toolCalls())) : 0);
@@ -912,6 +914,8 @@ export class LlmBroker {
   ): Promise<Opened> {
     const { d } = this;
     const label = { upstream: u.name };
+    /** The upstream request counter tells embeddings from chats. */
+    const requestLabel = { ...label, api: req.embed ? 'embeddings' : 'chat' };
     const maxRetries = d.maxRetries ?? 3;
     u.retryBudget.onRequest();
     for (let attempt = 0; ; attempt += 1) {
@@ -948,7 +952,7 @@ export class LlmBroker {
         const problem = err.accountProblem;
         if (problem) {
           d.metrics.upstreamErrors.inc({ kind: String(err.status), ...label });
-          d.metrics.upstreamRequests.inc({ outcome: 'failed', ...label });
+          d.metrics.upstreamRequests.inc({ outcome: 'failed', ...requestLabel });
           this.raiseAlert(u, problem, err);
           throw this.breakerRefusal(u);
         }
@@ -969,7 +973,7 @@ export class LlmBroker {
         const wait = backoffMs(attempt, floor);
         const late = deadline !== undefined && this.now() + wait > deadline;
         if (!err.retryable || attempt >= maxRetries || late || !u.retryBudget.tryWithdraw()) {
-          d.metrics.upstreamRequests.inc({ outcome: err.rateLimited ? 'rate_limited' : 'failed', ...label });
+          d.metrics.upstreamRequests.inc({ outcome: err.rateLimited ? 'rate_limited' : 'failed', ...requestLabel });
           throw err;
         }
         // The retry is one more request to the provider: it waits for its place in the RPM window.
@@ -983,7 +987,7 @@ export class LlmBroker {
           if (!placed) u.retryBudget.giveBack();
         }
         if (!placed) {
-          d.metrics.upstreamRequests.inc({ outcome: 'failed', ...label });
+          d.metrics.upstreamRequests.inc({ outcome: 'failed', ...requestLabel });
           throw err;
         }
         d.metrics.retries.inc(label);

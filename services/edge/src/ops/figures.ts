@@ -122,7 +122,7 @@ export const FIGURES: readonly Figure[] = [
     queries: [
       { expr: 'mesh:llm_upstream_rate_limited:increase5m', legend: '429s in 5 min' },
       { expr: 'sum by (kind) (increase(llm_upstream_errors_total[5m]))', legend: 'errors {{kind}}' },
-      { expr: 'sum by (outcome) (increase(llm_upstream_requests_total[5m]))', legend: 'requests {{outcome}}' },
+      { expr: 'sum by (api, outcome) (increase(llm_upstream_requests_total[5m]))', legend: '{{api}} requests {{outcome}}' },
       { expr: 'sum by (reason) (increase(llm_upstream_alerts_total[5m]))', legend: 'account refused: {{reason}}' },
     ],
   },
