@@ -46,7 +46,7 @@ const upstreamRequests = async () => (await emulatorStats(emulator)).requests;
 const embedCached = (b: Broker, texts: string[]) =>
   new Promise<{ res?: EmbedResponse; err?: Error }>((resolve) =>
     b.client.embed(
-      { userId: 'u', model: 'text-embedding-3-small', inputs: texts.map((text) => ({ input: { $case: 'text' as const, text } })), dimensions: 0, endUser: '', cache: true },
+      { userId: 'u', model: 'text-embedding-3-small', inputs: texts.map((text) => ({ input: { $case: 'text' as const, text } })), dimensions: 0, endUser: '', cache: true, vectorsAsBytes: true },
       new Metadata(),
       { deadline: new Date(Date.now() + 30_000) },
       (err, res) => resolve(err ? { err } : { res }),

@@ -4,7 +4,7 @@
 // for embeddings as for chats, what no upstream can serve is refused saying why, and with the cache
 // asked for only the inputs not stored yet reach the provider. Real processes, real Redis.
 import { Metadata, status } from '@grpc/grpc-js';
-import { createClient, detailsOf, reasonOf } from '@agent-mesh/common';
+import { createClient, detailsOf, f32leFloats, reasonOf } from '@agent-mesh/common';
 import { LlmBrokerServiceClient, type EmbedRequest, type EmbedResponse } from '@agent-mesh/common/gen/llmbroker/v1/llm_broker';
 import {
   configureEmulator, emulatorStats, promMetric, startEmulator, startRedis, startService, testDir,
@@ -34,7 +34,7 @@ async function startBroker(env: Record<string, string>) {
 type Broker = Awaited<ReturnType<typeof startBroker>>;
 const embed = (b: Broker, req: Partial<EmbedRequest>) =>
   new Promise<{ res?: EmbedResponse; err?: Error & { code?: number } }>((resolve) =>
-    b.client.embed({ userId: 'embed-user', model: 'text-embedding-3-small', inputs: [], dimensions: 0, endUser: '', cache: false, ...req }, new Metadata(), { deadline: new Date(Date.now() + 30_000) }, (err, res) =>
+    b.client.embed({ userId: 'embed-user', model: 'text-embedding-3-small', inputs: [], dimensions: 0, endUser: '', cache: false, vectorsAsBytes: false, ...req }, new Metadata(), { deadline: new Date(Date.now() + 30_000) }, (err, res) =>
       resolve(err ? { err } : { res }),
     ),
   );
@@ -96,6 +96,10 @@ describe('Embed', () => {
     const short = await embed(broker, { inputs: [text('How do bees find flowers?')], dimensions: 64 });
     expect(short.res!.embeddings[0]!.values).toHaveLength(64);
     expect(norm(short.res!.embeddings[0]!.values)).toBeCloseTo(1, 3);
+    // Asked as bytes (as the edge asks): the same vectors, each the little-endian bytes of its floats.
+    const asBytes = (await embed(broker, { inputs: [text('How do bees find flowers?'), text('What is a queue?')], vectorsAsBytes: true })).res!;
+    expect(asBytes.embeddings.map((e) => [e.values.length, e.f32le.length])).toEqual([[0, 1536 * 4], [0, 1536 * 4]]);
+    expect(asBytes.embeddings.map((e) => Array.from(f32leFloats(e.f32le)))).toEqual(res!.embeddings.map((e) => e.values));
     // Token ids: one each in the count.
     const ids = await embed(broker, { inputs: [tokens([791, 4062, 14198]), tokens([17])] });
     expect(ids.res!.embeddings.map((e) => e.values.length)).toEqual([1536, 1536]);

@@ -889,7 +889,7 @@ describe('edge app (fake peers)', () => {
         usage: { prompt_tokens: 7, total_tokens: 7 },
       });
       expect(gw.fakeBroker.embedded[0]).toEqual({
-        userId: 'alice', model: 'text-embedding-3-small', dimensions: 2, endUser: 'u-1', cache: false,
+        userId: 'alice', model: 'text-embedding-3-small', dimensions: 2, endUser: 'u-1', cache: false, vectorsAsBytes: true,
         inputs: [{ input: { $case: 'text', text: 'hello' } }, { input: { $case: 'text', text: 'hi' } }],
       });
       expect(res.headers.get('x-mesh-cache')).toBeNull();
@@ -908,6 +908,21 @@ describe('edge app (fake peers)', () => {
       expect([0, 1, 2].map((i) => bytes.readFloatLE(i * 4))).toEqual([0, 4, 0.5]);
     });
 
+    test('a broker that predates vectors_as_bytes answers values: the same vectors, as numbers and as base64', async () => {
+      const both = async () => Promise.all([
+        embed({ model: 'm', input: ['abc', 'de'] }).then((r) => r.json()),
+        embed({ model: 'm', input: ['abc', 'de'], encoding_format: 'base64' }).then((r) => r.json()),
+      ]);
+      const asBytes = await both();
+      gw.fakeBroker.vectorsAsValuesOnly = true;
+      try {
+        expect(await both()).toEqual(asBytes);
+      } finally {
+        gw.fakeBroker.vectorsAsValuesOnly = false;
+      }
+      expect((asBytes[0] as { data: { embedding: number[] }[] }).data.map((d) => d.embedding)).toEqual([[0, 3, 0.5], [1, 2, 0.5]]);
+    });
+
     test('x-mesh-cache: on asks the broker\'s cache; the answer says hit, partial or miss by the vectors that came from it', async () => {
       gw.fakeBroker.embedded = [];
       const cached = (n: number) => {
@@ -919,7 +934,7 @@ describe('edge app (fake peers)', () => {
         for (const n of [0, 1, 2]) said.push((await cached(n)).headers.get('x-mesh-cache'));
         expect(said).toEqual(['miss', 'partial', 'hit']);
         // Vectors past their lifetime, served while the provider refuses, say so whatever else came from the cache.
-        const two = [{ values: [1] }, { values: [2] }];
+        const two = [{ values: [1], f32le: Buffer.alloc(0) }, { values: [2], f32le: Buffer.alloc(0) }];
         expect([cacheStatus({ embeddings: two, cachedInputs: 2, cachedStale: true }), cacheStatus({ embeddings: two, cachedInputs: 1, cachedStale: true })]).toEqual(['stale', 'stale']);
         expect(gw.fakeBroker.embedded.map((r) => r.cache)).toEqual([true, true, true]);
         const off = await fetch(`${base}/v1/embeddings`, { method: 'POST', headers: { ...json(alice), 'x-mesh-cache': 'off' }, body: JSON.stringify({ model: 'm', input: 'a' }) });

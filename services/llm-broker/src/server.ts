@@ -1,7 +1,7 @@
 // gRPC side of the broker: translates GenerateRequest to the domain call and domain events and
 // refusals back to GenerateResponse messages and status codes.
 import type { ServerWritableStream } from '@grpc/grpc-js';
-import { annotate, ATTR, callerRoles, MeshError, streamHandler, unaryHandler, type CallerRoleName, type Logger } from '@agent-mesh/common';
+import { annotate, ATTR, callerRoles, f32leBytes, MeshError, streamHandler, unaryHandler, type CallerRoleName, type Logger } from '@agent-mesh/common';
 import {
   CacheStatus,
   LlmBrokerServiceService,
@@ -214,6 +214,8 @@ export function toEmbedInput(req: EmbedRequest): EmbedInput {
   };
 }
 
+const NO_BYTES = Buffer.alloc(0);
+
 /**
  * One Embed call: the vectors, or a refusal as a MeshError. The gRPC handler serves it; so does an
  * edge running the broker inside itself, with its `gate` (as generateResponses).
@@ -225,7 +227,8 @@ export async function embedResponse(broker: LlmBroker, logger: Logger, req: Embe
     const r = await broker.embed(gate ? { ...toEmbedInput(req), gate } : toEmbedInput(req), signal, deadline);
     logger.info({ role: 'direct', upstream: r.upstream, queueWaitMs: r.queueWaitMs, ms: Date.now() - started, usage: r.usage, inputs: req.inputs.length, requests: r.requests, ...(r.cached ? { cachedInputs: r.cached.inputs } : {}) }, 'embed done');
     return {
-      embeddings: r.vectors.map((v) => ({ values: Array.from(v) })),
+      // As bytes when the caller reads them (no component by component encoding, here or there).
+      embeddings: r.vectors.map((v) => (req.vectorsAsBytes ? { values: [], f32le: f32leBytes(v) } : { values: Array.from(v), f32le: NO_BYTES })),
       promptTokens: r.usage.promptTokens,
       model: r.model,
       upstream: r.upstream,

@@ -3,8 +3,8 @@
 // and charged to the user's token budgets. The broker asks the provider for base64 and passes the
 // vectors on as 32-bit floats; they are written as the caller asks: JSON numbers or base64.
 import type { FastifyInstance } from 'fastify';
-import { annotate, ATTR } from '@agent-mesh/common';
-import type { EmbedInput, EmbedResponse } from '@agent-mesh/common/gen/llmbroker/v1/llm_broker';
+import { annotate, ATTR, f32leBytes, f32leFloats } from '@agent-mesh/common';
+import type { EmbedInput, EmbedResponse, Embedding } from '@agent-mesh/common/gen/llmbroker/v1/llm_broker';
 import type { EdgeContext } from '../context';
 import { CACHE_HEADER } from './openai';
 import { NO_NUL, openAiErrorResponses } from './schemas';
@@ -34,10 +34,14 @@ export function embedInputs(input: EmbeddingsBody['input']): EmbedInput[] {
   return (input as (string | number[])[]).map((x) => (typeof x === 'string' ? { input: { $case: 'text', text: x } } : { input: { $case: 'tokens', tokens: { ids: x } } }));
 }
 
+/** A vector's components as JSON numbers, from its bytes (asked for) or its values (a broker that predates them). */
+function numbersOf(e: Embedding): number[] {
+  return e.f32le.length > 0 ? Array.from(f32leFloats(e.f32le)) : e.values;
+}
+
 /** A vector as base64 of its little-endian 32-bit floats (what OpenAI's `encoding_format: base64` gives). */
-export function base64Vector(values: readonly number[]): string {
-  const bytes = Buffer.allocUnsafe(values.length * 4);
-  for (const [i, v] of values.entries()) bytes.writeFloatLE(v, i * 4);
+export function base64Vector(e: Embedding): string {
+  const bytes = e.f32le.length > 0 ? e.f32le : f32leBytes(Float32Array.from(e.values));
   return bytes.toString('base64');
 }
 
@@ -53,7 +57,7 @@ export function embeddingsAnswer(r: EmbedResponse, asked: EmbeddingsBody) {
   const base64 = asked.encoding_format === 'base64';
   return {
     object: 'list',
-    data: r.embeddings.map((e, index) => ({ object: 'embedding', index, embedding: base64 ? base64Vector(e.values) : e.values })),
+    data: r.embeddings.map((e, index) => ({ object: 'embedding', index, embedding: base64 ? base64Vector(e) : numbersOf(e) })),
     model: r.model || asked.model,
     usage: { prompt_tokens: r.promptTokens, total_tokens: r.promptTokens },
   };
@@ -134,7 +138,7 @@ export function embeddingsRoutes(app: FastifyInstance, ctx: EdgeContext): void {
       // Opt-in only: every vector stored takes Redis memory for the cache's lifetime.
       const cache = req.headers[CACHE_HEADER] === 'on';
       const r = await ctx.gw.broker.embed(
-        { userId: req.userId, model: body.model, inputs: embedInputs(body.input), dimensions: body.dimensions ?? 0, endUser: body.user ?? '', cache },
+        { userId: req.userId, model: body.model, inputs: embedInputs(body.input), dimensions: body.dimensions ?? 0, endUser: body.user ?? '', cache, vectorsAsBytes: true },
         abort.signal,
         req.gate ?? undefined,
       );

@@ -1,6 +1,6 @@
 // In-memory peers for tests and benchmarks: an orchestrator that plays a scripted run into a
 // per-run log (served to StartRun/WatchRun like the real one), a store, a broker and probes.
-import { MeshError, redisUnavailable } from '@agent-mesh/common';
+import { f32leBytes, MeshError, redisUnavailable } from '@agent-mesh/common';
 import type { RunEvent } from '@agent-mesh/common/gen/orchestrator/v1/orchestrator';
 import { RunStatus, type Conversation, type Run, type StoredResponse } from '@agent-mesh/common/gen/store/v1/store';
 import type { EmbedRequest, EmbedResponse, GenerateResponse } from '@agent-mesh/common/gen/llmbroker/v1/llm_broker';
@@ -288,13 +288,19 @@ export class FakeBroker implements BrokerGateway {
   embedded: EmbedRequest[] = [];
   /** How many of a call's vectors the answer says came from the cache (at most its inputs). */
   embedCached = 0;
+  /** Answer `values` even when the request asks for bytes, as a broker that predates `vectors_as_bytes`. */
+  vectorsAsValuesOnly = false;
   /** Each input's vector: [its position, its length or token count, 0.5] (dimensions: the first that many). */
   async embed(req: EmbedRequest, _signal: AbortSignal, gate?: Promise<unknown>): Promise<EmbedResponse> {
     if (gate) this.gated += 1;
     await gate;
     this.embedded.push(req);
     const sizeOf = (i: EmbedRequest['inputs'][number]) => (i.input?.$case === 'text' ? i.input.text.length : i.input?.$case === 'tokens' ? i.input.tokens.ids.length : 0);
-    const embeddings = req.inputs.map((input, k) => ({ values: [k, sizeOf(input), 0.5].slice(0, req.dimensions || 3) }));
+    const bytes = req.vectorsAsBytes && !this.vectorsAsValuesOnly;
+    const embeddings = req.inputs.map((input, k) => {
+      const values = [k, sizeOf(input), 0.5].slice(0, req.dimensions || 3);
+      return bytes ? { values: [], f32le: f32leBytes(Float32Array.from(values)) } : { values, f32le: Buffer.alloc(0) };
+    });
     return { embeddings, promptTokens: req.inputs.reduce((n, i) => n + sizeOf(i), 0), model: req.model, upstream: 'default', queueWaitMs: 0, cachedInputs: Math.min(this.embedCached, req.inputs.length), cachedPromptTokens: 0, cachedStale: false };
   }
 }

@@ -4,7 +4,7 @@
 // while the upstream refuses (paused or breaker open). Identical concurrent misses make one
 // upstream call: ReplicaLock elects one leader per key, the others wait for its answer.
 import { createHash } from 'node:crypto';
-import { canonicalJson, ReplicaLock, withTimeout, type Redis, type Turn } from '@agent-mesh/common';
+import { canonicalJson, f32leBytes, f32leFloats, ReplicaLock, withTimeout, type Redis, type Turn } from '@agent-mesh/common';
 import type { LogprobOut, ProviderRequest, ToolCallOut, UsageOut } from '../upstream/provider';
 
 /** One complete answer, as the upstream streamed it. */
@@ -171,7 +171,7 @@ function vectorValue(vector: Float32Array, tokens: number, storedAt: number): Bu
   const b = Buffer.allocUnsafe(HEADER + vector.length * 4);
   b.writeUInt32LE(tokens, 0);
   b.writeDoubleLE(storedAt, 4);
-  for (let i = 0; i < vector.length; i++) b.writeFloatLE(vector[i]!, HEADER + i * 4);
+  f32leBytes(vector).copy(b, HEADER);
   return b;
 }
 
@@ -179,7 +179,5 @@ const HEADER = 12;
 
 function vectorEntry(b: Buffer): { vector: Float32Array; tokens: number; storedAt: number } | undefined {
   if (b.length < HEADER + 4 || (b.length - HEADER) % 4 !== 0) return undefined;
-  const vector = new Float32Array((b.length - HEADER) / 4);
-  for (let i = 0; i < vector.length; i++) vector[i] = b.readFloatLE(HEADER + i * 4);
-  return { vector, tokens: b.readUInt32LE(0), storedAt: b.readDoubleLE(4) };
+  return { vector: f32leFloats(b.subarray(HEADER)), tokens: b.readUInt32LE(0), storedAt: b.readDoubleLE(4) };
 }

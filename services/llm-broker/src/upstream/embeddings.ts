@@ -3,6 +3,7 @@
 // the broker's events. Vectors are asked as base64 (little-endian float32, as OpenAI's SDKs ask
 // them: a quarter of the JSON numbers' bytes and no number parsing); an answer with JSON numbers
 // (a provider that ignores `encoding_format`) is read too.
+import { f32leFloats } from '@agent-mesh/common';
 import { countText } from '../tokens';
 import { answerJson, UpstreamError, type EmbedSpec, type ProviderRequest, type StreamEvent, type ToolCallOut } from './provider';
 
@@ -40,9 +41,7 @@ function vectorOf(embedding: string | number[] | undefined, i: number): Float32A
   if (typeof embedding !== 'string') throw invalid(`has no vector at index ${i}`);
   const bytes = Buffer.from(embedding, 'base64');
   if (bytes.length === 0 || bytes.length % 4 !== 0) throw invalid(`has a vector at index ${i} that is not base64 float32`);
-  const out = new Float32Array(bytes.length / 4);
-  for (let k = 0; k < out.length; k += 1) out[k] = bytes.readFloatLE(k * 4);
-  return out;
+  return f32leFloats(bytes);
 }
 
 /**

@@ -220,6 +220,12 @@ export interface EmbedRequest {
    * not found are asked of the upstream (their vectors then stored). All found: no upstream call.
    */
   cache: boolean;
+  /**
+   * vectors_as_bytes asks for each vector in Embedding.f32le (its little-endian 32-bit floats, one
+   * bytes field: no decoding component by component) instead of Embedding.values. A broker that
+   * predates it answers values, so a caller reads whichever is set.
+   */
+  vectorsAsBytes: boolean;
 }
 
 /** EmbedInput is one text to embed, or its token ids. */
@@ -269,8 +275,16 @@ export interface EmbedResponse {
 
 /** Embedding is one vector. */
 export interface Embedding {
-  /** values are the vector's components (32-bit floats, as providers compute them). */
+  /**
+   * values are the vector's components (32-bit floats, as providers compute them); empty when the
+   * request asked for vectors_as_bytes.
+   */
   values: number[];
+  /**
+   * f32le is the vector as the little-endian bytes of its 32-bit floats, when the request asked
+   * for vectors_as_bytes; else empty.
+   */
+  f32le: Buffer;
 }
 
 /** ListModelsRequest asks for the models. */
@@ -673,7 +687,7 @@ export interface Done {
 }
 
 function createBaseEmbedRequest(): EmbedRequest {
-  return { userId: "", model: "", inputs: [], dimensions: 0, endUser: "", cache: false };
+  return { userId: "", model: "", inputs: [], dimensions: 0, endUser: "", cache: false, vectorsAsBytes: false };
 }
 
 export const EmbedRequest: MessageFns<EmbedRequest> = {
@@ -695,6 +709,9 @@ export const EmbedRequest: MessageFns<EmbedRequest> = {
     }
     if (message.cache !== false) {
       writer.uint32(48).bool(message.cache);
+    }
+    if (message.vectorsAsBytes !== false) {
+      writer.uint32(56).bool(message.vectorsAsBytes);
     }
     return writer;
   },
@@ -760,6 +777,14 @@ export const EmbedRequest: MessageFns<EmbedRequest> = {
             message.cache = reader.bool();
             continue;
           }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.vectorsAsBytes = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -788,6 +813,11 @@ export const EmbedRequest: MessageFns<EmbedRequest> = {
         ? globalThis.String(object.end_user)
         : "",
       cache: isSet(object.cache) ? globalThis.Boolean(object.cache) : false,
+      vectorsAsBytes: isSet(object.vectorsAsBytes)
+        ? globalThis.Boolean(object.vectorsAsBytes)
+        : isSet(object.vectors_as_bytes)
+        ? globalThis.Boolean(object.vectors_as_bytes)
+        : false,
     };
   },
 
@@ -811,6 +841,9 @@ export const EmbedRequest: MessageFns<EmbedRequest> = {
     if (message.cache !== false) {
       obj.cache = message.cache;
     }
+    if (message.vectorsAsBytes !== false) {
+      obj.vectorsAsBytes = message.vectorsAsBytes;
+    }
     return obj;
   },
 
@@ -825,6 +858,7 @@ export const EmbedRequest: MessageFns<EmbedRequest> = {
     message.dimensions = object.dimensions ?? 0;
     message.endUser = object.endUser ?? "";
     message.cache = object.cache ?? false;
+    message.vectorsAsBytes = object.vectorsAsBytes ?? false;
     return message;
   },
 };
@@ -1224,7 +1258,7 @@ export const EmbedResponse: MessageFns<EmbedResponse> = {
 };
 
 function createBaseEmbedding(): Embedding {
-  return { values: [] };
+  return { values: [], f32le: Buffer.alloc(0) };
 }
 
 export const Embedding: MessageFns<Embedding> = {
@@ -1235,6 +1269,9 @@ export const Embedding: MessageFns<Embedding> = {
         writer.float(v);
       }
       writer.join();
+    }
+    if (message.f32le.length !== 0) {
+      writer.uint32(18).bytes(message.f32le);
     }
     return writer;
   },
@@ -1270,6 +1307,14 @@ export const Embedding: MessageFns<Embedding> = {
 
             break;
           }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.f32le = Buffer.from(reader.bytes());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1285,6 +1330,7 @@ export const Embedding: MessageFns<Embedding> = {
   fromJSON(object: any): Embedding {
     return {
       values: globalThis.Array.isArray(object?.values) ? object.values.map((e: any) => globalThis.Number(e)) : [],
+      f32le: isSet(object.f32le) ? Buffer.from(bytesFromBase64(object.f32le)) : Buffer.alloc(0),
     };
   },
 
@@ -1292,6 +1338,9 @@ export const Embedding: MessageFns<Embedding> = {
     const obj: any = {};
     if (message.values?.length) {
       obj.values = message.values.map((e) => floatToJson(e));
+    }
+    if (message.f32le.length !== 0) {
+      obj.f32le = base64FromBytes(message.f32le);
     }
     return obj;
   },
@@ -1302,6 +1351,7 @@ export const Embedding: MessageFns<Embedding> = {
   fromPartial(object: DeepPartial<Embedding>): Embedding {
     const message = createBaseEmbedding();
     message.values = object.values?.map((e) => e) || [];
+    message.f32le = object.f32le ?? Buffer.alloc(0);
     return message;
   },
 };
@@ -4340,6 +4390,14 @@ export const LlmBrokerServiceClient = makeGenericClientConstructor(
   service: typeof LlmBrokerServiceService;
   serviceName: string;
 };
+
+function bytesFromBase64(b64: string): Uint8Array {
+  return Uint8Array.from(globalThis.Buffer.from(b64, "base64"));
+}
+
+function base64FromBytes(arr: Uint8Array): string {
+  return globalThis.Buffer.from(arr).toString("base64");
+}
 
 function floatToJson(value: number | null | undefined): number | string | null | undefined {
   return typeof value === "number" && !globalThis.Number.isFinite(value) ? globalThis.String(value) : value;
