@@ -443,6 +443,8 @@ export class LlmBroker {
     const rest = new AbortController();
     const callOff = () => rest.abort(signal.reason);
     signal.addEventListener('abort', callOff, { once: true });
+    // The caller may have gone as the first batch ended: the rest are not asked then.
+    if (signal.aborted) callOff();
     let others: EmbedResult[];
     try {
       others = await Promise.all(batches.slice(1).map((b) => one(b, served.length > 0 ? served : candidates, rest.signal).catch((err: unknown) => {
