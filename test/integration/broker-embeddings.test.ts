@@ -4,6 +4,7 @@
 // for embeddings as for chats, what no upstream can serve is refused saying why, and with the cache
 // asked for only the inputs not stored yet reach the provider. Real processes, real Redis.
 import { Metadata, status } from '@grpc/grpc-js';
+import Redis from 'ioredis';
 import { createClient, detailsOf, f32leFloats, reasonOf } from '@agent-mesh/common';
 import { LlmBrokerServiceClient, type EmbedRequest, type EmbedResponse } from '@agent-mesh/common/gen/llmbroker/v1/llm_broker';
 import {
@@ -257,6 +258,38 @@ describe('Embed', () => {
       const again = (await embed(small, { inputs: [...fresh, text('asked instead of the long one')], cache: true })).res!;
       expect((await emulatorStats(emulator)).requests - before.requests).toBe(1);
       expect(again).toMatchObject({ cachedInputs: 2 });
+    });
+
+    it('a caller gone while its first batch\'s vectors are being stored asks none of the other batches', async () => {
+      const inputs = ['gone early, one', 'gone early, two', 'gone early, three', 'gone early, four'].map(text);
+      const pauser = new Redis(redis.url);
+      await configureEmulator(emulator, { ttftMs: 1_000 });
+      try {
+        const before = await emulatorStats(emulator);
+        let result: { err?: Error & { code?: number } } | undefined;
+        const call = small.client.embed(
+          { userId: 'embed-user', model: 'text-embedding-3-small', inputs, dimensions: 0, endUser: '', cache: true, vectorsAsBytes: false },
+          new Metadata(), { deadline: new Date(Date.now() + 30_000) }, (err) => (result = { err: err ?? undefined }),
+        );
+        // The first batch reached the provider (its lookup, lock and admission are behind it): Redis
+        // takes no writes for 1.4 s from now, so its vectors, answered a second later, wait to be
+        // stored (the store gives up after 500 ms: it must not), and the caller goes meanwhile.
+        while ((await emulatorStats(emulator)).requests === before.requests) await new Promise((r) => setTimeout(r, 10));
+        await pauser.call('CLIENT', 'PAUSE', '1400', 'WRITE');
+        while ((await emulatorStats(emulator)).completed === before.completed) await new Promise((r) => setTimeout(r, 10));
+        await new Promise((r) => setTimeout(r, 150));
+        call.cancel();
+        // Stored once Redis takes writes again: the other batches, had they been asked, reach the provider then.
+        await new Promise((r) => setTimeout(r, 2_000));
+        expect(result?.err?.code).toBe(status.CANCELLED);
+        expect((await emulatorStats(emulator)).requests - before.requests).toBe(1);
+        // The first input's vector was stored (the caller went while that waited, not before).
+        expect((await embed(small, { inputs: inputs.slice(0, 1), cache: true })).res).toMatchObject({ cachedInputs: 1 });
+      } finally {
+        await pauser.call('CLIENT', 'UNPAUSE').catch(() => undefined);
+        pauser.disconnect();
+        await configureEmulator(emulator, { ttftMs: 80 });
+      }
     });
   });
 

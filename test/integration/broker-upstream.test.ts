@@ -7,6 +7,7 @@ import { status } from '@grpc/grpc-js';
 import Redis from 'ioredis';
 import { detailsOf, reasonOf } from '@agent-mesh/common';
 import {
+  CallerRole,
   LlmBrokerServiceClient,
   type GenerateRequest,
 } from '@agent-mesh/common/gen/llmbroker/v1/llm_broker';
@@ -200,6 +201,39 @@ describe('answers shaped unlike the usual', () => {
     // The emulator interleaves the two calls' fragments, and so do the pieces.
     const order = pieces.map((p) => p.index);
     expect(order.indexOf(1)).toBeLessThan(order.lastIndexOf(0));
+  });
+});
+
+describe('the later calls a run owes (what a first call queued is told it waits behind)', () => {
+  it('an agent\'s answer that asks for tools owes its next call, which pays it; a direct call\'s owes nothing', async () => {
+    const b = await startBroker({ LLM_CACHE_TTL_S: '0' });
+    // Calls of a second: a debt lapses after eight calls' lengths, long after each reading below.
+    await configureEmulator(emulator, { ttftMs: 1000 });
+    try {
+      const owed = () => metric(b.proc, 'llm_queue_owed_calls', 'upstream="default"');
+      const direct = await generate(b.client, { ...search(), callerRole: CallerRole.CALLER_ROLE_DIRECT });
+      expect(doneOf(direct)?.finishReason).toBe('tool_calls');
+      expect(await owed()).toBe(0);
+      const host = { ...search(), runId: 'run-with-tools', callerRole: CallerRole.CALLER_ROLE_HOST, runStarted: true };
+      const asked = doneOf(await generate(b.client, host));
+      expect(asked?.finishReason).toBe('tool_calls');
+      expect(await owed()).toBe(1);
+      // The Host again, with the tool's result: it pays what it owed, and asks for nothing more.
+      const call = asked!.toolCalls[0]!;
+      const withResult = {
+        ...host,
+        messages: [
+          ...host.messages,
+          { role: 'assistant', content: '', name: '', toolCallId: '', toolCalls: [call] },
+          { role: 'tool', content: '{"results":[{"title":"Solar news","snippet":"Panels got cheaper."}]}', name: '', toolCallId: call.id, toolCalls: [] },
+        ],
+      };
+      expect(doneOf(await generate(b.client, withResult))?.finishReason).toBe('stop');
+      expect(await owed()).toBe(0);
+    } finally {
+      await configureEmulator(emulator, { ttftMs: 50 });
+      await brokers.stop(b);
+    }
   });
 });
 

@@ -42,6 +42,7 @@ export async function assembleBroker(svc: BrokerHost, cfg: BrokerConfig, registr
     gauges.push({
       name: u.name,
       queueDepth: () => built.upstream.queue.depth,
+      owedCalls: () => built.upstream.queue.owedCalls,
       inFlight: () => brokerRef.b?.inFlightOf(u.name) ?? 0,
       breakerState: () => ({ closed: 0, half_open: 1, open: 2 })[breakerState(built.upstream.breaker)],
       effectiveLimits: () => {

@@ -7,6 +7,7 @@ import { Counter, Gauge, Histogram, type Registry } from '@agent-mesh/common';
 export interface UpstreamGauges {
   name: string;
   queueDepth(): number;
+  owedCalls(): number;
   inFlight(): number;
   breakerState(): number;
   effectiveLimits(): { rpm: number; tpm: number; concurrency: number };
@@ -38,6 +39,12 @@ export function createBrokerMetrics(registry: Registry, gauges: BrokerGauges, up
   };
   const up = ['upstream'];
   gauge('llm_queue_depth', 'Calls waiting in this replica\'s LLM queue of the upstream', each((u) => u.queueDepth()), up);
+  gauge(
+    'llm_queue_owed_calls',
+    'Later calls that the agent runs begun on this replica still owe the upstream and are expected to make (a run\'s further agents, a revision\'s, an agent\'s call after tools): a first call queued here is told it waits behind them',
+    each((u) => u.owedCalls()),
+    up,
+  );
   gauge('llm_in_flight', 'Upstream calls in flight from this replica', each((u) => u.inFlight()), up);
   gauge('llm_breaker_state', 'Upstream circuit breaker: 0 closed, 1 half-open, 2 open', each((u) => u.breakerState()), up);
   gauge('llm_quota_shared', '1 while the upstream\'s quota is shared through Redis, 0 on the local fallback share', each((u) => (u.sharedQuota() ? 1 : 0)), up);
