@@ -205,30 +205,24 @@ describe('answers shaped unlike the usual', () => {
 });
 
 describe('the later calls a run owes (what a first call queued is told it waits behind)', () => {
-  it('an agent\'s answer that asks for tools owes its next call, which pays it; a direct call\'s owes nothing', async () => {
+  it('a run\'s first call owes its further agents\' calls, each paid as it is admitted (a Host\'s call after tools pays the oldest); a direct call owes nothing', async () => {
     const b = await startBroker({ LLM_CACHE_TTL_S: '0' });
     // Calls of a second: a debt lapses after eight calls' lengths, long after each reading below.
     await configureEmulator(emulator, { ttftMs: 1000 });
     try {
       const owed = () => metric(b.proc, 'llm_queue_owed_calls', 'upstream="default"');
-      const direct = await generate(b.client, { ...search(), callerRole: CallerRole.CALLER_ROLE_DIRECT });
-      expect(doneOf(direct)?.finishReason).toBe('tool_calls');
+      const asked = (o: Outcome) => expect(doneOf(o)?.finishReason).toMatch(/^(stop|length|tool_calls)$/);
+      asked(await generate(b.client, { ...search(), callerRole: CallerRole.CALLER_ROLE_DIRECT }));
       expect(await owed()).toBe(0);
-      const host = { ...search(), runId: 'run-with-tools', callerRole: CallerRole.CALLER_ROLE_HOST, runStarted: true };
-      const asked = doneOf(await generate(b.client, host));
-      expect(asked?.finishReason).toBe('tool_calls');
+      const run = { runId: 'run-owing', runStarted: true };
+      asked(await generate(b.client, { ...ask(), runId: run.runId })); // the Planner: the run begins
+      expect(await owed()).toBe(3);
+      asked(await generate(b.client, { ...ask(), ...run, callerRole: CallerRole.CALLER_ROLE_CRITIC }));
+      expect(await owed()).toBe(2);
+      const tools = await generate(b.client, { ...search(), ...run, callerRole: CallerRole.CALLER_ROLE_HOST });
+      expect(doneOf(tools)?.finishReason).toBe('tool_calls');
       expect(await owed()).toBe(1);
-      // The Host again, with the tool's result: it pays what it owed, and asks for nothing more.
-      const call = asked!.toolCalls[0]!;
-      const withResult = {
-        ...host,
-        messages: [
-          ...host.messages,
-          { role: 'assistant', content: '', name: '', toolCallId: '', toolCalls: [call] },
-          { role: 'tool', content: '{"results":[{"title":"Solar news","snippet":"Panels got cheaper."}]}', name: '', toolCallId: call.id, toolCalls: [] },
-        ],
-      };
-      expect(doneOf(await generate(b.client, withResult))?.finishReason).toBe('stop');
+      asked(await generate(b.client, { ...ask(), ...run, callerRole: CallerRole.CALLER_ROLE_HOST })); // after its tools
       expect(await owed()).toBe(0);
     } finally {
       await configureEmulator(emulator, { ttftMs: 50 });

@@ -828,8 +828,6 @@ export class LlmBroker {
       // tokens already spent.
       if (chargedByFailedAttempts + charged > reserved) await settle(charged);
       else answered = charged;
-      // An agent asked for tools calls again with their results: owed before the caller hears it.
-      if (toolCalls.length > 0 && input.callerRole !== 'direct') u.queue.owe('tools');
       yield { type: 'done', finishReason, ...(stopSequence ? { stopSequence } : {}), usage: finalUsage, toolCalls, model, queueWaitMs: waitedMs, upstream: u.name };
     } catch (err) {
       if (!signal.aborted && err instanceof UpstreamError) {

@@ -159,11 +159,6 @@ export class AdmissionQueue {
     return this.estimator.owedCalls;
   }
 
-  /** A call answered here brings more of its run (see WaitEstimator.owe). */
-  owe(owes: Owes): void {
-    this.estimator.owe(owes);
-  }
-
   /** Another call finished here (after holding its admission `heldMs`): a slot may be free. */
   kick(heldMs?: number): void {
     if (heldMs !== undefined) this.estimator.onCallEnded(heldMs);

@@ -242,17 +242,6 @@ describe('the later calls that the runs begun here owe', () => {
     expect(est.waitFor(3, 0, { startedAhead: 0, waiting: true })).toBeCloseTo((61 + 3) * 100);
   });
 
-  it('are owed by an answer that asks for tools too: its agent\'s next call, which pays it', () => {
-    const { est } = afterTwentyRuns(1_000);
-    est.onAdmitted(false, true); // the Host's call pays one of the runs' debts
-    expect(est.owedCalls).toBe(59);
-    est.owe('tools'); // answered with tool calls
-    expect(est.owedCalls).toBe(60);
-    expect(est.waitFor(3, 0, { startedAhead: 0, waiting: true })).toBeCloseTo((60 + 3) * 100);
-    est.onAdmitted(false, true); // the Host again, with the tools' results
-    expect(est.owedCalls).toBe(59);
-  });
-
   it('are told by the call: a run begun by its first call, a revision by a started run\'s Planner, none by a direct call', () => {
     expect(owedBy('planner', false)).toBe('run');
     expect(owedBy('critic', false)).toBe('run'); // a run whose Planner was answered from the cache

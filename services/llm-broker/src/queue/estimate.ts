@@ -18,13 +18,10 @@ const MAX_SLOWDOWN = 10;
 /** The fewest calls a run of the pipeline makes: one per agent (Planner, Critic, Host, Reporter). */
 const MIN_CALLS_PER_RUN = 4;
 
-/** What a call says of its run's later calls (see OwedCalls): admitted, a run's first or a revision's; answered, one that asked for tools. */
-export type Owes = 'run' | 'revision' | 'tools';
-/**
- * The later calls owed: one per further agent for a run begun; the Critic's and the Host's again for
- * a revision; the same agent's next call for an answer that asked for tools (it comes once they ran).
- */
-const OWED_CALLS: Record<Owes, number> = { run: MIN_CALLS_PER_RUN - 1, revision: 2, tools: 1 };
+/** What a call admitted says of its run's later calls (see OwedCalls). */
+export type Owes = 'run' | 'revision';
+/** The later calls owed: one per further agent for a run begun; the Critic's and the Host's again for a revision. */
+const OWED_CALLS: Record<Owes, number> = { run: MIN_CALLS_PER_RUN - 1, revision: 2 };
 
 /** What a call says of its run's later calls: its first call begins it; a started run's Planner call revises it; a direct call has no run. */
 export function owedBy(role: CallerRoleName, runStarted: boolean): Owes | undefined {
@@ -75,14 +72,6 @@ export class WaitEstimator {
     }
     this.lastAdmission = now;
     this.backlogged = stillWaiting;
-  }
-
-  /**
-   * A call of a run was answered with tool calls: its agent calls again once they ran. Not owed, that
-   * call paid another run's debt, and the ledger ran dry while calls kept coming, as revisions' did.
-   */
-  owe(owes: Owes): void {
-    this.owed.owe(OWED_CALLS[owes]);
   }
 
   /** The later calls of the runs begun here still owed and expected to come (see OwedCalls). */

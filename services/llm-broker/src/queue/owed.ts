@@ -1,7 +1,6 @@
 // The later calls that the runs begun on this broker still owe: each run's first call admitted
 // here is a debt of one call per further agent, a revision (a started run's Planner call) one of
-// the calls it brings back (the Critic's and the Host's), an answer that asks for tools one of its
-// agent's next call (the Host's, with their results), and each other call of a started run
+// the calls it brings back (the Critic's and the Host's), and each other call of a started run
 // admitted pays the oldest debt. A debt not paid within a few calls' lengths lapses: its run failed, was shed, had its
 // later calls answered from the cache, or makes no later calls at all (a client that calls the
 // broker as a Planner and never comes back). The share of owed calls that came rather than lapsed
@@ -40,7 +39,11 @@ export class OwedCalls {
     this.total += calls;
   }
 
-  /** A call of a started run was admitted: it pays the oldest debt, if any is left. */
+  /**
+   * A call of a started run was admitted: it pays the oldest debt, if any is left (a Host's further
+   * calls, after tools, are owed by no one: owing them made the estimates longer than the waits,
+   * docs/benchmarks.md, "A Host's calls after tools, owed: not kept").
+   */
   paid(): void {
     this.lapse();
     const oldest = this.debts[0];
