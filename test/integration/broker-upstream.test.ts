@@ -12,7 +12,7 @@ import {
   type GenerateRequest,
 } from '@agent-mesh/common/gen/llmbroker/v1/llm_broker';
 import {
-  configureEmulator, emulatorStats, generateRequest, promMetric, runGenerate, startEmulator, startRedis, testDir,
+  configureEmulator, emulatorStats, generateRequest, promMetric, runGenerate, startEmulator, startRedis, testDir, waitFor,
   type EmulatorProc, type GenerateOutcome, type RedisProc, type ServiceProc,
 } from '../support';
 import { TestBrokers, type TestBroker } from '../support/brokers';
@@ -227,6 +227,29 @@ describe('the later calls a run owes (what a first call queued is told it waits 
     } finally {
       await configureEmulator(emulator, { ttftMs: 50 });
       await brokers.stop(b);
+    }
+  });
+
+  it('two brokers sharing a quota keep one ledger: a run begun on one is paid by its calls on the other, and each tells half of what is owed', async () => {
+    const a = await startBroker({ LLM_CACHE_TTL_S: '0' });
+    const b = await brokers.start({ db: a.db, env: { LLM_CACHE_TTL_S: '0' } });
+    await configureEmulator(emulator, { ttftMs: 1000 });
+    try {
+      const owed = (x: TestBroker) => metric(x.proc, 'llm_queue_owed_calls', 'upstream="default"');
+      const both = async (calls: number) =>
+        waitFor(`${calls} owed on each broker`, async () => (await owed(a)) === calls && (await owed(b)) === calls, { timeoutMs: 3_000, intervalMs: 50 });
+      await waitFor('two live replicas', async () => (await metric(a.proc, 'llm_live_replicas')) === 2 && (await metric(b.proc, 'llm_live_replicas')) === 2, { timeoutMs: 10_000 });
+      const run = { runId: 'run-on-two', runStarted: true };
+      await generate(a.client, { ...ask(), runId: run.runId }); // the Planner, on A: 3 owed by the fleet
+      await both(1.5);
+      await generate(b.client, { ...ask(), ...run, callerRole: CallerRole.CALLER_ROLE_CRITIC }); // paid on B
+      await both(1);
+      await generate(b.client, { ...ask(), ...run, callerRole: CallerRole.CALLER_ROLE_HOST });
+      await generate(a.client, { ...ask(), ...run, callerRole: CallerRole.CALLER_ROLE_REPORTER });
+      await both(0);
+    } finally {
+      await configureEmulator(emulator, { ttftMs: 50 });
+      await Promise.all([brokers.stop(a), brokers.stop(b)]);
     }
   });
 });

@@ -8,6 +8,7 @@ import type { BrokerConfig, UpstreamConfig } from './config';
 import { createBrokerMetrics, type BrokerMetrics, type UpstreamGauges } from './metrics';
 import { AdaptiveLimits } from './queue/adaptive';
 import { AdmissionQueue } from './queue/admission';
+import { FleetOwedCalls } from './queue/fleet-owed';
 import { tokenizer } from './tokens';
 import { HttpProvider } from './upstream/http';
 import { WIRE_PROTOCOLS } from './upstream/protocols';
@@ -134,6 +135,12 @@ function buildUpstream(svc: BrokerHost, cfg: BrokerConfig, u: UpstreamConfig, re
         return rpm > 0 ? ((60_000 * cfg.timeScale + cfg.quotaWindowMarginMs) * limiter.liveReplicas) / rpm : 50;
       },
       replicas: () => limiter.liveReplicas,
+      // One ledger of owed calls for every broker sharing the quota: a run's later calls land on any.
+      owedLedger: (callMs) => {
+        const ledger = new FleetOwedCalls(redis, u.quotaKey, callMs, () => limiter.liveReplicas);
+        svc.onShutdown('stop', `owed-calls:${u.name}`, () => ledger.close());
+        return ledger;
+      },
     },
     { onRefused: (reason) => metrics.refusals.inc({ reason, upstream: u.name }) },
   );

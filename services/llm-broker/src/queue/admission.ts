@@ -4,6 +4,7 @@
 import type { AcquireResult, Lease, RefusalReason } from '@agent-mesh/common';
 import { FairQueue, type QueueEntry } from './fair-queue';
 import { WaitEstimator, type Owes } from './estimate';
+import type { OwedLedger } from './owed';
 
 export interface Admitter {
   tryAcquire(req: { holder: string; tokens: number }): Promise<AcquireResult>;
@@ -83,6 +84,8 @@ export interface AdmissionQueueOptions {
    * queue only one time in so many, so the marginal wait it adds here is that much smaller. @default 1
    */
   replicas?: () => number;
+  /** The ledger of the calls that runs begun still owe (see WaitEstimator): by default this broker's own. */
+  owedLedger?: (callMs: () => number | undefined) => OwedLedger;
   now?: () => number;
 }
 
@@ -104,7 +107,7 @@ export class AdmissionQueue {
     private readonly hooks: AdmissionHooks = {},
   ) {
     this.now = opts.now ?? Date.now;
-    this.estimator = new WaitEstimator(opts.nominalIntervalMs, this.now);
+    this.estimator = new WaitEstimator(opts.nominalIntervalMs, this.now, opts.owedLedger);
   }
 
   get depth(): number {

@@ -11,7 +11,7 @@
 // call is told the longer of the two waits.
 
 import type { CallerRoleName } from '@agent-mesh/common';
-import { OwedCalls } from './owed';
+import { OwedCalls, type OwedLedger } from './owed';
 
 /** The slowest a first call is expected to advance: ≥ 1/MAX_SLOWDOWN of the admissions. */
 const MAX_SLOWDOWN = 10;
@@ -42,16 +42,18 @@ export class WaitEstimator {
   private startedShare = 1 - 1 / MIN_CALLS_PER_RUN;
   /** Smoothed time a call holds its admission (from admitted to its end). */
   private callMs?: number;
-  /** The later calls that the runs begun here still owe: one per further agent. */
-  private readonly owed: OwedCalls;
+  /** The later calls that the runs begun still owe, this broker's share: one per further agent. */
+  private readonly owed: OwedLedger;
 
   constructor(
     private readonly nominalIntervalMs: () => number,
     private readonly now: () => number = Date.now,
+    /** The ledger of owed calls, given how long a call holds its admission: the fleet's (FleetOwedCalls) or, by default, this broker's own. */
+    ledger: (callMs: () => number | undefined) => OwedLedger = (callMs) => new OwedCalls(callMs, now),
     private readonly alpha = 0.2,
     private readonly shareAlpha = 0.05,
   ) {
-    this.owed = new OwedCalls(() => this.callMs, now);
+    this.owed = ledger(() => this.callMs);
   }
 
   /**
@@ -74,7 +76,7 @@ export class WaitEstimator {
     this.backlogged = stillWaiting;
   }
 
-  /** The later calls of the runs begun here still owed and expected to come (see OwedCalls). */
+  /** The later calls of the runs begun still owed and expected to come here (see OwedCalls). */
   get owedCalls(): number {
     return this.owed.expected();
   }

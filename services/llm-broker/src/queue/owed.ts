@@ -12,9 +12,23 @@
 // made estimates too long, and goodput fell (docs/benchmarks.md, "Two brokers").
 
 /** Debts of runs begun within this many ms of each other are kept together. */
-const BUCKET_MS = 100;
+export const BUCKET_MS = 100;
+/** Calls' lengths after which a debt lapses: a run's later calls come within two or three, and their waits in the queue. */
+export const LAPSE_AFTER_CALLS = 8;
+/** The smoothing of the share of owed calls that came. */
+export const KEPT_ALPHA = 0.01;
 
-export class OwedCalls {
+/** A ledger of owed calls: this broker's own (OwedCalls), or its share of the fleet's (FleetOwedCalls). */
+export interface OwedLedger {
+  /** A call was admitted that brings `calls` more of its run: a run's first, or a revision's. */
+  owe(calls: number): void;
+  /** A call of a started run was admitted: it pays the oldest debt, if any is left. */
+  paid(): void;
+  /** The later calls still owed that are expected to come. */
+  expected(): number;
+}
+
+export class OwedCalls implements OwedLedger {
   /** Unpaid debts, oldest first. */
   private readonly debts: { at: number; left: number }[] = [];
   private total = 0;
@@ -25,9 +39,8 @@ export class OwedCalls {
     /** Smoothed time a call holds its admission; undefined before any call ended (nothing lapses then). */
     private readonly callMs: () => number | undefined,
     private readonly now: () => number = Date.now,
-    /** Calls' lengths after which a debt lapses: a run's later calls come within two or three, and their waits in the queue. */
-    private readonly lapseAfterCalls = 8,
-    private readonly keptAlpha = 0.01,
+    private readonly lapseAfterCalls = LAPSE_AFTER_CALLS,
+    private readonly keptAlpha = KEPT_ALPHA,
   ) {}
 
   /** A call was admitted that brings `calls` more of its run: a run's first, or a revision's. */
