@@ -41,7 +41,7 @@ export function createBrokerMetrics(registry: Registry, gauges: BrokerGauges, up
   gauge('llm_queue_depth', 'Calls waiting in this replica\'s LLM queue of the upstream', each((u) => u.queueDepth()), up);
   gauge(
     'llm_queue_owed_calls',
-    'Later calls that the agent runs begun on this replica still owe the upstream and are expected to make (a run\'s further agents\' calls, a revision\'s): a first call queued here is told it waits behind them',
+    'This replica\'s share of the later calls that the agent runs begun on any replica sharing the quota still owe the upstream and are expected to make (a run\'s further agents\' calls, a revision\'s): a first call queued here is told it waits behind them',
     each((u) => u.owedCalls()),
     up,
   );

@@ -1,13 +1,14 @@
-// The later calls that the runs begun on this broker still owe: each run's first call admitted
-// here is a debt of one call per further agent, a revision (a started run's Planner call) one of
+// The later calls that the runs begun still owe: each run's first call admitted is a debt of one
+// call per further agent, a revision (a started run's Planner call) one of
 // the calls it brings back (the Critic's and the Host's), and each other call of a started run
 // admitted pays the oldest debt. A debt not paid within a few calls' lengths lapses: its run failed, was shed, had its
 // later calls answered from the cache, or makes no later calls at all (a client that calls the
 // broker as a Planner and never comes back). The share of owed calls that came rather than lapsed
 // scales what is still owed, so a workload whose runs do not come back stops counting them.
-// With several brokers a run's later calls land anywhere, but each broker gets its share of every
-// run's: the count balances across them (`npm run bench -- seed` with REPLICAS=2 told first calls
-// after the start as well as one broker). Before revisions were owed, their calls paid other runs'
+// This is one broker's own ledger. Brokers sharing a quota keep one for the fleet in Redis
+// (FleetOwedCalls, in fleet-owed.ts), with this one standing in while Redis is away: a run's later
+// calls land on any broker, and a ledger per broker drifted with the split of first calls between
+// them. Before revisions were owed, their calls paid other runs'
 // debts and the ledger ran dry while calls kept coming; learning a debt's worth on average instead
 // made estimates too long, and goodput fell (docs/benchmarks.md, "Two brokers").
 
