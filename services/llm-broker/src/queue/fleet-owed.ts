@@ -19,6 +19,8 @@ import { BUCKET_MS, KEPT_ALPHA, LAPSE_AFTER_CALLS, OwedCalls, type OwedLedger } 
 const SYNC_MS = 100;
 /** A fleet figure older than this (Redis slow or away) gives way to the broker's own ledger. */
 const STALE_MS = 1_000;
+/** A broker with nothing to hand over, whose fleet owed nothing when it last asked, asks again after this. */
+const IDLE_SYNC_MS = STALE_MS / 2;
 /** An idle fleet's ledger expires. */
 const TTL_MS = 600_000;
 
@@ -136,10 +138,13 @@ export class FleetOwedCalls implements OwedLedger {
    * debts lapse anyway.
    */
   async sync(): Promise<void> {
-    if (this.syncing) return;
-    this.syncing = true;
     const owe = this.owing;
     const pay = this.paying;
+    // An idle broker of an idle fleet asks twice a second, not ten times: its figure stays fresh,
+    // and a first call queued here brings a debt, which is handed over at the next tick.
+    const idle = owe === 0 && pay === 0 && this.fleet?.calls === 0 && this.now() - this.fleet.at < IDLE_SYNC_MS;
+    if (this.syncing || idle) return;
+    this.syncing = true;
     this.owing = 0;
     this.paying = 0;
     this.handed = owe - pay;
