@@ -1,8 +1,8 @@
-// The README's configuration tables are the specs', and the specs are every variable the code reads.
+// docs/configuration.md's tables are the specs', and the specs are every variable the code reads.
 import fs from 'node:fs';
 import path from 'node:path';
 import { config } from '@agent-mesh/common';
-import { generatedReadme, README, SERVICE_VARS } from './docs';
+import { generatedConfigDoc, CONFIG_DOC, SERVICE_VARS } from './docs';
 import { loadConfig as edge } from '../services/edge/src/config';
 import { loadConfig as orchestrator } from '../services/orchestrator/src/config';
 import { loadConfig as broker } from '../services/llm-broker/src/config';
@@ -11,10 +11,10 @@ import { loadConfig as store } from '../services/store/src/config';
 
 const ROOT = path.resolve(__dirname, '..');
 
-test('the README shows the specs (`npm run docs` writes it)', () => {
-  const readme = fs.readFileSync(README, 'utf8');
-  expect(readme).toContain(config.BEGIN);
-  expect(readme).toBe(generatedReadme(readme));
+test('docs/configuration.md shows the specs (`npm run docs` writes it)', () => {
+  const page = fs.readFileSync(CONFIG_DOC, 'utf8');
+  expect(page).toContain(config.BEGIN);
+  expect(page).toBe(generatedConfigDoc(page));
 });
 
 /** The names `load` reads from the environment, over every environment in `envs`. */

@@ -1,6 +1,6 @@
-// `npm run docs`: writes the README's configuration tables from the specs of every variable the
+// `npm run docs`: writes the configuration tables of docs/configuration.md from the specs of every variable the
 // services read (each service's `VARS` in src/config.ts, and common's shared and process-wide
-// variables). scripts/docs.test.ts fails when the README and the specs differ.
+// variables). scripts/docs.test.ts fails when the page and the specs differ.
 import fs from 'node:fs';
 import path from 'node:path';
 import { config } from '@agent-mesh/common';
@@ -10,9 +10,9 @@ import { VARS as broker } from '../services/llm-broker/src/config';
 import { VARS as tools } from '../services/tool-service/src/config';
 import { VARS as store } from '../services/store/src/config';
 
-export const README = path.resolve(__dirname, '../README.md');
+export const CONFIG_DOC = path.resolve(__dirname, '../docs/configuration.md');
 
-/** Every service and the variables it reads, in the README's order. */
+/** Every service and the variables it reads, in the page's order. */
 export const SERVICE_VARS: config.ServiceVars[] = [
   { service: 'edge', vars: edge },
   { service: 'orchestrator', vars: orchestrator },
@@ -21,17 +21,17 @@ export const SERVICE_VARS: config.ServiceVars[] = [
   { service: 'store', vars: store },
 ];
 
-/** The README as the specs say it should be. */
-export function generatedReadme(current: string): string {
+/** The page as the specs say it should be. */
+export function generatedConfigDoc(current: string): string {
   return config.replaceBetweenMarkers(current, config.renderConfigTables(SERVICE_VARS, config.processVars));
 }
 
 if (require.main === module) {
-  const current = fs.readFileSync(README, 'utf8');
-  const next = generatedReadme(current);
-  if (next === current) console.log('README.md: the configuration tables are up to date');
+  const current = fs.readFileSync(CONFIG_DOC, 'utf8');
+  const next = generatedConfigDoc(current);
+  if (next === current) console.log('docs/configuration.md: the configuration tables are up to date');
   else {
-    fs.writeFileSync(README, next);
-    console.log('README.md: configuration tables written');
+    fs.writeFileSync(CONFIG_DOC, next);
+    console.log('docs/configuration.md: configuration tables written');
   }
 }

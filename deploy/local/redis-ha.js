@@ -3,7 +3,7 @@
 // or a Cluster (three primaries, each with a replica). Used by `npm start -- --redis
 // sentinel|cluster` and by test/e2e/redis-ha.test.ts. Failure detection is quick here (1 s for
 // the sentinels, a 2 s cluster-node-timeout) so a failover takes seconds; production settings are
-// the operator's (see the README).
+// the operator's (see docs/running.md).
 'use strict';
 const { execFile } = require('node:child_process');
 const fs = require('node:fs');

@@ -1,5 +1,5 @@
-// Every environment variable the edge reads: its spec (type, default, description: the README's
-// tables are made from VARS) and its validation. Missing sign-in
+// Every environment variable the edge reads: its spec (type, default, description: the tables of
+// docs/configuration.md are made from VARS) and its validation. Missing sign-in
 // configuration (neither AUTH_JWT_SECRET nor AUTH_JWKS_URL) stops the process at start.
 import { config, parseBudgetOverrides, type BudgetLimits, type RedisTarget } from '@agent-mesh/common';
 import type { BrokerConfig } from '@agent-mesh/llm-broker/inline';

@@ -1,5 +1,5 @@
-// Every environment variable the broker reads: its spec (type, default, description: the README's
-// tables are made from VARS) and its validation.
+// Every environment variable the broker reads: its spec (type, default, description: the tables of
+// docs/configuration.md are made from VARS) and its validation.
 import { callerRoles, config, LLM_QUOTA_KEY_PREFIX, llmQuotaKeyPrefix, llmUpstreamEntries, llmUpstreamsError, type CallerRoleName, type RedisTarget } from '@agent-mesh/common';
 
 export type Env = config.Env;

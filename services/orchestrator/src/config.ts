@@ -1,5 +1,5 @@
 // Every environment variable the orchestrator reads: its spec (type, default, description: the
-// README's tables are made from VARS) and its validation.
+// tables of docs/configuration.md are made from VARS) and its validation.
 import path from 'node:path';
 import { config, type RedisTarget } from '@agent-mesh/common';
 import { AGENT_ROLES, type AgentCallPolicy, type AgentRole } from './pipeline/types';

@@ -1,5 +1,5 @@
-// Every environment variable the store reads: its spec (type, default, description: the README's
-// tables are made from VARS) and its validation.
+// Every environment variable the store reads: its spec (type, default, description: the tables of
+// docs/configuration.md are made from VARS) and its validation.
 import { config } from '@agent-mesh/common';
 
 type Env = config.Env;

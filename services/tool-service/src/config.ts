@@ -1,5 +1,5 @@
 // Every environment variable the tool-service reads: its spec (type, default, description: the
-// README's tables are made from VARS) and its validation.
+// tables of docs/configuration.md are made from VARS) and its validation.
 import os from 'node:os';
 import path from 'node:path';
 import { config, llmPauseKeys, type RedisTarget } from '@agent-mesh/common';

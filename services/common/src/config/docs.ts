@@ -1,5 +1,5 @@
-// The README's configuration tables, made from the specs (`npm run docs` writes them between the
-// markers; a unit test fails when the README and the specs differ). A variable several services
+// The configuration tables of docs/configuration.md, made from the specs (`npm run docs` writes them between the
+// markers; a unit test fails when the page and the specs differ). A variable several services
 // read through the same spec is listed once, in the first table, with who reads it.
 import type { Var } from './spec';
 
@@ -71,6 +71,6 @@ export function renderConfigTables(services: ServiceVars[], processVars: Record<
 export function replaceBetweenMarkers(text: string, body: string): string {
   const b = text.indexOf(BEGIN);
   const e = text.indexOf(END);
-  if (b < 0 || e < b) throw new Error(`the README has no ${BEGIN} … ${END} block`);
+  if (b < 0 || e < b) throw new Error(`the page has no ${BEGIN} … ${END} block`);
   return `${text.slice(0, b + BEGIN.length)}\n${body}\n${text.slice(e)}`;
 }

@@ -1,5 +1,5 @@
 // Typed configuration from environment variables: the spec of every variable (./spec.ts), the
-// variables shared by several services (./vars.ts), and the README's tables made from them (./docs.ts).
+// variables shared by several services (./vars.ts), and docs/configuration.md's tables made from them (./docs.ts).
 export * from './spec';
 export { DEFAULT_PORTS, metricsPortFor, processVars, redisVars, sharedVars } from './vars';
 export { readRedisTarget } from './redis';

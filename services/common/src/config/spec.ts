@@ -1,7 +1,7 @@
 // Typed configuration from environment variables. Each service declares every variable it reads
 // once, as a spec (name, type, default, description) in its `src/config.ts`; `read` is the only
 // way a value is taken from the environment, so a default is written in its spec and nowhere
-// else, and the README's configuration tables are generated from the specs (`npm run docs`,
+// else, and the configuration tables of docs/configuration.md are generated from the specs (`npm run docs`,
 // see ./docs.ts). A missing or malformed variable is a ConfigError that names it.
 
 export class ConfigError extends Error {
@@ -11,10 +11,10 @@ export class ConfigError extends Error {
 export type Env = Record<string, string | undefined>;
 
 interface Described {
-  /** What the variable is for: the README's description. */
+  /** What the variable is for: docs/configuration.md's description. */
   doc: string;
   /**
-   * What the README shows as the default when the code derives it from other values (the reader
+   * What docs/configuration.md shows as the default when the code derives it from other values (the reader
    * then passes it as `read`'s fallback), or when the variable may stay unset or is required
    * only with another one.
    */

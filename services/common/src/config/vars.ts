@@ -1,7 +1,7 @@
 // The variables more than one service reads (their peers' addresses, Redis, the shutdown budget,
 // each service's port and interface), and those every process reads outside its config.ts
 // (logging, telemetry, gRPC TLS). A service's config.ts names the shared ones it reads beside its
-// own; the README lists a variable read by several services once, with who reads it.
+// own; docs/configuration.md lists a variable read by several services once, with who reads it.
 import { defineVars } from './spec';
 
 export const DEFAULT_PORTS = {
