@@ -113,6 +113,59 @@ it('paces RPM and TPM smoothly with no window over the limit', async () => {
   expect(tokens).toBeGreaterThan(0.75 * (2_000 * 7_000) / 3_000);
 });
 
+it('calls larger than the TPM burst never put more than the limit into a sliding window', async () => {
+  // 3,000-token calls against 10,000 TPM (a burst of 200): paced alone, one every 3,000 × 1.2 s ÷ 9,800
+  // (367 ms), four of them fell within one 1.2 s window (12,000 tokens) for a provider that counts a
+  // sliding minute, as the emulator does; the window's log admits the fourth only once the first left.
+  const windowScale = 0.02; // a 1.2 s "minute"
+  const p = prefix();
+  const ls = await limiters(2, p, { tokensPerMinute: 10_000, windowScale });
+  const admissions: { t: number; weight: number }[] = [];
+  const until = Date.now() + 5_000;
+  await Promise.all(
+    Array.from({ length: 6 }, async (_, i) => {
+      const l = ls[i % ls.length]!;
+      while (Date.now() < until) {
+        const r = await l.tryAcquire({ holder: `w${i}`, tokens: 3_000 });
+        if (r.ok) {
+          admissions.push({ t: Date.now(), weight: 3_000 });
+          await r.lease.release({ actualTokens: 3_000 });
+        } else {
+          expect(r.reason).toBe('tpm');
+          await sleep(Math.min(r.retryAfterMs, 20));
+        }
+      }
+    }),
+  );
+  expect(worstWindow(admissions, 1_200 - 60)).toBeLessThanOrEqual(10_000);
+  // Three calls a window, as many as fit: ~12 in 5 s (at least 10, not starved by the log).
+  expect(admissions.length).toBeGreaterThanOrEqual(10);
+  // Calls that left the window leave its sum, whichever script finds them gone (here a release of
+  // a lease the log does not hold): the window is empty again, not short of what they took.
+  await sleep(1_300);
+  const c = clients.at(-1)! as Redis & { meshQuotaRelease(...args: (string | number)[]): Promise<number> };
+  const k = GlobalLimiter.keysOf(p);
+  await c.meshQuotaRelease(k.leases, k.tpm, k.tpmLog, k.tpmTokens, 'unknown', -1, 10_000, 1_200, 0.02, '0');
+  expect(await c.zcard(k.tpmLog)).toBe(0);
+  expect(Number(await c.hget(k.tpmTokens, 'sum'))).toBe(0);
+});
+
+it('a settlement below the reservation frees its tokens in the TPM window, once', async () => {
+  const p = prefix();
+  const [l] = await limiters(1, p, { tokensPerMinute: 10_000, windowScale: 10 });
+  const c = clients.at(-1)! as Redis & { meshQuotaRelease(...args: (string | number)[]): Promise<number> };
+  const k = GlobalLimiter.keysOf(p);
+  const inWindow = async () => Number(await c.hget(k.tpmTokens, 'sum'));
+  const a = await l!.tryAcquire({ holder: 'a', tokens: 6_000 });
+  if (!a.ok) throw new Error('an idle limit admits it');
+  expect(await inWindow()).toBe(6_000);
+  await a.lease.release({ actualTokens: 1_000 }); // 5,000 back, as the provider settles its charge
+  expect(await inWindow()).toBe(1_000);
+  // The same release tried again (its first reply lost): nothing is settled twice.
+  await c.meshQuotaRelease(k.leases, k.tpm, k.tpmLog, k.tpmTokens, a.lease.id, -5_000, 10_000, 600_000, 0.02, '0');
+  expect(await inWindow()).toBe(1_000);
+});
+
 it('admits several leases in one decision, in order, stopping at the first that does not fit', async () => {
   // Concurrency: 3 slots; one held elsewhere, so of five asked for only the first two fit.
   const [a, b] = await limiters(2, prefix(), { maxConcurrent: 3, leaseMs: 5_000 });

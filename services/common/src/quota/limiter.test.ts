@@ -100,7 +100,7 @@ describe('GlobalLimiter: a lease admitted locally and settled while the recovery
     await next;
     await new Promise((r) => setTimeout(r, 60));
     // The renewal took a slot in Redis for a lease already settled: it is given back there.
-    const released = (fake.args.meshQuotaRelease ?? []).map((a) => a[2]);
+    const released = (fake.args.meshQuotaRelease ?? []).map((a) => a[4]);
     expect(released).toContain(local.lease.id);
   });
 });
@@ -112,7 +112,7 @@ describe('GlobalLimiter against its Redis scripts (fake Redis)', () => {
     const granted = await limiter.tryAcquire({ holder: 'a', tokens: 12.2 });
     expect(granted).toMatchObject({ ok: true, lease: { mode: 'shared', tokens: 13, holder: 'a' } });
     // KEYS leases rpm tpm pause, then id, lease ms, concurrency, rpm, tpm, tokens, …
-    const [, , , , , , concurrency, rpm, tpm, tokens] = fake.args.meshQuotaAcquire![0]!;
+    const [, , , , , , , , concurrency, rpm, tpm, tokens] = fake.args.meshQuotaAcquire![0]!;
     expect([concurrency, rpm, tpm, tokens]).toEqual([7, 600, 9000, 13]);
     fake.replies.meshQuotaAcquire = [0, 'rpm', 1234];
     expect(await limiter.tryAcquire({ holder: 'b', tokens: 1 })).toEqual({ ok: false, reason: 'rpm', retryAfterMs: 1234 });
@@ -128,7 +128,7 @@ describe('GlobalLimiter against its Redis scripts (fake Redis)', () => {
     await r.lease.refund();
     expect(fake.calls.filter((c) => c === 'meshQuotaRelease')).toHaveLength(1);
     // KEYS leases tpm, then id, delta (actual − reserved)
-    const [, , id, delta] = fake.args.meshQuotaRelease![0]!;
+    const [, , , , id, delta] = fake.args.meshQuotaRelease![0]!;
     expect([id, delta]).toEqual([r.lease.id, -70]);
   });
 
@@ -256,9 +256,9 @@ describe('GlobalLimiter windows', () => {
     const got = await limiter.tryAcquire({ holder: 'h', tokens: 10 });
     expect(got.ok).toBe(true);
     // KEYS ×4, leaseId, leaseMs, maxConcurrent, rpm, tpm, tokens, then the window the pacing counts.
-    expect(fake.args.meshQuotaAcquire?.[0]?.[10]).toBe(6_100);
+    expect(fake.args.meshQuotaAcquire?.[0]?.[12]).toBe(6_100);
     if (got.ok) await got.lease.release({ actualTokens: 5 });
-    expect(fake.args.meshQuotaRelease?.[0]?.[5]).toBe(6_100);
+    expect(fake.args.meshQuotaRelease?.[0]?.[7]).toBe(6_100);
     // Without a margin, the provider's window as it is.
     const exact = new GlobalLimiter(fakeRedis({}).redis, 't', { requestsPerMinute: 120, windowScale: 0.1 });
     expect((exact as unknown as { windowMs: number }).windowMs).toBe(6_000);
@@ -281,7 +281,7 @@ describe('GlobalLimiter: replicas that departed without leaving', () => {
     expect(limiter.departedReplicas).toBe(1);
     await limiter.tryAcquire({ holder: 'a', tokens: 1 });
     // KEYS leases rpm tpm pause, then id, leaseMs, concurrency, rpm, tpm: each limit less 1 ÷ 3 of it.
-    expect(fake.args.meshQuotaAcquire![0]!.slice(6, 9)).toEqual([8, 400, 4_000]);
+    expect(fake.args.meshQuotaAcquire![0]!.slice(8, 11)).toEqual([8, 400, 4_000]);
     await limiter.stop();
   });
 

@@ -34,9 +34,9 @@ interface QuotaCommands {
 }
 
 function defineCommands(redis: Redis): QuotaCommands {
-  redis.defineCommand('meshQuotaAcquire', { numberOfKeys: 4, lua: ACQUIRE });
+  redis.defineCommand('meshQuotaAcquire', { numberOfKeys: 6, lua: ACQUIRE });
   redis.defineCommand('meshQuotaRenew', { numberOfKeys: 1, lua: RENEW });
-  redis.defineCommand('meshQuotaRelease', { numberOfKeys: 2, lua: RELEASE });
+  redis.defineCommand('meshQuotaRelease', { numberOfKeys: 4, lua: RELEASE });
   redis.defineCommand('meshQuotaPause', { numberOfKeys: 1, lua: PAUSE });
   redis.defineCommand('meshQuotaHeartbeat', { numberOfKeys: 1, lua: HEARTBEAT });
   redis.defineCommand('meshQuotaMerge', { numberOfKeys: 2, lua: MERGE });
@@ -105,7 +105,7 @@ export const LLM_QUOTA_KEY_PREFIX = 'mesh:llm';
 
 export class GlobalLimiter {
   private readonly cmd: QuotaCommands;
-  private readonly keys: { leases: string; rpm: string; tpm: string; pause: string; replicas: string };
+  private readonly keys: ReturnType<typeof GlobalLimiter.keysOf>;
   private limits: Required<AdmissionLimits>;
   private readonly leaseMs: number;
   private readonly windowMs: number;
@@ -190,9 +190,9 @@ export class GlobalLimiter {
    * limiter is in one cluster slot (its scripts touch several), and different limiters (each
    * user's rate limit, each tool's) spread over the cluster's slots.
    */
-  static keysOf(keyPrefix: string): { leases: string; rpm: string; tpm: string; pause: string; replicas: string } {
+  static keysOf(keyPrefix: string): { leases: string; rpm: string; tpm: string; pause: string; replicas: string; tpmLog: string; tpmTokens: string } {
     const p = `{${keyPrefix}}`;
-    return { leases: `${p}:leases`, rpm: `${p}:rpm`, tpm: `${p}:tpm`, pause: `${p}:pause`, replicas: `${p}:replicas` };
+    return { leases: `${p}:leases`, rpm: `${p}:rpm`, tpm: `${p}:tpm`, pause: `${p}:pause`, replicas: `${p}:replicas`, tpmLog: `${p}:tpm:log`, tpmTokens: `${p}:tpm:tokens` };
   }
 
   /** Starts the heartbeat that tells every replica how many share the quota. */
@@ -290,7 +290,7 @@ export class GlobalLimiter {
       try {
         const [admitted, reason, retryAfterMs, aheadAdmitted] = await this.call(() =>
           this.cmd.meshQuotaAcquire(
-            this.keys.leases, this.keys.rpm, this.keys.tpm, this.keys.pause,
+            this.keys.leases, this.keys.rpm, this.keys.tpm, this.keys.pause, this.keys.tpmLog, this.keys.tpmTokens,
             ids[first]!, this.leaseMs, concurrency, rpm,
             tpm, tokens[first]!, this.windowMs, this.burstFraction, ahead, aheadId, aheadTokens, ...more,
           ),
@@ -365,7 +365,7 @@ export class GlobalLimiter {
     const { requestsPerMinute: rpm, tokensPerMinute: tpm } = this.sharedLimits();
     this.call(() =>
       this.cmd.meshQuotaAcquire(
-        this.keys.leases, this.keys.rpm, this.keys.tpm, this.keys.pause,
+        this.keys.leases, this.keys.rpm, this.keys.tpm, this.keys.pause, this.keys.tpmLog, this.keys.tpmTokens,
         '', this.leaseMs, this.sharedConcurrency(), rpm,
         tpm, 0, this.windowMs, this.burstFraction, want, aheadId, aheadTokens,
       ),
@@ -439,7 +439,7 @@ export class GlobalLimiter {
       if (rpm > 0) void this.call(() => this.cmd.meshQuotaRequest(this.keys.rpm, this.keys.pause, rpm, this.windowMs, this.burstFraction, -1)).catch(() => undefined);
       if (maxConcurrent > 0 || (tpm > 0 && a.tokens > 0)) {
         const registered = maxConcurrent > 0 ? '1' : '0';
-        void this.call(() => this.cmd.meshQuotaRelease(this.keys.leases, this.keys.tpm, a.id, -a.tokens, tpm, this.windowMs, this.burstFraction, registered)).catch(() => undefined);
+        void this.call(() => this.cmd.meshQuotaRelease(this.keys.leases, this.keys.tpm, this.keys.tpmLog, this.keys.tpmTokens, a.id, -a.tokens, tpm, this.windowMs, this.burstFraction, registered)).catch(() => undefined);
       }
     }
   }
@@ -508,7 +508,7 @@ export class GlobalLimiter {
     // A shared lease takes a slot in Redis' leases set only under a concurrency limit.
     const registered = this.limits.maxConcurrent > 0;
     const releaseShared = (delta: number) =>
-      this.call(() => this.cmd.meshQuotaRelease(this.keys.leases, this.keys.tpm, id, delta, this.sharedLimits().tokensPerMinute, this.windowMs, this.burstFraction, registered ? '1' : '0'));
+      this.call(() => this.cmd.meshQuotaRelease(this.keys.leases, this.keys.tpm, this.keys.tpmLog, this.keys.tpmTokens, id, delta, this.sharedLimits().tokensPerMinute, this.windowMs, this.burstFraction, registered ? '1' : '0'));
     const settle = async (delta: number) => {
       if (done) return;
       done = true;

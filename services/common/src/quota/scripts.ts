@@ -25,11 +25,49 @@ local function store(key, tat)
 end
 `;
 
+const TPM_WINDOW = `
+-- The TPM window, counted exactly: each admission's tokens in a log (zset: lease id → when
+-- admitted; hash: lease id → tokens, 'sum' → their total) of the last window. The pacing alone
+-- bounds any window to the limit only for calls no larger than its burst: a call larger than that
+-- is admitted once the bucket is full, and calls of that size, one after the other, put
+-- (limit − burst) + their size into one window of a provider that counts a sliding minute.
+local function windowSum(logKey, tokKey, window)
+  local gone = redis.call('ZRANGEBYSCORE', logKey, '-inf', now - window)
+  local sum = tonumber(redis.call('HGET', tokKey, 'sum') or '0')
+  for _, id in ipairs(gone) do
+    sum = sum - (tonumber(redis.call('HGET', tokKey, id)) or 0)
+    redis.call('HDEL', tokKey, id)
+  end
+  sum = math.max(0, sum)
+  if #gone > 0 then
+    redis.call('ZREMRANGEBYSCORE', logKey, '-inf', now - window)
+    redis.call('HSET', tokKey, 'sum', sum)
+  end
+  return sum
+end
+-- How long until the tokens fit under the limit: until enough of the oldest entries leave the window.
+local function windowWait(logKey, tokKey, window, sum, tokens, limit)
+  local over = sum + tokens - limit
+  local entries = redis.call('ZRANGE', logKey, 0, -1, 'WITHSCORES')
+  for k = 1, #entries, 2 do
+    over = over - (tonumber(redis.call('HGET', tokKey, entries[k])) or 0)
+    if over <= 0 then return math.max(1, math.ceil(tonumber(entries[k + 1]) + window - now)) end
+  end
+  return math.max(1, math.ceil(window))
+end
+local function keepWindow(logKey, tokKey, window, sum)
+  redis.call('HSET', tokKey, 'sum', sum)
+  local ttl = math.ceil(window) + 1000
+  redis.call('PEXPIRE', logKey, ttl)
+  redis.call('PEXPIRE', tokKey, ttl)
+end
+`;
+
 /**
  * Admits leases in the order given, each as if it were asked alone, stopping at the first that
  * does not fit: one round trip for the calls waiting at the head of a queue (the ones behind a
  * refused call are never admitted before it).
- * KEYS: leases (zset id → expiry), rpm tat, tpm tat, pause-until.
+ * KEYS: leases (zset id → expiry), rpm tat, tpm tat, pause-until, tpm log, tpm tokens (TPM_WINDOW).
  * ARGV: leaseId ('' for none: only admissions ahead are asked), leaseMs, maxConcurrent, rpm, tpm,
  * tokens, windowMs, burstFraction, ahead, aheadId, aheadTokens, then (leaseId, tokens) of each
  * further lease.
@@ -42,7 +80,7 @@ end
  * Returns {admitted, 'ok', 0, ahead} when all were admitted, else {admitted, reason, retryAfterMs, 0}
  * with the reason of the first refused (admitted: how many of the first ones were).
  */
-export const ACQUIRE = `${CLOCK_AND_PACE}
+export const ACQUIRE = `${CLOCK_AND_PACE}${TPM_WINDOW}
 local leaseMs = tonumber(ARGV[2])
 local maxc, rpm, tpm = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local window, frac = tonumber(ARGV[7]), tonumber(ARGV[8])
@@ -55,7 +93,17 @@ if maxc > 0 then
 end
 local rtat = rpm > 0 and tonumber(redis.call('GET', KEYS[2]) or '0') or 0
 local ttat = tpm > 0 and tonumber(redis.call('GET', KEYS[3]) or '0') or 0
-local rpaced, tpaced = false, false
+local wsum = tpm > 0 and windowSum(KEYS[5], KEYS[6], window) or 0
+local rpaced, tpaced, logged = false, false, false
+-- Whether the tokens fit the TPM window now; else the wait. Fitting, they are logged under the id.
+local function windowTake(id, tokens)
+  if tpm <= 0 or tokens <= 0 then return 0 end
+  if wsum + tokens > tpm then return windowWait(KEYS[5], KEYS[6], window, wsum, tokens, tpm) end
+  redis.call('ZADD', KEYS[5], now, id)
+  redis.call('HSET', KEYS[6], id, tokens)
+  wsum, logged = wsum + tokens, true
+  return 0
+end
 local admitted, reason, retry = 0, 'ok', 0
 local i = 0
 while true do
@@ -72,6 +120,8 @@ while true do
   if rwait > 0 then reason, retry = 'rpm', math.ceil(rwait) break end
   local twait, tnew = pace(ttat, tpm, tokens, window, frac)
   if twait > 0 then reason, retry = 'tpm', math.ceil(twait) break end
+  local wwait = windowTake(leaseId, tokens)
+  if wwait > 0 then reason, retry = 'tpm', wwait break end
   if rnew then rtat, rpaced = rnew, true end
   if tnew then ttat, tpaced = tnew, true end
   if maxc > 0 then
@@ -95,6 +145,7 @@ if reason == 'ok' then
     local rwait, rnew = pace(rtat, rpm, 1, window, frac)
     local twait, tnew = pace(ttat, tpm, aheadTokens, window, frac)
     if rwait > 0 or twait > 0 or not halfUsed(rnew, rpm) or not halfUsed(tnew, tpm) then break end
+    if windowTake(ARGV[10] .. ':' .. ahead, aheadTokens) > 0 then break end
     if rnew then rtat, rpaced = rnew, true end
     if tnew then ttat, tpaced = tnew, true end
     if maxc > 0 then
@@ -106,6 +157,7 @@ if reason == 'ok' then
 end
 if rpaced then store(KEYS[2], rtat) end
 if tpaced then store(KEYS[3], ttat) end
+if logged then keepWindow(KEYS[5], KEYS[6], window, wsum) end
 return {admitted, reason, retry, ahead}
 `;
 
@@ -129,10 +181,12 @@ return 1
 
 /**
  * Frees a lease and settles its tokens (delta < 0 refunds, > 0 charges more).
- * KEYS: leases, tpm tat. ARGV: leaseId, deltaTokens, tpm, windowMs, burstFraction, registered ('1':
- * the lease is in the leases set, under a concurrency limit).
+ * KEYS: leases, tpm tat, tpm log, tpm tokens. ARGV: leaseId, deltaTokens, tpm, windowMs,
+ * burstFraction, registered ('1': the lease is in the leases set, under a concurrency limit).
+ * In the TPM window the lease's tokens are settled as a provider settles its charge: while it is in
+ * the window, once (its entry is renamed, so a release tried again finds none).
  */
-export const RELEASE = `${CLOCK_AND_PACE}
+export const RELEASE = `${CLOCK_AND_PACE}${TPM_WINDOW}
 local held = redis.call('ZREM', KEYS[1], ARGV[1])
 local delta, tpm = tonumber(ARGV[2]), tonumber(ARGV[3])
 -- A registered lease gives tokens back only while still held, so that a release tried again (its
@@ -143,6 +197,19 @@ if tpm > 0 and delta ~= 0 and (ARGV[6] ~= '1' or held == 1 or delta > 0) then
   local tat = tonumber(redis.call('GET', KEYS[2]) or '0')
   if delta < 0 then tat = math.max(now, tat + delta * ti) else tat = math.max(tat, now) + delta * ti end
   store(KEYS[2], tat)
+  local window = tonumber(ARGV[4])
+  local sum = windowSum(KEYS[3], KEYS[4], window)
+  local at = redis.call('ZSCORE', KEYS[3], ARGV[1])
+  if at then
+    local cur = tonumber(redis.call('HGET', KEYS[4], ARGV[1]) or '0')
+    local settled = math.max(0, cur + delta)
+    local done = ARGV[1] .. '#settled'
+    redis.call('ZREM', KEYS[3], ARGV[1])
+    redis.call('HDEL', KEYS[4], ARGV[1])
+    redis.call('ZADD', KEYS[3], at, done)
+    redis.call('HSET', KEYS[4], done, settled)
+    keepWindow(KEYS[3], KEYS[4], window, sum + settled - cur)
+  end
 end
 return 1
 `;
