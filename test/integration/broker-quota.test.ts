@@ -326,6 +326,45 @@ it('frees a slot released while Redis restarts as soon as it is back, not when t
   }
 });
 
+it('tokens admitted on the local share while Redis was away go into the shared TPM window when it is back', async () => {
+  const dir = testDir('broker-quota-window-merge');
+  let r = await startRedis({ logDir: dir });
+  const port = r.port;
+  const c = new Redis(r.url, { maxRetriesPerRequest: 1, enableOfflineQueue: false, retryStrategy: () => 100 });
+  try {
+    await ready(c);
+    const p = prefix();
+    const k = GlobalLimiter.keysOf(p);
+    // A 600 s window: nothing leaves it during the test.
+    const l = new GlobalLimiter(c, p, { tokensPerMinute: 10_000, windowScale: 10, redisTimeoutMs: 200, departedHoldMs: 0 });
+    await r.stop();
+    await waitFor('client disconnected', () => c.status !== 'ready', { timeoutMs: 5_000 });
+    let local: Lease | undefined;
+    await waitFor('a local admission', async () => {
+      const got = await l.tryAcquire({ holder: 'a', tokens: 3_000 });
+      if (got.ok) local = got.lease;
+      return got.ok;
+    }, { timeoutMs: 15_000, intervalMs: 100 });
+    expect(local!.mode).toBe('local');
+    await local!.release({ actualTokens: 3_000 });
+    r = await startRedis({ logDir: dir, port }); // empty: the shared window knows nothing of the call
+    await ready(c);
+    // The next decision finds Redis back and merges the local state first.
+    const merged = async () => (await c.zrange(k.tpmLog, 0, -1)).filter((id) => id.startsWith('merge:'));
+    await waitFor('the local state merged', async () => {
+      const got = await l.tryAcquire({ holder: 'b', tokens: 1 });
+      if (got.ok) await got.lease.release({ actualTokens: 1 });
+      return (await merged()).length > 0;
+    }, { timeoutMs: 10_000, intervalMs: 100 });
+    const [entry] = await merged();
+    expect(Number(await c.hget(k.tpmTokens, entry!))).toBe(3_000);
+    expect(Number(await c.hget(k.tpmTokens, 'sum'))).toBeGreaterThanOrEqual(3_000);
+  } finally {
+    c.disconnect();
+    await r.stop();
+  }
+});
+
 it('a process kept busy past the Redis time limit, its answer waiting in the socket, does not count Redis as down', async () => {
   // As at a service's start: the first heartbeat is written, then the process compiles its routes
   // for longer than redisTimeoutMs. Redis answered at once; the timer must not win over the answer.

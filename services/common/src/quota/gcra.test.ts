@@ -1,5 +1,5 @@
 import { burstOf, pace, settle, type PacingRate } from './gcra';
-import { LocalAdmission, shareOf, NOTHING } from './local';
+import { LocalAdmission, shareOf, NOTHING, TokenWindow } from './local';
 
 const rate: PacingRate = { limit: 100, windowMs: 60_000, burstFraction: 0.02 };
 
@@ -160,6 +160,33 @@ describe('local fallback', () => {
     now += 120_000;
     local.pause(500);
     expect(local.chargeRequest()).toMatchObject({ ok: false, reason: 'paused', retryAfterMs: 500 });
+  });
+
+  it('counts TPM exactly over a sliding window too: calls larger than the burst never put more than the limit into one', () => {
+    let now = 1_000;
+    // 5,000-token calls against 48,000 TPM (a burst of 960): the pacing alone admits one every
+    // 6.38 s, ten of them (50,000 tokens) within 60 s.
+    const local = new LocalAdmission({ maxConcurrent: 0, requestsPerMinute: 0, tokensPerMinute: 48_000 }, 60_000, 0.02, () => now);
+    const at: number[] = [];
+    for (let n = 0; now < 301_000; n += 1) {
+      const d = local.tryAcquire(`c${n}`, 5_000);
+      if (d.ok) at.push(now);
+      else now += d.retryAfterMs;
+    }
+    const mostInAWindow = Math.max(...at.map((t0) => at.filter((t) => t >= t0 && t < t0 + 60_000).length));
+    expect(mostInAWindow * 5_000).toBeLessThanOrEqual(48_000);
+    expect(mostInAWindow).toBe(9); // as many as fit
+  });
+
+  it("settles an admission's tokens in the window once, and lets them go when it leaves", () => {
+    const w = new TokenWindow(60_000);
+    w.add('a', 6_000, 0);
+    expect(w.waitFor(4_500, 10_000, 1_000)).toBe(59_000); // until 'a' leaves
+    w.settle('a', -5_000, 1_000); // billed 1,000 of the 6,000 reserved
+    w.settle('a', -5_000, 1_000); // a release tried again
+    expect(w.waitFor(9_000, 10_000, 1_000)).toBe(0);
+    expect(w.waitFor(9_001, 10_000, 1_000)).toBe(59_000);
+    expect(w.waitFor(10_000, 10_000, 60_000)).toBe(0);
   });
 
   it('admits nothing when the share rounds down to nothing', () => {

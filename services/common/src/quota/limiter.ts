@@ -39,7 +39,7 @@ function defineCommands(redis: Redis): QuotaCommands {
   redis.defineCommand('meshQuotaRelease', { numberOfKeys: 4, lua: RELEASE });
   redis.defineCommand('meshQuotaPause', { numberOfKeys: 1, lua: PAUSE });
   redis.defineCommand('meshQuotaHeartbeat', { numberOfKeys: 1, lua: HEARTBEAT });
-  redis.defineCommand('meshQuotaMerge', { numberOfKeys: 2, lua: MERGE });
+  redis.defineCommand('meshQuotaMerge', { numberOfKeys: 4, lua: MERGE });
   redis.defineCommand('meshQuotaRequest', { numberOfKeys: 2, lua: REQUEST });
   return redis as unknown as QuotaCommands;
 }
@@ -691,7 +691,7 @@ export class GlobalLimiter {
     this.local.resetDebt();
     try {
       // Bounded: admissions wait for the recovery, so it must never hang on Redis.
-      await this.call(() => this.cmd.meshQuotaMerge(this.keys.rpm, this.keys.tpm, debt.rpm, debt.tpm));
+      await this.call(() => this.cmd.meshQuotaMerge(this.keys.rpm, this.keys.tpm, this.keys.tpmLog, this.keys.tpmTokens, debt.rpm, debt.tpm, debt.windowTokens, debt.windowAgoMs, `merge:${this.replicaId}:${randomUUID()}`, this.windowMs));
     } catch (err) {
       this.logger?.warn({ err }, 'quota: could not merge local state');
     }

@@ -5,10 +5,70 @@ import type { AdmissionLimits, RefusalReason, RequestDecision } from './types';
 
 export type LocalDecision = { ok: true } | { ok: false; reason: RefusalReason; retryAfterMs: number };
 
+/**
+ * The tokens admitted within the last window, counted exactly, as the ACQUIRE script's TPM log
+ * does in Redis (scripts.ts, TPM_WINDOW): the pacing alone lets calls larger than its burst put
+ * more than the limit into a sliding window.
+ */
+export class TokenWindow {
+  /** Admissions in the window, oldest first. */
+  private entries: { id: string; at: number; tokens: number }[] = [];
+  private sum = 0;
+
+  constructor(private readonly windowMs: number) {}
+
+  /** How long until `tokens` fit under `limit` (0: they fit now). */
+  waitFor(tokens: number, limit: number, now: number): number {
+    this.prune(now);
+    let over = this.sum + tokens - limit;
+    if (limit <= 0 || over <= 0) return 0;
+    for (const e of this.entries) {
+      over -= e.tokens;
+      if (over <= 0) return Math.max(1, Math.ceil(e.at + this.windowMs - now));
+    }
+    return Math.ceil(this.windowMs);
+  }
+
+  add(id: string, tokens: number, now: number): void {
+    this.entries.push({ id, at: now, tokens });
+    this.sum += tokens;
+  }
+
+  /** Settles an admission still in the window by `delta` tokens, once. */
+  settle(id: string, delta: number, now: number): void {
+    this.prune(now);
+    const e = this.entries.find((x) => x.id === id);
+    if (!e || delta === 0) return;
+    const settled = Math.max(0, e.tokens + delta);
+    this.sum += settled - e.tokens;
+    e.tokens = settled;
+    e.id = '';
+  }
+
+  /** The tokens still in the window, and how long ago the newest of them was admitted (ms). */
+  held(now: number): { tokens: number; newestAgoMs: number } {
+    this.prune(now);
+    const newest = this.entries.at(-1);
+    return { tokens: this.sum, newestAgoMs: newest ? Math.max(0, now - newest.at) : 0 };
+  }
+
+  clear(): void {
+    this.entries = [];
+    this.sum = 0;
+  }
+
+  private prune(now: number): void {
+    let n = 0;
+    while (n < this.entries.length && this.entries[n]!.at <= now - this.windowMs) this.sum -= this.entries[n++]!.tokens;
+    if (n > 0) this.entries.splice(0, n);
+  }
+}
+
 export class LocalAdmission {
   private inFlight = new Set<string>();
   private rpmTat = 0;
   private tpmTat = 0;
+  private readonly tpmWindow: TokenWindow;
   private pausedUntil = 0;
   /** After losing Redis: slots held back from the share until `holdbackUntil` (see beginOutage). */
   private holdback = 0;
@@ -19,7 +79,9 @@ export class LocalAdmission {
     private readonly windowMs: number,
     private readonly burstFraction: number,
     private readonly now: () => number = () => Date.now(),
-  ) {}
+  ) {
+    this.tpmWindow = new TokenWindow(windowMs);
+  }
 
   setLimits(limits: Required<AdmissionLimits>): void {
     this.limits = limits;
@@ -45,6 +107,9 @@ export class LocalAdmission {
     if (!r.ok) return { ok: false, reason: 'rpm', retryAfterMs: Math.ceil(r.retryAfterMs) };
     const t = pace(this.tpmTat, now, tokens, this.rate(this.limits.tokensPerMinute));
     if (!t.ok) return { ok: false, reason: 'tpm', retryAfterMs: Math.ceil(t.retryAfterMs) };
+    const w = this.tpmWindow.waitFor(tokens, this.limits.tokensPerMinute, now);
+    if (w > 0) return { ok: false, reason: 'tpm', retryAfterMs: w };
+    if (this.limits.tokensPerMinute > 0) this.tpmWindow.add(leaseId, tokens, now);
     this.rpmTat = r.tat;
     this.tpmTat = t.tat;
     if (this.limits.maxConcurrent !== 0) this.inFlight.add(leaseId);
@@ -95,6 +160,7 @@ export class LocalAdmission {
   release(leaseId: string, deltaTokens: number): void {
     this.inFlight.delete(leaseId);
     this.tpmTat = settle(this.tpmTat, this.now(), deltaTokens, this.rate(this.limits.tokensPerMinute));
+    this.tpmWindow.settle(leaseId, deltaTokens, this.now());
   }
 
 
@@ -107,15 +173,20 @@ export class LocalAdmission {
     return Math.max(0, Math.ceil(this.pausedUntil - this.now()));
   }
 
-  /** How far ahead the local pacing state runs (ms), to carry into Redis when it returns. */
-  debtMs(): { rpm: number; tpm: number } {
+  /**
+   * What the local state owes the shared one when Redis returns: how far ahead the pacing runs (ms),
+   * and the tokens admitted here still in the TPM window, with how long ago the newest was admitted.
+   */
+  debtMs(): { rpm: number; tpm: number; windowTokens: number; windowAgoMs: number } {
     const now = this.now();
-    return { rpm: Math.max(0, this.rpmTat - now), tpm: Math.max(0, this.tpmTat - now) };
+    const { tokens, newestAgoMs } = this.tpmWindow.held(now);
+    return { rpm: Math.max(0, this.rpmTat - now), tpm: Math.max(0, this.tpmTat - now), windowTokens: tokens, windowAgoMs: newestAgoMs };
   }
 
   resetDebt(): void {
     this.rpmTat = 0;
     this.tpmTat = 0;
+    this.tpmWindow.clear();
   }
 }
 

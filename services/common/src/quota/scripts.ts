@@ -272,15 +272,25 @@ return {live, redis.call('ZCARD', KEYS[1]) - live}
 
 /**
  * After an outage: pushes the shared pacing state at least `debt` ms ahead, so the admissions made
- * locally meanwhile are not granted a second time. KEYS: rpm tat, tpm tat. ARGV: rpmDebtMs, tpmDebtMs.
+ * locally meanwhile are not granted a second time, and puts the tokens admitted locally that are
+ * still in the TPM window into its log, as admitted when the newest of them was (they leave it no
+ * sooner than the last of them). KEYS: rpm tat, tpm tat, tpm log, tpm tokens. ARGV: rpmDebtMs,
+ * tpmDebtMs, window tokens, the newest's age (ms), an id for the entry, windowMs.
  */
-export const MERGE = `${CLOCK_AND_PACE}
+export const MERGE = `${CLOCK_AND_PACE}${TPM_WINDOW}
 for i = 1, 2 do
   local debt = tonumber(ARGV[i])
   if debt > 0 then
     local tat = tonumber(redis.call('GET', KEYS[i]) or '0')
     if tat < now + debt then store(KEYS[i], now + debt) end
   end
+end
+local tokens, window = tonumber(ARGV[3]), tonumber(ARGV[6])
+if tokens > 0 then
+  local sum = windowSum(KEYS[3], KEYS[4], window)
+  redis.call('ZADD', KEYS[3], now - tonumber(ARGV[4]), ARGV[5])
+  redis.call('HSET', KEYS[4], ARGV[5], tokens)
+  keepWindow(KEYS[3], KEYS[4], window, sum + tokens)
 end
 return 1
 `;
