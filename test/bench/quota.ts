@@ -7,6 +7,8 @@
 // - tpm:            long prompts (TPM binds), the provider refunds unused tokens (settle);
 // - no-refund:      long prompts, the provider charges prompt + max_tokens on arrival for good
 //                   (emulator no_refund, brokers LLM_TPM_ACCOUNTING=reserve);
+// - big-calls:      prompts of ~4,900 tokens, ~10 % of TPM: whole calls can use only ⌊TPM ÷ call⌋
+//                   of them a window, which the summary reports beside the share of TPM;
 // - no-headers:     the provider sends no x-ratelimit-* headers (the configured limits alone);
 // - 10-brokers:     ten replicas share L;
 // - heavy-light:    5 heavy users each asking 8× what each of 25 light users asks.
@@ -65,6 +67,10 @@ const VARIANTS: Variant[] = [
     name: 'no-refund', what: 'long prompts, the provider charges prompt + max_tokens for good (reserve)', brokers: 3, provider: LONG, binding: 'tpm',
     promptWords: 700, groups: EQUAL, behaviours: { no_refund: 1 }, brokerEnv: { LLM_TPM_ACCOUNTING: 'reserve' },
   },
+  {
+    name: 'big-calls', what: 'calls of ~10 % of TPM (~4,900-token prompts, a long history), TPM binding, the provider counting a sliding minute', brokers: 3,
+    provider: LONG, binding: 'tpm', promptWords: 4_600, groups: EQUAL,
+  },
   { name: 'no-headers', what: 'no x-ratelimit-* headers', brokers: 3, provider: L, binding: 'rpm', promptWords: 0, groups: EQUAL, behaviours: { no_ratelimit_headers: 1 } },
   { name: '10-brokers', what: '10 brokers share L', brokers: 10, provider: L, binding: 'rpm', promptWords: 0, groups: EQUAL },
   {
@@ -83,6 +89,12 @@ interface Outcome {
   /** The broker's queue wait, or (censored) the time waited until the phase ended. */
   waitMs: number;
   censored: boolean;
+}
+
+/** The share of TPM that whole calls of `perCall` tokens can use in a sliding window, and the share of that `used` reached. */
+function wholeCalls(perCall: number, tpm: number, used: number): { ceiling: number; used: number } {
+  const ceiling = (Math.floor(tpm / perCall) * perCall) / tpm;
+  return { ceiling: +ceiling.toFixed(4), used: +(used / ceiling).toFixed(4) };
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -230,6 +242,11 @@ async function main(): Promise<void> {
         variant: v.name, what: v.what, brokers: v.brokers, provider: v.provider, configured: conf, binding: v.binding,
         tokensPerCall: Math.round(stats.tokensCharged / Math.max(1, stats.admissions.length)), offered: all.length, served: got.reduce((a, b) => a + b, 0),
         upstream429: stats.rateLimited, bindingUsed: +used.toFixed(4), maxPerWindow: stats.maxPerWindow, maxInFlight: stats.maxInFlight,
+        /**
+         * TPM binding: the most a provider counting a sliding window lets calls of this size use (whole calls: ⌊TPM ÷ call⌋ × call),
+         * and the share of it used: with calls of ~10 % of TPM no pacing can reach 97 % of TPM itself.
+         */
+        wholeCalls: v.binding === 'tpm' ? wholeCalls(stats.tokensCharged / Math.max(1, stats.admissions.length), v.provider.tpm, used) : undefined,
         /** Least time over which L consecutive requests arrived, less the window (ms; RPM binding only). */
         tightestWindowMs: Number.isFinite(tightest) ? tightest - WINDOW_MS : null,
         maxMinFairness: +maxMinFairness(asked, got).toFixed(3), byGroup,
@@ -258,7 +275,7 @@ async function main(): Promise<void> {
         `  ${r.variant} (${r.what}): 429s ${r.upstream429}, ${r.binding.toUpperCase()} used ${pct(r.bindingUsed)} of the provider's ${r.binding === 'rpm' ? r.provider.rpm : r.provider.tpm}, ` +
         `max in any window ${r.maxPerWindow} req${r.tightestWindowMs === null ? '' : ` (${r.provider.rpm} arrived over W ${r.tightestWindowMs < 0 ? '−' : '+'} ${Math.abs(r.tightestWindowMs)} ms at the tightest)`}, max in flight ${r.maxInFlight}/${r.provider.concurrency}, max-min fairness ${r.maxMinFairness} ${JSON.stringify(r.byGroup)}, ` +
         `queue wait p50 ${w(r.queueWait.p50)} p99 ${w(r.queueWait.p99)} (${r.queueWait.censored} of ${r.queueWait.of} censored), offered ${r.offered}, served ${r.served}, ` +
-        `${r.tokensPerCall} tokens per call, refusals ${JSON.stringify(r.refusals)}`,
+        `${r.tokensPerCall} tokens per call${r.wholeCalls ? ` (whole calls can use ${pct(r.wholeCalls.ceiling)} of TPM: ${pct(r.wholeCalls.used)} of that used)` : ''}, refusals ${JSON.stringify(r.refusals)}`,
       );
     }
   } finally {
