@@ -18,7 +18,7 @@
 // least time over which L consecutive requests reached the provider (under a window: delays between
 // admission and arrival spread that much, see LLM_QUOTA_WINDOW_MARGIN_MS).
 // BENCH_VARIANTS=rpm,tpm picks variants; BENCH_COMPLETION_TOKENS (20) sets the answers' length; BENCH_SCALE (1: the
-// brief's time, 60 s windows, ~17 min for the seven variants; 0.1: a 6 s window, ~4 min, where the window margin and the
+// brief's time, 60 s windows, ~20 min for the eight variants; 0.1: a 6 s window, ~4 min, where the window margin and the
 // pacing's burst cost ten times as much of the rate and the same event-loop delays weigh ten times as much);
 // BENCH_MINUTES (2 scaled minutes per variant). Prints a summary and, as the last line, one JSON object.
 import os from 'node:os';
