@@ -54,31 +54,35 @@ async function limiters(n: number, p: string, opts: ConstructorParameters<typeof
   return out;
 }
 
+/** `n` workers spread over the limiters, each running `step(limiter, worker)` again and again for `ms`. */
+async function workers(ls: GlobalLimiter[], n: number, ms: number, step: (l: GlobalLimiter, i: number) => Promise<void>): Promise<void> {
+  const until = Date.now() + ms;
+  await Promise.all(
+    Array.from({ length: n }, async (_, i) => {
+      while (Date.now() < until) await step(ls[i % ls.length]!, i);
+    }),
+  );
+}
+
 it('never exceeds maxConcurrent across instances under a concurrent burst', async () => {
   const ls = await limiters(4, prefix(), { maxConcurrent: 5, leaseMs: 5_000 });
   let inFlight = 0;
   let worst = 0;
   let admitted = 0;
-  const until = Date.now() + 2_500;
-  await Promise.all(
-    Array.from({ length: 40 }, async (_, i) => {
-      const l = ls[i % ls.length]!;
-      while (Date.now() < until) {
-        const r = await l.tryAcquire({ holder: `w${i}`, tokens: 1 });
-        if (!r.ok) {
-          expect(r.reason).toBe('concurrency');
-          await sleep(5);
-          continue;
-        }
-        inFlight += 1;
-        admitted += 1;
-        worst = Math.max(worst, inFlight);
-        await sleep(10 + (i % 5) * 5);
-        inFlight -= 1; // counted out before the slot is freed in Redis
-        await r.lease.release();
-      }
-    }),
-  );
+  await workers(ls, 40, 2_500, async (l, i) => {
+    const r = await l.tryAcquire({ holder: `w${i}`, tokens: 1 });
+    if (!r.ok) {
+      expect(r.reason).toBe('concurrency');
+      await sleep(5);
+      return;
+    }
+    inFlight += 1;
+    admitted += 1;
+    worst = Math.max(worst, inFlight);
+    await sleep(10 + (i % 5) * 5);
+    inFlight -= 1; // counted out before the slot is freed in Redis
+    await r.lease.release();
+  });
   expect(worst).toBeLessThanOrEqual(5);
   expect(worst).toBe(5);
   expect(admitted).toBeGreaterThan(50);
@@ -88,23 +92,17 @@ it('paces RPM and TPM smoothly with no window over the limit', async () => {
   const windowScale = 0.05; // a 3 s "minute"
   const ls = await limiters(3, prefix(), { requestsPerMinute: 60, tokensPerMinute: 2_000, windowScale });
   const admissions: { t: number; weight: number; tokens: number }[] = [];
-  const until = Date.now() + 7_000;
-  await Promise.all(
-    Array.from({ length: 30 }, async (_, i) => {
-      const l = ls[i % ls.length]!;
-      while (Date.now() < until) {
-        const tokens = 20 + (i % 4) * 10;
-        const r = await l.tryAcquire({ holder: `w${i}`, tokens });
-        if (r.ok) {
-          admissions.push({ t: Date.now(), weight: 1, tokens });
-          await r.lease.release();
-        } else {
-          expect(['rpm', 'tpm']).toContain(r.reason);
-          await sleep(Math.min(r.retryAfterMs, 50));
-        }
-      }
-    }),
-  );
+  await workers(ls, 30, 7_000, async (l, i) => {
+    const tokens = 20 + (i % 4) * 10;
+    const r = await l.tryAcquire({ holder: `w${i}`, tokens });
+    if (r.ok) {
+      admissions.push({ t: Date.now(), weight: 1, tokens });
+      await r.lease.release();
+    } else {
+      expect(['rpm', 'tpm']).toContain(r.reason);
+      await sleep(Math.min(r.retryAfterMs, 50));
+    }
+  });
   const W = 3_000 - 60; // a little less than the window: local clocks see replies a few ms late
   expect(worstWindow(admissions, W)).toBeLessThanOrEqual(60);
   expect(worstWindow(admissions.map((a) => ({ t: a.t, weight: a.tokens })), W)).toBeLessThanOrEqual(2_000);
@@ -121,22 +119,16 @@ it('calls larger than the TPM burst never put more than the limit into a sliding
   const p = prefix();
   const ls = await limiters(2, p, { tokensPerMinute: 10_000, windowScale });
   const admissions: { t: number; weight: number }[] = [];
-  const until = Date.now() + 5_000;
-  await Promise.all(
-    Array.from({ length: 6 }, async (_, i) => {
-      const l = ls[i % ls.length]!;
-      while (Date.now() < until) {
-        const r = await l.tryAcquire({ holder: `w${i}`, tokens: 3_000 });
-        if (r.ok) {
-          admissions.push({ t: Date.now(), weight: 3_000 });
-          await r.lease.release({ actualTokens: 3_000 });
-        } else {
-          expect(r.reason).toBe('tpm');
-          await sleep(Math.min(r.retryAfterMs, 20));
-        }
-      }
-    }),
-  );
+  await workers(ls, 6, 5_000, async (l, i) => {
+    const r = await l.tryAcquire({ holder: `w${i}`, tokens: 3_000 });
+    if (r.ok) {
+      admissions.push({ t: Date.now(), weight: 3_000 });
+      await r.lease.release({ actualTokens: 3_000 });
+    } else {
+      expect(r.reason).toBe('tpm');
+      await sleep(Math.min(r.retryAfterMs, 20));
+    }
+  });
   expect(worstWindow(admissions, 1_200 - 60)).toBeLessThanOrEqual(10_000);
   // Three calls a window, as many as fit: ~12 in 5 s (at least 10, not starved by the log).
   expect(admissions.length).toBeGreaterThanOrEqual(10);
