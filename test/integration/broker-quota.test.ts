@@ -158,6 +158,28 @@ it('a settlement below the reservation frees its tokens in the TPM window, once'
   expect(await inWindow()).toBe(1_000);
 });
 
+it('a charge beyond the reservation stays in the TPM window from its settlement, after the admission has left', async () => {
+  const p = prefix();
+  const [l] = await limiters(1, p, { tokensPerMinute: 10_000, windowScale: 0.02 }); // a 1.2 s "minute"
+  const c = clients.at(-1)! as Redis & { meshQuotaRelease(...args: (string | number)[]): Promise<number> };
+  const k = GlobalLimiter.keysOf(p);
+  const a = await l!.tryAcquire({ holder: 'a', tokens: 1_000 });
+  if (!a.ok) throw new Error('an idle limit admits it');
+  await sleep(700);
+  await a.lease.release({ actualTokens: 9_000 }); // the provider billed 8,000 more (an attempt before a retry)
+  const released = Date.now();
+  // Past the admission's window but within the settlement's: a release of a lease the log does not
+  // hold prunes what left (the admission's 1,000), and the 8,000 charged at the settlement remain.
+  await sleep(1_200 + 100 - 700);
+  await c.meshQuotaRelease(k.leases, k.tpm, k.tpmLog, k.tpmTokens, 'unknown', -1, 10_000, 1_200, 0.02, '0');
+  expect(Date.now() - released).toBeLessThan(1_150); // still within the settlement's window
+  expect(Number(await c.hget(k.tpmTokens, 'sum'))).toBe(8_000);
+  expect(await c.zcard(k.tpmLog)).toBe(1);
+  // The same release tried again (its first reply lost) writes the same entry: 8,000, not 16,000.
+  await c.meshQuotaRelease(k.leases, k.tpm, k.tpmLog, k.tpmTokens, a.lease.id, 8_000, 10_000, 1_200, 0.02, '0');
+  expect(Number(await c.hget(k.tpmTokens, 'sum'))).toBe(8_000);
+});
+
 it('admits several leases in one decision, in order, stopping at the first that does not fit', async () => {
   // Concurrency: 3 slots; one held elsewhere, so of five asked for only the first two fit.
   const [a, b] = await limiters(2, prefix(), { maxConcurrent: 3, leaseMs: 5_000 });

@@ -189,6 +189,17 @@ describe('local fallback', () => {
     expect(w.waitFor(10_000, 10_000, 60_000)).toBe(0);
   });
 
+  it('counts a charge beyond the reservation from when it was settled, not from the admission', () => {
+    const w = new TokenWindow(60_000);
+    w.add('a', 1_000, 0);
+    w.settle('a', 8_000, 50_000); // the provider billed 9,000: a retried attempt, charged after the admission
+    expect(w.waitFor(2_000, 10_000, 50_000)).toBe(10_000); // until 'a' leaves (9,000 + 2,000 > 10,000)
+    // 'a' has left; the 8,000 charged at 50 s stay until 110 s (dated at the admission, they left with it).
+    expect(w.waitFor(2_000, 10_000, 60_000)).toBe(0);
+    expect(w.waitFor(2_001, 10_000, 60_000)).toBe(50_000);
+    expect(w.held(60_000).tokens).toBe(8_000);
+  });
+
   it('admits nothing when the share rounds down to nothing', () => {
     const local = new LocalAdmission({ maxConcurrent: NOTHING, requestsPerMinute: 0, tokensPerMinute: 0 }, 60_000, 0.02);
     expect(local.tryAcquire('a', 1).ok).toBe(false);

@@ -34,9 +34,16 @@ export class TokenWindow {
     this.sum += tokens;
   }
 
-  /** Settles an admission still in the window by `delta` tokens, once. */
+  /**
+   * Settles an admission by `delta` tokens: a refund while it is in the window, once; a charge
+   * beyond its reservation as an entry of its own, dated now (the provider charged it by then).
+   */
   settle(id: string, delta: number, now: number): void {
     this.prune(now);
+    if (delta > 0) {
+      this.add('', delta, now);
+      return;
+    }
     const e = this.entries.find((x) => x.id === id);
     if (!e || delta === 0) return;
     const settled = Math.max(0, e.tokens + delta);
@@ -160,7 +167,7 @@ export class LocalAdmission {
   release(leaseId: string, deltaTokens: number): void {
     this.inFlight.delete(leaseId);
     this.tpmTat = settle(this.tpmTat, this.now(), deltaTokens, this.rate(this.limits.tokensPerMinute));
-    this.tpmWindow.settle(leaseId, deltaTokens, this.now());
+    if (this.limits.tokensPerMinute > 0) this.tpmWindow.settle(leaseId, deltaTokens, this.now());
   }
 
 

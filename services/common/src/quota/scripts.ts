@@ -183,8 +183,12 @@ return 1
  * Frees a lease and settles its tokens (delta < 0 refunds, > 0 charges more).
  * KEYS: leases, tpm tat, tpm log, tpm tokens. ARGV: leaseId, deltaTokens, tpm, windowMs,
  * burstFraction, registered ('1': the lease is in the leases set, under a concurrency limit).
- * In the TPM window the lease's tokens are settled as a provider settles its charge: while it is in
- * the window, once (its entry is renamed, so a release tried again finds none).
+ * In the TPM window the lease's tokens are settled as a provider settles its charge: a refund while
+ * its entry is in the window, once (the entry is renamed, so a release tried again finds none); a
+ * charge beyond the reservation (attempts the provider billed before a retry, a prompt it counted
+ * longer) as an entry of its own dated now, when the provider has charged it at the latest, so
+ * that it stays in the window after the admission leaves it (the same release tried again writes
+ * the same entry).
  */
 export const RELEASE = `${CLOCK_AND_PACE}${TPM_WINDOW}
 local held = redis.call('ZREM', KEYS[1], ARGV[1])
@@ -200,7 +204,13 @@ if tpm > 0 and delta ~= 0 and (ARGV[6] ~= '1' or held == 1 or delta > 0) then
   local window = tonumber(ARGV[4])
   local sum = windowSum(KEYS[3], KEYS[4], window)
   local at = redis.call('ZSCORE', KEYS[3], ARGV[1])
-  if at then
+  if delta > 0 then
+    local extra = ARGV[1] .. '#extra'
+    local before = tonumber(redis.call('HGET', KEYS[4], extra) or '0')
+    redis.call('ZADD', KEYS[3], now, extra)
+    redis.call('HSET', KEYS[4], extra, delta)
+    keepWindow(KEYS[3], KEYS[4], window, sum + delta - before)
+  elseif at then
     local cur = tonumber(redis.call('HGET', KEYS[4], ARGV[1]) or '0')
     local settled = math.max(0, cur + delta)
     local done = ARGV[1] .. '#settled'
