@@ -216,6 +216,22 @@ it('a broker killed with SIGKILL leaks its slot no longer than the lease', async
   await pending;
 });
 
+it('LLM_QUOTA_BURST_FRACTION sets how much of the RPM goes at once: three of four calls from idle admitted together at 5 % of 60 RPM', async () => {
+  // 60 RPM over the 15 s window of this file's time scale: at the default 2 % the bucket holds one
+  // request and the pacing admits one every ~254 ms, so the third call would wait ~500 ms; at 5 % it
+  // holds three, and the fourth waits for the next interval (15 s ÷ 57 ≈ 263 ms).
+  await startBroker({ REDIS_URL: `${redis.url}/2`, LLM_RPM: '60', LLM_QUOTA_BURST_FRACTION: '0.05', LLM_ADMIT_AHEAD: '0' });
+  const client = clients.at(-1)!;
+  const results = await Promise.all(Array.from({ length: 4 }, () => generate(client, request())));
+  const waits = results.map((r) => {
+    const last = r.at(-1)?.update;
+    if (last?.$case !== 'done') throw new Error(`a call did not finish: ${JSON.stringify(last)}`);
+    return last.done.queueWaitMs;
+  }).sort((a, b) => a - b);
+  expect(waits[2]).toBeLessThan(200);
+  expect(waits[3]).toBeGreaterThan(150);
+});
+
 it('the caller role on the wire sets the priority: a queued Host call is served before a Planner call queued earlier', async () => {
   // One slot, on a Redis database of its own (no other broker's calls take it), held by a slow call.
   await startBroker({ REDIS_URL: `${redis.url}/1`, LLM_MAX_CONCURRENT: '1' });

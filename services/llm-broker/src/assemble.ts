@@ -96,7 +96,7 @@ function buildUpstream(svc: BrokerHost, cfg: BrokerConfig, u: UpstreamConfig, re
   const limiter = new GlobalLimiter(
     redis,
     u.quotaKey,
-    { ...configured, leaseMs: cfg.leaseMs, fallbackReplicas: cfg.fallbackReplicas, departedHoldMs: cfg.departedHoldMs, windowScale: cfg.timeScale, windowMarginMs: cfg.quotaWindowMarginMs, admitAhead: cfg.admitAhead, admitAheadMs: cfg.admitAheadMs, admitAheadKeepMs: cfg.admitAheadKeepMs, replicaId: replicaIdOfProcess() },
+    { ...configured, leaseMs: cfg.leaseMs, fallbackReplicas: cfg.fallbackReplicas, departedHoldMs: cfg.departedHoldMs, windowScale: cfg.timeScale, windowMarginMs: cfg.quotaWindowMarginMs, burstFraction: cfg.quotaBurstFraction, admitAhead: cfg.admitAhead, admitAheadMs: cfg.admitAheadMs, admitAheadKeepMs: cfg.admitAheadKeepMs, replicaId: replicaIdOfProcess() },
     log,
   );
   limiter.start();

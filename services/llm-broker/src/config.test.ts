@@ -95,6 +95,15 @@ describe('loadConfig, priorities', () => {
   });
 });
 
+describe('loadConfig, the pacing\'s burst', () => {
+  it('lets 2 % of a limit go at once by default, and takes a share between 0.001 and 0.5', () => {
+    expect(loadConfig({}).quotaBurstFraction).toBe(0.02);
+    expect(loadConfig({ LLM_QUOTA_BURST_FRACTION: '0.016' }).quotaBurstFraction).toBe(0.016);
+    expect(() => loadConfig({ LLM_QUOTA_BURST_FRACTION: '0' })).toThrow(/LLM_QUOTA_BURST_FRACTION/);
+    expect(() => loadConfig({ LLM_QUOTA_BURST_FRACTION: '0.9' })).toThrow(/LLM_QUOTA_BURST_FRACTION/);
+  });
+});
+
 describe('loadConfig, admissions taken ahead', () => {
   it('takes 8 ahead for 50 ms by default, and refuses a wait longer than the window margin', () => {
     expect(loadConfig({})).toMatchObject({ admitAhead: 8, admitAheadMs: 50, admitAheadKeepMs: 1000, quotaWindowMarginMs: 75 });

@@ -57,6 +57,8 @@ export interface BrokerConfig {
   timeScale: number;
   /** Real ms the quota windows are counted longer than the provider's (room for delivery delays). */
   quotaWindowMarginMs: number;
+  /** Share of each RPM and TPM limit that may go at once (the pacing's bucket; LLM_QUOTA_BURST_FRACTION). */
+  quotaBurstFraction: number;
   /** Admissions taken ahead of calls while the quota is at most half used (LLM_ADMIT_AHEAD), and how long one waits for its call. */
   admitAhead: number;
   admitAheadMs: number;
@@ -168,6 +170,13 @@ export const VARS = {
         ' later than the next one (an event-loop stall, a new connection), and a provider that counts its window exactly on its own clock then' +
         ' sees one call too many. Tolerates such a spread of at least this plus one pacing interval (60 s ÷ RPM); costs margin ÷ (window + margin) of the rate' +
         ' (0.12 % of a 60 s window; 1.2 % of the 6 s window of `LLM_TIME_SCALE=0.1`)',
+    },
+    LLM_QUOTA_BURST_FRACTION: {
+      type: 'number', default: 0.02, min: 0.001, max: 0.5,
+      doc: 'share of each RPM and TPM limit that may go to the provider at once after a quiet spell (the pacing\'s bucket, at least one request);' +
+        ' the rest of the limit is paced evenly, so calls no larger than the bucket are sustained at (1 − this) of the limit (98 % by default).' +
+        ' A provider that enforces its per-minute limits over shorter periods (OpenAI: "60,000 requests/minute may be enforced as 1,000' +
+        ' requests/second") refuses a bucket larger than one second of its limit: at most 1/60 (0.016) then. The same on every replica',
     },
     LLM_ADMIT_AHEAD: {
       type: 'int', default: 8, min: 0,
@@ -303,6 +312,7 @@ export function loadConfig(env: Env = process.env): BrokerConfig {
     embedBatchTokens: read(VARS.LLM_EMBED_BATCH_TOKENS),
     timeScale: read(VARS.LLM_TIME_SCALE),
     quotaWindowMarginMs: read(VARS.LLM_QUOTA_WINDOW_MARGIN_MS),
+    quotaBurstFraction: read(VARS.LLM_QUOTA_BURST_FRACTION),
     admitAhead: read(VARS.LLM_ADMIT_AHEAD),
     admitAheadMs: read(VARS.LLM_ADMIT_AHEAD_MS),
     admitAheadKeepMs: read(VARS.LLM_ADMIT_AHEAD_KEEP_MS),
