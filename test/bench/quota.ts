@@ -11,16 +11,19 @@
 //                   of them a window, which the summary reports beside the share of TPM;
 // - no-headers:     the provider sends no x-ratelimit-* headers (the configured limits alone);
 // - 10-brokers:     ten replicas share L;
-// - heavy-light:    5 heavy users each asking 8× what each of 25 light users asks.
+// - heavy-light:    5 heavy users each asking 8× what each of 25 light users asks;
+// - quantized:      600 RPM enforced per second (10 at once, one more every 100 ms), brokers with
+//                   LLM_QUOTA_BURST_FRACTION=0.015 (the default 2 % lets 12 go at once after a lull).
 // Reported per variant: upstream 429s, the binding limit's share used, max-min fairness of what
 // each user got against what it asked for, and queue waits over every offered call (calls still
 // queued at the end are censored: their wait so far is a lower bound), and for RPM binding the
 // least time over which L consecutive requests reached the provider (under a window: delays between
 // admission and arrival spread that much, see LLM_QUOTA_WINDOW_MARGIN_MS).
 // BENCH_VARIANTS=rpm,tpm picks variants; BENCH_COMPLETION_TOKENS (20) sets the answers' length; BENCH_SCALE (1: the
-// brief's time, 60 s windows, ~20 min for the eight variants; 0.1: a 6 s window, ~4 min, where the window margin and the
+// brief's time, 60 s windows, ~23 min for the nine variants; 0.1: a 6 s window, ~4 min, where the window margin and the
 // pacing's burst cost ten times as much of the rate and the same event-loop delays weigh ten times as much);
-// BENCH_MINUTES (2 scaled minutes per variant). Prints a summary and, as the last line, one JSON object.
+// BENCH_MINUTES (2 scaled minutes per variant); BENCH_BURST_FRACTION sets LLM_QUOTA_BURST_FRACTION on every
+// variant's brokers (to see what the default draws from the quantized provider). Prints a summary and, as the last line, one JSON object.
 import os from 'node:os';
 import { setMaxListeners } from 'node:events';
 import { Metadata } from '@grpc/grpc-js';
@@ -51,6 +54,8 @@ interface Variant {
   groups: UserGroup[];
   behaviours?: Record<string, number>;
   brokerEnv?: Record<string, string>;
+  /** The provider enforces RPM and TPM also over this (scaled) time (the emulator's limitQuantumMs). */
+  quantumMs?: number;
 }
 
 const L: Limits = { rpm: 120, tpm: 24_000, concurrency: 8 };
@@ -77,7 +82,12 @@ const VARIANTS: Variant[] = [
     name: 'heavy-light', what: '5 heavy users asking 8× as much as 25 light ones', brokers: 3, provider: L, binding: 'rpm', promptWords: 0,
     groups: [{ name: 'heavy', count: 5, weight: 8 }, { name: 'light', count: 25, weight: 1 }],
   },
+  {
+    name: 'quantized', what: '600 RPM enforced as 10 a second', brokers: 3, binding: 'rpm', promptWords: 0, groups: EQUAL,
+    provider: { rpm: 600, tpm: 1_000_000, concurrency: 20 }, quantumMs: 1_000, brokerEnv: { LLM_QUOTA_BURST_FRACTION: '0.015' },
+  },
 ];
+const BURST_FRACTION = process.env.BENCH_BURST_FRACTION;
 
 interface Outcome {
   user: number;
@@ -157,7 +167,7 @@ async function main(): Promise<void> {
 
   async function runVariant(v: Variant, db: number) {
     const conf = v.configured ?? v.provider;
-    await configureEmulator(emulator, { rpm: v.provider.rpm, tpm: v.provider.tpm, maxConcurrent: v.provider.concurrency, behaviours: v.behaviours ?? {} });
+    await configureEmulator(emulator, { rpm: v.provider.rpm, tpm: v.provider.tpm, maxConcurrent: v.provider.concurrency, limitQuantumMs: v.quantumMs ?? 0, behaviours: v.behaviours ?? {} });
     const brokers: ServiceProc[] = [];
     // Three at a time: ten starting at once on a busy 2-core machine miss their readiness deadline.
     for (let i = 0; i < v.brokers; i += 3) {
@@ -169,6 +179,7 @@ async function main(): Promise<void> {
               REDIS_URL: `${redis.url}/${db}`, LLM_BASE_URL: `${emulator.url}/v1`, LLM_API_KEY: 'bench', OTEL_SDK_DISABLED: 'true',
               LLM_MAX_CONCURRENT: String(conf.concurrency), LLM_RPM: String(conf.rpm), LLM_TPM: String(conf.tpm),
               LLM_TIME_SCALE: String(SCALE), LLM_QUEUE_MAX: '5000', LOG_LEVEL: 'warn', ...v.brokerEnv,
+              ...(BURST_FRACTION === undefined ? {} : { LLM_QUOTA_BURST_FRACTION: BURST_FRACTION }),
             },
           }),
         ),
@@ -239,7 +250,8 @@ async function main(): Promise<void> {
         return [g.name, { asked: sum(asked), got: sum(got) }];
       }));
       return {
-        variant: v.name, what: v.what, brokers: v.brokers, provider: v.provider, configured: conf, binding: v.binding,
+        variant: v.name, what: v.what, brokers: v.brokers, provider: { ...v.provider, quantumMs: v.quantumMs ?? 0 }, configured: conf, binding: v.binding,
+        burstFraction: Number(BURST_FRACTION ?? v.brokerEnv?.LLM_QUOTA_BURST_FRACTION ?? 0.02),
         tokensPerCall: Math.round(stats.tokensCharged / Math.max(1, stats.admissions.length)), offered: all.length, served: got.reduce((a, b) => a + b, 0),
         upstream429: stats.rateLimited, bindingUsed: +used.toFixed(4), maxPerWindow: stats.maxPerWindow, maxInFlight: stats.maxInFlight,
         /**
@@ -272,7 +284,7 @@ async function main(): Promise<void> {
       results.push(r);
       const w = (p: { value: number; atLeast: boolean }) => `${p.atLeast ? '≥' : ''}${(p.value / 1000).toFixed(1)} s`;
       console.log(
-        `  ${r.variant} (${r.what}): 429s ${r.upstream429}, ${r.binding.toUpperCase()} used ${pct(r.bindingUsed)} of the provider's ${r.binding === 'rpm' ? r.provider.rpm : r.provider.tpm}, ` +
+        `  ${r.variant} (${r.what}; pacing bucket ${pct(r.burstFraction)} of each limit): 429s ${r.upstream429}, ${r.binding.toUpperCase()} used ${pct(r.bindingUsed)} of the provider's ${r.binding === 'rpm' ? r.provider.rpm : r.provider.tpm}, ` +
         `max in any window ${r.maxPerWindow} req${r.tightestWindowMs === null ? '' : ` (${r.provider.rpm} arrived over W ${r.tightestWindowMs < 0 ? '−' : '+'} ${Math.abs(r.tightestWindowMs)} ms at the tightest)`}, max in flight ${r.maxInFlight}/${r.provider.concurrency}, max-min fairness ${r.maxMinFairness} ${JSON.stringify(r.byGroup)}, ` +
         `queue wait p50 ${w(r.queueWait.p50)} p99 ${w(r.queueWait.p99)} (${r.queueWait.censored} of ${r.queueWait.of} censored), offered ${r.offered}, served ${r.served}, ` +
         `${r.tokensPerCall} tokens per call${r.wholeCalls ? ` (whole calls can use ${pct(r.wholeCalls.ceiling)} of TPM: ${pct(r.wholeCalls.used)} of that used)` : ''}, refusals ${JSON.stringify(r.refusals)}`,

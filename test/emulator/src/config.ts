@@ -15,6 +15,12 @@ export interface EmulatorConfig {
   tpm: number;
   /** Requests in flight at once; 0 = unlimited. @default 0 (env EMULATOR_MAX_CONCURRENT) */
   maxConcurrent: number;
+  /**
+   * Quantized limits: RPM and TPM are also enforced over this time, before scaling, as buckets of
+   * that share of each limit refilled at its rate (OpenAI: "60,000 requests/minute may be enforced
+   * as 1,000 requests/second" is 1000); 0 = off. @default 0 (env EMULATOR_LIMIT_QUANTUM_MS)
+   */
+  limitQuantumMs: number;
   /** Time to first token, before scaling. @default 400 (env EMULATOR_TTFT_MS) */
   ttftMs: number;
   /** Generation speed, before scaling. @default 40 (env EMULATOR_TOKENS_PER_SEC) */
@@ -64,6 +70,7 @@ export const DEFAULT_CONFIG: Readonly<Omit<EmulatorConfig, 'seed'>> = {
   rpm: 0,
   tpm: 0,
   maxConcurrent: 0,
+  limitQuantumMs: 0,
   ttftMs: 400,
   tokensPerSec: 40,
   completionTokens: 80,
@@ -97,6 +104,7 @@ const NUMBER_RULES: Record<NumberKey, NumberRule> = {
   rpm: { env: 'EMULATOR_RPM', min: 0, max: Number.MAX_SAFE_INTEGER, integer: true },
   tpm: { env: 'EMULATOR_TPM', min: 0, max: Number.MAX_SAFE_INTEGER, integer: true },
   maxConcurrent: { env: 'EMULATOR_MAX_CONCURRENT', min: 0, max: Number.MAX_SAFE_INTEGER, integer: true },
+  limitQuantumMs: { env: 'EMULATOR_LIMIT_QUANTUM_MS', min: 0, max: 60_000, integer: false },
   ttftMs: { env: 'EMULATOR_TTFT_MS', min: 0, max: 3_600_000, integer: false },
   tokensPerSec: { env: 'EMULATOR_TOKENS_PER_SEC', min: 0, max: 1_000_000, integer: false, positive: true },
   completionTokens: { env: 'EMULATOR_COMPLETION_TOKENS', min: 1, max: 100_000, integer: true },

@@ -71,6 +71,41 @@ describe('ProviderLimits', () => {
     if (admitted.admitted) admitted.ticket.settle(45); // settling a forgotten charge changes nothing
     expect(limits.headers()['x-ratelimit-remaining-tokens']).toBe('10');
   });
+
+  it('quantized: 600 RPM enforced per second admits 10 at once, then one per 100 ms, and a minute still admits 600', () => {
+    const { clock, limits } = setup({ rpm: 600, quantumMs: 1_000 });
+    for (let i = 0; i < 10; i += 1) expect(limits.admit(1, 10).admitted).toBe(true);
+    const refused = limits.admit(1, 10);
+    expect(refused).toMatchObject({ admitted: false, limit: 'requests', retryAfterMs: 100 });
+    expect(refused.admitted === false && refused.message).toMatch(/Limit 600, enforced as 10 per 1s/);
+    clock.now += 100;
+    expect(limits.admit(1, 10).admitted).toBe(true);
+    expect(limits.admit(1, 10).admitted).toBe(false);
+    // Paced at the limit's rate, the rest of the minute's 600 pass, and the minute window then binds.
+    let admitted = 11;
+    for (let t = 0; t < 58_900; t += 100) {
+      clock.now += 100;
+      if (limits.admit(1, 10).admitted) admitted += 1;
+    }
+    expect(admitted).toBe(600);
+    clock.now += 100;
+    expect(limits.admit(1, 10)).toMatchObject({ admitted: false, limit: 'requests' });
+  });
+
+  it('quantized TPM: a bucket of one second of tokens, refunds returned to it, a call larger than it passes only when it is full', () => {
+    const { clock, limits } = setup({ tpm: 60_000, quantumMs: 1_000 });
+    const first = limits.admit(800, 10);
+    if (!first.admitted) throw new Error('first request refused');
+    expect(limits.admit(300, 10)).toMatchObject({ admitted: false, limit: 'tokens', retryAfterMs: 100 });
+    first.ticket.settle(500); // 300 refunded
+    expect(limits.admit(300, 10).admitted).toBe(true);
+    clock.now += 1_000;
+    // 5,000 tokens, five times the bucket: it waits for a full bucket, then empties it for 5 s.
+    expect(limits.admit(5_000, 10).admitted).toBe(true);
+    expect(limits.admit(1, 10)).toMatchObject({ admitted: false, limit: 'tokens', retryAfterMs: 4_001 });
+    limits.reset();
+    expect(limits.admit(1_000, 10).admitted).toBe(true);
+  });
 });
 
 describe('formatDuration', () => {

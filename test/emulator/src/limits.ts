@@ -1,4 +1,6 @@
-// The provider's own enforcement: requests and tokens per sliding (scaled) minute, and concurrency.
+// The provider's own enforcement: requests and tokens per sliding (scaled) minute, and concurrency;
+// optionally also per "quantum" (OpenAI: "60,000 requests/minute may be enforced as 1,000
+// requests/second"), as a bucket holding the quantum's share of each limit, refilled at its rate.
 
 export interface LimitSettings {
   /** Requests admitted per window; 0 = unlimited. */
@@ -9,6 +11,11 @@ export interface LimitSettings {
   maxConcurrent: number;
   /** The sliding window: one minute times the time scale. */
   windowMs: number;
+  /**
+   * Quantized limits: RPM and TPM are also enforced over this (scaled) time, as buckets holding
+   * `limit × quantumMs ÷ windowMs` that refill at the limit's rate; 0 = off.
+   */
+  quantumMs?: number;
 }
 
 export type LimitKind = 'requests' | 'tokens' | 'concurrency';
@@ -100,7 +107,49 @@ export function formatDuration(ms: number): string {
   return `${minutes}m${Number((seconds - minutes * 60).toFixed(3))}s`;
 }
 
+/**
+ * A limit enforced over a quantum of the window: it holds `limit × quantumMs ÷ windowMs` and refills
+ * at `limit ÷ windowMs`, so a whole minute still admits the limit, but no more than a quantum's share
+ * at once. A charge larger than the bucket passes only when the bucket is full (and empties it).
+ */
+export class QuantumBucket {
+  private level = Infinity;
+  private at = 0;
+
+  /** The bucket's size, or 0 when the limit or the quantum is off. */
+  static capacity(limit: number, quantumMs: number, windowMs: number): number {
+    return limit > 0 && quantumMs > 0 ? (limit * quantumMs) / windowMs : 0;
+  }
+
+  /** How long until `amount` fits (0: now); `capacity` and `perMs` come from the live settings. */
+  waitFor(amount: number, capacity: number, perMs: number, now: number): number {
+    this.refill(capacity, perMs, now);
+    const need = Math.min(amount, capacity);
+    return this.level >= need ? 0 : (need - this.level) / perMs;
+  }
+
+  take(amount: number): void {
+    this.level -= amount;
+  }
+
+  /** A charge corrected after the fact (negative: a refund), kept within the bucket. */
+  give(amount: number, capacity: number): void {
+    this.level = Math.min(capacity, this.level + amount);
+  }
+
+  reset(): void {
+    this.level = Infinity;
+  }
+
+  private refill(capacity: number, perMs: number, now: number): void {
+    this.level = Math.min(capacity, this.level + Math.max(0, now - this.at) * perMs);
+    this.at = now;
+  }
+}
+
 export class ProviderLimits {
+  private readonly requestBucket = new QuantumBucket();
+  private readonly tokenBucket = new QuantumBucket();
   private readonly admissions = new Deque<number>();
   private readonly charges = new Deque<TokenCharge>();
   private tokensInWindow = 0;
@@ -122,7 +171,7 @@ export class ProviderLimits {
    */
   admit(cost: number | (() => number), expectedDurationMs: number): Admission | Rejection {
     const now = this.now();
-    const { rpm, tpm, maxConcurrent, windowMs } = this.settings();
+    const { rpm, tpm, maxConcurrent, windowMs, quantumMs = 0 } = this.settings();
     this.prune(now, windowMs);
 
     if (maxConcurrent > 0 && this.slots.size >= maxConcurrent) {
@@ -156,6 +205,19 @@ export class ProviderLimits {
       }
       return this.reject('tokens', waitUntil - now, `Rate limit reached on tokens per min (TPM): ${used}`);
     }
+    const requestCap = QuantumBucket.capacity(rpm, quantumMs, windowMs);
+    const tokenCap = QuantumBucket.capacity(tpm, quantumMs, windowMs);
+    const quantum = formatDuration(quantumMs);
+    const requestWait = requestCap > 0 ? this.requestBucket.waitFor(1, requestCap, rpm / windowMs, now) : 0;
+    if (requestWait > 0) {
+      return this.reject('requests', requestWait, `Rate limit reached on requests per min (RPM): Limit ${rpm}, enforced as ${+requestCap.toFixed(2)} per ${quantum}. Requested 1.`);
+    }
+    const tokenWait = tokenCap > 0 ? this.tokenBucket.waitFor(tokens, tokenCap, tpm / windowMs, now) : 0;
+    if (tokenWait > 0) {
+      return this.reject('tokens', tokenWait, `Rate limit reached on tokens per min (TPM): Limit ${tpm}, enforced as ${Math.floor(tokenCap)} per ${quantum}. Requested ${tokens}.`);
+    }
+    if (requestCap > 0) this.requestBucket.take(1);
+    if (tokenCap > 0) this.tokenBucket.take(tokens);
 
     const charge: TokenCharge = { at: now, tokens, live: true };
     const slot: Slot = { expectedEndAt: now + expectedDurationMs };
@@ -170,6 +232,9 @@ export class ProviderLimits {
   settle(ticket: LimitTicket, actualTokens: number): void {
     this.slots.delete(ticket.slot);
     if (ticket.charge.live) this.tokensInWindow += actualTokens - ticket.charge.tokens;
+    const { tpm, quantumMs = 0, windowMs } = this.settings();
+    const tokenCap = QuantumBucket.capacity(tpm, quantumMs, windowMs);
+    if (tokenCap > 0) this.tokenBucket.give(ticket.charge.tokens - actualTokens, tokenCap);
     ticket.charge.tokens = actualTokens;
   }
 
@@ -200,6 +265,8 @@ export class ProviderLimits {
     this.admissions.clear();
     this.charges.clear();
     this.tokensInWindow = 0;
+    this.requestBucket.reset();
+    this.tokenBucket.reset();
   }
 
   private reject(limit: LimitKind, waitMs: number, message: string): Rejection {

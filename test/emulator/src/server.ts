@@ -47,6 +47,7 @@ export class ProviderEmulator {
       tpm: this.config.tpm,
       maxConcurrent: this.config.maxConcurrent,
       windowMs: MINUTE_MS * this.config.timeScale,
+      quantumMs: this.config.limitQuantumMs * this.config.timeScale,
     }));
     tokenizer(); // load the ranks now rather than on the first request
     this.server = createServer({ keepAlive: true, noDelay: true }, (req, res) => {

@@ -1,0 +1,74 @@
+// A provider that enforces its per-minute limit per second ("quantized" limits: OpenAI documents
+// that 60,000 requests/minute may be enforced as 1,000 requests/second), against real brokers on
+// real Redis. The emulator, at 600 RPM enforced per 1 s, holds 10 requests at once and refills one
+// every 100 ms; it counts its own 429s. The pacing's bucket is LLM_QUOTA_BURST_FRACTION of the limit:
+// 2 % (the default) lets 12 go from idle, more than the provider takes; 1.5 % lets 9 go.
+import { Metadata } from '@grpc/grpc-js';
+import { createClient } from '@agent-mesh/common';
+import { LlmBrokerServiceClient, type GenerateResponse } from '@agent-mesh/common/gen/llmbroker/v1/llm_broker';
+import {
+  emulatorStats, generateRequest, startEmulator, startRedis, startService, testDir,
+  type EmulatorProc, type RedisProc, type ServiceProc,
+} from '../support';
+
+jest.setTimeout(120_000);
+
+let dir: string;
+let redis: RedisProc;
+let emulator: EmulatorProc;
+const started: ServiceProc[] = [];
+
+beforeAll(async () => {
+  dir = testDir('broker-quantized');
+  redis = await startRedis({ logDir: dir });
+  emulator = await startEmulator({
+    logDir: dir,
+    // Real time: the provider's 100 ms between requests is far above event-loop delays.
+    env: { EMULATOR_RPM: '600', EMULATOR_LIMIT_QUANTUM_MS: '1000', EMULATOR_TTFT_MS: '200', EMULATOR_COMPLETION_TOKENS: '10', EMULATOR_SEED: '3' },
+  });
+});
+
+afterAll(async () => {
+  for (const b of started) await b.stop().catch(() => undefined);
+  await emulator?.stop();
+  await redis?.stop();
+});
+
+/** Fourteen calls at once from idle through a fresh broker (its own Redis database); the provider's 429s they drew. */
+async function burst(db: number, env: Record<string, string>): Promise<{ upstream429: number; finished: number }> {
+  await fetch(`${emulator.url}/_emulator/reset`, { method: 'POST' });
+  const broker = await startService('llm-broker', {
+    logDir: dir,
+    instance: String(db),
+    env: {
+      REDIS_URL: `${redis.url}/${db}`, LLM_BASE_URL: `${emulator.url}/v1`, LLM_API_KEY: 'k', OTEL_SDK_DISABLED: 'true',
+      LLM_RPM: '600', LLM_MAX_CONCURRENT: '50', LLM_ADMIT_AHEAD: '0', ...env,
+    },
+  });
+  started.push(broker);
+  const client = createClient(LlmBrokerServiceClient, broker.addr);
+  try {
+    const before = (await emulatorStats(emulator)).rateLimited;
+    const results = await Promise.all(Array.from({ length: 14 }, async () => {
+      const call = client.generate(generateRequest('How should a city plan for heat waves in summer?'), new Metadata(), { deadline: Date.now() + 60_000 });
+      let last: GenerateResponse['update'];
+      for await (const m of call as AsyncIterable<GenerateResponse>) last = m.update;
+      return last?.$case === 'done';
+    }));
+    return { upstream429: (await emulatorStats(emulator)).rateLimited - before, finished: results.filter(Boolean).length };
+  } finally {
+    client.close();
+  }
+}
+
+it('the default bucket (2 % of 600 RPM: 12 at once) draws 429s from a provider that takes 10 a second', async () => {
+  const { upstream429, finished } = await burst(1, {});
+  expect(finished).toBe(14); // the broker retried what was refused
+  expect(upstream429).toBeGreaterThan(0);
+});
+
+it('LLM_QUOTA_BURST_FRACTION=0.015 (9 at once, then one per ~102 ms) draws none', async () => {
+  const { upstream429, finished } = await burst(2, { LLM_QUOTA_BURST_FRACTION: '0.015' });
+  expect(finished).toBe(14);
+  expect(upstream429).toBe(0);
+});
