@@ -2,12 +2,13 @@
 // that 60,000 requests/minute may be enforced as 1,000 requests/second), against real brokers on
 // real Redis. The emulator, at 600 RPM enforced per 1 s, holds 10 requests at once and refills one
 // every 100 ms; it counts its own 429s. The pacing's bucket is LLM_QUOTA_BURST_FRACTION of the limit:
-// 2 % (the default) lets 12 go from idle, more than the provider takes; 1.5 % lets 9 go.
+// 2 % (the default) lets 12 go from idle, more than the provider takes; 1.5 % lets 9 go. A 429 whose
+// headers say the provider's minute had room teaches a broker to halve its bucket (not to cut its RPM).
 import { Metadata } from '@grpc/grpc-js';
 import { createClient } from '@agent-mesh/common';
 import { LlmBrokerServiceClient, type GenerateResponse } from '@agent-mesh/common/gen/llmbroker/v1/llm_broker';
 import {
-  emulatorStats, generateRequest, startEmulator, startRedis, startService, testDir,
+  emulatorStats, generateRequest, promMetric, startEmulator, startRedis, startService, testDir,
   type EmulatorProc, type RedisProc, type ServiceProc,
 } from '../support';
 
@@ -34,9 +35,8 @@ afterAll(async () => {
   await redis?.stop();
 });
 
-/** Fourteen calls at once from idle through a fresh broker (its own Redis database); the provider's 429s they drew. */
-async function burst(db: number, env: Record<string, string>): Promise<{ upstream429: number; finished: number }> {
-  await fetch(`${emulator.url}/_emulator/reset`, { method: 'POST' });
+/** A fresh broker at 600 RPM on its own Redis database. */
+async function startBroker(db: number, env: Record<string, string>): Promise<ServiceProc> {
   const broker = await startService('llm-broker', {
     logDir: dir,
     instance: String(db),
@@ -46,6 +46,12 @@ async function burst(db: number, env: Record<string, string>): Promise<{ upstrea
     },
   });
   started.push(broker);
+  return broker;
+}
+
+/** Fourteen calls at once (from idle, once the broker's bucket is full again); the provider's 429s they drew. */
+async function burst(broker: ServiceProc): Promise<{ upstream429: number; finished: number }> {
+  await fetch(`${emulator.url}/_emulator/reset`, { method: 'POST' });
   const client = createClient(LlmBrokerServiceClient, broker.addr);
   try {
     const before = (await emulatorStats(emulator)).rateLimited;
@@ -61,14 +67,24 @@ async function burst(db: number, env: Record<string, string>): Promise<{ upstrea
   }
 }
 
-it('the default bucket (2 % of 600 RPM: 12 at once) draws 429s from a provider that takes 10 a second', async () => {
-  const { upstream429, finished } = await burst(1, {});
-  expect(finished).toBe(14); // the broker retried what was refused
-  expect(upstream429).toBeGreaterThan(0);
+it('the default bucket (2 % of 600 RPM: 12 at once) draws 429s from a provider that takes 10 a second; the broker halves it, and the next burst draws none', async () => {
+  const broker = await startBroker(1, {});
+  const first = await burst(broker);
+  expect(first.finished).toBe(14); // the broker retried what was refused
+  expect(first.upstream429).toBeGreaterThan(0);
+  // The 429s came with 588 requests left in the provider's minute: a burst was refused, not the rate.
+  expect(await promMetric(broker, 'llm_quota_burst_fraction')).toBe(0.01);
+  expect(await promMetric(broker, 'llm_effective_limit', 'limit="rpm"')).toBe(600);
+  await new Promise((r) => setTimeout(r, 2_000)); // a lull: the broker's bucket (6 now) and the provider's fill up
+  const second = await burst(broker);
+  expect(second.finished).toBe(14);
+  expect(second.upstream429).toBe(0);
 });
 
 it('LLM_QUOTA_BURST_FRACTION=0.015 (9 at once, then one per ~102 ms) draws none', async () => {
-  const { upstream429, finished } = await burst(2, { LLM_QUOTA_BURST_FRACTION: '0.015' });
+  const broker = await startBroker(2, { LLM_QUOTA_BURST_FRACTION: '0.015' });
+  const { upstream429, finished } = await burst(broker);
   expect(finished).toBe(14);
   expect(upstream429).toBe(0);
+  expect(await promMetric(broker, 'llm_quota_burst_fraction')).toBe(0.015);
 });

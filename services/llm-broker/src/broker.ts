@@ -9,7 +9,7 @@ import type { CachedAnswer, CachedVector, Found, ResponseCache } from './cache/r
 import { Channel } from './channel';
 import type { BrokerConfig } from './config';
 import type { BrokerMetrics } from './metrics';
-import { limitKindOf, type AdaptiveLimits } from './queue/adaptive';
+import { limitKindOf, refusedBurst, type AdaptiveLimits } from './queue/adaptive';
 import { QueueRefusal, type AdmissionQueue, type Admitted } from './queue/admission';
 import { owedBy } from './queue/estimate';
 import { candidatesFor, FALLBACK_REASONS, passOver, type PassOverReason } from './routing';
@@ -169,7 +169,7 @@ export interface Upstream {
   /** The models it serves; the first is its default. */
   models: readonly string[];
   queue: AdmissionQueue;
-  limiter: Pick<GlobalLimiter, 'pausedForMs' | 'pauseFor' | 'setLimits'>;
+  limiter: Pick<GlobalLimiter, 'pausedForMs' | 'pauseFor' | 'setLimits' | 'setBurstFraction'>;
   adaptive: AdaptiveLimits;
   breaker: CircuitBreaker<[ProviderRequest, AbortSignal], OpenStream>;
   breakerResetMs: number;
@@ -899,7 +899,7 @@ export class LlmBroker {
   ): Promise<Opened> {
     const requests = new SentRequests(lease, { now: this.now, sleep });
     try {
-      return await this.attempts(u, req, signal, deadline, requests, streamToolCalls, onAttemptFailed);
+      return await this.attempts(u, req, signal, deadline, requests, lease.tokens, streamToolCalls, onAttemptFailed);
     } finally {
       await requests.end().catch((err: unknown) => this.d.logger.warn({ err }, 'could not give back an unsent request'));
     }
@@ -911,6 +911,8 @@ export class LlmBroker {
     signal: AbortSignal,
     deadline: number | undefined,
     requests: SentRequests,
+    /** The tokens reserved for the call (a 429 with more remaining in the minute refused a burst). */
+    reserved: number,
     streamToolCalls: boolean,
     onAttemptFailed: (generatedTokens: number) => void,
   ): Promise<Opened> {
@@ -963,9 +965,19 @@ export class LlmBroker {
           d.metrics.upstream429.inc(label);
           floor = err.retryAfterMs ?? 1_000;
           await u.limiter.pauseFor(floor);
-          if (u.adaptive.onHeaders(err.limits) || u.adaptive.onRateLimited(limitKindOf(err.limits, err.message))) {
+          const kind = limitKindOf(err.limits, err.message);
+          // The minute had room: a burst was refused, not the rate; the bucket shrinks, the limits stay.
+          const burst = refusedBurst(kind, err.limits, reserved);
+          if (u.adaptive.onHeaders(err.limits) || (!burst && u.adaptive.onRateLimited(kind))) {
             u.limiter.setLimits(u.adaptive.limits);
             d.logger.warn({ upstream: u.name, limits: u.adaptive.limits }, 'provider rate limit: effective limits cut');
+          }
+          if (burst && u.adaptive.onBurstRefused()) {
+            u.limiter.setBurstFraction(u.adaptive.burstFraction);
+            d.logger.warn(
+              { upstream: u.name, burstFraction: u.adaptive.burstFraction, remaining: err.limits },
+              'provider refused a burst with its minute not used up (it enforces its limits over a shorter period): pacing bucket halved; set LLM_QUOTA_BURST_FRACTION to start there',
+            );
           }
         } else {
           d.metrics.upstreamErrors.inc({ kind: err.status === 0 ? 'connection' : String(err.status), ...label });

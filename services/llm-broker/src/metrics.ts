@@ -11,6 +11,8 @@ export interface UpstreamGauges {
   inFlight(): number;
   breakerState(): number;
   effectiveLimits(): { rpm: number; tpm: number; concurrency: number };
+  /** The pacing's bucket: LLM_QUOTA_BURST_FRACTION, halved by each burst the provider refused. */
+  burstFraction(): number;
   sharedQuota(): boolean;
   liveReplicas(): number;
   departedReplicas(): number;
@@ -58,6 +60,7 @@ export function createBrokerMetrics(registry: Registry, gauges: BrokerGauges, up
       g.set({ limit: 'concurrency', upstream: u.name }, l.concurrency);
     }
   }, ['limit', 'upstream']);
+  gauge('llm_quota_burst_fraction', 'Share of each RPM and TPM limit this replica lets go to the upstream at once (LLM_QUOTA_BURST_FRACTION, halved by each burst the provider refused with its minute not used up)', each((u) => u.burstFraction()), up);
   const metrics = {
     queueWait: new Histogram({
       name: 'llm_queue_wait_seconds',

@@ -109,7 +109,7 @@ export class GlobalLimiter {
   private limits: Required<AdmissionLimits>;
   private readonly leaseMs: number;
   private readonly windowMs: number;
-  private readonly burstFraction: number;
+  private burstFraction: number;
   private readonly replicaId: string;
   private readonly heartbeatMs: number;
   private readonly redisTimeoutMs: number;
@@ -238,6 +238,18 @@ export class GlobalLimiter {
   }
 
   /** Changes the effective limits (adaptation to the provider); takes effect on the next decision. */
+  /**
+   * A smaller pacing bucket (the provider refused a burst: AdaptiveLimits.onBurstRefused). The
+   * admissions taken ahead under the old one are given back. Only this replica's decisions change:
+   * each replica learns from the 429s it meets.
+   */
+  setBurstFraction(fraction: number): void {
+    if (fraction === this.burstFraction) return;
+    this.giveBackAllAhead();
+    this.burstFraction = fraction;
+    this.local.setBurstFraction(fraction);
+  }
+
   setLimits(limits: AdmissionLimits): void {
     const next = norm(limits);
     const l = this.limits;

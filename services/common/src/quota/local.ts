@@ -84,7 +84,7 @@ export class LocalAdmission {
   constructor(
     private limits: Required<AdmissionLimits>,
     private readonly windowMs: number,
-    private readonly burstFraction: number,
+    private burstFraction: number,
     private readonly now: () => number = () => Date.now(),
   ) {
     this.tpmWindow = new TokenWindow(windowMs);
@@ -92,6 +92,10 @@ export class LocalAdmission {
 
   setLimits(limits: Required<AdmissionLimits>): void {
     this.limits = limits;
+  }
+
+  setBurstFraction(fraction: number): void {
+    this.burstFraction = fraction;
   }
 
   get inFlightCount(): number {

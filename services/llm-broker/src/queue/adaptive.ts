@@ -1,6 +1,8 @@
 // The effective quota: starts at the configured limits, is cut on the provider's 429s
 // (multiplicative decrease), capped by what the provider reports in `x-ratelimit-limit-*`, and
-// creeps back up towards the configured value while no 429 arrives (additive increase).
+// creeps back up towards the configured value while no 429 arrives (additive increase). A 429 that
+// says the provider's minute still had room refused a burst, not the rate: the pacing's bucket
+// (its burst fraction) is halved instead, for good.
 import type { AdmissionLimits } from '@agent-mesh/common';
 
 export type LimitKind = 'requests' | 'tokens' | 'concurrency';
@@ -18,7 +20,12 @@ export interface AdaptiveOptions {
   floor?: number;
   /** A reported provider limit not heard again for this long is forgotten. @default 60000 */
   reportTtlMs?: number;
+  /** The pacing's bucket as configured (LLM_QUOTA_BURST_FRACTION). @default 0.02 */
+  burstFraction?: number;
 }
+
+/** The least burst fraction a refused burst halves the bucket to (the configuration's own minimum). */
+export const MIN_BURST_FRACTION = 0.001;
 
 type Limits = Required<AdmissionLimits>;
 const KEY: Record<LimitKind, keyof Limits> = { requests: 'requestsPerMinute', tokens: 'tokensPerMinute', concurrency: 'maxConcurrent' };
@@ -29,6 +36,8 @@ export class AdaptiveLimits {
   private reported: Limits = { maxConcurrent: 0, requestsPerMinute: 0, tokensPerMinute: 0 };
   private reportedAt: Record<keyof Limits, number> = { maxConcurrent: 0, requestsPerMinute: 0, tokensPerMinute: 0 };
   private lastCut = -Infinity;
+  private lastBurstCut = -Infinity;
+  private burst: number;
   private lastCreep: number;
   private readonly o: Required<AdaptiveOptions>;
 
@@ -38,12 +47,34 @@ export class AdaptiveLimits {
     private readonly now: () => number = Date.now,
   ) {
     this.effective = { ...configured };
-    this.o = { cut: 0.7, creep: 0.02, creepPeriodMs: 1_000, holdMs: 5_000, floor: 0.05, reportTtlMs: 60_000, ...opts };
+    this.o = { cut: 0.7, creep: 0.02, creepPeriodMs: 1_000, holdMs: 5_000, floor: 0.05, reportTtlMs: 60_000, burstFraction: 0.02, ...opts };
+    this.burst = this.o.burstFraction;
     this.lastCreep = now();
   }
 
   get limits(): Limits {
     return { ...this.effective };
+  }
+
+  /** The share of each limit the pacing lets go at once. */
+  get burstFraction(): number {
+    return this.burst;
+  }
+
+  /**
+   * A 429 that came with the provider's minute not used up (see `refusedBurst`): the provider
+   * enforces its limit over a shorter period (OpenAI's "quantized" limits: 60,000 requests a
+   * minute may be enforced as 1,000 a second) and refused a burst. Halves the pacing's bucket,
+   * once per hold period (the calls of one burst refused together are one cut), never below
+   * MIN_BURST_FRACTION; it does not grow back (such a provider keeps enforcing so). A smaller
+   * bucket costs no rate: the pacing sustains (1 − fraction) of each limit. True when it changed.
+   */
+  onBurstRefused(): boolean {
+    const now = this.now();
+    if (now - this.lastBurstCut < this.o.holdMs / 4 || this.burst <= MIN_BURST_FRACTION) return false;
+    this.burst = Math.max(MIN_BURST_FRACTION, this.burst / 2);
+    this.lastBurstCut = now;
+    return true;
   }
 
   private ceiling(k: keyof Limits): number {
@@ -114,4 +145,14 @@ export function limitKindOf(h: { remainingRequests?: number; remainingTokens?: n
   if (h.remainingTokens !== undefined && h.remainingTokens <= 0) return 'tokens';
   if (h.remainingRequests === undefined && h.remainingTokens === undefined) return 'requests';
   return 'concurrency';
+}
+
+/**
+ * Whether a 429 on `kind` refused a burst rather than the minute's limit: its own headers say the
+ * provider's minute still had room for the call (a request, or the `reserved` tokens).
+ */
+export function refusedBurst(kind: LimitKind, h: { remainingRequests?: number; remainingTokens?: number }, reserved: number): boolean {
+  if (kind === 'requests') return h.remainingRequests !== undefined && h.remainingRequests >= 1;
+  if (kind === 'tokens') return h.remainingTokens !== undefined && reserved > 0 && h.remainingTokens >= reserved;
+  return false;
 }

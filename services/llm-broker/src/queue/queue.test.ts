@@ -1,5 +1,5 @@
 import type { AcquireResult, Lease } from '@agent-mesh/common';
-import { AdaptiveLimits, limitKindOf } from './adaptive';
+import { AdaptiveLimits, limitKindOf, MIN_BURST_FRACTION, refusedBurst } from './adaptive';
 import { AdmissionQueue, QueueRefusal, type Admitter } from './admission';
 import { FairQueue } from './fair-queue';
 
@@ -362,5 +362,32 @@ describe('AdaptiveLimits', () => {
     expect(limitKindOf({ remainingRequests: 0, remainingTokens: 10 })).toBe('requests');
     expect(limitKindOf({}, 'Rate limit reached on tokens per min (TPM)')).toBe('tokens');
     expect(limitKindOf({}, 'Too many concurrent requests')).toBe('concurrency');
+  });
+
+  it('tells a refused burst (the minute had room for the call) from a full minute', () => {
+    expect(refusedBurst('requests', { remainingRequests: 588 }, 100)).toBe(true);
+    expect(refusedBurst('requests', { remainingRequests: 0 }, 100)).toBe(false);
+    expect(refusedBurst('requests', {}, 100)).toBe(false); // no headers: nothing says the minute had room
+    expect(refusedBurst('tokens', { remainingTokens: 5_000 }, 900)).toBe(true);
+    expect(refusedBurst('tokens', { remainingTokens: 500 }, 900)).toBe(false);
+    expect(refusedBurst('concurrency', { remainingRequests: 588, remainingTokens: 5_000 }, 900)).toBe(false);
+  });
+
+  it('halves the burst fraction on a refused burst, once per quarter hold, down to the minimum, and never grows it back', () => {
+    let now = 0;
+    const a = new AdaptiveLimits({ maxConcurrent: 0, requestsPerMinute: 600, tokensPerMinute: 0 }, { holdMs: 1_000, burstFraction: 0.02 }, () => now);
+    expect(a.burstFraction).toBe(0.02);
+    expect(a.onBurstRefused()).toBe(true);
+    expect(a.burstFraction).toBe(0.01);
+    expect(a.onBurstRefused()).toBe(false); // the same burst's other refusals
+    expect(a.limits.requestsPerMinute).toBe(600); // the limits are not cut
+    for (let i = 0; i < 10; i += 1) {
+      now += 250;
+      a.onBurstRefused();
+    }
+    expect(a.burstFraction).toBe(MIN_BURST_FRACTION);
+    now += 60_000;
+    a.tick();
+    expect(a.burstFraction).toBe(MIN_BURST_FRACTION);
   });
 });
