@@ -8,7 +8,7 @@ import { Metadata } from '@grpc/grpc-js';
 import { createClient } from '@agent-mesh/common';
 import { LlmBrokerServiceClient, type GenerateResponse } from '@agent-mesh/common/gen/llmbroker/v1/llm_broker';
 import {
-  emulatorStats, generateRequest, promMetric, startEmulator, startRedis, startService, testDir,
+  emulatorStats, generateRequest, promMetric, startEmulator, startRedis, startService, testDir, waitFor,
   type EmulatorProc, type RedisProc, type ServiceProc,
 } from '../support';
 
@@ -49,13 +49,14 @@ async function startBroker(db: number, env: Record<string, string>): Promise<Ser
   return broker;
 }
 
-/** Fourteen calls at once (from idle, once the broker's bucket is full again); the provider's 429s they drew. */
-async function burst(broker: ServiceProc): Promise<{ upstream429: number; finished: number }> {
+/** Fourteen calls at once (from idle, once the brokers' bucket is full again), spread over `brokers`; the provider's 429s they drew. */
+async function burst(...brokers: ServiceProc[]): Promise<{ upstream429: number; finished: number }> {
   await fetch(`${emulator.url}/_emulator/reset`, { method: 'POST' });
-  const client = createClient(LlmBrokerServiceClient, broker.addr);
+  const clients = brokers.map((b) => createClient(LlmBrokerServiceClient, b.addr));
   try {
     const before = (await emulatorStats(emulator)).rateLimited;
-    const results = await Promise.all(Array.from({ length: 14 }, async () => {
+    const results = await Promise.all(Array.from({ length: 14 }, async (_, i) => {
+      const client = clients[i % clients.length]!;
       const call = client.generate(generateRequest('How should a city plan for heat waves in summer?'), new Metadata(), { deadline: Date.now() + 60_000 });
       let last: GenerateResponse['update'];
       for await (const m of call as AsyncIterable<GenerateResponse>) last = m.update;
@@ -63,7 +64,7 @@ async function burst(broker: ServiceProc): Promise<{ upstream429: number; finish
     }));
     return { upstream429: (await emulatorStats(emulator)).rateLimited - before, finished: results.filter(Boolean).length };
   } finally {
-    client.close();
+    clients.forEach((c) => c.close());
   }
 }
 
@@ -87,4 +88,18 @@ it('LLM_QUOTA_BURST_FRACTION=0.015 (9 at once, then one per ~102 ms) draws none'
   expect(finished).toBe(14);
   expect(upstream429).toBe(0);
   expect(await promMetric(broker, 'llm_quota_burst_fraction')).toBe(0.015);
+});
+
+it('what one broker learnt reaches the others sharing the quota (and one started later): their next burst together draws none', async () => {
+  const [a, b] = [await startBroker(3, {}), await startBroker(3, {})];
+  expect((await burst(a)).upstream429).toBeGreaterThan(0);
+  expect(await promMetric(a, 'llm_quota_burst_fraction')).toBe(0.01);
+  // B met no 429: it hears of A's bucket with its next heartbeat (every 2 s).
+  await waitFor('broker B using the learnt bucket', async () => (await promMetric(b, 'llm_quota_burst_fraction')) === 0.01, { timeoutMs: 5_000, intervalMs: 100 });
+  const c = await startBroker(3, {});
+  await waitFor('broker C using the learnt bucket', async () => (await promMetric(c, 'llm_quota_burst_fraction')) === 0.01, { timeoutMs: 5_000, intervalMs: 100 });
+  await new Promise((r) => setTimeout(r, 2_000)); // a lull
+  const together = await burst(b, c);
+  expect(together.finished).toBe(14);
+  expect(together.upstream429).toBe(0);
 });

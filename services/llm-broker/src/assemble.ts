@@ -50,7 +50,7 @@ export async function assembleBroker(svc: BrokerHost, cfg: BrokerConfig, registr
         const l = built.upstream.adaptive.limits;
         return { rpm: l.requestsPerMinute, tpm: l.tokensPerMinute, concurrency: l.maxConcurrent };
       },
-      burstFraction: () => built.upstream.adaptive.burstFraction,
+      burstFraction: () => built.limiter.burstFraction,
       sharedQuota: () => built.limiter.mode === 'shared',
       liveReplicas: () => built.limiter.liveReplicas,
       departedReplicas: () => built.limiter.departedReplicas,
@@ -103,7 +103,7 @@ function buildUpstream(svc: BrokerHost, cfg: BrokerConfig, u: UpstreamConfig, re
   limiter.start();
   svc.onShutdown('stop', `limiter:${u.name}`, () => limiter.stop());
 
-  const adaptive = new AdaptiveLimits(configured, { creepPeriodMs: 1_000 * cfg.timeScale, holdMs: 5_000 * cfg.timeScale, reportTtlMs: 60_000 * cfg.timeScale, burstFraction: cfg.quotaBurstFraction });
+  const adaptive = new AdaptiveLimits(configured, { creepPeriodMs: 1_000 * cfg.timeScale, holdMs: 5_000 * cfg.timeScale, reportTtlMs: 60_000 * cfg.timeScale });
   const creep = setInterval(() => adaptive.tick() && limiter.setLimits(adaptive.limits), Math.max(50, 500 * cfg.timeScale));
   creep.unref();
   svc.onShutdown('stop', `adaptive-limits:${u.name}`, () => clearInterval(creep));

@@ -169,7 +169,7 @@ export interface Upstream {
   /** The models it serves; the first is its default. */
   models: readonly string[];
   queue: AdmissionQueue;
-  limiter: Pick<GlobalLimiter, 'pausedForMs' | 'pauseFor' | 'setLimits' | 'setBurstFraction'>;
+  limiter: Pick<GlobalLimiter, 'pausedForMs' | 'pauseFor' | 'setLimits' | 'burstFraction' | 'learnBurstFraction'>;
   adaptive: AdaptiveLimits;
   breaker: CircuitBreaker<[ProviderRequest, AbortSignal], OpenStream>;
   breakerResetMs: number;
@@ -972,11 +972,12 @@ export class LlmBroker {
             u.limiter.setLimits(u.adaptive.limits);
             d.logger.warn({ upstream: u.name, limits: u.adaptive.limits }, 'provider rate limit: effective limits cut');
           }
-          if (burst && u.adaptive.onBurstRefused()) {
-            u.limiter.setBurstFraction(u.adaptive.burstFraction);
+          const halved = burst ? u.adaptive.halveBurst(u.limiter.burstFraction) : undefined;
+          if (halved !== undefined) {
+            u.limiter.learnBurstFraction(halved);
             d.logger.warn(
-              { upstream: u.name, burstFraction: u.adaptive.burstFraction, remaining: err.limits },
-              'provider refused a burst with its minute not used up (it enforces its limits over a shorter period): pacing bucket halved; set LLM_QUOTA_BURST_FRACTION to start there',
+              { upstream: u.name, burstFraction: halved, remaining: err.limits },
+              'provider refused a burst with its minute not used up (it enforces its limits over a shorter period): pacing bucket halved on every replica; set LLM_QUOTA_BURST_FRACTION to start there',
             );
           }
         } else {

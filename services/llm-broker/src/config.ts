@@ -177,7 +177,7 @@ export const VARS = {
         ' the rest of the limit is paced evenly, so calls no larger than the bucket are sustained at (1 − this) of the limit (98 % by default).' +
         ' A provider that enforces its per-minute limits over shorter periods (OpenAI: "60,000 requests/minute may be enforced as 1,000' +
         ' requests/second") refuses a bucket larger than one second of its limit: 0.015 then (under 1/60, so that calls reaching it up to 0.1 s later than' +
-        ' admitted still fit). A replica halves its bucket by itself on a 429 that says the provider\'s minute had room (llm_quota_burst_fraction). The same on every replica',
+        ' admitted still fit). The brokers halve their bucket by themselves on a 429 that says the provider\'s minute had room (llm_quota_burst_fraction). The same on every replica',
     },
     LLM_ADMIT_AHEAD: {
       type: 'int', default: 8, min: 0,

@@ -6,6 +6,8 @@ import type Redis from 'ioredis';
 // answers after a delay. Only the limiter's own logic is under test here (Redis itself is in the
 // integration tests).
 type Behaviour = 'ok' | 'hang' | { afterMs: number };
+/** Where the heartbeat's `local` flag is among its arguments (two keys, then replicaId, ttlMs, holdMs, local). */
+const LOCAL_ARG = 5;
 function fakeRedis(behaviour: Record<string, Behaviour>) {
   const replies: Record<string, unknown> = {
     meshQuotaAcquire: [1, '', 0], meshQuotaRenew: 1, meshQuotaRelease: 1, meshQuotaPause: 1, meshQuotaHeartbeat: [1, 0], meshQuotaMerge: 1,
@@ -302,8 +304,8 @@ describe('GlobalLimiter: replicas that departed without leaving', () => {
     if (first.ok) return;
     expect(first.retryAfterMs).toBeGreaterThan(60);
     // Its beats while local say so: one that lands late counts it departed, not live.
-    await waitFor(() => fake.args.meshQuotaHeartbeat!.at(-1)!.at(-1) === 1);
-    expect(fake.args.meshQuotaHeartbeat![0]!.at(-1)).toBe(0);
+    await waitFor(() => fake.args.meshQuotaHeartbeat!.at(-1)![LOCAL_ARG] === 1);
+    expect(fake.args.meshQuotaHeartbeat![0]![LOCAL_ARG]).toBe(0);
     fake.raw.status = 'end';
     await new Promise((r) => setTimeout(r, first.retryAfterMs + 5));
     expect(Date.now() - beatAt).toBeGreaterThanOrEqual(120);
@@ -322,7 +324,7 @@ describe('GlobalLimiter: replicas that departed without leaving', () => {
     expect(limiter.mode).toBe('shared');
     // The next periodic beat is a minute away: this one is the recovery's.
     await waitFor(() => fake.args.meshQuotaHeartbeat!.length > beats);
-    expect(fake.args.meshQuotaHeartbeat!.at(-1)!.at(-1)).toBe(0);
+    expect(fake.args.meshQuotaHeartbeat!.at(-1)![LOCAL_ARG]).toBe(0);
     await limiter.stop();
   });
 

@@ -28,7 +28,7 @@ interface QuotaCommands {
   meshQuotaRenew(...args: (string | number)[]): Promise<number>;
   meshQuotaRelease(...args: (string | number)[]): Promise<number>;
   meshQuotaPause(...args: (string | number)[]): Promise<number>;
-  meshQuotaHeartbeat(...args: (string | number)[]): Promise<[number, number]>;
+  meshQuotaHeartbeat(...args: (string | number)[]): Promise<[number, number, string]>;
   meshQuotaMerge(...args: (string | number)[]): Promise<number>;
   meshQuotaRequest(...args: (string | number)[]): Promise<Reply>;
 }
@@ -38,7 +38,7 @@ function defineCommands(redis: Redis): QuotaCommands {
   redis.defineCommand('meshQuotaRenew', { numberOfKeys: 1, lua: RENEW });
   redis.defineCommand('meshQuotaRelease', { numberOfKeys: 4, lua: RELEASE });
   redis.defineCommand('meshQuotaPause', { numberOfKeys: 1, lua: PAUSE });
-  redis.defineCommand('meshQuotaHeartbeat', { numberOfKeys: 1, lua: HEARTBEAT });
+  redis.defineCommand('meshQuotaHeartbeat', { numberOfKeys: 2, lua: HEARTBEAT });
   redis.defineCommand('meshQuotaMerge', { numberOfKeys: 4, lua: MERGE });
   redis.defineCommand('meshQuotaRequest', { numberOfKeys: 2, lua: REQUEST });
   return redis as unknown as QuotaCommands;
@@ -57,6 +57,8 @@ const REFILL_DELAY_MS = 5;
 
 /** How often a release Redis could not take is tried again while it is away. */
 const RELEASE_RETRY_MS = 200;
+/** How long a pacing bucket learnt from the provider is kept in Redis after the last beat of a replica that learnt it. */
+const BURST_TTL_MS = 24 * 3_600_000;
 
 /**
  * A replica's id in the heartbeat set, the same after its process restarts in the same place (a
@@ -109,7 +111,10 @@ export class GlobalLimiter {
   private limits: Required<AdmissionLimits>;
   private readonly leaseMs: number;
   private readonly windowMs: number;
-  private burstFraction: number;
+  /** The pacing's bucket: the configured fraction, or a smaller one learnt (learnBurstFraction, or from another replica). */
+  private burst: number;
+  /** The bucket this replica learnt from the provider itself: passed to the others with each heartbeat. */
+  private learntBurst?: number;
   private readonly replicaId: string;
   private readonly heartbeatMs: number;
   private readonly redisTimeoutMs: number;
@@ -166,7 +171,7 @@ export class GlobalLimiter {
     this.limits = norm(options);
     this.leaseMs = options.leaseMs ?? 15_000;
     this.windowMs = WINDOW_MS * (options.windowScale ?? 1) + Math.max(0, options.windowMarginMs ?? 0);
-    this.burstFraction = options.burstFraction ?? DEFAULT_BURST_FRACTION;
+    this.burst = options.burstFraction ?? DEFAULT_BURST_FRACTION;
     this.replicaId = options.replicaId ?? randomUUID();
     this.heartbeatMs = options.heartbeatMs ?? 2_000;
     this.redisTimeoutMs = options.redisTimeoutMs ?? 500;
@@ -177,7 +182,7 @@ export class GlobalLimiter {
     this.aheadMax = Math.max(0, Math.floor(options.admitAhead ?? 0));
     this.aheadMs = options.admitAheadMs ?? 50;
     this.aheadKeepMs = Math.max(0, options.admitAheadKeepMs ?? 0);
-    this.local = new LocalAdmission(this.localLimits(), this.windowMs, this.burstFraction);
+    this.local = new LocalAdmission(this.localLimits(), this.windowMs, this.burst);
   }
 
   /** The key that exists (with the pause as its TTL) while a limiter with this prefix is paused. */
@@ -190,9 +195,9 @@ export class GlobalLimiter {
    * limiter is in one cluster slot (its scripts touch several), and different limiters (each
    * user's rate limit, each tool's) spread over the cluster's slots.
    */
-  static keysOf(keyPrefix: string): { leases: string; rpm: string; tpm: string; pause: string; replicas: string; tpmLog: string; tpmTokens: string } {
+  static keysOf(keyPrefix: string): { leases: string; rpm: string; tpm: string; pause: string; replicas: string; tpmLog: string; tpmTokens: string; burst: string } {
     const p = `{${keyPrefix}}`;
-    return { leases: `${p}:leases`, rpm: `${p}:rpm`, tpm: `${p}:tpm`, pause: `${p}:pause`, replicas: `${p}:replicas`, tpmLog: `${p}:tpm:log`, tpmTokens: `${p}:tpm:tokens` };
+    return { leases: `${p}:leases`, rpm: `${p}:rpm`, tpm: `${p}:tpm`, pause: `${p}:pause`, replicas: `${p}:replicas`, tpmLog: `${p}:tpm:log`, tpmTokens: `${p}:tpm:tokens`, burst: `${p}:burst` };
   }
 
   /** Starts the heartbeat that tells every replica how many share the quota. */
@@ -237,19 +242,32 @@ export class GlobalLimiter {
     return { ...this.limits };
   }
 
-  /** Changes the effective limits (adaptation to the provider); takes effect on the next decision. */
+  /** The share of each limit the pacing lets go at once. */
+  get burstFraction(): number {
+    return this.burst;
+  }
+
   /**
-   * A smaller pacing bucket (the provider refused a burst: AdaptiveLimits.onBurstRefused). The
-   * admissions taken ahead under the old one are given back. Only this replica's decisions change:
-   * each replica learns from the 429s it meets.
+   * A smaller pacing bucket, learnt from the provider (it refused a burst with its minute not used
+   * up: AdaptiveLimits.halveBurst). Passed to the other replicas at once with a heartbeat; each
+   * takes the smallest learnt on its next beat, and one that starts later on its first. Kept in
+   * Redis for BURST_TTL_MS after the last beat of a replica that learnt it.
    */
-  setBurstFraction(fraction: number): void {
-    if (fraction === this.burstFraction) return;
+  learnBurstFraction(fraction: number): void {
+    if (fraction >= this.burst) return;
+    this.learntBurst = fraction;
+    this.useBurst(fraction);
+    if (this.heartbeat && !this.degraded) void this.beat();
+  }
+
+  /** The admissions taken ahead under the old bucket are given back. */
+  private useBurst(fraction: number): void {
     this.giveBackAllAhead();
-    this.burstFraction = fraction;
+    this.burst = fraction;
     this.local.setBurstFraction(fraction);
   }
 
+  /** Changes the effective limits (adaptation to the provider); takes effect on the next decision. */
   setLimits(limits: AdmissionLimits): void {
     const next = norm(limits);
     const l = this.limits;
@@ -304,7 +322,7 @@ export class GlobalLimiter {
           this.cmd.meshQuotaAcquire(
             this.keys.leases, this.keys.rpm, this.keys.tpm, this.keys.pause, this.keys.tpmLog, this.keys.tpmTokens,
             ids[first]!, this.leaseMs, concurrency, rpm,
-            tpm, tokens[first]!, this.windowMs, this.burstFraction, ahead, aheadId, aheadTokens, ...more,
+            tpm, tokens[first]!, this.windowMs, this.burst, ahead, aheadId, aheadTokens, ...more,
           ),
         );
         this.keepAhead(aheadId, Number(aheadAdmitted ?? 0), sentAt, aheadTokens, epoch);
@@ -379,7 +397,7 @@ export class GlobalLimiter {
       this.cmd.meshQuotaAcquire(
         this.keys.leases, this.keys.rpm, this.keys.tpm, this.keys.pause, this.keys.tpmLog, this.keys.tpmTokens,
         '', this.leaseMs, this.sharedConcurrency(), rpm,
-        tpm, 0, this.windowMs, this.burstFraction, want, aheadId, aheadTokens,
+        tpm, 0, this.windowMs, this.burst, want, aheadId, aheadTokens,
       ),
     )
       .then(([, , , admitted]) => {
@@ -448,10 +466,10 @@ export class GlobalLimiter {
     const { requestsPerMinute: rpm, tokensPerMinute: tpm } = this.sharedLimits();
     const { maxConcurrent } = this.limits;
     for (const a of ahead) {
-      if (rpm > 0) void this.call(() => this.cmd.meshQuotaRequest(this.keys.rpm, this.keys.pause, rpm, this.windowMs, this.burstFraction, -1)).catch(() => undefined);
+      if (rpm > 0) void this.call(() => this.cmd.meshQuotaRequest(this.keys.rpm, this.keys.pause, rpm, this.windowMs, this.burst, -1)).catch(() => undefined);
       if (maxConcurrent > 0 || (tpm > 0 && a.tokens > 0)) {
         const registered = maxConcurrent > 0 ? '1' : '0';
-        void this.call(() => this.cmd.meshQuotaRelease(this.keys.leases, this.keys.tpm, this.keys.tpmLog, this.keys.tpmTokens, a.id, -a.tokens, tpm, this.windowMs, this.burstFraction, registered)).catch(() => undefined);
+        void this.call(() => this.cmd.meshQuotaRelease(this.keys.leases, this.keys.tpm, this.keys.tpmLog, this.keys.tpmTokens, a.id, -a.tokens, tpm, this.windowMs, this.burst, registered)).catch(() => undefined);
       }
     }
   }
@@ -520,7 +538,7 @@ export class GlobalLimiter {
     // A shared lease takes a slot in Redis' leases set only under a concurrency limit.
     const registered = this.limits.maxConcurrent > 0;
     const releaseShared = (delta: number) =>
-      this.call(() => this.cmd.meshQuotaRelease(this.keys.leases, this.keys.tpm, this.keys.tpmLog, this.keys.tpmTokens, id, delta, this.sharedLimits().tokensPerMinute, this.windowMs, this.burstFraction, registered ? '1' : '0'));
+      this.call(() => this.cmd.meshQuotaRelease(this.keys.leases, this.keys.tpm, this.keys.tpmLog, this.keys.tpmTokens, id, delta, this.sharedLimits().tokensPerMinute, this.windowMs, this.burst, registered ? '1' : '0'));
     const settle = async (delta: number) => {
       if (done) return;
       done = true;
@@ -571,7 +589,7 @@ export class GlobalLimiter {
       if (currentMode === 'shared') {
         try {
           const [ok, reason, retryAfterMs] = await this.call(() =>
-            this.cmd.meshQuotaRequest(this.keys.rpm, this.keys.pause, this.sharedLimits().requestsPerMinute, this.windowMs, this.burstFraction, delta),
+            this.cmd.meshQuotaRequest(this.keys.rpm, this.keys.pause, this.sharedLimits().requestsPerMinute, this.windowMs, this.burst, delta),
           );
           return ok === 1 ? { ok: true } : { ok: false, reason: reason as 'rpm' | 'paused', retryAfterMs: Number(retryAfterMs) };
         } catch (err) {
@@ -614,11 +632,18 @@ export class GlobalLimiter {
   private async beat(): Promise<void> {
     const local = this.degraded;
     try {
-      const [live, departed] = await this.call(() => {
+      const [live, departed, learnt] = await this.call(() => {
         // A beat sent while sharing may land even if its answer never comes: it counts from now.
         if (!local) this.lastSharedBeatAt = Date.now();
-        return this.cmd.meshQuotaHeartbeat(this.keys.replicas, this.replicaId, this.heartbeatMs * 3, this.departedHoldMs, local ? 1 : 0);
+        return this.cmd.meshQuotaHeartbeat(
+          this.keys.replicas, this.keys.burst, this.replicaId, this.heartbeatMs * 3, this.departedHoldMs, local ? 1 : 0, this.learntBurst ?? '', BURST_TTL_MS,
+        );
       });
+      const fleetBurst = learnt === '' || learnt === undefined ? NaN : Number(learnt);
+      if (fleetBurst > 0 && fleetBurst < this.burst) {
+        this.logger?.warn({ burstFraction: fleetBurst }, 'quota: another replica learnt a smaller pacing bucket from the provider; using it');
+        this.useBurst(fleetBurst);
+      }
       if ((live > 0 && live !== this.replicas) || departed !== this.departed) {
         if (live > 0) this.replicas = live;
         this.departed = departed;

@@ -263,8 +263,12 @@ return math.ceil(tonumber(ARGV[1]))
  * (a crash, or a replica cut off from Redis that now admits on its local share), whose shares the
  * live ones keep free. A replica on its local share beats with `local` = 1 when a beat gets through
  * late: it is counted departed, not live. Leaving (ZREM) counts a replica in neither.
- * KEYS: replicas (zset id → expiry). ARGV: replicaId, ttlMs, holdMs, local (0/1).
- * Returns {live, departed}.
+ * It also shares the smallest pacing bucket a replica learnt from the provider (a burst it refused
+ * with its minute not used up): a replica that learnt one passes it, kept for `burstTtlMs` from its
+ * latest beat, and every replica hears the smallest.
+ * KEYS: replicas (zset id → expiry), learnt burst fraction. ARGV: replicaId, ttlMs, holdMs, local
+ * (0/1), this replica's learnt burst fraction ('': none), burstTtlMs.
+ * Returns {live, departed, the fleet's learnt burst fraction ('': none)}.
  */
 export const HEARTBEAT = `${CLOCK_AND_PACE}
 local ttl = tonumber(ARGV[2])
@@ -277,7 +281,12 @@ else
 end
 redis.call('PEXPIRE', KEYS[1], math.ceil(ttl * 2 + hold))
 local live = redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf')
-return {live, redis.call('ZCARD', KEYS[1]) - live}
+local burst = redis.call('GET', KEYS[2])
+if ARGV[5] ~= '' and (not burst or tonumber(ARGV[5]) <= tonumber(burst)) then
+  burst = ARGV[5]
+  redis.call('SET', KEYS[2], burst, 'PX', ARGV[6])
+end
+return {live, redis.call('ZCARD', KEYS[1]) - live, burst or ''}
 `;
 
 /**

@@ -20,8 +20,6 @@ export interface AdaptiveOptions {
   floor?: number;
   /** A reported provider limit not heard again for this long is forgotten. @default 60000 */
   reportTtlMs?: number;
-  /** The pacing's bucket as configured (LLM_QUOTA_BURST_FRACTION). @default 0.02 */
-  burstFraction?: number;
 }
 
 /** The least burst fraction a refused burst halves the bucket to (the configuration's own minimum). */
@@ -37,7 +35,6 @@ export class AdaptiveLimits {
   private reportedAt: Record<keyof Limits, number> = { maxConcurrent: 0, requestsPerMinute: 0, tokensPerMinute: 0 };
   private lastCut = -Infinity;
   private lastBurstCut = -Infinity;
-  private burst: number;
   private lastCreep: number;
   private readonly o: Required<AdaptiveOptions>;
 
@@ -47,8 +44,7 @@ export class AdaptiveLimits {
     private readonly now: () => number = Date.now,
   ) {
     this.effective = { ...configured };
-    this.o = { cut: 0.7, creep: 0.02, creepPeriodMs: 1_000, holdMs: 5_000, floor: 0.05, reportTtlMs: 60_000, burstFraction: 0.02, ...opts };
-    this.burst = this.o.burstFraction;
+    this.o = { cut: 0.7, creep: 0.02, creepPeriodMs: 1_000, holdMs: 5_000, floor: 0.05, reportTtlMs: 60_000, ...opts };
     this.lastCreep = now();
   }
 
@@ -56,25 +52,20 @@ export class AdaptiveLimits {
     return { ...this.effective };
   }
 
-  /** The share of each limit the pacing lets go at once. */
-  get burstFraction(): number {
-    return this.burst;
-  }
-
   /**
    * A 429 that came with the provider's minute not used up (see `refusedBurst`): the provider
    * enforces its limit over a shorter period (OpenAI's "quantized" limits: 60,000 requests a
-   * minute may be enforced as 1,000 a second) and refused a burst. Halves the pacing's bucket,
-   * once per hold period (the calls of one burst refused together are one cut), never below
-   * MIN_BURST_FRACTION; it does not grow back (such a provider keeps enforcing so). A smaller
-   * bucket costs no rate: the pacing sustains (1 − fraction) of each limit. True when it changed.
+   * minute may be enforced as 1,000 a second) and refused a burst. The pacing's bucket halved from
+   * `current`, once per quarter hold period (the calls of one burst refused together are one cut),
+   * never below MIN_BURST_FRACTION: undefined when not. It does not grow back (such a provider
+   * keeps enforcing so), and a smaller bucket costs no rate: the pacing sustains (1 − fraction) of
+   * each limit.
    */
-  onBurstRefused(): boolean {
+  halveBurst(current: number): number | undefined {
     const now = this.now();
-    if (now - this.lastBurstCut < this.o.holdMs / 4 || this.burst <= MIN_BURST_FRACTION) return false;
-    this.burst = Math.max(MIN_BURST_FRACTION, this.burst / 2);
+    if (now - this.lastBurstCut < this.o.holdMs / 4 || current <= MIN_BURST_FRACTION) return undefined;
     this.lastBurstCut = now;
-    return true;
+    return Math.max(MIN_BURST_FRACTION, current / 2);
   }
 
   private ceiling(k: keyof Limits): number {

@@ -373,21 +373,19 @@ describe('AdaptiveLimits', () => {
     expect(refusedBurst('concurrency', { remainingRequests: 588, remainingTokens: 5_000 }, 900)).toBe(false);
   });
 
-  it('halves the burst fraction on a refused burst, once per quarter hold, down to the minimum, and never grows it back', () => {
+  it('halves the burst fraction on a refused burst, once per quarter hold, down to the minimum', () => {
     let now = 0;
-    const a = new AdaptiveLimits({ maxConcurrent: 0, requestsPerMinute: 600, tokensPerMinute: 0 }, { holdMs: 1_000, burstFraction: 0.02 }, () => now);
-    expect(a.burstFraction).toBe(0.02);
-    expect(a.onBurstRefused()).toBe(true);
-    expect(a.burstFraction).toBe(0.01);
-    expect(a.onBurstRefused()).toBe(false); // the same burst's other refusals
+    const a = new AdaptiveLimits({ maxConcurrent: 0, requestsPerMinute: 600, tokensPerMinute: 0 }, { holdMs: 1_000 }, () => now);
+    expect(a.halveBurst(0.02)).toBe(0.01);
+    expect(a.halveBurst(0.01)).toBeUndefined(); // the same burst's other refusals
     expect(a.limits.requestsPerMinute).toBe(600); // the limits are not cut
+    let f = 0.01;
     for (let i = 0; i < 10; i += 1) {
       now += 250;
-      a.onBurstRefused();
+      f = a.halveBurst(f) ?? f;
     }
-    expect(a.burstFraction).toBe(MIN_BURST_FRACTION);
-    now += 60_000;
-    a.tick();
-    expect(a.burstFraction).toBe(MIN_BURST_FRACTION);
+    expect(f).toBe(MIN_BURST_FRACTION);
+    now += 250;
+    expect(a.halveBurst(f)).toBeUndefined();
   });
 });
