@@ -132,7 +132,7 @@ export class QuantumBucket {
     this.level -= amount;
   }
 
-  /** A charge corrected after the fact (negative: a refund), kept within the bucket. */
+  /** A charge corrected after the fact (positive: tokens refunded; negative: billed beyond the charge), kept within the bucket. */
   give(amount: number, capacity: number): void {
     this.level = Math.min(capacity, this.level + amount);
   }
