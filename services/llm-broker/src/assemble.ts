@@ -1,7 +1,7 @@
 // The broker as a part of a process: Redis, and per upstream its global limiter, queue and provider
 // behind its breaker, with their shutdown steps. The llm-broker service serves it over gRPC
 // (main.ts); an edge with EDGE_INLINE_BROKER calls it in its own process for `/v1` (no gRPC hop).
-import { BUDGET_KEY_PREFIX, closeRedis, createRedis, GlobalLimiter, redisReady, replicaIdOfProcess, TokenBudgets, type Redis, type Registry, type Service } from '@agent-mesh/common';
+import { BUDGET_KEY_PREFIX, closeRedis, createRedis, GlobalLimiter, redisReady, replicaIdOfProcess, TokenBudgets, type AdmissionLimits, type Redis, type Registry, type Service } from '@agent-mesh/common';
 import { LlmBroker, type Upstream } from './broker';
 import { ResponseCache } from './cache/response-cache';
 import type { BrokerConfig, UpstreamConfig } from './config';
@@ -9,6 +9,7 @@ import { createBrokerMetrics, type BrokerMetrics, type UpstreamGauges } from './
 import { AdaptiveLimits } from './queue/adaptive';
 import { AdmissionQueue } from './queue/admission';
 import { FleetOwedCalls } from './queue/fleet-owed';
+import { OutputTokenAdmitter, outputQuotaKey } from './queue/output-tokens';
 import { tokenizer } from './tokens';
 import { HttpProvider } from './upstream/http';
 import { WIRE_PROTOCOLS } from './upstream/protocols';
@@ -48,7 +49,8 @@ export async function assembleBroker(svc: BrokerHost, cfg: BrokerConfig, registr
       breakerState: () => ({ closed: 0, half_open: 1, open: 2 })[breakerState(built.upstream.breaker)],
       effectiveLimits: () => {
         const l = built.upstream.adaptive.limits;
-        return { rpm: l.requestsPerMinute, tpm: l.tokensPerMinute, concurrency: l.maxConcurrent };
+        const otpm = built.upstream.output?.adaptive.limits.tokensPerMinute ?? 0;
+        return { rpm: l.requestsPerMinute, tpm: l.tokensPerMinute, otpm, concurrency: l.maxConcurrent };
       },
       burstFraction: () => built.limiter.burstFraction,
       sharedQuota: () => built.limiter.mode === 'shared',
@@ -86,27 +88,32 @@ export async function assembleBroker(svc: BrokerHost, cfg: BrokerConfig, registr
 
 /** Where each upstream is, what it serves, its limits: for a log line, never the keys. */
 export function describeUpstreams(cfg: BrokerConfig) {
-  return cfg.upstreams.map((u) => ({ name: u.name, protocol: u.protocol, baseUrl: u.baseUrl, models: u.models, maxConcurrent: u.maxConcurrent, rpm: u.rpm, tpm: u.tpm, quotaKey: u.quotaKey }));
+  return cfg.upstreams.map((u) => ({ name: u.name, protocol: u.protocol, baseUrl: u.baseUrl, models: u.models, maxConcurrent: u.maxConcurrent, rpm: u.rpm, tpm: u.tpm, otpm: u.otpm, quotaKey: u.quotaKey }));
 }
 
 /** One upstream's own parts: its quota in Redis (limiter, adaptive limits), queue, provider and breaker. */
 function buildUpstream(svc: BrokerHost, cfg: BrokerConfig, u: UpstreamConfig, redis: Redis, metrics: BrokerMetrics): { upstream: Upstream; limiter: GlobalLimiter } {
   const { logger } = svc;
   const log = logger.child({ upstream: u.name });
-  const configured = { maxConcurrent: u.maxConcurrent, requestsPerMinute: u.rpm, tokensPerMinute: u.tpm };
-  const limiter = new GlobalLimiter(
-    redis,
-    u.quotaKey,
-    { ...configured, leaseMs: cfg.leaseMs, fallbackReplicas: cfg.fallbackReplicas, departedHoldMs: cfg.departedHoldMs, windowScale: cfg.timeScale, windowMarginMs: cfg.quotaWindowMarginMs, burstFraction: cfg.quotaBurstFraction, admitAhead: cfg.admitAhead, admitAheadMs: cfg.admitAheadMs, admitAheadKeepMs: cfg.admitAheadKeepMs, replicaId: replicaIdOfProcess() },
-    log,
-  );
-  limiter.start();
-  svc.onShutdown('stop', `limiter:${u.name}`, () => limiter.stop());
-
-  const adaptive = new AdaptiveLimits(configured, { creepPeriodMs: 1_000 * cfg.timeScale, holdMs: 5_000 * cfg.timeScale, reportTtlMs: 60_000 * cfg.timeScale });
-  const creep = setInterval(() => adaptive.tick() && limiter.setLimits(adaptive.limits), Math.max(50, 500 * cfg.timeScale));
-  creep.unref();
-  svc.onShutdown('stop', `adaptive-limits:${u.name}`, () => clearInterval(creep));
+  /** A limiter of the upstream's quota in Redis, and its limits adapting to the provider. */
+  const quota = (keyPrefix: string, configured: Required<AdmissionLimits>, what: string) => {
+    const limiter = new GlobalLimiter(
+      redis,
+      keyPrefix,
+      { ...configured, leaseMs: cfg.leaseMs, fallbackReplicas: cfg.fallbackReplicas, departedHoldMs: cfg.departedHoldMs, windowScale: cfg.timeScale, windowMarginMs: cfg.quotaWindowMarginMs, burstFraction: cfg.quotaBurstFraction, admitAhead: cfg.admitAhead, admitAheadMs: cfg.admitAheadMs, admitAheadKeepMs: cfg.admitAheadKeepMs, replicaId: replicaIdOfProcess() },
+      log,
+    );
+    limiter.start();
+    svc.onShutdown('stop', `${what}:${u.name}`, () => limiter.stop());
+    const adaptive = new AdaptiveLimits(configured, { creepPeriodMs: 1_000 * cfg.timeScale, holdMs: 5_000 * cfg.timeScale, reportTtlMs: 60_000 * cfg.timeScale });
+    const creep = setInterval(() => adaptive.tick() && limiter.setLimits(adaptive.limits), Math.max(50, 500 * cfg.timeScale));
+    creep.unref();
+    svc.onShutdown('stop', `adaptive-${what}:${u.name}`, () => clearInterval(creep));
+    return { limiter, adaptive };
+  };
+  const { limiter, adaptive } = quota(u.quotaKey, { maxConcurrent: u.maxConcurrent, requestsPerMinute: u.rpm, tokensPerMinute: u.tpm }, 'limiter');
+  // Output tokens limited on their own (OTPM): a second limiter, of tokens only.
+  const output = u.otpm > 0 ? quota(outputQuotaKey(u.quotaKey), { maxConcurrent: 0, requestsPerMinute: 0, tokensPerMinute: u.otpm }, 'output-limiter') : undefined;
 
   const provider = new HttpProvider(WIRE_PROTOCOLS[u.protocol], {
     baseUrl: u.baseUrl, apiKey: u.apiKey, requestTimeoutMs: cfg.requestTimeoutMs, streamIdleTimeoutMs: cfg.streamIdleTimeoutMs, maxConnections: u.maxConcurrent,
@@ -127,7 +134,7 @@ function buildUpstream(svc: BrokerHost, cfg: BrokerConfig, u: UpstreamConfig, re
   });
 
   const queue = new AdmissionQueue(
-    limiter,
+    output ? new OutputTokenAdmitter(limiter, output.limiter) : limiter,
     {
       maxLength: cfg.queueMax,
       // Before any admission was measured: this replica's share of the RPM pace.
@@ -154,6 +161,7 @@ function buildUpstream(svc: BrokerHost, cfg: BrokerConfig, u: UpstreamConfig, re
       queue,
       limiter,
       adaptive,
+      output,
       breaker,
       breakerResetMs: cfg.breaker.resetMs,
       retryBudget: new RetryBudget(cfg.retry.budgetRatio, cfg.retry.budgetBurst),

@@ -16,7 +16,7 @@ import { candidatesFor, FALLBACK_REASONS, passOver, type PassOverReason } from '
 import { countText } from './tokens';
 import {
   UpstreamError,
-  type AccountProblem, type ChatMessageIn, type LogprobOut, type OpenStream, type Provider, type ProviderRequest, type StreamEvent, type ToolCallOut, type ToolChoiceSpec, type ToolSpec, type UsageOut,
+  type AccountProblem, type ChatMessageIn, type LogprobOut, type OpenStream, type Provider, type ProviderLimits, type ProviderRequest, type StreamEvent, type ToolCallOut, type ToolChoiceSpec, type ToolSpec, type UsageOut,
 } from './upstream/provider';
 import { embedBatches, embedPromptTokens } from './upstream/embeddings';
 import { SentRequests } from './upstream/requests';
@@ -171,6 +171,8 @@ export interface Upstream {
   queue: AdmissionQueue;
   limiter: Pick<GlobalLimiter, 'pausedForMs' | 'pauseFor' | 'setLimits' | 'burstFraction' | 'learnBurstFraction'>;
   adaptive: AdaptiveLimits;
+  /** Output tokens limited on their own (`otpm`, Anthropic's OTPM): their limiter and limits; `limiter`'s TPM then counts input tokens. */
+  output?: { limiter: Pick<GlobalLimiter, 'setLimits' | 'burstFraction' | 'learnBurstFraction'>; adaptive: AdaptiveLimits };
   breaker: CircuitBreaker<[ProviderRequest, AbortSignal], OpenStream>;
   breakerResetMs: number;
   retryBudget: RetryBudget;
@@ -178,6 +180,26 @@ export interface Upstream {
   keyVariable: string;
   /** Who answers (protocol and base URL): part of the response cache's key. */
   identity: string;
+}
+
+/** Tokens as a provider counts them: the input (prompt) and the output (completion). */
+interface Charge {
+  input: number;
+  output: number;
+}
+const totalOf = (c: Charge): number => c.input + c.output;
+const addCharges = (a: Charge, b: Charge): Charge => ({ input: a.input + b.input, output: a.output + b.output });
+
+/**
+ * The provider's limits as each of an upstream's limiters reads them: with output tokens limited
+ * apart, the first's TPM is the input tokens' limit, the second's the output tokens'.
+ */
+function limitsOf(u: Upstream, l: ProviderLimits): { main: ProviderLimits; output: ProviderLimits } {
+  if (!u.output) return { main: l, output: {} };
+  return {
+    main: { ...l, limitTokens: l.limitInputTokens ?? l.limitTokens, remainingTokens: l.remainingInputTokens ?? l.remainingTokens },
+    output: { limitTokens: l.limitOutputTokens, remainingTokens: l.remainingOutputTokens },
+  };
 }
 
 /** A validated call, before an upstream is chosen (the model is each upstream's). */
@@ -696,7 +718,10 @@ export class LlmBroker {
     const requestLabel = { ...label, api: req.embed ? 'embeddings' : 'chat' };
     if (u.breaker.opened) throw this.breakerRefusal(u);
     const promptTokens = u.provider.countPromptTokens(req);
-    const reserved = promptTokens + req.maxTokens;
+    const reservation: Charge = { input: promptTokens, output: req.maxTokens };
+    const reserved = totalOf(reservation);
+    // With output tokens limited on their own, the first limiter's TPM counts the input tokens.
+    const tpmTokens = (c: Charge) => (u.output ? c.input : totalOf(c));
 
     // 1. Wait for a lease, streaming queue updates meanwhile.
     const updates = new Channel<GenerateEvent>();
@@ -713,7 +738,8 @@ export class LlmBroker {
         started: input.runStarted,
         owes: owedBy(input.callerRole, input.runStarted),
         holder: input.runId || input.userId,
-        tokens: reserved,
+        tokens: tpmTokens(reservation),
+        ...(u.output ? { outputTokens: reservation.output } : {}),
         deadline,
         signal: callOff ? callOff.signal : signal,
         // A direct call (the edge's /v1) starts no run: no admission control reads the marginal wait
@@ -751,17 +777,21 @@ export class LlmBroker {
     let settled = false;
     let completionText = '';
     /** What the provider counts against TPM for one attempt it answered: `reserve`: prompt + max_tokens on arrival, for good; else what it billed. */
-    const chargeOf = (billed: number) => (d.tpmAccounting === 'reserve' ? reserved : Math.max(0, Math.ceil(billed)));
+    const chargeOf = (billed: Charge): Charge =>
+      d.tpmAccounting === 'reserve' ? reservation : { input: Math.max(0, Math.ceil(billed.input)), output: Math.max(0, Math.ceil(billed.output)) };
     /** Attempts the provider answered (200) that failed before any token reached the caller, and were retried or gave up: the provider counted each. */
-    let chargedByFailedAttempts = 0;
-    const settle = async (lastAttempt: number) => {
+    const chargedByFailedAttempts: Charge = { input: 0, output: 0 };
+    /** Whether a charge is more than the reservation (in either limit, when output tokens are limited apart). */
+    const beyondReservation = (c: Charge) => (u.output ? c.input > reservation.input || c.output > reservation.output : totalOf(c) > reserved);
+    const settle = async (lastAttempt: Charge) => {
       if (settled) return;
       settled = true;
-      const actual = chargedByFailedAttempts + lastAttempt;
+      const charge = addCharges(chargedByFailedAttempts, lastAttempt);
+      const actual = totalOf(charge);
       if (actual > 0 && input.userId) void d.budgets?.charge(input.userId, actual);
       d.metrics.tokens.inc({ kind: 'settled', ...label }, actual);
       if (actual < reserved) d.metrics.tokens.inc({ kind: 'refunded', ...label }, reserved - actual);
-      await (actual === 0 ? lease.refund() : lease.release({ actualTokens: actual })).catch((err: unknown) =>
+      await (actual === 0 ? lease.refund() : lease.release({ actualTokens: tpmTokens(charge), outputTokens: charge.output })).catch((err: unknown) =>
         d.logger.warn({ err }, 'could not settle the lease'),
       );
     };
@@ -769,13 +799,15 @@ export class LlmBroker {
     let opened: OpenStream | undefined;
     let delivered = 0;
     /** Set when the provider answered: what it billed for the last attempt, settled after `done`. */
-    let answered: number | undefined;
+    let answered: Charge | undefined;
     /** The queue is kicked when the settlement lands (not at the end of this call). */
     let kicked = false;
     try {
       const streamToolCalls = input.streamToolCalls === true;
-      const { stream, iterator, buffered, ended } = await this.open(u, req, signal, deadline, lease, streamToolCalls, (generated) => {
-        chargedByFailedAttempts += chargeOf(promptTokens + generated);
+      const { stream, iterator, buffered, ended } = await this.open(u, req, signal, deadline, lease, reservation, streamToolCalls, (generated) => {
+        const c = chargeOf({ input: promptTokens, output: generated });
+        chargedByFailedAttempts.input += c.input;
+        chargedByFailedAttempts.output += c.output;
       });
       opened = stream;
       let finishReason = 'stop';
@@ -819,14 +851,15 @@ export class LlmBroker {
         const generated = generatedTokens(completionText, toolCalls);
         finalUsage = { promptTokens, completionTokens: generated, totalTokens: promptTokens + generated };
       }
-      const charged = chargeOf(finalUsage.totalTokens);
+      // Output: the completion; input: the rest of the total the provider billed.
+      const charged = chargeOf({ input: finalUsage.totalTokens - finalUsage.completionTokens, output: finalUsage.completionTokens });
       // The settlement (metrics, budget charge, and the Redis round trip that frees the slot and
       // gives the unused reservation back) need not delay the answer: until it lands the quota
       // counts more than was used, never less. So the caller hears `done` first, and the call is
       // settled once, below (finally), with what the provider billed. A charge beyond the
       // reservation is the exception: it lands before `done`, so that no call is admitted on
       // tokens already spent.
-      if (chargedByFailedAttempts + charged > reserved) await settle(charged);
+      if (beyondReservation(addCharges(chargedByFailedAttempts, charged))) await settle(charged);
       else answered = charged;
       yield { type: 'done', finishReason, ...(stopSequence ? { stopSequence } : {}), usage: finalUsage, toolCalls, model, queueWaitMs: waitedMs, upstream: u.name };
     } catch (err) {
@@ -853,7 +886,7 @@ export class LlmBroker {
         if (signal.aborted) d.metrics.upstreamRequests.inc({ outcome: 'cancelled', ...requestLabel });
         // Cancelled or failed: give back all the provider did not bill (prompt + what it generated).
         // Not opened: every attempt that reached the provider is in chargedByFailedAttempts already.
-        await settle(opened ? chargeOf(promptTokens + generatedTokens(completionText, opened.toolCalls())) : 0);
+        await settle(opened ? chargeOf({ input: promptTokens, output: generatedTokens(completionText, opened.toolCalls()) }) : { input: 0, output: 0 });
       }
       if (!kicked) u.queue.kick(heldMs);
     }
@@ -872,6 +905,16 @@ export class LlmBroker {
     d.metrics.alerts.inc({ reason: problem, upstream: u.name });
     d.logger.error({ upstream: u.name, reason: problem, status: err.status, message: err.message }, `upstream alert: ${alert}`);
     if (!u.breaker.opened) u.breaker.open();
+  }
+
+  /** The limits the provider reported: each limiter capped by its own (see limitsOf). True when one changed. */
+  private heardLimits(u: Upstream, l: ProviderLimits): boolean {
+    const views = limitsOf(u, l);
+    const main = u.adaptive.onHeaders(views.main);
+    if (main) u.limiter.setLimits(u.adaptive.limits);
+    const output = u.output?.adaptive.onHeaders(views.output) === true;
+    if (output) u.output!.limiter.setLimits(u.output!.adaptive.limits);
+    return main || output;
   }
 
   private breakerRefusal(u: Upstream): BrokerRefusal {
@@ -894,12 +937,13 @@ export class LlmBroker {
     signal: AbortSignal,
     deadline: number | undefined,
     lease: Lease,
+    reservation: Charge,
     streamToolCalls: boolean,
     onAttemptFailed: (generatedTokens: number) => void,
   ): Promise<Opened> {
     const requests = new SentRequests(lease, { now: this.now, sleep });
     try {
-      return await this.attempts(u, req, signal, deadline, requests, lease.tokens, streamToolCalls, onAttemptFailed);
+      return await this.attempts(u, req, signal, deadline, requests, reservation, streamToolCalls, onAttemptFailed);
     } finally {
       await requests.end().catch((err: unknown) => this.d.logger.warn({ err }, 'could not give back an unsent request'));
     }
@@ -912,7 +956,7 @@ export class LlmBroker {
     deadline: number | undefined,
     requests: SentRequests,
     /** The tokens reserved for the call (a 429 with more remaining in the minute refused a burst). */
-    reserved: number,
+    reservation: Charge,
     streamToolCalls: boolean,
     onAttemptFailed: (generatedTokens: number) => void,
   ): Promise<Opened> {
@@ -932,7 +976,7 @@ export class LlmBroker {
         requests.sending();
         const stream = await u.breaker.fire(req, attemptAbort.signal);
         answered = stream;
-        if (u.adaptive.onHeaders(stream.limits)) u.limiter.setLimits(u.adaptive.limits);
+        this.heardLimits(u, stream.limits);
         const iterator = stream.events[Symbol.asyncIterator]();
         const buffered: StreamEvent[] = [];
         for (;;) {
@@ -965,16 +1009,24 @@ export class LlmBroker {
           d.metrics.upstream429.inc(label);
           floor = err.retryAfterMs ?? 1_000;
           await u.limiter.pauseFor(floor);
-          const kind = limitKindOf(err.limits, err.message);
+          const views = limitsOf(u, err.limits);
+          // Which limit refused: the output tokens', when limited apart and the provider says so.
+          const ofOutput = u.output && (/output tokens/i.test(err.message) || (views.output.remainingTokens !== undefined && views.output.remainingTokens <= 0));
+          const target = ofOutput ? u.output! : u;
+          const view = ofOutput ? views.output : views.main;
+          const kind = ofOutput ? 'tokens' : limitKindOf(view, err.message);
           // The minute had room: a burst was refused, not the rate; the bucket shrinks, the limits stay.
-          const burst = refusedBurst(kind, err.limits, reserved);
-          if (u.adaptive.onHeaders(err.limits) || (!burst && u.adaptive.onRateLimited(kind))) {
-            u.limiter.setLimits(u.adaptive.limits);
-            d.logger.warn({ upstream: u.name, limits: u.adaptive.limits }, 'provider rate limit: effective limits cut');
+          const burst = refusedBurst(kind, view, ofOutput ? reservation.output : u.output ? reservation.input : totalOf(reservation));
+          // Limits the provider reported bind first; else a 429 not about a burst cuts the limit it was about.
+          const heard = this.heardLimits(u, err.limits);
+          const cut = !heard && !burst && target.adaptive.onRateLimited(kind);
+          if (cut) target.limiter.setLimits(target.adaptive.limits);
+          if (heard || cut) {
+            d.logger.warn({ upstream: u.name, limits: u.adaptive.limits, ...(u.output ? { outputTokensPerMinute: u.output.adaptive.limits.tokensPerMinute } : {}) }, 'provider rate limit: effective limits cut');
           }
-          const halved = burst ? u.adaptive.halveBurst(u.limiter.burstFraction) : undefined;
+          const halved = burst ? target.adaptive.halveBurst(target.limiter.burstFraction) : undefined;
           if (halved !== undefined) {
-            u.limiter.learnBurstFraction(halved);
+            target.limiter.learnBurstFraction(halved);
             d.logger.warn(
               { upstream: u.name, burstFraction: halved, remaining: err.limits },
               'provider refused a burst with its minute not used up (it enforces its limits over a shorter period): pacing bucket halved on every replica; set LLM_QUOTA_BURST_FRACTION to start there',

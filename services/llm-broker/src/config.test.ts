@@ -40,7 +40,8 @@ describe('loadConfig, upstreams', () => {
   it('without LLM_UPSTREAMS: one OpenAI-compatible upstream from the single-upstream variables, on the quota keys it always had', () => {
     const [u, ...rest] = loadConfig({ LLM_BASE_URL: 'https://api.example/v1/', LLM_API_KEY: 'sk-1', LLM_MODEL: 'm', LLM_RPM: '60' }).upstreams;
     expect(rest).toEqual([]);
-    expect(u).toEqual({ name: 'default', protocol: 'openai', baseUrl: 'https://api.example/v1', apiKey: 'sk-1', keyVariable: 'LLM_API_KEY', models: ['m'], maxConcurrent: 50, rpm: 60, tpm: 0, quotaKey: 'mesh:llm' });
+    expect(u).toEqual({ name: 'default', protocol: 'openai', baseUrl: 'https://api.example/v1', apiKey: 'sk-1', keyVariable: 'LLM_API_KEY', models: ['m'], maxConcurrent: 50, rpm: 60, tpm: 0, otpm: 0, quotaKey: 'mesh:llm' });
+    expect(loadConfig({ LLM_TPM: '50000', LLM_OTPM: '10000' }).upstreams[0]).toMatchObject({ tpm: 50_000, otpm: 10_000 });
     expect(loadConfig({ LLM_PROTOCOL: 'anthropic' }).upstreams[0]!.protocol).toBe('anthropic');
     expect(() => loadConfig({ LLM_PROTOCOL: 'gemini' })).toThrow(/LLM_PROTOCOL/);
   });
@@ -52,12 +53,13 @@ describe('loadConfig, upstreams', () => {
       K2: 'key-two',
       LLM_UPSTREAMS: JSON.stringify([
         { name: 'ark', baseUrl: 'https://ark.example/api/v3', keyEnv: 'K1', models: ['ep-1'], tpm: 9000 },
-        { name: 'claude', protocol: 'anthropic', baseUrl: 'https://api.anthropic.example/v1', keyEnv: 'K2', models: ['claude-h', 'claude-s'], rpm: 50 },
+        { name: 'claude', protocol: 'anthropic', baseUrl: 'https://api.anthropic.example/v1', keyEnv: 'K2', models: ['claude-h', 'claude-s'], rpm: 50, tpm: 50000, otpm: 10000 },
       ]),
     };
     const [a, b] = loadConfig(env).upstreams;
     expect(a).toMatchObject({ name: 'ark', protocol: 'openai', apiKey: 'key-one', keyVariable: 'K1', rpm: 100, tpm: 9000, quotaKey: 'mesh:llm' });
-    expect(b).toMatchObject({ name: 'claude', protocol: 'anthropic', apiKey: 'key-two', models: ['claude-h', 'claude-s'], rpm: 50, quotaKey: 'mesh:llm:upstream:claude' });
+    expect(a!.otpm).toBe(0);
+    expect(b).toMatchObject({ name: 'claude', protocol: 'anthropic', apiKey: 'key-two', models: ['claude-h', 'claude-s'], rpm: 50, tpm: 50_000, otpm: 10_000, quotaKey: 'mesh:llm:upstream:claude' });
   });
 
   it('names the quota keys as the tool-service reads them from the same LLM_UPSTREAMS (for the pause)', () => {

@@ -22,8 +22,10 @@ export interface UpstreamConfig {
   models: string[];
   maxConcurrent: number;
   rpm: number;
-  /** 0 = unlimited (the provider's own limit then applies). */
+  /** 0 = unlimited (the provider's own limit then applies). Input tokens only when `otpm` is set. */
   tpm: number;
+  /** Output tokens per minute, limited on their own (Anthropic's OTPM); 0 = none: `tpm` counts input and output. */
+  otpm: number;
   /** Prefix of its Redis quota keys (shared by every replica). */
   quotaKey: string;
 }
@@ -123,9 +125,9 @@ export const VARS = {
       defaultDoc: 'one upstream, `default`, from `LLM_PROTOCOL`, `LLM_BASE_URL`, `LLM_API_KEY`, `LLM_MODEL` and the `LLM_*` limits',
       doc:
         'several upstreams, in fallback order, as a JSON list: `[{"name":"ark","baseUrl":"https://…/api/v3","keyEnv":"ARK_API_KEY","models":["ep-…"],"rpm":500},' +
-        ' {"name":"claude","protocol":"anthropic","baseUrl":"https://api.anthropic.com/v1","keyEnv":"ANTHROPIC_API_KEY","models":["claude-haiku-4-5"],"rpm":50,"tpm":40000}]`.' +
+        ' {"name":"claude","protocol":"anthropic","baseUrl":"https://api.anthropic.com/v1","keyEnv":"ANTHROPIC_API_KEY","models":["claude-haiku-4-5"],"rpm":50,"tpm":50000,"otpm":10000}]`.' +
         ' Each: `name` ([a-z0-9_-]), `protocol` (`openai` or `anthropic`; default `openai`), `baseUrl`, `keyEnv` (the variable holding its key, e.g. from a Secret; none: no key),' +
-        ' `models` (the first is its default), its own `maxConcurrent`, `rpm`, `tpm` (default: `LLM_MAX_CONCURRENT`, `LLM_RPM`, `LLM_TPM`) and `quotaKey` (its Redis quota keys;' +
+        ' `models` (the first is its default), its own `maxConcurrent`, `rpm`, `tpm`, `otpm` (default: `LLM_MAX_CONCURRENT`, `LLM_RPM`, `LLM_TPM`, `LLM_OTPM`) and `quotaKey` (its Redis quota keys;' +
         ' default `mesh:llm` for the first, `mesh:llm:upstream:<name>` for the others). A call goes to the next upstream when the first\'s breaker is open or its queue cannot admit it before the call\'s deadline',
     },
     LLM_PROTOCOL: { type: 'string', default: 'openai', values: PROTOCOLS, doc: "the single upstream's protocol: `openai` (chat completions) or `anthropic` (Messages API)" },
@@ -134,7 +136,13 @@ export const VARS = {
     LLM_MODEL: { type: 'string', default: 'emulator-1', doc: "the single upstream's model" },
     LLM_MAX_CONCURRENT: { type: 'int', default: 50, min: 0, doc: 'upstream calls in flight at most, all replicas together (per upstream)' },
     LLM_RPM: { type: 'int', default: 500, min: 0, doc: 'upstream requests per minute, all replicas together (per upstream)' },
-    LLM_TPM: { type: 'int', default: 0, min: 0, doc: "upstream tokens per minute, all replicas together (per upstream; 0: the provider's own limit, unlimited here)" },
+    LLM_TPM: { type: 'int', default: 0, min: 0, doc: "upstream tokens per minute, all replicas together (per upstream; 0: the provider's own limit, unlimited here); input tokens only when `LLM_OTPM` is set" },
+    LLM_OTPM: {
+      type: 'int', default: 0, min: 0,
+      doc: 'upstream output tokens per minute, limited on their own, all replicas together (per upstream): a provider with separate input and output token limits' +
+        ' (Anthropic\'s ITPM and OTPM) has `LLM_TPM` set to its input limit and this to its output limit. A call reserves its `max_tokens` here, settled to what it generated.' +
+        ' 0: none, `LLM_TPM` counts input and output together',
+    },
     LLM_DEFAULT_MAX_TOKENS: { type: 'int', default: 1024, min: 1, doc: '`max_tokens` of a call that sets none' },
     LLM_PRIORITIES: { type: 'string', default: DEFAULT_PRIORITIES, doc: 'caller role (planner, critic, host, reporter, direct) → priority in the queue (higher first); a role left out has direct\'s' },
     LLM_QUEUE_MAX: { type: 'int', default: 1000, min: 1, doc: 'queued calls per replica' },
@@ -223,7 +231,7 @@ function checkedUrl(text: string, what: string): string {
 }
 
 const NAME = /^[a-z0-9_-]{1,40}$/;
-const LIMIT_KEYS = ['maxConcurrent', 'rpm', 'tpm'] as const;
+const LIMIT_KEYS = ['maxConcurrent', 'rpm', 'tpm', 'otpm'] as const;
 
 /** LLM_UPSTREAMS' JSON → upstreams, every field checked; keys read from the variables they name. */
 export function parseUpstreams(text: string, env: Env, defaults: Record<(typeof LIMIT_KEYS)[number], number>): UpstreamConfig[] {
@@ -260,7 +268,7 @@ export function parseUpstreams(text: string, env: Env, defaults: Record<(typeof 
     const quotaKey = llmQuotaKeyPrefix(name, i, o.quotaKey as string | undefined);
     return {
       name, protocol: protocol as Protocol, baseUrl, apiKey, keyVariable, models: models as string[],
-      maxConcurrent: limit('maxConcurrent'), rpm: limit('rpm'), tpm: limit('tpm'), quotaKey,
+      maxConcurrent: limit('maxConcurrent'), rpm: limit('rpm'), tpm: limit('tpm'), otpm: limit('otpm'), quotaKey,
     };
   }).map((u, _i, all) => {
     if (all.filter((x) => x.quotaKey === u.quotaKey).length > 1) fail(`two upstreams share the quota keys "${u.quotaKey}"`);
@@ -271,7 +279,7 @@ export function parseUpstreams(text: string, env: Env, defaults: Record<(typeof 
 export function loadConfig(env: Env = process.env): BrokerConfig {
   const read = <V extends config.Var>(v: V, fallback?: config.ValueOf<V>) => config.read(v, env, fallback);
   const port = read(VARS.LLM_BROKER_PORT);
-  const limits = { maxConcurrent: read(VARS.LLM_MAX_CONCURRENT), rpm: read(VARS.LLM_RPM), tpm: read(VARS.LLM_TPM) };
+  const limits = { maxConcurrent: read(VARS.LLM_MAX_CONCURRENT), rpm: read(VARS.LLM_RPM), tpm: read(VARS.LLM_TPM), otpm: read(VARS.LLM_OTPM) };
   const list = read(VARS.LLM_UPSTREAMS, '').trim();
   const upstreams: UpstreamConfig[] = list
     ? parseUpstreams(list, env, limits)

@@ -10,7 +10,8 @@ export interface UpstreamGauges {
   owedCalls(): number;
   inFlight(): number;
   breakerState(): number;
-  effectiveLimits(): { rpm: number; tpm: number; concurrency: number };
+  /** `otpm`: output tokens limited on their own (0: none). */
+  effectiveLimits(): { rpm: number; tpm: number; otpm: number; concurrency: number };
   /** The pacing's bucket: LLM_QUOTA_BURST_FRACTION, halved by each burst the provider refused. */
   burstFraction(): number;
   sharedQuota(): boolean;
@@ -52,11 +53,12 @@ export function createBrokerMetrics(registry: Registry, gauges: BrokerGauges, up
   gauge('llm_quota_shared', '1 while the upstream\'s quota is shared through Redis, 0 on the local fallback share', each((u) => (u.sharedQuota() ? 1 : 0)), up);
   gauge('llm_live_replicas', 'Broker replicas sharing the upstream\'s quota (from heartbeats)', each((u) => u.liveReplicas()), up);
   gauge('llm_departed_replicas', 'Replicas gone from the heartbeats without leaving, whose shares of the upstream\'s quota the live ones keep free for LLM_QUOTA_DEPARTED_HOLD_MS (they may be cut off from Redis, admitting on their local shares)', each((u) => u.departedReplicas()), up);
-  gauge('llm_effective_limit', 'Effective quota of the upstream after adapting to the provider (0 = unlimited)', (g) => {
+  gauge('llm_effective_limit', 'Effective quota of the upstream after adapting to the provider (0 = unlimited; otpm: output tokens limited on their own, 0 = none, tpm then counting input and output)', (g) => {
     for (const u of gauges.upstreams()) {
       const l = u.effectiveLimits();
       g.set({ limit: 'rpm', upstream: u.name }, l.rpm);
       g.set({ limit: 'tpm', upstream: u.name }, l.tpm);
+      g.set({ limit: 'otpm', upstream: u.name }, l.otpm);
       g.set({ limit: 'concurrency', upstream: u.name }, l.concurrency);
     }
   }, ['limit', 'upstream']);

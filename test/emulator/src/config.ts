@@ -11,12 +11,23 @@ export interface EmulatorConfig {
   timeScale: number;
   /** Requests admitted per (scaled) minute; 0 = unlimited. @default 0 (env EMULATOR_RPM) */
   rpm: number;
-  /** Tokens charged per (scaled) minute; 0 = unlimited. @default 0 (env EMULATOR_TPM) */
+  /**
+   * Tokens charged per (scaled) minute: prompt + completion, or with `otpm` set the prompt alone
+   * (Anthropic's ITPM: input tokens, charged on arrival, never refunded); 0 = unlimited.
+   * @default 0 (env EMULATOR_TPM)
+   */
   tpm: number;
+  /**
+   * Output tokens charged per (scaled) minute, as Anthropic limits them (OTPM): max_tokens (else
+   * `completionTokens`) on arrival, corrected at the end to the tokens generated (not under
+   * `no_refund`). Set, it makes `tpm` count input tokens alone; 0 = off, `tpm` counts both.
+   * @default 0 (env EMULATOR_OTPM)
+   */
+  otpm: number;
   /** Requests in flight at once; 0 = unlimited. @default 0 (env EMULATOR_MAX_CONCURRENT) */
   maxConcurrent: number;
   /**
-   * Quantized limits: RPM and TPM are also enforced over this time, before scaling, as buckets of
+   * Quantized limits: RPM, TPM and OTPM are also enforced over this time, before scaling, as buckets of
    * that share of each limit refilled at its rate (OpenAI: "60,000 requests/minute may be enforced
    * as 1,000 requests/second" is 1000); 0 = off. @default 0 (env EMULATOR_LIMIT_QUANTUM_MS)
    */
@@ -69,6 +80,7 @@ export const DEFAULT_CONFIG: Readonly<Omit<EmulatorConfig, 'seed'>> = {
   timeScale: 1,
   rpm: 0,
   tpm: 0,
+  otpm: 0,
   maxConcurrent: 0,
   limitQuantumMs: 0,
   ttftMs: 400,
@@ -103,6 +115,7 @@ const NUMBER_RULES: Record<NumberKey, NumberRule> = {
   timeScale: { env: 'EMULATOR_TIME_SCALE', min: 0, max: 1000, integer: false, positive: true },
   rpm: { env: 'EMULATOR_RPM', min: 0, max: Number.MAX_SAFE_INTEGER, integer: true },
   tpm: { env: 'EMULATOR_TPM', min: 0, max: Number.MAX_SAFE_INTEGER, integer: true },
+  otpm: { env: 'EMULATOR_OTPM', min: 0, max: Number.MAX_SAFE_INTEGER, integer: true },
   maxConcurrent: { env: 'EMULATOR_MAX_CONCURRENT', min: 0, max: Number.MAX_SAFE_INTEGER, integer: true },
   limitQuantumMs: { env: 'EMULATOR_LIMIT_QUANTUM_MS', min: 0, max: 60_000, integer: false },
   ttftMs: { env: 'EMULATOR_TTFT_MS', min: 0, max: 3_600_000, integer: false },

@@ -6,6 +6,7 @@ import type { IncomingMessage } from 'node:http';
 import type { AnswerWire, CompletionJob } from './completion';
 import { openAiWire } from './completion';
 import { openAiError } from './http';
+import type { Rejection } from './limits';
 import { messagesWire } from './messages';
 import { anthropicError, InvalidMessagesRequestError, parseMessagesRequest } from './messages-request';
 import { InvalidRequestError, parseChatCompletionRequest, type ChatCompletionRequest } from './request';
@@ -35,18 +36,22 @@ export interface Dialect {
   /** Validates the body; throws DialectInvalid. */
   parse(body: unknown): ChatCompletionRequest;
   invalid(message: string, code: string | null, param: string | null, type?: string): unknown;
-  /** The provider's rate-limit headers, from the emulator's `x-ratelimit-*` ones. */
+  /** The provider's rate-limit headers, from the emulator's `x-ratelimit-*` ones (ProviderLimits.headers). */
   limitHeaders(openAi: Record<string, string>): Record<string, string>;
   modelNotFound(model: string): Refusal;
   insufficientQuota(): Refusal;
   overloaded(): Refusal;
   /** Whether `overloaded` says when to come back (Retry-After). */
   overloadedRetryAfter: boolean;
-  rateLimited(message: string): unknown;
+  /** The body of a 429 from the emulator's limits, in the provider's words. */
+  rateLimited(rejection: Rejection): unknown;
   wire(job: CompletionJob): AnswerWire;
 }
 
 const maskKey = (key: string) => (key.length > 8 ? `${key.slice(0, 3)}*****${key.slice(-4)}` : '*****');
+
+/** The emulator's name for the output-token limit (Anthropic's OTPM) in its `x-ratelimit-*` headers. */
+const OUTPUT_TOKENS = 'output-tokens';
 
 export const OPENAI: Dialect = {
   headers: (id) => ({ 'x-request-id': id, 'openai-version': '2020-10-01' }),
@@ -78,7 +83,8 @@ export const OPENAI: Dialect = {
     }
   },
   invalid: (message, code, param, type) => openAiError(message, type ?? 'invalid_request_error', code, param),
-  limitHeaders: (h) => h,
+  // OpenAI has no output-token limit, nor headers for one: `tokens` stays the TPM (the ITPM, with one set).
+  limitHeaders: (h) => Object.fromEntries(Object.entries(h).filter(([name]) => !name.endsWith(`-${OUTPUT_TOKENS}`))),
   modelNotFound: (model) => ({ status: 404, body: openAiError(`The model \`${model}\` does not exist or you do not have access to it.`, 'invalid_request_error', 'model_not_found') }),
   insufficientQuota: () => ({
     status: 429,
@@ -90,11 +96,18 @@ export const OPENAI: Dialect = {
   }),
   overloaded: () => ({ status: 503, body: openAiError('The engine is currently overloaded, please try again later.', 'server_error', 'service_unavailable') }),
   overloadedRetryAfter: true,
-  rateLimited: (message) => openAiError(message, 'rate_limit_exceeded', 'rate_limit_exceeded'),
+  rateLimited: ({ message }) => openAiError(message, 'rate_limit_exceeded', 'rate_limit_exceeded'),
   wire: openAiWire,
 };
 
 export const ANTHROPIC_VERSION_HEADER = 'anthropic-version';
+
+/** Of the input (`tokens`) and output token limits in the emulator's headers, the one with fewer tokens remaining. */
+function tightestTokens(h: Record<string, string>): string {
+  const input = h['x-ratelimit-remaining-tokens'];
+  const output = h[`x-ratelimit-remaining-${OUTPUT_TOKENS}`];
+  return input !== undefined && (output === undefined || Number(input) <= Number(output)) ? 'tokens' : OUTPUT_TOKENS;
+}
 
 export const ANTHROPIC: Dialect = {
   headers: (id) => ({ 'request-id': id }),
@@ -118,12 +131,21 @@ export const ANTHROPIC: Dialect = {
   invalid: (message) => anthropicError('invalid_request_error', message),
   limitHeaders(h) {
     const out: Record<string, string> = {};
-    for (const kind of ['requests', 'tokens']) {
-      const limit = h[`x-ratelimit-limit-${kind}`];
-      const remaining = h[`x-ratelimit-remaining-${kind}`];
-      if (limit !== undefined) out[`anthropic-ratelimit-${kind}-limit`] = limit;
-      if (remaining !== undefined) out[`anthropic-ratelimit-${kind}-remaining`] = remaining;
+    const copy = (from: string, to: string) => {
+      const limit = h[`x-ratelimit-limit-${from}`];
+      const remaining = h[`x-ratelimit-remaining-${from}`];
+      if (limit !== undefined) out[`anthropic-ratelimit-${to}-limit`] = limit;
+      if (remaining !== undefined) out[`anthropic-ratelimit-${to}-remaining`] = remaining;
+    };
+    copy('requests', 'requests');
+    if (h[`x-ratelimit-limit-${OUTPUT_TOKENS}`] === undefined) {
+      copy('tokens', 'tokens');
+      return out;
     }
+    // Anthropic's own limits: input and output apart, and `tokens` the most restrictive of those in effect.
+    copy('tokens', 'input-tokens');
+    copy(OUTPUT_TOKENS, 'output-tokens');
+    copy(tightestTokens(h), 'tokens');
     return out;
   },
   modelNotFound: (model) => ({ status: 404, body: anthropicError('not_found_error', `model: ${model}`) }),
@@ -131,6 +153,6 @@ export const ANTHROPIC: Dialect = {
   insufficientQuota: () => ({ status: 400, body: anthropicError('invalid_request_error', 'Your credit balance is too low to access the Anthropic API. Please go to Plans & Billing to upgrade or purchase credits.') }),
   overloaded: () => ({ status: 529, body: anthropicError('overloaded_error', 'Overloaded') }),
   overloadedRetryAfter: false,
-  rateLimited: (message) => anthropicError('rate_limit_error', message),
+  rateLimited: ({ message, anthropicMessage }) => anthropicError('rate_limit_error', anthropicMessage ?? message),
   wire: messagesWire,
 };

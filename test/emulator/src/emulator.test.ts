@@ -366,6 +366,35 @@ describe('provider limits', () => {
     expect(((await refused.json()) as { error: { message: string } }).error.message).toMatch(/tokens per min/);
   });
 
+  it('with an output limit (otpm): max_tokens held against it until the answer ends, the rest refunded; x-ratelimit-*-tokens stay the input limit', async () => {
+    emulator.configure({ timeScale: 1, tpm: 1000, otpm: 200, ttftMs: 1, tokensPerSec: 100, completionTokens: 20 });
+    // Streamed answers send their headers at admission: the first holds its 150 until it ends.
+    const first = await chat({ model: 'm', messages, max_tokens: 150, stream: true, stream_options: { include_usage: true } });
+    expect(first.status).toBe(200);
+    const refused = await chat({ model: 'm', messages, max_tokens: 100 });
+    expect(refused.status).toBe(429);
+    expect(((await refused.json()) as { error: unknown }).error).toMatchObject({
+      type: 'rate_limit_exceeded',
+      code: 'rate_limit_exceeded',
+      message: 'Rate limit reached on output tokens per min (OTPM): Limit 200, Used 150, Requested 100.',
+    });
+    // The input limit still has room; OpenAI has no headers for an output limit.
+    expect(refused.headers.get('x-ratelimit-limit-tokens')).toBe('1000');
+    expect(Number(refused.headers.get('x-ratelimit-remaining-tokens'))).toBeGreaterThan(900);
+    expect([...refused.headers.keys()].filter((k) => k.includes('output'))).toEqual([]);
+    const generated = (JSON.parse(events(await first.text()).at(-2)!) as Chunk).usage!.completion_tokens;
+    expect(generated).toBeLessThan(100);
+    // Refunded to what the first generated, the output limit lets the second in.
+    const again = await chat({ model: 'm', messages, max_tokens: 100 });
+    expect(again.status).toBe(200);
+    const answered = ((await again.json()) as { usage: { completion_tokens: number } }).usage.completion_tokens;
+    // `no_refund`: its max_tokens stays charged.
+    await (await chat({ model: 'm+no_refund', messages, max_tokens: 60 })).text();
+    const s = emulator.stats();
+    expect(s).toMatchObject({ rateLimited: 1, completed: 3, inputTokensCharged: s.promptTokens, outputTokensCharged: generated + answered + 60 });
+    expect(s.tokensCharged).toBe(s.inputTokensCharged + s.outputTokensCharged);
+  });
+
   it('refuses requests beyond the concurrency limit and frees slots when clients abort', async () => {
     emulator.configure({ maxConcurrent: 2, timeScale: 1, ttftMs: 60_000 });
     const controllers = [new AbortController(), new AbortController()];

@@ -108,6 +108,72 @@ describe('ProviderLimits', () => {
   });
 });
 
+describe('ProviderLimits with an output limit (Anthropic: ITPM and OTPM)', () => {
+  it('charges max_tokens against the OTPM on arrival and refunds what was not generated; the input has room meanwhile', () => {
+    const { limits } = setup({ tpm: 1000, otpm: 200 });
+    const first = limits.admit({ input: 50, output: 150 }, 100);
+    if (!first.admitted) throw new Error('first request refused');
+    const refused = limits.admit({ input: 50, output: 100 }, 100);
+    expect(refused).toMatchObject({
+      admitted: false,
+      limit: 'output_tokens',
+      message: 'Rate limit reached on output tokens per min (OTPM): Limit 200, Used 150, Requested 100.',
+      anthropicMessage: expect.stringMatching(/^This request would exceed the rate limit for your organization of 200 output tokens per minute\./),
+    });
+    expect(limits.headers()).toMatchObject({ 'x-ratelimit-remaining-tokens': '950', 'x-ratelimit-remaining-output-tokens': '50' });
+    first.ticket.settle({ input: 50, output: 20 }); // generated 20 of the 150 reserved
+    expect(limits.headers()).toMatchObject({ 'x-ratelimit-remaining-tokens': '950', 'x-ratelimit-remaining-output-tokens': '180' });
+    expect(limits.admit({ input: 50, output: 100 }, 100).admitted).toBe(true);
+  });
+
+  it('counts the input alone against the TPM (the ITPM), never refunded, and refuses it naming input tokens while the output has room', () => {
+    const { limits } = setup({ tpm: 100, otpm: 1000 });
+    const first = limits.admit({ input: 80, output: 500 }, 100);
+    if (!first.admitted) throw new Error('first request refused');
+    first.ticket.settle({ input: 80, output: 10 });
+    const refused = limits.admit({ input: 30, output: 10 }, 100);
+    expect(refused).toMatchObject({
+      admitted: false,
+      limit: 'input_tokens',
+      message: 'Rate limit reached on input tokens per min (ITPM): Limit 100, Used 80, Requested 30.',
+      anthropicMessage: expect.stringMatching(/of 100 input tokens per minute\./),
+    });
+    expect(limits.headers()).toMatchObject({ 'x-ratelimit-remaining-tokens': '20', 'x-ratelimit-remaining-output-tokens': '990' });
+    const tooLarge = limits.admit({ input: 101, output: 1 }, 100);
+    expect(tooLarge.admitted === false && tooLarge.message).toMatch(/^Request too large on input tokens per min \(ITPM\)/);
+  });
+
+  it('admits a request that may generate nothing (embeddings) while the output limit is used up', () => {
+    const { limits } = setup({ tpm: 1000, otpm: 100 });
+    expect(limits.admit({ input: 10, output: 100 }, 100).admitted).toBe(true);
+    expect(limits.admit({ input: 10, output: 1 }, 100)).toMatchObject({ admitted: false, limit: 'output_tokens' });
+    expect(limits.admit(10, 100).admitted).toBe(true);
+  });
+
+  it('without one, the TPM counts input and output together, in OpenAI\'s words only', () => {
+    const { limits } = setup({ tpm: 200 });
+    const first = limits.admit({ input: 50, output: 150 }, 100);
+    if (!first.admitted) throw new Error('first request refused');
+    const refused = limits.admit({ input: 1, output: 0 }, 100);
+    expect(refused).toMatchObject({ admitted: false, limit: 'tokens' });
+    expect(refused).not.toHaveProperty('anthropicMessage');
+    first.ticket.settle({ input: 50, output: 20 });
+    expect(limits.headers()).toEqual(expect.objectContaining({ 'x-ratelimit-remaining-tokens': '130' }));
+    expect(Object.keys(limits.headers()).some((k) => k.endsWith('output-tokens'))).toBe(false);
+  });
+
+  it('quantized OTPM: a bucket of one second of output tokens, refunds returned to it', () => {
+    const { limits } = setup({ otpm: 60_000, quantumMs: 1_000 });
+    const first = limits.admit({ input: 5_000, output: 800 }, 10);
+    if (!first.admitted) throw new Error('first request refused');
+    const refused = limits.admit({ input: 1, output: 300 }, 10);
+    expect(refused).toMatchObject({ admitted: false, limit: 'output_tokens', retryAfterMs: 100 });
+    expect(refused.admitted === false && refused.message).toMatch(/Limit 60000, enforced as 1000 per 1s\. Requested 300\./);
+    first.ticket.settle({ input: 5_000, output: 500 }); // 300 refunded
+    expect(limits.admit({ input: 1, output: 300 }, 10).admitted).toBe(true);
+  });
+});
+
 describe('formatDuration', () => {
   it('formats like OpenAI reset headers', () => {
     expect(formatDuration(12)).toBe('12ms');

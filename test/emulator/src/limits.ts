@@ -1,34 +1,56 @@
 // The provider's own enforcement: requests and tokens per sliding (scaled) minute, and concurrency;
 // optionally also per "quantum" (OpenAI: "60,000 requests/minute may be enforced as 1,000
 // requests/second"), as a bucket holding the quantum's share of each limit, refilled at its rate.
+// Tokens are counted as OpenAI does (TPM: input and output together) or, with an output limit set,
+// as Anthropic does (ITPM and OTPM apart).
 
 export interface LimitSettings {
   /** Requests admitted per window; 0 = unlimited. */
   rpm: number;
-  /** Tokens charged per window; 0 = unlimited. */
+  /** Tokens charged per window; 0 = unlimited. With `otpm` set, input tokens only (Anthropic's ITPM). */
   tpm: number;
+  /**
+   * Output tokens charged per window (Anthropic's OTPM): max_tokens on arrival, corrected at the
+   * end; 0 = off, and `tpm` then counts input and output together.
+   */
+  otpm?: number;
   /** Requests in flight; 0 = unlimited. */
   maxConcurrent: number;
   /** The sliding window: one minute times the time scale. */
   windowMs: number;
   /**
-   * Quantized limits: RPM and TPM are also enforced over this (scaled) time, as buckets holding
+   * Quantized limits: RPM, TPM and OTPM are also enforced over this (scaled) time, as buckets holding
    * `limit × quantumMs ÷ windowMs` that refill at the limit's rate; 0 = off.
    */
   quantumMs?: number;
 }
 
-export type LimitKind = 'requests' | 'tokens' | 'concurrency';
+/** `tokens`: the TPM counting input and output; `input_tokens`, `output_tokens`: Anthropic's ITPM and OTPM. */
+export type LimitKind = 'requests' | 'tokens' | 'input_tokens' | 'output_tokens' | 'concurrency';
 
 export interface Rejection {
   admitted: false;
   limit: LimitKind;
   /** When a retry can succeed (for `Retry-After`); at least 1 ms. */
   retryAfterMs: number;
+  /** In OpenAI's words. */
   message: string;
+  /** In Anthropic's words, when the limits are Anthropic's (`otpm` set); else Anthropic's dialect sends `message` too. */
+  anthropicMessage?: string;
 }
 
-/** An admitted request: it holds a concurrency slot and a token charge until settled. */
+/**
+ * A request's tokens: its prompt, and its output (on arrival what it may generate, max_tokens; at
+ * the end what it generated). A bare number is input alone.
+ */
+export interface TokenUse {
+  input: number;
+  output: number;
+}
+
+const tokenUse = (use: number | TokenUse): TokenUse => (typeof use === 'number' ? { input: use, output: 0 } : use);
+
+/** An admitted request: it holds a concurrency slot and its token charges until settled. */
 export interface Admission {
   admitted: true;
   ticket: LimitTicket;
@@ -85,15 +107,18 @@ export class LimitTicket {
 
   constructor(
     private readonly limits: ProviderLimits,
+    /** The TPM's charge (the ITPM's when `output` is set). */
     readonly charge: TokenCharge,
     readonly slot: Slot,
+    /** The OTPM's charge, when the request was admitted under one. */
+    readonly output?: TokenCharge,
   ) {}
 
-  /** Frees the slot and corrects the token charge to what the request really used. Idempotent. */
-  settle(actualTokens: number): void {
+  /** Frees the slot and corrects the token charges to what the request really used. Idempotent. */
+  settle(actual: number | TokenUse): void {
     if (this.settled) return;
     this.settled = true;
-    this.limits.settle(this, actualTokens);
+    this.limits.settle(this, tokenUse(actual));
   }
 }
 
@@ -147,12 +172,107 @@ export class QuantumBucket {
   }
 }
 
+type TokenKind = Exclude<LimitKind, 'requests' | 'concurrency'>;
+
+/** Each token limit's name in OpenAI's refusals, and its unit in Anthropic's. */
+const TOKEN_LIMITS: Record<TokenKind, { openAi: string; unit: string }> = {
+  tokens: { openAi: 'tokens per min (TPM)', unit: 'tokens' },
+  input_tokens: { openAi: 'input tokens per min (ITPM)', unit: 'input tokens' },
+  output_tokens: { openAi: 'output tokens per min (OTPM)', unit: 'output tokens' },
+};
+
+/** Anthropic's refusal by one of its limits (which also names the organization; the emulator has none). */
+function anthropicWords(limit: number, unit: string): string {
+  return (
+    `This request would exceed the rate limit for your organization of ${limit.toLocaleString('en-US')} ${unit} per minute. ` +
+    'For details, refer to: https://docs.anthropic.com/en/api/rate-limits. You can see the response headers for current usage. ' +
+    'Please reduce the prompt length or the maximum tokens requested, or try again later.'
+  );
+}
+
+/**
+ * The charges of one token limit over the sliding window, each corrected once its request is
+ * settled, and the limit's bucket when it is quantized.
+ */
+class TokenWindow {
+  private readonly charges = new Deque<TokenCharge>();
+  private readonly bucket = new QuantumBucket();
+  /** The tokens charged within the window. */
+  used = 0;
+
+  /** How long until `tokens` more fit within `limit`: until enough of the oldest charges leave the window. */
+  windowWait(tokens: number, limit: number, windowMs: number, now: number): number {
+    let freed = 0;
+    for (const charge of this.charges) {
+      freed += charge.tokens;
+      if (this.used - freed + tokens <= limit) return charge.at + windowMs - now;
+    }
+    return windowMs;
+  }
+
+  /** How long until `tokens` fit in the bucket (0: now, or the limit is not quantized). */
+  bucketWait(tokens: number, limit: number, quantumMs: number, windowMs: number, now: number): number {
+    const capacity = QuantumBucket.capacity(limit, quantumMs, windowMs);
+    return capacity > 0 ? this.bucket.waitFor(tokens, capacity, limit / windowMs, now) : 0;
+  }
+
+  charge(tokens: number, limit: number, quantumMs: number, windowMs: number, now: number): TokenCharge {
+    if (QuantumBucket.capacity(limit, quantumMs, windowMs) > 0) this.bucket.take(tokens);
+    const charge: TokenCharge = { at: now, tokens, live: true };
+    this.charges.push(charge);
+    this.used += tokens;
+    return charge;
+  }
+
+  /** Corrects a charge to what its request really used: in the window while it is still in it, and in the bucket. */
+  correct(charge: TokenCharge, actual: number, limit: number, quantumMs: number, windowMs: number): void {
+    if (charge.live) this.used += actual - charge.tokens;
+    const capacity = QuantumBucket.capacity(limit, quantumMs, windowMs);
+    if (capacity > 0) this.bucket.give(charge.tokens - actual, capacity);
+    charge.tokens = actual;
+  }
+
+  /** `x-ratelimit-{limit,remaining,reset}-{name}`: the reset is when the newest charge leaves the window. */
+  headers(name: string, limit: number, windowMs: number, now: number): Record<string, string> {
+    const newest = this.charges.last()?.at;
+    return {
+      [`x-ratelimit-limit-${name}`]: String(limit),
+      [`x-ratelimit-remaining-${name}`]: String(Math.max(0, limit - this.used)),
+      [`x-ratelimit-reset-${name}`]: formatDuration(newest === undefined ? 0 : newest + windowMs - now),
+    };
+  }
+
+  prune(cutoff: number): void {
+    for (let charge = this.charges.at(0); charge !== undefined && charge.at <= cutoff; charge = this.charges.at(0)) {
+      charge.live = false;
+      this.used -= charge.tokens;
+      this.charges.shift();
+    }
+  }
+
+  reset(): void {
+    for (const charge of this.charges) charge.live = false;
+    this.charges.clear();
+    this.used = 0;
+    this.bucket.reset();
+  }
+}
+
+/** A token limit as one admission meets it: the tokens it asks of it. */
+interface TokenAsk {
+  window: TokenWindow;
+  kind: TokenKind;
+  limit: number;
+  tokens: number;
+}
+
 export class ProviderLimits {
   private readonly requestBucket = new QuantumBucket();
-  private readonly tokenBucket = new QuantumBucket();
   private readonly admissions = new Deque<number>();
-  private readonly charges = new Deque<TokenCharge>();
-  private tokensInWindow = 0;
+  /** The TPM's charges; with an OTPM set, the input tokens' alone (the ITPM). */
+  private readonly tokens = new TokenWindow();
+  /** The OTPM's charges. */
+  private readonly outputTokens = new TokenWindow();
   private readonly slots = new Set<Slot>();
 
   constructor(
@@ -165,14 +285,18 @@ export class ProviderLimits {
   }
 
   /**
-   * Admits a request charging `cost` tokens now, or says which limit refuses it and for how long.
-   * `cost` is asked for only when needed (counting tokens is the expensive part of a refusal);
-   * `expectedDurationMs` only serves to estimate when a concurrency slot frees up.
+   * Admits a request charging its tokens now (`cost`: a bare number is input alone), or says which
+   * limit refuses it and for how long. `cost` is asked for only when needed (counting tokens is the
+   * expensive part of a refusal); `expectedDurationMs` only serves to estimate when a concurrency
+   * slot frees up.
    */
-  admit(cost: number | (() => number), expectedDurationMs: number): Admission | Rejection {
+  admit(cost: number | TokenUse | (() => number | TokenUse), expectedDurationMs: number): Admission | Rejection {
     const now = this.now();
-    const { rpm, tpm, maxConcurrent, windowMs, quantumMs = 0 } = this.settings();
+    const { rpm, tpm, otpm = 0, maxConcurrent, windowMs, quantumMs = 0 } = this.settings();
     this.prune(now, windowMs);
+    // With an output limit the limits are Anthropic's, and so are the words of their refusals.
+    const split = otpm > 0;
+    const anthropic = (limit: number, unit: string) => (split ? anthropicWords(limit, unit) : undefined);
 
     if (maxConcurrent > 0 && this.slots.size >= maxConcurrent) {
       let firstEnd = Infinity;
@@ -186,62 +310,69 @@ export class ProviderLimits {
         'requests',
         oldest + windowMs - now,
         `Rate limit reached on requests per min (RPM): Limit ${rpm}, Used ${this.admissions.length}, Requested 1.`,
+        anthropic(rpm, 'requests'),
       );
     }
-    const tokens = typeof cost === 'number' ? cost : cost();
-    if (tpm > 0 && this.tokensInWindow + tokens > tpm) {
-      const used = `Limit ${tpm}, Used ${this.tokensInWindow}, Requested ${tokens}.`;
-      if (tokens > tpm) {
-        return this.reject('tokens', windowMs, `Request too large on tokens per min (TPM): ${used} The input or output tokens must be reduced.`);
-      }
-      let freed = 0;
-      let waitUntil = now + windowMs;
-      for (const charge of this.charges) {
-        freed += charge.tokens;
-        if (this.tokensInWindow - freed + tokens <= tpm) {
-          waitUntil = charge.at + windowMs;
-          break;
-        }
-      }
-      return this.reject('tokens', waitUntil - now, `Rate limit reached on tokens per min (TPM): ${used}`);
+    const use = tokenUse(typeof cost === 'function' ? cost() : cost);
+    // Anthropic counts input and output apart (ITPM, OTPM); OpenAI's TPM counts them together.
+    const input: TokenAsk = split
+      ? { window: this.tokens, kind: 'input_tokens', limit: tpm, tokens: use.input }
+      : { window: this.tokens, kind: 'tokens', limit: tpm, tokens: use.input + use.output };
+    const output: TokenAsk | undefined = split ? { window: this.outputTokens, kind: 'output_tokens', limit: otpm, tokens: use.output } : undefined;
+    // A request that may generate nothing (embeddings) is not held back by the output limit.
+    const asks = output !== undefined && output.tokens > 0 ? [input, output] : [input];
+    for (const ask of asks) {
+      const refusal = this.windowRefusal(ask, windowMs, now, split);
+      if (refusal !== undefined) return refusal;
     }
     const requestCap = QuantumBucket.capacity(rpm, quantumMs, windowMs);
-    const tokenCap = QuantumBucket.capacity(tpm, quantumMs, windowMs);
     const quantum = formatDuration(quantumMs);
     const requestWait = requestCap > 0 ? this.requestBucket.waitFor(1, requestCap, rpm / windowMs, now) : 0;
     if (requestWait > 0) {
-      return this.reject('requests', requestWait, `Rate limit reached on requests per min (RPM): Limit ${rpm}, enforced as ${+requestCap.toFixed(2)} per ${quantum}. Requested 1.`);
+      return this.reject(
+        'requests',
+        requestWait,
+        `Rate limit reached on requests per min (RPM): Limit ${rpm}, enforced as ${+requestCap.toFixed(2)} per ${quantum}. Requested 1.`,
+        anthropic(rpm, 'requests'),
+      );
     }
-    const tokenWait = tokenCap > 0 ? this.tokenBucket.waitFor(tokens, tokenCap, tpm / windowMs, now) : 0;
-    if (tokenWait > 0) {
-      return this.reject('tokens', tokenWait, `Rate limit reached on tokens per min (TPM): Limit ${tpm}, enforced as ${Math.floor(tokenCap)} per ${quantum}. Requested ${tokens}.`);
+    for (const { window, kind, limit, tokens } of asks) {
+      const wait = window.bucketWait(tokens, limit, quantumMs, windowMs, now);
+      if (wait > 0) {
+        const cap = Math.floor(QuantumBucket.capacity(limit, quantumMs, windowMs));
+        const { openAi, unit } = TOKEN_LIMITS[kind];
+        return this.reject(kind, wait, `Rate limit reached on ${openAi}: Limit ${limit}, enforced as ${cap} per ${quantum}. Requested ${tokens}.`, anthropic(limit, unit));
+      }
     }
     if (requestCap > 0) this.requestBucket.take(1);
-    if (tokenCap > 0) this.tokenBucket.take(tokens);
 
-    const charge: TokenCharge = { at: now, tokens, live: true };
+    const charge = input.window.charge(input.tokens, input.limit, quantumMs, windowMs, now);
+    const outputCharge = output && output.window.charge(output.tokens, output.limit, quantumMs, windowMs, now);
     const slot: Slot = { expectedEndAt: now + expectedDurationMs };
     this.admissions.push(now);
-    this.charges.push(charge);
-    this.tokensInWindow += tokens;
     this.slots.add(slot);
-    return { admitted: true, ticket: new LimitTicket(this, charge, slot) };
+    return { admitted: true, ticket: new LimitTicket(this, charge, slot, outputCharge) };
   }
 
   /** Called by LimitTicket.settle. */
-  settle(ticket: LimitTicket, actualTokens: number): void {
+  settle(ticket: LimitTicket, actual: TokenUse): void {
     this.slots.delete(ticket.slot);
-    if (ticket.charge.live) this.tokensInWindow += actualTokens - ticket.charge.tokens;
-    const { tpm, quantumMs = 0, windowMs } = this.settings();
-    const tokenCap = QuantumBucket.capacity(tpm, quantumMs, windowMs);
-    if (tokenCap > 0) this.tokenBucket.give(ticket.charge.tokens - actualTokens, tokenCap);
-    ticket.charge.tokens = actualTokens;
+    const { tpm, otpm = 0, quantumMs = 0, windowMs } = this.settings();
+    if (ticket.output === undefined) {
+      this.tokens.correct(ticket.charge, actual.input + actual.output, tpm, quantumMs, windowMs);
+    } else {
+      // The input was known on arrival and stays charged; the output was reserved at max_tokens.
+      this.outputTokens.correct(ticket.output, actual.output, otpm, quantumMs, windowMs);
+    }
   }
 
-  /** The `x-ratelimit-*` headers for the current state; limits that are off are left out. */
+  /**
+   * The `x-ratelimit-*` headers for the current state; limits that are off are left out. The OTPM's
+   * (`x-ratelimit-*-output-tokens`) are the emulator's own, for Anthropic's dialect: OpenAI has none.
+   */
   headers(): Record<string, string> {
     const now = this.now();
-    const { rpm, tpm, windowMs } = this.settings();
+    const { rpm, tpm, otpm = 0, windowMs } = this.settings();
     this.prune(now, windowMs);
     const headers: Record<string, string> = {};
     if (rpm > 0) {
@@ -250,37 +381,40 @@ export class ProviderLimits {
       headers['x-ratelimit-remaining-requests'] = String(Math.max(0, rpm - this.admissions.length));
       headers['x-ratelimit-reset-requests'] = formatDuration(newest === undefined ? 0 : newest + windowMs - now);
     }
-    if (tpm > 0) {
-      const newest = this.charges.last()?.at;
-      headers['x-ratelimit-limit-tokens'] = String(tpm);
-      headers['x-ratelimit-remaining-tokens'] = String(Math.max(0, tpm - this.tokensInWindow));
-      headers['x-ratelimit-reset-tokens'] = formatDuration(newest === undefined ? 0 : newest + windowMs - now);
-    }
+    if (tpm > 0) Object.assign(headers, this.tokens.headers('tokens', tpm, windowMs, now));
+    if (otpm > 0) Object.assign(headers, this.outputTokens.headers('output-tokens', otpm, windowMs, now));
     return headers;
   }
 
   /** Forgets the windows; requests in flight keep their slots. */
   reset(): void {
-    for (const charge of this.charges) charge.live = false;
     this.admissions.clear();
-    this.charges.clear();
-    this.tokensInWindow = 0;
+    this.tokens.reset();
+    this.outputTokens.reset();
     this.requestBucket.reset();
-    this.tokenBucket.reset();
   }
 
-  private reject(limit: LimitKind, waitMs: number, message: string): Rejection {
+  /** The refusal by a token limit counted over the window, or undefined when the tokens fit. */
+  private windowRefusal({ window, kind, limit, tokens }: TokenAsk, windowMs: number, now: number, split: boolean): Rejection | undefined {
+    if (limit === 0 || window.used + tokens <= limit) return undefined;
+    const { openAi, unit } = TOKEN_LIMITS[kind];
+    const anthropic = split ? anthropicWords(limit, unit) : undefined;
+    const used = `Limit ${limit}, Used ${window.used}, Requested ${tokens}.`;
+    if (tokens > limit) {
+      return this.reject(kind, windowMs, `Request too large on ${openAi}: ${used} The input or output tokens must be reduced.`, anthropic);
+    }
+    return this.reject(kind, window.windowWait(tokens, limit, windowMs, now), `Rate limit reached on ${openAi}: ${used}`, anthropic);
+  }
+
+  private reject(limit: LimitKind, waitMs: number, message: string, anthropicMessage?: string): Rejection {
     const retryAfterMs = Number.isFinite(waitMs) ? Math.max(1, Math.ceil(waitMs)) : 1000;
-    return { admitted: false, limit, retryAfterMs, message };
+    return { admitted: false, limit, retryAfterMs, message, ...(anthropicMessage === undefined ? {} : { anthropicMessage }) };
   }
 
   private prune(now: number, windowMs: number): void {
     const cutoff = now - windowMs;
     while ((this.admissions.at(0) ?? Infinity) <= cutoff) this.admissions.shift();
-    for (let charge = this.charges.at(0); charge !== undefined && charge.at <= cutoff; charge = this.charges.at(0)) {
-      charge.live = false;
-      this.tokensInWindow -= charge.tokens;
-      this.charges.shift();
-    }
+    this.tokens.prune(cutoff);
+    this.outputTokens.prune(cutoff);
   }
 }

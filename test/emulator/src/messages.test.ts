@@ -102,6 +102,38 @@ describe('POST /v1/messages', () => {
     expect(res.headers.get('x-ratelimit-limit-requests')).toBeNull();
   });
 
+  it('with an output limit (otpm): anthropic-ratelimit-input-tokens-*, -output-tokens-*, tokens-* the most restrictive of the two; a 429 in Anthropic\'s words', async () => {
+    emulator.configure({ timeScale: 1, ttftMs: 1, tokensPerSec: 100_000, tpm: 10_000 });
+    const plain = await post(ask('How do libraries plan opening hours?', { stream: false }));
+    expect([plain.headers.get('anthropic-ratelimit-tokens-limit'), plain.headers.get('anthropic-ratelimit-input-tokens-limit')]).toEqual(['10000', null]);
+    await plain.text();
+    emulator.reset();
+    emulator.configure({ otpm: 300 });
+    const header = (res: Response, name: string) => [res.headers.get(`anthropic-ratelimit-${name}-limit`), res.headers.get(`anthropic-ratelimit-${name}-remaining`)];
+    const first = await post(ask('How do libraries plan opening hours?', { stream: false, max_tokens: 200 }));
+    const { usage } = (await first.json()) as { usage: { input_tokens: number; output_tokens: number } };
+    // The headers are those of the admission: 200 output tokens reserved.
+    expect(header(first, 'input-tokens')).toEqual(['10000', String(10_000 - usage.input_tokens)]);
+    expect(header(first, 'output-tokens')).toEqual(['300', '100']);
+    expect(header(first, 'tokens')).toEqual(['300', '100']);
+    const refused = await post(ask('How do libraries plan opening hours?', { stream: false, max_tokens: 290 }));
+    expect(refused.status).toBe(429);
+    expect(await refused.json()).toMatchObject({
+      type: 'error',
+      error: { type: 'rate_limit_error', message: expect.stringMatching(/^This request would exceed the rate limit for your organization of 300 output tokens per minute\./) },
+    });
+    expect(header(refused, 'output-tokens')).toEqual(['300', String(300 - usage.output_tokens)]);
+    expect(emulator.stats()).toMatchObject({ inputTokensCharged: usage.input_tokens, outputTokensCharged: usage.output_tokens, tokensCharged: usage.input_tokens + usage.output_tokens });
+    // The input limit the tighter one: tokens-* follow it.
+    emulator.reset();
+    emulator.configure({ tpm: usage.input_tokens + 50, otpm: 100_000 });
+    const second = await post(ask('How do libraries plan opening hours?', { stream: false, max_tokens: 200 }));
+    expect(second.status).toBe(200);
+    expect(header(second, 'tokens')).toEqual([String(usage.input_tokens + 50), '50']);
+    expect(header(second, 'output-tokens')).toEqual(['100000', String(100_000 - 200)]);
+    await second.text();
+  });
+
   it('misbehaves in Anthropic\'s shapes: overloaded is a 529, stream_error an `error` event, wrong_key a 401, model_not_found a 404', async () => {
     const r529 = await post(ask('hi', { model: 'claude-emulated+overloaded' }));
     expect(r529.status).toBe(529);

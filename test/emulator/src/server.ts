@@ -10,7 +10,7 @@ import { deliverCompletion, type Fate } from './completion';
 import { ConfigError, validateConfigPatch, type EmulatorConfig, type LiveConfig } from './config';
 import { deliverEmbeddings, parseEmbeddingsRequest } from './embeddings';
 import { BodyTooLargeError, openAiError, pathOf, readBody, sendJson } from './http';
-import { ProviderLimits, type LimitTicket } from './limits';
+import { ProviderLimits, type LimitTicket, type TokenUse } from './limits';
 import { SeededRandom } from './random';
 import { ANTHROPIC, DialectInvalid, OPENAI, type Dialect } from './dialects';
 import { InvalidRequestError, type ReasoningEffort, type Verbosity } from './request';
@@ -45,6 +45,7 @@ export class ProviderEmulator {
     this.limits = new ProviderLimits(() => ({
       rpm: this.config.rpm,
       tpm: this.config.tpm,
+      otpm: this.config.otpm,
       maxConcurrent: this.config.maxConcurrent,
       windowMs: MINUTE_MS * this.config.timeScale,
       quantumMs: this.config.limitQuantumMs * this.config.timeScale,
@@ -295,14 +296,14 @@ export class ProviderEmulator {
   }
 
   /**
-   * Admits a call under the RPM, TPM and concurrency limits (charging `cost` tokens now), or
-   * answers it 429 with the provider's headers and returns undefined.
+   * Admits a call under the RPM, TPM (or ITPM and OTPM) and concurrency limits (charging `cost`
+   * tokens now), or answers it 429 with the provider's headers and returns undefined.
    */
-  private admit(res: ServerResponse, dialect: Dialect, call: Call<unknown>, cost: number | (() => number), expectedMs: number): LimitTicket | undefined {
+  private admit(res: ServerResponse, dialect: Dialect, call: Call<unknown>, cost: number | TokenUse | (() => TokenUse), expectedMs: number): LimitTicket | undefined {
     const admission = this.limits.admit(cost, expectedMs);
     if (admission.admitted) return admission.ticket;
     this.recorder.rateLimited();
-    sendJson(res, 429, dialect.rateLimited(admission.message), {
+    sendJson(res, 429, dialect.rateLimited(admission), {
       ...call.headers,
       ...call.limitHeaders(),
       'retry-after': String(Math.max(1, Math.ceil(admission.retryAfterMs / 1000))),
@@ -346,14 +347,14 @@ export class ProviderEmulator {
     const expectedCompletion = request.maxTokens ?? config.completionTokens;
     const msPerToken = (1000 / config.tokensPerSec) * scale;
     let promptTokens = 0;
-    const cost = (): number => {
+    // The output is reserved at max_tokens, else at the configured answer length, until the end.
+    const cost = (): TokenUse => {
       promptTokens = countPromptTokens(request);
-      return promptTokens + expectedCompletion;
+      return { input: promptTokens, output: expectedCompletion };
     };
     const ticket = this.admit(res, dialect, call, cost, config.ttftMs * scale + expectedCompletion * msPerToken);
     if (ticket === undefined) return;
     const rateHeaders = call.limitHeaders();
-    const charged = ticket.charge.tokens;
 
     // Everything random about this request comes from its own generator, seeded in arrival order,
     // or by the request's `seed`: the same request and seed, the same answer.
@@ -391,9 +392,9 @@ export class ProviderEmulator {
       },
       (outcome, completionTokens) => {
         // `no_refund`: what was charged on arrival (prompt + max_tokens) stays charged.
-        const final = behaviours.has('no_refund') ? charged : promptTokens + completionTokens;
-        ticket.settle(final);
-        this.recorder.finished(outcome, completionTokens, final);
+        const charged = { input: promptTokens, output: behaviours.has('no_refund') ? expectedCompletion : completionTokens };
+        ticket.settle(charged);
+        this.recorder.finished(outcome, completionTokens, charged);
       },
     );
   }
@@ -419,8 +420,9 @@ export class ProviderEmulator {
       res,
       { request, fate, rng, latencyMs: this.firstTokenMs(rng, behaviours, request.promptTokens), headers: { ...headers, ...rateHeaders } },
       (outcome) => {
-        ticket.settle(request.promptTokens);
-        this.recorder.finished(outcome, 0, request.promptTokens);
+        const charged = { input: request.promptTokens, output: 0 };
+        ticket.settle(charged);
+        this.recorder.finished(outcome, 0, charged);
       },
     );
   }

@@ -1,6 +1,7 @@
 // What the emulator saw, for tests and benchmarks (`GET /_emulator/stats`).
 import type { AgentRole } from './answers';
 import type { Behaviour } from './behaviours';
+import type { TokenUse } from './limits';
 
 /** The model endpoints: OpenAI's chat completions, Anthropic's Messages, OpenAI's embeddings. */
 export type Endpoint = 'chat' | 'messages' | 'embeddings';
@@ -10,7 +11,7 @@ export interface EmulatorStats {
   requests: number;
   /** Answered in full (200, stream ended with `[DONE]`). */
   completed: number;
-  /** Answered 429 by the RPM, TPM or concurrency limit. */
+  /** Answered 429 by the RPM, TPM (or ITPM), OTPM or concurrency limit. */
   rateLimited: number;
   /** Injected failures: 5xx answers and cut responses. */
   failed: number;
@@ -41,9 +42,19 @@ export interface EmulatorStats {
   completionTokens: number;
   /**
    * TPM tokens charged for finished requests, as the TPM limit counts them: prompt + completion
-   * (the charge on arrival corrected at the end), or prompt + max_tokens under `no_refund`.
+   * (the charge on arrival corrected at the end), or prompt + max_tokens under `no_refund`. With
+   * `otpm` set, the TPM counts the input alone, and this is still their sum:
+   * `inputTokensCharged + outputTokensCharged`.
    */
   tokensCharged: number;
+  /** Of `tokensCharged`, the prompt tokens: what the ITPM (`tpm` with `otpm` set) counts, charged on arrival, never refunded. */
+  inputTokensCharged: number;
+  /**
+   * Of `tokensCharged`, the output tokens, as the OTPM counts them: those generated (the charge of
+   * max_tokens on arrival corrected at the end), or max_tokens under `no_refund`. Counted whether
+   * `otpm` is set or not.
+   */
+  outputTokensCharged: number;
   /** Admission times (ms since the epoch), oldest first, the last 100,000 at most. */
   admissions: number[];
   /** The most requests admitted within any one rate window (60 s × time scale), over `admissions`. */
@@ -82,6 +93,8 @@ function emptyStats(inFlight: number): EmulatorStats {
     users: 0,
     completionTokens: 0,
     tokensCharged: 0,
+    inputTokensCharged: 0,
+    outputTokensCharged: 0,
     admissions: [],
     maxPerWindow: 0,
     byRole: { planner: 0, critic: 0, host: 0, reporter: 0, other: 0 },
@@ -140,11 +153,14 @@ export class StatsRecorder {
     this.stats.hung++;
   }
 
-  finished(outcome: Exclude<Outcome, 'hung'>, completionTokens: number, chargedTokens: number): void {
+  /** `charged`: the tokens the limits keep charged for the request once it is settled. */
+  finished(outcome: Exclude<Outcome, 'hung'>, completionTokens: number, charged: TokenUse): void {
     const s = this.stats;
     s.inFlight = Math.max(0, s.inFlight - 1);
     s.completionTokens += completionTokens;
-    s.tokensCharged += chargedTokens;
+    s.tokensCharged += charged.input + charged.output;
+    s.inputTokensCharged += charged.input;
+    s.outputTokensCharged += charged.output;
     if (outcome === 'completed') s.completed++;
     else if (outcome === 'aborted') s.aborted++;
     else {

@@ -69,7 +69,8 @@ export interface LimiterOptions extends AdmissionLimits {
   admitAheadKeepMs?: number;
 }
 
-export type RefusalReason = 'concurrency' | 'rpm' | 'tpm' | 'paused';
+/** `otpm`: a separate limit of output tokens per minute (Anthropic's OTPM; see the llm-broker's OutputTokenAdmitter). */
+export type RefusalReason = 'concurrency' | 'rpm' | 'tpm' | 'otpm' | 'paused';
 
 export type AcquireResult =
   | { ok: true; lease: Lease }
@@ -104,8 +105,12 @@ export interface Lease {
   chargeRequest(): Promise<RequestDecision>;
   /** Gives one request back to the RPM window: the admission's, when no request of the lease reached the provider. */
   refundRequest(): Promise<void>;
-  /** Frees the slot and settles TPM to the actual usage (reserved when omitted). */
-  release(opts?: { actualTokens?: number }): Promise<void>;
+  /**
+   * Frees the slot and settles TPM to the actual usage (reserved when omitted). `outputTokens`: the
+   * output tokens the provider counted, for a lease whose output tokens are limited on their own
+   * (OTPM); a lease without such a limit ignores it.
+   */
+  release(opts?: { actualTokens?: number; outputTokens?: number }): Promise<void>;
   /** Frees the slot and gives every reserved token back (cancel, failure). */
   refund(): Promise<void>;
 }

@@ -6,13 +6,20 @@ import { FairQueue, type QueueEntry } from './fair-queue';
 import { WaitEstimator, type Owes } from './estimate';
 import type { OwedLedger } from './owed';
 
+/** What a call asks of the quota: `tokens` against the TPM, and `outputTokens` against a separate OTPM (OutputTokenAdmitter). */
+export interface AdmitRequest {
+  holder: string;
+  tokens: number;
+  outputTokens?: number;
+}
+
 export interface Admitter {
-  tryAcquire(req: { holder: string; tokens: number }): Promise<AcquireResult>;
+  tryAcquire(req: AdmitRequest): Promise<AcquireResult>;
   /**
    * Several at once, in order, stopping at the first refused (GlobalLimiter.tryAcquireMany): one
    * result per admitted request, then the refusal if any.
    */
-  tryAcquireMany?(reqs: { holder: string; tokens: number }[]): Promise<AcquireResult[]>;
+  tryAcquireMany?(reqs: AdmitRequest[]): Promise<AcquireResult[]>;
 }
 
 export type QueueRefusalReason = 'queue_full' | 'deadline_unreachable';
@@ -29,9 +36,7 @@ export class QueueRefusal extends Error {
   }
 }
 
-export interface AdmissionRequest extends QueueEntry {
-  holder: string;
-  tokens: number;
+export interface AdmissionRequest extends QueueEntry, AdmitRequest {
   /** Absolute time (ms) by which the call must be admitted; undefined = none. */
   deadline?: number;
   signal: AbortSignal;
@@ -209,7 +214,7 @@ export class AdmissionQueue {
         const head = batch[0]!;
         let results: AcquireResult[];
         try {
-          const reqs = batch.map((w) => ({ holder: w.req.holder, tokens: w.req.tokens }));
+          const reqs = batch.map((w) => ({ holder: w.req.holder, tokens: w.req.tokens, outputTokens: w.req.outputTokens }));
           results = many ? await many(reqs) : [await this.admitter.tryAcquire(reqs[0]!)];
         } catch (err) {
           // Neither Redis nor the local share could decide: fail the head rather than spin.

@@ -280,11 +280,23 @@ describe('Anthropic errors and limits', () => {
       'anthropic-ratelimit-input-tokens-remaining': '39000',
     }, body('rate_limit_error', 'Number of requests has exceeded your per-minute rate limit'));
     expect(e).toMatchObject({ status: 429, rateLimited: true, retryable: true, retryAfterMs: 3000, code: 'rate_limited' });
-    expect(e.limits).toEqual({ limitRequests: 50, remainingRequests: 0, limitTokens: 40000, remainingTokens: 39000 });
+    expect(e.limits).toEqual({ limitRequests: 50, remainingRequests: 0, limitTokens: 40000, remainingTokens: 39000, limitInputTokens: 40000, remainingInputTokens: 39000 });
   });
 
   it('the most restrictive token limit (tokens-*) wins over input-tokens-*', () => {
     expect(anthropicLimits({ 'anthropic-ratelimit-tokens-limit': '10', 'anthropic-ratelimit-input-tokens-limit': '99' }).limitTokens).toBe(10);
+  });
+
+  it('the input and output token limits (ITPM, OTPM) each on their own', () => {
+    const l = anthropicLimits({
+      'anthropic-ratelimit-tokens-limit': '8000',
+      'anthropic-ratelimit-tokens-remaining': '150',
+      'anthropic-ratelimit-input-tokens-limit': '40000',
+      'anthropic-ratelimit-input-tokens-remaining': '31000',
+      'anthropic-ratelimit-output-tokens-limit': '8000',
+      'anthropic-ratelimit-output-tokens-remaining': '150',
+    });
+    expect(l).toMatchObject({ limitTokens: 8000, remainingTokens: 150, limitInputTokens: 40000, remainingInputTokens: 31000, limitOutputTokens: 8000, remainingOutputTokens: 150 });
   });
 
   it('529 overloaded is retried; 401/403 and billing are account problems; 404 is an unknown model; 400 is the request', () => {

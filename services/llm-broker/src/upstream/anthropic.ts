@@ -108,14 +108,22 @@ function toolChoiceOf(req: ProviderRequest): { tool_choice?: Record<string, unkn
   return req.parallelToolCalls === false ? { tool_choice: { type: 'auto', ...one } } : {};
 }
 
-/** `anthropic-ratelimit-*`: the most restrictive token limit when given, else the input tokens'. */
+/**
+ * `anthropic-ratelimit-*`: the token limit is the most restrictive one when given, else the input
+ * tokens'; the input and output tokens' limits (ITPM, OTPM) each as well, for an upstream that
+ * limits them apart.
+ */
 export function anthropicLimits(h: Headers): ProviderLimits {
-  const tokens = (k: string) => headerNumber(h, `anthropic-ratelimit-tokens-${k}`) ?? headerNumber(h, `anthropic-ratelimit-input-tokens-${k}`);
+  const limit = (kind: string, k: string) => headerNumber(h, `anthropic-ratelimit-${kind}-${k}`);
   return {
-    limitRequests: headerNumber(h, 'anthropic-ratelimit-requests-limit'),
-    remainingRequests: headerNumber(h, 'anthropic-ratelimit-requests-remaining'),
-    limitTokens: tokens('limit'),
-    remainingTokens: tokens('remaining'),
+    limitRequests: limit('requests', 'limit'),
+    remainingRequests: limit('requests', 'remaining'),
+    limitTokens: limit('tokens', 'limit') ?? limit('input-tokens', 'limit'),
+    remainingTokens: limit('tokens', 'remaining') ?? limit('input-tokens', 'remaining'),
+    limitInputTokens: limit('input-tokens', 'limit'),
+    remainingInputTokens: limit('input-tokens', 'remaining'),
+    limitOutputTokens: limit('output-tokens', 'limit'),
+    remainingOutputTokens: limit('output-tokens', 'remaining'),
   };
 }
 

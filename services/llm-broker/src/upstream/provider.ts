@@ -122,8 +122,14 @@ export type StreamEvent =
 export interface ProviderLimits {
   limitRequests?: number;
   remainingRequests?: number;
+  /** The token limit (with separate input and output limits: the most restrictive now). */
   limitTokens?: number;
   remainingTokens?: number;
+  /** Separate input and output token limits (Anthropic's ITPM and OTPM), when the provider says them. */
+  limitInputTokens?: number;
+  remainingInputTokens?: number;
+  limitOutputTokens?: number;
+  remainingOutputTokens?: number;
 }
 
 /** Refusals about the account, not the moment: no wait or retry fixes them; an operator must. */
