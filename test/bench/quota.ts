@@ -13,14 +13,17 @@
 // - 10-brokers:     ten replicas share L;
 // - heavy-light:    5 heavy users each asking 8× what each of 25 light users asks;
 // - quantized:      600 RPM enforced per second (10 at once, one more every 100 ms), brokers with
-//                   LLM_QUOTA_BURST_FRACTION=0.015 (the default 2 % lets 12 go at once after a lull).
+//                   LLM_QUOTA_BURST_FRACTION=0.015 (the default 2 % lets 12 go at once after a lull);
+// - otpm:           Anthropic's limits over its Messages API: input and output tokens per minute
+//                   apart (ITPM, OTPM), max_tokens counted against the OTPM on arrival and corrected
+//                   at the end; the OTPM binds (brokers with LLM_TPM = the ITPM, LLM_OTPM).
 // Reported per variant: upstream 429s, the binding limit's share used, max-min fairness of what
 // each user got against what it asked for, and queue waits over every offered call (calls still
 // queued at the end are censored: their wait so far is a lower bound), and for RPM binding the
 // least time over which L consecutive requests reached the provider (under a window: delays between
 // admission and arrival spread that much, see LLM_QUOTA_WINDOW_MARGIN_MS).
 // BENCH_VARIANTS=rpm,tpm picks variants; BENCH_COMPLETION_TOKENS (20) sets the answers' length; BENCH_SCALE (1: the
-// brief's time, 60 s windows, ~23 min for the nine variants; 0.1: a 6 s window, ~4 min, where the window margin and the
+// brief's time, 60 s windows, ~26 min for the ten variants; 0.1: a 6 s window, ~4 min, where the window margin and the
 // pacing's burst cost ten times as much of the rate and the same event-loop delays weigh ten times as much);
 // BENCH_MINUTES (2 scaled minutes per variant); BENCH_BURST_FRACTION sets LLM_QUOTA_BURST_FRACTION on every
 // variant's brokers (to see what the default draws from the quantized provider). Prints a summary and, as the last line, one JSON object.
@@ -38,7 +41,8 @@ const SCALED_MINUTES = Number(process.env.BENCH_MINUTES ?? 2);
 const MAX_TOKENS = 120;
 const COMPLETION_TOKENS = Number(process.env.BENCH_COMPLETION_TOKENS ?? 20);
 
-interface Limits { rpm: number; tpm: number; concurrency: number }
+/** `tpm`: input tokens only when `otpm` (output tokens per minute, Anthropic's) is set. */
+interface Limits { rpm: number; tpm: number; concurrency: number; otpm?: number }
 interface UserGroup { name: string; count: number; weight: number }
 interface Variant {
   name: string;
@@ -48,7 +52,9 @@ interface Variant {
   provider: Limits;
   /** The brokers' configuration (default: the provider's limit). */
   configured?: Limits;
-  binding: 'rpm' | 'tpm';
+  binding: 'rpm' | 'tpm' | 'otpm';
+  /** The wire protocol of the brokers' upstream (default openai). */
+  protocol?: 'anthropic';
   /** Filler words that lengthen each prompt (TPM binding). */
   promptWords: number;
   groups: UserGroup[];
@@ -85,6 +91,10 @@ const VARIANTS: Variant[] = [
   {
     name: 'quantized', what: '600 RPM enforced as 10 a second', brokers: 3, binding: 'rpm', promptWords: 0, groups: EQUAL,
     provider: { rpm: 600, tpm: 1_000_000, concurrency: 20 }, quantumMs: 1_000, brokerEnv: { LLM_QUOTA_BURST_FRACTION: '0.015' },
+  },
+  {
+    name: 'otpm', what: 'Anthropic\'s input and output limits apart (Messages API): OTPM binding, max_tokens 6× what calls generate', brokers: 3, binding: 'otpm',
+    promptWords: 0, groups: EQUAL, protocol: 'anthropic', provider: { rpm: 600, tpm: 100_000, otpm: 2_400, concurrency: 40 },
   },
 ];
 const BURST_FRACTION = process.env.BENCH_BURST_FRACTION;
@@ -167,7 +177,7 @@ async function main(): Promise<void> {
 
   async function runVariant(v: Variant, db: number) {
     const conf = v.configured ?? v.provider;
-    await configureEmulator(emulator, { rpm: v.provider.rpm, tpm: v.provider.tpm, maxConcurrent: v.provider.concurrency, limitQuantumMs: v.quantumMs ?? 0, behaviours: v.behaviours ?? {} });
+    await configureEmulator(emulator, { rpm: v.provider.rpm, tpm: v.provider.tpm, otpm: v.provider.otpm ?? 0, maxConcurrent: v.provider.concurrency, limitQuantumMs: v.quantumMs ?? 0, behaviours: v.behaviours ?? {} });
     const brokers: ServiceProc[] = [];
     // Three at a time: ten starting at once on a busy 2-core machine miss their readiness deadline.
     for (let i = 0; i < v.brokers; i += 3) {
@@ -177,7 +187,8 @@ async function main(): Promise<void> {
             logDir: dir, instance: `${v.name}-${i + j}`,
             env: {
               REDIS_URL: `${redis.url}/${db}`, LLM_BASE_URL: `${emulator.url}/v1`, LLM_API_KEY: 'bench', OTEL_SDK_DISABLED: 'true',
-              LLM_MAX_CONCURRENT: String(conf.concurrency), LLM_RPM: String(conf.rpm), LLM_TPM: String(conf.tpm),
+              LLM_MAX_CONCURRENT: String(conf.concurrency), LLM_RPM: String(conf.rpm), LLM_TPM: String(conf.tpm), LLM_OTPM: String(conf.otpm ?? 0),
+              ...(v.protocol ? { LLM_PROTOCOL: v.protocol } : {}),
               LLM_TIME_SCALE: String(SCALE), LLM_QUEUE_MAX: '5000', LOG_LEVEL: 'warn', ...v.brokerEnv,
               ...(BURST_FRACTION === undefined ? {} : { LLM_QUOTA_BURST_FRACTION: BURST_FRACTION }),
             },
@@ -193,13 +204,16 @@ async function main(): Promise<void> {
     }
     const clients = brokers.map((b) => createClient(LlmBrokerServiceClient, b.addr));
     try {
-      // TPM binding: the size of one call as the provider charges it, measured (not assumed) before the phase.
+      // Tokens binding: the size of one call as the provider charges it (its output alone for the
+      // OTPM), measured (not assumed) before the phase.
+      /** What the binding token limit has counted (the emulator's figures). */
+      const tokensCounted = (st: Awaited<ReturnType<typeof emulatorStats>>) => (v.binding === 'otpm' ? st.outputTokensCharged : st.tokensCharged);
       let charged = 0;
-      if (v.binding === 'tpm') {
+      if (v.binding !== 'rpm') {
         await fetch(`${emulator.url}/_emulator/reset`, { method: 'POST' });
         const probe = await generate(clients[0]!, 0, v.promptWords, new AbortController().signal);
         if (!probe.ok) throw new Error(`the probe call failed: ${probe.reason}`);
-        charged = (await emulatorStats(emulator)).tokensCharged;
+        charged = tokensCounted(await emulatorStats(emulator));
         await sleep(WINDOW_MS); // the probe leaves the provider's window
       }
       await fetch(`${emulator.url}/_emulator/reset`, { method: 'POST' });
@@ -207,7 +221,8 @@ async function main(): Promise<void> {
       const users = v.groups.flatMap((g) => Array.from({ length: g.count }, () => g));
       const totalWeight = users.reduce((s, g) => s + g.weight, 0);
       // 3× what the binding limit of the provider allows.
-      const callsPerWindow = 3 * (v.binding === 'rpm' ? v.provider.rpm : v.provider.tpm / charged);
+      const bindingLimit = v.binding === 'rpm' ? v.provider.rpm : v.binding === 'otpm' ? v.provider.otpm! : v.provider.tpm;
+      const callsPerWindow = 3 * (v.binding === 'rpm' ? bindingLimit : bindingLimit / charged);
       const unitPerSec = callsPerWindow / (WINDOW_MS / 1000) / totalWeight;
       const durationMs = SCALED_MINUTES * WINDOW_MS;
       const start = Date.now();
@@ -239,7 +254,7 @@ async function main(): Promise<void> {
       const arrivals = [...stats.admissions].sort((a, b) => a - b);
       let tightest = Infinity;
       for (let i = 0; limit > 0 && i + limit - 1 < arrivals.length; i += 1) tightest = Math.min(tightest, arrivals[i + limit - 1]! - arrivals[i]!);
-      const used = v.binding === 'rpm' ? admittedInPhase / (v.provider.rpm * windows) : stats.tokensCharged / (v.provider.tpm * windows);
+      const used = v.binding === 'rpm' ? admittedInPhase / (bindingLimit * windows) : tokensCounted(stats) / (bindingLimit * windows);
       const got = users.map((_, u) => all.filter((o) => o.user === u && o.served).length);
       const waits = all.filter((o) => o.served || o.censored).map((o) => ({ value: o.waitMs, censored: o.censored }));
       const refusals: Record<string, number> = {};
@@ -250,7 +265,7 @@ async function main(): Promise<void> {
         return [g.name, { asked: sum(asked), got: sum(got) }];
       }));
       return {
-        variant: v.name, what: v.what, brokers: v.brokers, provider: { ...v.provider, quantumMs: v.quantumMs ?? 0 }, configured: conf, binding: v.binding,
+        variant: v.name, what: v.what, brokers: v.brokers, provider: { ...v.provider, quantumMs: v.quantumMs ?? 0 }, configured: conf, binding: v.binding, bindingLimit,
         burstFraction: Number(BURST_FRACTION ?? v.brokerEnv?.LLM_QUOTA_BURST_FRACTION ?? 0.02),
         tokensPerCall: Math.round(stats.tokensCharged / Math.max(1, stats.admissions.length)), offered: all.length, served: got.reduce((a, b) => a + b, 0),
         upstream429: stats.rateLimited, bindingUsed: +used.toFixed(4), maxPerWindow: stats.maxPerWindow, maxInFlight: stats.maxInFlight,
@@ -284,7 +299,7 @@ async function main(): Promise<void> {
       results.push(r);
       const w = (p: { value: number; atLeast: boolean }) => `${p.atLeast ? '≥' : ''}${(p.value / 1000).toFixed(1)} s`;
       console.log(
-        `  ${r.variant} (${r.what}; pacing bucket ${pct(r.burstFraction)} of each limit): 429s ${r.upstream429}, ${r.binding.toUpperCase()} used ${pct(r.bindingUsed)} of the provider's ${r.binding === 'rpm' ? r.provider.rpm : r.provider.tpm}, ` +
+        `  ${r.variant} (${r.what}; pacing bucket ${pct(r.burstFraction)} of each limit): 429s ${r.upstream429}, ${r.binding.toUpperCase()} used ${pct(r.bindingUsed)} of the provider's ${r.bindingLimit}, ` +
         `max in any window ${r.maxPerWindow} req${r.tightestWindowMs === null ? '' : ` (${r.provider.rpm} arrived over W ${r.tightestWindowMs < 0 ? '−' : '+'} ${Math.abs(r.tightestWindowMs)} ms at the tightest)`}, max in flight ${r.maxInFlight}/${r.provider.concurrency}, max-min fairness ${r.maxMinFairness} ${JSON.stringify(r.byGroup)}, ` +
         `queue wait p50 ${w(r.queueWait.p50)} p99 ${w(r.queueWait.p99)} (${r.queueWait.censored} of ${r.queueWait.of} censored), offered ${r.offered}, served ${r.served}, ` +
         `${r.tokensPerCall} tokens per call${r.wholeCalls ? ` (whole calls can use ${pct(r.wholeCalls.ceiling)} of TPM: ${pct(r.wholeCalls.used)} of that used)` : ''}, refusals ${JSON.stringify(r.refusals)}`,

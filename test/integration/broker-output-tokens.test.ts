@@ -42,8 +42,8 @@ afterAll(async () => {
   await redis?.stop();
 });
 
-/** Twenty calls at once through `broker`; the provider's 429s they drew, and how many finished. */
-async function twenty(broker: TestBroker): Promise<{ upstream429: number; finished: number }> {
+/** Twenty calls at once through `broker`; the provider's 429s they drew, how many finished, and the most the provider had in flight. */
+async function twenty(broker: TestBroker): Promise<{ upstream429: number; finished: number; maxInFlight: number }> {
   await fetch(`${emulator.url}/_emulator/reset`, { method: 'POST' });
   const before = (await emulatorStats(emulator)).rateLimited;
   const results = await Promise.all(Array.from({ length: 20 }, async () => {
@@ -56,14 +56,18 @@ async function twenty(broker: TestBroker): Promise<{ upstream429: number; finish
     }
     return last?.$case === 'done';
   }));
-  return { upstream429: (await emulatorStats(emulator)).rateLimited - before, finished: results.filter(Boolean).length };
+  const after = await emulatorStats(emulator);
+  return { upstream429: after.rateLimited - before, finished: results.filter(Boolean).length, maxInFlight: after.maxInFlight };
 }
 
 it('with LLM_OTPM the broker holds calls back on their output tokens: twenty calls that reserve twice the output limit draw no 429', async () => {
   const broker = await brokers.start({ env: { LLM_OTPM: String(OTPM) } });
-  const { upstream429, finished } = await twenty(broker);
+  const { upstream429, finished, maxInFlight } = await twenty(broker);
   expect(finished).toBe(20);
   expect(upstream429).toBe(0);
+  // Counted over the window, not paced: as many went together as the output limit holds (3,000 ÷ 300),
+  // where a pacing bucket (2 %: 60 tokens) would have let them go one at a time.
+  expect(maxInFlight).toBe(10);
   // The output limiter, not the provider, made the calls wait.
   expect(await promMetric(broker.proc, 'llm_refusals_total', 'reason="otpm"')).toBeGreaterThan(0);
   // The input limit was not cut to the output one (the most restrictive, anthropic-ratelimit-tokens-*).
@@ -79,9 +83,11 @@ it('without it, the same calls exceed the provider\'s output limit: 429s', async
 
 it('an output limit configured above the provider\'s follows its output-tokens headers, and the input limit its own', async () => {
   const broker = await brokers.start({ env: { LLM_OTPM: String(OTPM * 10), LLM_TPM: String(ITPM * 2) } });
-  const { finished } = await twenty(broker);
-  expect(finished).toBe(20);
-  // Each answer's headers: anthropic-ratelimit-output-tokens-limit for the one, input-tokens-limit
+  const call = broker.client.generate(generateRequest('What is a heat wave?', { maxTokens: MAX_TOKENS }), new Metadata(), { deadline: Date.now() + 30_000 });
+  let last: GenerateResponse['update'];
+  for await (const m of call as AsyncIterable<GenerateResponse>) last = m.update;
+  expect(last?.$case).toBe('done');
+  // The answer's headers: anthropic-ratelimit-output-tokens-limit for the one, input-tokens-limit
   // for the other (not tokens-*, the most restrictive of the two).
   expect(await promMetric(broker.proc, 'llm_effective_limit', 'limit="otpm"')).toBe(OTPM);
   expect(await promMetric(broker.proc, 'llm_effective_limit', 'limit="tpm"')).toBe(ITPM);

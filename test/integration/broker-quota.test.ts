@@ -142,6 +142,25 @@ it('calls larger than the TPM burst never put more than the limit into a sliding
   expect(Number(await c.hget(k.tpmTokens, 'sum'))).toBe(0);
 });
 
+it('with tokenPacing off, TPM is counted over its window alone: reservations larger than the pacing bucket go together up to the limit, and tokens given back are taken again at once', async () => {
+  const [a, b] = await limiters(2, prefix(), { tokensPerMinute: 1_000, windowScale: 10, tokenPacing: false });
+  // Four reservations of 250 across both instances (the pacing's bucket would be 20): all at once; a fifth does not fit.
+  const held: AcquireResult[] = [];
+  for (const [i, l] of [a, b, a, b].entries()) held.push(await l!.tryAcquire({ holder: `r${i}`, tokens: 250 }));
+  expect(held.map((r) => r.ok)).toEqual([true, true, true, true]);
+  expect(await a!.tryAcquire({ holder: 'fifth', tokens: 250 })).toMatchObject({ ok: false, reason: 'tpm' });
+  // One settles at 50 of its 250: the 200 it gave back are taken again at once, and no more.
+  const first = held[0]!;
+  if (!first.ok) throw new Error('admitted above');
+  await first.lease.release({ actualTokens: 50 });
+  expect((await b!.tryAcquire({ holder: 'again', tokens: 200 })).ok).toBe(true);
+  expect(await a!.tryAcquire({ holder: 'more', tokens: 1 })).toMatchObject({ ok: false, reason: 'tpm' });
+  // Paced (the default), the second reservation of 250 waits for the bucket to fill again.
+  const [paced] = await limiters(1, prefix(), { tokensPerMinute: 1_000, windowScale: 10 });
+  expect((await paced!.tryAcquire({ holder: 'p1', tokens: 250 })).ok).toBe(true);
+  expect(await paced!.tryAcquire({ holder: 'p2', tokens: 250 })).toMatchObject({ ok: false, reason: 'tpm' });
+});
+
 it('a settlement below the reservation frees its tokens in the TPM window, once', async () => {
   const p = prefix();
   const [l] = await limiters(1, p, { tokensPerMinute: 10_000, windowScale: 10 });

@@ -157,6 +157,9 @@ export interface EmulatorStats {
   toolCalls: number;
   /** TPM tokens charged for finished requests, as the provider's limit counts them. */
   tokensCharged: number;
+  /** With separate input and output limits (EMULATOR_OTPM): what each counted of finished requests. */
+  inputTokensCharged: number;
+  outputTokensCharged: number;
   /** Injected refusals (404, 429 insufficient_quota, 503, reset) and how often each behaviour applied. */
   refused: number; behaviours: Record<string, number>;
   /** The referee: most requests admitted within any one rate window. */

@@ -1,7 +1,7 @@
 // The broker as a part of a process: Redis, and per upstream its global limiter, queue and provider
 // behind its breaker, with their shutdown steps. The llm-broker service serves it over gRPC
 // (main.ts); an edge with EDGE_INLINE_BROKER calls it in its own process for `/v1` (no gRPC hop).
-import { BUDGET_KEY_PREFIX, closeRedis, createRedis, GlobalLimiter, redisReady, replicaIdOfProcess, TokenBudgets, type AdmissionLimits, type Redis, type Registry, type Service } from '@agent-mesh/common';
+import { BUDGET_KEY_PREFIX, closeRedis, createRedis, GlobalLimiter, redisReady, replicaIdOfProcess, TokenBudgets, type AdmissionLimits, type LimiterOptions, type Redis, type Registry, type Service } from '@agent-mesh/common';
 import { LlmBroker, type Upstream } from './broker';
 import { ResponseCache } from './cache/response-cache';
 import type { BrokerConfig, UpstreamConfig } from './config';
@@ -96,11 +96,11 @@ function buildUpstream(svc: BrokerHost, cfg: BrokerConfig, u: UpstreamConfig, re
   const { logger } = svc;
   const log = logger.child({ upstream: u.name });
   /** A limiter of the upstream's quota in Redis, and its limits adapting to the provider. */
-  const quota = (keyPrefix: string, configured: Required<AdmissionLimits>, what: string) => {
+  const quota = (keyPrefix: string, configured: Required<AdmissionLimits>, what: string, options: LimiterOptions = {}) => {
     const limiter = new GlobalLimiter(
       redis,
       keyPrefix,
-      { ...configured, leaseMs: cfg.leaseMs, fallbackReplicas: cfg.fallbackReplicas, departedHoldMs: cfg.departedHoldMs, windowScale: cfg.timeScale, windowMarginMs: cfg.quotaWindowMarginMs, burstFraction: cfg.quotaBurstFraction, admitAhead: cfg.admitAhead, admitAheadMs: cfg.admitAheadMs, admitAheadKeepMs: cfg.admitAheadKeepMs, replicaId: replicaIdOfProcess() },
+      { ...configured, leaseMs: cfg.leaseMs, fallbackReplicas: cfg.fallbackReplicas, departedHoldMs: cfg.departedHoldMs, windowScale: cfg.timeScale, windowMarginMs: cfg.quotaWindowMarginMs, burstFraction: cfg.quotaBurstFraction, admitAhead: cfg.admitAhead, admitAheadMs: cfg.admitAheadMs, admitAheadKeepMs: cfg.admitAheadKeepMs, replicaId: replicaIdOfProcess(), ...options },
       log,
     );
     limiter.start();
@@ -112,8 +112,12 @@ function buildUpstream(svc: BrokerHost, cfg: BrokerConfig, u: UpstreamConfig, re
     return { limiter, adaptive };
   };
   const { limiter, adaptive } = quota(u.quotaKey, { maxConcurrent: u.maxConcurrent, requestsPerMinute: u.rpm, tokensPerMinute: u.tpm }, 'limiter');
-  // Output tokens limited on their own (OTPM): a second limiter, of tokens only.
-  const output = u.otpm > 0 ? quota(outputQuotaKey(u.quotaKey), { maxConcurrent: 0, requestsPerMinute: 0, tokensPerMinute: u.otpm }, 'output-limiter') : undefined;
+  // Output tokens limited on their own (OTPM): a second limiter, of tokens only, counted over the
+  // window without pacing (a call reserves max_tokens, mostly given back: see LimiterOptions.tokenPacing),
+  // and asked at each call (the first limiter's round trip is made anyway: nothing taken ahead).
+  const output = u.otpm > 0
+    ? quota(outputQuotaKey(u.quotaKey), { maxConcurrent: 0, requestsPerMinute: 0, tokensPerMinute: u.otpm }, 'output-limiter', { tokenPacing: false, admitAhead: 0 })
+    : undefined;
 
   const provider = new HttpProvider(WIRE_PROTOCOLS[u.protocol], {
     baseUrl: u.baseUrl, apiKey: u.apiKey, requestTimeoutMs: cfg.requestTimeoutMs, streamIdleTimeoutMs: cfg.streamIdleTimeoutMs, maxConnections: u.maxConcurrent,

@@ -178,6 +178,18 @@ describe('local fallback', () => {
     expect(mostInAWindow).toBe(9); // as many as fit
   });
 
+  it('with tokenPacing off, counts TPM over the window alone: reservations larger than the burst go together up to the limit', () => {
+    const now = 1_000;
+    const unpaced = new LocalAdmission({ maxConcurrent: 0, requestsPerMinute: 0, tokensPerMinute: 48_000 }, 60_000, 0.02, () => now, false);
+    const admitted = Array.from({ length: 10 }, (_, n) => unpaced.tryAcquire(`c${n}`, 5_000).ok).filter(Boolean).length;
+    expect(admitted).toBe(9); // 45,000 of 48,000 at once
+    unpaced.release('c0', -4_000); // billed 1,000 of 5,000: 4,000 free again
+    expect(unpaced.tryAcquire('again', 7_000).ok).toBe(true);
+    // Paced, one such call at a time (a burst of 960 tokens).
+    const paced = new LocalAdmission({ maxConcurrent: 0, requestsPerMinute: 0, tokensPerMinute: 48_000 }, 60_000, 0.02, () => now);
+    expect(Array.from({ length: 10 }, (_, n) => paced.tryAcquire(`c${n}`, 5_000).ok).filter(Boolean).length).toBe(1);
+  });
+
   it("settles an admission's tokens in the window once, and lets them go when it leaves", () => {
     const w = new TokenWindow(60_000);
     w.add('a', 6_000, 0);

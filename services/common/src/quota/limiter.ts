@@ -113,6 +113,8 @@ export class GlobalLimiter {
   private readonly windowMs: number;
   /** The pacing's bucket: the configured fraction, or a smaller one learnt (learnBurstFraction, or from another replica). */
   private burst: number;
+  /** Whether TPM is paced besides being counted over the window (LimiterOptions.tokenPacing). */
+  private readonly tokenPacing: boolean;
   /** The bucket this replica learnt from the provider itself: passed to the others with each heartbeat. */
   private learntBurst?: number;
   private readonly replicaId: string;
@@ -172,6 +174,7 @@ export class GlobalLimiter {
     this.leaseMs = options.leaseMs ?? 15_000;
     this.windowMs = WINDOW_MS * (options.windowScale ?? 1) + Math.max(0, options.windowMarginMs ?? 0);
     this.burst = options.burstFraction ?? DEFAULT_BURST_FRACTION;
+    this.tokenPacing = options.tokenPacing ?? true;
     this.replicaId = options.replicaId ?? randomUUID();
     this.heartbeatMs = options.heartbeatMs ?? 2_000;
     this.redisTimeoutMs = options.redisTimeoutMs ?? 500;
@@ -182,7 +185,7 @@ export class GlobalLimiter {
     this.aheadMax = Math.max(0, Math.floor(options.admitAhead ?? 0));
     this.aheadMs = options.admitAheadMs ?? 50;
     this.aheadKeepMs = Math.max(0, options.admitAheadKeepMs ?? 0);
-    this.local = new LocalAdmission(this.localLimits(), this.windowMs, this.burst);
+    this.local = new LocalAdmission(this.localLimits(), this.windowMs, this.burst, undefined, this.tokenPacing);
   }
 
   /** The key that exists (with the pause as its TTL) while a limiter with this prefix is paused. */
@@ -322,7 +325,7 @@ export class GlobalLimiter {
           this.cmd.meshQuotaAcquire(
             this.keys.leases, this.keys.rpm, this.keys.tpm, this.keys.pause, this.keys.tpmLog, this.keys.tpmTokens,
             ids[first]!, this.leaseMs, concurrency, rpm,
-            tpm, tokens[first]!, this.windowMs, this.burst, ahead, aheadId, aheadTokens, ...more,
+            tpm, tokens[first]!, this.windowMs, this.burst, ahead, aheadId, aheadTokens, this.tokenPacing ? 1 : 0, ...more,
           ),
         );
         this.keepAhead(aheadId, Number(aheadAdmitted ?? 0), sentAt, aheadTokens, epoch);
@@ -469,7 +472,7 @@ export class GlobalLimiter {
       if (rpm > 0) void this.call(() => this.cmd.meshQuotaRequest(this.keys.rpm, this.keys.pause, rpm, this.windowMs, this.burst, -1)).catch(() => undefined);
       if (maxConcurrent > 0 || (tpm > 0 && a.tokens > 0)) {
         const registered = maxConcurrent > 0 ? '1' : '0';
-        void this.call(() => this.cmd.meshQuotaRelease(this.keys.leases, this.keys.tpm, this.keys.tpmLog, this.keys.tpmTokens, a.id, -a.tokens, tpm, this.windowMs, this.burst, registered)).catch(() => undefined);
+        void this.call(() => this.cmd.meshQuotaRelease(this.keys.leases, this.keys.tpm, this.keys.tpmLog, this.keys.tpmTokens, a.id, -a.tokens, tpm, this.windowMs, this.burst, registered, this.tokenPacing ? 1 : 0)).catch(() => undefined);
       }
     }
   }
@@ -538,7 +541,7 @@ export class GlobalLimiter {
     // A shared lease takes a slot in Redis' leases set only under a concurrency limit.
     const registered = this.limits.maxConcurrent > 0;
     const releaseShared = (delta: number) =>
-      this.call(() => this.cmd.meshQuotaRelease(this.keys.leases, this.keys.tpm, this.keys.tpmLog, this.keys.tpmTokens, id, delta, this.sharedLimits().tokensPerMinute, this.windowMs, this.burst, registered ? '1' : '0'));
+      this.call(() => this.cmd.meshQuotaRelease(this.keys.leases, this.keys.tpm, this.keys.tpmLog, this.keys.tpmTokens, id, delta, this.sharedLimits().tokensPerMinute, this.windowMs, this.burst, registered ? '1' : '0', this.tokenPacing ? 1 : 0));
     const settle = async (delta: number) => {
       if (done) return;
       done = true;

@@ -86,6 +86,8 @@ export class LocalAdmission {
     private readonly windowMs: number,
     private burstFraction: number,
     private readonly now: () => number = () => Date.now(),
+    /** Whether TPM is paced besides its window (LimiterOptions.tokenPacing). */
+    private readonly tokenPacing = true,
   ) {
     this.tpmWindow = new TokenWindow(windowMs);
   }
@@ -116,7 +118,7 @@ export class LocalAdmission {
     }
     const r = pace(this.rpmTat, now, 1, this.rate(this.limits.requestsPerMinute));
     if (!r.ok) return { ok: false, reason: 'rpm', retryAfterMs: Math.ceil(r.retryAfterMs) };
-    const t = pace(this.tpmTat, now, tokens, this.rate(this.limits.tokensPerMinute));
+    const t = pace(this.tpmTat, now, tokens, this.rate(this.tokenPacing ? this.limits.tokensPerMinute : 0));
     if (!t.ok) return { ok: false, reason: 'tpm', retryAfterMs: Math.ceil(t.retryAfterMs) };
     const w = this.tpmWindow.waitFor(tokens, this.limits.tokensPerMinute, now);
     if (w > 0) return { ok: false, reason: 'tpm', retryAfterMs: w };

@@ -69,8 +69,8 @@ end
  * refused call are never admitted before it).
  * KEYS: leases (zset id → expiry), rpm tat, tpm tat, pause-until, tpm log, tpm tokens (TPM_WINDOW).
  * ARGV: leaseId ('' for none: only admissions ahead are asked), leaseMs, maxConcurrent, rpm, tpm,
- * tokens, windowMs, burstFraction, ahead, aheadId, aheadTokens, then (leaseId, tokens) of each
- * further lease.
+ * tokens, windowMs, burstFraction, ahead, aheadId, aheadTokens, tokenPacing (1: TPM paced besides
+ * its window; 0: the window alone), then (leaseId, tokens) of each further lease.
  *
  * Admissions ahead: when every lease asked was admitted, up to `ahead` more are admitted for calls
  * that have not arrived yet (ids aheadId:0, aheadId:1 …, each reserving aheadTokens), each only
@@ -84,6 +84,8 @@ export const ACQUIRE = `${CLOCK_AND_PACE}${TPM_WINDOW}
 local leaseMs = tonumber(ARGV[2])
 local maxc, rpm, tpm = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local window, frac = tonumber(ARGV[7]), tonumber(ARGV[8])
+-- The limit TPM is paced at (0: not paced; its window alone bounds it).
+local tpace = ARGV[12] == '1' and tpm or 0
 local paused = tonumber(redis.call('GET', KEYS[4]) or '0')
 if paused > now then return {0, 'paused', math.ceil(paused - now)} end
 local held = 0
@@ -92,7 +94,7 @@ if maxc > 0 then
   held = redis.call('ZCARD', KEYS[1])
 end
 local rtat = rpm > 0 and tonumber(redis.call('GET', KEYS[2]) or '0') or 0
-local ttat = tpm > 0 and tonumber(redis.call('GET', KEYS[3]) or '0') or 0
+local ttat = tpace > 0 and tonumber(redis.call('GET', KEYS[3]) or '0') or 0
 local wsum = tpm > 0 and windowSum(KEYS[5], KEYS[6], window) or 0
 local rpaced, tpaced, logged = false, false, false
 -- Whether the tokens fit the TPM window now; else the wait. Fitting, they are logged under the id.
@@ -109,7 +111,7 @@ local i = 0
 while true do
   local leaseId, tokens
   if i == 0 and ARGV[1] ~= '' then leaseId, tokens = ARGV[1], tonumber(ARGV[6])
-  elseif i > 0 and ARGV[10 + 2 * i] then leaseId, tokens = ARGV[10 + 2 * i], tonumber(ARGV[11 + 2 * i])
+  elseif i > 0 and ARGV[11 + 2 * i] then leaseId, tokens = ARGV[11 + 2 * i], tonumber(ARGV[12 + 2 * i])
   else break end
   if maxc > 0 and held >= maxc then
     local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
@@ -118,7 +120,7 @@ while true do
   end
   local rwait, rnew = pace(rtat, rpm, 1, window, frac)
   if rwait > 0 then reason, retry = 'rpm', math.ceil(rwait) break end
-  local twait, tnew = pace(ttat, tpm, tokens, window, frac)
+  local twait, tnew = pace(ttat, tpace, tokens, window, frac)
   if twait > 0 then reason, retry = 'tpm', math.ceil(twait) break end
   local wwait = windowTake(leaseId, tokens)
   if wwait > 0 then reason, retry = 'tpm', wwait break end
@@ -143,8 +145,8 @@ if reason == 'ok' then
   while ahead < want do
     if maxc > 0 and (held + 1) * 2 > maxc then break end
     local rwait, rnew = pace(rtat, rpm, 1, window, frac)
-    local twait, tnew = pace(ttat, tpm, aheadTokens, window, frac)
-    if rwait > 0 or twait > 0 or not halfUsed(rnew, rpm) or not halfUsed(tnew, tpm) then break end
+    local twait, tnew = pace(ttat, tpace, aheadTokens, window, frac)
+    if rwait > 0 or twait > 0 or not halfUsed(rnew, rpm) or not halfUsed(tnew, tpace) then break end
     if windowTake(ARGV[10] .. ':' .. ahead, aheadTokens) > 0 then break end
     if rnew then rtat, rpaced = rnew, true end
     if tnew then ttat, tpaced = tnew, true end
@@ -182,7 +184,8 @@ return 1
 /**
  * Frees a lease and settles its tokens (delta < 0 refunds, > 0 charges more).
  * KEYS: leases, tpm tat, tpm log, tpm tokens. ARGV: leaseId, deltaTokens, tpm, windowMs,
- * burstFraction, registered ('1': the lease is in the leases set, under a concurrency limit).
+ * burstFraction, registered ('1': the lease is in the leases set, under a concurrency limit),
+ * tokenPacing ('0': TPM not paced, its window alone settled).
  * In the TPM window the lease's tokens are settled as a provider settles its charge: a refund while
  * its entry is in the window, once (the entry is renamed, so a release tried again finds none); a
  * charge beyond the reservation (attempts the provider billed before a retry, a prompt it counted
@@ -197,10 +200,12 @@ local delta, tpm = tonumber(ARGV[2]), tonumber(ARGV[3])
 -- first try may have run before Redis went away) gives them back once; a charge beyond the
 -- reservation always counts.
 if tpm > 0 and delta ~= 0 and (ARGV[6] ~= '1' or held == 1 or delta > 0) then
-  local ti = interval(tpm, tonumber(ARGV[4]), tonumber(ARGV[5]))
-  local tat = tonumber(redis.call('GET', KEYS[2]) or '0')
-  if delta < 0 then tat = math.max(now, tat + delta * ti) else tat = math.max(tat, now) + delta * ti end
-  store(KEYS[2], tat)
+  if ARGV[7] ~= '0' then
+    local ti = interval(tpm, tonumber(ARGV[4]), tonumber(ARGV[5]))
+    local tat = tonumber(redis.call('GET', KEYS[2]) or '0')
+    if delta < 0 then tat = math.max(now, tat + delta * ti) else tat = math.max(tat, now) + delta * ti end
+    store(KEYS[2], tat)
+  end
   local window = tonumber(ARGV[4])
   local sum = windowSum(KEYS[3], KEYS[4], window)
   local at = redis.call('ZSCORE', KEYS[3], ARGV[1])

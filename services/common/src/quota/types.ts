@@ -22,6 +22,14 @@ export interface LimiterOptions extends AdmissionLimits {
   windowMarginMs?: number;
   /** Share of each rate limit that may arrive as one burst (see gcra.ts). @default 0.02 */
   burstFraction?: number;
+  /**
+   * Whether TPM is paced (GCRA, see gcra.ts) besides being counted exactly over the window. Off,
+   * the window alone bounds it: for a limit whose provider takes a burst of the whole limit
+   * (Anthropic's token buckets hold a minute's limit) and whose reservations are mostly given back
+   * (max_tokens against an output limit). The pacing charges a reservation in full until it is
+   * settled, so calls larger than its bucket would go one at a time. @default true
+   */
+  tokenPacing?: boolean;
   /** This replica's id in the heartbeat set. @default a random UUID */
   replicaId?: string;
   /** How often this replica refreshes its heartbeat. @default 2000 */

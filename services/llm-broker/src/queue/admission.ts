@@ -244,10 +244,12 @@ export class AdmissionQueue {
         this.estimator.onBlocked();
         const sleep = Math.max(5, Math.min(result.retryAfterMs, this.opts.maxPollMs ?? 250));
         // A pause or a pace (rpm, tpm) says exactly when the head fits. A concurrency refusal only
-        // says when the oldest lease would expire if its holder died; calls usually end sooner,
-        // so the measured admission interval is the better guess there.
-        const headWaitMs =
-          result.reason === 'concurrency' ? Math.min(result.retryAfterMs, this.estimator.admissionIntervalMs) : result.retryAfterMs;
+        // says when the oldest lease would expire if its holder died, and an output-token one
+        // (otpm, counted over its window alone) when the oldest reservations leave the window; calls
+        // usually end sooner and give their slot or unused max_tokens back, so the measured
+        // admission interval is the better guess there.
+        const endsSooner = result.reason === 'concurrency' || result.reason === 'otpm';
+        const headWaitMs = endsSooner ? Math.min(result.retryAfterMs, this.estimator.admissionIntervalMs) : result.retryAfterMs;
         this.blockedUntil = this.now() + headWaitMs;
         this.blockedBy = result.reason;
         this.publishPositions(true);
