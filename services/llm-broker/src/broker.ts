@@ -768,7 +768,8 @@ export class LlmBroker {
     const { lease, waitedMs }: Admitted = await admission;
     d.metrics.admissions.inc(label);
     d.metrics.queueWait.observe(label, waitedMs / 1000);
-    d.metrics.tokens.inc({ kind: 'reserved', ...label }, reserved);
+    d.metrics.tokens.inc({ kind: 'reserved', ...label }, tpmTokens(reservation));
+    if (u.output) d.metrics.tokens.inc({ kind: 'reserved_output', ...label }, reservation.output);
 
     // 2. Call the provider while holding (and renewing) the lease.
     const stopRenew = lease.keepAlive();

@@ -73,7 +73,7 @@ export function createBrokerMetrics(registry: Registry, gauges: BrokerGauges, up
     }),
     admissions: new Counter({ name: 'llm_admissions_total', help: 'Calls admitted to the upstream', labelNames: up, registers }),
     refusals: new Counter({ name: 'llm_refusals_total', help: 'Admission refusals by reason (queue and quota)', labelNames: ['reason', 'upstream'], registers }),
-    tokens: new Counter({ name: 'llm_tokens_total', help: 'TPM tokens reserved, settled (billed) and refunded', labelNames: ['kind', 'upstream'], registers }),
+    tokens: new Counter({ name: 'llm_tokens_total', help: 'Tokens reserved against the TPM (reserved; input tokens only where output tokens are limited apart) and against the OTPM (reserved_output), settled (billed, input and output) and refunded (reserved of both less settled)', labelNames: ['kind', 'upstream'], registers }),
     upstreamRequests: new Counter({ name: 'llm_upstream_requests_total', help: 'Upstream HTTP requests by outcome and API (chat: chat completions and messages; embeddings)', labelNames: ['outcome', 'upstream', 'api'], registers }),
     upstream429: new Counter({ name: 'llm_upstream_rate_limited_total', help: 'Upstream 429 answers', labelNames: up, registers }),
     upstreamErrors: new Counter({ name: 'llm_upstream_errors_total', help: 'Upstream failures (5xx, connection, cut stream, timeout, mid_stream: after tokens reached the caller)', labelNames: ['kind', 'upstream'], registers }),
