@@ -172,7 +172,7 @@ export interface Upstream {
   limiter: Pick<GlobalLimiter, 'pausedForMs' | 'pauseFor' | 'setLimits' | 'burstFraction' | 'learnBurstFraction'>;
   adaptive: AdaptiveLimits;
   /** Output tokens limited on their own (`otpm`, Anthropic's OTPM): their limiter and limits; `limiter`'s TPM then counts input tokens. */
-  output?: { limiter: Pick<GlobalLimiter, 'setLimits' | 'burstFraction' | 'learnBurstFraction'>; adaptive: AdaptiveLimits };
+  output?: { limiter: Pick<GlobalLimiter, 'setLimits'>; adaptive: AdaptiveLimits };
   breaker: CircuitBreaker<[ProviderRequest, AbortSignal], OpenStream>;
   breakerResetMs: number;
   retryBudget: RetryBudget;
@@ -1025,9 +1025,10 @@ export class LlmBroker {
           if (heard || cut) {
             d.logger.warn({ upstream: u.name, limits: u.adaptive.limits, ...(u.output ? { outputTokensPerMinute: u.output.adaptive.limits.tokensPerMinute } : {}) }, 'provider rate limit: effective limits cut');
           }
-          const halved = burst ? target.adaptive.halveBurst(target.limiter.burstFraction) : undefined;
+          // The output limiter is not paced (counted over its window alone): it has no bucket to halve.
+          const halved = burst && !ofOutput ? u.adaptive.halveBurst(u.limiter.burstFraction) : undefined;
           if (halved !== undefined) {
-            target.limiter.learnBurstFraction(halved);
+            u.limiter.learnBurstFraction(halved);
             d.logger.warn(
               { upstream: u.name, burstFraction: halved, remaining: err.limits },
               'provider refused a burst with its minute not used up (it enforces its limits over a shorter period): pacing bucket halved on every replica; set LLM_QUOTA_BURST_FRACTION to start there',
