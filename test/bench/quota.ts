@@ -129,8 +129,8 @@ function request(user: number, promptWords: number): GenerateRequest {
     runId: '', callerRole: CallerRole.CALLER_ROLE_PLANNER, runStarted: false, model: '', tools: [], toolsJson: '', maxTokens: MAX_TOKENS,
     temperature: 0, hasTemperature: false, cache: false, noStream: false, answerInDone: false, streamToolCalls: false, toolChoice: undefined, stop: [], responseFormatJson: '', logitBias: {},
     messages: [
-      { role: 'system', content: 'You are the Planner. Round: 1', name: '', toolCallId: '', toolCalls: [] },
-      { role: 'user', content: `User ${user} asks: how do we keep a shared LLM quota exact across replicas? ${filler}`, name: '', toolCallId: '', toolCalls: [] },
+      { role: 'system', content: 'You are the Planner. Round: 1', name: '', toolCallId: '', toolCalls: [], cacheTtl: '' },
+      { role: 'user', content: `User ${user} asks: how do we keep a shared LLM quota exact across replicas? ${filler}`, name: '', toolCallId: '', toolCalls: [], cacheTtl: '' },
     ],
   };
 }

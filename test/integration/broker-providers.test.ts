@@ -15,7 +15,7 @@ import { minimalImage } from '@agent-mesh/emulator';
 jest.setTimeout(120_000);
 
 const KEY = 'emulator-key-1';
-const SEARCH = { name: 'search_web', description: 'Search the web', parametersJsonSchema: JSON.stringify({ type: 'object', properties: { query: { type: 'string' } } }) };
+const SEARCH = { name: 'search_web', description: 'Search the web', parametersJsonSchema: JSON.stringify({ type: 'object', properties: { query: { type: 'string' } } }), cacheTtl: '' };
 
 let dir: string;
 let redis: RedisProc;
@@ -132,8 +132,8 @@ describe.each([
       ...base,
       messages: [
         ...base.messages,
-        { role: 'assistant', content: '', name: '', toolCallId: '', toolCalls: [call] },
-        { role: 'tool', content: JSON.stringify({ results: ['Rooftop panels doubled in the region'] }), name: '', toolCallId: call.id, toolCalls: [] },
+        { role: 'assistant', content: '', name: '', toolCallId: '', toolCalls: [call], cacheTtl: '' },
+        { role: 'tool', content: JSON.stringify({ results: ['Rooftop panels doubled in the region'] }), name: '', toolCallId: call.id, toolCalls: [], cacheTtl: '' },
       ],
     });
     expect(second.error).toBeUndefined();
@@ -301,9 +301,9 @@ describe.each([
     const call = { id: 'call_1', name: 'search_web', argumentsJson: '{"query":"solar power"}' };
     const requests: GenerateRequest[] = [
       ask('How should a small library plan its opening hours?'),
-      { ...base, messages: [{ role: 'system', content: 'Be brief and cite sources.', name: '', toolCallId: '', toolCalls: [] }, ...base.messages] },
-      { ...base, messages: [...base.messages, { role: 'assistant', content: '', name: '', toolCallId: '', toolCalls: [call] }, { role: 'tool', content: '{"results":["Rooftop panels doubled"]}', name: '', toolCallId: 'call_1', toolCalls: [] }] },
-      ask('What is in this picture?', { messages: [{ role: 'user', content: 'What is in this picture?', name: '', toolCallId: '', toolCalls: [], parts: { parts: [{ text: 'What is in this picture?', imageUrl: '', imageDetail: '' }, { text: '', imageUrl: png, imageDetail: '' }] } }] }),
+      { ...base, messages: [{ role: 'system', content: 'Be brief and cite sources.', name: '', toolCallId: '', toolCalls: [], cacheTtl: '' }, ...base.messages] },
+      { ...base, messages: [...base.messages, { role: 'assistant', content: '', name: '', toolCallId: '', toolCalls: [call], cacheTtl: '' }, { role: 'tool', content: '{"results":["Rooftop panels doubled"]}', name: '', toolCallId: 'call_1', toolCalls: [], cacheTtl: '' }] },
+      ask('What is in this picture?', { messages: [{ role: 'user', content: 'What is in this picture?', name: '', toolCallId: '', toolCalls: [], cacheTtl: '', parts: { parts: [{ text: 'What is in this picture?', imageUrl: '', imageDetail: '', cacheTtl: '' }, { text: '', imageUrl: png, imageDetail: '', cacheTtl: '' }] } }] }),
     ];
     for (const request of requests) {
       const before = (await emulatorStats(emulator)).requests;
@@ -324,7 +324,7 @@ describe.each([
     const question = 'What is in this picture?';
     const png = `data:image/png;base64,${minimalImage('image/png', 1024, 1024).toString('base64')}`;
     const withParts = (parts: { text?: string; imageUrl?: string; imageDetail?: string }[]): Partial<GenerateRequest> => ({
-      messages: [{ role: 'user', content: question, name: '', toolCallId: '', toolCalls: [], parts: { parts: parts.map((p) => ({ text: '', imageUrl: '', imageDetail: '', ...p })) } }],
+      messages: [{ role: 'user', content: question, name: '', toolCallId: '', toolCalls: [], cacheTtl: '', parts: { parts: parts.map((p) => ({ text: '', imageUrl: '', imageDetail: '', cacheTtl: '', ...p })) } }],
     });
     const plain = await runGenerate(broker.client, ask(question, withParts([{ text: question }])));
     const before = await emulatorStats(emulator);

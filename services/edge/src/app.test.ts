@@ -525,6 +525,36 @@ describe('edge app (fake peers)', () => {
       expect(await refusal(await ask({ store: true }))).toBe('body/store must be false or null');
     });
 
+    test('cache_control on content parts and tools (as LiteLLM takes it) reaches the broker as breakpoints; more than 4, a ttl other than 5m or 1h, or the agent-mesh model are refused', async () => {
+      const ephemeral = { type: 'ephemeral' };
+      const { seen, restore } = recordGenerate();
+      try {
+        const res = await ask({
+          messages: [
+            { role: 'system', content: [{ type: 'text', text: 'Rules.', cache_control: { type: 'ephemeral', ttl: '1h' } }, { type: 'text', text: ' More.' }] },
+            { role: 'user', content: [{ type: 'text', text: 'hi', cache_control: ephemeral }] },
+          ],
+          tools: [{ type: 'function', function: { name: 'search' }, cache_control: ephemeral }, { type: 'function', function: { name: 'now' } }],
+        });
+        expect(res.status).toBe(200);
+        expect(seen[0]).toMatchObject({
+          // A system message is one block: its breakpoint marks its end.
+          messages: [{ role: 'system', content: 'Rules. More.', cacheTtl: '1h' }, { role: 'user', content: 'hi', cacheTtl: '5m' }],
+          tools: [{ name: 'search', cacheTtl: '5m' }, { name: 'now', cacheTtl: '' }],
+        });
+        expect(seen[0]!.messages.every((m) => m.parts === undefined)).toBe(true);
+      } finally {
+        restore();
+      }
+      const five = Array.from({ length: 5 }, (_, i) => ({ type: 'text', text: `part ${i}`, cache_control: ephemeral }));
+      expect(await refusal(await ask({ messages: [{ role: 'user', content: five }] })))
+        .toBe('body: at most 4 content parts and tools may carry cache_control (5 do: messages[0].content[0], messages[0].content[1], messages[0].content[2], messages[0].content[3], messages[0].content[4])');
+      expect(await refusal(await ask({ messages: [{ role: 'user', content: [{ type: 'text', text: 'a', cache_control: { type: 'ephemeral', ttl: '10m' } }] }] })))
+        .toBe('body/messages/0/content/0/cache_control/ttl must be "5m" or "1h"');
+      expect(await refusal(await ask({ model: 'agent-mesh', messages: [{ role: 'user', content: [{ type: 'text', text: 'a', cache_control: ephemeral }] }] })))
+        .toBe('body/messages/0/content/0/cache_control is not taken by the agent-mesh model, whose agents write their own prompts');
+    });
+
     test('tool_choice reaches the broker as asked; other than auto it needs tools, and a named function must be one of them', async () => {
       const seen: (ToolChoice | undefined)[] = [];
       const generate = gw.fakeBroker.generate.bind(gw.fakeBroker);
@@ -1222,6 +1252,71 @@ describe('edge app (fake peers)', () => {
       }
       // Without one: end_turn, stop_sequence null.
       expect(await (await message({})).json()).toMatchObject({ stop_reason: 'end_turn', stop_sequence: null });
+    });
+
+    test('prompt-cache breakpoints (cache_control) go on to the broker where they are; more than 4, or a ttl Anthropic has not, are refused as Anthropic refuses them', async () => {
+      const ephemeral = { type: 'ephemeral' };
+      const { seen, restore } = recordGenerate();
+      try {
+        const res = await message({
+          system: [{ type: 'text', text: 'Long instructions.', cache_control: { type: 'ephemeral', ttl: '1h' } }, { type: 'text', text: 'Today.' }],
+          messages: [
+            { role: 'user', content: [{ type: 'text', text: 'a', cache_control: ephemeral }, { type: 'text', text: 'b' }] },
+            { role: 'assistant', content: [{ type: 'tool_use', id: 'toolu_1', name: 'search_web', input: {}, cache_control: ephemeral }] },
+            { role: 'user', content: [{ type: 'tool_result', tool_use_id: 'toolu_1', content: 'none' }, { type: 'text', text: 'and?' }] },
+          ],
+          tools: [{ name: 'search_web', input_schema: { type: 'object' }, cache_control: ephemeral }],
+        });
+        expect(res.status).toBe(200);
+        expect(seen[0]).toMatchObject({
+          messages: [
+            // A system message a block, so that the breakpoint stays on the first.
+            { role: 'system', content: 'Long instructions.', cacheTtl: '1h' },
+            { role: 'system', content: 'Today.', cacheTtl: '' },
+            // A breakpoint before the last part: the parts go as parts, each with its own.
+            { role: 'user', content: 'ab', parts: { parts: [{ text: 'a', cacheTtl: '5m' }, { text: 'b', cacheTtl: '' }] }, cacheTtl: '' },
+            // An assistant's on the message's end (its calls are its last blocks).
+            { role: 'assistant', content: '', toolCalls: [{ id: 'toolu_1' }], cacheTtl: '5m' },
+            { role: 'tool', content: 'none', cacheTtl: '' },
+            { role: 'user', content: 'and?', cacheTtl: '' },
+          ],
+          tools: [{ name: 'search_web', cacheTtl: '5m' }],
+        });
+        expect(seen[0]!.messages[0]!.parts).toBeUndefined();
+      } finally {
+        restore();
+      }
+      const five = Array.from({ length: 5 }, (_, i) => ({ type: 'text', text: `part ${i}`, cache_control: ephemeral }));
+      expect(await anthropicError(await message({ messages: [{ role: 'user', content: five }] }), 400))
+        .toEqual({ type: 'invalid_request_error', message: 'body: a maximum of 4 blocks with cache_control may be provided. Found 5.' });
+      expect((await anthropicError(await message({ messages: [{ role: 'user', content: [{ type: 'text', text: 'a', cache_control: { type: 'ephemeral', ttl: '2h' } }] }] }), 400)).message)
+        .toBe('body/messages/0/content/0/cache_control/ttl must be "5m" or "1h"');
+      expect((await anthropicError(await message({ tools: [{ name: 't', input_schema: { type: 'object' }, cache_control: { type: 'persistent' } }] }), 400)).message)
+        .toBe('body/tools/0/cache_control/type must be "ephemeral"');
+    });
+
+    test('usage in Anthropic\'s terms: input_tokens are the prompt less what the provider read from its prompt cache and wrote to it', async () => {
+      const generate = gw.fakeBroker.generate;
+      gw.fakeBroker.generate = async function* () {
+        yield { update: { $case: 'delta', delta: { content: 'ok', logprobs: [] } } };
+        yield {
+          update: {
+            $case: 'done',
+            done: { finishReason: 'stop', usage: { promptTokens: 2_000, completionTokens: 2, totalTokens: 2_002, cacheReadTokens: 1_900, cacheWriteTokens: 60 }, toolCalls: [], model: 'upstream', queueWaitMs: 0, cache: 0, cachedUsage: undefined, upstream: 'default', content: '', logprobs: [] },
+          },
+        };
+      };
+      const usage = { input_tokens: 40, cache_creation_input_tokens: 60, cache_read_input_tokens: 1_900, output_tokens: 2 };
+      try {
+        expect(await (await message({})).json()).toMatchObject({ usage });
+        const events = await readEvents(await message({ stream: true }));
+        expect(events.find((e) => e.event === 'message_delta')!.data).toMatchObject({ usage });
+        // OpenAI's terms: the whole prompt, and the part its cache served.
+        const chat = await fetch(`${base}/v1/chat/completions`, { method: 'POST', headers: json(alice), body: JSON.stringify({ model: 'upstream', messages: [{ role: 'user', content: 'hi' }] }) });
+        expect(((await chat.json()) as { usage: unknown }).usage).toEqual({ prompt_tokens: 2_000, completion_tokens: 2, total_tokens: 2_002, prompt_tokens_details: { cached_tokens: 1_900 } });
+      } finally {
+        gw.fakeBroker.generate = generate;
+      }
     });
 
     test('count_tokens: the broker counts the request as it would be sent (system, turns, tools), no call made; errors Anthropic\'s', async () => {

@@ -121,6 +121,7 @@ function buildUpstream(svc: BrokerHost, cfg: BrokerConfig, u: UpstreamConfig, re
 
   const provider = new HttpProvider(WIRE_PROTOCOLS[u.protocol], {
     baseUrl: u.baseUrl, apiKey: u.apiKey, requestTimeoutMs: cfg.requestTimeoutMs, streamIdleTimeoutMs: cfg.streamIdleTimeoutMs, maxConnections: u.maxConcurrent,
+    ...(u.cacheReadsLimited !== undefined ? { cacheReadsLimited: u.cacheReadsLimited } : {}),
   });
   const breaker = createBreaker(provider.open.bind(provider), {
     errorThresholdPercentage: cfg.breaker.errorPercent,
@@ -145,6 +146,10 @@ function buildUpstream(svc: BrokerHost, cfg: BrokerConfig, u: UpstreamConfig, re
       nominalIntervalMs: () => {
         const rpm = adaptive.limits.requestsPerMinute;
         return rpm > 0 ? ((60_000 * cfg.timeScale + cfg.quotaWindowMarginMs) * limiter.liveReplicas) / rpm : 50;
+      },
+      tokenIntervalMs: () => {
+        const tpm = adaptive.limits.tokensPerMinute;
+        return tpm > 0 ? ((60_000 * cfg.timeScale + cfg.quotaWindowMarginMs) * limiter.liveReplicas) / tpm : 0;
       },
       replicas: () => limiter.liveReplicas,
       // One ledger of owed calls for every broker sharing the quota: a run's later calls land on any.

@@ -11,6 +11,7 @@ import type { BrokerConfig } from './config';
 import type { BrokerMetrics } from './metrics';
 import { limitKindOf, refusedBurst, type AdaptiveLimits } from './queue/adaptive';
 import { QueueRefusal, type AdmissionQueue, type Admitted } from './queue/admission';
+import { CacheReadForecast } from './queue/cache-reads';
 import { owedBy } from './queue/estimate';
 import { candidatesFor, FALLBACK_REASONS, passOver, type PassOverReason } from './routing';
 import { countText } from './tokens';
@@ -103,6 +104,9 @@ export interface EmbedResult {
   /** The call asked for the cache: how many vectors came from it, those inputs' tokens (what it saved), and whether any was stale. */
   cached?: { inputs: number; promptTokens: number; stale: boolean };
 }
+
+/** The most prompt-cache breakpoints one call may mark (Anthropic's limit). */
+export const MAX_CACHE_BREAKPOINTS = 4;
 
 /** The most inputs one embeddings call takes (OpenAI's limit). */
 export const MAX_EMBED_INPUTS = 2048;
@@ -285,10 +289,13 @@ export class LlmBroker {
   /** Per upstream: the account problem that opened its breaker, until a call succeeds again. */
   private readonly alerts = new Map<string, string>();
   private readonly now: () => number;
+  /** The prefixes each upstream holds in its prompt cache, as its answers said (keyed under the upstream's name). */
+  private readonly cacheReads: CacheReadForecast;
 
   constructor(private readonly d: BrokerDeps) {
     if (d.upstreams.length === 0) throw new Error('the broker needs at least one upstream');
     this.now = d.now ?? Date.now;
+    this.cacheReads = new CacheReadForecast(this.now);
   }
 
   get inFlight(): number {
@@ -547,6 +554,9 @@ export class LlmBroker {
         if (typeof schema !== 'object' || schema === null || Array.isArray(schema)) throw new BrokerRefusal('invalid_request', `tool ${t.name}: parameters_json_schema must be a JSON object`);
       }
     }
+    const breakpoints = [...input.tools, ...input.messages, ...input.messages.flatMap((m) => m.parts ?? [])].flatMap((x) => (x.cacheTtl ? [x.cacheTtl] : []));
+    if (breakpoints.some((ttl) => ttl !== '5m' && ttl !== '1h')) throw new BrokerRefusal('invalid_request', 'a cache breakpoint\'s ttl must be 5m or 1h');
+    if (breakpoints.length > MAX_CACHE_BREAKPOINTS) throw new BrokerRefusal('invalid_request', `at most ${MAX_CACHE_BREAKPOINTS} cache breakpoints may be marked in one call (${breakpoints.length} were)`);
     const choice = input.toolChoice ?? 'auto';
     if (choice !== 'auto' && input.tools.length === 0) throw new BrokerRefusal('invalid_request', 'tool_choice is only allowed with tools');
     if (typeof choice === 'object' && !input.tools.some((t) => t.name === choice.name)) {
@@ -718,7 +728,12 @@ export class LlmBroker {
     const requestLabel = { ...label, api: req.embed ? 'embeddings' : 'chat' };
     if (u.breaker.opened) throw this.breakerRefusal(u);
     const promptTokens = u.provider.countPromptTokens(req);
-    const reservation: Charge = { input: promptTokens, output: req.maxTokens };
+    // A provider that leaves its prompt cache's reads out of its input limit is asked for the rest
+    // of the prompt: the reads it is expected to make are not reserved (queue/cache-reads.ts).
+    const readsUnlimited = u.provider.cacheReadsLimited === false;
+    const prefixes = readsUnlimited ? (u.provider.cachePrefixes?.(req) ?? []) : [];
+    const uncachedPrompt = promptTokens - (prefixes.length > 0 ? Math.min(promptTokens, this.cacheReads.expected(u.name, prefixes)) : 0);
+    const reservation: Charge = { input: uncachedPrompt, output: req.maxTokens };
     const reserved = totalOf(reservation);
     // With output tokens limited on their own, the first limiter's TPM counts the input tokens.
     const tpmTokens = (c: Charge) => (u.output ? c.input : totalOf(c));
@@ -784,12 +799,14 @@ export class LlmBroker {
     const chargedByFailedAttempts: Charge = { input: 0, output: 0 };
     /** Whether a charge is more than the reservation (in either limit, when output tokens are limited apart). */
     const beyondReservation = (c: Charge) => (u.output ? c.input > reservation.input || c.output > reservation.output : totalOf(c) > reserved);
+    /** Tokens the provider billed that its limits do not count: read from its prompt cache. */
+    let readsLeftOut = 0;
     const settle = async (lastAttempt: Charge) => {
       if (settled) return;
       settled = true;
       const charge = addCharges(chargedByFailedAttempts, lastAttempt);
       const actual = totalOf(charge);
-      if (actual > 0 && input.userId) void d.budgets?.charge(input.userId, actual);
+      if (actual + readsLeftOut > 0 && input.userId) void d.budgets?.charge(input.userId, actual + readsLeftOut);
       d.metrics.tokens.inc({ kind: 'settled', ...label }, actual);
       if (actual < reserved) d.metrics.tokens.inc({ kind: 'refunded', ...label }, reserved - actual);
       await (actual === 0 ? lease.refund() : lease.release({ actualTokens: tpmTokens(charge), outputTokens: charge.output })).catch((err: unknown) =>
@@ -806,7 +823,7 @@ export class LlmBroker {
     try {
       const streamToolCalls = input.streamToolCalls === true;
       const { stream, iterator, buffered, ended } = await this.open(u, req, signal, deadline, lease, reservation, streamToolCalls, (generated) => {
-        const c = chargeOf({ input: promptTokens, output: generated });
+        const c = chargeOf({ input: uncachedPrompt, output: generated });
         chargedByFailedAttempts.input += c.input;
         chargedByFailedAttempts.output += c.output;
       });
@@ -852,8 +869,17 @@ export class LlmBroker {
         const generated = generatedTokens(completionText, toolCalls);
         finalUsage = { promptTokens, completionTokens: generated, totalTokens: promptTokens + generated };
       }
-      // Output: the completion; input: the rest of the total the provider billed.
-      const charged = chargeOf({ input: finalUsage.totalTokens - finalUsage.completionTokens, output: finalUsage.completionTokens });
+      const reads = finalUsage.cacheReadTokens ?? 0;
+      if (reads > 0) d.metrics.tokens.inc({ kind: 'cache_read', ...label }, reads);
+      if (finalUsage.cacheWriteTokens) d.metrics.tokens.inc({ kind: 'cache_write', ...label }, finalUsage.cacheWriteTokens);
+      if (prefixes.length > 0) {
+        const written = finalUsage.cacheWriteTokens ?? 0;
+        // After the answer is written: learning may count the tokens of a prefix not seen before.
+        void afterIo().then(() => this.cacheReads.learn(u.name, prefixes, reads, written, admittedAt));
+      }
+      if (readsUnlimited) readsLeftOut = reads;
+      // Output: the completion; input: the rest of the total the provider billed (less the cache's reads it does not count).
+      const charged = chargeOf({ input: finalUsage.totalTokens - finalUsage.completionTokens - readsLeftOut, output: finalUsage.completionTokens });
       // The settlement (metrics, budget charge, and the Redis round trip that frees the slot and
       // gives the unused reservation back) need not delay the answer: until it lands the quota
       // counts more than was used, never less. So the caller hears `done` first, and the call is
@@ -887,7 +913,7 @@ export class LlmBroker {
         if (signal.aborted) d.metrics.upstreamRequests.inc({ outcome: 'cancelled', ...requestLabel });
         // Cancelled or failed: give back all the provider did not bill (prompt + what it generated).
         // Not opened: every attempt that reached the provider is in chargedByFailedAttempts already.
-        await settle(opened ? chargeOf({ input: promptTokens, output: generatedTokens(completionText, opened.toolCalls()) }) : { input: 0, output: 0 });
+        await settle(opened ? chargeOf({ input: uncachedPrompt, output: generatedTokens(completionText, opened.toolCalls()) }) : { input: 0, output: 0 });
       }
       if (!kicked) u.queue.kick(heldMs);
     }

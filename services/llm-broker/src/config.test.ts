@@ -62,6 +62,20 @@ describe('loadConfig, upstreams', () => {
     expect(b).toMatchObject({ name: 'claude', protocol: 'anthropic', apiKey: 'key-two', models: ['claude-h', 'claude-s'], rpm: 50, tpm: 50_000, otpm: 10_000, quotaKey: 'mesh:llm:upstream:claude' });
   });
 
+  it('whether the provider counts its prompt cache\'s reads against the token limit: the protocol\'s rule unless LLM_CACHE_READS_LIMITED or the upstream\'s cacheReadsLimited says', () => {
+    expect(loadConfig({}).upstreams[0]!.cacheReadsLimited).toBeUndefined();
+    expect(loadConfig({ LLM_CACHE_READS_LIMITED: 'true' }).upstreams[0]!.cacheReadsLimited).toBe(true);
+    expect(loadConfig({ LLM_CACHE_READS_LIMITED: 'false' }).upstreams[0]!.cacheReadsLimited).toBe(false);
+    expect(() => loadConfig({ LLM_CACHE_READS_LIMITED: 'yes' })).toThrow(/LLM_CACHE_READS_LIMITED/);
+    const list = JSON.stringify([
+      { name: 'claude', protocol: 'anthropic', baseUrl: 'https://a.example/v1', models: ['c'] },
+      { name: 'old', protocol: 'anthropic', baseUrl: 'https://a.example/v1', models: ['c-3'], quotaKey: 'q:old', cacheReadsLimited: true },
+    ]);
+    expect(loadConfig({ LLM_UPSTREAMS: list }).upstreams.map((u) => u.cacheReadsLimited)).toEqual([undefined, true]);
+    expect(loadConfig({ LLM_UPSTREAMS: list, LLM_CACHE_READS_LIMITED: 'false' }).upstreams.map((u) => u.cacheReadsLimited)).toEqual([false, true]);
+    expect(() => loadConfig({ LLM_UPSTREAMS: JSON.stringify([{ name: 'x', baseUrl: 'https://x.example', models: ['m'], cacheReadsLimited: 'no' }]) })).toThrow(/x: "cacheReadsLimited" must be true or false/);
+  });
+
   it('names the quota keys as the tool-service reads them from the same LLM_UPSTREAMS (for the pause)', () => {
     const list = [
       { name: 'ark', baseUrl: 'https://ark.example/api/v3', models: ['ep-1'] },

@@ -26,6 +26,8 @@ export interface UpstreamConfig {
   tpm: number;
   /** Output tokens per minute, limited on their own (Anthropic's OTPM); 0 = none: `tpm` counts input and output. */
   otpm: number;
+  /** Whether the provider counts prompt tokens read from its cache against `tpm`; absent: its protocol's rule (OpenAI yes, Anthropic no). */
+  cacheReadsLimited?: boolean;
   /** Prefix of its Redis quota keys (shared by every replica). */
   quotaKey: string;
 }
@@ -162,6 +164,12 @@ export const VARS = {
     },
     LLM_REQUEST_TIMEOUT_MS: { type: 'int', default: 120_000, min: 100, doc: 'longest upstream call' },
     LLM_STREAM_IDLE_TIMEOUT_MS: { type: 'int', default: 30_000, min: 10, doc: 'a streamed answer silent for longer is aborted as stalled' },
+    LLM_CACHE_READS_LIMITED: {
+      type: 'string', default: 'auto', values: ['auto', 'true', 'false'],
+      doc: 'whether the upstream counts the prompt tokens it reads from its prompt cache against its token limit (`LLM_TPM`): `auto`, its protocol\'s rule (OpenAI does;' +
+        ' Anthropic\'s current models do not, so the broker reserves a prompt less the prefix it expects the provider to read); `true` for a model that does' +
+        ' (Anthropic marks a few older ones); `false`. Per upstream: `cacheReadsLimited` in `LLM_UPSTREAMS`',
+    },
     LLM_TPM_ACCOUNTING: {
       type: 'string', default: 'settle', values: ['settle', 'reserve'],
       doc: '`settle`: the provider bills usage and refunds the rest of the reservation when a call ends; `reserve`: prompt + `max_tokens` count at arrival and stay counted, as OpenAI documents',
@@ -234,11 +242,11 @@ const NAME = /^[a-z0-9_-]{1,40}$/;
 const LIMIT_KEYS = ['maxConcurrent', 'rpm', 'tpm', 'otpm'] as const;
 
 /** LLM_UPSTREAMS' JSON → upstreams, every field checked; keys read from the variables they name. */
-export function parseUpstreams(text: string, env: Env, defaults: Record<(typeof LIMIT_KEYS)[number], number>): UpstreamConfig[] {
+export function parseUpstreams(text: string, env: Env, defaults: Record<(typeof LIMIT_KEYS)[number], number>, cacheReadsDefault?: boolean): UpstreamConfig[] {
   const fail = llmUpstreamsError;
   const names = new Set<string>();
   return llmUpstreamEntries(text).map((o, i): UpstreamConfig => {
-    const known = new Set(['name', 'protocol', 'baseUrl', 'keyEnv', 'models', 'quotaKey', ...LIMIT_KEYS]);
+    const known = new Set(['name', 'protocol', 'baseUrl', 'keyEnv', 'models', 'quotaKey', 'cacheReadsLimited', ...LIMIT_KEYS]);
     for (const k of Object.keys(o)) if (!known.has(k)) fail(`entry ${i}: unknown field "${k}" (known: ${[...known].join(', ')})`);
     const name = o.name;
     if (typeof name !== 'string' || !NAME.test(name)) return fail(`entry ${i}: "name" must match [a-z0-9_-]{1,40}`);
@@ -264,11 +272,14 @@ export function parseUpstreams(text: string, env: Env, defaults: Record<(typeof 
       return v;
     };
     if (o.quotaKey !== undefined && (typeof o.quotaKey !== 'string' || o.quotaKey === '')) fail(`${name}: "quotaKey" must be a non-empty string`);
+    const cacheReadsLimited = o.cacheReadsLimited ?? cacheReadsDefault;
+    if (cacheReadsLimited !== undefined && typeof cacheReadsLimited !== 'boolean') fail(`${name}: "cacheReadsLimited" must be true or false`);
     // The rule the tool-service reads the pause keys by too (common/src/quota/llm-upstreams.ts).
     const quotaKey = llmQuotaKeyPrefix(name, i, o.quotaKey as string | undefined);
     return {
       name, protocol: protocol as Protocol, baseUrl, apiKey, keyVariable, models: models as string[],
       maxConcurrent: limit('maxConcurrent'), rpm: limit('rpm'), tpm: limit('tpm'), otpm: limit('otpm'), quotaKey,
+      ...(cacheReadsLimited !== undefined ? { cacheReadsLimited: cacheReadsLimited as boolean } : {}),
     };
   }).map((u, _i, all) => {
     if (all.filter((x) => x.quotaKey === u.quotaKey).length > 1) fail(`two upstreams share the quota keys "${u.quotaKey}"`);
@@ -281,8 +292,10 @@ export function loadConfig(env: Env = process.env): BrokerConfig {
   const port = read(VARS.LLM_BROKER_PORT);
   const limits = { maxConcurrent: read(VARS.LLM_MAX_CONCURRENT), rpm: read(VARS.LLM_RPM), tpm: read(VARS.LLM_TPM), otpm: read(VARS.LLM_OTPM) };
   const list = read(VARS.LLM_UPSTREAMS, '').trim();
+  const cacheReads = read(VARS.LLM_CACHE_READS_LIMITED);
+  const cacheReadsLimited = cacheReads === 'auto' ? undefined : cacheReads === 'true';
   const upstreams: UpstreamConfig[] = list
-    ? parseUpstreams(list, env, limits)
+    ? parseUpstreams(list, env, limits, cacheReadsLimited)
     : [
         {
           name: 'default',
@@ -292,6 +305,7 @@ export function loadConfig(env: Env = process.env): BrokerConfig {
           keyVariable: 'LLM_API_KEY',
           models: [read(VARS.LLM_MODEL)],
           ...limits,
+          ...(cacheReadsLimited !== undefined ? { cacheReadsLimited } : {}),
           quotaKey: LLM_QUOTA_KEY_PREFIX,
         },
       ];

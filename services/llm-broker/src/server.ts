@@ -63,6 +63,7 @@ export function toInput(req: GenerateRequest): GenerateInput {
       toolCallId: m.toolCallId || undefined,
       toolCalls: m.toolCalls,
       ...(m.parts && m.parts.parts.length > 0 ? { parts: m.parts.parts } : {}),
+      ...(m.cacheTtl ? { cacheTtl: m.cacheTtl } : {}),
     })),
     // tools_json: from callers older than `tools` (deprecated).
     tools: req.tools.length > 0 ? req.tools : req.toolsJson ? toolsFromJson(req.toolsJson) : [],

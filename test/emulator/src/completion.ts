@@ -6,6 +6,7 @@ import type { ServerResponse } from 'node:http';
 import type { Answer } from './answers';
 import type { Behaviour } from './behaviours';
 import { openAiError, sendJson } from './http';
+import type { CacheUse } from './prompt-cache';
 import { SeededRandom } from './random';
 import type { ChatCompletionRequest } from './request';
 import { countTokens, encode, tokenizer } from './tokens';
@@ -23,7 +24,10 @@ export interface CompletionJob {
   created: number;
   request: ChatCompletionRequest;
   answer: Answer;
+  /** The whole prompt, cached or not. */
   promptTokens: number;
+  /** How the prompt cache split it (prompt-cache.ts): read from it, written to it. */
+  cache: CacheUse;
   fate: Fate;
   rng: SeededRandom;
   /** Already scaled by the time scale. */
@@ -201,13 +205,13 @@ function render(answer: Answer, maxTokens: number | undefined, stop: string[] | 
   };
 }
 
-/** `completionTokens` includes `reasoningTokens`, as OpenAI bills them. */
-function usage(promptTokens: number, completionTokens: number, reasoningTokens: number): Record<string, unknown> {
+/** `completionTokens` includes `reasoningTokens`, as OpenAI bills them; `cachedTokens` are part of `promptTokens`. */
+function usage(promptTokens: number, cachedTokens: number, completionTokens: number, reasoningTokens: number): Record<string, unknown> {
   return {
     prompt_tokens: promptTokens,
     completion_tokens: completionTokens,
     total_tokens: promptTokens + completionTokens,
-    prompt_tokens_details: { cached_tokens: 0 },
+    prompt_tokens_details: { cached_tokens: cachedTokens },
     completion_tokens_details: { reasoning_tokens: reasoningTokens },
   };
 }
@@ -276,7 +280,7 @@ export function openAiWire(job: CompletionJob): AnswerWire {
     completionTokens,
     end: (withUsage) =>
       deltaChunk({}, rendered.finishReason) +
-      (job.request.includeUsage && withUsage ? `${head}[],"usage":${JSON.stringify(usage(job.promptTokens, completionTokens, reasoning))}}\n\n` : '') +
+      (job.request.includeUsage && withUsage ? `${head}[],"usage":${JSON.stringify(usage(job.promptTokens, job.cache.read, completionTokens, reasoning))}}\n\n` : '') +
       'data: [DONE]\n\n',
     // OpenAI's in-stream error: a data line holding only `error`, then [DONE] or nothing at all.
     error: `data: ${JSON.stringify(SERVER_ERROR)}\n\n`,
@@ -292,7 +296,7 @@ export function openAiWire(job: CompletionJob): AnswerWire {
         logprobs: figures ? { content: rendered.message['content'] === null ? null : figures.flatMap((f) => f ?? []), refusal: null } : null,
         finish_reason: rendered.finishReason,
       }],
-      usage: usage(job.promptTokens, completionTokens, reasoning),
+      usage: usage(job.promptTokens, job.cache.read, completionTokens, reasoning),
       service_tier: 'default',
       system_fingerprint: SYSTEM_FINGERPRINT,
     }),

@@ -68,6 +68,19 @@ export interface EmulatorConfig {
   ttftPerPromptTokenMs: number;
   /** `heavy_tail`: Pareto shape of the latency factor (smaller = heavier tail). @default 1.5 (env EMULATOR_TAIL_ALPHA) */
   tailAlpha: number;
+  /**
+   * Prompt caching: the shortest prefix cached and read, in tokens — Anthropic's per model (1024 for
+   * most), OpenAI's 1024, after which it caches in steps of 128. Shorter prefixes are silently not
+   * cached. @default 1024 (env EMULATOR_CACHE_MIN_TOKENS)
+   */
+  cacheMinTokens: number;
+  /**
+   * Whether the input limit (Anthropic's ITPM) counts the tokens read from the prompt cache, as it
+   * does for Anthropic's older models; off, it counts only the uncached input and the tokens written
+   * to the cache. OpenAI's TPM counts every prompt token whatever this says.
+   * @default false (env EMULATOR_CACHE_READS_LIMITED=1)
+   */
+  cacheReadsLimited: boolean;
 }
 
 /** The fields `configure()` and `POST /_emulator/config` may change while running. */
@@ -98,6 +111,8 @@ export const DEFAULT_CONFIG: Readonly<Omit<EmulatorConfig, 'seed'>> = {
   idleCloseMs: 1_000,
   ttftPerPromptTokenMs: 0.25,
   tailAlpha: 1.5,
+  cacheMinTokens: 1024,
+  cacheReadsLimited: false,
 };
 
 interface NumberRule {
@@ -109,7 +124,7 @@ interface NumberRule {
   positive?: boolean;
 }
 
-type NumberKey = Exclude<keyof LiveConfig, 'behaviours' | 'armed' | 'apiKey' | 'models'> | 'port';
+type NumberKey = Exclude<keyof LiveConfig, 'behaviours' | 'armed' | 'apiKey' | 'models' | 'cacheReadsLimited'> | 'port';
 const NUMBER_RULES: Record<NumberKey, NumberRule> = {
   port: { env: 'EMULATOR_PORT', min: 0, max: 65535, integer: true },
   timeScale: { env: 'EMULATOR_TIME_SCALE', min: 0, max: 1000, integer: false, positive: true },
@@ -130,6 +145,7 @@ const NUMBER_RULES: Record<NumberKey, NumberRule> = {
   idleCloseMs: { env: 'EMULATOR_IDLE_CLOSE_MS', min: 1, max: 3_600_000, integer: false },
   ttftPerPromptTokenMs: { env: 'EMULATOR_TTFT_PER_PROMPT_TOKEN_MS', min: 0, max: 1_000, integer: false },
   tailAlpha: { env: 'EMULATOR_TAIL_ALPHA', min: 0, max: 100, integer: false, positive: true },
+  cacheMinTokens: { env: 'EMULATOR_CACHE_MIN_TOKENS', min: 0, max: Number.MAX_SAFE_INTEGER, integer: true },
 };
 
 /** `{name: number}` with known behaviour names; `max` bounds each value (1 for probabilities). */
@@ -204,6 +220,9 @@ export function validateConfigPatch(patch: unknown, allowListen: boolean): Parti
         throw new ConfigError('models: expected an array of model names (non-empty, without "+")');
       }
       out.models = [...value] as string[];
+    } else if (key === 'cacheReadsLimited') {
+      if (typeof value !== 'boolean') throw new ConfigError('cacheReadsLimited: expected a boolean');
+      out.cacheReadsLimited = value;
     } else if (key in NUMBER_RULES) {
       const k = key as keyof typeof NUMBER_RULES;
       out[k] = checkNumber(k, value, key);
@@ -235,6 +254,11 @@ export function configFromEnv(env: NodeJS.ProcessEnv): EmulatorConfig {
   if (apiKey !== undefined) options.apiKey = apiKey;
   const models = env['EMULATOR_MODELS'];
   if (models !== undefined) options.models = models.split(',').map((m) => m.trim()).filter(Boolean);
+  const readsLimited = env['EMULATOR_CACHE_READS_LIMITED']?.trim();
+  if (readsLimited !== undefined && readsLimited !== '') {
+    if (!['0', '1', 'true', 'false'].includes(readsLimited)) throw new ConfigError(`EMULATOR_CACHE_READS_LIMITED: expected 1 or 0, got "${readsLimited}"`);
+    options.cacheReadsLimited = readsLimited === '1' || readsLimited === 'true';
+  }
   for (const [key, rule] of Object.entries(NUMBER_RULES) as [keyof typeof NUMBER_RULES, NumberRule][]) {
     const raw = env[rule.env];
     if (raw === undefined || raw.trim() === '') continue;

@@ -21,7 +21,7 @@ export interface RunningEmulator {
   stats(): EmulatorStats;
   /** Changes the behaviour live (limits, latencies, failure rates …). Throws on an invalid value. */
   configure(partial: Partial<LiveConfig>): EmulatorConfig;
-  /** Clears the statistics and the rate-limit windows. */
+  /** Clears the statistics, the rate-limit windows and the prompt caches. */
   reset(): void;
   /** The configuration in force. */
   config(): EmulatorConfig;

@@ -1,7 +1,11 @@
 // Anthropic's Messages API request: its validation (Anthropic's error shape and words), and the
-// same call as a chat completions request, so that answers, tokens and limits are shared.
+// same call as a chat completions request, so that answers, tokens and limits are shared; with its
+// prompt-cache breakpoints (`cache_control`), the places where a cached prefix may end.
+import { createHash } from 'node:crypto';
 import { anthropicImageTokens, IMAGE_MEDIA_TYPES, sniffImage, undownloadable, URL_IMAGE_SIZE, type ImageMediaType, type ImageSize } from './images';
+import type { CacheBoundary, CacheTtl } from './prompt-cache';
 import type { ChatCompletionRequest, ChatMessage, ImageInput, ToolChoice, ToolDefinition } from './request';
+import { countPromptTokens } from './tokens';
 
 /** A 400 in Anthropic's words: `{"type":"error","error":{"type":"invalid_request_error","message":…}}`. */
 export class InvalidMessagesRequestError extends Error {
@@ -74,6 +78,128 @@ function imageOf(block: Block, at: string): ImageInput {
 const textOf = (v: unknown): string =>
   typeof v === 'string' ? v : Array.isArray(v) ? v.map((b) => (isObject(b) && typeof b.text === 'string' ? b.text : '')).join('') : '';
 
+/** The most blocks a request may mark with `cache_control`. */
+const MAX_BREAKPOINTS = 4;
+
+/**
+ * A block's `cache_control`, as Anthropic checks it: `{"type": "ephemeral", "ttl"?: "5m" | "1h"}`
+ * (null: none). Returns the breakpoint's lifetime, or undefined when the block is none.
+ */
+function cacheTtlOf(block: Block, at: string): CacheTtl | undefined {
+  const control = block.cache_control;
+  if (control === undefined || control === null) return undefined;
+  if (!isObject(control)) return bad(`${at}.cache_control: Input should be a valid dictionary`);
+  for (const key of Object.keys(control)) if (key !== 'type' && key !== 'ttl') bad(`${at}.cache_control.${key}: Extra inputs are not permitted`);
+  if (control.type !== 'ephemeral') return bad(`${at}.cache_control.type: Input should be 'ephemeral'`);
+  if (control.ttl === undefined || control.ttl === null) return '5m';
+  if (control.ttl !== '5m' && control.ttl !== '1h') return bad(`${at}.cache_control.ttl: Input should be '5m' or '1h'`);
+  return control.ttl;
+}
+
+/**
+ * The breakpoints of a request, in the order Anthropic processes blocks (tools, system, messages):
+ * at most 4, and none of an hour after one of 5 minutes (an entry cannot outlive the prefix it
+ * extends).
+ */
+function breakpointsOf(marked: readonly { block: Block; at: string }[]): Map<Block, CacheTtl> {
+  const ttls = new Map<Block, CacheTtl>();
+  let shorter = false;
+  for (const { block, at } of marked) {
+    const ttl = cacheTtlOf(block, at);
+    if (ttl === undefined) continue;
+    if (ttl === '1h' && shorter) {
+      bad(`${at}.cache_control.ttl: a ttl='1h' cache_control block must not come after a ttl='5m' cache_control block. Note that blocks are processed in the following order: \`tools\`, \`system\`, \`messages\`.`);
+    }
+    shorter ||= ttl === '5m';
+    ttls.set(block, ttl);
+  }
+  if (ttls.size > MAX_BREAKPOINTS) bad(`A maximum of ${MAX_BREAKPOINTS} blocks with cache_control may be provided. Found ${ttls.size}.`);
+  return ttls;
+}
+
+/** A message of the request: its role and its content as blocks (a string is one text block). */
+interface Turn {
+  role: 'user' | 'assistant';
+  blocks: Block[];
+}
+
+/** `system` as blocks: a string is one text block (none when empty). */
+function systemBlocksOf(system: unknown): Block[] {
+  if (typeof system === 'string') return system === '' ? [] : [{ type: 'text', text: system }];
+  return Array.isArray(system) ? system.filter(isObject) : [];
+}
+
+/** The system blocks as the chat's system message (their texts joined), or none. */
+function systemMessages(system: readonly Block[]): ChatMessage[] {
+  const text = textOf(system);
+  return text ? [{ role: 'system', content: text }] : [];
+}
+
+/**
+ * One message as chat messages: an assistant's text and tool calls; a user's tool results (a
+ * `tool` message each), then its text and images (a message of their own when the turn has no text).
+ */
+function turnMessages({ role, blocks }: Turn, images: ReadonlyMap<Block, ImageInput>): ChatMessage[] {
+  const text = blocks.filter((b) => b.type === 'text').map((b) => b.text as string).join('');
+  if (role === 'assistant') {
+    const calls = blocks.filter((b) => b.type === 'tool_use');
+    return [{
+      role: 'assistant',
+      content: text,
+      ...(calls.length > 0 ? { tool_calls: calls.map((c) => ({ id: c.id as string, type: 'function' as const, function: { name: c.name as string, arguments: JSON.stringify(c.input) } })) } : {}),
+    }];
+  }
+  const out: ChatMessage[] = blocks.filter((b) => b.type === 'tool_result').map((b) => ({ role: 'tool', content: textOf(b.content), tool_call_id: b.tool_use_id as string }));
+  const seen = blocks.flatMap((b) => images.get(b) ?? []);
+  if (text || seen.length > 0) out.push({ role: 'user', content: text, ...(seen.length > 0 ? { images: seen } : {}) });
+  return out;
+}
+
+/** JSON with every object's keys sorted: the same content, the same text, whatever order it was sent in. */
+function canonicalJson(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
+  if (isObject(value)) {
+    return `{${Object.keys(value).sort().filter((k) => value[k] !== undefined).map((k) => `${JSON.stringify(k)}:${canonicalJson(value[k])}`).join(',')}}`;
+  }
+  return JSON.stringify(value) ?? 'null';
+}
+
+/** A block or tool without its own `cache_control`: where the breakpoints are is not part of the prefix. */
+const withoutBreakpoint = ({ cache_control: _, ...rest }: Block): Block => rest;
+
+/**
+ * The places where a cached prefix may end, in Anthropic's order — after each tool, each system
+ * block, each content block of each message — up to the last breakpoint. Each is keyed by a running
+ * digest of the canonical JSON of what precedes it (a message's role opens it), and counts its
+ * tokens, when asked, as the request cut after its block.
+ */
+function cacheBoundaries(tools: readonly Block[], definitions: readonly ToolDefinition[], system: readonly Block[], turns: readonly Turn[], images: ReadonlyMap<Block, ImageInput>, ttls: ReadonlyMap<Block, CacheTtl>): CacheBoundary[] {
+  const hash = createHash('sha256');
+  const out: CacheBoundary[] = [];
+  let left = ttls.size;
+  const add = (piece: unknown, block: Block, cut: () => Pick<ChatCompletionRequest, 'messages' | 'tools'>): void => {
+    if (left === 0) return;
+    hash.update(`${canonicalJson(piece)}\n`);
+    const ttl = ttls.get(block);
+    if (ttl !== undefined) left--;
+    let tokens: number | undefined;
+    out.push({ digest: hash.copy().digest('base64url'), ttl, tokens: () => (tokens ??= countPromptTokens(cut())) });
+  };
+  const allTools = definitions.length > 0 ? [...definitions] : undefined;
+  tools.forEach((t, i) => add(['tool', withoutBreakpoint(t)], t, () => ({ messages: [], tools: definitions.slice(0, i + 1) })));
+  system.forEach((b, i) => add(['system', withoutBreakpoint(b)], b, () => ({ messages: systemMessages(system.slice(0, i + 1)), tools: allTools })));
+  const head = systemMessages(system);
+  const before: ChatMessage[] = [];
+  for (const turn of turns) {
+    if (left === 0) break;
+    hash.update(`${JSON.stringify(['message', turn.role])}\n`);
+    const earlier = [...head, ...before];
+    turn.blocks.forEach((b, j) => add(['block', withoutBreakpoint(b)], b, () => ({ messages: [...earlier, ...turnMessages({ role: turn.role, blocks: turn.blocks.slice(0, j + 1) }, images)], tools: allTools })));
+    before.push(...turnMessages(turn, images));
+  }
+  return out;
+}
+
 /** Validates a Messages body as Anthropic does (the checks the broker may trip) and returns it as a chat completions request. */
 export function parseMessagesRequest(body: unknown): ChatCompletionRequest {
   if (!isObject(body)) return bad('Input should be an object');
@@ -90,10 +216,10 @@ export function parseMessagesRequest(body: unknown): ChatCompletionRequest {
   const stream = body.stream ?? false;
   if (typeof stream !== 'boolean') bad('stream: Input should be a valid boolean');
 
-  const messages: ChatMessage[] = [];
-  const system = textOf(body.system);
-  if (system) messages.push({ role: 'system', content: system });
-  raw.forEach((m: unknown, i) => {
+  const system = systemBlocksOf(body.system);
+  // The images ride on the user message, billed as Anthropic bills them.
+  const images = new Map<Block, ImageInput>();
+  const turns = raw.map((m: unknown, i): Turn => {
     const at = `messages.${i}`;
     if (!isObject(m)) return bad(`${at}: Input should be an object`);
     if (m.role !== 'user' && m.role !== 'assistant') return bad(`${at}.role: Input should be 'user' or 'assistant'`);
@@ -101,40 +227,38 @@ export function parseMessagesRequest(body: unknown): ChatCompletionRequest {
     if (m.role === 'assistant') {
       const image = blocks.findIndex((b) => b.type === 'image');
       if (image !== -1) return bad(`${at}.content.${image}: image content blocks are only allowed in user messages`);
-      const calls = blocks.filter((b) => b.type === 'tool_use');
-      messages.push({
-        role: 'assistant',
-        content: blocks.filter((b) => b.type === 'text').map((b) => b.text as string).join(''),
-        ...(calls.length > 0 ? { tool_calls: calls.map((c) => ({ id: c.id as string, type: 'function' as const, function: { name: c.name as string, arguments: JSON.stringify(c.input) } })) } : {}),
-      });
-      return;
     }
-    for (const b of blocks) {
-      if (b.type === 'tool_result') messages.push({ role: 'tool', content: textOf(b.content), tool_call_id: b.tool_use_id as string });
-    }
-    const text = blocks.filter((b) => b.type === 'text').map((b) => b.text as string).join('');
-    // The images ride on the user message (one of their own when the turn has no text), billed as Anthropic bills them.
-    const images = blocks.flatMap((b, j) => (b.type === 'image' ? [imageOf(b, `${at}.content.${j}`)] : []));
-    if (text || images.length > 0) messages.push({ role: 'user', content: text, ...(images.length > 0 ? { images } : {}) });
+    blocks.forEach((b, j) => {
+      if (b.type === 'image') images.set(b, imageOf(b, `${at}.content.${j}`));
+    });
+    return { role: m.role, blocks };
   });
 
-  let tools: ToolDefinition[] | undefined;
+  let tools: Block[] = [];
+  let definitions: ToolDefinition[] = [];
   if (body.tools !== undefined) {
     if (!Array.isArray(body.tools)) return bad('tools: Input should be a valid list');
-    tools = body.tools.map((t: unknown, i): ToolDefinition => {
+    tools = body.tools as Block[];
+    definitions = body.tools.map((t: unknown, i): ToolDefinition => {
       if (!isObject(t) || typeof t.name !== 'string' || !/^[a-zA-Z0-9_-]{1,64}$/.test(t.name)) return bad(`tools.${i}.name: String should match pattern '^[a-zA-Z0-9_-]{1,64}$'`);
       if (!isObject(t.input_schema)) return bad(`tools.${i}.input_schema: Field required`);
       return { type: 'function', function: { name: t.name, ...(typeof t.description === 'string' ? { description: t.description } : {}), parameters: t.input_schema } };
     });
   }
+  const ttls = breakpointsOf([
+    ...tools.map((block, i) => ({ block, at: `tools.${i}` })),
+    ...system.map((block, i) => ({ block, at: `system.${i}` })),
+    ...turns.flatMap((t, i) => t.blocks.map((block, j) => ({ block, at: `messages.${i}.content.${j}` }))),
+  ]);
   return {
     model: model as string,
-    messages,
+    messages: [...systemMessages(system), ...turns.flatMap((t) => turnMessages(t, images))],
+    ...(ttls.size > 0 ? { cacheBoundaries: cacheBoundaries(tools, definitions, system, turns, images, ttls) } : {}),
     stream: stream as boolean,
     includeUsage: true,
     maxTokens: maxTokens as number,
-    tools: tools && tools.length > 0 ? tools : undefined,
-    toolChoice: toolChoiceOf(body.tool_choice, tools ?? []),
+    tools: definitions.length > 0 ? definitions : undefined,
+    toolChoice: toolChoiceOf(body.tool_choice, definitions),
     stop: stopSequencesOf(body.stop_sequences),
     seed: undefined,
     responseFormat: undefined,

@@ -20,10 +20,14 @@ export function messagesWire(job: CompletionJob): AnswerWire {
   const content: Record<string, unknown>[] = [];
   let stopReason: 'end_turn' | 'max_tokens' | 'tool_use' | 'stop_sequence' = 'end_turn';
   let stopSequence: string | null = null;
+  // The prompt as the cache split it: input_tokens is what was neither read from it nor written to it.
+  const { read, creation, creation1h } = job.cache;
+  const input = { input_tokens: job.promptTokens - read - creation, cache_creation_input_tokens: creation, cache_read_input_tokens: read };
+  const creationByTtl = { cache_creation: { ephemeral_5m_input_tokens: creation - creation1h, ephemeral_1h_input_tokens: creation1h } };
   const start = event('message_start', {
     message: {
       id, type: 'message', role: 'assistant', content: [], model: request.model, stop_reason: null, stop_sequence: null,
-      usage: { input_tokens: job.promptTokens, cache_creation_input_tokens: 0, cache_read_input_tokens: 0, output_tokens: 1 },
+      usage: { ...input, ...creationByTtl, output_tokens: 1 },
     },
   });
   if (answer.kind === 'tool_call') {
@@ -58,13 +62,14 @@ export function messagesWire(job: CompletionJob): AnswerWire {
     content.push({ type: 'text', text: pieces.map((p) => p.text).join('') });
   }
   const completionTokens = frames.reduce((n, f) => n + f.tokens, 0);
-  const usage = { input_tokens: job.promptTokens, cache_creation_input_tokens: 0, cache_read_input_tokens: 0, output_tokens: completionTokens };
+  const usage = { ...input, ...creationByTtl, output_tokens: completionTokens };
   return {
     frames,
     completionTokens,
     end: (withUsage) =>
       event('content_block_stop', { index: content.length - 1 }) +
-      event('message_delta', { delta: { stop_reason: stopReason, stop_sequence: stopSequence }, ...(withUsage ? { usage: { output_tokens: completionTokens } } : {}) }) +
+      // The usage is cumulative, and repeats the input's counts (as the API does since 2025).
+      event('message_delta', { delta: { stop_reason: stopReason, stop_sequence: stopSequence }, ...(withUsage ? { usage: { ...input, output_tokens: completionTokens } } : {}) }) +
       event('message_stop', {}),
     // Anthropic's in-stream error (what a 529 is once the stream has begun); nothing follows it.
     error: event('error', { error: { type: 'overloaded_error', message: 'Overloaded' } }),

@@ -1,5 +1,6 @@
 // The chat completions request: its wire types and OpenAI's validation rules and messages.
 import { IMAGE_DETAILS, openAiImageTokens, sniffImage, undownloadable, URL_IMAGE_SIZE, type ImageDetail, type ImageSize } from './images';
+import type { CacheBoundary } from './prompt-cache';
 import { contentText } from './tokens';
 
 export interface ContentPart {
@@ -67,6 +68,11 @@ export interface ChatCompletionRequest {
   verbosity: Verbosity | undefined;
   /** `user` (Anthropic's `metadata.user_id`): the caller's name for its end user. */
   endUser: string | undefined;
+  /**
+   * Anthropic's prompt-cache breakpoints (`cache_control`): the places in the request where a
+   * cached prefix may end, up to the last breakpoint. Absent: none marked (OpenAI caches on its own).
+   */
+  cacheBoundaries?: CacheBoundary[];
 }
 
 export const REASONING_EFFORTS = ['minimal', 'low', 'medium', 'high'] as const;

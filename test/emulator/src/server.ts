@@ -11,9 +11,10 @@ import { ConfigError, validateConfigPatch, type EmulatorConfig, type LiveConfig 
 import { deliverEmbeddings, parseEmbeddingsRequest } from './embeddings';
 import { BodyTooLargeError, openAiError, pathOf, readBody, sendJson } from './http';
 import { ProviderLimits, type LimitTicket, type TokenUse } from './limits';
+import { anthropicCachePlan, NO_CACHE, openAiCachePlan, PromptCaches, type CachePlan } from './prompt-cache';
 import { SeededRandom } from './random';
 import { ANTHROPIC, DialectInvalid, OPENAI, type Dialect } from './dialects';
-import { InvalidRequestError, type ReasoningEffort, type Verbosity } from './request';
+import { InvalidRequestError, type ChatCompletionRequest, type ReasoningEffort, type Verbosity } from './request';
 import { StatsRecorder, type EmulatorStats } from './stats';
 import { countPromptTokens, tokenizer } from './tokens';
 
@@ -35,6 +36,7 @@ export class ProviderEmulator {
   private rng: SeededRandom;
   private readonly limits: ProviderLimits;
   private readonly recorder = new StatsRecorder();
+  private readonly caches = new PromptCaches();
   private readonly server: Server;
   /** `idle_close`: sockets to close when their idle time runs out, unless another request comes. */
   private readonly idleTimers = new WeakMap<Socket, NodeJS.Timeout>();
@@ -106,10 +108,11 @@ export class ProviderEmulator {
     return this.currentConfig();
   }
 
-  /** Clears the statistics and the rate-limit windows. */
+  /** Clears the statistics, the rate-limit windows and the prompt caches. */
   reset(): void {
     this.recorder.reset();
     this.limits.reset();
+    this.caches.clear();
   }
 
   private async route(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -347,13 +350,21 @@ export class ProviderEmulator {
     const expectedCompletion = request.maxTokens ?? config.completionTokens;
     const msPerToken = (1000 / config.tokensPerSec) * scale;
     let promptTokens = 0;
+    let inputCharged = 0;
+    let cache: CachePlan = NO_CACHE;
+    // The cache is looked up on arrival, for the input limit to charge what it counts: Anthropic's
+    // leaves out the tokens read from the cache (unless `cacheReadsLimited`); OpenAI's counts all.
     // The output is reserved at max_tokens, else at the configured answer length, until the end.
     const cost = (): TokenUse => {
       promptTokens = countPromptTokens(request);
-      return { input: promptTokens, output: expectedCompletion };
+      cache = this.cachePlan(dialect, request, promptTokens);
+      inputCharged = dialect === ANTHROPIC && !config.cacheReadsLimited ? promptTokens - cache.read : promptTokens;
+      return { input: inputCharged, output: expectedCompletion };
     };
     const ticket = this.admit(res, dialect, call, cost, config.ttftMs * scale + expectedCompletion * msPerToken);
     if (ticket === undefined) return;
+    cache.commit();
+    this.recorder.cached(cache.read, cache.creation);
     const rateHeaders = call.limitHeaders();
 
     // Everything random about this request comes from its own generator, seeded in arrival order,
@@ -380,9 +391,11 @@ export class ProviderEmulator {
         request,
         answer,
         promptTokens,
+        cache,
         fate,
         rng,
-        ttftMs: this.firstTokenMs(rng, behaviours, promptTokens) + reasoningTokens * msPerToken,
+        // A prefix read from the cache is not computed again.
+        ttftMs: this.firstTokenMs(rng, behaviours, promptTokens - cache.read) + reasoningTokens * msPerToken,
         reasoningTokens,
         behaviours,
         stallMs: config.stallMs * scale,
@@ -392,11 +405,21 @@ export class ProviderEmulator {
       },
       (outcome, completionTokens) => {
         // `no_refund`: what was charged on arrival (prompt + max_tokens) stays charged.
-        const charged = { input: promptTokens, output: behaviours.has('no_refund') ? expectedCompletion : completionTokens };
+        const charged = { input: inputCharged, output: behaviours.has('no_refund') ? expectedCompletion : completionTokens };
         ticket.settle(charged);
         this.recorder.finished(outcome, completionTokens, charged);
       },
     );
+  }
+
+  /**
+   * How the provider's prompt cache splits the prompt: Anthropic's by the request's breakpoints,
+   * OpenAI's by its own steps. Looked up only; stored once the call is admitted (`commit`).
+   */
+  private cachePlan(dialect: Dialect, request: ChatCompletionRequest, promptTokens: number): CachePlan {
+    const settings = { minTokens: this.config.cacheMinTokens, timeScale: this.config.timeScale };
+    if (dialect === OPENAI) return openAiCachePlan(request, request.model, promptTokens, this.caches.openAi, settings);
+    return request.cacheBoundaries === undefined ? NO_CACHE : anthropicCachePlan(request.cacheBoundaries, request.model, promptTokens, this.caches.anthropic, settings);
   }
 
   /**

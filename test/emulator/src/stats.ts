@@ -47,8 +47,16 @@ export interface EmulatorStats {
    * `inputTokensCharged + outputTokensCharged`.
    */
   tokensCharged: number;
-  /** Of `tokensCharged`, the prompt tokens: what the ITPM (`tpm` with `otpm` set) counts, charged on arrival, never refunded. */
+  /**
+   * Of `tokensCharged`, the prompt tokens: what the ITPM (`tpm` with `otpm` set) counts, charged on
+   * arrival, never refunded. Over the Messages API, the tokens read from the prompt cache are left
+   * out (unless `cacheReadsLimited`): the uncached input and the tokens written to the cache.
+   */
   inputTokensCharged: number;
+  /** Prompt tokens of admitted requests read from the prompt cache (Anthropic's `cache_read_input_tokens`, OpenAI's `cached_tokens`). */
+  cacheReadTokens: number;
+  /** Prompt tokens of admitted requests written to the prompt cache (Anthropic's `cache_creation_input_tokens`). */
+  cacheCreationTokens: number;
   /**
    * Of `tokensCharged`, the output tokens, as the OTPM counts them: those generated (the charge of
    * max_tokens on arrival corrected at the end), or max_tokens under `no_refund`. Counted whether
@@ -94,6 +102,8 @@ function emptyStats(inFlight: number): EmulatorStats {
     completionTokens: 0,
     tokensCharged: 0,
     inputTokensCharged: 0,
+    cacheReadTokens: 0,
+    cacheCreationTokens: 0,
     outputTokensCharged: 0,
     admissions: [],
     maxPerWindow: 0,
@@ -140,6 +150,12 @@ export class StatsRecorder {
     s.admissions.push(at);
     // Trim in batches so that the cap costs O(1) amortised.
     if (s.admissions.length > MAX_ADMISSIONS * 1.1) s.admissions = s.admissions.slice(-MAX_ADMISSIONS);
+  }
+
+  /** An admitted request's prompt as the cache split it. */
+  cached(read: number, creation: number): void {
+    this.stats.cacheReadTokens += read;
+    this.stats.cacheCreationTokens += creation;
   }
 
   answered(kind: 'text' | 'tool_call', verdict: 'APPROVE' | 'REVISE' | undefined): void {

@@ -1,4 +1,5 @@
 // Token accounting with the cl100k_base encoding, the way OpenAI bills chat completions.
+import { createHash } from 'node:crypto';
 import { getEncoding, type Tiktoken } from 'js-tiktoken';
 import type { ChatCompletionRequest, ChatMessage } from './request';
 
@@ -43,6 +44,33 @@ export function countTokens(text: string): number {
   return count;
 }
 
+/** Token ids of recent long texts, for the prompt cache (prompt-cache.ts): the same texts come back turn after turn. */
+const recentEncodings = new Map<string, Uint32Array>();
+const ENCODING_ENTRIES = 256;
+/** A bound on the ids held, whatever the texts' lengths. */
+const ENCODING_TOKENS = 1_000_000;
+let encodedTokens = 0;
+
+/** `encode`, remembering the ids of recent long texts. */
+export function encodeCached(text: string): ArrayLike<number> {
+  if (text.length < CACHE_MIN_LENGTH) return encode(text);
+  const cached = recentEncodings.get(text);
+  if (cached !== undefined) {
+    recentEncodings.delete(text);
+    recentEncodings.set(text, cached);
+    return cached;
+  }
+  const ids = Uint32Array.from(encode(text));
+  recentEncodings.set(text, ids);
+  encodedTokens += ids.length;
+  while (recentEncodings.size > ENCODING_ENTRIES || (encodedTokens > ENCODING_TOKENS && recentEncodings.size > 1)) {
+    const [oldest, dropped] = recentEncodings.entries().next().value as [string, Uint32Array];
+    recentEncodings.delete(oldest);
+    encodedTokens -= dropped.length;
+  }
+  return ids;
+}
+
 /** The text of a message's content, whether a string or an array of parts. */
 export function contentText(content: ChatMessage['content']): string {
   if (typeof content === 'string') return content;
@@ -67,4 +95,47 @@ export function countPromptTokens(request: Pick<ChatCompletionRequest, 'messages
     total += countTokens(JSON.stringify(request.tools));
   }
   return total;
+}
+
+/**
+ * Ids that stand for what countPromptTokens counts without encoding text (the tokens around each
+ * message, the reply's, an image's): negative, so never a real token's; only their place and
+ * equality matter (prompt-cache.ts hashes them).
+ */
+const REPLY_ID = -1;
+const MESSAGE_ID = -2;
+const IMAGE_FILL_ID = -3;
+
+/** A negative 32-bit id that stands for `text` (a role, an image's URL). */
+function standInId(text: string): number {
+  return -(createHash('sha256').update(text).digest().readUInt32BE(0) >>> 1) - 4;
+}
+
+/**
+ * The prompt as the token stream it is billed as, in the order a provider reads it: the tool
+ * definitions first (OpenAI renders them at the head of the prompt), then each message (its 4
+ * tokens of overhead, which carry its role and tool_call_id, its text, its images, its name, its
+ * tool calls), then the reply's 3. Exactly countPromptTokens(request) ids long; what is not text
+ * is stood in for by ids that differ when it differs (an image: by its part, URL and detail).
+ */
+export function promptTokenStream(request: Pick<ChatCompletionRequest, 'messages' | 'tools'>): number[] {
+  const out: number[] = [];
+  const push = (ids: ArrayLike<number>) => {
+    for (let i = 0; i < ids.length; i++) out.push(ids[i] as number);
+  };
+  if (request.tools !== undefined && request.tools.length > 0) push(encodeCached(JSON.stringify(request.tools)));
+  for (const message of request.messages) {
+    push([standInId(`${message.role}\0${message.tool_call_id ?? ''}`), ...new Array<number>(TOKENS_PER_MESSAGE - 1).fill(MESSAGE_ID)]);
+    push(encodeCached(contentText(message.content)));
+    const parts = Array.isArray(message.content) ? message.content.filter((p) => p.type === 'image_url') : [];
+    (message.images ?? []).forEach((image, i) => {
+      if (image.tokens <= 0) return;
+      out.push(standInId(JSON.stringify(parts[i] ?? i)));
+      for (let t = 1; t < image.tokens; t++) out.push(IMAGE_FILL_ID);
+    });
+    if (typeof message.name === 'string') push(encodeCached(message.name));
+    if (message.tool_calls !== undefined) push(encodeCached(JSON.stringify(message.tool_calls)));
+  }
+  push(new Array<number>(TOKENS_PER_REPLY).fill(REPLY_ID));
+  return out;
 }

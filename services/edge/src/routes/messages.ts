@@ -9,15 +9,15 @@
 import type { FastifyInstance } from 'fastify';
 import { randomBytes } from 'node:crypto';
 import type { EdgeContext } from '../context';
-import { anthropicType, fromGrpc, HttpError, isGrpcError } from '../errors';
+import { anthropicType, badRequest, fromGrpc, HttpError, isGrpcError } from '../errors';
 import { BlockSequence, type Step } from './blocks';
 import { CACHE_HEADER, completion, countTokens, openStream, readToEnd, wholeAnswer, type Begun, type ChatBody, type Piece } from './openai';
-import { anyObject, FUNCTION_NAME, NO_NUL } from './schemas';
+import { anyObject, cacheControlSchema, FUNCTION_NAME, MAX_CACHE_BREAKPOINTS, NO_NUL } from './schemas';
 
 const text = { type: 'string', maxLength: 200_000, pattern: NO_NUL } as const;
 const IMAGE_TYPES = ['image/jpeg', 'image/png', 'image/gif', 'image/webp'];
 
-const textBlock = { type: 'object', required: ['type', 'text'], properties: { type: { type: 'string', enum: ['text'] }, text, cache_control: { type: ['object', 'null'] } } } as const;
+const textBlock = { type: 'object', required: ['type', 'text'], properties: { type: { type: 'string', enum: ['text'] }, text, cache_control: cacheControlSchema } } as const;
 
 const imageBlock = {
   type: 'object',
@@ -30,14 +30,14 @@ const imageBlock = {
         { type: 'object', required: ['type', 'url'], properties: { type: { type: 'string', enum: ['url'] }, url: { type: 'string', pattern: '^https?://' } } },
       ],
     },
-    cache_control: { type: ['object', 'null'] },
+    cache_control: cacheControlSchema,
   },
 } as const;
 
 const toolUseBlock = {
   type: 'object',
   required: ['type', 'id', 'name', 'input'],
-  properties: { type: { type: 'string', enum: ['tool_use'] }, id: { type: 'string', minLength: 1, maxLength: 128, pattern: NO_NUL }, name: { type: 'string', pattern: FUNCTION_NAME }, input: { type: 'object' } },
+  properties: { type: { type: 'string', enum: ['tool_use'] }, id: { type: 'string', minLength: 1, maxLength: 128, pattern: NO_NUL }, name: { type: 'string', pattern: FUNCTION_NAME }, input: { type: 'object' }, cache_control: cacheControlSchema },
 } as const;
 
 const toolResultBlock = {
@@ -48,7 +48,7 @@ const toolResultBlock = {
     tool_use_id: { type: 'string', minLength: 1, maxLength: 128, pattern: NO_NUL },
     content: { anyOf: [text, { type: 'array', maxItems: 100, items: textBlock }] },
     is_error: { type: 'boolean' },
-    cache_control: { type: ['object', 'null'] },
+    cache_control: cacheControlSchema,
   },
 } as const;
 
@@ -59,22 +59,40 @@ const turn = (role: string, blocks: readonly object[]) => ({
   properties: { role: { type: 'string', enum: [role] }, content: { anyOf: [text, { type: 'array', maxItems: 100, items: { anyOf: blocks } }] } },
 });
 
-type Block =
+type CacheControl = { type: 'ephemeral'; ttl?: '5m' | '1h' } | null;
+
+type Block = (
   | { type: 'text'; text: string }
   | { type: 'image'; source: { type: 'base64'; media_type: string; data: string } | { type: 'url'; url: string } }
   | { type: 'tool_use'; id: string; name: string; input: Record<string, unknown> }
-  | { type: 'tool_result'; tool_use_id: string; content?: string | { type: 'text'; text: string }[]; is_error?: boolean };
+  | { type: 'tool_result'; tool_use_id: string; content?: string | { type: 'text'; text: string; cache_control?: CacheControl }[]; is_error?: boolean }
+) & { cache_control?: CacheControl };
+
+/** A tool result's breakpoint: its own, or one on a block of its content (the result is one message). */
+const resultMark = (b: Extract<Block, { type: 'tool_result' }>): CacheControl | undefined =>
+  b.cache_control ?? (Array.isArray(b.content) ? b.content.findLast((c) => c.cache_control)?.cache_control : undefined);
+
+/** Refused as Anthropic refuses it: more than 4 blocks with cache_control. */
+function checkBreakpoints(body: MessagesBody): void {
+  const blocks = [
+    ...(Array.isArray(body.system) ? body.system : []),
+    ...body.messages.flatMap((m) => (typeof m.content === 'string' ? [] : m.content.flatMap((b) => [b, ...(b.type === 'tool_result' && Array.isArray(b.content) ? b.content : [])]))),
+    ...(body.tools ?? []),
+  ];
+  const found = blocks.filter((b) => b.cache_control).length;
+  if (found > MAX_CACHE_BREAKPOINTS) throw badRequest(`body: a maximum of ${MAX_CACHE_BREAKPOINTS} blocks with cache_control may be provided. Found ${found}.`);
+}
 
 interface MessagesBody {
   model: string;
   max_tokens: number;
   messages: { role: 'user' | 'assistant'; content: string | Block[] }[];
-  system?: string | { type: 'text'; text: string }[];
+  system?: string | { type: 'text'; text: string; cache_control?: CacheControl }[];
   stop_sequences?: string[];
   temperature?: number;
   top_p?: number;
   stream?: boolean;
-  tools?: { name: string; description?: string; input_schema: Record<string, unknown>; type?: string }[];
+  tools?: { name: string; description?: string; input_schema: Record<string, unknown>; type?: string; cache_control?: CacheControl }[];
   tool_choice?: { type: 'auto' | 'any' | 'none' | 'tool'; name?: string; disable_parallel_tool_use?: boolean };
   metadata?: { user_id?: string | null };
 }
@@ -88,21 +106,34 @@ function resultText(b: Extract<Block, { type: 'tool_result' }>): string {
 /** The chat completion a Messages request is: `system` first, a turn's tool results as tool messages (before its other content), tool_use blocks as an assistant's tool calls. */
 function asChat(body: MessagesBody): ChatBody {
   const messages: ChatBody['messages'] = [];
-  const system = typeof body.system === 'string' ? body.system : (body.system ?? []).map((b) => b.text).join('\n\n');
-  if (system) messages.push({ role: 'system', content: system });
+  // Cache breakpoints go on as the chat's (`cache_control` on its content parts and tools).
+  const marked = (c: CacheControl | undefined) => (c ? { cache_control: c } : {});
+  if (typeof body.system === 'string' || !body.system?.some((b) => b.cache_control)) {
+    const system = typeof body.system === 'string' ? body.system : (body.system ?? []).map((b) => b.text).join('\n\n');
+    if (system) messages.push({ role: 'system', content: system });
+  } else {
+    // A system message a block, so that each breakpoint stays where it is.
+    for (const b of body.system) messages.push({ role: 'system', content: [{ type: 'text', text: b.text, ...marked(b.cache_control) }] });
+  }
   for (const m of body.messages) {
     const blocks: Block[] = typeof m.content === 'string' ? [{ type: 'text', text: m.content }] : m.content;
     if (m.role === 'assistant') {
       const calls = blocks.flatMap((b) => (b.type === 'tool_use' ? [{ id: b.id, type: 'function' as const, function: { name: b.name, arguments: JSON.stringify(b.input) } }] : []));
       const said = blocks.map((b) => (b.type === 'text' ? b.text : '')).join('');
-      messages.push({ role: 'assistant', content: said || null, ...(calls.length > 0 ? { tool_calls: calls } : {}) });
+      // An assistant's breakpoint marks the message's end (its text, then its calls, are one turn).
+      const mark = blocks.findLast((b) => b.cache_control)?.cache_control;
+      messages.push({ role: 'assistant', content: mark ? [{ type: 'text', text: said, cache_control: mark }] : said || null, ...(calls.length > 0 ? { tool_calls: calls } : {}) });
       continue;
     }
-    for (const b of blocks) if (b.type === 'tool_result') messages.push({ role: 'tool', tool_call_id: b.tool_use_id, content: resultText(b) });
+    for (const b of blocks) {
+      if (b.type !== 'tool_result') continue;
+      const mark = resultMark(b);
+      messages.push({ role: 'tool', tool_call_id: b.tool_use_id, content: mark ? [{ type: 'text', text: resultText(b), cache_control: mark }] : resultText(b) });
+    }
     type Part = Exclude<ChatBody['messages'][number]['content'], string | null | undefined>[number];
     const parts = blocks.flatMap((b): Part[] =>
-      b.type === 'text' ? [{ type: 'text', text: b.text }]
-        : b.type === 'image' ? [{ type: 'image_url', image_url: { url: b.source.type === 'base64' ? `data:${b.source.media_type};base64,${b.source.data}` : b.source.url } }]
+      b.type === 'text' ? [{ type: 'text', text: b.text, ...marked(b.cache_control) }]
+        : b.type === 'image' ? [{ type: 'image_url', image_url: { url: b.source.type === 'base64' ? `data:${b.source.media_type};base64,${b.source.data}` : b.source.url }, ...marked(b.cache_control) }]
           : []);
     if (parts.length > 0) messages.push({ role: 'user', content: parts });
   }
@@ -115,7 +146,7 @@ function asChat(body: MessagesBody): ChatBody {
     ...(body.temperature !== undefined ? { temperature: body.temperature } : {}),
     ...(body.top_p !== undefined ? { top_p: body.top_p } : {}),
     ...(body.stop_sequences?.length ? { stop: body.stop_sequences } : {}),
-    ...(body.tools ? { tools: body.tools.map((t) => ({ type: 'function' as const, function: { name: t.name, description: t.description, parameters: t.input_schema } })) } : {}),
+    ...(body.tools ? { tools: body.tools.map((t) => ({ type: 'function' as const, function: { name: t.name, description: t.description, parameters: t.input_schema }, ...marked(t.cache_control) })) } : {}),
     ...(choice
       ? {
         tool_choice: choice.type === 'any' ? 'required' : choice.type === 'tool' ? { type: 'function' as const, function: { name: choice.name ?? '' } } : choice.type,
@@ -151,7 +182,12 @@ function contentOf(said: string, done: Done): Record<string, unknown>[] {
   ];
 }
 
-const usageOf = (done?: Done) => ({ input_tokens: done?.usage.prompt_tokens ?? 0, cache_creation_input_tokens: 0, cache_read_input_tokens: 0, output_tokens: done?.usage.completion_tokens ?? 0 });
+/** Anthropic's usage: `input_tokens` are the prompt's tokens neither read from the prompt cache nor written to it. */
+function usageOf(done?: Done) {
+  const read = done?.usage.prompt_tokens_details?.cached_tokens ?? 0;
+  const written = done?.cacheWriteTokens ?? 0;
+  return { input_tokens: Math.max(0, (done?.usage.prompt_tokens ?? 0) - read - written), cache_creation_input_tokens: written, cache_read_input_tokens: read, output_tokens: done?.usage.completion_tokens ?? 0 };
+}
 
 /** A Messages request, as Anthropic's API takes it (less what only Anthropic's models have). */
 const messagesBody = {
@@ -182,7 +218,7 @@ const messagesBody = {
           name: { type: 'string', pattern: FUNCTION_NAME },
           description: { type: 'string', maxLength: 1024 },
           input_schema: { type: 'object' },
-          cache_control: { type: ['object', 'null'] },
+          cache_control: cacheControlSchema,
         },
       },
     },
@@ -234,6 +270,7 @@ export function messagesRoutes(app: FastifyInstance, ctx: EdgeContext): void {
     },
     async (req, reply) => {
       const body = req.body as MessagesBody;
+      checkBreakpoints(body);
       const call = completion(ctx, req, reply, asChat(body));
       const id = `msg_${randomBytes(12).toString('hex')}`;
       if (body.stream) return streamMessage(call, id, body);
@@ -264,7 +301,11 @@ export function messagesRoutes(app: FastifyInstance, ctx: EdgeContext): void {
         },
       },
     },
-    async (req, reply) => ({ input_tokens: await countTokens(ctx, req, reply, asChat({ ...(req.body as Omit<MessagesBody, 'max_tokens'>), max_tokens: 1 })) }),
+    async (req, reply) => {
+      const body = { ...(req.body as Omit<MessagesBody, 'max_tokens'>), max_tokens: 1 };
+      checkBreakpoints(body);
+      return { input_tokens: await countTokens(ctx, req, reply, asChat(body)) };
+    },
   );
 }
 

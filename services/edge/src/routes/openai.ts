@@ -11,7 +11,7 @@ import { badRequest, fromGrpc, HttpError, isGrpcError } from '../errors';
 import type { RunEvent } from '../gateways/types';
 import { streamHeaders } from '../sse/memory';
 import type { ToolCallPiece } from './blocks';
-import { anyObject, FUNCTION_NAME, IMAGE_URL, metadataSchema, NO_NUL, openAiErrorResponses, TOKEN_ID } from './schemas';
+import { anyObject, cacheControlSchema, cacheTtlOf, FUNCTION_NAME, MAX_CACHE_BREAKPOINTS, IMAGE_URL, metadataSchema, NO_NUL, openAiErrorResponses, TOKEN_ID } from './schemas';
 
 export const PIPELINE_MODEL = 'agent-mesh';
 const CREATED = Math.floor(Date.now() / 1000);
@@ -20,7 +20,7 @@ export interface ChatBody {
   model: string;
   messages: {
     role: string;
-    content?: string | { type: string; text?: string; image_url?: { url: string; detail?: string } }[] | null;
+    content?: string | { type: string; text?: string; image_url?: { url: string; detail?: string }; cache_control?: CacheControl | null }[] | null;
     name?: string;
     tool_call_id?: string;
     tool_calls?: WireToolCall[] | null;
@@ -30,7 +30,7 @@ export interface ChatBody {
   max_tokens?: number | null;
   max_completion_tokens?: number | null;
   temperature?: number | null;
-  tools?: { type: 'function'; function: { name: string; description?: string; parameters?: Record<string, unknown> } }[];
+  tools?: { type: 'function'; function: { name: string; description?: string; parameters?: Record<string, unknown> }; cache_control?: CacheControl | null }[];
   tool_choice?: 'auto' | 'none' | 'required' | { type: 'function'; function: { name: string } } | null;
   stop?: string | string[] | null;
   top_p?: number | null;
@@ -62,6 +62,8 @@ export interface Usage {
   total_tokens: number;
   /** The provider's count of reasoning tokens (part of completion_tokens), when it reports one. */
   completion_tokens_details?: { reasoning_tokens: number };
+  /** The part of prompt_tokens the provider read from its prompt cache, when it reports one. */
+  prompt_tokens_details?: { cached_tokens: number };
 }
 
 /** One token's log probability as OpenAI writes it (`logprobs.content[]`). */
@@ -79,7 +81,11 @@ export type Piece = (
   | { delta: string; logprobs?: WireLogprob[] }
   /** A piece of a tool call as it is generated, when streamed: a call's first piece names it (id, name), the next carry more of its arguments; `done` still has every call whole. */
   | { toolCall: ToolCallPiece }
-  | { done: true; finishReason: string; usage: Usage; model: string; toolCalls: WireToolCall[]; /** The stop sequence that ended it, where the upstream says which. */ stopSequence?: string }
+  | {
+    done: true; finishReason: string; usage: Usage; model: string; toolCalls: WireToolCall[];
+    /** The stop sequence that ended it, where the upstream says which. */ stopSequence?: string;
+    /** The part of the prompt the provider wrote to its prompt cache, when it says (Anthropic's cache_creation_input_tokens). */ cacheWriteTokens?: number;
+  }
   | { queued: number; estimatedWaitMs: number }
   /** The broker replays the answer from its response cache (first, before the deltas). */
   | { cached: 'hit' | 'stale' }
@@ -95,7 +101,7 @@ const MAX_CHOICES = 16;
 export const CACHE_HEADER = 'x-mesh-cache';
 
 
-const textPart = { type: 'object', required: ['type'], properties: { type: { type: 'string', enum: ['text'] }, text: { type: 'string', pattern: NO_NUL } } } as const;
+const textPart = { type: 'object', required: ['type'], properties: { type: { type: 'string', enum: ['text'] }, text: { type: 'string', pattern: NO_NUL }, cache_control: cacheControlSchema } } as const;
 
 const imagePart = {
   type: 'object',
@@ -110,6 +116,7 @@ const imagePart = {
         detail: { type: 'string', enum: ['auto', 'low', 'high'], description: 'how closely the model looks (OpenAI\'s; an Anthropic upstream sizes images itself: low or high go only to upstreams that take them)' },
       },
     },
+    cache_control: cacheControlSchema,
   },
 } as const;
 
@@ -307,6 +314,7 @@ export function openaiRoutes(app: FastifyInstance, ctx: EdgeContext): void {
                       parameters: { type: 'object' },
                     },
                   },
+                  cache_control: cacheControlSchema,
                 },
               },
             },
@@ -465,6 +473,7 @@ export function openaiRoutes(app: FastifyInstance, ctx: EdgeContext): void {
  * and whether the response cache is asked.
  */
 export function completion(ctx: EdgeContext, req: FastifyRequest, reply: FastifyReply, body: ChatBody, detached = false): Begun {
+  checkBreakpoints(body);
   const messages = body.messages.map(toChatMessage);
   const abort = new AbortController();
   // The response's close (not the request's, which fires once the body is read) before it was
@@ -482,7 +491,7 @@ export function completion(ctx: EdgeContext, req: FastifyRequest, reply: Fastify
   if (body.model === PIPELINE_MODEL && ((body.tools?.length ?? 0) > 0 || (body.tool_choice ?? 'auto') !== 'auto')) {
     throw badRequest(`body/tools and body/tool_choice are not taken by the ${PIPELINE_MODEL} model, whose agents use their own tools`, undefined, body.tools?.length ? 'tools' : 'tool_choice');
   }
-  const imageAt = messages.findIndex((m) => m.parts);
+  const imageAt = messages.findIndex((m) => m.parts?.parts.some((p) => p.imageUrl));
   if (imageAt >= 0 && body.model === PIPELINE_MODEL) throw badRequest(`body/messages/${imageAt}/content holds an image: the ${PIPELINE_MODEL} model's agents read text`, undefined, `messages[${imageAt}].content`);
   if (body.logprobs && body.model === PIPELINE_MODEL) throw badRequest(`body/logprobs is not available for the ${PIPELINE_MODEL} model, whose answer is a run's`, undefined, 'logprobs');
   if (n > 1 && body.model === PIPELINE_MODEL) throw badRequest(`body/n must be 1 for the ${PIPELINE_MODEL} model, whose run gives one answer`, undefined, 'n');
@@ -510,6 +519,22 @@ export interface Begun {
   n: number;
 }
 
+/** A prompt-cache breakpoint as a request marks it (`cache_control`). */
+type CacheControl = { type: 'ephemeral'; ttl?: '5m' | '1h' };
+
+/**
+ * The cache breakpoints a request marks (on content parts and tools), refused (400) beyond
+ * Anthropic's limit of 4, and by the agents' pipeline, which writes its own prompts.
+ */
+function checkBreakpoints(body: ChatBody): void {
+  const marked = [
+    ...body.messages.flatMap((m, i) => (Array.isArray(m.content) ? m.content.flatMap((p, j) => (p.cache_control ? [`messages[${i}].content[${j}]`] : [])) : [])),
+    ...(body.tools ?? []).flatMap((t, i) => (t.cache_control ? [`tools[${i}]`] : [])),
+  ];
+  if (marked.length > 0 && body.model === PIPELINE_MODEL) throw badRequest(`body/${marked[0]!.replace(/\[(\d+)\]/g, '/$1').replace(/\./g, '/')}/cache_control is not taken by the ${PIPELINE_MODEL} model, whose agents write their own prompts`, undefined, `${marked[0]}.cache_control`);
+  if (marked.length > MAX_CACHE_BREAKPOINTS) throw badRequest(`body: at most ${MAX_CACHE_BREAKPOINTS} content parts and tools may carry cache_control (${marked.length} do: ${marked.join(', ')})`, undefined, `${marked[MAX_CACHE_BREAKPOINTS]}.cache_control`);
+}
+
 function toChatMessage(m: ChatBody['messages'][number], i: number): ChatMessage {
   const parts = Array.isArray(m.content) ? m.content : undefined;
   const content = typeof m.content === 'string' ? m.content : parts ? parts.map((p) => p.text ?? '').join('') : '';
@@ -525,10 +550,12 @@ function toChatMessage(m: ChatBody['messages'][number], i: number): ChatMessage 
     name: m.name ?? '',
     toolCallId: m.role === 'tool' ? (m.tool_call_id ?? '') : '',
     toolCalls: calls.map((c) => ({ id: c.id, name: c.function.name, argumentsJson: c.function.arguments })),
-    // Parts go as parts only with an image among them: text alone is the content.
-    ...(parts?.some((p) => p.image_url)
-      ? { parts: { parts: parts.map((p) => ({ text: p.text ?? '', imageUrl: p.image_url?.url ?? '', imageDetail: p.image_url?.detail === 'auto' ? '' : (p.image_url?.detail ?? '') })) } }
-      : {}),
+    // Parts go as parts only with an image among them, or a cache breakpoint before the last
+    // part of a user's or an assistant's message: else the text is the content, and a breakpoint
+    // marks the message's end (where a system or tool message's is, being one block).
+    ...(parts && (parts.some((p) => p.image_url) || ((m.role === 'user' || m.role === 'assistant') && parts.slice(0, -1).some((p) => p.cache_control)))
+      ? { parts: { parts: parts.map((p) => ({ text: p.text ?? '', imageUrl: p.image_url?.url ?? '', imageDetail: p.image_url?.detail === 'auto' ? '' : (p.image_url?.detail ?? ''), cacheTtl: cacheTtlOf(p.cache_control) })) }, cacheTtl: '' }
+      : { cacheTtl: cacheTtlOf(parts?.findLast((p) => p.cache_control)?.cache_control) }),
   };
 }
 
@@ -552,6 +579,7 @@ function toolChoiceOf(body: ChatBody): ToolChoice | undefined {
 export async function countTokens(ctx: EdgeContext, req: FastifyRequest, reply: FastifyReply, body: ChatBody): Promise<number> {
   if (body.model === PIPELINE_MODEL) throw badRequest(`body/model: the ${PIPELINE_MODEL} model's tokens are its agents', counted as they run`, undefined, 'model');
   annotate({ [ATTR.userId]: req.userId });
+  checkBreakpoints(body);
   const request = generateRequest(req.userId, body, body.messages.map(toChatMessage), toolChoiceOf(body), false, 0);
   return (await ctx.gw.broker.countTokens(request, requestScope(reply))).promptTokens;
 }
@@ -568,7 +596,7 @@ function generateRequest(userId: string, body: ChatBody, messages: ChatMessage[]
     model: body.model === 'upstream' ? '' : body.model,
     messages,
     // Typed for the broker, whose provider adapter writes them in its provider's format.
-    tools: (body.tools ?? []).map(({ function: f }) => ({ name: f.name, description: f.description ?? '', parametersJsonSchema: f.parameters ? JSON.stringify(f.parameters) : '' })),
+    tools: (body.tools ?? []).map(({ function: f, cache_control }) => ({ name: f.name, description: f.description ?? '', parametersJsonSchema: f.parameters ? JSON.stringify(f.parameters) : '', cacheTtl: cacheTtlOf(cache_control) })),
     toolsJson: '',
     toolChoice,
     stop: body.stop == null ? [] : typeof body.stop === 'string' ? [body.stop] : body.stop,
@@ -631,7 +659,9 @@ async function* direct(ctx: EdgeContext, userId: string, body: ChatBody, message
           completion_tokens: usage?.completionTokens ?? 0,
           total_tokens: usage?.totalTokens ?? 0,
           ...(usage?.reasoningTokens !== undefined ? { completion_tokens_details: { reasoning_tokens: usage.reasoningTokens } } : {}),
+          ...(usage?.cacheReadTokens !== undefined ? { prompt_tokens_details: { cached_tokens: usage.cacheReadTokens } } : {}),
         },
+        ...(usage?.cacheWriteTokens !== undefined ? { cacheWriteTokens: usage.cacheWriteTokens } : {}),
         toolCalls: u.done.toolCalls.map((c) => ({ id: c.id, type: 'function', function: { name: c.name, arguments: c.argumentsJson } })),
       };
     }
@@ -673,11 +703,13 @@ async function* merged(choices: AsyncGenerator<Piece>[], abort: AbortController)
 const sumUsage = (usages: Usage[]): Usage => {
   const sum = (pick: (u: Usage) => number) => usages.reduce((total, u) => total + pick(u), 0);
   const reasoned = usages.some((u) => u.completion_tokens_details);
+  const cached = usages.some((u) => u.prompt_tokens_details);
   return {
     prompt_tokens: sum((u) => u.prompt_tokens),
     completion_tokens: sum((u) => u.completion_tokens),
     total_tokens: sum((u) => u.total_tokens),
     ...(reasoned ? { completion_tokens_details: { reasoning_tokens: sum((u) => u.completion_tokens_details?.reasoning_tokens ?? 0) } } : {}),
+    ...(cached ? { prompt_tokens_details: { cached_tokens: sum((u) => u.prompt_tokens_details?.cached_tokens ?? 0) } } : {}),
   };
 };
 

@@ -150,3 +150,23 @@ export function openAiErrorResponses(...codes: number[]): Record<number, object>
 
 /** Any JSON object (a response documented by its description). */
 export const anyObject = { type: 'object', additionalProperties: true } as const;
+
+/**
+ * A prompt-cache breakpoint (Anthropic's `cache_control`, also taken in OpenAI's format as
+ * LiteLLM takes it): the prompt up to and including what carries it is cached by an upstream that
+ * caches on request (Anthropic), 5 minutes or 1 hour from its last use; an upstream that caches on
+ * its own (OpenAI) is not told. At most 4 in one request.
+ */
+export const cacheControlSchema = {
+  type: ['object', 'null'],
+  required: ['type'],
+  properties: { type: { type: 'string', enum: ['ephemeral'] }, ttl: { type: 'string', enum: ['5m', '1h'] } },
+  additionalProperties: false,
+  description: 'a prompt-cache breakpoint: the prompt up to here is cached by an upstream that caches on request (Anthropic), for `ttl` (5m, the default, or 1h) from its last use; at most 4 per request',
+} as const;
+
+/** A breakpoint's lifetime as the broker takes it: "5m" or "1h"; none: empty. */
+export const cacheTtlOf = (c: { type: string; ttl?: string } | null | undefined): string => (c ? (c.ttl ?? '5m') : '');
+
+/** The most breakpoints one request may mark (Anthropic's limit). */
+export const MAX_CACHE_BREAKPOINTS = 4;

@@ -85,6 +85,14 @@ export interface AdmissionQueueOptions {
   /** Fallback admission interval (ms per call) before any was measured. */
   nominalIntervalMs: () => number;
   /**
+   * This replica's share of the token limit's pace, in ms per token (0 or absent: no token limit).
+   * While the token limit holds the queue back, a call's turn comes as fast as the tokens of the
+   * calls ahead of it allow: the interval measured per call, once it saw a large call's pace,
+   * told a burst of small calls behind it that each would wait as long (and refused them as
+   * unable to meet their deadlines).
+   */
+  tokenIntervalMs?: () => number;
+  /**
    * How many brokers share the quota (their queues take turns): a run begun anywhere lands on this
    * queue only one time in so many, so the marginal wait it adds here is that much smaller. @default 1
    */
@@ -121,7 +129,13 @@ export class AdmissionQueue {
 
   /** Estimated wait for a call at `position` (1 = next); `started`: of a run already begun; `waiting`: refused a slot already (see WaitEstimator.waitFor). */
   estimateWaitMs(position: number, started = true, waiting = false): number {
-    return this.estimator.waitFor(position, Math.max(0, this.blockedUntil - this.now()), { startedAhead: started ? undefined : this.queue.started, waiting });
+    return this.estimator.waitFor(position, Math.max(0, this.blockedUntil - this.now()), { startedAhead: started ? undefined : this.queue.started, waiting, intervalMs: this.tokenPacedIntervalMs() });
+  }
+
+  /** Held back by the token limit: the pace of the mean waiting call's tokens (see AdmissionQueueOptions.tokenIntervalMs). */
+  private tokenPacedIntervalMs(): number | undefined {
+    const perToken = this.blockedBy === 'tpm' ? (this.opts.tokenIntervalMs?.() ?? 0) : 0;
+    return perToken > 0 && this.queue.size > 0 ? (perToken * this.queue.tokens) / this.queue.size : undefined;
   }
 
   /** What one more run begun (on any broker) adds to the wait of a first call here. */
@@ -142,6 +156,7 @@ export class AdmissionQueue {
         userId: req.userId,
         priority: req.priority,
         started: req.started,
+        weight: req.tokens,
         req,
         enqueuedAt: this.now(),
         resolve,

@@ -112,14 +112,15 @@ export class WaitEstimator {
    * load (`npm run bench -- seed`). A first call is told the longer of two waits: by the share of
    * admissions the started runs took lately, and by the later calls the runs begun here still owe.
    */
-  waitFor(position: number, headBlockedMs: number, o: { startedAhead?: number; waiting?: boolean } = {}): number {
+  waitFor(position: number, headBlockedMs: number, o: { startedAhead?: number; waiting?: boolean; intervalMs?: number } = {}): number {
     const ahead = Math.max(0, position - 1);
     const own = o.waiting && headBlockedMs === 0 ? 1 : 0;
-    const interval = this.admissionIntervalMs;
+    // `intervalMs`: the pace the calls waiting now may go at (their tokens'), when shorter than the one measured.
+    const interval = Math.min(this.admissionIntervalMs, o.intervalMs ?? Infinity);
     if (o.startedAhead === undefined) return headBlockedMs + (ahead + own) * interval;
     const started = Math.min(ahead, o.startedAhead);
     const firsts = ahead - started + own;
-    const byShare = started * interval + firsts * this.firstCallIntervalMs;
+    const byShare = started * interval + firsts * this.slowdown * interval;
     return headBlockedMs + Math.max(byShare, this.owedWait(started, firsts, Math.max(0, this.owed.expected() - o.startedAhead), interval));
   }
 

@@ -7,6 +7,8 @@ export interface QueueEntry {
   readonly priority: number;
   /** The run already had a call admitted: finish what is begun. */
   readonly started: boolean;
+  /** What it asks of the token limit (summed in `tokens`). */
+  readonly weight?: number;
 }
 
 interface Band<T> {
@@ -24,9 +26,15 @@ export class FairQueue<T extends QueueEntry> {
   private bands: Band<T>[] = [];
   private count = 0;
   private startedCount = 0;
+  private tokenCount = 0;
 
   get size(): number {
     return this.count;
+  }
+
+  /** The tokens the waiting calls ask for, together. */
+  get tokens(): number {
+    return this.tokenCount;
   }
 
   /** Waiting calls of started runs: every one of them is ahead of every call of a run not begun. */
@@ -54,6 +62,7 @@ export class FairQueue<T extends QueueEntry> {
     }
     band.count += 1;
     this.count += 1;
+    this.tokenCount += entry.weight ?? 0;
     if (entry.started) this.startedCount += 1;
   }
 
@@ -75,6 +84,7 @@ export class FairQueue<T extends QueueEntry> {
     band.count -= 1;
     if (band.ring.length === 0) this.bands.shift();
     this.count -= 1;
+    this.tokenCount -= entry?.weight ?? 0;
     if (entry?.started) this.startedCount -= 1;
     return entry;
   }
@@ -93,6 +103,7 @@ export class FairQueue<T extends QueueEntry> {
       if (band.ring.length === 0) this.bands.splice(this.bands.indexOf(band), 1);
     }
     this.count -= 1;
+    this.tokenCount -= entry.weight ?? 0;
     if (entry.started) this.startedCount -= 1;
     return true;
   }

@@ -221,6 +221,30 @@ describe('AdmissionQueue', () => {
     q.close();
   });
 
+  it('held back by the token limit, estimates a call\'s turn by the tokens waiting, not by the interval a large call\'s pace left', async () => {
+    /** Twenty calls of 10 tokens, with 2 s to be admitted, behind one of 1,000 at 0.5 ms a token (a pace of 500 ms): how many are admitted. */
+    const behindALargeCall = async (tokenIntervalMs?: () => number) => {
+      let tat = 0;
+      const admitter: Admitter = {
+        tryAcquire: async (r) => {
+          const now = Date.now();
+          if (tat > now) return { ok: false, reason: 'tpm', retryAfterMs: tat - now };
+          tat = now + r.tokens * 0.5;
+          return { ok: true, lease: lease() };
+        },
+      };
+      const q = new AdmissionQueue(admitter, { maxLength: 50, nominalIntervalMs: () => 1, maxPollMs: 20, ...(tokenIntervalMs ? { tokenIntervalMs } : {}) });
+      const signal = new AbortController().signal;
+      await q.admit({ ...e('big'), holder: 'big', tokens: 1_000, signal });
+      const small = await Promise.allSettled(Array.from({ length: 20 }, (_, i) => q.admit({ ...e(`u${i}`), holder: `s${i}`, tokens: 10, signal, deadline: Date.now() + 2_000 })));
+      q.close();
+      return small.filter((r) => r.status === 'fulfilled').length;
+    };
+    expect(await behindALargeCall(() => 0.5)).toBe(20);
+    // Measured per call, the first admission after the pace set the interval to ~500 ms a call.
+    expect(await behindALargeCall()).toBeLessThan(20);
+  });
+
   it('counts the later calls that the runs it let begin owe, ahead of a new first call; direct calls owe none', async () => {
     /** A queue that admitted ten first calls, one every 100 ms, then saw one end after a second. */
     const afterTen = async (owes?: 'run') => {

@@ -126,6 +126,55 @@ describe('Anthropic Messages request', () => {
   });
 });
 
+describe('Anthropic prompt caching', () => {
+  const system = 'You are the Host. '.repeat(300);
+  const req: ProviderRequest = {
+    model: 'claude-x',
+    messages: [
+      { role: 'system', content: system, cacheTtl: '1h' },
+      { role: 'system', content: 'Round: 1' },
+      { role: 'user', content: 'Search the news', parts: [{ text: 'Search ', imageUrl: '', imageDetail: '', cacheTtl: '5m' }, { text: 'the news', imageUrl: '', imageDetail: '' }] },
+      { role: 'assistant', content: 'Let me look.', toolCalls: [{ id: 'toolu_1', name: 'search_web', argumentsJson: '{}' }], cacheTtl: '5m' },
+      { role: 'tool', content: '{"hits":1}', toolCallId: 'toolu_1' },
+    ],
+    tools: [{ name: 'search_web', description: 'Search', parametersJsonSchema: '', cacheTtl: '5m' }, { name: 'now', description: '', parametersJsonSchema: '' }],
+    maxTokens: 64,
+  };
+  const prefixes = (r: ProviderRequest) => anthropicProtocol.cachePrefixes!(r);
+
+  it('writes each breakpoint as cache_control on its block: system messages as blocks, a message\'s on its last block, a part\'s and a tool\'s on theirs; 5m is the default, 1h said', () => {
+    const body = JSON.parse(anthropicProtocol.request(req, '', true).body);
+    expect(body.system).toEqual([{ type: 'text', text: system, cache_control: { type: 'ephemeral', ttl: '1h' } }, { type: 'text', text: 'Round: 1' }]);
+    expect(body.messages[0].content).toEqual([{ type: 'text', text: 'Search ', cache_control: { type: 'ephemeral' } }, { type: 'text', text: 'the news' }]);
+    expect(body.messages[1].content).toEqual([{ type: 'text', text: 'Let me look.' }, { type: 'tool_use', id: 'toolu_1', name: 'search_web', input: {}, cache_control: { type: 'ephemeral' } }]);
+    expect(body.tools[0]).toMatchObject({ name: 'search_web', cache_control: { type: 'ephemeral' } });
+    expect(body.tools[1].cache_control).toBeUndefined();
+    // Without a breakpoint, the system messages stay one string, and the prompt counts the same.
+    const plain = { ...req, messages: req.messages.map(({ cacheTtl: _, ...m }) => m) };
+    expect(JSON.parse(anthropicProtocol.request(plain, '', true).body).system).toBe(`${system}\n\nRound: 1`);
+    expect(anthropicProtocol.countPromptTokens(req)).toBe(anthropicProtocol.countPromptTokens(plain));
+  });
+
+  it('keys each breakpoint\'s prefix in the order Anthropic caches (tools, system, messages), by what precedes it alone; counts its tokens on the call cut there', () => {
+    const p = prefixes(req);
+    expect(p.map((x) => x.ttlMs)).toEqual([300_000, 3_600_000, 300_000, 300_000]);
+    expect(new Set(p.map((x) => x.key)).size).toBe(4);
+    const tokens = p.map((x) => x.tokens());
+    expect(tokens[0]).toBeLessThan(tokens[1]!);
+    expect(tokens[1]).toBeGreaterThan(900);
+    expect(tokens[1]).toBeLessThan(tokens[2]!);
+    expect(tokens[3]).toBeLessThanOrEqual(anthropicProtocol.countPromptTokens(req));
+    // A later turn, another breakpoint, another ttl: the earlier prefixes keep their keys.
+    const later: ProviderRequest = { ...req, messages: [...req.messages.slice(0, 3).map((m, i) => (i === 0 ? { ...m, cacheTtl: '5m' } : m)), { role: 'user', content: 'more', cacheTtl: '5m' }] };
+    expect(prefixes(later).slice(0, 3).map((x) => x.key)).toEqual(p.slice(0, 3).map((x) => x.key));
+    // Another model, or another system prompt: other keys.
+    expect(prefixes({ ...req, model: 'claude-y' })[1]!.key).not.toBe(p[1]!.key);
+    expect(prefixes({ ...req, messages: [{ ...req.messages[0]!, content: `${system}!` }, ...req.messages.slice(1)] })[1]!.key).not.toBe(p[1]!.key);
+    expect(prefixes({ ...req, messages: [{ role: 'user', content: 'hi' }], tools: [] })).toEqual([]);
+    expect(anthropicProtocol.cacheReadsLimited).toBe(false);
+  });
+});
+
 describe('Anthropic Messages answer, not streamed', () => {
   const ask: ProviderRequest = { model: 'claude-x', messages: [{ role: 'user', content: 'hi' }], tools: [], maxTokens: 64, stream: false };
 
@@ -136,7 +185,7 @@ describe('Anthropic Messages answer, not streamed', () => {
     expect(anthropicProtocol.answer).toBeDefined();
   });
 
-  it('text blocks become one content event, then stop_reason and usage (cache reads and writes are input)', () => {
+  it('text blocks become one content event, then stop_reason and usage (cache reads and writes are input, and said apart)', () => {
     const answer = messageAnswer(JSON.stringify({
       id: 'msg_1', type: 'message', role: 'assistant', model: 'claude-x',
       content: [{ type: 'thinking', thinking: 'hmm', signature: 's' }, { type: 'text', text: 'Hello ' }, { type: 'text', text: 'there.' }],
@@ -147,7 +196,7 @@ describe('Anthropic Messages answer, not streamed', () => {
       { type: 'model', model: 'claude-x' },
       { type: 'content', text: 'Hello there.' },
       { type: 'finish', reason: 'length' },
-      { type: 'usage', usage: { promptTokens: 15, completionTokens: 7, totalTokens: 22 } },
+      { type: 'usage', usage: { promptTokens: 15, completionTokens: 7, totalTokens: 22, cacheReadTokens: 3, cacheWriteTokens: 2 } },
     ]);
     expect(answer.toolCalls).toEqual([]);
   });
@@ -213,7 +262,7 @@ describe('Anthropic Messages stream', () => {
       { type: 'content', text: 'Hel' },
       { type: 'content', text: 'lo' },
       { type: 'finish', reason: 'length' },
-      { type: 'usage', usage: { promptTokens: 25, completionTokens: 7, totalTokens: 32 } },
+      { type: 'usage', usage: { promptTokens: 25, completionTokens: 7, totalTokens: 32, cacheReadTokens: 5 } },
     ]);
     expect(p.complete).toBe(true);
     expect(() => p.end()).not.toThrow();

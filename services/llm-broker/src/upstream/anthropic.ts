@@ -5,30 +5,36 @@
 // message_stop, ping, error), or, for a caller that does not stream, one `message` object (its
 // content blocks, stop_reason and usage); errors are `{"type":"error","error":{type, message}}`
 // (429 rate_limit_error with retry-after and anthropic-ratelimit-* headers, 529 overloaded_error).
+import { createHash, type Hash } from 'node:crypto';
 import { anthropicImageTokens, dataUrlOf, imagesTokens } from './images';
 import { chatPromptTokens } from './openai';
 import { SseFramer } from './sse';
 import {
   answerJson, headerNumber, parametersOf, retryAfterMs, UpstreamError,
-  type ChatMessageIn, type ContentPartIn, type ProviderLimits, type ProviderRequest, type StreamEvent, type StreamParser, type ToolCallOut, type WireProtocol,
+  type CachePrefix, type ChatMessageIn, type ContentPartIn, type ProviderLimits, type ProviderRequest, type StreamEvent, type StreamParser, type ToolCallOut, type UsageOut, type WireProtocol,
 } from './provider';
 
 type Headers = Record<string, string | string[] | undefined>;
 
 export const ANTHROPIC_VERSION = '2023-06-01';
 
-type Block =
+/** A prompt-cache breakpoint: the prefix through the block that carries it is cached (5 minutes unless `ttl` says 1h). */
+type CacheControl = { type: 'ephemeral'; ttl?: '1h' };
+
+type Block = (
   | { type: 'text'; text: string }
   | { type: 'tool_use'; id: string; name: string; input: unknown }
   | { type: 'tool_result'; tool_use_id: string; content: string }
-  | { type: 'image'; source: { type: 'base64'; media_type: string; data: string } | { type: 'url'; url: string } };
+  | { type: 'image'; source: { type: 'base64'; media_type: string; data: string } | { type: 'url'; url: string } }
+) & { cache_control?: CacheControl };
 
 export interface MessagesRequestBody {
   model: string;
   max_tokens: number;
-  system?: string;
+  /** A string; text blocks (one per system message) when one of them is a cache breakpoint. */
+  system?: string | { type: 'text'; text: string; cache_control?: CacheControl }[];
   messages: { role: 'user' | 'assistant'; content: Block[] }[];
-  tools?: { name: string; description?: string; input_schema: unknown }[];
+  tools?: { name: string; description?: string; input_schema: unknown; cache_control?: CacheControl }[];
   temperature?: number;
   metadata?: { user_id: string };
 }
@@ -44,10 +50,16 @@ function inputOf(argumentsJson: string): unknown {
 
 /** A content part as a block: an image from a data: URL as base64, any other by URL; an empty text part is none (Anthropic refuses one). */
 function blockOf(p: ContentPartIn): Block[] {
-  if (!p.imageUrl) return p.text ? [{ type: 'text', text: p.text }] : [];
+  if (!p.imageUrl) return p.text ? [{ type: 'text', text: p.text, ...cacheControlOf(p.cacheTtl) }] : [];
   const data = dataUrlOf(p.imageUrl);
-  return [{ type: 'image', source: data ? { type: 'base64', media_type: data.mediaType, data: data.data } : { type: 'url', url: p.imageUrl } }];
+  return [{ type: 'image', source: data ? { type: 'base64', media_type: data.mediaType, data: data.data } : { type: 'url', url: p.imageUrl }, ...cacheControlOf(p.cacheTtl) }];
 }
+
+/** A breakpoint's `cache_control` ("5m" is Anthropic's default, so only 1h is said). */
+const cacheControlOf = (ttl: string | undefined): { cache_control?: CacheControl } =>
+  ttl ? { cache_control: ttl === '1h' ? { type: 'ephemeral', ttl: '1h' } : { type: 'ephemeral' } } : {};
+
+const isSystem = (m: ChatMessageIn) => m.role === 'system' || m.role === 'developer';
 
 /** The chat as a Messages API body: system apart, tool traffic as blocks, consecutive turns of one role merged. */
 /** Built once per call: counted before admission, sent after it. */
@@ -63,10 +75,14 @@ export function messagesRequestBody(req: ProviderRequest): MessagesRequestBody {
 }
 
 function buildBody(req: ProviderRequest): MessagesRequestBody {
-  const system = req.messages.filter((m) => m.role === 'system' || m.role === 'developer').map((m) => m.content).filter(Boolean).join('\n\n');
+  const systems = req.messages.filter((m) => isSystem(m) && m.content);
+  // Joined, unless one is a cache breakpoint: then a text block each, the breakpoint on its own.
+  const system = systems.some((m) => m.cacheTtl)
+    ? systems.map((m) => ({ type: 'text' as const, text: m.content, ...cacheControlOf(m.cacheTtl) }))
+    : systems.map((m) => m.content).join('\n\n');
   const turns: MessagesRequestBody['messages'] = [];
   for (const m of req.messages) {
-    if (m.role === 'system' || m.role === 'developer') continue;
+    if (isSystem(m)) continue;
     const role = m.role === 'assistant' ? 'assistant' : 'user';
     const blocks: Block[] = [];
     if (m.role === 'tool') blocks.push({ type: 'tool_result', tool_use_id: m.toolCallId ?? '', content: m.content });
@@ -74,6 +90,8 @@ function buildBody(req: ProviderRequest): MessagesRequestBody {
     else if (m.content) blocks.push({ type: 'text', text: m.content });
     for (const c of m.toolCalls ?? []) blocks.push({ type: 'tool_use', id: c.id, name: c.name, input: inputOf(c.argumentsJson) });
     if (blocks.length === 0) continue;
+    // A message's breakpoint is on its last block.
+    if (m.cacheTtl) Object.assign(blocks.at(-1)!, cacheControlOf(m.cacheTtl));
     const last = turns.at(-1);
     if (last?.role === role) last.content.push(...blocks);
     else turns.push({ role, content: blocks });
@@ -81,10 +99,10 @@ function buildBody(req: ProviderRequest): MessagesRequestBody {
   return {
     model: req.model,
     max_tokens: req.maxTokens,
-    ...(system ? { system } : {}),
+    ...(system.length > 0 ? { system } : {}),
     messages: turns,
     ...(req.tools.length > 0
-      ? { tools: req.tools.map((t) => ({ name: t.name, ...(t.description ? { description: t.description } : {}), input_schema: parametersOf(t) })) }
+      ? { tools: req.tools.map((t) => ({ name: t.name, ...(t.description ? { description: t.description } : {}), input_schema: parametersOf(t), ...cacheControlOf(t.cacheTtl) })) }
       : {}),
     ...toolChoiceOf(req),
     // Anthropic's range is 0–1 (OpenAI's 0–2): higher values are capped.
@@ -172,12 +190,25 @@ interface RawUsage {
 /** Input tokens as billed: the uncached ones plus those written to and read from the prompt cache. */
 const inputTokensOf = (u: RawUsage): number => (u.input_tokens ?? 0) + (u.cache_creation_input_tokens ?? 0) + (u.cache_read_input_tokens ?? 0);
 
+/** The usage in the broker's terms: the prompt is all input tokens, the cache's part of it said apart when the provider says it. */
+function usageOf(u: RawUsage, outputTokens: number): UsageOut {
+  const input = inputTokensOf(u);
+  return {
+    promptTokens: input,
+    completionTokens: outputTokens,
+    totalTokens: input + outputTokens,
+    ...(u.cache_read_input_tokens != null ? { cacheReadTokens: u.cache_read_input_tokens } : {}),
+    ...(u.cache_creation_input_tokens != null ? { cacheWriteTokens: u.cache_creation_input_tokens } : {}),
+  };
+}
+
 /** Reads the Messages stream: text deltas as content, tool_use blocks assembled from input_json_delta, usage from message_start and message_delta. */
 export class MessagesStreamParser implements StreamParser {
   private readonly framer = new SseFramer();
   /** The tool_use blocks by their block's index; `ordinal` is the call's index among the calls. */
   private readonly calls = new Map<number, ToolCallOut & { input: unknown; ordinal: number }>();
-  private inputTokens = 0;
+  /** The input side of the usage, as message_start (or a later message_delta) said it. */
+  private input: RawUsage = {};
   private stopped = false;
   private stopReason = false;
 
@@ -215,7 +246,7 @@ export class MessagesStreamParser implements StreamParser {
       case 'message_start': {
         if (e.message?.model) events.push({ type: 'model', model: e.message.model });
         const u = e.message?.usage;
-        if (u) this.inputTokens = inputTokensOf(u);
+        if (u) this.input = u;
         return;
       }
       case 'content_block_start': {
@@ -249,8 +280,8 @@ export class MessagesStreamParser implements StreamParser {
         const u = e.usage;
         if (u?.output_tokens !== undefined) {
           // output_tokens is cumulative; newer API versions repeat the input counts here too.
-          if (u.input_tokens !== undefined) this.inputTokens = inputTokensOf(u);
-          events.push({ type: 'usage', usage: { promptTokens: this.inputTokens, completionTokens: u.output_tokens, totalTokens: this.inputTokens + u.output_tokens } });
+          if (u.input_tokens !== undefined) this.input = u;
+          events.push({ type: 'usage', usage: usageOf(this.input, u.output_tokens) });
         }
         return;
       }
@@ -303,10 +334,7 @@ export function messageAnswer(text: string): { events: StreamEvent[]; toolCalls:
   if (content) events.push({ type: 'content', text: content });
   events.push({ type: 'finish', reason: FINISH[raw.stop_reason] ?? raw.stop_reason, ...(raw.stop_sequence ? { stopSequence: raw.stop_sequence } : {}) });
   const u = raw.usage;
-  if (u?.output_tokens !== undefined) {
-    const input = inputTokensOf(u);
-    events.push({ type: 'usage', usage: { promptTokens: input, completionTokens: u.output_tokens, totalTokens: input + u.output_tokens } });
-  }
+  if (u?.output_tokens !== undefined) events.push({ type: 'usage', usage: usageOf(u, u.output_tokens) });
   const toolCalls = blocks
     .filter((b) => b.type === 'tool_use')
     .map((b) => ({ id: b.id ?? '', name: b.name ?? '', argumentsJson: JSON.stringify(b.input ?? {}) }));
@@ -319,10 +347,42 @@ export function messageAnswer(text: string): { events: StreamEvent[]; toolCalls:
  * priced as Anthropic prices them. A reservation is settled with the billed usage.
  */
 function countPromptTokens(req: ProviderRequest): number {
-  const isSystem = (m: ChatMessageIn) => m.role === 'system' || m.role === 'developer';
-  const system = messagesRequestBody(req).system;
+  const system = req.messages.filter((m) => isSystem(m) && m.content).map((m) => m.content).join('\n\n');
   const messages = [...(system ? [{ role: 'system', content: system }] : []), ...req.messages.filter((m) => !isSystem(m))];
   return chatPromptTokens({ ...req, messages }) + imagesTokens(req.messages, anthropicImageTokens);
+}
+
+const TTL_MS: Record<string, number> = { '1h': 3_600_000 };
+const DEFAULT_TTL_MS = 300_000;
+
+/**
+ * The call's cache breakpoints in the order Anthropic caches a prompt (tools, system, messages),
+ * each keyed by a digest of the model and everything before it (not the breakpoints: moving one
+ * later keeps the key of an earlier prefix). A prefix's tokens are counted as the call's are, on
+ * the call cut after it, and only when asked.
+ */
+function cachePrefixes(req: ProviderRequest): CachePrefix[] {
+  const prefixes: CachePrefix[] = [];
+  const digest = createHash('sha256').update(JSON.stringify(req.model));
+  const add = (h: Hash, ttl: string | undefined, cut: () => ProviderRequest) => {
+    if (!ttl) return;
+    let tokens: number | undefined;
+    prefixes.push({ key: h.copy().digest('base64url'), ttlMs: TTL_MS[ttl] ?? DEFAULT_TTL_MS, tokens: () => (tokens ??= countPromptTokens(cut())) });
+  };
+  const systems = req.messages.filter(isSystem);
+  const others = req.messages.filter((m) => !isSystem(m));
+  req.tools.forEach((t, i) => add(digest.update(JSON.stringify([t.name, t.description, t.parametersJsonSchema])), t.cacheTtl, () => ({ ...req, messages: [], tools: req.tools.slice(0, i + 1) })));
+  systems.forEach((m, i) => add(digest.update(JSON.stringify([m.content])), m.cacheTtl, () => ({ ...req, messages: systems.slice(0, i + 1) })));
+  others.forEach((m, i) => {
+    digest.update(JSON.stringify([m.role, m.toolCallId ?? '']));
+    m.parts?.forEach((p, j) => add(digest.update(JSON.stringify([p.text, p.imageUrl, p.imageDetail])), p.cacheTtl, () => {
+      const parts = m.parts!.slice(0, j + 1);
+      return { ...req, messages: [...systems, ...others.slice(0, i), { ...m, parts, content: parts.map((x) => x.text).join(''), toolCalls: [] }] };
+    }));
+    if (!m.parts) digest.update(JSON.stringify([m.content]));
+    add(digest.update(JSON.stringify(m.toolCalls ?? [])), m.cacheTtl, () => ({ ...req, messages: [...systems, ...others.slice(0, i + 1)] }));
+  });
+  return prefixes;
 }
 
 /** What the Messages API has no way to send, as OpenAI's parameter names: a call that sets one goes elsewhere, or is refused. */
@@ -354,4 +414,7 @@ export const anthropicProtocol: WireProtocol = {
   parser: () => new MessagesStreamParser(),
   countPromptTokens,
   unsupported: (req) => UNSUPPORTED.find(([, set]) => set(req))?.[0],
+  cachePrefixes,
+  // Reads from the prompt cache do not count against the ITPM (Anthropic's current models).
+  cacheReadsLimited: false,
 };

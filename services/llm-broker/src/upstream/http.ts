@@ -4,7 +4,7 @@
 // unfinished) as an UpstreamError saying which — never a short answer that looks complete.
 import { Agent, request, errors as undiciErrors } from 'undici';
 import { traceHttpCall, type HttpCallSpan } from '@agent-mesh/common';
-import { UpstreamError, type OpenStream, type Provider, type ProviderRequest, type StreamEvent, type WireProtocol } from './provider';
+import { UpstreamError, type CachePrefix, type OpenStream, type Provider, type ProviderRequest, type StreamEvent, type WireProtocol } from './provider';
 import { CONNECT_FAILED, isConnectError } from './requests';
 
 export interface HttpProviderOptions {
@@ -14,6 +14,8 @@ export interface HttpProviderOptions {
   apiKey: string;
   /** Longest wait for the response headers. */
   requestTimeoutMs: number;
+  /** Whether the provider counts the tokens read from its prompt cache against its input limit; absent: the protocol's rule. */
+  cacheReadsLimited?: boolean;
   /** Longest silence inside a response body (undici's bodyTimeout, reset by every chunk) before the call is aborted as stalled. */
   streamIdleTimeoutMs?: number;
   /**
@@ -50,6 +52,14 @@ export class HttpProvider implements Provider {
 
   countPromptTokens(req: ProviderRequest): number {
     return this.wire.countPromptTokens(req);
+  }
+
+  cachePrefixes(req: ProviderRequest): CachePrefix[] {
+    return this.wire.cachePrefixes?.(req) ?? [];
+  }
+
+  get cacheReadsLimited(): boolean {
+    return this.o.cacheReadsLimited ?? this.wire.cacheReadsLimited;
   }
 
   async open(req: ProviderRequest, signal: AbortSignal): Promise<OpenStream> {

@@ -43,6 +43,16 @@ describe('OpenAI ChunkParser', () => {
     expect(usage({ prompt_tokens: 5, completion_tokens: 6, total_tokens: 11 })).toEqual([{ type: 'usage', usage: { promptTokens: 5, completionTokens: 6, totalTokens: 11 } }]);
   });
 
+  it('reads the prompt tokens its prompt cache served (cached_tokens), part of prompt_tokens; they count against the TPM', () => {
+    const usage = (u: unknown) => new ChunkParser().push(chunk({ choices: [], usage: u }));
+    expect(usage({ prompt_tokens: 1500, completion_tokens: 6, total_tokens: 1506, prompt_tokens_details: { cached_tokens: 1408 } }))
+      .toEqual([{ type: 'usage', usage: { promptTokens: 1500, completionTokens: 6, totalTokens: 1506, cacheReadTokens: 1408 } }]);
+    expect(completionAnswer(JSON.stringify({ choices: [{ message: { content: 'x' }, finish_reason: 'stop' }], usage: { prompt_tokens: 1500, completion_tokens: 1, total_tokens: 1501, prompt_tokens_details: { cached_tokens: 0 } } })).events.at(-1))
+      .toEqual({ type: 'usage', usage: { promptTokens: 1500, completionTokens: 1, totalTokens: 1501, cacheReadTokens: 0 } });
+    expect(openAiProtocol.cacheReadsLimited).toBe(true);
+    expect(openAiProtocol.cachePrefixes).toBeUndefined();
+  });
+
   it('assembles tool calls split over chunks by index, and passes each on as it comes', () => {
     const p = new ChunkParser();
     expect(p.push(chunk({ choices: [{ delta: { tool_calls: [{ index: 0, id: 'c1', function: { name: 'search', arguments: '{"q":' } }] } }] })))

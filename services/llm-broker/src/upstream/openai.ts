@@ -135,7 +135,7 @@ interface RawChunk {
     logprobs?: RawLogprobs;
     finish_reason?: string | null;
   }>;
-  usage?: { prompt_tokens?: number; completion_tokens?: number; total_tokens?: number; completion_tokens_details?: { reasoning_tokens?: number } | null } | null;
+  usage?: { prompt_tokens?: number; completion_tokens?: number; total_tokens?: number; completion_tokens_details?: { reasoning_tokens?: number } | null; prompt_tokens_details?: { cached_tokens?: number } | null } | null;
 }
 
 /** A choice's `logprobs`: its tokens' figures (`content`), when the request asked for them. */
@@ -157,9 +157,10 @@ function contentEvent(text: string, logprobs: RawLogprobs): StreamEvent {
 function usageEvent(u: NonNullable<RawChunk['usage']>): StreamEvent {
   const total = u.total_tokens ?? (u.prompt_tokens ?? 0) + (u.completion_tokens ?? 0);
   const reasoning = u.completion_tokens_details?.reasoning_tokens;
+  const cached = u.prompt_tokens_details?.cached_tokens;
   return {
     type: 'usage',
-    usage: { promptTokens: u.prompt_tokens ?? 0, completionTokens: u.completion_tokens ?? 0, totalTokens: total, ...(typeof reasoning === 'number' ? { reasoningTokens: reasoning } : {}) },
+    usage: { promptTokens: u.prompt_tokens ?? 0, completionTokens: u.completion_tokens ?? 0, totalTokens: total, ...(typeof reasoning === 'number' ? { reasoningTokens: reasoning } : {}), ...(typeof cached === 'number' ? { cacheReadTokens: cached } : {}) },
   };
 }
 
@@ -286,6 +287,8 @@ export function completionAnswer(text: string): { events: StreamEvent[]; toolCal
 
 export const openAiProtocol: WireProtocol = {
   name: 'openai',
+  // OpenAI counts every prompt token against its TPM, those read from its prompt cache too.
+  cacheReadsLimited: true,
   request(req, apiKey, stream) {
     const headers: Record<string, string> = { 'content-type': 'application/json', accept: stream ? 'text/event-stream' : 'application/json' };
     if (apiKey) headers.authorization = `Bearer ${apiKey}`;

@@ -16,6 +16,8 @@ export interface ChatMessageIn {
   toolCalls?: ToolCallOut[];
   /** A user message's content when it holds images: its parts in order (`content` is then their text). */
   parts?: ContentPartIn[];
+  /** A prompt-cache breakpoint at the end of the message ("5m" or "1h": the entry's lifetime). */
+  cacheTtl?: string;
 }
 
 /** One part of a message's content: text, or an image when `imageUrl` is set (as `ContentPart`). */
@@ -24,6 +26,8 @@ export interface ContentPartIn {
   imageUrl: string;
   /** auto (empty), low or high. */
   imageDetail: string;
+  /** A prompt-cache breakpoint after the part ("5m" or "1h"). */
+  cacheTtl?: string;
 }
 
 /** A function the model may call. */
@@ -32,6 +36,8 @@ export interface ToolSpec {
   description: string;
   /** JSON Schema of the arguments, as JSON text; empty: an object with any properties. */
   parametersJsonSchema: string;
+  /** A prompt-cache breakpoint after the tool's definition ("5m" or "1h"). */
+  cacheTtl?: string;
 }
 
 /** A complete function call the model asked for. */
@@ -47,6 +53,10 @@ export interface UsageOut {
   totalTokens: number;
   /** The part of completionTokens spent thinking, when the provider reports it. */
   reasoningTokens?: number;
+  /** The part of promptTokens read from the provider's prompt cache, when it says. */
+  cacheReadTokens?: number;
+  /** The part of promptTokens written to the provider's prompt cache, when it says. */
+  cacheWriteTokens?: number;
 }
 
 /** How the model may use the tools: decide (auto), not call any, call some, or call the one named. */
@@ -189,6 +199,10 @@ export interface Provider {
   countPromptTokens(req: ProviderRequest): number;
   /** The parameter of the call its protocol cannot send (WireProtocol.unsupported). */
   unsupported?(req: ProviderRequest): string | undefined;
+  /** The call's prompt-cache breakpoints (WireProtocol.cachePrefixes); absent: the protocol has none. */
+  cachePrefixes?(req: ProviderRequest): CachePrefix[];
+  /** Whether the provider counts the tokens it reads from its prompt cache against its input limit (WireProtocol.cacheReadsLimited); absent: it does. */
+  readonly cacheReadsLimited?: boolean;
   close(): Promise<void>;
 }
 
@@ -224,6 +238,27 @@ export interface WireProtocol {
   countPromptTokens(req: ProviderRequest): number;
   /** The parameter of the call the protocol has no way to send (a call with it goes elsewhere, or is refused); absent: it sends all. */
   unsupported?(req: ProviderRequest): string | undefined;
+  /**
+   * The prompt-cache breakpoints of the call, in the order the provider caches them (each prefix
+   * ends at one): how the broker foresees the tokens the provider will read from its cache.
+   * Absent: the protocol marks none (OpenAI caches prefixes on its own).
+   */
+  cachePrefixes?(req: ProviderRequest): CachePrefix[];
+  /**
+   * Whether the provider counts the tokens read from its prompt cache against its input-token
+   * limit: OpenAI does; Anthropic does not (for its current models).
+   */
+  readonly cacheReadsLimited: boolean;
+}
+
+/** A prompt-cache breakpoint: the prefix of the call that ends at it, keyed, and how long the provider keeps it. */
+export interface CachePrefix {
+  /** A digest of the model and the prefix (the same prefix in another call has the same key). */
+  key: string;
+  /** The entry's lifetime, renewed by each use. */
+  ttlMs: number;
+  /** The prompt tokens of the prefix, counted when first needed (it tokenizes the prefix). */
+  tokens(): number;
 }
 
 export function headerNumber(h: Headers, name: string): number | undefined {

@@ -50,8 +50,8 @@ export interface AgentOutput {
 }
 
 /** The tools as the broker takes them (typed: its provider adapter writes each provider's format). */
-function brokerTools(defs: ToolDefinition[]): { name: string; description: string; parametersJsonSchema: string }[] {
-  return defs.map(({ name, description, parametersJsonSchema }) => ({ name, description, parametersJsonSchema }));
+function brokerTools(defs: ToolDefinition[]): { name: string; description: string; parametersJsonSchema: string; cacheTtl: string }[] {
+  return defs.map(({ name, description, parametersJsonSchema }) => ({ name, description, parametersJsonSchema, cacheTtl: '' }));
 }
 function safeJson(text: string): unknown {
   if (!text) return undefined;

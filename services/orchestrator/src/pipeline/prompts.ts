@@ -13,7 +13,7 @@ export function loadPrompts(dir: string): RolePrompts {
 }
 
 export function chat(role: string, content: string): ChatMessage {
-  return { role, content, name: '', toolCallId: '', toolCalls: [] };
+  return { role, content, name: '', toolCallId: '', toolCalls: [], cacheTtl: '' };
 }
 
 export interface PromptInput {

@@ -337,7 +337,15 @@ export interface ChatMessage {
    * parts is a user message's content when it holds more than text (images), its parts in order;
    * unset for text alone.
    */
-  parts?: ContentParts | undefined;
+  parts?:
+    | ContentParts
+    | undefined;
+  /**
+   * cache_ttl marks a prompt-cache breakpoint at the end of this message's content (Anthropic's
+   * `cache_control` on its last block): "5m" or "1h", the entry's lifetime; empty for none. An
+   * upstream without explicit prompt caching (OpenAI caches prefixes on its own) ignores it.
+   */
+  cacheTtl: string;
 }
 
 /** ContentParts is a message's content as parts: text and images, in order. */
@@ -354,6 +362,11 @@ export interface ContentPart {
   imageUrl: string;
   /** image_detail is how closely the model looks at an image: auto (empty), low or high. */
   imageDetail: string;
+  /**
+   * cache_ttl marks a prompt-cache breakpoint after this part ("5m" or "1h"; empty for none), as
+   * ChatMessage.cache_ttl does at the end of a message.
+   */
+  cacheTtl: string;
 }
 
 /** ToolCall is a function call requested by the model. */
@@ -380,6 +393,11 @@ export interface Tool {
    * means an object with any properties.
    */
   parametersJsonSchema: string;
+  /**
+   * cache_ttl marks a prompt-cache breakpoint after this tool's definition ("5m" or "1h"; empty
+   * for none): the tools up to it are the cached prefix.
+   */
+  cacheTtl: string;
 }
 
 /** GenerateRequest is one chat completion to run through the queue. */
@@ -638,7 +656,21 @@ export interface Usage {
    * reasoning_tokens is the part of completion_tokens a reasoning model spent thinking, when the
    * provider reports it (OpenAI's `completion_tokens_details.reasoning_tokens`).
    */
-  reasoningTokens?: number | undefined;
+  reasoningTokens?:
+    | number
+    | undefined;
+  /**
+   * cache_read_tokens is the part of prompt_tokens the provider read from its prompt cache, when it
+   * says (Anthropic's `cache_read_input_tokens`, OpenAI's `prompt_tokens_details.cached_tokens`).
+   */
+  cacheReadTokens?:
+    | number
+    | undefined;
+  /**
+   * cache_write_tokens is the part of prompt_tokens the provider wrote to its prompt cache
+   * (Anthropic's `cache_creation_input_tokens`).
+   */
+  cacheWriteTokens?: number | undefined;
 }
 
 /** Done ends a completion. */
@@ -1737,7 +1769,7 @@ export const CountTokensResponse: MessageFns<CountTokensResponse> = {
 };
 
 function createBaseChatMessage(): ChatMessage {
-  return { role: "", content: "", name: "", toolCallId: "", toolCalls: [], parts: undefined };
+  return { role: "", content: "", name: "", toolCallId: "", toolCalls: [], parts: undefined, cacheTtl: "" };
 }
 
 export const ChatMessage: MessageFns<ChatMessage> = {
@@ -1759,6 +1791,9 @@ export const ChatMessage: MessageFns<ChatMessage> = {
     }
     if (message.parts !== undefined) {
       ContentParts.encode(message.parts, writer.uint32(50).fork()).join();
+    }
+    if (message.cacheTtl !== "") {
+      writer.uint32(58).string(message.cacheTtl);
     }
     return writer;
   },
@@ -1824,6 +1859,14 @@ export const ChatMessage: MessageFns<ChatMessage> = {
             message.parts = ContentParts.decode(reader, reader.uint32());
             continue;
           }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.cacheTtl = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1852,6 +1895,11 @@ export const ChatMessage: MessageFns<ChatMessage> = {
         ? object.tool_calls.map((e: any) => ToolCall.fromJSON(e))
         : [],
       parts: isSet(object.parts) ? ContentParts.fromJSON(object.parts) : undefined,
+      cacheTtl: isSet(object.cacheTtl)
+        ? globalThis.String(object.cacheTtl)
+        : isSet(object.cache_ttl)
+        ? globalThis.String(object.cache_ttl)
+        : "",
     };
   },
 
@@ -1875,6 +1923,9 @@ export const ChatMessage: MessageFns<ChatMessage> = {
     if (message.parts !== undefined) {
       obj.parts = ContentParts.toJSON(message.parts);
     }
+    if (message.cacheTtl !== "") {
+      obj.cacheTtl = message.cacheTtl;
+    }
     return obj;
   },
 
@@ -1891,6 +1942,7 @@ export const ChatMessage: MessageFns<ChatMessage> = {
     message.parts = (object.parts !== undefined && object.parts !== null)
       ? ContentParts.fromPartial(object.parts)
       : undefined;
+    message.cacheTtl = object.cacheTtl ?? "";
     return message;
   },
 };
@@ -1965,7 +2017,7 @@ export const ContentParts: MessageFns<ContentParts> = {
 };
 
 function createBaseContentPart(): ContentPart {
-  return { text: "", imageUrl: "", imageDetail: "" };
+  return { text: "", imageUrl: "", imageDetail: "", cacheTtl: "" };
 }
 
 export const ContentPart: MessageFns<ContentPart> = {
@@ -1978,6 +2030,9 @@ export const ContentPart: MessageFns<ContentPart> = {
     }
     if (message.imageDetail !== "") {
       writer.uint32(26).string(message.imageDetail);
+    }
+    if (message.cacheTtl !== "") {
+      writer.uint32(34).string(message.cacheTtl);
     }
     return writer;
   },
@@ -2019,6 +2074,14 @@ export const ContentPart: MessageFns<ContentPart> = {
             message.imageDetail = reader.string();
             continue;
           }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.cacheTtl = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2044,6 +2107,11 @@ export const ContentPart: MessageFns<ContentPart> = {
         : isSet(object.image_detail)
         ? globalThis.String(object.image_detail)
         : "",
+      cacheTtl: isSet(object.cacheTtl)
+        ? globalThis.String(object.cacheTtl)
+        : isSet(object.cache_ttl)
+        ? globalThis.String(object.cache_ttl)
+        : "",
     };
   },
 
@@ -2058,6 +2126,9 @@ export const ContentPart: MessageFns<ContentPart> = {
     if (message.imageDetail !== "") {
       obj.imageDetail = message.imageDetail;
     }
+    if (message.cacheTtl !== "") {
+      obj.cacheTtl = message.cacheTtl;
+    }
     return obj;
   },
 
@@ -2069,6 +2140,7 @@ export const ContentPart: MessageFns<ContentPart> = {
     message.text = object.text ?? "";
     message.imageUrl = object.imageUrl ?? "";
     message.imageDetail = object.imageDetail ?? "";
+    message.cacheTtl = object.cacheTtl ?? "";
     return message;
   },
 };
@@ -2179,7 +2251,7 @@ export const ToolCall: MessageFns<ToolCall> = {
 };
 
 function createBaseTool(): Tool {
-  return { name: "", description: "", parametersJsonSchema: "" };
+  return { name: "", description: "", parametersJsonSchema: "", cacheTtl: "" };
 }
 
 export const Tool: MessageFns<Tool> = {
@@ -2192,6 +2264,9 @@ export const Tool: MessageFns<Tool> = {
     }
     if (message.parametersJsonSchema !== "") {
       writer.uint32(26).string(message.parametersJsonSchema);
+    }
+    if (message.cacheTtl !== "") {
+      writer.uint32(34).string(message.cacheTtl);
     }
     return writer;
   },
@@ -2233,6 +2308,14 @@ export const Tool: MessageFns<Tool> = {
             message.parametersJsonSchema = reader.string();
             continue;
           }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.cacheTtl = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2254,6 +2337,11 @@ export const Tool: MessageFns<Tool> = {
         : isSet(object.parameters_json_schema)
         ? globalThis.String(object.parameters_json_schema)
         : "",
+      cacheTtl: isSet(object.cacheTtl)
+        ? globalThis.String(object.cacheTtl)
+        : isSet(object.cache_ttl)
+        ? globalThis.String(object.cache_ttl)
+        : "",
     };
   },
 
@@ -2268,6 +2356,9 @@ export const Tool: MessageFns<Tool> = {
     if (message.parametersJsonSchema !== "") {
       obj.parametersJsonSchema = message.parametersJsonSchema;
     }
+    if (message.cacheTtl !== "") {
+      obj.cacheTtl = message.cacheTtl;
+    }
     return obj;
   },
 
@@ -2279,6 +2370,7 @@ export const Tool: MessageFns<Tool> = {
     message.name = object.name ?? "";
     message.description = object.description ?? "";
     message.parametersJsonSchema = object.parametersJsonSchema ?? "";
+    message.cacheTtl = object.cacheTtl ?? "";
     return message;
   },
 };
@@ -3835,7 +3927,14 @@ export const TokenLogprob: MessageFns<TokenLogprob> = {
 };
 
 function createBaseUsage(): Usage {
-  return { promptTokens: 0, completionTokens: 0, totalTokens: 0, reasoningTokens: undefined };
+  return {
+    promptTokens: 0,
+    completionTokens: 0,
+    totalTokens: 0,
+    reasoningTokens: undefined,
+    cacheReadTokens: undefined,
+    cacheWriteTokens: undefined,
+  };
 }
 
 export const Usage: MessageFns<Usage> = {
@@ -3851,6 +3950,12 @@ export const Usage: MessageFns<Usage> = {
     }
     if (message.reasoningTokens !== undefined) {
       writer.uint32(32).int32(message.reasoningTokens);
+    }
+    if (message.cacheReadTokens !== undefined) {
+      writer.uint32(40).int32(message.cacheReadTokens);
+    }
+    if (message.cacheWriteTokens !== undefined) {
+      writer.uint32(48).int32(message.cacheWriteTokens);
     }
     return writer;
   },
@@ -3900,6 +4005,22 @@ export const Usage: MessageFns<Usage> = {
             message.reasoningTokens = reader.int32();
             continue;
           }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.cacheReadTokens = reader.int32();
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.cacheWriteTokens = reader.int32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3934,6 +4055,16 @@ export const Usage: MessageFns<Usage> = {
         : isSet(object.reasoning_tokens)
         ? globalThis.Number(object.reasoning_tokens)
         : undefined,
+      cacheReadTokens: isSet(object.cacheReadTokens)
+        ? globalThis.Number(object.cacheReadTokens)
+        : isSet(object.cache_read_tokens)
+        ? globalThis.Number(object.cache_read_tokens)
+        : undefined,
+      cacheWriteTokens: isSet(object.cacheWriteTokens)
+        ? globalThis.Number(object.cacheWriteTokens)
+        : isSet(object.cache_write_tokens)
+        ? globalThis.Number(object.cache_write_tokens)
+        : undefined,
     };
   },
 
@@ -3951,6 +4082,12 @@ export const Usage: MessageFns<Usage> = {
     if (message.reasoningTokens !== undefined) {
       obj.reasoningTokens = Math.round(message.reasoningTokens);
     }
+    if (message.cacheReadTokens !== undefined) {
+      obj.cacheReadTokens = Math.round(message.cacheReadTokens);
+    }
+    if (message.cacheWriteTokens !== undefined) {
+      obj.cacheWriteTokens = Math.round(message.cacheWriteTokens);
+    }
     return obj;
   },
 
@@ -3963,6 +4100,8 @@ export const Usage: MessageFns<Usage> = {
     message.completionTokens = object.completionTokens ?? 0;
     message.totalTokens = object.totalTokens ?? 0;
     message.reasoningTokens = object.reasoningTokens ?? undefined;
+    message.cacheReadTokens = object.cacheReadTokens ?? undefined;
+    message.cacheWriteTokens = object.cacheWriteTokens ?? undefined;
     return message;
   },
 };

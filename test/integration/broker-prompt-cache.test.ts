@@ -1,0 +1,116 @@
+// A provider's prompt cache and its input-token limit, against real brokers on real Redis, over the
+// Messages API. The emulator caches as Anthropic does (the prefix through each cache_control
+// breakpoint, for its ttl; at least 1,024 tokens), bills the three input counts, and leaves the
+// tokens it reads from its cache out of its input limit (ITPM) unless told to count them; it counts
+// its own 429s and cache reads.
+import { Metadata } from '@grpc/grpc-js';
+import { CallerRole, type GenerateRequest, type GenerateResponse } from '@agent-mesh/common/gen/llmbroker/v1/llm_broker';
+import {
+  configureEmulator, emulatorStats, generateRequest, promMetric, startEmulator, startRedis, testDir,
+  type EmulatorProc, type RedisProc,
+} from '../support';
+import { TestBrokers, type TestBroker } from '../support/brokers';
+
+jest.setTimeout(120_000);
+
+/** Input tokens a minute: a whole prompt (~1,100 tokens) paces the next call 2.2 s later. */
+const ITPM = 30_000;
+/** A system prompt just over Anthropic's least cacheable prefix, the same in every call, marked as a breakpoint. */
+const SYSTEM = 'You are the Host of a panel on city planning: answer in one short paragraph, cite no source you have not read. '.repeat(50);
+
+let redis: RedisProc;
+let emulator: EmulatorProc;
+let brokers: TestBrokers;
+
+beforeAll(async () => {
+  const dir = testDir('broker-prompt-cache');
+  redis = await startRedis({ logDir: dir });
+  emulator = await startEmulator({
+    logDir: dir,
+    env: { EMULATOR_RPM: '6000', EMULATOR_TPM: String(ITPM), EMULATOR_OTPM: '1000000', EMULATOR_TTFT_MS: '100', EMULATOR_COMPLETION_TOKENS: '10', EMULATOR_SEED: '5' },
+  });
+  brokers = new TestBrokers({
+    logDir: dir,
+    redisUrl: redis.url,
+    emulatorUrl: emulator.url,
+    env: { LLM_PROTOCOL: 'anthropic', LLM_RPM: '6000', LLM_TPM: String(ITPM), LLM_OTPM: '1000000', LLM_MAX_CONCURRENT: '100', LLM_ADMIT_AHEAD: '0' },
+  });
+});
+
+afterAll(async () => {
+  await brokers?.stopAll();
+  await emulator?.stop();
+  await redis?.stop();
+});
+
+/** Call `i`, a direct one (as /v1's): the cached system prompt, then a question of its own. */
+function ask(i: number): GenerateRequest {
+  const req = generateRequest(`Question ${i}: how should district ${i} plan for heat waves?`, { maxTokens: 50, callerRole: CallerRole.CALLER_ROLE_DIRECT });
+  return { ...req, messages: [{ ...req.messages[0]!, content: SYSTEM, cacheTtl: '5m' }, req.messages[1]!] };
+}
+
+/** Calls `from`…`to - 1` at once through `broker`: how many finished within `deadlineMs`, and the usage of each. */
+async function calls(broker: TestBroker, from: number, to: number, deadlineMs: number) {
+  const results = await Promise.all(Array.from({ length: to - from }, async (_, k) => {
+    const call = broker.client.generate(ask(from + k), new Metadata(), { deadline: Date.now() + deadlineMs });
+    let last: GenerateResponse['update'];
+    try {
+      for await (const m of call as AsyncIterable<GenerateResponse>) last = m.update;
+    } catch {
+      return undefined;
+    }
+    return last?.$case === 'done' ? last.done.usage : undefined;
+  }));
+  return { finished: results.filter((u) => u !== undefined).length, usages: results };
+}
+
+async function fresh(): Promise<number> {
+  await fetch(`${emulator.url}/_emulator/reset`, { method: 'POST' });
+  return (await emulatorStats(emulator)).rateLimited;
+}
+
+it('reserves a prompt less the prefix the provider keeps: forty calls whose prompts hold the ITPM ~1.5 times over go within seconds, with no 429', async () => {
+  await configureEmulator(emulator, { cacheReadsLimited: false });
+  const before429 = await fresh();
+  const broker = await brokers.start();
+  // The first call writes the prefix: billed, and reserved, whole.
+  const first = await calls(broker, 0, 1, 30_000);
+  expect(first.finished).toBe(1);
+  const written = first.usages[0]!.cacheWriteTokens!;
+  expect(written).toBeGreaterThan(1_024);
+  expect(first.usages[0]!.cacheReadTokens).toBe(0);
+  const reservedBefore = await promMetric(broker.proc, 'llm_tokens_total', 'kind="reserved"');
+  // Forty calls of ~1,100 prompt tokens: 44,000, where the provider counts ~30 of each. Reserved
+  // whole, they would go 2.2 s apart (88 s for forty): not within the 30 s they are given.
+  const rest = await calls(broker, 1, 41, 30_000);
+  expect(rest.finished).toBe(40);
+  expect(rest.usages.every((u) => u!.cacheReadTokens === written)).toBe(true);
+  expect((await emulatorStats(emulator)).rateLimited - before429).toBe(0);
+  // What was reserved is what the provider counts: the uncached rest of each prompt.
+  const reserved = (await promMetric(broker.proc, 'llm_tokens_total', 'kind="reserved"')) - reservedBefore;
+  const uncached = rest.usages.reduce((n, u) => n + u!.promptTokens - u!.cacheReadTokens!, 0);
+  expect(reserved).toBe(uncached);
+  expect(await promMetric(broker.proc, 'llm_tokens_total', 'kind="cache_read"')).toBe(40 * written);
+});
+
+it('a provider that counts its cache reads (LLM_CACHE_READS_LIMITED=true) is reserved whole prompts: no 429, where Anthropic\'s rule draws them', async () => {
+  await configureEmulator(emulator, { cacheReadsLimited: true });
+  try {
+    await brokers.stopAll();
+    let before429 = await fresh();
+    const counted = await brokers.start({ env: { LLM_CACHE_READS_LIMITED: 'true' } });
+    expect((await calls(counted, 100, 101, 30_000)).finished).toBe(1);
+    // Six whole prompts (~6,600 tokens) paced at 30,000 a minute: ~13 s.
+    expect((await calls(counted, 101, 107, 60_000)).finished).toBe(6);
+    expect((await emulatorStats(emulator)).rateLimited - before429).toBe(0);
+    await brokers.stopAll();
+    // Reads taken for free against this provider: forty calls reserve ~30 tokens each, and it counts ~1,100.
+    before429 = await fresh();
+    const free = await brokers.start();
+    await calls(free, 200, 201, 30_000);
+    await calls(free, 201, 241, 30_000);
+    expect((await emulatorStats(emulator)).rateLimited - before429).toBeGreaterThan(0);
+  } finally {
+    await configureEmulator(emulator, { cacheReadsLimited: false });
+  }
+});
