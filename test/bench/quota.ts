@@ -17,6 +17,9 @@
 // - otpm:           Anthropic's limits over its Messages API: input and output tokens per minute
 //                   apart (ITPM, OTPM), max_tokens counted against the OTPM on arrival and corrected
 //                   at the end; the OTPM binds (brokers with LLM_TPM = the ITPM, LLM_OTPM).
+// - cached:         Anthropic's prompt caching: every prompt starts with the same ~1,500-token system
+//                   prompt marked as a cache breakpoint, which the provider reads from its cache and
+//                   leaves out of its ITPM; the ITPM binds on the ~150 uncached tokens of each call.
 // Reported per variant: upstream 429s, the binding limit's share used, max-min fairness of what
 // each user got against what it asked for, and queue waits over every offered call (calls still
 // queued at the end are censored: their wait so far is a lower bound), and for RPM binding the
@@ -57,6 +60,8 @@ interface Variant {
   protocol?: 'anthropic';
   /** Filler words that lengthen each prompt (TPM binding). */
   promptWords: number;
+  /** Words of a system prompt shared by every call and marked as a cache breakpoint (Anthropic's prompt caching). */
+  cachedSystemWords?: number;
   groups: UserGroup[];
   behaviours?: Record<string, number>;
   brokerEnv?: Record<string, string>;
@@ -96,6 +101,10 @@ const VARIANTS: Variant[] = [
     name: 'otpm', what: 'Anthropic\'s input and output limits apart (Messages API): OTPM binding, max_tokens 6× what calls generate', brokers: 3, binding: 'otpm',
     promptWords: 0, groups: EQUAL, protocol: 'anthropic', provider: { rpm: 600, tpm: 100_000, otpm: 2_400, concurrency: 40 },
   },
+  {
+    name: 'cached', what: 'Anthropic\'s prompt caching: a shared ~1,500-token system prompt read from the provider\'s cache, out of its ITPM; the ITPM binds on the rest', brokers: 3,
+    binding: 'tpm', promptWords: 120, cachedSystemWords: 1_400, groups: EQUAL, protocol: 'anthropic', provider: { rpm: 6_000, tpm: 30_000, otpm: 1_000_000, concurrency: 40 },
+  },
 ];
 const BURST_FRACTION = process.env.BENCH_BURST_FRACTION;
 
@@ -122,22 +131,25 @@ const load = () => os.loadavg().map((x) => +x.toFixed(1));
 const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
 
 const FILLER = 'quota pacing keeps every replica inside the shared provider limit while long prompts make tokens bind first'.split(' ');
-function request(user: number, promptWords: number): GenerateRequest {
+function request(user: number, promptWords: number, cachedSystemWords = 0): GenerateRequest {
   const filler = Array.from({ length: promptWords }, (_, i) => FILLER[(i + user) % FILLER.length]).join(' ');
+  const system = cachedSystemWords > 0
+    ? { content: `You are the Planner. ${Array.from({ length: cachedSystemWords }, (_, i) => FILLER[i % FILLER.length]).join(' ')}`, cacheTtl: '5m' }
+    : { content: 'You are the Planner. Round: 1', cacheTtl: '' };
   return {
     userId: `00000000-0000-4000-8000-${String(user).padStart(12, '0')}`,
     runId: '', callerRole: CallerRole.CALLER_ROLE_PLANNER, runStarted: false, model: '', tools: [], toolsJson: '', maxTokens: MAX_TOKENS,
     temperature: 0, hasTemperature: false, cache: false, noStream: false, answerInDone: false, streamToolCalls: false, toolChoice: undefined, stop: [], responseFormatJson: '', logitBias: {},
     messages: [
-      { role: 'system', content: 'You are the Planner. Round: 1', name: '', toolCallId: '', toolCalls: [], cacheTtl: '' },
+      { role: 'system', name: '', toolCallId: '', toolCalls: [], ...system },
       { role: 'user', content: `User ${user} asks: how do we keep a shared LLM quota exact across replicas? ${filler}`, name: '', toolCallId: '', toolCalls: [], cacheTtl: '' },
     ],
   };
 }
 
-async function generate(client: LlmBrokerServiceClient, user: number, promptWords: number, signal: AbortSignal): Promise<Outcome> {
+async function generate(client: LlmBrokerServiceClient, user: number, v: Pick<Variant, 'promptWords' | 'cachedSystemWords'>, signal: AbortSignal): Promise<Outcome> {
   const offeredAt = Date.now();
-  const call = client.generate(request(user, promptWords), new Metadata(), { deadline: Date.now() + 120_000 });
+  const call = client.generate(request(user, v.promptWords, v.cachedSystemWords), new Metadata(), { deadline: Date.now() + 120_000 });
   signal.addEventListener('abort', () => call.cancel(), { once: true });
   let served = false;
   let firstAt = 0;
@@ -211,9 +223,13 @@ async function main(): Promise<void> {
       let charged = 0;
       if (v.binding !== 'rpm') {
         await fetch(`${emulator.url}/_emulator/reset`, { method: 'POST' });
-        const probe = await generate(clients[0]!, 0, v.promptWords, new AbortController().signal);
-        if (!probe.ok) throw new Error(`the probe call failed: ${probe.reason}`);
-        charged = tokensCounted(await emulatorStats(emulator));
+        // With a cached prefix, what a call reading it is charged: the second probe's.
+        for (let n = 0; n < (v.cachedSystemWords ? 2 : 1); n += 1) {
+          const before = tokensCounted(await emulatorStats(emulator));
+          const probe = await generate(clients[0]!, 0, v, new AbortController().signal);
+          if (!probe.ok) throw new Error(`the probe call failed: ${probe.reason}`);
+          charged = tokensCounted(await emulatorStats(emulator)) - before;
+        }
         await sleep(WINDOW_MS); // the probe leaves the provider's window
       }
       await fetch(`${emulator.url}/_emulator/reset`, { method: 'POST' });
@@ -236,7 +252,7 @@ async function main(): Promise<void> {
           await sleep(Math.random() * gapMs);
           for (let n = 0; Date.now() - start < durationMs; n += 1) {
             asked[u] = (asked[u] ?? 0) + 1;
-            outcomes.push(generate(clients[(u + n) % clients.length]!, u, v.promptWords, abort.signal));
+            outcomes.push(generate(clients[(u + n) % clients.length]!, u, v, abort.signal));
             await sleep(gapMs);
           }
         }),

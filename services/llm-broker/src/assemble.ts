@@ -66,6 +66,7 @@ export async function assembleBroker(svc: BrokerHost, cfg: BrokerConfig, registr
     maxRetries: cfg.retry.max,
     tpmAccounting: cfg.tpmAccounting,
     embedBatchTokens: cfg.embedBatchTokens,
+    timeScale: cfg.timeScale,
     metrics,
     logger,
     defaultMaxTokens: cfg.defaultMaxTokens,

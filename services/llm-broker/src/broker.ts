@@ -258,6 +258,8 @@ export interface BrokerDeps {
   cache?: ResponseCache;
   /** An embeddings call with more tokens of inputs is split into provider requests of at most this many (LLM_EMBED_BATCH_TOKENS). */
   embedBatchTokens: number;
+  /** The providers' time against the clock's (LLM_TIME_SCALE): their prompt caches' lifetimes scale with it. @default 1 */
+  timeScale?: number;
   now?: () => number;
 }
 
@@ -295,7 +297,7 @@ export class LlmBroker {
   constructor(private readonly d: BrokerDeps) {
     if (d.upstreams.length === 0) throw new Error('the broker needs at least one upstream');
     this.now = d.now ?? Date.now;
-    this.cacheReads = new CacheReadForecast(this.now);
+    this.cacheReads = new CacheReadForecast(this.now, d.timeScale);
   }
 
   get inFlight(): number {

@@ -26,6 +26,15 @@ describe('CacheReadForecast', () => {
     expect(f.expected('u', [system])).toBe(0);
   });
 
+  it('scales the lifetime with the providers\' time (LLM_TIME_SCALE)', () => {
+    const f = new CacheReadForecast(() => t, 0.1);
+    f.learn('u', [prefix('sys', 0)], 0, 2_000, t);
+    t += 29_999;
+    expect(f.expected('u', [prefix('sys', 0)])).toBe(2_000);
+    t += 1;
+    expect(f.expected('u', [prefix('sys', 0)])).toBe(0);
+  });
+
   it('counts from when the call was sent, and each use renews the lifetime', () => {
     const f = forecast();
     const system = prefix('sys', 2_000);
@@ -69,7 +78,7 @@ describe('CacheReadForecast', () => {
   });
 
   it('keeps each upstream\'s apart, and forgets the least recently used beyond its size', () => {
-    const f = new CacheReadForecast(() => t, 2);
+    const f = new CacheReadForecast(() => t, 1, 2);
     f.learn('a', [prefix('p', 0)], 0, 1_100, t);
     expect(f.expected('b', [prefix('p', 0)])).toBe(0);
     f.learn('a', [prefix('q', 0)], 0, 1_200, t);

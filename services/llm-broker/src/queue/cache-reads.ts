@@ -15,6 +15,8 @@ export class CacheReadForecast {
 
   constructor(
     private readonly now: () => number = Date.now,
+    /** Time as the provider keeps it (LLM_TIME_SCALE): a prefix's lifetime is scaled by it. */
+    private readonly timeScale = 1,
     /** The most prefixes remembered (the oldest used is forgotten first). */
     private readonly max = 10_000,
   ) {}
@@ -39,10 +41,10 @@ export class CacheReadForecast {
     const cached = read + written;
     const last = prefixes.at(-1);
     if (cached <= 0 || !last) return;
-    this.hold(`${scope}\0${last.key}`, cached, sentAt + last.ttlMs);
+    this.hold(`${scope}\0${last.key}`, cached, sentAt + last.ttlMs * this.timeScale);
     for (const p of prefixes.slice(0, -1)) {
       const tokens = this.held.get(`${scope}\0${p.key}`)?.tokens ?? p.tokens();
-      if (tokens >= MIN_CACHED_TOKENS && tokens <= cached) this.hold(`${scope}\0${p.key}`, tokens, sentAt + p.ttlMs);
+      if (tokens >= MIN_CACHED_TOKENS && tokens <= cached) this.hold(`${scope}\0${p.key}`, tokens, sentAt + p.ttlMs * this.timeScale);
     }
   }
 
