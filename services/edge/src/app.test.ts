@@ -1295,7 +1295,7 @@ describe('edge app (fake peers)', () => {
         .toBe('body/tools/0/cache_control/type must be "ephemeral"');
     });
 
-    test('usage in Anthropic\'s terms: input_tokens are the prompt less what the provider read from its prompt cache and wrote to it', async () => {
+    test('usage in Anthropic\'s terms: input_tokens are the prompt less what the provider read from its prompt cache and wrote to it (and in OpenAI\'s, the part read)', async () => {
       const generate = gw.fakeBroker.generate;
       gw.fakeBroker.generate = async function* () {
         yield { update: { $case: 'delta', delta: { content: 'ok', logprobs: [] } } };
@@ -1314,6 +1314,8 @@ describe('edge app (fake peers)', () => {
         // OpenAI's terms: the whole prompt, and the part its cache served.
         const chat = await fetch(`${base}/v1/chat/completions`, { method: 'POST', headers: json(alice), body: JSON.stringify({ model: 'upstream', messages: [{ role: 'user', content: 'hi' }] }) });
         expect(((await chat.json()) as { usage: unknown }).usage).toEqual({ prompt_tokens: 2_000, completion_tokens: 2, total_tokens: 2_002, prompt_tokens_details: { cached_tokens: 1_900 } });
+        const response = await fetch(`${base}/v1/responses`, { method: 'POST', headers: json(alice), body: JSON.stringify({ model: 'upstream', input: 'hi', store: false }) });
+        expect(((await response.json()) as { usage: unknown }).usage).toMatchObject({ input_tokens: 2_000, input_tokens_details: { cached_tokens: 1_900 } });
       } finally {
         gw.fakeBroker.generate = generate;
       }

@@ -219,7 +219,7 @@ function responseObject({ id, createdAtMs, body }: Answer, state: State): Record
     usage: u
       ? {
         input_tokens: u.prompt_tokens,
-        input_tokens_details: { cached_tokens: 0 },
+        input_tokens_details: { cached_tokens: u.prompt_tokens_details?.cached_tokens ?? 0 },
         output_tokens: u.completion_tokens,
         output_tokens_details: { reasoning_tokens: u.completion_tokens_details?.reasoning_tokens ?? 0 },
         total_tokens: u.total_tokens,
