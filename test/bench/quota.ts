@@ -26,7 +26,7 @@
 // least time over which L consecutive requests reached the provider (under a window: delays between
 // admission and arrival spread that much, see LLM_QUOTA_WINDOW_MARGIN_MS).
 // BENCH_VARIANTS=rpm,tpm picks variants; BENCH_COMPLETION_TOKENS (20) sets the answers' length; BENCH_SCALE (1: the
-// brief's time, 60 s windows, ~26 min for the ten variants; 0.1: a 6 s window, ~4 min, where the window margin and the
+// brief's time, 60 s windows, ~29 min for the eleven variants; 0.1: a 6 s window, ~4 min, where the window margin and the
 // pacing's burst cost ten times as much of the rate and the same event-loop delays weigh ten times as much);
 // BENCH_MINUTES (2 scaled minutes per variant); BENCH_BURST_FRACTION sets LLM_QUOTA_BURST_FRACTION on every
 // variant's brokers (to see what the default draws from the quantized provider). Prints a summary and, as the last line, one JSON object.
@@ -218,8 +218,9 @@ async function main(): Promise<void> {
     try {
       // Tokens binding: the size of one call as the provider charges it (its output alone for the
       // OTPM), measured (not assumed) before the phase.
-      /** What the binding token limit has counted (the emulator's figures). */
-      const tokensCounted = (st: Awaited<ReturnType<typeof emulatorStats>>) => (v.binding === 'otpm' ? st.outputTokensCharged : st.tokensCharged);
+      /** What the binding token limit has counted (the emulator's figures): with an OTPM apart, the TPM is the ITPM, of input tokens. */
+      const tokensCounted = (st: Awaited<ReturnType<typeof emulatorStats>>) =>
+        v.binding === 'otpm' ? st.outputTokensCharged : v.provider.otpm ? st.inputTokensCharged : st.tokensCharged;
       let charged = 0;
       if (v.binding !== 'rpm') {
         await fetch(`${emulator.url}/_emulator/reset`, { method: 'POST' });
