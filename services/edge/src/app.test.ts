@@ -1231,24 +1231,30 @@ describe('edge app (fake peers)', () => {
       return body.error;
     };
 
-    test('an answer a stop sequence ended says which, where the upstream said (stop_reason stop_sequence), streamed or not', async () => {
+    /** The fake broker answers `text`, then a Done with `done` over a plain one's fields, until `restore`. */
+    const answerWith = (text: string, done: { stopSequence?: string; usage: Record<string, number> }) => {
       const generate = gw.fakeBroker.generate;
       gw.fakeBroker.generate = async function* () {
-        yield { update: { $case: 'delta', delta: { content: 'one two', logprobs: [] } } };
+        yield { update: { $case: 'delta', delta: { content: text, logprobs: [] } } };
         yield {
           update: {
             $case: 'done',
-            done: { finishReason: 'stop', stopSequence: 'three', usage: { promptTokens: 5, completionTokens: 2, totalTokens: 7 }, toolCalls: [], model: 'upstream', queueWaitMs: 0, cache: 0, cachedUsage: undefined, upstream: 'default', content: '', logprobs: [] },
+            done: { finishReason: 'stop', toolCalls: [], model: 'upstream', queueWaitMs: 0, cache: 0, cachedUsage: undefined, upstream: 'default', content: '', logprobs: [], ...done },
           },
         };
-      };
+      } as typeof generate;
+      return { restore: () => { gw.fakeBroker.generate = generate; } };
+    };
+
+    test('an answer a stop sequence ended says which, where the upstream said (stop_reason stop_sequence), streamed or not', async () => {
+      const { restore } = answerWith('one two', { stopSequence: 'three', usage: { promptTokens: 5, completionTokens: 2, totalTokens: 7 } });
       try {
         const whole = (await (await message({ stop_sequences: ['three'] })).json()) as Record<string, unknown>;
         expect(whole).toMatchObject({ stop_reason: 'stop_sequence', stop_sequence: 'three', content: [{ type: 'text', text: 'one two' }] });
         const events = await readEvents(await message({ stop_sequences: ['three'], stream: true }));
         expect(events.find((e) => e.event === 'message_delta')!.data).toMatchObject({ delta: { stop_reason: 'stop_sequence', stop_sequence: 'three' } });
       } finally {
-        gw.fakeBroker.generate = generate;
+        restore();
       }
       // Without one: end_turn, stop_sequence null.
       expect(await (await message({})).json()).toMatchObject({ stop_reason: 'end_turn', stop_sequence: null });
@@ -1296,16 +1302,7 @@ describe('edge app (fake peers)', () => {
     });
 
     test('usage in Anthropic\'s terms: input_tokens are the prompt less what the provider read from its prompt cache and wrote to it (and in OpenAI\'s, the part read)', async () => {
-      const generate = gw.fakeBroker.generate;
-      gw.fakeBroker.generate = async function* () {
-        yield { update: { $case: 'delta', delta: { content: 'ok', logprobs: [] } } };
-        yield {
-          update: {
-            $case: 'done',
-            done: { finishReason: 'stop', usage: { promptTokens: 2_000, completionTokens: 2, totalTokens: 2_002, cacheReadTokens: 1_900, cacheWriteTokens: 60 }, toolCalls: [], model: 'upstream', queueWaitMs: 0, cache: 0, cachedUsage: undefined, upstream: 'default', content: '', logprobs: [] },
-          },
-        };
-      };
+      const { restore } = answerWith('ok', { usage: { promptTokens: 2_000, completionTokens: 2, totalTokens: 2_002, cacheReadTokens: 1_900, cacheWriteTokens: 60 } });
       const usage = { input_tokens: 40, cache_creation_input_tokens: 60, cache_read_input_tokens: 1_900, output_tokens: 2 };
       try {
         expect(await (await message({})).json()).toMatchObject({ usage });
@@ -1317,7 +1314,7 @@ describe('edge app (fake peers)', () => {
         const response = await fetch(`${base}/v1/responses`, { method: 'POST', headers: json(alice), body: JSON.stringify({ model: 'upstream', input: 'hi', store: false }) });
         expect(((await response.json()) as { usage: unknown }).usage).toMatchObject({ input_tokens: 2_000, input_tokens_details: { cached_tokens: 1_900 } });
       } finally {
-        gw.fakeBroker.generate = generate;
+        restore();
       }
     });
 
