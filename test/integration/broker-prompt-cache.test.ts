@@ -50,9 +50,9 @@ function ask(i: number): GenerateRequest {
 }
 
 /** Calls `from`…`to - 1` at once through `broker`: how many finished within `deadlineMs`, and the usage of each. */
-async function calls(broker: TestBroker, from: number, to: number, deadlineMs: number) {
+async function calls(broker: TestBroker, from: number, to: number, deadlineMs: number, request: (i: number) => GenerateRequest = ask) {
   const results = await Promise.all(Array.from({ length: to - from }, async (_, k) => {
-    const call = broker.client.generate(ask(from + k), new Metadata(), { deadline: Date.now() + deadlineMs });
+    const call = broker.client.generate(request(from + k), new Metadata(), { deadline: Date.now() + deadlineMs });
     let last: GenerateResponse['update'];
     try {
       for await (const m of call as AsyncIterable<GenerateResponse>) last = m.update;
@@ -91,6 +91,46 @@ it('reserves a prompt less the prefix the provider keeps: forty calls whose prom
   const uncached = rest.usages.reduce((n, u) => n + u!.promptTokens - u!.cacheReadTokens!, 0);
   expect(reserved).toBe(uncached);
   expect(await promMetric(broker.proc, 'llm_tokens_total', 'kind="cache_read"')).toBe(40 * written);
+});
+
+/**
+ * A conversation that marks only its last message, as Anthropic's guide has a chat do: each turn's
+ * breakpoint is new, and the provider reads the turn before it, found by looking back from there.
+ */
+function turn(history: string[], question: string): GenerateRequest {
+  const base = generateRequest('', { maxTokens: 50, callerRole: CallerRole.CALLER_ROLE_DIRECT });
+  const message = (role: string, content: string, cacheTtl = '') => ({ ...base.messages[1]!, role, content, cacheTtl });
+  // The conversation opens with a long brief (~1,100 tokens).
+  const asked = [...history, question].map((q, k) => (k === 0 ? `${SYSTEM}${q}` : q));
+  const said = asked.slice(0, -1).flatMap((q, k) => [message('user', q), message('assistant', `Answer ${k}: plant trees.`)]);
+  return { ...base, messages: [base.messages[0]!, ...said, message('user', asked.at(-1)!, '5m')] };
+}
+
+it('a conversation that marks its last turn, spread over three replicas: the turn before, found by the provider\'s lookback and learnt by another replica, is foreseen; twenty follow-ups go within seconds, with no 429', async () => {
+  await configureEmulator(emulator, { cacheReadsLimited: false });
+  await brokers.stopAll();
+  const before429 = await fresh();
+  // Three replicas of one deployment: one Redis database (one quota, one forecast).
+  const a = await brokers.start();
+  const [b, c] = [await brokers.start({ db: a.db }), await brokers.start({ db: a.db })];
+  const reservedOf = async () => (await Promise.all([a, b, c].map((x) => promMetric(x.proc, 'llm_tokens_total', 'kind="reserved"')))).reduce((x, y) => x + y, 0);
+  // Turn 1 (on a) writes the long opening; turn 2 (on b) reads it, two blocks back, and writes itself.
+  const first = await calls(a, 0, 1, 30_000, () => turn([], 'Where to start?'));
+  expect(first.usages[0]!.cacheWriteTokens).toBeGreaterThan(1_024);
+  const reservedBefore = await reservedOf();
+  const second = await calls(b, 1, 2, 30_000, () => turn(['Where to start?'], 'And then?'));
+  expect(second.usages[0]!.cacheReadTokens).toBe(first.usages[0]!.cacheWriteTokens);
+  // Twenty follow-ups of turn 2 on c, ~1,300 tokens each: 26,000, where the provider counts ~30 of
+  // each. Reserved whole, they would go ~2.6 s apart (~52 s): not within the 20 s they are given.
+  const followUp = (i: number) => turn(['Where to start?', 'And then?'], `Follow-up ${i}: and the budget for district ${i}?`);
+  const rest = await calls(c, 2, 22, 20_000, followUp);
+  expect(rest.finished).toBe(20);
+  const turn2 = second.usages[0]!.cacheReadTokens! + second.usages[0]!.cacheWriteTokens!;
+  expect(rest.usages.every((u) => u!.cacheReadTokens === turn2)).toBe(true);
+  expect((await emulatorStats(emulator)).rateLimited - before429).toBe(0);
+  // Turn 2 and each follow-up were reserved their uncached rest, as the provider billed.
+  const uncached = [...second.usages, ...rest.usages].reduce((n, u) => n + u!.promptTokens - u!.cacheReadTokens!, 0);
+  expect((await reservedOf()) - reservedBefore).toBe(uncached);
 });
 
 it('a provider that counts its cache reads (LLM_CACHE_READS_LIMITED=true) is reserved whole prompts: no 429, where Anthropic\'s rule draws them', async () => {

@@ -72,6 +72,7 @@ export async function assembleBroker(svc: BrokerHost, cfg: BrokerConfig, registr
     defaultMaxTokens: cfg.defaultMaxTokens,
     priorities: cfg.priorities,
     cache,
+    promptCacheShared: { redis, prefix: 'mesh:llm:prompt-cache', onError: (err) => logger.debug({ err: (err as Error).message }, 'prompt-cache forecast not shared') },
     // Charges only: the limits are checked where work starts (the edge).
     budgets,
   });

@@ -11,7 +11,7 @@ import type { BrokerConfig } from './config';
 import type { BrokerMetrics } from './metrics';
 import { limitKindOf, refusedBurst, type AdaptiveLimits } from './queue/adaptive';
 import { QueueRefusal, type AdmissionQueue, type Admitted } from './queue/admission';
-import { CacheReadForecast } from './queue/cache-reads';
+import { CacheReadForecast, type SharedForecast } from './queue/cache-reads';
 import { owedBy } from './queue/estimate';
 import { candidatesFor, FALLBACK_REASONS, passOver, type PassOverReason } from './routing';
 import { countText } from './tokens';
@@ -260,6 +260,8 @@ export interface BrokerDeps {
   embedBatchTokens: number;
   /** The providers' time against the clock's (LLM_TIME_SCALE): their prompt caches' lifetimes scale with it. @default 1 */
   timeScale?: number;
+  /** Where the replicas share the prefixes they learnt the providers cache (absent: each learns alone). */
+  promptCacheShared?: SharedForecast;
   now?: () => number;
 }
 
@@ -297,7 +299,7 @@ export class LlmBroker {
   constructor(private readonly d: BrokerDeps) {
     if (d.upstreams.length === 0) throw new Error('the broker needs at least one upstream');
     this.now = d.now ?? Date.now;
-    this.cacheReads = new CacheReadForecast(this.now, d.timeScale);
+    this.cacheReads = new CacheReadForecast(this.now, d.timeScale, undefined, d.promptCacheShared);
   }
 
   get inFlight(): number {
@@ -734,6 +736,7 @@ export class LlmBroker {
     // of the prompt: the reads it is expected to make are not reserved (queue/cache-reads.ts).
     const readsUnlimited = u.provider.cacheReadsLimited === false;
     const prefixes = readsUnlimited ? (u.provider.cachePrefixes?.(req) ?? []) : [];
+    if (prefixes.length > 0) await this.cacheReads.refresh(u.name, prefixes);
     const uncachedPrompt = promptTokens - (prefixes.length > 0 ? Math.min(promptTokens, this.cacheReads.expected(u.name, prefixes)) : 0);
     const reservation: Charge = { input: uncachedPrompt, output: req.maxTokens };
     const reserved = totalOf(reservation);

@@ -1,4 +1,4 @@
-import { anthropicError, anthropicLimits, anthropicProtocol, messageAnswer, MessagesStreamParser } from './anthropic';
+import { anthropicError, anthropicLimits, anthropicProtocol, messageAnswer, messagesRequestBody, MessagesStreamParser, minCachedTokens } from './anthropic';
 import { ANTHROPIC_MAX_IMAGE_TOKENS } from './images';
 import type { ProviderRequest, StreamEvent } from './provider';
 
@@ -172,6 +172,34 @@ describe('Anthropic prompt caching', () => {
     expect(prefixes({ ...req, messages: [{ ...req.messages[0]!, content: `${system}!` }, ...req.messages.slice(1)] })[1]!.key).not.toBe(p[1]!.key);
     expect(prefixes({ ...req, messages: [{ role: 'user', content: 'hi' }], tools: [] })).toEqual([]);
     expect(anthropicProtocol.cacheReadsLimited).toBe(false);
+  });
+
+  it('gives each breakpoint the keys of the 20 block boundaries before it, as the blocks go on the wire: a conversation that marks its last turn finds the turn before', () => {
+    const turn = (n: number): ProviderRequest['messages'] =>
+      Array.from({ length: n }, (_, i) => [{ role: 'user', content: `question ${i}` }, { role: 'assistant', content: `answer ${i}` }]).flat() as ProviderRequest['messages'];
+    const at = (messages: ProviderRequest['messages']) => prefixes({ ...req, tools: [], messages: [{ role: 'system', content: system }, ...messages.slice(0, -1), { ...messages.at(-1)!, cacheTtl: '5m' }] });
+    const first = at([...turn(2), { role: 'user', content: 'question 2' }]);
+    const second = at([...turn(3), { role: 'user', content: 'question 3' }]);
+    expect(first).toHaveLength(1);
+    // The previous turn's breakpoint is the second boundary back from this one's (after its answer).
+    expect(second[0]!.lookback.slice(0, 2)).toEqual([expect.any(String), first[0]!.key]);
+    // One key per block sent (the system string, then each message's block), nearest first; at most 20.
+    expect(second[0]!.lookback).toHaveLength(7);
+    expect(at([...turn(15), { role: 'user', content: 'q' }])[0]!.lookback).toHaveLength(20);
+    // Merged into one turn, a tool call and its results are blocks each.
+    const calls: ProviderRequest = { ...req, tools: [], messages: [{ role: 'user', content: 'go' }, { role: 'assistant', content: '', toolCalls: [{ id: 'a', name: 'x', argumentsJson: '{}' }, { id: 'b', name: 'y', argumentsJson: '{}' }] }, { role: 'tool', content: '1', toolCallId: 'a' }, { role: 'tool', content: '2', toolCallId: 'b', cacheTtl: '5m' }] };
+    const tools = prefixes(calls);
+    const body = messagesRequestBody(calls);
+    expect(body.messages.map((t) => t.content.length)).toEqual([1, 2, 2]);
+    expect(tools[0]!.lookback).toHaveLength(body.messages.flatMap((t) => t.content).length - 1);
+  });
+
+  it('knows each model\'s shortest cached prefix (the larger where sources differ)', () => {
+    expect(minCachedTokens('claude-sonnet-4-5-20250929')).toBe(1024);
+    expect(minCachedTokens('claude-3-5-haiku-20241022')).toBe(2048);
+    expect(minCachedTokens('claude-haiku-4-5')).toBe(4096);
+    expect(minCachedTokens('claude-opus-4-5')).toBe(4096);
+    expect(prefixes({ ...req, model: 'claude-3-haiku-20240307' })[0]!.minTokens).toBe(2048);
   });
 });
 

@@ -5,7 +5,7 @@
 // message_stop, ping, error), or, for a caller that does not stream, one `message` object (its
 // content blocks, stop_reason and usage); errors are `{"type":"error","error":{type, message}}`
 // (429 rate_limit_error with retry-after and anthropic-ratelimit-* headers, 529 overloaded_error).
-import { createHash, type Hash } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { anthropicImageTokens, dataUrlOf, imagesTokens } from './images';
 import { chatPromptTokens } from './openai';
 import { SseFramer } from './sse';
@@ -74,24 +74,36 @@ export function messagesRequestBody(req: ProviderRequest): MessagesRequestBody {
   return body;
 }
 
-function buildBody(req: ProviderRequest): MessagesRequestBody {
-  const systems = req.messages.filter((m) => isSystem(m) && m.content);
-  // Joined, unless one is a cache breakpoint: then a text block each, the breakpoint on its own.
-  const system = systems.some((m) => m.cacheTtl)
+const roleOf = (m: ChatMessageIn): 'user' | 'assistant' => (m.role === 'assistant' ? 'assistant' : 'user');
+
+/** A message's content blocks (tool traffic as blocks), its breakpoint on the last; none for an empty one. */
+function messageBlocks(m: ChatMessageIn): Block[] {
+  const blocks: Block[] = [];
+  if (m.role === 'tool') blocks.push({ type: 'tool_result', tool_use_id: m.toolCallId ?? '', content: m.content });
+  else if (m.parts) blocks.push(...m.parts.flatMap(blockOf));
+  else if (m.content) blocks.push({ type: 'text', text: m.content });
+  for (const c of m.toolCalls ?? []) blocks.push({ type: 'tool_use', id: c.id, name: c.name, input: inputOf(c.argumentsJson) });
+  if (m.cacheTtl && blocks.length > 0) Object.assign(blocks.at(-1)!, cacheControlOf(m.cacheTtl));
+  return blocks;
+}
+
+/** The system messages as Anthropic's `system`: joined, unless one is a cache breakpoint: then a text block each, the breakpoint on its own. */
+function systemOf(systems: readonly ChatMessageIn[]): NonNullable<MessagesRequestBody['system']> {
+  return systems.some((m) => m.cacheTtl)
     ? systems.map((m) => ({ type: 'text' as const, text: m.content, ...cacheControlOf(m.cacheTtl) }))
     : systems.map((m) => m.content).join('\n\n');
+}
+
+const toolOf = (t: ProviderRequest['tools'][number]) => ({ name: t.name, ...(t.description ? { description: t.description } : {}), input_schema: parametersOf(t), ...cacheControlOf(t.cacheTtl) });
+
+function buildBody(req: ProviderRequest): MessagesRequestBody {
+  const system = systemOf(req.messages.filter((m) => isSystem(m) && m.content));
   const turns: MessagesRequestBody['messages'] = [];
   for (const m of req.messages) {
     if (isSystem(m)) continue;
-    const role = m.role === 'assistant' ? 'assistant' : 'user';
-    const blocks: Block[] = [];
-    if (m.role === 'tool') blocks.push({ type: 'tool_result', tool_use_id: m.toolCallId ?? '', content: m.content });
-    else if (m.parts) blocks.push(...m.parts.flatMap(blockOf));
-    else if (m.content) blocks.push({ type: 'text', text: m.content });
-    for (const c of m.toolCalls ?? []) blocks.push({ type: 'tool_use', id: c.id, name: c.name, input: inputOf(c.argumentsJson) });
+    const blocks = messageBlocks(m);
     if (blocks.length === 0) continue;
-    // A message's breakpoint is on its last block.
-    if (m.cacheTtl) Object.assign(blocks.at(-1)!, cacheControlOf(m.cacheTtl));
+    const role = roleOf(m);
     const last = turns.at(-1);
     if (last?.role === role) last.content.push(...blocks);
     else turns.push({ role, content: blocks });
@@ -102,7 +114,7 @@ function buildBody(req: ProviderRequest): MessagesRequestBody {
     ...(system.length > 0 ? { system } : {}),
     messages: turns,
     ...(req.tools.length > 0
-      ? { tools: req.tools.map((t) => ({ name: t.name, ...(t.description ? { description: t.description } : {}), input_schema: parametersOf(t), ...cacheControlOf(t.cacheTtl) })) }
+      ? { tools: req.tools.map(toolOf) }
       : {}),
     ...toolChoiceOf(req),
     // Anthropic's range is 0–1 (OpenAI's 0–2): higher values are capped.
@@ -355,32 +367,72 @@ function countPromptTokens(req: ProviderRequest): number {
 const TTL_MS: Record<string, number> = { '1h': 3_600_000 };
 const DEFAULT_TTL_MS = 300_000;
 
+/** Anthropic reads a cached prefix ending at a breakpoint or at any block boundary up to 20 blocks before it. */
+export const LOOKBACK_BLOCKS = 20;
+
+/**
+ * The shortest prefix a model caches (a shorter breakpoint is neither written nor read), by
+ * Anthropic's table: 4,096 tokens for Opus 4.5 and 4.6 and Haiku 4.5; 2,048 for Sonnet 4.6, Opus
+ * 4.7 and the Haiku 3 models; 1,024 for the others. Where sources differ, the larger.
+ */
+export function minCachedTokens(model: string): number {
+  if (/opus-4-[56]|haiku-4-5/.test(model)) return 4096;
+  if (/sonnet-4-6|opus-4-7|haiku/.test(model)) return 2048;
+  return 1024;
+}
+
+type Marked = { cache_control?: CacheControl };
+
+/** A block as a piece of the prefix: where the breakpoints are is not part of it. */
+const pieceOf = ({ cache_control: _, ...rest }: Marked & object): string => JSON.stringify(rest);
+
 /**
  * The call's cache breakpoints in the order Anthropic caches a prompt (tools, system, messages),
- * each keyed by a digest of the model and everything before it (not the breakpoints: moving one
- * later keeps the key of an earlier prefix). A prefix's tokens are counted as the call's are, on
- * the call cut after it, and only when asked.
+ * each keyed by a digest of the model and every block before it and its own (not the breakpoints:
+ * moving one later keeps the key of an earlier prefix), with the keys of the 20 block boundaries
+ * before it, where the provider looks for an earlier prefix it holds (a conversation that marks its
+ * last turn reads the turn before). A prefix's tokens are counted as the call's are, on the call
+ * cut after it, and only when asked. None without a breakpoint: nothing is hashed then.
  */
 function cachePrefixes(req: ProviderRequest): CachePrefix[] {
-  const prefixes: CachePrefix[] = [];
+  const body = messagesRequestBody(req);
+  const marked = (b: Marked) => b.cache_control !== undefined;
+  if (!body.tools?.some(marked) && !(Array.isArray(body.system) && body.system.some(marked)) && !body.messages.some((t) => t.content.some(marked))) return [];
+  const minTokens = minCachedTokens(req.model);
   const digest = createHash('sha256').update(JSON.stringify(req.model));
-  const add = (h: Hash, ttl: string | undefined, cut: () => ProviderRequest) => {
-    if (!ttl) return;
-    let tokens: number | undefined;
-    prefixes.push({ key: h.copy().digest('base64url'), ttlMs: TTL_MS[ttl] ?? DEFAULT_TTL_MS, tokens: () => (tokens ??= countPromptTokens(cut())) });
+  const keys: string[] = [];
+  const prefixes: CachePrefix[] = [];
+  const boundary = (piece: string, block: Marked, cut: () => ProviderRequest) => {
+    const key = digest.update(piece).copy().digest('base64url');
+    const ttl = block.cache_control?.ttl ?? (block.cache_control ? '5m' : undefined);
+    if (ttl) {
+      let tokens: number | undefined;
+      prefixes.push({ key, lookback: keys.slice(-LOOKBACK_BLOCKS).reverse(), ttlMs: TTL_MS[ttl] ?? DEFAULT_TTL_MS, minTokens, tokens: () => (tokens ??= countPromptTokens(cut())) });
+    }
+    keys.push(key);
   };
-  const systems = req.messages.filter(isSystem);
+  body.tools?.forEach((t, i) => boundary(pieceOf(t), t, () => ({ ...req, messages: [], tools: req.tools.slice(0, i + 1) })));
+  const systems = req.messages.filter((m) => isSystem(m) && m.content);
+  if (Array.isArray(body.system)) body.system.forEach((b, i) => boundary(pieceOf(b), b, () => ({ ...req, messages: systems.slice(0, i + 1) })));
+  else if (body.system) boundary(JSON.stringify(body.system), {}, () => ({ ...req, messages: systems }));
   const others = req.messages.filter((m) => !isSystem(m));
-  req.tools.forEach((t, i) => add(digest.update(JSON.stringify([t.name, t.description, t.parametersJsonSchema])), t.cacheTtl, () => ({ ...req, messages: [], tools: req.tools.slice(0, i + 1) })));
-  systems.forEach((m, i) => add(digest.update(JSON.stringify([m.content])), m.cacheTtl, () => ({ ...req, messages: systems.slice(0, i + 1) })));
+  let role: string | undefined;
   others.forEach((m, i) => {
-    digest.update(JSON.stringify([m.role, m.toolCallId ?? '']));
-    m.parts?.forEach((p, j) => add(digest.update(JSON.stringify([p.text, p.imageUrl, p.imageDetail])), p.cacheTtl, () => {
-      const parts = m.parts!.slice(0, j + 1);
-      return { ...req, messages: [...systems, ...others.slice(0, i), { ...m, parts, content: parts.map((x) => x.text).join(''), toolCalls: [] }] };
-    }));
-    if (!m.parts) digest.update(JSON.stringify([m.content]));
-    add(digest.update(JSON.stringify(m.toolCalls ?? [])), m.cacheTtl, () => ({ ...req, messages: [...systems, ...others.slice(0, i + 1)] }));
+    const blocks = messageBlocks(m);
+    if (blocks.length === 0) return;
+    // A turn opens with its role; consecutive messages of one role are one turn.
+    if (roleOf(m) !== role) digest.update(JSON.stringify((role = roleOf(m))));
+    const whole = () => ({ ...req, messages: [...systems, ...others.slice(0, i + 1)] });
+    // A part's block, before the message's last, is cut after its part.
+    const partOf = m.role !== 'tool' && m.parts ? m.parts.flatMap((p, j) => (p.imageUrl || p.text ? [j] : [])) : [];
+    blocks.forEach((b, k) => {
+      const j = partOf[k];
+      const cut = k === blocks.length - 1 || j === undefined ? whole : () => {
+        const parts = m.parts!.slice(0, j + 1);
+        return { ...req, messages: [...systems, ...others.slice(0, i), { ...m, parts, content: parts.map((x) => x.text).join(''), toolCalls: [] }] };
+      };
+      boundary(pieceOf(b), b, cut);
+    });
   });
   return prefixes;
 }

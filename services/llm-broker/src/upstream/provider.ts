@@ -255,8 +255,12 @@ export interface WireProtocol {
 export interface CachePrefix {
   /** A digest of the model and the prefix (the same prefix in another call has the same key). */
   key: string;
+  /** The keys of the block boundaries before it where the provider looks for a prefix it holds (Anthropic: 20), the nearest first. */
+  lookback: readonly string[];
   /** The entry's lifetime, renewed by each use. */
   ttlMs: number;
+  /** The shortest prefix the call's model caches: a shorter one is neither written nor read. */
+  minTokens: number;
   /** The prompt tokens of the prefix, counted when first needed (it tokenizes the prefix). */
   tokens(): number;
 }
