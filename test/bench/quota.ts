@@ -20,13 +20,16 @@
 // - cached:         Anthropic's prompt caching: every prompt starts with the same ~1,500-token system
 //                   prompt marked as a cache breakpoint, which the provider reads from its cache and
 //                   leaves out of its ITPM; the ITPM binds on the ~150 uncached tokens of each call.
+// - conversation:   as cached, but each user's calls are the turns of one conversation, each marking its
+//                   latest message (Anthropic's advice for chats): the provider reads the turn before, found
+//                   by its 20-block lookback, and a user's turns go to the brokers in turn.
 // Reported per variant: upstream 429s, the binding limit's share used, max-min fairness of what
 // each user got against what it asked for, and queue waits over every offered call (calls still
 // queued at the end are censored: their wait so far is a lower bound), and for RPM binding the
 // least time over which L consecutive requests reached the provider (under a window: delays between
 // admission and arrival spread that much, see LLM_QUOTA_WINDOW_MARGIN_MS).
 // BENCH_VARIANTS=rpm,tpm picks variants; BENCH_COMPLETION_TOKENS (20) sets the answers' length; BENCH_SCALE (1: the
-// brief's time, 60 s windows, ~29 min for the eleven variants; 0.1: a 6 s window, ~4 min, where the window margin and the
+// brief's time, 60 s windows, ~33 min for the twelve variants; 0.1: a 6 s window, ~4 min, where the window margin and the
 // pacing's burst cost ten times as much of the rate and the same event-loop delays weigh ten times as much);
 // BENCH_MINUTES (2 scaled minutes per variant); BENCH_BURST_FRACTION sets LLM_QUOTA_BURST_FRACTION on every
 // variant's brokers (to see what the default draws from the quantized provider). Prints a summary and, as the last line, one JSON object.
@@ -62,6 +65,8 @@ interface Variant {
   promptWords: number;
   /** Words of a system prompt shared by every call and marked as a cache breakpoint (Anthropic's prompt caching). */
   cachedSystemWords?: number;
+  /** Each user's calls are the turns of one conversation, each marking its latest message as a cache breakpoint. */
+  conversation?: boolean;
   groups: UserGroup[];
   behaviours?: Record<string, number>;
   brokerEnv?: Record<string, string>;
@@ -105,6 +110,10 @@ const VARIANTS: Variant[] = [
     name: 'cached', what: 'Anthropic\'s prompt caching: a shared ~1,500-token system prompt read from the provider\'s cache, out of its ITPM; the ITPM binds on the rest', brokers: 3,
     binding: 'tpm', promptWords: 120, cachedSystemWords: 1_400, groups: EQUAL, protocol: 'anthropic', provider: { rpm: 6_000, tpm: 30_000, otpm: 1_000_000, concurrency: 40 },
   },
+  {
+    name: 'conversation', what: 'Anthropic\'s prompt caching in conversations: each call a turn marking its latest message, read by the next turn through the provider\'s lookback, the turns spread over the brokers', brokers: 3,
+    binding: 'tpm', promptWords: 120, cachedSystemWords: 1_400, conversation: true, groups: EQUAL, protocol: 'anthropic', provider: { rpm: 6_000, tpm: 30_000, otpm: 1_000_000, concurrency: 40 },
+  },
 ];
 const BURST_FRACTION = process.env.BENCH_BURST_FRACTION;
 
@@ -131,8 +140,14 @@ const load = () => os.loadavg().map((x) => +x.toFixed(1));
 const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
 
 const FILLER = 'quota pacing keeps every replica inside the shared provider limit while long prompts make tokens bind first'.split(' ');
-function request(user: number, promptWords: number, cachedSystemWords = 0): GenerateRequest {
+/** Call `turn` of `user`'s calls: in a conversation, after the turns before it (each question answered), its latest message a breakpoint. */
+function request(user: number, v: Pick<Variant, 'promptWords' | 'cachedSystemWords' | 'conversation'>, turn = 0): GenerateRequest {
+  const { promptWords, cachedSystemWords = 0 } = v;
   const filler = Array.from({ length: promptWords }, (_, i) => FILLER[(i + user) % FILLER.length]).join(' ');
+  const question = (n: number) => ({ role: 'user', content: `User ${user} asks${n > 0 ? ` (turn ${n})` : ''}: how do we keep a shared LLM quota exact across replicas? ${filler}`, name: '', toolCallId: '', toolCalls: [], cacheTtl: '' });
+  const said = v.conversation
+    ? Array.from({ length: turn }, (_, n) => [question(n), { ...question(n), role: 'assistant', content: `Turn ${n}: count every call once, in one place.` }]).flat()
+    : [];
   const system = cachedSystemWords > 0
     ? { content: `You are the Planner. ${Array.from({ length: cachedSystemWords }, (_, i) => FILLER[i % FILLER.length]).join(' ')}`, cacheTtl: '5m' }
     : { content: 'You are the Planner. Round: 1', cacheTtl: '' };
@@ -142,14 +157,15 @@ function request(user: number, promptWords: number, cachedSystemWords = 0): Gene
     temperature: 0, hasTemperature: false, cache: false, noStream: false, answerInDone: false, streamToolCalls: false, toolChoice: undefined, stop: [], responseFormatJson: '', logitBias: {},
     messages: [
       { role: 'system', name: '', toolCallId: '', toolCalls: [], ...system },
-      { role: 'user', content: `User ${user} asks: how do we keep a shared LLM quota exact across replicas? ${filler}`, name: '', toolCallId: '', toolCalls: [], cacheTtl: '' },
+      ...said,
+      { ...question(turn), cacheTtl: v.conversation ? '5m' : '' },
     ],
   };
 }
 
-async function generate(client: LlmBrokerServiceClient, user: number, v: Pick<Variant, 'promptWords' | 'cachedSystemWords'>, signal: AbortSignal): Promise<Outcome> {
+async function generate(client: LlmBrokerServiceClient, user: number, v: Pick<Variant, 'promptWords' | 'cachedSystemWords' | 'conversation'>, signal: AbortSignal, turn = 0): Promise<Outcome> {
   const offeredAt = Date.now();
-  const call = client.generate(request(user, v.promptWords, v.cachedSystemWords), new Metadata(), { deadline: Date.now() + 120_000 });
+  const call = client.generate(request(user, v, turn), new Metadata(), { deadline: Date.now() + 120_000 });
   signal.addEventListener('abort', () => call.cancel(), { once: true });
   let served = false;
   let firstAt = 0;
@@ -227,7 +243,8 @@ async function main(): Promise<void> {
         // With a cached prefix, what a call reading it is charged: the second probe's.
         for (let n = 0; n < (v.cachedSystemWords ? 2 : 1); n += 1) {
           const before = tokensCounted(await emulatorStats(emulator));
-          const probe = await generate(clients[0]!, 0, v, new AbortController().signal);
+          // In a conversation, the second is the next turn (the same one again would be read whole).
+          const probe = await generate(clients[0]!, 0, v, new AbortController().signal, n);
           if (!probe.ok) throw new Error(`the probe call failed: ${probe.reason}`);
           charged = tokensCounted(await emulatorStats(emulator)) - before;
         }
@@ -253,7 +270,7 @@ async function main(): Promise<void> {
           await sleep(Math.random() * gapMs);
           for (let n = 0; Date.now() - start < durationMs; n += 1) {
             asked[u] = (asked[u] ?? 0) + 1;
-            outcomes.push(generate(clients[(u + n) % clients.length]!, u, v, abort.signal));
+            outcomes.push(generate(clients[(u + n) % clients.length]!, u, v, abort.signal, n));
             await sleep(gapMs);
           }
         }),
