@@ -20,9 +20,11 @@
 // - cached:         Anthropic's prompt caching: every prompt starts with the same ~1,500-token system
 //                   prompt marked as a cache breakpoint, which the provider reads from its cache and
 //                   leaves out of its ITPM; the ITPM binds on the ~150 uncached tokens of each call.
-// - conversation:   as cached, but each user's calls are the turns of one conversation, each marking its
-//                   latest message (Anthropic's advice for chats): the provider reads the turn before, found
-//                   by its 20-block lookback, and a user's turns go to the brokers in turn.
+// - conversation:   as cached, but each user's calls are turns of conversations, each marking its latest
+//                   message (Anthropic's advice for chats): the provider reads the turn before, found by its
+//                   20-block lookback; a turn follows the answer to the one before (an arrival while each of
+//                   the user's conversations awaits one opens another), and a user's calls go to the brokers
+//                   in turn.
 // Reported per variant: upstream 429s, the binding limit's share used, max-min fairness of what
 // each user got against what it asked for, and queue waits over every offered call (calls still
 // queued at the end are censored: their wait so far is a lower bound), and for RPM binding the
@@ -140,11 +142,15 @@ const load = () => os.loadavg().map((x) => +x.toFixed(1));
 const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
 
 const FILLER = 'quota pacing keeps every replica inside the shared provider limit while long prompts make tokens bind first'.split(' ');
-/** Call `turn` of `user`'s calls: in a conversation, after the turns before it (each question answered), its latest message a breakpoint. */
-function request(user: number, v: Pick<Variant, 'promptWords' | 'cachedSystemWords' | 'conversation'>, turn = 0): GenerateRequest {
+/** Where a call is in a conversation: which of its user's, and how many turns were answered before it. */
+interface Turn { conversation: number; turn: number }
+
+/** A call of `user`: in a conversation, after the turns answered before it, its latest message a breakpoint. */
+function request(user: number, v: Pick<Variant, 'promptWords' | 'cachedSystemWords' | 'conversation'>, { conversation, turn }: Turn = { conversation: 0, turn: 0 }): GenerateRequest {
   const { promptWords, cachedSystemWords = 0 } = v;
   const filler = Array.from({ length: promptWords }, (_, i) => FILLER[(i + user) % FILLER.length]).join(' ');
-  const question = (n: number) => ({ role: 'user', content: `User ${user} asks${n > 0 ? ` (turn ${n})` : ''}: how do we keep a shared LLM quota exact across replicas? ${filler}`, name: '', toolCallId: '', toolCalls: [], cacheTtl: '' });
+  const asks = (n: number) => (v.conversation ? `User ${user} asks (conversation ${conversation}, turn ${n})` : `User ${user} asks`);
+  const question = (n: number) => ({ role: 'user', content: `${asks(n)}: how do we keep a shared LLM quota exact across replicas? ${filler}`, name: '', toolCallId: '', toolCalls: [], cacheTtl: '' });
   const said = v.conversation
     ? Array.from({ length: turn }, (_, n) => [question(n), { ...question(n), role: 'assistant', content: `Turn ${n}: count every call once, in one place.` }]).flat()
     : [];
@@ -163,7 +169,7 @@ function request(user: number, v: Pick<Variant, 'promptWords' | 'cachedSystemWor
   };
 }
 
-async function generate(client: LlmBrokerServiceClient, user: number, v: Pick<Variant, 'promptWords' | 'cachedSystemWords' | 'conversation'>, signal: AbortSignal, turn = 0): Promise<Outcome> {
+async function generate(client: LlmBrokerServiceClient, user: number, v: Pick<Variant, 'promptWords' | 'cachedSystemWords' | 'conversation'>, signal: AbortSignal, turn?: Turn): Promise<Outcome> {
   const offeredAt = Date.now();
   const call = client.generate(request(user, v, turn), new Metadata(), { deadline: Date.now() + 120_000 });
   signal.addEventListener('abort', () => call.cancel(), { once: true });
@@ -244,7 +250,7 @@ async function main(): Promise<void> {
         for (let n = 0; n < (v.cachedSystemWords ? 2 : 1); n += 1) {
           const before = tokensCounted(await emulatorStats(emulator));
           // In a conversation, the second is the next turn (the same one again would be read whole).
-          const probe = await generate(clients[0]!, 0, v, new AbortController().signal, n);
+          const probe = await generate(clients[0]!, 0, v, new AbortController().signal, { conversation: 0, turn: n });
           if (!probe.ok) throw new Error(`the probe call failed: ${probe.reason}`);
           charged = tokensCounted(await emulatorStats(emulator)) - before;
         }
@@ -267,10 +273,23 @@ async function main(): Promise<void> {
       await Promise.all(
         users.map(async (g, u) => {
           const gapMs = 1000 / (unitPerSec * g.weight);
+          // A user's conversations: the turns answered in each, and whether one is awaited. A turn
+          // follows the answer to the one before, so an arrival goes to a conversation not waiting
+          // (or opens one): arrivals stay open loop.
+          const conversations: { turns: number; waiting: boolean }[] = [];
           await sleep(Math.random() * gapMs);
           for (let n = 0; Date.now() - start < durationMs; n += 1) {
             asked[u] = (asked[u] ?? 0) + 1;
-            outcomes.push(generate(clients[(u + n) % clients.length]!, u, v, abort.signal, n));
+            let c = conversations.findIndex((x) => !x.waiting);
+            if (c < 0) c = conversations.push({ turns: 0, waiting: false }) - 1;
+            const conversation = conversations[c]!;
+            conversation.waiting = true;
+            const outcome = generate(clients[(u + n) % clients.length]!, u, v, abort.signal, { conversation: c, turn: conversation.turns });
+            outcomes.push(outcome);
+            void outcome.then((o) => {
+              if (o.ok) conversation.turns += 1;
+              conversation.waiting = false;
+            });
             await sleep(gapMs);
           }
         }),
