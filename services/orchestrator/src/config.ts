@@ -54,6 +54,8 @@ export interface OrchestratorConfig {
   runLogRetentionS: number;
   pricePer1kPrompt: number;
   pricePer1kCompletion: number;
+  pricePer1kCacheRead: number;
+  pricePer1kCacheWrite: number;
   /** Deadline of a tool call. */
   toolCallTimeoutMs: number;
   /** A run's deadline from its message's arrival (RUN_TIMEOUT_MS). */
@@ -99,6 +101,8 @@ export const VARS = {
     RUN_LOG_RETENTION_S: { type: 'int', default: 3600, min: 1, doc: "how long a finished run's log stays readable" },
     PRICE_PER_1K_PROMPT_TOKENS: { type: 'number', default: 0.0005, min: 0, doc: 'USD, for the cost a run reports' },
     PRICE_PER_1K_COMPLETION_TOKENS: { type: 'number', default: 0.0015, min: 0, doc: 'USD, for the cost a run reports' },
+    PRICE_PER_1K_CACHE_READ_TOKENS: { type: 'number', default: 0.00005, min: 0, doc: "USD, for the prompt tokens the provider read from its prompt cache (a tenth of the prompt's price, as Anthropic and OpenAI's current models bill them)" },
+    PRICE_PER_1K_CACHE_WRITE_TOKENS: { type: 'number', default: 0.000625, min: 0, doc: "USD, for the prompt tokens the provider wrote to its prompt cache (Anthropic's 5-minute writes: 1.25 times the prompt's price; OpenAI reports none)" },
     PROMPTS_DIR: { type: 'string', defaultDoc: '`services/orchestrator/prompts`', doc: "the role prompts' folder (`planner.md`, `critic.md`, `host.md`, `reporter.md`)" },
   }),
 };
@@ -160,6 +164,8 @@ export function loadConfig(env: Env = process.env): OrchestratorConfig {
     runLogRetentionS: read(VARS.RUN_LOG_RETENTION_S),
     pricePer1kPrompt: read(VARS.PRICE_PER_1K_PROMPT_TOKENS),
     pricePer1kCompletion: read(VARS.PRICE_PER_1K_COMPLETION_TOKENS),
+    pricePer1kCacheRead: read(VARS.PRICE_PER_1K_CACHE_READ_TOKENS),
+    pricePer1kCacheWrite: read(VARS.PRICE_PER_1K_CACHE_WRITE_TOKENS),
     toolCallTimeoutMs: read(VARS.TOOL_CALL_TIMEOUT_MS),
     runTimeoutMs: read(VARS.RUN_TIMEOUT_MS),
     promptsDir: read(VARS.PROMPTS_DIR, path.resolve(__dirname, '../prompts')),

@@ -14,6 +14,10 @@ export interface TokenUsage {
   promptTokens: number;
   completionTokens: number;
   totalTokens: number;
+  /** Of promptTokens, those the provider read from its prompt cache (absent: none). */
+  cacheReadTokens?: number;
+  /** Of promptTokens, those the provider wrote to its prompt cache (Anthropic's; absent: none). */
+  cacheWriteTokens?: number;
 }
 
 /** Event name → its JSON payload. */

@@ -2,7 +2,7 @@
 // No gRPC here: gateways adapt the generated clients to these shapes, tests fake them.
 import type { ChatMessage, GenerateRequest, GenerateResponse } from '@agent-mesh/common/gen/llmbroker/v1/llm_broker';
 import type { InvokeResponse, ToolDefinition } from '@agent-mesh/common/gen/tools/v1/tools';
-import type { EmitRunEvent } from '@agent-mesh/common';
+import type { EmitRunEvent, TokenUsage } from '@agent-mesh/common';
 
 export type { ChatMessage, GenerateRequest, GenerateResponse, InvokeResponse, ToolDefinition };
 
@@ -37,21 +37,22 @@ export interface ToolGateway {
   ): Promise<InvokeResponse>;
 }
 
-export interface Usage {
-  promptTokens: number;
-  completionTokens: number;
-  totalTokens: number;
-}
+/** A run's or a call's tokens: the prompt's, of them those the provider's prompt cache read or wrote (when any), and the completion's. */
+export type Usage = TokenUsage;
 
 export const emptyUsage = (): Usage => ({ promptTokens: 0, completionTokens: 0, totalTokens: 0 });
 
-/** The sum of two usages (a missing total counts as prompt + completion). */
+/** The sum of two usages (a missing total counts as prompt + completion; the cache's counts only where there were some). */
 export function plusUsage(a: Usage, u: Partial<Usage> | undefined): Usage {
   if (!u) return a;
+  const reads = (a.cacheReadTokens ?? 0) + (u.cacheReadTokens ?? 0);
+  const writes = (a.cacheWriteTokens ?? 0) + (u.cacheWriteTokens ?? 0);
   return {
     promptTokens: a.promptTokens + (u.promptTokens ?? 0),
     completionTokens: a.completionTokens + (u.completionTokens ?? 0),
     totalTokens: a.totalTokens + (u.totalTokens ?? (u.promptTokens ?? 0) + (u.completionTokens ?? 0)),
+    ...(reads > 0 ? { cacheReadTokens: reads } : {}),
+    ...(writes > 0 ? { cacheWriteTokens: writes } : {}),
   };
 }
 

@@ -208,9 +208,15 @@ export async function executeRun(d: ExecutionDeps, x: Execution): Promise<RunOut
   });
 }
 
-/** A run's cost in USD at the configured prices (rounded to 1e-8). */
-export function runCost(config: Pick<OrchestratorConfig, 'pricePer1kPrompt' | 'pricePer1kCompletion'>, u: Usage): number {
-  const c = (u.promptTokens / 1000) * config.pricePer1kPrompt + (u.completionTokens / 1000) * config.pricePer1kCompletion;
+type Prices = Pick<OrchestratorConfig, 'pricePer1kPrompt' | 'pricePer1kCompletion' | 'pricePer1kCacheRead' | 'pricePer1kCacheWrite'>;
+
+/** A run's cost in USD at the configured prices, the prompt tokens its provider's cache read or wrote at theirs (rounded to 1e-8). */
+export function runCost(config: Prices, u: Usage): number {
+  const reads = u.cacheReadTokens ?? 0;
+  const writes = u.cacheWriteTokens ?? 0;
+  const plain = Math.max(0, u.promptTokens - reads - writes);
+  const c =
+    (plain * config.pricePer1kPrompt + reads * config.pricePer1kCacheRead + writes * config.pricePer1kCacheWrite + u.completionTokens * config.pricePer1kCompletion) / 1000;
   return Math.round(c * 1e8) / 1e8;
 }
 
