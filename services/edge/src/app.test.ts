@@ -419,6 +419,8 @@ describe('edge app (fake peers)', () => {
       const mesh = await client.chat.completions.create({ model: 'agent-mesh', messages: [{ role: 'user', content: 'plan my week' }] });
       expect(mesh.choices[0]!.message.content).toBe('reporter-0 reporter-1 reporter-2 ');
       expect(mesh.usage!.total_tokens).toBe(22);
+      // The agents' calls the provider's prompt cache read (run.completed's usage) are said as OpenAI says them.
+      expect(mesh.usage!.prompt_tokens_details).toEqual({ cached_tokens: 4 });
       const meshStream = await client.chat.completions.create({ model: 'agent-mesh', messages: [{ role: 'user', content: 'plan' }], stream: true });
       let meshText = '';
       for await (const c of meshStream) meshText += c.choices[0]?.delta?.content ?? '';

@@ -70,6 +70,8 @@ function toRun(d: RunDoc): Run {
       promptTokens: d.usage?.promptTokens ?? 0,
       completionTokens: d.usage?.completionTokens ?? 0,
       totalTokens: d.usage?.totalTokens ?? 0,
+      ...(d.usage?.cacheReadTokens ? { cacheReadTokens: d.usage.cacheReadTokens } : {}),
+      ...(d.usage?.cacheWriteTokens ? { cacheWriteTokens: d.usage.cacheWriteTokens } : {}),
     },
     costUsd: d.costUsd ?? 0,
     createdAtMs: d.createdAt,
@@ -189,11 +191,16 @@ export function createStoreServer({ repos, logger, now = Date.now }: ServerDeps)
       const id = requireId('run.id', run.id);
       const conversationId = requireId('run.conversation_id', run.conversationId);
       const t = now();
+      const reads = count('run.usage.cache_read_tokens', run.usage?.cacheReadTokens);
+      const writes = count('run.usage.cache_write_tokens', run.usage?.cacheWriteTokens);
       const usage = {
         promptTokens: count('run.usage.prompt_tokens', run.usage?.promptTokens),
         completionTokens: count('run.usage.completion_tokens', run.usage?.completionTokens),
         totalTokens: count('run.usage.total_tokens', run.usage?.totalTokens),
+        ...(reads > 0 ? { cacheReadTokens: reads } : {}),
+        ...(writes > 0 ? { cacheWriteTokens: writes } : {}),
       };
+      if (reads + writes > usage.promptTokens) throw invalidArgument('invalid_count', 'run.usage.cache_read_tokens and cache_write_tokens are parts of prompt_tokens: their sum cannot exceed it');
       if (!Number.isFinite(run.costUsd) || run.costUsd < 0) throw invalidArgument('invalid_argument', 'run.cost_usd must be a non-negative number');
       const update = {
         id,

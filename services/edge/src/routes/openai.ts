@@ -760,11 +760,16 @@ async function* pipeline(ctx: EdgeContext, userId: string, messages: ChatMessage
         const answer = typeof data['answer'] === 'string' ? data['answer'] : reporterText;
         if (answer.startsWith(reporterText) && answer.length > reporterText.length) yield { delta: answer.slice(reporterText.length) };
         const u = (data['usage'] ?? {}) as Record<string, unknown>;
+        // The prompt tokens the agents' provider read from its cache, when it read any.
+        const cached = Number(u['cacheReadTokens'] ?? 0);
         yield {
           done: true,
           finishReason: 'stop',
           model: PIPELINE_MODEL,
-          usage: { prompt_tokens: Number(u['promptTokens'] ?? 0), completion_tokens: Number(u['completionTokens'] ?? 0), total_tokens: Number(u['totalTokens'] ?? 0) },
+          usage: {
+            prompt_tokens: Number(u['promptTokens'] ?? 0), completion_tokens: Number(u['completionTokens'] ?? 0), total_tokens: Number(u['totalTokens'] ?? 0),
+            ...(cached > 0 ? { prompt_tokens_details: { cached_tokens: cached } } : {}),
+          },
           toolCalls: [],
         };
         return;

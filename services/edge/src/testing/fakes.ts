@@ -28,7 +28,7 @@ export function defaultScript(runId: string, conversationId: string, messageId: 
     if (agent === 'critic') out.push({ type: 'round.completed', data: { round: 1, verdict: 'approve' } });
   }
   const answer = Array.from({ length: tokensPerAgent }, (_, i) => `reporter-${i} `).join('');
-  out.push({ type: 'run.completed', data: { runId, answer, rounds: 1, usage: { promptTokens: 10, completionTokens: 12, totalTokens: 22 }, cost: { usd: 0.0001 } } });
+  out.push({ type: 'run.completed', data: { runId, answer, rounds: 1, usage: { promptTokens: 10, completionTokens: 12, totalTokens: 22, cacheReadTokens: 4 }, cost: { usd: 0.0001 } } });
   return out;
 }
 

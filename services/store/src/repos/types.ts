@@ -34,6 +34,10 @@ export interface UsageDoc {
   promptTokens: number;
   completionTokens: number;
   totalTokens: number;
+  /** Of promptTokens, read from the provider's prompt cache (absent: none). */
+  cacheReadTokens?: number;
+  /** Of promptTokens, written to it (absent: none). */
+  cacheWriteTokens?: number;
 }
 
 export type RunStatus = RunStatusName;

@@ -333,6 +333,18 @@ export interface Usage {
   completionTokens: number;
   /** total_tokens is their sum. */
   totalTokens: number;
+  /**
+   * cache_read_tokens is the part of prompt_tokens the provider read from its prompt cache, when it
+   * read any.
+   */
+  cacheReadTokens?:
+    | number
+    | undefined;
+  /**
+   * cache_write_tokens is the part of prompt_tokens the provider wrote to its prompt cache, when it
+   * wrote any.
+   */
+  cacheWriteTokens?: number | undefined;
 }
 
 /** Run is a multi-agent run's durable state. */
@@ -1077,7 +1089,13 @@ export const Message: MessageFns<Message> = {
 };
 
 function createBaseUsage(): Usage {
-  return { promptTokens: 0, completionTokens: 0, totalTokens: 0 };
+  return {
+    promptTokens: 0,
+    completionTokens: 0,
+    totalTokens: 0,
+    cacheReadTokens: undefined,
+    cacheWriteTokens: undefined,
+  };
 }
 
 export const Usage: MessageFns<Usage> = {
@@ -1090,6 +1108,12 @@ export const Usage: MessageFns<Usage> = {
     }
     if (message.totalTokens !== 0) {
       writer.uint32(24).int64(message.totalTokens);
+    }
+    if (message.cacheReadTokens !== undefined) {
+      writer.uint32(32).int64(message.cacheReadTokens);
+    }
+    if (message.cacheWriteTokens !== undefined) {
+      writer.uint32(40).int64(message.cacheWriteTokens);
     }
     return writer;
   },
@@ -1131,6 +1155,22 @@ export const Usage: MessageFns<Usage> = {
             message.totalTokens = longToNumber(reader.int64());
             continue;
           }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.cacheReadTokens = longToNumber(reader.int64());
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.cacheWriteTokens = longToNumber(reader.int64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1160,6 +1200,16 @@ export const Usage: MessageFns<Usage> = {
         : isSet(object.total_tokens)
         ? globalThis.Number(object.total_tokens)
         : 0,
+      cacheReadTokens: isSet(object.cacheReadTokens)
+        ? globalThis.Number(object.cacheReadTokens)
+        : isSet(object.cache_read_tokens)
+        ? globalThis.Number(object.cache_read_tokens)
+        : undefined,
+      cacheWriteTokens: isSet(object.cacheWriteTokens)
+        ? globalThis.Number(object.cacheWriteTokens)
+        : isSet(object.cache_write_tokens)
+        ? globalThis.Number(object.cache_write_tokens)
+        : undefined,
     };
   },
 
@@ -1174,6 +1224,12 @@ export const Usage: MessageFns<Usage> = {
     if (message.totalTokens !== 0) {
       obj.totalTokens = Math.round(message.totalTokens);
     }
+    if (message.cacheReadTokens !== undefined) {
+      obj.cacheReadTokens = Math.round(message.cacheReadTokens);
+    }
+    if (message.cacheWriteTokens !== undefined) {
+      obj.cacheWriteTokens = Math.round(message.cacheWriteTokens);
+    }
     return obj;
   },
 
@@ -1185,6 +1241,8 @@ export const Usage: MessageFns<Usage> = {
     message.promptTokens = object.promptTokens ?? 0;
     message.completionTokens = object.completionTokens ?? 0;
     message.totalTokens = object.totalTokens ?? 0;
+    message.cacheReadTokens = object.cacheReadTokens ?? undefined;
+    message.cacheWriteTokens = object.cacheWriteTokens ?? undefined;
     return message;
   },
 };
