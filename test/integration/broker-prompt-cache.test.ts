@@ -93,6 +93,35 @@ it('reserves a prompt less the prefix the provider keeps: forty calls whose prom
   expect(await promMetric(broker.proc, 'llm_tokens_total', 'kind="cache_read"')).toBe(40 * written);
 });
 
+it('a burst of calls whose prefix is not cached yet: the first writes it, and each queued behind it is reserved, when its turn comes, the uncached rest; twenty go within seconds, with no 429', async () => {
+  await configureEmulator(emulator, { cacheReadsLimited: false });
+  await brokers.stopAll();
+  const before429 = await fresh();
+  const broker = await brokers.start();
+  // A prefix of its own (no other test's call wrote it).
+  const brief = `Burst: ${SYSTEM}`;
+  const burst = (i: number) => {
+    const req = ask(i);
+    return { ...req, messages: [{ ...req.messages[0]!, content: brief }, req.messages[1]!] };
+  };
+  // Twenty at once, ~1,100 prompt tokens each. On arrival none is cached: reserved whole, they
+  // would go 2.2 s apart (~42 s). The first writes the prefix; by the turn of the second it is
+  // read, and the rest go at the pace of their uncached tokens. (Their deadline is past the whole
+  // prompts' pace, which the queue foresees until the first answer is learnt.)
+  const started = Date.now();
+  const all = await calls(broker, 300, 320, 60_000, burst);
+  const tookMs = Date.now() - started;
+  expect(all.finished).toBe(20);
+  const written = all.usages.find((u) => u!.cacheWriteTokens! > 0)!.cacheWriteTokens!;
+  expect(all.usages.filter((u) => u!.cacheReadTokens === written)).toHaveLength(19);
+  expect(tookMs).toBeLessThan(20_000);
+  expect((await emulatorStats(emulator)).rateLimited - before429).toBe(0);
+  // Each was reserved what the provider counted: the first its whole prompt, the others their uncached rest.
+  const reserved = await promMetric(broker.proc, 'llm_tokens_total', 'kind="reserved"');
+  const uncached = all.usages.reduce((n, u) => n + u!.promptTokens - u!.cacheReadTokens!, 0);
+  expect(reserved).toBe(uncached);
+});
+
 /**
  * A conversation that marks only its last message, as Anthropic's guide has a chat do: each turn's
  * breakpoint is new, and the provider reads the turn before it, found by looking back from there.

@@ -191,6 +191,8 @@ interface Charge {
   input: number;
   output: number;
 }
+/** Least time between two Redis lookups of a queued call's cached prefixes (see fromUpstream). */
+const REFRESH_WHILE_QUEUED_MS = 1_000;
 const totalOf = (c: Charge): number => c.input + c.output;
 const addCharges = (a: Charge, b: Charge): Charge => ({ input: a.input + b.input, output: a.output + b.output });
 
@@ -737,11 +739,25 @@ export class LlmBroker {
     const readsUnlimited = u.provider.cacheReadsLimited === false;
     const prefixes = readsUnlimited ? (u.provider.cachePrefixes?.(req) ?? []) : [];
     if (prefixes.length > 0) await this.cacheReads.refresh(u.name, prefixes);
-    const uncachedPrompt = promptTokens - (prefixes.length > 0 ? Math.min(promptTokens, this.cacheReads.expected(u.name, prefixes)) : 0);
-    const reservation: Charge = { input: uncachedPrompt, output: req.maxTokens };
-    const reserved = totalOf(reservation);
+    const uncachedNow = () => promptTokens - (prefixes.length > 0 ? Math.min(promptTokens, this.cacheReads.expected(u.name, prefixes)) : 0);
+    let uncachedPrompt = uncachedNow();
     // With output tokens limited on their own, the first limiter's TPM counts the input tokens.
     const tpmTokens = (c: Charge) => (u.output ? c.input : totalOf(c));
+    // Forecast again at each admission attempt: a call queued behind another with its prefix may
+    // find it cached by then. What other replicas learnt is asked of Redis meanwhile (at most once
+    // a second per call), for the next attempt.
+    let refreshedAt = this.now();
+    const reforecast =
+      prefixes.length > 0
+        ? () => {
+            if (this.now() - refreshedAt >= REFRESH_WHILE_QUEUED_MS) {
+              refreshedAt = this.now();
+              void this.cacheReads.refresh(u.name, prefixes);
+            }
+            uncachedPrompt = uncachedNow();
+            return tpmTokens({ input: uncachedPrompt, output: req.maxTokens });
+          }
+        : undefined;
 
     // 1. Wait for a lease, streaming queue updates meanwhile.
     const updates = new Channel<GenerateEvent>();
@@ -758,8 +774,9 @@ export class LlmBroker {
         started: input.runStarted,
         owes: owedBy(input.callerRole, input.runStarted),
         holder: input.runId || input.userId,
-        tokens: tpmTokens(reservation),
-        ...(u.output ? { outputTokens: reservation.output } : {}),
+        tokens: tpmTokens({ input: uncachedPrompt, output: req.maxTokens }),
+        ...(u.output ? { outputTokens: req.maxTokens } : {}),
+        ...(reforecast ? { reforecast } : {}),
         deadline,
         signal: callOff ? callOff.signal : signal,
         // A direct call (the edge's /v1) starts no run: no admission control reads the marginal wait
@@ -786,6 +803,9 @@ export class LlmBroker {
     }
     for await (const e of updates) yield e;
     const { lease, waitedMs }: Admitted = await admission;
+    // What the lease holds: the prompt as last forecast (at the attempt that admitted it), and max_tokens.
+    const reservation: Charge = { input: uncachedPrompt, output: req.maxTokens };
+    const reserved = totalOf(reservation);
     d.metrics.admissions.inc(label);
     d.metrics.queueWait.observe(label, waitedMs / 1000);
     d.metrics.tokens.inc({ kind: 'reserved', ...label }, tpmTokens(reservation));

@@ -48,6 +48,11 @@ export interface AdmissionRequest extends QueueEntry, AdmitRequest {
    * Such a call admitted at once hears position 0 (wait 0) with its marginal wait, as it is admitted.
    */
   onQueued?: (position: number, estimatedWaitMs: number, marginalWaitMs: number) => void;
+  /**
+   * What it asks of the token limit now (in place of `tokens`), asked right before each admission
+   * attempt: a prompt the provider has cached since the call was queued asks less of it.
+   */
+  reforecast?: () => number;
 }
 
 export interface Admitted {
@@ -229,7 +234,8 @@ export class AdmissionQueue {
         const head = batch[0]!;
         let results: AcquireResult[];
         try {
-          const reqs = batch.map((w) => ({ holder: w.req.holder, tokens: w.req.tokens, outputTokens: w.req.outputTokens }));
+          for (const w of batch) if (w.req.reforecast) this.queue.reweigh(w, w.req.reforecast());
+          const reqs = batch.map((w) => ({ holder: w.req.holder, tokens: w.weight ?? w.req.tokens, outputTokens: w.req.outputTokens }));
           results = many ? await many(reqs) : [await this.admitter.tryAcquire(reqs[0]!)];
         } catch (err) {
           // Neither Redis nor the local share could decide: fail the head rather than spin.

@@ -7,8 +7,8 @@ export interface QueueEntry {
   readonly priority: number;
   /** The run already had a call admitted: finish what is begun. */
   readonly started: boolean;
-  /** What it asks of the token limit (summed in `tokens`). */
-  readonly weight?: number;
+  /** What it asks of the token limit (summed in `tokens`; changed while queued only through `reweigh`). */
+  weight?: number;
 }
 
 interface Band<T> {
@@ -87,6 +87,12 @@ export class FairQueue<T extends QueueEntry> {
     this.tokenCount -= entry?.weight ?? 0;
     if (entry?.started) this.startedCount -= 1;
     return entry;
+  }
+
+  /** A waiting call now asks `weight` of the token limit. */
+  reweigh(entry: T, weight: number): void {
+    this.tokenCount += weight - (entry.weight ?? 0);
+    entry.weight = weight;
   }
 
   /** Removes a waiting call (cancelled, refused); false when it was not queued. */

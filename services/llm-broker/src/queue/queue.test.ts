@@ -245,6 +245,36 @@ describe('AdmissionQueue', () => {
     expect(await behindALargeCall()).toBeLessThan(20);
   });
 
+  it('asks a queued call what it needs of the token limit again at each attempt (reforecast): admitted on the last answer, counted in the waiting tokens', async () => {
+    const asked: number[] = [];
+    let free = false;
+    const admitter: Admitter = {
+      tryAcquire: async (r) => {
+        asked.push(r.tokens);
+        return free ? { ok: true, lease: lease(r.tokens) } : { ok: false, reason: 'tpm', retryAfterMs: 10 };
+      },
+    };
+    // At 1 ms a token, the next call's turn comes as fast as the tokens waiting allow (the measured interval is longer).
+    const q = new AdmissionQueue(admitter, { maxLength: 5, nominalIntervalMs: () => 10_000, maxPollMs: 10, tokenIntervalMs: () => 1 });
+    try {
+      let forecast = 1_000;
+      const admitted = q.admit({ ...e('u'), holder: 'u', tokens: 1_000, signal: new AbortController().signal, reforecast: () => forecast });
+      admitted.catch(() => undefined); // awaited below
+      await new Promise((r) => setTimeout(r, 30));
+      expect(q.estimateWaitMs(2)).toBeGreaterThanOrEqual(1_000);
+      // The prompt was cached meanwhile: the call asks for its uncached rest.
+      forecast = 30;
+      await new Promise((r) => setTimeout(r, 30));
+      expect(q.estimateWaitMs(2)).toBeLessThan(100);
+      free = true;
+      await admitted;
+      expect(asked[0]).toBe(1_000);
+      expect(asked.at(-1)).toBe(30);
+    } finally {
+      q.close();
+    }
+  });
+
   it('counts the later calls that the runs it let begin owe, ahead of a new first call; direct calls owe none', async () => {
     /** A queue that admitted ten first calls, one every 100 ms, then saw one end after a second. */
     const afterTen = async (owes?: 'run') => {
