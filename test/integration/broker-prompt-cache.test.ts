@@ -122,6 +122,23 @@ it('a burst of calls whose prefix is not cached yet: the first writes it, and ea
   expect(reserved).toBe(uncached);
 });
 
+it('says which writes are kept an hour: a prefix marked 1h is billed as an hour\'s write, over gRPC as the provider said it', async () => {
+  await brokers.stopAll();
+  await fresh();
+  const broker = await brokers.start();
+  const hour = (i: number) => {
+    const req = ask(i);
+    return { ...req, messages: [{ ...req.messages[0]!, content: `Hour: ${SYSTEM}`, cacheTtl: '1h' }, req.messages[1]!] };
+  };
+  const { usages } = await calls(broker, 400, 401, 30_000, hour);
+  expect(usages[0]!.cacheWriteTokens).toBeGreaterThan(1_024);
+  expect(usages[0]!.cacheWrite1hTokens).toBe(usages[0]!.cacheWriteTokens);
+  // Five minutes' writes: none of them an hour's.
+  const { usages: five } = await calls(broker, 401, 402, 30_000, (i) => ({ ...ask(i), messages: [{ ...ask(i).messages[0]!, content: `Five: ${SYSTEM}` }, ask(i).messages[1]!] }));
+  expect(five[0]!.cacheWriteTokens).toBeGreaterThan(1_024);
+  expect(five[0]!.cacheWrite1hTokens ?? 0).toBe(0);
+});
+
 /**
  * A conversation that marks only its last message, as Anthropic's guide has a chat do: each turn's
  * breakpoint is new, and the provider reads the turn before it, found by looking back from there.

@@ -246,7 +246,7 @@ describe('runs', () => {
     expect((await call.get(ALICE, conv.id)).conversation!.lastRunId).toBe(r.id);
 
     const done = await unary(client.saveRun.bind(client), {
-      userId: ALICE, run: { ...r, status: RunStatus.RUN_STATUS_COMPLETED, checkpointJson: '', usage: { promptTokens: 10, completionTokens: 20, totalTokens: 30, cacheReadTokens: 6, cacheWriteTokens: 2 }, costUsd: 0.5 },
+      userId: ALICE, run: { ...r, status: RunStatus.RUN_STATUS_COMPLETED, checkpointJson: '', usage: { promptTokens: 10, completionTokens: 20, totalTokens: 30, cacheReadTokens: 6, cacheWriteTokens: 2, cacheWrite1hTokens: 1 }, costUsd: 0.5 },
     });
     expect(done.run!.completedAtMs).toBeGreaterThan(0);
     const got = await unary(client.getRun.bind(client), { userId: ALICE, runId: r.id });
@@ -254,10 +254,13 @@ describe('runs', () => {
       id: r.id, conversationId: conv.id, userId: ALICE, status: RunStatus.RUN_STATUS_COMPLETED, costUsd: 0.5,
       checkpointJson: r.checkpointJson, // an empty checkpoint in a save keeps the stored one
     });
-    // The prompt tokens the provider's cache read and wrote are kept beside the totals.
-    expect(got.run!.usage).toEqual({ promptTokens: 10, completionTokens: 20, totalTokens: 30, cacheReadTokens: 6, cacheWriteTokens: 2 });
+    // The prompt tokens the provider's cache read and wrote (of them, for an hour) are kept beside the totals.
+    expect(got.run!.usage).toEqual({ promptTokens: 10, completionTokens: 20, totalTokens: 30, cacheReadTokens: 6, cacheWriteTokens: 2, cacheWrite1hTokens: 1 });
     const tooMany = await refusal(unary(client.saveRun.bind(client), { userId: ALICE, run: { ...r, usage: { promptTokens: 10, completionTokens: 0, totalTokens: 10, cacheReadTokens: 8, cacheWriteTokens: 4 } } }));
     expect(tooMany.code).toBe(status.INVALID_ARGUMENT);
+    const tooMany1h = await refusal(unary(client.saveRun.bind(client), { userId: ALICE, run: { ...r, usage: { promptTokens: 10, completionTokens: 0, totalTokens: 10, cacheWriteTokens: 2, cacheWrite1hTokens: 3 } } }));
+    expect(tooMany1h.code).toBe(status.INVALID_ARGUMENT);
+    expect(tooMany1h.details).toContain('cache_write_1h_tokens');
 
     // An older run saved late does not take lastRunId back.
     const newer = run(conv.id);

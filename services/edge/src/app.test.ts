@@ -1303,9 +1303,9 @@ describe('edge app (fake peers)', () => {
         .toBe('body/tools/0/cache_control/type must be "ephemeral"');
     });
 
-    test('usage in Anthropic\'s terms: input_tokens are the prompt less what the provider read from its prompt cache and wrote to it (and in OpenAI\'s, the part read)', async () => {
-      const { restore } = answerWith('ok', { usage: { promptTokens: 2_000, completionTokens: 2, totalTokens: 2_002, cacheReadTokens: 1_900, cacheWriteTokens: 60 } });
-      const usage = { input_tokens: 40, cache_creation_input_tokens: 60, cache_read_input_tokens: 1_900, output_tokens: 2 };
+    test('usage in Anthropic\'s terms: input_tokens are the prompt less what the provider read from its prompt cache and wrote to it, the writes by lifetime (and in OpenAI\'s, the part read)', async () => {
+      const { restore } = answerWith('ok', { usage: { promptTokens: 2_000, completionTokens: 2, totalTokens: 2_002, cacheReadTokens: 1_900, cacheWriteTokens: 60, cacheWrite1hTokens: 20 } });
+      const usage = { input_tokens: 40, cache_creation_input_tokens: 60, cache_read_input_tokens: 1_900, cache_creation: { ephemeral_5m_input_tokens: 40, ephemeral_1h_input_tokens: 20 }, output_tokens: 2 };
       try {
         expect(await (await message({})).json()).toMatchObject({ usage });
         const events = await readEvents(await message({ stream: true }));

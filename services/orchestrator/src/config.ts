@@ -56,6 +56,7 @@ export interface OrchestratorConfig {
   pricePer1kCompletion: number;
   pricePer1kCacheRead: number;
   pricePer1kCacheWrite: number;
+  pricePer1kCacheWrite1h: number;
   /** Deadline of a tool call. */
   toolCallTimeoutMs: number;
   /** A run's deadline from its message's arrival (RUN_TIMEOUT_MS). */
@@ -103,6 +104,7 @@ export const VARS = {
     PRICE_PER_1K_COMPLETION_TOKENS: { type: 'number', default: 0.0015, min: 0, doc: 'USD, for the cost a run reports' },
     PRICE_PER_1K_CACHE_READ_TOKENS: { type: 'number', default: 0.00005, min: 0, doc: "USD, for the prompt tokens the provider read from its prompt cache (a tenth of the prompt's price, as Anthropic and OpenAI's current models bill them)" },
     PRICE_PER_1K_CACHE_WRITE_TOKENS: { type: 'number', default: 0.000625, min: 0, doc: "USD, for the prompt tokens the provider wrote to its prompt cache (Anthropic's 5-minute writes: 1.25 times the prompt's price; OpenAI reports none)" },
+    PRICE_PER_1K_CACHE_WRITE_1H_TOKENS: { type: 'number', default: 0.001, min: 0, doc: "USD, for the prompt tokens the provider wrote to its prompt cache to keep an hour (Anthropic's `ttl: 1h`: twice the prompt's price), in place of PRICE_PER_1K_CACHE_WRITE_TOKENS" },
     PROMPTS_DIR: { type: 'string', defaultDoc: '`services/orchestrator/prompts`', doc: "the role prompts' folder (`planner.md`, `critic.md`, `host.md`, `reporter.md`)" },
   }),
 };
@@ -166,6 +168,7 @@ export function loadConfig(env: Env = process.env): OrchestratorConfig {
     pricePer1kCompletion: read(VARS.PRICE_PER_1K_COMPLETION_TOKENS),
     pricePer1kCacheRead: read(VARS.PRICE_PER_1K_CACHE_READ_TOKENS),
     pricePer1kCacheWrite: read(VARS.PRICE_PER_1K_CACHE_WRITE_TOKENS),
+    pricePer1kCacheWrite1h: read(VARS.PRICE_PER_1K_CACHE_WRITE_1H_TOKENS),
     toolCallTimeoutMs: read(VARS.TOOL_CALL_TIMEOUT_MS),
     runTimeoutMs: read(VARS.RUN_TIMEOUT_MS),
     promptsDir: read(VARS.PROMPTS_DIR, path.resolve(__dirname, '../prompts')),

@@ -72,6 +72,7 @@ function toRun(d: RunDoc): Run {
       totalTokens: d.usage?.totalTokens ?? 0,
       ...(d.usage?.cacheReadTokens ? { cacheReadTokens: d.usage.cacheReadTokens } : {}),
       ...(d.usage?.cacheWriteTokens ? { cacheWriteTokens: d.usage.cacheWriteTokens } : {}),
+      ...(d.usage?.cacheWrite1hTokens ? { cacheWrite1hTokens: d.usage.cacheWrite1hTokens } : {}),
     },
     costUsd: d.costUsd ?? 0,
     createdAtMs: d.createdAt,
@@ -193,14 +194,17 @@ export function createStoreServer({ repos, logger, now = Date.now }: ServerDeps)
       const t = now();
       const reads = count('run.usage.cache_read_tokens', run.usage?.cacheReadTokens);
       const writes = count('run.usage.cache_write_tokens', run.usage?.cacheWriteTokens);
+      const writes1h = count('run.usage.cache_write_1h_tokens', run.usage?.cacheWrite1hTokens);
       const usage = {
         promptTokens: count('run.usage.prompt_tokens', run.usage?.promptTokens),
         completionTokens: count('run.usage.completion_tokens', run.usage?.completionTokens),
         totalTokens: count('run.usage.total_tokens', run.usage?.totalTokens),
         ...(reads > 0 ? { cacheReadTokens: reads } : {}),
         ...(writes > 0 ? { cacheWriteTokens: writes } : {}),
+        ...(writes1h > 0 ? { cacheWrite1hTokens: writes1h } : {}),
       };
       if (reads + writes > usage.promptTokens) throw invalidArgument('invalid_count', 'run.usage.cache_read_tokens and cache_write_tokens are parts of prompt_tokens: their sum cannot exceed it');
+      if (writes1h > writes) throw invalidArgument('invalid_count', 'run.usage.cache_write_1h_tokens is a part of cache_write_tokens: it cannot exceed it');
       if (!Number.isFinite(run.costUsd) || run.costUsd < 0) throw invalidArgument('invalid_argument', 'run.cost_usd must be a non-negative number');
       const update = {
         id,

@@ -18,6 +18,8 @@ export interface TokenUsage {
   cacheReadTokens?: number;
   /** Of promptTokens, those the provider wrote to its prompt cache (Anthropic's; absent: none). */
   cacheWriteTokens?: number;
+  /** Of cacheWriteTokens, those written to be kept an hour (Anthropic's `ttl: 1h`, billed at twice the prompt's price; absent: none). */
+  cacheWrite1hTokens?: number;
 }
 
 /** Event name → its JSON payload. */

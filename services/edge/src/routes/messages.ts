@@ -182,11 +182,22 @@ function contentOf(said: string, done: Done): Record<string, unknown>[] {
   ];
 }
 
-/** Anthropic's usage: `input_tokens` are the prompt's tokens neither read from the prompt cache nor written to it. */
+/**
+ * Anthropic's usage: `input_tokens` are the prompt's tokens neither read from the prompt cache nor
+ * written to it; the writes split by lifetime in `cache_creation` (an upstream that does not split
+ * them: all 5 minutes', the default).
+ */
 function usageOf(done?: Done) {
   const read = done?.usage.prompt_tokens_details?.cached_tokens ?? 0;
   const written = done?.cacheWriteTokens ?? 0;
-  return { input_tokens: Math.max(0, (done?.usage.prompt_tokens ?? 0) - read - written), cache_creation_input_tokens: written, cache_read_input_tokens: read, output_tokens: done?.usage.completion_tokens ?? 0 };
+  const written1h = Math.min(written, done?.cacheWrite1hTokens ?? 0);
+  return {
+    input_tokens: Math.max(0, (done?.usage.prompt_tokens ?? 0) - read - written),
+    cache_creation_input_tokens: written,
+    cache_read_input_tokens: read,
+    cache_creation: { ephemeral_5m_input_tokens: written - written1h, ephemeral_1h_input_tokens: written1h },
+    output_tokens: done?.usage.completion_tokens ?? 0,
+  };
 }
 
 /** A Messages request, as Anthropic's API takes it (less what only Anthropic's models have). */

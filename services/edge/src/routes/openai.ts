@@ -85,6 +85,7 @@ export type Piece = (
     done: true; finishReason: string; usage: Usage; model: string; toolCalls: WireToolCall[];
     /** The stop sequence that ended it, where the upstream says which. */ stopSequence?: string;
     /** The part of the prompt the provider wrote to its prompt cache, when it says (Anthropic's cache_creation_input_tokens). */ cacheWriteTokens?: number;
+    /** Of cacheWriteTokens, the part written to be kept an hour, when it says (Anthropic's cache_creation.ephemeral_1h_input_tokens). */ cacheWrite1hTokens?: number;
   }
   | { queued: number; estimatedWaitMs: number }
   /** The broker replays the answer from its response cache (first, before the deltas). */
@@ -662,6 +663,7 @@ async function* direct(ctx: EdgeContext, userId: string, body: ChatBody, message
           ...(usage?.cacheReadTokens !== undefined ? { prompt_tokens_details: { cached_tokens: usage.cacheReadTokens } } : {}),
         },
         ...(usage?.cacheWriteTokens !== undefined ? { cacheWriteTokens: usage.cacheWriteTokens } : {}),
+        ...(usage?.cacheWrite1hTokens !== undefined ? { cacheWrite1hTokens: usage.cacheWrite1hTokens } : {}),
         toolCalls: u.done.toolCalls.map((c) => ({ id: c.id, type: 'function', function: { name: c.name, arguments: c.argumentsJson } })),
       };
     }

@@ -213,18 +213,18 @@ describe('Anthropic Messages answer, not streamed', () => {
     expect(anthropicProtocol.answer).toBeDefined();
   });
 
-  it('text blocks become one content event, then stop_reason and usage (cache reads and writes are input, and said apart)', () => {
+  it('text blocks become one content event, then stop_reason and usage (cache reads and writes are input, and said apart, the hour\'s writes too)', () => {
     const answer = messageAnswer(JSON.stringify({
       id: 'msg_1', type: 'message', role: 'assistant', model: 'claude-x',
       content: [{ type: 'thinking', thinking: 'hmm', signature: 's' }, { type: 'text', text: 'Hello ' }, { type: 'text', text: 'there.' }],
       stop_reason: 'max_tokens', stop_sequence: null,
-      usage: { input_tokens: 10, cache_creation_input_tokens: 2, cache_read_input_tokens: 3, output_tokens: 7 },
+      usage: { input_tokens: 10, cache_creation_input_tokens: 2, cache_read_input_tokens: 3, cache_creation: { ephemeral_5m_input_tokens: 1, ephemeral_1h_input_tokens: 1 }, output_tokens: 7 },
     }));
     expect(answer.events).toEqual<StreamEvent[]>([
       { type: 'model', model: 'claude-x' },
       { type: 'content', text: 'Hello there.' },
       { type: 'finish', reason: 'length' },
-      { type: 'usage', usage: { promptTokens: 15, completionTokens: 7, totalTokens: 22, cacheReadTokens: 3, cacheWriteTokens: 2 } },
+      { type: 'usage', usage: { promptTokens: 15, completionTokens: 7, totalTokens: 22, cacheReadTokens: 3, cacheWriteTokens: 2, cacheWrite1hTokens: 1 } },
     ]);
     expect(answer.toolCalls).toEqual([]);
   });
@@ -294,6 +294,15 @@ describe('Anthropic Messages stream', () => {
     ]);
     expect(p.complete).toBe(true);
     expect(() => p.end()).not.toThrow();
+  });
+
+  it('the writes kept an hour, said in message_start, outlive a message_delta that repeats the input counts without them', () => {
+    const usage = { input_tokens: 20, cache_creation_input_tokens: 1_500, cache_read_input_tokens: 0 };
+    const events = new MessagesStreamParser().push(
+      ev('message_start', { message: { id: 'msg_1', type: 'message', role: 'assistant', content: [], model: 'claude-x', stop_reason: null, usage: { ...usage, cache_creation: { ephemeral_5m_input_tokens: 500, ephemeral_1h_input_tokens: 1_000 }, output_tokens: 1 } } }) +
+      ev('message_delta', { delta: { stop_reason: 'end_turn', stop_sequence: null }, usage: { ...usage, output_tokens: 4 } }),
+    );
+    expect(events).toContainEqual({ type: 'usage', usage: { promptTokens: 1_520, completionTokens: 4, totalTokens: 1_524, cacheReadTokens: 0, cacheWriteTokens: 1_500, cacheWrite1hTokens: 1_000 } });
   });
 
   it('assembles tool_use blocks from input_json_delta; an empty input is {}', () => {

@@ -197,6 +197,8 @@ interface RawUsage {
   output_tokens?: number;
   cache_creation_input_tokens?: number | null;
   cache_read_input_tokens?: number | null;
+  /** The writes by lifetime (since 2025): an hour's are billed at twice the prompt's price, 5 minutes' at 1.25 times. */
+  cache_creation?: { ephemeral_5m_input_tokens?: number | null; ephemeral_1h_input_tokens?: number | null } | null;
 }
 
 /** Input tokens as billed: the uncached ones plus those written to and read from the prompt cache. */
@@ -211,6 +213,7 @@ function usageOf(u: RawUsage, outputTokens: number): UsageOut {
     totalTokens: input + outputTokens,
     ...(u.cache_read_input_tokens != null ? { cacheReadTokens: u.cache_read_input_tokens } : {}),
     ...(u.cache_creation_input_tokens != null ? { cacheWriteTokens: u.cache_creation_input_tokens } : {}),
+    ...(u.cache_creation?.ephemeral_1h_input_tokens != null ? { cacheWrite1hTokens: u.cache_creation.ephemeral_1h_input_tokens } : {}),
   };
 }
 
@@ -291,8 +294,9 @@ export class MessagesStreamParser implements StreamParser {
         }
         const u = e.usage;
         if (u?.output_tokens !== undefined) {
-          // output_tokens is cumulative; newer API versions repeat the input counts here too.
-          if (u.input_tokens !== undefined) this.input = u;
+          // output_tokens is cumulative; newer API versions repeat the input counts here too (not
+          // always their split by lifetime: message_start's is kept).
+          if (u.input_tokens !== undefined) this.input = { ...this.input, ...u };
           events.push({ type: 'usage', usage: usageOf(this.input, u.output_tokens) });
         }
         return;

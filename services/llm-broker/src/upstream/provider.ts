@@ -57,6 +57,8 @@ export interface UsageOut {
   cacheReadTokens?: number;
   /** The part of promptTokens written to the provider's prompt cache, when it says. */
   cacheWriteTokens?: number;
+  /** Of cacheWriteTokens, the tokens written to be kept an hour (Anthropic's `cache_creation.ephemeral_1h_input_tokens`), when it says. */
+  cacheWrite1hTokens?: number;
 }
 
 /** How the model may use the tools: decide (auto), not call any, call some, or call the one named. */

@@ -47,12 +47,14 @@ export function plusUsage(a: Usage, u: Partial<Usage> | undefined): Usage {
   if (!u) return a;
   const reads = (a.cacheReadTokens ?? 0) + (u.cacheReadTokens ?? 0);
   const writes = (a.cacheWriteTokens ?? 0) + (u.cacheWriteTokens ?? 0);
+  const writes1h = (a.cacheWrite1hTokens ?? 0) + (u.cacheWrite1hTokens ?? 0);
   return {
     promptTokens: a.promptTokens + (u.promptTokens ?? 0),
     completionTokens: a.completionTokens + (u.completionTokens ?? 0),
     totalTokens: a.totalTokens + (u.totalTokens ?? (u.promptTokens ?? 0) + (u.completionTokens ?? 0)),
     ...(reads > 0 ? { cacheReadTokens: reads } : {}),
     ...(writes > 0 ? { cacheWriteTokens: writes } : {}),
+    ...(writes1h > 0 ? { cacheWrite1hTokens: writes1h } : {}),
   };
 }
 

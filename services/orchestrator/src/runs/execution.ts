@@ -208,15 +208,16 @@ export async function executeRun(d: ExecutionDeps, x: Execution): Promise<RunOut
   });
 }
 
-type Prices = Pick<OrchestratorConfig, 'pricePer1kPrompt' | 'pricePer1kCompletion' | 'pricePer1kCacheRead' | 'pricePer1kCacheWrite'>;
+type Prices = Pick<OrchestratorConfig, 'pricePer1kPrompt' | 'pricePer1kCompletion' | 'pricePer1kCacheRead' | 'pricePer1kCacheWrite' | 'pricePer1kCacheWrite1h'>;
 
-/** A run's cost in USD at the configured prices, the prompt tokens its provider's cache read or wrote at theirs (rounded to 1e-8). */
+/** A run's cost in USD at the configured prices, the prompt tokens its provider's cache read or wrote (for 5 minutes, or an hour) at theirs (rounded to 1e-8). */
 export function runCost(config: Prices, u: Usage): number {
   const reads = u.cacheReadTokens ?? 0;
   const writes = u.cacheWriteTokens ?? 0;
+  const writes1h = Math.min(writes, u.cacheWrite1hTokens ?? 0);
   const plain = Math.max(0, u.promptTokens - reads - writes);
-  const c =
-    (plain * config.pricePer1kPrompt + reads * config.pricePer1kCacheRead + writes * config.pricePer1kCacheWrite + u.completionTokens * config.pricePer1kCompletion) / 1000;
+  const cached = reads * config.pricePer1kCacheRead + (writes - writes1h) * config.pricePer1kCacheWrite + writes1h * config.pricePer1kCacheWrite1h;
+  const c = (plain * config.pricePer1kPrompt + cached + u.completionTokens * config.pricePer1kCompletion) / 1000;
   return Math.round(c * 1e8) / 1e8;
 }
 

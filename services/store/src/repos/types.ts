@@ -38,6 +38,8 @@ export interface UsageDoc {
   cacheReadTokens?: number;
   /** Of promptTokens, written to it (absent: none). */
   cacheWriteTokens?: number;
+  /** Of cacheWriteTokens, written to be kept an hour (absent: none). */
+  cacheWrite1hTokens?: number;
 }
 
 export type RunStatus = RunStatusName;

@@ -670,7 +670,15 @@ export interface Usage {
    * cache_write_tokens is the part of prompt_tokens the provider wrote to its prompt cache
    * (Anthropic's `cache_creation_input_tokens`).
    */
-  cacheWriteTokens?: number | undefined;
+  cacheWriteTokens?:
+    | number
+    | undefined;
+  /**
+   * cache_write_1h_tokens is the part of cache_write_tokens written to be kept an hour, when the
+   * provider says (Anthropic's `cache_creation.ephemeral_1h_input_tokens`; billed at twice the
+   * prompt's price, the 5-minute writes at 1.25 times).
+   */
+  cacheWrite1hTokens?: number | undefined;
 }
 
 /** Done ends a completion. */
@@ -3934,6 +3942,7 @@ function createBaseUsage(): Usage {
     reasoningTokens: undefined,
     cacheReadTokens: undefined,
     cacheWriteTokens: undefined,
+    cacheWrite1hTokens: undefined,
   };
 }
 
@@ -3956,6 +3965,9 @@ export const Usage: MessageFns<Usage> = {
     }
     if (message.cacheWriteTokens !== undefined) {
       writer.uint32(48).int32(message.cacheWriteTokens);
+    }
+    if (message.cacheWrite1hTokens !== undefined) {
+      writer.uint32(56).int32(message.cacheWrite1hTokens);
     }
     return writer;
   },
@@ -4021,6 +4033,14 @@ export const Usage: MessageFns<Usage> = {
             message.cacheWriteTokens = reader.int32();
             continue;
           }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.cacheWrite1hTokens = reader.int32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4065,6 +4085,11 @@ export const Usage: MessageFns<Usage> = {
         : isSet(object.cache_write_tokens)
         ? globalThis.Number(object.cache_write_tokens)
         : undefined,
+      cacheWrite1hTokens: isSet(object.cacheWrite1hTokens)
+        ? globalThis.Number(object.cacheWrite1hTokens)
+        : isSet(object.cache_write_1h_tokens)
+        ? globalThis.Number(object.cache_write_1h_tokens)
+        : undefined,
     };
   },
 
@@ -4088,6 +4113,9 @@ export const Usage: MessageFns<Usage> = {
     if (message.cacheWriteTokens !== undefined) {
       obj.cacheWriteTokens = Math.round(message.cacheWriteTokens);
     }
+    if (message.cacheWrite1hTokens !== undefined) {
+      obj.cacheWrite1hTokens = Math.round(message.cacheWrite1hTokens);
+    }
     return obj;
   },
 
@@ -4102,6 +4130,7 @@ export const Usage: MessageFns<Usage> = {
     message.reasoningTokens = object.reasoningTokens ?? undefined;
     message.cacheReadTokens = object.cacheReadTokens ?? undefined;
     message.cacheWriteTokens = object.cacheWriteTokens ?? undefined;
+    message.cacheWrite1hTokens = object.cacheWrite1hTokens ?? undefined;
     return message;
   },
 };

@@ -344,7 +344,14 @@ export interface Usage {
    * cache_write_tokens is the part of prompt_tokens the provider wrote to its prompt cache, when it
    * wrote any.
    */
-  cacheWriteTokens?: number | undefined;
+  cacheWriteTokens?:
+    | number
+    | undefined;
+  /**
+   * cache_write_1h_tokens is the part of cache_write_tokens written to be kept an hour (Anthropic's
+   * `ttl: 1h`), when there was any.
+   */
+  cacheWrite1hTokens?: number | undefined;
 }
 
 /** Run is a multi-agent run's durable state. */
@@ -1095,6 +1102,7 @@ function createBaseUsage(): Usage {
     totalTokens: 0,
     cacheReadTokens: undefined,
     cacheWriteTokens: undefined,
+    cacheWrite1hTokens: undefined,
   };
 }
 
@@ -1114,6 +1122,9 @@ export const Usage: MessageFns<Usage> = {
     }
     if (message.cacheWriteTokens !== undefined) {
       writer.uint32(40).int64(message.cacheWriteTokens);
+    }
+    if (message.cacheWrite1hTokens !== undefined) {
+      writer.uint32(48).int64(message.cacheWrite1hTokens);
     }
     return writer;
   },
@@ -1171,6 +1182,14 @@ export const Usage: MessageFns<Usage> = {
             message.cacheWriteTokens = longToNumber(reader.int64());
             continue;
           }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.cacheWrite1hTokens = longToNumber(reader.int64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1210,6 +1229,11 @@ export const Usage: MessageFns<Usage> = {
         : isSet(object.cache_write_tokens)
         ? globalThis.Number(object.cache_write_tokens)
         : undefined,
+      cacheWrite1hTokens: isSet(object.cacheWrite1hTokens)
+        ? globalThis.Number(object.cacheWrite1hTokens)
+        : isSet(object.cache_write_1h_tokens)
+        ? globalThis.Number(object.cache_write_1h_tokens)
+        : undefined,
     };
   },
 
@@ -1230,6 +1254,9 @@ export const Usage: MessageFns<Usage> = {
     if (message.cacheWriteTokens !== undefined) {
       obj.cacheWriteTokens = Math.round(message.cacheWriteTokens);
     }
+    if (message.cacheWrite1hTokens !== undefined) {
+      obj.cacheWrite1hTokens = Math.round(message.cacheWrite1hTokens);
+    }
     return obj;
   },
 
@@ -1243,6 +1270,7 @@ export const Usage: MessageFns<Usage> = {
     message.totalTokens = object.totalTokens ?? 0;
     message.cacheReadTokens = object.cacheReadTokens ?? undefined;
     message.cacheWriteTokens = object.cacheWriteTokens ?? undefined;
+    message.cacheWrite1hTokens = object.cacheWrite1hTokens ?? undefined;
     return message;
   },
 };
