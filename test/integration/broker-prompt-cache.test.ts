@@ -3,10 +3,10 @@
 // breakpoint, for its ttl; at least 1,024 tokens), bills the three input counts, and leaves the
 // tokens it reads from its cache out of its input limit (ITPM) unless told to count them; it counts
 // its own 429s and cache reads.
-import { Metadata } from '@grpc/grpc-js';
+import { Metadata, status } from '@grpc/grpc-js';
 import { CallerRole, type GenerateRequest, type GenerateResponse } from '@agent-mesh/common/gen/llmbroker/v1/llm_broker';
 import {
-  configureEmulator, emulatorStats, generateRequest, promMetric, startEmulator, startRedis, testDir,
+  configureEmulator, emulatorStats, generateRequest, promMetric, runGenerate, startEmulator, startRedis, testDir,
   type EmulatorProc, type RedisProc,
 } from '../support';
 import { TestBrokers, type TestBroker } from '../support/brokers';
@@ -137,6 +137,32 @@ it('says which writes are kept an hour: a prefix marked 1h is billed as an hour\
   const { usages: five } = await calls(broker, 401, 402, 30_000, (i) => ({ ...ask(i), messages: [{ ...ask(i).messages[0]!, content: `Five: ${SYSTEM}` }, ask(i).messages[1]!] }));
   expect(five[0]!.cacheWriteTokens).toBeGreaterThan(1_024);
   expect(five[0]!.cacheWrite1hTokens ?? 0).toBe(0);
+});
+
+it('refuses a breakpoint kept an hour after one kept 5 minutes, in the order the provider reads (tools, system, the rest), before asking it', async () => {
+  await brokers.stopAll();
+  await fresh();
+  const broker = await brokers.start();
+  const marked = (system: string, question: string, tool = '') => {
+    const req = ask(500);
+    return {
+      ...req,
+      messages: [{ ...req.messages[0]!, cacheTtl: system }, { ...req.messages[1]!, cacheTtl: question }],
+      tools: [{ name: 'search_web', description: 'Searches the web.', parametersJsonSchema: '{"type":"object"}', cacheTtl: tool }],
+    };
+  };
+  const before = (await emulatorStats(emulator)).requests;
+  for (const [system, question, tool] of [['5m', '1h', ''], ['1h', '', '5m'], ['', '1h', '5m']]) {
+    const refused = await runGenerate(broker.client, marked(system!, question!, tool));
+    expect(refused.error?.code).toBe(status.INVALID_ARGUMENT);
+    expect(refused.error?.details).toMatch(/ttl 1h must not come after one with ttl 5m/);
+  }
+  expect((await emulatorStats(emulator)).requests).toBe(before);
+  // An hour's first, then 5 minutes': as the provider takes them.
+  for (const [system, question, tool] of [['1h', '5m', ''], ['1h', '5m', '1h'], ['5m', '5m', '']]) {
+    const served = await runGenerate(broker.client, marked(system!, question!, tool));
+    expect(served.error).toBeUndefined();
+  }
 });
 
 /**

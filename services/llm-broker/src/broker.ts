@@ -191,6 +191,16 @@ interface Charge {
   input: number;
   output: number;
 }
+/**
+ * The cache breakpoints' lifetimes in the order Anthropic reads the prompt (its prefixes run that
+ * way): the tools, the system messages, then the others, each message's parts before its end.
+ */
+function breakpointLifetimes(input: Pick<GenerateInput, 'tools' | 'messages'>): string[] {
+  const isSystem = (m: GenerateInput['messages'][number]) => m.role === 'system' || m.role === 'developer';
+  const marks = (m: GenerateInput['messages'][number]) => [...(m.parts ?? []).map((p) => p.cacheTtl), m.cacheTtl];
+  return [...input.tools.map((t) => t.cacheTtl), ...input.messages.filter(isSystem).flatMap(marks), ...input.messages.filter((m) => !isSystem(m)).flatMap(marks)].filter((t): t is string => !!t);
+}
+
 /** Least time between two Redis lookups of a queued call's cached prefixes (see fromUpstream). */
 const REFRESH_WHILE_QUEUED_MS = 1_000;
 const totalOf = (c: Charge): number => c.input + c.output;
@@ -563,6 +573,10 @@ export class LlmBroker {
     const breakpoints = [...input.tools, ...input.messages, ...input.messages.flatMap((m) => m.parts ?? [])].flatMap((x) => (x.cacheTtl ? [x.cacheTtl] : []));
     if (breakpoints.some((ttl) => ttl !== '5m' && ttl !== '1h')) throw new BrokerRefusal('invalid_request', 'a cache breakpoint\'s ttl must be 5m or 1h');
     if (breakpoints.length > MAX_CACHE_BREAKPOINTS) throw new BrokerRefusal('invalid_request', `at most ${MAX_CACHE_BREAKPOINTS} cache breakpoints may be marked in one call (${breakpoints.length} were)`);
+    const lifetimes = breakpointLifetimes(input);
+    if (lifetimes.includes('5m') && lifetimes.lastIndexOf('1h') > lifetimes.indexOf('5m')) {
+      throw new BrokerRefusal('invalid_request', 'a cache breakpoint with ttl 1h must not come after one with ttl 5m (the provider reads the tools, then the system messages, then the others, in order)');
+    }
     const choice = input.toolChoice ?? 'auto';
     if (choice !== 'auto' && input.tools.length === 0) throw new BrokerRefusal('invalid_request', 'tool_choice is only allowed with tools');
     if (typeof choice === 'object' && !input.tools.some((t) => t.name === choice.name)) {
