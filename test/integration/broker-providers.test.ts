@@ -223,6 +223,24 @@ describe.each([
     }
   });
 
+  it('passes top_k on to Anthropic (1: the likeliest tokens, the same answer to the same prompt); OpenAI, which has none, refuses it before it is asked', async () => {
+    const question = `What makes a good bus timetable? (${protocol} top_k)`;
+    if (protocol === 'openai') {
+      const before = (await emulatorStats(emulator)).requests;
+      const refused = await runGenerate(broker.client, ask(question, { topK: 1 }));
+      expect(refused.error?.code).toBe(status.INVALID_ARGUMENT);
+      expect(detailsOf(refused.error)).toMatch(/top_k is not supported by the openai protocol/);
+      expect((await emulatorStats(emulator)).requests).toBe(before);
+      return;
+    }
+    const greedy = [text(await runGenerate(broker.client, ask(question, { topK: 1 }))), text(await runGenerate(broker.client, ask(question, { topK: 1 })))];
+    expect(greedy[0]!.length).toBeGreaterThan(0);
+    expect(greedy[1]).toBe(greedy[0]);
+    // Sampled from more than the likeliest: each answer its own.
+    expect(text(await runGenerate(broker.client, ask(question, { topK: 40 })))).not.toBe(text(await runGenerate(broker.client, ask(question, { topK: 40 }))));
+    expect((await runGenerate(broker.client, ask(question, { topK: -1 }))).error?.code).toBe(status.INVALID_ARGUMENT);
+  });
+
   it('passes logprobs on to OpenAI: each delta carries its tokens\' figures, Done all of them for a caller that does not stream, a cached answer the same; Anthropic refuses them', async () => {
     const question = `How do tides work? (${protocol} logprobs)`;
     const asked = { seed: 8, logprobs: true, topLogprobs: 2 };

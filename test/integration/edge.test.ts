@@ -650,9 +650,10 @@ test('the Anthropic Messages API through the official Anthropic client (its key 
   expect((answer.content[0] as Anthropic.TextBlock).text).toContain('"a new tidal lagoon opened"');
 
   await expect(client.messages.create({ model: 'gpt-nope+model_not_found', max_tokens: 10, messages: [{ role: 'user', content: 'hi' }] })).rejects.toBeInstanceOf(Anthropic.NotFoundError);
+  // top_k is Anthropic's: this mesh's OpenAI-protocol upstream cannot take it, and says so.
   const refused = await client.messages.create({ model: 'emulator-1', max_tokens: 10, messages: [{ role: 'user', content: 'hi' }], ...({ top_k: 5 } as object) }).catch((e: unknown) => e);
   expect(refused).toBeInstanceOf(Anthropic.BadRequestError);
-  expect((refused as InstanceType<typeof Anthropic.BadRequestError>).error).toMatchObject({ type: 'error', error: { type: 'invalid_request_error', message: expect.stringContaining('"top_k"') } });
+  expect((refused as InstanceType<typeof Anthropic.BadRequestError>).error).toMatchObject({ type: 'error', error: { type: 'invalid_request_error', message: expect.stringContaining('top_k is not supported by the openai protocol') } });
   await expect(new Anthropic({ apiKey: 'not-a-token', baseURL: mesh.edge.url, maxRetries: 0 }).messages.create({ model: 'emulator-1', max_tokens: 10, messages: [{ role: 'user', content: 'hi' }] }))
     .rejects.toBeInstanceOf(Anthropic.AuthenticationError);
 });

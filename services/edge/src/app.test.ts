@@ -588,21 +588,21 @@ describe('edge app (fake peers)', () => {
       }
     });
 
-    test('stop, top_p, seed, the penalties, response_format, parallel_tool_calls, reasoning_effort, logit_bias and verbosity reach the broker as asked (a single stop string as a list of one)', async () => {
-      type Seen = Pick<GenerateRequest, 'stop' | 'topP' | 'seed' | 'presencePenalty' | 'frequencyPenalty' | 'responseFormatJson' | 'parallelToolCalls' | 'reasoningEffort' | 'logitBias' | 'verbosity' | 'endUser'>;
+    test('stop, top_p, top_k, seed, the penalties, response_format, parallel_tool_calls, reasoning_effort, logit_bias and verbosity reach the broker as asked (a single stop string as a list of one)', async () => {
+      type Seen = Pick<GenerateRequest, 'stop' | 'topP' | 'topK' | 'seed' | 'presencePenalty' | 'frequencyPenalty' | 'responseFormatJson' | 'parallelToolCalls' | 'reasoningEffort' | 'logitBias' | 'verbosity' | 'endUser'>;
       const seen: Seen[] = [];
       const generate = gw.fakeBroker.generate.bind(gw.fakeBroker);
       gw.fakeBroker.generate = (req, signal, gate) => {
-        const { stop, topP, seed, presencePenalty, frequencyPenalty, responseFormatJson, parallelToolCalls, reasoningEffort, logitBias, verbosity, endUser } = req as GenerateRequest;
-        seen.push({ stop, topP, seed, presencePenalty, frequencyPenalty, responseFormatJson, parallelToolCalls, reasoningEffort, logitBias, verbosity, endUser });
+        const { stop, topP, topK, seed, presencePenalty, frequencyPenalty, responseFormatJson, parallelToolCalls, reasoningEffort, logitBias, verbosity, endUser } = req as GenerateRequest;
+        seen.push({ stop, topP, topK, seed, presencePenalty, frequencyPenalty, responseFormatJson, parallelToolCalls, reasoningEffort, logitBias, verbosity, endUser });
         return generate(req, signal, gate);
       };
-      const none = { topP: undefined, seed: undefined, presencePenalty: undefined, frequencyPenalty: undefined, responseFormatJson: '', parallelToolCalls: undefined, reasoningEffort: undefined, logitBias: {}, verbosity: undefined, endUser: undefined };
+      const none = { topP: undefined, topK: undefined, seed: undefined, presencePenalty: undefined, frequencyPenalty: undefined, responseFormatJson: '', parallelToolCalls: undefined, reasoningEffort: undefined, logitBias: {}, verbosity: undefined, endUser: undefined };
       const schema = { type: 'json_schema', json_schema: { name: 'answer', schema: { type: 'object', properties: { text: { type: 'string' } } }, strict: true } };
       try {
         for (const extra of [
           {}, { stop: null, top_p: null, seed: null, presence_penalty: null, frequency_penalty: null, response_format: null },
-          { stop: '\n\n', top_p: 0.9, seed: 42, presence_penalty: 0.5, frequency_penalty: -1 }, { stop: ['END', 'STOP'], response_format: { type: 'json_object' } },
+          { stop: '\n\n', top_p: 0.9, top_k: 40, seed: 42, presence_penalty: 0.5, frequency_penalty: -1 }, { stop: ['END', 'STOP'], response_format: { type: 'json_object' } },
           { response_format: schema }, { parallel_tool_calls: true }, { parallel_tool_calls: false },
           { reasoning_effort: 'high', logit_bias: { '50256': -100, '1734': 2.5 } }, { reasoning_effort: null, logit_bias: null, verbosity: null }, { verbosity: 'low' },
           // metadata tags the trace, and is not sent on.
@@ -614,7 +614,7 @@ describe('edge app (fake peers)', () => {
         expect(seen).toEqual([
           { ...none, stop: [] },
           { ...none, stop: [] },
-          { ...none, stop: ['\n\n'], topP: 0.9, seed: 42, presencePenalty: 0.5, frequencyPenalty: -1 },
+          { ...none, stop: ['\n\n'], topP: 0.9, topK: 40, seed: 42, presencePenalty: 0.5, frequencyPenalty: -1 },
           { ...none, stop: ['END', 'STOP'], responseFormatJson: '{"type":"json_object"}' },
           { ...none, stop: [], responseFormatJson: JSON.stringify(schema) },
           { ...none, stop: [] },
@@ -631,6 +631,7 @@ describe('edge app (fake peers)', () => {
         expect(await refusal(await ask({ stop: ['a', 'b', 'c', 'd', 'e'] }))).toBe('body/stop must NOT have more than 4 items');
         expect(await refusal(await ask({ stop: '' }))).toBe('body/stop must NOT have fewer than 1 characters');
         expect(await refusal(await ask({ top_p: 1.5 }))).toBe('body/top_p must be <= 1');
+        expect(await refusal(await ask({ top_k: -1 }))).toBe('body/top_k must be >= 0');
         expect(await refusal(await ask({ seed: 1.5 }))).toBe('body/seed must be integer,null');
         expect(await refusal(await ask({ reasoning_effort: 'extreme' }))).toBe('body/reasoning_effort must be "minimal" or "low" or "medium" or "high" or null');
         expect(await refusal(await ask({ logit_bias: { hello: 1 } }))).toBe('body/logit_bias key "hello" must be a token id (up to 9 digits)');
@@ -1359,7 +1360,8 @@ describe('edge app (fake peers)', () => {
     test('errors are Anthropic\'s: a missing key, a bad body, a parameter it does not take', async () => {
       expect(await anthropicError(await message({}, { 'content-type': 'application/json' }), 401)).toMatchObject({ type: 'authentication_error' });
       expect(await anthropicError(await message({ max_tokens: 0 }), 400)).toEqual({ type: 'invalid_request_error', message: 'body/max_tokens must be >= 1' });
-      expect((await anthropicError(await message({ top_k: 5 }), 400)).message).toBe('body has a parameter this API does not take: "top_k" (refused rather than ignored)');
+      expect((await anthropicError(await message({ top_k: 0.5 }), 400)).message).toBe('body/top_k must be integer');
+      expect((await anthropicError(await message({ top_logprobs: 5 }), 400)).message).toBe('body has a parameter this API does not take: "top_logprobs" (refused rather than ignored)');
       expect((await anthropicError(await message({ thinking: { type: 'enabled', budget_tokens: 1024 } }), 400)).message).toBe('body/thinking/type must be "disabled"');
       expect((await anthropicError(await message({ tools: [{ type: 'web_search_20250305', name: 'web_search', input_schema: { type: 'object' } }] }), 400)).message).toBe('body/tools/0/type must be "custom"');
       expect((await anthropicError(await message({ tool_choice: { type: 'tool' } }), 400)).message).toBe("body/tool_choice must have required property 'name'");
@@ -1377,7 +1379,7 @@ describe('edge app (fake peers)', () => {
           ],
           tools: [{ name: 'search_web', description: 'Search', input_schema: { type: 'object' } }],
           tool_choice: { type: 'any', disable_parallel_tool_use: true },
-          stop_sequences: ['END'], temperature: 0.5, metadata: { user_id: 'u-1' },
+          stop_sequences: ['END'], temperature: 0.5, top_k: 40, metadata: { user_id: 'u-1' },
         });
         expect(res.status).toBe(200);
         expect(seen[0]).toMatchObject({
@@ -1390,7 +1392,7 @@ describe('edge app (fake peers)', () => {
           ],
           tools: [{ name: 'search_web', description: 'Search', parametersJsonSchema: '{"type":"object"}' }],
           toolChoice: { mode: ToolChoiceMode.TOOL_CHOICE_MODE_REQUIRED },
-          parallelToolCalls: false, stop: ['END'], temperature: 0.5, maxTokens: 100,
+          parallelToolCalls: false, stop: ['END'], temperature: 0.5, topK: 40, maxTokens: 100,
         });
       } finally {
         restore();

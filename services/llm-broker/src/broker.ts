@@ -42,6 +42,8 @@ export interface GenerateInput {
   /** Sequences that end the answer (up to 4); empty or absent: none. */
   stop?: string[];
   topP?: number;
+  /** Anthropic's `top_k`: each token from the k likeliest only. */
+  topK?: number;
   seed?: number;
   presencePenalty?: number;
   frequencyPenalty?: number;
@@ -585,6 +587,7 @@ export class LlmBroker {
     const stop = input.stop ?? [];
     if (stop.length > 4 || stop.some((s) => s === '' || s.length > 1_000)) throw new BrokerRefusal('invalid_request', 'stop takes up to 4 non-empty sequences of at most 1,000 characters');
     if (input.topP !== undefined && !(input.topP >= 0 && input.topP <= 1)) throw new BrokerRefusal('invalid_request', 'top_p must be between 0 and 1');
+    if (input.topK !== undefined && !(Number.isSafeInteger(input.topK) && input.topK >= 0)) throw new BrokerRefusal('invalid_request', 'top_k must be an integer of 0 or more');
     if (input.seed !== undefined && !Number.isSafeInteger(input.seed)) throw new BrokerRefusal('invalid_request', 'seed must be an integer');
     for (const [name, v] of [['presence_penalty', input.presencePenalty], ['frequency_penalty', input.frequencyPenalty]] as const) {
       if (v !== undefined && !(v >= -2 && v <= 2)) throw new BrokerRefusal('invalid_request', `${name} must be between -2 and 2`);
@@ -605,6 +608,7 @@ export class LlmBroker {
       ...(choice !== 'auto' ? { toolChoice: choice } : {}),
       ...(stop.length > 0 ? { stop } : {}),
       ...(input.topP !== undefined ? { topP: input.topP } : {}),
+      ...(input.topK !== undefined ? { topK: input.topK } : {}),
       ...(input.seed !== undefined ? { seed: input.seed } : {}),
       ...(input.presencePenalty !== undefined ? { presencePenalty: input.presencePenalty } : {}),
       ...(input.frequencyPenalty !== undefined ? { frequencyPenalty: input.frequencyPenalty } : {}),

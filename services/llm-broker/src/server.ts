@@ -71,6 +71,7 @@ export function toInput(req: GenerateRequest): GenerateInput {
     maxTokens: req.maxTokens,
     stop: req.stop,
     topP: req.topP,
+    topK: req.topK,
     seed: req.seed,
     presencePenalty: req.presencePenalty,
     frequencyPenalty: req.frequencyPenalty,

@@ -270,6 +270,7 @@ export function parseMessagesRequest(body: unknown): ChatCompletionRequest {
     verbosity: undefined,
     endUser: endUserOf(body.metadata),
     topP: body.top_p === undefined ? undefined : typeof body.top_p === 'number' && body.top_p >= 0 && body.top_p <= 1 ? body.top_p : bad('top_p: Input should be less than or equal to 1'),
+    ...(body.top_k === undefined ? {} : { topK: Number.isInteger(body.top_k) && (body.top_k as number) >= 0 ? (body.top_k as number) : bad('top_k: Input should be greater than or equal to 0') }),
     temperature: temperature as number | undefined,
   };
 }

@@ -134,6 +134,16 @@ describe('POST /v1/messages', () => {
     await second.text();
   });
 
+  it('samples greedily with top_k 1 (the same prompt, the same answer), each answer its own otherwise; a negative top_k is a 400', async () => {
+    const answer = async (over: Record<string, unknown>) => ((await (await post(ask('How do libraries plan opening hours?', { stream: false, ...over }))).json()) as { content: { text: string }[] }).content[0]!.text;
+    const greedy = await answer({ top_k: 1 });
+    expect(await answer({ top_k: 1 })).toBe(greedy);
+    expect(await answer({ top_k: 40 })).not.toBe(await answer({ top_k: 40 }));
+    const bad = await post(ask('hi', { top_k: -1 }));
+    expect(bad.status).toBe(400);
+    expect(await bad.json()).toMatchObject({ type: 'error', error: { type: 'invalid_request_error', message: 'top_k: Input should be greater than or equal to 0' } });
+  });
+
   it('misbehaves in Anthropic\'s shapes: overloaded is a 529, stream_error an `error` event, wrong_key a 401, model_not_found a 404', async () => {
     const r529 = await post(ask('hi', { model: 'claude-emulated+overloaded' }));
     expect(r529.status).toBe(529);

@@ -55,6 +55,8 @@ export interface ChatCompletionRequest {
   /** Asks for a repeatable answer: the same request and seed, the same answer. */
   seed: number | undefined;
   topP: number | undefined;
+  /** Anthropic's `top_k` (OpenAI has none): 1 samples greedily, so the same prompt gets the same answer. */
+  topK?: number;
   /** JSON mode (`json_object`) or structured output (`json_schema`, its schema); absent: text. */
   responseFormat: { type: 'json_object' } | { type: 'json_schema'; schema: Record<string, unknown> } | undefined;
   /** False: at most one tool call (OpenAI's `parallel_tool_calls`, Anthropic's `disable_parallel_tool_use`). */

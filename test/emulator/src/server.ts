@@ -1,6 +1,6 @@
 // The HTTP face of the emulator: routes, authentication, validation, admission, admin endpoints,
 // for both protocols it speaks (dialects.ts) and OpenAI's embeddings (embeddings.ts).
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Socket } from 'node:net';
@@ -30,6 +30,10 @@ const VERBOSITY_SHARE: Record<Verbosity, number> = { low: 0.5, medium: 1, high: 
 function requestId(): string {
   return `req_${randomBytes(16).toString('hex')}`;
 }
+
+/** A seed from what the model is asked (model, messages, tools): the same prompt, the same seed. */
+const promptSeed = (r: ChatCompletionRequest): number =>
+  createHash('sha256').update(JSON.stringify([r.model, r.messages, r.tools ?? null])).digest().readUInt32BE(0);
 
 export class ProviderEmulator {
   private config: EmulatorConfig;
@@ -372,7 +376,8 @@ export class ProviderEmulator {
     const rng = new SeededRandom(request.seed !== undefined ? request.seed : this.rng.seed());
     const fate = this.fate(rng.next());
     const length = request.verbosity ? { ...config, completionTokens: Math.round(config.completionTokens * VERBOSITY_SHARE[request.verbosity]) } : config;
-    const answer = formatted(composeAnswer(request, rng, length), request.responseFormat);
+    // Greedy sampling (top_k 1): the same prompt, the same answer (its fate still its own).
+    const answer = formatted(composeAnswer(request, request.topK === 1 ? new SeededRandom(promptSeed(request)) : rng, length), request.responseFormat);
     const images = request.messages.reduce((n, m) => n + (m.images?.length ?? 0), 0);
     this.recorder.admitted(Date.now(), dialect === OPENAI ? 'chat' : 'messages', answer.role, promptTokens, request.stream, images, request.endUser !== undefined);
     if (fate === 'hang') this.recorder.hung();

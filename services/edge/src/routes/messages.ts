@@ -91,6 +91,7 @@ interface MessagesBody {
   stop_sequences?: string[];
   temperature?: number;
   top_p?: number;
+  top_k?: number;
   stream?: boolean;
   tools?: { name: string; description?: string; input_schema: Record<string, unknown>; type?: string; cache_control?: CacheControl }[];
   tool_choice?: { type: 'auto' | 'any' | 'none' | 'tool'; name?: string; disable_parallel_tool_use?: boolean };
@@ -145,6 +146,7 @@ function asChat(body: MessagesBody): ChatBody {
     max_completion_tokens: body.max_tokens,
     ...(body.temperature !== undefined ? { temperature: body.temperature } : {}),
     ...(body.top_p !== undefined ? { top_p: body.top_p } : {}),
+    ...(body.top_k !== undefined ? { top_k: body.top_k } : {}),
     ...(body.stop_sequences?.length ? { stop: body.stop_sequences } : {}),
     ...(body.tools ? { tools: body.tools.map((t) => ({ type: 'function' as const, function: { name: t.name, description: t.description, parameters: t.input_schema }, ...marked(t.cache_control) })) } : {}),
     ...(choice
@@ -217,6 +219,7 @@ const messagesBody = {
     stop_sequences: { type: 'array', maxItems: 4, items: { type: 'string', minLength: 1, maxLength: 1000, pattern: NO_NUL }, description: 'up to 4 (the upstream is asked in OpenAI\'s terms)' },
     temperature: { type: 'number', minimum: 0, maximum: 1 },
     top_p: { type: 'number', minimum: 0, maximum: 1 },
+    top_k: { type: 'integer', minimum: 0, description: 'each token from the k likeliest only; an OpenAI-protocol upstream has none (400)' },
     stream: { type: 'boolean' },
     tools: {
       type: 'array',
@@ -267,10 +270,10 @@ export function messagesRoutes(app: FastifyInstance, ctx: EdgeContext): void {
         description:
           'The same call as /v1/chat/completions (its models, queue, quota, response cache and `x-mesh-cache` header), asked and answered in Anthropic\'s terms, for clients ' +
           'written for it: `system`, `messages` (text, `image` — base64 or by URL —, `tool_use` and `tool_result` blocks), `max_tokens`, `stop_sequences`, `temperature`, ' +
-          '`top_p`, `tools` (`input_schema`), `tool_choice` (auto, any, tool, none; `disable_parallel_tool_use`) and `metadata.user_id`. The answer is a `message` ' +
+          '`top_p`, `top_k`, `tools` (`input_schema`), `tool_choice` (auto, any, tool, none; `disable_parallel_tool_use`) and `metadata.user_id`. The answer is a `message` ' +
           '(`content` blocks: text, then tool_use; `stop_reason` end_turn, max_tokens, tool_use, or stop_sequence with the sequence where the upstream says which; `usage`), or with stream: true Anthropic\'s events. The token is ' +
           '`Authorization: Bearer` or `x-api-key`; errors are Anthropic\'s (`{"type": "error", "error": {"type", "message"}}`). What Anthropic\'s models alone have ' +
-          '(`top_k`, extended `thinking`, server tools) is refused by name.',
+          '(extended `thinking`, server tools) is refused by name; `top_k` is passed on to an Anthropic upstream and refused (400) by an OpenAI one.',
         headers: { type: 'object', properties: { [CACHE_HEADER]: { type: 'string', enum: ['on', 'off'] } } },
         body: messagesBody,
         response: {

@@ -34,6 +34,8 @@ export interface ChatBody {
   tool_choice?: 'auto' | 'none' | 'required' | { type: 'function'; function: { name: string } } | null;
   stop?: string | string[] | null;
   top_p?: number | null;
+  /** Anthropic's (LiteLLM takes it in this format too): an OpenAI upstream has none. */
+  top_k?: number | null;
   seed?: number | null;
   presence_penalty?: number | null;
   frequency_penalty?: number | null;
@@ -283,7 +285,7 @@ export function openaiRoutes(app: FastifyInstance, ctx: EdgeContext): void {
           'after the `assistant` message that carries the `tool_calls`. Message content is text (a string, or parts of type `text`); a user message\'s parts may be images too ' +
           '(`image_url`: `url` https or a data: URL of a base64 PNG, JPEG, GIF or WebP, `detail` auto, low or high), which the provider reads (its refusal of an image is a 400 that says why) and bills as prompt tokens; ' +
           'the `agent-mesh` model takes text only. ' +
-          '`n`, `top_p`, `stop`, `seed`, the penalties, `response_format`, `parallel_tool_calls`, `logprobs`, `reasoning_effort`, `verbosity` and `logit_bias` are passed on; `metadata` tags the call\'s trace; OpenAI\'s other parameters are accepted only at the value that changes nothing (`store` false…, each documented below) ' +
+          '`n`, `top_p`, `top_k` (Anthropic\'s), `stop`, `seed`, the penalties, `response_format`, `parallel_tool_calls`, `logprobs`, `reasoning_effort`, `verbosity` and `logit_bias` are passed on; `metadata` tags the call\'s trace; OpenAI\'s other parameters are accepted only at the value that changes nothing (`store` false…, each documented below) ' +
           'and refused with 400 otherwise, as is a parameter OpenAI does not have: nothing in a request is silently ignored.',
         headers: { type: 'object', properties: { [CACHE_HEADER]: { type: 'string', enum: ['on', 'off'] } } },
         body: {
@@ -343,6 +345,7 @@ export function openaiRoutes(app: FastifyInstance, ctx: EdgeContext): void {
               ],
             },
             top_p: { type: ['number', 'null'], minimum: 0, maximum: 1 },
+            top_k: { type: ['integer', 'null'], minimum: 0, description: 'Anthropic\'s: each token from the k likeliest only (1: the likeliest); an OpenAI upstream has none (400, as seed for Anthropic)' },
             presence_penalty: { type: ['number', 'null'], minimum: -2, maximum: 2, description: 'OpenAI\'s; an Anthropic upstream has none (as seed)' },
             frequency_penalty: { type: ['number', 'null'], minimum: -2, maximum: 2, description: 'OpenAI\'s; an Anthropic upstream has none (as seed)' },
             response_format: {
@@ -602,6 +605,7 @@ function generateRequest(userId: string, body: ChatBody, messages: ChatMessage[]
     toolChoice,
     stop: body.stop == null ? [] : typeof body.stop === 'string' ? [body.stop] : body.stop,
     ...(body.top_p != null ? { topP: body.top_p } : {}),
+    ...(body.top_k != null ? { topK: body.top_k } : {}),
     // Each choice its own repeatable answer (wrapping at the largest seed the schema allows).
     ...(body.seed != null ? { seed: body.seed + index <= Number.MAX_SAFE_INTEGER ? body.seed + index : body.seed + index - 2 * Number.MAX_SAFE_INTEGER - 1 } : {}),
     ...(body.presence_penalty != null ? { presencePenalty: body.presence_penalty } : {}),

@@ -122,6 +122,7 @@ function buildBody(req: ProviderRequest): MessagesRequestBody {
     ...(req.endUser ? { metadata: { user_id: req.endUser } } : {}),
     ...(req.stop ? { stop_sequences: req.stop } : {}),
     ...(req.topP !== undefined ? { top_p: req.topP } : {}),
+    ...(req.topK !== undefined ? { top_k: req.topK } : {}),
   };
 }
 

@@ -85,6 +85,8 @@ export interface ProviderRequest {
   /** Sequences that end the answer (1–4); absent: none. */
   stop?: string[];
   topP?: number;
+  /** Each token from the k likeliest only (Anthropic's `top_k`). */
+  topK?: number;
   /** A repeatable answer, asked for (OpenAI's `seed`). */
   seed?: number;
   presencePenalty?: number;

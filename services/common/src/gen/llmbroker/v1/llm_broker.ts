@@ -542,6 +542,11 @@ export interface GenerateRequest {
    * messages (Done still has every call whole): for a caller that passes them on as they come.
    */
   streamToolCalls: boolean;
+  /**
+   * top_k samples each token from the k likeliest only (Anthropic's `top_k`, 0 or more). OpenAI has
+   * none: a call with one goes only to upstreams that take it (as with seed, the other way round).
+   */
+  topK?: number | undefined;
 }
 
 export interface GenerateRequest_LogitBiasEntry {
@@ -2414,6 +2419,7 @@ function createBaseGenerateRequest(): GenerateRequest {
     verbosity: undefined,
     endUser: undefined,
     streamToolCalls: false,
+    topK: undefined,
   };
 }
 
@@ -2505,6 +2511,9 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
     }
     if (message.streamToolCalls !== false) {
       writer.uint32(240).bool(message.streamToolCalls);
+    }
+    if (message.topK !== undefined) {
+      writer.uint32(248).int32(message.topK);
     }
     return writer;
   },
@@ -2757,6 +2766,14 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
             message.streamToolCalls = reader.bool();
             continue;
           }
+          case 31: {
+            if (tag !== 248) {
+              break;
+            }
+
+            message.topK = reader.int32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2908,6 +2925,11 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
         : isSet(object.stream_tool_calls)
         ? globalThis.Boolean(object.stream_tool_calls)
         : false,
+      topK: isSet(object.topK)
+        ? globalThis.Number(object.topK)
+        : isSet(object.top_k)
+        ? globalThis.Number(object.top_k)
+        : undefined,
     };
   },
 
@@ -3006,6 +3028,9 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
     if (message.streamToolCalls !== false) {
       obj.streamToolCalls = message.streamToolCalls;
     }
+    if (message.topK !== undefined) {
+      obj.topK = Math.round(message.topK);
+    }
     return obj;
   },
 
@@ -3053,6 +3078,7 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
     message.verbosity = object.verbosity ?? undefined;
     message.endUser = object.endUser ?? undefined;
     message.streamToolCalls = object.streamToolCalls ?? false;
+    message.topK = object.topK ?? undefined;
     return message;
   },
 };
