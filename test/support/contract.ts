@@ -174,8 +174,20 @@ async function send(base: string, op: Operation, r: Req, token: string): Promise
  */
 function semanticRefusal(r: Req, body: unknown): boolean {
   const code = (body as { error?: { code?: unknown } })?.error?.code;
-  // Anthropic's error body (/v1/messages) has no code: the same refusal, said by its message.
-  if ((body as { type?: unknown })?.type === 'error') return /^body\/tool_choice\b/.test(String((body as { error?: { message?: unknown } }).error?.message)) && (r.body as { tool_choice?: unknown } | undefined)?.tool_choice != null;
+  const said = String((body as { error?: { message?: unknown } })?.error?.message);
+  const sent = (r.body ?? {}) as Record<string, unknown>;
+  // A parameter the upstream's protocol has no way to send (the route's description says which is
+  // refused by which protocol): only the deployment's upstreams decide, which no schema says.
+  const unsendable = /^(\w+) is not supported by the \w+ protocol/.exec(said)?.[1];
+  if (unsendable !== undefined) return sent[unsendable] != null;
+  // The cache breakpoints are checked together (how many, their lifetimes' order), as Anthropic does.
+  const marksCache = /"cache_control":\{/.test(JSON.stringify(sent));
+  if (code === 'invalid_cache_control') return marksCache;
+  // Anthropic's error body (/v1/messages) has no code: the same refusals, said by their messages.
+  if ((body as { type?: unknown })?.type === 'error') {
+    if (/^body: a (maximum of \d+ blocks|ttl='1h' cache_control block)/.test(said)) return marksCache;
+    return /^body\/tool_choice\b/.test(said) && sent.tool_choice != null;
+  }
   if (code === 'invalid_page_token') return new URLSearchParams(r.query).has('pageToken');
   // So is an item id of the right form that the list does not hold.
   if (code === 'invalid_after') return new URLSearchParams(r.query).has('after');
@@ -185,8 +197,7 @@ function semanticRefusal(r: Req, body: unknown): boolean {
   if (code === 'invalid_tool_choice') return (r.body as { tool_choice?: unknown } | undefined)?.tool_choice != null;
   // How short an embedding model can make its vectors is the model's own (the route's description
   // says the provider's 400 answers it): only the provider can say, for `dimensions` alone.
-  const message = String((body as { error?: { message?: unknown } })?.error?.message);
-  if (code === 'upstream_rejected' && r.path === '/v1/embeddings') return (r.body as { dimensions?: unknown } | undefined)?.dimensions != null && /dimensions/i.test(message);
+  if (code === 'upstream_rejected' && r.path === '/v1/embeddings') return sent.dimensions != null && /dimensions/i.test(said);
   return false;
 }
 

@@ -536,13 +536,14 @@ describe('edge app (fake peers)', () => {
             { role: 'system', content: [{ type: 'text', text: 'Rules.', cache_control: { type: 'ephemeral', ttl: '1h' } }, { type: 'text', text: ' More.' }] },
             { role: 'user', content: [{ type: 'text', text: 'hi', cache_control: ephemeral }] },
           ],
-          tools: [{ type: 'function', function: { name: 'search' }, cache_control: ephemeral }, { type: 'function', function: { name: 'now' } }],
+          // The tools are read first: an hour's breakpoint there may come before the system's.
+          tools: [{ type: 'function', function: { name: 'search' }, cache_control: { type: 'ephemeral', ttl: '1h' } }, { type: 'function', function: { name: 'now' } }],
         });
         expect(res.status).toBe(200);
         expect(seen[0]).toMatchObject({
           // A system message is one block: its breakpoint marks its end.
           messages: [{ role: 'system', content: 'Rules. More.', cacheTtl: '1h' }, { role: 'user', content: 'hi', cacheTtl: '5m' }],
-          tools: [{ name: 'search', cacheTtl: '5m' }, { name: 'now', cacheTtl: '' }],
+          tools: [{ name: 'search', cacheTtl: '1h' }, { name: 'now', cacheTtl: '' }],
         });
         expect(seen[0]!.messages.every((m) => m.parts === undefined)).toBe(true);
       } finally {
@@ -553,6 +554,10 @@ describe('edge app (fake peers)', () => {
         .toBe('body: at most 4 content parts and tools may carry cache_control (5 do: messages[0].content[0], messages[0].content[1], messages[0].content[2], messages[0].content[3], messages[0].content[4])');
       expect(await refusal(await ask({ messages: [{ role: 'user', content: [{ type: 'text', text: 'a', cache_control: { type: 'ephemeral', ttl: '10m' } }] }] })))
         .toBe('body/messages/0/content/0/cache_control/ttl must be "5m" or "1h"');
+      // An hour's breakpoint after one of 5 minutes, in the order the prompt is read (a tool's before any message's).
+      const hourAfter = await ask({ messages: [{ role: 'user', content: [{ type: 'text', text: 'a', cache_control: { type: 'ephemeral', ttl: '1h' } }] }], tools: [{ type: 'function', function: { name: 'search' }, cache_control: ephemeral }] });
+      expect(hourAfter.status).toBe(400);
+      expect(((await hourAfter.json()) as { error: { code: string; message: string } }).error).toMatchObject({ code: 'invalid_cache_control', message: expect.stringMatching(/^body: a cache_control with ttl 1h must not come after one with ttl 5m/) });
       expect(await refusal(await ask({ model: 'agent-mesh', messages: [{ role: 'user', content: [{ type: 'text', text: 'a', cache_control: ephemeral }] }] })))
         .toBe('body/messages/0/content/0/cache_control is not taken by the agent-mesh model, whose agents write their own prompts');
     });
@@ -1274,7 +1279,7 @@ describe('edge app (fake peers)', () => {
             { role: 'assistant', content: [{ type: 'tool_use', id: 'toolu_1', name: 'search_web', input: {}, cache_control: ephemeral }] },
             { role: 'user', content: [{ type: 'tool_result', tool_use_id: 'toolu_1', content: 'none' }, { type: 'text', text: 'and?' }] },
           ],
-          tools: [{ name: 'search_web', input_schema: { type: 'object' }, cache_control: ephemeral }],
+          tools: [{ name: 'search_web', input_schema: { type: 'object' }, cache_control: { type: 'ephemeral', ttl: '1h' } }],
         });
         expect(res.status).toBe(200);
         expect(seen[0]).toMatchObject({
@@ -1289,7 +1294,7 @@ describe('edge app (fake peers)', () => {
             { role: 'tool', content: 'none', cacheTtl: '' },
             { role: 'user', content: 'and?', cacheTtl: '' },
           ],
-          tools: [{ name: 'search_web', cacheTtl: '5m' }],
+          tools: [{ name: 'search_web', cacheTtl: '1h' }],
         });
         expect(seen[0]!.messages[0]!.parts).toBeUndefined();
       } finally {
@@ -1298,6 +1303,8 @@ describe('edge app (fake peers)', () => {
       const five = Array.from({ length: 5 }, (_, i) => ({ type: 'text', text: `part ${i}`, cache_control: ephemeral }));
       expect(await anthropicError(await message({ messages: [{ role: 'user', content: five }] }), 400))
         .toEqual({ type: 'invalid_request_error', message: 'body: a maximum of 4 blocks with cache_control may be provided. Found 5.' });
+      expect((await anthropicError(await message({ system: [{ type: 'text', text: 'a', cache_control: ephemeral }], messages: [{ role: 'user', content: [{ type: 'text', text: 'b', cache_control: { type: 'ephemeral', ttl: '1h' } }] }] }), 400)).message)
+        .toBe("body: a ttl='1h' cache_control block must not come after a ttl='5m' cache_control block. Note that blocks are processed in the following order: `tools`, `system`, `messages`.");
       expect((await anthropicError(await message({ messages: [{ role: 'user', content: [{ type: 'text', text: 'a', cache_control: { type: 'ephemeral', ttl: '2h' } }] }] }), 400)).message)
         .toBe('body/messages/0/content/0/cache_control/ttl must be "5m" or "1h"');
       expect((await anthropicError(await message({ tools: [{ name: 't', input_schema: { type: 'object' }, cache_control: { type: 'persistent' } }] }), 400)).message)

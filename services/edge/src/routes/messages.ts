@@ -12,7 +12,7 @@ import type { EdgeContext } from '../context';
 import { anthropicType, badRequest, fromGrpc, HttpError, isGrpcError } from '../errors';
 import { BlockSequence, type Step } from './blocks';
 import { CACHE_HEADER, completion, countTokens, openStream, readToEnd, wholeAnswer, type Begun, type ChatBody, type Piece } from './openai';
-import { anyObject, cacheControlSchema, FUNCTION_NAME, MAX_CACHE_BREAKPOINTS, NO_NUL } from './schemas';
+import { anyObject, cacheControlSchema, cacheTtlOf, FUNCTION_NAME, hourAfterFiveMinutes, MAX_CACHE_BREAKPOINTS, NO_NUL } from './schemas';
 
 const text = { type: 'string', maxLength: 200_000, pattern: NO_NUL } as const;
 const IMAGE_TYPES = ['image/jpeg', 'image/png', 'image/gif', 'image/webp'];
@@ -72,15 +72,19 @@ type Block = (
 const resultMark = (b: Extract<Block, { type: 'tool_result' }>): CacheControl | undefined =>
   b.cache_control ?? (Array.isArray(b.content) ? b.content.findLast((c) => c.cache_control)?.cache_control : undefined);
 
-/** Refused as Anthropic refuses it: more than 4 blocks with cache_control. */
+/** Refused as Anthropic refuses them: more than 4 blocks with cache_control, or one of an hour after one of 5 minutes. */
 function checkBreakpoints(body: MessagesBody): void {
+  // In the order Anthropic reads them: tools, system, messages.
   const blocks = [
+    ...(body.tools ?? []),
     ...(Array.isArray(body.system) ? body.system : []),
     ...body.messages.flatMap((m) => (typeof m.content === 'string' ? [] : m.content.flatMap((b) => [b, ...(b.type === 'tool_result' && Array.isArray(b.content) ? b.content : [])]))),
-    ...(body.tools ?? []),
   ];
   const found = blocks.filter((b) => b.cache_control).length;
   if (found > MAX_CACHE_BREAKPOINTS) throw badRequest(`body: a maximum of ${MAX_CACHE_BREAKPOINTS} blocks with cache_control may be provided. Found ${found}.`);
+  if (hourAfterFiveMinutes(blocks.map((b) => cacheTtlOf(b.cache_control)).filter((t) => t !== ''))) {
+    throw badRequest("body: a ttl='1h' cache_control block must not come after a ttl='5m' cache_control block. Note that blocks are processed in the following order: `tools`, `system`, `messages`.");
+  }
 }
 
 interface MessagesBody {

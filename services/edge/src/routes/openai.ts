@@ -11,7 +11,7 @@ import { badRequest, fromGrpc, HttpError, isGrpcError } from '../errors';
 import type { RunEvent } from '../gateways/types';
 import { streamHeaders } from '../sse/memory';
 import type { ToolCallPiece } from './blocks';
-import { anyObject, cacheControlSchema, cacheTtlOf, FUNCTION_NAME, MAX_CACHE_BREAKPOINTS, IMAGE_URL, metadataSchema, NO_NUL, openAiErrorResponses, TOKEN_ID } from './schemas';
+import { anyObject, cacheControlSchema, cacheTtlOf, FUNCTION_NAME, hourAfterFiveMinutes, MAX_CACHE_BREAKPOINTS, IMAGE_URL, metadataSchema, NO_NUL, openAiErrorResponses, TOKEN_ID } from './schemas';
 
 export const PIPELINE_MODEL = 'agent-mesh';
 const CREATED = Math.floor(Date.now() / 1000);
@@ -536,7 +536,13 @@ function checkBreakpoints(body: ChatBody): void {
     ...(body.tools ?? []).flatMap((t, i) => (t.cache_control ? [`tools[${i}]`] : [])),
   ];
   if (marked.length > 0 && body.model === PIPELINE_MODEL) throw badRequest(`body/${marked[0]!.replace(/\[(\d+)\]/g, '/$1').replace(/\./g, '/')}/cache_control is not taken by the ${PIPELINE_MODEL} model, whose agents write their own prompts`, undefined, `${marked[0]}.cache_control`);
-  if (marked.length > MAX_CACHE_BREAKPOINTS) throw badRequest(`body: at most ${MAX_CACHE_BREAKPOINTS} content parts and tools may carry cache_control (${marked.length} do: ${marked.join(', ')})`, undefined, `${marked[MAX_CACHE_BREAKPOINTS]}.cache_control`);
+  if (marked.length > MAX_CACHE_BREAKPOINTS) throw badRequest(`body: at most ${MAX_CACHE_BREAKPOINTS} content parts and tools may carry cache_control (${marked.length} do: ${marked.join(', ')})`, 'invalid_cache_control', `${marked[MAX_CACHE_BREAKPOINTS]}.cache_control`);
+  const isSystem = (m: ChatBody['messages'][number]) => m.role === 'system' || m.role === 'developer';
+  const partsOf = (m: ChatBody['messages'][number]) => (Array.isArray(m.content) ? m.content.map((p) => cacheTtlOf(p.cache_control)) : []);
+  const ttls = [...(body.tools ?? []).map((t) => cacheTtlOf(t.cache_control)), ...body.messages.filter(isSystem).flatMap(partsOf), ...body.messages.filter((m) => !isSystem(m)).flatMap(partsOf)].filter((t) => t !== '');
+  if (hourAfterFiveMinutes(ttls)) {
+    throw badRequest('body: a cache_control with ttl 1h must not come after one with ttl 5m, in the order the prompt is read (tools, system and developer messages, then the others), as Anthropic requires', 'invalid_cache_control');
+  }
 }
 
 function toChatMessage(m: ChatBody['messages'][number], i: number): ChatMessage {

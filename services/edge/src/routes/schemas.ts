@@ -170,3 +170,9 @@ export const cacheTtlOf = (c: { type: string; ttl?: string } | null | undefined)
 
 /** The most breakpoints one request may mark (Anthropic's limit). */
 export const MAX_CACHE_BREAKPOINTS = 4;
+
+/**
+ * Whether breakpoints' lifetimes, in the order Anthropic reads a prompt (tools, system, the rest),
+ * put one of an hour after one of 5 minutes, which Anthropic refuses.
+ */
+export const hourAfterFiveMinutes = (ttls: readonly string[]): boolean => ttls.includes('5m') && ttls.lastIndexOf('1h') > ttls.indexOf('5m');
