@@ -150,7 +150,7 @@ function request(user: number, v: Pick<Variant, 'promptWords' | 'cachedSystemWor
   const { promptWords, cachedSystemWords = 0 } = v;
   const filler = Array.from({ length: promptWords }, (_, i) => FILLER[(i + user) % FILLER.length]).join(' ');
   const asks = (n: number) => (v.conversation ? `User ${user} asks (conversation ${conversation}, turn ${n})` : `User ${user} asks`);
-  const question = (n: number) => ({ role: 'user', content: `${asks(n)}: how do we keep a shared LLM quota exact across replicas? ${filler}`, name: '', toolCallId: '', toolCalls: [], cacheTtl: '' });
+  const question = (n: number) => ({ role: 'user', content: `${asks(n)}: how do we keep a shared LLM quota exact across replicas? ${filler}`, name: '', toolCallId: '', toolCalls: [], cacheTtl: '', thinking: [] });
   const said = v.conversation
     ? Array.from({ length: turn }, (_, n) => [question(n), { ...question(n), role: 'assistant', content: `Turn ${n}: count every call once, in one place.` }]).flat()
     : [];
@@ -162,7 +162,7 @@ function request(user: number, v: Pick<Variant, 'promptWords' | 'cachedSystemWor
     runId: '', callerRole: CallerRole.CALLER_ROLE_PLANNER, runStarted: false, model: '', tools: [], toolsJson: '', maxTokens: MAX_TOKENS,
     temperature: 0, hasTemperature: false, cache: false, noStream: false, answerInDone: false, streamToolCalls: false, toolChoice: undefined, stop: [], responseFormatJson: '', logitBias: {},
     messages: [
-      { role: 'system', name: '', toolCallId: '', toolCalls: [], ...system },
+      { role: 'system', name: '', toolCallId: '', toolCalls: [], thinking: [], ...system },
       ...said,
       { ...question(turn), cacheTtl: v.conversation ? '5m' : '' },
     ],

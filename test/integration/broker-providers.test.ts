@@ -132,8 +132,8 @@ describe.each([
       ...base,
       messages: [
         ...base.messages,
-        { role: 'assistant', content: '', name: '', toolCallId: '', toolCalls: [call], cacheTtl: '' },
-        { role: 'tool', content: JSON.stringify({ results: ['Rooftop panels doubled in the region'] }), name: '', toolCallId: call.id, toolCalls: [], cacheTtl: '' },
+        { role: 'assistant', content: '', name: '', toolCallId: '', toolCalls: [call], cacheTtl: '', thinking: [] },
+        { role: 'tool', content: JSON.stringify({ results: ['Rooftop panels doubled in the region'] }), name: '', toolCallId: call.id, toolCalls: [], cacheTtl: '', thinking: [] },
       ],
     });
     expect(second.error).toBeUndefined();
@@ -319,9 +319,9 @@ describe.each([
     const call = { id: 'call_1', name: 'search_web', argumentsJson: '{"query":"solar power"}' };
     const requests: GenerateRequest[] = [
       ask('How should a small library plan its opening hours?'),
-      { ...base, messages: [{ role: 'system', content: 'Be brief and cite sources.', name: '', toolCallId: '', toolCalls: [], cacheTtl: '' }, ...base.messages] },
-      { ...base, messages: [...base.messages, { role: 'assistant', content: '', name: '', toolCallId: '', toolCalls: [call], cacheTtl: '' }, { role: 'tool', content: '{"results":["Rooftop panels doubled"]}', name: '', toolCallId: 'call_1', toolCalls: [], cacheTtl: '' }] },
-      ask('What is in this picture?', { messages: [{ role: 'user', content: 'What is in this picture?', name: '', toolCallId: '', toolCalls: [], cacheTtl: '', parts: { parts: [{ text: 'What is in this picture?', imageUrl: '', imageDetail: '', cacheTtl: '' }, { text: '', imageUrl: png, imageDetail: '', cacheTtl: '' }] } }] }),
+      { ...base, messages: [{ role: 'system', content: 'Be brief and cite sources.', name: '', toolCallId: '', toolCalls: [], cacheTtl: '', thinking: [] }, ...base.messages] },
+      { ...base, messages: [...base.messages, { role: 'assistant', content: '', name: '', toolCallId: '', toolCalls: [call], cacheTtl: '', thinking: [] }, { role: 'tool', content: '{"results":["Rooftop panels doubled"]}', name: '', toolCallId: 'call_1', toolCalls: [], cacheTtl: '', thinking: [] }] },
+      ask('What is in this picture?', { messages: [{ role: 'user', content: 'What is in this picture?', name: '', toolCallId: '', toolCalls: [], cacheTtl: '', thinking: [], parts: { parts: [{ text: 'What is in this picture?', imageUrl: '', imageDetail: '', cacheTtl: '' }, { text: '', imageUrl: png, imageDetail: '', cacheTtl: '' }] } }] }),
     ];
     for (const request of requests) {
       const before = (await emulatorStats(emulator)).requests;
@@ -342,7 +342,7 @@ describe.each([
     const question = 'What is in this picture?';
     const png = `data:image/png;base64,${minimalImage('image/png', 1024, 1024).toString('base64')}`;
     const withParts = (parts: { text?: string; imageUrl?: string; imageDetail?: string }[]): Partial<GenerateRequest> => ({
-      messages: [{ role: 'user', content: question, name: '', toolCallId: '', toolCalls: [], cacheTtl: '', parts: { parts: parts.map((p) => ({ text: '', imageUrl: '', imageDetail: '', cacheTtl: '', ...p })) } }],
+      messages: [{ role: 'user', content: question, name: '', toolCallId: '', toolCalls: [], cacheTtl: '', thinking: [], parts: { parts: parts.map((p) => ({ text: '', imageUrl: '', imageDetail: '', cacheTtl: '', ...p })) } }],
     });
     const plain = await runGenerate(broker.client, ask(question, withParts([{ text: question }])));
     const before = await emulatorStats(emulator);

@@ -658,6 +658,53 @@ test('the Anthropic Messages API through the official Anthropic client (its key 
     .rejects.toBeInstanceOf(Anthropic.AuthenticationError);
 });
 
+test('extended thinking through the official Anthropic client, to an Anthropic upstream: the thinking streamed with its signature, passed back in a tool-use loop as the provider requires; an OpenAI upstream refuses it', async () => {
+  // An edge whose broker (inline) speaks Anthropic's Messages API to the emulator, which checks thinking as Anthropic does.
+  const edge = await startEdge({ EDGE_INLINE_BROKER: 'true', LLM_PROTOCOL: 'anthropic', LLM_BASE_URL: `${emulator.url}/v1`, LLM_API_KEY: 'local-dev-key' });
+  try {
+    const client = new Anthropic({ apiKey: alice, baseURL: edge.url!, maxRetries: 0 });
+    const tools: Anthropic.Tool[] = [{ name: 'search_web', description: 'Search the web', input_schema: { type: 'object', properties: { query: { type: 'string' } }, required: ['query'] } }];
+    const ask = { model: 'claude-emulated', max_tokens: 2048, thinking: { type: 'enabled' as const, budget_tokens: 1024 }, tools };
+    const question: Anthropic.MessageParam = { role: 'user', content: 'Search the latest news about tidal power' };
+    const thought: string[] = [];
+    const stream = client.messages.stream({ ...ask, messages: [question] });
+    stream.on('thinking', (delta) => thought.push(delta));
+    const asked = await stream.finalMessage();
+    expect(asked.stop_reason).toBe('tool_use');
+    const thinking = asked.content[0] as Anthropic.ThinkingBlock;
+    expect(thinking).toMatchObject({ type: 'thinking', signature: expect.stringMatching(/.{16}/) });
+    expect(thought.length).toBeGreaterThan(1);
+    expect(thought.join('')).toBe(thinking.thinking);
+    const use = asked.content.find((b): b is Anthropic.ToolUseBlock => b.type === 'tool_use')!;
+    const result: Anthropic.MessageParam = { role: 'user', content: [{ type: 'tool_result', tool_use_id: use.id, content: '{"news":"a new tidal lagoon opened"}' }] };
+    // The loop goes on with the assistant's turn as it came, thinking first: answered, thinking again.
+    const answer = await client.messages.create({ ...ask, messages: [question, { role: 'assistant', content: asked.content }, result] });
+    expect(answer.content[0]!.type).toBe('thinking');
+    expect(answer.content.find((b): b is Anthropic.TextBlock => b.type === 'text')!.text).toContain('"a new tidal lagoon opened"');
+    // The provider refuses the loop without the thinking block, and with its text altered: what a gateway that drops or rewrites it would meet.
+    const without = await client.messages.create({ ...ask, messages: [question, { role: 'assistant', content: asked.content.slice(1) }, result] }).catch((e: unknown) => e);
+    expect(without).toBeInstanceOf(Anthropic.BadRequestError);
+    expect(String((without as Error).message)).toMatch(/Expected `thinking` or `redacted_thinking`, but found `tool_use`/);
+    const altered = [{ ...thinking, thinking: `${thinking.thinking} (edited)` }, ...asked.content.slice(1)];
+    const tampered = await client.messages.create({ ...ask, messages: [question, { role: 'assistant', content: altered }, result] }).catch((e: unknown) => e);
+    expect(tampered).toBeInstanceOf(Anthropic.BadRequestError);
+    expect(String((tampered as Error).message)).toMatch(/signature/i);
+    // Not streamed: the same blocks, whole.
+    const whole = await client.messages.create({ ...ask, tools: undefined, messages: [{ role: 'user', content: 'Why is the sea salty?' }] });
+    expect(whole.content.map((b) => b.type)).toEqual(['thinking', 'text']);
+    expect(whole.usage.output_tokens).toBeGreaterThan(0);
+  } finally {
+    await edge.stop();
+  }
+  // This mesh's broker speaks OpenAI's protocol, which has no thinking: refused, saying so, before the provider is asked.
+  const upstream = (await emulatorStats(emulator)).requests;
+  const refused = await new Anthropic({ apiKey: alice, baseURL: mesh.edge.url, maxRetries: 0 }).messages
+    .create({ model: 'emulator-1', max_tokens: 2048, thinking: { type: 'enabled', budget_tokens: 1024 }, messages: [{ role: 'user', content: 'hi' }] }).catch((e: unknown) => e);
+  expect(refused).toBeInstanceOf(Anthropic.BadRequestError);
+  expect(String((refused as Error).message)).toContain('thinking is not supported by the openai protocol');
+  expect((await emulatorStats(emulator)).requests).toBe(upstream);
+});
+
 test('n choices through the official client: one upstream call each, each its own seeded answer, streamed and not', async () => {
   const client = new OpenAI({ apiKey: alice, baseURL: `${mesh.edge.url}/v1`, maxRetries: 0 });
   const messages = [{ role: 'user' as const, content: 'Why do cats purr?' }];

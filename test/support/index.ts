@@ -198,8 +198,8 @@ export function generateRequest(
     runStarted: false,
     model: '',
     messages: [
-      { role: 'system', content: 'You are the Planner. Round: 1', name: '', toolCallId: '', toolCalls: [], cacheTtl: '' },
-      { role: 'user', content: question, name: '', toolCallId: '', toolCalls: [], cacheTtl: '' },
+      { role: 'system', content: 'You are the Planner. Round: 1', name: '', toolCallId: '', toolCalls: [], cacheTtl: '', thinking: [] },
+      { role: 'user', content: question, name: '', toolCallId: '', toolCalls: [], cacheTtl: '', thinking: [] },
     ],
     tools: [],
     toolsJson: '',

@@ -1311,6 +1311,67 @@ describe('edge app (fake peers)', () => {
         .toBe('body/tools/0/cache_control/type must be "ephemeral"');
     });
 
+    test('extended thinking: the budget and an assistant\'s thinking blocks go on to the broker; the thinking comes back first, as blocks with their signatures, whole or streamed as Anthropic streams them', async () => {
+      const generate = gw.fakeBroker.generate;
+      const seen: GenerateRequest[] = [];
+      gw.fakeBroker.generate = async function* (req: GenerateRequest) {
+        seen.push(req);
+        yield { update: { $case: 'thinking', thinking: { text: 'Weigh ', signature: '', redactedData: '' } } };
+        yield { update: { $case: 'thinking', thinking: { text: 'it.', signature: '', redactedData: '' } } };
+        yield { update: { $case: 'thinking', thinking: { text: '', signature: 'sig-1', redactedData: '' } } };
+        yield { update: { $case: 'thinking', thinking: { text: '', signature: '', redactedData: 'opaque' } } };
+        yield { update: { $case: 'delta', delta: { content: 'Done.', logprobs: [] } } };
+        yield { update: { $case: 'done', done: { finishReason: 'stop', usage: { promptTokens: 5, completionTokens: 40, totalTokens: 45 }, toolCalls: [], model: 'upstream', queueWaitMs: 0, cache: 0, cachedUsage: undefined, upstream: 'default', content: '', logprobs: [] } } };
+      } as typeof generate;
+      const thinking = { type: 'enabled', budget_tokens: 1024 };
+      const turns = [
+        { role: 'user', content: 'Search the news' },
+        { role: 'assistant', content: [{ type: 'thinking', thinking: 'They want news.', signature: 'sig-0' }, { type: 'redacted_thinking', data: 'opaque-0' }, { type: 'tool_use', id: 'toolu_1', name: 'search_web', input: {} }] },
+        { role: 'user', content: [{ type: 'tool_result', tool_use_id: 'toolu_1', content: 'none' }] },
+      ];
+      try {
+        const whole = (await (await message({ max_tokens: 2048, thinking, messages: turns })).json()) as Record<string, unknown>;
+        expect(whole.content).toEqual([
+          { type: 'thinking', thinking: 'Weigh it.', signature: 'sig-1' },
+          { type: 'redacted_thinking', data: 'opaque' },
+          { type: 'text', text: 'Done.' },
+        ]);
+        expect(seen[0]).toMatchObject({ thinkingBudgetTokens: 1024, maxTokens: 2048 });
+        expect(seen[0]!.messages[1]!.thinking).toEqual([{ text: 'They want news.', signature: 'sig-0', redactedData: '' }, { text: '', signature: '', redactedData: 'opaque-0' }]);
+        expect(seen[0]!.messages[0]!.thinking).toEqual([]);
+        const events = await readEvents(await message({ max_tokens: 2048, thinking, stream: true }));
+        const blocks = events.filter((e) => e.event.startsWith('content_block')).map((e) => e.data as Record<string, unknown>);
+        expect(blocks).toEqual([
+          { type: 'content_block_start', index: 0, content_block: { type: 'thinking', thinking: '', signature: '' } },
+          { type: 'content_block_delta', index: 0, delta: { type: 'thinking_delta', thinking: 'Weigh ' } },
+          { type: 'content_block_delta', index: 0, delta: { type: 'thinking_delta', thinking: 'it.' } },
+          { type: 'content_block_delta', index: 0, delta: { type: 'signature_delta', signature: 'sig-1' } },
+          { type: 'content_block_stop', index: 0 },
+          { type: 'content_block_start', index: 1, content_block: { type: 'redacted_thinking', data: 'opaque' } },
+          { type: 'content_block_stop', index: 1 },
+          { type: 'content_block_start', index: 2, content_block: { type: 'text', text: '' } },
+          { type: 'content_block_delta', index: 2, delta: { type: 'text_delta', text: 'Done.' } },
+          { type: 'content_block_stop', index: 2 },
+        ]);
+      } finally {
+        gw.fakeBroker.generate = generate;
+      }
+      // Without thinking, the broker is not asked for it.
+      const { seen: plain, restore } = recordGenerate();
+      try {
+        expect((await message({ thinking: { type: 'disabled' } })).status).toBe(200);
+        expect(plain[0]!.thinkingBudgetTokens).toBeUndefined();
+      } finally {
+        restore();
+      }
+      // Refused as Anthropic refuses them: a budget under 1,024 or not under max_tokens.
+      expect((await anthropicError(await message({ max_tokens: 2048, thinking: { type: 'enabled', budget_tokens: 1000 } }), 400)).message).toBe('body/thinking/budget_tokens must be >= 1024');
+      expect((await anthropicError(await message({ max_tokens: 1024, thinking }), 400)).message).toBe('body: `max_tokens` must be greater than `thinking.budget_tokens`');
+      // Not on the Chat Completions route, whose body has no such field.
+      const chat = await fetch(`${base}/v1/chat/completions`, { method: 'POST', headers: json(alice), body: JSON.stringify({ model: 'upstream', messages: [{ role: 'user', content: 'hi' }], thinking }) });
+      expect(chat.status).toBe(400);
+    });
+
     test('usage in Anthropic\'s terms: input_tokens are the prompt less what the provider read from its prompt cache and wrote to it, the writes by lifetime (and in OpenAI\'s, the part read)', async () => {
       const { restore } = answerWith('ok', { usage: { promptTokens: 2_000, completionTokens: 2, totalTokens: 2_002, cacheReadTokens: 1_900, cacheWriteTokens: 60, cacheWrite1hTokens: 20 } });
       const usage = { input_tokens: 40, cache_creation_input_tokens: 60, cache_read_input_tokens: 1_900, cache_creation: { ephemeral_5m_input_tokens: 40, ephemeral_1h_input_tokens: 20 }, output_tokens: 2 };
@@ -1369,7 +1430,7 @@ describe('edge app (fake peers)', () => {
       expect(await anthropicError(await message({ max_tokens: 0 }), 400)).toEqual({ type: 'invalid_request_error', message: 'body/max_tokens must be >= 1' });
       expect((await anthropicError(await message({ top_k: 0.5 }), 400)).message).toBe('body/top_k must be integer');
       expect((await anthropicError(await message({ top_logprobs: 5 }), 400)).message).toBe('body has a parameter this API does not take: "top_logprobs" (refused rather than ignored)');
-      expect((await anthropicError(await message({ thinking: { type: 'enabled', budget_tokens: 1024 } }), 400)).message).toBe('body/thinking/type must be "disabled"');
+      expect((await anthropicError(await message({ thinking: { type: 'sometimes' } }), 400)).message).toBe('body/thinking/type must be "enabled" or "disabled"');
       expect((await anthropicError(await message({ tools: [{ type: 'web_search_20250305', name: 'web_search', input_schema: { type: 'object' } }] }), 400)).message).toBe('body/tools/0/type must be "custom"');
       expect((await anthropicError(await message({ tool_choice: { type: 'tool' } }), 400)).message).toBe("body/tool_choice must have required property 'name'");
     });

@@ -44,6 +44,8 @@ export interface GenerateInput {
   topP?: number;
   /** Anthropic's `top_k`: each token from the k likeliest only. */
   topK?: number;
+  /** Anthropic's extended thinking: its budget of `maxTokens` (1,024 or more, less than `maxTokens`); absent: off. */
+  thinkingBudgetTokens?: number;
   seed?: number;
   presencePenalty?: number;
   frequencyPenalty?: number;
@@ -107,6 +109,18 @@ export interface EmbedResult {
   cached?: { inputs: number; promptTokens: number; stale: boolean };
 }
 
+/** The least budget of extended thinking (Anthropic's). */
+export const MIN_THINKING_BUDGET = 1024;
+
+/** What Anthropic refuses beside extended thinking, said as the refusal's subject; undefined: nothing. */
+function thinkingClash(input: GenerateInput, choice: ToolChoiceSpec): string | undefined {
+  if (input.temperature !== undefined && input.temperature !== 1) return 'temperature may only be 1';
+  if (input.topK !== undefined) return 'top_k may not be set';
+  if (input.topP !== undefined && input.topP < 0.95) return 'top_p may only be between 0.95 and 1';
+  if (choice === 'required' || typeof choice === 'object') return 'tool_choice may not force a tool call';
+  return undefined;
+}
+
 /** The most prompt-cache breakpoints one call may mark (Anthropic's limit). */
 export const MAX_CACHE_BREAKPOINTS = 4;
 
@@ -122,6 +136,8 @@ export type GenerateEvent =
   | { type: 'toolCall'; index: number; id?: string; name?: string; arguments: string }
   /** An embeddings call's vectors (`embed`), before its `done`. */
   | { type: 'embeddings'; vectors: Float32Array[] }
+  /** A piece of the model's extended thinking (before the answer): see StreamEvent. */
+  | { type: 'thinking'; text?: string; signature?: string; redactedData?: string }
   | {
       type: 'done';
       finishReason: string;
@@ -334,7 +350,8 @@ export class LlmBroker {
   async *generate(input: GenerateInput, signal: AbortSignal, deadline?: number): AsyncGenerator<GenerateEvent> {
     const call = this.prepare(input);
     const candidates = this.able(candidatesFor(this.d.upstreams, input.model), call, input.model);
-    const cache = input.cache ? this.d.cache : undefined;
+    // A thinking answer is not replayed: its blocks and their signatures are one answer's.
+    const cache = input.cache && call.thinkingBudgetTokens === undefined ? this.d.cache : undefined;
     // A replayed answer takes no admission to overlap: the gate is passed first.
     if (cache && input.gate) await input.gate;
     if (cache) yield* this.throughCache(cache, input, call, candidates, signal, deadline);
@@ -589,6 +606,15 @@ export class LlmBroker {
     if (input.topP !== undefined && !(input.topP >= 0 && input.topP <= 1)) throw new BrokerRefusal('invalid_request', 'top_p must be between 0 and 1');
     if (input.topK !== undefined && !(Number.isSafeInteger(input.topK) && input.topK >= 0)) throw new BrokerRefusal('invalid_request', 'top_k must be an integer of 0 or more');
     if (input.seed !== undefined && !Number.isSafeInteger(input.seed)) throw new BrokerRefusal('invalid_request', 'seed must be an integer');
+    const maxTokens = input.maxTokens > 0 ? input.maxTokens : this.d.defaultMaxTokens;
+    const budget = input.thinkingBudgetTokens;
+    if (budget !== undefined) {
+      // Anthropic's rules, refused before the queue rather than by the provider after it.
+      if (!(Number.isSafeInteger(budget) && budget >= MIN_THINKING_BUDGET)) throw new BrokerRefusal('invalid_request', `thinking_budget_tokens must be an integer of at least ${MIN_THINKING_BUDGET}`);
+      if (budget >= maxTokens) throw new BrokerRefusal('invalid_request', `max_tokens (${maxTokens}) must be greater than thinking_budget_tokens (${budget})`);
+      const clash = thinkingClash(input, choice);
+      if (clash) throw new BrokerRefusal('invalid_request', `${clash} with extended thinking (the provider refuses it)`);
+    }
     for (const [name, v] of [['presence_penalty', input.presencePenalty], ['frequency_penalty', input.frequencyPenalty]] as const) {
       if (v !== undefined && !(v >= -2 && v <= 2)) throw new BrokerRefusal('invalid_request', `${name} must be between -2 and 2`);
     }
@@ -620,7 +646,8 @@ export class LlmBroker {
       ...(input.verbosity ? { verbosity: input.verbosity } : {}),
       ...(input.endUser ? { endUser: input.endUser.slice(0, 256) } : {}),
       ...(bias.length > 0 ? { logitBias: input.logitBias } : {}),
-      maxTokens: input.maxTokens > 0 ? input.maxTokens : this.d.defaultMaxTokens,
+      ...(budget !== undefined ? { thinkingBudgetTokens: budget } : {}),
+      maxTokens,
       ...(input.temperature !== undefined ? { temperature: input.temperature } : {}),
       ...(input.noStream ? { stream: false } : {}),
     };
@@ -882,6 +909,12 @@ export class LlmBroker {
           return e.logprobs ? { type: 'delta', content: e.text, logprobs: e.logprobs } : { type: 'delta', content: e.text };
         }
         if (e.type === 'embeddings') return e;
+        if (e.type === 'thinking') {
+          // Generated tokens too: counted with the text when the provider reports no usage.
+          completionText += e.text ?? '';
+          delivered += 1;
+          return e;
+        }
         if (e.type === 'tool_call') {
           if (!streamToolCalls) return undefined;
           delivered += 1;
@@ -1054,7 +1087,7 @@ export class LlmBroker {
           if (r.done) return { stream, iterator, buffered, ended: true };
           buffered.push(r.value);
           // The first piece the caller will hear: from then on, a retry would repeat it.
-          if (r.value.type === 'content' || (streamToolCalls && r.value.type === 'tool_call')) return { stream, iterator, buffered, ended: false };
+          if (r.value.type === 'content' || r.value.type === 'thinking' || (streamToolCalls && r.value.type === 'tool_call')) return { stream, iterator, buffered, ended: false };
         }
       } catch (raw) {
         signal.removeEventListener('abort', onAbort);

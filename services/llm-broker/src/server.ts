@@ -64,6 +64,7 @@ export function toInput(req: GenerateRequest): GenerateInput {
       toolCalls: m.toolCalls,
       ...(m.parts && m.parts.parts.length > 0 ? { parts: m.parts.parts } : {}),
       ...(m.cacheTtl ? { cacheTtl: m.cacheTtl } : {}),
+      ...(m.thinking.length > 0 ? { thinking: m.thinking.map(({ text, signature, redactedData }) => ({ text, signature, redactedData })) } : {}),
     })),
     // tools_json: from callers older than `tools` (deprecated).
     tools: req.tools.length > 0 ? req.tools : req.toolsJson ? toolsFromJson(req.toolsJson) : [],
@@ -72,6 +73,7 @@ export function toInput(req: GenerateRequest): GenerateInput {
     stop: req.stop,
     topP: req.topP,
     topK: req.topK,
+    thinkingBudgetTokens: req.thinkingBudgetTokens,
     seed: req.seed,
     presencePenalty: req.presencePenalty,
     frequencyPenalty: req.frequencyPenalty,
@@ -115,6 +117,8 @@ export function toResponse(e: GenerateEvent, content = '', logprobs: LogprobOut[
       return { update: { $case: 'cached', cached: { stale: e.stale, ageMs: e.ageMs } } };
     case 'delta':
       return { update: { $case: 'delta', delta: { content: e.content, logprobs: e.logprobs ?? [] } } };
+    case 'thinking':
+      return { update: { $case: 'thinking', thinking: { text: e.text ?? '', signature: e.signature ?? '', redactedData: e.redactedData ?? '' } } };
     case 'toolCall':
       return { update: { $case: 'toolCall', toolCall: { index: e.index, id: e.id ?? '', name: e.name ?? '', arguments: e.arguments } } };
     case 'embeddings':
@@ -175,7 +179,8 @@ export async function* generateResponses(broker: LlmBroker, logger: Logger, req:
           held += e.content;
           if (e.logprobs) heldLogprobs.push(...e.logprobs);
         }
-        else if (e.type === 'queued') yield toResponse(e);
+        // The thinking is not text: passed on as it comes, for the caller to keep apart.
+        else if (e.type === 'queued' || e.type === 'thinking') yield toResponse(e);
         continue;
       }
       const ms = Date.now() - started;

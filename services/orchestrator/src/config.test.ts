@@ -25,5 +25,12 @@ describe('loadConfig: LLM call policy per role', () => {
     expect(() => loadConfig({ AGENT_TEMPERATURES: 'planner=3' })).toThrow(/AGENT_TEMPERATURES/);
     expect(() => loadConfig({ AGENT_TEMPERATURES: 'judge=0' })).toThrow(/AGENT_TEMPERATURES: unknown role "judge"/);
     expect(() => loadConfig({ AGENT_CACHE_ROLES: 'planner,everyone' })).toThrow(/AGENT_CACHE_ROLES: unknown role "everyone"/);
+    expect(() => loadConfig({ AGENT_PROMPT_CACHE_TTL: '10m' })).toThrow(/AGENT_PROMPT_CACHE_TTL/);
+  });
+
+  it('the agents mark prompt-cache breakpoints kept 5 minutes by default; 1h, or off', () => {
+    expect(loadConfig({}).agentPromptCacheTtl).toBe('5m');
+    expect(loadConfig({ AGENT_PROMPT_CACHE_TTL: '1h' }).agentPromptCacheTtl).toBe('1h');
+    expect(loadConfig({ AGENT_PROMPT_CACHE_TTL: 'off' }).agentPromptCacheTtl).toBeUndefined();
   });
 });

@@ -3,6 +3,7 @@
 import path from 'node:path';
 import { config, type RedisTarget } from '@agent-mesh/common';
 import { AGENT_ROLES, type AgentCallPolicy, type AgentRole } from './pipeline/types';
+import type { PromptCacheTtl } from './pipeline/prompts';
 
 export interface OrchestratorConfig {
   /** gRPC port. */
@@ -32,6 +33,8 @@ export interface OrchestratorConfig {
    * default) and whether its calls ask the broker's response cache (AGENT_CACHE_ROLES).
    */
   agentCalls: Record<AgentRole, AgentCallPolicy>;
+  /** Lifetime of the prompt-cache breakpoints the agents mark (AGENT_PROMPT_CACHE_TTL); undefined: `off`, none marked. */
+  agentPromptCacheTtl?: PromptCacheTtl;
   /** Deadline of one broker call, queueing included. */
   agentCallTimeoutMs: number;
   /**
@@ -81,6 +84,10 @@ export const VARS = {
     AGENT_CACHE_ROLES: {
       type: 'string', default: '', defaultDoc: 'the roles at temperature 0',
       doc: "the roles whose calls ask the broker's response cache (comma-separated, or `none`): answers at temperature 0 may be reused",
+    },
+    AGENT_PROMPT_CACHE_TTL: {
+      type: 'string', default: '5m', values: ['5m', '1h', 'off'],
+      doc: "the agents mark the part of their prompts that stays the same (the role's prompt and the conversation so far; in the Host's function-calling loop, each latest message) as a prompt-cache breakpoint kept this long: a provider that caches only what is marked (Anthropic) then bills it, when read back, at PRICE_PER_1K_CACHE_READ_TOKENS and outside its input-token limit. `1h` writes cost twice the prompt's price (5m: 1.25 times); `off`: nothing marked. a prompt shorter than the provider's least cacheable prefix (1,024 to 4,096 tokens by model) is not cached; OpenAI caches on its own and ignores the marks",
     },
     AGENT_CALL_TIMEOUT_MS: { type: 'int', default: 120_000, min: 100, doc: 'deadline of one broker call, queueing included' },
     TOOL_CALL_TIMEOUT_MS: { type: 'int', default: 15_000, min: 100, doc: 'deadline of one tool call' },
@@ -139,6 +146,8 @@ function callPolicies(temperatures: Partial<Record<AgentRole, number>>, cacheRol
   return { planner: policy('planner'), critic: policy('critic'), host: policy('host'), reporter: policy('reporter') };
 }
 
+const promptCacheTtl = (v: string): PromptCacheTtl | undefined => (v === 'off' ? undefined : (v as PromptCacheTtl));
+
 export function loadConfig(env: Env = process.env): OrchestratorConfig {
   const read = <V extends config.Var>(v: V, fallback?: config.ValueOf<V>) => config.read(v, env, fallback);
   const port = read(VARS.ORCHESTRATOR_PORT);
@@ -157,6 +166,7 @@ export function loadConfig(env: Env = process.env): OrchestratorConfig {
     agentHostStartSteps: read(VARS.AGENT_HOST_START_STEPS),
     agentMaxTokens: read(VARS.AGENT_MAX_TOKENS),
     agentCalls: callPolicies(temperatures, parseCacheRoles(read(VARS.AGENT_CACHE_ROLES), temperatures)),
+    agentPromptCacheTtl: promptCacheTtl(read(VARS.AGENT_PROMPT_CACHE_TTL)),
     agentCallTimeoutMs: read(VARS.AGENT_CALL_TIMEOUT_MS),
     runMaxQueueWaitMs: read(VARS.RUN_MAX_QUEUE_WAIT_MS),
     runMaxStarting: read(VARS.RUN_MAX_STARTING),

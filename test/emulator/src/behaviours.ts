@@ -35,6 +35,8 @@ export const BEHAVIOURS = [
   'no_usage',
   /** 404 `model_not_found`: the provider does not serve the model. */
   'model_not_found',
+  /** Anthropic with thinking enabled: the thinking comes as a `redacted_thinking` block (encrypted `data`, no deltas). */
+  'redacted_thinking',
 ] as const;
 
 export type Behaviour = (typeof BEHAVIOURS)[number];

@@ -5,6 +5,7 @@ import { createHash } from 'node:crypto';
 import { anthropicImageTokens, IMAGE_MEDIA_TYPES, sniffImage, undownloadable, URL_IMAGE_SIZE, type ImageMediaType, type ImageSize } from './images';
 import type { CacheBoundary, CacheTtl } from './prompt-cache';
 import type { ChatCompletionRequest, ChatMessage, ImageInput, ToolChoice, ToolDefinition } from './request';
+import { unredactThinking, verifyThinking } from './thinking';
 import { countPromptTokens } from './tokens';
 
 /** A 400 in Anthropic's words: `{"type":"error","error":{"type":"invalid_request_error","message":…}}`. */
@@ -44,6 +45,12 @@ function blocksOf(content: unknown, at: string): Block[] {
     if (block.type === 'text' && block.text === '') bad(`${at}.content.${i}: text content blocks must be non-empty`);
     if (block.type === 'tool_use' && (typeof block.id !== 'string' || typeof block.name !== 'string' || !isObject(block.input))) bad(`${at}.content.${i}: tool_use needs id, name and an input object`);
     if (block.type === 'tool_result' && typeof block.tool_use_id !== 'string') bad(`${at}.content.${i}.tool_use_id: Field required`);
+    if (isThinking(block)) {
+      const fields = block.type === 'thinking' ? ['thinking', 'signature'] : ['data'];
+      for (const f of fields) if (typeof block[f] !== 'string') bad(`${at}.content.${i}.${block.type}.${f}: Field required`);
+      // A thinking block cannot be a cache breakpoint (it is cached as part of the prefix it stands in).
+      if (block.cache_control !== undefined) bad(`${at}.content.${i}.${block.type}.cache_control: Extra inputs are not permitted`);
+    }
   });
   return content as Block[];
 }
@@ -121,6 +128,84 @@ function breakpointsOf(marked: readonly { block: Block; at: string }[]): Map<Blo
 interface Turn {
   role: 'user' | 'assistant';
   blocks: Block[];
+  /** The texts of its thinking blocks, when they are billed as input (see checkThinking). */
+  thoughts?: ReadonlyMap<Block, string>;
+}
+
+const isThinking = (b: Block | undefined): boolean => b?.type === 'thinking' || b?.type === 'redacted_thinking';
+
+/**
+ * `thinking`: `{"type": "enabled", "budget_tokens": N}` (N ≥ 1024) or `{"type": "disabled"}`, as
+ * Anthropic checks it. Returns the budget, or undefined when disabled (or absent).
+ */
+function thinkingBudgetOf(raw: unknown): number | undefined {
+  if (raw === undefined || raw === null) return undefined;
+  if (!isObject(raw)) return bad('thinking: Input should be a valid dictionary or object to extract fields from');
+  if (raw.type === undefined) return bad("thinking: Unable to extract tag using discriminator 'type'");
+  if (raw.type === 'disabled') return undefined;
+  if (raw.type !== 'enabled') return bad(`thinking: Input tag '${String(raw.type)}' found using 'type' does not match any of the expected tags: 'disabled', 'enabled'`);
+  const budget = raw.budget_tokens;
+  if (budget === undefined) return bad('thinking.enabled.budget_tokens: Field required');
+  if (typeof budget !== 'number') return bad('thinking.enabled.budget_tokens: Input should be a valid integer');
+  if (!Number.isInteger(budget)) return bad('thinking.enabled.budget_tokens: Input should be a valid integer, got a number with a fractional part');
+  if (budget < 1024) return bad('thinking.enabled.budget_tokens: Input should be greater than or equal to 1024');
+  return budget;
+}
+
+const THINKING_DOCS = 'https://docs.claude.com/en/docs/build-with-claude/extended-thinking';
+
+/** What thinking does not go with, in Anthropic's words: a budget not under max_tokens, sampling changed, a tool forced. */
+function checkThinkingCompatible(budget: number, maxTokens: number, body: Record<string, unknown>, toolChoice: ToolChoice | undefined): void {
+  if (maxTokens <= budget) bad(`\`max_tokens\` must be greater than \`thinking.budget_tokens\`. Please consult our documentation at ${THINKING_DOCS}#max-tokens-and-context-window-size`);
+  if (body.temperature !== undefined && body.temperature !== 1) bad(`\`temperature\` may only be set to 1 when thinking is enabled. Please consult our documentation at ${THINKING_DOCS}#feature-compatibility`);
+  if (body.top_k !== undefined) bad(`\`top_k\` must be unset when thinking is enabled. Please consult our documentation at ${THINKING_DOCS}#feature-compatibility`);
+  if (typeof body.top_p === 'number' && body.top_p < 0.95) bad(`\`top_p\` must be greater than or equal to 0.95 or unset when thinking is enabled. Please consult our documentation at ${THINKING_DOCS}#feature-compatibility`);
+  if (toolChoice === 'required' || typeof toolChoice === 'object') bad('Thinking may not be enabled when tool_choice forces tool use.');
+}
+
+/**
+ * The thinking blocks passed back in assistant turns, as Anthropic checks them. With thinking
+ * disabled they are ignored (not verified), but none may be in a final assistant message. Enabled:
+ * a turn holding one starts with one and does not end with one; each must verify (its signature,
+ * or its redacted data, for this model); and when the last assistant turn holds tool_use (a tool
+ * loop being continued), it must start with one. Only that turn's thinking is billed as input
+ * (Anthropic strips the thinking of earlier turns): its texts are set on it as `thoughts`.
+ */
+function checkThinking(turns: Turn[], model: string, enabled: boolean): void {
+  const last = turns.findLastIndex((t) => t.role === 'assistant');
+  // The last assistant turn holds tool_use: the request continues a tool loop.
+  const loop = enabled && last !== -1 && turns[last]!.blocks.some((b) => b.type === 'tool_use');
+  turns.forEach((turn, i) => {
+    if (turn.role !== 'assistant' || !turn.blocks.some(isThinking)) return;
+    if (!enabled) {
+      if (i === turns.length - 1) {
+        bad(`messages.${i}.content.${turn.blocks.findIndex(isThinking)}: When thinking is disabled, an \`assistant\` message in the final position cannot contain \`thinking\`. To use thinking blocks, enable \`thinking\` in your request.`);
+      }
+      return;
+    }
+    if (!isThinking(turn.blocks[0])) {
+      bad(`messages.${i}.content.0: If an assistant message contains any thinking blocks, the first block must be \`thinking\` or \`redacted_thinking\`. Found \`${String(turn.blocks[0]?.type)}\`.`);
+    }
+    if (isThinking(turn.blocks.at(-1))) bad(`messages.${i}: The final block in an assistant message cannot be \`thinking\`.`);
+    const thoughts = new Map<Block, string>();
+    turn.blocks.forEach((b, j) => {
+      if (b.type === 'thinking') {
+        if (!verifyThinking(model, b.thinking as string, b.signature as string)) bad(`messages.${i}.content.${j}: Invalid \`signature\` in \`thinking\` block`);
+        thoughts.set(b, b.thinking as string);
+      } else if (b.type === 'redacted_thinking') {
+        const text = unredactThinking(model, b.data as string);
+        if (text === undefined) bad(`messages.${i}.content.${j}: Invalid \`data\` in \`redacted_thinking\` block`);
+        thoughts.set(b, text as string);
+      }
+    });
+    if (loop && i === last) turn.thoughts = thoughts;
+  });
+  const final = turns[last];
+  if (loop && !isThinking(final!.blocks[0])) {
+    bad(
+      `messages.${last}.content.0.type: Expected \`thinking\` or \`redacted_thinking\`, but found \`${String(final!.blocks[0]?.type)}\`. When \`thinking\` is enabled, a final \`assistant\` message must start with a thinking block (preceeding the lastmost set of \`tool_use\` and \`tool_result\` blocks). We recommend you include thinking blocks from previous turns. To avoid this requirement, disable \`thinking\`. Please consult our documentation at ${THINKING_DOCS}`,
+    );
+  }
 }
 
 /** `system` as blocks: a string is one text block (none when empty). */
@@ -139,13 +224,15 @@ function systemMessages(system: readonly Block[]): ChatMessage[] {
  * One message as chat messages: an assistant's text and tool calls; a user's tool results (a
  * `tool` message each), then its text and images (a message of their own when the turn has no text).
  */
-function turnMessages({ role, blocks }: Turn, images: ReadonlyMap<Block, ImageInput>): ChatMessage[] {
+function turnMessages({ role, blocks, thoughts }: Turn, images: ReadonlyMap<Block, ImageInput>): ChatMessage[] {
   const text = blocks.filter((b) => b.type === 'text').map((b) => b.text as string).join('');
   if (role === 'assistant') {
     const calls = blocks.filter((b) => b.type === 'tool_use');
+    // Billed thinking (the last turn's, in a tool loop) is counted as part of the message's content.
+    const thought = blocks.map((b) => thoughts?.get(b) ?? '').join('');
     return [{
       role: 'assistant',
-      content: text,
+      content: thought === '' ? text : [{ type: 'thinking', text: thought }, { type: 'text', text }],
       ...(calls.length > 0 ? { tool_calls: calls.map((c) => ({ id: c.id as string, type: 'function' as const, function: { name: c.name as string, arguments: JSON.stringify(c.input) } })) } : {}),
     }];
   }
@@ -171,9 +258,10 @@ const withoutBreakpoint = ({ cache_control: _, ...rest }: Block): Block => rest;
  * The places where a cached prefix may end, in Anthropic's order — after each tool, each system
  * block, each content block of each message — up to the last breakpoint. Each is keyed by a running
  * digest of the canonical JSON of what precedes it (a message's role opens it), and counts its
- * tokens, when asked, as the request cut after its block.
+ * tokens, when asked, as the request cut after its block. The thinking budget keys the messages'
+ * prefixes, not the tools' and system's (Anthropic: changing it invalidates message breakpoints).
  */
-function cacheBoundaries(tools: readonly Block[], definitions: readonly ToolDefinition[], system: readonly Block[], turns: readonly Turn[], images: ReadonlyMap<Block, ImageInput>, ttls: ReadonlyMap<Block, CacheTtl>): CacheBoundary[] {
+function cacheBoundaries(tools: readonly Block[], definitions: readonly ToolDefinition[], system: readonly Block[], turns: readonly Turn[], images: ReadonlyMap<Block, ImageInput>, ttls: ReadonlyMap<Block, CacheTtl>, thinkingBudget: number | undefined): CacheBoundary[] {
   const hash = createHash('sha256');
   const out: CacheBoundary[] = [];
   let left = ttls.size;
@@ -190,11 +278,12 @@ function cacheBoundaries(tools: readonly Block[], definitions: readonly ToolDefi
   system.forEach((b, i) => add(['system', withoutBreakpoint(b)], b, () => ({ messages: systemMessages(system.slice(0, i + 1)), tools: allTools })));
   const head = systemMessages(system);
   const before: ChatMessage[] = [];
+  if (thinkingBudget !== undefined && left > 0) hash.update(`${JSON.stringify(['thinking', thinkingBudget])}\n`);
   for (const turn of turns) {
     if (left === 0) break;
     hash.update(`${JSON.stringify(['message', turn.role])}\n`);
     const earlier = [...head, ...before];
-    turn.blocks.forEach((b, j) => add(['block', withoutBreakpoint(b)], b, () => ({ messages: [...earlier, ...turnMessages({ role: turn.role, blocks: turn.blocks.slice(0, j + 1) }, images)], tools: allTools })));
+    turn.blocks.forEach((b, j) => add(['block', withoutBreakpoint(b)], b, () => ({ messages: [...earlier, ...turnMessages({ ...turn, blocks: turn.blocks.slice(0, j + 1) }, images)], tools: allTools })));
     before.push(...turnMessages(turn, images));
   }
   return out;
@@ -215,6 +304,7 @@ export function parseMessagesRequest(body: unknown): ChatCompletionRequest {
   if (temperature !== undefined && (typeof temperature !== 'number' || temperature < 0 || temperature > 1)) bad('temperature: Input should be less than or equal to 1');
   const stream = body.stream ?? false;
   if (typeof stream !== 'boolean') bad('stream: Input should be a valid boolean');
+  const thinkingBudget = thinkingBudgetOf(body.thinking);
 
   const system = systemBlocksOf(body.system);
   // The images ride on the user message, billed as Anthropic bills them.
@@ -227,6 +317,9 @@ export function parseMessagesRequest(body: unknown): ChatCompletionRequest {
     if (m.role === 'assistant') {
       const image = blocks.findIndex((b) => b.type === 'image');
       if (image !== -1) return bad(`${at}.content.${image}: image content blocks are only allowed in user messages`);
+    } else {
+      const thought = blocks.findIndex(isThinking);
+      if (thought !== -1) return bad(`${at}.content.${thought}: ${String(blocks[thought]!.type)} content blocks are only allowed in assistant messages`);
     }
     blocks.forEach((b, j) => {
       if (b.type === 'image') images.set(b, imageOf(b, `${at}.content.${j}`));
@@ -245,6 +338,12 @@ export function parseMessagesRequest(body: unknown): ChatCompletionRequest {
       return { type: 'function', function: { name: t.name, ...(typeof t.description === 'string' ? { description: t.description } : {}), parameters: t.input_schema } };
     });
   }
+  const toolChoice = toolChoiceOf(body.tool_choice, definitions);
+  const topP = body.top_p === undefined ? undefined : typeof body.top_p === 'number' && body.top_p >= 0 && body.top_p <= 1 ? body.top_p : bad('top_p: Input should be less than or equal to 1');
+  const topK = body.top_k === undefined ? undefined : Number.isInteger(body.top_k) && (body.top_k as number) >= 0 ? (body.top_k as number) : bad('top_k: Input should be greater than or equal to 0');
+  if (thinkingBudget !== undefined) checkThinkingCompatible(thinkingBudget, maxTokens as number, body, toolChoice);
+  // A signature binds the model without a `+behaviour` suffix (the one answers are made for).
+  checkThinking(turns, (model as string).split('+')[0]!, thinkingBudget !== undefined);
   const ttls = breakpointsOf([
     ...tools.map((block, i) => ({ block, at: `tools.${i}` })),
     ...system.map((block, i) => ({ block, at: `system.${i}` })),
@@ -253,12 +352,12 @@ export function parseMessagesRequest(body: unknown): ChatCompletionRequest {
   return {
     model: model as string,
     messages: [...systemMessages(system), ...turns.flatMap((t) => turnMessages(t, images))],
-    ...(ttls.size > 0 ? { cacheBoundaries: cacheBoundaries(tools, definitions, system, turns, images, ttls) } : {}),
+    ...(ttls.size > 0 ? { cacheBoundaries: cacheBoundaries(tools, definitions, system, turns, images, ttls, thinkingBudget) } : {}),
     stream: stream as boolean,
     includeUsage: true,
     maxTokens: maxTokens as number,
     tools: definitions.length > 0 ? definitions : undefined,
-    toolChoice: toolChoiceOf(body.tool_choice, definitions),
+    toolChoice,
     stop: stopSequencesOf(body.stop_sequences),
     seed: undefined,
     responseFormat: undefined,
@@ -269,9 +368,10 @@ export function parseMessagesRequest(body: unknown): ChatCompletionRequest {
     reasoningEffort: undefined,
     verbosity: undefined,
     endUser: endUserOf(body.metadata),
-    topP: body.top_p === undefined ? undefined : typeof body.top_p === 'number' && body.top_p >= 0 && body.top_p <= 1 ? body.top_p : bad('top_p: Input should be less than or equal to 1'),
-    ...(body.top_k === undefined ? {} : { topK: Number.isInteger(body.top_k) && (body.top_k as number) >= 0 ? (body.top_k as number) : bad('top_k: Input should be greater than or equal to 0') }),
+    topP,
+    ...(topK === undefined ? {} : { topK }),
     temperature: temperature as number | undefined,
+    ...(thinkingBudget === undefined ? {} : { thinking: { budgetTokens: thinkingBudget } }),
   };
 }
 

@@ -2,7 +2,7 @@
 // tool use, usage, the errors and rate-limit headers, and the misbehaviours in Anthropic's shapes;
 // with Anthropic's own SDK, that its client reads all of it as it reads Anthropic's API.
 import Anthropic from '@anthropic-ai/sdk';
-import { minimalImage, startEmulator, type ImageMediaType, type RunningEmulator } from './index';
+import { countTokens, minimalImage, startEmulator, type ImageMediaType, type RunningEmulator } from './index';
 
 const HEADERS = { 'x-api-key': 'test-key', 'anthropic-version': '2023-06-01', 'content-type': 'application/json' };
 const SEARCH_TOOL = { name: 'search_web', description: 'Search the web', input_schema: { type: 'object', properties: { query: { type: 'string' } } } };
@@ -158,6 +158,168 @@ describe('POST /v1/messages', () => {
   });
 });
 
+describe('POST /v1/messages with extended thinking', () => {
+  const DOCS = 'https://docs.claude.com/en/docs/build-with-claude/extended-thinking';
+  const think = (text: string, over: Record<string, unknown> = {}) => ask(text, { max_tokens: 2048, thinking: { type: 'enabled', budget_tokens: 1024 }, ...over });
+  const json = async (body: unknown) => {
+    const res = await post(body);
+    return { status: res.status, body: (await res.json()) as Record<string, any> };
+  };
+  const refused = (message: string) => ({ status: 400, body: { type: 'error', error: { type: 'invalid_request_error', message }, request_id: expect.any(String) } });
+  const BASE64 = /^[A-Za-z0-9+/]+=*$/;
+  const QUESTION = { role: 'user', content: 'Search the latest news about solar power' };
+  /** A tool loop continued: the question, the assistant's turn of `blocks`, the result of its tool_use. */
+  const loop = (blocks: Record<string, any>[], over: Record<string, unknown> = {}) => {
+    const id = blocks.find((b) => b.type === 'tool_use')?.id ?? 'toolu_1';
+    return think('', {
+      stream: false,
+      tools: [SEARCH_TOOL],
+      messages: [QUESTION, { role: 'assistant', content: blocks }, { role: 'user', content: [{ type: 'tool_result', tool_use_id: id, content: 'Panels got cheaper again this year.' }] }],
+      ...over,
+    });
+  };
+  /** The first call of a tool loop, not streamed: its thinking block and its tool_use block. */
+  const firstCall = async () => {
+    const { body } = await json(think(QUESTION.content, { stream: false, tools: [SEARCH_TOOL] }));
+    expect(body.stop_reason).toBe('tool_use');
+    expect(body.content.map((b: { type: string }) => b.type)).toEqual(['thinking', 'tool_use']);
+    return body.content as [Record<string, any>, Record<string, any>];
+  };
+  const toolRule = (found: string) =>
+    `messages.1.content.0.type: Expected \`thinking\` or \`redacted_thinking\`, but found \`${found}\`. When \`thinking\` is enabled, a final \`assistant\` message must start with a thinking block (preceeding the lastmost set of \`tool_use\` and \`tool_result\` blocks). We recommend you include thinking blocks from previous turns. To avoid this requirement, disable \`thinking\`. Please consult our documentation at ${DOCS}`;
+
+  it('streams one thinking block first (thinking_delta events, its signature_delta, content_block_stop), the text at index 1; output_tokens counts both', async () => {
+    const ev = await events(await post(think('How do libraries plan opening hours?')));
+    const steps = ev.map((e) => (e.type === 'content_block_delta' ? `${e.index}:${e.delta.type}` : e.index === undefined ? e.type : `${e.index}:${e.type}`));
+    expect(steps.filter((t, i) => t !== steps[i - 1])).toEqual([
+      'message_start', '0:content_block_start', '0:thinking_delta', '0:signature_delta', '0:content_block_stop',
+      '1:content_block_start', '1:text_delta', '1:content_block_stop', 'message_delta', 'message_stop',
+    ]);
+    expect(steps.filter((t) => t === '0:signature_delta')).toHaveLength(1);
+    expect(ev[1]).toEqual({ type: 'content_block_start', index: 0, content_block: { type: 'thinking', thinking: '', signature: '' } });
+    expect(ev.find((e) => e.type === 'content_block_start' && e.index === 1)!.content_block).toEqual({ type: 'text', text: '' });
+    const joined = (index: number, field: string) => ev.filter((e) => e.type === 'content_block_delta' && e.index === index).map((e) => e.delta[field] ?? '').join('');
+    const thinking = joined(0, 'thinking');
+    expect(thinking).toMatch(/^The user asks about /);
+    expect(joined(0, 'signature')).toMatch(BASE64);
+    // 30–60 % of the budget, the budget counted at most 320 tokens.
+    expect(countTokens(thinking)).toBeGreaterThanOrEqual(90);
+    expect(countTokens(thinking)).toBeLessThanOrEqual(200);
+    const end = ev.find((e) => e.type === 'message_delta')!;
+    expect(end.delta.stop_reason).toBe('end_turn');
+    expect(end.usage.output_tokens).toBe(countTokens(thinking) + countTokens(joined(1, 'text')));
+  });
+
+  it('answers a non-streamed call with the thinking block first in content; the same seed, the same blocks', async () => {
+    const create = () => {
+      emulator.configure({ seed: 42 });
+      return json(think('How do libraries plan opening hours?', { stream: false }));
+    };
+    const { status, body } = await create();
+    expect(status).toBe(200);
+    expect(body.content).toEqual([{ type: 'thinking', thinking: expect.stringMatching(/^The user asks about /), signature: expect.stringMatching(BASE64) }, { type: 'text', text: expect.any(String) }]);
+    expect(body.usage.output_tokens).toBe(countTokens(body.content[0].thinking) + countTokens(body.content[1].text));
+    expect((await create()).body.content).toEqual(body.content);
+  });
+
+  it('refuses as Anthropic does: a budget under 1024 or not under max_tokens, temperature, top_k, top_p under 0.95, a forced tool, another type', async () => {
+    const cases: [Record<string, unknown>, string][] = [
+      [{ thinking: { type: 'enabled', budget_tokens: 1000 } }, 'thinking.enabled.budget_tokens: Input should be greater than or equal to 1024'],
+      [{ thinking: { type: 'enabled' } }, 'thinking.enabled.budget_tokens: Field required'],
+      [{ thinking: { type: 'enabled', budget_tokens: 1500.5 } }, 'thinking.enabled.budget_tokens: Input should be a valid integer, got a number with a fractional part'],
+      [{ thinking: { type: 'sometimes' } }, "thinking: Input tag 'sometimes' found using 'type' does not match any of the expected tags: 'disabled', 'enabled'"],
+      [{ max_tokens: 1024 }, `\`max_tokens\` must be greater than \`thinking.budget_tokens\`. Please consult our documentation at ${DOCS}#max-tokens-and-context-window-size`],
+      [{ temperature: 0.7 }, `\`temperature\` may only be set to 1 when thinking is enabled. Please consult our documentation at ${DOCS}#feature-compatibility`],
+      [{ top_k: 40 }, `\`top_k\` must be unset when thinking is enabled. Please consult our documentation at ${DOCS}#feature-compatibility`],
+      [{ top_p: 0.9 }, `\`top_p\` must be greater than or equal to 0.95 or unset when thinking is enabled. Please consult our documentation at ${DOCS}#feature-compatibility`],
+      [{ tools: [SEARCH_TOOL], tool_choice: { type: 'any' } }, 'Thinking may not be enabled when tool_choice forces tool use.'],
+      [{ tools: [SEARCH_TOOL], tool_choice: { type: 'tool', name: 'search_web' } }, 'Thinking may not be enabled when tool_choice forces tool use.'],
+    ];
+    for (const [over, message] of cases) expect(await json(think('hi', over))).toEqual(refused(message));
+    // What goes with thinking: temperature 1, top_p from 0.95, tool_choice auto; and anything without it.
+    for (const over of [{ temperature: 1 }, { top_p: 0.95 }, { tools: [SEARCH_TOOL], tool_choice: { type: 'auto' } }, { thinking: { type: 'disabled' }, temperature: 0.2, top_k: 5, max_tokens: 100 }]) {
+      expect((await json(think('hi', { stream: false, ...over }))).status).toBe(200);
+    }
+    expect(emulator.stats()).toMatchObject({ invalid: cases.length, completed: 4 });
+  });
+
+  it('continues a tool loop with the thinking block passed back as it came; refuses it altered, made up, for another model, missing, or after the tool_use', async () => {
+    const [thinking, call] = await firstCall();
+    const ok = await json(loop([thinking, call]));
+    expect(ok.status).toBe(200);
+    expect(ok.body.content.map((b: { type: string }) => b.type)).toEqual(['thinking', 'text']);
+    expect(ok.body.content[1].text).toContain('Panels got cheaper');
+    const invalid = refused('messages.1.content.0: Invalid `signature` in `thinking` block');
+    expect(await json(loop([{ ...thinking, thinking: `${thinking.thinking} Edited.` }, call]))).toEqual(invalid);
+    expect(await json(loop([{ ...thinking, signature: 'c2lnbmF0dXJl' }, call]))).toEqual(invalid);
+    expect(await json(loop([thinking, call], { model: 'claude-other' }))).toEqual(invalid);
+    expect(await json(loop([call]))).toEqual(refused(toolRule('tool_use')));
+    expect(await json(loop([{ type: 'text', text: 'Let me search.' }, call]))).toEqual(refused(toolRule('text')));
+    expect(await json(loop([{ type: 'text', text: 'Let me search.' }, thinking, call]))).toEqual(
+      refused('messages.1.content.0: If an assistant message contains any thinking blocks, the first block must be `thinking` or `redacted_thinking`. Found `text`.'),
+    );
+    expect(await json(loop([{ type: 'thinking', thinking: 'Hmm.' }, call]))).toEqual(refused('messages.1.content.0.thinking.signature: Field required'));
+    expect(await json(loop([{ ...thinking, cache_control: { type: 'ephemeral' } }, call]))).toEqual(refused('messages.1.content.0.thinking.cache_control: Extra inputs are not permitted'));
+    expect(await json(think('', { messages: [{ role: 'user', content: [thinking, { type: 'text', text: 'hi' }] }] }))).toEqual(
+      refused('messages.0.content.0: thinking content blocks are only allowed in assistant messages'),
+    );
+  });
+
+  it('bills as input the thinking of the last assistant turn of a tool loop, not that of earlier turns; disabled, ignores thinking blocks but in a final assistant turn', async () => {
+    const [thinking, call] = await firstCall();
+    const enabled = await json(loop([thinking, call]));
+    // Disabled: passed back blocks are neither checked nor billed.
+    const disabled = await json(loop([{ ...thinking, signature: 'made-up' }, call], { thinking: { type: 'disabled' } }));
+    expect(disabled.status).toBe(200);
+    expect(disabled.body.content.map((b: { type: string }) => b.type)).toEqual(['text']);
+    expect(enabled.body.usage.input_tokens - disabled.body.usage.input_tokens).toBe(countTokens(thinking.thinking));
+    const earlier = (over: Record<string, unknown>) =>
+      json(think('', { stream: false, messages: [QUESTION, { role: 'assistant', content: [thinking, { type: 'text', text: 'Solar got cheaper.' }] }, { role: 'user', content: 'And wind?' }], ...over }));
+    const [on, off] = [await earlier({}), await earlier({ thinking: { type: 'disabled' } })];
+    expect(on.status).toBe(200);
+    expect(on.body.usage.input_tokens).toBe(off.body.usage.input_tokens);
+    expect(await json(think('', { thinking: { type: 'disabled' }, messages: [QUESTION, { role: 'assistant', content: [thinking, { type: 'text', text: 'Solar' }] }] }))).toEqual(
+      refused('messages.1.content.0: When thinking is disabled, an `assistant` message in the final position cannot contain `thinking`. To use thinking blocks, enable `thinking` in your request.'),
+    );
+  });
+
+  it('redacted_thinking: the whole block in its content_block_start, no deltas; passed back, it verifies; altered, it is refused', async () => {
+    const ev = await events(await post(think(QUESTION.content, { tools: [SEARCH_TOOL] }), { ...HEADERS, 'x-emulator-behaviour': 'redacted_thinking' }));
+    expect(ev.filter((e) => e.index === 0).map((e) => e.type)).toEqual(['content_block_start', 'content_block_stop']);
+    const block = ev.find((e) => e.type === 'content_block_start' && e.index === 0)!.content_block;
+    expect(block).toEqual({ type: 'redacted_thinking', data: expect.stringMatching(BASE64) });
+    const opening = ev.find((e) => e.type === 'content_block_start' && e.index === 1)!.content_block;
+    const input = ev.filter((e) => e.type === 'content_block_delta' && e.index === 1).map((e) => e.delta.partial_json).join('');
+    const call = { ...opening, input: JSON.parse(input) };
+    expect(call.type).toBe('tool_use');
+    // The thinking is billed although unseen.
+    expect(ev.find((e) => e.type === 'message_delta')!.usage.output_tokens).toBeGreaterThan(90 + countTokens(input));
+    const ok = await json(loop([block, call]));
+    expect(ok.status).toBe(200);
+    const flipped = block.data.slice(0, 40) + (block.data[40] === 'A' ? 'B' : 'A') + block.data.slice(41);
+    expect(await json(loop([{ ...block, data: flipped }, call]))).toEqual(refused('messages.1.content.0: Invalid `data` in `redacted_thinking` block'));
+    // The model suffix selects it too; without thinking, the behaviour changes nothing.
+    const suffixed = await json(think('hi', { stream: false, model: 'claude-emulated+redacted_thinking' }));
+    expect(suffixed.body.content[0].type).toBe('redacted_thinking');
+    const plain = await json(ask('hi', { stream: false, model: 'claude-emulated+redacted_thinking' }));
+    expect(plain.body.content.map((b: { type: string }) => b.type)).toEqual(['text']);
+  });
+
+  it('caches a tool loop\'s prefix with its thinking block; another budget is another prefix', async () => {
+    emulator.configure({ cacheMinTokens: 0 });
+    const [thinking, call] = await firstCall();
+    const marked = (over: Record<string, unknown> = {}) => {
+      const body = loop([thinking, call], over) as { messages: { content: unknown }[] };
+      body.messages[2]!.content = [{ type: 'tool_result', tool_use_id: call.id, content: 'Panels got cheaper again this year.', cache_control: { type: 'ephemeral' } }];
+      return json(body);
+    };
+    const written = (await marked()).body.usage;
+    expect(written.cache_creation_input_tokens).toBeGreaterThan(countTokens(thinking.thinking));
+    expect((await marked()).body.usage).toMatchObject({ cache_read_input_tokens: written.cache_creation_input_tokens, cache_creation_input_tokens: 0 });
+    expect((await marked({ thinking: { type: 'enabled', budget_tokens: 1500 } })).body.usage).toMatchObject({ cache_read_input_tokens: 0 });
+  });
+});
+
 describe('POST /v1/messages metadata', () => {
   it('counts a named end user (metadata.user_id) in stats.users; refuses another key or a long id as Anthropic does', async () => {
     const before = emulator.stats().users;
@@ -288,6 +450,23 @@ describe('POST /v1/messages through the official Anthropic SDK', () => {
     expect(call.stop_reason).toBe('tool_use');
     expect(call.content).toEqual([{ type: 'tool_use', id: expect.stringMatching(/^toolu_/), name: 'search_web', input: { query: expect.stringMatching(/solar/) } }]);
     expect(emulator.stats().byMode).toEqual({ stream: 0, whole: 2 });
+  });
+
+  it('streams extended thinking: the final message starts with a thinking block and its signature; passed back as it came, the tool loop goes on', async () => {
+    const tools = [{ name: 'search_web', description: 'Search the web', input_schema: { type: 'object' as const, properties: { query: { type: 'string' } } } }];
+    const base = { model: 'claude-emulated', max_tokens: 2048, thinking: { type: 'enabled' as const, budget_tokens: 1024 }, tools };
+    const question = { role: 'user' as const, content: 'Search the latest news about solar power' };
+    const stream = sdk().messages.stream({ ...base, messages: [question] });
+    let thought = '';
+    stream.on('thinking', (delta) => (thought += delta));
+    const call = await stream.finalMessage();
+    expect(call.content.map((b) => b.type)).toEqual(['thinking', 'tool_use']);
+    const [thinking, use] = call.content;
+    expect(thinking).toEqual({ type: 'thinking', thinking: thought, signature: expect.stringMatching(/^[A-Za-z0-9+/]+=*$/) });
+    const result = { role: 'user' as const, content: [{ type: 'tool_result' as const, tool_use_id: use!.type === 'tool_use' ? use!.id : '', content: 'Panels got cheaper again this year.' }] };
+    const next = await sdk().messages.create({ ...base, messages: [question, { role: 'assistant', content: call.content }, result] });
+    expect(next.content.map((b) => b.type)).toEqual(['thinking', 'text']);
+    await expect(sdk().messages.create({ ...base, messages: [question, { role: 'assistant', content: [use!] }, result] })).rejects.toBeInstanceOf(Anthropic.BadRequestError);
   });
 
   it('raises the SDK\'s errors: RateLimitError (429), an APIError of status 529, an error event inside a stream', async () => {

@@ -1,9 +1,12 @@
 // Anthropic's Messages API stream for one answer: message_start, a content block per text or
 // tool_use (content_block_start, content_block_delta with text_delta / input_json_delta,
 // content_block_stop), message_delta (stop_reason, usage), message_stop; an `error` event for a
-// stream that fails. The same answers, pacing and misbehaviours as the chat completions.
+// stream that fails. With extended thinking, a thinking block first (thinking_delta, then its
+// signature_delta). The same answers, pacing and misbehaviours as the chat completions.
 import { cutAnswer, parallelCalls, textPieces, type AnswerWire, type CompletionJob, type Frame } from './completion';
 import { anthropicError } from './messages-request';
+import { SeededRandom } from './random';
+import { composeThinking, redactThinking, signThinking } from './thinking';
 import { countTokens, encode } from './tokens';
 
 const event = (name: string, data: Record<string, unknown>): string => `event: ${name}\ndata: ${JSON.stringify({ type: name, ...data })}\n\n`;
@@ -30,6 +33,30 @@ export function messagesWire(job: CompletionJob): AnswerWire {
       usage: { ...input, ...creationByTtl, output_tokens: 1 },
     },
   });
+  // What opens the answer's first block (message_start, or the end of the thinking block), and its index.
+  let head = start;
+  let first = 0;
+  let thinkingTokens = 0;
+  if (request.thinking !== undefined) {
+    // Thinking comes first, paced and billed as output like the answer, which gets what is left of max_tokens.
+    const pieces = textPieces(composeThinking(request, request.thinking.budgetTokens, new SeededRandom(job.rng.seed())));
+    const thinking = pieces.map((p) => p.text).join('');
+    thinkingTokens = pieces.reduce((n, p) => n + p.tokens, 0);
+    first = 1;
+    if (job.behaviours.has('redacted_thinking')) {
+      // Nothing readable to stream: silence while it thinks, then the whole block at once.
+      const block = { type: 'redacted_thinking', data: redactThinking(request.model, thinking) };
+      frames.push({ text: start, tokens: 0 }, ...pieces.map((p) => ({ text: '', tokens: p.tokens })));
+      head = event('content_block_start', { index: 0, content_block: block }) + event('content_block_stop', { index: 0 });
+      content.push(block);
+    } else {
+      const signature = signThinking(request.model, thinking);
+      frames.push({ text: start + event('content_block_start', { index: 0, content_block: { type: 'thinking', thinking: '', signature: '' } }), tokens: 0 });
+      for (const p of pieces) frames.push({ text: event('content_block_delta', { index: 0, delta: { type: 'thinking_delta', thinking: p.text } }), tokens: p.tokens });
+      head = event('content_block_delta', { index: 0, delta: { type: 'signature_delta', signature } }) + event('content_block_stop', { index: 0 });
+      content.push({ type: 'thinking', thinking, signature });
+    }
+  }
   if (answer.kind === 'tool_call') {
     stopReason = 'tool_use';
     let input: Record<string, unknown> = {};
@@ -40,16 +67,18 @@ export function messagesWire(job: CompletionJob): AnswerWire {
     }
     const calls = [{ id: answer.call.id.replace(/^call_/, 'toolu_'), name: answer.call.name, input }];
     if (parallelCalls(job)) calls.push({ id: `toolu_${job.rng.id(24)}`, name: answer.call.name, input: secondInput(input) });
-    calls.forEach((c, index) => {
+    calls.forEach((c, i) => {
+      const index = first + i;
       const opening = event('content_block_start', { index, content_block: { type: 'tool_use', id: c.id, name: c.name, input: {} } });
-      frames.push({ text: (index === 0 ? start : event('content_block_stop', { index: index - 1 })) + opening, tokens: countTokens(c.name) });
+      frames.push({ text: (i === 0 ? head : event('content_block_stop', { index: index - 1 })) + opening, tokens: countTokens(c.name) });
       for (const p of textPieces(encode(JSON.stringify(c.input)))) {
         frames.push({ text: event('content_block_delta', { index, delta: { type: 'input_json_delta', partial_json: p.text } }), tokens: p.tokens });
       }
       content.push({ type: 'tool_use', id: c.id, name: c.name, input: c.input });
     });
   } else {
-    const { tokens, cut } = cutAnswer(answer.text, request);
+    const maxTokens = request.maxTokens === undefined ? undefined : Math.max(0, request.maxTokens - thinkingTokens);
+    const { tokens, cut } = cutAnswer(answer.text, { maxTokens, stop: request.stop });
     if (cut === 'length') stopReason = 'max_tokens';
     if (cut === 'stop_sequence') {
       stopReason = 'stop_sequence';
@@ -57,8 +86,8 @@ export function messagesWire(job: CompletionJob): AnswerWire {
       stopSequence = request.stop?.find((s) => rest.startsWith(s)) ?? null;
     }
     const pieces = textPieces(tokens);
-    frames.push({ text: start + event('content_block_start', { index: 0, content_block: { type: 'text', text: '' } }), tokens: 0 });
-    for (const p of pieces) frames.push({ text: event('content_block_delta', { index: 0, delta: { type: 'text_delta', text: p.text } }), tokens: p.tokens });
+    frames.push({ text: head + event('content_block_start', { index: first, content_block: { type: 'text', text: '' } }), tokens: 0 });
+    for (const p of pieces) frames.push({ text: event('content_block_delta', { index: first, delta: { type: 'text_delta', text: p.text } }), tokens: p.tokens });
     content.push({ type: 'text', text: pieces.map((p) => p.text).join('') });
   }
   const completionTokens = frames.reduce((n, f) => n + f.tokens, 0);

@@ -75,6 +75,8 @@ export interface ChatCompletionRequest {
    * cached prefix may end, up to the last breakpoint. Absent: none marked (OpenAI caches on its own).
    */
   cacheBoundaries?: CacheBoundary[];
+  /** Anthropic's extended thinking (`thinking: {"type": "enabled", "budget_tokens": N}`); absent: disabled. */
+  thinking?: { budgetTokens: number };
 }
 
 export const REASONING_EFFORTS = ['minimal', 'low', 'medium', 'high'] as const;

@@ -19,8 +19,43 @@ export interface WholeCall {
   function: { name: string; arguments: string };
 }
 
+/** A piece of extended thinking (before the answer): more text of the current block, its signature (which ends it), or a whole redacted block. */
+export interface ThinkingPiece {
+  text?: string;
+  signature?: string;
+  redactedData?: string;
+}
+
+/** A block of thinking, whole: its text and signature, or a redacted block's data. */
+export type WholeThinking = { type: 'thinking'; thinking: string; signature: string } | { type: 'redacted_thinking'; data: string };
+
+/** Thinking pieces joined into whole blocks: a block ends at its signature, a redacted block is one piece. */
+export class ThinkingBlocks {
+  readonly blocks: WholeThinking[] = [];
+  private open: Extract<WholeThinking, { type: 'thinking' }> | undefined;
+
+  add(piece: ThinkingPiece): void {
+    if (piece.redactedData) {
+      this.open = undefined;
+      this.blocks.push({ type: 'redacted_thinking', data: piece.redactedData });
+      return;
+    }
+    if (!this.open) this.blocks.push((this.open = { type: 'thinking', thinking: '', signature: '' }));
+    this.open.thinking += piece.text ?? '';
+    if (piece.signature) {
+      this.open.signature = piece.signature;
+      this.open = undefined;
+    }
+  }
+}
+
 /** What to stream next; `block` numbers the blocks from 0 in the order they start. */
 export type Step =
+  /** A thinking block starts (a redacted one whole, with its data: nothing follows but its stop). */
+  | { kind: 'thinking-start'; block: number; redactedData?: string }
+  | { kind: 'thinking'; block: number; text: string }
+  | { kind: 'thinking-signature'; block: number; signature: string }
+  | { kind: 'thinking-stop'; block: number }
   | { kind: 'text-start'; block: number }
   | { kind: 'text'; block: number; text: string }
   | { kind: 'text-stop'; block: number; text: string }
@@ -37,17 +72,42 @@ interface Call {
 
 export class BlockSequence {
   private blocks = 0;
-  private open: { kind: 'text'; block: number; text: string } | { kind: 'call'; call: Call } | undefined;
+  private open: { kind: 'text'; block: number; text: string } | { kind: 'call'; call: Call } | { kind: 'thinking'; block: number } | undefined;
+  /** Thinking that came while a call streamed (a provider thinks first: not expected), followed whole at the end. */
+  private readonly heldThinking = new ThinkingBlocks();
   private readonly calls = new Map<number, Call>();
   private held = '';
+
+  /** A piece of thinking: a block of its own, started at its first piece and stopped at its signature. */
+  thinking(piece: ThinkingPiece): Step[] {
+    if (this.open?.kind === 'call') {
+      this.heldThinking.add(piece);
+      return [];
+    }
+    const steps = this.stopText();
+    if (piece.redactedData) {
+      steps.push(...this.stopThinking());
+      const block = this.blocks++;
+      steps.push({ kind: 'thinking-start', block, redactedData: piece.redactedData }, { kind: 'thinking-stop', block });
+      return steps;
+    }
+    if (this.open?.kind !== 'thinking') {
+      this.open = { kind: 'thinking', block: this.blocks++ };
+      steps.push({ kind: 'thinking-start', block: this.open.block });
+    }
+    const { block } = this.open;
+    if (piece.text) steps.push({ kind: 'thinking', block, text: piece.text });
+    if (piece.signature) steps.push({ kind: 'thinking-signature', block, signature: piece.signature }, ...this.stopThinking());
+    return steps;
+  }
 
   text(delta: string): Step[] {
     if (this.open?.kind === 'call') {
       this.held += delta;
       return [];
     }
-    const steps: Step[] = [];
-    if (!this.open) {
+    const steps: Step[] = this.stopThinking();
+    if (this.open?.kind !== 'text') {
       this.open = { kind: 'text', block: this.blocks++, text: '' };
       steps.push({ kind: 'text-start', block: this.open.block });
     }
@@ -63,7 +123,7 @@ export class BlockSequence {
     if (this.open?.kind === 'call') {
       return this.open.call === call && piece.arguments ? [{ kind: 'call-arguments', block: call.block!, arguments: piece.arguments }] : [];
     }
-    const steps = this.stopText();
+    const steps = [...this.stopThinking(), ...this.stopText()];
     this.open = { kind: 'call', call };
     steps.push(...this.start(call));
     return steps;
@@ -76,9 +136,12 @@ export class BlockSequence {
       if (call) Object.assign(call, { id: c.id, name: c.function.name, arguments: c.function.arguments });
       else this.calls.set(index, { id: c.id, name: c.function.name, arguments: c.function.arguments });
     }
-    const steps = this.stopText();
+    const steps = [...this.stopThinking(), ...this.stopText()];
     if (this.open?.kind === 'call') steps.push(stop(this.open.call));
     this.open = undefined;
+    for (const t of this.heldThinking.blocks) {
+      steps.push(...this.thinking(t.type === 'redacted_thinking' ? { redactedData: t.data } : { text: t.thinking, signature: t.signature }), ...this.stopThinking());
+    }
     for (const [, call] of [...this.calls.entries()].sort((a, b) => a[0] - b[0])) {
       if (call.block === undefined) steps.push(...this.start(call), stop(call));
     }
@@ -94,6 +157,14 @@ export class BlockSequence {
     const steps: Step[] = [{ kind: 'call-start', block: call.block, id: call.id, name: call.name }];
     if (call.arguments) steps.push({ kind: 'call-arguments', block: call.block, arguments: call.arguments });
     return steps;
+  }
+
+  /** A thinking block left open (its signature never came) stops. */
+  private stopThinking(): Step[] {
+    if (this.open?.kind !== 'thinking') return [];
+    const { block } = this.open;
+    this.open = undefined;
+    return [{ kind: 'thinking-stop', block }];
   }
 
   private stopText(): Step[] {

@@ -10,7 +10,7 @@ import type { FastifyInstance } from 'fastify';
 import { randomBytes } from 'node:crypto';
 import type { EdgeContext } from '../context';
 import { anthropicType, badRequest, fromGrpc, HttpError, isGrpcError } from '../errors';
-import { BlockSequence, type Step } from './blocks';
+import { BlockSequence, type Step, type WholeThinking } from './blocks';
 import { CACHE_HEADER, completion, countTokens, openStream, readToEnd, wholeAnswer, type Begun, type ChatBody, type Piece } from './openai';
 import { anyObject, cacheControlSchema, cacheTtlOf, FUNCTION_NAME, hourAfterFiveMinutes, MAX_CACHE_BREAKPOINTS, NO_NUL } from './schemas';
 
@@ -52,6 +52,25 @@ const toolResultBlock = {
   },
 } as const;
 
+/** An assistant's extended thinking, passed back as the model wrote it (the provider checks its signature). */
+const thinkingBlock = {
+  type: 'object',
+  required: ['type', 'thinking', 'signature'],
+  properties: { type: { type: 'string', enum: ['thinking'] }, thinking: text, signature: { type: 'string', maxLength: 100_000, pattern: NO_NUL } },
+  additionalProperties: false,
+} as const;
+
+/** A thinking block the provider redacted: its encrypted data, passed back as it came. */
+const redactedThinkingBlock = {
+  type: 'object',
+  required: ['type', 'data'],
+  properties: { type: { type: 'string', enum: ['redacted_thinking'] }, data: { type: 'string', maxLength: 200_000, pattern: NO_NUL } },
+  additionalProperties: false,
+} as const;
+
+/** The least budget of extended thinking (Anthropic's). */
+const MIN_THINKING_BUDGET = 1024;
+
 /** A turn, by its role as Anthropic defines them: a user's holds text, images and tool results; an assistant's text and tool calls. */
 const turn = (role: string, blocks: readonly object[]) => ({
   type: 'object',
@@ -66,6 +85,7 @@ type Block = (
   | { type: 'image'; source: { type: 'base64'; media_type: string; data: string } | { type: 'url'; url: string } }
   | { type: 'tool_use'; id: string; name: string; input: Record<string, unknown> }
   | { type: 'tool_result'; tool_use_id: string; content?: string | { type: 'text'; text: string; cache_control?: CacheControl }[]; is_error?: boolean }
+  | WholeThinking
 ) & { cache_control?: CacheControl };
 
 /** A tool result's breakpoint: its own, or one on a block of its content (the result is one message). */
@@ -100,6 +120,14 @@ interface MessagesBody {
   tools?: { name: string; description?: string; input_schema: Record<string, unknown>; type?: string; cache_control?: CacheControl }[];
   tool_choice?: { type: 'auto' | 'any' | 'none' | 'tool'; name?: string; disable_parallel_tool_use?: boolean };
   metadata?: { user_id?: string | null };
+  thinking?: { type: 'enabled'; budget_tokens: number } | { type: 'disabled' };
+}
+
+/** Refused as Anthropic refuses it: a thinking budget not under max_tokens. */
+function checkThinking(body: MessagesBody): void {
+  if (body.thinking?.type === 'enabled' && body.thinking.budget_tokens >= body.max_tokens) {
+    throw badRequest('body: `max_tokens` must be greater than `thinking.budget_tokens`', undefined, 'max_tokens');
+  }
 }
 
 /** A tool result's text: its content, said to be an error when the tool failed (the chat's tool message has no such flag). */
@@ -127,7 +155,12 @@ function asChat(body: MessagesBody): ChatBody {
       const said = blocks.map((b) => (b.type === 'text' ? b.text : '')).join('');
       // An assistant's breakpoint marks the message's end (its text, then its calls, are one turn).
       const mark = blocks.findLast((b) => b.cache_control)?.cache_control;
-      messages.push({ role: 'assistant', content: mark ? [{ type: 'text', text: said, cache_control: mark }] : said || null, ...(calls.length > 0 ? { tool_calls: calls } : {}) });
+      const thought = blocks.filter((b): b is WholeThinking & Block => b.type === 'thinking' || b.type === 'redacted_thinking');
+      messages.push({
+        role: 'assistant', content: mark ? [{ type: 'text', text: said, cache_control: mark }] : said || null,
+        ...(calls.length > 0 ? { tool_calls: calls } : {}),
+        ...(thought.length > 0 ? { thinking_blocks: thought.map((b) => (b.type === 'thinking' ? { type: b.type, thinking: b.thinking, signature: b.signature } : { type: b.type, data: b.data })) } : {}),
+      });
       continue;
     }
     for (const b of blocks) {
@@ -160,6 +193,7 @@ function asChat(body: MessagesBody): ChatBody {
       }
       : {}),
     ...(body.metadata?.user_id ? { user: body.metadata.user_id } : {}),
+    ...(body.thinking ? { thinking: body.thinking } : {}),
   };
 }
 
@@ -180,9 +214,10 @@ function inputOf(argumentsJson: string): Record<string, unknown> {
   }
 }
 
-/** The answer's content blocks: its text (when there is text), then a tool_use block per call. */
-function contentOf(said: string, done: Done): Record<string, unknown>[] {
+/** The answer's content blocks: its thinking, its text (when there is text), then a tool_use block per call. */
+function contentOf(said: string, done: Done, thinking: WholeThinking[]): Record<string, unknown>[] {
   return [
+    ...thinking,
     ...(said ? [{ type: 'text', text: said }] : []),
     ...done.toolCalls.map((c) => ({ type: 'tool_use', id: c.id, name: c.function.name, input: inputOf(c.function.arguments) })),
   ];
@@ -217,7 +252,7 @@ const messagesBody = {
       type: 'array',
       minItems: 1,
       maxItems: 500,
-      items: { anyOf: [turn('user', [textBlock, imageBlock, toolResultBlock]), turn('assistant', [textBlock, toolUseBlock])] },
+      items: { anyOf: [turn('user', [textBlock, imageBlock, toolResultBlock]), turn('assistant', [textBlock, toolUseBlock, thinkingBlock, redactedThinkingBlock])] },
     },
     system: { anyOf: [text, { type: 'array', maxItems: 100, items: textBlock }] },
     stop_sequences: { type: 'array', maxItems: 4, items: { type: 'string', minLength: 1, maxLength: 1000, pattern: NO_NUL }, description: 'up to 4 (the upstream is asked in OpenAI\'s terms)' },
@@ -249,7 +284,13 @@ const messagesBody = {
       then: { required: ['name'] },
     },
     metadata: { type: 'object', properties: { user_id: { type: ['string', 'null'], maxLength: 256 } }, additionalProperties: false },
-    thinking: { type: 'object', required: ['type'], properties: { type: { type: 'string', enum: ['disabled'] } }, description: 'extended thinking is Anthropic\'s: only disabled' },
+    thinking: {
+      anyOf: [
+        { type: 'object', required: ['type', 'budget_tokens'], properties: { type: { type: 'string', enum: ['enabled'] }, budget_tokens: { type: 'integer', minimum: MIN_THINKING_BUDGET } }, additionalProperties: false },
+        { type: 'object', required: ['type'], properties: { type: { type: 'string', enum: ['disabled'] } }, additionalProperties: false },
+      ],
+      description: 'extended thinking within `budget_tokens` of `max_tokens` (at least 1,024, less than `max_tokens`): passed on to an Anthropic upstream, refused (400) by an OpenAI one',
+    },
   },
   additionalProperties: false,
 } as const;
@@ -273,11 +314,12 @@ export function messagesRoutes(app: FastifyInstance, ctx: EdgeContext): void {
         summary: 'Anthropic-compatible Messages API (stream true or false)',
         description:
           'The same call as /v1/chat/completions (its models, queue, quota, response cache and `x-mesh-cache` header), asked and answered in Anthropic\'s terms, for clients ' +
-          'written for it: `system`, `messages` (text, `image` — base64 or by URL —, `tool_use` and `tool_result` blocks), `max_tokens`, `stop_sequences`, `temperature`, ' +
-          '`top_p`, `top_k`, `tools` (`input_schema`), `tool_choice` (auto, any, tool, none; `disable_parallel_tool_use`) and `metadata.user_id`. The answer is a `message` ' +
-          '(`content` blocks: text, then tool_use; `stop_reason` end_turn, max_tokens, tool_use, or stop_sequence with the sequence where the upstream says which; `usage`), or with stream: true Anthropic\'s events. The token is ' +
-          '`Authorization: Bearer` or `x-api-key`; errors are Anthropic\'s (`{"type": "error", "error": {"type", "message"}}`). What Anthropic\'s models alone have ' +
-          '(extended `thinking`, server tools) is refused by name; `top_k` is passed on to an Anthropic upstream and refused (400) by an OpenAI one.',
+          'written for it: `system`, `messages` (text, `image` — base64 or by URL —, `tool_use` and `tool_result` blocks; an assistant\'s `thinking` and `redacted_thinking` blocks), `max_tokens`, `stop_sequences`, `temperature`, ' +
+          '`top_p`, `top_k`, `tools` (`input_schema`), `tool_choice` (auto, any, tool, none; `disable_parallel_tool_use`), `thinking` and `metadata.user_id`. The answer is a `message` ' +
+          '(`content` blocks: thinking, text, then tool_use; `stop_reason` end_turn, max_tokens, tool_use, or stop_sequence with the sequence where the upstream says which; `usage`), or with stream: true Anthropic\'s events. The token is ' +
+          '`Authorization: Bearer` or `x-api-key`; errors are Anthropic\'s (`{"type": "error", "error": {"type", "message"}}`). Extended `thinking` (`budget_tokens` of at least 1,024, ' +
+          'less than `max_tokens`; then `temperature` only 1, no `top_k`, `top_p` from 0.95, no forced tool) is passed on to an Anthropic upstream, its thinking blocks streamed with their signatures, ' +
+          'and is refused (400) by an OpenAI one, as `top_k` is; a call with it is not answered from the response cache. Server tools are refused by name.',
         headers: { type: 'object', properties: { [CACHE_HEADER]: { type: 'string', enum: ['on', 'off'] } } },
         body: messagesBody,
         response: {
@@ -289,12 +331,13 @@ export function messagesRoutes(app: FastifyInstance, ctx: EdgeContext): void {
     async (req, reply) => {
       const body = req.body as MessagesBody;
       checkBreakpoints(body);
+      checkThinking(body);
       const call = completion(ctx, req, reply, asChat(body));
       const id = `msg_${randomBytes(12).toString('hex')}`;
       if (body.stream) return streamMessage(call, id, body);
-      const { text: said, done } = await wholeAnswer(call);
+      const { text: said, done, thinking } = await wholeAnswer(call);
       return {
-        id, type: 'message', role: 'assistant', model: done.model || body.model, content: contentOf(said, done),
+        id, type: 'message', role: 'assistant', model: done.model || body.model, content: contentOf(said, done, thinking),
         ...stopOf(done), usage: usageOf(done),
       };
     },
@@ -320,7 +363,9 @@ export function messagesRoutes(app: FastifyInstance, ctx: EdgeContext): void {
       },
     },
     async (req, reply) => {
-      const body = { ...(req.body as Omit<MessagesBody, 'max_tokens'>), max_tokens: 1 };
+      // The prompt's tokens: thinking is what the model does after it (and its budget is not under a max_tokens of 1).
+      const { thinking: _, ...asked } = req.body as Omit<MessagesBody, 'max_tokens'>;
+      const body = { ...asked, max_tokens: 1 };
       checkBreakpoints(body);
       return { input_tokens: await countTokens(ctx, req, reply, asChat(body)) };
     },
@@ -343,6 +388,11 @@ async function emitSteps(emit: (type: string, data: Record<string, unknown>) => 
       case 'text': await emit('content_block_delta', { index, delta: { type: 'text_delta', text: step.text } }); break;
       case 'call-start': await emit('content_block_start', { index, content_block: { type: 'tool_use', id: step.id, name: step.name, input: {} } }); break;
       case 'call-arguments': await emit('content_block_delta', { index, delta: { type: 'input_json_delta', partial_json: step.arguments } }); break;
+      case 'thinking-start':
+        await emit('content_block_start', { index, content_block: step.redactedData ? { type: 'redacted_thinking', data: step.redactedData } : { type: 'thinking', thinking: '', signature: '' } });
+        break;
+      case 'thinking': await emit('content_block_delta', { index, delta: { type: 'thinking_delta', thinking: step.text } }); break;
+      case 'thinking-signature': await emit('content_block_delta', { index, delta: { type: 'signature_delta', signature: step.signature } }); break;
       default: await emit('content_block_stop', { index });
     }
   }
@@ -362,6 +412,7 @@ async function streamMessage(call: Begun, id: string, body: MessagesBody): Promi
       const p = result.value;
       if ('delta' in p) await emitSteps(emit, blocks.text(p.delta));
       else if ('toolCall' in p) await emitSteps(emit, blocks.toolCall(p.toolCall));
+      else if ('thinking' in p) await emitSteps(emit, blocks.thinking(p.thinking));
       else if ('queued' in p) await emit('ping', {});
       else if ('done' in p) {
         await emitSteps(emit, blocks.end(p.toolCalls));

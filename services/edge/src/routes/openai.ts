@@ -10,7 +10,7 @@ import { requestScope } from '../scope';
 import { badRequest, fromGrpc, HttpError, isGrpcError } from '../errors';
 import type { RunEvent } from '../gateways/types';
 import { streamHeaders } from '../sse/memory';
-import type { ToolCallPiece } from './blocks';
+import { ThinkingBlocks, type ThinkingPiece, type ToolCallPiece, type WholeThinking } from './blocks';
 import { anyObject, cacheControlSchema, cacheTtlOf, FUNCTION_NAME, hourAfterFiveMinutes, MAX_CACHE_BREAKPOINTS, IMAGE_URL, metadataSchema, NO_NUL, openAiErrorResponses, TOKEN_ID } from './schemas';
 
 export const PIPELINE_MODEL = 'agent-mesh';
@@ -24,7 +24,11 @@ export interface ChatBody {
     name?: string;
     tool_call_id?: string;
     tool_calls?: WireToolCall[] | null;
+    /** An assistant's extended-thinking blocks, passed back (as LiteLLM names them); set by /v1/messages only. */
+    thinking_blocks?: WholeThinking[];
   }[];
+  /** Anthropic's extended thinking; set by /v1/messages only (this route's schema has none). */
+  thinking?: { type: 'enabled'; budget_tokens: number } | { type: 'disabled' };
   stream?: boolean;
   stream_options?: { include_usage?: boolean } | null;
   max_tokens?: number | null;
@@ -83,6 +87,8 @@ export type Piece = (
   | { delta: string; logprobs?: WireLogprob[] }
   /** A piece of a tool call as it is generated, when streamed: a call's first piece names it (id, name), the next carry more of its arguments; `done` still has every call whole. */
   | { toolCall: ToolCallPiece }
+  /** A piece of the model's extended thinking, before the answer (only for a call that turned it on). */
+  | { thinking: ThinkingPiece }
   | {
     done: true; finishReason: string; usage: Usage; model: string; toolCalls: WireToolCall[];
     /** The stop sequence that ended it, where the upstream says which. */ stopSequence?: string;
@@ -489,7 +495,8 @@ export function completion(ctx: EdgeContext, req: FastifyRequest, reply: Fastify
   if (body.metadata) annotate(Object.fromEntries(Object.entries(body.metadata).map(([k, v]) => [`metadata.${k}`, v])));
   const asked = req.headers[CACHE_HEADER];
   const n = body.n ?? 1;
-  const cache = body.model !== PIPELINE_MODEL && n === 1 && (asked === 'on' || (asked !== 'off' && body.temperature === 0));
+  // A thinking answer is not replayed: its signed blocks are one answer's (the broker asks no cache for it either).
+  const cache = body.model !== PIPELINE_MODEL && n === 1 && body.thinking?.type !== 'enabled' && (asked === 'on' || (asked !== 'off' && body.temperature === 0));
   const gate = req.gate ?? undefined;
   // The pipeline's agents have their own tools: a caller's would be ignored, so they are refused.
   if (body.model === PIPELINE_MODEL && ((body.tools?.length ?? 0) > 0 || (body.tool_choice ?? 'auto') !== 'auto')) {
@@ -497,6 +504,7 @@ export function completion(ctx: EdgeContext, req: FastifyRequest, reply: Fastify
   }
   const imageAt = messages.findIndex((m) => m.parts?.parts.some((p) => p.imageUrl));
   if (imageAt >= 0 && body.model === PIPELINE_MODEL) throw badRequest(`body/messages/${imageAt}/content holds an image: the ${PIPELINE_MODEL} model's agents read text`, undefined, `messages[${imageAt}].content`);
+  if (body.thinking?.type === 'enabled' && body.model === PIPELINE_MODEL) throw badRequest(`body/thinking is not available for the ${PIPELINE_MODEL} model, whose agents make their own calls`, undefined, 'thinking');
   if (body.logprobs && body.model === PIPELINE_MODEL) throw badRequest(`body/logprobs is not available for the ${PIPELINE_MODEL} model, whose answer is a run's`, undefined, 'logprobs');
   if (n > 1 && body.model === PIPELINE_MODEL) throw badRequest(`body/n must be 1 for the ${PIPELINE_MODEL} model, whose run gives one answer`, undefined, 'n');
   // Several choices are several answers: one replayed from the cache would be each of them.
@@ -560,6 +568,7 @@ function toChatMessage(m: ChatBody['messages'][number], i: number): ChatMessage 
     name: m.name ?? '',
     toolCallId: m.role === 'tool' ? (m.tool_call_id ?? '') : '',
     toolCalls: calls.map((c) => ({ id: c.id, name: c.function.name, argumentsJson: c.function.arguments })),
+    thinking: m.role === 'assistant' ? (m.thinking_blocks ?? []).map((t) => (t.type === 'thinking' ? { text: t.thinking, signature: t.signature, redactedData: '' } : { text: '', signature: '', redactedData: t.data })) : [],
     // Parts go as parts only with an image among them, or a cache breakpoint before the last
     // part of a user's or an assistant's message: else the text is the content, and a breakpoint
     // marks the message's end (where a system or tool message's is, being one block).
@@ -612,6 +621,7 @@ function generateRequest(userId: string, body: ChatBody, messages: ChatMessage[]
     stop: body.stop == null ? [] : typeof body.stop === 'string' ? [body.stop] : body.stop,
     ...(body.top_p != null ? { topP: body.top_p } : {}),
     ...(body.top_k != null ? { topK: body.top_k } : {}),
+    ...(body.thinking?.type === 'enabled' ? { thinkingBudgetTokens: body.thinking.budget_tokens } : {}),
     // Each choice its own repeatable answer (wrapping at the largest seed the schema allows).
     ...(body.seed != null ? { seed: body.seed + index <= Number.MAX_SAFE_INTEGER ? body.seed + index : body.seed + index - 2 * Number.MAX_SAFE_INTEGER - 1 } : {}),
     ...(body.presence_penalty != null ? { presencePenalty: body.presence_penalty } : {}),
@@ -647,6 +657,9 @@ async function* direct(ctx: EdgeContext, userId: string, body: ChatBody, message
     } else if (u.$case === 'cached') yield { cached: u.cached.stale ? 'stale' : 'hit' };
     else if (u.$case === 'delta') {
       if (u.delta.content) yield u.delta.logprobs.length > 0 ? { delta: u.delta.content, logprobs: u.delta.logprobs.map(wireLogprob) } : { delta: u.delta.content };
+    } else if (u.$case === 'thinking') {
+      const { text, signature, redactedData } = u.thinking;
+      yield { thinking: { ...(text ? { text } : {}), ...(signature ? { signature } : {}), ...(redactedData ? { redactedData } : {}) } };
     } else if (u.$case === 'toolCall') {
       const { index, id, name, arguments: args } = u.toolCall;
       yield { toolCall: { index, arguments: args, ...(id || name ? { id, name } : {}) } };
@@ -827,8 +840,8 @@ async function streamCompletion(call: Begun, id: string, body: ChatBody): Promis
       const p = result.value;
       if ('delta' in p) await write(`data: ${chunk({ content: p.delta }, null, p.index, body.model, p.logprobs)}\n\n`);
       else if ('queued' in p) await write(`: queued position=${p.queued} estimatedWaitMs=${p.estimatedWaitMs}\n\n`);
-      else if ('cached' in p) {
-        // Said in the header already.
+      else if ('cached' in p || 'thinking' in p) {
+        // Said in the header already; a chat completion has no thinking (this route cannot ask for it).
       } else if ('toolCall' in p) {
         // As OpenAI streams a call: its first chunk has its index, id, type and name, the next ones its index and more arguments.
         const { index, id, name, arguments: args } = p.toolCall;
@@ -884,16 +897,18 @@ export async function openStream({ ctx, req, reply, pieces, abort, cache }: Begu
  * A caller that does not stream: the answer's text and its end, the cache's outcome in the
  * response header; the call's end is read on in the background.
  */
-export async function wholeAnswer({ ctx, reply, pieces, cache }: Begun): Promise<{ text: string; done: Extract<Piece, { done: true }> }> {
+export async function wholeAnswer({ ctx, reply, pieces, cache }: Begun): Promise<{ text: string; done: Extract<Piece, { done: true }>; thinking: WholeThinking[] }> {
   if (cache) void reply.header(CACHE_HEADER, 'miss');
   let text = '';
+  const thinking = new ThinkingBlocks();
   for (let next = await pieces.next(); !next.done; next = await pieces.next()) {
     const p = next.value;
     if ('delta' in p) text += p.delta;
+    else if ('thinking' in p) thinking.add(p.thinking);
     else if ('cached' in p) void reply.header(CACHE_HEADER, p.cached);
     else if ('done' in p) {
       readToEnd(pieces, ctx);
-      return { text, done: p };
+      return { text, done: p, thinking: thinking.blocks };
     }
   }
   throw new HttpError(502, 'incomplete', 'the answer ended without a result');

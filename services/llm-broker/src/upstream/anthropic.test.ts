@@ -58,6 +58,32 @@ describe('Anthropic Messages request', () => {
     });
   });
 
+  it('extended thinking: its budget as thinking.budget_tokens; an assistant\'s thinking blocks first in its turn, as they were written (a redacted one by its data)', () => {
+    const thought: ProviderRequest = {
+      model: 'claude-x',
+      thinkingBudgetTokens: 2048,
+      maxTokens: 4096,
+      tools: [{ name: 'search_web', description: 'Search', parametersJsonSchema: '' }],
+      messages: [
+        { role: 'user', content: 'Search the news' },
+        {
+          role: 'assistant', content: 'Let me look.', toolCalls: [{ id: 'toolu_1', name: 'search_web', argumentsJson: '{"query":"news"}' }],
+          thinking: [{ text: 'The user wants news.', signature: 'sig-1', redactedData: '' }, { text: '', signature: '', redactedData: 'opaque' }],
+        },
+        { role: 'tool', content: '{"hits":1}', toolCallId: 'toolu_1' },
+      ],
+    };
+    const body = JSON.parse(anthropicProtocol.request(thought, 'k', true).body) as { thinking: unknown; messages: { content: { type: string }[] }[] };
+    expect(body.thinking).toEqual({ type: 'enabled', budget_tokens: 2048 });
+    expect(body.messages[1]!.content).toEqual([
+      { type: 'thinking', thinking: 'The user wants news.', signature: 'sig-1' },
+      { type: 'redacted_thinking', data: 'opaque' },
+      { type: 'text', text: 'Let me look.' },
+      { type: 'tool_use', id: 'toolu_1', name: 'search_web', input: { query: 'news' } },
+    ]);
+    expect(JSON.parse(anthropicProtocol.request(req, 'k', true).body)).not.toHaveProperty('thinking');
+  });
+
   it('writes tool_choice in Anthropic\'s names: none, any (required), tool (a named one); absent for auto', () => {
     const choiceOf = (toolChoice: ProviderRequest['toolChoice']) => (JSON.parse(anthropicProtocol.request({ ...req, toolChoice }, 'k', true).body) as { tool_choice?: unknown }).tool_choice;
     expect(choiceOf(undefined)).toBeUndefined();
@@ -213,7 +239,7 @@ describe('Anthropic Messages answer, not streamed', () => {
     expect(anthropicProtocol.answer).toBeDefined();
   });
 
-  it('text blocks become one content event, then stop_reason and usage (cache reads and writes are input, and said apart, the hour\'s writes too)', () => {
+  it('thinking blocks come first, their text then their signature, a redacted one whole; text blocks become one content event, then stop_reason and usage (cache reads and writes are input, and said apart, the hour\'s writes too)', () => {
     const answer = messageAnswer(JSON.stringify({
       id: 'msg_1', type: 'message', role: 'assistant', model: 'claude-x',
       content: [{ type: 'thinking', thinking: 'hmm', signature: 's' }, { type: 'text', text: 'Hello ' }, { type: 'text', text: 'there.' }],
@@ -222,6 +248,8 @@ describe('Anthropic Messages answer, not streamed', () => {
     }));
     expect(answer.events).toEqual<StreamEvent[]>([
       { type: 'model', model: 'claude-x' },
+      { type: 'thinking', text: 'hmm' },
+      { type: 'thinking', signature: 's' },
       { type: 'content', text: 'Hello there.' },
       { type: 'finish', reason: 'length' },
       { type: 'usage', usage: { promptTokens: 15, completionTokens: 7, totalTokens: 22, cacheReadTokens: 3, cacheWriteTokens: 2, cacheWrite1hTokens: 1 } },
@@ -293,6 +321,34 @@ describe('Anthropic Messages stream', () => {
       { type: 'usage', usage: { promptTokens: 25, completionTokens: 7, totalTokens: 32, cacheReadTokens: 5 } },
     ]);
     expect(p.complete).toBe(true);
+    expect(() => p.end()).not.toThrow();
+  });
+
+  it('extended thinking: thinking_delta as thinking text, signature_delta ending its block, a redacted block whole, before the answer\'s text', () => {
+    const text =
+      start +
+      ev('content_block_start', { index: 0, content_block: { type: 'thinking', thinking: '', signature: '' } }) +
+      ev('content_block_delta', { index: 0, delta: { type: 'thinking_delta', thinking: 'Weigh the ' } }) +
+      ev('content_block_delta', { index: 0, delta: { type: 'thinking_delta', thinking: 'options.' } }) +
+      ev('content_block_delta', { index: 0, delta: { type: 'signature_delta', signature: 'EqQBCgIYAhIM' } }) +
+      ev('content_block_stop', { index: 0 }) +
+      ev('content_block_start', { index: 1, content_block: { type: 'redacted_thinking', data: 'EmwKAhgBEgy3va' } }) +
+      ev('content_block_stop', { index: 1 }) +
+      ev('content_block_start', { index: 2, content_block: { type: 'text', text: '' } }) +
+      ev('content_block_delta', { index: 2, delta: { type: 'text_delta', text: 'Plant trees.' } }) +
+      ev('content_block_stop', { index: 2 }) +
+      ev('message_delta', { delta: { stop_reason: 'end_turn', stop_sequence: null }, usage: { output_tokens: 40 } }) +
+      ev('message_stop', {});
+    const p = new MessagesStreamParser();
+    const events: StreamEvent[] = [];
+    for (let i = 0; i < text.length; i += 7) events.push(...p.push(text.slice(i, i + 7)));
+    expect(events.filter((e) => e.type === 'thinking' || e.type === 'content')).toEqual([
+      { type: 'thinking', text: 'Weigh the ' },
+      { type: 'thinking', text: 'options.' },
+      { type: 'thinking', signature: 'EqQBCgIYAhIM' },
+      { type: 'thinking', redactedData: 'EmwKAhgBEgy3va' },
+      { type: 'content', text: 'Plant trees.' },
+    ]);
     expect(() => p.end()).not.toThrow();
   });
 

@@ -26,6 +26,8 @@ type Block = (
   | { type: 'tool_use'; id: string; name: string; input: unknown }
   | { type: 'tool_result'; tool_use_id: string; content: string }
   | { type: 'image'; source: { type: 'base64'; media_type: string; data: string } | { type: 'url'; url: string } }
+  | { type: 'thinking'; thinking: string; signature: string }
+  | { type: 'redacted_thinking'; data: string }
 ) & { cache_control?: CacheControl };
 
 export interface MessagesRequestBody {
@@ -37,6 +39,7 @@ export interface MessagesRequestBody {
   tools?: { name: string; description?: string; input_schema: unknown; cache_control?: CacheControl }[];
   temperature?: number;
   metadata?: { user_id: string };
+  thinking?: { type: 'enabled'; budget_tokens: number };
 }
 
 function inputOf(argumentsJson: string): unknown {
@@ -78,7 +81,8 @@ const roleOf = (m: ChatMessageIn): 'user' | 'assistant' => (m.role === 'assistan
 
 /** A message's content blocks (tool traffic as blocks), its breakpoint on the last; none for an empty one. */
 function messageBlocks(m: ChatMessageIn): Block[] {
-  const blocks: Block[] = [];
+  // An assistant's thinking first, as the model wrote it: Anthropic checks each block's signature.
+  const blocks: Block[] = m.role === 'assistant' ? thinkingBlocks(m) : [];
   if (m.role === 'tool') blocks.push({ type: 'tool_result', tool_use_id: m.toolCallId ?? '', content: m.content });
   else if (m.parts) blocks.push(...m.parts.flatMap(blockOf));
   else if (m.content) blocks.push({ type: 'text', text: m.content });
@@ -86,6 +90,9 @@ function messageBlocks(m: ChatMessageIn): Block[] {
   if (m.cacheTtl && blocks.length > 0) Object.assign(blocks.at(-1)!, cacheControlOf(m.cacheTtl));
   return blocks;
 }
+
+const thinkingBlocks = (m: ChatMessageIn): Block[] =>
+  (m.thinking ?? []).map((t) => (t.redactedData ? { type: 'redacted_thinking', data: t.redactedData } : { type: 'thinking', thinking: t.text, signature: t.signature }));
 
 /** The system messages as Anthropic's `system`: joined, unless one is a cache breakpoint: then a text block each, the breakpoint on its own. */
 function systemOf(systems: readonly ChatMessageIn[]): NonNullable<MessagesRequestBody['system']> {
@@ -123,6 +130,7 @@ function buildBody(req: ProviderRequest): MessagesRequestBody {
     ...(req.stop ? { stop_sequences: req.stop } : {}),
     ...(req.topP !== undefined ? { top_p: req.topP } : {}),
     ...(req.topK !== undefined ? { top_k: req.topK } : {}),
+    ...(req.thinkingBudgetTokens !== undefined ? { thinking: { type: 'enabled' as const, budget_tokens: req.thinkingBudgetTokens } } : {}),
   };
 }
 
@@ -187,8 +195,8 @@ interface RawEvent {
   type?: string;
   index?: number;
   message?: { model?: string; usage?: RawUsage };
-  content_block?: { type?: string; text?: string; id?: string; name?: string; input?: unknown };
-  delta?: { type?: string; text?: string; partial_json?: string; stop_reason?: string | null; stop_sequence?: string | null };
+  content_block?: { type?: string; text?: string; id?: string; name?: string; input?: unknown; thinking?: string; signature?: string; data?: string };
+  delta?: { type?: string; text?: string; partial_json?: string; thinking?: string; signature?: string; stop_reason?: string | null; stop_sequence?: string | null };
   usage?: RawUsage;
   error?: { type?: string; message?: string };
 }
@@ -274,11 +282,14 @@ export class MessagesStreamParser implements StreamParser {
           events.push({ type: 'tool_call', index: call.ordinal, id: call.id, name: call.name, arguments: '' });
         }
         else if (b?.type === 'text' && b.text) events.push({ type: 'content', text: b.text });
+        else if (b?.type === 'thinking' || b?.type === 'redacted_thinking') events.push(...thinkingEvents(b));
         return;
       }
       case 'content_block_delta': {
         const d = e.delta;
         if (d?.type === 'text_delta' && d.text) events.push({ type: 'content', text: d.text });
+        else if (d?.type === 'thinking_delta' && d.thinking) events.push({ type: 'thinking', text: d.thinking });
+        else if (d?.type === 'signature_delta' && d.signature) events.push({ type: 'thinking', signature: d.signature });
         else if (d?.type === 'input_json_delta' && d.partial_json) {
           const call = this.calls.get(e.index ?? 0);
           if (call) {
@@ -321,10 +332,19 @@ export class MessagesStreamParser implements StreamParser {
   }
 }
 
+/**
+ * A thinking block as a whole (a non-streamed answer's, or a stream's block that came whole in its
+ * start: a redacted one always does): its text, then its signature; a redacted block's data.
+ */
+function thinkingEvents(b: NonNullable<RawEvent['content_block']>): StreamEvent[] {
+  if (b.type === 'redacted_thinking') return [{ type: 'thinking', redactedData: b.data ?? '' }];
+  return [...(b.thinking ? [{ type: 'thinking' as const, text: b.thinking }] : []), ...(b.signature ? [{ type: 'thinking' as const, signature: b.signature }] : [])];
+}
+
 interface RawMessage {
   type?: string;
   model?: string;
-  content?: Array<{ type?: string; text?: string; id?: string; name?: string; input?: unknown }>;
+  content?: NonNullable<RawEvent['content_block']>[];
   stop_reason?: string | null;
   stop_sequence?: string | null;
   usage?: RawUsage;
@@ -332,9 +352,9 @@ interface RawMessage {
 }
 
 /**
- * A non-streamed `message` → the events its stream would have given (model, the text blocks as
- * one content delta, finish, usage) and its tool_use blocks as tool calls (other block types, e.g.
- * thinking, are left out as the stream parser leaves them). A body that is not JSON, an error
+ * A non-streamed `message` → the events its stream would have given (model, its thinking blocks,
+ * the text blocks as one content delta, finish, usage) and its tool_use blocks as tool calls (other
+ * block types are left out as the stream parser leaves them). A body that is not JSON, an error
  * object, or a message without a stop_reason is an UpstreamError.
  */
 export function messageAnswer(text: string): { events: StreamEvent[]; toolCalls: ToolCallOut[] } {
@@ -347,6 +367,7 @@ export function messageAnswer(text: string): { events: StreamEvent[]; toolCalls:
   const blocks = raw.content ?? [];
   const events: StreamEvent[] = [];
   if (raw.model) events.push({ type: 'model', model: raw.model });
+  for (const b of blocks) if (b.type === 'thinking' || b.type === 'redacted_thinking') events.push(...thinkingEvents(b));
   const content = blocks.map((b) => (b.type === 'text' ? (b.text ?? '') : '')).join('');
   if (content) events.push({ type: 'content', text: content });
   events.push({ type: 'finish', reason: FINISH[raw.stop_reason] ?? raw.stop_reason, ...(raw.stop_sequence ? { stopSequence: raw.stop_sequence } : {}) });
@@ -430,8 +451,10 @@ function cachePrefixes(req: ProviderRequest): CachePrefix[] {
     const whole = () => ({ ...req, messages: [...systems, ...others.slice(0, i + 1)] });
     // A part's block, before the message's last, is cut after its part.
     const partOf = m.role !== 'tool' && m.parts ? m.parts.flatMap((p, j) => (p.imageUrl || p.text ? [j] : [])) : [];
+    // An assistant's thinking blocks come before its parts' blocks.
+    const thought = m.role === 'assistant' ? (m.thinking?.length ?? 0) : 0;
     blocks.forEach((b, k) => {
-      const j = partOf[k];
+      const j = k < thought ? undefined : partOf[k - thought];
       const cut = k === blocks.length - 1 || j === undefined ? whole : () => {
         const parts = m.parts!.slice(0, j + 1);
         return { ...req, messages: [...systems, ...others.slice(0, i), { ...m, parts, content: parts.map((x) => x.text).join(''), toolCalls: [] }] };

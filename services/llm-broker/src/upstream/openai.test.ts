@@ -181,6 +181,9 @@ describe('OpenAI protocol', () => {
     for (const key of ['stop', 'top_p', 'seed', 'presence_penalty', 'frequency_penalty', 'response_format', 'parallel_tool_calls', 'logprobs', 'top_logprobs', 'reasoning_effort', 'logit_bias', 'verbosity', 'user']) expect(bodyOf({})).not.toHaveProperty(key);
     expect(bodyOf({ logprobs: true })).not.toHaveProperty('top_logprobs');
     expect(openAiProtocol.unsupported?.({ ...req, ...all })).toBeUndefined();
+    // Anthropic's alone: a call with them goes to an upstream that takes them, or is refused.
+    expect(openAiProtocol.unsupported?.({ ...req, topK: 5 })).toBe('top_k');
+    expect(openAiProtocol.unsupported?.({ ...req, maxTokens: 4096, thinkingBudgetTokens: 1024 })).toBe('thinking');
   });
 
   it('writes a call for a caller that does not stream as a non-streamed one, and reads its chat.completion as the same events', () => {

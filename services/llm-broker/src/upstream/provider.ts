@@ -18,6 +18,15 @@ export interface ChatMessageIn {
   parts?: ContentPartIn[];
   /** A prompt-cache breakpoint at the end of the message ("5m" or "1h": the entry's lifetime). */
   cacheTtl?: string;
+  /** For an `assistant` message: its extended-thinking blocks as the model wrote them (before its text and calls). */
+  thinking?: ThinkingBlockIn[];
+}
+
+/** A block of extended thinking passed back: its text and signature, or a redacted block's data alone. */
+export interface ThinkingBlockIn {
+  text: string;
+  signature: string;
+  redactedData: string;
 }
 
 /** One part of a message's content: text, or an image when `imageUrl` is set (as `ContentPart`). */
@@ -87,6 +96,8 @@ export interface ProviderRequest {
   topP?: number;
   /** Each token from the k likeliest only (Anthropic's `top_k`). */
   topK?: number;
+  /** Extended thinking within this many of `maxTokens` (Anthropic's `thinking.budget_tokens`); absent: off. */
+  thinkingBudgetTokens?: number;
   /** A repeatable answer, asked for (OpenAI's `seed`). */
   seed?: number;
   presencePenalty?: number;
@@ -130,7 +141,12 @@ export type StreamEvent =
    */
   | { type: 'tool_call'; index: number; id?: string; name?: string; arguments: string }
   /** An embeddings call's vectors, one per input in their order. */
-  | { type: 'embeddings'; vectors: Float32Array[] };
+  | { type: 'embeddings'; vectors: Float32Array[] }
+  /**
+   * A piece of extended thinking, before the answer: more `text` of the current block, its
+   * `signature` (which ends it), or a whole redacted block (`redactedData`).
+   */
+  | { type: 'thinking'; text?: string; signature?: string; redactedData?: string };
 
 /** What the provider says about its limits (per minute), when it says it. */
 export interface ProviderLimits {

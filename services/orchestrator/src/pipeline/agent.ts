@@ -3,7 +3,7 @@
 import { callerRoles } from '@agent-mesh/common';
 import type { AgentCallPolicy, AgentRole, ChatMessage, Emit, LlmGateway, ToolDefinition, ToolGateway, Usage } from './types';
 import { emptyUsage, plusUsage } from './types';
-import { chat } from './prompts';
+import { chat, type PromptCacheTtl } from './prompts';
 import { DegradedError, StepFailure } from './errors';
 import { retryAfterMs, type GateObserver } from '../runs/admission';
 
@@ -21,6 +21,12 @@ export interface AgentEnv {
   toolTimeoutMs: number;
   /** The run's deadline (ms since the epoch): bounds every call below. */
   deadline?: number;
+  /**
+   * Prompt-cache breakpoints' lifetime (AGENT_PROMPT_CACHE_TTL; undefined: none marked). The step's
+   * messages come with their stable part marked (agentMessages); a call that offers tools also marks
+   * its latest message, so that each turn of the function-calling loop reads the one before it.
+   */
+  promptCacheTtl?: PromptCacheTtl;
   /** Shared by the run's calls: true once one call was admitted (the broker finishes begun runs first). */
   admitted: { value: boolean };
   /**
@@ -77,7 +83,8 @@ export async function runAgent(env: AgentEnv, step: AgentStep): Promise<AgentOut
       callerRole: callerRoles.toWire(agent),
       runStarted: env.admitted.value,
       model: '',
-      messages,
+      // A copy: the loop appends to `messages`, and only the latest one is marked.
+      messages: offerTools && env.promptCacheTtl ? [...messages.slice(0, -1), { ...messages.at(-1)!, cacheTtl: env.promptCacheTtl }] : [...messages],
       tools: offerTools ? brokerTools(step.tools ?? []) : [],
       toolsJson: '',
       maxTokens: env.maxTokens,

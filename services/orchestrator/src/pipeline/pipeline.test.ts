@@ -4,7 +4,7 @@ import { loadConfig } from '../config';
 import { DegradedError, RunStopped } from './errors';
 import { interruptedAgent, runPipeline, type PipelineSettings } from './pipeline';
 import type { RolePrompts } from './prompts';
-import { initialCheckpoint, type Checkpoint, type GenerateRequest, type GenerateResponse, type LlmGateway, type ToolGateway } from './types';
+import { initialCheckpoint, type Checkpoint, type HistoryTurn, type GenerateRequest, type GenerateResponse, type LlmGateway, type ToolGateway } from './types';
 
 const prompts: RolePrompts = { planner: 'You are the Planner.', critic: 'You are the Critic.', host: 'You are the Host.', reporter: 'You are the Reporter.' };
 const sleep = (ms: number, signal?: AbortSignal) =>
@@ -80,14 +80,14 @@ const tools: ToolGateway = {
   invoke: async (req) => ({ ok: true, resultJson: JSON.stringify({ results: ['r'] }), cached: false, degraded: false, degradedReason: '', durationMs: 1, error: undefined }),
 };
 
-function harness(llm: LlmGateway, settings: Partial<PipelineSettings> = {}, signal = new AbortController().signal) {
+function harness(llm: LlmGateway, settings: Partial<PipelineSettings> = {}, signal = new AbortController().signal, history: HistoryTurn[] = []) {
   const events: { type: string; data: Record<string, any> }[] = [];
   const stored: string[] = [];
   const checkpoint = initialCheckpoint();
   const run = runPipeline(
     { llm, tools, prompts, settings: { maxRounds: 3, overlap: false, hostStartSteps: 2, maxTokens: 100, calls: CALLS, callTimeoutMs: 1000, toolTimeoutMs: 1000, ...settings } },
     {
-      runId: 'run-1', userId: 'u1', question: 'What is up?', history: [], checkpoint, emit: async (type, data) => { events.push({ type, data }); },
+      runId: 'run-1', userId: 'u1', question: 'What is up?', history, checkpoint, emit: async (type, data) => { events.push({ type, data }); },
       signal, saveCheckpoint: async () => undefined, storeOutput: async (agent, round) => { stored.push(`${agent}:${round}`); },
     },
   );
@@ -330,5 +330,41 @@ describe('load shedding (maxFirstWaitMs)', () => {
   it('a begun run is never shed', async () => {
     const res = await harness(new FakeLlm({ queued: ['critic', 'host', 'reporter'] }), { maxFirstWaitMs: 1 }).run;
     expect(res.answer).toBe('Final answer: done.');
+  });
+});
+
+describe('prompt-cache breakpoints (promptCacheTtl)', () => {
+  const history: HistoryTurn[] = [{ role: 'user', content: 'Earlier question' }, { role: 'assistant', content: 'Earlier answer' }];
+  /** The marked messages of a call: their roles and lifetimes. */
+  const marks = (c: CallLog) => c.request.messages.flatMap((m, i) => (m.cacheTtl ? [`${i}:${m.role}:${m.cacheTtl}`] : []));
+
+  it("mark each call's stable part: the conversation's last turn for the Planner and Host, the role's prompt for the Critic and Reporter", async () => {
+    const llm = new FakeLlm({ verdicts: ['REVISE', 'APPROVE'] });
+    await harness(llm, { promptCacheTtl: '1h' }, undefined, history).run;
+    const byRole = (role: string) => llm.calls.filter((c) => c.role === role).map(marks);
+    // The Planner's two rounds mark the same prefix, the second reading what the first wrote.
+    expect(byRole('planner')).toEqual([['2:assistant:1h'], ['2:assistant:1h']]);
+    expect(byRole('critic')).toEqual([['0:system:1h'], ['0:system:1h']]);
+    expect(byRole('reporter')).toEqual([['0:system:1h']]);
+    // The Host offers tools: its latest message is marked too.
+    expect(byRole('host')).toEqual([['2:assistant:1h', '3:user:1h']]);
+  });
+
+  it("the Host's function-calling loop marks each call's latest message, and only that one beside the stable part", async () => {
+    const llm = new FakeLlm({ toolCallOnce: true });
+    await harness(llm, { promptCacheTtl: '5m' }, undefined, history).run;
+    const host = llm.calls.filter((c) => c.role === 'host');
+    expect(host.map(marks)).toEqual([['2:assistant:5m', '3:user:5m'], ['2:assistant:5m', '5:tool:5m']]);
+    // Without history, the role's prompt is the stable part.
+    const alone = new FakeLlm({ toolCallOnce: true });
+    await harness(alone, { promptCacheTtl: '5m' }).run;
+    expect(alone.calls.filter((c) => c.role === 'host').map(marks)).toEqual([['0:system:5m', '1:user:5m'], ['0:system:5m', '3:tool:5m']]);
+  });
+
+  it('off: nothing is marked', async () => {
+    const llm = new FakeLlm({ toolCallOnce: true, verdicts: ['REVISE', 'APPROVE'] });
+    await harness(llm, {}, undefined, history).run;
+    expect(llm.calls.length).toBeGreaterThan(5);
+    expect(llm.calls.flatMap(marks)).toEqual([]);
   });
 });

@@ -3,7 +3,7 @@
 // and, speculatively, the Host start on the plan's first steps while the Planner still writes;
 // events of each agent stay in order either way. Resumable from a Checkpoint (after a crash).
 import { runAgent, type AgentEnv } from './agent';
-import { agentMessages, type RolePrompts } from './prompts';
+import { agentMessages, type PromptCacheTtl, type RolePrompts } from './prompts';
 import { parseVerdict } from './verdict';
 import type { AgentCallPolicy, AgentRole, Checkpoint, Emit, HistoryTurn, LlmGateway, ToolDefinition, ToolGateway, Usage, Verdict } from './types';
 import { plusUsage } from './types';
@@ -19,6 +19,8 @@ export interface PipelineSettings {
   maxTokens: number;
   /** Temperature and response cache per role. */
   calls: Record<AgentRole, AgentCallPolicy>;
+  /** See AgentEnv.promptCacheTtl. */
+  promptCacheTtl?: PromptCacheTtl;
   callTimeoutMs: number;
   toolTimeoutMs: number;
   /** A run not admitted yet is shed above this estimated queue wait (0: never). See AgentEnv. */
@@ -178,6 +180,7 @@ export async function runPipeline(deps: PipelineDeps, run: PipelineRun): Promise
     tools: deps.tools,
     maxTokens: settings.maxTokens,
     calls: settings.calls,
+    promptCacheTtl: settings.promptCacheTtl,
     callTimeoutMs: settings.callTimeoutMs,
     toolTimeoutMs: settings.toolTimeoutMs,
     deadline: run.deadline,
@@ -203,7 +206,7 @@ export async function runPipeline(deps: PipelineDeps, run: PipelineRun): Promise
     const out = await runAgent(env, {
       agent,
       round: ckpt.round,
-      messages: agentMessages(prompts, agent, input(opts)),
+      messages: agentMessages(prompts, agent, input(opts), settings.promptCacheTtl),
       emit: opts.emit ?? run.emit,
       signal: opts.signal ?? run.signal,
       tools: opts.tools,

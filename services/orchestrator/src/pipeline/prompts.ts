@@ -13,7 +13,7 @@ export function loadPrompts(dir: string): RolePrompts {
 }
 
 export function chat(role: string, content: string): ChatMessage {
-  return { role, content, name: '', toolCallId: '', toolCalls: [], cacheTtl: '' };
+  return { role, content, name: '', toolCallId: '', toolCalls: [], cacheTtl: '', thinking: [] };
 }
 
 export interface PromptInput {
@@ -28,11 +28,23 @@ export interface PromptInput {
   hostAnswer?: string;
 }
 
-export function agentMessages(prompts: RolePrompts, agent: AgentRole, input: PromptInput): ChatMessage[] {
+/** A prompt-cache breakpoint's lifetime (AGENT_PROMPT_CACHE_TTL): how long the provider keeps what the agents mark. */
+export type PromptCacheTtl = '5m' | '1h';
+
+/**
+ * An agent's prompt: its role's prompt, the conversation so far (Planner and Host), then what this
+ * round asks. With `cacheTtl`, the end of the part that stays the same is marked as a prompt-cache
+ * breakpoint: the role's prompt is the same in every run, and the conversation grows only at its
+ * end, so a provider that caches what is marked (Anthropic) reads that part back at a tenth of its
+ * price, and outside its input-token limit, for the next round's call and the next turn's (it
+ * looks back from a breakpoint to the earlier ones). Providers that cache on their own ignore it.
+ */
+export function agentMessages(prompts: RolePrompts, agent: AgentRole, input: PromptInput, cacheTtl?: PromptCacheTtl): ChatMessage[] {
   const msgs: ChatMessage[] = [chat('system', prompts[agent])];
   if (agent === 'planner' || agent === 'host') {
     for (const t of input.history) msgs.push(chat(t.role, t.content));
   }
+  if (cacheTtl) msgs.push({ ...msgs.pop()!, cacheTtl });
   const parts = [`Round: ${input.round}`, `Question:\n${input.question}`];
   const last = input.previous.at(-1);
   if (agent === 'planner' && last) {

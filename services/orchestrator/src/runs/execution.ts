@@ -131,7 +131,7 @@ export async function executeRun(d: ExecutionDeps, x: Execution): Promise<RunOut
         llm: d.llm, tools: d.tools, prompts: d.prompts,
         settings: {
           maxRounds: config.maxRounds, overlap: config.agentOverlap, hostStartSteps: config.agentHostStartSteps, maxTokens: config.agentMaxTokens,
-          calls: config.agentCalls,
+          calls: config.agentCalls, promptCacheTtl: config.agentPromptCacheTtl,
           callTimeoutMs: config.agentCallTimeoutMs, toolTimeoutMs: config.toolCallTimeoutMs, maxFirstWaitMs: config.runMaxQueueWaitMs,
           gate: x.gate,
         },

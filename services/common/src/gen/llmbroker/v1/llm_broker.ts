@@ -346,6 +346,28 @@ export interface ChatMessage {
    * upstream without explicit prompt caching (OpenAI caches prefixes on its own) ignores it.
    */
   cacheTtl: string;
+  /**
+   * thinking are an assistant message's extended-thinking blocks (Anthropic's), passed back as the
+   * model wrote them, signatures included: they come before its text and tool calls. Anthropic
+   * requires them on the last assistant turn of a tool-use loop while thinking is on.
+   */
+  thinking: ThinkingBlock[];
+}
+
+/**
+ * ThinkingBlock is one block of a model's extended thinking: its text and the provider's signature
+ * over it, or, for a block the provider redacted, its opaque data alone.
+ */
+export interface ThinkingBlock {
+  /** text is the thinking (empty for a redacted block). */
+  text: string;
+  /** signature is the provider's signature of the text, checked when the block is passed back. */
+  signature: string;
+  /**
+   * redacted_data is a redacted block's encrypted thinking (Anthropic's `redacted_thinking.data`);
+   * empty for a readable block.
+   */
+  redactedData: string;
 }
 
 /** ContentParts is a message's content as parts: text and images, in order. */
@@ -546,7 +568,17 @@ export interface GenerateRequest {
    * top_k samples each token from the k likeliest only (Anthropic's `top_k`, 0 or more). OpenAI has
    * none: a call with one goes only to upstreams that take it (as with seed, the other way round).
    */
-  topK?: number | undefined;
+  topK?:
+    | number
+    | undefined;
+  /**
+   * thinking_budget_tokens turns on extended thinking (Anthropic's `thinking: {type: enabled,
+   * budget_tokens}`): the model thinks, within this many of max_tokens (at least 1,024, less than
+   * max_tokens), before it answers; its thinking comes in Thinking messages, before the answer.
+   * OpenAI has none (a call with it goes only to upstreams that take it, as with top_k). A call
+   * with it is not answered from, nor stored in, the response cache.
+   */
+  thinkingBudgetTokens?: number | undefined;
 }
 
 export interface GenerateRequest_LogitBiasEntry {
@@ -581,6 +613,14 @@ export interface GenerateResponse {
     | //
     /** tool_call is the next piece of a tool call, when the request asked stream_tool_calls. */
     { $case: "toolCall"; toolCall: ToolCallDelta }
+    | //
+    /**
+     * thinking is the next piece of the model's extended thinking, before the answer (sent with
+     * answer_in_done too): more text of the current block, or the signature that ends it, or a
+     * whole redacted block. A block's pieces joined are the ThinkingBlock to pass back in the next
+     * call's assistant message.
+     */
+    { $case: "thinking"; thinking: ThinkingBlock }
     | undefined;
 }
 
@@ -1782,7 +1822,16 @@ export const CountTokensResponse: MessageFns<CountTokensResponse> = {
 };
 
 function createBaseChatMessage(): ChatMessage {
-  return { role: "", content: "", name: "", toolCallId: "", toolCalls: [], parts: undefined, cacheTtl: "" };
+  return {
+    role: "",
+    content: "",
+    name: "",
+    toolCallId: "",
+    toolCalls: [],
+    parts: undefined,
+    cacheTtl: "",
+    thinking: [],
+  };
 }
 
 export const ChatMessage: MessageFns<ChatMessage> = {
@@ -1807,6 +1856,9 @@ export const ChatMessage: MessageFns<ChatMessage> = {
     }
     if (message.cacheTtl !== "") {
       writer.uint32(58).string(message.cacheTtl);
+    }
+    for (const v of message.thinking) {
+      ThinkingBlock.encode(v!, writer.uint32(66).fork()).join();
     }
     return writer;
   },
@@ -1880,6 +1932,14 @@ export const ChatMessage: MessageFns<ChatMessage> = {
             message.cacheTtl = reader.string();
             continue;
           }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.thinking.push(ThinkingBlock.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1913,6 +1973,9 @@ export const ChatMessage: MessageFns<ChatMessage> = {
         : isSet(object.cache_ttl)
         ? globalThis.String(object.cache_ttl)
         : "",
+      thinking: globalThis.Array.isArray(object?.thinking)
+        ? object.thinking.map((e: any) => ThinkingBlock.fromJSON(e))
+        : [],
     };
   },
 
@@ -1939,6 +2002,9 @@ export const ChatMessage: MessageFns<ChatMessage> = {
     if (message.cacheTtl !== "") {
       obj.cacheTtl = message.cacheTtl;
     }
+    if (message.thinking?.length) {
+      obj.thinking = message.thinking.map((e) => ThinkingBlock.toJSON(e));
+    }
     return obj;
   },
 
@@ -1956,6 +2022,112 @@ export const ChatMessage: MessageFns<ChatMessage> = {
       ? ContentParts.fromPartial(object.parts)
       : undefined;
     message.cacheTtl = object.cacheTtl ?? "";
+    message.thinking = object.thinking?.map((e) => ThinkingBlock.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseThinkingBlock(): ThinkingBlock {
+  return { text: "", signature: "", redactedData: "" };
+}
+
+export const ThinkingBlock: MessageFns<ThinkingBlock> = {
+  encode(message: ThinkingBlock, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.text !== "") {
+      writer.uint32(10).string(message.text);
+    }
+    if (message.signature !== "") {
+      writer.uint32(18).string(message.signature);
+    }
+    if (message.redactedData !== "") {
+      writer.uint32(26).string(message.redactedData);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ThinkingBlock {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseThinkingBlock();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.text = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.signature = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.redactedData = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ThinkingBlock {
+    return {
+      text: isSet(object.text) ? globalThis.String(object.text) : "",
+      signature: isSet(object.signature) ? globalThis.String(object.signature) : "",
+      redactedData: isSet(object.redactedData)
+        ? globalThis.String(object.redactedData)
+        : isSet(object.redacted_data)
+        ? globalThis.String(object.redacted_data)
+        : "",
+    };
+  },
+
+  toJSON(message: ThinkingBlock): unknown {
+    const obj: any = {};
+    if (message.text !== "") {
+      obj.text = message.text;
+    }
+    if (message.signature !== "") {
+      obj.signature = message.signature;
+    }
+    if (message.redactedData !== "") {
+      obj.redactedData = message.redactedData;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ThinkingBlock>): ThinkingBlock {
+    return ThinkingBlock.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ThinkingBlock>): ThinkingBlock {
+    const message = createBaseThinkingBlock();
+    message.text = object.text ?? "";
+    message.signature = object.signature ?? "";
+    message.redactedData = object.redactedData ?? "";
     return message;
   },
 };
@@ -2420,6 +2592,7 @@ function createBaseGenerateRequest(): GenerateRequest {
     endUser: undefined,
     streamToolCalls: false,
     topK: undefined,
+    thinkingBudgetTokens: undefined,
   };
 }
 
@@ -2514,6 +2687,9 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
     }
     if (message.topK !== undefined) {
       writer.uint32(248).int32(message.topK);
+    }
+    if (message.thinkingBudgetTokens !== undefined) {
+      writer.uint32(256).int32(message.thinkingBudgetTokens);
     }
     return writer;
   },
@@ -2774,6 +2950,14 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
             message.topK = reader.int32();
             continue;
           }
+          case 32: {
+            if (tag !== 256) {
+              break;
+            }
+
+            message.thinkingBudgetTokens = reader.int32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2930,6 +3114,11 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
         : isSet(object.top_k)
         ? globalThis.Number(object.top_k)
         : undefined,
+      thinkingBudgetTokens: isSet(object.thinkingBudgetTokens)
+        ? globalThis.Number(object.thinkingBudgetTokens)
+        : isSet(object.thinking_budget_tokens)
+        ? globalThis.Number(object.thinking_budget_tokens)
+        : undefined,
     };
   },
 
@@ -3031,6 +3220,9 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
     if (message.topK !== undefined) {
       obj.topK = Math.round(message.topK);
     }
+    if (message.thinkingBudgetTokens !== undefined) {
+      obj.thinkingBudgetTokens = Math.round(message.thinkingBudgetTokens);
+    }
     return obj;
   },
 
@@ -3079,6 +3271,7 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
     message.endUser = object.endUser ?? undefined;
     message.streamToolCalls = object.streamToolCalls ?? false;
     message.topK = object.topK ?? undefined;
+    message.thinkingBudgetTokens = object.thinkingBudgetTokens ?? undefined;
     return message;
   },
 };
@@ -3279,6 +3472,9 @@ export const GenerateResponse: MessageFns<GenerateResponse> = {
       case "toolCall":
         ToolCallDelta.encode(message.update.toolCall, writer.uint32(42).fork()).join();
         break;
+      case "thinking":
+        ThinkingBlock.encode(message.update.thinking, writer.uint32(50).fork()).join();
+        break;
     }
     return writer;
   },
@@ -3336,6 +3532,14 @@ export const GenerateResponse: MessageFns<GenerateResponse> = {
             message.update = { $case: "toolCall", toolCall: ToolCallDelta.decode(reader, reader.uint32()) };
             continue;
           }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.update = { $case: "thinking", thinking: ThinkingBlock.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3362,6 +3566,8 @@ export const GenerateResponse: MessageFns<GenerateResponse> = {
         ? { $case: "toolCall", toolCall: ToolCallDelta.fromJSON(object.toolCall) }
         : isSet(object.tool_call)
         ? { $case: "toolCall", toolCall: ToolCallDelta.fromJSON(object.tool_call) }
+        : isSet(object.thinking)
+        ? { $case: "thinking", thinking: ThinkingBlock.fromJSON(object.thinking) }
         : undefined,
     };
   },
@@ -3378,6 +3584,8 @@ export const GenerateResponse: MessageFns<GenerateResponse> = {
       obj.cached = Cached.toJSON(message.update.cached);
     } else if (message.update?.$case === "toolCall") {
       obj.toolCall = ToolCallDelta.toJSON(message.update.toolCall);
+    } else if (message.update?.$case === "thinking") {
+      obj.thinking = ThinkingBlock.toJSON(message.update.thinking);
     }
     return obj;
   },
@@ -3415,6 +3623,12 @@ export const GenerateResponse: MessageFns<GenerateResponse> = {
       case "toolCall": {
         if (object.update?.toolCall !== undefined && object.update?.toolCall !== null) {
           message.update = { $case: "toolCall", toolCall: ToolCallDelta.fromPartial(object.update.toolCall) };
+        }
+        break;
+      }
+      case "thinking": {
+        if (object.update?.thinking !== undefined && object.update?.thinking !== null) {
+          message.update = { $case: "thinking", thinking: ThinkingBlock.fromPartial(object.update.thinking) };
         }
         break;
       }
