@@ -693,6 +693,37 @@ test('extended thinking through the official Anthropic client, to an Anthropic u
     const whole = await client.messages.create({ ...ask, tools: undefined, messages: [{ role: 'user', content: 'Why is the sea salty?' }] });
     expect(whole.content.map((b) => b.type)).toEqual(['thinking', 'text']);
     expect(whole.usage.output_tokens).toBeGreaterThan(0);
+
+    // The same loop through the official openai client on /v1/chat/completions, as LiteLLM takes
+    // it: `thinking` asked, the thinking given as reasoning_content and thinking_blocks, the blocks
+    // passed back on the assistant message (fields the client does not type: sent as given).
+    const openai = new OpenAI({ apiKey: alice, baseURL: `${edge.url!}/v1`, maxRetries: 0 });
+    type Thinking = { reasoning_content?: string; thinking_blocks?: { type: string; thinking: string; signature: string }[] };
+    const chatAsk = {
+      model: 'claude-emulated', max_completion_tokens: 2048, thinking: { type: 'enabled', budget_tokens: 1024 },
+      tools: [{ type: 'function' as const, function: { name: 'search_web', description: 'Search the web', parameters: { type: 'object', properties: { query: { type: 'string' } }, required: ['query'] } } }],
+    };
+    const chatQuestion = { role: 'user' as const, content: 'Search the latest news about tidal power' };
+    const called = (await openai.chat.completions.create({ ...chatAsk, messages: [chatQuestion] } as OpenAI.ChatCompletionCreateParamsNonStreaming)).choices[0]!.message as OpenAI.ChatCompletionMessage & Thinking;
+    expect(called.tool_calls).toHaveLength(1);
+    expect(called.thinking_blocks).toEqual([{ type: 'thinking', thinking: called.reasoning_content, signature: expect.stringMatching(/.{16}/) }]);
+    const chatResult = { role: 'tool' as const, tool_call_id: called.tool_calls![0]!.id, content: '{"news":"a new tidal lagoon opened"}' };
+    const goOn = (assistant: Record<string, unknown>) => openai.chat.completions.create({ ...chatAsk, messages: [chatQuestion, assistant, chatResult] } as OpenAI.ChatCompletionCreateParamsNonStreaming);
+    const answered = (await goOn({ role: 'assistant', content: called.content, tool_calls: called.tool_calls, thinking_blocks: called.thinking_blocks })).choices[0]!.message as OpenAI.ChatCompletionMessage & Thinking;
+    expect(answered.content).toContain('"a new tidal lagoon opened"');
+    expect(answered.reasoning_content!.length).toBeGreaterThan(20);
+    await expect(goOn({ role: 'assistant', content: called.content, tool_calls: called.tool_calls })).rejects.toBeInstanceOf(OpenAI.BadRequestError);
+    // Streamed: the thinking's text as it is written, then its block whole, signed.
+    const chunks = await openai.chat.completions.create({ ...chatAsk, tools: undefined, stream: true, messages: [{ role: 'user', content: 'Why is the sea salty?' }] } as OpenAI.ChatCompletionCreateParamsStreaming);
+    let reasoning = '';
+    const streamedBlocks: unknown[] = [];
+    for await (const c of chunks) {
+      const d = c.choices[0]?.delta as (OpenAI.ChatCompletionChunk.Choice.Delta & Thinking) | undefined;
+      reasoning += d?.reasoning_content ?? '';
+      streamedBlocks.push(...(d?.thinking_blocks ?? []));
+    }
+    expect(reasoning.length).toBeGreaterThan(20);
+    expect(streamedBlocks).toEqual([{ type: 'thinking', thinking: reasoning, signature: expect.stringMatching(/.{16}/) }]);
   } finally {
     await edge.stop();
   }

@@ -186,7 +186,7 @@ function semanticRefusal(r: Req, body: unknown): boolean {
   // Extended thinking's budget is checked against max_tokens, and what the provider refuses beside
   // it (the route's description says which), as Anthropic does.
   const thinks = (sent.thinking as { type?: unknown } | undefined)?.type === 'enabled';
-  if (/^body: `max_tokens` must be greater than `thinking\.budget_tokens`|with extended thinking \(the provider refuses it\)$/.test(said)) return thinks;
+  if (code === 'invalid_thinking' || /^body: `max_tokens` must be greater than `thinking\.budget_tokens`|must be greater than thinking_budget_tokens|with extended thinking \(the provider refuses it\)$/.test(said)) return thinks;
   // Anthropic's error body (/v1/messages) has no code: the same refusals, said by their messages.
   if ((body as { type?: unknown })?.type === 'error') {
     if (/^body: a (maximum of \d+ blocks|ttl='1h' cache_control block)/.test(said)) return marksCache;

@@ -1367,9 +1367,45 @@ describe('edge app (fake peers)', () => {
       // Refused as Anthropic refuses them: a budget under 1,024 or not under max_tokens.
       expect((await anthropicError(await message({ max_tokens: 2048, thinking: { type: 'enabled', budget_tokens: 1000 } }), 400)).message).toBe('body/thinking/budget_tokens must be >= 1024');
       expect((await anthropicError(await message({ max_tokens: 1024, thinking }), 400)).message).toBe('body: `max_tokens` must be greater than `thinking.budget_tokens`');
-      // Not on the Chat Completions route, whose body has no such field.
-      const chat = await fetch(`${base}/v1/chat/completions`, { method: 'POST', headers: json(alice), body: JSON.stringify({ model: 'upstream', messages: [{ role: 'user', content: 'hi' }], thinking }) });
-      expect(chat.status).toBe(400);
+    });
+
+    test('extended thinking on /v1/chat/completions, as LiteLLM takes and gives it: `thinking` and an assistant\'s `thinking_blocks` go on; the answer\'s thinking is `reasoning_content` and `thinking_blocks`, streamed as text then each block whole', async () => {
+      const generate = gw.fakeBroker.generate;
+      const seen: GenerateRequest[] = [];
+      gw.fakeBroker.generate = async function* (req: GenerateRequest) {
+        seen.push(req);
+        yield { update: { $case: 'thinking', thinking: { text: 'Weigh ', signature: '', redactedData: '' } } };
+        yield { update: { $case: 'thinking', thinking: { text: 'it.', signature: 'sig-1', redactedData: '' } } };
+        yield { update: { $case: 'thinking', thinking: { text: '', signature: '', redactedData: 'opaque' } } };
+        yield { update: { $case: 'delta', delta: { content: 'Done.', logprobs: [] } } };
+        yield { update: { $case: 'done', done: { finishReason: 'stop', usage: { promptTokens: 5, completionTokens: 40, totalTokens: 45 }, toolCalls: [], model: 'upstream', queueWaitMs: 0, cache: 0, cachedUsage: undefined, upstream: 'default', content: '', logprobs: [] } } };
+      } as typeof generate;
+      const chat = (extra: Record<string, unknown>) => fetch(`${base}/v1/chat/completions`, {
+        method: 'POST', headers: json(alice), body: JSON.stringify({ model: 'upstream', max_completion_tokens: 2048, thinking: { type: 'enabled', budget_tokens: 1024 }, ...extra }),
+      });
+      const blocks = [{ type: 'thinking', thinking: 'Weigh it.', signature: 'sig-1' }, { type: 'redacted_thinking', data: 'opaque' }];
+      try {
+        const passedBack = [
+          { role: 'user', content: 'Search the news' },
+          { role: 'assistant', content: null, tool_calls: [{ id: 'call_1', type: 'function', function: { name: 'search_web', arguments: '{}' } }], thinking_blocks: [{ type: 'thinking', thinking: 'They want news.', signature: 'sig-0' }] },
+          { role: 'tool', tool_call_id: 'call_1', content: 'none' },
+        ];
+        const whole = (await (await chat({ messages: passedBack })).json()) as { choices: { message: Record<string, unknown> }[] };
+        expect(whole.choices[0]!.message).toMatchObject({ content: 'Done.', reasoning_content: 'Weigh it.', thinking_blocks: blocks });
+        expect(seen[0]).toMatchObject({ thinkingBudgetTokens: 1024, maxTokens: 2048 });
+        expect(seen[0]!.messages[1]!.thinking).toEqual([{ text: 'They want news.', signature: 'sig-0', redactedData: '' }]);
+        const streamed = await (await chat({ messages: [{ role: 'user', content: 'hi' }], stream: true })).text();
+        const deltas = streamed.split('\n\n').filter((b) => b.startsWith('data: {'))
+          .map((b) => (JSON.parse(b.slice(6)) as { choices: { delta: Record<string, unknown> }[] }).choices[0]!.delta)
+          .filter((d) => d.reasoning_content || d.thinking_blocks);
+        expect(deltas).toEqual([{ reasoning_content: 'Weigh ' }, { reasoning_content: 'it.' }, { thinking_blocks: [blocks[0]] }, { thinking_blocks: [blocks[1]] }]);
+      } finally {
+        gw.fakeBroker.generate = generate;
+      }
+      // The budget is part of the answer: not under max_completion_tokens, refused before the broker.
+      const over = await chat({ messages: [{ role: 'user', content: 'hi' }], max_completion_tokens: 1024 });
+      expect(over.status).toBe(400);
+      expect(((await over.json()) as { error: { code: string } }).error.code).toBe('invalid_thinking');
     });
 
     test('usage in Anthropic\'s terms: input_tokens are the prompt less what the provider read from its prompt cache and wrote to it, the writes by lifetime (and in OpenAI\'s, the part read)', async () => {

@@ -12,7 +12,9 @@ import type { EdgeContext } from '../context';
 import { anthropicType, badRequest, fromGrpc, HttpError, isGrpcError } from '../errors';
 import { BlockSequence, type Step, type WholeThinking } from './blocks';
 import { CACHE_HEADER, completion, countTokens, openStream, readToEnd, wholeAnswer, type Begun, type ChatBody, type Piece } from './openai';
-import { anyObject, cacheControlSchema, cacheTtlOf, FUNCTION_NAME, hourAfterFiveMinutes, MAX_CACHE_BREAKPOINTS, NO_NUL } from './schemas';
+import {
+  anyObject, cacheControlSchema, cacheTtlOf, FUNCTION_NAME, hourAfterFiveMinutes, MAX_CACHE_BREAKPOINTS, NO_NUL, redactedThinkingBlockSchema, thinkingBlockSchema, thinkingSchema,
+} from './schemas';
 
 const text = { type: 'string', maxLength: 200_000, pattern: NO_NUL } as const;
 const IMAGE_TYPES = ['image/jpeg', 'image/png', 'image/gif', 'image/webp'];
@@ -51,25 +53,6 @@ const toolResultBlock = {
     cache_control: cacheControlSchema,
   },
 } as const;
-
-/** An assistant's extended thinking, passed back as the model wrote it (the provider checks its signature). */
-const thinkingBlock = {
-  type: 'object',
-  required: ['type', 'thinking', 'signature'],
-  properties: { type: { type: 'string', enum: ['thinking'] }, thinking: text, signature: { type: 'string', maxLength: 100_000, pattern: NO_NUL } },
-  additionalProperties: false,
-} as const;
-
-/** A thinking block the provider redacted: its encrypted data, passed back as it came. */
-const redactedThinkingBlock = {
-  type: 'object',
-  required: ['type', 'data'],
-  properties: { type: { type: 'string', enum: ['redacted_thinking'] }, data: { type: 'string', maxLength: 200_000, pattern: NO_NUL } },
-  additionalProperties: false,
-} as const;
-
-/** The least budget of extended thinking (Anthropic's). */
-const MIN_THINKING_BUDGET = 1024;
 
 /** A turn, by its role as Anthropic defines them: a user's holds text, images and tool results; an assistant's text and tool calls. */
 const turn = (role: string, blocks: readonly object[]) => ({
@@ -252,7 +235,7 @@ const messagesBody = {
       type: 'array',
       minItems: 1,
       maxItems: 500,
-      items: { anyOf: [turn('user', [textBlock, imageBlock, toolResultBlock]), turn('assistant', [textBlock, toolUseBlock, thinkingBlock, redactedThinkingBlock])] },
+      items: { anyOf: [turn('user', [textBlock, imageBlock, toolResultBlock]), turn('assistant', [textBlock, toolUseBlock, thinkingBlockSchema, redactedThinkingBlockSchema])] },
     },
     system: { anyOf: [text, { type: 'array', maxItems: 100, items: textBlock }] },
     stop_sequences: { type: 'array', maxItems: 4, items: { type: 'string', minLength: 1, maxLength: 1000, pattern: NO_NUL }, description: 'up to 4 (the upstream is asked in OpenAI\'s terms)' },
@@ -284,13 +267,7 @@ const messagesBody = {
       then: { required: ['name'] },
     },
     metadata: { type: 'object', properties: { user_id: { type: ['string', 'null'], maxLength: 256 } }, additionalProperties: false },
-    thinking: {
-      anyOf: [
-        { type: 'object', required: ['type', 'budget_tokens'], properties: { type: { type: 'string', enum: ['enabled'] }, budget_tokens: { type: 'integer', minimum: MIN_THINKING_BUDGET } }, additionalProperties: false },
-        { type: 'object', required: ['type'], properties: { type: { type: 'string', enum: ['disabled'] } }, additionalProperties: false },
-      ],
-      description: 'extended thinking within `budget_tokens` of `max_tokens` (at least 1,024, less than `max_tokens`): passed on to an Anthropic upstream, refused (400) by an OpenAI one',
-    },
+    thinking: thinkingSchema('extended thinking within `budget_tokens` of `max_tokens` (at least 1,024, less than `max_tokens`): passed on to an Anthropic upstream, refused (400) by an OpenAI one'),
   },
   additionalProperties: false,
 } as const;

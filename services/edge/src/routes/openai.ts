@@ -11,7 +11,10 @@ import { badRequest, fromGrpc, HttpError, isGrpcError } from '../errors';
 import type { RunEvent } from '../gateways/types';
 import { streamHeaders } from '../sse/memory';
 import { ThinkingBlocks, type ThinkingPiece, type ToolCallPiece, type WholeThinking } from './blocks';
-import { anyObject, cacheControlSchema, cacheTtlOf, FUNCTION_NAME, hourAfterFiveMinutes, MAX_CACHE_BREAKPOINTS, IMAGE_URL, metadataSchema, NO_NUL, openAiErrorResponses, TOKEN_ID } from './schemas';
+import {
+  anyObject, cacheControlSchema, cacheTtlOf, FUNCTION_NAME, hourAfterFiveMinutes, MAX_CACHE_BREAKPOINTS, IMAGE_URL, metadataSchema, NO_NUL, openAiErrorResponses,
+  redactedThinkingBlockSchema, thinkingBlockSchema, thinkingSchema, TOKEN_ID,
+} from './schemas';
 
 export const PIPELINE_MODEL = 'agent-mesh';
 const CREATED = Math.floor(Date.now() / 1000);
@@ -24,10 +27,10 @@ export interface ChatBody {
     name?: string;
     tool_call_id?: string;
     tool_calls?: WireToolCall[] | null;
-    /** An assistant's extended-thinking blocks, passed back (as LiteLLM names them); set by /v1/messages only. */
+    /** An assistant's extended-thinking blocks, passed back (as LiteLLM names them). */
     thinking_blocks?: WholeThinking[];
   }[];
-  /** Anthropic's extended thinking; set by /v1/messages only (this route's schema has none). */
+  /** Anthropic's extended thinking (LiteLLM takes it in this format too). */
   thinking?: { type: 'enabled'; budget_tokens: number } | { type: 'disabled' };
   stream?: boolean;
   stream_options?: { include_usage?: boolean } | null;
@@ -182,7 +185,13 @@ const messageSchema = {
     {
       type: 'object',
       required: ['role'],
-      properties: { role: { type: 'string', enum: ['assistant'] }, content: contentSchema, name: { type: 'string', maxLength: 64 }, tool_calls: toolCallsSchema },
+      properties: {
+        role: { type: 'string', enum: ['assistant'] }, content: contentSchema, name: { type: 'string', maxLength: 64 }, tool_calls: toolCallsSchema,
+        thinking_blocks: {
+          type: 'array', maxItems: 100, items: { anyOf: [thinkingBlockSchema, redactedThinkingBlockSchema] },
+          description: 'the turn\'s extended thinking as the answer gave it (LiteLLM\'s name), passed back to an Anthropic upstream before its text and calls',
+        },
+      },
     },
     {
       type: 'object',
@@ -351,6 +360,11 @@ export function openaiRoutes(app: FastifyInstance, ctx: EdgeContext): void {
               ],
             },
             top_p: { type: ['number', 'null'], minimum: 0, maximum: 1 },
+            thinking: thinkingSchema(
+              'Anthropic\'s extended thinking (as LiteLLM takes it): within `budget_tokens` (at least 1,024) of `max_completion_tokens`, which must be greater; the thinking comes back as ' +
+              '`message.reasoning_content` and `message.thinking_blocks` (streamed: `delta.reasoning_content` as it is written, `delta.thinking_blocks` with each block whole, signed, at its end), ' +
+              'to pass back on the assistant message; an OpenAI upstream has none (400, as top_k), nor has the `agent-mesh` model',
+            ),
             top_k: { type: ['integer', 'null'], minimum: 0, description: 'Anthropic\'s: each token from the k likeliest only (1: the likeliest); an OpenAI upstream has none (400, as seed for Anthropic)' },
             presence_penalty: { type: ['number', 'null'], minimum: -2, maximum: 2, description: 'OpenAI\'s; an Anthropic upstream has none (as seed)' },
             frequency_penalty: { type: ['number', 'null'], minimum: -2, maximum: 2, description: 'OpenAI\'s; an Anthropic upstream has none (as seed)' },
@@ -428,8 +442,8 @@ export function openaiRoutes(app: FastifyInstance, ctx: EdgeContext): void {
           200: {
             ...anyObject,
             description:
-              'a chat.completion object (`choices[0].message`: `content`, and `tool_calls` when the model called functions), ' +
-              'or with stream: true a text/event-stream of chat.completion.chunk objects (`delta.content`, `delta.tool_calls`)',
+              'a chat.completion object (`choices[0].message`: `content`, `tool_calls` when the model called functions, `reasoning_content` and `thinking_blocks` with extended thinking), ' +
+              'or with stream: true a text/event-stream of chat.completion.chunk objects (`delta.content`, `delta.tool_calls`, `delta.reasoning_content`, `delta.thinking_blocks`)',
           },
           ...openAiErrorResponses(400, 401, 404, 413, 415, 429, 502, 503, 504),
         },
@@ -441,7 +455,7 @@ export function openaiRoutes(app: FastifyInstance, ctx: EdgeContext): void {
       const { pieces, cache, n } = call;
       const id = `chatcmpl-${newId()}`;
       if (body.stream) return streamCompletion(call, id, body);
-      const choices: { content: string; logprobs: WireLogprob[]; done?: Extract<Piece, { done: true }> }[] = Array.from({ length: n }, () => ({ content: '', logprobs: [] }));
+      const choices: { content: string; logprobs: WireLogprob[]; thinking: ThinkingBlocks; done?: Extract<Piece, { done: true }> }[] = Array.from({ length: n }, () => ({ content: '', logprobs: [], thinking: new ThinkingBlocks() }));
       let finished = 0;
       if (cache) void reply.header(CACHE_HEADER, 'miss');
       // Not `for await`: leaving it at `done` would cancel the call, whose end is read on instead.
@@ -452,6 +466,7 @@ export function openaiRoutes(app: FastifyInstance, ctx: EdgeContext): void {
           c.content += p.delta;
           if (p.logprobs) c.logprobs.push(...p.logprobs);
         } else if ('cached' in p) void reply.header(CACHE_HEADER, p.cached);
+        else if ('thinking' in p) c.thinking.add(p.thinking);
         else if ('done' in p) {
           c.done = p;
           if (++finished < n) continue;
@@ -461,10 +476,13 @@ export function openaiRoutes(app: FastifyInstance, ctx: EdgeContext): void {
             object: 'chat.completion',
             created: Math.floor(Date.now() / 1000),
             model: p.model || body.model,
-            choices: choices.map(({ content, logprobs, done: d }, index) => ({
+            choices: choices.map(({ content, logprobs, thinking, done: d }, index) => ({
               index,
               // As OpenAI answers a call: content null when the model only called functions.
-              message: { role: 'assistant', content: d!.toolCalls.length > 0 && !content ? null : content, refusal: null, ...(d!.toolCalls.length > 0 ? { tool_calls: d!.toolCalls } : {}) },
+              message: {
+                role: 'assistant', content: d!.toolCalls.length > 0 && !content ? null : content, refusal: null, ...(d!.toolCalls.length > 0 ? { tool_calls: d!.toolCalls } : {}),
+                ...reasoningOf(thinking.blocks),
+              },
               logprobs: body.logprobs ? { content: d!.toolCalls.length > 0 && !content ? null : logprobs, refusal: null } : null,
               finish_reason: d!.finishReason || 'stop',
             })),
@@ -504,6 +522,10 @@ export function completion(ctx: EdgeContext, req: FastifyRequest, reply: Fastify
   }
   const imageAt = messages.findIndex((m) => m.parts?.parts.some((p) => p.imageUrl));
   if (imageAt >= 0 && body.model === PIPELINE_MODEL) throw badRequest(`body/messages/${imageAt}/content holds an image: the ${PIPELINE_MODEL} model's agents read text`, undefined, `messages[${imageAt}].content`);
+  const most = body.max_completion_tokens ?? body.max_tokens;
+  if (body.thinking?.type === 'enabled' && most != null && body.thinking.budget_tokens >= most) {
+    throw badRequest(`body/thinking/budget_tokens (${body.thinking.budget_tokens}) must be less than max_completion_tokens (${most}): the thinking is part of the answer`, 'invalid_thinking', 'thinking.budget_tokens');
+  }
   if (body.thinking?.type === 'enabled' && body.model === PIPELINE_MODEL) throw badRequest(`body/thinking is not available for the ${PIPELINE_MODEL} model, whose agents make their own calls`, undefined, 'thinking');
   if (body.logprobs && body.model === PIPELINE_MODEL) throw badRequest(`body/logprobs is not available for the ${PIPELINE_MODEL} model, whose answer is a run's`, undefined, 'logprobs');
   if (n > 1 && body.model === PIPELINE_MODEL) throw badRequest(`body/n must be 1 for the ${PIPELINE_MODEL} model, whose run gives one answer`, undefined, 'n');
@@ -529,6 +551,12 @@ export interface Begun {
   /** Whether the response cache is asked. */
   cache: boolean;
   n: number;
+}
+
+/** The thinking on an answer's message, as LiteLLM gives it: its readable text joined, and the blocks to pass back; nothing without thinking. */
+function reasoningOf(blocks: WholeThinking[]): { reasoning_content?: string; thinking_blocks?: WholeThinking[] } {
+  if (blocks.length === 0) return {};
+  return { reasoning_content: blocks.map((b) => (b.type === 'thinking' ? b.thinking : '')).join(''), thinking_blocks: blocks };
 }
 
 /** A prompt-cache breakpoint as a request marks it (`cache_control`). */
@@ -831,8 +859,9 @@ async function streamCompletion(call: Begun, id: string, body: ChatBody): Promis
     JSON.stringify({ id, object: 'chat.completion.chunk', created, model, choices: [{ index, delta, logprobs: logprobs ? { content: logprobs, refusal: null } : null, finish_reason: finishReason }] });
   let answered = false;
   const usages: Usage[] = [];
-  /** By choice: the tool calls streamed so far. */
+  /** By choice: the tool calls streamed so far, and the thinking. */
   const streamedCalls: Set<number>[] = [];
+  const thought: ThinkingBlocks[] = [];
   try {
     for (let index = 0; index < n; index++) await write(`data: ${chunk({ role: 'assistant', content: '' }, null, index)}\n\n`);
     let result = first;
@@ -840,8 +869,14 @@ async function streamCompletion(call: Begun, id: string, body: ChatBody): Promis
       const p = result.value;
       if ('delta' in p) await write(`data: ${chunk({ content: p.delta }, null, p.index, body.model, p.logprobs)}\n\n`);
       else if ('queued' in p) await write(`: queued position=${p.queued} estimatedWaitMs=${p.estimatedWaitMs}\n\n`);
-      else if ('cached' in p || 'thinking' in p) {
-        // Said in the header already; a chat completion has no thinking (this route cannot ask for it).
+      else if ('cached' in p) {
+        // Said in the header already.
+      } else if ('thinking' in p) {
+        // As LiteLLM streams it: the text as it comes, and each block whole (signed) at its end, to pass back.
+        const blocks = (thought[p.index ?? 0] ??= new ThinkingBlocks());
+        blocks.add(p.thinking);
+        if (p.thinking.text) await write(`data: ${chunk({ reasoning_content: p.thinking.text }, null, p.index)}\n\n`);
+        if (p.thinking.signature || p.thinking.redactedData) await write(`data: ${chunk({ thinking_blocks: [blocks.blocks.at(-1)] }, null, p.index)}\n\n`);
       } else if ('toolCall' in p) {
         // As OpenAI streams a call: its first chunk has its index, id, type and name, the next ones its index and more arguments.
         const { index, id, name, arguments: args } = p.toolCall;

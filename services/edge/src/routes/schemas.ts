@@ -176,3 +176,31 @@ export const MAX_CACHE_BREAKPOINTS = 4;
  * put one of an hour after one of 5 minutes, which Anthropic refuses.
  */
 export const hourAfterFiveMinutes = (ttls: readonly string[]): boolean => ttls.includes('5m') && ttls.lastIndexOf('1h') > ttls.indexOf('5m');
+
+/** The least budget of extended thinking (Anthropic's). */
+export const MIN_THINKING_BUDGET = 1024;
+
+/** Anthropic's extended thinking, asked for: a budget of the answer's tokens, or off. */
+export const thinkingSchema = (description: string) => ({
+  anyOf: [
+    { type: 'object', required: ['type', 'budget_tokens'], properties: { type: { type: 'string', enum: ['enabled'] }, budget_tokens: { type: 'integer', minimum: MIN_THINKING_BUDGET } }, additionalProperties: false },
+    { type: 'object', required: ['type'], properties: { type: { type: 'string', enum: ['disabled'] } }, additionalProperties: false },
+  ],
+  description,
+}) as const;
+
+/** An assistant's extended thinking, passed back as the model wrote it (the provider checks its signature). */
+export const thinkingBlockSchema = {
+  type: 'object',
+  required: ['type', 'thinking', 'signature'],
+  properties: { type: { type: 'string', enum: ['thinking'] }, thinking: { type: 'string', maxLength: 200_000, pattern: NO_NUL }, signature: { type: 'string', maxLength: 100_000, pattern: NO_NUL } },
+  additionalProperties: false,
+} as const;
+
+/** A thinking block the provider redacted: its encrypted data, passed back as it came. */
+export const redactedThinkingBlockSchema = {
+  type: 'object',
+  required: ['type', 'data'],
+  properties: { type: { type: 'string', enum: ['redacted_thinking'] }, data: { type: 'string', maxLength: 200_000, pattern: NO_NUL } },
+  additionalProperties: false,
+} as const;
