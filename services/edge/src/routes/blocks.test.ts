@@ -68,3 +68,35 @@ test('text alone ends with its stop; an answer with neither text nor calls has n
   ]);
   expect(new BlockSequence().end([])).toEqual([]);
 });
+
+test('thinking: a block from its first piece to its signature, a redacted one whole, then the answer; thinking that comes while a call streams follows whole at the end', () => {
+  const seq = new BlockSequence();
+  const steps: Step[] = [
+    ...seq.thinking({ text: 'Weigh ' }),
+    ...seq.thinking({ text: 'it.', signature: 'sig-1' }),
+    ...seq.thinking({ redactedData: 'opaque' }),
+    ...seq.toolCall({ index: 0, id: 'toolu_a', name: 'search', arguments: '{}' }),
+    ...seq.thinking({ text: 'Late.' }),
+    ...seq.thinking({ signature: 'sig-2' }),
+    ...seq.end([whole('toolu_a', 'search', '{}')]),
+  ];
+  expect(steps).toEqual([
+    { kind: 'thinking-start', block: 0 },
+    { kind: 'thinking', block: 0, text: 'Weigh ' },
+    { kind: 'thinking', block: 0, text: 'it.' },
+    { kind: 'thinking-signature', block: 0, signature: 'sig-1' },
+    { kind: 'thinking-stop', block: 0 },
+    { kind: 'thinking-start', block: 1, redactedData: 'opaque' },
+    { kind: 'thinking-stop', block: 1 },
+    { kind: 'call-start', block: 2, id: 'toolu_a', name: 'search' },
+    { kind: 'call-arguments', block: 2, arguments: '{}' },
+    { kind: 'call-stop', block: 2, id: 'toolu_a', name: 'search', arguments: '{}' },
+    { kind: 'thinking-start', block: 3 },
+    { kind: 'thinking', block: 3, text: 'Late.' },
+    { kind: 'thinking-signature', block: 3, signature: 'sig-2' },
+    { kind: 'thinking-stop', block: 3 },
+  ]);
+  // A text delta ends a thinking block whose signature never came.
+  const unsigned = new BlockSequence();
+  expect([...unsigned.thinking({ text: 'Hmm.' }), ...unsigned.text('Yes.')].map((s) => s.kind)).toEqual(['thinking-start', 'thinking', 'thinking-stop', 'text-start', 'text']);
+});
