@@ -689,6 +689,23 @@ test('extended thinking through the official Anthropic client, to an Anthropic u
     const tampered = await client.messages.create({ ...ask, messages: [question, { role: 'assistant', content: altered }, result] }).catch((e: unknown) => e);
     expect(tampered).toBeInstanceOf(Anthropic.BadRequestError);
     expect(String((tampered as Error).message)).toMatch(/signature/i);
+    // Context editing as Claude Code asks it with thinking on (the client sends its beta header to
+    // the edge; the broker sends it on to the provider, which refuses the field without it): the
+    // loop goes on, and what was cleared is said back. A tool result cleared past a small trigger
+    // lowers the input tokens billed.
+    const editing = { edits: [{ type: 'clear_thinking_20251015' as const, keep: 'all' as const }] };
+    const loop: Anthropic.Beta.BetaMessageParam[] = [question, { role: 'assistant', content: asked.content as Anthropic.Beta.BetaContentBlockParam[] }, result];
+    const edited = await client.beta.messages.create({ ...ask, betas: ['context-management-2025-06-27'], context_management: editing, messages: loop });
+    expect(edited.content[0]!.type).toBe('thinking');
+    expect(edited.context_management).toEqual({ applied_edits: [] });
+    const clearing = { edits: [...editing.edits, { type: 'clear_tool_uses_20250919' as const, trigger: { type: 'input_tokens' as const, value: 50 }, keep: { type: 'tool_uses' as const, value: 0 } }] };
+    const cleared = await client.beta.messages.create({ ...ask, betas: ['context-management-2025-06-27'], context_management: clearing, messages: loop });
+    expect(cleared.context_management?.applied_edits).toEqual([expect.objectContaining({ type: 'clear_tool_uses_20250919', cleared_tool_uses: 1, cleared_input_tokens: expect.any(Number) })]);
+    expect(cleared.usage.input_tokens).toBeLessThan(edited.usage.input_tokens);
+    // Without thinking, Anthropic refuses the thinking edit: relayed as its 400.
+    const unthought = await client.beta.messages.create({ model: ask.model, max_tokens: 200, betas: ['context-management-2025-06-27'], context_management: editing, messages: [{ role: 'user', content: 'hi' }] }).catch((e: unknown) => e);
+    expect(unthought).toBeInstanceOf(Anthropic.BadRequestError);
+    expect(String((unthought as Error).message)).toContain('requires `thinking` to be enabled');
     // Not streamed: the same blocks, whole.
     const whole = await client.messages.create({ ...ask, tools: undefined, messages: [{ role: 'user', content: 'Why is the sea salty?' }] });
     expect(whole.content.map((b) => b.type)).toEqual(['thinking', 'text']);
@@ -733,6 +750,9 @@ test('extended thinking through the official Anthropic client, to an Anthropic u
     .create({ model: 'emulator-1', max_tokens: 2048, thinking: { type: 'enabled', budget_tokens: 1024 }, messages: [{ role: 'user', content: 'hi' }] }).catch((e: unknown) => e);
   expect(refused).toBeInstanceOf(Anthropic.BadRequestError);
   expect(String((refused as Error).message)).toContain('thinking is not supported by the openai protocol');
+  const noEditing = await new Anthropic({ apiKey: alice, baseURL: mesh.edge.url, maxRetries: 0 }).beta.messages
+    .create({ model: 'emulator-1', max_tokens: 200, betas: ['context-management-2025-06-27'], context_management: { edits: [{ type: 'clear_tool_uses_20250919' }] }, messages: [{ role: 'user', content: 'hi' }] }).catch((e: unknown) => e);
+  expect(String((noEditing as Error).message)).toContain('context_management is not supported by the openai protocol');
   expect((await emulatorStats(emulator)).requests).toBe(upstream);
 });
 

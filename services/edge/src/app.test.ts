@@ -1321,7 +1321,8 @@ describe('edge app (fake peers)', () => {
         yield { update: { $case: 'thinking', thinking: { text: '', signature: 'sig-1', redactedData: '' } } };
         yield { update: { $case: 'thinking', thinking: { text: '', signature: '', redactedData: 'opaque' } } };
         yield { update: { $case: 'delta', delta: { content: 'Done.', logprobs: [] } } };
-        yield { update: { $case: 'done', done: { finishReason: 'stop', usage: { promptTokens: 5, completionTokens: 40, totalTokens: 45 }, toolCalls: [], model: 'upstream', queueWaitMs: 0, cache: 0, cachedUsage: undefined, upstream: 'default', content: '', logprobs: [] } } };
+        const applied = req.contextManagementJson ? { contextManagementJson: JSON.stringify({ applied_edits: [] }) } : {};
+        yield { update: { $case: 'done', done: { finishReason: 'stop', usage: { promptTokens: 5, completionTokens: 40, totalTokens: 45 }, toolCalls: [], model: 'upstream', queueWaitMs: 0, cache: 0, cachedUsage: undefined, upstream: 'default', content: '', logprobs: [], ...applied } } };
       } as typeof generate;
       const thinking = { type: 'enabled', budget_tokens: 1024 };
       const turns = [
@@ -1341,6 +1342,14 @@ describe('edge app (fake peers)', () => {
         expect(seen[0]!.messages[0]!.thinking).toEqual([]);
         const events = await readEvents(await message({ max_tokens: 2048, thinking, stream: true }));
         const blocks = events.filter((e) => e.event.startsWith('content_block')).map((e) => e.data as Record<string, unknown>);
+        // Context editing, as Claude Code asks it beside thinking: passed on, and what was cleared said back.
+        const contextManagement = { edits: [{ type: 'clear_thinking_20251015', keep: 'all' }] };
+        const edited = (await (await message({ max_tokens: 2048, thinking, context_management: contextManagement })).json()) as Record<string, unknown>;
+        expect(JSON.parse(seen.at(-1)!.contextManagementJson!)).toEqual(contextManagement);
+        expect(edited.context_management).toEqual({ applied_edits: [] });
+        const editedEvents = await readEvents(await message({ max_tokens: 2048, thinking, context_management: contextManagement, stream: true }));
+        expect(editedEvents.find((e) => e.event === 'message_delta')!.data).toMatchObject({ context_management: { applied_edits: [] } });
+        expect(seen[0]!.contextManagementJson).toBeUndefined();
         expect(blocks).toEqual([
           { type: 'content_block_start', index: 0, content_block: { type: 'thinking', thinking: '', signature: '' } },
           { type: 'content_block_delta', index: 0, delta: { type: 'thinking_delta', thinking: 'Weigh ' } },

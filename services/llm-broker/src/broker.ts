@@ -46,6 +46,8 @@ export interface GenerateInput {
   topK?: number;
   /** Anthropic's extended thinking: its budget of `maxTokens` (1,024 or more, less than `maxTokens`); absent: off. */
   thinkingBudgetTokens?: number;
+  /** Anthropic's `context_management` as JSON text (`{"edits": […]}`); empty or absent: none. */
+  contextManagementJson?: string;
   seed?: number;
   presencePenalty?: number;
   frequencyPenalty?: number;
@@ -154,6 +156,8 @@ export type GenerateEvent =
       cache?: CacheOutcome;
       /** For an answer from the cache: the usage of the call that produced it (what this one saved). */
       cachedUsage?: UsageOut;
+      /** What the provider cleared from the prompt (Anthropic's `context_management`), when the call asked for context management. */
+      contextManagement?: Record<string, unknown>;
     };
 
 /** The role's priority; a role LLM_PRIORITIES leaves out has direct's, or 0. */
@@ -169,19 +173,31 @@ const REASONING_EFFORTS = new Set(['minimal', 'low', 'medium', 'high']);
 const VERBOSITIES = new Set(['low', 'medium', 'high']);
 
 /** `response_format` JSON → the object to send, none for text; refused when it is not one of OpenAI's. */
+/** A field's JSON text, parsed; not JSON: refused, naming the field. */
+function parsedJson(json: string, field: string): unknown {
+  try {
+    return JSON.parse(json) as unknown;
+  } catch {
+    throw new BrokerRefusal('invalid_request', `${field} is not JSON`);
+  }
+}
+
 function responseFormatOf(json: string | undefined): Record<string, unknown> | undefined {
   if (!json) return undefined;
-  let format: unknown;
-  try {
-    format = JSON.parse(json);
-  } catch {
-    throw new BrokerRefusal('invalid_request', 'response_format_json is not JSON');
-  }
+  const format = parsedJson(json, 'response_format_json');
   const type = (format as { type?: unknown } | null)?.type;
   if (typeof format !== 'object' || format === null || Array.isArray(format) || !['text', 'json_object', 'json_schema'].includes(type as string)) {
     throw new BrokerRefusal('invalid_request', 'response_format must be an object of type text, json_object or json_schema');
   }
   return type === 'text' ? undefined : (format as Record<string, unknown>);
+}
+
+/** Anthropic's `context_management`: a JSON object (the provider checks its edits). */
+function contextManagementOf(json: string | undefined): Record<string, unknown> | undefined {
+  if (!json) return undefined;
+  const value = parsedJson(json, 'context_management_json');
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new BrokerRefusal('invalid_request', 'context_management must be a JSON object');
+  return value as Record<string, unknown>;
 }
 
 /** One upstream of LLM_UPSTREAMS with everything that is its own: provider, quota, queue, breaker. */
@@ -619,6 +635,7 @@ export class LlmBroker {
       if (v !== undefined && !(v >= -2 && v <= 2)) throw new BrokerRefusal('invalid_request', `${name} must be between -2 and 2`);
     }
     const responseFormat = responseFormatOf(input.responseFormatJson);
+    const contextManagement = contextManagementOf(input.contextManagementJson);
     const top = input.topLogprobs ?? 0;
     if (!Number.isInteger(top) || top < 0 || top > 20) throw new BrokerRefusal('invalid_request', 'top_logprobs must be an integer between 0 and 20');
     if (top > 0 && !input.logprobs) throw new BrokerRefusal('invalid_request', 'top_logprobs is only allowed with logprobs');
@@ -647,6 +664,7 @@ export class LlmBroker {
       ...(input.endUser ? { endUser: input.endUser.slice(0, 256) } : {}),
       ...(bias.length > 0 ? { logitBias: input.logitBias } : {}),
       ...(budget !== undefined ? { thinkingBudgetTokens: budget } : {}),
+      ...(contextManagement ? { contextManagement } : {}),
       maxTokens,
       ...(input.temperature !== undefined ? { temperature: input.temperature } : {}),
       ...(input.noStream ? { stream: false } : {}),
@@ -901,6 +919,7 @@ export class LlmBroker {
       let finishReason = 'stop';
       let stopSequence: string | undefined;
       let usage: UsageOut | undefined;
+      let contextManagement: Record<string, unknown> | undefined;
       let model = req.model;
       const handle = (e: StreamEvent): GenerateEvent | undefined => {
         if (e.type === 'content') {
@@ -922,6 +941,7 @@ export class LlmBroker {
           return { type: 'toolCall', ...piece };
         }
         if (e.type === 'finish') ({ reason: finishReason, stopSequence } = e);
+        else if (e.type === 'context_management') contextManagement = e.applied;
         else if (e.type === 'usage') usage = e.usage;
         else if (e.type === 'model') model = e.model;
         return undefined;
@@ -964,7 +984,7 @@ export class LlmBroker {
       // tokens already spent.
       if (beyondReservation(addCharges(chargedByFailedAttempts, charged))) await settle(charged);
       else answered = charged;
-      yield { type: 'done', finishReason, ...(stopSequence ? { stopSequence } : {}), usage: finalUsage, toolCalls, model, queueWaitMs: waitedMs, upstream: u.name };
+      yield { type: 'done', finishReason, ...(stopSequence ? { stopSequence } : {}), usage: finalUsage, toolCalls, model, queueWaitMs: waitedMs, upstream: u.name, ...(contextManagement ? { contextManagement } : {}) };
     } catch (err) {
       if (!signal.aborted && err instanceof UpstreamError) {
         if (!opened) throw LlmBroker.refusalOf(err);

@@ -74,6 +74,7 @@ export function toInput(req: GenerateRequest): GenerateInput {
     topP: req.topP,
     topK: req.topK,
     thinkingBudgetTokens: req.thinkingBudgetTokens,
+    contextManagementJson: req.contextManagementJson,
     seed: req.seed,
     presencePenalty: req.presencePenalty,
     frequencyPenalty: req.frequencyPenalty,
@@ -140,6 +141,7 @@ export function toResponse(e: GenerateEvent, content = '', logprobs: LogprobOut[
             upstream: e.upstream,
             content,
             logprobs,
+            ...(e.contextManagement ? { contextManagementJson: JSON.stringify(e.contextManagement) } : {}),
           },
         },
       };

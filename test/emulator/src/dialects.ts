@@ -2,13 +2,13 @@
 // (`POST /v1/chat/completions`) and Anthropic's Messages (`POST /v1/messages`) — their keys,
 // request validation, error bodies, rate-limit headers and answer streams. The admission, answers,
 // pacing and misbehaviours behind them are shared (server.ts, completion.ts).
-import type { IncomingMessage } from 'node:http';
+import type { IncomingHttpHeaders, IncomingMessage } from 'node:http';
 import type { AnswerWire, CompletionJob } from './completion';
 import { openAiWire } from './completion';
 import { openAiError } from './http';
 import type { Rejection } from './limits';
 import { messagesWire } from './messages';
-import { anthropicError, InvalidMessagesRequestError, parseMessagesRequest } from './messages-request';
+import { anthropicError, betasOf, InvalidMessagesRequestError, parseMessagesRequest } from './messages-request';
 import { InvalidRequestError, parseChatCompletionRequest, type ChatCompletionRequest } from './request';
 
 export interface Refusal {
@@ -33,8 +33,8 @@ export interface Dialect {
   headers(requestId: string): Record<string, string>;
   /** Undefined when the key is accepted; `wrongKey` refuses whatever was sent. */
   authorize(req: IncomingMessage, expectedKey: string, wrongKey: boolean): Refusal | undefined;
-  /** Validates the body; throws DialectInvalid. */
-  parse(body: unknown): ChatCompletionRequest;
+  /** Validates the body (and the headers that change what it may hold); throws DialectInvalid. */
+  parse(body: unknown, headers: IncomingHttpHeaders): ChatCompletionRequest;
   invalid(message: string, code: string | null, param: string | null, type?: string): unknown;
   /** The provider's rate-limit headers, from the emulator's `x-ratelimit-*` ones (ProviderLimits.headers). */
   limitHeaders(openAi: Record<string, string>): Record<string, string>;
@@ -120,9 +120,10 @@ export const ANTHROPIC: Dialect = {
     if (!req.headers[ANTHROPIC_VERSION_HEADER]) return { status: 400, body: anthropicError('invalid_request_error', 'anthropic-version: header is required') };
     return undefined;
   },
-  parse(body) {
+  parse(body, headers) {
     try {
-      return parseMessagesRequest(body);
+      // The betas asked for (`anthropic-beta`) admit the fields they add, as `context_management`.
+      return parseMessagesRequest(body, betasOf(headers['anthropic-beta']));
     } catch (err) {
       if (err instanceof InvalidMessagesRequestError) throw new DialectInvalid(err.message, 'invalid_request_error');
       throw err;

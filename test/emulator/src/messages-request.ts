@@ -128,7 +128,9 @@ function breakpointsOf(marked: readonly { block: Block; at: string }[]): Map<Blo
 interface Turn {
   role: 'user' | 'assistant';
   blocks: Block[];
-  /** The texts of its thinking blocks, when they are billed as input (see checkThinking). */
+  /** The texts of its thinking blocks, verified (thinking enabled only: see checkThinking). */
+  thinking?: ReadonlyMap<Block, string>;
+  /** Those of them that stay in the prompt, billed as input and part of its cached prefixes (see keepThinking). */
   thoughts?: ReadonlyMap<Block, string>;
 }
 
@@ -168,10 +170,10 @@ function checkThinkingCompatible(budget: number, maxTokens: number, body: Record
  * disabled they are ignored (not verified), but none may be in a final assistant message. Enabled:
  * a turn holding one starts with one and does not end with one; each must verify (its signature,
  * or its redacted data, for this model); and when the last assistant turn holds tool_use (a tool
- * loop being continued), it must start with one. Only that turn's thinking is billed as input
- * (Anthropic strips the thinking of earlier turns): its texts are set on it as `thoughts`.
+ * loop being continued), it must start with one. The texts are set on each turn as `thinking`
+ * (which of them stay in the prompt is keepThinking's). Returns whether a tool loop is continued.
  */
-function checkThinking(turns: Turn[], model: string, enabled: boolean): void {
+function checkThinking(turns: Turn[], model: string, enabled: boolean): boolean {
   const last = turns.findLastIndex((t) => t.role === 'assistant');
   // The last assistant turn holds tool_use: the request continues a tool loop.
   const loop = enabled && last !== -1 && turns[last]!.blocks.some((b) => b.type === 'tool_use');
@@ -198,7 +200,7 @@ function checkThinking(turns: Turn[], model: string, enabled: boolean): void {
         thoughts.set(b, text as string);
       }
     });
-    if (loop && i === last) turn.thoughts = thoughts;
+    turn.thinking = thoughts;
   });
   const final = turns[last];
   if (loop && !isThinking(final!.blocks[0])) {
@@ -206,6 +208,35 @@ function checkThinking(turns: Turn[], model: string, enabled: boolean): void {
       `messages.${last}.content.0.type: Expected \`thinking\` or \`redacted_thinking\`, but found \`${String(final!.blocks[0]?.type)}\`. When \`thinking\` is enabled, a final \`assistant\` message must start with a thinking block (preceeding the lastmost set of \`tool_use\` and \`tool_result\` blocks). We recommend you include thinking blocks from previous turns. To avoid this requirement, disable \`thinking\`. Please consult our documentation at ${THINKING_DOCS}`,
     );
   }
+  return loop;
+}
+
+/**
+ * Which thinking passed back stays in the prompt (Anthropic strips the rest before the model sees
+ * it): that of the last `keep` assistant turns, or of every one ("all"). A turn is the assistant's
+ * messages from one user message to the next that is not tool results alone (a tool loop is one
+ * turn); they are counted back from the one being answered: the last, when the request continues a
+ * tool loop, else a new one, whose thinking is yet to come. So the default, 1 (Anthropic's without
+ * `clear_thinking_20251015`), keeps a tool loop's own thinking and strips every finished turn's.
+ * Sets each turn's `thoughts`; returns the number of turns whose thinking was stripped.
+ */
+function keepThinking(turns: Turn[], loop: boolean, keep: number | 'all'): number {
+  let count = 0;
+  let open = false;
+  const turnOf = turns.map((t) => {
+    if (t.role === 'user') open &&= t.blocks.every((b) => b.type === 'tool_result');
+    else if (!open) [count, open] = [count + 1, true];
+    return count;
+  });
+  const stripped = new Set<number>();
+  turns.forEach((t, i) => {
+    if (t.thinking === undefined) return;
+    const back = count - turnOf[i]! + (loop ? 1 : 2);
+    const kept = keep === 'all' || back <= keep;
+    t.thoughts = kept ? t.thinking : undefined;
+    if (!kept) stripped.add(turnOf[i]!);
+  });
+  return stripped.size;
 }
 
 /** `system` as blocks: a string is one text block (none when empty). */
@@ -260,6 +291,9 @@ const withoutBreakpoint = ({ cache_control: _, ...rest }: Block): Block => rest;
  * digest of the canonical JSON of what precedes it (a message's role opens it), and counts its
  * tokens, when asked, as the request cut after its block. The thinking budget keys the messages'
  * prefixes, not the tools' and system's (Anthropic: changing it invalidates message breakpoints).
+ * The blocks are those the model is shown: thinking stripped (keepThinking) is left out, so a
+ * prefix holding a turn's thinking is read back only by requests that keep it too; tool results
+ * cleared by context editing are there as cleared.
  */
 function cacheBoundaries(tools: readonly Block[], definitions: readonly ToolDefinition[], system: readonly Block[], turns: readonly Turn[], images: ReadonlyMap<Block, ImageInput>, ttls: ReadonlyMap<Block, CacheTtl>, thinkingBudget: number | undefined): CacheBoundary[] {
   const hash = createHash('sha256');
@@ -283,14 +317,189 @@ function cacheBoundaries(tools: readonly Block[], definitions: readonly ToolDefi
     if (left === 0) break;
     hash.update(`${JSON.stringify(['message', turn.role])}\n`);
     const earlier = [...head, ...before];
-    turn.blocks.forEach((b, j) => add(['block', withoutBreakpoint(b)], b, () => ({ messages: [...earlier, ...turnMessages({ ...turn, blocks: turn.blocks.slice(0, j + 1) }, images)], tools: allTools })));
+    turn.blocks.forEach((b, j) => {
+      // Thinking stripped from the prompt is no part of its prefixes (and a thinking block is never a breakpoint).
+      if (isThinking(b) && turn.thoughts?.has(b) !== true) return;
+      add(['block', withoutBreakpoint(b)], b, () => ({ messages: [...earlier, ...turnMessages({ ...turn, blocks: turn.blocks.slice(0, j + 1) }, images)], tools: allTools }));
+    });
     before.push(...turnMessages(turn, images));
   }
   return out;
 }
 
+/** Anthropic's context-editing beta: without it in `anthropic-beta`, `context_management` is an unknown field. */
+export const CONTEXT_MANAGEMENT_BETA = 'context-management-2025-06-27';
+
+/** The betas an `anthropic-beta` header lists: comma-separated (a repeated header's values too), any case, any spacing. */
+export function betasOf(header: string | string[] | undefined): Set<string> {
+  const raw = Array.isArray(header) ? header.join(',') : (header ?? '');
+  return new Set(raw.split(',').map((b) => b.trim().toLowerCase()).filter((b) => b !== ''));
+}
+
+const CLEAR_THINKING = 'clear_thinking_20251015';
+const CLEAR_TOOL_USES = 'clear_tool_uses_20250919';
+/** What a cleared tool result holds instead (Anthropic's placeholder text is not documented). */
+const CLEARED_TOOL_RESULT = '[cleared to save context]';
+
+interface ClearThinking {
+  type: typeof CLEAR_THINKING;
+  /** The assistant turns whose thinking stays, counted back from the one answered (keepThinking). */
+  keep: number | 'all';
+}
+interface ClearToolUses {
+  type: typeof CLEAR_TOOL_USES;
+  trigger: { type: 'input_tokens' | 'tool_uses'; value: number };
+  keep: number;
+  clearAtLeast: number;
+  excludeTools: ReadonlySet<string>;
+  /** `clear_tool_inputs`: every cleared use's input (true), or those of these tools. */
+  clearInputs: boolean | ReadonlySet<string>;
+}
+type ContextEdit = ClearThinking | ClearToolUses;
+
+const NOT_A_DICT = 'Input should be a valid dictionary or object to extract fields from';
+const onlyKeys = (raw: Record<string, unknown>, at: string, keys: readonly string[]): void => {
+  for (const key of Object.keys(raw)) if (!keys.includes(key)) bad(`${at}.${key}: Extra inputs are not permitted`);
+};
+const given = (v: unknown): boolean => v !== undefined && v !== null;
+
+/** A count of context editing: `{"type": T, "value": N}`, N an integer of at least `min`. */
+function countOf<T extends string>(raw: unknown, at: string, types: readonly T[], min: number): { type: T; value: number } {
+  if (!isObject(raw)) return bad(`${at}: ${NOT_A_DICT}`);
+  onlyKeys(raw, at, ['type', 'value']);
+  if (!types.includes(raw.type as T)) return bad(`${at}.type: Input should be ${types.map((t) => `'${t}'`).join(' or ')}`);
+  const value = raw.value;
+  if (value === undefined) return bad(`${at}.value: Field required`);
+  if (typeof value !== 'number' || !Number.isInteger(value)) return bad(`${at}.value: Input should be a valid integer`);
+  if (value < min) return bad(`${at}.value: Input should be greater than or equal to ${min}`);
+  return { type: raw.type as T, value };
+}
+
+function toolNamesOf(raw: unknown, at: string): ReadonlySet<string> {
+  if (!Array.isArray(raw)) return bad(`${at}: Input should be a valid list`);
+  raw.forEach((name, i) => typeof name !== 'string' && bad(`${at}.${i}: Input should be a valid string`));
+  return new Set(raw as string[]);
+}
+
+/** `clear_thinking_20251015`'s `keep`: "all" (or `{"type": "all"}`), or `{"type": "thinking_turns", "value": N ≥ 1}`; absent, 1. */
+function thinkingKeepOf(raw: unknown, at: string): number | 'all' {
+  if (raw === undefined) return 1;
+  if (raw === 'all') return 'all';
+  if (isObject(raw) && raw.type === 'all') {
+    onlyKeys(raw, at, ['type']);
+    return 'all';
+  }
+  if (!isObject(raw) || raw.type !== 'thinking_turns') return bad(`${at}: Input should be 'all' or {"type": "thinking_turns", "value": N}`);
+  return countOf(raw, at, ['thinking_turns'], 1).value;
+}
+
+/** One edit of `context_management.edits`, by its tag (the error paths name it, as for `thinking`). */
+function contextEditOf(raw: unknown, at: string): ContextEdit {
+  if (!isObject(raw)) return bad(`${at}: ${NOT_A_DICT}`);
+  if (raw.type === undefined) return bad(`${at}: Unable to extract tag using discriminator 'type'`);
+  const where = `${at}.${String(raw.type)}`;
+  if (raw.type === CLEAR_THINKING) {
+    onlyKeys(raw, where, ['type', 'keep']);
+    return { type: CLEAR_THINKING, keep: thinkingKeepOf(raw.keep, `${where}.keep`) };
+  }
+  if (raw.type !== CLEAR_TOOL_USES) {
+    return bad(`${at}: Input tag '${String(raw.type)}' found using 'type' does not match any of the expected tags: '${CLEAR_THINKING}', '${CLEAR_TOOL_USES}'`);
+  }
+  onlyKeys(raw, where, ['type', 'trigger', 'keep', 'clear_at_least', 'exclude_tools', 'clear_tool_inputs']);
+  const inputs = raw.clear_tool_inputs;
+  return {
+    type: CLEAR_TOOL_USES,
+    trigger: raw.trigger === undefined ? { type: 'input_tokens', value: 100_000 } : countOf(raw.trigger, `${where}.trigger`, ['input_tokens', 'tool_uses'], 1),
+    keep: raw.keep === undefined ? 3 : countOf(raw.keep, `${where}.keep`, ['tool_uses'], 0).value,
+    clearAtLeast: given(raw.clear_at_least) ? countOf(raw.clear_at_least, `${where}.clear_at_least`, ['input_tokens'], 0).value : 0,
+    excludeTools: given(raw.exclude_tools) ? toolNamesOf(raw.exclude_tools, `${where}.exclude_tools`) : new Set(),
+    clearInputs: !given(inputs) ? false : typeof inputs === 'boolean' ? inputs : Array.isArray(inputs) ? toolNamesOf(inputs, `${where}.clear_tool_inputs`) : bad(`${where}.clear_tool_inputs: Input should be a valid boolean or a list of tool names`),
+  };
+}
+
+/**
+ * `context_management` (`{"edits": [...]}`), as Anthropic checks it: only with its beta asked
+ * for; each strategy at most once, `clear_thinking_20251015` first. Undefined when absent (or null).
+ */
+function contextEditsOf(raw: unknown, betas: ReadonlySet<string>): ContextEdit[] | undefined {
+  if (raw === undefined) return undefined;
+  // Without the beta the field is not in the schema: refused as any unknown field is.
+  if (!betas.has(CONTEXT_MANAGEMENT_BETA)) return bad('context_management: Extra inputs are not permitted');
+  if (raw === null) return undefined;
+  if (!isObject(raw)) return bad(`context_management: ${NOT_A_DICT}`);
+  onlyKeys(raw, 'context_management', ['edits']);
+  if (!given(raw.edits)) return [];
+  if (!Array.isArray(raw.edits)) return bad('context_management.edits: Input should be a valid list');
+  const edits = raw.edits.map((e: unknown, i) => contextEditOf(e, `context_management.edits.${i}`));
+  edits.forEach((e, i) => {
+    if (edits.findIndex((o) => o.type === e.type) !== i) bad(`context_management.edits.${i}: \`${e.type}\` may be given only once`);
+    if (e.type === CLEAR_THINKING && i > 0) bad(`context_management.edits.${i}: \`${CLEAR_THINKING}\` must be the first strategy in \`edits\` when it is combined with others`);
+  });
+  return edits;
+}
+
+/** An edit as the answer reports it (`context_management.applied_edits`). */
+export type AppliedContextEdit =
+  | { type: typeof CLEAR_THINKING; cleared_thinking_turns: number; cleared_input_tokens: number }
+  | { type: typeof CLEAR_TOOL_USES; cleared_tool_uses: number; cleared_input_tokens: number };
+
+/**
+ * `clear_tool_uses_20250919`: once the prompt is past its trigger (its input tokens, or its tool
+ * uses, above the value), the results of all tool uses but the last `keep` — none of a tool of
+ * `exclude_tools` — are replaced by a placeholder (with `clear_tool_inputs`, their inputs emptied
+ * too); unless that clears fewer than `clear_at_least` tokens, when nothing is (as Anthropic
+ * documents it). Replaces the turns' blocks (new ones: their `cache_control` stays); returns what
+ * was cleared, or undefined when nothing was.
+ */
+function clearToolUses(turns: Turn[], edit: ClearToolUses, promptTokens: () => number): AppliedContextEdit | undefined {
+  const uses = turns.flatMap((t) => (t.role === 'assistant' ? t.blocks.filter((b) => b.type === 'tool_use') : []));
+  const before = promptTokens();
+  if ((edit.trigger.type === 'input_tokens' ? before : uses.length) <= edit.trigger.value) return undefined;
+  const cleared = uses.slice(0, Math.max(0, uses.length - edit.keep)).filter((u) => !edit.excludeTools.has(u.name as string));
+  if (cleared.length === 0) return undefined;
+  const ids = new Set(cleared.map((u) => u.id));
+  const clearInput = (name: unknown): boolean => edit.clearInputs === true || (edit.clearInputs instanceof Set && edit.clearInputs.has(name as string));
+  const original = turns.map((t) => t.blocks);
+  for (const t of turns) {
+    t.blocks = t.blocks.map((b) =>
+      b.type === 'tool_result' && ids.has(b.tool_use_id) ? { ...b, content: CLEARED_TOOL_RESULT }
+      : b.type === 'tool_use' && ids.has(b.id) && clearInput(b.name) ? { ...b, input: {} }
+      : b,
+    );
+  }
+  const saved = before - promptTokens();
+  if (saved < edit.clearAtLeast) {
+    turns.forEach((t, i) => (t.blocks = original[i]!));
+    return undefined;
+  }
+  return { type: CLEAR_TOOL_USES, cleared_tool_uses: cleared.length, cleared_input_tokens: saved };
+}
+
+/**
+ * What the model is shown of the turns, and what the answer reports: the thinking kept (by
+ * `clear_thinking_20251015`, else Anthropic's default), then the tool uses cleared
+ * (`clear_tool_uses_20250919`), in the order of `edits`. An edit that cleared nothing is not reported.
+ */
+function applyContextEdits(turns: Turn[], loop: boolean, edits: readonly ContextEdit[], promptTokens: () => number): AppliedContextEdit[] {
+  const applied: AppliedContextEdit[] = [];
+  if (!edits.some((e) => e.type === CLEAR_THINKING)) keepThinking(turns, loop, 1);
+  for (const edit of edits) {
+    if (edit.type === CLEAR_TOOL_USES) {
+      const done = clearToolUses(turns, edit, promptTokens);
+      if (done !== undefined) applied.push(done);
+      continue;
+    }
+    // What it clears: the prompt with every turn's thinking, less the prompt with what it keeps.
+    keepThinking(turns, loop, 'all');
+    const before = promptTokens();
+    const turnsCleared = keepThinking(turns, loop, edit.keep);
+    if (turnsCleared > 0) applied.push({ type: CLEAR_THINKING, cleared_thinking_turns: turnsCleared, cleared_input_tokens: before - promptTokens() });
+  }
+  return applied;
+}
+
 /** Validates a Messages body as Anthropic does (the checks the broker may trip) and returns it as a chat completions request. */
-export function parseMessagesRequest(body: unknown): ChatCompletionRequest {
+export function parseMessagesRequest(body: unknown, betas: ReadonlySet<string> = new Set()): ChatCompletionRequest {
   if (!isObject(body)) return bad('Input should be an object');
   const model = body.model;
   if (typeof model !== 'string' || model === '') bad('model: Field required');
@@ -305,6 +514,8 @@ export function parseMessagesRequest(body: unknown): ChatCompletionRequest {
   const stream = body.stream ?? false;
   if (typeof stream !== 'boolean') bad('stream: Input should be a valid boolean');
   const thinkingBudget = thinkingBudgetOf(body.thinking);
+  const edits = contextEditsOf(body.context_management, betas);
+  if (thinkingBudget === undefined && edits?.some((e) => e.type === CLEAR_THINKING)) bad(`\`${CLEAR_THINKING}\` strategy requires \`thinking\` to be enabled or adaptive`);
 
   const system = systemBlocksOf(body.system);
   // The images ride on the user message, billed as Anthropic bills them.
@@ -343,7 +554,10 @@ export function parseMessagesRequest(body: unknown): ChatCompletionRequest {
   const topK = body.top_k === undefined ? undefined : Number.isInteger(body.top_k) && (body.top_k as number) >= 0 ? (body.top_k as number) : bad('top_k: Input should be greater than or equal to 0');
   if (thinkingBudget !== undefined) checkThinkingCompatible(thinkingBudget, maxTokens as number, body, toolChoice);
   // A signature binds the model without a `+behaviour` suffix (the one answers are made for).
-  checkThinking(turns, (model as string).split('+')[0]!, thinkingBudget !== undefined);
+  const loop = checkThinking(turns, (model as string).split('+')[0]!, thinkingBudget !== undefined);
+  const promptTokens = () => countPromptTokens({ messages: [...systemMessages(system), ...turns.flatMap((t) => turnMessages(t, images))], tools: definitions.length > 0 ? definitions : undefined });
+  // Context editing rewrites the turns (what the model is shown) before they are translated and cached.
+  const applied = applyContextEdits(turns, loop, edits ?? [], promptTokens);
   const ttls = breakpointsOf([
     ...tools.map((block, i) => ({ block, at: `tools.${i}` })),
     ...system.map((block, i) => ({ block, at: `system.${i}` })),
@@ -372,6 +586,7 @@ export function parseMessagesRequest(body: unknown): ChatCompletionRequest {
     ...(topK === undefined ? {} : { topK }),
     temperature: temperature as number | undefined,
     ...(thinkingBudget === undefined ? {} : { thinking: { budgetTokens: thinkingBudget } }),
+    ...(edits === undefined ? {} : { contextManagement: { applied_edits: applied } }),
   };
 }
 

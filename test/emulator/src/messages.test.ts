@@ -320,6 +320,203 @@ describe('POST /v1/messages with extended thinking', () => {
   });
 });
 
+describe('POST /v1/messages with context editing (context_management)', () => {
+  const CLEAR_THINKING = 'clear_thinking_20251015';
+  const CLEAR_TOOLS = 'clear_tool_uses_20250919';
+  /** The beta among others, as Claude Code sends it (any case, any spacing). */
+  const BETA = { ...HEADERS, 'anthropic-beta': 'prompt-caching-2024-07-31, Context-Management-2025-06-27 ,interleaved-thinking-2025-05-14' };
+  const THINK = { max_tokens: 2048, thinking: { type: 'enabled', budget_tokens: 1024 } };
+  const KEEP_ALL = { edits: [{ type: CLEAR_THINKING, keep: 'all' }] };
+  const READ_TOOL = { name: 'read_page', description: 'Read a web page', input_schema: { type: 'object', properties: { url: { type: 'string' } } } };
+  const QUESTION = { role: 'user', content: 'Search the latest news about solar power' };
+  const json = async (body: unknown, headers: Record<string, string> = BETA) => {
+    const res = await post(body, headers);
+    return { status: res.status, body: (await res.json()) as Record<string, any> };
+  };
+  const refused = (message: string) => ({ status: 400, body: { type: 'error', error: { type: 'invalid_request_error', message }, request_id: expect.any(String) } });
+  /** A finished tool loop of `n` calls, search_web and read_page in turn, each result some 100 tokens. */
+  const toolLoop = (n: number, over: Record<string, unknown> = {}) => {
+    const messages: unknown[] = [QUESTION];
+    for (let i = 1; i <= n; i++) {
+      const use = i % 2 === 1 ? { name: 'search_web', input: { query: `solar power, part ${i}` } } : { name: 'read_page', input: { url: `https://news.example.com/solar/${i}` } };
+      messages.push({ role: 'assistant', content: [{ type: 'tool_use', id: `toolu_${i}`, ...use }] });
+      messages.push({ role: 'user', content: [{ type: 'tool_result', tool_use_id: `toolu_${i}`, content: `Result ${i}. ${'Panels got cheaper again this year, and installs rose. '.repeat(8)}` }] });
+    }
+    return ask('', { stream: false, tools: [SEARCH_TOOL, READ_TOOL], messages, ...over });
+  };
+
+  it('takes context_management only with its beta in anthropic-beta: else 400 "context_management: Extra inputs are not permitted"', async () => {
+    const body = ask('How do libraries plan opening hours?', { ...THINK, stream: false, context_management: KEEP_ALL });
+    const extra = refused('context_management: Extra inputs are not permitted');
+    expect(await json(body, HEADERS)).toEqual(extra);
+    expect(await json(body, { ...HEADERS, 'anthropic-beta': 'prompt-caching-2024-07-31,interleaved-thinking-2025-05-14' })).toEqual(extra);
+    const ok = await json(body);
+    expect(ok.status).toBe(200);
+    expect(ok.body.context_management).toEqual({ applied_edits: [] });
+    // Not asked for, nothing is reported, beta or not.
+    expect((await json(ask('hi', { stream: false }))).body).not.toHaveProperty('context_management');
+    expect(emulator.stats()).toMatchObject({ invalid: 2, completed: 2 });
+  });
+
+  it('refuses a malformed context_management in Anthropic\'s words', async () => {
+    const at = (edit: string, rest: string) => `context_management.edits.0.${edit}.${rest}`;
+    const cases: [unknown, string][] = [
+      ['all', 'context_management: Input should be a valid dictionary or object to extract fields from'],
+      [{ edits: [], clear: true }, 'context_management.clear: Extra inputs are not permitted'],
+      [{ edits: { type: CLEAR_TOOLS } }, 'context_management.edits: Input should be a valid list'],
+      [{ edits: [{ type: 'clear_everything' }] }, "context_management.edits.0: Input tag 'clear_everything' found using 'type' does not match any of the expected tags: 'clear_thinking_20251015', 'clear_tool_uses_20250919'"],
+      [{ edits: [{ keep: 'all' }] }, "context_management.edits.0: Unable to extract tag using discriminator 'type'"],
+      [{ edits: ['clear_thinking_20251015'] }, 'context_management.edits.0: Input should be a valid dictionary or object to extract fields from'],
+      [{ edits: [{ type: CLEAR_THINKING, keep: 'some' }] }, `${at(CLEAR_THINKING, 'keep')}: Input should be 'all' or {"type": "thinking_turns", "value": N}`],
+      [{ edits: [{ type: CLEAR_THINKING, keep: { type: 'thinking_turns', value: 0 } }] }, `${at(CLEAR_THINKING, 'keep.value')}: Input should be greater than or equal to 1`],
+      [{ edits: [{ type: CLEAR_THINKING, keep: { type: 'thinking_turns', value: 1.5 } }] }, `${at(CLEAR_THINKING, 'keep.value')}: Input should be a valid integer`],
+      [{ edits: [{ type: CLEAR_THINKING, keep: { type: 'thinking_turns' } }] }, `${at(CLEAR_THINKING, 'keep.value')}: Field required`],
+      [{ edits: [{ type: CLEAR_THINKING, keep: 'all', turns: 2 }] }, `${at(CLEAR_THINKING, 'turns')}: Extra inputs are not permitted`],
+      [{ edits: [{ type: CLEAR_TOOLS, trigger: { type: 'messages', value: 10 } }] }, `${at(CLEAR_TOOLS, 'trigger.type')}: Input should be 'input_tokens' or 'tool_uses'`],
+      [{ edits: [{ type: CLEAR_TOOLS, trigger: { type: 'input_tokens', value: '1000' } }] }, `${at(CLEAR_TOOLS, 'trigger.value')}: Input should be a valid integer`],
+      [{ edits: [{ type: CLEAR_TOOLS, keep: { type: 'input_tokens', value: 3 } }] }, `${at(CLEAR_TOOLS, 'keep.type')}: Input should be 'tool_uses'`],
+      [{ edits: [{ type: CLEAR_TOOLS, keep: { type: 'tool_uses', value: 3, min: 1 } }] }, `${at(CLEAR_TOOLS, 'keep.min')}: Extra inputs are not permitted`],
+      [{ edits: [{ type: CLEAR_TOOLS, clear_at_least: { type: 'input_tokens', value: -1 } }] }, `${at(CLEAR_TOOLS, 'clear_at_least.value')}: Input should be greater than or equal to 0`],
+      [{ edits: [{ type: CLEAR_TOOLS, exclude_tools: 'search_web' }] }, `${at(CLEAR_TOOLS, 'exclude_tools')}: Input should be a valid list`],
+      [{ edits: [{ type: CLEAR_TOOLS, exclude_tools: [1] }] }, `${at(CLEAR_TOOLS, 'exclude_tools.0')}: Input should be a valid string`],
+      [{ edits: [{ type: CLEAR_TOOLS, clear_tool_inputs: 'yes' }] }, `${at(CLEAR_TOOLS, 'clear_tool_inputs')}: Input should be a valid boolean or a list of tool names`],
+      [{ edits: [{ type: CLEAR_TOOLS, keep_last: 2 }] }, `${at(CLEAR_TOOLS, 'keep_last')}: Extra inputs are not permitted`],
+      [{ edits: [{ type: CLEAR_TOOLS }, { type: CLEAR_THINKING }] }, 'context_management.edits.1: `clear_thinking_20251015` must be the first strategy in `edits` when it is combined with others'],
+      [{ edits: [{ type: CLEAR_TOOLS }, { type: CLEAR_TOOLS }] }, 'context_management.edits.1: `clear_tool_uses_20250919` may be given only once'],
+    ];
+    for (const [context_management, message] of cases) expect(await json(ask('hi', { ...THINK, stream: false, context_management }))).toEqual(refused(message));
+    // What they may hold: every option of both strategies, in Anthropic's order; `{"type": "all"}`; no edits.
+    const accepted = [
+      {
+        edits: [
+          { type: CLEAR_THINKING, keep: { type: 'thinking_turns', value: 2 } },
+          { type: CLEAR_TOOLS, trigger: { type: 'tool_uses', value: 5 }, keep: { type: 'tool_uses', value: 0 }, clear_at_least: { type: 'input_tokens', value: 10 }, exclude_tools: ['search_web'], clear_tool_inputs: ['read_page'] },
+        ],
+      },
+      { edits: [{ type: CLEAR_THINKING, keep: { type: 'all' } }, { type: CLEAR_TOOLS, clear_at_least: null, exclude_tools: null, clear_tool_inputs: true }] },
+      { edits: [] },
+      {},
+    ];
+    for (const context_management of accepted) expect((await json(ask('hi', { ...THINK, stream: false, context_management }))).body.context_management).toEqual({ applied_edits: [] });
+    expect(emulator.stats()).toMatchObject({ invalid: cases.length, completed: accepted.length });
+  });
+
+  it('clear_thinking_20251015 requires thinking enabled; clear_tool_uses_20250919 does not', async () => {
+    for (const over of [{}, { thinking: { type: 'disabled' } }]) {
+      expect(await json(ask('hi', { stream: false, context_management: KEEP_ALL, ...over }))).toEqual(refused('`clear_thinking_20251015` strategy requires `thinking` to be enabled or adaptive'));
+    }
+    expect((await json(ask('hi', { stream: false, context_management: { edits: [{ type: CLEAR_TOOLS }] } }))).status).toBe(200);
+  });
+
+  /** A tool loop with thinking gone round once: the question, the call (thinking, tool_use), its result, the answer (thinking, text). */
+  const thoughtLoop = async (resultOver: Record<string, unknown> = {}) => {
+    const think = (messages: unknown[], over: Record<string, unknown> = {}) => json(ask('', { ...THINK, stream: false, tools: [SEARCH_TOOL], messages, context_management: KEEP_ALL, ...over }));
+    const first = await think([QUESTION]);
+    const [thinking, call] = first.body.content as Record<string, any>[];
+    expect([thinking!.type, call!.type]).toEqual(['thinking', 'tool_use']);
+    const result = { role: 'user', content: [{ type: 'tool_result', tool_use_id: call!.id, content: 'Panels got cheaper again this year.', ...resultOver }] };
+    const history = [QUESTION, { role: 'assistant', content: first.body.content }, result];
+    const loop = await think(history);
+    expect(loop.body.content.map((b: { type: string }) => b.type)).toEqual(['thinking', 'text']);
+    return { thinking: thinking!, history, loop, think };
+  };
+
+  it('keep: "all" bills every turn\'s thinking as input; without it (or with the default of 1 turn) a finished turn\'s thinking is stripped, and reported so', async () => {
+    const { thinking, history, loop, think } = await thoughtLoop();
+    // Within the loop, its own thinking is kept either way: nothing to clear.
+    expect(loop.body.context_management).toEqual({ applied_edits: [] });
+    const next = [...history, { role: 'assistant', content: loop.body.content }, { role: 'user', content: 'And wind?' }];
+    const [all, none, one, two] = [
+      await think(next),
+      await think(next, { context_management: undefined }),
+      await think(next, { context_management: { edits: [{ type: CLEAR_THINKING }] } }),
+      await think(next, { context_management: { edits: [{ type: CLEAR_THINKING, keep: { type: 'thinking_turns', value: 2 } }] } }),
+    ];
+    expect(none.body).not.toHaveProperty('context_management');
+    expect(all.body.context_management).toEqual({ applied_edits: [] });
+    expect(two.body.context_management).toEqual({ applied_edits: [] });
+    expect(two.body.usage.input_tokens).toBe(all.body.usage.input_tokens);
+    // The loop's two assistant messages are one turn: its thinking (both blocks) is cleared at once.
+    const cleared = all.body.usage.input_tokens - none.body.usage.input_tokens;
+    expect(cleared).toBeGreaterThan(countTokens(thinking.thinking));
+    expect(one.body.usage.input_tokens).toBe(none.body.usage.input_tokens);
+    expect(one.body.context_management).toEqual({ applied_edits: [{ type: CLEAR_THINKING, cleared_thinking_turns: 1, cleared_input_tokens: cleared }] });
+  });
+
+  it('keep: "all" keeps the cached prefix readable turn after turn; stripping a turn\'s thinking misses the prefix that held it', async () => {
+    emulator.configure({ cacheMinTokens: 0 });
+    const marked = { cache_control: { type: 'ephemeral' } };
+    const { history, loop, think } = await thoughtLoop(marked);
+    const written = loop.body.usage.cache_creation_input_tokens as number;
+    expect(written).toBeGreaterThan(0);
+    const next = [...history, { role: 'assistant', content: loop.body.content }, { role: 'user', content: [{ type: 'text', text: 'And wind?', ...marked }] }];
+    const stripped = await think(next, { context_management: undefined });
+    expect(stripped.body.usage.cache_read_input_tokens).toBe(0);
+    const kept = await think(next);
+    expect(kept.body.usage).toMatchObject({ cache_read_input_tokens: written, cache_creation_input_tokens: expect.any(Number) });
+    expect(kept.body.usage.cache_creation_input_tokens).toBeGreaterThan(0);
+  });
+
+  it('clear_tool_uses_20250919 past its trigger clears all but the last `keep` tool results (not exclude_tools\'), billing fewer input tokens; clear_at_least out of reach clears nothing', async () => {
+    const whole = (await json(toolLoop(4))).body.usage.input_tokens as number;
+    const edited = async (edit: Record<string, unknown>) => {
+      const { body } = await json(toolLoop(4, { context_management: { edits: [{ type: CLEAR_TOOLS, ...edit }] } }));
+      return { input: body.usage.input_tokens as number, applied: body.context_management.applied_edits as Record<string, number>[] };
+    };
+    const small = { trigger: { type: 'input_tokens', value: 100 }, keep: { type: 'tool_uses', value: 1 } };
+    const three = await edited(small);
+    expect(three.applied).toEqual([{ type: CLEAR_TOOLS, cleared_tool_uses: 3, cleared_input_tokens: whole - three.input }]);
+    // Each result is some 100 tokens; its placeholder a few.
+    expect(whole - three.input).toBeGreaterThan(3 * 80);
+    const excluded = await edited({ ...small, exclude_tools: ['read_page'] });
+    expect(excluded.applied).toEqual([{ type: CLEAR_TOOLS, cleared_tool_uses: 2, cleared_input_tokens: whole - excluded.input }]);
+    const inputs = await edited({ ...small, clear_tool_inputs: true });
+    expect(inputs.applied).toEqual([{ type: CLEAR_TOOLS, cleared_tool_uses: 3, cleared_input_tokens: whole - inputs.input }]);
+    expect(inputs.input).toBeLessThan(three.input);
+    expect(await edited({ ...small, clear_at_least: { type: 'input_tokens', value: whole } })).toEqual({ input: whole, applied: [] });
+    // A trigger of tool uses: past it at 4 uses over 3, not at 4.
+    expect((await edited({ trigger: { type: 'tool_uses', value: 3 } })).applied).toEqual([{ type: CLEAR_TOOLS, cleared_tool_uses: 1, cleared_input_tokens: expect.any(Number) }]);
+    expect(await edited({ trigger: { type: 'tool_uses', value: 4 } })).toEqual({ input: whole, applied: [] });
+  });
+
+  it('streamed, reports the applied edits on message_delta beside delta and usage; message_start counts the input as cleared', async () => {
+    const edit = { type: CLEAR_TOOLS, trigger: { type: 'input_tokens', value: 100 }, keep: { type: 'tool_uses', value: 1 } };
+    const whole = await json(toolLoop(4, { context_management: { edits: [edit] } }));
+    const ev = await events(await post(toolLoop(4, { stream: true, context_management: { edits: [edit] } }), BETA));
+    expect(ev[0]!.message.usage.input_tokens).toBe(whole.body.usage.input_tokens);
+    const delta = ev.find((e) => e.type === 'message_delta')!;
+    expect(Object.keys(delta).sort()).toEqual(['context_management', 'delta', 'type', 'usage']);
+    expect(delta.context_management).toEqual(whole.body.context_management);
+    expect(delta.context_management.applied_edits).toEqual([expect.objectContaining({ type: CLEAR_TOOLS, cleared_tool_uses: 3 })]);
+  });
+
+  it('the default trigger (100,000 input tokens) clears nothing on a short prompt: applied_edits [], streamed or not', async () => {
+    const edits = { edits: [{ type: CLEAR_TOOLS }] };
+    const plain = await json(toolLoop(4));
+    const whole = await json(toolLoop(4, { context_management: edits }));
+    expect(whole.body.context_management).toEqual({ applied_edits: [] });
+    expect(whole.body.usage.input_tokens).toBe(plain.body.usage.input_tokens);
+    const ev = await events(await post(toolLoop(4, { stream: true, context_management: edits }), BETA));
+    expect(ev.find((e) => e.type === 'message_delta')!.context_management).toEqual({ applied_edits: [] });
+  });
+
+  it('through Anthropic\'s SDK: client.beta.messages.create with betas, context_management and thinking; the stream\'s final message carries it', async () => {
+    const sdk = new Anthropic({ apiKey: 'test-key', baseURL: emulator.url, maxRetries: 0 });
+    const params = {
+      model: 'claude-emulated', max_tokens: 2048, thinking: { type: 'enabled' as const, budget_tokens: 1024 },
+      messages: [{ role: 'user' as const, content: 'How do libraries plan opening hours?' }],
+      context_management: { edits: [{ type: 'clear_thinking_20251015' as const, keep: 'all' as const }] },
+    };
+    const message = await sdk.beta.messages.create({ ...params, betas: ['context-management-2025-06-27'] });
+    expect(message.content.map((b) => b.type)).toEqual(['thinking', 'text']);
+    expect(message.context_management).toEqual({ applied_edits: [] });
+    await expect(sdk.beta.messages.create(params)).rejects.toMatchObject({ status: 400, error: { error: { message: 'context_management: Extra inputs are not permitted' } } });
+    const edit = { type: 'clear_tool_uses_20250919' as const, trigger: { type: 'input_tokens' as const, value: 100 }, keep: { type: 'tool_uses' as const, value: 1 } };
+    const streamed = await sdk.beta.messages.stream({ ...(toolLoop(4) as any), stream: undefined, betas: ['context-management-2025-06-27'], context_management: { edits: [edit] } }).finalMessage();
+    expect(streamed.context_management?.applied_edits).toEqual([expect.objectContaining({ type: 'clear_tool_uses_20250919', cleared_tool_uses: 3 })]);
+  });
+});
+
 describe('POST /v1/messages metadata', () => {
   it('counts a named end user (metadata.user_id) in stats.users; refuses another key or a long id as Anthropic does', async () => {
     const before = emulator.stats().users;

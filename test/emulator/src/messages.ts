@@ -2,7 +2,8 @@
 // tool_use (content_block_start, content_block_delta with text_delta / input_json_delta,
 // content_block_stop), message_delta (stop_reason, usage), message_stop; an `error` event for a
 // stream that fails. With extended thinking, a thinking block first (thinking_delta, then its
-// signature_delta). The same answers, pacing and misbehaviours as the chat completions.
+// signature_delta). With context editing asked for, what it cleared (`context_management`) on the
+// message and on message_delta. The same answers, pacing and misbehaviours as the chat completions.
 import { cutAnswer, parallelCalls, textPieces, type AnswerWire, type CompletionJob, type Frame } from './completion';
 import { anthropicError } from './messages-request';
 import { SeededRandom } from './random';
@@ -92,18 +93,20 @@ export function messagesWire(job: CompletionJob): AnswerWire {
   }
   const completionTokens = frames.reduce((n, f) => n + f.tokens, 0);
   const usage = { ...input, ...creationByTtl, output_tokens: completionTokens };
+  // `{"applied_edits": [...]}` when the request had `context_management`, as Anthropic reports it.
+  const management = request.contextManagement === undefined ? {} : { context_management: request.contextManagement };
   return {
     frames,
     completionTokens,
     end: (withUsage) =>
       event('content_block_stop', { index: content.length - 1 }) +
       // The usage is cumulative, and repeats the input's counts (as the API does since 2025).
-      event('message_delta', { delta: { stop_reason: stopReason, stop_sequence: stopSequence }, ...(withUsage ? { usage: { ...input, output_tokens: completionTokens } } : {}) }) +
+      event('message_delta', { delta: { stop_reason: stopReason, stop_sequence: stopSequence }, ...(withUsage ? { usage: { ...input, output_tokens: completionTokens } } : {}), ...management }) +
       event('message_stop', {}),
     // Anthropic's in-stream error (what a 529 is once the stream has begun); nothing follows it.
     error: event('error', { error: { type: 'overloaded_error', message: 'Overloaded' } }),
     afterError: '',
-    body: () => ({ id, type: 'message', role: 'assistant', model: request.model, content, stop_reason: stopReason, stop_sequence: stopSequence, usage }),
+    body: () => ({ id, type: 'message', role: 'assistant', model: request.model, content, stop_reason: stopReason, stop_sequence: stopSequence, usage, ...management }),
     failure: (status) =>
       status === 500
         ? { status: 500, body: anthropicError('api_error', 'Internal server error') }

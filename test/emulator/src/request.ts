@@ -1,5 +1,6 @@
 // The chat completions request: its wire types and OpenAI's validation rules and messages.
 import { IMAGE_DETAILS, openAiImageTokens, sniffImage, undownloadable, URL_IMAGE_SIZE, type ImageDetail, type ImageSize } from './images';
+import type { AppliedContextEdit } from './messages-request';
 import type { CacheBoundary } from './prompt-cache';
 import { contentText } from './tokens';
 
@@ -77,6 +78,11 @@ export interface ChatCompletionRequest {
   cacheBoundaries?: CacheBoundary[];
   /** Anthropic's extended thinking (`thinking: {"type": "enabled", "budget_tokens": N}`); absent: disabled. */
   thinking?: { budgetTokens: number };
+  /**
+   * Anthropic's context editing (`context_management`, a beta): what its edits cleared, as the
+   * answer reports it. Absent when the request did not ask for it.
+   */
+  contextManagement?: { applied_edits: AppliedContextEdit[] };
 }
 
 export const REASONING_EFFORTS = ['minimal', 'low', 'medium', 'high'] as const;

@@ -342,7 +342,7 @@ export class ProviderEmulator {
   /** One chat call in either protocol (`dialect`): checked, admitted under the limits, answered. */
   private async complete(req: IncomingMessage, res: ServerResponse, dialect: Dialect): Promise<void> {
     const call = await this.receive(req, res, dialect, (body) => {
-      const request = dialect.parse(body);
+      const request = dialect.parse(body, req.headers);
       const split = splitModel(request.model);
       return { request: { ...request, model: split.model }, asked: split.behaviours };
     });

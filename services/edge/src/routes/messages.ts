@@ -104,6 +104,7 @@ interface MessagesBody {
   tool_choice?: { type: 'auto' | 'any' | 'none' | 'tool'; name?: string; disable_parallel_tool_use?: boolean };
   metadata?: { user_id?: string | null };
   thinking?: { type: 'enabled'; budget_tokens: number } | { type: 'disabled' };
+  context_management?: { edits: Record<string, unknown>[] };
 }
 
 /** Refused as Anthropic refuses it: a thinking budget not under max_tokens. */
@@ -177,6 +178,7 @@ function asChat(body: MessagesBody): ChatBody {
       : {}),
     ...(body.metadata?.user_id ? { user: body.metadata.user_id } : {}),
     ...(body.thinking ? { thinking: body.thinking } : {}),
+    ...(body.context_management ? { context_management: body.context_management } : {}),
   };
 }
 
@@ -267,6 +269,19 @@ const messagesBody = {
       then: { required: ['name'] },
     },
     metadata: { type: 'object', properties: { user_id: { type: ['string', 'null'], maxLength: 256 } }, additionalProperties: false },
+    context_management: {
+      type: 'object',
+      required: ['edits'],
+      properties: {
+        edits: {
+          type: 'array', maxItems: 10,
+          items: { type: 'object', required: ['type'], properties: { type: { type: 'string', enum: ['clear_thinking_20251015', 'clear_tool_uses_20250919'] } } },
+        },
+      },
+      additionalProperties: false,
+      description: 'Anthropic\'s context editing (what Claude Code sends with thinking on): the edits go on to an Anthropic upstream with their beta header, which checks them; ' +
+        'an OpenAI upstream has none (400, as top_k)',
+    },
     thinking: thinkingSchema('extended thinking within `budget_tokens` of `max_tokens` (at least 1,024, less than `max_tokens`): passed on to an Anthropic upstream, refused (400) by an OpenAI one'),
   },
   additionalProperties: false,
@@ -292,7 +307,7 @@ export function messagesRoutes(app: FastifyInstance, ctx: EdgeContext): void {
         description:
           'The same call as /v1/chat/completions (its models, queue, quota, response cache and `x-mesh-cache` header), asked and answered in Anthropic\'s terms, for clients ' +
           'written for it: `system`, `messages` (text, `image` — base64 or by URL —, `tool_use` and `tool_result` blocks; an assistant\'s `thinking` and `redacted_thinking` blocks), `max_tokens`, `stop_sequences`, `temperature`, ' +
-          '`top_p`, `top_k`, `tools` (`input_schema`), `tool_choice` (auto, any, tool, none; `disable_parallel_tool_use`), `thinking` and `metadata.user_id`. The answer is a `message` ' +
+          '`top_p`, `top_k`, `tools` (`input_schema`), `tool_choice` (auto, any, tool, none; `disable_parallel_tool_use`), `thinking`, `context_management` and `metadata.user_id`. The answer is a `message` ' +
           '(`content` blocks: thinking, text, then tool_use; `stop_reason` end_turn, max_tokens, tool_use, or stop_sequence with the sequence where the upstream says which; `usage`), or with stream: true Anthropic\'s events. The token is ' +
           '`Authorization: Bearer` or `x-api-key`; errors are Anthropic\'s (`{"type": "error", "error": {"type", "message"}}`). Extended `thinking` (`budget_tokens` of at least 1,024, ' +
           'less than `max_tokens`; then `temperature` only 1, no `top_k`, `top_p` from 0.95, no forced tool) is passed on to an Anthropic upstream, its thinking blocks streamed with their signatures, ' +
@@ -315,7 +330,7 @@ export function messagesRoutes(app: FastifyInstance, ctx: EdgeContext): void {
       const { text: said, done, thinking } = await wholeAnswer(call);
       return {
         id, type: 'message', role: 'assistant', model: done.model || body.model, content: contentOf(said, done, thinking),
-        ...stopOf(done), usage: usageOf(done),
+        ...stopOf(done), usage: usageOf(done), ...(done.contextManagement ? { context_management: done.contextManagement } : {}),
       };
     },
   );
@@ -341,7 +356,7 @@ export function messagesRoutes(app: FastifyInstance, ctx: EdgeContext): void {
     },
     async (req, reply) => {
       // The prompt's tokens: thinking is what the model does after it (and its budget is not under a max_tokens of 1).
-      const { thinking: _, ...asked } = req.body as Omit<MessagesBody, 'max_tokens'>;
+      const { thinking: _, context_management: __, ...asked } = req.body as Omit<MessagesBody, 'max_tokens'>;
       const body = { ...asked, max_tokens: 1 };
       checkBreakpoints(body);
       return { input_tokens: await countTokens(ctx, req, reply, asChat(body)) };
@@ -393,7 +408,7 @@ async function streamMessage(call: Begun, id: string, body: MessagesBody): Promi
       else if ('queued' in p) await emit('ping', {});
       else if ('done' in p) {
         await emitSteps(emit, blocks.end(p.toolCalls));
-        await emit('message_delta', { delta: stopOf(p), usage: usageOf(p) });
+        await emit('message_delta', { delta: stopOf(p), usage: usageOf(p), ...(p.contextManagement ? { context_management: p.contextManagement } : {}) });
         await emit('message_stop', {});
         answered = true;
         break;

@@ -30,6 +30,8 @@ export interface ChatBody {
     /** An assistant's extended-thinking blocks, passed back (as LiteLLM names them). */
     thinking_blocks?: WholeThinking[];
   }[];
+  /** Anthropic's context editing (`{"edits": […]}`); set by /v1/messages only (this route's schema has none). */
+  context_management?: Record<string, unknown>;
   /** Anthropic's extended thinking (LiteLLM takes it in this format too). */
   thinking?: { type: 'enabled'; budget_tokens: number } | { type: 'disabled' };
   stream?: boolean;
@@ -97,6 +99,7 @@ export type Piece = (
     /** The stop sequence that ended it, where the upstream says which. */ stopSequence?: string;
     /** The part of the prompt the provider wrote to its prompt cache, when it says (Anthropic's cache_creation_input_tokens). */ cacheWriteTokens?: number;
     /** Of cacheWriteTokens, the part written to be kept an hour, when it says (Anthropic's cache_creation.ephemeral_1h_input_tokens). */ cacheWrite1hTokens?: number;
+    /** What the provider cleared from the prompt (Anthropic's `context_management`), when the call asked for context management. */ contextManagement?: Record<string, unknown>;
   }
   | { queued: number; estimatedWaitMs: number }
   /** The broker replays the answer from its response cache (first, before the deltas). */
@@ -655,6 +658,7 @@ function generateRequest(userId: string, body: ChatBody, messages: ChatMessage[]
     ...(body.presence_penalty != null ? { presencePenalty: body.presence_penalty } : {}),
     ...(body.frequency_penalty != null ? { frequencyPenalty: body.frequency_penalty } : {}),
     responseFormatJson: body.response_format ? JSON.stringify(body.response_format) : '',
+    ...(body.context_management ? { contextManagementJson: JSON.stringify(body.context_management) } : {}),
     ...(body.parallel_tool_calls === false ? { parallelToolCalls: false } : {}),
     ...(body.logprobs ? { logprobs: true, ...(body.top_logprobs ? { topLogprobs: body.top_logprobs } : {}) } : {}),
     ...(body.reasoning_effort ? { reasoningEffort: body.reasoning_effort } : {}),
@@ -715,6 +719,7 @@ async function* direct(ctx: EdgeContext, userId: string, body: ChatBody, message
         },
         ...(usage?.cacheWriteTokens !== undefined ? { cacheWriteTokens: usage.cacheWriteTokens } : {}),
         ...(usage?.cacheWrite1hTokens !== undefined ? { cacheWrite1hTokens: usage.cacheWrite1hTokens } : {}),
+        ...(u.done.contextManagementJson ? { contextManagement: JSON.parse(u.done.contextManagementJson) as Record<string, unknown> } : {}),
         toolCalls: u.done.toolCalls.map((c) => ({ id: c.id, type: 'function', function: { name: c.name, arguments: c.argumentsJson } })),
       };
     }

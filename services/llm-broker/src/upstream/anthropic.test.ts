@@ -84,6 +84,16 @@ describe('Anthropic Messages request', () => {
     expect(JSON.parse(anthropicProtocol.request(req, 'k', true).body)).not.toHaveProperty('thinking');
   });
 
+  it('context editing: `context_management` as asked, with its beta header (without which Anthropic refuses the field); neither without it', () => {
+    const edits = { edits: [{ type: 'clear_thinking_20251015', keep: 'all' }] };
+    const { headers, body } = anthropicProtocol.request({ ...req, contextManagement: edits }, 'k', true);
+    expect(headers['anthropic-beta']).toBe('context-management-2025-06-27');
+    expect(JSON.parse(body).context_management).toEqual(edits);
+    const plain = anthropicProtocol.request(req, 'k', true);
+    expect(plain.headers['anthropic-beta']).toBeUndefined();
+    expect(JSON.parse(plain.body)).not.toHaveProperty('context_management');
+  });
+
   it('writes tool_choice in Anthropic\'s names: none, any (required), tool (a named one); absent for auto', () => {
     const choiceOf = (toolChoice: ProviderRequest['toolChoice']) => (JSON.parse(anthropicProtocol.request({ ...req, toolChoice }, 'k', true).body) as { tool_choice?: unknown }).tool_choice;
     expect(choiceOf(undefined)).toBeUndefined();
@@ -350,6 +360,15 @@ describe('Anthropic Messages stream', () => {
       { type: 'content', text: 'Plant trees.' },
     ]);
     expect(() => p.end()).not.toThrow();
+  });
+
+  it('what the provider cleared from the prompt (context_management on message_delta, or on the whole message) is passed on', () => {
+    const applied = { applied_edits: [{ type: 'clear_tool_uses_20250919', cleared_tool_uses: 2, cleared_input_tokens: 900 }] };
+    const p = new MessagesStreamParser();
+    const events = p.push(start + ev('message_delta', { delta: { stop_reason: 'end_turn', stop_sequence: null }, usage: { output_tokens: 3 }, context_management: applied }) + ev('message_stop', {}));
+    expect(events).toContainEqual({ type: 'context_management', applied });
+    const whole = messageAnswer(JSON.stringify({ type: 'message', model: 'claude-x', content: [{ type: 'text', text: 'ok' }], stop_reason: 'end_turn', usage: { input_tokens: 4, output_tokens: 1 }, context_management: applied }));
+    expect(whole.events).toContainEqual({ type: 'context_management', applied });
   });
 
   it('the writes kept an hour, said in message_start, outlive a message_delta that repeats the input counts without them', () => {

@@ -40,7 +40,11 @@ export interface MessagesRequestBody {
   temperature?: number;
   metadata?: { user_id: string };
   thinking?: { type: 'enabled'; budget_tokens: number };
+  context_management?: Record<string, unknown>;
 }
+
+/** The beta that Anthropic's `context_management` needs (without it: 400 "Extra inputs are not permitted"). */
+export const CONTEXT_MANAGEMENT_BETA = 'context-management-2025-06-27';
 
 function inputOf(argumentsJson: string): unknown {
   try {
@@ -131,6 +135,7 @@ function buildBody(req: ProviderRequest): MessagesRequestBody {
     ...(req.topP !== undefined ? { top_p: req.topP } : {}),
     ...(req.topK !== undefined ? { top_k: req.topK } : {}),
     ...(req.thinkingBudgetTokens !== undefined ? { thinking: { type: 'enabled' as const, budget_tokens: req.thinkingBudgetTokens } } : {}),
+    ...(req.contextManagement ? { context_management: req.contextManagement } : {}),
   };
 }
 
@@ -199,6 +204,8 @@ interface RawEvent {
   delta?: { type?: string; text?: string; partial_json?: string; thinking?: string; signature?: string; stop_reason?: string | null; stop_sequence?: string | null };
   usage?: RawUsage;
   error?: { type?: string; message?: string };
+  /** What the provider cleared from the prompt, on message_delta (the call asked for context management). */
+  context_management?: Record<string, unknown> | null;
 }
 
 interface RawUsage {
@@ -300,6 +307,7 @@ export class MessagesStreamParser implements StreamParser {
         return;
       }
       case 'message_delta': {
+        if (e.context_management) events.push({ type: 'context_management', applied: e.context_management });
         if (e.delta?.stop_reason) {
           this.stopReason = true;
           events.push({ type: 'finish', reason: FINISH[e.delta.stop_reason] ?? e.delta.stop_reason, ...(e.delta.stop_sequence ? { stopSequence: e.delta.stop_sequence } : {}) });
@@ -349,6 +357,7 @@ interface RawMessage {
   stop_sequence?: string | null;
   usage?: RawUsage;
   error?: { type?: string; message?: string };
+  context_management?: Record<string, unknown> | null;
 }
 
 /**
@@ -370,6 +379,7 @@ export function messageAnswer(text: string): { events: StreamEvent[]; toolCalls:
   for (const b of blocks) if (b.type === 'thinking' || b.type === 'redacted_thinking') events.push(...thinkingEvents(b));
   const content = blocks.map((b) => (b.type === 'text' ? (b.text ?? '') : '')).join('');
   if (content) events.push({ type: 'content', text: content });
+  if (raw.context_management) events.push({ type: 'context_management', applied: raw.context_management });
   events.push({ type: 'finish', reason: FINISH[raw.stop_reason] ?? raw.stop_reason, ...(raw.stop_sequence ? { stopSequence: raw.stop_sequence } : {}) });
   const u = raw.usage;
   if (u?.output_tokens !== undefined) events.push({ type: 'usage', usage: usageOf(u, u.output_tokens) });
@@ -486,6 +496,7 @@ export const anthropicProtocol: WireProtocol = {
   request(req, apiKey, stream) {
     const headers: Record<string, string> = { 'content-type': 'application/json', accept: stream ? 'text/event-stream' : 'application/json', 'anthropic-version': ANTHROPIC_VERSION };
     if (apiKey) headers['x-api-key'] = apiKey;
+    if (req.contextManagement) headers['anthropic-beta'] = CONTEXT_MANAGEMENT_BETA;
     return { path: '/messages', headers, body: JSON.stringify({ ...messagesRequestBody(req), stream }) };
   },
   answer: messageAnswer,

@@ -184,6 +184,7 @@ describe('OpenAI protocol', () => {
     // Anthropic's alone: a call with them goes to an upstream that takes them, or is refused.
     expect(openAiProtocol.unsupported?.({ ...req, topK: 5 })).toBe('top_k');
     expect(openAiProtocol.unsupported?.({ ...req, maxTokens: 4096, thinkingBudgetTokens: 1024 })).toBe('thinking');
+    expect(openAiProtocol.unsupported?.({ ...req, contextManagement: { edits: [] } })).toBe('context_management');
   });
 
   it('writes a call for a caller that does not stream as a non-streamed one, and reads its chat.completion as the same events', () => {

@@ -98,6 +98,8 @@ export interface ProviderRequest {
   topK?: number;
   /** Extended thinking within this many of `maxTokens` (Anthropic's `thinking.budget_tokens`); absent: off. */
   thinkingBudgetTokens?: number;
+  /** Anthropic's `context_management` (`{"edits": […]}`: what the provider clears from the prompt); absent: none. */
+  contextManagement?: Record<string, unknown>;
   /** A repeatable answer, asked for (OpenAI's `seed`). */
   seed?: number;
   presencePenalty?: number;
@@ -146,7 +148,9 @@ export type StreamEvent =
    * A piece of extended thinking, before the answer: more `text` of the current block, its
    * `signature` (which ends it), or a whole redacted block (`redactedData`).
    */
-  | { type: 'thinking'; text?: string; signature?: string; redactedData?: string };
+  | { type: 'thinking'; text?: string; signature?: string; redactedData?: string }
+  /** What the provider cleared from the prompt (Anthropic's `context_management`: `{"applied_edits": […]}`). */
+  | { type: 'context_management'; applied: Record<string, unknown> };
 
 /** What the provider says about its limits (per minute), when it says it. */
 export interface ProviderLimits {

@@ -574,11 +574,19 @@ export interface GenerateRequest {
   /**
    * thinking_budget_tokens turns on extended thinking (Anthropic's `thinking: {type: enabled,
    * budget_tokens}`): the model thinks, within this many of max_tokens (at least 1,024, less than
-   * max_tokens), before it answers; its thinking comes in Thinking messages, before the answer.
+   * max_tokens), before it answers; its thinking comes in GenerateResponse.thinking pieces, first.
    * OpenAI has none (a call with it goes only to upstreams that take it, as with top_k). A call
    * with it is not answered from, nor stored in, the response cache.
    */
-  thinkingBudgetTokens?: number | undefined;
+  thinkingBudgetTokens?:
+    | number
+    | undefined;
+  /**
+   * context_management_json is Anthropic's `context_management` as JSON text (`{"edits": […]}`:
+   * clearing earlier turns' thinking or old tool results from the prompt, server side), sent with its
+   * beta header; unset: none. OpenAI has none (as with top_k).
+   */
+  contextManagementJson?: string | undefined;
 }
 
 export interface GenerateRequest_LogitBiasEntry {
@@ -768,7 +776,15 @@ export interface Done {
    * stop_sequence is the stop sequence that ended the answer, where the upstream says which
    * (Anthropic's Messages API does; OpenAI's finish_reason stop does not tell it from a natural end).
    */
-  stopSequence?: string | undefined;
+  stopSequence?:
+    | string
+    | undefined;
+  /**
+   * context_management_json is what the provider says it cleared from the prompt, as JSON text
+   * (Anthropic's `context_management`: `{"applied_edits": […]}`), when the call asked for context
+   * management; unset otherwise.
+   */
+  contextManagementJson?: string | undefined;
 }
 
 function createBaseEmbedRequest(): EmbedRequest {
@@ -2593,6 +2609,7 @@ function createBaseGenerateRequest(): GenerateRequest {
     streamToolCalls: false,
     topK: undefined,
     thinkingBudgetTokens: undefined,
+    contextManagementJson: undefined,
   };
 }
 
@@ -2690,6 +2707,9 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
     }
     if (message.thinkingBudgetTokens !== undefined) {
       writer.uint32(256).int32(message.thinkingBudgetTokens);
+    }
+    if (message.contextManagementJson !== undefined) {
+      writer.uint32(266).string(message.contextManagementJson);
     }
     return writer;
   },
@@ -2958,6 +2978,14 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
             message.thinkingBudgetTokens = reader.int32();
             continue;
           }
+          case 33: {
+            if (tag !== 266) {
+              break;
+            }
+
+            message.contextManagementJson = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3119,6 +3147,11 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
         : isSet(object.thinking_budget_tokens)
         ? globalThis.Number(object.thinking_budget_tokens)
         : undefined,
+      contextManagementJson: isSet(object.contextManagementJson)
+        ? globalThis.String(object.contextManagementJson)
+        : isSet(object.context_management_json)
+        ? globalThis.String(object.context_management_json)
+        : undefined,
     };
   },
 
@@ -3223,6 +3256,9 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
     if (message.thinkingBudgetTokens !== undefined) {
       obj.thinkingBudgetTokens = Math.round(message.thinkingBudgetTokens);
     }
+    if (message.contextManagementJson !== undefined) {
+      obj.contextManagementJson = message.contextManagementJson;
+    }
     return obj;
   },
 
@@ -3272,6 +3308,7 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
     message.streamToolCalls = object.streamToolCalls ?? false;
     message.topK = object.topK ?? undefined;
     message.thinkingBudgetTokens = object.thinkingBudgetTokens ?? undefined;
+    message.contextManagementJson = object.contextManagementJson ?? undefined;
     return message;
   },
 };
@@ -4388,6 +4425,7 @@ function createBaseDone(): Done {
     content: "",
     logprobs: [],
     stopSequence: undefined,
+    contextManagementJson: undefined,
   };
 }
 
@@ -4425,6 +4463,9 @@ export const Done: MessageFns<Done> = {
     }
     if (message.stopSequence !== undefined) {
       writer.uint32(90).string(message.stopSequence);
+    }
+    if (message.contextManagementJson !== undefined) {
+      writer.uint32(98).string(message.contextManagementJson);
     }
     return writer;
   },
@@ -4530,6 +4571,14 @@ export const Done: MessageFns<Done> = {
             message.stopSequence = reader.string();
             continue;
           }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.contextManagementJson = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4577,6 +4626,11 @@ export const Done: MessageFns<Done> = {
         : isSet(object.stop_sequence)
         ? globalThis.String(object.stop_sequence)
         : undefined,
+      contextManagementJson: isSet(object.contextManagementJson)
+        ? globalThis.String(object.contextManagementJson)
+        : isSet(object.context_management_json)
+        ? globalThis.String(object.context_management_json)
+        : undefined,
     };
   },
 
@@ -4615,6 +4669,9 @@ export const Done: MessageFns<Done> = {
     if (message.stopSequence !== undefined) {
       obj.stopSequence = message.stopSequence;
     }
+    if (message.contextManagementJson !== undefined) {
+      obj.contextManagementJson = message.contextManagementJson;
+    }
     return obj;
   },
 
@@ -4636,6 +4693,7 @@ export const Done: MessageFns<Done> = {
     message.content = object.content ?? "";
     message.logprobs = object.logprobs?.map((e) => TokenLogprob.fromPartial(e)) || [];
     message.stopSequence = object.stopSequence ?? undefined;
+    message.contextManagementJson = object.contextManagementJson ?? undefined;
     return message;
   },
 };
