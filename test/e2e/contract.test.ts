@@ -15,10 +15,10 @@ jest.setTimeout(180_000);
 
 const SECRET = 'contract-e2e-secret-long-enough-for-hs256';
 /**
- * Generated requests per operation: enough that the chat routes' include some the real services
- * answer 2xx (8 did not once extended thinking joined them: of their schema-valid bodies, most set
- * `top_k` or thinking, which this mesh's OpenAI-protocol upstream cannot send, or break a rule
- * their descriptions say beside the schema).
+ * Generated requests per operation: enough that /v1/chat/completions' include some the real
+ * services answer 2xx (8 did not once extended thinking joined its body: of its schema-valid
+ * bodies, most set `top_k` or thinking, which this mesh's OpenAI-protocol upstream cannot send, or
+ * break a rule its description says beside the schema).
  */
 const RUNS = 24;
 let emulator: EmulatorProc, mesh: Mesh;
@@ -70,11 +70,13 @@ test('every operation of the real mesh answers only documented statuses with doc
   // least once — but /api/health, which is 503 whenever a peer is slower than its 1 s check, and
   // the two that read Prometheus and Jaeger (not started here; a token with the ops scope and a
   // run of the caller's too): their successes are test/e2e/ops.test.ts's.
-  // Nor the three whose generated requests are mostly refused by rules no schema says (an `after`,
+  // Nor the four whose generated requests are mostly refused by rules no schema says (an `after`,
   // or a previous_response_id of the right form that names nothing, or a tool_choice naming no
-  // tool): their successes, on a real mesh, are test/integration/edge.test.ts's (through the
-  // official client).
-  const elsewhere = new Set(['GET /api/health', 'GET /api/ops/figures', 'GET /api/runs/{runId}/trace', 'POST /v1/responses', 'POST /v1/responses/input_tokens', 'GET /v1/responses/{response_id}/input_items']);
+  // tool; on /v1/messages, nearly every generated body sets one of Anthropic's own parameters —
+  // top_k, thinking, output_config, context_management — that this mesh's OpenAI-protocol upstream
+  // cannot send): their successes, on a real mesh, are test/integration/edge.test.ts's (through the
+  // official clients, /v1/messages on both protocols).
+  const elsewhere = new Set(['GET /api/health', 'GET /api/ops/figures', 'GET /api/runs/{runId}/trace', 'POST /v1/responses', 'POST /v1/responses/input_tokens', 'GET /v1/responses/{response_id}/input_items', 'POST /v1/messages']);
   const failedAlways = Object.entries(report.seen)
     .filter(([op, s]) => !elsewhere.has(op) && !Object.keys(s).some((k) => k.startsWith('2')))
     .map(([op]) => op);

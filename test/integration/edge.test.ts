@@ -706,6 +706,17 @@ test('extended thinking through the official Anthropic client, to an Anthropic u
     const unthought = await client.beta.messages.create({ model: ask.model, max_tokens: 200, betas: ['context-management-2025-06-27'], context_management: editing, messages: [{ role: 'user', content: 'hi' }] }).catch((e: unknown) => e);
     expect(unthought).toBeInstanceOf(Anthropic.BadRequestError);
     expect(String((unthought as Error).message)).toContain('requires `thinking` to be enabled');
+    // Adaptive thinking with its effort, as current Claude Code sends them by default (a budget of 0 beside): the model thinks as much as the effort says.
+    const adaptively = (effort: string, thinking?: object) => client.messages.create({
+      model: ask.model, max_tokens: 2048, messages: [{ role: 'user', content: 'Why is the sea salty?' }], ...({ output_config: { effort }, ...(thinking ? { thinking } : {}) } as object),
+    } as Anthropic.MessageCreateParamsNonStreaming);
+    const [low, max] = [await adaptively('low', { type: 'adaptive', budget_tokens: 0 }), await adaptively('max', { type: 'adaptive' })];
+    expect([low.content.map((b) => b.type), max.content.map((b) => b.type)]).toEqual([['thinking', 'text'], ['thinking', 'text']]);
+    expect((max.content[0] as Anthropic.ThinkingBlock).thinking.length).toBeGreaterThan((low.content[0] as Anthropic.ThinkingBlock).thinking.length);
+    // The highest efforts need thinking: the provider's refusal, relayed.
+    const unthinking = await adaptively('max').catch((e: unknown) => e);
+    expect(unthinking).toBeInstanceOf(Anthropic.BadRequestError);
+    expect(String((unthinking as Error).message)).toContain("output_config.effort 'max' is not supported when thinking is disabled");
     // Not streamed: the same blocks, whole.
     const whole = await client.messages.create({ ...ask, tools: undefined, messages: [{ role: 'user', content: 'Why is the sea salty?' }] });
     expect(whole.content.map((b) => b.type)).toEqual(['thinking', 'text']);

@@ -185,7 +185,7 @@ function semanticRefusal(r: Req, body: unknown): boolean {
   if (code === 'invalid_cache_control') return marksCache;
   // Extended thinking's budget is checked against max_tokens, and what the provider refuses beside
   // it (the route's description says which), as Anthropic does.
-  const thinks = (sent.thinking as { type?: unknown } | undefined)?.type === 'enabled';
+  const thinks = ['enabled', 'adaptive'].includes(String((sent.thinking as { type?: unknown } | undefined)?.type));
   if (code === 'invalid_thinking' || /^body: `max_tokens` must be greater than `thinking\.budget_tokens`|must be greater than thinking_budget_tokens|with extended thinking \(the provider refuses it\)$/.test(said)) return thinks;
   // Anthropic's error body (/v1/messages) has no code: the same refusals, said by their messages.
   if ((body as { type?: unknown })?.type === 'error') {

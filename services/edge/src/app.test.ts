@@ -1350,6 +1350,10 @@ describe('edge app (fake peers)', () => {
         const editedEvents = await readEvents(await message({ max_tokens: 2048, thinking, context_management: contextManagement, stream: true }));
         expect(editedEvents.find((e) => e.event === 'message_delta')!.data).toMatchObject({ context_management: { applied_edits: [] } });
         expect(seen[0]!.contextManagementJson).toBeUndefined();
+        // Adaptive thinking and its effort, as current Claude Code sends them (a budget of 0 beside): passed on as such.
+        expect((await message({ max_tokens: 2048, thinking: { type: 'adaptive', budget_tokens: 0 }, output_config: { effort: 'high' } })).status).toBe(200);
+        expect(seen.at(-1)).toMatchObject({ thinkingAdaptive: true, effort: 'high' });
+        expect(seen.at(-1)!.thinkingBudgetTokens).toBeUndefined();
         expect(blocks).toEqual([
           { type: 'content_block_start', index: 0, content_block: { type: 'thinking', thinking: '', signature: '' } },
           { type: 'content_block_delta', index: 0, delta: { type: 'thinking_delta', thinking: 'Weigh ' } },
@@ -1449,6 +1453,10 @@ describe('edge app (fake peers)', () => {
         expect(await res.json()).toEqual({ input_tokens: 4 * 3 + 2 + 4 + 0 + 1 + 10 });
         expect(seen).toHaveLength(0);
         expect((await count({ model: 'upstream', messages: [{ role: 'user', content: 'hi' }] }, json(alice))).status).toBe(200);
+        // What Claude Code sends beside its prompt changes nothing in the count.
+        const beside = { thinking: { type: 'adaptive', budget_tokens: 0 }, output_config: { effort: 'high' }, context_management: { edits: [{ type: 'clear_thinking_20251015', keep: 'all' }] } };
+        const plain = (await (await count({ model: 'upstream', messages: [{ role: 'user', content: 'hi' }] })).json()) as unknown;
+        expect(await (await count({ model: 'upstream', messages: [{ role: 'user', content: 'hi' }], ...beside })).json()).toEqual(plain);
         expect(await anthropicError(await count({ model: 'upstream', messages: [{ role: 'user', content: 'hi' }] }, { 'content-type': 'application/json' }), 401)).toMatchObject({ type: 'authentication_error' });
         expect(await anthropicError(await count({ model: 'upstream', max_tokens: 10, messages: [{ role: 'user', content: 'hi' }] }), 400)).toMatchObject({ type: 'invalid_request_error' });
         expect(await anthropicError(await count({ model: 'upstream', messages: [] }), 400)).toMatchObject({ message: 'body/messages must NOT have fewer than 1 items' });
@@ -1475,7 +1483,7 @@ describe('edge app (fake peers)', () => {
       expect(await anthropicError(await message({ max_tokens: 0 }), 400)).toEqual({ type: 'invalid_request_error', message: 'body/max_tokens must be >= 1' });
       expect((await anthropicError(await message({ top_k: 0.5 }), 400)).message).toBe('body/top_k must be integer');
       expect((await anthropicError(await message({ top_logprobs: 5 }), 400)).message).toBe('body has a parameter this API does not take: "top_logprobs" (refused rather than ignored)');
-      expect((await anthropicError(await message({ thinking: { type: 'sometimes' } }), 400)).message).toBe('body/thinking/type must be "enabled" or "disabled"');
+      expect((await anthropicError(await message({ thinking: { type: 'sometimes' } }), 400)).message).toBe('body/thinking/type must be "enabled" or "adaptive" or "disabled"');
       expect((await anthropicError(await message({ tools: [{ type: 'web_search_20250305', name: 'web_search', input_schema: { type: 'object' } }] }), 400)).message).toBe('body/tools/0/type must be "custom"');
       expect((await anthropicError(await message({ tool_choice: { type: 'tool' } }), 400)).message).toBe("body/tool_choice must have required property 'name'");
     });

@@ -48,6 +48,10 @@ export interface GenerateInput {
   thinkingBudgetTokens?: number;
   /** Anthropic's `context_management` as JSON text (`{"edits": […]}`); empty or absent: none. */
   contextManagementJson?: string;
+  /** Anthropic's adaptive thinking (the model decides how much, guided by `effort`); not with `thinkingBudgetTokens`. */
+  thinkingAdaptive?: boolean;
+  /** Anthropic's `output_config.effort` (low, medium, high, xhigh, max); empty or absent: the model's default. */
+  effort?: string;
   seed?: number;
   presencePenalty?: number;
   frequencyPenalty?: number;
@@ -110,6 +114,9 @@ export interface EmbedResult {
   /** The call asked for the cache: how many vectors came from it, those inputs' tokens (what it saved), and whether any was stale. */
   cached?: { inputs: number; promptTokens: number; stale: boolean };
 }
+
+/** Anthropic's `output_config.effort` levels. */
+const EFFORTS = new Set(['low', 'medium', 'high', 'xhigh', 'max']);
 
 /** The least budget of extended thinking (Anthropic's). */
 export const MIN_THINKING_BUDGET = 1024;
@@ -367,7 +374,7 @@ export class LlmBroker {
     const call = this.prepare(input);
     const candidates = this.able(candidatesFor(this.d.upstreams, input.model), call, input.model);
     // A thinking answer is not replayed: its blocks and their signatures are one answer's.
-    const cache = input.cache && call.thinkingBudgetTokens === undefined ? this.d.cache : undefined;
+    const cache = input.cache && call.thinkingBudgetTokens === undefined && !call.thinkingAdaptive ? this.d.cache : undefined;
     // A replayed answer takes no admission to overlap: the gate is passed first.
     if (cache && input.gate) await input.gate;
     if (cache) yield* this.throughCache(cache, input, call, candidates, signal, deadline);
@@ -624,6 +631,13 @@ export class LlmBroker {
     if (input.seed !== undefined && !Number.isSafeInteger(input.seed)) throw new BrokerRefusal('invalid_request', 'seed must be an integer');
     const maxTokens = input.maxTokens > 0 ? input.maxTokens : this.d.defaultMaxTokens;
     const budget = input.thinkingBudgetTokens;
+    const adaptive = input.thinkingAdaptive === true;
+    if (adaptive && budget !== undefined) throw new BrokerRefusal('invalid_request', 'thinking is adaptive or has a budget (thinking_budget_tokens), not both');
+    if (input.effort && !EFFORTS.has(input.effort)) throw new BrokerRefusal('invalid_request', 'effort must be low, medium, high, xhigh or max');
+    if (adaptive) {
+      const clash = thinkingClash(input, choice);
+      if (clash) throw new BrokerRefusal('invalid_request', `${clash} with extended thinking (the provider refuses it)`);
+    }
     if (budget !== undefined) {
       // Anthropic's rules, refused before the queue rather than by the provider after it.
       if (!(Number.isSafeInteger(budget) && budget >= MIN_THINKING_BUDGET)) throw new BrokerRefusal('invalid_request', `thinking_budget_tokens must be an integer of at least ${MIN_THINKING_BUDGET}`);
@@ -664,6 +678,8 @@ export class LlmBroker {
       ...(input.endUser ? { endUser: input.endUser.slice(0, 256) } : {}),
       ...(bias.length > 0 ? { logitBias: input.logitBias } : {}),
       ...(budget !== undefined ? { thinkingBudgetTokens: budget } : {}),
+      ...(adaptive ? { thinkingAdaptive: true as const } : {}),
+      ...(input.effort ? { effort: input.effort } : {}),
       ...(contextManagement ? { contextManagement } : {}),
       maxTokens,
       ...(input.temperature !== undefined ? { temperature: input.temperature } : {}),

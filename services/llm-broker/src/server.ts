@@ -75,6 +75,8 @@ export function toInput(req: GenerateRequest): GenerateInput {
     topK: req.topK,
     thinkingBudgetTokens: req.thinkingBudgetTokens,
     contextManagementJson: req.contextManagementJson,
+    thinkingAdaptive: req.thinkingAdaptive,
+    effort: req.effort,
     seed: req.seed,
     presencePenalty: req.presencePenalty,
     frequencyPenalty: req.frequencyPenalty,

@@ -35,7 +35,7 @@ export const BEHAVIOURS = [
   'no_usage',
   /** 404 `model_not_found`: the provider does not serve the model. */
   'model_not_found',
-  /** Anthropic with thinking enabled: the thinking comes as a `redacted_thinking` block (encrypted `data`, no deltas). */
+  /** Anthropic with thinking on (enabled or adaptive): the thinking comes as a `redacted_thinking` block (encrypted `data`, no deltas). */
   'redacted_thinking',
 ] as const;
 

@@ -4,7 +4,7 @@
 import { createHash } from 'node:crypto';
 import { anthropicImageTokens, IMAGE_MEDIA_TYPES, sniffImage, undownloadable, URL_IMAGE_SIZE, type ImageMediaType, type ImageSize } from './images';
 import type { CacheBoundary, CacheTtl } from './prompt-cache';
-import type { ChatCompletionRequest, ChatMessage, ImageInput, ToolChoice, ToolDefinition } from './request';
+import { EFFORTS, type ChatCompletionRequest, type ChatMessage, type Effort, type ImageInput, type ToolChoice, type ToolDefinition } from './request';
 import { unredactThinking, verifyThinking } from './thinking';
 import { countPromptTokens } from './tokens';
 
@@ -128,7 +128,7 @@ function breakpointsOf(marked: readonly { block: Block; at: string }[]): Map<Blo
 interface Turn {
   role: 'user' | 'assistant';
   blocks: Block[];
-  /** The texts of its thinking blocks, verified (thinking enabled only: see checkThinking). */
+  /** The texts of its thinking blocks, verified (thinking on — enabled or adaptive — only: see checkThinking). */
   thinking?: ReadonlyMap<Block, string>;
   /** Those of them that stay in the prompt, billed as input and part of its cached prefixes (see keepThinking). */
   thoughts?: ReadonlyMap<Block, string>;
@@ -136,29 +136,61 @@ interface Turn {
 
 const isThinking = (b: Block | undefined): boolean => b?.type === 'thinking' || b?.type === 'redacted_thinking';
 
+type Thinking = NonNullable<ChatCompletionRequest['thinking']>;
+
+/** An integer field of at least `min`, in Anthropic's words. */
+function integerOf(value: unknown, at: string, min: number): number {
+  if (typeof value !== 'number') return bad(`${at}: Input should be a valid integer`);
+  if (!Number.isInteger(value)) return bad(`${at}: Input should be a valid integer, got a number with a fractional part`);
+  if (value < min) return bad(`${at}: Input should be greater than or equal to ${min}`);
+  return value;
+}
+
 /**
- * `thinking`: `{"type": "enabled", "budget_tokens": N}` (N ≥ 1024) or `{"type": "disabled"}`, as
- * Anthropic checks it. Returns the budget, or undefined when disabled (or absent).
+ * `thinking`, as Anthropic checks it: `{"type": "enabled", "budget_tokens": N}` (N ≥ 1024);
+ * `{"type": "adaptive"}`, the model deciding how much to think by the `effort` (high when none),
+ * a `budget_tokens` beside it (an integer ≥ 0: Claude Code sends 0) ignored; or `{"type":
+ * "disabled"}`. Returns how it thinks, or undefined when disabled (or absent).
  */
-function thinkingBudgetOf(raw: unknown): number | undefined {
+function thinkingOf(raw: unknown, effort: Effort | undefined): Thinking | undefined {
   if (raw === undefined || raw === null) return undefined;
   if (!isObject(raw)) return bad('thinking: Input should be a valid dictionary or object to extract fields from');
   if (raw.type === undefined) return bad("thinking: Unable to extract tag using discriminator 'type'");
   if (raw.type === 'disabled') return undefined;
-  if (raw.type !== 'enabled') return bad(`thinking: Input tag '${String(raw.type)}' found using 'type' does not match any of the expected tags: 'disabled', 'enabled'`);
+  if (raw.type !== 'enabled' && raw.type !== 'adaptive') {
+    return bad(`thinking: Input tag '${String(raw.type)}' found using 'type' does not match any of the expected tags: 'adaptive', 'disabled', 'enabled'`);
+  }
   const budget = raw.budget_tokens;
-  if (budget === undefined) return bad('thinking.enabled.budget_tokens: Field required');
-  if (typeof budget !== 'number') return bad('thinking.enabled.budget_tokens: Input should be a valid integer');
-  if (!Number.isInteger(budget)) return bad('thinking.enabled.budget_tokens: Input should be a valid integer, got a number with a fractional part');
-  if (budget < 1024) return bad('thinking.enabled.budget_tokens: Input should be greater than or equal to 1024');
-  return budget;
+  const at = `thinking.${raw.type}.budget_tokens`;
+  if (raw.type === 'adaptive') {
+    if (budget !== undefined && budget !== null) integerOf(budget, at, 0);
+    return { type: 'adaptive', effort: effort ?? 'high' };
+  }
+  if (budget === undefined) return bad(`${at}: Field required`);
+  return { type: 'enabled', budgetTokens: integerOf(budget, at, 1024) };
+}
+
+/**
+ * `output_config`, as Anthropic checks it, with `effort` its only key here (`format` is not
+ * modelled): low, medium, high, xhigh or max (null: none). Returns the effort, or undefined.
+ */
+function effortOf(raw: unknown): Effort | undefined {
+  if (raw === undefined || raw === null) return undefined;
+  if (!isObject(raw)) return bad(`output_config: ${NOT_A_DICT}`);
+  onlyKeys(raw, 'output_config', ['effort']);
+  if (raw.effort === undefined || raw.effort === null) return undefined;
+  if (!EFFORTS.includes(raw.effort as Effort)) return bad("output_config.effort: Input should be 'low', 'medium', 'high', 'xhigh' or 'max'");
+  return raw.effort as Effort;
 }
 
 const THINKING_DOCS = 'https://docs.claude.com/en/docs/build-with-claude/extended-thinking';
 
-/** What thinking does not go with, in Anthropic's words: a budget not under max_tokens, sampling changed, a tool forced. */
-function checkThinkingCompatible(budget: number, maxTokens: number, body: Record<string, unknown>, toolChoice: ToolChoice | undefined): void {
-  if (maxTokens <= budget) bad(`\`max_tokens\` must be greater than \`thinking.budget_tokens\`. Please consult our documentation at ${THINKING_DOCS}#max-tokens-and-context-window-size`);
+/**
+ * What thinking (enabled or adaptive) does not go with, in Anthropic's words: a budget not under
+ * max_tokens, sampling changed, a tool forced.
+ */
+function checkThinkingCompatible(thinking: Thinking, maxTokens: number, body: Record<string, unknown>, toolChoice: ToolChoice | undefined): void {
+  if (thinking.type === 'enabled' && maxTokens <= thinking.budgetTokens) bad(`\`max_tokens\` must be greater than \`thinking.budget_tokens\`. Please consult our documentation at ${THINKING_DOCS}#max-tokens-and-context-window-size`);
   if (body.temperature !== undefined && body.temperature !== 1) bad(`\`temperature\` may only be set to 1 when thinking is enabled. Please consult our documentation at ${THINKING_DOCS}#feature-compatibility`);
   if (body.top_k !== undefined) bad(`\`top_k\` must be unset when thinking is enabled. Please consult our documentation at ${THINKING_DOCS}#feature-compatibility`);
   if (typeof body.top_p === 'number' && body.top_p < 0.95) bad(`\`top_p\` must be greater than or equal to 0.95 or unset when thinking is enabled. Please consult our documentation at ${THINKING_DOCS}#feature-compatibility`);
@@ -167,11 +199,12 @@ function checkThinkingCompatible(budget: number, maxTokens: number, body: Record
 
 /**
  * The thinking blocks passed back in assistant turns, as Anthropic checks them. With thinking
- * disabled they are ignored (not verified), but none may be in a final assistant message. Enabled:
- * a turn holding one starts with one and does not end with one; each must verify (its signature,
- * or its redacted data, for this model); and when the last assistant turn holds tool_use (a tool
- * loop being continued), it must start with one. The texts are set on each turn as `thinking`
- * (which of them stay in the prompt is keepThinking's). Returns whether a tool loop is continued.
+ * disabled they are ignored (not verified), but none may be in a final assistant message. On
+ * (enabled or adaptive): a turn holding one starts with one and does not end with one; each must
+ * verify (its signature, or its redacted data, for this model); and when the last assistant turn
+ * holds tool_use (a tool loop being continued), it must start with one. The texts are set on each
+ * turn as `thinking` (which of them stay in the prompt is keepThinking's). Returns whether a tool
+ * loop is continued.
  */
 function checkThinking(turns: Turn[], model: string, enabled: boolean): boolean {
   const last = turns.findLastIndex((t) => t.role === 'assistant');
@@ -289,13 +322,14 @@ const withoutBreakpoint = ({ cache_control: _, ...rest }: Block): Block => rest;
  * The places where a cached prefix may end, in Anthropic's order — after each tool, each system
  * block, each content block of each message — up to the last breakpoint. Each is keyed by a running
  * digest of the canonical JSON of what precedes it (a message's role opens it), and counts its
- * tokens, when asked, as the request cut after its block. The thinking budget keys the messages'
- * prefixes, not the tools' and system's (Anthropic: changing it invalidates message breakpoints).
+ * tokens, when asked, as the request cut after its block. The thinking — enabled's budget, or
+ * adaptive and its effort — keys the messages' prefixes, not the tools' and system's (Anthropic:
+ * changing it invalidates message breakpoints).
  * The blocks are those the model is shown: thinking stripped (keepThinking) is left out, so a
  * prefix holding a turn's thinking is read back only by requests that keep it too; tool results
  * cleared by context editing are there as cleared.
  */
-function cacheBoundaries(tools: readonly Block[], definitions: readonly ToolDefinition[], system: readonly Block[], turns: readonly Turn[], images: ReadonlyMap<Block, ImageInput>, ttls: ReadonlyMap<Block, CacheTtl>, thinkingBudget: number | undefined): CacheBoundary[] {
+function cacheBoundaries(tools: readonly Block[], definitions: readonly ToolDefinition[], system: readonly Block[], turns: readonly Turn[], images: ReadonlyMap<Block, ImageInput>, ttls: ReadonlyMap<Block, CacheTtl>, thinking: Thinking | undefined): CacheBoundary[] {
   const hash = createHash('sha256');
   const out: CacheBoundary[] = [];
   let left = ttls.size;
@@ -312,7 +346,9 @@ function cacheBoundaries(tools: readonly Block[], definitions: readonly ToolDefi
   system.forEach((b, i) => add(['system', withoutBreakpoint(b)], b, () => ({ messages: systemMessages(system.slice(0, i + 1)), tools: allTools })));
   const head = systemMessages(system);
   const before: ChatMessage[] = [];
-  if (thinkingBudget !== undefined && left > 0) hash.update(`${JSON.stringify(['thinking', thinkingBudget])}\n`);
+  if (thinking !== undefined && left > 0) {
+    hash.update(`${JSON.stringify(thinking.type === 'enabled' ? ['thinking', thinking.budgetTokens] : ['thinking', 'adaptive', thinking.effort])}\n`);
+  }
   for (const turn of turns) {
     if (left === 0) break;
     hash.update(`${JSON.stringify(['message', turn.role])}\n`);
@@ -513,9 +549,14 @@ export function parseMessagesRequest(body: unknown, betas: ReadonlySet<string> =
   if (temperature !== undefined && (typeof temperature !== 'number' || temperature < 0 || temperature > 1)) bad('temperature: Input should be less than or equal to 1');
   const stream = body.stream ?? false;
   if (typeof stream !== 'boolean') bad('stream: Input should be a valid boolean');
-  const thinkingBudget = thinkingBudgetOf(body.thinking);
+  const effort = effortOf(body.output_config);
+  const thinking = thinkingOf(body.thinking, effort);
+  // Without thinking, the model goes no further than high.
+  if (thinking === undefined && (effort === 'xhigh' || effort === 'max')) {
+    bad(`output_config.effort '${effort}' is not supported when thinking is disabled on this model. Use effort 'high' or below, or enable thinking.`);
+  }
   const edits = contextEditsOf(body.context_management, betas);
-  if (thinkingBudget === undefined && edits?.some((e) => e.type === CLEAR_THINKING)) bad(`\`${CLEAR_THINKING}\` strategy requires \`thinking\` to be enabled or adaptive`);
+  if (thinking === undefined && edits?.some((e) => e.type === CLEAR_THINKING)) bad(`\`${CLEAR_THINKING}\` strategy requires \`thinking\` to be enabled or adaptive`);
 
   const system = systemBlocksOf(body.system);
   // The images ride on the user message, billed as Anthropic bills them.
@@ -552,9 +593,9 @@ export function parseMessagesRequest(body: unknown, betas: ReadonlySet<string> =
   const toolChoice = toolChoiceOf(body.tool_choice, definitions);
   const topP = body.top_p === undefined ? undefined : typeof body.top_p === 'number' && body.top_p >= 0 && body.top_p <= 1 ? body.top_p : bad('top_p: Input should be less than or equal to 1');
   const topK = body.top_k === undefined ? undefined : Number.isInteger(body.top_k) && (body.top_k as number) >= 0 ? (body.top_k as number) : bad('top_k: Input should be greater than or equal to 0');
-  if (thinkingBudget !== undefined) checkThinkingCompatible(thinkingBudget, maxTokens as number, body, toolChoice);
+  if (thinking !== undefined) checkThinkingCompatible(thinking, maxTokens as number, body, toolChoice);
   // A signature binds the model without a `+behaviour` suffix (the one answers are made for).
-  const loop = checkThinking(turns, (model as string).split('+')[0]!, thinkingBudget !== undefined);
+  const loop = checkThinking(turns, (model as string).split('+')[0]!, thinking !== undefined);
   const promptTokens = () => countPromptTokens({ messages: [...systemMessages(system), ...turns.flatMap((t) => turnMessages(t, images))], tools: definitions.length > 0 ? definitions : undefined });
   // Context editing rewrites the turns (what the model is shown) before they are translated and cached.
   const applied = applyContextEdits(turns, loop, edits ?? [], promptTokens);
@@ -566,7 +607,7 @@ export function parseMessagesRequest(body: unknown, betas: ReadonlySet<string> =
   return {
     model: model as string,
     messages: [...systemMessages(system), ...turns.flatMap((t) => turnMessages(t, images))],
-    ...(ttls.size > 0 ? { cacheBoundaries: cacheBoundaries(tools, definitions, system, turns, images, ttls, thinkingBudget) } : {}),
+    ...(ttls.size > 0 ? { cacheBoundaries: cacheBoundaries(tools, definitions, system, turns, images, ttls, thinking) } : {}),
     stream: stream as boolean,
     includeUsage: true,
     maxTokens: maxTokens as number,
@@ -585,7 +626,7 @@ export function parseMessagesRequest(body: unknown, betas: ReadonlySet<string> =
     topP,
     ...(topK === undefined ? {} : { topK }),
     temperature: temperature as number | undefined,
-    ...(thinkingBudget === undefined ? {} : { thinking: { budgetTokens: thinkingBudget } }),
+    ...(thinking === undefined ? {} : { thinking }),
     ...(edits === undefined ? {} : { contextManagement: { applied_edits: applied } }),
   };
 }

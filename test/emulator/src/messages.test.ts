@@ -227,7 +227,7 @@ describe('POST /v1/messages with extended thinking', () => {
       [{ thinking: { type: 'enabled', budget_tokens: 1000 } }, 'thinking.enabled.budget_tokens: Input should be greater than or equal to 1024'],
       [{ thinking: { type: 'enabled' } }, 'thinking.enabled.budget_tokens: Field required'],
       [{ thinking: { type: 'enabled', budget_tokens: 1500.5 } }, 'thinking.enabled.budget_tokens: Input should be a valid integer, got a number with a fractional part'],
-      [{ thinking: { type: 'sometimes' } }, "thinking: Input tag 'sometimes' found using 'type' does not match any of the expected tags: 'disabled', 'enabled'"],
+      [{ thinking: { type: 'sometimes' } }, "thinking: Input tag 'sometimes' found using 'type' does not match any of the expected tags: 'adaptive', 'disabled', 'enabled'"],
       [{ max_tokens: 1024 }, `\`max_tokens\` must be greater than \`thinking.budget_tokens\`. Please consult our documentation at ${DOCS}#max-tokens-and-context-window-size`],
       [{ temperature: 0.7 }, `\`temperature\` may only be set to 1 when thinking is enabled. Please consult our documentation at ${DOCS}#feature-compatibility`],
       [{ top_k: 40 }, `\`top_k\` must be unset when thinking is enabled. Please consult our documentation at ${DOCS}#feature-compatibility`],
@@ -514,6 +514,196 @@ describe('POST /v1/messages with context editing (context_management)', () => {
     const edit = { type: 'clear_tool_uses_20250919' as const, trigger: { type: 'input_tokens' as const, value: 100 }, keep: { type: 'tool_uses' as const, value: 1 } };
     const streamed = await sdk.beta.messages.stream({ ...(toolLoop(4) as any), stream: undefined, betas: ['context-management-2025-06-27'], context_management: { edits: [edit] } }).finalMessage();
     expect(streamed.context_management?.applied_edits).toEqual([expect.objectContaining({ type: 'clear_tool_uses_20250919', cleared_tool_uses: 3 })]);
+  });
+});
+
+describe('POST /v1/messages with adaptive thinking and output_config.effort', () => {
+  const DOCS = 'https://docs.claude.com/en/docs/build-with-claude/extended-thinking';
+  /** What Claude Code 2.1 sends by default: adaptive thinking with a budget of 0, effort high. */
+  const CLAUDE_CODE = { thinking: { type: 'adaptive', budget_tokens: 0 }, output_config: { effort: 'high' } };
+  const adapt = (text: string, over: Record<string, unknown> = {}) => ask(text, { max_tokens: 4096, ...CLAUDE_CODE, ...over });
+  const json = async (body: unknown, headers: Record<string, string> = HEADERS) => {
+    const res = await post(body, headers);
+    return { status: res.status, body: (await res.json()) as Record<string, any> };
+  };
+  const refused = (message: string) => ({ status: 400, body: { type: 'error', error: { type: 'invalid_request_error', message }, request_id: expect.any(String) } });
+  const BASE64 = /^[A-Za-z0-9+/]+=*$/;
+  const QUESTION = { role: 'user', content: 'Search the latest news about solar power' };
+  /** A call made on the same seed as the one before it (the same prompt, the same draws). */
+  const seeded = (body: unknown, headers?: Record<string, string>) => {
+    emulator.configure({ seed: 42 });
+    return json(body, headers);
+  };
+  const loop = (blocks: Record<string, any>[], over: Record<string, unknown> = {}) => {
+    const id = blocks.find((b) => b.type === 'tool_use')?.id ?? 'toolu_1';
+    return adapt('', {
+      stream: false,
+      tools: [SEARCH_TOOL],
+      messages: [QUESTION, { role: 'assistant', content: blocks }, { role: 'user', content: [{ type: 'tool_result', tool_use_id: id, content: 'Panels got cheaper again this year.' }] }],
+      ...over,
+    });
+  };
+
+  it('streams Claude Code\'s {"type":"adaptive","budget_tokens":0} with effort high as enabled thinking streams: the signed thinking block first; output_tokens counts it', async () => {
+    const res = await post(adapt('How do libraries plan opening hours?'));
+    expect(res.status).toBe(200);
+    const ev = await events(res);
+    const steps = ev.map((e) => (e.type === 'content_block_delta' ? `${e.index}:${e.delta.type}` : e.index === undefined ? e.type : `${e.index}:${e.type}`));
+    expect(steps.filter((t, i) => t !== steps[i - 1])).toEqual([
+      'message_start', '0:content_block_start', '0:thinking_delta', '0:signature_delta', '0:content_block_stop',
+      '1:content_block_start', '1:text_delta', '1:content_block_stop', 'message_delta', 'message_stop',
+    ]);
+    expect(ev[1]).toEqual({ type: 'content_block_start', index: 0, content_block: { type: 'thinking', thinking: '', signature: '' } });
+    const joined = (index: number, field: string) => ev.filter((e) => e.type === 'content_block_delta' && e.index === index).map((e) => e.delta[field] ?? '').join('');
+    const thinking = joined(0, 'thinking');
+    expect(thinking).toMatch(/^The user asks about /);
+    expect(joined(0, 'signature')).toMatch(BASE64);
+    // High: 140 tokens ± 25 %.
+    expect(countTokens(thinking)).toBeGreaterThanOrEqual(100);
+    expect(countTokens(thinking)).toBeLessThanOrEqual(190);
+    const end = ev.find((e) => e.type === 'message_delta')!;
+    expect(end.delta.stop_reason).toBe('end_turn');
+    expect(end.usage.output_tokens).toBe(countTokens(thinking) + countTokens(joined(1, 'text')));
+  });
+
+  it('answers a non-streamed call with the thinking block first; without budget_tokens or output_config it thinks at high, as with them; the same seed, the same blocks', async () => {
+    const { status, body } = await seeded(adapt('How do libraries plan opening hours?', { stream: false }));
+    expect(status).toBe(200);
+    expect(body.content).toEqual([{ type: 'thinking', thinking: expect.stringMatching(/^The user asks about /), signature: expect.stringMatching(BASE64) }, { type: 'text', text: expect.any(String) }]);
+    expect(body.usage.output_tokens).toBe(countTokens(body.content[0].thinking) + countTokens(body.content[1].text));
+    const bare = await seeded(ask('How do libraries plan opening hours?', { max_tokens: 4096, stream: false, thinking: { type: 'adaptive' } }));
+    expect(bare.body.content).toEqual(body.content);
+    expect((await seeded(adapt('How do libraries plan opening hours?', { stream: false }))).body.content).toEqual(body.content);
+  });
+
+  it('thinks longer the more effort is asked (low a short paragraph, max at most some 300 tokens), within what max_tokens leaves', async () => {
+    const lengths: number[] = [];
+    for (const effort of ['low', 'medium', 'high', 'xhigh', 'max']) {
+      const { body } = await seeded(adapt('How do libraries plan opening hours?', { stream: false, output_config: { effort } }));
+      expect(body.content.map((b: { type: string }) => b.type)).toEqual(['thinking', 'text']);
+      lengths.push(countTokens(body.content[0].thinking));
+    }
+    expect([...lengths].sort((a, b) => a - b)).toEqual(lengths);
+    expect(new Set(lengths).size).toBe(5);
+    expect(lengths[0]).toBeLessThanOrEqual(60);
+    expect(lengths[4]).toBeLessThanOrEqual(320);
+    // A small max_tokens: the thinking stops a token short of it, the answer is cut there.
+    const { body } = await json(adapt('How do libraries plan opening hours?', { stream: false, max_tokens: 40, output_config: { effort: 'max' } }));
+    expect(countTokens(body.content[0].thinking)).toBeLessThanOrEqual(39);
+    expect(body.content[1].text).not.toBe('');
+    expect(body.usage.output_tokens).toBe(40);
+    expect(body.stop_reason).toBe('max_tokens');
+  });
+
+  it('with thinking enabled, takes an effort and still thinks by the budget; without thinking, takes low, medium and high (the answer unchanged)', async () => {
+    const enabled = { max_tokens: 2048, thinking: { type: 'enabled', budget_tokens: 1024 }, stream: false };
+    const plain = await seeded(ask('How do libraries plan opening hours?', enabled));
+    for (const effort of ['low', 'max']) {
+      expect((await seeded(ask('How do libraries plan opening hours?', { ...enabled, output_config: { effort } }))).body.content).toEqual(plain.body.content);
+    }
+    const none = await seeded(ask('How do libraries plan opening hours?', { stream: false }));
+    for (const output_config of [{ effort: 'low' }, { effort: 'medium' }, { effort: 'high' }, { effort: null }, {}, null]) {
+      const { status, body } = await seeded(ask('How do libraries plan opening hours?', { stream: false, output_config }));
+      expect(status).toBe(200);
+      expect(body.content).toEqual(none.body.content);
+    }
+    expect((await json(ask('hi', { stream: false, thinking: { type: 'disabled' }, output_config: { effort: 'low' } }))).status).toBe(200);
+  });
+
+  it('refuses as Anthropic does: what thinking does not go with, a bad budget_tokens, an unknown effort or key of output_config, xhigh or max without thinking', async () => {
+    const withoutThinking = (effort: string) => `output_config.effort '${effort}' is not supported when thinking is disabled on this model. Use effort 'high' or below, or enable thinking.`;
+    const cases: [Record<string, unknown>, string][] = [
+      [{ temperature: 0.7 }, `\`temperature\` may only be set to 1 when thinking is enabled. Please consult our documentation at ${DOCS}#feature-compatibility`],
+      [{ top_k: 40 }, `\`top_k\` must be unset when thinking is enabled. Please consult our documentation at ${DOCS}#feature-compatibility`],
+      [{ top_p: 0.9 }, `\`top_p\` must be greater than or equal to 0.95 or unset when thinking is enabled. Please consult our documentation at ${DOCS}#feature-compatibility`],
+      [{ tools: [SEARCH_TOOL], tool_choice: { type: 'any' } }, 'Thinking may not be enabled when tool_choice forces tool use.'],
+      [{ tools: [SEARCH_TOOL], tool_choice: { type: 'tool', name: 'search_web' } }, 'Thinking may not be enabled when tool_choice forces tool use.'],
+      [{ thinking: { type: 'adaptive', budget_tokens: -1 } }, 'thinking.adaptive.budget_tokens: Input should be greater than or equal to 0'],
+      [{ thinking: { type: 'adaptive', budget_tokens: 0.5 } }, 'thinking.adaptive.budget_tokens: Input should be a valid integer, got a number with a fractional part'],
+      [{ thinking: { type: 'adaptive', budget_tokens: '0' } }, 'thinking.adaptive.budget_tokens: Input should be a valid integer'],
+      [{ thinking: { type: 'Adaptive' } }, "thinking: Input tag 'Adaptive' found using 'type' does not match any of the expected tags: 'adaptive', 'disabled', 'enabled'"],
+      [{ output_config: { effort: 'extreme' } }, "output_config.effort: Input should be 'low', 'medium', 'high', 'xhigh' or 'max'"],
+      [{ output_config: { effort: 3 } }, "output_config.effort: Input should be 'low', 'medium', 'high', 'xhigh' or 'max'"],
+      [{ output_config: { effort: 'high', format: { type: 'json_schema' } } }, 'output_config.format: Extra inputs are not permitted'],
+      [{ output_config: 'high' }, 'output_config: Input should be a valid dictionary or object to extract fields from'],
+      [{ thinking: undefined, output_config: { effort: 'max' } }, withoutThinking('max')],
+      [{ thinking: { type: 'disabled' }, output_config: { effort: 'xhigh' } }, withoutThinking('xhigh')],
+    ];
+    for (const [over, message] of cases) expect(await json(adapt('hi', over))).toEqual(refused(message));
+    // What goes with adaptive: temperature 1, top_p from 0.95, tool_choice auto, a max_tokens of any size (no budget to be under), a null budget.
+    const accepted = [{ temperature: 1 }, { top_p: 0.95 }, { tools: [SEARCH_TOOL], tool_choice: { type: 'auto' } }, { max_tokens: 100 }, { thinking: { type: 'adaptive', budget_tokens: null } }, { output_config: { effort: 'max' } }];
+    for (const over of accepted) expect((await json(adapt('hi', { stream: false, ...over }))).status).toBe(200);
+    expect(emulator.stats()).toMatchObject({ invalid: cases.length, completed: accepted.length });
+  });
+
+  it('continues a tool loop with its thinking block passed back (one made with thinking enabled too); refuses it altered, or missing before the tool_use', async () => {
+    const first = await json(adapt(QUESTION.content, { stream: false, tools: [SEARCH_TOOL] }));
+    expect(first.body.content.map((b: { type: string }) => b.type)).toEqual(['thinking', 'tool_use']);
+    const [thinking, call] = first.body.content as Record<string, any>[];
+    const ok = await json(loop([thinking!, call!]));
+    expect(ok.status).toBe(200);
+    expect(ok.body.content.map((b: { type: string }) => b.type)).toEqual(['thinking', 'text']);
+    expect(ok.body.content[1].text).toContain('Panels got cheaper');
+    // The tool result is in: the thinking says so.
+    expect(ok.body.content[0].thinking).toMatch(/^The tool result is in/);
+    const enabled = await json(ask(QUESTION.content, { stream: false, max_tokens: 2048, thinking: { type: 'enabled', budget_tokens: 1024 }, tools: [SEARCH_TOOL] }));
+    expect((await json(loop(enabled.body.content))).status).toBe(200);
+    expect(await json(loop([{ ...thinking, thinking: `${thinking!.thinking} Edited.` }, call!]))).toEqual(refused('messages.1.content.0: Invalid `signature` in `thinking` block'));
+    expect(await json(loop([call!]))).toEqual(
+      refused(`messages.1.content.0.type: Expected \`thinking\` or \`redacted_thinking\`, but found \`tool_use\`. When \`thinking\` is enabled, a final \`assistant\` message must start with a thinking block (preceeding the lastmost set of \`tool_use\` and \`tool_result\` blocks). We recommend you include thinking blocks from previous turns. To avoid this requirement, disable \`thinking\`. Please consult our documentation at ${DOCS}`),
+    );
+    // The passed-back thinking of the loop is billed as input, as with thinking enabled.
+    const off = await json(loop([thinking!, call!], { thinking: { type: 'disabled' }, output_config: undefined }));
+    expect(ok.body.usage.input_tokens - off.body.usage.input_tokens).toBe(countTokens(thinking!.thinking));
+  });
+
+  it('redacted_thinking: the adaptive thinking comes as one redacted_thinking block, and verifies passed back', async () => {
+    const first = await json(adapt(QUESTION.content, { stream: false, tools: [SEARCH_TOOL], model: 'claude-emulated+redacted_thinking' }));
+    expect(first.body.content).toEqual([{ type: 'redacted_thinking', data: expect.stringMatching(BASE64) }, expect.objectContaining({ type: 'tool_use' })]);
+    expect((await json(loop(first.body.content))).status).toBe(200);
+  });
+
+  it('caches by the thinking: the same effort reads the prefix back, another effort or enabled thinking is another prefix', async () => {
+    emulator.configure({ cacheMinTokens: 0 });
+    const first = await json(adapt(QUESTION.content, { stream: false, tools: [SEARCH_TOOL] }));
+    const [thinking, call] = first.body.content as Record<string, any>[];
+    const marked = (over: Record<string, unknown> = {}) => {
+      const body = loop([thinking!, call!], over) as { messages: { content: unknown }[] };
+      body.messages[2]!.content = [{ type: 'tool_result', tool_use_id: call!.id, content: 'Panels got cheaper again this year.', cache_control: { type: 'ephemeral' } }];
+      return json(body);
+    };
+    const written = (await marked()).body.usage;
+    expect(written.cache_creation_input_tokens).toBeGreaterThan(countTokens(thinking!.thinking));
+    // Absent, the effort is high: the same prefix.
+    expect((await marked({ output_config: undefined })).body.usage).toMatchObject({ cache_read_input_tokens: written.cache_creation_input_tokens, cache_creation_input_tokens: 0 });
+    expect((await marked({ output_config: { effort: 'low' } })).body.usage).toMatchObject({ cache_read_input_tokens: 0 });
+    expect((await marked({ thinking: { type: 'enabled', budget_tokens: 1024 }, output_config: undefined })).body.usage).toMatchObject({ cache_read_input_tokens: 0 });
+  });
+
+  it('takes clear_thinking_20251015 with adaptive thinking (its beta asked for)', async () => {
+    const beta = { ...HEADERS, 'anthropic-beta': 'context-management-2025-06-27' };
+    const { status, body } = await json(adapt('How do libraries plan opening hours?', { stream: false, context_management: { edits: [{ type: 'clear_thinking_20251015', keep: 'all' }] } }), beta);
+    expect(status).toBe(200);
+    expect(body.content.map((b: { type: string }) => b.type)).toEqual(['thinking', 'text']);
+    expect(body.context_management).toEqual({ applied_edits: [] });
+  });
+
+  it('through Anthropic\'s SDK: Claude Code\'s adaptive thinking and effort, streamed; effort max without thinking is a BadRequestError', async () => {
+    const sdk = new Anthropic({ apiKey: 'test-key', baseURL: emulator.url, maxRetries: 0 });
+    const params = {
+      model: 'claude-emulated', max_tokens: 4096, messages: [{ role: 'user' as const, content: 'How do libraries plan opening hours?' }],
+      // The SDK's adaptive thinking has no budget_tokens: Claude Code sends it anyway.
+      thinking: { type: 'adaptive', budget_tokens: 0 } as Anthropic.ThinkingConfigParam,
+      output_config: { effort: 'high' as const },
+    };
+    const stream = sdk.messages.stream(params);
+    let thought = '';
+    stream.on('thinking', (delta) => (thought += delta));
+    const message = await stream.finalMessage();
+    expect(message.content.map((b) => b.type)).toEqual(['thinking', 'text']);
+    expect(message.content[0]).toEqual({ type: 'thinking', thinking: thought, signature: expect.stringMatching(BASE64) });
+    expect(message.usage.output_tokens).toBeGreaterThan(countTokens(thought));
+    await expect(sdk.messages.create({ ...params, thinking: { type: 'disabled' }, output_config: { effort: 'max' } })).rejects.toBeInstanceOf(Anthropic.BadRequestError);
   });
 });
 

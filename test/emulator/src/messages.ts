@@ -1,9 +1,10 @@
 // Anthropic's Messages API stream for one answer: message_start, a content block per text or
 // tool_use (content_block_start, content_block_delta with text_delta / input_json_delta,
 // content_block_stop), message_delta (stop_reason, usage), message_stop; an `error` event for a
-// stream that fails. With extended thinking, a thinking block first (thinking_delta, then its
-// signature_delta). With context editing asked for, what it cleared (`context_management`) on the
-// message and on message_delta. The same answers, pacing and misbehaviours as the chat completions.
+// stream that fails. With extended thinking (enabled or adaptive), a thinking block first
+// (thinking_delta, then its signature_delta). With context editing asked for, what it cleared
+// (`context_management`) on the message and on message_delta. The same answers, pacing and
+// misbehaviours as the chat completions.
 import { cutAnswer, parallelCalls, textPieces, type AnswerWire, type CompletionJob, type Frame } from './completion';
 import { anthropicError } from './messages-request';
 import { SeededRandom } from './random';
@@ -40,7 +41,7 @@ export function messagesWire(job: CompletionJob): AnswerWire {
   let thinkingTokens = 0;
   if (request.thinking !== undefined) {
     // Thinking comes first, paced and billed as output like the answer, which gets what is left of max_tokens.
-    const pieces = textPieces(composeThinking(request, request.thinking.budgetTokens, new SeededRandom(job.rng.seed())));
+    const pieces = textPieces(composeThinking(request, request.thinking, new SeededRandom(job.rng.seed())));
     const thinking = pieces.map((p) => p.text).join('');
     thinkingTokens = pieces.reduce((n, p) => n + p.tokens, 0);
     first = 1;

@@ -76,8 +76,11 @@ export interface ChatCompletionRequest {
    * cached prefix may end, up to the last breakpoint. Absent: none marked (OpenAI caches on its own).
    */
   cacheBoundaries?: CacheBoundary[];
-  /** Anthropic's extended thinking (`thinking: {"type": "enabled", "budget_tokens": N}`); absent: disabled. */
-  thinking?: { budgetTokens: number };
+  /**
+   * Anthropic's extended thinking: `{"type": "enabled", "budget_tokens": N}`, its length set by the
+   * budget, or `{"type": "adaptive"}`, set by `output_config.effort` (high when absent); absent: disabled.
+   */
+  thinking?: { type: 'enabled'; budgetTokens: number } | { type: 'adaptive'; effort: Effort };
   /**
    * Anthropic's context editing (`context_management`, a beta): what its edits cleared, as the
    * answer reports it. Absent when the request did not ask for it.
@@ -87,6 +90,9 @@ export interface ChatCompletionRequest {
 
 export const REASONING_EFFORTS = ['minimal', 'low', 'medium', 'high'] as const;
 export type ReasoningEffort = (typeof REASONING_EFFORTS)[number];
+/** Anthropic's `output_config.effort` levels. */
+export const EFFORTS = ['low', 'medium', 'high', 'xhigh', 'max'] as const;
+export type Effort = (typeof EFFORTS)[number];
 export const VERBOSITIES = ['low', 'medium', 'high'] as const;
 export type Verbosity = (typeof VERBOSITIES)[number];
 

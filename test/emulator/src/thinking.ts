@@ -4,7 +4,7 @@
 // or moved to another model on the way back is refused, as Anthropic refuses it.
 import { createCipheriv, createDecipheriv, createHmac, randomBytes } from 'node:crypto';
 import type { SeededRandom } from './random';
-import type { ChatCompletionRequest } from './request';
+import type { ChatCompletionRequest, Effort } from './request';
 import { contentText, encode } from './tokens';
 import { keyWords, SentenceWriter } from './vocabulary';
 
@@ -56,15 +56,31 @@ export function unredactThinking(model: string, data: string): string | undefine
 const BUDGET_SEEN = 320;
 
 /**
- * The thinking before an answer, as token ids: about the latest user message, 30–60 % of the
- * budget (counted at most 320 tokens: 96–192 tokens), never more than the budget.
+ * Adaptive thinking's length per `output_config.effort`, in tokens, ±25 %: a short paragraph at
+ * low, longer at each level up, at most 300 at max (kept short, as the budget's is).
  */
-export function composeThinking(request: Pick<ChatCompletionRequest, 'messages'>, budgetTokens: number, rng: SeededRandom): number[] {
-  const target = Math.round(Math.min(budgetTokens, BUDGET_SEEN) * (0.3 + 0.3 * rng.next()));
+const EFFORT_THINKING: Record<Effort, number> = { low: 40, medium: 80, high: 140, xhigh: 190, max: 240 };
+
+/**
+ * How long the thinking is, in tokens: the length it aims at, and the most it may be. Enabled:
+ * 30–60 % of the budget (counted at most 320 tokens: 96–192 tokens), never more than the budget.
+ * Adaptive: by the effort (EFFORT_THINKING), never more than max_tokens leaves for a token of answer.
+ */
+function thinkingLength(thinking: NonNullable<ChatCompletionRequest['thinking']>, maxTokens: number | undefined, rng: SeededRandom): { target: number; most: number } {
+  if (thinking.type === 'enabled') {
+    return { target: Math.round(Math.min(thinking.budgetTokens, BUDGET_SEEN) * (0.3 + 0.3 * rng.next())), most: thinking.budgetTokens };
+  }
+  const most = Math.max(0, (maxTokens ?? Infinity) - 1);
+  return { target: Math.min(most, Math.round(EFFORT_THINKING[thinking.effort] * (0.75 + 0.5 * rng.next()))), most };
+}
+
+/** The thinking before an answer, as token ids: about the latest user message, as long as thinkingLength says. */
+export function composeThinking(request: Pick<ChatCompletionRequest, 'messages' | 'maxTokens'>, thinking: NonNullable<ChatCompletionRequest['thinking']>, rng: SeededRandom): number[] {
+  const { target, most } = thinkingLength(thinking, request.maxTokens, rng);
   const question = request.messages.filter((m) => m.role === 'user').map((m) => contentText(m.content)).at(-1) ?? '';
   const writer = new SentenceWriter(rng, keyWords(question));
   const opening = request.messages.some((m) => m.role === 'tool')
     ? `The tool result is in, so the answer can build on it for ${writer.topic()}.`
     : `The user asks about ${writer.topic()}.`;
-  return encode(writer.paragraph(target, opening)).slice(0, budgetTokens);
+  return encode(writer.paragraph(target, opening)).slice(0, most);
 }

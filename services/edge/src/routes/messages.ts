@@ -103,7 +103,8 @@ interface MessagesBody {
   tools?: { name: string; description?: string; input_schema: Record<string, unknown>; type?: string; cache_control?: CacheControl }[];
   tool_choice?: { type: 'auto' | 'any' | 'none' | 'tool'; name?: string; disable_parallel_tool_use?: boolean };
   metadata?: { user_id?: string | null };
-  thinking?: { type: 'enabled'; budget_tokens: number } | { type: 'disabled' };
+  thinking?: { type: 'enabled'; budget_tokens: number } | { type: 'adaptive'; budget_tokens?: number } | { type: 'disabled' };
+  output_config?: { effort?: string };
   context_management?: { edits: Record<string, unknown>[] };
 }
 
@@ -179,6 +180,7 @@ function asChat(body: MessagesBody): ChatBody {
     ...(body.metadata?.user_id ? { user: body.metadata.user_id } : {}),
     ...(body.thinking ? { thinking: body.thinking } : {}),
     ...(body.context_management ? { context_management: body.context_management } : {}),
+    ...(body.output_config ? { output_config: body.output_config } : {}),
   };
 }
 
@@ -269,6 +271,13 @@ const messagesBody = {
       then: { required: ['name'] },
     },
     metadata: { type: 'object', properties: { user_id: { type: ['string', 'null'], maxLength: 256 } }, additionalProperties: false },
+    output_config: {
+      type: 'object',
+      properties: { effort: { type: 'string', enum: ['low', 'medium', 'high', 'xhigh', 'max'] } },
+      additionalProperties: false,
+      description: 'Anthropic\'s effort (what Claude Code sends beside adaptive thinking): how much the model spends on thinking, text and tool calls; xhigh and max only with thinking. ' +
+        'Passed on to an Anthropic upstream; an OpenAI one has none (400, as top_k)',
+    },
     context_management: {
       type: 'object',
       required: ['edits'],
@@ -282,7 +291,10 @@ const messagesBody = {
       description: 'Anthropic\'s context editing (what Claude Code sends with thinking on): the edits go on to an Anthropic upstream with their beta header, which checks them; ' +
         'an OpenAI upstream has none (400, as top_k)',
     },
-    thinking: thinkingSchema('extended thinking within `budget_tokens` of `max_tokens` (at least 1,024, less than `max_tokens`): passed on to an Anthropic upstream, refused (400) by an OpenAI one'),
+    thinking: thinkingSchema(
+      'extended thinking: `enabled` within `budget_tokens` of `max_tokens` (at least 1,024, less than `max_tokens`), or `adaptive` (the model decides how much, guided by `output_config.effort`; ' +
+      'a `budget_tokens` beside it is ignored), or `disabled`: passed on to an Anthropic upstream, refused (400) by an OpenAI one',
+    ),
   },
   additionalProperties: false,
 } as const;
@@ -291,7 +303,9 @@ const messagesBody = {
 const countBody = {
   type: 'object',
   required: ['model', 'messages'],
-  properties: (({ model, messages, system, tools, tool_choice, thinking }) => ({ model, messages, system, tools, tool_choice, thinking }))(messagesBody.properties),
+  // thinking, output_config and context_management as clients send them beside (not counted: the prompt before any edit).
+  properties: (({ model, messages, system, tools, tool_choice, thinking, output_config, context_management }) =>
+    ({ model, messages, system, tools, tool_choice, thinking, output_config, context_management }))(messagesBody.properties),
   additionalProperties: false,
 } as const;
 
@@ -346,6 +360,7 @@ export function messagesRoutes(app: FastifyInstance, ctx: EdgeContext): void {
         description:
           'The prompt tokens a /v1/messages call with this `model`, `messages`, `system`, `tools` and `tool_choice` would be billed, counted by the llm-broker as the ' +
           'upstream that would serve the model counts them (images and tools included): what its admission reserves. No upstream call, no quota, no token budget. ' +
+          '`thinking`, `output_config` and `context_management` are taken as clients send them beside, and change nothing (the prompt is counted before any context edit). ' +
           'Errors are Anthropic\'s, as on /v1/messages.',
         body: countBody,
         response: {
@@ -356,7 +371,7 @@ export function messagesRoutes(app: FastifyInstance, ctx: EdgeContext): void {
     },
     async (req, reply) => {
       // The prompt's tokens: thinking is what the model does after it (and its budget is not under a max_tokens of 1).
-      const { thinking: _, context_management: __, ...asked } = req.body as Omit<MessagesBody, 'max_tokens'>;
+      const { thinking: _, context_management: __, output_config: ___, ...asked } = req.body as Omit<MessagesBody, 'max_tokens'>;
       const body = { ...asked, max_tokens: 1 };
       checkBreakpoints(body);
       return { input_tokens: await countTokens(ctx, req, reply, asChat(body)) };

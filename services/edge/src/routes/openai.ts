@@ -33,7 +33,9 @@ export interface ChatBody {
   /** Anthropic's context editing (`{"edits": […]}`); set by /v1/messages only (this route's schema has none). */
   context_management?: Record<string, unknown>;
   /** Anthropic's extended thinking (LiteLLM takes it in this format too). */
-  thinking?: { type: 'enabled'; budget_tokens: number } | { type: 'disabled' };
+  thinking?: { type: 'enabled'; budget_tokens: number } | { type: 'adaptive'; budget_tokens?: number } | { type: 'disabled' };
+  /** Anthropic's `output_config` (its `effort`); set by /v1/messages only (this route's is reasoning_effort). */
+  output_config?: { effort?: string };
   stream?: boolean;
   stream_options?: { include_usage?: boolean } | null;
   max_tokens?: number | null;
@@ -364,7 +366,7 @@ export function openaiRoutes(app: FastifyInstance, ctx: EdgeContext): void {
             },
             top_p: { type: ['number', 'null'], minimum: 0, maximum: 1 },
             thinking: thinkingSchema(
-              'Anthropic\'s extended thinking (as LiteLLM takes it): within `budget_tokens` (at least 1,024) of `max_completion_tokens`, which must be greater; the thinking comes back as ' +
+              'Anthropic\'s extended thinking (as LiteLLM takes it): within `budget_tokens` (at least 1,024) of `max_completion_tokens`, which must be greater, or `adaptive` (the model decides); the thinking comes back as ' +
               '`message.reasoning_content` and `message.thinking_blocks` (streamed: `delta.reasoning_content` as it is written, `delta.thinking_blocks` with each block whole, signed, at its end), ' +
               'to pass back on the assistant message; an OpenAI upstream has none (400, as top_k), nor has the `agent-mesh` model',
             ),
@@ -517,7 +519,8 @@ export function completion(ctx: EdgeContext, req: FastifyRequest, reply: Fastify
   const asked = req.headers[CACHE_HEADER];
   const n = body.n ?? 1;
   // A thinking answer is not replayed: its signed blocks are one answer's (the broker asks no cache for it either).
-  const cache = body.model !== PIPELINE_MODEL && n === 1 && body.thinking?.type !== 'enabled' && (asked === 'on' || (asked !== 'off' && body.temperature === 0));
+  const thinks = body.thinking !== undefined && body.thinking.type !== 'disabled';
+  const cache = body.model !== PIPELINE_MODEL && n === 1 && !thinks && (asked === 'on' || (asked !== 'off' && body.temperature === 0));
   const gate = req.gate ?? undefined;
   // The pipeline's agents have their own tools: a caller's would be ignored, so they are refused.
   if (body.model === PIPELINE_MODEL && ((body.tools?.length ?? 0) > 0 || (body.tool_choice ?? 'auto') !== 'auto')) {
@@ -529,7 +532,7 @@ export function completion(ctx: EdgeContext, req: FastifyRequest, reply: Fastify
   if (body.thinking?.type === 'enabled' && most != null && body.thinking.budget_tokens >= most) {
     throw badRequest(`body/thinking/budget_tokens (${body.thinking.budget_tokens}) must be less than max_completion_tokens (${most}): the thinking is part of the answer`, 'invalid_thinking', 'thinking.budget_tokens');
   }
-  if (body.thinking?.type === 'enabled' && body.model === PIPELINE_MODEL) throw badRequest(`body/thinking is not available for the ${PIPELINE_MODEL} model, whose agents make their own calls`, undefined, 'thinking');
+  if (thinks && body.model === PIPELINE_MODEL) throw badRequest(`body/thinking is not available for the ${PIPELINE_MODEL} model, whose agents make their own calls`, undefined, 'thinking');
   if (body.logprobs && body.model === PIPELINE_MODEL) throw badRequest(`body/logprobs is not available for the ${PIPELINE_MODEL} model, whose answer is a run's`, undefined, 'logprobs');
   if (n > 1 && body.model === PIPELINE_MODEL) throw badRequest(`body/n must be 1 for the ${PIPELINE_MODEL} model, whose run gives one answer`, undefined, 'n');
   // Several choices are several answers: one replayed from the cache would be each of them.
@@ -653,6 +656,8 @@ function generateRequest(userId: string, body: ChatBody, messages: ChatMessage[]
     ...(body.top_p != null ? { topP: body.top_p } : {}),
     ...(body.top_k != null ? { topK: body.top_k } : {}),
     ...(body.thinking?.type === 'enabled' ? { thinkingBudgetTokens: body.thinking.budget_tokens } : {}),
+    ...(body.thinking?.type === 'adaptive' ? { thinkingAdaptive: true } : {}),
+    ...(body.output_config?.effort ? { effort: body.output_config.effort } : {}),
     // Each choice its own repeatable answer (wrapping at the largest seed the schema allows).
     ...(body.seed != null ? { seed: body.seed + index <= Number.MAX_SAFE_INTEGER ? body.seed + index : body.seed + index - 2 * Number.MAX_SAFE_INTEGER - 1 } : {}),
     ...(body.presence_penalty != null ? { presencePenalty: body.presence_penalty } : {}),

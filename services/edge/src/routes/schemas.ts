@@ -180,10 +180,11 @@ export const hourAfterFiveMinutes = (ttls: readonly string[]): boolean => ttls.i
 /** The least budget of extended thinking (Anthropic's). */
 export const MIN_THINKING_BUDGET = 1024;
 
-/** Anthropic's extended thinking, asked for: a budget of the answer's tokens, or off. */
+/** Anthropic's extended thinking, asked for: a budget of the answer's tokens, adaptive (the model decides; a budget beside it, as Claude Code sends 0, is ignored), or off. */
 export const thinkingSchema = (description: string) => ({
   anyOf: [
     { type: 'object', required: ['type', 'budget_tokens'], properties: { type: { type: 'string', enum: ['enabled'] }, budget_tokens: { type: 'integer', minimum: MIN_THINKING_BUDGET } }, additionalProperties: false },
+    { type: 'object', required: ['type'], properties: { type: { type: 'string', enum: ['adaptive'] }, budget_tokens: { type: 'integer', minimum: 0 } }, additionalProperties: false },
     { type: 'object', required: ['type'], properties: { type: { type: 'string', enum: ['disabled'] } }, additionalProperties: false },
   ],
   description,

@@ -82,6 +82,9 @@ describe('Anthropic Messages request', () => {
       { type: 'tool_use', id: 'toolu_1', name: 'search_web', input: { query: 'news' } },
     ]);
     expect(JSON.parse(anthropicProtocol.request(req, 'k', true).body)).not.toHaveProperty('thinking');
+    // Adaptive (the model decides, guided by the effort), as current Claude Code asks it.
+    const adaptive = JSON.parse(anthropicProtocol.request({ ...req, thinkingAdaptive: true, effort: 'high' }, 'k', true).body) as Record<string, unknown>;
+    expect([adaptive.thinking, adaptive.output_config]).toEqual([{ type: 'adaptive' }, { effort: 'high' }]);
   });
 
   it('context editing: `context_management` as asked, with its beta header (without which Anthropic refuses the field); neither without it', () => {

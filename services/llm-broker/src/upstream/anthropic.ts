@@ -39,7 +39,8 @@ export interface MessagesRequestBody {
   tools?: { name: string; description?: string; input_schema: unknown; cache_control?: CacheControl }[];
   temperature?: number;
   metadata?: { user_id: string };
-  thinking?: { type: 'enabled'; budget_tokens: number };
+  thinking?: { type: 'enabled'; budget_tokens: number } | { type: 'adaptive' };
+  output_config?: { effort: string };
   context_management?: Record<string, unknown>;
 }
 
@@ -135,6 +136,8 @@ function buildBody(req: ProviderRequest): MessagesRequestBody {
     ...(req.topP !== undefined ? { top_p: req.topP } : {}),
     ...(req.topK !== undefined ? { top_k: req.topK } : {}),
     ...(req.thinkingBudgetTokens !== undefined ? { thinking: { type: 'enabled' as const, budget_tokens: req.thinkingBudgetTokens } } : {}),
+    ...(req.thinkingAdaptive ? { thinking: { type: 'adaptive' as const } } : {}),
+    ...(req.effort ? { output_config: { effort: req.effort } } : {}),
     ...(req.contextManagement ? { context_management: req.contextManagement } : {}),
   };
 }

@@ -185,6 +185,8 @@ describe('OpenAI protocol', () => {
     expect(openAiProtocol.unsupported?.({ ...req, topK: 5 })).toBe('top_k');
     expect(openAiProtocol.unsupported?.({ ...req, maxTokens: 4096, thinkingBudgetTokens: 1024 })).toBe('thinking');
     expect(openAiProtocol.unsupported?.({ ...req, contextManagement: { edits: [] } })).toBe('context_management');
+    expect(openAiProtocol.unsupported?.({ ...req, thinkingAdaptive: true })).toBe('thinking');
+    expect(openAiProtocol.unsupported?.({ ...req, effort: 'high' })).toBe('output_config');
   });
 
   it('writes a call for a caller that does not stream as a non-streamed one, and reads its chat.completion as the same events', () => {

@@ -302,5 +302,8 @@ export const openAiProtocol: WireProtocol = {
   parser: () => new ChunkParser(),
   countPromptTokens: (req) => (req.embed ? embedPromptTokens(req.embed) : chatPromptTokens(req) + imagesTokens(req.messages, openAiImageTokens)),
   // Anthropic's sampling from the k likeliest tokens: OpenAI's API has no such parameter.
-  unsupported: (req) => (req.topK !== undefined ? 'top_k' : req.thinkingBudgetTokens !== undefined ? 'thinking' : req.contextManagement ? 'context_management' : undefined),
+  unsupported: (req) => (req.topK !== undefined ? 'top_k'
+    : req.thinkingBudgetTokens !== undefined || req.thinkingAdaptive ? 'thinking'
+      : req.contextManagement ? 'context_management'
+        : req.effort ? 'output_config' : undefined),
 };

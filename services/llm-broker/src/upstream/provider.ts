@@ -100,6 +100,10 @@ export interface ProviderRequest {
   thinkingBudgetTokens?: number;
   /** Anthropic's `context_management` (`{"edits": […]}`: what the provider clears from the prompt); absent: none. */
   contextManagement?: Record<string, unknown>;
+  /** Anthropic's adaptive thinking (the model decides how much to think); absent: as `thinkingBudgetTokens` says. */
+  thinkingAdaptive?: true;
+  /** Anthropic's `output_config.effort` (low, medium, high, xhigh, max); absent: the model's default. */
+  effort?: string;
   /** A repeatable answer, asked for (OpenAI's `seed`). */
   seed?: number;
   presencePenalty?: number;

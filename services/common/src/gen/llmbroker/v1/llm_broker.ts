@@ -586,7 +586,23 @@ export interface GenerateRequest {
    * clearing earlier turns' thinking or old tool results from the prompt, server side), sent with its
    * beta header; unset: none. OpenAI has none (as with top_k).
    */
-  contextManagementJson?: string | undefined;
+  contextManagementJson?:
+    | string
+    | undefined;
+  /**
+   * thinking_adaptive turns on Anthropic's adaptive thinking (`thinking: {type: adaptive}`): the
+   * model decides how much to think, guided by effort; not with thinking_budget_tokens. Its thinking
+   * comes as thinking_budget_tokens' does, and the same rules and refusals apply. OpenAI has none.
+   */
+  thinkingAdaptive?:
+    | boolean
+    | undefined;
+  /**
+   * effort is Anthropic's `output_config.effort` (low, medium, high, xhigh, max): how much the model
+   * spends on thinking, text and tool calls; xhigh and max only with thinking. OpenAI's is
+   * reasoning_effort. Unset: the model's default.
+   */
+  effort?: string | undefined;
 }
 
 export interface GenerateRequest_LogitBiasEntry {
@@ -2610,6 +2626,8 @@ function createBaseGenerateRequest(): GenerateRequest {
     topK: undefined,
     thinkingBudgetTokens: undefined,
     contextManagementJson: undefined,
+    thinkingAdaptive: undefined,
+    effort: undefined,
   };
 }
 
@@ -2710,6 +2728,12 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
     }
     if (message.contextManagementJson !== undefined) {
       writer.uint32(266).string(message.contextManagementJson);
+    }
+    if (message.thinkingAdaptive !== undefined) {
+      writer.uint32(272).bool(message.thinkingAdaptive);
+    }
+    if (message.effort !== undefined) {
+      writer.uint32(282).string(message.effort);
     }
     return writer;
   },
@@ -2986,6 +3010,22 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
             message.contextManagementJson = reader.string();
             continue;
           }
+          case 34: {
+            if (tag !== 272) {
+              break;
+            }
+
+            message.thinkingAdaptive = reader.bool();
+            continue;
+          }
+          case 35: {
+            if (tag !== 282) {
+              break;
+            }
+
+            message.effort = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3152,6 +3192,12 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
         : isSet(object.context_management_json)
         ? globalThis.String(object.context_management_json)
         : undefined,
+      thinkingAdaptive: isSet(object.thinkingAdaptive)
+        ? globalThis.Boolean(object.thinkingAdaptive)
+        : isSet(object.thinking_adaptive)
+        ? globalThis.Boolean(object.thinking_adaptive)
+        : undefined,
+      effort: isSet(object.effort) ? globalThis.String(object.effort) : undefined,
     };
   },
 
@@ -3259,6 +3305,12 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
     if (message.contextManagementJson !== undefined) {
       obj.contextManagementJson = message.contextManagementJson;
     }
+    if (message.thinkingAdaptive !== undefined) {
+      obj.thinkingAdaptive = message.thinkingAdaptive;
+    }
+    if (message.effort !== undefined) {
+      obj.effort = message.effort;
+    }
     return obj;
   },
 
@@ -3309,6 +3361,8 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
     message.topK = object.topK ?? undefined;
     message.thinkingBudgetTokens = object.thinkingBudgetTokens ?? undefined;
     message.contextManagementJson = object.contextManagementJson ?? undefined;
+    message.thinkingAdaptive = object.thinkingAdaptive ?? undefined;
+    message.effort = object.effort ?? undefined;
     return message;
   },
 };
