@@ -241,6 +241,38 @@ describe.each([
     expect((await runGenerate(broker.client, ask(question, { topK: -1 }))).error?.code).toBe(status.INVALID_ARGUMENT);
   });
 
+  it('extended thinking: what Anthropic refuses beside it is refused before the queue, on either protocol; Anthropic streams the thinking, signed, before the answer; OpenAI refuses it', async () => {
+    const question = `Why do trams need priority at lights? (${protocol} thinking)`;
+    const before = (await emulatorStats(emulator)).requests;
+    const refusals: [Partial<GenerateRequest>, RegExp][] = [
+      [{ thinkingBudgetTokens: 512, maxTokens: 4096 }, /at least 1024/],
+      [{ thinkingBudgetTokens: 2048, maxTokens: 2048 }, /max_tokens \(2048\) must be greater than thinking_budget_tokens \(2048\)/],
+      [{ thinkingBudgetTokens: 1024, maxTokens: 4096, temperature: 0.5, hasTemperature: true }, /temperature may only be 1 with extended thinking/],
+      [{ thinkingAdaptive: true, topK: 5 }, /top_k may not be set with extended thinking/],
+      [{ thinkingAdaptive: true, thinkingBudgetTokens: 1024, maxTokens: 4096 }, /adaptive or has a budget/],
+      [{ effort: 'huge' }, /effort must be low, medium, high, xhigh or max/],
+    ];
+    for (const [over, said] of refusals) {
+      const refused = await runGenerate(broker.client, ask(question, over));
+      expect(refused.error?.code).toBe(status.INVALID_ARGUMENT);
+      expect(detailsOf(refused.error)).toMatch(said);
+    }
+    const thinking = { thinkingAdaptive: true, effort: 'low', maxTokens: 2048 };
+    if (protocol === 'openai') {
+      expect(detailsOf((await runGenerate(broker.client, ask(question, thinking))).error)).toMatch(/thinking is not supported by the openai protocol/);
+      expect((await emulatorStats(emulator)).requests).toBe(before);
+      return;
+    }
+    expect((await emulatorStats(emulator)).requests).toBe(before);
+    const answered = await runGenerate(broker.client, ask(question, thinking));
+    const kinds = answered.messages.map((u) => u.update?.$case).filter((k) => k === 'thinking' || k === 'delta');
+    expect(kinds[0]).toBe('thinking');
+    expect(kinds.lastIndexOf('thinking')).toBeLessThan(kinds.indexOf('delta'));
+    const pieces = answered.messages.flatMap((u) => (u.update?.$case === 'thinking' ? [u.update.thinking] : []));
+    expect(pieces.filter((p) => p.signature)).toHaveLength(1);
+    expect(pieces.map((p) => p.text).join('').length).toBeGreaterThan(20);
+  });
+
   it('passes logprobs on to OpenAI: each delta carries its tokens\' figures, Done all of them for a caller that does not stream, a cached answer the same; Anthropic refuses them', async () => {
     const question = `How do tides work? (${protocol} logprobs)`;
     const asked = { seed: 8, logprobs: true, topLogprobs: 2 };

@@ -179,7 +179,6 @@ const TOOL_NAME = /^[a-zA-Z0-9_-]{1,64}$/;
 const REASONING_EFFORTS = new Set(['minimal', 'low', 'medium', 'high']);
 const VERBOSITIES = new Set(['low', 'medium', 'high']);
 
-/** `response_format` JSON → the object to send, none for text; refused when it is not one of OpenAI's. */
 /** A field's JSON text, parsed; not JSON: refused, naming the field. */
 function parsedJson(json: string, field: string): unknown {
   try {
@@ -189,6 +188,7 @@ function parsedJson(json: string, field: string): unknown {
   }
 }
 
+/** `response_format` JSON → the object to send, none for text; refused when it is not one of OpenAI's. */
 function responseFormatOf(json: string | undefined): Record<string, unknown> | undefined {
   if (!json) return undefined;
   const format = parsedJson(json, 'response_format_json');
@@ -634,17 +634,13 @@ export class LlmBroker {
     const adaptive = input.thinkingAdaptive === true;
     if (adaptive && budget !== undefined) throw new BrokerRefusal('invalid_request', 'thinking is adaptive or has a budget (thinking_budget_tokens), not both');
     if (input.effort && !EFFORTS.has(input.effort)) throw new BrokerRefusal('invalid_request', 'effort must be low, medium, high, xhigh or max');
-    if (adaptive) {
-      const clash = thinkingClash(input, choice);
-      if (clash) throw new BrokerRefusal('invalid_request', `${clash} with extended thinking (the provider refuses it)`);
-    }
+    // Anthropic's rules, refused before the queue rather than by the provider after it.
     if (budget !== undefined) {
-      // Anthropic's rules, refused before the queue rather than by the provider after it.
       if (!(Number.isSafeInteger(budget) && budget >= MIN_THINKING_BUDGET)) throw new BrokerRefusal('invalid_request', `thinking_budget_tokens must be an integer of at least ${MIN_THINKING_BUDGET}`);
       if (budget >= maxTokens) throw new BrokerRefusal('invalid_request', `max_tokens (${maxTokens}) must be greater than thinking_budget_tokens (${budget})`);
-      const clash = thinkingClash(input, choice);
-      if (clash) throw new BrokerRefusal('invalid_request', `${clash} with extended thinking (the provider refuses it)`);
     }
+    const clash = adaptive || budget !== undefined ? thinkingClash(input, choice) : undefined;
+    if (clash) throw new BrokerRefusal('invalid_request', `${clash} with extended thinking (the provider refuses it)`);
     for (const [name, v] of [['presence_penalty', input.presencePenalty], ['frequency_penalty', input.frequencyPenalty]] as const) {
       if (v !== undefined && !(v >= -2 && v <= 2)) throw new BrokerRefusal('invalid_request', `${name} must be between -2 and 2`);
     }
