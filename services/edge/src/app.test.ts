@@ -1311,19 +1311,25 @@ describe('edge app (fake peers)', () => {
         .toBe('body/tools/0/cache_control/type must be "ephemeral"');
     });
 
-    test('extended thinking: the budget and an assistant\'s thinking blocks go on to the broker; the thinking comes back first, as blocks with their signatures, whole or streamed as Anthropic streams them', async () => {
+    /**
+     * The fake broker thinks in these pieces, then answers "Done.", recording each request, until
+     * `restore`; its Done says nothing was cleared when the call asked for context editing.
+     */
+    const thinkingBroker = (pieces: { text?: string; signature?: string; redactedData?: string }[]) => {
       const generate = gw.fakeBroker.generate;
       const seen: GenerateRequest[] = [];
       gw.fakeBroker.generate = async function* (req: GenerateRequest) {
         seen.push(req);
-        yield { update: { $case: 'thinking', thinking: { text: 'Weigh ', signature: '', redactedData: '' } } };
-        yield { update: { $case: 'thinking', thinking: { text: 'it.', signature: '', redactedData: '' } } };
-        yield { update: { $case: 'thinking', thinking: { text: '', signature: 'sig-1', redactedData: '' } } };
-        yield { update: { $case: 'thinking', thinking: { text: '', signature: '', redactedData: 'opaque' } } };
+        for (const p of pieces) yield { update: { $case: 'thinking', thinking: { text: '', signature: '', redactedData: '', ...p } } };
         yield { update: { $case: 'delta', delta: { content: 'Done.', logprobs: [] } } };
         const applied = req.contextManagementJson ? { contextManagementJson: JSON.stringify({ applied_edits: [] }) } : {};
         yield { update: { $case: 'done', done: { finishReason: 'stop', usage: { promptTokens: 5, completionTokens: 40, totalTokens: 45 }, toolCalls: [], model: 'upstream', queueWaitMs: 0, cache: 0, cachedUsage: undefined, upstream: 'default', content: '', logprobs: [], ...applied } } };
       } as typeof generate;
+      return { seen, restore: () => { gw.fakeBroker.generate = generate; } };
+    };
+
+    test('extended thinking: the budget and an assistant\'s thinking blocks go on to the broker; the thinking comes back first, as blocks with their signatures, whole or streamed as Anthropic streams them', async () => {
+      const { seen, restore: stopThinking } = thinkingBroker([{ text: 'Weigh ' }, { text: 'it.' }, { signature: 'sig-1' }, { redactedData: 'opaque' }]);
       const thinking = { type: 'enabled', budget_tokens: 1024 };
       const turns = [
         { role: 'user', content: 'Search the news' },
@@ -1367,7 +1373,7 @@ describe('edge app (fake peers)', () => {
           { type: 'content_block_stop', index: 2 },
         ]);
       } finally {
-        gw.fakeBroker.generate = generate;
+        stopThinking();
       }
       // Without thinking, the broker is not asked for it.
       const { seen: plain, restore } = recordGenerate();
@@ -1383,16 +1389,7 @@ describe('edge app (fake peers)', () => {
     });
 
     test('extended thinking on /v1/chat/completions, as LiteLLM takes and gives it: `thinking` and an assistant\'s `thinking_blocks` go on; the answer\'s thinking is `reasoning_content` and `thinking_blocks`, streamed as text then each block whole', async () => {
-      const generate = gw.fakeBroker.generate;
-      const seen: GenerateRequest[] = [];
-      gw.fakeBroker.generate = async function* (req: GenerateRequest) {
-        seen.push(req);
-        yield { update: { $case: 'thinking', thinking: { text: 'Weigh ', signature: '', redactedData: '' } } };
-        yield { update: { $case: 'thinking', thinking: { text: 'it.', signature: 'sig-1', redactedData: '' } } };
-        yield { update: { $case: 'thinking', thinking: { text: '', signature: '', redactedData: 'opaque' } } };
-        yield { update: { $case: 'delta', delta: { content: 'Done.', logprobs: [] } } };
-        yield { update: { $case: 'done', done: { finishReason: 'stop', usage: { promptTokens: 5, completionTokens: 40, totalTokens: 45 }, toolCalls: [], model: 'upstream', queueWaitMs: 0, cache: 0, cachedUsage: undefined, upstream: 'default', content: '', logprobs: [] } } };
-      } as typeof generate;
+      const { seen, restore } = thinkingBroker([{ text: 'Weigh ' }, { text: 'it.', signature: 'sig-1' }, { redactedData: 'opaque' }]);
       const chat = (extra: Record<string, unknown>) => fetch(`${base}/v1/chat/completions`, {
         method: 'POST', headers: json(alice), body: JSON.stringify({ model: 'upstream', max_completion_tokens: 2048, thinking: { type: 'enabled', budget_tokens: 1024 }, ...extra }),
       });
@@ -1413,7 +1410,7 @@ describe('edge app (fake peers)', () => {
           .filter((d) => d.reasoning_content || d.thinking_blocks);
         expect(deltas).toEqual([{ reasoning_content: 'Weigh ' }, { reasoning_content: 'it.' }, { thinking_blocks: [blocks[0]] }, { thinking_blocks: [blocks[1]] }]);
       } finally {
-        gw.fakeBroker.generate = generate;
+        restore();
       }
       // The budget is part of the answer: not under max_completion_tokens, refused before the broker.
       const over = await chat({ messages: [{ role: 'user', content: 'hi' }], max_completion_tokens: 1024 });

@@ -21,6 +21,28 @@ afterEach(async () => {
 const post = (body: unknown, headers: Record<string, string> = HEADERS) =>
   fetch(`${emulator.url}/v1/messages`, { method: 'POST', headers, body: JSON.stringify(body) });
 
+/** A signature or redacted data: base64. */
+const BASE64 = /^[A-Za-z0-9+/]+=*$/;
+
+/**
+ * A streamed answer that thought first: an empty signed thinking block at index 0 whose text, of
+ * `min`–`max` tokens, is about the question, then the answer, ended normally, the thinking billed
+ * as output with the text of block 1. The thinking's text.
+ */
+function expectThinkingStreamed(ev: Record<string, any>[], min: number, max: number): string {
+  expect(ev[1]).toEqual({ type: 'content_block_start', index: 0, content_block: { type: 'thinking', thinking: '', signature: '' } });
+  const joined = (index: number, field: string) => ev.filter((e) => e.type === 'content_block_delta' && e.index === index).map((e) => e.delta[field] ?? '').join('');
+  const thinking = joined(0, 'thinking');
+  expect(thinking).toMatch(/^The user asks about /);
+  expect(joined(0, 'signature')).toMatch(BASE64);
+  expect(countTokens(thinking)).toBeGreaterThanOrEqual(min);
+  expect(countTokens(thinking)).toBeLessThanOrEqual(max);
+  const end = ev.find((e) => e.type === 'message_delta')!;
+  expect(end.delta.stop_reason).toBe('end_turn');
+  expect(end.usage.output_tokens).toBe(countTokens(thinking) + countTokens(joined(1, 'text')));
+  return thinking;
+}
+
 /** The named events of an SSE body: each `event:` line must match its data's `type`. */
 async function events(res: Response): Promise<Record<string, any>[]> {
   const text = await res.text();
@@ -166,7 +188,6 @@ describe('POST /v1/messages with extended thinking', () => {
     return { status: res.status, body: (await res.json()) as Record<string, any> };
   };
   const refused = (message: string) => ({ status: 400, body: { type: 'error', error: { type: 'invalid_request_error', message }, request_id: expect.any(String) } });
-  const BASE64 = /^[A-Za-z0-9+/]+=*$/;
   const QUESTION = { role: 'user', content: 'Search the latest news about solar power' };
   /** A tool loop continued: the question, the assistant's turn of `blocks`, the result of its tool_use. */
   const loop = (blocks: Record<string, any>[], over: Record<string, unknown> = {}) => {
@@ -196,18 +217,9 @@ describe('POST /v1/messages with extended thinking', () => {
       '1:content_block_start', '1:text_delta', '1:content_block_stop', 'message_delta', 'message_stop',
     ]);
     expect(steps.filter((t) => t === '0:signature_delta')).toHaveLength(1);
-    expect(ev[1]).toEqual({ type: 'content_block_start', index: 0, content_block: { type: 'thinking', thinking: '', signature: '' } });
     expect(ev.find((e) => e.type === 'content_block_start' && e.index === 1)!.content_block).toEqual({ type: 'text', text: '' });
-    const joined = (index: number, field: string) => ev.filter((e) => e.type === 'content_block_delta' && e.index === index).map((e) => e.delta[field] ?? '').join('');
-    const thinking = joined(0, 'thinking');
-    expect(thinking).toMatch(/^The user asks about /);
-    expect(joined(0, 'signature')).toMatch(BASE64);
     // 30–60 % of the budget, the budget counted at most 320 tokens.
-    expect(countTokens(thinking)).toBeGreaterThanOrEqual(90);
-    expect(countTokens(thinking)).toBeLessThanOrEqual(200);
-    const end = ev.find((e) => e.type === 'message_delta')!;
-    expect(end.delta.stop_reason).toBe('end_turn');
-    expect(end.usage.output_tokens).toBe(countTokens(thinking) + countTokens(joined(1, 'text')));
+    expectThinkingStreamed(ev, 90, 200);
   });
 
   it('answers a non-streamed call with the thinking block first in content; the same seed, the same blocks', async () => {
@@ -527,7 +539,6 @@ describe('POST /v1/messages with adaptive thinking and output_config.effort', ()
     return { status: res.status, body: (await res.json()) as Record<string, any> };
   };
   const refused = (message: string) => ({ status: 400, body: { type: 'error', error: { type: 'invalid_request_error', message }, request_id: expect.any(String) } });
-  const BASE64 = /^[A-Za-z0-9+/]+=*$/;
   const QUESTION = { role: 'user', content: 'Search the latest news about solar power' };
   /** A call made on the same seed as the one before it (the same prompt, the same draws). */
   const seeded = (body: unknown, headers?: Record<string, string>) => {
@@ -553,17 +564,8 @@ describe('POST /v1/messages with adaptive thinking and output_config.effort', ()
       'message_start', '0:content_block_start', '0:thinking_delta', '0:signature_delta', '0:content_block_stop',
       '1:content_block_start', '1:text_delta', '1:content_block_stop', 'message_delta', 'message_stop',
     ]);
-    expect(ev[1]).toEqual({ type: 'content_block_start', index: 0, content_block: { type: 'thinking', thinking: '', signature: '' } });
-    const joined = (index: number, field: string) => ev.filter((e) => e.type === 'content_block_delta' && e.index === index).map((e) => e.delta[field] ?? '').join('');
-    const thinking = joined(0, 'thinking');
-    expect(thinking).toMatch(/^The user asks about /);
-    expect(joined(0, 'signature')).toMatch(BASE64);
     // High: 140 tokens ± 25 %.
-    expect(countTokens(thinking)).toBeGreaterThanOrEqual(100);
-    expect(countTokens(thinking)).toBeLessThanOrEqual(190);
-    const end = ev.find((e) => e.type === 'message_delta')!;
-    expect(end.delta.stop_reason).toBe('end_turn');
-    expect(end.usage.output_tokens).toBe(countTokens(thinking) + countTokens(joined(1, 'text')));
+    expectThinkingStreamed(ev, 100, 190);
   });
 
   it('answers a non-streamed call with the thinking block first; without budget_tokens or output_config it thinks at high, as with them; the same seed, the same blocks', async () => {

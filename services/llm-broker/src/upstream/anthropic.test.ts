@@ -2,6 +2,14 @@ import { anthropicError, anthropicLimits, anthropicProtocol, messageAnswer, mess
 import { ANTHROPIC_MAX_IMAGE_TOKENS } from './images';
 import type { ProviderRequest, StreamEvent } from './provider';
 
+/** A stream fed to a new parser `size` characters at a time (split anywhere): the parser, and the events it gave. */
+function inPieces(text: string, size: number): { p: MessagesStreamParser; events: StreamEvent[] } {
+  const p = new MessagesStreamParser();
+  const events: StreamEvent[] = [];
+  for (let i = 0; i < text.length; i += size) events.push(...p.push(text.slice(i, i + size)));
+  return { p, events };
+}
+
 const ev = (name: string, data: unknown) => `event: ${name}\ndata: ${JSON.stringify({ type: name, ...(data as object) })}\n\n`;
 
 describe('Anthropic Messages request', () => {
@@ -323,9 +331,7 @@ describe('Anthropic Messages stream', () => {
       ev('content_block_stop', { index: 0 }) +
       ev('message_delta', { delta: { stop_reason: 'max_tokens', stop_sequence: null }, usage: { output_tokens: 7 } }) +
       ev('message_stop', {});
-    const p = new MessagesStreamParser();
-    const events: StreamEvent[] = [];
-    for (let i = 0; i < text.length; i += 9) events.push(...p.push(text.slice(i, i + 9)));
+    const { p, events } = inPieces(text, 9);
     expect(events).toEqual([
       { type: 'model', model: 'claude-x-2025' },
       { type: 'content', text: 'Hel' },
@@ -352,9 +358,7 @@ describe('Anthropic Messages stream', () => {
       ev('content_block_stop', { index: 2 }) +
       ev('message_delta', { delta: { stop_reason: 'end_turn', stop_sequence: null }, usage: { output_tokens: 40 } }) +
       ev('message_stop', {});
-    const p = new MessagesStreamParser();
-    const events: StreamEvent[] = [];
-    for (let i = 0; i < text.length; i += 7) events.push(...p.push(text.slice(i, i + 7)));
+    const { p, events } = inPieces(text, 7);
     expect(events.filter((e) => e.type === 'thinking' || e.type === 'content')).toEqual([
       { type: 'thinking', text: 'Weigh the ' },
       { type: 'thinking', text: 'options.' },
