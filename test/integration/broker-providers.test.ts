@@ -302,16 +302,30 @@ describe.each([
     expect(deltas(await runGenerate(broker.client, ask(question, { seed: 8 }))).every((d) => d.logprobs.length === 0)).toBe(true);
   });
 
-  it('passes reasoning_effort (its thinking billed as completion tokens), logit_bias and verbosity (the answer\'s length) on to OpenAI; Anthropic, which has none of them, refuses them', async () => {
+  it('passes reasoning_effort (its thinking billed as completion tokens), logit_bias and verbosity (the answer\'s length) on to OpenAI; Anthropic thinks adaptively at that effort, and refuses the other two', async () => {
     const question = 'How should a small library plan its opening hours?';
     const usage = async (over: Partial<GenerateRequest>) => {
-      const o = await runGenerate(broker.client, ask(question, { seed: 21, ...over }));
-      return { error: o.error, completion: doneOf(o)?.usage?.completionTokens ?? 0, reasoning: doneOf(o)?.usage?.reasoningTokens, text: text(o) };
+      const o = await runGenerate(broker.client, ask(question, protocol === 'openai' ? { seed: 21, ...over } : over));
+      const thought = o.messages.flatMap((u) => (u.update?.$case === 'thinking' ? [u.update.thinking] : []));
+      return { error: o.error, completion: doneOf(o)?.usage?.completionTokens ?? 0, reasoning: doneOf(o)?.usage?.reasoningTokens, text: text(o), thought };
     };
     if (protocol === 'anthropic') {
       const before = (await emulatorStats(emulator)).requests;
-      for (const over of [{ reasoningEffort: 'high' }, { logitBias: { '50256': -100 } }, { verbosity: 'low' }] as Partial<GenerateRequest>[]) expect((await usage(over)).error?.code).toBe(status.INVALID_ARGUMENT);
+      for (const over of [{ logitBias: { '50256': -100 } }, { verbosity: 'low' }, { reasoningEffort: 'high', thinkingAdaptive: true }, { reasoningEffort: 'low', effort: 'low' }] as Partial<GenerateRequest>[]) {
+        expect((await usage(over)).error?.code).toBe(status.INVALID_ARGUMENT);
+      }
       expect((await emulatorStats(emulator)).requests).toBe(before);
+      // reasoning_effort is adaptive thinking at that effort: signed thinking first, longer the more the effort; minimal thinks not at all.
+      const [low, high, minimal] = [await usage({ reasoningEffort: 'low' }), await usage({ reasoningEffort: 'high' }), await usage({ reasoningEffort: 'minimal' })];
+      for (const o of [low, high]) {
+        expect(o.error).toBeUndefined();
+        expect(o.thought.filter((p) => p.signature)).toHaveLength(1);
+        expect(o.text.length).toBeGreaterThan(20);
+      }
+      const thoughtOf = (o: typeof low) => o.thought.map((p) => p.text).join('').length;
+      expect(thoughtOf(high)).toBeGreaterThan(thoughtOf(low));
+      expect(minimal.error).toBeUndefined();
+      expect(minimal.thought).toEqual([]);
       return;
     }
     const plain = await usage({});

@@ -767,6 +767,60 @@ test('extended thinking through the official Anthropic client, to an Anthropic u
   expect((await emulatorStats(emulator)).requests).toBe(upstream);
 });
 
+test('Codex\'s Responses requests through the official openai client (reasoning effort and summary, include, prompt_cache_key, store false): to an Anthropic upstream, adaptive thinking as reasoning items passed back in a tool-use loop; to an OpenAI one, answered as asked', async () => {
+  const codex = {
+    instructions: 'You are a coding agent.', tool_choice: 'auto' as const, parallel_tool_calls: false, store: false, include: ['reasoning.encrypted_content' as const],
+    reasoning: { effort: 'medium' as const, summary: 'auto' as const }, prompt_cache_key: '0f4c2a9e-codex-session',
+    tools: [{ type: 'function' as const, name: 'search_web', description: 'Search the web', strict: false, parameters: { type: 'object', properties: { query: { type: 'string' } }, required: ['query'] } }],
+  };
+  const question = { type: 'message' as const, role: 'user' as const, content: [{ type: 'input_text' as const, text: 'Search the latest news about tidal power' }] };
+  /** A streamed response as Codex reads it: the items done, the summary's deltas, the end. */
+  const streamed = async (client: OpenAI, model: string, input: OpenAI.Responses.ResponseInputItem[]) => {
+    const items: OpenAI.Responses.ResponseOutputItem[] = [];
+    let summary = '';
+    let completed: OpenAI.Responses.Response | undefined;
+    for await (const e of await client.responses.create({ ...codex, model, input, stream: true })) {
+      if (e.type === 'response.output_item.done') items.push(e.item);
+      else if (e.type === 'response.reasoning_summary_text.delta') summary += e.delta;
+      else if (e.type === 'response.completed') completed = e.response;
+    }
+    return { items, summary, completed: completed! };
+  };
+  const edge = await startEdge({ EDGE_INLINE_BROKER: 'true', LLM_PROTOCOL: 'anthropic', LLM_BASE_URL: `${emulator.url}/v1`, LLM_API_KEY: 'local-dev-key' });
+  try {
+    const client = new OpenAI({ apiKey: alice, baseURL: `${edge.url!}/v1`, maxRetries: 0 });
+    const asked = await streamed(client, 'claude-emulated', [question]);
+    expect(asked.items.map((i) => i.type)).toEqual(['reasoning', 'function_call']);
+    const reasoning = asked.items[0] as OpenAI.Responses.ResponseReasoningItem;
+    expect(reasoning.summary).toEqual([{ type: 'summary_text', text: asked.summary }]);
+    expect(asked.summary.length).toBeGreaterThan(20);
+    expect(reasoning.encrypted_content).toMatch(/^[A-Za-z0-9_-]{40,}$/);
+    expect(asked.completed.output).toEqual(asked.items);
+    const call = asked.items[1] as OpenAI.Responses.ResponseFunctionToolCall;
+    const output = { type: 'function_call_output' as const, call_id: call.call_id, output: '{"news":"a new tidal lagoon opened"}' };
+    // Passed back as Codex passes its history back (the reasoning item without its id): the provider checks the thinking's signature, and answers.
+    const { id: _id, ...passed } = reasoning;
+    const answered = await streamed(client, 'claude-emulated', [question, passed as OpenAI.Responses.ResponseReasoningItem, call, output]);
+    expect(answered.items.map((i) => i.type)).toEqual(['reasoning', 'message']);
+    const said = answered.items[1] as OpenAI.Responses.ResponseOutputMessage;
+    expect((said.content[0] as OpenAI.Responses.ResponseOutputText).text).toContain('"a new tidal lagoon opened"');
+    // Without the reasoning, the provider refuses the loop (its tool-use rule), relayed as its 400.
+    const without = await client.responses.create({ ...codex, model: 'claude-emulated', input: [question, call, output] }).catch((e: unknown) => e);
+    expect(without).toBeInstanceOf(OpenAI.BadRequestError);
+    expect(String((without as Error).message)).toMatch(/Expected `thinking` or `redacted_thinking`/);
+    // minimal effort: no thinking, no reasoning item.
+    const minimal = await client.responses.create({ ...codex, model: 'claude-emulated', tools: undefined, reasoning: { effort: 'minimal' }, input: 'Why is the sea salty?' });
+    expect(minimal.output.map((i) => i.type)).toEqual(['message']);
+  } finally {
+    await edge.stop();
+  }
+  // The mesh's own upstream speaks OpenAI's protocol (Chat Completions): the same request answered, its reasoning in the usage, no reasoning items.
+  const plain = await streamed(new OpenAI({ apiKey: alice, baseURL: `${mesh.edge.url}/v1`, maxRetries: 0 }), 'emulator-1', [question]);
+  expect(plain.items.map((i) => i.type)).not.toContain('reasoning');
+  expect(plain.completed.status).toBe('completed');
+  expect(plain.completed.usage!.output_tokens_details.reasoning_tokens).toBeGreaterThan(0);
+});
+
 test('n choices through the official client: one upstream call each, each its own seeded answer, streamed and not', async () => {
   const client = new OpenAI({ apiKey: alice, baseURL: `${mesh.edge.url}/v1`, maxRetries: 0 });
   const messages = [{ role: 'user' as const, content: 'Why do cats purr?' }];

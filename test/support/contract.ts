@@ -192,6 +192,9 @@ function semanticRefusal(r: Req, body: unknown): boolean {
     if (/^body: a (maximum of \d+ blocks|ttl='1h' cache_control block)/.test(said)) return marksCache;
     return /^body\/tool_choice\b/.test(said) && sent.tool_choice != null;
   }
+  // A reasoning item passed back must carry what this gateway gave (its description says so).
+  if (code === 'empty_input') return Array.isArray(sent.input) && sent.input.every((i: { type?: unknown }) => i.type === 'reasoning');
+  if (code === 'invalid_encrypted_content') return /"encrypted_content":"[^"]/.test(JSON.stringify(sent));
   if (code === 'invalid_page_token') return new URLSearchParams(r.query).has('pageToken');
   // So is an item id of the right form that the list does not hold.
   if (code === 'invalid_after') return new URLSearchParams(r.query).has('after');

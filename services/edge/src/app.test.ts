@@ -126,6 +126,23 @@ describe('edge app (fake peers)', () => {
   const send = (id: string, content = 'hello', t = alice, headers: Record<string, string> = {}) =>
     fetch(`${base}/api/conversations/${id}/messages`, { method: 'POST', headers: { ...json(t), ...headers }, body: JSON.stringify({ content }) });
 
+  /**
+   * The fake broker thinks in these pieces, then answers "Done.", recording each request, until
+   * `restore`; its Done says nothing was cleared when the call asked for context editing.
+   */
+  const thinkingBroker = (pieces: { text?: string; signature?: string; redactedData?: string }[]) => {
+    const generate = gw.fakeBroker.generate;
+    const seen: GenerateRequest[] = [];
+    gw.fakeBroker.generate = async function* (req: GenerateRequest) {
+      seen.push(req);
+      for (const p of pieces) yield { update: { $case: 'thinking', thinking: { text: '', signature: '', redactedData: '', ...p } } };
+      yield { update: { $case: 'delta', delta: { content: 'Done.', logprobs: [] } } };
+      const applied = req.contextManagementJson ? { contextManagementJson: JSON.stringify({ applied_edits: [] }) } : {};
+      yield { update: { $case: 'done', done: { finishReason: 'stop', usage: { promptTokens: 5, completionTokens: 40, totalTokens: 45 }, toolCalls: [], model: 'upstream', queueWaitMs: 0, cache: 0, cachedUsage: undefined, upstream: 'default', content: '', logprobs: [], ...applied } } };
+    } as typeof generate;
+    return { seen, restore: () => { gw.fakeBroker.generate = generate; } };
+  };
+
   describe('contract', () => {
     beforeAll(() => setup());
     afterAll(() => teardown());
@@ -1146,6 +1163,67 @@ describe('edge app (fake peers)', () => {
       }
     });
 
+    test('reasoning, as Codex asks for it (summary, include, prompt_cache_key): an upstream\'s thinking is a reasoning item before the message, its text the summary, the block its encrypted_content; passed back, the block goes on', async () => {
+      const { seen, restore } = thinkingBroker([{ text: 'Weigh ' }, { text: 'it.', signature: 'sig-1' }, { redactedData: 'opaque' }]);
+      const codex = { reasoning: { effort: 'medium', summary: 'auto' }, include: ['reasoning.encrypted_content'], prompt_cache_key: 'conversation-7', store: false, parallel_tool_calls: false, tool_choice: 'auto' };
+      try {
+        const whole = (await (await respond(codex)).json()) as { output: Record<string, any>[]; reasoning: unknown };
+        expect(whole.reasoning).toEqual({ effort: 'medium', summary: 'auto' });
+        expect(whole.output.map((o) => o['type'])).toEqual(['reasoning', 'reasoning', 'message']);
+        expect(whole.output[0]).toMatchObject({ summary: [{ type: 'summary_text', text: 'Weigh it.' }] });
+        expect(whole.output[1]!['summary']).toEqual([]);
+        expect(whole.output[0]!['id']).toMatch(/^rs_/);
+        expect(seen[0]).toMatchObject({ reasoningEffort: 'medium', promptCacheKey: 'conversation-7' });
+        // Without include, no encrypted_content; without a summary asked for, an empty one.
+        const bare = (await (await respond({ reasoning: { effort: 'low' } })).json()) as { output: Record<string, any>[] };
+        expect(bare.output[0]).toEqual({ type: 'reasoning', id: bare.output[0]!['id'], summary: [] });
+        // Passed back (as Codex does, without ids): the blocks are the assistant turn's thinking, before its call.
+        const [thought, redacted] = whole.output;
+        const turn = [
+          { role: 'user', content: 'Search the news' },
+          { type: 'reasoning', summary: thought!['summary'], encrypted_content: thought!['encrypted_content'] },
+          { type: 'reasoning', summary: [], encrypted_content: redacted!['encrypted_content'] },
+          { type: 'function_call', call_id: 'c1', name: 'search_web', arguments: '{}' },
+          { type: 'function_call_output', call_id: 'c1', output: 'none' },
+          // One the caller kept no content of is left out.
+          { type: 'reasoning', summary: [] },
+        ];
+        expect((await respond({ ...codex, input: turn, tools: [{ type: 'function', name: 'search_web', parameters: { type: 'object' } }] })).status).toBe(200);
+        expect(seen.at(-1)!.messages.map((m) => ({ role: m.role, thinking: m.thinking, calls: m.toolCalls.map((c) => c.id) }))).toEqual([
+          { role: 'user', thinking: [], calls: [] },
+          { role: 'assistant', thinking: [{ text: 'Weigh it.', signature: 'sig-1', redactedData: '' }, { text: '', signature: '', redactedData: 'opaque' }], calls: ['c1'] },
+          { role: 'tool', thinking: [], calls: [] },
+        ]);
+        // Kept, the blocks stay with the conversation even when not shown: previous_response_id passes them back.
+        const kept = (await (await respond({ reasoning: { effort: 'low' }, input: 'Search the news' })).json()) as { id: string };
+        expect((await respond({ previous_response_id: kept.id, input: 'And now?' })).status).toBe(200);
+        expect(seen.at(-1)!.messages[1]).toMatchObject({ role: 'assistant', content: 'Done.', thinking: [{ text: 'Weigh it.', signature: 'sig-1' }, { redactedData: 'opaque' }] });
+        // Streamed: the reasoning item, its summary streamed as it is written, then the message.
+        const events = await readEvents(await respond({ ...codex, stream: true }));
+        const kinds = events.map((e) => e.event).filter((k) => k !== 'response.output_text.delta');
+        expect(kinds).toEqual([
+          'response.created', 'response.in_progress',
+          'response.output_item.added', 'response.reasoning_summary_part.added', 'response.reasoning_summary_text.delta', 'response.reasoning_summary_text.delta',
+          'response.reasoning_summary_text.done', 'response.reasoning_summary_part.done', 'response.output_item.done',
+          'response.output_item.added', 'response.output_item.done',
+          'response.output_item.added', 'response.content_part.added', 'response.output_text.done', 'response.content_part.done', 'response.output_item.done', 'response.completed',
+        ]);
+        const data = events.map((e) => e.data as Record<string, any>);
+        expect(data.filter((d) => d['type'] === 'response.reasoning_summary_text.delta').map((d) => [d['output_index'], d['summary_index'], d['delta']])).toEqual([[0, 0, 'Weigh '], [0, 0, 'it.']]);
+        const items = data.filter((d) => d['type'] === 'response.output_item.done').map((d) => d['item']);
+        expect(items.slice(0, 2)).toEqual(whole.output.slice(0, 2).map((o) => ({ ...o, id: expect.stringMatching(/^rs_/) })));
+        expect(data.at(-1)!['response'].output.slice(0, 2)).toEqual(items.slice(0, 2));
+      } finally {
+        restore();
+      }
+      // What this gateway did not give is refused by name: another include, and reasoning it cannot read.
+      expect(await refusal(await respond({ include: ['message.output_text.logprobs'] }))).toBe('body/include/0 must be "reasoning.encrypted_content"');
+      const forged = await respond({ input: [{ type: 'reasoning', summary: [], encrypted_content: Buffer.from('{"type":"other"}').toString('base64url') }, { role: 'user', content: 'hi' }] });
+      expect(await refusal(await respond({ instructions: 'Be brief.', input: [{ type: 'reasoning', summary: [] }] })))
+        .toBe('body/input holds reasoning items alone: they go with the turn they were part of, and leave nothing to answer');
+      expect(await refusal(forged)).toBe('body/input/0/encrypted_content is not reasoning this gateway gave (an answer\'s reasoning item, with include: ["reasoning.encrypted_content"])');
+    });
+
     test('streamed, the response is kept before response.completed tells its id; a store that cannot keep it leaves the answer whole, with store false', async () => {
       const events = await readEvents(await respond({ stream: true }));
       const done = events.at(-1)!.data as { response: { id: string; store: boolean } };
@@ -1215,9 +1293,9 @@ describe('edge app (fake peers)', () => {
       }
     });
 
-    test('what this API does not do is refused by name: hosted tools, reasoning summaries, unknown parameters', async () => {
+    test('what this API does not do is refused by name: hosted tools, an unknown reasoning summary, unknown parameters', async () => {
       expect(await refusal(await respond({ tools: [{ type: 'web_search_preview' }] }))).toBe('body/tools/0/type must be "function"');
-      expect(await refusal(await respond({ reasoning: { effort: 'low', summary: 'auto' } }))).toBe('body/reasoning/summary must be null');
+      expect(await refusal(await respond({ reasoning: { effort: 'low', summary: 'brief' } }))).toBe('body/reasoning/summary must be "auto" or "concise" or "detailed" or null');
       expect(await refusal(await respond({ temprature: 0 }))).toBe('body has a parameter this API does not take: "temprature" (refused rather than ignored)');
       expect(await refusal(await respond({ input: [{ role: 'assistant', content: [{ type: 'input_image', image_url: 'https://example.com/a.png' }] }] })))
         .toBe("body/input holds an image in a message with role 'assistant': only a user message may");
@@ -1310,23 +1388,6 @@ describe('edge app (fake peers)', () => {
       expect((await anthropicError(await message({ tools: [{ name: 't', input_schema: { type: 'object' }, cache_control: { type: 'persistent' } }] }), 400)).message)
         .toBe('body/tools/0/cache_control/type must be "ephemeral"');
     });
-
-    /**
-     * The fake broker thinks in these pieces, then answers "Done.", recording each request, until
-     * `restore`; its Done says nothing was cleared when the call asked for context editing.
-     */
-    const thinkingBroker = (pieces: { text?: string; signature?: string; redactedData?: string }[]) => {
-      const generate = gw.fakeBroker.generate;
-      const seen: GenerateRequest[] = [];
-      gw.fakeBroker.generate = async function* (req: GenerateRequest) {
-        seen.push(req);
-        for (const p of pieces) yield { update: { $case: 'thinking', thinking: { text: '', signature: '', redactedData: '', ...p } } };
-        yield { update: { $case: 'delta', delta: { content: 'Done.', logprobs: [] } } };
-        const applied = req.contextManagementJson ? { contextManagementJson: JSON.stringify({ applied_edits: [] }) } : {};
-        yield { update: { $case: 'done', done: { finishReason: 'stop', usage: { promptTokens: 5, completionTokens: 40, totalTokens: 45 }, toolCalls: [], model: 'upstream', queueWaitMs: 0, cache: 0, cachedUsage: undefined, upstream: 'default', content: '', logprobs: [], ...applied } } };
-      } as typeof generate;
-      return { seen, restore: () => { gw.fakeBroker.generate = generate; } };
-    };
 
     test('extended thinking: the budget and an assistant\'s thinking blocks go on to the broker; the thinking comes back first, as blocks with their signatures, whole or streamed as Anthropic streams them', async () => {
       const { seen, restore: stopThinking } = thinkingBroker([{ text: 'Weigh ' }, { text: 'it.' }, { signature: 'sig-1' }, { redactedData: 'opaque' }]);

@@ -70,6 +70,8 @@ export interface GenerateInput {
   verbosity?: string;
   /** The caller's name for its end user, for the provider's abuse monitoring; empty or absent: none. */
   endUser?: string;
+  /** OpenAI's `prompt_cache_key`: which prompt cache calls sharing a prefix go to; empty or absent: none. */
+  promptCacheKey?: string;
   /** Answer from (and store into) the response cache. */
   cache: boolean;
   /** Ask the upstream for the whole answer at once (the caller does not stream). */
@@ -650,6 +652,9 @@ export class LlmBroker {
     if (!Number.isInteger(top) || top < 0 || top > 20) throw new BrokerRefusal('invalid_request', 'top_logprobs must be an integer between 0 and 20');
     if (top > 0 && !input.logprobs) throw new BrokerRefusal('invalid_request', 'top_logprobs is only allowed with logprobs');
     if (input.reasoningEffort && !REASONING_EFFORTS.has(input.reasoningEffort)) throw new BrokerRefusal('invalid_request', 'reasoning_effort must be minimal, low, medium or high');
+    // On Anthropic's protocol reasoning_effort is adaptive thinking at that effort: one or the other.
+    if (input.reasoningEffort && (adaptive || budget !== undefined || input.effort)) throw new BrokerRefusal('invalid_request', 'reasoning_effort, or thinking and effort, not both');
+    if (input.promptCacheKey && input.promptCacheKey.length > 256) throw new BrokerRefusal('invalid_request', 'prompt_cache_key must be at most 256 characters');
     if (input.verbosity && !VERBOSITIES.has(input.verbosity)) throw new BrokerRefusal('invalid_request', 'verbosity must be low, medium or high');
     const bias = Object.entries(input.logitBias ?? {});
     if (bias.length > 300 || bias.some(([token, v]) => !/^\d{1,9}$/.test(token) || !(v >= -100 && v <= 100))) {
@@ -672,6 +677,7 @@ export class LlmBroker {
       ...(input.reasoningEffort ? { reasoningEffort: input.reasoningEffort } : {}),
       ...(input.verbosity ? { verbosity: input.verbosity } : {}),
       ...(input.endUser ? { endUser: input.endUser.slice(0, 256) } : {}),
+      ...(input.promptCacheKey ? { promptCacheKey: input.promptCacheKey } : {}),
       ...(bias.length > 0 ? { logitBias: input.logitBias } : {}),
       ...(budget !== undefined ? { thinkingBudgetTokens: budget } : {}),
       ...(adaptive ? { thinkingAdaptive: true as const } : {}),
@@ -714,9 +720,12 @@ export class LlmBroker {
     const deltas: string[] = [];
     const logprobs: (LogprobOut[] | null)[] = [];
     let toolCallsSent = false;
+    // An answer that thought (an Anthropic upstream's for reasoning_effort) is not stored: its signed blocks are its own.
+    let thought = false;
     try {
       for await (const e of this.fromUpstreams(input, call, candidates, signal, deadline)) {
         if (e.type === 'toolCall') toolCallsSent = true;
+        if (e.type === 'thinking') thought = true;
         if (e.type === 'delta') {
           deltas.push(e.content);
           if (call.logprobs) logprobs.push(e.logprobs ?? null);
@@ -729,7 +738,7 @@ export class LlmBroker {
         const answer: CachedAnswer = {
           deltas, ...(call.logprobs ? { logprobs } : {}), finishReason: e.finishReason, ...(e.stopSequence ? { stopSequence: e.stopSequence } : {}), toolCalls: e.toolCalls, model: e.model, usage: e.usage, upstream: e.upstream, storedAt: Date.now(),
         };
-        await cache.put(key, answer).catch((err: unknown) => d.logger.warn({ err: (err as Error).message }, 'response cache: answer not stored'));
+        if (!thought) await cache.put(key, answer).catch((err: unknown) => d.logger.warn({ err: (err as Error).message }, 'response cache: answer not stored'));
         d.metrics.cacheLookups.inc({ result: 'miss' });
         yield { ...e, cache: 'miss' };
       }

@@ -87,6 +87,7 @@ export function toInput(req: GenerateRequest): GenerateInput {
     reasoningEffort: req.reasoningEffort,
     verbosity: req.verbosity,
     endUser: req.endUser,
+    promptCacheKey: req.promptCacheKey,
     logitBias: req.logitBias,
     temperature: req.hasTemperature ? req.temperature : undefined,
     cache: req.cache,

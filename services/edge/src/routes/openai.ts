@@ -59,6 +59,8 @@ export interface ChatBody {
   verbosity?: string | null;
   logit_bias?: Record<string, number> | null;
   user?: string;
+  /** OpenAI's hint of which prompt cache calls sharing a prefix go to. */
+  prompt_cache_key?: string | null;
   metadata?: Record<string, string> | null;
 }
 
@@ -418,7 +420,7 @@ export function openaiRoutes(app: FastifyInstance, ctx: EdgeContext): void {
             reasoning_effort: {
               type: ['string', 'null'],
               enum: ['minimal', 'low', 'medium', 'high', null],
-              description: 'how much a reasoning model thinks before it answers (its reasoning tokens are billed as completion tokens, within `max_completion_tokens`); an Anthropic upstream has none (as seed)',
+              description: 'how much a reasoning model thinks before it answers (its reasoning tokens are billed as completion tokens, within `max_completion_tokens`); an Anthropic upstream thinks adaptively at that effort (its `output_config.effort`; `minimal`: no thinking, at low effort), its thinking given as `thinking`\'s is (not with `thinking`)',
             },
             verbosity: {
               type: ['string', 'null'],
@@ -434,6 +436,7 @@ export function openaiRoutes(app: FastifyInstance, ctx: EdgeContext): void {
             },
             parallel_tool_calls: { type: ['boolean', 'null'], description: 'false: at most one tool call in the answer (Anthropic\'s `disable_parallel_tool_use`); changes nothing without `tools`' },
             user: { type: 'string', maxLength: 256 },
+            prompt_cache_key: { type: ['string', 'null'], maxLength: 256, pattern: NO_NUL, description: 'OpenAI\'s hint that calls sharing a long prefix go to the same prompt cache (as its conversation\'s id): passed on to an OpenAI upstream; an Anthropic upstream, whose cache is keyed by the prefix alone, is not sent it. Not part of the response cache\'s key' },
             metadata: metadataSchema,
             ...DEFAULT_ONLY,
           },
@@ -669,6 +672,7 @@ function generateRequest(userId: string, body: ChatBody, messages: ChatMessage[]
     ...(body.reasoning_effort ? { reasoningEffort: body.reasoning_effort } : {}),
     ...(body.verbosity ? { verbosity: body.verbosity } : {}),
     ...(body.user ? { endUser: body.user } : {}),
+    ...(body.prompt_cache_key ? { promptCacheKey: body.prompt_cache_key } : {}),
     logitBias: body.logit_bias ?? {},
     maxTokens,
     temperature: body.temperature ?? 0,

@@ -16,7 +16,7 @@ import { badRequest, fromGrpc, HttpError, isGrpcError } from '../errors';
 import { GENERATE_DEADLINE_MS } from '../gateways/broker';
 import { ERASE_RESPONSES_TIMEOUT_MS } from '../gateways/store';
 import { requestScope } from '../scope';
-import { BlockSequence, type Step } from './blocks';
+import { BlockSequence, type Step, type WholeThinking } from './blocks';
 import { CACHE_HEADER, completion, countTokens, eventStream, openStream, readToEnd, wholeAnswer, type Begun, type ChatBody, type Piece } from './openai';
 import { eventFrame } from '../background';
 import { anyObject, BACKED, errorResponses, FUNCTION_NAME, IMAGE_URL, iso, metadataSchema, NO_NUL, openAiErrorResponses, pageOf, pageQuery } from './schemas';
@@ -72,6 +72,19 @@ const inputItem = {
         status: { type: 'string' },
       },
     },
+    {
+      type: 'object',
+      required: ['type', 'summary'],
+      description: 'an earlier answer\'s reasoning, passed back: its `encrypted_content` (what `include: ["reasoning.encrypted_content"]` gives) is the thinking block sent back to the provider; one without it is left out. Reasoning items alone are nothing to answer: 400 `empty_input`',
+      properties: {
+        type: { type: 'string', enum: ['reasoning'] },
+        summary: { type: 'array', maxItems: 100, items: { type: 'object', required: ['type', 'text'], properties: { type: { type: 'string', enum: ['summary_text'] }, text } } },
+        content: { type: ['array', 'null'], maxItems: 100, items: { type: 'object', required: ['type', 'text'], properties: { type: { type: 'string', enum: ['reasoning_text'] }, text } } },
+        encrypted_content: { type: ['string', 'null'], maxLength: 400_000, pattern: '^[A-Za-z0-9_-]*$', description: 'as this gateway gave it: another is 400 `invalid_encrypted_content`' },
+        id: { type: 'string' },
+        status: { type: ['string', 'null'] },
+      },
+    },
   ],
 } as const;
 
@@ -87,7 +100,9 @@ interface ResponsesBody {
   tool_choice?: 'auto' | 'none' | 'required' | { type: 'function'; name: string } | null;
   parallel_tool_calls?: boolean | null;
   text?: { format?: { type: string; name?: string; schema?: Record<string, unknown>; description?: string; strict?: boolean | null }; verbosity?: string | null } | null;
-  reasoning?: { effort?: string | null } | null;
+  reasoning?: { effort?: string | null; summary?: string | null } | null;
+  include?: string[] | null;
+  prompt_cache_key?: string | null;
   metadata?: Record<string, string> | null;
   user?: string;
   store?: boolean | null;
@@ -99,14 +114,15 @@ type InputItem = { id?: string } & (
   | { type?: 'message'; role: string; content: string | { type: string; text?: string; image_url?: string; detail?: string }[] }
   | { type: 'function_call'; call_id: string; name: string; arguments: string }
   | { type: 'function_call_output'; call_id: string; output: string }
+  | { type: 'reasoning'; summary: { type: string; text: string }[]; encrypted_content?: string | null; status?: string | null }
 );
 
 /** The id prefix of each kind of item, as OpenAI's. */
-const ID_PREFIX: Record<NonNullable<InputItem['type']>, string> = { message: 'msg', function_call: 'fc', function_call_output: 'fco' };
+const ID_PREFIX: Record<NonNullable<InputItem['type']>, string> = { message: 'msg', function_call: 'fc', function_call_output: 'fco', reasoning: 'rs' };
 
 /** An input item as OpenAI lists it: typed, a message's text as parts, with its status. */
 function listedItem(item: InputItem): Record<string, unknown> {
-  if (item.type === 'function_call' || item.type === 'function_call_output') return { status: 'completed', ...item };
+  if (item.type === 'function_call' || item.type === 'function_call_output' || item.type === 'reasoning') return { status: 'completed', ...item };
   const content = typeof item.content === 'string' ? [{ type: item.role === 'assistant' ? 'output_text' : 'input_text', text: item.content }] : item.content;
   return { type: 'message', status: 'completed', ...item, content };
 }
@@ -122,11 +138,18 @@ const inputItems = (input: ResponsesBody['input']): InputItem[] => (typeof input
 function asChat(body: ResponsesBody, items: InputItem[]): ChatBody {
   const messages: ChatBody['messages'] = [];
   if (body.instructions) messages.push({ role: 'developer', content: body.instructions });
-  for (const item of items) {
-    if (item.type === 'function_call') {
+  for (const [i, item] of items.entries()) {
+    // An answer's reasoning, text and calls are one assistant turn: its thinking first.
+    const last = messages.at(-1);
+    const turn = last?.role === 'assistant' ? last : undefined;
+    if (item.type === 'reasoning') {
+      const block = item.encrypted_content ? thinkingIn(item.encrypted_content, i) : undefined;
+      if (!block) continue;
+      if (turn) (turn.thinking_blocks ??= []).push(block);
+      else messages.push({ role: 'assistant', content: null, thinking_blocks: [block] });
+    } else if (item.type === 'function_call') {
       const call = { id: item.call_id, type: 'function' as const, function: { name: item.name, arguments: item.arguments } };
-      const last = messages.at(-1);
-      if (last?.role === 'assistant' && last.tool_calls) last.tool_calls.push(call);
+      if (turn && (turn.tool_calls || turn.content == null)) (turn.tool_calls ??= []).push(call);
       else messages.push({ role: 'assistant', content: null, tool_calls: [call] });
     } else if (item.type === 'function_call_output') {
       messages.push({ role: 'tool', tool_call_id: item.call_id, content: item.output });
@@ -137,8 +160,13 @@ function asChat(body: ResponsesBody, items: InputItem[]): ChatBody {
       if (item.role !== 'user' && typeof content !== 'string' && content.some((p) => p.type === 'image_url')) {
         throw badRequest(`body/input holds an image in a message with role '${item.role}': only a user message may`, undefined, 'input');
       }
-      messages.push({ role: item.role, content });
+      // The text of a turn that began with its reasoning.
+      if (item.role === 'assistant' && turn && turn.content == null && !turn.tool_calls) turn.content = content;
+      else messages.push({ role: item.role, content });
     }
+  }
+  if (messages.length === (body.instructions ? 1 : 0)) {
+    throw badRequest('body/input holds reasoning items alone: they go with the turn they were part of, and leave nothing to answer', 'empty_input', 'input');
   }
   const format = body.text?.format;
   const choice = body.tool_choice;
@@ -159,8 +187,49 @@ function asChat(body: ResponsesBody, items: InputItem[]): ChatBody {
     ...(body.text?.verbosity ? { verbosity: body.text.verbosity } : {}),
     ...(body.metadata ? { metadata: body.metadata } : {}),
     ...(body.user ? { user: body.user } : {}),
+    ...(body.prompt_cache_key ? { prompt_cache_key: body.prompt_cache_key } : {}),
   };
 }
+
+/**
+ * A thinking block as a reasoning item's `encrypted_content`: the block itself (its text and the
+ * provider's signature, or a redacted block's data) as base64url JSON. Not secret (the same text is
+ * the item's summary) and not to be forged: the provider checks the signature when it is passed back.
+ */
+const sealed = (block: WholeThinking): string => Buffer.from(JSON.stringify(block)).toString('base64url');
+
+/** The thinking block of a reasoning item passed back (input item `i`), or a 400 when it is not one this gateway gave. */
+function thinkingIn(encrypted: string, i: number): WholeThinking {
+  let block: unknown;
+  try {
+    block = JSON.parse(Buffer.from(encrypted, 'base64url').toString('utf8'));
+  } catch {
+    block = undefined;
+  }
+  const b = block as Partial<Record<string, unknown>> | undefined;
+  if (b?.['type'] === 'thinking' && typeof b['thinking'] === 'string' && typeof b['signature'] === 'string') return { type: 'thinking', thinking: b['thinking'], signature: b['signature'] };
+  if (b?.['type'] === 'redacted_thinking' && typeof b['data'] === 'string') return { type: 'redacted_thinking', data: b['data'] };
+  throw badRequest(`body/input/${i}/encrypted_content is not reasoning this gateway gave (an answer's reasoning item, with include: ["reasoning.encrypted_content"])`, 'invalid_encrypted_content', `input[${i}].encrypted_content`);
+}
+
+/**
+ * A thinking block as a reasoning item: its text as the summary when the caller asked for one
+ * (`reasoning.summary`), the block itself as `encrypted_content` (shown when asked for by
+ * `include`, and always kept, for a later call's previous_response_id).
+ */
+function reasoningItem(id: string, block: WholeThinking, summarized: boolean): Record<string, unknown> {
+  const summary = summarized && block.type === 'thinking' ? [{ type: 'summary_text', text: block.thinking }] : [];
+  return { type: 'reasoning', id, summary, encrypted_content: sealed(block) };
+}
+
+/** An output item as the caller sees it: a reasoning item's `encrypted_content` only when `include` asks for it. */
+function shown(item: Record<string, unknown>, body: ResponsesBody): Record<string, unknown> {
+  if (item['type'] !== 'reasoning' || body.include?.includes(ENCRYPTED_REASONING)) return item;
+  const { encrypted_content: _sealed, ...rest } = item;
+  return rest;
+}
+
+const ENCRYPTED_REASONING = 'reasoning.encrypted_content';
 
 type Done = Extract<Piece, { done: true }>;
 
@@ -173,9 +242,10 @@ function statusOf(finishReason: string): { status: 'completed' | 'incomplete'; i
   return { status: 'completed', incomplete_details: null };
 }
 
-/** The answer's output items: its text as one message (when there is text), then its function calls. */
-function outputOf(messageId: string, content: string, done: Done, status: string): State['output'] {
+/** The answer's output items: its reasoning (a thinking upstream's), its text as one message (when there is text), then its function calls. */
+function outputOf(body: ResponsesBody, messageId: string, content: string, thinking: WholeThinking[], done: Done, status: string): State['output'] {
   return [
+    ...thinking.map((block) => reasoningItem(itemId('rs'), block, !!body.reasoning?.summary)),
     ...(content ? [{ type: 'message', id: messageId, status, role: 'assistant', content: [{ type: 'output_text', text: content, annotations: [] }] }] : []),
     ...done.toolCalls.map((c) => ({ type: 'function_call', id: itemId('fc'), call_id: c.id, name: c.function.name, arguments: c.function.arguments, status: 'completed' })),
   ];
@@ -205,10 +275,10 @@ function responseObject({ id, createdAtMs, body }: Answer, state: State): Record
     instructions: body.instructions ?? null,
     max_output_tokens: body.max_output_tokens ?? null,
     model: state.done?.model || body.model,
-    output: state.output,
+    output: state.output.map((item) => shown(item, body)),
     parallel_tool_calls: body.parallel_tool_calls ?? true,
     previous_response_id: body.previous_response_id ?? null,
-    reasoning: { effort: body.reasoning?.effort ?? null, summary: null },
+    reasoning: { effort: body.reasoning?.effort ?? null, summary: body.reasoning?.summary ?? null },
     store: body.store !== false,
     temperature: body.temperature ?? 1,
     text: { format: body.text?.format ?? { type: 'text' }, ...(body.text?.verbosity ? { verbosity: body.text.verbosity } : {}) },
@@ -295,9 +365,22 @@ const responsesBody = {
     },
     reasoning: {
       type: ['object', 'null'],
-      properties: { effort: { type: ['string', 'null'], enum: ['minimal', 'low', 'medium', 'high', null] }, summary: { type: 'null', description: 'no reasoning summaries: null only' } },
+      description: '`effort`: how much a reasoning model thinks (an Anthropic upstream thinks adaptively at that effort; `minimal`: not at all, at low effort). ' +
+        '`summary` (auto, concise or detailed): the answer\'s reasoning items carry the thinking an Anthropic upstream wrote (already a summary) as their `summary`; ' +
+        'without it they are given with an empty summary. An OpenAI upstream, called through Chat Completions, gives no reasoning items',
+      properties: {
+        effort: { type: ['string', 'null'], enum: ['minimal', 'low', 'medium', 'high', null] },
+        summary: { type: ['string', 'null'], enum: ['auto', 'concise', 'detailed', null] },
+      },
       additionalProperties: false,
     },
+    include: {
+      type: ['array', 'null'],
+      maxItems: 10,
+      items: { type: 'string', enum: [ENCRYPTED_REASONING] },
+      description: '`reasoning.encrypted_content`: each reasoning item carries its thinking block (signed by the provider) as `encrypted_content`, to pass back in a later call\'s `input` (needed with `store: false`, as a tool-use loop of a thinking model is refused without it); the other values are refused',
+    },
+    prompt_cache_key: { type: ['string', 'null'], maxLength: 256, pattern: NO_NUL, description: 'a hint that calls sharing a long prefix go to the same prompt cache: passed on to an OpenAI upstream, not sent to an Anthropic one (its cache is keyed by the prefix alone)' },
     metadata: metadataSchema,
     user: { type: 'string', maxLength: 256 },
     store: { type: ['boolean', 'null'], description: 'keep the response (default true, as OpenAI): GET /v1/responses/{id} reads it back and a later call continues from it; false: nothing is kept' },
@@ -341,8 +424,9 @@ export function responsesRoutes(app: FastifyInstance, ctx: EdgeContext): void {
           'The same call as /v1/chat/completions (its models, queue, quota, response cache and `x-mesh-cache` header), asked and answered in the Responses API\'s terms: ' +
           '`input` (text, or items: messages with `input_text`, `output_text` and `input_image` parts, `function_call` and `function_call_output`), `instructions`, ' +
           '`max_output_tokens`, `temperature`, `top_p`, function `tools`, `tool_choice`, `parallel_tool_calls`, `text.format` (text, json_object, json_schema), ' +
-          '`text.verbosity`, `reasoning.effort`, `metadata` (tags on the trace) and `user`. The answer is a `response` with `output` items (a `message` with `output_text`, ' +
-          'and `function_call` items) and `usage`, or with stream: true its events (`response.created`, `response.output_item.added`, `response.output_text.delta`, … ' +
+          '`text.verbosity`, `reasoning` (`effort`, `summary`), `include` (`reasoning.encrypted_content`), `prompt_cache_key`, `metadata` (tags on the trace) and `user`. ' +
+          'The answer is a `response` with `output` items (`reasoning` items when the upstream thinks, a `message` with `output_text`, ' +
+          'and `function_call` items) and `usage`, or with stream: true its events (`response.created`, `response.output_item.added`, `response.reasoning_summary_text.delta`, `response.output_text.delta`, … ' +
           '`response.completed` or `response.incomplete`; an `error` event when the call fails after it began). Unless `store` is false the response is kept for its caller ' +
           '(for RETENTION_DAYS), with the conversation up to it: `previous_response_id` continues from it, GET and DELETE /v1/responses/{id} read and delete it. ' +
           'A response the store could not keep is still answered, with `store: false`. With `background: true` the call runs on without its caller: answered at once ' +
@@ -367,9 +451,9 @@ export function responsesRoutes(app: FastifyInstance, ctx: EdgeContext): void {
         return body.stream ? followResponse(ctx, req, reply, answer.id, -1) : queued;
       }
       if (body.stream) return streamResponse(call, answer);
-      const { text: content, done } = await wholeAnswer(call);
+      const { text: content, done, thinking } = await wholeAnswer(call);
       const end = statusOf(done.finishReason);
-      return finalResponse(call, answer, { ...end, output: outputOf(itemId('msg'), content, done, end.status), done });
+      return finalResponse(call, answer, { ...end, output: outputOf(body, itemId('msg'), content, thinking, done, end.status), done });
     },
   );
 
@@ -607,7 +691,7 @@ async function startBackground(call: Begun, answer: Answer): Promise<Record<stri
   ctx.background.run(answer.id, call.abort, async (emit) => {
     emit('response.created', { response: queued });
     emit('response.queued', { response: queued });
-    const events = new OutputEvents(emit);
+    const events = new OutputEvents(emit, answer.body);
     let state: State;
     try {
       let done: Done | undefined;
@@ -750,12 +834,16 @@ class OutputEvents {
   readonly output: Record<string, unknown>[] = [];
   private readonly blocks = new BlockSequence();
 
-  constructor(private readonly emit: (type: string, data: Record<string, unknown>) => unknown) {}
+  /** The thinking block being written, as it will be kept. */
+  private thought: { type: 'thinking'; thinking: string; signature: string } | { type: 'redacted_thinking'; data: string } | undefined;
 
-  /** A piece of the answer: text, or a tool call's. */
+  constructor(private readonly emit: (type: string, data: Record<string, unknown>) => unknown, private readonly body: ResponsesBody) {}
+
+  /** A piece of the answer: thinking, text, or a tool call's. */
   async piece(p: Piece): Promise<void> {
     if ('delta' in p) await this.steps(this.blocks.text(p.delta));
     else if ('toolCall' in p) await this.steps(this.blocks.toolCall(p.toolCall));
+    else if ('thinking' in p) await this.steps(this.blocks.thinking(p.thinking));
   }
 
   /** The answer's end: the blocks still open are closed (a message's status is the answer's when the answer's end stops it). */
@@ -764,11 +852,40 @@ class OutputEvents {
   }
 
   private async steps(steps: Step[], status = 'completed'): Promise<void> {
-    const { output } = this;
+    const { output, body } = this;
+    const summarized = !!body.reasoning?.summary;
     for (const step of steps) {
       const output_index = step.block;
       const item = output[output_index];
+      const at = { item_id: item?.['id'], output_index, summary_index: 0 };
       switch (step.kind) {
+        // A reasoning item: its summary part streamed when a summary was asked for.
+        case 'thinking-start':
+          this.thought = step.redactedData !== undefined ? { type: 'redacted_thinking', data: step.redactedData } : { type: 'thinking', thinking: '', signature: '' };
+          output[output_index] = { type: 'reasoning', id: itemId('rs'), summary: [] };
+          await this.emit('response.output_item.added', { output_index, item: output[output_index] });
+          if (summarized && !step.redactedData) {
+            await this.emit('response.reasoning_summary_part.added', { item_id: output[output_index]!['id'], output_index, summary_index: 0, part: { type: 'summary_text', text: '' } });
+          }
+          break;
+        case 'thinking':
+          if (this.thought?.type === 'thinking') this.thought.thinking += step.text;
+          if (summarized) await this.emit('response.reasoning_summary_text.delta', { ...at, delta: step.text });
+          break;
+        case 'thinking-signature':
+          if (this.thought?.type === 'thinking') this.thought.signature = step.signature;
+          break;
+        case 'thinking-stop': {
+          const block = this.thought ?? { type: 'thinking', thinking: '', signature: '' };
+          this.thought = undefined;
+          output[output_index] = reasoningItem(item!['id'] as string, block, summarized);
+          if (summarized && block.type === 'thinking') {
+            await this.emit('response.reasoning_summary_text.done', { ...at, text: block.thinking });
+            await this.emit('response.reasoning_summary_part.done', { ...at, part: { type: 'summary_text', text: block.thinking } });
+          }
+          await this.emit('response.output_item.done', { output_index, item: shown(output[output_index]!, body) });
+          break;
+        }
         case 'text-start':
           output[output_index] = { type: 'message', id: itemId('msg'), status: 'in_progress', role: 'assistant', content: [] };
           await this.emit('response.output_item.added', { output_index, item: output[output_index] });
@@ -809,7 +926,7 @@ async function streamResponse(call: Begun, answer: Answer): Promise<void> {
   const { first, write, close } = await openStream(call);
   let sequence = 0;
   const emit = (type: string, data: Record<string, unknown>) => write(eventFrame(type, sequence++, data));
-  const events = new OutputEvents(emit);
+  const events = new OutputEvents(emit, answer.body);
   let answered = false;
   try {
     const begun = responseObject(answer, { status: 'in_progress', output: [] });

@@ -59,6 +59,8 @@ describe('response cache keys', () => {
     ];
     expect(new Set([base, ...variants]).size).toBe(variants.length + 1);
     expect(cache().keyOf(UPSTREAM, req({ endUser: 'user-42' }))).toBe(base);
+    // A hint of where the provider caches the prompt changes no answer.
+    expect(cache().keyOf(UPSTREAM, req({ promptCacheKey: 'conversation-7' }))).toBe(base);
   });
 });
 

@@ -75,11 +75,11 @@ export class ResponseCache {
    * provider is another answer): equal for calls the provider would answer alike.
    */
   keyOf(upstream: string, req: ProviderRequest): string {
-    // Every field of the call but `stream` (the same answer, whole or streamed) and the end user's
-    // name (users share answers); a field left unset is left out of the canonical JSON, so the keys
+    // Every field of the call but `stream` (the same answer, whole or streamed), the end user's
+    // name (users share answers) and the provider's prompt-cache hint; a field left unset is left out of the canonical JSON, so the keys
     // of calls without the optional parameters stay what they were before those existed, and a
     // parameter added later is in the key by itself.
-    const { stream: _stream, endUser: _endUser, ...decisive } = req;
+    const { stream: _stream, endUser: _endUser, promptCacheKey: _promptCacheKey, ...decisive } = req;
     return `${this.o.prefix}:${sha256(canonicalJson({ upstream, ...decisive, temperature: req.temperature ?? null }))}`;
   }
 

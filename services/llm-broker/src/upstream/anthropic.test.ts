@@ -124,9 +124,12 @@ describe('Anthropic Messages request', () => {
     expect(anthropicProtocol.unsupported?.({ ...req, parallelToolCalls: false })).toBeUndefined();
   });
 
-  it('writes stop as stop_sequences and top_p; a seed, penalties, response_format, logprobs, reasoning_effort, logit_bias or verbosity it cannot send, and says so', () => {
-    const body = JSON.parse(anthropicProtocol.request({ ...req, stop: ['END'], topP: 0.9, endUser: 'user-42' }, 'k', true).body) as Record<string, unknown>;
+  it('writes stop as stop_sequences and top_p; a seed, penalties, response_format, logprobs, logit_bias or verbosity it cannot send, and says so', () => {
+    const body = JSON.parse(anthropicProtocol.request({ ...req, stop: ['END'], topP: 0.9, endUser: 'user-42', promptCacheKey: 'conversation-7' }, 'k', true).body) as Record<string, unknown>;
     expect(body).toMatchObject({ stop_sequences: ['END'], top_p: 0.9, metadata: { user_id: 'user-42' } });
+    // Its cache is keyed by the prefix alone: OpenAI's hint is not sent, nor refused.
+    expect(body).not.toHaveProperty('prompt_cache_key');
+    expect(anthropicProtocol.unsupported?.({ ...req, promptCacheKey: 'conversation-7' })).toBeUndefined();
     expect(JSON.parse(anthropicProtocol.request(req, 'k', true).body)).not.toHaveProperty('metadata');
     expect(body).not.toHaveProperty('stop');
     expect(anthropicProtocol.unsupported?.(req)).toBeUndefined();
@@ -135,9 +138,19 @@ describe('Anthropic Messages request', () => {
     expect(anthropicProtocol.unsupported?.({ ...req, frequencyPenalty: 0.5 })).toBe('frequency_penalty');
     expect(anthropicProtocol.unsupported?.({ ...req, responseFormat: { type: 'json_object' } })).toBe('response_format');
     expect(anthropicProtocol.unsupported?.({ ...req, logprobs: true })).toBe('logprobs');
-    expect(anthropicProtocol.unsupported?.({ ...req, reasoningEffort: 'high' })).toBe('reasoning_effort');
     expect(anthropicProtocol.unsupported?.({ ...req, logitBias: { '1': 5 } })).toBe('logit_bias');
     expect(anthropicProtocol.unsupported?.({ ...req, verbosity: 'low' })).toBe('verbosity');
+  });
+
+  it('writes OpenAI\'s reasoning_effort as adaptive thinking at that effort, and minimal as no thinking at low effort', () => {
+    const bodyOf = (reasoningEffort: string) => JSON.parse(anthropicProtocol.request({ ...req, reasoningEffort }, 'k', true).body) as Record<string, unknown>;
+    for (const effort of ['low', 'medium', 'high']) {
+      expect(bodyOf(effort)).toMatchObject({ thinking: { type: 'adaptive' }, output_config: { effort } });
+      expect(anthropicProtocol.unsupported?.({ ...req, reasoningEffort: effort })).toBeUndefined();
+    }
+    expect(bodyOf('minimal')).toMatchObject({ output_config: { effort: 'low' } });
+    expect(bodyOf('minimal')).not.toHaveProperty('thinking');
+    expect(bodyOf('high')).not.toHaveProperty('reasoning_effort');
   });
 
   it('writes a user\'s images as image blocks (a data: URL as base64, any other by URL) among its text, counts them as Anthropic bills them, and refuses a detail it has not', () => {

@@ -135,10 +135,23 @@ function buildBody(req: ProviderRequest): MessagesRequestBody {
     ...(req.stop ? { stop_sequences: req.stop } : {}),
     ...(req.topP !== undefined ? { top_p: req.topP } : {}),
     ...(req.topK !== undefined ? { top_k: req.topK } : {}),
+    ...thinkingOf(req),
+    ...(req.contextManagement ? { context_management: req.contextManagement } : {}),
+  };
+}
+
+/**
+ * Extended thinking and its effort. OpenAI's `reasoning_effort` is adaptive thinking at that effort
+ * (`output_config.effort`): the model decides how much to think, as a reasoning model does;
+ * `minimal`, which hardly thinks, is no thinking at `low` effort.
+ */
+function thinkingOf(req: ProviderRequest): Pick<MessagesRequestBody, 'thinking' | 'output_config'> {
+  const reasoning = req.reasoningEffort;
+  if (reasoning) return reasoning === 'minimal' ? { output_config: { effort: 'low' } } : { thinking: { type: 'adaptive' }, output_config: { effort: reasoning } };
+  return {
     ...(req.thinkingBudgetTokens !== undefined ? { thinking: { type: 'enabled' as const, budget_tokens: req.thinkingBudgetTokens } } : {}),
     ...(req.thinkingAdaptive ? { thinking: { type: 'adaptive' as const } } : {}),
     ...(req.effort ? { output_config: { effort: req.effort } } : {}),
-    ...(req.contextManagement ? { context_management: req.contextManagement } : {}),
   };
 }
 
@@ -487,7 +500,6 @@ const UNSUPPORTED: [string, (req: ProviderRequest) => boolean][] = [
   ['frequency_penalty', (r) => r.frequencyPenalty !== undefined],
   ['response_format', (r) => r.responseFormat !== undefined],
   ['logprobs', (r) => r.logprobs === true],
-  ['reasoning_effort', (r) => !!r.reasoningEffort],
   ['logit_bias', (r) => r.logitBias !== undefined],
   ['verbosity', (r) => !!r.verbosity],
   // It sizes every image itself: a detail asked for would be ignored.

@@ -171,14 +171,14 @@ describe('OpenAI protocol', () => {
     expect(choiceOf({ name: 'search_web' })).toEqual({ type: 'function', function: { name: 'search_web' } });
   });
 
-  it('writes stop, top_p, seed, the penalties, response_format, parallel_tool_calls, logprobs, reasoning_effort, logit_bias and verbosity when set, and nothing for them otherwise', () => {
+  it('writes stop, top_p, seed, the penalties, response_format, parallel_tool_calls, logprobs, reasoning_effort, logit_bias, verbosity and prompt_cache_key when set, and nothing for them otherwise', () => {
     const bodyOf = (over: Partial<ProviderRequest>) => JSON.parse(openAiProtocol.request({ ...req, ...over }, 'sk-1', true).body) as Record<string, unknown>;
-    const all = { stop: ['END'], topP: 0.9, seed: 42, presencePenalty: 0.5, frequencyPenalty: -0.5, responseFormat: { type: 'json_object' }, parallelToolCalls: false as const, logprobs: true as const, topLogprobs: 3, reasoningEffort: 'low', logitBias: { '50256': -100 }, verbosity: 'high', endUser: 'user-42' };
+    const all = { stop: ['END'], topP: 0.9, seed: 42, presencePenalty: 0.5, frequencyPenalty: -0.5, responseFormat: { type: 'json_object' }, parallelToolCalls: false as const, logprobs: true as const, topLogprobs: 3, reasoningEffort: 'low', logitBias: { '50256': -100 }, verbosity: 'high', endUser: 'user-42', promptCacheKey: 'conversation-7' };
     expect(bodyOf(all)).toMatchObject({
       stop: ['END'], top_p: 0.9, seed: 42, presence_penalty: 0.5, frequency_penalty: -0.5, response_format: { type: 'json_object' }, parallel_tool_calls: false, logprobs: true, top_logprobs: 3,
-      reasoning_effort: 'low', logit_bias: { '50256': -100 }, verbosity: 'high', user: 'user-42',
+      reasoning_effort: 'low', logit_bias: { '50256': -100 }, verbosity: 'high', user: 'user-42', prompt_cache_key: 'conversation-7',
     });
-    for (const key of ['stop', 'top_p', 'seed', 'presence_penalty', 'frequency_penalty', 'response_format', 'parallel_tool_calls', 'logprobs', 'top_logprobs', 'reasoning_effort', 'logit_bias', 'verbosity', 'user']) expect(bodyOf({})).not.toHaveProperty(key);
+    for (const key of ['stop', 'top_p', 'seed', 'presence_penalty', 'frequency_penalty', 'response_format', 'parallel_tool_calls', 'logprobs', 'top_logprobs', 'reasoning_effort', 'logit_bias', 'verbosity', 'user', 'prompt_cache_key']) expect(bodyOf({})).not.toHaveProperty(key);
     expect(bodyOf({ logprobs: true })).not.toHaveProperty('top_logprobs');
     expect(openAiProtocol.unsupported?.({ ...req, ...all })).toBeUndefined();
     // Anthropic's alone: a call with them goes to an upstream that takes them, or is refused.

@@ -46,6 +46,7 @@ export interface ChatRequestBody {
   logit_bias?: Record<string, number>;
   verbosity?: string;
   user?: string;
+  prompt_cache_key?: string;
 }
 
 /** A part as OpenAI's content part: text, or an image by URL with its detail. */
@@ -101,6 +102,7 @@ function buildBody(req: ProviderRequest): ChatRequestBody {
     ...(req.logitBias ? { logit_bias: req.logitBias } : {}),
     ...(req.verbosity ? { verbosity: req.verbosity } : {}),
     ...(req.endUser ? { user: req.endUser } : {}),
+    ...(req.promptCacheKey ? { prompt_cache_key: req.promptCacheKey } : {}),
   };
 }
 

@@ -123,6 +123,8 @@ export interface ProviderRequest {
   verbosity?: string;
   /** The caller's name for its end user (OpenAI's `user`, Anthropic's `metadata.user_id`): not part of the cache's key. */
   endUser?: string;
+  /** OpenAI's `prompt_cache_key` (Anthropic's cache needs none): not part of the cache's key. */
+  promptCacheKey?: string;
   /** False: ask for the whole answer at once (when the protocol can); absent or true: streamed. */
   stream?: boolean;
   /** An embeddings call, not a chat (`messages` and `tools` empty, `maxTokens` 0, not streamed). */

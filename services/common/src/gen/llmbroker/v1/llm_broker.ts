@@ -533,8 +533,9 @@ export interface GenerateRequest {
     | undefined;
   /**
    * reasoning_effort (minimal, low, medium, high) is how much a reasoning model thinks before it
-   * answers (OpenAI's; its reasoning tokens are billed as completion tokens). Anthropic has none
-   * (as with seed).
+   * answers (OpenAI's; its reasoning tokens are billed as completion tokens). Anthropic's protocol
+   * sends it as adaptive thinking at that effort (minimal: no thinking, at low effort), its
+   * thinking then coming as thinking_adaptive's does; not with thinking_* or effort.
    */
   reasoningEffort?:
     | string
@@ -602,7 +603,15 @@ export interface GenerateRequest {
    * spends on thinking, text and tool calls; xhigh and max only with thinking. OpenAI's is
    * reasoning_effort. Unset: the model's default.
    */
-  effort?: string | undefined;
+  effort?:
+    | string
+    | undefined;
+  /**
+   * prompt_cache_key is OpenAI's `prompt_cache_key` (at most 256 characters): a hint that calls
+   * sharing a long prefix go to the same cache. It changes no answer: not part of the response
+   * cache's key, and Anthropic's protocol, whose cache is keyed by the prefix alone, does not send it.
+   */
+  promptCacheKey?: string | undefined;
 }
 
 export interface GenerateRequest_LogitBiasEntry {
@@ -2628,6 +2637,7 @@ function createBaseGenerateRequest(): GenerateRequest {
     contextManagementJson: undefined,
     thinkingAdaptive: undefined,
     effort: undefined,
+    promptCacheKey: undefined,
   };
 }
 
@@ -2734,6 +2744,9 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
     }
     if (message.effort !== undefined) {
       writer.uint32(282).string(message.effort);
+    }
+    if (message.promptCacheKey !== undefined) {
+      writer.uint32(290).string(message.promptCacheKey);
     }
     return writer;
   },
@@ -3026,6 +3039,14 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
             message.effort = reader.string();
             continue;
           }
+          case 36: {
+            if (tag !== 290) {
+              break;
+            }
+
+            message.promptCacheKey = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3198,6 +3219,11 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
         ? globalThis.Boolean(object.thinking_adaptive)
         : undefined,
       effort: isSet(object.effort) ? globalThis.String(object.effort) : undefined,
+      promptCacheKey: isSet(object.promptCacheKey)
+        ? globalThis.String(object.promptCacheKey)
+        : isSet(object.prompt_cache_key)
+        ? globalThis.String(object.prompt_cache_key)
+        : undefined,
     };
   },
 
@@ -3311,6 +3337,9 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
     if (message.effort !== undefined) {
       obj.effort = message.effort;
     }
+    if (message.promptCacheKey !== undefined) {
+      obj.promptCacheKey = message.promptCacheKey;
+    }
     return obj;
   },
 
@@ -3363,6 +3392,7 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
     message.contextManagementJson = object.contextManagementJson ?? undefined;
     message.thinkingAdaptive = object.thinkingAdaptive ?? undefined;
     message.effort = object.effort ?? undefined;
+    message.promptCacheKey = object.promptCacheKey ?? undefined;
     return message;
   },
 };
