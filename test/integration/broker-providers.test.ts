@@ -183,7 +183,7 @@ describe.each([
     }
   });
 
-  it('passes stop (the answer ends where it begins) and top_p on; seed, penalties and response_format to OpenAI, and Anthropic, which has none of them, refuses them', async () => {
+  it('passes stop (the answer ends where it begins), top_p and a json_schema response format (Anthropic\'s output_config.format) on; seed, penalties and JSON mode to OpenAI, and Anthropic, which has none of them, refuses them', async () => {
     const question = 'How should a small library plan its opening hours?';
     // The emulator restarted on one seed gives the same answer to the same request: the cut is exact.
     const answer = async (over: Partial<GenerateRequest>) => {
@@ -204,6 +204,11 @@ describe.each([
     } finally {
       await configureEmulator(emulator, { seed: 11 });
     }
+    // Structured output on either protocol: the answer is JSON with the schema's properties.
+    const schema = { type: 'object', properties: { name: { type: 'string' }, size: { type: 'integer' } }, required: ['name', 'size'], additionalProperties: false };
+    const shaped = await runGenerate(broker.client, ask('What is a queue?', { responseFormatJson: JSON.stringify({ type: 'json_schema', json_schema: { name: 'thing', schema, strict: true } }) }));
+    expect(shaped.error).toBeUndefined();
+    expect(JSON.parse(text(shaped))).toEqual({ name: expect.any(String), size: expect.any(Number) });
     if (protocol === 'openai') {
       const json = await runGenerate(broker.client, ask('Answer in JSON: what is a queue?', { responseFormatJson: '{"type":"json_object"}', presencePenalty: 0.5, frequencyPenalty: 0.5 }));
       expect(JSON.parse(text(json))).toEqual({ answer: expect.any(String) });

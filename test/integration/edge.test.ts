@@ -821,6 +821,35 @@ test('Codex\'s Responses requests through the official openai client (reasoning 
   expect(plain.completed.usage!.output_tokens_details.reasoning_tokens).toBeGreaterThan(0);
 });
 
+test('structured output through both official clients, to either upstream: Anthropic\'s output_config.format and OpenAI\'s json_schema response format each answered with JSON that fits the schema', async () => {
+  const schema = { type: 'object', properties: { city: { type: 'string' }, population: { type: 'integer' } }, required: ['city', 'population'], additionalProperties: false };
+  const fits = (text: string) => expect(JSON.parse(text)).toEqual({ city: expect.any(String), population: expect.any(Number) });
+  const ask = async (baseURL: string, model: string) => {
+    const anthropic = await new Anthropic({ apiKey: alice, baseURL, maxRetries: 0 }).messages.create({
+      model, max_tokens: 300, messages: [{ role: 'user', content: 'Name a large city.' }], output_config: { format: { type: 'json_schema', schema } },
+    } as Anthropic.MessageCreateParamsNonStreaming);
+    fits((anthropic.content[0] as Anthropic.TextBlock).text);
+    const openai = await new OpenAI({ apiKey: alice, baseURL: `${baseURL}/v1`, maxRetries: 0 }).chat.completions.create({
+      model, messages: [{ role: 'user', content: 'Name a large city.' }], response_format: { type: 'json_schema', json_schema: { name: 'city', schema, strict: true } },
+    });
+    fits(openai.choices[0]!.message.content!);
+  };
+  const edge = await startEdge({ EDGE_INLINE_BROKER: 'true', LLM_PROTOCOL: 'anthropic', LLM_BASE_URL: `${emulator.url}/v1`, LLM_API_KEY: 'local-dev-key' });
+  try {
+    await ask(edge.url!, 'claude-emulated');
+    // JSON mode has no counterpart in Anthropic's API: refused, saying so, before the provider is asked.
+    const upstream = (await emulatorStats(emulator)).requests;
+    const jsonMode = await new OpenAI({ apiKey: alice, baseURL: `${edge.url!}/v1`, maxRetries: 0 }).chat.completions
+      .create({ model: 'claude-emulated', messages: [{ role: 'user', content: 'hi' }], response_format: { type: 'json_object' } }).catch((e: unknown) => e);
+    expect(jsonMode).toBeInstanceOf(OpenAI.BadRequestError);
+    expect(String((jsonMode as Error).message)).toContain('response_format is not supported by the anthropic protocol');
+    expect((await emulatorStats(emulator)).requests).toBe(upstream);
+  } finally {
+    await edge.stop();
+  }
+  await ask(mesh.edge.url!, 'emulator-1');
+});
+
 test('n choices through the official client: one upstream call each, each its own seeded answer, streamed and not', async () => {
   const client = new OpenAI({ apiKey: alice, baseURL: `${mesh.edge.url}/v1`, maxRetries: 0 });
   const messages = [{ role: 'user' as const, content: 'Why do cats purr?' }];

@@ -1449,6 +1449,21 @@ describe('edge app (fake peers)', () => {
       expect((await anthropicError(await message({ max_tokens: 1024, thinking }), 400)).message).toBe('body: `max_tokens` must be greater than `thinking.budget_tokens`');
     });
 
+    test('structured output (output_config.format) reaches the broker as a strict json_schema response format, beside the effort; a format of another type is refused', async () => {
+      const { seen, restore } = recordGenerate();
+      const schema = { type: 'object', properties: { city: { type: 'string' } }, required: ['city'], additionalProperties: false };
+      try {
+        expect((await message({ output_config: { effort: 'low', format: { type: 'json_schema', schema } } })).status).toBe(200);
+        expect(JSON.parse(seen[0]!.responseFormatJson)).toEqual({ type: 'json_schema', json_schema: { name: 'output', schema, strict: true } });
+        expect(seen[0]!.effort).toBe('low');
+        expect((await message({ output_config: { format: null } })).status).toBe(200);
+        expect(seen[1]!.responseFormatJson).toBe('');
+      } finally {
+        restore();
+      }
+      expect((await anthropicError(await message({ output_config: { format: { type: 'json_object', schema: {} } } }), 400)).message).toBe('body/output_config/format/type must be "json_schema"');
+    });
+
     test('extended thinking on /v1/chat/completions, as LiteLLM takes and gives it: `thinking` and an assistant\'s `thinking_blocks` go on; the answer\'s thinking is `reasoning_content` and `thinking_blocks`, streamed as text then each block whole', async () => {
       const { seen, restore } = thinkingBroker([{ text: 'Weigh ' }, { text: 'it.', signature: 'sig-1' }, { redactedData: 'opaque' }]);
       const chat = (extra: Record<string, unknown>) => fetch(`${base}/v1/chat/completions`, {

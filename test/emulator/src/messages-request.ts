@@ -171,16 +171,27 @@ function thinkingOf(raw: unknown, effort: Effort | undefined): Thinking | undefi
 }
 
 /**
- * `output_config`, as Anthropic checks it, with `effort` its only key here (`format` is not
- * modelled): low, medium, high, xhigh or max (null: none). Returns the effort, or undefined.
+ * `output_config`, as Anthropic checks it: its `effort` (low, medium, high, xhigh or max; null:
+ * none) and its `format` (structured output: `{"type": "json_schema", "schema": {…}}`, the answer
+ * decoded to fit the schema; null: text).
  */
-function effortOf(raw: unknown): Effort | undefined {
-  if (raw === undefined || raw === null) return undefined;
+function outputConfigOf(raw: unknown): { effort?: Effort; format?: { type: 'json_schema'; schema: Record<string, unknown> } } {
+  if (raw === undefined || raw === null) return {};
   if (!isObject(raw)) return bad(`output_config: ${NOT_A_DICT}`);
-  onlyKeys(raw, 'output_config', ['effort']);
-  if (raw.effort === undefined || raw.effort === null) return undefined;
-  if (!EFFORTS.includes(raw.effort as Effort)) return bad("output_config.effort: Input should be 'low', 'medium', 'high', 'xhigh' or 'max'");
-  return raw.effort as Effort;
+  onlyKeys(raw, 'output_config', ['effort', 'format']);
+  const { effort, format } = raw;
+  if (effort !== undefined && effort !== null && !EFFORTS.includes(effort as Effort)) return bad("output_config.effort: Input should be 'low', 'medium', 'high', 'xhigh' or 'max'");
+  if (format !== undefined && format !== null) {
+    if (!isObject(format)) return bad(`output_config.format: ${NOT_A_DICT}`);
+    if (format.type !== 'json_schema') return bad(`output_config.format.type: Input should be 'json_schema'`);
+    if (format.schema === undefined) return bad('output_config.format.schema: Field required');
+    if (!isObject(format.schema)) return bad(`output_config.format.schema: ${NOT_A_DICT}`);
+    onlyKeys(format, 'output_config.format', ['type', 'schema']);
+  }
+  return {
+    ...(effort !== undefined && effort !== null ? { effort: effort as Effort } : {}),
+    ...(isObject(format) ? { format: { type: 'json_schema' as const, schema: format.schema as Record<string, unknown> } } : {}),
+  };
 }
 
 const THINKING_DOCS = 'https://docs.claude.com/en/docs/build-with-claude/extended-thinking';
@@ -549,7 +560,7 @@ export function parseMessagesRequest(body: unknown, betas: ReadonlySet<string> =
   if (temperature !== undefined && (typeof temperature !== 'number' || temperature < 0 || temperature > 1)) bad('temperature: Input should be less than or equal to 1');
   const stream = body.stream ?? false;
   if (typeof stream !== 'boolean') bad('stream: Input should be a valid boolean');
-  const effort = effortOf(body.output_config);
+  const { effort, format } = outputConfigOf(body.output_config);
   const thinking = thinkingOf(body.thinking, effort);
   // Without thinking, the model goes no further than high.
   if (thinking === undefined && (effort === 'xhigh' || effort === 'max')) {
@@ -615,7 +626,7 @@ export function parseMessagesRequest(body: unknown, betas: ReadonlySet<string> =
     toolChoice,
     stop: stopSequencesOf(body.stop_sequences),
     seed: undefined,
-    responseFormat: undefined,
+    responseFormat: format,
     parallelToolCalls: !(isObject(body.tool_choice) && body.tool_choice.disable_parallel_tool_use === true),
     // The Messages API has no log probabilities.
     logprobs: false,

@@ -626,7 +626,8 @@ describe('POST /v1/messages with adaptive thinking and output_config.effort', ()
       [{ thinking: { type: 'Adaptive' } }, "thinking: Input tag 'Adaptive' found using 'type' does not match any of the expected tags: 'adaptive', 'disabled', 'enabled'"],
       [{ output_config: { effort: 'extreme' } }, "output_config.effort: Input should be 'low', 'medium', 'high', 'xhigh' or 'max'"],
       [{ output_config: { effort: 3 } }, "output_config.effort: Input should be 'low', 'medium', 'high', 'xhigh' or 'max'"],
-      [{ output_config: { effort: 'high', format: { type: 'json_schema' } } }, 'output_config.format: Extra inputs are not permitted'],
+      [{ output_config: { effort: 'high', format: { type: 'json_schema' } } }, 'output_config.format.schema: Field required'],
+      [{ output_config: { effort: 'high', verbosity: 'low' } }, 'output_config.verbosity: Extra inputs are not permitted'],
       [{ output_config: 'high' }, 'output_config: Input should be a valid dictionary or object to extract fields from'],
       [{ thinking: undefined, output_config: { effort: 'max' } }, withoutThinking('max')],
       [{ thinking: { type: 'disabled' }, output_config: { effort: 'xhigh' } }, withoutThinking('xhigh')],
@@ -706,6 +707,41 @@ describe('POST /v1/messages with adaptive thinking and output_config.effort', ()
     expect(message.content[0]).toEqual({ type: 'thinking', thinking: thought, signature: expect.stringMatching(BASE64) });
     expect(message.usage.output_tokens).toBeGreaterThan(countTokens(thought));
     await expect(sdk.messages.create({ ...params, thinking: { type: 'disabled' }, output_config: { effort: 'max' } })).rejects.toBeInstanceOf(Anthropic.BadRequestError);
+  });
+});
+
+describe('POST /v1/messages with structured output (output_config.format)', () => {
+  const SCHEMA = { type: 'object', properties: { city: { type: 'string' }, population: { type: 'integer' }, coastal: { type: 'boolean' } }, required: ['city', 'population', 'coastal'], additionalProperties: false };
+  const shaped = (over: Record<string, unknown> = {}) => ask('Name a large city.', { stream: false, output_config: { format: { type: 'json_schema', schema: SCHEMA } }, ...over });
+
+  it('answers text that is JSON fitting the schema, streamed or not, beside an effort or thinking', async () => {
+    for (const over of [{}, { output_config: { effort: 'low', format: { type: 'json_schema', schema: SCHEMA } } }]) {
+      const res = await post(shaped(over));
+      expect(res.status).toBe(200);
+      const body = (await res.json()) as { content: { type: string; text: string }[] };
+      const value = JSON.parse(body.content[0]!.text) as Record<string, unknown>;
+      expect(Object.keys(value).sort()).toEqual(['city', 'coastal', 'population']);
+      expect([typeof value['city'], typeof value['population'], typeof value['coastal']]).toEqual(['string', 'number', 'boolean']);
+    }
+    const streamed = await events(await post(shaped({ stream: true })));
+    const text = streamed.filter((e) => e.type === 'content_block_delta').map((e) => e.delta.text ?? '').join('');
+    expect(Object.keys(JSON.parse(text) as object).sort()).toEqual(['city', 'coastal', 'population']);
+    const thought = (await (await post(shaped({ max_tokens: 4096, thinking: { type: 'adaptive' } }))).json()) as { content: { type: string; text?: string }[] };
+    expect(thought.content.map((b) => b.type)).toEqual(['thinking', 'text']);
+    expect(Object.keys(JSON.parse(thought.content[1]!.text!) as object)).toContain('city');
+  });
+
+  it('refuses a format that is not a JSON schema, in Anthropic\'s words', async () => {
+    const refusal = async (format: unknown) => {
+      const res = await post(ask('hi', { stream: false, output_config: { format } }));
+      expect(res.status).toBe(400);
+      return ((await res.json()) as { error: { message: string } }).error.message;
+    };
+    expect(await refusal({ type: 'json_object' })).toBe("output_config.format.type: Input should be 'json_schema'");
+    expect(await refusal({ type: 'json_schema' })).toBe('output_config.format.schema: Field required');
+    expect(await refusal({ type: 'json_schema', schema: 'object' })).toBe('output_config.format.schema: Input should be a valid dictionary or object to extract fields from');
+    expect(await refusal({ type: 'json_schema', schema: SCHEMA, name: 'city' })).toBe('output_config.format.name: Extra inputs are not permitted');
+    expect(await refusal('json')).toBe('output_config.format: Input should be a valid dictionary or object to extract fields from');
   });
 });
 

@@ -104,7 +104,7 @@ interface MessagesBody {
   tool_choice?: { type: 'auto' | 'any' | 'none' | 'tool'; name?: string; disable_parallel_tool_use?: boolean };
   metadata?: { user_id?: string | null };
   thinking?: { type: 'enabled'; budget_tokens: number } | { type: 'adaptive'; budget_tokens?: number } | { type: 'disabled' };
-  output_config?: { effort?: string };
+  output_config?: { effort?: string; format?: { type: 'json_schema'; schema: Record<string, unknown> } | null };
   context_management?: { edits: Record<string, unknown>[] };
 }
 
@@ -180,7 +180,9 @@ function asChat(body: MessagesBody): ChatBody {
     ...(body.metadata?.user_id ? { user: body.metadata.user_id } : {}),
     ...(body.thinking ? { thinking: body.thinking } : {}),
     ...(body.context_management ? { context_management: body.context_management } : {}),
-    ...(body.output_config ? { output_config: body.output_config } : {}),
+    ...(body.output_config?.effort ? { output_config: { effort: body.output_config.effort } } : {}),
+    // Structured output: the broker's (OpenAI's) json_schema response format, which Anthropic's protocol writes back as output_config.format.
+    ...(body.output_config?.format ? { response_format: { type: 'json_schema', json_schema: { name: 'output', schema: body.output_config.format.schema, strict: true } } } : {}),
   };
 }
 
@@ -273,10 +275,19 @@ const messagesBody = {
     metadata: { type: 'object', properties: { user_id: { type: ['string', 'null'], maxLength: 256 } }, additionalProperties: false },
     output_config: {
       type: 'object',
-      properties: { effort: { type: 'string', enum: ['low', 'medium', 'high', 'xhigh', 'max'] } },
+      properties: {
+        effort: { type: 'string', enum: ['low', 'medium', 'high', 'xhigh', 'max'] },
+        format: {
+          type: ['object', 'null'],
+          required: ['type', 'schema'],
+          properties: { type: { type: 'string', enum: ['json_schema'] }, schema: { type: 'object' } },
+          additionalProperties: false,
+          description: 'structured output: the answer\'s text is JSON that fits `schema`. Passed on to an Anthropic upstream as it is, to an OpenAI one as a strict `json_schema` response format (named `output`; OpenAI refuses a schema its strict mode does not take: its 400, relayed)',
+        },
+      },
       additionalProperties: false,
-      description: 'Anthropic\'s effort (what Claude Code sends beside adaptive thinking): how much the model spends on thinking, text and tool calls; xhigh and max only with thinking. ' +
-        'Passed on to an Anthropic upstream; an OpenAI one has none (400, as top_k)',
+      description: '`effort` (what Claude Code sends beside adaptive thinking): how much the model spends on thinking, text and tool calls; xhigh and max only with thinking. ' +
+        'Passed on to an Anthropic upstream; an OpenAI one has none (400, as top_k). `format`: structured output, for either upstream',
     },
     context_management: {
       type: 'object',

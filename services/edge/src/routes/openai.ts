@@ -376,7 +376,7 @@ export function openaiRoutes(app: FastifyInstance, ctx: EdgeContext): void {
             presence_penalty: { type: ['number', 'null'], minimum: -2, maximum: 2, description: 'OpenAI\'s; an Anthropic upstream has none (as seed)' },
             frequency_penalty: { type: ['number', 'null'], minimum: -2, maximum: 2, description: 'OpenAI\'s; an Anthropic upstream has none (as seed)' },
             response_format: {
-              description: 'text, JSON mode (json_object: the messages must say "json", as OpenAI requires) or structured output (json_schema); an Anthropic upstream has none (as seed)',
+              description: 'text, JSON mode (json_object: the messages must say "json", as OpenAI requires) or structured output (json_schema); an Anthropic upstream takes a json_schema (as its `output_config.format`, always strict) and has no JSON mode (400, as seed)',
               anyOf: [
                 { type: 'object', required: ['type'], properties: { type: { type: 'string', enum: ['text', 'json_object'] } }, additionalProperties: false },
                 {

@@ -153,6 +153,19 @@ describe('Anthropic Messages request', () => {
     expect(bodyOf('high')).not.toHaveProperty('reasoning_effort');
   });
 
+  it('writes OpenAI\'s structured output (response_format json_schema) as output_config.format beside the effort; JSON mode, which it has not, is unsupported', () => {
+    const schema = { type: 'object', properties: { city: { type: 'string' } }, required: ['city'], additionalProperties: false };
+    const responseFormat = { type: 'json_schema', json_schema: { name: 'place', schema, strict: true } };
+    const bodyOf = (over: Partial<ProviderRequest>) => JSON.parse(anthropicProtocol.request({ ...req, ...over }, 'k', true).body) as Record<string, unknown>;
+    expect(bodyOf({ responseFormat })).toMatchObject({ output_config: { format: { type: 'json_schema', schema } } });
+    expect(bodyOf({ responseFormat })).not.toHaveProperty('response_format');
+    expect(bodyOf({ responseFormat, effort: 'low' })['output_config']).toEqual({ effort: 'low', format: { type: 'json_schema', schema } });
+    expect(bodyOf({ responseFormat, reasoningEffort: 'minimal' })['output_config']).toEqual({ effort: 'low', format: { type: 'json_schema', schema } });
+    expect(anthropicProtocol.unsupported?.({ ...req, responseFormat })).toBeUndefined();
+    expect(anthropicProtocol.unsupported?.({ ...req, responseFormat: { type: 'json_object' } })).toBe('response_format');
+    expect(bodyOf({})).not.toHaveProperty('output_config');
+  });
+
   it('writes a user\'s images as image blocks (a data: URL as base64, any other by URL) among its text, counts them as Anthropic bills them, and refuses a detail it has not', () => {
     const png = `data:image/png;base64,${Buffer.from('89504e470d0a1a0a0000000d494844520000012c000000c80806000000', 'hex').toString('base64')}`;
     const parts = [

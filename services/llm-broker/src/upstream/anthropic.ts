@@ -40,7 +40,7 @@ export interface MessagesRequestBody {
   temperature?: number;
   metadata?: { user_id: string };
   thinking?: { type: 'enabled'; budget_tokens: number } | { type: 'adaptive' };
-  output_config?: { effort: string };
+  output_config?: { effort?: string; format?: { type: 'json_schema'; schema: unknown } };
   context_management?: Record<string, unknown>;
 }
 
@@ -135,23 +135,36 @@ function buildBody(req: ProviderRequest): MessagesRequestBody {
     ...(req.stop ? { stop_sequences: req.stop } : {}),
     ...(req.topP !== undefined ? { top_p: req.topP } : {}),
     ...(req.topK !== undefined ? { top_k: req.topK } : {}),
-    ...thinkingOf(req),
+    ...thinkingOf(req, outputFormatOf(req)),
     ...(req.contextManagement ? { context_management: req.contextManagement } : {}),
   };
 }
 
 /**
- * Extended thinking and its effort. OpenAI's `reasoning_effort` is adaptive thinking at that effort
- * (`output_config.effort`): the model decides how much to think, as a reasoning model does;
- * `minimal`, which hardly thinks, is no thinking at `low` effort.
+ * OpenAI's structured output (`response_format` of type json_schema) as Anthropic's: its schema as
+ * `output_config.format` (always strict: the answer is decoded to fit it). JSON mode (json_object)
+ * has no counterpart (`unsupported`).
  */
-function thinkingOf(req: ProviderRequest): Pick<MessagesRequestBody, 'thinking' | 'output_config'> {
+function outputFormatOf(req: ProviderRequest): { format: { type: 'json_schema'; schema: unknown } } | undefined {
+  const format = req.responseFormat;
+  if (format?.['type'] !== 'json_schema') return undefined;
+  return { format: { type: 'json_schema', schema: (format['json_schema'] as { schema?: unknown } | undefined)?.schema ?? {} } };
+}
+
+/**
+ * Extended thinking and `output_config` (its effort, and the answer's format). OpenAI's
+ * `reasoning_effort` is adaptive thinking at that effort: the model decides how much to think, as
+ * a reasoning model does; `minimal`, which hardly thinks, is no thinking at `low` effort.
+ */
+function thinkingOf(req: ProviderRequest, output: { format: { type: 'json_schema'; schema: unknown } } | undefined): Pick<MessagesRequestBody, 'thinking' | 'output_config'> {
   const reasoning = req.reasoningEffort;
-  if (reasoning) return reasoning === 'minimal' ? { output_config: { effort: 'low' } } : { thinking: { type: 'adaptive' }, output_config: { effort: reasoning } };
+  const effort = reasoning === 'minimal' ? 'low' : reasoning || req.effort;
+  const config = effort || output ? { output_config: { ...(effort ? { effort } : {}), ...output } } : {};
+  if (reasoning) return reasoning === 'minimal' ? config : { thinking: { type: 'adaptive' }, ...config };
   return {
     ...(req.thinkingBudgetTokens !== undefined ? { thinking: { type: 'enabled' as const, budget_tokens: req.thinkingBudgetTokens } } : {}),
     ...(req.thinkingAdaptive ? { thinking: { type: 'adaptive' as const } } : {}),
-    ...(req.effort ? { output_config: { effort: req.effort } } : {}),
+    ...config,
   };
 }
 
@@ -498,7 +511,8 @@ const UNSUPPORTED: [string, (req: ProviderRequest) => boolean][] = [
   ['seed', (r) => r.seed !== undefined],
   ['presence_penalty', (r) => r.presencePenalty !== undefined],
   ['frequency_penalty', (r) => r.frequencyPenalty !== undefined],
-  ['response_format', (r) => r.responseFormat !== undefined],
+  // Its structured output takes a JSON schema: JSON mode (json_object) has no counterpart.
+  ['response_format', (r) => r.responseFormat !== undefined && r.responseFormat['type'] !== 'json_schema'],
   ['logprobs', (r) => r.logprobs === true],
   ['logit_bias', (r) => r.logitBias !== undefined],
   ['verbosity', (r) => !!r.verbosity],
