@@ -1003,14 +1003,17 @@ describe('/v1/chat/completions with a misbehaving provider', () => {
     expect((await complete('emulator-1+stream_error', false)).status).toBe(503);
   });
 
-  test('through the Responses API: a streamed failure after text is an error event, never response.completed; a model the provider does not serve is a 404', async () => {
+  test('through the Responses API: a streamed failure after text ends it response.failed with the error (as OpenAI, and Codex reads it), never response.completed; a model the provider does not serve is a 404', async () => {
     const respond = (model: string, stream: boolean) => api('/v1/responses', { method: 'POST', body: JSON.stringify({ model, stream, input: 'How do tides work?' }) });
     const res = await respond('emulator-1+stream_error', true);
     expect(res.status).toBe(200);
-    const events = (await res.text()).split('\n\n').filter((b) => b.startsWith('event: ')).map((b) => b.split('\n')[0]!.slice(7));
+    const frames = (await res.text()).split('\n\n').filter((b) => b.startsWith('event: '));
+    const events = frames.map((b) => b.split('\n')[0]!.slice(7));
     expect(events).toContain('response.output_text.delta');
-    expect(events.at(-1)).toBe('error');
+    expect(events.at(-1)).toBe('response.failed');
     expect(events).not.toContain('response.completed');
+    const failed = JSON.parse(frames.at(-1)!.split('\n')[1]!.slice(6)) as { response: { status: string; output: unknown[]; error: { code: string; message: string } } };
+    expect(failed.response).toMatchObject({ status: 'failed', output: [], error: { code: expect.any(String), message: expect.stringMatching(/./) } });
     expect((await respond('emulator-1+stream_error', false)).status).toBe(503);
     expect((await respond('gpt-nope+model_not_found', false)).status).toBe(404);
   });
