@@ -1014,6 +1014,9 @@ describe('/v1/chat/completions with a misbehaving provider', () => {
     expect(events).not.toContain('response.completed');
     const failed = JSON.parse(frames.at(-1)!.split('\n')[1]!.slice(6)) as { response: { status: string; output: unknown[]; error: { code: string; message: string } } };
     expect(failed.response).toMatchObject({ status: 'failed', output: [], error: { code: expect.any(String), message: expect.stringMatching(/./) } });
+    // Kept as it ended, as OpenAI keeps a failed response: read back failed, with the same error.
+    const kept = await api(`/v1/responses/${(failed.response as unknown as { id: string }).id}`);
+    expect(await kept.json()).toEqual(failed.response);
     expect((await respond('emulator-1+stream_error', false)).status).toBe(503);
     expect((await respond('gpt-nope+model_not_found', false)).status).toBe(404);
   });

@@ -427,7 +427,7 @@ export function responsesRoutes(app: FastifyInstance, ctx: EdgeContext): void {
           '`text.verbosity`, `reasoning` (`effort`, `summary`), `include` (`reasoning.encrypted_content`), `prompt_cache_key`, `metadata` (tags on the trace) and `user`. ' +
           'The answer is a `response` with `output` items (`reasoning` items when the upstream thinks, a `message` with `output_text`, ' +
           'and `function_call` items) and `usage`, or with stream: true its events (`response.created`, `response.output_item.added`, `response.reasoning_summary_text.delta`, `response.output_text.delta`, … ' +
-          '`response.completed` or `response.incomplete`; `response.failed`, with the response\'s `error`, when the call fails after it began: not kept). Unless `store` is false the response is kept for its caller ' +
+          '`response.completed` or `response.incomplete`; `response.failed`, with the response\'s `error`, when the call fails after it began: kept so). Unless `store` is false the response is kept for its caller ' +
           '(for RETENTION_DAYS), with the conversation up to it: `previous_response_id` continues from it, GET and DELETE /v1/responses/{id} read and delete it. ' +
           'A response the store could not keep is still answered, with `store: false`. With `background: true` the call runs on without its caller: answered at once ' +
           '`queued` and read back by GET (`in_progress`, then its end), or with stream: true its events, which a caller who left resumes from any edge ' +
@@ -919,7 +919,7 @@ class OutputEvents {
   }
 }
 
-/** Streams the response's events; errors before the first piece are HTTP errors, later ones end it `response.failed` (not kept). */
+/** Streams the response's events; errors before the first piece are HTTP errors, later ones end it `response.failed` (kept failed). */
 async function streamResponse(call: Begun, answer: Answer): Promise<void> {
   const { ctx, pieces, abort } = call;
   const started = Date.now();
@@ -945,8 +945,9 @@ async function streamResponse(call: Begun, answer: Answer): Promise<void> {
     }
   } catch (err) {
     const e = err instanceof HttpError ? err : isGrpcError(err) ? fromGrpc(err) : new HttpError(502, 'stream_failed', 'the response failed');
-    // As OpenAI ends a response that fails (and a background one here): the response, failed, with its error.
-    if (!abort.signal.aborted) await emit('response.failed', { response: responseObject(answer, { status: 'failed', output: [], error: { code: e.code, message: e.message } }) });
+    // As OpenAI ends a response that fails (and a background one here): the response, failed, with
+    // its error, kept as such (unless store is false) so that GET reads how it ended.
+    if (!abort.signal.aborted) await emit('response.failed', { response: await finalResponse(call, answer, { status: 'failed', output: [], error: { code: e.code, message: e.message } }) });
   } finally {
     if (answered) readToEnd(pieces, ctx);
     else await pieces.return(undefined).catch(() => undefined);
