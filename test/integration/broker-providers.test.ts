@@ -321,21 +321,29 @@ describe.each([
       }
       expect((await emulatorStats(emulator)).requests).toBe(before);
       // reasoning_effort is adaptive thinking at that effort: signed thinking first, longer the more the effort; minimal thinks not at all.
-      const [low, high, minimal] = [await usage({ reasoningEffort: 'low' }), await usage({ reasoningEffort: 'high' }), await usage({ reasoningEffort: 'minimal' })];
-      for (const o of [low, high]) {
+      const [low, high, minimal, none, xhigh] = [
+        await usage({ reasoningEffort: 'low' }), await usage({ reasoningEffort: 'high' }), await usage({ reasoningEffort: 'minimal' }),
+        await usage({ reasoningEffort: 'none' }), await usage({ reasoningEffort: 'xhigh' }),
+      ];
+      for (const o of [low, high, xhigh]) {
         expect(o.error).toBeUndefined();
         expect(o.thought.filter((p) => p.signature)).toHaveLength(1);
         expect(o.text.length).toBeGreaterThan(20);
       }
       const thoughtOf = (o: typeof low) => o.thought.map((p) => p.text).join('').length;
       expect(thoughtOf(high)).toBeGreaterThan(thoughtOf(low));
-      expect(minimal.error).toBeUndefined();
-      expect(minimal.thought).toEqual([]);
+      for (const o of [minimal, none]) {
+        expect(o.error).toBeUndefined();
+        expect(o.thought).toEqual([]);
+      }
       return;
     }
     const plain = await usage({});
     const high = await usage({ reasoningEffort: 'high' });
     expect(high.text).toBe(plain.text);
+    // OpenAI's newer efforts: none thinks not at all, xhigh more than high.
+    expect((await usage({ reasoningEffort: 'none' })).reasoning).toBe(0);
+    expect((await usage({ reasoningEffort: 'xhigh' })).reasoning).toBeGreaterThan(high.reasoning!);
     expect(high.completion).toBeGreaterThan(plain.completion);
     // The provider's count of them reaches the caller.
     expect(plain.reasoning).toBe(0);

@@ -655,7 +655,7 @@ describe('edge app (fake peers)', () => {
         expect(await refusal(await ask({ top_p: 1.5 }))).toBe('body/top_p must be <= 1');
         expect(await refusal(await ask({ top_k: -1 }))).toBe('body/top_k must be >= 0');
         expect(await refusal(await ask({ seed: 1.5 }))).toBe('body/seed must be integer,null');
-        expect(await refusal(await ask({ reasoning_effort: 'extreme' }))).toBe('body/reasoning_effort must be "minimal" or "low" or "medium" or "high" or null');
+        expect(await refusal(await ask({ reasoning_effort: 'extreme' }))).toBe('body/reasoning_effort must be "none" or "minimal" or "low" or "medium" or "high" or "xhigh" or null');
         expect(await refusal(await ask({ logit_bias: { hello: 1 } }))).toBe('body/logit_bias key "hello" must be a token id (up to 9 digits)');
         expect(await refusal(await ask({ logit_bias: { '1734': 101 } }))).toBe('body/logit_bias/1734 must be <= 100');
         expect(await refusal(await ask({ verbosity: 'terse' }))).toBe('body/verbosity must be "low" or "medium" or "high" or null');

@@ -178,7 +178,7 @@ const NOTHING_BILLED: UsageOut = { promptTokens: 0, completionTokens: 0, totalTo
 const generatedTokens = (text: string, toolCalls: readonly ToolCallOut[]): number =>
   countText(text) + toolCalls.reduce((n, c) => n + countText(c.name) + countText(c.argumentsJson), 0);
 const TOOL_NAME = /^[a-zA-Z0-9_-]{1,64}$/;
-const REASONING_EFFORTS = new Set(['minimal', 'low', 'medium', 'high']);
+const REASONING_EFFORTS = new Set(['none', 'minimal', 'low', 'medium', 'high', 'xhigh']);
 const VERBOSITIES = new Set(['low', 'medium', 'high']);
 
 /** A field's JSON text, parsed; not JSON: refused, naming the field. */
@@ -651,7 +651,7 @@ export class LlmBroker {
     const top = input.topLogprobs ?? 0;
     if (!Number.isInteger(top) || top < 0 || top > 20) throw new BrokerRefusal('invalid_request', 'top_logprobs must be an integer between 0 and 20');
     if (top > 0 && !input.logprobs) throw new BrokerRefusal('invalid_request', 'top_logprobs is only allowed with logprobs');
-    if (input.reasoningEffort && !REASONING_EFFORTS.has(input.reasoningEffort)) throw new BrokerRefusal('invalid_request', 'reasoning_effort must be minimal, low, medium or high');
+    if (input.reasoningEffort && !REASONING_EFFORTS.has(input.reasoningEffort)) throw new BrokerRefusal('invalid_request', 'reasoning_effort must be none, minimal, low, medium, high or xhigh');
     // On Anthropic's protocol reasoning_effort is adaptive thinking at that effort: one or the other.
     if (input.reasoningEffort && (adaptive || budget !== undefined || input.effort)) throw new BrokerRefusal('invalid_request', 'reasoning_effort, or thinking and effort, not both');
     if (input.promptCacheKey && input.promptCacheKey.length > 256) throw new BrokerRefusal('invalid_request', 'prompt_cache_key must be at most 256 characters');

@@ -234,10 +234,13 @@ describe('POST /v1/chat/completions, not streamed', () => {
       expect(r.usage.completion_tokens).toBe(plain.usage.completion_tokens + r.usage.completion_tokens_details.reasoning_tokens);
       return r.usage.completion_tokens_details.reasoning_tokens;
     };
+    expect(await reasoning('none')).toBe(0);
     expect(await reasoning('minimal')).toBe(0);
     const low = await reasoning('low');
     expect(low).toBeGreaterThan(0);
-    expect(await reasoning('high')).toBeGreaterThan(low);
+    const high = await reasoning('high');
+    expect(high).toBeGreaterThan(low);
+    expect(await reasoning('xhigh')).toBeGreaterThan(high);
     // Thinking past max_completion_tokens leaves no room for the answer.
     const capped = await ask({ reasoning_effort: 'high', max_completion_tokens: 20 });
     expect(capped.choices[0]).toMatchObject({ message: { content: '' }, finish_reason: 'length' });

@@ -88,7 +88,7 @@ export interface ChatCompletionRequest {
   contextManagement?: { applied_edits: AppliedContextEdit[] };
 }
 
-export const REASONING_EFFORTS = ['minimal', 'low', 'medium', 'high'] as const;
+export const REASONING_EFFORTS = ['none', 'minimal', 'low', 'medium', 'high', 'xhigh'] as const;
 export type ReasoningEffort = (typeof REASONING_EFFORTS)[number];
 /** Anthropic's `output_config.effort` levels. */
 export const EFFORTS = ['low', 'medium', 'high', 'xhigh', 'max'] as const;
@@ -406,7 +406,7 @@ export function parseChatCompletionRequest(body: unknown): ChatCompletionRequest
   const reasoningEffort = optional(body, 'reasoning_effort');
   if (reasoningEffort !== undefined && !REASONING_EFFORTS.includes(reasoningEffort as ReasoningEffort)) {
     throw new InvalidRequestError(
-      `Invalid value: ${JSON.stringify(reasoningEffort)}. Supported values are: 'minimal', 'low', 'medium', and 'high'.`,
+      `Invalid value: ${JSON.stringify(reasoningEffort)}. Supported values are: 'none', 'minimal', 'low', 'medium', 'high', and 'xhigh'.`,
       'reasoning_effort',
       'invalid_value',
     );

@@ -23,7 +23,7 @@ const MODEL_CREATED = 1_700_000_000;
 const MAX_BODY_BYTES = 16 * 1024 * 1024;
 const MINUTE_MS = 60_000;
 /** Reasoning tokens per `reasoning_effort`, as a share of the configured answer length. */
-const REASONING_SHARE: Record<ReasoningEffort, number> = { minimal: 0, low: 1, medium: 3, high: 8 };
+const REASONING_SHARE: Record<ReasoningEffort, number> = { none: 0, minimal: 0, low: 1, medium: 3, high: 8, xhigh: 16 };
 /** The answer's length per `verbosity`, as a share of the configured one (medium, the default: all of it). */
 const VERBOSITY_SHARE: Record<Verbosity, number> = { low: 0.5, medium: 1, high: 2 };
 

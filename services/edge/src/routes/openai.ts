@@ -419,8 +419,8 @@ export function openaiRoutes(app: FastifyInstance, ctx: EdgeContext): void {
             top_logprobs: { type: ['integer', 'null'], minimum: 0, maximum: 20, description: 'how many of the likeliest tokens to give beside each (only with `logprobs: true`)' },
             reasoning_effort: {
               type: ['string', 'null'],
-              enum: ['minimal', 'low', 'medium', 'high', null],
-              description: 'how much a reasoning model thinks before it answers (its reasoning tokens are billed as completion tokens, within `max_completion_tokens`); an Anthropic upstream thinks adaptively at that effort (its `output_config.effort`; `minimal`: no thinking, at low effort), its thinking given as `thinking`\'s is (not with `thinking`)',
+              enum: ['none', 'minimal', 'low', 'medium', 'high', 'xhigh', null],
+              description: 'how much a reasoning model thinks before it answers (its reasoning tokens are billed as completion tokens, within `max_completion_tokens`); an Anthropic upstream thinks adaptively at that effort (its `output_config.effort`; `minimal`: no thinking, at low effort; `none`: no thinking), its thinking given as `thinking`\'s is (not with `thinking`)',
             },
             verbosity: {
               type: ['string', 'null'],

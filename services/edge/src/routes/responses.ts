@@ -369,7 +369,7 @@ const responsesBody = {
         '`summary` (auto, concise or detailed): the answer\'s reasoning items carry the thinking an Anthropic upstream wrote (already a summary) as their `summary`; ' +
         'without it they are given with an empty summary. An OpenAI upstream, called through Chat Completions, gives no reasoning items',
       properties: {
-        effort: { type: ['string', 'null'], enum: ['minimal', 'low', 'medium', 'high', null] },
+        effort: { type: ['string', 'null'], enum: ['none', 'minimal', 'low', 'medium', 'high', 'xhigh', null] },
         summary: { type: ['string', 'null'], enum: ['auto', 'concise', 'detailed', null] },
       },
       additionalProperties: false,

@@ -142,9 +142,11 @@ describe('Anthropic Messages request', () => {
     expect(anthropicProtocol.unsupported?.({ ...req, verbosity: 'low' })).toBe('verbosity');
   });
 
-  it('writes OpenAI\'s reasoning_effort as adaptive thinking at that effort, and minimal as no thinking at low effort', () => {
+  it('writes OpenAI\'s reasoning_effort as adaptive thinking at that effort, minimal as no thinking at low effort, none as no thinking', () => {
     const bodyOf = (reasoningEffort: string) => JSON.parse(anthropicProtocol.request({ ...req, reasoningEffort }, 'k', true).body) as Record<string, unknown>;
-    for (const effort of ['low', 'medium', 'high']) {
+    expect(bodyOf('none')).not.toHaveProperty('thinking');
+    expect(bodyOf('none')).not.toHaveProperty('output_config');
+    for (const effort of ['low', 'medium', 'high', 'xhigh']) {
       expect(bodyOf(effort)).toMatchObject({ thinking: { type: 'adaptive' }, output_config: { effort } });
       expect(anthropicProtocol.unsupported?.({ ...req, reasoningEffort: effort })).toBeUndefined();
     }

@@ -154,13 +154,14 @@ function outputFormatOf(req: ProviderRequest): { format: { type: 'json_schema'; 
 /**
  * Extended thinking and `output_config` (its effort, and the answer's format). OpenAI's
  * `reasoning_effort` is adaptive thinking at that effort: the model decides how much to think, as
- * a reasoning model does; `minimal`, which hardly thinks, is no thinking at `low` effort.
+ * a reasoning model does (`xhigh` is Anthropic's too); `minimal`, which hardly thinks, is no
+ * thinking at `low` effort, and `none` no thinking at the model's own effort.
  */
 function thinkingOf(req: ProviderRequest, output: { format: { type: 'json_schema'; schema: unknown } } | undefined): Pick<MessagesRequestBody, 'thinking' | 'output_config'> {
   const reasoning = req.reasoningEffort;
-  const effort = reasoning === 'minimal' ? 'low' : reasoning || req.effort;
+  const effort = reasoning === 'none' ? undefined : reasoning === 'minimal' ? 'low' : reasoning || req.effort;
   const config = effort || output ? { output_config: { ...(effort ? { effort } : {}), ...output } } : {};
-  if (reasoning) return reasoning === 'minimal' ? config : { thinking: { type: 'adaptive' }, ...config };
+  if (reasoning) return reasoning === 'none' || reasoning === 'minimal' ? config : { thinking: { type: 'adaptive' }, ...config };
   return {
     ...(req.thinkingBudgetTokens !== undefined ? { thinking: { type: 'enabled' as const, budget_tokens: req.thinkingBudgetTokens } } : {}),
     ...(req.thinkingAdaptive ? { thinking: { type: 'adaptive' as const } } : {}),

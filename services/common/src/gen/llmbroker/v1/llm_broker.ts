@@ -532,10 +532,11 @@ export interface GenerateRequest {
     | number
     | undefined;
   /**
-   * reasoning_effort (minimal, low, medium, high) is how much a reasoning model thinks before it
-   * answers (OpenAI's; its reasoning tokens are billed as completion tokens). Anthropic's protocol
-   * sends it as adaptive thinking at that effort (minimal: no thinking, at low effort), its
-   * thinking then coming as thinking_adaptive's does; not with thinking_* or effort.
+   * reasoning_effort (none, minimal, low, medium, high, xhigh) is how much a reasoning model
+   * thinks before it answers (OpenAI's; its reasoning tokens are billed as completion tokens).
+   * Anthropic's protocol sends it as adaptive thinking at that effort (minimal: no thinking, at
+   * low effort; none: no thinking), its thinking then coming as thinking_adaptive's does; not
+   * with thinking_* or effort.
    */
   reasoningEffort?:
     | string
