@@ -307,7 +307,7 @@ describe.each([
     expect(deltas(await runGenerate(broker.client, ask(question, { seed: 8 }))).every((d) => d.logprobs.length === 0)).toBe(true);
   });
 
-  it('passes reasoning_effort (its thinking billed as completion tokens), logit_bias and verbosity (the answer\'s length) on to OpenAI; Anthropic thinks adaptively at that effort, and refuses the other two', async () => {
+  it('passes reasoning_effort (its thinking billed as completion tokens), logit_bias and verbosity (the answer\'s length) on to OpenAI; Anthropic thinks adaptively at that effort (refusing what it refuses beside thinking before it is asked), and refuses the other two', async () => {
     const question = 'How should a small library plan its opening hours?';
     const usage = async (over: Partial<GenerateRequest>) => {
       const o = await runGenerate(broker.client, ask(question, protocol === 'openai' ? { seed: 21, ...over } : over));
@@ -319,7 +319,13 @@ describe.each([
       for (const over of [{ logitBias: { '50256': -100 } }, { verbosity: 'low' }, { reasoningEffort: 'high', thinkingAdaptive: true }, { reasoningEffort: 'low', effort: 'low' }] as Partial<GenerateRequest>[]) {
         expect((await usage(over)).error?.code).toBe(status.INVALID_ARGUMENT);
       }
+      // What Anthropic refuses beside thinking, refused before it is asked, as for thinking itself.
+      const sampled = await usage({ reasoningEffort: 'high', temperature: 0.2, hasTemperature: true });
+      expect(sampled.error?.code).toBe(status.INVALID_ARGUMENT);
+      expect(detailsOf(sampled.error)).toMatch(/reasoning_effort high \(adaptive thinking\), where temperature may only be 1, is not supported by the anthropic protocol/);
       expect((await emulatorStats(emulator)).requests).toBe(before);
+      // At none it does not think: sampling is the caller's.
+      expect((await usage({ reasoningEffort: 'none', temperature: 0.2, hasTemperature: true })).error).toBeUndefined();
       // reasoning_effort is adaptive thinking at that effort: signed thinking first, longer the more the effort; minimal thinks not at all.
       const [low, high, minimal, none, xhigh] = [
         await usage({ reasoningEffort: 'low' }), await usage({ reasoningEffort: 'high' }), await usage({ reasoningEffort: 'minimal' }),

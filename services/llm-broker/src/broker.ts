@@ -19,6 +19,7 @@ import {
   UpstreamError,
   type AccountProblem, type ChatMessageIn, type LogprobOut, type OpenStream, type Provider, type ProviderLimits, type ProviderRequest, type StreamEvent, type ToolCallOut, type ToolChoiceSpec, type ToolSpec, type UsageOut,
 } from './upstream/provider';
+import { thinkingClash } from './upstream/anthropic';
 import { embedBatches, embedPromptTokens } from './upstream/embeddings';
 import { SentRequests } from './upstream/requests';
 import { backoffMs, type RetryBudget } from './upstream/resilience';
@@ -122,15 +123,6 @@ const EFFORTS = new Set(['low', 'medium', 'high', 'xhigh', 'max']);
 
 /** The least budget of extended thinking (Anthropic's). */
 export const MIN_THINKING_BUDGET = 1024;
-
-/** What Anthropic refuses beside extended thinking, said as the refusal's subject; undefined: nothing. */
-function thinkingClash(input: GenerateInput, choice: ToolChoiceSpec): string | undefined {
-  if (input.temperature !== undefined && input.temperature !== 1) return 'temperature may only be 1';
-  if (input.topK !== undefined) return 'top_k may not be set';
-  if (input.topP !== undefined && input.topP < 0.95) return 'top_p may only be between 0.95 and 1';
-  if (choice === 'required' || typeof choice === 'object') return 'tool_choice may not force a tool call';
-  return undefined;
-}
 
 /** The most prompt-cache breakpoints one call may mark (Anthropic's limit). */
 export const MAX_CACHE_BREAKPOINTS = 4;
@@ -641,7 +633,7 @@ export class LlmBroker {
       if (!(Number.isSafeInteger(budget) && budget >= MIN_THINKING_BUDGET)) throw new BrokerRefusal('invalid_request', `thinking_budget_tokens must be an integer of at least ${MIN_THINKING_BUDGET}`);
       if (budget >= maxTokens) throw new BrokerRefusal('invalid_request', `max_tokens (${maxTokens}) must be greater than thinking_budget_tokens (${budget})`);
     }
-    const clash = adaptive || budget !== undefined ? thinkingClash(input, choice) : undefined;
+    const clash = adaptive || budget !== undefined ? thinkingClash({ ...input, toolChoice: choice }) : undefined;
     if (clash) throw new BrokerRefusal('invalid_request', `${clash} with extended thinking (the provider refuses it)`);
     for (const [name, v] of [['presence_penalty', input.presencePenalty], ['frequency_penalty', input.frequencyPenalty]] as const) {
       if (v !== undefined && !(v >= -2 && v <= 2)) throw new BrokerRefusal('invalid_request', `${name} must be between -2 and 2`);

@@ -148,11 +148,29 @@ describe('Anthropic Messages request', () => {
     expect(bodyOf('none')).not.toHaveProperty('output_config');
     for (const effort of ['low', 'medium', 'high', 'xhigh']) {
       expect(bodyOf(effort)).toMatchObject({ thinking: { type: 'adaptive' }, output_config: { effort } });
-      expect(anthropicProtocol.unsupported?.({ ...req, reasoningEffort: effort })).toBeUndefined();
+      expect(anthropicProtocol.unsupported?.({ ...req, temperature: 1, reasoningEffort: effort })).toBeUndefined();
     }
     expect(bodyOf('minimal')).toMatchObject({ output_config: { effort: 'low' } });
     expect(bodyOf('minimal')).not.toHaveProperty('thinking');
     expect(bodyOf('high')).not.toHaveProperty('reasoning_effort');
+  });
+
+  it('refuses what Anthropic refuses beside thinking when reasoning_effort thinks (sampling, a forced tool call), and takes it at none and minimal, which do not', () => {
+    const tool = { name: 'lookup', description: '', parametersJsonSchema: '{"type":"object"}' };
+    const { temperature: _, ...unsampled } = req;
+    const clashes: [Partial<ProviderRequest>, string][] = [
+      [{ temperature: 0.2 }, 'temperature may only be 1'],
+      [{ topK: 5 }, 'top_k may not be set'],
+      [{ topP: 0.5 }, 'top_p may only be between 0.95 and 1'],
+      [{ tools: [tool], toolChoice: 'required' }, 'tool_choice may not force a tool call'],
+      [{ tools: [tool], toolChoice: { name: 'lookup' } }, 'tool_choice may not force a tool call'],
+    ];
+    for (const [over, said] of clashes) {
+      expect(anthropicProtocol.unsupported?.({ ...unsampled, ...over, reasoningEffort: 'medium' })).toBe(`reasoning_effort medium (adaptive thinking), where ${said},`);
+      for (const effort of ['none', 'minimal']) expect(anthropicProtocol.unsupported?.({ ...unsampled, ...over, reasoningEffort: effort })).toBeUndefined();
+    }
+    // What thinking allows beside it.
+    expect(anthropicProtocol.unsupported?.({ ...req, temperature: 1, topP: 0.97, tools: [tool], toolChoice: 'none', reasoningEffort: 'high' })).toBeUndefined();
   });
 
   it('writes OpenAI\'s structured output (response_format json_schema) as output_config.format beside the effort; JSON mode, which it has not, is unsupported', () => {

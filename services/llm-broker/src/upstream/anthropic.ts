@@ -11,7 +11,7 @@ import { chatPromptTokens } from './openai';
 import { SseFramer } from './sse';
 import {
   answerJson, headerNumber, parametersOf, retryAfterMs, UpstreamError,
-  type CachePrefix, type ChatMessageIn, type ContentPartIn, type ProviderLimits, type ProviderRequest, type StreamEvent, type StreamParser, type ToolCallOut, type UsageOut, type WireProtocol,
+  type CachePrefix, type ChatMessageIn, type ContentPartIn, type ProviderLimits, type ProviderRequest, type StreamEvent, type StreamParser, type ToolCallOut, type ToolChoiceSpec, type UsageOut, type WireProtocol,
 } from './provider';
 
 type Headers = Record<string, string | string[] | undefined>;
@@ -161,12 +161,29 @@ function thinkingOf(req: ProviderRequest, output: { format: { type: 'json_schema
   const reasoning = req.reasoningEffort;
   const effort = reasoning === 'none' ? undefined : reasoning === 'minimal' ? 'low' : reasoning || req.effort;
   const config = effort || output ? { output_config: { ...(effort ? { effort } : {}), ...output } } : {};
-  if (reasoning) return reasoning === 'none' || reasoning === 'minimal' ? config : { thinking: { type: 'adaptive' }, ...config };
+  if (reasoning) return thinksAdaptively(req) ? { thinking: { type: 'adaptive' }, ...config } : config;
   return {
     ...(req.thinkingBudgetTokens !== undefined ? { thinking: { type: 'enabled' as const, budget_tokens: req.thinkingBudgetTokens } } : {}),
     ...(req.thinkingAdaptive ? { thinking: { type: 'adaptive' as const } } : {}),
     ...config,
   };
+}
+
+/**
+ * What Anthropic refuses beside extended thinking (a budget, adaptive, or reasoning_effort's),
+ * said as the refusal's subject; undefined: nothing.
+ */
+export function thinkingClash(req: Pick<ProviderRequest, 'temperature' | 'topK' | 'topP'> & { toolChoice?: ToolChoiceSpec }): string | undefined {
+  if (req.temperature !== undefined && req.temperature !== 1) return 'temperature may only be 1';
+  if (req.topK !== undefined) return 'top_k may not be set';
+  if (req.topP !== undefined && req.topP < 0.95) return 'top_p may only be between 0.95 and 1';
+  if (req.toolChoice === 'required' || typeof req.toolChoice === 'object') return 'tool_choice may not force a tool call';
+  return undefined;
+}
+
+/** reasoning_effort at an effort that thinks (not none or minimal): adaptive thinking on this protocol. */
+function thinksAdaptively(req: ProviderRequest): boolean {
+  return !!req.reasoningEffort && req.reasoningEffort !== 'none' && req.reasoningEffort !== 'minimal';
 }
 
 /**
@@ -534,7 +551,12 @@ export const anthropicProtocol: WireProtocol = {
   error: anthropicError,
   parser: () => new MessagesStreamParser(),
   countPromptTokens,
-  unsupported: (req) => UNSUPPORTED.find(([, set]) => set(req))?.[0],
+  unsupported(req) {
+    const clash = thinksAdaptively(req) ? thinkingClash(req) : undefined;
+    // Said as what is refused: "reasoning_effort high, where temperature may only be 1, …".
+    if (clash) return `reasoning_effort ${req.reasoningEffort} (adaptive thinking), where ${clash},`;
+    return UNSUPPORTED.find(([, set]) => set(req))?.[0];
+  },
   cachePrefixes,
   // Reads from the prompt cache do not count against the ITPM (Anthropic's current models).
   cacheReadsLimited: false,
