@@ -821,6 +821,33 @@ test('Codex\'s Responses requests through the official openai client (reasoning 
   expect(plain.completed.usage!.output_tokens_details.reasoning_tokens).toBeGreaterThan(0);
 });
 
+test('a function call\'s output with an image (as Codex\'s view_image tool gives one), through the official openai client to either upstream: the text is the tool result, the image reaches the provider after it, billed', async () => {
+  const png = `data:image/png;base64,${minimalImage('image/png', 512, 512).toString('base64')}`;
+  const tools = [{ type: 'function' as const, name: 'view_image', description: 'Look at an image file', strict: false, parameters: { type: 'object', properties: { path: { type: 'string' } } } }];
+  const call = { type: 'function_call' as const, call_id: 'call_view1', name: 'view_image', arguments: '{"path":"chart.png"}' };
+  // This client's types know an output as a string only; OpenAI's API takes parts too, and Codex sends them.
+  const input = (output: Record<string, string>[]): OpenAI.Responses.ResponseInputItem[] => [
+    { role: 'user', content: 'What does chart.png show?' }, call, { type: 'function_call_output', call_id: call.call_id, output: output as unknown as string },
+  ];
+  const ask = async (baseURL: string, model: string) => {
+    const client = new OpenAI({ apiKey: alice, baseURL, maxRetries: 0 });
+    const textOnly = await client.responses.create({ model, tools, store: false, input: input([{ type: 'input_text', text: 'attached: chart.png' }]) });
+    const images = (await emulatorStats(emulator)).images;
+    const shown = await client.responses.create({ model, tools, store: false, input: input([{ type: 'input_text', text: 'attached: chart.png' }, { type: 'input_image', image_url: png, detail: 'auto' }]) });
+    expect((await emulatorStats(emulator)).images).toBe(images + 1);
+    // The provider quotes the tool result it was given: the text part.
+    expect(shown.output_text).toContain('"attached: chart.png"');
+    expect(shown.usage!.input_tokens).toBeGreaterThan(textOnly.usage!.input_tokens + 50);
+  };
+  const edge = await startEdge({ EDGE_INLINE_BROKER: 'true', LLM_PROTOCOL: 'anthropic', LLM_BASE_URL: `${emulator.url}/v1`, LLM_API_KEY: 'local-dev-key' });
+  try {
+    await ask(`${edge.url!}/v1`, 'claude-emulated');
+  } finally {
+    await edge.stop();
+  }
+  await ask(`${mesh.edge.url}/v1`, 'emulator-1');
+});
+
 test('structured output through both official clients, to either upstream: Anthropic\'s output_config.format and OpenAI\'s json_schema response format each answered with JSON that fits the schema', async () => {
   const schema = { type: 'object', properties: { city: { type: 'string' }, population: { type: 'integer' } }, required: ['city', 'population'], additionalProperties: false };
   const fits = (text: string) => expect(JSON.parse(text)).toEqual({ city: expect.any(String), population: expect.any(Number) });

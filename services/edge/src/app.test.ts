@@ -1097,6 +1097,47 @@ describe('edge app (fake peers)', () => {
       }
     });
 
+    test('a function call\'s output as content parts: its text parts are the tool result; its images follow the run of outputs in one user message, each call\'s said', async () => {
+      const { seen, restore } = recordGenerate();
+      try {
+        const image = (n: number) => ({ type: 'input_image', image_url: `https://example.com/${n}.png` });
+        const res = await respond({
+          input: [
+            { role: 'user', content: 'Show me the charts.' },
+            { type: 'function_call', call_id: 'c1', name: 'view', arguments: '{}' },
+            { type: 'function_call', call_id: 'c2', name: 'view', arguments: '{}' },
+            { type: 'function_call', call_id: 'c3', name: 'view', arguments: '{}' },
+            { type: 'function_call_output', call_id: 'c1', output: [{ type: 'input_text', text: 'Two charts: ' }, image(1), { type: 'input_text', text: 'rain, wind' }, image(2)] },
+            { type: 'function_call_output', call_id: 'c2', output: [image(3)] },
+            { type: 'function_call_output', call_id: 'c3', output: [{ type: 'input_text', text: 'nothing to show' }] },
+            { role: 'user', content: 'Which is wetter?' },
+          ],
+        });
+        expect(res.status).toBe(200);
+        const url = (n: number) => ({ imageUrl: `https://example.com/${n}.png` });
+        expect(seen[0]!.messages).toMatchObject([
+          { role: 'user', content: 'Show me the charts.' },
+          { role: 'assistant', toolCalls: [{ id: 'c1' }, { id: 'c2' }, { id: 'c3' }] },
+          { role: 'tool', toolCallId: 'c1', content: 'Two charts: rain, wind' },
+          { role: 'tool', toolCallId: 'c2', content: '(an image, in the user message after the results)' },
+          { role: 'tool', toolCallId: 'c3', content: 'nothing to show' },
+          {
+            role: 'user',
+            parts: { parts: [{ text: 'The function call c1 returned 2 images:' }, url(1), url(2), { text: 'The function call c2 returned an image:' }, url(3)] },
+          },
+          { role: 'user', content: 'Which is wetter?' },
+        ]);
+        expect(seen[0]!.messages).toHaveLength(7);
+        // Kept as given: the input items list it so.
+        const items = await fetch(`${base}/v1/responses/${((await res.json()) as { id: string }).id}/input_items?order=asc`, { headers: { authorization: `Bearer ${alice}` } });
+        expect(((await items.json()) as { data: Record<string, unknown>[] }).data[4]).toMatchObject({ type: 'function_call_output', output: [{ type: 'input_text', text: 'Two charts: ' }, image(1), { type: 'input_text' }, image(2)] });
+        // A file is not a part it takes (nor a message's).
+        expect((await respond({ input: [{ type: 'function_call_output', call_id: 'c1', output: [{ type: 'input_file', file_id: 'file-1' }] }] })).status).toBe(400);
+      } finally {
+        restore();
+      }
+    });
+
     test('streamed: the response\'s events in order, numbered, the text in deltas, then response.completed with the usage', async () => {
       const res = await respond({ stream: true });
       expect(res.status).toBe(200);

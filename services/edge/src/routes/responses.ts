@@ -35,6 +35,9 @@ const contentPart = {
   ],
 } as const;
 
+/** A part of a function call's output (as OpenAI's): text or an image. */
+const outputPart = { anyOf: [contentPart.anyOf[1], { type: 'object', required: ['type', 'text'], properties: { type: { type: 'string', enum: ['input_text'] }, text } }] } as const;
+
 /** An item of `input`: a message, an earlier answer's function call, or a call's output. */
 const inputItem = {
   anyOf: [
@@ -67,7 +70,10 @@ const inputItem = {
       properties: {
         type: { type: 'string', enum: ['function_call_output'] },
         call_id: { type: 'string', minLength: 1, maxLength: 128, pattern: NO_NUL },
-        output: text,
+        output: {
+          anyOf: [text, { type: 'array', maxItems: 100, items: outputPart }],
+          description: 'text, or content parts (`input_text`, `input_image`): the text parts are the tool result; the images, which a tool result cannot hold on every provider, follow the run of outputs in a user message, after a line saying which call gave them',
+        },
         id: { type: 'string' },
         status: { type: 'string' },
       },
@@ -113,9 +119,11 @@ interface ResponsesBody {
 type InputItem = { id?: string } & (
   | { type?: 'message'; role: string; content: string | { type: string; text?: string; image_url?: string; detail?: string }[] }
   | { type: 'function_call'; call_id: string; name: string; arguments: string }
-  | { type: 'function_call_output'; call_id: string; output: string }
+  | { type: 'function_call_output'; call_id: string; output: string | OutputPart[] }
   | { type: 'reasoning'; summary: { type: string; text: string }[]; encrypted_content?: string | null; status?: string | null }
 );
+
+type OutputPart = { type: 'input_text'; text: string } | { type: 'input_image'; image_url: string; detail?: string };
 
 /** The id prefix of each kind of item, as OpenAI's. */
 const ID_PREFIX: Record<NonNullable<InputItem['type']>, string> = { message: 'msg', function_call: 'fc', function_call_output: 'fco', reasoning: 'rs' };
@@ -138,7 +146,14 @@ const inputItems = (input: ResponsesBody['input']): InputItem[] => (typeof input
 function asChat(body: ResponsesBody, items: InputItem[]): ChatBody {
   const messages: ChatBody['messages'] = [];
   if (body.instructions) messages.push({ role: 'developer', content: body.instructions });
+  // The images of a run of function call outputs, for the user message after it.
+  let images: ChatPart[] = [];
+  const showImages = () => {
+    if (images.length > 0) messages.push({ role: 'user', content: images });
+    images = [];
+  };
   for (const [i, item] of items.entries()) {
+    if (item.type !== 'function_call_output') showImages();
     // An answer's reasoning, text and calls are one assistant turn: its thinking first.
     const last = messages.at(-1);
     const turn = last?.role === 'assistant' ? last : undefined;
@@ -152,11 +167,15 @@ function asChat(body: ResponsesBody, items: InputItem[]): ChatBody {
       if (turn && (turn.tool_calls || turn.content == null)) (turn.tool_calls ??= []).push(call);
       else messages.push({ role: 'assistant', content: null, tool_calls: [call] });
     } else if (item.type === 'function_call_output') {
-      messages.push({ role: 'tool', tool_call_id: item.call_id, content: item.output });
+      const parts = typeof item.output === 'string' ? [{ type: 'input_text' as const, text: item.output }] : item.output;
+      const said = parts.flatMap((p) => (p.type === 'input_text' ? [{ type: 'text' as const, text: p.text }] : []));
+      const shown = parts.filter((p) => p.type === 'input_image');
+      const which = shown.length === 1 ? 'an image' : `${shown.length} images`;
+      // A result of images alone says where they are (a provider may refuse an empty result).
+      messages.push({ role: 'tool', tool_call_id: item.call_id, content: said.length > 0 || shown.length === 0 ? said : `(${which}, in the user message after the results)` });
+      if (shown.length > 0) images.push({ type: 'text', text: `The function call ${item.call_id} returned ${which}:` }, ...shown.map(chatPart));
     } else {
-      const content = typeof item.content === 'string'
-        ? item.content
-        : item.content.map((p) => (p.type === 'input_image' ? { type: 'image_url', image_url: { url: p.image_url!, ...(p.detail ? { detail: p.detail } : {}) } } : { type: 'text', text: p.text ?? '' }));
+      const content = typeof item.content === 'string' ? item.content : item.content.map(chatPart);
       if (item.role !== 'user' && typeof content !== 'string' && content.some((p) => p.type === 'image_url')) {
         throw badRequest(`body/input holds an image in a message with role '${item.role}': only a user message may`, undefined, 'input');
       }
@@ -165,6 +184,7 @@ function asChat(body: ResponsesBody, items: InputItem[]): ChatBody {
       else messages.push({ role: item.role, content });
     }
   }
+  showImages();
   if (messages.length === (body.instructions ? 1 : 0)) {
     throw badRequest('body/input holds reasoning items alone: they go with the turn they were part of, and leave nothing to answer', 'empty_input', 'input');
   }
@@ -189,6 +209,13 @@ function asChat(body: ResponsesBody, items: InputItem[]): ChatBody {
     ...(body.user ? { user: body.user } : {}),
     ...(body.prompt_cache_key ? { prompt_cache_key: body.prompt_cache_key } : {}),
   };
+}
+
+type ChatPart = Exclude<ChatBody['messages'][number]['content'], string | null | undefined>[number];
+
+/** A Responses content part as a chat message's. */
+function chatPart(p: { type: string; text?: string; image_url?: string; detail?: string }): ChatPart {
+  return p.type === 'input_image' ? { type: 'image_url', image_url: { url: p.image_url!, ...(p.detail ? { detail: p.detail } : {}) } } : { type: 'text', text: p.text ?? '' };
 }
 
 /**
