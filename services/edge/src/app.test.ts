@@ -442,6 +442,20 @@ describe('edge app (fake peers)', () => {
       let meshText = '';
       for await (const c of meshStream) meshText += c.choices[0]?.delta?.content ?? '';
       expect(meshText).toBe('reporter-0 reporter-1 reporter-2 ');
+      // What a chat client sends with every call (sampling, a length limit) is taken, and left to the agents;
+      // what shapes the answer, which a run's cannot be, is refused by name.
+      const sampled = await client.chat.completions.create({ model: 'agent-mesh', messages: [{ role: 'user', content: 'plan' }], temperature: 0.7, top_p: 0.9, max_tokens: 500, seed: 3, presence_penalty: 0.1, response_format: { type: 'text' } });
+      expect(sampled.choices[0]!.message.content).toBe('reporter-0 reporter-1 reporter-2 ');
+      const shapes: Record<string, unknown>[] = [
+        { response_format: { type: 'json_object' } }, { stop: 'END' }, { logit_bias: { '50256': -100 } }, { reasoning_effort: 'low' }, { verbosity: 'low' }, { top_k: 5 },
+      ];
+      for (const shape of shapes) {
+        const refused = await client.chat.completions.create({ model: 'agent-mesh', messages: [{ role: 'user', content: 'plan' }], ...shape } as OpenAI.ChatCompletionCreateParamsNonStreaming).catch((e: unknown) => e);
+        expect(refused).toBeInstanceOf(OpenAI.BadRequestError);
+        const param = Object.keys(shape)[0]!;
+        expect((refused as InstanceType<typeof OpenAI.BadRequestError>).param).toBe(param);
+        expect((refused as Error).message).toContain(`body/${param} is not taken by the agent-mesh model, whose agents make their own calls (its answer is the Reporter's)`);
+      }
       const unauth = new OpenAI({ apiKey: 'nope', baseURL: `${base}/v1`, maxRetries: 0 });
       await expect(unauth.models.list()).rejects.toBeInstanceOf(OpenAI.AuthenticationError);
       await expect(client.chat.completions.create({ model: 'upstream', messages: [] })).rejects.toBeInstanceOf(OpenAI.BadRequestError);

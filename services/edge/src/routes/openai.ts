@@ -306,9 +306,10 @@ export function openaiRoutes(app: FastifyInstance, ctx: EdgeContext): void {
           'streamed as `delta.tool_calls` chunks (`index`, `id`, `type`, `function`); send each result back as a `tool` message with its `tool_call_id`, ' +
           'after the `assistant` message that carries the `tool_calls`. Message content is text (a string, or parts of type `text`); a user message\'s parts may be images too ' +
           '(`image_url`: `url` https or a data: URL of a base64 PNG, JPEG, GIF or WebP, `detail` auto, low or high), which the provider reads (its refusal of an image is a 400 that says why) and bills as prompt tokens; ' +
-          'the `agent-mesh` model takes text only. ' +
+          'the `agent-mesh` model takes text only, and refuses what would shape its answer, a run\'s (`response_format` other than text, `stop`, `logit_bias`, `reasoning_effort`, ' +
+          '`verbosity`, `top_k`, tools, thinking, `logprobs`, `n` over 1); its agents sample as their roles need, so `temperature`, `top_p`, `seed`, the penalties and the length limits are taken and left to them. ' +
           '`n`, `top_p`, `top_k` (Anthropic\'s), `stop`, `seed`, the penalties, `response_format`, `parallel_tool_calls`, `logprobs`, `reasoning_effort`, `verbosity` and `logit_bias` are passed on; `metadata` tags the call\'s trace; OpenAI\'s other parameters are accepted only at the value that changes nothing (`store` false…, each documented below) ' +
-          'and refused with 400 otherwise, as is a parameter OpenAI does not have: nothing in a request is silently ignored.',
+          'and refused with 400 otherwise, as is a parameter OpenAI does not have: nothing else in a request is left unused.',
         headers: { type: 'object', properties: { [CACHE_HEADER]: { type: 'string', enum: ['on', 'off'] } } },
         body: {
           type: 'object',
@@ -538,6 +539,8 @@ export function completion(ctx: EdgeContext, req: FastifyRequest, reply: Fastify
   if (thinks && body.model === PIPELINE_MODEL) throw badRequest(`body/thinking is not available for the ${PIPELINE_MODEL} model, whose agents make their own calls`, undefined, 'thinking');
   if (body.logprobs && body.model === PIPELINE_MODEL) throw badRequest(`body/logprobs is not available for the ${PIPELINE_MODEL} model, whose answer is a run's`, undefined, 'logprobs');
   if (n > 1 && body.model === PIPELINE_MODEL) throw badRequest(`body/n must be 1 for the ${PIPELINE_MODEL} model, whose run gives one answer`, undefined, 'n');
+  const shaped = body.model === PIPELINE_MODEL ? PIPELINE_REFUSES.find((k) => body[k] != null && !(k === 'response_format' && body.response_format?.['type'] === 'text')) : undefined;
+  if (shaped) throw badRequest(`body/${shaped} is not taken by the ${PIPELINE_MODEL} model, whose agents make their own calls (its answer is the Reporter's)`, undefined, shaped);
   // Several choices are several answers: one replayed from the cache would be each of them.
   if (n > 1 && asked === 'on') throw badRequest(`body/n greater than 1 asks for different answers: the response cache (${CACHE_HEADER}: on) replays one`, undefined, 'n');
   const toolChoice = toolChoiceOf(body);
@@ -547,6 +550,13 @@ export function completion(ctx: EdgeContext, req: FastifyRequest, reply: Fastify
     : n === 1 ? choice(0) : merged(Array.from({ length: n }, (_, i) => choice(i)), abort);
   return { ctx, req, reply, pieces, abort, cache, n };
 }
+
+/**
+ * What shapes an answer that the agents' pipeline cannot give a run's answer (its agents make
+ * their own calls): refused, not ignored. The sampling parameters and the length limits, which
+ * chat clients send with every call, are taken and left to the agents (their own, per role).
+ */
+const PIPELINE_REFUSES = ['response_format', 'stop', 'logit_bias', 'reasoning_effort', 'verbosity', 'top_k', 'output_config', 'context_management'] as const satisfies readonly (keyof ChatBody)[];
 
 /** A completion begun, with the request it answers: what a route writes its answer from. */
 export interface Begun {
