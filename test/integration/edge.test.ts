@@ -848,6 +848,34 @@ test('a function call\'s output with an image (as Codex\'s view_image tool gives
   await ask(`${mesh.edge.url}/v1`, 'emulator-1');
 });
 
+test('log probabilities through the Responses API (include message.output_text.logprobs, top_logprobs), as the official openai client reads them: each output_text\'s tokens, the streamed deltas\' their own, the same figures either way', async () => {
+  const client = new OpenAI({ apiKey: alice, baseURL: `${mesh.edge.url}/v1`, maxRetries: 0 });
+  // This client's types (openai 5.23) know neither this include nor top_logprobs; it sends them as given.
+  const asked = { model: 'emulator-1', input: 'How do tides work?', include: ['message.output_text.logprobs'], top_logprobs: 2, store: false, temperature: 0 } as unknown as OpenAI.Responses.ResponseCreateParamsNonStreaming;
+  const whole = await client.responses.create(asked);
+  const text = whole.output[0] as OpenAI.Responses.ResponseOutputMessage;
+  const part = text.content[0] as OpenAI.Responses.ResponseOutputText;
+  expect(part.logprobs!.map((l) => l.token).join('')).toBe(part.text);
+  expect(part.logprobs!.length).toBeGreaterThan(5);
+  expect(part.logprobs!.every((l) => l.logprob <= 0 && l.top_logprobs.length === 2)).toBe(true);
+  expect(whole).toMatchObject({ top_logprobs: 2 });
+  const deltas: OpenAI.Responses.ResponseTextDeltaEvent[] = [];
+  let done: OpenAI.Responses.ResponseTextDoneEvent | undefined;
+  let completed: OpenAI.Responses.Response | undefined;
+  for await (const e of await client.responses.create({ ...asked, stream: true })) {
+    if (e.type === 'response.output_text.delta') deltas.push(e);
+    else if (e.type === 'response.output_text.done') done = e;
+    else if (e.type === 'response.completed') completed = e.response;
+  }
+  for (const d of deltas) expect(d.logprobs.map((l) => l.token).join('')).toBe(d.delta);
+  expect(deltas.flatMap((d) => d.logprobs)).toEqual(part.logprobs);
+  expect(done!.logprobs).toEqual(part.logprobs);
+  expect(((completed!.output[0] as OpenAI.Responses.ResponseOutputMessage).content[0] as OpenAI.Responses.ResponseOutputText).logprobs).toEqual(part.logprobs);
+  // Not asked for: none.
+  const plain = await client.responses.create({ model: 'emulator-1', input: 'How do tides work?', store: false });
+  expect((plain.output[0] as OpenAI.Responses.ResponseOutputMessage).content[0]).not.toHaveProperty('logprobs');
+});
+
 test('structured output through both official clients, to either upstream: Anthropic\'s output_config.format and OpenAI\'s json_schema response format each answered with JSON that fits the schema', async () => {
   const schema = { type: 'object', properties: { city: { type: 'string' }, population: { type: 'integer' } }, required: ['city', 'population'], additionalProperties: false };
   const fits = (text: string) => expect(JSON.parse(text)).toEqual({ city: expect.any(String), population: expect.any(Number) });

@@ -1069,6 +1069,19 @@ describe('edge app (fake peers)', () => {
       expect(r['output'][0].id).toMatch(/^msg_/);
     });
 
+    test('top_logprobs only with include message.output_text.logprobs, which asks the broker for them: refused by name', async () => {
+      expect(await refusal(await respond({ top_logprobs: 2 }))).toBe("body must have required property 'include' when body/top_logprobs is given");
+      expect(await refusal(await respond({ top_logprobs: 2, include: ['reasoning.encrypted_content'] }))).toBe('body/include must contain "message.output_text.logprobs" when body/top_logprobs is given');
+      expect(await refusal(await respond({ include: ['message.output_text.logprob'] }))).toBe('body/include/0 must be "reasoning.encrypted_content" or "message.output_text.logprobs"');
+      const { seen, restore } = recordGenerate();
+      try {
+        for (const extra of [{ top_logprobs: 0 }, { include: ['message.output_text.logprobs'] }, { include: ['message.output_text.logprobs'], top_logprobs: 3 }]) expect((await respond(extra)).status).toBe(200);
+        expect(seen.map((r) => [r.logprobs, r.topLogprobs])).toEqual([[undefined, undefined], [true, undefined], [true, 3]]);
+      } finally {
+        restore();
+      }
+    });
+
     test('background needs store: refused by name', async () => {
       expect(await refusal(await respond({ background: true, store: false }))).toBe('body/store must be true or null when body/background is true');
       expect((await respond({ background: false, stream: true, store: false })).status).toBe(200);
@@ -1272,7 +1285,7 @@ describe('edge app (fake peers)', () => {
         restore();
       }
       // What this gateway did not give is refused by name: another include, and reasoning it cannot read.
-      expect(await refusal(await respond({ include: ['message.output_text.logprobs'] }))).toBe('body/include/0 must be "reasoning.encrypted_content"');
+      expect(await refusal(await respond({ include: ['file_search_call.results'] }))).toBe('body/include/0 must be "reasoning.encrypted_content" or "message.output_text.logprobs"');
       const forged = await respond({ input: [{ type: 'reasoning', summary: [], encrypted_content: Buffer.from('{"type":"other"}').toString('base64url') }, { role: 'user', content: 'hi' }] });
       expect(await refusal(await respond({ instructions: 'Be brief.', input: [{ type: 'reasoning', summary: [] }] })))
         .toBe('body/input holds reasoning items alone: they go with the turn they were part of, and leave nothing to answer');

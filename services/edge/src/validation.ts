@@ -24,7 +24,7 @@ type ValidationError = FastifySchemaValidationError & { schemaPath: string; prop
  */
 export function validationMessage(context: string, errors: readonly FastifySchemaValidationError[], schema?: unknown, data?: unknown): { message: string; param: string | undefined } {
   const shown = relevant(errors as readonly ValidationError[], schema, data);
-  const lines = shown.map((e) => `${context}${e.instancePath}${e.propertyName === undefined ? '' : ` key ${JSON.stringify(e.propertyName)}`} ${describe(e)}${condition(e, schema, context)}`);
+  const lines = shown.map((e) => `${context}${e.instancePath}${e.propertyName === undefined ? '' : ` key ${JSON.stringify(e.propertyName)}`} ${describe(e, schema)}${condition(e, schema, context)}`);
   return { message: [...new Set(lines)].join('; '), param: shown[0] && paramOf(shown[0]) };
 }
 
@@ -52,9 +52,12 @@ function condition(e: ValidationError, schema: unknown, context: string): string
   return ` when ${valued.map(([k, v]) => `${k} is ${v === undefined ? 'given' : JSON.stringify(v)}`).join(' and ')}`;
 }
 
-function describe(e: ValidationError): string {
+function describe(e: ValidationError, schema: unknown): string {
   const p = e.params as Record<string, unknown>;
   if (e.keyword === 'const') return `must be ${JSON.stringify(p['allowedValue'])}`;
+  // An array that must hold a given value (`contains: {const: …}`): which one.
+  const held = e.keyword === 'contains' ? (at(schema, e.schemaPath) as Schema | undefined)?.['const'] : undefined;
+  if (held !== undefined) return `must contain ${JSON.stringify(held)}`;
   if (e.keyword === 'pattern') return PATTERN_MEANING[String(p['pattern'])] ?? e.message ?? 'is not valid';
   if (e.keyword === 'enum') return `must be ${(p['allowedValues'] as unknown[]).map((v) => JSON.stringify(v)).join(' or ')}`;
   if (e.keyword === 'additionalProperties') return `has a parameter this API does not take: "${String(p['additionalProperty'])}" (refused rather than ignored)`;

@@ -82,7 +82,7 @@ export interface Usage {
 }
 
 /** One token's log probability as OpenAI writes it (`logprobs.content[]`). */
-interface WireLogprob {
+export interface WireLogprob {
   token: string;
   logprob: number;
   bytes: number[];
@@ -956,18 +956,21 @@ export async function openStream({ ctx, req, reply, pieces, abort, cache }: Begu
  * A caller that does not stream: the answer's text and its end, the cache's outcome in the
  * response header; the call's end is read on in the background.
  */
-export async function wholeAnswer({ ctx, reply, pieces, cache }: Begun): Promise<{ text: string; done: Extract<Piece, { done: true }>; thinking: WholeThinking[] }> {
+export async function wholeAnswer({ ctx, reply, pieces, cache }: Begun): Promise<{ text: string; done: Extract<Piece, { done: true }>; thinking: WholeThinking[]; logprobs: WireLogprob[] }> {
   if (cache) void reply.header(CACHE_HEADER, 'miss');
   let text = '';
+  const logprobs: WireLogprob[] = [];
   const thinking = new ThinkingBlocks();
   for (let next = await pieces.next(); !next.done; next = await pieces.next()) {
     const p = next.value;
-    if ('delta' in p) text += p.delta;
-    else if ('thinking' in p) thinking.add(p.thinking);
+    if ('delta' in p) {
+      text += p.delta;
+      if (p.logprobs) logprobs.push(...p.logprobs);
+    } else if ('thinking' in p) thinking.add(p.thinking);
     else if ('cached' in p) void reply.header(CACHE_HEADER, p.cached);
     else if ('done' in p) {
       readToEnd(pieces, ctx);
-      return { text, done: p, thinking: thinking.blocks };
+      return { text, done: p, thinking: thinking.blocks, logprobs };
     }
   }
   throw new HttpError(502, 'incomplete', 'the answer ended without a result');

@@ -17,7 +17,7 @@ import { GENERATE_DEADLINE_MS } from '../gateways/broker';
 import { ERASE_RESPONSES_TIMEOUT_MS } from '../gateways/store';
 import { requestScope } from '../scope';
 import { BlockSequence, type Step, type WholeThinking } from './blocks';
-import { CACHE_HEADER, completion, countTokens, eventStream, openStream, readToEnd, wholeAnswer, type Begun, type ChatBody, type Piece } from './openai';
+import { CACHE_HEADER, completion, countTokens, eventStream, openStream, readToEnd, wholeAnswer, type Begun, type ChatBody, type Piece, type WireLogprob } from './openai';
 import { eventFrame } from '../background';
 import { anyObject, BACKED, errorResponses, FUNCTION_NAME, IMAGE_URL, iso, metadataSchema, NO_NUL, openAiErrorResponses, pageOf, pageQuery } from './schemas';
 
@@ -108,6 +108,7 @@ interface ResponsesBody {
   text?: { format?: { type: string; name?: string; schema?: Record<string, unknown>; description?: string; strict?: boolean | null }; verbosity?: string | null } | null;
   reasoning?: { effort?: string | null; summary?: string | null } | null;
   include?: string[] | null;
+  top_logprobs?: number | null;
   prompt_cache_key?: string | null;
   metadata?: Record<string, string> | null;
   user?: string;
@@ -203,6 +204,7 @@ function asChat(body: ResponsesBody, items: InputItem[]): ChatBody {
     ...(format && format.type !== 'text'
       ? { response_format: format.type === 'json_schema' ? { type: 'json_schema', json_schema: { name: format.name, schema: format.schema, description: format.description, strict: format.strict } } : { type: format.type } }
       : {}),
+    ...(logprobsAsked(body) ? { logprobs: true, ...(body.top_logprobs ? { top_logprobs: body.top_logprobs } : {}) } : {}),
     ...(body.reasoning?.effort ? { reasoning_effort: body.reasoning.effort } : {}),
     ...(body.text?.verbosity ? { verbosity: body.text.verbosity } : {}),
     ...(body.metadata ? { metadata: body.metadata } : {}),
@@ -257,6 +259,13 @@ function shown(item: Record<string, unknown>, body: ResponsesBody): Record<strin
 }
 
 const ENCRYPTED_REASONING = 'reasoning.encrypted_content';
+const TEXT_LOGPROBS = 'message.output_text.logprobs';
+
+/** Whether the caller asked for each output token's log probability (`include`). */
+const logprobsAsked = (body: ResponsesBody): boolean => body.include?.includes(TEXT_LOGPROBS) === true;
+
+/** An answer's text as an `output_text` part: with its tokens' log probabilities when asked for. */
+const outputText = (body: ResponsesBody, text: string, logprobs: WireLogprob[]) => ({ type: 'output_text', text, annotations: [], ...(logprobsAsked(body) ? { logprobs } : {}) });
 
 type Done = Extract<Piece, { done: true }>;
 
@@ -270,10 +279,10 @@ function statusOf(finishReason: string): { status: 'completed' | 'incomplete'; i
 }
 
 /** The answer's output items: its reasoning (a thinking upstream's), its text as one message (when there is text), then its function calls. */
-function outputOf(body: ResponsesBody, messageId: string, content: string, thinking: WholeThinking[], done: Done, status: string): State['output'] {
+function outputOf(body: ResponsesBody, messageId: string, content: string, logprobs: WireLogprob[], thinking: WholeThinking[], done: Done, status: string): State['output'] {
   return [
     ...thinking.map((block) => reasoningItem(itemId('rs'), block, !!body.reasoning?.summary)),
-    ...(content ? [{ type: 'message', id: messageId, status, role: 'assistant', content: [{ type: 'output_text', text: content, annotations: [] }] }] : []),
+    ...(content ? [{ type: 'message', id: messageId, status, role: 'assistant', content: [outputText(body, content, logprobs)] }] : []),
     ...done.toolCalls.map((c) => ({ type: 'function_call', id: itemId('fc'), call_id: c.id, name: c.function.name, arguments: c.function.arguments, status: 'completed' })),
   ];
 }
@@ -311,6 +320,7 @@ function responseObject({ id, createdAtMs, body }: Answer, state: State): Record
     text: { format: body.text?.format ?? { type: 'text' }, ...(body.text?.verbosity ? { verbosity: body.text.verbosity } : {}) },
     tool_choice: body.tool_choice ?? 'auto',
     tools: body.tools ?? [],
+    top_logprobs: body.top_logprobs ?? 0,
     top_p: body.top_p ?? 1,
     truncation: 'disabled',
     usage: u
@@ -404,9 +414,12 @@ const responsesBody = {
     include: {
       type: ['array', 'null'],
       maxItems: 10,
-      items: { type: 'string', enum: [ENCRYPTED_REASONING] },
-      description: '`reasoning.encrypted_content`: each reasoning item carries its thinking block (signed by the provider) as `encrypted_content`, to pass back in a later call\'s `input` (needed with `store: false`, as a tool-use loop of a thinking model is refused without it); the other values are refused',
+      items: { type: 'string', enum: [ENCRYPTED_REASONING, TEXT_LOGPROBS] },
+      description: '`reasoning.encrypted_content`: each reasoning item carries its thinking block (signed by the provider) as `encrypted_content`, to pass back in a later call\'s `input` (needed with `store: false`, as a tool-use loop of a thinking model is refused without it); ' +
+        '`message.output_text.logprobs`: each `output_text` carries its tokens\' log probabilities as `logprobs` (`token`, `logprob`, `bytes`, `top_logprobs`), streamed in each `response.output_text.delta` (an Anthropic upstream has none: 400, as for `logprobs` on chat completions); ' +
+        'the other values are refused',
     },
+    top_logprobs: { type: ['integer', 'null'], minimum: 0, maximum: 20, description: 'how many of the likeliest tokens to give beside each (with `include: ["message.output_text.logprobs"]`)' },
     prompt_cache_key: { type: ['string', 'null'], maxLength: 256, pattern: NO_NUL, description: 'a hint that calls sharing a long prefix go to the same prompt cache: passed on to an OpenAI upstream, not sent to an Anthropic one (its cache is keyed by the prefix alone)' },
     metadata: metadataSchema,
     user: { type: 'string', maxLength: 256 },
@@ -423,9 +436,12 @@ const responsesBody = {
     service_tier: { enum: ['auto', 'default', null], description: 'only auto or default' },
     truncation: { enum: ['disabled', null], description: 'only disabled: an input over the model\'s context is refused by the provider' },
   },
-  // A background response is read back from where it is kept.
-  if: { required: ['background'], properties: { background: { const: true } } },
-  then: { properties: { store: { enum: [true, null] } } },
+  allOf: [
+    // A background response is read back from where it is kept.
+    { if: { required: ['background'], properties: { background: { const: true } } }, then: { properties: { store: { enum: [true, null] } } } },
+    // The likeliest tokens come beside each token's log probability, which include asks for.
+    { if: { required: ['top_logprobs'], properties: { top_logprobs: { type: 'integer', minimum: 1 } } }, then: { required: ['include'], properties: { include: { type: 'array', contains: { const: TEXT_LOGPROBS } } } } },
+  ],
   additionalProperties: false,
 } as const;
 
@@ -451,7 +467,7 @@ export function responsesRoutes(app: FastifyInstance, ctx: EdgeContext): void {
           'The same call as /v1/chat/completions (its models, queue, quota, response cache and `x-mesh-cache` header), asked and answered in the Responses API\'s terms: ' +
           '`input` (text, or items: messages with `input_text`, `output_text` and `input_image` parts, `function_call` and `function_call_output`), `instructions`, ' +
           '`max_output_tokens`, `temperature`, `top_p`, function `tools`, `tool_choice`, `parallel_tool_calls`, `text.format` (text, json_object, json_schema), ' +
-          '`text.verbosity`, `reasoning` (`effort`, `summary`), `include` (`reasoning.encrypted_content`), `prompt_cache_key`, `metadata` (tags on the trace) and `user`. ' +
+          '`text.verbosity`, `reasoning` (`effort`, `summary`), `include` (`reasoning.encrypted_content`, `message.output_text.logprobs`), `top_logprobs`, `prompt_cache_key`, `metadata` (tags on the trace) and `user`. ' +
           'The answer is a `response` with `output` items (`reasoning` items when the upstream thinks, a `message` with `output_text`, ' +
           'and `function_call` items) and `usage`, or with stream: true its events (`response.created`, `response.output_item.added`, `response.reasoning_summary_text.delta`, `response.output_text.delta`, … ' +
           '`response.completed` or `response.incomplete`; `response.failed`, with the response\'s `error`, when the call fails after it began: kept so). Unless `store` is false the response is kept for its caller ' +
@@ -478,9 +494,9 @@ export function responsesRoutes(app: FastifyInstance, ctx: EdgeContext): void {
         return body.stream ? followResponse(ctx, req, reply, answer.id, -1) : queued;
       }
       if (body.stream) return streamResponse(call, answer);
-      const { text: content, done, thinking } = await wholeAnswer(call);
+      const { text: content, done, thinking, logprobs } = await wholeAnswer(call);
       const end = statusOf(done.finishReason);
-      return finalResponse(call, answer, { ...end, output: outputOf(body, itemId('msg'), content, thinking, done, end.status), done });
+      return finalResponse(call, answer, { ...end, output: outputOf(body, itemId('msg'), content, logprobs, thinking, done, end.status), done });
     },
   );
 
@@ -861,6 +877,10 @@ class OutputEvents {
   readonly output: Record<string, unknown>[] = [];
   private readonly blocks = new BlockSequence();
 
+  /** The log probabilities of the piece being written (its text step's), and of the text block's tokens so far. */
+  private pieceLogprobs: WireLogprob[] = [];
+  private textLogprobs: WireLogprob[] = [];
+
   /** The thinking block being written, as it will be kept. */
   private thought: { type: 'thinking'; thinking: string; signature: string } | { type: 'redacted_thinking'; data: string } | undefined;
 
@@ -868,7 +888,10 @@ class OutputEvents {
 
   /** A piece of the answer: thinking, text, or a tool call's. */
   async piece(p: Piece): Promise<void> {
-    if ('delta' in p) await this.steps(this.blocks.text(p.delta));
+    if ('delta' in p) {
+      this.pieceLogprobs = p.logprobs ?? [];
+      await this.steps(this.blocks.text(p.delta));
+    }
     else if ('toolCall' in p) await this.steps(this.blocks.toolCall(p.toolCall));
     else if ('thinking' in p) await this.steps(this.blocks.thinking(p.thinking));
   }
@@ -916,15 +939,21 @@ class OutputEvents {
         case 'text-start':
           output[output_index] = { type: 'message', id: itemId('msg'), status: 'in_progress', role: 'assistant', content: [] };
           await this.emit('response.output_item.added', { output_index, item: output[output_index] });
-          await this.emit('response.content_part.added', { item_id: output[output_index]!['id'], output_index, content_index: 0, part: { type: 'output_text', text: '', annotations: [] } });
+          this.textLogprobs = [];
+          await this.emit('response.content_part.added', { item_id: output[output_index]!['id'], output_index, content_index: 0, part: outputText(body, '', []) });
           break;
-        case 'text':
-          await this.emit('response.output_text.delta', { item_id: item!['id'], output_index, content_index: 0, delta: step.text, logprobs: [] });
+        case 'text': {
+          // A piece's figures go with its text (text held behind a tool call comes later, without them).
+          const logprobs = this.pieceLogprobs;
+          this.pieceLogprobs = [];
+          this.textLogprobs.push(...logprobs);
+          await this.emit('response.output_text.delta', { item_id: item!['id'], output_index, content_index: 0, delta: step.text, logprobs });
           break;
+        }
         case 'text-stop': {
-          const part = { type: 'output_text', text: step.text, annotations: [] };
+          const part = outputText(body, step.text, this.textLogprobs);
           output[output_index] = { ...item, status, content: [part] };
-          await this.emit('response.output_text.done', { item_id: item!['id'], output_index, content_index: 0, text: step.text, logprobs: [] });
+          await this.emit('response.output_text.done', { item_id: item!['id'], output_index, content_index: 0, text: step.text, logprobs: logprobsAsked(body) ? this.textLogprobs : [] });
           await this.emit('response.content_part.done', { item_id: item!['id'], output_index, content_index: 0, part });
           await this.emit('response.output_item.done', { output_index, item: output[output_index] });
           break;
