@@ -18,11 +18,16 @@
 //      (the mesh's Redis and Jaeger), of the emulator and of the load generator: all share the CPUs.
 //      The mesh's throughput is also compared with each peer's round by round (the ratio within a
 //      round, then their median), which cancels most of the host's drift between rounds.
-//   2b. latency under load, open loop: requests sent at a fixed rate (BENCH_LOAD_RPS) whatever the
+//   2b. latency under load, open loop: requests sent at a mean rate (BENCH_LOAD_RPS) whatever the
 //      answers, each one's latency counted from its scheduled send time, per target in turn (in
 //      rounds, the order turned each round, the samples pooled); those unanswered 10 s after the
 //      last send are reported. Where the sequential phase sees every process asleep between calls
-//      (~100 ms apart per target), this is a gateway among other traffic: calls ~1000/rps ms apart;
+//      (~100 ms apart per target), this is a gateway among other traffic: calls ~1000/rps ms apart.
+//      The arrivals are a Poisson process, as in the other open-loop benchmarks, seeded by round so
+//      that every target is offered the same schedule. (Until 2026-12-08 they came every 20 ms
+//      exactly: with calls of ~20 ms, each call's arrival then met its predecessor's last
+//      millisecond, or just missed it, by a phase that a tenth of a millisecond moved, and the
+//      median swung with it: BENCH_LOAD_ARRIVALS=periodic keeps that schedule.)
 //   3. a probe of the machine: a Redis round trip back to back and after 20 ms idle (the mesh
 //      makes one before each upstream call; in the sequential phase every process sleeps between calls).
 // What ships is measured: the mesh traces every call to a Jaeger started here and logs at `info`.
@@ -39,7 +44,8 @@
 // target's warm-up at saturation per mode, before its figures; 0: none. After 5 s the inline edge's
 // rps still rose over the three rounds, 1,226 / 1,284 / 1,338, while Portkey's held flat),
 // BENCH_TARGETS (comma list of mesh,mesh-inline,portkey,litellm,direct; default all), BENCH_EDGE_WAIT_S (1200),
-// BENCH_LOAD_RPS (50; 0: no open-loop phase), BENCH_LOAD_SECONDS (6 per target and round), BENCH_LOAD_ROUNDS (5:
+// BENCH_LOAD_RPS (50; 0: no open-loop phase), BENCH_LOAD_ARRIVALS (poisson; periodic: one every 1000/rps ms),
+// BENCH_LOAD_SECONDS (6 per target and round), BENCH_LOAD_ROUNDS (5:
 // 1,500 calls per target and mode, the p99 the 15th slowest; of 3 rounds, 900 calls, a run's p99 ratio
 // moved ×0.51–1.78 between runs of one build, its interval as wide as ×0.97–2.26),
 // BENCH_LOG_LEVEL (the mesh's LOG_LEVEL, info), BENCH_TRACING (1: the mesh exports its traces to
@@ -52,7 +58,7 @@ import os from 'node:os';
 import path from 'node:path';
 import Redis from 'ioredis';
 import { Agent, request } from 'undici';
-import { bootstrapInterval, percentile, treeCpuSeconds } from './stats';
+import { bootstrapInterval, percentile, seededRandom, treeCpuSeconds } from './stats';
 import { emulatorStats, mintToken, startEmulator, startFerret, startJaeger, startMesh, startRedis, testDir, type Mesh, type Proc } from '../support';
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const stack = require('../../deploy/local/stack.js') as {
@@ -77,6 +83,8 @@ const LOG_LEVEL = process.env.BENCH_LOG_LEVEL ?? 'info';
 const LOAD_RPS = Number(process.env.BENCH_LOAD_RPS ?? 50);
 const LOAD_SECONDS = Number(process.env.BENCH_LOAD_SECONDS ?? 6);
 const LOAD_ROUNDS = Math.max(1, Number(process.env.BENCH_LOAD_ROUNDS ?? 5));
+const LOAD_ARRIVALS = (process.env.BENCH_LOAD_ARRIVALS ?? 'poisson') as 'poisson' | 'periodic';
+if (LOAD_ARRIVALS !== 'poisson' && LOAD_ARRIVALS !== 'periodic') throw new Error(`BENCH_LOAD_ARRIVALS: ${String(LOAD_ARRIVALS)}: expected poisson or periodic`);
 const TRACING = process.env.BENCH_TRACING !== '0';
 const PEERS = path.join(process.env.MESH_CACHE ?? path.join(os.homedir(), '.cache', 'agent-mesh'), 'peers');
 const MODEL = 'emulator-1';
@@ -113,7 +121,7 @@ interface Target {
 
 interface LatencyFigures { n: number; errors: number; p50: number; p99: number; ttftP50?: number; ttftP99?: number }
 /** Open-loop figures of one target and mode, every round's samples pooled: latencies from each request's scheduled send time. */
-interface LoadFigures { rps: number; seconds: number; rounds: number; offered: number; completed: number; errors: number; unfinished: number; p50: number; p99: number }
+interface LoadFigures { rps: number; arrivals: 'poisson' | 'periodic'; seconds: number; rounds: number; offered: number; completed: number; errors: number; unfinished: number; p50: number; p99: number }
 /**
  * CPU time per completed call (ms, user + system, from /proc): the target's own processes, those it
  * uses beside them (the mesh's Redis and Jaeger), the emulator, and the load generator.
@@ -248,16 +256,16 @@ async function latencyPhase(targets: Target[], mode: Mode): Promise<Map<string, 
  * answers (callers' users in turn), each latency counted from its scheduled send time. Returns the
  * latencies, the errors, and how many were still unanswered 10 s after the last send.
  */
-async function openLoopPass(t: Target, mode: Mode): Promise<{ ms: number[]; errors: number; unfinished: number; lastError: string }> {
-  const n = Math.round(LOAD_RPS * LOAD_SECONDS);
-  const gapMs = 1000 / LOAD_RPS;
+async function openLoopPass(t: Target, mode: Mode, round: number): Promise<{ ms: number[]; errors: number; unfinished: number; lastError: string }> {
+  const offsets = arrivalOffsets(round);
+  const n = offsets.length;
   const ms: number[] = [];
   let errors = 0;
   let lastError = '';
   const sent: Promise<void>[] = [];
   const start = performance.now() + 20;
   for (let i = 0; i < n; i += 1) {
-    const at = start + i * gapMs;
+    const at = start + offsets[i]!;
     const wait = at - performance.now();
     if (wait > 0) await sleep(wait);
     sent.push(
@@ -274,12 +282,26 @@ async function openLoopPass(t: Target, mode: Mode): Promise<{ ms: number[]; erro
   return { ms: [...ms], errors, unfinished: n - ms.length - errors, lastError };
 }
 
+/**
+ * When each request of a round's pass is sent (ms from its start): a Poisson process at LOAD_RPS
+ * over LOAD_SECONDS, drawn from the round's seed (every target offered the same), or one every
+ * 1000 / LOAD_RPS ms (periodic).
+ */
+function arrivalOffsets(round: number): number[] {
+  const periodMs = 1000 / LOAD_RPS;
+  if (LOAD_ARRIVALS === 'periodic') return Array.from({ length: Math.round(LOAD_RPS * LOAD_SECONDS) }, (_, i) => i * periodMs);
+  const random = seededRandom(20261208 + round);
+  const offsets: number[] = [];
+  for (let at = -Math.log(1 - random()) * periodMs; at < LOAD_SECONDS * 1000; at += -Math.log(1 - random()) * periodMs) offsets.push(at);
+  return offsets;
+}
+
 async function openLoopPhase(targets: Target[], mode: Mode): Promise<Map<string, LoadFigures & { samples: number[] }>> {
   const pooled = new Map(targets.map((t) => [t.name, { ms: [] as number[], errors: 0, unfinished: 0, lastError: '' }]));
   for (let round = 0; round < LOAD_ROUNDS; round += 1) {
     for (let k = 0; k < targets.length; k += 1) {
       const t = targets[(k + round) % targets.length]!;
-      const r = await openLoopPass(t, mode);
+      const r = await openLoopPass(t, mode, round);
       const p = pooled.get(t.name)!;
       p.ms.push(...r.ms);
       p.errors += r.errors;
@@ -291,7 +313,7 @@ async function openLoopPhase(targets: Target[], mode: Mode): Promise<Map<string,
   for (const [name, p] of pooled) {
     if (p.errors > 0) console.log(`  ${name} ${mode} under load: ${p.errors} errors (last: ${p.lastError})`);
     out.set(name, {
-      rps: LOAD_RPS, seconds: LOAD_SECONDS, rounds: LOAD_ROUNDS, offered: Math.round(LOAD_RPS * LOAD_SECONDS) * LOAD_ROUNDS,
+      rps: LOAD_RPS, arrivals: LOAD_ARRIVALS, seconds: LOAD_SECONDS, rounds: LOAD_ROUNDS, offered: Array.from({ length: LOAD_ROUNDS }, (_, r) => arrivalOffsets(r).length).reduce((a, b) => a + b, 0),
       completed: p.ms.length, errors: p.errors, unfinished: p.unfinished, p50: r2(percentile(p.ms, 50)), p99: r2(percentile(p.ms, 99)),
       samples: p.ms,
     });
@@ -643,7 +665,7 @@ async function main(): Promise<void> {
         (latencySamples[name] ??= {})[mode] = samples;
       }
       if (LOAD_RPS > 0) {
-        console.log(`latency under load (${mode}): ${LOAD_RPS} requests/s offered open-loop for ${LOAD_SECONDS} s per target, ${LOAD_ROUNDS} rounds …`);
+        console.log(`latency under load (${mode}): ${LOAD_RPS} requests/s offered open-loop (${LOAD_ARRIVALS} arrivals) for ${LOAD_SECONDS} s per target, ${LOAD_ROUNDS} rounds …`);
         for (const [name, { samples, ...f }] of await openLoopPhase(targets, mode)) {
           (underLoad[name] ??= {})[mode] = f;
           (underLoadSamples[name] ??= {})[mode] = samples;
@@ -742,7 +764,7 @@ async function main(): Promise<void> {
       }
     }
     if (LOAD_RPS > 0) {
-      console.log(`latency under load: ${LOAD_RPS} requests/s offered open-loop, ${LOAD_SECONDS} s × ${LOAD_ROUNDS} rounds per target (ms from each request's scheduled send time; + over direct at the same rate)`);
+      console.log(`latency under load: ${LOAD_RPS} requests/s offered open-loop (${LOAD_ARRIVALS} arrivals, the same for every target), ${LOAD_SECONDS} s × ${LOAD_ROUNDS} rounds per target (ms from each request's scheduled send time; + over direct at the same rate)`);
       for (const t of targets) {
         const line = MODES.map((m) => {
           const f = underLoad[t.name]?.[m];
@@ -829,6 +851,7 @@ async function main(): Promise<void> {
         addedLatencyMs: added,
         saturation,
         loadRps: LOAD_RPS,
+        loadArrivals: LOAD_ARRIVALS,
         underLoad,
         addedUnderLoadMs: addedUnderLoad,
         upstreamRequests,
