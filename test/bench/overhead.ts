@@ -28,6 +28,10 @@
 //      exactly: with calls of ~20 ms, each call's arrival then met its predecessor's last
 //      millisecond, or just missed it, by a phase that a tenth of a millisecond moved, and the
 //      median swung with it: BENCH_LOAD_ARRIVALS=periodic keeps that schedule.)
+//   After each open-loop pass and each saturation round (and before the sequential phase), the
+//      benchmark waits until the machine is quiet (fewer than BENCH_QUIET_CPUS, 0.1, busy over half a
+//      second; at most 20 s), so that no pass runs beside what the one before it left running (a
+//      peer's backlog, its logging): how long each wait took, per target, is in the output and the JSON.
 //   3. a probe of the machine: a Redis round trip back to back and after 20 ms idle (the mesh
 //      makes one before each upstream call; in the sequential phase every process sleeps between calls).
 // What ships is measured: the mesh traces every call to a Jaeger started here and logs at `info`.
@@ -58,7 +62,7 @@ import os from 'node:os';
 import path from 'node:path';
 import Redis from 'ioredis';
 import { Agent, request } from 'undici';
-import { bootstrapInterval, percentile, seededRandom, treeCpuSeconds } from './stats';
+import { bootstrapInterval, machineCpuSeconds, percentile, seededRandom, treeCpuSeconds } from './stats';
 import { emulatorStats, mintToken, startEmulator, startFerret, startJaeger, startMesh, startRedis, testDir, type Mesh, type Proc } from '../support';
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const stack = require('../../deploy/local/stack.js') as {
@@ -86,6 +90,9 @@ const LOAD_ROUNDS = Math.max(1, Number(process.env.BENCH_LOAD_ROUNDS ?? 5));
 const LOAD_ARRIVALS = (process.env.BENCH_LOAD_ARRIVALS ?? 'poisson') as 'poisson' | 'periodic';
 if (LOAD_ARRIVALS !== 'poisson' && LOAD_ARRIVALS !== 'periodic') throw new Error(`BENCH_LOAD_ARRIVALS: ${String(LOAD_ARRIVALS)}: expected poisson or periodic`);
 const TRACING = process.env.BENCH_TRACING !== '0';
+const QUIET_CPUS = Number(process.env.BENCH_QUIET_CPUS ?? 0.1);
+const QUIET_WINDOW_MS = 500;
+const QUIET_MAX_MS = 20_000;
 const PEERS = path.join(process.env.MESH_CACHE ?? path.join(os.homedir(), '.cache', 'agent-mesh'), 'peers');
 const MODEL = 'emulator-1';
 /** The embeddings row's model: every target passes it to the emulator, which serves it. */
@@ -302,6 +309,7 @@ async function openLoopPhase(targets: Target[], mode: Mode): Promise<Map<string,
     for (let k = 0; k < targets.length; k += 1) {
       const t = targets[(k + round) % targets.length]!;
       const r = await openLoopPass(t, mode, round);
+      await settleAfter(t, mode, 'load');
       const p = pooled.get(t.name)!;
       p.ms.push(...r.ms);
       p.errors += r.errors;
@@ -328,6 +336,36 @@ async function openLoopPhase(targets: Target[], mode: Mode): Promise<Map<string,
 function p99RatioInterval(groups: number[][]): [number, number] | undefined {
   if (!groups.every((g) => g.length > 0)) return undefined;
   return bootstrapInterval(groups, ([o, q, d]) => (percentile(o!, 99) - percentile(d!, 99)) / (percentile(q!, 99) - percentile(d!, 99))).map(r2) as [number, number];
+}
+
+/**
+ * Waits until the machine is quiet: over a window of QUIET_WINDOW_MS, fewer than QUIET_CPUS CPUs
+ * busy (what a pass left running: a peer's backlog, its logging, a collection), for at most
+ * QUIET_MAX_MS. Each pass then starts from the same idle machine, whatever ran before it. Returns
+ * how long it waited (ms) and whether the machine got quiet.
+ */
+async function settle(): Promise<{ ms: number; quiet: boolean }> {
+  const started = performance.now();
+  while (performance.now() - started < QUIET_MAX_MS) {
+    const a = machineCpuSeconds();
+    await sleep(QUIET_WINDOW_MS);
+    const b = machineCpuSeconds();
+    const busyCpus = ((b.busy - a.busy) * 1000) / QUIET_WINDOW_MS;
+    if (busyCpus < QUIET_CPUS) return { ms: Math.round(performance.now() - started), quiet: true };
+  }
+  return { ms: Math.round(performance.now() - started), quiet: false };
+}
+
+/** The settle waits after each of a target's passes, per mode and phase (ms, in the order run), and how many ended unquiet. */
+const settled: Record<string, Record<string, { load: number[]; saturation: number[]; unquiet: number }>> = {};
+async function settleAfter(t: Target, mode: Mode, phase: 'load' | 'saturation'): Promise<void> {
+  const s = await settle();
+  const rec = ((settled[t.name] ??= {})[mode] ??= { load: [], saturation: [], unquiet: 0 });
+  rec[phase].push(s.ms);
+  if (!s.quiet) {
+    rec.unquiet += 1;
+    console.log(`  the machine was still busy ${QUIET_MAX_MS / 1000} s after ${t.name}'s ${phase} pass (${mode}); going on`);
+  }
 }
 
 /** CPU seconds so far of a target's processes, of those beside it, of the emulator, and of this process. */
@@ -658,6 +696,7 @@ async function main(): Promise<void> {
         (warmup[t.name] ??= {})[mode] = (await saturationPhase(t, mode, emulator.proc.pid!, WARMUP_SECONDS)).rps;
         console.log(`  ${warmup[t.name]![mode]} rps`);
       }
+      await settle();
       console.log(`latency (${mode}): ${LATENCY_REQUESTS[mode]} sequential requests per target, interleaved …`);
       const l = await latencyPhase(targets, mode);
       for (const [name, { samples, ...f }] of l) {
@@ -678,6 +717,7 @@ async function main(): Promise<void> {
           console.log(`saturation (${mode}, round ${round + 1}/${ROUNDS}) ${t.name}: ${CONCURRENCY} concurrent callers for ${SECONDS} s …`);
           const before = (await emulatorStats(emulator)).byMode;
           rounds.get(t.name)!.push(await saturationPhase(t, mode, emulator.proc.pid!));
+          await settleAfter(t, mode, 'saturation');
           const after = (await emulatorStats(emulator)).byMode;
           const u = ((upstreamRequests[t.name] ??= {})[mode] ??= { stream: 0, whole: 0 });
           u.stream += after.stream - before.stream;
@@ -802,6 +842,13 @@ async function main(): Promise<void> {
       const u = upstreamRequests[t.name] ?? {};
       console.log(`upstream calls the emulator saw from ${t.name}'s saturation phases: ${MODES.map((m) => `${m}: ${u[m]?.stream ?? 0} streamed, ${u[m]?.whole ?? 0} whole`).join('; ')}`);
     }
+    for (const t of targets) {
+      const s = settled[t.name] ?? {};
+      console.log(
+        `the machine got quiet (< ${QUIET_CPUS} CPUs busy over ${QUIET_WINDOW_MS} ms) after ${t.name}'s passes in: ` +
+          MODES.map((m) => `${m}: load ${s[m]?.load.join('/') ?? '-'} ms, saturation ${s[m]?.saturation.join('/') ?? '-'} ms${s[m]?.unquiet ? `, ${s[m]!.unquiet} never` : ''}`).join('; '),
+      );
+    }
     for (const [name, why] of Object.entries(unavailable)) console.log(`${name}: NOT MEASURED — ${why}`);
     const notes: string[] = [];
     if (targets.some((t) => t.name === 'portkey')) {
@@ -839,6 +886,7 @@ async function main(): Promise<void> {
         processes,
         mesh: { tracing: TRACING, logLevel: LOG_LEVEL },
         loadAverage: os.loadavg().map((x) => Math.round(x * 10) / 10),
+        settle: { quietCpus: QUIET_CPUS, windowMs: QUIET_WINDOW_MS, maxMs: QUIET_MAX_MS, afterPassesMs: settled },
         emulator: EMULATOR_ENV,
         modes: MODES,
         latencyRequests: Object.fromEntries(MODES.map((m) => [m, LATENCY_REQUESTS[m]])),

@@ -1,4 +1,5 @@
-import { bootstrapInterval, censoredPercentile, linearFit, maxMinFairness, maxMinShares, percentile, seededRandom, steadyGoodput, treeCpuSeconds } from './stats';
+import os from 'node:os';
+import { bootstrapInterval, censoredPercentile, linearFit, machineCpuSeconds, maxMinFairness, maxMinShares, percentile, seededRandom, steadyGoodput, treeCpuSeconds } from './stats';
 
 describe('max-min fair shares', () => {
   it('meets small demands in full and splits the rest equally', () => {
@@ -55,6 +56,22 @@ describe('treeCpuSeconds', () => {
       idle.kill('SIGKILL');
     }
   }, 30_000);
+});
+
+describe('machineCpuSeconds', () => {
+  test("the machine's busy time grows by at least what this process burns, and its total by the wall time on every CPU", () => {
+    const before = machineCpuSeconds();
+    const wallStart = performance.now();
+    const t = process.cpuUsage();
+    while (process.cpuUsage(t).user + process.cpuUsage(t).system < 300_000); // 0.3 s of CPU
+    const after = machineCpuSeconds();
+    const wall = (performance.now() - wallStart) / 1000;
+    expect(after.busy - before.busy).toBeGreaterThanOrEqual(0.25); // USER_HZ ticks: 10 ms granularity
+    expect(after.busy).toBeLessThanOrEqual(after.total);
+    // Every CPU counts its wall time, busy or idle (±2 ticks a CPU).
+    const cpus = os.cpus().length;
+    expect(after.total - before.total).toBeGreaterThan(wall * cpus - 0.02 * cpus - 0.05);
+  });
 });
 
 describe('steadyGoodput', () => {

@@ -143,6 +143,18 @@ export function treeCpuSeconds(rootPids: readonly number[]): Map<number, number>
   return out;
 }
 
+/**
+ * The machine's CPU seconds so far, every CPU summed, from /proc/stat (Linux): `busy` (user, nice,
+ * system, irq, softirq, steal) and `total` (idle and iowait besides).
+ */
+export function machineCpuSeconds(): { busy: number; total: number } {
+  const ticks = 100; // USER_HZ on Linux
+  const f = fs.readFileSync('/proc/stat', 'utf8').split('\n', 1)[0]!.trim().split(/\s+/).slice(1, 9).map(Number);
+  const [user, nice, system, idle, iowait, irq, softirq, steal] = f as [number, number, number, number, number, number, number, number];
+  const busy = user + nice + system + irq + softirq + steal;
+  return { busy: busy / ticks, total: (busy + idle + iowait) / ticks };
+}
+
 /** One sample of the upstream's own counters (the emulator's), at `tS` seconds. */
 export interface UpstreamSample { tS: number; inFlight: number; requests: number }
 
