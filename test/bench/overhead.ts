@@ -28,10 +28,13 @@
 //      exactly: with calls of ~20 ms, each call's arrival then met its predecessor's last
 //      millisecond, or just missed it, by a phase that a tenth of a millisecond moved, and the
 //      median swung with it: BENCH_LOAD_ARRIVALS=periodic keeps that schedule.)
-//   After each open-loop pass and each saturation round (and before the sequential phase), the
-//      benchmark waits until the machine is quiet (fewer than BENCH_QUIET_CPUS, 0.1, busy over half a
-//      second; at most 20 s), so that no pass runs beside what the one before it left running (a
-//      peer's backlog, its logging): how long each wait took, per target, is in the output and the JSON.
+//   An open-loop pass's calls unanswered 10 s after its last send are called off (their connections
+//      closed): LiteLLM, overrun by the streamed open loop, went on serving its backlog for 20 s and
+//      more into the passes after its own. After each open-loop pass and each saturation round (and
+//      before the sequential phase), the benchmark waits until the machine is quiet (fewer than
+//      BENCH_QUIET_CPUS, 0.1, busy over half a second; at most 20 s), so that no pass runs beside
+//      what the one before it left running (a peer's backlog, its logging): how long each wait
+//      took, per target, is in the output and the JSON.
 //   3. a probe of the machine: a Redis round trip back to back and after 20 ms idle (the mesh
 //      makes one before each upstream call; in the sequential phase every process sleeps between calls).
 // What ships is measured: the mesh traces every call to a Jaeger started here and logs at `info`.
@@ -191,10 +194,11 @@ const embedBody = (i: number) =>
   JSON.stringify({ model: EMBED_MODEL, encoding_format: 'base64', input: [`Why do gateways add latency? (#${i % 50})`, 'A second, shorter text.'] });
 
 /** One completion (or embeddings call); resolves to its latency (and time to first content for streams), or throws. */
-async function complete(t: Target, mode: Mode, i: number, caller = 0): Promise<{ ms: number; ttftMs?: number }> {
+async function complete(t: Target, mode: Mode, i: number, caller = 0, signal?: AbortSignal): Promise<{ ms: number; ttftMs?: number }> {
   const started = performance.now();
   const res = await request(`${t.url}/${mode === 'embeddings' ? 'embeddings' : 'chat/completions'}`, {
     method: 'POST',
+    signal,
     headers: { 'content-type': 'application/json', ...(t.callerHeaders?.[caller] ?? t.headers) },
     body: mode === 'embeddings' ? embedBody(i) : body(mode === 'stream', i).replace(`"${MODEL}"`, JSON.stringify(t.model)),
     dispatcher,
@@ -261,7 +265,9 @@ async function latencyPhase(targets: Target[], mode: Mode): Promise<Map<string, 
 /**
  * One open-loop pass: LOAD_RPS requests a second for LOAD_SECONDS, sent on schedule whatever the
  * answers (callers' users in turn), each latency counted from its scheduled send time. Returns the
- * latencies, the errors, and how many were still unanswered 10 s after the last send.
+ * latencies, the errors, and how many were still unanswered 10 s after the last send: those are
+ * then called off (their connections closed), so that a target does not go on serving its backlog
+ * during the next one's pass.
  */
 async function openLoopPass(t: Target, mode: Mode, round: number): Promise<{ ms: number[]; errors: number; unfinished: number; lastError: string }> {
   const offsets = arrivalOffsets(round);
@@ -270,15 +276,18 @@ async function openLoopPass(t: Target, mode: Mode, round: number): Promise<{ ms:
   let errors = 0;
   let lastError = '';
   const sent: Promise<void>[] = [];
+  const abandon = new AbortController();
+  let over = false;
   const start = performance.now() + 20;
   for (let i = 0; i < n; i += 1) {
     const at = start + offsets[i]!;
     const wait = at - performance.now();
     if (wait > 0) await sleep(wait);
     sent.push(
-      complete(t, mode, i, i % CONCURRENCY).then(
-        () => void ms.push(performance.now() - at),
+      complete(t, mode, i, i % CONCURRENCY, abandon.signal).then(
+        () => void (over || ms.push(performance.now() - at)),
         (err: unknown) => {
+          if (over) return;
           errors += 1;
           lastError = (err as Error).message;
         },
@@ -286,7 +295,11 @@ async function openLoopPass(t: Target, mode: Mode, round: number): Promise<{ ms:
     );
   }
   await Promise.race([Promise.all(sent), sleep(10_000)]);
-  return { ms: [...ms], errors, unfinished: n - ms.length - errors, lastError };
+  over = true;
+  const result = { ms: [...ms], errors, unfinished: n - ms.length - errors, lastError };
+  abandon.abort();
+  await Promise.allSettled(sent);
+  return result;
 }
 
 /**
