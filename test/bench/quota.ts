@@ -160,7 +160,7 @@ function request(user: number, v: Pick<Variant, 'promptWords' | 'cachedSystemWor
   return {
     userId: `00000000-0000-4000-8000-${String(user).padStart(12, '0')}`,
     runId: '', callerRole: CallerRole.CALLER_ROLE_PLANNER, runStarted: false, model: '', tools: [], toolsJson: '', maxTokens: MAX_TOKENS,
-    temperature: 0, hasTemperature: false, cache: false, noStream: false, answerInDone: false, streamToolCalls: false, toolChoice: undefined, stop: [], responseFormatJson: '', logitBias: {},
+    temperature: 0, hasTemperature: false, cache: false, noStream: false, answerInDone: false, streamToolCalls: false, toolChoice: undefined, stop: [], anthropicBetas: [], responseFormatJson: '', logitBias: {},
     messages: [
       { role: 'system', name: '', toolCallId: '', toolCalls: [], thinking: [], ...system },
       ...said,

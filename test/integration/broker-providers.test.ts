@@ -278,6 +278,34 @@ describe.each([
     expect(pieces.map((p) => p.text).join('').length).toBeGreaterThan(20);
   });
 
+  it("the caller's Anthropic betas: sent on by Anthropic's protocol (a name the provider does not know refused by it, its message passed on), not sent by OpenAI's; a name that cannot be one refused before the queue", async () => {
+    const question = `Why do ferries run late? (${protocol} betas)`;
+    const betasSeen = async () => (await emulatorStats(emulator)).byBeta;
+    const before = await betasSeen();
+    const answered = await runGenerate(broker.client, ask(question, { anthropicBetas: ['context-1m-2025-08-07', 'Token-Efficient-Tools-2025-02-19'] }));
+    expect(answered.error).toBeUndefined();
+    expect(text(answered).length).toBeGreaterThan(0);
+    const unknown = await runGenerate(broker.client, ask(question, { anthropicBetas: ['not-a-beta-2099-01-01'] }));
+    const after = await betasSeen();
+    if (protocol === 'anthropic') {
+      expect([after['context-1m-2025-08-07']! - (before['context-1m-2025-08-07'] ?? 0), after['token-efficient-tools-2025-02-19']! - (before['token-efficient-tools-2025-02-19'] ?? 0)]).toEqual([1, 1]);
+      // The provider's refusal (upstream_rejected), its message passed on.
+      expect(unknown.error?.code).toBe(status.FAILED_PRECONDITION);
+      expect(detailsOf(unknown.error)).toContain('Unexpected value(s) `not-a-beta-2099-01-01` for the `anthropic-beta` header');
+    } else {
+      // OpenAI's API has no betas: none named to it, and a name Anthropic would refuse is no matter.
+      expect(after).toEqual(before);
+      expect(unknown.error).toBeUndefined();
+    }
+    const requests = (await emulatorStats(emulator)).requests;
+    for (const anthropicBetas of [['not a beta'], Array.from({ length: 33 }, (_, i) => `beta-${i}`)]) {
+      const refused = await runGenerate(broker.client, ask(question, { anthropicBetas }));
+      expect(refused.error?.code).toBe(status.INVALID_ARGUMENT);
+      expect(detailsOf(refused.error)).toMatch(/anthropic_betas are up to 32 names/);
+    }
+    expect((await emulatorStats(emulator)).requests).toBe(requests);
+  });
+
   it('passes logprobs on to OpenAI: each delta carries its tokens\' figures, Done all of them for a caller that does not stream, a cached answer the same; Anthropic refuses them', async () => {
     const question = `How do tides work? (${protocol} logprobs)`;
     const asked = { seed: 8, logprobs: true, topLogprobs: 2 };

@@ -767,6 +767,59 @@ test('extended thinking through the official Anthropic client, to an Anthropic u
   expect((await emulatorStats(emulator)).requests).toBe(upstream);
 });
 
+test("the client's Anthropic betas through the official Anthropic client: sent on to an Anthropic upstream (with context editing's where the mesh adds it), one the provider does not know refused by it with its message; an OpenAI upstream not sent them", async () => {
+  const edge = await startEdge({ EDGE_INLINE_BROKER: 'true', LLM_PROTOCOL: 'anthropic', LLM_BASE_URL: `${emulator.url}/v1`, LLM_API_KEY: 'local-dev-key' });
+  const hi: Anthropic.Beta.BetaMessageParam[] = [{ role: 'user', content: 'Why do ferries run late?' }];
+  const seen = async () => (await emulatorStats(emulator)).byBeta;
+  const grew = (after: Record<string, number>, before: Record<string, number>) =>
+    Object.fromEntries(Object.keys(after).filter((b) => after[b] !== before[b]).map((b) => [b, after[b]! - (before[b] ?? 0)]));
+  try {
+    const client = new Anthropic({ apiKey: alice, baseURL: edge.url!, maxRetries: 0 });
+    const before = await seen();
+    const whole = await client.beta.messages.create({ model: 'claude-emulated', max_tokens: 100, betas: ['context-1m-2025-08-07', 'token-efficient-tools-2025-02-19'], messages: hi });
+    expect(whole.content[0]!.type).toBe('text');
+    // Streamed, with context editing asked for without its beta: the mesh adds it beside the client's.
+    const streamed = await client.beta.messages
+      .stream({ model: 'claude-emulated', max_tokens: 100, betas: ['context-1m-2025-08-07'], context_management: { edits: [{ type: 'clear_tool_uses_20250919' }] }, messages: hi })
+      .finalMessage();
+    expect(streamed.context_management).toEqual({ applied_edits: [] });
+    expect(grew(await seen(), before)).toEqual({ 'context-1m-2025-08-07': 2, 'token-efficient-tools-2025-02-19': 1, 'context-management-2025-06-27': 1 });
+    const requests = (await emulatorStats(emulator)).requests;
+    const unknown = await client.beta.messages.create({ model: 'claude-emulated', max_tokens: 100, betas: ['context-1m-2025-08-07', 'not-a-beta-2099-01-01'], messages: hi }).catch((e: unknown) => e);
+    expect(unknown).toBeInstanceOf(Anthropic.BadRequestError);
+    expect((unknown as InstanceType<typeof Anthropic.BadRequestError>).error).toMatchObject({
+      type: 'error', error: { type: 'invalid_request_error', message: expect.stringContaining('Unexpected value(s) `not-a-beta-2099-01-01` for the `anthropic-beta` header') },
+    });
+    expect((await emulatorStats(emulator)).requests).toBe(requests + 1);
+    // A name that cannot be one: the edge's 400, the provider not asked.
+    const malformed = await client.beta.messages.create({ model: 'claude-emulated', max_tokens: 100, betas: ['not a beta'], messages: hi }).catch((e: unknown) => e);
+    expect(malformed).toBeInstanceOf(Anthropic.BadRequestError);
+    expect((malformed as InstanceType<typeof Anthropic.BadRequestError>).error).toMatchObject({ error: { message: expect.stringContaining('headers/anthropic-beta: "not a beta" is not a beta\'s name') } });
+    expect((await emulatorStats(emulator)).requests).toBe(requests + 1);
+  } finally {
+    await edge.stop();
+  }
+  // A provider that takes fewer betas (LLM_ANTHROPIC_BETAS): the others are left out and the call
+  // answered; context editing's beta, the broker's own, still sent.
+  const narrow = await startEdge({ EDGE_INLINE_BROKER: 'true', LLM_PROTOCOL: 'anthropic', LLM_BASE_URL: `${emulator.url}/v1`, LLM_API_KEY: 'local-dev-key', LLM_ANTHROPIC_BETAS: 'context-1m-2025-08-07' });
+  try {
+    const client = new Anthropic({ apiKey: alice, baseURL: narrow.url!, maxRetries: 0 });
+    const before = await seen();
+    const betas = ['context-1m-2025-08-07', 'not-a-beta-2099-01-01', 'token-efficient-tools-2025-02-19'];
+    expect((await client.beta.messages.create({ model: 'claude-emulated', max_tokens: 100, betas, messages: hi })).content[0]!.type).toBe('text');
+    const edited = await client.beta.messages.create({ model: 'claude-emulated', max_tokens: 100, betas, context_management: { edits: [{ type: 'clear_tool_uses_20250919' }] }, messages: hi });
+    expect(edited.context_management).toEqual({ applied_edits: [] });
+    expect(grew(await seen(), before)).toEqual({ 'context-1m-2025-08-07': 2, 'context-management-2025-06-27': 1 });
+  } finally {
+    await narrow.stop();
+  }
+  // This mesh's upstream speaks OpenAI's protocol: answered, and not named a beta.
+  const before = await seen();
+  const openai = await new Anthropic({ apiKey: alice, baseURL: mesh.edge.url, maxRetries: 0 }).beta.messages.create({ model: 'emulator-1', max_tokens: 100, betas: ['context-1m-2025-08-07'], messages: hi });
+  expect(openai.content[0]!.type).toBe('text');
+  expect(await seen()).toEqual(before);
+});
+
 test('Codex\'s Responses requests through the official openai client (reasoning effort and summary, include, prompt_cache_key, store false): to an Anthropic upstream, adaptive thinking as reasoning items passed back in a tool-use loop; to an OpenAI one, answered as asked', async () => {
   const codex = {
     instructions: 'You are a coding agent.', tool_choice: 'auto' as const, parallel_tool_calls: false, store: false, include: ['reasoning.encrypted_content' as const],

@@ -166,6 +166,8 @@ export interface EmulatorStats {
   maxPerWindow: number;
   /** Admitted requests that asked for a stream, and those that asked for the whole answer. */
   byMode: { stream: number; whole: number };
+  /** Admitted chat requests by each Anthropic beta their `anthropic-beta` header named. */
+  byBeta: Record<string, number>;
   /** Images in the prompts of admitted requests. */
   images: number;
   /** Admitted requests that named their end user (`user`, Anthropic's `metadata.user_id`). */
@@ -212,6 +214,7 @@ export function generateRequest(
     streamToolCalls: false,
     toolChoice: undefined,
     stop: [],
+    anthropicBetas: [],
     responseFormatJson: '',
     logitBias: {},
     ...over,

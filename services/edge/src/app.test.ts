@@ -1457,6 +1457,29 @@ describe('edge app (fake peers)', () => {
         .toBe('body/tools/0/cache_control/type must be "ephemeral"');
     });
 
+    test("the anthropic-beta header's betas go on to the broker (lower case, each once, a repeated header's too); a name that cannot be one, or more than 32, is Anthropic's 400 naming the header", async () => {
+      const { seen, restore } = thinkingBroker([]);
+      try {
+        expect((await message({}, { ...json(alice), 'anthropic-beta': 'Context-1M-2025-08-07 , interleaved-thinking-2025-05-14,context-1m-2025-08-07,' })).status).toBe(200);
+        expect(seen[0]!.anthropicBetas).toEqual(['context-1m-2025-08-07', 'interleaved-thinking-2025-05-14']);
+        const repeated = new Headers(json(alice));
+        repeated.append('anthropic-beta', 'context-1m-2025-08-07');
+        repeated.append('anthropic-beta', 'token-efficient-tools-2025-02-19');
+        expect((await fetch(`${base}/v1/messages`, { method: 'POST', headers: repeated, body: JSON.stringify({ model: 'upstream', max_tokens: 100, messages: [{ role: 'user', content: 'hi' }] }) })).status).toBe(200);
+        expect(seen[1]!.anthropicBetas).toEqual(['context-1m-2025-08-07', 'token-efficient-tools-2025-02-19']);
+        expect((await message({})).status).toBe(200);
+        expect(seen[2]!.anthropicBetas).toEqual([]);
+        expect(await anthropicError(await message({}, { ...json(alice), 'anthropic-beta': 'context-1m-2025-08-07, not a beta' }), 400)).toEqual({
+          type: 'invalid_request_error', message: 'headers/anthropic-beta: "not a beta" is not a beta\'s name (letters, digits, \'.\', \'_\' and \'-\', at most 100 characters)',
+        });
+        const many = Array.from({ length: 33 }, (_, i) => `beta-${i}`).join(',');
+        expect((await anthropicError(await message({}, { ...json(alice), 'anthropic-beta': many }), 400)).message).toBe('headers/anthropic-beta: 33 betas; at most 32');
+        expect(seen).toHaveLength(3);
+      } finally {
+        restore();
+      }
+    });
+
     test('extended thinking: the budget and an assistant\'s thinking blocks go on to the broker; the thinking comes back first, as blocks with their signatures, whole or streamed as Anthropic streams them', async () => {
       const { seen, restore: stopThinking } = thinkingBroker([{ text: 'Weigh ' }, { text: 'it.' }, { signature: 'sig-1' }, { redactedData: 'opaque' }]);
       const thinking = { type: 'enabled', budget_tokens: 1024 };

@@ -124,6 +124,7 @@ function buildUpstream(svc: BrokerHost, cfg: BrokerConfig, u: UpstreamConfig, re
   const provider = new HttpProvider(WIRE_PROTOCOLS[u.protocol], {
     baseUrl: u.baseUrl, apiKey: u.apiKey, requestTimeoutMs: cfg.requestTimeoutMs, streamIdleTimeoutMs: cfg.streamIdleTimeoutMs, maxConnections: u.maxConcurrent,
     ...(u.cacheReadsLimited !== undefined ? { cacheReadsLimited: u.cacheReadsLimited } : {}),
+    ...(u.anthropicBetas ? { anthropicBetas: new Set(u.anthropicBetas) } : {}),
   });
   const breaker = createBreaker(provider.open.bind(provider), {
     errorThresholdPercentage: cfg.breaker.errorPercent,

@@ -4,7 +4,7 @@
 // only before the first token), stream the deltas, and settle the token reservation with the
 // provider's usage — or refund it on cancel or failure. Protocols are behind upstream/provider.ts.
 import type CircuitBreaker from 'opossum';
-import type { CallerRoleName, GlobalLimiter, Lease, Logger, TokenBudgets } from '@agent-mesh/common';
+import { ANTHROPIC_BETA_NAME, MAX_ANTHROPIC_BETAS, type CallerRoleName, type GlobalLimiter, type Lease, type Logger, type TokenBudgets } from '@agent-mesh/common';
 import type { CachedAnswer, CachedVector, Found, ResponseCache } from './cache/response-cache';
 import { Channel } from './channel';
 import type { BrokerConfig } from './config';
@@ -73,6 +73,8 @@ export interface GenerateInput {
   endUser?: string;
   /** OpenAI's `prompt_cache_key`: which prompt cache calls sharing a prefix go to; empty or absent: none. */
   promptCacheKey?: string;
+  /** Anthropic betas the caller asked for (its `anthropic-beta` header's names); empty or absent: none. */
+  anthropicBetas?: string[];
   /** Answer from (and store into) the response cache. */
   cache: boolean;
   /** Ask the upstream for the whole answer at once (the caller does not stream). */
@@ -648,6 +650,10 @@ export class LlmBroker {
     if (input.reasoningEffort && (adaptive || budget !== undefined || input.effort)) throw new BrokerRefusal('invalid_request', 'reasoning_effort, or thinking and effort, not both');
     if (input.promptCacheKey && input.promptCacheKey.length > 256) throw new BrokerRefusal('invalid_request', 'prompt_cache_key must be at most 256 characters');
     if (input.verbosity && !VERBOSITIES.has(input.verbosity)) throw new BrokerRefusal('invalid_request', 'verbosity must be low, medium or high');
+    const betas = [...new Set((input.anthropicBetas ?? []).map((b) => b.toLowerCase()))];
+    if (betas.length > MAX_ANTHROPIC_BETAS || betas.some((b) => !ANTHROPIC_BETA_NAME.test(b))) {
+      throw new BrokerRefusal('invalid_request', `anthropic_betas are up to ${MAX_ANTHROPIC_BETAS} names of letters, digits, '.', '_' and '-' (at most 100 characters each)`);
+    }
     const bias = Object.entries(input.logitBias ?? {});
     if (bias.length > 300 || bias.some(([token, v]) => !/^\d{1,9}$/.test(token) || !(v >= -100 && v <= 100))) {
       throw new BrokerRefusal('invalid_request', 'logit_bias maps up to 300 token ids to a bias between -100 and 100');
@@ -670,6 +676,7 @@ export class LlmBroker {
       ...(input.verbosity ? { verbosity: input.verbosity } : {}),
       ...(input.endUser ? { endUser: input.endUser.slice(0, 256) } : {}),
       ...(input.promptCacheKey ? { promptCacheKey: input.promptCacheKey } : {}),
+      ...(betas.length > 0 ? { anthropicBetas: betas } : {}),
       ...(bias.length > 0 ? { logitBias: input.logitBias } : {}),
       ...(budget !== undefined ? { thinkingBudgetTokens: budget } : {}),
       ...(adaptive ? { thinkingAdaptive: true as const } : {}),

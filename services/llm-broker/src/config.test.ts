@@ -76,6 +76,22 @@ describe('loadConfig, upstreams', () => {
     expect(() => loadConfig({ LLM_UPSTREAMS: JSON.stringify([{ name: 'x', baseUrl: 'https://x.example', models: ['m'], cacheReadsLimited: 'no' }]) })).toThrow(/x: "cacheReadsLimited" must be true or false/);
   });
 
+  it("which of the callers' Anthropic betas an upstream is sent: all unless LLM_ANTHROPIC_BETAS or the upstream's anthropicBetas names some (in lower case); a name that cannot be one refused", () => {
+    expect(loadConfig({}).upstreams[0]!.anthropicBetas).toBeUndefined();
+    expect(loadConfig({ LLM_ANTHROPIC_BETAS: ' Context-1M-2025-08-07, claude-code-20250219 ' }).upstreams[0]!.anthropicBetas).toEqual(['context-1m-2025-08-07', 'claude-code-20250219']);
+    expect(loadConfig({ LLM_ANTHROPIC_BETAS: 'none' }).upstreams[0]!.anthropicBetas).toEqual([]);
+    expect(() => loadConfig({ LLM_ANTHROPIC_BETAS: 'context 1m' })).toThrow(/LLM_ANTHROPIC_BETAS must be "\*" or a list of betas' names/);
+    const list = JSON.stringify([
+      { name: 'claude', protocol: 'anthropic', baseUrl: 'https://a.example/v1', models: ['c'] },
+      { name: 'vertex', protocol: 'anthropic', baseUrl: 'https://v.example/v1', models: ['c'], anthropicBetas: ['context-1m-2025-08-07'] },
+      { name: 'direct', protocol: 'anthropic', baseUrl: 'https://d.example/v1', models: ['c'], anthropicBetas: '*' },
+    ]);
+    expect(loadConfig({ LLM_UPSTREAMS: list }).upstreams.map((u) => u.anthropicBetas)).toEqual([undefined, ['context-1m-2025-08-07'], undefined]);
+    expect(loadConfig({ LLM_UPSTREAMS: list, LLM_ANTHROPIC_BETAS: 'none' }).upstreams.map((u) => u.anthropicBetas)).toEqual([[], ['context-1m-2025-08-07'], undefined]);
+    expect(() => loadConfig({ LLM_UPSTREAMS: JSON.stringify([{ name: 'x', baseUrl: 'https://x.example', models: ['m'], anthropicBetas: 'all' }]) }))
+      .toThrow(/LLM_UPSTREAMS: x: "anthropicBetas" must be "\*" or a list/);
+  });
+
   it('names the quota keys as the tool-service reads them from the same LLM_UPSTREAMS (for the pause)', () => {
     const list = [
       { name: 'ark', baseUrl: 'https://ark.example/api/v3', models: ['ep-1'] },

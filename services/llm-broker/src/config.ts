@@ -1,6 +1,6 @@
 // Every environment variable the broker reads: its spec (type, default, description: the tables of
 // docs/configuration.md are made from VARS) and its validation.
-import { callerRoles, config, LLM_QUOTA_KEY_PREFIX, llmQuotaKeyPrefix, llmUpstreamEntries, llmUpstreamsError, type CallerRoleName, type RedisTarget } from '@agent-mesh/common';
+import { ANTHROPIC_BETA_NAME, callerRoles, config, LLM_QUOTA_KEY_PREFIX, llmQuotaKeyPrefix, llmUpstreamEntries, llmUpstreamsError, type CallerRoleName, type RedisTarget } from '@agent-mesh/common';
 
 export type Env = config.Env;
 
@@ -28,6 +28,8 @@ export interface UpstreamConfig {
   otpm: number;
   /** Whether the provider counts prompt tokens read from its cache against `tpm`; absent: its protocol's rule (OpenAI yes, Anthropic no). */
   cacheReadsLimited?: boolean;
+  /** The callers' Anthropic betas it is sent (the others left out); absent: all. */
+  anthropicBetas?: string[];
   /** Prefix of its Redis quota keys (shared by every replica). */
   quotaKey: string;
 }
@@ -170,6 +172,12 @@ export const VARS = {
         ' Anthropic\'s current models do not, so the broker reserves a prompt less the prefix it expects the provider to read); `true` for a model that does' +
         ' (Anthropic marks a few older ones); `false`. Per upstream: `cacheReadsLimited` in `LLM_UPSTREAMS`',
     },
+    LLM_ANTHROPIC_BETAS: {
+      type: 'string', default: '*',
+      doc: 'which of a caller\'s Anthropic betas (the `anthropic-beta` header of its `/v1/messages` call) an Anthropic-protocol upstream is sent: `*`, all; otherwise a comma list of' +
+        ' names, the others left out (the call is answered as without them), for a provider that refuses names Anthropic\'s API knows (Anthropic\'s models on other clouds' +
+        ' take fewer); `none`, none. The beta the broker adds itself (context editing\'s) is sent whatever this says. Per upstream: `anthropicBetas` in `LLM_UPSTREAMS` (`"*"` or a list)',
+    },
     LLM_TPM_ACCOUNTING: {
       type: 'string', default: 'settle', values: ['settle', 'reserve'],
       doc: '`settle`: the provider bills usage and refunds the rest of the reservation when a call ends; `reserve`: prompt + `max_tokens` count at arrival and stay counted, as OpenAI documents',
@@ -239,14 +247,24 @@ function checkedUrl(text: string, what: string): string {
 }
 
 const NAME = /^[a-z0-9_-]{1,40}$/;
+
+/** A list of Anthropic betas' names (`what` names the setting in the error), in lower case. */
+function betaList(v: unknown, what: string): string[] {
+  if (!Array.isArray(v) || !v.every((b) => typeof b === 'string' && ANTHROPIC_BETA_NAME.test(b.toLowerCase()))) {
+    throw new config.ConfigError(`${what} must be "*" or a list of betas' names (letters, digits, '.', '_' and '-'), got ${JSON.stringify(v)}`);
+  }
+  return v.map((b: string) => b.toLowerCase());
+}
 const LIMIT_KEYS = ['maxConcurrent', 'rpm', 'tpm', 'otpm'] as const;
 
 /** LLM_UPSTREAMS' JSON → upstreams, every field checked; keys read from the variables they name. */
-export function parseUpstreams(text: string, env: Env, defaults: Record<(typeof LIMIT_KEYS)[number], number>, cacheReadsDefault?: boolean): UpstreamConfig[] {
+export function parseUpstreams(
+  text: string, env: Env, defaults: Record<(typeof LIMIT_KEYS)[number], number>, cacheReadsDefault?: boolean, betasDefault?: string[],
+): UpstreamConfig[] {
   const fail = llmUpstreamsError;
   const names = new Set<string>();
   return llmUpstreamEntries(text).map((o, i): UpstreamConfig => {
-    const known = new Set(['name', 'protocol', 'baseUrl', 'keyEnv', 'models', 'quotaKey', 'cacheReadsLimited', ...LIMIT_KEYS]);
+    const known = new Set(['name', 'protocol', 'baseUrl', 'keyEnv', 'models', 'quotaKey', 'cacheReadsLimited', 'anthropicBetas', ...LIMIT_KEYS]);
     for (const k of Object.keys(o)) if (!known.has(k)) fail(`entry ${i}: unknown field "${k}" (known: ${[...known].join(', ')})`);
     const name = o.name;
     if (typeof name !== 'string' || !NAME.test(name)) return fail(`entry ${i}: "name" must match [a-z0-9_-]{1,40}`);
@@ -274,12 +292,14 @@ export function parseUpstreams(text: string, env: Env, defaults: Record<(typeof 
     if (o.quotaKey !== undefined && (typeof o.quotaKey !== 'string' || o.quotaKey === '')) fail(`${name}: "quotaKey" must be a non-empty string`);
     const cacheReadsLimited = o.cacheReadsLimited ?? cacheReadsDefault;
     if (cacheReadsLimited !== undefined && typeof cacheReadsLimited !== 'boolean') fail(`${name}: "cacheReadsLimited" must be true or false`);
+    const betas = o.anthropicBetas === undefined ? betasDefault : o.anthropicBetas === '*' ? undefined : betaList(o.anthropicBetas, `LLM_UPSTREAMS: ${name}: "anthropicBetas"`);
     // The rule the tool-service reads the pause keys by too (common/src/quota/llm-upstreams.ts).
     const quotaKey = llmQuotaKeyPrefix(name, i, o.quotaKey as string | undefined);
     return {
       name, protocol: protocol as Protocol, baseUrl, apiKey, keyVariable, models: models as string[],
       maxConcurrent: limit('maxConcurrent'), rpm: limit('rpm'), tpm: limit('tpm'), otpm: limit('otpm'), quotaKey,
       ...(cacheReadsLimited !== undefined ? { cacheReadsLimited: cacheReadsLimited as boolean } : {}),
+      ...(betas ? { anthropicBetas: betas } : {}),
     };
   }).map((u, _i, all) => {
     if (all.filter((x) => x.quotaKey === u.quotaKey).length > 1) fail(`two upstreams share the quota keys "${u.quotaKey}"`);
@@ -294,8 +314,10 @@ export function loadConfig(env: Env = process.env): BrokerConfig {
   const list = read(VARS.LLM_UPSTREAMS, '').trim();
   const cacheReads = read(VARS.LLM_CACHE_READS_LIMITED);
   const cacheReadsLimited = cacheReads === 'auto' ? undefined : cacheReads === 'true';
+  const betasText = read(VARS.LLM_ANTHROPIC_BETAS).trim();
+  const anthropicBetas = betasText === '*' ? undefined : betasText === 'none' ? [] : betaList(betasText.split(',').map((b) => b.trim()), 'LLM_ANTHROPIC_BETAS');
   const upstreams: UpstreamConfig[] = list
-    ? parseUpstreams(list, env, limits, cacheReadsLimited)
+    ? parseUpstreams(list, env, limits, cacheReadsLimited, anthropicBetas)
     : [
         {
           name: 'default',
@@ -306,6 +328,7 @@ export function loadConfig(env: Env = process.env): BrokerConfig {
           models: [read(VARS.LLM_MODEL)],
           ...limits,
           ...(cacheReadsLimited !== undefined ? { cacheReadsLimited } : {}),
+          ...(anthropicBetas ? { anthropicBetas } : {}),
           quotaKey: LLM_QUOTA_KEY_PREFIX,
         },
       ];

@@ -5,7 +5,7 @@ import { toInput } from './server';
 
 const request = (callerRole: CallerRole): GenerateRequest => ({
   userId: 'u', runId: '', callerRole, runStarted: false, model: '', messages: [], tools: [], toolsJson: '',
-  maxTokens: 0, temperature: 0, hasTemperature: false, cache: false, noStream: false, answerInDone: false, streamToolCalls: false, toolChoice: undefined, stop: [], responseFormatJson: '', logitBias: {},
+  maxTokens: 0, temperature: 0, hasTemperature: false, cache: false, noStream: false, answerInDone: false, streamToolCalls: false, toolChoice: undefined, stop: [], anthropicBetas: [], responseFormatJson: '', logitBias: {},
 });
 
 describe('the caller role of a Generate call', () => {

@@ -88,6 +88,7 @@ export function toInput(req: GenerateRequest): GenerateInput {
     verbosity: req.verbosity,
     endUser: req.endUser,
     promptCacheKey: req.promptCacheKey,
+    anthropicBetas: req.anthropicBetas,
     logitBias: req.logitBias,
     temperature: req.hasTemperature ? req.temperature : undefined,
     cache: req.cache,

@@ -8,7 +8,7 @@ import { openAiWire } from './completion';
 import { openAiError } from './http';
 import type { Rejection } from './limits';
 import { messagesWire } from './messages';
-import { anthropicError, betasOf, InvalidMessagesRequestError, parseMessagesRequest } from './messages-request';
+import { anthropicError, betasOf, InvalidMessagesRequestError, KNOWN_BETAS, parseMessagesRequest, unknownBetasMessage } from './messages-request';
 import { InvalidRequestError, parseChatCompletionRequest, type ChatCompletionRequest } from './request';
 
 export interface Refusal {
@@ -122,8 +122,12 @@ export const ANTHROPIC: Dialect = {
   },
   parse(body, headers) {
     try {
-      // The betas asked for (`anthropic-beta`) admit the fields they add, as `context_management`.
-      return parseMessagesRequest(body, betasOf(headers['anthropic-beta']));
+      // The betas asked for (`anthropic-beta`) admit the fields they add, as `context_management`;
+      // one Anthropic does not know is refused, as Anthropic refuses it.
+      const betas = betasOf(headers['anthropic-beta']);
+      const unknown = [...betas].filter((b) => !KNOWN_BETAS.has(b));
+      if (unknown.length > 0) throw new DialectInvalid(unknownBetasMessage(unknown), 'invalid_request_error');
+      return parseMessagesRequest(body, betas);
     } catch (err) {
       if (err instanceof InvalidMessagesRequestError) throw new DialectInvalid(err.message, 'invalid_request_error');
       throw err;

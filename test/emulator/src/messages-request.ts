@@ -377,6 +377,25 @@ function cacheBoundaries(tools: readonly Block[], definitions: readonly ToolDefi
 /** Anthropic's context-editing beta: without it in `anthropic-beta`, `context_management` is an unknown field. */
 export const CONTEXT_MANAGEMENT_BETA = 'context-management-2025-06-27';
 
+/**
+ * The betas this emulator takes, as Anthropic's API does: names its documentation gives or its
+ * clients send. Any other is refused with Anthropic's message (a provider's list moves, and those
+ * of Anthropic's models on other clouds are shorter: a client's beta refused is a real failure).
+ */
+export const KNOWN_BETAS: ReadonlySet<string> = new Set([
+  'message-batches-2024-09-24', 'prompt-caching-2024-07-31', 'computer-use-2024-10-22', 'computer-use-2025-01-24', 'pdfs-2024-09-25',
+  'token-counting-2024-11-01', 'token-efficient-tools-2025-02-19', 'output-128k-2025-02-19', 'files-api-2025-04-14', 'mcp-client-2025-04-04',
+  'dev-full-thinking-2025-05-14', 'interleaved-thinking-2025-05-14', 'code-execution-2025-05-22', 'extended-cache-ttl-2025-04-11',
+  'context-1m-2025-08-07', CONTEXT_MANAGEMENT_BETA, 'model-context-window-exceeded-2025-08-26', 'skills-2025-10-02',
+  'fine-grained-tool-streaming-2025-05-14', 'search-results-2025-06-09', 'web-fetch-2025-09-10', 'code-execution-2025-08-25',
+  'claude-code-20250219', 'oauth-2025-04-20',
+]);
+
+/** Anthropic's refusal of betas it does not know (400 invalid_request_error), each name in backquotes. */
+export function unknownBetasMessage(unknown: readonly string[]): string {
+  return `Unexpected value(s) ${unknown.map((b) => `\`${b}\``).join(', ')} for the \`anthropic-beta\` header. Please consult our documentation at docs.anthropic.com or try again without the header.`;
+}
+
 /** The betas an `anthropic-beta` header lists: comma-separated (a repeated header's values too), any case, any spacing. */
 export function betasOf(header: string | string[] | undefined): Set<string> {
   const raw = Array.isArray(header) ? header.join(',') : (header ?? '');

@@ -357,6 +357,19 @@ describe('POST /v1/messages with context editing (context_management)', () => {
     return ask('', { stream: false, tools: [SEARCH_TOOL, READ_TOOL], messages, ...over });
   };
 
+  it('refuses a beta Anthropic does not know, as Anthropic does (400 naming each), and counts those it takes', async () => {
+    const body = ask('How do libraries plan opening hours?', { stream: false });
+    const unknown = refused('Unexpected value(s) `not-a-beta-2099-01-01`, `context-2m-2099-01-01` for the `anthropic-beta` header. Please consult our documentation at docs.anthropic.com or try again without the header.');
+    expect(await json(body, { ...HEADERS, 'anthropic-beta': 'context-1m-2025-08-07, Not-A-Beta-2099-01-01,context-2m-2099-01-01' })).toEqual(unknown);
+    expect((await json(body)).status).toBe(200);
+    expect((await json(body, { ...HEADERS, 'anthropic-beta': 'context-1m-2025-08-07' })).status).toBe(200);
+    expect(emulator.stats()).toMatchObject({
+      invalid: 1, completed: 2,
+      byBeta: { 'prompt-caching-2024-07-31': 1, 'context-management-2025-06-27': 1, 'interleaved-thinking-2025-05-14': 1, 'context-1m-2025-08-07': 1 },
+    });
+    expect(Object.keys(emulator.stats().byBeta)).toHaveLength(4);
+  });
+
   it('takes context_management only with its beta in anthropic-beta: else 400 "context_management: Extra inputs are not permitted"', async () => {
     const body = ask('How do libraries plan opening hours?', { ...THINK, stream: false, context_management: KEEP_ALL });
     const extra = refused('context_management: Extra inputs are not permitted');

@@ -11,6 +11,7 @@ import { ConfigError, validateConfigPatch, type EmulatorConfig, type LiveConfig 
 import { deliverEmbeddings, parseEmbeddingsRequest } from './embeddings';
 import { BodyTooLargeError, openAiError, pathOf, readBody, sendJson } from './http';
 import { ProviderLimits, type LimitTicket, type TokenUse } from './limits';
+import { betasOf } from './messages-request';
 import { anthropicCachePlan, NO_CACHE, openAiCachePlan, PromptCaches, type CachePlan } from './prompt-cache';
 import { SeededRandom } from './random';
 import { ANTHROPIC, DialectInvalid, OPENAI, type Dialect } from './dialects';
@@ -379,7 +380,7 @@ export class ProviderEmulator {
     // Greedy sampling (top_k 1): the same prompt, the same answer (its fate still its own).
     const answer = formatted(composeAnswer(request, request.topK === 1 ? new SeededRandom(promptSeed(request)) : rng, length), request.responseFormat);
     const images = request.messages.reduce((n, m) => n + (m.images?.length ?? 0), 0);
-    this.recorder.admitted(Date.now(), dialect === OPENAI ? 'chat' : 'messages', answer.role, promptTokens, request.stream, images, request.endUser !== undefined);
+    this.recorder.admitted(Date.now(), dialect === OPENAI ? 'chat' : 'messages', answer.role, promptTokens, request.stream, images, request.endUser !== undefined, [...betasOf(req.headers['anthropic-beta'])]);
     if (fate === 'hang') this.recorder.hung();
     else if (fate !== 'fail') this.recorder.answered(answer.kind, answer.kind === 'text' ? answer.verdict : undefined);
 

@@ -73,6 +73,8 @@ export interface EmulatorStats {
   byMode: { stream: number; whole: number };
   /** Admitted requests by endpoint (`POST /v1/chat/completions`, `/v1/messages`, `/v1/embeddings`). */
   byEndpoint: Record<Endpoint, number>;
+  /** Admitted chat requests by each Anthropic beta their `anthropic-beta` header named (on either API: OpenAI's ignores the header). */
+  byBeta: Record<string, number>;
   /** `VERDICT:` lines written by the Critic. */
   verdicts: { approve: number; revise: number };
 }
@@ -109,6 +111,7 @@ function emptyStats(inFlight: number): EmulatorStats {
     maxPerWindow: 0,
     byRole: { planner: 0, critic: 0, host: 0, reporter: 0, other: 0 },
     byMode: { stream: 0, whole: 0 },
+    byBeta: {},
     byEndpoint: { chat: 0, messages: 0, embeddings: 0 },
     verdicts: { approve: 0, revise: 0 },
   };
@@ -137,8 +140,9 @@ export class StatsRecorder {
     this.stats.rateLimited++;
   }
 
-  admitted(at: number, endpoint: Endpoint, role: AgentRole, promptTokens: number, stream: boolean, images: number, namedUser: boolean): void {
+  admitted(at: number, endpoint: Endpoint, role: AgentRole, promptTokens: number, stream: boolean, images: number, namedUser: boolean, betas: readonly string[] = []): void {
     const s = this.stats;
+    for (const b of betas) s.byBeta[b] = (s.byBeta[b] ?? 0) + 1;
     s.byEndpoint[endpoint]++;
     s.images += images;
     if (namedUser) s.users++;
@@ -200,6 +204,7 @@ export class StatsRecorder {
       behaviours: { ...s.behaviours },
       byRole: { ...s.byRole },
       byMode: { ...s.byMode },
+      byBeta: { ...s.byBeta },
       byEndpoint: { ...s.byEndpoint },
       verdicts: { ...s.verdicts },
     };

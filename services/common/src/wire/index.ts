@@ -1,2 +1,3 @@
 export * from './enums';
 export * from './f32le';
+export * from './anthropic-betas';

@@ -6,6 +6,7 @@
 // (message_start, content_block_start/delta/stop, message_delta, message_stop). Errors are
 // Anthropic's (`{"type": "error", "error": {type, message}}`: app.ts). The token is a bearer
 // token or the `x-api-key` header, as Anthropic's clients send it.
+import { ANTHROPIC_BETA_NAME, MAX_ANTHROPIC_BETAS } from '@agent-mesh/common';
 import type { FastifyInstance } from 'fastify';
 import { randomBytes } from 'node:crypto';
 import type { EdgeContext } from '../context';
@@ -119,6 +120,21 @@ function checkThinking(body: MessagesBody): void {
 function resultText(b: Extract<Block, { type: 'tool_result' }>): string {
   const content = typeof b.content === 'string' ? b.content : (b.content ?? []).map((c) => c.text).join('');
   return b.is_error ? `Error: ${content}` : content;
+}
+
+const BETA_HEADER = 'anthropic-beta';
+
+/**
+ * The betas an `anthropic-beta` header names: comma-separated (a repeated header's values too), any
+ * spacing, each once, in lower case (as Anthropic reads them). A name that could not be one is a 400.
+ */
+export function betasOf(header: string | string[] | undefined): string[] {
+  const raw = Array.isArray(header) ? header.join(',') : (header ?? '');
+  const names = [...new Set(raw.split(',').map((b) => b.trim().toLowerCase()).filter((b) => b !== ''))];
+  const bad = names.find((b) => !ANTHROPIC_BETA_NAME.test(b));
+  if (bad !== undefined) throw badRequest(`headers/${BETA_HEADER}: ${JSON.stringify(bad.slice(0, 100))} is not a beta's name (letters, digits, '.', '_' and '-', at most 100 characters)`);
+  if (names.length > MAX_ANTHROPIC_BETAS) throw badRequest(`headers/${BETA_HEADER}: ${names.length} betas; at most ${MAX_ANTHROPIC_BETAS}`);
+  return names;
 }
 
 /** The chat completion a Messages request is: `system` first, a turn's tool results as tool messages (before its other content), tool_use blocks as an assistant's tool calls. */
@@ -332,12 +348,24 @@ export function messagesRoutes(app: FastifyInstance, ctx: EdgeContext): void {
         description:
           'The same call as /v1/chat/completions (its models, queue, quota, response cache and `x-mesh-cache` header), asked and answered in Anthropic\'s terms, for clients ' +
           'written for it: `system`, `messages` (text, `image` — base64 or by URL —, `tool_use` and `tool_result` blocks; an assistant\'s `thinking` and `redacted_thinking` blocks), `max_tokens`, `stop_sequences`, `temperature`, ' +
-          '`top_p`, `top_k`, `tools` (`input_schema`), `tool_choice` (auto, any, tool, none; `disable_parallel_tool_use`), `thinking`, `context_management` and `metadata.user_id`. The answer is a `message` ' +
+          '`top_p`, `top_k`, `tools` (`input_schema`), `tool_choice` (auto, any, tool, none; `disable_parallel_tool_use`), `thinking`, `context_management` and `metadata.user_id`, and the `anthropic-beta` header (its description says how). The answer is a `message` ' +
           '(`content` blocks: thinking, text, then tool_use; `stop_reason` end_turn, max_tokens, tool_use, or stop_sequence with the sequence where the upstream says which; `usage`), or with stream: true Anthropic\'s events. The token is ' +
           '`Authorization: Bearer` or `x-api-key`; errors are Anthropic\'s (`{"type": "error", "error": {"type", "message"}}`). Extended `thinking` (`budget_tokens` of at least 1,024, ' +
           'less than `max_tokens`; then `temperature` only 1, no `top_k`, `top_p` from 0.95, no forced tool) is passed on to an Anthropic upstream, its thinking blocks streamed with their signatures, ' +
           'and is refused (400) by an OpenAI one, as `top_k` is; a call with it is not answered from the response cache. Server tools are refused by name.',
-        headers: { type: 'object', properties: { [CACHE_HEADER]: { type: 'string', enum: ['on', 'off'] } } },
+        headers: {
+          type: 'object',
+          properties: {
+            [CACHE_HEADER]: { type: 'string', enum: ['on', 'off'] },
+            [BETA_HEADER]: {
+              type: 'string',
+              description:
+                'Anthropic betas, comma-separated (`context-1m-2025-08-07,interleaved-thinking-2025-05-14`; a repeated header\'s values too): sent on to an Anthropic upstream ' +
+                'with those the mesh adds (context editing\'s), which refuses a name it does not know (400, its message passed on); an OpenAI upstream has none, and is not sent them. ' +
+                `Up to ${MAX_ANTHROPIC_BETAS} names of letters, digits, '.', '_' and '-'; otherwise 400.`,
+            },
+          },
+        },
         body: messagesBody,
         response: {
           200: { ...anyObject, description: 'a message object, or with stream: true a text/event-stream of Anthropic\'s events' },
@@ -349,7 +377,8 @@ export function messagesRoutes(app: FastifyInstance, ctx: EdgeContext): void {
       const body = req.body as MessagesBody;
       checkBreakpoints(body);
       checkThinking(body);
-      const call = completion(ctx, req, reply, asChat(body));
+      const betas = betasOf(req.headers[BETA_HEADER]);
+      const call = completion(ctx, req, reply, { ...asChat(body), ...(betas.length > 0 ? { anthropic_betas: betas } : {}) });
       const id = `msg_${randomBytes(12).toString('hex')}`;
       if (body.stream) return streamMessage(call, id, body);
       const { text: said, done, thinking } = await wholeAnswer(call);

@@ -36,6 +36,8 @@ export interface ChatBody {
   thinking?: { type: 'enabled'; budget_tokens: number } | { type: 'adaptive'; budget_tokens?: number } | { type: 'disabled' };
   /** Anthropic's `output_config` (its `effort`); set by /v1/messages only (this route's is reasoning_effort). */
   output_config?: { effort?: string };
+  /** The Anthropic betas asked for (the `anthropic-beta` header's names); set by /v1/messages only. */
+  anthropic_betas?: string[];
   stream?: boolean;
   stream_options?: { include_usage?: boolean } | null;
   max_tokens?: number | null;
@@ -683,6 +685,7 @@ function generateRequest(userId: string, body: ChatBody, messages: ChatMessage[]
     ...(body.verbosity ? { verbosity: body.verbosity } : {}),
     ...(body.user ? { endUser: body.user } : {}),
     ...(body.prompt_cache_key ? { promptCacheKey: body.prompt_cache_key } : {}),
+    anthropicBetas: body.anthropic_betas ?? [],
     logitBias: body.logit_bias ?? {},
     maxTokens,
     temperature: body.temperature ?? 0,

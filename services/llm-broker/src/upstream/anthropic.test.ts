@@ -105,6 +105,18 @@ describe('Anthropic Messages request', () => {
     expect(JSON.parse(plain.body)).not.toHaveProperty('context_management');
   });
 
+  it("the caller's betas in `anthropic-beta`, in order, with context editing's added once (not twice when the caller asked for it too); the body unchanged", () => {
+    const betas = ['context-1m-2025-08-07', 'interleaved-thinking-2025-05-14'];
+    const asked = anthropicProtocol.request({ ...req, anthropicBetas: betas }, 'k', true);
+    expect(asked.headers['anthropic-beta']).toBe('context-1m-2025-08-07,interleaved-thinking-2025-05-14');
+    expect(asked.body).toBe(anthropicProtocol.request(req, 'k', true).body);
+    const edits = { edits: [{ type: 'clear_tool_uses_20250919' }] };
+    expect(anthropicProtocol.request({ ...req, anthropicBetas: betas, contextManagement: edits }, 'k', true).headers['anthropic-beta'])
+      .toBe('context-1m-2025-08-07,interleaved-thinking-2025-05-14,context-management-2025-06-27');
+    expect(anthropicProtocol.request({ ...req, anthropicBetas: ['context-management-2025-06-27'], contextManagement: edits }, 'k', true).headers['anthropic-beta'])
+      .toBe('context-management-2025-06-27');
+  });
+
   it('writes tool_choice in Anthropic\'s names: none, any (required), tool (a named one); absent for auto', () => {
     const choiceOf = (toolChoice: ProviderRequest['toolChoice']) => (JSON.parse(anthropicProtocol.request({ ...req, toolChoice }, 'k', true).body) as { tool_choice?: unknown }).tool_choice;
     expect(choiceOf(undefined)).toBeUndefined();

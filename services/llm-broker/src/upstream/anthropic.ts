@@ -543,7 +543,9 @@ export const anthropicProtocol: WireProtocol = {
   request(req, apiKey, stream) {
     const headers: Record<string, string> = { 'content-type': 'application/json', accept: stream ? 'text/event-stream' : 'application/json', 'anthropic-version': ANTHROPIC_VERSION };
     if (apiKey) headers['x-api-key'] = apiKey;
-    if (req.contextManagement) headers['anthropic-beta'] = CONTEXT_MANAGEMENT_BETA;
+    // The caller's betas, and the one context editing needs (each once).
+    const betas = [...new Set([...(req.anthropicBetas ?? []), ...(req.contextManagement ? [CONTEXT_MANAGEMENT_BETA] : [])])];
+    if (betas.length > 0) headers['anthropic-beta'] = betas.join(',');
     return { path: '/messages', headers, body: JSON.stringify({ ...messagesRequestBody(req), stream }) };
   },
   answer: messageAnswer,

@@ -16,6 +16,8 @@ export interface HttpProviderOptions {
   requestTimeoutMs: number;
   /** Whether the provider counts the tokens read from its prompt cache against its input limit; absent: the protocol's rule. */
   cacheReadsLimited?: boolean;
+  /** The callers' Anthropic betas this provider is sent (the others left out); absent: all. */
+  anthropicBetas?: ReadonlySet<string>;
   /** Longest silence inside a response body (undici's bodyTimeout, reset by every chunk) before the call is aborted as stalled. */
   streamIdleTimeoutMs?: number;
   /**
@@ -62,8 +64,10 @@ export class HttpProvider implements Provider {
     return this.o.cacheReadsLimited ?? this.wire.cacheReadsLimited;
   }
 
-  async open(req: ProviderRequest, signal: AbortSignal): Promise<OpenStream> {
+  async open(asked: ProviderRequest, signal: AbortSignal): Promise<OpenStream> {
     const { wire } = this;
+    const allowed = this.o.anthropicBetas;
+    const req = allowed && asked.anthropicBetas ? { ...asked, anthropicBetas: asked.anthropicBetas.filter((b) => allowed.has(b)) } : asked;
     const answer = req.stream === false && wire.answer ? (text: string) => wire.answer!(text, req) : undefined;
     const { path, headers, body } = this.wire.request(req, this.o.apiKey, answer === undefined);
     const url = this.urlOf(path);

@@ -125,6 +125,8 @@ export interface ProviderRequest {
   endUser?: string;
   /** OpenAI's `prompt_cache_key` (Anthropic's cache needs none): not part of the cache's key. */
   promptCacheKey?: string;
+  /** Anthropic betas the caller asked for (lower case, each once, in order), sent in `anthropic-beta` with the protocol's own; absent: none. OpenAI's protocol sends none. */
+  anthropicBetas?: string[];
   /** False: ask for the whole answer at once (when the protocol can); absent or true: streamed. */
   stream?: boolean;
   /** An embeddings call, not a chat (`messages` and `tools` empty, `maxTokens` 0, not streamed). */

@@ -98,6 +98,7 @@ export async function runAgent(env: AgentEnv, step: AgentStep): Promise<AgentOut
       streamToolCalls: false,
       toolChoice: undefined,
       stop: [],
+      anthropicBetas: [],
       responseFormatJson: '',
       logitBias: {},
     };

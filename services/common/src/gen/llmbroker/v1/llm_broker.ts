@@ -612,7 +612,17 @@ export interface GenerateRequest {
    * sharing a long prefix go to the same cache. It changes no answer: not part of the response
    * cache's key, and Anthropic's protocol, whose cache is keyed by the prefix alone, does not send it.
    */
-  promptCacheKey?: string | undefined;
+  promptCacheKey?:
+    | string
+    | undefined;
+  /**
+   * anthropic_betas are the Anthropic betas the caller asked for (its `anthropic-beta` header: each
+   * a name such as `context-1m-2025-08-07`, lower case), sent to an Anthropic upstream in that
+   * header with those the broker adds itself; an upstream that does not know one refuses the call
+   * (400), as Anthropic does. OpenAI's protocol has none: it does not send them. Part of the response
+   * cache's key (a beta may change the answer).
+   */
+  anthropicBetas: string[];
 }
 
 export interface GenerateRequest_LogitBiasEntry {
@@ -2639,6 +2649,7 @@ function createBaseGenerateRequest(): GenerateRequest {
     thinkingAdaptive: undefined,
     effort: undefined,
     promptCacheKey: undefined,
+    anthropicBetas: [],
   };
 }
 
@@ -2748,6 +2759,9 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
     }
     if (message.promptCacheKey !== undefined) {
       writer.uint32(290).string(message.promptCacheKey);
+    }
+    for (const v of message.anthropicBetas) {
+      writer.uint32(298).string(v!);
     }
     return writer;
   },
@@ -3048,6 +3062,14 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
             message.promptCacheKey = reader.string();
             continue;
           }
+          case 37: {
+            if (tag !== 298) {
+              break;
+            }
+
+            message.anthropicBetas.push(reader.string());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3225,6 +3247,11 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
         : isSet(object.prompt_cache_key)
         ? globalThis.String(object.prompt_cache_key)
         : undefined,
+      anthropicBetas: globalThis.Array.isArray(object?.anthropicBetas)
+        ? object.anthropicBetas.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.anthropic_betas)
+        ? object.anthropic_betas.map((e: any) => globalThis.String(e))
+        : [],
     };
   },
 
@@ -3341,6 +3368,9 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
     if (message.promptCacheKey !== undefined) {
       obj.promptCacheKey = message.promptCacheKey;
     }
+    if (message.anthropicBetas?.length) {
+      obj.anthropicBetas = message.anthropicBetas;
+    }
     return obj;
   },
 
@@ -3394,6 +3424,7 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
     message.thinkingAdaptive = object.thinkingAdaptive ?? undefined;
     message.effort = object.effort ?? undefined;
     message.promptCacheKey = object.promptCacheKey ?? undefined;
+    message.anthropicBetas = object.anthropicBetas?.map((e) => e) || [];
     return message;
   },
 };
